@@ -1,0 +1,42 @@
+//! What each command does: build the request (checking the arguments
+//! before any network traffic), call the admin API, render the answer.
+
+mod config;
+mod dataplane;
+mod key;
+mod model;
+mod provider;
+
+use anyhow::Result;
+
+use crate::args::{Cli, Command};
+use crate::output::Out;
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    let mut out = Out {
+        w: &mut lock,
+        format: cli.global.output,
+    };
+    let g = &cli.global;
+    match cli.command {
+        Command::Provider(cmd) => provider::run(cmd, g, &mut out).await?,
+        Command::Model(cmd) => model::run(cmd, g, &mut out).await?,
+        Command::Key(cmd) => key::run(cmd, g, &mut out).await?,
+        Command::Dataplanes => dataplane::list(g, &mut out).await?,
+        Command::Export => config::export(g, &mut out).await?,
+        Command::Apply(a) => config::apply(a, g, &mut out).await?,
+    }
+    out.w.flush()?;
+    Ok(())
+}
+
+/// The confirmation of a delete.
+fn deleted(out: &mut Out<'_>, kind: &str, name: &str) -> Result<()> {
+    if out.is_json() {
+        out.json(&serde_json::json!({ "deleted": name }))
+    } else {
+        out.line(&format!("deleted {kind} {name}"))
+    }
+}

@@ -1,0 +1,382 @@
+//! `llmgw model ...`
+
+use anyhow::{bail, Result};
+use llmgw_proto::v1::{
+    CreateModelRequest, DeleteModelRequest, GetModelRequest, ListModelsRequest, Model, ModelTarget,
+    Prices, Targets, UpdateModelRequest,
+};
+
+use crate::args::{GlobalOpts, ModelAddArgs, ModelCmd, ModelUpdateArgs};
+use crate::client::Client;
+use crate::output::{yes_no, Out, Table};
+
+pub async fn run(cmd: ModelCmd, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
+    match cmd {
+        ModelCmd::Add(a) => {
+            let req = create_request(a)?;
+            let c = Client::connect(g).await?;
+            let m = c
+                .api()
+                .create_model(req)
+                .await
+                .map_err(|s| c.fail(s))?
+                .into_inner();
+            show(out, &m)
+        }
+        ModelCmd::List => {
+            let c = Client::connect(g).await?;
+            let r = c
+                .api()
+                .list_models(ListModelsRequest {})
+                .await
+                .map_err(|s| c.fail(s))?
+                .into_inner();
+            list(out, &r.models)
+        }
+        ModelCmd::Get(n) => {
+            let c = Client::connect(g).await?;
+            let m = c
+                .api()
+                .get_model(GetModelRequest { name: n.name })
+                .await
+                .map_err(|s| c.fail(s))?
+                .into_inner();
+            show(out, &m)
+        }
+        ModelCmd::Update(a) => {
+            let (mut req, reweigh) = update_request(a)?;
+            let c = Client::connect(g).await?;
+            if let Some(weights) = reweigh {
+                // Weights without targets: re-weigh the current targets.
+                let current = c
+                    .api()
+                    .get_model(GetModelRequest {
+                        name: req.name.clone(),
+                    })
+                    .await
+                    .map_err(|s| c.fail(s))?
+                    .into_inner();
+                req.targets = Some(Targets {
+                    items: reweighted(current.targets, &weights)?,
+                });
+            }
+            let m = c
+                .api()
+                .update_model(req)
+                .await
+                .map_err(|s| c.fail(s))?
+                .into_inner();
+            show(out, &m)
+        }
+        ModelCmd::Delete(n) => {
+            let c = Client::connect(g).await?;
+            c.api()
+                .delete_model(DeleteModelRequest {
+                    name: n.name.clone(),
+                })
+                .await
+                .map_err(|s| c.fail(s))?;
+            super::deleted(out, "model", &n.name)
+        }
+    }
+}
+
+/// `PROVIDER[:UPSTREAM_MODEL]` as (provider, upstream model). The upstream
+/// model is everything after the first ':' (it may hold ':' and '/'), and
+/// the model's own name without one.
+pub fn parse_target(spec: &str, model: &str) -> Result<(String, String)> {
+    let (provider, upstream) = match spec.split_once(':') {
+        Some((p, u)) => (p.trim(), u.trim()),
+        None => (spec.trim(), model),
+    };
+    if provider.is_empty() {
+        bail!("target `{spec}` names no provider; use PROVIDER[:UPSTREAM_MODEL]");
+    }
+    if upstream.is_empty() {
+        bail!("target `{spec}` has an empty upstream model after ':'");
+    }
+    Ok((provider.to_string(), upstream.to_string()))
+}
+
+/// Targets in the order given: target i gets priority i, and weight i of
+/// `weights` (1 when no weights are given).
+pub fn build_targets(
+    model: &str,
+    specs: &[String],
+    weights: Option<&[u32]>,
+) -> Result<Vec<ModelTarget>> {
+    if let Some(w) = weights {
+        check_weight_count(w.len(), specs.len())?;
+    }
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let (provider, upstream_model) = parse_target(spec, model)?;
+            Ok(ModelTarget {
+                provider,
+                upstream_model,
+                priority: i32::try_from(i)?,
+                weight: weights.map_or(1, |w| w[i]),
+                rules: String::new(),
+                enabled: true,
+                prices: None,
+            })
+        })
+        .collect()
+}
+
+fn check_weight_count(weights: usize, targets: usize) -> Result<()> {
+    if weights != targets {
+        bail!(
+            "--weights gives {weights} weight{} but there {} {targets} target{}; give one weight per target",
+            plural(weights),
+            if targets == 1 { "is" } else { "are" },
+            plural(targets)
+        );
+    }
+    Ok(())
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// The current targets with new weights, in priority order.
+fn reweighted(mut targets: Vec<ModelTarget>, weights: &[u32]) -> Result<Vec<ModelTarget>> {
+    check_weight_count(weights.len(), targets.len())?;
+    targets.sort_by_key(|t| t.priority);
+    for (t, w) in targets.iter_mut().zip(weights) {
+        t.weight = *w;
+    }
+    Ok(targets)
+}
+
+fn prices(input: Option<f64>, output: Option<f64>, cached: Option<f64>) -> Option<Prices> {
+    match (input, output) {
+        (Some(i), Some(o)) => Some(Prices {
+            input_per_mtok: i,
+            output_per_mtok: o,
+            cached_input_per_mtok: cached.unwrap_or(0.0),
+        }),
+        _ => None,
+    }
+}
+
+fn create_request(a: ModelAddArgs) -> Result<CreateModelRequest> {
+    let o = a.common;
+    let targets = build_targets(&a.name, &a.targets, o.weights.as_deref())?;
+    Ok(CreateModelRequest {
+        strategy: o
+            .strategy
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        max_attempts: o.max_attempts.unwrap_or(0),
+        retry_delay_ms: o.retry_delay_ms,
+        prices: prices(o.price_input, o.price_output, o.price_cached_input),
+        enabled: Some(!a.disabled),
+        targets,
+        name: a.name,
+    })
+}
+
+/// The request, and the weights to put on the current targets when
+/// weights come without targets.
+fn update_request(a: ModelUpdateArgs) -> Result<(UpdateModelRequest, Option<Vec<u32>>)> {
+    let ch = a.changes;
+    let (targets, reweigh) = if ch.targets.is_empty() {
+        (None, ch.weights)
+    } else {
+        let items = build_targets(&a.name, &ch.targets, ch.weights.as_deref())?;
+        (Some(Targets { items }), None)
+    };
+    let enabled = match (ch.enable, ch.disable) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    let req = UpdateModelRequest {
+        name: a.name,
+        strategy: ch.strategy.map(|s| s.as_str().to_string()),
+        max_attempts: ch.max_attempts,
+        retry_delay_ms: ch.retry_delay_ms,
+        clear_retry_delay: ch.clear_retry_delay,
+        prices: prices(ch.price_input, ch.price_output, ch.price_cached_input),
+        enabled,
+        targets,
+    };
+    Ok((req, reweigh))
+}
+
+fn fmt_prices(p: Option<&Prices>, long: bool) -> String {
+    let Some(p) = p else {
+        return String::new();
+    };
+    if long {
+        format!(
+            "input {}, output {}, cached input {} (USD per 1M tokens)",
+            p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok
+        )
+    } else if p.cached_input_per_mtok == 0.0 {
+        format!("{}/{}", p.input_per_mtok, p.output_per_mtok)
+    } else {
+        format!(
+            "{}/{}/{}",
+            p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok
+        )
+    }
+}
+
+fn by_priority(m: &Model) -> Vec<&ModelTarget> {
+    let mut t: Vec<&ModelTarget> = m.targets.iter().collect();
+    t.sort_by_key(|t| t.priority);
+    t
+}
+
+fn list(out: &mut Out<'_>, models: &[Model]) -> Result<()> {
+    if out.is_json() {
+        return out.json(models);
+    }
+    let mut t = Table::new(&["NAME", "STRATEGY", "ENABLED", "PRICES", "TARGETS"]);
+    for m in models {
+        let targets: Vec<String> = by_priority(m)
+            .into_iter()
+            .map(|t| {
+                let off = if t.enabled { "" } else { " (disabled)" };
+                format!("{}:{}{off}", t.provider, t.upstream_model)
+            })
+            .collect();
+        t.row([
+            m.name.clone(),
+            m.strategy.clone(),
+            yes_no(m.enabled).to_string(),
+            fmt_prices(m.prices.as_ref(), false),
+            targets.join(", "),
+        ]);
+    }
+    out.table(&t)
+}
+
+fn show(out: &mut Out<'_>, m: &Model) -> Result<()> {
+    if out.is_json() {
+        return out.json(m);
+    }
+    let mut t = Table::plain();
+    t.row(["name".to_string(), m.name.clone()]);
+    t.row(["strategy".to_string(), m.strategy.clone()]);
+    t.row([
+        "max_attempts".to_string(),
+        match m.max_attempts {
+            0 => "default".to_string(),
+            n => n.to_string(),
+        },
+    ]);
+    t.row([
+        "retry_delay_ms".to_string(),
+        m.retry_delay_ms
+            .map_or_else(|| "default".to_string(), |d| d.to_string()),
+    ]);
+    t.row(["prices".to_string(), fmt_prices(m.prices.as_ref(), true)]);
+    t.row(["enabled".to_string(), yes_no(m.enabled).to_string()]);
+    t.row(["created_at".to_string(), m.created_at.clone()]);
+    t.row(["updated_at".to_string(), m.updated_at.clone()]);
+    out.table(&t)?;
+    out.line("")?;
+    let mut t = Table::new(&[
+        "PRIORITY",
+        "PROVIDER",
+        "UPSTREAM MODEL",
+        "WEIGHT",
+        "ENABLED",
+        "PRICES",
+        "RULES",
+    ]);
+    for target in by_priority(m) {
+        t.row([
+            target.priority.to_string(),
+            target.provider.clone(),
+            target.upstream_model.clone(),
+            target.weight.to_string(),
+            yes_no(target.enabled).to_string(),
+            fmt_prices(target.prices.as_ref(), false),
+            target.rules.clone(),
+        ]);
+    }
+    out.table(&t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(p: &str, u: &str) -> (String, String) {
+        (p.to_string(), u.to_string())
+    }
+
+    #[test]
+    fn target_spec_parsing() {
+        // Without ':' the upstream model is the model's name.
+        assert_eq!(
+            parse_target("openai", "gpt-4o").unwrap(),
+            pair("openai", "gpt-4o")
+        );
+        assert_eq!(
+            parse_target("gpt-4o", "gpt-4o").unwrap(),
+            pair("gpt-4o", "gpt-4o")
+        );
+        assert_eq!(
+            parse_target("openai:gpt-4o", "chat").unwrap(),
+            pair("openai", "gpt-4o")
+        );
+        // Everything after the first ':' is the upstream model.
+        assert_eq!(
+            parse_target("or:meta/llama:70b", "llama").unwrap(),
+            pair("or", "meta/llama:70b")
+        );
+        assert!(parse_target(":gpt-4o", "m").is_err());
+        assert!(parse_target("openai:", "m").is_err());
+        assert!(parse_target("", "m").is_err());
+    }
+
+    #[test]
+    fn targets_get_priorities_and_weights() {
+        let specs = vec!["openai:gpt-4o".to_string(), "azure".to_string()];
+        let t = build_targets("gpt-4o", &specs, None).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!((t[0].priority, t[0].weight), (0, 1));
+        assert_eq!((t[1].priority, t[1].weight), (1, 1));
+        assert_eq!(t[1].provider, "azure");
+        assert_eq!(t[1].upstream_model, "gpt-4o");
+        assert!(t.iter().all(|t| t.enabled && t.rules.is_empty()));
+        let t = build_targets("gpt-4o", &specs, Some(&[3, 7])).unwrap();
+        assert_eq!((t[0].weight, t[1].weight), (3, 7));
+    }
+
+    #[test]
+    fn weights_count_mismatch() {
+        let specs = vec!["a".to_string(), "b".to_string()];
+        let err = build_targets("m", &specs, Some(&[1])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--weights gives 1 weight but there are 2 targets"),
+            "{err}"
+        );
+        assert!(build_targets("m", &specs, Some(&[1, 2, 3])).is_err());
+        let current = build_targets("m", &specs, None).unwrap();
+        assert!(reweighted(current.clone(), &[5]).is_err());
+        let w = reweighted(current, &[5, 6]).unwrap();
+        assert_eq!((w[0].weight, w[1].weight), (5, 6));
+    }
+
+    #[test]
+    fn prices_need_input_and_output() {
+        assert_eq!(prices(None, None, None), None);
+        let p = prices(Some(2.5), Some(10.0), None).unwrap();
+        assert_eq!(p.cached_input_per_mtok, 0.0);
+        assert_eq!(fmt_prices(Some(&p), false), "2.5/10");
+    }
+}

@@ -1,0 +1,206 @@
+//! `llmgw provider ...`
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Result};
+use llmgw_proto::v1::{
+    CreateProviderRequest, DeleteProviderRequest, GetProviderRequest, Headers,
+    ListProvidersRequest, Provider, UpdateProviderRequest,
+};
+
+use crate::args::{GlobalOpts, Header, ProviderAddArgs, ProviderCmd, ProviderUpdateArgs};
+use crate::client::Client;
+use crate::output::{yes_no, Out, Table};
+
+pub async fn run(cmd: ProviderCmd, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
+    match cmd {
+        ProviderCmd::Add(a) => {
+            let req = create_request(a)?;
+            let c = Client::connect(g).await?;
+            let p = c
+                .api()
+                .create_provider(req)
+                .await
+                .map_err(|s| c.fail(s))?
+                .into_inner();
+            show(out, &p)
+        }
+        ProviderCmd::List => {
+            let c = Client::connect(g).await?;
+            let r = c
+                .api()
+                .list_providers(ListProvidersRequest {})
+                .await
+                .map_err(|s| c.fail(s))?
+                .into_inner();
+            list(out, &r.providers)
+        }
+        ProviderCmd::Get(n) => {
+            let c = Client::connect(g).await?;
+            let p = c
+                .api()
+                .get_provider(GetProviderRequest { name: n.name })
+                .await
+                .map_err(|s| c.fail(s))?
+                .into_inner();
+            show(out, &p)
+        }
+        ProviderCmd::Update(a) => {
+            let req = update_request(a)?;
+            let c = Client::connect(g).await?;
+            let p = c
+                .api()
+                .update_provider(req)
+                .await
+                .map_err(|s| c.fail(s))?
+                .into_inner();
+            show(out, &p)
+        }
+        ProviderCmd::Delete(n) => {
+            let c = Client::connect(g).await?;
+            c.api()
+                .delete_provider(DeleteProviderRequest {
+                    name: n.name.clone(),
+                })
+                .await
+                .map_err(|s| c.fail(s))?;
+            super::deleted(out, "provider", &n.name)
+        }
+    }
+}
+
+/// `--header` values as a map; a header given twice is an error.
+pub fn header_map(headers: Vec<Header>) -> Result<HashMap<String, String>> {
+    let mut map = HashMap::new();
+    for h in headers {
+        if map.keys().any(|k: &String| k.eq_ignore_ascii_case(&h.name)) {
+            bail!("header {} is given more than once", h.name);
+        }
+        map.insert(h.name, h.value);
+    }
+    Ok(map)
+}
+
+fn create_request(a: ProviderAddArgs) -> Result<CreateProviderRequest> {
+    Ok(CreateProviderRequest {
+        name: a.name,
+        protocol: a.protocol.as_str().to_string(),
+        base_url: a.base_url,
+        api_key: a.api_key.unwrap_or_default(),
+        headers: header_map(a.headers)?,
+        timeout_s: a.timeout_s.unwrap_or(0),
+        enabled: Some(!a.disabled),
+        stream_usage: Some(!a.no_stream_usage),
+    })
+}
+
+fn update_request(a: ProviderUpdateArgs) -> Result<UpdateProviderRequest> {
+    let ch = a.changes;
+    let headers = if ch.clear_headers {
+        Some(Headers::default())
+    } else if ch.headers.is_empty() {
+        None
+    } else {
+        Some(Headers {
+            values: header_map(ch.headers)?,
+        })
+    };
+    let enabled = match (ch.enable, ch.disable) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    Ok(UpdateProviderRequest {
+        name: a.name,
+        protocol: ch.protocol.map(|p| p.as_str().to_string()),
+        base_url: ch.base_url,
+        api_key: ch.api_key,
+        headers,
+        timeout_s: ch.timeout_s,
+        enabled,
+        stream_usage: ch.stream_usage,
+    })
+}
+
+fn sorted_headers(h: &HashMap<String, String>) -> Vec<(&String, &String)> {
+    let mut v: Vec<_> = h.iter().collect();
+    v.sort();
+    v
+}
+
+fn timeout(t: u32) -> String {
+    if t == 0 {
+        "default".to_string()
+    } else {
+        format!("{t}s")
+    }
+}
+
+fn list(out: &mut Out<'_>, providers: &[Provider]) -> Result<()> {
+    if out.is_json() {
+        return out.json(providers);
+    }
+    let mut t = Table::new(&[
+        "NAME", "PROTOCOL", "BASE URL", "API KEY", "HEADERS", "TIMEOUT", "ENABLED",
+    ]);
+    for p in providers {
+        let headers: Vec<&str> = sorted_headers(&p.headers)
+            .into_iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        t.row([
+            p.name.clone(),
+            p.protocol.clone(),
+            p.base_url.clone(),
+            p.api_key.clone(),
+            headers.join(","),
+            timeout(p.timeout_s),
+            yes_no(p.enabled).to_string(),
+        ]);
+    }
+    out.table(&t)
+}
+
+fn show(out: &mut Out<'_>, p: &Provider) -> Result<()> {
+    if out.is_json() {
+        return out.json(p);
+    }
+    let headers: Vec<String> = sorted_headers(&p.headers)
+        .into_iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    let mut t = Table::plain();
+    t.row(["name", &p.name]);
+    t.row(["protocol", &p.protocol]);
+    t.row(["base_url", &p.base_url]);
+    t.row(["api_key", &p.api_key]);
+    t.row(["headers".to_string(), headers.join(", ")]);
+    t.row(["timeout_s".to_string(), timeout(p.timeout_s)]);
+    t.row(["enabled", yes_no(p.enabled)]);
+    t.row(["stream_usage", yes_no(p.stream_usage)]);
+    t.row(["created_at", &p.created_at]);
+    t.row(["updated_at", &p.updated_at]);
+    out.table(&t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::parse_header;
+
+    #[test]
+    fn duplicate_headers_are_refused() {
+        let hs = vec![
+            parse_header("X-A: 1").unwrap(),
+            parse_header("x-a: 2").unwrap(),
+        ];
+        assert!(header_map(hs).is_err());
+        let hs = vec![
+            parse_header("X-A: 1").unwrap(),
+            parse_header("X-B:2").unwrap(),
+        ];
+        let m = header_map(hs).unwrap();
+        assert_eq!(m["X-A"], "1");
+        assert_eq!(m["X-B"], "2");
+    }
+}

@@ -1,0 +1,254 @@
+//! The configuration file of `export` and `apply`: serde of the proto
+//! `GatewayConfig`, in YAML (JSON is accepted too, being YAML).
+
+use std::fmt::Write as _;
+use std::io::Read;
+
+use anyhow::{anyhow, bail, Context, Result};
+use llmgw_proto::v1::GatewayConfig;
+use serde_yaml_ng::Value;
+
+use crate::output::normalize;
+
+/// The text of FILE, or of standard input for `-`.
+pub fn read_source(file: &str) -> Result<String> {
+    if file == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the configuration from standard input")?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))
+    }
+}
+
+/// Loads the file named on the command line (`-` for standard input).
+pub fn load(file: &str) -> Result<GatewayConfig> {
+    let origin = if file == "-" { "standard input" } else { file };
+    parse(&read_source(file)?, origin)
+}
+
+/// Parses a configuration. Unknown fields are refused rather than ignored:
+/// apply deletes whatever the file leaves out, so a misspelt `provider:`
+/// must not read as "no providers".
+pub fn parse(text: &str, origin: &str) -> Result<GatewayConfig> {
+    let mut tree: Value =
+        serde_yaml_ng::from_str(text).with_context(|| format!("cannot parse {origin}"))?;
+    if tree.is_null() {
+        bail!("{origin} is empty; to remove everything, apply `{{}}`");
+    }
+    if !tree.is_mapping() {
+        bail!("cannot parse {origin}: expected a mapping with providers, models and api_keys");
+    }
+    tree.apply_merge()
+        .with_context(|| format!("cannot parse {origin}"))?;
+    // Through text again, so that the typed reading is as lenient about
+    // plain scalars as reading the file directly would be.
+    let merged = serde_yaml_ng::to_string(&tree)?;
+    let config: GatewayConfig =
+        serde_yaml_ng::from_str(&merged).with_context(|| format!("cannot parse {origin}"))?;
+    let known = serde_yaml_ng::to_value(&config)?;
+    let mut path = String::new();
+    check_known(&tree, &known, &mut path).map_err(|e| anyhow!("{origin}: {e}"))?;
+    Ok(config)
+}
+
+/// The YAML that `export` writes.
+pub fn to_yaml(config: &GatewayConfig) -> Result<String> {
+    Ok(serde_yaml_ng::to_string(&normalize(config)?)?)
+}
+
+/// Every key of `input` must appear at the same place in `known`, the
+/// configuration as read and written back.
+fn check_known(input: &Value, known: &Value, path: &mut String) -> Result<()> {
+    match (input, known) {
+        (Value::Mapping(inp), Value::Mapping(kn)) => {
+            for (k, v) in inp {
+                let Some(name) = k.as_str() else {
+                    continue;
+                };
+                let Some(kv) = kn.get(name) else {
+                    if path.is_empty() {
+                        bail!("unknown field `{name}` (expected providers, models, api_keys)");
+                    }
+                    bail!("unknown field `{name}` in {path}");
+                };
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(name);
+                check_known(v, kv, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        (Value::Sequence(inp), Value::Sequence(kn)) => {
+            for (i, (v, kv)) in inp.iter().zip(kn).enumerate() {
+                let len = path.len();
+                let _ = write!(path, "[{i}]");
+                check_known(v, kv, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmgw_proto::v1::{ApiKeyConfig, ModelConfig, ModelTarget, Prices, ProviderConfig};
+
+    fn sample() -> GatewayConfig {
+        GatewayConfig {
+            providers: vec![ProviderConfig {
+                name: "openai".into(),
+                protocol: "openai".into(),
+                base_url: "https://api.openai.com/v1".into(),
+                api_key: "****abcd".into(),
+                headers: [
+                    ("X-Team".to_string(), "research".to_string()),
+                    ("OpenAI-Organization".to_string(), "org-1".to_string()),
+                ]
+                .into(),
+                timeout_s: 30,
+                enabled: true,
+                stream_usage: true,
+            }],
+            models: vec![ModelConfig {
+                name: "gpt-4o".into(),
+                strategy: "weighted".into(),
+                max_attempts: 2,
+                retry_delay_ms: Some(250),
+                prices: Some(Prices {
+                    input_per_mtok: 2.5,
+                    output_per_mtok: 10.0,
+                    cached_input_per_mtok: 1.25,
+                }),
+                enabled: true,
+                targets: vec![
+                    ModelTarget {
+                        provider: "openai".into(),
+                        upstream_model: "gpt-4o-2024-08-06".into(),
+                        priority: 0,
+                        weight: 3,
+                        // Canonical JSON text (compact, sorted keys), as the
+                        // control plane stores it.
+                        rules: r#"{"all":[{"field":"headers.x-team","op":"eq","value":"research"},{"any":[{"field":"input_tokens","op":"gt","value":8000},{"field":"key","op":"in","value":["batch","nightly"]}]}]}"#.into(),
+                        enabled: true,
+                        prices: None,
+                    },
+                    ModelTarget {
+                        provider: "or".into(),
+                        upstream_model: "meta/llama:70b".into(),
+                        priority: 1,
+                        weight: 1,
+                        rules: String::new(),
+                        enabled: false,
+                        prices: Some(Prices {
+                            input_per_mtok: 0.5,
+                            output_per_mtok: 0.75,
+                            cached_input_per_mtok: 0.0,
+                        }),
+                    },
+                ],
+            }],
+            api_keys: vec![ApiKeyConfig {
+                name: "ci".into(),
+                models: vec!["gpt-4o".into()],
+                expires_at: "2030-01-01T00:00:00Z".into(),
+                revoked: false,
+                log_bodies: true,
+                hash: "ab".repeat(32),
+                prefix: "sk-llmgw-ab12".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn yaml_round_trip_with_rules() {
+        let cfg = sample();
+        let yaml = to_yaml(&cfg).unwrap();
+        // Rules are nested YAML, not a JSON string.
+        assert!(yaml.contains("rules:\n"), "{yaml}");
+        assert!(yaml.contains("field: headers.x-team"), "{yaml}");
+        let back = parse(&yaml, "test").unwrap();
+        assert_eq!(back, cfg);
+        // Export output is stable.
+        assert_eq!(to_yaml(&back).unwrap(), yaml);
+    }
+
+    #[test]
+    fn json_is_accepted() {
+        let cfg = sample();
+        let json = serde_json::to_string_pretty(&normalize(&cfg).unwrap()).unwrap();
+        assert_eq!(parse(&json, "test").unwrap(), cfg);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = parse("provider:\n  - name: x\n", "f.yaml").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `provider`"),
+            "{err}"
+        );
+        let err = parse(
+            "providers:\n  - name: x\n    base_ulr: http://x\n",
+            "f.yaml",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown field `base_ulr` in providers[0]"),
+            "{err}"
+        );
+        // Rules are free-form JSON and header names are data.
+        let cfg = parse(
+            "providers:\n  - name: p\n    headers: {X-Any: v}\nmodels:\n  - name: m\n    targets:\n      - provider: p\n        rules: {not: {field: key, op: eq, value: k}}\n",
+            "f.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.models[0].targets[0].rules,
+            r#"{"not":{"field":"key","op":"eq","value":"k"}}"#
+        );
+    }
+
+    #[test]
+    fn empty_and_odd_files() {
+        assert!(parse("", "f").is_err());
+        assert!(parse("- a\n", "f").is_err());
+        assert_eq!(parse("{}", "f").unwrap(), GatewayConfig::default());
+    }
+
+    #[test]
+    fn merge_keys_and_plain_scalars() {
+        let text = "\
+defaults: &d
+  protocol: openai
+  enabled: true
+providers:
+  - <<: *d
+    name: 123
+    base_url: http://x
+";
+        // `defaults` is not a field of the configuration.
+        assert!(parse(text, "f").is_err());
+        let text = "\
+providers:
+  - &p
+    name: a
+    protocol: openai
+    enabled: true
+  - <<: *p
+    name: 123
+";
+        let cfg = parse(text, "f").unwrap();
+        assert_eq!(cfg.providers[1].name, "123");
+        assert_eq!(cfg.providers[1].protocol, "openai");
+        assert!(cfg.providers[1].enabled);
+    }
+}

@@ -1,0 +1,567 @@
+//! The admin gRPC service: CRUD for providers, models and client keys, the
+//! data-plane list, and export/apply of the whole configuration. Each write
+//! is one transaction; after it commits the hub publishes a new snapshot.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use llmgw_core::{keys, validate, Protocol, Strategy};
+use llmgw_proto::v1 as pb;
+use rand::RngCore;
+use secrecy::ExposeSecret;
+use tonic::{Request, Response, Status};
+
+use crate::apply;
+use crate::hub::Hub;
+use crate::store::{
+    now_ms, rfc3339, specs_normalise_rules, KeyRow, KeySpec, ModelRow, ModelSpec, Prices,
+    ProviderRow, ProviderSpec, Store, StoreError, TargetSpec,
+};
+
+/// How long after its last heartbeat a data plane still counts as connected.
+const CONNECTED_WITHIN_MS: i64 = 30_000;
+
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    store: Store,
+    hub: Hub,
+}
+
+impl AdminService {
+    pub fn new(store: Store, hub: Hub) -> Self {
+        AdminService { store, hub }
+    }
+
+    /// Runs one configuration write and publishes the result.
+    async fn write<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        F: for<'c> FnOnce(
+            &'c Store,
+            &'c mut sqlx::AnyConnection,
+        ) -> futures::future::BoxFuture<'c, Result<T, StoreError>>,
+    {
+        let mut tx = self.store.begin_write().await.map_err(status)?;
+        let out = f(&self.store, &mut tx).await.map_err(status)?;
+        tx.commit().await.map_err(|e| status(e.into()))?;
+        self.hub.changed().await;
+        Ok(out)
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        F: for<'c> FnOnce(
+            &'c Store,
+            &'c mut sqlx::AnyConnection,
+        ) -> futures::future::BoxFuture<'c, Result<T, StoreError>>,
+    {
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(|e| status(e.into()))?;
+        f(&self.store, &mut conn).await.map_err(status)
+    }
+}
+
+/// Maps store errors onto gRPC codes; internal details stay in our log.
+pub fn status(e: StoreError) -> Status {
+    match e {
+        StoreError::Invalid(m) => Status::invalid_argument(m),
+        StoreError::NotFound(m) => Status::not_found(m),
+        StoreError::AlreadyExists(m) => Status::already_exists(m),
+        StoreError::InUse(m) => Status::failed_precondition(m),
+        other => {
+            tracing::error!(error = %other, "admin request failed");
+            Status::internal("internal error; see the control plane's log")
+        }
+    }
+}
+
+fn protocol(s: &str) -> Result<Protocol, Status> {
+    Protocol::from_str(s).map_err(|e| Status::invalid_argument(e.0))
+}
+
+fn strategy(s: &str) -> Result<Strategy, Status> {
+    Strategy::from_str(s).map_err(|e| Status::invalid_argument(e.0))
+}
+
+fn prices(p: Option<&pb::Prices>) -> Prices {
+    p.map_or_else(Prices::default, |p| Prices {
+        input: p.input_per_mtok,
+        output: p.output_per_mtok,
+        cached_input: p.cached_input_per_mtok,
+    })
+}
+
+/// Header values shown to admins: credentials masked, the rest as stored.
+pub fn shown_headers(h: &BTreeMap<String, String>) -> std::collections::HashMap<String, String> {
+    h.iter()
+        .map(|(k, v)| {
+            let shown = if validate::is_sensitive_header(k) {
+                keys::mask(v)
+            } else {
+                v.clone()
+            };
+            (k.clone(), shown)
+        })
+        .collect()
+}
+
+pub fn provider_pb(row: &ProviderRow) -> pb::Provider {
+    let s = &row.spec;
+    pb::Provider {
+        name: s.name.clone(),
+        protocol: s.protocol.as_str().to_string(),
+        base_url: s.base_url.clone(),
+        api_key: s
+            .api_key
+            .as_ref()
+            .map(|k| keys::mask(k.expose_secret()))
+            .unwrap_or_default(),
+        headers: shown_headers(&s.headers),
+        timeout_s: s.timeout_s,
+        enabled: s.enabled,
+        stream_usage: s.stream_usage,
+        created_at: rfc3339(Some(row.created_at)),
+        updated_at: rfc3339(Some(row.updated_at)),
+    }
+}
+
+pub fn target_pb(t: &TargetSpec) -> pb::ModelTarget {
+    pb::ModelTarget {
+        provider: t.provider.clone(),
+        upstream_model: t.upstream_model.clone(),
+        priority: t.priority,
+        weight: t.weight,
+        rules: t.rules.clone(),
+        enabled: t.enabled,
+        prices: t.prices.map(crate::hub::prices),
+    }
+}
+
+pub fn model_pb(row: &ModelRow) -> pb::Model {
+    let s = &row.spec;
+    pb::Model {
+        name: s.name.clone(),
+        strategy: s.strategy.as_str().to_string(),
+        max_attempts: s.max_attempts,
+        retry_delay_ms: s.retry_delay_ms,
+        prices: Some(crate::hub::prices(s.prices)),
+        enabled: s.enabled,
+        targets: s.targets.iter().map(target_pb).collect(),
+        created_at: rfc3339(Some(row.created_at)),
+        updated_at: rfc3339(Some(row.updated_at)),
+    }
+}
+
+pub fn key_pb(row: &KeyRow) -> pb::ApiKey {
+    let s = &row.spec;
+    pb::ApiKey {
+        name: s.name.clone(),
+        prefix: s.prefix.clone(),
+        models: s.models.clone(),
+        expires_at: rfc3339(s.expires_at),
+        revoked: s.revoked,
+        created_at: rfc3339(Some(row.created_at)),
+        last_used_at: rfc3339(row.last_used_at),
+        log_bodies: s.log_bodies,
+    }
+}
+
+/// Targets from the API, with defaults filled in: a weight of 0 means 1.
+pub fn targets_from_pb(items: &[pb::ModelTarget]) -> Result<Vec<TargetSpec>, Status> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Ok(TargetSpec {
+                provider: t.provider.trim().to_string(),
+                upstream_model: t.upstream_model.trim().to_string(),
+                priority: t.priority,
+                weight: if t.weight == 0 { 1 } else { t.weight },
+                rules: specs_normalise_rules(&t.rules)
+                    .map_err(|e| Status::invalid_argument(format!("target {}: {e}", i + 1)))?,
+                enabled: t.enabled,
+                prices: t.prices.as_ref().map(|p| prices(Some(p))),
+            })
+        })
+        .collect()
+}
+
+fn new_key_secret() -> Result<String, Status> {
+    let mut random = [0u8; 64];
+    rand::thread_rng().fill_bytes(&mut random);
+    keys::key_from_random(&random).ok_or_else(|| Status::internal("could not generate a key"))
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn create_provider(
+        &self,
+        request: Request<pb::CreateProviderRequest>,
+    ) -> Result<Response<pb::Provider>, Status> {
+        let r = request.into_inner();
+        let spec = ProviderSpec {
+            name: r.name.trim().to_string(),
+            protocol: protocol(&r.protocol)?,
+            base_url: r.base_url.trim().trim_end_matches('/').to_string(),
+            api_key: crate::apply::resolve_secret("api_key", &r.api_key, None).map_err(status)?,
+            headers: r.headers.into_iter().collect(),
+            timeout_s: r.timeout_s,
+            stream_usage: r.stream_usage.unwrap_or(true),
+            enabled: r.enabled.unwrap_or(true),
+        };
+        let row = self
+            .write(move |store, tx| {
+                Box::pin(async move {
+                    store.insert_provider(tx, &spec).await?;
+                    store.provider(tx, &spec.name).await
+                })
+            })
+            .await?;
+        Ok(Response::new(provider_pb(&row)))
+    }
+
+    async fn get_provider(
+        &self,
+        request: Request<pb::GetProviderRequest>,
+    ) -> Result<Response<pb::Provider>, Status> {
+        let name = request.into_inner().name;
+        let row = self
+            .read(move |store, c| Box::pin(async move { store.provider(c, &name).await }))
+            .await?;
+        Ok(Response::new(provider_pb(&row)))
+    }
+
+    async fn list_providers(
+        &self,
+        _request: Request<pb::ListProvidersRequest>,
+    ) -> Result<Response<pb::ListProvidersResponse>, Status> {
+        let rows = self
+            .read(|store, c| Box::pin(async move { store.providers(c).await }))
+            .await?;
+        Ok(Response::new(pb::ListProvidersResponse {
+            providers: rows.iter().map(provider_pb).collect(),
+        }))
+    }
+
+    async fn update_provider(
+        &self,
+        request: Request<pb::UpdateProviderRequest>,
+    ) -> Result<Response<pb::Provider>, Status> {
+        let r = request.into_inner();
+        let proto = r.protocol.as_deref().map(protocol).transpose()?;
+        let row = self
+            .write(move |store, tx| {
+                Box::pin(async move {
+                    let mut spec = store.provider(tx, &r.name).await?.spec;
+                    if let Some(p) = proto {
+                        spec.protocol = p;
+                    }
+                    if let Some(u) = r.base_url {
+                        spec.base_url = u.trim().trim_end_matches('/').to_string();
+                    }
+                    if let Some(k) = r.api_key {
+                        spec.api_key =
+                            crate::apply::resolve_secret("api_key", &k, spec.api_key.as_ref())?;
+                    }
+                    if let Some(h) = r.headers {
+                        spec.headers = keep_masked(h.values.into_iter().collect(), &spec.headers);
+                    }
+                    if let Some(t) = r.timeout_s {
+                        spec.timeout_s = t;
+                    }
+                    if let Some(e) = r.enabled {
+                        spec.enabled = e;
+                    }
+                    if let Some(s) = r.stream_usage {
+                        spec.stream_usage = s;
+                    }
+                    store.update_provider(tx, &spec).await?;
+                    store.provider(tx, &spec.name).await
+                })
+            })
+            .await?;
+        Ok(Response::new(provider_pb(&row)))
+    }
+
+    async fn delete_provider(
+        &self,
+        request: Request<pb::DeleteProviderRequest>,
+    ) -> Result<Response<pb::DeleteProviderResponse>, Status> {
+        let name = request.into_inner().name;
+        self.write(move |store, tx| {
+            Box::pin(async move { store.delete_provider(tx, &name).await })
+        })
+        .await?;
+        Ok(Response::new(pb::DeleteProviderResponse {}))
+    }
+
+    async fn create_model(
+        &self,
+        request: Request<pb::CreateModelRequest>,
+    ) -> Result<Response<pb::Model>, Status> {
+        let r = request.into_inner();
+        let spec = ModelSpec {
+            name: r.name.trim().to_string(),
+            strategy: strategy(&r.strategy)?,
+            max_attempts: r.max_attempts,
+            retry_delay_ms: r.retry_delay_ms,
+            prices: prices(r.prices.as_ref()),
+            enabled: r.enabled.unwrap_or(true),
+            targets: targets_from_pb(&r.targets)?,
+        };
+        let row = self
+            .write(move |store, tx| {
+                Box::pin(async move {
+                    store.insert_model(tx, &spec).await?;
+                    store.model(tx, &spec.name).await
+                })
+            })
+            .await?;
+        Ok(Response::new(model_pb(&row)))
+    }
+
+    async fn get_model(
+        &self,
+        request: Request<pb::GetModelRequest>,
+    ) -> Result<Response<pb::Model>, Status> {
+        let name = request.into_inner().name;
+        let row = self
+            .read(move |store, c| Box::pin(async move { store.model(c, &name).await }))
+            .await?;
+        Ok(Response::new(model_pb(&row)))
+    }
+
+    async fn list_models(
+        &self,
+        _request: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let rows = self
+            .read(|store, c| Box::pin(async move { store.models(c).await }))
+            .await?;
+        Ok(Response::new(pb::ListModelsResponse {
+            models: rows.iter().map(model_pb).collect(),
+        }))
+    }
+
+    async fn update_model(
+        &self,
+        request: Request<pb::UpdateModelRequest>,
+    ) -> Result<Response<pb::Model>, Status> {
+        let r = request.into_inner();
+        let strat = r.strategy.as_deref().map(strategy).transpose()?;
+        let targets = r
+            .targets
+            .as_ref()
+            .map(|t| targets_from_pb(&t.items))
+            .transpose()?;
+        let row = self
+            .write(move |store, tx| {
+                Box::pin(async move {
+                    let mut spec = store.model(tx, &r.name).await?.spec;
+                    if let Some(s) = strat {
+                        spec.strategy = s;
+                    }
+                    if let Some(n) = r.max_attempts {
+                        spec.max_attempts = n;
+                    }
+                    if r.clear_retry_delay {
+                        spec.retry_delay_ms = None;
+                    }
+                    if let Some(d) = r.retry_delay_ms {
+                        spec.retry_delay_ms = Some(d);
+                    }
+                    if let Some(p) = r.prices.as_ref() {
+                        spec.prices = prices(Some(p));
+                    }
+                    if let Some(e) = r.enabled {
+                        spec.enabled = e;
+                    }
+                    if let Some(t) = targets {
+                        spec.targets = t;
+                    }
+                    store.update_model(tx, &spec).await?;
+                    store.model(tx, &spec.name).await
+                })
+            })
+            .await?;
+        Ok(Response::new(model_pb(&row)))
+    }
+
+    async fn delete_model(
+        &self,
+        request: Request<pb::DeleteModelRequest>,
+    ) -> Result<Response<pb::DeleteModelResponse>, Status> {
+        let name = request.into_inner().name;
+        self.write(move |store, tx| Box::pin(async move { store.delete_model(tx, &name).await }))
+            .await?;
+        Ok(Response::new(pb::DeleteModelResponse {}))
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        let r = request.into_inner();
+        let secret = new_key_secret()?;
+        let expires_at = match r.expires_in_s {
+            0 => None,
+            // Whole seconds, so an exported RFC 3339 time applies unchanged.
+            s => Some(
+                (now_ms() / 1000)
+                    .saturating_add(i64::try_from(s).unwrap_or(i64::MAX / 1000))
+                    .saturating_mul(1000),
+            ),
+        };
+        let spec = KeySpec {
+            name: r.name.trim().to_string(),
+            hash: keys::hash_hex(&secret),
+            prefix: keys::display_prefix(&secret),
+            models: r.models.iter().map(|m| m.trim().to_string()).collect(),
+            expires_at,
+            revoked: false,
+            log_bodies: r.log_bodies.unwrap_or(true),
+        };
+        let row = self
+            .write(move |store, tx| {
+                Box::pin(async move {
+                    store.insert_key(tx, &spec).await?;
+                    store.key(tx, &spec.name).await
+                })
+            })
+            .await?;
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            api_key: Some(key_pb(&row)),
+            key: secret,
+        }))
+    }
+
+    async fn get_api_key(
+        &self,
+        request: Request<pb::GetApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        let name = request.into_inner().name;
+        let row = self
+            .read(move |store, c| Box::pin(async move { store.key(c, &name).await }))
+            .await?;
+        Ok(Response::new(key_pb(&row)))
+    }
+
+    async fn list_api_keys(
+        &self,
+        _request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let rows = self
+            .read(|store, c| Box::pin(async move { store.keys(c).await }))
+            .await?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            api_keys: rows.iter().map(key_pb).collect(),
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        let name = request.into_inner().name;
+        let row = self
+            .write(move |store, tx| {
+                Box::pin(async move {
+                    let mut spec = store.key(tx, &name).await?.spec;
+                    spec.revoked = true;
+                    store.update_key(tx, &spec).await?;
+                    store.key(tx, &name).await
+                })
+            })
+            .await?;
+        Ok(Response::new(key_pb(&row)))
+    }
+
+    async fn delete_api_key(
+        &self,
+        request: Request<pb::DeleteApiKeyRequest>,
+    ) -> Result<Response<pb::DeleteApiKeyResponse>, Status> {
+        let name = request.into_inner().name;
+        self.write(move |store, tx| Box::pin(async move { store.delete_key(tx, &name).await }))
+            .await?;
+        Ok(Response::new(pb::DeleteApiKeyResponse {}))
+    }
+
+    async fn list_data_planes(
+        &self,
+        _request: Request<pb::ListDataPlanesRequest>,
+    ) -> Result<Response<pb::ListDataPlanesResponse>, Status> {
+        let rows = self.store.data_planes().await.map_err(status)?;
+        let version = self.store.config_version().await.map_err(status)?;
+        let now = now_ms();
+        Ok(Response::new(pb::ListDataPlanesResponse {
+            config_version: version,
+            data_planes: rows
+                .into_iter()
+                .map(|d| pb::DataPlane {
+                    connected: d.connected && now - d.last_seen < CONNECTED_WITHIN_MS,
+                    node_id: d.node_id,
+                    peer_address: d.peer_address,
+                    connected_since: rfc3339(Some(d.connected_since)),
+                    last_seen: rfc3339(Some(d.last_seen)),
+                    acked_version: d.acked_version,
+                    nacked_version: d.nacked_version,
+                    last_nack_error: d.last_nack_error,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn export_config(
+        &self,
+        _request: Request<pb::ExportConfigRequest>,
+    ) -> Result<Response<pb::GatewayConfig>, Status> {
+        let state = self.store.config_state().await.map_err(status)?;
+        Ok(Response::new(apply::export(&state)))
+    }
+
+    async fn apply_config(
+        &self,
+        request: Request<pb::ApplyConfigRequest>,
+    ) -> Result<Response<pb::ApplyConfigResponse>, Status> {
+        let r = request.into_inner();
+        let desired = r.config.unwrap_or_default();
+        let mut tx = self.store.begin_write().await.map_err(status)?;
+        let changes = apply::apply(&self.store, &mut tx, desired)
+            .await
+            .map_err(status)?;
+        if r.dry_run || changes.is_empty() {
+            // Nothing to keep: rolling back also undoes the version bump.
+            tx.rollback().await.map_err(|e| status(e.into()))?;
+            let version = self.store.config_version().await.map_err(status)?;
+            return Ok(Response::new(pb::ApplyConfigResponse {
+                changes,
+                config_version: version,
+            }));
+        }
+        let version = Store::version_in(&mut tx).await.map_err(status)?;
+        tx.commit().await.map_err(|e| status(e.into()))?;
+        self.hub.changed().await;
+        Ok(Response::new(pb::ApplyConfigResponse {
+            changes,
+            config_version: version,
+        }))
+    }
+}
+
+/// Header values given back masked keep what is stored.
+pub fn keep_masked(
+    mut wanted: BTreeMap<String, String>,
+    stored: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    for (k, v) in &mut wanted {
+        if let Some(old) = stored.get(k) {
+            if keys::looks_masked(v) && keys::is_mask_of(v, old) {
+                v.clone_from(old);
+            }
+        }
+    }
+    wanted
+}

@@ -1,0 +1,395 @@
+//! Export and declarative apply of the whole configuration.
+//!
+//! Apply computes the difference between the stored configuration and the
+//! desired one and makes it in the caller's transaction, in an order that
+//! keeps references valid: providers are created and updated first, then
+//! models, then providers that are gone are deleted, then keys.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+
+use llmgw_core::{keys, Protocol, Strategy};
+use llmgw_proto::v1 as pb;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::AnyConnection;
+
+use crate::admin::{keep_masked, shown_headers, target_pb, targets_from_pb};
+use crate::store::{
+    parse_rfc3339, rfc3339, ConfigState, KeySpec, ModelSpec, Prices, ProviderSpec, Store,
+    StoreError,
+};
+
+pub fn export(state: &ConfigState) -> pb::GatewayConfig {
+    pb::GatewayConfig {
+        providers: state
+            .providers
+            .iter()
+            .map(|p| {
+                let s = &p.spec;
+                pb::ProviderConfig {
+                    name: s.name.clone(),
+                    protocol: s.protocol.as_str().to_string(),
+                    base_url: s.base_url.clone(),
+                    api_key: s
+                        .api_key
+                        .as_ref()
+                        .map(|k| keys::mask(k.expose_secret()))
+                        .unwrap_or_default(),
+                    headers: shown_headers(&s.headers),
+                    timeout_s: s.timeout_s,
+                    enabled: s.enabled,
+                    stream_usage: s.stream_usage,
+                }
+            })
+            .collect(),
+        models: state
+            .models
+            .iter()
+            .map(|m| {
+                let s = &m.spec;
+                pb::ModelConfig {
+                    name: s.name.clone(),
+                    strategy: s.strategy.as_str().to_string(),
+                    max_attempts: s.max_attempts,
+                    retry_delay_ms: s.retry_delay_ms,
+                    prices: Some(crate::hub::prices(s.prices)),
+                    enabled: s.enabled,
+                    targets: s.targets.iter().map(target_pb).collect(),
+                }
+            })
+            .collect(),
+        api_keys: state
+            .keys
+            .iter()
+            .map(|k| {
+                let s = &k.spec;
+                pb::ApiKeyConfig {
+                    name: s.name.clone(),
+                    models: s.models.clone(),
+                    expires_at: rfc3339(s.expires_at),
+                    revoked: s.revoked,
+                    log_bodies: s.log_bodies,
+                    hash: s.hash.clone(),
+                    prefix: s.prefix.clone(),
+                }
+            })
+            .collect(),
+    }
+}
+
+fn change(action: &str, kind: &str, name: &str, details: Vec<String>) -> pb::ConfigChange {
+    pb::ConfigChange {
+        action: action.to_string(),
+        kind: kind.to_string(),
+        name: name.to_string(),
+        details,
+    }
+}
+
+fn unique<'a>(kind: &str, names: impl Iterator<Item = &'a str>) -> Result<(), StoreError> {
+    let mut seen = BTreeSet::new();
+    for n in names {
+        if !seen.insert(n) {
+            return Err(StoreError::Invalid(format!("{kind} '{n}' appears twice")));
+        }
+    }
+    Ok(())
+}
+
+/// A secret from the file: empty means none; a mask of the stored value
+/// keeps it.
+pub fn resolve_secret(
+    kind: &str,
+    given: &str,
+    stored: Option<&SecretString>,
+) -> Result<Option<SecretString>, StoreError> {
+    if given.is_empty() {
+        return Ok(None);
+    }
+    if keys::looks_masked(given) {
+        return match stored {
+            Some(s) if keys::is_mask_of(given, s.expose_secret()) => Ok(Some(s.clone())),
+            _ => Err(StoreError::Invalid(format!(
+                "{kind} is masked but does not match the stored secret; give the real value"
+            ))),
+        };
+    }
+    Ok(Some(SecretString::from(given.to_string())))
+}
+
+fn provider_spec(
+    c: &pb::ProviderConfig,
+    stored: Option<&ProviderSpec>,
+) -> Result<ProviderSpec, StoreError> {
+    let headers: BTreeMap<String, String> = c.headers.clone().into_iter().collect();
+    Ok(ProviderSpec {
+        name: c.name.clone(),
+        protocol: Protocol::from_str(&c.protocol)?,
+        base_url: c.base_url.trim().trim_end_matches('/').to_string(),
+        api_key: resolve_secret(
+            &format!("api_key of provider '{}'", c.name),
+            &c.api_key,
+            stored.and_then(|s| s.api_key.as_ref()),
+        )?,
+        headers: match stored {
+            Some(s) => keep_masked(headers, &s.headers),
+            None => headers,
+        },
+        timeout_s: c.timeout_s,
+        stream_usage: c.stream_usage,
+        enabled: c.enabled,
+    })
+}
+
+fn provider_diff(old: &ProviderSpec, new: &ProviderSpec) -> Vec<String> {
+    let mut d = Vec::new();
+    if old.protocol != new.protocol {
+        d.push(format!("protocol: {} -> {}", old.protocol, new.protocol));
+    }
+    if old.base_url != new.base_url {
+        d.push(format!("base_url: {} -> {}", old.base_url, new.base_url));
+    }
+    let key = |k: &Option<SecretString>| k.as_ref().map(|k| k.expose_secret().to_string());
+    if key(&old.api_key) != key(&new.api_key) {
+        d.push("api_key: changed".to_string());
+    }
+    if old.headers != new.headers {
+        let names = |h: &BTreeMap<String, String>| h.keys().cloned().collect::<Vec<_>>().join(",");
+        d.push(format!(
+            "headers: [{}] -> [{}]",
+            names(&old.headers),
+            names(&new.headers)
+        ));
+    }
+    if old.timeout_s != new.timeout_s {
+        d.push(format!("timeout_s: {} -> {}", old.timeout_s, new.timeout_s));
+    }
+    if old.stream_usage != new.stream_usage {
+        d.push(format!(
+            "stream_usage: {} -> {}",
+            old.stream_usage, new.stream_usage
+        ));
+    }
+    if old.enabled != new.enabled {
+        d.push(format!("enabled: {} -> {}", old.enabled, new.enabled));
+    }
+    d
+}
+
+fn model_spec(c: &pb::ModelConfig) -> Result<ModelSpec, StoreError> {
+    let p = c.prices.clone().unwrap_or_default();
+    Ok(ModelSpec {
+        name: c.name.clone(),
+        strategy: Strategy::from_str(&c.strategy)?,
+        max_attempts: c.max_attempts,
+        retry_delay_ms: c.retry_delay_ms,
+        prices: Prices {
+            input: p.input_per_mtok,
+            output: p.output_per_mtok,
+            cached_input: p.cached_input_per_mtok,
+        },
+        enabled: c.enabled,
+        targets: targets_from_pb(&c.targets)
+            .map_err(|s| StoreError::Invalid(s.message().to_string()))?,
+    })
+}
+
+fn model_diff(old: &ModelSpec, new: &ModelSpec) -> Vec<String> {
+    let mut d = Vec::new();
+    if old.strategy != new.strategy {
+        d.push(format!("strategy: {} -> {}", old.strategy, new.strategy));
+    }
+    if old.max_attempts != new.max_attempts {
+        d.push(format!(
+            "max_attempts: {} -> {}",
+            old.max_attempts, new.max_attempts
+        ));
+    }
+    if old.retry_delay_ms != new.retry_delay_ms {
+        d.push(format!(
+            "retry_delay_ms: {:?} -> {:?}",
+            old.retry_delay_ms, new.retry_delay_ms
+        ));
+    }
+    if old.prices != new.prices {
+        d.push(format!("prices: {:?} -> {:?}", old.prices, new.prices));
+    }
+    if old.enabled != new.enabled {
+        d.push(format!("enabled: {} -> {}", old.enabled, new.enabled));
+    }
+    if old.targets != new.targets {
+        let show = |m: &ModelSpec| {
+            m.targets
+                .iter()
+                .map(|t| format!("{}:{}", t.provider, t.upstream_model))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        d.push(format!("targets: [{}] -> [{}]", show(old), show(new)));
+    }
+    d
+}
+
+fn key_spec(c: &pb::ApiKeyConfig, stored: Option<&KeySpec>) -> Result<KeySpec, StoreError> {
+    let (hash, prefix) = match (c.hash.is_empty(), stored) {
+        (false, _) => (c.hash.clone(), c.prefix.clone()),
+        (true, Some(s)) => (s.hash.clone(), s.prefix.clone()),
+        (true, None) => {
+            return Err(StoreError::Invalid(format!(
+                "API key '{}' does not exist and has no hash; create it with 'llmgw key create'",
+                c.name
+            )))
+        }
+    };
+    Ok(KeySpec {
+        name: c.name.clone(),
+        hash,
+        prefix,
+        models: c.models.clone(),
+        expires_at: parse_rfc3339(&c.expires_at)?,
+        revoked: c.revoked,
+        log_bodies: c.log_bodies,
+    })
+}
+
+fn key_diff(old: &KeySpec, new: &KeySpec) -> Vec<String> {
+    let mut d = Vec::new();
+    if old.hash != new.hash {
+        d.push("secret: replaced".to_string());
+    }
+    if old.models != new.models {
+        d.push(format!(
+            "models: [{}] -> [{}]",
+            old.models.join(","),
+            new.models.join(",")
+        ));
+    }
+    if old.expires_at != new.expires_at {
+        d.push(format!(
+            "expires_at: '{}' -> '{}'",
+            rfc3339(old.expires_at),
+            rfc3339(new.expires_at)
+        ));
+    }
+    if old.revoked != new.revoked {
+        d.push(format!("revoked: {} -> {}", old.revoked, new.revoked));
+    }
+    if old.log_bodies != new.log_bodies {
+        d.push(format!(
+            "log_bodies: {} -> {}",
+            old.log_bodies, new.log_bodies
+        ));
+    }
+    d
+}
+
+/// Makes the stored configuration equal to `desired` and lists the changes.
+pub async fn apply(
+    store: &Store,
+    tx: &mut AnyConnection,
+    desired: pb::GatewayConfig,
+) -> Result<Vec<pb::ConfigChange>, StoreError> {
+    unique(
+        "provider",
+        desired.providers.iter().map(|p| p.name.as_str()),
+    )?;
+    unique("model", desired.models.iter().map(|m| m.name.as_str()))?;
+    unique("API key", desired.api_keys.iter().map(|k| k.name.as_str()))?;
+
+    let providers: BTreeMap<String, ProviderSpec> = store
+        .providers(tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.spec.name.clone(), r.spec))
+        .collect();
+    let models: BTreeMap<String, ModelSpec> = store
+        .models(tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.spec.name.clone(), r.spec))
+        .collect();
+    let keys: BTreeMap<String, KeySpec> = store
+        .keys(tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.spec.name.clone(), r.spec))
+        .collect();
+    let mut changes = Vec::new();
+
+    for c in &desired.providers {
+        let old = providers.get(&c.name);
+        let spec = provider_spec(c, old)?;
+        match old {
+            None => {
+                store.insert_provider(tx, &spec).await?;
+                changes.push(change("create", "provider", &spec.name, vec![]));
+            }
+            Some(old) => {
+                let d = provider_diff(old, &spec);
+                if !d.is_empty() {
+                    store.update_provider(tx, &spec).await?;
+                    changes.push(change("update", "provider", &spec.name, d));
+                }
+            }
+        }
+    }
+
+    let wanted_models: BTreeSet<&str> = desired.models.iter().map(|m| m.name.as_str()).collect();
+    for name in models
+        .keys()
+        .filter(|n| !wanted_models.contains(n.as_str()))
+    {
+        store.delete_model(tx, name).await?;
+        changes.push(change("delete", "model", name, vec![]));
+    }
+    for c in &desired.models {
+        let spec = model_spec(c)?;
+        match models.get(&c.name) {
+            None => {
+                store.insert_model(tx, &spec).await?;
+                changes.push(change("create", "model", &spec.name, vec![]));
+            }
+            Some(old) => {
+                let d = model_diff(old, &spec);
+                if !d.is_empty() {
+                    store.update_model(tx, &spec).await?;
+                    changes.push(change("update", "model", &spec.name, d));
+                }
+            }
+        }
+    }
+
+    let wanted_providers: BTreeSet<&str> =
+        desired.providers.iter().map(|p| p.name.as_str()).collect();
+    for name in providers
+        .keys()
+        .filter(|n| !wanted_providers.contains(n.as_str()))
+    {
+        store.delete_provider(tx, name).await?;
+        changes.push(change("delete", "provider", name, vec![]));
+    }
+
+    let wanted_keys: BTreeSet<&str> = desired.api_keys.iter().map(|k| k.name.as_str()).collect();
+    for name in keys.keys().filter(|n| !wanted_keys.contains(n.as_str())) {
+        store.delete_key(tx, name).await?;
+        changes.push(change("delete", "api_key", name, vec![]));
+    }
+    for c in &desired.api_keys {
+        let old = keys.get(&c.name);
+        let spec = key_spec(c, old)?;
+        match old {
+            None => {
+                store.insert_key(tx, &spec).await?;
+                changes.push(change("create", "api_key", &spec.name, vec![]));
+            }
+            Some(old) => {
+                let d = key_diff(old, &spec);
+                if !d.is_empty() {
+                    store.update_key(tx, &spec).await?;
+                    changes.push(change("update", "api_key", &spec.name, d));
+                }
+            }
+        }
+    }
+    Ok(changes)
+}

@@ -1,0 +1,152 @@
+//! Command-line flags and environment variables of `llmgw-controlplane`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use secrecy::SecretString;
+
+use crate::settings::GlobalSettings;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// llmgw control plane: stores the configuration, pushes versioned
+/// snapshots to data planes, and serves the admin API (gRPC and gRPC-web)
+/// on one port.
+#[derive(Debug, Parser)]
+#[command(name = "llmgw-controlplane", version)]
+pub struct Args {
+    /// Address for gRPC, gRPC-web and the dashboard.
+    #[arg(
+        long,
+        env = "LLMGW_CONTROLPLANE_LISTEN",
+        default_value = "127.0.0.1:9090"
+    )]
+    pub listen: SocketAddr,
+
+    /// Database URL: sqlite:PATH or postgres://... [default: SQLite file
+    /// llmgw.db in the data folder]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Folder for the SQLite database and for generated secrets
+    /// (master.key, admin-token, dataplane-token); created if missing.
+    #[arg(long, env = "LLMGW_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Bearer token for the admin API. When unset, one is generated on first
+    /// start and kept in DATA_DIR/admin-token (mode 0600).
+    #[arg(long, env = "LLMGW_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<SecretString>,
+
+    /// Bearer token data planes present. When unset, one is generated on
+    /// first start and kept in DATA_DIR/dataplane-token (mode 0600).
+    #[arg(long, env = "LLMGW_DATAPLANE_TOKEN", hide_env_values = true)]
+    pub dataplane_token: Option<SecretString>,
+
+    /// Master key that seals provider API keys at rest: 32 bytes as base64
+    /// or 64 hex digits. When unset, one is generated on first start and kept
+    /// in DATA_DIR/master.key (mode 0600): back that file up.
+    #[arg(long, env = "LLMGW_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<SecretString>,
+
+    /// Previous master keys, comma-separated, during a rotation: values
+    /// sealed with them are re-sealed with the current key at start.
+    #[arg(
+        long,
+        env = "LLMGW_MASTER_KEY_PREVIOUS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub master_key_previous: Vec<SecretString>,
+
+    /// PEM certificate chain: serve TLS on the listen address.
+    #[arg(long, env = "LLMGW_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "LLMGW_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Attempts per target before failing over (data planes' default).
+    #[arg(long, env = "RETRY_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub retry_max_attempts: u32,
+
+    /// Delay between attempts on one target, in milliseconds.
+    #[arg(long, env = "RETRY_DELAY_MS", default_value_t = 1000)]
+    pub retry_delay_ms: u32,
+
+    /// Idle timeout between upstream bytes, e.g. 60, 60s or 2m.
+    #[arg(long, env = "HTTP_TIMEOUT", default_value = "60s", value_parser = parse_seconds)]
+    pub http_timeout: u32,
+
+    /// Record request and response bodies in request logs.
+    #[arg(long, env = "LLMGW_LOG_BODIES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub log_bodies: bool,
+
+    /// Cap on each recorded body, in bytes.
+    #[arg(long, env = "LLMGW_LOG_BODY_MAX_BYTES", default_value_t = 65536)]
+    pub log_body_max_bytes: u32,
+
+    /// Largest request body data planes accept, in bytes.
+    #[arg(long, env = "LLMGW_MAX_REQUEST_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_request_body_bytes: u64,
+
+    /// Log format.
+    #[arg(long, env = "LLMGW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Seconds from "60", "60s" or "2m".
+fn parse_seconds(s: &str) -> Result<u32, String> {
+    let d = match s.trim().parse::<u64>() {
+        Ok(n) => std::time::Duration::from_secs(n),
+        Err(_) => humantime::parse_duration(s.trim()).map_err(|e| e.to_string())?,
+    };
+    let secs = u32::try_from(d.as_secs()).map_err(|_| "too long".to_string())?;
+    if secs == 0 {
+        return Err("must be at least one second".into());
+    }
+    Ok(secs)
+}
+
+impl Args {
+    pub fn settings(&self) -> GlobalSettings {
+        GlobalSettings {
+            retry_max_attempts: self.retry_max_attempts,
+            retry_delay_ms: self.retry_delay_ms,
+            http_timeout_s: self.http_timeout,
+            log_bodies: self.log_bodies,
+            log_body_max_bytes: self.log_body_max_bytes,
+            max_request_body_bytes: self.max_request_body_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_seconds("60"), Ok(60));
+        assert_eq!(parse_seconds("60s"), Ok(60));
+        assert_eq!(parse_seconds("2m"), Ok(120));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("soon").is_err());
+    }
+
+    #[test]
+    fn defaults() {
+        let a = Args::try_parse_from(["llmgw-controlplane"]).unwrap();
+        let s = a.settings();
+        assert_eq!(
+            (s.retry_max_attempts, s.retry_delay_ms, s.http_timeout_s),
+            (3, 1000, 60)
+        );
+    }
+}

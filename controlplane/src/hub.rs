@@ -1,0 +1,189 @@
+//! The snapshot hub: builds the discovery snapshot from the store and
+//! publishes it to every discovery stream through a `watch` channel.
+//!
+//! It rebuilds after each admin write, and a reconcile loop also checks the
+//! stored configuration version every few seconds, so a change made by
+//! another control plane on the same database is picked up too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use llmgw_proto::v1 as pb;
+use secrecy::ExposeSecret;
+use tokio::sync::{watch, Mutex};
+
+use crate::settings::GlobalSettings;
+use crate::store::{ConfigState, Store, StoreError};
+
+/// How often the stored version is compared with the published one.
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+pub struct Hub {
+    store: Store,
+    tx: Arc<watch::Sender<Option<Arc<pb::Snapshot>>>>,
+    /// Serialises rebuilds so that versions are published in order.
+    rebuild: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("version", &self.current().map(|s| s.version))
+            .finish()
+    }
+}
+
+impl Hub {
+    pub fn new(store: Store) -> Self {
+        let (tx, _) = watch::channel(None);
+        Hub {
+            store,
+            tx: Arc::new(tx),
+            rebuild: Arc::new(Mutex::new(())),
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<pb::Snapshot>>> {
+        self.tx.subscribe()
+    }
+
+    pub fn current(&self) -> Option<Arc<pb::Snapshot>> {
+        self.tx.borrow().clone()
+    }
+
+    /// Rebuilds from the store and publishes if the version moved on.
+    pub async fn refresh(&self) -> Result<u64, StoreError> {
+        let _one_at_a_time = self.rebuild.lock().await;
+        let state = self.store.config_state().await?;
+        let version = state.version;
+        if self.current().is_some_and(|s| s.version >= version) {
+            return Ok(version);
+        }
+        let snapshot = build_snapshot(state)?;
+        tracing::info!(
+            version,
+            providers = snapshot.providers.len(),
+            models = snapshot.models.len(),
+            keys = snapshot.keys.len(),
+            "publishing snapshot"
+        );
+        self.tx.send_replace(Some(Arc::new(snapshot)));
+        Ok(version)
+    }
+
+    /// Refreshes after a write; a failure is logged, and the reconcile loop
+    /// tries again.
+    pub async fn changed(&self) {
+        if let Err(e) = self.refresh().await {
+            tracing::error!(error = %e, "could not publish the new configuration");
+        }
+    }
+
+    /// Runs until `shutdown` resolves.
+    pub async fn reconcile(self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(RECONCILE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let published = self.current().map_or(0, |s| s.version);
+            match self.store.config_version().await {
+                Ok(v) if v > published => self.changed().await,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the configuration version"),
+            }
+        }
+    }
+}
+
+/// The snapshot for a configuration: enabled providers with opened
+/// credentials, enabled models with their enabled targets on enabled
+/// providers, and keys that are not revoked.
+pub fn build_snapshot(state: ConfigState) -> Result<pb::Snapshot, StoreError> {
+    let settings = GlobalSettings::from_stored(&state.settings);
+    let enabled: std::collections::HashSet<&str> = state
+        .providers
+        .iter()
+        .filter(|p| p.spec.enabled)
+        .map(|p| p.spec.name.as_str())
+        .collect();
+    let models = state
+        .models
+        .iter()
+        .filter(|m| m.spec.enabled)
+        .map(|m| {
+            let s = &m.spec;
+            pb::SnapshotModel {
+                name: s.name.clone(),
+                strategy: s.strategy.as_str().to_string(),
+                max_attempts: s.max_attempts,
+                retry_delay_ms: s.retry_delay_ms,
+                prices: Some(prices(s.prices)),
+                targets: s
+                    .targets
+                    .iter()
+                    .filter(|t| t.enabled && enabled.contains(t.provider.as_str()))
+                    .map(|t| pb::SnapshotTarget {
+                        provider: t.provider.clone(),
+                        upstream_model: t.upstream_model.clone(),
+                        priority: t.priority,
+                        weight: t.weight,
+                        rules: t.rules.clone(),
+                        prices: t.prices.map(prices),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let providers = state
+        .providers
+        .into_iter()
+        .filter(|p| p.spec.enabled)
+        .map(|p| {
+            let s = p.spec;
+            pb::SnapshotProvider {
+                name: s.name,
+                protocol: s.protocol.as_str().to_string(),
+                base_url: s.base_url,
+                api_key: s
+                    .api_key
+                    .map(|k| k.expose_secret().to_string())
+                    .unwrap_or_default(),
+                headers: s.headers.into_iter().collect(),
+                timeout_s: s.timeout_s,
+                stream_usage: s.stream_usage,
+            }
+        })
+        .collect();
+    let keys = state
+        .keys
+        .into_iter()
+        .filter(|k| !k.spec.revoked)
+        .map(|k| pb::SnapshotKey {
+            name: k.spec.name,
+            hash: k.spec.hash,
+            models: k.spec.models,
+            expires_at_ms: k.spec.expires_at.unwrap_or(0),
+            log_bodies: k.spec.log_bodies,
+        })
+        .collect();
+    Ok(pb::Snapshot {
+        version: state.version,
+        nonce: String::new(),
+        providers,
+        models,
+        keys,
+        settings: Some(settings.to_proto()),
+    })
+}
+
+pub fn prices(p: crate::store::Prices) -> pb::Prices {
+    pb::Prices {
+        input_per_mtok: p.input,
+        output_per_mtok: p.output,
+        cached_input_per_mtok: p.cached_input,
+    }
+}

@@ -1,0 +1,217 @@
+//! llmgw control plane: owns the database, pushes versioned snapshots to
+//! data planes over the discovery stream, and serves the admin API over
+//! gRPC and gRPC-web on one port.
+
+pub mod admin;
+pub mod apply;
+pub mod config;
+pub mod discovery;
+pub mod hub;
+pub mod secrets;
+pub mod settings;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use llmgw_proto::v1::{admin_server::AdminServer, discovery_server::DiscoveryServer};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Args;
+use crate::hub::Hub;
+use crate::secrets::Sealer;
+use crate::store::Store;
+
+/// A started control plane.
+#[derive(Debug)]
+pub struct Running {
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+    store: Store,
+}
+
+impl Running {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Stops accepting, ends the discovery streams and waits.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        let r = self.task.await.context("server task panicked")?;
+        self.store.close().await;
+        r
+    }
+
+    /// Waits until the server stops by itself.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let Running { task, store, .. } = self;
+        let r = task.await.context("server task panicked")?;
+        store.close().await;
+        r
+    }
+
+    pub fn shutdown_sender(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Opens the store, loads the secrets, publishes the first snapshot and
+/// starts serving.
+pub async fn start(args: Args) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data folder {}", args.data_dir.display()))?;
+
+    let master = secrets::from_env_or_file(
+        args.master_key.clone(),
+        &args.data_dir.join("master.key"),
+        secrets::generate_master_key,
+    )?;
+    if master.generated {
+        tracing::warn!(
+            file = %master.file.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "GENERATED A NEW MASTER KEY: provider API keys are sealed with it. Back this file up, \
+             or set LLMGW_MASTER_KEY in production; without it the stored keys cannot be opened"
+        );
+    } else if let Some(file) = &master.file {
+        tracing::info!(file = %file.display(), "master key read from file");
+    }
+    let sealer = Arc::new(Sealer::new(&master.value, &args.master_key_previous)?);
+
+    let url = match &args.database_url {
+        Some(u) if !u.trim().is_empty() => u.trim().to_string(),
+        _ => store::sqlite_url(&args.data_dir.join("llmgw.db")),
+    };
+    tracing::info!(database = %store::redact_url(&url), "opening database");
+    let store = Store::open(&url, sealer)
+        .await
+        .with_context(|| format!("cannot open database {}", store::redact_url(&url)))?;
+    store
+        .check_master_key()
+        .await
+        .context("master key check failed")?;
+    if store.sync_settings(&args.settings().to_stored()).await? {
+        tracing::info!("global settings changed; publishing a new version");
+    }
+
+    let admin_token = load_token(
+        args.admin_token.clone(),
+        &args,
+        "admin-token",
+        "LLMGW_ADMIN_TOKEN",
+    )?;
+    let dataplane_token = load_token(
+        args.dataplane_token.clone(),
+        &args,
+        "dataplane-token",
+        "LLMGW_DATAPLANE_TOKEN",
+    )?;
+
+    let hub = Hub::new(store.clone());
+    hub.refresh()
+        .await
+        .context("cannot build the first snapshot")?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(hub.clone().reconcile(shutdown_rx.clone()));
+
+    let admin = AdminServer::with_interceptor(
+        admin::AdminService::new(store.clone(), hub.clone()),
+        move |req: tonic::Request<()>| {
+            discovery::check_bearer(req.metadata(), &admin_token, "admin token")?;
+            Ok(req)
+        },
+    );
+    let discovery_svc = DiscoveryServer::with_interceptor(
+        discovery::DiscoveryService::new(hub.clone(), store.clone(), shutdown_rx.clone()),
+        move |req: tonic::Request<()>| {
+            discovery::check_bearer(req.metadata(), &dataplane_token, "data-plane token")?;
+            Ok(req)
+        },
+    );
+
+    let mut builder = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)));
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let cert = std::fs::read(cert)
+            .with_context(|| format!("cannot read TLS certificate {}", cert.display()))?;
+        let key =
+            std::fs::read(key).with_context(|| format!("cannot read TLS key {}", key.display()))?;
+        builder = builder
+            .tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(cert, key)),
+            )
+            .context("invalid TLS configuration")?;
+    }
+    let router = builder
+        .layer(tonic_web::GrpcWebLayer::new())
+        .add_service(admin)
+        .add_service(discovery_svc);
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local_addr = listener.local_addr()?;
+    tracing::info!(
+        address = %local_addr,
+        tls = args.tls_cert.is_some(),
+        "control plane listening (gRPC and gRPC-web)"
+    );
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let mut stop = shutdown_rx;
+    let task = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+            .context("server failed")
+    });
+    Ok(Running {
+        local_addr,
+        shutdown: shutdown_tx,
+        task,
+        store,
+    })
+}
+
+fn load_token(
+    env: Option<secrecy::SecretString>,
+    args: &Args,
+    file: &str,
+    var: &str,
+) -> anyhow::Result<Arc<secrecy::SecretString>> {
+    let loaded = secrets::from_env_or_file(env, &args.data_dir.join(file), secrets::random_token)?;
+    if let Some(path) = &loaded.file {
+        if loaded.generated {
+            tracing::warn!(
+                file = %path.display(),
+                "{var} is not set: generated a token and stored it in this file (mode 0600)"
+            );
+        } else {
+            tracing::info!(file = %path.display(), "{var} is not set: using the token in this file");
+        }
+    }
+    Ok(Arc::new(loaded.value))
+}
+
+/// Installs the tracing subscriber: `RUST_LOG` filters (default `info`).
+pub fn init_tracing(format: config::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        config::LogFormat::Json => builder.json().init(),
+        config::LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,46 @@
+//! `llmgw-controlplane`: parses flags, starts the control plane, and stops
+//! it gracefully on SIGTERM or Ctrl-C.
+
+use clap::Parser;
+use llmgw_controlplane::config::Args;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    llmgw_controlplane::init_tracing(args.log_format);
+    let running = match llmgw_controlplane::start(args).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let stop = running.shutdown_sender();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    match running.wait().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,96 @@
+//! Global settings pushed to data planes in every snapshot. They come from
+//! the control plane's flags and environment, and are stored so that a
+//! change bumps the configuration version like any other change.
+
+use std::collections::BTreeMap;
+
+use llmgw_proto::v1 as pb;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalSettings {
+    pub retry_max_attempts: u32,
+    pub retry_delay_ms: u32,
+    pub http_timeout_s: u32,
+    pub log_bodies: bool,
+    pub log_body_max_bytes: u32,
+    pub max_request_body_bytes: u64,
+}
+
+impl Default for GlobalSettings {
+    fn default() -> Self {
+        GlobalSettings {
+            retry_max_attempts: 3,
+            retry_delay_ms: 1000,
+            http_timeout_s: 60,
+            log_bodies: true,
+            log_body_max_bytes: 64 * 1024,
+            max_request_body_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+impl GlobalSettings {
+    pub fn to_stored(&self) -> BTreeMap<String, String> {
+        [
+            ("retry_max_attempts", self.retry_max_attempts.to_string()),
+            ("retry_delay_ms", self.retry_delay_ms.to_string()),
+            ("http_timeout_s", self.http_timeout_s.to_string()),
+            ("log_bodies", self.log_bodies.to_string()),
+            ("log_body_max_bytes", self.log_body_max_bytes.to_string()),
+            (
+                "max_request_body_bytes",
+                self.max_request_body_bytes.to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Reads stored settings; anything missing or unreadable keeps its
+    /// default.
+    pub fn from_stored(stored: &BTreeMap<String, String>) -> Self {
+        fn get<T: std::str::FromStr>(m: &BTreeMap<String, String>, k: &str, d: T) -> T {
+            m.get(k).and_then(|v| v.parse().ok()).unwrap_or(d)
+        }
+        let d = Self::default();
+        GlobalSettings {
+            retry_max_attempts: get(stored, "retry_max_attempts", d.retry_max_attempts),
+            retry_delay_ms: get(stored, "retry_delay_ms", d.retry_delay_ms),
+            http_timeout_s: get(stored, "http_timeout_s", d.http_timeout_s),
+            log_bodies: get(stored, "log_bodies", d.log_bodies),
+            log_body_max_bytes: get(stored, "log_body_max_bytes", d.log_body_max_bytes),
+            max_request_body_bytes: get(stored, "max_request_body_bytes", d.max_request_body_bytes),
+        }
+    }
+
+    pub fn to_proto(&self) -> pb::Settings {
+        pb::Settings {
+            retry_max_attempts: self.retry_max_attempts,
+            retry_delay_ms: self.retry_delay_ms,
+            http_timeout_s: self.http_timeout_s,
+            log_bodies: self.log_bodies,
+            log_body_max_bytes: self.log_body_max_bytes,
+            max_request_body_bytes: self.max_request_body_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_round_trip() {
+        let s = GlobalSettings {
+            retry_max_attempts: 5,
+            http_timeout_s: 9,
+            ..Default::default()
+        };
+        assert_eq!(GlobalSettings::from_stored(&s.to_stored()), s);
+        assert_eq!(
+            GlobalSettings::from_stored(&BTreeMap::new()),
+            GlobalSettings::default()
+        );
+    }
+}

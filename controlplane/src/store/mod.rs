@@ -1,0 +1,1027 @@
+//! The control plane's store: SQLite by default, PostgreSQL when the URL
+//! says so, both through sqlx's Any driver and one set of SQL statements
+//! (`$N` placeholders work on both). Times are Unix milliseconds and flags
+//! are 0/1 integers so that both databases decode alike.
+//!
+//! Every configuration write runs in one transaction that first bumps the
+//! configuration version. Taking that row lock first serialises writers on
+//! both databases, and makes the version the snapshot version.
+
+mod specs;
+
+pub use specs::{
+    normalise_rules as specs_normalise_rules, KeySpec, ModelSpec, Prices, ProviderSpec, TargetSpec,
+};
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use llmgw_core::{Protocol, Strategy};
+use secrecy::ExposeSecret;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
+
+use crate::secrets::{Sealer, SecretError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    InUse(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored secret: {0}")]
+    Secret(#[from] SecretError),
+}
+
+impl From<llmgw_core::ValidationError> for StoreError {
+    fn from(e: llmgw_core::ValidationError) -> Self {
+        StoreError::Invalid(e.0)
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The database plus the sealer for stored credentials.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    sealer: Arc<Sealer>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Which backend a database URL names.
+pub fn backend_of(url: &str) -> Result<Backend> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else {
+        Err(StoreError::Invalid(
+            "DATABASE_URL must start with sqlite: or postgres://".into(),
+        ))
+    }
+}
+
+/// A SQLite URL for a file, created if missing.
+pub fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// RFC 3339 in UTC, or "" for none.
+pub fn rfc3339(ms: Option<i64>) -> String {
+    match ms {
+        Some(ms) if ms > 0 => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs()),
+        )
+        .to_string(),
+        _ => String::new(),
+    }
+}
+
+pub fn parse_rfc3339(s: &str) -> Result<Option<i64>> {
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    let t = humantime::parse_rfc3339_weak(s.trim())
+        .map_err(|e| StoreError::Invalid(format!("'{s}' is not an RFC 3339 time: {e}")))?;
+    let ms = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| StoreError::Invalid(format!("'{s}' is before 1970")))?
+        .as_millis();
+    Ok(Some(i64::try_from(ms).unwrap_or(i64::MAX)))
+}
+
+fn flag(row: &AnyRow, col: &str) -> Result<bool> {
+    Ok(row.try_get::<i64, _>(col)? != 0)
+}
+
+fn int(b: bool) -> i64 {
+    i64::from(b)
+}
+
+fn u32_of(row: &AnyRow, col: &str) -> Result<u32> {
+    let v: i64 = row.try_get(col)?;
+    u32::try_from(v).map_err(|_| StoreError::Invalid(format!("{col} out of range: {v}")))
+}
+
+/// A provider as stored, with its secrets opened.
+#[derive(Debug, Clone)]
+pub struct ProviderRow {
+    pub spec: ProviderSpec,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelRow {
+    pub spec: ModelSpec,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyRow {
+    pub spec: KeySpec,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DataPlaneRow {
+    pub node_id: String,
+    pub peer_address: String,
+    pub connected_since: i64,
+    pub last_seen: i64,
+    pub acked_version: u64,
+    pub nacked_version: u64,
+    pub last_nack_error: String,
+    pub connected: bool,
+}
+
+/// Everything a snapshot is built from, read at one consistent point.
+#[derive(Debug, Default)]
+pub struct ConfigState {
+    pub version: u64,
+    pub providers: Vec<ProviderRow>,
+    pub models: Vec<ModelRow>,
+    pub keys: Vec<KeyRow>,
+    pub settings: BTreeMap<String, String>,
+}
+
+type Tx<'a> = Transaction<'a, Any>;
+
+impl Store {
+    /// Connects, prepares SQLite (WAL, foreign keys) and applies the
+    /// embedded migrations.
+    pub async fn open(url: &str, sealer: Arc<Sealer>) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = backend_of(url)?;
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+        }
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&pool).await?;
+        Ok(Store {
+            pool,
+            backend,
+            sealer,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a configuration write: the version is bumped first so the
+    /// transaction holds the writer lock from its first statement.
+    pub async fn begin_write(&self) -> Result<Tx<'static>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE config_state SET version = version + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    pub async fn config_version(&self) -> Result<u64> {
+        let v: i64 = sqlx::query_scalar("SELECT version FROM config_state WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(v.unsigned_abs())
+    }
+
+    pub async fn version_in(tx: &mut AnyConnection) -> Result<u64> {
+        let v: i64 = sqlx::query_scalar("SELECT version FROM config_state WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        Ok(v.unsigned_abs())
+    }
+
+    // ---------- settings and the master-key check ----------
+
+    pub async fn settings(conn: &mut AnyConnection) -> Result<BTreeMap<String, String>> {
+        let rows = sqlx::query("SELECT name, value FROM settings")
+            .fetch_all(&mut *conn)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("name")?, r.try_get("value")?)))
+            .collect()
+    }
+
+    /// Stores the given settings; bumps the version only if one changed.
+    pub async fn sync_settings(&self, wanted: &BTreeMap<String, String>) -> Result<bool> {
+        let mut conn = self.pool.acquire().await?;
+        let current = Self::settings(&mut conn).await?;
+        drop(conn);
+        let changed: Vec<_> = wanted
+            .iter()
+            .filter(|(k, v)| current.get(*k) != Some(*v))
+            .collect();
+        if changed.is_empty() {
+            return Ok(false);
+        }
+        let mut tx = self.begin_write().await?;
+        for (k, v) in changed {
+            upsert_setting(&mut tx, k, v).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Checks that the configured master key opens what is stored, and
+    /// re-seals values sealed with a previous key. Refuses to go on when a
+    /// stored value cannot be opened.
+    pub async fn check_master_key(&self) -> Result<()> {
+        const CHECK: &str = "master_key_check";
+        const CHECK_TEXT: &str = "llmgw master key check";
+        let mut conn = self.pool.acquire().await?;
+        let stored = Self::settings(&mut conn).await?.remove(CHECK);
+        drop(conn);
+        match stored {
+            None => {
+                let sealed = self.sealer.seal(CHECK_TEXT, CHECK)?;
+                let mut tx = self.pool.begin().await?;
+                upsert_setting(&mut tx, CHECK, &sealed).await?;
+                tx.commit().await?;
+            }
+            Some(sealed) => {
+                let plain = self.sealer.open(&sealed, CHECK).map_err(|e| {
+                    StoreError::Invalid(format!(
+                        "the master key (LLMGW_MASTER_KEY or the master.key file) does not match this database: {e}. \
+                         Start with the key the data was sealed with; to rotate, put the old key in LLMGW_MASTER_KEY_PREVIOUS"
+                    ))
+                })?;
+                if plain.expose_secret() != CHECK_TEXT {
+                    return Err(StoreError::Invalid(
+                        "master key check value is corrupt".into(),
+                    ));
+                }
+            }
+        }
+        self.reseal_rotated().await
+    }
+
+    async fn reseal_rotated(&self) -> Result<()> {
+        let current = self.sealer.current_key_id().to_string();
+        let rows = sqlx::query("SELECT name, api_key_sealed, headers_sealed FROM providers")
+            .fetch_all(&self.pool)
+            .await?;
+        let stale = |v: &Option<String>| {
+            v.as_deref()
+                .and_then(Sealer::key_id_of)
+                .is_some_and(|k| k != current)
+        };
+        let mut tx = self.pool.begin().await?;
+        let mut n = 0;
+        for r in &rows {
+            let name: String = r.try_get("name")?;
+            for col in ["api_key_sealed", "headers_sealed"] {
+                let v: Option<String> = r.try_get(col)?;
+                if stale(&v) {
+                    let ctx = seal_context(&name, col);
+                    let plain = self.sealer.open(v.as_deref().unwrap_or_default(), &ctx)?;
+                    let resealed = self.sealer.seal(plain.expose_secret(), &ctx)?;
+                    sqlx::query(&format!("UPDATE providers SET {col} = $1 WHERE name = $2"))
+                        .bind(resealed)
+                        .bind(&name)
+                        .execute(&mut *tx)
+                        .await?;
+                    n += 1;
+                }
+            }
+        }
+        let check: Option<String> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = 'master_key_check'")
+                .fetch_optional(&mut *tx)
+                .await?;
+        if stale(&check) {
+            let sealed = self
+                .sealer
+                .seal("llmgw master key check", "master_key_check")?;
+            upsert_setting(&mut tx, "master_key_check", &sealed).await?;
+        }
+        tx.commit().await?;
+        if n > 0 {
+            tracing::info!(
+                values = n,
+                "re-sealed provider secrets with the current master key"
+            );
+        }
+        Ok(())
+    }
+
+    // ---------- providers ----------
+
+    fn provider_from_row(&self, r: &AnyRow) -> Result<ProviderRow> {
+        let name: String = r.try_get("name")?;
+        let api_key = match r.try_get::<Option<String>, _>("api_key_sealed")? {
+            Some(s) => Some(
+                self.sealer
+                    .open(&s, &seal_context(&name, "api_key_sealed"))?,
+            ),
+            None => None,
+        };
+        let headers = match r.try_get::<Option<String>, _>("headers_sealed")? {
+            Some(s) => {
+                let plain = self
+                    .sealer
+                    .open(&s, &seal_context(&name, "headers_sealed"))?;
+                serde_json::from_str(plain.expose_secret()).map_err(|_| {
+                    StoreError::Invalid("stored headers are not a JSON object".into())
+                })?
+            }
+            None => BTreeMap::new(),
+        };
+        let protocol: String = r.try_get("protocol")?;
+        Ok(ProviderRow {
+            spec: ProviderSpec {
+                protocol: Protocol::from_str(&protocol)?,
+                name,
+                base_url: r.try_get("base_url")?,
+                api_key,
+                headers,
+                timeout_s: u32_of(r, "timeout_s")?,
+                stream_usage: flag(r, "stream_usage")?,
+                enabled: flag(r, "enabled")?,
+            },
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+        })
+    }
+
+    pub async fn providers(&self, conn: &mut AnyConnection) -> Result<Vec<ProviderRow>> {
+        let rows = sqlx::query("SELECT * FROM providers ORDER BY name")
+            .fetch_all(&mut *conn)
+            .await?;
+        rows.iter().map(|r| self.provider_from_row(r)).collect()
+    }
+
+    pub async fn provider(&self, conn: &mut AnyConnection, name: &str) -> Result<ProviderRow> {
+        let row = sqlx::query("SELECT * FROM providers WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("provider '{name}' not found")))?;
+        self.provider_from_row(&row)
+    }
+
+    fn seal_provider(&self, spec: &ProviderSpec) -> Result<(Option<String>, Option<String>)> {
+        let key = match &spec.api_key {
+            Some(k) if !k.expose_secret().is_empty() => Some(self.sealer.seal(
+                k.expose_secret(),
+                &seal_context(&spec.name, "api_key_sealed"),
+            )?),
+            _ => None,
+        };
+        let headers = if spec.headers.is_empty() {
+            None
+        } else {
+            let json = serde_json::to_string(&spec.headers)
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            Some(
+                self.sealer
+                    .seal(&json, &seal_context(&spec.name, "headers_sealed"))?,
+            )
+        };
+        Ok((key, headers))
+    }
+
+    pub async fn insert_provider(&self, tx: &mut AnyConnection, spec: &ProviderSpec) -> Result<()> {
+        spec.validate()?;
+        if exists(tx, "providers", &spec.name).await? {
+            return Err(StoreError::AlreadyExists(format!(
+                "provider '{}' already exists",
+                spec.name
+            )));
+        }
+        let (key, headers) = self.seal_provider(spec)?;
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO providers (name, protocol, base_url, api_key_sealed, headers_sealed, \
+             timeout_s, stream_usage, enabled, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&spec.name)
+        .bind(spec.protocol.as_str())
+        .bind(&spec.base_url)
+        .bind(key)
+        .bind(headers)
+        .bind(i64::from(spec.timeout_s))
+        .bind(int(spec.stream_usage))
+        .bind(int(spec.enabled))
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn update_provider(&self, tx: &mut AnyConnection, spec: &ProviderSpec) -> Result<()> {
+        spec.validate()?;
+        let (key, headers) = self.seal_provider(spec)?;
+        let done = sqlx::query(
+            "UPDATE providers SET protocol = $1, base_url = $2, api_key_sealed = $3, \
+             headers_sealed = $4, timeout_s = $5, stream_usage = $6, enabled = $7, updated_at = $8 \
+             WHERE name = $9",
+        )
+        .bind(spec.protocol.as_str())
+        .bind(&spec.base_url)
+        .bind(key)
+        .bind(headers)
+        .bind(i64::from(spec.timeout_s))
+        .bind(int(spec.stream_usage))
+        .bind(int(spec.enabled))
+        .bind(now_ms())
+        .bind(&spec.name)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "provider '{}' not found",
+                spec.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Deletes a provider unless a model still uses it.
+    pub async fn delete_provider(&self, tx: &mut AnyConnection, name: &str) -> Result<()> {
+        let users: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT m.name FROM models m \
+             JOIN model_targets t ON t.model_id = m.id \
+             JOIN providers p ON p.id = t.provider_id \
+             WHERE p.name = $1 ORDER BY m.name",
+        )
+        .bind(name)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !users.is_empty() {
+            return Err(StoreError::InUse(format!(
+                "provider '{name}' is used by model{} {}; remove it from {} first",
+                if users.len() == 1 { "" } else { "s" },
+                users
+                    .iter()
+                    .map(|u| format!("'{u}'"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if users.len() == 1 {
+                    "that model"
+                } else {
+                    "those models"
+                },
+            )));
+        }
+        let done = sqlx::query("DELETE FROM providers WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("provider '{name}' not found")));
+        }
+        Ok(())
+    }
+
+    // ---------- models ----------
+
+    pub async fn models(&self, conn: &mut AnyConnection) -> Result<Vec<ModelRow>> {
+        let rows = sqlx::query("SELECT * FROM models ORDER BY name")
+            .fetch_all(&mut *conn)
+            .await?;
+        let targets = sqlx::query(
+            "SELECT t.*, p.name AS provider_name FROM model_targets t \
+             JOIN providers p ON p.id = t.provider_id ORDER BY t.model_id, t.position",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut by_model: BTreeMap<i64, Vec<TargetSpec>> = BTreeMap::new();
+        for t in &targets {
+            by_model
+                .entry(t.try_get("model_id")?)
+                .or_default()
+                .push(target_from_row(t)?);
+        }
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.try_get("id")?;
+                model_from_row(r, by_model.remove(&id).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    pub async fn model(&self, conn: &mut AnyConnection, name: &str) -> Result<ModelRow> {
+        let row = sqlx::query("SELECT * FROM models WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("model '{name}' not found")))?;
+        let id: i64 = row.try_get("id")?;
+        let targets = sqlx::query(
+            "SELECT t.*, p.name AS provider_name FROM model_targets t \
+             JOIN providers p ON p.id = t.provider_id WHERE t.model_id = $1 ORDER BY t.position",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let targets = targets.iter().map(target_from_row).collect::<Result<_>>()?;
+        model_from_row(&row, targets)
+    }
+
+    pub async fn insert_model(&self, tx: &mut AnyConnection, spec: &ModelSpec) -> Result<()> {
+        spec.validate()?;
+        if exists(tx, "models", &spec.name).await? {
+            return Err(StoreError::AlreadyExists(format!(
+                "model '{}' already exists",
+                spec.name
+            )));
+        }
+        let now = now_ms();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO models (name, strategy, max_attempts, retry_delay_ms, price_input, \
+             price_output, price_cached_input, enabled, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        )
+        .bind(&spec.name)
+        .bind(spec.strategy.as_str())
+        .bind(i64::from(spec.max_attempts))
+        .bind(spec.retry_delay_ms.map(i64::from))
+        .bind(spec.prices.input)
+        .bind(spec.prices.output)
+        .bind(spec.prices.cached_input)
+        .bind(int(spec.enabled))
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        insert_targets(tx, id, &spec.targets).await
+    }
+
+    pub async fn update_model(&self, tx: &mut AnyConnection, spec: &ModelSpec) -> Result<()> {
+        spec.validate()?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "UPDATE models SET strategy = $1, max_attempts = $2, retry_delay_ms = $3, \
+             price_input = $4, price_output = $5, price_cached_input = $6, enabled = $7, \
+             updated_at = $8 WHERE name = $9 RETURNING id",
+        )
+        .bind(spec.strategy.as_str())
+        .bind(i64::from(spec.max_attempts))
+        .bind(spec.retry_delay_ms.map(i64::from))
+        .bind(spec.prices.input)
+        .bind(spec.prices.output)
+        .bind(spec.prices.cached_input)
+        .bind(int(spec.enabled))
+        .bind(now_ms())
+        .bind(&spec.name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let id =
+            id.ok_or_else(|| StoreError::NotFound(format!("model '{}' not found", spec.name)))?;
+        sqlx::query("DELETE FROM model_targets WHERE model_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        insert_targets(tx, id, &spec.targets).await
+    }
+
+    pub async fn delete_model(&self, tx: &mut AnyConnection, name: &str) -> Result<()> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM models WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let id = id.ok_or_else(|| StoreError::NotFound(format!("model '{name}' not found")))?;
+        // Explicit, so it does not depend on the connection's foreign-key mode.
+        sqlx::query("DELETE FROM model_targets WHERE model_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM models WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+
+    // ---------- client keys ----------
+
+    pub async fn keys(&self, conn: &mut AnyConnection) -> Result<Vec<KeyRow>> {
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY name")
+            .fetch_all(&mut *conn)
+            .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    pub async fn key(&self, conn: &mut AnyConnection, name: &str) -> Result<KeyRow> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("API key '{name}' not found")))?;
+        key_from_row(&row)
+    }
+
+    pub async fn insert_key(&self, tx: &mut AnyConnection, spec: &KeySpec) -> Result<()> {
+        spec.validate()?;
+        if exists(tx, "api_keys", &spec.name).await? {
+            return Err(StoreError::AlreadyExists(format!(
+                "API key '{}' already exists",
+                spec.name
+            )));
+        }
+        let models =
+            serde_json::to_string(&spec.models).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO api_keys (name, key_hash, prefix, models, expires_at, revoked, \
+             log_bodies, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&spec.name)
+        .bind(&spec.hash)
+        .bind(&spec.prefix)
+        .bind(models)
+        .bind(spec.expires_at)
+        .bind(int(spec.revoked))
+        .bind(int(spec.log_bodies))
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                StoreError::AlreadyExists("another API key has the same secret".into())
+            }
+            other => StoreError::Db(other),
+        })?;
+        Ok(())
+    }
+
+    /// Updates a key; its secret changes only through a new hash.
+    pub async fn update_key(&self, tx: &mut AnyConnection, spec: &KeySpec) -> Result<()> {
+        spec.validate()?;
+        let models =
+            serde_json::to_string(&spec.models).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let done = sqlx::query(
+            "UPDATE api_keys SET models = $1, expires_at = $2, revoked = $3, log_bodies = $4, \
+             key_hash = $5, prefix = $6 WHERE name = $7",
+        )
+        .bind(models)
+        .bind(spec.expires_at)
+        .bind(int(spec.revoked))
+        .bind(int(spec.log_bodies))
+        .bind(&spec.hash)
+        .bind(&spec.prefix)
+        .bind(&spec.name)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "API key '{}' not found",
+                spec.name
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn delete_key(&self, tx: &mut AnyConnection, name: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM api_keys WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("API key '{name}' not found")));
+        }
+        Ok(())
+    }
+
+    // ---------- snapshot source ----------
+
+    /// Reads the whole configuration at one consistent point.
+    pub async fn config_state(&self) -> Result<ConfigState> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let state = ConfigState {
+            version: Self::version_in(&mut tx).await?,
+            providers: self.providers(&mut tx).await?,
+            models: self.models(&mut tx).await?,
+            keys: self.keys(&mut tx).await?,
+            settings: Self::settings(&mut tx).await?,
+        };
+        tx.commit().await?;
+        Ok(state)
+    }
+
+    // ---------- data planes ----------
+
+    pub async fn data_plane_connected(
+        &self,
+        node_id: &str,
+        peer: &str,
+        version: u64,
+    ) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO data_planes (node_id, peer_address, connected_since, last_seen, \
+             acked_version, connected) VALUES ($1, $2, $3, $4, $5, 1) \
+             ON CONFLICT (node_id) DO UPDATE SET peer_address = excluded.peer_address, \
+             connected_since = excluded.connected_since, last_seen = excluded.last_seen, \
+             acked_version = excluded.acked_version, connected = 1",
+        )
+        .bind(node_id)
+        .bind(peer)
+        .bind(now)
+        .bind(now)
+        .bind(i64::try_from(version).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn data_plane_acked(&self, node_id: &str, version: u64) -> Result<()> {
+        sqlx::query("UPDATE data_planes SET acked_version = $1, last_seen = $2 WHERE node_id = $3")
+            .bind(i64::try_from(version).unwrap_or(i64::MAX))
+            .bind(now_ms())
+            .bind(node_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn data_plane_nacked(&self, node_id: &str, version: u64, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE data_planes SET nacked_version = $1, last_nack_error = $2, last_seen = $3 \
+             WHERE node_id = $4",
+        )
+        .bind(i64::try_from(version).unwrap_or(i64::MAX))
+        .bind(error)
+        .bind(now_ms())
+        .bind(node_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn data_plane_seen(&self, node_id: &str) -> Result<()> {
+        sqlx::query("UPDATE data_planes SET last_seen = $1 WHERE node_id = $2")
+            .bind(now_ms())
+            .bind(node_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a stream gone, unless a newer stream of the same node took over.
+    pub async fn data_plane_disconnected(&self, node_id: &str, connected_since: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE data_planes SET connected = 0, last_seen = $1 \
+             WHERE node_id = $2 AND connected_since <= $3",
+        )
+        .bind(now_ms())
+        .bind(node_id)
+        .bind(connected_since)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn data_plane_since(&self, node_id: &str) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT connected_since FROM data_planes WHERE node_id = $1")
+                .bind(node_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .unwrap_or(0),
+        )
+    }
+
+    pub async fn data_planes(&self) -> Result<Vec<DataPlaneRow>> {
+        let rows = sqlx::query("SELECT * FROM data_planes ORDER BY node_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DataPlaneRow {
+                    node_id: r.try_get("node_id")?,
+                    peer_address: r.try_get("peer_address")?,
+                    connected_since: r.try_get("connected_since")?,
+                    last_seen: r.try_get("last_seen")?,
+                    acked_version: r.try_get::<i64, _>("acked_version")?.unsigned_abs(),
+                    nacked_version: r.try_get::<i64, _>("nacked_version")?.unsigned_abs(),
+                    last_nack_error: r.try_get("last_nack_error")?,
+                    connected: flag(r, "connected")?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn seal_context(provider: &str, column: &str) -> String {
+    format!("provider/{provider}/{column}")
+}
+
+async fn upsert_setting(tx: &mut AnyConnection, name: &str, value: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO settings (name, value) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    )
+    .bind(name)
+    .bind(value)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn exists(conn: &mut AnyConnection, table: &str, name: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table} WHERE name = $1"))
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(n > 0)
+}
+
+async fn insert_targets(
+    tx: &mut AnyConnection,
+    model_id: i64,
+    targets: &[TargetSpec],
+) -> Result<()> {
+    for (i, t) in targets.iter().enumerate() {
+        let provider_id: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM providers WHERE name = $1")
+                .bind(&t.provider)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let provider_id = provider_id.ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "target {} names provider '{}', which does not exist",
+                i + 1,
+                t.provider
+            ))
+        })?;
+        sqlx::query(
+            "INSERT INTO model_targets (model_id, position, provider_id, upstream_model, priority, \
+             weight, rules, enabled, price_input, price_output, price_cached_input) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(model_id)
+        .bind(i64::try_from(i).unwrap_or(i64::MAX))
+        .bind(provider_id)
+        .bind(&t.upstream_model)
+        .bind(i64::from(t.priority))
+        .bind(i64::from(t.weight))
+        .bind(&t.rules)
+        .bind(int(t.enabled))
+        .bind(t.prices.map(|p| p.input))
+        .bind(t.prices.map(|p| p.output))
+        .bind(t.prices.map(|p| p.cached_input))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn target_from_row(r: &AnyRow) -> Result<TargetSpec> {
+    let input: Option<f64> = r.try_get("price_input")?;
+    let prices = match input {
+        Some(input) => Some(Prices {
+            input,
+            output: r.try_get::<Option<f64>, _>("price_output")?.unwrap_or(0.0),
+            cached_input: r
+                .try_get::<Option<f64>, _>("price_cached_input")?
+                .unwrap_or(0.0),
+        }),
+        None => None,
+    };
+    let priority: i64 = r.try_get("priority")?;
+    Ok(TargetSpec {
+        provider: r.try_get("provider_name")?,
+        upstream_model: r.try_get("upstream_model")?,
+        priority: i32::try_from(priority)
+            .map_err(|_| StoreError::Invalid("priority out of range".into()))?,
+        weight: u32_of(r, "weight")?,
+        rules: r.try_get("rules")?,
+        enabled: flag(r, "enabled")?,
+        prices,
+    })
+}
+
+fn model_from_row(r: &AnyRow, targets: Vec<TargetSpec>) -> Result<ModelRow> {
+    let strategy: String = r.try_get("strategy")?;
+    let delay: Option<i64> = r.try_get("retry_delay_ms")?;
+    Ok(ModelRow {
+        spec: ModelSpec {
+            name: r.try_get("name")?,
+            strategy: Strategy::from_str(&strategy)?,
+            max_attempts: u32_of(r, "max_attempts")?,
+            retry_delay_ms: delay.map(|d| u32::try_from(d).unwrap_or(u32::MAX)),
+            prices: Prices {
+                input: r.try_get("price_input")?,
+                output: r.try_get("price_output")?,
+                cached_input: r.try_get("price_cached_input")?,
+            },
+            enabled: flag(r, "enabled")?,
+            targets,
+        },
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn key_from_row(r: &AnyRow) -> Result<KeyRow> {
+    let models: String = r.try_get("models")?;
+    Ok(KeyRow {
+        spec: KeySpec {
+            name: r.try_get("name")?,
+            hash: r.try_get("key_hash")?,
+            prefix: r.try_get("prefix")?,
+            models: serde_json::from_str(&models)
+                .map_err(|_| StoreError::Invalid("stored key models are not a JSON list".into()))?,
+            expires_at: r.try_get("expires_at")?,
+            revoked: flag(r, "revoked")?,
+            log_bodies: flag(r, "log_bodies")?,
+        },
+        created_at: r.try_get("created_at")?,
+        last_used_at: r.try_get("last_used_at")?,
+    })
+}
+
+/// Redacts the password of a database URL for logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("****"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

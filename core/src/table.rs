@@ -1,0 +1,458 @@
+//! The routing table: a discovery snapshot checked whole and turned into
+//! domain types. A data plane swaps one `Arc<RoutingTable>` in at a time, so
+//! providers, models, keys and settings always change together.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use llmgw_proto::v1 as pb;
+use secrecy::SecretString;
+
+use crate::keys;
+use crate::rules::Rule;
+use crate::validate::{self, Protocol, Strategy};
+
+/// Why a snapshot was rejected; sent back as the NACK's `error_detail`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SnapshotError(pub String);
+
+/// A validated routing table.
+#[derive(Debug)]
+pub struct RoutingTable {
+    pub version: u64,
+    pub providers: HashMap<String, Arc<Provider>>,
+    pub models: HashMap<String, Arc<Model>>,
+    keys: HashMap<[u8; 32], Arc<ClientKey>>,
+    pub settings: Settings,
+}
+
+pub struct Provider {
+    pub name: String,
+    pub protocol: Protocol,
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub api_key: Option<SecretString>,
+    /// Extra headers; values are marked sensitive so they never print.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Idle timeout between upstream bytes for this provider.
+    pub timeout: Duration,
+    pub stream_usage: bool,
+}
+
+impl fmt::Debug for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("protocol", &self.protocol)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Prices {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+    pub cached_input_per_mtok: f64,
+}
+
+impl From<&pb::Prices> for Prices {
+    fn from(p: &pb::Prices) -> Self {
+        Prices {
+            input_per_mtok: p.input_per_mtok,
+            output_per_mtok: p.output_per_mtok,
+            cached_input_per_mtok: p.cached_input_per_mtok,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Model {
+    pub name: String,
+    pub strategy: Strategy,
+    /// Attempts per target, with the global default resolved.
+    pub max_attempts: u32,
+    pub retry_delay: Duration,
+    pub prices: Prices,
+    /// In priority order.
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug)]
+pub struct Target {
+    pub provider: Arc<Provider>,
+    pub upstream_model: String,
+    pub priority: i32,
+    pub weight: u32,
+    pub rules: Option<Rule>,
+    pub prices: Prices,
+}
+
+#[derive(Debug)]
+pub struct ClientKey {
+    pub name: String,
+    /// Empty means every model.
+    pub models: HashSet<String>,
+    /// Unix milliseconds.
+    pub expires_at_ms: Option<i64>,
+    pub log_bodies: bool,
+}
+
+impl ClientKey {
+    pub fn may_use(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.contains(model)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub retry_max_attempts: u32,
+    pub retry_delay: Duration,
+    pub http_timeout: Duration,
+    pub log_bodies: bool,
+    pub log_body_max_bytes: usize,
+    pub max_request_body_bytes: u64,
+}
+
+/// Why a client key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRejection {
+    Unknown,
+    Expired,
+}
+
+impl RoutingTable {
+    /// Finds the key for a presented secret. The lookup is by SHA-256 and
+    /// the final comparison is constant-time.
+    pub fn authenticate(&self, secret: &str, now_ms: i64) -> Result<&Arc<ClientKey>, KeyRejection> {
+        let h = keys::hash(secret);
+        let (stored, key) = self.keys.get_key_value(&h).ok_or(KeyRejection::Unknown)?;
+        if !keys::ct_eq(stored, &h) {
+            return Err(KeyRejection::Unknown);
+        }
+        if key.expires_at_ms.is_some_and(|t| t <= now_ms) {
+            return Err(KeyRejection::Expired);
+        }
+        Ok(key)
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> SnapshotError {
+    SnapshotError(msg.into())
+}
+
+impl TryFrom<pb::Snapshot> for RoutingTable {
+    type Error = SnapshotError;
+
+    fn try_from(s: pb::Snapshot) -> Result<Self, Self::Error> {
+        if s.version == 0 {
+            return Err(bad("snapshot has no version"));
+        }
+        let st = s.settings.ok_or_else(|| bad("snapshot has no settings"))?;
+        if st.retry_max_attempts == 0 {
+            return Err(bad("settings: retry_max_attempts must be at least 1"));
+        }
+        if st.http_timeout_s == 0 {
+            return Err(bad("settings: http_timeout_s must be at least 1"));
+        }
+        let settings = Settings {
+            retry_max_attempts: st.retry_max_attempts,
+            retry_delay: Duration::from_millis(st.retry_delay_ms.into()),
+            http_timeout: Duration::from_secs(st.http_timeout_s.into()),
+            log_bodies: st.log_bodies,
+            log_body_max_bytes: st.log_body_max_bytes as usize,
+            max_request_body_bytes: st.max_request_body_bytes,
+        };
+
+        let mut providers = HashMap::with_capacity(s.providers.len());
+        for p in s.providers {
+            let name = p.name.clone();
+            let provider =
+                provider(p, &settings).map_err(|e| bad(format!("provider '{name}': {e}")))?;
+            if providers.insert(name.clone(), Arc::new(provider)).is_some() {
+                return Err(bad(format!("provider '{name}' appears twice")));
+            }
+        }
+
+        let mut models = HashMap::with_capacity(s.models.len());
+        for m in s.models {
+            let name = m.name.clone();
+            let model =
+                model(m, &providers, &settings).map_err(|e| bad(format!("model '{name}': {e}")))?;
+            if models.insert(name.clone(), Arc::new(model)).is_some() {
+                return Err(bad(format!("model '{name}' appears twice")));
+            }
+        }
+
+        let mut keys_by_hash = HashMap::with_capacity(s.keys.len());
+        let mut key_names = HashSet::with_capacity(s.keys.len());
+        for k in s.keys {
+            validate::name("key", &k.name).map_err(|e| bad(e.0))?;
+            if !key_names.insert(k.name.clone()) {
+                return Err(bad(format!("key '{}' appears twice", k.name)));
+            }
+            let mut hash = [0u8; 32];
+            if !keys::is_hash_hex(&k.hash) || hex::decode_to_slice(&k.hash, &mut hash).is_err() {
+                return Err(bad(format!("key '{}': hash is not 64 hex digits", k.name)));
+            }
+            let key = ClientKey {
+                name: k.name,
+                models: k.models.into_iter().collect(),
+                expires_at_ms: (k.expires_at_ms != 0).then_some(k.expires_at_ms),
+                log_bodies: k.log_bodies,
+            };
+            if keys_by_hash.insert(hash, Arc::new(key)).is_some() {
+                return Err(bad("two keys share one hash"));
+            }
+        }
+
+        Ok(RoutingTable {
+            version: s.version,
+            providers,
+            models,
+            keys: keys_by_hash,
+            settings,
+        })
+    }
+}
+
+fn provider(p: pb::SnapshotProvider, settings: &Settings) -> Result<Provider, SnapshotError> {
+    validate::name("provider", &p.name).map_err(|e| bad(e.0))?;
+    let protocol: Protocol = p
+        .protocol
+        .parse()
+        .map_err(|e: validate::ValidationError| bad(e.0))?;
+    let url = validate::base_url(&p.base_url).map_err(|e| bad(e.0))?;
+    let mut headers = Vec::with_capacity(p.headers.len());
+    let mut names: Vec<_> = p.headers.into_iter().collect();
+    names.sort();
+    for (n, v) in names {
+        validate::header(&n, &v).map_err(|e| bad(e.0))?;
+        let name = http::HeaderName::from_bytes(n.as_bytes())
+            .map_err(|_| bad(format!("'{n}' is not a valid header name")))?;
+        let mut value = http::HeaderValue::from_str(&v)
+            .map_err(|_| bad(format!("the value of header '{n}' is not valid")))?;
+        value.set_sensitive(true);
+        headers.push((name, value));
+    }
+    let api_key = if p.api_key.is_empty() {
+        None
+    } else {
+        http::HeaderValue::from_str(&p.api_key)
+            .map_err(|_| bad("API key contains characters not allowed in a header"))?;
+        Some(SecretString::from(p.api_key))
+    };
+    Ok(Provider {
+        name: p.name,
+        protocol,
+        base_url: url.as_str().trim_end_matches('/').to_string(),
+        api_key,
+        headers,
+        timeout: if p.timeout_s == 0 {
+            settings.http_timeout
+        } else {
+            Duration::from_secs(p.timeout_s.into())
+        },
+        stream_usage: p.stream_usage,
+    })
+}
+
+fn model(
+    m: pb::SnapshotModel,
+    providers: &HashMap<String, Arc<Provider>>,
+    settings: &Settings,
+) -> Result<Model, SnapshotError> {
+    validate::name("model", &m.name).map_err(|e| bad(e.0))?;
+    let strategy: Strategy = m
+        .strategy
+        .parse()
+        .map_err(|e: validate::ValidationError| bad(e.0))?;
+    let prices = m.prices.as_ref().map(Prices::from).unwrap_or_default();
+    let mut targets = Vec::with_capacity(m.targets.len());
+    for (i, t) in m.targets.into_iter().enumerate() {
+        let provider = providers.get(&t.provider).ok_or_else(|| {
+            bad(format!(
+                "target {} names unknown provider '{}'",
+                i + 1,
+                t.provider
+            ))
+        })?;
+        if t.upstream_model.is_empty() {
+            return Err(bad(format!("target {} has no upstream model", i + 1)));
+        }
+        validate::weight(t.weight).map_err(|e| bad(format!("target {}: {e}", i + 1)))?;
+        let rules = Rule::parse(&t.rules).map_err(|e| bad(format!("target {}: {e}", i + 1)))?;
+        targets.push(Target {
+            provider: Arc::clone(provider),
+            upstream_model: t.upstream_model,
+            priority: t.priority,
+            weight: t.weight,
+            rules,
+            prices: t.prices.as_ref().map_or(prices, Prices::from),
+        });
+    }
+    targets.sort_by_key(|t| t.priority);
+    Ok(Model {
+        name: m.name,
+        strategy,
+        max_attempts: if m.max_attempts == 0 {
+            settings.retry_max_attempts
+        } else {
+            m.max_attempts
+        },
+        retry_delay: m
+            .retry_delay_ms
+            .map_or(settings.retry_delay, |ms| Duration::from_millis(ms.into())),
+        prices,
+        targets,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> pb::Snapshot {
+        pb::Snapshot {
+            version: 7,
+            nonce: "n".into(),
+            providers: vec![pb::SnapshotProvider {
+                name: "openai".into(),
+                protocol: "openai".into(),
+                base_url: "https://api.example.com/v1/".into(),
+                api_key: "sk-upstream-secret".into(),
+                headers: [("x-org".to_string(), "acme".to_string())].into(),
+                timeout_s: 0,
+                stream_usage: true,
+            }],
+            models: vec![pb::SnapshotModel {
+                name: "gpt".into(),
+                strategy: "priority".into(),
+                max_attempts: 0,
+                retry_delay_ms: Some(5),
+                prices: Some(pb::Prices {
+                    input_per_mtok: 1.0,
+                    output_per_mtok: 2.0,
+                    cached_input_per_mtok: 0.5,
+                }),
+                targets: vec![
+                    pb::SnapshotTarget {
+                        provider: "openai".into(),
+                        upstream_model: "gpt-4o".into(),
+                        priority: 1,
+                        weight: 1,
+                        rules: String::new(),
+                        prices: None,
+                    },
+                    pb::SnapshotTarget {
+                        provider: "openai".into(),
+                        upstream_model: "gpt-4o-mini".into(),
+                        priority: 0,
+                        weight: 3,
+                        rules: r#"{"field":"key","op":"eq","value":"k"}"#.into(),
+                        prices: None,
+                    },
+                ],
+            }],
+            keys: vec![pb::SnapshotKey {
+                name: "k".into(),
+                hash: keys::hash_hex("sk-llmgw-test"),
+                models: vec!["gpt".into()],
+                expires_at_ms: 0,
+                log_bodies: true,
+            }],
+            settings: Some(pb::Settings {
+                retry_max_attempts: 3,
+                retry_delay_ms: 1000,
+                http_timeout_s: 60,
+                log_bodies: true,
+                log_body_max_bytes: 65536,
+                max_request_body_bytes: 32 << 20,
+            }),
+        }
+    }
+
+    #[test]
+    fn valid_snapshot_becomes_table() {
+        let t = RoutingTable::try_from(sample()).unwrap();
+        assert_eq!(t.version, 7);
+        let p = &t.providers["openai"];
+        assert_eq!(p.base_url, "https://api.example.com/v1");
+        assert_eq!(p.timeout, Duration::from_secs(60));
+        let m = &t.models["gpt"];
+        assert_eq!(m.max_attempts, 3);
+        assert_eq!(m.retry_delay, Duration::from_millis(5));
+        assert_eq!(m.targets[0].upstream_model, "gpt-4o-mini");
+        assert!(m.targets[0].rules.is_some());
+        let k = t.authenticate("sk-llmgw-test", 0).unwrap();
+        assert!(k.may_use("gpt") && !k.may_use("other"));
+        assert_eq!(
+            t.authenticate("sk-llmgw-nope", 0).unwrap_err(),
+            KeyRejection::Unknown
+        );
+        let dbg = format!("{t:?}");
+        assert!(!dbg.contains("sk-upstream-secret"), "{dbg}");
+        assert!(!dbg.contains("acme"), "{dbg}");
+    }
+
+    #[test]
+    fn expired_keys_are_refused() {
+        let mut s = sample();
+        s.keys[0].expires_at_ms = 1000;
+        let t = RoutingTable::try_from(s).unwrap();
+        assert!(t.authenticate("sk-llmgw-test", 999).is_ok());
+        assert_eq!(
+            t.authenticate("sk-llmgw-test", 1000).unwrap_err(),
+            KeyRejection::Expired
+        );
+    }
+
+    #[test]
+    fn invalid_snapshots_are_explained() {
+        type Mutation = fn(&mut pb::Snapshot);
+        let cases: Vec<(Mutation, &str)> = vec![
+            (|s| s.version = 0, "no version"),
+            (|s| s.settings = None, "no settings"),
+            (|s| s.providers[0].protocol = "x".into(), "protocol 'x'"),
+            (
+                |s| s.providers[0].base_url = "ftp://x".into(),
+                "http or https",
+            ),
+            (
+                |s| s.models[0].targets[0].provider = "gone".into(),
+                "unknown provider 'gone'",
+            ),
+            (|s| s.models[0].targets[0].weight = 0, "weight"),
+            (
+                |s| s.models[0].targets[1].rules = "{".into(),
+                "not valid JSON",
+            ),
+            (|s| s.models[0].strategy = "fastest".into(), "strategy"),
+            (|s| s.keys[0].hash = "zz".into(), "64 hex"),
+            (|s| s.keys.push(s.keys[0].clone()), "appears twice"),
+            (
+                |s| s.providers.push(s.providers[0].clone()),
+                "appears twice",
+            ),
+        ];
+        for (mutate, want) in cases {
+            let mut s = sample();
+            mutate(&mut s);
+            let e = RoutingTable::try_from(s).unwrap_err();
+            assert!(e.0.contains(want), "want {want:?} in {e}");
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The data plane's settings: [`Cli`] is what flags and environment variables
+//! say, [`Config`] is the checked result that [`crate::start`] runs with
+//! (token read, URLs parsed, node id chosen).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use http::Uri;
+use secrecy::SecretString;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Command line of `llmgw-dataplane`. Every flag can also be set through the
+/// environment variable named in `--help`.
+#[derive(Parser)]
+#[command(
+    name = "llmgw-dataplane",
+    version,
+    about = "llmgw data plane: receives routing snapshots from the control plane and serves traffic",
+    long_about = None
+)]
+pub struct Cli {
+    /// Address for the HTTP server (/healthz, /readyz). Port 0 picks a free
+    /// port; the address actually bound is logged at start.
+    #[arg(
+        long,
+        env = "LLMGW_DATAPLANE_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8000"
+    )]
+    pub listen: SocketAddr,
+
+    /// Control-plane discovery URL(s), comma-separated (http:// or
+    /// https://). Each reconnect tries the next URL in turn.
+    #[arg(
+        long = "control-plane",
+        env = "LLMGW_CONTROL_PLANE",
+        value_name = "URL[,URL...]",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:9090"
+    )]
+    pub control_plane: Vec<String>,
+
+    /// Stable identity of this replica, reported to the control plane.
+    /// Defaults to $HOSTNAME, else "dp-" and 8 random hex digits.
+    #[arg(long, env = "LLMGW_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
+
+    /// Token the control plane expects from data planes. Prefer the
+    /// environment variable or --dataplane-token-file: command lines are
+    /// visible to other local users.
+    #[arg(
+        long,
+        env = "LLMGW_DATAPLANE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub dataplane_token: Option<String>,
+
+    /// File holding the data-plane token, read when no token is given
+    /// directly. The control plane writes it there on a zero-config start.
+    #[arg(
+        long,
+        env = "LLMGW_DATAPLANE_TOKEN_FILE",
+        value_name = "FILE",
+        default_value = "./data/dataplane-token"
+    )]
+    pub dataplane_token_file: PathBuf,
+
+    /// PEM file of the CA that signed an https:// control plane's
+    /// certificate. Without it, the system trust roots are used.
+    #[arg(long, env = "LLMGW_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Log line format. The level filter comes from RUST_LOG (default
+    /// "info").
+    #[arg(
+        long,
+        env = "LLMGW_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+
+    /// Seconds to let open connections finish after SIGTERM or SIGINT
+    /// before they are closed.
+    #[arg(
+        long,
+        env = "LLMGW_SHUTDOWN_GRACE_S",
+        value_name = "SECONDS",
+        default_value_t = 30
+    )]
+    pub shutdown_grace_s: u64,
+}
+
+impl Cli {
+    /// Checks the flags and reads the files they name.
+    pub fn into_config(self) -> Result<Config> {
+        let control_planes = self
+            .control_plane
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| parse_control_plane(s))
+            .collect::<Result<Vec<_>>>()?;
+        if control_planes.is_empty() {
+            bail!("--control-plane names no URL");
+        }
+        let token = match self.dataplane_token {
+            Some(t) if !t.trim().is_empty() => SecretString::from(t.trim()),
+            _ => read_token_file(&self.dataplane_token_file)?,
+        };
+        let tls_ca_pem = self.tls_ca.as_deref().map(read_ca).transpose()?;
+        let node_id = match self.node_id {
+            Some(id) if !id.trim().is_empty() => id.trim().to_string(),
+            _ => default_node_id(),
+        };
+        let mut config = Config::new(control_planes, token);
+        config.listen = self.listen;
+        config.node_id = node_id;
+        config.tls_ca_pem = tls_ca_pem;
+        config.shutdown_grace = Duration::from_secs(self.shutdown_grace_s);
+        Ok(config)
+    }
+}
+
+/// Everything [`crate::start`] needs. Build it with [`Config::new`] and
+/// adjust the public fields, or from the command line with
+/// [`Cli::into_config`].
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Tried in turn, one per (re)connect.
+    pub control_planes: Vec<Uri>,
+    pub node_id: String,
+    pub token: SecretString,
+    /// CA certificate(s) for https:// control planes; system roots if none.
+    pub tls_ca_pem: Option<Vec<u8>>,
+    /// How long open connections may finish after shutdown starts.
+    pub shutdown_grace: Duration,
+    /// Limit on opening a connection to the control plane.
+    pub connect_timeout: Duration,
+    /// HTTP/2 pings on the discovery connection, so a dead control plane
+    /// is noticed even while nothing is sent.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// First reconnect delay ceiling; doubles per failed attempt.
+    pub backoff_initial: Duration,
+    /// Largest reconnect delay ceiling.
+    pub backoff_max: Duration,
+}
+
+impl Config {
+    /// Defaults for everything but where the control plane is and the token.
+    pub fn new(control_planes: Vec<Uri>, token: SecretString) -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            control_planes,
+            node_id: default_node_id(),
+            token,
+            tls_ca_pem: None,
+            shutdown_grace: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(5),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let urls: Vec<String> = self.control_planes.iter().map(Uri::to_string).collect();
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("control_planes", &urls)
+            .field("node_id", &self.node_id)
+            .field("token", &"<redacted>")
+            .field("tls_ca", &self.tls_ca_pem.is_some())
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("keepalive_timeout", &self.keepalive_timeout)
+            .field("backoff_initial", &self.backoff_initial)
+            .field("backoff_max", &self.backoff_max)
+            .finish()
+    }
+}
+
+/// Parses one control-plane URL: http or https, with a host, no path.
+pub fn parse_control_plane(s: &str) -> Result<Uri> {
+    let s = s.trim();
+    let uri: Uri = s
+        .parse()
+        .map_err(|e| anyhow!("control-plane URL '{s}' is not valid: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => bail!("control-plane URL '{s}' must start with http:// or https://"),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        bail!("control-plane URL '{s}' has no host");
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        bail!("control-plane URL '{s}' must not have a path or query");
+    }
+    Ok(uri)
+}
+
+fn read_token_file(path: &Path) -> Result<SecretString> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "no data-plane token: set LLMGW_DATAPLANE_TOKEN, or point \
+             --dataplane-token-file at the file the control plane wrote \
+             ({} does not exist)",
+            path.display()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!("cannot read the data-plane token from {}", path.display())
+            })
+        }
+    };
+    let token = text.trim();
+    if token.is_empty() {
+        bail!("the data-plane token file {} is empty", path.display());
+    }
+    Ok(SecretString::from(token))
+}
+
+fn read_ca(path: &Path) -> Result<Vec<u8>> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("cannot read the CA file {}", path.display()))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        bail!("the CA file {} holds no PEM certificate", path.display());
+    }
+    Ok(pem)
+}
+
+/// $HOSTNAME (a pod's name on Kubernetes), else a random id.
+fn default_node_id() -> String {
+    match std::env::var("HOSTNAME") {
+        Ok(h) if !h.trim().is_empty() => h.trim().to_string(),
+        _ => format!("dp-{:08x}", rand::random::<u32>()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn parse(args: &[&str]) -> Result<Config> {
+        let mut argv = vec!["llmgw-dataplane"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)?.into_config()
+    }
+
+    #[test]
+    fn token_comes_from_the_file_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let c = parse(&["--dataplane-token-file", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.token.expose_secret(), "s3cret");
+        assert_eq!(c.control_planes.len(), 1);
+        assert_eq!(c.control_planes[0].to_string(), "http://127.0.0.1:9090/");
+        assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn flag_token_wins_over_the_file() {
+        let c = parse(&[
+            "--dataplane-token",
+            "direct",
+            "--dataplane-token-file",
+            "/nonexistent/token",
+        ])
+        .unwrap();
+        assert_eq!(c.token.expose_secret(), "direct");
+    }
+
+    #[test]
+    fn missing_token_is_a_clear_error() {
+        let e = parse(&["--dataplane-token-file", "/nonexistent/token"]).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("LLMGW_DATAPLANE_TOKEN"), "{msg}");
+        assert!(msg.contains("/nonexistent/token"), "{msg}");
+    }
+
+    #[test]
+    fn empty_token_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, " \n").unwrap();
+        let e = parse(&["--dataplane-token-file", path.to_str().unwrap()]).unwrap_err();
+        assert!(e.to_string().contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn control_planes_are_a_comma_separated_list() {
+        let c = parse(&[
+            "--dataplane-token",
+            "t",
+            "--control-plane",
+            "http://a:1, https://b.example:2",
+            "--node-id",
+            "dp-x",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        let urls: Vec<_> = c.control_planes.iter().map(Uri::to_string).collect();
+        assert_eq!(urls, ["http://a:1/", "https://b.example:2/"]);
+        assert_eq!(c.node_id, "dp-x");
+        assert_eq!(c.listen.port(), 0);
+    }
+
+    #[test]
+    fn bad_control_plane_urls_are_refused() {
+        for (url, want) in [
+            ("ftp://a:1", "http:// or https://"),
+            ("a:1", "http:// or https://"),
+            ("http://a:1/v1", "path"),
+            ("http://", "not valid"),
+        ] {
+            let e = parse_control_plane(url).unwrap_err();
+            assert!(e.to_string().contains(want), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn default_node_id_is_hostname_or_random() {
+        let id = default_node_id();
+        match std::env::var("HOSTNAME") {
+            Ok(h) if !h.trim().is_empty() => assert_eq!(id, h.trim()),
+            _ => {
+                assert!(id.starts_with("dp-") && id.len() == 11, "{id}");
+                assert!(id[3..].chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+            }
+        }
+    }
+
+    #[test]
+    fn ca_file_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "nope").unwrap();
+        let e = parse(&["--dataplane-token", "t", "--tls-ca", path.to_str().unwrap()]).unwrap_err();
+        assert!(e.to_string().contains("no PEM certificate"), "{e}");
+    }
+}

@@ -1,0 +1,202 @@
+//! llmgw's data plane as a library. [`start`] binds the HTTP server and
+//! opens the discovery stream to the control plane; the returned [`Running`]
+//! exposes the bound address, the routing table and its applied version, and
+//! drives shutdown. The binary is a thin wrapper, so tests run the real
+//! thing in-process.
+
+pub mod backoff;
+pub mod config;
+mod discovery;
+mod server;
+pub mod table;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::Certificate;
+use tracing::info;
+
+pub use config::{Cli, Config, LogFormat};
+pub use server::{BoxError, ResponseBody};
+pub use table::TableHandle;
+
+/// Sets up logging: format from `--log-format`, filter from `RUST_LOG`
+/// (default `info`). Does nothing if a subscriber is already set.
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // An error only means a subscriber is already installed.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Binds the listener and starts the HTTP server and the discovery client.
+/// Fails only on local problems (bad token characters, address in use);
+/// an unreachable control plane is retried in the background.
+pub async fn start(config: Config) -> Result<Running> {
+    if config.control_planes.is_empty() {
+        bail!("no control-plane URL configured");
+    }
+    let mut auth = AsciiMetadataValue::try_from(format!("Bearer {}", config.token.expose_secret()))
+        .map_err(|_| anyhow!("the data-plane token contains characters not allowed in a header"))?;
+    auth.set_sensitive(true);
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local_addr = listener.local_addr().context("bound address")?;
+    server::log_bound(local_addr);
+
+    let table = TableHandle::new();
+    let (versions_tx, versions) = watch::channel(0u64);
+    let state = Arc::new(server::State {
+        table: table.clone(),
+        draining: Default::default(),
+    });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+
+    let server = tokio::spawn(server::serve(
+        listener,
+        Arc::clone(&state),
+        shutdown_rx,
+        config.shutdown_grace,
+    ));
+    info!(
+        node_id = %config.node_id,
+        control_planes = config.control_planes.len(),
+        "connecting to the control plane"
+    );
+    let discovery = tokio::spawn(
+        discovery::Discovery {
+            endpoints: config.control_planes,
+            node_id: config.node_id.clone(),
+            auth,
+            tls_ca: config.tls_ca_pem.map(Certificate::from_pem),
+            connect_timeout: config.connect_timeout,
+            keepalive_interval: config.keepalive_interval,
+            keepalive_timeout: config.keepalive_timeout,
+            backoff: backoff::Backoff::new(config.backoff_initial, config.backoff_max),
+            table: table.clone(),
+            versions: versions_tx,
+        }
+        .run(),
+    );
+
+    Ok(Running {
+        local_addr,
+        node_id: config.node_id,
+        table,
+        versions,
+        state,
+        shutdown,
+        server: Some(server),
+        discovery: Some(discovery),
+    })
+}
+
+/// A started data plane. Call [`Running::shutdown`] and then
+/// [`Running::join`] to stop it gracefully; dropping it stops it abruptly.
+pub struct Running {
+    local_addr: SocketAddr,
+    node_id: String,
+    table: TableHandle,
+    versions: watch::Receiver<u64>,
+    state: Arc<server::State>,
+    shutdown: watch::Sender<bool>,
+    // Options only so `join` can take them while `Drop` still aborts.
+    server: Option<JoinHandle<()>>,
+    discovery: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The address the HTTP server is bound to (the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The routing table being served.
+    pub fn table(&self) -> &TableHandle {
+        &self.table
+    }
+
+    /// Version of the applied snapshot; 0 before the first one.
+    pub fn applied_version(&self) -> u64 {
+        *self.versions.borrow()
+    }
+
+    /// Changes whenever a snapshot is applied, a resent version included.
+    pub fn versions(&self) -> watch::Receiver<u64> {
+        self.versions.clone()
+    }
+
+    /// Waits until a snapshot of at least `version` has been applied.
+    pub async fn wait_for_version(&self, version: u64) -> Result<u64> {
+        let mut rx = self.versions.clone();
+        let v = rx
+            .wait_for(|v| *v >= version)
+            .await
+            .map_err(|_| anyhow!("the discovery client has stopped"))?;
+        Ok(*v)
+    }
+
+    /// What /readyz reports: a table is applied and shutdown has not begun.
+    pub fn is_ready(&self) -> bool {
+        self.state.not_ready_reason().is_none()
+    }
+
+    /// True while both the HTTP server and the discovery client run.
+    pub fn is_running(&self) -> bool {
+        let alive = |t: &Option<JoinHandle<()>>| t.as_ref().is_some_and(|t| !t.is_finished());
+        alive(&self.server) && alive(&self.discovery)
+    }
+
+    /// Starts draining: /readyz fails at once, no new connections are
+    /// accepted, and open ones get the grace period to finish.
+    pub fn shutdown(&self) {
+        self.state.draining.store(true, Ordering::Release);
+        self.shutdown.send_replace(true);
+    }
+
+    /// Waits for the HTTP server to finish draining, then stops discovery.
+    /// Without a prior [`Running::shutdown`] this waits until one happens
+    /// elsewhere, i.e. forever.
+    pub async fn join(mut self) -> Result<()> {
+        let served = match self.server.take() {
+            Some(server) => server.await,
+            None => Ok(()),
+        };
+        if let Some(discovery) = self.discovery.take() {
+            discovery.abort();
+            // A cancelled discovery task is the expected outcome.
+            let _ = discovery.await;
+        }
+        served.context("the HTTP server task failed")?;
+        info!("data plane stopped");
+        Ok(())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for task in [self.server.take(), self.discovery.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
+    }
+}

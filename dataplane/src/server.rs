@@ -1,0 +1,286 @@
+//! The data plane's HTTP server. Every request goes through [`route`], which
+//! dispatches on the path; the LLM proxy handlers will be added there. For
+//! now it answers health and readiness probes and 404s the rest in the
+//! OpenAI error shape. Shutdown is graceful: stop accepting, then let open
+//! connections finish within a grace period.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::table::TableHandle;
+
+/// Error type of response bodies; boxed so streamed proxy bodies fit later.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Body of every response the server sends.
+pub type ResponseBody = BoxBody<Bytes, BoxError>;
+
+/// What handlers share.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub table: TableHandle,
+    /// Set at the start of shutdown; /readyz fails from then on.
+    pub draining: AtomicBool,
+}
+
+impl State {
+    /// Why the data plane should get no traffic, if it should not.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if self.draining.load(Ordering::Acquire) {
+            Some("draining")
+        } else if self.table.load().is_none() {
+            Some("no snapshot applied yet")
+        } else {
+            None
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` turns true, then drains them.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A timer lets hyper enforce its header-read timeout on idle clients.
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    // Kept so connections still open after the grace period can be cut.
+    let mut connections = JoinSet::new();
+
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+                    }
+                    let state = Arc::clone(&state);
+                    let service = service_fn(move |req| {
+                        let state = Arc::clone(&state);
+                        async move { Ok::<_, Infallible>(route(&state, req).await) }
+                    });
+                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let conn = graceful.watch(conn);
+                    connections.spawn(async move {
+                        if let Err(e) = conn.await {
+                            debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Usually out of file descriptors; pause instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            // A dropped sender also means stop: nobody is left to ask.
+            _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => break,
+        }
+    }
+
+    drop(listener);
+    info!(
+        open_connections = graceful.count(),
+        grace_s = grace.as_secs_f64(),
+        "stopped accepting connections; draining"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(
+            open_connections = connections.len(),
+            "grace period over; closing the remaining connections"
+        );
+    }
+    connections.shutdown().await;
+    info!("HTTP server stopped");
+}
+
+/// Dispatches a request on its path. The proxy routes go here later.
+pub(crate) async fn route<B>(state: &State, req: Request<B>) -> Response<ResponseBody> {
+    let path = req.uri().path();
+    match path {
+        "/healthz" | "/readyz" if !matches!(*req.method(), Method::GET | Method::HEAD) => {
+            method_not_allowed(req.method())
+        }
+        "/healthz" => text(StatusCode::OK, "ok"),
+        "/readyz" => readyz(state),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            &format!("Unknown path '{path}'"),
+            "not_found_error",
+            "not_found",
+        ),
+    }
+}
+
+fn readyz(state: &State) -> Response<ResponseBody> {
+    match state.not_ready_reason() {
+        None => json_response(
+            StatusCode::OK,
+            &json!({"ready": true, "version": state.table.version()}),
+        ),
+        Some(reason) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"ready": false, "reason": reason}),
+        ),
+    }
+}
+
+fn method_not_allowed(method: &Method) -> Response<ResponseBody> {
+    let mut resp = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("Method {method} is not allowed here"),
+        "invalid_request_error",
+        "method_not_allowed",
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
+    resp
+}
+
+/// An error in the OpenAI shape, which LLM clients know how to show.
+pub(crate) fn error(
+    status: StatusCode,
+    message: &str,
+    kind: &str,
+    code: &str,
+) -> Response<ResponseBody> {
+    json_response(
+        status,
+        &json!({"error": {"message": message, "type": kind, "code": code}}),
+    )
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<ResponseBody> {
+    respond(status, "application/json", value.to_string())
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
+    respond(status, "text/plain; charset=utf-8", body.to_string())
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<ResponseBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+/// Logs where the server listens; with port 0 this is the only way to know.
+pub(crate) fn log_bound(addr: SocketAddr) {
+    info!(listen = %addr, "HTTP server listening");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmgw_core::RoutingTable;
+    use llmgw_proto::v1 as pb;
+
+    async fn call(state: &State, method: Method, path: &str) -> (StatusCode, String) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .unwrap();
+        let resp = route(state, req).await;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    fn with_table() -> State {
+        let state = State::default();
+        let snapshot = pb::Snapshot {
+            version: 5,
+            settings: Some(pb::Settings {
+                retry_max_attempts: 1,
+                http_timeout_s: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        state
+            .table
+            .store(Arc::new(RoutingTable::try_from(snapshot).unwrap()));
+        state
+    }
+
+    #[tokio::test]
+    async fn healthz_is_always_ok() {
+        let (status, body) = call(&State::default(), Method::GET, "/healthz").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_table_and_draining() {
+        let state = State::default();
+        let (status, body) = call(&state, Method::GET, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({"ready": false, "reason": "no snapshot applied yet"})
+        );
+
+        let state = with_table();
+        let (status, body) = call(&state, Method::GET, "/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v, json!({"ready": true, "version": 5}));
+
+        state.draining.store(true, Ordering::Release);
+        let (status, body) = call(&state, Method::GET, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v, json!({"ready": false, "reason": "draining"}));
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_get_an_openai_style_404() {
+        let (status, body) = call(&State::default(), Method::POST, "/v1/nope?x=1").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["type"], "not_found_error");
+        assert_eq!(v["error"]["code"], "not_found");
+        assert_eq!(v["error"]["message"], "Unknown path '/v1/nope'");
+    }
+
+    #[tokio::test]
+    async fn probes_only_take_get() {
+        let (status, body) = call(&State::default(), Method::POST, "/healthz").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(body.contains("method_not_allowed"), "{body}");
+    }
+}

@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# scripts/test.sh - THE single command that runs every test (CI runs it via .ci/run).
+#
+# Usage: ./scripts/test.sh [ARGS...]   (works from any directory)
+#   ARGS, if any, are passed to the test runner (`cargo nextest run` or, without
+#   cargo-nextest, `cargo test`), e.g. ./scripts/test.sh -E 'test(rules)'.
+#
+# Stages, in order; the first failing stage stops the run (exit status != 0):
+#   1. rustfmt check        cargo fmt --all -- --check
+#   2. clippy               cargo clippy --workspace --all-targets --locked -- -D warnings
+#   3. PostgreSQL           scripts/pg.sh; exports LLMGW_TEST_POSTGRES_URL
+#                           (an already-set LLMGW_TEST_POSTGRES_URL is used as is)
+#   4. build binaries       cargo build --workspace --bins --locked (target/debug/llmgw*)
+#   5. Rust tests           cargo nextest run --workspace --locked --no-fail-fast
+#                           (falls back to `cargo test --workspace --locked`)
+#   6. doctests             cargo test --workspace --doc --locked (nextest only)
+#   7+. later stages        see the HOOK section below (Python SDK, dashboard)
+# (--locked is used only when Cargo.lock exists.)
+#
+# Exported for the tests: LLMGW_TEST_POSTGRES_URL (admin URL; role has CREATEDB,
+# each test creates and drops its own database) and LLMGW_BIN_DIR (directory of
+# the freshly built debug binaries), unless already set.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=scripts/lib/common.sh
+source "$ROOT/scripts/lib/common.sh"
+
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+CARGO_LOCKED=()
+[[ -f Cargo.lock ]] && CARGO_LOCKED=(--locked)
+TEST_ARGS=("$@")
+
+STATE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/llmgw-test.XXXXXX")"
+
+# ---------------------------------------------------------------------------
+# Stage runner: header, elapsed time, fail fast, summary at exit.
+# ---------------------------------------------------------------------------
+STAGE_LINES=()
+STAGE_NO=0
+TOTAL_START="$(llmgw_now_us)"
+
+banner() {
+    local line="========================================================================"
+    printf '\n%s\n==> %s\n%s\n' "$line" "$*" "$line"
+}
+
+# run_stage NAME CMD [ARGS...]: runs CMD in a subshell with `set -e` in force
+# (so multi-command stage functions also stop at their first failure).
+run_stage() {
+    local name=$1 rc start elapsed
+    shift
+    STAGE_NO=$((STAGE_NO + 1))
+    banner "[$STAGE_NO] $name"
+    start="$(llmgw_now_us)"
+    set +e
+    (
+        set -e
+        "$@"
+    )
+    rc=$?
+    set -e
+    elapsed="$(llmgw_fmt_duration $(($(llmgw_now_us) - start)))"
+    if ((rc != 0)); then
+        STAGE_LINES+=("$(printf '  FAIL  %-40s %9s  (exit %d)' "$name" "$elapsed" "$rc")")
+        printf '\n<== [%d] %s: FAILED (exit %d) after %s\n' "$STAGE_NO" "$name" "$rc" "$elapsed" >&2
+        exit "$rc"
+    fi
+    STAGE_LINES+=("$(printf '  ok    %-40s %9s' "$name" "$elapsed")")
+    printf '<== [%d] %s: ok (%s)\n' "$STAGE_NO" "$name" "$elapsed"
+}
+
+skip_stage() {
+    STAGE_LINES+=("$(printf '  skip  %-40s %9s  (%s)' "$1" - "$2")")
+    printf '\n--- skipping %s: %s\n' "$1" "$2"
+}
+
+on_exit() {
+    local rc=$?
+    rm -rf "$STATE_DIR"
+    local total
+    total="$(llmgw_fmt_duration $(($(llmgw_now_us) - TOTAL_START)))"
+    banner "Summary"
+    if ((${#STAGE_LINES[@]} > 0)); then printf '%s\n' "${STAGE_LINES[@]}"; fi
+    if ((rc == 0)); then
+        printf 'ALL TESTS PASSED (%s)\n' "$total"
+    else
+        printf 'TESTS FAILED (exit %d, %s)\n' "$rc" "$total"
+    fi
+    exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------
+# Stages
+# ---------------------------------------------------------------------------
+stage_fmt() { cargo fmt --all -- --check; }
+
+stage_clippy() {
+    cargo clippy --workspace --all-targets "${CARGO_LOCKED[@]}" -- -D warnings
+}
+
+# Writes the URL to $STATE_DIR/pg-url; the parent shell exports it afterwards.
+stage_postgres() {
+    bash "$ROOT/scripts/pg.sh" --url >"$STATE_DIR/pg-url"
+    [[ -s "$STATE_DIR/pg-url" ]]
+}
+
+stage_build_bins() {
+    cargo build --workspace --bins "${CARGO_LOCKED[@]}"
+}
+
+stage_rust_tests_nextest() {
+    # --no-tests=warn: an empty selection (e.g. a filter in ARGS) is not an error.
+    cargo nextest run --workspace "${CARGO_LOCKED[@]}" --no-fail-fast --no-tests=warn "${TEST_ARGS[@]}"
+}
+
+stage_rust_tests_cargo() {
+    cargo test --workspace "${CARGO_LOCKED[@]}" --no-fail-fast "${TEST_ARGS[@]}"
+}
+
+stage_doctests() {
+    cargo test --workspace --doc "${CARGO_LOCKED[@]}"
+}
+
+# ===========================================================================
+# HOOK: later test stages. Add them here; each is `run_stage "Name" fn`.
+# Every stage function runs in a subshell with `set -e`, from the repo root,
+# with LLMGW_TEST_POSTGRES_URL and LLMGW_BIN_DIR exported. Install what the
+# stage needs idempotently and quietly (fresh CI machines have only the base
+# image: Rust, cargo-nextest, PostgreSQL 15; network: crates.io/PyPI/npm/apt).
+# ===========================================================================
+
+# HOOK (Python SDK): create/reuse a venv under .venv (python3 -m venv .venv),
+# `.venv/bin/pip install -q` the SDK + test deps from PyPI (skip when already
+# satisfied), then run pytest against the binaries in $LLMGW_BIN_DIR.
+stage_python_sdk() {
+    llmgw_die "stage_python_sdk: not implemented yet"
+}
+
+# HOOK (dashboard unit tests): (cd dashboard && npm ci --no-audit --no-fund && npm test).
+stage_dashboard_unit() {
+    llmgw_die "stage_dashboard_unit: not implemented yet"
+}
+
+# HOOK (dashboard browser tests): apt-get install -y -qq chromium (Debian
+# package) if missing, then run the browser tests headless against a gateway
+# started from $LLMGW_BIN_DIR.
+stage_dashboard_browser() {
+    llmgw_die "stage_dashboard_browser: not implemented yet"
+}
+
+later_stages() {
+    # Uncomment (in this order) as each stage lands:
+    # run_stage "Python SDK tests" stage_python_sdk
+    # run_stage "Dashboard unit tests (npm)" stage_dashboard_unit
+    # run_stage "Dashboard browser tests (chromium)" stage_dashboard_browser
+    return 0
+}
+
+# ---------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------
+printf 'llmgw tests in %s (%s)\n' "$ROOT" "$(cargo --version)"
+
+run_stage "rustfmt check" stage_fmt
+run_stage "clippy (-D warnings)" stage_clippy
+
+run_stage "PostgreSQL" stage_postgres
+LLMGW_TEST_POSTGRES_URL="$(<"$STATE_DIR/pg-url")"
+export LLMGW_TEST_POSTGRES_URL
+printf 'LLMGW_TEST_POSTGRES_URL=%s\n' "$LLMGW_TEST_POSTGRES_URL"
+
+run_stage "build workspace binaries" stage_build_bins
+if [[ -z "${LLMGW_BIN_DIR:-}" ]]; then
+    target_dir="${CARGO_TARGET_DIR:-$ROOT/target}"
+    [[ "$target_dir" == /* ]] || target_dir="$ROOT/$target_dir"
+    export LLMGW_BIN_DIR="$target_dir/debug"
+fi
+
+if cargo nextest --version >/dev/null 2>&1; then
+    run_stage "Rust tests (cargo nextest)" stage_rust_tests_nextest
+    run_stage "doctests" stage_doctests
+else
+    run_stage "Rust tests (cargo test, incl. doctests)" stage_rust_tests_cargo
+fi
+
+later_stages
