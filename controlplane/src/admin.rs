@@ -25,11 +25,32 @@ const CONNECTED_WITHIN_MS: i64 = 30_000;
 pub struct AdminService {
     store: Store,
     hub: Hub,
+    /// Freshly stored request logs, for FollowLogs.
+    logs: crate::logs::LogFeed,
+    /// Ends FollowLogs streams when the server stops.
+    shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl AdminService {
     pub fn new(store: Store, hub: Hub) -> Self {
-        AdminService { store, hub }
+        AdminService {
+            store,
+            hub,
+            logs: crate::logs::LogFeed::new(),
+            shutdown: None,
+        }
+    }
+
+    /// Follows the records `feed` publishes; streams end when `shutdown`
+    /// turns true.
+    pub fn with_logs(
+        mut self,
+        feed: crate::logs::LogFeed,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        self.logs = feed;
+        self.shutdown = Some(shutdown);
+        self
     }
 
     /// Runs one configuration write and publishes the result.
@@ -548,6 +569,53 @@ impl pb::admin_server::Admin for AdminService {
             changes,
             config_version: version,
         }))
+    }
+
+    async fn list_logs(
+        &self,
+        request: Request<pb::ListLogsRequest>,
+    ) -> Result<Response<pb::ListLogsResponse>, Status> {
+        crate::logs::query::list(&self.store, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_log(
+        &self,
+        request: Request<pb::GetLogRequest>,
+    ) -> Result<Response<pb::RequestLog>, Status> {
+        crate::logs::query::get(&self.store, &request.into_inner().id)
+            .await
+            .map(Response::new)
+    }
+
+    type FollowLogsStream = crate::logs::LogStream;
+
+    async fn follow_logs(
+        &self,
+        request: Request<pb::FollowLogsRequest>,
+    ) -> Result<Response<Self::FollowLogsStream>, Status> {
+        let filter = request.into_inner().filter.unwrap_or_default();
+        self.logs
+            .follow(filter, self.shutdown.clone())
+            .map(Response::new)
+    }
+
+    async fn get_stats(
+        &self,
+        request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        crate::logs::stats::stats(&self.store, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn explain_route(
+        &self,
+        request: Request<pb::ExplainRouteRequest>,
+    ) -> Result<Response<pb::ExplainRouteResponse>, Status> {
+        let snapshot = self.hub.current();
+        crate::explain::explain(snapshot.as_deref(), request.into_inner()).map(Response::new)
     }
 }
 

@@ -122,6 +122,22 @@ fn provider_spec(
     stored: Option<&ProviderSpec>,
 ) -> Result<ProviderSpec, StoreError> {
     let headers: BTreeMap<String, String> = c.headers.clone().into_iter().collect();
+    let headers = match stored {
+        Some(s) => keep_masked(headers, &s.headers),
+        None => headers,
+    };
+    // A mask left over did not match the stored value: refuse it like a
+    // masked api_key, rather than send the mask upstream.
+    let left_masked = headers
+        .iter()
+        .find(|(k, v)| keys::looks_masked(v) && stored.and_then(|s| s.headers.get(*k)) != Some(*v));
+    if let Some((name, _)) = left_masked {
+        return Err(StoreError::Invalid(format!(
+            "header '{name}' of provider '{}' is masked but does not match the stored value; \
+             give the real value",
+            c.name
+        )));
+    }
     Ok(ProviderSpec {
         name: c.name.clone(),
         protocol: Protocol::from_str(&c.protocol)?,
@@ -131,10 +147,7 @@ fn provider_spec(
             &c.api_key,
             stored.and_then(|s| s.api_key.as_ref()),
         )?,
-        headers: match stored {
-            Some(s) => keep_masked(headers, &s.headers),
-            None => headers,
-        },
+        headers,
         timeout_s: c.timeout_s,
         stream_usage: c.stream_usage,
         enabled: c.enabled,
@@ -177,7 +190,7 @@ fn provider_diff(old: &ProviderSpec, new: &ProviderSpec) -> Vec<String> {
 }
 
 fn model_spec(c: &pb::ModelConfig) -> Result<ModelSpec, StoreError> {
-    let p = c.prices.clone().unwrap_or_default();
+    let p = c.prices.unwrap_or_default();
     Ok(ModelSpec {
         name: c.name.clone(),
         strategy: Strategy::from_str(&c.strategy)?,

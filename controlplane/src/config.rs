@@ -96,6 +96,25 @@ pub struct Args {
     #[arg(long, env = "LLMGW_MAX_REQUEST_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_request_body_bytes: u64,
 
+    /// Per attempt: time to connect to an upstream, in milliseconds.
+    #[arg(long, env = "LLMGW_CONNECT_TIMEOUT_MS", default_value_t = 5000)]
+    pub connect_timeout_ms: u32,
+
+    /// Per attempt: time from sending a request to the upstream's response
+    /// head, e.g. 60s [default: HTTP_TIMEOUT]
+    #[arg(long, env = "LLMGW_FIRST_BYTE_TIMEOUT", value_parser = parse_seconds)]
+    pub first_byte_timeout: Option<u32>,
+
+    /// Deadline shared by all attempts of one request (retries and
+    /// failover); it never cuts a response that has started, e.g. 300s.
+    #[arg(long, env = "LLMGW_REQUEST_DEADLINE", default_value = "300s", value_parser = parse_seconds)]
+    pub request_deadline: u32,
+
+    /// Days to keep request logs; older ones are deleted at start and then
+    /// every hour. 0 keeps them forever.
+    #[arg(long, env = "LOG_RETENTION_DAYS", default_value_t = 30)]
+    pub log_retention_days: u32,
+
     /// Log format.
     #[arg(long, env = "LLMGW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -123,6 +142,9 @@ impl Args {
             log_bodies: self.log_bodies,
             log_body_max_bytes: self.log_body_max_bytes,
             max_request_body_bytes: self.max_request_body_bytes,
+            connect_timeout_ms: self.connect_timeout_ms,
+            first_byte_timeout_s: self.first_byte_timeout.unwrap_or(self.http_timeout),
+            deadline_s: self.request_deadline,
         }
     }
 }

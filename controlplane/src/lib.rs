@@ -6,6 +6,8 @@ pub mod admin;
 pub mod apply;
 pub mod config;
 pub mod discovery;
+pub mod explain;
+pub mod logs;
 pub mod hub;
 pub mod secrets;
 pub mod settings;
@@ -15,7 +17,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use llmgw_proto::v1::{admin_server::AdminServer, discovery_server::DiscoveryServer};
+use llmgw_proto::v1::{
+    admin_server::AdminServer, discovery_server::DiscoveryServer, logs_server::LogsServer,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -122,10 +126,26 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(hub.clone().reconcile(shutdown_rx.clone()));
 
+    let log_feed = logs::LogFeed::new();
+
     let admin = AdminServer::with_interceptor(
-        admin::AdminService::new(store.clone(), hub.clone()),
+        admin::AdminService::new(store.clone(), hub.clone())
+            .with_logs(log_feed.clone(), shutdown_rx.clone()),
         move |req: tonic::Request<()>| {
             discovery::check_bearer(req.metadata(), &admin_token, "admin token")?;
+            Ok(req)
+        },
+    );
+    let logs_token = dataplane_token.clone();
+    let logs_svc = tonic::service::interceptor::InterceptedService::new(
+        LogsServer::new(logs::LogsService::new(
+            store.clone(),
+            log_feed,
+            shutdown_rx.clone(),
+        ))
+        .max_decoding_message_size(logs::MAX_BATCH_BYTES),
+        move |req: tonic::Request<()>| {
+            discovery::check_bearer(req.metadata(), &logs_token, "data-plane token")?;
             Ok(req)
         },
     );
@@ -156,7 +176,8 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
     let router = builder
         .layer(tonic_web::GrpcWebLayer::new())
         .add_service(admin)
-        .add_service(discovery_svc);
+        .add_service(discovery_svc)
+        .add_service(logs_svc);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -167,6 +188,11 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         tls = args.tls_cert.is_some(),
         "control plane listening (gRPC and gRPC-web)"
     );
+    tokio::spawn(logs::retention::run(
+        store.clone(),
+        args.log_retention_days,
+        shutdown_rx.clone(),
+    ));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let mut stop = shutdown_rx;
     let task = tokio::spawn(async move {

@@ -14,6 +14,9 @@ pub struct GlobalSettings {
     pub log_bodies: bool,
     pub log_body_max_bytes: u32,
     pub max_request_body_bytes: u64,
+    pub connect_timeout_ms: u32,
+    pub first_byte_timeout_s: u32,
+    pub deadline_s: u32,
 }
 
 impl Default for GlobalSettings {
@@ -25,6 +28,9 @@ impl Default for GlobalSettings {
             log_bodies: true,
             log_body_max_bytes: 64 * 1024,
             max_request_body_bytes: 32 * 1024 * 1024,
+            connect_timeout_ms: 5000,
+            first_byte_timeout_s: 60,
+            deadline_s: 300,
         }
     }
 }
@@ -41,6 +47,9 @@ impl GlobalSettings {
                 "max_request_body_bytes",
                 self.max_request_body_bytes.to_string(),
             ),
+            ("connect_timeout_ms", self.connect_timeout_ms.to_string()),
+            ("first_byte_timeout_s", self.first_byte_timeout_s.to_string()),
+            ("deadline_s", self.deadline_s.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -61,6 +70,9 @@ impl GlobalSettings {
             log_bodies: get(stored, "log_bodies", d.log_bodies),
             log_body_max_bytes: get(stored, "log_body_max_bytes", d.log_body_max_bytes),
             max_request_body_bytes: get(stored, "max_request_body_bytes", d.max_request_body_bytes),
+            connect_timeout_ms: get(stored, "connect_timeout_ms", d.connect_timeout_ms),
+            first_byte_timeout_s: get(stored, "first_byte_timeout_s", d.first_byte_timeout_s),
+            deadline_s: get(stored, "deadline_s", d.deadline_s),
         }
     }
 
@@ -72,6 +84,9 @@ impl GlobalSettings {
             log_bodies: self.log_bodies,
             log_body_max_bytes: self.log_body_max_bytes,
             max_request_body_bytes: self.max_request_body_bytes,
+            connect_timeout_ms: self.connect_timeout_ms,
+            first_byte_timeout_s: self.first_byte_timeout_s,
+            deadline_s: self.deadline_s,
         }
     }
 }

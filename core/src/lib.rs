@@ -3,7 +3,10 @@
 //! routing table that a data plane builds from a discovery snapshot.
 
 pub mod keys;
+pub mod outlier;
+pub mod routing;
 pub mod rules;
+pub mod tokens;
 pub mod table;
 pub mod validate;
 

@@ -121,6 +121,19 @@ pub struct Settings {
     pub log_bodies: bool,
     pub log_body_max_bytes: usize,
     pub max_request_body_bytes: u64,
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    /// Shared by all attempts of one request, until its response starts.
+    pub deadline: Duration,
+}
+
+/// Zero in a snapshot means "the default".
+fn or_default(value: u64, default: u64) -> u64 {
+    if value == 0 {
+        default
+    } else {
+        value
+    }
 }
 
 /// Why a client key was refused.
@@ -174,7 +187,13 @@ impl TryFrom<pb::Snapshot> for RoutingTable {
             http_timeout: Duration::from_secs(st.http_timeout_s.into()),
             log_bodies: st.log_bodies,
             log_body_max_bytes: st.log_body_max_bytes as usize,
-            max_request_body_bytes: st.max_request_body_bytes,
+            max_request_body_bytes: or_default(st.max_request_body_bytes, 32 << 20),
+            connect_timeout: Duration::from_millis(or_default(st.connect_timeout_ms.into(), 5000)),
+            first_byte_timeout: Duration::from_secs(or_default(
+                st.first_byte_timeout_s.into(),
+                st.http_timeout_s.into(),
+            )),
+            deadline: Duration::from_secs(or_default(st.deadline_s.into(), 300)),
         };
 
         let mut providers = HashMap::with_capacity(s.providers.len());
@@ -381,6 +400,9 @@ mod tests {
                 log_bodies: true,
                 log_body_max_bytes: 65536,
                 max_request_body_bytes: 32 << 20,
+                connect_timeout_ms: 5000,
+                first_byte_timeout_s: 60,
+                deadline_s: 300,
             }),
         }
     }

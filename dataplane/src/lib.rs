@@ -7,6 +7,8 @@
 pub mod backoff;
 pub mod config;
 mod discovery;
+pub mod proxy;
+pub mod logs;
 mod server;
 pub mod table;
 
@@ -26,6 +28,9 @@ use tracing::info;
 pub use config::{Cli, Config, LogFormat};
 pub use server::{BoxError, ResponseBody};
 pub use table::TableHandle;
+
+/// Finished request records waiting for the spool writer.
+const LOG_QUEUE: usize = 16 * 1024;
 
 /// Sets up logging: format from `--log-format`, filter from `RUST_LOG`
 /// (default `info`). Does nothing if a subscriber is already set.
@@ -59,11 +64,19 @@ pub async fn start(config: Config) -> Result<Running> {
 
     let table = TableHandle::new();
     let (versions_tx, versions) = watch::channel(0u64);
+    let (log_sink, log_records) = logs::LogSink::new(LOG_QUEUE);
+    let log_sink = Arc::new(log_sink);
     let state = Arc::new(server::State {
         table: table.clone(),
+        proxy: proxy::Proxy::new(table.clone(), Arc::clone(&log_sink), config.node_id.clone()),
         draining: Default::default(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
+    // Until the spool is wired in, records are consumed here.
+    tokio::spawn(async move {
+        let mut rx = log_records;
+        while rx.recv().await.is_some() {}
+    });
 
     let server = tokio::spawn(server::serve(
         listener,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::service::service_fn;
@@ -29,12 +29,13 @@ use crate::table::TableHandle;
 /// Error type of response bodies; boxed so streamed proxy bodies fit later.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body of every response the server sends.
-pub type ResponseBody = BoxBody<Bytes, BoxError>;
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// What handlers share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct State {
     pub table: TableHandle,
+    pub proxy: crate::proxy::Proxy,
     /// Set at the start of shutdown; /readyz fails from then on.
     pub draining: AtomicBool,
 }
@@ -77,7 +78,7 @@ pub(crate) async fn serve(
                     let state = Arc::clone(&state);
                     let service = service_fn(move |req| {
                         let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(route(&state, req).await) }
+                        async move { Ok::<_, Infallible>(route(&state, req, peer).await) }
                     });
                     let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     let conn = graceful.watch(conn);
@@ -119,9 +120,16 @@ pub(crate) async fn serve(
     info!("HTTP server stopped");
 }
 
-/// Dispatches a request on its path. The proxy routes go here later.
-pub(crate) async fn route<B>(state: &State, req: Request<B>) -> Response<ResponseBody> {
+/// Dispatches a request on its path.
+pub(crate) async fn route(
+    state: &State,
+    req: Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+) -> Response<ResponseBody> {
     let path = req.uri().path();
+    if crate::proxy::Proxy::serves(path) {
+        return state.proxy.handle(req, peer).await;
+    }
     match path {
         "/healthz" | "/readyz" if !matches!(*req.method(), Method::GET | Method::HEAD) => {
             method_not_allowed(req.method())
@@ -187,7 +195,7 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Resp
     let mut resp = Response::new(
         Full::new(Bytes::from(body))
             .map_err(|never| match never {})
-            .boxed(),
+            .boxed_unsync(),
     );
     *resp.status_mut() = status;
     resp.headers_mut().insert(

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
+use tonic::transport::{Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -81,6 +82,11 @@ struct Mock {
 
 impl Mock {
     async fn start(port: u16) -> Mock {
+        Mock::start_with(port, None).await
+    }
+
+    /// `identity` is a (certificate, key) PEM pair for a TLS listener.
+    async fn start_with(port: u16, identity: Option<(String, String)>) -> Mock {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (calls_tx, calls) = mpsc::unbounded_channel();
@@ -92,8 +98,14 @@ impl Mock {
             requests: requests_tx,
             streams: streams_tx,
         };
+        let mut builder = tonic::transport::Server::builder();
+        if let Some((cert, key)) = identity {
+            builder = builder
+                .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+                .unwrap();
+        }
         let server = tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            builder
                 .add_service(DiscoveryServer::new(service))
                 .serve_with_incoming(TcpListenerStream::new(listener))
                 .await
@@ -193,6 +205,8 @@ fn snapshot(version: u64, nonce: &str) -> Snapshot {
             log_bodies: false,
             log_body_max_bytes: 65536,
             max_request_body_bytes: 32 << 20,
+            // Zero means the default for fields this test does not care about.
+            ..Default::default()
         }),
     }
 }
@@ -418,4 +432,31 @@ async fn shutdown_fails_readiness_and_stops_serving() {
         TcpStream::connect(addr).await.is_err(),
         "listener still open"
     );
+}
+
+#[tokio::test]
+async fn https_control_plane_with_private_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+
+    let mut mock = Mock::start_with(0, Some((leaf.pem(), leaf_key.serialize_pem()))).await;
+    let mut c = config(&[], TOKEN);
+    c.control_planes = vec![format!("https://localhost:{}", mock.addr.port())
+        .parse()
+        .unwrap()];
+    c.tls_ca_pem = Some(ca.pem().into_bytes());
+    let dp = start(c).await.unwrap();
+
+    let stream = mock.next_stream().await;
+    assert_eq!(mock.next_request().await.version, 0);
+    stream.send(Ok(snapshot(1, "tls"))).unwrap();
+    assert_ack(&mock.next_request().await, 1, "tls");
+    wait_version(&dp, 1).await;
 }

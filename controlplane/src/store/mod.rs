@@ -118,11 +118,15 @@ pub fn parse_rfc3339(s: &str) -> Result<Option<i64>> {
     }
     let t = humantime::parse_rfc3339_weak(s.trim())
         .map_err(|e| StoreError::Invalid(format!("'{s}' is not an RFC 3339 time: {e}")))?;
-    let ms = t
+    // Whole seconds, as `rfc3339` writes them, so an exported time applies
+    // back unchanged.
+    let secs = t
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|_| StoreError::Invalid(format!("'{s}' is before 1970")))?
-        .as_millis();
-    Ok(Some(i64::try_from(ms).unwrap_or(i64::MAX)))
+        .as_secs();
+    Ok(Some(
+        i64::try_from(secs).map_or(i64::MAX, |s| s.saturating_mul(1000)),
+    ))
 }
 
 fn flag(row: &AnyRow, col: &str) -> Result<bool> {
@@ -740,7 +744,13 @@ impl Store {
         .bind(&spec.prefix)
         .bind(&spec.name)
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                StoreError::AlreadyExists("another API key has the same secret".into())
+            }
+            other => StoreError::Db(other),
+        })?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "API key '{}' not found",
@@ -928,24 +938,30 @@ async fn insert_targets(
                 t.provider
             ))
         })?;
-        sqlx::query(
+        // No NULL price is ever bound: sqlx's Any driver sends a NULL f64 to
+        // PostgreSQL as float4, and the cached statement then rejects a later
+        // float8 ("incorrect binary data format"). Left out, the columns are NULL.
+        let sql = if t.prices.is_some() {
             "INSERT INTO model_targets (model_id, position, provider_id, upstream_model, priority, \
              weight, rules, enabled, price_input, price_output, price_cached_input) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(model_id)
-        .bind(i64::try_from(i).unwrap_or(i64::MAX))
-        .bind(provider_id)
-        .bind(&t.upstream_model)
-        .bind(i64::from(t.priority))
-        .bind(i64::from(t.weight))
-        .bind(&t.rules)
-        .bind(int(t.enabled))
-        .bind(t.prices.map(|p| p.input))
-        .bind(t.prices.map(|p| p.output))
-        .bind(t.prices.map(|p| p.cached_input))
-        .execute(&mut *tx)
-        .await?;
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        } else {
+            "INSERT INTO model_targets (model_id, position, provider_id, upstream_model, priority, \
+             weight, rules, enabled) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        };
+        let mut insert = sqlx::query(sql)
+            .bind(model_id)
+            .bind(i64::try_from(i).unwrap_or(i64::MAX))
+            .bind(provider_id)
+            .bind(&t.upstream_model)
+            .bind(i64::from(t.priority))
+            .bind(i64::from(t.weight))
+            .bind(specs::normalise_rules(&t.rules)?)
+            .bind(int(t.enabled));
+        if let Some(p) = t.prices {
+            insert = insert.bind(p.input).bind(p.output).bind(p.cached_input);
+        }
+        insert.execute(&mut *tx).await?;
     }
     Ok(())
 }

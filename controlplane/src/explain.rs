@@ -1,0 +1,121 @@
+//! The routing dry run behind `llmgw route explain`: the data plane's own
+//! routing code (`llmgw_core::routing`) run against the snapshot the
+//! control plane publishes now, with no runtime history.
+
+use std::collections::HashMap;
+
+use llmgw_core::routing::{self, FreshState, Verdict};
+use llmgw_core::rules::Facts;
+use llmgw_core::{Protocol, RoutingTable};
+use llmgw_proto::v1 as pb;
+use serde_json::Value;
+use tonic::Status;
+
+struct RequestFacts {
+    headers: HashMap<String, String>,
+    body: Value,
+    key: String,
+    input_tokens: u64,
+}
+
+impl Facts for RequestFacts {
+    fn header(&self, lower_name: &str) -> Option<&str> {
+        self.headers.get(lower_name).map(String::as_str)
+    }
+    fn body(&self) -> Option<&Value> {
+        Some(&self.body)
+    }
+    fn key_name(&self) -> &str {
+        &self.key
+    }
+    fn input_tokens(&self) -> u64 {
+        self.input_tokens
+    }
+}
+
+pub fn explain(
+    snapshot: Option<&pb::Snapshot>,
+    r: pb::ExplainRouteRequest,
+) -> Result<pb::ExplainRouteResponse, Status> {
+    let snapshot = snapshot
+        .cloned()
+        .ok_or_else(|| Status::unavailable("no snapshot has been built yet"))?;
+    let table = RoutingTable::try_from(snapshot)
+        .map_err(|e| Status::internal(format!("the current snapshot is invalid: {e}")))?;
+    let protocol: Protocol = if r.protocol.is_empty() {
+        Protocol::OpenAi
+    } else {
+        r.protocol
+            .parse()
+            .map_err(|e: llmgw_core::ValidationError| Status::invalid_argument(e.0))?
+    };
+    let body: Value = if r.body.trim().is_empty() {
+        serde_json::json!({ "model": r.model })
+    } else {
+        serde_json::from_str(&r.body)
+            .map_err(|e| Status::invalid_argument(format!("the body is not valid JSON: {e}")))?
+    };
+    if !body.is_object() {
+        return Err(Status::invalid_argument("the body must be a JSON object"));
+    }
+    let mut out = pb::ExplainRouteResponse {
+        model: r.model.clone(),
+        ..Default::default()
+    };
+    let Some(model) = table.models.get(&r.model) else {
+        out.error = format!("model '{}' does not exist or is disabled", r.model);
+        return Ok(out);
+    };
+    out.strategy = model.strategy.as_str().to_string();
+    let upstream = model
+        .targets
+        .first()
+        .map_or(r.model.as_str(), |t| t.upstream_model.as_str());
+    let facts = RequestFacts {
+        headers: r
+            .headers
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect(),
+        input_tokens: llmgw_core::tokens::estimate_input(upstream, &body),
+        body,
+        key: r.key,
+    };
+    out.estimated_input_tokens = facts.input_tokens;
+    let plan = routing::plan(model, protocol, &facts, &FreshState);
+    for d in &plan.decisions {
+        let t = &model.targets[d.target];
+        let (kept, order, reason) = match &d.verdict {
+            Verdict::Kept { order, ejected } => (
+                true,
+                u32::try_from(*order).unwrap_or(u32::MAX),
+                if *ejected {
+                    "kept, moved back as an outlier".to_string()
+                } else if *order == 0 {
+                    format!("kept: tried first ({} strategy)", model.strategy)
+                } else {
+                    format!("kept: attempt order {} ({} strategy)", order + 1, model.strategy)
+                },
+            ),
+            Verdict::WrongProtocol(p) => (
+                false,
+                0,
+                format!("dropped: provider speaks {p}, the request uses {protocol}"),
+            ),
+            Verdict::RuleDidNotMatch => (false, 0, "dropped: its rule did not match".to_string()),
+        };
+        out.candidates.push(pb::RouteCandidate {
+            provider: t.provider.name.clone(),
+            upstream_model: t.upstream_model.clone(),
+            priority: t.priority,
+            weight: t.weight,
+            kept,
+            order,
+            reason,
+        });
+    }
+    if plan.order.is_empty() {
+        out.error = plan.empty_reason(model);
+    }
+    Ok(out)
+}

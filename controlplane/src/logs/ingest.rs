@@ -1,0 +1,657 @@
+//! Storing one `LogBatch`: every record and its attempts in one
+//! transaction, idempotently by record id.
+//!
+//! Records that fail validation, and records the database rejects on their
+//! own (found by retrying a failed multi-row insert record by record, each
+//! in a savepoint), go to `log_quarantine` with the reason and the record as
+//! JSON, so that a batch is never refused forever. Infrastructure failures
+//! (lost connection, a locked database, a deadlock) fail the whole batch
+//! instead: nothing is stored, and the data plane sends it again.
+
+use std::collections::{BTreeMap, HashSet};
+
+use llmgw_proto::v1 as pb;
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Acquire, Any, AnyConnection, Row};
+
+use super::row::{format_time, strip_details};
+use crate::store::{now_ms, Backend, Store, StoreError};
+
+/// Columns of `request_logs`, in the order values are bound.
+const LOG_COLUMNS: &[&str] = &[
+    "id",
+    "time_ms",
+    "node_id",
+    "sequence",
+    "key_name",
+    "client_ip",
+    "user_agent",
+    "protocol",
+    "path",
+    "model",
+    "provider",
+    "upstream_model",
+    "status",
+    "stream",
+    "cancelled",
+    "latency_ms",
+    "ttfb_ms",
+    "retries",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "usage_source",
+    "cost",
+    "error",
+    "snapshot_version",
+    "request_headers",
+    "response_headers",
+    "request_body",
+    "response_body",
+    "request_body_truncated",
+    "response_body_truncated",
+];
+
+const ATTEMPT_COLUMNS: &[&str] = &[
+    "request_id",
+    "attempt",
+    "provider",
+    "upstream_model",
+    "status",
+    "error",
+    "latency_ms",
+];
+
+const QUARANTINE_COLUMNS: &[&str] = &["id", "node_id", "reason", "record", "received_at"];
+
+/// Bound parameters allowed in one statement.
+const SQLITE_MAX_PARAMS: usize = 32_766;
+const POSTGRES_MAX_PARAMS: usize = 65_535;
+/// Rows per INSERT, whatever the parameter limit allows.
+const MAX_ROWS_PER_INSERT: usize = 1000;
+
+// Validation bounds: anything outside is quarantined.
+/// 2000-01-01T00:00:00Z.
+const MIN_TIME_MS: i64 = 946_684_800_000;
+/// Clock skew tolerated for records from the future.
+const FUTURE_SLACK_MS: i64 = 24 * 3600 * 1000;
+/// 30 days.
+const MAX_DURATION_MS: u64 = 30 * 24 * 3600 * 1000;
+const MAX_TOKENS: u64 = 1_000_000_000_000;
+const MAX_COST: f64 = 1e9;
+const MAX_STATUS: u32 = 999;
+const MAX_ATTEMPTS: usize = 1000;
+/// Indexed names (model, provider, key...): PostgreSQL's B-tree entries
+/// hold about 2.7 kB.
+const MAX_NAME_BYTES: usize = 1024;
+const MAX_TEXT_BYTES: usize = 8 * 1024;
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+const MAX_HEADERS: usize = 1000;
+const MAX_HEADERS_BYTES: usize = 1024 * 1024;
+const MAX_REASON_CHARS: usize = 2000;
+
+/// What happened to a batch.
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// Records inserted now (not those stored before), as lists show them.
+    pub stored: Vec<pb::RequestLog>,
+    /// Ids of the records sent to quarantine, as the data plane sent them.
+    pub quarantined: Vec<String>,
+}
+
+/// A validated record, ready to bind.
+struct Prepared {
+    rec: pb::RequestLog,
+    request_headers: String,
+    response_headers: String,
+}
+
+struct Rejected<'a> {
+    record: &'a pb::RequestLog,
+    reason: String,
+}
+
+/// Stores a batch in one transaction; see the module documentation.
+pub async fn store_batch(store: &Store, batch: &pb::LogBatch) -> Result<Stored, StoreError> {
+    let now = now_ms();
+    let mut good: Vec<Prepared> = Vec::with_capacity(batch.records.len());
+    let mut good_src: Vec<&pb::RequestLog> = Vec::with_capacity(batch.records.len());
+    let mut rejected: Vec<Rejected<'_>> = Vec::new();
+    let mut seen = HashSet::new();
+    for r in &batch.records {
+        match prepare(r, &batch.node_id, now) {
+            // A repeated id within one batch is the same record: kept once.
+            Ok(p) => {
+                if seen.insert(p.rec.id.clone()) {
+                    good.push(p);
+                    good_src.push(r);
+                }
+            }
+            Err(reason) => rejected.push(Rejected { record: r, reason }),
+        }
+    }
+    if good.is_empty() && rejected.is_empty() {
+        return Ok(Stored::default());
+    }
+
+    let backend = store.backend();
+    let per_insert = rows_per_insert(backend, LOG_COLUMNS.len());
+    let mut tx = store.pool().begin().await?;
+    let mut inserted: HashSet<String> = HashSet::new();
+    for (chunk, src) in good.chunks(per_insert).zip(good_src.chunks(per_insert)) {
+        match insert_in_savepoint(&mut tx, backend, chunk).await {
+            Ok(ids) => inserted.extend(ids),
+            Err(e) if record_level(backend, &e) => {
+                tracing::warn!(error = %e, "a multi-row log insert failed; retrying record by record");
+                for (p, r) in chunk.iter().zip(src) {
+                    match insert_in_savepoint(&mut tx, backend, std::slice::from_ref(p)).await {
+                        Ok(ids) => inserted.extend(ids),
+                        Err(e) if record_level(backend, &e) => rejected.push(Rejected {
+                            record: r,
+                            reason: format!("the database rejected the record: {e}"),
+                        }),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    quarantine(&mut tx, backend, &batch.node_id, &rejected, now).await?;
+    touch_keys(
+        &mut tx,
+        good.iter()
+            .filter(|p| inserted.contains(&p.rec.id))
+            .map(|p| &p.rec),
+    )
+    .await?;
+    tx.commit().await?;
+
+    for r in &rejected {
+        tracing::warn!(
+            node_id = batch.node_id,
+            id = r.record.id,
+            reason = r.reason,
+            "request log quarantined"
+        );
+    }
+    Ok(Stored {
+        stored: good
+            .into_iter()
+            .filter(|p| inserted.contains(&p.rec.id))
+            .map(|p| {
+                let mut r = strip_details(p.rec);
+                r.time = format_time(r.time_ms);
+                r
+            })
+            .collect(),
+        quarantined: rejected.into_iter().map(|r| r.record.id.clone()).collect(),
+    })
+}
+
+fn rows_per_insert(backend: Backend, columns: usize) -> usize {
+    let max = match backend {
+        Backend::Sqlite => SQLITE_MAX_PARAMS,
+        Backend::Postgres => POSTGRES_MAX_PARAMS,
+    };
+    (max / columns).clamp(1, MAX_ROWS_PER_INSERT)
+}
+
+/// Whether an error concerns the rows of the statement (bad data) rather
+/// than the database as a whole.
+fn record_level(backend: Backend, e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(d) = e else {
+        return false;
+    };
+    let Some(code) = d.code() else {
+        return false;
+    };
+    match backend {
+        // Data exceptions, integrity violations, program limits (index row
+        // too big).
+        Backend::Postgres => ["22", "23", "54"].iter().any(|c| code.starts_with(c)),
+        // SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH, SQLITE_RANGE
+        // (extended codes keep the primary code in the low byte).
+        Backend::Sqlite => code
+            .parse::<i64>()
+            .is_ok_and(|c| matches!(c & 0xff, 18 | 19 | 20 | 25)),
+    }
+}
+
+/// `($1, $2, ...), (...)` for `rows` rows of `cols` values.
+fn values_sql(rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 6);
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push('$');
+            s.push_str(&(r * cols + c + 1).to_string());
+        }
+        s.push(')');
+    }
+    s
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Inserts records and their attempts inside a savepoint, so a failure
+/// leaves the transaction as it was. Returns the ids actually inserted.
+async fn insert_in_savepoint(
+    tx: &mut sqlx::Transaction<'static, Any>,
+    backend: Backend,
+    chunk: &[Prepared],
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut sp = Acquire::begin(&mut *tx).await?;
+    match insert_records(&mut sp, backend, chunk).await {
+        Ok(ids) => {
+            sp.commit().await?;
+            Ok(ids)
+        }
+        Err(e) => {
+            sp.rollback().await?;
+            Err(e)
+        }
+    }
+}
+
+async fn insert_records(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    chunk: &[Prepared],
+) -> Result<Vec<String>, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO request_logs ({}) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
+        LOG_COLUMNS.join(", "),
+        values_sql(chunk.len(), LOG_COLUMNS.len())
+    );
+    let mut q = sqlx::query(&sql);
+    for p in chunk {
+        q = bind_record(q, p);
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    let ids: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        return Ok(ids);
+    }
+    // Attempts only for the records inserted now: a resent record keeps
+    // the attempts stored with it the first time.
+    let fresh: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let attempts: Vec<(&str, usize, &pb::Attempt)> = chunk
+        .iter()
+        .filter(|p| fresh.contains(p.rec.id.as_str()))
+        .flat_map(|p| {
+            p.rec
+                .attempts
+                .iter()
+                .enumerate()
+                .map(move |(i, a)| (p.rec.id.as_str(), i, a))
+        })
+        .collect();
+    for part in attempts.chunks(rows_per_insert(backend, ATTEMPT_COLUMNS.len())) {
+        let sql = format!(
+            "INSERT INTO request_attempts ({}) VALUES {} \
+             ON CONFLICT (request_id, attempt) DO NOTHING",
+            ATTEMPT_COLUMNS.join(", "),
+            values_sql(part.len(), ATTEMPT_COLUMNS.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for (id, i, a) in part {
+            q = q
+                .bind(*id)
+                .bind(i64::try_from(*i).unwrap_or(i64::MAX))
+                .bind(a.provider.as_str())
+                .bind(a.upstream_model.as_str())
+                .bind(i64::from(a.status))
+                .bind(a.error.as_str())
+                .bind(i64_of(a.latency_ms));
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(ids)
+}
+
+fn bind_record<'q>(
+    q: Query<'q, Any, AnyArguments<'q>>,
+    p: &'q Prepared,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    let r = &p.rec;
+    q.bind(r.id.as_str())
+        .bind(r.time_ms)
+        .bind(r.node_id.as_str())
+        .bind(i64_of(r.sequence))
+        .bind(r.key.as_str())
+        .bind(r.client_ip.as_str())
+        .bind(r.user_agent.as_str())
+        .bind(r.protocol.as_str())
+        .bind(r.path.as_str())
+        .bind(r.model.as_str())
+        .bind(r.provider.as_str())
+        .bind(r.upstream_model.as_str())
+        .bind(i64::from(r.status))
+        .bind(i64::from(r.stream))
+        .bind(i64::from(r.cancelled))
+        .bind(i64_of(r.latency_ms))
+        .bind(i64_of(r.ttfb_ms))
+        .bind(i64::from(r.retries))
+        .bind(i64_of(r.input_tokens))
+        .bind(i64_of(r.output_tokens))
+        .bind(i64_of(r.cache_read_tokens))
+        .bind(i64_of(r.cache_creation_tokens))
+        .bind(r.usage_source.as_str())
+        .bind(r.cost)
+        .bind(r.error.as_str())
+        .bind(i64_of(r.snapshot_version))
+        .bind(p.request_headers.as_str())
+        .bind(p.response_headers.as_str())
+        .bind(r.request_body.as_str())
+        .bind(r.response_body.as_str())
+        .bind(i64::from(r.request_body_truncated))
+        .bind(i64::from(r.response_body_truncated))
+}
+
+async fn quarantine(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    batch_node: &str,
+    rejected: &[Rejected<'_>],
+    now: i64,
+) -> Result<(), StoreError> {
+    if rejected.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<[String; 4]> = rejected
+        .iter()
+        .map(|r| {
+            let node = if r.record.node_id.is_empty() {
+                batch_node
+            } else {
+                r.record.node_id.as_str()
+            };
+            [
+                clean(&r.record.id),
+                clean(node),
+                r.reason.chars().take(MAX_REASON_CHARS).collect(),
+                // serde_json escapes control characters, NUL included.
+                serde_json::to_string(r.record).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
+            ]
+        })
+        .collect();
+    for part in rows.chunks(rows_per_insert(backend, QUARANTINE_COLUMNS.len())) {
+        let sql = format!(
+            "INSERT INTO log_quarantine ({}) VALUES {}",
+            QUARANTINE_COLUMNS.join(", "),
+            values_sql(part.len(), QUARANTINE_COLUMNS.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for [id, node, reason, record] in part {
+            q = q
+                .bind(id.as_str())
+                .bind(node.as_str())
+                .bind(reason.as_str())
+                .bind(record.as_str())
+                .bind(now);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Moves `api_keys.last_used_at` forward to the newest record of each key.
+/// Keys are updated in name order, so that concurrent batches lock them in
+/// the same order.
+async fn touch_keys<'a>(
+    conn: &mut AnyConnection,
+    records: impl Iterator<Item = &'a pb::RequestLog>,
+) -> Result<(), StoreError> {
+    let mut newest: BTreeMap<&str, i64> = BTreeMap::new();
+    for r in records.filter(|r| !r.key.is_empty()) {
+        let t = newest.entry(r.key.as_str()).or_insert(r.time_ms);
+        *t = (*t).max(r.time_ms);
+    }
+    for (key, t) in newest {
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = $1 \
+             WHERE name = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+        )
+        .bind(t)
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The text without NUL characters, which PostgreSQL cannot store.
+fn clean(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s.to_string()
+    }
+}
+
+fn clean_in_place(s: &mut String) {
+    if s.contains('\0') {
+        *s = s.replace('\0', "\u{FFFD}");
+    }
+}
+
+fn check_len(what: &str, s: &str, max: usize) -> Result<(), String> {
+    if s.len() > max {
+        Err(format!("{what} is {} bytes long (at most {max})", s.len()))
+    } else {
+        Ok(())
+    }
+}
+
+fn headers_json(
+    what: &str,
+    h: &std::collections::HashMap<String, String>,
+) -> Result<String, String> {
+    if h.len() > MAX_HEADERS {
+        return Err(format!("{what} has {} entries (at most {MAX_HEADERS})", h.len()));
+    }
+    let size: usize = h.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_HEADERS_BYTES {
+        return Err(format!("{what} is {size} bytes (at most {MAX_HEADERS_BYTES})"));
+    }
+    let sorted: BTreeMap<String, String> = h.iter().map(|(k, v)| (clean(k), clean(v))).collect();
+    serde_json::to_string(&sorted).map_err(|e| format!("{what}: {e}"))
+}
+
+/// Checks a record and returns it ready to store: a canonical id, the
+/// batch's node when it names none, no NUL characters.
+fn prepare(r: &pb::RequestLog, batch_node: &str, now: i64) -> Result<Prepared, String> {
+    let id = uuid::Uuid::parse_str(r.id.trim())
+        .map_err(|_| format!("id '{}' is not a UUID", r.id.chars().take(80).collect::<String>()))?;
+    if id.is_nil() {
+        return Err("id is the nil UUID".into());
+    }
+    if r.time_ms < MIN_TIME_MS || r.time_ms > now.saturating_add(FUTURE_SLACK_MS) {
+        return Err(format!(
+            "time_ms {} is not a plausible time (2000-01-01 up to a day from now)",
+            r.time_ms
+        ));
+    }
+    if r.status > MAX_STATUS {
+        return Err(format!("status {} is not an HTTP status", r.status));
+    }
+    for (what, v) in [("latency_ms", r.latency_ms), ("ttfb_ms", r.ttfb_ms)] {
+        if v > MAX_DURATION_MS {
+            return Err(format!("{what} {v} is more than 30 days"));
+        }
+    }
+    for (what, v) in [
+        ("input_tokens", r.input_tokens),
+        ("output_tokens", r.output_tokens),
+        ("cache_read_tokens", r.cache_read_tokens),
+        ("cache_creation_tokens", r.cache_creation_tokens),
+    ] {
+        if v > MAX_TOKENS {
+            return Err(format!("{what} {v} is implausibly large"));
+        }
+    }
+    if !r.cost.is_finite() || r.cost < 0.0 || r.cost > MAX_COST {
+        return Err(format!("cost {} is not a plausible amount", r.cost));
+    }
+    if r.sequence > i64::MAX as u64 || r.snapshot_version > i64::MAX as u64 {
+        return Err("sequence or snapshot_version is out of range".into());
+    }
+    if r.attempts.len() > MAX_ATTEMPTS {
+        return Err(format!(
+            "{} attempts (at most {MAX_ATTEMPTS})",
+            r.attempts.len()
+        ));
+    }
+    for (i, a) in r.attempts.iter().enumerate() {
+        if a.status > MAX_STATUS || a.latency_ms > MAX_DURATION_MS {
+            return Err(format!("attempt {} has an implausible status or latency", i + 1));
+        }
+        check_len("an attempt's provider", &a.provider, MAX_NAME_BYTES)?;
+        check_len("an attempt's upstream_model", &a.upstream_model, MAX_NAME_BYTES)?;
+        check_len("an attempt's error", &a.error, MAX_ERROR_BYTES)?;
+    }
+    let node = if r.node_id.trim().is_empty() {
+        batch_node
+    } else {
+        r.node_id.as_str()
+    };
+    for (what, v, max) in [
+        ("node_id", node, MAX_NAME_BYTES),
+        ("key", r.key.as_str(), MAX_NAME_BYTES),
+        ("model", r.model.as_str(), MAX_NAME_BYTES),
+        ("provider", r.provider.as_str(), MAX_NAME_BYTES),
+        ("upstream_model", r.upstream_model.as_str(), MAX_NAME_BYTES),
+        ("protocol", r.protocol.as_str(), MAX_NAME_BYTES),
+        ("usage_source", r.usage_source.as_str(), MAX_NAME_BYTES),
+        ("client_ip", r.client_ip.as_str(), MAX_TEXT_BYTES),
+        ("user_agent", r.user_agent.as_str(), MAX_TEXT_BYTES),
+        ("path", r.path.as_str(), MAX_TEXT_BYTES),
+        ("error", r.error.as_str(), MAX_ERROR_BYTES),
+    ] {
+        check_len(what, v, max)?;
+    }
+    let request_headers = headers_json("request_headers", &r.request_headers)?;
+    let response_headers = headers_json("response_headers", &r.response_headers)?;
+
+    let mut rec = r.clone();
+    rec.id = id.hyphenated().to_string();
+    rec.node_id = node.trim().to_string();
+    rec.time = String::new();
+    rec.request_headers.clear();
+    rec.response_headers.clear();
+    if rec.usage_source.is_empty() {
+        rec.usage_source = "none".into();
+    }
+    for s in [
+        &mut rec.node_id,
+        &mut rec.key,
+        &mut rec.client_ip,
+        &mut rec.user_agent,
+        &mut rec.protocol,
+        &mut rec.path,
+        &mut rec.model,
+        &mut rec.provider,
+        &mut rec.upstream_model,
+        &mut rec.usage_source,
+        &mut rec.error,
+        &mut rec.request_body,
+        &mut rec.response_body,
+    ] {
+        clean_in_place(s);
+    }
+    for a in &mut rec.attempts {
+        clean_in_place(&mut a.provider);
+        clean_in_place(&mut a.upstream_model);
+        clean_in_place(&mut a.error);
+    }
+    Ok(Prepared {
+        rec,
+        request_headers,
+        response_headers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> pb::RequestLog {
+        pb::RequestLog {
+            id: "0190A2B4-0000-7000-8000-000000000001".into(),
+            time_ms: 1_714_564_800_000,
+            status: 200,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn placeholders() {
+        assert_eq!(values_sql(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(rows_per_insert(Backend::Sqlite, 32), 1000);
+        assert_eq!(rows_per_insert(Backend::Postgres, 32), 1000);
+        assert_eq!(rows_per_insert(Backend::Sqlite, 40), 819);
+        assert!(rows_per_insert(Backend::Sqlite, 32) * 32 <= SQLITE_MAX_PARAMS);
+    }
+
+    #[test]
+    fn validation() {
+        let now = 1_714_564_900_000;
+        let p = prepare(&good(), "node-a", now).unwrap();
+        assert_eq!(p.rec.id, "0190a2b4-0000-7000-8000-000000000001");
+        assert_eq!(p.rec.node_id, "node-a");
+        assert_eq!(p.rec.usage_source, "none");
+        assert_eq!(p.request_headers, "{}");
+
+        type Change = Box<dyn Fn(&mut pb::RequestLog)>;
+        let bad: Vec<(&str, Change)> = vec![
+            ("UUID", Box::new(|r| r.id = String::new())),
+            ("UUID", Box::new(|r| r.id = "not-a-uuid".into())),
+            ("nil", Box::new(|r| r.id = uuid::Uuid::nil().to_string())),
+            ("time_ms", Box::new(|r| r.time_ms = 0)),
+            ("time_ms", Box::new(move |r| r.time_ms = now + 2 * FUTURE_SLACK_MS)),
+            ("status", Box::new(|r| r.status = 1000)),
+            ("latency_ms", Box::new(|r| r.latency_ms = u64::MAX)),
+            ("input_tokens", Box::new(|r| r.input_tokens = u64::MAX)),
+            ("cost", Box::new(|r| r.cost = f64::NAN)),
+            ("cost", Box::new(|r| r.cost = -1.0)),
+            ("sequence", Box::new(|r| r.sequence = u64::MAX)),
+            ("model", Box::new(|r| r.model = "m".repeat(5000))),
+            (
+                "attempt 1",
+                Box::new(|r| {
+                    r.attempts.push(pb::Attempt {
+                        status: 70_000,
+                        ..Default::default()
+                    })
+                }),
+            ),
+        ];
+        for (needle, change) in bad {
+            let mut r = good();
+            change(&mut r);
+            let e = prepare(&r, "n", now).err().unwrap_or_default();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+
+        let mut r = good();
+        r.request_body = "a\0b".into();
+        r.request_headers.insert("x\0".into(), "v".into());
+        let p = prepare(&r, "n", now).unwrap();
+        assert_eq!(p.rec.request_body, "a\u{FFFD}b");
+        assert!(!p.request_headers.contains('\0'));
+    }
+}

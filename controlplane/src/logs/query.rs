@@ -1,0 +1,348 @@
+//! `ListLogs` and `GetLog`.
+//!
+//! Lists use keyset pagination: the page token holds the sort value and id
+//! of the last row shown, and the next page starts strictly after it in
+//! (sort value, id) order, so pages stay stable while new rows arrive and
+//! cost the same however deep they go.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use llmgw_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+use tonic::Status;
+
+use super::row::{
+    add_details, attempt_from_row, summary_from_row, DETAIL_COLUMNS, SUMMARY_COLUMNS,
+};
+use super::sql::{in_list, Filter, Param, Statement, TOKENS};
+use crate::admin::status;
+use crate::store::{Store, StoreError};
+
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 1000;
+
+/// What a list is sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderBy {
+    Time,
+    Latency,
+    Ttfb,
+    Tokens,
+    Cost,
+    Status,
+}
+
+impl OrderBy {
+    pub fn parse(s: &str) -> Result<OrderBy, Status> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "" | "time" => OrderBy::Time,
+            "latency" => OrderBy::Latency,
+            "ttfb" => OrderBy::Ttfb,
+            "tokens" => OrderBy::Tokens,
+            "cost" => OrderBy::Cost,
+            "status" => OrderBy::Status,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "order_by '{other}' is not one of time, latency, ttfb, tokens, cost, status"
+                )))
+            }
+        })
+    }
+
+    /// The SQL expression sorted on.
+    fn expr(self) -> &'static str {
+        match self {
+            OrderBy::Time => "time_ms",
+            OrderBy::Latency => "latency_ms",
+            OrderBy::Ttfb => "ttfb_ms",
+            OrderBy::Tokens => TOKENS,
+            OrderBy::Cost => "cost",
+            OrderBy::Status => "status",
+        }
+    }
+
+    /// The sort value of a record, as the page token keeps it.
+    fn value_of(self, r: &pb::RequestLog) -> serde_json::Value {
+        let n = |v: u64| serde_json::Value::from(i64::try_from(v).unwrap_or(i64::MAX));
+        match self {
+            OrderBy::Time => r.time_ms.into(),
+            OrderBy::Latency => n(r.latency_ms),
+            OrderBy::Ttfb => n(r.ttfb_ms),
+            OrderBy::Tokens => n(r.input_tokens.saturating_add(r.output_tokens)),
+            OrderBy::Cost => r.cost.into(),
+            OrderBy::Status => r.status.into(),
+        }
+    }
+
+    fn param(self, v: &serde_json::Value) -> Option<Param> {
+        match self {
+            OrderBy::Cost => v.as_f64().map(Param::Real),
+            _ => v.as_i64().map(Param::Int),
+        }
+    }
+}
+
+/// What a page token holds: the order it belongs to and the last row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Cursor {
+    #[serde(rename = "o")]
+    order: OrderBy,
+    #[serde(rename = "a")]
+    ascending: bool,
+    #[serde(rename = "v")]
+    value: serde_json::Value,
+    id: String,
+}
+
+fn encode_token(c: &Cursor) -> String {
+    let json = serde_json::to_vec(c).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+fn decode_token(token: &str) -> Result<Cursor, Status> {
+    let bad = || Status::invalid_argument("page_token is not a token from ListLogs");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim())
+        .map_err(|_| bad())?;
+    serde_json::from_slice(&bytes).map_err(|_| bad())
+}
+
+/// A checked `ListLogsRequest`.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    filter: Filter,
+    order: OrderBy,
+    ascending: bool,
+    limit: u32,
+    after: Option<(Param, String)>,
+}
+
+impl ListQuery {
+    pub fn parse(r: &pb::ListLogsRequest) -> Result<ListQuery, Status> {
+        let filter = Filter::parse(&r.filter.clone().unwrap_or_default())?;
+        let order = OrderBy::parse(&r.order_by)?;
+        let limit = match r.limit {
+            0 => DEFAULT_LIMIT,
+            n => n.min(MAX_LIMIT),
+        };
+        let after = if r.page_token.trim().is_empty() {
+            None
+        } else {
+            let c = decode_token(&r.page_token)?;
+            if c.order != order || c.ascending != r.ascending {
+                return Err(Status::invalid_argument(
+                    "page_token belongs to a list in another order; start again without it",
+                ));
+            }
+            let v = order
+                .param(&c.value)
+                .ok_or_else(|| Status::invalid_argument("page_token is damaged"))?;
+            Some((v, c.id))
+        };
+        Ok(ListQuery {
+            filter,
+            order,
+            ascending: r.ascending,
+            limit,
+            after,
+        })
+    }
+
+    /// The page's SELECT: one row more than the limit, to know whether
+    /// another page follows.
+    pub fn statement(&self) -> Statement {
+        let mut st = Statement::default();
+        let mut conds = self.filter.conditions(&mut st);
+        let expr = self.order.expr();
+        let (dir, cmp) = if self.ascending {
+            ("ASC", ">")
+        } else {
+            ("DESC", "<")
+        };
+        if let Some((v, id)) = &self.after {
+            // `expr <= v` alone can use an index on expr; the second test
+            // breaks ties by id.
+            let v = st.bind(v.clone());
+            let id = st.bind(Param::Text(id.clone()));
+            conds.push(format!(
+                "{expr} {cmp}= {v} AND ({expr} {cmp} {v} OR id {cmp} {id})"
+            ));
+        }
+        let wh = if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
+        };
+        let limit = st.bind(Param::Int(i64::from(self.limit) + 1));
+        st.sql = format!(
+            "SELECT {SUMMARY_COLUMNS} FROM request_logs{wh} \
+             ORDER BY {expr} {dir}, id {dir} LIMIT {limit}"
+        );
+        st
+    }
+}
+
+/// The statement `ListLogs` runs for a request (for tests and EXPLAIN).
+pub fn list_statement(r: &pb::ListLogsRequest) -> Result<Statement, Status> {
+    Ok(ListQuery::parse(r)?.statement())
+}
+
+pub async fn list(store: &Store, r: pb::ListLogsRequest) -> Result<pb::ListLogsResponse, Status> {
+    let q = ListQuery::parse(&r)?;
+    let st = q.statement();
+    let mut conn = store
+        .pool()
+        .acquire()
+        .await
+        .map_err(|e| status(e.into()))?;
+    let rows = st
+        .fetch_all(&mut conn)
+        .await
+        .map_err(|e| status(e.into()))?;
+    let mut records = rows
+        .iter()
+        .map(summary_from_row)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(status)?;
+    let more = records.len() > q.limit as usize;
+    records.truncate(q.limit as usize);
+    add_attempts(&mut conn, &mut records).await.map_err(status)?;
+    let next_page_token = match records.last() {
+        Some(last) if more => encode_token(&Cursor {
+            order: q.order,
+            ascending: q.ascending,
+            value: q.order.value_of(last),
+            id: last.id.clone(),
+        }),
+        _ => String::new(),
+    };
+    Ok(pb::ListLogsResponse {
+        records,
+        next_page_token,
+    })
+}
+
+/// Fills in each record's attempts, in order.
+async fn add_attempts(
+    conn: &mut sqlx::AnyConnection,
+    records: &mut [pb::RequestLog],
+) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut st = Statement::default();
+    let ids = in_list(&mut st, records.iter().map(|r| Param::Text(r.id.clone())));
+    st.sql = format!(
+        "SELECT request_id, attempt, provider, upstream_model, status, error, latency_ms \
+         FROM request_attempts WHERE request_id IN ({ids}) ORDER BY request_id, attempt"
+    );
+    let rows = st.fetch_all(conn).await?;
+    let mut by_id: HashMap<String, Vec<pb::Attempt>> = HashMap::new();
+    for row in &rows {
+        let (id, a) = attempt_from_row(row)?;
+        by_id.entry(id).or_default().push(a);
+    }
+    for r in records {
+        if let Some(a) = by_id.remove(&r.id) {
+            r.attempts = a;
+        }
+    }
+    Ok(())
+}
+
+/// One record with headers, bodies and attempts.
+pub async fn get(store: &Store, id: &str) -> Result<pb::RequestLog, Status> {
+    let canonical = uuid::Uuid::parse_str(id.trim())
+        .map_err(|_| Status::invalid_argument(format!("'{id}' is not a request id (a UUID)")))?
+        .hyphenated()
+        .to_string();
+    let mut conn = store
+        .pool()
+        .acquire()
+        .await
+        .map_err(|e| status(e.into()))?;
+    let row = sqlx::query(&format!(
+        "SELECT {SUMMARY_COLUMNS}, {DETAIL_COLUMNS} FROM request_logs WHERE id = $1"
+    ))
+    .bind(canonical.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| status(e.into()))?
+    .ok_or_else(|| Status::not_found(format!("request log {canonical} not found")))?;
+    let mut rec = summary_from_row(&row).map_err(status)?;
+    add_details(&mut rec, &row).map_err(status)?;
+    let mut one = [rec];
+    add_attempts(&mut conn, &mut one).await.map_err(status)?;
+    let [rec] = one;
+    Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        let c = Cursor {
+            order: OrderBy::Cost,
+            ascending: true,
+            value: 0.1234.into(),
+            id: "x".into(),
+        };
+        assert_eq!(decode_token(&encode_token(&c)).unwrap(), c);
+        assert!(decode_token("!!").is_err());
+        assert!(decode_token("e30").is_err()); // {}
+    }
+
+    #[test]
+    fn keyset_statement() {
+        let first = list_statement(&pb::ListLogsRequest {
+            order_by: "latency".into(),
+            limit: 5000,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(
+            first
+                .sql
+                .ends_with("ORDER BY latency_ms DESC, id DESC LIMIT $1"),
+            "{}",
+            first.sql
+        );
+        assert_eq!(first.params, vec![Param::Int(1001)]);
+        let token = encode_token(&Cursor {
+            order: OrderBy::Latency,
+            ascending: false,
+            value: 70.into(),
+            id: "abc".into(),
+        });
+        let next = list_statement(&pb::ListLogsRequest {
+            order_by: "latency".into(),
+            page_token: token.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(
+            next.sql
+                .contains("latency_ms <= $1 AND (latency_ms < $1 OR id < $2)"),
+            "{}",
+            next.sql
+        );
+        assert!(!next.sql.contains("OFFSET"));
+        // A token is tied to its order.
+        assert!(list_statement(&pb::ListLogsRequest {
+            order_by: "latency".into(),
+            ascending: true,
+            page_token: token,
+            ..Default::default()
+        })
+        .is_err());
+        assert!(list_statement(&pb::ListLogsRequest {
+            order_by: "size".into(),
+            ..Default::default()
+        })
+        .is_err());
+    }
+}

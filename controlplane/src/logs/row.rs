@@ -1,0 +1,137 @@
+//! Stored request-log rows and their protobuf form.
+
+use std::collections::HashMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use llmgw_proto::v1 as pb;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::store::StoreError;
+
+/// Every column but headers and bodies, for lists.
+pub const SUMMARY_COLUMNS: &str = "id, time_ms, node_id, sequence, key_name, client_ip, \
+     user_agent, protocol, path, model, provider, upstream_model, status, stream, cancelled, \
+     latency_ms, ttfb_ms, retries, input_tokens, output_tokens, cache_read_tokens, \
+     cache_creation_tokens, usage_source, cost, error, snapshot_version, \
+     request_body_truncated, response_body_truncated";
+
+/// The header and body columns, for one full record.
+pub const DETAIL_COLUMNS: &str = "request_headers, response_headers, request_body, response_body";
+
+/// RFC 3339 with milliseconds, in UTC: `2024-05-01T12:00:00.123Z`.
+pub fn format_time(ms: i64) -> String {
+    if ms <= 0 {
+        return String::new();
+    }
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs()))
+        .to_string()
+}
+
+/// The record as lists show it: no headers, no bodies.
+pub fn strip_details(mut r: pb::RequestLog) -> pb::RequestLog {
+    r.request_headers = HashMap::new();
+    r.response_headers = HashMap::new();
+    r.request_body = String::new();
+    r.response_body = String::new();
+    r
+}
+
+fn u64_of(r: &AnyRow, col: &str) -> Result<u64, StoreError> {
+    let v: i64 = r.try_get(col)?;
+    Ok(u64::try_from(v).unwrap_or(0))
+}
+
+fn u32_of(r: &AnyRow, col: &str) -> Result<u32, StoreError> {
+    let v: i64 = r.try_get(col)?;
+    Ok(u32::try_from(v).unwrap_or(0))
+}
+
+fn flag(r: &AnyRow, col: &str) -> Result<bool, StoreError> {
+    Ok(r.try_get::<i64, _>(col)? != 0)
+}
+
+/// A summary row (see [`SUMMARY_COLUMNS`]); attempts are added later.
+pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
+    let time_ms: i64 = r.try_get("time_ms")?;
+    Ok(pb::RequestLog {
+        id: r.try_get("id")?,
+        sequence: u64_of(r, "sequence")?,
+        node_id: r.try_get("node_id")?,
+        time_ms,
+        key: r.try_get("key_name")?,
+        client_ip: r.try_get("client_ip")?,
+        user_agent: r.try_get("user_agent")?,
+        protocol: r.try_get("protocol")?,
+        path: r.try_get("path")?,
+        model: r.try_get("model")?,
+        provider: r.try_get("provider")?,
+        upstream_model: r.try_get("upstream_model")?,
+        status: u32_of(r, "status")?,
+        stream: flag(r, "stream")?,
+        cancelled: flag(r, "cancelled")?,
+        latency_ms: u64_of(r, "latency_ms")?,
+        ttfb_ms: u64_of(r, "ttfb_ms")?,
+        attempts: Vec::new(),
+        retries: u32_of(r, "retries")?,
+        input_tokens: u64_of(r, "input_tokens")?,
+        output_tokens: u64_of(r, "output_tokens")?,
+        cache_read_tokens: u64_of(r, "cache_read_tokens")?,
+        cache_creation_tokens: u64_of(r, "cache_creation_tokens")?,
+        usage_source: r.try_get("usage_source")?,
+        cost: r.try_get("cost")?,
+        error: r.try_get("error")?,
+        snapshot_version: u64_of(r, "snapshot_version")?,
+        request_headers: HashMap::new(),
+        response_headers: HashMap::new(),
+        request_body: String::new(),
+        response_body: String::new(),
+        request_body_truncated: flag(r, "request_body_truncated")?,
+        response_body_truncated: flag(r, "response_body_truncated")?,
+        time: format_time(time_ms),
+    })
+}
+
+fn headers(r: &AnyRow, col: &str) -> Result<HashMap<String, String>, StoreError> {
+    let text: String = r.try_get(col)?;
+    if text.trim().is_empty() {
+        return Ok(HashMap::new());
+    }
+    serde_json::from_str(&text)
+        .map_err(|_| StoreError::Invalid(format!("stored {col} is not a JSON object of strings")))
+}
+
+/// Adds headers and bodies from a row that has [`DETAIL_COLUMNS`].
+pub fn add_details(rec: &mut pb::RequestLog, r: &AnyRow) -> Result<(), StoreError> {
+    rec.request_headers = headers(r, "request_headers")?;
+    rec.response_headers = headers(r, "response_headers")?;
+    rec.request_body = r.try_get("request_body")?;
+    rec.response_body = r.try_get("response_body")?;
+    Ok(())
+}
+
+/// One `request_attempts` row: (request id, attempt).
+pub fn attempt_from_row(r: &AnyRow) -> Result<(String, pb::Attempt), StoreError> {
+    Ok((
+        r.try_get("request_id")?,
+        pb::Attempt {
+            provider: r.try_get("provider")?,
+            upstream_model: r.try_get("upstream_model")?,
+            status: u32_of(r, "status")?,
+            error: r.try_get("error")?,
+            latency_ms: u64_of(r, "latency_ms")?,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_have_milliseconds() {
+        assert_eq!(format_time(1_714_564_800_123), "2024-05-01T12:00:00.123Z");
+        assert_eq!(format_time(1_714_564_800_000), "2024-05-01T12:00:00.000Z");
+        assert_eq!(format_time(0), "");
+    }
+}

@@ -1,0 +1,354 @@
+//! SQL text with bound parameters, and the `LogFilter` as WHERE conditions.
+//!
+//! Values never go into the SQL text: every one is a `$N` parameter. The
+//! same statements run on SQLite and PostgreSQL.
+
+use llmgw_proto::v1 as pb;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection};
+use tonic::Status;
+
+/// One bound value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+/// A statement and its parameters, `$1` being the first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<Param>,
+}
+
+impl Statement {
+    /// Adds a parameter and returns its placeholder.
+    pub fn bind(&mut self, p: Param) -> String {
+        self.params.push(p);
+        format!("${}", self.params.len())
+    }
+
+    /// The statement behind a prefix, e.g. `EXPLAIN QUERY PLAN `.
+    pub fn with_prefix(&self, prefix: &str) -> Statement {
+        Statement {
+            sql: format!("{prefix}{}", self.sql),
+            params: self.params.clone(),
+        }
+    }
+
+    pub fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
+        bind_all(sqlx::query(&self.sql), &self.params)
+    }
+
+    pub async fn fetch_all(&self, conn: &mut AnyConnection) -> Result<Vec<AnyRow>, sqlx::Error> {
+        self.query().fetch_all(&mut *conn).await
+    }
+}
+
+pub fn bind_all<'q>(
+    mut q: Query<'q, Any, AnyArguments<'q>>,
+    params: &'q [Param],
+) -> Query<'q, Any, AnyArguments<'q>> {
+    for p in params {
+        q = match p {
+            Param::Int(v) => q.bind(*v),
+            Param::Real(v) => q.bind(*v),
+            Param::Text(v) => q.bind(v.as_str()),
+        };
+    }
+    q
+}
+
+/// `$a, $b, ...` for a list of values, bound into `st`.
+pub fn in_list<I: IntoIterator<Item = Param>>(st: &mut Statement, values: I) -> String {
+    values
+        .into_iter()
+        .map(|v| st.bind(v))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The SQL test for a failed request: an error status, a cancel, or an
+/// error message.
+pub const FAILED: &str = "(status >= 400 OR cancelled <> 0 OR error <> '')";
+
+/// The SQL expression for input plus output tokens.
+pub const TOKENS: &str = "(input_tokens + output_tokens)";
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A checked `LogFilter`: zero or empty means "no bound".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+    model: Option<String>,
+    provider: Option<String>,
+    key: Option<String>,
+    status_min: Option<i64>,
+    status_max: Option<i64>,
+    min_latency_ms: Option<i64>,
+    max_latency_ms: Option<i64>,
+    min_tokens: Option<i64>,
+    max_tokens: Option<i64>,
+    stream: Option<bool>,
+    errors_only: bool,
+}
+
+fn text(s: &str) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+fn positive(v: u64) -> Option<i64> {
+    (v > 0).then(|| clamp(v))
+}
+
+impl Filter {
+    pub fn parse(f: &pb::LogFilter) -> Result<Filter, Status> {
+        if f.since_ms < 0 || f.until_ms < 0 {
+            return Err(Status::invalid_argument(
+                "since_ms and until_ms must not be negative",
+            ));
+        }
+        if f.since_ms > 0 && f.until_ms > 0 && f.since_ms >= f.until_ms {
+            return Err(Status::invalid_argument(
+                "the time range is empty: since must be before until",
+            ));
+        }
+        if f.status_min > 0 && f.status_max > 0 && f.status_min > f.status_max {
+            return Err(Status::invalid_argument(
+                "status_min must not be above status_max",
+            ));
+        }
+        if f.min_latency_ms > 0 && f.max_latency_ms > 0 && f.min_latency_ms > f.max_latency_ms {
+            return Err(Status::invalid_argument(
+                "min_latency_ms must not be above max_latency_ms",
+            ));
+        }
+        if f.min_tokens > 0 && f.max_tokens > 0 && f.min_tokens > f.max_tokens {
+            return Err(Status::invalid_argument(
+                "min_tokens must not be above max_tokens",
+            ));
+        }
+        Ok(Filter {
+            since_ms: (f.since_ms > 0).then_some(f.since_ms),
+            until_ms: (f.until_ms > 0).then_some(f.until_ms),
+            model: text(&f.model),
+            provider: text(&f.provider),
+            key: text(&f.key),
+            status_min: (f.status_min > 0).then(|| i64::from(f.status_min)),
+            status_max: (f.status_max > 0).then(|| i64::from(f.status_max)),
+            min_latency_ms: positive(f.min_latency_ms),
+            max_latency_ms: positive(f.max_latency_ms),
+            min_tokens: positive(f.min_tokens),
+            max_tokens: positive(f.max_tokens),
+            stream: f.stream,
+            errors_only: f.errors_only,
+        })
+    }
+
+    /// The WHERE conditions (to be joined with AND), values bound in `st`.
+    pub fn conditions(&self, st: &mut Statement) -> Vec<String> {
+        let mut c = Vec::new();
+        let mut cmp = |st: &mut Statement, expr: &str, op: &str, p: Param| {
+            let ph = st.bind(p);
+            c.push(format!("{expr} {op} {ph}"));
+        };
+        if let Some(v) = self.since_ms {
+            cmp(st, "time_ms", ">=", Param::Int(v));
+        }
+        if let Some(v) = self.until_ms {
+            cmp(st, "time_ms", "<", Param::Int(v));
+        }
+        if let Some(v) = &self.model {
+            cmp(st, "model", "=", Param::Text(v.clone()));
+        }
+        if let Some(v) = &self.provider {
+            cmp(st, "provider", "=", Param::Text(v.clone()));
+        }
+        if let Some(v) = &self.key {
+            cmp(st, "key_name", "=", Param::Text(v.clone()));
+        }
+        if let Some(v) = self.status_min {
+            cmp(st, "status", ">=", Param::Int(v));
+        }
+        if let Some(v) = self.status_max {
+            cmp(st, "status", "<=", Param::Int(v));
+        }
+        if let Some(v) = self.min_latency_ms {
+            cmp(st, "latency_ms", ">=", Param::Int(v));
+        }
+        if let Some(v) = self.max_latency_ms {
+            cmp(st, "latency_ms", "<=", Param::Int(v));
+        }
+        if let Some(v) = self.min_tokens {
+            cmp(st, TOKENS, ">=", Param::Int(v));
+        }
+        if let Some(v) = self.max_tokens {
+            cmp(st, TOKENS, "<=", Param::Int(v));
+        }
+        if let Some(v) = self.stream {
+            cmp(st, "stream", "=", Param::Int(i64::from(v)));
+        }
+        if self.errors_only {
+            c.push(FAILED.to_string());
+        }
+        c
+    }
+
+    /// ` WHERE a AND b` or nothing.
+    pub fn where_sql(&self, st: &mut Statement) -> String {
+        let c = self.conditions(st);
+        if c.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", c.join(" AND "))
+        }
+    }
+}
+
+/// Whether a record passes the filter: the same tests as the SQL, for the
+/// records `FollowLogs` sees before any query.
+pub fn matches(f: &pb::LogFilter, r: &pb::RequestLog) -> bool {
+    let eq = |want: &str, got: &str| {
+        let w = want.trim();
+        w.is_empty() || w == got
+    };
+    let tokens = r.input_tokens.saturating_add(r.output_tokens);
+    (f.since_ms <= 0 || r.time_ms >= f.since_ms)
+        && (f.until_ms <= 0 || r.time_ms < f.until_ms)
+        && eq(&f.model, &r.model)
+        && eq(&f.provider, &r.provider)
+        && eq(&f.key, &r.key)
+        && (f.status_min == 0 || r.status >= f.status_min)
+        && (f.status_max == 0 || r.status <= f.status_max)
+        && (f.min_latency_ms == 0 || r.latency_ms >= f.min_latency_ms)
+        && (f.max_latency_ms == 0 || r.latency_ms <= f.max_latency_ms)
+        && (f.min_tokens == 0 || tokens >= f.min_tokens)
+        && (f.max_tokens == 0 || tokens <= f.max_tokens)
+        && f.stream.is_none_or(|s| s == r.stream)
+        && (!f.errors_only || is_failure(r))
+}
+
+/// A failed request: status >= 400, cancelled, or an error message.
+pub fn is_failure(r: &pb::RequestLog) -> bool {
+    r.status >= 400 || r.cancelled || !r.error.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_bound_not_interpolated() {
+        let f = Filter::parse(&pb::LogFilter {
+            since_ms: 10,
+            until_ms: 20,
+            model: "m'; DROP TABLE request_logs; --".into(),
+            provider: "p".into(),
+            key: "k".into(),
+            status_min: 500,
+            status_max: 599,
+            min_latency_ms: 1,
+            max_latency_ms: 2,
+            min_tokens: 3,
+            max_tokens: 4,
+            stream: Some(true),
+            errors_only: true,
+        })
+        .unwrap();
+        let mut st = Statement::default();
+        let w = f.where_sql(&mut st);
+        assert!(!w.contains("DROP"), "{w}");
+        assert_eq!(st.params.len(), 12);
+        assert!(w.contains("model = $3"), "{w}");
+        assert!(w.ends_with(FAILED), "{w}");
+    }
+
+    #[test]
+    fn bad_filters() {
+        let bad = [
+            pb::LogFilter {
+                since_ms: 5,
+                until_ms: 5,
+                ..Default::default()
+            },
+            pb::LogFilter {
+                status_min: 500,
+                status_max: 400,
+                ..Default::default()
+            },
+            pb::LogFilter {
+                since_ms: -1,
+                ..Default::default()
+            },
+        ];
+        for f in bad {
+            assert!(Filter::parse(&f).is_err(), "{f:?}");
+        }
+        let mut st = Statement::default();
+        assert_eq!(
+            Filter::parse(&pb::LogFilter::default())
+                .unwrap()
+                .where_sql(&mut st),
+            ""
+        );
+    }
+
+    #[test]
+    fn matching_mirrors_sql() {
+        let r = pb::RequestLog {
+            time_ms: 100,
+            model: "m".into(),
+            status: 502,
+            latency_ms: 50,
+            input_tokens: 5,
+            output_tokens: 5,
+            stream: true,
+            ..Default::default()
+        };
+        assert!(matches(&pb::LogFilter::default(), &r));
+        assert!(matches(
+            &pb::LogFilter {
+                since_ms: 100,
+                until_ms: 101,
+                model: " m ".into(),
+                status_min: 500,
+                status_max: 599,
+                min_tokens: 10,
+                max_tokens: 10,
+                stream: Some(true),
+                errors_only: true,
+                ..Default::default()
+            },
+            &r
+        ));
+        assert!(!matches(
+            &pb::LogFilter {
+                until_ms: 100,
+                ..Default::default()
+            },
+            &r
+        ));
+        assert!(!matches(
+            &pb::LogFilter {
+                stream: Some(false),
+                ..Default::default()
+            },
+            &r
+        ));
+        assert!(!matches(
+            &pb::LogFilter {
+                min_latency_ms: 51,
+                ..Default::default()
+            },
+            &r
+        ));
+    }
+}

@@ -1,0 +1,922 @@
+//! Request logs end to end, in process: the real control plane
+//! (`llmgw_controlplane::start`) on 127.0.0.1:0, a tonic `LogsClient` with
+//! the data-plane token shipping batches, and the admin RPCs reading them
+//! back. Every test runs against a fresh SQLite file and a fresh PostgreSQL
+//! database (see `common`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Parser;
+use common::*;
+use llmgw_controlplane::config::Args;
+use llmgw_controlplane::logs::query::list_statement;
+use llmgw_controlplane::logs::sql::{Param, Statement};
+use llmgw_controlplane::logs::{retention, stats::stats_statement};
+use llmgw_controlplane::Running;
+use llmgw_proto::v1 as pb;
+use llmgw_proto::v1::admin_client::AdminClient;
+use llmgw_proto::v1::logs_client::LogsClient;
+use secrecy::ExposeSecret;
+use sqlx::{Connection, Row};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
+use tonic::Code;
+
+const ADMIN_TOKEN: &str = "admin-token-for-log-tests";
+const DP_TOKEN: &str = "dataplane-token-for-log-tests";
+const WAIT: Duration = Duration::from_secs(15);
+
+// ---------------------------------------------------------------------------
+// harness
+// ---------------------------------------------------------------------------
+
+#[derive(Clone)]
+struct Bearer(MetadataValue<Ascii>);
+
+impl Bearer {
+    fn new(token: &str) -> Self {
+        Bearer(format!("Bearer {token}").parse().unwrap())
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+type Logs = LogsClient<InterceptedService<Channel, Bearer>>;
+type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
+
+/// A running control plane on a test database.
+struct Cp {
+    running: Running,
+    channel: Channel,
+}
+
+async fn start_cp(db: &Db, data_dir: &Path, retention_days: u32) -> Cp {
+    let args = Args::try_parse_from([
+        "llmgw-controlplane",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--database-url",
+        db.url.as_str(),
+        "--admin-token",
+        ADMIN_TOKEN,
+        "--dataplane-token",
+        DP_TOKEN,
+        "--master-key",
+        db.master_key.expose_secret(),
+        "--log-retention-days",
+        &retention_days.to_string(),
+    ])
+    .unwrap();
+    let running = llmgw_controlplane::start(args).await.unwrap();
+    let channel = Channel::from_shared(format!("http://{}", running.local_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    Cp { running, channel }
+}
+
+impl Cp {
+    fn logs(&self) -> Logs {
+        self.logs_with(DP_TOKEN)
+    }
+
+    fn logs_with(&self, token: &str) -> Logs {
+        LogsClient::with_interceptor(self.channel.clone(), Bearer::new(token))
+    }
+
+    fn admin(&self) -> Admin {
+        AdminClient::with_interceptor(self.channel.clone(), Bearer::new(ADMIN_TOKEN))
+    }
+
+    async fn shutdown(self) {
+        tokio::time::timeout(WAIT, self.running.shutdown())
+            .await
+            .expect("shutdown hung")
+            .unwrap();
+    }
+}
+
+/// Ships batches on one stream and returns the acks, in order.
+async fn ship(client: &mut Logs, batches: Vec<pb::LogBatch>) -> Vec<pb::LogAck> {
+    let n = batches.len();
+    let mut acks = client
+        .ship(tokio_stream::iter(batches))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(ack) = tokio::time::timeout(WAIT, acks.message())
+        .await
+        .expect("no ack")
+        .unwrap()
+    {
+        out.push(ack);
+    }
+    assert_eq!(out.len(), n, "one ack per batch");
+    out
+}
+
+fn batch(seq: u64, records: Vec<pb::RequestLog>) -> pb::LogBatch {
+    pb::LogBatch {
+        node_id: "node-1".into(),
+        last_sequence: seq,
+        records,
+    }
+}
+
+fn id(n: u32) -> String {
+    format!("0190a2b4-0000-7000-8000-{n:012x}")
+}
+
+fn now_ms() -> i64 {
+    llmgw_controlplane::store::now_ms()
+}
+
+/// A plausible record number `n` at time `t`.
+fn rec(n: u32, t: i64) -> pb::RequestLog {
+    pb::RequestLog {
+        id: id(n),
+        sequence: u64::from(n),
+        time_ms: t,
+        key: "k1".into(),
+        client_ip: "10.0.0.1".into(),
+        user_agent: "test/1".into(),
+        protocol: "openai".into(),
+        path: "/v1/chat/completions".into(),
+        model: "m-a".into(),
+        provider: "p-x".into(),
+        upstream_model: "up-a".into(),
+        status: 200,
+        latency_ms: 100,
+        ttfb_ms: 10,
+        usage_source: "reported".into(),
+        snapshot_version: 7,
+        attempts: vec![pb::Attempt {
+            provider: "p-x".into(),
+            upstream_model: "up-a".into(),
+            status: 200,
+            error: String::new(),
+            latency_ms: 90,
+        }],
+        ..Default::default()
+    }
+}
+
+/// The known data set: ten records, one second apart after `t0`.
+///
+/// | n | model | provider | key | status | latency | ttfb | in | out | cost | stream | failed by |
+/// |---|-------|----------|-----|--------|---------|------|----|-----|------|--------|-----------|
+/// | 1 | m-a | p-x | k1 | 200 | 100 | 10 | 10 | 20 | 0.01 | no | |
+/// | 2 | m-a | p-y | k1 | 200 | 200 | 20 | 100 | 200 | 0.02 | yes | |
+/// | 3 | m-b | p-x | k2 | 500 | 300 | 30 | 5 | 0 | 0 | no | status, error |
+/// | 4 | m-b | p-y | k2 | 429 | 400 | 40 | 5 | 0 | 0 | no | status |
+/// | 5 | m-a | p-x | k3 | 200 | 500 | 50 | 1000 | 1000 | 0.5 | yes | |
+/// | 6 | m-c | p-z | k1 | 200 | 600 | 60 | 50 | 50 | 0.05 | yes | cancelled |
+/// | 7 | m-a | p-x | k1 | 503 | 700 | 70 | 0 | 0 | 0 | no | status |
+/// | 8 | m-b | p-x | k3 | 200 | 800 | 80 | 30 | 30 | 0.03 | no | |
+/// | 9 | m-c | p-y | k2 | 200 | 900 | 90 | 3 | 4 | 0.001 | yes | error |
+/// | 10 | m-a | p-x | k1 | 200 | 1000 | 100 | 40 | 40 | 0.04 | no | |
+fn data_set(t0: i64) -> Vec<pb::RequestLog> {
+    #[rustfmt::skip]
+    let rows: [(&str, &str, &str, u32, u64, u64, f64, bool, bool, &str); 10] = [
+        ("m-a", "p-x", "k1", 200, 10, 20, 0.01, false, false, ""),
+        ("m-a", "p-y", "k1", 200, 100, 200, 0.02, true, false, ""),
+        ("m-b", "p-x", "k2", 500, 5, 0, 0.0, false, false, "upstream said 500"),
+        ("m-b", "p-y", "k2", 429, 5, 0, 0.0, false, false, ""),
+        ("m-a", "p-x", "k3", 200, 1000, 1000, 0.5, true, false, ""),
+        ("m-c", "p-z", "k1", 200, 50, 50, 0.05, true, true, ""),
+        ("m-a", "p-x", "k1", 503, 0, 0, 0.0, false, false, ""),
+        ("m-b", "p-x", "k3", 200, 30, 30, 0.03, false, false, ""),
+        ("m-c", "p-y", "k2", 200, 3, 4, 0.001, true, false, "stream broke"),
+        ("m-a", "p-x", "k1", 200, 40, 40, 0.04, false, false, ""),
+    ];
+    rows.iter()
+        .enumerate()
+        .map(|(i, &(model, provider, key, status, input, output, cost, stream, cancelled, error))| {
+            let n = u32::try_from(i).unwrap() + 1;
+            let mut r = rec(n, t0 + i64::from(n) * 1000);
+            r.model = model.into();
+            r.provider = provider.into();
+            r.key = key.into();
+            r.status = status;
+            r.latency_ms = u64::from(n) * 100;
+            r.ttfb_ms = u64::from(n) * 10;
+            r.input_tokens = input;
+            r.output_tokens = output;
+            r.cost = cost;
+            r.stream = stream;
+            r.cancelled = cancelled;
+            r.error = error.into();
+            r.attempts = (0..(n % 3))
+                .map(|a| pb::Attempt {
+                    provider: format!("attempt-{a}"),
+                    upstream_model: "up".into(),
+                    status: if a + 1 == n % 3 { status } else { 502 },
+                    error: if a + 1 == n % 3 { String::new() } else { "bad gateway".into() },
+                    latency_ms: u64::from(a) + 1,
+                })
+                .collect();
+            r
+        })
+        .collect()
+}
+
+/// A time well in the past, on a 10-second boundary.
+fn t0() -> i64 {
+    (now_ms() - 3_600_000) / 10_000 * 10_000
+}
+
+async fn list(admin: &mut Admin, req: pb::ListLogsRequest) -> pb::ListLogsResponse {
+    admin.list_logs(req).await.unwrap().into_inner()
+}
+
+/// The record numbers (from `id(n)`) of a list with this filter.
+async fn numbers(admin: &mut Admin, filter: pb::LogFilter) -> Vec<u32> {
+    let r = list(
+        admin,
+        pb::ListLogsRequest {
+            filter: Some(filter),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(r.next_page_token.is_empty());
+    r.records.iter().map(|x| number(&x.id)).collect()
+}
+
+fn number(id: &str) -> u32 {
+    u32::from_str_radix(&id[24..], 16).unwrap()
+}
+
+async fn count(cp: &Cp, sql: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(cp.running.store().pool())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+// ---------------------------------------------------------------------------
+// ingest
+// ---------------------------------------------------------------------------
+
+both! {
+    async fn ship_is_idempotent_acks_and_quarantines(db: Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        let mut admin = cp.admin();
+        admin
+            .create_api_key(pb::CreateApiKeyRequest {
+                name: "k1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let t0 = t0();
+        let records = data_set(t0);
+        let first = vec![batch(5, records[..5].to_vec()), batch(10, records[5..].to_vec())];
+        let acks = ship(&mut cp.logs(), first.clone()).await;
+        assert_eq!(acks.iter().map(|a| a.acked_sequence).collect::<Vec<_>>(), [5, 10]);
+        assert!(acks.iter().all(|a| a.quarantined_ids.is_empty()));
+        // Stored by the time the ack arrives.
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 10);
+        let attempts = count(&cp, "SELECT COUNT(*) FROM request_attempts").await;
+        let want_attempts: usize = records.iter().map(|r| r.attempts.len()).sum();
+        assert_eq!(attempts, i64::try_from(want_attempts).unwrap());
+
+        // The same batches again (a data plane resending after a lost ack),
+        // on a new stream: acked again, nothing doubled.
+        let acks = ship(&mut cp.logs(), first).await;
+        assert_eq!(acks.iter().map(|a| a.acked_sequence).collect::<Vec<_>>(), [5, 10]);
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 10);
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_attempts").await, attempts);
+
+        // A repeated id inside one batch is stored once; an empty batch acks.
+        let mut twice = rec(100, t0);
+        twice.attempts.clear();
+        let acks = ship(
+            &mut cp.logs(),
+            vec![batch(11, vec![twice.clone(), twice]), batch(11, vec![])],
+        )
+        .await;
+        assert_eq!(acks[0].acked_sequence, 11);
+        assert_eq!(acks[1].acked_sequence, 11);
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 11);
+
+        // Bad records are quarantined and the batch still acks.
+        let good = rec(200, t0);
+        let mut no_id = rec(0, t0);
+        no_id.id = String::new();
+        let mut not_uuid = rec(0, t0);
+        not_uuid.id = "req-42".into();
+        let mut absurd = rec(201, t0);
+        absurd.cost = f64::INFINITY;
+        let mut ancient = rec(202, 1_000);
+        ancient.model = "m\0with-nul".into();
+        let acks = ship(
+            &mut cp.logs(),
+            vec![batch(12, vec![no_id, good.clone(), not_uuid, absurd, ancient])],
+        )
+        .await;
+        assert_eq!(acks[0].acked_sequence, 12);
+        let mut q = acks[0].quarantined_ids.clone();
+        q.sort();
+        let mut want = vec![String::new(), "req-42".to_string(), id(201), id(202)];
+        want.sort();
+        assert_eq!(q, want);
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 12);
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM log_quarantine").await, 4);
+        let rows = sqlx::query("SELECT id, node_id, reason, record FROM log_quarantine")
+            .fetch_all(cp.running.store().pool())
+            .await
+            .unwrap();
+        let by_id: HashMap<String, (String, String, String)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<String, _>("id"),
+                    (r.get("node_id"), r.get("reason"), r.get("record")),
+                )
+            })
+            .collect();
+        let (node, reason, record) = &by_id["req-42"];
+        assert_eq!(node, "node-1");
+        assert!(reason.contains("UUID"), "{reason}");
+        let json: serde_json::Value = serde_json::from_str(record).unwrap();
+        assert_eq!(json["id"], "req-42");
+        assert_eq!(json["model"], "m-a");
+        assert!(by_id[&id(201)].1.contains("cost"), "{}", by_id[&id(201)].1);
+        assert!(by_id[&id(202)].1.contains("time_ms"), "{}", by_id[&id(202)].1);
+        // The NUL travels as JSON's \u0000 escape.
+        assert!(by_id[&id(202)].2.contains("\\u0000"));
+
+        // last_used_at of k1 is the newest k1 record (number 10).
+        let k1 = admin
+            .get_api_key(pb::GetApiKeyRequest { name: "k1".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        let newest = records[9].time_ms.max(good.time_ms);
+        assert_eq!(
+            k1.last_used_at,
+            llmgw_controlplane::store::rfc3339(Some(newest))
+        );
+
+        // One ack per batch on a live stream, sent as each batch commits.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut acks = cp
+            .logs()
+            .ship(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        for seq in [20u64, 21] {
+            tx.send(batch(seq, vec![rec(u32::try_from(seq).unwrap() + 1000, t0)]))
+                .await
+                .unwrap();
+            let ack = tokio::time::timeout(WAIT, acks.message()).await.unwrap().unwrap().unwrap();
+            assert_eq!(ack.acked_sequence, seq);
+        }
+        drop(tx);
+        assert!(tokio::time::timeout(WAIT, acks.message()).await.unwrap().unwrap().is_none());
+        cp.shutdown().await;
+    }
+}
+
+both! {
+    async fn wrong_token_is_unauthenticated(db: Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        for token in ["wrong", ADMIN_TOKEN] {
+            let err = cp
+                .logs_with(token)
+                .ship(tokio_stream::iter(vec![batch(1, vec![rec(1, t0())])]))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+        }
+        let mut no_token = LogsClient::new(cp.channel.clone());
+        let err = no_token
+            .ship(tokio_stream::iter(vec![batch(1, vec![rec(1, t0())])]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 0);
+        cp.shutdown().await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// queries
+// ---------------------------------------------------------------------------
+
+both! {
+    async fn list_filters_orders_and_pages(db: Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        let t0 = t0();
+        let mut records = data_set(t0);
+        records[0].request_headers =
+            HashMap::from([("content-type".to_string(), "application/json".to_string())]);
+        records[0].response_headers =
+            HashMap::from([("x-request-id".to_string(), "abc".to_string())]);
+        records[0].request_body = r#"{"model":"m-a","messages":[]}"#.into();
+        records[0].response_body = r#"{"choices":[]}"#.into();
+        records[0].request_body_truncated = true;
+        ship(&mut cp.logs(), vec![batch(10, records.clone())]).await;
+        let mut admin = cp.admin();
+        let f = pb::LogFilter::default;
+
+        // Newest first by default, without headers and bodies.
+        let all = list(&mut admin, pb::ListLogsRequest::default()).await;
+        assert_eq!(
+            all.records.iter().map(|r| number(&r.id)).collect::<Vec<_>>(),
+            [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]
+        );
+        let first = all.records.last().unwrap();
+        assert!(first.request_headers.is_empty() && first.response_headers.is_empty());
+        assert!(first.request_body.is_empty() && first.response_body.is_empty());
+        assert!(first.request_body_truncated);
+        assert_eq!(first.time, llmgw_controlplane::logs::format_time(t0 + 1000));
+        assert!(first.time.ends_with(".000Z"), "{}", first.time);
+        assert_eq!(first.node_id, "node-1");
+        assert_eq!(first.snapshot_version, 7);
+        assert_eq!(first.usage_source, "reported");
+        // Attempts come in order.
+        let two = &all.records[8];
+        assert_eq!(number(&two.id), 2);
+        assert_eq!(two.attempts, records[1].attempts);
+        assert_eq!(two.attempts.len(), 2);
+        assert_eq!(two.attempts[0].error, "bad gateway");
+
+        // Each filter field.
+        assert_eq!(numbers(&mut admin, pb::LogFilter { model: "m-a".into(), ..f() }).await, [10, 7, 5, 2, 1]);
+        assert_eq!(numbers(&mut admin, pb::LogFilter { provider: "p-y".into(), ..f() }).await, [9, 4, 2]);
+        assert_eq!(numbers(&mut admin, pb::LogFilter { key: "k2".into(), ..f() }).await, [9, 4, 3]);
+        assert_eq!(numbers(&mut admin, pb::LogFilter { status_min: 500, status_max: 599, ..f() }).await, [7, 3]);
+        assert_eq!(numbers(&mut admin, pb::LogFilter { status_min: 400, ..f() }).await, [7, 4, 3]);
+        assert_eq!(numbers(&mut admin, pb::LogFilter { status_max: 299, ..f() }).await, [10, 9, 8, 6, 5, 2, 1]);
+        assert_eq!(
+            numbers(&mut admin, pb::LogFilter { since_ms: t0 + 3000, until_ms: t0 + 6000, ..f() }).await,
+            [5, 4, 3]
+        );
+        assert_eq!(numbers(&mut admin, pb::LogFilter { since_ms: t0 + 9000, ..f() }).await, [10, 9]);
+        assert_eq!(numbers(&mut admin, pb::LogFilter { until_ms: t0 + 2001, ..f() }).await, [2, 1]);
+        assert_eq!(
+            numbers(&mut admin, pb::LogFilter { min_latency_ms: 500, max_latency_ms: 800, ..f() }).await,
+            [8, 7, 6, 5]
+        );
+        assert_eq!(numbers(&mut admin, pb::LogFilter { min_tokens: 100, ..f() }).await, [6, 5, 2]);
+        assert_eq!(numbers(&mut admin, pb::LogFilter { max_tokens: 60, ..f() }).await, [9, 8, 7, 4, 3, 1]);
+        assert_eq!(numbers(&mut admin, pb::LogFilter { stream: Some(true), ..f() }).await, [9, 6, 5, 2]);
+        assert_eq!(
+            numbers(&mut admin, pb::LogFilter { stream: Some(false), ..f() }).await,
+            [10, 8, 7, 4, 3, 1]
+        );
+        assert_eq!(numbers(&mut admin, pb::LogFilter { errors_only: true, ..f() }).await, [9, 7, 6, 4, 3]);
+        assert_eq!(
+            numbers(&mut admin, pb::LogFilter { model: "m-a".into(), errors_only: true, ..f() }).await,
+            [7]
+        );
+        assert!(numbers(&mut admin, pb::LogFilter { model: "nope".into(), ..f() }).await.is_empty());
+        // Values are bound, never spliced into SQL.
+        assert!(numbers(&mut admin, pb::LogFilter { model: "x' OR '1'='1".into(), ..f() }).await.is_empty());
+
+        // Every order, both directions.
+        let order = |by: &str, ascending: bool| pb::ListLogsRequest {
+            order_by: by.into(),
+            ascending,
+            ..Default::default()
+        };
+        for (by, asc, want) in [
+            ("time", true, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
+            ("latency", true, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
+            ("ttfb", false, vec![10, 9, 8, 7, 6, 5, 4, 3, 2, 1]),
+            ("tokens", false, vec![5, 2, 6, 10, 8, 1, 9, 4, 3, 7]),
+            ("cost", true, vec![3, 4, 7, 9, 1, 2, 8, 10, 6, 5]),
+            ("status", false, vec![7, 3, 4, 10, 9, 8, 6, 5, 2, 1]),
+        ] {
+            let r = list(&mut admin, order(by, asc)).await;
+            assert_eq!(r.records.iter().map(|x| number(&x.id)).collect::<Vec<_>>(), want, "{by}");
+        }
+
+        // Keyset pages: limit 3 by time, and limit 2 by cost (ties on a
+        // page boundary), each page exactly the expected ids.
+        for (req, want) in [
+            (
+                pb::ListLogsRequest { limit: 3, ..Default::default() },
+                vec![vec![10, 9, 8], vec![7, 6, 5], vec![4, 3, 2], vec![1]],
+            ),
+            (
+                pb::ListLogsRequest { limit: 2, order_by: "cost".into(), ascending: true, ..Default::default() },
+                vec![vec![3, 4], vec![7, 9], vec![1, 2], vec![8, 10], vec![6, 5]],
+            ),
+            (
+                pb::ListLogsRequest {
+                    limit: 2,
+                    order_by: "tokens".into(),
+                    filter: Some(pb::LogFilter { max_tokens: 60, ..f() }),
+                    ..Default::default()
+                },
+                vec![vec![8, 1], vec![9, 4], vec![3, 7]],
+            ),
+        ] {
+            let mut pages = Vec::new();
+            let mut req = req;
+            loop {
+                let r = list(&mut admin, req.clone()).await;
+                pages.push(r.records.iter().map(|x| number(&x.id)).collect::<Vec<_>>());
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                assert!(pages.len() < 20, "pagination does not end");
+                req.page_token = r.next_page_token;
+            }
+            assert_eq!(pages, want, "{req:?}");
+        }
+        // Limits: 0 means 50, at most 1000; a foreign token is refused.
+        assert_eq!(list(&mut admin, pb::ListLogsRequest { limit: 5000, ..Default::default() }).await.records.len(), 10);
+        let page = list(&mut admin, pb::ListLogsRequest { limit: 1, ..Default::default() }).await;
+        let err = admin
+            .list_logs(pb::ListLogsRequest { order_by: "cost".into(), page_token: page.next_page_token, ..Default::default() })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = admin
+            .list_logs(pb::ListLogsRequest { page_token: "garbage!".into(), ..Default::default() })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = admin
+            .list_logs(pb::ListLogsRequest { filter: Some(pb::LogFilter { since_ms: 10, until_ms: 5, ..f() }), ..Default::default() })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+
+        // GetLog: everything, headers and bodies included.
+        let one = admin
+            .get_log(pb::GetLogRequest { id: id(1).to_uppercase() })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut want = records[0].clone();
+        want.time = llmgw_controlplane::logs::format_time(want.time_ms);
+        assert_eq!(one, want);
+        let err = admin.get_log(pb::GetLogRequest { id: id(999) }).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        let err = admin.get_log(pb::GetLogRequest { id: "nope".into() }).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        cp.shutdown().await;
+    }
+}
+
+both! {
+    async fn follow_streams_new_matching_records(db: Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        let t0 = t0();
+        let mut admin = cp.admin();
+        let mut followed = admin
+            .follow_logs(pb::FollowLogsRequest {
+                filter: Some(pb::LogFilter {
+                    model: "m-follow".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut everything = admin
+            .follow_logs(pb::FollowLogsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+
+        let other = rec(1, t0);
+        let mut wanted = rec(2, t0 + 1);
+        wanted.model = "m-follow".into();
+        wanted.request_body = "secret body".into();
+        ship(&mut cp.logs(), vec![batch(2, vec![other, wanted.clone()])]).await;
+        // A resent record is not stored again, so not followed again.
+        ship(&mut cp.logs(), vec![batch(2, vec![wanted.clone()])]).await;
+
+        let got = tokio::time::timeout(WAIT, followed.message())
+            .await
+            .expect("no record followed")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.id, id(2));
+        assert_eq!(got.model, "m-follow");
+        assert_eq!(got.attempts, wanted.attempts);
+        assert!(got.request_body.is_empty(), "follow shows no bodies");
+        assert!(!got.time.is_empty());
+        let a = tokio::time::timeout(WAIT, everything.message()).await.unwrap().unwrap().unwrap();
+        let b = tokio::time::timeout(WAIT, everything.message()).await.unwrap().unwrap().unwrap();
+        assert_eq!((number(&a.id), number(&b.id)), (1, 2));
+        // Nothing else arrives.
+        assert!(tokio::time::timeout(Duration::from_millis(300), followed.message()).await.is_err());
+        assert!(tokio::time::timeout(Duration::from_millis(300), everything.message()).await.is_err());
+
+        let err = admin
+            .follow_logs(pb::FollowLogsRequest {
+                filter: Some(pb::LogFilter { status_min: 500, status_max: 400, ..Default::default() }),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+
+        // The server's shutdown ends open follow streams instead of waiting
+        // for them.
+        cp.shutdown().await;
+        let end = tokio::time::timeout(WAIT, followed.message()).await.unwrap();
+        assert!(!matches!(end, Ok(Some(_))), "{end:?}");
+    }
+}
+
+both! {
+    async fn stats_percentiles_errors_groups_and_series(db: Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        let t0 = t0();
+        ship(&mut cp.logs(), vec![batch(10, data_set(t0))]).await;
+        let mut admin = cp.admin();
+        let stats = |group_by: &str, bucket_s: u32, filter: pb::LogFilter| pb::GetStatsRequest {
+            filter: Some(filter),
+            group_by: group_by.into(),
+            bucket_s,
+        };
+
+        let r = admin.get_stats(stats("", 0, Default::default())).await.unwrap().into_inner();
+        let total = r.total.unwrap();
+        assert_eq!((total.group.as_str(), total.requests, total.errors), ("", 10, 5));
+        assert!((total.error_rate - 0.5).abs() < 1e-9);
+        // Nearest rank over 100, 200, ..., 1000 ms.
+        assert_eq!((total.latency_p50_ms, total.latency_p95_ms, total.latency_p99_ms), (500.0, 1000.0, 1000.0));
+        assert_eq!((total.ttfb_p50_ms, total.ttfb_p95_ms, total.ttfb_p99_ms), (50.0, 100.0, 100.0));
+        assert_eq!((total.input_tokens, total.output_tokens), (1243, 1344));
+        assert!((total.cost - 0.651).abs() < 1e-9, "{}", total.cost);
+        assert!(r.groups.is_empty() && r.series.is_empty());
+
+        let r = admin.get_stats(stats("model", 0, Default::default())).await.unwrap().into_inner();
+        let g: Vec<_> = r
+            .groups
+            .iter()
+            .map(|g| (g.group.as_str(), g.requests, g.errors, g.latency_p50_ms, g.latency_p95_ms, g.ttfb_p99_ms))
+            .collect();
+        assert_eq!(
+            g,
+            [
+                ("m-a", 5, 1, 500.0, 1000.0, 100.0),
+                ("m-b", 3, 2, 400.0, 800.0, 80.0),
+                ("m-c", 2, 2, 600.0, 900.0, 90.0),
+            ]
+        );
+        assert!((r.groups[2].error_rate - 1.0).abs() < 1e-9);
+        assert!((r.groups[0].error_rate - 0.2).abs() < 1e-9);
+        assert_eq!(r.groups[0].input_tokens, 10 + 100 + 1000 + 40);
+        assert_eq!(r.total.unwrap().requests, 10);
+
+        let r = admin.get_stats(stats("provider", 0, Default::default())).await.unwrap().into_inner();
+        let g: Vec<_> = r.groups.iter().map(|g| (g.group.as_str(), g.requests, g.errors)).collect();
+        assert_eq!(g, [("p-x", 6, 2), ("p-y", 3, 2), ("p-z", 1, 1)]);
+
+        let r = admin.get_stats(stats("key", 0, Default::default())).await.unwrap().into_inner();
+        let g: Vec<_> = r.groups.iter().map(|g| (g.group.as_str(), g.requests, g.errors)).collect();
+        assert_eq!(g, [("k1", 5, 2), ("k2", 3, 3), ("k3", 2, 0)]);
+
+        // Five-second buckets: t0+1..4 s, t0+5..9 s, t0+10 s.
+        let r = admin.get_stats(stats("", 5, Default::default())).await.unwrap().into_inner();
+        let s: Vec<_> = r.series.iter().map(|b| (b.start_ms - t0, b.requests, b.errors, b.latency_p50_ms)).collect();
+        assert_eq!(s, [(0, 4, 3, 200.0), (5000, 5, 3, 700.0), (10_000, 1, 0, 1000.0)]);
+        assert_eq!(r.series[1].input_tokens, 1000 + 50 + 0 + 30 + 3);
+
+        // Filters apply to stats as well.
+        let r = admin
+            .get_stats(stats("model", 0, pb::LogFilter { model: "m-b".into(), ..Default::default() }))
+            .await
+            .unwrap()
+            .into_inner();
+        let total = r.total.unwrap();
+        assert_eq!((total.requests, total.errors, total.latency_p50_ms), (3, 2, 400.0));
+        assert_eq!(r.groups.len(), 1);
+        let r = admin
+            .get_stats(stats("", 0, pb::LogFilter { since_ms: t0 + 100_000, ..Default::default() }))
+            .await
+            .unwrap()
+            .into_inner();
+        let total = r.total.unwrap();
+        assert_eq!((total.requests, total.error_rate, total.latency_p50_ms), (0, 0.0, 0.0));
+
+        let err = admin.get_stats(stats("colour", 0, Default::default())).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        cp.shutdown().await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// retention
+// ---------------------------------------------------------------------------
+
+both! {
+    async fn retention_deletes_old_rows(db: Db) {
+        let dir = tempfile::tempdir().unwrap();
+        const DAY: i64 = 24 * 3600 * 1000;
+        let now = now_ms();
+        // Retention off: old records are kept.
+        let cp = start_cp(&db, dir.path(), 0).await;
+        let mut old: Vec<pb::RequestLog> = (1..=5).map(|n| rec(n, now - 40 * DAY - i64::from(n))).collect();
+        old.extend((6..=7).map(|n| rec(n, now - 10 * DAY)));
+        old.push(rec(8, now - 1000));
+        ship(&mut cp.logs(), vec![batch(8, old)]).await;
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 8);
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_attempts").await, 8);
+
+        // Directly, in small batches: 30 days keeps 6, 7 and 8.
+        let n = retention::purge_older_than(cp.running.store(), now - 30 * DAY, 2, None).await.unwrap();
+        assert_eq!(n, 5);
+        let mut admin = cp.admin();
+        assert_eq!(numbers(&mut admin, Default::default()).await, [8, 7, 6]);
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_attempts").await, 3);
+        cp.shutdown().await;
+
+        // The job runs once at start: a restart with 7 days of retention
+        // deletes 6 and 7 without waiting for the hourly run.
+        let cp = start_cp(&db, dir.path(), 7).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while count(&cp, "SELECT COUNT(*) FROM request_logs").await != 1 {
+            assert!(tokio::time::Instant::now() < deadline, "retention did not run at start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut admin = cp.admin();
+        assert_eq!(numbers(&mut admin, Default::default()).await, [8]);
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_attempts").await, 1);
+        cp.shutdown().await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// query plans
+// ---------------------------------------------------------------------------
+
+/// The list and stats statements the RPCs run for each indexed filter,
+/// built by the same functions.
+fn planned_statements(t: i64) -> Vec<(&'static str, Statement)> {
+    let f = pb::LogFilter::default;
+    let list = |filter: pb::LogFilter| {
+        list_statement(&pb::ListLogsRequest {
+            filter: Some(filter),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let range = || pb::LogFilter {
+        since_ms: t - 3_600_000,
+        until_ms: t,
+        ..f()
+    };
+    vec![
+        ("time range", list(range())),
+        ("newest first", list(f())),
+        ("model", list(pb::LogFilter { model: "m-a".into(), ..range() })),
+        ("provider", list(pb::LogFilter { provider: "p-x".into(), ..range() })),
+        ("key", list(pb::LogFilter { key: "k1".into(), ..range() })),
+        ("model only", list(pb::LogFilter { model: "m-a".into(), ..f() })),
+        ("provider only", list(pb::LogFilter { provider: "p-x".into(), ..f() })),
+        ("key only", list(pb::LogFilter { key: "k1".into(), ..f() })),
+        ("status", list(pb::LogFilter { status_min: 500, status_max: 599, ..f() })),
+        (
+            "slowest",
+            list_statement(&pb::ListLogsRequest {
+                order_by: "latency".into(),
+                ..Default::default()
+            })
+            .unwrap(),
+        ),
+        (
+            "stats by model",
+            stats_statement(&pb::GetStatsRequest {
+                filter: Some(pb::LogFilter { model: "m-a".into(), ..range() }),
+                group_by: "provider".into(),
+                bucket_s: 60,
+            })
+            .unwrap(),
+        ),
+        (
+            "stats time range",
+            stats_statement(&pb::GetStatsRequest {
+                filter: Some(range()),
+                ..Default::default()
+            })
+            .unwrap(),
+        ),
+    ]
+}
+
+fn uses_index_pg(plan: &serde_json::Value, bad: &mut Vec<String>) -> bool {
+    let mut found = false;
+    match plan {
+        serde_json::Value::Object(m) => {
+            let node = m.get("Node Type").and_then(|v| v.as_str()).unwrap_or("");
+            let rel = m.get("Relation Name").and_then(|v| v.as_str()).unwrap_or("");
+            let index = m.get("Index Name").and_then(|v| v.as_str()).unwrap_or("");
+            match node {
+                "Index Scan" | "Index Only Scan" if rel == "request_logs" => found = true,
+                "Bitmap Index Scan" if index.starts_with("request_logs") => found = true,
+                "Seq Scan" if rel == "request_logs" => bad.push(node.to_string()),
+                _ => {}
+            }
+            for v in m.values() {
+                found |= uses_index_pg(v, bad);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for v in a {
+                found |= uses_index_pg(v, bad);
+            }
+        }
+        _ => {}
+    }
+    found
+}
+
+both! {
+    async fn queries_use_indexes(db: Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        // Some rows, so the plans are not those of an empty table.
+        let t = t0();
+        let mut many = Vec::new();
+        for round in 0..20u32 {
+            for (i, mut r) in data_set(t - i64::from(round) * 60_000).into_iter().enumerate() {
+                r.id = id(round * 100 + u32::try_from(i).unwrap() + 1);
+                many.push(r);
+            }
+        }
+        ship(&mut cp.logs(), vec![batch(1, many)]).await;
+        let statements = planned_statements(t);
+        match db.kind {
+            Kind::Sqlite => {
+                let mut conn = cp.running.store().pool().acquire().await.unwrap();
+                for (what, st) in &statements {
+                    let rows = st
+                        .with_prefix("EXPLAIN QUERY PLAN ")
+                        .fetch_all(&mut conn)
+                        .await
+                        .unwrap();
+                    let details: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+                    let plan = details.join(" | ");
+                    assert!(
+                        details.iter().any(|d| d.contains("USING INDEX") || d.contains("USING COVERING INDEX")),
+                        "{what}: no index in {plan}\n{}",
+                        st.sql
+                    );
+                    assert!(
+                        !details.iter().any(|d| d.trim() == "SCAN request_logs"),
+                        "{what}: full scan in {plan}\n{}",
+                        st.sql
+                    );
+                }
+            }
+            Kind::Postgres => {
+                let mut conn = sqlx::postgres::PgConnection::connect(&db.url).await.unwrap();
+                sqlx::query("ANALYZE request_logs").execute(&mut conn).await.unwrap();
+                sqlx::query("SET enable_seqscan = off").execute(&mut conn).await.unwrap();
+                for (what, st) in &statements {
+                    let sql = format!("EXPLAIN (FORMAT JSON) {}", st.sql);
+                    let mut q = sqlx::query(&sql);
+                    for p in &st.params {
+                        q = match p {
+                            Param::Int(v) => q.bind(*v),
+                            Param::Real(v) => q.bind(*v),
+                            Param::Text(v) => q.bind(v.as_str()),
+                        };
+                    }
+                    let row = q.fetch_one(&mut conn).await.unwrap();
+                    // The json column, read as its text.
+                    let text: String = row.try_get_unchecked(0).unwrap();
+                    let plan: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    let mut bad = Vec::new();
+                    assert!(uses_index_pg(&plan, &mut bad), "{what}: no index scan in {plan}\n{}", st.sql);
+                    assert!(bad.is_empty(), "{what}: sequential scan in {plan}");
+                }
+                conn.close().await.unwrap();
+            }
+        }
+        cp.shutdown().await;
+    }
+}

@@ -1,0 +1,478 @@
+//! Candidate selection: which of a model's targets may serve a request, and
+//! in what order they are tried. The data plane routes with this, and the
+//! control plane's `route explain` runs the very same code.
+//!
+//! Steps: drop targets whose provider speaks another protocol, drop targets
+//! whose rule does not match, order the rest by the model's strategy, then
+//! move ejected outliers to the back (at most `max_ejected` of them).
+
+use crate::rules::Facts;
+use crate::table::{Model, Target};
+use crate::validate::{Protocol, Strategy};
+
+/// Runtime state a strategy reads: rotation counters, latency estimates,
+/// outlier ejection and randomness. The data plane keeps the real one; an
+/// explanation uses a fresh one.
+pub trait RouteState {
+    /// A counter that grows by one per call, per model.
+    fn next_turn(&self, model: &str) -> u64;
+    /// Smoothed time to first byte of a target, in milliseconds.
+    fn ttfb_ewma_ms(&self, target: &TargetKey) -> Option<f64>;
+    /// Whether the target is ejected as an outlier now.
+    fn is_ejected(&self, target: &TargetKey) -> bool;
+    /// A random number below `n` (n > 0).
+    fn random_below(&self, n: u64) -> u64;
+}
+
+/// Identity of a target for runtime state: provider plus upstream model.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TargetKey {
+    pub provider: String,
+    pub upstream_model: String,
+}
+
+impl TargetKey {
+    pub fn of(t: &Target) -> Self {
+        TargetKey {
+            provider: t.provider.name.clone(),
+            upstream_model: t.upstream_model.clone(),
+        }
+    }
+}
+
+/// Why a target is not a candidate, or where it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Tried in this position (0 first).
+    Kept { order: usize, ejected: bool },
+    WrongProtocol(Protocol),
+    RuleDidNotMatch,
+}
+
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Index into `model.targets`.
+    pub target: usize,
+    pub verdict: Verdict,
+}
+
+/// The ordered candidates for one request, and a verdict for every target.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Indices into `model.targets`, in the order to try them.
+    pub order: Vec<usize>,
+    pub decisions: Vec<Decision>,
+}
+
+impl Plan {
+    /// Why there is no candidate, for the client's error message.
+    pub fn empty_reason(&self, model: &Model) -> String {
+        if model.targets.is_empty() {
+            return format!("model '{}' has no enabled target", model.name);
+        }
+        if self
+            .decisions
+            .iter()
+            .all(|d| matches!(d.verdict, Verdict::WrongProtocol(_)))
+        {
+            return format!(
+                "model '{}' has no target that speaks this API's protocol",
+                model.name
+            );
+        }
+        format!(
+            "no target of model '{}' accepts this request (target rules did not match)",
+            model.name
+        )
+    }
+}
+
+/// At most this share of a model's candidates is moved back as outliers,
+/// so that ejection cannot leave a model with nothing healthy to try first.
+pub fn max_ejected(candidates: usize) -> usize {
+    (candidates / 2).max(1).min(candidates.saturating_sub(1))
+}
+
+pub fn plan(model: &Model, protocol: Protocol, facts: &dyn Facts, state: &dyn RouteState) -> Plan {
+    let mut decisions = Vec::with_capacity(model.targets.len());
+    let mut candidates = Vec::with_capacity(model.targets.len());
+    for (i, t) in model.targets.iter().enumerate() {
+        if t.provider.protocol != protocol {
+            decisions.push(Decision {
+                target: i,
+                verdict: Verdict::WrongProtocol(t.provider.protocol),
+            });
+        } else if t.rules.as_ref().is_some_and(|r| !r.matches(facts)) {
+            decisions.push(Decision {
+                target: i,
+                verdict: Verdict::RuleDidNotMatch,
+            });
+        } else {
+            candidates.push(i);
+        }
+    }
+
+    let mut order = match model.strategy {
+        Strategy::Priority => priority_order(model, &candidates, state),
+        Strategy::RoundRobin => {
+            let turn = state.next_turn(&model.name);
+            rotate(&candidates, turn)
+        }
+        Strategy::Weighted => {
+            let turn = state.next_turn(&model.name);
+            weighted_order(model, &candidates, turn)
+        }
+        Strategy::LeastLatency => least_latency_order(model, &candidates, state),
+    };
+
+    // Outliers go to the back, keeping their relative order, up to the cap.
+    let cap = max_ejected(order.len());
+    let mut healthy = Vec::with_capacity(order.len());
+    let mut ejected = Vec::new();
+    for i in order.drain(..) {
+        if ejected.len() < cap && state.is_ejected(&TargetKey::of(&model.targets[i])) {
+            ejected.push(i);
+        } else {
+            healthy.push(i);
+        }
+    }
+    let n_healthy = healthy.len();
+    healthy.extend(ejected);
+    let order = healthy;
+    for (pos, &i) in order.iter().enumerate() {
+        decisions.push(Decision {
+            target: i,
+            verdict: Verdict::Kept {
+                order: pos,
+                ejected: pos >= n_healthy,
+            },
+        });
+    }
+    decisions.sort_by_key(|d| d.target);
+    Plan { order, decisions }
+}
+
+/// The candidates rotated to start at `turn`.
+fn rotate(candidates: &[usize], turn: u64) -> Vec<usize> {
+    if candidates.is_empty() {
+        return Vec::new();
+    }
+    let start = (turn % candidates.len() as u64) as usize;
+    candidates[start..]
+        .iter()
+        .chain(&candidates[..start])
+        .copied()
+        .collect()
+}
+
+/// Weighted round-robin: the first pick is proportional to weight over
+/// successive turns; the rest follow in descending weight for failover.
+fn weighted_order(model: &Model, candidates: &[usize], turn: u64) -> Vec<usize> {
+    let total: u64 = candidates
+        .iter()
+        .map(|&i| u64::from(model.targets[i].weight))
+        .sum();
+    if total == 0 {
+        return candidates.to_vec();
+    }
+    let mut point = turn % total;
+    let mut first = candidates.first().copied();
+    for &i in candidates {
+        let w = u64::from(model.targets[i].weight);
+        if point < w {
+            first = Some(i);
+            break;
+        }
+        point -= w;
+    }
+    let Some(first) = first else {
+        return Vec::new();
+    };
+    let mut rest: Vec<usize> = candidates.iter().copied().filter(|&i| i != first).collect();
+    rest.sort_by_key(|&i| std::cmp::Reverse(model.targets[i].weight));
+    std::iter::once(first).chain(rest).collect()
+}
+
+/// Ascending priority; inside one priority, weighted round-robin.
+fn priority_order(model: &Model, candidates: &[usize], state: &dyn RouteState) -> Vec<usize> {
+    let mut out = Vec::with_capacity(candidates.len());
+    let mut start = 0;
+    let mut turn = None;
+    while start < candidates.len() {
+        let p = model.targets[candidates[start]].priority;
+        let end = candidates[start..]
+            .iter()
+            .position(|&i| model.targets[i].priority != p)
+            .map_or(candidates.len(), |n| start + n);
+        let group = &candidates[start..end];
+        if group.len() == 1 {
+            out.push(group[0]);
+        } else {
+            let t = *turn.get_or_insert_with(|| state.next_turn(&model.name));
+            out.extend(weighted_order(model, group, t));
+        }
+        start = end;
+    }
+    out
+}
+
+/// Power of two choices over the smoothed time to first byte; a target with
+/// no measurement yet counts as fastest so that it gets measured.
+fn least_latency_order(model: &Model, candidates: &[usize], state: &dyn RouteState) -> Vec<usize> {
+    let latency = |i: usize| {
+        state
+            .ttfb_ewma_ms(&TargetKey::of(&model.targets[i]))
+            .unwrap_or(0.0)
+    };
+    if candidates.len() < 2 {
+        return candidates.to_vec();
+    }
+    let n = candidates.len() as u64;
+    let a = state.random_below(n) as usize;
+    let mut b = state.random_below(n - 1) as usize;
+    if b >= a {
+        b += 1;
+    }
+    let (ca, cb) = (candidates[a], candidates[b]);
+    let first = if latency(cb) < latency(ca) { cb } else { ca };
+    let mut rest: Vec<usize> = candidates.iter().copied().filter(|&i| i != first).collect();
+    rest.sort_by(|&x, &y| latency(x).total_cmp(&latency(y)));
+    std::iter::once(first).chain(rest).collect()
+}
+
+/// A `RouteState` with no history: turn 0, no latencies, no ejections, and
+/// no randomness. Used to explain a route.
+#[derive(Debug, Default)]
+pub struct FreshState;
+
+impl RouteState for FreshState {
+    fn next_turn(&self, _model: &str) -> u64 {
+        0
+    }
+    fn ttfb_ewma_ms(&self, _target: &TargetKey) -> Option<f64> {
+        None
+    }
+    fn is_ejected(&self, _target: &TargetKey) -> bool {
+        false
+    }
+    fn random_below(&self, _n: u64) -> u64 {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::Rule;
+    use crate::table::{Prices, Provider};
+    use std::cell::Cell;
+    use std::collections::{HashMap, HashSet};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn provider(name: &str, protocol: Protocol) -> Arc<Provider> {
+        Arc::new(Provider {
+            name: name.into(),
+            protocol,
+            base_url: "http://x".into(),
+            api_key: None,
+            headers: vec![],
+            timeout: Duration::from_secs(1),
+            stream_usage: true,
+        })
+    }
+
+    fn target(p: &Arc<Provider>, m: &str, priority: i32, weight: u32, rule: Option<&str>) -> Target {
+        Target {
+            provider: Arc::clone(p),
+            upstream_model: m.into(),
+            priority,
+            weight,
+            rules: rule.and_then(|r| Rule::parse(r).unwrap()),
+            prices: Prices::default(),
+        }
+    }
+
+    fn model(strategy: Strategy, targets: Vec<Target>) -> Model {
+        Model {
+            name: "m".into(),
+            strategy,
+            max_attempts: 1,
+            retry_delay: Duration::ZERO,
+            prices: Prices::default(),
+            targets,
+        }
+    }
+
+    struct NoFacts;
+    impl Facts for NoFacts {
+        fn header(&self, _: &str) -> Option<&str> {
+            None
+        }
+        fn body(&self) -> Option<&serde_json::Value> {
+            None
+        }
+        fn key_name(&self) -> &str {
+            "k"
+        }
+        fn input_tokens(&self) -> u64 {
+            10
+        }
+    }
+
+    #[derive(Default)]
+    struct TestState {
+        turn: Cell<u64>,
+        ewma: HashMap<String, f64>,
+        ejected: HashSet<String>,
+        random: Cell<u64>,
+    }
+
+    impl RouteState for TestState {
+        fn next_turn(&self, _: &str) -> u64 {
+            let t = self.turn.get();
+            self.turn.set(t + 1);
+            t
+        }
+        fn ttfb_ewma_ms(&self, t: &TargetKey) -> Option<f64> {
+            self.ewma.get(&t.upstream_model).copied()
+        }
+        fn is_ejected(&self, t: &TargetKey) -> bool {
+            self.ejected.contains(&t.upstream_model)
+        }
+        fn random_below(&self, n: u64) -> u64 {
+            let r = self.random.get();
+            self.random.set(r + 1);
+            r % n
+        }
+    }
+
+    fn names(m: &Model, p: &Plan) -> Vec<String> {
+        p.order
+            .iter()
+            .map(|&i| m.targets[i].upstream_model.clone())
+            .collect()
+    }
+
+    #[test]
+    fn priority_groups_in_order_with_weights_inside() {
+        let p = provider("p", Protocol::OpenAi);
+        let m = model(
+            Strategy::Priority,
+            vec![
+                target(&p, "a", 0, 1, None),
+                target(&p, "b", 0, 3, None),
+                target(&p, "c", 1, 1, None),
+            ],
+        );
+        let s = TestState::default();
+        let mut firsts = Vec::new();
+        for _ in 0..4 {
+            let plan = plan(&m, Protocol::OpenAi, &NoFacts, &s);
+            let n = names(&m, &plan);
+            assert_eq!(n.last().map(String::as_str), Some("c"));
+            firsts.push(n[0].clone());
+        }
+        assert_eq!(firsts, ["a", "b", "b", "b"]);
+    }
+
+    #[test]
+    fn round_robin_rotates() {
+        let p = provider("p", Protocol::OpenAi);
+        let m = model(
+            Strategy::RoundRobin,
+            vec![target(&p, "a", 0, 1, None), target(&p, "b", 5, 1, None)],
+        );
+        let s = TestState::default();
+        assert_eq!(names(&m, &plan(&m, Protocol::OpenAi, &NoFacts, &s)), ["a", "b"]);
+        assert_eq!(names(&m, &plan(&m, Protocol::OpenAi, &NoFacts, &s)), ["b", "a"]);
+    }
+
+    #[test]
+    fn protocol_and_rules_filter() {
+        let o = provider("o", Protocol::OpenAi);
+        let a = provider("a", Protocol::Anthropic);
+        let m = model(
+            Strategy::Priority,
+            vec![
+                target(&a, "claude", 0, 1, None),
+                target(&o, "ruled", 1, 1, Some(r#"{"field":"key","op":"eq","value":"other"}"#)),
+                target(&o, "gpt", 2, 1, None),
+            ],
+        );
+        let plan = plan(&m, Protocol::OpenAi, &NoFacts, &FreshState);
+        assert_eq!(names(&m, &plan), ["gpt"]);
+        assert_eq!(plan.decisions[0].verdict, Verdict::WrongProtocol(Protocol::Anthropic));
+        assert_eq!(plan.decisions[1].verdict, Verdict::RuleDidNotMatch);
+        assert_eq!(
+            plan.decisions[2].verdict,
+            Verdict::Kept {
+                order: 0,
+                ejected: false
+            }
+        );
+        let only_anthropic = model(Strategy::Priority, vec![target(&a, "claude", 0, 1, None)]);
+        let p2 = super::plan(&only_anthropic, Protocol::OpenAi, &NoFacts, &FreshState);
+        assert!(p2.order.is_empty());
+        assert!(p2.empty_reason(&only_anthropic).contains("protocol"));
+    }
+
+    #[test]
+    fn ejected_targets_move_back_within_the_cap() {
+        let p = provider("p", Protocol::OpenAi);
+        let m = model(
+            Strategy::Priority,
+            vec![
+                target(&p, "a", 0, 1, None),
+                target(&p, "b", 1, 1, None),
+                target(&p, "c", 2, 1, None),
+                target(&p, "d", 3, 1, None),
+            ],
+        );
+        let s = TestState {
+            ejected: ["a", "b", "c"].iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        // Cap is 2 of 4: a and b move back, c stays.
+        assert_eq!(names(&m, &plan(&m, Protocol::OpenAi, &NoFacts, &s)), ["c", "d", "a", "b"]);
+        assert_eq!(max_ejected(1), 0);
+        assert_eq!(max_ejected(2), 1);
+        assert_eq!(max_ejected(5), 2);
+    }
+
+    #[test]
+    fn least_latency_prefers_the_faster_of_two() {
+        let p = provider("p", Protocol::OpenAi);
+        let m = model(
+            Strategy::LeastLatency,
+            vec![
+                target(&p, "slow", 0, 1, None),
+                target(&p, "fast", 0, 1, None),
+                target(&p, "mid", 0, 1, None),
+            ],
+        );
+        let s = TestState {
+            ewma: [("slow", 500.0), ("fast", 10.0), ("mid", 100.0)]
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            ..Default::default()
+        };
+        // random draws 0 then 1 -> compares slow with mid.
+        assert_eq!(names(&m, &plan(&m, Protocol::OpenAi, &NoFacts, &s)), ["mid", "fast", "slow"]);
+    }
+
+    #[test]
+    fn weighted_spreads_by_weight() {
+        let p = provider("p", Protocol::OpenAi);
+        let m = model(
+            Strategy::Weighted,
+            vec![target(&p, "a", 0, 1, None), target(&p, "b", 9, 2, None)],
+        );
+        let s = TestState::default();
+        let firsts: Vec<String> = (0..6)
+            .map(|_| names(&m, &plan(&m, Protocol::OpenAi, &NoFacts, &s))[0].clone())
+            .collect();
+        assert_eq!(firsts.iter().filter(|f| *f == "b").count(), 4);
+    }
+}

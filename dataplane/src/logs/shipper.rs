@@ -1,0 +1,302 @@
+//! The log shipper: streams the spool to the control plane's `Logs.Ship`
+//! and trims the spool behind its acknowledgements.
+//!
+//! Records go out as soon as the writer reports them (a `watch`, no
+//! polling), in batches of up to `batch_max_records` / `batch_max_bytes`,
+//! with at most `window` unacknowledged batches in flight. Each
+//! acknowledgement covers every record up to its sequence; the spool is
+//! trimmed to it. After any failure the stream is re-opened (next URL,
+//! jittered backoff, forever) and everything after the last acknowledgement
+//! is sent again: at-least-once delivery, which the control plane's
+//! idempotent ingest (by record id) turns into exactly-once storage.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use http::Uri;
+use llmgw_proto::v1 as pb;
+use llmgw_proto::v1::logs_client::LogsClient;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tracing::{debug, error, info, warn};
+
+use super::spool::{ReadBatch, Spool};
+use crate::backoff::Backoff;
+
+/// A stream that stayed up this long counts as healthy even without acks
+/// (an idle data plane sends nothing), so the next reconnect is fast.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// Quarantined ids quoted in one warning.
+const QUARANTINE_IDS_LOGGED: usize = 10;
+
+/// Counters shared with [`super::LogsHandle`].
+#[derive(Debug, Default)]
+pub(crate) struct ShipCounters {
+    /// Records acknowledged by the control plane (quarantined included).
+    pub shipped: AtomicU64,
+    /// Batches acknowledged.
+    pub batches: AtomicU64,
+    /// Records the control plane quarantined.
+    pub quarantined: AtomicU64,
+    /// Streams opened.
+    pub connects: AtomicU64,
+    /// True while a stream is open.
+    pub connected: AtomicBool,
+}
+
+pub(crate) struct Shipper {
+    pub endpoints: Vec<Uri>,
+    pub node_id: String,
+    /// `Bearer <token>`, marked sensitive.
+    pub auth: AsciiMetadataValue,
+    pub tls_ca: Option<Certificate>,
+    pub connect_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    pub backoff: Backoff,
+    pub spool: Arc<Spool>,
+    pub counters: Arc<ShipCounters>,
+    pub batch_max_records: usize,
+    pub batch_max_bytes: usize,
+    pub window: usize,
+    pub ack_timeout: Duration,
+}
+
+/// A batch sent and not yet acknowledged.
+struct InFlight {
+    last_seq: u64,
+    records: u64,
+}
+
+impl Shipper {
+    /// Ships to the control planes in turn, forever.
+    pub async fn run(mut self) {
+        let mut next = 0usize;
+        loop {
+            let Some(uri) = self
+                .endpoints
+                .get(next % self.endpoints.len().max(1))
+                .cloned()
+            else {
+                error!("no control-plane URL configured; request logs stay in the spool");
+                return;
+            };
+            next = next.wrapping_add(1);
+            let opened = Instant::now();
+            let result = self.ship_once(&uri).await;
+            self.counters.connected.store(false, Ordering::Relaxed);
+            match result {
+                Ok(()) => info!(control_plane = %uri, "control plane ended the log stream"),
+                Err(e) => match e.downcast_ref::<tonic::Status>() {
+                    Some(s) if s.code() == tonic::Code::Unauthenticated => error!(
+                        control_plane = %uri,
+                        message = s.message(),
+                        "control plane refused the data-plane token for log shipping"
+                    ),
+                    _ => {
+                        warn!(control_plane = %uri, error = format!("{e:#}"), "log stream failed")
+                    }
+                },
+            }
+            if opened.elapsed() >= HEALTHY_AFTER {
+                self.backoff.reset();
+            }
+            let delay = self.backoff.next_delay();
+            debug!(
+                delay_ms = delay.as_millis() as u64,
+                "reconnecting the log stream"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One connection and stream; returns when it ends or fails.
+    async fn ship_once(&mut self, uri: &Uri) -> Result<()> {
+        let channel = self.connect(uri).await?;
+        let mut client = LogsClient::new(channel);
+        let window = self.window.max(1);
+        let (tx, rx) = mpsc::channel::<pb::LogBatch>(window);
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        request
+            .metadata_mut()
+            .insert("authorization", self.auth.clone());
+        let mut inbound = client.ship(request).await?.into_inner();
+        self.counters.connected.store(true, Ordering::Relaxed);
+        self.counters.connects.fetch_add(1, Ordering::Relaxed);
+
+        let mut written = self.spool.subscribe_written();
+        let mut acked = self.spool.acked();
+        // Everything after the last acknowledgement goes (again).
+        let mut next = acked + 1;
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        // When the oldest unacknowledged batch stops being waited for.
+        let mut ack_deadline = Instant::now();
+        info!(
+            control_plane = %uri,
+            acked_sequence = acked,
+            pending = self.spool.depth(),
+            "log stream open"
+        );
+
+        loop {
+            // Fill the window with what the spool holds.
+            while in_flight.len() < window {
+                let last_written = *written.borrow_and_update();
+                if next > last_written {
+                    break;
+                }
+                let spool = Arc::clone(&self.spool);
+                let (max_records, max_bytes) = (self.batch_max_records, self.batch_max_bytes);
+                let ReadBatch { records, next_seq } =
+                    tokio::task::spawn_blocking(move || {
+                        spool.read_from(next, max_records, max_bytes)
+                    })
+                    .await
+                    .context("spool read task")?
+                    .context("reading the spool")?;
+                next = next_seq.max(next + 1);
+                let Some(last_seq) = records.last().map(|r| r.sequence) else {
+                    continue;
+                };
+                let n = records.len() as u64;
+                if in_flight.is_empty() {
+                    ack_deadline = Instant::now() + self.ack_timeout;
+                }
+                tx.send(pb::LogBatch {
+                    node_id: self.node_id.clone(),
+                    last_sequence: last_seq,
+                    records,
+                })
+                .await
+                .map_err(|_| anyhow!("log request stream closed"))?;
+                debug!(records = n, last_sequence = last_seq, "log batch sent");
+                in_flight.push_back(InFlight {
+                    last_seq,
+                    records: n,
+                });
+            }
+
+            tokio::select! {
+                msg = inbound.message() => {
+                    let Some(ack) = msg? else {
+                        return Ok(());
+                    };
+                    if self.handle_ack(ack, &mut acked, &mut in_flight).await? {
+                        self.backoff.reset();
+                        ack_deadline = Instant::now() + self.ack_timeout;
+                    }
+                }
+                // Only once the sender is gone, which the spool outlives.
+                _ = written.changed(), if in_flight.len() < window => {}
+                _ = tokio::time::sleep_until(ack_deadline), if !in_flight.is_empty() => {
+                    return Err(anyhow!(
+                        "no acknowledgement for {:?} with {} batches in flight",
+                        self.ack_timeout,
+                        in_flight.len()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Applies an acknowledgement; true if it advanced.
+    async fn handle_ack(
+        &mut self,
+        ack: pb::LogAck,
+        acked: &mut u64,
+        in_flight: &mut VecDeque<InFlight>,
+    ) -> Result<bool> {
+        if !ack.quarantined_ids.is_empty() {
+            let n = ack.quarantined_ids.len() as u64;
+            let total = self.counters.quarantined.fetch_add(n, Ordering::Relaxed) + n;
+            let shown: Vec<&str> = ack
+                .quarantined_ids
+                .iter()
+                .take(QUARANTINE_IDS_LOGGED)
+                .map(String::as_str)
+                .collect();
+            warn!(
+                count = n,
+                total_quarantined = total,
+                ids = ?shown,
+                "control plane quarantined request logs (acknowledged, not retried)"
+            );
+        }
+        let Some(highest_sent) = in_flight.back().map(|b| b.last_seq) else {
+            if ack.acked_sequence > *acked {
+                warn!(
+                    acked_sequence = ack.acked_sequence,
+                    "acknowledgement with nothing in flight: ignored"
+                );
+            }
+            return Ok(false);
+        };
+        if ack.acked_sequence <= *acked {
+            return Ok(false);
+        }
+        let seq = if ack.acked_sequence > highest_sent {
+            warn!(
+                acked_sequence = ack.acked_sequence,
+                highest_sent, "acknowledgement beyond what was sent: capped"
+            );
+            highest_sent
+        } else {
+            ack.acked_sequence
+        };
+        let mut records = 0;
+        let mut batches = 0;
+        while in_flight.front().is_some_and(|b| b.last_seq <= seq) {
+            if let Some(b) = in_flight.pop_front() {
+                records += b.records;
+                batches += 1;
+            }
+        }
+        *acked = seq;
+        self.counters.shipped.fetch_add(records, Ordering::Relaxed);
+        self.counters.batches.fetch_add(batches, Ordering::Relaxed);
+        let spool = Arc::clone(&self.spool);
+        match tokio::task::spawn_blocking(move || spool.ack(seq)).await {
+            Ok(Ok(())) => {}
+            // The acknowledgement still counts in memory; at worst a restart
+            // resends what it covered.
+            Ok(Err(e)) => warn!(error = %e, acked_sequence = seq, "cannot record a log acknowledgement on disk"),
+            Err(e) => return Err(anyhow!("spool acknowledgement task failed: {e}")),
+        }
+        debug!(acked_sequence = seq, records, "log batch acknowledged");
+        Ok(true)
+    }
+
+    /// As the discovery client connects: same timeouts, keepalives and TLS.
+    async fn connect(&self, uri: &Uri) -> Result<Channel> {
+        let mut endpoint = Endpoint::from(uri.clone())
+            .connect_timeout(self.connect_timeout)
+            .http2_keep_alive_interval(self.keepalive_interval)
+            .keep_alive_timeout(self.keepalive_timeout)
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true);
+        if uri.scheme_str() == Some("https") {
+            // IPv6 hosts come bracketed in URLs but not in certificates.
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let tls = ClientTlsConfig::new().domain_name(host);
+            let tls = match &self.tls_ca {
+                Some(ca) => tls.ca_certificate(ca.clone()),
+                None => tls.with_native_roots(),
+            };
+            endpoint = endpoint.tls_config(tls).context("TLS setup")?;
+        }
+        let channel = tokio::time::timeout(self.connect_timeout, endpoint.connect())
+            .await
+            .map_err(|_| anyhow!("connect timed out after {:?}", self.connect_timeout))??;
+        Ok(channel)
+    }
+}

@@ -1,0 +1,1007 @@
+//! The request-log spool: an append-only, size-bounded queue on disk that
+//! holds every record from the moment it is written until the control plane
+//! has acknowledged it, across restarts.
+//!
+//! # On-disk format
+//!
+//! The spool folder holds segment files and one acknowledgement file:
+//!
+//! - `<first_sequence:020>.seg`: a segment. It starts with the 8-byte magic
+//!   `LLMGWSP1`, followed by frames:
+//!
+//!   ```text
+//!   len: u32 LE | crc: u32 LE | payload: len bytes
+//!   ```
+//!
+//!   `payload` is a protobuf-encoded `llmgw.v1.RequestLog` whose `sequence`
+//!   field holds the sequence number the spool assigned to it; `crc` is the
+//!   CRC32 (IEEE) of the four `len` bytes followed by the payload. Sequences
+//!   are consecutive within a segment and increase across segments.
+//! - `acked`: the highest sequence the control plane acknowledged, as
+//!   `seq: u64 LE | crc: u32 LE` (CRC32 of the eight `seq` bytes). It is
+//!   replaced atomically (write `acked.tmp`, rename) on every acknowledgement.
+//!   A missing or damaged file reads as 0: everything is resent, which the
+//!   control plane's idempotent ingest absorbs.
+//!
+//! # Recovery
+//!
+//! [`Spool::open`] scans every segment. The first frame that is incomplete,
+//! fails its CRC, does not decode or breaks the sequence run ends the
+//! segment: the file is truncated there (a write torn by a crash loses only
+//! the frame being written). Segments left empty or wholly acknowledged are
+//! deleted. The next sequence is one past the highest of every frame found
+//! and the acknowledged sequence, so sequences never go back.
+//!
+//! # Durability
+//!
+//! [`Spool::append`] hands each batch to the kernel with one `write`: from
+//! then on a killed process (SIGKILL, panic, OOM) loses nothing. Surviving a
+//! machine crash or power loss also needs [`Spool::sync`] (`fdatasync`),
+//! which the writer task calls after a batch at most once per sync interval;
+//! see [`super::LogsConfig::sync_interval`].
+//!
+//! # Bounds
+//!
+//! Segments roll at `segment_bytes`. When the spool's total size exceeds
+//! `max_bytes`, the oldest segment is deleted whether acknowledged or not;
+//! its unacknowledged records are counted in [`SpoolStats::dropped_full`].
+//! A segment is otherwise deleted only once every record in it is
+//! acknowledged.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use llmgw_proto::v1 as pb;
+use prost::Message;
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+
+/// First bytes of every segment file; the digit is the format version.
+pub const MAGIC: &[u8; 8] = b"LLMGWSP1";
+/// `len` and `crc`, before each payload.
+pub const FRAME_HEADER_BYTES: usize = 8;
+/// Largest encoded record the spool accepts; bigger ones are refused and
+/// counted (the control plane takes batches of up to 64 MiB).
+pub const MAX_RECORD_BYTES: usize = 32 << 20;
+/// Name of the acknowledgement file.
+pub const ACK_FILE: &str = "acked";
+const ACK_TMP_FILE: &str = "acked.tmp";
+const SEGMENT_EXT: &str = "seg";
+/// Segments no smaller than this, so a tiny configuration still works.
+const MIN_SEGMENT_BYTES: u64 = 64;
+
+/// Sizes of a [`Spool`].
+#[derive(Debug, Clone, Copy)]
+pub struct SpoolOptions {
+    /// Upper bound of the spool's size on disk, in bytes.
+    pub max_bytes: u64,
+    /// A segment is closed and a new one started past this size. Clamped to
+    /// at most a quarter of `max_bytes`, so dropping the oldest segment
+    /// always makes room.
+    pub segment_bytes: u64,
+}
+
+impl Default for SpoolOptions {
+    fn default() -> Self {
+        SpoolOptions {
+            max_bytes: super::DEFAULT_SPOOL_MAX_BYTES,
+            segment_bytes: super::DEFAULT_SEGMENT_BYTES,
+        }
+    }
+}
+
+/// A point-in-time view of the spool, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpoolStats {
+    /// Segment files on disk.
+    pub segments: usize,
+    /// Their total size in bytes.
+    pub bytes: u64,
+    /// Records on disk not yet acknowledged.
+    pub depth: u64,
+    /// Sequence of the last record written; 0 before the first.
+    pub last_written: u64,
+    /// Highest sequence acknowledged by the control plane.
+    pub acked: u64,
+    /// Unacknowledged records lost because the size bound dropped their
+    /// segment.
+    pub dropped_full: u64,
+    /// Segments dropped by the size bound.
+    pub dropped_segments: u64,
+    /// Records lost to failed writes (disk full, I/O errors).
+    pub write_failed: u64,
+    /// Records refused for being larger than [`MAX_RECORD_BYTES`].
+    pub oversized: u64,
+    /// Damaged frames found: cut off on recovery or skipped on read.
+    pub corrupt: u64,
+}
+
+/// What [`Spool::read_from`] returns.
+#[derive(Debug, Default)]
+pub struct ReadBatch {
+    /// Records in sequence order, possibly none.
+    pub records: Vec<pb::RequestLog>,
+    /// Where the next read starts: one past the last frame read (damaged
+    /// frames included), or past the last record written when there was
+    /// nothing to read.
+    pub next_seq: u64,
+}
+
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    first_seq: u64,
+    /// Start of each frame; frame `i` holds sequence `first_seq + i`.
+    offsets: Vec<u64>,
+    /// File length: the end of the last frame.
+    len: u64,
+}
+
+impl Segment {
+    fn records(&self) -> u64 {
+        self.offsets.len() as u64
+    }
+
+    /// Sequence of the last frame; `first_seq - 1` when empty.
+    fn last_seq(&self) -> u64 {
+        (self.first_seq + self.records()).saturating_sub(1)
+    }
+
+    /// Records in this segment with a sequence above `acked`.
+    fn unacked(&self, acked: u64) -> u64 {
+        if self.offsets.is_empty() {
+            return 0;
+        }
+        let first_unacked = self.first_seq.max(acked.saturating_add(1));
+        (self.last_seq() + 1).saturating_sub(first_unacked)
+    }
+
+    /// End of frame `i`.
+    fn frame_end(&self, i: usize) -> u64 {
+        self.offsets.get(i + 1).copied().unwrap_or(self.len)
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    segments: VecDeque<Segment>,
+    /// The last segment, open for appending; `None` until the next append
+    /// starts a new segment.
+    active: Option<File>,
+    /// Closed segments whose data has not been synced yet.
+    unsynced: Vec<File>,
+    next_seq: u64,
+    acked: u64,
+    total_bytes: u64,
+}
+
+impl Inner {
+    fn last_written(&self) -> u64 {
+        self.next_seq.saturating_sub(1)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    dropped_full: AtomicU64,
+    dropped_segments: AtomicU64,
+    write_failed: AtomicU64,
+    oversized: AtomicU64,
+    corrupt: AtomicU64,
+}
+
+/// The spool of one data plane. All methods do blocking file I/O: call them
+/// from `spawn_blocking` or a dedicated thread, never on the async runtime.
+/// A single writer is expected; reads, acknowledgements and stats may come
+/// from anywhere at the same time.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    opts: SpoolOptions,
+    inner: Mutex<Inner>,
+    counters: Counters,
+    written: watch::Sender<u64>,
+    acked: watch::Sender<u64>,
+}
+
+impl Spool {
+    /// Opens (creating it if needed) the spool in `dir` and recovers what a
+    /// previous run left there; see the module documentation.
+    pub fn open(dir: impl Into<PathBuf>, opts: SpoolOptions) -> io::Result<Spool> {
+        let dir = dir.into();
+        let opts = SpoolOptions {
+            max_bytes: opts.max_bytes.max(4 * MIN_SEGMENT_BYTES),
+            segment_bytes: opts
+                .segment_bytes
+                .clamp(MIN_SEGMENT_BYTES, (opts.max_bytes / 4).max(MIN_SEGMENT_BYTES)),
+        };
+        fs::create_dir_all(&dir)?;
+        let counters = Counters::default();
+        let acked = read_ack_file(&dir);
+        let _ = fs::remove_file(dir.join(ACK_TMP_FILE));
+
+        let mut names: Vec<(u64, PathBuf)> = Vec::new();
+        for entry in fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some(SEGMENT_EXT) {
+                continue;
+            }
+            let Some(n) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            names.push((n, path));
+        }
+        names.sort();
+
+        let mut segments = VecDeque::new();
+        let mut max_seq = 0u64;
+        let mut total_bytes = 0u64;
+        for (_, path) in names {
+            let Some(seg) = recover_segment(&path, &counters)? else {
+                continue;
+            };
+            if seg.offsets.is_empty() || seg.last_seq() <= acked {
+                max_seq = max_seq.max(seg.last_seq());
+                remove_file_logged(&seg.path);
+                continue;
+            }
+            max_seq = max_seq.max(seg.last_seq());
+            total_bytes += seg.len;
+            segments.push_back(seg);
+        }
+
+        let next_seq = max_seq.max(acked) + 1;
+        let spool = Spool {
+            dir,
+            opts,
+            inner: Mutex::new(Inner {
+                segments,
+                active: None,
+                unsynced: Vec::new(),
+                next_seq,
+                acked,
+                total_bytes,
+            }),
+            counters,
+            written: watch::Sender::new(next_seq - 1),
+            acked: watch::Sender::new(acked),
+        };
+        {
+            let mut inner = spool.lock();
+            spool.enforce_bound(&mut inner);
+            let depth: u64 = inner.segments.iter().map(|s| s.unacked(acked)).sum();
+            info!(
+                dir = %spool.dir.display(),
+                segments = inner.segments.len(),
+                bytes = inner.total_bytes,
+                unacked = depth,
+                acked,
+                next_sequence = next_seq,
+                "request-log spool opened"
+            );
+        }
+        Ok(spool)
+    }
+
+    /// The spool's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The options in force (after clamping).
+    pub fn options(&self) -> SpoolOptions {
+        self.opts
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Assigns each record the next sequence, writes them in one go and
+    /// returns the last sequence written (`None` if nothing was). The data
+    /// is in the kernel's page cache on return; [`Spool::sync`] makes it
+    /// durable. On an error, the records of the failed write are lost and
+    /// counted; their sequences are not reused.
+    pub fn append(&self, records: Vec<pb::RequestLog>) -> io::Result<Option<u64>> {
+        let mut inner = self.lock();
+
+        // Encode everything first: (sequence, start, end) in `buf`.
+        let mut buf = Vec::new();
+        let mut frames: Vec<(u64, usize, usize)> = Vec::with_capacity(records.len());
+        for mut record in records {
+            let seq = inner.next_seq;
+            record.sequence = seq;
+            let len = record.encoded_len();
+            if len > MAX_RECORD_BYTES {
+                let n = self.counters.oversized.fetch_add(1, Ordering::Relaxed) + 1;
+                warn!(
+                    id = record.id,
+                    bytes = len,
+                    max = MAX_RECORD_BYTES,
+                    oversized = n,
+                    "request log too large for the spool: dropped"
+                );
+                continue;
+            }
+            let start = buf.len();
+            let len32 = u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes();
+            buf.extend_from_slice(&len32);
+            buf.extend_from_slice(&[0; 4]);
+            record
+                .encode(&mut buf)
+                .map_err(|e| io::Error::other(format!("encoding a request log: {e}")))?;
+            let crc = frame_crc(len32, &buf[start + FRAME_HEADER_BYTES..]);
+            buf[start + 4..start + FRAME_HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
+            frames.push((seq, start, buf.len()));
+            inner.next_seq += 1;
+        }
+
+        let mut last = None;
+        let mut i = 0;
+        while i < frames.len() {
+            let seq = frames[i].0;
+            if let Err(e) = self.ensure_active(&mut inner, seq) {
+                self.count_failed((frames.len() - i) as u64);
+                return Err(e);
+            }
+            let Some(seg) = inner.segments.back() else {
+                return Err(io::Error::other("spool has no active segment"));
+            };
+            let seg_len = seg.len;
+            // As many frames as fit the segment, at least one.
+            let room = self.opts.segment_bytes.saturating_sub(seg_len);
+            let mut j = i + 1;
+            while j < frames.len() && (frames[j].2 - frames[i].1) as u64 <= room {
+                j += 1;
+            }
+            let chunk = &buf[frames[i].1..frames[j - 1].2];
+            let written = match inner.active.as_mut() {
+                Some(file) => file.write_all(chunk),
+                None => Err(io::Error::other("spool has no active segment")),
+            };
+            if let Err(e) = written {
+                self.abandon_active(&mut inner, seg_len);
+                self.count_failed((frames.len() - i) as u64);
+                if let Some(l) = last {
+                    self.written.send_replace(l);
+                }
+                return Err(e);
+            }
+            if let Some(seg) = inner.segments.back_mut() {
+                for &(_, start, _) in &frames[i..j] {
+                    seg.offsets.push(seg_len + (start - frames[i].1) as u64);
+                }
+                seg.len += chunk.len() as u64;
+                if seg.len >= self.opts.segment_bytes {
+                    // Roll: the next frame starts a new segment.
+                    if let Some(file) = inner.active.take() {
+                        inner.unsynced.push(file);
+                    }
+                }
+            }
+            inner.total_bytes += chunk.len() as u64;
+            last = Some(frames[j - 1].0);
+            i = j;
+        }
+        self.enforce_bound(&mut inner);
+        drop(inner);
+        if let Some(l) = last {
+            self.written.send_replace(l);
+        }
+        Ok(last)
+    }
+
+    /// Makes everything written so far durable (`fdatasync`). The lock is
+    /// not held while the disk works.
+    pub fn sync(&self) -> io::Result<()> {
+        let (closed, active) = {
+            let mut inner = self.lock();
+            let active = inner.active.as_ref().map(File::try_clone).transpose()?;
+            (std::mem::take(&mut inner.unsynced), active)
+        };
+        for file in closed.iter().chain(active.iter()) {
+            file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Reads records from sequence `from` on (skipping any that are gone),
+    /// at most `max_records` and, past the first, `max_bytes` of frames.
+    /// Reads stay within one segment; call again from
+    /// [`ReadBatch::next_seq`] for more.
+    pub fn read_from(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> io::Result<ReadBatch> {
+        let max_records = max_records.max(1);
+        // A segment may be deleted between finding it and opening it (an
+        // acknowledgement or the size bound): look again.
+        for _ in 0..16 {
+            let (path, seq0, start, end) = {
+                let inner = self.lock();
+                let Some(seg) = inner
+                    .segments
+                    .iter()
+                    .find(|s| !s.offsets.is_empty() && s.last_seq() >= from)
+                else {
+                    return Ok(ReadBatch {
+                        records: Vec::new(),
+                        next_seq: from.max(inner.next_seq),
+                    });
+                };
+                let first = usize::try_from(from.saturating_sub(seg.first_seq)).unwrap_or(0);
+                let start = seg.offsets[first];
+                let mut last = first;
+                while last + 1 < seg.offsets.len()
+                    && last + 1 - first < max_records
+                    && seg.frame_end(last + 1) - start <= max_bytes as u64
+                {
+                    last += 1;
+                }
+                (
+                    seg.path.clone(),
+                    seg.first_seq + first as u64,
+                    start,
+                    seg.frame_end(last),
+                )
+            };
+            let data = match read_range(&path, start, end) {
+                Ok(d) => d,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            return Ok(self.decode_frames(&path, seq0, &data));
+        }
+        Err(io::Error::other("spool segments keep disappearing"))
+    }
+
+    fn decode_frames(&self, path: &Path, seq0: u64, data: &[u8]) -> ReadBatch {
+        let mut records = Vec::new();
+        let mut pos = 0usize;
+        let mut seq = seq0;
+        while pos < data.len() {
+            match parse_frame(&data[pos..]) {
+                Ok((record, size)) => {
+                    if record.sequence != seq {
+                        self.count_corrupt(path, seq, "sequence out of order");
+                    } else {
+                        records.push(record);
+                    }
+                    pos += size;
+                }
+                Err(why) => {
+                    // Frame boundaries come from the index, so the damage is
+                    // confined to this frame: the next read resumes after it.
+                    self.count_corrupt(path, seq, why);
+                    break;
+                }
+            }
+            seq += 1;
+        }
+        // Resume after everything in the range, damaged frames included.
+        let next_seq = if pos < data.len() {
+            seq + 1
+        } else {
+            seq
+        };
+        ReadBatch { records, next_seq }
+    }
+
+    fn count_corrupt(&self, path: &Path, seq: u64, why: &str) {
+        self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
+        error!(
+            segment = %path.display(),
+            sequence = seq,
+            reason = why,
+            "damaged request log in the spool: skipped"
+        );
+    }
+
+    /// Records that the control plane stored everything up to `seq`:
+    /// persists it and deletes the segments it completes.
+    pub fn ack(&self, seq: u64) -> io::Result<()> {
+        let mut inner = self.lock();
+        let seq = seq.min(inner.last_written());
+        if seq <= inner.acked {
+            return Ok(());
+        }
+        inner.acked = seq;
+        let done = inner
+            .segments
+            .iter()
+            .take_while(|s| s.last_seq() <= seq)
+            .count();
+        // The acknowledgement must be on disk before the records it covers
+        // go, or a restart would reuse their sequences.
+        let persisted = write_ack_file(&self.dir, seq, done > 0);
+        self.acked.send_replace(seq);
+        persisted?;
+        for _ in 0..done {
+            if inner.segments.len() == 1 {
+                inner.active = None;
+            }
+            if let Some(seg) = inner.segments.pop_front() {
+                inner.total_bytes = inner.total_bytes.saturating_sub(seg.len);
+                debug!(segment = %seg.path.display(), "acknowledged segment deleted");
+                remove_file_logged(&seg.path);
+            }
+        }
+        Ok(())
+    }
+
+    /// Highest acknowledged sequence.
+    pub fn acked(&self) -> u64 {
+        self.lock().acked
+    }
+
+    /// Sequence of the last record written; 0 before the first.
+    pub fn last_written(&self) -> u64 {
+        self.lock().last_written()
+    }
+
+    /// Changes whenever records are written; holds the last sequence.
+    pub fn subscribe_written(&self) -> watch::Receiver<u64> {
+        self.written.subscribe()
+    }
+
+    /// Changes whenever an acknowledgement advances; holds its sequence.
+    pub fn subscribe_acked(&self) -> watch::Receiver<u64> {
+        self.acked.subscribe()
+    }
+
+    /// Records on disk not yet acknowledged.
+    pub fn depth(&self) -> u64 {
+        let inner = self.lock();
+        inner.segments.iter().map(|s| s.unacked(inner.acked)).sum()
+    }
+
+    pub fn stats(&self) -> SpoolStats {
+        let inner = self.lock();
+        let c = &self.counters;
+        SpoolStats {
+            segments: inner.segments.len(),
+            bytes: inner.total_bytes,
+            depth: inner.segments.iter().map(|s| s.unacked(inner.acked)).sum(),
+            last_written: inner.last_written(),
+            acked: inner.acked,
+            dropped_full: c.dropped_full.load(Ordering::Relaxed),
+            dropped_segments: c.dropped_segments.load(Ordering::Relaxed),
+            write_failed: c.write_failed.load(Ordering::Relaxed),
+            oversized: c.oversized.load(Ordering::Relaxed),
+            corrupt: c.corrupt.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Opens a new segment starting at `seq` unless one is open.
+    fn ensure_active(&self, inner: &mut Inner, seq: u64) -> io::Result<()> {
+        if inner.active.is_some() {
+            return Ok(());
+        }
+        let path = self.dir.join(format!("{seq:020}.{SEGMENT_EXT}"));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        if let Err(e) = file.write_all(MAGIC) {
+            drop(file);
+            remove_file_logged(&path);
+            return Err(e);
+        }
+        // Make the new name itself durable; best effort.
+        if let Err(e) = File::open(&self.dir).and_then(|d| d.sync_all()) {
+            debug!(error = %e, "cannot sync the spool folder");
+        }
+        debug!(segment = %path.display(), "spool segment started");
+        inner.total_bytes += MAGIC.len() as u64;
+        inner.segments.push_back(Segment {
+            path,
+            first_seq: seq,
+            offsets: Vec::new(),
+            len: MAGIC.len() as u64,
+        });
+        inner.active = Some(file);
+        Ok(())
+    }
+
+    /// After a failed write: cut the partial frames off (best effort) and
+    /// stop appending to this segment.
+    fn abandon_active(&self, inner: &mut Inner, good_len: u64) {
+        if let Some(file) = inner.active.take() {
+            if let Err(e) = file.set_len(good_len) {
+                warn!(error = %e, "cannot truncate a failed spool write; recovery will");
+            }
+        }
+        let empty = inner.segments.back().is_some_and(|s| s.offsets.is_empty());
+        if empty {
+            if let Some(seg) = inner.segments.pop_back() {
+                inner.total_bytes = inner.total_bytes.saturating_sub(seg.len);
+                remove_file_logged(&seg.path);
+            }
+        }
+    }
+
+    fn count_failed(&self, n: u64) {
+        let total = self.counters.write_failed.fetch_add(n, Ordering::Relaxed) + n;
+        error!(
+            records = n,
+            total_lost = total,
+            "cannot write request logs to the spool: records lost"
+        );
+    }
+
+    /// Drops the oldest segments while the spool is over its size bound.
+    /// The active segment is never dropped.
+    fn enforce_bound(&self, inner: &mut Inner) {
+        while inner.total_bytes > self.opts.max_bytes && inner.segments.len() > 1 {
+            let Some(seg) = inner.segments.pop_front() else {
+                break;
+            };
+            inner.total_bytes = inner.total_bytes.saturating_sub(seg.len);
+            let lost = seg.unacked(inner.acked);
+            let total = self.counters.dropped_full.fetch_add(lost, Ordering::Relaxed) + lost;
+            self.counters
+                .dropped_segments
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(
+                segment = %seg.path.display(),
+                records = lost,
+                first_sequence = seg.first_seq,
+                last_sequence = seg.last_seq(),
+                total_dropped = total,
+                max_bytes = self.opts.max_bytes,
+                "request-log spool is full: oldest segment dropped unshipped"
+            );
+            remove_file_logged(&seg.path);
+        }
+    }
+}
+
+fn frame_crc(len: [u8; 4], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len);
+    h.update(payload);
+    h.finalize()
+}
+
+/// Parses one frame at the start of `data`: the record and the frame's size.
+fn parse_frame(data: &[u8]) -> Result<(pb::RequestLog, usize), &'static str> {
+    let (Some(len), Some(crc)) = (data.get(0..4), data.get(4..8)) else {
+        return Err("incomplete frame header");
+    };
+    let len: [u8; 4] = len.try_into().map_err(|_| "bad frame header")?;
+    let crc = u32::from_le_bytes(crc.try_into().map_err(|_| "bad frame header")?);
+    let n = u32::from_le_bytes(len) as usize;
+    if n > MAX_RECORD_BYTES {
+        return Err("frame length out of range");
+    }
+    let Some(payload) = data.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + n) else {
+        return Err("incomplete frame");
+    };
+    if frame_crc(len, payload) != crc {
+        return Err("checksum mismatch");
+    }
+    let record = pb::RequestLog::decode(payload).map_err(|_| "record does not decode")?;
+    Ok((record, FRAME_HEADER_BYTES + n))
+}
+
+/// Scans a segment, truncating it after its last good frame. `None` for a
+/// file that is not a segment (renamed aside) or had no complete header
+/// (deleted).
+fn recover_segment(path: &Path, counters: &Counters) -> io::Result<Option<Segment>> {
+    let data = fs::read(path)?;
+    if data.len() < MAGIC.len() {
+        warn!(segment = %path.display(), "spool segment without a header (torn at creation): deleted");
+        remove_file_logged(path);
+        return Ok(None);
+    }
+    if &data[..MAGIC.len()] != MAGIC {
+        let aside = path.with_extension("seg.unknown");
+        error!(
+            segment = %path.display(),
+            renamed_to = %aside.display(),
+            "spool file is not a segment of this format: set aside"
+        );
+        fs::rename(path, &aside)?;
+        return Ok(None);
+    }
+    let mut pos = MAGIC.len();
+    let mut offsets = Vec::new();
+    let mut first_seq = None;
+    let mut damage = None;
+    while pos < data.len() {
+        match parse_frame(&data[pos..]) {
+            Ok((record, size)) => {
+                let expected = first_seq.map(|f: u64| f + offsets.len() as u64);
+                if expected.is_some_and(|e| e != record.sequence) {
+                    damage = Some("sequence out of order");
+                    break;
+                }
+                first_seq.get_or_insert(record.sequence);
+                offsets.push(pos as u64);
+                pos += size;
+            }
+            Err(why) => {
+                damage = Some(why);
+                break;
+            }
+        }
+    }
+    if let Some(why) = damage {
+        counters.corrupt.fetch_add(1, Ordering::Relaxed);
+        warn!(
+            segment = %path.display(),
+            reason = why,
+            kept_records = offsets.len(),
+            cut_bytes = data.len() - pos,
+            "spool segment ends in a damaged frame (torn write?): truncated"
+        );
+        let file = OpenOptions::new().write(true).open(path)?;
+        file.set_len(pos as u64)?;
+        file.sync_all()?;
+    }
+    Ok(Some(Segment {
+        path: path.to_path_buf(),
+        first_seq: first_seq.unwrap_or(0),
+        offsets,
+        len: pos as u64,
+    }))
+}
+
+fn read_range(path: &Path, start: u64, end: u64) -> io::Result<Vec<u8>> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(start))?;
+    let mut data = vec![0; usize::try_from(end - start).map_err(io::Error::other)?];
+    file.read_exact(&mut data)?;
+    Ok(data)
+}
+
+fn read_ack_file(dir: &Path) -> u64 {
+    let path = dir.join(ACK_FILE);
+    match fs::read(&path) {
+        Ok(data) if data.len() == 12 => {
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&data[..8]);
+            let mut crc = [0u8; 4];
+            crc.copy_from_slice(&data[8..]);
+            if crc32fast::hash(&seq) == u32::from_le_bytes(crc) {
+                return u64::from_le_bytes(seq);
+            }
+            warn!(file = %path.display(), "spool acknowledgement file is damaged: resending everything");
+            0
+        }
+        Ok(_) => {
+            warn!(file = %path.display(), "spool acknowledgement file is damaged: resending everything");
+            0
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "cannot read the spool acknowledgement file: resending everything");
+            0
+        }
+    }
+}
+
+fn write_ack_file(dir: &Path, seq: u64, durable: bool) -> io::Result<()> {
+    let tmp = dir.join(ACK_TMP_FILE);
+    let mut data = Vec::with_capacity(12);
+    data.extend_from_slice(&seq.to_le_bytes());
+    data.extend_from_slice(&crc32fast::hash(&seq.to_le_bytes()).to_le_bytes());
+    let mut file = File::create(&tmp)?;
+    file.write_all(&data)?;
+    if durable {
+        file.sync_data()?;
+    }
+    drop(file);
+    fs::rename(&tmp, dir.join(ACK_FILE))
+}
+
+fn remove_file_logged(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        if e.kind() != io::ErrorKind::NotFound {
+            warn!(file = %path.display(), error = %e, "cannot delete a spool file");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str) -> pb::RequestLog {
+        pb::RequestLog {
+            id: id.into(),
+            model: "gpt".into(),
+            request_body: "x".repeat(100),
+            ..Default::default()
+        }
+    }
+
+    fn opts(max: u64, seg: u64) -> SpoolOptions {
+        SpoolOptions {
+            max_bytes: max,
+            segment_bytes: seg,
+        }
+    }
+
+    fn segment_files(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn read_all(spool: &Spool, from: u64) -> Vec<pb::RequestLog> {
+        let mut out = Vec::new();
+        let mut next = from;
+        loop {
+            let b = spool.read_from(next, 7, 1 << 20).unwrap();
+            if b.records.is_empty() && b.next_seq > spool.last_written() {
+                return out;
+            }
+            next = b.next_seq;
+            out.extend(b.records);
+        }
+    }
+
+    #[test]
+    fn sequences_are_assigned_and_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 10)).unwrap();
+        let last = spool
+            .append((0..20).map(|i| rec(&format!("r{i}"))).collect())
+            .unwrap();
+        assert_eq!(last, Some(20));
+        assert!(segment_files(dir.path()).len() > 1, "segments roll");
+        let got = read_all(&spool, 1);
+        let seqs: Vec<u64> = got.iter().map(|r| r.sequence).collect();
+        assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+        assert_eq!(got[4].id, "r4");
+        let tail = read_all(&spool, 15);
+        assert_eq!(tail.first().map(|r| r.sequence), Some(15));
+        assert_eq!(spool.depth(), 20);
+    }
+
+    #[test]
+    fn read_respects_record_and_byte_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 18)).unwrap();
+        spool.append((0..10).map(|i| rec(&i.to_string())).collect()).unwrap();
+        assert_eq!(spool.read_from(1, 3, 1 << 20).unwrap().records.len(), 3);
+        let one = spool.read_from(2, 100, 1).unwrap();
+        assert_eq!(one.records.len(), 1, "at least one record per read");
+        assert_eq!(one.next_seq, 3);
+        let none = spool.read_from(11, 100, 1 << 20).unwrap();
+        assert!(none.records.is_empty());
+        assert_eq!(none.next_seq, 11);
+    }
+
+    #[test]
+    fn ack_deletes_whole_segments_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 10)).unwrap();
+        spool.append((0..30).map(|i| rec(&i.to_string())).collect()).unwrap();
+        let before = segment_files(dir.path()).len();
+        spool.ack(12).unwrap();
+        let after = segment_files(dir.path()).len();
+        assert!(after < before, "{after} < {before}");
+        assert_eq!(spool.depth(), 18);
+        assert_eq!(read_all(&spool, 13).len(), 18);
+        drop(spool);
+
+        let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 10)).unwrap();
+        assert_eq!(spool.acked(), 12);
+        assert_eq!(spool.depth(), 18);
+        assert_eq!(spool.last_written(), 30);
+        spool.ack(30).unwrap();
+        assert!(segment_files(dir.path()).is_empty());
+        drop(spool);
+
+        // Sequences continue past everything acknowledged.
+        let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 10)).unwrap();
+        assert_eq!(spool.append(vec![rec("next")]).unwrap(), Some(31));
+    }
+
+    #[test]
+    fn torn_tail_is_cut_on_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 18)).unwrap();
+        spool.append((0..5).map(|i| rec(&i.to_string())).collect()).unwrap();
+        drop(spool);
+        let seg = segment_files(dir.path()).pop().unwrap();
+        let len = fs::metadata(&seg).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+
+        let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 18)).unwrap();
+        assert_eq!(spool.stats().corrupt, 1);
+        let got = read_all(&spool, 1);
+        assert_eq!(got.len(), 4);
+        assert_eq!(spool.append(vec![rec("again")]).unwrap(), Some(5));
+        assert!(fs::metadata(&seg).unwrap().len() < len);
+    }
+
+    #[test]
+    fn flipped_bit_fails_the_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 18)).unwrap();
+        spool.append((0..3).map(|i| rec(&i.to_string())).collect()).unwrap();
+        drop(spool);
+        let seg = segment_files(dir.path()).pop().unwrap();
+        let mut data = fs::read(&seg).unwrap();
+        let n = data.len();
+        data[n - 10] ^= 0x40;
+        fs::write(&seg, &data).unwrap();
+        let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 18)).unwrap();
+        assert_eq!(read_all(&spool, 1).len(), 2);
+    }
+
+    #[test]
+    fn size_bound_drops_the_oldest_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), opts(4096, 1024)).unwrap();
+        spool.append((0..60).map(|i| rec(&i.to_string())).collect()).unwrap();
+        let s = spool.stats();
+        assert!(s.bytes <= 4096, "{s:?}");
+        assert!(s.dropped_segments > 0 && s.dropped_full > 0, "{s:?}");
+        assert_eq!(s.depth + s.dropped_full, 60, "{s:?}");
+        let got = read_all(&spool, 1);
+        assert_eq!(got.last().map(|r| r.sequence), Some(60));
+        assert_eq!(got.len() as u64, s.depth);
+    }
+
+    #[test]
+    fn oversized_records_are_refused_without_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), opts(1 << 30, 1 << 20)).unwrap();
+        let mut big = rec("big");
+        big.response_body = "y".repeat(MAX_RECORD_BYTES + 1);
+        let last = spool.append(vec![rec("a"), big, rec("b")]).unwrap();
+        assert_eq!(last, Some(2));
+        assert_eq!(spool.stats().oversized, 1);
+        let ids: Vec<_> = read_all(&spool, 1).into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["a", "b"]);
+    }
+
+    #[test]
+    fn foreign_files_are_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("00000000000000000001.seg"), b"not a spool file").unwrap();
+        fs::write(dir.path().join("00000000000000000009.seg"), b"LLM").unwrap();
+        let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 18)).unwrap();
+        assert_eq!(spool.last_written(), 0);
+        assert!(dir.path().join("00000000000000000001.seg.unknown").exists());
+        assert!(segment_files(dir.path()).is_empty());
+        assert_eq!(spool.append(vec![rec("a")]).unwrap(), Some(1));
+    }
+
+    #[test]
+    fn damaged_ack_file_means_resend_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 18)).unwrap();
+        spool.append((0..4).map(|i| rec(&i.to_string())).collect()).unwrap();
+        spool.ack(2).unwrap();
+        drop(spool);
+        fs::write(dir.path().join(ACK_FILE), b"garbage").unwrap();
+        let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 18)).unwrap();
+        assert_eq!(spool.acked(), 0);
+        assert_eq!(spool.depth(), 4);
+    }
+}

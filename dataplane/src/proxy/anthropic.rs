@@ -1,0 +1,149 @@
+//! The Anthropic protocol: `x-api-key` (or bearer) keys, `{"type":"error"}`
+//! bodies, named stream events ending in `message_stop`, and usage in
+//! `message_start` and `message_delta`, cache tokens included.
+
+use http::{HeaderMap, HeaderValue};
+use serde_json::{json, Value};
+
+use super::dialect::{push_text, u, Dialect, Endpoint, StreamSeen, Usage};
+use super::error::ErrorKind;
+use llmgw_core::Protocol;
+
+pub struct Anthropic;
+
+/// The API version sent upstream when the client named none.
+pub const DEFAULT_VERSION: &str = "2023-06-01";
+
+fn usage_of(us: &Value) -> Usage {
+    Usage {
+        input: u(us, &["input_tokens"]),
+        output: u(us, &["output_tokens"]),
+        cache_read: u(us, &["cache_read_input_tokens"]),
+        cache_creation: u(us, &["cache_creation_input_tokens"]),
+    }
+}
+
+impl Dialect for Anthropic {
+    fn protocol(&self) -> Protocol {
+        Protocol::Anthropic
+    }
+
+    fn client_key<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .or_else(|| super::openai::bearer(headers))
+    }
+
+    fn error_body(&self, kind: ErrorKind, message: &str) -> Vec<u8> {
+        json!({"type": "error", "error": {"type": kind.anthropic_type(), "message": message}})
+            .to_string()
+            .into_bytes()
+    }
+
+    fn stream_error_event(&self, message: &str) -> Vec<u8> {
+        let body = json!({"type": "error", "error": {"type": "api_error", "message": message}});
+        format!("event: error\ndata: {body}\n\n").into_bytes()
+    }
+
+    fn upstream_auth(&self, headers: &mut HeaderMap, api_key: Option<&str>) {
+        if let Some(k) = api_key {
+            if let Ok(mut v) = HeaderValue::from_str(k) {
+                v.set_sensitive(true);
+                headers.insert("x-api-key", v);
+            }
+        }
+        if !headers.contains_key("anthropic-version") {
+            headers.insert("anthropic-version", HeaderValue::from_static(DEFAULT_VERSION));
+        }
+    }
+
+    fn usage_of_body(&self, _endpoint: Endpoint, body: &Value) -> Option<Usage> {
+        body.get("usage").filter(|u| u.is_object()).map(usage_of)
+    }
+
+    fn text_of_body(&self, _endpoint: Endpoint, body: &Value, out: &mut String) {
+        for block in body.get("content").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(t) = block.get("text").and_then(Value::as_str) {
+                push_text(out, t);
+            }
+        }
+    }
+
+    fn observe_event(&self, _endpoint: Endpoint, name: &str, data: &Value, seen: &mut StreamSeen) {
+        let kind = data.get("type").and_then(Value::as_str).unwrap_or(name);
+        match kind {
+            "message_start" => {
+                if let Some(us) = data.get("message").and_then(|m| m.get("usage")) {
+                    seen.usage = Some(usage_of(us));
+                }
+            }
+            "message_delta" => {
+                if let Some(us) = data.get("usage") {
+                    let mut cur = seen.usage.unwrap_or_default();
+                    let delta = usage_of(us);
+                    // message_delta counts are cumulative.
+                    cur.output = delta.output.max(cur.output);
+                    if delta.input > 0 {
+                        cur.input = delta.input;
+                    }
+                    if delta.cache_read > 0 {
+                        cur.cache_read = delta.cache_read;
+                    }
+                    if delta.cache_creation > 0 {
+                        cur.cache_creation = delta.cache_creation;
+                    }
+                    seen.usage = Some(cur);
+                }
+            }
+            "content_block_delta" => {
+                if let Some(t) = data.get("delta").and_then(|d| d.get("text")).and_then(Value::as_str) {
+                    push_text(&mut seen.text, t);
+                }
+            }
+            "message_stop" => seen.finished = true,
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_from_either_header() {
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("k1"));
+        assert_eq!(Anthropic.client_key(&h), Some("k1"));
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer k2"));
+        assert_eq!(Anthropic.client_key(&h), Some("k2"));
+    }
+
+    #[test]
+    fn stream_usage_accumulates() {
+        let mut seen = StreamSeen::default();
+        Anthropic.observe_event(Endpoint::Messages, "message_start", &json!({"type":"message_start","message":{"usage":{"input_tokens":10,"cache_read_input_tokens":4,"cache_creation_input_tokens":2,"output_tokens":1}}}), &mut seen);
+        Anthropic.observe_event(Endpoint::Messages, "content_block_delta", &json!({"type":"content_block_delta","delta":{"type":"text_delta","text":"hey"}}), &mut seen);
+        Anthropic.observe_event(Endpoint::Messages, "message_delta", &json!({"type":"message_delta","usage":{"output_tokens":7}}), &mut seen);
+        Anthropic.observe_event(Endpoint::Messages, "message_stop", &json!({"type":"message_stop"}), &mut seen);
+        let u = seen.usage.unwrap();
+        assert_eq!((u.input, u.output, u.cache_read, u.cache_creation), (10, 7, 4, 2));
+        assert_eq!(seen.text, "hey");
+        assert!(seen.finished);
+    }
+
+    #[test]
+    fn version_defaults_only_when_absent() {
+        let mut h = HeaderMap::new();
+        Anthropic.upstream_auth(&mut h, Some("k"));
+        assert_eq!(h["anthropic-version"], DEFAULT_VERSION);
+        let mut h = HeaderMap::new();
+        h.insert("anthropic-version", HeaderValue::from_static("2024-01-01"));
+        Anthropic.upstream_auth(&mut h, None);
+        assert_eq!(h["anthropic-version"], "2024-01-01");
+    }
+}

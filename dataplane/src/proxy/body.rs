@@ -1,0 +1,243 @@
+//! Byte-exact request body edits. The body sent upstream is the client's
+//! body with only the value of the top-level `model` replaced (and, for
+//! OpenAI chat streams whose provider asks for it, `stream_options` told to
+//! include usage). Nothing is re-serialised, so key order, spacing and
+//! number formats reach the upstream exactly as the client wrote them.
+
+use bytes::Bytes;
+
+/// Where a top-level member's value sits in the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn ws(&mut self) {
+        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    /// Skips a string and returns its raw contents (without quotes).
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.eat(b'"')?;
+        let start = self.i;
+        while self.i < self.b.len() {
+            match self.b[self.i] {
+                b'"' => {
+                    let s = &self.b[start..self.i];
+                    self.i += 1;
+                    return Some(s);
+                }
+                b'\\' => self.i += 2,
+                _ => self.i += 1,
+            }
+        }
+        None
+    }
+
+    /// Skips any JSON value, returning its span.
+    fn value(&mut self) -> Option<Span> {
+        self.ws();
+        let start = self.i;
+        match self.peek()? {
+            b'"' => {
+                self.string()?;
+            }
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                while self.i < self.b.len() {
+                    match self.b[self.i] {
+                        b'"' => {
+                            self.string()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                self.i += 1;
+                                return Some(Span { start, end: self.i });
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.i += 1;
+                }
+                return None;
+            }
+            _ => {
+                while self.i < self.b.len()
+                    && !matches!(self.b[self.i], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                {
+                    self.i += 1;
+                }
+                if self.i == start {
+                    return None;
+                }
+            }
+        }
+        Some(Span { start, end: self.i })
+    }
+}
+
+/// The members of the top-level object: (decoded key, value span), and the
+/// position of the closing brace.
+fn members(body: &[u8]) -> Option<(Vec<(String, Span)>, usize)> {
+    let mut s = Scanner { b: body, i: 0 };
+    s.ws();
+    s.eat(b'{')?;
+    let mut out = Vec::new();
+    s.ws();
+    if s.peek()? == b'}' {
+        return Some((out, s.i));
+    }
+    loop {
+        s.ws();
+        let key_start = s.i;
+        s.string()?;
+        let key: String = serde_json::from_slice(&body[key_start..s.i]).ok()?;
+        s.ws();
+        s.eat(b':')?;
+        let span = s.value()?;
+        out.push((key, span));
+        s.ws();
+        match s.peek()? {
+            b',' => s.i += 1,
+            b'}' => return Some((out, s.i)),
+            _ => return None,
+        }
+    }
+}
+
+/// Replaces the value of every top-level `model` member with `model`.
+/// Returns `None` when the body is not a JSON object with a `model`.
+pub fn replace_model(body: &[u8], model: &str) -> Option<Bytes> {
+    let (members, _) = members(body)?;
+    let spans: Vec<Span> = members
+        .iter()
+        .filter(|(k, _)| k == "model")
+        .map(|(_, s)| *s)
+        .collect();
+    if spans.is_empty() {
+        return None;
+    }
+    let value = serde_json::to_string(model).ok()?;
+    let mut out = Vec::with_capacity(body.len() + value.len());
+    let mut at = 0;
+    for span in spans {
+        out.extend_from_slice(&body[at..span.start]);
+        out.extend_from_slice(value.as_bytes());
+        at = span.end;
+    }
+    out.extend_from_slice(&body[at..]);
+    Some(Bytes::from(out))
+}
+
+/// Makes an OpenAI chat request ask for usage in its stream. An existing
+/// `stream_options` object gets `include_usage: true` merged in (that one
+/// member is re-serialised); otherwise the member is appended. Returns
+/// `None` if the body cannot be edited.
+pub fn request_stream_usage(body: &[u8]) -> Option<Bytes> {
+    let (members, close) = members(body)?;
+    let existing = members
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "stream_options")
+        .map(|(_, s)| *s);
+    let mut out = Vec::with_capacity(body.len() + 48);
+    match existing {
+        Some(span) => {
+            let mut v: serde_json::Value = serde_json::from_slice(&body[span.start..span.end]).ok()?;
+            match &mut v {
+                serde_json::Value::Object(o) => {
+                    o.insert("include_usage".into(), serde_json::Value::Bool(true));
+                }
+                serde_json::Value::Null => {
+                    v = serde_json::json!({"include_usage": true});
+                }
+                _ => return None,
+            }
+            out.extend_from_slice(&body[..span.start]);
+            out.extend_from_slice(serde_json::to_string(&v).ok()?.as_bytes());
+            out.extend_from_slice(&body[span.end..]);
+        }
+        None => {
+            out.extend_from_slice(&body[..close]);
+            if !members.is_empty() {
+                out.push(b',');
+            }
+            out.extend_from_slice(br#""stream_options":{"include_usage":true}"#);
+            out.extend_from_slice(&body[close..]);
+        }
+    }
+    Some(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_model_value_changes() {
+        let body = br#"{ "messages":[{"role":"user","content":"model \"x\" {}"}],
+  "model" :  "alias",  "temperature":0.70, "n":1e0 }"#;
+        let out = replace_model(body, "gpt-4o/2024:08").unwrap();
+        let expected = br#"{ "messages":[{"role":"user","content":"model \"x\" {}"}],
+  "model" :  "gpt-4o/2024:08",  "temperature":0.70, "n":1e0 }"#;
+        assert_eq!(&out[..], &expected[..]);
+    }
+
+    #[test]
+    fn nested_model_keys_are_left_alone() {
+        let body = br#"{"metadata":{"model":"keep"},"model":"a"}"#;
+        assert_eq!(
+            &replace_model(body, "b").unwrap()[..],
+            br#"{"metadata":{"model":"keep"},"model":"b"}"#
+        );
+        let escaped = br#"{"mod\u0065l":"a"}"#;
+        assert_eq!(&replace_model(escaped, "b").unwrap()[..], br#"{"mod\u0065l":"b"}"#);
+        assert!(replace_model(br#"{"x":1}"#, "b").is_none());
+        assert!(replace_model(br#"[1]"#, "b").is_none());
+        assert!(replace_model(br#"{"model":"a""#, "b").is_none());
+    }
+
+    #[test]
+    fn model_names_are_escaped() {
+        let out = replace_model(br#"{"model":"a"}"#, "we\"ird").unwrap();
+        assert_eq!(&out[..], br#"{"model":"we\"ird"}"#);
+    }
+
+    #[test]
+    fn stream_usage_is_appended_or_merged() {
+        let out = request_stream_usage(br#"{"model":"a","stream":true}"#).unwrap();
+        assert_eq!(
+            &out[..],
+            br#"{"model":"a","stream":true,"stream_options":{"include_usage":true}}"#
+        );
+        let out = request_stream_usage(br#"{"stream_options":{"x":1},"model":"a"}"#).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["stream_options"]["x"], 1);
+        let out = request_stream_usage(b"{\"model\":\"a\" }\n").unwrap();
+        assert_eq!(
+            &out[..],
+            b"{\"model\":\"a\" ,\"stream_options\":{\"include_usage\":true}}\n"
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! Errors the gateway answers with itself. Each kind knows its HTTP status,
+//! its name in both protocols, who is at fault, and whether another attempt
+//! may help: data, not strings.
+
+use http::StatusCode;
+
+/// Who caused an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The client: bad input, bad key.
+    Downstream,
+    /// The upstream provider.
+    Upstream,
+    /// The gateway itself.
+    Gateway,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    MissingKey,
+    InvalidKey,
+    ExpiredKey,
+    ModelNotAllowed,
+    UnknownModel,
+    BadRequest,
+    BodyTooLarge,
+    NotFound,
+    MethodNotAllowed,
+    NoRoute,
+    NotReady,
+    /// No upstream answered in time.
+    UpstreamTimeout,
+    /// No upstream could be reached or none answered usefully.
+    UpstreamUnavailable,
+    RateLimited,
+}
+
+impl ErrorKind {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::MissingKey | ErrorKind::InvalidKey | ErrorKind::ExpiredKey => {
+                StatusCode::UNAUTHORIZED
+            }
+            ErrorKind::ModelNotAllowed => StatusCode::FORBIDDEN,
+            ErrorKind::UnknownModel | ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::BadRequest | ErrorKind::NoRoute => StatusCode::BAD_REQUEST,
+            ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    pub fn fault(self) -> Fault {
+        match self {
+            ErrorKind::UpstreamTimeout | ErrorKind::UpstreamUnavailable | ErrorKind::RateLimited => {
+                Fault::Upstream
+            }
+            ErrorKind::NotReady => Fault::Gateway,
+            _ => Fault::Downstream,
+        }
+    }
+
+    /// The OpenAI `type`.
+    pub fn openai_type(self) -> &'static str {
+        match self.status().as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            400 | 405 | 413 => "invalid_request_error",
+            _ => "server_error",
+        }
+    }
+
+    /// The Anthropic error `type`.
+    pub fn anthropic_type(self) -> &'static str {
+        match self.status().as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            400 | 405 => "invalid_request_error",
+            503 | 529 => "overloaded_error",
+            _ => "api_error",
+        }
+    }
+
+    /// A stable machine-readable code (OpenAI's `code`).
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::MissingKey => "missing_api_key",
+            ErrorKind::InvalidKey => "invalid_api_key",
+            ErrorKind::ExpiredKey => "expired_api_key",
+            ErrorKind::ModelNotAllowed => "model_not_allowed",
+            ErrorKind::UnknownModel => "model_not_found",
+            ErrorKind::BadRequest => "invalid_request",
+            ErrorKind::BodyTooLarge => "request_too_large",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::NoRoute => "no_route",
+            ErrorKind::NotReady => "gateway_not_ready",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::UpstreamUnavailable => "upstream_unavailable",
+            ErrorKind::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// What went wrong with one upstream attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptError {
+    Connect(String),
+    /// No response head within the first-byte timeout.
+    FirstByteTimeout,
+    /// The request failed after connecting, before a response head.
+    Request(String),
+    /// The deadline left no time for this attempt.
+    Deadline,
+}
+
+impl AttemptError {
+    pub fn retryable(&self) -> bool {
+        !matches!(self, AttemptError::Deadline)
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            AttemptError::FirstByteTimeout | AttemptError::Deadline => ErrorKind::UpstreamTimeout,
+            _ => ErrorKind::UpstreamUnavailable,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            AttemptError::Connect(e) => format!("connect error: {e}"),
+            AttemptError::FirstByteTimeout => "no response before the first-byte timeout".into(),
+            AttemptError::Request(e) => format!("request failed: {e}"),
+            AttemptError::Deadline => "request deadline reached".into(),
+        }
+    }
+}
+
+/// Upstream statuses worth another attempt on the same target.
+pub fn retryable_status(status: u16) -> bool {
+    matches!(status, 500 | 502 | 503 | 504 | 529)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_know_status_and_fault() {
+        assert_eq!(ErrorKind::InvalidKey.status(), 401);
+        assert_eq!(ErrorKind::ModelNotAllowed.status(), 403);
+        assert_eq!(ErrorKind::UnknownModel.status(), 404);
+        assert_eq!(ErrorKind::BodyTooLarge.status(), 413);
+        assert_eq!(ErrorKind::UpstreamTimeout.status(), 504);
+        assert_eq!(ErrorKind::UpstreamUnavailable.fault(), Fault::Upstream);
+        assert_eq!(ErrorKind::BadRequest.fault(), Fault::Downstream);
+        assert!(retryable_status(529) && !retryable_status(429) && !retryable_status(400));
+        assert!(!AttemptError::Deadline.retryable());
+    }
+}

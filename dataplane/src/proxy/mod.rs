@@ -1,0 +1,782 @@
+//! The LLM proxy: authenticate the client, pick the model's candidate
+//! targets, send the client's body (with only `model` replaced) to each in
+//! turn with retries and failover, and stream the answer back while usage
+//! and the request log are worked out on the side.
+
+mod anthropic;
+pub mod body;
+mod dialect;
+pub mod error;
+mod observe;
+mod openai;
+mod record;
+mod sse;
+mod state;
+mod stream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use llmgw_core::routing::{self, TargetKey};
+use llmgw_core::rules::Facts;
+use llmgw_core::table::{KeyRejection, Model, RoutingTable, Target};
+use llmgw_core::Protocol;
+use llmgw_proto::v1 as pb;
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use self::dialect::{dialect, Dialect, Endpoint};
+use self::error::{retryable_status, AttemptError, ErrorKind};
+use self::observe::Observer;
+use self::record::Finish;
+pub use self::state::{RetryBudget, RouterState};
+use self::stream::ProxyBody;
+use crate::logs::LogSink;
+use crate::server::ResponseBody;
+use crate::table::TableHandle;
+
+/// Largest upstream error body kept to pass back to the client.
+const MAX_ERROR_BODY: usize = 256 * 1024;
+pub const REQUEST_ID: &str = "x-llmgw-request-id";
+
+/// Shared by all requests.
+pub struct Proxy {
+    table: TableHandle,
+    state: RouterState,
+    budget: RetryBudget,
+    clients: Mutex<HashMap<String, (Duration, reqwest::Client)>>,
+    logs: Arc<LogSink>,
+    node_id: String,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").field("node_id", &self.node_id).finish()
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> ResponseBody {
+    Full::new(b.into()).map_err(|e| match e {}).boxed_unsync()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// What rules see of a request.
+struct RequestFacts<'a> {
+    headers: &'a HeaderMap,
+    body: &'a Value,
+    key: &'a str,
+    tokenizer_model: &'a str,
+    input_tokens: std::cell::OnceCell<u64>,
+}
+
+impl Facts for RequestFacts<'_> {
+    fn header(&self, lower_name: &str) -> Option<&str> {
+        self.headers.get(lower_name).and_then(|v| v.to_str().ok())
+    }
+    fn body(&self) -> Option<&Value> {
+        Some(self.body)
+    }
+    fn key_name(&self) -> &str {
+        self.key
+    }
+    fn input_tokens(&self) -> u64 {
+        *self
+            .input_tokens
+            .get_or_init(|| llmgw_core::tokens::estimate_input(self.tokenizer_model, self.body))
+    }
+}
+
+/// A request being handled. If the handler is dropped before the response
+/// starts (the client went away), its record is logged as cancelled.
+struct Pending {
+    sink: Arc<LogSink>,
+    record: Option<pb::RequestLog>,
+    started: Instant,
+}
+
+impl Pending {
+    fn record(&mut self) -> &mut pb::RequestLog {
+        self.record.get_or_insert_with(Default::default)
+    }
+
+    fn take(&mut self) -> pb::RequestLog {
+        self.record.take().unwrap_or_default()
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(mut r) = self.record.take() {
+            r.cancelled = true;
+            r.latency_ms = self.started.elapsed().as_millis() as u64;
+            r.ttfb_ms = r.latency_ms;
+            if r.error.is_empty() {
+                r.error = "client disconnected before the response started".into();
+            }
+            if r.usage_source.is_empty() {
+                r.usage_source = "none".into();
+            }
+            self.sink.send(r);
+        }
+    }
+}
+
+/// The outcome of the last failed attempt, passed back when all fail.
+enum LastFailure {
+    Upstream {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    Error(AttemptError),
+}
+
+impl Proxy {
+    pub fn new(table: TableHandle, logs: Arc<LogSink>, node_id: String) -> Self {
+        Proxy {
+            table,
+            state: RouterState::default(),
+            budget: RetryBudget::default(),
+            clients: Mutex::new(HashMap::new()),
+            logs,
+            node_id,
+        }
+    }
+
+    /// Whether this path belongs to the proxy.
+    pub fn serves(path: &str) -> bool {
+        path == "/v1/models" || Endpoint::from_path(path).is_some()
+    }
+
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let path = req.uri().path().to_string();
+        if path == "/v1/models" {
+            let mut resp = self.models(&req);
+            set_request_id(&mut resp, &id);
+            return resp;
+        }
+        let Some(endpoint) = Endpoint::from_path(&path) else {
+            return self.error(dialect(Protocol::OpenAi), ErrorKind::NotFound, "unknown path", &id);
+        };
+        let d = dialect(endpoint.protocol());
+        if req.method() != Method::POST {
+            return self.error(d, ErrorKind::MethodNotAllowed, "use POST", &id);
+        }
+        let started = Instant::now();
+        let mut pending = Pending {
+            sink: Arc::clone(&self.logs),
+            record: Some(pb::RequestLog {
+                id: id.clone(),
+                node_id: self.node_id.clone(),
+                time_ms: now_ms(),
+                client_ip: peer.ip().to_string(),
+                user_agent: req
+                    .headers()
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string(),
+                protocol: endpoint.protocol().as_str().to_string(),
+                path: path.clone(),
+                request_headers: record::redact_headers(req.headers()),
+                ..Default::default()
+            }),
+            started,
+        };
+        let mut resp = match self.proxy(req, endpoint, d, &mut pending).await {
+            Ok(resp) => resp,
+            Err((kind, message)) => {
+                let r = pending.record();
+                r.status = u32::from(kind.status().as_u16());
+                r.error.clone_from(&message);
+                self.finish_plain(&mut pending);
+                self.error(d, kind, &message, &id)
+            }
+        };
+        set_request_id(&mut resp, &id);
+        resp
+    }
+
+    /// Logs a request that ended without a proxied body.
+    fn finish_plain(&self, pending: &mut Pending) {
+        let mut r = pending.take();
+        r.latency_ms = pending.started.elapsed().as_millis() as u64;
+        r.ttfb_ms = r.latency_ms;
+        if r.usage_source.is_empty() {
+            r.usage_source = "none".into();
+        }
+        self.logs.send(r);
+    }
+
+    fn error(&self, d: &dyn Dialect, kind: ErrorKind, message: &str, id: &str) -> Response<ResponseBody> {
+        let mut resp = Response::new(full(d.error_body(kind, message)));
+        *resp.status_mut() = kind.status();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        set_request_id(&mut resp, id);
+        resp
+    }
+
+    fn models(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
+        let d = dialect(Protocol::OpenAi);
+        let Some(table) = self.table.load() else {
+            return self.error(d, ErrorKind::NotReady, "the gateway has no configuration yet", "");
+        };
+        let key = match authenticate(&table, d, req.headers()) {
+            Ok(k) => k,
+            Err((kind, msg)) => return self.error(d, kind, &msg, ""),
+        };
+        let mut names: Vec<&str> = table
+            .models
+            .keys()
+            .map(String::as_str)
+            .filter(|m| key.may_use(m))
+            .collect();
+        names.sort_unstable();
+        let data: Vec<Value> = names
+            .iter()
+            .map(|m| serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": "llmgw"}))
+            .collect();
+        let body = serde_json::json!({"object": "list", "data": data}).to_string();
+        let mut resp = Response::new(full(body));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp
+    }
+
+    async fn proxy(
+        &self,
+        req: Request<Incoming>,
+        endpoint: Endpoint,
+        d: &'static dyn Dialect,
+        pending: &mut Pending,
+    ) -> Result<Response<ResponseBody>, (ErrorKind, String)> {
+        let table = self
+            .table
+            .load()
+            .ok_or((ErrorKind::NotReady, "the gateway has no configuration yet".to_string()))?;
+        pending.record().snapshot_version = table.version;
+        let key = authenticate(&table, d, req.headers())?;
+        pending.record().key.clone_from(&key.name);
+
+        let limit = table.settings.max_request_body_bytes;
+        let (parts, incoming) = req.into_parts();
+        if let Some(len) = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            if len > limit {
+                return Err((
+                    ErrorKind::BodyTooLarge,
+                    format!("the request body is larger than {limit} bytes"),
+                ));
+            }
+        }
+        let raw = Limited::new(incoming, usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    (
+                        ErrorKind::BodyTooLarge,
+                        format!("the request body is larger than {limit} bytes"),
+                    )
+                } else {
+                    (ErrorKind::BadRequest, "could not read the request body".to_string())
+                }
+            })?
+            .to_bytes();
+        let log_bodies = table.settings.log_bodies && key.log_bodies;
+        let cap = table.settings.log_body_max_bytes;
+        if log_bodies {
+            let (text, cut) = record::capped_body(&raw, cap);
+            let r = pending.record();
+            r.request_body = text;
+            r.request_body_truncated = cut;
+        }
+
+        let body: Value = serde_json::from_slice(&raw)
+            .map_err(|e| (ErrorKind::BadRequest, format!("the request body is not valid JSON: {e}")))?;
+        let Some(model_name) = body.get("model").and_then(Value::as_str).map(str::to_string) else {
+            return Err((
+                ErrorKind::BadRequest,
+                "the request body must be a JSON object with a string 'model'".to_string(),
+            ));
+        };
+        let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        {
+            let r = pending.record();
+            r.model.clone_from(&model_name);
+            r.stream = streaming;
+        }
+        let model = table
+            .models
+            .get(&model_name)
+            .ok_or_else(|| (ErrorKind::UnknownModel, format!("model '{model_name}' does not exist")))?;
+        if !key.may_use(&model_name) {
+            return Err((
+                ErrorKind::ModelNotAllowed,
+                format!("this API key may not use model '{model_name}'"),
+            ));
+        }
+
+        let tokenizer_model = model
+            .targets
+            .first()
+            .map_or(model_name.clone(), |t| t.upstream_model.clone());
+        let facts = RequestFacts {
+            headers: &parts.headers,
+            body: &body,
+            key: &key.name,
+            tokenizer_model: &tokenizer_model,
+            input_tokens: std::cell::OnceCell::new(),
+        };
+        let plan = routing::plan(model, endpoint.protocol(), &facts, &self.state);
+        if plan.order.is_empty() {
+            if endpoint == Endpoint::CountTokens {
+                return Ok(self.count_tokens_locally(&facts, pending));
+            }
+            return Err((ErrorKind::NoRoute, plan.empty_reason(model)));
+        }
+
+        let body = Arc::new(body);
+        self.attempts(Call {
+            table: &table,
+            model,
+            endpoint,
+            dialect: d,
+            headers: &parts.headers,
+            raw: &raw,
+            body: &body,
+            streaming,
+            order: &plan.order,
+            log_bodies,
+        }, pending)
+        .await
+    }
+
+    /// `count_tokens` for a model with no Anthropic target: a local estimate.
+    fn count_tokens_locally(&self, facts: &RequestFacts<'_>, pending: &mut Pending) -> Response<ResponseBody> {
+        let n = facts.input_tokens();
+        let body = serde_json::json!({ "input_tokens": n }).to_string();
+        let r = pending.record();
+        r.status = 200;
+        r.usage_source = "estimated".into();
+        r.input_tokens = n;
+        r.provider = "llmgw".into();
+        r.response_body.clone_from(&body);
+        self.finish_plain(pending);
+        let mut resp = Response::new(full(body));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp
+    }
+
+    fn client_for(&self, provider: &str, connect_timeout: Duration) -> Result<reqwest::Client, AttemptError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((t, c)) = clients.get(provider) {
+            if *t == connect_timeout {
+                return Ok(c.clone());
+            }
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .tcp_nodelay(true)
+            .http2_adaptive_window(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|e| AttemptError::Connect(format!("cannot build HTTP client: {e}")))?;
+        clients.insert(provider.to_string(), (connect_timeout, client.clone()));
+        Ok(client)
+    }
+
+    async fn attempts(&self, call: Call<'_>, pending: &mut Pending) -> Result<Response<ResponseBody>, (ErrorKind, String)> {
+        let settings = &call.table.settings;
+        let deadline = pending.started + settings.deadline;
+        let mut last: Option<LastFailure> = None;
+        let mut sent = 0u32;
+        self.budget.deposit();
+        'targets: for (pos, &ti) in call.order.iter().enumerate() {
+            let target = &call.model.targets[ti];
+            let others_left = pos + 1 < call.order.len();
+            let key = TargetKey::of(target);
+            let Some(upstream_body) = self.upstream_body(&call, target) else {
+                return Err((ErrorKind::BadRequest, "the request body cannot be rewritten".into()));
+            };
+            let mut tries = 0u32;
+            let mut waited_retry_after = false;
+            loop {
+                if sent > 0 && !self.budget.try_withdraw() {
+                    tracing::warn!(model = %call.model.name, "retry budget exhausted");
+                    break 'targets;
+                }
+                if Instant::now() >= deadline {
+                    last = Some(LastFailure::Error(AttemptError::Deadline));
+                    break 'targets;
+                }
+                tries += 1;
+                sent += 1;
+                let attempt_started = Instant::now();
+                let result = self
+                    .send(&call, target, upstream_body.clone(), deadline)
+                    .await;
+                let latency_ms = attempt_started.elapsed().as_millis() as u64;
+                let mut attempt = pb::Attempt {
+                    provider: target.provider.name.clone(),
+                    upstream_model: target.upstream_model.clone(),
+                    latency_ms,
+                    ..Default::default()
+                };
+                match result {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        attempt.status = u32::from(status.as_u16());
+                        let ok = status.is_success();
+                        let retry = retryable_status(status.as_u16()) || status == StatusCode::TOO_MANY_REQUESTS;
+                        self.state.record(&key, !retry, ok.then(|| attempt_started.elapsed()));
+                        if !retry {
+                            // Success, or an error the client must see as it is.
+                            pending.record().attempts.push(attempt);
+                            return Ok(self.respond(&call, target, resp, pending));
+                        }
+                        let retry_after = retry_after(resp.headers());
+                        let headers = resp.headers().clone();
+                        let body = read_capped(resp, deadline).await;
+                        attempt.error = format!("upstream answered {status}");
+                        pending.record().attempts.push(attempt);
+                        last = Some(LastFailure::Upstream { status, headers, body });
+                        if status == StatusCode::TOO_MANY_REQUESTS {
+                            if others_left {
+                                continue 'targets;
+                            }
+                            match retry_after {
+                                Some(wait) if !waited_retry_after && Instant::now() + wait < deadline => {
+                                    waited_retry_after = true;
+                                    tokio::time::sleep(wait).await;
+                                    continue;
+                                }
+                                _ => break 'targets,
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.state.record(&key, false, None);
+                        attempt.error = e.describe();
+                        pending.record().attempts.push(attempt);
+                        let stop = !e.retryable();
+                        last = Some(LastFailure::Error(e));
+                        if stop {
+                            break 'targets;
+                        }
+                    }
+                }
+                if tries >= call.model.max_attempts {
+                    continue 'targets;
+                }
+                let delay = call.model.retry_delay;
+                if Instant::now() + delay >= deadline {
+                    break 'targets;
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+        let r = pending.record();
+        r.retries = sent.saturating_sub(1);
+        if let Some(a) = r.attempts.last() {
+            r.provider.clone_from(&a.provider);
+            r.upstream_model.clone_from(&a.upstream_model);
+        }
+        match last {
+            Some(LastFailure::Upstream { status, headers, body }) => {
+                let r = pending.record();
+                r.status = u32::from(status.as_u16());
+                r.error = format!("every attempt failed; the last upstream answered {status}");
+                if call.log_bodies {
+                    let (text, cut) = record::capped_body(&body, call.table.settings.log_body_max_bytes);
+                    r.response_body = text;
+                    r.response_body_truncated = cut;
+                }
+                r.response_headers = record::redact_headers(&headers);
+                self.finish_plain(pending);
+                let mut resp = Response::new(full(body));
+                *resp.status_mut() = status;
+                copy_response_headers(&headers, resp.headers_mut(), false);
+                Ok(resp)
+            }
+            Some(LastFailure::Error(e)) => Err((e.kind(), format!("every attempt failed; the last: {}", e.describe()))),
+            None => Err((
+                ErrorKind::UpstreamUnavailable,
+                "the retry budget is exhausted; the upstream is failing for many requests".into(),
+            )),
+        }
+    }
+
+    /// The body for one target: the client's bytes with only `model`
+    /// replaced, plus a usage request for OpenAI chat streams if the
+    /// provider wants it and the client did not ask.
+    fn upstream_body(&self, call: &Call<'_>, target: &Target) -> Option<Bytes> {
+        let mut out = body::replace_model(call.raw, &target.upstream_model)?;
+        if wants_usage_chunk(call, target) {
+            out = body::request_stream_usage(&out)?;
+        }
+        Some(out)
+    }
+
+    async fn send(
+        &self,
+        call: &Call<'_>,
+        target: &Target,
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<reqwest::Response, AttemptError> {
+        let settings = &call.table.settings;
+        let provider = &target.provider;
+        let client = self.client_for(&provider.name, settings.connect_timeout)?;
+        let url = format!("{}{}", provider.base_url, call.endpoint.upstream_path());
+        let headers = upstream_headers(call.headers, target, call.dialect);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (limit, by_deadline) = if left < settings.first_byte_timeout {
+            (left, true)
+        } else {
+            (settings.first_byte_timeout, false)
+        };
+        let request = client.post(url).headers(headers).body(body).send();
+        match tokio::time::timeout(limit, request).await {
+            Err(_) if by_deadline => Err(AttemptError::Deadline),
+            Err(_) => Err(AttemptError::FirstByteTimeout),
+            Ok(Err(e)) if e.is_connect() => Err(AttemptError::Connect(error_chain(&e))),
+            Ok(Err(e)) if e.is_timeout() => Err(AttemptError::FirstByteTimeout),
+            Ok(Err(e)) => Err(AttemptError::Request(error_chain(&e))),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// Streams an upstream answer to the client.
+    fn respond(
+        &self,
+        call: &Call<'_>,
+        target: &Target,
+        resp: reqwest::Response,
+        pending: &mut Pending,
+    ) -> Response<ResponseBody> {
+        let status = resp.status();
+        let is_sse = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let strip = is_sse && status.is_success() && wants_usage_chunk(call, target);
+        let mut out = Response::new(full(Bytes::new()));
+        *out.status_mut() = status;
+        copy_response_headers(resp.headers(), out.headers_mut(), strip);
+        if is_sse {
+            out.headers_mut()
+                .insert("x-accel-buffering", HeaderValue::from_static("no"));
+        }
+        let mut r = pending.take();
+        r.status = u32::from(status.as_u16());
+        r.provider.clone_from(&target.provider.name);
+        r.upstream_model.clone_from(&target.upstream_model);
+        r.retries = (r.attempts.len() as u32).saturating_sub(1);
+        r.response_headers = record::redact_headers(resp.headers());
+        if !status.is_success() {
+            r.error = format!("upstream answered {status}");
+        }
+        let log_cap = if call.log_bodies {
+            call.table.settings.log_body_max_bytes
+        } else {
+            0
+        };
+        let observer = Observer::new(call.dialect, call.endpoint, is_sse, strip, log_cap);
+        let finish = Finish {
+            record: r,
+            usage: None,
+            request: Some(Arc::clone(call.body)),
+            completion_text: String::new(),
+            prices: target.prices,
+            anthropic: call.dialect.protocol() == Protocol::Anthropic,
+            tokenizer_model: target.upstream_model.clone(),
+            counted: status.is_success() && call.endpoint != Endpoint::CountTokens,
+        };
+        let upstream = Box::pin(resp.bytes_stream().map(|r| r));
+        let body = ProxyBody::new(
+            upstream,
+            observer,
+            target.provider.timeout,
+            pending.started,
+            finish,
+            Arc::clone(&self.logs),
+            call.dialect,
+            is_sse,
+        );
+        *out.body_mut() = BodyExt::boxed_unsync(body);
+        out
+    }
+}
+
+/// One request's routing inputs.
+struct Call<'a> {
+    table: &'a RoutingTable,
+    model: &'a Model,
+    endpoint: Endpoint,
+    dialect: &'static dyn Dialect,
+    headers: &'a HeaderMap,
+    raw: &'a Bytes,
+    body: &'a Arc<Value>,
+    streaming: bool,
+    order: &'a [usize],
+    log_bodies: bool,
+}
+
+fn wants_usage_chunk(call: &Call<'_>, target: &Target) -> bool {
+    call.endpoint == Endpoint::ChatCompletions
+        && call.streaming
+        && target.provider.stream_usage
+        && call
+            .body
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            != Some(true)
+}
+
+fn authenticate<'t>(
+    table: &'t RoutingTable,
+    d: &dyn Dialect,
+    headers: &HeaderMap,
+) -> Result<&'t Arc<llmgw_core::table::ClientKey>, (ErrorKind, String)> {
+    let secret = d.client_key(headers).ok_or((
+        ErrorKind::MissingKey,
+        match d.protocol() {
+            Protocol::OpenAi => "missing API key: send 'Authorization: Bearer <key>'".to_string(),
+            Protocol::Anthropic => "missing API key: send 'x-api-key: <key>'".to_string(),
+        },
+    ))?;
+    table.authenticate(secret, now_ms()).map_err(|r| match r {
+        KeyRejection::Unknown => (ErrorKind::InvalidKey, "invalid API key".to_string()),
+        KeyRejection::Expired => (ErrorKind::ExpiredKey, "this API key has expired".to_string()),
+    })
+}
+
+/// Headers that describe one hop, or that the gateway sets itself.
+fn dropped_request_header(name: &str) -> bool {
+    llmgw_core::validate::is_hop_by_hop(name)
+        || matches!(
+            name,
+            "host"
+                | "content-length"
+                | "authorization"
+                | "x-api-key"
+                | "api-key"
+                | "proxy-authorization"
+                | "cookie"
+                | "accept-encoding"
+                | "forwarded"
+                | "x-forwarded-for"
+                | "x-forwarded-host"
+                | "x-forwarded-proto"
+                | "x-real-ip"
+        )
+}
+
+fn upstream_headers(client: &HeaderMap, target: &Target, d: &dyn Dialect) -> HeaderMap {
+    let named_by_connection: Vec<String> = client
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::with_capacity(client.len() + target.provider.headers.len() + 2);
+    for (name, value) in client {
+        let n = name.as_str();
+        if dropped_request_header(n) || named_by_connection.iter().any(|c| c == n) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    for (name, value) in &target.provider.headers {
+        out.insert(name.clone(), value.clone());
+    }
+    let key = target.provider.api_key.as_ref().map(|k| k.expose_secret());
+    d.upstream_auth(&mut out, key);
+    out.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    out
+}
+
+fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap, body_changes: bool) {
+    for (name, value) in from {
+        let n = name.as_str();
+        if llmgw_core::validate::is_hop_by_hop(n) || (body_changes && n == "content-length") {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+}
+
+fn set_request_id(resp: &mut Response<ResponseBody>, id: &str) {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID), v);
+    }
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 3600.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// Reads an error body to pass back later, bounded in size and time.
+async fn read_capped(resp: reqwest::Response, deadline: Instant) -> Bytes {
+    let read = async move {
+        let mut out = Vec::new();
+        let mut s = resp.bytes_stream();
+        while let Some(Ok(chunk)) = s.next().await {
+            let room = MAX_ERROR_BODY.saturating_sub(out.len());
+            out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if room <= chunk.len() {
+                break;
+            }
+        }
+        Bytes::from(out)
+    };
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .min(Duration::from_secs(10));
+    tokio::time::timeout(left, read).await.unwrap_or_default()
+}
+
+/// An error with its causes, which reqwest keeps in `source()`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,182 @@
+//! Watches a response on its way to the client: finds usage and generated
+//! text, keeps a capped copy for the request log, and, when the gateway
+//! asked an OpenAI chat stream for usage on the client's behalf, removes
+//! that extra chunk. Otherwise the bytes pass exactly as they came.
+
+use bytes::{Bytes, BytesMut};
+use serde_json::Value;
+
+use super::dialect::{Dialect, Endpoint, StreamSeen, Usage};
+use super::openai::is_usage_chunk;
+use super::sse::{self, Splitter};
+
+/// Largest non-streaming body parsed for usage.
+const MAX_PARSED_BODY: usize = 8 << 20;
+
+pub struct Observer {
+    dialect: &'static dyn Dialect,
+    endpoint: Endpoint,
+    streaming: bool,
+    strip_usage_chunk: bool,
+    splitter: Splitter,
+    pub seen: StreamSeen,
+    /// The whole body of a non-streaming response, for usage.
+    whole: BytesMut,
+    whole_overflow: bool,
+    /// What the request log keeps of the response.
+    pub logged: BytesMut,
+    log_cap: usize,
+    pub log_truncated: bool,
+}
+
+impl Observer {
+    pub fn new(
+        dialect: &'static dyn Dialect,
+        endpoint: Endpoint,
+        streaming: bool,
+        strip_usage_chunk: bool,
+        log_cap: usize,
+    ) -> Self {
+        Observer {
+            dialect,
+            endpoint,
+            streaming,
+            strip_usage_chunk: streaming && strip_usage_chunk,
+            splitter: Splitter::default(),
+            seen: StreamSeen::default(),
+            whole: BytesMut::new(),
+            whole_overflow: false,
+            logged: BytesMut::new(),
+            log_cap,
+            log_truncated: false,
+        }
+    }
+
+    fn log(&mut self, b: &[u8]) {
+        let room = self.log_cap.saturating_sub(self.logged.len());
+        if b.len() > room {
+            self.log_truncated = true;
+        }
+        self.logged.extend_from_slice(&b[..b.len().min(room)]);
+    }
+
+    /// Takes one upstream chunk and returns what the client gets.
+    pub fn feed(&mut self, chunk: Bytes) -> Bytes {
+        if !self.streaming {
+            self.log(&chunk);
+            if self.whole.len() + chunk.len() <= MAX_PARSED_BODY {
+                self.whole.extend_from_slice(&chunk);
+            } else {
+                self.whole_overflow = true;
+            }
+            return chunk;
+        }
+        let events = self.splitter.push(&chunk);
+        if !self.strip_usage_chunk {
+            for e in &events {
+                self.observe(e);
+            }
+            self.log(&chunk);
+            return chunk;
+        }
+        let mut out = BytesMut::with_capacity(chunk.len());
+        for e in &events {
+            if self.observe(e) {
+                out.extend_from_slice(e);
+            }
+        }
+        let out = out.freeze();
+        self.log(&out);
+        out
+    }
+
+    /// Reads one event; returns whether the client should get it.
+    fn observe(&mut self, raw: &[u8]) -> bool {
+        let ev = sse::parse(raw);
+        if ev.data.is_empty() {
+            return true;
+        }
+        if ev.data.trim() == "[DONE]" {
+            self.seen.finished = true;
+            return true;
+        }
+        let Ok(data) = serde_json::from_str::<Value>(&ev.data) else {
+            return true;
+        };
+        self.dialect
+            .observe_event(self.endpoint, ev.name, &data, &mut self.seen);
+        !(self.strip_usage_chunk && is_usage_chunk(&data))
+    }
+
+    /// Called at the normal end of the body: whatever is still held back.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        if !self.streaming {
+            if !self.whole_overflow {
+                if let Ok(v) = serde_json::from_slice::<Value>(&self.whole) {
+                    self.seen.usage = self.dialect.usage_of_body(self.endpoint, &v);
+                    self.dialect
+                        .text_of_body(self.endpoint, &v, &mut self.seen.text);
+                }
+            }
+            self.seen.finished = true;
+            return None;
+        }
+        let rest = self.splitter.take_rest()?;
+        let keep = self.observe(&rest);
+        if self.strip_usage_chunk {
+            self.log(&rest);
+            return keep.then_some(rest);
+        }
+        // Without stripping, these bytes already went out with their chunk.
+        None
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.seen.usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::dialect::dialect;
+    use llmgw_core::Protocol;
+
+    #[test]
+    fn strips_only_the_extra_usage_chunk() {
+        let d = dialect(Protocol::OpenAi);
+        let mut o = Observer::new(d, Endpoint::ChatCompletions, true, true, 1 << 16);
+        let a = o.feed(Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,",
+        ));
+        assert_eq!(&a[..], b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n");
+        let b = o.feed(Bytes::from_static(b"\"completion_tokens\":1}}\n\ndata: [DONE]\n\n"));
+        assert_eq!(&b[..], b"data: [DONE]\n\n");
+        assert!(o.finish().is_none());
+        assert_eq!(o.usage().unwrap().input, 3);
+        assert_eq!(o.seen.text, "hi");
+        assert!(o.seen.finished);
+    }
+
+    #[test]
+    fn passes_bytes_untouched_without_stripping() {
+        let d = dialect(Protocol::OpenAi);
+        let mut o = Observer::new(d, Endpoint::ChatCompletions, true, false, 4);
+        let chunk = Bytes::from_static(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3}}\n\n");
+        assert_eq!(o.feed(chunk.clone()), chunk);
+        assert_eq!(o.usage().unwrap().input, 3);
+        assert!(o.log_truncated);
+        assert_eq!(o.logged.len(), 4);
+    }
+
+    #[test]
+    fn whole_bodies_are_parsed_at_the_end() {
+        let d = dialect(Protocol::Anthropic);
+        let mut o = Observer::new(d, Endpoint::Messages, false, false, 1 << 16);
+        o.feed(Bytes::from_static(b"{\"content\":[{\"type\":\"text\",\"text\":\"yo\"}],"));
+        o.feed(Bytes::from_static(b"\"usage\":{\"input_tokens\":4,\"output_tokens\":2}}"));
+        o.finish();
+        assert_eq!(o.usage().unwrap().output, 2);
+        assert_eq!(o.seen.text, "yo");
+    }
+}

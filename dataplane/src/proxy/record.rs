@@ -1,0 +1,177 @@
+//! Building a request's log record: redacted headers, capped bodies, usage
+//! (reported, or estimated with tiktoken) and cost. Finishing a record runs
+//! on a blocking thread after the response is done, so counting never
+//! delays a client.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::HeaderMap;
+use llmgw_core::table::Prices;
+use llmgw_proto::v1 as pb;
+use serde_json::Value;
+
+use super::dialect::Usage;
+use crate::logs::LogSink;
+
+/// Headers whose values are credentials; they are masked in logs.
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+pub fn redact_headers(headers: &HeaderMap) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = HashMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let n = name.as_str();
+        let shown = if SECRET_HEADERS.contains(&n) {
+            llmgw_core::keys::mask(&String::from_utf8_lossy(value.as_bytes()))
+        } else {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        };
+        out.entry(n.to_string())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(&shown);
+            })
+            .or_insert(shown);
+    }
+    out
+}
+
+/// A body for the log, cut at `cap` bytes; returns (text, truncated).
+pub fn capped_body(body: &[u8], cap: usize) -> (String, bool) {
+    if body.len() <= cap {
+        (String::from_utf8_lossy(body).into_owned(), false)
+    } else {
+        // Cut on a character boundary of the lossy text.
+        let mut text = String::from_utf8_lossy(&body[..cap]).into_owned();
+        while text.len() > cap {
+            text.pop();
+        }
+        (text, true)
+    }
+}
+
+/// Cost in US dollars. OpenAI's input count includes cached tokens;
+/// Anthropic's does not, and its cache writes are charged at the input price.
+pub fn cost(usage: &Usage, prices: &Prices, anthropic: bool) -> f64 {
+    let per = 1_000_000.0;
+    let (uncached, cached) = if anthropic {
+        (usage.input + usage.cache_creation, usage.cache_read)
+    } else {
+        (usage.input.saturating_sub(usage.cache_read), usage.cache_read)
+    };
+    (uncached as f64 * prices.input_per_mtok
+        + cached as f64 * prices.cached_input_per_mtok
+        + usage.output as f64 * prices.output_per_mtok)
+        / per
+}
+
+/// What is needed to finish a record once the response is over.
+pub struct Finish {
+    pub record: pb::RequestLog,
+    pub usage: Option<Usage>,
+    /// Request body, for an input estimate when no usage was reported.
+    pub request: Option<Arc<Value>>,
+    pub completion_text: String,
+    pub prices: Prices,
+    pub anthropic: bool,
+    /// The model name tiktoken picks an encoding by.
+    pub tokenizer_model: String,
+    /// Whether there was an upstream response to count at all.
+    pub counted: bool,
+}
+
+impl Finish {
+    /// Completes usage and cost off the request path and hands the record
+    /// to the log sink.
+    pub fn submit(self, sink: Arc<LogSink>) {
+        let run = move || {
+            let mut f = self;
+            let mut r = std::mem::take(&mut f.record);
+            let usage = match f.usage {
+                Some(u) => {
+                    r.usage_source = "reported".into();
+                    Some(u)
+                }
+                None if f.counted => {
+                    r.usage_source = "estimated".into();
+                    let input = f
+                        .request
+                        .as_deref()
+                        .map_or(0, |b| llmgw_core::tokens::estimate_input(&f.tokenizer_model, b));
+                    let output = llmgw_core::tokens::count_text(&f.tokenizer_model, &f.completion_text);
+                    Some(Usage {
+                        input,
+                        output,
+                        ..Default::default()
+                    })
+                }
+                None => {
+                    r.usage_source = "none".into();
+                    None
+                }
+            };
+            if let Some(u) = usage {
+                r.input_tokens = u.input;
+                r.output_tokens = u.output;
+                r.cache_read_tokens = u.cache_read;
+                r.cache_creation_tokens = u.cache_creation;
+                r.cost = cost(&u, &f.prices, f.anthropic);
+            }
+            sink.send(r);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn_blocking(run);
+            }
+            Err(_) => run(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn secrets_are_masked() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer sk-llmgw-abcdefghijklmnop"));
+        h.insert("x-api-key", HeaderValue::from_static("short"));
+        h.insert("user-agent", HeaderValue::from_static("ua"));
+        let r = redact_headers(&h);
+        assert_eq!(r["authorization"], "****mnop");
+        assert_eq!(r["x-api-key"], "****");
+        assert_eq!(r["user-agent"], "ua");
+    }
+
+    #[test]
+    fn bodies_are_capped() {
+        assert_eq!(capped_body(b"abc", 5), ("abc".into(), false));
+        assert_eq!(capped_body(b"abcdef", 3), ("abc".into(), true));
+    }
+
+    #[test]
+    fn costs() {
+        let p = Prices {
+            input_per_mtok: 2.0,
+            output_per_mtok: 10.0,
+            cached_input_per_mtok: 1.0,
+        };
+        let u = Usage {
+            input: 1_000_000,
+            output: 100_000,
+            cache_read: 500_000,
+            cache_creation: 0,
+        };
+        assert!((cost(&u, &p, false) - (1.0 + 0.5 + 1.0)).abs() < 1e-9);
+        assert!((cost(&u, &p, true) - (2.0 + 0.5 + 1.0)).abs() < 1e-9);
+    }
+}

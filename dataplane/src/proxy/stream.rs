@@ -1,0 +1,193 @@
+//! The body of a proxied response: upstream bytes go to the client as they
+//! arrive, one frame per upstream chunk, with an idle timeout between
+//! chunks and no total timeout. A stream that breaks ends with a terminal
+//! error event in the client's protocol. Dropping the body (the client went
+//! away) drops the upstream response, which cancels it, and the request is
+//! logged as cancelled with what was counted so far.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::Stream;
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::Sleep;
+
+use super::dialect::Dialect;
+use super::observe::Observer;
+use super::record::Finish;
+use crate::logs::LogSink;
+use crate::server::BoxError;
+
+pub type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
+
+/// How a response ended, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Complete,
+    Broken,
+    Cancelled,
+}
+
+pub struct ProxyBody {
+    upstream: Option<Upstream>,
+    observer: Observer,
+    idle_timeout: Duration,
+    idle: Pin<Box<Sleep>>,
+    /// The last thing to send: a terminal error event, or an error that
+    /// aborts a non-streaming response (a cut JSON body must not look whole).
+    tail: Option<Result<Bytes, BoxError>>,
+    done: bool,
+    started: Instant,
+    first_byte: Option<Instant>,
+    finish: Option<(Finish, Arc<LogSink>)>,
+    dialect: &'static dyn Dialect,
+    streaming: bool,
+}
+
+impl ProxyBody {
+    pub fn new(
+        upstream: Upstream,
+        observer: Observer,
+        idle_timeout: Duration,
+        started: Instant,
+        finish: Finish,
+        sink: Arc<LogSink>,
+        dialect: &'static dyn Dialect,
+        streaming: bool,
+    ) -> Self {
+        ProxyBody {
+            upstream: Some(upstream),
+            observer,
+            idle_timeout,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            tail: None,
+            done: false,
+            started,
+            first_byte: None,
+            finish: Some((finish, sink)),
+            dialect,
+            streaming,
+        }
+    }
+
+    fn end(&mut self, how: End, error: Option<String>) {
+        let Some((mut f, sink)) = self.finish.take() else {
+            return;
+        };
+        let now = Instant::now();
+        let r = &mut f.record;
+        r.latency_ms = now.duration_since(self.started).as_millis() as u64;
+        r.ttfb_ms = self
+            .first_byte
+            .unwrap_or(now)
+            .duration_since(self.started)
+            .as_millis() as u64;
+        match how {
+            End::Complete => {}
+            End::Cancelled => {
+                r.cancelled = true;
+                if r.error.is_empty() {
+                    r.error = "client disconnected".into();
+                }
+            }
+            End::Broken => {
+                r.error = error.unwrap_or_else(|| "upstream stream broke".into());
+            }
+        }
+        let (body, truncated) = super::record::capped_body(&self.observer.logged, usize::MAX);
+        if f.record.response_body.is_empty() && !body.is_empty() {
+            f.record.response_body = body;
+            f.record.response_body_truncated = truncated || self.observer.log_truncated;
+        }
+        f.usage = self.observer.usage();
+        f.completion_text = std::mem::take(&mut self.observer.seen.text);
+        f.submit(sink);
+    }
+
+    fn fail(&mut self, message: String) {
+        tracing::warn!(error = %message, "upstream response broke");
+        self.upstream = None;
+        self.tail = Some(if self.streaming {
+            Ok(Bytes::from(self.dialect.stream_error_event(&message)))
+        } else {
+            Err(message.clone().into())
+        });
+        self.end(End::Broken, Some(message));
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if self.finish.is_some() {
+            self.end(End::Cancelled, None);
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(tail) = this.tail.take() {
+                this.done = true;
+                return Poll::Ready(Some(tail.map(Frame::data)));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let Some(upstream) = this.upstream.as_mut() else {
+                this.done = true;
+                continue;
+            };
+            match upstream.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.first_byte.get_or_insert_with(Instant::now);
+                    let deadline = tokio::time::Instant::now() + this.idle_timeout;
+                    this.idle.as_mut().reset(deadline);
+                    let out = this.observer.feed(chunk);
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.fail(format!("upstream stream broke: {e}"));
+                }
+                Poll::Ready(None) => {
+                    this.upstream = None;
+                    let rest = this.observer.finish();
+                    this.end(End::Complete, None);
+                    this.done = true;
+                    if let Some(rest) = rest.filter(|r| !r.is_empty()) {
+                        return Poll::Ready(Some(Ok(Frame::data(rest))));
+                    }
+                }
+                Poll::Pending => {
+                    if this.idle.as_mut().poll(cx).is_ready() {
+                        let secs = this.idle_timeout.as_secs();
+                        this.fail(format!("upstream sent nothing for {secs} s (idle timeout)"));
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.tail.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}

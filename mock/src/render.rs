@@ -1,0 +1,699 @@
+//! Response bodies in the shapes the official OpenAI and Anthropic SDKs
+//! accept: whole replies, server-sent events of streams, errors, model
+//! lists.
+//!
+//! Reply text is deterministic: chunk `i` is `"tok{i} "`, and a whole reply
+//! is all chunk texts in order (then padding, when asked for). Prompt
+//! tokens come from [`crate::parse`]; completion tokens are the number of
+//! chunks. The per-chunk stream events are written by hand from a prefix
+//! rendered once per request; the rarer, larger objects use `json!`.
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use hyper::body::Bytes;
+use serde_json::{json, Value};
+
+/// The LLM endpoints the mock serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Chat,
+    Completions,
+    Embeddings,
+    Responses,
+    Messages,
+    CountTokens,
+    Models,
+}
+
+impl Endpoint {
+    /// Whether `stream: true` gives an event stream.
+    pub fn streams(self) -> bool {
+        matches!(
+            self,
+            Self::Chat | Self::Completions | Self::Responses | Self::Messages
+        )
+    }
+}
+
+/// Text of chunk `i`.
+pub fn chunk_text(i: u32) -> String {
+    format!("tok{i} ")
+}
+
+/// All chunk texts of a reply of `chunks` chunks, in order.
+pub fn full_text(chunks: u32) -> String {
+    let mut s = String::with_capacity(chunks as usize * 7);
+    for i in 0..chunks {
+        let _ = write!(s, "tok{i} ");
+    }
+    s
+}
+
+/// [`full_text`] padded with `"pad "` repeats to exactly `bytes` bytes when
+/// it is shorter.
+pub fn padded_text(chunks: u32, bytes: usize) -> String {
+    let mut s = full_text(chunks);
+    if s.len() < bytes {
+        s.reserve(bytes - s.len());
+        while s.len() < bytes {
+            let take = (bytes - s.len()).min(4);
+            s.push_str(&"pad "[..take]);
+        }
+    }
+    s
+}
+
+/// What every reply of one request shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Reply {
+    pub endpoint: Endpoint,
+    pub seq: u64,
+    pub model: String,
+    pub created: u64,
+    pub prompt_tokens: u64,
+    pub chunks: u32,
+    /// False with `no-usage`.
+    pub usage: bool,
+    /// OpenAI `stream_options.include_usage`.
+    pub include_usage: bool,
+}
+
+fn openai_usage(prompt: u64, completion: u64) -> Value {
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0
+        }
+    })
+}
+
+fn to_bytes(v: &Value) -> Bytes {
+    Bytes::from(v.to_string())
+}
+
+impl Reply {
+    fn completion_tokens(&self) -> u64 {
+        u64::from(self.chunks)
+    }
+
+    /// The non-streaming body. `dims` and `base64` only matter for
+    /// embeddings, `inputs` is the number of embeddings.
+    pub fn whole(&self, text: &str, embedding: EmbeddingShape) -> Bytes {
+        match self.endpoint {
+            Endpoint::Chat => self.chat(text),
+            Endpoint::Completions => self.completion(text),
+            Endpoint::Embeddings => self.embeddings(embedding),
+            Endpoint::Responses => to_bytes(&self.response_object("completed", Some(text))),
+            Endpoint::Messages => self.message(text),
+            Endpoint::CountTokens => to_bytes(&json!({"input_tokens": self.prompt_tokens})),
+            // Served from the pre-rendered lists; never reached.
+            Endpoint::Models => Bytes::new(),
+        }
+    }
+
+    fn chat(&self, text: &str) -> Bytes {
+        let mut v = json!({
+            "id": format!("chatcmpl-mock{}", self.seq),
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": null, "annotations": []},
+                "logprobs": null,
+                "finish_reason": "stop"
+            }],
+            "service_tier": "default",
+            "system_fingerprint": "fp_mock"
+        });
+        if self.usage {
+            v["usage"] = openai_usage(self.prompt_tokens, self.completion_tokens());
+        }
+        to_bytes(&v)
+    }
+
+    fn completion(&self, text: &str) -> Bytes {
+        let mut v = json!({
+            "id": format!("cmpl-mock{}", self.seq),
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": "stop"}],
+            "system_fingerprint": "fp_mock"
+        });
+        if self.usage {
+            v["usage"] = openai_usage(self.prompt_tokens, self.completion_tokens());
+        }
+        to_bytes(&v)
+    }
+
+    fn embeddings(&self, shape: EmbeddingShape) -> Bytes {
+        let data: Vec<Value> = (0..shape.inputs)
+            .map(|i| {
+                let vector = (0..shape.dims).map(move |j| embedding_value(i, j));
+                let embedding = if shape.base64 {
+                    let bytes: Vec<u8> = vector.flat_map(f32::to_le_bytes).collect();
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+                } else {
+                    Value::Array(vector.map(|x| json!(x)).collect())
+                };
+                json!({"object": "embedding", "index": i, "embedding": embedding})
+            })
+            .collect();
+        let mut v = json!({"object": "list", "data": data, "model": self.model});
+        if self.usage {
+            v["usage"] =
+                json!({"prompt_tokens": self.prompt_tokens, "total_tokens": self.prompt_tokens});
+        }
+        to_bytes(&v)
+    }
+
+    fn responses_usage(&self) -> Value {
+        if !self.usage {
+            return Value::Null;
+        }
+        let (p, c) = (self.prompt_tokens, self.completion_tokens());
+        json!({
+            "input_tokens": p,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": c,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": p + c
+        })
+    }
+
+    fn responses_message(&self, text: Option<&str>) -> Value {
+        let (status, content) = match text {
+            Some(t) => (
+                "completed",
+                json!([{"type": "output_text", "text": t, "annotations": [], "logprobs": []}]),
+            ),
+            None => ("in_progress", json!([])),
+        };
+        json!({
+            "type": "message",
+            "id": format!("msg_mock{}", self.seq),
+            "status": status,
+            "role": "assistant",
+            "content": content
+        })
+    }
+
+    /// A Responses API `response` object; `text` is `None` while in progress.
+    fn response_object(&self, status: &str, text: Option<&str>) -> Value {
+        let (output, usage) = match text {
+            Some(_) => (
+                json!([self.responses_message(text)]),
+                self.responses_usage(),
+            ),
+            None => (json!([]), Value::Null),
+        };
+        json!({
+            "id": format!("resp_mock{}", self.seq),
+            "object": "response",
+            "created_at": self.created,
+            "status": status,
+            "background": false,
+            "error": null,
+            "incomplete_details": null,
+            "instructions": null,
+            "max_output_tokens": null,
+            "model": self.model,
+            "output": output,
+            "parallel_tool_calls": true,
+            "previous_response_id": null,
+            "reasoning": {"effort": null, "summary": null},
+            "service_tier": "default",
+            "store": false,
+            "temperature": 1.0,
+            "text": {"format": {"type": "text"}},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": 1.0,
+            "truncation": "disabled",
+            "usage": usage,
+            "user": null,
+            "metadata": {}
+        })
+    }
+
+    /// Anthropic usage; with `no-usage` the required fields are kept, as 0.
+    fn anthropic_usage(&self, output_tokens: u64) -> Value {
+        let (input, output) = if self.usage {
+            (self.prompt_tokens, output_tokens)
+        } else {
+            (0, 0)
+        };
+        json!({
+            "input_tokens": input,
+            "output_tokens": output,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0
+        })
+    }
+
+    fn message(&self, text: &str) -> Bytes {
+        to_bytes(&json!({
+            "id": format!("msg_mock{}", self.seq),
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": null,
+            "usage": self.anthropic_usage(self.completion_tokens())
+        }))
+    }
+}
+
+/// What an embeddings reply looks like.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct EmbeddingShape {
+    pub inputs: usize,
+    pub dims: usize,
+    pub base64: bool,
+}
+
+/// Component `j` of embedding `i`: deterministic, in [-0.5, 0.5).
+fn embedding_value(i: usize, j: usize) -> f32 {
+    ((i * 31 + j * 17) % 97) as f32 / 97.0 - 0.5
+}
+
+/// The events of one streamed reply: `prefix_len` opening events, one event
+/// per chunk, `suffix_len` closing events.
+#[derive(Debug)]
+pub(crate) struct StreamPlan {
+    reply: Reply,
+    /// Chat and completions: each chunk's JSON up to `"choices":`.
+    head: String,
+}
+
+impl StreamPlan {
+    pub fn new(reply: Reply) -> Self {
+        let model_json = Value::String(reply.model.clone()).to_string();
+        let head = match reply.endpoint {
+            Endpoint::Chat => format!(
+                r#"{{"id":"chatcmpl-mock{}","object":"chat.completion.chunk","created":{},"model":{},"system_fingerprint":"fp_mock","choices":"#,
+                reply.seq, reply.created, model_json
+            ),
+            Endpoint::Completions => format!(
+                r#"{{"id":"cmpl-mock{}","object":"text_completion","created":{},"model":{},"system_fingerprint":"fp_mock","choices":"#,
+                reply.seq, reply.created, model_json
+            ),
+            _ => String::new(),
+        };
+        Self { reply, head }
+    }
+
+    pub fn chunks(&self) -> u32 {
+        self.reply.chunks
+    }
+
+    pub fn prefix_len(&self) -> usize {
+        match self.reply.endpoint {
+            // created, in_progress, output_item.added, content_part.added
+            Endpoint::Responses => 4,
+            // message_start, content_block_start, ping
+            Endpoint::Messages => 3,
+            _ => 0,
+        }
+    }
+
+    pub fn suffix_len(&self) -> usize {
+        match self.reply.endpoint {
+            // finish chunk, [usage chunk], [DONE]
+            Endpoint::Chat | Endpoint::Completions => 2 + usize::from(self.usage_chunk()),
+            // output_text.done, content_part.done, output_item.done, completed
+            Endpoint::Responses => 4,
+            // content_block_stop, message_delta, message_stop
+            Endpoint::Messages => 3,
+            _ => 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.prefix_len() + self.reply.chunks as usize + self.suffix_len()
+    }
+
+    fn usage_chunk(&self) -> bool {
+        self.reply.include_usage && self.reply.usage
+    }
+
+    /// `,"usage":null` on OpenAI chunks when a usage chunk will follow.
+    fn usage_null(&self) -> &'static str {
+        if self.usage_chunk() {
+            r#","usage":null"#
+        } else {
+            ""
+        }
+    }
+
+    /// Event number `k`.
+    pub fn event(&self, k: usize) -> Bytes {
+        let (p, n) = (self.prefix_len(), self.reply.chunks as usize);
+        if k < p {
+            self.prefix(k)
+        } else if k < p + n {
+            self.chunk((k - p) as u32, k)
+        } else {
+            self.suffix(k - p - n, k)
+        }
+    }
+
+    fn chunk(&self, i: u32, k: usize) -> Bytes {
+        let mut s = String::with_capacity(self.head.len() + 160);
+        match self.reply.endpoint {
+            Endpoint::Chat => {
+                s.push_str("data: ");
+                s.push_str(&self.head);
+                s.push_str(r#"[{"index":0,"delta":{"#);
+                if i == 0 {
+                    s.push_str(r#""role":"assistant","#);
+                }
+                let _ = write!(
+                    s,
+                    r#""content":"tok{i} "}},"logprobs":null,"finish_reason":null}}]"#
+                );
+                s.push_str(self.usage_null());
+                s.push_str("}\n\n");
+            }
+            Endpoint::Completions => {
+                s.push_str("data: ");
+                s.push_str(&self.head);
+                let _ = write!(
+                    s,
+                    r#"[{{"text":"tok{i} ","index":0,"logprobs":null,"finish_reason":null}}]"#
+                );
+                s.push_str(self.usage_null());
+                s.push_str("}\n\n");
+            }
+            Endpoint::Responses => {
+                let _ = write!(
+                    s,
+                    "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"sequence_number\":{k},\"item_id\":\"msg_mock{}\",\"output_index\":0,\"content_index\":0,\"delta\":\"tok{i} \",\"logprobs\":[]}}\n\n",
+                    self.reply.seq
+                );
+            }
+            Endpoint::Messages => {
+                let _ = write!(
+                    s,
+                    "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"tok{i} \"}}}}\n\n"
+                );
+            }
+            _ => {}
+        }
+        Bytes::from(s)
+    }
+
+    fn prefix(&self, k: usize) -> Bytes {
+        let r = &self.reply;
+        match (r.endpoint, k) {
+            (Endpoint::Responses, 0) => named(
+                "response.created",
+                &json!({"type": "response.created", "sequence_number": k,
+                        "response": r.response_object("in_progress", None)}),
+            ),
+            (Endpoint::Responses, 1) => named(
+                "response.in_progress",
+                &json!({"type": "response.in_progress", "sequence_number": k,
+                        "response": r.response_object("in_progress", None)}),
+            ),
+            (Endpoint::Responses, 2) => named(
+                "response.output_item.added",
+                &json!({"type": "response.output_item.added", "sequence_number": k,
+                        "output_index": 0, "item": r.responses_message(None)}),
+            ),
+            (Endpoint::Responses, _) => named(
+                "response.content_part.added",
+                &json!({"type": "response.content_part.added", "sequence_number": k,
+                        "item_id": format!("msg_mock{}", r.seq), "output_index": 0, "content_index": 0,
+                        "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
+            ),
+            (Endpoint::Messages, 0) => {
+                // Like the real API: output_tokens starts at 1 here; the
+                // final count is message_delta's (cumulative) output_tokens.
+                let usage = r.anthropic_usage(1);
+                named(
+                    "message_start",
+                    &json!({"type": "message_start", "message": {
+                        "id": format!("msg_mock{}", r.seq),
+                        "type": "message",
+                        "role": "assistant",
+                        "model": r.model,
+                        "content": [],
+                        "stop_reason": null,
+                        "stop_sequence": null,
+                        "usage": usage
+                    }}),
+                )
+            }
+            (Endpoint::Messages, 1) => Bytes::from_static(
+                b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            ),
+            (Endpoint::Messages, _) => {
+                Bytes::from_static(b"event: ping\ndata: {\"type\":\"ping\"}\n\n")
+            }
+            _ => Bytes::new(),
+        }
+    }
+
+    fn suffix(&self, j: usize, k: usize) -> Bytes {
+        let r = &self.reply;
+        match (r.endpoint, j) {
+            (Endpoint::Chat, 0) => Bytes::from(format!(
+                "data: {}[{{\"index\":0,\"delta\":{{}},\"logprobs\":null,\"finish_reason\":\"stop\"}}]{}}}\n\n",
+                self.head,
+                self.usage_null()
+            )),
+            (Endpoint::Completions, 0) => Bytes::from(format!(
+                "data: {}[{{\"text\":\"\",\"index\":0,\"logprobs\":null,\"finish_reason\":\"stop\"}}]{}}}\n\n",
+                self.head,
+                self.usage_null()
+            )),
+            (Endpoint::Chat | Endpoint::Completions, 1) if self.usage_chunk() => {
+                Bytes::from(format!(
+                    "data: {}[],\"usage\":{}}}\n\n",
+                    self.head,
+                    openai_usage(r.prompt_tokens, r.completion_tokens())
+                ))
+            }
+            (Endpoint::Chat | Endpoint::Completions, _) => Bytes::from_static(b"data: [DONE]\n\n"),
+            (Endpoint::Responses, 0) => named(
+                "response.output_text.done",
+                &json!({"type": "response.output_text.done", "sequence_number": k,
+                        "item_id": format!("msg_mock{}", r.seq), "output_index": 0, "content_index": 0,
+                        "text": full_text(r.chunks), "logprobs": []}),
+            ),
+            (Endpoint::Responses, 1) => named(
+                "response.content_part.done",
+                &json!({"type": "response.content_part.done", "sequence_number": k,
+                        "item_id": format!("msg_mock{}", r.seq), "output_index": 0, "content_index": 0,
+                        "part": {"type": "output_text", "text": full_text(r.chunks), "annotations": [], "logprobs": []}}),
+            ),
+            (Endpoint::Responses, 2) => named(
+                "response.output_item.done",
+                &json!({"type": "response.output_item.done", "sequence_number": k,
+                        "output_index": 0, "item": r.responses_message(Some(&full_text(r.chunks)))}),
+            ),
+            (Endpoint::Responses, _) => named(
+                "response.completed",
+                &json!({"type": "response.completed", "sequence_number": k,
+                        "response": r.response_object("completed", Some(&full_text(r.chunks)))}),
+            ),
+            (Endpoint::Messages, 0) => Bytes::from_static(
+                b"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+            ),
+            (Endpoint::Messages, 1) => {
+                let output = if r.usage { r.completion_tokens() } else { 0 };
+                named(
+                    "message_delta",
+                    &json!({"type": "message_delta",
+                            "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                            "usage": {"output_tokens": output}}),
+                )
+            }
+            (Endpoint::Messages, _) => Bytes::from_static(
+                b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+            ),
+            _ => Bytes::new(),
+        }
+    }
+}
+
+/// An SSE event with an `event:` line, as the Responses and Anthropic
+/// streams have.
+fn named(name: &str, data: &Value) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
+
+/// Which protocol's error shape a reply uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+/// An error body for `status` in `dialect`'s shape.
+pub(crate) fn error_body(dialect: Dialect, status: u16, message: &str) -> Bytes {
+    let v = match dialect {
+        Dialect::OpenAi => {
+            let (kind, code) = match status {
+                400 => ("invalid_request_error", "invalid_request"),
+                401 => ("invalid_request_error", "invalid_api_key"),
+                403 => ("permission_error", "permission_denied"),
+                404 => ("invalid_request_error", "model_not_found"),
+                408 => ("timeout_error", "timeout"),
+                409 => ("conflict_error", "conflict"),
+                422 => ("invalid_request_error", "unprocessable_entity"),
+                429 => ("rate_limit_error", "rate_limit_exceeded"),
+                503 => ("server_error", "service_unavailable"),
+                500.. => ("server_error", "server_error"),
+                _ => ("invalid_request_error", "invalid_request"),
+            };
+            json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+        }
+        Dialect::Anthropic => {
+            let kind = match status {
+                401 => "authentication_error",
+                403 => "permission_error",
+                404 => "not_found_error",
+                413 => "request_too_large",
+                429 => "rate_limit_error",
+                503 | 529 => "overloaded_error",
+                500.. => "api_error",
+                _ => "invalid_request_error",
+            };
+            json!({"type": "error", "error": {"type": kind, "message": message}})
+        }
+    };
+    to_bytes(&v)
+}
+
+/// `GET /v1/models` for OpenAI clients.
+pub(crate) fn openai_models(models: &[String]) -> Bytes {
+    let data: Vec<Value> = models
+        .iter()
+        .map(|m| json!({"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "llmgw-mock"}))
+        .collect();
+    to_bytes(&json!({"object": "list", "data": data}))
+}
+
+/// `GET /v1/models` for Anthropic clients (requests with `anthropic-version`).
+pub(crate) fn anthropic_models(models: &[String]) -> Bytes {
+    let data: Vec<Value> = models
+        .iter()
+        .map(|m| json!({"type": "model", "id": m, "display_name": m, "created_at": "2024-01-01T00:00:00Z"}))
+        .collect();
+    to_bytes(&json!({
+        "data": data,
+        "has_more": false,
+        "first_id": models.first(),
+        "last_id": models.last()
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(endpoint: Endpoint, include_usage: bool) -> Reply {
+        Reply {
+            endpoint,
+            seq: 7,
+            model: "m\"x".into(),
+            created: 1,
+            prompt_tokens: 3,
+            chunks: 2,
+            usage: true,
+            include_usage,
+        }
+    }
+
+    /// Every event is valid SSE whose data is JSON (or `[DONE]`).
+    fn events(plan: &StreamPlan) -> Vec<(Option<String>, String)> {
+        (0..plan.len())
+            .map(|k| {
+                let b = plan.event(k);
+                let s = std::str::from_utf8(&b).unwrap();
+                assert!(s.ends_with("\n\n"), "{s:?}");
+                let mut name = None;
+                let mut data = String::new();
+                for line in s.trim_end().lines() {
+                    if let Some(n) = line.strip_prefix("event: ") {
+                        name = Some(n.to_owned());
+                    } else if let Some(d) = line.strip_prefix("data: ") {
+                        data = d.to_owned();
+                    } else {
+                        panic!("bad line {line:?}");
+                    }
+                }
+                if data != "[DONE]" {
+                    let v: Value = serde_json::from_str(&data).unwrap();
+                    if let Some(n) = &name {
+                        assert_eq!(v["type"], n.as_str());
+                    }
+                }
+                (name, data)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn all_stream_events_are_json() {
+        for ep in [
+            Endpoint::Chat,
+            Endpoint::Completions,
+            Endpoint::Responses,
+            Endpoint::Messages,
+        ] {
+            for include_usage in [false, true] {
+                let plan = StreamPlan::new(reply(ep, include_usage));
+                let ev = events(&plan);
+                assert_eq!(ev.len(), plan.len());
+            }
+        }
+    }
+
+    #[test]
+    fn chat_stream_usage_chunk_only_when_asked() {
+        let without = events(&StreamPlan::new(reply(Endpoint::Chat, false)));
+        assert_eq!(without.len(), 4);
+        assert!(!without.iter().any(|(_, d)| d.contains("usage")));
+        let with = events(&StreamPlan::new(reply(Endpoint::Chat, true)));
+        assert_eq!(with.len(), 5);
+        let usage: Value = serde_json::from_str(&with[3].1).unwrap();
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(usage["usage"]["total_tokens"], 5);
+        assert_eq!(usage["model"], "m\"x");
+        assert_eq!(with[4].1, "[DONE]");
+    }
+
+    #[test]
+    fn padding_reaches_the_size() {
+        assert_eq!(padded_text(2, 0), "tok0 tok1 ");
+        let p = padded_text(2, 23);
+        assert_eq!(p.len(), 23);
+        assert!(p.starts_with("tok0 tok1 pad pad"));
+        assert_eq!(chunk_text(3), "tok3 ");
+    }
+
+    #[test]
+    fn error_shapes() {
+        let v: Value =
+            serde_json::from_slice(&error_body(Dialect::Anthropic, 529, "busy")).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"error","error":{"type":"overloaded_error","message":"busy"}})
+        );
+        let v: Value = serde_json::from_slice(&error_body(Dialect::OpenAi, 429, "slow")).unwrap();
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+        assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    }
+}

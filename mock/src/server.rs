@@ -1,0 +1,389 @@
+//! The HTTP server: HTTP/1.1 (keep-alive) and HTTP/2 (prior knowledge) on
+//! one port through hyper-util's auto builder. [`handle`] routes the LLM
+//! endpoints (with or without the `/v1` prefix) to [`llm`], which records
+//! the request, resolves its behaviour and replies; `/_mock/*` is the
+//! control API.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+
+use crate::behavior::{Behavior, Scripts, Step};
+use crate::config::Config;
+use crate::parse::LlmRequest;
+use crate::record::{RecordedRequest, Recorder};
+use crate::render::{self, Dialect, EmbeddingShape, Endpoint, Reply, StreamPlan};
+use crate::sse::SseBody;
+use crate::BoxError;
+
+/// Body of every response.
+pub(crate) type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// What the handlers share.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub config: Config,
+    pub recorder: Recorder,
+    pub scripts: Scripts,
+    openai_models: Bytes,
+    anthropic_models: Bytes,
+}
+
+impl State {
+    pub fn new(config: Config) -> Self {
+        Self {
+            recorder: Recorder::new(config.record),
+            scripts: Scripts::default(),
+            openai_models: render::openai_models(&config.models),
+            anthropic_models: render::anthropic_models(&config.models),
+            config,
+        }
+    }
+}
+
+/// Error a handler returns to make hyper drop the connection (HTTP/1) or
+/// reset the stream (HTTP/2) without a response.
+#[derive(Debug)]
+struct MockReset;
+
+impl std::fmt::Display for MockReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("llmgw-mock: connection reset on purpose")
+    }
+}
+
+impl std::error::Error for MockReset {}
+
+/// Accepts connections until `stop` fires or is dropped. Dropping this
+/// future (or its task) drops every open connection with it.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // No timer is installed, so switch the header-read timeout off rather
+    // than have hyper warn about it; idle keep-alive connections stay open.
+    builder.http1().keep_alive(true).header_read_timeout(None);
+    builder.http2().max_concurrent_streams(None);
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+                    }
+                    let state = Arc::clone(&state);
+                    let service = service_fn(move |req| handle(Arc::clone(&state), req));
+                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    connections.spawn(async move {
+                        if let Err(e) = conn.await {
+                            debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Usually out of file descriptors; pause instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = &mut stop => break,
+        }
+    }
+}
+
+/// Strips an optional `/v1` prefix.
+fn api_path(path: &str) -> &str {
+    match path.strip_prefix("/v1") {
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => path,
+    }
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, BoxError> {
+    let path = req.uri().path();
+    if path.starts_with("/_mock/") || path == "/healthz" {
+        return Ok(control(&state, req).await);
+    }
+    let endpoint = match (req.method(), api_path(path)) {
+        (&Method::POST, "/chat/completions") => Endpoint::Chat,
+        (&Method::POST, "/completions") => Endpoint::Completions,
+        (&Method::POST, "/embeddings") => Endpoint::Embeddings,
+        (&Method::POST, "/responses") => Endpoint::Responses,
+        (&Method::POST, "/messages") => Endpoint::Messages,
+        (&Method::POST, "/messages/count_tokens") => Endpoint::CountTokens,
+        (&Method::GET, "/models") => Endpoint::Models,
+        _ => {
+            let message = format!("llmgw-mock: no route for {} {path}", req.method());
+            return Ok(error(Dialect::OpenAi, 404, &message, None));
+        }
+    };
+    llm(&state, endpoint, req).await
+}
+
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+async fn llm(
+    state: &State,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, BoxError> {
+    let received_at = SystemTime::now();
+    let (seq, guard) = state.recorder.begin();
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await?.to_bytes();
+
+    let dialect = if matches!(endpoint, Endpoint::Messages | Endpoint::CountTokens)
+        || (endpoint == Endpoint::Models && parts.headers.contains_key("anthropic-version"))
+    {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    };
+    let from_headers = Step::from_headers(&parts.headers);
+    let parsed = if endpoint == Endpoint::Models {
+        Ok(LlmRequest::default())
+    } else {
+        serde_json::from_slice::<LlmRequest>(&body)
+    };
+    let (model, stream) = match &parsed {
+        Ok(r) => (
+            r.model.clone(),
+            endpoint.streams() && r.stream == Some(true),
+        ),
+        Err(_) => (None, false),
+    };
+    if state.recorder.enabled() {
+        state.recorder.push(RecordedRequest {
+            seq,
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+            body,
+            model: model.clone(),
+            stream,
+            received_at,
+        });
+    }
+
+    let scripted = match model.as_deref() {
+        Some(m) => state.scripts.next(m).unwrap_or_default(),
+        None => Step::default(),
+    };
+    let b = Behavior::resolve(from_headers.or(scripted), &state.config.defaults);
+
+    if !b.latency.is_zero() {
+        tokio::time::sleep(b.latency).await;
+    }
+    if b.reset_before_first_byte {
+        guard.complete();
+        return Err(Box::new(MockReset));
+    }
+    if b.hang {
+        // Until the client goes away: hyper then drops this future, and the
+        // guard counts the request as cancelled.
+        std::future::pending::<()>().await;
+    }
+    if b.status >= 400 {
+        guard.complete();
+        let message = format!("llmgw-mock: injected HTTP {} error", b.status);
+        return Ok(error(dialect, b.status, &message, b.retry_after));
+    }
+    let status = StatusCode::from_u16(b.status).unwrap_or(StatusCode::OK);
+
+    if endpoint == Endpoint::Models {
+        guard.complete();
+        let body = match dialect {
+            Dialect::Anthropic => state.anthropic_models.clone(),
+            Dialect::OpenAi => state.openai_models.clone(),
+        };
+        return Ok(with_retry_after(json_bytes(status, body), b.retry_after));
+    }
+    let req = match parsed {
+        Ok(r) => r,
+        Err(e) => {
+            guard.complete();
+            let message = format!("llmgw-mock: request body is not valid JSON: {e}");
+            return Ok(error(dialect, 400, &message, None));
+        }
+    };
+    let reply = Reply {
+        endpoint,
+        seq,
+        model: req.model.clone().unwrap_or_else(|| "mock-model".to_owned()),
+        created: unix_seconds(received_at),
+        prompt_tokens: req.prompt_tokens(),
+        chunks: b.chunks,
+        usage: !b.no_usage,
+        include_usage: req.include_usage(),
+    };
+    if stream {
+        let body = SseBody::new(
+            StreamPlan::new(reply),
+            b.chunk_delay,
+            b.reset_after_chunks,
+            guard,
+        );
+        let mut resp = Response::new(UnsyncBoxBody::new(body));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return Ok(with_retry_after(resp, b.retry_after));
+    }
+    let text = render::padded_text(b.chunks, b.reply_bytes);
+    let embedding = EmbeddingShape {
+        inputs: req.embedding_inputs(),
+        dims: req.dimensions.unwrap_or(state.config.embedding_dims),
+        base64: req.encoding_format.as_deref() == Some("base64"),
+    };
+    let body = reply.whole(&text, embedding);
+    guard.complete();
+    Ok(with_retry_after(json_bytes(status, body), b.retry_after))
+}
+
+fn full(body: Bytes) -> ResponseBody {
+    UnsyncBoxBody::new(Full::new(body).map_err(|never: Infallible| match never {}))
+}
+
+fn json_bytes(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn json_value(status: StatusCode, v: &Value) -> Response<ResponseBody> {
+    json_bytes(status, Bytes::from(v.to_string()))
+}
+
+fn with_retry_after(
+    mut resp: Response<ResponseBody>,
+    retry_after: Option<u64>,
+) -> Response<ResponseBody> {
+    if let Some(s) = retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    resp
+}
+
+fn error(
+    dialect: Dialect,
+    status: u16,
+    message: &str,
+    retry_after: Option<u64>,
+) -> Response<ResponseBody> {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let resp = json_bytes(code, render::error_body(dialect, status, message));
+    with_retry_after(resp, retry_after)
+}
+
+/// The value of query parameter `name`, percent-decoded.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScriptBody {
+    model: String,
+    #[serde(default)]
+    steps: Vec<Step>,
+}
+
+/// `/_mock/*`: the control API (see the crate docs).
+async fn control(state: &State, req: Request<Incoming>) -> Response<ResponseBody> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let bad = |message: String| error(Dialect::OpenAi, 400, &message, None);
+    match (&method, path.as_str()) {
+        (&Method::GET, "/healthz" | "/_mock/health") => {
+            json_value(StatusCode::OK, &json!({"ok": true}))
+        }
+        (&Method::GET, "/_mock/requests") => {
+            let model = query_param(query.as_deref(), "model");
+            let list: Vec<Value> = state
+                .recorder
+                .list(model.as_deref())
+                .iter()
+                .map(RecordedRequest::to_json)
+                .collect();
+            json_value(StatusCode::OK, &Value::Array(list))
+        }
+        (&Method::DELETE, "/_mock/requests") => {
+            let cleared = state.recorder.clear();
+            json_value(StatusCode::OK, &json!({"cleared": cleared}))
+        }
+        (&Method::GET, "/_mock/stats") => {
+            json_value(StatusCode::OK, &json!(state.recorder.stats()))
+        }
+        (&Method::GET, "/_mock/script") => {
+            json_value(StatusCode::OK, &json!(state.scripts.remaining()))
+        }
+        (&Method::POST, "/_mock/script") => {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return bad(format!("cannot read the body: {e}")),
+            };
+            match serde_json::from_slice::<ScriptBody>(&body) {
+                Ok(s) => {
+                    let n = s.steps.len();
+                    state.scripts.set(s.model.clone(), s.steps);
+                    json_value(StatusCode::OK, &json!({"model": s.model, "steps": n}))
+                }
+                Err(e) => bad(format!(
+                    "expected {{\"model\": \"m\", \"steps\": [...]}}: {e}"
+                )),
+            }
+        }
+        (&Method::DELETE, "/_mock/script") => {
+            let model = query_param(query.as_deref(), "model");
+            state.scripts.clear(model.as_deref());
+            json_value(StatusCode::OK, &json!({"cleared": true}))
+        }
+        (&Method::POST, "/_mock/reset") => {
+            state.scripts.clear(None);
+            let cleared = state.recorder.clear();
+            json_value(StatusCode::OK, &json!({"cleared": cleared}))
+        }
+        _ => error(
+            Dialect::OpenAi,
+            404,
+            &format!("llmgw-mock: no control route for {method} {path}"),
+            None,
+        ),
+    }
+}
