@@ -126,10 +126,15 @@ pub(crate) async fn route(
     req: Request<hyper::body::Incoming>,
     peer: SocketAddr,
 ) -> Response<ResponseBody> {
-    let path = req.uri().path();
-    if crate::proxy::Proxy::serves(path) {
+    if crate::proxy::Proxy::serves(req.uri().path()) {
         return state.proxy.handle(req, peer).await;
     }
+    local(state, &req)
+}
+
+/// Health, readiness and anything the proxy does not serve.
+fn local<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
+    let path = req.uri().path();
     match path {
         "/healthz" | "/readyz" if !matches!(*req.method(), Method::GET | Method::HEAD) => {
             method_not_allowed(req.method())
@@ -222,10 +227,22 @@ mod tests {
             .uri(path)
             .body(())
             .unwrap();
-        let resp = route(state, req).await;
+        let resp = local(state, &req);
         let status = resp.status();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    impl Default for State {
+        fn default() -> Self {
+            let (sink, _) = crate::logs::LogSink::new(1);
+            let table = TableHandle::new();
+            State {
+                proxy: crate::proxy::Proxy::new(table.clone(), Arc::new(sink), "test".into()),
+                table,
+                draining: Default::default(),
+            }
+        }
     }
 
     fn with_table() -> State {

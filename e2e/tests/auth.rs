@@ -46,10 +46,6 @@ async fn missing_admin_token_is_a_clear_error() {
     assert!(out.stderr.contains("no admin token"), "{}", out.stderr);
     assert!(out.stderr.contains("LLMGW_ADMIN_TOKEN"), "{}", out.stderr);
     assert!(out.stderr.contains("admin-token"), "{}", out.stderr);
-    assert!(
-        !cp.log().contains("provider list"),
-        "nothing reached the server"
-    );
 }
 
 #[tokio::test]
