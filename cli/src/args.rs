@@ -123,6 +123,17 @@ pub enum Command {
     /// Make the gateway's configuration exactly what a file says: providers,
     /// models and keys absent from the file are deleted.
     Apply(ApplyArgs),
+    /// Show request logs (newest first), follow new ones as they are stored
+    /// (--follow), or show one request in full (`logs get ID`).
+    #[command(visible_alias = "log")]
+    Logs(LogsArgs),
+    /// Request statistics: counts, error rate, latency and time-to-first-byte
+    /// percentiles, tokens and cost; by default over the last 24 hours.
+    Stats(StatsArgs),
+    /// Routing tools: `route explain MODEL` shows which targets a request
+    /// would be sent to, in which order, and why the others are left out.
+    #[command(subcommand)]
+    Route(RouteCmd),
 }
 
 // ---------- providers ----------
@@ -426,6 +437,175 @@ pub struct ApplyArgs {
     pub dry_run: bool,
 }
 
+// ---------- request logs and stats ----------
+
+/// Filters shared by `logs` and `stats`.
+#[derive(Args, Clone, Default)]
+pub struct LogFilterArgs {
+    /// Only requests at or after this time: a duration back from now (24h,
+    /// 30m, 7d) or an RFC 3339 time (2024-05-01T12:00:00Z).
+    #[arg(long, value_name = "AGO|TIME", value_parser = parse_time_bound)]
+    pub since: Option<i64>,
+    /// Only requests before this time: a duration back from now or an
+    /// RFC 3339 time.
+    #[arg(long, value_name = "AGO|TIME", value_parser = parse_time_bound)]
+    pub until: Option<i64>,
+    /// Only requests for this model (the name clients asked for).
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Only requests answered by this provider.
+    #[arg(long, value_name = "PROVIDER")]
+    pub provider: Option<String>,
+    /// Only requests made with this client key (its name).
+    #[arg(long, value_name = "NAME")]
+    pub key: Option<String>,
+    /// Only these statuses: 200, 4xx, 5xx or a range such as 400-499.
+    #[arg(long, value_name = "STATUS", value_parser = parse_status)]
+    pub status: Option<StatusRange>,
+    /// Only requests that took at least this long.
+    #[arg(long, value_name = "N")]
+    pub min_latency_ms: Option<u64>,
+    /// Only requests that took at most this long.
+    #[arg(long, value_name = "N")]
+    pub max_latency_ms: Option<u64>,
+    /// Only requests with at least this many input plus output tokens.
+    #[arg(long, value_name = "N")]
+    pub min_tokens: Option<u64>,
+    /// Only requests with at most this many input plus output tokens.
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u64>,
+    /// Only streamed (true) or only non-streamed (false) requests.
+    #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
+    pub stream: Option<bool>,
+    /// Only failed requests: status 400 or above, cancelled, or with an error.
+    #[arg(long)]
+    pub errors: bool,
+}
+
+/// An inclusive status range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    pub min: u32,
+    pub max: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogOrder {
+    Time,
+    Latency,
+    Ttfb,
+    Tokens,
+    Cost,
+    Status,
+}
+
+impl LogOrder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogOrder::Time => "time",
+            LogOrder::Latency => "latency",
+            LogOrder::Ttfb => "ttfb",
+            LogOrder::Tokens => "tokens",
+            LogOrder::Cost => "cost",
+            LogOrder::Status => "status",
+        }
+    }
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct LogsArgs {
+    #[command(subcommand)]
+    pub command: Option<LogsCmd>,
+    #[command(flatten)]
+    pub filter: LogFilterArgs,
+    /// How many records to show; more than 1000 are fetched page by page.
+    #[arg(long, value_name = "N", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub limit: u32,
+    /// What to sort by (largest or newest first).
+    #[arg(long, value_enum, default_value_t = LogOrder::Time)]
+    pub order_by: LogOrder,
+    /// Smallest or oldest first.
+    #[arg(long)]
+    pub asc: bool,
+    /// Print new records as they are stored, until interrupted (JSON lines
+    /// with -o json).
+    #[arg(short, long, conflicts_with_all = ["limit", "order_by", "asc"])]
+    pub follow: bool,
+}
+
+#[derive(Subcommand)]
+pub enum LogsCmd {
+    /// Show one request in full: headers, bodies and every attempt.
+    Get(LogIdArg),
+}
+
+#[derive(Args)]
+pub struct LogIdArg {
+    /// The request id (the x-llmgw-request-id response header).
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatsGroup {
+    Model,
+    Provider,
+    Key,
+}
+
+impl StatsGroup {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatsGroup::Model => "model",
+            StatsGroup::Provider => "provider",
+            StatsGroup::Key => "key",
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct StatsArgs {
+    /// Filters; without --since, the last 24 hours.
+    #[command(flatten)]
+    pub filter: LogFilterArgs,
+    /// One row per model, provider or client key, besides the total.
+    #[arg(long, value_enum)]
+    pub by: Option<StatsGroup>,
+    /// Add a time series with buckets this wide, e.g. 1h or 5m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_bucket)]
+    pub bucket: Option<u32>,
+}
+
+// ---------- routing ----------
+
+#[derive(Subcommand)]
+pub enum RouteCmd {
+    /// A dry run of routing against the live configuration: every target of
+    /// MODEL, whether it would be tried and in which order, and why.
+    Explain(RouteExplainArgs),
+}
+
+#[derive(Args)]
+pub struct RouteExplainArgs {
+    /// The model name a client would ask for.
+    pub model: String,
+    /// A request header as NAME:VALUE, for rules that test headers. Repeat
+    /// for more headers.
+    #[arg(long = "header", value_name = "K:V", value_parser = parse_header)]
+    pub headers: Vec<Header>,
+    /// Name of the client key making the request.
+    #[arg(long, value_name = "NAME")]
+    pub key: Option<String>,
+    /// File with the JSON request body (`-` reads standard input); default
+    /// {"model": MODEL}.
+    #[arg(long, value_name = "FILE")]
+    pub body: Option<String>,
+    /// Protocol of the client's request.
+    #[arg(long, value_enum, default_value_t = Protocol::Openai)]
+    pub protocol: Protocol,
+}
+
 // ---------- value parsers ----------
 
 /// `K:V`, split at the first ':', both sides trimmed.
@@ -465,10 +645,191 @@ pub fn parse_lifetime(s: &str) -> Result<u64, String> {
     }
 }
 
+/// A time bound in Unix milliseconds: a duration back from now (`24h`,
+/// `7d`, `1h 30m`) or an RFC 3339 time.
+pub fn parse_time_bound(s: &str) -> Result<i64, String> {
+    time_bound_at(s, std::time::SystemTime::now())
+}
+
+fn time_bound_at(s: &str, now: std::time::SystemTime) -> Result<i64, String> {
+    let t = s.trim();
+    let at = match humantime::parse_duration(t) {
+        Ok(ago) => now
+            .checked_sub(ago)
+            .ok_or_else(|| format!("`{s}` reaches back before 1970"))?,
+        Err(_) => humantime::parse_rfc3339_weak(t).map_err(|_| {
+            format!("`{s}` is neither a duration (24h, 30m, 7d) nor an RFC 3339 time")
+        })?,
+    };
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("`{s}` is before 1970"))?
+        .as_millis();
+    match i64::try_from(ms) {
+        Ok(0) | Err(_) => Err(format!("`{s}` is out of range")),
+        Ok(ms) => Ok(ms),
+    }
+}
+
+/// `200`, `4xx`, `5xx` or `N-M`.
+pub fn parse_status(s: &str) -> Result<StatusRange, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let bad = || format!("`{s}` is not a status: give 200, 4xx, 5xx or a range like 400-499");
+    let num = |v: &str| -> Result<u32, String> {
+        let n: u32 = v.trim().parse().map_err(|_| bad())?;
+        if (100..=999).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!("`{s}`: a status is between 100 and 999"))
+        }
+    };
+    let range = if let Some(d) = t.strip_suffix("xx") {
+        let d: u32 = d.parse().map_err(|_| bad())?;
+        if !(1..=9).contains(&d) {
+            return Err(bad());
+        }
+        StatusRange {
+            min: d * 100,
+            max: d * 100 + 99,
+        }
+    } else if let Some((a, b)) = t.split_once('-') {
+        StatusRange {
+            min: num(a)?,
+            max: num(b)?,
+        }
+    } else {
+        let n = num(&t)?;
+        StatusRange { min: n, max: n }
+    };
+    if range.min > range.max {
+        return Err(format!("`{s}`: the range is empty"));
+    }
+    Ok(range)
+}
+
+/// A bucket width in whole seconds, at least one.
+pub fn parse_bucket(s: &str) -> Result<u32, String> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}`: {e}"))?;
+    match u32::try_from(d.as_secs()) {
+        Ok(0) => Err(format!("`{s}` is shorter than one second")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is too long")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn time_bounds() {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_714_564_800);
+        assert_eq!(
+            time_bound_at("24h", now).unwrap(),
+            (1_714_564_800 - 86_400) * 1000
+        );
+        assert_eq!(
+            time_bound_at("30m", now).unwrap(),
+            (1_714_564_800 - 1800) * 1000
+        );
+        assert_eq!(
+            time_bound_at("2024-05-01T12:00:00Z", now).unwrap(),
+            1_714_564_800_000
+        );
+        assert_eq!(
+            time_bound_at("2024-05-01T12:00:00.250Z", now).unwrap(),
+            1_714_564_800_250
+        );
+        assert!(time_bound_at("yesterday", now).is_err());
+        assert!(time_bound_at("100y", now).is_err());
+        assert!(parse_time_bound("1h").is_ok());
+    }
+
+    #[test]
+    fn statuses() {
+        let r = |min, max| StatusRange { min, max };
+        assert_eq!(parse_status("200").unwrap(), r(200, 200));
+        assert_eq!(parse_status("4xx").unwrap(), r(400, 499));
+        assert_eq!(parse_status("5XX").unwrap(), r(500, 599));
+        assert_eq!(parse_status("500-504").unwrap(), r(500, 504));
+        for bad in ["", "abc", "0xx", "20", "1000", "500-400", "4x", "-"] {
+            assert!(parse_status(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn buckets() {
+        assert_eq!(parse_bucket("1h").unwrap(), 3600);
+        assert_eq!(parse_bucket("5m").unwrap(), 300);
+        assert!(parse_bucket("0s").is_err());
+        assert!(parse_bucket("soon").is_err());
+    }
+
+    #[test]
+    fn logs_stats_and_route_commands() {
+        let cli = Cli::try_parse_from([
+            "llmgw", "logs", "--since", "24h", "--model", "m", "--status", "5xx", "--stream",
+            "false", "--errors", "--limit", "10", "-o", "json",
+        ])
+        .unwrap();
+        let Command::Logs(a) = cli.command else {
+            panic!("wrong command");
+        };
+        assert!(a.command.is_none());
+        assert_eq!(a.filter.model.as_deref(), Some("m"));
+        assert_eq!(a.filter.status, Some(StatusRange { min: 500, max: 599 }));
+        assert_eq!(a.filter.stream, Some(false));
+        assert!(a.filter.errors && !a.follow);
+        assert_eq!(a.limit, 10);
+
+        let cli = Cli::try_parse_from(["llmgw", "logs", "get", "abc"]).unwrap();
+        let Command::Logs(a) = cli.command else {
+            panic!("wrong command");
+        };
+        let Some(LogsCmd::Get(id)) = a.command else {
+            panic!("no get");
+        };
+        assert_eq!(id.id, "abc");
+        assert!(Cli::try_parse_from(["llmgw", "logs", "--follow", "--provider", "p"]).is_ok());
+        assert!(Cli::try_parse_from(["llmgw", "logs", "--follow", "--limit", "5"]).is_err());
+        assert!(Cli::try_parse_from(["llmgw", "logs", "--status", "abc"]).is_err());
+
+        let cli =
+            Cli::try_parse_from(["llmgw", "stats", "--by", "provider", "--bucket", "1h"]).unwrap();
+        let Command::Stats(s) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(s.by, Some(StatsGroup::Provider));
+        assert_eq!(s.bucket, Some(3600));
+        assert!(s.filter.since.is_none());
+        assert!(Cli::try_parse_from(["llmgw", "stats", "--by", "colour"]).is_err());
+
+        let cli = Cli::try_parse_from([
+            "llmgw",
+            "route",
+            "explain",
+            "gpt",
+            "--header",
+            "x-tier: gold",
+            "--header",
+            "a:b",
+            "--key",
+            "team",
+            "--protocol",
+            "anthropic",
+        ])
+        .unwrap();
+        let Command::Route(RouteCmd::Explain(e)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(e.model, "gpt");
+        assert_eq!(e.headers.len(), 2);
+        assert_eq!(e.headers[0].value, "gold");
+        assert_eq!(e.key.as_deref(), Some("team"));
+        assert_eq!(e.protocol, Protocol::Anthropic);
+        assert!(Cli::try_parse_from(["llmgw", "route", "explain"]).is_err());
+    }
 
     #[test]
     fn cli_definition_is_valid() {

@@ -94,7 +94,11 @@ pub fn explain(
                 } else if *order == 0 {
                     format!("kept: tried first ({} strategy)", model.strategy)
                 } else {
-                    format!("kept: attempt order {} ({} strategy)", order + 1, model.strategy)
+                    format!(
+                        "kept: attempt order {} ({} strategy)",
+                        order + 1,
+                        model.strategy
+                    )
                 },
             ),
             Verdict::WrongProtocol(p) => (

@@ -96,12 +96,12 @@ impl LogFeed {
                 let send = match item {
                     Ok(rec) if sql::matches(&filter, &rec) => Ok((*rec).clone()),
                     Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(n)) => Err(Status::resource_exhausted(
-                        format!(
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        Err(Status::resource_exhausted(format!(
                             "this follower fell behind and {n} records were skipped; \
                              follow again, and use ListLogs for the gap"
-                        ),
-                    )),
+                        )))
+                    }
                     Err(broadcast::error::RecvError::Closed) => break,
                 };
                 let last = send.is_err();

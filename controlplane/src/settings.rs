@@ -48,7 +48,10 @@ impl GlobalSettings {
                 self.max_request_body_bytes.to_string(),
             ),
             ("connect_timeout_ms", self.connect_timeout_ms.to_string()),
-            ("first_byte_timeout_s", self.first_byte_timeout_s.to_string()),
+            (
+                "first_byte_timeout_s",
+                self.first_byte_timeout_s.to_string(),
+            ),
             ("deadline_s", self.deadline_s.to_string()),
         ]
         .into_iter()

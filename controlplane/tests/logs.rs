@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[macro_use]
+#[allow(unused_macros)]
 mod common;
 
 use std::collections::HashMap;
@@ -208,32 +209,41 @@ fn data_set(t0: i64) -> Vec<pb::RequestLog> {
     ];
     rows.iter()
         .enumerate()
-        .map(|(i, &(model, provider, key, status, input, output, cost, stream, cancelled, error))| {
-            let n = u32::try_from(i).unwrap() + 1;
-            let mut r = rec(n, t0 + i64::from(n) * 1000);
-            r.model = model.into();
-            r.provider = provider.into();
-            r.key = key.into();
-            r.status = status;
-            r.latency_ms = u64::from(n) * 100;
-            r.ttfb_ms = u64::from(n) * 10;
-            r.input_tokens = input;
-            r.output_tokens = output;
-            r.cost = cost;
-            r.stream = stream;
-            r.cancelled = cancelled;
-            r.error = error.into();
-            r.attempts = (0..(n % 3))
-                .map(|a| pb::Attempt {
-                    provider: format!("attempt-{a}"),
-                    upstream_model: "up".into(),
-                    status: if a + 1 == n % 3 { status } else { 502 },
-                    error: if a + 1 == n % 3 { String::new() } else { "bad gateway".into() },
-                    latency_ms: u64::from(a) + 1,
-                })
-                .collect();
-            r
-        })
+        .map(
+            |(
+                i,
+                &(model, provider, key, status, input, output, cost, stream, cancelled, error),
+            )| {
+                let n = u32::try_from(i).unwrap() + 1;
+                let mut r = rec(n, t0 + i64::from(n) * 1000);
+                r.model = model.into();
+                r.provider = provider.into();
+                r.key = key.into();
+                r.status = status;
+                r.latency_ms = u64::from(n) * 100;
+                r.ttfb_ms = u64::from(n) * 10;
+                r.input_tokens = input;
+                r.output_tokens = output;
+                r.cost = cost;
+                r.stream = stream;
+                r.cancelled = cancelled;
+                r.error = error.into();
+                r.attempts = (0..(n % 3))
+                    .map(|a| pb::Attempt {
+                        provider: format!("attempt-{a}"),
+                        upstream_model: "up".into(),
+                        status: if a + 1 == n % 3 { status } else { 502 },
+                        error: if a + 1 == n % 3 {
+                            String::new()
+                        } else {
+                            "bad gateway".into()
+                        },
+                        latency_ms: u64::from(a) + 1,
+                    })
+                    .collect();
+                r
+            },
+        )
         .collect()
 }
 
@@ -575,6 +585,8 @@ both! {
             .unwrap()
             .into_inner();
         let mut want = records[0].clone();
+        // The record named no node: the batch's is filled in.
+        want.node_id = "node-1".into();
         want.time = llmgw_controlplane::logs::format_time(want.time_ms);
         assert_eq!(one, want);
         let err = admin.get_log(pb::GetLogRequest { id: id(999) }).await.unwrap_err();
@@ -702,7 +714,7 @@ both! {
         // Five-second buckets: t0+1..4 s, t0+5..9 s, t0+10 s.
         let r = admin.get_stats(stats("", 5, Default::default())).await.unwrap().into_inner();
         let s: Vec<_> = r.series.iter().map(|b| (b.start_ms - t0, b.requests, b.errors, b.latency_p50_ms)).collect();
-        assert_eq!(s, [(0, 4, 3, 200.0), (5000, 5, 3, 700.0), (10_000, 1, 0, 1000.0)]);
+        assert_eq!(s, [(0, 4, 2, 200.0), (5000, 5, 3, 700.0), (10_000, 1, 0, 1000.0)]);
         assert_eq!(r.series[1].input_tokens, 1000 + 50 + 0 + 30 + 3);
 
         // Filters apply to stats as well.
@@ -775,7 +787,8 @@ both! {
 
 /// The list and stats statements the RPCs run for each indexed filter,
 /// built by the same functions.
-fn planned_statements(t: i64) -> Vec<(&'static str, Statement)> {
+/// With the index SQLite must pick for each.
+fn planned_statements(t: i64) -> Vec<(&'static str, Statement, &'static str)> {
     let f = pb::LogFilter::default;
     let list = |filter: pb::LogFilter| {
         list_statement(&pb::ListLogsRequest {
@@ -790,15 +803,65 @@ fn planned_statements(t: i64) -> Vec<(&'static str, Statement)> {
         ..f()
     };
     vec![
-        ("time range", list(range())),
-        ("newest first", list(f())),
-        ("model", list(pb::LogFilter { model: "m-a".into(), ..range() })),
-        ("provider", list(pb::LogFilter { provider: "p-x".into(), ..range() })),
-        ("key", list(pb::LogFilter { key: "k1".into(), ..range() })),
-        ("model only", list(pb::LogFilter { model: "m-a".into(), ..f() })),
-        ("provider only", list(pb::LogFilter { provider: "p-x".into(), ..f() })),
-        ("key only", list(pb::LogFilter { key: "k1".into(), ..f() })),
-        ("status", list(pb::LogFilter { status_min: 500, status_max: 599, ..f() })),
+        ("time range", list(range()), "request_logs_time"),
+        ("newest first", list(f()), "request_logs_time"),
+        (
+            "model",
+            list(pb::LogFilter {
+                model: "m-a".into(),
+                ..range()
+            }),
+            "request_logs_model_time",
+        ),
+        (
+            "provider",
+            list(pb::LogFilter {
+                provider: "p-x".into(),
+                ..range()
+            }),
+            "request_logs_provider_time",
+        ),
+        (
+            "key",
+            list(pb::LogFilter {
+                key: "k1".into(),
+                ..range()
+            }),
+            "request_logs_key_time",
+        ),
+        (
+            "model only",
+            list(pb::LogFilter {
+                model: "m-a".into(),
+                ..f()
+            }),
+            "request_logs_model_time",
+        ),
+        (
+            "provider only",
+            list(pb::LogFilter {
+                provider: "p-x".into(),
+                ..f()
+            }),
+            "request_logs_provider_time",
+        ),
+        (
+            "key only",
+            list(pb::LogFilter {
+                key: "k1".into(),
+                ..f()
+            }),
+            "request_logs_key_time",
+        ),
+        (
+            "status",
+            list(pb::LogFilter {
+                status_min: 500,
+                status_max: 599,
+                ..f()
+            }),
+            "request_logs_status_time",
+        ),
         (
             "slowest",
             list_statement(&pb::ListLogsRequest {
@@ -806,15 +869,20 @@ fn planned_statements(t: i64) -> Vec<(&'static str, Statement)> {
                 ..Default::default()
             })
             .unwrap(),
+            "request_logs_latency",
         ),
         (
             "stats by model",
             stats_statement(&pb::GetStatsRequest {
-                filter: Some(pb::LogFilter { model: "m-a".into(), ..range() }),
+                filter: Some(pb::LogFilter {
+                    model: "m-a".into(),
+                    ..range()
+                }),
                 group_by: "provider".into(),
                 bucket_s: 60,
             })
             .unwrap(),
+            "request_logs_model_time",
         ),
         (
             "stats time range",
@@ -823,6 +891,7 @@ fn planned_statements(t: i64) -> Vec<(&'static str, Statement)> {
                 ..Default::default()
             })
             .unwrap(),
+            "request_logs_time",
         ),
     ]
 }
@@ -832,7 +901,10 @@ fn uses_index_pg(plan: &serde_json::Value, bad: &mut Vec<String>) -> bool {
     match plan {
         serde_json::Value::Object(m) => {
             let node = m.get("Node Type").and_then(|v| v.as_str()).unwrap_or("");
-            let rel = m.get("Relation Name").and_then(|v| v.as_str()).unwrap_or("");
+            let rel = m
+                .get("Relation Name")
+                .and_then(|v| v.as_str())
+                .unwrap_or("");
             let index = m.get("Index Name").and_then(|v| v.as_str()).unwrap_or("");
             match node {
                 "Index Scan" | "Index Only Scan" if rel == "request_logs" => found = true,
@@ -872,7 +944,7 @@ both! {
         match db.kind {
             Kind::Sqlite => {
                 let mut conn = cp.running.store().pool().acquire().await.unwrap();
-                for (what, st) in &statements {
+                for (what, st, index) in &statements {
                     let rows = st
                         .with_prefix("EXPLAIN QUERY PLAN ")
                         .fetch_all(&mut conn)
@@ -886,6 +958,10 @@ both! {
                         st.sql
                     );
                     assert!(
+                        details.iter().any(|d| d.contains(&format!("INDEX {index}"))),
+                        "{what}: {index} not used in {plan}"
+                    );
+                    assert!(
                         !details.iter().any(|d| d.trim() == "SCAN request_logs"),
                         "{what}: full scan in {plan}\n{}",
                         st.sql
@@ -896,7 +972,7 @@ both! {
                 let mut conn = sqlx::postgres::PgConnection::connect(&db.url).await.unwrap();
                 sqlx::query("ANALYZE request_logs").execute(&mut conn).await.unwrap();
                 sqlx::query("SET enable_seqscan = off").execute(&mut conn).await.unwrap();
-                for (what, st) in &statements {
+                for (what, st, _) in &statements {
                     let sql = format!("EXPLAIN (FORMAT JSON) {}", st.sql);
                     let mut q = sqlx::query(&sql);
                     for p in &st.params {

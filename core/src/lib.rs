@@ -6,8 +6,8 @@ pub mod keys;
 pub mod outlier;
 pub mod routing;
 pub mod rules;
-pub mod tokens;
 pub mod table;
+pub mod tokens;
 pub mod validate;
 
 pub use table::{RoutingTable, SnapshotError};

@@ -44,7 +44,10 @@ impl TargetKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Tried in this position (0 first).
-    Kept { order: usize, ejected: bool },
+    Kept {
+        order: usize,
+        ejected: bool,
+    },
     WrongProtocol(Protocol),
     RuleDidNotMatch,
 }
@@ -282,7 +285,13 @@ mod tests {
         })
     }
 
-    fn target(p: &Arc<Provider>, m: &str, priority: i32, weight: u32, rule: Option<&str>) -> Target {
+    fn target(
+        p: &Arc<Provider>,
+        m: &str,
+        priority: i32,
+        weight: u32,
+        rule: Option<&str>,
+    ) -> Target {
         Target {
             provider: Arc::clone(p),
             upstream_model: m.into(),
@@ -384,8 +393,14 @@ mod tests {
             vec![target(&p, "a", 0, 1, None), target(&p, "b", 5, 1, None)],
         );
         let s = TestState::default();
-        assert_eq!(names(&m, &plan(&m, Protocol::OpenAi, &NoFacts, &s)), ["a", "b"]);
-        assert_eq!(names(&m, &plan(&m, Protocol::OpenAi, &NoFacts, &s)), ["b", "a"]);
+        assert_eq!(
+            names(&m, &plan(&m, Protocol::OpenAi, &NoFacts, &s)),
+            ["a", "b"]
+        );
+        assert_eq!(
+            names(&m, &plan(&m, Protocol::OpenAi, &NoFacts, &s)),
+            ["b", "a"]
+        );
     }
 
     #[test]
@@ -396,13 +411,22 @@ mod tests {
             Strategy::Priority,
             vec![
                 target(&a, "claude", 0, 1, None),
-                target(&o, "ruled", 1, 1, Some(r#"{"field":"key","op":"eq","value":"other"}"#)),
+                target(
+                    &o,
+                    "ruled",
+                    1,
+                    1,
+                    Some(r#"{"field":"key","op":"eq","value":"other"}"#),
+                ),
                 target(&o, "gpt", 2, 1, None),
             ],
         );
         let plan = plan(&m, Protocol::OpenAi, &NoFacts, &FreshState);
         assert_eq!(names(&m, &plan), ["gpt"]);
-        assert_eq!(plan.decisions[0].verdict, Verdict::WrongProtocol(Protocol::Anthropic));
+        assert_eq!(
+            plan.decisions[0].verdict,
+            Verdict::WrongProtocol(Protocol::Anthropic)
+        );
         assert_eq!(plan.decisions[1].verdict, Verdict::RuleDidNotMatch);
         assert_eq!(
             plan.decisions[2].verdict,
@@ -434,7 +458,10 @@ mod tests {
             ..Default::default()
         };
         // Cap is 2 of 4: a and b move back, c stays.
-        assert_eq!(names(&m, &plan(&m, Protocol::OpenAi, &NoFacts, &s)), ["c", "d", "a", "b"]);
+        assert_eq!(
+            names(&m, &plan(&m, Protocol::OpenAi, &NoFacts, &s)),
+            ["c", "d", "a", "b"]
+        );
         assert_eq!(max_ejected(1), 0);
         assert_eq!(max_ejected(2), 1);
         assert_eq!(max_ejected(5), 2);
@@ -459,7 +486,10 @@ mod tests {
             ..Default::default()
         };
         // random draws 0 then 1 -> compares slow with mid.
-        assert_eq!(names(&m, &plan(&m, Protocol::OpenAi, &NoFacts, &s)), ["mid", "fast", "slow"]);
+        assert_eq!(
+            names(&m, &plan(&m, Protocol::OpenAi, &NoFacts, &s)),
+            ["mid", "fast", "slow"]
+        );
     }
 
     #[test]

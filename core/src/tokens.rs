@@ -7,7 +7,11 @@ use tiktoken_rs::CoreBPE;
 
 /// The encoding for an upstream model name.
 pub fn encoding_for(model: &str) -> &'static CoreBPE {
-    let m = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
+    let m = model
+        .rsplit('/')
+        .next()
+        .unwrap_or(model)
+        .to_ascii_lowercase();
     let o200k = m.starts_with("gpt-4o")
         || m.starts_with("chatgpt-4o")
         || m.starts_with("gpt-4.1")
@@ -95,11 +99,26 @@ mod tests {
 
     #[test]
     fn picks_the_encoding_by_family() {
-        assert!(std::ptr::eq(encoding_for("gpt-4o-mini"), tiktoken_rs::o200k_base_singleton()));
-        assert!(std::ptr::eq(encoding_for("openai/o3-mini"), tiktoken_rs::o200k_base_singleton()));
-        assert!(std::ptr::eq(encoding_for("gpt-5"), tiktoken_rs::o200k_base_singleton()));
-        assert!(std::ptr::eq(encoding_for("gpt-3.5-turbo"), tiktoken_rs::cl100k_base_singleton()));
-        assert!(std::ptr::eq(encoding_for("claude-sonnet"), tiktoken_rs::cl100k_base_singleton()));
+        assert!(std::ptr::eq(
+            encoding_for("gpt-4o-mini"),
+            tiktoken_rs::o200k_base_singleton()
+        ));
+        assert!(std::ptr::eq(
+            encoding_for("openai/o3-mini"),
+            tiktoken_rs::o200k_base_singleton()
+        ));
+        assert!(std::ptr::eq(
+            encoding_for("gpt-5"),
+            tiktoken_rs::o200k_base_singleton()
+        ));
+        assert!(std::ptr::eq(
+            encoding_for("gpt-3.5-turbo"),
+            tiktoken_rs::cl100k_base_singleton()
+        ));
+        assert!(std::ptr::eq(
+            encoding_for("claude-sonnet"),
+            tiktoken_rs::cl100k_base_singleton()
+        ));
     }
 
     #[test]

@@ -7,8 +7,9 @@
 pub mod backoff;
 pub mod config;
 mod discovery;
-pub mod proxy;
 pub mod logs;
+pub mod metrics;
+pub mod proxy;
 mod server;
 pub mod table;
 
@@ -68,7 +69,12 @@ pub async fn start(config: Config) -> Result<Running> {
     let log_sink = Arc::new(log_sink);
     let state = Arc::new(server::State {
         table: table.clone(),
-        proxy: proxy::Proxy::new(table.clone(), Arc::clone(&log_sink), config.node_id.clone()),
+        proxy: proxy::Proxy::new(
+            table.clone(),
+            Arc::clone(&log_sink),
+            metrics::Metrics::new(),
+            config.node_id.clone(),
+        ),
         draining: Default::default(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -136,10 +136,13 @@ pub(crate) async fn route(
 fn local<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
     let path = req.uri().path();
     match path {
-        "/healthz" | "/readyz" if !matches!(*req.method(), Method::GET | Method::HEAD) => {
+        "/healthz" | "/readyz" | "/metrics"
+            if !matches!(*req.method(), Method::GET | Method::HEAD) =>
+        {
             method_not_allowed(req.method())
         }
         "/healthz" => text(StatusCode::OK, "ok"),
+        "/metrics" => metrics(state),
         "/readyz" => readyz(state),
         _ => error(
             StatusCode::NOT_FOUND,
@@ -148,6 +151,19 @@ fn local<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
             "not_found",
         ),
     }
+}
+
+fn metrics(state: &State) -> Response<ResponseBody> {
+    let m = state.proxy.metrics();
+    m.snapshot_version
+        .set(i64::try_from(state.table.version()).unwrap_or(i64::MAX));
+    m.log_records_dropped
+        .set(i64::try_from(state.proxy.logs().dropped()).unwrap_or(i64::MAX));
+    respond(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        m.encode(),
+    )
 }
 
 fn readyz(state: &State) -> Response<ResponseBody> {
@@ -238,7 +254,12 @@ mod tests {
             let (sink, _) = crate::logs::LogSink::new(1);
             let table = TableHandle::new();
             State {
-                proxy: crate::proxy::Proxy::new(table.clone(), Arc::new(sink), "test".into()),
+                proxy: crate::proxy::Proxy::new(
+                    table.clone(),
+                    Arc::new(sink),
+                    crate::metrics::Metrics::new(),
+                    "test".into(),
+                ),
                 table,
                 draining: Default::default(),
             }

@@ -297,8 +297,10 @@ pub struct PgDatabase {
 }
 
 impl PgDatabase {
-    /// Creates `llmgw_e2e_<random>` with the role of
+    /// Creates `llmgw_e2e_<unix seconds>_<random>` with the role of
     /// `LLMGW_TEST_POSTGRES_URL`; panics (the test fails) when it is unset.
+    /// Databases of this kind older than an hour, left behind by test
+    /// processes that were killed, are dropped on the way.
     pub async fn create() -> PgDatabase {
         use sqlx::Connection;
         let admin_url = std::env::var("LLMGW_TEST_POSTGRES_URL")
@@ -310,10 +312,31 @@ impl PgDatabase {
                      `source scripts/pg.sh` first (scripts/test.sh does it)"
                 )
             });
-        let name = format!("llmgw_e2e_{}", random_hex());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs();
+        let name = format!("llmgw_e2e_{now}_{:08x}", rand::random::<u32>());
         let mut conn = sqlx::PgConnection::connect(&admin_url)
             .await
             .unwrap_or_else(|e| panic!("cannot connect to LLMGW_TEST_POSTGRES_URL: {e}"));
+        let existing: Vec<String> = sqlx::query_scalar(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'llmgw\\_e2e\\_%'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_default();
+        for old in existing {
+            let created = old
+                .strip_prefix("llmgw_e2e_")
+                .and_then(|rest| rest.split('_').next())
+                .and_then(|secs| secs.parse::<u64>().ok());
+            if created.is_some_and(|c| c + 3600 < now) {
+                let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {old} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        }
         sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
             .execute(&mut conn)
             .await

@@ -274,7 +274,8 @@ async fn insert_records(
         LOG_COLUMNS.join(", "),
         values_sql(chunk.len(), LOG_COLUMNS.len())
     );
-    let mut q = sqlx::query(&sql);
+    // Row counts vary: not worth a cached prepared statement each.
+    let mut q = sqlx::query(&sql).persistent(false);
     for p in chunk {
         q = bind_record(q, p);
     }
@@ -307,7 +308,8 @@ async fn insert_records(
             ATTEMPT_COLUMNS.join(", "),
             values_sql(part.len(), ATTEMPT_COLUMNS.len())
         );
-        let mut q = sqlx::query(&sql);
+        // Row counts vary: not worth a cached prepared statement each.
+        let mut q = sqlx::query(&sql).persistent(false);
         for (id, i, a) in part {
             q = q
                 .bind(*id)
@@ -385,7 +387,8 @@ async fn quarantine(
                 clean(node),
                 r.reason.chars().take(MAX_REASON_CHARS).collect(),
                 // serde_json escapes control characters, NUL included.
-                serde_json::to_string(r.record).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
+                serde_json::to_string(r.record)
+                    .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
             ]
         })
         .collect();
@@ -395,7 +398,8 @@ async fn quarantine(
             QUARANTINE_COLUMNS.join(", "),
             values_sql(part.len(), QUARANTINE_COLUMNS.len())
         );
-        let mut q = sqlx::query(&sql);
+        // Row counts vary: not worth a cached prepared statement each.
+        let mut q = sqlx::query(&sql).persistent(false);
         for [id, node, reason, record] in part {
             q = q
                 .bind(id.as_str())
@@ -462,11 +466,16 @@ fn headers_json(
     h: &std::collections::HashMap<String, String>,
 ) -> Result<String, String> {
     if h.len() > MAX_HEADERS {
-        return Err(format!("{what} has {} entries (at most {MAX_HEADERS})", h.len()));
+        return Err(format!(
+            "{what} has {} entries (at most {MAX_HEADERS})",
+            h.len()
+        ));
     }
     let size: usize = h.iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > MAX_HEADERS_BYTES {
-        return Err(format!("{what} is {size} bytes (at most {MAX_HEADERS_BYTES})"));
+        return Err(format!(
+            "{what} is {size} bytes (at most {MAX_HEADERS_BYTES})"
+        ));
     }
     let sorted: BTreeMap<String, String> = h.iter().map(|(k, v)| (clean(k), clean(v))).collect();
     serde_json::to_string(&sorted).map_err(|e| format!("{what}: {e}"))
@@ -475,8 +484,12 @@ fn headers_json(
 /// Checks a record and returns it ready to store: a canonical id, the
 /// batch's node when it names none, no NUL characters.
 fn prepare(r: &pb::RequestLog, batch_node: &str, now: i64) -> Result<Prepared, String> {
-    let id = uuid::Uuid::parse_str(r.id.trim())
-        .map_err(|_| format!("id '{}' is not a UUID", r.id.chars().take(80).collect::<String>()))?;
+    let id = uuid::Uuid::parse_str(r.id.trim()).map_err(|_| {
+        format!(
+            "id '{}' is not a UUID",
+            r.id.chars().take(80).collect::<String>()
+        )
+    })?;
     if id.is_nil() {
         return Err("id is the nil UUID".into());
     }
@@ -518,10 +531,17 @@ fn prepare(r: &pb::RequestLog, batch_node: &str, now: i64) -> Result<Prepared, S
     }
     for (i, a) in r.attempts.iter().enumerate() {
         if a.status > MAX_STATUS || a.latency_ms > MAX_DURATION_MS {
-            return Err(format!("attempt {} has an implausible status or latency", i + 1));
+            return Err(format!(
+                "attempt {} has an implausible status or latency",
+                i + 1
+            ));
         }
         check_len("an attempt's provider", &a.provider, MAX_NAME_BYTES)?;
-        check_len("an attempt's upstream_model", &a.upstream_model, MAX_NAME_BYTES)?;
+        check_len(
+            "an attempt's upstream_model",
+            &a.upstream_model,
+            MAX_NAME_BYTES,
+        )?;
         check_len("an attempt's error", &a.error, MAX_ERROR_BYTES)?;
     }
     let node = if r.node_id.trim().is_empty() {
@@ -622,7 +642,10 @@ mod tests {
             ("UUID", Box::new(|r| r.id = "not-a-uuid".into())),
             ("nil", Box::new(|r| r.id = uuid::Uuid::nil().to_string())),
             ("time_ms", Box::new(|r| r.time_ms = 0)),
-            ("time_ms", Box::new(move |r| r.time_ms = now + 2 * FUTURE_SLACK_MS)),
+            (
+                "time_ms",
+                Box::new(move |r| r.time_ms = now + 2 * FUTURE_SLACK_MS),
+            ),
             ("status", Box::new(|r| r.status = 1000)),
             ("latency_ms", Box::new(|r| r.latency_ms = u64::MAX)),
             ("input_tokens", Box::new(|r| r.input_tokens = u64::MAX)),

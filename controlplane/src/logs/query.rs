@@ -192,11 +192,7 @@ pub fn list_statement(r: &pb::ListLogsRequest) -> Result<Statement, Status> {
 pub async fn list(store: &Store, r: pb::ListLogsRequest) -> Result<pb::ListLogsResponse, Status> {
     let q = ListQuery::parse(&r)?;
     let st = q.statement();
-    let mut conn = store
-        .pool()
-        .acquire()
-        .await
-        .map_err(|e| status(e.into()))?;
+    let mut conn = store.pool().acquire().await.map_err(|e| status(e.into()))?;
     let rows = st
         .fetch_all(&mut conn)
         .await
@@ -208,7 +204,9 @@ pub async fn list(store: &Store, r: pb::ListLogsRequest) -> Result<pb::ListLogsR
         .map_err(status)?;
     let more = records.len() > q.limit as usize;
     records.truncate(q.limit as usize);
-    add_attempts(&mut conn, &mut records).await.map_err(status)?;
+    add_attempts(&mut conn, &mut records)
+        .await
+        .map_err(status)?;
     let next_page_token = match records.last() {
         Some(last) if more => encode_token(&Cursor {
             order: q.order,
@@ -238,7 +236,7 @@ async fn add_attempts(
         "SELECT request_id, attempt, provider, upstream_model, status, error, latency_ms \
          FROM request_attempts WHERE request_id IN ({ids}) ORDER BY request_id, attempt"
     );
-    let rows = st.fetch_all(conn).await?;
+    let rows = st.query().persistent(false).fetch_all(conn).await?;
     let mut by_id: HashMap<String, Vec<pb::Attempt>> = HashMap::new();
     for row in &rows {
         let (id, a) = attempt_from_row(row)?;
@@ -258,11 +256,7 @@ pub async fn get(store: &Store, id: &str) -> Result<pb::RequestLog, Status> {
         .map_err(|_| Status::invalid_argument(format!("'{id}' is not a request id (a UUID)")))?
         .hyphenated()
         .to_string();
-    let mut conn = store
-        .pool()
-        .acquire()
-        .await
-        .map_err(|e| status(e.into()))?;
+    let mut conn = store.pool().acquire().await.map_err(|e| status(e.into()))?;
     let row = sqlx::query(&format!(
         "SELECT {SUMMARY_COLUMNS}, {DETAIL_COLUMNS} FROM request_logs WHERE id = $1"
     ))

@@ -24,7 +24,10 @@ pub async fn run(store: Store, days: u32, shutdown: watch::Receiver<bool>) {
         tracing::info!("log retention is off (--log-retention-days 0)");
         return;
     }
-    tracing::info!(days, "log retention: deleting older request logs every hour");
+    tracing::info!(
+        days,
+        "log retention: deleting older request logs every hour"
+    );
     let mut stop = Some(shutdown);
     loop {
         let cutoff = now_ms().saturating_sub(i64::from(days).saturating_mul(DAY_MS));
@@ -79,9 +82,9 @@ pub async fn purge_older_than(
         let mut st = Statement::default();
         let list = in_list(&mut st, ids.iter().cloned().map(Param::Text));
         st.sql = format!("DELETE FROM request_attempts WHERE request_id IN ({list})");
-        st.query().execute(&mut *tx).await?;
+        st.query().persistent(false).execute(&mut *tx).await?;
         st.sql = format!("DELETE FROM request_logs WHERE id IN ({list})");
-        let done = st.query().execute(&mut *tx).await?;
+        let done = st.query().persistent(false).execute(&mut *tx).await?;
         tx.commit().await?;
         deleted += done.rows_affected();
         if (ids.len() as i64) < batch {

@@ -164,11 +164,7 @@ pub async fn stats(store: &Store, r: pb::GetStatsRequest) -> Result<pb::GetStats
     let mut groups: HashMap<String, Acc> = HashMap::new();
     let mut buckets: BTreeMap<i64, Acc> = BTreeMap::new();
 
-    let mut conn = store
-        .pool()
-        .acquire()
-        .await
-        .map_err(|e| status(e.into()))?;
+    let mut conn = store.pool().acquire().await.map_err(|e| status(e.into()))?;
     let mut rows = st.query().fetch(&mut *conn);
     let db = |e: sqlx::Error| status(e.into());
     while let Some(row) = rows.try_next().await.map_err(db)? {

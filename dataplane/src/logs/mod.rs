@@ -66,6 +66,12 @@ impl LogSink {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// Completes once the pipeline stopped accepting records (after
+    /// [`LogsHandle::flush`] began, or when it is gone).
+    pub async fn closed(&self) {
+        self.tx.closed().await;
+    }
 }
 
 /// Default bound of the spool's size on disk (`--spool-max-bytes`).

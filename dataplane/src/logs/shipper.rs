@@ -153,13 +153,12 @@ impl Shipper {
                 }
                 let spool = Arc::clone(&self.spool);
                 let (max_records, max_bytes) = (self.batch_max_records, self.batch_max_bytes);
-                let ReadBatch { records, next_seq } =
-                    tokio::task::spawn_blocking(move || {
-                        spool.read_from(next, max_records, max_bytes)
-                    })
-                    .await
-                    .context("spool read task")?
-                    .context("reading the spool")?;
+                let ReadBatch { records, next_seq } = tokio::task::spawn_blocking(move || {
+                    spool.read_from(next, max_records, max_bytes)
+                })
+                .await
+                .context("spool read task")?
+                .context("reading the spool")?;
                 next = next_seq.max(next + 1);
                 let Some(last_seq) = records.last().map(|r| r.sequence) else {
                     continue;
@@ -265,7 +264,9 @@ impl Shipper {
             Ok(Ok(())) => {}
             // The acknowledgement still counts in memory; at worst a restart
             // resends what it covered.
-            Ok(Err(e)) => warn!(error = %e, acked_sequence = seq, "cannot record a log acknowledgement on disk"),
+            Ok(Err(e)) => {
+                warn!(error = %e, acked_sequence = seq, "cannot record a log acknowledgement on disk")
+            }
             Err(e) => return Err(anyhow!("spool acknowledgement task failed: {e}")),
         }
         debug!(acked_sequence = seq, records, "log batch acknowledged");

@@ -215,9 +215,10 @@ impl Spool {
         let dir = dir.into();
         let opts = SpoolOptions {
             max_bytes: opts.max_bytes.max(4 * MIN_SEGMENT_BYTES),
-            segment_bytes: opts
-                .segment_bytes
-                .clamp(MIN_SEGMENT_BYTES, (opts.max_bytes / 4).max(MIN_SEGMENT_BYTES)),
+            segment_bytes: opts.segment_bytes.clamp(
+                MIN_SEGMENT_BYTES,
+                (opts.max_bytes / 4).max(MIN_SEGMENT_BYTES),
+            ),
         };
         fs::create_dir_all(&dir)?;
         let counters = Counters::default();
@@ -489,11 +490,7 @@ impl Spool {
             seq += 1;
         }
         // Resume after everything in the range, damaged frames included.
-        let next_seq = if pos < data.len() {
-            seq + 1
-        } else {
-            seq
-        };
+        let next_seq = if pos < data.len() { seq + 1 } else { seq };
         ReadBatch { records, next_seq }
     }
 
@@ -649,7 +646,11 @@ impl Spool {
             };
             inner.total_bytes = inner.total_bytes.saturating_sub(seg.len);
             let lost = seg.unacked(inner.acked);
-            let total = self.counters.dropped_full.fetch_add(lost, Ordering::Relaxed) + lost;
+            let total = self
+                .counters
+                .dropped_full
+                .fetch_add(lost, Ordering::Relaxed)
+                + lost;
             self.counters
                 .dropped_segments
                 .fetch_add(1, Ordering::Relaxed);
@@ -879,7 +880,9 @@ mod tests {
     fn read_respects_record_and_byte_limits() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 18)).unwrap();
-        spool.append((0..10).map(|i| rec(&i.to_string())).collect()).unwrap();
+        spool
+            .append((0..10).map(|i| rec(&i.to_string())).collect())
+            .unwrap();
         assert_eq!(spool.read_from(1, 3, 1 << 20).unwrap().records.len(), 3);
         let one = spool.read_from(2, 100, 1).unwrap();
         assert_eq!(one.records.len(), 1, "at least one record per read");
@@ -893,7 +896,9 @@ mod tests {
     fn ack_deletes_whole_segments_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 10)).unwrap();
-        spool.append((0..30).map(|i| rec(&i.to_string())).collect()).unwrap();
+        spool
+            .append((0..30).map(|i| rec(&i.to_string())).collect())
+            .unwrap();
         let before = segment_files(dir.path()).len();
         spool.ack(12).unwrap();
         let after = segment_files(dir.path()).len();
@@ -919,7 +924,9 @@ mod tests {
     fn torn_tail_is_cut_on_recovery() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 18)).unwrap();
-        spool.append((0..5).map(|i| rec(&i.to_string())).collect()).unwrap();
+        spool
+            .append((0..5).map(|i| rec(&i.to_string())).collect())
+            .unwrap();
         drop(spool);
         let seg = segment_files(dir.path()).pop().unwrap();
         let len = fs::metadata(&seg).unwrap().len();
@@ -942,7 +949,9 @@ mod tests {
     fn flipped_bit_fails_the_checksum() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 18)).unwrap();
-        spool.append((0..3).map(|i| rec(&i.to_string())).collect()).unwrap();
+        spool
+            .append((0..3).map(|i| rec(&i.to_string())).collect())
+            .unwrap();
         drop(spool);
         let seg = segment_files(dir.path()).pop().unwrap();
         let mut data = fs::read(&seg).unwrap();
@@ -957,7 +966,9 @@ mod tests {
     fn size_bound_drops_the_oldest_segment() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), opts(4096, 1024)).unwrap();
-        spool.append((0..60).map(|i| rec(&i.to_string())).collect()).unwrap();
+        spool
+            .append((0..60).map(|i| rec(&i.to_string())).collect())
+            .unwrap();
         let s = spool.stats();
         assert!(s.bytes <= 4096, "{s:?}");
         assert!(s.dropped_segments > 0 && s.dropped_full > 0, "{s:?}");
@@ -983,7 +994,11 @@ mod tests {
     #[test]
     fn foreign_files_are_set_aside() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("00000000000000000001.seg"), b"not a spool file").unwrap();
+        fs::write(
+            dir.path().join("00000000000000000001.seg"),
+            b"not a spool file",
+        )
+        .unwrap();
         fs::write(dir.path().join("00000000000000000009.seg"), b"LLM").unwrap();
         let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 18)).unwrap();
         assert_eq!(spool.last_written(), 0);
@@ -996,7 +1011,9 @@ mod tests {
     fn damaged_ack_file_means_resend_everything() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 18)).unwrap();
-        spool.append((0..4).map(|i| rec(&i.to_string())).collect()).unwrap();
+        spool
+            .append((0..4).map(|i| rec(&i.to_string())).collect())
+            .unwrap();
         spool.ack(2).unwrap();
         drop(spool);
         fs::write(dir.path().join(ACK_FILE), b"garbage").unwrap();

@@ -56,7 +56,10 @@ impl Dialect for Anthropic {
             }
         }
         if !headers.contains_key("anthropic-version") {
-            headers.insert("anthropic-version", HeaderValue::from_static(DEFAULT_VERSION));
+            headers.insert(
+                "anthropic-version",
+                HeaderValue::from_static(DEFAULT_VERSION),
+            );
         }
     }
 
@@ -65,7 +68,12 @@ impl Dialect for Anthropic {
     }
 
     fn text_of_body(&self, _endpoint: Endpoint, body: &Value, out: &mut String) {
-        for block in body.get("content").and_then(Value::as_array).into_iter().flatten() {
+        for block in body
+            .get("content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(t) = block.get("text").and_then(Value::as_str) {
                 push_text(out, t);
             }
@@ -99,7 +107,11 @@ impl Dialect for Anthropic {
                 }
             }
             "content_block_delta" => {
-                if let Some(t) = data.get("delta").and_then(|d| d.get("text")).and_then(Value::as_str) {
+                if let Some(t) = data
+                    .get("delta")
+                    .and_then(|d| d.get("text"))
+                    .and_then(Value::as_str)
+                {
                     push_text(&mut seen.text, t);
                 }
             }
@@ -127,11 +139,29 @@ mod tests {
     fn stream_usage_accumulates() {
         let mut seen = StreamSeen::default();
         Anthropic.observe_event(Endpoint::Messages, "message_start", &json!({"type":"message_start","message":{"usage":{"input_tokens":10,"cache_read_input_tokens":4,"cache_creation_input_tokens":2,"output_tokens":1}}}), &mut seen);
-        Anthropic.observe_event(Endpoint::Messages, "content_block_delta", &json!({"type":"content_block_delta","delta":{"type":"text_delta","text":"hey"}}), &mut seen);
-        Anthropic.observe_event(Endpoint::Messages, "message_delta", &json!({"type":"message_delta","usage":{"output_tokens":7}}), &mut seen);
-        Anthropic.observe_event(Endpoint::Messages, "message_stop", &json!({"type":"message_stop"}), &mut seen);
+        Anthropic.observe_event(
+            Endpoint::Messages,
+            "content_block_delta",
+            &json!({"type":"content_block_delta","delta":{"type":"text_delta","text":"hey"}}),
+            &mut seen,
+        );
+        Anthropic.observe_event(
+            Endpoint::Messages,
+            "message_delta",
+            &json!({"type":"message_delta","usage":{"output_tokens":7}}),
+            &mut seen,
+        );
+        Anthropic.observe_event(
+            Endpoint::Messages,
+            "message_stop",
+            &json!({"type":"message_stop"}),
+            &mut seen,
+        );
         let u = seen.usage.unwrap();
-        assert_eq!((u.input, u.output, u.cache_read, u.cache_creation), (10, 7, 4, 2));
+        assert_eq!(
+            (u.input, u.output, u.cache_read, u.cache_creation),
+            (10, 7, 4, 2)
+        );
         assert_eq!(seen.text, "hey");
         assert!(seen.finished);
     }

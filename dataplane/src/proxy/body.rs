@@ -83,7 +83,10 @@ impl<'a> Scanner<'a> {
             }
             _ => {
                 while self.i < self.b.len()
-                    && !matches!(self.b[self.i], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                    && !matches!(
+                        self.b[self.i],
+                        b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'
+                    )
                 {
                     self.i += 1;
                 }
@@ -163,7 +166,8 @@ pub fn request_stream_usage(body: &[u8]) -> Option<Bytes> {
     let mut out = Vec::with_capacity(body.len() + 48);
     match existing {
         Some(span) => {
-            let mut v: serde_json::Value = serde_json::from_slice(&body[span.start..span.end]).ok()?;
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&body[span.start..span.end]).ok()?;
             match &mut v {
                 serde_json::Value::Object(o) => {
                     o.insert("include_usage".into(), serde_json::Value::Bool(true));
@@ -211,7 +215,10 @@ mod tests {
             br#"{"metadata":{"model":"keep"},"model":"b"}"#
         );
         let escaped = br#"{"mod\u0065l":"a"}"#;
-        assert_eq!(&replace_model(escaped, "b").unwrap()[..], br#"{"mod\u0065l":"b"}"#);
+        assert_eq!(
+            &replace_model(escaped, "b").unwrap()[..],
+            br#"{"mod\u0065l":"b"}"#
+        );
         assert!(replace_model(br#"{"x":1}"#, "b").is_none());
         assert!(replace_model(br#"[1]"#, "b").is_none());
         assert!(replace_model(br#"{"model":"a""#, "b").is_none());

@@ -55,9 +55,9 @@ impl ErrorKind {
 
     pub fn fault(self) -> Fault {
         match self {
-            ErrorKind::UpstreamTimeout | ErrorKind::UpstreamUnavailable | ErrorKind::RateLimited => {
-                Fault::Upstream
-            }
+            ErrorKind::UpstreamTimeout
+            | ErrorKind::UpstreamUnavailable
+            | ErrorKind::RateLimited => Fault::Upstream,
             ErrorKind::NotReady => Fault::Gateway,
             _ => Fault::Downstream,
         }

@@ -36,10 +36,11 @@ use serde_json::Value;
 use self::dialect::{dialect, Dialect, Endpoint};
 use self::error::{retryable_status, AttemptError, ErrorKind};
 use self::observe::Observer;
-use self::record::Finish;
+use self::record::{Emitter, Finish};
 pub use self::state::{RetryBudget, RouterState};
 use self::stream::ProxyBody;
 use crate::logs::LogSink;
+use crate::metrics::Metrics;
 use crate::server::ResponseBody;
 use crate::table::TableHandle;
 
@@ -53,13 +54,15 @@ pub struct Proxy {
     state: RouterState,
     budget: RetryBudget,
     clients: Mutex<HashMap<String, (Duration, reqwest::Client)>>,
-    logs: Arc<LogSink>,
+    out: Arc<Emitter>,
     node_id: String,
 }
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proxy").field("node_id", &self.node_id).finish()
+        f.debug_struct("Proxy")
+            .field("node_id", &self.node_id)
+            .finish()
     }
 }
 
@@ -102,7 +105,7 @@ impl Facts for RequestFacts<'_> {
 /// A request being handled. If the handler is dropped before the response
 /// starts (the client went away), its record is logged as cancelled.
 struct Pending {
-    sink: Arc<LogSink>,
+    sink: Arc<Emitter>,
     record: Option<pb::RequestLog>,
     started: Instant,
 }
@@ -129,7 +132,7 @@ impl Drop for Pending {
             if r.usage_source.is_empty() {
                 r.usage_source = "none".into();
             }
-            self.sink.send(r);
+            self.sink.emit(r);
         }
     }
 }
@@ -145,15 +148,28 @@ enum LastFailure {
 }
 
 impl Proxy {
-    pub fn new(table: TableHandle, logs: Arc<LogSink>, node_id: String) -> Self {
+    pub fn new(
+        table: TableHandle,
+        logs: Arc<LogSink>,
+        metrics: Arc<Metrics>,
+        node_id: String,
+    ) -> Self {
         Proxy {
             table,
             state: RouterState::default(),
             budget: RetryBudget::default(),
             clients: Mutex::new(HashMap::new()),
-            logs,
+            out: Arc::new(Emitter { logs, metrics }),
             node_id,
         }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.out.metrics
+    }
+
+    pub fn logs(&self) -> &LogSink {
+        &self.out.logs
     }
 
     /// Whether this path belongs to the proxy.
@@ -170,7 +186,12 @@ impl Proxy {
             return resp;
         }
         let Some(endpoint) = Endpoint::from_path(&path) else {
-            return self.error(dialect(Protocol::OpenAi), ErrorKind::NotFound, "unknown path", &id);
+            return self.error(
+                dialect(Protocol::OpenAi),
+                ErrorKind::NotFound,
+                "unknown path",
+                &id,
+            );
         };
         let d = dialect(endpoint.protocol());
         if req.method() != Method::POST {
@@ -178,7 +199,7 @@ impl Proxy {
         }
         let started = Instant::now();
         let mut pending = Pending {
-            sink: Arc::clone(&self.logs),
+            sink: Arc::clone(&self.out),
             record: Some(pb::RequestLog {
                 id: id.clone(),
                 node_id: self.node_id.clone(),
@@ -219,14 +240,22 @@ impl Proxy {
         if r.usage_source.is_empty() {
             r.usage_source = "none".into();
         }
-        self.logs.send(r);
+        self.out.emit(r);
     }
 
-    fn error(&self, d: &dyn Dialect, kind: ErrorKind, message: &str, id: &str) -> Response<ResponseBody> {
+    fn error(
+        &self,
+        d: &dyn Dialect,
+        kind: ErrorKind,
+        message: &str,
+        id: &str,
+    ) -> Response<ResponseBody> {
         let mut resp = Response::new(full(d.error_body(kind, message)));
         *resp.status_mut() = kind.status();
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         set_request_id(&mut resp, id);
         resp
     }
@@ -234,7 +263,12 @@ impl Proxy {
     fn models(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
         let d = dialect(Protocol::OpenAi);
         let Some(table) = self.table.load() else {
-            return self.error(d, ErrorKind::NotReady, "the gateway has no configuration yet", "");
+            return self.error(
+                d,
+                ErrorKind::NotReady,
+                "the gateway has no configuration yet",
+                "",
+            );
         };
         let key = match authenticate(&table, d, req.headers()) {
             Ok(k) => k,
@@ -253,8 +287,10 @@ impl Proxy {
             .collect();
         let body = serde_json::json!({"object": "list", "data": data}).to_string();
         let mut resp = Response::new(full(body));
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         resp
     }
 
@@ -265,10 +301,10 @@ impl Proxy {
         d: &'static dyn Dialect,
         pending: &mut Pending,
     ) -> Result<Response<ResponseBody>, (ErrorKind, String)> {
-        let table = self
-            .table
-            .load()
-            .ok_or((ErrorKind::NotReady, "the gateway has no configuration yet".to_string()))?;
+        let table = self.table.load().ok_or((
+            ErrorKind::NotReady,
+            "the gateway has no configuration yet".to_string(),
+        ))?;
         pending.record().snapshot_version = table.version;
         let key = authenticate(&table, d, req.headers())?;
         pending.record().key.clone_from(&key.name);
@@ -292,13 +328,18 @@ impl Proxy {
             .collect()
             .await
             .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     (
                         ErrorKind::BodyTooLarge,
                         format!("the request body is larger than {limit} bytes"),
                     )
                 } else {
-                    (ErrorKind::BadRequest, "could not read the request body".to_string())
+                    (
+                        ErrorKind::BadRequest,
+                        "could not read the request body".to_string(),
+                    )
                 }
             })?
             .to_bytes();
@@ -311,9 +352,17 @@ impl Proxy {
             r.request_body_truncated = cut;
         }
 
-        let body: Value = serde_json::from_slice(&raw)
-            .map_err(|e| (ErrorKind::BadRequest, format!("the request body is not valid JSON: {e}")))?;
-        let Some(model_name) = body.get("model").and_then(Value::as_str).map(str::to_string) else {
+        let body: Value = serde_json::from_slice(&raw).map_err(|e| {
+            (
+                ErrorKind::BadRequest,
+                format!("the request body is not valid JSON: {e}"),
+            )
+        })?;
+        let Some(model_name) = body
+            .get("model")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
             return Err((
                 ErrorKind::BadRequest,
                 "the request body must be a JSON object with a string 'model'".to_string(),
@@ -325,10 +374,12 @@ impl Proxy {
             r.model.clone_from(&model_name);
             r.stream = streaming;
         }
-        let model = table
-            .models
-            .get(&model_name)
-            .ok_or_else(|| (ErrorKind::UnknownModel, format!("model '{model_name}' does not exist")))?;
+        let model = table.models.get(&model_name).ok_or_else(|| {
+            (
+                ErrorKind::UnknownModel,
+                format!("model '{model_name}' does not exist"),
+            )
+        })?;
         if !key.may_use(&model_name) {
             return Err((
                 ErrorKind::ModelNotAllowed,
@@ -356,23 +407,30 @@ impl Proxy {
         }
 
         let body = Arc::new(body);
-        self.attempts(Call {
-            table: &table,
-            model,
-            endpoint,
-            dialect: d,
-            headers: &parts.headers,
-            raw: &raw,
-            body: &body,
-            streaming,
-            order: &plan.order,
-            log_bodies,
-        }, pending)
+        self.attempts(
+            Call {
+                table: &table,
+                model,
+                endpoint,
+                dialect: d,
+                headers: &parts.headers,
+                raw: &raw,
+                body: &body,
+                streaming,
+                order: &plan.order,
+                log_bodies,
+            },
+            pending,
+        )
         .await
     }
 
     /// `count_tokens` for a model with no Anthropic target: a local estimate.
-    fn count_tokens_locally(&self, facts: &RequestFacts<'_>, pending: &mut Pending) -> Response<ResponseBody> {
+    fn count_tokens_locally(
+        &self,
+        facts: &RequestFacts<'_>,
+        pending: &mut Pending,
+    ) -> Response<ResponseBody> {
         let n = facts.input_tokens();
         let body = serde_json::json!({ "input_tokens": n }).to_string();
         let r = pending.record();
@@ -383,12 +441,18 @@ impl Proxy {
         r.response_body.clone_from(&body);
         self.finish_plain(pending);
         let mut resp = Response::new(full(body));
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         resp
     }
 
-    fn client_for(&self, provider: &str, connect_timeout: Duration) -> Result<reqwest::Client, AttemptError> {
+    fn client_for(
+        &self,
+        provider: &str,
+        connect_timeout: Duration,
+    ) -> Result<reqwest::Client, AttemptError> {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((t, c)) = clients.get(provider) {
             if *t == connect_timeout {
@@ -409,7 +473,11 @@ impl Proxy {
         Ok(client)
     }
 
-    async fn attempts(&self, call: Call<'_>, pending: &mut Pending) -> Result<Response<ResponseBody>, (ErrorKind, String)> {
+    async fn attempts(
+        &self,
+        call: Call<'_>,
+        pending: &mut Pending,
+    ) -> Result<Response<ResponseBody>, (ErrorKind, String)> {
         let settings = &call.table.settings;
         let deadline = pending.started + settings.deadline;
         let mut last: Option<LastFailure> = None;
@@ -420,7 +488,10 @@ impl Proxy {
             let others_left = pos + 1 < call.order.len();
             let key = TargetKey::of(target);
             let Some(upstream_body) = self.upstream_body(&call, target) else {
-                return Err((ErrorKind::BadRequest, "the request body cannot be rewritten".into()));
+                return Err((
+                    ErrorKind::BadRequest,
+                    "the request body cannot be rewritten".into(),
+                ));
             };
             let mut tries = 0u32;
             let mut waited_retry_after = false;
@@ -451,8 +522,10 @@ impl Proxy {
                         let status = resp.status();
                         attempt.status = u32::from(status.as_u16());
                         let ok = status.is_success();
-                        let retry = retryable_status(status.as_u16()) || status == StatusCode::TOO_MANY_REQUESTS;
-                        self.state.record(&key, !retry, ok.then(|| attempt_started.elapsed()));
+                        let retry = retryable_status(status.as_u16())
+                            || status == StatusCode::TOO_MANY_REQUESTS;
+                        self.state
+                            .record(&key, !retry, ok.then(|| attempt_started.elapsed()));
                         if !retry {
                             // Success, or an error the client must see as it is.
                             pending.record().attempts.push(attempt);
@@ -463,13 +536,19 @@ impl Proxy {
                         let body = read_capped(resp, deadline).await;
                         attempt.error = format!("upstream answered {status}");
                         pending.record().attempts.push(attempt);
-                        last = Some(LastFailure::Upstream { status, headers, body });
+                        last = Some(LastFailure::Upstream {
+                            status,
+                            headers,
+                            body,
+                        });
                         if status == StatusCode::TOO_MANY_REQUESTS {
                             if others_left {
                                 continue 'targets;
                             }
                             match retry_after {
-                                Some(wait) if !waited_retry_after && Instant::now() + wait < deadline => {
+                                Some(wait)
+                                    if !waited_retry_after && Instant::now() + wait < deadline =>
+                                {
                                     waited_retry_after = true;
                                     tokio::time::sleep(wait).await;
                                     continue;
@@ -506,12 +585,17 @@ impl Proxy {
             r.upstream_model.clone_from(&a.upstream_model);
         }
         match last {
-            Some(LastFailure::Upstream { status, headers, body }) => {
+            Some(LastFailure::Upstream {
+                status,
+                headers,
+                body,
+            }) => {
                 let r = pending.record();
                 r.status = u32::from(status.as_u16());
                 r.error = format!("every attempt failed; the last upstream answered {status}");
                 if call.log_bodies {
-                    let (text, cut) = record::capped_body(&body, call.table.settings.log_body_max_bytes);
+                    let (text, cut) =
+                        record::capped_body(&body, call.table.settings.log_body_max_bytes);
                     r.response_body = text;
                     r.response_body_truncated = cut;
                 }
@@ -522,7 +606,10 @@ impl Proxy {
                 copy_response_headers(&headers, resp.headers_mut(), false);
                 Ok(resp)
             }
-            Some(LastFailure::Error(e)) => Err((e.kind(), format!("every attempt failed; the last: {}", e.describe()))),
+            Some(LastFailure::Error(e)) => Err((
+                e.kind(),
+                format!("every attempt failed; the last: {}", e.describe()),
+            )),
             None => Err((
                 ErrorKind::UpstreamUnavailable,
                 "the retry budget is exhausted; the upstream is failing for many requests".into(),
@@ -624,9 +711,7 @@ impl Proxy {
             target.provider.timeout,
             pending.started,
             finish,
-            Arc::clone(&self.logs),
-            call.dialect,
-            is_sse,
+            Arc::clone(&self.out),
         );
         *out.body_mut() = BodyExt::boxed_unsync(body);
         out
@@ -673,7 +758,10 @@ fn authenticate<'t>(
     ))?;
     table.authenticate(secret, now_ms()).map_err(|r| match r {
         KeyRejection::Unknown => (ErrorKind::InvalidKey, "invalid API key".to_string()),
-        KeyRejection::Expired => (ErrorKind::ExpiredKey, "this API key has expired".to_string()),
+        KeyRejection::Expired => (
+            ErrorKind::ExpiredKey,
+            "this API key has expired".to_string(),
+        ),
     })
 }
 
@@ -719,7 +807,10 @@ fn upstream_headers(client: &HeaderMap, target: &Target, d: &dyn Dialect) -> Hea
     }
     let key = target.provider.api_key.as_ref().map(|k| k.expose_secret());
     d.upstream_auth(&mut out, key);
-    out.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    out.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     out
 }
 

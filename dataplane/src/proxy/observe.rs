@@ -60,6 +60,15 @@ impl Observer {
         self.logged.extend_from_slice(&b[..b.len().min(room)]);
     }
 
+    pub fn streaming(&self) -> bool {
+        self.streaming
+    }
+
+    /// The terminal event that ends a broken stream in the client's protocol.
+    pub fn stream_error_event(&self, message: &str) -> Vec<u8> {
+        self.dialect.stream_error_event(message)
+    }
+
     /// Takes one upstream chunk and returns what the client gets.
     pub fn feed(&mut self, chunk: Bytes) -> Bytes {
         if !self.streaming {
@@ -149,8 +158,13 @@ mod tests {
         let a = o.feed(Bytes::from_static(
             b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,",
         ));
-        assert_eq!(&a[..], b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n");
-        let b = o.feed(Bytes::from_static(b"\"completion_tokens\":1}}\n\ndata: [DONE]\n\n"));
+        assert_eq!(
+            &a[..],
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n"
+        );
+        let b = o.feed(Bytes::from_static(
+            b"\"completion_tokens\":1}}\n\ndata: [DONE]\n\n",
+        ));
         assert_eq!(&b[..], b"data: [DONE]\n\n");
         assert!(o.finish().is_none());
         assert_eq!(o.usage().unwrap().input, 3);
@@ -162,7 +176,8 @@ mod tests {
     fn passes_bytes_untouched_without_stripping() {
         let d = dialect(Protocol::OpenAi);
         let mut o = Observer::new(d, Endpoint::ChatCompletions, true, false, 4);
-        let chunk = Bytes::from_static(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3}}\n\n");
+        let chunk =
+            Bytes::from_static(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3}}\n\n");
         assert_eq!(o.feed(chunk.clone()), chunk);
         assert_eq!(o.usage().unwrap().input, 3);
         assert!(o.log_truncated);
@@ -173,8 +188,12 @@ mod tests {
     fn whole_bodies_are_parsed_at_the_end() {
         let d = dialect(Protocol::Anthropic);
         let mut o = Observer::new(d, Endpoint::Messages, false, false, 1 << 16);
-        o.feed(Bytes::from_static(b"{\"content\":[{\"type\":\"text\",\"text\":\"yo\"}],"));
-        o.feed(Bytes::from_static(b"\"usage\":{\"input_tokens\":4,\"output_tokens\":2}}"));
+        o.feed(Bytes::from_static(
+            b"{\"content\":[{\"type\":\"text\",\"text\":\"yo\"}],",
+        ));
+        o.feed(Bytes::from_static(
+            b"\"usage\":{\"input_tokens\":4,\"output_tokens\":2}}",
+        ));
         o.finish();
         assert_eq!(o.usage().unwrap().output, 2);
         assert_eq!(o.seen.text, "yo");

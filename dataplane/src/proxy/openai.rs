@@ -77,8 +77,18 @@ impl Dialect for OpenAi {
     fn text_of_body(&self, endpoint: Endpoint, body: &Value, out: &mut String) {
         match endpoint {
             Endpoint::Responses => {
-                for item in body.get("output").and_then(Value::as_array).into_iter().flatten() {
-                    for c in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+                for item in body
+                    .get("output")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    for c in item
+                        .get("content")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
                         if let Some(t) = c.get("text").and_then(Value::as_str) {
                             push_text(out, t);
                         }
@@ -86,7 +96,12 @@ impl Dialect for OpenAi {
                 }
             }
             _ => {
-                for choice in body.get("choices").and_then(Value::as_array).into_iter().flatten() {
+                for choice in body
+                    .get("choices")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     let t = choice
                         .get("message")
                         .and_then(|m| m.get("content"))
@@ -122,7 +137,12 @@ impl Dialect for OpenAi {
         if let Some(us) = data.get("usage").filter(|v| !v.is_null()) {
             seen.usage = usage_of(us, endpoint).or(seen.usage);
         }
-        for choice in data.get("choices").and_then(Value::as_array).into_iter().flatten() {
+        for choice in data
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let t = choice
                 .get("delta")
                 .and_then(|d| d.get("content"))
@@ -160,17 +180,31 @@ mod tests {
     #[test]
     fn usage_and_text() {
         let body = json!({"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":5,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":3}}});
-        let u = OpenAi.usage_of_body(Endpoint::ChatCompletions, &body).unwrap();
+        let u = OpenAi
+            .usage_of_body(Endpoint::ChatCompletions, &body)
+            .unwrap();
         assert_eq!((u.input, u.output, u.cache_read), (5, 2, 3));
         let mut t = String::new();
         OpenAi.text_of_body(Endpoint::ChatCompletions, &body, &mut t);
         assert_eq!(t, "hi");
         let mut seen = StreamSeen::default();
-        OpenAi.observe_event(Endpoint::ChatCompletions, "", &json!({"choices":[{"delta":{"content":"a"}}]}), &mut seen);
-        OpenAi.observe_event(Endpoint::ChatCompletions, "", &json!({"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}), &mut seen);
+        OpenAi.observe_event(
+            Endpoint::ChatCompletions,
+            "",
+            &json!({"choices":[{"delta":{"content":"a"}}]}),
+            &mut seen,
+        );
+        OpenAi.observe_event(
+            Endpoint::ChatCompletions,
+            "",
+            &json!({"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}),
+            &mut seen,
+        );
         assert_eq!(seen.text, "a");
         assert_eq!(seen.usage.unwrap().output, 1);
-        assert!(is_usage_chunk(&json!({"choices":[],"usage":{"prompt_tokens":1}})));
+        assert!(is_usage_chunk(
+            &json!({"choices":[],"usage":{"prompt_tokens":1}})
+        ));
         assert!(!is_usage_chunk(&json!({"choices":[{}],"usage":null})));
     }
 }

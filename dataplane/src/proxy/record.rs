@@ -13,6 +13,21 @@ use serde_json::Value;
 
 use super::dialect::Usage;
 use crate::logs::LogSink;
+use crate::metrics::Metrics;
+
+/// Where finished records go: metrics first, then the log pipeline.
+#[derive(Debug)]
+pub struct Emitter {
+    pub logs: Arc<LogSink>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Emitter {
+    pub fn emit(&self, record: pb::RequestLog) {
+        self.metrics.observe(&record);
+        self.logs.send(record);
+    }
+}
 
 /// Headers whose values are credentials; they are masked in logs.
 const SECRET_HEADERS: &[&str] = &[
@@ -64,7 +79,10 @@ pub fn cost(usage: &Usage, prices: &Prices, anthropic: bool) -> f64 {
     let (uncached, cached) = if anthropic {
         (usage.input + usage.cache_creation, usage.cache_read)
     } else {
-        (usage.input.saturating_sub(usage.cache_read), usage.cache_read)
+        (
+            usage.input.saturating_sub(usage.cache_read),
+            usage.cache_read,
+        )
     };
     (uncached as f64 * prices.input_per_mtok
         + cached as f64 * prices.cached_input_per_mtok
@@ -90,7 +108,7 @@ pub struct Finish {
 impl Finish {
     /// Completes usage and cost off the request path and hands the record
     /// to the log sink.
-    pub fn submit(self, sink: Arc<LogSink>) {
+    pub fn submit(self, sink: Arc<Emitter>) {
         let run = move || {
             let mut f = self;
             let mut r = std::mem::take(&mut f.record);
@@ -101,11 +119,11 @@ impl Finish {
                 }
                 None if f.counted => {
                     r.usage_source = "estimated".into();
-                    let input = f
-                        .request
-                        .as_deref()
-                        .map_or(0, |b| llmgw_core::tokens::estimate_input(&f.tokenizer_model, b));
-                    let output = llmgw_core::tokens::count_text(&f.tokenizer_model, &f.completion_text);
+                    let input = f.request.as_deref().map_or(0, |b| {
+                        llmgw_core::tokens::estimate_input(&f.tokenizer_model, b)
+                    });
+                    let output =
+                        llmgw_core::tokens::count_text(&f.tokenizer_model, &f.completion_text);
                     Some(Usage {
                         input,
                         output,
@@ -124,7 +142,7 @@ impl Finish {
                 r.cache_creation_tokens = u.cache_creation;
                 r.cost = cost(&u, &f.prices, f.anthropic);
             }
-            sink.send(r);
+            sink.emit(r);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
@@ -143,7 +161,10 @@ mod tests {
     #[test]
     fn secrets_are_masked() {
         let mut h = HeaderMap::new();
-        h.insert("authorization", HeaderValue::from_static("Bearer sk-llmgw-abcdefghijklmnop"));
+        h.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer sk-llmgw-abcdefghijklmnop"),
+        );
         h.insert("x-api-key", HeaderValue::from_static("short"));
         h.insert("user-agent", HeaderValue::from_static("ua"));
         let r = redact_headers(&h);

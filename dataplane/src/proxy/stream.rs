@@ -16,10 +16,8 @@ use futures::Stream;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
-use super::dialect::Dialect;
 use super::observe::Observer;
-use super::record::Finish;
-use crate::logs::LogSink;
+use super::record::{Emitter, Finish};
 use crate::server::BoxError;
 
 pub type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
@@ -43,9 +41,7 @@ pub struct ProxyBody {
     done: bool,
     started: Instant,
     first_byte: Option<Instant>,
-    finish: Option<(Finish, Arc<LogSink>)>,
-    dialect: &'static dyn Dialect,
-    streaming: bool,
+    finish: Option<(Finish, Arc<Emitter>)>,
 }
 
 impl ProxyBody {
@@ -55,9 +51,7 @@ impl ProxyBody {
         idle_timeout: Duration,
         started: Instant,
         finish: Finish,
-        sink: Arc<LogSink>,
-        dialect: &'static dyn Dialect,
-        streaming: bool,
+        sink: Arc<Emitter>,
     ) -> Self {
         ProxyBody {
             upstream: Some(upstream),
@@ -69,8 +63,6 @@ impl ProxyBody {
             started,
             first_byte: None,
             finish: Some((finish, sink)),
-            dialect,
-            streaming,
         }
     }
 
@@ -111,8 +103,8 @@ impl ProxyBody {
     fn fail(&mut self, message: String) {
         tracing::warn!(error = %message, "upstream response broke");
         self.upstream = None;
-        self.tail = Some(if self.streaming {
-            Ok(Bytes::from(self.dialect.stream_error_event(&message)))
+        self.tail = Some(if self.observer.streaming() {
+            Ok(Bytes::from(self.observer.stream_error_event(&message)))
         } else {
             Err(message.clone().into())
         });
