@@ -28,6 +28,14 @@ impl Out<'_> {
         Ok(())
     }
 
+    /// Compact JSON on one line (for streams of records: JSON lines).
+    pub fn json_line<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        let v = normalize(value)?;
+        let text = serde_json::to_string(&v)?;
+        writeln!(self.w, "{text}")?;
+        Ok(())
+    }
+
     pub fn table(&mut self, table: &Table) -> Result<()> {
         self.w.write_all(table.render().as_bytes())?;
         Ok(())
@@ -40,8 +48,9 @@ impl Out<'_> {
 }
 
 /// A value as a tree with struct fields in declaration order and map
-/// entries (the `headers` maps, which are hash maps) in sorted order, so
-/// that output is the same from run to run.
+/// entries (the `headers`, `request_headers` and `response_headers` maps,
+/// which are hash maps) in sorted order, so that output is the same from
+/// run to run.
 pub fn normalize<T: Serialize + ?Sized>(value: &T) -> Result<Value> {
     let mut v = serde_yaml_ng::to_value(value)?;
     sort_maps(&mut v, false);
@@ -57,7 +66,10 @@ fn sort_maps(v: &mut Value, is_hash_map: bool) {
                 m.extend(entries);
             }
             for (k, child) in m.iter_mut() {
-                sort_maps(child, k.as_str() == Some("headers"));
+                let hash_map = k
+                    .as_str()
+                    .is_some_and(|k| k == "headers" || k.ends_with("_headers"));
+                sort_maps(child, hash_map);
             }
         }
         Value::Sequence(items) => {

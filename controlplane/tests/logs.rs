@@ -409,6 +409,54 @@ both! {
 }
 
 both! {
+    async fn a_record_the_database_rejects_is_quarantined_alone(db: Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        // Make the database itself refuse one record that passes validation.
+        let pool = cp.running.store().pool();
+        match db.kind {
+            Kind::Sqlite => {
+                sqlx::query(
+                    "CREATE TRIGGER poison BEFORE INSERT ON request_logs \
+                     WHEN NEW.model = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+                )
+                .execute(pool)
+                .await
+                .unwrap();
+            }
+            Kind::Postgres => {
+                sqlx::query(
+                    "ALTER TABLE request_logs ADD CONSTRAINT poison CHECK (model <> 'poison')",
+                )
+                .execute(pool)
+                .await
+                .unwrap();
+            }
+        }
+        let t0 = t0();
+        let mut poison = rec(2, t0);
+        poison.model = "poison".into();
+        let acks = ship(
+            &mut cp.logs(),
+            vec![batch(3, vec![rec(1, t0), poison, rec(3, t0)])],
+        )
+        .await;
+        assert_eq!(acks[0].acked_sequence, 3);
+        assert_eq!(acks[0].quarantined_ids, [id(2)]);
+        let mut admin = cp.admin();
+        assert_eq!(numbers(&mut admin, Default::default()).await, [3, 1]);
+        // The others' attempts are stored, the rejected one's are not.
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_attempts").await, 2);
+        let reason: String = sqlx::query_scalar("SELECT reason FROM log_quarantine")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert!(reason.contains("database rejected"), "{reason}");
+        cp.shutdown().await;
+    }
+}
+
+both! {
     async fn wrong_token_is_unauthenticated(db: Db) {
         let dir = tempfile::tempdir().unwrap();
         let cp = start_cp(&db, dir.path(), 30).await;
@@ -933,13 +981,24 @@ both! {
         // Some rows, so the plans are not those of an empty table.
         let t = t0();
         let mut many = Vec::new();
-        for round in 0..20u32 {
+        // 2500 records in one batch: several multi-row INSERTs in one
+        // transaction.
+        for round in 0..250u32 {
             for (i, mut r) in data_set(t - i64::from(round) * 60_000).into_iter().enumerate() {
                 r.id = id(round * 100 + u32::try_from(i).unwrap() + 1);
                 many.push(r);
             }
         }
-        ship(&mut cp.logs(), vec![batch(1, many)]).await;
+        let want_attempts: usize = many.iter().map(|r| r.attempts.len()).sum();
+        let started = std::time::Instant::now();
+        let acks = ship(&mut cp.logs(), vec![batch(1, many)]).await;
+        println!("{:?}: 2500 records stored in {:?}", db.kind, started.elapsed());
+        assert!(acks[0].quarantined_ids.is_empty());
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 2500);
+        assert_eq!(
+            count(&cp, "SELECT COUNT(*) FROM request_attempts").await,
+            i64::try_from(want_attempts).unwrap()
+        );
         let statements = planned_statements(t);
         match db.kind {
             Kind::Sqlite => {

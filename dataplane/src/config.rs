@@ -103,6 +103,15 @@ pub struct Cli {
         default_value_t = 30
     )]
     pub shutdown_grace_s: u64,
+
+    /// Folder of the request-log spool [default: ./data/spool/NODE_ID]
+    #[arg(long, env = "LLMGW_SPOOL_DIR", value_name = "DIR")]
+    pub spool_dir: Option<std::path::PathBuf>,
+
+    /// Largest size of the spool; past it the oldest records are dropped
+    /// (with a warning and a metric).
+    #[arg(long, env = "LLMGW_SPOOL_MAX_BYTES", value_name = "BYTES", default_value_t = crate::logs::DEFAULT_SPOOL_MAX_BYTES)]
+    pub spool_max_bytes: u64,
 }
 
 impl Cli {
@@ -131,6 +140,8 @@ impl Cli {
         config.node_id = node_id;
         config.tls_ca_pem = tls_ca_pem;
         config.shutdown_grace = Duration::from_secs(self.shutdown_grace_s);
+        config.spool_dir = self.spool_dir;
+        config.spool_max_bytes = self.spool_max_bytes;
         Ok(config)
     }
 }
@@ -159,6 +170,9 @@ pub struct Config {
     pub backoff_initial: Duration,
     /// Largest reconnect delay ceiling.
     pub backoff_max: Duration,
+    /// Request-log spool folder; `None` means `./data/spool/<node_id>`.
+    pub spool_dir: Option<std::path::PathBuf>,
+    pub spool_max_bytes: u64,
 }
 
 impl Config {
@@ -176,6 +190,8 @@ impl Config {
             keepalive_timeout: Duration::from_secs(5),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            spool_dir: None,
+            spool_max_bytes: crate::logs::DEFAULT_SPOOL_MAX_BYTES,
         }
     }
 }
@@ -195,6 +211,7 @@ impl fmt::Debug for Config {
             .field("keepalive_timeout", &self.keepalive_timeout)
             .field("backoff_initial", &self.backoff_initial)
             .field("backoff_max", &self.backoff_max)
+            .field("spool_dir", &self.spool_dir)
             .finish()
     }
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use http::Uri;
 use llmgw_core::RoutingTable;
 use llmgw_proto::v1 as pb;
@@ -16,7 +16,7 @@ use llmgw_proto::v1::discovery_client::DiscoveryClient;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::AsciiMetadataValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel};
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
@@ -114,32 +114,16 @@ impl Discovery {
     }
 
     async fn connect(&self, uri: &Uri) -> Result<Channel> {
-        let mut endpoint = Endpoint::from(uri.clone())
-            .connect_timeout(self.connect_timeout)
-            .http2_keep_alive_interval(self.keepalive_interval)
-            .keep_alive_timeout(self.keepalive_timeout)
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true);
-        if uri.scheme_str() == Some("https") {
-            // IPv6 hosts come bracketed in URLs but not in certificates.
-            let host = uri
-                .host()
-                .unwrap_or_default()
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            let tls = ClientTlsConfig::new().domain_name(host);
-            let tls = match &self.tls_ca {
-                Some(ca) => tls.ca_certificate(ca.clone()),
-                None => tls.with_native_roots(),
-            };
-            endpoint = endpoint.tls_config(tls).context("TLS setup")?;
-        }
-        // connect_timeout covers TCP only; this bounds the TLS and HTTP/2
-        // handshakes too.
-        let channel = tokio::time::timeout(self.connect_timeout, endpoint.connect())
-            .await
-            .map_err(|_| anyhow!("connect timed out after {:?}", self.connect_timeout))??;
-        Ok(channel)
+        crate::channel::connect(
+            uri,
+            crate::channel::ChannelSettings {
+                connect_timeout: self.connect_timeout,
+                keepalive_interval: self.keepalive_interval,
+                keepalive_timeout: self.keepalive_timeout,
+                tls_ca: self.tls_ca.as_ref(),
+            },
+        )
+        .await
     }
 }
 

@@ -5,6 +5,7 @@
 //! thing in-process.
 
 pub mod backoff;
+mod channel;
 pub mod config;
 mod discovery;
 pub mod logs;
@@ -67,7 +68,17 @@ pub async fn start(config: Config) -> Result<Running> {
     let (versions_tx, versions) = watch::channel(0u64);
     let (log_sink, log_records) = logs::LogSink::new(LOG_QUEUE);
     let log_sink = Arc::new(log_sink);
+    let mut logs_config = logs::LogsConfig::from_config(&config);
+    logs_config.spool_dir = config
+        .spool_dir
+        .clone()
+        .unwrap_or_else(|| logs::default_spool_dir(&config.node_id));
+    logs_config.max_bytes = config.spool_max_bytes;
+    let logs = logs::spawn(logs_config, log_records)
+        .await
+        .context("cannot open the request-log spool")?;
     let state = Arc::new(server::State {
+        spool: (logs.subscribe_written(), logs.subscribe_acked()),
         table: table.clone(),
         proxy: proxy::Proxy::new(
             table.clone(),
@@ -78,11 +89,6 @@ pub async fn start(config: Config) -> Result<Running> {
         draining: Default::default(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
-    // Until the spool is wired in, records are consumed here.
-    tokio::spawn(async move {
-        let mut rx = log_records;
-        while rx.recv().await.is_some() {}
-    });
 
     let server = tokio::spawn(server::serve(
         listener,
@@ -120,6 +126,8 @@ pub async fn start(config: Config) -> Result<Running> {
         shutdown,
         server: Some(server),
         discovery: Some(discovery),
+        logs: Some(logs),
+        flush_timeout: config.shutdown_grace,
     })
 }
 
@@ -135,6 +143,8 @@ pub struct Running {
     // Options only so `join` can take them while `Drop` still aborts.
     server: Option<JoinHandle<()>>,
     discovery: Option<JoinHandle<()>>,
+    logs: Option<logs::LogsHandle>,
+    flush_timeout: std::time::Duration,
 }
 
 impl Running {
@@ -202,6 +212,15 @@ impl Running {
             discovery.abort();
             // A cancelled discovery task is the expected outcome.
             let _ = discovery.await;
+        }
+        // Records of the last responses may still be being counted.
+        self.state
+            .proxy
+            .settled(self.flush_timeout.min(std::time::Duration::from_secs(5)))
+            .await;
+        if let Some(logs) = self.logs.take() {
+            let report = logs.flush(self.flush_timeout).await;
+            info!(?report, "request-log spool flushed");
         }
         served.context("the HTTP server task failed")?;
         info!("data plane stopped");

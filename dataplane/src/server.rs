@@ -38,6 +38,8 @@ pub(crate) struct State {
     pub proxy: crate::proxy::Proxy,
     /// Set at the start of shutdown; /readyz fails from then on.
     pub draining: AtomicBool,
+    /// Last record written to the spool, and last one acknowledged.
+    pub spool: (watch::Receiver<u64>, watch::Receiver<u64>),
 }
 
 impl State {
@@ -159,6 +161,12 @@ fn metrics(state: &State) -> Response<ResponseBody> {
         .set(i64::try_from(state.table.version()).unwrap_or(i64::MAX));
     m.log_records_dropped
         .set(i64::try_from(state.proxy.logs().dropped()).unwrap_or(i64::MAX));
+    let depth = state
+        .spool
+        .0
+        .borrow()
+        .saturating_sub(*state.spool.1.borrow());
+    m.spool_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
     respond(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
@@ -262,6 +270,7 @@ mod tests {
                 ),
                 table,
                 draining: Default::default(),
+                spool: (watch::channel(0).1, watch::channel(0).1),
             }
         }
     }

@@ -157,6 +157,8 @@ fn config(control_planes: &[SocketAddr], token: &str) -> Config {
     let mut c = Config::new(urls, SecretString::from(token));
     c.listen = "127.0.0.1:0".parse().unwrap();
     c.node_id = "dp-test".into();
+    // Each data plane gets its own spool; tests run in parallel.
+    c.spool_dir = Some(tempfile::tempdir().unwrap().keep());
     c.backoff_max = Duration::from_millis(500);
     c.connect_timeout = Duration::from_secs(2);
     c
@@ -277,7 +279,7 @@ async fn readiness_follows_the_first_snapshot() {
     assert_eq!(ready(&dp).await.0, 200);
     assert_eq!(get(dp.local_addr(), "/healthz").await, (200, "ok".into()));
 
-    let (status, body) = get(dp.local_addr(), "/v1/chat/completions").await;
+    let (status, body) = get(dp.local_addr(), "/v1/unknown").await;
     assert_eq!(status, 404);
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["error"]["type"], "not_found_error");

@@ -4,8 +4,11 @@
 mod config;
 mod dataplane;
 mod key;
+mod logs;
 mod model;
 mod provider;
+mod route;
+mod stats;
 
 use anyhow::Result;
 
@@ -27,6 +30,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Dataplanes => dataplane::list(g, &mut out).await?,
         Command::Export => config::export(g, &mut out).await?,
         Command::Apply(a) => config::apply(a, g, &mut out).await?,
+        Command::Logs(a) => logs::run(a, g, &mut out).await?,
+        Command::Stats(a) => stats::run(a, g, &mut out).await?,
+        Command::Route(cmd) => route::run(cmd, g, &mut out).await?,
     }
     out.w.flush()?;
     Ok(())

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::Row;
 use tokio::sync::watch;
 
-use super::sql::{in_list, Param, Statement};
+use super::sql::{Param, Statement};
 use crate::store::{now_ms, Store, StoreError};
 
 /// Rows deleted per transaction.
@@ -65,29 +65,40 @@ pub async fn purge_older_than(
             return Ok(deleted);
         }
         let mut tx = store.pool().begin().await?;
-        let ids: Vec<String> = sqlx::query(
-            "SELECT id FROM request_logs WHERE time_ms < $1 ORDER BY time_ms, id LIMIT $2",
+        // The last row of this batch in (time, id) order; none when fewer
+        // than a batch are left. Rows up to it go, so no id list is needed.
+        let boundary = sqlx::query(
+            "SELECT time_ms, id FROM request_logs WHERE time_ms < $1 \
+             ORDER BY time_ms, id LIMIT 1 OFFSET $2",
         )
         .bind(cutoff_ms)
-        .bind(batch)
-        .fetch_all(&mut *tx)
+        .bind(batch - 1)
+        .fetch_optional(&mut *tx)
         .await?
-        .iter()
-        .map(|r| r.try_get::<String, _>("id"))
-        .collect::<Result<_, _>>()?;
-        if ids.is_empty() {
-            tx.rollback().await?;
-            break;
-        }
+        .map(|r| -> Result<(i64, String), sqlx::Error> { Ok((r.try_get(0)?, r.try_get(1)?)) })
+        .transpose()?;
         let mut st = Statement::default();
-        let list = in_list(&mut st, ids.iter().cloned().map(Param::Text));
-        st.sql = format!("DELETE FROM request_attempts WHERE request_id IN ({list})");
-        st.query().persistent(false).execute(&mut *tx).await?;
-        st.sql = format!("DELETE FROM request_logs WHERE id IN ({list})");
-        let done = st.query().persistent(false).execute(&mut *tx).await?;
+        let cutoff = st.bind(Param::Int(cutoff_ms));
+        let mut cond = format!("time_ms < {cutoff}");
+        if let Some((t, id)) = &boundary {
+            let t = st.bind(Param::Int(*t));
+            let id = st.bind(Param::Text(id.clone()));
+            cond.push_str(&format!(
+                " AND time_ms <= {t} AND (time_ms < {t} OR id <= {id})"
+            ));
+        }
+        // Attempts first (the foreign key cascades too, but SQLite only
+        // enforces it where foreign_keys is on).
+        st.sql = format!(
+            "DELETE FROM request_attempts WHERE request_id IN \
+             (SELECT id FROM request_logs WHERE {cond})"
+        );
+        st.query().execute(&mut *tx).await?;
+        st.sql = format!("DELETE FROM request_logs WHERE {cond}");
+        let done = st.query().execute(&mut *tx).await?;
         tx.commit().await?;
         deleted += done.rows_affected();
-        if (ids.len() as i64) < batch {
+        if boundary.is_none() {
             break;
         }
         tokio::time::sleep(PAUSE).await;

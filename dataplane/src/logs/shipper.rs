@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::AsciiMetadataValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel};
 use tracing::{debug, error, info, warn};
 
 use super::spool::{ReadBatch, Spool};
@@ -275,29 +275,15 @@ impl Shipper {
 
     /// As the discovery client connects: same timeouts, keepalives and TLS.
     async fn connect(&self, uri: &Uri) -> Result<Channel> {
-        let mut endpoint = Endpoint::from(uri.clone())
-            .connect_timeout(self.connect_timeout)
-            .http2_keep_alive_interval(self.keepalive_interval)
-            .keep_alive_timeout(self.keepalive_timeout)
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true);
-        if uri.scheme_str() == Some("https") {
-            // IPv6 hosts come bracketed in URLs but not in certificates.
-            let host = uri
-                .host()
-                .unwrap_or_default()
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            let tls = ClientTlsConfig::new().domain_name(host);
-            let tls = match &self.tls_ca {
-                Some(ca) => tls.ca_certificate(ca.clone()),
-                None => tls.with_native_roots(),
-            };
-            endpoint = endpoint.tls_config(tls).context("TLS setup")?;
-        }
-        let channel = tokio::time::timeout(self.connect_timeout, endpoint.connect())
-            .await
-            .map_err(|_| anyhow!("connect timed out after {:?}", self.connect_timeout))??;
-        Ok(channel)
+        crate::channel::connect(
+            uri,
+            crate::channel::ChannelSettings {
+                connect_timeout: self.connect_timeout,
+                keepalive_interval: self.keepalive_interval,
+                keepalive_timeout: self.keepalive_timeout,
+                tls_ca: self.tls_ca.as_ref(),
+            },
+        )
+        .await
     }
 }

@@ -159,7 +159,7 @@ impl Proxy {
             state: RouterState::default(),
             budget: RetryBudget::default(),
             clients: Mutex::new(HashMap::new()),
-            out: Arc::new(Emitter { logs, metrics }),
+            out: Arc::new(Emitter::new(logs, metrics)),
             node_id,
         }
     }
@@ -170,6 +170,12 @@ impl Proxy {
 
     pub fn logs(&self) -> &LogSink {
         &self.out.logs
+    }
+
+    /// Waits until every finished request's record has reached the log
+    /// queue, up to `limit`.
+    pub async fn settled(&self, limit: Duration) {
+        self.out.settled(limit).await;
     }
 
     /// Whether this path belongs to the proxy.
@@ -603,7 +609,8 @@ impl Proxy {
                 self.finish_plain(pending);
                 let mut resp = Response::new(full(body));
                 *resp.status_mut() = status;
-                copy_response_headers(&headers, resp.headers_mut(), false);
+                // The kept body may be cut, so its length is recomputed.
+                copy_response_headers(&headers, resp.headers_mut(), true);
                 Ok(resp)
             }
             Some(LastFailure::Error(e)) => Err((

@@ -20,9 +20,36 @@ use crate::metrics::Metrics;
 pub struct Emitter {
     pub logs: Arc<LogSink>,
     pub metrics: Arc<Metrics>,
+    /// Records being finished on blocking threads.
+    pub in_flight: std::sync::atomic::AtomicUsize,
+    pub settled: tokio::sync::Notify,
 }
 
 impl Emitter {
+    pub fn new(logs: Arc<LogSink>, metrics: Arc<Metrics>) -> Self {
+        Emitter {
+            logs,
+            metrics,
+            in_flight: Default::default(),
+            settled: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Waits until no record is being finished, up to `limit`.
+    pub async fn settled(&self, limit: std::time::Duration) {
+        use std::sync::atomic::Ordering;
+        let wait = async {
+            loop {
+                let notified = self.settled.notified();
+                if self.in_flight.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+
     pub fn emit(&self, record: pb::RequestLog) {
         self.metrics.observe(&record);
         self.logs.send(record);
@@ -109,6 +136,8 @@ impl Finish {
     /// Completes usage and cost off the request path and hands the record
     /// to the log sink.
     pub fn submit(self, sink: Arc<Emitter>) {
+        use std::sync::atomic::Ordering;
+        sink.in_flight.fetch_add(1, Ordering::AcqRel);
         let run = move || {
             let mut f = self;
             let mut r = std::mem::take(&mut f.record);
@@ -143,6 +172,9 @@ impl Finish {
                 r.cost = cost(&u, &f.prices, f.anthropic);
             }
             sink.emit(r);
+            if sink.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+                sink.settled.notify_waiters();
+            }
         };
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {

@@ -1,0 +1,458 @@
+//! `llmgw logs`, `llmgw logs get ID` and `llmgw logs --follow`.
+
+use std::io::Write;
+
+use anyhow::{anyhow, bail, Result};
+use llmgw_proto::v1::{FollowLogsRequest, GetLogRequest, ListLogsRequest, LogFilter, RequestLog};
+use tonic::Code;
+
+use crate::args::{GlobalOpts, LogFilterArgs, LogsArgs, LogsCmd};
+use crate::client::Client;
+use crate::output::{yes_no, Out, Table};
+
+/// Records per ListLogs call (the server's maximum).
+const PAGE: u32 = 1000;
+
+pub async fn run(a: LogsArgs, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
+    match a.command {
+        Some(LogsCmd::Get(id)) => get(&id.id, g, out).await,
+        None if a.follow => follow(filter(&a.filter), g, out).await,
+        None => list(&a, g, out).await,
+    }
+}
+
+/// The request's filter from the command-line flags.
+pub fn filter(f: &LogFilterArgs) -> LogFilter {
+    let clean = |s: &Option<String>| s.as_deref().map(str::trim).unwrap_or("").to_string();
+    LogFilter {
+        since_ms: f.since.unwrap_or(0),
+        until_ms: f.until.unwrap_or(0),
+        model: clean(&f.model),
+        provider: clean(&f.provider),
+        key: clean(&f.key),
+        status_min: f.status.map_or(0, |s| s.min),
+        status_max: f.status.map_or(0, |s| s.max),
+        min_latency_ms: f.min_latency_ms.unwrap_or(0),
+        max_latency_ms: f.max_latency_ms.unwrap_or(0),
+        min_tokens: f.min_tokens.unwrap_or(0),
+        max_tokens: f.max_tokens.unwrap_or(0),
+        stream: f.stream,
+        errors_only: f.errors,
+    }
+}
+
+async fn list(a: &LogsArgs, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
+    let want = a.limit as usize;
+    let c = Client::connect(g).await?;
+    let mut records: Vec<RequestLog> = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let limit = u32::try_from(want - records.len())
+            .unwrap_or(PAGE)
+            .min(PAGE);
+        let r = c
+            .api()
+            .list_logs(ListLogsRequest {
+                filter: Some(filter(&a.filter)),
+                limit,
+                order_by: a.order_by.as_str().to_string(),
+                ascending: a.asc,
+                page_token,
+            })
+            .await
+            .map_err(|s| c.fail(s))?
+            .into_inner();
+        records.extend(r.records);
+        if r.next_page_token.is_empty() || records.len() >= want {
+            break;
+        }
+        page_token = r.next_page_token;
+    }
+    records.truncate(want);
+    if out.is_json() {
+        return out.json(&records);
+    }
+    if records.is_empty() {
+        return out.line("no request logs match");
+    }
+    let mut t = Table::new(&HEADER);
+    for r in &records {
+        t.row(cells(r));
+    }
+    out.table(&t)
+}
+
+const HEADER: [&str; 12] = [
+    "TIME", "ID", "KEY", "MODEL", "PROVIDER", "STATUS", "LATENCY", "TTFB", "IN", "OUT", "COST",
+    "ATTEMPTS",
+];
+
+/// Column widths for `--follow`, where rows are printed one at a time.
+const FOLLOW_WIDTHS: [usize; 12] = [24, 36, 12, 20, 14, 6, 8, 7, 7, 7, 9, 8];
+
+fn cells(r: &RequestLog) -> [String; 12] {
+    let status = match (r.status, r.cancelled) {
+        (0, true) => "cancelled".to_string(),
+        (0, false) => String::new(),
+        (s, true) => format!("{s} cancelled"),
+        (s, false) => s.to_string(),
+    };
+    [
+        r.time.clone(),
+        r.id.clone(),
+        r.key.clone(),
+        r.model.clone(),
+        r.provider.clone(),
+        status,
+        format!("{}ms", r.latency_ms),
+        format!("{}ms", r.ttfb_ms),
+        r.input_tokens.to_string(),
+        r.output_tokens.to_string(),
+        cost(r.cost),
+        r.attempts.len().to_string(),
+    ]
+}
+
+/// Dollars with up to six decimals, trailing zeros dropped.
+pub fn cost(c: f64) -> String {
+    if c == 0.0 {
+        return "0".to_string();
+    }
+    let s = format!("{c:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "0" {
+        format!("{c:.2e}")
+    } else {
+        s.to_string()
+    }
+}
+
+/// One line with fixed column widths (for rows printed as they come).
+fn fixed_line(cells: &[String]) -> String {
+    let mut line = String::new();
+    for (i, c) in cells.iter().enumerate() {
+        let c = if c.trim().is_empty() { "-" } else { c.as_str() };
+        let c = c.replace(['\n', '\r', '\t'], " ");
+        if i > 0 {
+            line.push_str("  ");
+        }
+        line.push_str(&c);
+        let width = FOLLOW_WIDTHS.get(i).copied().unwrap_or(0);
+        if i + 1 < cells.len() {
+            line.extend(std::iter::repeat_n(
+                ' ',
+                width.saturating_sub(c.chars().count()),
+            ));
+        }
+    }
+    line.trim_end().to_string()
+}
+
+async fn follow(f: LogFilter, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
+    let c = Client::connect(g).await?;
+    if !out.is_json() {
+        let header: Vec<String> = HEADER.iter().map(|h| (*h).to_string()).collect();
+        out.line(&fixed_line(&header))?;
+        out.w.flush()?;
+    }
+    loop {
+        let mut stream = c
+            .api()
+            .follow_logs(FollowLogsRequest {
+                filter: Some(f.clone()),
+            })
+            .await
+            .map_err(|s| c.fail(s))?
+            .into_inner();
+        loop {
+            match stream.message().await {
+                Ok(Some(r)) => {
+                    if out.is_json() {
+                        out.json_line(&r)?;
+                    } else {
+                        out.line(&fixed_line(&cells(&r)))?;
+                    }
+                    out.w.flush()?;
+                }
+                Ok(None) => bail!("the control plane ended the stream (is it shutting down?)"),
+                // Fell behind: say so, and follow again.
+                Err(s) if s.code() == Code::ResourceExhausted => {
+                    let _ = writeln!(std::io::stderr().lock(), "warning: {}", s.message());
+                    break;
+                }
+                Err(s) => return Err(c.fail(s)),
+            }
+        }
+    }
+}
+
+async fn get(id: &str, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
+    let id = id.trim();
+    if id.is_empty() {
+        return Err(anyhow!("give the request id"));
+    }
+    let c = Client::connect(g).await?;
+    let r = c
+        .api()
+        .get_log(GetLogRequest { id: id.to_string() })
+        .await
+        .map_err(|s| c.fail(s))?
+        .into_inner();
+    if out.is_json() {
+        return out.json(&r);
+    }
+    for line in details(&r) {
+        out.line(&line)?;
+    }
+    Ok(())
+}
+
+/// `logs get` for people: the fields, the attempts, headers and bodies.
+fn details(r: &RequestLog) -> Vec<String> {
+    let mut t = Table::plain();
+    let n = |v: u64| v.to_string();
+    let rows: Vec<(&str, String)> = vec![
+        ("id", r.id.clone()),
+        ("time", r.time.clone()),
+        ("node", r.node_id.clone()),
+        ("key", r.key.clone()),
+        ("client ip", r.client_ip.clone()),
+        ("user agent", r.user_agent.clone()),
+        ("protocol", r.protocol.clone()),
+        ("path", r.path.clone()),
+        ("model", r.model.clone()),
+        ("provider", r.provider.clone()),
+        ("upstream model", r.upstream_model.clone()),
+        (
+            "status",
+            if r.status == 0 {
+                String::new()
+            } else {
+                r.status.to_string()
+            },
+        ),
+        ("stream", yes_no(r.stream).to_string()),
+        ("cancelled", yes_no(r.cancelled).to_string()),
+        ("error", r.error.clone()),
+        ("latency", format!("{}ms", r.latency_ms)),
+        ("ttfb", format!("{}ms", r.ttfb_ms)),
+        ("retries", r.retries.to_string()),
+        ("input tokens", n(r.input_tokens)),
+        ("output tokens", n(r.output_tokens)),
+        ("cache read tokens", n(r.cache_read_tokens)),
+        ("cache creation tokens", n(r.cache_creation_tokens)),
+        ("usage source", r.usage_source.clone()),
+        ("cost", cost(r.cost)),
+        ("config version", n(r.snapshot_version)),
+    ];
+    for (k, v) in rows {
+        t.row([k.to_string(), v]);
+    }
+    let mut lines: Vec<String> = t.render().lines().map(str::to_string).collect();
+
+    lines.push(String::new());
+    if r.attempts.is_empty() {
+        lines.push("attempts: none".to_string());
+    } else {
+        let mut a = Table::new(&[
+            "#",
+            "PROVIDER",
+            "UPSTREAM MODEL",
+            "STATUS",
+            "LATENCY",
+            "ERROR",
+        ]);
+        for (i, at) in r.attempts.iter().enumerate() {
+            a.row([
+                (i + 1).to_string(),
+                at.provider.clone(),
+                at.upstream_model.clone(),
+                if at.status == 0 {
+                    String::new()
+                } else {
+                    at.status.to_string()
+                },
+                format!("{}ms", at.latency_ms),
+                at.error.clone(),
+            ]);
+        }
+        lines.push("attempts:".to_string());
+        lines.extend(a.render().lines().map(|l| format!("  {l}")));
+    }
+    for (title, h) in [
+        ("request headers", &r.request_headers),
+        ("response headers", &r.response_headers),
+    ] {
+        lines.push(String::new());
+        if h.is_empty() {
+            lines.push(format!("{title}: none"));
+            continue;
+        }
+        lines.push(format!("{title}:"));
+        let mut sorted: Vec<_> = h.iter().collect();
+        sorted.sort();
+        for (k, v) in sorted {
+            lines.push(format!("  {k}: {v}"));
+        }
+    }
+    for (title, body, truncated) in [
+        ("request body", &r.request_body, r.request_body_truncated),
+        ("response body", &r.response_body, r.response_body_truncated),
+    ] {
+        lines.push(String::new());
+        if body.is_empty() {
+            lines.push(format!("{title}: none"));
+            continue;
+        }
+        lines.push(format!(
+            "{title}{}:",
+            if truncated { " (truncated)" } else { "" }
+        ));
+        // JSON bodies pretty-printed; anything else (SSE streams) as is.
+        let shown = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| serde_json::to_string_pretty(&v).ok())
+            .unwrap_or_else(|| body.clone());
+        lines.extend(shown.lines().map(|l| format!("  {l}")));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::StatusRange;
+    use crate::output::normalize;
+    use llmgw_proto::v1::Attempt;
+
+    fn sample() -> RequestLog {
+        RequestLog {
+            id: "0190a2b4-0000-7000-8000-000000000001".into(),
+            time_ms: 1_714_564_800_123,
+            time: "2024-05-01T12:00:00.123Z".into(),
+            key: "team".into(),
+            model: "gpt".into(),
+            provider: "openai".into(),
+            upstream_model: "gpt-4o".into(),
+            status: 200,
+            stream: true,
+            latency_ms: 1234,
+            ttfb_ms: 56,
+            input_tokens: 10,
+            output_tokens: 20,
+            cost: 0.00123,
+            attempts: vec![
+                Attempt {
+                    provider: "a".into(),
+                    upstream_model: "x".into(),
+                    status: 502,
+                    error: "bad gateway".into(),
+                    latency_ms: 10,
+                },
+                Attempt {
+                    provider: "openai".into(),
+                    upstream_model: "gpt-4o".into(),
+                    status: 200,
+                    error: String::new(),
+                    latency_ms: 1200,
+                },
+            ],
+            request_headers: [
+                ("b".to_string(), "2".to_string()),
+                ("a".to_string(), "1".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            request_body: r#"{"model":"gpt"}"#.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn json_shape() {
+        let v = serde_json::to_value(normalize(&vec![sample()]).unwrap()).unwrap();
+        let arr = v.as_array().unwrap();
+        let o = arr[0].as_object().unwrap();
+        for k in [
+            "id",
+            "time",
+            "model",
+            "provider",
+            "upstream_model",
+            "status",
+            "latency_ms",
+            "ttfb_ms",
+            "input_tokens",
+            "output_tokens",
+            "cost",
+            "stream",
+            "attempts",
+            "key",
+        ] {
+            assert!(o.contains_key(k), "missing {k}");
+        }
+        assert_eq!(o["latency_ms"], 1234);
+        assert_eq!(o["stream"], true);
+        assert_eq!(o["key"], "team");
+        let a = o["attempts"].as_array().unwrap();
+        assert_eq!(a.len(), 2);
+        for k in [
+            "provider",
+            "upstream_model",
+            "status",
+            "error",
+            "latency_ms",
+        ] {
+            assert!(a[0].as_object().unwrap().contains_key(k), "attempt {k}");
+        }
+        // Header maps come out sorted.
+        let text = serde_json::to_string(&o["request_headers"]).unwrap();
+        assert_eq!(text, r#"{"a":"1","b":"2"}"#);
+    }
+
+    #[test]
+    fn table_cells_and_details() {
+        let c = cells(&sample());
+        assert_eq!(c[5], "200");
+        assert_eq!(c[6], "1234ms");
+        assert_eq!(c[10], "0.00123");
+        assert_eq!(c[11], "2");
+        let mut r = sample();
+        r.cancelled = true;
+        assert_eq!(cells(&r)[5], "200 cancelled");
+        let line = fixed_line(&c);
+        assert!(
+            line.starts_with("2024-05-01T12:00:00.123Z  0190a2b4"),
+            "{line}"
+        );
+        let text = details(&sample()).join("\n");
+        assert!(text.contains("bad gateway"), "{text}");
+        assert!(text.contains("  a: 1\n  b: 2"), "{text}");
+        assert!(text.contains("\"model\": \"gpt\""), "{text}");
+        assert!(text.contains("response body: none"), "{text}");
+    }
+
+    #[test]
+    fn costs() {
+        assert_eq!(cost(0.0), "0");
+        assert_eq!(cost(1.5), "1.5");
+        assert_eq!(cost(0.000001), "0.000001");
+        assert_eq!(cost(0.0000001), "1.00e-7");
+    }
+
+    #[test]
+    fn filters() {
+        let f = filter(&LogFilterArgs {
+            model: Some(" m ".into()),
+            status: Some(StatusRange { min: 400, max: 499 }),
+            errors: true,
+            stream: Some(true),
+            ..Default::default()
+        });
+        assert_eq!(f.model, "m");
+        assert_eq!((f.status_min, f.status_max), (400, 499));
+        assert!(f.errors_only);
+        assert_eq!(f.stream, Some(true));
+        assert_eq!(f.since_ms, 0);
+    }
+}
