@@ -288,7 +288,8 @@ impl pb::admin_server::Admin for AdminService {
                             crate::apply::resolve_secret("api_key", &k, spec.api_key.as_ref())?;
                     }
                     if let Some(h) = r.headers {
-                        spec.headers = keep_masked(h.values.into_iter().collect(), &spec.headers);
+                        spec.headers =
+                            keep_masked(h.values.into_iter().collect(), &spec.headers, &spec.name)?;
                     }
                     if let Some(t) = r.timeout_s {
                         spec.timeout_s = t;
@@ -620,16 +621,26 @@ impl pb::admin_server::Admin for AdminService {
 }
 
 /// Header values given back masked keep what is stored.
+/// A masked value that does not match what is stored is refused, so a mask
+/// is never sent upstream as a header value.
 pub fn keep_masked(
     mut wanted: BTreeMap<String, String>,
     stored: &BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
+    provider: &str,
+) -> Result<BTreeMap<String, String>, StoreError> {
     for (k, v) in &mut wanted {
-        if let Some(old) = stored.get(k) {
-            if keys::looks_masked(v) && keys::is_mask_of(v, old) {
-                v.clone_from(old);
+        if !keys::looks_masked(v) {
+            continue;
+        }
+        match stored.get(k) {
+            Some(old) if keys::is_mask_of(v, old) => v.clone_from(old),
+            _ => {
+                return Err(StoreError::Invalid(format!(
+                    "header '{k}' of provider '{provider}' is masked but does not match the \
+                     stored value; give the real value"
+                )))
             }
         }
     }
-    wanted
+    Ok(wanted)
 }
