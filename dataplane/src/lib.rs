@@ -78,7 +78,7 @@ pub async fn start(config: Config) -> Result<Running> {
         .await
         .context("cannot open the request-log spool")?;
     let state = Arc::new(server::State {
-        spool: (logs.subscribe_written(), logs.subscribe_acked()),
+        logs: Some(logs.stats_reader()),
         table: table.clone(),
         proxy: proxy::Proxy::new(
             table.clone(),

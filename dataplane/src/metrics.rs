@@ -58,6 +58,7 @@ pub struct Metrics {
     pub snapshot_version: Gauge,
     pub spool_depth: Gauge,
     pub log_records_dropped: Gauge,
+    pub log_records_quarantined: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -90,6 +91,7 @@ impl Metrics {
         let snapshot_version = Gauge::default();
         let spool_depth = Gauge::default();
         let log_records_dropped = Gauge::default();
+        let log_records_quarantined = Gauge::default();
         registry.register("requests", "Client requests", requests.clone());
         registry.register(
             "request_duration_seconds",
@@ -128,6 +130,11 @@ impl Metrics {
             "Request records dropped because the queue or spool was full",
             log_records_dropped.clone(),
         );
+        registry.register(
+            "log_records_quarantined",
+            "Request records the control plane could not store and quarantined",
+            log_records_quarantined.clone(),
+        );
         Arc::new(Metrics {
             registry,
             requests,
@@ -140,6 +147,7 @@ impl Metrics {
             snapshot_version,
             spool_depth,
             log_records_dropped,
+            log_records_quarantined,
         })
     }
 

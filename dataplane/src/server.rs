@@ -38,8 +38,8 @@ pub(crate) struct State {
     pub proxy: crate::proxy::Proxy,
     /// Set at the start of shutdown; /readyz fails from then on.
     pub draining: AtomicBool,
-    /// Last record written to the spool, and last one acknowledged.
-    pub spool: (watch::Receiver<u64>, watch::Receiver<u64>),
+    /// The request-log pipeline's counters; `None` in unit tests.
+    pub logs: Option<crate::logs::LogsStatsReader>,
 }
 
 impl State {
@@ -157,16 +157,15 @@ fn local<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
 
 fn metrics(state: &State) -> Response<ResponseBody> {
     let m = state.proxy.metrics();
-    m.snapshot_version
-        .set(i64::try_from(state.table.version()).unwrap_or(i64::MAX));
+    let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    m.snapshot_version.set(gauge(state.table.version()));
+    let (depth, dropped_full, quarantined) = state.logs.as_ref().map_or((0, 0, 0), |l| {
+        (l.spool_depth(), l.dropped_full(), l.quarantined())
+    });
     m.log_records_dropped
-        .set(i64::try_from(state.proxy.logs().dropped()).unwrap_or(i64::MAX));
-    let depth = state
-        .spool
-        .0
-        .borrow()
-        .saturating_sub(*state.spool.1.borrow());
-    m.spool_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+        .set(gauge(state.proxy.logs().dropped() + dropped_full));
+    m.spool_depth.set(gauge(depth));
+    m.log_records_quarantined.set(gauge(quarantined));
     respond(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
@@ -270,7 +269,7 @@ mod tests {
                 ),
                 table,
                 draining: Default::default(),
-                spool: (watch::channel(0).1, watch::channel(0).1),
+                logs: None,
             }
         }
     }

@@ -292,6 +292,27 @@ pub struct LogsHandle {
     shipper: Option<JoinHandle<()>>,
 }
 
+/// A cheap, cloneable view of the pipeline's counters, for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct LogsStatsReader {
+    spool: Arc<Spool>,
+    counters: Arc<ShipCounters>,
+}
+
+impl LogsStatsReader {
+    pub fn spool_depth(&self) -> u64 {
+        self.spool.depth()
+    }
+
+    pub fn dropped_full(&self) -> u64 {
+        self.spool.stats().dropped_full
+    }
+
+    pub fn quarantined(&self) -> u64 {
+        self.counters.quarantined.load(Ordering::Relaxed)
+    }
+}
+
 /// A snapshot of every counter, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogsStats {
@@ -322,6 +343,13 @@ pub struct FlushReport {
 }
 
 impl LogsHandle {
+    pub fn stats_reader(&self) -> LogsStatsReader {
+        LogsStatsReader {
+            spool: Arc::clone(&self.spool),
+            counters: Arc::clone(&self.counters),
+        }
+    }
+
     /// Records in the spool not yet acknowledged.
     pub fn spool_depth(&self) -> u64 {
         self.spool.depth()
