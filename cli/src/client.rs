@@ -17,6 +17,8 @@ use crate::args::GlobalOpts;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest answer accepted from the control plane.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 pub type AdminApi = AdminClient<InterceptedService<Channel, BearerAuth>>;
 
@@ -90,7 +92,9 @@ impl Client {
             )
         })?;
         Ok(Self {
-            api: AdminClient::with_interceptor(channel, auth),
+            // Request logs with bodies can be larger than tonic's 4 MiB default.
+            api: AdminClient::with_interceptor(channel, auth)
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
             server,
         })
     }

@@ -194,8 +194,21 @@ fn rec(n: u32, t: i64) -> pb::RequestLog {
 /// | 9 | m-c | p-y | k2 | 200 | 900 | 90 | 3 | 4 | 0.001 | yes | error |
 /// | 10 | m-a | p-x | k1 | 200 | 1000 | 100 | 40 | 40 | 0.04 | no | |
 fn data_set(t0: i64) -> Vec<pb::RequestLog> {
+    // model, provider, key, status, input, output, cost, stream, cancelled, error
+    type Row = (
+        &'static str,
+        &'static str,
+        &'static str,
+        u32,
+        u64,
+        u64,
+        f64,
+        bool,
+        bool,
+        &'static str,
+    );
     #[rustfmt::skip]
-    let rows: [(&str, &str, &str, u32, u64, u64, f64, bool, bool, &str); 10] = [
+    let rows: [Row; 10] = [
         ("m-a", "p-x", "k1", 200, 10, 20, 0.01, false, false, ""),
         ("m-a", "p-y", "k1", 200, 100, 200, 0.02, true, false, ""),
         ("m-b", "p-x", "k2", 500, 5, 0, 0.0, false, false, "upstream said 500"),
@@ -763,7 +776,7 @@ both! {
         let r = admin.get_stats(stats("", 5, Default::default())).await.unwrap().into_inner();
         let s: Vec<_> = r.series.iter().map(|b| (b.start_ms - t0, b.requests, b.errors, b.latency_p50_ms)).collect();
         assert_eq!(s, [(0, 4, 2, 200.0), (5000, 5, 3, 700.0), (10_000, 1, 0, 1000.0)]);
-        assert_eq!(r.series[1].input_tokens, 1000 + 50 + 0 + 30 + 3);
+        assert_eq!(r.series[1].input_tokens, 1000 + 50 + 30 + 3);
 
         // Filters apply to stats as well.
         let r = admin
@@ -799,14 +812,15 @@ both! {
         let now = now_ms();
         // Retention off: old records are kept.
         let cp = start_cp(&db, dir.path(), 0).await;
-        let mut old: Vec<pb::RequestLog> = (1..=5).map(|n| rec(n, now - 40 * DAY - i64::from(n))).collect();
+        let mut old: Vec<pb::RequestLog> = (1..=5).map(|n| rec(n, now - 40 * DAY)).collect();
         old.extend((6..=7).map(|n| rec(n, now - 10 * DAY)));
         old.push(rec(8, now - 1000));
         ship(&mut cp.logs(), vec![batch(8, old)]).await;
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 8);
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_attempts").await, 8);
 
-        // Directly, in small batches: 30 days keeps 6, 7 and 8.
+        // Directly, in batches of two (1-5 share one time, so batches end
+        // on ties broken by id): 30 days keeps 6, 7 and 8.
         let n = retention::purge_older_than(cp.running.store(), now - 30 * DAY, 2, None).await.unwrap();
         assert_eq!(n, 5);
         let mut admin = cp.admin();
@@ -990,9 +1004,9 @@ both! {
             }
         }
         let want_attempts: usize = many.iter().map(|r| r.attempts.len()).sum();
-        let started = std::time::Instant::now();
         let acks = ship(&mut cp.logs(), vec![batch(1, many)]).await;
-        println!("{:?}: 2500 records stored in {:?}", db.kind, started.elapsed());
+        // (SQLite resolves `$N` parameters by a linear search: with them,
+        // such a batch took longer than the ack timeout of `ship`.)
         assert!(acks[0].quarantined_ids.is_empty());
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 2500);
         assert_eq!(
