@@ -27,6 +27,12 @@ pub fn encoding_for(model: &str) -> &'static CoreBPE {
     }
 }
 
+/// Loads both encodings, so the first estimate does not pay for it.
+pub fn warm_up() {
+    let _ = tiktoken_rs::o200k_base_singleton();
+    let _ = tiktoken_rs::cl100k_base_singleton();
+}
+
 pub fn count_text(model: &str, text: &str) -> u64 {
     if text.is_empty() {
         return 0;

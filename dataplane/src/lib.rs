@@ -64,6 +64,9 @@ pub async fn start(config: Config) -> Result<Running> {
     let local_addr = listener.local_addr().context("bound address")?;
     server::log_bound(local_addr);
 
+    // Loading the tokenizers takes a moment; do it before traffic needs it.
+    tokio::task::spawn_blocking(llmgw_core::tokens::warm_up);
+
     let table = TableHandle::new();
     let (versions_tx, versions) = watch::channel(0u64);
     let (log_sink, log_records) = logs::LogSink::new(LOG_QUEUE);

@@ -711,6 +711,8 @@ impl Proxy {
             tokenizer_model: target.upstream_model.clone(),
             counted: status.is_success() && call.endpoint != Endpoint::CountTokens,
         };
+        // Kept only when the body passes unchanged.
+        let expected_len = if strip { None } else { resp.content_length() };
         let upstream = Box::pin(resp.bytes_stream().map(|r| r));
         let body = ProxyBody::new(
             upstream,
@@ -719,6 +721,7 @@ impl Proxy {
             pending.started,
             finish,
             Arc::clone(&self.out),
+            expected_len,
         );
         *out.body_mut() = BodyExt::boxed_unsync(body);
         out

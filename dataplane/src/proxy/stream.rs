@@ -41,6 +41,10 @@ pub struct ProxyBody {
     done: bool,
     started: Instant,
     first_byte: Option<Instant>,
+    /// The upstream's content-length: the server stops polling once that
+    /// many bytes are out, so the end is noticed by counting.
+    expected_len: Option<u64>,
+    sent: u64,
     finish: Option<(Finish, Arc<Emitter>)>,
 }
 
@@ -52,6 +56,7 @@ impl ProxyBody {
         started: Instant,
         finish: Finish,
         sink: Arc<Emitter>,
+        expected_len: Option<u64>,
     ) -> Self {
         ProxyBody {
             upstream: Some(upstream),
@@ -62,6 +67,8 @@ impl ProxyBody {
             done: false,
             started,
             first_byte: None,
+            expected_len,
+            sent: 0,
             finish: Some((finish, sink)),
         }
     }
@@ -112,10 +119,27 @@ impl ProxyBody {
     }
 }
 
+impl ProxyBody {
+    fn complete(&mut self) -> Option<Bytes> {
+        self.upstream = None;
+        let rest = self.observer.finish();
+        self.end(End::Complete, None);
+        self.done = true;
+        rest.filter(|r| !r.is_empty())
+    }
+}
+
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         if self.finish.is_some() {
-            self.end(End::Cancelled, None);
+            // A stream whose terminal event went out is complete even if the
+            // client left before reading the end of the body.
+            let how = if self.observer.streaming() && self.observer.seen.finished {
+                End::Complete
+            } else {
+                End::Cancelled
+            };
+            self.end(how, None);
         }
     }
 }
@@ -146,7 +170,15 @@ impl Body for ProxyBody {
                     this.first_byte.get_or_insert_with(Instant::now);
                     let deadline = tokio::time::Instant::now() + this.idle_timeout;
                     this.idle.as_mut().reset(deadline);
-                    let out = this.observer.feed(chunk);
+                    this.sent += chunk.len() as u64;
+                    let mut out = this.observer.feed(chunk);
+                    if this.expected_len.is_some_and(|n| this.sent >= n) {
+                        if let Some(rest) = this.complete() {
+                            let mut joined = bytes::BytesMut::from(&out[..]);
+                            joined.extend_from_slice(&rest);
+                            out = joined.freeze();
+                        }
+                    }
                     if !out.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
@@ -155,11 +187,7 @@ impl Body for ProxyBody {
                     this.fail(format!("upstream stream broke: {e}"));
                 }
                 Poll::Ready(None) => {
-                    this.upstream = None;
-                    let rest = this.observer.finish();
-                    this.end(End::Complete, None);
-                    this.done = true;
-                    if let Some(rest) = rest.filter(|r| !r.is_empty()) {
+                    if let Some(rest) = this.complete() {
                         return Poll::Ready(Some(Ok(Frame::data(rest))));
                     }
                 }
@@ -180,6 +208,11 @@ impl Body for ProxyBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
+        match self.expected_len {
+            Some(n) if !self.observer.streaming() => {
+                SizeHint::with_exact(n.saturating_sub(self.sent))
+            }
+            _ => SizeHint::default(),
+        }
     }
 }
