@@ -134,11 +134,23 @@ stage_doctests() {
 # image: Rust, cargo-nextest, PostgreSQL 15; network: crates.io/PyPI/npm/apt).
 # ===========================================================================
 
-# HOOK (Python SDK): create/reuse a venv under .venv (python3 -m venv .venv),
-# `.venv/bin/pip install -q` the SDK + test deps from PyPI (skip when already
-# satisfied), then run pytest against the binaries in $LLMGW_BIN_DIR.
+# Python SDK: end-to-end tests with the official openai/anthropic SDKs (and
+# the openai npm package, via tests/node) against the binaries in
+# $LLMGW_BIN_DIR. The venv under .venv is created if missing; its packages
+# are (re)installed only when tests/python/requirements.txt changed (a stamp
+# in the venv holds the file's hash).
 stage_python_sdk() {
-    llmgw_die "stage_python_sdk: not implemented yet"
+    local venv="$ROOT/.venv" req="$ROOT/tests/python/requirements.txt"
+    local stamp="$ROOT/.venv/.llmgw-requirements.sha256" want
+    if [[ ! -x "$venv/bin/python" ]]; then
+        python3 -m venv "$venv"
+    fi
+    want="$(sha256sum "$req" | cut -d' ' -f1)"
+    if [[ ! -f "$stamp" || "$(<"$stamp")" != "$want" ]]; then
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+        printf '%s\n' "$want" >"$stamp"
+    fi
+    PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" -m pytest -q -n 2 tests/python
 }
 
 # HOOK (dashboard unit tests): (cd dashboard && npm ci --no-audit --no-fund && npm test).
@@ -155,7 +167,7 @@ stage_dashboard_browser() {
 
 later_stages() {
     # Uncomment (in this order) as each stage lands:
-    # run_stage "Python SDK tests" stage_python_sdk
+    run_stage "Python SDK tests" stage_python_sdk
     # run_stage "Dashboard unit tests (npm)" stage_dashboard_unit
     # run_stage "Dashboard browser tests (chromium)" stage_dashboard_browser
     return 0

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -119,13 +118,6 @@ def wait_until(
             extra = f" (last error: {last_exc!r})" if last_exc else ""
             raise AssertionError(f"timed out after {timeout} s waiting for {what}{extra}")
         time.sleep(interval)
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound and released at once)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------
@@ -413,6 +405,7 @@ class Gateway:
             "--node-id", self.node_id,
             "--log-format", "json",
             "--shutdown-grace-s", "1",
+            "--spool-dir", str(self.workdir / "dp-spool"),
         ]
         self.dp = Proc(f"{self.name}-dp", argv, env, self.workdir / "dp-cwd",
                        self.workdir / f"{self.name}-dataplane.log")
@@ -623,6 +616,26 @@ def make_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterable[GatewayFa
         f.close()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterable[None]:
+    """On a failure, adds the tail of each involved process's output (the
+    whole output stays in the file named in the section title)."""
+    outcome = yield
+    rep = outcome.get_result()
+    if not rep.failed:
+        return
+    gateways: list[Gateway] = []
+    for v in getattr(item, "funcargs", {}).values():
+        if isinstance(v, Gateway):
+            gateways.append(v)
+        elif isinstance(v, GatewayFactory):
+            gateways.extend(v.made)
+    for g in gateways:
+        for proc in [g.cp, g.dp, *(m.proc for m in [g.mock, *g.extra_mocks] if m)]:
+            if proc is not None:
+                rep.sections.append((f"{proc.name} output, tail ({proc.log_path})", proc.tail(30)))
+
+
 # ---------------------------------------------------------------------------
 # Small shared helpers for tests
 # ---------------------------------------------------------------------------
@@ -644,14 +657,3 @@ def sse_name(event: str) -> str | None:
         if l.startswith("event:"):
             return l[6:].strip()
     return None
-
-
-def request_id_of(response: Any) -> str:
-    """`x-llmgw-request-id` of an httpx response (or anything with `.headers`)."""
-    rid = response.headers.get("x-llmgw-request-id")
-    assert rid, f"no x-llmgw-request-id header in {dict(response.headers)}"
-    return rid
-
-
-def shutil_which(name: str) -> str | None:
-    return shutil.which(name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 from conftest import Gateway, sse_data, sse_events, uid
 
@@ -92,6 +93,24 @@ def test_chat_streaming_with_include_usage_gets_the_usage_chunk(gw: Gateway) -> 
     assert chunks[-1] is usage_chunks[0]
 
 
+def test_chat_streaming_with_include_usage_false_gets_no_usage_chunk(gw: Gateway) -> None:
+    up = f"chat-f-{uid()}"
+    model = gw.add_model([f"mock:{up}"])
+    _, key = gw.add_key()
+    chunks = list(
+        gw.openai(key).chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": False},
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == TEXT
+    assert all(c.choices and c.usage is None for c in chunks)
+    (sent,) = gw.mock.requests(up)
+    assert sent["body_json"]["stream_options"]["include_usage"] is True
+
+
 def test_completions(gw: Gateway) -> None:
     model = gw.add_model([f"mock:cmpl-{uid()}"])
     _, key = gw.add_key()
@@ -149,6 +168,20 @@ def test_models_list_shows_only_the_models_the_key_may_use(gw: Gateway) -> None:
     assert ids == sorted([a, b])
     all_ids = {m.id for m in gw.openai(everything).models.list()}
     assert {a, b, c} <= all_ids
+
+
+def test_models_list_accepts_an_anthropic_style_key(gw: Gateway) -> None:
+    a = gw.add_model([f"mocka:list-a-{uid()}"], prefix="la")
+    _, key = gw.add_key([a])
+    r = httpx.get(
+        f"{gw.url}/v1/models",
+        headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [m["id"] for m in body["data"]] == [a]
+    assert body["data"][0]["type"] == "model" and body["has_more"] is False
 
 
 def test_anthropic_messages(gw: Gateway) -> None:

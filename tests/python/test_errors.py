@@ -4,6 +4,7 @@ protocol's error shape."""
 from __future__ import annotations
 
 import secrets
+import socket
 import time
 
 import anthropic
@@ -11,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import Gateway, free_port, uid, wait_until
+from conftest import Gateway, uid, wait_until
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -60,8 +61,10 @@ def test_missing_key(gw: Gateway, models) -> None:
         chat(gw.openai("unused"), om, extra_headers={"Authorization": openai.omit})
     assert e.value.status_code == 401
     assert "missing" in e.value.message.lower()
-    with pytest.raises(anthropic.AuthenticationError):
-        message(gw.anthropic(""), am)
+    with pytest.raises(anthropic.AuthenticationError) as ea:
+        message(gw.anthropic("unused"), am,
+                extra_headers={"x-api-key": anthropic.omit, "Authorization": anthropic.omit})
+    assert "missing" in ea.value.message.lower()
     # Raw: no credential header at all, in both shapes.
     r = httpx.post(f"{gw.url}/v1/chat/completions", json={"model": om, "messages": MSG})
     assert_openai_error_shape(r, 401, "authentication_error")
@@ -160,24 +163,43 @@ def test_bad_bodies_get_400_in_each_protocols_shape(gw: Gateway, models, body: b
     assert_anthropic_error_shape(r, 400, "invalid_request_error")
 
 
+def test_wrong_method_and_unknown_path(gw: Gateway, models) -> None:
+    om, _ = models
+    _, key = gw.add_key()
+    auth = {"authorization": f"Bearer {key}"}
+    r = httpx.get(f"{gw.url}/v1/chat/completions", headers=auth)
+    assert_openai_error_shape(r, 405, "invalid_request_error")
+    r = httpx.get(f"{gw.url}/v1/messages", headers={"x-api-key": key})
+    assert_anthropic_error_shape(r, 405, "invalid_request_error")
+    r = httpx.get(f"{gw.url}/v1/models")
+    assert_openai_error_shape(r, 401, "authentication_error")
+
+
 # ----- upstream failures -----
 
 
 def test_upstream_down_is_502(gw: Gateway) -> None:
-    dead = f"http://127.0.0.1:{free_port()}/v1"
-    p = gw.add_provider("openai", dead, "sk-dead")
-    pa = gw.add_provider("anthropic", dead, "sk-dead")
-    om = gw.add_model([f"{p}:down"], "--max-attempts", "2", "--retry-delay-ms", "10")
-    am = gw.add_model([f"{pa}:down"], "--max-attempts", "1")
-    _, key = gw.add_key()
-    with pytest.raises(openai.InternalServerError) as e:
-        chat(gw.openai(key), om)
-    assert e.value.status_code == 502
-    assert e.value.response.json()["error"]["type"] == "server_error"
-    with pytest.raises(anthropic.APIStatusError) as ea:
-        message(gw.anthropic(key), am)
-    assert ea.value.status_code == 502
-    assert ea.value.response.json()["type"] == "error"
+    # A port bound but not listening: connections are refused, and nothing
+    # else can take the port while the test runs.
+    with socket.socket() as hold:
+        hold.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{hold.getsockname()[1]}/v1"
+        p = gw.add_provider("openai", dead, "sk-dead")
+        pa = gw.add_provider("anthropic", dead, "sk-dead")
+        om = gw.add_model([f"{p}:down"], "--max-attempts", "2", "--retry-delay-ms", "10")
+        am = gw.add_model([f"{pa}:down"], "--max-attempts", "1")
+        _, key = gw.add_key()
+        with pytest.raises(openai.InternalServerError) as e:
+            chat(gw.openai(key), om)
+        assert e.value.status_code == 502
+        assert e.value.response.json()["error"]["type"] == "server_error"
+        with pytest.raises(anthropic.APIStatusError) as ea:
+            message(gw.anthropic(key), am)
+        assert ea.value.status_code == 502
+        assert ea.value.response.json()["type"] == "error"
+        rec = gw.log(e.value.response.headers["x-llmgw-request-id"])
+        assert [a["status"] for a in rec["attempts"]] == [0, 0]
+        assert all("connect" in a["error"] for a in rec["attempts"]), rec["attempts"]
 
 
 # ----- dedicated gateway: small body limit, short first-byte timeout -----

@@ -64,10 +64,17 @@ def test_no_secret_in_logs_or_process_output(make_gateway) -> None:
                       timeout=30) as resp:
         ids.append(resp.headers["x-llmgw-request-id"])
         b"".join(resp.iter_raw())
-    assert len(ids) == 8
+    # A wrong key (say, a real key with a typo) is a secret too.
+    wrong_key = "sk-llmgw-" + secrets.token_hex(16)
+    try:
+        gw.openai(wrong_key).chat.completions.create(model=om, messages=[{"role": "user", "content": "i"}])
+    except openai.AuthenticationError as e:
+        ids.append(e.response.headers["x-llmgw-request-id"])
+    assert len(ids) == 9
 
     sensitive = {
         "client key": key,
+        "wrong client key": wrong_key,
         "openai provider key": gw.openai_provider_key,
         "anthropic provider key": gw.anthropic_provider_key,
         "extra provider key": extra_key,
@@ -79,7 +86,8 @@ def test_no_secret_in_logs_or_process_output(make_gateway) -> None:
 
     # The stored records, in full.
     recs = [gw.log(i) for i in ids]
-    listed = gw.key_logs(key_name, len(ids))  # the 404 was authenticated first: it has the key too
+    # All but the wrong key's request name the key (the 404 was authenticated first).
+    listed = gw.key_logs(key_name, len(ids) - 1)
     for what, rec in [*((f"record {i}", r) for i, r in zip(ids, recs)), ("logs list", listed)]:
         text = json.dumps(rec)
         for name, secret in sensitive.items():

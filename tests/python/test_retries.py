@@ -88,6 +88,31 @@ def test_429_moves_to_the_next_target_at_once(rgw: Gateway) -> None:
     assert attempts(rec) == [(a, 429), (b, 200)]
 
 
+def test_429_on_the_last_target_waits_for_retry_after_once(rgw: Gateway) -> None:
+    a = f"only-a-{uid()}"
+    model = rgw.add_model([f"mock:{a}"], "--max-attempts", "3", "--retry-delay-ms", "10")
+    _, key = rgw.add_key()
+    rgw.mock.script(a, [{"status": 429, "retry_after": 1}])
+    started = time.monotonic()
+    raw = rgw.openai(key).chat.completions.with_raw_response.create(model=model, messages=MSG)
+    elapsed = time.monotonic() - started
+    assert raw.parse().choices[0].message.content
+    assert 0.9 <= elapsed < 4, elapsed
+    rec = rgw.log(raw.headers["x-llmgw-request-id"])
+    assert attempts(rec) == [(a, 429), (a, 200)]
+
+
+def test_connection_reset_is_retried_then_fails_over(rgw: Gateway) -> None:
+    model, a, b, _, key = setup(rgw, max_attempts=2)
+    rgw.mock.script(a, [{"reset_before_first_byte": True}] * 2)
+    raw = rgw.openai(key).chat.completions.with_raw_response.create(model=model, messages=MSG)
+    assert raw.parse().choices[0].message.content
+    assert len(rgw.mock.requests(a)) == 2
+    rec = rgw.log(raw.headers["x-llmgw-request-id"])
+    got = [(x["upstream_model"], x["status"], bool(x["error"])) for x in rec["attempts"]]
+    assert got == [(a, 0, True), (a, 0, True), (b, 200, False)]
+
+
 def test_all_targets_failing_returns_the_last_upstream_error(rgw: Gateway) -> None:
     model, a, b, _, key = setup(rgw, max_attempts=2)
     rgw.mock.script(a, [{"status": 503}] * 2)

@@ -43,6 +43,33 @@ def test_body_bytes_reach_the_upstream_with_only_the_model_replaced(gw: Gateway)
     assert recorded_body(sent[0]) == expected
 
 
+def test_streaming_body_only_gains_the_usage_request(gw: Gateway) -> None:
+    up = f"bytes-s-{uid()}"
+    model = gw.add_model([f"mock:{up}"])
+    amodel = gw.add_model([f"mocka:{up}-a"])
+    _, key = gw.add_key()
+    body = (
+        '{"stream" :true, "model":"MODEL",\n "messages":[{"role":"user","content":"ça va 0.70"}],'
+        '"max_tokens":  16 , "temperature":0.70 }'
+    )
+    # OpenAI chat: the gateway asks for usage on the client's behalf.
+    raw = body.replace("MODEL", model).encode()
+    r = httpx.post(f"{gw.url}/v1/chat/completions", content=raw, timeout=30,
+                   headers={"authorization": f"Bearer {key}", "content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    (rec,) = gw.mock.requests(up)
+    assert recorded_body(rec) == body.replace("MODEL", up).encode()[:-1] + (
+        b',"stream_options":{"include_usage":true}}'
+    )
+    # Anthropic: nothing but the model changes.
+    raw = body.replace("MODEL", amodel).encode()
+    r = httpx.post(f"{gw.url}/v1/messages", content=raw, timeout=30,
+                   headers={"x-api-key": key, "content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    (rec,) = gw.mock.requests(f"{up}-a")
+    assert recorded_body(rec) == body.replace("MODEL", f"{up}-a").encode()
+
+
 def test_upstream_gets_the_provider_credential_not_the_client_key(gw: Gateway) -> None:
     up = f"cred-{uid()}"
     model = gw.add_model([f"mock:{up}"])

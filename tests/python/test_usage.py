@@ -9,17 +9,6 @@ import pytest
 
 from conftest import Gateway, uid
 
-# dataplane/src/proxy/stream.rs + mod.rs `respond`: a whole (non-streaming)
-# response keeps the upstream's content-length, so hyper stops polling the
-# ProxyBody once that many bytes are out and drops it without the final
-# poll; Drop then logs the request as cancelled ("client disconnected"),
-# never parses the body, and usage is estimated with 0 output tokens.
-NON_STREAMING_LOG_BUG = (
-    "BUG: a completed non-streaming response is logged as cancelled with "
-    "estimated usage (ProxyBody dropped by hyper after content-length bytes, "
-    "before it sees the end of the upstream body)"
-)
-
 PRICES = ("--price-input", "1000000", "--price-output", "2000000")
 MSG = [{"role": "user", "content": "count these five words"}]  # the mock: 4 words
 
@@ -38,8 +27,9 @@ def assert_cost(rec: dict) -> None:
     assert rec["cost"] == pytest.approx(expected, rel=1e-9), rec
 
 
-@pytest.mark.xfail(strict=True, reason=NON_STREAMING_LOG_BUG)
 def test_non_streaming_usage_is_reported(gw: Gateway, priced) -> None:
+    # A whole response keeps the upstream's content-length; the record must
+    # still be finished as complete (not "cancelled") with parsed usage.
     om, _, key = priced
     raw = gw.openai(key).chat.completions.with_raw_response.create(model=om, messages=MSG)
     u = raw.parse().usage
@@ -67,7 +57,6 @@ def test_streaming_usage_is_reported_although_the_client_did_not_ask(gw: Gateway
     assert_cost(rec)
 
 
-@pytest.mark.xfail(strict=True, reason=NON_STREAMING_LOG_BUG)
 def test_anthropic_usage_is_reported(gw: Gateway, priced) -> None:
     _, am, key = priced
     raw = gw.anthropic(key).messages.with_raw_response.create(model=am, max_tokens=9, messages=MSG)
@@ -95,11 +84,7 @@ def test_anthropic_streaming_usage_is_reported(gw: Gateway, priced) -> None:
     assert_cost(rec)
 
 
-@pytest.mark.parametrize(
-    "stream",
-    [pytest.param(False, marks=pytest.mark.xfail(strict=True, reason=NON_STREAMING_LOG_BUG)), True],
-    ids=["whole", "stream"],
-)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 def test_missing_usage_is_estimated(gw: Gateway, priced, stream: bool) -> None:
     om, _, key = priced
     r = httpx.post(

@@ -266,17 +266,20 @@ impl Proxy {
         resp
     }
 
+    /// `GET /v1/models`: the models this key may use, in OpenAI's list
+    /// shape, or Anthropic's when the client sends `anthropic-version`.
     fn models(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
-        let d = dialect(Protocol::OpenAi);
+        let anthropic = req.headers().contains_key("anthropic-version");
+        let d = dialect(if anthropic {
+            Protocol::Anthropic
+        } else {
+            Protocol::OpenAi
+        });
         let Some(table) = self.table.load() else {
-            return self.error(
-                d,
-                ErrorKind::NotReady,
-                "the gateway has no configuration yet",
-                "",
-            );
+            return self.error(d, ErrorKind::NotReady, "the gateway has no configuration yet", "");
         };
-        let key = match authenticate(&table, d, req.headers()) {
+        // Either header carries the key here, whatever the shape asked for.
+        let key = match authenticate(&table, dialect(Protocol::Anthropic), req.headers()) {
             Ok(k) => k,
             Err((kind, msg)) => return self.error(d, kind, &msg, ""),
         };
@@ -287,16 +290,26 @@ impl Proxy {
             .filter(|m| key.may_use(m))
             .collect();
         names.sort_unstable();
-        let data: Vec<Value> = names
-            .iter()
-            .map(|m| serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": "llmgw"}))
-            .collect();
-        let body = serde_json::json!({"object": "list", "data": data}).to_string();
-        let mut resp = Response::new(full(body));
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        let body = if anthropic {
+            let data: Vec<Value> = names
+                .iter()
+                .map(|m| {
+                    serde_json::json!({"type": "model", "id": m, "display_name": m,
+                        "created_at": "1970-01-01T00:00:00Z"})
+                })
+                .collect();
+            serde_json::json!({"data": data, "has_more": false,
+                "first_id": names.first(), "last_id": names.last()})
+        } else {
+            let data: Vec<Value> = names
+                .iter()
+                .map(|m| serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": "llmgw"}))
+                .collect();
+            serde_json::json!({"object": "list", "data": data})
+        };
+        let mut resp = Response::new(full(body.to_string()));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp
     }
 
