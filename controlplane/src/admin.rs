@@ -8,7 +8,6 @@ use std::str::FromStr;
 use llmgw_core::{keys, validate, Protocol, Strategy};
 use llmgw_proto::v1 as pb;
 use rand::RngCore;
-use secrecy::ExposeSecret;
 use tonic::{Request, Response, Status};
 
 use crate::apply;
@@ -135,11 +134,7 @@ pub fn provider_pb(row: &ProviderRow) -> pb::Provider {
         name: s.name.clone(),
         protocol: s.protocol.as_str().to_string(),
         base_url: s.base_url.clone(),
-        api_key: s
-            .api_key
-            .as_ref()
-            .map(|k| keys::mask(k.expose_secret()))
-            .unwrap_or_default(),
+        api_key: s.shown_api_key(),
         headers: shown_headers(&s.headers),
         timeout_s: s.timeout_s,
         enabled: s.enabled,

@@ -30,11 +30,7 @@ pub fn export(state: &ConfigState) -> pb::GatewayConfig {
                     name: s.name.clone(),
                     protocol: s.protocol.as_str().to_string(),
                     base_url: s.base_url.clone(),
-                    api_key: s
-                        .api_key
-                        .as_ref()
-                        .map(|k| keys::mask(k.expose_secret()))
-                        .unwrap_or_default(),
+                    api_key: s.shown_api_key(),
                     headers: shown_headers(&s.headers),
                     timeout_s: s.timeout_s,
                     enabled: s.enabled,

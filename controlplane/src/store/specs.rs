@@ -22,6 +22,15 @@ pub struct ProviderSpec {
 }
 
 impl ProviderSpec {
+    /// The API key as reads show it: masked, or empty when there is none.
+    pub fn shown_api_key(&self) -> String {
+        use secrecy::ExposeSecret;
+        self.api_key
+            .as_ref()
+            .map(|k| keys::mask(k.expose_secret()))
+            .unwrap_or_default()
+    }
+
     pub fn validate(&self) -> Result<()> {
         validate::name("provider", &self.name)?;
         validate::base_url(&self.base_url)?;
