@@ -47,12 +47,19 @@ DP_URL="http://$(llmgw_url_host "$DP_HOST"):$DP_PORT"
 log() { llmgw_log "run.sh: $*"; }
 
 # ===========================================================================
-# HOOK: dashboard build. The control plane will serve the built dashboard
-# (dashboard/dist) later; the build step (e.g. `npm ci && npm run build` in
-# dashboard/, skipped when up to date) goes here. Nothing to do yet.
+# Dashboard build: `npm ci` when dashboard/node_modules is missing or the lock
+# file changed, `npm run build` when dashboard/dist is missing or older than
+# its sources or proto/. The control plane serves dashboard/dist at / (its
+# default --dashboard-dir when started from the repo root).
 # ===========================================================================
 build_dashboard() {
-    return 0
+    if ! command -v npm >/dev/null 2>&1; then
+        log "npm is not installed: starting without the web dashboard (it needs Node.js 20 and npm)"
+        return 0
+    fi
+    log "building the web dashboard if it is missing or stale"
+    bash "$ROOT/dashboard/scripts/build-if-stale.sh" || llmgw_die "the dashboard build failed"
+    log "the dashboard will be served at $CP_URL/"
 }
 
 # ---------------------------------------------------------------------------

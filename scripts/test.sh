@@ -153,23 +153,36 @@ stage_python_sdk() {
     PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" -m pytest -q -n 2 tests/python
 }
 
-# HOOK (dashboard unit tests): (cd dashboard && npm ci --no-audit --no-fund && npm test).
+# Dashboard unit tests: npm ci when node_modules is missing or the lock file
+# changed, the production build (client generated from proto/, type check,
+# bundle sizes), then Vitest.
 stage_dashboard_unit() {
-    llmgw_die "stage_dashboard_unit: not implemented yet"
+    bash dashboard/scripts/ensure-deps.sh
+    (cd dashboard && npm run build && npx vitest run)
 }
 
-# HOOK (dashboard browser tests): apt-get install -y -qq chromium (Debian
-# package) if missing, then run the browser tests headless against a gateway
-# started from $LLMGW_BIN_DIR.
+# Dashboard browser tests: Debian's chromium (installed when missing), driven
+# by playwright-core against a control plane, data plane and mock started
+# from $LLMGW_BIN_DIR; screenshots go to dashboard/test-artifacts/.
 stage_dashboard_browser() {
-    llmgw_die "stage_dashboard_browser: not implemented yet"
+    if [[ ! -x /usr/bin/chromium ]]; then
+        local log="$STATE_DIR/apt-chromium.log"
+        export DEBIAN_FRONTEND=noninteractive
+        printf 'installing chromium (apt-get)\n'
+        if ! apt-get install -y -qq chromium >"$log" 2>&1; then
+            apt-get update -qq >>"$log" 2>&1 && apt-get install -y -qq chromium >>"$log" 2>&1 ||
+                { cat "$log" >&2; llmgw_die "cannot install chromium"; }
+        fi
+    fi
+    bash dashboard/scripts/build-if-stale.sh
+    (cd dashboard && npm run e2e)
 }
 
 later_stages() {
     # Uncomment (in this order) as each stage lands:
     run_stage "Python SDK tests" stage_python_sdk
-    # run_stage "Dashboard unit tests (npm)" stage_dashboard_unit
-    # run_stage "Dashboard browser tests (chromium)" stage_dashboard_browser
+    run_stage "Dashboard unit tests (npm)" stage_dashboard_unit
+    run_stage "Dashboard browser tests (chromium)" stage_dashboard_browser
     return 0
 }
 

@@ -118,6 +118,11 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "LLMGW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Folder of the built web dashboard, served at / on the listen address
+    /// [default: dashboard/dist]
+    #[arg(long, env = "LLMGW_DASHBOARD_DIR", value_name = "DIR")]
+    pub dashboard_dir: Option<PathBuf>,
 }
 
 /// Seconds from "60", "60s" or "2m".
@@ -134,6 +139,13 @@ fn parse_seconds(s: &str) -> Result<u32, String> {
 }
 
 impl Args {
+    /// The dashboard folder: --dashboard-dir, else `dashboard/dist`.
+    pub fn dashboard_dir(&self) -> PathBuf {
+        self.dashboard_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::dashboard::DEFAULT_DIR))
+    }
+
     pub fn settings(&self) -> GlobalSettings {
         GlobalSettings {
             retry_max_attempts: self.retry_max_attempts,

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod apply;
 pub mod config;
+pub mod dashboard;
 pub mod discovery;
 pub mod explain;
 pub mod hub;
@@ -173,7 +174,19 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
             )
             .context("invalid TLS configuration")?;
     }
+    let dashboard = dashboard::DashboardLayer::new(args.dashboard_dir());
+    if dashboard.is_built() {
+        tracing::info!(dir = %dashboard.dir().display(), "serving the web dashboard at /");
+    } else {
+        tracing::info!(
+            dir = %dashboard.dir().display(),
+            "web dashboard not built (cd dashboard && npm ci && npm run build)"
+        );
+    }
+    // Page requests are answered before tonic-web, which refuses HTTP/1.1
+    // requests that are not gRPC-web.
     let router = builder
+        .layer(dashboard)
         .layer(tonic_web::GrpcWebLayer::new())
         .add_service(admin)
         .add_service(discovery_svc)

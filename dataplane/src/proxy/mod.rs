@@ -276,7 +276,12 @@ impl Proxy {
             Protocol::OpenAi
         });
         let Some(table) = self.table.load() else {
-            return self.error(d, ErrorKind::NotReady, "the gateway has no configuration yet", "");
+            return self.error(
+                d,
+                ErrorKind::NotReady,
+                "the gateway has no configuration yet",
+                "",
+            );
         };
         // Either header carries the key here, whatever the shape asked for.
         let key = match authenticate(&table, dialect(Protocol::Anthropic), req.headers()) {
@@ -308,8 +313,10 @@ impl Proxy {
             serde_json::json!({"object": "list", "data": data})
         };
         let mut resp = Response::new(full(body.to_string()));
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         resp
     }
 

@@ -1,0 +1,435 @@
+// Browser tests of the dashboard against a real control plane, data plane
+// and mock upstream, in Debian's Chromium driven by playwright-core.
+// Screenshots of every page go to dashboard/test-artifacts/ (git-ignored).
+
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import OpenAI from "openai";
+import { chromium } from "playwright-core";
+import { ROOT, startGateway } from "./gateway.mjs";
+
+const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+const ARTIFACTS = join(ROOT, "dashboard", "test-artifacts");
+const ADMIN_TOKEN = `adm-e2e-${Math.random().toString(36).slice(2)}${Date.now()}`;
+const DATAPLANE_TOKEN = `dp-e2e-${Math.random().toString(36).slice(2)}`;
+const PROVIDER_KEY = `sk-upstream-e2e-${Math.random().toString(36).slice(2)}SECRET`;
+const TOKEN_KEY = "llmgw.adminToken";
+const WAIT = 20_000;
+
+let gw;
+let browser;
+let context;
+let page;
+let userDataDir;
+let clientKey = "";
+let broken = false;
+let shot = 0;
+/** Uncaught errors and CSP refusals seen in the page. */
+const pageErrors = [];
+
+/** A test that is skipped once an earlier step failed (they build on each other). */
+function step(name, fn) {
+  test(name, { timeout: 60_000 }, async (t) => {
+    if (broken) {
+      t.skip("an earlier step failed");
+      return;
+    }
+    try {
+      await fn(t);
+    } catch (e) {
+      broken = true;
+      await screenshot(`FAILED-${name.replace(/\W+/g, "-")}`).catch(() => {});
+      if (gw) console.error(gw.logs());
+      throw e;
+    }
+  });
+}
+
+async function screenshot(name) {
+  shot += 1;
+  const file = join(ARTIFACTS, `${String(shot).padStart(2, "0")}-${name}.png`);
+  // Sticky bars are drawn where the page is scrolled to: start at the top.
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: file, fullPage: true });
+  return file;
+}
+
+/** No secret in the page's text, HTML, form values, title, URL or storage (but the admin token in its slot). */
+async function assertNoSecrets(where) {
+  const seen = await page.evaluate(() => ({
+    text: document.body.innerText,
+    html: document.documentElement.outerHTML,
+    values: [...document.querySelectorAll("input, textarea, select")].map((e) => e.value).join("\n"),
+    title: document.title,
+    url: location.href,
+    session: Object.entries(sessionStorage),
+    local: Object.entries(localStorage),
+  }));
+  const secrets = { "admin token": ADMIN_TOKEN, "provider key": PROVIDER_KEY, "data-plane token": DATAPLANE_TOKEN };
+  if (clientKey) secrets["client key"] = clientKey;
+  for (const [what, secret] of Object.entries(secrets)) {
+    for (const place of ["text", "html", "values", "title", "url"]) {
+      assert.ok(!seen[place].includes(secret), `${where}: the ${what} is visible in the page (${place})`);
+    }
+    for (const [k, v] of seen.local) assert.ok(!v.includes(secret), `${where}: the ${what} is in localStorage (${k})`);
+    for (const [k, v] of seen.session) {
+      if (k === TOKEN_KEY && secret === ADMIN_TOKEN) continue;
+      assert.ok(!v.includes(secret), `${where}: the ${what} is in sessionStorage (${k})`);
+    }
+  }
+}
+
+async function goto(label) {
+  await page.getByRole("navigation", { name: "Main" }).first().getByRole("link", { name: label, exact: true }).click();
+  await page.getByRole("heading", { level: 1, name: label === "API keys" ? "API keys" : label }).waitFor();
+}
+
+function openai() {
+  return new OpenAI({ apiKey: clientKey, baseURL: `${gw.dpUrl}/v1`, maxRetries: 0, timeout: 15_000 });
+}
+
+async function mockScript(model, steps) {
+  const r = await fetch(`${gw.mockUrl}/_mock/script`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ model, steps }),
+  });
+  assert.equal(r.status, 200, await r.text());
+}
+
+/** Clicks Refresh until `locator` has `count` elements (logs reach the control plane shortly after). */
+async function refreshUntil(locator, count, what) {
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    if ((await locator.count()) === count) return;
+    if (Date.now() > deadline) assert.fail(`${what}: expected ${count}, saw ${await locator.count()}`);
+    await page.getByRole("button", { name: "Refresh" }).click();
+    await page.waitForTimeout(500);
+  }
+}
+
+describe("dashboard in Chromium", { concurrency: 1 }, () => {
+  before(async () => {
+    rmSync(ARTIFACTS, { recursive: true, force: true });
+    mkdirSync(ARTIFACTS, { recursive: true });
+    gw = await startGateway({ adminToken: ADMIN_TOKEN, dataplaneToken: DATAPLANE_TOKEN });
+    userDataDir = mkdtempSync(join(tmpdir(), "llmgw-chromium-"));
+    context = await chromium.launchPersistentContext(userDataDir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
+      viewport: { width: 1280, height: 860 },
+    });
+    browser = context.browser();
+    page = context.pages()[0] ?? (await context.newPage());
+    page.setDefaultTimeout(WAIT);
+    page.on("pageerror", (e) => pageErrors.push(`page error: ${e.message}`));
+    page.on("console", (m) => {
+      if (m.type() === "error" && /Content Security Policy|Refused to/i.test(m.text())) pageErrors.push(m.text());
+    });
+  });
+
+  after(async () => {
+    await context?.close().catch(() => {});
+    await browser?.close().catch(() => {});
+    if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+    await gw?.stop();
+  });
+
+  step("the control plane serves the dashboard with SPA fallback and cache headers", async () => {
+    const index = await fetch(`${gw.cpUrl}/`);
+    assert.equal(index.status, 200);
+    assert.match(index.headers.get("content-type") ?? "", /text\/html/);
+    assert.equal(index.headers.get("cache-control"), "no-cache");
+    const html = await index.text();
+    const deep = await fetch(`${gw.cpUrl}/logs/some-id?model=x`);
+    assert.equal(deep.status, 200);
+    assert.equal(await deep.text(), html);
+    const asset = /src="(\/assets\/[^"]+\.js)"/.exec(html)?.[1];
+    assert.ok(asset, "index.html names its script");
+    const js = await fetch(`${gw.cpUrl}${asset}`);
+    assert.equal(js.status, 200);
+    assert.match(js.headers.get("content-type") ?? "", /javascript/);
+    assert.match(js.headers.get("cache-control") ?? "", /immutable/);
+    assert.equal((await fetch(`${gw.cpUrl}/assets/missing.js`)).status, 404);
+  });
+
+  step("a wrong token is refused; the right one signs in", async () => {
+    await page.goto(`${gw.cpUrl}/`);
+    await page.getByRole("heading", { name: "Sign in" }).waitFor();
+    await screenshot("sign-in");
+    await page.getByLabel("Admin token").fill("not-the-token");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("alert").filter({ hasText: "refused" }).waitFor();
+    assert.equal(await page.evaluate((k) => sessionStorage.getItem(k), TOKEN_KEY), null);
+    await screenshot("sign-in-refused");
+    await page.getByLabel("Admin token").fill(ADMIN_TOKEN);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("heading", { level: 1, name: "Overview" }).waitFor();
+    assert.equal(await page.evaluate((k) => sessionStorage.getItem(k), TOKEN_KEY), ADMIN_TOKEN);
+    await page.getByText("e2e-dp").first().waitFor();
+    await assertNoSecrets("overview (empty)");
+  });
+
+  step("create a provider pointing at the mock", async () => {
+    await goto("Providers");
+    await page.getByText("No providers yet").waitFor();
+    await page.getByRole("button", { name: "Add provider" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByLabel("Name").fill("mock");
+    await dialog.getByLabel("Base URL").fill(`${gw.mockUrl}/v1`);
+    await dialog.getByLabel("API key").fill(PROVIDER_KEY);
+    await dialog.getByRole("button", { name: "Create provider" }).click();
+    await dialog.waitFor({ state: "detached" });
+    const row = page.getByRole("row").filter({ hasText: "mock" });
+    await row.waitFor();
+    await row.getByText(`****${PROVIDER_KEY.slice(-4)}`).waitFor();
+    await screenshot("providers");
+    await assertNoSecrets("providers");
+  });
+
+  step("create a model with two targets and explain its route", async () => {
+    await goto("Models");
+    await page.getByRole("button", { name: "Add model" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByLabel("Name", { exact: true }).fill("e2e-model");
+    await dialog.getByLabel("Attempts per target").fill("1");
+    await dialog.getByLabel("Input", { exact: true }).first().fill("1.5");
+    await dialog.getByLabel("Output", { exact: true }).first().fill("6");
+    await dialog.locator("#t0-provider").selectOption("mock");
+    await dialog.locator("#t0-upstream").fill("mock-fail");
+    await dialog.getByRole("button", { name: "Add target" }).click();
+    await dialog.locator("#t1-provider").selectOption("mock");
+    await dialog.locator("#t1-upstream").fill("mock-ok");
+    await dialog.locator("#t1-priority").fill("1");
+    await screenshot("model-form");
+    await dialog.getByRole("button", { name: "Create model" }).click();
+    await dialog.waitFor({ state: "detached" });
+    const row = page.getByRole("row").filter({ hasText: "e2e-model" });
+    await row.getByText("mock:mock-fail").waitFor();
+    await row.getByText("mock:mock-ok").waitFor();
+
+    await page.getByRole("button", { name: "Explain", exact: true }).click();
+    const result = page.getByTestId("explain-result");
+    await result.waitFor();
+    assert.equal(await result.getByText("kept", { exact: true }).count(), 2);
+    await result.getByText("#1").waitFor();
+    await screenshot("models");
+    await assertNoSecrets("models");
+  });
+
+  step("create a key: the secret is shown once", async () => {
+    await goto("API keys");
+    await page.getByRole("button", { name: "Create key" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByLabel("Name").fill("e2e-key");
+    await dialog.getByLabel("e2e-model").check();
+    await dialog.getByRole("button", { name: "Create key" }).click();
+    const secret = page.getByLabel("Secret key");
+    await secret.waitFor();
+    clientKey = await secret.inputValue();
+    assert.match(clientKey, /^sk-llmgw-[A-Za-z0-9]{32}$/);
+    await page.getByText("shown only this once").waitFor();
+    await page.getByRole("button", { name: "Copy" }).click();
+    await page.getByRole("button", { name: "I have copied it" }).click();
+    await page.getByRole("dialog").waitFor({ state: "detached" });
+    const row = page.getByRole("row").filter({ hasText: "e2e-key" });
+    await row.getByText(`${clientKey.slice(0, 13)}…`).waitFor();
+    await row.getByText("active").waitFor();
+    await screenshot("api-keys");
+    await assertNoSecrets("api keys");
+  });
+
+  step("requests through the data plane with the OpenAI SDK, one failing over", async () => {
+    const client = openai();
+    // The data plane has the key once it has applied the new snapshot.
+    const deadline = Date.now() + WAIT;
+    for (;;) {
+      try {
+        await client.models.list();
+        break;
+      } catch (e) {
+        if (Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    const messages = [{ role: "user", content: "hello from the browser tests" }];
+    for (let i = 0; i < 2; i++) {
+      const r = await client.chat.completions.create({ model: "e2e-model", messages });
+      assert.match(r.choices[0].message.content ?? "", /tok0/);
+    }
+    const stream = await client.chat.completions.create({ model: "e2e-model", messages, stream: true });
+    let text = "";
+    for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? "";
+    assert.equal(text.trim(), "tok0 tok1 tok2 tok3");
+
+    // The first target fails once: the request fails over to the second.
+    await mockScript("mock-fail", [{ status: 503 }]);
+    const failover = await client.chat.completions.create({ model: "e2e-model", messages });
+    assert.equal(failover.choices[0].message.role, "assistant");
+
+    // Both targets fail: the client gets the last upstream status.
+    await mockScript("mock-fail", [{ status: 503 }]);
+    await mockScript("mock-ok", [{ status: 500 }]);
+    await assert.rejects(client.chat.completions.create({ model: "e2e-model", messages }), (e) => e.status === 500);
+  });
+
+  step("the logs page shows them with their attempts", async () => {
+    await goto("Logs");
+    const rows = page.locator("tbody tr[data-log-id]");
+    await refreshUntil(rows, 5, "logged requests");
+    await page.locator("tbody tr").filter({ hasText: "×2" }).first().waitFor();
+    await screenshot("logs");
+    await assertNoSecrets("logs");
+  });
+
+  step("filters narrow the list, live in the URL, and clear again", async () => {
+    const rows = page.locator("tbody tr[data-log-id]");
+    await page.getByLabel("Errors only").check();
+    await refreshUntil(rows, 1, "errors only");
+    await rows.first().getByText("500").waitFor();
+    assert.match(page.url(), /errors=1/);
+    await page.getByLabel("Errors only").uncheck();
+    await refreshUntil(rows, 5, "all again");
+
+    await page.locator("#f-status").selectOption("2xx");
+    await refreshUntil(rows, 4, "2xx");
+    await page.locator("#f-status").selectOption("");
+
+    await page.getByLabel("Tokens, at least").fill("100000");
+    await page.getByText("No requests match these filters").waitFor();
+    assert.match(page.url(), /tok_min=100000/);
+    await screenshot("logs-filtered-out");
+    // The view is in the URL: a reload shows the same.
+    await page.reload();
+    await page.getByText("No requests match these filters").waitFor();
+    assert.equal(await page.getByLabel("Tokens, at least").inputValue(), "100000");
+    await page.getByRole("button", { name: "Clear the filters" }).click();
+    await refreshUntil(rows, 5, "filters cleared");
+    assert.doesNotMatch(page.url(), /tok_min/);
+
+    await page.locator("#f-stream").selectOption("yes");
+    await refreshUntil(rows, 1, "streaming only");
+    await page.locator("#f-stream").selectOption("");
+    await refreshUntil(rows, 5, "streams and not");
+
+    // Paging is server-side, by page token (a shared URL can set any size).
+    await page.goto(`${gw.cpUrl}/logs?limit=2&sort=latency`);
+    await refreshUntil(rows, 2, "first page");
+    const firstPage = await rows.evaluateAll((rs) => rs.map((r) => r.getAttribute("data-log-id")));
+    await page.getByRole("button", { name: "Next" }).click();
+    await page.waitForURL(/page=/);
+    await page.getByText("Page 2").waitFor();
+    await refreshUntil(rows, 2, "second page");
+    const secondPage = await rows.evaluateAll((rs) => rs.map((r) => r.getAttribute("data-log-id")));
+    assert.equal(new Set([...firstPage, ...secondPage]).size, 4, "pages do not overlap");
+    await page.getByRole("button", { name: "Previous" }).click();
+    await page.getByText("Page 1").waitFor();
+    assert.deepEqual(await rows.evaluateAll((rs) => rs.map((r) => r.getAttribute("data-log-id"))), firstPage);
+    await page.goto(`${gw.cpUrl}/logs`);
+    await refreshUntil(rows, 5, "default view");
+
+    // Sorting is server-side: ascending time puts the first request first.
+    await page.getByRole("button", { name: "Time" }).click();
+    await page.waitForURL(/asc=1/);
+    await page.getByRole("button", { name: "Time" }).click();
+    await page.waitForURL((u) => !/asc=1/.test(u.toString()));
+  });
+
+  step("live tail shows a new request as it is stored", async () => {
+    const rows = page.locator("tbody tr[data-log-id]");
+    await refreshUntil(rows, 5, "before live");
+    await page.getByRole("switch", { name: "Live tail" }).click();
+    // Shown once the control plane has answered the FollowLogs call.
+    await page.getByText("Live: new requests").waitFor();
+    await openai().chat.completions.create({ model: "e2e-model", messages: [{ role: "user", content: "live" }] });
+    await page.getByText("1 new.").waitFor();
+    assert.equal(await rows.count(), 6);
+    await screenshot("logs-live");
+    await page.getByRole("switch", { name: "Live tail" }).click();
+    await refreshUntil(rows, 6, "after live");
+  });
+
+  step("the detail view: attempts, bodies, SSE, copy as curl, no secret", async () => {
+    const failover = page.locator("tbody tr").filter({ hasText: "×2" }).filter({ hasText: "200" }).first();
+    await failover.getByRole("link").click();
+    await page.getByRole("heading", { level: 1, name: "e2e-model" }).waitFor();
+    const attempts = page.getByTestId("attempt");
+    assert.equal(await attempts.count(), 2);
+    await attempts.nth(0).getByText("503", { exact: true }).waitFor();
+    await attempts.nth(0).getByText("mock-fail", { exact: true }).waitFor();
+    await attempts.nth(1).getByText("200", { exact: true }).waitFor();
+    await attempts.nth(1).getByText("mock-ok", { exact: true }).waitFor();
+    const curl = await page.locator("pre").last().innerText();
+    assert.match(curl, /\$LLMGW_API_KEY/);
+    assert.match(curl, /\/v1\/chat\/completions/);
+    await page.getByText('"role": "user"').first().waitFor(); // pretty-printed request body
+    await screenshot("log-detail-failover");
+    await assertNoSecrets("log detail");
+
+    await page.getByRole("link", { name: "Logs" }).first().click();
+    await page.locator("#f-stream").selectOption("yes");
+    const rows = page.locator("tbody tr[data-log-id]");
+    await refreshUntil(rows, 1, "the stream");
+    await rows.first().getByRole("link").click();
+    await page.getByRole("tab", { name: "Assembled text" }).waitFor();
+    await page.getByText("tok0 tok1 tok2 tok3").waitFor();
+    await screenshot("log-detail-stream");
+    await page.getByRole("tab", { name: /Events/ }).click();
+    await page.getByText("[DONE]").waitFor();
+    await assertNoSecrets("stream detail");
+  });
+
+  step("the overview charts the traffic and lists the data plane", async () => {
+    await goto("Overview");
+    await page.getByTestId("kpi-Requests").getByText("6", { exact: true }).waitFor();
+    await page.getByRole("row").filter({ hasText: "e2e-dp" }).getByText(/ACK v\d+/).waitFor();
+    await page.getByRole("img", { name: "Requests per minute" }).waitFor();
+    await page.getByRole("link", { name: "e2e-model" }).first().waitFor();
+    await screenshot("overview");
+    await assertNoSecrets("overview");
+  });
+
+  step("narrow screens", async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.reload();
+    await page.getByRole("heading", { level: 1, name: "Overview" }).waitFor();
+    await screenshot("overview-narrow");
+    await goto("Logs");
+    await page.locator("tbody tr[data-log-id]").first().waitFor();
+    await screenshot("logs-narrow");
+    await page.setViewportSize({ width: 1280, height: 860 });
+  });
+
+  step("a refused token returns to sign-in; sign-out clears the token", async () => {
+    await page.evaluate((k) => sessionStorage.setItem(k, "revoked-token"), TOKEN_KEY);
+    await page.reload();
+    await page.getByRole("heading", { name: "Sign in" }).waitFor();
+    await page.getByText("refused the admin token").waitFor();
+    assert.equal(await page.evaluate((k) => sessionStorage.getItem(k), TOKEN_KEY), null);
+
+    await page.getByLabel("Admin token").fill(ADMIN_TOKEN);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("heading", { level: 1 }).first().waitFor();
+    await page.getByRole("button", { name: "Sign out" }).first().click();
+    await page.getByRole("heading", { name: "Sign in" }).waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+    await assertNoSecrets("signed out");
+  });
+
+  step("no script error or content-security-policy refusal on any page", async () => {
+    assert.deepEqual(pageErrors, []);
+  });
+});

@@ -1,0 +1,324 @@
+import { ArrowLeft, CircleAlert, CircleCheck, CircleX, Terminal } from "lucide-react";
+import { type ReactNode, useMemo, useState } from "react";
+import { CopyButton } from "@/components/copy-button";
+import { Empty, ErrorAlert, TableSkeleton } from "@/components/states";
+import { StatusBadge } from "@/components/status-badge";
+import { Badge } from "@/components/ui/badge";
+import { Card, CardContent, CardDescription, CardHeader, CardTitle } from "@/components/ui/card";
+import type { Attempt, RequestLog } from "@/gen/llmgw/v1/logs_pb";
+import { api } from "@/lib/api";
+import { toCurl } from "@/lib/curl";
+import { formatCost, formatDateTime, formatDuration, formatInt } from "@/lib/format";
+import { useQuery, useTitle } from "@/lib/hooks";
+import { redactHeaders } from "@/lib/redact";
+import { Link, useLocation } from "@/lib/router";
+import { isSse, parseSse, prettyBody } from "@/lib/sse";
+import { cn } from "@/lib/utils";
+
+export function LogDetailPage({ id }: { id: string }) {
+  useTitle("Request");
+  const { search } = useLocation();
+  const q = useQuery((signal) => api().getLog({ id }, { signal }), [id]);
+  const back = (
+    <Link to={`/logs${search}`} className="mb-4 inline-flex items-center gap-1.5 rounded text-sm text-muted-foreground hover:text-foreground focus-visible:outline-none focus-visible:ring-2 focus-visible:ring-ring">
+      <ArrowLeft className="size-4" aria-hidden /> Logs
+    </Link>
+  );
+  if (q.error) {
+    return (
+      <>
+        {back}
+        <ErrorAlert message={q.error} onRetry={q.reload} />
+      </>
+    );
+  }
+  if (!q.data) {
+    return (
+      <>
+        {back}
+        <Card>
+          <TableSkeleton rows={6} />
+        </Card>
+      </>
+    );
+  }
+  return (
+    <>
+      {back}
+      <Detail r={q.data} />
+    </>
+  );
+}
+
+function Detail({ r }: { r: RequestLog }) {
+  const curl = useMemo(() => toCurl(r), [r]);
+  return (
+    <div className="grid gap-6">
+      <header className="flex flex-wrap items-start justify-between gap-4">
+        <div className="min-w-0">
+          <div className="flex flex-wrap items-center gap-2">
+            <h1 className="text-2xl font-semibold tracking-tight">{r.model || "(no model)"}</h1>
+            <StatusBadge status={r.status} cancelled={r.cancelled} />
+            {r.stream ? <Badge variant="info">stream</Badge> : null}
+            <Badge variant="outline">{r.protocol}</Badge>
+          </div>
+          <p className="mt-1 text-sm text-muted-foreground">
+            <span className="font-mono">{r.path}</span> · {formatDateTime(r.time || r.timeMs)} · <span className="font-mono text-xs">{r.id}</span>
+          </p>
+        </div>
+        <div className="flex gap-2">
+          <CopyButton text={r.id} label="Copy id" />
+          <CopyButton text={curl} label="Copy as curl" variant="default" />
+        </div>
+      </header>
+
+      {r.error ? <ErrorAlert message={r.error} /> : null}
+
+      <section aria-label="Summary" className="grid grid-cols-2 gap-3 md:grid-cols-3 xl:grid-cols-6">
+        <Stat label="Latency">{formatDuration(r.latencyMs)}</Stat>
+        <Stat label="Time to first byte">{r.ttfbMs ? formatDuration(r.ttfbMs) : "–"}</Stat>
+        <Stat label="Tokens in / out" sub={`usage ${r.usageSource || "none"}`}>
+          {formatInt(r.inputTokens)} / {formatInt(r.outputTokens)}
+        </Stat>
+        <Stat label="Cost">{formatCost(r.cost)}</Stat>
+        <Stat label="Attempts" sub={r.retries ? `${r.retries} retr${r.retries === 1 ? "y" : "ies"}` : "no retries"}>
+          {r.attempts.length}
+        </Stat>
+        <Stat label="Served by" sub={r.upstreamModel}>
+          {r.provider || "–"}
+        </Stat>
+      </section>
+
+      <div className="grid gap-6 xl:grid-cols-[minmax(0,1fr)_minmax(0,1.2fr)]">
+        <Card>
+          <CardHeader>
+            <CardTitle>Attempts</CardTitle>
+            <CardDescription>Each upstream try, in order.</CardDescription>
+          </CardHeader>
+          <CardContent>
+            <Timeline attempts={r.attempts} total={Number(r.latencyMs)} />
+          </CardContent>
+        </Card>
+        <Card>
+          <CardHeader>
+            <CardTitle>Request</CardTitle>
+          </CardHeader>
+          <CardContent>
+            <dl className="grid grid-cols-[auto_minmax(0,1fr)] gap-x-6 gap-y-2 text-sm">
+              <Def k="Key">{r.key || "–"}</Def>
+              <Def k="Client">{r.clientIp || "–"}</Def>
+              <Def k="User agent">{r.userAgent || "–"}</Def>
+              <Def k="Data plane">{r.nodeId || "–"}</Def>
+              <Def k="Snapshot">v{String(r.snapshotVersion)}</Def>
+              <Def k="Cache tokens">
+                {formatInt(r.cacheReadTokens)} read · {formatInt(r.cacheCreationTokens)} written
+              </Def>
+            </dl>
+          </CardContent>
+        </Card>
+      </div>
+
+      <div className="grid gap-6 xl:grid-cols-2">
+        <Card className="min-w-0">
+          <CardHeader>
+            <CardTitle>Request headers</CardTitle>
+          </CardHeader>
+          <CardContent>
+            <Headers h={r.requestHeaders} />
+          </CardContent>
+        </Card>
+        <Card className="min-w-0">
+          <CardHeader>
+            <CardTitle>Response headers</CardTitle>
+          </CardHeader>
+          <CardContent>
+            <Headers h={r.responseHeaders} />
+          </CardContent>
+        </Card>
+      </div>
+
+      <Card className="min-w-0">
+        <CardHeader>
+          <CardTitle>Request body</CardTitle>
+          {r.requestBodyTruncated ? <CardDescription>Truncated at the configured cap.</CardDescription> : null}
+        </CardHeader>
+        <CardContent>
+          <Body text={r.requestBody} />
+        </CardContent>
+      </Card>
+      <Card className="min-w-0">
+        <CardHeader>
+          <CardTitle>Response body</CardTitle>
+          {r.responseBodyTruncated ? <CardDescription>Truncated at the configured cap.</CardDescription> : null}
+        </CardHeader>
+        <CardContent>
+          <ResponseBody text={r.responseBody} contentType={headerValue(r.responseHeaders, "content-type")} />
+        </CardContent>
+      </Card>
+      <Card className="min-w-0">
+        <CardHeader className="flex-row items-center justify-between">
+          <div className="grid gap-1">
+            <CardTitle className="flex items-center gap-2">
+              <Terminal className="size-4" aria-hidden /> curl
+            </CardTitle>
+            <CardDescription>The same request; the client key is a placeholder.</CardDescription>
+          </div>
+          <CopyButton text={curl} label="Copy" />
+        </CardHeader>
+        <CardContent>
+          <Pre>{curl}</Pre>
+        </CardContent>
+      </Card>
+    </div>
+  );
+}
+
+function headerValue(h: Record<string, string>, name: string): string {
+  for (const [k, v] of Object.entries(h)) if (k.toLowerCase() === name) return v;
+  return "";
+}
+
+function Stat({ label, sub, children }: { label: string; sub?: string; children: ReactNode }) {
+  return (
+    <Card className="p-4">
+      <div className="text-xs font-medium text-muted-foreground">{label}</div>
+      <div className="mt-1 truncate text-lg font-semibold tabular-nums tracking-tight">{children}</div>
+      {sub ? <div className="truncate text-xs text-muted-foreground">{sub}</div> : null}
+    </Card>
+  );
+}
+
+function Def({ k, children }: { k: string; children: ReactNode }) {
+  return (
+    <>
+      <dt className="text-muted-foreground">{k}</dt>
+      <dd className="min-w-0 break-words">{children}</dd>
+    </>
+  );
+}
+
+function attemptOk(a: Attempt) {
+  return a.status >= 200 && a.status < 400 && !a.error;
+}
+
+function Timeline({ attempts, total }: { attempts: Attempt[]; total: number }) {
+  if (attempts.length === 0) return <Empty title="No upstream attempt" className="py-6">The request failed before reaching a provider.</Empty>;
+  const max = Math.max(total, ...attempts.map((a) => Number(a.latencyMs)), 1);
+  return (
+    <ol className="relative grid gap-0" aria-label="Attempts">
+      {attempts.map((a, i) => {
+        const ok = attemptOk(a);
+        const Icon = ok ? CircleCheck : a.status >= 400 && a.status < 500 ? CircleAlert : CircleX;
+        return (
+          <li key={i} className="relative flex gap-3 pb-5 last:pb-0" data-testid="attempt">
+            {i < attempts.length - 1 ? <span aria-hidden className="absolute left-[9px] top-6 h-[calc(100%-1.25rem)] w-px bg-border" /> : null}
+            <Icon className={cn("mt-0.5 size-5 shrink-0", ok ? "text-emerald-600" : a.status >= 400 && a.status < 500 ? "text-amber-600" : "text-red-600")} aria-hidden />
+            <div className="min-w-0 flex-1">
+              <div className="flex flex-wrap items-center gap-2 text-sm">
+                <span className="font-medium">
+                  #{i + 1} {a.provider}
+                </span>
+                <span className="text-muted-foreground">{a.upstreamModel}</span>
+                <StatusBadge status={a.status} />
+                <span className="ml-auto tabular-nums text-xs text-muted-foreground">{formatDuration(a.latencyMs)}</span>
+              </div>
+              <div className="mt-1.5 h-1.5 rounded-full bg-muted">
+                <div className={cn("h-1.5 rounded-full", ok ? "bg-emerald-500" : "bg-red-400")} style={{ width: `${Math.max(2, (Number(a.latencyMs) / max) * 100)}%` }} />
+              </div>
+              {a.error ? <p className="mt-1.5 break-words text-xs text-red-700">{a.error}</p> : null}
+              <span className="sr-only">{ok ? "succeeded" : "failed"}</span>
+            </div>
+          </li>
+        );
+      })}
+    </ol>
+  );
+}
+
+function Headers({ h }: { h: Record<string, string> }) {
+  const rows = redactHeaders(h);
+  if (rows.length === 0) return <p className="text-sm text-muted-foreground">None recorded.</p>;
+  return (
+    <dl className="grid grid-cols-[minmax(8rem,auto)_minmax(0,1fr)] gap-x-4 gap-y-1.5 font-mono text-xs">
+      {rows.map(([k, v]) => (
+        <div key={k} className="contents">
+          <dt className="text-muted-foreground">{k}</dt>
+          <dd className="break-all">{v}</dd>
+        </div>
+      ))}
+    </dl>
+  );
+}
+
+function Pre({ children, className }: { children: ReactNode; className?: string }) {
+  return (
+    <pre className={cn("max-h-[32rem] overflow-auto rounded-lg border bg-muted/50 p-3 font-mono text-xs leading-relaxed whitespace-pre-wrap break-words", className)}>
+      {children}
+    </pre>
+  );
+}
+
+function Body({ text }: { text: string }) {
+  if (!text) return <p className="text-sm text-muted-foreground">Not recorded (empty, or body logging is off).</p>;
+  const p = prettyBody(text);
+  return <Pre>{p.text}</Pre>;
+}
+
+function ResponseBody({ text, contentType }: { text: string; contentType: string }) {
+  const sse = useMemo(() => (text && isSse(text, contentType) ? parseSse(text) : undefined), [text, contentType]);
+  const [tab, setTab] = useState<"text" | "events" | "raw">("text");
+  if (!sse) return <Body text={text} />;
+  const tabs = [
+    { id: "text" as const, label: "Assembled text" },
+    { id: "events" as const, label: `Events (${sse.events.length})` },
+    { id: "raw" as const, label: "Raw" },
+  ];
+  return (
+    <div className="grid gap-3">
+      <div role="tablist" aria-label="Response body view" className="inline-flex w-fit rounded-lg bg-muted p-1">
+        {tabs.map((t) => (
+          <button
+            key={t.id}
+            role="tab"
+            type="button"
+            id={`tab-${t.id}`}
+            aria-selected={tab === t.id}
+            aria-controls={`panel-${t.id}`}
+            onClick={() => setTab(t.id)}
+            className={cn(
+              "rounded-md px-3 py-1 text-sm font-medium text-muted-foreground transition-colors focus-visible:outline-none focus-visible:ring-2 focus-visible:ring-ring",
+              tab === t.id && "bg-background text-foreground shadow-sm",
+            )}
+          >
+            {t.label}
+          </button>
+        ))}
+      </div>
+      <div role="tabpanel" id={`panel-${tab}`} aria-labelledby={`tab-${tab}`}>
+        {tab === "text" ? (
+          <div className="grid gap-2">
+            <Pre className="font-sans text-sm">{sse.text || <span className="text-muted-foreground">(no text)</span>}</Pre>
+            <p className="text-xs text-muted-foreground">
+              {sse.done ? "The stream ended normally." : "The stream has no end marker (it broke, or the body was truncated)."}
+              {sse.errors.length ? ` Error: ${sse.errors.join("; ")}` : ""}
+            </p>
+          </div>
+        ) : tab === "events" ? (
+          <ol className="grid max-h-[32rem] gap-1.5 overflow-auto">
+            {sse.events.map((e, i) => (
+              <li key={i} className="rounded-md border bg-muted/40 px-3 py-2 font-mono text-xs">
+                <div className="mb-1 flex gap-2 text-muted-foreground">
+                  <span>#{i + 1}</span>
+                  {e.event ? <span className="text-foreground">{e.event}</span> : null}
+                </div>
+                <div className="whitespace-pre-wrap break-all">{e.json !== undefined ? JSON.stringify(e.json) : e.data}</div>
+              </li>
+            ))}
+          </ol>
+        ) : (
+          <Pre>{text}</Pre>
+        )}
+      </div>
+    </div>
+  );
+}

@@ -1,0 +1,620 @@
+import { ArrowDown, ArrowUp, Boxes, Pencil, Plus, Route, Trash2, X } from "lucide-react";
+import { type FormEvent, useRef, useState } from "react";
+import { ConfirmDialog } from "@/components/confirm";
+import { Empty, ErrorAlert, PageHeader, Spinner, TableSkeleton } from "@/components/states";
+import { Badge } from "@/components/ui/badge";
+import { Button } from "@/components/ui/button";
+import { Card, CardContent, CardDescription, CardHeader, CardTitle } from "@/components/ui/card";
+import { Checkbox, Switch } from "@/components/ui/checkbox";
+import { Dialog } from "@/components/ui/dialog";
+import { Input, Textarea } from "@/components/ui/input";
+import { Field } from "@/components/ui/label";
+import { Select } from "@/components/ui/select";
+import { Table, TableBody, TableCell, TableHead, TableHeader, TableRow } from "@/components/ui/table";
+import type { ExplainRouteResponse, Model } from "@/gen/llmgw/v1/admin_pb";
+import type { Prices } from "@/gen/llmgw/v1/common_pb";
+import { api, errorMessage } from "@/lib/api";
+import { formatInt, formatPrice } from "@/lib/format";
+import { useQuery, useTitle } from "@/lib/hooks";
+
+const STRATEGIES = [
+  { value: "priority", label: "Priority", hint: "Lowest priority first; equal priorities share traffic by weight" },
+  { value: "round-robin", label: "Round robin", hint: "Every target in turn" },
+  { value: "weighted", label: "Weighted", hint: "At random, in proportion to weight" },
+  { value: "least-latency", label: "Least latency", hint: "The faster of two targets by recent time to first byte" },
+];
+
+interface TargetForm {
+  provider: string;
+  upstreamModel: string;
+  priority: string;
+  weight: string;
+  rules: string;
+  enabled: boolean;
+  overridePrices: boolean;
+  prices: PriceForm;
+}
+
+interface PriceForm {
+  input: string;
+  output: string;
+  cached: string;
+}
+
+interface ModelForm {
+  name: string;
+  strategy: string;
+  maxAttempts: string;
+  retryDelayMs: string;
+  prices: PriceForm;
+  enabled: boolean;
+  targets: TargetForm[];
+}
+
+const NO_PRICES: PriceForm = { input: "", output: "", cached: "" };
+
+const priceForm = (p: Prices | undefined): PriceForm =>
+  p
+    ? {
+        input: p.inputPerMtok ? String(p.inputPerMtok) : "",
+        output: p.outputPerMtok ? String(p.outputPerMtok) : "",
+        cached: p.cachedInputPerMtok ? String(p.cachedInputPerMtok) : "",
+      }
+    : NO_PRICES;
+
+const newTarget = (provider = ""): TargetForm => ({
+  provider,
+  upstreamModel: "",
+  priority: "0",
+  weight: "1",
+  rules: "",
+  enabled: true,
+  overridePrices: false,
+  prices: NO_PRICES,
+});
+
+function formOf(m: Model): ModelForm {
+  return {
+    name: m.name,
+    strategy: m.strategy || "priority",
+    maxAttempts: m.maxAttempts ? String(m.maxAttempts) : "",
+    retryDelayMs: m.retryDelayMs != null ? String(m.retryDelayMs) : "",
+    prices: priceForm(m.prices),
+    enabled: m.enabled,
+    targets: m.targets.map((t) => ({
+      provider: t.provider,
+      upstreamModel: t.upstreamModel,
+      priority: String(t.priority),
+      weight: String(t.weight || 1),
+      rules: t.rules,
+      enabled: t.enabled,
+      overridePrices: !!t.prices && (t.prices.inputPerMtok > 0 || t.prices.outputPerMtok > 0 || t.prices.cachedInputPerMtok > 0),
+      prices: priceForm(t.prices),
+    })),
+  };
+}
+
+function num(s: string, what: string, opts: { int?: boolean; min?: number } = {}): number {
+  const t = s.trim();
+  if (!t) return 0;
+  const v = Number(t);
+  if (!Number.isFinite(v) || (opts.int && !Number.isInteger(v)) || (opts.min != null && v < opts.min)) {
+    throw new Error(`${what} must be ${opts.int ? "a whole number" : "a number"}${opts.min != null ? ` ≥ ${opts.min}` : ""}`);
+  }
+  return v;
+}
+
+function prices(p: PriceForm, where: string) {
+  return {
+    inputPerMtok: num(p.input, `${where}input price`, { min: 0 }),
+    outputPerMtok: num(p.output, `${where}output price`, { min: 0 }),
+    cachedInputPerMtok: num(p.cached, `${where}cached input price`, { min: 0 }),
+  };
+}
+
+function targetsOf(f: ModelForm) {
+  if (f.targets.length === 0) throw new Error("A model needs at least one target.");
+  return f.targets.map((t, i) => {
+    const where = `Target ${i + 1}: `;
+    if (!t.provider) throw new Error(`${where}choose a provider.`);
+    if (t.rules.trim()) {
+      try {
+        JSON.parse(t.rules);
+      } catch (e) {
+        throw new Error(`${where}the rule is not valid JSON (${(e as Error).message}).`);
+      }
+    }
+    return {
+      provider: t.provider,
+      upstreamModel: t.upstreamModel.trim(),
+      priority: num(t.priority, `${where}priority`, { int: true }),
+      weight: num(t.weight || "1", `${where}weight`, { int: true, min: 1 }),
+      rules: t.rules.trim(),
+      enabled: t.enabled,
+      prices: t.overridePrices ? prices(t.prices, where) : undefined,
+    };
+  });
+}
+
+export function ModelsPage() {
+  useTitle("Models");
+  const list = useQuery((signal) => api().listModels({}, { signal }), []);
+  const providers = useQuery((signal) => api().listProviders({}, { signal }), []);
+  const [editing, setEditing] = useState<Model | "new" | null>(null);
+  const [deleting, setDeleting] = useState<Model | null>(null);
+  const [explainModel, setExplainModel] = useState("");
+  const explainRef = useRef<HTMLDivElement>(null);
+  const models = list.data?.models ?? [];
+  const providerNames = (providers.data?.providers ?? []).map((p) => p.name);
+
+  return (
+    <>
+      <PageHeader
+        title="Models"
+        description="The names clients ask for, each routed to one or more upstream targets."
+        actions={
+          <Button onClick={() => setEditing("new")}>
+            <Plus /> Add model
+          </Button>
+        }
+      />
+      {list.error ? <ErrorAlert message={list.error} onRetry={list.reload} className="mb-4" /> : null}
+      <Card className="mb-6 overflow-hidden">
+        {list.loading && !list.data ? (
+          <TableSkeleton />
+        ) : models.length === 0 && !list.error ? (
+          <Empty title="No models yet" icon={<Boxes />}>
+            A model maps a name clients use to targets: a provider and its upstream model, in priority order.
+          </Empty>
+        ) : (
+          <Table>
+            <TableHeader>
+              <TableRow className="hover:bg-transparent">
+                <TableHead className="pl-5">Name</TableHead>
+                <TableHead>Strategy</TableHead>
+                <TableHead>Targets</TableHead>
+                <TableHead>Attempts</TableHead>
+                <TableHead>Price in / out (per 1M)</TableHead>
+                <TableHead>Status</TableHead>
+                <TableHead className="pr-5 text-right">
+                  <span className="sr-only">Actions</span>
+                </TableHead>
+              </TableRow>
+            </TableHeader>
+            <TableBody>
+              {models.map((m) => (
+                <TableRow key={m.name}>
+                  <TableCell className="pl-5 font-medium">{m.name}</TableCell>
+                  <TableCell>
+                    <Badge variant="outline">{m.strategy || "priority"}</Badge>
+                  </TableCell>
+                  <TableCell>
+                    <ol className="flex flex-wrap gap-1">
+                      {m.targets.map((t, i) => (
+                        <li key={i}>
+                          <Badge variant={t.enabled ? "secondary" : "outline"} className={t.enabled ? "" : "line-through opacity-60"} title={t.rules ? `rule: ${t.rules}` : undefined}>
+                            <span className="text-muted-foreground">{i + 1}.</span> {t.provider}:{t.upstreamModel || m.name}
+                            {t.rules ? <span className="text-amber-700">·rule</span> : null}
+                          </Badge>
+                        </li>
+                      ))}
+                    </ol>
+                  </TableCell>
+                  <TableCell className="whitespace-nowrap text-xs">
+                    {m.maxAttempts || <span className="text-muted-foreground">default</span>}
+                    {m.retryDelayMs != null ? <span className="text-muted-foreground"> · {m.retryDelayMs} ms</span> : null}
+                  </TableCell>
+                  <TableCell className="whitespace-nowrap tabular-nums text-xs">
+                    {formatPrice(m.prices?.inputPerMtok ?? 0)} / {formatPrice(m.prices?.outputPerMtok ?? 0)}
+                  </TableCell>
+                  <TableCell>{m.enabled ? <Badge variant="success">enabled</Badge> : <Badge variant="secondary">disabled</Badge>}</TableCell>
+                  <TableCell className="pr-5 text-right whitespace-nowrap">
+                    <Button
+                      variant="ghost"
+                      size="icon-sm"
+                      aria-label={`Explain the route of ${m.name}`}
+                      title="Explain route"
+                      onClick={() => {
+                        setExplainModel(m.name);
+                        explainRef.current?.scrollIntoView({ behavior: "smooth", block: "start" });
+                      }}
+                    >
+                      <Route />
+                    </Button>
+                    <Button variant="ghost" size="icon-sm" aria-label={`Edit ${m.name}`} onClick={() => setEditing(m)}>
+                      <Pencil />
+                    </Button>
+                    <Button variant="ghost" size="icon-sm" aria-label={`Delete ${m.name}`} onClick={() => setDeleting(m)}>
+                      <Trash2 />
+                    </Button>
+                  </TableCell>
+                </TableRow>
+              ))}
+            </TableBody>
+          </Table>
+        )}
+      </Card>
+      <div ref={explainRef} className="scroll-mt-20">
+        <ExplainRoute models={models.map((m) => m.name)} model={explainModel} setModel={setExplainModel} />
+      </div>
+      {editing ? (
+        <ModelDialog
+          model={editing === "new" ? undefined : editing}
+          providers={providerNames}
+          providersError={providers.error}
+          onClose={() => setEditing(null)}
+          onSaved={() => {
+            setEditing(null);
+            list.reload();
+          }}
+        />
+      ) : null}
+      <ConfirmDialog
+        open={deleting != null}
+        title={`Delete model ${deleting?.name ?? ""}?`}
+        description="Clients asking for it get 404 once the data planes have the new version."
+        confirmLabel="Delete model"
+        onClose={() => setDeleting(null)}
+        onConfirm={async () => {
+          if (!deleting) return;
+          await api().deleteModel({ name: deleting.name });
+          list.reload();
+        }}
+      />
+    </>
+  );
+}
+
+function PriceFields({ id, value, onChange }: { id: string; value: PriceForm; onChange: (p: PriceForm) => void }) {
+  return (
+    <div className="grid grid-cols-3 gap-2">
+      <Field label="Input" htmlFor={`${id}-in`}>
+        <Input id={`${id}-in`} inputMode="decimal" placeholder="0" value={value.input} onChange={(e) => onChange({ ...value, input: e.target.value })} />
+      </Field>
+      <Field label="Output" htmlFor={`${id}-out`}>
+        <Input id={`${id}-out`} inputMode="decimal" placeholder="0" value={value.output} onChange={(e) => onChange({ ...value, output: e.target.value })} />
+      </Field>
+      <Field label="Cached input" htmlFor={`${id}-cached`}>
+        <Input id={`${id}-cached`} inputMode="decimal" placeholder="0" value={value.cached} onChange={(e) => onChange({ ...value, cached: e.target.value })} />
+      </Field>
+    </div>
+  );
+}
+
+function ModelDialog({
+  model,
+  providers,
+  providersError,
+  onClose,
+  onSaved,
+}: {
+  model?: Model;
+  providers: string[];
+  providersError: string;
+  onClose: () => void;
+  onSaved: () => void;
+}) {
+  const [f, setF] = useState<ModelForm>(() =>
+    model
+      ? formOf(model)
+      : { name: "", strategy: "priority", maxAttempts: "", retryDelayMs: "", prices: NO_PRICES, enabled: true, targets: [newTarget(providers[0])] },
+  );
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState("");
+  const set = (patch: Partial<ModelForm>) => setF((old) => ({ ...old, ...patch }));
+  const setTarget = (i: number, patch: Partial<TargetForm>) =>
+    setF((old) => ({ ...old, targets: old.targets.map((t, j) => (j === i ? { ...t, ...patch } : t)) }));
+  const move = (i: number, by: number) =>
+    setF((old) => {
+      const t = [...old.targets];
+      const [x] = t.splice(i, 1);
+      t.splice(i + by, 0, x!);
+      return { ...old, targets: t };
+    });
+
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    setError("");
+    let targets;
+    let body;
+    try {
+      targets = targetsOf(f);
+      body = {
+        strategy: f.strategy,
+        maxAttempts: num(f.maxAttempts, "Attempts per target", { int: true, min: 0 }),
+        retryDelayMs: f.retryDelayMs.trim() ? num(f.retryDelayMs, "Retry delay", { int: true, min: 0 }) : undefined,
+        prices: prices(f.prices, "The "),
+        enabled: f.enabled,
+      };
+    } catch (err) {
+      setError((err as Error).message);
+      return;
+    }
+    setBusy(true);
+    try {
+      if (!model) {
+        await api().createModel({ name: f.name.trim(), ...body, targets });
+      } else {
+        await api().updateModel({
+          name: model.name,
+          ...body,
+          clearRetryDelay: body.retryDelayMs == null && model.retryDelayMs != null,
+          targets: { items: targets },
+        });
+      }
+      onSaved();
+    } catch (err) {
+      setError(errorMessage(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const strategy = STRATEGIES.find((s) => s.value === f.strategy);
+  return (
+    <Dialog open onClose={onClose} title={model ? `Edit model ${model.name}` : "Add model"} className="max-w-3xl">
+      <form onSubmit={submit} className="grid gap-5">
+        <div className="grid gap-4 sm:grid-cols-2">
+          <Field label="Name" htmlFor="m-name" hint="What clients send as model">
+            <Input id="m-name" value={f.name} onChange={(e) => set({ name: e.target.value })} disabled={!!model} required autoFocus={!model} />
+          </Field>
+          <Field label="Strategy" htmlFor="m-strategy" hint={strategy?.hint}>
+            <Select id="m-strategy" value={f.strategy} onChange={(e) => set({ strategy: e.target.value })}>
+              {STRATEGIES.map((s) => (
+                <option key={s.value} value={s.value}>
+                  {s.label}
+                </option>
+              ))}
+            </Select>
+          </Field>
+          <Field label="Attempts per target" htmlFor="m-attempts" hint="Empty uses the global default">
+            <Input id="m-attempts" inputMode="numeric" placeholder="default" value={f.maxAttempts} onChange={(e) => set({ maxAttempts: e.target.value })} />
+          </Field>
+          <Field label="Retry delay (ms)" htmlFor="m-delay" hint="Between attempts on one target; empty uses the default">
+            <Input id="m-delay" inputMode="numeric" placeholder="default" value={f.retryDelayMs} onChange={(e) => set({ retryDelayMs: e.target.value })} />
+          </Field>
+        </div>
+        <fieldset className="grid gap-2">
+          <legend className="mb-2 text-sm font-medium">Prices, US dollars per 1M tokens</legend>
+          <PriceFields id="m-price" value={f.prices} onChange={(p) => set({ prices: p })} />
+        </fieldset>
+        <Switch id="m-enabled" checked={f.enabled} onChange={(v) => set({ enabled: v })} label="Enabled" />
+
+        <fieldset className="grid gap-3">
+          <legend className="mb-1 text-sm font-medium">Targets, in order</legend>
+          {providersError ? <ErrorAlert message={`Cannot list providers: ${providersError}`} /> : null}
+          {providers.length === 0 && !providersError ? (
+            <p className="text-sm text-muted-foreground">Add a provider first: every target names one.</p>
+          ) : null}
+          {f.targets.map((t, i) => (
+            <div key={i} className="rounded-lg border bg-muted/30 p-3" role="group" aria-label={`Target ${i + 1}`}>
+              <div className="mb-3 flex items-center justify-between">
+                <span className="text-xs font-semibold uppercase tracking-wide text-muted-foreground">Target {i + 1}</span>
+                <div className="flex gap-1">
+                  <Button variant="ghost" size="icon-sm" aria-label={`Move target ${i + 1} up`} disabled={i === 0} onClick={() => move(i, -1)}>
+                    <ArrowUp />
+                  </Button>
+                  <Button variant="ghost" size="icon-sm" aria-label={`Move target ${i + 1} down`} disabled={i === f.targets.length - 1} onClick={() => move(i, 1)}>
+                    <ArrowDown />
+                  </Button>
+                  <Button
+                    variant="ghost"
+                    size="icon-sm"
+                    aria-label={`Remove target ${i + 1}`}
+                    onClick={() => setF((old) => ({ ...old, targets: old.targets.filter((_, j) => j !== i) }))}
+                  >
+                    <X />
+                  </Button>
+                </div>
+              </div>
+              <div className="grid gap-3 sm:grid-cols-4">
+                <Field label="Provider" htmlFor={`t${i}-provider`} className="sm:col-span-2">
+                  <Select id={`t${i}-provider`} value={t.provider} onChange={(e) => setTarget(i, { provider: e.target.value })}>
+                    <option value="">Choose…</option>
+                    {providers.map((p) => (
+                      <option key={p} value={p}>
+                        {p}
+                      </option>
+                    ))}
+                    {t.provider && !providers.includes(t.provider) ? <option value={t.provider}>{t.provider}</option> : null}
+                  </Select>
+                </Field>
+                <Field label="Upstream model" htmlFor={`t${i}-upstream`} className="sm:col-span-2" hint="Empty: the model's own name">
+                  <Input id={`t${i}-upstream`} value={t.upstreamModel} placeholder={f.name || "same as the model"} onChange={(e) => setTarget(i, { upstreamModel: e.target.value })} />
+                </Field>
+                <Field label="Priority" htmlFor={`t${i}-priority`} hint="Lower goes first">
+                  <Input id={`t${i}-priority`} inputMode="numeric" value={t.priority} onChange={(e) => setTarget(i, { priority: e.target.value })} />
+                </Field>
+                <Field label="Weight" htmlFor={`t${i}-weight`} hint="At least 1">
+                  <Input id={`t${i}-weight`} inputMode="numeric" value={t.weight} onChange={(e) => setTarget(i, { weight: e.target.value })} />
+                </Field>
+                <div className="grid content-center gap-2 sm:col-span-2">
+                  <Switch id={`t${i}-enabled`} checked={t.enabled} onChange={(v) => setTarget(i, { enabled: v })} label="Enabled" />
+                  <Checkbox id={`t${i}-prices`} checked={t.overridePrices} onChange={(e) => setTarget(i, { overridePrices: e.target.checked })} label="Own prices" />
+                </div>
+                <Field
+                  label="Rule (JSON)"
+                  htmlFor={`t${i}-rules`}
+                  className="sm:col-span-4"
+                  hint='Empty means always. E.g. {"field": "headers.x-tier", "op": "eq", "value": "premium"}'
+                >
+                  <Textarea id={`t${i}-rules`} rows={2} spellCheck={false} value={t.rules} onChange={(e) => setTarget(i, { rules: e.target.value })} />
+                </Field>
+                {t.overridePrices ? (
+                  <div className="sm:col-span-4">
+                    <PriceFields id={`t${i}-price`} value={t.prices} onChange={(p) => setTarget(i, { prices: p })} />
+                  </div>
+                ) : null}
+              </div>
+            </div>
+          ))}
+          <div>
+            <Button variant="outline" size="sm" onClick={() => setF((old) => ({ ...old, targets: [...old.targets, newTarget(providers[0])] }))}>
+              <Plus /> Add target
+            </Button>
+          </div>
+        </fieldset>
+        {error ? <ErrorAlert message={error} /> : null}
+        <div className="flex justify-end gap-2 border-t pt-4">
+          <Button variant="outline" onClick={onClose}>
+            Cancel
+          </Button>
+          <Button type="submit" disabled={busy}>
+            {model ? "Save changes" : "Create model"}
+          </Button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}
+
+function parseHeaderLines(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split("\n")) {
+    const i = line.indexOf(":");
+    if (i <= 0) continue;
+    out[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+  }
+  return out;
+}
+
+function ExplainRoute({ models, model, setModel }: { models: string[]; model: string; setModel: (m: string) => void }) {
+  const keys = useQuery((signal) => api().listApiKeys({}, { signal }), []);
+  const [protocol, setProtocol] = useState("openai");
+  const [key, setKey] = useState("");
+  const [headers, setHeaders] = useState("");
+  const [body, setBody] = useState("");
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState("");
+  const [result, setResult] = useState<ExplainRouteResponse>();
+  const chosen = model || models[0] || "";
+
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    if (body.trim()) {
+      try {
+        JSON.parse(body);
+      } catch {
+        setError("The body is not valid JSON.");
+        return;
+      }
+    }
+    setBusy(true);
+    setError("");
+    try {
+      setResult(await api().explainRoute({ model: chosen, protocol, key, headers: parseHeaderLines(headers), body: body.trim() }));
+    } catch (err) {
+      setResult(undefined);
+      setError(errorMessage(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <Card>
+      <CardHeader>
+        <CardTitle className="flex items-center gap-2">
+          <Route className="size-4" aria-hidden /> Explain route
+        </CardTitle>
+        <CardDescription>A dry run on the current snapshot: which targets a request would reach, in what order, and why.</CardDescription>
+      </CardHeader>
+      <CardContent>
+        <form onSubmit={submit} className="grid gap-4 lg:grid-cols-[minmax(0,1fr)_minmax(0,1.4fr)]">
+          <div className="grid content-start gap-3">
+            <div className="grid gap-3 sm:grid-cols-2">
+              <Field label="Model" htmlFor="x-model">
+                <Select id="x-model" value={chosen} onChange={(e) => setModel(e.target.value)}>
+                  {models.length === 0 ? <option value="">No models</option> : null}
+                  {models.map((m) => (
+                    <option key={m} value={m}>
+                      {m}
+                    </option>
+                  ))}
+                </Select>
+              </Field>
+              <Field label="Protocol" htmlFor="x-protocol">
+                <Select id="x-protocol" value={protocol} onChange={(e) => setProtocol(e.target.value)}>
+                  <option value="openai">OpenAI</option>
+                  <option value="anthropic">Anthropic</option>
+                </Select>
+              </Field>
+            </div>
+            <Field label="Client key" htmlFor="x-key" hint="Rules on key and the key's allowed models apply">
+              <Select id="x-key" value={key} onChange={(e) => setKey(e.target.value)}>
+                <option value="">None</option>
+                {(keys.data?.apiKeys ?? []).map((k) => (
+                  <option key={k.name} value={k.name}>
+                    {k.name}
+                  </option>
+                ))}
+              </Select>
+            </Field>
+            <Field label="Headers" htmlFor="x-headers" hint="One name: value per line">
+              <Textarea id="x-headers" rows={2} spellCheck={false} value={headers} onChange={(e) => setHeaders(e.target.value)} placeholder="x-tier: premium" />
+            </Field>
+            <Field label="Body (JSON)" htmlFor="x-body" hint='Empty means {"model": MODEL}'>
+              <Textarea id="x-body" rows={3} spellCheck={false} value={body} onChange={(e) => setBody(e.target.value)} placeholder='{"messages": [{"role": "user", "content": "hi"}]}' />
+            </Field>
+            <div>
+              <Button type="submit" disabled={busy || !chosen}>
+                {busy ? <Spinner className="text-primary-foreground" /> : <Route />} Explain
+              </Button>
+            </div>
+          </div>
+          <div aria-live="polite" className="min-w-0">
+            {error ? <ErrorAlert message={error} /> : null}
+            {!result && !error ? (
+              <div className="flex h-full min-h-40 items-center justify-center rounded-lg border border-dashed text-sm text-muted-foreground">
+                The verdict for each target shows here.
+              </div>
+            ) : null}
+            {result ? <ExplainResult r={result} /> : null}
+          </div>
+        </form>
+      </CardContent>
+    </Card>
+  );
+}
+
+function ExplainResult({ r }: { r: ExplainRouteResponse }) {
+  return (
+    <div className="grid gap-3" data-testid="explain-result">
+      <div className="flex flex-wrap items-center gap-2 text-sm">
+        <span className="font-medium">{r.model}</span>
+        <Badge variant="outline">{r.strategy}</Badge>
+        <span className="text-muted-foreground">≈ {formatInt(r.estimatedInputTokens)} input tokens</span>
+      </div>
+      {r.error ? <ErrorAlert message={r.error} /> : null}
+      <div className="overflow-hidden rounded-lg border">
+        <Table>
+          <TableHeader>
+            <TableRow className="hover:bg-transparent">
+              <TableHead>Order</TableHead>
+              <TableHead>Target</TableHead>
+              <TableHead>Priority · weight</TableHead>
+              <TableHead>Verdict</TableHead>
+              <TableHead>Why</TableHead>
+            </TableRow>
+          </TableHeader>
+          <TableBody>
+            {r.candidates.map((c, i) => (
+              <TableRow key={i} className={c.kept ? "" : "text-muted-foreground"}>
+                <TableCell className="tabular-nums">{c.kept ? `#${c.order + 1}` : "–"}</TableCell>
+                <TableCell className="font-medium">
+                  {c.provider}
+                  <span className="text-muted-foreground">:{c.upstreamModel}</span>
+                </TableCell>
+                <TableCell className="tabular-nums">
+                  {c.priority} · {c.weight}
+                </TableCell>
+                <TableCell>{c.kept ? <Badge variant="success">kept</Badge> : <Badge variant="secondary">dropped</Badge>}</TableCell>
+                <TableCell className="text-xs">{c.reason}</TableCell>
+              </TableRow>
+            ))}
+          </TableBody>
+        </Table>
+      </div>
+    </div>
+  );
+}
