@@ -88,7 +88,14 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
     } else if let Some(file) = &master.file {
         tracing::info!(file = %file.display(), "master key read from file");
     }
-    let sealer = Arc::new(Sealer::new(&master.value, &args.master_key_previous)?);
+    // An empty LLMGW_MASTER_KEY_PREVIOUS means none.
+    let previous: Vec<secrecy::SecretString> = args
+        .master_key_previous
+        .iter()
+        .filter(|k| !secrecy::ExposeSecret::expose_secret(*k).trim().is_empty())
+        .cloned()
+        .collect();
+    let sealer = Arc::new(Sealer::new(&master.value, &previous)?);
 
     let url = match &args.database_url {
         Some(u) if !u.trim().is_empty() => u.trim().to_string(),
