@@ -7,6 +7,8 @@
 #
 # Stages, in order; the first failing stage stops the run (exit status != 0):
 #   1. rustfmt check        cargo fmt --all -- --check
+#   1a. deploy checks       deploy/checks/ (offline): Dockerfile, compose, nginx and
+#                           Kubernetes manifests, and the tests of those checks
 #   2. clippy               cargo clippy --workspace --all-targets --locked -- -D warnings
 #   3. PostgreSQL           scripts/pg.sh; exports LLMGW_TEST_POSTGRES_URL
 #                           (an already-set LLMGW_TEST_POSTGRES_URL is used as is)
@@ -126,6 +128,27 @@ stage_doctests() {
     cargo test --workspace --doc "${CARGO_LOCKED[@]}"
 }
 
+# Deployment files (deploy/): the Dockerfile, compose file, nginx config and
+# Kubernetes manifests, checked offline by deploy/checks/check_deploy.py
+# (Kubernetes schemas bundled in kubernetes-validate; build commands compared
+# with this script's and run.sh's), then the tests that make each check fail
+# on a broken copy. Tools go into deploy/checks/.venv, (re)installed from PyPI
+# only when deploy/checks/requirements.txt changed (a stamp holds its hash).
+stage_deploy_checks() {
+    local venv="$ROOT/deploy/checks/.venv" req="$ROOT/deploy/checks/requirements.txt"
+    local stamp="$ROOT/deploy/checks/.venv/.llmgw-requirements.sha256" want
+    if [[ ! -x "$venv/bin/python" ]]; then
+        python3 -m venv "$venv"
+    fi
+    want="$(sha256sum "$req" | cut -d' ' -f1)"
+    if [[ ! -f "$stamp" || "$(<"$stamp")" != "$want" ]]; then
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+        printf '%s\n' "$want" >"$stamp"
+    fi
+    PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" deploy/checks/check_deploy.py
+    PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" -m unittest discover -s deploy/checks -p 'test_*.py'
+}
+
 # ===========================================================================
 # HOOK: later test stages. Add them here; each is `run_stage "Name" fn`.
 # Every stage function runs in a subshell with `set -e`, from the repo root,
@@ -192,6 +215,7 @@ later_stages() {
 printf 'llmgw tests in %s (%s)\n' "$ROOT" "$(cargo --version)"
 
 run_stage "rustfmt check" stage_fmt
+run_stage "deploy checks (Dockerfile, compose, Kubernetes)" stage_deploy_checks
 run_stage "clippy (-D warnings)" stage_clippy
 
 run_stage "PostgreSQL" stage_postgres

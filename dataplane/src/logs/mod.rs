@@ -78,6 +78,8 @@ impl LogSink {
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 << 20;
 /// Default segment size: the unit in which the spool is trimmed.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 8 << 20;
+/// Default time the writer gathers records before writing a batch.
+pub const DEFAULT_WRITE_LINGER: Duration = Duration::from_millis(5);
 /// Default longest wait between a write and its `fdatasync`.
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -142,6 +144,10 @@ pub struct LogsConfig {
     pub ack_timeout: Duration,
     /// Most records the writer takes from the queue per write.
     pub write_max_records: usize,
+    /// How long the writer gathers records after the first of a batch, so
+    /// that a busy data plane writes, reads, ships and acknowledges records
+    /// in batches rather than one by one.
+    pub write_linger: Duration,
 }
 
 impl LogsConfig {
@@ -168,6 +174,7 @@ impl LogsConfig {
             window: 8,
             ack_timeout: Duration::from_secs(60),
             write_max_records: 4096,
+            write_linger: DEFAULT_WRITE_LINGER,
         }
     }
 
@@ -247,6 +254,7 @@ pub async fn spawn(config: LogsConfig, rx: mpsc::Receiver<pb::RequestLog>) -> Re
             node_id: config.node_id.clone(),
             sync_interval: config.sync_interval,
             max_batch: config.write_max_records,
+            linger: config.write_linger,
             stop: stop_rx,
         }
         .run(),
@@ -431,6 +439,14 @@ impl LogsHandle {
         if let Some(shipper) = self.shipper.take() {
             shipper.abort();
             let _ = shipper.await;
+        }
+        // The acknowledgement file may lag by up to a second: bring it up
+        // to date, so a restart resends nothing that was acknowledged.
+        let spool = Arc::clone(&self.spool);
+        match tokio::task::spawn_blocking(move || spool.persist_ack(true)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "cannot record the last log acknowledgement on disk"),
+            Err(e) => warn!(error = %e, "log acknowledgement task failed"),
         }
         let report = FlushReport {
             written,

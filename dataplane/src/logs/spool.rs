@@ -19,9 +19,14 @@
 //!   are consecutive within a segment and increase across segments.
 //! - `acked`: the highest sequence the control plane acknowledged, as
 //!   `seq: u64 LE | crc: u32 LE` (CRC32 of the eight `seq` bytes). It is
-//!   replaced atomically (write `acked.tmp`, rename) on every acknowledgement.
-//!   A missing or damaged file reads as 0: everything is resent, which the
-//!   control plane's idempotent ingest absorbs.
+//!   replaced atomically (write `acked.tmp`, rename): always, and synced,
+//!   before an acknowledgement deletes a segment; otherwise at most once per
+//!   [`ACK_PERSIST_INTERVAL`] (a file create and rename per acknowledgement
+//!   cost a busy data plane several percent of its CPU), and when the spool
+//!   is dropped. So the file may lag the acknowledgements by up to that
+//!   interval, never below a deleted segment: after a crash those records
+//!   are resent. A missing or damaged file reads as 0: everything is
+//!   resent. The control plane's idempotent ingest absorbs both.
 //!
 //! # Recovery
 //!
@@ -69,6 +74,9 @@ pub const FRAME_HEADER_BYTES: usize = 8;
 pub const MAX_RECORD_BYTES: usize = 32 << 20;
 /// Name of the acknowledgement file.
 pub const ACK_FILE: &str = "acked";
+/// Longest time an acknowledgement that deletes no segment waits before
+/// the acknowledgement file is rewritten.
+pub const ACK_PERSIST_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 const ACK_TMP_FILE: &str = "acked.tmp";
 const SEGMENT_EXT: &str = "seg";
 /// Segments no smaller than this, so a tiny configuration still works.
@@ -176,6 +184,9 @@ struct Inner {
     unsynced: Vec<File>,
     next_seq: u64,
     acked: u64,
+    /// What the acknowledgement file holds, and when it was written.
+    ack_persisted: u64,
+    ack_persisted_at: Option<std::time::Instant>,
     total_bytes: u64,
 }
 
@@ -269,6 +280,8 @@ impl Spool {
                 unsynced: Vec::new(),
                 next_seq,
                 acked,
+                ack_persisted: acked,
+                ack_persisted_at: None,
                 total_bytes,
             }),
             counters,
@@ -505,7 +518,8 @@ impl Spool {
     }
 
     /// Records that the control plane stored everything up to `seq`:
-    /// persists it and deletes the segments it completes.
+    /// deletes the segments it completes, after persisting it (see the
+    /// module documentation for when the file is written).
     pub fn ack(&self, seq: u64) -> io::Result<()> {
         let mut inner = self.lock();
         let seq = seq.min(inner.last_written());
@@ -520,7 +534,15 @@ impl Spool {
             .count();
         // The acknowledgement must be on disk before the records it covers
         // go, or a restart would reuse their sequences.
-        let persisted = write_ack_file(&self.dir, seq, done > 0);
+        let due = done > 0
+            || inner
+                .ack_persisted_at
+                .is_none_or(|t| t.elapsed() >= ACK_PERSIST_INTERVAL);
+        let persisted = if due {
+            self.persist_ack_locked(&mut inner, done > 0)
+        } else {
+            Ok(())
+        };
         self.acked.send_replace(seq);
         persisted?;
         for _ in 0..done {
@@ -533,6 +555,23 @@ impl Spool {
                 remove_file_logged(&seg.path);
             }
         }
+        Ok(())
+    }
+
+    /// Writes the acknowledgement file now if it lags (graceful shutdown
+    /// calls this; dropping the spool does too).
+    pub fn persist_ack(&self, durable: bool) -> io::Result<()> {
+        let mut inner = self.lock();
+        if inner.ack_persisted == inner.acked {
+            return Ok(());
+        }
+        self.persist_ack_locked(&mut inner, durable)
+    }
+
+    fn persist_ack_locked(&self, inner: &mut Inner, durable: bool) -> io::Result<()> {
+        write_ack_file(&self.dir, inner.acked, durable)?;
+        inner.ack_persisted = inner.acked;
+        inner.ack_persisted_at = Some(std::time::Instant::now());
         Ok(())
     }
 
@@ -664,6 +703,14 @@ impl Spool {
                 "request-log spool is full: oldest segment dropped unshipped"
             );
             remove_file_logged(&seg.path);
+        }
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Err(e) = self.persist_ack(false) {
+            warn!(error = %e, "cannot record the last log acknowledgement on disk");
         }
     }
 }

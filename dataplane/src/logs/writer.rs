@@ -1,7 +1,10 @@
 //! The spool writer: drains the [`super::LogSink`] queue into the spool.
-//! Whatever is queued when it wakes is written as one batch (one `write`),
-//! so batches grow with load. File I/O runs on the blocking pool; the async
-//! runtime never waits on the disk, and request handlers never wait at all.
+//! Whatever is queued when it wakes, plus what arrives within a short
+//! linger, is written as one batch (one `write`), so batches grow with load
+//! and each costs one trip to the blocking pool, one write, and downstream
+//! one spool read, one `LogBatch` and one acknowledgement. File I/O runs on
+//! the blocking pool; the async runtime never waits on the disk, and request
+//! handlers never wait at all.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +23,9 @@ pub(crate) struct Writer {
     pub node_id: String,
     pub sync_interval: Duration,
     pub max_batch: usize,
+    /// After the first record of a batch, how long to gather more before
+    /// writing (zero: write what is queued at once).
+    pub linger: Duration,
     /// Fires (or is dropped) to stop: the queue is closed, drained, written
     /// and synced, then the writer returns.
     pub stop: oneshot::Receiver<()>,
@@ -55,6 +61,21 @@ impl Writer {
                 // Closed and drained.
                 break;
             }
+            if !stopping && !self.linger.is_zero() && batch.len() < max_batch {
+                // Under load, a batch per request would cost a blocking-pool
+                // hand-off, a write, a spool read, a gRPC message and an
+                // acknowledgement (a file rename) each: gather for a moment.
+                let until = Instant::now() + self.linger;
+                while batch.len() < max_batch {
+                    let room = max_batch - batch.len();
+                    match tokio::time::timeout_at(until, self.rx.recv_many(&mut batch, room)).await
+                    {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            }
+            let n = batch.len();
             for r in &mut batch {
                 if r.node_id.is_empty() {
                     r.node_id.clone_from(&self.node_id);

@@ -99,9 +99,22 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// The members of the top-level object: (decoded key, value span), and the
-/// position of the closing brace.
-fn members(body: &[u8]) -> Option<(Vec<(String, Span)>, usize)> {
+/// Whether a raw JSON string (quotes included) is `name`. Keys without an
+/// escape compare as bytes; only an escaped key is decoded.
+fn key_is(quoted: &[u8], name: &str) -> bool {
+    let inner = &quoted[1..quoted.len().saturating_sub(1)];
+    if !inner.contains(&b'\\') {
+        return inner == name.as_bytes();
+    }
+    serde_json::from_slice::<String>(quoted).is_ok_and(|k| k == name)
+}
+
+/// One top-level member: its raw key (quotes included) and value span.
+type Member<'b> = (&'b [u8], Span);
+
+/// The members of the top-level object, and the position of the closing
+/// brace.
+fn members(body: &[u8]) -> Option<(Vec<Member<'_>>, usize)> {
     let mut s = Scanner { b: body, i: 0 };
     s.ws();
     s.eat(b'{')?;
@@ -114,7 +127,7 @@ fn members(body: &[u8]) -> Option<(Vec<(String, Span)>, usize)> {
         s.ws();
         let key_start = s.i;
         s.string()?;
-        let key: String = serde_json::from_slice(&body[key_start..s.i]).ok()?;
+        let key = &body[key_start..s.i];
         s.ws();
         s.eat(b':')?;
         let span = s.value()?;
@@ -128,13 +141,25 @@ fn members(body: &[u8]) -> Option<(Vec<(String, Span)>, usize)> {
     }
 }
 
+/// The raw bytes of the top-level member `name` (the last one, as a JSON
+/// parser keeps), without parsing anything else. `None` when the body is
+/// not an object or has no such member.
+pub fn top_level<'b>(body: &'b [u8], name: &str) -> Option<&'b [u8]> {
+    let (members, _) = members(body)?;
+    members
+        .iter()
+        .rev()
+        .find(|(k, _)| key_is(k, name))
+        .map(|(_, s)| &body[s.start..s.end])
+}
+
 /// Replaces the value of every top-level `model` member with `model`.
 /// Returns `None` when the body is not a JSON object with a `model`.
 pub fn replace_model(body: &[u8], model: &str) -> Option<Bytes> {
     let (members, _) = members(body)?;
     let spans: Vec<Span> = members
         .iter()
-        .filter(|(k, _)| k == "model")
+        .filter(|(k, _)| key_is(k, "model"))
         .map(|(_, s)| *s)
         .collect();
     if spans.is_empty() {
@@ -161,7 +186,7 @@ pub fn request_stream_usage(body: &[u8]) -> Option<Bytes> {
     let existing = members
         .iter()
         .rev()
-        .find(|(k, _)| k == "stream_options")
+        .find(|(k, _)| key_is(k, "stream_options"))
         .map(|(_, s)| *s);
     let mut out = Vec::with_capacity(body.len() + 48);
     match existing {
@@ -222,6 +247,22 @@ mod tests {
         assert!(replace_model(br#"{"x":1}"#, "b").is_none());
         assert!(replace_model(br#"[1]"#, "b").is_none());
         assert!(replace_model(br#"{"model":"a""#, "b").is_none());
+    }
+
+    #[test]
+    fn top_level_members_are_found_without_parsing_the_rest() {
+        let body = br#"{"choices":[{"usage":{"x":1}}], "usage" : {"prompt_tokens":3} ,"z":"}"}"#;
+        assert_eq!(top_level(body, "usage").unwrap(), br#"{"prompt_tokens":3}"#);
+        assert_eq!(
+            top_level(br#"{"usage":1,"usage":2}"#, "usage").unwrap(),
+            b"2"
+        );
+        assert_eq!(
+            top_level(br#"{"us\u0061ge":null}"#, "usage").unwrap(),
+            b"null"
+        );
+        assert!(top_level(br#"{"choices":[]}"#, "usage").is_none());
+        assert!(top_level(br#"[{"usage":1}]"#, "usage").is_none());
     }
 
     #[test]

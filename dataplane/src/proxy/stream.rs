@@ -97,10 +97,15 @@ impl ProxyBody {
                 r.error = error.unwrap_or_else(|| "upstream stream broke".into());
             }
         }
-        let (body, truncated) = super::record::capped_body(&self.observer.logged, usize::MAX);
-        if f.record.response_body.is_empty() && !body.is_empty() {
-            f.record.response_body = body;
-            f.record.response_body_truncated = truncated || self.observer.log_truncated;
+        if f.record.response_body.is_empty() && !self.observer.logged.is_empty() {
+            // The kept copy becomes the record's text without another copy
+            // when it is valid UTF-8 (it usually is).
+            let logged = std::mem::take(&mut self.observer.logged);
+            f.record.response_body = match String::from_utf8(Vec::from(logged)) {
+                Ok(text) => text,
+                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            };
+            f.record.response_body_truncated = self.observer.log_truncated;
         }
         f.usage = self.observer.usage();
         f.completion_text = std::mem::take(&mut self.observer.seen.text);

@@ -1,0 +1,1116 @@
+#!/usr/bin/env python3
+"""The benchmark harness behind bench/run.sh (stdlib only; run.sh builds the
+binaries and installs the tools first, then runs this).
+
+It starts the in-repo mock upstream, a control plane (SQLite in a temporary
+folder), a data plane and nginx (1 worker, proxy_pass with upstream
+keepalive and proxy_buffering off), configures a provider, a model and keys
+through the `llmgw` CLI, pins the system under test (the data plane, or
+nginx's worker) to core 0 and the mock, the load generators and the control
+plane (at nice 19) to core 1, and runs scenarios S1-S7 of the benchmark
+issue against direct (the mock itself), nginx and llmgw in the same run, in
+rotating order over several rounds. It prints a table of medians with their
+ranges and writes everything to bench/results/<timestamp>.json (and .md).
+
+Scenarios (durations are for a full run; --quick shortens them):
+  S1  one request in flight, instant mock, 1 KiB reply: p50/p99, added vs direct
+  S2  50 ms mock at 500/1000/2000 req/s, open loop, latency-corrected (oha)
+  S3  instant mock, 64 connections, closed loop (wrk): req/s, CPU us/req, busy
+  S4  64 chunks 20 ms apart, 1/100/500 concurrent streams (llmgw-bench sse)
+  S5  RSS idle, and peak while 1,000 streams are open
+  S6  S3 with a key whose bodies are logged vs a key that logs no bodies;
+      then N requests with a fresh key and the log rows counted (= N)
+  S7  10,000 models and 10,000 keys applied; admin change -> /readyz version
+"""
+
+import argparse
+import atexit
+import datetime
+import hashlib
+import json
+import os
+import platform
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release")
+RESULTS = os.path.join(ROOT, "bench", "results")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+SUT_CORE = "0"
+LOAD_CORE = "1"
+REQUEST_BODY = json.dumps(
+    {"model": "bench", "messages": [{"role": "user", "content": "Hello, how are you today?"}]},
+    separators=(",", ":"),
+)
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# processes
+# ---------------------------------------------------------------------------
+
+STARTED = []
+
+
+class Proc:
+    """A child process in its own session, pinned with taskset."""
+
+    def __init__(self, name, argv, core, env=None, nice=0, logdir=None, capture_stdout=False):
+        self.name = name
+        cmd = ["taskset", "-c", core]
+        if nice:
+            cmd += ["nice", "-n", str(nice)]
+        cmd += argv
+        out = open(os.path.join(logdir, f"{name}.log"), "wb") if logdir else subprocess.DEVNULL
+        self.logfile = out
+        self.p = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE if capture_stdout else out,
+            stderr=out,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        STARTED.append(self)
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def stop(self, timeout=10):
+        if self.p.poll() is not None:
+            return
+        try:
+            os.killpg(self.p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.p.wait(5)
+
+
+def stop_all():
+    for p in reversed(STARTED):
+        try:
+            p.stop()
+        except Exception as e:  # noqa: BLE001 - best effort at exit
+            log(f"stopping {p.name}: {e}")
+
+
+def cpu_ticks(pid):
+    """utime + stime of a whole process (all its threads, dead ones too)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url, timeout=2.0):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.read()
+
+
+def wait_until(what, pred, timeout, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            v = pred()
+            if v:
+                return v
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(interval)
+    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
+
+
+def load_average():
+    with open("/proc/loadavg") as f:
+        return [float(x) for x in f.read().split()[:3]]
+
+
+# ---------------------------------------------------------------------------
+# the stack
+# ---------------------------------------------------------------------------
+
+
+class Stack:
+    def __init__(self, args):
+        self.args = args
+        self.tmp = tempfile.mkdtemp(prefix="llmgw-bench-")
+        self.logdir = os.path.join(self.tmp, "logs")
+        os.makedirs(self.logdir)
+        self.admin_token = secrets.token_hex(16)
+        self.dp_token = secrets.token_hex(16)
+        self.master_key = secrets.token_hex(32)
+        self.cp_port = free_port()
+        self.dp_port = free_port()
+        self.nginx_port = free_port()
+        self.keys = {}
+
+    # -- the llmgw CLI ------------------------------------------------------
+    def cli(self, *argv, json_out=False, check=True, timeout=600):
+        cmd = [os.path.join(BIN, "llmgw")]
+        if json_out:
+            cmd += ["-o", "json"]
+        cmd += list(argv)
+        env = {
+            **os.environ,
+            "LLMGW_SERVER": f"http://127.0.0.1:{self.cp_port}",
+            "LLMGW_ADMIN_TOKEN": self.admin_token,
+        }
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"llmgw {' '.join(argv)} failed: {r.stderr.strip()}")
+        return json.loads(r.stdout) if json_out and r.stdout.strip() else r.stdout
+
+    def start(self):
+        a = self.args
+        # Mock: instant, 1 KiB non-streaming replies; knobs per request by header.
+        self.mock = Proc(
+            "mock",
+            [os.path.join(BIN, "llmgw-mock"), "--listen", "127.0.0.1:0", "--reply-bytes", "1024",
+             "--no-record"],
+            LOAD_CORE,
+            logdir=None,
+            capture_stdout=True,
+        )
+        line = self.mock.p.stdout.readline().decode().strip()
+        m = re.match(r"listening on (\S+)", line)
+        if not m:
+            raise RuntimeError(f"mock did not say where it listens: {line!r}")
+        self.mock_addr = m.group(1)
+        # Keep draining the mock's stdout so it never blocks on a full pipe.
+        threading.Thread(target=lambda: self.mock.p.stdout.read(), daemon=True).start()
+        log(f"mock on {self.mock_addr}")
+
+        # Control plane: off the SUT core and below everything on core 1, so
+        # log ingest catches up between measurements instead of competing.
+        cp_env = {"RUST_LOG": "warn"}
+        self.cp = Proc(
+            "controlplane",
+            [os.path.join(BIN, "llmgw-controlplane"), "--listen", f"127.0.0.1:{self.cp_port}",
+             "--data-dir", os.path.join(self.tmp, "cp"), "--admin-token", self.admin_token,
+             "--dataplane-token", self.dp_token, "--master-key", self.master_key,
+             "--dashboard-dir", os.path.join(self.tmp, "no-dashboard")],
+            LOAD_CORE,
+            env=cp_env,
+            nice=19,
+            logdir=self.logdir,
+        )
+        wait_until("the control plane", lambda: self.cli("provider", "list", check=False) is not None
+                   and self.cli("provider", "list", json_out=True) is not None, 60, 0.2)
+        log(f"control plane on 127.0.0.1:{self.cp_port}")
+
+        self.cli("provider", "add", "mock", "--protocol", "openai", "--base-url",
+                 f"http://{self.mock_addr}/v1", "--api-key", "sk-upstream-bench-0000")
+        self.cli("model", "add", "bench", "--target", "mock:bench")
+        for name, extra in [("bench-full", []), ("bench-nobodies", ["--no-log-bodies"]),
+                            ("bench-count", []), ("bench-streams", [])]:
+            self.keys[name] = self.cli("key", "create", name, *extra, json_out=True)["key"]
+
+        self.dp = Proc(
+            "dataplane",
+            [os.path.join(BIN, "llmgw-dataplane"), "--listen", f"127.0.0.1:{self.dp_port}",
+             "--control-plane", f"http://127.0.0.1:{self.cp_port}", "--node-id", "bench",
+             "--spool-dir", os.path.join(self.tmp, "spool"),
+             "--spool-max-bytes", str(16 << 30)],
+            SUT_CORE,
+            env={"LLMGW_DATAPLANE_TOKEN": self.dp_token, "RUST_LOG": "warn"},
+            logdir=self.logdir,
+        )
+        wait_until("the data plane's /readyz",
+                   lambda: http_get(f"http://127.0.0.1:{self.dp_port}/readyz")[0] == 200, 60)
+        log(f"data plane on 127.0.0.1:{self.dp_port}")
+
+        self.start_nginx()
+        if "litellm" in a.peers:
+            self.start_litellm()
+
+    def start_nginx(self):
+        d = os.path.join(self.tmp, "nginx")
+        os.makedirs(d)
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(dir=d, port=self.nginx_port, upstream=self.mock_addr))
+        self.nginx = Proc("nginx", ["nginx", "-p", d + "/", "-e", os.path.join(d, "error.log"),
+                                     "-c", conf], SUT_CORE, logdir=self.logdir)
+        wait_until("nginx", lambda: self.nginx_worker(), 15)
+        wait_until("nginx to proxy",
+                   lambda: post_once(f"127.0.0.1:{self.nginx_port}", "") == 200, 15)
+        log(f"nginx on 127.0.0.1:{self.nginx_port} (worker pid {self.nginx_worker()})")
+
+    def nginx_worker(self):
+        kids = open(f"/proc/{self.nginx.pid}/task/{self.nginx.pid}/children").read().split()
+        return int(kids[0]) if kids else None
+
+    def start_litellm(self):
+        venv = os.path.join(ROOT, "bench", ".venv-litellm")
+        exe = os.path.join(venv, "bin", "litellm")
+        if not os.path.exists(exe):
+            log("litellm is not installed in bench/.venv-litellm; skipping the litellm column")
+            self.args.peers = [p for p in self.args.peers if p != "litellm"]
+            return
+        self.litellm_port = free_port()
+        # LiteLLM 1.108 refuses to start without a strong master key; the
+        # key is checked on every request, as llmgw checks its client keys.
+        self.litellm_key = "sk-" + secrets.token_hex(24)
+        cfg = os.path.join(self.tmp, "litellm.yaml")
+        with open(cfg, "w") as f:
+            f.write(LITELLM_CONF.format(upstream=self.mock_addr))
+        self.litellm = Proc(
+            "litellm",
+            [exe, "--config", cfg, "--host", "127.0.0.1", "--port", str(self.litellm_port),
+             "--num_workers", "1"],
+            SUT_CORE,
+            env={"LITELLM_MASTER_KEY": self.litellm_key, "LITELLM_LOG": "ERROR",
+                 "LITELLM_TELEMETRY": "False", "DISABLE_SCHEMA_UPDATE": "true"},
+            logdir=self.logdir,
+        )
+        wait_until("litellm", lambda: post_once(f"127.0.0.1:{self.litellm_port}", self.litellm_key) == 200,
+                   180, 0.5)
+        log(f"litellm on 127.0.0.1:{self.litellm_port}")
+
+    # -- targets ------------------------------------------------------------
+    def targets(self):
+        t = {
+            "direct": {"addr": self.mock_addr, "key": "", "pid": None},
+            "nginx": {"addr": f"127.0.0.1:{self.nginx_port}", "key": "", "pid": self.nginx_worker()},
+            "llmgw": {"addr": f"127.0.0.1:{self.dp_port}", "key": self.keys["bench-full"],
+                      "pid": self.dp.pid},
+        }
+        if "litellm" in self.args.peers:
+            t["litellm"] = {"addr": f"127.0.0.1:{self.litellm_port}", "key": self.stack_litellm_key(),
+                            "pid": self.litellm.pid}
+        return t
+
+    def stack_litellm_key(self):
+        return self.litellm_key
+
+    def dp_metric(self, name):
+        _, body = http_get(f"http://127.0.0.1:{self.dp_port}/metrics")
+        for line in body.decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def wait_logs_shipped(self, timeout=300):
+        """Until the data plane's spool is empty: every record stored and ACKed."""
+        t0 = time.monotonic()
+        wait_until("the request logs to be shipped",
+                   lambda: self.dp_metric("llmgw_log_spool_depth") == 0, timeout, 0.2)
+        return time.monotonic() - t0
+
+    def readyz_version(self):
+        _, body = http_get(f"http://127.0.0.1:{self.dp_port}/readyz")
+        return json.loads(body)["version"]
+
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+master_process on;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+worker_rlimit_nofile 65536;
+events {{
+    worker_connections 16384;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    upstream mock {{
+        server {upstream};
+        keepalive 1024;
+        keepalive_requests 1000000;
+        keepalive_timeout 120s;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+LITELLM_CONF = """\
+model_list:
+  - model_name: bench
+    litellm_params:
+      model: openai/bench
+      api_base: http://{upstream}/v1
+      api_key: sk-upstream-bench-0000
+litellm_settings:
+  telemetry: false
+  callbacks: []
+general_settings:
+  disable_spend_logs: true
+"""
+
+
+def post_once(addr, key):
+    req = urllib.request.Request(
+        f"http://{addr}/v1/chat/completions", data=REQUEST_BODY.encode(),
+        headers={"content-type": "application/json",
+                 **({"authorization": f"Bearer {key}"} if key else {})})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        r.read()
+        return r.status
+
+
+# ---------------------------------------------------------------------------
+# load generators
+# ---------------------------------------------------------------------------
+
+
+def oha_path():
+    for p in [shutil.which("oha"), os.path.expanduser("~/.cargo/bin/oha")]:
+        if p and os.path.exists(p):
+            return p
+    raise RuntimeError("oha not found (bench/run.sh installs it with cargo install oha)")
+
+
+def run_oha(target, duration, conns, rate=None, headers=(), n=None):
+    cmd = [oha_path(), "--no-tui", "--output-format", "json", "-c", str(conns), "-m", "POST",
+           "-T", "application/json", "-d", REQUEST_BODY, "-t", "30s", "-w"]
+    if n is not None:
+        cmd += ["-n", str(n)]
+    else:
+        cmd += ["-z", f"{duration}s"]
+    if rate:
+        cmd += ["-q", str(rate), "--latency-correction"]
+    if target["key"]:
+        cmd += ["-H", f"authorization: Bearer {target['key']}"]
+    for h in headers:
+        cmd += ["-H", h]
+    cmd.append(f"http://{target['addr']}/v1/chat/completions")
+    r = subprocess.run(["taskset", "-c", LOAD_CORE] + cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"oha failed: {r.stderr.strip()[:500]}")
+    j = json.loads(r.stdout)
+    codes = {str(k): v for k, v in (j.get("statusCodeDistribution") or {}).items()}
+    ok = codes.get("200", 0)
+    errors = sum(v for k, v in codes.items() if k != "200") + sum(
+        (j.get("errorDistribution") or {}).values())
+    pct = j.get("latencyPercentiles") or {}
+    return {
+        "ok": ok,
+        "errors": errors,
+        "error_kinds": j.get("errorDistribution") or {},
+        "rps": j["summary"].get("requestsPerSec"),
+        "p50_ms": (pct.get("p50") or 0) * 1000,
+        "p99_ms": (pct.get("p99") or 0) * 1000,
+    }
+
+
+WRK_LUA = """\
+wrk.method = "POST"
+wrk.body = os.getenv("BENCH_BODY")
+wrk.headers["Content-Type"] = "application/json"
+local key = os.getenv("BENCH_KEY")
+if key and key ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. key
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCHJSON {"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p99_us":%d}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def run_wrk(stack, target, duration, conns, key=None):
+    script = os.path.join(stack.tmp, "post.lua")
+    if not os.path.exists(script):
+        with open(script, "w") as f:
+            f.write(WRK_LUA)
+    env = {**os.environ, "BENCH_BODY": REQUEST_BODY,
+           "BENCH_KEY": target["key"] if key is None else key}
+    cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "-s", script,
+           f"http://{target['addr']}/v1/chat/completions"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    m = re.search(r"BENCHJSON (\{.*\})", r.stdout)
+    if r.returncode != 0 or not m:
+        raise RuntimeError(f"wrk failed: {r.stdout[-500:]} {r.stderr[-500:]}")
+    j = json.loads(m.group(1))
+    secs = j["duration_us"] / 1e6
+    errors = j["connect"] + j["read"] + j["write"] + j["status"] + j["timeout"]
+    return {"requests": j["requests"], "seconds": secs, "rps": j["requests"] / secs,
+            "errors": errors, "p50_ms": j["p50_us"] / 1000, "p99_ms": j["p99_us"] / 1000}
+
+
+def run_sse(target, streams, waves, chunks, delay_ms, sample_pid=None, parallelism=64):
+    cmd = ["taskset", "-c", LOAD_CORE, os.path.join(BIN, "llmgw-bench"), "sse",
+           "--addr", target["addr"], "--streams", str(streams), "--waves", str(waves),
+           "--chunks", str(chunks), "--chunk-delay-ms", str(delay_ms),
+           "--connect-parallelism", str(parallelism)]
+    if target["key"]:
+        cmd += ["--key", target["key"]]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while p.poll() is None:
+        if sample_pid:
+            try:
+                peak = max(peak, rss_kib(sample_pid))
+            except OSError:
+                pass
+        time.sleep(0.05)
+    out, err = p.communicate()
+    if p.returncode != 0:
+        raise RuntimeError(f"llmgw-bench sse failed: {err.strip()[:500]}")
+    j = json.loads(out)
+    j["peak_rss_kib"] = peak
+    return j
+
+
+# ---------------------------------------------------------------------------
+# measurement helpers
+# ---------------------------------------------------------------------------
+
+
+class Cpu:
+    def __init__(self, pid):
+        self.pid = pid
+        self.t0 = cpu_ticks(pid) if pid else None
+
+    def seconds(self):
+        return (cpu_ticks(self.pid) - self.t0) / CLK_TCK if self.pid else None
+
+
+def rotated(names, r):
+    k = r % len(names)
+    return names[k:] + names[:k]
+
+
+def med_range(values):
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+# ---------------------------------------------------------------------------
+# scenarios
+# ---------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args, stack):
+        self.a = args
+        self.s = stack
+        self.t = stack.targets()
+        self.names = list(self.t)
+        self.raw = {}  # scenario -> target -> list of per-round dicts
+        q = args.quick
+        self.d_latency = 2 if q else 5
+        self.d_capacity = 2 if q else 5
+        self.s4_waves_single = 2 if q else 5
+
+    def put(self, scen, target, value):
+        self.raw.setdefault(scen, {}).setdefault(target, []).append(value)
+
+    def fresh_idle_rss(self):
+        """RSS of each system under test before any traffic, once it has
+        stopped growing (the data plane loads its tokenizers at start)."""
+        out = {}
+        for name, t in self.t.items():
+            if not t["pid"]:
+                continue
+            last, stable_since = -1, time.monotonic()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                now = rss_kib(t["pid"])
+                if now != last:
+                    last, stable_since = now, time.monotonic()
+                elif time.monotonic() - stable_since >= 1.5:
+                    break
+                time.sleep(0.1)
+            out[name] = last
+            log(f"S5 {name}: fresh idle RSS {last / 1024:.1f} MiB")
+        self.raw["S5-fresh"] = out
+
+    def warm_up(self):
+        for name, t in self.t.items():
+            run_wrk(self.s, t, 1, 64)
+        self.s.wait_logs_shipped()
+
+    def s1(self, r):
+        for name in rotated(self.names, r):
+            res = run_oha(self.t[name], self.d_latency, 1)
+            self.put("S1", name, res)
+            log(f"S1 {name}: p50 {res['p50_ms']:.3f} ms p99 {res['p99_ms']:.3f} ms")
+
+    def s2(self, r):
+        for rate in (500, 1000, 2000):
+            for name in rotated(self.names, r):
+                res = run_oha(self.t[name], self.d_latency, 256, rate=rate,
+                              headers=["x-mock-latency-ms: 50"])
+                self.put(f"S2@{rate}", name, res)
+                log(f"S2 {rate}/s {name}: p50 {res['p50_ms']:.2f} ms p99 {res['p99_ms']:.2f} ms "
+                    f"errors {res['errors']}")
+
+    def capacity(self, target, key=None):
+        """S3-style run: wrk at 64 connections; CPU from before the run until
+        the data plane has shipped every log record of it."""
+        pid = target["pid"]
+        cpu = Cpu(pid)
+        res = run_wrk(self.s, target, self.d_capacity, 64, key=key)
+        run_cpu = cpu.seconds()
+        settle = None
+        if target is self.t["llmgw"]:
+            settle = self.s.wait_logs_shipped()
+        total_cpu = cpu.seconds()
+        res["sut_busy"] = run_cpu / res["seconds"] if pid else None
+        res["cpu_us_per_req"] = total_cpu / res["requests"] * 1e6 if pid else None
+        res["cpu_us_per_req_during_run"] = run_cpu / res["requests"] * 1e6 if pid else None
+        res["log_settle_s"] = settle
+        return res
+
+    def s3(self, r):
+        for name in rotated(self.names, r):
+            res = self.capacity(self.t[name])
+            self.put("S3", name, res)
+            cpu = f"{res['cpu_us_per_req']:.1f}" if res["cpu_us_per_req"] else "-"
+            log(f"S3 {name}: {res['rps']:.0f} req/s, cpu {cpu} us/req, errors {res['errors']}")
+
+    def s4(self, r):
+        for streams in (1, 100, 500):
+            waves = self.s4_waves_single if streams == 1 else 1
+            for name in rotated(self.names, r):
+                res = run_sse(self.t[name], streams, waves, 64, 20,
+                              parallelism=min(streams, 100))
+                self.put(f"S4@{streams}", name, res)
+                log(f"S4 {streams} streams {name}: ttff p50 {fmt(res['ttff_ms'], 'p50')} ms, "
+                    f"gap p99 {fmt(res['gap_ms'], 'p99')} ms, coalesced {res['coalesced']}, "
+                    f"late {res['late']}, missing {res['missing']}, errors {res['errors']}")
+
+    def s5(self, r):
+        for name in rotated(self.names, r):
+            t = self.t[name]
+            if not t["pid"]:
+                continue
+            idle = rss_kib(t["pid"])
+            res = run_sse(t, 1000, 1, 64, 100, sample_pid=t["pid"], parallelism=200)
+            res["idle_rss_kib"] = self.raw.get("S5-fresh", {}).get(name)
+            res["idle_after_load_rss_kib"] = idle
+            self.put("S5", name, res)
+            log(f"S5 {name}: idle after load {idle / 1024:.1f} MiB, 1000 streams peak "
+                f"{res['peak_rss_kib'] / 1024:.1f} MiB (max open {res['max_open']}, "
+                f"errors {res['errors']})")
+
+    def s6(self, r):
+        t = self.t["llmgw"]
+        variants = [("bodies", self.s.keys["bench-full"]), ("no-bodies", self.s.keys["bench-nobodies"])]
+        for label, key in rotated(variants, r):
+            res = self.capacity(t, key=key)
+            self.put("S6", label, res)
+            log(f"S6 {label}: {res['rps']:.0f} req/s, cpu {res['cpu_us_per_req']:.1f} us/req")
+
+    def s6_count(self):
+        """Exactly N requests with a fresh key, then the stored rows counted."""
+        n = 2000 if self.a.quick else 20000
+        t = dict(self.t["llmgw"], key=self.s.keys["bench-count"])
+        res = run_oha(t, None, 64, n=n)
+        self.s.wait_logs_shipped()
+        stats = self.s.cli("stats", "--key", "bench-count", "--since", "1d", json_out=True)
+        rows = find_count(stats)
+        out = {"sent": n, "ok": res["ok"], "errors": res["errors"], "rows": rows}
+        self.raw["S6-count"] = out
+        log(f"S6 log rows: sent {n}, answered 200 {res['ok']}, rows stored {rows}")
+
+    def s7(self):
+        n = self.a.s7_objects
+        t0 = time.monotonic()
+        export = self.s.cli("export", json_out=True)
+        cfg = make_big_config(export, n)
+        path = os.path.join(self.s.tmp, "big.json")
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        v0 = self.s.readyz_version()
+        ta = time.monotonic()
+        self.s.cli("apply", "-f", path, timeout=1800)
+        applied = time.monotonic() - ta
+        wait_until("the big snapshot", lambda: self.s.readyz_version() > v0, 300, 0.01)
+        big_ack = time.monotonic() - ta
+        log(f"S7 applied {n} models and {n} keys in {applied:.1f} s; "
+            f"data plane at the new version after {big_ack:.1f} s")
+        changes = []
+        for i in range(3 if self.a.quick else 7):
+            v = self.s.readyz_version()
+            attempts = str(2 + i % 2)
+            start = time.monotonic()
+            self.s.cli("model", "update", "bench-s7-0", "--max-attempts", attempts)
+            committed = time.monotonic()
+            wait_until("the change", lambda: self.s.readyz_version() > v, 60, 0.002)
+            done = time.monotonic()
+            changes.append({"change_to_ack_s": done - start, "commit_to_ack_s": done - committed,
+                            "cli_s": committed - start})
+            time.sleep(0.3)
+        rss = rss_kib(self.s.dp.pid)
+        self.raw["S7"] = {"objects": n, "apply_s": applied, "apply_to_ack_s": big_ack,
+                          "changes": changes, "dp_rss_kib": rss, "total_s": time.monotonic() - t0}
+        cta = [c["change_to_ack_s"] for c in changes]
+        log(f"S7 change -> /readyz: median {statistics.median(cta) * 1000:.0f} ms "
+            f"({min(cta) * 1000:.0f}-{max(cta) * 1000:.0f}); data plane RSS {rss / 1024:.1f} MiB")
+
+
+def fmt(summary, key):
+    return f"{summary[key]:.2f}" if summary else "-"
+
+
+def find_count(stats):
+    """The request count in `llmgw -o json stats` output."""
+    if isinstance(stats, dict):
+        for k in ("total", "summary", "overall"):
+            if isinstance(stats.get(k), dict):
+                c = find_count(stats[k])
+                if c is not None:
+                    return c
+        for k in ("requests", "count", "request_count"):
+            if isinstance(stats.get(k), (int, str)) and str(stats[k]).isdigit():
+                return int(stats[k])
+    return None
+
+
+def make_big_config(export, n):
+    """The exported configuration plus n models and n keys."""
+    cfg = dict(export)
+    models = list(cfg.get("models") or [])
+    keys = list(cfg.get("api_keys") or [])
+    template = next(m for m in models if m["name"] == "bench")
+    for i in range(n):
+        m = json.loads(json.dumps(template))
+        m["name"] = f"bench-s7-{i}"
+        models.append(m)
+    key_template = keys[0]
+    for i in range(n):
+        secret = "sk-llmgw-" + "".join(random.choices(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", k=32))
+        k = dict(key_template)
+        k["name"] = f"bench-s7-key-{i}"
+        k["hash"] = hashlib.sha256(secret.encode()).hexdigest()
+        k["prefix"] = secret[:13]
+        k["models"] = []
+        keys.append(k)
+    cfg["models"] = models
+    cfg["api_keys"] = keys
+    return cfg
+
+
+# ---------------------------------------------------------------------------
+# summary
+# ---------------------------------------------------------------------------
+
+
+def summarize(raw, names):
+    """Medians and ranges over rounds; 'added' figures are per-round
+    differences against direct from the same round."""
+    S = {}
+
+    def per_round(scen, name, key):
+        return [r[key] for r in raw.get(scen, {}).get(name, [])]
+
+    def added(scen, name, key):
+        a, d = per_round(scen, name, key), per_round(scen, "direct", key)
+        return [x - y for x, y in zip(a, d)]
+
+    for scen in ["S1"] + [f"S2@{q}" for q in (500, 1000, 2000)]:
+        if scen not in raw:
+            continue
+        for name in names:
+            S.setdefault(scen, {})[name] = {
+                "p50_ms": med_range(per_round(scen, name, "p50_ms")),
+                "p99_ms": med_range(per_round(scen, name, "p99_ms")),
+                "errors": sum(per_round(scen, name, "errors")),
+                "added_p50_ms": med_range(added(scen, name, "p50_ms")) if name != "direct" else None,
+                "added_p99_ms": med_range(added(scen, name, "p99_ms")) if name != "direct" else None,
+            }
+    if "S3" in raw:
+        nginx_rps = per_round("S3", "nginx", "rps")
+        nginx_cpu = per_round("S3", "nginx", "cpu_us_per_req")
+        for name in names:
+            rps = per_round("S3", name, "rps")
+            cpu = per_round("S3", name, "cpu_us_per_req")
+            S.setdefault("S3", {})[name] = {
+                "rps": med_range(rps),
+                "cpu_us_per_req": med_range(cpu),
+                "sut_busy": med_range(per_round("S3", name, "sut_busy")),
+                "errors": sum(per_round("S3", name, "errors")),
+                "rps_vs_nginx": med_range([x / y for x, y in zip(rps, nginx_rps)]),
+                "cpu_vs_nginx": med_range([x / y for x, y in zip(cpu, nginx_cpu)
+                                           if x is not None and y]),
+            }
+    for streams in (1, 100, 500):
+        scen = f"S4@{streams}"
+        if scen not in raw:
+            continue
+        for name in names:
+            rows = raw[scen].get(name, [])
+            d = raw[scen].get("direct", [])
+            S.setdefault(scen, {})[name] = {
+                "ttff_p50_ms": med_range([r["ttff_ms"]["p50"] for r in rows if r["ttff_ms"]]),
+                "gap_p99_ms": med_range([r["gap_ms"]["p99"] for r in rows if r["gap_ms"]]),
+                "added_ttff_p50_ms": med_range([r["ttff_ms"]["p50"] - x["ttff_ms"]["p50"]
+                                                for r, x in zip(rows, d)
+                                                if r["ttff_ms"] and x["ttff_ms"]]) if name != "direct" else None,
+                "added_gap_p99_ms": med_range([r["gap_ms"]["p99"] - x["gap_ms"]["p99"]
+                                               for r, x in zip(rows, d)
+                                               if r["gap_ms"] and x["gap_ms"]]) if name != "direct" else None,
+                "coalesced": sum(r["coalesced"] for r in rows),
+                "late": sum(r["late"] for r in rows),
+                "missing": sum(r["missing"] for r in rows),
+                "errors": sum(r["errors"] for r in rows),
+                "content_events": sum(r["content_events"] for r in rows),
+            }
+    if "S5" in raw:
+        for name, rows in raw["S5"].items():
+            S.setdefault("S5", {})[name] = {
+                "idle_rss_mib": med_range([r["idle_rss_kib"] / 1024 for r in rows if r["idle_rss_kib"]]),
+                "idle_after_load_rss_mib": med_range([r["idle_after_load_rss_kib"] / 1024 for r in rows]),
+                "peak_rss_1000_mib": med_range([r["peak_rss_kib"] / 1024 for r in rows]),
+                "max_open": min(r["max_open"] for r in rows),
+                "errors": sum(r["errors"] for r in rows),
+            }
+    if "S6" in raw:
+        b, nb = raw["S6"].get("bodies", []), raw["S6"].get("no-bodies", [])
+        S["S6"] = {
+            "bodies": {"rps": med_range([r["rps"] for r in b]),
+                       "cpu_us_per_req": med_range([r["cpu_us_per_req"] for r in b])},
+            "no-bodies": {"rps": med_range([r["rps"] for r in nb]),
+                          "cpu_us_per_req": med_range([r["cpu_us_per_req"] for r in nb])},
+            "throughput_ratio": med_range([x["rps"] / y["rps"] for x, y in zip(b, nb)]),
+            "cpu_ratio": med_range([x["cpu_us_per_req"] / y["cpu_us_per_req"] for x, y in zip(b, nb)]),
+            "count": raw.get("S6-count"),
+        }
+    if "S7" in raw:
+        s7 = raw["S7"]
+        S["S7"] = {
+            "objects": s7["objects"],
+            "change_to_ack_ms": med_range([c["change_to_ack_s"] * 1000 for c in s7["changes"]]),
+            "commit_to_ack_ms": med_range([c["commit_to_ack_s"] * 1000 for c in s7["changes"]]),
+            "apply_s": s7["apply_s"],
+            "apply_to_ack_s": s7["apply_to_ack_s"],
+            "dp_rss_mib": s7["dp_rss_kib"] / 1024,
+        }
+    return S
+
+
+def mr(x, digits=2, unit=""):
+    if not x:
+        return "—"
+    if x["n"] == 1 or x["min"] == x["max"]:
+        return f"{x['median']:.{digits}f}{unit}"
+    return f"{x['median']:.{digits}f}{unit} ({x['min']:.{digits}f}–{x['max']:.{digits}f})"
+
+
+def table(S, names):
+    cols = names
+    lines = ["| scenario | metric | " + " | ".join(cols) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in cols) + " |"]
+
+    def row(scen, metric, f):
+        cells = []
+        for c in cols:
+            try:
+                cells.append(f(c))
+            except (KeyError, TypeError):
+                cells.append("—")
+        lines.append(f"| {scen} | {metric} | " + " | ".join(cells) + " |")
+
+    if "S1" in S:
+        s = S["S1"]
+        row("S1 1 in flight", "p50 ms", lambda c: mr(s[c]["p50_ms"], 3))
+        row("S1", "p99 ms", lambda c: mr(s[c]["p99_ms"], 3))
+        row("S1", "added p50 ms", lambda c: mr(s[c]["added_p50_ms"], 3))
+        row("S1", "added p99 ms", lambda c: mr(s[c]["added_p99_ms"], 3))
+    for q in (500, 1000, 2000):
+        k = f"S2@{q}"
+        if k in S:
+            s = S[k]
+            row(f"S2 {q}/s, 50 ms mock", "p50 / p99 ms",
+                lambda c: f"{mr(s[c]['p50_ms'])} / {mr(s[c]['p99_ms'])}")
+            row(f"S2 {q}/s", "added p50 / p99 ms, errors",
+                lambda c: ("—" if c == "direct" else
+                           f"{mr(s[c]['added_p50_ms'])} / {mr(s[c]['added_p99_ms'])}")
+                + f", {s[c]['errors']}")
+    if "S3" in S:
+        s = S["S3"]
+        row("S3 64 conns", "req/s", lambda c: mr(s[c]["rps"], 0))
+        row("S3", "ratio to nginx", lambda c: mr(s[c]["rps_vs_nginx"], 2) if c != "direct" else "—")
+        row("S3", "SUT CPU µs/req", lambda c: mr(s[c]["cpu_us_per_req"], 1))
+        row("S3", "CPU ratio to nginx", lambda c: mr(s[c]["cpu_vs_nginx"], 2))
+        row("S3", "SUT core busy", lambda c: mr(s[c]["sut_busy"], 2))
+        row("S3", "errors", lambda c: str(s[c]["errors"]))
+    for n in (1, 100, 500):
+        k = f"S4@{n}"
+        if k in S:
+            s = S[k]
+            row(f"S4 {n} stream{'s' if n > 1 else ''}", "first frame p50 ms",
+                lambda c: mr(s[c]["ttff_p50_ms"]))
+            row(f"S4 {n}", "added first frame ms", lambda c: mr(s[c]["added_ttff_p50_ms"]))
+            row(f"S4 {n}", "gap p99 ms (added)",
+                lambda c: mr(s[c]["gap_p99_ms"]) + ("" if c == "direct" else
+                                                    f" ({mr(s[c]['added_gap_p99_ms'])})"))
+            row(f"S4 {n}", "coalesced / late / missing / errors",
+                lambda c: f"{s[c]['coalesced']} / {s[c]['late']} / {s[c]['missing']} / {s[c]['errors']}"
+                f" of {s[c]['content_events']}")
+    if "S5" in S:
+        s = S["S5"]
+        row("S5 memory", "RSS idle (fresh) MiB", lambda c: mr(s[c]["idle_rss_mib"], 1))
+        row("S5", "RSS idle after load MiB", lambda c: mr(s[c]["idle_after_load_rss_mib"], 1))
+        row("S5", "RSS 1,000 streams MiB", lambda c: mr(s[c]["peak_rss_1000_mib"], 1))
+    if "S6" in S:
+        s = S["S6"]
+        only = lambda v: (lambda c: v if c == "llmgw" else "—")  # noqa: E731
+        row("S6 logging", "req/s bodies on / off",
+            only(f"{mr(s['bodies']['rps'], 0)} / {mr(s['no-bodies']['rps'], 0)}"))
+        row("S6", "CPU µs/req bodies on / off",
+            only(f"{mr(s['bodies']['cpu_us_per_req'], 1)} / {mr(s['no-bodies']['cpu_us_per_req'], 1)}"))
+        row("S6", "throughput ratio on/off", only(mr(s["throughput_ratio"], 3)))
+        cnt = s.get("count") or {}
+        row("S6", "log rows / requests sent", only(f"{cnt.get('rows')} / {cnt.get('sent')}"))
+    if "S7" in S:
+        s = S["S7"]
+        only = lambda v: (lambda c: v if c == "llmgw" else "—")  # noqa: E731
+        row(f"S7 {s['objects']:,} models+keys", "change → /readyz ms", only(mr(s["change_to_ack_ms"], 0)))
+        row("S7", "commit → /readyz ms", only(mr(s["commit_to_ack_ms"], 0)))
+        row("S7", "data plane RSS MiB", only(f"{s['dp_rss_mib']:.1f}"))
+    return "\n".join(lines)
+
+
+def bar(S):
+    """The issue's targets, as ratios and figures from this run."""
+    out = []
+
+    def check(name, value, limit, ok, fmtv):
+        out.append({"target": name, "value": value, "limit": limit,
+                    "met": bool(ok) if value is not None else None, "shown": fmtv})
+
+    g = lambda *ks: _dig(S, ks)  # noqa: E731
+    v = g("S3", "llmgw", "cpu_vs_nginx", "median")
+    check("S3 CPU/req ≤ 1.5× nginx", v, 1.5, v is not None and v <= 1.5, f"{v:.2f}×" if v else "—")
+    v = g("S3", "llmgw", "rps_vs_nginx", "median")
+    check("S3 throughput ≥ 0.8× nginx", v, 0.8, v is not None and v >= 0.8, f"{v:.2f}×" if v else "—")
+    v = g("S1", "llmgw", "added_p99_ms", "median")
+    check("S1 added p99 ≤ 0.3 ms", v, 0.3, v is not None and v <= 0.3, f"{v:.3f} ms" if v is not None else "—")
+    v = g("S2@2000", "llmgw", "added_p99_ms", "median")
+    check("S2 added p99 ≤ 1 ms at 2,000/s", v, 1.0, v is not None and v <= 1.0,
+          f"{v:.3f} ms" if v is not None else "—")
+    worst = None
+    for n in (1, 100, 500):
+        x = g(f"S4@{n}", "llmgw", "added_ttff_p50_ms", "median")
+        if x is not None:
+            worst = x if worst is None else max(worst, x)
+    check("S4 added first frame ≤ 1 ms", worst, 1.0, worst is not None and worst <= 1.0,
+          f"{worst:.3f} ms (worst of 1/100/500)" if worst is not None else "—")
+    bad = sum((g(f"S4@{n}", "llmgw", "coalesced") or 0) for n in (1, 100, 500))
+    late = {n: g(f"S4@{n}", "llmgw", "late") for n in (1, 100, 500)}
+    dlate = {n: g(f"S4@{n}", "direct", "late") for n in (1, 100, 500)}
+    check("S4 no frame coalesced", bad, 0, bad == 0, f"{bad} coalesced")
+    check("S4 no frame delayed (late vs direct)", late, 0,
+          all((late[n] or 0) <= (dlate[n] or 0) for n in late),
+          ", ".join(f"{n}: {late[n]} (direct {dlate[n]})" for n in late))
+    v = g("S5", "llmgw", "idle_rss_mib", "median")
+    check("S5 RSS idle ≤ 30 MB", v, 30e6 / 2**20, v is not None and v * 2**20 <= 30e6,
+          f"{v * 2**20 / 1e6:.1f} MB" if v else "—")
+    v = g("S5", "llmgw", "peak_rss_1000_mib", "median")
+    check("S5 RSS 1,000 streams ≤ 150 MB", v, 150e6 / 2**20, v is not None and v * 2**20 <= 150e6,
+          f"{v * 2**20 / 1e6:.1f} MB" if v else "—")
+    v = g("S6", "throughput_ratio", "median")
+    check("S6 full logging costs ≤ 10% throughput", v, 0.9, v is not None and v >= 0.9,
+          f"{(1 - v) * 100:.1f}% (bodies on vs off)" if v else "—")
+    cnt = g("S6", "count") or {}
+    check("S6 log rows = requests sent", cnt.get("rows"), cnt.get("sent"),
+          cnt.get("rows") is not None and cnt.get("rows") == cnt.get("sent"),
+          f"{cnt.get('rows')} / {cnt.get('sent')}")
+    v = g("S7", "change_to_ack_ms", "median")
+    check("S7 change-to-ACK < 1 s", v, 1000, v is not None and v < 1000, f"{v:.0f} ms" if v else "—")
+    return out
+
+
+def _dig(d, ks):
+    for k in ks:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def machine():
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) // 1024
+    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
+            "mem_mib": mem, "os": _os_release()}
+
+
+def _os_release():
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return ""
+
+
+def versions():
+    v = {}
+    for name, cmd in [("nginx", ["nginx", "-v"]), ("wrk", ["wrk", "-v"]), ("oha", [oha_path(), "--version"])]:
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            v[name] = (r.stdout + r.stderr).strip().splitlines()[0]
+        except (OSError, IndexError):
+            v[name] = None
+    try:
+        v["llmgw"] = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                                    capture_output=True, text=True).stdout.strip()
+    except OSError:
+        pass
+    return v
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="one round, short runs: a smoke test")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds (default 3; 1 with --quick)")
+    ap.add_argument("--peers", default="", help="extra columns, comma-separated: litellm")
+    ap.add_argument("--scenarios", default="S1,S2,S3,S4,S5,S6,S7", help="which scenarios to run")
+    ap.add_argument("--s7-objects", type=int, default=10000, help="models and keys in S7")
+    ap.add_argument("--keep", action="store_true", help="leave the temporary folder in place")
+    a = ap.parse_args()
+    a.peers = [p for p in a.peers.split(",") if p]
+    a.rounds = a.rounds or (1 if a.quick else 3)
+    scen = set(a.scenarios.upper().split(","))
+
+    atexit.register(stop_all)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: sys.exit(130))
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load0 = load_average()
+    log(f"load average at start: {load0}")
+    if load0[0] >= 0.5:
+        log("WARNING: the machine is busy (load average >= 0.5); figures will be noisy")
+    stack = Stack(a)
+    try:
+        stack.start()
+        b = Bench(a, stack)
+        b.fresh_idle_rss()
+        b.warm_up()
+        for r in range(a.rounds):
+            log(f"--- round {r + 1} of {a.rounds} ---")
+            for name, fn in [("S1", b.s1), ("S2", b.s2), ("S3", b.s3), ("S4", b.s4), ("S5", b.s5),
+                             ("S6", b.s6)]:
+                if name in scen:
+                    fn(r)
+        if "S6" in scen:
+            b.s6_count()
+        if "S7" in scen:
+            b.s7()
+    finally:
+        loads = load_average()
+        stop_all()
+        if not a.keep:
+            shutil.rmtree(stack.tmp, ignore_errors=True)
+        else:
+            log(f"kept {stack.tmp}")
+
+    names = b.names
+    S = summarize(b.raw, names)
+    tbl = table(S, names)
+    checks = bar(S)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    result = {
+        "started": started.isoformat(),
+        "seconds": (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(),
+        "quick": a.quick,
+        "rounds": a.rounds,
+        "machine": machine(),
+        "versions": versions(),
+        "load_average": {"start": load0, "end": loads},
+        "pinning": {"sut": SUT_CORE, "mock_and_load": LOAD_CORE,
+                    "controlplane": f"{LOAD_CORE} (nice 19)"},
+        "summary": S,
+        "bar": checks,
+        "raw": b.raw,
+    }
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, f"{stamp}.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    md = [f"Run {stamp}: {a.rounds} round(s){' (quick)' if a.quick else ''}, "
+          f"load average {load0[0]:.2f} at start, {loads[0]:.2f} at end. "
+          "Cells: median over rounds (min–max).", "", tbl, "", "| target | this run | met |",
+          "| --- | --- | --- |"]
+    for c in checks:
+        md.append(f"| {c['target']} | {c['shown']} | "
+                  f"{'yes' if c['met'] else ('no' if c['met'] is False else '—')} |")
+    with open(os.path.join(RESULTS, f"{stamp}.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    print("\n".join(md))
+    print(f"\nresults: {os.path.relpath(path, ROOT)}")
+    if loads[0] >= 0.5 or load0[0] >= 0.5:
+        print(f"note: load average was {load0[0]:.2f} at start and {loads[0]:.2f} at end "
+              "(other work on the machine); figures are noisier than on an idle machine")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# bench/run.sh - the benchmark: llmgw against direct calls and nginx.
+#
+# Usage: bench/run.sh [--quick] [--rounds N] [--peers litellm] [--scenarios S1,S3,...]
+#                     [--s7-objects N] [--keep]
+#
+#   1. builds release binaries (cargo build --release --bins, which includes
+#      the streaming client llmgw-bench from bench/);
+#   2. installs what is missing: nginx and wrk (Debian packages, apt-get),
+#      oha (cargo install oha, from crates.io); with --peers litellm, LiteLLM's
+#      proxy into bench/.venv-litellm (pip, from PyPI);
+#   3. runs bench/harness.py: mock, control plane, data plane and nginx on
+#      127.0.0.1 ports chosen free, the system under test pinned to core 0 and
+#      the mock and load generators to core 1; scenarios S1-S7 against direct,
+#      nginx and llmgw, rotating order, 3 rounds (1 with --quick); prints the
+#      table of medians (ranges) and the bar, and writes
+#      bench/results/<timestamp>.json and .md.
+#
+# A full run takes about 12 minutes, --quick about 2 (after the build).
+# Needs: a Rust toolchain, python3, taskset (util-linux), 2 cores, root for
+# apt-get (or nginx, wrk and oha already installed). Run it on an otherwise
+# idle machine: the load average is recorded, and a warning printed at >= 0.5.
+# Never part of the test suite. See docs/benchmarks.md.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+peers=""
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+    case "${args[$i]}" in
+        --peers) peers="${args[$((i + 1))]:-}" ;;
+        --peers=*) peers="${args[$i]#--peers=}" ;;
+        -h | --help) sed -n '2,24p' "$0"; exec python3 bench/harness.py --help ;;
+    esac
+done
+
+if (($(nproc) < 2)); then
+    log "needs at least 2 cores (system under test on core 0, load on core 1)"
+    exit 1
+fi
+
+# ---- tools ---------------------------------------------------------------
+apt_install() {
+    if [[ $(id -u) -ne 0 ]]; then
+        log "missing $*: install them (apt-get install -y $*) or run as root"
+        exit 1
+    fi
+    log "installing $* from Debian"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+missing=()
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v taskset >/dev/null || missing+=(util-linux)
+command -v python3 >/dev/null || missing+=(python3)
+if ((${#missing[@]})); then
+    apt_install "${missing[@]}"
+fi
+export PATH="$PATH:/usr/sbin:$HOME/.cargo/bin"
+if ! command -v oha >/dev/null; then
+    log "installing oha from crates.io (cargo install oha --locked)"
+    cargo install oha --locked --quiet
+fi
+
+if [[ ",$peers," == *",litellm,"* ]]; then
+    venv="$ROOT/bench/.venv-litellm"
+    if [[ ! -x "$venv/bin/litellm" ]]; then
+        log "installing LiteLLM's proxy into bench/.venv-litellm (pip install 'litellm[proxy]')"
+        python3 -m venv "$venv"
+        if ! "$venv/bin/pip" install -q 'litellm[proxy]'; then
+            log "could not install litellm[proxy]; the litellm column is left out"
+        fi
+    fi
+fi
+
+# ---- build ---------------------------------------------------------------
+log "building release binaries (cargo build --release --bins)"
+cargo build --release --bins --quiet
+
+# 1,000 streams through a proxy need more than 1,024 file descriptors.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+exec python3 "$ROOT/bench/harness.py" "$@"

@@ -1,0 +1,274 @@
+//! `llmgw-bench`: the streaming client of the benchmark harness
+//! (`bench/run.sh`, scenarios S4 and S5).
+//!
+//! `llmgw-bench sse` opens N concurrent OpenAI chat streams (one HTTP/1.1
+//! connection each) against a base URL (the mock directly, nginx, or the
+//! gateway), asks the mock for `--chunks` content chunks `--chunk-delay-ms`
+//! apart through `x-mock-*` headers, and times every body frame as it
+//! arrives. It prints one JSON object on stdout:
+//!
+//! - `ttff_ms`: time from sending the request to the first frame holding a
+//!   `data:` event (p50, p99, max over all streams);
+//! - `gap_ms`: time between consecutive content events of a stream;
+//! - `coalesced`: frames that carried more than one content event (each
+//!   chunk the upstream sent should arrive as its own frame);
+//!   `multi_event_frames` counts frames with more than one event of any
+//!   kind (the closing events are sent back to back, so a proxy may join
+//!   those legitimately);
+//! - `late`: content events that came more than `--late-ms` after the
+//!   chunk delay following the previous one;
+//! - `missing`: content events expected and not received;
+//! - `max_open`: the most streams open at one time.
+//!
+//! It never asserts anything: the harness compares the three columns.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+#[derive(Parser)]
+#[command(name = "llmgw-bench", about = "Benchmark helpers for llmgw")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Open concurrent SSE streams and time every frame.
+    Sse(SseArgs),
+}
+
+#[derive(Parser, Clone)]
+struct SseArgs {
+    /// Address of the server, IP:PORT.
+    #[arg(long)]
+    addr: String,
+    /// Request path.
+    #[arg(long, default_value = "/v1/chat/completions")]
+    path: String,
+    /// Client key, sent as a bearer token (the mock and nginx ignore it).
+    #[arg(long, default_value = "")]
+    key: String,
+    /// Model name in the request body.
+    #[arg(long, default_value = "bench")]
+    model: String,
+    /// Streams open at once.
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
+    /// Times to open `streams` streams, one wave after the other.
+    #[arg(long, default_value_t = 1)]
+    waves: usize,
+    /// Content chunks per stream (x-mock-chunks).
+    #[arg(long, default_value_t = 64)]
+    chunks: u32,
+    /// Delay before each chunk (x-mock-chunk-delay-ms).
+    #[arg(long, default_value_t = 20)]
+    chunk_delay_ms: u64,
+    /// A content event later than the chunk delay plus this counts as late.
+    #[arg(long, default_value_t = 10)]
+    late_ms: u64,
+    /// At most this many connections being opened at once.
+    #[arg(long, default_value_t = 64)]
+    connect_parallelism: usize,
+}
+
+#[derive(Default)]
+struct StreamResult {
+    ttff: Option<Duration>,
+    gaps: Vec<Duration>,
+    content_events: usize,
+    coalesced: usize,
+    multi_event_frames: usize,
+    late: usize,
+    error: Option<String>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Cmd::Sse(a) => rt.block_on(sse(a)),
+    }
+}
+
+async fn sse(a: SseArgs) -> Result<()> {
+    let open = Arc::new(AtomicUsize::new(0));
+    let max_open = Arc::new(AtomicUsize::new(0));
+    let connecting = Arc::new(tokio::sync::Semaphore::new(a.connect_parallelism.max(1)));
+    let body = Bytes::from(
+        serde_json::json!({
+            "model": a.model,
+            "stream": true,
+            "messages": [{"role": "user", "content": "Stream me sixty-four chunks, please."}],
+        })
+        .to_string(),
+    );
+    let started = Instant::now();
+    let mut results = Vec::with_capacity(a.streams * a.waves);
+    for _ in 0..a.waves {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..a.streams {
+            let (a, body) = (a.clone(), body.clone());
+            let (open, max_open, connecting) = (open.clone(), max_open.clone(), connecting.clone());
+            tasks.spawn(async move {
+                let permit = connecting.acquire_owned().await;
+                let r = one_stream(&a, body, permit.ok(), &open, &max_open).await;
+                r.unwrap_or_else(|e| StreamResult {
+                    error: Some(format!("{e:#}")),
+                    ..StreamResult::default()
+                })
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            results.push(r.context("stream task")?);
+        }
+    }
+    let elapsed = started.elapsed();
+
+    let mut ttff: Vec<f64> = results.iter().filter_map(|r| r.ttff).map(ms).collect();
+    let mut gaps: Vec<f64> = results
+        .iter()
+        .flat_map(|r| r.gaps.iter())
+        .map(|d| ms(*d))
+        .collect();
+    let errors: Vec<&str> = results.iter().filter_map(|r| r.error.as_deref()).collect();
+    let expected = results.len() * a.chunks as usize;
+    let received: usize = results.iter().map(|r| r.content_events).sum();
+    let out = serde_json::json!({
+        "streams": results.len(),
+        "errors": errors.len(),
+        "first_error": errors.first(),
+        "ttff_ms": summary(&mut ttff),
+        "gap_ms": summary(&mut gaps),
+        "content_events": received,
+        "missing": expected.saturating_sub(received),
+        "coalesced": results.iter().map(|r| r.coalesced).sum::<usize>(),
+        "multi_event_frames": results.iter().map(|r| r.multi_event_frames).sum::<usize>(),
+        "late": results.iter().map(|r| r.late).sum::<usize>(),
+        "max_open": max_open.load(Ordering::Relaxed),
+        "elapsed_s": elapsed.as_secs_f64(),
+    });
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{out}")?;
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn summary(v: &mut [f64]) -> serde_json::Value {
+    if v.is_empty() {
+        return serde_json::Value::Null;
+    }
+    v.sort_by(f64::total_cmp);
+    let pick = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    serde_json::json!({"n": v.len(), "p50": pick(0.5), "p99": pick(0.99), "max": pick(1.0)})
+}
+
+/// Decrements the open-stream count when the stream ends, however it ends.
+struct OpenGuard<'a>(&'a AtomicUsize);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn one_stream(
+    a: &SseArgs,
+    body: Bytes,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    open: &AtomicUsize,
+    max_open: &AtomicUsize,
+) -> Result<StreamResult> {
+    let tcp = TcpStream::connect(&a.addr)
+        .await
+        .with_context(|| format!("connect {}", a.addr))?;
+    tcp.set_nodelay(true)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = Request::post(a.path.as_str())
+        .header(http::header::HOST, a.addr.as_str())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header("x-mock-chunks", a.chunks.to_string())
+        .header("x-mock-chunk-delay-ms", a.chunk_delay_ms.to_string());
+    if !a.key.is_empty() {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {}", a.key));
+    }
+    let req = req.body(Full::new(body))?;
+    let sent = Instant::now();
+    let resp = sender.send_request(req).await?;
+    drop(permit);
+    let n = open.fetch_add(1, Ordering::Relaxed) + 1;
+    max_open.fetch_max(n, Ordering::Relaxed);
+    let _guard = OpenGuard(open);
+    if resp.status() != StatusCode::OK {
+        let status = resp.status();
+        let text = resp.into_body().collect().await?.to_bytes();
+        bail!("HTTP {status}: {}", String::from_utf8_lossy(&text));
+    }
+    let delay = Duration::from_millis(a.chunk_delay_ms);
+    let late_after = delay + Duration::from_millis(a.late_ms);
+    let mut body = resp.into_body();
+    let mut r = StreamResult::default();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut last_content: Option<Instant> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let now = Instant::now();
+        pending.extend_from_slice(&data);
+        let mut events = 0usize;
+        let mut content = 0usize;
+        while let Some(end) = find_blank_line(&pending) {
+            let event: Vec<u8> = pending.drain(..end).collect();
+            events += 1;
+            let text = String::from_utf8_lossy(&event);
+            if !text.contains("data:") {
+                continue;
+            }
+            r.ttff.get_or_insert(now - sent);
+            if text.contains("\"content\":\"tok") {
+                r.content_events += 1;
+                content += 1;
+                if let Some(prev) = last_content {
+                    let gap = now - prev;
+                    if gap > late_after {
+                        r.late += 1;
+                    }
+                    r.gaps.push(gap);
+                }
+                last_content = Some(now);
+            }
+        }
+        if content > 1 {
+            r.coalesced += 1;
+        }
+        if events > 1 {
+            r.multi_event_frames += 1;
+        }
+    }
+    Ok(r)
+}
+
+/// Position just past the first blank line (`\n\n`) in `b`.
+fn find_blank_line(b: &[u8]) -> Option<usize> {
+    b.windows(2).position(|w| w == b"\n\n").map(|i| i + 2)
+}
