@@ -16,7 +16,7 @@
 #      table of medians (ranges) and the bar, and writes
 #      bench/results/<timestamp>.json and .md.
 #
-# A full run takes about 12 minutes, --quick about 2 (after the build).
+# A full run takes about 7 minutes, --quick under 2 (after the build).
 # Needs: a Rust toolchain, python3, taskset (util-linux), 2 cores, root for
 # apt-get (or nginx, wrk and oha already installed). Run it on an otherwise
 # idle machine: the load average is recorded, and a warning printed at >= 0.5.
@@ -33,7 +33,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     case "${args[$i]}" in
         --peers) peers="${args[$((i + 1))]:-}" ;;
         --peers=*) peers="${args[$i]#--peers=}" ;;
-        -h | --help) sed -n '2,24p' "$0"; exec python3 bench/harness.py --help ;;
+        -h | --help) sed -n '2,23p' "$0"; exec python3 bench/harness.py --help ;;
     esac
 done
 

@@ -245,7 +245,7 @@ async fn one_stream(
                 continue;
             }
             r.ttff.get_or_insert(now - sent);
-            if text.contains("\"content\":\"tok") {
+            if is_content_chunk(&text) {
                 r.content_events += 1;
                 content += 1;
                 if let Some(prev) = last_content {
@@ -266,6 +266,21 @@ async fn one_stream(
         }
     }
     Ok(r)
+}
+
+/// Whether an event carries one of the mock's content chunks (`"tok{i} "`),
+/// as `"content":"tok…` however the proxy spaced the JSON (LiteLLM
+/// re-serialises chunks with a space after the colon).
+fn is_content_chunk(event: &str) -> bool {
+    let mut rest = event;
+    while let Some(at) = rest.find("\"content\"") {
+        rest = &rest[at + "\"content\"".len()..];
+        let value = rest.trim_start_matches([' ', ':']);
+        if value.starts_with("\"tok") {
+            return true;
+        }
+    }
+    false
 }
 
 /// Position just past the first blank line (`\n\n`) in `b`.

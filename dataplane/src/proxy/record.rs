@@ -1,7 +1,7 @@
 //! Building a request's log record: redacted headers, capped bodies, usage
-//! (reported, or estimated with tiktoken) and cost. Finishing a record runs
-//! on a blocking thread after the response is done, so counting never
-//! delays a client.
+//! (reported, or estimated with tiktoken) and cost. A record is finished
+//! after the response is done; one that needs a tiktoken estimate is
+//! finished on a blocking thread, so counting never delays a client.
 
 use std::collections::HashMap;
 use std::sync::Arc;
