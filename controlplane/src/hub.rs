@@ -1,9 +1,12 @@
 //! The snapshot hub: builds the discovery snapshot from the store and
 //! publishes it to every discovery stream through a `watch` channel.
 //!
-//! It rebuilds after each admin write, and a reconcile loop also checks the
-//! stored configuration version every few seconds, so a change made by
-//! another control plane on the same database is picked up too.
+//! It rebuilds after each admin write. On PostgreSQL every configuration
+//! write also sends a NOTIFY, which the other control planes on the same
+//! database LISTEN for, so a change made through any of them reaches the
+//! data planes of all of them at once. A reconcile loop compares the stored
+//! configuration version every few seconds as well, to catch a notification
+//! lost while a listening connection was down.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +16,13 @@ use secrecy::ExposeSecret;
 use tokio::sync::{watch, Mutex};
 
 use crate::settings::GlobalSettings;
-use crate::store::{ConfigState, Store, StoreError};
+use crate::store::{Backend, ConfigState, Store, StoreError, CONFIG_CHANNEL};
+use sqlx::postgres::PgListener;
 
 /// How often the stored version is compared with the published one.
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(200);
+const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Hub {
@@ -55,6 +61,11 @@ impl Hub {
     /// Rebuilds from the store and publishes if the version moved on.
     pub async fn refresh(&self) -> Result<u64, StoreError> {
         let _one_at_a_time = self.rebuild.lock().await;
+        // Cheap first: a burst of notifications finds the work done.
+        let stored = self.store.config_version().await?;
+        if self.current().is_some_and(|s| s.version >= stored) {
+            return Ok(stored);
+        }
         let state = self.store.config_state().await?;
         let version = state.version;
         if self.current().is_some_and(|s| s.version >= version) {
@@ -94,6 +105,61 @@ impl Hub {
                 Ok(v) if v > published => self.changed().await,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot read the configuration version"),
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// PostgreSQL only: refreshes on every notification of a configuration
+    /// change, until `shutdown` resolves. The listening connection is
+    /// re-established after a failure, followed by a refresh in case a
+    /// notification was missed meanwhile.
+    pub async fn listen(self, mut shutdown: watch::Receiver<bool>) {
+        if self.store.backend() != Backend::Postgres {
+            return;
+        }
+        let mut backoff = LISTEN_BACKOFF_MIN;
+        loop {
+            let started = tokio::time::Instant::now();
+            let outcome = tokio::select! {
+                r = self.listen_once() => r,
+                _ = shutdown.changed() => return,
+            };
+            tracing::warn!(error = %outcome, "configuration change listener lost; reconnecting");
+            if started.elapsed() > LISTEN_BACKOFF_MAX {
+                backoff = LISTEN_BACKOFF_MIN;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => return,
+            }
+            backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
+        }
+    }
+
+    /// One listening connection; returns why it ended.
+    async fn listen_once(&self) -> sqlx::Error {
+        let mut listener = match PgListener::connect(self.store.url().expose_secret()).await {
+            Ok(l) => l,
+            Err(e) => return e,
+        };
+        if let Err(e) = listener.listen(CONFIG_CHANNEL).await {
+            return e;
+        }
+        tracing::info!(
+            channel = CONFIG_CHANNEL,
+            "listening for configuration changes"
+        );
+        // Anything committed before LISTEN took effect.
+        self.changed().await;
+        loop {
+            // `try_recv` reports a lost connection as `None` (where `recv`
+            // would reconnect silently), so the caller refreshes after it.
+            match listener.try_recv().await {
+                Ok(Some(_)) => self.changed().await,
+                Ok(None) => return sqlx::Error::PoolClosed,
+                Err(e) => return e,
             }
         }
     }

@@ -133,6 +133,7 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(hub.clone().reconcile(shutdown_rx.clone()));
+    tokio::spawn(hub.clone().listen(shutdown_rx.clone()));
 
     let log_feed = logs::LogFeed::new();
 

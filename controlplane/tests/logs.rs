@@ -968,10 +968,12 @@ fn uses_index_pg(plan: &serde_json::Value, bad: &mut Vec<String>) -> bool {
                 .and_then(|v| v.as_str())
                 .unwrap_or("");
             let index = m.get("Index Name").and_then(|v| v.as_str()).unwrap_or("");
+            // The table itself, or (PostgreSQL) one of its day partitions.
+            let logs = rel == "request_logs" || rel.starts_with("request_logs_p");
             match node {
-                "Index Scan" | "Index Only Scan" if rel == "request_logs" => found = true,
+                "Index Scan" | "Index Only Scan" if logs => found = true,
                 "Bitmap Index Scan" if index.starts_with("request_logs") => found = true,
-                "Seq Scan" if rel == "request_logs" => bad.push(node.to_string()),
+                "Seq Scan" if logs => bad.push(format!("{node} on {rel}")),
                 _ => {}
             }
             for v in m.values() {
@@ -1068,4 +1070,209 @@ both! {
         }
         cp.shutdown().await;
     }
+}
+
+// ---------------------------------------------------------------------------
+// PostgreSQL day partitions
+// ---------------------------------------------------------------------------
+
+const DAY: i64 = 24 * 3600 * 1000;
+
+/// The day partitions of `table`, by name.
+async fn partitions(store: &llmgw_controlplane::store::Store, table: &str) -> Vec<String> {
+    sqlx::query_scalar::<_, String>(
+        "SELECT c.relname::TEXT FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1 ORDER BY 1",
+    )
+    .bind(table)
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+}
+
+fn day_name(t: i64) -> String {
+    let secs = u64::try_from(t / 1000).unwrap();
+    let s = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+        .to_string();
+    s[..10].replace('-', "")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_logs_land_in_day_partitions_and_retention_drops_days() {
+    common::run(Kind::Postgres, |db| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 0).await;
+        let store = cp.running.store();
+        let now = now_ms();
+        let days = [now - 40 * DAY, now - 39 * DAY, now - 2 * DAY, now];
+        let records: Vec<_> = days
+            .iter()
+            .enumerate()
+            .flat_map(|(d, t)| {
+                (0..3u32).map(move |i| rec(u32::try_from(d).unwrap() * 10 + i + 1, *t))
+            })
+            .collect();
+        ship(&mut cp.logs(), vec![batch(1, records.clone())]).await;
+        // Sent again (a lost ack): nothing new, across partitions too.
+        let again = ship(&mut cp.logs(), vec![batch(1, records)]).await;
+        assert!(again[0].quarantined_ids.is_empty());
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 12);
+        assert_eq!(
+            count(&cp, "SELECT COUNT(*) FROM request_attempts").await,
+            12
+        );
+
+        let logs = partitions(store, "request_logs").await;
+        let attempts = partitions(store, "request_attempts").await;
+        for t in days {
+            let name = format!("request_logs_p{}", day_name(t));
+            assert!(logs.contains(&name), "{name} missing from {logs:?}");
+            let name = format!("request_attempts_p{}", day_name(t));
+            assert!(attempts.contains(&name), "{name} missing from {attempts:?}");
+            // Each day's rows are in its own partition.
+            assert_eq!(
+                count(
+                    &cp,
+                    &format!("SELECT COUNT(*) FROM request_logs_p{}", day_name(t))
+                )
+                .await,
+                3
+            );
+        }
+        // A record with its attempts reads back through the partitions.
+        let mut admin = cp.admin();
+        let got = admin
+            .get_log(pb::GetLogRequest { id: id(1) })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.attempts.len(), 1);
+
+        // 30 days: the two days 39 and 40 days back go as whole tables.
+        let n = retention::purge_older_than(store, now - 30 * DAY, 2, None)
+            .await
+            .unwrap();
+        assert_eq!(n, 6);
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 6);
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_attempts").await, 6);
+        let left = partitions(store, "request_logs").await;
+        for t in &days[..2] {
+            assert!(
+                !left.contains(&format!("request_logs_p{}", day_name(*t))),
+                "{left:?}"
+            );
+        }
+        let left = partitions(store, "request_attempts").await;
+        assert!(
+            !left.contains(&format!("request_attempts_p{}", day_name(days[0]))),
+            "{left:?}"
+        );
+        // Nothing more to do: a second pass deletes nothing.
+        assert_eq!(
+            retention::purge_older_than(store, now - 30 * DAY, 2, None)
+                .await
+                .unwrap(),
+            0
+        );
+        cp.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_retention_from_several_control_planes_deletes_once() {
+    common::run(Kind::Postgres, |db| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 0).await;
+        let now = now_ms();
+        let records: Vec<_> = (0..10u32)
+            .flat_map(|d| {
+                (0..5u32).map(move |i| rec(d * 10 + i + 1, now - i64::from(40 + d) * DAY))
+            })
+            .collect();
+        ship(&mut cp.logs(), vec![batch(1, records)]).await;
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 50);
+        // Three stores (three control planes) purge at once, while ingest
+        // goes on.
+        let stores = [db.open().await, db.open().await, db.open().await];
+        let cutoff = now - 30 * DAY;
+        let purges = stores
+            .iter()
+            .map(|s| retention::purge_older_than(s, cutoff, 1000, None));
+        let mut logs = cp.logs();
+        let ingest = ship(
+            &mut logs,
+            vec![batch(2, (0..20u32).map(|i| rec(1000 + i, now)).collect())],
+        );
+        let (results, acks) = tokio::join!(futures::future::join_all(purges), ingest);
+        assert!(acks[0].quarantined_ids.is_empty());
+        let mut total = 0;
+        for r in results {
+            total += r.unwrap();
+        }
+        // Every day is dropped by one of them; a skipped pass is retried
+        // an hour later by that control plane's own job.
+        assert!(total <= 50, "deleted {total} of 50");
+        let rest = retention::purge_older_than(&stores[0], cutoff, 1000, None)
+            .await
+            .unwrap();
+        assert_eq!(total + rest, 50);
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 20);
+        for s in &stores {
+            s.close().await;
+        }
+        cp.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_upgrade_moves_existing_logs_into_partitions() {
+    common::run(Kind::Postgres, |db| async move {
+        // The schema as it was before partitioning (migrations 0001-0002).
+        let old = tempfile::tempdir().unwrap();
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/postgres");
+        for f in ["0001_init.sql", "0002_log_indexes.sql"] {
+            std::fs::copy(src.join(f), old.path().join(f)).unwrap();
+        }
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        sqlx::migrate::Migrator::new(old.path()).await.unwrap().run(&pool).await.unwrap();
+        let now = now_ms();
+        for (n, t) in [(1, now - 3 * DAY), (2, now - 3 * DAY), (3, now)] {
+            sqlx::query(
+                "INSERT INTO request_logs (id, time_ms, node_id, sequence, status) VALUES ($1, $2, 'n', $3, 200)",
+            )
+            .bind(id(n))
+            .bind(t)
+            .bind(i64::from(n))
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO request_attempts (request_id, attempt, provider, upstream_model, status, latency_ms) \
+                 VALUES ($1, 0, 'p', 'u', 200, 5)",
+            )
+            .bind(id(n))
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 0).await;
+        let store = cp.running.store();
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 3);
+        assert_eq!(
+            count(&cp, &format!("SELECT COUNT(*) FROM request_logs_p{}", day_name(now - 3 * DAY))).await,
+            2
+        );
+        assert!(partitions(store, "request_attempts").await.contains(&format!("request_attempts_p{}", day_name(now))));
+        let mut admin = cp.admin();
+        let got = admin.get_log(pb::GetLogRequest { id: id(2) }).await.unwrap().into_inner();
+        assert_eq!(got.attempts.len(), 1);
+        assert_eq!(got.attempts[0].latency_ms, 5);
+        cp.shutdown().await;
+    })
+    .await;
 }

@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use common::*;
 use llmgw_controlplane::apply;
@@ -58,11 +59,24 @@ both! {
         let kept = get_provider(&again, "kept").await.unwrap();
         assert_provider_eq(&kept.spec, &provider("kept"));
 
-        // Two stores on one database at once (two control planes) work too.
-        let third = db.open().await;
-        create_provider(&third, &provider("other")).await;
-        assert_eq!(again.config_version().await.unwrap(), 3);
-        third.close().await;
+        // Two stores on one database at once (two control planes) work on
+        // PostgreSQL; SQLite refuses the second with a clear error.
+        match db.kind {
+            Kind::Postgres => {
+                let third = db.open().await;
+                create_provider(&third, &provider("other")).await;
+                assert_eq!(again.config_version().await.unwrap(), 3);
+                third.close().await;
+            }
+            Kind::Sqlite => {
+                let sealer = Sealer::new(&db.master_key, &[]).unwrap();
+                let err = Store::open(&db.url, Arc::new(sealer)).await.unwrap_err();
+                assert!(
+                    err.to_string().contains("another control plane is using the SQLite database"),
+                    "{err}"
+                );
+            }
+        }
         again.close().await;
     }
 }

@@ -104,7 +104,7 @@ pub fn bin(name: &str) -> PathBuf {
 /// A command with a clean environment: only PATH and a few debugging
 /// variables come through, so no LLMGW_* setting of the developer's shell
 /// changes what a test sees.
-fn clean_command(program: &Path) -> Command {
+pub fn clean_command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     cmd.env_clear();
     for var in ["PATH", "RUST_BACKTRACE", "LLVM_PROFILE_FILE"] {

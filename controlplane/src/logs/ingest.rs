@@ -56,6 +56,7 @@ const LOG_COLUMNS: &[&str] = &[
 
 const ATTEMPT_COLUMNS: &[&str] = &[
     "request_id",
+    "request_time_ms",
     "attempt",
     "provider",
     "upstream_model",
@@ -137,6 +138,9 @@ pub async fn store_batch(store: &Store, batch: &pb::LogBatch) -> Result<Stored, 
     }
 
     let backend = store.backend();
+    if backend == Backend::Postgres {
+        ensure_days(store, good.iter().map(|p| p.rec.time_ms)).await?;
+    }
     let per_insert = rows_per_insert(backend, LOG_COLUMNS.len());
     let mut tx = store.pool().begin().await?;
     let mut inserted: HashSet<String> = HashSet::new();
@@ -190,6 +194,24 @@ pub async fn store_batch(store: &Store, batch: &pb::LogBatch) -> Result<Stored, 
         quarantined: rejected.into_iter().map(|r| r.record.id.clone()).collect(),
     })
 }
+
+/// PostgreSQL: creates the day partitions the records fall in, each in a
+/// short transaction of its own before the batch's (creating a partition
+/// locks the parent table; the batch's transaction should not hold that).
+/// Nearly always the days exist and this is one cheap call per day.
+async fn ensure_days(store: &Store, times: impl Iterator<Item = i64>) -> Result<(), StoreError> {
+    let days: std::collections::BTreeSet<i64> =
+        times.map(|t| t.div_euclid(DAY_MS) * DAY_MS).collect();
+    for day in days {
+        sqlx::query("SELECT llmgw_ensure_log_day($1)")
+            .bind(day)
+            .execute(store.pool())
+            .await?;
+    }
+    Ok(())
+}
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
 
 fn rows_per_insert(backend: Backend, columns: usize) -> usize {
     let max = match backend {
@@ -277,7 +299,7 @@ async fn insert_records(
     chunk: &[Prepared],
 ) -> Result<Vec<String>, sqlx::Error> {
     let sql = format!(
-        "INSERT INTO request_logs ({}) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
+        "INSERT INTO request_logs ({}) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
         LOG_COLUMNS.join(", "),
         values_sql(backend, chunk.len(), LOG_COLUMNS.len())
     );
@@ -297,7 +319,7 @@ async fn insert_records(
     // Attempts only for the records inserted now: a resent record keeps
     // the attempts stored with it the first time.
     let fresh: HashSet<&str> = ids.iter().map(String::as_str).collect();
-    let attempts: Vec<(&str, usize, &pb::Attempt)> = chunk
+    let attempts: Vec<(&pb::RequestLog, usize, &pb::Attempt)> = chunk
         .iter()
         .filter(|p| fresh.contains(p.rec.id.as_str()))
         .flat_map(|p| {
@@ -305,21 +327,21 @@ async fn insert_records(
                 .attempts
                 .iter()
                 .enumerate()
-                .map(move |(i, a)| (p.rec.id.as_str(), i, a))
+                .map(move |(i, a)| (&p.rec, i, a))
         })
         .collect();
     for part in attempts.chunks(rows_per_insert(backend, ATTEMPT_COLUMNS.len())) {
         let sql = format!(
-            "INSERT INTO request_attempts ({}) VALUES {} \
-             ON CONFLICT (request_id, attempt) DO NOTHING",
+            "INSERT INTO request_attempts ({}) VALUES {} ON CONFLICT DO NOTHING",
             ATTEMPT_COLUMNS.join(", "),
             values_sql(backend, part.len(), ATTEMPT_COLUMNS.len())
         );
         // Row counts vary: not worth a cached prepared statement each.
         let mut q = sqlx::query(&sql).persistent(false);
-        for (id, i, a) in part {
+        for (rec, i, a) in part {
             q = q
-                .bind(*id)
+                .bind(rec.id.as_str())
+                .bind(rec.time_ms)
                 .bind(i64::try_from(*i).unwrap_or(i64::MAX))
                 .bind(a.provider.as_str())
                 .bind(a.upstream_model.as_str())

@@ -232,9 +232,15 @@ async fn add_attempts(
     }
     let mut st = Statement::default();
     let ids = in_list(&mut st, records.iter().map(|r| Param::Text(r.id.clone())));
+    // The records' time span: on PostgreSQL only the days it covers are read.
+    let first = records.iter().map(|r| r.time_ms).min().unwrap_or_default();
+    let last = records.iter().map(|r| r.time_ms).max().unwrap_or_default();
+    let first = st.bind(Param::Int(first));
+    let last = st.bind(Param::Int(last));
     st.sql = format!(
         "SELECT request_id, attempt, provider, upstream_model, status, error, latency_ms \
-         FROM request_attempts WHERE request_id IN ({ids}) ORDER BY request_id, attempt"
+         FROM request_attempts WHERE request_id IN ({ids}) \
+         AND request_time_ms BETWEEN {first} AND {last} ORDER BY request_id, attempt"
     );
     let rows = st.query().persistent(false).fetch_all(conn).await?;
     let mut by_id: HashMap<String, Vec<pb::Attempt>> = HashMap::new();

@@ -1,7 +1,15 @@
-//! Log retention: deletes request logs (and their attempts) and quarantined
+//! Log retention: removes request logs (and their attempts) and quarantined
 //! records older than the configured number of days, once at start and
-//! then every hour, a few thousand rows per transaction so that ingest is
-//! never held up for long.
+//! then every hour.
+//!
+//! - SQLite deletes a few thousand rows per transaction, pausing between
+//!   them, so that ingest is never held up for long.
+//! - PostgreSQL drops whole day partitions once the day is entirely older
+//!   than the cutoff (so a day is kept up to a day longer than asked). Each
+//!   drop takes a short lock timeout and is retried rather than queueing
+//!   ingest behind it, and a transaction-scoped advisory lock lets only one
+//!   control plane at a time do it. The same hourly pass creates today's and
+//!   tomorrow's partitions ahead of ingest.
 
 use std::time::Duration;
 
@@ -9,7 +17,7 @@ use sqlx::Row;
 use tokio::sync::watch;
 
 use super::sql::{Param, Statement};
-use crate::store::{now_ms, Store, StoreError};
+use crate::store::{now_ms, Backend, Store, StoreError};
 
 /// Rows deleted per transaction.
 pub const BATCH: usize = 5000;
@@ -22,30 +30,51 @@ const DAY_MS: i64 = 24 * 3600 * 1000;
 pub async fn run(store: Store, days: u32, shutdown: watch::Receiver<bool>) {
     if days == 0 {
         tracing::info!("log retention is off (--log-retention-days 0)");
-        return;
+    } else {
+        tracing::info!(
+            days,
+            "log retention: deleting older request logs every hour"
+        );
     }
-    tracing::info!(
-        days,
-        "log retention: deleting older request logs every hour"
-    );
     let mut stop = Some(shutdown);
     loop {
-        let cutoff = now_ms().saturating_sub(i64::from(days).saturating_mul(DAY_MS));
-        let pass = purge_older_than(&store, cutoff, BATCH, stop.clone());
-        let outcome = tokio::select! {
-            r = pass => r,
-            _ = super::shutdown_signal(&mut stop) => return,
-        };
-        match outcome {
-            Ok(0) => tracing::debug!("log retention: nothing to delete"),
-            Ok(n) => tracing::info!(deleted = n, days, "log retention: deleted old records"),
-            Err(e) => tracing::warn!(error = %e, "log retention pass failed; trying again later"),
+        if store.backend() == Backend::Postgres {
+            let now = now_ms();
+            for day in [now, now + DAY_MS] {
+                if let Err(e) = ensure_day(&store, day).await {
+                    tracing::warn!(error = %e, "cannot create a request-log partition ahead");
+                }
+            }
+        }
+        if days > 0 {
+            let cutoff = now_ms().saturating_sub(i64::from(days).saturating_mul(DAY_MS));
+            let pass = purge_older_than(&store, cutoff, BATCH, stop.clone());
+            let outcome = tokio::select! {
+                r = pass => r,
+                _ = super::shutdown_signal(&mut stop) => return,
+            };
+            match outcome {
+                Ok(0) => tracing::debug!("log retention: nothing to delete"),
+                Ok(n) => tracing::info!(deleted = n, days, "log retention: deleted old records"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "log retention pass failed; trying again later")
+                }
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(EVERY) => {}
             _ = super::shutdown_signal(&mut stop) => return,
         }
     }
+}
+
+/// PostgreSQL: the day partitions for the day holding `t_ms`.
+pub async fn ensure_day(store: &Store, t_ms: i64) -> Result<(), StoreError> {
+    sqlx::query("SELECT llmgw_ensure_log_day($1)")
+        .bind(t_ms)
+        .execute(store.pool())
+        .await?;
+    Ok(())
 }
 
 /// Deletes request logs with `time_ms < cutoff_ms` (attempts first) and
@@ -60,7 +89,10 @@ pub async fn purge_older_than(
     let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
     let stopping = || shutdown.as_ref().is_some_and(|s| *s.borrow());
     let mut deleted = 0u64;
-    loop {
+    if store.backend() == Backend::Postgres {
+        deleted += drop_days_older_than(store, cutoff_ms, &stopping).await?;
+    }
+    while store.backend() == Backend::Sqlite {
         if stopping() {
             return Ok(deleted);
         }
@@ -124,4 +156,136 @@ pub async fn purge_older_than(
         tokio::time::sleep(PAUSE).await;
     }
     Ok(deleted)
+}
+
+/// Lock wait allowed for one partition drop; past it the drop gives way to
+/// ingest and is tried again.
+const DROP_LOCK_TIMEOUT: &str = "500ms";
+const DROP_TRIES: u32 = 10;
+const DROP_RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// PostgreSQL: drops the day partitions of both log tables whose whole day
+/// is before `cutoff_ms`; returns the request logs they held. Another
+/// control plane doing the same at the same time makes this one skip.
+async fn drop_days_older_than(
+    store: &Store,
+    cutoff_ms: i64,
+    stopping: &impl Fn() -> bool,
+) -> Result<u64, StoreError> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::TEXT FROM pg_inherits i \
+         JOIN pg_class c ON c.oid = i.inhrelid \
+         JOIN pg_class p ON p.oid = i.inhparent \
+         WHERE p.relname = 'request_logs' ORDER BY 1",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    let mut deleted = 0u64;
+    for name in names {
+        let Some(suffix) = name.strip_prefix("request_logs_p") else {
+            continue;
+        };
+        let Some(day) = day_start_ms(suffix) else {
+            continue;
+        };
+        if day.saturating_add(DAY_MS) > cutoff_ms {
+            continue;
+        }
+        let mut tries = 0;
+        loop {
+            if stopping() {
+                return Ok(deleted);
+            }
+            match drop_day(store, suffix).await {
+                Ok(Some(n)) => {
+                    deleted += n;
+                    break;
+                }
+                // Another control plane holds the retention lock.
+                Ok(None) => return Ok(deleted),
+                Err(e) if lock_timeout(&e) && tries + 1 < DROP_TRIES => {
+                    tries += 1;
+                    tracing::debug!(partition = name, "log retention: table busy; trying again");
+                    tokio::time::sleep(DROP_RETRY_PAUSE).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Drops one day of both tables in one short transaction; `None` when
+/// another control plane holds the retention lock.
+async fn drop_day(store: &Store, suffix: &str) -> Result<Option<u64>, sqlx::Error> {
+    let mut tx = store.pool().begin().await?;
+    let ours: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('llmgw_log_retention'))")
+            .fetch_one(&mut *tx)
+            .await?;
+    if !ours {
+        return Ok(None);
+    }
+    sqlx::query(&format!("SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
+        .execute(&mut *tx)
+        .await?;
+    let logs = format!("request_logs_p{suffix}");
+    let attempts = format!("request_attempts_p{suffix}");
+    // Gone already (another control plane dropped it between our listing
+    // and now): nothing to count.
+    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::TEXT")
+        .bind(&logs)
+        .fetch_one(&mut *tx)
+        .await?;
+    if exists.is_none() {
+        return Ok(Some(0));
+    }
+    let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{logs}\""))
+        .fetch_one(&mut *tx)
+        .await?;
+    sqlx::query(&format!("DROP TABLE IF EXISTS \"{attempts}\", \"{logs}\""))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(
+        partition = logs,
+        rows,
+        "log retention: dropped a day of request logs"
+    );
+    Ok(Some(rows.unsigned_abs()))
+}
+
+/// PostgreSQL's lock_not_available.
+fn lock_timeout(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03"))
+}
+
+/// `YYYYMMDD` to the Unix milliseconds of that day's start (UTC).
+fn day_start_ms(suffix: &str) -> Option<i64> {
+    if suffix.len() != 8 || !suffix.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let t = humantime::parse_rfc3339(&format!(
+        "{}-{}-{}T00:00:00Z",
+        &suffix[0..4],
+        &suffix[4..6],
+        &suffix[6..8]
+    ))
+    .ok()?;
+    let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(secs).ok()?.checked_mul(1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_days_parse() {
+        assert_eq!(day_start_ms("19700101"), Some(0));
+        assert_eq!(day_start_ms("20261127"), Some(1_795_737_600_000));
+        assert_eq!(day_start_ms("2026112"), None);
+        assert_eq!(day_start_ms("2026-11-2"), None);
+        assert_eq!(day_start_ms("20261399"), None);
+    }
 }

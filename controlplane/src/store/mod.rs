@@ -64,6 +64,73 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     sealer: Arc<Sealer>,
+    /// The URL, for connections outside the pool (PostgreSQL LISTEN).
+    url: Arc<secrecy::SecretString>,
+    /// SQLite only: the lock that keeps a second control plane off the file.
+    owner: Option<Arc<SqliteOwner>>,
+}
+
+/// The NOTIFY channel that tells every control plane on a PostgreSQL
+/// database that the configuration changed.
+pub const CONFIG_CHANNEL: &str = "llmgw_config";
+
+/// An exclusive OS lock on `<database>.lock`, held while the store is open:
+/// one SQLite file serves one control plane (the database's own locks
+/// would let two in, and their migrators and hubs would race).
+#[derive(Debug)]
+struct SqliteOwner {
+    file: std::sync::Mutex<Option<std::fs::File>>,
+}
+
+impl SqliteOwner {
+    fn take(db: &Path) -> Result<Self> {
+        let mut name = db.as_os_str().to_owned();
+        name.push(".lock");
+        let path = std::path::PathBuf::from(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| {
+                StoreError::Invalid(format!("cannot open the lock file {}: {e}", path.display()))
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(SqliteOwner {
+                file: std::sync::Mutex::new(Some(file)),
+            }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Invalid(format!(
+                "another control plane is using the SQLite database {} (it holds {}). \
+                 SQLite supports one control plane; run several on PostgreSQL \
+                 (DATABASE_URL=postgres://...)",
+                db.display(),
+                path.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Invalid(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    fn release(&self) {
+        if let Ok(mut f) = self.file.lock() {
+            // Dropping the file releases the lock.
+            f.take();
+        }
+    }
+}
+
+/// The file a SQLite URL names; `None` for in-memory databases.
+pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" || rest.contains("mode=memory") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(path))
 }
 
 impl std::fmt::Debug for Store {
@@ -194,6 +261,14 @@ impl Store {
     pub async fn open(url: &str, sealer: Arc<Sealer>) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = backend_of(url)?;
+        // Before anything touches the file, so two starts never race.
+        let owner = match backend {
+            Backend::Sqlite => sqlite_path(url)
+                .map(|p| SqliteOwner::take(&p))
+                .transpose()?
+                .map(Arc::new),
+            Backend::Postgres => None,
+        };
         let options = AnyConnectOptions::from_str(url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
@@ -230,7 +305,14 @@ impl Store {
             pool,
             backend,
             sealer,
+            url: Arc::new(secrecy::SecretString::from(url.to_string())),
+            owner,
         })
+    }
+
+    /// The database URL (with its password).
+    pub fn url(&self) -> &secrecy::SecretString {
+        &self.url
     }
 
     pub fn backend(&self) -> Backend {
@@ -247,6 +329,9 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(owner) = &self.owner {
+            owner.release();
+        }
     }
 
     /// Starts a configuration write: the version is bumped first so the
@@ -256,6 +341,14 @@ impl Store {
         sqlx::query("UPDATE config_state SET version = version + 1 WHERE id = 1")
             .execute(&mut *tx)
             .await?;
+        if self.backend == Backend::Postgres {
+            // Delivered to every listening control plane when (and only if)
+            // the transaction commits.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(CONFIG_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
         Ok(tx)
     }
 
