@@ -18,7 +18,8 @@ Scenarios (durations are for a full run; --quick shortens them):
   S3  instant mock, 64 connections, closed loop (wrk): req/s, CPU us/req, busy
   S4  64 chunks 20 ms apart, 1/100/500 concurrent streams (llmgw-bench sse)
   S5  RSS idle, and peak while 1,000 streams are open
-  S6  S3 with a key whose bodies are logged vs a key that logs no bodies;
+  S6  S3 with full request logging (bodies included) vs a second data plane
+      started with --request-log off (and a key that logs no bodies between);
       then N requests with a fresh key and the log rows counted (= N)
   S7  10,000 models and 10,000 keys applied; admin change -> /readyz version
 """
@@ -33,6 +34,7 @@ import platform
 import random
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -250,23 +252,35 @@ class Stack:
                             ("bench-count", []), ("bench-streams", [])]:
             self.keys[name] = self.cli("key", "create", name, *extra, json_out=True)["key"]
 
-        self.dp = Proc(
-            "dataplane",
-            [os.path.join(BIN, "llmgw-dataplane"), "--listen", f"127.0.0.1:{self.dp_port}",
-             "--control-plane", f"http://127.0.0.1:{self.cp_port}", "--node-id", "bench",
-             "--spool-dir", os.path.join(self.tmp, "spool"),
-             "--spool-max-bytes", str(16 << 30)],
+        self.dp = self.start_dataplane("dataplane", self.dp_port, "bench",
+                                       extra=shlex.split(a.dataplane_args or ""))
+        log(f"data plane on 127.0.0.1:{self.dp_port}")
+
+        if getattr(a, "callgrind", None):
+            return  # the data plane alone is measured
+        self.start_nginx()
+        if "litellm" in a.peers:
+            self.start_litellm()
+
+    def start_dataplane(self, name, port, node_id, extra=()):
+        """A data plane on core 0 with its own spool folder, ready."""
+        exe = [self.args.dataplane_bin or os.path.join(BIN, "llmgw-dataplane")]
+        if getattr(self.args, "callgrind_out", None):
+            exe = ["valgrind", "--tool=callgrind", "--dump-instr=no",
+                   f"--callgrind-out-file={self.args.callgrind_out}"] + exe
+        p = Proc(
+            name,
+            exe + ["--listen", f"127.0.0.1:{port}",
+                   "--control-plane", f"http://127.0.0.1:{self.cp_port}", "--node-id", node_id,
+                   "--spool-dir", os.path.join(self.tmp, "spool-" + node_id),
+                   "--spool-max-bytes", str(16 << 30), *extra],
             SUT_CORE,
             env={"LLMGW_DATAPLANE_TOKEN": self.dp_token, "RUST_LOG": "warn"},
             logdir=self.logdir,
         )
-        wait_until("the data plane's /readyz",
-                   lambda: http_get(f"http://127.0.0.1:{self.dp_port}/readyz")[0] == 200, 60)
-        log(f"data plane on 127.0.0.1:{self.dp_port}")
-
-        self.start_nginx()
-        if "litellm" in a.peers:
-            self.start_litellm()
+        wait_until(f"the {name}'s /readyz",
+                   lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 60)
+        return p
 
     def start_nginx(self):
         d = os.path.join(self.tmp, "nginx")
@@ -639,6 +653,9 @@ class Bench:
         """S3-style run: wrk at 64 connections; CPU from before the run until
         the data plane has shipped every log record of it."""
         pid = target["pid"]
+        # Records of earlier scenarios (S5's 1,000 streams, say) still being
+        # shipped would be counted against this run: let them go first.
+        self.s.wait_logs_shipped()
         cpu = Cpu(pid)
         res = run_wrk(self.s, target, self.d_capacity, 64, key=key)
         run_cpu = cpu.seconds()
@@ -687,12 +704,25 @@ class Bench:
                 f"errors {res['errors']})")
 
     def s6(self, r):
-        t = self.t["llmgw"]
-        variants = [("bodies", self.s.keys["bench-full"]), ("no-bodies", self.s.keys["bench-nobodies"])]
-        for label, key in rotated(variants, r):
-            res = self.capacity(t, key=key)
-            self.put("S6", label, res)
-            log(f"S6 {label}: {res['rps']:.0f} req/s, cpu {res['cpu_us_per_req']:.1f} us/req")
+        """Full logging (bodies included) against request logging switched
+        off (`--request-log off`, a second data plane started for the
+        measurement alone, so core 0 holds one system under test at a time),
+        with metadata-only records (a key without body logging) in between."""
+        port = free_port()
+        nolog = self.s.start_dataplane("dataplane-nolog", port, "bench-nolog",
+                                       extra=("--request-log", "off"))
+        try:
+            off = {"addr": f"127.0.0.1:{port}", "key": self.s.keys["bench-full"], "pid": nolog.pid}
+            run_wrk(self.s, off, 1, 64)  # warm its connections like the others'
+            variants = [("bodies", self.t["llmgw"], self.s.keys["bench-full"]),
+                        ("no-bodies", self.t["llmgw"], self.s.keys["bench-nobodies"]),
+                        ("off", off, self.s.keys["bench-full"])]
+            for label, target, key in rotated(variants, r):
+                res = self.capacity(target, key=key)
+                self.put("S6", label, res)
+                log(f"S6 {label}: {res['rps']:.0f} req/s, cpu {res['cpu_us_per_req']:.1f} us/req")
+        finally:
+            nolog.stop()
 
     def s6_count(self):
         """Exactly N requests with a fresh key, then the stored rows counted."""
@@ -740,6 +770,40 @@ class Bench:
         cta = [c["change_to_ack_s"] for c in changes]
         log(f"S7 change -> /readyz: median {statistics.median(cta) * 1000:.0f} ms "
             f"({min(cta) * 1000:.0f}-{max(cta) * 1000:.0f}); data plane RSS {rss / 1024:.1f} MiB")
+
+
+def callgrind(a, stack):
+    """Instructions the data plane executes per request, counted by valgrind's
+    callgrind (reproducible where CPU time is not, e.g. on a busy machine):
+    after a warm-up, the counters are zeroed, N requests are sent (8
+    connections, full logging with bodies), the run waits until every record
+    is shipped, and the counters are dumped. Kernel work is not counted."""
+    n = a.callgrind
+    pid = stack.dp.pid
+    t = {"addr": f"127.0.0.1:{stack.dp_port}", "key": stack.keys["bench-full"], "pid": pid}
+    run_oha(t, None, 8, n=300)
+    stack.wait_logs_shipped(600)
+    # Until start-up work (connections, the first snapshot) has settled.
+    while True:
+        c0 = cpu_ticks(pid)
+        time.sleep(2)
+        if cpu_ticks(pid) - c0 < 10:
+            break
+    subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+    res = run_oha(t, None, 8, n=n)
+    stack.wait_logs_shipped(600)
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+    dump = a.callgrind_out + ".1"
+    wait_until("the callgrind dump", lambda: os.path.exists(dump) and os.path.getsize(dump) > 0, 60)
+    time.sleep(1)
+    with open(dump, errors="replace") as f:
+        m = re.search(r"^(?:summary|totals):\s+(\d+)", f.read(), re.M)
+    total = int(m.group(1)) if m else None
+    out = {"requests": n, "ok": res["ok"], "errors": res["errors"], "instructions": total,
+           "instructions_per_request": total / n if total else None, "dump": dump}
+    log(f"callgrind: {total} instructions for {n} requests = "
+        f"{out['instructions_per_request']:.0f} per request (dump: {dump})")
+    return out
 
 
 def fmt(summary, key):
@@ -860,14 +924,20 @@ def summarize(raw, names):
                 "errors": sum(r["errors"] for r in rows),
             }
     if "S6" in raw:
-        b, nb = raw["S6"].get("bodies", []), raw["S6"].get("no-bodies", [])
+        b, nb, off = (raw["S6"].get(k, []) for k in ("bodies", "no-bodies", "off"))
+
+        def variant(rows):
+            return {"rps": med_range([r["rps"] for r in rows]),
+                    "cpu_us_per_req": med_range([r["cpu_us_per_req"] for r in rows])}
+
         S["S6"] = {
-            "bodies": {"rps": med_range([r["rps"] for r in b]),
-                       "cpu_us_per_req": med_range([r["cpu_us_per_req"] for r in b])},
-            "no-bodies": {"rps": med_range([r["rps"] for r in nb]),
-                          "cpu_us_per_req": med_range([r["cpu_us_per_req"] for r in nb])},
-            "throughput_ratio": med_range([x["rps"] / y["rps"] for x, y in zip(b, nb)]),
-            "cpu_ratio": med_range([x["cpu_us_per_req"] / y["cpu_us_per_req"] for x, y in zip(b, nb)]),
+            "bodies": variant(b),
+            "no-bodies": variant(nb),
+            "off": variant(off),
+            # The bar: full logging (bodies included) against logging off.
+            "throughput_ratio": med_range([x["rps"] / y["rps"] for x, y in zip(b, off)]),
+            "cpu_ratio": med_range([x["cpu_us_per_req"] / y["cpu_us_per_req"] for x, y in zip(b, off)]),
+            "bodies_ratio": med_range([x["rps"] / y["rps"] for x, y in zip(b, nb)]),
             "count": raw.get("S6-count"),
         }
     if "S7" in raw:
@@ -950,11 +1020,13 @@ def table(S, names):
     if "S6" in S:
         s = S["S6"]
         only = lambda v: (lambda c: v if c == "llmgw" else "—")  # noqa: E731
-        row("S6 logging", "req/s bodies on / off",
-            only(f"{mr(s['bodies']['rps'], 0)} / {mr(s['no-bodies']['rps'], 0)}"))
-        row("S6", "CPU µs/req bodies on / off",
-            only(f"{mr(s['bodies']['cpu_us_per_req'], 1)} / {mr(s['no-bodies']['cpu_us_per_req'], 1)}"))
-        row("S6", "throughput ratio on/off", only(mr(s["throughput_ratio"], 3)))
+        row("S6 logging", "req/s full / no bodies / off",
+            only(f"{mr(s['bodies']['rps'], 0)} / {mr(s['no-bodies']['rps'], 0)} / {mr(s['off']['rps'], 0)}"))
+        row("S6", "CPU µs/req full / no bodies / off",
+            only(f"{mr(s['bodies']['cpu_us_per_req'], 1)} / {mr(s['no-bodies']['cpu_us_per_req'], 1)}"
+                 f" / {mr(s['off']['cpu_us_per_req'], 1)}"))
+        row("S6", "throughput ratio full / off", only(mr(s["throughput_ratio"], 3)))
+        row("S6", "throughput ratio full / no bodies", only(mr(s["bodies_ratio"], 3)))
         cnt = s.get("count") or {}
         row("S6", "log rows / requests sent", only(f"{cnt.get('rows')} / {cnt.get('sent')}"))
     if "S7" in S:
@@ -1006,7 +1078,7 @@ def bar(S):
           f"{v * 2**20 / 1e6:.1f} MB" if v else "—")
     v = g("S6", "throughput_ratio", "median")
     check("S6 full logging costs ≤ 10% throughput", v, 0.9, v is not None and v >= 0.9,
-          f"{(1 - v) * 100:.1f}% (bodies on vs off)" if v else "—")
+          f"{(1 - v) * 100:.1f}% (full logging with bodies vs --request-log off)" if v else "—")
     cnt = g("S6", "count") or {}
     check("S6 log rows = requests sent", cnt.get("rows"), cnt.get("sent"),
           cnt.get("rows") is not None and cnt.get("rows") == cnt.get("sent"),
@@ -1075,6 +1147,13 @@ def main():
     ap.add_argument("--scenarios", default="S1,S2,S3,S4,S5,S6,S7", help="which scenarios to run")
     ap.add_argument("--s7-objects", type=int, default=10000, help="models and keys in S7")
     ap.add_argument("--keep", action="store_true", help="leave the temporary folder in place")
+    ap.add_argument("--dataplane-bin", default=None,
+                    help="another llmgw-dataplane binary to measure (A/B against a saved build)")
+    ap.add_argument("--dataplane-args", default=None, metavar="ARGS",
+                    help="extra flags for the measured data plane, e.g. '--request-log off'")
+    ap.add_argument("--callgrind", type=int, default=None, metavar="N",
+                    help="instead of the scenarios: count the data plane's instructions per "
+                         "request over N requests with valgrind's callgrind")
     a = ap.parse_args()
     a.peers = [p for p in a.peers.split(",") if p]
     a.rounds = a.rounds or (1 if a.quick else 3)
@@ -1089,6 +1168,23 @@ def main():
     log(f"load average at start: {load0}")
     if load0[0] >= 0.5:
         log("WARNING: the machine is busy (load average >= 0.5); figures will be noisy")
+    if a.callgrind:
+        os.makedirs(RESULTS, exist_ok=True)
+        stamp = started.strftime("%Y%m%dT%H%M%SZ")
+        a.callgrind_out = os.path.join(RESULTS, f"callgrind-{stamp}.out")
+        stack = Stack(a)
+        try:
+            stack.start()
+            out = callgrind(a, stack)
+        finally:
+            stop_all()
+            shutil.rmtree(stack.tmp, ignore_errors=True)
+        out["load_average"] = {"start": load0, "end": load_average()}
+        out["versions"] = versions()
+        with open(os.path.join(RESULTS, f"callgrind-{stamp}.json"), "w") as f:
+            json.dump(out, f, indent=2)
+        print(json.dumps(out, indent=2))
+        return
     stack = Stack(a)
     try:
         stack.start()

@@ -2,7 +2,7 @@
 # bench/run.sh - the benchmark: llmgw against direct calls and nginx.
 #
 # Usage: bench/run.sh [--quick] [--rounds N] [--peers litellm] [--scenarios S1,S3,...]
-#                     [--s7-objects N] [--keep]
+#                     [--s7-objects N] [--keep] [--dataplane-bin PATH]
 #
 #   1. builds release binaries (cargo build --release --bins, which includes
 #      the streaming client llmgw-bench from bench/);
@@ -57,6 +57,9 @@ command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v taskset >/dev/null || missing+=(util-linux)
 command -v python3 >/dev/null || missing+=(python3)
+if [[ " $* " == *" --callgrind"* ]]; then
+    command -v valgrind >/dev/null || missing+=(valgrind)
+fi
 if ((${#missing[@]})); then
     apt_install "${missing[@]}"
 fi

@@ -161,10 +161,19 @@ stage_deploy_checks() {
 # the openai npm package, via tests/node) against the binaries in
 # $LLMGW_BIN_DIR. The venv under .venv is created if missing; its packages
 # are (re)installed only when tests/python/requirements.txt changed (a stamp
-# in the venv holds the file's hash).
+# in the venv holds the file's hash). The cluster tests (test_cluster.py) put
+# Debian's nginx in front of several data planes: it is installed when
+# missing, and its path exported as LLMGW_NGINX; they also use psql (from
+# PostgreSQL, scripts/pg.sh) to create their databases.
 stage_python_sdk() {
     local venv="$ROOT/.venv" req="$ROOT/tests/python/requirements.txt"
     local stamp="$ROOT/.venv/.llmgw-requirements.sha256" want
+    if ! llmgw_find_nginx >/dev/null; then
+        printf 'installing nginx (apt-get)\n'
+        llmgw_apt_install "$STATE_DIR/apt-nginx.log" nginx || llmgw_die "cannot install nginx"
+    fi
+    LLMGW_NGINX="$(llmgw_find_nginx)" || llmgw_die "nginx is installed but not found"
+    export LLMGW_NGINX
     if [[ ! -x "$venv/bin/python" ]]; then
         python3 -m venv "$venv"
     fi

@@ -110,6 +110,17 @@ pub struct Args {
     #[arg(long, env = "LLMGW_REQUEST_DEADLINE", default_value = "300s", value_parser = parse_seconds)]
     pub request_deadline: u32,
 
+    /// Retry budget: retries (and failovers) may add this percentage of the
+    /// client requests of the last 10 s, so a failing upstream does not get
+    /// every request multiplied.
+    #[arg(long, env = "LLMGW_RETRY_BUDGET_PERCENT", default_value_t = 20)]
+    pub retry_budget_percent: u32,
+
+    /// Retry budget: retries allowed per 10 s on top of the percentage, so
+    /// that light traffic can still retry.
+    #[arg(long, env = "LLMGW_RETRY_BUDGET_MIN_RETRIES", default_value_t = 10)]
+    pub retry_budget_min_retries: u32,
+
     /// Days to keep request logs; older ones are deleted at start and then
     /// every hour. 0 keeps them forever.
     #[arg(long, env = "LOG_RETENTION_DAYS", default_value_t = 30)]
@@ -157,6 +168,8 @@ impl Args {
             connect_timeout_ms: self.connect_timeout_ms,
             first_byte_timeout_s: self.first_byte_timeout.unwrap_or(self.http_timeout),
             deadline_s: self.request_deadline,
+            retry_budget_percent: self.retry_budget_percent,
+            retry_budget_min_retries: self.retry_budget_min_retries,
         }
     }
 }

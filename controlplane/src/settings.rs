@@ -17,6 +17,8 @@ pub struct GlobalSettings {
     pub connect_timeout_ms: u32,
     pub first_byte_timeout_s: u32,
     pub deadline_s: u32,
+    pub retry_budget_percent: u32,
+    pub retry_budget_min_retries: u32,
 }
 
 impl Default for GlobalSettings {
@@ -31,6 +33,8 @@ impl Default for GlobalSettings {
             connect_timeout_ms: 5000,
             first_byte_timeout_s: 60,
             deadline_s: 300,
+            retry_budget_percent: 20,
+            retry_budget_min_retries: 10,
         }
     }
 }
@@ -53,6 +57,14 @@ impl GlobalSettings {
                 self.first_byte_timeout_s.to_string(),
             ),
             ("deadline_s", self.deadline_s.to_string()),
+            (
+                "retry_budget_percent",
+                self.retry_budget_percent.to_string(),
+            ),
+            (
+                "retry_budget_min_retries",
+                self.retry_budget_min_retries.to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -76,6 +88,12 @@ impl GlobalSettings {
             connect_timeout_ms: get(stored, "connect_timeout_ms", d.connect_timeout_ms),
             first_byte_timeout_s: get(stored, "first_byte_timeout_s", d.first_byte_timeout_s),
             deadline_s: get(stored, "deadline_s", d.deadline_s),
+            retry_budget_percent: get(stored, "retry_budget_percent", d.retry_budget_percent),
+            retry_budget_min_retries: get(
+                stored,
+                "retry_budget_min_retries",
+                d.retry_budget_min_retries,
+            ),
         }
     }
 
@@ -90,6 +108,8 @@ impl GlobalSettings {
             connect_timeout_ms: self.connect_timeout_ms,
             first_byte_timeout_s: self.first_byte_timeout_s,
             deadline_s: self.deadline_s,
+            retry_budget_percent: Some(self.retry_budget_percent),
+            retry_budget_min_retries: Some(self.retry_budget_min_retries),
         }
     }
 }

@@ -17,8 +17,9 @@ use clap::Parser;
 use common::*;
 use llmgw_controlplane::config::Args;
 use llmgw_controlplane::logs::query::list_statement;
+use llmgw_controlplane::logs::retention;
 use llmgw_controlplane::logs::sql::{Param, Statement};
-use llmgw_controlplane::logs::{retention, stats::stats_statement};
+use llmgw_controlplane::logs::stats::{stats_statement, stats_statement_pg};
 use llmgw_controlplane::Running;
 use llmgw_proto::v1 as pb;
 use llmgw_proto::v1::admin_client::AdminClient;
@@ -850,7 +851,12 @@ both! {
 /// The list and stats statements the RPCs run for each indexed filter,
 /// built by the same functions.
 /// With the index SQLite must pick for each.
-fn planned_statements(t: i64) -> Vec<(&'static str, Statement, &'static str)> {
+fn planned_statements(t: i64, kind: Kind) -> Vec<(&'static str, Statement, &'static str)> {
+    // PostgreSQL aggregates stats in the database, with its own statement.
+    let stats_statement = |r: &pb::GetStatsRequest| match kind {
+        Kind::Sqlite => stats_statement(r),
+        Kind::Postgres => stats_statement_pg(r),
+    };
     let f = pb::LogFilter::default;
     let list = |filter: pb::LogFilter| {
         list_statement(&pb::ListLogsRequest {
@@ -1015,7 +1021,7 @@ both! {
             count(&cp, "SELECT COUNT(*) FROM request_attempts").await,
             i64::try_from(want_attempts).unwrap()
         );
-        let statements = planned_statements(t);
+        let statements = planned_statements(t, db.kind);
         match db.kind {
             Kind::Sqlite => {
                 let mut conn = cp.running.store().pool().acquire().await.unwrap();

@@ -125,6 +125,10 @@ pub struct Settings {
     pub first_byte_timeout: Duration,
     /// Shared by all attempts of one request, until its response starts.
     pub deadline: Duration,
+    /// Retries may add this share of the last 10 s's client requests...
+    pub retry_budget_ratio: f64,
+    /// ...plus this many.
+    pub retry_budget_min_retries: u64,
 }
 
 /// Zero in a snapshot means "the default".
@@ -194,6 +198,8 @@ impl TryFrom<pb::Snapshot> for RoutingTable {
                 st.http_timeout_s.into(),
             )),
             deadline: Duration::from_secs(or_default(st.deadline_s.into(), 300)),
+            retry_budget_ratio: f64::from(st.retry_budget_percent.unwrap_or(20)) / 100.0,
+            retry_budget_min_retries: st.retry_budget_min_retries.unwrap_or(10).into(),
         };
 
         let mut providers = HashMap::with_capacity(s.providers.len());
@@ -403,6 +409,8 @@ mod tests {
                 connect_timeout_ms: 5000,
                 first_byte_timeout_s: 60,
                 deadline_s: 300,
+                retry_budget_percent: Some(20),
+                retry_budget_min_retries: None,
             }),
         }
     }

@@ -1,52 +1,151 @@
 //! Token estimates with tiktoken, for when an upstream reports no usage and
 //! for routing rules on `input_tokens`: `o200k_base` for the gpt-4o,
 //! o-series and gpt-5 families, `cl100k_base` for everything else.
+//!
+//! Each encoding's table is built on first use and kept for the life of the
+//! process. A table is tens of MiB (the two together are about 55 MiB of
+//! resident memory), and most gateways never need one because upstreams
+//! report usage, so nothing is loaded up front. Building a table takes a
+//! noticeable fraction of a second, so code on a request path asks with
+//! [`try_estimate_input`], which never loads: it says which [`Encoding`] is
+//! missing, and the caller can load it elsewhere ([`Encoding::load`] on a
+//! blocking thread) and use [`approximate_input`] meanwhile.
+
+use std::sync::OnceLock;
 
 use serde_json::Value;
 use tiktoken_rs::CoreBPE;
 
-/// The encoding for an upstream model name.
-pub fn encoding_for(model: &str) -> &'static CoreBPE {
-    let m = model
-        .rsplit('/')
-        .next()
-        .unwrap_or(model)
-        .to_ascii_lowercase();
-    let o200k = m.starts_with("gpt-4o")
-        || m.starts_with("chatgpt-4o")
-        || m.starts_with("gpt-4.1")
-        || m.starts_with("gpt-4.5")
-        || m.starts_with("gpt-5")
-        || m.starts_with("o1")
-        || m.starts_with("o3")
-        || m.starts_with("o4");
-    if o200k {
-        tiktoken_rs::o200k_base_singleton()
-    } else {
-        tiktoken_rs::cl100k_base_singleton()
+/// A tiktoken encoding the gateway counts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    O200kBase,
+    Cl100kBase,
+}
+
+/// Built tables; `None` inside if building failed (then estimates fall back
+/// to [`approximate_input`]'s rule of thumb rather than failing a record).
+static O200K: OnceLock<Option<CoreBPE>> = OnceLock::new();
+static CL100K: OnceLock<Option<CoreBPE>> = OnceLock::new();
+
+impl Encoding {
+    /// The encoding for an upstream model name.
+    pub fn for_model(model: &str) -> Encoding {
+        let m = model
+            .rsplit('/')
+            .next()
+            .unwrap_or(model)
+            .to_ascii_lowercase();
+        let o200k = m.starts_with("gpt-4o")
+            || m.starts_with("chatgpt-4o")
+            || m.starts_with("gpt-4.1")
+            || m.starts_with("gpt-4.5")
+            || m.starts_with("gpt-5")
+            || m.starts_with("o1")
+            || m.starts_with("o3")
+            || m.starts_with("o4");
+        if o200k {
+            Encoding::O200kBase
+        } else {
+            Encoding::Cl100kBase
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::O200kBase => "o200k_base",
+            Encoding::Cl100kBase => "cl100k_base",
+        }
+    }
+
+    fn cell(self) -> &'static OnceLock<Option<CoreBPE>> {
+        match self {
+            Encoding::O200kBase => &O200K,
+            Encoding::Cl100kBase => &CL100K,
+        }
+    }
+
+    /// The table if it is built; never waits.
+    pub fn get(self) -> Option<&'static CoreBPE> {
+        self.cell().get().and_then(Option::as_ref)
+    }
+
+    /// Whether the table is built (or building it has failed): a further
+    /// [`Encoding::load`] returns at once.
+    pub fn is_loaded(self) -> bool {
+        self.cell().get().is_some()
+    }
+
+    /// The table, building it first if needed. This blocks for the build
+    /// (and while another thread builds it): call it on a blocking thread.
+    /// `None` only if the embedded vocabulary could not be parsed.
+    pub fn load(self) -> Option<&'static CoreBPE> {
+        self.cell()
+            .get_or_init(|| {
+                let built = match self {
+                    Encoding::O200kBase => tiktoken_rs::o200k_base(),
+                    Encoding::Cl100kBase => tiktoken_rs::cl100k_base(),
+                };
+                built.ok()
+            })
+            .as_ref()
     }
 }
 
-/// Loads both encodings, so the first estimate does not pay for it.
-pub fn warm_up() {
-    let _ = tiktoken_rs::o200k_base_singleton();
-    let _ = tiktoken_rs::cl100k_base_singleton();
-}
-
+/// Tokens of `text`, building the model's encoding if needed (blocking).
 pub fn count_text(model: &str, text: &str) -> u64 {
     if text.is_empty() {
         return 0;
     }
-    encoding_for(model).encode_ordinary(text).len() as u64
+    match Encoding::for_model(model).load() {
+        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
+        None => approximate_text(text),
+    }
 }
 
 /// Per-message overhead of the chat format (role and separators).
 const PER_MESSAGE: u64 = 3;
 
+/// Bytes per token of the rule of thumb for English text with these
+/// encodings.
+const BYTES_PER_TOKEN: u64 = 4;
+
+fn approximate_text(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(BYTES_PER_TOKEN)
+}
+
 /// Estimates the input tokens of a request body of either protocol: the
 /// text of messages, system prompt, prompt or input, plus a small overhead
-/// per chat message.
+/// per chat message. Builds the model's encoding if needed (blocking).
 pub fn estimate_input(model: &str, body: &Value) -> u64 {
+    let (text, messages) = input_text(body);
+    count_text(model, &text) + overhead(messages)
+}
+
+/// [`estimate_input`] if the model's encoding is already built; otherwise,
+/// without waiting, the encoding that is missing.
+pub fn try_estimate_input(model: &str, body: &Value) -> Result<u64, Encoding> {
+    let encoding = Encoding::for_model(model);
+    if !encoding.is_loaded() {
+        return Err(encoding);
+    }
+    Ok(estimate_input(model, body))
+}
+
+/// A rough estimate that needs no encoding: the same text as
+/// [`estimate_input`] at about four bytes per token, plus the same
+/// per-message overhead. For use while an encoding is being built.
+pub fn approximate_input(body: &Value) -> u64 {
+    let (text, messages) = input_text(body);
+    approximate_text(&text) + overhead(messages)
+}
+
+fn overhead(messages: u64) -> u64 {
+    messages * PER_MESSAGE + u64::from(messages > 0) * PER_MESSAGE
+}
+
+/// The text an input estimate counts, and the number of chat messages.
+fn input_text(body: &Value) -> (String, u64) {
     let mut text = String::new();
     let mut messages = 0u64;
     if let Some(system) = body.get("system") {
@@ -71,7 +170,7 @@ pub fn estimate_input(model: &str, body: &Value) -> u64 {
     if let Some(tools) = body.get("tools") {
         text.push_str(&tools.to_string());
     }
-    count_text(model, &text) + messages * PER_MESSAGE + u64::from(messages > 0) * PER_MESSAGE
+    (text, messages)
 }
 
 /// Appends the text found in a content value: a string, a list of strings,
@@ -105,26 +204,18 @@ mod tests {
 
     #[test]
     fn picks_the_encoding_by_family() {
-        assert!(std::ptr::eq(
-            encoding_for("gpt-4o-mini"),
-            tiktoken_rs::o200k_base_singleton()
-        ));
-        assert!(std::ptr::eq(
-            encoding_for("openai/o3-mini"),
-            tiktoken_rs::o200k_base_singleton()
-        ));
-        assert!(std::ptr::eq(
-            encoding_for("gpt-5"),
-            tiktoken_rs::o200k_base_singleton()
-        ));
-        assert!(std::ptr::eq(
-            encoding_for("gpt-3.5-turbo"),
-            tiktoken_rs::cl100k_base_singleton()
-        ));
-        assert!(std::ptr::eq(
-            encoding_for("claude-sonnet"),
-            tiktoken_rs::cl100k_base_singleton()
-        ));
+        for m in [
+            "gpt-4o-mini",
+            "openai/o3-mini",
+            "gpt-5",
+            "GPT-4.1",
+            "chatgpt-4o-latest",
+        ] {
+            assert_eq!(Encoding::for_model(m), Encoding::O200kBase, "{m}");
+        }
+        for m in ["gpt-3.5-turbo", "claude-sonnet", "text-embedding-3-small"] {
+            assert_eq!(Encoding::for_model(m), Encoding::Cl100kBase, "{m}");
+        }
     }
 
     #[test]
@@ -137,5 +228,27 @@ mod tests {
         assert_eq!(count_text("gpt-4o", ""), 0);
         assert_eq!(count_text("gpt-4o", "hello world"), 2);
         assert!(estimate_input("text-embedding-3-small", &json!({"input": ["a b", "c"]})) >= 2);
+    }
+
+    #[test]
+    fn loading_is_on_demand_and_once() {
+        let body = json!({"messages": [{"role": "user", "content": "hello world"}]});
+        // Another test may have built it already; either way, once built,
+        // the non-blocking path answers exactly what the blocking one does.
+        let exact = estimate_input("gpt-4o", &body);
+        assert!(Encoding::O200kBase.is_loaded());
+        assert!(Encoding::O200kBase.get().is_some());
+        assert_eq!(try_estimate_input("gpt-4o", &body), Ok(exact));
+        // "hello world\n" is 3 tokens, plus 3 for the message and 3 for the reply.
+        assert_eq!(exact, 9);
+    }
+
+    #[test]
+    fn approximation_counts_the_same_text() {
+        let body = json!({"system": "abcd", "messages": [{"role": "user", "content": "efgh"}]});
+        // "abcd\nefgh\n" is 10 bytes: 3 tokens at 4 bytes each, rounded up,
+        // plus 3 per message and 3 for the reply.
+        assert_eq!(approximate_input(&body), 3 + 3 + 3);
+        assert_eq!(approximate_input(&json!({})), 0);
     }
 }

@@ -22,6 +22,38 @@ pub enum LogFormat {
     Json,
 }
 
+/// What the data plane records of each request for the control plane's
+/// request log (`--request-log`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum RequestLogMode {
+    /// A record per request with redacted headers, and request and response
+    /// bodies as the control plane's body settings allow (globally and per
+    /// key).
+    #[default]
+    Full,
+    /// A record per request with redacted headers but never any body,
+    /// whatever the control plane's body settings say.
+    Metadata,
+    /// No records: nothing is spooled or shipped, and `llmgw logs` and
+    /// `llmgw stats` see none of this data plane's requests. Metrics are
+    /// still counted. Records left in the spool by an earlier run are
+    /// still shipped.
+    Off,
+}
+
+impl RequestLogMode {
+    /// Whether records are produced at all.
+    pub fn records(self) -> bool {
+        self != RequestLogMode::Off
+    }
+
+    /// Whether bodies may be recorded (the control plane's settings decide
+    /// the rest).
+    pub fn bodies(self) -> bool {
+        self == RequestLogMode::Full
+    }
+}
+
 /// Command line of `llmgw-dataplane`. Every flag can also be set through the
 /// environment variable named in `--help`.
 #[derive(Parser)]
@@ -112,6 +144,19 @@ pub struct Cli {
     /// (with a warning and a metric).
     #[arg(long, env = "LLMGW_SPOOL_MAX_BYTES", value_name = "BYTES", default_value_t = crate::logs::DEFAULT_SPOOL_MAX_BYTES)]
     pub spool_max_bytes: u64,
+
+    /// What is recorded of each request for the control plane's request log
+    /// (`llmgw logs`, `llmgw stats`): everything, with bodies as the control
+    /// plane's body settings allow; metadata and headers without bodies; or
+    /// nothing (metrics are still counted).
+    #[arg(
+        long,
+        env = "LLMGW_REQUEST_LOG",
+        value_enum,
+        value_name = "MODE",
+        default_value_t = RequestLogMode::Full
+    )]
+    pub request_log: RequestLogMode,
 }
 
 impl Cli {
@@ -142,6 +187,7 @@ impl Cli {
         config.shutdown_grace = Duration::from_secs(self.shutdown_grace_s);
         config.spool_dir = self.spool_dir;
         config.spool_max_bytes = self.spool_max_bytes;
+        config.request_log = self.request_log;
         Ok(config)
     }
 }
@@ -173,6 +219,8 @@ pub struct Config {
     /// Request-log spool folder; `None` means `./data/spool/<node_id>`.
     pub spool_dir: Option<std::path::PathBuf>,
     pub spool_max_bytes: u64,
+    /// What is recorded of each request (`--request-log`).
+    pub request_log: RequestLogMode,
 }
 
 impl Config {
@@ -192,6 +240,7 @@ impl Config {
             backoff_max: Duration::from_secs(10),
             spool_dir: None,
             spool_max_bytes: crate::logs::DEFAULT_SPOOL_MAX_BYTES,
+            request_log: RequestLogMode::Full,
         }
     }
 }
@@ -212,6 +261,7 @@ impl fmt::Debug for Config {
             .field("backoff_initial", &self.backoff_initial)
             .field("backoff_max", &self.backoff_max)
             .field("spool_dir", &self.spool_dir)
+            .field("request_log", &self.request_log)
             .finish()
     }
 }
@@ -360,6 +410,24 @@ mod tests {
             let e = parse_control_plane(url).unwrap_err();
             assert!(e.to_string().contains(want), "{url}: {e}");
         }
+    }
+
+    #[test]
+    fn request_log_mode_is_full_unless_asked() {
+        let c = parse(&["--dataplane-token", "t"]).unwrap();
+        assert_eq!(c.request_log, RequestLogMode::Full);
+        for (arg, want) in [
+            ("off", RequestLogMode::Off),
+            ("metadata", RequestLogMode::Metadata),
+            ("full", RequestLogMode::Full),
+        ] {
+            let c = parse(&["--dataplane-token", "t", "--request-log", arg]).unwrap();
+            assert_eq!(c.request_log, want, "{arg}");
+        }
+        assert!(parse(&["--dataplane-token", "t", "--request-log", "bodies"]).is_err());
+        assert!(!RequestLogMode::Off.records() && !RequestLogMode::Off.bodies());
+        assert!(RequestLogMode::Metadata.records() && !RequestLogMode::Metadata.bodies());
+        assert!(RequestLogMode::Full.records() && RequestLogMode::Full.bodies());
     }
 
     #[test]

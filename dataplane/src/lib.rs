@@ -27,7 +27,7 @@ use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Certificate;
 use tracing::info;
 
-pub use config::{Cli, Config, LogFormat};
+pub use config::{Cli, Config, LogFormat, RequestLogMode};
 pub use server::{BoxError, ResponseBody};
 pub use table::TableHandle;
 
@@ -64,8 +64,8 @@ pub async fn start(config: Config) -> Result<Running> {
     let local_addr = listener.local_addr().context("bound address")?;
     server::log_bound(local_addr);
 
-    // Loading the tokenizers takes a moment; do it before traffic needs it.
-    tokio::task::spawn_blocking(llmgw_core::tokens::warm_up);
+    // tiktoken's tables (about 55 MiB) are built only when an estimate is
+    // needed, off the request path: see `proxy::estimate`.
 
     let table = TableHandle::new();
     let (versions_tx, versions) = watch::channel(0u64);
@@ -88,6 +88,7 @@ pub async fn start(config: Config) -> Result<Running> {
             Arc::clone(&log_sink),
             metrics::Metrics::new(),
             config.node_id.clone(),
+            config.request_log,
         ),
         draining: Default::default(),
     });

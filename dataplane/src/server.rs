@@ -78,9 +78,12 @@ pub(crate) async fn serve(
                         debug!(%peer, error = %e, "cannot set TCP_NODELAY");
                     }
                     let state = Arc::clone(&state);
+                    // Formatted once per connection rather than per request.
+                    let client_ip: Arc<str> = Arc::from(peer.ip().to_string());
                     let service = service_fn(move |req| {
                         let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(route(&state, req, peer).await) }
+                        let client_ip = Arc::clone(&client_ip);
+                        async move { Ok::<_, Infallible>(route(&state, req, &client_ip).await) }
                     });
                     let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     let conn = graceful.watch(conn);
@@ -109,7 +112,18 @@ pub(crate) async fn serve(
         grace_s = grace.as_secs_f64(),
         "stopped accepting connections; draining"
     );
-    if tokio::time::timeout(grace, graceful.shutdown())
+    // Keep-alive connections first get a moment to carry one more request
+    // each (answered with `Connection: close`); then idle ones are closed
+    // and busy ones finish within what is left of the grace period.
+    let deadline = tokio::time::Instant::now() + grace;
+    let lame_duck = tokio::time::Instant::now() + IDLE_DRAIN.min(grace / 2);
+    while !connections.is_empty() {
+        tokio::select! {
+            _ = tokio::time::sleep_until(lame_duck) => break,
+            Some(_) = connections.join_next() => {}
+        }
+    }
+    if tokio::time::timeout_at(deadline, graceful.shutdown())
         .await
         .is_err()
     {
@@ -126,13 +140,36 @@ pub(crate) async fn serve(
 pub(crate) async fn route(
     state: &State,
     req: Request<hyper::body::Incoming>,
-    peer: SocketAddr,
+    client_ip: &str,
 ) -> Response<ResponseBody> {
-    if crate::proxy::Proxy::serves(req.uri().path()) {
-        return state.proxy.handle(req, peer).await;
+    let http1 = req.version() <= http::Version::HTTP_11;
+    let mut resp = if crate::proxy::Proxy::serves(req.uri().path()) {
+        // Just started (or restarted) and no snapshot yet: a load balancer
+        // that does not probe /readyz already sends traffic. Hold the
+        // request briefly rather than fail it; the first snapshot usually
+        // arrives within milliseconds.
+        if state.table.load().is_none() {
+            state.table.wait_loaded(FIRST_SNAPSHOT_WAIT).await;
+        }
+        state.proxy.handle(req, client_ip).await
+    } else {
+        local(state, &req)
+    };
+    // Draining: this connection's next response is its last, so the client
+    // stops reusing it instead of racing a close of an idle connection.
+    if http1 && state.draining.load(Ordering::Acquire) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
     }
-    local(state, &req)
+    resp
 }
+
+/// How long a request waits for the first snapshot before a 503.
+const FIRST_SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
+/// After the listener closes, how long idle keep-alive connections stay
+/// open so that clients see `Connection: close` on a response instead of a
+/// connection closed under a request they are sending.
+const IDLE_DRAIN: Duration = Duration::from_secs(1);
 
 /// Health, readiness and anything the proxy does not serve.
 fn local<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
@@ -266,6 +303,7 @@ mod tests {
                     Arc::new(sink),
                     crate::metrics::Metrics::new(),
                     "test".into(),
+                    crate::RequestLogMode::Full,
                 ),
                 table,
                 draining: Default::default(),

@@ -1660,11 +1660,20 @@ def check_kubernetes(root: Path, problems: Problems) -> None:
             problems.add(where, "minReplicas below 2: a single data plane cannot be drained without downtime")
     if not by_kind.get("HorizontalPodAutoscaler"):
         problems.add("deploy/kubernetes", "no HorizontalPodAutoscaler for the data planes")
+    # PDBs: one for the data planes; another may cover the control planes.
+    cp_dep = roles.get("controlplane", (None, None, None))[1]
+    dp_pdbs = 0
     for f, pdb in by_kind.get("PodDisruptionBudget", []):
         where = f"deploy/kubernetes/{f}: PodDisruptionBudget/{pdb['metadata'].get('name')}"
-        if dp_dep is None or not labels_match((pdb.get("spec") or {}).get("selector"), dp_dep["spec"]["template"]["metadata"]["labels"]):
-            problems.add(where, "does not select the data-plane pods")
-    if not by_kind.get("PodDisruptionBudget"):
+        selector = (pdb.get("spec") or {}).get("selector")
+        if dp_dep is not None and labels_match(selector, dp_dep["spec"]["template"]["metadata"]["labels"]):
+            dp_pdbs += 1
+        elif cp_dep is not None and labels_match(selector, cp_dep["spec"]["template"]["metadata"]["labels"]):
+            if (cp_dep.get("spec") or {}).get("replicas", 1) < 2:
+                problems.add(where, "a PodDisruptionBudget for a single control plane blocks node drains")
+        else:
+            problems.add(where, "does not select the data-plane or control-plane pods")
+    if dp_pdbs == 0:
         problems.add("deploy/kubernetes", "no PodDisruptionBudget for the data planes")
     for role in ("controlplane", "dataplane"):
         if role not in roles:

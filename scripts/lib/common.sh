@@ -62,3 +62,38 @@ llmgw_tcp_open() {
         bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
     fi
 }
+
+# llmgw_find_nginx -> prints the path of nginx (on PATH, or in Debian's
+# /usr/sbin, which is not on every user's PATH); fails if there is none.
+llmgw_find_nginx() {
+    local p
+    for p in "$(command -v nginx 2>/dev/null)" /usr/sbin/nginx /usr/local/sbin/nginx; do
+        if [[ -n "$p" && -x "$p" ]]; then
+            printf '%s\n' "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# llmgw_apt_install LOG PKG... -> installs Debian packages quietly (an
+# `apt-get update` only when the first try fails), with output in LOG, shown
+# on failure. Services the packages would start (nginx on port 80) are not
+# started: a temporary policy-rc.d refuses them, unless the machine has one.
+llmgw_apt_install() {
+    local log=$1 rc=0 policy=/usr/sbin/policy-rc.d made_policy=0
+    shift
+    if [[ ! -e "$policy" ]]; then
+        printf '#!/bin/sh\n# llmgw scripts/test.sh: no service starts during this install\nexit 101\n' >"$policy" &&
+            chmod 755 "$policy" && made_policy=1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -qq "$@" >"$log" 2>&1; then
+        { apt-get update -qq && apt-get install -y -qq "$@"; } >>"$log" 2>&1 || rc=$?
+    fi
+    ((made_policy)) && rm -f "$policy"
+    if ((rc != 0)); then
+        cat "$log" >&2
+        return "$rc"
+    fi
+}

@@ -93,6 +93,19 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def readyz_version(http: httpx.Client, url: str) -> int | None:
+    """The applied version a data plane's /readyz reports, or None while it
+    is not ready (or not reachable)."""
+    try:
+        r = http.get(f"{url}/readyz", timeout=2)
+    except httpx.HTTPError:
+        return None
+    if r.status_code != 200:
+        return None
+    body = r.json()
+    return int(body["version"]) if body.get("ready") else None
+
+
 def uid() -> str:
     """A short unique suffix for names (models, keys, upstream models)."""
     return uuid.uuid4().hex[:10]
@@ -445,14 +458,7 @@ class Gateway:
 
     def readyz(self) -> int | None:
         """The data plane's applied version, or None while not ready."""
-        try:
-            r = self.http.get(f"{self.url}/readyz", timeout=2)
-        except httpx.HTTPError:
-            return None
-        if r.status_code != 200:
-            return None
-        body = r.json()
-        return int(body["version"]) if body.get("ready") else None
+        return readyz_version(self.http, self.url)
 
     # ----- CLI -----
 
@@ -634,6 +640,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         for proc in [g.cp, g.dp, *(m.proc for m in [g.mock, *g.extra_mocks] if m)]:
             if proc is not None:
                 rep.sections.append((f"{proc.name} output, tail ({proc.log_path})", proc.tail(30)))
+    # Other harnesses (tests/python/cluster.py) say what to quote themselves.
+    for v in getattr(item, "funcargs", {}).values():
+        sections = getattr(v, "report_sections", None)
+        if callable(sections):
+            rep.sections.extend(sections())
 
 
 # ---------------------------------------------------------------------------

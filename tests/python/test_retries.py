@@ -19,7 +19,9 @@ MSG = [{"role": "user", "content": "retry me"}]
 
 @pytest.fixture(scope="module")
 def rgw(make_gateway) -> Gateway:
-    return make_gateway("retries", cp_args=["--request-deadline", "2s", "--first-byte-timeout", "30s"])
+    # A budget no test here can exhaust: these tests are about single requests.
+    return make_gateway("retries", cp_args=["--request-deadline", "2s", "--first-byte-timeout", "30s",
+                                            "--retry-budget-min-retries", "10000"])
 
 
 def setup(gw: Gateway, max_attempts: int = 3) -> tuple[str, str, str, str, str]:
@@ -136,3 +138,19 @@ def test_request_deadline_is_respected(rgw: Gateway) -> None:
     assert 1.5 <= elapsed < 6, elapsed
     rec = rgw.log(e.value.response.headers["x-llmgw-request-id"])
     assert rec["status"] == 504 and rec["error"]
+
+
+def test_retry_budget_caps_retries_across_requests(make_gateway) -> None:
+    """No share of requests and a floor of one retry per 10 s: the first
+    failing request gets one retry, the next none, and neither fails over."""
+    gw = make_gateway("budget", cp_args=["--retry-budget-percent", "0", "--retry-budget-min-retries", "1"])
+    model, a, b, _, key = setup(gw)
+    gw.mock.script(a, [{"status": 503}] * 10)
+    outcomes = []
+    for _ in range(2):
+        with pytest.raises(openai.APIStatusError) as e:
+            gw.openai(key, max_retries=0).chat.completions.create(model=model, messages=MSG)
+        assert e.value.status_code == 503
+        outcomes.append(attempts(gw.log(e.value.response.headers["x-llmgw-request-id"])))
+    assert outcomes == [[(a, 503), (a, 503)], [(a, 503)]]
+    assert gw.mock.requests(b) == []

@@ -14,6 +14,7 @@
 
 pub mod shipper;
 pub mod spool;
+pub mod wire;
 mod writer;
 
 use std::fmt;
@@ -234,15 +235,12 @@ pub async fn spawn(config: LogsConfig, rx: mpsc::Receiver<pb::RequestLog>) -> Re
         max_bytes: config.max_bytes,
         segment_bytes: config.segment_bytes,
     };
-    let spool = tokio::task::spawn_blocking(move || Spool::open(dir, opts))
-        .await
-        .context("spool recovery task")?
-        .with_context(|| {
-            format!(
-                "cannot open the request-log spool in {}",
-                config.spool_dir.display()
-            )
-        })?;
+    let spool = open_spool(dir, opts).await.with_context(|| {
+        format!(
+            "cannot open the request-log spool in {}",
+            config.spool_dir.display()
+        )
+    })?;
     let spool = Arc::new(spool);
     let counters = Arc::new(ShipCounters::default());
 
@@ -285,6 +283,33 @@ pub async fn spawn(config: LogsConfig, rx: mpsc::Receiver<pb::RequestLog>) -> Re
         writer: Some(writer),
         shipper: Some(shipper),
     })
+}
+
+/// How long [`spawn`] waits for a spool folder whose lock is held. A
+/// pipeline of this process that was just dropped releases the lock only
+/// once its tasks are gone, which takes a moment; another data plane on the
+/// same folder keeps it, and start fails after this wait.
+const SPOOL_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens the spool on a blocking thread, waiting up to [`SPOOL_LOCK_WAIT`]
+/// while its folder is locked.
+async fn open_spool(dir: PathBuf, opts: SpoolOptions) -> Result<Spool> {
+    let give_up = tokio::time::Instant::now() + SPOOL_LOCK_WAIT;
+    loop {
+        let d = dir.clone();
+        let opened = tokio::task::spawn_blocking(move || Spool::open(d, opts))
+            .await
+            .context("spool recovery task")?;
+        match opened {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ResourceBusy
+                    && tokio::time::Instant::now() < give_up =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// The running pipeline. Read its counters any time; end it with

@@ -9,6 +9,9 @@
 //! jittered backoff, forever) and everything after the last acknowledgement
 //! is sent again: at-least-once delivery, which the control plane's
 //! idempotent ingest (by record id) turns into exactly-once storage.
+//!
+//! Records travel as the bytes the spool holds ([`super::wire`]): the
+//! shipper never decodes them.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +21,6 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use http::Uri;
 use llmgw_proto::v1 as pb;
-use llmgw_proto::v1::logs_client::LogsClient;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -26,7 +28,8 @@ use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Certificate, Channel};
 use tracing::{debug, error, info, warn};
 
-use super::spool::{ReadBatch, Spool};
+use super::spool::{RawReadBatch, Spool};
+use super::wire::{RawBatch, ShipCodec};
 use crate::backoff::Backoff;
 
 /// A stream that stayed up this long counts as healthy even without acks
@@ -119,14 +122,25 @@ impl Shipper {
     /// One connection and stream; returns when it ends or fails.
     async fn ship_once(&mut self, uri: &Uri) -> Result<()> {
         let channel = self.connect(uri).await?;
-        let mut client = LogsClient::new(channel);
+        let mut client = tonic::client::Grpc::new(channel);
         let window = self.window.max(1);
-        let (tx, rx) = mpsc::channel::<pb::LogBatch>(window);
+        let (tx, rx) = mpsc::channel::<RawBatch>(window);
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
         request
             .metadata_mut()
             .insert("authorization", self.auth.clone());
-        let mut inbound = client.ship(request).await?.into_inner();
+        request
+            .extensions_mut()
+            .insert(tonic::GrpcMethod::new("llmgw.v1.Logs", "Ship"));
+        client
+            .ready()
+            .await
+            .map_err(|e| anyhow!("log stream not ready: {e}"))?;
+        let path = http::uri::PathAndQuery::from_static("/llmgw.v1.Logs/Ship");
+        let mut inbound = client
+            .streaming(request, path, ShipCodec)
+            .await?
+            .into_inner();
         self.counters.connected.store(true, Ordering::Relaxed);
         self.counters.connects.fetch_add(1, Ordering::Relaxed);
 
@@ -153,8 +167,8 @@ impl Shipper {
                 }
                 let spool = Arc::clone(&self.spool);
                 let (max_records, max_bytes) = (self.batch_max_records, self.batch_max_bytes);
-                let ReadBatch { records, next_seq } = tokio::task::spawn_blocking(move || {
-                    spool.read_from(next, max_records, max_bytes)
+                let RawReadBatch { records, next_seq } = tokio::task::spawn_blocking(move || {
+                    spool.read_raw_from(next, max_records, max_bytes)
                 })
                 .await
                 .context("spool read task")?
@@ -167,10 +181,10 @@ impl Shipper {
                 if in_flight.is_empty() {
                     ack_deadline = Instant::now() + self.ack_timeout;
                 }
-                tx.send(pb::LogBatch {
+                tx.send(RawBatch {
                     node_id: self.node_id.clone(),
                     last_sequence: last_seq,
-                    records,
+                    records: records.into_iter().map(|r| r.payload).collect(),
                 })
                 .await
                 .map_err(|_| anyhow!("log request stream closed"))?;

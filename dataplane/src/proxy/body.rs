@@ -37,16 +37,16 @@ impl<'a> Scanner<'a> {
     fn string(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let start = self.i;
-        while self.i < self.b.len() {
-            match self.b[self.i] {
-                b'"' => {
-                    let s = &self.b[start..self.i];
-                    self.i += 1;
-                    return Some(s);
-                }
-                b'\\' => self.i += 2,
-                _ => self.i += 1,
+        // Most of a response is string contents: jump from one quote or
+        // backslash to the next, eight bytes at a time.
+        while let Some(off) = find_quote_or_backslash(self.b.get(self.i..)?) {
+            self.i += off;
+            if self.b[self.i] == b'"' {
+                let s = &self.b[start..self.i];
+                self.i += 1;
+                return Some(s);
             }
+            self.i += 2;
         }
         None
     }
@@ -97,6 +97,33 @@ impl<'a> Scanner<'a> {
         }
         Some(Span { start, end: self.i })
     }
+}
+
+/// The position of the first `"` or `\\` in `b`. Eight bytes at a time:
+/// a byte equal to the one sought is a zero byte after XOR, and
+/// `(v - 0x01..) & !v & 0x80..` has the high bit set for the first zero
+/// byte of `v` (later bytes may be flagged wrongly; the first never is).
+fn find_quote_or_backslash(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const QUOTE: u64 = ONES * b'"' as u64;
+    const BACKSLASH: u64 = ONES * b'\\' as u64;
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let mut chunks = b.chunks_exact(8);
+    let mut at = 0;
+    for c in chunks.by_ref() {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let hit = zero_byte(w ^ QUOTE) | zero_byte(w ^ BACKSLASH);
+        if hit != 0 {
+            return Some(at + (hit.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\')
+        .map(|p| at + p)
 }
 
 /// Whether a raw JSON string (quotes included) is `name`. Keys without an
@@ -221,6 +248,37 @@ pub fn request_stream_usage(body: &[u8]) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_first_quote_or_backslash_at_any_position() {
+        for len in 0..40 {
+            for pos in 0..=len {
+                for c in [b'"', b'\\'] {
+                    let mut b = vec![b'a'; len];
+                    // Bytes next to the sought ones that the bit trick could
+                    // confuse: the character codes one above each.
+                    for (i, x) in b.iter_mut().enumerate() {
+                        if i % 3 == 0 {
+                            *x = b'#';
+                        } else if i % 5 == 0 {
+                            *x = b']';
+                        }
+                    }
+                    let want = (pos < len).then_some(pos);
+                    if pos < len {
+                        b[pos] = c;
+                        // A later one must not be reported first.
+                        if pos + 1 < len {
+                            b[pos + 1] = b'"';
+                        }
+                    }
+                    assert_eq!(find_quote_or_backslash(&b), want, "{len} {pos} {c}");
+                }
+            }
+        }
+        assert_eq!(find_quote_or_backslash("é\"".as_bytes()), Some(2));
+        assert_eq!(find_quote_or_backslash(&[0xff, 0x80, 0x22]), Some(2));
+    }
 
     #[test]
     fn only_the_model_value_changes() {

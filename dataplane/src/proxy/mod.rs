@@ -7,16 +7,18 @@ mod anthropic;
 pub mod body;
 mod dialect;
 pub mod error;
+mod estimate;
 mod observe;
 mod openai;
 mod record;
 mod sse;
 mod state;
 mod stream;
+mod upstream;
+mod usage;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -39,6 +41,7 @@ use self::observe::Observer;
 use self::record::{Emitter, Finish};
 pub use self::state::{RetryBudget, RouterState};
 use self::stream::ProxyBody;
+use crate::config::RequestLogMode;
 use crate::logs::LogSink;
 use crate::metrics::Metrics;
 use crate::server::ResponseBody;
@@ -53,7 +56,7 @@ pub struct Proxy {
     table: TableHandle,
     state: RouterState,
     budget: RetryBudget,
-    clients: Mutex<HashMap<String, (Duration, reqwest::Client)>>,
+    upstreams: upstream::Upstreams,
     out: Arc<Emitter>,
     node_id: String,
 }
@@ -96,9 +99,10 @@ impl Facts for RequestFacts<'_> {
         self.key
     }
     fn input_tokens(&self) -> u64 {
+        // Rules must not wait for a tokenizer to be built: see `estimate`.
         *self
             .input_tokens
-            .get_or_init(|| llmgw_core::tokens::estimate_input(self.tokenizer_model, self.body))
+            .get_or_init(|| estimate::input_tokens_now(self.tokenizer_model, self.body))
     }
 }
 
@@ -153,13 +157,14 @@ impl Proxy {
         logs: Arc<LogSink>,
         metrics: Arc<Metrics>,
         node_id: String,
+        request_log: RequestLogMode,
     ) -> Self {
         Proxy {
             table,
             state: RouterState::default(),
             budget: RetryBudget::default(),
-            clients: Mutex::new(HashMap::new()),
-            out: Arc::new(Emitter::new(logs, metrics)),
+            upstreams: upstream::Upstreams::default(),
+            out: Arc::new(Emitter::new(logs, metrics, request_log)),
             node_id,
         }
     }
@@ -183,7 +188,8 @@ impl Proxy {
         path == "/v1/models" || Endpoint::from_path(path).is_some()
     }
 
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+    /// Serves one proxied request from a client at `client_ip`.
+    pub async fn handle(&self, req: Request<Incoming>, client_ip: &str) -> Response<ResponseBody> {
         let id = uuid::Uuid::now_v7().to_string();
         let path = req.uri().path().to_string();
         if path == "/v1/models" {
@@ -210,7 +216,7 @@ impl Proxy {
                 id: id.clone(),
                 node_id: self.node_id.clone(),
                 time_ms: now_ms(),
-                client_ip: peer.ip().to_string(),
+                client_ip: client_ip.to_string(),
                 user_agent: req
                     .headers()
                     .get(header::USER_AGENT)
@@ -219,7 +225,7 @@ impl Proxy {
                     .to_string(),
                 protocol: endpoint.protocol().as_str().to_string(),
                 path: path.clone(),
-                request_headers: record::redact_headers(req.headers()),
+                request_headers: self.log_headers(req.headers()),
                 ..Default::default()
             }),
             started,
@@ -236,6 +242,16 @@ impl Proxy {
         };
         set_request_id(&mut resp, &id);
         resp
+    }
+
+    /// Headers for the record: redacted, or none when nothing is recorded
+    /// (the record then only feeds metrics, which do not look at them).
+    fn log_headers(&self, headers: &HeaderMap) -> HashMap<String, String> {
+        if self.out.mode.records() {
+            record::redact_headers(headers)
+        } else {
+            HashMap::new()
+        }
     }
 
     /// Logs a request that ended without a proxied body.
@@ -369,7 +385,7 @@ impl Proxy {
                 }
             })?
             .to_bytes();
-        let log_bodies = table.settings.log_bodies && key.log_bodies;
+        let log_bodies = self.out.mode.bodies() && table.settings.log_bodies && key.log_bodies;
         let cap = table.settings.log_body_max_bytes;
         if log_bodies {
             let (text, cut) = record::capped_body(&raw, cap);
@@ -425,14 +441,16 @@ impl Proxy {
             input_tokens: std::cell::OnceCell::new(),
         };
         let plan = routing::plan(model, endpoint.protocol(), &facts, &self.state);
-        if plan.order.is_empty() {
+        let no_route = plan.order.is_empty().then(|| plan.empty_reason(model));
+        let body = Arc::new(body);
+        if let Some(reason) = no_route {
             if endpoint == Endpoint::CountTokens {
-                return Ok(self.count_tokens_locally(&facts, pending));
+                let n = estimate::input_tokens_exact(&tokenizer_model, &body).await;
+                return Ok(self.count_tokens_locally(n, pending));
             }
-            return Err((ErrorKind::NoRoute, plan.empty_reason(model)));
+            return Err((ErrorKind::NoRoute, reason));
         }
 
-        let body = Arc::new(body);
         self.attempts(
             Call {
                 table: &table,
@@ -452,12 +470,7 @@ impl Proxy {
     }
 
     /// `count_tokens` for a model with no Anthropic target: a local estimate.
-    fn count_tokens_locally(
-        &self,
-        facts: &RequestFacts<'_>,
-        pending: &mut Pending,
-    ) -> Response<ResponseBody> {
-        let n = facts.input_tokens();
+    fn count_tokens_locally(&self, n: u64, pending: &mut Pending) -> Response<ResponseBody> {
         let body = serde_json::json!({ "input_tokens": n }).to_string();
         let r = pending.record();
         r.status = 200;
@@ -472,31 +485,6 @@ impl Proxy {
             HeaderValue::from_static("application/json"),
         );
         resp
-    }
-
-    fn client_for(
-        &self,
-        provider: &str,
-        connect_timeout: Duration,
-    ) -> Result<reqwest::Client, AttemptError> {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((t, c)) = clients.get(provider) {
-            if *t == connect_timeout {
-                return Ok(c.clone());
-            }
-        }
-        let client = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .tcp_nodelay(true)
-            .http2_adaptive_window(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .map_err(|e| AttemptError::Connect(format!("cannot build HTTP client: {e}")))?;
-        clients.insert(provider.to_string(), (connect_timeout, client.clone()));
-        Ok(client)
     }
 
     async fn attempts(
@@ -522,7 +510,12 @@ impl Proxy {
             let mut tries = 0u32;
             let mut waited_retry_after = false;
             loop {
-                if sent > 0 && !self.budget.try_withdraw() {
+                if sent > 0
+                    && !self.budget.try_withdraw(
+                        settings.retry_budget_ratio,
+                        settings.retry_budget_min_retries,
+                    )
+                {
                     tracing::warn!(model = %call.model.name, "retry budget exhausted");
                     break 'targets;
                 }
@@ -625,7 +618,7 @@ impl Proxy {
                     r.response_body = text;
                     r.response_body_truncated = cut;
                 }
-                r.response_headers = record::redact_headers(&headers);
+                r.response_headers = self.log_headers(&headers);
                 self.finish_plain(pending);
                 let mut resp = Response::new(full(body));
                 *resp.status_mut() = status;
@@ -664,8 +657,12 @@ impl Proxy {
     ) -> Result<reqwest::Response, AttemptError> {
         let settings = &call.table.settings;
         let provider = &target.provider;
-        let client = self.client_for(&provider.name, settings.connect_timeout)?;
-        let url = format!("{}{}", provider.base_url, call.endpoint.upstream_path());
+        let (client, url) = self.upstreams.get(
+            &provider.name,
+            &provider.base_url,
+            call.endpoint.upstream_path(),
+            settings.connect_timeout,
+        )?;
         let headers = upstream_headers(call.headers, target, call.dialect);
         let left = deadline.saturating_duration_since(Instant::now());
         let (limit, by_deadline) = if left < settings.first_byte_timeout {
@@ -711,7 +708,7 @@ impl Proxy {
         r.provider.clone_from(&target.provider.name);
         r.upstream_model.clone_from(&target.upstream_model);
         r.retries = (r.attempts.len() as u32).saturating_sub(1);
-        r.response_headers = record::redact_headers(resp.headers());
+        r.response_headers = self.log_headers(resp.headers());
         if !status.is_success() {
             r.error = format!("upstream answered {status}");
         }

@@ -126,14 +126,18 @@ impl Observer {
                 // of the whole body (a tenth of the data plane's work per
                 // request at 1 KiB replies). Only without it is the body
                 // parsed, for the text the estimate counts.
-                self.seen.usage = super::body::top_level(&self.whole, "usage")
-                    .and_then(|raw| serde_json::from_slice::<Value>(raw).ok())
-                    .and_then(|u| {
+                // The member is read into the counted numbers directly when
+                // it has the expected shape (`usage::from_raw`), else as a
+                // tree through the dialect.
+                let (protocol, endpoint) = (self.dialect.protocol(), self.endpoint);
+                self.seen.usage = super::body::top_level(&self.whole, "usage").and_then(|raw| {
+                    super::usage::from_raw(protocol, endpoint, raw).or_else(|| {
+                        let u = serde_json::from_slice::<Value>(raw).ok()?;
                         let mut only = serde_json::Map::with_capacity(1);
                         only.insert("usage".to_string(), u);
-                        self.dialect
-                            .usage_of_body(self.endpoint, &Value::Object(only))
-                    });
+                        self.dialect.usage_of_body(endpoint, &Value::Object(only))
+                    })
+                });
                 if self.seen.usage.is_none() {
                     if let Ok(v) = serde_json::from_slice::<Value>(&self.whole) {
                         self.seen.usage = self.dialect.usage_of_body(self.endpoint, &v);

@@ -12,24 +12,28 @@ use llmgw_proto::v1 as pb;
 use serde_json::Value;
 
 use super::dialect::Usage;
+use crate::config::RequestLogMode;
 use crate::logs::LogSink;
 use crate::metrics::Metrics;
 
-/// Where finished records go: metrics first, then the log pipeline.
+/// Where finished records go: metrics first, then the log pipeline (unless
+/// request logging is off).
 #[derive(Debug)]
 pub struct Emitter {
     pub logs: Arc<LogSink>,
     pub metrics: Arc<Metrics>,
+    pub mode: RequestLogMode,
     /// Records being finished on blocking threads.
     pub in_flight: std::sync::atomic::AtomicUsize,
     pub settled: tokio::sync::Notify,
 }
 
 impl Emitter {
-    pub fn new(logs: Arc<LogSink>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(logs: Arc<LogSink>, metrics: Arc<Metrics>, mode: RequestLogMode) -> Self {
         Emitter {
             logs,
             metrics,
+            mode,
             in_flight: Default::default(),
             settled: tokio::sync::Notify::new(),
         }
@@ -52,7 +56,9 @@ impl Emitter {
 
     pub fn emit(&self, record: pb::RequestLog) {
         self.metrics.observe(&record);
-        self.logs.send(record);
+        if self.mode.records() {
+            self.logs.send(record);
+        }
     }
 }
 
@@ -67,20 +73,32 @@ const SECRET_HEADERS: &[&str] = &[
 ];
 
 pub fn redact_headers(headers: &HeaderMap) -> HashMap<String, String> {
-    let mut out: HashMap<String, String> = HashMap::with_capacity(headers.len());
+    let mut out: HashMap<String, String> = HashMap::with_capacity(headers.keys_len());
+    // A name's values come one after another; they are joined into one
+    // entry, each masked on its own, and each name is hashed only once.
+    let mut current: Option<(&str, String)> = None;
     for (name, value) in headers {
         let n = name.as_str();
+        let text = String::from_utf8_lossy(value.as_bytes());
         let shown = if SECRET_HEADERS.contains(&n) {
-            llmgw_core::keys::mask(&String::from_utf8_lossy(value.as_bytes()))
+            llmgw_core::keys::mask(&text)
         } else {
-            String::from_utf8_lossy(value.as_bytes()).into_owned()
+            text.into_owned()
         };
-        out.entry(n.to_string())
-            .and_modify(|v| {
-                v.push_str(", ");
-                v.push_str(&shown);
-            })
-            .or_insert(shown);
+        match &mut current {
+            Some((prev, joined)) if *prev == n => {
+                joined.push_str(", ");
+                joined.push_str(&shown);
+            }
+            _ => {
+                if let Some((prev, joined)) = current.replace((n, shown)) {
+                    out.insert(prev.to_string(), joined);
+                }
+            }
+        }
+    }
+    if let Some((prev, joined)) = current {
+        out.insert(prev.to_string(), joined);
     }
     out
 }
@@ -216,7 +234,14 @@ mod tests {
         );
         h.insert("x-api-key", HeaderValue::from_static("short"));
         h.insert("user-agent", HeaderValue::from_static("ua"));
+        h.append("accept", HeaderValue::from_static("a/b"));
+        h.append("accept", HeaderValue::from_static("c/d"));
+        h.append("cookie", HeaderValue::from_static("session=abcdefgh"));
+        h.append("cookie", HeaderValue::from_static("x=1234567890ab"));
         let r = redact_headers(&h);
+        assert_eq!(r.len(), 5);
+        assert_eq!(r["accept"], "a/b, c/d");
+        assert_eq!(r["cookie"], "****efgh, ****90ab");
         assert_eq!(r["authorization"], "****mnop");
         assert_eq!(r["x-api-key"], "****");
         assert_eq!(r["user-agent"], "ua");

@@ -88,14 +88,13 @@ impl RouteState for RouterState {
     }
 }
 
-/// A retry budget over a sliding ten-second window: retries may add about
-/// 20% on top of first attempts, plus a small floor, so an upstream that is
-/// down for everyone does not get every request multiplied.
+/// A retry budget over a sliding ten-second window: retries may add a share
+/// of the first attempts (20% by default), plus a small floor, so an
+/// upstream that is down for everyone does not get every request
+/// multiplied. The share and floor come with each snapshot's settings.
 #[derive(Debug)]
 pub struct RetryBudget {
     buckets: Mutex<Buckets>,
-    ratio: f64,
-    floor: u64,
 }
 
 #[derive(Debug)]
@@ -107,19 +106,17 @@ struct Buckets {
 
 impl Default for RetryBudget {
     fn default() -> Self {
-        RetryBudget::new(0.2, 10)
+        RetryBudget::new()
     }
 }
 
 impl RetryBudget {
-    pub fn new(ratio: f64, floor: u64) -> Self {
+    pub fn new() -> Self {
         RetryBudget {
             buckets: Mutex::new(Buckets {
                 start: Instant::now(),
                 slots: [(u64::MAX, 0, 0); 10],
             }),
-            ratio,
-            floor,
         }
     }
 
@@ -138,8 +135,9 @@ impl RetryBudget {
         self.with_slot(|b, i| b.slots[i].1 += 1);
     }
 
-    /// Takes one retry from the budget if there is room.
-    pub fn try_withdraw(&self) -> bool {
+    /// Takes one retry from the budget if there is room: retries in the
+    /// window stay below `ratio` × requests + `floor`.
+    pub fn try_withdraw(&self, ratio: f64, floor: u64) -> bool {
         self.with_slot(|b, i| {
             let now = b.slots[i].0;
             let (requests, retries) = b
@@ -147,7 +145,7 @@ impl RetryBudget {
                 .iter()
                 .filter(|s| s.0 != u64::MAX && now.saturating_sub(s.0) < 10)
                 .fold((0, 0), |(q, r), s| (q + s.1, r + s.2));
-            let allowed = (requests as f64 * self.ratio) as u64 + self.floor;
+            let allowed = (requests as f64 * ratio) as u64 + floor;
             if retries < allowed {
                 b.slots[i].2 += 1;
                 true
@@ -164,13 +162,16 @@ mod tests {
 
     #[test]
     fn budget_allows_floor_plus_ratio() {
-        let b = RetryBudget::new(0.2, 2);
+        let b = RetryBudget::new();
         for _ in 0..10 {
             b.deposit();
         }
         // 10 requests * 0.2 + 2 = 4 retries.
-        let granted = (0..10).filter(|_| b.try_withdraw()).count();
+        let granted = (0..10).filter(|_| b.try_withdraw(0.2, 2)).count();
         assert_eq!(granted, 4);
+        // A bigger budget from a newer snapshot applies at once.
+        let more = (0..10).filter(|_| b.try_withdraw(0.5, 2)).count();
+        assert_eq!(more, 3);
     }
 
     #[test]

@@ -1,0 +1,497 @@
+//! Request logs at volume: ingest throughput and the latency of the main
+//! log queries, against a real control plane on a real database.
+//!
+//! Starts the control plane in process on 127.0.0.1:0, ships `--rows`
+//! generated records over the data planes' Logs gRPC stream (batches of
+//! `--batch`, `--streams` data planes at once, each waiting for its acks as
+//! the shipper does), then times each admin query the dashboard and the CLI
+//! run, `--repeat` times, over gRPC. Records are spread over the last
+//! `--days` days in time order, as they arrive in production.
+//!
+//! `bench/log_volume.sh` runs it at 1 and 10 million rows on PostgreSQL.
+//!
+//! ```text
+//! cargo run --release -p llmgw-controlplane --example log_volume -- \
+//!     --database-url postgres://... --rows 1000000
+//! ```
+#![allow(
+    clippy::print_stdout,
+    reason = "a measurement tool: results go to stdout"
+)]
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use llmgw_controlplane::config::Args;
+use llmgw_proto::v1 as pb;
+use pb::admin_client::AdminClient;
+use pb::logs_client::LogsClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+const ADMIN_TOKEN: &str = "log-volume-admin-token";
+const DP_TOKEN: &str = "log-volume-dataplane-token";
+const ADMIN_BEARER: &str = "Bearer log-volume-admin-token";
+const DP_BEARER: &str = "Bearer log-volume-dataplane-token";
+const DAY_MS: i64 = 24 * 3600 * 1000;
+const HOUR_MS: i64 = 3600 * 1000;
+
+#[derive(Debug, Parser)]
+struct Opts {
+    /// postgres://... or sqlite:PATH (an empty database).
+    #[arg(long)]
+    database_url: String,
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    #[arg(long, default_value_t = 7)]
+    days: i64,
+    /// Records per batch (the data plane ships up to 1,000 by default).
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Data planes shipping at once.
+    #[arg(long, default_value_t = 2)]
+    streams: usize,
+    /// Runs of each query; the median and the maximum are reported.
+    #[arg(long, default_value_t = 15)]
+    repeat: usize,
+    /// Write the results as JSON to this file too.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+fn bearer(header: &'static str) -> Bearer {
+    Bearer(tonic::metadata::MetadataValue::from_static(header))
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+const MODELS: &[&str] = &[
+    "gpt-4o",
+    "gpt-4o-mini",
+    "claude-sonnet",
+    "claude-haiku",
+    "o3",
+    "o4-mini",
+    "llama-70b",
+    "mistral-large",
+    "gemini-pro",
+    "embed-small",
+];
+const PROVIDERS: &[&str] = &["openai-a", "openai-b", "anthropic", "azure", "together"];
+
+/// Record `n` of `total`, spread over `[start, end)`: deterministic, with
+/// a plausible mix of models, providers, keys, statuses and sizes.
+fn record(node: &str, n: u64, total: u64, start: i64, end: i64) -> pb::RequestLog {
+    let span = u64::try_from(end - start).unwrap_or(1);
+    let offset =
+        i64::try_from(u128::from(n) * u128::from(span) / u128::from(total.max(1))).unwrap_or(0);
+    // A cheap hash, so neighbours differ.
+    let h = n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+    let pick = |m: u64| usize::try_from(h % m).unwrap_or(0);
+    let status = match h % 100 {
+        0..=1 => 500,
+        2..=3 => 429,
+        4 => 400,
+        _ => 200,
+    };
+    let model = MODELS[pick(MODELS.len() as u64)];
+    let provider = PROVIDERS[pick(7) % PROVIDERS.len()];
+    let latency = 50 + (h >> 8) % 4000;
+    let input = 20 + (h >> 16) % 3000;
+    let output = if status == 200 {
+        5 + (h >> 24) % 800
+    } else {
+        0
+    };
+    // UUIDv7, as the data plane makes them: time first, so ids arrive in
+    // about the order of the primary key.
+    let time_ms = start + offset;
+    let id = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        u64::try_from(time_ms / 1000).unwrap_or(0),
+        u32::try_from((time_ms % 1000) * 1_000_000).unwrap_or(0),
+    ))
+    .to_string();
+    pb::RequestLog {
+        id,
+        sequence: n + 1,
+        node_id: node.to_string(),
+        time_ms,
+        key: format!("key-{:03}", (h >> 32) % 200),
+        client_ip: format!("10.0.{}.{}", (h >> 40) % 256, (h >> 48) % 256),
+        user_agent: "OpenAI/Python 1.57.0".into(),
+        protocol: if model.starts_with("claude") {
+            "anthropic"
+        } else {
+            "openai"
+        }
+        .into(),
+        path: "/v1/chat/completions".into(),
+        model: model.into(),
+        provider: provider.into(),
+        upstream_model: format!("{model}-2025"),
+        status,
+        stream: h.is_multiple_of(3),
+        cancelled: h.is_multiple_of(211),
+        latency_ms: latency,
+        ttfb_ms: latency / 5,
+        retries: u32::from(status == 429),
+        input_tokens: input,
+        output_tokens: output,
+        usage_source: "reported".into(),
+        cost: (input as f64 * 2.5 + output as f64 * 10.0) / 1e6,
+        error: if status >= 400 {
+            "upstream returned an error".into()
+        } else {
+            String::new()
+        },
+        snapshot_version: 42,
+        request_headers: [
+            ("content-type".to_string(), "application/json".to_string()),
+            ("authorization".to_string(), "[redacted]".to_string()),
+        ]
+        .into(),
+        response_headers: [("content-type".to_string(), "application/json".to_string())].into(),
+        request_body: format!(
+            r#"{{"model":"{model}","messages":[{{"role":"user","content":"Summarise ticket {n} in two sentences, please."}}],"max_tokens":256}}"#
+        ),
+        response_body: format!(
+            r#"{{"id":"chatcmpl-{n}","object":"chat.completion","choices":[{{"index":0,"message":{{"role":"assistant","content":"The customer reports an issue; support replied with a fix."}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":{input},"completion_tokens":{output}}}}}"#
+        ),
+        attempts: vec![pb::Attempt {
+            provider: provider.into(),
+            upstream_model: format!("{model}-2025"),
+            status,
+            error: String::new(),
+            latency_ms: latency.saturating_sub(2),
+        }],
+        ..Default::default()
+    }
+}
+
+/// Ships records `first..last` (of `total`) as one data plane would.
+async fn ship(
+    channel: Channel,
+    node: String,
+    range: std::ops::Range<u64>,
+    total: u64,
+    (start, end): (i64, i64),
+    batch: usize,
+) -> anyhow::Result<u64> {
+    let mut client = LogsClient::new(InterceptedService::new(channel, bearer(DP_BEARER)))
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::LogBatch>(4);
+    let node2 = node.clone();
+    let producer = tokio::spawn(async move {
+        let mut n = range.start;
+        while n < range.end {
+            let upto = (n + batch as u64).min(range.end);
+            let records = (n..upto)
+                .map(|i| record(&node2, i, total, start, end))
+                .collect();
+            let b = pb::LogBatch {
+                node_id: node2.clone(),
+                last_sequence: upto,
+                records,
+            };
+            if tx.send(b).await.is_err() {
+                break;
+            }
+            n = upto;
+        }
+    });
+    let mut acks = client
+        .ship(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut stored = 0u64;
+    while let Some(ack) = acks.message().await? {
+        anyhow::ensure!(
+            ack.quarantined_ids.is_empty(),
+            "{node}: {} records quarantined",
+            ack.quarantined_ids.len()
+        );
+        stored = ack.acked_sequence;
+    }
+    producer.await?;
+    Ok(stored)
+}
+
+#[derive(Debug, serde::Serialize)]
+struct QueryResult {
+    query: String,
+    median_ms: f64,
+    max_ms: f64,
+    rows: usize,
+}
+
+async fn time_query<F, Fut>(name: &str, repeat: usize, mut f: F) -> anyhow::Result<QueryResult>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<usize>>,
+{
+    // One untimed run warms the caches, as a dashboard's second look would.
+    let rows = f().await?;
+    let mut times = Vec::with_capacity(repeat);
+    for _ in 0..repeat {
+        let t = Instant::now();
+        f().await?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(QueryResult {
+        query: name.to_string(),
+        median_ms: times[times.len() / 2],
+        max_ms: times[times.len() - 1],
+        rows,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let opts = Opts::parse();
+    let dir = tempfile::tempdir()?;
+    let args = Args::try_parse_from([
+        "llmgw-controlplane",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &dir.path().display().to_string(),
+        "--database-url",
+        &opts.database_url,
+        "--admin-token",
+        ADMIN_TOKEN,
+        "--dataplane-token",
+        DP_TOKEN,
+        "--master-key",
+        &llmgw_controlplane::secrets::generate_master_key(),
+        "--log-retention-days",
+        "0",
+    ])?;
+    let running = llmgw_controlplane::start(args).await?;
+    let channel = Channel::from_shared(format!("http://{}", running.local_addr()))?
+        .connect()
+        .await?;
+
+    let end = llmgw_controlplane::store::now_ms();
+    let start = end - opts.days * DAY_MS;
+    let streams = opts.streams.max(1) as u64;
+    println!(
+        "ingesting {} records over {} days from {streams} data planes in batches of {}",
+        opts.rows, opts.days, opts.batch
+    );
+    let began = Instant::now();
+    let mut tasks = Vec::new();
+    for s in 0..streams {
+        // Interleaved slices keep the whole run in time order.
+        let per = opts.rows / streams;
+        let range = s * per..if s + 1 == streams {
+            opts.rows
+        } else {
+            (s + 1) * per
+        };
+        // Each data plane covers the whole span for its slice of records.
+        tasks.push(tokio::spawn(ship(
+            channel.clone(),
+            format!("dp-{s}"),
+            range,
+            opts.rows,
+            (start, end),
+            opts.batch,
+        )));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let ingest_s = began.elapsed().as_secs_f64();
+    let rate = opts.rows as f64 / ingest_s;
+    println!(
+        "ingest: {} rows in {ingest_s:.1} s = {rate:.0} rows/s",
+        opts.rows
+    );
+
+    let store = running.store();
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM request_logs")
+        .fetch_one(store.pool())
+        .await?;
+    anyhow::ensure!(
+        u64::try_from(stored)? == opts.rows,
+        "{stored} rows stored for {} sent",
+        opts.rows
+    );
+    // Fresh statistics, as autovacuum would have them by now.
+    sqlx::query("ANALYZE").execute(store.pool()).await?;
+    let size: Option<i64> = if opts.database_url.starts_with("postgres") {
+        sqlx::query_scalar("SELECT pg_database_size(current_database())")
+            .fetch_one(store.pool())
+            .await
+            .ok()
+    } else {
+        None
+    };
+
+    let mut admin = AdminClient::new(InterceptedService::new(
+        channel.clone(),
+        bearer(ADMIN_BEARER),
+    ))
+    .max_decoding_message_size(64 * 1024 * 1024);
+    let now = end;
+    let f = pb::LogFilter::default;
+    let list = |filter: pb::LogFilter, order: &str| pb::ListLogsRequest {
+        filter: Some(filter),
+        limit: 50,
+        order_by: order.to_string(),
+        ..Default::default()
+    };
+    let stats = |filter: pb::LogFilter, group: &str, bucket_s: u32| pb::GetStatsRequest {
+        filter: Some(filter),
+        group_by: group.to_string(),
+        bucket_s,
+    };
+    let last = |ms: i64| pb::LogFilter {
+        since_ms: now - ms,
+        ..f()
+    };
+    let lists: Vec<(&str, pb::ListLogsRequest)> = vec![
+        ("newest 50", list(f(), "")),
+        (
+            "model, last 24 h, newest 50",
+            list(
+                pb::LogFilter {
+                    model: "claude-haiku".into(),
+                    ..last(DAY_MS)
+                },
+                "",
+            ),
+        ),
+        (
+            "key, any time, newest 50",
+            list(
+                pb::LogFilter {
+                    key: "key-017".into(),
+                    ..f()
+                },
+                "",
+            ),
+        ),
+        (
+            "errors (5xx), newest 50",
+            list(
+                pb::LogFilter {
+                    status_min: 500,
+                    status_max: 599,
+                    ..f()
+                },
+                "",
+            ),
+        ),
+        ("slowest 50, last hour", list(last(HOUR_MS), "latency")),
+    ];
+    let mut results = Vec::new();
+    for (name, req) in lists {
+        let r = time_query(name, opts.repeat, || {
+            let mut admin = admin.clone();
+            let req = req.clone();
+            async move { Ok(admin.list_logs(req).await?.into_inner().records.len()) }
+        })
+        .await?;
+        results.push(r);
+    }
+    // The second page, as the dashboard fetches it.
+    let first = admin.list_logs(list(f(), "")).await?.into_inner();
+    let token = first.next_page_token.clone();
+    results.push(
+        time_query("next page (cursor)", opts.repeat, || {
+            let mut admin = admin.clone();
+            let token = token.clone();
+            async move {
+                let req = pb::ListLogsRequest {
+                    limit: 50,
+                    page_token: token,
+                    ..Default::default()
+                };
+                Ok(admin.list_logs(req).await?.into_inner().records.len())
+            }
+        })
+        .await?,
+    );
+    let some_id = first
+        .records
+        .get(7)
+        .map(|r| r.id.clone())
+        .context("no records listed")?;
+    results.push(
+        time_query("one record with attempts", opts.repeat, || {
+            let mut admin = admin.clone();
+            let id = some_id.clone();
+            async move {
+                let r = admin.get_log(pb::GetLogRequest { id }).await?.into_inner();
+                Ok(r.attempts.len())
+            }
+        })
+        .await?,
+    );
+    let stat_queries: Vec<(&str, pb::GetStatsRequest)> = vec![
+        ("stats: last hour, totals", stats(last(HOUR_MS), "", 0)),
+        (
+            "stats: last 24 h by model, hourly",
+            stats(last(DAY_MS), "model", 3600),
+        ),
+        (
+            "stats: last 7 days by provider",
+            stats(last(7 * DAY_MS), "provider", 0),
+        ),
+    ];
+    for (name, req) in stat_queries {
+        let r = time_query(name, opts.repeat.min(5), || {
+            let mut admin = admin.clone();
+            let req = req.clone();
+            async move { Ok(admin.get_stats(req).await?.into_inner().groups.len()) }
+        })
+        .await?;
+        results.push(r);
+    }
+
+    println!();
+    println!("| query | median ms | max ms | rows |");
+    println!("|---|---:|---:|---:|");
+    for r in &results {
+        println!(
+            "| {} | {:.1} | {:.1} | {} |",
+            r.query, r.median_ms, r.max_ms, r.rows
+        );
+    }
+    if let Some(bytes) = size {
+        println!(
+            "database size: {:.2} GiB",
+            bytes as f64 / (1024.0 * 1024.0 * 1024.0)
+        );
+    }
+    if let Some(path) = &opts.json {
+        let doc = serde_json::json!({
+            "rows": opts.rows,
+            "days": opts.days,
+            "batch": opts.batch,
+            "streams": opts.streams,
+            "ingest_seconds": ingest_s,
+            "ingest_rows_per_second": rate,
+            "database_bytes": size,
+            "queries": results,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
+    }
+    tokio::time::timeout(Duration::from_secs(30), running.shutdown())
+        .await
+        .context("shutdown hung")??;
+    Ok(())
+}

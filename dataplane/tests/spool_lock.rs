@@ -1,0 +1,86 @@
+//! Two data planes on one spool folder: the second refuses to start, with
+//! an error naming the folder, while the first keeps running. Runs the real
+//! binary, since the lock is between processes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A control-plane URL nothing answers on: a data plane keeps retrying it
+/// in the background and still starts.
+fn unreachable_control_plane() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", l.local_addr().unwrap())
+}
+
+fn data_plane(spool: &Path, node: &str, cp: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_llmgw-dataplane"))
+        .args(["--listen", "127.0.0.1:0", "--control-plane", cp])
+        .args(["--dataplane-token", "t", "--node-id", node])
+        .arg("--spool-dir")
+        .arg(spool)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        // tracing writes its lines to stdout.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_second_data_plane_on_the_same_spool_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let cp = unreachable_control_plane();
+
+    let mut first = Killed(data_plane(&spool, "dp-a", &cp));
+    // Started once it listens; the spool is opened (and locked) before that.
+    let out = first.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(out).lines();
+    let listening = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("HTTP server listening"));
+    assert!(listening, "the first data plane did not start");
+    // Keep draining its log so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let mut second = data_plane(&spool, "dp-b", &cp);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = second.kill();
+            panic!("the second data plane did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    second
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("in use by another data plane"), "{err}");
+    assert!(err.contains(&spool.display().to_string()), "{err}");
+
+    // The first one is unaffected.
+    assert!(first.0.try_wait().unwrap().is_none());
+}
