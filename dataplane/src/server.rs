@@ -148,7 +148,7 @@ pub(crate) async fn route(
         // that does not probe /readyz already sends traffic. Hold the
         // request briefly rather than fail it; the first snapshot usually
         // arrives within milliseconds.
-        if state.table.load().is_none() {
+        if !state.table.is_loaded() {
             state.table.wait_loaded(FIRST_SNAPSHOT_WAIT).await;
         }
         state.proxy.handle(req, client_ip).await

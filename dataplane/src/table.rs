@@ -27,6 +27,11 @@ impl TableHandle {
         self.slot.load_full()
     }
 
+    /// Whether a table has been applied (no reference count taken).
+    pub fn is_loaded(&self) -> bool {
+        self.slot.load().is_some()
+    }
+
     /// The current table, waiting up to `bound` for the first one.
     pub async fn wait_loaded(&self, bound: std::time::Duration) -> Option<Arc<RoutingTable>> {
         let deadline = tokio::time::Instant::now() + bound;

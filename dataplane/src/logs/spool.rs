@@ -140,7 +140,8 @@ pub struct SpoolStats {
     pub corrupt: u64,
 }
 
-/// What [`Spool::read_from`] returns.
+/// What [`Spool::read_from`] returns (tests only).
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct ReadBatch {
     /// Records in sequence order, possibly none.
@@ -156,7 +157,9 @@ pub struct ReadBatch {
 pub struct RawReadBatch {
     /// Records in sequence order, possibly none.
     pub records: Vec<RawRecord>,
-    /// As [`ReadBatch::next_seq`].
+    /// Where the next read starts: one past the last frame read (damaged
+    /// frames included), or past the last record written when there was
+    /// nothing to read.
     pub next_seq: u64,
 }
 
@@ -524,28 +527,32 @@ impl Spool {
         Ok(())
     }
 
-    /// Reads records from sequence `from` on (skipping any that are gone),
-    /// at most `max_records` and, past the first, `max_bytes` of frames.
-    /// Reads stay within one segment; call again from
-    /// [`ReadBatch::next_seq`] for more.
+    /// [`Spool::read_raw_from`], decoded: for tests, which look at records.
+    #[cfg(test)]
     pub fn read_from(
         &self,
         from: u64,
         max_records: usize,
         max_bytes: usize,
     ) -> io::Result<ReadBatch> {
-        Ok(match self.read_frames(from, max_records, max_bytes)? {
-            Frames::None { next_seq } => ReadBatch {
-                records: Vec::new(),
-                next_seq,
-            },
-            Frames::Some { path, seq0, data } => self.decode_frames(&path, seq0, &data),
+        let raw = self.read_raw_from(from, max_records, max_bytes)?;
+        let records = raw
+            .records
+            .into_iter()
+            .map(|r| pb::RequestLog::decode(r.payload).map_err(io::Error::other))
+            .collect::<io::Result<_>>()?;
+        Ok(ReadBatch {
+            records,
+            next_seq: raw.next_seq,
         })
     }
 
-    /// [`Spool::read_from`] without decoding: each record as the encoded
-    /// `RequestLog` its frame holds (checksum and sequence checked), ready
-    /// to be shipped as it is (see `super::wire`).
+    /// Reads records from sequence `from` on (skipping any that are gone),
+    /// at most `max_records` and, past the first, `max_bytes` of frames,
+    /// each as the encoded `RequestLog` its frame holds (checksum and
+    /// sequence checked), ready to be shipped as it is (see `super::wire`).
+    /// Reads stay within one segment; call again from
+    /// [`RawReadBatch::next_seq`] for more.
     pub fn read_raw_from(
         &self,
         from: u64,
@@ -623,31 +630,6 @@ impl Spool {
                     pos += size;
                 }
                 Err(why) => {
-                    self.count_corrupt(path, seq, why);
-                    break;
-                }
-            }
-            seq += 1;
-        }
-        let next_seq = if pos < data.len() { seq + 1 } else { seq };
-        RawReadBatch { records, next_seq }
-    }
-
-    fn decode_frames(&self, path: &Path, seq0: u64, data: &[u8]) -> ReadBatch {
-        let mut records = Vec::new();
-        let mut pos = 0usize;
-        let mut seq = seq0;
-        while pos < data.len() {
-            match parse_frame(&data[pos..]) {
-                Ok((record, size)) => {
-                    if record.sequence != seq {
-                        self.count_corrupt(path, seq, "sequence out of order");
-                    } else {
-                        records.push(record);
-                    }
-                    pos += size;
-                }
-                Err(why) => {
                     // Frame boundaries come from the index, so the damage is
                     // confined to this frame: the next read resumes after it.
                     self.count_corrupt(path, seq, why);
@@ -658,7 +640,7 @@ impl Spool {
         }
         // Resume after everything in the range, damaged frames included.
         let next_seq = if pos < data.len() { seq + 1 } else { seq };
-        ReadBatch { records, next_seq }
+        RawReadBatch { records, next_seq }
     }
 
     fn count_corrupt(&self, path: &Path, seq: u64, why: &str) {
@@ -1254,6 +1236,14 @@ mod tests {
             .map(|r| pb::RequestLog::decode(&r.payload[..]).unwrap())
             .collect();
         assert_eq!(from_raw, decoded.records);
+        // The bytes are the records as appended, numbered from 1.
+        let appended: Vec<pb::RequestLog> = (1..4u64)
+            .map(|i| pb::RequestLog {
+                sequence: i + 1,
+                ..rec(&i.to_string())
+            })
+            .collect();
+        assert_eq!(from_raw, appended);
         let seqs: Vec<u64> = raw.records.iter().map(|r| r.sequence).collect();
         assert_eq!(seqs, [2, 3, 4]);
         let past = spool.read_raw_from(6, 3, 1 << 20).unwrap();
