@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -654,10 +653,10 @@ impl Proxy {
         target: &Target,
         body: Bytes,
         deadline: Instant,
-    ) -> Result<reqwest::Response, AttemptError> {
+    ) -> Result<Response<Incoming>, AttemptError> {
         let settings = &call.table.settings;
         let provider = &target.provider;
-        let (client, url) = self.upstreams.get(
+        let (client, uri) = self.upstreams.get(
             &provider.name,
             &provider.base_url,
             call.endpoint.upstream_path(),
@@ -670,12 +669,14 @@ impl Proxy {
         } else {
             (settings.first_byte_timeout, false)
         };
-        let request = client.post(url).headers(headers).body(body).send();
-        match tokio::time::timeout(limit, request).await {
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        match tokio::time::timeout(limit, client.request(request)).await {
             Err(_) if by_deadline => Err(AttemptError::Deadline),
             Err(_) => Err(AttemptError::FirstByteTimeout),
             Ok(Err(e)) if e.is_connect() => Err(AttemptError::Connect(error_chain(&e))),
-            Ok(Err(e)) if e.is_timeout() => Err(AttemptError::FirstByteTimeout),
             Ok(Err(e)) => Err(AttemptError::Request(error_chain(&e))),
             Ok(Ok(resp)) => Ok(resp),
         }
@@ -686,7 +687,7 @@ impl Proxy {
         &self,
         call: &Call<'_>,
         target: &Target,
-        resp: reqwest::Response,
+        resp: Response<Incoming>,
         pending: &mut Pending,
     ) -> Response<ResponseBody> {
         let status = resp.status();
@@ -729,10 +730,13 @@ impl Proxy {
             counted: status.is_success() && call.endpoint != Endpoint::CountTokens,
         };
         // Kept only when the body passes unchanged.
-        let expected_len = if strip { None } else { resp.content_length() };
-        let upstream = Box::pin(resp.bytes_stream().map(|r| r));
+        let expected_len = if strip {
+            None
+        } else {
+            content_length(resp.headers())
+        };
         let body = ProxyBody::new(
-            upstream,
+            resp.into_body(),
             observer,
             target.provider.timeout,
             pending.started,
@@ -858,6 +862,16 @@ fn set_request_id(resp: &mut Response<ResponseBody>, id: &str) {
     }
 }
 
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
     v.trim()
@@ -868,11 +882,14 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Reads an error body to pass back later, bounded in size and time.
-async fn read_capped(resp: reqwest::Response, deadline: Instant) -> Bytes {
+async fn read_capped(resp: Response<Incoming>, deadline: Instant) -> Bytes {
     let read = async move {
         let mut out = Vec::new();
-        let mut s = resp.bytes_stream();
-        while let Some(Ok(chunk)) = s.next().await {
+        let mut body = resp.into_body();
+        while let Some(Ok(frame)) = body.frame().await {
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
             let room = MAX_ERROR_BODY.saturating_sub(out.len());
             out.extend_from_slice(&chunk[..chunk.len().min(room)]);
             if room <= chunk.len() {
@@ -887,7 +904,7 @@ async fn read_capped(resp: reqwest::Response, deadline: Instant) -> Bytes {
     tokio::time::timeout(left, read).await.unwrap_or_default()
 }
 
-/// An error with its causes, which reqwest keeps in `source()`.
+/// An error with its causes, which hyper keeps in `source()`.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();

@@ -12,15 +12,16 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::Stream;
 use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use super::observe::Observer;
 use super::record::{Emitter, Finish};
 use crate::server::BoxError;
 
-pub type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
+/// The upstream response body.
+pub type Upstream = Incoming;
 
 /// How a response ended, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,8 +171,12 @@ impl Body for ProxyBody {
                 this.done = true;
                 continue;
             };
-            match upstream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(chunk))) => {
+            match Pin::new(upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers are not passed on; only data counts.
+                    let Ok(chunk) = frame.into_data() else {
+                        continue;
+                    };
                     this.first_byte.get_or_insert_with(Instant::now);
                     let deadline = tokio::time::Instant::now() + this.idle_timeout;
                     this.idle.as_mut().reset(deadline);

@@ -1,30 +1,44 @@
 //! Per-provider upstream HTTP clients, each with its own connection pool,
-//! and the upstream URLs parsed once per provider and endpoint. Parsing the
-//! URL of every request (reqwest does it for a string) was a few percent of
-//! the data plane's CPU per request; a parsed `Url` is only cloned.
+//! and the upstream URIs parsed once per provider and endpoint.
+//!
+//! The client is hyper-util's pooled client over a rustls connector, used
+//! directly: reqwest on top of it re-parsed the URL of every request, ran a
+//! redirect and proxy layer the gateway never uses, and boxed every body;
+//! together about a quarter of the data plane's instructions per request.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::{Client, Url};
+use bytes::Bytes;
+use http::Uri;
+use http_body_util::Full;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::error::AttemptError;
+
+/// One provider's pooled client. A clone shares the pool.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// What is kept per provider name.
 struct Entry {
     connect_timeout: Duration,
-    client: Client,
-    /// The base URL the parsed URLs were made from; a snapshot that changes
+    client: UpstreamClient,
+    /// The base URL the parsed URIs were made from; a snapshot that changes
     /// it drops them.
     base_url: String,
     /// (endpoint path, base URL + path).
-    urls: Vec<(&'static str, Url)>,
+    uris: Vec<(&'static str, Uri)>,
 }
 
 #[derive(Default)]
 pub struct Upstreams {
     entries: Mutex<HashMap<String, Entry>>,
+    /// Built once: loading the root store is the costly part of a client.
+    tls: Mutex<Option<Arc<rustls::ClientConfig>>>,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -35,27 +49,27 @@ impl std::fmt::Debug for Upstreams {
 
 impl Upstreams {
     /// The provider's client (a new one, with a new pool, when the connect
-    /// timeout changed) and the URL of `path` under `base_url`.
+    /// timeout changed) and the URI of `path` under `base_url`.
     pub fn get(
         &self,
         provider: &str,
         base_url: &str,
         path: &'static str,
         connect_timeout: Duration,
-    ) -> Result<(Client, Url), AttemptError> {
+    ) -> Result<(UpstreamClient, Uri), AttemptError> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let fresh = entries
             .get(provider)
             .is_none_or(|e| e.connect_timeout != connect_timeout);
         if fresh {
-            let client = build_client(connect_timeout)?;
+            let client = build_client(self.tls_config()?, connect_timeout);
             entries.insert(
                 provider.to_string(),
                 Entry {
                     connect_timeout,
                     client,
                     base_url: base_url.to_string(),
-                    urls: Vec::new(),
+                    uris: Vec::new(),
                 },
             );
         }
@@ -64,30 +78,70 @@ impl Upstreams {
         };
         if entry.base_url != base_url {
             entry.base_url = base_url.to_string();
-            entry.urls.clear();
+            entry.uris.clear();
         }
-        if let Some((_, url)) = entry.urls.iter().find(|(p, _)| *p == path) {
-            return Ok((entry.client.clone(), url.clone()));
+        if let Some((_, uri)) = entry.uris.iter().find(|(p, _)| *p == path) {
+            return Ok((entry.client.clone(), uri.clone()));
         }
-        let text = format!("{base_url}{path}");
-        let url = Url::parse(&text)
-            .map_err(|e| AttemptError::Request(format!("invalid upstream URL {text}: {e}")))?;
-        entry.urls.push((path, url.clone()));
-        Ok((entry.client.clone(), url))
+        let uri = upstream_uri(base_url, path)?;
+        entry.uris.push((path, uri.clone()));
+        Ok((entry.client.clone(), uri))
+    }
+
+    fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, AttemptError> {
+        let mut tls = self.tls.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = tls.as_ref() {
+            return Ok(Arc::clone(c));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| AttemptError::Connect(format!("cannot set up TLS: {e}")))?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        // ALPN (h2, http/1.1) is set by the connector builder.
+        let config = Arc::new(config.with_root_certificates(roots).with_no_client_auth());
+        *tls = Some(Arc::clone(&config));
+        Ok(config)
     }
 }
 
-fn build_client(connect_timeout: Duration) -> Result<Client, AttemptError> {
-    Client::builder()
-        .connect_timeout(connect_timeout)
+/// `base_url` + `path` as an absolute http(s) URI with a host.
+fn upstream_uri(base_url: &str, path: &str) -> Result<Uri, AttemptError> {
+    let text = format!("{base_url}{path}");
+    let invalid = |why: &dyn std::fmt::Display| {
+        AttemptError::Request(format!("invalid upstream URL {text}: {why}"))
+    };
+    let uri: Uri = text.parse().map_err(|e| invalid(&e))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(invalid(&"the scheme must be http or https")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(invalid(&"no host"));
+    }
+    Ok(uri)
+}
+
+fn build_client(tls: Arc<rustls::ClientConfig>, connect_timeout: Duration) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    // https:// URIs reach the TLS layer through this connector.
+    http.enforce_http(false);
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config((*tls).clone())
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
-        .tcp_nodelay(true)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
         .http2_adaptive_window(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .map_err(|e| AttemptError::Connect(format!("cannot build HTTP client: {e}")))
+        .build(https)
 }
 
 #[cfg(test)]
@@ -95,15 +149,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_follow_the_base_url_and_clients_the_timeout() {
+    fn uris_follow_the_base_url_and_clients_the_timeout() {
         let u = Upstreams::default();
         let t = Duration::from_secs(5);
         let (_, a) = u.get("p", "http://a:1/v1", "/chat/completions", t).unwrap();
-        assert_eq!(a.as_str(), "http://a:1/v1/chat/completions");
+        assert_eq!(a, "http://a:1/v1/chat/completions");
         let (_, b) = u.get("p", "http://a:1/v1", "/embeddings", t).unwrap();
-        assert_eq!(b.as_str(), "http://a:1/v1/embeddings");
+        assert_eq!(b, "http://a:1/v1/embeddings");
         let (_, c) = u.get("p", "http://b:2/v2", "/chat/completions", t).unwrap();
-        assert_eq!(c.as_str(), "http://b:2/v2/chat/completions");
+        assert_eq!(c, "http://b:2/v2/chat/completions");
         let (_, d) = u
             .get(
                 "p",
@@ -113,9 +167,15 @@ mod tests {
             )
             .unwrap();
         assert_eq!(d, c);
-        assert!(matches!(
-            u.get("q", "not a url", "/x", t),
-            Err(AttemptError::Request(_))
-        ));
+        let (_, e) = u
+            .get("s", "https://api.example.com/v1", "/messages", t)
+            .unwrap();
+        assert_eq!(e, "https://api.example.com/v1/messages");
+        for bad in ["not a url", "ftp://a/v1", "/v1", "http:///v1"] {
+            assert!(
+                matches!(u.get("q", bad, "/x", t), Err(AttemptError::Request(_))),
+                "{bad}"
+            );
+        }
     }
 }
