@@ -26,6 +26,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(PROTOS, [&root])?;
     let mut builder = tonic_prost_build::configure()
+        // A record's headers are a handful of entries written once per
+        // request: a B-tree skips hashing, and keeps them sorted for display.
+        .btree_map(".llmgw.v1.RequestLog.request_headers")
+        .btree_map(".llmgw.v1.RequestLog.response_headers")
         .build_client(true)
         .build_server(true)
         .type_attribute(

@@ -504,9 +504,9 @@ both! {
         let t0 = t0();
         let mut records = data_set(t0);
         records[0].request_headers =
-            HashMap::from([("content-type".to_string(), "application/json".to_string())]);
+            std::collections::BTreeMap::from([("content-type".to_string(), "application/json".to_string())]);
         records[0].response_headers =
-            HashMap::from([("x-request-id".to_string(), "abc".to_string())]);
+            std::collections::BTreeMap::from([("x-request-id".to_string(), "abc".to_string())]);
         records[0].request_body = r#"{"model":"m-a","messages":[]}"#.into();
         records[0].response_body = r#"{"choices":[]}"#.into();
         records[0].request_body_truncated = true;

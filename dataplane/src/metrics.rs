@@ -1,9 +1,15 @@
 //! Prometheus metrics at `GET /metrics`. Labels are few and bounded:
-//! model and provider names come from the configuration, statuses are
-//! classes ("2xx"), and no key, id or client address is ever a label.
+//! model and provider names come from the configuration (a model name the
+//! configuration does not know is counted as ""), statuses are classes
+//! ("2xx"), and no key, id or client address is ever a label.
+//!
+//! Counting a request goes through handles cached per (model, provider):
+//! looking series up in the families by label set cost an allocation per
+//! label and a hash of the set, seven times per request.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use llmgw_proto::v1 as pb;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -46,8 +52,36 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
     .into_iter()
 }
 
+/// One (model, provider) pair's series, each created on first use as the
+/// families would, so /metrics shows the same series as without the cache.
+#[derive(Default)]
+struct Series {
+    /// Requests and latency by status class: none, 1xx .. 5xx.
+    by_class: [OnceLock<(Counter, Histogram)>; 6],
+    ttfb: OnceLock<Histogram>,
+    cost: OnceLock<Counter<f64, AtomicU64>>,
+    cancelled: OnceLock<Counter>,
+    tokens: [OnceLock<Counter>; 4],
+}
+
+const TOKEN_KINDS: [&str; 4] = ["input", "output", "cache_read", "cache_creation"];
+const OUTCOMES: [&str; 6] = [
+    "timeout",
+    "error",
+    "success",
+    "rate_limited",
+    "client_error",
+    "server_error",
+];
+
+/// model -> provider -> series.
+type SeriesCache = HashMap<String, HashMap<String, Arc<Series>>>;
+
 pub struct Metrics {
     registry: Registry,
+    series: RwLock<SeriesCache>,
+    /// provider -> attempt counters by outcome (as in `OUTCOMES`).
+    attempt_series: RwLock<HashMap<String, Arc<[OnceLock<Counter>; 6]>>>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram>,
     ttfb: Family<ModelLabels, Histogram>,
@@ -137,6 +171,8 @@ impl Metrics {
         );
         Arc::new(Metrics {
             registry,
+            series: RwLock::default(),
+            attempt_series: RwLock::default(),
             requests,
             latency,
             ttfb,
@@ -153,60 +189,139 @@ impl Metrics {
 
     /// Counts one finished request.
     pub fn observe(&self, r: &pb::RequestLog) {
-        let labels = RequestLabels {
-            model: r.model.clone(),
+        // A request for a model the configuration does not have carries the
+        // client's model name in its record, which must not become a label.
+        let model = if r.provider.is_empty() && r.status == 404 {
+            ""
+        } else {
+            r.model.as_str()
+        };
+        let s = self.series(model, &r.provider);
+        let class = match r.status {
+            0 => 0,
+            s @ 100..=599 => (s / 100) as usize,
+            // Not an HTTP status; counted under its own class uncached.
+            _ => usize::MAX,
+        };
+        let labels = || RequestLabels {
+            model: model.to_string(),
             provider: r.provider.clone(),
             status_class: status_class(r.status),
         };
-        self.requests.get_or_create(&labels).inc();
-        self.latency
-            .get_or_create(&labels)
-            .observe(r.latency_ms as f64 / 1000.0);
-        let ml = ModelLabels {
-            model: r.model.clone(),
+        let latency = r.latency_ms as f64 / 1000.0;
+        match s.by_class.get(class) {
+            Some(slot) => {
+                let (requests, histogram) = slot.get_or_init(|| {
+                    let l = labels();
+                    (
+                        self.requests.get_or_create(&l).clone(),
+                        self.latency.get_or_create(&l).clone(),
+                    )
+                });
+                requests.inc();
+                histogram.observe(latency);
+            }
+            None => {
+                let l = labels();
+                self.requests.get_or_create(&l).inc();
+                self.latency.get_or_create(&l).observe(latency);
+            }
+        }
+        let ml = || ModelLabels {
+            model: model.to_string(),
             provider: r.provider.clone(),
         };
-        self.ttfb
-            .get_or_create(&ml)
+        s.ttfb
+            .get_or_init(|| self.ttfb.get_or_create(&ml()).clone())
             .observe(r.ttfb_ms as f64 / 1000.0);
         if r.cost > 0.0 {
-            self.cost.get_or_create(&ml).inc_by(r.cost);
+            s.cost
+                .get_or_init(|| self.cost.get_or_create(&ml()).clone())
+                .inc_by(r.cost);
         }
         if r.cancelled {
-            self.cancelled.get_or_create(&ml).inc();
+            s.cancelled
+                .get_or_init(|| self.cancelled.get_or_create(&ml()).clone())
+                .inc();
         }
-        for (kind, n) in [
-            ("input", r.input_tokens),
-            ("output", r.output_tokens),
-            ("cache_read", r.cache_read_tokens),
-            ("cache_creation", r.cache_creation_tokens),
-        ] {
+        let counts = [
+            r.input_tokens,
+            r.output_tokens,
+            r.cache_read_tokens,
+            r.cache_creation_tokens,
+        ];
+        for ((slot, kind), n) in s.tokens.iter().zip(TOKEN_KINDS).zip(counts) {
             if n > 0 {
-                self.tokens
-                    .get_or_create(&TokenLabels {
-                        model: r.model.clone(),
-                        provider: r.provider.clone(),
-                        kind: kind.into(),
-                    })
-                    .inc_by(n);
+                slot.get_or_init(|| {
+                    self.tokens
+                        .get_or_create(&TokenLabels {
+                            model: model.to_string(),
+                            provider: r.provider.clone(),
+                            kind: kind.into(),
+                        })
+                        .clone()
+                })
+                .inc_by(n);
             }
         }
         for a in &r.attempts {
             let outcome = match a.status {
-                0 if a.error.contains("timeout") || a.error.contains("deadline") => "timeout",
-                0 => "error",
-                200..=299 => "success",
-                429 => "rate_limited",
-                400..=499 => "client_error",
-                _ => "server_error",
+                0 if a.error.contains("timeout") || a.error.contains("deadline") => 0,
+                0 => 1,
+                200..=299 => 2,
+                429 => 3,
+                400..=499 => 4,
+                _ => 5,
             };
-            self.attempts
-                .get_or_create(&AttemptLabels {
-                    provider: a.provider.clone(),
-                    outcome: outcome.into(),
+            self.attempt_series(&a.provider)[outcome]
+                .get_or_init(|| {
+                    self.attempts
+                        .get_or_create(&AttemptLabels {
+                            provider: a.provider.clone(),
+                            outcome: OUTCOMES[outcome].into(),
+                        })
+                        .clone()
                 })
                 .inc();
         }
+    }
+
+    fn series(&self, model: &str, provider: &str) -> Arc<Series> {
+        let found = self
+            .series
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(model)
+            .and_then(|p| p.get(provider))
+            .cloned();
+        if let Some(s) = found {
+            return s;
+        }
+        let mut cache = self.series.write().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            cache
+                .entry(model.to_string())
+                .or_default()
+                .entry(provider.to_string())
+                .or_default(),
+        )
+    }
+
+    fn attempt_series(&self, provider: &str) -> Arc<[OnceLock<Counter>; 6]> {
+        let found = self
+            .attempt_series
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(provider)
+            .cloned();
+        if let Some(s) = found {
+            return s;
+        }
+        let mut cache = self
+            .attempt_series
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        Arc::clone(cache.entry(provider.to_string()).or_default())
     }
 
     /// The Prometheus text exposition.
@@ -253,5 +368,58 @@ mod tests {
         assert!(text.contains("llmgw_snapshot_version 3"), "{text}");
         assert!(text.contains(r#"outcome="success""#), "{text}");
         assert!(!text.contains("secret-key-name"));
+        // Only series that were counted appear.
+        assert!(!text.contains(r#"kind="output""#), "{text}");
+        assert!(!text.contains("llmgw_cancelled_requests_total{"), "{text}");
+    }
+
+    #[test]
+    fn cached_series_keep_counting_per_label_set() {
+        let m = Metrics::new();
+        let r = |model: &str, provider: &str, status: u32| pb::RequestLog {
+            model: model.into(),
+            provider: provider.into(),
+            status,
+            output_tokens: 2,
+            cancelled: status == 0,
+            ..Default::default()
+        };
+        for _ in 0..3 {
+            m.observe(&r("gpt", "openai", 200));
+        }
+        m.observe(&r("gpt", "azure", 200));
+        m.observe(&r("gpt", "openai", 502));
+        m.observe(&r("gpt", "openai", 0));
+        m.observe(&r("gpt", "openai", 700));
+        let text = m.encode();
+        for want in [
+            r#"llmgw_requests_total{model="gpt",provider="openai",status_class="2xx"} 3"#,
+            r#"llmgw_requests_total{model="gpt",provider="azure",status_class="2xx"} 1"#,
+            r#"llmgw_requests_total{model="gpt",provider="openai",status_class="5xx"} 1"#,
+            r#"llmgw_requests_total{model="gpt",provider="openai",status_class="none"} 1"#,
+            r#"llmgw_requests_total{model="gpt",provider="openai",status_class="7xx"} 1"#,
+            r#"llmgw_tokens_total{model="gpt",provider="openai",kind="output"} 12"#,
+            r#"llmgw_cancelled_requests_total{model="gpt",provider="openai"} 1"#,
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
+    }
+
+    #[test]
+    fn unknown_model_names_from_clients_are_not_labels() {
+        let m = Metrics::new();
+        for i in 0..50 {
+            m.observe(&pb::RequestLog {
+                model: format!("made-up-{i}"),
+                status: 404,
+                ..Default::default()
+            });
+        }
+        let text = m.encode();
+        assert!(!text.contains("made-up"), "{text}");
+        assert!(
+            text.contains(r#"llmgw_requests_total{model="",provider="",status_class="4xx"} 50"#),
+            "{text}"
+        );
     }
 }

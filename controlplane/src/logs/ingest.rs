@@ -492,7 +492,7 @@ fn check_len(what: &str, s: &str, max: usize) -> Result<(), String> {
 
 fn headers_json(
     what: &str,
-    h: &std::collections::HashMap<String, String>,
+    h: &std::collections::BTreeMap<String, String>,
 ) -> Result<String, String> {
     if h.len() > MAX_HEADERS {
         return Err(format!(

@@ -1,6 +1,6 @@
 //! Stored request-log rows and their protobuf form.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use llmgw_proto::v1 as pb;
@@ -30,8 +30,8 @@ pub fn format_time(ms: i64) -> String {
 
 /// The record as lists show it: no headers, no bodies.
 pub fn strip_details(mut r: pb::RequestLog) -> pb::RequestLog {
-    r.request_headers = HashMap::new();
-    r.response_headers = HashMap::new();
+    r.request_headers = BTreeMap::new();
+    r.response_headers = BTreeMap::new();
     r.request_body = String::new();
     r.response_body = String::new();
     r
@@ -82,8 +82,8 @@ pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
         cost: r.try_get("cost")?,
         error: r.try_get("error")?,
         snapshot_version: u64_of(r, "snapshot_version")?,
-        request_headers: HashMap::new(),
-        response_headers: HashMap::new(),
+        request_headers: BTreeMap::new(),
+        response_headers: BTreeMap::new(),
         request_body: String::new(),
         response_body: String::new(),
         request_body_truncated: flag(r, "request_body_truncated")?,
@@ -92,10 +92,10 @@ pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
     })
 }
 
-fn headers(r: &AnyRow, col: &str) -> Result<HashMap<String, String>, StoreError> {
+fn headers(r: &AnyRow, col: &str) -> Result<BTreeMap<String, String>, StoreError> {
     let text: String = r.try_get(col)?;
     if text.trim().is_empty() {
-        return Ok(HashMap::new());
+        return Ok(BTreeMap::new());
     }
     serde_json::from_str(&text)
         .map_err(|_| StoreError::Invalid(format!("stored {col} is not a JSON object of strings")))

@@ -38,7 +38,7 @@ impl<'a> Scanner<'a> {
         self.eat(b'"')?;
         let start = self.i;
         // Most of a response is string contents: jump from one quote or
-        // backslash to the next, eight bytes at a time.
+        // backslash to the next.
         while let Some(off) = find_quote_or_backslash(self.b.get(self.i..)?) {
             self.i += off;
             if self.b[self.i] == b'"' {
@@ -99,31 +99,9 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// The position of the first `"` or `\\` in `b`. Eight bytes at a time:
-/// a byte equal to the one sought is a zero byte after XOR, and
-/// `(v - 0x01..) & !v & 0x80..` has the high bit set for the first zero
-/// byte of `v` (later bytes may be flagged wrongly; the first never is).
+/// The position of the first `"` or `\\` in `b` (SIMD, through memchr).
 fn find_quote_or_backslash(b: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    const QUOTE: u64 = ONES * b'"' as u64;
-    const BACKSLASH: u64 = ONES * b'\\' as u64;
-    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let mut chunks = b.chunks_exact(8);
-    let mut at = 0;
-    for c in chunks.by_ref() {
-        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        let hit = zero_byte(w ^ QUOTE) | zero_byte(w ^ BACKSLASH);
-        if hit != 0 {
-            return Some(at + (hit.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\')
-        .map(|p| at + p)
+    memchr::memchr2(b'"', b'\\', b)
 }
 
 /// Whether a raw JSON string (quotes included) is `name`. Keys without an

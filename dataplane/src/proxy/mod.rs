@@ -8,6 +8,7 @@ pub mod body;
 mod dialect;
 pub mod error;
 mod estimate;
+mod head;
 mod observe;
 mod openai;
 mod record;
@@ -17,7 +18,7 @@ mod stream;
 mod upstream;
 mod usage;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,7 +82,9 @@ fn now_ms() -> i64 {
 /// What rules see of a request.
 struct RequestFacts<'a> {
     headers: &'a HeaderMap,
-    body: &'a Value,
+    raw: &'a [u8],
+    /// The body as a tree, built when a rule or estimate first needs it.
+    tree: std::cell::OnceCell<Value>,
     key: &'a str,
     tokenizer_model: &'a str,
     input_tokens: std::cell::OnceCell<u64>,
@@ -92,7 +95,7 @@ impl Facts for RequestFacts<'_> {
         self.headers.get(lower_name).and_then(|v| v.to_str().ok())
     }
     fn body(&self) -> Option<&Value> {
-        Some(self.body)
+        Some(self.tree())
     }
     fn key_name(&self) -> &str {
         self.key
@@ -101,7 +104,13 @@ impl Facts for RequestFacts<'_> {
         // Rules must not wait for a tokenizer to be built: see `estimate`.
         *self
             .input_tokens
-            .get_or_init(|| estimate::input_tokens_now(self.tokenizer_model, self.body))
+            .get_or_init(|| estimate::input_tokens_now(self.tokenizer_model, self.tree()))
+    }
+}
+
+impl RequestFacts<'_> {
+    fn tree(&self) -> &Value {
+        self.tree.get_or_init(|| head::tree(self.raw))
     }
 }
 
@@ -245,11 +254,11 @@ impl Proxy {
 
     /// Headers for the record: redacted, or none when nothing is recorded
     /// (the record then only feeds metrics, which do not look at them).
-    fn log_headers(&self, headers: &HeaderMap) -> HashMap<String, String> {
+    fn log_headers(&self, headers: &HeaderMap) -> BTreeMap<String, String> {
         if self.out.mode.records() {
             record::redact_headers(headers)
         } else {
-            HashMap::new()
+            BTreeMap::new()
         }
     }
 
@@ -393,23 +402,23 @@ impl Proxy {
             r.request_body_truncated = cut;
         }
 
-        let body: Value = serde_json::from_slice(&raw).map_err(|e| {
+        let not_object = || {
             (
                 ErrorKind::BadRequest,
-                format!("the request body is not valid JSON: {e}"),
-            )
-        })?;
-        let Some(model_name) = body
-            .get("model")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        else {
-            return Err((
-                ErrorKind::BadRequest,
                 "the request body must be a JSON object with a string 'model'".to_string(),
-            ));
+            )
         };
-        let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        let head = head::Head::parse(&raw).map_err(|e| match e {
+            head::HeadError::Syntax(e) => (
+                ErrorKind::BadRequest,
+                format!("the request body is not valid JSON: {e}"),
+            ),
+            head::HeadError::NotAnObject => not_object(),
+        })?;
+        let streaming = head.stream;
+        let Some(model_name) = head.model else {
+            return Err(not_object());
+        };
         {
             let r = pending.record();
             r.model.clone_from(&model_name);
@@ -434,17 +443,18 @@ impl Proxy {
             .map_or(model_name.clone(), |t| t.upstream_model.clone());
         let facts = RequestFacts {
             headers: &parts.headers,
-            body: &body,
+            raw: &raw,
+            tree: std::cell::OnceCell::new(),
             key: &key.name,
             tokenizer_model: &tokenizer_model,
             input_tokens: std::cell::OnceCell::new(),
         };
         let plan = routing::plan(model, endpoint.protocol(), &facts, &self.state);
         let no_route = plan.order.is_empty().then(|| plan.empty_reason(model));
-        let body = Arc::new(body);
         if let Some(reason) = no_route {
             if endpoint == Endpoint::CountTokens {
-                let n = estimate::input_tokens_exact(&tokenizer_model, &body).await;
+                let tree = facts.tree.into_inner().unwrap_or_else(|| head::tree(&raw));
+                let n = estimate::input_tokens_exact(&tokenizer_model, &Arc::new(tree)).await;
                 return Ok(self.count_tokens_locally(n, pending));
             }
             return Err((ErrorKind::NoRoute, reason));
@@ -458,7 +468,7 @@ impl Proxy {
                 dialect: d,
                 headers: &parts.headers,
                 raw: &raw,
-                body: &body,
+                include_usage: head.include_usage,
                 streaming,
                 order: &plan.order,
                 log_bodies,
@@ -722,7 +732,7 @@ impl Proxy {
         let finish = Finish {
             record: r,
             usage: None,
-            request: Some(Arc::clone(call.body)),
+            request: Some(call.raw.clone()),
             completion_text: String::new(),
             prices: target.prices,
             anthropic: call.dialect.protocol() == Protocol::Anthropic,
@@ -757,7 +767,8 @@ struct Call<'a> {
     dialect: &'static dyn Dialect,
     headers: &'a HeaderMap,
     raw: &'a Bytes,
-    body: &'a Arc<Value>,
+    /// The client asked for a usage chunk (`stream_options.include_usage`).
+    include_usage: bool,
     streaming: bool,
     order: &'a [usize],
     log_bodies: bool,
@@ -767,12 +778,7 @@ fn wants_usage_chunk(call: &Call<'_>, target: &Target) -> bool {
     call.endpoint == Endpoint::ChatCompletions
         && call.streaming
         && target.provider.stream_usage
-        && call
-            .body
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            != Some(true)
+        && !call.include_usage
 }
 
 fn authenticate<'t>(

@@ -3,13 +3,12 @@
 //! after the response is done; one that needs a tiktoken estimate is
 //! finished on a blocking thread, so counting never delays a client.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::HeaderMap;
 use llmgw_core::table::Prices;
 use llmgw_proto::v1 as pb;
-use serde_json::Value;
 
 use super::dialect::Usage;
 use crate::config::RequestLogMode;
@@ -72,14 +71,19 @@ const SECRET_HEADERS: &[&str] = &[
     "set-cookie",
 ];
 
-pub fn redact_headers(headers: &HeaderMap) -> HashMap<String, String> {
-    let mut out: HashMap<String, String> = HashMap::with_capacity(headers.keys_len());
+pub fn redact_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
     // A name's values come one after another; they are joined into one
     // entry, each masked on its own, and each name is hashed only once.
     let mut current: Option<(&str, String)> = None;
     for (name, value) in headers {
         let n = name.as_str();
-        let text = String::from_utf8_lossy(value.as_bytes());
+        // Header values are nearly always visible ASCII, which `to_str`
+        // checks far faster than a lossy UTF-8 conversion.
+        let text = match value.to_str() {
+            Ok(t) => std::borrow::Cow::Borrowed(t),
+            Err(_) => String::from_utf8_lossy(value.as_bytes()),
+        };
         let shown = if SECRET_HEADERS.contains(&n) {
             llmgw_core::keys::mask(&text)
         } else {
@@ -139,8 +143,9 @@ pub fn cost(usage: &Usage, prices: &Prices, anthropic: bool) -> f64 {
 pub struct Finish {
     pub record: pb::RequestLog,
     pub usage: Option<Usage>,
-    /// Request body, for an input estimate when no usage was reported.
-    pub request: Option<Arc<Value>>,
+    /// Request body, for an input estimate when no usage was reported
+    /// (parsed only then, on the blocking thread that counts).
+    pub request: Option<bytes::Bytes>,
     pub completion_text: String,
     pub prices: Prices,
     pub anthropic: bool,
@@ -194,8 +199,9 @@ impl Finish {
             }
             None if f.counted => {
                 r.usage_source = "estimated".into();
-                let input = f.request.as_deref().map_or(0, |b| {
-                    llmgw_core::tokens::estimate_input(&f.tokenizer_model, b)
+                let input = f.request.as_deref().map_or(0, |raw| {
+                    let tree = super::head::tree(raw);
+                    llmgw_core::tokens::estimate_input(&f.tokenizer_model, &tree)
                 });
                 let output = llmgw_core::tokens::count_text(&f.tokenizer_model, &f.completion_text);
                 Some(Usage {
@@ -238,8 +244,15 @@ mod tests {
         h.append("accept", HeaderValue::from_static("c/d"));
         h.append("cookie", HeaderValue::from_static("session=abcdefgh"));
         h.append("cookie", HeaderValue::from_static("x=1234567890ab"));
+        h.insert("x-latin", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        h.insert(
+            "x-utf8",
+            HeaderValue::from_bytes("caf\u{e9}".as_bytes()).unwrap(),
+        );
         let r = redact_headers(&h);
-        assert_eq!(r.len(), 5);
+        assert_eq!(r.len(), 7);
+        assert_eq!(r["x-latin"], "caf\u{fffd}");
+        assert_eq!(r["x-utf8"], "caf\u{e9}");
         assert_eq!(r["accept"], "a/b, c/d");
         assert_eq!(r["cookie"], "****efgh, ****90ab");
         assert_eq!(r["authorization"], "****mnop");
