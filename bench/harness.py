@@ -639,6 +639,19 @@ class Bench:
             res = run_oha(self.t[name], self.d_latency, 1)
             self.put("S1", name, res)
             log(f"S1 {name}: p50 {res['p50_ms']:.3f} ms p99 {res['p99_ms']:.3f} ms")
+        # A diagnostic, not a column: llmgw again with the control plane
+        # stopped (SIGSTOP), so nothing is ingested and, once the shipper's
+        # window is full, nothing shipped; records still go to the spool.
+        # On two cores the control plane's ingest has to share a core with
+        # either the data plane or the mock and the load generator.
+        os.kill(self.s.cp.pid, signal.SIGSTOP)
+        try:
+            res = run_oha(self.t["llmgw"], self.d_latency, 1)
+        finally:
+            os.kill(self.s.cp.pid, signal.SIGCONT)
+        self.put("S1-cp-paused", "llmgw", res)
+        log(f"S1 llmgw, control plane paused: p50 {res['p50_ms']:.3f} ms p99 {res['p99_ms']:.3f} ms")
+        self.s.wait_logs_shipped()
 
     def s2(self, r):
         for rate in (500, 1000, 2000):
@@ -877,6 +890,14 @@ def summarize(raw, names):
                 "added_p50_ms": med_range(added(scen, name, "p50_ms")) if name != "direct" else None,
                 "added_p99_ms": med_range(added(scen, name, "p99_ms")) if name != "direct" else None,
             }
+    if "S1-cp-paused" in raw and "S1" in S:
+        d = per_round("S1", "direct", "p99_ms")
+        p99 = per_round("S1-cp-paused", "llmgw", "p99_ms")
+        S["S1"]["llmgw"]["cp_paused"] = {
+            "p50_ms": med_range(per_round("S1-cp-paused", "llmgw", "p50_ms")),
+            "p99_ms": med_range(p99),
+            "added_p99_ms": med_range([x - y for x, y in zip(p99, d)]),
+        }
     if "S3" in raw:
         nginx_rps = per_round("S3", "nginx", "rps")
         nginx_cpu = per_round("S3", "nginx", "cpu_us_per_req")
@@ -981,6 +1002,9 @@ def table(S, names):
         row("S1", "p99 ms", lambda c: mr(s[c]["p99_ms"], 3))
         row("S1", "added p50 ms", lambda c: mr(s[c]["added_p50_ms"], 3))
         row("S1", "added p99 ms", lambda c: mr(s[c]["added_p99_ms"], 3))
+        row("S1", "control plane paused: p50 / p99 / added p99 ms",
+            lambda c: " / ".join(mr(s[c]["cp_paused"][k], 3)
+                                 for k in ("p50_ms", "p99_ms", "added_p99_ms")))
     for q in (500, 1000, 2000):
         k = f"S2@{q}"
         if k in S:
