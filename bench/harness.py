@@ -14,6 +14,7 @@ ranges and writes everything to bench/results/<timestamp>.json (and .md).
 
 Scenarios (durations are for a full run; --quick shortens them):
   S1  one request in flight, instant mock, 1 KiB reply: p50/p99, added vs direct
+      (and llmgw once more with the control plane paused: a diagnostic row)
   S2  50 ms mock at 500/1000/2000 req/s, open loop, latency-corrected (oha)
   S3  instant mock, 64 connections, closed loop (wrk): req/s, CPU us/req, busy
   S4  64 chunks 20 ms apart, 1/100/500 concurrent streams (llmgw-bench sse)
