@@ -1,13 +1,14 @@
 //! What routing needs of a request body (`model`, `stream` and
 //! `stream_options.include_usage`), read in one validating pass without
-//! building a JSON tree. Every other member is checked for syntax and
-//! skipped; the tree is only built when a rule or a token estimate asks
-//! for it. Building it for every request cost about a twentieth of the
-//! data plane's instructions per request.
+//! building a JSON tree. Every other member is checked exactly as a tree
+//! parse would check it (syntax, UTF-8, escapes, number range, nesting
+//! depth) and then dropped; the tree is only built when a rule or a token
+//! estimate asks for it. Building it for every request cost about a
+//! twentieth of the data plane's instructions per request.
 
 use std::fmt;
 
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -87,7 +88,7 @@ impl<'de> Deserialize<'de> for Head {
                                 == Some(true)
                         }
                         Field::Other => {
-                            map.next_value::<IgnoredAny>()?;
+                            map.next_value::<Checked>()?;
                         }
                     }
                 }
@@ -95,6 +96,51 @@ impl<'de> Deserialize<'de> for Head {
             }
         }
         d.deserialize_map(V)
+    }
+}
+
+/// Any JSON value, read through `deserialize_any` so that serde_json
+/// checks it as it would for a tree (`IgnoredAny` skips strings without
+/// checking their UTF-8 or escapes, numbers without their range, and
+/// nesting without the depth limit), and then dropped.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Checked;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+                while seq.next_element::<Checked>()?.is_some() {}
+                Ok(Checked)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+                while map.next_entry::<Checked, Checked>()?.is_some() {}
+                Ok(Checked)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -171,16 +217,33 @@ mod tests {
                 "{not_object}"
             );
         }
-        // Skipped members are walked without recursion, so deep nesting
-        // cannot overflow the stack; it is the upstream's to judge. The
-        // tree (for rules) of such a body is Null.
-        let deep = format!(
-            "{{\"model\":\"m\",\"a\":{}{}}}",
-            "[".repeat(100_000),
-            "]".repeat(100_000)
-        );
-        assert_eq!(head(&deep).unwrap().model.as_deref(), Some("m"));
-        assert_eq!(tree(deep.as_bytes()), Value::Null);
+        // What a tree parse refuses inside members that are not read:
+        // broken UTF-8, a lone surrogate, a number out of range, and
+        // nesting past serde_json's limit (the stack stays safe).
+        let bad_utf8 = b"{\"model\":\"m\",\"x\":\"\xff\"}";
+        assert!(serde_json::from_slice::<Value>(bad_utf8).is_err());
+        assert!(matches!(Head::parse(bad_utf8), Err(HeadError::Syntax(_))));
+        for bad in [
+            r#"{"model":"m","x":"\ud800"}"#,
+            r#"{"model":"m","x":[1e400]}"#,
+            r#"{"model":"m","x":{"\ud800":1}}"#,
+        ] {
+            assert!(serde_json::from_str::<Value>(bad).is_err(), "{bad}");
+            assert!(matches!(head(bad), Err(HeadError::Syntax(_))), "{bad}");
+        }
+        for depth in [200, 100_000] {
+            let deep = format!(
+                "{{\"model\":\"m\",\"a\":{}{}}}",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            );
+            assert!(serde_json::from_str::<Value>(&deep).is_err());
+            assert!(matches!(head(&deep), Err(HeadError::Syntax(_))), "{depth}");
+        }
+        // Whatever it accepts, the tree parse accepts too.
+        let fine = r#"{"model":"m","x":[1e300,-0,"\ud83d\ude00",{"a":null}]}"#;
+        assert!(head(fine).is_ok());
+        assert_ne!(tree(fine.as_bytes()), Value::Null);
     }
 
     #[test]

@@ -679,11 +679,23 @@ impl Proxy {
         } else {
             (settings.first_byte_timeout, false)
         };
-        let mut request = Request::new(Full::new(body));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
-        match tokio::time::timeout(limit, client.request(request)).await {
+        let exchange = async {
+            // An HTTP/2 refusal (GOAWAY, REFUSED_STREAM) means the request
+            // was not processed: it is sent again at once on another
+            // connection, up to twice, within this attempt.
+            let mut resends = 0;
+            loop {
+                let mut request = Request::new(Full::new(body.clone()));
+                *request.method_mut() = Method::POST;
+                *request.uri_mut() = uri.clone();
+                *request.headers_mut() = headers.clone();
+                match client.request(request).await {
+                    Err(e) if resends < 2 && upstream::is_safe_to_resend(&e) => resends += 1,
+                    done => return done,
+                }
+            }
+        };
+        match tokio::time::timeout(limit, exchange).await {
             Err(_) if by_deadline => Err(AttemptError::Deadline),
             Err(_) => Err(AttemptError::FirstByteTimeout),
             Ok(Err(e)) if e.is_connect() => Err(AttemptError::Connect(error_chain(&e))),
@@ -740,10 +752,11 @@ impl Proxy {
             counted: status.is_success() && call.endpoint != Endpoint::CountTokens,
         };
         // Kept only when the body passes unchanged.
+        // hyper's decoded length: none for a chunked body.
         let expected_len = if strip {
             None
         } else {
-            content_length(resp.headers())
+            http_body::Body::size_hint(resp.body()).exact()
         };
         let body = ProxyBody::new(
             resp.into_body(),
@@ -866,16 +879,6 @@ fn set_request_id(resp: &mut Response<ResponseBody>, id: &str) {
         resp.headers_mut()
             .insert(HeaderName::from_static(REQUEST_ID), v);
     }
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
