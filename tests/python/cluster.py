@@ -53,8 +53,10 @@ from conftest import (
     Proc,
     base_env,
     binary,
+    cli_json,
     json_log_field,
     readyz_version,
+    run_cli,
     uid,
     wait_until,
 )
@@ -484,20 +486,11 @@ class Cluster:
 
     def cli_raw(self, cp: ControlPlane, *args: str, json_out: bool = True,
                 timeout: float = 30) -> subprocess.CompletedProcess:
-        argv = [binary("llmgw"), "--server", cp.url]
-        if json_out:
-            argv += ["-o", "json"]
-        argv += list(args)
-        env = base_env(LLMGW_ADMIN_TOKEN=self.admin_token)
-        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout,
-                              cwd=self.workdir, stdin=subprocess.DEVNULL)
+        return run_cli(cp.url, self.admin_token, self.workdir, *args, json_out=json_out,
+                       timeout=timeout)
 
     def cli(self, cp: ControlPlane, *args: str) -> Any:
-        p = self.cli_raw(cp, *args)
-        if p.returncode != 0:
-            raise CliError(list(args), p.returncode, p.stdout, p.stderr)
-        out = p.stdout.strip()
-        return json.loads(out) if out else None
+        return cli_json(self.cli_raw(cp, *args), args)
 
     def config_version(self, cp: ControlPlane) -> int:
         p = self.cli_raw(cp, "dataplanes", json_out=False)

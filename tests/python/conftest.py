@@ -311,6 +311,27 @@ class CliError(Exception):
         self.stderr = stderr
 
 
+def run_cli(server: str, admin_token: str, workdir: Path, *args: str, json_out: bool = True,
+            timeout: float = 30) -> subprocess.CompletedProcess:
+    """Runs `llmgw --server SERVER [-o json] ARGS` as an admin."""
+    argv = [binary("llmgw"), "--server", server]
+    if json_out:
+        argv += ["-o", "json"]
+    argv += list(args)
+    env = base_env(LLMGW_ADMIN_TOKEN=admin_token)
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout,
+                          cwd=workdir, stdin=subprocess.DEVNULL)
+
+
+def cli_json(p: subprocess.CompletedProcess, args: tuple[str, ...]) -> Any:
+    """The JSON a successful `llmgw -o json` printed (None if nothing);
+    CliError if it failed."""
+    if p.returncode != 0:
+        raise CliError(list(args), p.returncode, p.stdout, p.stderr)
+    out = p.stdout.strip()
+    return json.loads(out) if out else None
+
+
 class Gateway:
     """A mock upstream, a control plane and a data plane, configured through
     the `llmgw` CLI. `gw.url` is the data plane's base URL."""
@@ -463,20 +484,11 @@ class Gateway:
     # ----- CLI -----
 
     def cli_raw(self, *args: str, json_out: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
-        argv = [binary("llmgw"), "--server", f"http://{self.cp_addr}"]
-        if json_out:
-            argv += ["-o", "json"]
-        argv += list(args)
-        env = base_env(LLMGW_ADMIN_TOKEN=self.admin_token)
-        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout,
-                              cwd=self.workdir, stdin=subprocess.DEVNULL)
+        return run_cli(f"http://{self.cp_addr}", self.admin_token, self.workdir, *args,
+                       json_out=json_out, timeout=timeout)
 
     def cli(self, *args: str) -> Any:
-        p = self.cli_raw(*args)
-        if p.returncode != 0:
-            raise CliError(list(args), p.returncode, p.stdout, p.stderr)
-        out = p.stdout.strip()
-        return json.loads(out) if out else None
+        return cli_json(self.cli_raw(*args), args)
 
     def config_version(self) -> int:
         # `-o json dataplanes` prints only the array; the table output

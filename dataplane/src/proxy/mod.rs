@@ -672,7 +672,6 @@ impl Proxy {
             call.endpoint.upstream_path(),
             settings.connect_timeout,
         )?;
-        let headers = upstream_headers(call.headers, target, call.dialect);
         let left = deadline.saturating_duration_since(Instant::now());
         let (limit, by_deadline) = if left < settings.first_byte_timeout {
             (left, true)
@@ -683,12 +682,14 @@ impl Proxy {
             // An HTTP/2 refusal (GOAWAY, REFUSED_STREAM) means the request
             // was not processed: it is sent again at once on another
             // connection, up to twice, within this attempt.
+            // The headers are built for each send rather than kept for a
+            // resend: a resend is rare, a copy would be made every time.
             let mut resends = 0;
             loop {
                 let mut request = Request::new(Full::new(body.clone()));
                 *request.method_mut() = Method::POST;
                 *request.uri_mut() = uri.clone();
-                *request.headers_mut() = headers.clone();
+                *request.headers_mut() = upstream_headers(call.headers, target, call.dialect);
                 match client.request(request).await {
                     Err(e) if resends < 2 && upstream::is_safe_to_resend(&e) => resends += 1,
                     done => return done,

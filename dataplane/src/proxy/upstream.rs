@@ -99,7 +99,7 @@ struct Entry {
 pub struct Upstreams {
     entries: Mutex<HashMap<String, Entry>>,
     /// Built once: loading the root store is the costly part of a client.
-    tls: Mutex<Option<Arc<rustls::ClientConfig>>>,
+    tls: Mutex<Option<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -149,10 +149,11 @@ impl Upstreams {
         Ok((entry.client.clone(), uri))
     }
 
-    fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, AttemptError> {
+    /// The shared TLS settings; a copy shares the root store.
+    fn tls_config(&self) -> Result<rustls::ClientConfig, AttemptError> {
         let mut tls = self.tls.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = tls.as_ref() {
-            return Ok(Arc::clone(c));
+            return Ok(c.clone());
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -161,8 +162,8 @@ impl Upstreams {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         // ALPN (h2, http/1.1) is set by the connector builder.
-        let config = Arc::new(config.with_root_certificates(roots).with_no_client_auth());
-        *tls = Some(Arc::clone(&config));
+        let config = config.with_root_certificates(roots).with_no_client_auth();
+        *tls = Some(config.clone());
         Ok(config)
     }
 }
@@ -184,7 +185,7 @@ fn upstream_uri(base_url: &str, path: &str) -> Result<Uri, AttemptError> {
     Ok(uri)
 }
 
-fn build_client(tls: Arc<rustls::ClientConfig>, connect_timeout: Duration) -> UpstreamClient {
+fn build_client(tls: rustls::ClientConfig, connect_timeout: Duration) -> UpstreamClient {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
@@ -195,7 +196,7 @@ fn build_client(tls: Arc<rustls::ClientConfig>, connect_timeout: Duration) -> Up
     // https:// URIs reach the TLS layer through this connector.
     http.enforce_http(false);
     let https = HttpsConnectorBuilder::new()
-        .with_tls_config((*tls).clone())
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
