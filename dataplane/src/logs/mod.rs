@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use http::Uri;
-use llmgw_proto::v1 as pb;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -36,15 +35,16 @@ use tracing::{info, warn};
 use crate::backoff::Backoff;
 use shipper::{ShipCounters, Shipper};
 use spool::{Spool, SpoolOptions, SpoolStats};
+pub use wire::{FieldWriter, LogRecord};
 
 #[derive(Debug)]
 pub struct LogSink {
-    tx: mpsc::Sender<pb::RequestLog>,
+    tx: mpsc::Sender<LogRecord>,
     dropped: AtomicU64,
 }
 
 impl LogSink {
-    pub fn new(capacity: usize) -> (LogSink, mpsc::Receiver<pb::RequestLog>) {
+    pub fn new(capacity: usize) -> (LogSink, mpsc::Receiver<LogRecord>) {
         let (tx, rx) = mpsc::channel(capacity);
         (
             LogSink {
@@ -55,8 +55,8 @@ impl LogSink {
         )
     }
 
-    pub fn send(&self, record: pb::RequestLog) {
-        if self.tx.try_send(record).is_err() {
+    pub fn send(&self, record: impl Into<LogRecord>) {
+        if self.tx.try_send(record.into()).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::warn!(dropped = n, "request-log queue full: records dropped");
@@ -222,7 +222,7 @@ impl fmt::Debug for LogsConfig {
 /// problems: no control-plane URL, a token unfit for a header, a spool
 /// folder that cannot be created or read. An unreachable control plane is
 /// retried in the background forever.
-pub async fn spawn(config: LogsConfig, rx: mpsc::Receiver<pb::RequestLog>) -> Result<LogsHandle> {
+pub async fn spawn(config: LogsConfig, rx: mpsc::Receiver<LogRecord>) -> Result<LogsHandle> {
     if config.control_planes.is_empty() {
         bail!("no control-plane URL configured for log shipping");
     }

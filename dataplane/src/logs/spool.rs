@@ -72,6 +72,8 @@ use prost::Message;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
+use super::wire::LogRecord;
+
 /// First bytes of every segment file; the digit is the format version.
 pub const MAGIC: &[u8; 8] = b"LLMGWSP1";
 /// `len` and `crc`, before each payload.
@@ -386,7 +388,9 @@ impl Spool {
     /// is in the kernel's page cache on return; [`Spool::sync`] makes it
     /// durable. On an error, the records of the failed write are lost and
     /// counted; their sequences are not reused.
-    pub fn append(&self, mut records: Vec<pb::RequestLog>) -> io::Result<Option<u64>> {
+    pub fn append<R: Into<LogRecord>>(&self, records: Vec<R>) -> io::Result<Option<u64>> {
+        // In place when the records already are `LogRecord`s.
+        let mut records: Vec<LogRecord> = records.into_iter().map(Into::into).collect();
         let mut inner = self.lock();
 
         // Sequences first: an oversized record is dropped without using
@@ -394,7 +398,7 @@ impl Spool {
         let mut lens = Vec::with_capacity(records.len());
         let mut seq = inner.next_seq;
         for record in &mut records {
-            record.sequence = seq;
+            record.fields.sequence = seq;
             let len = record.encoded_len();
             if len <= MAX_RECORD_BYTES {
                 seq += 1;
@@ -426,7 +430,7 @@ impl Spool {
                 if len > MAX_RECORD_BYTES {
                     let n = self.counters.oversized.fetch_add(1, Ordering::Relaxed) + 1;
                     warn!(
-                        id = record.id,
+                        id = record.fields.id,
                         bytes = len,
                         max = MAX_RECORD_BYTES,
                         oversized = n,
@@ -434,7 +438,7 @@ impl Spool {
                     );
                     continue;
                 }
-                debug_assert_eq!(record.sequence, seq);
+                debug_assert_eq!(record.fields.sequence, seq);
                 let start = buf.len();
                 let len32 = u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes();
                 buf.reserve(FRAME_HEADER_BYTES + len);

@@ -7,8 +7,13 @@
 //! the gRPC codec to encode them again, which cost the shipper most of its
 //! CPU. [`ShipCodec`] is the client-side codec of `Logs.Ship` that does
 //! this; acknowledgements are decoded as usual.
+//!
+//! The same holds on the way in: a record's headers and bodies are encoded
+//! by a [`FieldWriter`] straight from the request's buffers while it is
+//! handled, and travel to the spool as bytes in a [`LogRecord`], instead of
+//! as maps and strings copied only to be encoded and freed again.
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use llmgw_proto::v1 as pb;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use prost::Message;
@@ -21,6 +26,150 @@ const BATCH_LAST_SEQUENCE: u32 = 2;
 const BATCH_RECORDS: u32 = 3;
 /// `RequestLog.sequence`.
 const RECORD_SEQUENCE: u32 = 2;
+
+/// `RequestLog` fields a [`FieldWriter`] fills (`proto/llmgw/v1/logs.proto`).
+pub mod field {
+    pub const CLIENT_IP: u32 = 6;
+    pub const USER_AGENT: u32 = 7;
+    pub const PROTOCOL: u32 = 8;
+    pub const PATH: u32 = 9;
+    pub const REQUEST_HEADERS: u32 = 28;
+    pub const RESPONSE_HEADERS: u32 = 29;
+    pub const REQUEST_BODY: u32 = 30;
+    pub const RESPONSE_BODY: u32 = 31;
+    pub const REQUEST_BODY_TRUNCATED: u32 = 32;
+    pub const RESPONSE_BODY_TRUNCATED: u32 = 33;
+}
+
+/// A request log on its way to the spool: the record's small fields, and
+/// its bulky ones (headers, bodies) already encoded. Protobuf lets a
+/// message's fields come in any order, so `fields`' encoding followed by
+/// `encoded` is the record; a field must be set in one of the two only.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct LogRecord {
+    /// Everything but what `encoded` holds; metrics read these, and the
+    /// spool sets `sequence` and the writer `node_id`.
+    pub fields: pb::RequestLog,
+    /// Further fields of the same `RequestLog`, protobuf-encoded.
+    pub encoded: Bytes,
+}
+
+impl From<pb::RequestLog> for LogRecord {
+    fn from(fields: pb::RequestLog) -> Self {
+        LogRecord {
+            fields,
+            encoded: Bytes::new(),
+        }
+    }
+}
+
+impl LogRecord {
+    pub fn encoded_len(&self) -> usize {
+        self.fields.encoded_len() + self.encoded.len()
+    }
+
+    /// Appends the record's encoding (without a length prefix).
+    pub fn encode_raw(&self, out: &mut impl BufMut) {
+        self.fields.encode_raw(out);
+        out.put_slice(&self.encoded);
+    }
+
+    /// The whole record as one message, decoded (tests and diagnostics).
+    pub fn decode(&self) -> Result<pb::RequestLog, prost::DecodeError> {
+        let mut buf = Vec::with_capacity(self.encoded_len());
+        self.encode_raw(&mut buf);
+        pb::RequestLog::decode(&buf[..])
+    }
+}
+
+/// Appends `RequestLog` fields in protobuf's wire format. As prost does for
+/// proto3, empty strings and `false` are not written.
+#[derive(Debug, Default)]
+pub struct FieldWriter {
+    buf: BytesMut,
+}
+
+impl FieldWriter {
+    /// A writer with room for `bytes`, so that a record's fields are
+    /// written without growing the buffer again and again.
+    pub fn with_capacity(bytes: usize) -> Self {
+        FieldWriter {
+            buf: BytesMut::with_capacity(bytes),
+        }
+    }
+
+    /// Room for a `map<string, string>` field holding `headers`.
+    pub fn headers_len(headers: &http::HeaderMap) -> usize {
+        // Per entry at most: field key 2, entry length 2, key and value
+        // tags 2, their lengths 4.
+        headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 10)
+            .sum()
+    }
+
+    pub fn string(&mut self, field: u32, value: &str) {
+        if value.is_empty() {
+            return;
+        }
+        self.buf
+            .reserve(2 + encoded_len_varint(value.len() as u64) + value.len());
+        encode_key(field, WireType::LengthDelimited, &mut self.buf);
+        put_len(&mut self.buf, value.len());
+        self.buf.extend_from_slice(value.as_bytes());
+    }
+
+    pub fn bool(&mut self, field: u32, value: bool) {
+        if value {
+            encode_key(field, WireType::Varint, &mut self.buf);
+            self.buf.put_u8(1);
+        }
+    }
+
+    /// One entry of a `map<string, string>` field.
+    pub fn map_entry(&mut self, field: u32, key: &str, value: &str) {
+        let part = |s: &str| {
+            if s.is_empty() {
+                0
+            } else {
+                1 + encoded_len_varint(s.len() as u64) + s.len()
+            }
+        };
+        let len = part(key) + part(value);
+        self.buf.reserve(2 + encoded_len_varint(len as u64) + len);
+        encode_key(field, WireType::LengthDelimited, &mut self.buf);
+        put_len(&mut self.buf, len);
+        for (tag, s) in [(MAP_KEY, key), (MAP_VALUE, value)] {
+            if !s.is_empty() {
+                self.buf.put_u8(tag);
+                put_len(&mut self.buf, s.len());
+                self.buf.extend_from_slice(s.as_bytes());
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    pub fn finish(self) -> Bytes {
+        self.buf.freeze()
+    }
+}
+
+/// Tags of a map entry's key (field 1) and value (field 2), both strings.
+const MAP_KEY: u8 = 1 << 3 | WireType::LengthDelimited as u8;
+const MAP_VALUE: u8 = 2 << 3 | WireType::LengthDelimited as u8;
+
+/// A length as a varint; the one-byte case (most header parts) inline.
+#[inline]
+fn put_len(buf: &mut BytesMut, len: usize) {
+    if len < 0x80 {
+        buf.put_u8(len as u8);
+    } else {
+        encode_varint(len as u64, buf);
+    }
+}
 
 /// A `LogBatch` whose records are already encoded `RequestLog`s.
 #[derive(Debug, Clone, Default)]
@@ -188,6 +337,44 @@ mod tests {
         let mut got = Vec::new();
         empty.encode(&mut got);
         assert!(got.is_empty() && empty.encoded_len() == 0);
+    }
+
+    #[test]
+    fn written_fields_decode_as_prost_encodes_them() {
+        let mut w = FieldWriter::default();
+        w.map_entry(field::REQUEST_HEADERS, "accept", "a/b, c/d");
+        w.map_entry(field::REQUEST_HEADERS, "x-empty", "");
+        w.map_entry(field::RESPONSE_HEADERS, "server", "mock");
+        w.string(field::REQUEST_BODY, &"{\"model\":\"m\"}".repeat(20));
+        w.string(field::RESPONSE_BODY, "");
+        w.bool(field::REQUEST_BODY_TRUNCATED, true);
+        w.bool(field::RESPONSE_BODY_TRUNCATED, false);
+        let mut fields = record("a", 7);
+        fields.request_headers.clear();
+        let rec = LogRecord {
+            fields: fields.clone(),
+            encoded: w.finish(),
+        };
+        let want = pb::RequestLog {
+            request_headers: [
+                ("accept".to_string(), "a/b, c/d".to_string()),
+                ("x-empty".to_string(), String::new()),
+            ]
+            .into(),
+            response_headers: [("server".to_string(), "mock".to_string())].into(),
+            request_body: "{\"model\":\"m\"}".repeat(20),
+            request_body_truncated: true,
+            ..fields
+        };
+        assert_eq!(rec.decode().unwrap(), want);
+        // Same fields, same bytes, whichever way they were encoded.
+        assert_eq!(rec.encoded_len(), want.encoded_len());
+        assert_eq!(
+            record_sequence(&rec.decode().unwrap().encode_to_vec()),
+            Some(7)
+        );
+        let plain = LogRecord::from(want.clone());
+        assert_eq!(plain.decode().unwrap(), want);
     }
 
     #[test]

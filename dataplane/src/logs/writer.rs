@@ -9,16 +9,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use llmgw_proto::v1 as pb;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, error};
 
 use super::spool::Spool;
+use super::wire::LogRecord;
 
 pub(crate) struct Writer {
     pub spool: Arc<Spool>,
-    pub rx: mpsc::Receiver<pb::RequestLog>,
+    pub rx: mpsc::Receiver<LogRecord>,
     /// Filled into records that carry none.
     pub node_id: String,
     pub sync_interval: Duration,
@@ -77,8 +77,8 @@ impl Writer {
             }
             let n = batch.len();
             for r in &mut batch {
-                if r.node_id.is_empty() {
-                    r.node_id.clone_from(&self.node_id);
+                if r.fields.node_id.is_empty() {
+                    r.fields.node_id.clone_from(&self.node_id);
                 }
             }
             let records = std::mem::replace(&mut batch, Vec::with_capacity(max_batch));

@@ -18,7 +18,6 @@ mod stream;
 mod upstream;
 mod usage;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,7 +41,8 @@ use self::record::{Emitter, Finish};
 pub use self::state::{RetryBudget, RouterState};
 use self::stream::ProxyBody;
 use crate::config::RequestLogMode;
-use crate::logs::LogSink;
+use crate::logs::wire::field;
+use crate::logs::{FieldWriter, LogSink};
 use crate::metrics::Metrics;
 use crate::server::ResponseBody;
 use crate::table::TableHandle;
@@ -119,6 +119,8 @@ impl RequestFacts<'_> {
 struct Pending {
     sink: Arc<Emitter>,
     record: Option<pb::RequestLog>,
+    /// The record's headers and bodies, encoded as they are seen.
+    encoded: FieldWriter,
     started: Instant,
 }
 
@@ -127,8 +129,11 @@ impl Pending {
         self.record.get_or_insert_with(Default::default)
     }
 
-    fn take(&mut self) -> pb::RequestLog {
-        self.record.take().unwrap_or_default()
+    fn take(&mut self) -> (pb::RequestLog, FieldWriter) {
+        (
+            self.record.take().unwrap_or_default(),
+            std::mem::take(&mut self.encoded),
+        )
     }
 }
 
@@ -144,7 +149,7 @@ impl Drop for Pending {
             if r.usage_source.is_empty() {
                 r.usage_source = "none".into();
             }
-            self.sink.emit(r);
+            self.sink.emit(r, std::mem::take(&mut self.encoded));
         }
     }
 }
@@ -199,13 +204,13 @@ impl Proxy {
     /// Serves one proxied request from a client at `client_ip`.
     pub async fn handle(&self, req: Request<Incoming>, client_ip: &str) -> Response<ResponseBody> {
         let id = uuid::Uuid::now_v7().to_string();
-        let path = req.uri().path().to_string();
+        let path = req.uri().path();
         if path == "/v1/models" {
             let mut resp = self.models(&req);
             set_request_id(&mut resp, &id);
             return resp;
         }
-        let Some(endpoint) = Endpoint::from_path(&path) else {
+        let Some(endpoint) = Endpoint::from_path(path) else {
             return self.error(
                 dialect(Protocol::OpenAi),
                 ErrorKind::NotFound,
@@ -218,24 +223,42 @@ impl Proxy {
             return self.error(d, ErrorKind::MethodNotAllowed, "use POST", &id);
         }
         let started = Instant::now();
+        let mut encoded = FieldWriter::default();
+        if self.out.mode.records() {
+            // Room for both header maps and the request body: a response's
+            // headers are about the size of a request's, and its body is
+            // added once, at the end.
+            let headers = FieldWriter::headers_len(req.headers());
+            let body = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+                .unwrap_or(0);
+            let cap = self
+                .table
+                .load()
+                .map_or(0, |t| t.settings.log_body_max_bytes);
+            encoded = FieldWriter::with_capacity(2 * headers + body.min(cap) + 64);
+            // Fields no one reads before the log: written, not allocated.
+            encoded.string(field::CLIENT_IP, client_ip);
+            let user_agent = req.headers().get(header::USER_AGENT);
+            encoded.string(
+                field::USER_AGENT,
+                user_agent.and_then(|v| v.to_str().ok()).unwrap_or_default(),
+            );
+            encoded.string(field::PROTOCOL, endpoint.protocol().as_str());
+            encoded.string(field::PATH, path);
+            record::log_headers(&mut encoded, field::REQUEST_HEADERS, req.headers());
+        }
         let mut pending = Pending {
             sink: Arc::clone(&self.out),
             record: Some(pb::RequestLog {
                 id: id.clone(),
                 node_id: self.node_id.clone(),
                 time_ms: now_ms(),
-                client_ip: client_ip.to_string(),
-                user_agent: req
-                    .headers()
-                    .get(header::USER_AGENT)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string(),
-                protocol: endpoint.protocol().as_str().to_string(),
-                path: path.clone(),
-                request_headers: self.log_headers(req.headers()),
                 ..Default::default()
             }),
+            encoded,
             started,
         };
         let mut resp = match self.proxy(req, endpoint, d, &mut pending).await {
@@ -252,25 +275,23 @@ impl Proxy {
         resp
     }
 
-    /// Headers for the record: redacted, or none when nothing is recorded
+    /// Headers for the record, redacted; none when nothing is recorded
     /// (the record then only feeds metrics, which do not look at them).
-    fn log_headers(&self, headers: &HeaderMap) -> BTreeMap<String, String> {
+    fn log_headers(&self, w: &mut FieldWriter, field: u32, headers: &HeaderMap) {
         if self.out.mode.records() {
-            record::redact_headers(headers)
-        } else {
-            BTreeMap::new()
+            record::log_headers(w, field, headers);
         }
     }
 
     /// Logs a request that ended without a proxied body.
     fn finish_plain(&self, pending: &mut Pending) {
-        let mut r = pending.take();
+        let (mut r, encoded) = pending.take();
         r.latency_ms = pending.started.elapsed().as_millis() as u64;
         r.ttfb_ms = r.latency_ms;
         if r.usage_source.is_empty() {
             r.usage_source = "none".into();
         }
-        self.out.emit(r);
+        self.out.emit(r, encoded);
     }
 
     fn error(
@@ -396,10 +417,7 @@ impl Proxy {
         let log_bodies = self.out.mode.bodies() && table.settings.log_bodies && key.log_bodies;
         let cap = table.settings.log_body_max_bytes;
         if log_bodies {
-            let (text, cut) = record::capped_body(&raw, cap);
-            let r = pending.record();
-            r.request_body = text;
-            r.request_body_truncated = cut;
+            record::log_request_body(&mut pending.encoded, &raw, cap);
         }
 
         let not_object = || {
@@ -455,7 +473,7 @@ impl Proxy {
             if endpoint == Endpoint::CountTokens {
                 let tree = facts.tree.into_inner().unwrap_or_else(|| head::tree(&raw));
                 let n = estimate::input_tokens_exact(&tokenizer_model, &Arc::new(tree)).await;
-                return Ok(self.count_tokens_locally(n, pending));
+                return Ok(self.count_tokens_locally(n, log_bodies, pending));
             }
             return Err((ErrorKind::NoRoute, reason));
         }
@@ -479,14 +497,21 @@ impl Proxy {
     }
 
     /// `count_tokens` for a model with no Anthropic target: a local estimate.
-    fn count_tokens_locally(&self, n: u64, pending: &mut Pending) -> Response<ResponseBody> {
+    fn count_tokens_locally(
+        &self,
+        n: u64,
+        log_bodies: bool,
+        pending: &mut Pending,
+    ) -> Response<ResponseBody> {
         let body = serde_json::json!({ "input_tokens": n }).to_string();
         let r = pending.record();
         r.status = 200;
         r.usage_source = "estimated".into();
         r.input_tokens = n;
         r.provider = "llmgw".into();
-        r.response_body.clone_from(&body);
+        if log_bodies {
+            record::log_response_body(&mut pending.encoded, body.as_bytes(), usize::MAX);
+        }
         self.finish_plain(pending);
         let mut resp = Response::new(full(body));
         resp.headers_mut().insert(
@@ -622,12 +647,10 @@ impl Proxy {
                 r.status = u32::from(status.as_u16());
                 r.error = format!("every attempt failed; the last upstream answered {status}");
                 if call.log_bodies {
-                    let (text, cut) =
-                        record::capped_body(&body, call.table.settings.log_body_max_bytes);
-                    r.response_body = text;
-                    r.response_body_truncated = cut;
+                    let cap = call.table.settings.log_body_max_bytes;
+                    record::log_response_body(&mut pending.encoded, &body, cap);
                 }
-                r.response_headers = self.log_headers(&headers);
+                self.log_headers(&mut pending.encoded, field::RESPONSE_HEADERS, &headers);
                 self.finish_plain(pending);
                 let mut resp = Response::new(full(body));
                 *resp.status_mut() = status;
@@ -727,12 +750,12 @@ impl Proxy {
             out.headers_mut()
                 .insert("x-accel-buffering", HeaderValue::from_static("no"));
         }
-        let mut r = pending.take();
+        let (mut r, mut encoded) = pending.take();
         r.status = u32::from(status.as_u16());
         r.provider.clone_from(&target.provider.name);
         r.upstream_model.clone_from(&target.upstream_model);
         r.retries = (r.attempts.len() as u32).saturating_sub(1);
-        r.response_headers = self.log_headers(resp.headers());
+        self.log_headers(&mut encoded, field::RESPONSE_HEADERS, resp.headers());
         if !status.is_success() {
             r.error = format!("upstream answered {status}");
         }
@@ -744,6 +767,7 @@ impl Proxy {
         let observer = Observer::new(call.dialect, call.endpoint, is_sse, strip, log_cap);
         let finish = Finish {
             record: r,
+            encoded,
             usage: None,
             request: Some(call.raw.clone()),
             completion_text: String::new(),

@@ -3,16 +3,16 @@
 //! after the response is done; one that needs a tiktoken estimate is
 //! finished on a blocking thread, so counting never delays a client.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use llmgw_core::table::Prices;
 use llmgw_proto::v1 as pb;
 
 use super::dialect::Usage;
 use crate::config::RequestLogMode;
-use crate::logs::LogSink;
+use crate::logs::wire::field;
+use crate::logs::{FieldWriter, LogRecord, LogSink};
 use crate::metrics::Metrics;
 
 /// Where finished records go: metrics first, then the log pipeline (unless
@@ -53,10 +53,15 @@ impl Emitter {
         let _ = tokio::time::timeout(limit, wait).await;
     }
 
-    pub fn emit(&self, record: pb::RequestLog) {
+    /// `encoded` holds the record's headers and bodies, written by
+    /// [`log_headers`] and [`log_body`].
+    pub fn emit(&self, record: pb::RequestLog, encoded: FieldWriter) {
         self.metrics.observe(&record);
         if self.mode.records() {
-            self.logs.send(record);
+            self.logs.send(LogRecord {
+                fields: record,
+                encoded: encoded.finish(),
+            });
         }
     }
 }
@@ -71,40 +76,100 @@ const SECRET_HEADERS: &[&str] = &[
     "set-cookie",
 ];
 
-pub fn redact_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    // A name's values come one after another; they are joined into one
-    // entry, each masked on its own, and each name is hashed only once.
-    let mut current: Option<(&str, String)> = None;
-    for (name, value) in headers {
+/// Writes `headers` into map field `field`, secrets masked. A name's
+/// values come one after another in a `HeaderMap`; they are joined into one
+/// entry, each masked on its own.
+pub fn log_headers(w: &mut FieldWriter, field: u32, headers: &HeaderMap) {
+    // A joined or masked value, reused for every name.
+    let mut value = String::new();
+    let mut it = headers.iter().peekable();
+    while let Some((name, v)) = it.next() {
         let n = name.as_str();
-        // Header values are nearly always visible ASCII, which `to_str`
-        // checks far faster than a lossy UTF-8 conversion.
-        let text = match value.to_str() {
-            Ok(t) => std::borrow::Cow::Borrowed(t),
-            Err(_) => String::from_utf8_lossy(value.as_bytes()),
-        };
-        let shown = if SECRET_HEADERS.contains(&n) {
-            llmgw_core::keys::mask(&text)
-        } else {
-            text.into_owned()
-        };
-        match &mut current {
-            Some((prev, joined)) if *prev == n => {
-                joined.push_str(", ");
-                joined.push_str(&shown);
+        let secret = SECRET_HEADERS.contains(&n);
+        let single = it.peek().is_none_or(|(next, _)| *next != name);
+        if single && !secret {
+            // The common case: written straight from the header.
+            w.map_entry(field, n, &text(v));
+            continue;
+        }
+        value.clear();
+        let mut v = v;
+        loop {
+            if secret {
+                push_masked(&mut value, &text(v));
+            } else {
+                value.push_str(&text(v));
             }
-            _ => {
-                if let Some((prev, joined)) = current.replace((n, shown)) {
-                    out.insert(prev.to_string(), joined);
+            match it.next_if(|(next, _)| *next == name) {
+                Some((_, next)) => {
+                    value.push_str(", ");
+                    v = next;
                 }
+                None => break,
             }
         }
+        w.map_entry(field, n, &value);
     }
-    if let Some((prev, joined)) = current {
-        out.insert(prev.to_string(), joined);
+}
+
+/// A header value as text. Values are nearly always visible ASCII, which
+/// `to_str` checks far faster than a lossy UTF-8 conversion.
+fn text(v: &HeaderValue) -> std::borrow::Cow<'_, str> {
+    match v.to_str() {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        Err(_) => String::from_utf8_lossy(v.as_bytes()),
     }
-    out
+}
+
+/// Appends [`llmgw_core::keys::mask`]`(secret)` without allocating.
+fn push_masked(out: &mut String, secret: &str) {
+    if secret.is_empty() {
+        return;
+    }
+    out.push_str("****");
+    // The last four characters, when there are at least twelve.
+    let mut tail = secret.char_indices().rev().map(|(i, _)| i);
+    let start = tail.nth(3);
+    if start.is_some() && tail.nth(7).is_some() {
+        if let Some(i) = start {
+            out.push_str(&secret[i..]);
+        }
+    }
+}
+
+/// Writes a body into string field `field`, cut at `cap` bytes, and
+/// whether it was cut into `truncated_field`.
+pub fn log_body(w: &mut FieldWriter, field: u32, truncated_field: u32, body: &[u8], cap: usize) {
+    let truncated = body.len() > cap;
+    let kept = &body[..body.len().min(cap)];
+    match std::str::from_utf8(kept) {
+        // The usual case: the bytes are the text.
+        Ok(text) => w.string(field, text),
+        Err(_) => w.string(field, &capped_body(body, cap).0),
+    }
+    w.bool(truncated_field, truncated);
+}
+
+/// [`log_body`] for a request body.
+pub fn log_request_body(w: &mut FieldWriter, body: &[u8], cap: usize) {
+    log_body(
+        w,
+        field::REQUEST_BODY,
+        field::REQUEST_BODY_TRUNCATED,
+        body,
+        cap,
+    );
+}
+
+/// [`log_body`] for a response body.
+pub fn log_response_body(w: &mut FieldWriter, body: &[u8], cap: usize) {
+    log_body(
+        w,
+        field::RESPONSE_BODY,
+        field::RESPONSE_BODY_TRUNCATED,
+        body,
+        cap,
+    );
 }
 
 /// A body for the log, cut at `cap` bytes; returns (text, truncated).
@@ -142,6 +207,8 @@ pub fn cost(usage: &Usage, prices: &Prices, anthropic: bool) -> f64 {
 /// What is needed to finish a record once the response is over.
 pub struct Finish {
     pub record: pb::RequestLog,
+    /// The record's headers and bodies so far.
+    pub encoded: FieldWriter,
     pub usage: Option<Usage>,
     /// Request body, for an input estimate when no usage was reported
     /// (parsed only then, on the blocking thread that counts).
@@ -170,12 +237,14 @@ impl Finish {
     pub fn submit(self, sink: Arc<Emitter>) {
         use std::sync::atomic::Ordering;
         if !self.needs_estimate() {
-            sink.emit(self.complete());
+            let (record, encoded) = self.complete();
+            sink.emit(record, encoded);
             return;
         }
         sink.in_flight.fetch_add(1, Ordering::AcqRel);
         let run = move || {
-            sink.emit(self.complete());
+            let (record, encoded) = self.complete();
+            sink.emit(record, encoded);
             if sink.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
                 sink.settled.notify_waiters();
             }
@@ -189,7 +258,7 @@ impl Finish {
     }
 
     /// The finished record: usage (reported, else estimated) and cost.
-    fn complete(self) -> pb::RequestLog {
+    fn complete(self) -> (pb::RequestLog, FieldWriter) {
         let mut f = self;
         let mut r = std::mem::take(&mut f.record);
         let usage = match f.usage {
@@ -222,7 +291,7 @@ impl Finish {
             r.cache_creation_tokens = u.cache_creation;
             r.cost = cost(&u, &f.prices, f.anthropic);
         }
-        r
+        (r, f.encoded)
     }
 }
 
@@ -230,6 +299,15 @@ impl Finish {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    fn decoded(w: FieldWriter) -> pb::RequestLog {
+        LogRecord {
+            fields: pb::RequestLog::default(),
+            encoded: w.finish(),
+        }
+        .decode()
+        .unwrap()
+    }
 
     #[test]
     fn secrets_are_masked() {
@@ -249,8 +327,11 @@ mod tests {
             "x-utf8",
             HeaderValue::from_bytes("caf\u{e9}".as_bytes()).unwrap(),
         );
-        let r = redact_headers(&h);
-        assert_eq!(r.len(), 7);
+        h.insert("x-empty", HeaderValue::from_static(""));
+        let mut w = FieldWriter::default();
+        log_headers(&mut w, field::RESPONSE_HEADERS, &h);
+        let r = decoded(w).response_headers;
+        assert_eq!(r.len(), 8);
         assert_eq!(r["x-latin"], "caf\u{fffd}");
         assert_eq!(r["x-utf8"], "caf\u{e9}");
         assert_eq!(r["accept"], "a/b, c/d");
@@ -258,12 +339,44 @@ mod tests {
         assert_eq!(r["authorization"], "****mnop");
         assert_eq!(r["x-api-key"], "****");
         assert_eq!(r["user-agent"], "ua");
+        assert_eq!(r["x-empty"], "");
+    }
+
+    #[test]
+    fn masking_matches_the_key_mask() {
+        for s in [
+            "",
+            "a",
+            "abcdefghijk",
+            "abcdefghijkl",
+            "Bearer sk-x",
+            "ééééééééééé",
+            "éééééééééééé",
+            "sk-llmgw-0123456789abcdef",
+            "ab\u{1f600}cdefghij\u{1f600}k",
+        ] {
+            let mut out = String::new();
+            push_masked(&mut out, s);
+            assert_eq!(out, llmgw_core::keys::mask(s), "{s:?}");
+        }
     }
 
     #[test]
     fn bodies_are_capped() {
         assert_eq!(capped_body(b"abc", 5), ("abc".into(), false));
         assert_eq!(capped_body(b"abcdef", 3), ("abc".into(), true));
+        let body = |raw: &[u8], cap| {
+            let mut w = FieldWriter::default();
+            log_request_body(&mut w, raw, cap);
+            let r = decoded(w);
+            (r.request_body, r.request_body_truncated)
+        };
+        assert_eq!(body(b"abc", 5), ("abc".into(), false));
+        assert_eq!(body(b"abcdef", 3), ("abc".into(), true));
+        // Cut inside a character: the lossy text, within the cap.
+        let raw = "aé".as_bytes();
+        assert_eq!(body(raw, 2), capped_body(raw, 2));
+        assert_eq!(body(b"a\xffb", 9), ("a\u{fffd}b".into(), false));
     }
 
     #[test]

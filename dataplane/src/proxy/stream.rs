@@ -18,6 +18,7 @@ use tokio::time::Sleep;
 
 use super::observe::Observer;
 use super::record::{Emitter, Finish};
+use crate::logs::wire::field;
 use crate::server::BoxError;
 
 /// The upstream response body.
@@ -98,15 +99,13 @@ impl ProxyBody {
                 r.error = error.unwrap_or_else(|| "upstream stream broke".into());
             }
         }
-        if f.record.response_body.is_empty() && !self.observer.logged.is_empty() {
-            // The kept copy becomes the record's text without another copy
-            // when it is valid UTF-8 (it usually is).
+        if !self.observer.logged.is_empty() {
+            // Already cut at the cap by the observer.
             let logged = std::mem::take(&mut self.observer.logged);
-            f.record.response_body = match String::from_utf8(Vec::from(logged)) {
-                Ok(text) => text,
-                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-            };
-            f.record.response_body_truncated = self.observer.log_truncated;
+            super::record::log_response_body(&mut f.encoded, &logged, usize::MAX);
+            if self.observer.log_truncated {
+                f.encoded.bool(field::RESPONSE_BODY_TRUNCATED, true);
+            }
         }
         f.usage = self.observer.usage();
         f.completion_text = std::mem::take(&mut self.observer.seen.text);
