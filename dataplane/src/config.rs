@@ -145,6 +145,17 @@ pub struct Cli {
     #[arg(long, env = "LLMGW_SPOOL_MAX_BYTES", value_name = "BYTES", default_value_t = crate::logs::DEFAULT_SPOOL_MAX_BYTES)]
     pub spool_max_bytes: u64,
 
+    /// Longest time, in milliseconds, between writing a request log to the
+    /// spool and `fdatasync`ing it: what a machine crash or power loss can
+    /// lose (a killed process loses nothing). 0 syncs after every write.
+    #[arg(
+        long,
+        env = "LLMGW_SPOOL_SYNC_MS",
+        value_name = "MS",
+        default_value_t = crate::logs::DEFAULT_SYNC_INTERVAL.as_millis() as u64
+    )]
+    pub spool_sync_ms: u64,
+
     /// What is recorded of each request for the control plane's request log
     /// (`llmgw logs`, `llmgw stats`): everything, with bodies as the control
     /// plane's body settings allow; metadata and headers without bodies; or
@@ -187,6 +198,7 @@ impl Cli {
         config.shutdown_grace = Duration::from_secs(self.shutdown_grace_s);
         config.spool_dir = self.spool_dir;
         config.spool_max_bytes = self.spool_max_bytes;
+        config.spool_sync_interval = Duration::from_millis(self.spool_sync_ms);
         config.request_log = self.request_log;
         Ok(config)
     }
@@ -219,6 +231,8 @@ pub struct Config {
     /// Request-log spool folder; `None` means `./data/spool/<node_id>`.
     pub spool_dir: Option<std::path::PathBuf>,
     pub spool_max_bytes: u64,
+    /// Longest time between a spool write and its `fdatasync`.
+    pub spool_sync_interval: Duration,
     /// What is recorded of each request (`--request-log`).
     pub request_log: RequestLogMode,
 }
@@ -240,6 +254,7 @@ impl Config {
             backoff_max: Duration::from_secs(10),
             spool_dir: None,
             spool_max_bytes: crate::logs::DEFAULT_SPOOL_MAX_BYTES,
+            spool_sync_interval: crate::logs::DEFAULT_SYNC_INTERVAL,
             request_log: RequestLogMode::Full,
         }
     }
@@ -261,6 +276,7 @@ impl fmt::Debug for Config {
             .field("backoff_initial", &self.backoff_initial)
             .field("backoff_max", &self.backoff_max)
             .field("spool_dir", &self.spool_dir)
+            .field("spool_sync_interval", &self.spool_sync_interval)
             .field("request_log", &self.request_log)
             .finish()
     }
@@ -428,6 +444,15 @@ mod tests {
         assert!(!RequestLogMode::Off.records() && !RequestLogMode::Off.bodies());
         assert!(RequestLogMode::Metadata.records() && !RequestLogMode::Metadata.bodies());
         assert!(RequestLogMode::Full.records() && RequestLogMode::Full.bodies());
+    }
+
+    #[test]
+    fn spool_sync_interval_defaults_to_50_ms() {
+        let c = parse(&["--dataplane-token", "t"]).unwrap();
+        assert_eq!(c.spool_sync_interval, Duration::from_millis(50));
+        let c = parse(&["--dataplane-token", "t", "--spool-sync-ms", "0"]).unwrap();
+        assert_eq!(c.spool_sync_interval, Duration::ZERO);
+        assert!(parse(&["--dataplane-token", "t", "--spool-sync-ms", "-1"]).is_err());
     }
 
     #[test]
