@@ -348,18 +348,18 @@ class Stack:
     def stack_litellm_key(self):
         return self.litellm_key
 
-    def dp_metric(self, name):
-        _, body = http_get(f"http://127.0.0.1:{self.dp_port}/metrics")
+    def dp_metric(self, name, port=None):
+        _, body = http_get(f"http://127.0.0.1:{port or self.dp_port}/metrics")
         for line in body.decode().splitlines():
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 return float(line.rsplit(" ", 1)[1])
         return None
 
-    def wait_logs_shipped(self, timeout=300):
+    def wait_logs_shipped(self, timeout=300, port=None):
         """Until the data plane's spool is empty: every record stored and ACKed."""
         t0 = time.monotonic()
         wait_until("the request logs to be shipped",
-                   lambda: self.dp_metric("llmgw_log_spool_depth") == 0, timeout, 0.2)
+                   lambda: self.dp_metric("llmgw_log_spool_depth", port) == 0, timeout, 0.2)
         return time.monotonic() - t0
 
     def readyz_version(self):
@@ -676,6 +676,8 @@ class Bench:
         settle = None
         if target is self.t["llmgw"]:
             settle = self.s.wait_logs_shipped()
+        elif target.get("logs_port"):
+            settle = self.s.wait_logs_shipped(port=target["logs_port"])
         total_cpu = cpu.seconds()
         res["sut_busy"] = run_cpu / res["seconds"] if pid else None
         res["cpu_us_per_req"] = total_cpu / res["requests"] * 1e6 if pid else None
@@ -719,24 +721,37 @@ class Bench:
 
     def s6(self, r):
         """Full logging (bodies included) against request logging switched
-        off (`--request-log off`, a second data plane started for the
-        measurement alone, so core 0 holds one system under test at a time),
-        with metadata-only records (a key without body logging) in between."""
-        port = free_port()
-        nolog = self.s.start_dataplane("dataplane-nolog", port, "bench-nolog",
-                                       extra=("--request-log", "off"))
+        off (`--request-log off`), with metadata-only records (a key without
+        body logging) in between. Both sides are data planes started for
+        the measurement and stopped after it, so that neither carries the
+        heap of the earlier scenarios (S5's 1,000 streams leave the long-
+        running one's allocator with tens of MiB) and core 0 holds one
+        process under load at a time."""
+        fresh = {}
         try:
-            off = {"addr": f"127.0.0.1:{port}", "key": self.s.keys["bench-full"], "pid": nolog.pid}
-            run_wrk(self.s, off, 1, 64)  # warm its connections like the others'
-            variants = [("bodies", self.t["llmgw"], self.s.keys["bench-full"]),
-                        ("no-bodies", self.t["llmgw"], self.s.keys["bench-nobodies"]),
+            for label, extra in (("full", ()), ("off", ("--request-log", "off"))):
+                port = free_port()
+                fresh[label] = self.s.start_dataplane(f"dataplane-s6-{label}", port,
+                                                      f"bench-s6-{label}-{r}", extra=extra)
+                t = {"addr": f"127.0.0.1:{port}", "key": self.s.keys["bench-full"],
+                     "pid": fresh[label].pid}
+                if label == "full":
+                    t["logs_port"] = port
+                run_wrk(self.s, t, 1, 64)  # warm its connections like the others'
+                if label == "full":
+                    self.s.wait_logs_shipped(port=port)
+                fresh[label].target = t
+            full, off = fresh["full"].target, fresh["off"].target
+            variants = [("bodies", full, self.s.keys["bench-full"]),
+                        ("no-bodies", full, self.s.keys["bench-nobodies"]),
                         ("off", off, self.s.keys["bench-full"])]
             for label, target, key in rotated(variants, r):
                 res = self.capacity(target, key=key)
                 self.put("S6", label, res)
                 log(f"S6 {label}: {res['rps']:.0f} req/s, cpu {res['cpu_us_per_req']:.1f} us/req")
         finally:
-            nolog.stop()
+            for p in fresh.values():
+                p.stop()
 
     def s6_count(self):
         """Exactly N requests with a fresh key, then the stored rows counted."""
