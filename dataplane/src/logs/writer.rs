@@ -39,8 +39,15 @@ impl Writer {
         let mut dirty = false;
         let mut stopping = false;
         let mut failures = 0u64;
+        // Kept across iterations and moved only when the sync time does,
+        // so a batch does not register a fresh timer.
+        let sync_timer = tokio::time::sleep_until(last_sync + self.sync_interval);
+        tokio::pin!(sync_timer);
         loop {
             let sync_at = last_sync + self.sync_interval;
+            if sync_timer.deadline() != sync_at {
+                sync_timer.as_mut().reset(sync_at);
+            }
             let n = tokio::select! {
                 biased;
                 _ = &mut self.stop, if !stopping => {
@@ -50,7 +57,7 @@ impl Writer {
                     continue;
                 }
                 n = self.rx.recv_many(&mut batch, max_batch) => n,
-                _ = tokio::time::sleep_until(sync_at), if dirty => {
+                () = &mut sync_timer, if dirty => {
                     self.sync().await;
                     dirty = false;
                     last_sync = Instant::now();
@@ -65,13 +72,17 @@ impl Writer {
                 // Under load, a batch per request would cost a blocking-pool
                 // hand-off, a write, a spool read, a gRPC message and an
                 // acknowledgement (a file rename) each: gather for a moment.
-                let until = Instant::now() + self.linger;
+                // One timer for the whole linger: a timer registered anew
+                // for each record that arrives makes tokio wake its driver
+                // (an `eventfd` write) once per request.
+                let linger = tokio::time::sleep(self.linger);
+                tokio::pin!(linger);
                 while batch.len() < max_batch {
                     let room = max_batch - batch.len();
-                    match tokio::time::timeout_at(until, self.rx.recv_many(&mut batch, room)).await
-                    {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
+                    tokio::select! {
+                        biased;
+                        n = self.rx.recv_many(&mut batch, room) => if n == 0 { break },
+                        () = &mut linger => break,
                     }
                 }
             }
