@@ -25,6 +25,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Args;
+
+/// Largest HTTP/2 frame the control plane accepts (`SETTINGS_MAX_FRAME_SIZE`).
+const LOG_FRAME_BYTES: u32 = 256 * 1024;
 use crate::hub::Hub;
 use crate::secrets::Sealer;
 use crate::store::Store;
@@ -169,7 +172,11 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
     let mut builder = tonic::transport::Server::builder()
         .accept_http1(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)));
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        // Log batches run to hundreds of KiB; at HTTP/2's default 16 KiB a
+        // data plane writes each batch as a dozen frames, one system call
+        // each, on its request core.
+        .max_frame_size(Some(LOG_FRAME_BYTES));
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let cert = std::fs::read(cert)
             .with_context(|| format!("cannot read TLS certificate {}", cert.display()))?;
