@@ -8,10 +8,11 @@
 //! CPU. [`ShipCodec`] is the client-side codec of `Logs.Ship` that does
 //! this; acknowledgements are decoded as usual.
 //!
-//! The same holds on the way in: a record's headers and bodies are encoded
-//! by a [`FieldWriter`] straight from the request's buffers while it is
-//! handled, and travel to the spool as bytes in a [`LogRecord`], instead of
-//! as maps and strings copied only to be encoded and freed again.
+//! The same holds on the way in: a record's headers, bodies and request
+//! strings are encoded by a [`FieldWriter`] straight from the request's
+//! buffers while it is handled, and travel to the spool as bytes in a
+//! [`LogRecord`], instead of as maps and strings copied only to be encoded
+//! and freed again.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use llmgw_proto::v1 as pb;

@@ -119,7 +119,8 @@ impl RequestFacts<'_> {
 struct Pending {
     sink: Arc<Emitter>,
     record: Option<pb::RequestLog>,
-    /// The record's headers and bodies, encoded as they are seen.
+    /// The record's headers, bodies and request strings, written as
+    /// protobuf as they are seen.
     encoded: FieldWriter,
     started: Instant,
 }

@@ -53,8 +53,9 @@ impl Emitter {
         let _ = tokio::time::timeout(limit, wait).await;
     }
 
-    /// `encoded` holds the record's headers and bodies, written by
-    /// [`log_headers`] and [`log_body`].
+    /// `encoded` holds the record's fields already written as protobuf
+    /// (headers, bodies, the request's own strings; see [`log_headers`] and
+    /// [`log_body`]).
     pub fn emit(&self, record: pb::RequestLog, encoded: FieldWriter) {
         self.metrics.observe(&record);
         if self.mode.records() {
@@ -207,7 +208,7 @@ pub fn cost(usage: &Usage, prices: &Prices, anthropic: bool) -> f64 {
 /// What is needed to finish a record once the response is over.
 pub struct Finish {
     pub record: pb::RequestLog,
-    /// The record's headers and bodies so far.
+    /// The record's fields written as protobuf so far.
     pub encoded: FieldWriter,
     pub usage: Option<Usage>,
     /// Request body, for an input estimate when no usage was reported
