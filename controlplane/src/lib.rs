@@ -25,12 +25,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Args;
-
-/// Largest HTTP/2 frame the control plane accepts (`SETTINGS_MAX_FRAME_SIZE`).
-const LOG_FRAME_BYTES: u32 = 256 * 1024;
 use crate::hub::Hub;
 use crate::secrets::Sealer;
 use crate::store::Store;
+
+/// Largest HTTP/2 frame the control plane accepts (`SETTINGS_MAX_FRAME_SIZE`).
+const LOG_FRAME_BYTES: u32 = 256 * 1024;
 
 /// A started control plane.
 #[derive(Debug)]

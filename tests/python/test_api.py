@@ -227,8 +227,21 @@ def test_count_tokens_estimated_locally_for_an_openai_only_model(gw: Gateway) ->
     up = f"ct-local-{uid()}"
     model = gw.add_model([f"mock:{up}"])
     _, key = gw.add_key()
-    r = gw.anthropic(key).messages.count_tokens(
+    raw = gw.anthropic(key).messages.with_raw_response.count_tokens(
         model=model, messages=[{"role": "user", "content": "one two three four five"}]
     )
+    r = raw.parse()
     assert r.input_tokens > 0
     assert gw.mock.requests(up) == []
+    # The local answer is logged like any other, bodies included...
+    rec = gw.log(raw.headers["x-llmgw-request-id"])
+    assert rec["status"] == 200 and rec["provider"] == "llmgw"
+    assert f'"input_tokens":{r.input_tokens}' in rec["response_body"]
+    # ...and without bodies for a key that does not log them.
+    _, quiet = gw.add_key(None, "--no-log-bodies")
+    raw = gw.anthropic(quiet).messages.with_raw_response.count_tokens(
+        model=model, messages=[{"role": "user", "content": "one two three four five"}]
+    )
+    rec = gw.log(raw.headers["x-llmgw-request-id"])
+    assert rec["status"] == 200
+    assert not rec.get("response_body") and not rec.get("request_body")

@@ -226,20 +226,12 @@ impl Proxy {
         let started = Instant::now();
         let mut encoded = FieldWriter::default();
         if self.out.mode.records() {
-            // Room for both header maps and the request body: a response's
-            // headers are about the size of a request's, and its body is
-            // added once, at the end.
+            // Room for both header maps (a response's headers are about the
+            // size of a request's). Bodies reserve their own room when they
+            // are logged: sizing for them here, from a length the client
+            // states, would hold that memory before the key is even checked.
             let headers = FieldWriter::headers_len(req.headers());
-            let body = req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-                .unwrap_or(0);
-            let cap = self
-                .table
-                .load()
-                .map_or(0, |t| t.settings.log_body_max_bytes);
-            encoded = FieldWriter::with_capacity(2 * headers + body.min(cap) + 64);
+            encoded = FieldWriter::with_capacity(2 * headers + 64);
             // Fields no one reads before the log: written, not allocated.
             encoded.string(field::CLIENT_IP, client_ip);
             let user_agent = req.headers().get(header::USER_AGENT);
@@ -474,7 +466,7 @@ impl Proxy {
             if endpoint == Endpoint::CountTokens {
                 let tree = facts.tree.into_inner().unwrap_or_else(|| head::tree(&raw));
                 let n = estimate::input_tokens_exact(&tokenizer_model, &Arc::new(tree)).await;
-                return Ok(self.count_tokens_locally(n, log_bodies, pending));
+                return Ok(self.count_tokens_locally(n, log_bodies.then_some(cap), pending));
             }
             return Err((ErrorKind::NoRoute, reason));
         }
@@ -498,10 +490,12 @@ impl Proxy {
     }
 
     /// `count_tokens` for a model with no Anthropic target: a local estimate.
+    /// `body_cap`: the logged body's limit, `None` when bodies are not
+    /// logged for this request.
     fn count_tokens_locally(
         &self,
         n: u64,
-        log_bodies: bool,
+        body_cap: Option<usize>,
         pending: &mut Pending,
     ) -> Response<ResponseBody> {
         let body = serde_json::json!({ "input_tokens": n }).to_string();
@@ -510,8 +504,8 @@ impl Proxy {
         r.usage_source = "estimated".into();
         r.input_tokens = n;
         r.provider = "llmgw".into();
-        if log_bodies {
-            record::log_response_body(&mut pending.encoded, body.as_bytes(), usize::MAX);
+        if let Some(cap) = body_cap {
+            record::log_response_body(&mut pending.encoded, body.as_bytes(), cap);
         }
         self.finish_plain(pending);
         let mut resp = Response::new(full(body));
