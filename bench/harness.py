@@ -727,7 +727,7 @@ class Bench:
         heap of the earlier scenarios (S5's 1,000 streams leave the long-
         running one's allocator with tens of MiB) and core 0 holds one
         process under load at a time."""
-        fresh = {}
+        fresh, targets = {}, {}
         try:
             for label, extra in (("full", ()), ("off", ("--request-log", "off"))):
                 port = free_port()
@@ -740,8 +740,8 @@ class Bench:
                 run_wrk(self.s, t, 1, 64)  # warm its connections like the others'
                 if label == "full":
                     self.s.wait_logs_shipped(port=port)
-                fresh[label].target = t
-            full, off = fresh["full"].target, fresh["off"].target
+                targets[label] = t
+            full, off = targets["full"], targets["off"]
             variants = [("bodies", full, self.s.keys["bench-full"]),
                         ("no-bodies", full, self.s.keys["bench-nobodies"]),
                         ("off", off, self.s.keys["bench-full"])]

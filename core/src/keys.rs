@@ -60,15 +60,24 @@ pub fn display_prefix(secret: &str) -> String {
 /// Masks a secret for display: a fixed `****` and, for secrets long enough
 /// that it gives nothing away, the last four characters.
 pub fn mask(secret: &str) -> String {
+    let mut out = String::new();
+    mask_into(&mut out, secret);
+    out
+}
+
+/// Appends [`mask`]`(secret)` to `out` without allocating (request logs
+/// mask header values this way).
+pub fn mask_into(out: &mut String, secret: &str) {
     if secret.is_empty() {
-        return String::new();
+        return;
     }
-    let n = secret.chars().count();
-    if n < 12 {
-        return "****".to_string();
+    out.push_str("****");
+    // The last four characters, when there are at least twelve.
+    let mut starts = secret.char_indices().rev().map(|(i, _)| i);
+    let tail = starts.nth(3);
+    if let (Some(i), Some(_)) = (tail, starts.nth(7)) {
+        out.push_str(&secret[i..]);
     }
-    let tail: String = secret.chars().skip(n - 4).collect();
-    format!("****{tail}")
 }
 
 /// Whether `shown` is the masked form of `secret` (used so that applying an
@@ -105,6 +114,15 @@ mod tests {
         assert_eq!(mask(""), "");
         assert_eq!(mask("short"), "****");
         assert_eq!(mask("sk-abcdefghijklmnop"), "****mnop");
+        // Characters, not bytes: eleven are too few, twelve show four.
+        assert_eq!(mask("abcdefghijk"), "****");
+        assert_eq!(mask("abcdefghijkl"), "****ijkl");
+        assert_eq!(mask("ééééééééééé"), "****");
+        assert_eq!(mask("éééééééééééé"), "****éééé");
+        assert_eq!(mask("ab\u{1f600}cdefghij\u{1f600}k"), "****ij\u{1f600}k");
+        let mut out = String::from("a, ");
+        mask_into(&mut out, "Bearer sk-llmgw-abcdefghijklmnop");
+        assert_eq!(out, "a, ****mnop");
         assert!(is_mask_of("****mnop", "sk-abcdefghijklmnop"));
         assert!(!is_mask_of("****mnoq", "sk-abcdefghijklmnop"));
         assert!(!is_mask_of("sk-abcdefghijklmnop", "sk-abcdefghijklmnop"));

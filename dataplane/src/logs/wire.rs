@@ -75,7 +75,8 @@ impl LogRecord {
         out.put_slice(&self.encoded);
     }
 
-    /// The whole record as one message, decoded (tests and diagnostics).
+    /// The whole record as one message, decoded.
+    #[cfg(test)]
     pub fn decode(&self) -> Result<pb::RequestLog, prost::DecodeError> {
         let mut buf = Vec::with_capacity(self.encoded_len());
         self.encode_raw(&mut buf);
@@ -147,10 +148,6 @@ impl FieldWriter {
                 self.buf.extend_from_slice(s.as_bytes());
             }
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
     }
 
     pub fn finish(self) -> Bytes {

@@ -97,7 +97,7 @@ pub fn log_headers(w: &mut FieldWriter, field: u32, headers: &HeaderMap) {
         let mut v = v;
         loop {
             if secret {
-                push_masked(&mut value, &text(v));
+                llmgw_core::keys::mask_into(&mut value, &text(v));
             } else {
                 value.push_str(&text(v));
             }
@@ -122,22 +122,6 @@ fn text(v: &HeaderValue) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Appends [`llmgw_core::keys::mask`]`(secret)` without allocating.
-fn push_masked(out: &mut String, secret: &str) {
-    if secret.is_empty() {
-        return;
-    }
-    out.push_str("****");
-    // The last four characters, when there are at least twelve.
-    let mut tail = secret.char_indices().rev().map(|(i, _)| i);
-    let start = tail.nth(3);
-    if start.is_some() && tail.nth(7).is_some() {
-        if let Some(i) = start {
-            out.push_str(&secret[i..]);
-        }
-    }
-}
-
 /// Writes a body into string field `field`, cut at `cap` bytes, and
 /// whether it was cut into `truncated_field`.
 pub fn log_body(w: &mut FieldWriter, field: u32, truncated_field: u32, body: &[u8], cap: usize) {
@@ -146,7 +130,14 @@ pub fn log_body(w: &mut FieldWriter, field: u32, truncated_field: u32, body: &[u
     match std::str::from_utf8(kept) {
         // The usual case: the bytes are the text.
         Ok(text) => w.string(field, text),
-        Err(_) => w.string(field, &capped_body(body, cap).0),
+        Err(_) => {
+            // A character cut at the cap becomes U+FFFD, which may not fit.
+            let mut text = String::from_utf8_lossy(kept).into_owned();
+            while text.len() > cap {
+                text.pop();
+            }
+            w.string(field, &text);
+        }
     }
     w.bool(truncated_field, truncated);
 }
@@ -171,20 +162,6 @@ pub fn log_response_body(w: &mut FieldWriter, body: &[u8], cap: usize) {
         body,
         cap,
     );
-}
-
-/// A body for the log, cut at `cap` bytes; returns (text, truncated).
-pub fn capped_body(body: &[u8], cap: usize) -> (String, bool) {
-    if body.len() <= cap {
-        (String::from_utf8_lossy(body).into_owned(), false)
-    } else {
-        // Cut on a character boundary of the lossy text.
-        let mut text = String::from_utf8_lossy(&body[..cap]).into_owned();
-        while text.len() > cap {
-            text.pop();
-        }
-        (text, true)
-    }
 }
 
 /// Cost in US dollars. OpenAI's input count includes cached tokens;
@@ -344,28 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn masking_matches_the_key_mask() {
-        for s in [
-            "",
-            "a",
-            "abcdefghijk",
-            "abcdefghijkl",
-            "Bearer sk-x",
-            "ééééééééééé",
-            "éééééééééééé",
-            "sk-llmgw-0123456789abcdef",
-            "ab\u{1f600}cdefghij\u{1f600}k",
-        ] {
-            let mut out = String::new();
-            push_masked(&mut out, s);
-            assert_eq!(out, llmgw_core::keys::mask(s), "{s:?}");
-        }
-    }
-
-    #[test]
     fn bodies_are_capped() {
-        assert_eq!(capped_body(b"abc", 5), ("abc".into(), false));
-        assert_eq!(capped_body(b"abcdef", 3), ("abc".into(), true));
         let body = |raw: &[u8], cap| {
             let mut w = FieldWriter::default();
             log_request_body(&mut w, raw, cap);
@@ -376,7 +332,8 @@ mod tests {
         assert_eq!(body(b"abcdef", 3), ("abc".into(), true));
         // Cut inside a character: the lossy text, within the cap.
         let raw = "aé".as_bytes();
-        assert_eq!(body(raw, 2), capped_body(raw, 2));
+        assert_eq!(body(raw, 2), ("a".into(), true));
+        assert_eq!(body(raw, 3), ("a\u{e9}".into(), false));
         assert_eq!(body(b"a\xffb", 9), ("a\u{fffd}b".into(), false));
     }
 
