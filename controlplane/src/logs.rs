@@ -207,19 +207,20 @@ async fn ship_loop(
             node = batch.node_id.clone();
             tracing::info!(peer, node_id = node, "data plane is shipping logs");
         }
-        match ingest::store_batch(&store, &batch).await {
+        let (last_sequence, records) = (batch.last_sequence, batch.records.len());
+        match ingest::store_batch(&store, batch).await {
             Ok(done) => {
                 tracing::debug!(
-                    node_id = batch.node_id,
-                    sequence = batch.last_sequence,
-                    records = batch.records.len(),
+                    node_id = node,
+                    sequence = last_sequence,
+                    records,
                     stored = done.stored.len(),
                     quarantined = done.quarantined.len(),
                     "log batch stored"
                 );
                 feed.publish(done.stored);
                 let ack = pb::LogAck {
-                    acked_sequence: batch.last_sequence,
+                    acked_sequence: last_sequence,
                     quarantined_ids: done.quarantined,
                 };
                 if tx.send(Ok(ack)).await.is_err() {
@@ -228,8 +229,8 @@ async fn ship_loop(
             }
             Err(e) => {
                 tracing::error!(
-                    node_id = batch.node_id,
-                    sequence = batch.last_sequence,
+                    node_id = node,
+                    sequence = last_sequence,
                     error = %e,
                     "cannot store a log batch; the data plane will resend it"
                 );

@@ -9,6 +9,7 @@
 //! instead: nothing is stored, and the data plane sends it again.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::LazyLock;
 
 use llmgw_proto::v1 as pb;
 use sqlx::any::AnyArguments;
@@ -102,35 +103,39 @@ pub struct Stored {
     pub quarantined: Vec<String>,
 }
 
-/// A validated record, ready to bind.
+/// A validated record, ready to bind. `rec` keeps its header maps (for
+/// quarantine, should the database refuse it); the JSON is what is stored.
 struct Prepared {
     rec: pb::RequestLog,
     request_headers: String,
     response_headers: String,
 }
 
-struct Rejected<'a> {
-    record: &'a pb::RequestLog,
+struct Rejected {
+    record: pb::RequestLog,
     reason: String,
 }
 
 /// Stores a batch in one transaction; see the module documentation.
-pub async fn store_batch(store: &Store, batch: &pb::LogBatch) -> Result<Stored, StoreError> {
+pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, StoreError> {
     let now = now_ms();
-    let mut good: Vec<Prepared> = Vec::with_capacity(batch.records.len());
-    let mut good_src: Vec<&pb::RequestLog> = Vec::with_capacity(batch.records.len());
-    let mut rejected: Vec<Rejected<'_>> = Vec::new();
+    let pb::LogBatch {
+        node_id: batch_node,
+        records,
+        ..
+    } = batch;
+    let mut good: Vec<Prepared> = Vec::with_capacity(records.len());
+    let mut rejected: Vec<Rejected> = Vec::new();
     let mut seen = HashSet::new();
-    for r in &batch.records {
-        match prepare(r, &batch.node_id, now) {
+    for r in records {
+        match prepare(r, &batch_node, now) {
             // A repeated id within one batch is the same record: kept once.
             Ok(p) => {
                 if seen.insert(p.rec.id.clone()) {
                     good.push(p);
-                    good_src.push(r);
                 }
             }
-            Err(reason) => rejected.push(Rejected { record: r, reason }),
+            Err(r) => rejected.push(*r),
         }
     }
     if good.is_empty() && rejected.is_empty() {
@@ -144,16 +149,16 @@ pub async fn store_batch(store: &Store, batch: &pb::LogBatch) -> Result<Stored, 
     let per_insert = rows_per_insert(backend, LOG_COLUMNS.len());
     let mut tx = store.pool().begin().await?;
     let mut inserted: HashSet<String> = HashSet::new();
-    for (chunk, src) in good.chunks(per_insert).zip(good_src.chunks(per_insert)) {
+    for chunk in good.chunks(per_insert) {
         match insert_in_savepoint(&mut tx, backend, chunk).await {
             Ok(ids) => inserted.extend(ids),
             Err(e) if record_level(backend, &e) => {
                 tracing::warn!(error = %e, "a multi-row log insert failed; retrying record by record");
-                for (p, r) in chunk.iter().zip(src) {
+                for p in chunk {
                     match insert_in_savepoint(&mut tx, backend, std::slice::from_ref(p)).await {
                         Ok(ids) => inserted.extend(ids),
                         Err(e) if record_level(backend, &e) => rejected.push(Rejected {
-                            record: r,
+                            record: p.rec.clone(),
                             reason: format!("the database rejected the record: {e}"),
                         }),
                         Err(e) => return Err(e.into()),
@@ -163,7 +168,7 @@ pub async fn store_batch(store: &Store, batch: &pb::LogBatch) -> Result<Stored, 
             Err(e) => return Err(e.into()),
         }
     }
-    quarantine(&mut tx, backend, &batch.node_id, &rejected, now).await?;
+    quarantine(&mut tx, backend, &batch_node, &rejected, now).await?;
     touch_keys(
         &mut tx,
         good.iter()
@@ -175,7 +180,7 @@ pub async fn store_batch(store: &Store, batch: &pb::LogBatch) -> Result<Stored, 
 
     for r in &rejected {
         tracing::warn!(
-            node_id = batch.node_id,
+            node_id = batch_node,
             id = r.record.id,
             reason = r.reason,
             "request log quarantined"
@@ -293,26 +298,87 @@ async fn insert_in_savepoint(
     }
 }
 
+/// Rows per statement of a chunk: a power of two up to the largest, so a
+/// few statement texts serve every batch and stay prepared in the
+/// connection's cache (parsing a new multi-row INSERT for every batch cost
+/// SQLite about half as much again as storing the rows).
+const STATEMENT_ROWS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+
+/// Splits `n` rows into [`STATEMENT_ROWS`] sizes, largest first.
+fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let size = STATEMENT_ROWS.iter().copied().find(|&s| s <= n)?;
+        n -= size;
+        Some(size)
+    })
+}
+
+/// The INSERT text for `rows` rows (one of [`STATEMENT_ROWS`]).
+fn insert_sql(backend: Backend, table: Table, rows: usize) -> &'static str {
+    // [backend][table][size], built once.
+    static TEXTS: LazyLock<Vec<Vec<Vec<String>>>> = LazyLock::new(|| {
+        [Backend::Sqlite, Backend::Postgres]
+            .into_iter()
+            .map(|backend| {
+                [Table::Logs, Table::Attempts]
+                    .into_iter()
+                    .map(|table| {
+                        let (name, columns, tail) = match table {
+                            Table::Logs => (
+                                "request_logs",
+                                LOG_COLUMNS,
+                                " ON CONFLICT DO NOTHING RETURNING id",
+                            ),
+                            Table::Attempts => (
+                                "request_attempts",
+                                ATTEMPT_COLUMNS,
+                                " ON CONFLICT DO NOTHING",
+                            ),
+                        };
+                        STATEMENT_ROWS
+                            .iter()
+                            .map(|&rows| {
+                                format!(
+                                    "INSERT INTO {name} ({}) VALUES {}{tail}",
+                                    columns.join(", "),
+                                    values_sql(backend, rows, columns.len())
+                                )
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect()
+    });
+    debug_assert!(STATEMENT_ROWS.contains(&rows));
+    let slot = STATEMENT_ROWS.iter().position(|&s| s == rows).unwrap_or(0);
+    &TEXTS[usize::from(backend == Backend::Postgres)][table as usize][slot]
+}
+
+#[derive(Clone, Copy)]
+enum Table {
+    Logs = 0,
+    Attempts = 1,
+}
+
 async fn insert_records(
     conn: &mut AnyConnection,
     backend: Backend,
     chunk: &[Prepared],
 ) -> Result<Vec<String>, sqlx::Error> {
-    let sql = format!(
-        "INSERT INTO request_logs ({}) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-        LOG_COLUMNS.join(", "),
-        values_sql(backend, chunk.len(), LOG_COLUMNS.len())
-    );
-    // Row counts vary: not worth a cached prepared statement each.
-    let mut q = sqlx::query(&sql).persistent(false);
-    for p in chunk {
-        q = bind_record(q, p);
+    let mut ids: Vec<String> = Vec::with_capacity(chunk.len());
+    let mut rest = chunk;
+    for size in statement_sizes(chunk.len()) {
+        let (part, next) = rest.split_at(size);
+        rest = next;
+        let mut q = sqlx::query(insert_sql(backend, Table::Logs, size));
+        for p in part {
+            q = bind_record(q, p);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            ids.push(row.try_get::<String, _>(0)?);
+        }
     }
-    let rows = q.fetch_all(&mut *conn).await?;
-    let ids: Vec<String> = rows
-        .iter()
-        .map(|r| r.try_get::<String, _>(0))
-        .collect::<Result<_, _>>()?;
     if ids.is_empty() {
         return Ok(ids);
     }
@@ -330,14 +396,11 @@ async fn insert_records(
                 .map(move |(i, a)| (&p.rec, i, a))
         })
         .collect();
-    for part in attempts.chunks(rows_per_insert(backend, ATTEMPT_COLUMNS.len())) {
-        let sql = format!(
-            "INSERT INTO request_attempts ({}) VALUES {} ON CONFLICT DO NOTHING",
-            ATTEMPT_COLUMNS.join(", "),
-            values_sql(backend, part.len(), ATTEMPT_COLUMNS.len())
-        );
-        // Row counts vary: not worth a cached prepared statement each.
-        let mut q = sqlx::query(&sql).persistent(false);
+    let mut rest = &attempts[..];
+    for size in statement_sizes(attempts.len()) {
+        let (part, next) = rest.split_at(size);
+        rest = next;
+        let mut q = sqlx::query(insert_sql(backend, Table::Attempts, size));
         for (rec, i, a) in part {
             q = q
                 .bind(rec.id.as_str())
@@ -397,7 +460,7 @@ async fn quarantine(
     conn: &mut AnyConnection,
     backend: Backend,
     batch_node: &str,
-    rejected: &[Rejected<'_>],
+    rejected: &[Rejected],
     now: i64,
 ) -> Result<(), StoreError> {
     if rejected.is_empty() {
@@ -416,7 +479,7 @@ async fn quarantine(
                 clean(node),
                 r.reason.chars().take(MAX_REASON_CHARS).collect(),
                 // serde_json escapes control characters, NUL included.
-                serde_json::to_string(r.record)
+                serde_json::to_string(&r.record)
                     .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
             ]
         })
@@ -506,13 +569,37 @@ fn headers_json(
             "{what} is {size} bytes (at most {MAX_HEADERS_BYTES})"
         ));
     }
-    let sorted: BTreeMap<String, String> = h.iter().map(|(k, v)| (clean(k), clean(v))).collect();
-    serde_json::to_string(&sorted).map_err(|e| format!("{what}: {e}"))
+    // A BTreeMap is in key order already; only NULs need new strings.
+    if h.iter().any(|(k, v)| k.contains('\0') || v.contains('\0')) {
+        let cleaned: BTreeMap<String, String> =
+            h.iter().map(|(k, v)| (clean(k), clean(v))).collect();
+        serde_json::to_string(&cleaned)
+    } else {
+        serde_json::to_string(h)
+    }
+    .map_err(|e| format!("{what}: {e}"))
 }
 
 /// Checks a record and returns it ready to store: a canonical id, the
-/// batch's node when it names none, no NUL characters.
-fn prepare(r: &pb::RequestLog, batch_node: &str, now: i64) -> Result<Prepared, String> {
+/// batch's node when it names none, no NUL characters. A record refused
+/// comes back as it was, with the reason.
+fn prepare(r: pb::RequestLog, batch_node: &str, now: i64) -> Result<Prepared, Box<Rejected>> {
+    match check(&r, batch_node, now) {
+        Ok((id, request_headers, response_headers)) => Ok(Prepared {
+            rec: normalize(r, id, batch_node),
+            request_headers,
+            response_headers,
+        }),
+        Err(reason) => Err(Box::new(Rejected { record: r, reason })),
+    }
+}
+
+/// Validates a record; returns its id and its headers as JSON.
+fn check(
+    r: &pb::RequestLog,
+    batch_node: &str,
+    now: i64,
+) -> Result<(uuid::Uuid, String, String), String> {
     let id = uuid::Uuid::parse_str(r.id.trim()).map_err(|_| {
         format!(
             "id '{}' is not a UUID",
@@ -595,13 +682,18 @@ fn prepare(r: &pb::RequestLog, batch_node: &str, now: i64) -> Result<Prepared, S
     }
     let request_headers = headers_json("request_headers", &r.request_headers)?;
     let response_headers = headers_json("response_headers", &r.response_headers)?;
+    Ok((id, request_headers, response_headers))
+}
 
-    let mut rec = r.clone();
+/// The checked record as stored: canonical id, a node, no NULs.
+fn normalize(mut rec: pb::RequestLog, id: uuid::Uuid, batch_node: &str) -> pb::RequestLog {
     rec.id = id.hyphenated().to_string();
-    rec.node_id = node.trim().to_string();
+    if rec.node_id.trim().is_empty() {
+        rec.node_id = batch_node.trim().to_string();
+    } else if rec.node_id.trim().len() != rec.node_id.len() {
+        rec.node_id = rec.node_id.trim().to_string();
+    }
     rec.time = String::new();
-    rec.request_headers.clear();
-    rec.response_headers.clear();
     if rec.usage_source.is_empty() {
         rec.usage_source = "none".into();
     }
@@ -627,11 +719,7 @@ fn prepare(r: &pb::RequestLog, batch_node: &str, now: i64) -> Result<Prepared, S
         clean_in_place(&mut a.upstream_model);
         clean_in_place(&mut a.error);
     }
-    Ok(Prepared {
-        rec,
-        request_headers,
-        response_headers,
-    })
+    rec
 }
 
 #[cfg(test)]
@@ -661,9 +749,37 @@ mod tests {
     }
 
     #[test]
+    fn statements_come_in_a_few_cached_sizes() {
+        for n in [0, 1, 2, 3, 63, 64, 65, 100, 127, 1000] {
+            let sizes: Vec<usize> = statement_sizes(n).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), n, "{n}: {sizes:?}");
+            assert!(sizes.iter().all(|s| STATEMENT_ROWS.contains(s)));
+            // Largest first, and below 64 each size at most once.
+            assert!(sizes.windows(2).all(|w| w[0] >= w[1]));
+            assert!(sizes.iter().filter(|&&s| s < 64).count() <= 6);
+        }
+        assert_eq!(statement_sizes(100).collect::<Vec<_>>(), [64, 32, 4]);
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            for rows in STATEMENT_ROWS {
+                let logs = insert_sql(backend, Table::Logs, rows);
+                assert!(logs.starts_with("INSERT INTO request_logs ("));
+                assert!(logs.ends_with("RETURNING id"));
+                assert_eq!(logs.matches('(').count(), rows + 1);
+                let attempts = insert_sql(backend, Table::Attempts, rows);
+                assert!(attempts.starts_with("INSERT INTO request_attempts ("));
+                assert_eq!(attempts.matches('(').count(), rows + 1);
+            }
+        }
+        let last = format!("${}", 2 * LOG_COLUMNS.len());
+        assert!(insert_sql(Backend::Postgres, Table::Logs, 2).contains(&last));
+    }
+
+    #[test]
     fn validation() {
         let now = 1_714_564_900_000;
-        let p = prepare(&good(), "node-a", now).unwrap();
+        let Ok(p) = prepare(good(), "node-a", now) else {
+            panic!("a good record was refused");
+        };
         assert_eq!(p.rec.id, "0190a2b4-0000-7000-8000-000000000001");
         assert_eq!(p.rec.node_id, "node-a");
         assert_eq!(p.rec.usage_source, "none");
@@ -699,15 +815,27 @@ mod tests {
         for (needle, change) in bad {
             let mut r = good();
             change(&mut r);
-            let e = prepare(&r, "n", now).err().unwrap_or_default();
-            assert!(e.contains(needle), "{needle}: {e}");
+            let e = prepare(r.clone(), "n", now).err().map(|e| *e);
+            let Some(Rejected { record, reason }) = e else {
+                panic!("{needle}: accepted");
+            };
+            assert!(reason.contains(needle), "{needle}: {reason}");
+            // Refused records come back as they came, for the quarantine.
+            // (By encoding: a NaN cost is not equal to itself.)
+            assert_eq!(
+                prost::Message::encode_to_vec(&record),
+                prost::Message::encode_to_vec(&r)
+            );
         }
 
         let mut r = good();
         r.request_body = "a\0b".into();
         r.request_headers.insert("x\0".into(), "v".into());
-        let p = prepare(&r, "n", now).unwrap();
+        let Ok(p) = prepare(r, "n", now) else {
+            panic!("a record with NULs was refused");
+        };
         assert_eq!(p.rec.request_body, "a\u{FFFD}b");
         assert!(!p.request_headers.contains('\0'));
+        assert_eq!(p.request_headers, "{\"x\u{FFFD}\":\"v\"}");
     }
 }
