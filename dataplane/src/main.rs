@@ -7,6 +7,9 @@ use clap::Parser;
 use llmgw_dataplane::{init_tracing, start, Cli};
 use tracing::{error, info, warn};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
