@@ -278,6 +278,8 @@ pub struct Spool {
     counters: Counters,
     written: watch::Sender<u64>,
     acked: watch::Sender<u64>,
+    /// Completed syncs, counted.
+    synced: watch::Sender<u64>,
 }
 
 impl Spool {
@@ -351,6 +353,7 @@ impl Spool {
             counters,
             written: watch::Sender::new(next_seq - 1),
             acked: watch::Sender::new(acked),
+            synced: watch::Sender::new(0),
         };
         {
             let mut inner = spool.lock();
@@ -549,7 +552,13 @@ impl Spool {
         for file in closed.iter().chain(active.iter()) {
             file.sync_data()?;
         }
+        self.synced.send_modify(|n| *n += 1);
         Ok(())
+    }
+
+    /// Counts completed [`Spool::sync`] calls.
+    pub fn subscribe_synced(&self) -> watch::Receiver<u64> {
+        self.synced.subscribe()
     }
 
     /// [`Spool::read_raw_from`], decoded: for tests, which look at records.

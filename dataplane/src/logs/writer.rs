@@ -130,3 +130,128 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::spool::SpoolOptions;
+    use llmgw_proto::v1 as pb;
+
+    fn record(id: &str, node_id: &str) -> LogRecord {
+        pb::RequestLog {
+            id: id.into(),
+            node_id: node_id.into(),
+            ..Default::default()
+        }
+        .into()
+    }
+
+    struct Running {
+        spool: Arc<Spool>,
+        tx: mpsc::Sender<LogRecord>,
+        stop: oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<()>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn start(linger: Duration, max_batch: usize, sync_interval: Duration) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Spool::open(dir.path(), SpoolOptions::default()).unwrap());
+        let (tx, rx) = mpsc::channel(64);
+        let (stop, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(
+            Writer {
+                spool: Arc::clone(&spool),
+                rx,
+                node_id: "writer-node".into(),
+                sync_interval,
+                max_batch,
+                linger,
+                stop: stop_rx,
+            }
+            .run(),
+        );
+        Running {
+            spool,
+            tx,
+            stop,
+            task,
+            _dir: dir,
+        }
+    }
+
+    const LONG: Duration = Duration::from_secs(3600);
+    const BOUND: Duration = Duration::from_secs(10);
+
+    /// Until `rx` holds at least `n`, within [`BOUND`].
+    async fn reaches(mut rx: tokio::sync::watch::Receiver<u64>, n: u64) {
+        tokio::time::timeout(BOUND, rx.wait_for(|&v| v >= n))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn records_arriving_within_the_linger_are_written_as_one_batch() {
+        // A linger of an hour: only a full batch can end it.
+        let w = start(LONG, 3, LONG);
+        let mut written = w.spool.subscribe_written();
+        w.tx.send(record("a", "")).await.unwrap();
+        // Let the writer take the first record and start lingering.
+        tokio::task::yield_now().await;
+        w.tx.send(record("b", "")).await.unwrap();
+        w.tx.send(record("c", "")).await.unwrap();
+        tokio::time::timeout(BOUND, written.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        // The first write held all three: one batch, not one per record.
+        assert_eq!(*written.borrow_and_update(), 3);
+        w.task.abort();
+    }
+
+    #[tokio::test]
+    async fn the_linger_ends_a_partial_batch() {
+        let w = start(Duration::from_millis(20), 100, LONG);
+        w.tx.send(record("a", "")).await.unwrap();
+        reaches(w.spool.subscribe_written(), 1).await;
+        w.task.abort();
+    }
+
+    #[tokio::test]
+    async fn stopping_writes_and_syncs_what_is_queued_and_fills_in_the_node() {
+        let w = start(LONG, 100, LONG);
+        for (id, node) in [("a", ""), ("b", "own-node"), ("c", "")] {
+            w.tx.send(record(id, node)).await.unwrap();
+        }
+        w.stop.send(()).unwrap();
+        tokio::time::timeout(BOUND, w.task).await.unwrap().unwrap();
+        // Closed: nothing more is accepted.
+        assert!(w.tx.send(record("d", "")).await.is_err());
+        let batch = w.spool.read_from(1, 10, 1 << 20).unwrap();
+        let got: Vec<(&str, &str, u64)> = batch
+            .records
+            .iter()
+            .map(|r| (r.id.as_str(), r.node_id.as_str(), r.sequence))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", "writer-node", 1),
+                ("b", "own-node", 2),
+                ("c", "writer-node", 3)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_is_synced_within_the_sync_interval() {
+        let w = start(Duration::ZERO, 100, Duration::from_millis(20));
+        let synced = w.spool.subscribe_synced();
+        w.tx.send(record("a", "")).await.unwrap();
+        reaches(w.spool.subscribe_written(), 1).await;
+        // Nothing else arrives: the sync timer fires on its own.
+        reaches(synced, 1).await;
+        w.task.abort();
+    }
+}
