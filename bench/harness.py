@@ -7,7 +7,7 @@ folder), a data plane and nginx (1 worker, proxy_pass with upstream
 keepalive and proxy_buffering off), configures a provider, a model and keys
 through the `llmgw` CLI, pins the system under test (the data plane, or
 nginx's worker) to core 0 and the mock, the load generators and the control
-plane (at nice 19) to core 1, and runs scenarios S1-S7 of the benchmark
+plane (SCHED_IDLE) to core 1, and runs scenarios S1-S7 of the benchmark
 issue against direct (the mock itself), nginx and llmgw in the same run, in
 rotating order over several rounds. It prints a table of medians with their
 ranges and writes everything to bench/results/<timestamp>.json (and .md).
@@ -54,6 +54,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 SUT_CORE = "0"
+# The bare hyper proxy of S3's diagnostic row.
+FLOOR = "hyper-floor"
 PEERS = ("litellm",)
 LOAD_CORE = "1"
 def request_body(model="bench"):
@@ -83,7 +85,9 @@ class Proc:
     def __init__(self, name, argv, core, env=None, nice=0, logdir=None, capture_stdout=False):
         self.name = name
         cmd = ["taskset", "-c", core]
-        if nice:
+        if nice == "idle":
+            cmd += ["chrt", "--idle", "0"]  # SCHED_IDLE: only a core's idle time
+        elif nice:
             cmd += ["nice", "-n", str(nice)]
         cmd += argv
         out = open(os.path.join(logdir, f"{name}.log"), "wb") if logdir else subprocess.DEVNULL
@@ -230,6 +234,10 @@ class Stack:
 
         # Control plane: off the SUT core and below everything on core 1, so
         # log ingest catches up between measurements instead of competing.
+        # It stands for a control plane on a machine of its own: SCHED_IDLE
+        # gives it only core 1's idle time, where nice 19 still took a share
+        # from the mock and the load generator under S6's full logging (a
+        # data plane's core then idled, waiting for its load).
         cp_env = {"RUST_LOG": "warn"}
         self.cp = Proc(
             "controlplane",
@@ -239,7 +247,7 @@ class Stack:
              "--dashboard-dir", os.path.join(self.tmp, "no-dashboard")],
             LOAD_CORE,
             env=cp_env,
-            nice=19,
+            nice="idle",
             logdir=self.logdir,
         )
         wait_until("the control plane", lambda: self.cli("provider", "list", json_out=True) is not None,
@@ -258,8 +266,9 @@ class Stack:
         log(f"data plane on 127.0.0.1:{self.dp_port}")
 
         if getattr(a, "callgrind", None):
-            return  # the data plane alone is measured
+            return  # callgrind() starts what it measures
         self.start_nginx()
+        self.start_floor()
         if "litellm" in a.peers:
             self.start_litellm()
 
@@ -295,6 +304,17 @@ class Stack:
         wait_until("nginx to proxy",
                    lambda: post_once(f"127.0.0.1:{self.nginx_port}", "") == 200, 15)
         log(f"nginx on 127.0.0.1:{self.nginx_port} (worker pid {self.nginx_worker()})")
+
+    def start_floor(self, exe=()):
+        """`llmgw-bench proxy`: the data plane's hyper server and client with
+        nothing else, a diagnostic floor for S3 (not a column)."""
+        self.floor_port = free_port()
+        self.floor = Proc("hyper-floor", list(exe) + [
+            os.path.join(BIN, "llmgw-bench"), "proxy", "--listen", f"127.0.0.1:{self.floor_port}",
+            "--upstream", self.mock_addr], SUT_CORE, logdir=self.logdir)
+        wait_until("the bare hyper proxy",
+                   lambda: post_once(f"127.0.0.1:{self.floor_port}", "") == 200, 60)
+        log(f"bare hyper proxy on 127.0.0.1:{self.floor_port}")
 
     def nginx_worker(self):
         kids = open(f"/proc/{self.nginx.pid}/task/{self.nginx.pid}/children").read().split()
@@ -686,8 +706,9 @@ class Bench:
         return res
 
     def s3(self, r):
-        for name in rotated(self.names, r):
-            res = self.capacity(self.t[name])
+        floor = {"addr": f"127.0.0.1:{self.s.floor_port}", "key": "", "pid": self.s.floor.pid}
+        for name in rotated(self.names + [FLOOR], r):
+            res = self.capacity(floor if name == FLOOR else self.t[name])
             self.put("S3", name, res)
             cpu = f"{res['cpu_us_per_req']:.1f}" if res["cpu_us_per_req"] else "-"
             log(f"S3 {name}: {res['rps']:.0f} req/s, cpu {cpu} us/req, errors {res['errors']}")
@@ -698,8 +719,14 @@ class Bench:
             for name in rotated(self.names, r):
                 if name in PEERS and streams > 100:
                     continue  # a Python peer needs minutes for this; see docs/benchmarks.md
+                pid = self.t[name]["pid"]
+                cpu = Cpu(pid) if pid else None
                 res = run_sse(self.t[name], streams, waves, 64, 20,
                               parallelism=min(streams, 100))
+                # The system under test's CPU over the run (connections,
+                # requests, every frame relayed), per content frame.
+                res["cpu_us_per_frame"] = (cpu.seconds() / res["content_events"] * 1e6
+                                           if cpu and res["content_events"] else None)
                 self.put(f"S4@{streams}", name, res)
                 log(f"S4 {streams} streams {name}: ttff p50 {fmt(res['ttff_ms'], 'p50')} ms, "
                     f"gap p99 {fmt(res['gap_ms'], 'p99')} ms, coalesced {res['coalesced']}, "
@@ -745,8 +772,13 @@ class Bench:
             variants = [("bodies", full, self.s.keys["bench-full"]),
                         ("no-bodies", full, self.s.keys["bench-nobodies"]),
                         ("off", off, self.s.keys["bench-full"])]
-            for label, target, key in rotated(variants, r):
+            # There and back (A B C C B A): the machine's speed drifts by
+            # tens of percent within minutes here, and a linear drift
+            # cancels out of each round's sums.
+            order = rotated(variants, r)
+            for label, target, key in order + order[::-1]:
                 res = self.capacity(target, key=key)
+                res["round"] = r
                 self.put("S6", label, res)
                 log(f"S6 {label}: {res['rps']:.0f} req/s, cpu {res['cpu_us_per_req']:.1f} us/req")
         finally:
@@ -802,16 +834,57 @@ class Bench:
 
 
 def callgrind(a, stack):
-    """Instructions the data plane executes per request, counted by valgrind's
-    callgrind (reproducible where CPU time is not, e.g. on a busy machine):
-    after a warm-up, the counters are zeroed, N requests are sent (8
-    connections, full logging with bodies), the run waits until every record
-    is shipped, and the counters are dumped. Kernel work is not counted."""
+    """Instructions executed per request, counted by valgrind's callgrind
+    (reproducible where CPU time is not, e.g. on a busy machine), for the
+    data plane (full logging with bodies unless --dataplane-args says
+    otherwise), and with --callgrind-floors for nginx's worker and the bare
+    hyper proxy as well, each under the same load: after a warm-up the
+    counters are zeroed, N requests are sent (8 connections), the run waits
+    until every log record is shipped, and the counters are dumped. Kernel
+    work is not counted."""
     n = a.callgrind
-    pid = stack.dp.pid
-    t = {"addr": f"127.0.0.1:{stack.dp_port}", "key": stack.keys["bench-full"], "pid": pid}
+    out = {"requests": n}
+    t = {"addr": f"127.0.0.1:{stack.dp_port}", "key": stack.keys["bench-full"], "pid": stack.dp.pid}
+    out["llmgw"] = count_instructions(t, n, a.callgrind_out, stack.wait_logs_shipped)
+    if a.callgrind_floors:
+        vg = ["valgrind", "--tool=callgrind", "--dump-instr=no"]
+        d = os.path.join(stack.tmp, "nginx-callgrind")
+        os.makedirs(d)
+        port = free_port()
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            # One process, so that valgrind follows the worker itself.
+            f.write(NGINX_CONF.format(dir=d, port=port, upstream=stack.mock_addr)
+                    .replace("master_process on;", "master_process off;"))
+        nginx_out = a.callgrind_out.replace(".out", "-nginx.out")
+        ngx = Proc("nginx-callgrind", vg + [f"--callgrind-out-file={nginx_out}", "nginx", "-p", d + "/",
+                                           "-e", os.path.join(d, "error.log"), "-c", conf],
+                   SUT_CORE, logdir=stack.logdir)
+        addr = f"127.0.0.1:{port}"
+        wait_until("nginx under valgrind", lambda: post_once(addr, "") == 200, 60)
+        out["nginx"] = count_instructions({"addr": addr, "key": "", "pid": ngx.pid}, n, nginx_out)
+        ngx.stop()
+        floor_out = a.callgrind_out.replace(".out", "-floor.out")
+        stack.start_floor(vg + [f"--callgrind-out-file={floor_out}"])
+        out[FLOOR] = count_instructions(
+            {"addr": f"127.0.0.1:{stack.floor_port}", "key": "", "pid": stack.floor.pid}, n, floor_out)
+        base = out["nginx"]["instructions_per_request"]
+        for k in ("llmgw", FLOOR, "nginx"):
+            out[k]["ratio_to_nginx"] = out[k]["instructions_per_request"] / base if base else None
+    for k in ("nginx", FLOOR, "llmgw"):
+        if k in out:
+            r = out[k].get("ratio_to_nginx")
+            log(f"callgrind {k}: {out[k]['instructions_per_request']:.0f} instructions per request"
+                + (f" ({r:.2f}x nginx)" if r else ""))
+    return out
+
+
+def count_instructions(t, n, out_file, settle=None):
+    """Instructions per request of the callgrind-run process `t["pid"]`."""
+    pid = t["pid"]
     run_oha(t, None, 8, n=300)
-    stack.wait_logs_shipped(600)
+    if settle:
+        settle(600)
     # Until start-up work (connections, the first snapshot) has settled.
     while True:
         c0 = cpu_ticks(pid)
@@ -820,19 +893,17 @@ def callgrind(a, stack):
             break
     subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
     res = run_oha(t, None, 8, n=n)
-    stack.wait_logs_shipped(600)
+    if settle:
+        settle(600)
     subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
-    dump = a.callgrind_out + ".1"
+    dump = out_file + ".1"
     wait_until("the callgrind dump", lambda: os.path.exists(dump) and os.path.getsize(dump) > 0, 60)
     time.sleep(1)
     with open(dump, errors="replace") as f:
         m = re.search(r"^(?:summary|totals):\s+(\d+)", f.read(), re.M)
     total = int(m.group(1)) if m else None
-    out = {"requests": n, "ok": res["ok"], "errors": res["errors"], "instructions": total,
-           "instructions_per_request": total / n if total else None, "dump": dump}
-    log(f"callgrind: {total} instructions for {n} requests = "
-        f"{out['instructions_per_request']:.0f} per request (dump: {dump})")
-    return out
+    return {"ok": res["ok"], "errors": res["errors"], "instructions": total,
+            "instructions_per_request": total / n if total else None, "dump": dump}
 
 
 def fmt(summary, key):
@@ -917,7 +988,7 @@ def summarize(raw, names):
     if "S3" in raw:
         nginx_rps = per_round("S3", "nginx", "rps")
         nginx_cpu = per_round("S3", "nginx", "cpu_us_per_req")
-        for name in names:
+        for name in names + ([FLOOR] if FLOOR in raw["S3"] else []):
             rps = per_round("S3", name, "rps")
             cpu = per_round("S3", name, "cpu_us_per_req")
             S.setdefault("S3", {})[name] = {
@@ -945,6 +1016,8 @@ def summarize(raw, names):
                 "added_gap_p99_ms": med_range([r["gap_ms"]["p99"] - x["gap_ms"]["p99"]
                                                for r, x in zip(rows, d)
                                                if r["gap_ms"] and x["gap_ms"]]) if name != "direct" else None,
+                "cpu_us_per_frame": med_range([r["cpu_us_per_frame"] for r in rows
+                                               if r.get("cpu_us_per_frame")]),
                 "coalesced": sum(r["coalesced"] for r in rows),
                 "late": sum(r["late"] for r in rows),
                 "missing": sum(r["missing"] for r in rows),
@@ -967,14 +1040,24 @@ def summarize(raw, names):
             return {"rps": med_range([r["rps"] for r in rows]),
                     "cpu_us_per_req": med_range([r["cpu_us_per_req"] for r in rows])}
 
+        def per_round_ratio(xs, ys, key):
+            """sum(x) / sum(y) within each round (both passes of it)."""
+            out = []
+            for r in sorted({row.get("round", i) for i, row in enumerate(xs)}):
+                x = [row[key] for i, row in enumerate(xs) if row.get("round", i) == r]
+                y = [row[key] for i, row in enumerate(ys) if row.get("round", i) == r]
+                if x and y:
+                    out.append(sum(x) / len(x) / (sum(y) / len(y)))
+            return out
+
         S["S6"] = {
             "bodies": variant(b),
             "no-bodies": variant(nb),
             "off": variant(off),
             # The bar: full logging (bodies included) against logging off.
-            "throughput_ratio": med_range([x["rps"] / y["rps"] for x, y in zip(b, off)]),
-            "cpu_ratio": med_range([x["cpu_us_per_req"] / y["cpu_us_per_req"] for x, y in zip(b, off)]),
-            "bodies_ratio": med_range([x["rps"] / y["rps"] for x, y in zip(b, nb)]),
+            "throughput_ratio": med_range(per_round_ratio(b, off, "rps")),
+            "cpu_ratio": med_range(per_round_ratio(b, off, "cpu_us_per_req")),
+            "bodies_ratio": med_range(per_round_ratio(b, nb, "rps")),
             "count": raw.get("S6-count"),
         }
     if "S7" in raw:
@@ -1039,6 +1122,11 @@ def table(S, names):
         row("S3", "CPU ratio to nginx", lambda c: mr(s[c]["cpu_vs_nginx"], 2))
         row("S3", "SUT core busy", lambda c: mr(s[c]["sut_busy"], 2))
         row("S3", "errors", lambda c: str(s[c]["errors"]))
+        if FLOOR in s:
+            f = s[FLOOR]
+            row("S3", "bare hyper proxy (diagnostic): req/s, CPU µs/req, CPU ratio to nginx",
+                lambda c: (f"{mr(f['rps'], 0)}, {mr(f['cpu_us_per_req'], 1)}, "
+                           f"{mr(f['cpu_vs_nginx'], 2)}") if c == "llmgw" else "—")
     for n in (1, 100, 500):
         k = f"S4@{n}"
         if k in S:
@@ -1049,6 +1137,7 @@ def table(S, names):
             row(f"S4 {n}", "gap p99 ms (added)",
                 lambda c: mr(s[c]["gap_p99_ms"]) + ("" if c == "direct" else
                                                     f" ({mr(s[c]['added_gap_p99_ms'])})"))
+            row(f"S4 {n}", "SUT CPU µs per content frame", lambda c: mr(s[c]["cpu_us_per_frame"], 1))
             row(f"S4 {n}", "coalesced / late / missing / errors",
                 lambda c: f"{s[c]['coalesced']} / {s[c]['late']} / {s[c]['missing']} / {s[c]['errors']}"
                 f" of {s[c]['content_events']}")
@@ -1066,6 +1155,7 @@ def table(S, names):
             only(f"{mr(s['bodies']['cpu_us_per_req'], 1)} / {mr(s['no-bodies']['cpu_us_per_req'], 1)}"
                  f" / {mr(s['off']['cpu_us_per_req'], 1)}"))
         row("S6", "throughput ratio full / off", only(mr(s["throughput_ratio"], 3)))
+        row("S6", "CPU µs/req ratio full / off", only(mr(s["cpu_ratio"], 3)))
         row("S6", "throughput ratio full / no bodies", only(mr(s["bodies_ratio"], 3)))
         cnt = s.get("count") or {}
         row("S6", "log rows / requests sent", only(f"{cnt.get('rows')} / {cnt.get('sent')}"))
@@ -1194,6 +1284,8 @@ def main():
     ap.add_argument("--callgrind", type=int, default=None, metavar="N",
                     help="instead of the scenarios: count the data plane's instructions per "
                          "request over N requests with valgrind's callgrind")
+    ap.add_argument("--callgrind-floors", action="store_true",
+                    help="with --callgrind: count nginx's and the bare hyper proxy's too")
     a = ap.parse_args()
     a.peers = [p for p in a.peers.split(",") if p]
     a.rounds = a.rounds or (1 if a.quick else 3)
@@ -1270,7 +1362,7 @@ def main():
         "versions": versions(),
         "load_average": {"start": load0, "end": loads},
         "pinning": {"sut": SUT_CORE, "mock_and_load": LOAD_CORE,
-                    "controlplane": f"{LOAD_CORE} (nice 19)"},
+                    "controlplane": f"{LOAD_CORE} (SCHED_IDLE)"},
         "summary": S,
         "bar": checks,
         "failures": b.failures,

@@ -3,6 +3,7 @@
 #
 # Usage: bench/run.sh [--quick] [--rounds N] [--peers litellm] [--scenarios S1,S3,...]
 #                     [--s7-objects N] [--keep] [--dataplane-bin PATH]
+#        bench/run.sh --callgrind N [--callgrind-floors] [--dataplane-args ARGS]
 #
 #   1. builds release binaries (cargo build --release --bins, which includes
 #      the streaming client llmgw-bench from bench/);
@@ -11,12 +12,13 @@
 #      proxy into bench/.venv-litellm (pip, from PyPI);
 #   3. runs bench/harness.py: mock, control plane, data plane and nginx on
 #      127.0.0.1 ports chosen free, the system under test pinned to core 0 and
-#      the mock and load generators to core 1; scenarios S1-S7 against direct,
-#      nginx and llmgw, rotating order, 3 rounds (1 with --quick); prints the
-#      table of medians (ranges) and the bar, and writes
-#      bench/results/<timestamp>.json and .md.
+#      the mock and load generators to core 1 (the control plane there too, at
+#      SCHED_IDLE); scenarios S1-S7 against direct, nginx and llmgw (and, in
+#      S3, a bare hyper proxy as a diagnostic floor), rotating order, 3 rounds
+#      (1 with --quick); prints the table of medians (ranges) and the bar,
+#      and writes bench/results/<timestamp>.json and .md.
 #
-# A full run takes about 7 minutes, --quick under 2 (after the build).
+# A full run takes about 9 minutes, --quick under 2 (after the build).
 # Needs: a Rust toolchain, python3, taskset (util-linux), 2 cores, root for
 # apt-get (or nginx, wrk and oha already installed). Run it on an otherwise
 # idle machine: the load average is recorded, and a warning printed at >= 0.5.
@@ -33,7 +35,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     case "${args[$i]}" in
         --peers) peers="${args[$((i + 1))]:-}" ;;
         --peers=*) peers="${args[$i]#--peers=}" ;;
-        -h | --help) sed -n '2,23p' "$0"; exec python3 bench/harness.py --help ;;
+        -h | --help) sed -n '2,26p' "$0"; exec python3 bench/harness.py --help ;;
     esac
 done
 

@@ -21,6 +21,13 @@
 //! - `max_open`: the most streams open at one time.
 //!
 //! It never asserts anything: the harness compares the three columns.
+//!
+//! `llmgw-bench proxy` is a diagnostic floor for S3: a reverse proxy built
+//! from the same hyper server and pooled hyper client the data plane uses
+//! (same builders, same runtime), forwarding every request to one upstream
+//! and streaming both bodies, with nothing else: no auth, routing, body
+//! parsing, usage or logging. Measured beside nginx and llmgw, it shows
+//! how much of llmgw's cost per request is the Rust HTTP stack itself.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,6 +42,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+// The data plane's allocator, so that `proxy` is its floor.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "llmgw-bench", about = "Benchmark helpers for llmgw")]
 struct Cli {
@@ -46,6 +57,18 @@ struct Cli {
 enum Cmd {
     /// Open concurrent SSE streams and time every frame.
     Sse(SseArgs),
+    /// A bare hyper reverse proxy to one upstream (a floor for S3).
+    Proxy(ProxyArgs),
+}
+
+#[derive(Parser, Clone)]
+struct ProxyArgs {
+    /// Address to listen on, IP:PORT.
+    #[arg(long)]
+    listen: String,
+    /// Upstream address, IP:PORT (plain HTTP).
+    #[arg(long)]
+    upstream: String,
 }
 
 #[derive(Parser, Clone)]
@@ -95,12 +118,75 @@ struct StreamResult {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     match cli.command {
-        Cmd::Sse(a) => rt.block_on(sse(a)),
+        Cmd::Sse(a) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(sse(a)),
+        // The data plane's runtime: `#[tokio::main]`'s multi-thread one.
+        Cmd::Proxy(a) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(proxy(a)),
     }
+}
+
+type ProxyClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    hyper::body::Incoming,
+>;
+
+/// The data plane's server and client setup (`dataplane/src/server.rs`,
+/// `proxy/upstream.rs`) without TLS, which a plain-HTTP upstream skips.
+async fn proxy(a: ProxyArgs) -> Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
+    use hyper_util::server::conn::auto;
+
+    let listener = tokio::net::TcpListener::bind(&a.listen).await?;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_nodelay(true);
+    let client: ProxyClient = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(http);
+    let upstream: http::uri::Authority = a.upstream.parse().context("--upstream")?;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let (client, upstream, builder) = (client.clone(), upstream.clone(), Arc::clone(&builder));
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                forward(client.clone(), upstream.clone(), req)
+            });
+            // A client closing its connection is the end of a run.
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn forward(
+    client: ProxyClient,
+    upstream: http::uri::Authority,
+    req: Request<hyper::body::Incoming>,
+) -> Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+    let (mut parts, body) = req.into_parts();
+    let mut uri = http::uri::Parts::from(std::mem::take(&mut parts.uri));
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(upstream);
+    // Always valid: scheme, authority and the client's path.
+    if let Ok(u) = http::Uri::from_parts(uri) {
+        parts.uri = u;
+    }
+    parts.headers.remove(http::header::HOST);
+    client.request(Request::from_parts(parts, body)).await
 }
 
 async fn sse(a: SseArgs) -> Result<()> {
