@@ -35,7 +35,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     case "${args[$i]}" in
         --peers) peers="${args[$((i + 1))]:-}" ;;
         --peers=*) peers="${args[$i]#--peers=}" ;;
-        -h | --help) sed -n '2,26p' "$0"; exec python3 bench/harness.py --help ;;
+        -h | --help) sed -n '2,25p' "$0"; exec python3 bench/harness.py --help ;;
     esac
 done
 

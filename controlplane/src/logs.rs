@@ -207,11 +207,15 @@ async fn ship_loop(
             node = batch.node_id.clone();
             tracing::info!(peer, node_id = node, "data plane is shipping logs");
         }
-        let (last_sequence, records) = (batch.last_sequence, batch.records.len());
+        let (batch_node, last_sequence, records) = (
+            batch.node_id.clone(),
+            batch.last_sequence,
+            batch.records.len(),
+        );
         match ingest::store_batch(&store, batch).await {
             Ok(done) => {
                 tracing::debug!(
-                    node_id = node,
+                    node_id = batch_node,
                     sequence = last_sequence,
                     records,
                     stored = done.stored.len(),
@@ -229,7 +233,7 @@ async fn ship_loop(
             }
             Err(e) => {
                 tracing::error!(
-                    node_id = node,
+                    node_id = batch_node,
                     sequence = last_sequence,
                     error = %e,
                     "cannot store a log batch; the data plane will resend it"

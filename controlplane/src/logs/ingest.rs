@@ -109,6 +109,20 @@ struct Prepared {
     rec: pb::RequestLog,
     request_headers: String,
     response_headers: String,
+    /// The id as the data plane sent it, where canonicalizing changed it:
+    /// a quarantined record is reported by the id it came with.
+    sent_id: Option<String>,
+}
+
+impl Prepared {
+    /// The record for the quarantine, under the id it was sent with.
+    fn refused(&self, reason: String) -> Rejected {
+        let mut record = self.rec.clone();
+        if let Some(id) = &self.sent_id {
+            record.id.clone_from(id);
+        }
+        Rejected { record, reason }
+    }
 }
 
 struct Rejected {
@@ -157,10 +171,8 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
                 for p in chunk {
                     match insert_in_savepoint(&mut tx, backend, std::slice::from_ref(p)).await {
                         Ok(ids) => inserted.extend(ids),
-                        Err(e) if record_level(backend, &e) => rejected.push(Rejected {
-                            record: p.rec.clone(),
-                            reason: format!("the database rejected the record: {e}"),
-                        }),
+                        Err(e) if record_level(backend, &e) => rejected
+                            .push(p.refused(format!("the database rejected the record: {e}"))),
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -298,23 +310,25 @@ async fn insert_in_savepoint(
     }
 }
 
-/// Rows per statement of a chunk: a power of two up to the largest, so a
+/// Rows per statement of a chunk: powers of two up to the largest, so a
 /// few statement texts serve every batch and stay prepared in the
 /// connection's cache (parsing a new multi-row INSERT for every batch cost
-/// SQLite about half as much again as storing the rows).
-const STATEMENT_ROWS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+/// SQLite about half as much again as storing the rows). 256 rows of the
+/// widest table stay under both databases' parameter limits.
+const STATEMENT_ROWS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 
-/// Splits `n` rows into [`STATEMENT_ROWS`] sizes, largest first.
+/// Splits `n` rows into statements: indices into [`STATEMENT_ROWS`],
+/// largest first.
 fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
     std::iter::from_fn(move || {
-        let size = STATEMENT_ROWS.iter().copied().find(|&s| s <= n)?;
-        n -= size;
-        Some(size)
+        let slot = STATEMENT_ROWS.iter().position(|&s| s <= n)?;
+        n -= STATEMENT_ROWS[slot];
+        Some(slot)
     })
 }
 
-/// The INSERT text for `rows` rows (one of [`STATEMENT_ROWS`]).
-fn insert_sql(backend: Backend, table: Table, rows: usize) -> &'static str {
+/// The INSERT text for `STATEMENT_ROWS[slot]` rows.
+fn insert_sql(backend: Backend, table: Table, slot: usize) -> &'static str {
     // [backend][table][size], built once.
     static TEXTS: LazyLock<Vec<Vec<Vec<String>>>> = LazyLock::new(|| {
         [Backend::Sqlite, Backend::Postgres]
@@ -350,9 +364,11 @@ fn insert_sql(backend: Backend, table: Table, rows: usize) -> &'static str {
             })
             .collect()
     });
-    debug_assert!(STATEMENT_ROWS.contains(&rows));
-    let slot = STATEMENT_ROWS.iter().position(|&s| s == rows).unwrap_or(0);
-    &TEXTS[usize::from(backend == Backend::Postgres)][table as usize][slot]
+    let b = match backend {
+        Backend::Sqlite => 0,
+        Backend::Postgres => 1,
+    };
+    &TEXTS[b][table as usize][slot]
 }
 
 #[derive(Clone, Copy)]
@@ -368,10 +384,10 @@ async fn insert_records(
 ) -> Result<Vec<String>, sqlx::Error> {
     let mut ids: Vec<String> = Vec::with_capacity(chunk.len());
     let mut rest = chunk;
-    for size in statement_sizes(chunk.len()) {
-        let (part, next) = rest.split_at(size);
+    for slot in statement_sizes(chunk.len()) {
+        let (part, next) = rest.split_at(STATEMENT_ROWS[slot]);
         rest = next;
-        let mut q = sqlx::query(insert_sql(backend, Table::Logs, size));
+        let mut q = sqlx::query(insert_sql(backend, Table::Logs, slot));
         for p in part {
             q = bind_record(q, p);
         }
@@ -397,10 +413,10 @@ async fn insert_records(
         })
         .collect();
     let mut rest = &attempts[..];
-    for size in statement_sizes(attempts.len()) {
-        let (part, next) = rest.split_at(size);
+    for slot in statement_sizes(attempts.len()) {
+        let (part, next) = rest.split_at(STATEMENT_ROWS[slot]);
         rest = next;
-        let mut q = sqlx::query(insert_sql(backend, Table::Attempts, size));
+        let mut q = sqlx::query(insert_sql(backend, Table::Attempts, slot));
         for (rec, i, a) in part {
             q = q
                 .bind(rec.id.as_str())
@@ -585,11 +601,16 @@ fn headers_json(
 /// comes back as it was, with the reason.
 fn prepare(r: pb::RequestLog, batch_node: &str, now: i64) -> Result<Prepared, Box<Rejected>> {
     match check(&r, batch_node, now) {
-        Ok((id, request_headers, response_headers)) => Ok(Prepared {
-            rec: normalize(r, id, batch_node),
-            request_headers,
-            response_headers,
-        }),
+        Ok((id, request_headers, response_headers)) => {
+            let canonical = id.hyphenated().to_string();
+            let sent_id = (r.id != canonical).then(|| r.id.clone());
+            Ok(Prepared {
+                rec: normalize(r, canonical, batch_node),
+                request_headers,
+                response_headers,
+                sent_id,
+            })
+        }
         Err(reason) => Err(Box::new(Rejected { record: r, reason })),
     }
 }
@@ -686,8 +707,8 @@ fn check(
 }
 
 /// The checked record as stored: canonical id, a node, no NULs.
-fn normalize(mut rec: pb::RequestLog, id: uuid::Uuid, batch_node: &str) -> pb::RequestLog {
-    rec.id = id.hyphenated().to_string();
+fn normalize(mut rec: pb::RequestLog, id: String, batch_node: &str) -> pb::RequestLog {
+    rec.id = id;
     if rec.node_id.trim().is_empty() {
         rec.node_id = batch_node.trim().to_string();
     } else if rec.node_id.trim().len() != rec.node_id.len() {
@@ -750,28 +771,32 @@ mod tests {
 
     #[test]
     fn statements_come_in_a_few_cached_sizes() {
-        for n in [0, 1, 2, 3, 63, 64, 65, 100, 127, 1000] {
-            let sizes: Vec<usize> = statement_sizes(n).collect();
-            assert_eq!(sizes.iter().sum::<usize>(), n, "{n}: {sizes:?}");
-            assert!(sizes.iter().all(|s| STATEMENT_ROWS.contains(s)));
-            // Largest first, and below 64 each size at most once.
-            assert!(sizes.windows(2).all(|w| w[0] >= w[1]));
-            assert!(sizes.iter().filter(|&&s| s < 64).count() <= 6);
+        let sizes = |n| -> Vec<usize> { statement_sizes(n).map(|i| STATEMENT_ROWS[i]).collect() };
+        for n in [0, 1, 2, 3, 63, 64, 65, 100, 255, 256, 257, 1000] {
+            let s = sizes(n);
+            assert_eq!(s.iter().sum::<usize>(), n, "{n}: {s:?}");
+            // Largest first, and below the largest each size at most once.
+            assert!(s.windows(2).all(|w| w[0] >= w[1]));
+            assert!(s.iter().filter(|&&x| x < 256).count() <= 8);
         }
-        assert_eq!(statement_sizes(100).collect::<Vec<_>>(), [64, 32, 4]);
+        assert_eq!(sizes(100), [64, 32, 4]);
+        assert_eq!(sizes(1000), [256, 256, 256, 128, 64, 32, 8]);
+        let widest = LOG_COLUMNS.len().max(ATTEMPT_COLUMNS.len());
+        assert!(STATEMENT_ROWS[0] * widest <= SQLITE_MAX_PARAMS.min(POSTGRES_MAX_PARAMS));
         for backend in [Backend::Sqlite, Backend::Postgres] {
-            for rows in STATEMENT_ROWS {
-                let logs = insert_sql(backend, Table::Logs, rows);
+            for (slot, rows) in STATEMENT_ROWS.into_iter().enumerate() {
+                let logs = insert_sql(backend, Table::Logs, slot);
                 assert!(logs.starts_with("INSERT INTO request_logs ("));
                 assert!(logs.ends_with("RETURNING id"));
                 assert_eq!(logs.matches('(').count(), rows + 1);
-                let attempts = insert_sql(backend, Table::Attempts, rows);
+                let attempts = insert_sql(backend, Table::Attempts, slot);
                 assert!(attempts.starts_with("INSERT INTO request_attempts ("));
                 assert_eq!(attempts.matches('(').count(), rows + 1);
             }
         }
+        // The two-row statement (slot 7) numbers its parameters on.
         let last = format!("${}", 2 * LOG_COLUMNS.len());
-        assert!(insert_sql(Backend::Postgres, Table::Logs, 2).contains(&last));
+        assert!(insert_sql(Backend::Postgres, Table::Logs, 7).contains(&last));
     }
 
     #[test]
@@ -781,6 +806,10 @@ mod tests {
             panic!("a good record was refused");
         };
         assert_eq!(p.rec.id, "0190a2b4-0000-7000-8000-000000000001");
+        // Refused by the database later, it is reported by the id it came with.
+        let refused = p.refused("r".into());
+        assert_eq!(refused.record.id, good().id);
+        assert_ne!(refused.record.id, p.rec.id);
         assert_eq!(p.rec.node_id, "node-a");
         assert_eq!(p.rec.usage_source, "none");
         assert_eq!(p.request_headers, "{}");

@@ -212,9 +212,13 @@ mod tests {
 
     #[tokio::test]
     async fn the_linger_ends_a_partial_batch() {
-        let w = start(Duration::from_millis(20), 100, LONG);
+        let linger = Duration::from_millis(50);
+        let w = start(linger, 100, LONG);
+        let sent = Instant::now();
         w.tx.send(record("a", "")).await.unwrap();
         reaches(w.spool.subscribe_written(), 1).await;
+        // Written when the linger ran out, not at once.
+        assert!(sent.elapsed() >= linger, "{:?}", sent.elapsed());
         w.task.abort();
     }
 
