@@ -82,13 +82,11 @@ STARTED = []
 class Proc:
     """A child process in its own session, pinned with taskset."""
 
-    def __init__(self, name, argv, core, env=None, nice=0, logdir=None, capture_stdout=False):
+    def __init__(self, name, argv, core, env=None, idle=False, logdir=None, capture_stdout=False):
         self.name = name
         cmd = ["taskset", "-c", core]
-        if nice == "idle":
-            cmd += ["chrt", "--idle", "0"]  # SCHED_IDLE: only a core's idle time
-        elif nice:
-            cmd += ["nice", "-n", str(nice)]
+        if idle:
+            cmd += ["chrt", "--idle", "0"]  # SCHED_IDLE: only the core's idle time
         cmd += argv
         out = open(os.path.join(logdir, f"{name}.log"), "wb") if logdir else subprocess.DEVNULL
         self.logfile = out
@@ -247,7 +245,7 @@ class Stack:
              "--dashboard-dir", os.path.join(self.tmp, "no-dashboard")],
             LOAD_CORE,
             env=cp_env,
-            nice="idle",
+            idle=True,
             logdir=self.logdir,
         )
         wait_until("the control plane", lambda: self.cli("provider", "list", json_out=True) is not None,
@@ -296,17 +294,24 @@ class Stack:
                    lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 60)
         return p
 
-    def start_nginx(self):
+    def start_nginx(self, wrap=()):
+        """nginx on core 0. Under `wrap` (valgrind) it runs as one process
+        (`master_process off`), so that the wrapper follows the worker itself."""
         d = os.path.join(self.tmp, "nginx")
         os.makedirs(d)
         conf = os.path.join(d, "nginx.conf")
+        text = NGINX_CONF.format(dir=d, port=self.nginx_port, upstream=self.mock_addr)
+        if wrap:
+            text = text.replace("master_process on;", "master_process off;")
         with open(conf, "w") as f:
-            f.write(NGINX_CONF.format(dir=d, port=self.nginx_port, upstream=self.mock_addr))
-        self.nginx = Proc("nginx", ["nginx", "-p", d + "/", "-e", os.path.join(d, "error.log"),
-                                     "-c", conf], SUT_CORE, logdir=self.logdir)
+            f.write(text)
+        self.nginx_single = bool(wrap)
+        self.nginx = Proc("nginx", list(wrap) + ["nginx", "-p", d + "/", "-e",
+                                                  os.path.join(d, "error.log"), "-c", conf],
+                          SUT_CORE, logdir=self.logdir)
         wait_until("nginx", lambda: self.nginx_worker(), 15)
         wait_until("nginx to proxy",
-                   lambda: post_once(f"127.0.0.1:{self.nginx_port}", "") == 200, 15)
+                   lambda: post_once(f"127.0.0.1:{self.nginx_port}", "") == 200, 60 if wrap else 15)
         log(f"nginx on 127.0.0.1:{self.nginx_port} (worker pid {self.nginx_worker()})")
 
     def start_floor(self, exe=()):
@@ -321,8 +326,15 @@ class Stack:
         log(f"bare hyper proxy on 127.0.0.1:{self.floor_port}")
 
     def nginx_worker(self):
+        if self.nginx_single:
+            return self.nginx.pid
         kids = open(f"/proc/{self.nginx.pid}/task/{self.nginx.pid}/children").read().split()
         return int(kids[0]) if kids else None
+
+    def floor_target(self):
+        """The bare hyper proxy as a target, or None when it is not running."""
+        floor = getattr(self, "floor", None)
+        return floor and {"addr": f"127.0.0.1:{self.floor_port}", "key": "", "pid": floor.pid}
 
     def start_litellm(self):
         venv = os.path.join(ROOT, "bench", ".venv-litellm")
@@ -710,9 +722,7 @@ class Bench:
         return res
 
     def s3(self, r):
-        floor = getattr(self.s, "floor", None)
-        if floor:
-            floor = {"addr": f"127.0.0.1:{self.s.floor_port}", "key": "", "pid": floor.pid}
+        floor = self.s.floor_target()
         for name in rotated(self.names + ([FLOOR] if floor else []), r):
             res = self.capacity(floor if name == FLOOR else self.t[name])
             self.put("S3", name, res)
@@ -858,27 +868,13 @@ def callgrind(a, stack):
     out["llmgw"] = count_instructions(t, n, a.callgrind_out, stack.wait_logs_shipped)
     if a.callgrind_floors:
         vg = ["valgrind", "--tool=callgrind", "--dump-instr=no"]
-        d = os.path.join(stack.tmp, "nginx-callgrind")
-        os.makedirs(d)
-        port = free_port()
-        conf = os.path.join(d, "nginx.conf")
-        with open(conf, "w") as f:
-            # One process, so that valgrind follows the worker itself.
-            f.write(NGINX_CONF.format(dir=d, port=port, upstream=stack.mock_addr)
-                    .replace("master_process on;", "master_process off;"))
         stem, ext = os.path.splitext(a.callgrind_out)
-        nginx_out = f"{stem}-nginx{ext}"
-        ngx = Proc("nginx-callgrind", vg + [f"--callgrind-out-file={nginx_out}", "nginx", "-p", d + "/",
-                                           "-e", os.path.join(d, "error.log"), "-c", conf],
-                   SUT_CORE, logdir=stack.logdir)
-        addr = f"127.0.0.1:{port}"
-        wait_until("nginx under valgrind", lambda: post_once(addr, "") == 200, 60)
-        out["nginx"] = count_instructions({"addr": addr, "key": "", "pid": ngx.pid}, n, nginx_out)
-        ngx.stop()
-        floor_out = f"{stem}-floor{ext}"
+        nginx_out, floor_out = f"{stem}-nginx{ext}", f"{stem}-floor{ext}"
+        stack.start_nginx(vg + [f"--callgrind-out-file={nginx_out}"])
+        out["nginx"] = count_instructions(stack.targets()["nginx"], n, nginx_out)
+        stack.nginx.stop()
         stack.start_floor(vg + [f"--callgrind-out-file={floor_out}"])
-        out[FLOOR] = count_instructions(
-            {"addr": f"127.0.0.1:{stack.floor_port}", "key": "", "pid": stack.floor.pid}, n, floor_out)
+        out[FLOOR] = count_instructions(stack.floor_target(), n, floor_out)
         base = out["nginx"]["instructions_per_request"]
         for k in ("llmgw", FLOOR, "nginx"):
             v = out[k]["instructions_per_request"]
@@ -1056,11 +1052,11 @@ def summarize(raw, names):
         def per_round_ratio(xs, ys, key):
             """mean(x) / mean(y) within each round (both passes of it)."""
             out = []
-            for r in sorted({row.get("round", i) for i, row in enumerate(xs)}):
-                x = [row[key] for i, row in enumerate(xs) if row.get("round", i) == r]
-                y = [row[key] for i, row in enumerate(ys) if row.get("round", i) == r]
-                if x and y and sum(y):
-                    out.append(sum(x) / len(x) / (sum(y) / len(y)))
+            for r in sorted({row["round"] for row in xs}):
+                y = [row[key] for row in ys if row["round"] == r]
+                if y and sum(y):
+                    x = [row[key] for row in xs if row["round"] == r]
+                    out.append(statistics.mean(x) / statistics.mean(y))
             return out
 
         S["S6"] = {

@@ -329,52 +329,54 @@ fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
 
 /// The INSERT text for `STATEMENT_ROWS[slot]` rows.
 fn insert_sql(backend: Backend, table: Table, slot: usize) -> &'static str {
-    // [backend][table][size], built once.
-    static TEXTS: LazyLock<Vec<Vec<Vec<String>>>> = LazyLock::new(|| {
-        [Backend::Sqlite, Backend::Postgres]
-            .into_iter()
-            .map(|backend| {
-                [Table::Logs, Table::Attempts]
-                    .into_iter()
-                    .map(|table| {
-                        let (name, columns, tail) = match table {
-                            Table::Logs => (
-                                "request_logs",
-                                LOG_COLUMNS,
-                                " ON CONFLICT DO NOTHING RETURNING id",
-                            ),
-                            Table::Attempts => (
-                                "request_attempts",
-                                ATTEMPT_COLUMNS,
-                                " ON CONFLICT DO NOTHING",
-                            ),
-                        };
-                        STATEMENT_ROWS
-                            .iter()
-                            .map(|&rows| {
-                                format!(
-                                    "INSERT INTO {name} ({}) VALUES {}{tail}",
-                                    columns.join(", "),
-                                    values_sql(backend, rows, columns.len())
-                                )
-                            })
-                            .collect()
-                    })
-                    .collect()
-            })
-            .collect()
+    const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+    const TABLES: [Table; 2] = [Table::Logs, Table::Attempts];
+    // Every (backend, table, size), in this order, built once.
+    static TEXTS: LazyLock<Vec<String>> = LazyLock::new(|| {
+        let mut texts = Vec::new();
+        for backend in BACKENDS {
+            for table in TABLES {
+                let (name, columns, tail) = table.insert_parts();
+                for rows in STATEMENT_ROWS {
+                    texts.push(format!(
+                        "INSERT INTO {name} ({}) VALUES {}{tail}",
+                        columns.join(", "),
+                        values_sql(backend, rows, columns.len())
+                    ));
+                }
+            }
+        }
+        texts
     });
     let b = match backend {
         Backend::Sqlite => 0,
         Backend::Postgres => 1,
     };
-    &TEXTS[b][table as usize][slot]
+    &TEXTS[(b * TABLES.len() + table as usize) * STATEMENT_ROWS.len() + slot]
 }
 
 #[derive(Clone, Copy)]
 enum Table {
     Logs = 0,
     Attempts = 1,
+}
+
+impl Table {
+    /// Name, columns and what follows the VALUES of its INSERT.
+    fn insert_parts(self) -> (&'static str, &'static [&'static str], &'static str) {
+        match self {
+            Table::Logs => (
+                "request_logs",
+                LOG_COLUMNS,
+                " ON CONFLICT DO NOTHING RETURNING id",
+            ),
+            Table::Attempts => (
+                "request_attempts",
+                ATTEMPT_COLUMNS,
+                " ON CONFLICT DO NOTHING",
+            ),
+        }
+    }
 }
 
 async fn insert_records(
@@ -681,11 +683,7 @@ fn check(
         )?;
         check_len("an attempt's error", &a.error, MAX_ERROR_BYTES)?;
     }
-    let node = if r.node_id.trim().is_empty() {
-        batch_node
-    } else {
-        r.node_id.as_str()
-    };
+    let node = node_of(&r.node_id, batch_node);
     for (what, v, max) in [
         ("node_id", node, MAX_NAME_BYTES),
         ("key", r.key.as_str(), MAX_NAME_BYTES),
@@ -706,13 +704,22 @@ fn check(
     Ok((id, request_headers, response_headers))
 }
 
+/// The node a record is stored under: its own, or the batch's when it
+/// names none (checked untrimmed, stored trimmed).
+fn node_of<'a>(own: &'a str, batch_node: &'a str) -> &'a str {
+    if own.trim().is_empty() {
+        batch_node
+    } else {
+        own
+    }
+}
+
 /// The checked record as stored: canonical id, a node, no NULs.
 fn normalize(mut rec: pb::RequestLog, id: String, batch_node: &str) -> pb::RequestLog {
     rec.id = id;
-    if rec.node_id.trim().is_empty() {
-        rec.node_id = batch_node.trim().to_string();
-    } else if rec.node_id.trim().len() != rec.node_id.len() {
-        rec.node_id = rec.node_id.trim().to_string();
+    let node = node_of(&rec.node_id, batch_node).trim();
+    if node != rec.node_id {
+        rec.node_id = node.to_string();
     }
     rec.time = String::new();
     if rec.usage_source.is_empty() {
