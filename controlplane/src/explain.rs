@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use llmgw_core::routing::{self, FreshState, Verdict};
 use llmgw_core::rules::Facts;
-use llmgw_core::{Protocol, RoutingTable};
+use llmgw_core::serving::ClientApi;
+use llmgw_core::RoutingTable;
 use llmgw_proto::v1 as pb;
 use serde_json::Value;
 use tonic::Status;
@@ -42,12 +43,15 @@ pub fn explain(
         .ok_or_else(|| Status::unavailable("no snapshot has been built yet"))?;
     let table = RoutingTable::try_from(snapshot)
         .map_err(|e| Status::internal(format!("the current snapshot is invalid: {e}")))?;
-    let protocol: Protocol = if r.protocol.is_empty() {
-        Protocol::OpenAi
+    let api = if r.protocol.is_empty() {
+        ClientApi::Chat
     } else {
-        r.protocol
-            .parse()
-            .map_err(|e: llmgw_core::ValidationError| Status::invalid_argument(e.0))?
+        ClientApi::parse(&r.protocol).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "unknown client API '{}'; use chat, responses, messages, gemini, embeddings, completions, count-tokens or gemini-count-tokens",
+                r.protocol
+            ))
+        })?
     };
     let body: Value = if r.body.trim().is_empty() {
         serde_json::json!({ "model": r.model })
@@ -82,7 +86,7 @@ pub fn explain(
         key: r.key,
     };
     out.estimated_input_tokens = facts.input_tokens;
-    let plan = routing::plan(model, protocol, &facts, &FreshState);
+    let plan = routing::plan(model, api, &facts, &FreshState);
     for d in &plan.decisions {
         let t = &model.targets[d.target];
         let (kept, order, reason) = match &d.verdict {
@@ -90,21 +94,22 @@ pub fn explain(
                 true,
                 u32::try_from(*order).unwrap_or(u32::MAX),
                 if *ejected {
-                    "kept, moved back as an outlier".to_string()
+                    format!("kept, moved back as an outlier; {}", d.serving)
                 } else if *order == 0 {
-                    format!("kept: tried first ({} strategy)", model.strategy)
+                    format!("kept: tried first ({} strategy); {}", model.strategy, d.serving)
                 } else {
                     format!(
-                        "kept: attempt order {} ({} strategy)",
+                        "kept: attempt order {} ({} strategy); {}",
                         order + 1,
-                        model.strategy
+                        model.strategy,
+                        d.serving
                     )
                 },
             ),
             Verdict::WrongProtocol(p) => (
                 false,
                 0,
-                format!("dropped: provider speaks {p}, the request uses {protocol}"),
+                format!("dropped: provider speaks {p}, which has no {} API", api.as_str()),
             ),
             Verdict::RuleDidNotMatch => (false, 0, "dropped: its rule did not match".to_string()),
         };

@@ -6,6 +6,7 @@ pub mod keys;
 pub mod outlier;
 pub mod routing;
 pub mod rules;
+pub mod serving;
 pub mod table;
 pub mod tokens;
 pub mod validate;

@@ -2,12 +2,14 @@
 //! in what order they are tried. The data plane routes with this, and the
 //! control plane's `route explain` runs the very same code.
 //!
-//! Steps: drop targets whose provider speaks another protocol, drop targets
+//! Steps: drop targets whose provider's protocol has no such API at all
+//! (embeddings at Anthropic; see [`crate::serving`]), drop targets
 //! whose rule does not match, order the rest by the model's strategy, then
 //! move ejected outliers to the back (at most `max_ejected` of them).
 
 use crate::rules::Facts;
 use crate::table::{Model, Target};
+use crate::serving::{serving, ClientApi, Serving};
 use crate::validate::{Protocol, Strategy};
 
 /// Runtime state a strategy reads: rotation counters, latency estimates,
@@ -48,6 +50,7 @@ pub enum Verdict {
         order: usize,
         ejected: bool,
     },
+    /// The provider's protocol has no such API.
     WrongProtocol(Protocol),
     RuleDidNotMatch,
 }
@@ -57,6 +60,9 @@ pub struct Decision {
     /// Index into `model.targets`.
     pub target: usize,
     pub verdict: Verdict,
+    /// How the target would serve the request: passed through, translated
+    /// (from what to what), or not at all.
+    pub serving: Serving,
 }
 
 /// The ordered candidates for one request, and a verdict for every target.
@@ -79,7 +85,7 @@ impl Plan {
             .all(|d| matches!(d.verdict, Verdict::WrongProtocol(_)))
         {
             return format!(
-                "model '{}' has no target that speaks this API's protocol",
+                "model '{}' has no target whose protocol offers this API",
                 model.name
             );
         }
@@ -96,19 +102,22 @@ pub fn max_ejected(candidates: usize) -> usize {
     (candidates / 2).max(1).min(candidates.saturating_sub(1))
 }
 
-pub fn plan(model: &Model, protocol: Protocol, facts: &dyn Facts, state: &dyn RouteState) -> Plan {
+pub fn plan(model: &Model, api: ClientApi, facts: &dyn Facts, state: &dyn RouteState) -> Plan {
     let mut decisions = Vec::with_capacity(model.targets.len());
     let mut candidates = Vec::with_capacity(model.targets.len());
     for (i, t) in model.targets.iter().enumerate() {
-        if t.provider.protocol != protocol {
+        let how = serving(api, t.provider.protocol);
+        if how == Serving::Unsupported {
             decisions.push(Decision {
                 target: i,
                 verdict: Verdict::WrongProtocol(t.provider.protocol),
+                serving: how,
             });
         } else if t.rules.as_ref().is_some_and(|r| !r.matches(facts)) {
             decisions.push(Decision {
                 target: i,
                 verdict: Verdict::RuleDidNotMatch,
+                serving: how,
             });
         } else {
             candidates.push(i);
@@ -149,6 +158,7 @@ pub fn plan(model: &Model, protocol: Protocol, facts: &dyn Facts, state: &dyn Ro
                 order: pos,
                 ejected: pos >= n_healthy,
             },
+            serving: serving(api, model.targets[i].provider.protocol),
         });
     }
     decisions.sort_by_key(|d| d.target);
@@ -377,7 +387,7 @@ mod tests {
         let s = TestState::default();
         let mut firsts = Vec::new();
         for _ in 0..4 {
-            let plan = plan(&m, Protocol::OpenAi, &NoFacts, &s);
+            let plan = plan(&m, ClientApi::Chat, &NoFacts, &s);
             let n = names(&m, &plan);
             assert_eq!(n.last().map(String::as_str), Some("c"));
             firsts.push(n[0].clone());
@@ -394,11 +404,11 @@ mod tests {
         );
         let s = TestState::default();
         assert_eq!(
-            names(&m, &plan(&m, Protocol::OpenAi, &NoFacts, &s)),
+            names(&m, &plan(&m, ClientApi::Chat, &NoFacts, &s)),
             ["a", "b"]
         );
         assert_eq!(
-            names(&m, &plan(&m, Protocol::OpenAi, &NoFacts, &s)),
+            names(&m, &plan(&m, ClientApi::Chat, &NoFacts, &s)),
             ["b", "a"]
         );
     }
@@ -421,7 +431,8 @@ mod tests {
                 target(&o, "gpt", 2, 1, None),
             ],
         );
-        let plan = plan(&m, Protocol::OpenAi, &NoFacts, &FreshState);
+        // Embeddings exist only in OpenAI's API.
+        let plan = plan(&m, ClientApi::Embeddings, &NoFacts, &FreshState);
         assert_eq!(names(&m, &plan), ["gpt"]);
         assert_eq!(
             plan.decisions[0].verdict,
@@ -435,8 +446,19 @@ mod tests {
                 ejected: false
             }
         );
+        assert_eq!(plan.decisions[2].serving, Serving::PassThrough);
+        // A chat client reaches the Anthropic target too, translated.
+        let chat = super::plan(&m, ClientApi::Chat, &NoFacts, &FreshState);
+        assert_eq!(names(&m, &chat), ["claude", "gpt"]);
+        assert_eq!(
+            chat.decisions[0].serving,
+            Serving::Translate {
+                from: crate::serving::WireFormat::Chat,
+                to: crate::serving::WireFormat::Anthropic
+            }
+        );
         let only_anthropic = model(Strategy::Priority, vec![target(&a, "claude", 0, 1, None)]);
-        let p2 = super::plan(&only_anthropic, Protocol::OpenAi, &NoFacts, &FreshState);
+        let p2 = super::plan(&only_anthropic, ClientApi::Embeddings, &NoFacts, &FreshState);
         assert!(p2.order.is_empty());
         assert!(p2.empty_reason(&only_anthropic).contains("protocol"));
     }
@@ -459,7 +481,7 @@ mod tests {
         };
         // Cap is 2 of 4: a and b move back, c stays.
         assert_eq!(
-            names(&m, &plan(&m, Protocol::OpenAi, &NoFacts, &s)),
+            names(&m, &plan(&m, ClientApi::Chat, &NoFacts, &s)),
             ["c", "d", "a", "b"]
         );
         assert_eq!(max_ejected(1), 0);
@@ -487,7 +509,7 @@ mod tests {
         };
         // random draws 0 then 1 -> compares slow with mid.
         assert_eq!(
-            names(&m, &plan(&m, Protocol::OpenAi, &NoFacts, &s)),
+            names(&m, &plan(&m, ClientApi::Chat, &NoFacts, &s)),
             ["mid", "fast", "slow"]
         );
     }
@@ -501,7 +523,7 @@ mod tests {
         );
         let s = TestState::default();
         let firsts: Vec<String> = (0..6)
-            .map(|_| names(&m, &plan(&m, Protocol::OpenAi, &NoFacts, &s))[0].clone())
+            .map(|_| names(&m, &plan(&m, ClientApi::Chat, &NoFacts, &s))[0].clone())
             .collect();
         assert_eq!(firsts.iter().filter(|f| *f == "b").count(), 4);
     }

@@ -130,18 +130,35 @@ pub fn is_sensitive_header(name: &str) -> bool {
         || n.contains("password")
 }
 
-/// The wire protocol a provider speaks and a client uses.
+/// The wire protocol a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
+    /// The whole OpenAI API: Chat Completions, Responses, completions,
+    /// embeddings.
     OpenAi,
+    /// An OpenAI-compatible server that speaks only Chat Completions,
+    /// completions, embeddings and models (vLLM, Ollama, llama.cpp,
+    /// DeepSeek, Groq): Responses clients are translated to Chat.
+    OpenAiChat,
     Anthropic,
+    /// Google Gemini (`models/{model}:generateContent`).
+    Gemini,
 }
 
 impl Protocol {
+    pub const ALL: [Protocol; 4] = [
+        Protocol::OpenAi,
+        Protocol::OpenAiChat,
+        Protocol::Anthropic,
+        Protocol::Gemini,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::OpenAi => "openai",
+            Protocol::OpenAiChat => "openai-chat",
             Protocol::Anthropic => "anthropic",
+            Protocol::Gemini => "gemini",
         }
     }
 }
@@ -151,9 +168,11 @@ impl FromStr for Protocol {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "openai" => Ok(Protocol::OpenAi),
+            "openai-chat" => Ok(Protocol::OpenAiChat),
             "anthropic" => Ok(Protocol::Anthropic),
+            "gemini" => Ok(Protocol::Gemini),
             other => Err(ValidationError(format!(
-                "protocol '{other}' is not supported; use 'openai' or 'anthropic'"
+                "protocol '{other}' is not supported; use 'openai', 'openai-chat', 'anthropic' or 'gemini'"
             ))),
         }
     }
@@ -265,7 +284,8 @@ mod tests {
         }
         assert!("fastest".parse::<Strategy>().is_err());
         assert_eq!("openai".parse::<Protocol>().unwrap(), Protocol::OpenAi);
-        assert!("gemini".parse::<Protocol>().is_err());
+        assert_eq!("gemini".parse::<Protocol>().unwrap(), Protocol::Gemini);
+        assert!("vertex".parse::<Protocol>().is_err());
     }
 
     #[test]

@@ -33,6 +33,18 @@ impl Endpoint {
         })
     }
 
+    pub fn api(self) -> llmgw_core::serving::ClientApi {
+        use llmgw_core::serving::ClientApi;
+        match self {
+            Endpoint::ChatCompletions => ClientApi::Chat,
+            Endpoint::Completions => ClientApi::Completions,
+            Endpoint::Embeddings => ClientApi::Embeddings,
+            Endpoint::Responses => ClientApi::Responses,
+            Endpoint::Messages => ClientApi::Messages,
+            Endpoint::CountTokens => ClientApi::CountTokens,
+        }
+    }
+
     pub fn protocol(self) -> Protocol {
         match self {
             Endpoint::Messages | Endpoint::CountTokens => Protocol::Anthropic,
@@ -112,7 +124,7 @@ pub fn u(v: &Value, path: &[&str]) -> u64 {
 
 pub fn dialect(protocol: Protocol) -> &'static dyn Dialect {
     match protocol {
-        Protocol::OpenAi => &super::openai::OpenAi,
+        Protocol::OpenAi | Protocol::OpenAiChat | Protocol::Gemini => &super::openai::OpenAi,
         Protocol::Anthropic => &super::anthropic::Anthropic,
     }
 }

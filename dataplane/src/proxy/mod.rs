@@ -460,7 +460,7 @@ impl Proxy {
             tokenizer_model: &tokenizer_model,
             input_tokens: std::cell::OnceCell::new(),
         };
-        let plan = routing::plan(model, endpoint.protocol(), &facts, &self.state);
+        let plan = routing::plan(model, endpoint.api(), &facts, &self.state);
         let no_route = plan.order.is_empty().then(|| plan.empty_reason(model));
         if let Some(reason) = no_route {
             if endpoint == Endpoint::CountTokens {
@@ -822,8 +822,8 @@ fn authenticate<'t>(
     let secret = d.client_key(headers).ok_or((
         ErrorKind::MissingKey,
         match d.protocol() {
-            Protocol::OpenAi => "missing API key: send 'Authorization: Bearer <key>'".to_string(),
             Protocol::Anthropic => "missing API key: send 'x-api-key: <key>'".to_string(),
+            _ => "missing API key: send 'Authorization: Bearer <key>'".to_string(),
         },
     ))?;
     table.authenticate(secret, now_ms()).map_err(|r| match r {

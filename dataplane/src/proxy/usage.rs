@@ -77,13 +77,14 @@ pub fn from_raw(protocol: Protocol, endpoint: Endpoint, raw: &[u8]) -> Option<Us
             cache_read: r.cache_read_input_tokens.unwrap_or(0),
             cache_creation: r.cache_creation_input_tokens.unwrap_or(0),
         },
-        (Protocol::OpenAi, Endpoint::Responses) => Usage {
+        (Protocol::OpenAi | Protocol::OpenAiChat, Endpoint::Responses) => Usage {
             input: r.input_tokens.unwrap_or(0),
             output: r.output_tokens.unwrap_or(0),
             cache_read: r.input_tokens_details.unwrap_or(0),
             cache_creation: 0,
         },
-        (Protocol::OpenAi, _) => Usage {
+        (Protocol::Gemini, _) => return None,
+        (Protocol::OpenAi | Protocol::OpenAiChat, _) => Usage {
             input: r.prompt_tokens.unwrap_or(0),
             output: r.completion_tokens.unwrap_or(0),
             cache_read: r.prompt_tokens_details.unwrap_or(0),

@@ -1,0 +1,228 @@
+//! Which client APIs a provider protocol can serve, and how: passed
+//! through byte for byte when the provider speaks the client's API, else
+//! translated from one protocol to another, else not at all (embeddings
+//! and legacy completions exist only in OpenAI's API).
+//!
+//! Routing and `llmgw route explain` both read this, so an explanation
+//! says exactly what a request would do.
+
+use std::fmt;
+
+use crate::validate::Protocol;
+
+/// An API a client calls on the data plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientApi {
+    /// `POST /v1/chat/completions`
+    Chat,
+    /// `POST /v1/completions`
+    Completions,
+    /// `POST /v1/embeddings`
+    Embeddings,
+    /// `POST /v1/responses`
+    Responses,
+    /// `POST /v1/messages`
+    Messages,
+    /// `POST /v1/messages/count_tokens`
+    CountTokens,
+    /// `POST /v1beta/models/{model}:generateContent` and
+    /// `:streamGenerateContent`
+    GeminiGenerate,
+    /// `POST /v1beta/models/{model}:countTokens`
+    GeminiCountTokens,
+}
+
+/// A request/response wire format, as named in explanations and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WireFormat {
+    Chat,
+    Responses,
+    Anthropic,
+    Gemini,
+}
+
+impl WireFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WireFormat::Chat => "openai-chat",
+            WireFormat::Responses => "openai-responses",
+            WireFormat::Anthropic => "anthropic",
+            WireFormat::Gemini => "gemini",
+        }
+    }
+}
+
+impl fmt::Display for WireFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ClientApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientApi::Chat => "chat",
+            ClientApi::Completions => "completions",
+            ClientApi::Embeddings => "embeddings",
+            ClientApi::Responses => "responses",
+            ClientApi::Messages => "messages",
+            ClientApi::CountTokens => "count-tokens",
+            ClientApi::GeminiGenerate => "gemini",
+            ClientApi::GeminiCountTokens => "gemini-count-tokens",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ClientApi> {
+        Some(match s {
+            "chat" | "chat-completions" | "openai" => ClientApi::Chat,
+            "completions" => ClientApi::Completions,
+            "embeddings" => ClientApi::Embeddings,
+            "responses" => ClientApi::Responses,
+            "messages" | "anthropic" => ClientApi::Messages,
+            "count-tokens" => ClientApi::CountTokens,
+            "gemini" | "generate-content" => ClientApi::GeminiGenerate,
+            "gemini-count-tokens" => ClientApi::GeminiCountTokens,
+            _ => return None,
+        })
+    }
+
+    /// The protocol family of the client: what its errors look like.
+    pub fn client_protocol(self) -> Protocol {
+        match self {
+            ClientApi::Messages | ClientApi::CountTokens => Protocol::Anthropic,
+            ClientApi::GeminiGenerate | ClientApi::GeminiCountTokens => Protocol::Gemini,
+            _ => Protocol::OpenAi,
+        }
+    }
+
+    /// The wire format of a chat-like API; `None` for embeddings and
+    /// legacy completions, which are never translated.
+    pub fn wire(self) -> Option<WireFormat> {
+        match self {
+            ClientApi::Chat => Some(WireFormat::Chat),
+            ClientApi::Responses => Some(WireFormat::Responses),
+            ClientApi::Messages | ClientApi::CountTokens => Some(WireFormat::Anthropic),
+            ClientApi::GeminiGenerate | ClientApi::GeminiCountTokens => Some(WireFormat::Gemini),
+            ClientApi::Completions | ClientApi::Embeddings => None,
+        }
+    }
+
+    /// Whether this API counts tokens rather than generating.
+    pub fn counts_tokens(self) -> bool {
+        matches!(self, ClientApi::CountTokens | ClientApi::GeminiCountTokens)
+    }
+}
+
+/// How a target of some protocol serves a client API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// The provider speaks the client's API: bytes pass unchanged but for
+    /// `model`.
+    PassThrough,
+    /// Translated from the client's format to the provider's.
+    Translate { from: WireFormat, to: WireFormat },
+    /// Token counting answered by the gateway's own tokenizer (the
+    /// provider has no such endpoint in its protocol).
+    CountLocally,
+    /// The provider's protocol has no such API.
+    Unsupported,
+}
+
+impl fmt::Display for Serving {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Serving::PassThrough => f.write_str("passes through"),
+            Serving::Translate { from, to } => write!(f, "translated from {from} to {to}"),
+            Serving::CountLocally => f.write_str("counted by the gateway's tokenizer"),
+            Serving::Unsupported => f.write_str("not served by this protocol"),
+        }
+    }
+}
+
+/// The wire format a provider protocol is sent chat requests in when the
+/// client's API is not its own.
+pub fn provider_wire(p: Protocol) -> WireFormat {
+    match p {
+        // Responses keeps OpenAI's reasoning items (encrypted content).
+        Protocol::OpenAi => WireFormat::Responses,
+        Protocol::OpenAiChat => WireFormat::Chat,
+        Protocol::Anthropic => WireFormat::Anthropic,
+        Protocol::Gemini => WireFormat::Gemini,
+    }
+}
+
+/// How a provider of protocol `p` serves `api`.
+pub fn serving(api: ClientApi, p: Protocol) -> Serving {
+    use ClientApi as A;
+    use Protocol as P;
+    match (api, p) {
+        (A::Chat | A::Completions | A::Embeddings | A::Responses, P::OpenAi)
+        | (A::Chat | A::Completions | A::Embeddings, P::OpenAiChat)
+        | (A::Messages | A::CountTokens, P::Anthropic)
+        | (A::GeminiGenerate | A::GeminiCountTokens, P::Gemini) => Serving::PassThrough,
+        (A::Completions | A::Embeddings, _) => Serving::Unsupported,
+        (A::CountTokens | A::GeminiCountTokens, P::Anthropic | P::Gemini) => Serving::Translate {
+            from: api.wire().unwrap_or(WireFormat::Chat),
+            to: provider_wire(p),
+        },
+        (A::CountTokens | A::GeminiCountTokens, P::OpenAi | P::OpenAiChat) => Serving::CountLocally,
+        (A::Chat | A::Responses | A::Messages | A::GeminiGenerate, _) => {
+            Serving::Translate {
+                from: api.wire().unwrap_or(WireFormat::Chat),
+                to: provider_wire(p),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_chat_api_reaches_every_protocol() {
+        for api in [
+            ClientApi::Chat,
+            ClientApi::Responses,
+            ClientApi::Messages,
+            ClientApi::GeminiGenerate,
+        ] {
+            for p in Protocol::ALL {
+                assert_ne!(serving(api, p), Serving::Unsupported, "{api:?} {p:?}");
+            }
+        }
+        assert_eq!(
+            serving(ClientApi::Responses, Protocol::OpenAi),
+            Serving::PassThrough
+        );
+        assert_eq!(
+            serving(ClientApi::Responses, Protocol::OpenAiChat),
+            Serving::Translate {
+                from: WireFormat::Responses,
+                to: WireFormat::Chat
+            }
+        );
+        assert_eq!(
+            serving(ClientApi::Messages, Protocol::OpenAi),
+            Serving::Translate {
+                from: WireFormat::Anthropic,
+                to: WireFormat::Responses
+            }
+        );
+        assert_eq!(
+            serving(ClientApi::Embeddings, Protocol::Anthropic),
+            Serving::Unsupported
+        );
+        assert_eq!(
+            serving(ClientApi::CountTokens, Protocol::OpenAiChat),
+            Serving::CountLocally
+        );
+        assert_eq!(
+            serving(ClientApi::GeminiCountTokens, Protocol::Anthropic),
+            Serving::Translate {
+                from: WireFormat::Gemini,
+                to: WireFormat::Anthropic
+            }
+        );
+    }
+}
