@@ -164,10 +164,16 @@ stage_deploy_checks() {
 # in the venv holds the file's hash). The cluster tests (test_cluster.py) put
 # Debian's nginx in front of several data planes: it is installed when
 # missing, and its path exported as LLMGW_NGINX; they also use psql (from
-# PostgreSQL, scripts/pg.sh) to create their databases.
+# PostgreSQL, scripts/pg.sh) to create their databases. The agent tests
+# (test_agents.py) run Claude Code and the Codex CLI from tests/agents, which
+# tests/agents/ensure-deps.sh installs (npm ci, when the lock file changed);
+# their paths are exported as LLMGW_CLAUDE and LLMGW_CODEX.
 stage_python_sdk() {
     local venv="$ROOT/.venv" req="$ROOT/tests/python/requirements.txt"
     local stamp="$ROOT/.venv/.llmgw-requirements.sha256" want
+    bash tests/agents/ensure-deps.sh
+    export LLMGW_CLAUDE="$ROOT/tests/agents/node_modules/.bin/claude"
+    export LLMGW_CODEX="$ROOT/tests/agents/node_modules/.bin/codex"
     if ! llmgw_find_nginx >/dev/null; then
         printf 'installing nginx (apt-get)\n'
         llmgw_apt_install "$STATE_DIR/apt-nginx.log" nginx || llmgw_die "cannot install nginx"

@@ -138,17 +138,27 @@ pub enum Command {
 
 // ---------- providers ----------
 
+/// A provider's wire protocol; the names are those of `llmgw_core::Protocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Protocol {
+    /// The whole OpenAI API (Chat Completions, Responses, embeddings).
     Openai,
+    /// OpenAI-compatible servers with Chat Completions only (vLLM, Ollama,
+    /// DeepSeek, Groq); Responses clients are translated to Chat.
+    OpenaiChat,
+    /// Anthropic Messages.
     Anthropic,
+    /// Google Gemini (generateContent).
+    Gemini,
 }
 
 impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Openai => "openai",
+            Protocol::OpenaiChat => "openai-chat",
             Protocol::Anthropic => "anthropic",
+            Protocol::Gemini => "gemini",
         }
     }
 }
@@ -187,10 +197,13 @@ pub struct NameArg {
 pub struct ProviderAddArgs {
     /// Name of the new provider, used in model targets.
     pub name: String,
-    /// Wire protocol the upstream speaks.
+    /// Wire protocol the upstream speaks; requests in another client
+    /// protocol are translated to it.
     #[arg(long, value_enum)]
     pub protocol: Protocol,
-    /// Base URL of the upstream API, e.g. https://api.openai.com/v1.
+    /// Base URL of the upstream API, e.g. https://api.openai.com/v1,
+    /// https://api.anthropic.com/v1 or
+    /// https://generativelanguage.googleapis.com/v1beta.
     #[arg(long, value_name = "URL")]
     pub base_url: String,
     /// API key for the upstream; stored encrypted and shown masked.
@@ -278,6 +291,25 @@ impl Strategy {
     }
 }
 
+/// What translation does with a request feature the target's protocol
+/// cannot express.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Translation {
+    /// Refuse the request, naming the feature.
+    Strict,
+    /// Drop the feature (the request log lists it) and go on.
+    Lenient,
+}
+
+impl Translation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Translation::Strict => "strict",
+            Translation::Lenient => "lenient",
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub enum ModelCmd {
     /// Create a model.
@@ -337,9 +369,21 @@ pub struct ModelOpts {
     /// Price of output tokens, US dollars per 1M tokens.
     #[arg(long, value_name = "Y", value_parser = parse_price, requires = "price_input")]
     pub price_output: Option<f64>,
-    /// Price of cached input tokens, US dollars per 1M tokens.
+    /// Price of cached input tokens (cache reads), US dollars per 1M tokens.
     #[arg(long, value_name = "Z", value_parser = parse_price, requires = "price_input")]
     pub price_cached_input: Option<f64>,
+    /// Price of tokens written to a prompt cache, US dollars per 1M tokens;
+    /// 0 or absent charges them at the input price.
+    #[arg(long, value_name = "W", value_parser = parse_price, requires = "price_input")]
+    pub price_cache_write: Option<f64>,
+    /// max_tokens sent to targets that require it (Anthropic) when the
+    /// client gives none; absent means the data plane's default.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub default_max_tokens: Option<u32>,
+    /// What translation does with a request feature the target's protocol
+    /// cannot express [default: strict].
+    #[arg(long, value_enum)]
+    pub translation: Option<Translation>,
 }
 
 #[derive(Args)]
@@ -380,9 +424,25 @@ pub struct ModelChanges {
     /// Price of output tokens, US dollars per 1M tokens.
     #[arg(long, value_name = "Y", value_parser = parse_price, requires = "price_input")]
     pub price_output: Option<f64>,
-    /// Price of cached input tokens, US dollars per 1M tokens.
+    /// Price of cached input tokens (cache reads), US dollars per 1M tokens.
     #[arg(long, value_name = "Z", value_parser = parse_price, requires = "price_input")]
     pub price_cached_input: Option<f64>,
+    /// Price of tokens written to a prompt cache, US dollars per 1M tokens;
+    /// 0 or absent charges them at the input price.
+    #[arg(long, value_name = "W", value_parser = parse_price, requires = "price_input")]
+    pub price_cache_write: Option<f64>,
+    /// max_tokens sent to targets that require it (Anthropic) when the
+    /// client gives none.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..),
+          conflicts_with = "clear_default_max_tokens")]
+    pub default_max_tokens: Option<u32>,
+    /// Remove the default max_tokens, so the data plane's default applies.
+    #[arg(long)]
+    pub clear_default_max_tokens: bool,
+    /// What translation does with a request feature the target's protocol
+    /// cannot express.
+    #[arg(long, value_enum)]
+    pub translation: Option<Translation>,
     /// Enable the model.
     #[arg(long, visible_alias = "enabled", conflicts_with = "disable")]
     pub enable: bool,
@@ -601,9 +661,49 @@ pub struct RouteExplainArgs {
     /// {"model": MODEL}.
     #[arg(long, value_name = "FILE")]
     pub body: Option<String>,
-    /// Protocol of the client's request.
-    #[arg(long, value_enum, default_value_t = Protocol::Openai)]
-    pub protocol: Protocol,
+    /// The API the client calls; the SERVING column then says, per target,
+    /// whether the request passes through or is translated, and to what.
+    #[arg(long, value_enum, alias = "protocol", default_value_t = ClientApi::Chat)]
+    pub api: ClientApi,
+}
+
+/// A client API on the data plane, as `llmgw_core::serving::ClientApi`
+/// names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClientApi {
+    /// POST /v1/chat/completions
+    #[value(alias = "openai")]
+    Chat,
+    /// POST /v1/responses
+    Responses,
+    /// POST /v1/messages (Anthropic)
+    #[value(alias = "anthropic")]
+    Messages,
+    /// POST /v1beta/models/{model}:generateContent
+    Gemini,
+    /// POST /v1/embeddings
+    Embeddings,
+    /// POST /v1/completions
+    Completions,
+    /// POST /v1/messages/count_tokens
+    CountTokens,
+    /// POST /v1beta/models/{model}:countTokens
+    GeminiCountTokens,
+}
+
+impl ClientApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientApi::Chat => "chat",
+            ClientApi::Responses => "responses",
+            ClientApi::Messages => "messages",
+            ClientApi::Gemini => "gemini",
+            ClientApi::Embeddings => "embeddings",
+            ClientApi::Completions => "completions",
+            ClientApi::CountTokens => "count-tokens",
+            ClientApi::GeminiCountTokens => "gemini-count-tokens",
+        }
+    }
 }
 
 // ---------- value parsers ----------
@@ -816,8 +916,8 @@ mod tests {
             "a:b",
             "--key",
             "team",
-            "--protocol",
-            "anthropic",
+            "--api",
+            "count-tokens",
         ])
         .unwrap();
         let Command::Route(RouteCmd::Explain(e)) = cli.command else {
@@ -827,8 +927,150 @@ mod tests {
         assert_eq!(e.headers.len(), 2);
         assert_eq!(e.headers[0].value, "gold");
         assert_eq!(e.key.as_deref(), Some("team"));
-        assert_eq!(e.protocol, Protocol::Anthropic);
+        assert_eq!(e.api, ClientApi::CountTokens);
         assert!(Cli::try_parse_from(["llmgw", "route", "explain"]).is_err());
+        let api = |args: &[&str]| {
+            let mut all = vec!["llmgw", "route", "explain", "m"];
+            all.extend_from_slice(args);
+            match Cli::try_parse_from(all).map(|c| c.command) {
+                Ok(Command::Route(RouteCmd::Explain(e))) => Ok(e.api),
+                Ok(_) => panic!("wrong command"),
+                Err(e) => Err(e),
+            }
+        };
+        assert_eq!(api(&[]).unwrap(), ClientApi::Chat);
+        // The names of before --api: --protocol openai|anthropic.
+        assert_eq!(
+            api(&["--protocol", "anthropic"]).unwrap(),
+            ClientApi::Messages
+        );
+        assert_eq!(api(&["--api", "openai"]).unwrap(), ClientApi::Chat);
+        assert!(api(&["--api", "vertex"]).is_err());
+        // Every name is one the control plane's ClientApi::parse knows.
+        for v in ClientApi::value_variants() {
+            let name = v.to_possible_value().unwrap();
+            assert_eq!(name.get_name(), v.as_str());
+            assert_eq!(api(&["--api", v.as_str()]).unwrap(), *v);
+        }
+    }
+
+    #[test]
+    fn provider_protocols() {
+        let protocol = |p: &str| match Cli::try_parse_from([
+            "llmgw",
+            "provider",
+            "add",
+            "p",
+            "--protocol",
+            p,
+            "--base-url",
+            "http://x",
+        ])
+        .map(|c| c.command)
+        {
+            Ok(Command::Provider(ProviderCmd::Add(a))) => Ok(a.protocol),
+            Ok(_) => panic!("wrong command"),
+            Err(e) => Err(e),
+        };
+        for (name, want) in [
+            ("openai", Protocol::Openai),
+            ("openai-chat", Protocol::OpenaiChat),
+            ("anthropic", Protocol::Anthropic),
+            ("gemini", Protocol::Gemini),
+        ] {
+            let got = protocol(name).unwrap();
+            assert_eq!(got, want);
+            assert_eq!(got.as_str(), name);
+        }
+        let err = protocol("vertex").err().unwrap();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("openai-chat"), "{err}");
+        let cli = Cli::try_parse_from([
+            "llmgw",
+            "provider",
+            "update",
+            "p",
+            "--protocol",
+            "openai-chat",
+        ])
+        .unwrap();
+        let Command::Provider(ProviderCmd::Update(u)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(u.changes.protocol, Some(Protocol::OpenaiChat));
+    }
+
+    #[test]
+    fn model_translation_options() {
+        let cli = Cli::try_parse_from([
+            "llmgw",
+            "model",
+            "add",
+            "m",
+            "--target",
+            "a",
+            "--default-max-tokens",
+            "8192",
+            "--translation",
+            "lenient",
+            "--price-input",
+            "3",
+            "--price-output",
+            "15",
+            "--price-cached-input",
+            "0.3",
+            "--price-cache-write",
+            "3.75",
+        ])
+        .unwrap();
+        let Command::Model(ModelCmd::Add(a)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(a.common.default_max_tokens, Some(8192));
+        assert_eq!(a.common.translation, Some(Translation::Lenient));
+        assert_eq!(a.common.price_cache_write, Some(3.75));
+        assert_eq!(a.common.price_cached_input, Some(0.3));
+        let add = |extra: &[&str]| {
+            let mut all = vec!["llmgw", "model", "add", "m", "--target", "a"];
+            all.extend_from_slice(extra);
+            Cli::try_parse_from(all)
+        };
+        assert!(add(&["--default-max-tokens", "0"]).is_err());
+        assert!(add(&["--translation", "loose"]).is_err());
+        // A cache-write price needs the input and output prices.
+        assert!(add(&["--price-cache-write", "1"]).is_err());
+
+        let update = |extra: &[&str]| {
+            let mut all = vec!["llmgw", "model", "update", "m"];
+            all.extend_from_slice(extra);
+            match Cli::try_parse_from(all).map(|c| c.command) {
+                Ok(Command::Model(ModelCmd::Update(u))) => Ok(u.changes),
+                Ok(_) => panic!("wrong command"),
+                Err(e) => Err(e),
+            }
+        };
+        // Each is a change on its own.
+        assert_eq!(
+            update(&["--translation", "strict"]).unwrap().translation,
+            Some(Translation::Strict)
+        );
+        assert_eq!(
+            update(&["--default-max-tokens", "1024"])
+                .unwrap()
+                .default_max_tokens,
+            Some(1024)
+        );
+        assert!(
+            update(&["--clear-default-max-tokens"])
+                .unwrap()
+                .clear_default_max_tokens
+        );
+        assert!(update(&[
+            "--default-max-tokens",
+            "1",
+            "--clear-default-max-tokens"
+        ])
+        .is_err());
     }
 
     #[test]

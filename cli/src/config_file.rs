@@ -106,7 +106,7 @@ mod tests {
         GatewayConfig {
             providers: vec![ProviderConfig {
                 name: "openai".into(),
-                protocol: "openai".into(),
+                protocol: "openai-chat".into(),
                 base_url: "https://api.openai.com/v1".into(),
                 api_key: "****abcd".into(),
                 headers: [
@@ -127,6 +127,7 @@ mod tests {
                     input_per_mtok: 2.5,
                     output_per_mtok: 10.0,
                     cached_input_per_mtok: 1.25,
+                    cache_write_per_mtok: 3.125,
                 }),
                 enabled: true,
                 targets: vec![
@@ -152,9 +153,12 @@ mod tests {
                             input_per_mtok: 0.5,
                             output_per_mtok: 0.75,
                             cached_input_per_mtok: 0.0,
+                            cache_write_per_mtok: 0.0,
                         }),
                     },
                 ],
+                default_max_tokens: Some(8192),
+                translation: "lenient".into(),
             }],
             api_keys: vec![ApiKeyConfig {
                 name: "ci".into(),
@@ -179,6 +183,48 @@ mod tests {
         assert_eq!(back, cfg);
         // Export output is stable.
         assert_eq!(to_yaml(&back).unwrap(), yaml);
+    }
+
+    #[test]
+    fn translation_settings_are_plain_yaml() {
+        let yaml = to_yaml(&sample()).unwrap();
+        assert!(yaml.contains("protocol: openai-chat"), "{yaml}");
+        assert!(yaml.contains("translation: lenient"), "{yaml}");
+        assert!(yaml.contains("default_max_tokens: 8192"), "{yaml}");
+        assert!(yaml.contains("cache_write_per_mtok: 3.125"), "{yaml}");
+    }
+
+    #[test]
+    fn files_from_before_translation_still_parse() {
+        // An export written before gemini/openai-chat, default_max_tokens,
+        // translation and cache-write prices existed.
+        let text = "\
+providers:
+  - name: openai
+    protocol: openai
+    base_url: https://api.openai.com/v1
+    enabled: true
+models:
+  - name: gpt
+    strategy: priority
+    prices:
+      input_per_mtok: 2.5
+      output_per_mtok: 10
+      cached_input_per_mtok: 1.25
+    enabled: true
+    targets:
+      - provider: openai
+        upstream_model: gpt-4o
+        weight: 1
+        enabled: true
+";
+        let cfg = parse(text, "old.yaml").unwrap();
+        assert_eq!(cfg.providers[0].protocol, "openai");
+        let m = &cfg.models[0];
+        assert_eq!(m.default_max_tokens, None);
+        // Empty: the control plane reads it as strict.
+        assert_eq!(m.translation, "");
+        assert_eq!(m.prices.unwrap().cache_write_per_mtok, 0.0);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
+use llmgw_core::table::Translation;
 use llmgw_core::{keys, validate, Protocol, Strategy};
 use llmgw_proto::v1 as pb;
 use rand::RngCore;
@@ -106,11 +107,17 @@ fn strategy(s: &str) -> Result<Strategy, Status> {
     Strategy::from_str(s).map_err(|e| Status::invalid_argument(e.0))
 }
 
-fn prices(p: Option<&pb::Prices>) -> Prices {
+/// A model's translation mode; empty means `strict`.
+pub fn translation(s: &str) -> Result<Translation, StoreError> {
+    Translation::from_str(s.trim()).map_err(StoreError::from)
+}
+
+pub fn prices(p: Option<&pb::Prices>) -> Prices {
     p.map_or_else(Prices::default, |p| Prices {
         input: p.input_per_mtok,
         output: p.output_per_mtok,
         cached_input: p.cached_input_per_mtok,
+        cache_write: p.cache_write_per_mtok,
     })
 }
 
@@ -168,6 +175,8 @@ pub fn model_pb(row: &ModelRow) -> pb::Model {
         targets: s.targets.iter().map(target_pb).collect(),
         created_at: rfc3339(Some(row.created_at)),
         updated_at: rfc3339(Some(row.updated_at)),
+        default_max_tokens: s.default_max_tokens,
+        translation: s.translation.as_str().to_string(),
     }
 }
 
@@ -328,6 +337,8 @@ impl pb::admin_server::Admin for AdminService {
             prices: prices(r.prices.as_ref()),
             enabled: r.enabled.unwrap_or(true),
             targets: targets_from_pb(&r.targets)?,
+            default_max_tokens: r.default_max_tokens,
+            translation: translation(&r.translation).map_err(status)?,
         };
         let row = self
             .write(move |store, tx| {
@@ -369,6 +380,12 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::Model>, Status> {
         let r = request.into_inner();
         let strat = r.strategy.as_deref().map(strategy).transpose()?;
+        let mode = r
+            .translation
+            .as_deref()
+            .map(translation)
+            .transpose()
+            .map_err(status)?;
         let targets = r
             .targets
             .as_ref()
@@ -398,6 +415,15 @@ impl pb::admin_server::Admin for AdminService {
                     }
                     if let Some(t) = targets {
                         spec.targets = t;
+                    }
+                    if r.clear_default_max_tokens {
+                        spec.default_max_tokens = None;
+                    }
+                    if let Some(n) = r.default_max_tokens {
+                        spec.default_max_tokens = Some(n);
+                    }
+                    if let Some(t) = mode {
+                        spec.translation = t;
                     }
                     store.update_model(tx, &spec).await?;
                     store.model(tx, &spec.name).await

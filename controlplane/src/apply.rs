@@ -13,10 +13,9 @@ use llmgw_proto::v1 as pb;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::AnyConnection;
 
-use crate::admin::{keep_masked, shown_headers, target_pb, targets_from_pb};
+use crate::admin::{keep_masked, shown_headers, target_pb, targets_from_pb, translation};
 use crate::store::{
-    parse_rfc3339, rfc3339, ConfigState, KeySpec, ModelSpec, Prices, ProviderSpec, Store,
-    StoreError,
+    parse_rfc3339, rfc3339, ConfigState, KeySpec, ModelSpec, ProviderSpec, Store, StoreError,
 };
 
 pub fn export(state: &ConfigState) -> pb::GatewayConfig {
@@ -51,6 +50,8 @@ pub fn export(state: &ConfigState) -> pb::GatewayConfig {
                     prices: Some(crate::hub::prices(s.prices)),
                     enabled: s.enabled,
                     targets: s.targets.iter().map(target_pb).collect(),
+                    default_max_tokens: s.default_max_tokens,
+                    translation: s.translation.as_str().to_string(),
                 }
             })
             .collect(),
@@ -122,7 +123,8 @@ fn provider_spec(
     let headers = keep_masked(headers, stored.map_or(&no_headers, |s| &s.headers), &c.name)?;
     Ok(ProviderSpec {
         name: c.name.clone(),
-        protocol: Protocol::from_str(&c.protocol)?,
+        protocol: Protocol::from_str(c.protocol.trim())
+            .map_err(|e| StoreError::Invalid(format!("provider '{}': {e}", c.name)))?,
         base_url: c.base_url.trim().trim_end_matches('/').to_string(),
         api_key: resolve_secret(
             &format!("api_key of provider '{}'", c.name),
@@ -172,20 +174,21 @@ fn provider_diff(old: &ProviderSpec, new: &ProviderSpec) -> Vec<String> {
 }
 
 fn model_spec(c: &pb::ModelConfig) -> Result<ModelSpec, StoreError> {
-    let p = c.prices.unwrap_or_default();
+    let in_model = |e: StoreError| match e {
+        StoreError::Invalid(m) => StoreError::Invalid(format!("model '{}': {m}", c.name)),
+        other => other,
+    };
     Ok(ModelSpec {
         name: c.name.clone(),
         strategy: Strategy::from_str(&c.strategy)?,
         max_attempts: c.max_attempts,
         retry_delay_ms: c.retry_delay_ms,
-        prices: Prices {
-            input: p.input_per_mtok,
-            output: p.output_per_mtok,
-            cached_input: p.cached_input_per_mtok,
-        },
+        prices: crate::admin::prices(c.prices.as_ref()),
         enabled: c.enabled,
         targets: targets_from_pb(&c.targets)
             .map_err(|s| StoreError::Invalid(s.message().to_string()))?,
+        default_max_tokens: c.default_max_tokens,
+        translation: translation(&c.translation).map_err(in_model)?,
     })
 }
 
@@ -208,6 +211,18 @@ fn model_diff(old: &ModelSpec, new: &ModelSpec) -> Vec<String> {
     }
     if old.prices != new.prices {
         d.push(format!("prices: {:?} -> {:?}", old.prices, new.prices));
+    }
+    if old.default_max_tokens != new.default_max_tokens {
+        d.push(format!(
+            "default_max_tokens: {:?} -> {:?}",
+            old.default_max_tokens, new.default_max_tokens
+        ));
+    }
+    if old.translation != new.translation {
+        d.push(format!(
+            "translation: {} -> {}",
+            old.translation, new.translation
+        ));
     }
     if old.enabled != new.enabled {
         d.push(format!("enabled: {} -> {}", old.enabled, new.enabled));

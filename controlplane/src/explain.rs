@@ -94,15 +94,14 @@ pub fn explain(
                 true,
                 u32::try_from(*order).unwrap_or(u32::MAX),
                 if *ejected {
-                    format!("kept, moved back as an outlier; {}", d.serving)
+                    "kept, moved back as an outlier".to_string()
                 } else if *order == 0 {
-                    format!("kept: tried first ({} strategy); {}", model.strategy, d.serving)
+                    format!("kept: tried first ({} strategy)", model.strategy)
                 } else {
                     format!(
-                        "kept: attempt order {} ({} strategy); {}",
+                        "kept: attempt order {} ({} strategy)",
                         order + 1,
-                        model.strategy,
-                        d.serving
+                        model.strategy
                     )
                 },
             ),
@@ -121,6 +120,7 @@ pub fn explain(
             kept,
             order,
             reason,
+            serving: d.serving.to_string(),
         });
     }
     if plan.order.is_empty() {

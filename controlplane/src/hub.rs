@@ -201,6 +201,8 @@ pub fn build_snapshot(state: ConfigState) -> Result<pb::Snapshot, StoreError> {
                         prices: t.prices.map(prices),
                     })
                     .collect(),
+                default_max_tokens: s.default_max_tokens,
+                translation: s.translation.as_str().to_string(),
             }
         })
         .collect();
@@ -251,5 +253,6 @@ pub fn prices(p: crate::store::Prices) -> pb::Prices {
         input_per_mtok: p.input,
         output_per_mtok: p.output,
         cached_input_per_mtok: p.cached_input,
+        cache_write_per_mtok: p.cache_write,
     }
 }

@@ -493,6 +493,177 @@ both! {
     }
 }
 
+/// A request translated from Anthropic Messages to an OpenAI-compatible
+/// upstream, with every field of protocol translation set.
+fn translated_rec(n: u32, t: i64) -> pb::RequestLog {
+    let mut r = rec(n, t);
+    r.protocol = "anthropic".into();
+    r.path = "/v1/messages".into();
+    r.upstream_protocol = "openai-chat".into();
+    r.translated = true;
+    r.request_body = r#"{"model":"m-a","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#.into();
+    r.request_body_truncated = false;
+    r.upstream_request_body = format!(
+        r#"{{"model":"up-a","max_tokens":64,"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "hi ".repeat(3000)
+    );
+    r.upstream_request_body_truncated = true;
+    r.response_body = r#"{"type":"message","content":[]}"#.into();
+    r.dropped_fields = vec![
+        "metadata.user_id".into(),
+        "messages[0].content[1].cache_control".into(),
+        "top_k".into(),
+    ];
+    r.input_tokens = 120;
+    r.cache_read_tokens = 1000;
+    r.cache_creation_tokens = 300;
+    r.output_tokens = 80;
+    r.reasoning_tokens = 50;
+    r.usage_source = "reported".into();
+    r.cost = 0.0042;
+    r
+}
+
+both! {
+    async fn translation_fields_are_stored_and_read_back(db: Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        let mut admin = cp.admin();
+        let mut followed = admin
+            .follow_logs(pb::FollowLogsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let t0 = t0();
+        let translated = translated_rec(1, t0);
+        // Passed through: nothing of translation set.
+        let mut passed = rec(2, t0 + 1);
+        passed.protocol = "openai-chat".into();
+        passed.upstream_protocol = "openai".into();
+        passed.request_body = r#"{"model":"m-a","messages":[]}"#.into();
+        // A count_tokens request answered by the data plane itself.
+        let mut counted = rec(3, t0 + 2);
+        counted.protocol = "gemini".into();
+        counted.path = "/v1beta/models/m-a:countTokens".into();
+        counted.count_source = "local".into();
+        counted.usage_source = "estimated".into();
+        counted.input_tokens = 17;
+        counted.provider = "llmgw".into();
+        counted.attempts.clear();
+        // A NUL in a dropped field is stored as U+FFFD, like other text.
+        let mut nul = translated_rec(4, t0 + 3);
+        nul.dropped_fields = vec!["a\0b".into()];
+        // Implausible values are quarantined, not stored.
+        let mut many_dropped = translated_rec(5, t0 + 4);
+        many_dropped.dropped_fields = (0..1001).map(|i| format!("f{i}")).collect();
+        let mut absurd_reasoning = translated_rec(6, t0 + 5);
+        absurd_reasoning.reasoning_tokens = u64::MAX;
+        let mut long_protocol = translated_rec(7, t0 + 6);
+        long_protocol.upstream_protocol = "p".repeat(2000);
+
+        let acks = ship(
+            &mut cp.logs(),
+            vec![batch(
+                7,
+                vec![
+                    translated.clone(),
+                    passed.clone(),
+                    counted.clone(),
+                    nul,
+                    many_dropped,
+                    absurd_reasoning,
+                    long_protocol,
+                ],
+            )],
+        )
+        .await;
+        let mut quarantined = acks[0].quarantined_ids.clone();
+        quarantined.sort();
+        assert_eq!(quarantined, [id(5), id(6), id(7)]);
+        let reasons: Vec<String> = sqlx::query_scalar("SELECT reason FROM log_quarantine ORDER BY id")
+            .fetch_all(cp.running.store().pool())
+            .await
+            .unwrap();
+        assert!(reasons[0].contains("dropped_fields"), "{reasons:?}");
+        assert!(reasons[1].contains("reasoning_tokens"), "{reasons:?}");
+        assert!(reasons[2].contains("upstream_protocol"), "{reasons:?}");
+
+        // GetLog gives back every field as sent.
+        for sent in [&translated, &passed, &counted] {
+            let got = admin
+                .get_log(pb::GetLogRequest { id: sent.id.clone() })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut want = sent.clone();
+            want.node_id = "node-1".into();
+            want.time = llmgw_controlplane::logs::format_time(want.time_ms);
+            assert_eq!(got, want);
+        }
+        let got = admin
+            .get_log(pb::GetLogRequest { id: id(4) })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.dropped_fields, ["a\u{FFFD}b"]);
+
+        // Stored as columns: the dropped fields a JSON array, flags 0/1.
+        let row = sqlx::query(
+            "SELECT upstream_protocol, translated, upstream_request_body_truncated, \
+             dropped_fields, reasoning_tokens, cache_creation_tokens, count_source \
+             FROM request_logs WHERE id = $1",
+        )
+        .bind(id(1))
+        .fetch_one(cp.running.store().pool())
+        .await
+        .unwrap();
+        assert_eq!(row.get::<String, _>("upstream_protocol"), "openai-chat");
+        assert_eq!(row.get::<i64, _>("translated"), 1);
+        assert_eq!(row.get::<i64, _>("upstream_request_body_truncated"), 1);
+        assert_eq!(
+            row.get::<String, _>("dropped_fields"),
+            r#"["metadata.user_id","messages[0].content[1].cache_control","top_k"]"#
+        );
+        assert_eq!(row.get::<i64, _>("reasoning_tokens"), 50);
+        assert_eq!(row.get::<i64, _>("cache_creation_tokens"), 300);
+        assert_eq!(row.get::<String, _>("count_source"), "");
+        let passed_dropped: String =
+            sqlx::query_scalar("SELECT dropped_fields FROM request_logs WHERE id = $1")
+                .bind(id(2))
+                .fetch_one(cp.running.store().pool())
+                .await
+                .unwrap();
+        assert_eq!(passed_dropped, "[]");
+
+        // Lists carry the new fields but no bodies, the upstream's included.
+        let all = list(&mut admin, pb::ListLogsRequest::default()).await;
+        assert_eq!(
+            all.records.iter().map(|r| number(&r.id)).collect::<Vec<_>>(),
+            [4, 3, 2, 1]
+        );
+        let listed = &all.records[3];
+        let mut want = llmgw_controlplane::logs::strip_details(translated.clone());
+        want.node_id = "node-1".into();
+        want.time = llmgw_controlplane::logs::format_time(want.time_ms);
+        assert_eq!(listed, &want);
+        assert!(listed.upstream_request_body.is_empty());
+        assert!(listed.upstream_request_body_truncated);
+        assert_eq!(listed.dropped_fields.len(), 3);
+        assert_eq!(all.records[1].count_source, "local");
+        assert_eq!(all.records[2].upstream_protocol, "openai");
+        assert!(!all.records[2].translated);
+
+        // So does FollowLogs.
+        let first = tokio::time::timeout(WAIT, followed.message())
+            .await
+            .expect("no record followed")
+            .unwrap()
+            .unwrap();
+        assert_eq!(first, want);
+        cp.shutdown().await;
+    }
+}
+
 // ---------------------------------------------------------------------------
 // queries
 // ---------------------------------------------------------------------------
@@ -1278,6 +1449,11 @@ async fn postgres_upgrade_moves_existing_logs_into_partitions() {
         let got = admin.get_log(pb::GetLogRequest { id: id(2) }).await.unwrap().into_inner();
         assert_eq!(got.attempts.len(), 1);
         assert_eq!(got.attempts[0].latency_ms, 5);
+        // Partitions made before 0005 have its columns, with their defaults.
+        assert_eq!(got.upstream_protocol, "");
+        assert!(!got.translated);
+        assert!(got.dropped_fields.is_empty());
+        assert_eq!((got.reasoning_tokens, got.count_source.as_str()), (0, ""));
         cp.shutdown().await;
     })
     .await;

@@ -15,6 +15,7 @@ use llmgw_controlplane::hub::build_snapshot;
 use llmgw_controlplane::secrets::{generate_master_key, Sealer};
 use llmgw_controlplane::settings::GlobalSettings;
 use llmgw_controlplane::store::{ModelSpec, Prices, ProviderSpec, Store, StoreError};
+use llmgw_core::table::Translation;
 use llmgw_core::{keys, Protocol, RoutingTable, Strategy};
 use llmgw_proto::v1 as pb;
 use secrecy::{ExposeSecret, SecretString};
@@ -78,6 +79,284 @@ both! {
             }
         }
         again.close().await;
+    }
+}
+
+/// Applies only the migrations numbered below `before` to a fresh
+/// database, as a gateway of that release would have left it.
+async fn migrate_up_to(db: &Db, before: i64) -> sqlx::AnyPool {
+    let dir = match db.kind {
+        Kind::Sqlite => "sqlite",
+        Kind::Postgres => "postgres",
+    };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../migrations")
+        .join(dir);
+    let mut old = sqlx::migrate::Migrator::new(path).await.unwrap();
+    old.migrations = old
+        .migrations
+        .iter()
+        .filter(|m| m.version < before)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    sqlx::any::install_default_drivers();
+    let sqlite = db.kind == Kind::Sqlite;
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if sqlite {
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(&db.url)
+        .await
+        .unwrap();
+    old.run(&pool).await.unwrap();
+    pool
+}
+
+both! {
+    async fn migration_to_translation_keeps_every_row(db: Db) {
+        // A configuration stored before protocol translation: two
+        // providers (a third, the newest, was deleted), a model with a
+        // target on each, one with its own prices.
+        let old = migrate_up_to(&db, 4).await;
+        let sealer = Sealer::new(&db.master_key, &[]).unwrap();
+        let key = sealer
+            .seal("sk-old-0123456789", "provider/p-old/api_key_sealed")
+            .unwrap();
+        for (name, protocol, sealed) in [
+            ("p-old", "openai", Some(key.clone())),
+            ("p-ant", "anthropic", None),
+            ("p-deleted", "openai", None),
+        ] {
+            sqlx::query(
+                "INSERT INTO providers (name, protocol, base_url, api_key_sealed, \
+                 timeout_s, stream_usage, enabled, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, 30, 1, 1, 1000, 2000)",
+            )
+            .bind(name)
+            .bind(protocol)
+            .bind(format!("https://{name}.example.com/v1"))
+            .bind(sealed)
+            .execute(&old)
+            .await
+            .unwrap();
+        }
+        let id_of = |name: &'static str| {
+            let old = old.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>("SELECT id FROM providers WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&old)
+                    .await
+                    .unwrap()
+            }
+        };
+        let (old_id, ant_id, deleted_id) =
+            (id_of("p-old").await, id_of("p-ant").await, id_of("p-deleted").await);
+        sqlx::query("DELETE FROM providers WHERE name = 'p-deleted'")
+            .execute(&old)
+            .await
+            .unwrap();
+        // The old schema refused the new protocols.
+        let refused = sqlx::query(
+            "INSERT INTO providers (name, protocol, base_url, created_at, updated_at) \
+             VALUES ('g', 'gemini', 'https://g.example.com', 1, 1)",
+        )
+        .execute(&old)
+        .await;
+        assert!(refused.is_err(), "the old CHECK let gemini in");
+        let model_id: i64 = sqlx::query_scalar(
+            "INSERT INTO models (name, strategy, max_attempts, price_input, price_output, \
+             price_cached_input, enabled, created_at, updated_at) \
+             VALUES ('chat', 'weighted', 2, 1.5, 6.0, 0.25, 1, 1000, 2000) RETURNING id",
+        )
+        .fetch_one(&old)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO model_targets (model_id, position, provider_id, upstream_model, \
+             priority, weight, rules, enabled) VALUES ($1, 0, $2, 'gpt-4o', 0, 3, '', 1)",
+        )
+        .bind(model_id)
+        .bind(old_id)
+        .execute(&old)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO model_targets (model_id, position, provider_id, upstream_model, \
+             priority, weight, rules, enabled, price_input, price_output, price_cached_input) \
+             VALUES ($1, 1, $2, 'claude', 1, 1, '', 1, 3.0, 15.0, 0.3)",
+        )
+        .bind(model_id)
+        .bind(ant_id)
+        .execute(&old)
+        .await
+        .unwrap();
+        old.close().await;
+
+        // Opening the store runs 0004 and later.
+        let store = db.open().await;
+        let p = get_provider(&store, "p-old").await.unwrap();
+        assert_eq!(p.spec.protocol, Protocol::OpenAi);
+        assert_eq!(secret(&p.spec.api_key).as_deref(), Some("sk-old-0123456789"));
+        assert_eq!((p.created_at, p.updated_at), (1000, 2000));
+        assert_eq!(p.spec.timeout_s, 30);
+        assert_eq!(
+            get_provider(&store, "p-ant").await.unwrap().spec.protocol,
+            Protocol::Anthropic
+        );
+        assert_eq!(
+            count(&store, "SELECT id FROM providers WHERE name = 'p-ant'").await,
+            ant_id
+        );
+        assert_eq!(
+            count(&store, "SELECT id FROM providers WHERE name = 'p-old'").await,
+            old_id
+        );
+        let m = get_model(&store, "chat").await.unwrap();
+        assert_eq!(m.spec.strategy, Strategy::Weighted);
+        assert_eq!(m.spec.default_max_tokens, None);
+        assert_eq!(m.spec.translation, Translation::Strict);
+        assert_eq!(
+            m.spec.prices,
+            Prices { input: 1.5, output: 6.0, cached_input: 0.25, cache_write: 0.0 }
+        );
+        let t = &m.spec.targets;
+        assert_eq!(
+            t.iter().map(|t| (t.provider.as_str(), t.upstream_model.as_str(), t.weight)).collect::<Vec<_>>(),
+            [("p-old", "gpt-4o", 3), ("p-ant", "claude", 1)]
+        );
+        assert_eq!(t[0].prices, None);
+        assert_eq!(
+            t[1].prices,
+            Some(Prices { input: 3.0, output: 15.0, cached_input: 0.3, cache_write: 0.0 })
+        );
+
+        // The foreign key still guards the providers, by the same ids.
+        let mut tx = store.begin_write().await.unwrap();
+        assert_err!(store.delete_provider(&mut tx, "p-ant").await, InUse, "chat");
+        drop(tx);
+        let orphan = sqlx::query(
+            "INSERT INTO model_targets (model_id, position, provider_id, upstream_model, \
+             priority, weight) VALUES ($1, 5, 99999, 'x', 0, 1)",
+        )
+        .bind(model_id)
+        .execute(store.pool())
+        .await;
+        assert!(orphan.is_err(), "a target on a missing provider was stored");
+        // A new provider never takes a deleted one's id.
+        create_provider(&store, &provider("p-new")).await;
+        let id = count(&store, "SELECT id FROM providers WHERE name = 'p-new'").await;
+        assert!(id > deleted_id, "new provider got id {id}, at most the deleted {deleted_id}");
+
+        // The new protocols and columns are accepted now.
+        let mut g = provider("p-gem");
+        g.protocol = Protocol::Gemini;
+        create_provider(&store, &g).await;
+        let mut chat = m.spec.clone();
+        chat.translation = Translation::Lenient;
+        chat.default_max_tokens = Some(2048);
+        chat.targets[1].prices = Some(Prices {
+            input: 3.0,
+            output: 15.0,
+            cached_input: 0.3,
+            cache_write: 3.75,
+        });
+        chat.targets.push(target("p-gem", "gemini-2.5-pro"));
+        let mut tx = store.begin_write().await.unwrap();
+        store.update_model(&mut tx, &chat).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(get_model(&store, "chat").await.unwrap().spec, chat);
+        // And the database itself still refuses anything else.
+        let bad = sqlx::query(
+            "INSERT INTO providers (name, protocol, base_url, created_at, updated_at) \
+             VALUES ('v', 'vertex', 'https://v.example.com', 1, 1)",
+        )
+        .execute(store.pool())
+        .await;
+        assert!(bad.is_err(), "the CHECK let vertex in");
+        let bad = sqlx::query("UPDATE models SET translation = 'loose' WHERE name = 'chat'")
+            .execute(store.pool())
+            .await;
+        assert!(bad.is_err(), "the CHECK let a translation mode 'loose' in");
+        store.close().await;
+    }
+}
+
+both! {
+    async fn every_protocol_round_trips(db: Db) {
+        let store = db.open().await;
+        for p in Protocol::ALL {
+            let mut spec = provider(&format!("p-{}", p.as_str()));
+            spec.protocol = p;
+            create_provider(&store, &spec).await;
+            let got = get_provider(&store, &spec.name).await.unwrap();
+            assert_provider_eq(&got.spec, &spec);
+        }
+        // Update moves a provider from one protocol to another.
+        let mut spec = provider("p-openai");
+        spec.protocol = Protocol::OpenAiChat;
+        let mut tx = store.begin_write().await.unwrap();
+        store.update_provider(&mut tx, &spec).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(
+            get_provider(&store, "p-openai").await.unwrap().spec.protocol,
+            Protocol::OpenAiChat
+        );
+        // The snapshot carries each by name and the data plane's table
+        // reads them back.
+        let targets = Protocol::ALL
+            .iter()
+            .map(|p| target(&format!("p-{}", p.as_str()), "m"))
+            .collect();
+        create_model(&store, &model("all", targets)).await;
+        let snap = build_snapshot(store.config_state().await.unwrap()).unwrap();
+        let mut names: Vec<&str> = snap.providers.iter().map(|p| p.protocol.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["anthropic", "gemini", "openai-chat", "openai-chat"]);
+        let table = RoutingTable::try_from(snap).unwrap();
+        assert_eq!(table.providers["p-gemini"].protocol, Protocol::Gemini);
+        store.close().await;
+    }
+}
+
+both! {
+    async fn an_unknown_protocol_is_refused_with_the_choices(db: Db) {
+        let store = db.open().await;
+        let mut desired = pb::GatewayConfig::default();
+        desired.providers.push(pb::ProviderConfig {
+            name: "vx".into(),
+            protocol: "vertex".into(),
+            base_url: "https://vx.example.com".into(),
+            enabled: true,
+            ..Default::default()
+        });
+        let err = run_apply(&store, desired.clone(), false).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("provider 'vx'")
+                && msg.contains("protocol 'vertex' is not supported")
+                && msg.contains("'openai-chat'")
+                && msg.contains("'gemini'"),
+            "{msg}"
+        );
+        assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+        // Older files name protocols the same way and still apply.
+        desired.providers[0].protocol = "openai".into();
+        run_apply(&store, desired, true).await.unwrap();
+        assert_eq!(
+            get_provider(&store, "vx").await.unwrap().spec.protocol,
+            Protocol::OpenAi
+        );
+        store.close().await;
     }
 }
 
@@ -280,7 +559,10 @@ fn rich_model() -> ModelSpec {
         input: 1.25,
         output: 10.0,
         cached_input: 0.125,
+        cache_write: 1.5625,
     };
+    m.default_max_tokens = Some(8192);
+    m.translation = Translation::Lenient;
     let t = &mut m.targets;
     t[0].priority = 2;
     t[0].weight = 3;
@@ -289,6 +571,7 @@ fn rich_model() -> ModelSpec {
         input: 2.5,
         output: 7.5,
         cached_input: 0.0,
+        cache_write: 3.125,
     });
     t[1].priority = -1;
     t[1].weight = 1;
@@ -304,6 +587,7 @@ fn rich_model() -> ModelSpec {
         input: 0.0,
         output: 0.0,
         cached_input: 0.0,
+        cache_write: 0.0,
     });
     m
 }
@@ -353,6 +637,7 @@ both! {
             input: 0.1,
             output: 0.2,
             cached_input: 0.3,
+            cache_write: 0.0,
         });
         create_model(&store, &mixed).await;
         assert_eq!(get_model(&store, "mixed").await.unwrap().spec, mixed);
@@ -364,6 +649,9 @@ both! {
         let mut updated = chat.clone();
         updated.strategy = Strategy::LeastLatency;
         updated.retry_delay_ms = None;
+        updated.default_max_tokens = None;
+        updated.translation = Translation::Strict;
+        updated.prices.cache_write = 0.0;
         updated.targets = vec![target("p-c", "new-1"), target("p-a", "new-2")];
         updated.targets[1].priority = 9;
         let mut tx = store.begin_write().await.unwrap();
@@ -435,8 +723,15 @@ both! {
             input: f64::NAN,
             output: 0.0,
             cached_input: 0.0,
+            cache_write: 0.0,
         });
         cases.push((m, "price"));
+        let mut m = base();
+        m.prices.cache_write = -0.5;
+        cases.push((m, "cache write price"));
+        let mut m = base();
+        m.default_max_tokens = Some(0);
+        cases.push((m, "default_max_tokens must be at least 1"));
 
         for (spec, needle) in &cases {
             let mut tx = store.begin_write().await.unwrap();
@@ -713,6 +1008,7 @@ both! {
             input: 3.0,
             output: 4.0,
             cached_input: 1.0,
+            cache_write: 0.0,
         });
         live.targets[2].enabled = false;
         live.retry_delay_ms = Some(100);
@@ -974,6 +1270,7 @@ async fn populate(store: &Store) {
         input: 0.5,
         output: 1.5,
         cached_input: 0.25,
+        cache_write: 0.0,
     });
     create_model(store, &chat).await;
     create_model(store, &model("embed", vec![target("p-short", "embed-3")])).await;
@@ -1122,6 +1419,7 @@ both! {
                 enabled: true,
                 prices: None,
             }],
+            ..Default::default()
         });
         // Keys: revoke one, delete one, carry a new one by its hash.
         key_cfg(&mut desired, "k-one").revoked = true;
@@ -1387,6 +1685,7 @@ both! {
                     input_per_mtok: 2.5,
                     output_per_mtok: 10.0,
                     cached_input_per_mtok: 1.25,
+                    cache_write_per_mtok: 0.0,
                 }),
                 enabled: true,
                 targets: vec![pb::ModelTarget {
@@ -1398,6 +1697,7 @@ both! {
                     enabled: true,
                     prices: None,
                 }],
+                ..Default::default()
             }],
             providers: vec![pb::ProviderConfig {
                 name: "openai".into(),

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,11 +59,18 @@ impl fmt::Debug for Provider {
     }
 }
 
+/// US dollars per one million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Prices {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
+    /// Input tokens read from a prompt cache.
     pub cached_input_per_mtok: f64,
+    /// Input tokens written to a prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`). 0 means "charge cache writes at the
+    /// input price", so a model priced before this field existed costs
+    /// what it did.
+    pub cache_write_per_mtok: f64,
 }
 
 impl From<&pb::Prices> for Prices {
@@ -71,7 +79,48 @@ impl From<&pb::Prices> for Prices {
             input_per_mtok: p.input_per_mtok,
             output_per_mtok: p.output_per_mtok,
             cached_input_per_mtok: p.cached_input_per_mtok,
+            cache_write_per_mtok: p.cache_write_per_mtok,
         }
+    }
+}
+
+/// What a translation does with a request feature the target's protocol
+/// cannot express (say, `logprobs` sent to Anthropic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Translation {
+    /// Refuse the request with a client error naming the feature.
+    #[default]
+    Strict,
+    /// Drop the feature, note it in the request's log, and go on.
+    Lenient,
+}
+
+impl Translation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Translation::Strict => "strict",
+            Translation::Lenient => "lenient",
+        }
+    }
+}
+
+impl FromStr for Translation {
+    type Err = validate::ValidationError;
+    /// An empty string is the default, `strict`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "" | "strict" => Ok(Translation::Strict),
+            "lenient" => Ok(Translation::Lenient),
+            other => Err(validate::ValidationError(format!(
+                "translation '{other}' is not supported; use 'strict' or 'lenient'"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Translation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -85,6 +134,10 @@ pub struct Model {
     pub prices: Prices,
     /// In priority order.
     pub targets: Vec<Target>,
+    /// `max_tokens` for a target whose protocol requires it (Anthropic)
+    /// when the client gave none; `None` means the data plane's default.
+    pub default_max_tokens: Option<u64>,
+    pub translation: Translation,
 }
 
 #[derive(Debug)]
@@ -305,6 +358,13 @@ fn model(
         .strategy
         .parse()
         .map_err(|e: validate::ValidationError| bad(e.0))?;
+    let translation: Translation = m
+        .translation
+        .parse()
+        .map_err(|e: validate::ValidationError| bad(e.0))?;
+    if m.default_max_tokens == Some(0) {
+        return Err(bad("default_max_tokens must be at least 1"));
+    }
     let prices = m.prices.as_ref().map(Prices::from).unwrap_or_default();
     let mut targets = Vec::with_capacity(m.targets.len());
     for (i, t) in m.targets.into_iter().enumerate() {
@@ -343,6 +403,8 @@ fn model(
             .map_or(settings.retry_delay, |ms| Duration::from_millis(ms.into())),
         prices,
         targets,
+        default_max_tokens: m.default_max_tokens.map(u64::from),
+        translation,
     })
 }
 
@@ -372,6 +434,7 @@ mod tests {
                     input_per_mtok: 1.0,
                     output_per_mtok: 2.0,
                     cached_input_per_mtok: 0.5,
+                    cache_write_per_mtok: 1.25,
                 }),
                 targets: vec![
                     pb::SnapshotTarget {
@@ -391,6 +454,8 @@ mod tests {
                         prices: None,
                     },
                 ],
+                default_max_tokens: Some(4096),
+                translation: "lenient".into(),
             }],
             keys: vec![pb::SnapshotKey {
                 name: "k".into(),
@@ -427,6 +492,11 @@ mod tests {
         assert_eq!(m.retry_delay, Duration::from_millis(5));
         assert_eq!(m.targets[0].upstream_model, "gpt-4o-mini");
         assert!(m.targets[0].rules.is_some());
+        assert_eq!(m.default_max_tokens, Some(4096));
+        assert_eq!(m.translation, Translation::Lenient);
+        assert_eq!(m.prices.cache_write_per_mtok, 1.25);
+        // Targets without their own prices carry the model's.
+        assert_eq!(m.targets[1].prices, m.prices);
         let k = t.authenticate("sk-llmgw-test", 0).unwrap();
         assert!(k.may_use("gpt") && !k.may_use("other"));
         assert_eq!(
@@ -436,6 +506,23 @@ mod tests {
         let dbg = format!("{t:?}");
         assert!(!dbg.contains("sk-upstream-secret"), "{dbg}");
         assert!(!dbg.contains("acme"), "{dbg}");
+    }
+
+    #[test]
+    fn every_protocol_and_translation_default() {
+        for p in Protocol::ALL {
+            let mut s = sample();
+            s.providers[0].protocol = p.as_str().into();
+            s.models[0].translation = String::new();
+            s.models[0].default_max_tokens = None;
+            let t = RoutingTable::try_from(s).unwrap();
+            assert_eq!(t.providers["openai"].protocol, p);
+            assert_eq!(t.models["gpt"].translation, Translation::Strict);
+            assert_eq!(t.models["gpt"].default_max_tokens, None);
+        }
+        for m in ["strict", "lenient"] {
+            assert_eq!(m.parse::<Translation>().unwrap().as_str(), m);
+        }
     }
 
     #[test]
@@ -471,6 +558,14 @@ mod tests {
                 "not valid JSON",
             ),
             (|s| s.models[0].strategy = "fastest".into(), "strategy"),
+            (
+                |s| s.models[0].translation = "loose".into(),
+                "translation 'loose'",
+            ),
+            (
+                |s| s.models[0].default_max_tokens = Some(0),
+                "default_max_tokens must be at least 1",
+            ),
             (|s| s.keys[0].hash = "zz".into(), "64 hex"),
             (|s| s.keys.push(s.keys[0].clone()), "appears twice"),
             (

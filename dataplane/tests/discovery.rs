@@ -184,6 +184,8 @@ fn snapshot(version: u64, nonce: &str) -> Snapshot {
             max_attempts: 0,
             retry_delay_ms: Some(5),
             prices: None,
+            default_max_tokens: None,
+            translation: String::new(),
             targets: vec![SnapshotTarget {
                 provider: "openai".into(),
                 upstream_model: "gpt-4o".into(),

@@ -113,6 +113,66 @@ async fn crud(db: Db) {
     assert_eq!(got["enabled"], false, "{got}");
     cli_ok(&cp, &["provider", "update", "openai", "--enable"]).await;
 
+    // Every protocol by name; an unknown one is a usage error that lists
+    // the choices.
+    let gem = cli_json(
+        &cp,
+        &[
+            "provider",
+            "add",
+            "gem",
+            "--protocol",
+            "gemini",
+            "--base-url",
+            "https://generativelanguage.googleapis.com/v1beta",
+            "--api-key",
+            "AIza-test-0123456789",
+        ],
+    )
+    .await;
+    assert_eq!(gem["protocol"], "gemini", "{gem}");
+    let vllm = cli_json(
+        &cp,
+        &[
+            "provider",
+            "add",
+            "vllm",
+            "--protocol",
+            "openai-chat",
+            "--base-url",
+            "http://127.0.0.1:8000/v1",
+        ],
+    )
+    .await;
+    assert_eq!(vllm["protocol"], "openai-chat", "{vllm}");
+    let up = cli_json(&cp, &["provider", "update", "vllm", "--protocol", "openai"]).await;
+    assert_eq!(up["protocol"], "openai", "{up}");
+    let table = cli_ok(&cp, &["-o", "table", "provider", "list"]).await;
+    assert!(
+        table.lines().any(|l| l.starts_with("gem ") && l.contains(" gemini ")),
+        "{table}"
+    );
+    let err = cli_err(
+        &cp,
+        &[
+            "provider",
+            "add",
+            "vx",
+            "--protocol",
+            "vertex",
+            "--base-url",
+            "https://x.example",
+        ],
+    )
+    .await;
+    assert!(
+        err.contains("vertex") && err.contains("openai-chat") && err.contains("gemini"),
+        "{err}"
+    );
+    for name in ["gem", "vllm"] {
+        cli_ok(&cp, &["provider", "delete", name]).await;
+    }
+
     // ---------- models ----------
     let m = cli_json(
         &cp,
@@ -136,10 +196,22 @@ async fn crud(db: Db) {
             "2",
             "--retry-delay-ms",
             "250",
+            "--price-cached-input",
+            "1.25",
+            "--price-cache-write",
+            "3.125",
+            "--default-max-tokens",
+            "4096",
+            "--translation",
+            "lenient",
         ],
     )
     .await;
     assert_eq!(m["name"], "gpt", "{m}");
+    assert_eq!(m["prices"]["cached_input_per_mtok"], 1.25, "{m}");
+    assert_eq!(m["prices"]["cache_write_per_mtok"], 3.125, "{m}");
+    assert_eq!(m["default_max_tokens"], 4096, "{m}");
+    assert_eq!(m["translation"], "lenient", "{m}");
     assert_eq!(m["strategy"], "weighted", "{m}");
     assert_eq!(m["max_attempts"], 2, "{m}");
     assert_eq!(m["retry_delay_ms"], 250, "{m}");
@@ -190,6 +262,56 @@ async fn crud(db: Db) {
         .collect();
     assert_eq!(w, [1, 5], "{up}");
     assert_eq!(up["prices"], m["prices"], "untouched fields stay");
+    assert_eq!(up["default_max_tokens"], 4096, "{up}");
+    assert_eq!(up["translation"], "lenient", "{up}");
+    let up = cli_json(
+        &cp,
+        &[
+            "model",
+            "update",
+            "gpt",
+            "--translation",
+            "strict",
+            "--clear-default-max-tokens",
+        ],
+    )
+    .await;
+    assert_eq!(up["translation"], "strict", "{up}");
+    assert!(up["default_max_tokens"].is_null(), "{up}");
+    let shown = cli_ok(&cp, &["-o", "table", "model", "get", "gpt"]).await;
+    assert!(
+        shown.lines().any(|l| l.starts_with("translation") && l.ends_with("strict")),
+        "{shown}"
+    );
+    assert!(shown.contains("cache write 3.125"), "{shown}");
+    let err = cli_err(
+        &cp,
+        &["model", "update", "gpt", "--translation", "loose"],
+    )
+    .await;
+    assert!(err.contains("strict") && err.contains("lenient"), "{err}");
+
+    // Route explain says how each target would serve the client's API.
+    let ex = cli_json(&cp, &["route", "explain", "gpt", "--api", "messages"]).await;
+    let serving: Vec<&str> = ex["candidates"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no candidates: {ex}"))
+        .iter()
+        .map(|c| c["serving"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        serving,
+        ["translated from anthropic to openai-responses"; 2],
+        "{ex}"
+    );
+    let ex = cli_json(&cp, &["route", "explain", "gpt"]).await;
+    assert_eq!(ex["candidates"][0]["serving"], "passes through", "{ex}");
+    let table = cli_ok(
+        &cp,
+        &["-o", "table", "route", "explain", "gpt", "--api", "responses"],
+    )
+    .await;
+    assert!(table.contains("SERVING") && table.contains("passes through"), "{table}");
     let up = cli_json(
         &cp,
         &["model", "update", "gpt", "--target", "anthropic:claude"],

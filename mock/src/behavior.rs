@@ -51,6 +51,83 @@ pub struct Step {
     /// `x-mock-reply-bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_bytes: Option<usize>,
+    /// Reply with this many parallel tool calls. Header `x-mock-tool-calls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<u32>,
+    /// Interleave the streamed argument fragments of parallel tool calls.
+    /// Header `x-mock-interleave`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interleave: Option<bool>,
+    /// Stream each call's arguments in one piece, at the end. Header
+    /// `x-mock-args-final-only`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args_final_only: Option<bool>,
+    /// Start the reply with thinking / reasoning. Header `x-mock-thinking`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<bool>,
+    /// `[read, write]` cache tokens in the usage. Header `x-mock-cache: R,W`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<[u64; 2]>,
+    /// How the reply ends. Header `x-mock-finish`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish: Option<Finish>,
+    /// Cut the reply at max tokens halfway through the last tool call's
+    /// arguments. Header `x-mock-max-tokens-in-args`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens_in_args: Option<bool>,
+    /// Chat streams: the last delta carries the finish reason. Header
+    /// `x-mock-content-and-finish`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_and_finish: Option<bool>,
+    /// Chat streams with `include_usage`: usage rides in the finish chunk
+    /// instead of a chunk of its own. Header `x-mock-usage-in-finish`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_in_finish: Option<bool>,
+    /// Streams: after this many content events, an in-stream error event
+    /// ends the stream. Header `x-mock-error-after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_after: Option<u32>,
+}
+
+/// How a reply ends, in protocol-neutral terms (see the crate docs for
+/// each protocol's words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// A natural end.
+    Stop,
+    /// Max output tokens reached.
+    Length,
+    /// A stop sequence of the request matched.
+    StopSequence,
+    /// Cut by the content filter / a refusal.
+    ContentFilter,
+}
+
+impl Finish {
+    fn parse(value: &str) -> Option<Self> {
+        match value.to_ascii_lowercase().as_str() {
+            "stop" => Some(Self::Stop),
+            "length" | "max_tokens" => Some(Self::Length),
+            "stop_sequence" => Some(Self::StopSequence),
+            "content_filter" | "refusal" | "safety" => Some(Self::ContentFilter),
+            _ => None,
+        }
+    }
+}
+
+/// `R,W` (or `R`) as `[R, W]`.
+fn parse_cache(value: &str) -> Option<[u64; 2]> {
+    let mut it = value.split(',').map(str::trim);
+    let read = it.next()?.parse().ok()?;
+    let write = match it.next() {
+        Some(w) => w.parse().ok()?,
+        None => 0,
+    };
+    if it.next().is_some() {
+        return None;
+    }
+    Some([read, write])
 }
 
 impl Step {
@@ -119,6 +196,16 @@ impl Step {
                 "hang" => step.hang = parse_flag(value),
                 "no-usage" => step.no_usage = parse_flag(value),
                 "reply-bytes" => step.reply_bytes = value.parse().ok(),
+                "tool-calls" => step.tool_calls = value.parse().ok(),
+                "interleave" => step.interleave = parse_flag(value),
+                "args-final-only" => step.args_final_only = parse_flag(value),
+                "thinking" => step.thinking = parse_flag(value),
+                "cache" => step.cache = parse_cache(value),
+                "finish" => step.finish = Finish::parse(value),
+                "max-tokens-in-args" => step.max_tokens_in_args = parse_flag(value),
+                "content-and-finish" => step.content_and_finish = parse_flag(value),
+                "usage-in-finish" => step.usage_in_finish = parse_flag(value),
+                "error-after" => step.error_after = value.parse().ok(),
                 _ => {}
             }
         }
@@ -140,6 +227,16 @@ impl Step {
             hang: self.hang.or(other.hang),
             no_usage: self.no_usage.or(other.no_usage),
             reply_bytes: self.reply_bytes.or(other.reply_bytes),
+            tool_calls: self.tool_calls.or(other.tool_calls),
+            interleave: self.interleave.or(other.interleave),
+            args_final_only: self.args_final_only.or(other.args_final_only),
+            thinking: self.thinking.or(other.thinking),
+            cache: self.cache.or(other.cache),
+            finish: self.finish.or(other.finish),
+            max_tokens_in_args: self.max_tokens_in_args.or(other.max_tokens_in_args),
+            content_and_finish: self.content_and_finish.or(other.content_and_finish),
+            usage_in_finish: self.usage_in_finish.or(other.usage_in_finish),
+            error_after: self.error_after.or(other.error_after),
         }
     }
 }
@@ -165,6 +262,20 @@ pub(crate) struct Behavior {
     pub hang: bool,
     pub no_usage: bool,
     pub reply_bytes: usize,
+    /// Whether a header or step set `chunks` (with tool calls, text is
+    /// only sent when it did).
+    pub chunks_explicit: bool,
+    pub tool_calls: u32,
+    pub interleave: bool,
+    pub args_final_only: bool,
+    pub thinking: bool,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    pub finish: Option<Finish>,
+    pub max_tokens_in_args: bool,
+    pub content_and_finish: bool,
+    pub usage_in_finish: bool,
+    pub error_after: Option<u32>,
 }
 
 impl Behavior {
@@ -184,6 +295,18 @@ impl Behavior {
             hang: step.hang.unwrap_or(false),
             no_usage: step.no_usage.unwrap_or(false),
             reply_bytes: step.reply_bytes.unwrap_or(defaults.reply_bytes),
+            chunks_explicit: step.chunks.is_some(),
+            tool_calls: step.tool_calls.unwrap_or(0),
+            interleave: step.interleave.unwrap_or(false),
+            args_final_only: step.args_final_only.unwrap_or(false),
+            thinking: step.thinking.unwrap_or(false),
+            cache_read: step.cache.map_or(0, |c| c[0]),
+            cache_write: step.cache.map_or(0, |c| c[1]),
+            finish: step.finish,
+            max_tokens_in_args: step.max_tokens_in_args.unwrap_or(false),
+            content_and_finish: step.content_and_finish.unwrap_or(false),
+            usage_in_finish: step.usage_in_finish.unwrap_or(false),
+            error_after: step.error_after,
         }
     }
 }
@@ -295,5 +418,42 @@ mod tests {
         assert!(serde_json::from_str::<Step>(r#"{"statuss": 503}"#).is_err());
         let s: Step = serde_json::from_str(r#"{"status": 429, "retry_after": 1}"#).unwrap();
         assert_eq!(s, Step::status(429).with_retry_after(1));
+        let s: Step = serde_json::from_str(
+            r#"{"tool_calls": 2, "cache": [5, 7], "finish": "stop_sequence", "thinking": true}"#,
+        )
+        .unwrap();
+        assert_eq!(s.tool_calls, Some(2));
+        assert_eq!(s.cache, Some([5, 7]));
+        assert_eq!(s.finish, Some(Finish::StopSequence));
+        assert!(serde_json::from_str::<Step>(r#"{"finish": "nope"}"#).is_err());
+    }
+
+    #[test]
+    fn content_knob_headers() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("x-mock-tool-calls", "3"),
+            ("x-mock-interleave", "true"),
+            ("x-mock-args-final-only", "yes"),
+            ("x-mock-thinking", "1"),
+            ("x-mock-cache", "10, 4"),
+            ("x-mock-finish", "content_filter"),
+            ("x-mock-max-tokens-in-args", "true"),
+            ("x-mock-content-and-finish", "true"),
+            ("x-mock-usage-in-finish", "true"),
+            ("x-mock-error-after", "2"),
+        ] {
+            h.insert(k, v.parse().unwrap());
+        }
+        let b = Behavior::resolve(Step::from_headers(&h), &Defaults::default());
+        assert_eq!(b.tool_calls, 3);
+        assert!(b.interleave && b.args_final_only && b.thinking);
+        assert_eq!((b.cache_read, b.cache_write), (10, 4));
+        assert_eq!(b.finish, Some(Finish::ContentFilter));
+        assert!(b.max_tokens_in_args && b.content_and_finish && b.usage_in_finish);
+        assert_eq!(b.error_after, Some(2));
+        assert!(!b.chunks_explicit);
+        assert_eq!(parse_cache("3"), Some([3, 0]));
+        assert_eq!(parse_cache("3,x"), None);
     }
 }

@@ -53,6 +53,7 @@
 //! - `POST /_mock/reset`: scripts, requests and counters; `GET /healthz`.
 
 pub mod behavior;
+pub mod compose;
 pub mod config;
 pub mod parse;
 pub mod record;
@@ -68,7 +69,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use behavior::Step;
+pub use behavior::{Finish, Step};
+pub use compose::{arg_fragments, signature, thinking_text, tool_arguments};
 pub use config::{Cli, Config, Defaults};
 pub use record::{RecordedRequest, Stats};
 

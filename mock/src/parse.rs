@@ -1,12 +1,17 @@
 //! Reads the few fields of an LLM request body that the mock needs — model,
-//! stream flags, embedding options — and counts prompt words while parsing,
-//! without building a JSON tree: unknown fields are skipped.
+//! stream flags, embedding options, tool names, max output tokens, stop
+//! sequences, `include` — and counts prompt words while parsing, without
+//! building a JSON tree: unknown fields are skipped. One struct reads all
+//! four protocols' requests (OpenAI Chat Completions and Responses,
+//! Anthropic Messages, Gemini `generateContent`).
 //!
 //! The prompt word count is the number of whitespace-separated words in the
-//! text of `messages`, `system`, `prompt`, `input` and `instructions`. Inside
-//! those, only strings under the keys `content`, `text` and `input` count
-//! (so `"role"` and `"type"` do not), and each number in a token array counts
-//! as one word.
+//! text of `messages`, `system`, `prompt`, `input`, `instructions`,
+//! `contents` and `systemInstruction` (and of a Gemini `countTokens`
+//! request's `generateContentRequest`). Inside those, only strings under the
+//! keys `content`, `text`, `input` and `parts` count (so `"role"`, `"type"`,
+//! tool call arguments and thinking do not), and each number in a token
+//! array counts as one word.
 
 use std::fmt;
 
@@ -36,6 +41,81 @@ pub(crate) struct LlmRequest {
     pub encoding_format: Option<String>,
     #[serde(default)]
     pub dimensions: Option<usize>,
+    /// Gemini `contents`.
+    #[serde(default)]
+    pub contents: Option<Words>,
+    /// Gemini `systemInstruction`.
+    #[serde(default, rename = "systemInstruction", alias = "system_instruction")]
+    pub system_instruction: Option<Words>,
+    /// Gemini `generationConfig`.
+    #[serde(default, rename = "generationConfig", alias = "generation_config")]
+    pub generation_config: Option<GenerationConfig>,
+    /// Gemini `countTokens`' wrapped request.
+    #[serde(
+        default,
+        rename = "generateContentRequest",
+        alias = "generate_content_request"
+    )]
+    pub generate_content_request: Option<Box<LlmRequest>>,
+    /// Tool declarations of any of the four protocols.
+    #[serde(default)]
+    pub tools: Option<Vec<ToolDecl>>,
+    /// Chat Completions (`max_tokens` is Anthropic's too).
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<u64>,
+    /// Responses.
+    #[serde(default)]
+    pub max_output_tokens: Option<u64>,
+    /// Chat Completions `stop`: a string or a list.
+    #[serde(default)]
+    pub stop: Option<OneOrMany>,
+    /// Anthropic.
+    #[serde(default)]
+    pub stop_sequences: Option<Vec<String>>,
+    /// Responses `include`.
+    #[serde(default)]
+    pub include: Option<Vec<String>>,
+}
+
+/// The parts of Gemini's `generationConfig` the mock uses.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct GenerationConfig {
+    #[serde(default, rename = "maxOutputTokens", alias = "max_output_tokens")]
+    pub max_output_tokens: Option<u64>,
+    #[serde(default, rename = "stopSequences", alias = "stop_sequences")]
+    pub stop_sequences: Option<Vec<String>>,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// One entry of `tools`: Chat Completions `{function: {name}}`, Responses
+/// and Anthropic `{name}`, Gemini `{functionDeclarations: [{name}]}`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ToolDecl {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    function: Option<Named>,
+    #[serde(
+        default,
+        rename = "functionDeclarations",
+        alias = "function_declarations"
+    )]
+    function_declarations: Option<Vec<Named>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Named {
+    #[serde(default)]
+    name: Option<String>,
 }
 
 impl LlmRequest {
@@ -46,8 +126,81 @@ impl LlmRequest {
             + w(&self.system)
             + w(&self.prompt)
             + w(&self.instructions)
-            + self.input.map_or(0, |i| i.words);
+            + self.input.map_or(0, |i| i.words)
+            + w(&self.contents)
+            + w(&self.system_instruction)
+            + self
+                .generate_content_request
+                .as_ref()
+                .map_or(0, |r| r.prompt_words());
         words.max(1)
+    }
+
+    /// The word count without the floor of 1.
+    fn prompt_words(&self) -> u64 {
+        let w = |x: &Option<Words>| x.map_or(0, |w| w.0);
+        w(&self.messages)
+            + w(&self.system)
+            + w(&self.prompt)
+            + w(&self.instructions)
+            + self.input.map_or(0, |i| i.words)
+            + w(&self.contents)
+            + w(&self.system_instruction)
+    }
+
+    /// Names of the request's function tools, in order.
+    pub fn tool_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for t in self.tools.iter().flatten() {
+            if let Some(n) = &t.name {
+                names.push(n.clone());
+            } else if let Some(n) = t.function.as_ref().and_then(|f| f.name.as_ref()) {
+                names.push(n.clone());
+            }
+            for d in t.function_declarations.iter().flatten() {
+                if let Some(n) = &d.name {
+                    names.push(n.clone());
+                }
+            }
+        }
+        names
+    }
+
+    /// The request's max output tokens, in whichever protocol's field.
+    pub fn max_output(&self) -> Option<u64> {
+        self.max_completion_tokens
+            .or(self.max_tokens)
+            .or(self.max_output_tokens)
+            .or(self
+                .generation_config
+                .as_ref()
+                .and_then(|g| g.max_output_tokens))
+    }
+
+    /// The request's first stop sequence, in whichever protocol's field.
+    pub fn first_stop_sequence(&self) -> Option<String> {
+        let chat = match &self.stop {
+            Some(OneOrMany::One(s)) => Some(s.clone()),
+            Some(OneOrMany::Many(v)) => v.first().cloned(),
+            None => None,
+        };
+        chat.or_else(|| self.stop_sequences.as_ref()?.first().cloned())
+            .or_else(|| {
+                self.generation_config
+                    .as_ref()?
+                    .stop_sequences
+                    .as_ref()?
+                    .first()
+                    .cloned()
+            })
+    }
+
+    /// Whether a Responses request asked for `reasoning.encrypted_content`.
+    pub fn includes_encrypted_reasoning(&self) -> bool {
+        self.include
+            .iter()
+            .flatten()
+            .any(|s| s == "reasoning.encrypted_content")
     }
 
     /// Whether an OpenAI stream should end with a usage chunk.
@@ -158,7 +311,7 @@ impl<'de> Deserialize<'de> for TextKey {
                 f.write_str("an object key")
             }
             fn visit_str<E>(self, s: &str) -> Result<TextKey, E> {
-                Ok(TextKey(matches!(s, "content" | "text" | "input")))
+                Ok(TextKey(matches!(s, "content" | "text" | "input" | "parts")))
             }
         }
         d.deserialize_str(V)
@@ -346,6 +499,44 @@ mod tests {
             parse(r#"{"input":"just four words here"}"#).prompt_tokens(),
             4
         );
+    }
+
+    #[test]
+    fn gemini_contents_system_and_config() {
+        let r = parse(
+            r#"{"contents":[{"role":"user","parts":[{"text":"a b c"},
+                  {"functionResponse":{"name":"f","response":{"text":"x y"}}}]},
+                  {"role":"model","parts":[{"functionCall":{"name":"f","args":{"q":"no"}}}]}],
+                "systemInstruction":{"parts":[{"text":"be kind"}]},
+                "tools":[{"functionDeclarations":[{"name":"f","parameters":{}},{"name":"g"}]}],
+                "generationConfig":{"maxOutputTokens":7,"stopSequences":["END"]}}"#,
+        );
+        assert_eq!(r.prompt_tokens(), 5);
+        assert_eq!(r.tool_names(), ["f", "g"]);
+        assert_eq!(r.max_output(), Some(7));
+        assert_eq!(r.first_stop_sequence().as_deref(), Some("END"));
+        let r = parse(
+            r#"{"generateContentRequest":{"model":"models/x",
+                "contents":[{"parts":[{"text":"one two"}]}]}}"#,
+        );
+        assert_eq!(r.prompt_tokens(), 2);
+    }
+
+    #[test]
+    fn tool_names_of_each_protocol() {
+        let r = parse(
+            r#"{"tools":[{"type":"function","function":{"name":"a","parameters":{}}},
+                         {"type":"function","name":"b"},{"type":"web_search"},
+                         {"name":"c","input_schema":{}}],
+                "stop":"S","include":["reasoning.encrypted_content"],"max_output_tokens":3}"#,
+        );
+        assert_eq!(r.tool_names(), ["a", "b", "c"]);
+        assert_eq!(r.first_stop_sequence().as_deref(), Some("S"));
+        assert!(r.includes_encrypted_reasoning());
+        assert_eq!(r.max_output(), Some(3));
+        let r = parse(r#"{"stop_sequences":["x","y"],"max_tokens":9}"#);
+        assert_eq!(r.first_stop_sequence().as_deref(), Some("x"));
+        assert_eq!(r.max_output(), Some(9));
     }
 
     #[test]

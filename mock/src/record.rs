@@ -23,14 +23,18 @@ pub struct RecordedRequest {
     /// Arrival order, from 0; also in the reply ids (`chatcmpl-mock{seq}`).
     pub seq: u64,
     pub method: Method,
+    /// The request URI, except that a `key` query parameter's value reads
+    /// `REDACTED`.
     pub uri: Uri,
     pub version: Version,
     pub headers: HeaderMap,
     /// The body, byte for byte.
     pub body: Bytes,
-    /// The body's `model`, if it parsed and had one.
+    /// The model of a Gemini path (`models/{model}:...`), else the body's
+    /// `model`, if it parsed and had one.
     pub model: Option<String>,
-    /// Whether the body asked for a stream.
+    /// Whether the body asked for a stream (for Gemini: the path is
+    /// `streamGenerateContent`).
     pub stream: bool,
     pub received_at: SystemTime,
 }

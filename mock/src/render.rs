@@ -1,6 +1,9 @@
-//! Response bodies in the shapes the official OpenAI and Anthropic SDKs
-//! accept: whole replies, server-sent events of streams, errors, model
-//! lists.
+//! Response bodies in the shapes the official OpenAI, Anthropic and Google
+//! SDKs accept: whole replies of the non-chat endpoints (completions,
+//! embeddings, token counts), the lazily rendered plain text streams of
+//! Chat Completions, Completions and Anthropic Messages (the benchmarks'
+//! path), errors, model lists. Chat replies with anything more than plain
+//! text, and every Responses and Gemini reply, are [`crate::compose`]'s.
 //!
 //! Reply text is deterministic: chunk `i` is `"tok{i} "`, and a whole reply
 //! is all chunk texts in order (then padding, when asked for). Prompt
@@ -14,6 +17,8 @@ use base64::Engine as _;
 use hyper::body::Bytes;
 use serde_json::{json, Value};
 
+use crate::compose::{chat_head, named, Protocol};
+
 /// The LLM endpoints the mock serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Endpoint {
@@ -24,6 +29,14 @@ pub(crate) enum Endpoint {
     Messages,
     CountTokens,
     Models,
+    /// `models/{model}:generateContent`.
+    GeminiGenerate,
+    /// `models/{model}:streamGenerateContent`.
+    GeminiStream,
+    /// `models/{model}:countTokens`.
+    GeminiCountTokens,
+    /// `GET models` in Gemini's shape.
+    GeminiModels,
 }
 
 impl Endpoint {
@@ -33,6 +46,17 @@ impl Endpoint {
             self,
             Self::Chat | Self::Completions | Self::Responses | Self::Messages
         )
+    }
+
+    /// The chat protocol whose replies [`crate::compose`] renders.
+    pub fn protocol(self) -> Option<Protocol> {
+        match self {
+            Self::Chat => Some(Protocol::Chat),
+            Self::Responses => Some(Protocol::Responses),
+            Self::Messages => Some(Protocol::Messages),
+            Self::GeminiGenerate | Self::GeminiStream => Some(Protocol::Gemini),
+            _ => None,
+        }
     }
 }
 
@@ -107,36 +131,16 @@ impl Reply {
     /// embeddings, `inputs` is the number of embeddings.
     pub fn whole(&self, text: &str, embedding: EmbeddingShape) -> Bytes {
         match self.endpoint {
-            Endpoint::Chat => self.chat(text),
             Endpoint::Completions => self.completion(text),
             Endpoint::Embeddings => self.embeddings(embedding),
-            Endpoint::Responses => to_bytes(&self.response_object("completed", Some(text))),
-            Endpoint::Messages => self.message(text),
             Endpoint::CountTokens => to_bytes(&json!({"input_tokens": self.prompt_tokens})),
-            // Served from the pre-rendered lists; never reached.
-            Endpoint::Models => Bytes::new(),
+            Endpoint::GeminiCountTokens => to_bytes(&json!({
+                "totalTokens": self.prompt_tokens,
+                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": self.prompt_tokens}]
+            })),
+            // Chat replies are compose's; model lists are pre-rendered.
+            _ => Bytes::new(),
         }
-    }
-
-    fn chat(&self, text: &str) -> Bytes {
-        let mut v = json!({
-            "id": format!("chatcmpl-mock{}", self.seq),
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": null, "annotations": []},
-                "logprobs": null,
-                "finish_reason": "stop"
-            }],
-            "service_tier": "default",
-            "system_fingerprint": "fp_mock"
-        });
-        if self.usage {
-            v["usage"] = openai_usage(self.prompt_tokens, self.completion_tokens());
-        }
-        to_bytes(&v)
     }
 
     fn completion(&self, text: &str) -> Bytes {
@@ -175,75 +179,6 @@ impl Reply {
         to_bytes(&v)
     }
 
-    fn responses_usage(&self) -> Value {
-        if !self.usage {
-            return Value::Null;
-        }
-        let (p, c) = (self.prompt_tokens, self.completion_tokens());
-        json!({
-            "input_tokens": p,
-            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-            "output_tokens": c,
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": p + c
-        })
-    }
-
-    fn responses_message(&self, text: Option<&str>) -> Value {
-        let (status, content) = match text {
-            Some(t) => (
-                "completed",
-                json!([{"type": "output_text", "text": t, "annotations": [], "logprobs": []}]),
-            ),
-            None => ("in_progress", json!([])),
-        };
-        json!({
-            "type": "message",
-            "id": format!("msg_mock{}", self.seq),
-            "status": status,
-            "role": "assistant",
-            "content": content
-        })
-    }
-
-    /// A Responses API `response` object; `text` is `None` while in progress.
-    fn response_object(&self, status: &str, text: Option<&str>) -> Value {
-        let (output, usage) = match text {
-            Some(_) => (
-                json!([self.responses_message(text)]),
-                self.responses_usage(),
-            ),
-            None => (json!([]), Value::Null),
-        };
-        json!({
-            "id": format!("resp_mock{}", self.seq),
-            "object": "response",
-            "created_at": self.created,
-            "status": status,
-            "background": false,
-            "error": null,
-            "incomplete_details": null,
-            "instructions": null,
-            "max_output_tokens": null,
-            "model": self.model,
-            "output": output,
-            "parallel_tool_calls": true,
-            "previous_response_id": null,
-            "reasoning": {"effort": null, "summary": null},
-            "service_tier": "default",
-            "store": false,
-            "temperature": 1.0,
-            "text": {"format": {"type": "text"}},
-            "tool_choice": "auto",
-            "tools": [],
-            "top_p": 1.0,
-            "truncation": "disabled",
-            "usage": usage,
-            "user": null,
-            "metadata": {}
-        })
-    }
-
     /// Anthropic usage; with `no-usage` the required fields are kept, as 0.
     fn anthropic_usage(&self, output_tokens: u64) -> Value {
         let (input, output) = if self.usage {
@@ -257,19 +192,6 @@ impl Reply {
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0
         })
-    }
-
-    fn message(&self, text: &str) -> Bytes {
-        to_bytes(&json!({
-            "id": format!("msg_mock{}", self.seq),
-            "type": "message",
-            "role": "assistant",
-            "model": self.model,
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn",
-            "stop_sequence": null,
-            "usage": self.anthropic_usage(self.completion_tokens())
-        }))
     }
 }
 
@@ -299,10 +221,7 @@ impl StreamPlan {
     pub fn new(reply: Reply) -> Self {
         let model_json = Value::String(reply.model.clone()).to_string();
         let head = match reply.endpoint {
-            Endpoint::Chat => format!(
-                r#"{{"id":"chatcmpl-mock{}","object":"chat.completion.chunk","created":{},"model":{},"system_fingerprint":"fp_mock","choices":"#,
-                reply.seq, reply.created, model_json
-            ),
+            Endpoint::Chat => chat_head(reply.seq, reply.created, &reply.model),
             Endpoint::Completions => format!(
                 r#"{{"id":"cmpl-mock{}","object":"text_completion","created":{},"model":{},"system_fingerprint":"fp_mock","choices":"#,
                 reply.seq, reply.created, model_json
@@ -318,8 +237,6 @@ impl StreamPlan {
 
     pub fn prefix_len(&self) -> usize {
         match self.reply.endpoint {
-            // created, in_progress, output_item.added, content_part.added
-            Endpoint::Responses => 4,
             // message_start, content_block_start, ping
             Endpoint::Messages => 3,
             _ => 0,
@@ -330,8 +247,6 @@ impl StreamPlan {
         match self.reply.endpoint {
             // finish chunk, [usage chunk], [DONE]
             Endpoint::Chat | Endpoint::Completions => 2 + usize::from(self.usage_chunk()),
-            // output_text.done, content_part.done, output_item.done, completed
-            Endpoint::Responses => 4,
             // content_block_stop, message_delta, message_stop
             Endpoint::Messages => 3,
             _ => 0,
@@ -361,13 +276,13 @@ impl StreamPlan {
         if k < p {
             self.prefix(k)
         } else if k < p + n {
-            self.chunk((k - p) as u32, k)
+            self.chunk((k - p) as u32)
         } else {
-            self.suffix(k - p - n, k)
+            self.suffix(k - p - n)
         }
     }
 
-    fn chunk(&self, i: u32, k: usize) -> Bytes {
+    fn chunk(&self, i: u32) -> Bytes {
         let mut s = String::with_capacity(self.head.len() + 160);
         match self.reply.endpoint {
             Endpoint::Chat => {
@@ -394,13 +309,6 @@ impl StreamPlan {
                 s.push_str(self.usage_null());
                 s.push_str("}\n\n");
             }
-            Endpoint::Responses => {
-                let _ = write!(
-                    s,
-                    "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"sequence_number\":{k},\"item_id\":\"msg_mock{}\",\"output_index\":0,\"content_index\":0,\"delta\":\"tok{i} \",\"logprobs\":[]}}\n\n",
-                    self.reply.seq
-                );
-            }
             Endpoint::Messages => {
                 let _ = write!(
                     s,
@@ -415,27 +323,6 @@ impl StreamPlan {
     fn prefix(&self, k: usize) -> Bytes {
         let r = &self.reply;
         match (r.endpoint, k) {
-            (Endpoint::Responses, 0) => named(
-                "response.created",
-                &json!({"type": "response.created", "sequence_number": k,
-                        "response": r.response_object("in_progress", None)}),
-            ),
-            (Endpoint::Responses, 1) => named(
-                "response.in_progress",
-                &json!({"type": "response.in_progress", "sequence_number": k,
-                        "response": r.response_object("in_progress", None)}),
-            ),
-            (Endpoint::Responses, 2) => named(
-                "response.output_item.added",
-                &json!({"type": "response.output_item.added", "sequence_number": k,
-                        "output_index": 0, "item": r.responses_message(None)}),
-            ),
-            (Endpoint::Responses, _) => named(
-                "response.content_part.added",
-                &json!({"type": "response.content_part.added", "sequence_number": k,
-                        "item_id": format!("msg_mock{}", r.seq), "output_index": 0, "content_index": 0,
-                        "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
-            ),
             (Endpoint::Messages, 0) => {
                 // Like the real API: output_tokens starts at 1 here; the
                 // final count is message_delta's (cumulative) output_tokens.
@@ -464,7 +351,7 @@ impl StreamPlan {
         }
     }
 
-    fn suffix(&self, j: usize, k: usize) -> Bytes {
+    fn suffix(&self, j: usize) -> Bytes {
         let r = &self.reply;
         match (r.endpoint, j) {
             (Endpoint::Chat, 0) => Bytes::from(format!(
@@ -485,28 +372,6 @@ impl StreamPlan {
                 ))
             }
             (Endpoint::Chat | Endpoint::Completions, _) => Bytes::from_static(b"data: [DONE]\n\n"),
-            (Endpoint::Responses, 0) => named(
-                "response.output_text.done",
-                &json!({"type": "response.output_text.done", "sequence_number": k,
-                        "item_id": format!("msg_mock{}", r.seq), "output_index": 0, "content_index": 0,
-                        "text": full_text(r.chunks), "logprobs": []}),
-            ),
-            (Endpoint::Responses, 1) => named(
-                "response.content_part.done",
-                &json!({"type": "response.content_part.done", "sequence_number": k,
-                        "item_id": format!("msg_mock{}", r.seq), "output_index": 0, "content_index": 0,
-                        "part": {"type": "output_text", "text": full_text(r.chunks), "annotations": [], "logprobs": []}}),
-            ),
-            (Endpoint::Responses, 2) => named(
-                "response.output_item.done",
-                &json!({"type": "response.output_item.done", "sequence_number": k,
-                        "output_index": 0, "item": r.responses_message(Some(&full_text(r.chunks)))}),
-            ),
-            (Endpoint::Responses, _) => named(
-                "response.completed",
-                &json!({"type": "response.completed", "sequence_number": k,
-                        "response": r.response_object("completed", Some(&full_text(r.chunks)))}),
-            ),
             (Endpoint::Messages, 0) => Bytes::from_static(
                 b"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
             ),
@@ -527,21 +392,22 @@ impl StreamPlan {
     }
 }
 
-/// An SSE event with an `event:` line, as the Responses and Anthropic
-/// streams have.
-fn named(name: &str, data: &Value) -> Bytes {
-    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
-}
-
 /// Which protocol's error shape a reply uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {
     OpenAi,
     Anthropic,
+    Gemini,
 }
 
 /// An error body for `status` in `dialect`'s shape.
-pub(crate) fn error_body(dialect: Dialect, status: u16, message: &str) -> Bytes {
+/// Gemini's 429 also says `retry_after` in a `RetryInfo` detail.
+pub(crate) fn error_body(
+    dialect: Dialect,
+    status: u16,
+    message: &str,
+    retry_after: Option<u64>,
+) -> Bytes {
     let v = match dialect {
         Dialect::OpenAi => {
             let (kind, code) = match status {
@@ -572,6 +438,30 @@ pub(crate) fn error_body(dialect: Dialect, status: u16, message: &str) -> Bytes 
             };
             json!({"type": "error", "error": {"type": kind, "message": message}})
         }
+        Dialect::Gemini => {
+            let status_name = match status {
+                400 => "INVALID_ARGUMENT",
+                401 => "UNAUTHENTICATED",
+                403 => "PERMISSION_DENIED",
+                404 => "NOT_FOUND",
+                409 => "ABORTED",
+                429 => "RESOURCE_EXHAUSTED",
+                499 => "CANCELLED",
+                501 => "UNIMPLEMENTED",
+                503 => "UNAVAILABLE",
+                504 => "DEADLINE_EXCEEDED",
+                500.. => "INTERNAL",
+                _ => "FAILED_PRECONDITION",
+            };
+            let mut error = json!({"code": status, "message": message, "status": status_name});
+            if let Some(s) = retry_after.filter(|_| status == 429) {
+                error["details"] = json!([{
+                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retryDelay": format!("{s}s")
+                }]);
+            }
+            json!({"error": error})
+        }
     };
     to_bytes(&v)
 }
@@ -583,6 +473,26 @@ pub(crate) fn openai_models(models: &[String]) -> Bytes {
         .map(|m| json!({"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "llmgw-mock"}))
         .collect();
     to_bytes(&json!({"object": "list", "data": data}))
+}
+
+/// `GET /v1beta/models` for Gemini clients.
+pub(crate) fn gemini_models(models: &[String]) -> Bytes {
+    let models: Vec<Value> = models
+        .iter()
+        .map(|m| {
+            json!({
+                "name": format!("models/{m}"),
+                "version": "001",
+                "displayName": m,
+                "description": "llmgw-mock model",
+                "inputTokenLimit": 1_048_576,
+                "outputTokenLimit": 65_536,
+                "supportedGenerationMethods": ["generateContent", "countTokens"],
+                "thinking": true
+            })
+        })
+        .collect();
+    to_bytes(&json!({"models": models}))
 }
 
 /// `GET /v1/models` for Anthropic clients (requests with `anthropic-version`).
@@ -647,12 +557,7 @@ mod tests {
 
     #[test]
     fn all_stream_events_are_json() {
-        for ep in [
-            Endpoint::Chat,
-            Endpoint::Completions,
-            Endpoint::Responses,
-            Endpoint::Messages,
-        ] {
+        for ep in [Endpoint::Chat, Endpoint::Completions, Endpoint::Messages] {
             for include_usage in [false, true] {
                 let plan = StreamPlan::new(reply(ep, include_usage));
                 let ev = events(&plan);
@@ -687,13 +592,19 @@ mod tests {
     #[test]
     fn error_shapes() {
         let v: Value =
-            serde_json::from_slice(&error_body(Dialect::Anthropic, 529, "busy")).unwrap();
+            serde_json::from_slice(&error_body(Dialect::Anthropic, 529, "busy", None)).unwrap();
         assert_eq!(
             v,
             json!({"type":"error","error":{"type":"overloaded_error","message":"busy"}})
         );
-        let v: Value = serde_json::from_slice(&error_body(Dialect::OpenAi, 429, "slow")).unwrap();
+        let v: Value =
+            serde_json::from_slice(&error_body(Dialect::OpenAi, 429, "slow", None)).unwrap();
         assert_eq!(v["error"]["type"], "rate_limit_error");
         assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+        let v: Value =
+            serde_json::from_slice(&error_body(Dialect::Gemini, 429, "slow", Some(3))).unwrap();
+        assert_eq!(v["error"]["code"], 429);
+        assert_eq!(v["error"]["status"], "RESOURCE_EXHAUSTED");
+        assert_eq!(v["error"]["details"][0]["retryDelay"], "3s");
     }
 }

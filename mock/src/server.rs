@@ -1,8 +1,8 @@
 //! The HTTP server: HTTP/1.1 (keep-alive) and HTTP/2 (prior knowledge) on
 //! one port through hyper-util's auto builder. [`handle`] routes the LLM
-//! endpoints (with or without the `/v1` prefix) to [`llm`], which records
-//! the request, resolves its behaviour and replies; `/_mock/*` is the
-//! control API.
+//! endpoints (OpenAI and Anthropic with or without the `/v1` prefix, Gemini
+//! with or without `/v1beta`) to [`llm`], which records the request,
+//! resolves its behaviour and replies; `/_mock/*` is the control API.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,11 +23,12 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use crate::behavior::{Behavior, Scripts, Step};
+use crate::compose::Composition;
 use crate::config::Config;
 use crate::parse::LlmRequest;
 use crate::record::{RecordedRequest, Recorder};
 use crate::render::{self, Dialect, EmbeddingShape, Endpoint, Reply, StreamPlan};
-use crate::sse::SseBody;
+use crate::sse::{Plan, SseBody};
 use crate::BoxError;
 
 /// Body of every response.
@@ -41,6 +42,7 @@ pub(crate) struct State {
     pub scripts: Scripts,
     openai_models: Bytes,
     anthropic_models: Bytes,
+    gemini_models: Bytes,
 }
 
 impl State {
@@ -50,6 +52,7 @@ impl State {
             scripts: Scripts::default(),
             openai_models: render::openai_models(&config.models),
             anthropic_models: render::anthropic_models(&config.models),
+            gemini_models: render::gemini_models(&config.models),
             config,
         }
     }
@@ -117,6 +120,35 @@ fn api_path(path: &str) -> &str {
     }
 }
 
+/// Whether the request carries a Gemini API key (`x-goog-api-key` or
+/// `?key=`).
+fn has_gemini_key(req: &Request<Incoming>) -> bool {
+    req.headers().contains_key("x-goog-api-key") || query_param(req.uri().query(), "key").is_some()
+}
+
+/// A Gemini route: `[/v1beta|/v1]/models/{model}:{method}` (POST), or
+/// `GET /v1beta/models` (also `GET [/v1]/models` with a Gemini key).
+fn gemini_route(method: &Method, path: &str, has_key: bool) -> Option<(Endpoint, Option<String>)> {
+    let (rest, beta) = match path.strip_prefix("/v1beta") {
+        Some(r) => (r, true),
+        None => (api_path(path), false),
+    };
+    if rest == "/models" && method == Method::GET && (beta || has_key) {
+        return Some((Endpoint::GeminiModels, None));
+    }
+    let (model, action) = rest.strip_prefix("/models/")?.rsplit_once(':')?;
+    if method != Method::POST || model.is_empty() {
+        return None;
+    }
+    let endpoint = match action {
+        "generateContent" => Endpoint::GeminiGenerate,
+        "streamGenerateContent" => Endpoint::GeminiStream,
+        "countTokens" => Endpoint::GeminiCountTokens,
+        _ => return None,
+    };
+    Some((endpoint, Some(model.to_owned())))
+}
+
 async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
@@ -124,6 +156,9 @@ async fn handle(
     let path = req.uri().path();
     if path.starts_with("/_mock/") || path == "/healthz" {
         return Ok(control(&state, req).await);
+    }
+    if let Some((endpoint, model)) = gemini_route(req.method(), path, has_gemini_key(&req)) {
+        return llm(&state, endpoint, model, req).await;
     }
     let endpoint = match (req.method(), api_path(path)) {
         (&Method::POST, "/chat/completions") => Endpoint::Chat,
@@ -135,19 +170,54 @@ async fn handle(
         (&Method::GET, "/models") => Endpoint::Models,
         _ => {
             let message = format!("llmgw-mock: no route for {} {path}", req.method());
-            return Ok(error(Dialect::OpenAi, 404, &message, None));
+            let dialect = if path.starts_with("/v1beta") {
+                Dialect::Gemini
+            } else {
+                Dialect::OpenAi
+            };
+            return Ok(error(dialect, 404, &message, None));
         }
     };
-    llm(&state, endpoint, req).await
+    llm(&state, endpoint, None, req).await
+}
+
+/// `uri` with the value of a `key` query parameter replaced by `REDACTED`,
+/// the rest byte for byte.
+fn redact_key(uri: &http::Uri) -> http::Uri {
+    let Some(query) = uri.query() else {
+        return uri.clone();
+    };
+    if !query
+        .split('&')
+        .any(|p| p == "key" || p.starts_with("key="))
+    {
+        return uri.clone();
+    }
+    let redacted: Vec<&str> = query
+        .split('&')
+        .map(|p| {
+            if p == "key" || p.starts_with("key=") {
+                "key=REDACTED"
+            } else {
+                p
+            }
+        })
+        .collect();
+    let path_and_query = format!("{}?{}", uri.path(), redacted.join("&"));
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    http::Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
 
 fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// `path_model`: the model named in a Gemini path.
 async fn llm(
     state: &State,
     endpoint: Endpoint,
+    path_model: Option<String>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, BoxError> {
     let received_at = SystemTime::now();
@@ -155,20 +225,33 @@ async fn llm(
     let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
 
-    let dialect = if matches!(endpoint, Endpoint::Messages | Endpoint::CountTokens)
+    let gemini = matches!(
+        endpoint,
+        Endpoint::GeminiGenerate
+            | Endpoint::GeminiStream
+            | Endpoint::GeminiCountTokens
+            | Endpoint::GeminiModels
+    );
+    let dialect = if gemini {
+        Dialect::Gemini
+    } else if matches!(endpoint, Endpoint::Messages | Endpoint::CountTokens)
         || (endpoint == Endpoint::Models && parts.headers.contains_key("anthropic-version"))
     {
         Dialect::Anthropic
     } else {
         Dialect::OpenAi
     };
+    let gemini_key = parts.headers.contains_key("x-goog-api-key")
+        || query_param(parts.uri.query(), "key").is_some();
+    let gemini_sse = query_param(parts.uri.query(), "alt").as_deref() == Some("sse");
     let from_headers = Step::from_headers(&parts.headers);
-    let parsed = if endpoint == Endpoint::Models {
+    let parsed = if matches!(endpoint, Endpoint::Models | Endpoint::GeminiModels) {
         Ok(LlmRequest::default())
     } else {
         serde_json::from_slice::<LlmRequest>(&body)
     };
     let (model, stream) = match &parsed {
+        _ if path_model.is_some() => (path_model, endpoint == Endpoint::GeminiStream),
         Ok(r) => (
             r.model.clone(),
             endpoint.streams() && r.stream == Some(true),
@@ -179,7 +262,7 @@ async fn llm(
         state.recorder.push(RecordedRequest {
             seq,
             method: parts.method,
-            uri: parts.uri,
+            uri: redact_key(&parts.uri),
             version: parts.version,
             headers: parts.headers,
             body,
@@ -207,6 +290,13 @@ async fn llm(
         // guard counts the request as cancelled.
         std::future::pending::<()>().await;
     }
+    if gemini && !gemini_key {
+        guard.complete();
+        let message = "Method doesn't allow unregistered callers (callers without established \
+                       identity). Please use API Key or other form of API consumer identity to \
+                       call this API.";
+        return Ok(error(dialect, 403, message, None));
+    }
     if b.status >= 400 {
         guard.complete();
         let message = format!("llmgw-mock: injected HTTP {} error", b.status);
@@ -214,11 +304,12 @@ async fn llm(
     }
     let status = StatusCode::from_u16(b.status).unwrap_or(StatusCode::OK);
 
-    if endpoint == Endpoint::Models {
+    if matches!(endpoint, Endpoint::Models | Endpoint::GeminiModels) {
         guard.complete();
         let body = match dialect {
             Dialect::Anthropic => state.anthropic_models.clone(),
             Dialect::OpenAi => state.openai_models.clone(),
+            Dialect::Gemini => state.gemini_models.clone(),
         };
         return Ok(with_retry_after(json_bytes(status, body), b.retry_after));
     }
@@ -230,40 +321,55 @@ async fn llm(
             return Ok(error(dialect, 400, &message, None));
         }
     };
+    let model_name = model.clone().unwrap_or_else(|| "mock-model".to_owned());
+    let created = unix_seconds(received_at);
+    let composition = endpoint
+        .protocol()
+        .map(|p| Composition::new(p, seq, model_name.clone(), created, &req, &b));
     let reply = Reply {
         endpoint,
         seq,
-        model: req.model.clone().unwrap_or_else(|| "mock-model".to_owned()),
-        created: unix_seconds(received_at),
+        model: model_name,
+        created,
         prompt_tokens: req.prompt_tokens(),
         chunks: b.chunks,
         usage: !b.no_usage,
         include_usage: req.include_usage(),
     };
     if stream {
-        let body = SseBody::new(
-            StreamPlan::new(reply),
-            b.chunk_delay,
-            b.reset_after_chunks,
-            guard,
-        );
+        let plan = match composition {
+            Some(c)
+                if !(matches!(endpoint, Endpoint::Chat | Endpoint::Messages) && c.is_plain()) =>
+            {
+                Plan::Built(c.stream(gemini_sse))
+            }
+            _ => Plan::Lazy(StreamPlan::new(reply)),
+        };
+        let body = SseBody::new(plan, b.chunk_delay, b.reset_after_chunks, guard);
         let mut resp = Response::new(UnsyncBoxBody::new(body));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
+        let content_type = if gemini && !gemini_sse {
+            "application/json"
+        } else {
+            "text/event-stream"
+        };
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         return Ok(with_retry_after(resp, b.retry_after));
     }
-    let text = render::padded_text(b.chunks, b.reply_bytes);
-    let embedding = EmbeddingShape {
-        inputs: req.embedding_inputs(),
-        dims: req.dimensions.unwrap_or(state.config.embedding_dims),
-        base64: req.encoding_format.as_deref() == Some("base64"),
+    let body = match composition {
+        Some(c) => c.whole(),
+        None => {
+            let text = render::padded_text(b.chunks, b.reply_bytes);
+            let embedding = EmbeddingShape {
+                inputs: req.embedding_inputs(),
+                dims: req.dimensions.unwrap_or(state.config.embedding_dims),
+                base64: req.encoding_format.as_deref() == Some("base64"),
+            };
+            reply.whole(&text, embedding)
+        }
     };
-    let body = reply.whole(&text, embedding);
     guard.complete();
     Ok(with_retry_after(json_bytes(status, body), b.retry_after))
 }
@@ -304,7 +410,10 @@ fn error(
     retry_after: Option<u64>,
 ) -> Response<ResponseBody> {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let resp = json_bytes(code, render::error_body(dialect, status, message));
+    let resp = json_bytes(
+        code,
+        render::error_body(dialect, status, message, retry_after),
+    );
     with_retry_after(resp, retry_after)
 }
 

@@ -1,8 +1,9 @@
-//! The body of a streamed reply: renders each event of a [`StreamPlan`] when
-//! hyper asks for the next frame, one event per frame, so nothing is
-//! buffered ahead and a slow or gone client stops generation at once. It
-//! waits the chunk delay before each content chunk, and can abort the
-//! response after a number of chunks.
+//! The body of a streamed reply: hands out each event of a [`Plan`] when
+//! hyper asks for the next frame, one event per frame — a lazy
+//! [`StreamPlan`] renders it only then, so nothing is buffered ahead and a
+//! slow or gone client stops generation at once; a [`BuiltStream`] was
+//! rendered up front. It waits the chunk delay before each content event,
+//! and can abort the response after a number of content events.
 //!
 //! It holds the request's [`RequestGuard`]: dropped before the last event
 //! went out (the client disconnected, so hyper dropped the body), the
@@ -16,9 +17,49 @@ use std::time::Duration;
 use hyper::body::{Body, Bytes, Frame, SizeHint};
 use tokio::time::Sleep;
 
+use crate::compose::BuiltStream;
 use crate::record::RequestGuard;
 use crate::render::StreamPlan;
 use crate::BoxError;
+
+/// The events of a stream.
+#[derive(Debug)]
+pub(crate) enum Plan {
+    Lazy(StreamPlan),
+    Built(BuiltStream),
+}
+
+impl Plan {
+    fn len(&self) -> usize {
+        match self {
+            Self::Lazy(p) => p.len(),
+            Self::Built(b) => b.len(),
+        }
+    }
+
+    fn event(&self, k: usize) -> Bytes {
+        match self {
+            Self::Lazy(p) => p.event(k),
+            Self::Built(b) => b.event(k),
+        }
+    }
+
+    /// Whether event `k` is content (text, thinking, argument fragment).
+    fn is_content(&self, k: usize) -> bool {
+        match self {
+            Self::Lazy(p) => k >= p.prefix_len() && k < p.prefix_len() + p.chunks() as usize,
+            Self::Built(b) => b.is_content(k),
+        }
+    }
+
+    /// The event before which a stream cut after `n` content events stops.
+    fn abort_index(&self, n: u32) -> usize {
+        match self {
+            Self::Lazy(p) => p.prefix_len() + n.min(p.chunks()) as usize,
+            Self::Built(b) => b.abort_index(n),
+        }
+    }
+}
 
 /// How long an aborting stream waits before failing, so hyper flushes the
 /// chunks already handed to it (a body error drops unflushed output).
@@ -37,13 +78,13 @@ impl std::fmt::Display for MockAbort {
 impl std::error::Error for MockAbort {}
 
 pub(crate) struct SseBody {
-    plan: StreamPlan,
+    plan: Plan,
     /// Number of the next event.
     next: usize,
     total: usize,
     chunk_delay: Duration,
-    /// Abort once this many content chunks went out.
-    reset_after: Option<u32>,
+    /// Abort before this event.
+    abort_at: Option<usize>,
     sleep: Option<Pin<Box<Sleep>>>,
     /// The delay before event `next` has been waited.
     waited: bool,
@@ -53,18 +94,18 @@ pub(crate) struct SseBody {
 
 impl SseBody {
     pub fn new(
-        plan: StreamPlan,
+        plan: Plan,
         chunk_delay: Duration,
         reset_after: Option<u32>,
         guard: RequestGuard,
     ) -> Self {
         let total = plan.len();
         Self {
+            abort_at: reset_after.map(|n| plan.abort_index(n)),
             plan,
             next: 0,
             total,
             chunk_delay,
-            reset_after,
             sleep: None,
             waited: false,
             aborting: false,
@@ -97,22 +138,19 @@ impl Body for SseBody {
             if this.aborting {
                 return Poll::Ready(Some(Err(Box::new(MockAbort))));
             }
+            if this.abort_at == Some(this.next) {
+                // Cut on purpose: not a client cancellation.
+                this.abort_at = None;
+                this.complete();
+                this.aborting = true;
+                this.sleep = Some(Box::pin(tokio::time::sleep(FLUSH_BEFORE_ABORT)));
+                continue;
+            }
             if this.next >= this.total {
                 this.complete();
                 return Poll::Ready(None);
             }
-            let prefix = this.plan.prefix_len();
-            let chunks = this.plan.chunks() as usize;
-            if let Some(r) = this.reset_after {
-                if this.next == prefix + (r as usize).min(chunks) {
-                    // Cut on purpose: not a client cancellation.
-                    this.complete();
-                    this.aborting = true;
-                    this.sleep = Some(Box::pin(tokio::time::sleep(FLUSH_BEFORE_ABORT)));
-                    continue;
-                }
-            }
-            let is_chunk = this.next >= prefix && this.next < prefix + chunks;
+            let is_chunk = this.plan.is_content(this.next);
             if is_chunk && !this.waited && !this.chunk_delay.is_zero() {
                 this.sleep = Some(Box::pin(tokio::time::sleep(this.chunk_delay)));
                 continue;
@@ -128,7 +166,7 @@ impl Body for SseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.next >= self.total && !self.aborting
+        self.next >= self.total && !self.aborting && self.abort_at.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -82,15 +82,27 @@ async fn list(a: &LogsArgs, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
     out.table(&t)
 }
 
-const HEADER: [&str; 12] = [
-    "TIME", "ID", "KEY", "MODEL", "PROVIDER", "STATUS", "LATENCY", "TTFB", "IN", "OUT", "COST",
-    "ATTEMPTS",
+const HEADER: [&str; 13] = [
+    "TIME", "ID", "KEY", "MODEL", "PROVIDER", "PROTOCOL", "STATUS", "LATENCY", "TTFB", "IN", "OUT",
+    "COST", "ATTEMPTS",
 ];
 
 /// Column widths for `--follow`, where rows are printed one at a time.
-const FOLLOW_WIDTHS: [usize; 12] = [24, 36, 12, 20, 14, 6, 8, 7, 7, 7, 9, 8];
+const FOLLOW_WIDTHS: [usize; 13] = [24, 36, 12, 20, 14, 22, 6, 8, 7, 7, 7, 9, 8];
 
-fn cells(r: &RequestLog) -> [String; 12] {
+/// The client's protocol and the upstream's, `client→upstream`
+/// (`anthropic→openai-chat`); the client's alone when no upstream
+/// answered. The pair is shown whether or not the request was translated
+/// (`openai-chat→openai` is a pass-through to an OpenAI provider).
+pub fn protocols(r: &RequestLog) -> String {
+    if r.upstream_protocol.is_empty() {
+        r.protocol.clone()
+    } else {
+        format!("{}→{}", r.protocol, r.upstream_protocol)
+    }
+}
+
+fn cells(r: &RequestLog) -> [String; 13] {
     let status = match (r.status, r.cancelled) {
         (0, true) => "cancelled".to_string(),
         (0, false) => String::new(),
@@ -103,6 +115,7 @@ fn cells(r: &RequestLog) -> [String; 12] {
         r.key.clone(),
         r.model.clone(),
         r.provider.clone(),
+        protocols(r),
         status,
         format!("{}ms", r.latency_ms),
         format!("{}ms", r.ttfb_ms),
@@ -219,6 +232,9 @@ fn details(r: &RequestLog) -> Vec<String> {
         ("client ip", r.client_ip.clone()),
         ("user agent", r.user_agent.clone()),
         ("protocol", r.protocol.clone()),
+        ("upstream protocol", r.upstream_protocol.clone()),
+        ("translated", yes_no(r.translated).to_string()),
+        ("dropped fields", r.dropped_fields.join(", ")),
         ("path", r.path.clone()),
         ("model", r.model.clone()),
         ("provider", r.provider.clone()),
@@ -237,11 +253,13 @@ fn details(r: &RequestLog) -> Vec<String> {
         ("latency", format!("{}ms", r.latency_ms)),
         ("ttfb", format!("{}ms", r.ttfb_ms)),
         ("retries", r.retries.to_string()),
-        ("input tokens", n(r.input_tokens)),
-        ("output tokens", n(r.output_tokens)),
+        ("input tokens (uncached)", n(r.input_tokens)),
         ("cache read tokens", n(r.cache_read_tokens)),
-        ("cache creation tokens", n(r.cache_creation_tokens)),
+        ("cache write tokens", n(r.cache_creation_tokens)),
+        ("output tokens", n(r.output_tokens)),
+        ("reasoning tokens (of output)", n(r.reasoning_tokens)),
         ("usage source", r.usage_source.clone()),
+        ("count source", r.count_source.clone()),
         ("cost", cost(r.cost)),
         ("config version", n(r.snapshot_version)),
     ];
@@ -297,11 +315,21 @@ fn details(r: &RequestLog) -> Vec<String> {
     }
     for (title, body, truncated) in [
         ("request body", &r.request_body, r.request_body_truncated),
+        (
+            "upstream request body",
+            &r.upstream_request_body,
+            r.upstream_request_body_truncated,
+        ),
         ("response body", &r.response_body, r.response_body_truncated),
     ] {
         lines.push(String::new());
         if body.is_empty() {
-            lines.push(format!("{title}: none"));
+            // The body sent upstream is logged only where it differs.
+            if title == "upstream request body" && !r.request_body.is_empty() {
+                lines.push(format!("{title}: the request body, unchanged"));
+            } else {
+                lines.push(format!("{title}: none"));
+            }
             continue;
         }
         lines.push(format!(
@@ -334,6 +362,8 @@ mod tests {
             model: "gpt".into(),
             provider: "openai".into(),
             upstream_model: "gpt-4o".into(),
+            protocol: "openai-chat".into(),
+            upstream_protocol: "openai".into(),
             status: 200,
             stream: true,
             latency_ms: 1234,
@@ -388,9 +418,22 @@ mod tests {
             "stream",
             "attempts",
             "key",
+            "protocol",
+            "upstream_protocol",
+            "translated",
+            "upstream_request_body",
+            "upstream_request_body_truncated",
+            "dropped_fields",
+            "cache_read_tokens",
+            "cache_creation_tokens",
+            "reasoning_tokens",
+            "usage_source",
+            "count_source",
         ] {
             assert!(o.contains_key(k), "missing {k}");
         }
+        assert_eq!(o["upstream_protocol"], "openai");
+        assert_eq!(o["dropped_fields"], serde_json::json!([]));
         assert_eq!(o["latency_ms"], 1234);
         assert_eq!(o["stream"], true);
         assert_eq!(o["key"], "team");
@@ -413,13 +456,14 @@ mod tests {
     #[test]
     fn table_cells_and_details() {
         let c = cells(&sample());
-        assert_eq!(c[5], "200");
-        assert_eq!(c[6], "1234ms");
-        assert_eq!(c[10], "0.00123");
-        assert_eq!(c[11], "2");
+        assert_eq!(c[5], "openai-chat→openai");
+        assert_eq!(c[6], "200");
+        assert_eq!(c[7], "1234ms");
+        assert_eq!(c[11], "0.00123");
+        assert_eq!(c[12], "2");
         let mut r = sample();
         r.cancelled = true;
-        assert_eq!(cells(&r)[5], "200 cancelled");
+        assert_eq!(cells(&r)[6], "200 cancelled");
         let line = fixed_line(&c);
         assert!(
             line.starts_with("2024-05-01T12:00:00.123Z  0190a2b4"),
@@ -430,6 +474,60 @@ mod tests {
         assert!(text.contains("  a: 1\n  b: 2"), "{text}");
         assert!(text.contains("\"model\": \"gpt\""), "{text}");
         assert!(text.contains("response body: none"), "{text}");
+        assert!(
+            text.contains("upstream request body: the request body, unchanged"),
+            "{text}"
+        );
+        assert!(text.contains("translated  "), "{text}");
+    }
+
+    #[test]
+    fn translated_requests() {
+        let mut r = sample();
+        r.protocol = "anthropic".into();
+        r.upstream_protocol = "openai-chat".into();
+        r.translated = true;
+        r.dropped_fields = vec!["top_k".into(), "metadata.user_id".into()];
+        r.upstream_request_body = r#"{"model":"gpt-4o","messages":[]}"#.into();
+        r.upstream_request_body_truncated = true;
+        r.input_tokens = 100;
+        r.cache_read_tokens = 2000;
+        r.cache_creation_tokens = 300;
+        r.output_tokens = 40;
+        r.reasoning_tokens = 25;
+        r.usage_source = "reported".into();
+        assert_eq!(cells(&r)[5], "anthropic→openai-chat");
+        let text = details(&r).join("\n");
+        let field = |name: &str| -> String {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{name}  ")))
+                .map(|l| l[name.len()..].trim().to_string())
+                .unwrap_or_else(|| panic!("no {name} line in\n{text}"))
+        };
+        assert_eq!(field("protocol"), "anthropic");
+        assert_eq!(field("upstream protocol"), "openai-chat");
+        assert_eq!(field("translated"), "yes");
+        assert_eq!(field("dropped fields"), "top_k, metadata.user_id");
+        assert_eq!(field("input tokens (uncached)"), "100");
+        assert_eq!(field("cache read tokens"), "2000");
+        assert_eq!(field("cache write tokens"), "300");
+        assert_eq!(field("output tokens"), "40");
+        assert_eq!(field("reasoning tokens (of output)"), "25");
+        assert_eq!(field("count source"), "-");
+        let upstream = text
+            .split("upstream request body (truncated):\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no upstream body in\n{text}"));
+        assert!(
+            upstream
+                .split("\n\n")
+                .next()
+                .is_some_and(|b| b.contains("  \"model\": \"gpt-4o\"")),
+            "{text}"
+        );
+        // A request that reached no upstream shows its own protocol only.
+        r.upstream_protocol.clear();
+        assert_eq!(cells(&r)[5], "anthropic");
     }
 
     #[test]

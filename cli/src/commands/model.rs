@@ -156,12 +156,23 @@ fn reweighted(mut targets: Vec<ModelTarget>, weights: &[u32]) -> Result<Vec<Mode
     Ok(targets)
 }
 
-fn prices(input: Option<f64>, output: Option<f64>, cached: Option<f64>) -> Option<Prices> {
-    match (input, output) {
+/// The price flags, in US dollars per 1M tokens.
+#[derive(Debug, Clone, Copy, Default)]
+struct PriceFlags {
+    input: Option<f64>,
+    output: Option<f64>,
+    cached_input: Option<f64>,
+    cache_write: Option<f64>,
+}
+
+/// Prices when input and output are given (clap makes the others need them).
+fn prices(f: PriceFlags) -> Option<Prices> {
+    match (f.input, f.output) {
         (Some(i), Some(o)) => Some(Prices {
             input_per_mtok: i,
             output_per_mtok: o,
-            cached_input_per_mtok: cached.unwrap_or(0.0),
+            cached_input_per_mtok: f.cached_input.unwrap_or(0.0),
+            cache_write_per_mtok: f.cache_write.unwrap_or(0.0),
         }),
         _ => None,
     }
@@ -177,10 +188,20 @@ fn create_request(a: ModelAddArgs) -> Result<CreateModelRequest> {
             .unwrap_or_default(),
         max_attempts: o.max_attempts.unwrap_or(0),
         retry_delay_ms: o.retry_delay_ms,
-        prices: prices(o.price_input, o.price_output, o.price_cached_input),
+        prices: prices(PriceFlags {
+            input: o.price_input,
+            output: o.price_output,
+            cached_input: o.price_cached_input,
+            cache_write: o.price_cache_write,
+        }),
         enabled: Some(!a.disabled),
         targets,
         name: a.name,
+        default_max_tokens: o.default_max_tokens,
+        translation: o
+            .translation
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
     })
 }
 
@@ -205,9 +226,17 @@ fn update_request(a: ModelUpdateArgs) -> Result<(UpdateModelRequest, Option<Vec<
         max_attempts: ch.max_attempts,
         retry_delay_ms: ch.retry_delay_ms,
         clear_retry_delay: ch.clear_retry_delay,
-        prices: prices(ch.price_input, ch.price_output, ch.price_cached_input),
+        prices: prices(PriceFlags {
+            input: ch.price_input,
+            output: ch.price_output,
+            cached_input: ch.price_cached_input,
+            cache_write: ch.price_cache_write,
+        }),
         enabled,
         targets,
+        default_max_tokens: ch.default_max_tokens,
+        clear_default_max_tokens: ch.clear_default_max_tokens,
+        translation: ch.translation.map(|t| t.as_str().to_string()),
     };
     Ok((req, reweigh))
 }
@@ -217,18 +246,43 @@ fn fmt_prices(p: Option<&Prices>, long: bool) -> String {
         return String::new();
     };
     if long {
+        let write = if p.cache_write_per_mtok == 0.0 {
+            "as input".to_string()
+        } else {
+            p.cache_write_per_mtok.to_string()
+        };
         format!(
-            "input {}, output {}, cached input {} (USD per 1M tokens)",
+            "input {}, output {}, cached input {}, cache write {write} (USD per 1M tokens)",
             p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok
         )
-    } else if p.cached_input_per_mtok == 0.0 {
-        format!("{}/{}", p.input_per_mtok, p.output_per_mtok)
-    } else {
+    } else if p.cache_write_per_mtok != 0.0 {
+        format!(
+            "{}/{}/{}/{}",
+            p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok, p.cache_write_per_mtok
+        )
+    } else if p.cached_input_per_mtok != 0.0 {
         format!(
             "{}/{}/{}",
             p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok
         )
+    } else {
+        format!("{}/{}", p.input_per_mtok, p.output_per_mtok)
     }
+}
+
+/// The translation mode as shown; an empty one (an older control plane)
+/// is the default.
+fn translation(m: &Model) -> &str {
+    if m.translation.is_empty() {
+        "strict"
+    } else {
+        &m.translation
+    }
+}
+
+fn max_tokens(m: &Model) -> String {
+    m.default_max_tokens
+        .map_or_else(|| "default".to_string(), |n| n.to_string())
 }
 
 fn by_priority(m: &Model) -> Vec<&ModelTarget> {
@@ -241,7 +295,15 @@ fn list(out: &mut Out<'_>, models: &[Model]) -> Result<()> {
     if out.is_json() {
         return out.json(models);
     }
-    let mut t = Table::new(&["NAME", "STRATEGY", "ENABLED", "PRICES", "TARGETS"]);
+    let mut t = Table::new(&[
+        "NAME",
+        "STRATEGY",
+        "ENABLED",
+        "TRANSLATION",
+        "MAX TOKENS",
+        "PRICES",
+        "TARGETS",
+    ]);
     for m in models {
         let targets: Vec<String> = by_priority(m)
             .into_iter()
@@ -254,6 +316,8 @@ fn list(out: &mut Out<'_>, models: &[Model]) -> Result<()> {
             m.name.clone(),
             m.strategy.clone(),
             yes_no(m.enabled).to_string(),
+            translation(m).to_string(),
+            max_tokens(m),
             fmt_prices(m.prices.as_ref(), false),
             targets.join(", "),
         ]);
@@ -280,6 +344,8 @@ fn show(out: &mut Out<'_>, m: &Model) -> Result<()> {
         m.retry_delay_ms
             .map_or_else(|| "default".to_string(), |d| d.to_string()),
     ]);
+    t.row(["default_max_tokens".to_string(), max_tokens(m)]);
+    t.row(["translation".to_string(), translation(m).to_string()]);
     t.row(["prices".to_string(), fmt_prices(m.prices.as_ref(), true)]);
     t.row(["enabled".to_string(), yes_no(m.enabled).to_string()]);
     t.row(["created_at".to_string(), m.created_at.clone()]);
@@ -374,9 +440,79 @@ mod tests {
 
     #[test]
     fn prices_need_input_and_output() {
-        assert_eq!(prices(None, None, None), None);
-        let p = prices(Some(2.5), Some(10.0), None).unwrap();
+        assert_eq!(prices(PriceFlags::default()), None);
+        let p = prices(PriceFlags {
+            input: Some(2.5),
+            output: Some(10.0),
+            ..PriceFlags::default()
+        })
+        .unwrap();
         assert_eq!(p.cached_input_per_mtok, 0.0);
+        assert_eq!(p.cache_write_per_mtok, 0.0);
         assert_eq!(fmt_prices(Some(&p), false), "2.5/10");
+        assert!(fmt_prices(Some(&p), true).contains("cache write as input"));
+        let p = prices(PriceFlags {
+            input: Some(3.0),
+            output: Some(15.0),
+            cached_input: Some(0.3),
+            cache_write: Some(3.75),
+        })
+        .unwrap();
+        assert_eq!(p.cache_write_per_mtok, 3.75);
+        assert_eq!(fmt_prices(Some(&p), false), "3/15/0.3/3.75");
+        assert!(fmt_prices(Some(&p), true).contains("cache write 3.75"));
+    }
+
+    #[test]
+    fn requests_carry_translation_settings() {
+        use crate::args::{Cli, Command};
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "llmgw",
+            "model",
+            "add",
+            "m",
+            "--target",
+            "a",
+            "--default-max-tokens",
+            "4096",
+            "--translation",
+            "lenient",
+        ])
+        .unwrap();
+        let Command::Model(ModelCmd::Add(a)) = cli.command else {
+            panic!("wrong command");
+        };
+        let r = create_request(a).unwrap();
+        assert_eq!(r.default_max_tokens, Some(4096));
+        assert_eq!(r.translation, "lenient");
+        let cli = Cli::try_parse_from(["llmgw", "model", "add", "m", "--target", "a"]).unwrap();
+        let Command::Model(ModelCmd::Add(a)) = cli.command else {
+            panic!("wrong command");
+        };
+        let r = create_request(a).unwrap();
+        assert_eq!(r.default_max_tokens, None);
+        // Empty: the control plane's default (strict).
+        assert_eq!(r.translation, "");
+
+        let cli = Cli::try_parse_from([
+            "llmgw",
+            "model",
+            "update",
+            "m",
+            "--clear-default-max-tokens",
+            "--translation",
+            "strict",
+        ])
+        .unwrap();
+        let Command::Model(ModelCmd::Update(u)) = cli.command else {
+            panic!("wrong command");
+        };
+        let (r, reweigh) = update_request(u).unwrap();
+        assert!(reweigh.is_none());
+        assert!(r.clear_default_max_tokens);
+        assert_eq!(r.default_max_tokens, None);
+        assert_eq!(r.translation.as_deref(), Some("strict"));
+        assert!(r.prices.is_none() && r.targets.is_none());
     }
 }

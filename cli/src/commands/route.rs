@@ -43,7 +43,8 @@ fn request(a: RouteExplainArgs) -> Result<ExplainRouteRequest> {
         headers: a.headers.into_iter().map(|h| (h.name, h.value)).collect(),
         key: a.key.unwrap_or_default().trim().to_string(),
         body,
-        protocol: a.protocol.as_str().to_string(),
+        // The field keeps its old name; it carries the client API.
+        protocol: a.api.as_str().to_string(),
     })
 }
 
@@ -86,6 +87,7 @@ fn lines(r: &ExplainRouteResponse) -> Vec<String> {
             "PRIORITY",
             "WEIGHT",
             "KEPT",
+            "SERVING",
             "REASON",
         ]);
         for c in order {
@@ -100,6 +102,7 @@ fn lines(r: &ExplainRouteResponse) -> Vec<String> {
                 c.priority.to_string(),
                 c.weight.to_string(),
                 yes_no(c.kept).to_string(),
+                c.serving.clone(),
                 c.reason.clone(),
             ]);
         }
@@ -114,7 +117,7 @@ fn lines(r: &ExplainRouteResponse) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::args::{Header, Protocol};
+    use crate::args::{ClientApi, Header};
     use llmgw_proto::v1::RouteCandidate;
 
     #[test]
@@ -130,6 +133,11 @@ mod tests {
                 "kept".into()
             } else {
                 "dropped: rule".into()
+            },
+            serving: if p == "a" {
+                "translated from openai-chat to anthropic".into()
+            } else {
+                "passes through".into()
             },
         };
         let r = ExplainRouteResponse {
@@ -148,7 +156,18 @@ mod tests {
         assert!(l[2].starts_with("1      c"), "{l:?}");
         assert!(l[3].starts_with("2      a"), "{l:?}");
         assert!(l[4].starts_with("-      b"), "{l:?}");
-        assert!(l[4].ends_with("no    dropped: rule"), "{l:?}");
+        assert!(l[4].ends_with("dropped: rule"), "{l:?}");
+        let words: Vec<&str> = l[4].split_whitespace().collect();
+        assert_eq!(
+            words[words.len() - 5..],
+            ["no", "passes", "through", "dropped:", "rule"],
+            "{l:?}"
+        );
+        assert!(
+            l[2].contains("passes through") && l[3].contains("from openai-chat to anthropic"),
+            "{l:?}"
+        );
+        assert!(l[1].contains("KEPT  SERVING"), "{l:?}");
         let r = ExplainRouteResponse {
             model: "m".into(),
             error: "model 'm' does not exist or is disabled".into(),
@@ -174,13 +193,13 @@ mod tests {
             }],
             key: Some("team".into()),
             body,
-            protocol: Protocol::Anthropic,
+            api: ClientApi::GeminiCountTokens,
         };
         let r = request(args(Some(body.display().to_string()))).unwrap();
         assert_eq!(r.model, "m");
         assert_eq!(r.headers["x-tier"], "gold");
         assert_eq!(r.key, "team");
-        assert_eq!(r.protocol, "anthropic");
+        assert_eq!(r.protocol, "gemini-count-tokens");
         assert!(r.body.contains("messages"));
         std::fs::write(&body, "not json").unwrap();
         assert!(request(args(Some(body.display().to_string()))).is_err());

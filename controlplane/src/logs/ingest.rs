@@ -53,6 +53,13 @@ const LOG_COLUMNS: &[&str] = &[
     "response_body",
     "request_body_truncated",
     "response_body_truncated",
+    "upstream_protocol",
+    "translated",
+    "upstream_request_body",
+    "upstream_request_body_truncated",
+    "dropped_fields",
+    "reasoning_tokens",
+    "count_source",
 ];
 
 const ATTEMPT_COLUMNS: &[&str] = &[
@@ -92,6 +99,9 @@ const MAX_TEXT_BYTES: usize = 8 * 1024;
 const MAX_ERROR_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 1000;
 const MAX_HEADERS_BYTES: usize = 1024 * 1024;
+/// Dropped fields of one record, and the bytes of each one's path.
+const MAX_DROPPED_FIELDS: usize = 1000;
+const MAX_DROPPED_FIELD_BYTES: usize = 1024;
 const MAX_REASON_CHARS: usize = 2000;
 
 /// What happened to a batch.
@@ -103,12 +113,15 @@ pub struct Stored {
     pub quarantined: Vec<String>,
 }
 
-/// A validated record, ready to bind. `rec` keeps its header maps (for
-/// quarantine, should the database refuse it); the JSON is what is stored.
+/// A validated record, ready to bind. `rec` keeps its header maps and
+/// dropped fields (for quarantine, should the database refuse it); the JSON
+/// is what is stored.
 struct Prepared {
     rec: pb::RequestLog,
     request_headers: String,
     response_headers: String,
+    /// `dropped_fields` as a JSON array of strings.
+    dropped_fields: String,
     /// The id as the data plane sent it, where canonicalizing changed it:
     /// a quarantined record is reported by the id it came with.
     sent_id: Option<String>,
@@ -472,6 +485,13 @@ fn bind_record<'q>(
         .bind(r.response_body.as_str())
         .bind(i64::from(r.request_body_truncated))
         .bind(i64::from(r.response_body_truncated))
+        .bind(r.upstream_protocol.as_str())
+        .bind(i64::from(r.translated))
+        .bind(r.upstream_request_body.as_str())
+        .bind(i64::from(r.upstream_request_body_truncated))
+        .bind(p.dropped_fields.as_str())
+        .bind(i64_of(r.reasoning_tokens))
+        .bind(r.count_source.as_str())
 }
 
 async fn quarantine(
@@ -598,18 +618,45 @@ fn headers_json(
     .map_err(|e| format!("{what}: {e}"))
 }
 
+/// `dropped_fields` as stored: a JSON array of strings, in order.
+fn dropped_json(fields: &[String]) -> String {
+    serde_json::Value::Array(fields.iter().map(|f| f.as_str().into()).collect()).to_string()
+}
+
+fn check_dropped(fields: &[String]) -> Result<(), String> {
+    if fields.len() > MAX_DROPPED_FIELDS {
+        return Err(format!(
+            "dropped_fields has {} entries (at most {MAX_DROPPED_FIELDS})",
+            fields.len()
+        ));
+    }
+    fields
+        .iter()
+        .try_for_each(|f| check_len("a dropped field", f, MAX_DROPPED_FIELD_BYTES))
+}
+
+/// What [`check`] found: the record's id and its headers as JSON.
+struct Checked {
+    id: uuid::Uuid,
+    request_headers: String,
+    response_headers: String,
+}
+
 /// Checks a record and returns it ready to store: a canonical id, the
 /// batch's node when it names none, no NUL characters. A record refused
 /// comes back as it was, with the reason.
 fn prepare(r: pb::RequestLog, batch_node: &str, now: i64) -> Result<Prepared, Box<Rejected>> {
     match check(&r, batch_node, now) {
-        Ok((id, request_headers, response_headers)) => {
-            let canonical = id.hyphenated().to_string();
+        Ok(c) => {
+            let canonical = c.id.hyphenated().to_string();
             let sent_id = (r.id != canonical).then(|| r.id.clone());
+            let rec = normalize(r, canonical, batch_node);
+            let dropped_fields = dropped_json(&rec.dropped_fields);
             Ok(Prepared {
-                rec: normalize(r, canonical, batch_node),
-                request_headers,
-                response_headers,
+                rec,
+                request_headers: c.request_headers,
+                response_headers: c.response_headers,
+                dropped_fields,
                 sent_id,
             })
         }
@@ -617,12 +664,8 @@ fn prepare(r: pb::RequestLog, batch_node: &str, now: i64) -> Result<Prepared, Bo
     }
 }
 
-/// Validates a record; returns its id and its headers as JSON.
-fn check(
-    r: &pb::RequestLog,
-    batch_node: &str,
-    now: i64,
-) -> Result<(uuid::Uuid, String, String), String> {
+/// Validates a record; returns its id and its JSON columns.
+fn check(r: &pb::RequestLog, batch_node: &str, now: i64) -> Result<Checked, String> {
     let id = uuid::Uuid::parse_str(r.id.trim()).map_err(|_| {
         format!(
             "id '{}' is not a UUID",
@@ -651,6 +694,7 @@ fn check(
         ("output_tokens", r.output_tokens),
         ("cache_read_tokens", r.cache_read_tokens),
         ("cache_creation_tokens", r.cache_creation_tokens),
+        ("reasoning_tokens", r.reasoning_tokens),
     ] {
         if v > MAX_TOKENS {
             return Err(format!("{what} {v} is implausibly large"));
@@ -692,6 +736,12 @@ fn check(
         ("upstream_model", r.upstream_model.as_str(), MAX_NAME_BYTES),
         ("protocol", r.protocol.as_str(), MAX_NAME_BYTES),
         ("usage_source", r.usage_source.as_str(), MAX_NAME_BYTES),
+        (
+            "upstream_protocol",
+            r.upstream_protocol.as_str(),
+            MAX_NAME_BYTES,
+        ),
+        ("count_source", r.count_source.as_str(), MAX_NAME_BYTES),
         ("client_ip", r.client_ip.as_str(), MAX_TEXT_BYTES),
         ("user_agent", r.user_agent.as_str(), MAX_TEXT_BYTES),
         ("path", r.path.as_str(), MAX_TEXT_BYTES),
@@ -699,9 +749,12 @@ fn check(
     ] {
         check_len(what, v, max)?;
     }
-    let request_headers = headers_json("request_headers", &r.request_headers)?;
-    let response_headers = headers_json("response_headers", &r.response_headers)?;
-    Ok((id, request_headers, response_headers))
+    check_dropped(&r.dropped_fields)?;
+    Ok(Checked {
+        id,
+        request_headers: headers_json("request_headers", &r.request_headers)?,
+        response_headers: headers_json("response_headers", &r.response_headers)?,
+    })
 }
 
 /// The node a record is stored under: its own, or the batch's when it
@@ -739,8 +792,14 @@ fn normalize(mut rec: pb::RequestLog, id: String, batch_node: &str) -> pb::Reque
         &mut rec.error,
         &mut rec.request_body,
         &mut rec.response_body,
+        &mut rec.upstream_protocol,
+        &mut rec.upstream_request_body,
+        &mut rec.count_source,
     ] {
         clean_in_place(s);
+    }
+    for f in &mut rec.dropped_fields {
+        clean_in_place(f);
     }
     for a in &mut rec.attempts {
         clean_in_place(&mut a.provider);
@@ -834,6 +893,22 @@ mod tests {
             ("status", Box::new(|r| r.status = 1000)),
             ("latency_ms", Box::new(|r| r.latency_ms = u64::MAX)),
             ("input_tokens", Box::new(|r| r.input_tokens = u64::MAX)),
+            (
+                "reasoning_tokens",
+                Box::new(|r| r.reasoning_tokens = u64::MAX),
+            ),
+            (
+                "dropped_fields",
+                Box::new(|r| r.dropped_fields = vec![String::new(); 1001]),
+            ),
+            (
+                "a dropped field",
+                Box::new(|r| r.dropped_fields = vec!["f".repeat(2000)]),
+            ),
+            (
+                "count_source",
+                Box::new(|r| r.count_source = "c".repeat(5000)),
+            ),
             ("cost", Box::new(|r| r.cost = f64::NAN)),
             ("cost", Box::new(|r| r.cost = -1.0)),
             ("sequence", Box::new(|r| r.sequence = u64::MAX)),
@@ -873,5 +948,16 @@ mod tests {
         assert_eq!(p.rec.request_body, "a\u{FFFD}b");
         assert!(!p.request_headers.contains('\0'));
         assert_eq!(p.request_headers, "{\"x\u{FFFD}\":\"v\"}");
+
+        // Dropped fields are stored as a JSON array, in order, without NULs.
+        assert_eq!(p.dropped_fields, "[]");
+        let mut r = good();
+        r.dropped_fields = vec!["top_k".into(), "a\0\"b".into()];
+        r.upstream_request_body = "u\0".into();
+        let Ok(p) = prepare(r, "n", now) else {
+            panic!("a record with dropped fields was refused");
+        };
+        assert_eq!(p.dropped_fields, "[\"top_k\",\"a\u{FFFD}\\\"b\"]");
+        assert_eq!(p.rec.upstream_request_body, "u\u{FFFD}");
     }
 }

@@ -13,11 +13,13 @@ use crate::store::StoreError;
 pub const SUMMARY_COLUMNS: &str = "id, time_ms, node_id, sequence, key_name, client_ip, \
      user_agent, protocol, path, model, provider, upstream_model, status, stream, cancelled, \
      latency_ms, ttfb_ms, retries, input_tokens, output_tokens, cache_read_tokens, \
-     cache_creation_tokens, usage_source, cost, error, snapshot_version, \
-     request_body_truncated, response_body_truncated";
+     cache_creation_tokens, reasoning_tokens, usage_source, count_source, cost, error, \
+     snapshot_version, request_body_truncated, response_body_truncated, upstream_protocol, \
+     translated, upstream_request_body_truncated, dropped_fields";
 
 /// The header and body columns, for one full record.
-pub const DETAIL_COLUMNS: &str = "request_headers, response_headers, request_body, response_body";
+pub const DETAIL_COLUMNS: &str =
+    "request_headers, response_headers, request_body, response_body, upstream_request_body";
 
 /// RFC 3339 with milliseconds, in UTC: `2024-05-01T12:00:00.123Z`.
 pub fn format_time(ms: i64) -> String {
@@ -34,6 +36,7 @@ pub fn strip_details(mut r: pb::RequestLog) -> pb::RequestLog {
     r.response_headers = BTreeMap::new();
     r.request_body = String::new();
     r.response_body = String::new();
+    r.upstream_request_body = String::new();
     r
 }
 
@@ -89,6 +92,24 @@ pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
         request_body_truncated: flag(r, "request_body_truncated")?,
         response_body_truncated: flag(r, "response_body_truncated")?,
         time: format_time(time_ms),
+        upstream_protocol: r.try_get("upstream_protocol")?,
+        translated: flag(r, "translated")?,
+        upstream_request_body: String::new(),
+        upstream_request_body_truncated: flag(r, "upstream_request_body_truncated")?,
+        dropped_fields: dropped_fields(r)?,
+        reasoning_tokens: u64_of(r, "reasoning_tokens")?,
+        count_source: r.try_get("count_source")?,
+    })
+}
+
+/// The stored JSON array of dropped fields.
+fn dropped_fields(r: &AnyRow) -> Result<Vec<String>, StoreError> {
+    let text: String = r.try_get("dropped_fields")?;
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_str(&text).map_err(|_| {
+        StoreError::Invalid("stored dropped_fields is not a JSON array of strings".into())
     })
 }
 
@@ -107,6 +128,7 @@ pub fn add_details(rec: &mut pb::RequestLog, r: &AnyRow) -> Result<(), StoreErro
     rec.response_headers = headers(r, "response_headers")?;
     rec.request_body = r.try_get("request_body")?;
     rec.response_body = r.try_get("response_body")?;
+    rec.upstream_request_body = r.try_get("upstream_request_body")?;
     Ok(())
 }
 

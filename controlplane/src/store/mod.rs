@@ -19,6 +19,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use llmgw_core::table::Translation;
 use llmgw_core::{Protocol, Strategy};
 use secrecy::ExposeSecret;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
@@ -706,8 +707,9 @@ impl Store {
         let now = now_ms();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO models (name, strategy, max_attempts, retry_delay_ms, price_input, \
-             price_output, price_cached_input, enabled, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+             price_output, price_cached_input, price_cache_write, enabled, default_max_tokens, \
+             translation, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
         )
         .bind(&spec.name)
         .bind(spec.strategy.as_str())
@@ -716,7 +718,10 @@ impl Store {
         .bind(spec.prices.input)
         .bind(spec.prices.output)
         .bind(spec.prices.cached_input)
+        .bind(spec.prices.cache_write)
         .bind(int(spec.enabled))
+        .bind(spec.default_max_tokens.map(i64::from))
+        .bind(spec.translation.as_str())
         .bind(now)
         .bind(now)
         .fetch_one(&mut *tx)
@@ -728,8 +733,9 @@ impl Store {
         spec.validate()?;
         let id: Option<i64> = sqlx::query_scalar(
             "UPDATE models SET strategy = $1, max_attempts = $2, retry_delay_ms = $3, \
-             price_input = $4, price_output = $5, price_cached_input = $6, enabled = $7, \
-             updated_at = $8 WHERE name = $9 RETURNING id",
+             price_input = $4, price_output = $5, price_cached_input = $6, \
+             price_cache_write = $7, enabled = $8, default_max_tokens = $9, translation = $10, \
+             updated_at = $11 WHERE name = $12 RETURNING id",
         )
         .bind(spec.strategy.as_str())
         .bind(i64::from(spec.max_attempts))
@@ -737,7 +743,10 @@ impl Store {
         .bind(spec.prices.input)
         .bind(spec.prices.output)
         .bind(spec.prices.cached_input)
+        .bind(spec.prices.cache_write)
         .bind(int(spec.enabled))
+        .bind(spec.default_max_tokens.map(i64::from))
+        .bind(spec.translation.as_str())
         .bind(now_ms())
         .bind(&spec.name)
         .fetch_optional(&mut *tx)
@@ -1036,8 +1045,8 @@ async fn insert_targets(
         // float8 ("incorrect binary data format"). Left out, the columns are NULL.
         let sql = if t.prices.is_some() {
             "INSERT INTO model_targets (model_id, position, provider_id, upstream_model, priority, \
-             weight, rules, enabled, price_input, price_output, price_cached_input) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+             weight, rules, enabled, price_input, price_output, price_cached_input, \
+             price_cache_write) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         } else {
             "INSERT INTO model_targets (model_id, position, provider_id, upstream_model, priority, \
              weight, rules, enabled) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -1052,7 +1061,11 @@ async fn insert_targets(
             .bind(specs::normalise_rules(&t.rules)?)
             .bind(int(t.enabled));
         if let Some(p) = t.prices {
-            insert = insert.bind(p.input).bind(p.output).bind(p.cached_input);
+            insert = insert
+                .bind(p.input)
+                .bind(p.output)
+                .bind(p.cached_input)
+                .bind(p.cache_write);
         }
         insert.execute(&mut *tx).await?;
     }
@@ -1067,6 +1080,9 @@ fn target_from_row(r: &AnyRow) -> Result<TargetSpec> {
             output: r.try_get::<Option<f64>, _>("price_output")?.unwrap_or(0.0),
             cached_input: r
                 .try_get::<Option<f64>, _>("price_cached_input")?
+                .unwrap_or(0.0),
+            cache_write: r
+                .try_get::<Option<f64>, _>("price_cache_write")?
                 .unwrap_or(0.0),
         }),
         None => None,
@@ -1087,6 +1103,8 @@ fn target_from_row(r: &AnyRow) -> Result<TargetSpec> {
 fn model_from_row(r: &AnyRow, targets: Vec<TargetSpec>) -> Result<ModelRow> {
     let strategy: String = r.try_get("strategy")?;
     let delay: Option<i64> = r.try_get("retry_delay_ms")?;
+    let default_max_tokens: Option<i64> = r.try_get("default_max_tokens")?;
+    let translation: String = r.try_get("translation")?;
     Ok(ModelRow {
         spec: ModelSpec {
             name: r.try_get("name")?,
@@ -1097,9 +1115,18 @@ fn model_from_row(r: &AnyRow, targets: Vec<TargetSpec>) -> Result<ModelRow> {
                 input: r.try_get("price_input")?,
                 output: r.try_get("price_output")?,
                 cached_input: r.try_get("price_cached_input")?,
+                cache_write: r.try_get("price_cache_write")?,
             },
             enabled: flag(r, "enabled")?,
             targets,
+            default_max_tokens: default_max_tokens
+                .map(|n| {
+                    u32::try_from(n).map_err(|_| {
+                        StoreError::Invalid(format!("default_max_tokens out of range: {n}"))
+                    })
+                })
+                .transpose()?,
+            translation: Translation::from_str(&translation)?,
         },
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,

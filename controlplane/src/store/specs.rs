@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use llmgw_core::rules::Rule;
+use llmgw_core::table::Translation;
 use llmgw_core::{keys, validate, Protocol, Strategy};
 use secrecy::SecretString;
 
@@ -54,11 +55,15 @@ impl ProviderSpec {
     }
 }
 
+/// US dollars per one million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Prices {
     pub input: f64,
     pub output: f64,
+    /// Tokens read from a prompt cache.
     pub cached_input: f64,
+    /// Tokens written to a prompt cache; 0 charges them at the input price.
+    pub cache_write: f64,
 }
 
 impl Prices {
@@ -66,6 +71,7 @@ impl Prices {
         validate::price("input", self.input)?;
         validate::price("output", self.output)?;
         validate::price("cached input", self.cached_input)?;
+        validate::price("cache write", self.cache_write)?;
         Ok(())
     }
 }
@@ -91,6 +97,9 @@ pub struct ModelSpec {
     pub prices: Prices,
     pub enabled: bool,
     pub targets: Vec<TargetSpec>,
+    /// `max_tokens` for targets that require it when the client gave none.
+    pub default_max_tokens: Option<u32>,
+    pub translation: Translation,
 }
 
 impl ModelSpec {
@@ -106,6 +115,11 @@ impl ModelSpec {
         if self.max_attempts > 20 {
             return Err(StoreError::Invalid(
                 "max_attempts must be at most 20".into(),
+            ));
+        }
+        if self.default_max_tokens == Some(0) {
+            return Err(StoreError::Invalid(
+                "default_max_tokens must be at least 1".into(),
             ));
         }
         if self.retry_delay_ms.is_some_and(|d| d > 600_000) {

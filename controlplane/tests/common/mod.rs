@@ -16,6 +16,7 @@ use llmgw_controlplane::secrets::{generate_master_key, Sealer};
 use llmgw_controlplane::store::{
     self, KeySpec, ModelSpec, Prices, ProviderSpec, Store, TargetSpec,
 };
+use llmgw_core::table::Translation;
 use llmgw_core::{keys, Protocol, Strategy};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::Connection;
@@ -257,9 +258,12 @@ pub fn model(name: &str, targets: Vec<TargetSpec>) -> ModelSpec {
             input: 1.0,
             output: 2.0,
             cached_input: 0.5,
+            cache_write: 0.0,
         },
         enabled: true,
         targets,
+        default_max_tokens: None,
+        translation: Translation::Strict,
     }
 }
 

@@ -9,6 +9,7 @@ import type { Attempt, RequestLog } from "@/gen/llmgw/v1/logs_pb";
 import { api } from "@/lib/api";
 import { toCurl } from "@/lib/curl";
 import { formatCost, formatDateTime, formatDuration, formatInt } from "@/lib/format";
+import { promptTokens, protocolPair, upstreamBodyNote, usageRows } from "@/lib/log-fields";
 import { useQuery, useTitle } from "@/lib/hooks";
 import { redactHeaders } from "@/lib/redact";
 import { Link, useLocation } from "@/lib/router";
@@ -60,7 +61,10 @@ function Detail({ r }: { r: RequestLog }) {
             <h1 className="text-2xl font-semibold tracking-tight">{r.model || "(no model)"}</h1>
             <StatusBadge status={r.status} cancelled={r.cancelled} />
             {r.stream ? <Badge variant="info">stream</Badge> : null}
-            <Badge variant="outline">{r.protocol}</Badge>
+            <Badge variant="outline" title="Client protocol → upstream protocol">
+              {protocolPair(r)}
+            </Badge>
+            {r.translated ? <Badge variant="secondary">translated</Badge> : null}
           </div>
           <p className="mt-1 text-sm text-muted-foreground">
             <span className="font-mono">{r.path}</span> · {formatDateTime(r.time || r.timeMs)} · <span className="font-mono text-xs">{r.id}</span>
@@ -77,7 +81,7 @@ function Detail({ r }: { r: RequestLog }) {
       <section aria-label="Summary" className="grid grid-cols-2 gap-3 md:grid-cols-3 xl:grid-cols-6">
         <Stat label="Latency">{formatDuration(r.latencyMs)}</Stat>
         <Stat label="Time to first byte">{r.ttfbMs ? formatDuration(r.ttfbMs) : "–"}</Stat>
-        <Stat label="Tokens in / out" sub={`usage ${r.usageSource || "none"}`}>
+        <Stat label="Tokens in / out" sub={r.countSource ? `count by ${r.countSource === "local" ? "the data plane" : "the upstream"}` : `usage ${r.usageSource || "none"}`}>
           {formatInt(r.inputTokens)} / {formatInt(r.outputTokens)}
         </Stat>
         <Stat label="Cost">{formatCost(r.cost)}</Stat>
@@ -110,9 +114,52 @@ function Detail({ r }: { r: RequestLog }) {
               <Def k="User agent">{r.userAgent || "–"}</Def>
               <Def k="Data plane">{r.nodeId || "–"}</Def>
               <Def k="Snapshot">v{String(r.snapshotVersion)}</Def>
-              <Def k="Cache tokens">
-                {formatInt(r.cacheReadTokens)} read · {formatInt(r.cacheCreationTokens)} written
+            </dl>
+          </CardContent>
+        </Card>
+      </div>
+
+      <div className="grid gap-6 xl:grid-cols-2">
+        <Card>
+          <CardHeader>
+            <CardTitle>Protocols</CardTitle>
+            <CardDescription>{r.translated ? "Translated between the client's protocol and the upstream's." : "Passed through, not translated."}</CardDescription>
+          </CardHeader>
+          <CardContent>
+            <dl className="grid grid-cols-[auto_minmax(0,1fr)] gap-x-6 gap-y-2 text-sm" aria-label="Protocols">
+              <Def k="Client protocol">{r.protocol || "–"}</Def>
+              <Def k="Upstream protocol">{r.upstreamProtocol || "–"}</Def>
+              <Def k="Translated">{r.translated ? "yes" : "no"}</Def>
+              <Def k="Dropped fields">
+                {r.droppedFields.length ? (
+                  <ul className="grid gap-0.5 font-mono text-xs" aria-label="Dropped fields">
+                    {r.droppedFields.map((f, i) => (
+                      <li key={i}>{f}</li>
+                    ))}
+                  </ul>
+                ) : (
+                  "none"
+                )}
               </Def>
+            </dl>
+          </CardContent>
+        </Card>
+        <Card>
+          <CardHeader>
+            <CardTitle>Usage</CardTitle>
+            <CardDescription>
+              Normalized: the same meaning for every protocol. {r.countSource ? `A token count (${r.countSource}).` : `Usage ${r.usageSource || "none"}.`}
+            </CardDescription>
+          </CardHeader>
+          <CardContent>
+            <dl className="grid grid-cols-[auto_minmax(0,1fr)] gap-x-6 gap-y-2 text-sm" aria-label="Usage">
+              {usageRows(r).map((u) => (
+                <div key={u.label} className="contents" title={u.hint}>
+                  <dt className="text-muted-foreground">{u.label}</dt>
+                  <dd className="tabular-nums">{formatInt(u.value)}</dd>
+                </div>
+              ))}
+              <Def k="Whole prompt">{formatInt(promptTokens(r))}</Def>
             </dl>
           </CardContent>
         </Card>
@@ -145,6 +192,20 @@ function Detail({ r }: { r: RequestLog }) {
         <CardContent>
           <Body text={r.requestBody} />
         </CardContent>
+      </Card>
+      <Card className="min-w-0">
+        <CardHeader>
+          <CardTitle>Upstream request body</CardTitle>
+          <CardDescription>
+            {r.upstreamRequestBody ? `What was sent to ${r.provider || "the upstream"}${r.upstreamProtocol ? ` (${r.upstreamProtocol})` : ""}.` : upstreamBodyNote(r)}
+            {r.upstreamRequestBodyTruncated ? " Truncated at the configured cap." : ""}
+          </CardDescription>
+        </CardHeader>
+        {r.upstreamRequestBody ? (
+          <CardContent>
+            <Body text={r.upstreamRequestBody} />
+          </CardContent>
+        ) : null}
       </Card>
       <Card className="min-w-0">
         <CardHeader>

@@ -26,6 +26,7 @@ import {
   withFilters,
 } from "@/lib/filters";
 import { formatClock, formatCost, formatDateTime, formatDuration, formatTokens } from "@/lib/format";
+import { protocolPair } from "@/lib/log-fields";
 import { useDebounced, useQuery, useTitle } from "@/lib/hooks";
 import { Link, navigate, useLocation } from "@/lib/router";
 import { cn } from "@/lib/utils";
@@ -190,6 +191,7 @@ export function LogsPage() {
                 </SortHead>
                 <TableHead>Model</TableHead>
                 <TableHead>Provider</TableHead>
+                <TableHead>Protocol</TableHead>
                 <TableHead>Key</TableHead>
                 <SortHead k="latency" f={filters} onSort={sortBy} disabled={live} right>
                   Latency
@@ -243,10 +245,23 @@ export function LogsPage() {
                     <div className="truncate">{r.provider || "–"}</div>
                     <div className="truncate text-[11px] text-muted-foreground">{r.upstreamModel}</div>
                   </TableCell>
+                  <TableCell className="max-w-48" data-testid="protocols">
+                    <div
+                      className="truncate font-mono text-xs"
+                      title={r.upstreamProtocol ? (r.translated ? `Translated from ${r.protocol} to ${r.upstreamProtocol}` : "Passed through") : "No upstream answered"}
+                    >
+                      {protocolPair(r) || "–"}
+                    </div>
+                    {r.translated ? (
+                      <div className="text-[11px] text-muted-foreground">
+                        translated{r.droppedFields.length ? ` · ${r.droppedFields.length} dropped` : ""}
+                      </div>
+                    ) : null}
+                  </TableCell>
                   <TableCell className="max-w-32 truncate">{r.key || <span className="text-muted-foreground">–</span>}</TableCell>
                   <TableCell className="text-right tabular-nums">{formatDuration(r.latencyMs)}</TableCell>
                   <TableCell className="text-right tabular-nums text-muted-foreground">{r.ttfbMs ? formatDuration(r.ttfbMs) : "–"}</TableCell>
-                  <TableCell className="text-right tabular-nums" title={`${r.inputTokens} in, ${r.outputTokens} out (${r.usageSource})`}>
+                  <TableCell className="text-right tabular-nums" title={`${r.inputTokens} in (uncached), ${r.cacheReadTokens} cache read, ${r.cacheCreationTokens} cache write, ${r.outputTokens} out (${r.reasoningTokens} reasoning); usage ${r.usageSource}`}>
                     {formatTokens(r.inputTokens + r.outputTokens)}
                   </TableCell>
                   <TableCell className="pr-4 text-right tabular-nums">{formatCost(r.cost)}</TableCell>

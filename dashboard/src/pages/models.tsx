@@ -16,6 +16,7 @@ import type { Prices } from "@/gen/llmgw/v1/common_pb";
 import { api, errorMessage } from "@/lib/api";
 import { formatInt, formatPrice } from "@/lib/format";
 import { useQuery, useTitle } from "@/lib/hooks";
+import { CLIENT_APIS, maxTokensUpdate, parseMaxTokens, servingBadge, TRANSLATIONS, translationOf } from "@/lib/protocols";
 
 const STRATEGIES = [
   { value: "priority", label: "Priority", hint: "Lowest priority first; equal priorities share traffic by weight" },
@@ -39,6 +40,7 @@ interface PriceForm {
   input: string;
   output: string;
   cached: string;
+  cacheWrite: string;
 }
 
 interface ModelForm {
@@ -49,9 +51,11 @@ interface ModelForm {
   prices: PriceForm;
   enabled: boolean;
   targets: TargetForm[];
+  defaultMaxTokens: string;
+  translation: string;
 }
 
-const NO_PRICES: PriceForm = { input: "", output: "", cached: "" };
+const NO_PRICES: PriceForm = { input: "", output: "", cached: "", cacheWrite: "" };
 
 const priceForm = (p: Prices | undefined): PriceForm =>
   p
@@ -59,6 +63,7 @@ const priceForm = (p: Prices | undefined): PriceForm =>
         input: p.inputPerMtok ? String(p.inputPerMtok) : "",
         output: p.outputPerMtok ? String(p.outputPerMtok) : "",
         cached: p.cachedInputPerMtok ? String(p.cachedInputPerMtok) : "",
+        cacheWrite: p.cacheWritePerMtok ? String(p.cacheWritePerMtok) : "",
       }
     : NO_PRICES;
 
@@ -81,6 +86,8 @@ function formOf(m: Model): ModelForm {
     retryDelayMs: m.retryDelayMs != null ? String(m.retryDelayMs) : "",
     prices: priceForm(m.prices),
     enabled: m.enabled,
+    defaultMaxTokens: m.defaultMaxTokens != null ? String(m.defaultMaxTokens) : "",
+    translation: translationOf(m.translation),
     targets: m.targets.map((t) => ({
       provider: t.provider,
       upstreamModel: t.upstreamModel,
@@ -88,7 +95,8 @@ function formOf(m: Model): ModelForm {
       weight: String(t.weight || 1),
       rules: t.rules,
       enabled: t.enabled,
-      overridePrices: !!t.prices && (t.prices.inputPerMtok > 0 || t.prices.outputPerMtok > 0 || t.prices.cachedInputPerMtok > 0),
+      overridePrices:
+        !!t.prices && (t.prices.inputPerMtok > 0 || t.prices.outputPerMtok > 0 || t.prices.cachedInputPerMtok > 0 || t.prices.cacheWritePerMtok > 0),
       prices: priceForm(t.prices),
     })),
   };
@@ -109,6 +117,7 @@ function prices(p: PriceForm, where: string) {
     inputPerMtok: num(p.input, `${where}input price`, { min: 0 }),
     outputPerMtok: num(p.output, `${where}output price`, { min: 0 }),
     cachedInputPerMtok: num(p.cached, `${where}cached input price`, { min: 0 }),
+    cacheWritePerMtok: num(p.cacheWrite, `${where}cache write price`, { min: 0 }),
   };
 }
 
@@ -174,6 +183,7 @@ export function ModelsPage() {
                 <TableHead>Strategy</TableHead>
                 <TableHead>Targets</TableHead>
                 <TableHead>Attempts</TableHead>
+                <TableHead>Translation</TableHead>
                 <TableHead>Price in / out (per 1M)</TableHead>
                 <TableHead>Status</TableHead>
                 <TableHead className="pr-5 text-right">
@@ -203,6 +213,15 @@ export function ModelsPage() {
                   <TableCell className="whitespace-nowrap text-xs">
                     {m.maxAttempts || <span className="text-muted-foreground">default</span>}
                     {m.retryDelayMs != null ? <span className="text-muted-foreground"> · {m.retryDelayMs} ms</span> : null}
+                  </TableCell>
+                  <TableCell className="whitespace-nowrap text-xs">
+                    <Badge variant="outline">{translationOf(m.translation)}</Badge>
+                    {m.defaultMaxTokens != null ? (
+                      <span className="text-muted-foreground" title="Default max_tokens">
+                        {" "}
+                        · {formatInt(m.defaultMaxTokens)} max
+                      </span>
+                    ) : null}
                   </TableCell>
                   <TableCell className="whitespace-nowrap tabular-nums text-xs">
                     {formatPrice(m.prices?.inputPerMtok ?? 0)} / {formatPrice(m.prices?.outputPerMtok ?? 0)}
@@ -267,7 +286,7 @@ export function ModelsPage() {
 
 function PriceFields({ id, value, onChange }: { id: string; value: PriceForm; onChange: (p: PriceForm) => void }) {
   return (
-    <div className="grid grid-cols-3 gap-2">
+    <div className="grid grid-cols-2 gap-2 sm:grid-cols-4">
       <Field label="Input" htmlFor={`${id}-in`}>
         <Input id={`${id}-in`} inputMode="decimal" placeholder="0" value={value.input} onChange={(e) => onChange({ ...value, input: e.target.value })} />
       </Field>
@@ -276,6 +295,15 @@ function PriceFields({ id, value, onChange }: { id: string; value: PriceForm; on
       </Field>
       <Field label="Cached input" htmlFor={`${id}-cached`}>
         <Input id={`${id}-cached`} inputMode="decimal" placeholder="0" value={value.cached} onChange={(e) => onChange({ ...value, cached: e.target.value })} />
+      </Field>
+      <Field label="Cache write" htmlFor={`${id}-cache-write`} hint="Empty or 0: the input price">
+        <Input
+          id={`${id}-cache-write`}
+          inputMode="decimal"
+          placeholder="as input"
+          value={value.cacheWrite}
+          onChange={(e) => onChange({ ...value, cacheWrite: e.target.value })}
+        />
       </Field>
     </div>
   );
@@ -297,7 +325,17 @@ function ModelDialog({
   const [f, setF] = useState<ModelForm>(() =>
     model
       ? formOf(model)
-      : { name: "", strategy: "priority", maxAttempts: "", retryDelayMs: "", prices: NO_PRICES, enabled: true, targets: [newTarget(providers[0])] },
+      : {
+          name: "",
+          strategy: "priority",
+          maxAttempts: "",
+          retryDelayMs: "",
+          prices: NO_PRICES,
+          enabled: true,
+          targets: [newTarget(providers[0])],
+          defaultMaxTokens: "",
+          translation: "strict",
+        },
   );
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState("");
@@ -325,7 +363,9 @@ function ModelDialog({
         retryDelayMs: f.retryDelayMs.trim() ? num(f.retryDelayMs, "Retry delay", { int: true, min: 0 }) : undefined,
         prices: prices(f.prices, "The "),
         enabled: f.enabled,
+        translation: f.translation,
       };
+      parseMaxTokens(f.defaultMaxTokens);
     } catch (err) {
       setError((err as Error).message);
       return;
@@ -333,12 +373,13 @@ function ModelDialog({
     setBusy(true);
     try {
       if (!model) {
-        await api().createModel({ name: f.name.trim(), ...body, targets });
+        await api().createModel({ name: f.name.trim(), ...body, defaultMaxTokens: parseMaxTokens(f.defaultMaxTokens), targets });
       } else {
         await api().updateModel({
           name: model.name,
           ...body,
           clearRetryDelay: body.retryDelayMs == null && model.retryDelayMs != null,
+          ...maxTokensUpdate(f.defaultMaxTokens, model.defaultMaxTokens),
           targets: { items: targets },
         });
       }
@@ -351,6 +392,7 @@ function ModelDialog({
   };
 
   const strategy = STRATEGIES.find((s) => s.value === f.strategy);
+  const translation = TRANSLATIONS.find((t) => t.value === f.translation);
   return (
     <Dialog open onClose={onClose} title={model ? `Edit model ${model.name}` : "Add model"} className="max-w-3xl">
       <form onSubmit={submit} className="grid gap-5">
@@ -372,6 +414,18 @@ function ModelDialog({
           </Field>
           <Field label="Retry delay (ms)" htmlFor="m-delay" hint="Between attempts on one target; empty uses the default">
             <Input id="m-delay" inputMode="numeric" placeholder="default" value={f.retryDelayMs} onChange={(e) => set({ retryDelayMs: e.target.value })} />
+          </Field>
+          <Field label="Translation" htmlFor="m-translation" hint={translation?.hint}>
+            <Select id="m-translation" value={f.translation} onChange={(e) => set({ translation: e.target.value })}>
+              {TRANSLATIONS.map((t) => (
+                <option key={t.value} value={t.value}>
+                  {t.label}
+                </option>
+              ))}
+            </Select>
+          </Field>
+          <Field label="Default max tokens" htmlFor="m-max-tokens" hint="Sent to targets that require max_tokens (Anthropic) when the client gives none">
+            <Input id="m-max-tokens" inputMode="numeric" placeholder="default" value={f.defaultMaxTokens} onChange={(e) => set({ defaultMaxTokens: e.target.value })} />
           </Field>
         </div>
         <fieldset className="grid gap-2">
@@ -480,7 +534,7 @@ function parseHeaderLines(text: string): Record<string, string> {
 
 function ExplainRoute({ models, model, setModel }: { models: string[]; model: string; setModel: (m: string) => void }) {
   const keys = useQuery((signal) => api().listApiKeys({}, { signal }), []);
-  const [protocol, setProtocol] = useState("openai");
+  const [clientApi, setClientApi] = useState("chat");
   const [key, setKey] = useState("");
   const [headers, setHeaders] = useState("");
   const [body, setBody] = useState("");
@@ -502,7 +556,8 @@ function ExplainRoute({ models, model, setModel }: { models: string[]; model: st
     setBusy(true);
     setError("");
     try {
-      setResult(await api().explainRoute({ model: chosen, protocol, key, headers: parseHeaderLines(headers), body: body.trim() }));
+      // The request field keeps its old name, protocol; it names the client API.
+      setResult(await api().explainRoute({ model: chosen, protocol: clientApi, key, headers: parseHeaderLines(headers), body: body.trim() }));
     } catch (err) {
       setResult(undefined);
       setError(errorMessage(err));
@@ -533,10 +588,13 @@ function ExplainRoute({ models, model, setModel }: { models: string[]; model: st
                   ))}
                 </Select>
               </Field>
-              <Field label="Protocol" htmlFor="x-protocol">
-                <Select id="x-protocol" value={protocol} onChange={(e) => setProtocol(e.target.value)}>
-                  <option value="openai">OpenAI</option>
-                  <option value="anthropic">Anthropic</option>
+              <Field label="Client API" htmlFor="x-api" hint={CLIENT_APIS.find((a) => a.value === clientApi)?.hint}>
+                <Select id="x-api" value={clientApi} onChange={(e) => setClientApi(e.target.value)}>
+                  {CLIENT_APIS.map((a) => (
+                    <option key={a.value} value={a.value}>
+                      {a.label}
+                    </option>
+                  ))}
                 </Select>
               </Field>
             </div>
@@ -594,6 +652,7 @@ function ExplainResult({ r }: { r: ExplainRouteResponse }) {
               <TableHead>Target</TableHead>
               <TableHead>Priority · weight</TableHead>
               <TableHead>Verdict</TableHead>
+              <TableHead>Serving</TableHead>
               <TableHead>Why</TableHead>
             </TableRow>
           </TableHeader>
@@ -609,6 +668,9 @@ function ExplainResult({ r }: { r: ExplainRouteResponse }) {
                   {c.priority} · {c.weight}
                 </TableCell>
                 <TableCell>{c.kept ? <Badge variant="success">kept</Badge> : <Badge variant="secondary">dropped</Badge>}</TableCell>
+                <TableCell className="whitespace-nowrap text-xs" title={c.serving}>
+                  {servingBadge(c.serving).translated ? <Badge variant="outline">{servingBadge(c.serving).text}</Badge> : servingBadge(c.serving).text}
+                </TableCell>
                 <TableCell className="text-xs">{c.reason}</TableCell>
               </TableRow>
             ))}

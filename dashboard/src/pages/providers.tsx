@@ -14,6 +14,7 @@ import { Table, TableBody, TableCell, TableHead, TableHeader, TableRow } from "@
 import type { Provider } from "@/gen/llmgw/v1/admin_pb";
 import { api, errorMessage } from "@/lib/api";
 import { formatRelative } from "@/lib/format";
+import { PROTOCOLS, protocolChoice } from "@/lib/protocols";
 import { useQuery, useTitle } from "@/lib/hooks";
 
 interface HeaderRow {
@@ -91,7 +92,7 @@ export function ProvidersPage() {
           <TableSkeleton />
         ) : providers.length === 0 && !list.error ? (
           <Empty title="No providers yet" icon={<Server />}>
-            Add the upstream APIs your models will use: an OpenAI- or Anthropic-compatible base URL and its API key.
+            Add the upstream APIs your models will use: an OpenAI, OpenAI-compatible, Anthropic or Gemini base URL and its API key.
           </Empty>
         ) : (
           <Table>
@@ -114,7 +115,9 @@ export function ProvidersPage() {
                 <TableRow key={p.name}>
                   <TableCell className="pl-5 font-medium">{p.name}</TableCell>
                   <TableCell>
-                    <Badge variant="outline">{p.protocol}</Badge>
+                    <Badge variant="outline" title={protocolChoice(p.protocol).hint}>
+                      {p.protocol}
+                    </Badge>
                   </TableCell>
                   <TableCell className="max-w-72 truncate font-mono text-xs" title={p.baseUrl}>
                     {p.baseUrl}
@@ -226,15 +229,27 @@ function ProviderDialog({ provider, onClose, onSaved }: { provider?: Provider; o
           <Field label="Name" htmlFor="p-name" hint="Letters, digits, . _ -">
             <Input id="p-name" value={f.name} onChange={(e) => set({ name: e.target.value })} disabled={!!provider} required autoFocus={!provider} />
           </Field>
-          <Field label="Protocol" htmlFor="p-protocol">
+          <Field label="Protocol" htmlFor="p-protocol" hint={protocolChoice(f.protocol).hint}>
             <Select id="p-protocol" value={f.protocol} onChange={(e) => set({ protocol: e.target.value })}>
-              <option value="openai">OpenAI</option>
-              <option value="anthropic">Anthropic</option>
+              {PROTOCOLS.map((p) => (
+                <option key={p.value} value={p.value}>
+                  {p.label}
+                </option>
+              ))}
+              {PROTOCOLS.some((p) => p.value === f.protocol) ? null : <option value={f.protocol}>{f.protocol}</option>}
             </Select>
           </Field>
         </div>
-        <Field label="Base URL" htmlFor="p-url" hint="For example https://api.openai.com/v1">
-          <Input id="p-url" type="url" inputMode="url" value={f.baseUrl} onChange={(e) => set({ baseUrl: e.target.value })} required placeholder="https://api.openai.com/v1" />
+        <Field label="Base URL" htmlFor="p-url" hint={`For example ${protocolChoice(f.protocol).baseUrl || PROTOCOLS[0]!.baseUrl}`}>
+          <Input
+            id="p-url"
+            type="url"
+            inputMode="url"
+            value={f.baseUrl}
+            onChange={(e) => set({ baseUrl: e.target.value })}
+            required
+            placeholder={protocolChoice(f.protocol).baseUrl || PROTOCOLS[0]!.baseUrl}
+          />
         </Field>
         <Field
           label="API key"

@@ -40,6 +40,13 @@ pub mod field {
     pub const RESPONSE_BODY: u32 = 31;
     pub const REQUEST_BODY_TRUNCATED: u32 = 32;
     pub const RESPONSE_BODY_TRUNCATED: u32 = 33;
+    pub const UPSTREAM_PROTOCOL: u32 = 35;
+    /// The body sent upstream, when it differs from the client's.
+    pub const UPSTREAM_REQUEST_BODY: u32 = 37;
+    pub const UPSTREAM_REQUEST_BODY_TRUNCATED: u32 = 38;
+    /// Repeated: one [`FieldWriter::string`](super::FieldWriter::string)
+    /// per dropped field, in order.
+    pub const DROPPED_FIELDS: u32 = 39;
 }
 
 /// A request log on its way to the spool: the record's small fields, and

@@ -19,7 +19,8 @@ fn usage_of(us: &Value) -> Usage {
         input: u(us, &["input_tokens"]),
         output: u(us, &["output_tokens"]),
         cache_read: u(us, &["cache_read_input_tokens"]),
-        cache_creation: u(us, &["cache_creation_input_tokens"]),
+        cache_write: u(us, &["cache_creation_input_tokens"]),
+        reasoning: 0,
     }
 }
 
@@ -100,8 +101,8 @@ impl Dialect for Anthropic {
                     if delta.cache_read > 0 {
                         cur.cache_read = delta.cache_read;
                     }
-                    if delta.cache_creation > 0 {
-                        cur.cache_creation = delta.cache_creation;
+                    if delta.cache_write > 0 {
+                        cur.cache_write = delta.cache_write;
                     }
                     seen.usage = Some(cur);
                 }
@@ -159,7 +160,7 @@ mod tests {
         );
         let u = seen.usage.unwrap();
         assert_eq!(
-            (u.input, u.output, u.cache_read, u.cache_creation),
+            (u.input, u.output, u.cache_read, u.cache_write),
             (10, 7, 4, 2)
         );
         assert_eq!(seen.text, "hey");

@@ -18,18 +18,53 @@ pub enum Endpoint {
     Responses,
     Messages,
     CountTokens,
+    /// Gemini `:generateContent`.
+    GeminiGenerate,
+    /// Gemini `:streamGenerateContent`; `sse` with `alt=sse`, else a
+    /// streamed JSON array.
+    GeminiStream { sse: bool },
+    /// Gemini `:countTokens`.
+    GeminiCountTokens,
+}
+
+/// Where a Gemini path names its model: `/v1beta/models/{model}:{method}`
+/// (or `/v1/models/...`). The model is the part before the method.
+fn gemini_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path
+        .strip_prefix("/v1beta/models/")
+        .or_else(|| path.strip_prefix("/v1/models/"))?;
+    let (model, method) = rest.rsplit_once(':')?;
+    (!model.is_empty() && !model.contains('/')).then_some((model, method))
 }
 
 impl Endpoint {
     pub fn from_path(path: &str) -> Option<Endpoint> {
+        Endpoint::from_request(path, None).map(|(e, _)| e)
+    }
+
+    /// The endpoint of a request, and the model its path names (Gemini).
+    pub fn from_request<'p>(path: &'p str, query: Option<&str>) -> Option<(Endpoint, Option<&'p str>)> {
         Some(match path {
-            "/v1/chat/completions" => Endpoint::ChatCompletions,
-            "/v1/completions" => Endpoint::Completions,
-            "/v1/embeddings" => Endpoint::Embeddings,
-            "/v1/responses" => Endpoint::Responses,
-            "/v1/messages" => Endpoint::Messages,
-            "/v1/messages/count_tokens" => Endpoint::CountTokens,
-            _ => return None,
+            "/v1/chat/completions" => (Endpoint::ChatCompletions, None),
+            "/v1/completions" => (Endpoint::Completions, None),
+            "/v1/embeddings" => (Endpoint::Embeddings, None),
+            "/v1/responses" => (Endpoint::Responses, None),
+            "/v1/messages" => (Endpoint::Messages, None),
+            "/v1/messages/count_tokens" => (Endpoint::CountTokens, None),
+            _ => {
+                let (model, method) = gemini_path(path)?;
+                let e = match method {
+                    "generateContent" => Endpoint::GeminiGenerate,
+                    "streamGenerateContent" => Endpoint::GeminiStream {
+                        sse: query.is_some_and(|q| {
+                            q.split('&').any(|kv| kv == "alt=sse")
+                        }),
+                    },
+                    "countTokens" => Endpoint::GeminiCountTokens,
+                    _ => return None,
+                };
+                (e, Some(model))
+            }
         })
     }
 
@@ -42,38 +77,58 @@ impl Endpoint {
             Endpoint::Responses => ClientApi::Responses,
             Endpoint::Messages => ClientApi::Messages,
             Endpoint::CountTokens => ClientApi::CountTokens,
+            Endpoint::GeminiGenerate | Endpoint::GeminiStream { .. } => ClientApi::GeminiGenerate,
+            Endpoint::GeminiCountTokens => ClientApi::GeminiCountTokens,
         }
     }
 
+    /// The client's protocol family: where its key is, what its errors
+    /// look like.
     pub fn protocol(self) -> Protocol {
-        match self {
-            Endpoint::Messages | Endpoint::CountTokens => Protocol::Anthropic,
-            _ => Protocol::OpenAi,
-        }
+        self.api().client_protocol()
     }
 
-    /// The path after `/v1`, appended to the provider's base URL.
-    pub fn upstream_path(self) -> &'static str {
+    /// Whether the client's path says it streams (Gemini); other
+    /// protocols say so in the body.
+    pub fn path_streams(self) -> bool {
+        matches!(self, Endpoint::GeminiStream { .. })
+    }
+
+    /// Whether the model is named in the path rather than the body.
+    pub fn model_in_path(self) -> bool {
+        matches!(
+            self,
+            Endpoint::GeminiGenerate | Endpoint::GeminiStream { .. } | Endpoint::GeminiCountTokens
+        )
+    }
+
+    /// The path after the provider's base URL for a pass-through request
+    /// (Gemini's names the upstream model).
+    pub fn upstream_path(self, upstream_model: &str) -> std::borrow::Cow<'static, str> {
+        use std::borrow::Cow;
         match self {
-            Endpoint::ChatCompletions => "/chat/completions",
-            Endpoint::Completions => "/completions",
-            Endpoint::Embeddings => "/embeddings",
-            Endpoint::Responses => "/responses",
-            Endpoint::Messages => "/messages",
-            Endpoint::CountTokens => "/messages/count_tokens",
+            Endpoint::ChatCompletions => Cow::Borrowed("/chat/completions"),
+            Endpoint::Completions => Cow::Borrowed("/completions"),
+            Endpoint::Embeddings => Cow::Borrowed("/embeddings"),
+            Endpoint::Responses => Cow::Borrowed("/responses"),
+            Endpoint::Messages => Cow::Borrowed("/messages"),
+            Endpoint::CountTokens => Cow::Borrowed("/messages/count_tokens"),
+            Endpoint::GeminiGenerate => Cow::Owned(format!("/models/{upstream_model}:generateContent")),
+            Endpoint::GeminiStream { sse: true } => {
+                Cow::Owned(format!("/models/{upstream_model}:streamGenerateContent?alt=sse"))
+            }
+            Endpoint::GeminiStream { sse: false } => {
+                Cow::Owned(format!("/models/{upstream_model}:streamGenerateContent"))
+            }
+            Endpoint::GeminiCountTokens => Cow::Owned(format!("/models/{upstream_model}:countTokens")),
         }
     }
 }
 
-/// Token counts as an upstream reported them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// For OpenAI this includes cached tokens; for Anthropic it does not.
-    pub input: u64,
-    pub output: u64,
-    pub cache_read: u64,
-    pub cache_creation: u64,
-}
+/// Token counts, normalized: `input` is uncached input for every
+/// protocol (OpenAI's and Gemini's reported input, which include cached
+/// tokens, less the cached ones), and `output` includes reasoning.
+pub use llmgw_protocols::ir::Usage;
 
 pub trait Dialect: Send + Sync {
     fn protocol(&self) -> Protocol;
@@ -124,7 +179,8 @@ pub fn u(v: &Value, path: &[&str]) -> u64 {
 
 pub fn dialect(protocol: Protocol) -> &'static dyn Dialect {
     match protocol {
-        Protocol::OpenAi | Protocol::OpenAiChat | Protocol::Gemini => &super::openai::OpenAi,
+        Protocol::OpenAi | Protocol::OpenAiChat => &super::openai::OpenAi,
         Protocol::Anthropic => &super::anthropic::Anthropic,
+        Protocol::Gemini => &super::gemini::Gemini,
     }
 }

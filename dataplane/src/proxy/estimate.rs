@@ -6,7 +6,6 @@
 //! see the rough estimate.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use llmgw_core::tokens::{self, Encoding};
 use serde_json::Value;
@@ -51,37 +50,5 @@ pub fn input_tokens_now(model: &str, body: &Value) -> u64 {
             load_in_background(missing);
             tokens::approximate_input(body)
         }
-    }
-}
-
-/// The exact input estimate, for an answer that is the estimate itself
-/// (`count_tokens`). If the encoding is not built yet, it is built and the
-/// text counted on the blocking pool, so the runtime thread never waits.
-pub async fn input_tokens_exact(model: &str, body: &Arc<Value>) -> u64 {
-    if let Ok(n) = tokens::try_estimate_input(model, body) {
-        return n;
-    }
-    let (model, text) = (model.to_string(), Arc::clone(body));
-    let count = move || tokens::estimate_input(&model, &text);
-    match tokio::task::spawn_blocking(count).await {
-        Ok(n) => n,
-        // The task only fails if it panicked; count with the rule of thumb.
-        Err(_) => tokens::approximate_input(body),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[tokio::test]
-    async fn exact_estimates_match_the_core_count() {
-        let body = Arc::new(json!({"messages": [{"role": "user", "content": "hello world"}]}));
-        let n = input_tokens_exact("gpt-3.5-turbo", &body).await;
-        assert_eq!(n, tokens::estimate_input("gpt-3.5-turbo", &body));
-        assert!(Encoding::Cl100kBase.is_loaded());
-        // Built: the non-blocking path gives the exact count too.
-        assert_eq!(input_tokens_now("gpt-3.5-turbo", &body), n);
     }
 }

@@ -8,6 +8,7 @@ pub mod body;
 mod dialect;
 pub mod error;
 mod estimate;
+mod gemini;
 mod head;
 mod observe;
 mod openai;
@@ -15,6 +16,7 @@ mod record;
 mod sse;
 mod state;
 mod stream;
+mod translate;
 mod upstream;
 mod usage;
 
@@ -39,7 +41,10 @@ use self::error::{retryable_status, AttemptError, ErrorKind};
 use self::observe::Observer;
 use self::record::{Emitter, Finish};
 pub use self::state::{RetryBudget, RouterState};
-use self::stream::ProxyBody;
+use self::stream::{ProxyBody, Relay};
+use self::translate::{Transcoder, Translation};
+use llmgw_core::serving::{serving, Serving};
+use llmgw_protocols::{EncoderOptions, Wire};
 use crate::config::RequestLogMode;
 use crate::logs::wire::field;
 use crate::logs::{FieldWriter, LogSink};
@@ -199,19 +204,19 @@ impl Proxy {
 
     /// Whether this path belongs to the proxy.
     pub fn serves(path: &str) -> bool {
-        path == "/v1/models" || Endpoint::from_path(path).is_some()
+        path == "/v1/models" || path == "/v1beta/models" || Endpoint::from_path(path).is_some()
     }
 
     /// Serves one proxied request from a client at `client_ip`.
     pub async fn handle(&self, req: Request<Incoming>, client_ip: &str) -> Response<ResponseBody> {
         let id = uuid::Uuid::now_v7().to_string();
         let path = req.uri().path();
-        if path == "/v1/models" {
+        if path == "/v1/models" || path == "/v1beta/models" {
             let mut resp = self.models(&req);
             set_request_id(&mut resp, &id);
             return resp;
         }
-        let Some(endpoint) = Endpoint::from_path(path) else {
+        let Some((endpoint, _)) = Endpoint::from_request(path, req.uri().query()) else {
             return self.error(
                 dialect(Protocol::OpenAi),
                 ErrorKind::NotFound,
@@ -239,7 +244,7 @@ impl Proxy {
                 field::USER_AGENT,
                 user_agent.and_then(|v| v.to_str().ok()).unwrap_or_default(),
             );
-            encoded.string(field::PROTOCOL, endpoint.protocol().as_str());
+            encoded.string(field::PROTOCOL, client_protocol_name(endpoint));
             encoded.string(field::PATH, path);
             record::log_headers(&mut encoded, field::REQUEST_HEADERS, req.headers());
         }
@@ -307,8 +312,11 @@ impl Proxy {
     /// `GET /v1/models`: the models this key may use, in OpenAI's list
     /// shape, or Anthropic's when the client sends `anthropic-version`.
     fn models(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
-        let anthropic = req.headers().contains_key("anthropic-version");
-        let d = dialect(if anthropic {
+        let gemini = req.uri().path() == "/v1beta/models";
+        let anthropic = !gemini && req.headers().contains_key("anthropic-version");
+        let d = dialect(if gemini {
+            Protocol::Gemini
+        } else if anthropic {
             Protocol::Anthropic
         } else {
             Protocol::OpenAi
@@ -321,8 +329,14 @@ impl Proxy {
                 "",
             );
         };
-        // Either header carries the key here, whatever the shape asked for.
-        let key = match authenticate(&table, dialect(Protocol::Anthropic), req.headers()) {
+        // Any protocol's header carries the key here, whatever the shape
+        // asked for.
+        let key = match authenticate(
+            &table,
+            dialect(if gemini { Protocol::Gemini } else { Protocol::Anthropic }),
+            req.headers(),
+            req.uri().query(),
+        ) {
             Ok(k) => k,
             Err((kind, msg)) => return self.error(d, kind, &msg, ""),
         };
@@ -333,7 +347,16 @@ impl Proxy {
             .filter(|m| key.may_use(m))
             .collect();
         names.sort_unstable();
-        let body = if anthropic {
+        let body = if gemini {
+            let models: Vec<Value> = names
+                .iter()
+                .map(|m| {
+                    serde_json::json!({"name": format!("models/{m}"), "displayName": m,
+                        "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"]})
+                })
+                .collect();
+            serde_json::json!({ "models": models })
+        } else if anthropic {
             let data: Vec<Value> = names
                 .iter()
                 .map(|m| {
@@ -370,8 +393,12 @@ impl Proxy {
             "the gateway has no configuration yet".to_string(),
         ))?;
         pending.record().snapshot_version = table.version;
-        let key = authenticate(&table, d, req.headers())?;
+        let key = authenticate(&table, d, req.headers(), req.uri().query())?;
         pending.record().key.clone_from(&key.name);
+        // Gemini names the model in the path.
+        let path_model = Endpoint::from_request(req.uri().path(), None)
+            .and_then(|(_, m)| m)
+            .map(str::to_string);
 
         let limit = table.settings.max_request_body_bytes;
         let (parts, incoming) = req.into_parts();
@@ -416,7 +443,11 @@ impl Proxy {
         let not_object = || {
             (
                 ErrorKind::BadRequest,
-                "the request body must be a JSON object with a string 'model'".to_string(),
+                if endpoint.model_in_path() {
+                    "the request body must be a JSON object".to_string()
+                } else {
+                    "the request body must be a JSON object with a string 'model'".to_string()
+                },
             )
         };
         let head = head::Head::parse(&raw).map_err(|e| match e {
@@ -426,8 +457,8 @@ impl Proxy {
             ),
             head::HeadError::NotAnObject => not_object(),
         })?;
-        let streaming = head.stream;
-        let Some(model_name) = head.model else {
+        let streaming = head.stream || endpoint.path_streams();
+        let Some(model_name) = path_model.clone().or(head.model) else {
             return Err(not_object());
         };
         {
@@ -461,15 +492,34 @@ impl Proxy {
             input_tokens: std::cell::OnceCell::new(),
         };
         let plan = routing::plan(model, endpoint.api(), &facts, &self.state);
-        let no_route = plan.order.is_empty().then(|| plan.empty_reason(model));
-        if let Some(reason) = no_route {
-            if endpoint == Endpoint::CountTokens {
-                let tree = facts.tree.into_inner().unwrap_or_else(|| head::tree(&raw));
-                let n = estimate::input_tokens_exact(&tokenizer_model, &Arc::new(tree)).await;
-                return Ok(self.count_tokens_locally(n, log_bodies.then_some(cap), pending));
-            }
-            return Err((ErrorKind::NoRoute, reason));
+        if plan.order.is_empty() {
+            return Err((ErrorKind::NoRoute, plan.empty_reason(model)));
         }
+        let first = &model.targets[plan.order[0]];
+        if serving(endpoint.api(), first.provider.protocol) == Serving::CountLocally {
+            // No target can count in its own protocol: the local tokenizer
+            // counts the request's system, messages, tools and images.
+            let from = endpoint
+                .api()
+                .wire()
+                .map_or(Wire::Anthropic, translate::wire);
+            let t = Translation::decode(from, endpoint, &raw, path_model.as_deref(), false, true)?;
+            let n = translate::count_locally(&tokenizer_model, &t).await;
+            return Ok(self.count_tokens_locally(endpoint, n, log_bodies.then_some(cap), pending));
+        }
+        // What an Anthropic client's `message_start` says of input before
+        // the upstream has reported it, when a target is translated.
+        let translates = plan.order.iter().any(|&i| {
+            matches!(
+                serving(endpoint.api(), model.targets[i].provider.protocol),
+                Serving::Translate { .. }
+            )
+        });
+        let input_estimate = if translates && streaming {
+            facts.input_tokens()
+        } else {
+            0
+        };
 
         self.attempts(
             Call {
@@ -479,10 +529,13 @@ impl Proxy {
                 dialect: d,
                 headers: &parts.headers,
                 raw: &raw,
+                path_model: path_model.as_deref(),
                 include_usage: head.include_usage,
                 streaming,
                 order: &plan.order,
                 log_bodies,
+                translation: std::sync::OnceLock::new(),
+                input_estimate,
             },
             pending,
         )
@@ -494,15 +547,21 @@ impl Proxy {
     /// logged for this request.
     fn count_tokens_locally(
         &self,
+        endpoint: Endpoint,
         n: u64,
         body_cap: Option<usize>,
         pending: &mut Pending,
     ) -> Response<ResponseBody> {
-        let body = serde_json::json!({ "input_tokens": n }).to_string();
+        let body = if endpoint == Endpoint::GeminiCountTokens {
+            serde_json::json!({ "totalTokens": n }).to_string()
+        } else {
+            serde_json::json!({ "input_tokens": n }).to_string()
+        };
         let r = pending.record();
         r.status = 200;
         r.usage_source = "estimated".into();
         r.input_tokens = n;
+        r.count_source = "local".into();
         r.provider = "llmgw".into();
         if let Some(cap) = body_cap {
             record::log_response_body(&mut pending.encoded, body.as_bytes(), cap);
@@ -530,12 +589,38 @@ impl Proxy {
             let target = &call.model.targets[ti];
             let others_left = pos + 1 < call.order.len();
             let key = TargetKey::of(target);
-            let Some(upstream_body) = self.upstream_body(&call, target) else {
-                return Err((
-                    ErrorKind::BadRequest,
-                    "the request body cannot be rewritten".into(),
-                ));
+            let prepared = match serving(call.endpoint.api(), target.provider.protocol) {
+                Serving::PassThrough => {
+                    let Some(body) = self.upstream_body(&call, target) else {
+                        return Err((
+                            ErrorKind::BadRequest,
+                            "the request body cannot be rewritten".into(),
+                        ));
+                    };
+                    Prepared {
+                        body,
+                        path: call.endpoint.upstream_path(&target.upstream_model).into_owned(),
+                        wires: None,
+                        dropped: Vec::new(),
+                    }
+                }
+                Serving::Translate { from, to } => {
+                    let (from, to) = (translate::wire(from), translate::wire(to));
+                    let t = call.translation(from)?;
+                    let (body, dropped) =
+                        t.encode(to, &target.upstream_model, call.model.default_max_tokens)?;
+                    Prepared {
+                        body,
+                        path: t.upstream_path(to, &target.upstream_model),
+                        wires: Some((to, from)),
+                        dropped,
+                    }
+                }
+                // Only the first candidate decides on counting locally;
+                // an OpenAI target further down has nothing to count with.
+                Serving::CountLocally | Serving::Unsupported => continue 'targets,
             };
+            let upstream_body = prepared.body.clone();
             let mut tries = 0u32;
             let mut waited_retry_after = false;
             loop {
@@ -556,7 +641,7 @@ impl Proxy {
                 sent += 1;
                 let attempt_started = Instant::now();
                 let result = self
-                    .send(&call, target, upstream_body.clone(), deadline)
+                    .send(&call, target, &prepared, upstream_body.clone(), deadline)
                     .await;
                 let latency_ms = attempt_started.elapsed().as_millis() as u64;
                 let mut attempt = pb::Attempt {
@@ -577,15 +662,20 @@ impl Proxy {
                         if !retry {
                             // Success, or an error the client must see as it is.
                             pending.record().attempts.push(attempt);
-                            return Ok(self.respond(&call, target, resp, pending));
+                            return Ok(self.respond(&call, target, &prepared, resp, pending, deadline).await);
                         }
                         let retry_after = retry_after(resp.headers());
                         let headers = resp.headers().clone();
-                        let body = read_capped(resp, deadline).await;
+                        let mut body = read_capped(resp, deadline).await;
                         attempt.error = format!("upstream answered {status}");
                         pending.record().attempts.push(attempt);
+                        let mut client_status = status;
+                        if let Some((upstream, client)) = prepared.wires {
+                            (client_status, body) =
+                                translated_error(upstream, client, status, &body);
+                        }
                         last = Some(LastFailure::Upstream {
-                            status,
+                            status: client_status,
                             headers,
                             body,
                         });
@@ -668,6 +758,10 @@ impl Proxy {
     /// replaced, plus a usage request for OpenAI chat streams if the
     /// provider wants it and the client did not ask.
     fn upstream_body(&self, call: &Call<'_>, target: &Target) -> Option<Bytes> {
+        if call.endpoint.model_in_path() {
+            // Gemini: the model is in the path, the body passes unchanged.
+            return Some(call.raw.clone());
+        }
         let mut out = body::replace_model(call.raw, &target.upstream_model)?;
         if wants_usage_chunk(call, target) {
             out = body::request_stream_usage(&out)?;
@@ -679,6 +773,7 @@ impl Proxy {
         &self,
         call: &Call<'_>,
         target: &Target,
+        prepared: &Prepared,
         body: Bytes,
         deadline: Instant,
     ) -> Result<Response<Incoming>, AttemptError> {
@@ -687,7 +782,7 @@ impl Proxy {
         let (client, uri) = self.upstreams.get(
             &provider.name,
             &provider.base_url,
-            call.endpoint.upstream_path(),
+            &prepared.path,
             settings.connect_timeout,
         )?;
         let left = deadline.saturating_duration_since(Instant::now());
@@ -707,7 +802,8 @@ impl Proxy {
                 let mut request = Request::new(Full::new(body.clone()));
                 *request.method_mut() = Method::POST;
                 *request.uri_mut() = uri.clone();
-                *request.headers_mut() = upstream_headers(call.headers, target, call.dialect);
+                *request.headers_mut() =
+                    upstream_headers(call.headers, target, prepared.wires.is_some());
                 match client.request(request).await {
                     Err(e) if resends < 2 && upstream::is_safe_to_resend(&e) => resends += 1,
                     done => return done,
@@ -724,13 +820,20 @@ impl Proxy {
     }
 
     /// Streams an upstream answer to the client.
-    fn respond(
+    async fn respond(
         &self,
         call: &Call<'_>,
         target: &Target,
+        prepared: &Prepared,
         resp: Response<Incoming>,
         pending: &mut Pending,
+        deadline: Instant,
     ) -> Response<ResponseBody> {
+        if let Some((upstream, client)) = prepared.wires {
+            return self
+                .respond_translated(call, target, prepared, (upstream, client), resp, pending, deadline)
+                .await;
+        }
         let status = resp.status();
         let is_sse = resp
             .headers()
@@ -751,6 +854,12 @@ impl Proxy {
         r.upstream_model.clone_from(&target.upstream_model);
         r.retries = (r.attempts.len() as u32).saturating_sub(1);
         self.log_headers(&mut encoded, field::RESPONSE_HEADERS, resp.headers());
+        if self.out.mode.records() {
+            encoded.string(field::UPSTREAM_PROTOCOL, target.provider.protocol.as_str());
+        }
+        if call.endpoint.api().counts_tokens() && status.is_success() {
+            r.count_source = "upstream".into();
+        }
         if !status.is_success() {
             r.error = format!("upstream answered {status}");
         }
@@ -759,7 +868,13 @@ impl Proxy {
         } else {
             0
         };
-        let observer = Observer::new(call.dialect, call.endpoint, is_sse, strip, log_cap);
+        let observer = Relay::Pass(Observer::new(
+            call.dialect,
+            call.endpoint,
+            is_sse,
+            strip,
+            log_cap,
+        ));
         let finish = Finish {
             record: r,
             encoded,
@@ -767,9 +882,8 @@ impl Proxy {
             request: Some(call.raw.clone()),
             completion_text: String::new(),
             prices: target.prices,
-            anthropic: call.dialect.protocol() == Protocol::Anthropic,
             tokenizer_model: target.upstream_model.clone(),
-            counted: status.is_success() && call.endpoint != Endpoint::CountTokens,
+            counted: status.is_success() && !call.endpoint.api().counts_tokens(),
         };
         // Kept only when the body passes unchanged.
         // hyper's decoded length: none for a chunked body.
@@ -781,6 +895,7 @@ impl Proxy {
         let body = ProxyBody::new(
             resp.into_body(),
             observer,
+            0,
             target.provider.timeout,
             pending.started,
             finish,
@@ -790,6 +905,151 @@ impl Proxy {
         *out.body_mut() = BodyExt::boxed_unsync(body);
         out
     }
+
+    /// A translated answer: an error rewritten in the client's shape, a
+    /// stream transcoded as it arrives, or a whole body read, converted and
+    /// sent at once.
+    #[allow(clippy::too_many_arguments)]
+    async fn respond_translated(
+        &self,
+        call: &Call<'_>,
+        target: &Target,
+        prepared: &Prepared,
+        (upstream, client): (Wire, Wire),
+        resp: Response<Incoming>,
+        pending: &mut Pending,
+        deadline: Instant,
+    ) -> Response<ResponseBody> {
+        let status = resp.status();
+        let (mut r, mut encoded) = pending.take();
+        r.status = u32::from(status.as_u16());
+        r.provider.clone_from(&target.provider.name);
+        r.upstream_model.clone_from(&target.upstream_model);
+        r.retries = (r.attempts.len() as u32).saturating_sub(1);
+        self.log_headers(&mut encoded, field::RESPONSE_HEADERS, resp.headers());
+        record::log_translation(&mut r, &mut encoded, target.provider.protocol, &prepared.dropped);
+        if call.log_bodies {
+            let cap = call.table.settings.log_body_max_bytes;
+            record::log_upstream_request_body(&mut encoded, &prepared.body, cap);
+        }
+        let log_cap = if call.log_bodies {
+            call.table.settings.log_body_max_bytes
+        } else {
+            0
+        };
+        let mut out = Response::new(full(Bytes::new()));
+        if let Some(v) = dropped_header(&prepared.dropped) {
+            out.headers_mut().insert(DROPPED_FIELDS, v);
+        }
+        let counting = call.endpoint.api().counts_tokens();
+        let opts = EncoderOptions {
+            model: call.model.name.clone(),
+            id: r.id.clone(),
+            created: now_ms() / 1000,
+            input_estimate: call.input_estimate,
+            include_usage: call.include_usage,
+            sse: !matches!(call.endpoint, Endpoint::GeminiStream { sse: false }),
+        };
+        let json = HeaderValue::from_static("application/json");
+        if !status.is_success() {
+            let body = read_capped(resp, deadline).await;
+            let (client_status, body) = translated_error(upstream, client, status, &body);
+            r.status = u32::from(client_status.as_u16());
+            r.error = format!("upstream answered {status}");
+            if log_cap > 0 {
+                record::log_response_body(&mut encoded, &body, log_cap);
+            }
+            r.latency_ms = pending.started.elapsed().as_millis() as u64;
+            r.ttfb_ms = r.latency_ms;
+            r.usage_source = "none".into();
+            self.out.emit(r, encoded);
+            *out.status_mut() = client_status;
+            out.headers_mut().insert(header::CONTENT_TYPE, json);
+            *out.body_mut() = full(body);
+            return out;
+        }
+        let finish = Finish {
+            record: r,
+            encoded,
+            usage: None,
+            request: Some(call.raw.clone()),
+            completion_text: String::new(),
+            prices: target.prices,
+            tokenizer_model: target.upstream_model.clone(),
+            counted: !counting,
+        };
+        if call.streaming {
+            let transcoder = Transcoder::new(upstream, client, opts.clone(), log_cap);
+            let content_type = if opts.sse {
+                HeaderValue::from_static("text/event-stream")
+            } else {
+                json
+            };
+            out.headers_mut().insert(header::CONTENT_TYPE, content_type);
+            out.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            out.headers_mut()
+                .insert("x-accel-buffering", HeaderValue::from_static("no"));
+            let body = ProxyBody::new(
+                resp.into_body(),
+                Relay::Translate(Box::new(transcoder)),
+                call.input_estimate,
+                target.provider.timeout,
+                pending.started,
+                finish,
+                Arc::clone(&self.out),
+                None,
+            );
+            *out.body_mut() = BodyExt::boxed_unsync(body);
+            return out;
+        }
+        let mut finish = finish;
+        let whole = read_whole(resp, target.provider.timeout, translate::MAX_TRANSLATED_BODY)
+            .await
+            .and_then(|body| translate::whole(upstream, client, counting, &body, &opts));
+        let r = &mut finish.record;
+        r.latency_ms = pending.started.elapsed().as_millis() as u64;
+        r.ttfb_ms = r.latency_ms;
+        match whole {
+            Ok((body, usage, text)) => {
+                if log_cap > 0 {
+                    record::log_response_body(&mut finish.encoded, &body, log_cap);
+                }
+                if counting {
+                    finish.record.count_source = "upstream".into();
+                    finish.record.usage_source = "reported".into();
+                    finish.record.input_tokens = usage.map_or(0, |u| u.input);
+                } else {
+                    finish.usage = usage;
+                    finish.completion_text = text;
+                }
+                finish.submit(Arc::clone(&self.out));
+                out.headers_mut().insert(header::CONTENT_TYPE, json);
+                *out.body_mut() = full(body);
+                out
+            }
+            Err(e) => {
+                let message = format!("the upstream answer could not be translated: {e}");
+                finish.record.status = 502;
+                finish.record.error.clone_from(&message);
+                finish.counted = false;
+                finish.submit(Arc::clone(&self.out));
+                let mut resp = self.error(call.dialect, ErrorKind::UpstreamUnavailable, &message, "");
+                resp.headers_mut().extend(out.headers_mut().drain());
+                resp
+            }
+        }
+    }
+}
+
+/// What one target is sent: the body, the path under its base URL, and
+/// for a translated request the (upstream, client) wire formats and the
+/// fields a lenient translation left out.
+struct Prepared {
+    body: Bytes,
+    path: String,
+    wires: Option<(Wire, Wire)>,
+    dropped: Vec<String>,
 }
 
 /// One request's routing inputs.
@@ -805,6 +1065,70 @@ struct Call<'a> {
     streaming: bool,
     order: &'a [usize],
     log_bodies: bool,
+    /// The model named in the path (Gemini).
+    path_model: Option<&'a str>,
+    /// The client's request in the intermediate form, decoded for the
+    /// first translated target and kept for the others.
+    translation: std::sync::OnceLock<Translation>,
+    /// Input tokens estimated from the request (0 unless a target is
+    /// translated and the request streams).
+    input_estimate: u64,
+}
+
+impl Call<'_> {
+    fn translation(&self, from: Wire) -> Result<&Translation, (ErrorKind, String)> {
+        if let Some(t) = self.translation.get() {
+            return Ok(t);
+        }
+        let t = Translation::decode(
+            from,
+            self.endpoint,
+            self.raw,
+            self.path_model,
+            self.streaming,
+            self.model.translation == llmgw_core::table::Translation::Lenient,
+        )?;
+        Ok(self.translation.get_or_init(|| t))
+    }
+}
+
+/// The response header that names the fields a lenient translation left
+/// out.
+const DROPPED_FIELDS: &str = "x-llmgw-dropped-fields";
+
+fn dropped_header(dropped: &[String]) -> Option<HeaderValue> {
+    if dropped.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&dropped.join(", ")).ok()
+}
+
+/// Reads a whole upstream body, with an idle timeout between chunks and a
+/// size cap.
+async fn read_whole(resp: Response<Incoming>, idle: Duration, cap: usize) -> Result<Bytes, String> {
+    let mut out = bytes::BytesMut::new();
+    let mut body = resp.into_body();
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(format!("upstream sent nothing for {} s (idle timeout)", idle.as_secs())),
+            Ok(None) => return Ok(out.freeze()),
+            Ok(Some(Err(e))) => return Err(format!("upstream body broke: {}", error_chain(&e))),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(chunk) = frame.into_data() {
+                    if out.len() + chunk.len() > cap {
+                        return Err(format!("the upstream answer is larger than {cap} bytes"));
+                    }
+                    out.extend_from_slice(&chunk);
+                }
+            }
+        }
+    }
+}
+
+/// An upstream error rewritten in the client's protocol.
+fn translated_error(upstream: Wire, client: Wire, status: StatusCode, body: &[u8]) -> (StatusCode, Bytes) {
+    let (code, body) = translate::error(upstream, client, status.as_u16(), body);
+    (StatusCode::from_u16(code).unwrap_or(status), body)
 }
 
 fn wants_usage_chunk(call: &Call<'_>, target: &Target) -> bool {
@@ -814,15 +1138,28 @@ fn wants_usage_chunk(call: &Call<'_>, target: &Target) -> bool {
         && !call.include_usage
 }
 
+/// A Gemini client's key in the query string (`?key=`).
+fn query_key(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("key="))
+        .filter(|k| !k.is_empty())
+}
+
 fn authenticate<'t>(
     table: &'t RoutingTable,
     d: &dyn Dialect,
     headers: &HeaderMap,
+    query: Option<&str>,
 ) -> Result<&'t Arc<llmgw_core::table::ClientKey>, (ErrorKind, String)> {
-    let secret = d.client_key(headers).ok_or((
+    let from_query = || (d.protocol() == Protocol::Gemini).then(|| query_key(query)).flatten();
+    let secret = d.client_key(headers).or_else(from_query).ok_or((
         ErrorKind::MissingKey,
         match d.protocol() {
             Protocol::Anthropic => "missing API key: send 'x-api-key: <key>'".to_string(),
+            Protocol::Gemini => {
+                "missing API key: send 'x-goog-api-key: <key>' or '?key=<key>'".to_string()
+            }
             _ => "missing API key: send 'Authorization: Bearer <key>'".to_string(),
         },
     ))?;
@@ -833,6 +1170,12 @@ fn authenticate<'t>(
             "this API key has expired".to_string(),
         ),
     })
+}
+
+/// The client's protocol as the request log names it: the wire format of
+/// a chat-like API, else `openai`.
+fn client_protocol_name(endpoint: Endpoint) -> &'static str {
+    endpoint.api().wire().map_or("openai", |w| w.as_str())
 }
 
 /// Headers that describe one hop, or that the gateway sets itself.
@@ -856,7 +1199,11 @@ fn dropped_request_header(name: &str) -> bool {
         )
 }
 
-fn upstream_headers(client: &HeaderMap, target: &Target, d: &dyn Dialect) -> HeaderMap {
+/// The headers of an upstream request: the client's, less credentials and
+/// hop-by-hop headers, and for a translated request less every header of
+/// the client's own protocol (its version and beta flags mean nothing to
+/// another provider); then the provider's extra headers and credential.
+fn upstream_headers(client: &HeaderMap, target: &Target, translated: bool) -> HeaderMap {
     let named_by_connection: Vec<String> = client
         .get_all(header::CONNECTION)
         .iter()
@@ -867,21 +1214,40 @@ fn upstream_headers(client: &HeaderMap, target: &Target, d: &dyn Dialect) -> Hea
     let mut out = HeaderMap::with_capacity(client.len() + target.provider.headers.len() + 2);
     for (name, value) in client {
         let n = name.as_str();
-        if dropped_request_header(n) || named_by_connection.iter().any(|c| c == n) {
+        if dropped_request_header(n)
+            || named_by_connection.iter().any(|c| c == n)
+            || (translated && protocol_header(n))
+        {
             continue;
         }
         out.append(name.clone(), value.clone());
+    }
+    if translated {
+        out.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
     }
     for (name, value) in &target.provider.headers {
         out.insert(name.clone(), value.clone());
     }
     let key = target.provider.api_key.as_ref().map(|k| k.expose_secret());
-    d.upstream_auth(&mut out, key);
+    dialect(target.provider.protocol).upstream_auth(&mut out, key);
     out.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
     out
+}
+
+/// A header that belongs to one protocol's API.
+fn protocol_header(name: &str) -> bool {
+    name.starts_with("anthropic-")
+        || name.starts_with("openai-")
+        || name.starts_with("x-goog-")
+        || name.starts_with("x-stainless-")
+        || name == "content-type"
+        || name == "accept"
 }
 
 fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap, body_changes: bool) {

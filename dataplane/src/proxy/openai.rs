@@ -24,19 +24,24 @@ fn usage_of(u_: &Value, endpoint: Endpoint) -> Option<Usage> {
     if !u_.is_object() {
         return None;
     }
+    // OpenAI's input counts include the cached tokens.
     Some(if endpoint == Endpoint::Responses {
+        let cached = u(u_, &["input_tokens_details", "cached_tokens"]);
         Usage {
-            input: u(u_, &["input_tokens"]),
+            input: u(u_, &["input_tokens"]).saturating_sub(cached),
             output: u(u_, &["output_tokens"]),
-            cache_read: u(u_, &["input_tokens_details", "cached_tokens"]),
-            cache_creation: 0,
+            cache_read: cached,
+            cache_write: 0,
+            reasoning: u(u_, &["output_tokens_details", "reasoning_tokens"]),
         }
     } else {
+        let cached = u(u_, &["prompt_tokens_details", "cached_tokens"]);
         Usage {
-            input: u(u_, &["prompt_tokens"]),
+            input: u(u_, &["prompt_tokens"]).saturating_sub(cached),
             output: u(u_, &["completion_tokens"]),
-            cache_read: u(u_, &["prompt_tokens_details", "cached_tokens"]),
-            cache_creation: 0,
+            cache_read: cached,
+            cache_write: 0,
+            reasoning: u(u_, &["completion_tokens_details", "reasoning_tokens"]),
         }
     })
 }
@@ -183,7 +188,7 @@ mod tests {
         let u = OpenAi
             .usage_of_body(Endpoint::ChatCompletions, &body)
             .unwrap();
-        assert_eq!((u.input, u.output, u.cache_read), (5, 2, 3));
+        assert_eq!((u.input, u.output, u.cache_read), (2, 2, 3));
         let mut t = String::new();
         OpenAi.text_of_body(Endpoint::ChatCompletions, &body, &mut t);
         assert_eq!(t, "hi");

@@ -71,6 +71,7 @@ impl Emitter {
 const SECRET_HEADERS: &[&str] = &[
     "authorization",
     "x-api-key",
+    "x-goog-api-key",
     "api-key",
     "proxy-authorization",
     "cookie",
@@ -164,22 +165,52 @@ pub fn log_response_body(w: &mut FieldWriter, body: &[u8], cap: usize) {
     );
 }
 
-/// Cost in US dollars. OpenAI's input count includes cached tokens;
-/// Anthropic's does not, and its cache writes are charged at the input price.
-pub fn cost(usage: &Usage, prices: &Prices, anthropic: bool) -> f64 {
+/// Cost in US dollars of normalized usage: uncached input, cache reads,
+/// cache writes (at the input price when no cache-write price is set) and
+/// output (reasoning included), each at its own price. The same for every
+/// protocol, because usage is normalized when it is read.
+pub fn cost(usage: &Usage, prices: &Prices) -> f64 {
     let per = 1_000_000.0;
-    let (uncached, cached) = if anthropic {
-        (usage.input + usage.cache_creation, usage.cache_read)
-    } else {
-        (
-            usage.input.saturating_sub(usage.cache_read),
-            usage.cache_read,
-        )
-    };
-    (uncached as f64 * prices.input_per_mtok
-        + cached as f64 * prices.cached_input_per_mtok
+    (usage.input as f64 * prices.input_per_mtok
+        + usage.cache_read as f64 * prices.cached_input_per_mtok
+        + usage.cache_write as f64 * cache_write_price(prices)
         + usage.output as f64 * prices.output_per_mtok)
         / per
+}
+
+/// [`log_body`] for the body a translated request sent upstream.
+pub fn log_upstream_request_body(w: &mut FieldWriter, body: &[u8], cap: usize) {
+    log_body(
+        w,
+        field::UPSTREAM_REQUEST_BODY,
+        field::UPSTREAM_REQUEST_BODY_TRUNCATED,
+        body,
+        cap,
+    );
+}
+
+/// What a record says of a translation: the upstream protocol, that it
+/// was translated, and the fields a lenient translation left out.
+pub fn log_translation(
+    r: &mut pb::RequestLog,
+    w: &mut FieldWriter,
+    upstream: llmgw_core::Protocol,
+    dropped: &[String],
+) {
+    r.translated = true;
+    w.string(field::UPSTREAM_PROTOCOL, upstream.as_str());
+    for f in dropped {
+        w.string(field::DROPPED_FIELDS, f);
+    }
+}
+
+/// The cache-write price: its own, else the input price (0 means unset).
+fn cache_write_price(p: &Prices) -> f64 {
+    if p.cache_write_per_mtok > 0.0 {
+        p.cache_write_per_mtok
+    } else {
+        p.input_per_mtok
+    }
 }
 
 /// What is needed to finish a record once the response is over.
@@ -193,7 +224,6 @@ pub struct Finish {
     pub request: Option<bytes::Bytes>,
     pub completion_text: String,
     pub prices: Prices,
-    pub anthropic: bool,
     /// The model name tiktoken picks an encoding by.
     pub tokenizer_model: String,
     /// Whether there was an upstream response to count at all.
@@ -266,8 +296,9 @@ impl Finish {
             r.input_tokens = u.input;
             r.output_tokens = u.output;
             r.cache_read_tokens = u.cache_read;
-            r.cache_creation_tokens = u.cache_creation;
-            r.cost = cost(&u, &f.prices, f.anthropic);
+            r.cache_creation_tokens = u.cache_write;
+            r.reasoning_tokens = u.reasoning;
+            r.cost = cost(&u, &f.prices);
         }
         (r, f.encoded)
     }
@@ -343,14 +374,26 @@ mod tests {
             input_per_mtok: 2.0,
             output_per_mtok: 10.0,
             cached_input_per_mtok: 1.0,
+            ..Default::default()
         };
         let u = Usage {
             input: 1_000_000,
             output: 100_000,
             cache_read: 500_000,
-            cache_creation: 0,
+            cache_write: 0,
+            reasoning: 0,
         };
-        assert!((cost(&u, &p, false) - (1.0 + 0.5 + 1.0)).abs() < 1e-9);
-        assert!((cost(&u, &p, true) - (2.0 + 0.5 + 1.0)).abs() < 1e-9);
+        assert!((cost(&u, &p) - (2.0 + 0.5 + 1.0)).abs() < 1e-9);
+        // Cache writes at the input price unless they have their own.
+        let w = Usage {
+            cache_write: 1_000_000,
+            ..Default::default()
+        };
+        assert!((cost(&w, &p) - 2.0).abs() < 1e-9);
+        let own = Prices {
+            cache_write_per_mtok: 2.5,
+            ..p
+        };
+        assert!((cost(&w, &own) - 2.5).abs() < 1e-9);
     }
 }

@@ -16,8 +16,10 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use super::dialect::Usage;
 use super::observe::Observer;
 use super::record::{Emitter, Finish};
+use super::translate::Transcoder;
 use crate::logs::wire::field;
 use crate::server::BoxError;
 
@@ -32,9 +34,88 @@ enum End {
     Cancelled,
 }
 
+/// What happens to the bytes on their way: passed as they are and watched,
+/// or transcoded into the client's protocol.
+pub enum Relay {
+    Pass(Observer),
+    Translate(Box<Transcoder>),
+}
+
+impl Relay {
+    fn streaming(&self) -> bool {
+        match self {
+            Relay::Pass(o) => o.streaming(),
+            Relay::Translate(_) => true,
+        }
+    }
+
+    fn feed(&mut self, chunk: Bytes) -> Bytes {
+        match self {
+            Relay::Pass(o) => o.feed(chunk),
+            Relay::Translate(t) => t.feed(&chunk),
+        }
+    }
+
+    /// The end of the upstream body: what is left to send.
+    fn finish(&mut self, fallback: impl FnOnce(&str) -> Usage) -> Option<Bytes> {
+        match self {
+            Relay::Pass(o) => o.finish(),
+            Relay::Translate(t) => Some(t.finish(fallback)),
+        }
+    }
+
+    fn stream_error_event(&mut self, message: &str) -> Vec<u8> {
+        match self {
+            Relay::Pass(o) => o.stream_error_event(message),
+            Relay::Translate(t) => t.fail(message),
+        }
+    }
+
+    /// Whether the client got the stream's terminal event.
+    fn finished(&self) -> bool {
+        match self {
+            Relay::Pass(o) => o.seen.finished,
+            Relay::Translate(t) => t.finished,
+        }
+    }
+
+    /// A translated stream whose upstream could not be read, or was cut.
+    fn broken(&self) -> Option<String> {
+        match self {
+            Relay::Pass(_) => None,
+            Relay::Translate(t) => t.broken.clone(),
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        match self {
+            Relay::Pass(o) => o.usage(),
+            Relay::Translate(t) => t.usage(),
+        }
+    }
+
+    fn take_text(&mut self) -> String {
+        match self {
+            Relay::Pass(o) => std::mem::take(&mut o.seen.text),
+            Relay::Translate(t) => std::mem::take(&mut t.text),
+        }
+    }
+
+    /// What the log keeps of the response, and whether it was cut.
+    fn take_logged(&mut self) -> (bytes::BytesMut, bool) {
+        match self {
+            Relay::Pass(o) => (std::mem::take(&mut o.logged), o.log_truncated),
+            Relay::Translate(t) => (std::mem::take(&mut t.logged), t.log_truncated),
+        }
+    }
+}
+
 pub struct ProxyBody {
     upstream: Option<Upstream>,
-    observer: Observer,
+    observer: Relay,
+    /// Input tokens estimated from the request, for a translated stream's
+    /// final usage when the upstream reports none.
+    input_estimate: u64,
     idle_timeout: Duration,
     idle: Pin<Box<Sleep>>,
     /// The last thing to send: a terminal error event, or an error that
@@ -51,9 +132,11 @@ pub struct ProxyBody {
 }
 
 impl ProxyBody {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         upstream: Upstream,
-        observer: Observer,
+        observer: Relay,
+        input_estimate: u64,
         idle_timeout: Duration,
         started: Instant,
         finish: Finish,
@@ -63,6 +146,7 @@ impl ProxyBody {
         ProxyBody {
             upstream: Some(upstream),
             observer,
+            input_estimate,
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             tail: None,
@@ -99,16 +183,16 @@ impl ProxyBody {
                 r.error = error.unwrap_or_else(|| "upstream stream broke".into());
             }
         }
-        if !self.observer.logged.is_empty() {
+        let (logged, truncated) = self.observer.take_logged();
+        if !logged.is_empty() {
             // Already cut at the cap by the observer.
-            let logged = std::mem::take(&mut self.observer.logged);
             super::record::log_response_body(&mut f.encoded, &logged, usize::MAX);
-            if self.observer.log_truncated {
+            if truncated {
                 f.encoded.bool(field::RESPONSE_BODY_TRUNCATED, true);
             }
         }
         f.usage = self.observer.usage();
-        f.completion_text = std::mem::take(&mut self.observer.seen.text);
+        f.completion_text = self.observer.take_text();
         f.submit(sink);
     }
 
@@ -127,8 +211,18 @@ impl ProxyBody {
 impl ProxyBody {
     fn complete(&mut self) -> Option<Bytes> {
         self.upstream = None;
-        let rest = self.observer.finish();
-        self.end(End::Complete, None);
+        let input = self.input_estimate;
+        // A rough estimate for the client's final usage; the record gets
+        // tiktoken's when no usage was reported.
+        let rest = self.observer.finish(|text| Usage {
+            input,
+            output: (text.len() as u64).div_ceil(4),
+            ..Default::default()
+        });
+        match self.observer.broken() {
+            Some(why) => self.end(End::Broken, Some(why)),
+            None => self.end(End::Complete, None),
+        }
         self.done = true;
         rest.filter(|r| !r.is_empty())
     }
@@ -139,7 +233,7 @@ impl Drop for ProxyBody {
         if self.finish.is_some() {
             // A stream whose terminal event went out is complete even if the
             // client left before reading the end of the body.
-            let how = if self.observer.streaming() && self.observer.seen.finished {
+            let how = if self.observer.streaming() && self.observer.finished() {
                 End::Complete
             } else {
                 End::Cancelled

@@ -91,8 +91,9 @@ struct Entry {
     /// The base URL the parsed URIs were made from; a snapshot that changes
     /// it drops them.
     base_url: String,
-    /// (endpoint path, base URL + path).
-    uris: Vec<(&'static str, Uri)>,
+    /// Parsed URIs by path (a few per provider: its endpoints, and for
+    /// Gemini one per model and method).
+    uris: Vec<(String, Uri)>,
 }
 
 #[derive(Default)]
@@ -115,7 +116,7 @@ impl Upstreams {
         &self,
         provider: &str,
         base_url: &str,
-        path: &'static str,
+        path: &str,
         connect_timeout: Duration,
     ) -> Result<(UpstreamClient, Uri), AttemptError> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -141,11 +142,11 @@ impl Upstreams {
             entry.base_url = base_url.to_string();
             entry.uris.clear();
         }
-        if let Some((_, uri)) = entry.uris.iter().find(|(p, _)| *p == path) {
+        if let Some((_, uri)) = entry.uris.iter().find(|(p, _)| p == path) {
             return Ok((entry.client.clone(), uri.clone()));
         }
         let uri = upstream_uri(base_url, path)?;
-        entry.uris.push((path, uri.clone()));
+        entry.uris.push((path.to_string(), uri.clone()));
         Ok((entry.client.clone(), uri))
     }
 

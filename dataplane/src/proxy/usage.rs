@@ -25,14 +25,26 @@ struct Raw {
     output_tokens: Option<u64>,
     #[serde(deserialize_with = "cached_tokens")]
     input_tokens_details: Option<u64>,
+    #[serde(deserialize_with = "reasoning_tokens")]
+    completion_tokens_details: Option<u64>,
+    #[serde(deserialize_with = "reasoning_tokens")]
+    output_tokens_details: Option<u64>,
     cache_read_input_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
 }
 
-/// `cached_tokens` of a details object, or `None` for `null`. Only an
-/// object (or null) is accepted: a derived struct would also read an array.
 fn cached_tokens<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    struct Details;
+    detail(d, "cached_tokens")
+}
+
+fn reasoning_tokens<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    detail(d, "reasoning_tokens")
+}
+
+/// Member `name` of a details object, or `None` for `null`. Only an
+/// object (or null) is accepted: a derived struct would also read an array.
+fn detail<'de, D: Deserializer<'de>>(d: D, name: &'static str) -> Result<Option<u64>, D::Error> {
+    struct Details(&'static str);
     impl<'de> Visitor<'de> for Details {
         type Value = Option<u64>;
 
@@ -47,9 +59,9 @@ fn cached_tokens<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Erro
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<u64>, A::Error> {
             let mut cached = None;
             while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if key == "cached_tokens" {
+                if key == self.0 {
                     if cached.is_some() {
-                        return Err(de::Error::duplicate_field("cached_tokens"));
+                        return Err(de::Error::duplicate_field(self.0));
                     }
                     cached = Some(map.next_value::<Option<u64>>()?);
                 } else {
@@ -59,7 +71,7 @@ fn cached_tokens<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Erro
             Ok(cached.flatten())
         }
     }
-    d.deserialize_any(Details)
+    d.deserialize_any(Details(name))
 }
 
 /// Usage from the raw `usage` member of a whole response body.
@@ -75,21 +87,31 @@ pub fn from_raw(protocol: Protocol, endpoint: Endpoint, raw: &[u8]) -> Option<Us
             input: r.input_tokens.unwrap_or(0),
             output: r.output_tokens.unwrap_or(0),
             cache_read: r.cache_read_input_tokens.unwrap_or(0),
-            cache_creation: r.cache_creation_input_tokens.unwrap_or(0),
+            cache_write: r.cache_creation_input_tokens.unwrap_or(0),
+            reasoning: 0,
         },
-        (Protocol::OpenAi | Protocol::OpenAiChat, Endpoint::Responses) => Usage {
-            input: r.input_tokens.unwrap_or(0),
-            output: r.output_tokens.unwrap_or(0),
-            cache_read: r.input_tokens_details.unwrap_or(0),
-            cache_creation: 0,
-        },
+        // OpenAI's input counts include the cached tokens.
+        (Protocol::OpenAi | Protocol::OpenAiChat, Endpoint::Responses) => {
+            let cached = r.input_tokens_details.unwrap_or(0);
+            Usage {
+                input: r.input_tokens.unwrap_or(0).saturating_sub(cached),
+                output: r.output_tokens.unwrap_or(0),
+                cache_read: cached,
+                cache_write: 0,
+                reasoning: r.output_tokens_details.unwrap_or(0),
+            }
+        }
         (Protocol::Gemini, _) => return None,
-        (Protocol::OpenAi | Protocol::OpenAiChat, _) => Usage {
-            input: r.prompt_tokens.unwrap_or(0),
-            output: r.completion_tokens.unwrap_or(0),
-            cache_read: r.prompt_tokens_details.unwrap_or(0),
-            cache_creation: 0,
-        },
+        (Protocol::OpenAi | Protocol::OpenAiChat, _) => {
+            let cached = r.prompt_tokens_details.unwrap_or(0);
+            Usage {
+                input: r.prompt_tokens.unwrap_or(0).saturating_sub(cached),
+                output: r.completion_tokens.unwrap_or(0),
+                cache_read: cached,
+                cache_write: 0,
+                reasoning: r.completion_tokens_details.unwrap_or(0),
+            }
+        }
     })
 }
 

@@ -1,0 +1,59 @@
+// How the log views show a request's protocols and its normalized usage
+// (see RequestLog in proto/llmgw/v1/logs.proto).
+
+import type { RequestLog } from "@/gen/llmgw/v1/logs_pb";
+import type { Num } from "./format";
+
+type Protocols = Pick<RequestLog, "protocol" | "upstreamProtocol">;
+
+/**
+ * The client's protocol and the upstream's, "client→upstream"
+ * ("anthropic→openai-chat"); the client's alone when no upstream answered.
+ */
+export function protocolPair(r: Protocols): string {
+  if (!r.upstreamProtocol) return r.protocol;
+  return `${r.protocol}→${r.upstreamProtocol}`;
+}
+
+type Usage = Pick<
+  RequestLog,
+  "inputTokens" | "cacheReadTokens" | "cacheCreationTokens" | "outputTokens" | "reasoningTokens"
+>;
+
+export interface UsageRow {
+  label: string;
+  value: Num;
+  /** What the figure means, for a tooltip. */
+  hint: string;
+}
+
+/**
+ * The normalized usage, in the order cost is computed: the token kinds
+ * never overlap except reasoning, which is a part of output.
+ */
+export function usageRows(r: Usage): UsageRow[] {
+  return [
+    { label: "Input (uncached)", value: r.inputTokens, hint: "Prompt tokens billed at the input price; cache reads and writes excluded." },
+    { label: "Cache read", value: r.cacheReadTokens, hint: "Prompt tokens read from the provider's cache, billed at the cached-input price." },
+    { label: "Cache write", value: r.cacheCreationTokens, hint: "Prompt tokens written to the provider's cache, billed at the cache-write price." },
+    { label: "Output", value: r.outputTokens, hint: "Generated tokens, reasoning included, billed at the output price." },
+    { label: "Reasoning", value: r.reasoningTokens, hint: "Thinking tokens: a part of output, not added to it." },
+  ];
+}
+
+/** The whole prompt: uncached input, cache reads and cache writes. */
+export function promptTokens(r: Usage): bigint {
+  return BigInt(r.inputTokens) + BigInt(r.cacheReadTokens) + BigInt(r.cacheCreationTokens);
+}
+
+/** Every token of the request: the whole prompt and the output. */
+export function totalTokens(r: Usage): bigint {
+  return promptTokens(r) + BigInt(r.outputTokens);
+}
+
+/** What to say where the body sent upstream would be. */
+export function upstreamBodyNote(r: Pick<RequestLog, "requestBody" | "upstreamRequestBody" | "translated">): string {
+  if (r.upstreamRequestBody) return "";
+  if (r.requestBody) return r.translated ? "Not recorded." : "The client's request body was sent unchanged.";
+  return "Not recorded (empty, or body logging is off).";
+}

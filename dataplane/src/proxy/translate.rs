@@ -1,0 +1,354 @@
+//! Translation on the request path, for a target whose protocol is not the
+//! client's (`llmgw_core::serving`): the client's body is decoded once into
+//! the intermediate form and encoded for each target tried; the answer is
+//! transcoded back, a stream event by event as it arrives, a whole body
+//! once it is complete. The protocols themselves live in `llmgw-protocols`;
+//! this module only feeds them bytes.
+
+use bytes::{Bytes, BytesMut};
+use llmgw_core::serving::WireFormat;
+use llmgw_protocols::ir::{self, Usage};
+use llmgw_protocols::{
+    anthropic, gemini, EncoderOptions, Event, Lossy, StreamDecoder, StreamEncoder, Wire,
+};
+
+use super::dialect::{push_text, Endpoint, MAX_TEXT};
+use super::error::ErrorKind;
+use super::sse::{self, Splitter};
+
+/// The `max_tokens` an Anthropic target gets when neither the client nor
+/// the model says (Anthropic requires one).
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// Largest upstream body read whole to be translated.
+pub const MAX_TRANSLATED_BODY: usize = 64 << 20;
+
+pub fn wire(w: WireFormat) -> Wire {
+    match w {
+        WireFormat::Chat => Wire::Chat,
+        WireFormat::Responses => Wire::Responses,
+        WireFormat::Anthropic => Wire::Anthropic,
+        WireFormat::Gemini => Wire::Gemini,
+    }
+}
+
+/// A client's request in the intermediate form, decoded once.
+pub struct Translation {
+    request: ir::Request,
+    /// Whether the client counts tokens rather than generating.
+    pub counting: bool,
+    /// What the client's own decoding left out (lenient mode).
+    pub dropped: Vec<String>,
+    lenient: bool,
+}
+
+/// A translation failure as the client's error.
+fn refused(e: &llmgw_protocols::Error) -> (ErrorKind, String) {
+    (ErrorKind::BadRequest, e.to_string())
+}
+
+impl Translation {
+    pub fn decode(
+        from: Wire,
+        endpoint: Endpoint,
+        raw: &[u8],
+        path_model: Option<&str>,
+        streaming: bool,
+        lenient: bool,
+    ) -> Result<Translation, (ErrorKind, String)> {
+        let mut lossy = if lenient {
+            Lossy::lenient()
+        } else {
+            Lossy::strict()
+        };
+        let counting = matches!(endpoint, Endpoint::CountTokens | Endpoint::GeminiCountTokens);
+        let mut request = if endpoint == Endpoint::GeminiCountTokens {
+            gemini::decode_count_request(raw, &mut lossy)
+        } else {
+            from.decode_request(raw, &mut lossy)
+        }
+        .map_err(|e| refused(&e))?;
+        if let Some(m) = path_model {
+            request.model = m.to_string();
+        }
+        request.stream = streaming && !counting;
+        Ok(Translation {
+            request,
+            counting,
+            dropped: lossy.dropped,
+            lenient,
+        })
+    }
+
+    /// The body for a target of wire `to`, and every field left out on
+    /// the way (the client's own and the target's).
+    pub fn encode(
+        &self,
+        to: Wire,
+        upstream_model: &str,
+        default_max_tokens: Option<u64>,
+    ) -> Result<(Bytes, Vec<String>), (ErrorKind, String)> {
+        let mut lossy = Lossy {
+            lenient: self.lenient,
+            dropped: self.dropped.clone(),
+        };
+        let mut req = self.request.clone();
+        req.model = upstream_model.to_string();
+        if to == Wire::Anthropic && req.max_tokens.is_none() && !self.counting {
+            req.max_tokens = Some(default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS));
+        }
+        let body = match (self.counting, to) {
+            (true, Wire::Anthropic) => anthropic::encode_count_request(&req, &mut lossy),
+            (true, Wire::Gemini) => gemini::encode_count_request(&req, &mut lossy),
+            _ => to.encode_request(&req, &mut lossy),
+        }
+        .map_err(|e| refused(&e))?;
+        Ok((Bytes::from(body), lossy.dropped))
+    }
+
+    /// The path after the provider's base URL.
+    pub fn upstream_path(&self, to: Wire, upstream_model: &str) -> String {
+        match (to, self.counting) {
+            (Wire::Chat, _) => "/chat/completions".into(),
+            (Wire::Responses, _) => "/responses".into(),
+            (Wire::Anthropic, false) => "/messages".into(),
+            (Wire::Anthropic, true) => "/messages/count_tokens".into(),
+            (Wire::Gemini, true) => format!("/models/{upstream_model}:countTokens"),
+            (Wire::Gemini, false) if self.request.stream => {
+                format!("/models/{upstream_model}:streamGenerateContent?alt=sse")
+            }
+            (Wire::Gemini, false) => format!("/models/{upstream_model}:generateContent"),
+        }
+    }
+}
+
+/// Tokens an image is counted as by the local tokenizer: the size of one
+/// high-detail 512×512 tile at OpenAI, since a gateway that never fetches
+/// an image cannot know its size.
+pub const IMAGE_TOKENS: u64 = 765;
+
+/// Per-message overhead of the chat format (role and separators).
+const PER_MESSAGE: u64 = 3;
+
+/// Counts a request's input with the local tokenizer: system, messages
+/// (text, tool calls and results, thinking), tool definitions, and a fixed
+/// amount per image. Runs on the blocking pool (building a tokenizer table
+/// takes a noticeable fraction of a second the first time).
+pub async fn count_locally(tokenizer_model: &str, t: &Translation) -> u64 {
+    let mut text = String::new();
+    let mut images = 0u64;
+    let req = &t.request;
+    collect(&req.system, &mut text, &mut images);
+    for m in &req.messages {
+        collect(&m.content, &mut text, &mut images);
+    }
+    for tool in &req.tools {
+        text.push_str(&tool.name);
+        text.push('\n');
+        if let Some(d) = &tool.description {
+            text.push_str(d);
+            text.push('\n');
+        }
+        text.push_str(&tool.parameters.to_string());
+        text.push('\n');
+    }
+    let messages = req.messages.len() as u64;
+    let overhead = messages * PER_MESSAGE + u64::from(messages > 0) * PER_MESSAGE;
+    let model = tokenizer_model.to_string();
+    let counted = tokio::task::spawn_blocking(move || llmgw_core::tokens::count_text(&model, &text))
+        .await
+        .unwrap_or(0);
+    counted + overhead + images * IMAGE_TOKENS
+}
+
+fn collect(parts: &[ir::Part], text: &mut String, images: &mut u64) {
+    for p in parts {
+        match p {
+            ir::Part::Text { text: t } | ir::Part::Thinking { text: t, .. } => {
+                text.push_str(t);
+                text.push('\n');
+            }
+            ir::Part::Image(_) => *images += 1,
+            ir::Part::ToolCall {
+                name, arguments, ..
+            } => {
+                text.push_str(name);
+                text.push('\n');
+                text.push_str(arguments);
+                text.push('\n');
+            }
+            ir::Part::ToolResult { content, .. } => collect(content, text, images),
+        }
+    }
+}
+
+/// An upstream error in the provider's shape, rewritten in the client's:
+/// the status the client gets (529 is 503 outside Anthropic) and the body.
+pub fn error(from: Wire, to: Wire, status: u16, body: &[u8]) -> (u16, Bytes) {
+    let e = from.decode_error(status, body);
+    let (status, body) = to.encode_error(&e);
+    (status, Bytes::from(body))
+}
+
+/// A whole upstream answer rewritten for the client.
+pub fn whole(
+    from: Wire,
+    to: Wire,
+    counting: bool,
+    body: &[u8],
+    opts: &EncoderOptions,
+) -> Result<(Bytes, Option<Usage>, String), String> {
+    if counting {
+        let n = match from {
+            Wire::Anthropic => anthropic::decode_count_response(body),
+            _ => gemini::decode_count_response(body),
+        }
+        .map_err(|e| e.to_string())?;
+        let out = match to {
+            Wire::Gemini => gemini::encode_count_response(n),
+            _ => anthropic::encode_count_response(n),
+        };
+        let usage = Usage {
+            input: n,
+            ..Default::default()
+        };
+        return Ok((Bytes::from(out), Some(usage), String::new()));
+    }
+    let resp = from.decode_response(body).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    for p in &resp.content {
+        if let ir::Part::Text { text: t } = p {
+            push_text(&mut text, t);
+        }
+    }
+    let out = to.encode_response(&resp, opts);
+    Ok((Bytes::from(out), resp.usage, text))
+}
+
+/// A translated stream on its way to the client: upstream events are
+/// decoded and re-encoded as they arrive, and the client's frames go out
+/// with the chunk that completed them.
+pub struct Transcoder {
+    splitter: Splitter,
+    decoder: Box<dyn StreamDecoder>,
+    encoder: Box<dyn StreamEncoder>,
+    events: Vec<Event>,
+    /// Usage the upstream reported, normalized.
+    usage: Option<Usage>,
+    /// Generated text, for an estimate when no usage is reported.
+    pub text: String,
+    /// The client's terminal frames have been written.
+    pub finished: bool,
+    /// What the request log keeps of what the client got.
+    pub logged: BytesMut,
+    log_cap: usize,
+    pub log_truncated: bool,
+    /// Why the upstream stream could not be read, if it could not.
+    pub broken: Option<String>,
+}
+
+impl Transcoder {
+    pub fn new(from: Wire, to: Wire, opts: EncoderOptions, log_cap: usize) -> Transcoder {
+        Transcoder {
+            splitter: Splitter::default(),
+            decoder: from.stream_decoder(),
+            encoder: to.stream_encoder(opts),
+            events: Vec::new(),
+            usage: None,
+            text: String::new(),
+            finished: false,
+            logged: BytesMut::new(),
+            log_cap,
+            log_truncated: false,
+            broken: None,
+        }
+    }
+
+    fn log(&mut self, b: &[u8]) {
+        let room = self.log_cap.saturating_sub(self.logged.len());
+        if b.len() > room {
+            self.log_truncated = true;
+        }
+        self.logged.extend_from_slice(&b[..b.len().min(room)]);
+    }
+
+    fn forward(&mut self, out: &mut Vec<u8>) {
+        for ev in self.events.drain(..) {
+            match &ev {
+                Event::Usage(u) => self.usage = Some(*u),
+                Event::Delta {
+                    delta: llmgw_protocols::stream::Delta::Text(t),
+                    ..
+                } if self.text.len() < MAX_TEXT => push_text(&mut self.text, t),
+                _ => {}
+            }
+            self.encoder.event(ev, out);
+        }
+    }
+
+    fn read_event(&mut self, raw: &[u8], out: &mut Vec<u8>) {
+        if self.broken.is_some() {
+            return;
+        }
+        let ev = sse::parse(raw);
+        if ev.data.is_empty() {
+            return;
+        }
+        if let Err(e) = self.decoder.event(ev.name, &ev.data, &mut self.events) {
+            self.broken = Some(e.to_string());
+        }
+        self.forward(out);
+    }
+
+    /// Takes one upstream chunk and returns what the client gets.
+    pub fn feed(&mut self, chunk: &Bytes) -> Bytes {
+        let mut out = Vec::new();
+        for raw in self.splitter.push(chunk) {
+            self.read_event(&raw, &mut out);
+        }
+        self.log(&out);
+        Bytes::from(out)
+    }
+
+    /// The upstream body ended: what is still held back, and the client's
+    /// terminal frames. A stream cut before the upstream's own terminal
+    /// event ends in the client's error instead.
+    pub fn finish(&mut self, fallback: impl FnOnce(&str) -> Usage) -> Bytes {
+        let mut out = Vec::new();
+        if let Some(rest) = self.splitter.take_rest() {
+            self.read_event(&rest, &mut out);
+        }
+        if let Some(why) = self.broken.clone() {
+            self.encoder.fail(&why, &mut out);
+        } else if !self.decoder.complete() {
+            self.decoder.finish(&mut self.events);
+            self.forward(&mut out);
+            self.encoder
+                .fail("the upstream stream ended before its last event", &mut out);
+            self.broken = Some("the upstream stream ended before its last event".into());
+        } else {
+            self.decoder.finish(&mut self.events);
+            self.forward(&mut out);
+            let fallback = self.usage.is_none().then(|| fallback(&self.text));
+            self.encoder.finish(fallback, &mut out);
+        }
+        self.finished = true;
+        self.log(&out);
+        Bytes::from(out)
+    }
+
+    /// The client's terminal error, for a stream that broke.
+    pub fn fail(&mut self, message: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        if !self.finished {
+            self.encoder.fail(message, &mut out);
+            self.finished = true;
+        }
+        out
+    }
+
+    /// Usage the upstream reported.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
