@@ -23,6 +23,15 @@ Scenarios (durations are for a full run; --quick shortens them):
       started with --request-log off (and a key that logs no bodies between);
       then N requests with a fresh key and the log rows counted (= N)
   S7  10,000 models and 10,000 keys applied; admin change -> /readyz version
+
+Translated routes (S1, S3 and S4, unless --no-routes): beside llmgw's
+same-protocol route (OpenAI chat to an `openai` provider), an OpenAI chat
+client to a model on an `anthropic` provider, an Anthropic client
+(/v1/messages) to the same model (its own same-protocol route), and an
+Anthropic client to a model on an `openai-chat` provider, all on the mock,
+in the same rotation; each translated route as a ratio to its client's
+same-protocol route from the same round. `--callgrind N` counts the
+routes' instructions per request too, non-stream and stream.
 """
 
 import argparse
@@ -48,7 +57,10 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release")
+# The release binaries: LLMGW_BENCH_BIN_DIR (or --bin-dir), else the
+# release folder of CARGO_TARGET_DIR, else target/release.
+BIN = os.environ.get("LLMGW_BENCH_BIN_DIR") or os.path.join(
+    os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release")
 RESULTS = os.path.join(ROOT, "bench", "results")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -58,11 +70,41 @@ SUT_CORE = "0"
 FLOOR = "hyper-floor"
 PEERS = ("litellm",)
 LOAD_CORE = "1"
-def request_body(model="bench"):
-    return json.dumps(
-        {"model": model, "messages": [{"role": "user", "content": "Hello, how are you today?"}]},
-        separators=(",", ":"),
-    )
+
+# Client APIs of the routes: path and how the key is sent.
+API_PATH = {"chat": "/v1/chat/completions", "messages": "/v1/messages"}
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+def request_body(model="bench", api="chat"):
+    req = {"model": model, "messages": [{"role": "user", "content": "Hello, how are you today?"}]}
+    if api == "messages":
+        req["max_tokens"] = 1024  # Anthropic requires it; above any reply here
+    return json.dumps(req, separators=(",", ":"))
+
+
+def key_headers(api, key):
+    """The client's key (and version header) as its API sends them."""
+    if api == "messages":
+        return [f"anthropic-version: {ANTHROPIC_VERSION}"] + ([f"x-api-key: {key}"] if key else [])
+    return [f"authorization: Bearer {key}"] if key else []
+
+
+# Routes through llmgw besides its own column (chat to an `openai`
+# provider, model `bench`): name -> client API, model, the client's
+# same-protocol route (None: it is one), and its label.
+SAME_CHAT = "llmgw"
+ROUTES = {
+    "llmgw chat>anthropic": {"api": "chat", "model": "bench-anthropic", "baseline": SAME_CHAT,
+                             "label": "chat → anthropic"},
+    "llmgw messages>anthropic": {"api": "messages", "model": "bench-anthropic", "baseline": None,
+                                 "label": "messages → anthropic (same protocol)"},
+    "llmgw messages>openai-chat": {"api": "messages", "model": "bench-chat",
+                                   "baseline": "llmgw messages>anthropic",
+                                   "label": "messages → openai-chat"},
+}
+ROUTE_LABELS = {SAME_CHAT: "chat → openai (same protocol)",
+                **{k: v["label"] for k, v in ROUTES.items()}}
 
 
 REQUEST_BODY = request_body()
@@ -255,6 +297,14 @@ class Stack:
         self.cli("provider", "add", "mock", "--protocol", "openai", "--base-url",
                  f"http://{self.mock_addr}/v1", "--api-key", "sk-upstream-bench-0000")
         self.cli("model", "add", "bench", "--target", "mock:bench")
+        # The translated routes' providers, on the same mock (it speaks
+        # every protocol): Anthropic Messages and OpenAI Chat Completions.
+        self.cli("provider", "add", "mock-anthropic", "--protocol", "anthropic", "--base-url",
+                 f"http://{self.mock_addr}/v1", "--api-key", "sk-upstream-bench-0001")
+        self.cli("provider", "add", "mock-chat", "--protocol", "openai-chat", "--base-url",
+                 f"http://{self.mock_addr}/v1", "--api-key", "sk-upstream-bench-0002")
+        self.cli("model", "add", "bench-anthropic", "--target", "mock-anthropic:bench")
+        self.cli("model", "add", "bench-chat", "--target", "mock-chat:bench")
         for name, extra in [("bench-full", []), ("bench-nobodies", ["--no-log-bodies"]),
                             ("bench-count", []), ("bench-streams", [])]:
             self.keys[name] = self.cli("key", "create", name, *extra, json_out=True)["key"]
@@ -381,6 +431,13 @@ class Stack:
                                        "stream-64x100": "bench-stream-64x100"}}
         return t
 
+    def route_targets(self):
+        """llmgw's translated routes (and the Anthropic client's
+        same-protocol one) as targets: the data plane, another client API
+        or model."""
+        llmgw = self.targets()["llmgw"]
+        return {name: dict(llmgw, api=r["api"], model=r["model"]) for name, r in ROUTES.items()}
+
     def stack_litellm_key(self):
         return self.litellm_key
 
@@ -498,20 +555,19 @@ def oha_path():
 def run_oha(target, duration, conns, rate=None, headers=(), n=None, profile=None):
     """`profile` names a mock behaviour a peer that does not forward the
     x-mock-* headers gets through a model of its own instead."""
-    model = target.get("models", {}).get(profile, "bench")
+    api = target.get("api", "chat")
+    model = target.get("models", {}).get(profile, target.get("model", "bench"))
     cmd = [oha_path(), "--no-tui", "--output-format", "json", "-c", str(conns), "-m", "POST",
-           "-T", "application/json", "-d", request_body(model), "-t", "30s", "-w"]
+           "-T", "application/json", "-d", request_body(model, api), "-t", "30s", "-w"]
     if n is not None:
         cmd += ["-n", str(n)]
     else:
         cmd += ["-z", f"{duration}s"]
     if rate:
         cmd += ["-q", str(rate), "--latency-correction"]
-    if target["key"]:
-        cmd += ["-H", f"authorization: Bearer {target['key']}"]
-    for h in headers:
+    for h in key_headers(api, target["key"]) + list(headers):
         cmd += ["-H", h]
-    cmd.append(f"http://{target['addr']}/v1/chat/completions")
+    cmd.append(f"http://{target['addr']}{API_PATH[api]}")
     r = subprocess.run(["taskset", "-c", LOAD_CORE] + cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"oha failed: {r.stderr.strip()[:500]}")
@@ -536,7 +592,12 @@ wrk.method = "POST"
 wrk.body = os.getenv("BENCH_BODY")
 wrk.headers["Content-Type"] = "application/json"
 local key = os.getenv("BENCH_KEY")
-if key and key ~= "" then
+if os.getenv("BENCH_API") == "messages" then
+  wrk.headers["anthropic-version"] = "2023-06-01"
+  if key and key ~= "" then
+    wrk.headers["x-api-key"] = key
+  end
+elseif key and key ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. key
 end
 done = function(summary, latency, requests)
@@ -554,10 +615,11 @@ def run_wrk(stack, target, duration, conns, key=None):
     if not os.path.exists(script):
         with open(script, "w") as f:
             f.write(WRK_LUA)
-    env = {**os.environ, "BENCH_BODY": REQUEST_BODY,
-           "BENCH_KEY": target["key"] if key is None else key}
+    api = target.get("api", "chat")
+    env = {**os.environ, "BENCH_BODY": request_body(target.get("model", "bench"), api),
+           "BENCH_API": api, "BENCH_KEY": target["key"] if key is None else key}
     cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "-s", script,
-           f"http://{target['addr']}/v1/chat/completions"]
+           f"http://{target['addr']}{API_PATH[api]}"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     m = re.search(r"BENCHJSON (\{.*\})", r.stdout)
     if r.returncode != 0 or not m:
@@ -570,8 +632,9 @@ def run_wrk(stack, target, duration, conns, key=None):
 
 
 def run_sse(target, streams, waves, chunks, delay_ms, sample_pid=None, parallelism=64):
-    model = target.get("models", {}).get(f"stream-{chunks}x{delay_ms}", "bench")
+    model = target.get("models", {}).get(f"stream-{chunks}x{delay_ms}", target.get("model", "bench"))
     cmd = ["taskset", "-c", LOAD_CORE, os.path.join(BIN, "llmgw-bench"), "sse", "--model", model,
+           "--api", target.get("api", "chat"),
            "--addr", target["addr"], "--streams", str(streams), "--waves", str(waves),
            "--chunks", str(chunks), "--chunk-delay-ms", str(delay_ms),
            "--connect-parallelism", str(parallelism)]
@@ -636,6 +699,10 @@ class Bench:
         self.s = stack
         self.t = stack.targets()
         self.names = list(self.t)
+        # llmgw's other routes: S1, S3 and S4 measure them in the same
+        # rotation as the columns; they are rows of a table of their own.
+        self.rt = {} if args.no_routes else stack.route_targets()
+        self.all_t = {**self.t, **self.rt}
         self.raw = {}  # scenario -> target -> list of per-round dicts
         self.failures = []
         q = args.quick
@@ -667,13 +734,13 @@ class Bench:
         self.raw["S5-fresh"] = out
 
     def warm_up(self):
-        for name, t in self.t.items():
+        for name, t in self.all_t.items():
             run_wrk(self.s, t, 1, 64)
         self.s.wait_logs_shipped()
 
     def s1(self, r):
-        for name in rotated(self.names, r):
-            res = run_oha(self.t[name], self.d_latency, 1)
+        for name in rotated(self.names + list(self.rt), r):
+            res = run_oha(self.all_t[name], self.d_latency, 1)
             self.put("S1", name, res)
             log(f"S1 {name}: p50 {res['p50_ms']:.3f} ms p99 {res['p99_ms']:.3f} ms")
         # A diagnostic, not a column: llmgw again with the control plane
@@ -710,7 +777,7 @@ class Bench:
         res = run_wrk(self.s, target, self.d_capacity, 64, key=key)
         run_cpu = cpu.seconds()
         settle = None
-        if target is self.t["llmgw"]:
+        if target["addr"] == self.t["llmgw"]["addr"]:  # llmgw, any of its routes
             settle = self.s.wait_logs_shipped()
         elif target.get("logs_port"):
             settle = self.s.wait_logs_shipped(port=target["logs_port"])
@@ -723,8 +790,8 @@ class Bench:
 
     def s3(self, r):
         floor = self.s.floor_target()
-        for name in rotated(self.names + ([FLOOR] if floor else []), r):
-            res = self.capacity(floor if name == FLOOR else self.t[name])
+        for name in rotated(self.names + list(self.rt) + ([FLOOR] if floor else []), r):
+            res = self.capacity(floor if name == FLOOR else self.all_t[name])
             self.put("S3", name, res)
             cpu = f"{res['cpu_us_per_req']:.1f}" if res["cpu_us_per_req"] else "-"
             log(f"S3 {name}: {res['rps']:.0f} req/s, cpu {cpu} us/req, errors {res['errors']}")
@@ -732,16 +799,17 @@ class Bench:
     def s4(self, r):
         for streams in (1, 100, 500):
             waves = self.s4_waves_single if streams == 1 else 1
-            for name in rotated(self.names, r):
+            for name in rotated(self.names + list(self.rt), r):
                 if name in PEERS and streams > 100:
                     continue  # a Python peer needs minutes for this; see docs/benchmarks.md
-                pid = self.t[name]["pid"]
-                if name == "llmgw":
+                pid = self.all_t[name]["pid"]
+                is_llmgw = name == "llmgw" or name in self.rt
+                if is_llmgw:
                     self.s.wait_logs_shipped()  # earlier runs' records are not this one's
                 cpu = Cpu(pid) if pid else None
-                res = run_sse(self.t[name], streams, waves, 64, 20,
+                res = run_sse(self.all_t[name], streams, waves, 64, 20,
                               parallelism=min(streams, 100))
-                if name == "llmgw":
+                if is_llmgw:
                     self.s.wait_logs_shipped()  # and this run's own are counted
                 # The system under test's CPU over the run (connections,
                 # requests, every frame relayed), per content frame.

@@ -1,14 +1,20 @@
 //! `llmgw-bench`: the streaming client of the benchmark harness
 //! (`bench/run.sh`, scenarios S4 and S5).
 //!
-//! `llmgw-bench sse` opens N concurrent OpenAI chat streams (one HTTP/1.1
-//! connection each) against a base URL (the mock directly, nginx, or the
-//! gateway), asks the mock for `--chunks` content chunks `--chunk-delay-ms`
-//! apart through `x-mock-*` headers, and times every body frame as it
-//! arrives. It prints one JSON object on stdout:
+//! `llmgw-bench sse` opens N concurrent streams (one HTTP/1.1 connection
+//! each) against a base URL (the mock directly, nginx, or the gateway) in
+//! the client API `--api` names (OpenAI chat, `/v1/chat/completions`, or
+//! Anthropic messages, `/v1/messages`), asks the mock for `--chunks`
+//! content chunks `--chunk-delay-ms` apart through `x-mock-*` headers, and
+//! times every body frame as it arrives. It prints one JSON object on
+//! stdout:
 //!
 //! - `ttff_ms`: time from sending the request to the first frame holding a
 //!   `data:` event (p50, p99, max over all streams);
+//! - `ttfc_ms`: time from sending the request to the first content event
+//!   (the first text chunk: the same mock delay in every protocol, where
+//!   the first `data:` event is not: an Anthropic stream opens with
+//!   `message_start` before any text);
 //! - `gap_ms`: time between consecutive content events of a stream;
 //! - `coalesced`: frames that carried more than one content event (each
 //!   chunk the upstream sent should arrive as its own frame);
@@ -71,15 +77,38 @@ struct ProxyArgs {
     upstream: String,
 }
 
+/// The client API a stream is requested in.
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    /// OpenAI Chat Completions: `POST /v1/chat/completions`, a bearer key.
+    Chat,
+    /// Anthropic Messages: `POST /v1/messages`, an `x-api-key` key,
+    /// `max_tokens` and `anthropic-version`.
+    Messages,
+}
+
+impl Api {
+    fn path(self) -> &'static str {
+        match self {
+            Api::Chat => "/v1/chat/completions",
+            Api::Messages => "/v1/messages",
+        }
+    }
+}
+
 #[derive(Parser, Clone)]
 struct SseArgs {
     /// Address of the server, IP:PORT.
     #[arg(long)]
     addr: String,
-    /// Request path.
-    #[arg(long, default_value = "/v1/chat/completions")]
-    path: String,
-    /// Client key, sent as a bearer token (the mock and nginx ignore it).
+    /// Client API: the request's path, body and key header.
+    #[arg(long, value_enum, default_value = "chat")]
+    api: Api,
+    /// Request path (default: the API's).
+    #[arg(long)]
+    path: Option<String>,
+    /// Client key (the mock and nginx ignore it): a bearer token for chat,
+    /// `x-api-key` for messages.
     #[arg(long, default_value = "")]
     key: String,
     /// Model name in the request body.
@@ -108,6 +137,7 @@ struct SseArgs {
 #[derive(Default)]
 struct StreamResult {
     ttff: Option<Duration>,
+    ttfc: Option<Duration>,
     gaps: Vec<Duration>,
     content_events: usize,
     coalesced: usize,
@@ -199,14 +229,16 @@ async fn sse(a: SseArgs) -> Result<()> {
     let open = Arc::new(AtomicUsize::new(0));
     let max_open = Arc::new(AtomicUsize::new(0));
     let connecting = Arc::new(tokio::sync::Semaphore::new(a.connect_parallelism.max(1)));
-    let body = Bytes::from(
-        serde_json::json!({
-            "model": a.model,
-            "stream": true,
-            "messages": [{"role": "user", "content": "Stream me sixty-four chunks, please."}],
-        })
-        .to_string(),
-    );
+    let mut request = serde_json::json!({
+        "model": a.model,
+        "stream": true,
+        "messages": [{"role": "user", "content": "Stream me sixty-four chunks, please."}],
+    });
+    if a.api == Api::Messages {
+        // Anthropic requires it; above the chunks, so the mock cuts nothing.
+        request["max_tokens"] = serde_json::json!(u64::from(a.chunks).max(1) * 16);
+    }
+    let body = Bytes::from(request.to_string());
     let started = Instant::now();
     let mut results = Vec::with_capacity(a.streams * a.waves);
     for _ in 0..a.waves {
@@ -230,6 +262,7 @@ async fn sse(a: SseArgs) -> Result<()> {
     let elapsed = started.elapsed();
 
     let mut ttff: Vec<f64> = results.iter().filter_map(|r| r.ttff).map(ms).collect();
+    let mut ttfc: Vec<f64> = results.iter().filter_map(|r| r.ttfc).map(ms).collect();
     let mut gaps: Vec<f64> = results
         .iter()
         .flat_map(|r| r.gaps.iter())
@@ -243,6 +276,7 @@ async fn sse(a: SseArgs) -> Result<()> {
         "errors": errors.len(),
         "first_error": errors.first(),
         "ttff_ms": summary(&mut ttff),
+        "ttfc_ms": summary(&mut ttfc),
         "gap_ms": summary(&mut gaps),
         "content_events": received,
         "missing": expected.saturating_sub(received),
@@ -294,13 +328,20 @@ async fn one_stream(
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let mut req = Request::post(a.path.as_str())
+    let path = a.path.as_deref().unwrap_or(a.api.path());
+    let mut req = Request::post(path)
         .header(http::header::HOST, a.addr.as_str())
         .header(http::header::CONTENT_TYPE, "application/json")
         .header("x-mock-chunks", a.chunks.to_string())
         .header("x-mock-chunk-delay-ms", a.chunk_delay_ms.to_string());
+    if a.api == Api::Messages {
+        req = req.header("anthropic-version", "2023-06-01");
+    }
     if !a.key.is_empty() {
-        req = req.header(http::header::AUTHORIZATION, format!("Bearer {}", a.key));
+        req = match a.api {
+            Api::Chat => req.header(http::header::AUTHORIZATION, format!("Bearer {}", a.key)),
+            Api::Messages => req.header("x-api-key", a.key.as_str()),
+        };
     }
     let req = req.body(Full::new(body))?;
     let sent = Instant::now();
@@ -338,6 +379,7 @@ async fn one_stream(
             }
             r.ttff.get_or_insert(now - sent);
             if is_content_chunk(&text) {
+                r.ttfc.get_or_insert(now - sent);
                 r.content_events += 1;
                 content += 1;
                 if let Some(prev) = last_content {
@@ -361,18 +403,21 @@ async fn one_stream(
 }
 
 /// Whether an event carries one of the mock's content chunks (`"tok{i} "`),
-/// as `"content":"tok…` however the proxy spaced the JSON (LiteLLM
-/// re-serialises chunks with a space after the colon).
+/// as `"content":"tok…` (chat) or `"text":"tok…` (an Anthropic
+/// `text_delta`) however the proxy spaced the JSON (LiteLLM re-serialises
+/// chunks with a space after the colon).
 fn is_content_chunk(event: &str) -> bool {
-    let mut rest = event;
-    while let Some(at) = rest.find("\"content\"") {
-        rest = &rest[at + "\"content\"".len()..];
-        let value = rest.trim_start_matches([' ', ':']);
-        if value.starts_with("\"tok") {
-            return true;
+    ["\"content\"", "\"text\""].iter().any(|key| {
+        let mut rest = event;
+        while let Some(at) = rest.find(key) {
+            rest = &rest[at + key.len()..];
+            let value = rest.trim_start_matches([' ', ':']);
+            if value.starts_with("\"tok") {
+                return true;
+            }
         }
-    }
-    false
+        false
+    })
 }
 
 /// Position just past the first blank line (`\n\n`) in `b`.

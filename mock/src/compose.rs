@@ -3,12 +3,12 @@
 //! as a stream: OpenAI Chat Completions, OpenAI Responses, Anthropic
 //! Messages and Gemini `generateContent`.
 //!
-//! A [`Composition`] is decided once per request from its resolved
-//! [`Behavior`] and parsed body; [`Composition::whole`] renders the
-//! non-streaming body and [`Composition::stream`] every event of the
-//! stream up front (as a [`BuiltStream`]). Plain text streams of Chat
+//! A `Composition` is decided once per request from its resolved
+//! `Behavior` and parsed body; `Composition::whole` renders the
+//! non-streaming body and `Composition::stream` every event of the
+//! stream up front (as a `BuiltStream`). Plain text streams of Chat
 //! Completions and Anthropic Messages, the benchmarks' path, are rendered
-//! lazily by [`crate::render::StreamPlan`] instead; the two agree event for
+//! lazily by `StreamPlan` (in `render`) instead; the two agree event for
 //! event (see the tests).
 //!
 //! Deterministic content:

@@ -65,7 +65,7 @@ impl Default for Config {
 #[command(
     name = "llmgw-mock",
     version,
-    about = "Mock upstream LLM provider (OpenAI and Anthropic APIs) for llmgw's tests and benchmarks",
+    about = "Mock upstream LLM provider (OpenAI, Anthropic and Gemini APIs) for llmgw's tests and benchmarks",
     long_about = None
 )]
 pub struct Cli {

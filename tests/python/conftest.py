@@ -15,6 +15,11 @@ Fixtures:
 - `make_gateway`: a factory for dedicated gateways (own flags, own globals),
   killed at the end of the test or module that made them.
 
+Each gateway has one provider per protocol on its mock
+(`gw.mock_provider("openai" | "openai-chat" | "anthropic" | "gemini")`;
+the mock serves Gemini under `/v1beta`), and clients of the official SDKs:
+`gw.openai(key)`, `gw.anthropic(key)`, `gw.genai(key)`.
+
 Binaries come from `LLMGW_BIN_DIR` (set by scripts/test.sh), else
 `target/debug`. Every process's output is kept in a file under the test's
 temporary folder; a failed wait quotes its tail.
@@ -40,6 +45,8 @@ import anthropic
 import httpx
 import openai
 import pytest
+from google import genai
+from google.genai import types as genai_types
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -293,6 +300,11 @@ class Mock:
         r.raise_for_status()
         return r.json()
 
+    def provider_base_url(self, protocol: str) -> str:
+        """The base URL a provider of `protocol` has on this mock: Gemini's
+        API is under `/v1beta`, the others under `/v1`."""
+        return f"{self.url}/v1beta" if protocol == "gemini" else self.base_url
+
     def stats(self) -> dict[str, int]:
         r = self.http.get(f"{self.url}/_mock/stats")
         r.raise_for_status()
@@ -353,6 +365,9 @@ class Gateway:
         self.master_key = base64.b64encode(secrets.token_bytes(32)).decode()
         self.openai_provider_key = "sk-prov-oai-" + secrets.token_hex(16)
         self.anthropic_provider_key = "sk-ant-prov-" + secrets.token_hex(16)
+        self.gemini_provider_key = "AIza-prov-" + secrets.token_hex(16)
+        #: Providers on the mock by protocol (see `mock_provider`).
+        self.mock_providers: dict[str, str] = {"openai": "mock", "anthropic": "mocka"}
         self.node_id = f"{name}-dp-{uid()}"
         self.data_dir = workdir / "cp-data"
         self.cp: Proc | None = None
@@ -477,6 +492,16 @@ class Gateway:
         kw.setdefault("timeout", 30)
         return anthropic.Anthropic(base_url=self.url, api_key=key, **kw)
 
+    def genai(self, key: str, timeout_s: float = 30) -> genai.Client:
+        """A `google-genai` client of the data plane's Gemini API
+        (`/v1beta/models/{model}:generateContent`); it never retries."""
+        return genai.Client(
+            api_key=key,
+            http_options=genai_types.HttpOptions(
+                base_url=self.url, api_version="v1beta", timeout=int(timeout_s * 1000)
+            ),
+        )
+
     def readyz(self) -> int | None:
         """The data plane's applied version, or None while not ready."""
         return readyz_version(self.http, self.url)
@@ -520,8 +545,28 @@ class Gateway:
 
     # ----- configuration helpers -----
 
-    def add_provider(self, protocol: str, base_url: str, api_key: str | None = None,
+    def provider_key(self, protocol: str) -> str:
+        """The provider key the mock's providers of `protocol` use."""
+        return {
+            "anthropic": self.anthropic_provider_key,
+            "gemini": self.gemini_provider_key,
+        }.get(protocol, self.openai_provider_key)
+
+    def mock_provider(self, protocol: str) -> str:
+        """The provider of `protocol` on this gateway's mock, added the
+        first time it is asked for."""
+        if protocol not in self.mock_providers:
+            self.mock_providers[protocol] = self.add_provider(protocol)
+        return self.mock_providers[protocol]
+
+    def add_provider(self, protocol: str, base_url: str | None = None, api_key: str | None = None,
                      *extra: str, name: str | None = None) -> str:
+        """Adds a provider; without `base_url`, one of `protocol` on the
+        gateway's mock, with its key."""
+        if base_url is None:
+            assert self.mock is not None
+            base_url = self.mock.provider_base_url(protocol)
+            api_key = api_key or self.provider_key(protocol)
         name = name or f"p-{uid()}"
         args = ["provider", "add", name, "--protocol", protocol, "--base-url", base_url]
         if api_key:
@@ -553,8 +598,7 @@ class Gateway:
         """A separate mock (own counters) behind a new provider."""
         m = Mock.start(self.workdir, f"{self.name}-mock-{uid()}")
         self.extra_mocks.append(m)
-        key = self.openai_provider_key if protocol == "openai" else self.anthropic_provider_key
-        return m, self.add_provider(protocol, m.base_url, key)
+        return m, self.add_provider(protocol, m.provider_base_url(protocol), self.provider_key(protocol))
 
     # ----- request logs -----
 

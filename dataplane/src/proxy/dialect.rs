@@ -22,7 +22,9 @@ pub enum Endpoint {
     GeminiGenerate,
     /// Gemini `:streamGenerateContent`; `sse` with `alt=sse`, else a
     /// streamed JSON array.
-    GeminiStream { sse: bool },
+    GeminiStream {
+        sse: bool,
+    },
     /// Gemini `:countTokens`.
     GeminiCountTokens,
 }
@@ -43,7 +45,10 @@ impl Endpoint {
     }
 
     /// The endpoint of a request, and the model its path names (Gemini).
-    pub fn from_request<'p>(path: &'p str, query: Option<&str>) -> Option<(Endpoint, Option<&'p str>)> {
+    pub fn from_request<'p>(
+        path: &'p str,
+        query: Option<&str>,
+    ) -> Option<(Endpoint, Option<&'p str>)> {
         Some(match path {
             "/v1/chat/completions" => (Endpoint::ChatCompletions, None),
             "/v1/completions" => (Endpoint::Completions, None),
@@ -56,9 +61,7 @@ impl Endpoint {
                 let e = match method {
                     "generateContent" => Endpoint::GeminiGenerate,
                     "streamGenerateContent" => Endpoint::GeminiStream {
-                        sse: query.is_some_and(|q| {
-                            q.split('&').any(|kv| kv == "alt=sse")
-                        }),
+                        sse: query.is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse")),
                     },
                     "countTokens" => Endpoint::GeminiCountTokens,
                     _ => return None,
@@ -113,14 +116,18 @@ impl Endpoint {
             Endpoint::Responses => Cow::Borrowed("/responses"),
             Endpoint::Messages => Cow::Borrowed("/messages"),
             Endpoint::CountTokens => Cow::Borrowed("/messages/count_tokens"),
-            Endpoint::GeminiGenerate => Cow::Owned(format!("/models/{upstream_model}:generateContent")),
-            Endpoint::GeminiStream { sse: true } => {
-                Cow::Owned(format!("/models/{upstream_model}:streamGenerateContent?alt=sse"))
+            Endpoint::GeminiGenerate => {
+                Cow::Owned(format!("/models/{upstream_model}:generateContent"))
             }
+            Endpoint::GeminiStream { sse: true } => Cow::Owned(format!(
+                "/models/{upstream_model}:streamGenerateContent?alt=sse"
+            )),
             Endpoint::GeminiStream { sse: false } => {
                 Cow::Owned(format!("/models/{upstream_model}:streamGenerateContent"))
             }
-            Endpoint::GeminiCountTokens => Cow::Owned(format!("/models/{upstream_model}:countTokens")),
+            Endpoint::GeminiCountTokens => {
+                Cow::Owned(format!("/models/{upstream_model}:countTokens"))
+            }
         }
     }
 }

@@ -158,9 +158,14 @@ mod tests {
             }
         );
         let mut t = String::new();
-        Gemini.text_of_body(Endpoint::GeminiGenerate, &json!([body.clone(), body]), &mut t);
+        Gemini.text_of_body(
+            Endpoint::GeminiGenerate,
+            &json!([body.clone(), body]),
+            &mut t,
+        );
         assert_eq!(t, "hihi");
-        let e: Value = serde_json::from_slice(&Gemini.error_body(ErrorKind::InvalidKey, "no")).unwrap();
+        let e: Value =
+            serde_json::from_slice(&Gemini.error_body(ErrorKind::InvalidKey, "no")).unwrap();
         assert_eq!(e["error"]["status"], "UNAUTHENTICATED");
         assert_eq!(e["error"]["code"], 401);
     }

@@ -61,7 +61,10 @@ impl Translation {
         } else {
             Lossy::strict()
         };
-        let counting = matches!(endpoint, Endpoint::CountTokens | Endpoint::GeminiCountTokens);
+        let counting = matches!(
+            endpoint,
+            Endpoint::CountTokens | Endpoint::GeminiCountTokens
+        );
         let mut request = if endpoint == Endpoint::GeminiCountTokens {
             gemini::decode_count_request(raw, &mut lossy)
         } else {
@@ -155,9 +158,10 @@ pub async fn count_locally(tokenizer_model: &str, t: &Translation) -> u64 {
     let messages = req.messages.len() as u64;
     let overhead = messages * PER_MESSAGE + u64::from(messages > 0) * PER_MESSAGE;
     let model = tokenizer_model.to_string();
-    let counted = tokio::task::spawn_blocking(move || llmgw_core::tokens::count_text(&model, &text))
-        .await
-        .unwrap_or(0);
+    let counted =
+        tokio::task::spawn_blocking(move || llmgw_core::tokens::count_text(&model, &text))
+            .await
+            .unwrap_or(0);
     counted + overhead + images * IMAGE_TOKENS
 }
 

@@ -1,0 +1,405 @@
+//! Attempts: the upstream body for each target (passed through or
+//! translated), sending it with a connect and first-byte timeout, retries
+//! on the same target, failover to the next, the retry budget and the
+//! shared deadline. Nothing is retried once a response has started.
+
+use super::respond::{copy_response_headers, translated_error};
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// Largest upstream error body kept to pass back to the client.
+pub(super) const MAX_ERROR_BODY: usize = 256 * 1024;
+
+/// The outcome of the last failed attempt, passed back when all fail.
+pub(super) enum LastFailure {
+    Upstream {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    Error(AttemptError),
+}
+
+impl Proxy {
+    pub(super) async fn attempts(
+        &self,
+        call: Call<'_>,
+        pending: &mut Pending,
+    ) -> Result<Response<ResponseBody>, (ErrorKind, String)> {
+        let settings = &call.table.settings;
+        let deadline = pending.started + settings.deadline;
+        let mut last: Option<LastFailure> = None;
+        let mut sent = 0u32;
+        self.budget.deposit();
+        'targets: for (pos, &ti) in call.order.iter().enumerate() {
+            let target = &call.model.targets[ti];
+            let others_left = pos + 1 < call.order.len();
+            let key = TargetKey::of(target);
+            let prepared = match serving(call.endpoint.api(), target.provider.protocol) {
+                Serving::PassThrough => {
+                    let Some(body) = self.upstream_body(&call, target) else {
+                        return Err((
+                            ErrorKind::BadRequest,
+                            "the request body cannot be rewritten".into(),
+                        ));
+                    };
+                    Prepared {
+                        body,
+                        path: call
+                            .endpoint
+                            .upstream_path(&target.upstream_model)
+                            .into_owned(),
+                        wires: None,
+                        dropped: Vec::new(),
+                    }
+                }
+                Serving::Translate { from, to } => {
+                    let (from, to) = (translate::wire(from), translate::wire(to));
+                    let t = call.translation(from)?;
+                    let (body, dropped) =
+                        t.encode(to, &target.upstream_model, call.model.default_max_tokens)?;
+                    Prepared {
+                        body,
+                        path: t.upstream_path(to, &target.upstream_model),
+                        wires: Some((to, from)),
+                        dropped,
+                    }
+                }
+                // Only the first candidate decides on counting locally;
+                // an OpenAI target further down has nothing to count with.
+                Serving::CountLocally | Serving::Unsupported => continue 'targets,
+            };
+            let upstream_body = prepared.body.clone();
+            let mut tries = 0u32;
+            let mut waited_retry_after = false;
+            loop {
+                if sent > 0
+                    && !self.budget.try_withdraw(
+                        settings.retry_budget_ratio,
+                        settings.retry_budget_min_retries,
+                    )
+                {
+                    tracing::warn!(model = %call.model.name, "retry budget exhausted");
+                    break 'targets;
+                }
+                if Instant::now() >= deadline {
+                    last = Some(LastFailure::Error(AttemptError::Deadline));
+                    break 'targets;
+                }
+                tries += 1;
+                sent += 1;
+                let attempt_started = Instant::now();
+                let result = self
+                    .send(&call, target, &prepared, upstream_body.clone(), deadline)
+                    .await;
+                let latency_ms = attempt_started.elapsed().as_millis() as u64;
+                let mut attempt = pb::Attempt {
+                    provider: target.provider.name.clone(),
+                    upstream_model: target.upstream_model.clone(),
+                    latency_ms,
+                    ..Default::default()
+                };
+                match result {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        attempt.status = u32::from(status.as_u16());
+                        let ok = status.is_success();
+                        let retry = retryable_status(status.as_u16())
+                            || status == StatusCode::TOO_MANY_REQUESTS;
+                        self.state
+                            .record(&key, !retry, ok.then(|| attempt_started.elapsed()));
+                        if !retry {
+                            // Success, or an error the client must see as it is.
+                            pending.record().attempts.push(attempt);
+                            return Ok(self
+                                .respond(&call, target, &prepared, resp, pending, deadline)
+                                .await);
+                        }
+                        let retry_after = retry_after(resp.headers());
+                        let headers = resp.headers().clone();
+                        let mut body = read_capped(resp, deadline).await;
+                        attempt.error = format!("upstream answered {status}");
+                        pending.record().attempts.push(attempt);
+                        let mut client_status = status;
+                        if let Some((upstream, client)) = prepared.wires {
+                            (client_status, body) =
+                                translated_error(upstream, client, status, &body);
+                        }
+                        last = Some(LastFailure::Upstream {
+                            status: client_status,
+                            headers,
+                            body,
+                        });
+                        if status == StatusCode::TOO_MANY_REQUESTS {
+                            if others_left {
+                                continue 'targets;
+                            }
+                            match retry_after {
+                                Some(wait)
+                                    if !waited_retry_after && Instant::now() + wait < deadline =>
+                                {
+                                    waited_retry_after = true;
+                                    tokio::time::sleep(wait).await;
+                                    continue;
+                                }
+                                _ => break 'targets,
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.state.record(&key, false, None);
+                        attempt.error = e.describe();
+                        pending.record().attempts.push(attempt);
+                        let stop = !e.retryable();
+                        last = Some(LastFailure::Error(e));
+                        if stop {
+                            break 'targets;
+                        }
+                    }
+                }
+                if tries >= call.model.max_attempts {
+                    continue 'targets;
+                }
+                let delay = call.model.retry_delay;
+                if Instant::now() + delay >= deadline {
+                    break 'targets;
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+        let r = pending.record();
+        r.retries = sent.saturating_sub(1);
+        if let Some(a) = r.attempts.last() {
+            r.provider.clone_from(&a.provider);
+            r.upstream_model.clone_from(&a.upstream_model);
+        }
+        match last {
+            Some(LastFailure::Upstream {
+                status,
+                headers,
+                body,
+            }) => {
+                let r = pending.record();
+                r.status = u32::from(status.as_u16());
+                r.error = format!("every attempt failed; the last upstream answered {status}");
+                if call.log_bodies {
+                    let cap = call.table.settings.log_body_max_bytes;
+                    record::log_response_body(&mut pending.encoded, &body, cap);
+                }
+                self.log_headers(&mut pending.encoded, field::RESPONSE_HEADERS, &headers);
+                self.finish_plain(pending);
+                let mut resp = Response::new(full(body));
+                *resp.status_mut() = status;
+                // The kept body may be cut, so its length is recomputed.
+                copy_response_headers(&headers, resp.headers_mut(), true);
+                Ok(resp)
+            }
+            Some(LastFailure::Error(e)) => Err((
+                e.kind(),
+                format!("every attempt failed; the last: {}", e.describe()),
+            )),
+            None => Err((
+                ErrorKind::UpstreamUnavailable,
+                "the retry budget is exhausted; the upstream is failing for many requests".into(),
+            )),
+        }
+    }
+
+    /// The body for one target: the client's bytes with only `model`
+    /// replaced, plus a usage request for OpenAI chat streams if the
+    /// provider wants it and the client did not ask.
+    pub(super) fn upstream_body(&self, call: &Call<'_>, target: &Target) -> Option<Bytes> {
+        if call.endpoint.model_in_path() {
+            // Gemini: the model is in the path, the body passes unchanged.
+            return Some(call.raw.clone());
+        }
+        let mut out = body::replace_model(call.raw, &target.upstream_model)?;
+        if wants_usage_chunk(call, target) {
+            out = body::request_stream_usage(&out)?;
+        }
+        Some(out)
+    }
+
+    pub(super) async fn send(
+        &self,
+        call: &Call<'_>,
+        target: &Target,
+        prepared: &Prepared,
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<Response<Incoming>, AttemptError> {
+        let settings = &call.table.settings;
+        let provider = &target.provider;
+        let (client, uri) = self.upstreams.get(
+            &provider.name,
+            &provider.base_url,
+            &prepared.path,
+            settings.connect_timeout,
+        )?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (limit, by_deadline) = if left < settings.first_byte_timeout {
+            (left, true)
+        } else {
+            (settings.first_byte_timeout, false)
+        };
+        let exchange = async {
+            // An HTTP/2 refusal (GOAWAY, REFUSED_STREAM) means the request
+            // was not processed: it is sent again at once on another
+            // connection, up to twice, within this attempt.
+            // The headers are built for each send rather than kept for a
+            // resend: a resend is rare, a copy would be made every time.
+            let mut resends = 0;
+            loop {
+                let mut request = Request::new(Full::new(body.clone()));
+                *request.method_mut() = Method::POST;
+                *request.uri_mut() = uri.clone();
+                *request.headers_mut() =
+                    upstream_headers(call.headers, target, prepared.wires.is_some());
+                match client.request(request).await {
+                    Err(e) if resends < 2 && upstream::is_safe_to_resend(&e) => resends += 1,
+                    done => return done,
+                }
+            }
+        };
+        match tokio::time::timeout(limit, exchange).await {
+            Err(_) if by_deadline => Err(AttemptError::Deadline),
+            Err(_) => Err(AttemptError::FirstByteTimeout),
+            Ok(Err(e)) if e.is_connect() => Err(AttemptError::Connect(error_chain(&e))),
+            Ok(Err(e)) => Err(AttemptError::Request(error_chain(&e))),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
+
+/// What one target is sent: the body, the path under its base URL, and
+/// for a translated request the (upstream, client) wire formats and the
+/// fields a lenient translation left out.
+pub(super) struct Prepared {
+    pub(super) body: Bytes,
+    pub(super) path: String,
+    pub(super) wires: Option<(Wire, Wire)>,
+    pub(super) dropped: Vec<String>,
+}
+
+pub(super) fn wants_usage_chunk(call: &Call<'_>, target: &Target) -> bool {
+    call.endpoint == Endpoint::ChatCompletions
+        && call.streaming
+        && target.provider.stream_usage
+        && !call.include_usage
+}
+
+/// Headers that describe one hop, or that the gateway sets itself.
+pub(super) fn dropped_request_header(name: &str) -> bool {
+    llmgw_core::validate::is_hop_by_hop(name)
+        || matches!(
+            name,
+            "host"
+                | "content-length"
+                | "authorization"
+                | "x-api-key"
+                | "api-key"
+                | "proxy-authorization"
+                | "cookie"
+                | "accept-encoding"
+                | "forwarded"
+                | "x-forwarded-for"
+                | "x-forwarded-host"
+                | "x-forwarded-proto"
+                | "x-real-ip"
+        )
+}
+
+/// The headers of an upstream request: the client's, less credentials and
+/// hop-by-hop headers, and for a translated request less every header of
+/// the client's own protocol (its version and beta flags mean nothing to
+/// another provider); then the provider's extra headers and credential.
+pub(super) fn upstream_headers(client: &HeaderMap, target: &Target, translated: bool) -> HeaderMap {
+    let named_by_connection: Vec<String> = client
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::with_capacity(client.len() + target.provider.headers.len() + 2);
+    for (name, value) in client {
+        let n = name.as_str();
+        if dropped_request_header(n)
+            || named_by_connection.iter().any(|c| c == n)
+            || (translated && protocol_header(n))
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    if translated {
+        out.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    for (name, value) in &target.provider.headers {
+        out.insert(name.clone(), value.clone());
+    }
+    let key = target.provider.api_key.as_ref().map(|k| k.expose_secret());
+    dialect(target.provider.protocol).upstream_auth(&mut out, key);
+    out.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    out
+}
+
+/// A header that belongs to one protocol's API.
+pub(super) fn protocol_header(name: &str) -> bool {
+    name.starts_with("anthropic-")
+        || name.starts_with("openai-")
+        || name.starts_with("x-goog-")
+        || name.starts_with("x-stainless-")
+        || name == "content-type"
+        || name == "accept"
+}
+
+pub(super) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 3600.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// Reads an error body to pass back later, bounded in size and time.
+pub(super) async fn read_capped(resp: Response<Incoming>, deadline: Instant) -> Bytes {
+    let read = async move {
+        let mut out = Vec::new();
+        let mut body = resp.into_body();
+        while let Some(Ok(frame)) = body.frame().await {
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            let room = MAX_ERROR_BODY.saturating_sub(out.len());
+            out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if room <= chunk.len() {
+                break;
+            }
+        }
+        Bytes::from(out)
+    };
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .min(Duration::from_secs(10));
+    tokio::time::timeout(left, read).await.unwrap_or_default()
+}
+
+/// An error with its causes, which hyper keeps in `source()`.
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

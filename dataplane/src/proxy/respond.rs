@@ -1,0 +1,312 @@
+//! The response: an upstream answer passed to the client as it streams,
+//! or translated into the client's protocol (a stream event by event, a
+//! whole body at once, an error in the client's shape).
+
+use super::attempt::{error_chain, read_capped, wants_usage_chunk, Prepared};
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl Proxy {
+    /// Streams an upstream answer to the client.
+    pub(super) async fn respond(
+        &self,
+        call: &Call<'_>,
+        target: &Target,
+        prepared: &Prepared,
+        resp: Response<Incoming>,
+        pending: &mut Pending,
+        deadline: Instant,
+    ) -> Response<ResponseBody> {
+        if let Some((upstream, client)) = prepared.wires {
+            return self
+                .respond_translated(
+                    call,
+                    target,
+                    prepared,
+                    (upstream, client),
+                    resp,
+                    pending,
+                    deadline,
+                )
+                .await;
+        }
+        let status = resp.status();
+        let is_sse = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let strip = is_sse && status.is_success() && wants_usage_chunk(call, target);
+        let mut out = Response::new(full(Bytes::new()));
+        *out.status_mut() = status;
+        copy_response_headers(resp.headers(), out.headers_mut(), strip);
+        if is_sse {
+            out.headers_mut()
+                .insert("x-accel-buffering", HeaderValue::from_static("no"));
+        }
+        let (mut r, mut encoded) = pending.take();
+        r.status = u32::from(status.as_u16());
+        r.provider.clone_from(&target.provider.name);
+        r.upstream_model.clone_from(&target.upstream_model);
+        r.retries = (r.attempts.len() as u32).saturating_sub(1);
+        self.log_headers(&mut encoded, field::RESPONSE_HEADERS, resp.headers());
+        if self.out.mode.records() {
+            encoded.string(field::UPSTREAM_PROTOCOL, target.provider.protocol.as_str());
+        }
+        if call.endpoint.api().counts_tokens() && status.is_success() {
+            r.count_source = "upstream".into();
+        }
+        if !status.is_success() {
+            r.error = format!("upstream answered {status}");
+        }
+        let log_cap = if call.log_bodies {
+            call.table.settings.log_body_max_bytes
+        } else {
+            0
+        };
+        let observer = Relay::Pass(Observer::new(
+            call.dialect,
+            call.endpoint,
+            is_sse,
+            strip,
+            log_cap,
+        ));
+        let finish = Finish {
+            record: r,
+            encoded,
+            usage: None,
+            request: Some(call.raw.clone()),
+            completion_text: String::new(),
+            prices: target.prices,
+            tokenizer_model: target.upstream_model.clone(),
+            counted: status.is_success() && !call.endpoint.api().counts_tokens(),
+        };
+        // Kept only when the body passes unchanged.
+        // hyper's decoded length: none for a chunked body.
+        let expected_len = if strip {
+            None
+        } else {
+            http_body::Body::size_hint(resp.body()).exact()
+        };
+        let body = ProxyBody::new(
+            resp.into_body(),
+            observer,
+            0,
+            target.provider.timeout,
+            pending.started,
+            finish,
+            Arc::clone(&self.out),
+            expected_len,
+        );
+        *out.body_mut() = BodyExt::boxed_unsync(body);
+        out
+    }
+
+    /// A translated answer: an error rewritten in the client's shape, a
+    /// stream transcoded as it arrives, or a whole body read, converted and
+    /// sent at once.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn respond_translated(
+        &self,
+        call: &Call<'_>,
+        target: &Target,
+        prepared: &Prepared,
+        (upstream, client): (Wire, Wire),
+        resp: Response<Incoming>,
+        pending: &mut Pending,
+        deadline: Instant,
+    ) -> Response<ResponseBody> {
+        let status = resp.status();
+        let (mut r, mut encoded) = pending.take();
+        r.status = u32::from(status.as_u16());
+        r.provider.clone_from(&target.provider.name);
+        r.upstream_model.clone_from(&target.upstream_model);
+        r.retries = (r.attempts.len() as u32).saturating_sub(1);
+        self.log_headers(&mut encoded, field::RESPONSE_HEADERS, resp.headers());
+        record::log_translation(
+            &mut r,
+            &mut encoded,
+            target.provider.protocol,
+            &prepared.dropped,
+        );
+        if call.log_bodies {
+            let cap = call.table.settings.log_body_max_bytes;
+            record::log_upstream_request_body(&mut encoded, &prepared.body, cap);
+        }
+        let log_cap = if call.log_bodies {
+            call.table.settings.log_body_max_bytes
+        } else {
+            0
+        };
+        let mut out = Response::new(full(Bytes::new()));
+        if let Some(v) = dropped_header(&prepared.dropped) {
+            out.headers_mut().insert(DROPPED_FIELDS, v);
+        }
+        let counting = call.endpoint.api().counts_tokens();
+        let opts = EncoderOptions {
+            model: call.model.name.clone(),
+            id: r.id.clone(),
+            created: now_ms() / 1000,
+            input_estimate: call.input_estimate,
+            include_usage: call.include_usage,
+            sse: !matches!(call.endpoint, Endpoint::GeminiStream { sse: false }),
+        };
+        let json = HeaderValue::from_static("application/json");
+        if !status.is_success() {
+            let body = read_capped(resp, deadline).await;
+            let (client_status, body) = translated_error(upstream, client, status, &body);
+            r.status = u32::from(client_status.as_u16());
+            r.error = format!("upstream answered {status}");
+            if log_cap > 0 {
+                record::log_response_body(&mut encoded, &body, log_cap);
+            }
+            r.latency_ms = pending.started.elapsed().as_millis() as u64;
+            r.ttfb_ms = r.latency_ms;
+            r.usage_source = "none".into();
+            self.out.emit(r, encoded);
+            *out.status_mut() = client_status;
+            out.headers_mut().insert(header::CONTENT_TYPE, json);
+            *out.body_mut() = full(body);
+            return out;
+        }
+        let finish = Finish {
+            record: r,
+            encoded,
+            usage: None,
+            request: Some(call.raw.clone()),
+            completion_text: String::new(),
+            prices: target.prices,
+            tokenizer_model: target.upstream_model.clone(),
+            counted: !counting,
+        };
+        if call.streaming {
+            let transcoder = Transcoder::new(upstream, client, opts.clone(), log_cap);
+            let content_type = if opts.sse {
+                HeaderValue::from_static("text/event-stream")
+            } else {
+                json
+            };
+            out.headers_mut().insert(header::CONTENT_TYPE, content_type);
+            out.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            out.headers_mut()
+                .insert("x-accel-buffering", HeaderValue::from_static("no"));
+            let body = ProxyBody::new(
+                resp.into_body(),
+                Relay::Translate(Box::new(transcoder)),
+                call.input_estimate,
+                target.provider.timeout,
+                pending.started,
+                finish,
+                Arc::clone(&self.out),
+                None,
+            );
+            *out.body_mut() = BodyExt::boxed_unsync(body);
+            return out;
+        }
+        let mut finish = finish;
+        let whole = read_whole(
+            resp,
+            target.provider.timeout,
+            translate::MAX_TRANSLATED_BODY,
+        )
+        .await
+        .and_then(|body| translate::whole(upstream, client, counting, &body, &opts));
+        let r = &mut finish.record;
+        r.latency_ms = pending.started.elapsed().as_millis() as u64;
+        r.ttfb_ms = r.latency_ms;
+        match whole {
+            Ok((body, usage, text)) => {
+                if log_cap > 0 {
+                    record::log_response_body(&mut finish.encoded, &body, log_cap);
+                }
+                if counting {
+                    finish.record.count_source = "upstream".into();
+                    finish.record.usage_source = "reported".into();
+                    finish.record.input_tokens = usage.map_or(0, |u| u.input);
+                } else {
+                    finish.usage = usage;
+                    finish.completion_text = text;
+                }
+                finish.submit(Arc::clone(&self.out));
+                out.headers_mut().insert(header::CONTENT_TYPE, json);
+                *out.body_mut() = full(body);
+                out
+            }
+            Err(e) => {
+                let message = format!("the upstream answer could not be translated: {e}");
+                finish.record.status = 502;
+                finish.record.error.clone_from(&message);
+                finish.counted = false;
+                finish.submit(Arc::clone(&self.out));
+                let mut resp =
+                    self.error(call.dialect, ErrorKind::UpstreamUnavailable, &message, "");
+                resp.headers_mut().extend(out.headers_mut().drain());
+                resp
+            }
+        }
+    }
+}
+
+/// The response header that names the fields a lenient translation left
+/// out.
+pub(super) const DROPPED_FIELDS: &str = "x-llmgw-dropped-fields";
+
+pub(super) fn dropped_header(dropped: &[String]) -> Option<HeaderValue> {
+    if dropped.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&dropped.join(", ")).ok()
+}
+
+/// Reads a whole upstream body, with an idle timeout between chunks and a
+/// size cap.
+pub(super) async fn read_whole(
+    resp: Response<Incoming>,
+    idle: Duration,
+    cap: usize,
+) -> Result<Bytes, String> {
+    let mut out = bytes::BytesMut::new();
+    let mut body = resp.into_body();
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => {
+                return Err(format!(
+                    "upstream sent nothing for {} s (idle timeout)",
+                    idle.as_secs()
+                ))
+            }
+            Ok(None) => return Ok(out.freeze()),
+            Ok(Some(Err(e))) => return Err(format!("upstream body broke: {}", error_chain(&e))),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(chunk) = frame.into_data() {
+                    if out.len() + chunk.len() > cap {
+                        return Err(format!("the upstream answer is larger than {cap} bytes"));
+                    }
+                    out.extend_from_slice(&chunk);
+                }
+            }
+        }
+    }
+}
+
+/// An upstream error rewritten in the client's protocol.
+pub(super) fn translated_error(
+    upstream: Wire,
+    client: Wire,
+    status: StatusCode,
+    body: &[u8],
+) -> (StatusCode, Bytes) {
+    let (code, body) = translate::error(upstream, client, status.as_u16(), body);
+    (StatusCode::from_u16(code).unwrap_or(status), body)
+}
+
+pub(super) fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap, body_changes: bool) {
+    for (name, value) in from {
+        let n = name.as_str();
+        if llmgw_core::validate::is_hop_by_hop(n) || (body_changes && n == "content-length") {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+}
