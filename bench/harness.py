@@ -817,8 +817,10 @@ class Bench:
                                            if cpu and res["content_events"] else None)
                 self.put(f"S4@{streams}", name, res)
                 log(f"S4 {streams} streams {name}: ttff p50 {fmt(res['ttff_ms'], 'p50')} ms, "
+                    f"first content p50 {fmt(res.get('ttfc_ms'), 'p50')} ms, "
                     f"gap p99 {fmt(res['gap_ms'], 'p99')} ms, coalesced {res['coalesced']}, "
-                    f"late {res['late']}, missing {res['missing']}, errors {res['errors']}")
+                    f"late {res['late']}, missing {res['missing']}, errors {res['errors']}"
+                    + (f" (first: {res['first_error']})" if res.get("first_error") else ""))
 
     def s5(self, r):
         for name in rotated(self.names, r):
@@ -934,6 +936,8 @@ def callgrind(a, stack):
     out = {"requests": n}
     t = {"addr": f"127.0.0.1:{stack.dp_port}", "key": stack.keys["bench-full"], "pid": stack.dp.pid}
     out["llmgw"] = count_instructions(t, n, a.callgrind_out, stack.wait_logs_shipped)
+    if not a.no_routes:
+        out["routes"] = callgrind_routes(a, stack, t)
     if a.callgrind_floors:
         vg = ["valgrind", "--tool=callgrind", "--dump-instr=no"]
         stem, ext = os.path.splitext(a.callgrind_out)
@@ -956,10 +960,122 @@ def callgrind(a, stack):
     return out
 
 
-def count_instructions(t, n, out_file, settle=None):
-    """Instructions per request of the callgrind-run process `t["pid"]`."""
+def callgrind_routes(a, stack, llmgw):
+    """Instructions per request of each llmgw route (its own column's
+    chat-to-openai first), non-stream (`oha -n N -c 8`) and stream
+    (`--callgrind-streams` streams of 64 chunks 2 ms apart, 8 at a time),
+    in the one data plane under callgrind, a dump per measurement; then
+    each translated route's ratio to its client's same-protocol route."""
+    n, streams = a.callgrind, a.callgrind_streams
+    targets = {SAME_CHAT: llmgw, **{k: dict(llmgw, api=r["api"], model=r["model"])
+                                     for k, r in ROUTES.items()}}
+    out = {}
+    for name, t in targets.items():
+        res = {"non_stream": count_instructions(t, n, a.callgrind_out, stack.wait_logs_shipped)}
+
+        def sse_load(k, t=t):
+            # 8 streams at a time, as oha's 8 connections.
+            r = run_sse(t, 8, max(1, k // 8), 64, 2, parallelism=8)
+            return {"ok": r["streams"] - r["errors"], "errors": r["errors"],
+                    "content_events": r["content_events"], "missing": r["missing"]}
+
+        st = count_instructions(t, streams, a.callgrind_out, stack.wait_logs_shipped,
+                                load=sse_load, warm=16)
+        sent = 8 * max(1, streams // 8)
+        st["instructions_per_request"] = st["instructions"] / sent if st["instructions"] else None
+        st["streams"] = sent
+        ev = st["load"].get("content_events")
+        st["instructions_per_content_frame"] = st["instructions"] / ev if st["instructions"] and ev else None
+        res["stream"] = st
+        out[name] = res
+        log(f"callgrind {ROUTE_LABELS[name]}: "
+            f"{(res['non_stream']['instructions_per_request'] or 0):.0f} per request, "
+            f"{(st['instructions_per_request'] or 0):.0f} per stream of 64 chunks")
+    # Each route to its client's same-protocol route, and every route to
+    # chat → openai (llmgw's own column).
+    for name, r in ROUTES.items():
+        for kind in ("non_stream", "stream"):
+            v = out[name][kind]["instructions_per_request"]
+            for ref_name, key in ((r["baseline"], "ratio_to_same_protocol"),
+                                  (SAME_CHAT, "ratio_to_chat_openai")):
+                ref = out[ref_name][kind]["instructions_per_request"] if ref_name else None
+                out[name][kind][key] = v / ref if v and ref else None
+    return out
+
+
+def post_n(t, n, conns):
+    """Exactly n non-streaming requests on `conns` keep-alive connections:
+    `oha -n` where it is installed; else Python's http.client, which does
+    for instruction counts (only the process under callgrind is counted)."""
+    try:
+        oha_path()
+    except RuntimeError:
+        pass
+    else:
+        return run_oha(t, None, conns, n=n)
+    import http.client
+
+    api = t.get("api", "chat")
+    body = request_body(t.get("model", "bench"), api).encode()
+    headers = {"content-type": "application/json",
+               **dict(h.split(": ", 1) for h in key_headers(api, t["key"]))}
+    host, port = t["addr"].rsplit(":", 1)
+    counts = {"ok": 0, "errors": 0}
+    lock = threading.Lock()
+
+    def worker(k):
+        c = http.client.HTTPConnection(host, int(port), timeout=60)
+        for _ in range(k):
+            try:
+                c.request("POST", API_PATH[api], body, headers)
+                r = c.getresponse()
+                r.read()
+                ok = r.status == 200
+            except (OSError, http.client.HTTPException):
+                c.close()
+                c = http.client.HTTPConnection(host, int(port), timeout=60)
+                ok = False
+            with lock:
+                counts["ok" if ok else "errors"] += 1
+        c.close()
+
+    threads = [threading.Thread(target=worker, args=(n // conns + (i < n % conns),))
+               for i in range(conns)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return counts
+
+
+def callgrind_routes_table(routes):
+    """Markdown: instructions per request of each route, and the ratios."""
+
+    def cell(d, key, fmt):
+        v = d.get(key)
+        return fmt.format(v) if v else "—"
+
+    lines = ["| route | non-stream instr/req | ratio to same protocol | ratio to chat → openai "
+             "| stream instr/stream (64 chunks) | per content frame | ratio to same protocol "
+             "| ratio to chat → openai |", "| --- |" + " ---: |" * 7]
+    for name, r in routes.items():
+        ns, st = r["non_stream"], r["stream"]
+        lines.append(" | ".join([
+            f"| {ROUTE_LABELS[name]}", cell(ns, "instructions_per_request", "{:,.0f}"),
+            cell(ns, "ratio_to_same_protocol", "{:.2f}×"), cell(ns, "ratio_to_chat_openai", "{:.2f}×"),
+            cell(st, "instructions_per_request", "{:,.0f}"),
+            cell(st, "instructions_per_content_frame", "{:,.0f}"),
+            cell(st, "ratio_to_same_protocol", "{:.2f}×"),
+            cell(st, "ratio_to_chat_openai", "{:.2f}×")]) + " |")
+    return "\n".join(lines)
+
+
+def count_instructions(t, n, out_file, settle=None, load=None, warm=300):
+    """Instructions per request of the callgrind-run process `t["pid"]`:
+    `load(k)` sends k requests (default: `oha -n k -c 8`)."""
     pid = t["pid"]
-    run_oha(t, None, 8, n=300)
+    load = load or (lambda k: post_n(t, k, 8))
+    load(warm)
     if settle:
         settle(600)
     # Until start-up work (connections, the first snapshot) has settled.
@@ -969,18 +1085,26 @@ def count_instructions(t, n, out_file, settle=None):
         if cpu_ticks(pid) - c0 < 10:
             break
     subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
-    res = run_oha(t, None, 8, n=n)
+    res = load(n)
     if settle:
         settle(600)
+    before = set(dumps_of(out_file))
     subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
-    dump = out_file + ".1"
-    wait_until("the callgrind dump", lambda: os.path.exists(dump) and os.path.getsize(dump) > 0, 60)
+    dump = wait_until("the callgrind dump", lambda: next(
+        (d for d in dumps_of(out_file) if d not in before and os.path.getsize(d) > 0), None), 60)
     time.sleep(1)
     with open(dump, errors="replace") as f:
         m = re.search(r"^(?:summary|totals):\s+(\d+)", f.read(), re.M)
     total = int(m.group(1)) if m else None
     return {"ok": res["ok"], "errors": res["errors"], "instructions": total,
-            "instructions_per_request": total / n if total else None, "dump": dump}
+            "instructions_per_request": total / n if total else None, "dump": dump, "load": res}
+
+
+def dumps_of(out_file):
+    """callgrind's numbered dumps of `out_file` (`.1`, `.2`, …)."""
+    d, stem = os.path.split(out_file)
+    return [os.path.join(d, f) for f in os.listdir(d)
+            if f.startswith(stem + ".") and f[len(stem) + 1:].isdigit()]
 
 
 def fmt(summary, key):
@@ -1148,6 +1272,140 @@ def summarize(raw, names):
             "dp_rss_mib": s7["dp_rss_kib"] / 1024,
         }
     return S
+
+
+def summarize_routes(raw, routes):
+    """llmgw's routes (its own column, chat to `openai`, first), each with
+    per-round ratios and differences to its client's same-protocol route
+    from the same round, then the median over rounds."""
+    names = [SAME_CHAT] + list(routes)
+    S = {}
+
+    def rows(scen, name):
+        return raw.get(scen, {}).get(name, [])
+
+    def pairs(scen, name, f):
+        """f(route's round, baseline's round) for each round both have."""
+        base = ROUTES.get(name, {}).get("baseline")
+        if not base:
+            return []
+        out = []
+        for x, y in zip(rows(scen, name), rows(scen, base)):
+            try:
+                v = f(x, y)
+            except (KeyError, TypeError, ZeroDivisionError):
+                continue
+            if v is not None:
+                out.append(v)
+        return out
+
+    for name in names:
+        if "S1" in raw and rows("S1", name):
+            S.setdefault("S1", {})[name] = {
+                "p50_ms": med_range([r["p50_ms"] for r in rows("S1", name)]),
+                "p99_ms": med_range([r["p99_ms"] for r in rows("S1", name)]),
+                "errors": sum(r["errors"] for r in rows("S1", name)),
+                "p50_vs_same": med_range(pairs("S1", name, lambda x, y: x["p50_ms"] / y["p50_ms"])),
+                "added_p50_vs_same_ms": med_range(pairs("S1", name,
+                                                        lambda x, y: x["p50_ms"] - y["p50_ms"])),
+            }
+        if "S3" in raw and rows("S3", name):
+            S.setdefault("S3", {})[name] = {
+                "rps": med_range([r["rps"] for r in rows("S3", name)]),
+                "cpu_us_per_req": med_range([r["cpu_us_per_req"] for r in rows("S3", name)]),
+                "errors": sum(r["errors"] for r in rows("S3", name)),
+                "cpu_vs_same": med_range(pairs("S3", name, lambda x, y: x["cpu_us_per_req"]
+                                               / y["cpu_us_per_req"])),
+                "rps_vs_same": med_range(pairs("S3", name, lambda x, y: x["rps"] / y["rps"])),
+            }
+        for streams in (1, 100, 500):
+            scen = f"S4@{streams}"
+            rs = rows(scen, name)
+            if not rs:
+                continue
+            S.setdefault(scen, {})[name] = {
+                "ttfc_p50_ms": med_range([r["ttfc_ms"]["p50"] for r in rs if r.get("ttfc_ms")]),
+                "ttff_p50_ms": med_range([r["ttff_ms"]["p50"] for r in rs if r.get("ttff_ms")]),
+                "gap_p99_ms": med_range([r["gap_ms"]["p99"] for r in rs if r.get("gap_ms")]),
+                "cpu_us_per_frame": med_range([r["cpu_us_per_frame"] for r in rs
+                                               if r.get("cpu_us_per_frame")]),
+                "added_ttfc_vs_same_ms": med_range(pairs(
+                    scen, name, lambda x, y: x["ttfc_ms"]["p50"] - y["ttfc_ms"]["p50"])),
+                "cpu_vs_same": med_range(pairs(
+                    scen, name, lambda x, y: x["cpu_us_per_frame"] / y["cpu_us_per_frame"])),
+                "coalesced": sum(r["coalesced"] for r in rs),
+                "late": sum(r["late"] for r in rs),
+                "missing": sum(r["missing"] for r in rs),
+                "errors": sum(r["errors"] for r in rs),
+                "content_events": sum(r["content_events"] for r in rs),
+            }
+    return S
+
+
+def routes_table(S, routes):
+    """The routes as columns; a translated route's ratios are to its
+    client's same-protocol route."""
+    cols = [SAME_CHAT] + list(routes)
+    lines = ["| scenario | metric | " + " | ".join(ROUTE_LABELS[c] for c in cols) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in cols) + " |"]
+
+    def row(scen, metric, f):
+        cells = []
+        for c in cols:
+            try:
+                cells.append(f(c))
+            except (KeyError, TypeError):
+                cells.append("—")
+        lines.append(f"| {scen} | {metric} | " + " | ".join(cells) + " |")
+
+    if "S1" in S:
+        s = S["S1"]
+        row("S1 1 in flight", "p50 / p99 ms", lambda c: f"{mr(s[c]['p50_ms'], 3)} / {mr(s[c]['p99_ms'], 3)}")
+        row("S1", "p50 added to same protocol ms", lambda c: mr(s[c]["added_p50_vs_same_ms"], 3))
+        row("S1", "errors", lambda c: str(s[c]["errors"]))
+    if "S3" in S:
+        s = S["S3"]
+        row("S3 64 conns", "req/s", lambda c: mr(s[c]["rps"], 0))
+        row("S3", "SUT CPU µs/req", lambda c: mr(s[c]["cpu_us_per_req"], 1))
+        row("S3", "CPU ratio to same protocol (bar ≤ 1.3)", lambda c: mr(s[c]["cpu_vs_same"], 2))
+        row("S3", "errors", lambda c: str(s[c]["errors"]))
+    for n in (1, 100, 500):
+        k = f"S4@{n}"
+        if k in S:
+            s = S[k]
+            row(f"S4 {n} stream{'s' if n > 1 else ''}", "first content p50 ms",
+                lambda c: mr(s[c]["ttfc_p50_ms"]))
+            row(f"S4 {n}", "first content added to same protocol ms (bar ≤ 0.2)",
+                lambda c: mr(s[c]["added_ttfc_vs_same_ms"]))
+            row(f"S4 {n}", "first data: frame p50 ms", lambda c: mr(s[c]["ttff_p50_ms"]))
+            row(f"S4 {n}", "gap p99 ms", lambda c: mr(s[c]["gap_p99_ms"]))
+            row(f"S4 {n}", "SUT CPU µs per content frame", lambda c: mr(s[c]["cpu_us_per_frame"], 1))
+            row(f"S4 {n}", "CPU ratio to same protocol (bar ≤ 1.3)", lambda c: mr(s[c]["cpu_vs_same"], 2))
+            row(f"S4 {n}", "coalesced / late / missing / errors",
+                lambda c: f"{s[c]['coalesced']} / {s[c]['late']} / {s[c]['missing']} / {s[c]['errors']}"
+                f" of {s[c]['content_events']}")
+    return "\n".join(lines)
+
+
+def routes_bar(S, routes):
+    """The translated routes' targets: CPU per request at most 1.3× the
+    client's same-protocol route (S3; S4 per content frame), first content
+    of a stream within 0.2 ms of it (S4 at 1 stream)."""
+    out = []
+    for name, r in routes.items():
+        if not r["baseline"]:
+            continue
+        label = ROUTE_LABELS[name]
+        for scen, what in (("S3", "CPU/req"), ("S4@100", "CPU/content frame at 100 streams")):
+            v = _dig(S, (scen, name, "cpu_vs_same", "median"))
+            out.append({"target": f"{label}: {what} ≤ 1.3× same protocol", "value": v, "limit": 1.3,
+                        "met": (v <= 1.3) if v is not None else None,
+                        "shown": f"{v:.2f}×" if v is not None else "—"})
+        v = _dig(S, ("S4@1", name, "added_ttfc_vs_same_ms", "median"))
+        out.append({"target": f"{label}: first content ≤ 0.2 ms after same protocol (1 stream)",
+                    "value": v, "limit": 0.2, "met": (v <= 0.2) if v is not None else None,
+                    "shown": f"{v:+.3f} ms" if v is not None else "—"})
+    return out
 
 
 def mr(x, digits=2, unit=""):
@@ -1363,7 +1621,20 @@ def main():
                          "request over N requests with valgrind's callgrind")
     ap.add_argument("--callgrind-floors", action="store_true",
                     help="with --callgrind: count nginx's and the bare hyper proxy's too")
+    ap.add_argument("--callgrind-streams", type=int, default=200, metavar="N",
+                    help="with --callgrind: streams (64 chunks) counted per route (default 200)")
+    ap.add_argument("--no-routes", action="store_true",
+                    help="leave out llmgw's translated routes (S1, S3, S4 and --callgrind)")
+    ap.add_argument("--no-build", action="store_true",
+                    help="(bench/run.sh) use the binaries as they are, without building")
+    ap.add_argument("--bin-dir", default=None, metavar="DIR",
+                    help="where the release binaries are (default: LLMGW_BENCH_BIN_DIR, else "
+                         "$CARGO_TARGET_DIR/release, else target/release)")
     a = ap.parse_args()
+    if a.bin_dir:
+        global BIN
+        BIN = os.path.abspath(a.bin_dir)
+    log(f"binaries from {BIN}")
     if a.callgrind_floors and not a.callgrind:
         ap.error("--callgrind-floors goes with --callgrind N")
     a.peers = [p for p in a.peers.split(",") if p]
@@ -1395,6 +1666,8 @@ def main():
         with open(os.path.join(RESULTS, f"callgrind-{stamp}.json"), "w") as f:
             json.dump(out, f, indent=2)
         print(json.dumps(out, indent=2))
+        if out.get("routes"):
+            print("\n" + callgrind_routes_table(out["routes"]))
         return
     stack = Stack(a)
     try:
@@ -1431,6 +1704,9 @@ def main():
     S = summarize(b.raw, names)
     tbl = table(S, names)
     checks = bar(S)
+    routes = {k: v for k, v in ROUTES.items() if k in b.rt}
+    RS = summarize_routes(b.raw, routes) if routes else {}
+    route_checks = routes_bar(RS, routes) if RS else []
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     result = {
         "started": started.isoformat(),
@@ -1444,6 +1720,8 @@ def main():
                     "controlplane": f"{LOAD_CORE} (SCHED_IDLE)"},
         "summary": S,
         "bar": checks,
+        "routes": RS,
+        "routes_bar": route_checks,
         "failures": b.failures,
         "raw": b.raw,
     }
@@ -1459,6 +1737,13 @@ def main():
     for c in checks:
         md.append(f"| {c['target']} | {c['shown']} | "
                   f"{'yes' if c['met'] else ('no' if c['met'] is False else '—')} |")
+    if RS:
+        md += ["", "Translated routes (llmgw; ratios and differences are to the client's "
+               "same-protocol route in the same round):", "", routes_table(RS, routes), "",
+               "| target | this run | met |", "| --- | --- | --- |"]
+        for c in route_checks:
+            md.append(f"| {c['target']} | {c['shown']} | "
+                      f"{'yes' if c['met'] else ('no' if c['met'] is False else '—')} |")
     with open(os.path.join(RESULTS, f"{stamp}.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     if b.failures:

@@ -2,11 +2,16 @@
 # bench/run.sh - the benchmark: llmgw against direct calls and nginx.
 #
 # Usage: bench/run.sh [--quick] [--rounds N] [--peers litellm] [--scenarios S1,S3,...]
-#                     [--s7-objects N] [--keep] [--dataplane-bin PATH]
-#        bench/run.sh --callgrind N [--callgrind-floors] [--dataplane-args ARGS]
+#                     [--s7-objects N] [--keep] [--dataplane-bin PATH] [--no-routes]
+#                     [--bin-dir DIR] [--no-build]
+#        bench/run.sh --callgrind N [--callgrind-floors] [--callgrind-streams N]
+#                     [--dataplane-args ARGS]
 #
 #   1. builds release binaries (cargo build --release --bins, which includes
-#      the streaming client llmgw-bench from bench/);
+#      the streaming client llmgw-bench from bench/) into CARGO_TARGET_DIR
+#      (default target/), and runs them from its release/ folder (or from
+#      --bin-dir DIR, or LLMGW_BENCH_BIN_DIR); --no-build skips the build
+#      and uses the binaries there as they are;
 #   2. installs what is missing: nginx and wrk (Debian packages, apt-get),
 #      oha (cargo install oha, from crates.io); with --peers litellm, LiteLLM's
 #      proxy into bench/.venv-litellm (pip, from PyPI);
@@ -15,8 +20,11 @@
 #      the mock and load generators to core 1 (the control plane there too, at
 #      SCHED_IDLE); scenarios S1-S7 against direct, nginx and llmgw (and, in
 #      S3, a bare hyper proxy as a diagnostic floor), rotating order, 3 rounds
-#      (1 with --quick); prints the table of medians (ranges) and the bar,
-#      and writes bench/results/<timestamp>.json and .md.
+#      (1 with --quick); in S1, S3 and S4 also llmgw's translated routes
+#      (chat → anthropic, messages → openai-chat, and messages → anthropic,
+#      the Anthropic client's same-protocol route; --no-routes leaves them
+#      out); prints the table of medians (ranges) and the bar, and writes
+#      bench/results/<timestamp>.json and .md.
 #
 # A full run takes about 9 minutes, --quick under 2 (after the build).
 # Needs: a Rust toolchain, python3, taskset (util-linux), 2 cores, root for
@@ -30,12 +38,14 @@ cd "$ROOT"
 log() { printf '[bench] %s\n' "$*" >&2; }
 
 peers=""
+build=1
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
     case "${args[$i]}" in
         --peers) peers="${args[$((i + 1))]:-}" ;;
         --peers=*) peers="${args[$i]#--peers=}" ;;
-        -h | --help) sed -n '2,25p' "$0"; exec python3 bench/harness.py --help ;;
+        --no-build) build=0 ;;
+        -h | --help) sed -n '2,32p' "$0"; exec python3 bench/harness.py --help ;;
     esac
 done
 
@@ -83,8 +93,12 @@ if [[ ",$peers," == *",litellm,"* ]]; then
 fi
 
 # ---- build ---------------------------------------------------------------
-log "building release binaries (cargo build --release --bins)"
-cargo build --release --bins --quiet
+if ((build)); then
+    log "building release binaries (cargo build --release --bins) into ${CARGO_TARGET_DIR:-target}"
+    cargo build --release --bins --quiet
+else
+    log "not building (--no-build): the binaries as they are"
+fi
 
 # 1,000 streams through a proxy need more than 1,024 file descriptors.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"

@@ -1065,12 +1065,7 @@ mod tests {
                 .unwrap()
                 .clear_default_max_tokens
         );
-        assert!(update(&[
-            "--default-max-tokens",
-            "1",
-            "--clear-default-max-tokens"
-        ])
-        .is_err());
+        assert!(update(&["--default-max-tokens", "1", "--clear-default-max-tokens"]).is_err());
     }
 
     #[test]

@@ -108,7 +108,10 @@ pub fn explain(
             Verdict::WrongProtocol(p) => (
                 false,
                 0,
-                format!("dropped: provider speaks {p}, which has no {} API", api.as_str()),
+                format!(
+                    "dropped: provider speaks {p}, which has no {} API",
+                    api.as_str()
+                ),
             ),
             Verdict::RuleDidNotMatch => (false, 0, "dropped: its rule did not match".to_string()),
         };

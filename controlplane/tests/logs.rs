@@ -501,7 +501,8 @@ fn translated_rec(n: u32, t: i64) -> pb::RequestLog {
     r.path = "/v1/messages".into();
     r.upstream_protocol = "openai-chat".into();
     r.translated = true;
-    r.request_body = r#"{"model":"m-a","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#.into();
+    r.request_body =
+        r#"{"model":"m-a","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#.into();
     r.request_body_truncated = false;
     r.upstream_request_body = format!(
         r#"{{"model":"up-a","max_tokens":64,"messages":[{{"role":"user","content":"{}"}}]}}"#,

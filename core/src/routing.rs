@@ -319,6 +319,8 @@ mod tests {
             max_attempts: 1,
             retry_delay: Duration::ZERO,
             prices: Prices::default(),
+            default_max_tokens: None,
+            translation: Default::default(),
             targets,
         }
     }

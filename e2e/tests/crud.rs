@@ -149,7 +149,9 @@ async fn crud(db: Db) {
     assert_eq!(up["protocol"], "openai", "{up}");
     let table = cli_ok(&cp, &["-o", "table", "provider", "list"]).await;
     assert!(
-        table.lines().any(|l| l.starts_with("gem ") && l.contains(" gemini ")),
+        table
+            .lines()
+            .any(|l| l.starts_with("gem ") && l.contains(" gemini ")),
         "{table}"
     );
     let err = cli_err(
@@ -280,15 +282,13 @@ async fn crud(db: Db) {
     assert!(up["default_max_tokens"].is_null(), "{up}");
     let shown = cli_ok(&cp, &["-o", "table", "model", "get", "gpt"]).await;
     assert!(
-        shown.lines().any(|l| l.starts_with("translation") && l.ends_with("strict")),
+        shown
+            .lines()
+            .any(|l| l.starts_with("translation") && l.ends_with("strict")),
         "{shown}"
     );
     assert!(shown.contains("cache write 3.125"), "{shown}");
-    let err = cli_err(
-        &cp,
-        &["model", "update", "gpt", "--translation", "loose"],
-    )
-    .await;
+    let err = cli_err(&cp, &["model", "update", "gpt", "--translation", "loose"]).await;
     assert!(err.contains("strict") && err.contains("lenient"), "{err}");
 
     // Route explain says how each target would serve the client's API.
@@ -300,18 +300,28 @@ async fn crud(db: Db) {
         .map(|c| c["serving"].as_str().unwrap())
         .collect();
     assert_eq!(
-        serving,
-        ["translated from anthropic to openai-responses"; 2],
+        serving, ["translated from anthropic to openai-responses"; 2],
         "{ex}"
     );
     let ex = cli_json(&cp, &["route", "explain", "gpt"]).await;
     assert_eq!(ex["candidates"][0]["serving"], "passes through", "{ex}");
     let table = cli_ok(
         &cp,
-        &["-o", "table", "route", "explain", "gpt", "--api", "responses"],
+        &[
+            "-o",
+            "table",
+            "route",
+            "explain",
+            "gpt",
+            "--api",
+            "responses",
+        ],
     )
     .await;
-    assert!(table.contains("SERVING") && table.contains("passes through"), "{table}");
+    assert!(
+        table.contains("SERVING") && table.contains("passes through"),
+        "{table}"
+    );
     let up = cli_json(
         &cp,
         &["model", "update", "gpt", "--target", "anthropic:claude"],

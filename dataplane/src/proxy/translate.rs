@@ -18,7 +18,7 @@ use super::sse::{self, Splitter};
 
 /// The `max_tokens` an Anthropic target gets when neither the client nor
 /// the model says (Anthropic requires one).
-pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+use llmgw_protocols::anthropic::DEFAULT_MAX_TOKENS;
 
 /// Largest upstream body read whole to be translated.
 pub const MAX_TRANSLATED_BODY: usize = 64 << 20;
@@ -354,5 +354,117 @@ impl Transcoder {
     /// Usage the upstream reported.
     pub fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ANTHROPIC_STREAM: &str = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-x\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":7,\"cache_read_input_tokens\":3,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: ping\ndata: {\"type\":\"ping\"}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hé\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"get\",\"input\":{}}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"city\\\":\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\\\"Paris\\\"}\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":9}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
+
+    fn chat_client() -> Transcoder {
+        let opts = EncoderOptions {
+            model: "m".into(),
+            id: "req-1".into(),
+            include_usage: true,
+            ..Default::default()
+        };
+        Transcoder::new(Wire::Anthropic, Wire::Chat, opts, 1 << 20)
+    }
+
+    /// The client's whole stream, fed in pieces of `size` bytes.
+    fn run(input: &[u8], size: usize) -> (String, Transcoder) {
+        let mut t = chat_client();
+        let mut out = Vec::new();
+        for piece in input.chunks(size) {
+            out.extend_from_slice(&t.feed(&Bytes::copy_from_slice(piece)));
+        }
+        out.extend_from_slice(&t.finish(|_| Usage::default()));
+        (String::from_utf8(out).unwrap(), t)
+    }
+
+    #[test]
+    fn a_stream_transcodes_the_same_whatever_its_byte_boundaries() {
+        let (whole, t) = run(ANTHROPIC_STREAM.as_bytes(), ANTHROPIC_STREAM.len());
+        assert!(t.finished && t.broken.is_none());
+        assert_eq!(
+            t.usage(),
+            Some(Usage {
+                input: 7,
+                cache_read: 3,
+                output: 9,
+                ..Default::default()
+            })
+        );
+        assert!(whole.ends_with("data: [DONE]\n\n"), "{whole}");
+        assert!(
+            whole.contains("\"finish_reason\":\"tool_calls\""),
+            "{whole}"
+        );
+        assert!(whole.contains("\"prompt_tokens\":10"), "{whole}");
+        assert_eq!(t.text, "hé");
+        // Every split, even inside a UTF-8 character, gives the same bytes.
+        for size in [1, 2, 3, 7, 64, 500] {
+            assert_eq!(run(ANTHROPIC_STREAM.as_bytes(), size).0, whole, "{size}");
+        }
+        // The arguments arrive whole at the client, in fragments.
+        let mut args = String::new();
+        for line in whole.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            if line == "[DONE]" {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if let Some(a) = v.pointer("/choices/0/delta/tool_calls/0/function/arguments") {
+                args.push_str(a.as_str().unwrap());
+            }
+        }
+        assert_eq!(args, "{\"city\":\"Paris\"}");
+    }
+
+    #[test]
+    fn a_cut_stream_ends_in_the_clients_error() {
+        let cut = &ANTHROPIC_STREAM[..ANTHROPIC_STREAM.find("event: message_delta").unwrap()];
+        let (out, t) = run(cut.as_bytes(), 100);
+        assert!(t.broken.is_some());
+        assert!(!out.contains("[DONE]"), "{out}");
+        assert!(
+            out.trim_end().ends_with('}') && out.contains("\"error\""),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn upstream_errors_take_the_clients_shape() {
+        let (status, body) = error(
+            Wire::Anthropic,
+            Wire::Chat,
+            529,
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#,
+        );
+        assert_eq!(status, 503);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["message"], "busy");
+        let (status, body) = error(
+            Wire::Chat,
+            Wire::Gemini,
+            429,
+            br#"{"error":{"message":"slow down","type":"rate_limit_error"}}"#,
+        );
+        assert_eq!(status, 429);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["status"], "RESOURCE_EXHAUSTED");
     }
 }

@@ -1,0 +1,213 @@
+"""Protocol translation, the grid's multi-part turns: tool results sent
+back, images and system prompts, and opaque thinking state (Anthropic
+signatures, Gemini thoughtSignatures, Responses encrypted_content) carried
+through the client to the next turn. The upstream bodies the mock recorded
+are read in the upstream protocol's own shape."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+# `grid` is the fixture.
+from test_translation import (  # noqa: F401
+    CLIENTS,
+    IMAGE_URL,
+    PNG_B64,
+    TEXT,
+    THINKING,
+    TOOLS,
+    Grid,
+    assert_calls,
+    cells,
+    content_text,
+    grid,
+    mock_signature,
+    one_request,
+    tool_arguments,
+    upstream_images,
+    upstream_system,
+    upstream_wire,
+)
+
+Turns = tuple[list[tuple[Any, str, Any]], list[tuple[str, str, str]]]
+
+
+def upstream_turns(wire: str, body: dict[str, Any]) -> Turns:
+    """The tool calls of the model's turns as (id, name, arguments object),
+    and the tool results as (link, text, role of the turn carrying it):
+    the link is the call id, or for Gemini the function's name."""
+    calls: list[tuple[Any, str, Any]] = []
+    results: list[tuple[str, str, str]] = []
+    if wire == "anthropic":
+        for m in body["messages"]:
+            for b in m["content"] if isinstance(m["content"], list) else []:
+                if b["type"] == "tool_use":
+                    calls.append((b["id"], b["name"], b["input"]))
+                elif b["type"] == "tool_result":
+                    results.append((b["tool_use_id"], content_text(b.get("content")), m["role"]))
+    elif wire == "openai-chat":
+        for m in body["messages"]:
+            for tc in m.get("tool_calls") or []:
+                calls.append((tc["id"], tc["function"]["name"], json.loads(tc["function"]["arguments"])))
+            if m["role"] == "tool":
+                results.append((m["tool_call_id"], content_text(m["content"]), "tool"))
+    elif wire == "openai-responses":
+        for item in body["input"]:
+            if item.get("type") == "function_call":
+                calls.append((item["call_id"], item["name"], json.loads(item["arguments"])))
+            elif item.get("type") == "function_call_output":
+                results.append((item["call_id"], content_text(item["output"]), "item"))
+    else:
+        for content in body["contents"]:
+            for p in content["parts"]:
+                if "functionCall" in p:
+                    calls.append((p["functionCall"].get("id"), p["functionCall"]["name"],
+                                  p["functionCall"].get("args")))
+                elif "functionResponse" in p:
+                    fr = p["functionResponse"]
+                    results.append((fr["name"], content_text(fr["response"]), content["role"]))
+    return calls, results
+
+
+def upstream_call_id(wire: str, seq: int, i: int) -> str | None:
+    """The id the mock gave call `i` of its answer number `seq`."""
+    if wire == "gemini":
+        return None
+    return f"toolu_mock{seq}_{i}" if wire == "anthropic" else f"call_mock{seq}_{i}"
+
+
+@pytest.mark.parametrize("client,upstream,stream", cells())
+def test_tool_results_reach_the_upstream_in_its_shape(grid: Grid, client: str, upstream: str,
+                                                        stream: bool) -> None:
+    """Three parallel calls, answered in the client's protocol: the
+    upstream gets its own calls back (ids, names, arguments) and each
+    result linked to its call (Anthropic `tool_result` in a user turn,
+    Chat `role: tool`, Responses `function_call_output`, Gemini
+    `functionResponse` by name)."""
+    t = grid.target(upstream)
+    c = grid.client(client)
+    c.tools = TOOLS
+    c.user("what is the weather in Paris")
+    mark = t.mark()
+    first = c.send(t.model, stream, headers={"x-mock-tool-calls": "3"})
+    assert_calls(client, first.calls, 3)
+    c.accept(first)
+    c.results(first, [f"result-{i}" for i in range(3)])
+    second = c.send(t.model, stream)
+    assert second.text == TEXT
+    sent = t.sent_since(mark)
+    assert len(sent) == 2
+    wire = upstream_wire(client, upstream)
+    calls, results = upstream_turns(wire, sent[1]["body_json"])
+    seq = sent[0]["seq"]
+    ids = [upstream_call_id(wire, seq, i) for i in range(3)]
+    if wire == "gemini":
+        assert [(n, a) for _, n, a in calls] == [(TOOLS[i], json.loads(tool_arguments(i))) for i in range(3)]
+    else:
+        assert calls == [(ids[i], TOOLS[i], json.loads(tool_arguments(i))) for i in range(3)]
+    role = {"anthropic": "user", "gemini": "user", "openai-chat": "tool", "openai-responses": "item"}[wire]
+    links = TOOLS if wire == "gemini" else ids
+    assert results == [(links[i], f"result-{i}", role) for i in range(3)], results
+
+
+@pytest.mark.parametrize("client,upstream,stream", cells())
+def test_image_and_system_prompt_reach_the_upstream(grid: Grid, client: str, upstream: str,
+                                                     stream: bool) -> None:
+    t = grid.target(upstream)
+    c = grid.client(client)
+    c.system = "answer in French"
+    c.user("what is in this picture", image_b64=PNG_B64)
+    mark = t.mark()
+    reply = c.send(t.model, stream)
+    assert reply.text == TEXT
+    body = one_request(t, mark)["body_json"]
+    wire = upstream_wire(client, upstream)
+    assert upstream_system(wire, body) == "answer in French"
+    images = upstream_images(wire, body)
+    assert len(images) == 1, body
+    mime, data = images[0]
+    assert mime == "image/png", body
+    # google-genai sends bytes in URL-safe base64; the bytes are the same.
+    assert base64.urlsafe_b64decode(data.replace("+", "-").replace("/", "_")) == base64.b64decode(PNG_B64)
+
+
+@pytest.mark.parametrize("client,upstream,stream", cells(clients=[c for c in CLIENTS if c != "gemini"],
+                                                         upstreams=["gemini"]))
+def test_image_url_to_gemini_is_refused_naming_the_field(grid: Grid, client: str, upstream: str,
+                                                         stream: bool) -> None:
+    """Gemini cannot fetch an https image and the gateway never does: the
+    client gets a 400 naming the field, and nothing is sent upstream."""
+    t = grid.target(upstream)
+    c = grid.client(client)
+    c.user("what is in this picture", image_url=IMAGE_URL)
+    mark = t.mark()
+    with pytest.raises(c.errors[400]) as e:
+        c.send(t.model, stream)
+    assert c.status_of(e.value) == 400
+    msg = str(e.value).lower()
+    field_name = {"chat": "image_url", "responses": "image_url", "anthropic": "url"}[client]
+    assert field_name in msg and "image" in msg, msg
+    assert t.sent_since(mark) == []
+
+
+# ---------------------------------------------------------------------------
+# Thinking round trips
+# ---------------------------------------------------------------------------
+
+
+def b64_bytes(s: str) -> bytes:
+    """Base64 in either alphabet (google-genai writes the URL-safe one)."""
+    return base64.urlsafe_b64decode(s.replace("+", "-").replace("/", "_") + "=" * (-len(s) % 4))
+
+
+def check_opaque_state(upstream: str, body: dict[str, Any]) -> None:
+    """The second turn's upstream body carries the first turn's opaque
+    reasoning state unchanged, where that protocol puts it."""
+    if upstream == "anthropic":
+        turn = next(m for m in body["messages"] if m["role"] == "assistant")
+        assert turn["content"][0] == {"type": "thinking", "thinking": THINKING,
+                                      "signature": mock_signature(THINKING)}, turn
+    elif upstream == "gemini":
+        turn = next(c for c in body["contents"] if c["role"] == "model")
+        signatures = [b64_bytes(p["thoughtSignature"]) for p in turn["parts"] if "thoughtSignature" in p]
+        call = next(p for p in turn["parts"] if "functionCall" in p)
+        assert b64_bytes(call.get("thoughtSignature", "")) == b64_bytes(mock_signature(THINKING + "#call")), turn
+        assert b64_bytes(mock_signature(THINKING)) in signatures, turn
+    else:
+        items = [i for i in body["input"] if i.get("type") == "reasoning"]
+        assert [i.get("encrypted_content") for i in items] == [mock_signature("rs:" + THINKING)], body["input"]
+
+
+def thinking_cells() -> list[Any]:
+    # A chat client of an OpenAI provider passes through to Chat
+    # Completions, which has no opaque reasoning state.
+    return [p for p in cells(upstreams=["anthropic", "gemini", "openai"])
+            if not (p.values[0] == "chat" and p.values[1] == "openai")]
+
+
+@pytest.mark.parametrize("client,upstream,stream", thinking_cells())
+def test_thinking_round_trip(grid: Grid, client: str, upstream: str, stream: bool) -> None:
+    """Thinking and a tool call; the client sends the turn back with the
+    tool's result, as its protocol lets it; the upstream gets its own
+    thinking state back unchanged."""
+    t = grid.target(upstream)
+    c = grid.client(client)
+    c.tools = TOOLS[:1]
+    c.user("what is the weather in Paris")
+    # What Codex sends: reasoning comes back inline.
+    extra = {"include": ["reasoning.encrypted_content"]} if client == "responses" else {}
+    mark = t.mark()
+    first = c.send(t.model, stream, headers={"x-mock-thinking": "1", "x-mock-tool-calls": "1"}, **extra)
+    assert first.thinking == THINKING
+    assert_calls(client, first.calls, 1)
+    c.accept(first)
+    c.results(first, ["sunny"])
+    second = c.send(t.model, stream, **extra)
+    assert second.text == TEXT
+    sent = t.sent_since(mark)
+    assert len(sent) == 2
+    check_opaque_state(upstream, sent[1]["body_json"])
