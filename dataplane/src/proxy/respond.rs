@@ -211,7 +211,11 @@ impl Proxy {
             translate::MAX_TRANSLATED_BODY,
         )
         .await
-        .and_then(|body| translate::whole(upstream, client, counting, &body, &opts));
+        .and_then(|body| {
+            translate::whole(upstream, client, counting, &body, &opts, || {
+                llmgw_core::tokens::approximate_input(&head::tree(call.raw))
+            })
+        });
         let r = &mut finish.record;
         r.latency_ms = pending.started.elapsed().as_millis() as u64;
         r.ttfb_ms = r.latency_ms;

@@ -8,6 +8,7 @@
 use bytes::{Bytes, BytesMut};
 use llmgw_core::serving::WireFormat;
 use llmgw_protocols::ir::{self, Usage};
+use llmgw_protocols::stream::Delta;
 use llmgw_protocols::{
     anthropic, gemini, EncoderOptions, Event, Lossy, StreamDecoder, StreamEncoder, Wire,
 };
@@ -201,6 +202,7 @@ pub fn whole(
     counting: bool,
     body: &[u8],
     opts: &EncoderOptions,
+    input_estimate: impl FnOnce() -> u64,
 ) -> Result<(Bytes, Option<Usage>, String), String> {
     if counting {
         let n = match from {
@@ -218,15 +220,29 @@ pub fn whole(
         };
         return Ok((Bytes::from(out), Some(usage), String::new()));
     }
-    let resp = from.decode_response(body).map_err(|e| e.to_string())?;
+    let mut resp = from.decode_response(body).map_err(|e| e.to_string())?;
     let mut text = String::new();
     for p in &resp.content {
-        if let ir::Part::Text { text: t } = p {
-            push_text(&mut text, t);
+        match p {
+            ir::Part::Text { text: t } | ir::Part::Thinking { text: t, .. } => {
+                push_text(&mut text, t);
+            }
+            ir::Part::ToolCall { arguments, .. } => push_text(&mut text, arguments),
+            _ => {}
         }
     }
+    // The upstream's usage for the record (`None`: the record estimates
+    // with tiktoken); the client always gets a usage, estimated if need be.
+    let reported = resp.usage;
+    if resp.usage.is_none() {
+        resp.usage = Some(Usage {
+            input: input_estimate(),
+            output: (text.len() as u64).div_ceil(4),
+            ..Default::default()
+        });
+    }
     let out = to.encode_response(&resp, opts);
-    Ok((Bytes::from(out), resp.usage, text))
+    Ok((Bytes::from(out), reported, text))
 }
 
 /// A translated stream on its way to the client: upstream events are
@@ -280,8 +296,9 @@ impl Transcoder {
         for ev in self.events.drain(..) {
             match &ev {
                 Event::Usage(u) => self.usage = Some(*u),
+                // Everything generated counts toward an output estimate.
                 Event::Delta {
-                    delta: llmgw_protocols::stream::Delta::Text(t),
+                    delta: Delta::Text(t) | Delta::Thinking(t) | Delta::Arguments(t),
                     ..
                 } if self.text.len() < MAX_TEXT => push_text(&mut self.text, t),
                 _ => {}
