@@ -114,7 +114,7 @@ fn approximate_text(text: &str) -> u64 {
     (text.len() as u64).div_ceil(BYTES_PER_TOKEN)
 }
 
-/// Estimates the input tokens of a request body of either protocol: the
+/// Estimates the input tokens of a request body of any protocol: the
 /// text of messages, system prompt, prompt or input, plus a small overhead
 /// per chat message. Builds the model's encoding if needed (blocking).
 pub fn estimate_input(model: &str, body: &Value) -> u64 {
@@ -153,6 +153,20 @@ fn input_text(body: &Value) -> (String, u64) {
     }
     if let Some(instructions) = body.get("instructions") {
         collect_text(instructions, &mut text);
+    }
+    // Gemini: `systemInstruction` and `contents`, whose parts hold `text`.
+    for field in ["systemInstruction", "system_instruction"] {
+        if let Some(system) = body.get(field) {
+            collect_text(system.get("parts").unwrap_or(system), &mut text);
+        }
+    }
+    if let Some(list) = body.get("contents").and_then(Value::as_array) {
+        for c in list {
+            messages += 1;
+            if let Some(parts) = c.get("parts") {
+                collect_text(parts, &mut text);
+            }
+        }
     }
     if let Some(list) = body.get("messages").and_then(Value::as_array) {
         for m in list {
@@ -228,6 +242,12 @@ mod tests {
         assert_eq!(count_text("gpt-4o", ""), 0);
         assert_eq!(count_text("gpt-4o", "hello world"), 2);
         assert!(estimate_input("text-embedding-3-small", &json!({"input": ["a b", "c"]})) >= 2);
+        // Gemini bodies count their contents and system instruction.
+        let gemini = json!({"contents": [{"role": "user", "parts": [{"text": "hello there"}]}]});
+        let with_system = json!({"contents": gemini["contents"].clone(),
+            "systemInstruction": {"parts": [{"text": "be brief and kind"}]}});
+        let g = approximate_input(&gemini);
+        assert!(g > 3 && approximate_input(&with_system) > g);
     }
 
     #[test]

@@ -97,9 +97,10 @@ class ClaudeSetup:
         self.home.mkdir()
         self.work.mkdir()
 
-    def run(self, prompt: str, *args: str) -> subprocess.CompletedProcess:
+    def run(self, prompt: str, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
         env = agent_env(
             self.home,
+            **extra_env,
             ANTHROPIC_BASE_URL=self.gw.url,
             ANTHROPIC_API_KEY=self.key,
             ANTHROPIC_MODEL=self.model,

@@ -66,6 +66,7 @@ TEXT = "tok0 tok1 tok2 tok3 "
 THINKING = "think0 think1 think2 "
 PROMPT = "say something nice please"  # the mock counts 4 words
 PROMPT_WORDS = 4
+TOOL_PROMPT = "what is the weather in Paris"
 #: A 1x1 PNG.
 PNG_B64 = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
@@ -860,12 +861,13 @@ def test_tool_calls(grid: Grid, client: str, upstream: str, stream: bool, varian
     t = grid.target(upstream)
     c = grid.client(client)
     c.tools = TOOLS
-    c.user("what is the weather in Paris")
+    c.user(TOOL_PROMPT)
     reply = c.send(t.model, stream, headers=TOOL_VARIANTS[variant])
     n = int(TOOL_VARIANTS[variant]["x-mock-tool-calls"])
     assert_calls(client, reply.calls, n)
     assert reply.text == ""
     assert reply.finish == FINISH[client]["tool_use"]
-    up = upstream_usage(upstream, 7, 0, 0, 4 * n, 0)
+    # Each call's arguments are 4 fragments, 4 output tokens.
+    up = upstream_usage(upstream, len(TOOL_PROMPT.split()), 0, 0, 4 * n, 0)
     assert reply.usage == native_usage(client, *up)
     check_record(grid, client, upstream, reply, up)
