@@ -678,9 +678,11 @@ def upstream_images(wire: str, body: dict[str, Any]) -> list[tuple[str, str]]:
             src = v["source"]
             found.append((src.get("media_type", "url"), src.get("data") or src.get("url")))
         elif wire == "gemini" and "inlineData" in v:
-            found.append((v["inlineData"]["mimeType"], v["inlineData"]["data"]))
+            # Protobuf JSON: google-genai writes `mime_type`.
+            blob = v["inlineData"]
+            found.append((blob.get("mimeType", blob.get("mime_type")), blob["data"]))
         elif wire == "gemini" and "fileData" in v:
-            found.append(("url", v["fileData"]["fileUri"]))
+            found.append(("url", v["fileData"].get("fileUri", v["fileData"].get("file_uri"))))
         elif wire == "openai-chat" and v.get("type") == "image_url":
             found.append(data_url(v["image_url"]["url"]))
         elif wire == "openai-responses" and v.get("type") == "input_image":

@@ -130,6 +130,23 @@ impl Observer {
                 // it has the expected shape (`usage::from_raw`), else as a
                 // tree through the dialect.
                 let (protocol, endpoint) = (self.dialect.protocol(), self.endpoint);
+                if endpoint.api().counts_tokens() {
+                    // A count's answer: Anthropic `input_tokens`, Gemini
+                    // `totalTokens`.
+                    let member = if protocol == llmgw_core::Protocol::Gemini {
+                        "totalTokens"
+                    } else {
+                        "input_tokens"
+                    };
+                    self.seen.usage = super::body::top_level(&self.whole, member)
+                        .and_then(|raw| serde_json::from_slice::<u64>(raw).ok())
+                        .map(|n| Usage {
+                            input: n,
+                            ..Default::default()
+                        });
+                    self.seen.finished = true;
+                    return None;
+                }
                 self.seen.usage = super::body::top_level(&self.whole, "usage").and_then(|raw| {
                     super::usage::from_raw(protocol, endpoint, raw).or_else(|| {
                         let u = serde_json::from_slice::<Value>(raw).ok()?;

@@ -298,7 +298,10 @@ impl Finish {
             r.cache_read_tokens = u.cache_read;
             r.cache_creation_tokens = u.cache_write;
             r.reasoning_tokens = u.reasoning;
-            r.cost = cost(&u, &f.prices);
+            // A token count (count_tokens) is not billed.
+            if f.counted {
+                r.cost = cost(&u, &f.prices);
+            }
         }
         (r, f.encoded)
     }
