@@ -516,6 +516,14 @@ pub struct LogFilterArgs {
     /// Only requests answered by this provider.
     #[arg(long, value_name = "PROVIDER")]
     pub provider: Option<String>,
+    /// Only requests made in this client protocol (openai-chat,
+    /// openai-responses, anthropic, gemini, openai).
+    #[arg(long, value_name = "PROTOCOL")]
+    pub protocol: Option<String>,
+    /// Only requests answered by an upstream of this protocol (openai,
+    /// openai-chat, anthropic, gemini).
+    #[arg(long, value_name = "PROTOCOL")]
+    pub upstream_protocol: Option<String>,
     /// Only requests made with this client key (its name).
     #[arg(long, value_name = "NAME")]
     pub key: Option<String>,
@@ -894,6 +902,28 @@ mod tests {
         assert!(Cli::try_parse_from(["llmgw", "logs", "--follow", "--provider", "p"]).is_ok());
         assert!(Cli::try_parse_from(["llmgw", "logs", "--follow", "--limit", "5"]).is_err());
         assert!(Cli::try_parse_from(["llmgw", "logs", "--status", "abc"]).is_err());
+
+        let cli = Cli::try_parse_from([
+            "llmgw",
+            "logs",
+            "--protocol",
+            "anthropic",
+            "--upstream-protocol",
+            "openai-chat",
+        ])
+        .unwrap();
+        let Command::Logs(a) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(a.filter.protocol.as_deref(), Some("anthropic"));
+        assert_eq!(a.filter.upstream_protocol.as_deref(), Some("openai-chat"));
+        let cli = Cli::try_parse_from(["llmgw", "stats", "--protocol", "gemini"]).unwrap();
+        let Command::Stats(a) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(a.filter.protocol.as_deref(), Some("gemini"));
+        assert!(a.filter.upstream_protocol.is_none());
+        assert!(Cli::try_parse_from(["llmgw", "logs", "--protocol"]).is_err());
 
         let cli =
             Cli::try_parse_from(["llmgw", "stats", "--by", "provider", "--bucket", "1h"]).unwrap();

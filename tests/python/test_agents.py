@@ -33,6 +33,19 @@ AGENT_TIMEOUT = 180
 #: The mock's reply text with its default 4 chunks.
 MOCK_TEXT = "tok0 tok1 tok2 tok3"
 
+#: The agents' models translate leniently: both agents send fields no other
+#: protocol has (Claude Code's `context_management`, Codex's
+#: `client_metadata` and hosted tools), which strict translation refuses.
+LENIENT = ("--translation", "lenient")
+
+#: Why Claude Code does not get through yet (gateway bugs, see each test).
+CLAUDE_SYSTEM_ROLE = (
+    "gateway bug: Claude Code 2.1.x sends `role: \"system\"` entries in `messages` "
+    "(Anthropic's mid-conversation system messages, for any model it does not know); "
+    "the Messages decoder refuses them (400 `messages[1].role: unknown role 'system'`, "
+    "lenient or strict) instead of translating them to a Chat `system` message in place"
+)
+
 
 def agent_cli(var: str, name: str) -> str:
     path = os.environ.get(var) or str(AGENTS_DIR / "node_modules" / ".bin" / name)
@@ -89,8 +102,8 @@ class ClaudeSetup:
         provider = gw.add_provider("openai-chat", gw.mock.base_url, gw.openai_provider_key)
         self.upstream = f"cc-main-{uid()}"
         self.upstream_fast = f"cc-fast-{uid()}"
-        self.model = gw.add_model([f"{provider}:{self.upstream}"], prefix="cc")
-        self.fast = gw.add_model([f"{provider}:{self.upstream_fast}"], prefix="ccfast")
+        self.model = gw.add_model([f"{provider}:{self.upstream}"], *LENIENT, prefix="cc")
+        self.fast = gw.add_model([f"{provider}:{self.upstream_fast}"], *LENIENT, prefix="ccfast")
         self.key_name, self.key = gw.add_key([self.model, self.fast], prefix="cc")
         self.home = tmp / "home"
         self.work = tmp / "work"
@@ -129,6 +142,7 @@ class ClaudeSetup:
         return out
 
 
+@pytest.mark.xfail(strict=True, reason=CLAUDE_SYSTEM_ROLE)
 def test_claude_code_text_turn(gw: Gateway, tmp_path: Path) -> None:
     cc = ClaudeSetup(gw, tmp_path)
     p = cc.run("Say hello.", "--tools", "")
@@ -148,10 +162,15 @@ def test_claude_code_text_turn(gw: Gateway, tmp_path: Path) -> None:
                            "anthropic", "openai-chat")
 
 
+@pytest.mark.xfail(strict=True, reason=CLAUDE_SYSTEM_ROLE + "; and lenient translation keeps "
+                   "the `defer_loading` tool `DeferredToolPlaceholder` (dropping only the flag), "
+                   "so it is the first Chat tool and the model can call it")
 def test_claude_code_tool_turn(gw: Gateway, tmp_path: Path) -> None:
     cc = ClaudeSetup(gw, tmp_path)
-    # The first reply calls the request's first tool (the only one: Read),
-    # the second is text.
+    # The first reply calls the request's first tool (the only one offered
+    # to the model: Read), the second is text. Read's arguments do not fit
+    # (the mock's are fixed), so Claude Code answers with an error result:
+    # the round trip of the call's id is what is checked.
     gw.mock.script(cc.upstream, [{"tool_calls": 1}, {}])
     p = cc.run("Read the file notes.txt.", "--tools", "Read", "--allowedTools", "Read")
     out = cc.result(p)
@@ -186,7 +205,7 @@ class CodexSetup:
     def __init__(self, gw: Gateway, tmp: Path) -> None:
         self.gw = gw
         self.upstream = f"cx-{uid()}"
-        self.model = gw.add_model([f"mocka:{self.upstream}"], prefix="cx")
+        self.model = gw.add_model([f"mocka:{self.upstream}"], *LENIENT, prefix="cx")
         self.key_name, self.key = gw.add_key([self.model], prefix="cx")
         self.home = tmp / "home"
         self.codex_home = self.home / ".codex"
@@ -224,6 +243,16 @@ class CodexSetup:
         return (self.home / "last-message.txt").read_text()
 
 
+def assert_codex_drops(rec: dict[str, Any]) -> None:
+    """What lenient translation leaves out of Codex's requests: its
+    `client_metadata` and the tools Anthropic has no equivalent for
+    (`namespace`, hosted `web_search`), nothing else."""
+    dropped = rec.get("dropped_fields") or []
+    assert "client_metadata" in dropped, rec
+    others = [f for f in dropped if f != "client_metadata"]
+    assert others and all(f.startswith("tools[") and f.endswith("]") for f in others), rec
+
+
 def test_codex_text_turn(gw: Gateway, tmp_path: Path) -> None:
     cx = CodexSetup(gw, tmp_path)
     p = cx.run("Say hello.")
@@ -233,12 +262,18 @@ def test_codex_text_turn(gw: Gateway, tmp_path: Path) -> None:
     assert sent, "no request reached the upstream"
     for rec in sent:
         assert rec["path"] == "/v1/messages", rec["path"]
-    assert_translated_logs(gw, cx.key_name, len(sent), "/v1/responses",
-                           "openai-responses", "anthropic")
+    recs = assert_translated_logs(gw, cx.key_name, len(sent), "/v1/responses",
+                                  "openai-responses", "anthropic")
+    for r in recs:
+        assert_codex_drops(r)
 
 
 def test_codex_tool_turn(gw: Gateway, tmp_path: Path) -> None:
     cx = CodexSetup(gw, tmp_path)
+    # The first reply calls the request's first tool (Codex's shell tool,
+    # `exec_command`), the second is text. The mock's fixed arguments do not
+    # fit it, so Codex answers with an error output: the round trip of the
+    # call's id is what is checked.
     gw.mock.script(cx.upstream, [{"tool_calls": 1}, {}])
     p = cx.run("List the files here.")
     assert MOCK_TEXT in cx.last_message(p), describe(p)
@@ -247,6 +282,7 @@ def test_codex_tool_turn(gw: Gateway, tmp_path: Path) -> None:
     assert len(sent) == 2, [r["body_json"] for r in sent]
     first, second = (r["body_json"] for r in sent)
     tool = first["tools"][0]["name"]
+    assert tool == "exec_command", [t["name"] for t in first["tools"]]
     call_id = f"toolu_mock{sent[0]['seq']}_0"
     uses = [b for m in second["messages"] if m["role"] == "assistant" and isinstance(m["content"], list)
             for b in m["content"] if b.get("type") == "tool_use"]
@@ -254,4 +290,6 @@ def test_codex_tool_turn(gw: Gateway, tmp_path: Path) -> None:
     results = [b for m in second["messages"] if m["role"] == "user" and isinstance(m["content"], list)
                for b in m["content"] if b.get("type") == "tool_result"]
     assert [b["tool_use_id"] for b in results] == [call_id], second["messages"]
-    assert_translated_logs(gw, cx.key_name, 2, "/v1/responses", "openai-responses", "anthropic")
+    for r in assert_translated_logs(gw, cx.key_name, 2, "/v1/responses",
+                                    "openai-responses", "anthropic"):
+        assert_codex_drops(r)

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import pytest
+from google.genai import types as gt
 
 # `grid` is the fixture.
 from test_translation import (  # noqa: F401
@@ -189,6 +190,17 @@ def thinking_cells() -> list[Any]:
             if not (p.values[0] == "chat" and p.values[1] == "openai")]
 
 
+#: How each client asks for thinking (Responses as Codex does: reasoning
+#: comes back inline).
+REASONING: dict[str, dict[str, Any]] = {
+    "chat": {"reasoning_effort": "medium"},
+    "responses": {"reasoning": {"effort": "medium", "summary": "auto"},
+                  "include": ["reasoning.encrypted_content"]},
+    "anthropic": {"thinking": {"type": "enabled", "budget_tokens": 1024}},
+    "gemini": {"thinking_config": gt.ThinkingConfig(include_thoughts=True, thinking_budget=1024)},
+}
+
+
 @pytest.mark.parametrize("client,upstream,stream", thinking_cells())
 def test_thinking_round_trip(grid: Grid, client: str, upstream: str, stream: bool) -> None:
     """Thinking and a tool call; the client sends the turn back with the
@@ -198,8 +210,7 @@ def test_thinking_round_trip(grid: Grid, client: str, upstream: str, stream: boo
     c = grid.client(client)
     c.tools = TOOLS[:1]
     c.user("what is the weather in Paris")
-    # What Codex sends: reasoning comes back inline.
-    extra = {"include": ["reasoning.encrypted_content"]} if client == "responses" else {}
+    extra = {"max_tokens": 2048, **REASONING[client]}
     mark = t.mark()
     first = c.send(t.model, stream, headers={"x-mock-thinking": "1", "x-mock-tool-calls": "1"}, **extra)
     assert first.thinking == THINKING

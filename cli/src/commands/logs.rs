@@ -30,6 +30,8 @@ pub fn filter(f: &LogFilterArgs) -> LogFilter {
         model: clean(&f.model),
         provider: clean(&f.provider),
         key: clean(&f.key),
+        protocol: clean(&f.protocol),
+        upstream_protocol: clean(&f.upstream_protocol),
         status_min: f.status.map_or(0, |s| s.min),
         status_max: f.status.map_or(0, |s| s.max),
         min_latency_ms: f.min_latency_ms.unwrap_or(0),
@@ -552,5 +554,14 @@ mod tests {
         assert!(f.errors_only);
         assert_eq!(f.stream, Some(true));
         assert_eq!(f.since_ms, 0);
+        assert_eq!((f.protocol.as_str(), f.upstream_protocol.as_str()), ("", ""));
+
+        let f = filter(&LogFilterArgs {
+            protocol: Some(" anthropic ".into()),
+            upstream_protocol: Some("openai-chat".into()),
+            ..Default::default()
+        });
+        assert_eq!(f.protocol, "anthropic");
+        assert_eq!(f.upstream_protocol, "openai-chat");
     }
 }

@@ -90,6 +90,8 @@ pub struct Filter {
     model: Option<String>,
     provider: Option<String>,
     key: Option<String>,
+    protocol: Option<String>,
+    upstream_protocol: Option<String>,
     status_min: Option<i64>,
     status_max: Option<i64>,
     min_latency_ms: Option<i64>,
@@ -142,6 +144,8 @@ impl Filter {
             model: text(&f.model),
             provider: text(&f.provider),
             key: text(&f.key),
+            protocol: text(&f.protocol),
+            upstream_protocol: text(&f.upstream_protocol),
             status_min: (f.status_min > 0).then(|| i64::from(f.status_min)),
             status_max: (f.status_max > 0).then(|| i64::from(f.status_max)),
             min_latency_ms: positive(f.min_latency_ms),
@@ -174,6 +178,12 @@ impl Filter {
         }
         if let Some(v) = &self.key {
             cmp(st, "key_name", "=", Param::Text(v.clone()));
+        }
+        if let Some(v) = &self.protocol {
+            cmp(st, "protocol", "=", Param::Text(v.clone()));
+        }
+        if let Some(v) = &self.upstream_protocol {
+            cmp(st, "upstream_protocol", "=", Param::Text(v.clone()));
         }
         if let Some(v) = self.status_min {
             cmp(st, "status", ">=", Param::Int(v));
@@ -226,6 +236,8 @@ pub fn matches(f: &pb::LogFilter, r: &pb::RequestLog) -> bool {
         && eq(&f.model, &r.model)
         && eq(&f.provider, &r.provider)
         && eq(&f.key, &r.key)
+        && eq(&f.protocol, &r.protocol)
+        && eq(&f.upstream_protocol, &r.upstream_protocol)
         && (f.status_min == 0 || r.status >= f.status_min)
         && (f.status_max == 0 || r.status <= f.status_max)
         && (f.min_latency_ms == 0 || r.latency_ms >= f.min_latency_ms)
@@ -261,13 +273,19 @@ mod tests {
             max_tokens: 4,
             stream: Some(true),
             errors_only: true,
+            protocol: " anthropic ".into(),
+            upstream_protocol: "openai-chat".into(),
         })
         .unwrap();
         let mut st = Statement::default();
         let w = f.where_sql(&mut st);
         assert!(!w.contains("DROP"), "{w}");
-        assert_eq!(st.params.len(), 12);
+        assert_eq!(st.params.len(), 14);
         assert!(w.contains("model = $3"), "{w}");
+        assert!(w.contains(" protocol = $6"), "{w}");
+        assert!(w.contains("upstream_protocol = $7"), "{w}");
+        assert_eq!(st.params[5], Param::Text("anthropic".into()));
+        assert_eq!(st.params[6], Param::Text("openai-chat".into()));
         assert!(w.ends_with(FAILED), "{w}");
     }
 
@@ -350,5 +368,31 @@ mod tests {
             },
             &r
         ));
+    }
+
+    #[test]
+    fn protocol_matching_mirrors_sql() {
+        let r = pb::RequestLog {
+            protocol: "anthropic".into(),
+            upstream_protocol: "openai-chat".into(),
+            ..Default::default()
+        };
+        let by = |protocol: &str, upstream_protocol: &str| pb::LogFilter {
+            protocol: protocol.into(),
+            upstream_protocol: upstream_protocol.into(),
+            ..Default::default()
+        };
+        assert!(matches(&by("anthropic", ""), &r));
+        assert!(matches(&by(" anthropic ", "openai-chat"), &r));
+        assert!(matches(&by("", "openai-chat"), &r));
+        assert!(!matches(&by("gemini", ""), &r));
+        assert!(!matches(&by("", "anthropic"), &r));
+        assert!(!matches(&by("anthropic", "openai"), &r));
+        // A request no upstream answered has no upstream protocol.
+        let unanswered = pb::RequestLog {
+            protocol: "anthropic".into(),
+            ..Default::default()
+        };
+        assert!(!matches(&by("", "openai-chat"), &unanswered));
     }
 }

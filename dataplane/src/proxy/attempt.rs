@@ -16,6 +16,9 @@ pub(super) enum LastFailure {
         status: StatusCode,
         headers: HeaderMap,
         body: Bytes,
+        /// For a translated attempt: the provider's protocol and the
+        /// fields a lenient translation left out.
+        translated: Option<(llmgw_core::Protocol, Vec<String>)>,
     },
     Error(AttemptError),
 }
@@ -45,10 +48,7 @@ impl Proxy {
                     };
                     Prepared {
                         body,
-                        path: call
-                            .endpoint
-                            .upstream_path(&target.upstream_model)
-                            .into_owned(),
+                        path: call.endpoint.upstream_path(&target.upstream_model),
                         wires: None,
                         dropped: Vec::new(),
                     }
@@ -60,7 +60,7 @@ impl Proxy {
                         t.encode(to, &target.upstream_model, call.model.default_max_tokens)?;
                     Prepared {
                         body,
-                        path: t.upstream_path(to, &target.upstream_model),
+                        path: t.upstream_path(to, &target.upstream_model).into(),
                         wires: Some((to, from)),
                         dropped,
                     }
@@ -129,6 +129,9 @@ impl Proxy {
                             status: client_status,
                             headers,
                             body,
+                            translated: prepared
+                                .wires
+                                .map(|_| (target.provider.protocol, prepared.dropped.clone())),
                         });
                         if status == StatusCode::TOO_MANY_REQUESTS {
                             if others_left {
@@ -178,10 +181,15 @@ impl Proxy {
                 status,
                 headers,
                 body,
+                translated,
             }) => {
                 let r = pending.record();
                 r.status = u32::from(status.as_u16());
                 r.error = format!("every attempt failed; the last upstream answered {status}");
+                if let Some((protocol, dropped)) = &translated {
+                    let r = pending.record.get_or_insert_with(Default::default);
+                    record::log_translation(r, &mut pending.encoded, *protocol, dropped);
+                }
                 if call.log_bodies {
                     let cap = call.table.settings.log_body_max_bytes;
                     record::log_response_body(&mut pending.encoded, &body, cap);
@@ -190,8 +198,24 @@ impl Proxy {
                 self.finish_plain(pending);
                 let mut resp = Response::new(full(body));
                 *resp.status_mut() = status;
-                // The kept body may be cut, so its length is recomputed.
-                copy_response_headers(&headers, resp.headers_mut(), true);
+                match translated {
+                    // A translated error: the client's content type, and
+                    // the fields left out; not the provider's own headers.
+                    Some((_, dropped)) => {
+                        resp.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        );
+                        if let Some(v) = super::respond::dropped_header(&dropped) {
+                            resp.headers_mut().insert(super::respond::DROPPED_FIELDS, v);
+                        }
+                        if let Some(v) = headers.get(header::RETRY_AFTER) {
+                            resp.headers_mut().insert(header::RETRY_AFTER, v.clone());
+                        }
+                    }
+                    // The kept body may be cut, so its length is recomputed.
+                    None => copy_response_headers(&headers, resp.headers_mut(), true),
+                }
                 Ok(resp)
             }
             Some(LastFailure::Error(e)) => Err((
@@ -276,7 +300,7 @@ impl Proxy {
 /// fields a lenient translation left out.
 pub(super) struct Prepared {
     pub(super) body: Bytes,
-    pub(super) path: String,
+    pub(super) path: std::borrow::Cow<'static, str>,
     pub(super) wires: Option<(Wire, Wire)>,
     pub(super) dropped: Vec<String>,
 }
