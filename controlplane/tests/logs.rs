@@ -894,6 +894,121 @@ both! {
     }
 }
 
+/// Records of several client and upstream protocols, `(client, upstream)`
+/// for `rec(n)` with `n` from 1; an empty upstream is a request no
+/// upstream answered.
+const PROTOCOL_PAIRS: [(&str, &str); 6] = [
+    ("anthropic", "openai-chat"),
+    ("openai-chat", "openai"),
+    ("gemini", "anthropic"),
+    ("anthropic", "anthropic"),
+    ("anthropic", ""),
+    ("openai-chat", "anthropic"),
+];
+
+both! {
+    async fn list_follow_and_stats_filter_by_protocol(db: Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        let t0 = t0();
+        let mut admin = cp.admin();
+        let mut followed = admin
+            .follow_logs(pb::FollowLogsRequest {
+                filter: Some(pb::LogFilter {
+                    upstream_protocol: "anthropic".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let records: Vec<pb::RequestLog> = PROTOCOL_PAIRS
+            .iter()
+            .zip(1u32..)
+            .map(|(&(client, upstream), n)| {
+                let mut r = rec(n, t0 + i64::from(n) * 1000);
+                r.protocol = client.into();
+                r.upstream_protocol = upstream.into();
+                r
+            })
+            .collect();
+        ship(&mut cp.logs(), vec![batch(6, records)]).await;
+
+        let by = |protocol: &str, upstream_protocol: &str| pb::LogFilter {
+            protocol: protocol.into(),
+            upstream_protocol: upstream_protocol.into(),
+            ..Default::default()
+        };
+        for (protocol, upstream, want) in [
+            ("anthropic", "", vec![5, 4, 1]),
+            (" anthropic ", "", vec![5, 4, 1]),
+            ("openai-chat", "", vec![6, 2]),
+            ("gemini", "", vec![3]),
+            ("", "anthropic", vec![6, 4, 3]),
+            ("", "openai-chat", vec![1]),
+            ("", "openai", vec![2]),
+            ("anthropic", "anthropic", vec![4]),
+            ("anthropic", "openai-chat", vec![1]),
+            ("gemini", "openai", vec![]),
+            // Equality, not a prefix: "openai" is its own protocol.
+            ("openai", "", vec![]),
+            ("openai-responses", "", vec![]),
+            // Values are bound, never spliced into SQL.
+            ("x' OR '1'='1", "", vec![]),
+        ] {
+            assert_eq!(
+                numbers(&mut admin, by(protocol, upstream)).await,
+                want,
+                "protocol {protocol:?}, upstream {upstream:?}"
+            );
+        }
+        // Combined with another filter and an order.
+        let r = list(
+            &mut admin,
+            pb::ListLogsRequest {
+                filter: Some(pb::LogFilter { since_ms: t0 + 4000, ..by("anthropic", "") }),
+                order_by: "latency".into(),
+                ascending: true,
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(r.records.iter().map(|x| number(&x.id)).collect::<Vec<_>>(), [4, 5]);
+
+        // Stats count what the filter keeps.
+        let total = |filter: pb::LogFilter| {
+            let mut admin = admin.clone();
+            async move {
+                admin
+                    .get_stats(pb::GetStatsRequest { filter: Some(filter), ..Default::default() })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .total
+                    .unwrap()
+                    .requests
+            }
+        };
+        assert_eq!(total(by("anthropic", "")).await, 3);
+        assert_eq!(total(by("", "anthropic")).await, 3);
+        assert_eq!(total(by("openai-chat", "anthropic")).await, 1);
+        assert_eq!(total(by("openai", "")).await, 0);
+
+        // FollowLogs applies the same filter to new records.
+        for want in [3, 4, 6] {
+            let got = tokio::time::timeout(WAIT, followed.message())
+                .await
+                .expect("no record followed")
+                .unwrap()
+                .unwrap();
+            assert_eq!(number(&got.id), want);
+            assert_eq!(got.upstream_protocol, "anthropic");
+        }
+        assert!(tokio::time::timeout(Duration::from_millis(300), followed.message()).await.is_err());
+        cp.shutdown().await;
+    }
+}
+
 both! {
     async fn stats_percentiles_errors_groups_and_series(db: Db) {
         let dir = tempfile::tempdir().unwrap();

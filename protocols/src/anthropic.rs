@@ -24,8 +24,8 @@ use crate::chat::raw_message;
 use crate::envelope::{self, CallId};
 use crate::error::{ApiError, Error, ErrorType, Lossy};
 use crate::ir::{
-    Family, Image, Message, Opaque, Part, Reasoning, Request, Response, ResponseFormat, Role,
-    StopReason, Tool, ToolChoice, Usage,
+    Effort, Family, Image, Message, Opaque, Part, Reasoning, Request, Response, ResponseFormat,
+    Role, StopReason, Tool, ToolChoice, Usage,
 };
 use crate::stream::{sse, Block, Delta, EncoderOptions, Event, StreamDecoder, StreamEncoder};
 
@@ -43,14 +43,23 @@ pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 /// reported through [`Lossy`]): `cache_control` anywhere (prompt caching
 /// is the upstream's business), `metadata` other than `user_id` (kept as
 /// the end-user id), `service_tier`, `anthropic_version` and
-/// `anthropic_beta` (Bedrock/Vertex-style body fields), and `citations`
-/// on text blocks of earlier turns.
+/// `anthropic_beta` (Bedrock/Vertex-style body fields), `citations`
+/// on text blocks of earlier turns, `context_management` (Anthropic's
+/// server-side clearing of old context: without it the upstream sees the
+/// whole context the client sent), `thinking.display` (whether thinking
+/// text is shown; it is passed either way), and tools with
+/// `defer_loading: true` (tool search: a deferred tool is not offered to
+/// the model until searched for, and other providers have no search, so it
+/// is left out).
 pub const IGNORED: &[&str] = &[
     "cache_control",
     "metadata",
     "service_tier",
     "anthropic_version",
     "anthropic_beta",
+    "context_management",
+    "thinking.display",
+    "tools[].defer_loading",
     "messages[].content[].citations",
 ];
 
@@ -59,6 +68,7 @@ const TOP_IGNORED: &[&str] = &[
     "anthropic_version",
     "anthropic_beta",
     "cache_control",
+    "context_management",
 ];
 
 // ---------------------------------------------------------------------------
@@ -91,6 +101,9 @@ struct MessagesRequest {
     stream: Option<bool>,
     #[serde(default)]
     metadata: Option<AMetadata>,
+    /// `effort` (a reasoning effort) and `format` (structured output).
+    #[serde(default)]
+    output_config: Option<Map<String, Value>>,
     #[serde(flatten)]
     extra: Map<String, Value>,
 }
@@ -354,6 +367,10 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
     }
     for (i, t) in r.tools.unwrap_or_default().into_iter().enumerate() {
         let path = format!("tools[{i}]");
+        if t.extra.get("defer_loading") == Some(&Value::Bool(true)) {
+            // Offered only after a tool search, which other providers lack.
+            continue;
+        }
         match t.kind.as_deref() {
             None | Some("custom") => {}
             Some(other) => {
@@ -365,7 +382,7 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
                 continue;
             }
         }
-        drop_extra(&t.extra, &format!("{path}."), &[], lossy)?;
+        drop_extra(&t.extra, &format!("{path}."), &["defer_loading"], lossy)?;
         req.tools.push(Tool {
             name: t.name,
             description: t.description,
@@ -396,7 +413,7 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
         }
     }
     if let Some(t) = r.thinking {
-        drop_extra(&t.extra, "thinking.", &[], lossy)?;
+        drop_extra(&t.extra, "thinking.", &["display"], lossy)?;
         req.reasoning = Some(match t.kind.as_str() {
             "enabled" => Reasoning {
                 enabled: true,
@@ -419,12 +436,22 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
             other => return Err(invalid(format!("thinking.type: unknown value '{other}'"))),
         });
     }
+    if let Some(config) = r.output_config {
+        decode_output_config(config, &mut req, lossy)?;
+    }
     for (i, m) in r.messages.into_iter().enumerate() {
         let path = format!("messages[{i}]");
         drop_extra(&m.extra, &format!("{path}."), &[], lossy)?;
         let role = match m.role.as_str() {
             "user" => Role::User,
             "assistant" => Role::Assistant,
+            // A system message inside the conversation (Claude Code sends
+            // its environment so): its text joins the instructions, which
+            // every other protocol keeps in one place.
+            "system" => {
+                decode_system_message(m.content, &path, &mut req, lossy)?;
+                continue;
+            }
             other => return Err(invalid(format!("{path}.role: unknown role '{other}'"))),
         };
         let mut content = Vec::new();
@@ -440,6 +467,83 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
         req.messages.push(Message { role, content });
     }
     Ok(req)
+}
+
+/// A `role: "system"` message: its text blocks join `req.system`.
+fn decode_system_message(
+    content: AContent,
+    path: &str,
+    req: &mut Request,
+    lossy: &mut Lossy,
+) -> Result<(), Error> {
+    match content {
+        AContent::Text(t) if t.is_empty() => {}
+        AContent::Text(t) => req.system.push(Part::Text { text: t }),
+        AContent::Blocks(blocks) => {
+            for (j, b) in blocks.into_iter().enumerate() {
+                let bp = format!("{path}.content[{j}]");
+                if b.kind != "text" {
+                    lossy.drop(&bp, ANY_TARGET, "system message blocks other than text")?;
+                    continue;
+                }
+                drop_extra(&b.extra, &format!("{bp}."), &["citations"], lossy)?;
+                if let Some(text) = b.text.filter(|t| !t.is_empty()) {
+                    req.system.push(Part::Text { text });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `output_config`: `effort` is the reasoning effort (kept with the
+/// thinking setting), `format` a JSON schema for the answer.
+fn decode_output_config(
+    config: Map<String, Value>,
+    req: &mut Request,
+    lossy: &mut Lossy,
+) -> Result<(), Error> {
+    for (k, v) in config {
+        match (k.as_str(), &v) {
+            ("effort", Value::String(e)) => {
+                let effort = match e.as_str() {
+                    "max" | "xhigh" => Some(Effort::High),
+                    other => Effort::parse(other),
+                };
+                let Some(effort) = effort else {
+                    lossy.drop("output_config.effort", ANY_TARGET, "an unknown effort")?;
+                    continue;
+                };
+                let r = req.reasoning.get_or_insert(Reasoning {
+                    enabled: true,
+                    effort: None,
+                    budget_tokens: None,
+                    include_thoughts: true,
+                });
+                r.effort = Some(effort);
+            }
+            ("format", Value::Object(f))
+                if f.get("type").and_then(Value::as_str) == Some("json_schema") =>
+            {
+                let Some(schema) = f.get("schema") else {
+                    return Err(invalid("output_config.format.schema is missing"));
+                };
+                req.response_format = Some(ResponseFormat::JsonSchema {
+                    name: "output".into(),
+                    schema: schema.clone(),
+                    strict: Some(true),
+                    description: None,
+                });
+            }
+            _ if trivial(&v) => {}
+            _ => lossy.drop(
+                &format!("output_config.{k}"),
+                ANY_TARGET,
+                "no equivalent in the other protocols",
+            )?,
+        }
+    }
+    Ok(())
 }
 
 fn decode_image(
@@ -1803,8 +1907,54 @@ impl StreamEncoder for Encoder {
 mod tests {
     use super::*;
     use crate::chat;
-    use crate::ir::Effort;
     use proptest::prelude::*;
+
+    /// What Claude Code sends a model it does not know, in strict mode: a
+    /// system message in the conversation, context management, deferred
+    /// tools, `output_config.effort` and `thinking.display`.
+    #[test]
+    fn claude_code_requests_decode_strictly() {
+        let body = json!({
+            "model": "m", "max_tokens": 32000, "stream": true,
+            "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                {"role": "system", "content": [{"type": "text", "text": "# Environment"}]},
+            ],
+            "tools": [
+                {"name": "Read", "description": "read", "input_schema": {"type": "object"}},
+                {"name": "DeferredToolPlaceholder", "input_schema": {"type": "object"}, "defer_loading": true},
+            ],
+            "thinking": {"type": "adaptive", "display": "omitted"},
+            "output_config": {"effort": "high"},
+            "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+            "metadata": {"user_id": "u1"},
+        });
+        let mut lossy = Lossy::strict();
+        let req = decode_request(body.to_string().as_bytes(), &mut lossy).unwrap();
+        assert!(lossy.dropped.is_empty());
+        assert_eq!(
+            req.system,
+            vec![
+                Part::Text {
+                    text: "You are Claude Code.".into()
+                },
+                Part::Text {
+                    text: "# Environment".into()
+                },
+            ]
+        );
+        assert_eq!(req.messages.len(), 1);
+        assert_eq!(req.tools.len(), 1);
+        assert_eq!(req.tools[0].name, "Read");
+        let r = req.reasoning.unwrap();
+        assert!(r.enabled);
+        assert_eq!(r.effort, Some(Effort::High));
+        // Anything else in output_config is named.
+        let other = json!({"model": "m", "messages": [], "output_config": {"task_budget": 5}});
+        let e = decode_request(other.to_string().as_bytes(), &mut Lossy::strict()).unwrap_err();
+        assert!(e.to_string().contains("output_config.task_budget"), "{e}");
+    }
 
     fn decode(v: Value) -> Request {
         decode_request(v.to_string().as_bytes(), &mut Lossy::strict()).unwrap()

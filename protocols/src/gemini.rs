@@ -41,7 +41,7 @@ pub const NAME: &str = "Google Gemini";
 
 /// The target named when a client's field has no place in the
 /// intermediate form.
-const GATEWAY: &str = "gateway";
+const GATEWAY: &str = "target";
 
 /// Google's documented placeholder for a function call whose signature
 /// was not made by Gemini.

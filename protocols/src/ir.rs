@@ -99,8 +99,13 @@ pub enum Part {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Image {
     /// An `https:` URL. The gateway never fetches it.
-    Url { url: String },
-    Base64 { media_type: String, data: String },
+    Url {
+        url: String,
+    },
+    Base64 {
+        media_type: String,
+        data: String,
+    },
 }
 
 impl Image {

@@ -37,16 +37,18 @@ pub const NAME: &str = "OpenAI Responses";
 
 /// The target named when a client's field has no place in the
 /// intermediate form.
-const GATEWAY: &str = "gateway";
+const GATEWAY: &str = "target";
 
 /// Request fields that are only hints and are ignored without a record:
 /// `store` (the gateway never stores), `include`, `prompt_cache_key`,
 /// `prompt_cache_retention`, `metadata`, `truncation`, `service_tier`,
-/// `safety_identifier`, `stream_options`, `background: false`,
+/// `safety_identifier`, `client_metadata` (Codex's own bookkeeping),
+/// `stream_options`, `background: false`,
 /// `text.verbosity`, an input item's `id` and `status`, and an image's
 /// `detail`.
 pub const IGNORED: &[&str] = &[
     "store",
+    "client_metadata",
     "include",
     "prompt_cache_key",
     "prompt_cache_retention",

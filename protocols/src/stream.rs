@@ -18,16 +18,29 @@ use crate::ir::{Opaque, StopReason, Usage};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The answer began. Always the first event.
-    Start { id: String, model: String },
-    BlockStart { index: usize, block: Block },
-    Delta { index: usize, delta: Delta },
-    BlockStop { index: usize },
+    Start {
+        id: String,
+        model: String,
+    },
+    BlockStart {
+        index: usize,
+        block: Block,
+    },
+    Delta {
+        index: usize,
+        delta: Delta,
+    },
+    BlockStop {
+        index: usize,
+    },
     /// All usage known so far; a later one replaces an earlier one.
     Usage(Usage),
     /// Why generation stopped. Usage may still follow.
     Stop(StopReason),
     /// The upstream reported an error inside the stream.
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +48,10 @@ pub enum Block {
     Text,
     /// `id`: a Responses reasoning item's id. `redacted`: Anthropic
     /// `redacted_thinking`, whose data comes as a signature delta.
-    Thinking { id: Option<String>, redacted: bool },
+    Thinking {
+        id: Option<String>,
+        redacted: bool,
+    },
     ToolCall {
         id: String,
         name: String,

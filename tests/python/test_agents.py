@@ -65,9 +65,8 @@ def agent_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def run_agent(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    p = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                       text=True, timeout=AGENT_TIMEOUT)
-    return p
+    return subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=AGENT_TIMEOUT)
 
 
 def describe(p: subprocess.CompletedProcess) -> str:
@@ -222,6 +221,13 @@ class CodexSetup:
             "[analytics]\nenabled = false\n"
             "\n"
             "[feedback]\nenabled = false\n"
+            "\n"
+            # Off: everything that would reach beyond loopback (curated
+            # plugin sync from api.github.com and chatgpt.com, connectors,
+            # update notices).
+            "[features]\n"
+            "plugins = false\nremote_plugin = false\nplugin_sharing = false\n"
+            "apps = false\nin_app_updates = false\n"
             "\n"
             "[model_providers.llmgw]\n"
             'name = "llmgw"\n'

@@ -80,6 +80,33 @@ SCHEMA = {
 TOOLS = ["get_weather", "get_time", "get_news"]
 
 
+#: Gateway bugs the grid found, by name: what happens instead of what the
+#: test expects. A cell they break is marked `bug(name)`.
+BUGS = {
+    "gemini-signature-envelope": (
+        "protocols/src/envelope.rs wrap(): opaque state of another family reaches a Gemini client as "
+        "thoughtSignature 'lgw1a_...'/'lgw1o_...', which is not valid base64, but thoughtSignature is a "
+        "protobuf bytes field: google-genai cannot parse the answer (pydantic 'Data should be valid base64')"
+    ),
+    "stream-error-not-recorded": (
+        "a stream that ends with the upstream's own in-stream error (Chat data {error}, Anthropic event: "
+        "error, Gemini {error}, Responses response.failed) is logged as a success (error '', status 200) "
+        "when passed through, and when translated from a Responses upstream (response.failed counts as a "
+        "normal end)"
+    ),
+    "count-record": (
+        "count_tokens records: passed through, input_tokens is 0 and usage_source 'none' although the "
+        "upstream's count went to the client; translated, usage_source is 'none' (Finish::complete in "
+        "dataplane/src/proxy/record.rs overwrites the 'reported' respond.rs set)"
+    ),
+}
+
+
+def bug(name: str) -> Any:
+    """The xfail mark of a reported gateway bug."""
+    return pytest.mark.xfail(strict=True, reason=BUGS[name])
+
+
 def passes_through(client: str, upstream: str) -> bool:
     return client in NATIVE[upstream]
 
@@ -273,7 +300,9 @@ class ChatClient(Client):
             state = ChatCompletionStreamState(input_tools=kw.get("tools", openai.omit))
             for chunk in s:
                 state.handle_chunk(chunk)
-            comp = state.get_final_completion()
+            # Not get_final_completion(): it raises on `length` and
+            # `content_filter`, which are answers here.
+            comp = state.current_completion_snapshot
         else:
             raw = self.sdk.chat.completions.with_raw_response.create(extra_headers=headers, **kw)
             hdrs = self.last_headers = dict(raw.headers)
@@ -757,7 +786,8 @@ def test_text(grid: Grid, client: str, upstream: str, stream: bool) -> None:
     check_record(grid, client, upstream, reply, up)
 
 
-@pytest.mark.parametrize("client,upstream,stream", cells())
+@pytest.mark.parametrize("client,upstream,stream", cells(marks=lambda c, u, s: (
+    [bug("gemini-signature-envelope")] if (c, u) == ("gemini", "anthropic") else [])))
 def test_usage_with_cache_and_reasoning(grid: Grid, client: str, upstream: str, stream: bool) -> None:
     """Cache reads and writes and reasoning, normalized: each protocol's
     input means what it means there (OpenAI and Gemini count the cache in,

@@ -554,7 +554,10 @@ mod tests {
         assert!(f.errors_only);
         assert_eq!(f.stream, Some(true));
         assert_eq!(f.since_ms, 0);
-        assert_eq!((f.protocol.as_str(), f.upstream_protocol.as_str()), ("", ""));
+        assert_eq!(
+            (f.protocol.as_str(), f.upstream_protocol.as_str()),
+            ("", "")
+        );
 
         let f = filter(&LogFilterArgs {
             protocol: Some(" anthropic ".into()),

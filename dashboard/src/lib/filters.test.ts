@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
+  activeFilterCount,
+  CLIENT_PROTOCOL_CHOICES,
   DEFAULT_FILTERS,
   filtersFromQuery,
   filtersToQuery,
@@ -9,6 +11,7 @@ import {
   toFollowLogsRequest,
   toListLogsRequest,
   toLogFilter,
+  UPSTREAM_PROTOCOL_CHOICES,
   withFilters,
 } from "./filters";
 
@@ -31,6 +34,8 @@ describe("filters → LogFilter", () => {
     expect(f.maxTokens).toBe(0n);
     expect(f.stream).toBeUndefined();
     expect(f.errorsOnly).toBe(false);
+    expect(f.protocol).toBe("");
+    expect(f.upstreamProtocol).toBe("");
   });
 
   it("maps every field", () => {
@@ -42,6 +47,8 @@ describe("filters → LogFilter", () => {
           model: " gpt-4o ",
           provider: "openai",
           key: "team-a",
+          protocol: " anthropic ",
+          upstreamProtocol: "openai-chat",
           status: "5xx",
           latencyMin: "100",
           latencyMax: "2,000",
@@ -57,6 +64,8 @@ describe("filters → LogFilter", () => {
     expect(f.model).toBe("gpt-4o");
     expect(f.provider).toBe("openai");
     expect(f.key).toBe("team-a");
+    expect(f.protocol).toBe("anthropic");
+    expect(f.upstreamProtocol).toBe("openai-chat");
     expect([f.statusMin, f.statusMax]).toEqual([500, 599]);
     expect([f.minLatencyMs, f.maxLatencyMs]).toEqual([100n, 2000n]);
     expect([f.minTokens, f.maxTokens]).toEqual([10n, 5000n]);
@@ -122,10 +131,12 @@ describe("ListLogsRequest and FollowLogsRequest", () => {
   });
 
   it("following drops the time bounds but keeps the rest", () => {
-    const r = ok(toFollowLogsRequest({ ...DEFAULT_FILTERS, range: "custom", from: "2026-11-01T00:00:00Z", to: "2026-11-02T00:00:00Z", model: "m", errorsOnly: true }, NOW));
+    const r = ok(toFollowLogsRequest({ ...DEFAULT_FILTERS, range: "custom", from: "2026-11-01T00:00:00Z", to: "2026-11-02T00:00:00Z", model: "m", protocol: "gemini", upstreamProtocol: "anthropic", errorsOnly: true }, NOW));
     expect(r.filter?.sinceMs).toBe(0n);
     expect(r.filter?.untilMs).toBe(0n);
     expect(r.filter?.model).toBe("m");
+    expect(r.filter?.protocol).toBe("gemini");
+    expect(r.filter?.upstreamProtocol).toBe("anthropic");
     expect(r.filter?.errorsOnly).toBe(true);
   });
 });
@@ -144,6 +155,8 @@ describe("URL query", () => {
       model: "gpt-4o",
       provider: "open ai",
       key: "team&a",
+      protocol: "openai-responses",
+      upstreamProtocol: "openai-chat",
       status: "400-499",
       latencyMin: "10",
       latencyMax: "900",
@@ -159,6 +172,8 @@ describe("URL query", () => {
     const q = filtersToQuery(f);
     expect(q).toContain("key=team%26a");
     expect(q).toContain("errors=1");
+    expect(q).toContain("protocol=openai-responses");
+    expect(q).toContain("upstream_protocol=openai-chat");
     expect(filtersFromQuery(q)).toEqual(f);
     expect(filtersFromQuery(`?${q}`)).toEqual(f);
   });
@@ -172,9 +187,30 @@ describe("URL query", () => {
     expect(f).toEqual(DEFAULT_FILTERS);
   });
 
+  it("reads the protocols, trimmed, and counts each as a filter", () => {
+    const f = filtersFromQuery("protocol=%20anthropic%20&upstream_protocol=gemini");
+    expect([f.protocol, f.upstreamProtocol]).toEqual(["anthropic", "gemini"]);
+    expect(activeFilterCount(f)).toBe(2);
+    expect(activeFilterCount({ ...DEFAULT_FILTERS, upstreamProtocol: "openai" })).toBe(1);
+    expect(filtersToQuery({ ...DEFAULT_FILTERS, protocol: "anthropic" })).toBe("protocol=anthropic");
+  });
+
   it("a change of filter starts at the first page; paging keeps the filter", () => {
     const f = { ...DEFAULT_FILTERS, page: "p2" };
     expect(withFilters(f, { model: "m" }).page).toBe("");
     expect(withFilters(f, { page: "p3" })).toEqual({ ...DEFAULT_FILTERS, page: "p3" });
+  });
+});
+
+describe("protocol choices", () => {
+  it("offer every client protocol a record can carry, once", () => {
+    const values = CLIENT_PROTOCOL_CHOICES.map((c) => c.value);
+    expect(values).toEqual(["openai-chat", "openai-responses", "anthropic", "gemini", "openai"]);
+    expect(new Set(values).size).toBe(values.length);
+  });
+
+  it("offer every provider protocol as an upstream protocol", () => {
+    expect(UPSTREAM_PROTOCOL_CHOICES.map((c) => c.value)).toEqual(["openai", "openai-chat", "anthropic", "gemini"]);
+    expect(UPSTREAM_PROTOCOL_CHOICES.every((c) => c.label && c.label !== c.value)).toBe(true);
   });
 });

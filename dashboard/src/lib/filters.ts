@@ -11,6 +11,7 @@ import {
   LogFilterSchema,
   type LogFilter,
 } from "@/gen/llmgw/v1/admin_pb";
+import { PROTOCOLS } from "@/lib/protocols";
 
 export const TIME_PRESETS = [
   { value: "15m", label: "Last 15 minutes", ms: 15 * 60_000 },
@@ -27,6 +28,27 @@ export type SortKey = (typeof SORT_KEYS)[number];
 
 export const PAGE_SIZES = [25, 50, 100, 200] as const;
 
+export interface ProtocolFilterChoice {
+  value: string;
+  label: string;
+}
+
+/**
+ * The client protocols a record can carry (RequestLog.protocol): the
+ * client API by its wire name. "openai" is the pass-through OpenAI
+ * endpoints, and every OpenAI request on records older than these names.
+ */
+export const CLIENT_PROTOCOL_CHOICES: ProtocolFilterChoice[] = [
+  { value: "openai-chat", label: "OpenAI Chat Completions" },
+  { value: "openai-responses", label: "OpenAI Responses" },
+  { value: "anthropic", label: "Anthropic Messages" },
+  { value: "gemini", label: "Google Gemini" },
+  { value: "openai", label: "OpenAI (embeddings, legacy completions)" },
+];
+
+/** The upstream protocols a record can carry: a provider's configured protocol. */
+export const UPSTREAM_PROTOCOL_CHOICES: ProtocolFilterChoice[] = PROTOCOLS.map(({ value, label }) => ({ value, label }));
+
 /** What the filter form holds. Numbers stay as typed until they are sent. */
 export interface LogFilters {
   /** A TIME_PRESETS value. */
@@ -37,6 +59,10 @@ export interface LogFilters {
   model: string;
   provider: string;
   key: string;
+  /** The client's protocol (a CLIENT_PROTOCOL_CHOICES value); "" is any. */
+  protocol: string;
+  /** The answering upstream's protocol (an UPSTREAM_PROTOCOL_CHOICES value); "" is any. */
+  upstreamProtocol: string;
   /** "", "2xx" … "5xx", "429" or "400-499". */
   status: string;
   latencyMin: string;
@@ -59,6 +85,8 @@ export const DEFAULT_FILTERS: LogFilters = {
   model: "",
   provider: "",
   key: "",
+  protocol: "",
+  upstreamProtocol: "",
   status: "",
   latencyMin: "",
   latencyMax: "",
@@ -82,7 +110,7 @@ export function withFilters(f: LogFilters, patch: Partial<LogFilters>): LogFilte
 /** Whether anything narrows the view beyond the time range. */
 export function activeFilterCount(f: LogFilters): number {
   let count = 0;
-  for (const k of ["model", "provider", "key", "status", "stream"] as const) if (f[k]) count++;
+  for (const k of ["model", "provider", "key", "protocol", "upstreamProtocol", "status", "stream"] as const) if (f[k]) count++;
   if (f.latencyMin || f.latencyMax) count++;
   if (f.tokensMin || f.tokensMax) count++;
   if (f.errorsOnly) count++;
@@ -98,6 +126,8 @@ const QUERY_KEYS: [keyof LogFilters, string][] = [
   ["model", "model"],
   ["provider", "provider"],
   ["key", "key"],
+  ["protocol", "protocol"],
+  ["upstreamProtocol", "upstream_protocol"],
   ["status", "status"],
   ["latencyMin", "lat_min"],
   ["latencyMax", "lat_max"],
@@ -140,6 +170,8 @@ export function filtersFromQuery(search: string | URLSearchParams): LogFilters {
   f.model = get("model");
   f.provider = get("provider");
   f.key = get("key");
+  f.protocol = get("protocol");
+  f.upstreamProtocol = get("upstream_protocol");
   f.status = get("status");
   f.latencyMin = get("lat_min");
   f.latencyMax = get("lat_max");
@@ -231,6 +263,8 @@ export function toLogFilter(f: LogFilters, now: number): Parsed<LogFilter> {
       model: f.model.trim(),
       provider: f.provider.trim(),
       key: f.key.trim(),
+      protocol: f.protocol.trim(),
+      upstreamProtocol: f.upstreamProtocol.trim(),
       statusMin: status.value.min,
       statusMax: status.value.max,
       minLatencyMs: latMin.value,

@@ -14,15 +14,18 @@ import type { RequestLog } from "@/gen/llmgw/v1/logs_pb";
 import { api, errorMessage } from "@/lib/api";
 import {
   activeFilterCount,
+  CLIENT_PROTOCOL_CHOICES,
   DEFAULT_FILTERS,
   filtersFromQuery,
   filtersToQuery,
   type LogFilters,
   PAGE_SIZES,
   type SortKey,
+  type ProtocolFilterChoice,
   TIME_PRESETS,
   toFollowLogsRequest,
   toListLogsRequest,
+  UPSTREAM_PROTOCOL_CHOICES,
   withFilters,
 } from "@/lib/filters";
 import { formatClock, formatCost, formatDateTime, formatDuration, formatTokens } from "@/lib/format";
@@ -404,11 +407,20 @@ function FilterBar({ filters, onChange }: { filters: LogFilters; onChange: (f: L
       </option>
     ));
   };
+  // A protocol from the URL that is not among the choices is kept, shown by its name.
+  const protocolOptions = (choices: ProtocolFilterChoice[], value: string) => {
+    const all = value && !choices.some((c) => c.value === value) ? [...choices, { value, label: value }] : choices;
+    return all.map((c) => (
+      <option key={c.value} value={c.value}>
+        {c.label}
+      </option>
+    ));
+  };
 
   return (
     <Card className="mb-4 p-4">
       <form role="search" aria-label="Log filters" onSubmit={(e) => e.preventDefault()} className="grid gap-3">
-        <div className="grid grid-cols-2 gap-3 sm:grid-cols-3 lg:grid-cols-6">
+        <div className="grid grid-cols-2 gap-3 sm:grid-cols-3 lg:grid-cols-4">
           <FilterField label="Time" id="f-range">
             <Select
               id="f-range"
@@ -489,6 +501,18 @@ function FilterBar({ filters, onChange }: { filters: LogFilters; onChange: (f: L
               <option value="">Any</option>
               <option value="yes">Streaming</option>
               <option value="no">Not streaming</option>
+            </Select>
+          </FilterField>
+          <FilterField label="Client protocol" id="f-protocol">
+            <Select id="f-protocol" value={draft.protocol} onChange={(e) => now({ protocol: e.target.value })}>
+              <option value="">Any client protocol</option>
+              {protocolOptions(CLIENT_PROTOCOL_CHOICES, draft.protocol)}
+            </Select>
+          </FilterField>
+          <FilterField label="Upstream protocol" id="f-upstream-protocol">
+            <Select id="f-upstream-protocol" value={draft.upstreamProtocol} onChange={(e) => now({ upstreamProtocol: e.target.value })}>
+              <option value="">Any upstream protocol</option>
+              {protocolOptions(UPSTREAM_PROTOCOL_CHOICES, draft.upstreamProtocol)}
             </Select>
           </FilterField>
         </div>
