@@ -1590,11 +1590,13 @@ def _os_release():
 
 def versions():
     v = {}
-    for name, cmd in [("nginx", ["nginx", "-v"]), ("wrk", ["wrk", "-v"]), ("oha", [oha_path(), "--version"])]:
+    for name, cmd in [("nginx", ["nginx", "-v"]), ("wrk", ["wrk", "-v"]), ("oha", ["oha", "--version"])]:
         try:
+            if name == "oha":
+                cmd[0] = oha_path()
             r = subprocess.run(cmd, capture_output=True, text=True)
             v[name] = (r.stdout + r.stderr).strip().splitlines()[0]
-        except (OSError, IndexError):
+        except (OSError, IndexError, RuntimeError):
             v[name] = None
     try:
         v["llmgw"] = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],

@@ -8,8 +8,8 @@
 //! move ejected outliers to the back (at most `max_ejected` of them).
 
 use crate::rules::Facts;
-use crate::table::{Model, Target};
 use crate::serving::{serving, ClientApi, Serving};
+use crate::table::{Model, Target};
 use crate::validate::{Protocol, Strategy};
 
 /// Runtime state a strategy reads: rotation counters, latency estimates,
@@ -460,7 +460,12 @@ mod tests {
             }
         );
         let only_anthropic = model(Strategy::Priority, vec![target(&a, "claude", 0, 1, None)]);
-        let p2 = super::plan(&only_anthropic, ClientApi::Embeddings, &NoFacts, &FreshState);
+        let p2 = super::plan(
+            &only_anthropic,
+            ClientApi::Embeddings,
+            &NoFacts,
+            &FreshState,
+        );
         assert!(p2.order.is_empty());
         assert!(p2.empty_reason(&only_anthropic).contains("protocol"));
     }

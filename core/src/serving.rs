@@ -166,12 +166,10 @@ pub fn serving(api: ClientApi, p: Protocol) -> Serving {
             to: provider_wire(p),
         },
         (A::CountTokens | A::GeminiCountTokens, P::OpenAi | P::OpenAiChat) => Serving::CountLocally,
-        (A::Chat | A::Responses | A::Messages | A::GeminiGenerate, _) => {
-            Serving::Translate {
-                from: api.wire().unwrap_or(WireFormat::Chat),
-                to: provider_wire(p),
-            }
-        }
+        (A::Chat | A::Responses | A::Messages | A::GeminiGenerate, _) => Serving::Translate {
+            from: api.wire().unwrap_or(WireFormat::Chat),
+            to: provider_wire(p),
+        },
     }
 }
 

@@ -1,12 +1,13 @@
 //! The envelope that carries opaque reasoning state through a client whose
 //! protocol has no field for it, or none for that family.
 //!
-//! Two forms, both made only of `[A-Za-z0-9_-]` so that any id or
-//! signature field accepts them:
-//! - a value: `lgw1` + family letter (`a`, `g`, `o`) + `_` + the state in
-//!   base64url. It stands in a field the client echoes back as it is (an
-//!   Anthropic `signature`, a Gemini `thoughtSignature`, a Responses
-//!   `encrypted_content`) when the state came from another family.
+//! Two forms:
+//! - a value: standard base64 of `lgw1` + family letter (`a`, `g`, `o`) +
+//!   `:` + the state. Base64, because Gemini's `thoughtSignature` is a
+//!   protobuf `bytes` field that SDKs decode. It stands in a field the
+//!   client echoes back as it is (an Anthropic `signature`, a Gemini
+//!   `thoughtSignature`, a Responses `encrypted_content`) when the state
+//!   came from another family.
 //! - a tool-call id: `lgwc_` + base64url of a small JSON object with the
 //!   original id, the thinking of the turn and the call's own signature,
 //!   for clients (OpenAI chat) whose only echoed field is the call id.
@@ -14,7 +15,7 @@
 //! Decoders of client requests unwrap both; anything without the prefix
 //! is the client protocol's own native state.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use serde_json::{json, Value};
 
@@ -46,26 +47,28 @@ pub fn wrap(state: &Opaque, native: Family) -> String {
     if state.family == native {
         return state.value.clone();
     }
-    format!(
-        "{VALUE_PREFIX}{}_{}",
-        letter(state.family),
-        URL_SAFE_NO_PAD.encode(state.value.as_bytes())
-    )
+    let mut raw = format!("{VALUE_PREFIX}{}:", letter(state.family)).into_bytes();
+    raw.extend_from_slice(state.value.as_bytes());
+    STANDARD.encode(raw)
 }
 
 /// What a client of family `native` sent back: enveloped state from
-/// another family, else its own.
+/// another family, else its own. The envelope is read in either base64
+/// alphabet, padded or not (google-genai re-encodes bytes URL-safe).
 pub fn unwrap(value: &str, native: Family) -> Opaque {
-    let decoded = value.strip_prefix(VALUE_PREFIX).and_then(|rest| {
-        let mut chars = rest.chars();
-        let family = family_of(chars.next()?)?;
-        let b64 = chars.as_str().strip_prefix('_')?;
-        let bytes = URL_SAFE_NO_PAD.decode(b64).ok()?;
-        Some(Opaque {
-            family,
-            value: String::from_utf8(bytes).ok()?,
-        })
-    });
+    let decoded = [&STANDARD, &URL_SAFE, &STANDARD_NO_PAD, &URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(value).ok())
+        .and_then(|bytes| {
+            let rest = bytes.strip_prefix(VALUE_PREFIX.as_bytes())?;
+            let (&l, rest) = rest.split_first()?;
+            let family = family_of(char::from(l))?;
+            let state = rest.strip_prefix(b":")?;
+            Some(Opaque {
+                family,
+                value: String::from_utf8(state.to_vec()).ok()?,
+            })
+        });
     decoded.unwrap_or_else(|| Opaque {
         family: native,
         value: value.to_string(),
@@ -164,11 +167,11 @@ mod tests {
             value: "CiQB+/sig==".into(),
         };
         let w = wrap(&g, Family::Anthropic);
-        assert!(w.starts_with("lgw1g_"));
-        assert!(w
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+        assert_eq!(STANDARD.decode(&w).unwrap()[..6], *b"lgw1g:");
         assert_eq!(unwrap(&w, Family::Anthropic), g);
+        // As google-genai sends bytes back: URL-safe, padded.
+        let again = URL_SAFE.encode(STANDARD.decode(&w).unwrap());
+        assert_eq!(unwrap(&again, Family::Gemini), g);
         assert_eq!(wrap(&g, Family::Gemini), g.value);
         assert_eq!(unwrap("plain", Family::Anthropic).family, Family::Anthropic);
     }

@@ -83,21 +83,15 @@ TOOLS = ["get_weather", "get_time", "get_news"]
 #: Gateway bugs the grid found, by name: what happens instead of what the
 #: test expects. A cell they break is marked `bug(name)`.
 BUGS = {
-    "gemini-signature-envelope": (
-        "protocols/src/envelope.rs wrap(): opaque state of another family reaches a Gemini client as "
-        "thoughtSignature 'lgw1a_...'/'lgw1o_...', which is not valid base64, but thoughtSignature is a "
-        "protobuf bytes field: google-genai cannot parse the answer (pydantic 'Data should be valid base64')"
-    ),
     "stream-error-not-recorded": (
         "a stream that ends with the upstream's own in-stream error (Chat data {error}, Anthropic event: "
         "error, Gemini {error}, Responses response.failed) is logged as a success (error '', status 200) "
         "when passed through, and when translated from a Responses upstream (response.failed counts as a "
         "normal end)"
     ),
-    "count-record": (
-        "count_tokens records: passed through, input_tokens is 0 and usage_source 'none' although the "
-        "upstream's count went to the client; translated, usage_source is 'none' (Finish::complete in "
-        "dataplane/src/proxy/record.rs overwrites the 'reported' respond.rs set)"
+    "ir-field-path": (
+        "protocols/src/gemini.rs:807 names a refused image 'messages[i].content[j]' whatever the client's "
+        "protocol: a Responses client's body has no 'messages' (its path is 'input[0].content[1]')"
     ),
 }
 
@@ -626,7 +620,6 @@ class Target:
 class Grid:
     gw: Gateway
     key: str
-    key_name: str
     targets: dict[tuple[str, tuple[str, ...]], Target] = field(default_factory=dict)
 
     def target(self, upstream: str, *opts: str) -> Target:
@@ -648,8 +641,8 @@ class Grid:
 @pytest.fixture(scope="session")
 def grid(gw: Gateway) -> Grid:
     # A key for every model, present and future.
-    name, key = gw.add_key(prefix="grid")
-    return Grid(gw, key, name)
+    _, key = gw.add_key(prefix="grid")
+    return Grid(gw, key)
 
 
 def one_request(t: Target, mark: int) -> dict[str, Any]:
@@ -786,8 +779,7 @@ def test_text(grid: Grid, client: str, upstream: str, stream: bool) -> None:
     check_record(grid, client, upstream, reply, up)
 
 
-@pytest.mark.parametrize("client,upstream,stream", cells(marks=lambda c, u, s: (
-    [bug("gemini-signature-envelope")] if (c, u) == ("gemini", "anthropic") else [])))
+@pytest.mark.parametrize("client,upstream,stream", cells())
 def test_usage_with_cache_and_reasoning(grid: Grid, client: str, upstream: str, stream: bool) -> None:
     """Cache reads and writes and reasoning, normalized: each protocol's
     input means what it means there (OpenAI and Gemini count the cache in,
@@ -831,11 +823,7 @@ def raw_request(gw: Gateway, client: str, model: str, key: str, stream: bool) ->
     return httpx.post(f"{gw.url}{path}", content=body.encode(), headers=headers, timeout=30)
 
 
-NATIVE_CELLS = [(c, u) for u in UPSTREAMS for c in CLIENTS if passes_through(c, u)]
-
-
-@pytest.mark.parametrize("client,upstream,stream", [
-    pytest.param(c, u, s, id=f"{c}->{u}-{'stream' if s else 'whole'}") for c, u in NATIVE_CELLS for s in (False, True)])
+@pytest.mark.parametrize("client,upstream,stream", [p for p in cells() if passes_through(*p.values[:2])])
 def test_same_protocol_is_byte_exact(grid: Grid, client: str, upstream: str, stream: bool) -> None:
     """A request the upstream speaks natively reaches it byte for byte but
     for `model` (and, for a chat stream, `stream_options.include_usage`)."""
@@ -901,5 +889,22 @@ def test_tool_calls(grid: Grid, client: str, upstream: str, stream: bool, varian
     assert reply.finish == FINISH[client]["tool_use"]
     # Each call's arguments are 4 fragments, 4 output tokens.
     up = upstream_usage(upstream, len(TOOL_PROMPT.split()), 0, 0, 4 * n, 0)
+    assert reply.usage == native_usage(client, *up)
+    check_record(grid, client, upstream, reply, up)
+
+
+@pytest.mark.parametrize("shape", ["content-and-finish", "usage-in-finish"])
+@pytest.mark.parametrize("client,upstream,stream", cells(upstreams=["openai-chat"], streams=(True,)))
+def test_chat_upstream_stream_shapes(grid: Grid, client: str, upstream: str, stream: bool, shape: str) -> None:
+    """What several OpenAI-compatible servers do: `finish_reason` on the
+    last content delta, or usage in the finish chunk. Text, end and usage
+    come through the same."""
+    t = grid.target(upstream)
+    c = grid.client(client)
+    c.user(PROMPT)
+    reply = c.send(t.model, stream, headers={f"x-mock-{shape}": "1"})
+    assert reply.text == TEXT
+    assert reply.finish == FINISH[client]["stop"]
+    up = upstream_usage(upstream, PROMPT_WORDS, 0, 0, 4, 0)
     assert reply.usage == native_usage(client, *up)
     check_record(grid, client, upstream, reply, up)

@@ -225,9 +225,10 @@ impl Proxy {
                     record::log_response_body(&mut finish.encoded, &body, log_cap);
                 }
                 if counting {
+                    // The count as usage: `complete` records it, unbilled
+                    // (a count is not `counted`).
                     finish.record.count_source = "upstream".into();
-                    finish.record.usage_source = "reported".into();
-                    finish.record.input_tokens = usage.map_or(0, |u| u.input);
+                    finish.usage = usage;
                 } else {
                     finish.usage = usage;
                     finish.completion_text = text;
