@@ -145,6 +145,13 @@ pub struct Cli {
     #[arg(long, env = "LLMGW_SPOOL_MAX_BYTES", value_name = "BYTES", default_value_t = crate::logs::DEFAULT_SPOOL_MAX_BYTES)]
     pub spool_max_bytes: u64,
 
+    /// Free space the spool leaves on its filesystem: a write that would
+    /// leave less first drops the oldest unshipped records, then refuses new
+    /// ones (counted in `llmgw_log_records_lost_total{reason="disk_reserve"}`).
+    /// 0 turns the reserve off.
+    #[arg(long, env = "LLMGW_SPOOL_MIN_FREE_BYTES", value_name = "BYTES", default_value_t = crate::logs::DEFAULT_SPOOL_MIN_FREE_BYTES)]
+    pub spool_min_free_bytes: u64,
+
     /// Longest time, in milliseconds, between writing a request log to the
     /// spool and `fdatasync`ing it: what a machine crash or power loss can
     /// lose (a killed process loses nothing). 0 syncs after every write.
@@ -198,6 +205,7 @@ impl Cli {
         config.shutdown_grace = Duration::from_secs(self.shutdown_grace_s);
         config.spool_dir = self.spool_dir;
         config.spool_max_bytes = self.spool_max_bytes;
+        config.spool_min_free_bytes = self.spool_min_free_bytes;
         config.spool_sync_interval = Duration::from_millis(self.spool_sync_ms);
         config.request_log = self.request_log;
         Ok(config)
@@ -231,6 +239,8 @@ pub struct Config {
     /// Request-log spool folder; `None` means `./data/spool/<node_id>`.
     pub spool_dir: Option<std::path::PathBuf>,
     pub spool_max_bytes: u64,
+    /// Free space the spool leaves on its filesystem (`--spool-min-free-bytes`).
+    pub spool_min_free_bytes: u64,
     /// Longest time between a spool write and its `fdatasync`.
     pub spool_sync_interval: Duration,
     /// What is recorded of each request (`--request-log`).
@@ -254,6 +264,7 @@ impl Config {
             backoff_max: Duration::from_secs(10),
             spool_dir: None,
             spool_max_bytes: crate::logs::DEFAULT_SPOOL_MAX_BYTES,
+            spool_min_free_bytes: crate::logs::DEFAULT_SPOOL_MIN_FREE_BYTES,
             spool_sync_interval: crate::logs::DEFAULT_SYNC_INTERVAL,
             request_log: RequestLogMode::Full,
         }
@@ -276,6 +287,7 @@ impl fmt::Debug for Config {
             .field("backoff_initial", &self.backoff_initial)
             .field("backoff_max", &self.backoff_max)
             .field("spool_dir", &self.spool_dir)
+            .field("spool_min_free_bytes", &self.spool_min_free_bytes)
             .field("spool_sync_interval", &self.spool_sync_interval)
             .field("request_log", &self.request_log)
             .finish()
@@ -444,6 +456,15 @@ mod tests {
         assert!(!RequestLogMode::Off.records() && !RequestLogMode::Off.bodies());
         assert!(RequestLogMode::Metadata.records() && !RequestLogMode::Metadata.bodies());
         assert!(RequestLogMode::Full.records() && RequestLogMode::Full.bodies());
+    }
+
+    #[test]
+    fn spool_min_free_bytes_defaults_to_64_mib() {
+        let c = parse(&["--dataplane-token", "t"]).unwrap();
+        assert_eq!(c.spool_min_free_bytes, 64 << 20);
+        let c = parse(&["--dataplane-token", "t", "--spool-min-free-bytes", "0"]).unwrap();
+        assert_eq!(c.spool_min_free_bytes, 0);
+        assert!(parse(&["--dataplane-token", "t", "--spool-min-free-bytes", "-1"]).is_err());
     }
 
     #[test]

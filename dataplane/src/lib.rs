@@ -87,7 +87,7 @@ pub async fn start(config: Config) -> Result<Running> {
         proxy: proxy::Proxy::new(
             table.clone(),
             Arc::clone(&log_sink),
-            metrics::Metrics::new(),
+            metrics::Metrics::with_log_losses(logs.losses()),
             config.node_id.clone(),
             config.request_log,
         ),

@@ -12,7 +12,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use llmgw_proto::v1 as pb;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -108,8 +111,40 @@ fn status_class(status: u32) -> String {
     }
 }
 
+/// `llmgw_log_records_lost_total{reason}`: the request-log pipeline's loss
+/// counters ([`crate::logs::Losses`]), read at each scrape. The reasons are
+/// a fixed set; every one is shown, zero or not.
+#[derive(Debug)]
+struct LogLosses(Arc<crate::logs::Losses>);
+
+impl Collector for LogLosses {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut metric = encoder.encode_descriptor(
+            "log_records_lost",
+            "Request records lost before reaching the control plane, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, n) in self.0.snapshot() {
+            let labels = [("reason", reason.label())];
+            ConstCounter::new(n).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 impl Metrics {
     pub fn new() -> Arc<Self> {
+        Metrics::build(None)
+    }
+
+    /// Also exports the request-log pipeline's losses by reason
+    /// (`llmgw_log_records_lost_total{reason}`).
+    pub fn with_log_losses(losses: Arc<crate::logs::Losses>) -> Arc<Self> {
+        Metrics::build(Some(losses))
+    }
+
+    fn build(log_losses: Option<Arc<crate::logs::Losses>>) -> Arc<Self> {
         let mut registry = Registry::with_prefix("llmgw");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
@@ -161,9 +196,12 @@ impl Metrics {
         );
         registry.register(
             "log_records_dropped",
-            "Request records dropped because the queue or spool was full",
+            "Request records lost for any reason (llmgw_log_records_lost_total by reason)",
             log_records_dropped.clone(),
         );
+        if let Some(losses) = log_losses {
+            registry.register_collector(Box::new(LogLosses(losses)));
+        }
         registry.register(
             "log_records_quarantined",
             "Request records the control plane could not store and quarantined",
@@ -337,6 +375,35 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_losses_are_exported_by_reason() {
+        use crate::logs::{LossReason, Losses};
+        let losses = Arc::new(Losses::default());
+        let m = Metrics::with_log_losses(Arc::clone(&losses));
+        losses.add(LossReason::DiskReserve, 7);
+        losses.add(LossReason::WriteError, 2);
+        let text = m.encode();
+        assert!(text.contains("# TYPE llmgw_log_records_lost counter"), "{text}");
+        assert!(
+            text.contains(r#"llmgw_log_records_lost_total{reason="disk_reserve"} 7"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"llmgw_log_records_lost_total{reason="write_error"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"llmgw_log_records_lost_total{reason="queue_full"} 0"#),
+            "{text}"
+        );
+        // Read at each scrape.
+        losses.add(LossReason::DiskReserve, 1);
+        assert!(m
+            .encode()
+            .contains(r#"llmgw_log_records_lost_total{reason="disk_reserve"} 8"#));
+        assert!(!Metrics::new().encode().contains("log_records_lost"));
+    }
 
     #[test]
     fn counts_requests_without_keys_as_labels() {

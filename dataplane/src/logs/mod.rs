@@ -11,7 +11,13 @@
 //!
 //! [`LogsHandle::flush`] is the graceful end: stop accepting, write what is
 //! queued, and wait (bounded) for the control plane to acknowledge it.
+//!
+//! A record given up anywhere on the way (queue full, spool bounds, disk
+//! reserve, write errors, damaged frames) is counted once by reason in the
+//! pipeline's [`Losses`], which `/metrics` exports and which reports them in
+//! the process log at a bounded rate.
 
+pub mod loss;
 pub mod shipper;
 pub mod spool;
 pub mod wire;
@@ -19,13 +25,14 @@ mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use http::Uri;
 use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::metadata::AsciiMetadataValue;
@@ -33,39 +40,55 @@ use tonic::transport::Certificate;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
+pub use loss::{LossReason, Losses};
 use shipper::{ShipCounters, Shipper};
 use spool::{Spool, SpoolOptions, SpoolStats};
 pub use wire::{FieldWriter, LogRecord};
 
+/// Where request handlers hand their finished records. It never waits.
 #[derive(Debug)]
 pub struct LogSink {
     tx: mpsc::Sender<LogRecord>,
-    dropped: AtomicU64,
+    losses: Arc<Losses>,
+}
+
+/// The other end of a [`LogSink`], for [`spawn`]: the queue, and the loss
+/// counters the whole pipeline shares.
+#[derive(Debug)]
+pub struct LogReceiver {
+    rx: mpsc::Receiver<LogRecord>,
+    losses: Arc<Losses>,
 }
 
 impl LogSink {
-    pub fn new(capacity: usize) -> (LogSink, mpsc::Receiver<LogRecord>) {
+    pub fn new(capacity: usize) -> (LogSink, LogReceiver) {
         let (tx, rx) = mpsc::channel(capacity);
+        let losses = Arc::new(Losses::default());
         (
             LogSink {
                 tx,
-                dropped: AtomicU64::new(0),
+                losses: Arc::clone(&losses),
             },
-            rx,
+            LogReceiver { rx, losses },
         )
     }
 
     pub fn send(&self, record: impl Into<LogRecord>) {
-        if self.tx.try_send(record.into()).is_err() {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if n.is_power_of_two() {
-                tracing::warn!(dropped = n, "request-log queue full: records dropped");
-            }
+        match self.tx.try_send(record.into()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.losses.add(LossReason::QueueFull, 1),
+            Err(TrySendError::Closed(_)) => self.losses.add(LossReason::Shutdown, 1),
         }
     }
 
+    /// Records dropped here: the queue was full or closed.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.losses.count(LossReason::QueueFull) + self.losses.count(LossReason::Shutdown)
+    }
+
+    /// The loss counters of the whole pipeline.
+    pub fn losses(&self) -> &Arc<Losses> {
+        &self.losses
     }
 
     /// Completes once the pipeline stopped accepting records (after
@@ -77,6 +100,9 @@ impl LogSink {
 
 /// Default bound of the spool's size on disk (`--spool-max-bytes`).
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 << 20;
+/// Default free space the spool leaves on its filesystem
+/// (`--spool-min-free-bytes`).
+pub const DEFAULT_SPOOL_MIN_FREE_BYTES: u64 = 64 << 20;
 /// Default segment size: the unit in which the spool is trimmed.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 8 << 20;
 /// Default time the writer gathers records before writing a batch.
@@ -105,14 +131,18 @@ pub fn default_spool_dir(node_id: &str) -> PathBuf {
 }
 
 /// Settings of the shipping pipeline. [`LogsConfig::from_config`] takes the
-/// connection settings from the data plane's [`crate::Config`]; adjust
-/// `spool_dir` and `max_bytes` from `--spool-dir` / `--spool-max-bytes`.
+/// connection settings and the free-space reserve from the data plane's
+/// [`crate::Config`]; adjust `spool_dir` and `max_bytes` from `--spool-dir`
+/// / `--spool-max-bytes`.
 #[derive(Clone)]
 pub struct LogsConfig {
     /// Folder of this node's spool; created if missing.
     pub spool_dir: PathBuf,
     /// Bound of the spool's size; past it the oldest segment is dropped.
     pub max_bytes: u64,
+    /// Free space the spool leaves on its filesystem; past it the oldest
+    /// segment is dropped, then new records are refused. 0: no reserve.
+    pub min_free_bytes: u64,
     /// Segment size (clamped to at most a quarter of `max_bytes`).
     pub segment_bytes: u64,
     /// Longest time between writing a record and `fdatasync`ing it. Every
@@ -159,6 +189,7 @@ impl LogsConfig {
         LogsConfig {
             spool_dir: default_spool_dir(&node_id),
             max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            min_free_bytes: DEFAULT_SPOOL_MIN_FREE_BYTES,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             sync_interval: DEFAULT_SYNC_INTERVAL,
             node_id,
@@ -180,7 +211,8 @@ impl LogsConfig {
     }
 
     /// Node, control planes, token, TLS, timeouts and backoff as discovery
-    /// uses them; spool settings at their defaults.
+    /// uses them, and the free-space reserve; other spool settings at their
+    /// defaults.
     pub fn from_config(config: &crate::Config) -> Self {
         let mut c = LogsConfig::new(
             config.node_id.clone(),
@@ -193,6 +225,7 @@ impl LogsConfig {
         c.keepalive_timeout = config.keepalive_timeout;
         c.backoff_initial = config.backoff_initial;
         c.backoff_max = config.backoff_max;
+        c.min_free_bytes = config.spool_min_free_bytes;
         c
     }
 }
@@ -203,6 +236,7 @@ impl fmt::Debug for LogsConfig {
         f.debug_struct("LogsConfig")
             .field("spool_dir", &self.spool_dir)
             .field("max_bytes", &self.max_bytes)
+            .field("min_free_bytes", &self.min_free_bytes)
             .field("segment_bytes", &self.segment_bytes)
             .field("sync_interval", &self.sync_interval)
             .field("node_id", &self.node_id)
@@ -222,7 +256,7 @@ impl fmt::Debug for LogsConfig {
 /// problems: no control-plane URL, a token unfit for a header, a spool
 /// folder that cannot be created or read. An unreachable control plane is
 /// retried in the background forever.
-pub async fn spawn(config: LogsConfig, rx: mpsc::Receiver<LogRecord>) -> Result<LogsHandle> {
+pub async fn spawn(config: LogsConfig, rx: LogReceiver) -> Result<LogsHandle> {
     if config.control_planes.is_empty() {
         bail!("no control-plane URL configured for log shipping");
     }
@@ -234,8 +268,10 @@ pub async fn spawn(config: LogsConfig, rx: mpsc::Receiver<LogRecord>) -> Result<
     let opts = SpoolOptions {
         max_bytes: config.max_bytes,
         segment_bytes: config.segment_bytes,
+        min_free_bytes: config.min_free_bytes,
     };
-    let spool = open_spool(dir, opts).await.with_context(|| {
+    let LogReceiver { rx, losses } = rx;
+    let spool = open_spool(dir, opts, Arc::clone(&losses)).await.with_context(|| {
         format!(
             "cannot open the request-log spool in {}",
             config.spool_dir.display()
@@ -276,12 +312,15 @@ pub async fn spawn(config: LogsConfig, rx: mpsc::Receiver<LogRecord>) -> Result<
         }
         .run(),
     );
+    let reporter = tokio::spawn(report_losses(Arc::clone(&losses)));
     Ok(LogsHandle {
         spool,
         counters,
+        losses,
         stop: Some(stop),
         writer: Some(writer),
         shipper: Some(shipper),
+        reporter: Some(reporter),
     })
 }
 
@@ -291,13 +330,24 @@ pub async fn spawn(config: LogsConfig, rx: mpsc::Receiver<LogRecord>) -> Result<
 /// same folder keeps it, and start fails after this wait.
 const SPOOL_LOCK_WAIT: Duration = Duration::from_secs(2);
 
+/// Writes the loss lines held back by the rate limit, once per interval.
+async fn report_losses(losses: Arc<Losses>) {
+    let mut tick = tokio::time::interval(loss::LOSS_LOG_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        losses.report_pending();
+    }
+}
+
 /// Opens the spool on a blocking thread, waiting up to [`SPOOL_LOCK_WAIT`]
 /// while its folder is locked.
-async fn open_spool(dir: PathBuf, opts: SpoolOptions) -> Result<Spool> {
+async fn open_spool(dir: PathBuf, opts: SpoolOptions, losses: Arc<Losses>) -> Result<Spool> {
     let give_up = tokio::time::Instant::now() + SPOOL_LOCK_WAIT;
     loop {
         let d = dir.clone();
-        let opened = tokio::task::spawn_blocking(move || Spool::open(d, opts))
+        let l = Arc::clone(&losses);
+        let opened = tokio::task::spawn_blocking(move || Spool::open_with_losses(d, opts, l))
             .await
             .context("spool recovery task")?;
         match opened {
@@ -320,9 +370,11 @@ async fn open_spool(dir: PathBuf, opts: SpoolOptions) -> Result<Spool> {
 pub struct LogsHandle {
     spool: Arc<Spool>,
     counters: Arc<ShipCounters>,
+    losses: Arc<Losses>,
     stop: Option<oneshot::Sender<()>>,
     writer: Option<JoinHandle<()>>,
     shipper: Option<JoinHandle<()>>,
+    reporter: Option<JoinHandle<()>>,
 }
 
 /// A cheap, cloneable view of the pipeline's counters, for `/metrics`.
@@ -330,6 +382,7 @@ pub struct LogsHandle {
 pub struct LogsStatsReader {
     spool: Arc<Spool>,
     counters: Arc<ShipCounters>,
+    losses: Arc<Losses>,
 }
 
 impl LogsStatsReader {
@@ -337,8 +390,17 @@ impl LogsStatsReader {
         self.spool.depth()
     }
 
+    /// Records lost after the queue, for any reason (spool bounds, disk
+    /// reserve, write errors, oversized, damaged); with
+    /// [`LogSink::dropped`], every record lost. (The name is that of its
+    /// first use, the spool's size bound.)
     pub fn dropped_full(&self) -> u64 {
-        self.spool.stats().dropped_full
+        lost_after_queue(&self.losses)
+    }
+
+    /// Every loss counter, by reason.
+    pub fn losses(&self) -> &Arc<Losses> {
+        &self.losses
     }
 
     pub fn quarantined(&self) -> u64 {
@@ -375,12 +437,23 @@ pub struct FlushReport {
     pub timed_out: bool,
 }
 
+/// Losses of every reason but the queue's own.
+fn lost_after_queue(losses: &Losses) -> u64 {
+    losses.total() - losses.count(LossReason::QueueFull) - losses.count(LossReason::Shutdown)
+}
+
 impl LogsHandle {
     pub fn stats_reader(&self) -> LogsStatsReader {
         LogsStatsReader {
             spool: Arc::clone(&self.spool),
             counters: Arc::clone(&self.counters),
+            losses: Arc::clone(&self.losses),
         }
+    }
+
+    /// Every loss counter, by reason (shared with the [`LogSink`]).
+    pub fn losses(&self) -> Arc<Losses> {
+        Arc::clone(&self.losses)
     }
 
     /// Records in the spool not yet acknowledged.
@@ -390,7 +463,7 @@ impl LogsHandle {
 
     /// Records lost because the spool hit its size bound.
     pub fn dropped_full(&self) -> u64 {
-        self.spool.stats().dropped_full
+        self.losses.count(LossReason::SpoolFull)
     }
 
     /// Records the control plane quarantined.
@@ -465,6 +538,9 @@ impl LogsHandle {
             shipper.abort();
             let _ = shipper.await;
         }
+        if let Some(reporter) = self.reporter.take() {
+            reporter.abort();
+        }
         // The acknowledgement file may lag by up to a second: bring it up
         // to date, so a restart resends nothing that was acknowledged.
         let spool = Arc::clone(&self.spool);
@@ -492,13 +568,15 @@ impl LogsHandle {
                 "request logs flushed to the control plane"
             );
         }
+        // What the rate limit held back, now.
+        self.losses.report_now();
         report
     }
 }
 
 impl Drop for LogsHandle {
     fn drop(&mut self) {
-        for task in [self.writer.take(), self.shipper.take()]
+        for task in [self.writer.take(), self.shipper.take(), self.reporter.take()]
             .into_iter()
             .flatten()
         {
