@@ -15,11 +15,11 @@ use llmgw_proto::v1 as pb;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -384,7 +384,10 @@ mod tests {
         losses.add(LossReason::DiskReserve, 7);
         losses.add(LossReason::WriteError, 2);
         let text = m.encode();
-        assert!(text.contains("# TYPE llmgw_log_records_lost counter"), "{text}");
+        assert!(
+            text.contains("# TYPE llmgw_log_records_lost counter"),
+            "{text}"
+        );
         assert!(
             text.contains(r#"llmgw_log_records_lost_total{reason="disk_reserve"} 7"#),
             "{text}"
@@ -402,7 +405,9 @@ mod tests {
         assert!(m
             .encode()
             .contains(r#"llmgw_log_records_lost_total{reason="disk_reserve"} 8"#));
-        assert!(!Metrics::new().encode().contains("log_records_lost"));
+        assert!(!Metrics::new()
+            .encode()
+            .contains("llmgw_log_records_lost_total{"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use llmgw_dataplane::logs::{self as pipeline, LogSink, LogsConfig, LogsHandle};
+use llmgw_dataplane::logs::{self as pipeline, LogSink, LogsConfig, LogsHandle, LossReason};
 use llmgw_proto::v1::logs_server::{Logs, LogsServer};
 use llmgw_proto::v1::{LogAck, LogBatch, RequestLog};
 use secrecy::SecretString;
@@ -513,6 +513,11 @@ mod logs {
         assert!(handle.dropped_full() > 0, "{stats:?}");
         assert!(stats.dropped_segments > 0, "{stats:?}");
         assert_eq!(handle.spool_depth() + handle.dropped_full(), 400);
+        // Counted once, under its reason, and nothing else lost.
+        let losses = handle.losses();
+        assert_eq!(losses.count(LossReason::SpoolFull), handle.dropped_full());
+        assert_eq!(losses.total(), handle.dropped_full());
+        assert_eq!(handle.stats_reader().dropped_full(), losses.total());
         let kept = handle.spool_depth();
 
         let mock = Mock::start(port).await;
@@ -563,6 +568,8 @@ mod logs {
         timeout(WAIT, sink.closed()).await.unwrap();
         sink.send(rec(99));
         assert_eq!(sink.dropped(), 1);
+        assert_eq!(sink.losses().count(LossReason::Shutdown), 1);
+        assert_eq!(sink.losses().total(), 1);
 
         mock.set_acking(true);
         let report = timeout(WAIT, flush).await.unwrap().unwrap();

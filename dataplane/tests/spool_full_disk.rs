@@ -71,7 +71,11 @@ impl Tmpfs {
         }
         let t = Tmpfs { dir };
         let st = rustix::fs::statvfs(t.path()).unwrap();
-        assert_eq!(st.f_blocks * st.f_frsize, bytes, "the tmpfs has another size");
+        assert_eq!(
+            st.f_blocks * st.f_frsize,
+            bytes,
+            "the tmpfs has another size"
+        );
         t
     }
 
@@ -115,10 +119,15 @@ impl Drop for Tmpfs {
         if !unmounted {
             // Something still holds it open: detach it now, freed when
             // the last file closes.
-            let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
         }
     }
 }
+
+type SnapshotSender = mpsc::UnboundedSender<Result<pb::Snapshot, Status>>;
 
 /// A scripted control plane: discovery sends one snapshot; log ingest
 /// refuses streams while `ingest` is off, and otherwise stores every
@@ -129,7 +138,7 @@ struct Cp {
     ingest: watch::Sender<bool>,
     received: Arc<Mutex<Vec<pb::RequestLog>>>,
     /// Open discovery streams, kept so they stay open.
-    streams: Arc<Mutex<Vec<mpsc::UnboundedSender<Result<pb::Snapshot, Status>>>>>,
+    streams: Arc<Mutex<Vec<SnapshotSender>>>,
 }
 
 #[tonic::async_trait]
@@ -328,7 +337,10 @@ fn value(text: &str, name: &str) -> u64 {
 fn lost(text: &str, reason: LossReason) -> u64 {
     value(
         text,
-        &format!("llmgw_log_records_lost_total{{reason=\"{}\"}}", reason.label()),
+        &format!(
+            "llmgw_log_records_lost_total{{reason=\"{}\"}}",
+            reason.label()
+        ),
     )
 }
 
@@ -409,7 +421,10 @@ mod full_disk {
         config.backoff_max = Duration::from_millis(100);
         config.connect_timeout = Duration::from_secs(2);
         let dp = start(config).await.unwrap();
-        timeout(WAIT, dp.wait_for_version(1)).await.unwrap().unwrap();
+        timeout(WAIT, dp.wait_for_version(1))
+            .await
+            .unwrap()
+            .unwrap();
 
         // 1. The ingest is away: about 6 MiB of records for a 4 MiB disk.
         let mut sent = 0;
@@ -436,7 +451,10 @@ mod full_disk {
             value(t, "llmgw_log_spool_depth") == 0
         })
         .await;
-        until("acknowledged segments trimmed", || segments(&spool_dir) == 0).await;
+        until("acknowledged segments trimmed", || {
+            segments(&spool_dir) == 0
+        })
+        .await;
         let acked = cp.highest_sequence();
         until("the acknowledgement recorded on disk", || {
             spool::persisted_ack(&spool_dir) == Some(acked)

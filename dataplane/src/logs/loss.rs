@@ -190,9 +190,21 @@ impl Losses {
         let label = reason.label();
         match reason {
             LossReason::WriteError | LossReason::Corrupt => {
-                error!(reason = label, records = since, total, "{}", reason.message())
+                error!(
+                    reason = label,
+                    records = since,
+                    total,
+                    "{}",
+                    reason.message()
+                )
             }
-            _ => warn!(reason = label, records = since, total, "{}", reason.message()),
+            _ => warn!(
+                reason = label,
+                records = since,
+                total,
+                "{}",
+                reason.message()
+            ),
         }
     }
 
@@ -230,6 +242,61 @@ mod tests {
                 "oversized",
                 "corrupt"
             ]
+        );
+    }
+
+    /// The process log while `f` runs on this thread.
+    fn log_of(f: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let out = buf.0.lock().unwrap().clone();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_log_lines_name_the_reason_and_count_since_the_last_line() {
+        let l = Losses::new(Duration::from_secs(3600));
+        let first = log_of(|| {
+            l.add(LossReason::DiskReserve, 3);
+            l.add(LossReason::DiskReserve, 4);
+            l.add(LossReason::DiskReserve, 5);
+        });
+        // One line for three losses: the first, at once.
+        assert_eq!(first.lines().count(), 1, "{first}");
+        assert!(first.contains("WARN"), "{first}");
+        assert!(first.contains("--spool-min-free-bytes"), "{first}");
+        assert!(
+            first.contains("reason=\"disk_reserve\" records=3 total=3"),
+            "{first}"
+        );
+        // Held back within the interval; at shutdown, the 9 since.
+        assert!(log_of(|| l.report_pending()).is_empty());
+        let last = log_of(|| l.report_now());
+        assert!(
+            last.contains("reason=\"disk_reserve\" records=9 total=12"),
+            "{last}"
+        );
+        let lost = log_of(|| l.add(LossReason::WriteError, 1));
+        assert!(
+            lost.contains("ERROR") && lost.contains("write_error"),
+            "{lost}"
         );
     }
 

@@ -271,12 +271,14 @@ pub async fn spawn(config: LogsConfig, rx: LogReceiver) -> Result<LogsHandle> {
         min_free_bytes: config.min_free_bytes,
     };
     let LogReceiver { rx, losses } = rx;
-    let spool = open_spool(dir, opts, Arc::clone(&losses)).await.with_context(|| {
-        format!(
-            "cannot open the request-log spool in {}",
-            config.spool_dir.display()
-        )
-    })?;
+    let spool = open_spool(dir, opts, Arc::clone(&losses))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the request-log spool in {}",
+                config.spool_dir.display()
+            )
+        })?;
     let spool = Arc::new(spool);
     let counters = Arc::new(ShipCounters::default());
 
@@ -576,9 +578,13 @@ impl LogsHandle {
 
 impl Drop for LogsHandle {
     fn drop(&mut self) {
-        for task in [self.writer.take(), self.shipper.take(), self.reporter.take()]
-            .into_iter()
-            .flatten()
+        for task in [
+            self.writer.take(),
+            self.shipper.take(),
+            self.reporter.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             task.abort();
         }

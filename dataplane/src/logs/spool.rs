@@ -1327,7 +1327,9 @@ fn encode_ack_slot(generation: u64, acked: u64) -> [u8; ACK_SLOT_BYTES] {
 /// (generation, acked) of a valid slot.
 fn decode_ack_slot(slot: &[u8]) -> Option<(u64, u64)> {
     let slot = slot.get(..ACK_SLOT_USED)?;
-    let u64_at = |i: usize| -> Option<u64> { Some(u64::from_le_bytes(slot.get(i..i + 8)?.try_into().ok()?)) };
+    let u64_at = |i: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(slot.get(i..i + 8)?.try_into().ok()?))
+    };
     let crc = u32::from_le_bytes(slot.get(24..28)?.try_into().ok()?);
     if &slot[..8] != ACK_MAGIC || crc32fast::hash(&slot[..24]) != crc {
         return None;
@@ -1415,8 +1417,7 @@ impl AckFile {
             _ => 0,
         };
         let mut ack = AckFile { file, generation };
-        if matches!(state, AckState::Slots { .. }) && ack.file.metadata()?.len() >= ACK_FILE_BYTES
-        {
+        if matches!(state, AckState::Slots { .. }) && ack.file.metadata()?.len() >= ACK_FILE_BYTES {
             return Ok(ack);
         }
         // Slot 1 first, then slot 0.
@@ -1917,8 +1918,7 @@ mod tests {
             min_free_bytes: u64::MAX / 4,
             ..opts(1 << 20, 1 << 10)
         };
-        let spool =
-            Spool::open_with_losses(dir.path(), no_room, Arc::clone(&losses)).unwrap();
+        let spool = Spool::open_with_losses(dir.path(), no_room, Arc::clone(&losses)).unwrap();
         assert_eq!(spool.depth(), 25);
         let segments = segment_files(dir.path());
         assert!(segments.len() > 2, "{segments:?}");
