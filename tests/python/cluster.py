@@ -756,6 +756,27 @@ def describe_failures(results: Iterable[Result], limit: int = 10) -> str:
 # ---------------------------------------------------------------------------
 
 SPOOL_MAGIC = b"LLMGWSP1"
+ACK_MAGIC = b"LLMGWAK1"
+ACK_SLOT_BYTES = 512
+
+
+def _read_acked(b: bytes) -> int:
+    """The sequence in the `acked` file (spool.rs): the newest valid of its
+    two slots (magic, generation, acked, CRC32 of the 24 bytes before), or
+    the 12-byte format of earlier versions (seq, CRC32 of it); else 0."""
+    best: tuple[int, int] | None = None
+    for off in (0, ACK_SLOT_BYTES):
+        s = b[off:off + 28]
+        if (len(s) == 28 and s[:8] == ACK_MAGIC
+                and zlib.crc32(s[:24]) == int.from_bytes(s[24:28], "little")):
+            gen = int.from_bytes(s[8:16], "little")
+            if best is None or gen > best[0]:
+                best = (gen, int.from_bytes(s[16:24], "little"))
+    if best is not None:
+        return best[1]
+    if len(b) >= 12 and zlib.crc32(b[:8]) == int.from_bytes(b[8:12], "little"):
+        return int.from_bytes(b[:8], "little")
+    return 0
 
 
 def _varint(buf: bytes, i: int) -> tuple[int, int]:
@@ -815,10 +836,6 @@ def read_spool(spool_dir: Path) -> tuple[dict[str, int], int]:
                 break
             records[rid] = seq
             i += 8 + n
-    acked = 0
     ack = spool_dir / "acked"
-    if ack.exists():
-        b = ack.read_bytes()
-        if len(b) == 12 and zlib.crc32(b[:8]) == int.from_bytes(b[8:12], "little"):
-            acked = int.from_bytes(b[:8], "little")
+    acked = _read_acked(ack.read_bytes()) if ack.exists() else 0
     return records, acked
