@@ -14,6 +14,10 @@
 //!   drives the spool itself to `ENOSPC` (no reserve), restarts it on the
 //!   full disk with an acknowledgement file of the old format, and checks
 //!   that the upgrade, the acknowledgement and the trim need no space.
+//! - `full_disk::a_spool_without_an_ack_file_on_a_full_disk_makes_room_for_one`
+//!   restarts such a spool without any acknowledgement file on a disk full
+//!   to the byte: the oldest segment is dropped (and counted) to make room
+//!   for it, and acknowledgements trim from then on.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -522,34 +526,40 @@ mod full_disk {
         }
     }
 
-    #[test]
-    fn a_spool_without_reserve_counts_write_errors_and_trims_in_place() {
-        let disk = Tmpfs::mount(2 << 20);
+    const NO_RESERVE: SpoolOptions = SpoolOptions {
+        max_bytes: 64 << 20,
+        segment_bytes: 256 << 10,
+        min_free_bytes: 0,
+    };
+
+    /// A spool without reserve on `disk`, written to until the disk says
+    /// no: the spool, its losses, and the records appended.
+    fn spool_until_enospc(disk: &Tmpfs) -> (PathBuf, Spool, Arc<Losses>, u64) {
         let dir = disk.path().join("spool");
-        let opts = SpoolOptions {
-            max_bytes: 64 << 20,
-            segment_bytes: 256 << 10,
-            min_free_bytes: 0,
-        };
         let losses = Arc::new(Losses::default());
-        let spool = Spool::open_with_losses(&dir, opts, Arc::clone(&losses)).unwrap();
-        // Until the disk says no.
+        let spool = Spool::open_with_losses(&dir, NO_RESERVE, Arc::clone(&losses)).unwrap();
         let mut appended = 0u64;
-        let mut failed = false;
         for batch in 0..100 {
             let records: Vec<_> = (0..8).map(|i| record(batch * 8 + i)).collect();
             appended += 8;
             if let Err(e) = spool.append(records) {
                 assert_eq!(e.raw_os_error(), Some(28), "{e}");
-                failed = true;
-                break;
+                let write_errors = losses.count(LossReason::WriteError);
+                assert!(write_errors > 0);
+                assert_eq!(spool.depth() + write_errors, appended);
+                assert_eq!(losses.total(), write_errors);
+                return (dir, spool, losses, appended);
             }
         }
-        assert!(failed, "the disk never filled");
+        panic!("the disk never filled");
+    }
+
+    #[test]
+    fn a_spool_without_reserve_counts_write_errors_and_trims_in_place() {
+        let disk = Tmpfs::mount(2 << 20);
+        let (dir, spool, losses, _) = spool_until_enospc(&disk);
         let write_errors = losses.count(LossReason::WriteError);
-        assert!(write_errors > 0);
-        assert_eq!(spool.depth() + write_errors, appended);
-        assert_eq!(losses.total(), write_errors);
+        let opts = NO_RESERVE;
         let kept = spool.depth();
         // The failed write was cut off again; another writer takes that
         // room and the rest, so nothing below can allocate.
@@ -596,5 +606,32 @@ mod full_disk {
         assert_eq!(spool.append(vec![record(1000)]).unwrap(), Some(last + 1));
         assert_eq!(spool.depth(), 1);
         assert_eq!(losses.total(), write_errors);
+    }
+
+    #[test]
+    fn a_spool_without_an_ack_file_on_a_full_disk_makes_room_for_one() {
+        let disk = Tmpfs::mount(2 << 20);
+        let (dir, spool, losses, appended) = spool_until_enospc(&disk);
+        let write_errors = losses.count(LossReason::WriteError);
+        // As a spool of an earlier version that never had an
+        // acknowledgement: no `acked` file, and a disk full to the byte.
+        drop(spool);
+        std::fs::remove_file(dir.join(spool::ACK_FILE)).unwrap();
+        let _filler = disk.fill();
+        let spool = Spool::open_with_losses(&dir, NO_RESERVE, Arc::clone(&losses)).unwrap();
+        // The oldest segment made room for the file; its records counted.
+        assert_eq!(
+            std::fs::metadata(dir.join(spool::ACK_FILE)).unwrap().len(),
+            spool::ACK_FILE_BYTES
+        );
+        let dropped = losses.count(LossReason::DiskReserve);
+        assert!(dropped > 0);
+        assert_eq!(spool.depth() + dropped + write_errors, appended);
+        // Acknowledgements are recorded and trim from then on.
+        let last = spool.last_written();
+        spool.ack(last).unwrap();
+        assert_eq!(spool::persisted_ack(&dir), Some(last));
+        assert_eq!(segments(&dir), 0);
+        assert_eq!(spool.append(vec![record(1000)]).unwrap(), Some(last + 1));
     }
 }

@@ -974,7 +974,9 @@ impl Spool {
     /// Opens the acknowledgement file and makes it the preallocated
     /// two-slot format holding `inner.acked` (upgrading a file of the old
     /// format in place). If the disk has no room even for that, the oldest
-    /// segments (not the newest) are dropped until it has.
+    /// segments are dropped until it has: not the newest, so that sequences
+    /// survive a restart, unless it is wholly acknowledged (it then holds
+    /// nothing to lose, and keeping it would keep the disk full).
     fn prepare_ack_file(&self, inner: &mut Inner, state: AckState) -> io::Result<()> {
         loop {
             match AckFile::prepare(&self.dir, state, inner.acked) {
@@ -984,8 +986,17 @@ impl Spool {
                     return Ok(());
                 }
                 Err(e) => {
-                    if inner.segments.len() < 2 {
+                    let acked = inner.acked;
+                    let droppable = inner.segments.len() > 1
+                        || inner
+                            .segments
+                            .front()
+                            .is_some_and(|s| s.last_seq() <= acked);
+                    if !droppable {
                         return Err(e);
+                    }
+                    if inner.segments.len() == 1 {
+                        inner.active = None;
                     }
                     let Some(seg) = inner.segments.pop_front() else {
                         return Err(e);
