@@ -311,6 +311,7 @@ pub async fn spawn(config: LogsConfig, rx: LogReceiver) -> Result<LogsHandle> {
             batch_max_bytes: config.batch_max_bytes.max(1),
             window: config.window.max(1),
             ack_timeout: config.ack_timeout,
+            ack_failures: 0,
         }
         .run(),
     );

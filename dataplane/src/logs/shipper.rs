@@ -69,6 +69,9 @@ pub(crate) struct Shipper {
     pub batch_max_bytes: usize,
     pub window: usize,
     pub ack_timeout: Duration,
+    /// Acknowledgements that could not be recorded on disk, counted so
+    /// that a lasting failure logs a line per power of two, not per batch.
+    pub ack_failures: u64,
 }
 
 /// A batch sent and not yet acknowledged.
@@ -279,7 +282,15 @@ impl Shipper {
             // The acknowledgement still counts in memory; at worst a restart
             // resends what it covered.
             Ok(Err(e)) => {
-                warn!(error = %e, acked_sequence = seq, "cannot record a log acknowledgement on disk")
+                self.ack_failures += 1;
+                if self.ack_failures.is_power_of_two() {
+                    warn!(
+                        error = %e,
+                        acked_sequence = seq,
+                        failures = self.ack_failures,
+                        "cannot record a log acknowledgement on disk; segments are kept until it can"
+                    );
+                }
             }
             Err(e) => return Err(anyhow!("spool acknowledgement task failed: {e}")),
         }
