@@ -548,6 +548,24 @@ pub struct LogFilterArgs {
     /// Only failed requests: status 400 or above, cancelled, or with an error.
     #[arg(long)]
     pub errors: bool,
+    /// Only requests that ended so: ok, upstream_error, interrupted,
+    /// timeout, cancelled_by_client, cancelled_by_admin or refused.
+    #[arg(long, value_name = "OUTCOME", value_parser = parse_outcome)]
+    pub outcome: Option<llmgw_proto::v1::Outcome>,
+}
+
+/// An outcome by its name (`llmgw_proto::v1::Outcome::name`).
+pub fn parse_outcome(s: &str) -> Result<llmgw_proto::v1::Outcome, String> {
+    let t = s.trim().to_ascii_lowercase().replace('-', "_");
+    llmgw_proto::v1::Outcome::from_name(&t)
+        .filter(|o| *o != llmgw_proto::v1::Outcome::Unspecified)
+        .ok_or_else(|| {
+            let names: Vec<&str> = llmgw_proto::v1::Outcome::ALL
+                .iter()
+                .map(|o| o.name())
+                .collect();
+            format!("`{s}` is not an outcome: give one of {}", names.join(", "))
+        })
 }
 
 /// An inclusive status range.
@@ -606,6 +624,7 @@ pub struct LogsArgs {
 #[derive(Subcommand)]
 pub enum LogsCmd {
     /// Show one request in full: headers, bodies and every attempt.
+    #[command(alias = "show")]
     Get(LogIdArg),
 }
 

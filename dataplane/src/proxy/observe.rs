@@ -15,6 +15,8 @@ const MAX_PARSED_BODY: usize = 8 << 20;
 
 pub struct Observer {
     dialect: &'static dyn Dialect,
+    /// The response's wire format, for its in-stream errors.
+    wire: llmgw_protocols::Wire,
     endpoint: Endpoint,
     streaming: bool,
     strip_usage_chunk: bool,
@@ -39,6 +41,7 @@ impl Observer {
     ) -> Self {
         Observer {
             dialect,
+            wire: super::instream::pass_through_wire(dialect.protocol(), endpoint),
             endpoint,
             streaming,
             strip_usage_chunk: streaming && strip_usage_chunk,
@@ -114,6 +117,9 @@ impl Observer {
         };
         self.dialect
             .observe_event(self.endpoint, ev.name, &data, &mut self.seen);
+        if self.seen.error.is_none() {
+            self.seen.error = super::instream::error_event(self.wire, ev.name, &data);
+        }
         !(self.strip_usage_chunk && is_usage_chunk(&data))
     }
 
@@ -155,11 +161,19 @@ impl Observer {
                         self.dialect.usage_of_body(endpoint, &Value::Object(only))
                     })
                 });
-                if self.seen.usage.is_none() {
+                // Zero usage counts as none when there is an answer: the
+                // text is needed for the estimate.
+                if self.seen.usage.is_none_or(|u| super::record::is_zero(&u)) {
                     if let Ok(v) = serde_json::from_slice::<Value>(&self.whole) {
-                        self.seen.usage = self.dialect.usage_of_body(self.endpoint, &v);
+                        if self.seen.usage.is_none() {
+                            self.seen.usage = self.dialect.usage_of_body(self.endpoint, &v);
+                        }
                         self.dialect
                             .text_of_body(self.endpoint, &v, &mut self.seen.text);
+                        // A streamed Gemini JSON array can end in an error.
+                        if let Some(items) = v.as_array() {
+                            self.seen.error = super::instream::in_gemini_array(items);
+                        }
                     }
                 }
             }
