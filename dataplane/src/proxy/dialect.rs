@@ -164,7 +164,7 @@ pub struct StreamSeen {
     pub finished: bool,
     /// An error the upstream reported in the response (see `instream`):
     /// the status it implies and its message.
-    pub error: Option<(u16, String)>,
+    pub error: Option<Box<(u16, String)>>,
 }
 
 /// Largest amount of generated text kept for estimating output tokens.

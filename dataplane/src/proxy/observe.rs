@@ -15,8 +15,6 @@ const MAX_PARSED_BODY: usize = 8 << 20;
 
 pub struct Observer {
     dialect: &'static dyn Dialect,
-    /// The response's wire format, for its in-stream errors.
-    wire: llmgw_protocols::Wire,
     endpoint: Endpoint,
     streaming: bool,
     strip_usage_chunk: bool,
@@ -41,7 +39,6 @@ impl Observer {
     ) -> Self {
         Observer {
             dialect,
-            wire: super::instream::pass_through_wire(dialect.protocol(), endpoint),
             endpoint,
             streaming,
             strip_usage_chunk: streaming && strip_usage_chunk,
@@ -118,7 +115,8 @@ impl Observer {
         self.dialect
             .observe_event(self.endpoint, ev.name, &data, &mut self.seen);
         if self.seen.error.is_none() {
-            self.seen.error = super::instream::error_event(self.wire, ev.name, &data);
+            let wire = super::instream::pass_through_wire(self.dialect.protocol(), self.endpoint);
+            self.seen.error = super::instream::error_event(wire, ev.name, &data).map(Box::new);
         }
         !(self.strip_usage_chunk && is_usage_chunk(&data))
     }
@@ -172,7 +170,7 @@ impl Observer {
                             .text_of_body(self.endpoint, &v, &mut self.seen.text);
                         // A streamed Gemini JSON array can end in an error.
                         if let Some(items) = v.as_array() {
-                            self.seen.error = super::instream::in_gemini_array(items);
+                            self.seen.error = super::instream::in_gemini_array(items).map(Box::new);
                         }
                     }
                 }

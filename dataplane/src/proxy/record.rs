@@ -463,12 +463,24 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(outcome_of(&r(200, "", false)), pb::Outcome::Ok);
-        assert_eq!(outcome_of(&r(400, "upstream answered 400", false)), pb::Outcome::UpstreamError);
-        assert_eq!(outcome_of(&r(200, "broke", false)), pb::Outcome::UpstreamError);
-        assert_eq!(outcome_of(&r(200, "", true)), pb::Outcome::CancelledByClient);
+        assert_eq!(
+            outcome_of(&r(400, "upstream answered 400", false)),
+            pb::Outcome::UpstreamError
+        );
+        assert_eq!(
+            outcome_of(&r(200, "broke", false)),
+            pb::Outcome::UpstreamError
+        );
+        assert_eq!(
+            outcome_of(&r(200, "", true)),
+            pb::Outcome::CancelledByClient
+        );
         let mut c = r(200, "", false);
         cancelled_by_client(&mut c);
-        assert_eq!((c.status, c.outcome()), (499, pb::Outcome::CancelledByClient));
+        assert_eq!(
+            (c.status, c.outcome()),
+            (499, pb::Outcome::CancelledByClient)
+        );
     }
 
     #[test]

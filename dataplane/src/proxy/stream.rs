@@ -57,6 +57,10 @@ impl Failure {
 
 /// What happens to the bytes on their way: passed as they are and watched,
 /// or transcoded into the client's protocol.
+// The relay lives inside the response body, which is boxed once per
+// response anyway: boxing the observer too would add an allocation per
+// request for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Relay {
     Pass(Observer),
     Translate(Box<Transcoder>),
@@ -104,7 +108,7 @@ impl Relay {
     /// could not be read or was cut.
     fn broken(&self) -> Option<Failure> {
         let (status, message) = match self {
-            Relay::Pass(o) => o.seen.error.clone()?,
+            Relay::Pass(o) => *o.seen.error.clone()?,
             Relay::Translate(t) => t.failure()?,
         };
         Some(Failure {
@@ -233,7 +237,9 @@ impl ProxyBody {
         crate::warn_limited!(error = %failure.message, "upstream response broke");
         self.upstream = None;
         self.tail = Some(if self.observer.streaming() {
-            Ok(Bytes::from(self.observer.stream_error_event(&failure.message)))
+            Ok(Bytes::from(
+                self.observer.stream_error_event(&failure.message),
+            ))
         } else {
             Err(failure.message.clone().into())
         });
