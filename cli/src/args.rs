@@ -639,6 +639,7 @@ pub enum StatsGroup {
     Model,
     Provider,
     Key,
+    Outcome,
 }
 
 impl StatsGroup {
@@ -647,6 +648,7 @@ impl StatsGroup {
             StatsGroup::Model => "model",
             StatsGroup::Provider => "provider",
             StatsGroup::Key => "key",
+            StatsGroup::Outcome => "outcome",
         }
     }
 }
