@@ -956,6 +956,25 @@ mod tests {
         assert!(s.filter.since.is_none());
         assert!(Cli::try_parse_from(["llmgw", "stats", "--by", "colour"]).is_err());
 
+        // Outcomes: a filter of logs and stats, a grouping of stats, and
+        // `logs show` as another name of `logs get`.
+        let cli = Cli::try_parse_from(["llmgw", "logs", "--outcome", "timeout"]).unwrap();
+        let Command::Logs(a) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(a.filter.outcome, Some(llmgw_proto::v1::Outcome::Timeout));
+        assert!(Cli::try_parse_from(["llmgw", "logs", "--outcome", "exploded"]).is_err());
+        let cli = Cli::try_parse_from(["llmgw", "stats", "--by", "outcome"]).unwrap();
+        let Command::Stats(s) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(s.by.map(StatsGroup::as_str), Some("outcome"));
+        let cli = Cli::try_parse_from(["llmgw", "logs", "show", "0190"]).unwrap();
+        let Command::Logs(a) = cli.command else {
+            panic!("wrong command");
+        };
+        assert!(matches!(a.command, Some(LogsCmd::Get(ref id)) if id.id == "0190"));
+
         let cli = Cli::try_parse_from([
             "llmgw",
             "route",
