@@ -233,6 +233,66 @@ mod tests {
     }
 
     #[test]
+    fn in_stream_errors_are_seen_and_passed_on() {
+        let d = dialect(Protocol::Anthropic);
+        let mut o = Observer::new(d, Endpoint::Messages, true, false, 1 << 16);
+        let error = Bytes::from_static(
+            b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+        );
+        // The client gets the event as it came.
+        assert_eq!(o.feed(error.clone()), error);
+        let (status, message) = *o.seen.error.clone().unwrap();
+        assert_eq!(status, 529);
+        assert!(message.contains("Overloaded"), "{message}");
+        assert!(!o.seen.finished);
+
+        // Responses' response.failed ends the stream, and is an error.
+        let d = dialect(Protocol::OpenAi);
+        let mut o = Observer::new(d, Endpoint::Responses, true, false, 1 << 16);
+        o.feed(Bytes::from_static(
+            b"event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"m\"}}}\n\n",
+        ));
+        assert!(o.seen.finished);
+        assert_eq!(o.seen.error.as_ref().map(|e| e.0), Some(500));
+
+        // A streamed Gemini JSON array that ends in an error object.
+        let d = dialect(Protocol::Gemini);
+        let mut o = Observer::new(
+            d,
+            Endpoint::GeminiStream { sse: false },
+            false,
+            false,
+            1 << 16,
+        );
+        o.feed(Bytes::from_static(
+            b"[{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"hi\"}]}}]},\r\n{\"error\":{\"code\":503,\"message\":\"m\",\"status\":\"UNAVAILABLE\"}}\n]",
+        ));
+        o.finish();
+        assert_eq!(o.seen.error.as_ref().map(|e| e.0), Some(503));
+        assert_eq!(o.seen.text, "hi");
+
+        // A normal chat stream has none.
+        let d = dialect(Protocol::OpenAi);
+        let mut o = Observer::new(d, Endpoint::ChatCompletions, true, false, 1 << 16);
+        o.feed(Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"error\"}}]}\n\ndata: [DONE]\n\n",
+        ));
+        assert!(o.seen.error.is_none() && o.seen.finished);
+    }
+
+    #[test]
+    fn zero_usage_keeps_the_text_for_the_estimate() {
+        let d = dialect(Protocol::Anthropic);
+        let mut o = Observer::new(d, Endpoint::Messages, false, false, 1 << 16);
+        o.feed(Bytes::from_static(
+            b"{\"content\":[{\"type\":\"text\",\"text\":\"yo\"}],\"usage\":{\"input_tokens\":0,\"output_tokens\":0}}",
+        ));
+        o.finish();
+        assert_eq!(o.usage(), Some(Usage::default()));
+        assert_eq!(o.seen.text, "yo");
+    }
+
+    #[test]
     fn whole_bodies_are_parsed_at_the_end() {
         let d = dialect(Protocol::Anthropic);
         let mut o = Observer::new(d, Endpoint::Messages, false, false, 1 << 16);
