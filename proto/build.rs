@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".llmgw.v1",
             "#[derive(serde::Serialize, serde::Deserialize)]",
         )
-        .type_attribute(".llmgw.v1", "#[serde(default)]")
+        .message_attribute(".llmgw.v1", "#[serde(default)]")
         .field_attribute(
             ".llmgw.v1.ModelTarget.rules",
             "#[serde(with = \"crate::json_text\")]",
@@ -44,6 +44,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .field_attribute(
             ".llmgw.v1.SnapshotTarget.rules",
             "#[serde(with = \"crate::json_text\")]",
+        )
+        .field_attribute(
+            ".llmgw.v1.RequestLog.outcome",
+            "#[serde(with = \"crate::outcome_name\")]",
+        )
+        .field_attribute(
+            ".llmgw.v1.LogFilter.outcome",
+            "#[serde(with = \"crate::outcome_name\")]",
         );
     for m in REDACTED_DEBUG {
         builder = builder.skip_debug([*m]);

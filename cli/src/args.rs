@@ -548,6 +548,24 @@ pub struct LogFilterArgs {
     /// Only failed requests: status 400 or above, cancelled, or with an error.
     #[arg(long)]
     pub errors: bool,
+    /// Only requests that ended so: ok, upstream_error, interrupted,
+    /// timeout, cancelled_by_client, cancelled_by_admin or refused.
+    #[arg(long, value_name = "OUTCOME", value_parser = parse_outcome)]
+    pub outcome: Option<llmgw_proto::v1::Outcome>,
+}
+
+/// An outcome by its name (`llmgw_proto::v1::Outcome::name`).
+pub fn parse_outcome(s: &str) -> Result<llmgw_proto::v1::Outcome, String> {
+    let t = s.trim().to_ascii_lowercase().replace('-', "_");
+    llmgw_proto::v1::Outcome::from_name(&t)
+        .filter(|o| *o != llmgw_proto::v1::Outcome::Unspecified)
+        .ok_or_else(|| {
+            let names: Vec<&str> = llmgw_proto::v1::Outcome::ALL
+                .iter()
+                .map(|o| o.name())
+                .collect();
+            format!("`{s}` is not an outcome: give one of {}", names.join(", "))
+        })
 }
 
 /// An inclusive status range.
@@ -606,6 +624,7 @@ pub struct LogsArgs {
 #[derive(Subcommand)]
 pub enum LogsCmd {
     /// Show one request in full: headers, bodies and every attempt.
+    #[command(alias = "show")]
     Get(LogIdArg),
 }
 
@@ -620,6 +639,7 @@ pub enum StatsGroup {
     Model,
     Provider,
     Key,
+    Outcome,
 }
 
 impl StatsGroup {
@@ -628,6 +648,7 @@ impl StatsGroup {
             StatsGroup::Model => "model",
             StatsGroup::Provider => "provider",
             StatsGroup::Key => "key",
+            StatsGroup::Outcome => "outcome",
         }
     }
 }
@@ -934,6 +955,25 @@ mod tests {
         assert_eq!(s.bucket, Some(3600));
         assert!(s.filter.since.is_none());
         assert!(Cli::try_parse_from(["llmgw", "stats", "--by", "colour"]).is_err());
+
+        // Outcomes: a filter of logs and stats, a grouping of stats, and
+        // `logs show` as another name of `logs get`.
+        let cli = Cli::try_parse_from(["llmgw", "logs", "--outcome", "timeout"]).unwrap();
+        let Command::Logs(a) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(a.filter.outcome, Some(llmgw_proto::v1::Outcome::Timeout));
+        assert!(Cli::try_parse_from(["llmgw", "logs", "--outcome", "exploded"]).is_err());
+        let cli = Cli::try_parse_from(["llmgw", "stats", "--by", "outcome"]).unwrap();
+        let Command::Stats(s) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(s.by.map(StatsGroup::as_str), Some("outcome"));
+        let cli = Cli::try_parse_from(["llmgw", "logs", "show", "0190"]).unwrap();
+        let Command::Logs(a) = cli.command else {
+            panic!("wrong command");
+        };
+        assert!(matches!(a.command, Some(LogsCmd::Get(ref id)) if id.id == "0190"));
 
         let cli = Cli::try_parse_from([
             "llmgw",

@@ -1574,3 +1574,64 @@ async fn postgres_upgrade_moves_existing_logs_into_partitions() {
     })
     .await;
 }
+
+both! {
+    async fn outcomes_are_stored_filtered_and_grouped(db: Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        let t0 = t0();
+        let with = |n: u32, outcome: pb::Outcome, status: u32| {
+            let mut r = rec(n, t0 + i64::from(n));
+            r.set_outcome(outcome);
+            r.status = status;
+            r
+        };
+        let records = vec![
+            with(1, pb::Outcome::Ok, 200),
+            with(2, pb::Outcome::Interrupted, 529),
+            with(3, pb::Outcome::CancelledByClient, 499),
+            with(4, pb::Outcome::Interrupted, 502),
+            // A record from before outcomes: none.
+            with(5, pb::Outcome::Unspecified, 200),
+            with(6, pb::Outcome::Refused, 401),
+        ];
+        ship(&mut cp.logs(), vec![batch(6, records)]).await;
+        let mut admin = cp.admin();
+        let by = |outcome: pb::Outcome| pb::LogFilter {
+            outcome: outcome as i32,
+            ..Default::default()
+        };
+        let mut got = numbers(&mut admin, by(pb::Outcome::Interrupted)).await;
+        got.sort_unstable();
+        assert_eq!(got, [2, 4]);
+        assert_eq!(numbers(&mut admin, by(pb::Outcome::CancelledByClient)).await, [3]);
+        assert_eq!(numbers(&mut admin, by(pb::Outcome::Timeout)).await, Vec::<u32>::new());
+        assert_eq!(numbers(&mut admin, by(pb::Outcome::Unspecified)).await.len(), 6);
+        let stored: Vec<String> = sqlx::query_scalar("SELECT outcome FROM request_logs ORDER BY time_ms")
+            .fetch_all(cp.running.store().pool())
+            .await
+            .unwrap();
+        assert_eq!(stored, ["ok", "interrupted", "cancelled_by_client", "interrupted", "", "refused"]);
+        for (n, want) in [(2, pb::Outcome::Interrupted), (5, pb::Outcome::Unspecified)] {
+            let r = admin.get_log(pb::GetLogRequest { id: id(n) }).await.unwrap().into_inner();
+            assert_eq!(r.outcome(), want);
+        }
+        let r = admin
+            .get_stats(pb::GetStatsRequest {
+                filter: Some(Default::default()),
+                group_by: "outcome".into(),
+                bucket_s: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut g: Vec<_> = r.groups.iter().map(|g| (g.group.clone(), g.requests)).collect();
+        g.sort();
+        let want: Vec<(String, u64)> = [("", 1), ("cancelled_by_client", 1), ("interrupted", 2), ("ok", 1), ("refused", 1)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        assert_eq!(g, want);
+        cp.shutdown().await;
+    }
+}

@@ -175,6 +175,20 @@ pub struct Cli {
         default_value_t = RequestLogMode::Full
     )]
     pub request_log: RequestLogMode,
+
+    /// Request-log rows a client address may cause per minute (and at once)
+    /// with requests refused before authentication (no, a wrong or an
+    /// expired key). Every such request is counted in /metrics
+    /// (`llmgw_unauthenticated_requests_total`); past this rate it is not
+    /// written to the log (`llmgw_unauthenticated_log_rows_suppressed_total`).
+    /// 0 logs none.
+    #[arg(
+        long,
+        env = "LLMGW_UNAUTHENTICATED_LOG_PER_MINUTE",
+        value_name = "ROWS",
+        default_value_t = crate::proxy::UNAUTHENTICATED_LOG_PER_MINUTE
+    )]
+    pub unauthenticated_log_per_minute: u32,
 }
 
 impl Cli {
@@ -208,6 +222,7 @@ impl Cli {
         config.spool_min_free_bytes = self.spool_min_free_bytes;
         config.spool_sync_interval = Duration::from_millis(self.spool_sync_ms);
         config.request_log = self.request_log;
+        config.unauthenticated_log_per_minute = self.unauthenticated_log_per_minute;
         Ok(config)
     }
 }
@@ -245,6 +260,8 @@ pub struct Config {
     pub spool_sync_interval: Duration,
     /// What is recorded of each request (`--request-log`).
     pub request_log: RequestLogMode,
+    /// `--unauthenticated-log-per-minute`.
+    pub unauthenticated_log_per_minute: u32,
 }
 
 impl Config {
@@ -267,6 +284,7 @@ impl Config {
             spool_min_free_bytes: crate::logs::DEFAULT_SPOOL_MIN_FREE_BYTES,
             spool_sync_interval: crate::logs::DEFAULT_SYNC_INTERVAL,
             request_log: RequestLogMode::Full,
+            unauthenticated_log_per_minute: crate::proxy::UNAUTHENTICATED_LOG_PER_MINUTE,
         }
     }
 }

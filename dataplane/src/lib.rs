@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod proxy;
 mod server;
 pub mod table;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -90,7 +91,8 @@ pub async fn start(config: Config) -> Result<Running> {
             metrics::Metrics::with_log_losses(logs.losses()),
             config.node_id.clone(),
             config.request_log,
-        ),
+        )
+        .with_unauthenticated_log_rate(config.unauthenticated_log_per_minute),
         draining: Default::default(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -43,6 +43,11 @@ pub struct TokenLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
     pub provider: String,
     pub outcome: String,
@@ -96,6 +101,10 @@ pub struct Metrics {
     pub spool_depth: Gauge,
     pub log_records_dropped: Gauge,
     pub log_records_quarantined: Gauge,
+    /// Requests refused before authentication, by reason.
+    pub unauthenticated: Family<ReasonLabels, Counter>,
+    /// Of those, the ones not written to the request log (rate-limited).
+    pub unauthenticated_rows_suppressed: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -207,6 +216,18 @@ impl Metrics {
             "Request records the control plane could not store and quarantined",
             log_records_quarantined.clone(),
         );
+        let unauthenticated = Family::<ReasonLabels, Counter>::default();
+        let unauthenticated_rows_suppressed = Counter::default();
+        registry.register(
+            "unauthenticated_requests",
+            "Requests refused before authentication, by reason (missing, invalid or expired key)",
+            unauthenticated.clone(),
+        );
+        registry.register(
+            "unauthenticated_log_rows_suppressed",
+            "Unauthenticated requests not written to the request log (over the per-address rate)",
+            unauthenticated_rows_suppressed.clone(),
+        );
         Arc::new(Metrics {
             registry,
             series: RwLock::default(),
@@ -222,6 +243,8 @@ impl Metrics {
             spool_depth,
             log_records_dropped,
             log_records_quarantined,
+            unauthenticated,
+            unauthenticated_rows_suppressed,
         })
     }
 

@@ -36,3 +36,86 @@ pub mod json_text {
         })
     }
 }
+
+impl v1::Outcome {
+    /// Every outcome a request can have, in the order of the enum.
+    pub const ALL: [v1::Outcome; 7] = [
+        v1::Outcome::Ok,
+        v1::Outcome::UpstreamError,
+        v1::Outcome::Interrupted,
+        v1::Outcome::Timeout,
+        v1::Outcome::CancelledByClient,
+        v1::Outcome::CancelledByAdmin,
+        v1::Outcome::Refused,
+    ];
+
+    /// The outcome's name as it is stored, printed and typed (`ok`,
+    /// `upstream_error`, ...); "" for unspecified.
+    pub fn name(self) -> &'static str {
+        match self {
+            v1::Outcome::Unspecified => "",
+            v1::Outcome::Ok => "ok",
+            v1::Outcome::UpstreamError => "upstream_error",
+            v1::Outcome::Interrupted => "interrupted",
+            v1::Outcome::Timeout => "timeout",
+            v1::Outcome::CancelledByClient => "cancelled_by_client",
+            v1::Outcome::CancelledByAdmin => "cancelled_by_admin",
+            v1::Outcome::Refused => "refused",
+        }
+    }
+
+    /// The outcome a name stands for ("" is unspecified).
+    pub fn from_name(name: &str) -> Option<v1::Outcome> {
+        if name.is_empty() {
+            return Some(v1::Outcome::Unspecified);
+        }
+        v1::Outcome::ALL.into_iter().find(|o| o.name() == name)
+    }
+}
+
+/// Serde for an `Outcome` field: its name (`"interrupted"`), "" for
+/// unspecified; read from a name or a number.
+pub mod outcome_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::v1::Outcome;
+
+    pub fn serialize<S: Serializer>(v: &i32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(Outcome::try_from(*v).map_or("", Outcome::name))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Name(String),
+            Number(i32),
+        }
+        match Either::deserialize(d)? {
+            Either::Number(n) => Ok(n),
+            Either::Name(n) => Outcome::from_name(n.trim())
+                .map(|o| o as i32)
+                .ok_or_else(|| serde::de::Error::custom(format!("unknown outcome '{n}'"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::v1::{Outcome, RequestLog};
+
+    #[test]
+    fn outcomes_have_names_both_ways() {
+        for o in Outcome::ALL {
+            assert_eq!(Outcome::from_name(o.name()), Some(o));
+        }
+        assert_eq!(Outcome::from_name(""), Some(Outcome::Unspecified));
+        assert_eq!(Outcome::from_name("nope"), None);
+        let mut r = RequestLog::default();
+        r.set_outcome(Outcome::CancelledByClient);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["outcome"], "cancelled_by_client");
+        let back: RequestLog = serde_json::from_value(v).unwrap();
+        assert_eq!(back.outcome(), Outcome::CancelledByClient);
+    }
+}

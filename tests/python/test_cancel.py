@@ -1,5 +1,6 @@
 """Cancellation: a client that goes away cancels the upstream request within
-a second, streaming or not, and the request is logged as cancelled.
+a second, streaming or not, and the request is logged as cancelled: status
+499, outcome cancelled_by_client.
 
 Uses a mock of its own (behind its own provider on the shared gateway) so
 that its `cancelled` counter counts only these tests."""
@@ -57,6 +58,7 @@ def test_closing_a_stream_cancels_the_upstream(gw: Gateway, cmock) -> None:
     rec = gw.log(rid)
     assert rec["cancelled"] is True, rec
     assert rec["stream"] is True
+    assert rec["status"] == 499 and rec["outcome"] == "cancelled_by_client", rec
 
 
 def test_closing_a_raw_stream_cancels_the_upstream(gw: Gateway, cmock) -> None:
@@ -83,6 +85,7 @@ def test_closing_a_raw_stream_cancels_the_upstream(gw: Gateway, cmock) -> None:
     wait_cancelled(m, before, closed_at)
     rec = gw.log(rid)
     assert rec["cancelled"] is True, rec
+    assert rec["status"] == 499 and rec["outcome"] == "cancelled_by_client", rec
 
 
 def test_client_timeout_on_a_hanging_upstream_cancels_it(gw: Gateway, cmock) -> None:
@@ -99,3 +102,5 @@ def test_client_timeout_on_a_hanging_upstream_cancels_it(gw: Gateway, cmock) -> 
     (rec,) = gw.key_logs(key_name, 1)
     assert rec["cancelled"] is True, rec
     assert rec["model"] == model
+    # A non-streaming request cancelled before its answer: 499, not 0.
+    assert rec["status"] == 499 and rec["outcome"] == "cancelled_by_client", rec

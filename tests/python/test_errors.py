@@ -198,6 +198,7 @@ def test_upstream_down_is_502(gw: Gateway) -> None:
         assert ea.value.status_code == 502
         assert ea.value.response.json()["type"] == "error"
         rec = gw.log(e.value.response.headers["x-llmgw-request-id"])
+        assert rec["outcome"] == "upstream_error", rec
         assert [a["status"] for a in rec["attempts"]] == [0, 0]
         assert all("connect" in a["error"] for a in rec["attempts"]), rec["attempts"]
 
@@ -257,6 +258,9 @@ def test_upstream_hang_beyond_the_first_byte_timeout_is_504(limits: Gateway) -> 
     elapsed = time.monotonic() - started
     assert e.value.status_code == 504
     assert 0.9 <= elapsed < 5, elapsed
+    # A silent upstream is a timeout.
+    rec = gw.log(e.value.response.headers["x-llmgw-request-id"])
+    assert rec["status"] == 504 and rec["outcome"] == "timeout", rec
     with pytest.raises(anthropic.APIStatusError) as ea:
         message(gw.anthropic(key), am, extra_headers={"x-mock-hang": "1"})
     assert ea.value.status_code == 504

@@ -1,6 +1,7 @@
 """Broken streams: an upstream that dies mid-stream gives the client the
 chunks it sent, then a terminal error event in the client's protocol, and
-never a normal end (`[DONE]` / `message_stop`)."""
+never a normal end (`[DONE]` / `message_stop`). The record is not a
+success: outcome interrupted, status 502, and the error."""
 
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ def test_openai_raw_stream_ends_with_an_error_event_and_no_done(gw: Gateway) -> 
     rec = gw.log(rid)
     assert rec["error"], rec
     assert rec["stream"] is True and rec["cancelled"] is False
+    assert rec["status"] == 502 and rec["outcome"] == "interrupted", rec
     # Partial usage: no usage chunk arrived, so the output is estimated
     # from the text that did.
     assert rec["usage_source"] == "estimated"
@@ -103,6 +105,7 @@ def test_anthropic_raw_stream_ends_with_an_error_event(gw: Gateway) -> None:
     rec = gw.log(rid)
     assert rec["error"], rec
     assert rec["stream"] is True
+    assert rec["status"] == 502 and rec["outcome"] == "interrupted", rec
     # message_start carried usage: the partial, reported numbers.
     assert rec["usage_source"] in ("reported", "estimated")
     assert rec["input_tokens"] > 0 and rec["output_tokens"] > 0

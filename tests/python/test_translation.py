@@ -83,12 +83,6 @@ TOOLS = ["get_weather", "get_time", "get_news"]
 #: Gateway bugs the grid found, by name: what happens instead of what the
 #: test expects. A cell they break is marked `bug(name)`.
 BUGS = {
-    "stream-error-not-recorded": (
-        "a stream that ends with the upstream's own in-stream error (Chat data {error}, Anthropic event: "
-        "error, Gemini {error}, Responses response.failed) is logged as a success (error '', status 200) "
-        "when passed through, and when translated from a Responses upstream (response.failed counts as a "
-        "normal end)"
-    ),
     "ir-field-path": (
         "protocols/src/gemini.rs:807 names a refused image 'messages[i].content[j]' whatever the client's "
         "protocol: a Responses client's body has no 'messages' (its path is 'input[0].content[1]')"

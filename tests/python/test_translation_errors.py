@@ -94,11 +94,13 @@ def test_anthropic_overloaded_is_503_for_other_clients(grid: Grid, client: str, 
     failed_send(grid, c, t.model, stream, {"x-mock-status": "529"}, 529 if client == "anthropic" else 503)
 
 
-@pytest.mark.parametrize("client,upstream,stream", cells(streams=(True,), marks=lambda c, u, s: (
-    [bug("stream-error-not-recorded")] if passes_through(c, u) or u == "openai" else [])))
+@pytest.mark.parametrize("client,upstream,stream", cells(streams=(True,)))
 def test_error_after_the_first_bytes(grid: Grid, client: str, upstream: str, stream: bool) -> None:
     """Two content events, then the upstream's in-stream error: the SDK
-    raises its protocol's error, and the record is not a success."""
+    raises its protocol's error, and the record is not a success: it is
+    interrupted, with the status the upstream's error implies (Anthropic's
+    overloaded_error is 529; the mock's other errors are server errors or
+    Gemini's 503) and the error's text."""
     t = grid.target(upstream)
     c = grid.client(client)
     c.user(PROMPT)
@@ -107,3 +109,10 @@ def test_error_after_the_first_bytes(grid: Grid, client: str, upstream: str, str
     assert c.last_headers, "no response head"
     rec = grid.gw.log(c.last_headers["x-llmgw-request-id"])
     assert rec["error"], rec
+    assert rec["outcome"] == "interrupted", rec
+    assert rec["status"] == IN_STREAM_STATUS[upstream], rec
+
+
+#: The status the record gets for the mock's in-stream error of each
+#: upstream protocol (mock/src/compose.rs `stream_error`).
+IN_STREAM_STATUS = {"openai": 500, "openai-chat": 500, "anthropic": 529, "gemini": 503}

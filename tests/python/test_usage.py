@@ -1,6 +1,8 @@
 """Usage and cost in the request log: the upstream's numbers when it reports
 them, an estimate when it does not. Prices of 1M $/Mtok input and 2M $/Mtok
-output make cost = input_tokens + 2 * output_tokens."""
+output make cost = input_tokens + 2 * output_tokens. Usage of zero for an
+answer that is not empty (an upstream that does not count) is missing
+usage, and is estimated too."""
 
 from __future__ import annotations
 
@@ -99,4 +101,26 @@ def test_missing_usage_is_estimated(gw: Gateway, priced, stream: bool) -> None:
     assert rec["cancelled"] is False, rec
     assert rec["usage_source"] == "estimated"
     assert rec["output_tokens"] > 0 and rec["input_tokens"] > 0
+    assert_cost(rec)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_zero_usage_for_an_answer_is_estimated(gw: Gateway, priced, stream: bool) -> None:
+    """The mock's Anthropic answer without usage keeps the required fields,
+    at 0: "reported 0/0" for a non-empty answer is not believed."""
+    _, am, key = priced
+    r = httpx.post(
+        f"{gw.url}/v1/messages",
+        headers={"x-api-key": key, "anthropic-version": "2023-06-01", "x-mock-no-usage": "1"},
+        json={"model": am, "max_tokens": 64, "messages": MSG, "stream": stream},
+        timeout=30,
+    )
+    assert r.status_code == 200
+    assert b"tok0" in r.content
+    assert b'"output_tokens":0' in r.content.replace(b" ", b""), r.content
+    rec = gw.log(r.headers["x-llmgw-request-id"])
+    assert rec["outcome"] == "ok", rec
+    assert rec["usage_source"] == "estimated", rec
+    assert rec["output_tokens"] > 0 and rec["input_tokens"] > 0, rec
+    assert rec["cost"] > 0
     assert_cost(rec)

@@ -40,6 +40,7 @@ pub fn filter(f: &LogFilterArgs) -> LogFilter {
         max_tokens: f.max_tokens.unwrap_or(0),
         stream: f.stream,
         errors_only: f.errors,
+        outcome: f.outcome.map_or(0, |o| o as i32),
     }
 }
 
@@ -84,13 +85,13 @@ async fn list(a: &LogsArgs, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
     out.table(&t)
 }
 
-const HEADER: [&str; 13] = [
-    "TIME", "ID", "KEY", "MODEL", "PROVIDER", "PROTOCOL", "STATUS", "LATENCY", "TTFB", "IN", "OUT",
-    "COST", "ATTEMPTS",
+const HEADER: [&str; 14] = [
+    "TIME", "ID", "KEY", "MODEL", "PROVIDER", "PROTOCOL", "STATUS", "OUTCOME", "LATENCY", "TTFB",
+    "IN", "OUT", "COST", "ATTEMPTS",
 ];
 
 /// Column widths for `--follow`, where rows are printed one at a time.
-const FOLLOW_WIDTHS: [usize; 13] = [24, 36, 12, 20, 14, 22, 6, 8, 7, 7, 7, 9, 8];
+const FOLLOW_WIDTHS: [usize; 14] = [24, 36, 12, 20, 14, 22, 6, 19, 8, 7, 7, 7, 9, 8];
 
 /// The client's protocol and the upstream's, `client→upstream`
 /// (`anthropic→openai-chat`); the client's alone when no upstream
@@ -104,7 +105,7 @@ pub fn protocols(r: &RequestLog) -> String {
     }
 }
 
-fn cells(r: &RequestLog) -> [String; 13] {
+fn cells(r: &RequestLog) -> [String; 14] {
     let status = match (r.status, r.cancelled) {
         (0, true) => "cancelled".to_string(),
         (0, false) => String::new(),
@@ -119,6 +120,7 @@ fn cells(r: &RequestLog) -> [String; 13] {
         r.provider.clone(),
         protocols(r),
         status,
+        r.outcome().name().to_string(),
         format!("{}ms", r.latency_ms),
         format!("{}ms", r.ttfb_ms),
         r.input_tokens.to_string(),
@@ -250,6 +252,7 @@ fn details(r: &RequestLog) -> Vec<String> {
             },
         ),
         ("stream", yes_no(r.stream).to_string()),
+        ("outcome", r.outcome().name().to_string()),
         ("cancelled", yes_no(r.cancelled).to_string()),
         ("error", r.error.clone()),
         ("latency", format!("{}ms", r.latency_ms)),
@@ -367,6 +370,7 @@ mod tests {
             protocol: "openai-chat".into(),
             upstream_protocol: "openai".into(),
             status: 200,
+            outcome: llmgw_proto::v1::Outcome::Ok as i32,
             stream: true,
             latency_ms: 1234,
             ttfb_ms: 56,
@@ -431,9 +435,11 @@ mod tests {
             "reasoning_tokens",
             "usage_source",
             "count_source",
+            "outcome",
         ] {
             assert!(o.contains_key(k), "missing {k}");
         }
+        assert_eq!(o["outcome"], "ok");
         assert_eq!(o["upstream_protocol"], "openai");
         assert_eq!(o["dropped_fields"], serde_json::json!([]));
         assert_eq!(o["latency_ms"], 1234);
@@ -460,9 +466,10 @@ mod tests {
         let c = cells(&sample());
         assert_eq!(c[5], "openai-chat→openai");
         assert_eq!(c[6], "200");
-        assert_eq!(c[7], "1234ms");
-        assert_eq!(c[11], "0.00123");
-        assert_eq!(c[12], "2");
+        assert_eq!(c[7], "ok");
+        assert_eq!(c[8], "1234ms");
+        assert_eq!(c[12], "0.00123");
+        assert_eq!(c[13], "2");
         let mut r = sample();
         r.cancelled = true;
         assert_eq!(cells(&r)[6], "200 cancelled");
@@ -481,6 +488,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("translated  "), "{text}");
+        assert!(text.contains("\noutcome  "), "{text}");
+        let mut r = sample();
+        r.set_outcome(llmgw_proto::v1::Outcome::Interrupted);
+        assert_eq!(cells(&r)[7], "interrupted");
     }
 
     #[test]
@@ -566,5 +577,23 @@ mod tests {
         });
         assert_eq!(f.protocol, "anthropic");
         assert_eq!(f.upstream_protocol, "openai-chat");
+    }
+
+    #[test]
+    fn outcome_filter() {
+        use llmgw_proto::v1::Outcome;
+        assert_eq!(filter(&LogFilterArgs::default()).outcome, 0);
+        let f = filter(&LogFilterArgs {
+            outcome: Some(crate::args::parse_outcome("interrupted").unwrap()),
+            ..Default::default()
+        });
+        assert_eq!(f.outcome(), Outcome::Interrupted);
+        assert_eq!(
+            crate::args::parse_outcome(" Cancelled-By-Client "),
+            Ok(Outcome::CancelledByClient)
+        );
+        let e = crate::args::parse_outcome("bad").unwrap_err();
+        assert!(e.contains("ok, upstream_error, interrupted"), "{e}");
+        assert!(crate::args::parse_outcome("").is_err());
     }
 }

@@ -60,6 +60,7 @@ const LOG_COLUMNS: &[&str] = &[
     "dropped_fields",
     "reasoning_tokens",
     "count_source",
+    "outcome",
 ];
 
 const ATTEMPT_COLUMNS: &[&str] = &[
@@ -492,6 +493,7 @@ fn bind_record<'q>(
         .bind(p.dropped_fields.as_str())
         .bind(i64_of(r.reasoning_tokens))
         .bind(r.count_source.as_str())
+        .bind(r.outcome().name())
 }
 
 async fn quarantine(

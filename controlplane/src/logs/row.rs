@@ -15,7 +15,7 @@ pub const SUMMARY_COLUMNS: &str = "id, time_ms, node_id, sequence, key_name, cli
      latency_ms, ttfb_ms, retries, input_tokens, output_tokens, cache_read_tokens, \
      cache_creation_tokens, reasoning_tokens, usage_source, count_source, cost, error, \
      snapshot_version, request_body_truncated, response_body_truncated, upstream_protocol, \
-     translated, upstream_request_body_truncated, dropped_fields";
+     translated, upstream_request_body_truncated, dropped_fields, outcome";
 
 /// The header and body columns, for one full record.
 pub const DETAIL_COLUMNS: &str =
@@ -99,7 +99,14 @@ pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
         dropped_fields: dropped_fields(r)?,
         reasoning_tokens: u64_of(r, "reasoning_tokens")?,
         count_source: r.try_get("count_source")?,
+        outcome: outcome_of_name(&r.try_get::<String, _>("outcome")?) as i32,
     })
+}
+
+/// The outcome of a stored name (`pb::Outcome::name`); unspecified for
+/// any other.
+pub fn outcome_of_name(name: &str) -> pb::Outcome {
+    pb::Outcome::from_name(name).unwrap_or(pb::Outcome::Unspecified)
 }
 
 /// The stored JSON array of dropped fields.
@@ -155,5 +162,12 @@ mod tests {
         assert_eq!(format_time(1_714_564_800_123), "2024-05-01T12:00:00.123Z");
         assert_eq!(format_time(1_714_564_800_000), "2024-05-01T12:00:00.000Z");
         assert_eq!(format_time(0), "");
+    }
+
+    #[test]
+    fn unknown_stored_outcomes_are_unspecified() {
+        assert_eq!(outcome_of_name("interrupted"), pb::Outcome::Interrupted);
+        assert_eq!(outcome_of_name(""), pb::Outcome::Unspecified);
+        assert_eq!(outcome_of_name("nonsense"), pb::Outcome::Unspecified);
     }
 }

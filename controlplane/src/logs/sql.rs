@@ -100,6 +100,7 @@ pub struct Filter {
     max_tokens: Option<i64>,
     stream: Option<bool>,
     errors_only: bool,
+    outcome: Option<&'static str>,
 }
 
 fn text(s: &str) -> Option<String> {
@@ -154,6 +155,10 @@ impl Filter {
             max_tokens: positive(f.max_tokens),
             stream: f.stream,
             errors_only: f.errors_only,
+            outcome: match f.outcome() {
+                pb::Outcome::Unspecified => None,
+                o => Some(o.name()),
+            },
         })
     }
 
@@ -206,6 +211,9 @@ impl Filter {
         if let Some(v) = self.stream {
             cmp(st, "stream", "=", Param::Int(i64::from(v)));
         }
+        if let Some(v) = self.outcome {
+            cmp(st, "outcome", "=", Param::Text(v.to_string()));
+        }
         if self.errors_only {
             c.push(FAILED.to_string());
         }
@@ -246,6 +254,7 @@ pub fn matches(f: &pb::LogFilter, r: &pb::RequestLog) -> bool {
         && (f.max_tokens == 0 || tokens <= f.max_tokens)
         && f.stream.is_none_or(|s| s == r.stream)
         && (!f.errors_only || is_failure(r))
+        && (f.outcome == pb::Outcome::Unspecified as i32 || f.outcome == r.outcome)
 }
 
 /// A failed request: status >= 400, cancelled, or an error message.
@@ -275,12 +284,15 @@ mod tests {
             errors_only: true,
             protocol: " anthropic ".into(),
             upstream_protocol: "openai-chat".into(),
+            outcome: pb::Outcome::Timeout as i32,
         })
         .unwrap();
         let mut st = Statement::default();
         let w = f.where_sql(&mut st);
         assert!(!w.contains("DROP"), "{w}");
-        assert_eq!(st.params.len(), 14);
+        assert_eq!(st.params.len(), 15);
+        assert!(w.contains("outcome = $15"), "{w}");
+        assert_eq!(st.params[14], Param::Text("timeout".into()));
         assert!(w.contains("model = $3"), "{w}");
         assert!(w.contains(" protocol = $6"), "{w}");
         assert!(w.contains("upstream_protocol = $7"), "{w}");
@@ -368,6 +380,29 @@ mod tests {
             },
             &r
         ));
+    }
+
+    #[test]
+    fn outcome_filters_in_sql_and_in_matching() {
+        let f = pb::LogFilter {
+            outcome: pb::Outcome::Interrupted as i32,
+            ..Default::default()
+        };
+        let mut st = Statement::default();
+        let w = Filter::parse(&f).unwrap().where_sql(&mut st);
+        assert!(w.contains("outcome = $1"), "{w}");
+        let mut r = pb::RequestLog::default();
+        r.set_outcome(pb::Outcome::Interrupted);
+        assert!(matches(&f, &r));
+        assert!(matches(&pb::LogFilter::default(), &r));
+        r.set_outcome(pb::Outcome::Ok);
+        assert!(!matches(&f, &r));
+        // Unspecified is no filter.
+        let mut st = Statement::default();
+        let w = Filter::parse(&pb::LogFilter::default())
+            .unwrap()
+            .where_sql(&mut st);
+        assert!(!w.contains("outcome"), "{w}");
     }
 
     #[test]

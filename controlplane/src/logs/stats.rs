@@ -31,8 +31,9 @@ fn group_column(group_by: &str) -> Result<Option<&'static str>, Status> {
         "model" => Ok(Some("model")),
         "provider" => Ok(Some("provider")),
         "key" => Ok(Some("key_name")),
+        "outcome" => Ok(Some("outcome")),
         other => Err(Status::invalid_argument(format!(
-            "group_by '{other}' is not one of model, provider, key"
+            "group_by '{other}' is not one of model, provider, key, outcome"
         ))),
     }
 }

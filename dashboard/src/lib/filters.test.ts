@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { Outcome } from "@/gen/llmgw/v1/logs_pb";
 import {
   activeFilterCount,
   CLIENT_PROTOCOL_CHOICES,
@@ -55,11 +56,14 @@ describe("filters → LogFilter", () => {
           tokensMin: "10",
           tokensMax: "5000",
           stream: "yes",
+          outcome: "interrupted",
           errorsOnly: true,
         },
         NOW,
       ),
     );
+    expect(f.outcome).toBe(Outcome.INTERRUPTED);
+    expect(ok(toLogFilter(DEFAULT_FILTERS, NOW)).outcome).toBe(Outcome.UNSPECIFIED);
     expect(f.sinceMs).toBe(BigInt(NOW - 15 * 60_000));
     expect(f.model).toBe("gpt-4o");
     expect(f.provider).toBe("openai");
@@ -163,6 +167,7 @@ describe("URL query", () => {
       tokensMin: "1",
       tokensMax: "2",
       stream: "no",
+      outcome: "cancelled_by_client",
       errorsOnly: true,
       sort: "cost",
       asc: true,
@@ -174,6 +179,7 @@ describe("URL query", () => {
     expect(q).toContain("errors=1");
     expect(q).toContain("protocol=openai-responses");
     expect(q).toContain("upstream_protocol=openai-chat");
+    expect(q).toContain("outcome=cancelled_by_client");
     expect(filtersFromQuery(q)).toEqual(f);
     expect(filtersFromQuery(`?${q}`)).toEqual(f);
   });
@@ -183,7 +189,7 @@ describe("URL query", () => {
   });
 
   it("ignores what it does not know", () => {
-    const f = filtersFromQuery("range=2y&sort=colour&stream=maybe&limit=5000&asc=yes&errors=0");
+    const f = filtersFromQuery("range=2y&sort=colour&stream=maybe&limit=5000&asc=yes&errors=0&outcome=exploded");
     expect(f).toEqual(DEFAULT_FILTERS);
   });
 

@@ -12,6 +12,7 @@ import {
   type LogFilter,
 } from "@/gen/llmgw/v1/admin_pb";
 import { PROTOCOLS } from "@/lib/protocols";
+import { outcomeOfName, OUTCOMES } from "@/lib/log-fields";
 
 export const TIME_PRESETS = [
   { value: "15m", label: "Last 15 minutes", ms: 15 * 60_000 },
@@ -70,6 +71,8 @@ export interface LogFilters {
   tokensMin: string;
   tokensMax: string;
   stream: "" | "yes" | "no";
+  /** An outcome's name ("interrupted"); "" is any. */
+  outcome: string;
   errorsOnly: boolean;
   sort: SortKey;
   asc: boolean;
@@ -93,6 +96,7 @@ export const DEFAULT_FILTERS: LogFilters = {
   tokensMin: "",
   tokensMax: "",
   stream: "",
+  outcome: "",
   errorsOnly: false,
   sort: "time",
   asc: false,
@@ -110,7 +114,7 @@ export function withFilters(f: LogFilters, patch: Partial<LogFilters>): LogFilte
 /** Whether anything narrows the view beyond the time range. */
 export function activeFilterCount(f: LogFilters): number {
   let count = 0;
-  for (const k of ["model", "provider", "key", "protocol", "upstreamProtocol", "status", "stream"] as const) if (f[k]) count++;
+  for (const k of ["model", "provider", "key", "protocol", "upstreamProtocol", "status", "stream", "outcome"] as const) if (f[k]) count++;
   if (f.latencyMin || f.latencyMax) count++;
   if (f.tokensMin || f.tokensMax) count++;
   if (f.errorsOnly) count++;
@@ -134,6 +138,7 @@ const QUERY_KEYS: [keyof LogFilters, string][] = [
   ["tokensMin", "tok_min"],
   ["tokensMax", "tok_max"],
   ["stream", "stream"],
+  ["outcome", "outcome"],
   ["errorsOnly", "errors"],
   ["sort", "sort"],
   ["asc", "asc"],
@@ -179,6 +184,8 @@ export function filtersFromQuery(search: string | URLSearchParams): LogFilters {
   f.tokensMax = get("tok_max");
   const stream = get("stream");
   if (stream === "yes" || stream === "no") f.stream = stream;
+  const outcome = get("outcome");
+  if (OUTCOMES.some((o) => o.name === outcome)) f.outcome = outcome;
   f.errorsOnly = get("errors") === "1" || get("errors") === "true";
   const sort = get("sort");
   if ((SORT_KEYS as readonly string[]).includes(sort)) f.sort = sort as SortKey;
@@ -273,6 +280,7 @@ export function toLogFilter(f: LogFilters, now: number): Parsed<LogFilter> {
       maxTokens: tokMax.value,
       stream: f.stream === "" ? undefined : f.stream === "yes",
       errorsOnly: f.errorsOnly,
+      outcome: outcomeOfName(f.outcome),
     }),
   };
 }

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { RequestLogSchema } from "@/gen/llmgw/v1/logs_pb";
-import { promptTokens, protocolPair, totalTokens, upstreamBodyNote, usageRows } from "./log-fields";
+import { Outcome, RequestLogSchema } from "@/gen/llmgw/v1/logs_pb";
+import { OUTCOMES, outcomeChoice, outcomeOfName, promptTokens, protocolPair, totalTokens, upstreamBodyNote, usageRows } from "./log-fields";
 
 describe("protocol pair", () => {
   it("shows client→upstream, or the client's alone", () => {
@@ -40,5 +40,27 @@ describe("upstream body", () => {
     expect(upstreamBodyNote(create(RequestLogSchema, { requestBody: "{}" }))).toMatch(/unchanged/);
     expect(upstreamBodyNote(create(RequestLogSchema, { requestBody: "{}", translated: true }))).toBe("Not recorded.");
     expect(upstreamBodyNote(create(RequestLogSchema, {}))).toMatch(/body logging is off/);
+  });
+});
+
+describe("outcomes", () => {
+  it("name every outcome but unspecified, once, as the API does", () => {
+    expect(OUTCOMES.map((o) => o.name)).toEqual([
+      "ok",
+      "upstream_error",
+      "interrupted",
+      "timeout",
+      "cancelled_by_client",
+      "cancelled_by_admin",
+      "refused",
+    ]);
+    for (const o of OUTCOMES) expect(outcomeOfName(o.name)).toBe(o.value);
+    expect(new Set(OUTCOMES.map((o) => o.value)).size).toBe(Object.keys(Outcome).length / 2 - 1);
+  });
+  it("an old record has none; an unknown name is none", () => {
+    expect(outcomeChoice(Outcome.UNSPECIFIED)).toBeUndefined();
+    expect(outcomeChoice(Outcome.INTERRUPTED)?.label).toBe("Interrupted");
+    expect(outcomeOfName("nope")).toBe(Outcome.UNSPECIFIED);
+    expect(outcomeOfName("")).toBe(Outcome.UNSPECIFIED);
   });
 });

@@ -1,7 +1,7 @@
 // How the log views show a request's protocols and its normalized usage
 // (see RequestLog in proto/llmgw/v1/logs.proto).
 
-import type { RequestLog } from "@/gen/llmgw/v1/logs_pb";
+import { Outcome, type RequestLog } from "@/gen/llmgw/v1/logs_pb";
 import type { Num } from "./format";
 
 type Protocols = Pick<RequestLog, "protocol" | "upstreamProtocol">;
@@ -56,4 +56,35 @@ export function upstreamBodyNote(r: Pick<RequestLog, "requestBody" | "upstreamRe
   if (r.upstreamRequestBody) return "";
   if (r.requestBody) return r.translated ? "Not recorded." : "The client's request body was sent unchanged.";
   return "Not recorded (empty, or body logging is off).";
+}
+
+export interface OutcomeChoice {
+  value: Outcome;
+  /** The name the API, the CLI and the URL use ("interrupted"). */
+  name: string;
+  label: string;
+  /** What it means, for a tooltip. */
+  hint: string;
+  tone: "success" | "warning" | "destructive" | "secondary";
+}
+
+/** How a request can end (RequestLog.outcome), in the enum's order. */
+export const OUTCOMES: OutcomeChoice[] = [
+  { value: Outcome.OK, name: "ok", label: "OK", hint: "Answered in full.", tone: "success" },
+  { value: Outcome.UPSTREAM_ERROR, name: "upstream_error", label: "Upstream error", hint: "An upstream failed before the response started.", tone: "destructive" },
+  { value: Outcome.INTERRUPTED, name: "interrupted", label: "Interrupted", hint: "The response started, then failed: the stream broke or the upstream reported an error in it.", tone: "destructive" },
+  { value: Outcome.TIMEOUT, name: "timeout", label: "Timeout", hint: "No upstream answered in time, or one went silent mid-response.", tone: "destructive" },
+  { value: Outcome.CANCELLED_BY_CLIENT, name: "cancelled_by_client", label: "Cancelled by client", hint: "The client went away before the response was complete (status 499).", tone: "warning" },
+  { value: Outcome.CANCELLED_BY_ADMIN, name: "cancelled_by_admin", label: "Cancelled by admin", hint: "An operator cancelled the request.", tone: "warning" },
+  { value: Outcome.REFUSED, name: "refused", label: "Refused", hint: "The gateway refused the request: authentication, limits or validation.", tone: "secondary" },
+];
+
+/** The choice for an outcome; undefined for unspecified (records stored before outcomes). */
+export function outcomeChoice(o: Outcome): OutcomeChoice | undefined {
+  return OUTCOMES.find((c) => c.value === o);
+}
+
+/** The outcome a name stands for; UNSPECIFIED for "" or an unknown name. */
+export function outcomeOfName(name: string): Outcome {
+  return OUTCOMES.find((c) => c.name === name.trim())?.value ?? Outcome.UNSPECIFIED;
 }

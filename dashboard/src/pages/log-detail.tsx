@@ -2,7 +2,7 @@ import { ArrowLeft, CircleAlert, CircleCheck, CircleX, Terminal } from "lucide-r
 import { type ReactNode, useMemo, useState } from "react";
 import { CopyButton } from "@/components/copy-button";
 import { Empty, ErrorAlert, TableSkeleton } from "@/components/states";
-import { StatusBadge } from "@/components/status-badge";
+import { OutcomeBadge, StatusBadge } from "@/components/status-badge";
 import { Badge } from "@/components/ui/badge";
 import { Card, CardContent, CardDescription, CardHeader, CardTitle } from "@/components/ui/card";
 import type { Attempt, RequestLog } from "@/gen/llmgw/v1/logs_pb";
@@ -60,6 +60,7 @@ function Detail({ r }: { r: RequestLog }) {
           <div className="flex flex-wrap items-center gap-2">
             <h1 className="text-2xl font-semibold tracking-tight">{r.model || "(no model)"}</h1>
             <StatusBadge status={r.status} cancelled={r.cancelled} />
+            <OutcomeBadge outcome={r.outcome} />
             {r.stream ? <Badge variant="info">stream</Badge> : null}
             <Badge variant="outline" title="Client protocol → upstream protocol">
               {protocolPair(r)}

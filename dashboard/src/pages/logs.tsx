@@ -1,7 +1,7 @@
 import { ArrowDown, ArrowUp, ArrowUpDown, ChevronLeft, ChevronRight, ChevronsLeft, Radio, RefreshCw, RotateCcw, ScrollText, Waves } from "lucide-react";
 import { type ReactNode, useEffect, useMemo, useRef, useState } from "react";
 import { Empty, ErrorAlert, PageHeader, Spinner, TableSkeleton } from "@/components/states";
-import { StatusBadge } from "@/components/status-badge";
+import { OutcomeBadge, StatusBadge } from "@/components/status-badge";
 import { Badge } from "@/components/ui/badge";
 import { Button } from "@/components/ui/button";
 import { Card } from "@/components/ui/card";
@@ -10,7 +10,7 @@ import { Input } from "@/components/ui/input";
 import { Label } from "@/components/ui/label";
 import { Select } from "@/components/ui/select";
 import { Table, TableBody, TableCell, TableHead, TableHeader, TableRow } from "@/components/ui/table";
-import type { RequestLog } from "@/gen/llmgw/v1/logs_pb";
+import { Outcome, type RequestLog } from "@/gen/llmgw/v1/logs_pb";
 import { api, errorMessage } from "@/lib/api";
 import {
   activeFilterCount,
@@ -29,7 +29,7 @@ import {
   withFilters,
 } from "@/lib/filters";
 import { formatClock, formatCost, formatDateTime, formatDuration, formatTokens } from "@/lib/format";
-import { protocolPair } from "@/lib/log-fields";
+import { OUTCOMES, protocolPair } from "@/lib/log-fields";
 import { useDebounced, useQuery, useTitle } from "@/lib/hooks";
 import { Link, navigate, useLocation } from "@/lib/router";
 import { cn } from "@/lib/utils";
@@ -236,6 +236,7 @@ export function LogsPage() {
                         </Badge>
                       ) : null}
                     </div>
+                    {r.outcome !== Outcome.OK ? <OutcomeBadge outcome={r.outcome} className="mt-1" /> : null}
                   </TableCell>
                   <TableCell className="max-w-44">
                     <div className="truncate font-medium">{r.model || "–"}</div>
@@ -507,6 +508,16 @@ function FilterBar({ filters, onChange }: { filters: LogFilters; onChange: (f: L
             <Select id="f-protocol" value={draft.protocol} onChange={(e) => now({ protocol: e.target.value })}>
               <option value="">Any client protocol</option>
               {protocolOptions(CLIENT_PROTOCOL_CHOICES, draft.protocol)}
+            </Select>
+          </FilterField>
+          <FilterField label="Outcome" id="f-outcome">
+            <Select id="f-outcome" value={draft.outcome} onChange={(e) => now({ outcome: e.target.value })}>
+              <option value="">Any outcome</option>
+              {OUTCOMES.map((o) => (
+                <option key={o.name} value={o.name} title={o.hint}>
+                  {o.label}
+                </option>
+              ))}
             </Select>
           </FilterField>
           <FilterField label="Upstream protocol" id="f-upstream-protocol">

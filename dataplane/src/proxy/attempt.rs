@@ -79,7 +79,7 @@ impl Proxy {
                         settings.retry_budget_min_retries,
                     )
                 {
-                    tracing::warn!(model = %call.model.name, "retry budget exhausted");
+                    crate::warn_limited!(model = %call.model.name, "retry budget exhausted");
                     break 'targets;
                 }
                 if Instant::now() >= deadline {

@@ -162,6 +162,9 @@ pub struct StreamSeen {
     pub usage: Option<Usage>,
     pub text: String,
     pub finished: bool,
+    /// An error the upstream reported in the response (see `instream`):
+    /// the status it implies and its message.
+    pub error: Option<Box<(u16, String)>>,
 }
 
 /// Largest amount of generated text kept for estimating output tokens.

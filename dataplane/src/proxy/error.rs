@@ -63,6 +63,29 @@ impl ErrorKind {
         }
     }
 
+    /// The request log's outcome of a request the gateway answered with
+    /// this error itself.
+    pub fn outcome(self) -> llmgw_proto::v1::Outcome {
+        use llmgw_proto::v1::Outcome;
+        match self {
+            ErrorKind::UpstreamTimeout => Outcome::Timeout,
+            ErrorKind::UpstreamUnavailable | ErrorKind::RateLimited => Outcome::UpstreamError,
+            // Refused: authentication, validation, limits, and a gateway
+            // that cannot serve yet.
+            _ => Outcome::Refused,
+        }
+    }
+
+    /// Whether the client was refused before presenting a valid key.
+    pub fn unauthenticated(self) -> Option<&'static str> {
+        match self {
+            ErrorKind::MissingKey => Some("missing_key"),
+            ErrorKind::InvalidKey => Some("invalid_key"),
+            ErrorKind::ExpiredKey => Some("expired_key"),
+            _ => None,
+        }
+    }
+
     /// The OpenAI `type`.
     pub fn openai_type(self) -> &'static str {
         match self.status().as_u16() {
@@ -164,5 +187,21 @@ mod tests {
         assert_eq!(ErrorKind::BadRequest.fault(), Fault::Downstream);
         assert!(retryable_status(529) && !retryable_status(429) && !retryable_status(400));
         assert!(!AttemptError::Deadline.retryable());
+    }
+
+    #[test]
+    fn kinds_know_their_outcome() {
+        use llmgw_proto::v1::Outcome;
+        assert_eq!(ErrorKind::InvalidKey.outcome(), Outcome::Refused);
+        assert_eq!(ErrorKind::BodyTooLarge.outcome(), Outcome::Refused);
+        assert_eq!(ErrorKind::UnknownModel.outcome(), Outcome::Refused);
+        assert_eq!(ErrorKind::UpstreamTimeout.outcome(), Outcome::Timeout);
+        assert_eq!(AttemptError::Deadline.kind().outcome(), Outcome::Timeout);
+        assert_eq!(
+            AttemptError::Connect("refused".into()).kind().outcome(),
+            Outcome::UpstreamError
+        );
+        assert_eq!(ErrorKind::MissingKey.unauthenticated(), Some("missing_key"));
+        assert_eq!(ErrorKind::ModelNotAllowed.unauthenticated(), None);
     }
 }

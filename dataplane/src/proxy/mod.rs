@@ -12,6 +12,7 @@ pub mod error;
 mod estimate;
 mod gemini;
 mod head;
+mod instream;
 mod observe;
 mod openai;
 mod record;
@@ -66,7 +67,13 @@ pub struct Proxy {
     upstreams: upstream::Upstreams,
     out: Arc<Emitter>,
     node_id: String,
+    /// Request-log rows for unauthenticated requests, by client address.
+    unauthenticated_rows: crate::throttle::PerAddress,
 }
+
+/// Default of `--unauthenticated-log-per-minute`: request-log rows a
+/// client address may cause per minute without a valid key (and at once).
+pub const UNAUTHENTICATED_LOG_PER_MINUTE: u32 = 10;
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,7 +155,7 @@ impl Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(mut r) = self.record.take() {
-            r.cancelled = true;
+            record::cancelled_by_client(&mut r);
             r.latency_ms = self.started.elapsed().as_millis() as u64;
             r.ttfb_ms = r.latency_ms;
             if r.error.is_empty() {
@@ -177,7 +184,21 @@ impl Proxy {
             upstreams: upstream::Upstreams::default(),
             out: Arc::new(Emitter::new(logs, metrics, request_log)),
             node_id,
+            unauthenticated_rows: crate::throttle::PerAddress::new(
+                UNAUTHENTICATED_LOG_PER_MINUTE,
+                crate::throttle::ADDRESSES,
+            ),
         }
+    }
+
+    /// Sets how many request-log rows a client address may cause per
+    /// minute (and at once) with requests refused before authentication.
+    /// The rest are only counted in metrics.
+    #[must_use]
+    pub fn with_unauthenticated_log_rate(mut self, per_minute: u32) -> Self {
+        self.unauthenticated_rows =
+            crate::throttle::PerAddress::new(per_minute, crate::throttle::ADDRESSES);
+        self
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -257,7 +278,12 @@ impl Proxy {
                 let r = pending.record();
                 r.status = u32::from(kind.status().as_u16());
                 r.error.clone_from(&message);
-                self.finish_plain(&mut pending);
+                r.set_outcome(kind.outcome());
+                if let Some(reason) = kind.unauthenticated() {
+                    self.refused_unauthenticated(&mut pending, reason, client_ip);
+                } else {
+                    self.finish_plain(&mut pending);
+                }
                 self.error(d, kind, &message, &id)
             }
         };
@@ -271,6 +297,28 @@ impl Proxy {
         if self.out.mode.records() {
             record::log_headers(w, field, headers);
         }
+    }
+
+    /// A request refused before authentication: always counted, logged as
+    /// a row only while its address is within its rate (anonymous traffic
+    /// must not fill the log and the spool).
+    fn refused_unauthenticated(&self, pending: &mut Pending, reason: &str, client_ip: &str) {
+        let metrics = &self.out.metrics;
+        metrics
+            .unauthenticated
+            .get_or_create(&crate::metrics::ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+        if self.unauthenticated_rows.allow(client_ip) {
+            self.finish_plain(pending);
+            return;
+        }
+        metrics.unauthenticated_rows_suppressed.inc();
+        let (mut r, _) = pending.take();
+        r.latency_ms = pending.started.elapsed().as_millis() as u64;
+        r.ttfb_ms = r.latency_ms;
+        metrics.observe(&r);
     }
 
     /// Logs a request that ended without a proxied body.

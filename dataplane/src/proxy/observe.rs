@@ -114,6 +114,10 @@ impl Observer {
         };
         self.dialect
             .observe_event(self.endpoint, ev.name, &data, &mut self.seen);
+        if self.seen.error.is_none() {
+            let wire = super::instream::pass_through_wire(self.dialect.protocol(), self.endpoint);
+            self.seen.error = super::instream::error_event(wire, ev.name, &data).map(Box::new);
+        }
         !(self.strip_usage_chunk && is_usage_chunk(&data))
     }
 
@@ -155,11 +159,19 @@ impl Observer {
                         self.dialect.usage_of_body(endpoint, &Value::Object(only))
                     })
                 });
-                if self.seen.usage.is_none() {
+                // Zero usage counts as none when there is an answer: the
+                // text is needed for the estimate.
+                if self.seen.usage.is_none_or(|u| super::record::is_zero(&u)) {
                     if let Ok(v) = serde_json::from_slice::<Value>(&self.whole) {
-                        self.seen.usage = self.dialect.usage_of_body(self.endpoint, &v);
+                        if self.seen.usage.is_none() {
+                            self.seen.usage = self.dialect.usage_of_body(self.endpoint, &v);
+                        }
                         self.dialect
                             .text_of_body(self.endpoint, &v, &mut self.seen.text);
+                        // A streamed Gemini JSON array can end in an error.
+                        if let Some(items) = v.as_array() {
+                            self.seen.error = super::instream::in_gemini_array(items).map(Box::new);
+                        }
                     }
                 }
             }
@@ -218,6 +230,66 @@ mod tests {
         assert_eq!(o.usage().unwrap().input, 3);
         assert!(o.log_truncated);
         assert_eq!(o.logged.len(), 4);
+    }
+
+    #[test]
+    fn in_stream_errors_are_seen_and_passed_on() {
+        let d = dialect(Protocol::Anthropic);
+        let mut o = Observer::new(d, Endpoint::Messages, true, false, 1 << 16);
+        let error = Bytes::from_static(
+            b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+        );
+        // The client gets the event as it came.
+        assert_eq!(o.feed(error.clone()), error);
+        let (status, message) = *o.seen.error.clone().unwrap();
+        assert_eq!(status, 529);
+        assert!(message.contains("Overloaded"), "{message}");
+        assert!(!o.seen.finished);
+
+        // Responses' response.failed ends the stream, and is an error.
+        let d = dialect(Protocol::OpenAi);
+        let mut o = Observer::new(d, Endpoint::Responses, true, false, 1 << 16);
+        o.feed(Bytes::from_static(
+            b"event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"m\"}}}\n\n",
+        ));
+        assert!(o.seen.finished);
+        assert_eq!(o.seen.error.as_ref().map(|e| e.0), Some(500));
+
+        // A streamed Gemini JSON array that ends in an error object.
+        let d = dialect(Protocol::Gemini);
+        let mut o = Observer::new(
+            d,
+            Endpoint::GeminiStream { sse: false },
+            false,
+            false,
+            1 << 16,
+        );
+        o.feed(Bytes::from_static(
+            b"[{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"hi\"}]}}]},\r\n{\"error\":{\"code\":503,\"message\":\"m\",\"status\":\"UNAVAILABLE\"}}\n]",
+        ));
+        o.finish();
+        assert_eq!(o.seen.error.as_ref().map(|e| e.0), Some(503));
+        assert_eq!(o.seen.text, "hi");
+
+        // A normal chat stream has none.
+        let d = dialect(Protocol::OpenAi);
+        let mut o = Observer::new(d, Endpoint::ChatCompletions, true, false, 1 << 16);
+        o.feed(Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"error\"}}]}\n\ndata: [DONE]\n\n",
+        ));
+        assert!(o.seen.error.is_none() && o.seen.finished);
+    }
+
+    #[test]
+    fn zero_usage_keeps_the_text_for_the_estimate() {
+        let d = dialect(Protocol::Anthropic);
+        let mut o = Observer::new(d, Endpoint::Messages, false, false, 1 << 16);
+        o.feed(Bytes::from_static(
+            b"{\"content\":[{\"type\":\"text\",\"text\":\"yo\"}],\"usage\":{\"input_tokens\":0,\"output_tokens\":0}}",
+        ));
+        o.finish();
+        assert_eq!(o.usage(), Some(Usage::default()));
+        assert_eq!(o.seen.text, "yo");
     }
 
     #[test]

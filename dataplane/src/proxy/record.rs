@@ -56,7 +56,10 @@ impl Emitter {
     /// `encoded` holds the record's fields already written as protobuf
     /// (headers, bodies, the request's own strings; see [`log_headers`] and
     /// [`log_body`]).
-    pub fn emit(&self, record: pb::RequestLog, encoded: FieldWriter) {
+    pub fn emit(&self, mut record: pb::RequestLog, encoded: FieldWriter) {
+        if record.outcome == pb::Outcome::Unspecified as i32 {
+            record.set_outcome(outcome_of(&record));
+        }
         self.metrics.observe(&record);
         if self.mode.records() {
             self.logs.send(LogRecord {
@@ -65,6 +68,36 @@ impl Emitter {
             });
         }
     }
+}
+
+/// The outcome of a record that was not given one where it ended: a
+/// cancel, a success, or else an upstream's error answer.
+pub fn outcome_of(r: &pb::RequestLog) -> pb::Outcome {
+    if r.cancelled {
+        pb::Outcome::CancelledByClient
+    } else if (200..400).contains(&r.status) && r.error.is_empty() {
+        pb::Outcome::Ok
+    } else {
+        pb::Outcome::UpstreamError
+    }
+}
+
+/// The status a request the client abandoned is logged with (nginx's
+/// "client closed request").
+pub const CLIENT_CLOSED: u32 = 499;
+
+/// Marks a record as abandoned by its client.
+pub fn cancelled_by_client(r: &mut pb::RequestLog) {
+    r.cancelled = true;
+    r.status = CLIENT_CLOSED;
+    r.set_outcome(pb::Outcome::CancelledByClient);
+}
+
+/// Usage with every count zero: what an upstream that does not count
+/// reports (Anthropic's required fields set to 0). For an answer that is
+/// not empty it is treated as missing, and estimated.
+pub fn is_zero(u: &Usage) -> bool {
+    u.input == 0 && u.output == 0 && u.cache_read == 0 && u.cache_write == 0
 }
 
 /// Headers whose values are credentials; they are masked in logs.
@@ -234,7 +267,14 @@ impl Finish {
     /// Whether finishing needs tiktoken: no usage was reported for a
     /// response that has to be counted.
     fn needs_estimate(&self) -> bool {
-        self.usage.is_none() && self.counted
+        self.counted && self.reported().is_none()
+    }
+
+    /// The usage to record as reported: none when it is missing, or when
+    /// it is all zero for an answer with text.
+    fn reported(&self) -> Option<Usage> {
+        self.usage
+            .filter(|u| !(is_zero(u) && self.counted && !self.completion_text.is_empty()))
     }
 
     /// Completes usage and cost and hands the record to the log sink. Only
@@ -269,7 +309,7 @@ impl Finish {
     fn complete(self) -> (pb::RequestLog, FieldWriter) {
         let mut f = self;
         let mut r = std::mem::take(&mut f.record);
-        let usage = match f.usage {
+        let usage = match f.reported() {
             Some(u) => {
                 r.usage_source = "reported".into();
                 Some(u)
@@ -369,6 +409,78 @@ mod tests {
         assert_eq!(body(raw, 2), ("a".into(), true));
         assert_eq!(body(raw, 3), ("a\u{e9}".into(), false));
         assert_eq!(body(b"a\xffb", 9), ("a\u{fffd}b".into(), false));
+    }
+
+    fn finish(usage: Option<Usage>, text: &str) -> Finish {
+        Finish {
+            record: pb::RequestLog::default(),
+            encoded: FieldWriter::default(),
+            usage,
+            request: Some(bytes::Bytes::from_static(
+                br#"{"model":"gpt-4o","messages":[{"role":"user","content":"say something nice please"}]}"#,
+            )),
+            completion_text: text.into(),
+            prices: Prices {
+                input_per_mtok: 1.0,
+                output_per_mtok: 1.0,
+                ..Default::default()
+            },
+            tokenizer_model: "gpt-4o".into(),
+            counted: true,
+        }
+    }
+
+    #[test]
+    fn zero_usage_for_an_answer_is_estimated() {
+        let zero = Some(Usage::default());
+        let f = finish(zero, "a few words of an answer");
+        assert!(f.needs_estimate());
+        let (r, _) = f.complete();
+        assert_eq!(r.usage_source, "estimated");
+        assert!(r.input_tokens > 0 && r.output_tokens > 0, "{r:?}");
+        assert!(r.cost > 0.0);
+        // Zero for an empty answer is what was reported.
+        let f = finish(zero, "");
+        assert!(!f.needs_estimate());
+        let (r, _) = f.complete();
+        assert_eq!((r.usage_source.as_str(), r.output_tokens), ("reported", 0));
+        // Real usage is kept as it is.
+        let some = Some(Usage {
+            input: 3,
+            output: 2,
+            ..Default::default()
+        });
+        let (r, _) = finish(some, "hi").complete();
+        assert_eq!((r.usage_source.as_str(), r.input_tokens), ("reported", 3));
+    }
+
+    #[test]
+    fn records_without_an_outcome_get_one() {
+        let r = |status, error: &str, cancelled| pb::RequestLog {
+            status,
+            error: error.into(),
+            cancelled,
+            ..Default::default()
+        };
+        assert_eq!(outcome_of(&r(200, "", false)), pb::Outcome::Ok);
+        assert_eq!(
+            outcome_of(&r(400, "upstream answered 400", false)),
+            pb::Outcome::UpstreamError
+        );
+        assert_eq!(
+            outcome_of(&r(200, "broke", false)),
+            pb::Outcome::UpstreamError
+        );
+        assert_eq!(
+            outcome_of(&r(200, "", true)),
+            pb::Outcome::CancelledByClient
+        );
+        let mut c = r(200, "", false);
+        cancelled_by_client(&mut c);
+        assert_eq!(
+            (c.status, c.outcome()),
+            (499, pb::Outcome::CancelledByClient)
+        );
     }
 
     #[test]

@@ -215,6 +215,12 @@ impl Proxy {
             translate::whole(upstream, client, counting, &body, &opts, || {
                 llmgw_core::tokens::approximate_input(&head::tree(call.raw))
             })
+            .map_err(|e| {
+                (
+                    ErrorKind::UpstreamUnavailable,
+                    format!("the upstream answer could not be translated: {e}"),
+                )
+            })
         });
         let r = &mut finish.record;
         r.latency_ms = pending.started.elapsed().as_millis() as u64;
@@ -238,14 +244,13 @@ impl Proxy {
                 *out.body_mut() = full(body);
                 out
             }
-            Err(e) => {
-                let message = format!("the upstream answer could not be translated: {e}");
-                finish.record.status = 502;
+            Err((kind, message)) => {
+                finish.record.status = u32::from(kind.status().as_u16());
                 finish.record.error.clone_from(&message);
+                finish.record.set_outcome(kind.outcome());
                 finish.counted = false;
                 finish.submit(Arc::clone(&self.out));
-                let mut resp =
-                    self.error(call.dialect, ErrorKind::UpstreamUnavailable, &message, "");
+                let mut resp = self.error(call.dialect, kind, &message, "");
                 resp.headers_mut().extend(out.headers_mut().drain());
                 resp
             }
@@ -265,28 +270,40 @@ pub(super) fn dropped_header(dropped: &[String]) -> Option<HeaderValue> {
 }
 
 /// Reads a whole upstream body, with an idle timeout between chunks and a
-/// size cap.
+/// size cap. An error says what the client is answered: the idle timeout
+/// is an upstream timeout, anything else an unavailable upstream.
 pub(super) async fn read_whole(
     resp: Response<Incoming>,
     idle: Duration,
     cap: usize,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, (ErrorKind, String)> {
     let mut out = bytes::BytesMut::new();
     let mut body = resp.into_body();
+    let unavailable = |m: String| (ErrorKind::UpstreamUnavailable, m);
     loop {
         match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => {
-                return Err(format!(
-                    "upstream sent nothing for {} s (idle timeout)",
-                    idle.as_secs()
+                return Err((
+                    ErrorKind::UpstreamTimeout,
+                    format!(
+                        "upstream sent nothing for {} s (idle timeout)",
+                        idle.as_secs()
+                    ),
                 ))
             }
             Ok(None) => return Ok(out.freeze()),
-            Ok(Some(Err(e))) => return Err(format!("upstream body broke: {}", error_chain(&e))),
+            Ok(Some(Err(e))) => {
+                return Err(unavailable(format!(
+                    "upstream body broke: {}",
+                    error_chain(&e)
+                )))
+            }
             Ok(Some(Ok(frame))) => {
                 if let Ok(chunk) = frame.into_data() {
                     if out.len() + chunk.len() > cap {
-                        return Err(format!("the upstream answer is larger than {cap} bytes"));
+                        return Err(unavailable(format!(
+                            "the upstream answer is larger than {cap} bytes"
+                        )));
                     }
                     out.extend_from_slice(&chunk);
                 }

@@ -41,7 +41,7 @@ impl RouterState {
             });
         }
         if stats.health.record(ok, now, &self.policy) {
-            tracing::warn!(
+            crate::warn_limited!(
                 provider = %key.provider,
                 upstream_model = %key.upstream_model,
                 "target ejected as an outlier"

@@ -27,15 +27,40 @@ use crate::server::BoxError;
 pub type Upstream = Incoming;
 
 /// How a response ended, for the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum End {
     Complete,
-    Broken,
+    Broken(Failure),
     Cancelled,
+}
+
+/// Why a started response failed: the status the log records (not the 200
+/// the client already got), the error, and whether it was the idle
+/// timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub status: u16,
+    pub message: String,
+    pub timeout: bool,
+}
+
+impl Failure {
+    /// The upstream's body broke, or could not be read: a bad gateway.
+    pub fn broken(message: String) -> Failure {
+        Failure {
+            status: 502,
+            message,
+            timeout: false,
+        }
+    }
 }
 
 /// What happens to the bytes on their way: passed as they are and watched,
 /// or transcoded into the client's protocol.
+// The relay lives inside the response body, which is boxed once per
+// response anyway: boxing the observer too would add an allocation per
+// request for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Relay {
     Pass(Observer),
     Translate(Box<Transcoder>),
@@ -79,12 +104,18 @@ impl Relay {
         }
     }
 
-    /// A translated stream whose upstream could not be read, or was cut.
-    fn broken(&self) -> Option<String> {
-        match self {
-            Relay::Pass(_) => None,
-            Relay::Translate(t) => t.broken.clone(),
-        }
+    /// A response whose upstream reported an error in it, or (translated)
+    /// could not be read or was cut.
+    fn broken(&self) -> Option<Failure> {
+        let (status, message) = match self {
+            Relay::Pass(o) => *o.seen.error.clone()?,
+            Relay::Translate(t) => t.failure()?,
+        };
+        Some(Failure {
+            status,
+            message,
+            timeout: false,
+        })
     }
 
     fn usage(&self) -> Option<Usage> {
@@ -159,7 +190,7 @@ impl ProxyBody {
         }
     }
 
-    fn end(&mut self, how: End, error: Option<String>) {
+    fn end(&mut self, how: End) {
         let Some((mut f, sink)) = self.finish.take() else {
             return;
         };
@@ -174,13 +205,19 @@ impl ProxyBody {
         match how {
             End::Complete => {}
             End::Cancelled => {
-                r.cancelled = true;
+                super::record::cancelled_by_client(r);
                 if r.error.is_empty() {
                     r.error = "client disconnected".into();
                 }
             }
-            End::Broken => {
-                r.error = error.unwrap_or_else(|| "upstream stream broke".into());
+            End::Broken(failure) => {
+                r.status = u32::from(failure.status);
+                r.error = failure.message;
+                r.set_outcome(if failure.timeout {
+                    llmgw_proto::v1::Outcome::Timeout
+                } else {
+                    llmgw_proto::v1::Outcome::Interrupted
+                });
             }
         }
         let (logged, truncated) = self.observer.take_logged();
@@ -196,15 +233,17 @@ impl ProxyBody {
         f.submit(sink);
     }
 
-    fn fail(&mut self, message: String) {
-        tracing::warn!(error = %message, "upstream response broke");
+    fn fail(&mut self, failure: Failure) {
+        crate::warn_limited!(error = %failure.message, "upstream response broke");
         self.upstream = None;
         self.tail = Some(if self.observer.streaming() {
-            Ok(Bytes::from(self.observer.stream_error_event(&message)))
+            Ok(Bytes::from(
+                self.observer.stream_error_event(&failure.message),
+            ))
         } else {
-            Err(message.clone().into())
+            Err(failure.message.clone().into())
         });
-        self.end(End::Broken, Some(message));
+        self.end(End::Broken(failure));
     }
 }
 
@@ -220,8 +259,8 @@ impl ProxyBody {
             ..Default::default()
         });
         match self.observer.broken() {
-            Some(why) => self.end(End::Broken, Some(why)),
-            None => self.end(End::Complete, None),
+            Some(failure) => self.end(End::Broken(failure)),
+            None => self.end(End::Complete),
         }
         self.done = true;
         rest.filter(|r| !r.is_empty())
@@ -232,13 +271,16 @@ impl Drop for ProxyBody {
     fn drop(&mut self) {
         if self.finish.is_some() {
             // A stream whose terminal event went out is complete even if the
-            // client left before reading the end of the body.
-            let how = if self.observer.streaming() && self.observer.finished() {
+            // client left before reading the end of the body; one whose
+            // upstream had reported an error is interrupted.
+            let how = if let Some(failure) = self.observer.broken() {
+                End::Broken(failure)
+            } else if self.observer.streaming() && self.observer.finished() {
                 End::Complete
             } else {
                 End::Cancelled
             };
-            self.end(how, None);
+            self.end(how);
         }
     }
 }
@@ -287,7 +329,7 @@ impl Body for ProxyBody {
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    this.fail(format!("upstream stream broke: {e}"));
+                    this.fail(Failure::broken(format!("upstream stream broke: {e}")));
                 }
                 Poll::Ready(None) => {
                     if let Some(rest) = this.complete() {
@@ -297,7 +339,11 @@ impl Body for ProxyBody {
                 Poll::Pending => {
                     if this.idle.as_mut().poll(cx).is_ready() {
                         let secs = this.idle_timeout.as_secs();
-                        this.fail(format!("upstream sent nothing for {secs} s (idle timeout)"));
+                        this.fail(Failure {
+                            status: 504,
+                            message: format!("upstream sent nothing for {secs} s (idle timeout)"),
+                            timeout: true,
+                        });
                         continue;
                     }
                     return Poll::Pending;

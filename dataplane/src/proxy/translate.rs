@@ -265,6 +265,11 @@ pub struct Transcoder {
     pub log_truncated: bool,
     /// Why the upstream stream could not be read, if it could not.
     pub broken: Option<String>,
+    /// The upstream's wire format.
+    from: Wire,
+    /// An error the upstream reported in the stream: the status it
+    /// implies and its message.
+    upstream_error: Option<(u16, String)>,
 }
 
 impl Transcoder {
@@ -281,6 +286,8 @@ impl Transcoder {
             log_cap,
             log_truncated: false,
             broken: None,
+            from,
+            upstream_error: None,
         }
     }
 
@@ -317,6 +324,20 @@ impl Transcoder {
         }
         if let Err(e) = self.decoder.event(ev.name, &ev.data, &mut self.events) {
             self.broken = Some(e.to_string());
+        }
+        if self.upstream_error.is_none() {
+            if let Some(message) = self.events.iter().find_map(|e| match e {
+                Event::Error { message } => Some(message),
+                _ => None,
+            }) {
+                // The status the upstream's error names, from the event.
+                let status = serde_json::from_str(&ev.data)
+                    .ok()
+                    .and_then(|v| super::instream::error_event(self.from, ev.name, &v))
+                    .map_or(super::instream::UNKNOWN_STATUS, |(s, _)| s);
+                self.upstream_error =
+                    Some((status, format!("upstream error in the stream: {message}")));
+            }
         }
         self.forward(out);
     }
@@ -366,6 +387,16 @@ impl Transcoder {
             self.finished = true;
         }
         out
+    }
+
+    /// Why the stream failed, for the log: the upstream's own error
+    /// first, else why it could not be read (a bad gateway).
+    pub fn failure(&self) -> Option<(u16, String)> {
+        self.upstream_error.clone().or_else(|| {
+            self.broken
+                .clone()
+                .map(|m| (super::instream::UNKNOWN_STATUS, m))
+        })
     }
 
     /// Usage the upstream reported.
@@ -462,6 +493,22 @@ mod tests {
             out.trim_end().ends_with('}') && out.contains("\"error\""),
             "{out}"
         );
+    }
+
+    #[test]
+    fn an_in_stream_error_is_the_failure_with_its_status() {
+        let cut = &ANTHROPIC_STREAM[..ANTHROPIC_STREAM.find("event: content_block_stop").unwrap()];
+        let errored = format!(
+            "{cut}event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}}}\n\n"
+        );
+        let (out, t) = run(errored.as_bytes(), 50);
+        let (status, message) = t.failure().unwrap();
+        assert_eq!(status, 529);
+        assert!(message.contains("Overloaded"), "{message}");
+        assert!(!out.contains("[DONE]"), "{out}");
+        // A whole stream has none.
+        let (_, t) = run(ANTHROPIC_STREAM.as_bytes(), 50);
+        assert_eq!(t.failure(), None);
     }
 
     #[test]
