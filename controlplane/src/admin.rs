@@ -291,13 +291,10 @@ pub fn targets_from_pb(items: &[pb::ModelTarget]) -> Result<Vec<TargetSpec>, Sta
 /// A target's rule text, bounded before it is parsed and normalised.
 fn rules_text(i: usize, text: &str) -> Result<String, Status> {
     let n = i + 1;
-    validate::length(
-        &format!("target {n} rules"),
-        text,
-        validate::limits::RULES,
-    )
-    .and_then(|()| specs_normalise_rules(text).map_err(|e| validate::ValidationError(e.to_string())))
-    .map_err(|e| Status::invalid_argument(bounded(format!("target {n}: {e}"))))
+    validate::length(&format!("target {n} rules"), text, validate::limits::RULES)
+        .map_err(|e| Status::invalid_argument(e.0))?;
+    specs_normalise_rules(text)
+        .map_err(|e| Status::invalid_argument(bounded(format!("target {n}: {e}"))))
 }
 
 fn new_key_secret() -> Result<String, Status> {

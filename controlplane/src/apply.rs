@@ -205,7 +205,8 @@ fn model_spec(c: &pb::ModelConfig) -> Result<ModelSpec, StoreError> {
         prices: crate::admin::prices(c.prices.as_ref()),
         enabled: c.enabled,
         targets: targets_from_pb(&c.targets)
-            .map_err(|s| StoreError::Invalid(s.message().to_string()))?,
+            .map_err(|s| StoreError::Invalid(s.message().to_string()))
+            .map_err(in_model)?,
         default_max_tokens: c.default_max_tokens,
         translation: translation(&c.translation).map_err(in_model)?,
     })
