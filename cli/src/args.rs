@@ -1247,19 +1247,20 @@ mod tests {
         };
         assert_eq!(a.common.weights, Some(vec![0, 1]));
         assert!(Cli::try_parse_from([
-            "llmgw", "model", "add", "m", "--target", "a", "--weights", "-1"
+            "llmgw",
+            "model",
+            "add",
+            "m",
+            "--target",
+            "a",
+            "--weights",
+            "-1"
         ])
         .is_err());
         // --allow-empty only with --prune.
         assert!(Cli::try_parse_from(["llmgw", "apply", "-f", "x", "--allow-empty"]).is_err());
-        assert!(Cli::try_parse_from([
-            "llmgw",
-            "apply",
-            "-f",
-            "x",
-            "--prune",
-            "--allow-empty"
-        ])
-        .is_ok());
+        assert!(
+            Cli::try_parse_from(["llmgw", "apply", "-f", "x", "--prune", "--allow-empty"]).is_ok()
+        );
     }
 }

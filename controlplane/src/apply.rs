@@ -144,7 +144,8 @@ fn provider_spec(
         name: c.name.clone(),
         protocol: Protocol::from_str(c.protocol.trim())
             .map_err(|e| StoreError::Invalid(format!("provider '{}': {e}", c.name)))?,
-        base_url: crate::admin::normalized_url(&c.base_url).map_err(in_object("provider", &c.name))?,
+        base_url: crate::admin::normalized_url(&c.base_url)
+            .map_err(in_object("provider", &c.name))?,
         api_key: resolve_secret(
             &format!("api_key of provider '{}'", c.name),
             &c.api_key,

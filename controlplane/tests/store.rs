@@ -1900,7 +1900,11 @@ both! {
 /// Overwrites one column of one row, as a corrupted disk or a hostile
 /// database user would.
 async fn tamper(store: &Store, sql: &str, name: &str) {
-    sqlx::query(sql).bind(name).execute(store.pool()).await.unwrap();
+    sqlx::query(sql)
+        .bind(name)
+        .execute(store.pool())
+        .await
+        .unwrap();
 }
 
 both! {

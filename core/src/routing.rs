@@ -474,14 +474,21 @@ mod tests {
             let s = TestState::default();
             for _ in 0..4 {
                 let n = names(&m, &plan(&m, ClientApi::Chat, &NoFacts, &s));
-                assert_eq!(n.last().map(String::as_str), Some("drained"), "{strategy}: {n:?}");
+                assert_eq!(
+                    n.last().map(String::as_str),
+                    Some("drained"),
+                    "{strategy}: {n:?}"
+                );
             }
             // Every target drained: they still serve, in their order.
             let all = model(
                 strategy,
                 vec![target(&p, "x", 0, 0, None), target(&p, "y", 0, 0, None)],
             );
-            assert_eq!(names(&all, &plan(&all, ClientApi::Chat, &NoFacts, &s)).len(), 2);
+            assert_eq!(
+                names(&all, &plan(&all, ClientApi::Chat, &NoFacts, &s)).len(),
+                2
+            );
         }
     }
 

@@ -183,7 +183,11 @@ pub fn weight(value: u32) -> Result<(), ValidationError> {
 /// An HTTP header to add upstream: a valid name and a valid value.
 pub fn header(name: &str, value: &str) -> Result<(), ValidationError> {
     length("header name", name, limits::HEADER_NAME)?;
-    length(&format!("header '{name}' value"), value, limits::HEADER_VALUE)?;
+    length(
+        &format!("header '{name}' value"),
+        value,
+        limits::HEADER_VALUE,
+    )?;
     let n = http::HeaderName::from_str(name)
         .map_err(|_| ValidationError(format!("'{name}' is not a valid HTTP header name")))?;
     if is_hop_by_hop(n.as_str()) || n.as_str() == "host" || n.as_str() == "content-length" {
@@ -409,7 +413,10 @@ mod tests {
         let e = length("target 1 rules", &"x".repeat(100), 10).unwrap_err();
         assert_eq!(e.0, "target 1 rules is 100 bytes long; the limit is 10");
         assert!(length("f", "abc", 3).is_ok());
-        assert!(count("targets", 3, 2).unwrap_err().0.contains("targets has 3"));
+        assert!(count("targets", 3, 2)
+            .unwrap_err()
+            .0
+            .contains("targets has 3"));
         let e = header("x-big", &"v".repeat(limits::HEADER_VALUE + 1)).unwrap_err();
         assert!(e.0.contains("header 'x-big' value"), "{e}");
     }

@@ -34,12 +34,11 @@ async fn tamper(cp: &ControlPlane, provider: &str) {
         Db::Postgres(url) => url.clone(),
     };
     let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-    let sealed: String =
-        sqlx::query_scalar("SELECT api_key_sealed FROM providers WHERE name = $1")
-            .bind(provider)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let sealed: String = sqlx::query_scalar("SELECT api_key_sealed FROM providers WHERE name = $1")
+        .bind(provider)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     let mut chars: Vec<char> = sealed.chars().collect();
     let i = chars.len() - 3;
     chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
@@ -74,7 +73,9 @@ fn provider_named<'a>(list: &'a Value, name: &str) -> &'a Value {
 }
 
 async fn tampered_ciphertext_is_contained(db: Db) {
-    let mock = llmgw_mock::start(llmgw_mock::Config::default()).await.unwrap();
+    let mock = llmgw_mock::start(llmgw_mock::Config::default())
+        .await
+        .unwrap();
     let mut cp = ControlPlane::start(db, &[]).await;
     for name in ["good", "bad"] {
         cli_ok(
@@ -115,16 +116,27 @@ async fn tampered_ciphertext_is_contained(db: Db) {
     let broken = &provider_named(&list, "bad")["broken"];
     assert_eq!(broken[0]["field"], "api_key", "{list}");
     assert!(
-        broken[0]["reason"].as_str().unwrap().contains("cannot be decrypted"),
+        broken[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be decrypted"),
         "{list}"
     );
     assert_eq!(provider_named(&list, "good")["broken"], json!([]), "{list}");
     let detail = cli_ok(&cp, &["provider", "get", "bad"]).await;
-    assert!(detail.contains("broken") && detail.contains("api_key: cannot be decrypted"), "{detail}");
+    assert!(
+        detail.contains("broken") && detail.contains("api_key: cannot be decrypted"),
+        "{detail}"
+    );
     let logged = poll(WAIT, "the broken row in the log", || async {
         cp.log()
             .lines()
-            .filter_map(|l| log_event(l, "stored provider is broken and left out of the configuration; fix or delete it"))
+            .filter_map(|l| {
+                log_event(
+                    l,
+                    "stored provider is broken and left out of the configuration; fix or delete it",
+                )
+            })
             .find(|f| f.get("name") == Some(&json!("bad")))
     })
     .await;
@@ -139,9 +151,15 @@ async fn tampered_ciphertext_is_contained(db: Db) {
     wait_in_sync(&cp, "dp-broken").await;
     assert_eq!(chat_status(&dp, &key, "after").await, 200);
     assert_eq!(chat_status(&dp, &key, "on-good").await, 200);
-    assert_ne!(chat_status(&dp, &key, "on-bad").await, 200, "its provider is left out");
+    assert_ne!(
+        chat_status(&dp, &key, "on-bad").await,
+        200,
+        "its provider is left out"
+    );
     assert!(
-        mock.requests().iter().all(|r| r.headers.get("authorization").is_some()),
+        mock.requests()
+            .iter()
+            .all(|r| r.headers.get("authorization").is_some()),
         "no request went out without its key"
     );
 
@@ -150,7 +168,17 @@ async fn tampered_ciphertext_is_contained(db: Db) {
     assert!(err.contains("provider 'bad' is broken"), "{err}");
     assert!(err.contains("must set api_key"), "{err}");
     // Fixed through the API.
-    cli_ok(&cp, &["provider", "update", "bad", "--api-key", "sk-bad-upstream-0002"]).await;
+    cli_ok(
+        &cp,
+        &[
+            "provider",
+            "update",
+            "bad",
+            "--api-key",
+            "sk-bad-upstream-0002",
+        ],
+    )
+    .await;
     let list = cli_json(&cp, &["provider", "list"]).await;
     assert_eq!(provider_named(&list, "bad")["broken"], json!([]), "{list}");
     wait_in_sync(&cp, "dp-broken").await;

@@ -39,9 +39,15 @@ const BAD_URLS: &[(&str, &str)] = &[
 ];
 
 fn assert_refused(err: &str, url: &str, want: &str) {
-    assert!(err.contains("base_url"), "{url:?}: the field is named: {err}");
+    assert!(
+        err.contains("base_url"),
+        "{url:?}: the field is named: {err}"
+    );
     assert!(err.contains(want), "{url:?}: want {want:?} in {err}");
-    assert!(!err.contains("SECRET"), "{url:?}: credentials echoed: {err}");
+    assert!(
+        !err.contains("SECRET"),
+        "{url:?}: credentials echoed: {err}"
+    );
 }
 
 #[tokio::test]
@@ -102,7 +108,10 @@ async fn bad_base_urls_are_refused_by_the_api_and_apply() {
     assert_eq!(names, ["good"], "nothing invalid was stored");
     let p = cli_json(&cp, &["provider", "get", "good"]).await;
     assert_eq!(p["base_url"], "https://api.example.com/v1", "{p}");
-    assert!(!cp.log().contains("SECRET"), "the control plane logged a credential");
+    assert!(
+        !cp.log().contains("SECRET"),
+        "the control plane logged a credential"
+    );
 }
 
 #[tokio::test]
@@ -126,15 +135,24 @@ async fn an_oversized_rule_names_the_field() {
     assert!(err.contains("target 1 rules is"), "{err}");
     assert!(err.contains("the limit is 16384"), "{err}");
     assert!(!err.contains("h2 protocol error"), "{err}");
-    assert!(err.len() < 4096, "the message is short: {} bytes", err.len());
+    assert!(
+        err.len() < 4096,
+        "the message is short: {} bytes",
+        err.len()
+    );
     // An invalid regex under the limit: the error stays readable even
     // though the regex library's message quotes the pattern.
-    let bad = json!({"field": "key", "op": "regex", "value": format!("({}", "b".repeat(12 * 1024))});
+    let bad =
+        json!({"field": "key", "op": "regex", "value": format!("({}", "b".repeat(12 * 1024))});
     let file = write_config(dir.path(), "bad.json", &model(bad));
     let err = cli_err(&cp, &["apply", "-f", &file]).await;
     assert!(err.contains("invalid regex"), "{err}");
     assert!(!err.contains("h2 protocol error"), "{err}");
-    assert!(err.len() < 4096, "the message is bounded: {} bytes", err.len());
+    assert!(
+        err.len() < 4096,
+        "the message is bounded: {} bytes",
+        err.len()
+    );
     assert_eq!(
         cli_json(&cp, &["provider", "list"]).await,
         json!([]),
@@ -165,12 +183,17 @@ async fn apply_deletes_only_with_prune() {
     let version = config_version(&cp).await;
 
     // `{}` and `providers: []` without --prune delete nothing.
-    for (name, config) in [("empty.json", json!({})), ("none.json", json!({"providers": []}))] {
+    for (name, config) in [
+        ("empty.json", json!({})),
+        ("none.json", json!({"providers": []})),
+    ] {
         let file = write_config(dir.path(), name, &config);
         let out = cli_ok(&cp, &["apply", "-f", &file]).await;
         assert!(out.contains("no changes"), "{out}");
         assert!(
-            out.contains("kept (not in the file; --prune deletes them): provider p, model m, api_key k"),
+            out.contains(
+                "kept (not in the file; --prune deletes them): provider p, model m, api_key k"
+            ),
             "{out}"
         );
         assert_eq!(cli_ok(&cp, &["export"]).await, exported);
@@ -180,18 +203,33 @@ async fn apply_deletes_only_with_prune() {
 
     // A prune of everything needs --allow-empty.
     let err = cli_err(&cp, &["apply", "--prune", "-f", &empty]).await;
-    assert!(err.contains("would delete every provider, model and API key"), "{err}");
+    assert!(
+        err.contains("would delete every provider, model and API key"),
+        "{err}"
+    );
     assert!(err.contains("--allow-empty"), "{err}");
     assert_eq!(cli_ok(&cp, &["export"]).await, exported);
 
     // --dry-run shows the deletions.
     let out = cli_ok(
         &cp,
-        &["apply", "--prune", "--allow-empty", "--dry-run", "-f", &empty],
+        &[
+            "apply",
+            "--prune",
+            "--allow-empty",
+            "--dry-run",
+            "-f",
+            &empty,
+        ],
     )
     .await;
     let lines: Vec<&str> = out.lines().map(str::trim).collect();
-    for want in ["- provider p", "- model m", "- api_key k", "dry run: nothing was applied"] {
+    for want in [
+        "- provider p",
+        "- model m",
+        "- api_key k",
+        "dry run: nothing was applied",
+    ] {
         assert!(lines.contains(&want), "want {want:?} in:\n{out}");
     }
     assert_eq!(cli_ok(&cp, &["export"]).await, exported);
@@ -205,13 +243,20 @@ async fn apply_deletes_only_with_prune() {
     assert!(out.contains("- api_key k"), "{out}");
     assert_eq!(cli_json(&cp, &["key", "list"]).await, json!([]));
     assert_eq!(
-        cli_json(&cp, &["model", "list"]).await.as_array().unwrap().len(),
+        cli_json(&cp, &["model", "list"])
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
         1
     );
 
     // And with --allow-empty, everything.
     let out = cli_ok(&cp, &["apply", "--prune", "--allow-empty", "-f", &empty]).await;
-    assert!(out.contains("- provider p") && out.contains("- model m"), "{out}");
+    assert!(
+        out.contains("- provider p") && out.contains("- model m"),
+        "{out}"
+    );
     assert_eq!(cli_json(&cp, &["provider", "list"]).await, json!([]));
 }
 
@@ -227,12 +272,17 @@ async fn chat(http: &reqwest::Client, dp: &DataPlane, key: &str, model: &str) ->
         .unwrap();
     let status = r.status().as_u16();
     let body: Value = r.json().await.unwrap_or(Value::Null);
-    (status, body["model"].as_str().unwrap_or_default().to_string())
+    (
+        status,
+        body["model"].as_str().unwrap_or_default().to_string(),
+    )
 }
 
 #[tokio::test]
 async fn weight_zero_drains_a_target() {
-    let mock = llmgw_mock::start(llmgw_mock::Config::default()).await.unwrap();
+    let mock = llmgw_mock::start(llmgw_mock::Config::default())
+        .await
+        .unwrap();
     // A port nothing listens on: connections to it are refused.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_url = format!("http://{}/v1", closed.local_addr().unwrap());
@@ -240,9 +290,7 @@ async fn weight_zero_drains_a_target() {
 
     let cp = ControlPlane::start(Db::Sqlite, &[]).await;
     let dir = tempfile::tempdir().unwrap();
-    let provider = |name: &str, url: &str| {
-        json!({"name": name, "protocol": "openai", "base_url": url, "enabled": true})
-    };
+    let provider = |name: &str, url: &str| json!({"name": name, "protocol": "openai", "base_url": url, "enabled": true});
     let target = |provider: &str, upstream: &str, weight: u32| {
         json!({"provider": provider, "upstream_model": upstream, "priority": 0,
                "weight": weight, "enabled": true})
@@ -267,11 +315,7 @@ async fn weight_zero_drains_a_target() {
     let shown = cli_ok(&cp, &["model", "get", "m"]).await;
     assert!(shown.contains("0 (drained)"), "{shown}");
     // The CLI takes --weights 0 too.
-    cli_ok(
-        &cp,
-        &["model", "update", "failover", "--weights", "1,0"],
-    )
-    .await;
+    cli_ok(&cp, &["model", "update", "failover", "--weights", "1,0"]).await;
     let f = cli_json(&cp, &["model", "get", "failover"]).await;
     assert_eq!(f["targets"][1]["weight"], 0, "{f}");
 
@@ -284,9 +328,15 @@ async fn weight_zero_drains_a_target() {
 
     let http = reqwest::Client::new();
     for _ in 0..12 {
-        assert_eq!(chat(&http, &dp, &key, "m").await, (200, "up-live".to_string()));
+        assert_eq!(
+            chat(&http, &dp, &key, "m").await,
+            (200, "up-live".to_string())
+        );
     }
-    assert!(mock.requests_for("up-drained").is_empty(), "the drained target got traffic");
+    assert!(
+        mock.requests_for("up-drained").is_empty(),
+        "the drained target got traffic"
+    );
     assert_eq!(mock.requests_for("up-live").len(), 12);
 
     for _ in 0..3 {

@@ -435,7 +435,15 @@ async fn crud(db: Db) {
     // weight is refused by the server, naming the field.
     let err = cli_err(
         &cp,
-        &["model", "add", "m0", "--target", "openai", "--weights", "1000001"],
+        &[
+            "model",
+            "add",
+            "m0",
+            "--target",
+            "openai",
+            "--weights",
+            "1000001",
+        ],
     )
     .await;
     assert!(err.contains("target 1: weight is 1000001"), "{err}");

@@ -274,7 +274,11 @@ impl<'r> RowReader<'r> {
     }
 
     /// A column parsed with `FromStr`; `fallback` when it does not parse.
-    fn parse<T: FromStr<Err = llmgw_core::ValidationError>>(&mut self, col: &str, fallback: T) -> T {
+    fn parse<T: FromStr<Err = llmgw_core::ValidationError>>(
+        &mut self,
+        col: &str,
+        fallback: T,
+    ) -> T {
         let text: String = self.get(col, col);
         T::from_str(&text).unwrap_or_else(|e| {
             self.note(col, e.0);
@@ -1180,27 +1184,27 @@ async fn insert_targets(
 
 fn target_from_row(rd: &mut RowReader<'_>) -> TargetSpec {
     let input: Option<f64> = rd.get("price_input", "prices");
-    let prices = match input {
-        Some(input) => Some(Prices {
-            input,
-            output: rd
-                .get::<Option<f64>>("price_output", "prices")
-                .unwrap_or(0.0),
-            cached_input: rd
-                .get::<Option<f64>>("price_cached_input", "prices")
-                .unwrap_or(0.0),
-            cache_write: rd
-                .get::<Option<f64>>("price_cache_write", "prices")
-                .unwrap_or(0.0),
-        }),
-        None => None,
-    };
+    let prices = input.map(|input| Prices {
+        input,
+        output: rd
+            .get::<Option<f64>>("price_output", "prices")
+            .unwrap_or(0.0),
+        cached_input: rd
+            .get::<Option<f64>>("price_cached_input", "prices")
+            .unwrap_or(0.0),
+        cache_write: rd
+            .get::<Option<f64>>("price_cache_write", "prices")
+            .unwrap_or(0.0),
+    });
     let priority: i64 = rd.get("priority", "priority");
     TargetSpec {
         provider: rd.get("provider_name", "provider"),
         upstream_model: rd.get("upstream_model", "upstream_model"),
         priority: i32::try_from(priority).unwrap_or_else(|_| {
-            rd.note("priority", format!("the stored value {priority} is out of range"));
+            rd.note(
+                "priority",
+                format!("the stored value {priority} is out of range"),
+            );
             0
         }),
         weight: rd.u32("weight"),

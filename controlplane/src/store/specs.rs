@@ -184,8 +184,12 @@ impl ModelSpec {
             let named = |r: std::result::Result<(), ValidationError>| {
                 r.map_err(|e| ValidationError(format!("target {n}: {e}")))
             };
-            p.check(&at("provider"), named(validate::name("provider", &t.provider)));
-            if t.upstream_model.trim().is_empty() || t.upstream_model.len() > limits::UPSTREAM_MODEL {
+            p.check(
+                &at("provider"),
+                named(validate::name("provider", &t.provider)),
+            );
+            if t.upstream_model.trim().is_empty() || t.upstream_model.len() > limits::UPSTREAM_MODEL
+            {
                 p.add(
                     &at("upstream_model"),
                     format!("target {n}: the upstream model must be 1 to 256 characters"),
