@@ -143,23 +143,16 @@ pub fn require_fixes(
     broken: &[Broken],
     sets: impl Fn(&str) -> bool,
 ) -> Result<(), StoreError> {
-    let missing: Vec<String> = broken
-        .iter()
-        .filter(|b| !sets(&b.field))
-        .map(ToString::to_string)
-        .collect();
+    let missing: Vec<&Broken> = broken.iter().filter(|b| !sets(&b.field)).collect();
     if missing.is_empty() {
         return Ok(());
     }
+    let what: Vec<String> = missing.iter().map(ToString::to_string).collect();
+    let fields: Vec<&str> = missing.iter().map(|b| b.field.as_str()).collect();
     Err(StoreError::InUse(format!(
         "{kind} '{name}' is broken ({}); an update must set {}, or delete the {kind}",
-        missing.join("; "),
-        broken
-            .iter()
-            .filter(|b| !sets(&b.field))
-            .map(|b| b.field.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        what.join("; "),
+        fields.join(", ")
     )))
 }
 
@@ -779,4 +772,51 @@ pub fn keep_masked(
         }
     }
     Ok(wanted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_are_bounded_on_a_char_boundary() {
+        assert_eq!(bounded("short".into()), "short");
+        let long = format!("invalid regex '{}'", "é".repeat(100_000));
+        let s = status(StoreError::Invalid(long));
+        assert!(
+            s.message().len() <= MAX_ERROR_MESSAGE,
+            "{}",
+            s.message().len()
+        );
+        assert!(s.message().starts_with("invalid regex '"));
+        assert!(s.message().ends_with('…'));
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn an_update_must_set_every_broken_field() {
+        let broken = [
+            Broken {
+                field: "api_key".into(),
+                reason: "cannot be decrypted".into(),
+            },
+            Broken {
+                field: "headers".into(),
+                reason: "cannot be decrypted".into(),
+            },
+        ];
+        assert!(require_fixes("provider", "p", &broken, |_| true).is_ok());
+        assert!(require_fixes("provider", "p", &[], |_| false).is_ok());
+        let e = require_fixes("provider", "p", &broken, |f| f == "api_key").unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("provider 'p' is broken (headers: cannot be decrypted)"),
+            "{m}"
+        );
+        assert!(
+            m.contains("an update must set headers, or delete the provider"),
+            "{m}"
+        );
+        assert!(matches!(e, StoreError::InUse(_)));
+    }
 }

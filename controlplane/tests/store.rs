@@ -1995,3 +1995,75 @@ both! {
         store.close().await;
     }
 }
+
+both! {
+    async fn migration_to_drained_targets_keeps_every_target(db: Db) {
+        let old = migrate_up_to(&db, 7).await;
+        let provider_id: i64 = sqlx::query_scalar(
+            "INSERT INTO providers (name, protocol, base_url, created_at, updated_at) \
+             VALUES ('p', 'openai', 'https://p.example.com/v1', 1, 1) RETURNING id",
+        )
+        .fetch_one(&old)
+        .await
+        .unwrap();
+        let model_id: i64 = sqlx::query_scalar(
+            "INSERT INTO models (name, strategy, created_at, updated_at) \
+             VALUES ('m', 'priority', 1, 1) RETURNING id",
+        )
+        .fetch_one(&old)
+        .await
+        .unwrap();
+        let insert = "INSERT INTO model_targets (model_id, position, provider_id, \
+                      upstream_model, priority, weight, price_input, price_output, \
+                      price_cached_input, price_cache_write) \
+                      VALUES ($1, $2, $3, $4, 0, $5, 1.0, 2.0, 0.5, 0.25)";
+        sqlx::query(insert)
+            .bind(model_id)
+            .bind(0_i64)
+            .bind(provider_id)
+            .bind("a")
+            .bind(3_i64)
+            .execute(&old)
+            .await
+            .unwrap();
+        // The old CHECK refused a weight of 0.
+        let refused = sqlx::query(insert)
+            .bind(model_id)
+            .bind(1_i64)
+            .bind(provider_id)
+            .bind("b")
+            .bind(0_i64)
+            .execute(&old)
+            .await;
+        assert!(refused.is_err(), "the old CHECK let weight 0 in");
+        old.close().await;
+
+        // Opening the store runs 0007: the target is kept, and 0 is allowed.
+        let store = db.open().await;
+        let m = get_model(&store, "m").await.unwrap();
+        assert!(m.broken.is_empty(), "{:?}", m.broken);
+        assert_eq!(m.spec.targets.len(), 1);
+        assert_eq!(m.spec.targets[0].weight, 3);
+        assert_eq!(
+            m.spec.targets[0].prices,
+            Some(Prices { input: 1.0, output: 2.0, cached_input: 0.5, cache_write: 0.25 })
+        );
+        let mut spec = m.spec.clone();
+        spec.targets.push(target("p", "b"));
+        spec.targets[1].weight = 0;
+        let mut tx = store.begin_write().await.unwrap();
+        store.update_model(&mut tx, &spec).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(get_model(&store, "m").await.unwrap().spec.targets[1].weight, 0);
+        // The foreign key to providers still holds.
+        let orphan = sqlx::query(
+            "INSERT INTO model_targets (model_id, position, provider_id, upstream_model, \
+             priority, weight) VALUES ($1, 9, 99999, 'x', 0, 1)",
+        )
+        .bind(model_id)
+        .execute(store.pool())
+        .await;
+        assert!(orphan.is_err(), "a target on a missing provider was stored");
+        store.close().await;
+    }
+}
