@@ -314,6 +314,21 @@ async fn weight_zero_drains_a_target() {
     assert!(cli_ok(&cp, &["export"]).await.contains("weight: 0"));
     let shown = cli_ok(&cp, &["model", "get", "m"]).await;
     assert!(shown.contains("0 (drained)"), "{shown}");
+    // The route dry run says so.
+    let explained = cli_json(&cp, &["route", "explain", "m"]).await;
+    let drained = &explained["candidates"][0];
+    assert_eq!(drained["upstream_model"], "up-drained", "{explained}");
+    assert_eq!(
+        drained["order"], 1,
+        "tried after the weighted one: {explained}"
+    );
+    assert!(
+        drained["reason"]
+            .as_str()
+            .unwrap()
+            .contains("drained (weight 0)"),
+        "{explained}"
+    );
     // The CLI takes --weights 0 too.
     cli_ok(&cp, &["model", "update", "failover", "--weights", "1,0"]).await;
     let f = cli_json(&cp, &["model", "get", "failover"]).await;
