@@ -120,8 +120,9 @@ pub enum Command {
     /// Print the whole configuration as YAML (JSON with -o json); secrets
     /// are masked. `llmgw export > gateway.yaml` gives a file for `apply`.
     Export,
-    /// Make the gateway's configuration exactly what a file says: providers,
-    /// models and keys absent from the file are deleted.
+    /// Make the gateway's configuration what a file says. Providers, models
+    /// and keys absent from the file are kept (and listed) unless --prune
+    /// is given.
     Apply(ApplyArgs),
     /// Show request logs (newest first), follow new ones as they are stored
     /// (--follow), or show one request in full (`logs get ID`).
@@ -354,8 +355,9 @@ pub struct ModelOpts {
     #[arg(long, value_enum)]
     pub strategy: Option<Strategy>,
     /// One weight per target, comma separated, in target order (default 1 each).
-    #[arg(long, value_name = "W,W,...", value_delimiter = ',',
-          value_parser = clap::value_parser!(u32).range(1..))]
+    /// 0 drains a target: no traffic while another target of its priority
+    /// is healthy.
+    #[arg(long, value_name = "W,W,...", value_delimiter = ',')]
     pub weights: Option<Vec<u32>>,
     /// Attempts per target; 0 or absent means the global default.
     #[arg(long, value_name = "N")]
@@ -405,9 +407,8 @@ pub struct ModelChanges {
     #[arg(long, value_enum)]
     pub strategy: Option<Strategy>,
     /// One weight per target, comma separated. Without --target, sets the
-    /// weights of the model's current targets.
-    #[arg(long, value_name = "W,W,...", value_delimiter = ',',
-          value_parser = clap::value_parser!(u32).range(1..))]
+    /// weights of the model's current targets. 0 drains a target.
+    #[arg(long, value_name = "W,W,...", value_delimiter = ',')]
     pub weights: Option<Vec<u32>>,
     /// Attempts per target; 0 means the global default.
     #[arg(long, value_name = "N")]
@@ -492,9 +493,16 @@ pub struct ApplyArgs {
     /// `-` reads standard input.
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: String,
-    /// Report the changes without making them.
+    /// Report the changes (deletions included) without making them.
     #[arg(long)]
     pub dry_run: bool,
+    /// Delete providers, models and keys the file does not mention.
+    #[arg(long)]
+    pub prune: bool,
+    /// With --prune: allow deleting every provider, model and key (for an
+    /// empty file such as `{}`).
+    #[arg(long, requires = "prune")]
+    pub allow_empty: bool,
 }
 
 // ---------- request logs and stats ----------
@@ -1260,7 +1268,24 @@ mod tests {
             "1"
         ])
         .is_err());
-        // Weights must be at least 1.
+        // A weight of 0 drains a target; a negative one is refused.
+        let cli = Cli::try_parse_from([
+            "llmgw",
+            "model",
+            "add",
+            "m",
+            "--target",
+            "a",
+            "--target",
+            "b",
+            "--weights",
+            "0,1",
+        ])
+        .unwrap();
+        let Command::Model(ModelCmd::Add(a)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(a.common.weights, Some(vec![0, 1]));
         assert!(Cli::try_parse_from([
             "llmgw",
             "model",
@@ -1269,8 +1294,13 @@ mod tests {
             "--target",
             "a",
             "--weights",
-            "0"
+            "-1"
         ])
         .is_err());
+        // --allow-empty only with --prune.
+        assert!(Cli::try_parse_from(["llmgw", "apply", "-f", "x", "--allow-empty"]).is_err());
+        assert!(
+            Cli::try_parse_from(["llmgw", "apply", "-f", "x", "--prune", "--allow-empty"]).is_ok()
+        );
     }
 }

@@ -30,13 +30,13 @@ pub fn load(file: &str) -> Result<GatewayConfig> {
 }
 
 /// Parses a configuration. Unknown fields are refused rather than ignored:
-/// apply deletes whatever the file leaves out, so a misspelt `provider:`
-/// must not read as "no providers".
+/// `apply --prune` deletes whatever the file leaves out, so a misspelt
+/// `provider:` must not read as "no providers".
 pub fn parse(text: &str, origin: &str) -> Result<GatewayConfig> {
     let mut tree: Value =
         serde_yaml_ng::from_str(text).with_context(|| format!("cannot parse {origin}"))?;
     if tree.is_null() {
-        bail!("{origin} is empty; to remove everything, apply `{{}}`");
+        bail!("{origin} is empty; to remove everything, apply `{{}}` with --prune --allow-empty");
     }
     if !tree.is_mapping() {
         bail!("cannot parse {origin}: expected a mapping with providers, models and api_keys");
@@ -135,7 +135,7 @@ mod tests {
                         provider: "openai".into(),
                         upstream_model: "gpt-4o-2024-08-06".into(),
                         priority: 0,
-                        weight: 3,
+                        weight: Some(3),
                         // Canonical JSON text (compact, sorted keys), as the
                         // control plane stores it.
                         rules: r#"{"all":[{"field":"headers.x-team","op":"eq","value":"research"},{"any":[{"field":"input_tokens","op":"gt","value":8000},{"field":"key","op":"in","value":["batch","nightly"]}]}]}"#.into(),
@@ -146,7 +146,7 @@ mod tests {
                         provider: "or".into(),
                         upstream_model: "meta/llama:70b".into(),
                         priority: 1,
-                        weight: 1,
+                        weight: Some(1),
                         rules: String::new(),
                         enabled: false,
                         prices: Some(Prices {

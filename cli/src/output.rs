@@ -156,6 +156,25 @@ fn clean(c: String) -> String {
     }
 }
 
+/// A list's STATUS cell: "ok", or "BROKEN (field, field)" for a stored
+/// object that cannot be decrypted or parsed.
+pub fn status(broken: &[llmgw_proto::v1::BrokenField]) -> String {
+    if broken.is_empty() {
+        return "ok".to_string();
+    }
+    let fields: Vec<&str> = broken.iter().map(|b| b.field.as_str()).collect();
+    format!("BROKEN ({})", fields.join(", "))
+}
+
+/// The `broken` row of a detail view: each field with its reason.
+pub fn broken_detail(broken: &[llmgw_proto::v1::BrokenField]) -> String {
+    broken
+        .iter()
+        .map(|b| format!("{}: {}", b.field, b.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 pub fn yes_no(b: bool) -> &'static str {
     if b {
         "yes"

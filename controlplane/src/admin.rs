@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::apply;
 use crate::hub::Hub;
 use crate::store::{
-    now_ms, rfc3339, specs_normalise_rules, KeyRow, KeySpec, ModelRow, ModelSpec, Prices,
+    now_ms, rfc3339, specs_normalise_rules, Broken, KeyRow, KeySpec, ModelRow, ModelSpec, Prices,
     ProviderRow, ProviderSpec, Store, StoreError, TargetSpec,
 };
 
@@ -85,18 +85,75 @@ impl AdminService {
     }
 }
 
+/// The longest error message sent to a client. The message travels in the
+/// `grpc-message` header: one that echoed a large value (a 100 KB regex)
+/// would exceed the client's header limit, and the client would see only
+/// "h2 protocol error".
+pub const MAX_ERROR_MESSAGE: usize = 1024;
+
+/// `m` cut to [`MAX_ERROR_MESSAGE`] bytes on a character boundary.
+pub fn bounded(mut m: String) -> String {
+    if m.len() > MAX_ERROR_MESSAGE {
+        let mut end = MAX_ERROR_MESSAGE - 3;
+        while !m.is_char_boundary(end) {
+            end -= 1;
+        }
+        m.truncate(end);
+        m.push('…');
+    }
+    m
+}
+
 /// Maps store errors onto gRPC codes; internal details stay in our log.
 pub fn status(e: StoreError) -> Status {
     match e {
-        StoreError::Invalid(m) => Status::invalid_argument(m),
-        StoreError::NotFound(m) => Status::not_found(m),
-        StoreError::AlreadyExists(m) => Status::already_exists(m),
-        StoreError::InUse(m) => Status::failed_precondition(m),
+        StoreError::Invalid(m) => Status::invalid_argument(bounded(m)),
+        StoreError::NotFound(m) => Status::not_found(bounded(m)),
+        StoreError::AlreadyExists(m) => Status::already_exists(bounded(m)),
+        StoreError::InUse(m) => Status::failed_precondition(bounded(m)),
         other => {
             tracing::error!(error = %other, "admin request failed");
             Status::internal("internal error; see the control plane's log")
         }
     }
+}
+
+/// A base URL from the API, in the normalized form that is stored.
+pub fn normalized_url(s: &str) -> Result<String, StoreError> {
+    validate::base_url(s).map_err(StoreError::from)
+}
+
+/// The fields of a broken row as the API shows them.
+pub fn broken_pb(broken: &[Broken]) -> Vec<pb::BrokenField> {
+    broken
+        .iter()
+        .map(|b| pb::BrokenField {
+            field: b.field.clone(),
+            reason: b.reason.clone(),
+        })
+        .collect()
+}
+
+/// An update of a broken row must set every broken field (`sets` says
+/// whether it sets one); otherwise the stored defaults would silently
+/// replace what could not be read.
+pub fn require_fixes(
+    kind: &str,
+    name: &str,
+    broken: &[Broken],
+    sets: impl Fn(&str) -> bool,
+) -> Result<(), StoreError> {
+    let missing: Vec<&Broken> = broken.iter().filter(|b| !sets(&b.field)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let what: Vec<String> = missing.iter().map(ToString::to_string).collect();
+    let fields: Vec<&str> = missing.iter().map(|b| b.field.as_str()).collect();
+    Err(StoreError::InUse(format!(
+        "{kind} '{name}' is broken ({}); an update must set {}, or delete the {kind}",
+        what.join("; "),
+        fields.join(", ")
+    )))
 }
 
 fn protocol(s: &str) -> Result<Protocol, Status> {
@@ -148,6 +205,7 @@ pub fn provider_pb(row: &ProviderRow) -> pb::Provider {
         stream_usage: s.stream_usage,
         created_at: rfc3339(Some(row.created_at)),
         updated_at: rfc3339(Some(row.updated_at)),
+        broken: broken_pb(&row.broken),
     }
 }
 
@@ -156,7 +214,7 @@ pub fn target_pb(t: &TargetSpec) -> pb::ModelTarget {
         provider: t.provider.clone(),
         upstream_model: t.upstream_model.clone(),
         priority: t.priority,
-        weight: t.weight,
+        weight: Some(t.weight),
         rules: t.rules.clone(),
         enabled: t.enabled,
         prices: t.prices.map(crate::hub::prices),
@@ -177,6 +235,7 @@ pub fn model_pb(row: &ModelRow) -> pb::Model {
         updated_at: rfc3339(Some(row.updated_at)),
         default_max_tokens: s.default_max_tokens,
         translation: s.translation.as_str().to_string(),
+        broken: broken_pb(&row.broken),
     }
 }
 
@@ -191,11 +250,20 @@ pub fn key_pb(row: &KeyRow) -> pb::ApiKey {
         created_at: rfc3339(Some(row.created_at)),
         last_used_at: rfc3339(row.last_used_at),
         log_bodies: s.log_bodies,
+        broken: broken_pb(&row.broken),
     }
 }
 
-/// Targets from the API, with defaults filled in: a weight of 0 means 1.
+/// Targets from the API, with defaults filled in: an absent weight means 1
+/// (0, set explicitly, drains the target).
 pub fn targets_from_pb(items: &[pb::ModelTarget]) -> Result<Vec<TargetSpec>, Status> {
+    if items.len() > validate::limits::TARGETS {
+        return Err(Status::invalid_argument(format!(
+            "targets has {} entries; the limit is {}",
+            items.len(),
+            validate::limits::TARGETS
+        )));
+    }
     items
         .iter()
         .enumerate()
@@ -204,14 +272,22 @@ pub fn targets_from_pb(items: &[pb::ModelTarget]) -> Result<Vec<TargetSpec>, Sta
                 provider: t.provider.trim().to_string(),
                 upstream_model: t.upstream_model.trim().to_string(),
                 priority: t.priority,
-                weight: if t.weight == 0 { 1 } else { t.weight },
-                rules: specs_normalise_rules(&t.rules)
-                    .map_err(|e| Status::invalid_argument(format!("target {}: {e}", i + 1)))?,
+                weight: t.weight.unwrap_or(1),
+                rules: rules_text(i, &t.rules)?,
                 enabled: t.enabled,
                 prices: t.prices.as_ref().map(|p| prices(Some(p))),
             })
         })
         .collect()
+}
+
+/// A target's rule text, bounded before it is parsed and normalised.
+fn rules_text(i: usize, text: &str) -> Result<String, Status> {
+    let n = i + 1;
+    validate::length(&format!("target {n} rules"), text, validate::limits::RULES)
+        .map_err(|e| Status::invalid_argument(e.0))?;
+    specs_normalise_rules(text)
+        .map_err(|e| Status::invalid_argument(bounded(format!("target {n}: {e}"))))
 }
 
 fn new_key_secret() -> Result<String, Status> {
@@ -230,7 +306,7 @@ impl pb::admin_server::Admin for AdminService {
         let spec = ProviderSpec {
             name: r.name.trim().to_string(),
             protocol: protocol(&r.protocol)?,
-            base_url: r.base_url.trim().trim_end_matches('/').to_string(),
+            base_url: normalized_url(&r.base_url).map_err(status)?,
             api_key: crate::apply::resolve_secret("api_key", &r.api_key, None).map_err(status)?,
             headers: r.headers.into_iter().collect(),
             timeout_s: r.timeout_s,
@@ -280,12 +356,23 @@ impl pb::admin_server::Admin for AdminService {
         let row = self
             .write(move |store, tx| {
                 Box::pin(async move {
-                    let mut spec = store.provider(tx, &r.name).await?.spec;
+                    let stored = store.provider(tx, &r.name).await?;
+                    require_fixes("provider", &r.name, &stored.broken, |f| match f {
+                        "protocol" => r.protocol.is_some(),
+                        "base_url" => r.base_url.is_some(),
+                        "api_key" => r.api_key.is_some(),
+                        "headers" => r.headers.is_some(),
+                        "timeout_s" => r.timeout_s.is_some(),
+                        "enabled" => r.enabled.is_some(),
+                        "stream_usage" => r.stream_usage.is_some(),
+                        _ => false,
+                    })?;
+                    let mut spec = stored.spec;
                     if let Some(p) = proto {
                         spec.protocol = p;
                     }
                     if let Some(u) = r.base_url {
-                        spec.base_url = u.trim().trim_end_matches('/').to_string();
+                        spec.base_url = normalized_url(&u)?;
                     }
                     if let Some(k) = r.api_key {
                         spec.api_key =
@@ -394,7 +481,20 @@ impl pb::admin_server::Admin for AdminService {
         let row = self
             .write(move |store, tx| {
                 Box::pin(async move {
-                    let mut spec = store.model(tx, &r.name).await?.spec;
+                    let stored = store.model(tx, &r.name).await?;
+                    require_fixes("model", &r.name, &stored.broken, |f| match f {
+                        "strategy" => strat.is_some(),
+                        "max_attempts" => r.max_attempts.is_some(),
+                        "retry_delay_ms" => r.retry_delay_ms.is_some() || r.clear_retry_delay,
+                        "prices" => r.prices.is_some(),
+                        "enabled" => r.enabled.is_some(),
+                        "default_max_tokens" => {
+                            r.default_max_tokens.is_some() || r.clear_default_max_tokens
+                        }
+                        "translation" => mode.is_some(),
+                        f => f.starts_with("targets") && targets.is_some(),
+                    })?;
+                    let mut spec = stored.spec;
                     if let Some(s) = strat {
                         spec.strategy = s;
                     }
@@ -512,7 +612,9 @@ impl pb::admin_server::Admin for AdminService {
         let row = self
             .write(move |store, tx| {
                 Box::pin(async move {
-                    let mut spec = store.key(tx, &name).await?.spec;
+                    let stored = store.key(tx, &name).await?;
+                    require_fixes("API key", &name, &stored.broken, |_| false)?;
+                    let mut spec = stored.spec;
                     spec.revoked = true;
                     store.update_key(tx, &spec).await?;
                     store.key(tx, &name).await
@@ -571,25 +673,31 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::ApplyConfigResponse>, Status> {
         let r = request.into_inner();
         let desired = r.config.unwrap_or_default();
+        let opts = apply::Options {
+            prune: r.prune,
+            allow_empty: r.allow_empty,
+        };
         let mut tx = self.store.begin_write().await.map_err(status)?;
-        let changes = apply::apply(&self.store, &mut tx, desired)
+        let out = apply::apply(&self.store, &mut tx, desired, opts)
             .await
             .map_err(status)?;
-        if r.dry_run || changes.is_empty() {
+        if r.dry_run || out.changes.is_empty() {
             // Nothing to keep: rolling back also undoes the version bump.
             tx.rollback().await.map_err(|e| status(e.into()))?;
             let version = self.store.config_version().await.map_err(status)?;
             return Ok(Response::new(pb::ApplyConfigResponse {
-                changes,
+                changes: out.changes,
                 config_version: version,
+                kept: out.kept,
             }));
         }
         let version = Store::version_in(&mut tx).await.map_err(status)?;
         tx.commit().await.map_err(|e| status(e.into()))?;
         self.hub.changed().await;
         Ok(Response::new(pb::ApplyConfigResponse {
-            changes,
+            changes: out.changes,
             config_version: version,
+            kept: out.kept,
         }))
     }
 
@@ -664,4 +772,51 @@ pub fn keep_masked(
         }
     }
     Ok(wanted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_are_bounded_on_a_char_boundary() {
+        assert_eq!(bounded("short".into()), "short");
+        let long = format!("invalid regex '{}'", "é".repeat(100_000));
+        let s = status(StoreError::Invalid(long));
+        assert!(
+            s.message().len() <= MAX_ERROR_MESSAGE,
+            "{}",
+            s.message().len()
+        );
+        assert!(s.message().starts_with("invalid regex '"));
+        assert!(s.message().ends_with('…'));
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn an_update_must_set_every_broken_field() {
+        let broken = [
+            Broken {
+                field: "api_key".into(),
+                reason: "cannot be decrypted".into(),
+            },
+            Broken {
+                field: "headers".into(),
+                reason: "cannot be decrypted".into(),
+            },
+        ];
+        assert!(require_fixes("provider", "p", &broken, |_| true).is_ok());
+        assert!(require_fixes("provider", "p", &[], |_| false).is_ok());
+        let e = require_fixes("provider", "p", &broken, |f| f == "api_key").unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("provider 'p' is broken (headers: cannot be decrypted)"),
+            "{m}"
+        );
+        assert!(
+            m.contains("an update must set headers, or delete the provider"),
+            "{m}"
+        );
+        assert!(matches!(e, StoreError::InUse(_)));
+    }
 }

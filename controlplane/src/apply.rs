@@ -4,10 +4,17 @@
 //! desired one and makes it in the caller's transaction, in an order that
 //! keeps references valid: providers are created and updated first, then
 //! models, then providers that are gone are deleted, then keys.
+//!
+//! Nothing the configuration does not mention is deleted unless the caller
+//! asks to prune; a prune that would leave no provider, model or key at all
+//! also needs `allow_empty`. Broken rows (that cannot be decrypted or
+//! parsed) are left out of the export; a configuration that mentions one
+//! repairs it with the values it gives.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
+use llmgw_core::validate::{self, limits};
 use llmgw_core::{keys, Protocol, Strategy};
 use llmgw_proto::v1 as pb;
 use secrecy::{ExposeSecret, SecretString};
@@ -15,7 +22,8 @@ use sqlx::AnyConnection;
 
 use crate::admin::{keep_masked, shown_headers, target_pb, targets_from_pb, translation};
 use crate::store::{
-    parse_rfc3339, rfc3339, ConfigState, KeySpec, ModelSpec, ProviderSpec, Store, StoreError,
+    parse_rfc3339, rfc3339, ConfigState, KeyRow, KeySpec, ModelRow, ModelSpec, ProviderRow,
+    ProviderSpec, Store, StoreError,
 };
 
 pub fn export(state: &ConfigState) -> pb::GatewayConfig {
@@ -23,6 +31,7 @@ pub fn export(state: &ConfigState) -> pb::GatewayConfig {
         providers: state
             .providers
             .iter()
+            .filter(|p| p.broken.is_empty())
             .map(|p| {
                 let s = &p.spec;
                 pb::ProviderConfig {
@@ -40,6 +49,7 @@ pub fn export(state: &ConfigState) -> pb::GatewayConfig {
         models: state
             .models
             .iter()
+            .filter(|m| m.broken.is_empty())
             .map(|m| {
                 let s = &m.spec;
                 pb::ModelConfig {
@@ -58,6 +68,7 @@ pub fn export(state: &ConfigState) -> pb::GatewayConfig {
         api_keys: state
             .keys
             .iter()
+            .filter(|k| k.broken.is_empty())
             .map(|k| {
                 let s = &k.spec;
                 pb::ApiKeyConfig {
@@ -80,6 +91,14 @@ fn change(action: &str, kind: &str, name: &str, details: Vec<String>) -> pb::Con
         kind: kind.to_string(),
         name: name.to_string(),
         details,
+    }
+}
+
+/// Names the object in an invalid-value error.
+fn in_object<'a>(kind: &'a str, name: &'a str) -> impl Fn(StoreError) -> StoreError + 'a {
+    move |e| match e {
+        StoreError::Invalid(m) => StoreError::Invalid(format!("{kind} '{name}': {m}")),
+        other => other,
     }
 }
 
@@ -125,7 +144,8 @@ fn provider_spec(
         name: c.name.clone(),
         protocol: Protocol::from_str(c.protocol.trim())
             .map_err(|e| StoreError::Invalid(format!("provider '{}': {e}", c.name)))?,
-        base_url: c.base_url.trim().trim_end_matches('/').to_string(),
+        base_url: crate::admin::normalized_url(&c.base_url)
+            .map_err(in_object("provider", &c.name))?,
         api_key: resolve_secret(
             &format!("api_key of provider '{}'", c.name),
             &c.api_key,
@@ -186,7 +206,8 @@ fn model_spec(c: &pb::ModelConfig) -> Result<ModelSpec, StoreError> {
         prices: crate::admin::prices(c.prices.as_ref()),
         enabled: c.enabled,
         targets: targets_from_pb(&c.targets)
-            .map_err(|s| StoreError::Invalid(s.message().to_string()))?,
+            .map_err(|s| StoreError::Invalid(s.message().to_string()))
+            .map_err(in_model)?,
         default_max_tokens: c.default_max_tokens,
         translation: translation(&c.translation).map_err(in_model)?,
     })
@@ -293,12 +314,43 @@ fn key_diff(old: &KeySpec, new: &KeySpec) -> Vec<String> {
     d
 }
 
-/// Makes the stored configuration equal to `desired` and lists the changes.
+/// How an apply treats what the configuration does not mention.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Delete what the configuration does not mention.
+    pub prune: bool,
+    /// With `prune`: allow deleting every provider, model and key.
+    pub allow_empty: bool,
+}
+
+/// What an apply did (or would do).
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub changes: Vec<pb::ConfigChange>,
+    /// Stored objects the configuration does not mention, kept because the
+    /// apply does not prune.
+    pub kept: Vec<pb::ConfigChange>,
+}
+
+/// Repairs listed as a change's details.
+fn repairs(broken: &[crate::store::Broken]) -> Vec<String> {
+    broken
+        .iter()
+        .map(|b| format!("{}: repaired (was broken: {})", b.field, b.reason))
+        .collect()
+}
+
+/// Makes the stored configuration what `desired` says and lists the
+/// changes; deletes what it does not mention only with `opts.prune`.
 pub async fn apply(
     store: &Store,
     tx: &mut AnyConnection,
     desired: pb::GatewayConfig,
-) -> Result<Vec<pb::ConfigChange>, StoreError> {
+    opts: Options,
+) -> Result<Outcome, StoreError> {
+    validate::count("providers", desired.providers.len(), limits::PROVIDERS)?;
+    validate::count("models", desired.models.len(), limits::MODELS)?;
+    validate::count("api_keys", desired.api_keys.len(), limits::API_KEYS)?;
     unique(
         "provider",
         desired.providers.iter().map(|p| p.name.as_str()),
@@ -306,100 +358,135 @@ pub async fn apply(
     unique("model", desired.models.iter().map(|m| m.name.as_str()))?;
     unique("API key", desired.api_keys.iter().map(|k| k.name.as_str()))?;
 
-    let providers: BTreeMap<String, ProviderSpec> = store
+    let providers: BTreeMap<String, ProviderRow> = store
         .providers(tx)
         .await?
         .into_iter()
-        .map(|r| (r.spec.name.clone(), r.spec))
+        .map(|r| (r.spec.name.clone(), r))
         .collect();
-    let models: BTreeMap<String, ModelSpec> = store
+    let models: BTreeMap<String, ModelRow> = store
         .models(tx)
         .await?
         .into_iter()
-        .map(|r| (r.spec.name.clone(), r.spec))
+        .map(|r| (r.spec.name.clone(), r))
         .collect();
-    let keys: BTreeMap<String, KeySpec> = store
+    let keys: BTreeMap<String, KeyRow> = store
         .keys(tx)
         .await?
         .into_iter()
-        .map(|r| (r.spec.name.clone(), r.spec))
+        .map(|r| (r.spec.name.clone(), r))
         .collect();
-    let mut changes = Vec::new();
+
+    let stored = providers.len() + models.len() + keys.len();
+    let remaining = desired.providers.len() + desired.models.len() + desired.api_keys.len();
+    if opts.prune && !opts.allow_empty && remaining == 0 && stored > 0 {
+        return Err(StoreError::Invalid(format!(
+            "this apply would delete every provider, model and API key ({stored} objects); \
+             to really empty the configuration, add --allow-empty (allow_empty) to --prune"
+        )));
+    }
+
+    // Unmentioned objects: deleted with prune, otherwise reported as kept.
+    let wanted_providers: BTreeSet<&str> =
+        desired.providers.iter().map(|p| p.name.as_str()).collect();
+    let wanted_models: BTreeSet<&str> = desired.models.iter().map(|m| m.name.as_str()).collect();
+    let wanted_keys: BTreeSet<&str> = desired.api_keys.iter().map(|k| k.name.as_str()).collect();
+    let gone = |names: Vec<&String>, wanted: &BTreeSet<&str>| -> Vec<String> {
+        names
+            .into_iter()
+            .filter(|n| !wanted.contains(n.as_str()))
+            .cloned()
+            .collect()
+    };
+    let gone_providers = gone(providers.keys().collect(), &wanted_providers);
+    let gone_models = gone(models.keys().collect(), &wanted_models);
+    let gone_keys = gone(keys.keys().collect(), &wanted_keys);
+    let mut out = Outcome::default();
+    if !opts.prune {
+        for (kind, names) in [
+            ("provider", &gone_providers),
+            ("model", &gone_models),
+            ("api_key", &gone_keys),
+        ] {
+            out.kept
+                .extend(names.iter().map(|n| change("keep", kind, n, vec![])));
+        }
+    }
+    let changes = &mut out.changes;
 
     for c in &desired.providers {
         let old = providers.get(&c.name);
-        let spec = provider_spec(c, old)?;
+        let spec = provider_spec(c, old.map(|o| &o.spec))?;
+        let named = in_object("provider", &c.name);
         match old {
             None => {
-                store.insert_provider(tx, &spec).await?;
+                store.insert_provider(tx, &spec).await.map_err(named)?;
                 changes.push(change("create", "provider", &spec.name, vec![]));
             }
             Some(old) => {
-                let d = provider_diff(old, &spec);
+                let mut d = provider_diff(&old.spec, &spec);
+                d.extend(repairs(&old.broken));
                 if !d.is_empty() {
-                    store.update_provider(tx, &spec).await?;
+                    store.update_provider(tx, &spec).await.map_err(named)?;
                     changes.push(change("update", "provider", &spec.name, d));
                 }
             }
         }
     }
 
-    let wanted_models: BTreeSet<&str> = desired.models.iter().map(|m| m.name.as_str()).collect();
-    for name in models
-        .keys()
-        .filter(|n| !wanted_models.contains(n.as_str()))
-    {
-        store.delete_model(tx, name).await?;
-        changes.push(change("delete", "model", name, vec![]));
+    if opts.prune {
+        for name in &gone_models {
+            store.delete_model(tx, name).await?;
+            changes.push(change("delete", "model", name, vec![]));
+        }
     }
     for c in &desired.models {
         let spec = model_spec(c)?;
+        let named = in_object("model", &c.name);
         match models.get(&c.name) {
             None => {
-                store.insert_model(tx, &spec).await?;
+                store.insert_model(tx, &spec).await.map_err(named)?;
                 changes.push(change("create", "model", &spec.name, vec![]));
             }
             Some(old) => {
-                let d = model_diff(old, &spec);
+                let mut d = model_diff(&old.spec, &spec);
+                d.extend(repairs(&old.broken));
                 if !d.is_empty() {
-                    store.update_model(tx, &spec).await?;
+                    store.update_model(tx, &spec).await.map_err(named)?;
                     changes.push(change("update", "model", &spec.name, d));
                 }
             }
         }
     }
 
-    let wanted_providers: BTreeSet<&str> =
-        desired.providers.iter().map(|p| p.name.as_str()).collect();
-    for name in providers
-        .keys()
-        .filter(|n| !wanted_providers.contains(n.as_str()))
-    {
-        store.delete_provider(tx, name).await?;
-        changes.push(change("delete", "provider", name, vec![]));
-    }
-
-    let wanted_keys: BTreeSet<&str> = desired.api_keys.iter().map(|k| k.name.as_str()).collect();
-    for name in keys.keys().filter(|n| !wanted_keys.contains(n.as_str())) {
-        store.delete_key(tx, name).await?;
-        changes.push(change("delete", "api_key", name, vec![]));
+    if opts.prune {
+        for name in &gone_providers {
+            store.delete_provider(tx, name).await?;
+            changes.push(change("delete", "provider", name, vec![]));
+        }
+        for name in &gone_keys {
+            store.delete_key(tx, name).await?;
+            changes.push(change("delete", "api_key", name, vec![]));
+        }
     }
     for c in &desired.api_keys {
         let old = keys.get(&c.name);
-        let spec = key_spec(c, old)?;
+        let spec = key_spec(c, old.map(|o| &o.spec))?;
+        let named = in_object("API key", &c.name);
         match old {
             None => {
-                store.insert_key(tx, &spec).await?;
+                store.insert_key(tx, &spec).await.map_err(named)?;
                 changes.push(change("create", "api_key", &spec.name, vec![]));
             }
             Some(old) => {
-                let d = key_diff(old, &spec);
+                let mut d = key_diff(&old.spec, &spec);
+                d.extend(repairs(&old.broken));
                 if !d.is_empty() {
-                    store.update_key(tx, &spec).await?;
+                    store.update_key(tx, &spec).await.map_err(named)?;
                     changes.push(change("update", "api_key", &spec.name, d));
                 }
             }
         }
     }
-    Ok(changes)
+    Ok(out)
 }

@@ -115,6 +115,11 @@ pub fn explain(
             ),
             Verdict::RuleDidNotMatch => (false, 0, "dropped: its rule did not match".to_string()),
         };
+        let reason = if kept && t.weight == 0 {
+            format!("{reason}; drained (weight 0): only when the others of its priority fail")
+        } else {
+            reason
+        };
         out.candidates.push(pb::RouteCandidate {
             provider: t.provider.name.clone(),
             upstream_model: t.upstream_model.clone(),

@@ -165,11 +165,38 @@ impl Hub {
     }
 }
 
+/// Logs each broken row, naming its kind, name and fields.
+fn log_broken(kind: &str, name: &str, broken: &[crate::store::Broken]) {
+    for b in broken {
+        tracing::error!(
+            kind,
+            name,
+            field = %b.field,
+            reason = %b.reason,
+            "stored {kind} is broken and left out of the configuration; fix or delete it"
+        );
+    }
+}
+
 /// The snapshot for a configuration: enabled providers with opened
 /// credentials, enabled models with their enabled targets on enabled
-/// providers, and keys that are not revoked.
-pub fn build_snapshot(state: ConfigState) -> Result<pb::Snapshot, StoreError> {
+/// providers, and keys that are not revoked. Broken rows (that cannot be
+/// decrypted, parsed or validated) are left out and logged; the rest is
+/// served.
+pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError> {
     let settings = GlobalSettings::from_stored(&state.settings);
+    state.providers.retain(|p| {
+        log_broken("provider", &p.spec.name, &p.broken);
+        p.broken.is_empty()
+    });
+    state.models.retain(|m| {
+        log_broken("model", &m.spec.name, &m.broken);
+        m.broken.is_empty()
+    });
+    state.keys.retain(|k| {
+        log_broken("API key", &k.spec.name, &k.broken);
+        k.broken.is_empty()
+    });
     let enabled: std::collections::HashSet<&str> = state
         .providers
         .iter()

@@ -487,7 +487,17 @@ both! {
             ),
             (invalid(&|p| p.base_url = "https://api.example.com/v1#frag".into()), "fragment"),
             (invalid(&|p| p.base_url = "https://api.example.com/v1?a=1".into()), "query"),
-            (invalid(&|p| p.base_url = "not a url".into()), "not a valid URL"),
+            (invalid(&|p| p.base_url = "not-a-url".into()), "must start with http://"),
+            (invalid(&|p| p.base_url = "http:///v1".into()), "empty host"),
+            (invalid(&|p| p.base_url = "http://@api.example.com".into()), "empty user info"),
+            (invalid(&|p| p.base_url = " https://api.example.com".into()), "whitespace"),
+            (invalid(&|p| p.base_url = "https://api.example.com/v1\r\n".into()), "control character"),
+            (
+                invalid(&|p| {
+                    p.headers.insert("x-big".into(), "v".repeat(8193));
+                }),
+                "header 'x-big' value is 8193 bytes long",
+            ),
             (
                 invalid(&|p| {
                     p.headers.insert("connection".into(), "close".into());
@@ -502,7 +512,7 @@ both! {
             ),
             (
                 invalid(&|p| p.api_key = Some(SecretString::from("sk-\nbad".to_string()))),
-                "API key",
+                "api_key",
             ),
             (invalid(&|p| p.timeout_s = 3601), "timeout_s"),
         ];
@@ -695,7 +705,7 @@ both! {
         let mut cases = Vec::new();
         cases.push((model("m", vec![]), "at least one target"));
         let mut m = base();
-        m.targets[0].weight = 0;
+        m.targets[0].weight = 1_000_001;
         cases.push((m, "weight"));
         let mut m = base();
         m.targets.push(target("ghost-provider", "up"));
@@ -1195,7 +1205,11 @@ both! {
         let e = wrong.check_master_key().await.unwrap_err();
         assert!(matches!(e, StoreError::Invalid(_)), "{e:?}");
         assert!(e.to_string().contains("master key"), "{e}");
-        assert!(get_provider(&wrong, "sealed").await.is_err());
+        // Read with the wrong key, the row is broken, not an error.
+        let row = get_provider(&wrong, "sealed").await.unwrap();
+        let fields: Vec<&str> = row.broken.iter().map(|b| b.field.as_str()).collect();
+        assert_eq!(fields, ["api_key", "headers"], "{:?}", row.broken);
+        assert!(row.spec.api_key.is_none());
         wrong.close().await;
 
         // B with A as the previous key opens everything and re-seals with B.
@@ -1295,14 +1309,28 @@ async fn run_apply(
     desired: pb::GatewayConfig,
     commit: bool,
 ) -> Result<Vec<pb::ConfigChange>, StoreError> {
+    let prune = apply::Options {
+        prune: true,
+        allow_empty: true,
+    };
+    Ok(run_apply_with(store, desired, commit, prune).await?.changes)
+}
+
+/// Applies with the given options in one write; commits only when asked.
+async fn run_apply_with(
+    store: &Store,
+    desired: pb::GatewayConfig,
+    commit: bool,
+    opts: apply::Options,
+) -> Result<apply::Outcome, StoreError> {
     let mut tx = store.begin_write().await?;
-    let changes = apply::apply(store, &mut tx, desired).await?;
+    let out = apply::apply(store, &mut tx, desired, opts).await?;
     if commit {
         tx.commit().await?;
     } else {
         tx.rollback().await?;
     }
-    Ok(changes)
+    Ok(out)
 }
 
 fn summary(changes: &[pb::ConfigChange]) -> Vec<(String, String, String)> {
@@ -1414,7 +1442,7 @@ both! {
                 provider: "p-new".into(),
                 upstream_model: "claude-haiku".into(),
                 priority: 0,
-                weight: 0, // means 1
+                weight: None, // means 1
                 rules: String::new(),
                 enabled: true,
                 prices: None,
@@ -1692,7 +1720,7 @@ both! {
                     provider: "openai".into(),
                     upstream_model: "gpt-4o".into(),
                     priority: 0,
-                    weight: 2,
+                    weight: Some(2),
                     rules: "{ \"field\" : \"key\", \"op\": \"eq\", \"value\": \"k\" }".into(),
                     enabled: true,
                     prices: None,
@@ -1816,4 +1844,226 @@ fn postgres_variants_fail_without_a_url() {
         common::postgres_admin_url_from(Some("postgres://u@h/db".into())).unwrap(),
         "postgres://u@h/db"
     );
+}
+
+// ---------------------------------------------------------------------------
+// 10. apply without prune, and broken rows
+// ---------------------------------------------------------------------------
+
+both! {
+    async fn apply_keeps_what_the_file_does_not_mention(db: Db) {
+        let store = db.open().await;
+        populate(&store).await;
+        let before = export(&store).await;
+        let keep = apply::Options::default();
+
+        // An empty configuration without prune deletes nothing.
+        let out = run_apply_with(&store, pb::GatewayConfig::default(), true, keep)
+            .await
+            .unwrap();
+        assert!(out.changes.is_empty(), "{:?}", out.changes);
+        let kept = summary(&out.kept);
+        assert!(kept.contains(&("keep".into(), "provider".into(), "p-a".into())), "{kept:?}");
+        assert!(kept.contains(&("keep".into(), "model".into(), "chat".into())), "{kept:?}");
+        assert!(kept.contains(&("keep".into(), "api_key".into(), "k-one".into())), "{kept:?}");
+        assert_eq!(export(&store).await, before);
+
+        // A file with one model changed updates it and keeps the rest.
+        let mut one = pb::GatewayConfig {
+            models: before.models.iter().filter(|m| m.name == "embed").cloned().collect(),
+            ..Default::default()
+        };
+        one.models[0].max_attempts = 7;
+        let out = run_apply_with(&store, one, true, keep).await.unwrap();
+        assert_eq!(summary(&out.changes), [("update".into(), "model".into(), "embed".into())]);
+        let now = export(&store).await;
+        assert_eq!(now.providers, before.providers);
+        assert_eq!(now.api_keys, before.api_keys);
+        assert_eq!(now.models.len(), 2);
+
+        // A prune that would delete everything needs allow_empty.
+        let prune = apply::Options { prune: true, allow_empty: false };
+        let e = run_apply_with(&store, pb::GatewayConfig::default(), true, prune).await;
+        let m = assert_err!(e, Invalid, "would delete every provider, model and API key");
+        assert!(m.contains("--allow-empty"), "{m}");
+        assert_eq!(export(&store).await.models.len(), 2);
+        // A dry run of the real thing lists every deletion.
+        let all = apply::Options { prune: true, allow_empty: true };
+        let out = run_apply_with(&store, pb::GatewayConfig::default(), false, all).await.unwrap();
+        assert_eq!(out.changes.len(), 3 + 2 + 2, "{:?}", out.changes);
+        assert!(out.changes.iter().all(|c| c.action == "delete"));
+        assert_eq!(export(&store).await.models.len(), 2, "a dry run changes nothing");
+        store.close().await;
+    }
+}
+
+/// Overwrites one column of one row, as a corrupted disk or a hostile
+/// database user would.
+async fn tamper(store: &Store, sql: &str, name: &str) {
+    sqlx::query(sql)
+        .bind(name)
+        .execute(store.pool())
+        .await
+        .unwrap();
+}
+
+both! {
+    async fn broken_rows_are_contained(db: Db) {
+        let store = db.open().await;
+        populate(&store).await;
+        // A provider whose sealed key was altered (one character of the
+        // ciphertext changed), a model with an unknown strategy and a key
+        // whose models are not JSON.
+        let sealed = raw_provider_column(&store, "p-short", "api_key_sealed").await.unwrap();
+        let mut chars: Vec<char> = sealed.chars().collect();
+        let last = chars.len() - 2;
+        chars[last] = if chars[last] == 'A' { 'B' } else { 'A' };
+        let altered: String = chars.into_iter().collect();
+        sqlx::query("UPDATE providers SET api_key_sealed = $1 WHERE name = $2")
+            .bind(&altered)
+            .bind("p-short")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        tamper(&store, "UPDATE models SET strategy = 'fastest' WHERE name = $1", "chat").await;
+        tamper(&store, "UPDATE api_keys SET models = 'not json' WHERE name = $1", "k-one").await;
+
+        // Reads name the row and field instead of failing.
+        let p = get_provider(&store, "p-short").await.unwrap();
+        assert_eq!(p.broken.len(), 1, "{:?}", p.broken);
+        assert_eq!(p.broken[0].field, "api_key");
+        assert!(p.broken[0].reason.contains("cannot be decrypted"), "{:?}", p.broken);
+        let m = get_model(&store, "chat").await.unwrap();
+        assert_eq!(m.broken[0].field, "strategy", "{:?}", m.broken);
+        let k = get_key(&store, "k-one").await.unwrap();
+        assert_eq!(k.broken[0].field, "models", "{:?}", k.broken);
+        assert!(get_provider(&store, "p-a").await.unwrap().broken.is_empty());
+
+        // The snapshot leaves them out and serves the rest.
+        let snapshot = build_snapshot(store.config_state().await.unwrap()).unwrap();
+        let names = |v: Vec<&str>| v.into_iter().map(str::to_string).collect::<BTreeSet<_>>();
+        assert_eq!(
+            names(snapshot.providers.iter().map(|p| p.name.as_str()).collect()),
+            names(vec!["p-a"])
+        );
+        assert_eq!(
+            names(snapshot.models.iter().map(|m| m.name.as_str()).collect()),
+            names(vec!["embed"])
+        );
+        // embed's only target is on the broken provider: left out of it.
+        assert!(snapshot.models[0].targets.is_empty());
+        assert!(snapshot.keys.is_empty(), "k-one is broken and k-two revoked");
+        RoutingTable::try_from(snapshot).expect("the data plane accepts the rest");
+
+        // (The store writes what it is given; the admin API checks that an
+        // update sets every broken field: see e2e/tests/broken.rs.)
+        // Fixed by a write that sets the key again.
+        let mut fixed = p.spec.clone();
+        fixed.api_key = Some(SecretString::from("sk-new-key-0001".to_string()));
+        let mut tx = store.begin_write().await.unwrap();
+        store.update_provider(&mut tx, &fixed).await.unwrap();
+        tx.commit().await.unwrap();
+        let p = get_provider(&store, "p-short").await.unwrap();
+        assert!(p.broken.is_empty(), "{:?}", p.broken);
+        assert_eq!(secret(&p.spec.api_key).as_deref(), Some("sk-new-key-0001"));
+
+        // Deleted without being read.
+        let mut tx = store.begin_write().await.unwrap();
+        store.delete_model(&mut tx, "chat").await.unwrap();
+        store.delete_key(&mut tx, "k-one").await.unwrap();
+        tx.commit().await.unwrap();
+        let state = store.config_state().await.unwrap();
+        assert!(state.models.iter().all(|m| m.broken.is_empty()));
+        assert!(state.keys.iter().all(|k| k.broken.is_empty()));
+        store.close().await;
+    }
+}
+
+both! {
+    async fn a_drained_target_round_trips(db: Db) {
+        let store = db.open().await;
+        create_provider(&store, &provider("p")).await;
+        let mut m = model("m", vec![target("p", "a"), target("p", "b")]);
+        m.targets[1].weight = 0;
+        create_model(&store, &m).await;
+        let got = get_model(&store, "m").await.unwrap();
+        assert_eq!(got.spec.targets[1].weight, 0);
+        let snapshot = build_snapshot(store.config_state().await.unwrap()).unwrap();
+        assert_eq!(snapshot.models[0].targets[1].weight, 0);
+        let table = RoutingTable::try_from(snapshot).unwrap();
+        assert_eq!(table.models["m"].targets[1].weight, 0);
+        store.close().await;
+    }
+}
+
+both! {
+    async fn migration_to_drained_targets_keeps_every_target(db: Db) {
+        let old = migrate_up_to(&db, 7).await;
+        let provider_id: i64 = sqlx::query_scalar(
+            "INSERT INTO providers (name, protocol, base_url, created_at, updated_at) \
+             VALUES ('p', 'openai', 'https://p.example.com/v1', 1, 1) RETURNING id",
+        )
+        .fetch_one(&old)
+        .await
+        .unwrap();
+        let model_id: i64 = sqlx::query_scalar(
+            "INSERT INTO models (name, strategy, created_at, updated_at) \
+             VALUES ('m', 'priority', 1, 1) RETURNING id",
+        )
+        .fetch_one(&old)
+        .await
+        .unwrap();
+        let insert = "INSERT INTO model_targets (model_id, position, provider_id, \
+                      upstream_model, priority, weight, price_input, price_output, \
+                      price_cached_input, price_cache_write) \
+                      VALUES ($1, $2, $3, $4, 0, $5, 1.0, 2.0, 0.5, 0.25)";
+        sqlx::query(insert)
+            .bind(model_id)
+            .bind(0_i64)
+            .bind(provider_id)
+            .bind("a")
+            .bind(3_i64)
+            .execute(&old)
+            .await
+            .unwrap();
+        // The old CHECK refused a weight of 0.
+        let refused = sqlx::query(insert)
+            .bind(model_id)
+            .bind(1_i64)
+            .bind(provider_id)
+            .bind("b")
+            .bind(0_i64)
+            .execute(&old)
+            .await;
+        assert!(refused.is_err(), "the old CHECK let weight 0 in");
+        old.close().await;
+
+        // Opening the store runs 0007: the target is kept, and 0 is allowed.
+        let store = db.open().await;
+        let m = get_model(&store, "m").await.unwrap();
+        assert!(m.broken.is_empty(), "{:?}", m.broken);
+        assert_eq!(m.spec.targets.len(), 1);
+        assert_eq!(m.spec.targets[0].weight, 3);
+        assert_eq!(
+            m.spec.targets[0].prices,
+            Some(Prices { input: 1.0, output: 2.0, cached_input: 0.5, cache_write: 0.25 })
+        );
+        let mut spec = m.spec.clone();
+        spec.targets.push(target("p", "b"));
+        spec.targets[1].weight = 0;
+        let mut tx = store.begin_write().await.unwrap();
+        store.update_model(&mut tx, &spec).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(get_model(&store, "m").await.unwrap().spec.targets[1].weight, 0);
+        // The foreign key to providers still holds.
+        let orphan = sqlx::query(
+            "INSERT INTO model_targets (model_id, position, provider_id, upstream_model, \
+             priority, weight) VALUES ($1, 9, 99999, 'x', 0, 1)",
+        )
+        .bind(model_id)
+        .execute(store.pool())
+        .await;
+        assert!(orphan.is_err(), "a target on a missing provider was stored");
+        store.close().await;
+    }
 }

@@ -6,6 +6,14 @@
 //! (embeddings at Anthropic; see [`crate::serving`]), drop targets
 //! whose rule does not match, order the rest by the model's strategy, then
 //! move ejected outliers to the back (at most `max_ejected` of them).
+//!
+//! A target of weight 0 is *drained*: it gets no traffic while any other
+//! target of the same priority can take it. With the `priority` strategy it
+//! is ordered after the other targets of its priority (and before the next
+//! priority); the strategies that do not order by priority put drained
+//! targets after every other candidate. Either way a drained target is
+//! still tried when the targets before it fail or are ejected as outliers,
+//! so it serves when it is the only healthy one.
 
 use crate::rules::Facts;
 use crate::serving::{serving, ClientApi, Serving};
@@ -126,15 +134,22 @@ pub fn plan(model: &Model, api: ClientApi, facts: &dyn Facts, state: &dyn RouteS
 
     let mut order = match model.strategy {
         Strategy::Priority => priority_order(model, &candidates, state),
-        Strategy::RoundRobin => {
-            let turn = state.next_turn(&model.name);
-            rotate(&candidates, turn)
+        other => {
+            let (active, drained) = split_drained(model, &candidates);
+            let mut order = match other {
+                Strategy::RoundRobin => {
+                    let turn = state.next_turn(&model.name);
+                    rotate(&active, turn)
+                }
+                Strategy::Weighted => {
+                    let turn = state.next_turn(&model.name);
+                    weighted_order(model, &active, turn)
+                }
+                _ => least_latency_order(model, &active, state),
+            };
+            order.extend(drained);
+            order
         }
-        Strategy::Weighted => {
-            let turn = state.next_turn(&model.name);
-            weighted_order(model, &candidates, turn)
-        }
-        Strategy::LeastLatency => least_latency_order(model, &candidates, state),
     };
 
     // Outliers go to the back, keeping their relative order, up to the cap.
@@ -163,6 +178,14 @@ pub fn plan(model: &Model, api: ClientApi, facts: &dyn Facts, state: &dyn RouteS
     }
     decisions.sort_by_key(|d| d.target);
     Plan { order, decisions }
+}
+
+/// Candidates with a weight, and drained ones (weight 0), each in the given
+/// order.
+fn split_drained(model: &Model, candidates: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    candidates
+        .iter()
+        .partition(|&&i| model.targets[i].weight > 0)
 }
 
 /// The candidates rotated to start at `turn`.
@@ -217,13 +240,14 @@ fn priority_order(model: &Model, candidates: &[usize], state: &dyn RouteState) -
             .iter()
             .position(|&i| model.targets[i].priority != p)
             .map_or(candidates.len(), |n| start + n);
-        let group = &candidates[start..end];
-        if group.len() == 1 {
-            out.push(group[0]);
+        let (group, drained) = split_drained(model, &candidates[start..end]);
+        if group.len() <= 1 {
+            out.extend(group);
         } else {
             let t = *turn.get_or_insert_with(|| state.next_turn(&model.name));
-            out.extend(weighted_order(model, group, t));
+            out.extend(weighted_order(model, &group, t));
         }
+        out.extend(drained);
         start = end;
     }
     out
@@ -395,6 +419,77 @@ mod tests {
             firsts.push(n[0].clone());
         }
         assert_eq!(firsts, ["a", "b", "b", "b"]);
+    }
+
+    #[test]
+    fn drained_targets_follow_their_priority_group() {
+        let p = provider("p", Protocol::OpenAi);
+        let m = model(
+            Strategy::Priority,
+            vec![
+                target(&p, "drained", 0, 0, None),
+                target(&p, "a", 0, 1, None),
+                target(&p, "b", 0, 2, None),
+                target(&p, "next", 1, 1, None),
+            ],
+        );
+        let s = TestState::default();
+        for _ in 0..6 {
+            let n = names(&m, &plan(&m, ClientApi::Chat, &NoFacts, &s));
+            assert_ne!(n[0], "drained", "{n:?}");
+            assert_eq!(&n[2..], ["drained", "next"], "{n:?}");
+        }
+        // When the others of its priority are ejected, it serves first.
+        let ejected = TestState {
+            ejected: ["a", "b"].iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let n = names(&m, &plan(&m, ClientApi::Chat, &NoFacts, &ejected));
+        assert_eq!(n, ["drained", "next", "a", "b"]);
+        // Alone in its priority, a drained target is the one to serve it.
+        let alone = model(
+            Strategy::Priority,
+            vec![target(&p, "d", 0, 0, None), target(&p, "x", 1, 1, None)],
+        );
+        let n = names(&alone, &plan(&alone, ClientApi::Chat, &NoFacts, &s));
+        assert_eq!(n, ["d", "x"]);
+    }
+
+    #[test]
+    fn drained_targets_go_last_in_other_strategies() {
+        let p = provider("p", Protocol::OpenAi);
+        for strategy in [
+            Strategy::RoundRobin,
+            Strategy::Weighted,
+            Strategy::LeastLatency,
+        ] {
+            let m = model(
+                strategy,
+                vec![
+                    target(&p, "drained", 0, 0, None),
+                    target(&p, "a", 0, 1, None),
+                    target(&p, "b", 0, 1, None),
+                ],
+            );
+            let s = TestState::default();
+            for _ in 0..4 {
+                let n = names(&m, &plan(&m, ClientApi::Chat, &NoFacts, &s));
+                assert_eq!(
+                    n.last().map(String::as_str),
+                    Some("drained"),
+                    "{strategy}: {n:?}"
+                );
+            }
+            // Every target drained: they still serve, in their order.
+            let all = model(
+                strategy,
+                vec![target(&p, "x", 0, 0, None), target(&p, "y", 0, 0, None)],
+            );
+            assert_eq!(
+                names(&all, &plan(&all, ClientApi::Chat, &NoFacts, &s)).len(),
+                2
+            );
+        }
     }
 
     #[test]

@@ -145,6 +145,8 @@ pub struct Target {
     pub provider: Arc<Provider>,
     pub upstream_model: String,
     pub priority: i32,
+    /// 0 drains the target: it is tried only after every other target of
+    /// its priority (see [`crate::routing`]).
     pub weight: u32,
     pub rules: Option<Rule>,
     pub prices: Prices,
@@ -313,7 +315,7 @@ fn provider(p: pb::SnapshotProvider, settings: &Settings) -> Result<Provider, Sn
         .protocol
         .parse()
         .map_err(|e: validate::ValidationError| bad(e.0))?;
-    let url = validate::base_url(&p.base_url).map_err(|e| bad(e.0))?;
+    let base_url = validate::base_url(&p.base_url).map_err(|e| bad(e.0))?;
     let mut headers = Vec::with_capacity(p.headers.len());
     let mut names: Vec<_> = p.headers.into_iter().collect();
     names.sort();
@@ -336,7 +338,7 @@ fn provider(p: pb::SnapshotProvider, settings: &Settings) -> Result<Provider, Sn
     Ok(Provider {
         name: p.name,
         protocol,
-        base_url: url.as_str().trim_end_matches('/').to_string(),
+        base_url,
         api_key,
         headers,
         timeout: if p.timeout_s == 0 {
@@ -526,6 +528,19 @@ mod tests {
     }
 
     #[test]
+    fn weight_zero_is_a_drained_target() {
+        let mut s = sample();
+        s.models[0].targets[0].weight = 0;
+        let t = RoutingTable::try_from(s).unwrap();
+        let drained = t.models["gpt"]
+            .targets
+            .iter()
+            .find(|t| t.upstream_model == "gpt-4o")
+            .unwrap();
+        assert_eq!(drained.weight, 0);
+    }
+
+    #[test]
     fn expired_keys_are_refused() {
         let mut s = sample();
         s.keys[0].expires_at_ms = 1000;
@@ -552,7 +567,10 @@ mod tests {
                 |s| s.models[0].targets[0].provider = "gone".into(),
                 "unknown provider 'gone'",
             ),
-            (|s| s.models[0].targets[0].weight = 0, "weight"),
+            (
+                |s| s.models[0].targets[0].weight = validate::limits::WEIGHT + 1,
+                "weight",
+            ),
             (
                 |s| s.models[0].targets[1].rules = "{".into(),
                 "not valid JSON",

@@ -21,7 +21,7 @@ pub fn name(kind: &str, value: &str) -> Result<(), ValidationError> {
     if value.is_empty() {
         return Err(ValidationError(format!("{kind} name must not be empty")));
     }
-    if value.len() > 64 {
+    if value.len() > limits::NAME {
         return Err(ValidationError(format!(
             "{kind} name '{}…' is longer than 64 characters",
             &value[..value.char_indices().nth(32).map_or(value.len(), |(i, _)| i)]
@@ -38,59 +38,156 @@ pub fn name(kind: &str, value: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// A provider's base URL: http or https, a host, no credentials, no query
-/// and no fragment. Returns the URL without a trailing slash.
-pub fn base_url(value: &str) -> Result<url::Url, ValidationError> {
-    let url = url::Url::parse(value.trim())
-        .map_err(|e| ValidationError(format!("base URL '{value}' is not a valid URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
+/// Upper bounds on every size and length the data model accepts. Each
+/// write is checked against them, so no single value can make a request,
+/// a snapshot or an error message unreasonably large.
+pub mod limits {
+    /// Provider, model and key names.
+    pub const NAME: usize = 64;
+    /// A provider's base URL, in bytes.
+    pub const BASE_URL: usize = 2048;
+    /// A provider's upstream API key, in bytes.
+    pub const API_KEY: usize = 4096;
+    /// Extra headers per provider.
+    pub const HEADERS: usize = 64;
+    /// One header name, in bytes.
+    pub const HEADER_NAME: usize = 256;
+    /// One header value, in bytes.
+    pub const HEADER_VALUE: usize = 8192;
+    /// Targets per model.
+    pub const TARGETS: usize = 64;
+    /// A target's upstream model name, in bytes.
+    pub const UPSTREAM_MODEL: usize = 256;
+    /// A target's rule expression (JSON text), in bytes.
+    pub const RULES: usize = 16 * 1024;
+    /// Models a client key is limited to.
+    pub const KEY_MODELS: usize = 1024;
+    /// A client key's display prefix, in bytes.
+    pub const KEY_PREFIX: usize = 32;
+    /// A target's weight.
+    pub const WEIGHT: u32 = 1_000_000;
+    /// Objects of each kind in one configuration.
+    pub const PROVIDERS: usize = 1_000;
+    pub const MODELS: usize = 10_000;
+    pub const API_KEYS: usize = 100_000;
+}
+
+/// `field` is at most `max` bytes long. The message names the field and the
+/// sizes, never the value.
+pub fn length(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {
+    if value.len() > max {
         return Err(ValidationError(format!(
-            "base URL '{value}' must use http or https, not '{}'",
-            url.scheme()
+            "{field} is {} bytes long; the limit is {max}",
+            value.len()
         )));
     }
+    Ok(())
+}
+
+/// At most `max` items in `field`.
+pub fn count(field: &str, n: usize, max: usize) -> Result<(), ValidationError> {
+    if n > max {
+        return Err(ValidationError(format!(
+            "{field} has {n} entries; the limit is {max}"
+        )));
+    }
+    Ok(())
+}
+
+/// A provider's base URL: `http://` or `https://`, a non-empty host, no
+/// credentials, no query and no fragment, no whitespace or control
+/// character anywhere (leading and trailing spaces are refused, not
+/// trimmed). Returns the normalized form that is stored: the URL as the
+/// `url` crate writes it (lower-case scheme and host, default port dropped)
+/// without a trailing slash.
+///
+/// Messages name the field and the problem and never repeat the value, so
+/// that credentials in a refused URL are not echoed.
+pub fn base_url(value: &str) -> Result<String, ValidationError> {
+    const F: &str = "base_url";
+    let bad = |msg: &str| ValidationError(format!("{F} {msg}"));
+    if value.is_empty() {
+        return Err(bad("must not be empty"));
+    }
+    length(F, value, limits::BASE_URL)?;
+    if let Some((i, c)) = value
+        .char_indices()
+        .find(|(_, c)| c.is_control() || c.is_whitespace())
+    {
+        let what = if c.is_control() {
+            "a control character"
+        } else {
+            "whitespace"
+        };
+        return Err(ValidationError(format!(
+            "{F} contains {what} (U+{:04X}) at byte {i}; remove it",
+            u32::from(c)
+        )));
+    }
+    if value.contains('\\') {
+        return Err(bad("contains a backslash; use '/'"));
+    }
+    // The authority as written: the `url` crate would read `http:///v1` as
+    // the host `v1`, and accept `http://@host`.
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return Err(bad("must start with http:// or https://"));
+    };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(bad("must use http or https"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        if authority.starts_with('@') {
+            return Err(bad(
+                "has an empty user info ('@' before the host); remove it",
+            ));
+        }
+        return Err(bad(
+            "must not contain credentials; set the provider's API key instead",
+        ));
+    }
+    if authority.is_empty() || authority.starts_with(':') {
+        return Err(bad("has an empty host"));
+    }
+    let url = url::Url::parse(value).map_err(|e| bad(&format!("is not a valid URL: {e}")))?;
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(ValidationError(format!("base URL '{value}' has no host")));
+        return Err(bad("has an empty host"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(ValidationError(
-            "base URL must not contain credentials; set the provider's API key instead".into(),
+        return Err(bad(
+            "must not contain credentials; set the provider's API key instead",
         ));
     }
     if url.fragment().is_some() {
-        return Err(ValidationError(format!(
-            "base URL '{}' must not have a fragment",
-            strip_secretish(&url)
-        )));
+        return Err(bad("must not have a fragment ('#...')"));
     }
     if url.query().is_some() {
-        return Err(ValidationError(format!(
-            "base URL '{}' must not have a query string",
-            strip_secretish(&url)
-        )));
+        return Err(bad("must not have a query string ('?...')"));
     }
-    Ok(url)
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
-fn strip_secretish(url: &url::Url) -> String {
-    let mut u = url.clone();
-    u.set_query(None);
-    u.set_fragment(None);
-    u.to_string()
-}
-
-/// A target's weight.
+/// A target's weight: 0 drains the target (it gets no traffic while another
+/// target of the same priority can take it), 1 and more share traffic in
+/// proportion.
 pub fn weight(value: u32) -> Result<(), ValidationError> {
-    if value == 0 {
-        return Err(ValidationError(
-            "target weight must be at least 1".to_string(),
-        ));
+    if value > limits::WEIGHT {
+        return Err(ValidationError(format!(
+            "weight is {value}; the limit is {}",
+            limits::WEIGHT
+        )));
     }
     Ok(())
 }
 
 /// An HTTP header to add upstream: a valid name and a valid value.
 pub fn header(name: &str, value: &str) -> Result<(), ValidationError> {
+    length("header name", name, limits::HEADER_NAME)?;
+    length(
+        &format!("header '{name}' value"),
+        value,
+        limits::HEADER_VALUE,
+    )?;
     let n = http::HeaderName::from_str(name)
         .map_err(|_| ValidationError(format!("'{name}' is not a valid HTTP header name")))?;
     if is_hop_by_hop(n.as_str()) || n.as_str() == "host" || n.as_str() == "content-length" {
@@ -256,8 +353,20 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert!(base_url("https://api.openai.com/v1").is_ok());
-        assert!(base_url("http://127.0.0.1:8080").is_ok());
+        assert_eq!(
+            base_url("https://api.openai.com/v1").unwrap(),
+            "https://api.openai.com/v1"
+        );
+        assert_eq!(
+            base_url("http://127.0.0.1:8080").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        // The normalized form: lower-case scheme and host, no default port,
+        // no trailing slash.
+        assert_eq!(
+            base_url("HTTPS://API.Example.COM:443/v1/").unwrap(),
+            "https://api.example.com/v1"
+        );
         assert!(base_url("ftp://x").is_err());
         assert!(base_url("https://user:pw@host").is_err());
         assert!(base_url("https://host/#frag").is_err());
@@ -268,9 +377,55 @@ mod tests {
     }
 
     #[test]
+    fn hostile_urls_are_refused_without_echo() {
+        let cases: &[(&str, &str)] = &[
+            ("http://a.example/v1\r\nX-Injected: 1", "control character"),
+            ("http://a.example/\nv1", "control character"),
+            ("http://a.example/\tv1", "control character"),
+            ("http://a.example/\u{1}v1", "control character"),
+            ("http://a.example/v 1", "whitespace"),
+            (" http://a.example/v1", "whitespace"),
+            ("http://a.example/v1 ", "whitespace"),
+            ("http://a.example/v1\u{a0}", "whitespace"),
+            ("http:///v1", "empty host"),
+            ("http://:80/v1", "empty host"),
+            ("http://@a.example/v1", "empty user info"),
+            ("http:a.example/v1", "must start with http:// or https://"),
+            ("http:\\\\a.example", "backslash"),
+            ("ftp://user:SECRET@a.example/x", "http or https"),
+            ("https://user:SECRET@a.example/x", "credentials"),
+            ("https://:SECRET@a.example/x", "credentials"),
+            ("", "must not be empty"),
+        ];
+        for (url, want) in cases {
+            let e = base_url(url).expect_err(url);
+            assert!(e.0.starts_with("base_url "), "{url:?}: {e}");
+            assert!(e.0.contains(want), "{url:?}: want {want:?} in {e}");
+            assert!(!e.0.contains("SECRET"), "{url:?}: {e}");
+            assert!(!e.0.contains("a.example"), "the value is not echoed: {e}");
+        }
+        let long = format!("https://a.example/{}", "a".repeat(limits::BASE_URL));
+        assert!(base_url(&long).unwrap_err().0.contains("limit is 2048"));
+    }
+
+    #[test]
+    fn lengths_name_the_field() {
+        let e = length("target 1 rules", &"x".repeat(100), 10).unwrap_err();
+        assert_eq!(e.0, "target 1 rules is 100 bytes long; the limit is 10");
+        assert!(length("f", "abc", 3).is_ok());
+        assert!(count("targets", 3, 2)
+            .unwrap_err()
+            .0
+            .contains("targets has 3"));
+        let e = header("x-big", &"v".repeat(limits::HEADER_VALUE + 1)).unwrap_err();
+        assert!(e.0.contains("header 'x-big' value"), "{e}");
+    }
+
+    #[test]
     fn weights_and_headers() {
-        assert!(weight(0).is_err());
+        assert!(weight(0).is_ok(), "0 drains the target");
         assert!(weight(1).is_ok());
+        assert!(weight(limits::WEIGHT + 1).is_err());
         assert!(header("x-team", "a").is_ok());
         assert!(header("bad header", "a").is_err());
         assert!(header("connection", "close").is_err());

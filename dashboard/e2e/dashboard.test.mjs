@@ -3,7 +3,7 @@
 // Screenshots of every page go to dashboard/test-artifacts/ (git-ignored).
 
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -80,6 +80,29 @@ async function assertNoSecrets(where) {
       assert.ok(!v.includes(secret), `${where}: the ${what} is in sessionStorage (${k})`);
     }
   }
+}
+
+/**
+ * Alters one character of every sealed provider secret in the SQLite files,
+ * as a corrupted disk or a hostile database user would; the master-key
+ * check value (stored right after its name) is left alone.
+ */
+function tamperSealedSecrets(dataDir) {
+  let altered = 0;
+  for (const name of ["llmgw.db", "llmgw.db-wal"]) {
+    const file = join(dataDir, name);
+    if (!existsSync(file)) continue;
+    const bytes = readFileSync(file);
+    const text = bytes.toString("latin1");
+    for (const m of text.matchAll(/v1\.[0-9a-f]{8}\.[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]{20,}/g)) {
+      if (text.slice(Math.max(0, m.index - 16), m.index) === "master_key_check") continue;
+      const i = m.index + m[0].length - 6;
+      bytes[i] = bytes[i] === 0x41 ? 0x42 : 0x41; // 'A' <-> 'B'
+      altered += 1;
+    }
+    writeFileSync(file, bytes);
+  }
+  assert.ok(altered > 0, "no sealed secret found to alter");
 }
 
 async function goto(label) {
@@ -411,6 +434,32 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     await page.locator("tbody tr[data-log-id]").first().waitFor();
     await screenshot("logs-narrow");
     await page.setViewportSize({ width: 1280, height: 860 });
+  });
+
+  step("a provider whose key cannot be decrypted is listed as broken, and fixed", async () => {
+    await gw.restartControlPlane(tamperSealedSecrets);
+    await page.reload();
+    await goto("Providers");
+    const row = page.getByRole("row").filter({ hasText: "mock" });
+    const badge = row.getByTestId("broken");
+    await badge.waitFor();
+    assert.equal((await badge.innerText()).trim(), "broken: api_key");
+    assert.match(await badge.getAttribute("title"), /api_key: cannot be decrypted/);
+    await screenshot("provider-broken");
+    // The rest is still listed and healthy.
+    await goto("Models");
+    await page.getByRole("row").filter({ hasText: "e2e-model" }).waitFor();
+    assert.equal(await page.getByTestId("broken").count(), 0);
+    // Fixed by saving a new key.
+    await goto("Providers");
+    await row.getByRole("button", { name: "Edit mock" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByLabel("API key").fill(PROVIDER_KEY);
+    await dialog.getByRole("button", { name: "Save changes" }).click();
+    await dialog.waitFor({ state: "detached" });
+    await row.getByText(`****${PROVIDER_KEY.slice(-4)}`).waitFor();
+    assert.equal(await row.getByTestId("broken").count(), 0);
+    await assertNoSecrets("providers after the fix");
   });
 
   step("a refused token returns to sign-in; sign-out clears the token", async () => {

@@ -96,13 +96,16 @@ export async function startGateway({ adminToken, dataplaneToken }) {
     procs.push(mock);
     const mockAddr = await mock.waitFor((l) => /^listening on (\S+)$/.exec(l.trim())?.[1], "listening line");
 
-    const cp = new Proc(
-      "llmgw-controlplane",
-      ["--listen", "127.0.0.1:0", "--data-dir", join(dir, "data"), "--dashboard-dir", join(ROOT, "dashboard", "dist"), "--log-format", "json"],
-      { cwd: dir, env: { ...env, LLMGW_ADMIN_TOKEN: adminToken, LLMGW_DATAPLANE_TOKEN: dataplaneToken, RETRY_DELAY_MS: "50" } },
-    );
+    const controlPlane = (listen) =>
+      new Proc(
+        "llmgw-controlplane",
+        ["--listen", listen, "--data-dir", join(dir, "data"), "--dashboard-dir", join(ROOT, "dashboard", "dist"), "--log-format", "json"],
+        { cwd: dir, env: { ...env, LLMGW_ADMIN_TOKEN: adminToken, LLMGW_DATAPLANE_TOKEN: dataplaneToken, RETRY_DELAY_MS: "50" } },
+      );
+    const listening = (l) => jsonEvent(l, "control plane listening (gRPC and gRPC-web)")?.address;
+    let cp = controlPlane("127.0.0.1:0");
     procs.push(cp);
-    const cpAddr = await cp.waitFor((l) => jsonEvent(l, "control plane listening (gRPC and gRPC-web)")?.address, "listening line");
+    const cpAddr = await cp.waitFor(listening, "listening line");
     const cpUrl = `http://${cpAddr}`;
 
     const dp = new Proc(
@@ -127,6 +130,15 @@ export async function startGateway({ adminToken, dataplaneToken }) {
       dpUrl,
       procs: { mock, cp, dp },
       logs: () => procs.map((p) => `----- ${p.name} -----\n${p.tail(60)}`).join("\n"),
+      /** Stops the control plane, runs `whileDown(dataDir)`, and starts it again on the same address. */
+      async restartControlPlane(whileDown) {
+        await cp.stop();
+        await whileDown(join(dir, "data"));
+        cp = controlPlane(cpAddr);
+        procs.push(cp);
+        this.procs.cp = cp;
+        await cp.waitFor(listening, "listening line after the restart");
+      },
       async stop() {
         for (const p of [dp, cp, mock]) await p.stop();
         rmSync(dir, { recursive: true, force: true });

@@ -153,7 +153,11 @@ async fn apply_twice(db: Db) {
     write(Path::new(&path("g.yaml")), &changed);
     let changed_text = std::fs::read_to_string(path("g.yaml")).unwrap();
 
-    let out = cli_ok(&cp, &["apply", "--dry-run", "-f", &path("g.yaml")]).await;
+    let out = cli_ok(
+        &cp,
+        &["apply", "--prune", "--dry-run", "-f", &path("g.yaml")],
+    )
+    .await;
     let lines: Vec<&str> = out.lines().map(str::trim).collect();
     assert!(lines.contains(&"~ provider p"), "{out}");
     assert!(
@@ -173,7 +177,7 @@ async fn apply_twice(db: Db) {
     );
     assert_eq!(config_version(&cp).await, version);
 
-    let out = cli_ok(&cp, &["apply", "-f", &path("g.yaml")]).await;
+    let out = cli_ok(&cp, &["apply", "--prune", "-f", &path("g.yaml")]).await;
     let lines: Vec<&str> = out.lines().map(str::trim).collect();
     assert!(lines.contains(&"~ provider p"), "{out}");
     assert!(lines.contains(&"- model mini"), "{out}");
@@ -201,7 +205,7 @@ async fn apply_twice(db: Db) {
     assert!(err.contains("not found"), "{err}");
 
     // The same file again: no changes.
-    let out = cli_ok(&cp, &["apply", "-f", &path("g.yaml")]).await;
+    let out = cli_ok(&cp, &["apply", "--prune", "-f", &path("g.yaml")]).await;
     assert_eq!(out.trim(), "no changes");
     assert_eq!(cli_ok(&cp, &["export"]).await, now);
     assert_eq!(config_version(&cp).await, applied);

@@ -34,6 +34,8 @@ pub async fn apply(a: ApplyArgs, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()
         .apply_config(ApplyConfigRequest {
             config: Some(config),
             dry_run: a.dry_run,
+            prune: a.prune,
+            allow_empty: a.allow_empty,
         })
         .await
         .map_err(|s| c.fail(s))?
@@ -48,7 +50,7 @@ pub async fn apply(a: ApplyArgs, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()
 }
 
 /// `+ provider foo`, `~ model bar` with indented details, `- api_key baz`,
-/// then a closing line.
+/// then what was kept without --prune, then a closing line.
 fn change_lines(r: &ApplyConfigResponse, dry_run: bool) -> Vec<String> {
     let mut lines = Vec::new();
     for ch in &r.changes {
@@ -65,6 +67,17 @@ fn change_lines(r: &ApplyConfigResponse, dry_run: bool) -> Vec<String> {
     }
     if r.changes.is_empty() {
         lines.push("no changes".to_string());
+    }
+    if !r.kept.is_empty() {
+        let kept: Vec<String> = r
+            .kept
+            .iter()
+            .map(|k| format!("{} {}", k.kind, k.name))
+            .collect();
+        lines.push(format!(
+            "kept (not in the file; --prune deletes them): {}",
+            kept.join(", ")
+        ));
     }
     if dry_run {
         lines.push("dry run: nothing was applied".to_string());
@@ -107,6 +120,7 @@ mod tests {
                 change("delete", "api_key", "baz", &[]),
             ],
             config_version: 7,
+            kept: vec![change("keep", "model", "old", &[])],
         };
         assert_eq!(
             change_lines(&r, false),
@@ -115,6 +129,7 @@ mod tests {
                 "~ model bar",
                 "    strategy: priority -> weighted",
                 "- api_key baz",
+                "kept (not in the file; --prune deletes them): model old",
                 "applied 3 changes; config version 7",
             ]
         );

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::args::{GlobalOpts, KeyCmd, KeyCreateArgs};
 use crate::client::Client;
-use crate::output::{yes_no, Out, Table};
+use crate::output::{broken_detail, status, yes_no, Out, Table};
 
 pub const SHOWN_ONCE: &str =
     "warning: this is the only time the key is shown; store it now, it cannot be retrieved again.";
@@ -141,6 +141,9 @@ fn details(k: &ApiKey) -> Table {
     t.row(["log_bodies".to_string(), yes_no(k.log_bodies).to_string()]);
     t.row(["created_at".to_string(), k.created_at.clone()]);
     t.row(["last_used_at".to_string(), k.last_used_at.clone()]);
+    if !k.broken.is_empty() {
+        t.row(["broken".to_string(), broken_detail(&k.broken)]);
+    }
     t
 }
 
@@ -157,6 +160,7 @@ fn list(out: &mut Out<'_>, keys: &[ApiKey]) -> Result<()> {
         "LOG BODIES",
         "CREATED",
         "LAST USED",
+        "STATUS",
     ]);
     for k in keys {
         t.row([
@@ -168,6 +172,7 @@ fn list(out: &mut Out<'_>, keys: &[ApiKey]) -> Result<()> {
             yes_no(k.log_bodies).to_string(),
             k.created_at.clone(),
             k.last_used_at.clone(),
+            status(&k.broken),
         ]);
     }
     out.table(&t)
@@ -205,6 +210,7 @@ mod tests {
                 "created_at": "",
                 "last_used_at": "",
                 "log_bodies": true,
+                "broken": [],
                 "key": "sk-llmgw-secret",
             })
         );

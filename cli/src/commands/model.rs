@@ -8,7 +8,7 @@ use llmgw_proto::v1::{
 
 use crate::args::{GlobalOpts, ModelAddArgs, ModelCmd, ModelUpdateArgs};
 use crate::client::Client;
-use crate::output::{yes_no, Out, Table};
+use crate::output::{broken_detail, status, yes_no, Out, Table};
 
 pub async fn run(cmd: ModelCmd, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
     match cmd {
@@ -99,7 +99,7 @@ pub fn parse_target(spec: &str, model: &str) -> Result<(String, String)> {
 }
 
 /// Targets in the order given: target i gets priority i, and weight i of
-/// `weights` (1 when no weights are given).
+/// `weights` (1 when no weights are given; 0 drains the target).
 pub fn build_targets(
     model: &str,
     specs: &[String],
@@ -117,7 +117,7 @@ pub fn build_targets(
                 provider,
                 upstream_model,
                 priority: i32::try_from(i)?,
-                weight: weights.map_or(1, |w| w[i]),
+                weight: Some(weights.map_or(1, |w| w[i])),
                 rules: String::new(),
                 enabled: true,
                 prices: None,
@@ -151,7 +151,7 @@ fn reweighted(mut targets: Vec<ModelTarget>, weights: &[u32]) -> Result<Vec<Mode
     check_weight_count(weights.len(), targets.len())?;
     targets.sort_by_key(|t| t.priority);
     for (t, w) in targets.iter_mut().zip(weights) {
-        t.weight = *w;
+        t.weight = Some(*w);
     }
     Ok(targets)
 }
@@ -303,6 +303,7 @@ fn list(out: &mut Out<'_>, models: &[Model]) -> Result<()> {
         "MAX TOKENS",
         "PRICES",
         "TARGETS",
+        "STATUS",
     ]);
     for m in models {
         let targets: Vec<String> = by_priority(m)
@@ -320,6 +321,7 @@ fn list(out: &mut Out<'_>, models: &[Model]) -> Result<()> {
             max_tokens(m),
             fmt_prices(m.prices.as_ref(), false),
             targets.join(", "),
+            status(&m.broken),
         ]);
     }
     out.table(&t)
@@ -350,6 +352,9 @@ fn show(out: &mut Out<'_>, m: &Model) -> Result<()> {
     t.row(["enabled".to_string(), yes_no(m.enabled).to_string()]);
     t.row(["created_at".to_string(), m.created_at.clone()]);
     t.row(["updated_at".to_string(), m.updated_at.clone()]);
+    if !m.broken.is_empty() {
+        t.row(["broken".to_string(), broken_detail(&m.broken)]);
+    }
     out.table(&t)?;
     out.line("")?;
     let mut t = Table::new(&[
@@ -366,7 +371,10 @@ fn show(out: &mut Out<'_>, m: &Model) -> Result<()> {
             target.priority.to_string(),
             target.provider.clone(),
             target.upstream_model.clone(),
-            target.weight.to_string(),
+            match target.weight {
+                Some(0) => "0 (drained)".to_string(),
+                w => w.unwrap_or(1).to_string(),
+            },
             yes_no(target.enabled).to_string(),
             fmt_prices(target.prices.as_ref(), false),
             target.rules.clone(),
@@ -413,13 +421,13 @@ mod tests {
         let specs = vec!["openai:gpt-4o".to_string(), "azure".to_string()];
         let t = build_targets("gpt-4o", &specs, None).unwrap();
         assert_eq!(t.len(), 2);
-        assert_eq!((t[0].priority, t[0].weight), (0, 1));
-        assert_eq!((t[1].priority, t[1].weight), (1, 1));
+        assert_eq!((t[0].priority, t[0].weight), (0, Some(1)));
+        assert_eq!((t[1].priority, t[1].weight), (1, Some(1)));
         assert_eq!(t[1].provider, "azure");
         assert_eq!(t[1].upstream_model, "gpt-4o");
         assert!(t.iter().all(|t| t.enabled && t.rules.is_empty()));
         let t = build_targets("gpt-4o", &specs, Some(&[3, 7])).unwrap();
-        assert_eq!((t[0].weight, t[1].weight), (3, 7));
+        assert_eq!((t[0].weight, t[1].weight), (Some(3), Some(7)));
     }
 
     #[test]
@@ -435,7 +443,7 @@ mod tests {
         let current = build_targets("m", &specs, None).unwrap();
         assert!(reweighted(current.clone(), &[5]).is_err());
         let w = reweighted(current, &[5, 6]).unwrap();
-        assert_eq!((w[0].weight, w[1].weight), (5, 6));
+        assert_eq!((w[0].weight, w[1].weight), (Some(5), Some(6)));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use llmgw_proto::v1::{
 
 use crate::args::{GlobalOpts, Header, ProviderAddArgs, ProviderCmd, ProviderUpdateArgs};
 use crate::client::Client;
-use crate::output::{yes_no, Out, Table};
+use crate::output::{broken_detail, status, yes_no, Out, Table};
 
 pub async fn run(cmd: ProviderCmd, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
     match cmd {
@@ -141,7 +141,7 @@ fn list(out: &mut Out<'_>, providers: &[Provider]) -> Result<()> {
         return out.json(providers);
     }
     let mut t = Table::new(&[
-        "NAME", "PROTOCOL", "BASE URL", "API KEY", "HEADERS", "TIMEOUT", "ENABLED",
+        "NAME", "PROTOCOL", "BASE URL", "API KEY", "HEADERS", "TIMEOUT", "ENABLED", "STATUS",
     ]);
     for p in providers {
         let headers: Vec<&str> = sorted_headers(&p.headers)
@@ -156,6 +156,7 @@ fn list(out: &mut Out<'_>, providers: &[Provider]) -> Result<()> {
             headers.join(","),
             timeout(p.timeout_s),
             yes_no(p.enabled).to_string(),
+            status(&p.broken),
         ]);
     }
     out.table(&t)
@@ -180,6 +181,9 @@ fn show(out: &mut Out<'_>, p: &Provider) -> Result<()> {
     t.row(["stream_usage", yes_no(p.stream_usage)]);
     t.row(["created_at", &p.created_at]);
     t.row(["updated_at", &p.updated_at]);
+    if !p.broken.is_empty() {
+        t.row(["broken".to_string(), broken_detail(&p.broken)]);
+    }
     out.table(&t)
 }
 

@@ -10,7 +10,8 @@
 mod specs;
 
 pub use specs::{
-    normalise_rules as specs_normalise_rules, KeySpec, ModelSpec, Prices, ProviderSpec, TargetSpec,
+    normalise_rules as specs_normalise_rules, KeySpec, ModelSpec, Prices, Problems, ProviderSpec,
+    TargetSpec,
 };
 
 use std::collections::BTreeMap;
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use llmgw_core::table::Translation;
 use llmgw_core::{Protocol, Strategy};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
 
@@ -205,17 +206,96 @@ fn int(b: bool) -> i64 {
     i64::from(b)
 }
 
-fn u32_of(row: &AnyRow, col: &str) -> Result<u32> {
-    let v: i64 = row.try_get(col)?;
-    u32::try_from(v).map_err(|_| StoreError::Invalid(format!("{col} out of range: {v}")))
+/// One field of a stored row that cannot be decrypted or parsed, or that
+/// breaks a rule of the data model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    /// The field as the API names it ("api_key", "targets[1].weight").
+    pub field: String,
+    /// What is wrong, without the value.
+    pub reason: String,
 }
 
-/// A provider as stored, with its secrets opened.
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+/// Reads the columns of one row, noting each column that cannot be decoded
+/// (and reading it as its default) instead of failing the whole read: one
+/// bad row must not stop the control plane.
+struct RowReader<'r> {
+    row: &'r AnyRow,
+    /// Put before field names, e.g. "targets[2].".
+    prefix: String,
+    broken: Vec<Broken>,
+}
+
+impl<'r> RowReader<'r> {
+    fn new(row: &'r AnyRow) -> Self {
+        RowReader {
+            row,
+            prefix: String::new(),
+            broken: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, field: &str, reason: impl Into<String>) {
+        self.broken.push(Broken {
+            field: format!("{}{field}", self.prefix),
+            reason: reason.into(),
+        });
+    }
+
+    fn get<T>(&mut self, col: &str, field: &str) -> T
+    where
+        T: for<'a> sqlx::Decode<'a, Any> + sqlx::Type<Any> + Default,
+    {
+        match self.row.try_get::<T, _>(col) {
+            Ok(v) => v,
+            Err(e) => {
+                self.note(field, format!("cannot be read: {e}"));
+                T::default()
+            }
+        }
+    }
+
+    fn flag(&mut self, col: &str) -> bool {
+        self.get::<i64>(col, col) != 0
+    }
+
+    fn u32(&mut self, col: &str) -> u32 {
+        let v: i64 = self.get(col, col);
+        u32::try_from(v).unwrap_or_else(|_| {
+            self.note(col, format!("the stored value {v} is out of range"));
+            0
+        })
+    }
+
+    /// A column parsed with `FromStr`; `fallback` when it does not parse.
+    fn parse<T: FromStr<Err = llmgw_core::ValidationError>>(
+        &mut self,
+        col: &str,
+        fallback: T,
+    ) -> T {
+        let text: String = self.get(col, col);
+        T::from_str(&text).unwrap_or_else(|e| {
+            self.note(col, e.0);
+            fallback
+        })
+    }
+}
+
+/// A provider as stored, with its secrets opened. `broken` lists the
+/// fields that could not be opened or parsed (their values in `spec` are
+/// defaults); such a provider is left out of snapshots.
 #[derive(Debug, Clone)]
 pub struct ProviderRow {
     pub spec: ProviderSpec,
     pub created_at: i64,
     pub updated_at: i64,
+    pub broken: Vec<Broken>,
 }
 
 #[derive(Debug, Clone)]
@@ -223,6 +303,7 @@ pub struct ModelRow {
     pub spec: ModelSpec,
     pub created_at: i64,
     pub updated_at: i64,
+    pub broken: Vec<Broken>,
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +311,7 @@ pub struct KeyRow {
     pub spec: KeySpec,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
+    pub broken: Vec<Broken>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -449,7 +531,21 @@ impl Store {
                 let v: Option<String> = r.try_get(col)?;
                 if stale(&v) {
                     let ctx = seal_context(&name, col);
-                    let plain = self.sealer.open(v.as_deref().unwrap_or_default(), &ctx)?;
+                    let plain = match self.sealer.open(v.as_deref().unwrap_or_default(), &ctx) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            // Left as it is: the provider is listed as
+                            // broken until it is fixed or deleted.
+                            tracing::error!(
+                                kind = "provider",
+                                name = %name,
+                                field = field_of_column(col),
+                                error = %e,
+                                "cannot re-seal a stored secret"
+                            );
+                            continue;
+                        }
+                    };
                     let resealed = self.sealer.seal(plain.expose_secret(), &ctx)?;
                     sqlx::query(&format!("UPDATE providers SET {col} = $1 WHERE name = $2"))
                         .bind(resealed)
@@ -482,48 +578,57 @@ impl Store {
 
     // ---------- providers ----------
 
-    fn provider_from_row(&self, r: &AnyRow) -> Result<ProviderRow> {
-        let name: String = r.try_get("name")?;
-        let api_key = match r.try_get::<Option<String>, _>("api_key_sealed")? {
-            Some(s) => Some(
-                self.sealer
-                    .open(&s, &seal_context(&name, "api_key_sealed"))?,
-            ),
-            None => None,
-        };
-        let headers = match r.try_get::<Option<String>, _>("headers_sealed")? {
-            Some(s) => {
-                let plain = self
-                    .sealer
-                    .open(&s, &seal_context(&name, "headers_sealed"))?;
-                serde_json::from_str(plain.expose_secret()).map_err(|_| {
-                    StoreError::Invalid("stored headers are not a JSON object".into())
-                })?
+    fn provider_from_row(&self, r: &AnyRow) -> ProviderRow {
+        let mut rd = RowReader::new(r);
+        let name: String = rd.get("name", "name");
+        let open = |rd: &mut RowReader<'_>, col: &str| -> Option<SecretString> {
+            let sealed: Option<String> = rd.get(col, field_of_column(col));
+            let sealed = sealed?;
+            match self.sealer.open(&sealed, &seal_context(&name, col)) {
+                Ok(plain) => Some(plain),
+                Err(e) => {
+                    rd.note(field_of_column(col), format!("cannot be decrypted: {e}"));
+                    None
+                }
             }
+        };
+        let api_key = open(&mut rd, "api_key_sealed");
+        let headers = match open(&mut rd, "headers_sealed") {
+            Some(plain) => serde_json::from_str(plain.expose_secret()).unwrap_or_else(|_| {
+                rd.note("headers", "the stored headers are not a JSON object");
+                BTreeMap::new()
+            }),
             None => BTreeMap::new(),
         };
-        let protocol: String = r.try_get("protocol")?;
-        Ok(ProviderRow {
-            spec: ProviderSpec {
-                protocol: Protocol::from_str(&protocol)?,
-                name,
-                base_url: r.try_get("base_url")?,
-                api_key,
-                headers,
-                timeout_s: u32_of(r, "timeout_s")?,
-                stream_usage: flag(r, "stream_usage")?,
-                enabled: flag(r, "enabled")?,
-            },
-            created_at: r.try_get("created_at")?,
-            updated_at: r.try_get("updated_at")?,
-        })
+        let spec = ProviderSpec {
+            protocol: rd.parse("protocol", Protocol::OpenAi),
+            name,
+            base_url: rd.get("base_url", "base_url"),
+            api_key,
+            headers,
+            timeout_s: rd.u32("timeout_s"),
+            stream_usage: rd.flag("stream_usage"),
+            enabled: rd.flag("enabled"),
+        };
+        let created_at = rd.get("created_at", "created_at");
+        let updated_at = rd.get("updated_at", "updated_at");
+        let mut broken = rd.broken;
+        if broken.is_empty() {
+            broken = spec.problems().0;
+        }
+        ProviderRow {
+            spec,
+            created_at,
+            updated_at,
+            broken,
+        }
     }
 
     pub async fn providers(&self, conn: &mut AnyConnection) -> Result<Vec<ProviderRow>> {
         let rows = sqlx::query("SELECT * FROM providers ORDER BY name")
             .fetch_all(&mut *conn)
             .await?;
-        rows.iter().map(|r| self.provider_from_row(r)).collect()
+        Ok(rows.iter().map(|r| self.provider_from_row(r)).collect())
     }
 
     pub async fn provider(&self, conn: &mut AnyConnection, name: &str) -> Result<ProviderRow> {
@@ -532,7 +637,7 @@ impl Store {
             .fetch_optional(&mut *conn)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("provider '{name}' not found")))?;
-        self.provider_from_row(&row)
+        Ok(self.provider_from_row(&row))
     }
 
     fn seal_provider(&self, spec: &ProviderSpec) -> Result<(Option<String>, Option<String>)> {
@@ -663,17 +768,17 @@ impl Store {
         )
         .fetch_all(&mut *conn)
         .await?;
-        let mut by_model: BTreeMap<i64, Vec<TargetSpec>> = BTreeMap::new();
+        let mut by_model: BTreeMap<i64, Vec<&AnyRow>> = BTreeMap::new();
         for t in &targets {
-            by_model
-                .entry(t.try_get("model_id")?)
-                .or_default()
-                .push(target_from_row(t)?);
+            by_model.entry(t.try_get("model_id")?).or_default().push(t);
         }
         rows.iter()
             .map(|r| {
                 let id: i64 = r.try_get("id")?;
-                model_from_row(r, by_model.remove(&id).unwrap_or_default())
+                Ok(model_from_row(
+                    r,
+                    by_model.remove(&id).as_deref().unwrap_or_default(),
+                ))
             })
             .collect()
     }
@@ -692,8 +797,8 @@ impl Store {
         .bind(id)
         .fetch_all(&mut *conn)
         .await?;
-        let targets = targets.iter().map(target_from_row).collect::<Result<_>>()?;
-        model_from_row(&row, targets)
+        let targets: Vec<&AnyRow> = targets.iter().collect();
+        Ok(model_from_row(&row, &targets))
     }
 
     pub async fn insert_model(&self, tx: &mut AnyConnection, spec: &ModelSpec) -> Result<()> {
@@ -784,7 +889,7 @@ impl Store {
         let rows = sqlx::query("SELECT * FROM api_keys ORDER BY name")
             .fetch_all(&mut *conn)
             .await?;
-        rows.iter().map(key_from_row).collect()
+        Ok(rows.iter().map(key_from_row).collect())
     }
 
     pub async fn key(&self, conn: &mut AnyConnection, name: &str) -> Result<KeyRow> {
@@ -793,7 +898,7 @@ impl Store {
             .fetch_optional(&mut *conn)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("API key '{name}' not found")))?;
-        key_from_row(&row)
+        Ok(key_from_row(&row))
     }
 
     pub async fn insert_key(&self, tx: &mut AnyConnection, spec: &KeySpec) -> Result<()> {
@@ -1002,6 +1107,11 @@ fn seal_context(provider: &str, column: &str) -> String {
     format!("provider/{provider}/{column}")
 }
 
+/// The API's name for a sealed column.
+fn field_of_column(column: &str) -> &str {
+    column.strip_suffix("_sealed").unwrap_or(column)
+}
+
 async fn upsert_setting(tx: &mut AnyConnection, name: &str, value: &str) -> Result<()> {
     sqlx::query(
         "INSERT INTO settings (name, value) VALUES ($1, $2) \
@@ -1072,83 +1182,121 @@ async fn insert_targets(
     Ok(())
 }
 
-fn target_from_row(r: &AnyRow) -> Result<TargetSpec> {
-    let input: Option<f64> = r.try_get("price_input")?;
-    let prices = match input {
-        Some(input) => Some(Prices {
-            input,
-            output: r.try_get::<Option<f64>, _>("price_output")?.unwrap_or(0.0),
-            cached_input: r
-                .try_get::<Option<f64>, _>("price_cached_input")?
-                .unwrap_or(0.0),
-            cache_write: r
-                .try_get::<Option<f64>, _>("price_cache_write")?
-                .unwrap_or(0.0),
+fn target_from_row(rd: &mut RowReader<'_>) -> TargetSpec {
+    let input: Option<f64> = rd.get("price_input", "prices");
+    let prices = input.map(|input| Prices {
+        input,
+        output: rd
+            .get::<Option<f64>>("price_output", "prices")
+            .unwrap_or(0.0),
+        cached_input: rd
+            .get::<Option<f64>>("price_cached_input", "prices")
+            .unwrap_or(0.0),
+        cache_write: rd
+            .get::<Option<f64>>("price_cache_write", "prices")
+            .unwrap_or(0.0),
+    });
+    let priority: i64 = rd.get("priority", "priority");
+    TargetSpec {
+        provider: rd.get("provider_name", "provider"),
+        upstream_model: rd.get("upstream_model", "upstream_model"),
+        priority: i32::try_from(priority).unwrap_or_else(|_| {
+            rd.note(
+                "priority",
+                format!("the stored value {priority} is out of range"),
+            );
+            0
         }),
-        None => None,
-    };
-    let priority: i64 = r.try_get("priority")?;
-    Ok(TargetSpec {
-        provider: r.try_get("provider_name")?,
-        upstream_model: r.try_get("upstream_model")?,
-        priority: i32::try_from(priority)
-            .map_err(|_| StoreError::Invalid("priority out of range".into()))?,
-        weight: u32_of(r, "weight")?,
-        rules: r.try_get("rules")?,
-        enabled: flag(r, "enabled")?,
+        weight: rd.u32("weight"),
+        rules: rd.get("rules", "rules"),
+        enabled: rd.flag("enabled"),
         prices,
-    })
+    }
 }
 
-fn model_from_row(r: &AnyRow, targets: Vec<TargetSpec>) -> Result<ModelRow> {
-    let strategy: String = r.try_get("strategy")?;
-    let delay: Option<i64> = r.try_get("retry_delay_ms")?;
-    let default_max_tokens: Option<i64> = r.try_get("default_max_tokens")?;
-    let translation: String = r.try_get("translation")?;
-    Ok(ModelRow {
-        spec: ModelSpec {
-            name: r.try_get("name")?,
-            strategy: Strategy::from_str(&strategy)?,
-            max_attempts: u32_of(r, "max_attempts")?,
-            retry_delay_ms: delay.map(|d| u32::try_from(d).unwrap_or(u32::MAX)),
-            prices: Prices {
-                input: r.try_get("price_input")?,
-                output: r.try_get("price_output")?,
-                cached_input: r.try_get("price_cached_input")?,
-                cache_write: r.try_get("price_cache_write")?,
-            },
-            enabled: flag(r, "enabled")?,
-            targets,
-            default_max_tokens: default_max_tokens
-                .map(|n| {
-                    u32::try_from(n).map_err(|_| {
-                        StoreError::Invalid(format!("default_max_tokens out of range: {n}"))
-                    })
+fn model_from_row(r: &AnyRow, target_rows: &[&AnyRow]) -> ModelRow {
+    let mut broken = Vec::new();
+    let targets = target_rows
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut rd = RowReader::new(t);
+            rd.prefix = format!("targets[{i}].");
+            let spec = target_from_row(&mut rd);
+            broken.append(&mut rd.broken);
+            spec
+        })
+        .collect();
+    let mut rd = RowReader::new(r);
+    let delay: Option<i64> = rd.get("retry_delay_ms", "retry_delay_ms");
+    let default_max_tokens: Option<i64> = rd.get("default_max_tokens", "default_max_tokens");
+    let spec = ModelSpec {
+        name: rd.get("name", "name"),
+        strategy: rd.parse("strategy", Strategy::default()),
+        max_attempts: rd.u32("max_attempts"),
+        retry_delay_ms: delay.map(|d| u32::try_from(d).unwrap_or(u32::MAX)),
+        prices: Prices {
+            input: rd.get("price_input", "prices"),
+            output: rd.get("price_output", "prices"),
+            cached_input: rd.get("price_cached_input", "prices"),
+            cache_write: rd.get("price_cache_write", "prices"),
+        },
+        enabled: rd.flag("enabled"),
+        targets,
+        default_max_tokens: default_max_tokens.and_then(|n| {
+            u32::try_from(n)
+                .map_err(|_| {
+                    rd.note(
+                        "default_max_tokens",
+                        format!("the stored value {n} is out of range"),
+                    )
                 })
-                .transpose()?,
-            translation: Translation::from_str(&translation)?,
-        },
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
+                .ok()
+        }),
+        translation: rd.parse("translation", Translation::default()),
+    };
+    let created_at = rd.get("created_at", "created_at");
+    let updated_at = rd.get("updated_at", "updated_at");
+    broken.append(&mut rd.broken);
+    if broken.is_empty() {
+        broken = spec.problems().0;
+    }
+    ModelRow {
+        spec,
+        created_at,
+        updated_at,
+        broken,
+    }
 }
 
-fn key_from_row(r: &AnyRow) -> Result<KeyRow> {
-    let models: String = r.try_get("models")?;
-    Ok(KeyRow {
-        spec: KeySpec {
-            name: r.try_get("name")?,
-            hash: r.try_get("key_hash")?,
-            prefix: r.try_get("prefix")?,
-            models: serde_json::from_str(&models)
-                .map_err(|_| StoreError::Invalid("stored key models are not a JSON list".into()))?,
-            expires_at: r.try_get("expires_at")?,
-            revoked: flag(r, "revoked")?,
-            log_bodies: flag(r, "log_bodies")?,
-        },
-        created_at: r.try_get("created_at")?,
-        last_used_at: r.try_get("last_used_at")?,
-    })
+fn key_from_row(r: &AnyRow) -> KeyRow {
+    let mut rd = RowReader::new(r);
+    let models: String = rd.get("models", "models");
+    let models = serde_json::from_str(&models).unwrap_or_else(|_| {
+        rd.note("models", "the stored models are not a JSON list");
+        Vec::new()
+    });
+    let spec = KeySpec {
+        name: rd.get("name", "name"),
+        hash: rd.get("key_hash", "hash"),
+        prefix: rd.get("prefix", "prefix"),
+        models,
+        expires_at: rd.get("expires_at", "expires_at"),
+        revoked: rd.flag("revoked"),
+        log_bodies: rd.flag("log_bodies"),
+    };
+    let created_at = rd.get("created_at", "created_at");
+    let last_used_at = rd.get("last_used_at", "last_used_at");
+    let mut broken = rd.broken;
+    if broken.is_empty() {
+        broken = spec.problems().0;
+    }
+    KeyRow {
+        spec,
+        created_at,
+        last_used_at,
+        broken,
+    }
 }
 
 /// Redacts the password of a database URL for logs.

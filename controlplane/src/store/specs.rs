@@ -5,10 +5,38 @@ use std::collections::BTreeMap;
 
 use llmgw_core::rules::Rule;
 use llmgw_core::table::Translation;
+use llmgw_core::validate::{limits, ValidationError};
 use llmgw_core::{keys, validate, Protocol, Strategy};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
-use super::{Result, StoreError};
+use super::{Broken, Result, StoreError};
+
+/// The problems found in one object, each naming its field.
+#[derive(Debug, Default)]
+pub struct Problems(pub Vec<Broken>);
+
+impl Problems {
+    fn check(&mut self, field: &str, r: std::result::Result<(), ValidationError>) {
+        if let Err(e) = r {
+            self.add(field, e.0);
+        }
+    }
+
+    fn add(&mut self, field: &str, reason: impl Into<String>) {
+        self.0.push(Broken {
+            field: field.to_string(),
+            reason: reason.into(),
+        });
+    }
+
+    /// The first problem as a write's error.
+    fn into_result(self) -> Result<()> {
+        match self.0.into_iter().next() {
+            None => Ok(()),
+            Some(b) => Err(StoreError::Invalid(b.reason)),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ProviderSpec {
@@ -33,25 +61,39 @@ impl ProviderSpec {
     }
 
     pub fn validate(&self) -> Result<()> {
-        validate::name("provider", &self.name)?;
-        validate::base_url(&self.base_url)?;
+        self.problems().into_result()
+    }
+
+    /// Every rule a provider must pass, by field.
+    pub fn problems(&self) -> Problems {
+        let mut p = Problems::default();
+        p.check("name", validate::name("provider", &self.name));
+        if let Err(e) = validate::base_url(&self.base_url) {
+            p.add("base_url", e.0);
+        }
+        p.check(
+            "headers",
+            validate::count("headers", self.headers.len(), limits::HEADERS),
+        );
         for (k, v) in &self.headers {
-            validate::header(k, v)?;
+            p.check("headers", validate::header(k, v));
         }
         if let Some(k) = &self.api_key {
-            use secrecy::ExposeSecret;
+            p.check(
+                "api_key",
+                validate::length("api_key", k.expose_secret(), limits::API_KEY),
+            );
             if http::HeaderValue::from_str(k.expose_secret()).is_err() {
-                return Err(StoreError::Invalid(
-                    "the API key contains characters that cannot be sent in a header".into(),
-                ));
+                p.add(
+                    "api_key",
+                    "api_key contains characters that cannot be sent in a header",
+                );
             }
         }
         if self.timeout_s > 3600 {
-            return Err(StoreError::Invalid(
-                "timeout_s must be at most 3600 seconds".into(),
-            ));
+            p.add("timeout_s", "timeout_s must be at most 3600 seconds");
         }
-        Ok(())
+        p
     }
 }
 
@@ -67,12 +109,11 @@ pub struct Prices {
 }
 
 impl Prices {
-    fn validate(&self) -> Result<()> {
-        validate::price("input", self.input)?;
-        validate::price("output", self.output)?;
-        validate::price("cached input", self.cached_input)?;
-        validate::price("cache write", self.cache_write)?;
-        Ok(())
+    fn check(&self, field: &str, p: &mut Problems) {
+        p.check(field, validate::price("input", self.input));
+        p.check(field, validate::price("output", self.output));
+        p.check(field, validate::price("cached input", self.cached_input));
+        p.check(field, validate::price("cache write", self.cache_write));
     }
 }
 
@@ -104,51 +145,77 @@ pub struct ModelSpec {
 
 impl ModelSpec {
     pub fn validate(&self) -> Result<()> {
-        validate::name("model", &self.name)?;
-        self.prices.validate()?;
+        self.problems().into_result()
+    }
+
+    /// Every rule a model must pass, by field.
+    pub fn problems(&self) -> Problems {
+        let mut p = Problems::default();
+        p.check("name", validate::name("model", &self.name));
+        self.prices.check("prices", &mut p);
         if self.targets.is_empty() {
-            return Err(StoreError::Invalid(format!(
-                "model '{}' needs at least one target",
-                self.name
-            )));
+            p.add(
+                "targets",
+                format!("model '{}' needs at least one target", self.name),
+            );
         }
+        p.check(
+            "targets",
+            validate::count("targets", self.targets.len(), limits::TARGETS),
+        );
         if self.max_attempts > 20 {
-            return Err(StoreError::Invalid(
-                "max_attempts must be at most 20".into(),
-            ));
+            p.add("max_attempts", "max_attempts must be at most 20");
         }
         if self.default_max_tokens == Some(0) {
-            return Err(StoreError::Invalid(
-                "default_max_tokens must be at least 1".into(),
-            ));
+            p.add(
+                "default_max_tokens",
+                "default_max_tokens must be at least 1",
+            );
         }
         if self.retry_delay_ms.is_some_and(|d| d > 600_000) {
-            return Err(StoreError::Invalid(
-                "retry_delay_ms must be at most 600000 (10 minutes)".into(),
-            ));
+            p.add(
+                "retry_delay_ms",
+                "retry_delay_ms must be at most 600000 (10 minutes)",
+            );
         }
         for (i, t) in self.targets.iter().enumerate() {
             let n = i + 1;
-            validate::name("provider", &t.provider)
-                .map_err(|e| StoreError::Invalid(format!("target {n}: {e}")))?;
-            if t.upstream_model.trim().is_empty() || t.upstream_model.len() > 256 {
-                return Err(StoreError::Invalid(format!(
-                    "target {n}: the upstream model must be 1 to 256 characters"
-                )));
+            let at = |f: &str| format!("targets[{i}].{f}");
+            let named = |r: std::result::Result<(), ValidationError>| {
+                r.map_err(|e| ValidationError(format!("target {n}: {e}")))
+            };
+            p.check(
+                &at("provider"),
+                named(validate::name("provider", &t.provider)),
+            );
+            if t.upstream_model.trim().is_empty() || t.upstream_model.len() > limits::UPSTREAM_MODEL
+            {
+                p.add(
+                    &at("upstream_model"),
+                    format!("target {n}: the upstream model must be 1 to 256 characters"),
+                );
             }
             if t.upstream_model.chars().any(char::is_control) {
-                return Err(StoreError::Invalid(format!(
-                    "target {n}: the upstream model contains control characters"
-                )));
+                p.add(
+                    &at("upstream_model"),
+                    format!("target {n}: the upstream model contains control characters"),
+                );
             }
-            validate::weight(t.weight)
-                .map_err(|e| StoreError::Invalid(format!("target {n}: {e}")))?;
-            Rule::parse(&t.rules).map_err(|e| StoreError::Invalid(format!("target {n}: {e}")))?;
-            if let Some(p) = &t.prices {
-                p.validate()?;
+            p.check(&at("weight"), named(validate::weight(t.weight)));
+            let rules_field = format!("target {n} rules");
+            match validate::length(&rules_field, &t.rules, limits::RULES) {
+                Err(e) => p.add(&at("rules"), e.0),
+                Ok(()) => {
+                    if let Err(e) = Rule::parse(&t.rules) {
+                        p.add(&at("rules"), format!("target {n}: {e}"));
+                    }
+                }
+            }
+            if let Some(prices) = &t.prices {
+                prices.check(&at("prices"), &mut p);
             }
         }
-        Ok(())
+        p
     }
 }
 
@@ -178,19 +245,33 @@ pub struct KeySpec {
 
 impl KeySpec {
     pub fn validate(&self) -> Result<()> {
-        validate::name("API key", &self.name)?;
+        self.problems().into_result()
+    }
+
+    /// Every rule a key must pass, by field.
+    pub fn problems(&self) -> Problems {
+        let mut p = Problems::default();
+        p.check("name", validate::name("API key", &self.name));
         if !keys::is_hash_hex(&self.hash) {
-            return Err(StoreError::Invalid(format!(
-                "API key '{}': hash must be 64 lower-case hex digits",
-                self.name
-            )));
+            p.add(
+                "hash",
+                format!(
+                    "API key '{}': hash must be 64 lower-case hex digits",
+                    self.name
+                ),
+            );
         }
-        if self.prefix.len() > 32 {
-            return Err(StoreError::Invalid("API key prefix is too long".into()));
-        }
+        p.check(
+            "prefix",
+            validate::length("API key prefix", &self.prefix, limits::KEY_PREFIX),
+        );
+        p.check(
+            "models",
+            validate::count("models", self.models.len(), limits::KEY_MODELS),
+        );
         for m in &self.models {
-            validate::name("model", m)?;
+            p.check("models", validate::name("model", m));
         }
-        Ok(())
+        p
     }
 }

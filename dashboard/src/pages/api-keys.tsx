@@ -3,6 +3,7 @@ import { type FormEvent, useState } from "react";
 import { ConfirmDialog } from "@/components/confirm";
 import { CopyButton } from "@/components/copy-button";
 import { Empty, ErrorAlert, PageHeader, TableSkeleton } from "@/components/states";
+import { BrokenBadge } from "@/components/broken-badge";
 import { Badge } from "@/components/ui/badge";
 import { Button } from "@/components/ui/button";
 import { Card } from "@/components/ui/card";
@@ -103,7 +104,10 @@ export function ApiKeysPage() {
                     )}
                   </TableCell>
                   <TableCell>
-                    <KeyState k={k} />
+                    <div className="flex flex-wrap gap-1">
+                      <KeyState k={k} />
+                      <BrokenBadge broken={k.broken} />
+                    </div>
                   </TableCell>
                   <TableCell className="whitespace-nowrap text-xs" title={formatDateTime(k.expiresAt)}>
                     {k.expiresAt ? formatRelative(k.expiresAt) : <span className="text-muted-foreground">never</span>}

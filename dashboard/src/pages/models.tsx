@@ -2,6 +2,7 @@ import { ArrowDown, ArrowUp, Boxes, Pencil, Plus, Route, Trash2, X } from "lucid
 import { type FormEvent, useRef, useState } from "react";
 import { ConfirmDialog } from "@/components/confirm";
 import { Empty, ErrorAlert, PageHeader, Spinner, TableSkeleton } from "@/components/states";
+import { BrokenBadge } from "@/components/broken-badge";
 import { Badge } from "@/components/ui/badge";
 import { Button } from "@/components/ui/button";
 import { Card, CardContent, CardDescription, CardHeader, CardTitle } from "@/components/ui/card";
@@ -14,6 +15,7 @@ import { Table, TableBody, TableCell, TableHead, TableHeader, TableRow } from "@
 import type { ExplainRouteResponse, Model } from "@/gen/llmgw/v1/admin_pb";
 import type { Prices } from "@/gen/llmgw/v1/common_pb";
 import { api, errorMessage } from "@/lib/api";
+import { weightLabel } from "@/lib/broken";
 import { formatInt, formatPrice } from "@/lib/format";
 import { useQuery, useTitle } from "@/lib/hooks";
 import { CLIENT_APIS, maxTokensUpdate, parseMaxTokens, servingBadge, TRANSLATIONS, translationOf } from "@/lib/protocols";
@@ -92,7 +94,7 @@ function formOf(m: Model): ModelForm {
       provider: t.provider,
       upstreamModel: t.upstreamModel,
       priority: String(t.priority),
-      weight: String(t.weight || 1),
+      weight: String(t.weight ?? 1),
       rules: t.rules,
       enabled: t.enabled,
       overridePrices:
@@ -137,7 +139,7 @@ function targetsOf(f: ModelForm) {
       provider: t.provider,
       upstreamModel: t.upstreamModel.trim(),
       priority: num(t.priority, `${where}priority`, { int: true }),
-      weight: num(t.weight || "1", `${where}weight`, { int: true, min: 1 }),
+      weight: t.weight.trim() ? num(t.weight, `${where}weight`, { int: true, min: 0 }) : 1,
       rules: t.rules.trim(),
       enabled: t.enabled,
       prices: t.overridePrices ? prices(t.prices, where) : undefined,
@@ -205,6 +207,7 @@ export function ModelsPage() {
                           <Badge variant={t.enabled ? "secondary" : "outline"} className={t.enabled ? "" : "line-through opacity-60"} title={t.rules ? `rule: ${t.rules}` : undefined}>
                             <span className="text-muted-foreground">{i + 1}.</span> {t.provider}:{t.upstreamModel || m.name}
                             {t.rules ? <span className="text-amber-700">·rule</span> : null}
+                            {t.weight === 0 ? <span className="text-amber-700">·{weightLabel(t.weight)}</span> : null}
                           </Badge>
                         </li>
                       ))}
@@ -226,7 +229,12 @@ export function ModelsPage() {
                   <TableCell className="whitespace-nowrap tabular-nums text-xs">
                     {formatPrice(m.prices?.inputPerMtok ?? 0)} / {formatPrice(m.prices?.outputPerMtok ?? 0)}
                   </TableCell>
-                  <TableCell>{m.enabled ? <Badge variant="success">enabled</Badge> : <Badge variant="secondary">disabled</Badge>}</TableCell>
+                  <TableCell>
+                    <div className="flex flex-wrap gap-1">
+                      {m.enabled ? <Badge variant="success">enabled</Badge> : <Badge variant="secondary">disabled</Badge>}
+                      <BrokenBadge broken={m.broken} />
+                    </div>
+                  </TableCell>
                   <TableCell className="pr-5 text-right whitespace-nowrap">
                     <Button
                       variant="ghost"
@@ -479,7 +487,7 @@ function ModelDialog({
                 <Field label="Priority" htmlFor={`t${i}-priority`} hint="Lower goes first">
                   <Input id={`t${i}-priority`} inputMode="numeric" value={t.priority} onChange={(e) => setTarget(i, { priority: e.target.value })} />
                 </Field>
-                <Field label="Weight" htmlFor={`t${i}-weight`} hint="At least 1">
+                <Field label="Weight" htmlFor={`t${i}-weight`} hint="0 drains the target">
                   <Input id={`t${i}-weight`} inputMode="numeric" value={t.weight} onChange={(e) => setTarget(i, { weight: e.target.value })} />
                 </Field>
                 <div className="grid content-center gap-2 sm:col-span-2">

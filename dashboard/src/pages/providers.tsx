@@ -2,6 +2,7 @@ import { Pencil, Plus, Server, Trash2, X } from "lucide-react";
 import { type FormEvent, useState } from "react";
 import { ConfirmDialog } from "@/components/confirm";
 import { Empty, ErrorAlert, PageHeader, TableSkeleton } from "@/components/states";
+import { BrokenBadge } from "@/components/broken-badge";
 import { Badge } from "@/components/ui/badge";
 import { Button } from "@/components/ui/button";
 import { Card } from "@/components/ui/card";
@@ -124,7 +125,12 @@ export function ProvidersPage() {
                   </TableCell>
                   <TableCell className="font-mono text-xs">{p.apiKey || <span className="text-muted-foreground">none</span>}</TableCell>
                   <TableCell className="tabular-nums">{p.timeoutS ? `${p.timeoutS} s` : <span className="text-muted-foreground">default</span>}</TableCell>
-                  <TableCell>{p.enabled ? <Badge variant="success">enabled</Badge> : <Badge variant="secondary">disabled</Badge>}</TableCell>
+                  <TableCell>
+                    <div className="flex flex-wrap gap-1">
+                      {p.enabled ? <Badge variant="success">enabled</Badge> : <Badge variant="secondary">disabled</Badge>}
+                      <BrokenBadge broken={p.broken} />
+                    </div>
+                  </TableCell>
                   <TableCell className="whitespace-nowrap text-xs text-muted-foreground">{formatRelative(p.updatedAt)}</TableCell>
                   <TableCell className="pr-5 text-right whitespace-nowrap">
                     <Button variant="ghost" size="icon-sm" aria-label={`Edit ${p.name}`} onClick={() => setEditing(p)}>
