@@ -131,8 +131,8 @@ async fn call_web(
         .map(|v| v.trim().to_string())
 }
 
-#[tokio::test]
-async fn every_admin_method_refuses_all_but_the_admin_token() {
+/// A control plane, a client key of it, and a channel to it.
+async fn start() -> (ControlPlane, String, Channel) {
     let cp = ControlPlane::start(Db::Sqlite, &[]).await;
     let client_key = cli_json(&cp, &["key", "create", "matrix"]).await["key"]
         .as_str()
@@ -143,6 +143,12 @@ async fn every_admin_method_refuses_all_but_the_admin_token() {
         .connect()
         .await
         .unwrap();
+    (cp, client_key, ch)
+}
+
+#[tokio::test]
+async fn every_admin_method_refuses_all_but_the_admin_token() {
+    let (cp, client_key, ch) = start().await;
     let admin = format!("Bearer {}", cp.admin_token);
     let refused: Vec<(&str, String)> = vec![
         ("no token", String::new()),
@@ -198,16 +204,7 @@ async fn every_admin_method_refuses_all_but_the_admin_token() {
 
 #[tokio::test]
 async fn data_plane_services_refuse_the_admin_token_and_client_keys() {
-    let cp = ControlPlane::start(Db::Sqlite, &[]).await;
-    let client_key = cli_json(&cp, &["key", "create", "dp-matrix"]).await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let ch = Channel::from_shared(cp.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let (cp, client_key, ch) = start().await;
     let methods: Vec<_> = ["discovery.proto", "logs.proto"]
         .into_iter()
         .flat_map(rpcs)
