@@ -11,6 +11,10 @@
 //! longer run: `PROPTEST_CASES=50000 cargo test -p llmgw-core --test
 //! prop_snapshot`.
 
+// `..Default::default()` on every message: a field added to the protocol
+// must not break this test (it is then left at its default).
+#![allow(clippy::needless_update)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -381,7 +385,7 @@ fn check(input: &pb::Snapshot, t: &RoutingTable) -> Result<(), TestCaseError> {
                 prop_assert!(validate::name("key", &k.name).is_ok());
             }
             Err(_) => {
-                prop_assert!(sent.is_none_or(|s| s.expires_at_ms != 0 && s.expires_at_ms <= 0))
+                prop_assert!(sent.is_none_or(|s| s.expires_at_ms < 0))
             }
         }
     }

@@ -171,12 +171,9 @@ mod props {
             let end = rest.find(['\r', '\n']).unwrap_or(rest.len());
             let line = &rest[..end];
             let after = &rest[end..];
-            rest = if after.starts_with("\r\n") {
-                &after[2..]
-            } else if after.is_empty() {
-                after
-            } else {
-                &after[1..]
+            rest = match after.strip_prefix("\r\n") {
+                Some(r) => r,
+                None => after.get(1..).unwrap_or(after),
             };
             if line.is_empty() {
                 dispatch(&mut name, &mut data, &mut has_data);
