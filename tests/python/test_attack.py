@@ -299,7 +299,9 @@ def test_hostile_keys_get_a_fast_401_in_the_clients_protocol(gw: Gateway, models
             continue
         path, h, body = request_for(shape, model, key_header(shape, tok))
         r = raw(gw.dp_addr, "POST", path, h, body, timeout=FAST_S)
-        assert r.status in (400, 401), (name, r)
+        # Not HTTP: hyper's parser refuses it (a bare 400) before any code
+        # of the gateway runs.
+        assert r.status == 400, (name, r)
     assert len(gw.mock.requests(up)) == before, "a request with a hostile key reached the upstream"
     # The data plane is still fine.
     assert gw.http.get(f"{gw.url}/healthz").status_code == 200
@@ -526,6 +528,7 @@ def test_a_100_mb_body_is_refused_quickly_with_memory_bounded(bgw: Gateway, prot
     assert_shape(protocol, r, 413)
     assert r.elapsed < 20, r.elapsed  # 32 MiB read over loopback, not 100 MB
     peak = peak_rss_mib(gw.dp.pid)
+    print(f"data plane peak RSS after 100 MB bodies: {peak:.0f} MiB; chunked refusal took {r.elapsed:.2f} s")
     assert peak < 200, f"the data plane's peak RSS reached {peak:.0f} MiB"
     assert gw.http.get(f"{gw.url}/healthz").status_code == 200
 
@@ -546,4 +549,5 @@ def test_deeply_nested_bodies_are_refused_with_400(bgw: Gateway, protocol: str) 
         assert "JSON" in json.dumps(err), err
     assert gw.mock.requests(up) == []
     peak = peak_rss_mib(gw.dp.pid)
+    print(f"data plane peak RSS after nested bodies: {peak:.0f} MiB")
     assert peak < 200, f"the data plane's peak RSS reached {peak:.0f} MiB"

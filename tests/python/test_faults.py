@@ -170,5 +170,6 @@ def test_a_retry_storm_amplifies_upstream_load_at_most_1_3_times(make_gateway) -
     assert set(statuses) == {503}, set(statuses)
     upstream = m.stats()["requests"]
     ratio = upstream / n
+    print(f"retry storm: {upstream} upstream attempts for {n} requests ({ratio:.2f}x)")
     assert upstream > n, "no retry at all: the budget was not exercised"
     assert ratio <= 1.3, f"{upstream} upstream attempts for {n} requests ({ratio:.2f}x)"
