@@ -1,7 +1,9 @@
 """No secret leaks: with RUST_LOG=trace on the control plane and the data
-plane, after successful, streaming and failing requests of both protocols,
-no secret appears in any stored request log (headers and bodies included)
-nor in any process's output."""
+plane, after successful, streaming and failing requests of the three
+protocols (a Gemini key in the query string too), no secret appears in any
+stored request log (headers and bodies included), any process's output,
+any error a client got, the data plane's `/metrics`, or the CLI's
+listings and export."""
 
 from __future__ import annotations
 
@@ -30,7 +32,10 @@ def test_no_secret_in_logs_or_process_output(make_gateway) -> None:
     om2 = gw.add_model([f"{extra}:leak-x-{uid()}"], "--max-attempts", "1")
     am = gw.add_model([f"mocka:leak-a-{uid()}"], "--max-attempts", "1")
     key_name, key = gw.add_key()
+    gp = gw.mock_provider("gemini")
+    gm = gw.add_model([f"{gp}:leak-g-{uid()}"], "--max-attempts", "1")
     ids: list[str] = []
+    errors: list[str] = []
 
     oc = gw.openai(key)
     r = oc.chat.completions.with_raw_response.create(model=om, messages=[{"role": "user", "content": "a"}])
@@ -45,10 +50,12 @@ def test_no_secret_in_logs_or_process_output(make_gateway) -> None:
                                    extra_headers={"x-mock-status": "503"})
     except openai.InternalServerError as e:
         ids.append(e.response.headers["x-llmgw-request-id"])
+        errors.append(e.response.text)
     try:
         oc.chat.completions.create(model=f"nope-{uid()}", messages=[{"role": "user", "content": "e"}])
     except openai.NotFoundError as e:
         ids.append(e.response.headers["x-llmgw-request-id"])
+        errors.append(e.response.text)
     ac = gw.anthropic(key)
     r = ac.messages.with_raw_response.create(model=am, max_tokens=5, messages=[{"role": "user", "content": "f"}])
     ids.append(r.headers["x-llmgw-request-id"])
@@ -70,13 +77,26 @@ def test_no_secret_in_logs_or_process_output(make_gateway) -> None:
         gw.openai(wrong_key).chat.completions.create(model=om, messages=[{"role": "user", "content": "i"}])
     except openai.AuthenticationError as e:
         ids.append(e.response.headers["x-llmgw-request-id"])
-    assert len(ids) == 9
+        errors.append(e.response.text)
+    # Gemini, with the client key in the query string, and a failing one.
+    r = httpx.post(f"{gw.url}/v1beta/models/{gm}:generateContent", params={"key": key},
+                   json={"contents": [{"role": "user", "parts": [{"text": "j"}]}]}, timeout=30)
+    assert r.status_code == 200, r.text
+    ids.append(r.headers["x-llmgw-request-id"])
+    r = httpx.post(f"{gw.url}/v1beta/models/{gm}:generateContent", params={"key": key},
+                   headers={"x-mock-status": "500"},
+                   json={"contents": [{"role": "user", "parts": [{"text": "k"}]}]}, timeout=30)
+    assert r.status_code == 500, r.text
+    ids.append(r.headers["x-llmgw-request-id"])
+    errors.append(r.text)
+    assert len(ids) == 11
 
     sensitive = {
         "client key": key,
         "wrong client key": wrong_key,
         "openai provider key": gw.openai_provider_key,
         "anthropic provider key": gw.anthropic_provider_key,
+        "gemini provider key": gw.gemini_provider_key,
         "extra provider key": extra_key,
         "provider header secret": header_secret,
         "admin token": gw.admin_token,
@@ -90,6 +110,20 @@ def test_no_secret_in_logs_or_process_output(make_gateway) -> None:
     listed = gw.key_logs(key_name, len(ids) - 1)
     for what, rec in [*((f"record {i}", r) for i, r in zip(ids, recs)), ("logs list", listed)]:
         text = json.dumps(rec)
+        for name, secret in sensitive.items():
+            assert secret not in text, f"the {name} appears in {what}"
+    # What clients and operators see: errors, metrics, the CLI.
+    metrics = gw.http.get(f"{gw.url}/metrics").text
+    assert "llmgw_" in metrics
+    shown = {
+        "client errors": "\n".join(errors),
+        "/metrics": metrics,
+        "provider list": json.dumps(gw.cli("provider", "list")),
+        "key list": json.dumps(gw.cli("key", "list")),
+        "export": gw.cli_raw("export", json_out=False).stdout,
+    }
+    for what, text in shown.items():
+        assert text, what
         for name, secret in sensitive.items():
             assert secret not in text, f"the {name} appears in {what}"
     # The records did keep what they should (so the check above means something).

@@ -1,18 +1,23 @@
-"""No request log is lost or duplicated when the control plane is killed
-(SIGKILL) in the middle of a burst and restarted on the same port and data
-dir: the data plane keeps serving and ships its spool afterwards.
+"""No request log is lost or duplicated when either plane is killed
+(SIGKILL) in the middle of a burst and restarted: the control plane on the
+same port and data dir (the data plane keeps serving and ships its spool
+afterwards), the data plane on the same spool (it ships what it had
+written before it died).
 
-The burst runs in three phases: before the kill, while the control plane is
-down, and after it is back."""
+The control-plane burst runs in three phases: before the kill, while the
+control plane is down, and after it is back."""
 
 from __future__ import annotations
 
+import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
-from conftest import Gateway
+from conftest import Gateway, wait_until
 
 N = 200
 KILL_AT = 80  # requests done before the SIGKILL
@@ -89,3 +94,108 @@ def test_no_log_lost_across_a_control_plane_kill(make_gateway) -> None:
     gw.sync()
     again = gw.logs("--key", key_name, "--limit", "1000")
     assert len(again) == N and len({r["id"] for r in again}) == N
+
+
+@pytest.mark.parametrize(
+    "settled_s",
+    [
+        pytest.param(1.0, id="answered-1s-before"),
+        # Not strict: how many records the kill catches in flight depends on
+        # timing (5 to 13 in three runs), so a lucky run may lose none.
+        pytest.param(0.0, id="every-answer", marks=pytest.mark.xfail(
+            strict=False,
+            reason="bug: records of requests answered up to ~0.3 s before a SIGKILL are lost "
+                   "(queue and writer linger in memory); docs say a killed process loses nothing")),
+    ],
+)
+def test_no_log_lost_or_doubled_across_a_data_plane_kill(make_gateway, settled_s: float) -> None:
+    """SIGKILL of the data plane in the middle of a burst, then a restart on
+    the same spool: every request answered by the old data plane at least
+    `settled_s` before the kill, and every one answered after the restart,
+    has exactly one record; requests cut by the kill have at most one."""
+    gw: Gateway = make_gateway(f"dpkill{int(settled_s * 10)}")
+    model = gw.add_model(["mock:dpburst"], "--max-attempts", "1")
+    key_name, key = gw.add_key()
+    lock = threading.Lock()
+    answered: list[tuple[str, float, str]] = []  # (request id, when its answer ended, data plane)
+    cut: list[str] = []
+    stop = threading.Event()
+    url = {"v": gw.url}
+
+    def worker(w: int) -> None:
+        c = httpx.Client(timeout=30)
+        i = 0
+        while not stop.is_set():
+            i += 1
+            rid = ""
+            dp = url["v"]
+            try:
+                r = c.post(f"{dp}/v1/chat/completions",
+                           headers={"authorization": f"Bearer {key}", "x-mock-latency-ms": "2"},
+                           json={"model": model, "stream": i % 3 == 0,
+                                 "messages": [{"role": "user", "content": f"w{w} {i}"}]})
+                rid = r.headers.get("x-llmgw-request-id", "")
+                _ = r.content
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            with lock:
+                if ok:
+                    answered.append((rid, time.monotonic(), dp))
+                elif rid:
+                    cut.append(rid)
+            if not ok:
+                c.close()
+                c = httpx.Client(timeout=30)
+                # Wait for the restarted data plane rather than spin.
+                wait_until(lambda: url["v"] != gw.url or stop.is_set() or gw.readyz() is not None, 30,
+                           "the data plane to be back", interval=0.02)
+        c.close()
+
+    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        # Long enough that many answers are `settled_s` old at the kill.
+        def settled() -> bool:
+            with lock:
+                return sum(1 for _, at, _ in answered if at < time.monotonic() - settled_s) >= 30
+        wait_until(settled, 90, "a first phase of the burst")
+        first = gw.url
+        gw.dp.kill(signal.SIGKILL)
+        killed_at = time.monotonic()
+        with lock:
+            before = len(answered)
+        gw.start_data_plane()
+        url["v"] = gw.url
+        wait_until(lambda: len(answered) >= before + 60, 60, "60 answers after the restart")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+
+    must = [rid for rid, at, dp in answered if dp != first or at < killed_at - settled_s]
+    assert all(must) and len(set(must)) == len(must)
+    assert sum(1 for _, at, dp in answered if dp == first and at < killed_at - settled_s) >= 20
+    box: dict[str, list] = {}
+
+    # The restarted data plane ships its spool in order: once the records
+    # of its own answers are stored, whatever survived of the old one's is.
+    later = {rid for rid, _, dp in answered if dp != first}
+
+    def shipped() -> bool:
+        box["ids"] = [r["id"] for r in gw.logs("--key", key_name, "--limit", "5000")]
+        return later <= set(box["ids"])
+
+    wait_until(shipped, 60, "the records of the restarted data plane's answers", interval=0.2)
+    ids = box["ids"]
+    assert len(ids) == len(set(ids)), "a record was stored twice"
+    missing = set(must) - set(ids)
+    detail = [(dp == first, round(killed_at - at, 3)) for rid, at, dp in answered if rid in missing]
+    assert not missing, f"{len(missing)} answered requests have no record: (old data plane, s before the kill) {detail}"
+    known = {rid for rid, _, _ in answered} | set(cut)
+    assert set(ids) <= known, "records of requests no one sent"
+    # Nothing more arrives later (a batch resent after the restart).
+    gw.sync()
+    again = gw.logs("--key", key_name, "--limit", "5000")
+    assert len({r["id"] for r in again}) == len(again)

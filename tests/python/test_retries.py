@@ -154,3 +154,25 @@ def test_retry_budget_caps_retries_across_requests(make_gateway) -> None:
         outcomes.append(attempts(gw.log(e.value.response.headers["x-llmgw-request-id"])))
     assert outcomes == [[(a, 503), (a, 503)], [(a, 503)]]
     assert gw.mock.requests(b) == []
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 529])
+def test_each_5xx_and_529_is_retried(rgw: Gateway, status: int) -> None:
+    model, a, b, _, key = setup(rgw)
+    rgw.mock.script(a, [{"status": status}])
+    raw = rgw.openai(key).chat.completions.with_raw_response.create(model=model, messages=MSG)
+    assert raw.parse().choices[0].message.content
+    assert attempts(rgw.log(raw.headers["x-llmgw-request-id"])) == [(a, status), (a, 200)]
+    assert rgw.mock.requests(b) == []
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 413, 422])
+def test_no_4xx_but_429_is_retried_or_failed_over(rgw: Gateway, status: int) -> None:
+    model, a, b, _, key = setup(rgw)
+    rgw.mock.script(a, [{"status": status}])
+    with pytest.raises(openai.APIStatusError) as e:
+        rgw.openai(key).chat.completions.create(model=model, messages=MSG)
+    assert e.value.status_code == status
+    assert attempts(rgw.log(e.value.response.headers["x-llmgw-request-id"])) == [(a, status)]
+    assert len(rgw.mock.requests(a)) == 1
+    assert rgw.mock.requests(b) == []

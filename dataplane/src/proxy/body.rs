@@ -325,3 +325,346 @@ mod tests {
         );
     }
 }
+
+/// Property tests: the scanner and the edits checked against `serde_json`
+/// on generated JSON objects (any key order, duplicate keys, escaped keys,
+/// any whitespace, any string) and on mutations of them. The scanner runs
+/// only on bodies `serde_json` accepted (`head::Head::parse` comes first),
+/// so on those it must agree with `serde_json` exactly; on anything else it
+/// must not panic, and must not call a JSON value that is not an object one.
+///
+/// CI runs proptest's default 256 cases per property (a few seconds). A
+/// longer run: `PROPTEST_CASES=100000 cargo test -p llmgw-dataplane --lib
+/// proxy::body`.
+#[cfg(test)]
+mod props {
+    use std::fmt;
+
+    use proptest::prelude::*;
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    use serde::Deserialize;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// The top-level members of an object in order, duplicates kept.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Members(Vec<(String, Value)>);
+
+    impl<'de> Deserialize<'de> for Members {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Members;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Members, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some(kv) = m.next_entry::<String, Value>()? {
+                        out.push(kv);
+                    }
+                    Ok(Members(out))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+
+    /// What `serde_json` makes of a body.
+    enum Verdict {
+        Object(Members),
+        NotAnObject,
+        Invalid,
+    }
+
+    fn verdict(body: &[u8]) -> Verdict {
+        match serde_json::from_slice::<Members>(body) {
+            Ok(m) => Verdict::Object(m),
+            Err(e) if e.classify() == serde_json::error::Category::Data => Verdict::NotAnObject,
+            Err(_) => Verdict::Invalid,
+        }
+    }
+
+    /// A JSON value as written, with the freedom JSON allows in writing it.
+    #[derive(Debug, Clone)]
+    enum J {
+        Lit(&'static str),
+        Num(String),
+        Str(String),
+        Arr(Vec<J>),
+        Obj(Vec<(String, J)>),
+    }
+
+    /// How to write: whitespace between tokens and whether strings are
+    /// written with every character `\u`-escaped, both taken in turn.
+    #[derive(Debug, Clone)]
+    struct Style {
+        ws: Vec<u8>,
+        escape: Vec<bool>,
+        n: usize,
+    }
+
+    impl Style {
+        fn space(&mut self, out: &mut Vec<u8>) {
+            const WS: [&str; 6] = ["", "", " ", "\n", "\t ", "\r\n  "];
+            let w = self
+                .ws
+                .get(self.n % self.ws.len().max(1))
+                .copied()
+                .unwrap_or(0);
+            self.n += 1;
+            out.extend_from_slice(WS[w as usize % WS.len()].as_bytes());
+        }
+
+        fn string(&mut self, s: &str, out: &mut Vec<u8>) {
+            let escape = !self.escape.is_empty() && self.escape[self.n % self.escape.len()];
+            self.n += 1;
+            if !escape {
+                out.extend_from_slice(serde_json::to_string(s).unwrap().as_bytes());
+                return;
+            }
+            out.push(b'"');
+            let mut units = [0u16; 2];
+            for c in s.chars() {
+                for u in c.encode_utf16(&mut units) {
+                    out.extend_from_slice(format!("\\u{u:04x}").as_bytes());
+                }
+            }
+            out.push(b'"');
+        }
+
+        fn write(&mut self, j: &J, out: &mut Vec<u8>) {
+            self.space(out);
+            match j {
+                J::Lit(s) => out.extend_from_slice(s.as_bytes()),
+                J::Num(s) => out.extend_from_slice(s.as_bytes()),
+                J::Str(s) => self.string(s, out),
+                J::Arr(items) => {
+                    out.push(b'[');
+                    for (i, v) in items.iter().enumerate() {
+                        if i > 0 {
+                            self.space(out);
+                            out.push(b',');
+                        }
+                        self.write(v, out);
+                    }
+                    self.space(out);
+                    out.push(b']');
+                }
+                J::Obj(members) => {
+                    out.push(b'{');
+                    for (i, (k, v)) in members.iter().enumerate() {
+                        if i > 0 {
+                            self.space(out);
+                            out.push(b',');
+                        }
+                        self.space(out);
+                        self.string(k, out);
+                        self.space(out);
+                        out.push(b':');
+                        self.write(v, out);
+                    }
+                    self.space(out);
+                    out.push(b'}');
+                }
+            }
+            self.space(out);
+        }
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => Just("model".to_string()),
+            1 => Just("stream_options".to_string()),
+            1 => Just("usage".to_string()),
+            1 => Just("Model".to_string()),
+            1 => Just("model ".to_string()),
+            2 => "[a-z_]{0,8}",
+            1 => any::<String>(),
+        ]
+    }
+
+    fn json() -> impl Strategy<Value = J> {
+        let leaf = prop_oneof![
+            Just(J::Lit("null")),
+            Just(J::Lit("true")),
+            Just(J::Lit("false")),
+            "-?(0|[1-9][0-9]{0,12})(\\.[0-9]{1,6})?([eE][+-]?[0-9]{1,2})?".prop_map(J::Num),
+            any::<String>().prop_map(J::Str),
+            "[\"\\\\{}\\[\\]:, a-z]{0,12}".prop_map(J::Str),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(J::Arr),
+                prop::collection::vec((key(), inner), 0..6).prop_map(J::Obj),
+            ]
+        })
+    }
+
+    /// A written top-level object.
+    fn object() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop::collection::vec((key(), json()), 0..8),
+            prop::collection::vec(0u8..6, 1..16),
+            prop::collection::vec(any::<bool>(), 0..5),
+        )
+            .prop_map(|(members, ws, escape)| {
+                let mut out = Vec::new();
+                Style { ws, escape, n: 0 }.write(&J::Obj(members), &mut out);
+                out
+            })
+    }
+
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Delete(usize),
+        Insert(usize, u8),
+        Replace(usize, u8),
+        Truncate(usize),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        let byte = prop::sample::select(b"{}[]\",:\\ \n0a-.e\xc3\xff".to_vec());
+        prop_oneof![
+            any::<usize>().prop_map(Mutation::Delete),
+            (any::<usize>(), byte.clone()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+            (any::<usize>(), byte).prop_map(|(i, b)| Mutation::Replace(i, b)),
+            any::<usize>().prop_map(Mutation::Truncate),
+        ]
+    }
+
+    fn mutate(mut b: Vec<u8>, ms: &[Mutation]) -> Vec<u8> {
+        for m in ms {
+            let at = |i: usize, len: usize| if len == 0 { 0 } else { i % len };
+            match *m {
+                Mutation::Delete(i) if !b.is_empty() => {
+                    let i = at(i, b.len());
+                    b.remove(i);
+                }
+                Mutation::Insert(i, c) => {
+                    let i = at(i, b.len() + 1);
+                    b.insert(i, c);
+                }
+                Mutation::Replace(i, c) if !b.is_empty() => {
+                    let i = at(i, b.len());
+                    b[i] = c;
+                }
+                Mutation::Truncate(i) => {
+                    let i = at(i, b.len() + 1);
+                    b.truncate(i);
+                }
+                _ => {}
+            }
+        }
+        b
+    }
+
+    /// Every property of the scanner and the edits, for one body.
+    fn check(body: &[u8], new_model: &str) -> Result<(), TestCaseError> {
+        // Whatever the body, nothing panics.
+        let found = top_level(body, "model");
+        let replaced = replace_model(body, new_model);
+        let usage = request_stream_usage(body);
+        let members = match verdict(body) {
+            Verdict::Object(m) => m,
+            Verdict::NotAnObject => {
+                prop_assert!(found.is_none() && replaced.is_none() && usage.is_none());
+                return Ok(());
+            }
+            // Never reaches the scanner (Head::parse refuses it first).
+            Verdict::Invalid => return Ok(()),
+        };
+        let last = |ms: &Members, k: &str| {
+            ms.0.iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+
+        // The scanner finds what serde_json finds, for every key.
+        for (k, _) in &members.0 {
+            let raw = top_level(body, k);
+            prop_assert!(raw.is_some(), "{k:?} not found");
+            let got: Value = serde_json::from_slice(raw.unwrap_or_default())
+                .map_err(|e| TestCaseError::fail(format!("span of {k:?} is not JSON: {e}")))?;
+            prop_assert_eq!(Some(got), last(&members, k));
+        }
+        prop_assert_eq!(found.is_some(), last(&members, "model").is_some());
+
+        // The splice changes the value of every top-level `model` and
+        // nothing else: other members keep their bytes.
+        match replaced {
+            None => prop_assert!(last(&members, "model").is_none()),
+            Some(out) => {
+                let after = serde_json::from_slice::<Members>(&out)
+                    .map_err(|e| TestCaseError::fail(format!("splice output is not JSON: {e}")))?;
+                let want: Vec<(String, Value)> = members
+                    .0
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = if k == "model" {
+                            Value::String(new_model.into())
+                        } else {
+                            v.clone()
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect();
+                prop_assert_eq!(after.0, want);
+                for (k, _) in members.0.iter().filter(|(k, _)| k != "model") {
+                    prop_assert_eq!(top_level(&out, k), top_level(body, k));
+                }
+            }
+        }
+
+        // The usage request: `stream_options.include_usage` set, the rest
+        // unchanged, unless `stream_options` is neither an object nor null.
+        let options = last(&members, "stream_options");
+        match usage {
+            None => prop_assert!(!matches!(
+                options,
+                None | Some(Value::Null | Value::Object(_))
+            )),
+            Some(out) => {
+                let after = serde_json::from_slice::<Members>(&out)
+                    .map_err(|e| TestCaseError::fail(format!("usage output is not JSON: {e}")))?;
+                let mut want = members.0.clone();
+                let mut merged = match options {
+                    Some(Value::Object(o)) => o,
+                    _ => serde_json::Map::new(),
+                };
+                merged.insert("include_usage".into(), Value::Bool(true));
+                match want.iter().rposition(|(k, _)| k == "stream_options") {
+                    Some(i) => want[i].1 = Value::Object(merged),
+                    None => want.push(("stream_options".into(), Value::Object(merged))),
+                }
+                prop_assert_eq!(after.0, want);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn generated_objects_agree_with_serde_json(body in object(), model in any::<String>()) {
+            // The generator writes valid JSON, or the check proves little.
+            prop_assert!(matches!(verdict(&body), Verdict::Object(_)), "{}", String::from_utf8_lossy(&body));
+            check(&body, &model)?;
+        }
+
+        #[test]
+        fn mutated_objects_agree_with_serde_json_or_are_refused_first(
+            body in object(),
+            ms in prop::collection::vec(mutation(), 1..4),
+            model in "[a-z0-9/:.-]{1,12}",
+        ) {
+            check(&mutate(body, &ms), &model)?;
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..64)) {
+            check(&body, "m")?;
+        }
+    }
+}

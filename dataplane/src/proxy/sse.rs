@@ -15,7 +15,12 @@ pub struct Splitter {
     tail: BytesMut,
 }
 
-/// Position just past the first blank line in `b`, if any.
+/// Position just past the first blank line in `b`, if any. A line ends
+/// with CRLF, LF or CR, so a blank line follows a line end as `\n`, `\r\n`
+/// or a lone `\r`. After an LF, a `\r` is a blank line either way, but
+/// whether the next byte is its `\n` is only known once that byte is here:
+/// until then the event is held, so that the split does not depend on
+/// where the chunks were cut.
 fn boundary(b: &[u8]) -> Option<usize> {
     let mut i = 0;
     while i + 1 < b.len() {
@@ -23,8 +28,12 @@ fn boundary(b: &[u8]) -> Option<usize> {
             if b[i + 1] == b'\n' {
                 return Some(i + 2);
             }
-            if b[i + 1] == b'\r' && b.get(i + 2) == Some(&b'\n') {
-                return Some(i + 3);
+            if b[i + 1] == b'\r' {
+                return match b.get(i + 2) {
+                    Some(b'\n') => Some(i + 3),
+                    Some(_) => Some(i + 2),
+                    None => None,
+                };
             }
         } else if b[i] == b'\r' && b[i + 1] == b'\r' {
             return Some(i + 2);
@@ -109,5 +118,173 @@ mod tests {
         assert_eq!(out.len(), 2);
         let multi = parse(b"event: e\ndata: a\ndata: b\n\n");
         assert_eq!(multi.data, "a\nb");
+    }
+
+    #[test]
+    fn an_lf_line_then_a_cr_blank_line_ends_the_event() {
+        // Found by the property test below: `\n\r` followed by anything but
+        // `\n` is a line end and a blank line; the two events were merged.
+        let mut s = Splitter::default();
+        let out = s.push(&Bytes::from_static(b"data: a\n\rdata: b\r\n\r"));
+        assert_eq!(out.len(), 1);
+        assert_eq!(parse(&out[0]).data, "a");
+        // `\n\r` at the end of what has arrived waits for the next byte.
+        let out = s.push(&Bytes::from_static(b"\n"));
+        assert_eq!(out.len(), 1);
+        assert_eq!(parse(&out[0]).data, "b");
+        assert!(s.take_rest().is_none());
+    }
+}
+
+/// Property tests: the splitter and [`parse`] against a reference reader
+/// written from the WHATWG event-stream rules, on generated streams (CRLF,
+/// LF and CR line endings, comments, `id:`/`retry:` lines, multi-line data,
+/// non-ASCII text) cut into chunks anywhere, inside UTF-8 characters too.
+/// Events without data are left out on both sides (the proxy skips them).
+/// An event the stream ends in without a blank line counts, as
+/// [`Splitter::take_rest`] hands it over.
+///
+/// CI runs proptest's default 256 cases per property (well under a
+/// second). A longer run: `PROPTEST_CASES=100000 cargo test -p
+/// llmgw-dataplane --lib proxy::sse`.
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The events of a whole stream, as the event-stream rules read them.
+    fn reference(text: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let (mut name, mut data, mut has_data) = (String::new(), String::new(), false);
+        let mut dispatch = |name: &mut String, data: &mut String, has_data: &mut bool| {
+            if *has_data && !data.is_empty() {
+                out.push((std::mem::take(name), std::mem::take(data)));
+            }
+            name.clear();
+            data.clear();
+            *has_data = false;
+        };
+        let mut rest = text;
+        let mut pending = false;
+        while !rest.is_empty() {
+            let end = rest.find(['\r', '\n']).unwrap_or(rest.len());
+            let line = &rest[..end];
+            let after = &rest[end..];
+            rest = match after.strip_prefix("\r\n") {
+                Some(r) => r,
+                None => after.get(1..).unwrap_or(after),
+            };
+            if line.is_empty() {
+                dispatch(&mut name, &mut data, &mut has_data);
+                pending = false;
+                continue;
+            }
+            pending = true;
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                None => (line, ""),
+            };
+            match field {
+                "data" => {
+                    if has_data {
+                        data.push('\n');
+                    }
+                    data.push_str(value);
+                    has_data = true;
+                }
+                "event" => name = value.to_string(),
+                _ => {}
+            }
+        }
+        if pending {
+            dispatch(&mut name, &mut data, &mut has_data);
+        }
+        out
+    }
+
+    /// Pushes `input` cut at `cuts`; returns the raw events (the rest last).
+    fn split(input: &[u8], cuts: &[usize]) -> Vec<Bytes> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        points.sort_unstable();
+        let mut s = Splitter::default();
+        let mut raw = Vec::new();
+        let mut at = 0;
+        for p in points.into_iter().chain([input.len()]) {
+            raw.extend(s.push(&Bytes::copy_from_slice(&input[at..p])));
+            at = p;
+        }
+        raw.extend(s.take_rest());
+        raw
+    }
+
+    fn events(raw: &[Bytes]) -> Vec<(String, String)> {
+        raw.iter()
+            .map(|r| parse(r))
+            .filter(|e| !e.data.is_empty())
+            .map(|e| (e.name.to_string(), e.data))
+            .collect()
+    }
+
+    fn check(input: &str, cuts: &[usize]) -> Result<(), TestCaseError> {
+        let raw = split(input.as_bytes(), cuts);
+        // Nothing lost, nothing added, nothing reordered.
+        prop_assert_eq!(raw.concat(), input.as_bytes());
+        let got = events(&raw);
+        prop_assert_eq!(&got, &events(&split(input.as_bytes(), &[])));
+        prop_assert_eq!(got, reference(input));
+        Ok(())
+    }
+
+    fn eol() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec!["\n", "\r\n", "\r"])
+    }
+
+    fn line() -> impl Strategy<Value = String> {
+        let text = "[^\r\n]{0,12}";
+        prop_oneof![
+            4 => (prop::bool::ANY, text).prop_map(|(sp, v)| format!("data:{}{v}", if sp { " " } else { "" })),
+            1 => "[a-z_.]{0,10}".prop_map(|n| format!("event: {n}")),
+            1 => text.prop_map(|c| format!(":{c}")),
+            1 => Just("id: 7".to_string()),
+            1 => Just("retry: 100".to_string()),
+        ]
+    }
+
+    fn stream() -> impl Strategy<Value = String> {
+        let event = (prop::collection::vec((line(), eol()), 1..5), eol());
+        (prop::collection::vec(event, 0..6), prop::bool::ANY).prop_map(|(events, cut_last)| {
+            let mut s = String::new();
+            let n = events.len();
+            for (i, (lines, blank)) in events.into_iter().enumerate() {
+                for (l, e) in lines {
+                    s.push_str(&l);
+                    s.push_str(e);
+                }
+                // The last event may end without its blank line.
+                if !(cut_last && i + 1 == n) {
+                    s.push_str(blank);
+                }
+            }
+            s
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn events_do_not_depend_on_chunk_boundaries(
+            input in stream(),
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            check(&input, &cuts)?;
+        }
+
+        #[test]
+        fn line_end_soup_splits_like_the_reference(
+            input in "(data: x|data:é|event: e|:c|\\r|\\n|€|a){0,40}",
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+        ) {
+            check(&input, &cuts)?;
+        }
     }
 }
