@@ -1,8 +1,15 @@
-//! The data plane's HTTP server. Every request goes through [`route`], which
-//! dispatches on the path; the LLM proxy handlers will be added there. For
-//! now it answers health and readiness probes and 404s the rest in the
-//! OpenAI error shape. Shutdown is graceful: stop accepting, then let open
-//! connections finish within a grace period.
+//! The data plane's HTTP servers. Client connections go through [`route`],
+//! which hands the LLM API paths to the proxy and answers /healthz and
+//! /readyz itself; the ops listener ([`Role::Ops`]) answers /healthz,
+//! /readyz and /metrics on connections of its own, so probes and scrapes
+//! get through while the client port is saturated, and /metrics (model and
+//! provider names) is not on the client port at all.
+//!
+//! Every connection passes an [`llmgw_listener::Gate`] (caps on open and
+//! on unauthenticated connections), idles out through
+//! [`llmgw_listener::GuardedIo`], and reads its request body under
+//! [`llmgw_listener::TimedBody`]. Shutdown is graceful: stop accepting,
+//! then let open connections finish within a grace period.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,9 +29,22 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use llmgw_listener::{Gate, GuardedIo, Refusal, TimedBody, TrackedBody};
 use tracing::{debug, info, warn};
 
 use crate::table::TableHandle;
+
+/// A client request's body: read under the body timeout and minimum rate.
+pub type RequestBody = TimedBody<hyper::body::Incoming>;
+
+/// Which listener a server loop serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Client traffic: the LLM APIs, /healthz and /readyz.
+    Client,
+    /// /healthz, /readyz and /metrics only.
+    Ops,
+}
 
 /// Error type of response bodies; boxed so streamed proxy bodies fit later.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -40,6 +60,9 @@ pub(crate) struct State {
     pub draining: AtomicBool,
     /// The request-log pipeline's counters; `None` in unit tests.
     pub logs: Option<crate::logs::LogsStatsReader>,
+    /// The client listener's connection counts, for /metrics; `None` in
+    /// unit tests.
+    pub connections: Option<Gate>,
 }
 
 impl State {
@@ -59,6 +82,8 @@ impl State {
 pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<State>,
+    gate: Gate,
+    role: Role,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -69,23 +94,47 @@ pub(crate) async fn serve(
     let graceful = GracefulShutdown::new();
     // Kept so connections still open after the grace period can be cut.
     let mut connections = JoinSet::new();
+    let limits = *gate.limits();
 
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let conn = match gate.admit() {
+                        Ok(conn) => conn,
+                        Err(why) => {
+                            refuse(stream, why);
+                            continue;
+                        }
+                    };
                     if let Err(e) = stream.set_nodelay(true) {
                         debug!(%peer, error = %e, "cannot set TCP_NODELAY");
                     }
                     let state = Arc::clone(&state);
                     // Formatted once per connection rather than per request.
                     let client_ip: Arc<str> = Arc::from(peer.ip().to_string());
-                    let service = service_fn(move |req| {
+                    let io = GuardedIo::new(stream, conn.clone());
+                    let service = service_fn(move |mut req: Request<hyper::body::Incoming>| {
                         let state = Arc::clone(&state);
                         let client_ip = Arc::clone(&client_ip);
-                        async move { Ok::<_, Infallible>(route(&state, req, &client_ip).await) }
+                        // Counted busy until the response is sent, so the
+                        // idle timeout never cuts a long answer.
+                        let guard = conn.request();
+                        req.extensions_mut().insert(conn.clone());
+                        async move {
+                            let resp = match role {
+                                Role::Client => {
+                                    let req = req.map(|b| TimedBody::new(b, &limits));
+                                    route(&state, req, &client_ip).await
+                                }
+                                Role::Ops => ops(&state, &req),
+                            };
+                            Ok::<_, Infallible>(
+                                resp.map(|b| TrackedBody::new(b, guard).boxed_unsync()),
+                            )
+                        }
                     });
-                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let conn = builder.serve_connection(TokioIo::new(io), service).into_owned();
                     let conn = graceful.watch(conn);
                     connections.spawn(async move {
                         if let Err(e) = conn.await {
@@ -133,13 +182,18 @@ pub(crate) async fn serve(
         );
     }
     connections.shutdown().await;
-    info!("HTTP server stopped");
+    info!(?role, "HTTP server stopped");
+}
+
+/// Turns away a connection beyond a cap: a fast 503, then closed.
+fn refuse(stream: tokio::net::TcpStream, why: Refusal) {
+    llmgw_listener::refuse_http(stream, why);
 }
 
 /// Dispatches a request on its path.
 pub(crate) async fn route(
     state: &State,
-    req: Request<hyper::body::Incoming>,
+    req: Request<RequestBody>,
     client_ip: &str,
 ) -> Response<ResponseBody> {
     let http1 = req.version() <= http::Version::HTTP_11;
@@ -157,7 +211,12 @@ pub(crate) async fn route(
     };
     // Draining: this connection's next response is its last, so the client
     // stops reusing it instead of racing a close of an idle connection.
-    if http1 && state.draining.load(Ordering::Acquire) {
+    // A body cut for its slowness is still unread: the connection cannot
+    // carry another request.
+    if http1
+        && (state.draining.load(Ordering::Acquire)
+            || resp.status() == StatusCode::REQUEST_TIMEOUT)
+    {
         resp.headers_mut()
             .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
     }
@@ -171,8 +230,22 @@ const FIRST_SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
 /// connection closed under a request they are sending.
 const IDLE_DRAIN: Duration = Duration::from_secs(1);
 
-/// Health, readiness and anything the proxy does not serve.
+/// Health, readiness and anything the proxy does not serve on the client
+/// port. /metrics is on the ops listener only.
 fn local<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
+    let path = req.uri().path();
+    match path {
+        "/healthz" | "/readyz" if !matches!(*req.method(), Method::GET | Method::HEAD) => {
+            method_not_allowed(req.method())
+        }
+        "/healthz" => text(StatusCode::OK, "ok"),
+        "/readyz" => readyz(state),
+        _ => not_found(path),
+    }
+}
+
+/// The ops listener: /healthz, /readyz and /metrics.
+fn ops<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
     let path = req.uri().path();
     match path {
         "/healthz" | "/readyz" | "/metrics"
@@ -180,16 +253,19 @@ fn local<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
         {
             method_not_allowed(req.method())
         }
-        "/healthz" => text(StatusCode::OK, "ok"),
         "/metrics" => metrics(state),
-        "/readyz" => readyz(state),
-        _ => error(
-            StatusCode::NOT_FOUND,
-            &format!("Unknown path '{path}'"),
-            "not_found_error",
-            "not_found",
-        ),
+        "/healthz" | "/readyz" => local(state, req),
+        _ => not_found(path),
     }
+}
+
+fn not_found(path: &str) -> Response<ResponseBody> {
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("Unknown path '{path}'"),
+        "not_found_error",
+        "not_found",
+    )
 }
 
 fn metrics(state: &State) -> Response<ResponseBody> {
@@ -203,6 +279,9 @@ fn metrics(state: &State) -> Response<ResponseBody> {
         .set(gauge(state.proxy.logs().dropped() + dropped_full));
     m.spool_depth.set(gauge(depth));
     m.log_records_quarantined.set(gauge(quarantined));
+    if let Some(gate) = &state.connections {
+        m.observe_connections(gate);
+    }
     respond(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
@@ -275,6 +354,11 @@ pub(crate) fn log_bound(addr: SocketAddr) {
     info!(listen = %addr, "HTTP server listening");
 }
 
+/// Logs where the ops listener listens, the same way.
+pub(crate) fn log_ops_bound(addr: SocketAddr) {
+    info!(listen = %addr, "ops server listening");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,12 +366,21 @@ mod tests {
     use llmgw_proto::v1 as pb;
 
     async fn call(state: &State, method: Method, path: &str) -> (StatusCode, String) {
+        call_on(local, state, method, path).await
+    }
+
+    async fn call_on(
+        handler: fn(&State, &Request<()>) -> Response<ResponseBody>,
+        state: &State,
+        method: Method,
+        path: &str,
+    ) -> (StatusCode, String) {
         let req = Request::builder()
             .method(method)
             .uri(path)
             .body(())
             .unwrap();
-        let resp = local(state, &req);
+        let resp = handler(state, &req);
         let status = resp.status();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8(body.to_vec()).unwrap())
@@ -308,6 +401,7 @@ mod tests {
                 table,
                 draining: Default::default(),
                 logs: None,
+                connections: None,
             }
         }
     }
@@ -367,6 +461,24 @@ mod tests {
         assert_eq!(v["error"]["type"], "not_found_error");
         assert_eq!(v["error"]["code"], "not_found");
         assert_eq!(v["error"]["message"], "Unknown path '/v1/nope'");
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_on_the_ops_listener_only() {
+        let state = with_table();
+        let (status, body) = call_on(ops, &state, Method::GET, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("llmgw_snapshot_version 5"), "{body}");
+        let (status, _) = call(&state, Method::GET, "/metrics").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        for path in ["/healthz", "/readyz"] {
+            let (status, _) = call_on(ops, &state, Method::GET, path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+        }
+        let (status, _) = call_on(ops, &state, Method::POST, "/metrics").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        let (status, _) = call_on(ops, &state, Method::GET, "/v1/models").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]
