@@ -114,7 +114,7 @@ where
         Box::pin(async move {
             let resp = future.await?;
             Ok(match guard {
-                Some(guard) => resp.map(|b| Body::new(TrackedBody::new(b, guard))),
+                Some(guard) => resp.map(|b| Body::new(TrackedBody::new(Body::new(b), guard))),
                 None => resp.map(Body::new),
             })
         })

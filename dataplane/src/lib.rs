@@ -307,8 +307,8 @@ impl Drop for Running {
             self.ops_server.take(),
             self.discovery.take(),
         ]
-            .into_iter()
-            .flatten()
+        .into_iter()
+        .flatten()
         {
             task.abort();
         }

@@ -25,11 +25,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use llmgw_listener::{Gate, GuardedIo, TimedBody, TrackedBody};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use llmgw_listener::{Gate, GuardedIo, Refusal, TimedBody, TrackedBody};
 use tracing::{debug, info, warn};
 
 use crate::table::TableHandle;
@@ -103,7 +103,7 @@ pub(crate) async fn serve(
                     let conn = match gate.admit() {
                         Ok(conn) => conn,
                         Err(why) => {
-                            refuse(stream, why);
+                            llmgw_listener::refuse_http(stream, why);
                             continue;
                         }
                     };
@@ -120,7 +120,11 @@ pub(crate) async fn serve(
                         // Counted busy until the response is sent, so the
                         // idle timeout never cuts a long answer.
                         let guard = conn.request();
-                        req.extensions_mut().insert(conn.clone());
+                        // For authentication to mark; once marked, there is
+                        // nothing left to do (and no extension to allocate).
+                        if !conn.is_authenticated() {
+                            req.extensions_mut().insert(conn.clone());
+                        }
                         async move {
                             let resp = match role {
                                 Role::Client => {
@@ -185,11 +189,6 @@ pub(crate) async fn serve(
     info!(?role, "HTTP server stopped");
 }
 
-/// Turns away a connection beyond a cap: a fast 503, then closed.
-fn refuse(stream: tokio::net::TcpStream, why: Refusal) {
-    llmgw_listener::refuse_http(stream, why);
-}
-
 /// Dispatches a request on its path.
 pub(crate) async fn route(
     state: &State,
@@ -214,8 +213,7 @@ pub(crate) async fn route(
     // A body cut for its slowness is still unread: the connection cannot
     // carry another request.
     if http1
-        && (state.draining.load(Ordering::Acquire)
-            || resp.status() == StatusCode::REQUEST_TIMEOUT)
+        && (state.draining.load(Ordering::Acquire) || resp.status() == StatusCode::REQUEST_TIMEOUT)
     {
         resp.headers_mut()
             .insert(header::CONNECTION, http::HeaderValue::from_static("close"));

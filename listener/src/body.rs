@@ -144,20 +144,20 @@ where
 /// A response body that holds its request's [`RequestGuard`]: the
 /// connection counts as busy (not idle) until the body is sent or dropped.
 pub struct TrackedBody<B> {
-    inner: Pin<Box<B>>,
+    inner: B,
     _guard: RequestGuard,
 }
 
 impl<B> TrackedBody<B> {
     pub fn new(inner: B, guard: RequestGuard) -> Self {
         TrackedBody {
-            inner: Box::pin(inner),
+            inner,
             _guard: guard,
         }
     }
 }
 
-impl<B: Body> Body for TrackedBody<B> {
+impl<B: Body + Unpin> Body for TrackedBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -165,7 +165,7 @@ impl<B: Body> Body for TrackedBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.get_mut().inner.as_mut().poll_frame(cx)
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -211,9 +211,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stalled_body_is_cut_after_the_gap() {
         let (tx, mut b) = body(1000, 0);
-        tx.send(Bytes::from_static(b"abc"))
-            .await
-            .unwrap();
+        tx.send(Bytes::from_static(b"abc")).await.unwrap();
         assert!(b.frame().await.unwrap().is_ok());
         let t0 = Instant::now();
         let e = b.frame().await.unwrap().unwrap_err();
@@ -231,11 +229,7 @@ mod tests {
         let (tx, mut b) = body(1000, 100);
         let feeder = tokio::spawn(async move {
             loop {
-                if tx
-                    .send(Bytes::from_static(b"0123456789"))
-                    .await
-                    .is_err()
-                {
+                if tx.send(Bytes::from_static(b"0123456789")).await.is_err() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -247,10 +241,7 @@ mod tests {
                 Err(e) => break e,
             }
         };
-        assert_eq!(
-            e.downcast_ref::<SlowBody>(),
-            Some(&SlowBody::TooSlow(100))
-        );
+        assert_eq!(e.downcast_ref::<SlowBody>(), Some(&SlowBody::TooSlow(100)));
         feeder.abort();
     }
 

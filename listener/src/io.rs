@@ -1,8 +1,8 @@
 //! The guarded stream: [`GuardedIo`] ends a connection that idles, and
 //! [`refuse_http`] turns one away with a fast 503.
 
-use std::io;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -25,7 +25,9 @@ pub struct GuardedIo<T> {
 
 impl<T> std::fmt::Debug for GuardedIo<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GuardedIo").field("conn", &self.conn).finish()
+        f.debug_struct("GuardedIo")
+            .field("conn", &self.conn)
+            .finish()
     }
 }
 
@@ -148,9 +150,8 @@ pub fn refuse_http(stream: TcpStream, why: Refusal) {
             "too_many_unauthenticated_connections",
         ),
     };
-    let body = format!(
-        r#"{{"error":{{"message":"{message}","type":"server_error","code":"{code}"}}}}"#
-    );
+    let body =
+        format!(r#"{{"error":{{"message":"{message}","type":"server_error","code":"{code}"}}}}"#);
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
          content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",

@@ -27,9 +27,9 @@ use std::time::Duration;
 
 pub use body::{SlowBody, TimedBody, TrackedBody};
 pub use gate::{Conn, Gate, Refusal, RequestGuard};
-pub use io::{refuse_http, GuardedIo};
 #[cfg(feature = "tonic")]
 pub use io::{conn_of, remote_addr, ConnInfo};
+pub use io::{refuse_http, GuardedIo};
 
 /// Error type of bodies wrapped here.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

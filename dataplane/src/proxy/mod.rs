@@ -200,7 +200,11 @@ impl Proxy {
     }
 
     /// Serves one proxied request from a client at `client_ip`.
-    pub async fn handle(&self, req: Request<RequestBody>, client_ip: &str) -> Response<ResponseBody> {
+    pub async fn handle(
+        &self,
+        req: Request<RequestBody>,
+        client_ip: &str,
+    ) -> Response<ResponseBody> {
         let id = uuid::Uuid::now_v7().to_string();
         let path = req.uri().path();
         if path == "/v1/models" || path == "/v1beta/models" {
@@ -390,7 +394,13 @@ impl Proxy {
             "the gateway has no configuration yet".to_string(),
         ))?;
         pending.record().snapshot_version = table.version;
-        let key = authenticate(&table, d, req.headers(), req.uri().query(), req.extensions())?;
+        let key = authenticate(
+            &table,
+            d,
+            req.headers(),
+            req.uri().query(),
+            req.extensions(),
+        )?;
         pending.record().key.clone_from(&key.name);
         // Gemini names the model in the path.
         let path_model = Endpoint::from_request(req.uri().path(), None)
