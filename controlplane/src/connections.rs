@@ -1,8 +1,10 @@
 //! Connection guards on the control plane's one port (gRPC, gRPC-web and
 //! the dashboard), from `llmgw-listener`: [`guard`] admits each accepted
-//! connection through the caps and wraps it so it idles out, and
-//! [`ConnLayer`] counts each request as in flight until its response is
-//! sent and reads its body under the body timeout. The interceptors mark a
+//! connection through the caps and wraps it so it idles out;
+//! [`ConnLayer::requests`] (outermost) counts each request as in flight
+//! until its response is sent, and [`ConnLayer::bodies`] (inside tonic-web,
+//! so that its error reaches the client as it is) reads request bodies
+//! under the body timeout. The interceptors mark a
 //! connection authenticated when a request's token passes.
 
 use std::sync::Arc;
@@ -46,13 +48,20 @@ fn streams_from_client(path: &str) -> bool {
 
 #[derive(Clone, Debug)]
 pub struct ConnLayer {
-    limits: Arc<Limits>,
+    /// `Some`: time request bodies; `None`: count requests in flight.
+    limits: Option<Arc<Limits>>,
 }
 
 impl ConnLayer {
-    pub fn new(limits: Limits) -> Self {
+    /// Counts each request as in flight until its response is sent.
+    pub fn requests() -> Self {
+        ConnLayer { limits: None }
+    }
+
+    /// Reads request bodies under the body timeout and minimum rate.
+    pub fn bodies(limits: Limits) -> Self {
         ConnLayer {
-            limits: Arc::new(limits),
+            limits: Some(Arc::new(limits)),
         }
     }
 }
@@ -63,7 +72,7 @@ impl<S> Layer<S> for ConnLayer {
     fn layer(&self, inner: S) -> Self::Service {
         ConnService {
             inner,
-            limits: Arc::clone(&self.limits),
+            limits: self.limits.clone(),
         }
     }
 }
@@ -71,7 +80,7 @@ impl<S> Layer<S> for ConnLayer {
 #[derive(Clone, Debug)]
 pub struct ConnService<S> {
     inner: S,
-    limits: Arc<Limits>,
+    limits: Option<Arc<Limits>>,
 }
 
 impl<S, ResBody> Service<Request<Body>> for ConnService<S>
@@ -90,13 +99,13 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let guard = llmgw_listener::conn_of(req.extensions()).map(|c| c.request());
-        let req = if streams_from_client(req.uri().path()) {
-            req
-        } else {
-            let limits = Arc::clone(&self.limits);
-            req.map(|b| {
-                Body::new(TimedBody::new(b, &limits).map_err(|e| {
+        let guard = match self.limits {
+            None => llmgw_listener::conn_of(req.extensions()).map(|c| c.request()),
+            Some(_) => None,
+        };
+        let req = match &self.limits {
+            Some(limits) if !streams_from_client(req.uri().path()) => req.map(|b| {
+                Body::new(TimedBody::new(b, limits).map_err(|e| {
                     // tonic answers a Status error as that status.
                     match e.downcast::<SlowBody>() {
                         Ok(slow) => {
@@ -105,7 +114,8 @@ where
                         Err(e) => e,
                     }
                 }))
-            })
+            }),
+            _ => req,
         };
         // The clone that was not polled ready stays behind.
         let clone = self.inner.clone();

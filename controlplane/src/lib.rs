@@ -215,9 +215,10 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
     // Page requests are answered before tonic-web, which refuses HTTP/1.1
     // requests that are not gRPC-web.
     let router = builder
-        .layer(connections::ConnLayer::new(limits))
+        .layer(connections::ConnLayer::requests())
         .layer(dashboard)
         .layer(tonic_web::GrpcWebLayer::new())
+        .layer(connections::ConnLayer::bodies(limits))
         .add_service(admin)
         .add_service(discovery_svc)
         .add_service(logs_svc);

@@ -132,7 +132,7 @@ def timeouts(make_gateway) -> Gateway:
         "conn-timeouts",
         dp_args=["--idle-timeout", "1s", "--body-read-timeout", "1s",
                  "--body-min-rate", str(MIN_RATE)],
-        cp_args=["--idle-timeout", "1s"],
+        cp_args=["--idle-timeout", "1s", "--body-read-timeout", "1s"],
     )
 
 
@@ -236,6 +236,25 @@ def test_body_slower_than_the_minimum_rate_is_cut(timeouts: Gateway, tkey) -> No
     assert data.startswith(b"HTTP/1.1 408"), data[:300]
     assert b"slower than 200 bytes/s" in data, data
     s.close()
+
+
+def test_control_plane_cuts_a_stalled_body_with_deadline_exceeded(timeouts: Gateway) -> None:
+    s = connect(timeouts.cp_addr)
+    # A gRPC-web call with the admin token whose message never arrives in
+    # full: 5 of the 100 bytes promised.
+    s.sendall(request_bytes("POST", "/llmgw.v1.Admin/ListProviders", {
+        "content-type": "application/grpc-web+proto", "x-grpc-web": "1",
+        "authorization": f"Bearer {timeouts.admin_token}", "content-length": "100"},
+        b"\x00\x00\x00\x00\x5f"))
+    data = read_until_closed(s, BODY_S + SLACK + 5)
+    s.close()
+    head = data.decode(errors="replace").lower()
+    assert head.startswith("http/1.1 200"), head
+    # DEADLINE_EXCEEDED (4), saying why.
+    assert "grpc-status: 4" in head or "grpc-status:4" in head, head
+    assert "not%20received%20in%20time" in head, head
+    # The CLI (a complete request) is unaffected.
+    assert timeouts.cli_raw("provider", "list").returncode == 0
 
 
 def test_requests_still_work_with_short_timeouts(timeouts: Gateway, tkey) -> None:
