@@ -88,9 +88,14 @@ pub(crate) async fn serve(
     grace: Duration,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A timer lets hyper enforce its header-read timeout on idle clients.
+    // A timer lets hyper enforce its header-read timeout (30 s) on HTTP/1
+    // clients; HTTP/2 pings find peers that went away without a word.
     builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(H2_KEEPALIVE_INTERVAL))
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
     let graceful = GracefulShutdown::new();
     // Kept so connections still open after the grace period can be cut.
     let mut connections = JoinSet::new();
@@ -220,6 +225,10 @@ pub(crate) async fn route(
     }
     resp
 }
+
+/// HTTP/2 pings to clients, and how long an answer may take.
+const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a request waits for the first snapshot before a 503.
 const FIRST_SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
