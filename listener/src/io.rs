@@ -209,3 +209,60 @@ mod grpc {
 
 #[cfg(feature = "tonic")]
 pub use grpc::{conn_of, remote_addr, ConnInfo};
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::{Gate, Limits};
+
+    fn guarded() -> (
+        GuardedIo<tokio::io::DuplexStream>,
+        tokio::io::DuplexStream,
+        Gate,
+    ) {
+        let gate = Gate::new(
+            "test",
+            Limits {
+                idle_timeout: Duration::from_secs(1),
+                ..Limits::default()
+            },
+        );
+        let (server, client) = tokio::io::duplex(64);
+        (GuardedIo::new(server, gate.admit().unwrap()), client, gate)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_ends_after_the_idle_timeout() {
+        let (mut io, _client, gate) = guarded();
+        let t0 = Instant::now();
+        let mut buf = [0u8; 8];
+        assert_eq!(io.read(&mut buf).await.unwrap(), 0);
+        assert_eq!(t0.elapsed(), Duration::from_secs(1));
+        assert_eq!(gate.idle_closed(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_and_requests_in_flight_keep_it_open() {
+        let (mut io, mut client, gate) = guarded();
+        let t0 = Instant::now();
+        let mut buf = [0u8; 8];
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        client.write_all(b"x").await.unwrap();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 1);
+        // A request in flight for three idle periods: not idle.
+        let guard = io.conn().request();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            drop(guard);
+        });
+        assert_eq!(io.read(&mut buf).await.unwrap(), 0);
+        // Closed one idle period after the request ended.
+        assert_eq!(t0.elapsed(), Duration::from_millis(800 + 3000 + 1000));
+        release.await.unwrap();
+        assert_eq!(gate.idle_closed(), 1);
+    }
+}
