@@ -233,6 +233,8 @@ class Stack:
         self.master_key = secrets.token_hex(32)
         self.cp_port = free_port()
         self.dp_port = free_port()
+        #: Each data plane's ops port (/metrics), by its client port.
+        self.ops_ports = {}
         self.nginx_port = free_port()
         self.keys = {}
 
@@ -333,6 +335,7 @@ class Stack:
         p = Proc(
             name,
             exe + ["--listen", f"127.0.0.1:{port}",
+                   "--ops-listen", f"127.0.0.1:{self.ops_ports.setdefault(port, free_port())}",
                    "--control-plane", f"http://127.0.0.1:{self.cp_port}", "--node-id", node_id,
                    "--spool-dir", os.path.join(self.tmp, "spool-" + node_id),
                    "--spool-max-bytes", str(16 << 30), *extra],
@@ -442,7 +445,9 @@ class Stack:
         return self.litellm_key
 
     def dp_metric(self, name, port=None):
-        _, body = http_get(f"http://127.0.0.1:{port or self.dp_port}/metrics")
+        # /metrics is served on the ops listener only.
+        ops_port = self.ops_ports[port or self.dp_port]
+        _, body = http_get(f"http://127.0.0.1:{ops_port}/metrics")
         for line in body.decode().splitlines():
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 return float(line.rsplit(" ", 1)[1])

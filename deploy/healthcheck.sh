@@ -4,7 +4,9 @@
 # The image has no curl: this uses bash's /dev/tcp, so it adds nothing to the
 # image and works for both roles.
 #
-#   data plane     live:  GET /healthz must answer 200 (the process serves)
+#   data plane     on its ops listener (--ops-listen), which answers while the
+#                  client port is saturated:
+#                  live:  GET /healthz must answer 200 (the process serves)
 #                  ready: GET /readyz must answer 200 (a snapshot is applied and
 #                         no shutdown has begun; 503 while draining)
 #   control plane  a TCP connection to its port must succeed (it has no HTTP
@@ -12,9 +14,10 @@
 #
 # The role comes from LLMGW_ROLE (controlplane|dataplane) if set, else from the
 # container's command line (/proc/1/cmdline, which also works behind an init
-# such as `docker run --init`). The address is the command line's --listen,
-# else LLMGW_DATAPLANE_LISTEN / LLMGW_CONTROLPLANE_LISTEN, else the binaries'
-# defaults; a wildcard host is checked on loopback.
+# such as `docker run --init`). The address is the command line's --ops-listen
+# (data plane) or --listen (control plane), else LLMGW_OPS_LISTEN /
+# LLMGW_CONTROLPLANE_LISTEN, else the binaries' defaults; a wildcard host is
+# checked on loopback.
 # Exit status: 0 healthy, 1 not.
 set -uo pipefail
 
@@ -29,6 +32,7 @@ esac
 
 role=${LLMGW_ROLE:-}
 listen=""
+ops_listen=""
 if [[ -r /proc/1/cmdline ]]; then
     mapfile -d '' -t argv </proc/1/cmdline || argv=()
     for ((i = 0; i < ${#argv[@]}; i++)); do
@@ -42,12 +46,16 @@ if [[ -r /proc/1/cmdline ]]; then
         case "$arg" in
             --listen=*) listen=${arg#--listen=} ;;
             --listen) listen=${argv[i + 1]:-} ;;
+            --ops-listen=*) ops_listen=${arg#--ops-listen=} ;;
+            --ops-listen) ops_listen=${argv[i + 1]:-} ;;
         esac
     done
 fi
 
 case "$role" in
-    dataplane) listen=${listen:-${LLMGW_DATAPLANE_LISTEN:-127.0.0.1:8000}} ;;
+    # The data plane's probes go to its ops listener, which answers while
+    # the client port is saturated.
+    dataplane) listen=${ops_listen:-${LLMGW_OPS_LISTEN:-127.0.0.1:9091}} ;;
     controlplane) listen=${listen:-${LLMGW_CONTROLPLANE_LISTEN:-127.0.0.1:9090}} ;;
     *)
         echo "llmgw-healthcheck: cannot tell the role (run llmgw-controlplane or llmgw-dataplane, or set LLMGW_ROLE)" >&2

@@ -134,6 +134,11 @@ pub struct Args {
     /// [default: dashboard/dist]
     #[arg(long, env = "LLMGW_DASHBOARD_DIR", value_name = "DIR")]
     pub dashboard_dir: Option<PathBuf>,
+
+    /// Caps and timeouts of connections to the listen address (a valid
+    /// admin or data-plane token makes a connection authenticated).
+    #[command(flatten)]
+    pub connections: llmgw_listener::LimitArgs,
 }
 
 /// Seconds from "60", "60s" or "2m".
@@ -195,5 +200,23 @@ mod tests {
             (s.retry_max_attempts, s.retry_delay_ms, s.http_timeout_s),
             (3, 1000, 60)
         );
+        assert_eq!(a.connections.limits(), llmgw_listener::Limits::default());
+    }
+
+    #[test]
+    fn connection_limits_are_flags() {
+        let a = Args::try_parse_from([
+            "llmgw-controlplane",
+            "--max-connections",
+            "20",
+            "--max-unauthenticated-connections",
+            "4",
+            "--idle-timeout",
+            "2s",
+        ])
+        .unwrap();
+        let l = a.connections.limits();
+        assert_eq!((l.max_connections, l.max_unauthenticated), (20, 4));
+        assert_eq!(l.idle_timeout, std::time::Duration::from_secs(2));
     }
 }

@@ -52,8 +52,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         &self,
         request: Request<Streaming<pb::SnapshotRequest>>,
     ) -> Result<Response<Self::StreamSnapshotsStream>, Status> {
-        let peer = request
-            .remote_addr()
+        let peer = llmgw_listener::remote_addr(request.extensions())
             .map(|a| a.to_string())
             .unwrap_or_default();
         let inbound = request.into_inner();

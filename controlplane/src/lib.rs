@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod apply;
 pub mod config;
+pub mod connections;
 pub mod dashboard;
 pub mod discovery;
 pub mod explain;
@@ -31,6 +32,9 @@ use crate::store::Store;
 
 /// Largest HTTP/2 frame the control plane accepts (`SETTINGS_MAX_FRAME_SIZE`).
 const LOG_FRAME_BYTES: u32 = 256 * 1024;
+/// File descriptors kept out of the connection cap: the database pool,
+/// files, logs.
+const FD_RESERVE: u64 = 256;
 
 /// A started control plane.
 #[derive(Debug)]
@@ -74,6 +78,13 @@ impl Running {
 /// Opens the store, loads the secrets, publishes the first snapshot and
 /// starts serving.
 pub async fn start(args: Args) -> anyhow::Result<Running> {
+    let mut limits = args.connections.limits();
+    limits.check().map_err(anyhow::Error::msg)?;
+    // Connections are file descriptors: take all the process may have, and
+    // keep the connection caps below it.
+    if let Some(fds) = llmgw_listener::raise_fd_limit() {
+        limits = limits.fit_fds(fds.soft, FD_RESERVE);
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data folder {}", args.data_dir.display()))?;
 
@@ -145,6 +156,7 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
             .with_logs(log_feed.clone(), shutdown_rx.clone()),
         move |req: tonic::Request<()>| {
             discovery::check_bearer(req.metadata(), &admin_token, "admin token")?;
+            connections::authenticated(&req);
             Ok(req)
         },
     );
@@ -158,6 +170,7 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         .max_decoding_message_size(logs::MAX_BATCH_BYTES),
         move |req: tonic::Request<()>| {
             discovery::check_bearer(req.metadata(), &logs_token, "data-plane token")?;
+            connections::authenticated(&req);
             Ok(req)
         },
     );
@@ -165,6 +178,7 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         discovery::DiscoveryService::new(hub.clone(), store.clone(), shutdown_rx.clone()),
         move |req: tonic::Request<()>| {
             discovery::check_bearer(req.metadata(), &dataplane_token, "data-plane token")?;
+            connections::authenticated(&req);
             Ok(req)
         },
     );
@@ -201,8 +215,10 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
     // Page requests are answered before tonic-web, which refuses HTTP/1.1
     // requests that are not gRPC-web.
     let router = builder
+        .layer(connections::ConnLayer::requests())
         .layer(dashboard)
         .layer(tonic_web::GrpcWebLayer::new())
+        .layer(connections::ConnLayer::bodies(limits))
         .add_service(admin)
         .add_service(discovery_svc)
         .add_service(logs_svc);
@@ -221,16 +237,21 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         args.log_retention_days,
         shutdown_rx.clone(),
     ));
-    // Without TCP_NODELAY a unary response (headers, message and trailers
-    // in separate writes) meets the client's delayed ACK: +40 ms per call.
-    let incoming = tokio_stream::StreamExt::map(
+    // Beyond a cap a connection is closed at once; the others idle out.
+    let gate = llmgw_listener::Gate::new("controlplane", limits);
+    let incoming = tokio_stream::StreamExt::filter_map(
         tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |accepted| {
-            accepted.inspect(|stream| {
+        move |accepted| match accepted {
+            Ok(stream) => {
+                // Without TCP_NODELAY a unary response (headers, message and
+                // trailers in separate writes) meets the client's delayed
+                // ACK: +40 ms per call.
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                 }
-            })
+                connections::guard(&gate, stream).map(Ok)
+            }
+            Err(e) => Some(Err(e)),
         },
     );
     let mut stop = shutdown_rx;

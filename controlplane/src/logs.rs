@@ -158,8 +158,7 @@ impl pb::logs_server::Logs for LogsService {
         &self,
         request: Request<Streaming<pb::LogBatch>>,
     ) -> Result<Response<Self::ShipStream>, Status> {
-        let peer = request
-            .remote_addr()
+        let peer = llmgw_listener::remote_addr(request.extensions())
             .map(|a| a.to_string())
             .unwrap_or_default();
         let inbound = request.into_inner();

@@ -64,8 +64,9 @@ impl RequestLogMode {
     long_about = None
 )]
 pub struct Cli {
-    /// Address for the HTTP server (/healthz, /readyz). Port 0 picks a free
-    /// port; the address actually bound is logged at start.
+    /// Address for client traffic (the LLM APIs, plus /healthz and
+    /// /readyz). Port 0 picks a free port; the address actually bound is
+    /// logged at start.
     #[arg(
         long,
         env = "LLMGW_DATAPLANE_LISTEN",
@@ -189,7 +190,26 @@ pub struct Cli {
         default_value_t = crate::proxy::UNAUTHENTICATED_LOG_PER_MINUTE
     )]
     pub unauthenticated_log_per_minute: u32,
+    // --- Connections: the ops listener, caps and timeouts ---
+    /// Address for the ops listener: /healthz, /readyz and /metrics, on
+    /// connections of their own so that they answer while the client port
+    /// is saturated. /metrics (model and provider names) is served only
+    /// here: keep this port private. Port 0 picks a free port; the address
+    /// bound is logged at start.
+    #[arg(
+        long,
+        env = "LLMGW_OPS_LISTEN",
+        value_name = "ADDR",
+        default_value = DEFAULT_OPS_LISTEN
+    )]
+    pub ops_listen: SocketAddr,
+
+    #[command(flatten)]
+    pub connections: llmgw_listener::LimitArgs,
 }
+
+/// Where the ops listener binds unless told otherwise.
+pub const DEFAULT_OPS_LISTEN: &str = "127.0.0.1:9091";
 
 impl Cli {
     /// Checks the flags and reads the files they name.
@@ -223,6 +243,9 @@ impl Cli {
         config.spool_sync_interval = Duration::from_millis(self.spool_sync_ms);
         config.request_log = self.request_log;
         config.unauthenticated_log_per_minute = self.unauthenticated_log_per_minute;
+        config.ops_listen = Some(self.ops_listen);
+        config.limits = self.connections.limits();
+        config.limits.check().map_err(|e| anyhow!(e))?;
         Ok(config)
     }
 }
@@ -262,6 +285,11 @@ pub struct Config {
     pub request_log: RequestLogMode,
     /// `--unauthenticated-log-per-minute`.
     pub unauthenticated_log_per_minute: u32,
+    /// The ops listener (/healthz, /readyz, /metrics); `None` runs none
+    /// (the library's default, for in-process tests).
+    pub ops_listen: Option<SocketAddr>,
+    /// Caps and timeouts of client connections.
+    pub limits: llmgw_listener::Limits,
 }
 
 impl Config {
@@ -285,6 +313,8 @@ impl Config {
             spool_sync_interval: crate::logs::DEFAULT_SYNC_INTERVAL,
             request_log: RequestLogMode::Full,
             unauthenticated_log_per_minute: crate::proxy::UNAUTHENTICATED_LOG_PER_MINUTE,
+            ops_listen: None,
+            limits: llmgw_listener::Limits::default(),
         }
     }
 }
@@ -308,6 +338,8 @@ impl fmt::Debug for Config {
             .field("spool_min_free_bytes", &self.spool_min_free_bytes)
             .field("spool_sync_interval", &self.spool_sync_interval)
             .field("request_log", &self.request_log)
+            .field("ops_listen", &self.ops_listen)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -492,6 +524,44 @@ mod tests {
         let c = parse(&["--dataplane-token", "t", "--spool-sync-ms", "0"]).unwrap();
         assert_eq!(c.spool_sync_interval, Duration::ZERO);
         assert!(parse(&["--dataplane-token", "t", "--spool-sync-ms", "-1"]).is_err());
+    }
+
+    #[test]
+    fn connection_limits_and_ops_listener_have_defaults_and_flags() {
+        let c = parse(&["--dataplane-token", "t"]).unwrap();
+        assert_eq!(c.ops_listen, Some("127.0.0.1:9091".parse().unwrap()));
+        assert_eq!(c.limits, llmgw_listener::Limits::default());
+        let c = parse(&[
+            "--dataplane-token",
+            "t",
+            "--ops-listen",
+            "127.0.0.1:0",
+            "--max-connections",
+            "50",
+            "--max-unauthenticated-connections",
+            "5",
+            "--idle-timeout",
+            "1500ms",
+            "--body-read-timeout",
+            "2s",
+            "--body-min-rate",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(c.ops_listen.unwrap().port(), 0);
+        assert_eq!(
+            c.limits,
+            llmgw_listener::Limits {
+                max_connections: 50,
+                max_unauthenticated: 5,
+                idle_timeout: Duration::from_millis(1500),
+                body_timeout: Duration::from_secs(2),
+                body_min_rate: 0,
+            }
+        );
+        let e = parse(&["--dataplane-token", "t", "--max-connections", "0"]).unwrap_err();
+        assert!(e.to_string().contains("--max-connections"), "{e}");
+        assert!(parse(&["--dataplane-token", "t", "--idle-timeout", "soon"]).is_err());
     }
 
     #[test]

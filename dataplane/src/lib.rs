@@ -1,7 +1,8 @@
-//! llmgw's data plane as a library. [`start`] binds the HTTP server and
-//! opens the discovery stream to the control plane; the returned [`Running`]
-//! exposes the bound address, the routing table and its applied version, and
-//! drives shutdown. The binary is a thin wrapper, so tests run the real
+//! llmgw's data plane as a library. [`start`] raises the file-descriptor
+//! limit, binds the client and ops listeners and opens the discovery stream
+//! to the control plane; the returned [`Running`] exposes the bound
+//! addresses, the routing table and its applied version, and drives
+//! shutdown. The binary is a thin wrapper, so tests run the real
 //! thing in-process.
 
 pub mod backoff;
@@ -29,11 +30,19 @@ use tonic::transport::Certificate;
 use tracing::info;
 
 pub use config::{Cli, Config, LogFormat, RequestLogMode};
-pub use server::{BoxError, ResponseBody};
+pub use server::{BoxError, RequestBody, ResponseBody};
 pub use table::TableHandle;
 
 /// Finished request records waiting for the spool writer.
 const LOG_QUEUE: usize = 16 * 1024;
+/// File descriptors kept out of the connection cap: the spool, the
+/// discovery and log-shipping connections, the ops listener, logs.
+const FD_RESERVE: u64 = 256;
+/// Probes and scrapes need few connections; a cap keeps the ops listener
+/// from holding many descriptors if it is reachable by more than them.
+const OPS_MAX_CONNECTIONS: usize = 64;
+/// How long the ops listener's last connections may finish.
+const OPS_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Sets up logging: format from `--log-format`, filter from `RUST_LOG`
 /// (default `info`). Does nothing if a subscriber is already set.
@@ -59,11 +68,30 @@ pub async fn start(config: Config) -> Result<Running> {
         .map_err(|_| anyhow!("the data-plane token contains characters not allowed in a header"))?;
     auth.set_sensitive(true);
 
+    // Connections are file descriptors: take all the process may have,
+    // and keep the connection caps below it.
+    let mut limits = config.limits;
+    if let Some(fds) = llmgw_listener::raise_fd_limit() {
+        limits = limits.fit_fds(fds.soft, FD_RESERVE);
+    }
+    let client_gate = llmgw_listener::Gate::new("client", limits);
+
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local_addr = listener.local_addr().context("bound address")?;
     server::log_bound(local_addr);
+    let ops_listener = match config.ops_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--ops-listen)"))?;
+            let bound = l.local_addr().context("bound ops address")?;
+            server::log_ops_bound(bound);
+            Some((l, bound))
+        }
+        None => None,
+    };
 
     // tiktoken's tables (about 55 MiB) are built only when an estimate is
     // needed, off the request path: see `proxy::estimate`.
@@ -94,15 +122,37 @@ pub async fn start(config: Config) -> Result<Running> {
         )
         .with_unauthenticated_log_rate(config.unauthenticated_log_per_minute),
         draining: Default::default(),
+        connections: Some(client_gate.clone()),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
 
     let server = tokio::spawn(server::serve(
         listener,
         Arc::clone(&state),
+        client_gate,
+        server::Role::Client,
         shutdown_rx,
         config.shutdown_grace,
     ));
+    // The ops listener outlives the client one's drain (probes see /readyz
+    // fail, scrapes see the last requests), and stops in `join`.
+    let (ops_shutdown, ops_shutdown_rx) = watch::channel(false);
+    let ops_addr = ops_listener.as_ref().map(|(_, a)| *a);
+    let ops_server = ops_listener.map(|(l, _)| {
+        let ops_limits = llmgw_listener::Limits {
+            max_connections: OPS_MAX_CONNECTIONS,
+            max_unauthenticated: OPS_MAX_CONNECTIONS,
+            ..limits
+        };
+        tokio::spawn(server::serve(
+            l,
+            Arc::clone(&state),
+            llmgw_listener::Gate::new("ops", ops_limits),
+            server::Role::Ops,
+            ops_shutdown_rx,
+            OPS_GRACE,
+        ))
+    });
     info!(
         node_id = %config.node_id,
         control_planes = config.control_planes.len(),
@@ -126,6 +176,9 @@ pub async fn start(config: Config) -> Result<Running> {
 
     Ok(Running {
         local_addr,
+        ops_addr,
+        ops_shutdown,
+        ops_server,
         node_id: config.node_id,
         table,
         versions,
@@ -142,6 +195,9 @@ pub async fn start(config: Config) -> Result<Running> {
 /// [`Running::join`] to stop it gracefully; dropping it stops it abruptly.
 pub struct Running {
     local_addr: SocketAddr,
+    ops_addr: Option<SocketAddr>,
+    ops_shutdown: watch::Sender<bool>,
+    ops_server: Option<JoinHandle<()>>,
     node_id: String,
     table: TableHandle,
     versions: watch::Receiver<u64>,
@@ -158,6 +214,12 @@ impl Running {
     /// The address the HTTP server is bound to (the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the ops listener (/healthz, /readyz, /metrics), if
+    /// one was asked for.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_addr
     }
 
     pub fn node_id(&self) -> &str {
@@ -215,6 +277,11 @@ impl Running {
             Some(server) => server.await,
             None => Ok(()),
         };
+        self.ops_shutdown.send_replace(true);
+        if let Some(ops) = self.ops_server.take() {
+            // Its failure would only be a panic, reported by the runtime.
+            let _ = ops.await;
+        }
         if let Some(discovery) = self.discovery.take() {
             discovery.abort();
             // A cancelled discovery task is the expected outcome.
@@ -237,9 +304,13 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        for task in [self.server.take(), self.discovery.take()]
-            .into_iter()
-            .flatten()
+        for task in [
+            self.server.take(),
+            self.ops_server.take(),
+            self.discovery.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             task.abort();
         }

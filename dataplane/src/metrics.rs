@@ -105,6 +105,24 @@ pub struct Metrics {
     pub unauthenticated: Family<ReasonLabels, Counter>,
     /// Of those, the ones not written to the request log (rate-limited).
     pub unauthenticated_rows_suppressed: Counter,
+    connections: ConnectionMetrics,
+}
+
+/// The client listener's connection counts, copied from its gate at each
+/// scrape.
+#[derive(Default)]
+struct ConnectionMetrics {
+    open: Gauge,
+    unauthenticated: Gauge,
+    refused: Family<RefusedLabels, Counter>,
+    idle_closed: Counter,
+    /// Serializes the copies, so that two scrapes do not both add.
+    copying: std::sync::Mutex<()>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    reason: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -228,7 +246,10 @@ impl Metrics {
             "Unauthenticated requests not written to the request log (over the per-address rate)",
             unauthenticated_rows_suppressed.clone(),
         );
+        let connections = ConnectionMetrics::default();
+        connections.register(&mut registry);
         Arc::new(Metrics {
+            connections,
             registry,
             series: RwLock::default(),
             attempt_series: RwLock::default(),
@@ -385,6 +406,26 @@ impl Metrics {
         Arc::clone(cache.entry(provider.to_string()).or_default())
     }
 
+    /// Copies the client listener's connection counts.
+    pub fn observe_connections(&self, gate: &llmgw_listener::Gate) {
+        use llmgw_listener::Refusal;
+        let c = &self.connections;
+        let _copying = c.copying.lock().unwrap_or_else(|e| e.into_inner());
+        let gauge = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        c.open.set(gauge(gate.open()));
+        c.unauthenticated.set(gauge(gate.unauthenticated()));
+        let catch_up = |counter: &Counter, total: u64| {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        };
+        for why in [Refusal::Full, Refusal::Unauthenticated] {
+            let labels = RefusedLabels {
+                reason: why.as_str(),
+            };
+            catch_up(&c.refused.get_or_create(&labels), gate.refused_count(why));
+        }
+        catch_up(&c.idle_closed, gate.idle_closed());
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -392,6 +433,31 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+impl ConnectionMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "client_connections_open",
+            "Client connections open",
+            self.open.clone(),
+        );
+        registry.register(
+            "client_connections_unauthenticated",
+            "Client connections that have not sent a valid key yet",
+            self.unauthenticated.clone(),
+        );
+        registry.register(
+            "client_connections_refused",
+            "Client connections refused at a cap (max_connections, max_unauthenticated)",
+            self.refused.clone(),
+        );
+        registry.register(
+            "client_connections_idle_closed",
+            "Client connections closed by the idle timeout",
+            self.idle_closed.clone(),
+        );
     }
 }
 

@@ -1,8 +1,15 @@
-//! The data plane's HTTP server. Every request goes through [`route`], which
-//! dispatches on the path; the LLM proxy handlers will be added there. For
-//! now it answers health and readiness probes and 404s the rest in the
-//! OpenAI error shape. Shutdown is graceful: stop accepting, then let open
-//! connections finish within a grace period.
+//! The data plane's HTTP servers. Client connections go through [`route`],
+//! which hands the LLM API paths to the proxy and answers /healthz and
+//! /readyz itself; the ops listener ([`Role::Ops`]) answers /healthz,
+//! /readyz and /metrics on connections of its own, so probes and scrapes
+//! get through while the client port is saturated, and /metrics (model and
+//! provider names) is not on the client port at all.
+//!
+//! Every connection passes an [`llmgw_listener::Gate`] (caps on open and
+//! on unauthenticated connections), idles out through
+//! [`llmgw_listener::GuardedIo`], and reads its request body under
+//! [`llmgw_listener::TimedBody`]. Shutdown is graceful: stop accepting,
+//! then let open connections finish within a grace period.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,6 +25,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use llmgw_listener::{Gate, GuardedIo, TimedBody, TrackedBody};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -25,6 +33,18 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::table::TableHandle;
+
+/// A client request's body: read under the body timeout and minimum rate.
+pub type RequestBody = TimedBody<hyper::body::Incoming>;
+
+/// Which listener a server loop serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Client traffic: the LLM APIs, /healthz and /readyz.
+    Client,
+    /// /healthz, /readyz and /metrics only.
+    Ops,
+}
 
 /// Error type of response bodies; boxed so streamed proxy bodies fit later.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -40,6 +60,9 @@ pub(crate) struct State {
     pub draining: AtomicBool,
     /// The request-log pipeline's counters; `None` in unit tests.
     pub logs: Option<crate::logs::LogsStatsReader>,
+    /// The client listener's connection counts, for /metrics; `None` in
+    /// unit tests.
+    pub connections: Option<Gate>,
 }
 
 impl State {
@@ -59,33 +82,68 @@ impl State {
 pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<State>,
+    gate: Gate,
+    role: Role,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A timer lets hyper enforce its header-read timeout on idle clients.
+    // A timer lets hyper enforce its header-read timeout (30 s) on HTTP/1
+    // clients; HTTP/2 pings find peers that went away without a word.
     builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(H2_KEEPALIVE_INTERVAL))
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
     let graceful = GracefulShutdown::new();
     // Kept so connections still open after the grace period can be cut.
     let mut connections = JoinSet::new();
+    let limits = *gate.limits();
 
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let conn = match gate.admit() {
+                        Ok(conn) => conn,
+                        Err(why) => {
+                            llmgw_listener::refuse_http(stream, why);
+                            continue;
+                        }
+                    };
                     if let Err(e) = stream.set_nodelay(true) {
                         debug!(%peer, error = %e, "cannot set TCP_NODELAY");
                     }
                     let state = Arc::clone(&state);
                     // Formatted once per connection rather than per request.
                     let client_ip: Arc<str> = Arc::from(peer.ip().to_string());
-                    let service = service_fn(move |req| {
+                    let io = GuardedIo::new(stream, conn.clone());
+                    let service = service_fn(move |mut req: Request<hyper::body::Incoming>| {
                         let state = Arc::clone(&state);
                         let client_ip = Arc::clone(&client_ip);
-                        async move { Ok::<_, Infallible>(route(&state, req, &client_ip).await) }
+                        // Counted busy until the response is sent, so the
+                        // idle timeout never cuts a long answer.
+                        let guard = conn.request();
+                        // For authentication to mark; once marked, there is
+                        // nothing left to do (and no extension to allocate).
+                        if !conn.is_authenticated() {
+                            req.extensions_mut().insert(conn.clone());
+                        }
+                        async move {
+                            let resp = match role {
+                                Role::Client => {
+                                    let req = req.map(|b| TimedBody::new(b, &limits));
+                                    route(&state, req, &client_ip).await
+                                }
+                                Role::Ops => ops(&state, &req),
+                            };
+                            Ok::<_, Infallible>(
+                                resp.map(|b| TrackedBody::new(b, guard).boxed_unsync()),
+                            )
+                        }
                     });
-                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let conn = builder.serve_connection(TokioIo::new(io), service).into_owned();
                     let conn = graceful.watch(conn);
                     connections.spawn(async move {
                         if let Err(e) = conn.await {
@@ -133,13 +191,13 @@ pub(crate) async fn serve(
         );
     }
     connections.shutdown().await;
-    info!("HTTP server stopped");
+    info!(?role, "HTTP server stopped");
 }
 
 /// Dispatches a request on its path.
 pub(crate) async fn route(
     state: &State,
-    req: Request<hyper::body::Incoming>,
+    req: Request<RequestBody>,
     client_ip: &str,
 ) -> Response<ResponseBody> {
     let http1 = req.version() <= http::Version::HTTP_11;
@@ -157,12 +215,20 @@ pub(crate) async fn route(
     };
     // Draining: this connection's next response is its last, so the client
     // stops reusing it instead of racing a close of an idle connection.
-    if http1 && state.draining.load(Ordering::Acquire) {
+    // A body cut for its slowness is still unread: the connection cannot
+    // carry another request.
+    if http1
+        && (state.draining.load(Ordering::Acquire) || resp.status() == StatusCode::REQUEST_TIMEOUT)
+    {
         resp.headers_mut()
             .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
     }
     resp
 }
+
+/// HTTP/2 pings to clients, and how long an answer may take.
+const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a request waits for the first snapshot before a 503.
 const FIRST_SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
@@ -171,8 +237,22 @@ const FIRST_SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
 /// connection closed under a request they are sending.
 const IDLE_DRAIN: Duration = Duration::from_secs(1);
 
-/// Health, readiness and anything the proxy does not serve.
+/// Health, readiness and anything the proxy does not serve on the client
+/// port. /metrics is on the ops listener only.
 fn local<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
+    let path = req.uri().path();
+    match path {
+        "/healthz" | "/readyz" if !matches!(*req.method(), Method::GET | Method::HEAD) => {
+            method_not_allowed(req.method())
+        }
+        "/healthz" => text(StatusCode::OK, "ok"),
+        "/readyz" => readyz(state),
+        _ => not_found(path),
+    }
+}
+
+/// The ops listener: /healthz, /readyz and /metrics.
+fn ops<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
     let path = req.uri().path();
     match path {
         "/healthz" | "/readyz" | "/metrics"
@@ -180,16 +260,19 @@ fn local<B>(state: &State, req: &Request<B>) -> Response<ResponseBody> {
         {
             method_not_allowed(req.method())
         }
-        "/healthz" => text(StatusCode::OK, "ok"),
         "/metrics" => metrics(state),
-        "/readyz" => readyz(state),
-        _ => error(
-            StatusCode::NOT_FOUND,
-            &format!("Unknown path '{path}'"),
-            "not_found_error",
-            "not_found",
-        ),
+        "/healthz" | "/readyz" => local(state, req),
+        _ => not_found(path),
     }
+}
+
+fn not_found(path: &str) -> Response<ResponseBody> {
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("Unknown path '{path}'"),
+        "not_found_error",
+        "not_found",
+    )
 }
 
 fn metrics(state: &State) -> Response<ResponseBody> {
@@ -203,6 +286,9 @@ fn metrics(state: &State) -> Response<ResponseBody> {
         .set(gauge(state.proxy.logs().dropped() + dropped_full));
     m.spool_depth.set(gauge(depth));
     m.log_records_quarantined.set(gauge(quarantined));
+    if let Some(gate) = &state.connections {
+        m.observe_connections(gate);
+    }
     respond(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
@@ -275,6 +361,11 @@ pub(crate) fn log_bound(addr: SocketAddr) {
     info!(listen = %addr, "HTTP server listening");
 }
 
+/// Logs where the ops listener listens, the same way.
+pub(crate) fn log_ops_bound(addr: SocketAddr) {
+    info!(listen = %addr, "ops server listening");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,12 +373,21 @@ mod tests {
     use llmgw_proto::v1 as pb;
 
     async fn call(state: &State, method: Method, path: &str) -> (StatusCode, String) {
+        call_on(local, state, method, path).await
+    }
+
+    async fn call_on(
+        handler: fn(&State, &Request<()>) -> Response<ResponseBody>,
+        state: &State,
+        method: Method,
+        path: &str,
+    ) -> (StatusCode, String) {
         let req = Request::builder()
             .method(method)
             .uri(path)
             .body(())
             .unwrap();
-        let resp = local(state, &req);
+        let resp = handler(state, &req);
         let status = resp.status();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8(body.to_vec()).unwrap())
@@ -308,6 +408,7 @@ mod tests {
                 table,
                 draining: Default::default(),
                 logs: None,
+                connections: None,
             }
         }
     }
@@ -367,6 +468,24 @@ mod tests {
         assert_eq!(v["error"]["type"], "not_found_error");
         assert_eq!(v["error"]["code"], "not_found");
         assert_eq!(v["error"]["message"], "Unknown path '/v1/nope'");
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_on_the_ops_listener_only() {
+        let state = with_table();
+        let (status, body) = call_on(ops, &state, Method::GET, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("llmgw_snapshot_version 5"), "{body}");
+        let (status, _) = call(&state, Method::GET, "/metrics").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        for path in ["/healthz", "/readyz"] {
+            let (status, _) = call_on(ops, &state, Method::GET, path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+        }
+        let (status, _) = call_on(ops, &state, Method::POST, "/metrics").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        let (status, _) = call_on(ops, &state, Method::GET, "/v1/models").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@ fn unreachable_control_plane() -> String {
 fn data_plane(spool: &Path, node: &str, cp: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_llmgw-dataplane"))
         .args(["--listen", "127.0.0.1:0", "--control-plane", cp])
+        .args(["--ops-listen", "127.0.0.1:0"])
         .args(["--dataplane-token", "t", "--node-id", node])
         .arg("--spool-dir")
         .arg(spool)

@@ -338,7 +338,9 @@ class HealthcheckScript(unittest.TestCase):
         self.assertTrue(self.script.stat().st_mode & stat.S_IXUSR)
 
     def test_data_plane_live_and_ready(self) -> None:
-        env = {"LLMGW_ROLE": "dataplane", "LLMGW_DATAPLANE_LISTEN": f"0.0.0.0:{self.port}"}
+        # Probed on the ops listener, not the client port.
+        env = {"LLMGW_ROLE": "dataplane", "LLMGW_OPS_LISTEN": f"0.0.0.0:{self.port}",
+               "LLMGW_DATAPLANE_LISTEN": f"127.0.0.1:{free_port()}"}
         self.assertEqual(self.run_check(**env), 0)  # /healthz 200
         self.assertEqual(self.run_check("ready", **env), 1)  # /readyz 503
 
@@ -347,7 +349,7 @@ class HealthcheckScript(unittest.TestCase):
         self.assertEqual(self.run_check(LLMGW_ROLE="controlplane", LLMGW_CONTROLPLANE_LISTEN=f"127.0.0.1:{free_port()}"), 1)
 
     def test_nothing_listening_is_unhealthy(self) -> None:
-        self.assertEqual(self.run_check(LLMGW_ROLE="dataplane", LLMGW_DATAPLANE_LISTEN=f"127.0.0.1:{free_port()}"), 1)
+        self.assertEqual(self.run_check(LLMGW_ROLE="dataplane", LLMGW_OPS_LISTEN=f"127.0.0.1:{free_port()}"), 1)
 
     def test_an_unknown_role_is_unhealthy(self) -> None:
         self.assertEqual(self.run_check(LLMGW_ROLE="mystery"), 1)

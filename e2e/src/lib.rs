@@ -627,6 +627,7 @@ impl DataPlane {
         let mut cmd = clean_command(&bin("llmgw-dataplane"));
         cmd.current_dir(opts.cwd.as_deref().unwrap_or(dir.path()))
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--ops-listen", "127.0.0.1:0"])
             .args(["--shutdown-grace-s", "1"])
             .arg("--control-plane")
             .arg(&opts.control_plane)

@@ -240,6 +240,7 @@ class DataPlane:
             "--log-format", "json",
             "--shutdown-grace-s", str(self.grace_s),
             "--spool-dir", str(self.spool_dir),
+            "--ops-listen", "127.0.0.1:0",
         ]
         self.proc = c.track(Proc(f"{self.name}#{self.starts}", argv, env, c.workdir / f"{self.name}-cwd",
                                  c.workdir / f"{self.name}-{self.starts}.log"))

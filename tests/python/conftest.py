@@ -354,10 +354,12 @@ class Gateway:
         name: str = "gw",
         cp_args: Iterable[str] = (),
         rust_log: str | None = None,
+        dp_args: Iterable[str] = (),
     ) -> None:
         self.workdir = workdir
         self.name = name
         self.cp_args = list(cp_args)
+        self.dp_args = list(dp_args)
         self.rust_log = rust_log
         # Secrets: fixed per gateway, random per run, recognisable in a leak.
         self.admin_token = "adm-" + secrets.token_hex(20)
@@ -374,6 +376,8 @@ class Gateway:
         self.dp: Proc | None = None
         self.cp_addr = ""
         self.dp_addr = ""
+        #: The data plane's ops listener (/healthz, /readyz, /metrics).
+        self.dp_ops_addr = ""
         self.mock: Mock | None = None
         self.extra_mocks: list[Mock] = []
         self.cp_starts = 0
@@ -455,11 +459,16 @@ class Gateway:
             "--log-format", "json",
             "--shutdown-grace-s", "1",
             "--spool-dir", str(self.workdir / "dp-spool"),
+            "--ops-listen", "127.0.0.1:0",
+            *self.dp_args,
         ]
         self.dp = Proc(f"{self.name}-dp", argv, env, self.workdir / "dp-cwd",
                        self.workdir / f"{self.name}-dataplane.log")
         self.dp_addr = self.dp.wait_for(
             json_log_field("HTTP server listening", "listen"), START_TIMEOUT, "the listening line"
+        )
+        self.dp_ops_addr = self.dp.wait_for(
+            json_log_field("ops server listening", "listen"), START_TIMEOUT, "the ops listening line"
         )
         wait_until(lambda: self.readyz() is not None, START_TIMEOUT, "data plane /readyz 200")
 
@@ -481,6 +490,11 @@ class Gateway:
     @property
     def url(self) -> str:
         return f"http://{self.dp_addr}"
+
+    @property
+    def ops_url(self) -> str:
+        """The data plane's ops listener: /healthz, /readyz, /metrics."""
+        return f"http://{self.dp_ops_addr}"
 
     def openai(self, key: str, **kw: Any) -> openai.OpenAI:
         kw.setdefault("max_retries", 0)
@@ -659,8 +673,15 @@ class GatewayFactory:
         self.tmp = tmp_path_factory
         self.made: list[Gateway] = []
 
-    def __call__(self, name: str, cp_args: Iterable[str] = (), rust_log: str | None = None) -> Gateway:
-        g = Gateway(self.tmp.mktemp(name), name=name, cp_args=cp_args, rust_log=rust_log)
+    def __call__(
+        self,
+        name: str,
+        cp_args: Iterable[str] = (),
+        rust_log: str | None = None,
+        dp_args: Iterable[str] = (),
+    ) -> Gateway:
+        g = Gateway(self.tmp.mktemp(name), name=name, cp_args=cp_args, rust_log=rust_log,
+                    dp_args=dp_args)
         self.made.append(g)
         return g.start()
 

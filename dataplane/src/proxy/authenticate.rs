@@ -17,6 +17,7 @@ pub(super) fn authenticate<'t>(
     d: &dyn Dialect,
     headers: &HeaderMap,
     query: Option<&str>,
+    extensions: &http::Extensions,
 ) -> Result<&'t Arc<llmgw_core::table::ClientKey>, (ErrorKind, String)> {
     let from_query = || {
         (d.protocol() == Protocol::Gemini)
@@ -33,11 +34,17 @@ pub(super) fn authenticate<'t>(
             _ => "missing API key: send 'Authorization: Bearer <key>'".to_string(),
         },
     ))?;
-    table.authenticate(secret, now_ms()).map_err(|r| match r {
+    let key = table.authenticate(secret, now_ms()).map_err(|r| match r {
         KeyRejection::Unknown => (ErrorKind::InvalidKey, "invalid API key".to_string()),
         KeyRejection::Expired => (
             ErrorKind::ExpiredKey,
             "this API key has expired".to_string(),
         ),
-    })
+    })?;
+    // The connection no longer counts against the cap on connections that
+    // have not sent a valid key.
+    if let Some(conn) = extensions.get::<llmgw_listener::Conn>() {
+        conn.authenticated();
+    }
+    Ok(key)
 }

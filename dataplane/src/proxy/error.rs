@@ -24,6 +24,8 @@ pub enum ErrorKind {
     UnknownModel,
     BadRequest,
     BodyTooLarge,
+    /// The request body stalled or arrived too slowly.
+    BodyTimeout,
     NotFound,
     MethodNotAllowed,
     NoRoute,
@@ -45,6 +47,7 @@ impl ErrorKind {
             ErrorKind::UnknownModel | ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::BadRequest | ErrorKind::NoRoute => StatusCode::BAD_REQUEST,
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -93,7 +96,7 @@ impl ErrorKind {
             403 => "permission_error",
             404 => "not_found_error",
             429 => "rate_limit_error",
-            400 | 405 | 413 => "invalid_request_error",
+            400 | 405 | 408 | 413 => "invalid_request_error",
             _ => "server_error",
         }
     }
@@ -106,7 +109,7 @@ impl ErrorKind {
             404 => "not_found_error",
             413 => "request_too_large",
             429 => "rate_limit_error",
-            400 | 405 => "invalid_request_error",
+            400 | 405 | 408 => "invalid_request_error",
             503 | 529 => "overloaded_error",
             _ => "api_error",
         }
@@ -122,6 +125,7 @@ impl ErrorKind {
             ErrorKind::UnknownModel => "model_not_found",
             ErrorKind::BadRequest => "invalid_request",
             ErrorKind::BodyTooLarge => "request_too_large",
+            ErrorKind::BodyTimeout => "request_timeout",
             ErrorKind::NotFound => "not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::NoRoute => "no_route",
@@ -182,6 +186,8 @@ mod tests {
         assert_eq!(ErrorKind::ModelNotAllowed.status(), 403);
         assert_eq!(ErrorKind::UnknownModel.status(), 404);
         assert_eq!(ErrorKind::BodyTooLarge.status(), 413);
+        assert_eq!(ErrorKind::BodyTimeout.status(), 408);
+        assert_eq!(ErrorKind::BodyTimeout.fault(), Fault::Downstream);
         assert_eq!(ErrorKind::UpstreamTimeout.status(), 504);
         assert_eq!(ErrorKind::UpstreamUnavailable.fault(), Fault::Upstream);
         assert_eq!(ErrorKind::BadRequest.fault(), Fault::Downstream);

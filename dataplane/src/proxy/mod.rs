@@ -52,7 +52,7 @@ use crate::config::RequestLogMode;
 use crate::logs::wire::field;
 use crate::logs::{FieldWriter, LogSink};
 use crate::metrics::Metrics;
-use crate::server::ResponseBody;
+use crate::server::{RequestBody, ResponseBody};
 use crate::table::TableHandle;
 use llmgw_core::serving::{serving, Serving};
 use llmgw_protocols::{EncoderOptions, Wire};
@@ -221,7 +221,11 @@ impl Proxy {
     }
 
     /// Serves one proxied request from a client at `client_ip`.
-    pub async fn handle(&self, req: Request<Incoming>, client_ip: &str) -> Response<ResponseBody> {
+    pub async fn handle(
+        &self,
+        req: Request<RequestBody>,
+        client_ip: &str,
+    ) -> Response<ResponseBody> {
         let id = uuid::Uuid::now_v7().to_string();
         let path = req.uri().path();
         if path == "/v1/models" || path == "/v1beta/models" {
@@ -351,7 +355,7 @@ impl Proxy {
 
     /// `GET /v1/models`: the models this key may use, in OpenAI's list
     /// shape, or Anthropic's when the client sends `anthropic-version`.
-    fn models(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
+    fn models(&self, req: &Request<RequestBody>) -> Response<ResponseBody> {
         let gemini = req.uri().path() == "/v1beta/models";
         let anthropic = !gemini && req.headers().contains_key("anthropic-version");
         let d = dialect(if gemini {
@@ -380,6 +384,7 @@ impl Proxy {
             }),
             req.headers(),
             req.uri().query(),
+            req.extensions(),
         ) {
             Ok(k) => k,
             Err((kind, msg)) => return self.error(d, kind, &msg, ""),
@@ -427,7 +432,7 @@ impl Proxy {
 
     async fn proxy(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         endpoint: Endpoint,
         d: &'static dyn Dialect,
         pending: &mut Pending,
@@ -437,7 +442,13 @@ impl Proxy {
             "the gateway has no configuration yet".to_string(),
         ))?;
         pending.record().snapshot_version = table.version;
-        let key = authenticate(&table, d, req.headers(), req.uri().query())?;
+        let key = authenticate(
+            &table,
+            d,
+            req.headers(),
+            req.uri().query(),
+            req.extensions(),
+        )?;
         pending.record().key.clone_from(&key.name);
         // Gemini names the model in the path.
         let path_model = Endpoint::from_request(req.uri().path(), None)
@@ -470,6 +481,8 @@ impl Proxy {
                         ErrorKind::BodyTooLarge,
                         format!("the request body is larger than {limit} bytes"),
                     )
+                } else if let Some(slow) = e.downcast_ref::<llmgw_listener::SlowBody>() {
+                    (ErrorKind::BodyTimeout, slow.to_string())
                 } else {
                     (
                         ErrorKind::BadRequest,
