@@ -110,7 +110,7 @@ export async function startGateway({ adminToken, dataplaneToken }) {
 
     const dp = new Proc(
       "llmgw-dataplane",
-      ["--listen", "127.0.0.1:0", "--control-plane", cpUrl, "--node-id", "e2e-dp", "--spool-dir", join(dir, "spool"), "--log-format", "json", "--shutdown-grace-s", "2"],
+      ["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0", "--control-plane", cpUrl, "--node-id", "e2e-dp", "--spool-dir", join(dir, "spool"), "--log-format", "json", "--shutdown-grace-s", "2"],
       { cwd: dir, env: { ...env, LLMGW_DATAPLANE_TOKEN: dataplaneToken } },
     );
     procs.push(dp);

@@ -323,7 +323,8 @@ async fn chats(addr: SocketAddr, tags: std::ops::Range<usize>, bytes: usize) {
 /// The data plane's Prometheus text. The one place that knows where
 /// `/metrics` is served.
 async fn scrape(dp: &Running) -> String {
-    let (status, body) = http(dp.local_addr(), "GET /metrics HTTP/1.1", "").await;
+    let ops = dp.ops_addr().expect("the test asks for an ops listener");
+    let (status, body) = http(ops, "GET /metrics HTTP/1.1", "").await;
     assert_eq!(status, 200);
     body
 }
@@ -415,6 +416,7 @@ mod full_disk {
             SecretString::from(TOKEN),
         );
         config.listen = "127.0.0.1:0".parse().unwrap();
+        config.ops_listen = Some("127.0.0.1:0".parse().unwrap());
         config.node_id = "dp-full-disk".into();
         config.spool_dir = Some(spool_dir.clone());
         // Larger than the disk: the reserve is what binds. Segments of

@@ -113,7 +113,7 @@ def test_no_secret_in_logs_or_process_output(make_gateway) -> None:
         for name, secret in sensitive.items():
             assert secret not in text, f"the {name} appears in {what}"
     # What clients and operators see: errors, metrics, the CLI.
-    metrics = gw.http.get(f"{gw.url}/metrics").text
+    metrics = gw.http.get(f"{gw.ops_url}/metrics").text
     assert "llmgw_" in metrics
     shown = {
         "client errors": "\n".join(errors),

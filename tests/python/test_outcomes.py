@@ -42,7 +42,7 @@ def chat_stream(gw: Gateway, key: str, model: str, headers: dict[str, str]) -> t
 
 def metric(gw: Gateway, name: str, labels: str = "") -> float:
     """One sample of the data plane's /metrics (0 when it is not there yet)."""
-    text = httpx.get(f"{gw.url}/metrics", timeout=10).text
+    text = httpx.get(f"{gw.ops_url}/metrics", timeout=10).text
     pattern = re.escape(name + (f"{{{labels}}}" if labels else "")) + r" ([0-9.e+]+)$"
     m = re.search(pattern, text, re.MULTILINE)
     return float(m.group(1)) if m else 0.0
