@@ -73,14 +73,22 @@ pub struct Prices {
     pub cache_write_per_mtok: f64,
 }
 
-impl From<&pb::Prices> for Prices {
-    fn from(p: &pb::Prices) -> Self {
-        Prices {
+impl TryFrom<&pb::Prices> for Prices {
+    type Error = validate::ValidationError;
+
+    /// Each price must be a finite number of at least 0, as on write
+    /// (`validate::price`): a NaN or negative price would poison every cost.
+    fn try_from(p: &pb::Prices) -> Result<Self, Self::Error> {
+        validate::price("input", p.input_per_mtok)?;
+        validate::price("output", p.output_per_mtok)?;
+        validate::price("cached input", p.cached_input_per_mtok)?;
+        validate::price("cache write", p.cache_write_per_mtok)?;
+        Ok(Prices {
             input_per_mtok: p.input_per_mtok,
             output_per_mtok: p.output_per_mtok,
             cached_input_per_mtok: p.cached_input_per_mtok,
             cache_write_per_mtok: p.cache_write_per_mtok,
-        }
+        })
     }
 }
 
@@ -367,7 +375,10 @@ fn model(
     if m.default_max_tokens == Some(0) {
         return Err(bad("default_max_tokens must be at least 1"));
     }
-    let prices = m.prices.as_ref().map(Prices::from).unwrap_or_default();
+    let prices = match &m.prices {
+        Some(p) => Prices::try_from(p).map_err(|e| bad(e.0))?,
+        None => Prices::default(),
+    };
     let mut targets = Vec::with_capacity(m.targets.len());
     for (i, t) in m.targets.into_iter().enumerate() {
         let provider = providers.get(&t.provider).ok_or_else(|| {
@@ -382,13 +393,17 @@ fn model(
         }
         validate::weight(t.weight).map_err(|e| bad(format!("target {}: {e}", i + 1)))?;
         let rules = Rule::parse(&t.rules).map_err(|e| bad(format!("target {}: {e}", i + 1)))?;
+        let target_prices = match &t.prices {
+            Some(p) => Prices::try_from(p).map_err(|e| bad(format!("target {}: {e}", i + 1)))?,
+            None => prices,
+        };
         targets.push(Target {
             provider: Arc::clone(provider),
             upstream_model: t.upstream_model,
             priority: t.priority,
             weight: t.weight,
             rules,
-            prices: t.prices.as_ref().map_or(prices, Prices::from),
+            prices: target_prices,
         });
     }
     targets.sort_by_key(|t| t.priority);

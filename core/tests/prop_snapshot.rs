@@ -452,11 +452,9 @@ fn the_valid_base_snapshot_is_accepted() {
 }
 
 /// A snapshot is the control plane's word, but the data plane checks it
-/// whole; prices are the one rule the control plane has (`validate::price`,
-/// on write) that the conversion does not apply: a NaN, infinite or
-/// negative price is accepted and reaches cost computation.
+/// whole, prices included (`validate::price`, as on write): a NaN, infinite
+/// or negative price would otherwise reach cost computation.
 #[test]
-#[ignore = "bug: RoutingTable::try_from does not check prices (validate::price)"]
 fn bad_prices_are_refused() {
     for bad in [f64::NAN, f64::INFINITY, -1.0] {
         let mut s = valid();

