@@ -30,6 +30,16 @@ impl Refusal {
     }
 }
 
+/// One open connection in [`Shared::counts`].
+const OPEN_ONE: u64 = 1 << 32;
+/// One unauthenticated connection in [`Shared::counts`].
+const UNAUTHENTICATED_ONE: u64 = 1;
+
+/// (open, unauthenticated) out of [`Shared::counts`].
+fn split(counts: u64) -> (usize, usize) {
+    ((counts >> 32) as usize, (counts & 0xffff_ffff) as usize)
+}
+
 /// How often a refusal warning may be logged.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -37,8 +47,11 @@ struct Shared {
     name: &'static str,
     limits: Limits,
     epoch: Instant,
-    open: AtomicUsize,
-    unauthenticated: AtomicUsize,
+    /// Open connections (high 32 bits) and, of those, the ones not yet
+    /// authenticated (low 32 bits): one atomic, so that no reader sees
+    /// one count moved without the other, and a refusal never undoes half
+    /// of an admission.
+    counts: AtomicU64,
     refused: [AtomicU64; 2],
     idle_closed: AtomicU64,
     last_warning: Mutex<Option<Instant>>,
@@ -65,8 +78,7 @@ impl Gate {
             name,
             limits,
             epoch: Instant::now(),
-            open: AtomicUsize::new(0),
-            unauthenticated: AtomicUsize::new(0),
+            counts: AtomicU64::new(0),
             refused: Default::default(),
             idle_closed: AtomicU64::new(0),
             last_warning: Mutex::new(None),
@@ -80,14 +92,21 @@ impl Gate {
     /// Admits a new (unauthenticated) connection, or says why not.
     pub fn admit(&self) -> Result<Conn, Refusal> {
         let s = &self.0;
-        if s.open.fetch_add(1, Ordering::AcqRel) >= s.limits.max_connections {
-            s.open.fetch_sub(1, Ordering::AcqRel);
-            return Err(self.refused(Refusal::Full));
-        }
-        if s.unauthenticated.fetch_add(1, Ordering::AcqRel) >= s.limits.max_unauthenticated {
-            s.unauthenticated.fetch_sub(1, Ordering::AcqRel);
-            s.open.fetch_sub(1, Ordering::AcqRel);
-            return Err(self.refused(Refusal::Unauthenticated));
+        let admitted = s
+            .counts
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                let (open, unauthenticated) = split(v);
+                (open < s.limits.max_connections && unauthenticated < s.limits.max_unauthenticated)
+                    .then_some(v + OPEN_ONE + UNAUTHENTICATED_ONE)
+            });
+        if let Err(v) = admitted {
+            let (open, _) = split(v);
+            let why = if open >= s.limits.max_connections {
+                Refusal::Full
+            } else {
+                Refusal::Unauthenticated
+            };
+            return Err(self.refused(why));
         }
         let conn = Conn(Arc::new(ConnState {
             gate: Arc::clone(s),
@@ -123,12 +142,12 @@ impl Gate {
 
     /// Connections open now.
     pub fn open(&self) -> usize {
-        self.0.open.load(Ordering::Acquire)
+        split(self.0.counts.load(Ordering::Acquire)).0
     }
 
     /// Open connections that have not sent a valid key yet.
     pub fn unauthenticated(&self) -> usize {
-        self.0.unauthenticated.load(Ordering::Acquire)
+        split(self.0.counts.load(Ordering::Acquire)).1
     }
 
     /// Connections refused for `why` since start.
@@ -153,10 +172,13 @@ struct ConnState {
 
 impl Drop for ConnState {
     fn drop(&mut self) {
-        if !self.authenticated.load(Ordering::Acquire) {
-            self.gate.unauthenticated.fetch_sub(1, Ordering::AcqRel);
-        }
-        self.gate.open.fetch_sub(1, Ordering::AcqRel);
+        // The last handle: nothing can authenticate it concurrently.
+        let release = if self.authenticated.load(Ordering::Acquire) {
+            OPEN_ONE
+        } else {
+            OPEN_ONE + UNAUTHENTICATED_ONE
+        };
+        self.gate.counts.fetch_sub(release, Ordering::AcqRel);
     }
 }
 
@@ -180,7 +202,10 @@ impl Conn {
     /// against the unauthenticated cap. Idempotent.
     pub fn authenticated(&self) {
         if !self.0.authenticated.swap(true, Ordering::AcqRel) {
-            self.0.gate.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+            self.0
+                .gate
+                .counts
+                .fetch_sub(UNAUTHENTICATED_ONE, Ordering::AcqRel);
         }
     }
 
