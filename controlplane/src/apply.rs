@@ -164,7 +164,16 @@ fn provider_diff(old: &ProviderSpec, new: &ProviderSpec) -> Vec<String> {
         d.push(format!("protocol: {} -> {}", old.protocol, new.protocol));
     }
     if old.base_url != new.base_url {
-        d.push(format!("base_url: {} -> {}", old.base_url, new.base_url));
+        // A row stored before URLs were checked may hold credentials: it
+        // is shown only if it passes today's check.
+        if validate::base_url(&old.base_url).is_ok() {
+            d.push(format!("base_url: {} -> {}", old.base_url, new.base_url));
+        } else {
+            d.push(format!(
+                "base_url: (a stored value that is no longer valid) -> {}",
+                new.base_url
+            ));
+        }
     }
     let key = |k: &Option<SecretString>| k.as_ref().map(|k| k.expose_secret().to_string());
     if key(&old.api_key) != key(&new.api_key) {

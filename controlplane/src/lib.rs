@@ -239,19 +239,34 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
     ));
     // Beyond a cap a connection is closed at once; the others idle out.
     let gate = llmgw_listener::Gate::new("controlplane", limits);
-    let incoming = tokio_stream::StreamExt::filter_map(
+    let incoming = futures::StreamExt::filter_map(
         tokio_stream::wrappers::TcpListenerStream::new(listener),
-        move |accepted| match accepted {
-            Ok(stream) => {
-                // Without TCP_NODELAY a unary response (headers, message and
-                // trailers in separate writes) meets the client's delayed
-                // ACK: +40 ms per call.
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        move |accepted| {
+            let admitted = match accepted {
+                Ok(stream) => {
+                    // Without TCP_NODELAY a unary response (headers, message
+                    // and trailers in separate writes) meets the client's
+                    // delayed ACK: +40 ms per call.
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                    }
+                    Ok(connections::guard(&gate, stream))
                 }
-                connections::guard(&gate, stream).map(Ok)
+                Err(e) => Err(e),
+            };
+            async move {
+                match admitted {
+                    Ok(guarded) => guarded.map(Ok::<_, std::io::Error>),
+                    Err(e) => {
+                        // Usually out of file descriptors: tonic would retry
+                        // at once and spin. Pause, as the data plane does;
+                        // at most ten lines a second.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        None
+                    }
+                }
             }
-            Err(e) => Some(Err(e)),
         },
     );
     let mut stop = shutdown_rx;

@@ -249,7 +249,10 @@ pub struct RequestGuard(Conn);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.0.touch();
+        // Only an authenticated connection's requests count as activity.
+        if self.0.is_authenticated() {
+            self.0.touch();
+        }
         self.0 .0.active.fetch_sub(1, Ordering::AcqRel);
     }
 }

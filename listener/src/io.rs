@@ -12,11 +12,13 @@ use tokio::time::{Instant, Sleep};
 
 use crate::{Conn, Refusal};
 
-/// A connection's stream. While no request is in flight and nothing is
-/// read for the idle timeout, reads end (as if the client had closed), so
+/// A connection's stream. While no request is in flight and none has
+/// ended for the idle timeout, reads end (as if the client had closed), so
 /// hyper closes the connection. This covers a connection that never sends
-/// a request, keep-alive connections between requests, and the TLS
-/// handshake.
+/// a request, keep-alive connections between requests (HTTP/2 pings
+/// included), and the TLS handshake. A connection that has not
+/// authenticated keeps the deadline of its accept whatever it sends, so
+/// requests with a wrong key cannot hold an unauthenticated slot.
 pub struct GuardedIo<T> {
     io: T,
     conn: Conn,
@@ -81,11 +83,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let before = buf.filled().len();
+        // Bytes read are not activity: an HTTP/2 client answering the
+        // server's keep-alive pings, or a TLS peer, would otherwise hold an
+        // idle connection open forever. Only the end of a request (see
+        // `RequestGuard`) moves the idle deadline; a request in flight
+        // holds it off.
         if let Poll::Ready(r) = Pin::new(&mut this.io).poll_read(cx, buf) {
-            if buf.filled().len() > before {
-                this.conn.touch();
-            }
             return Poll::Ready(r);
         }
         if this.idle_expired(cx) {
@@ -246,7 +249,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn bytes_and_requests_in_flight_keep_it_open() {
+    async fn bytes_alone_do_not_keep_it_open() {
+        // Say HTTP/2 ping acknowledgements, with no request ever made.
+        let (mut io, mut client, gate) = guarded();
+        let t0 = Instant::now();
+        let mut buf = [0u8; 8];
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            client.write_all(b"p").await.unwrap();
+            assert_eq!(io.read(&mut buf).await.unwrap(), 1);
+        }
+        assert_eq!(io.read(&mut buf).await.unwrap(), 0);
+        assert_eq!(t0.elapsed(), Duration::from_secs(1));
+        assert_eq!(gate.idle_closed(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unauthenticated_requests_do_not_move_the_deadline() {
+        let (mut io, _client, gate) = guarded();
+        let t0 = Instant::now();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        drop(io.conn().request()); // a request answered 401
+        let mut buf = [0u8; 8];
+        assert_eq!(io.read(&mut buf).await.unwrap(), 0);
+        assert_eq!(t0.elapsed(), Duration::from_secs(1));
+        assert_eq!(gate.idle_closed(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_in_flight_keep_it_open() {
         let (mut io, mut client, gate) = guarded();
         let t0 = Instant::now();
         let mut buf = [0u8; 8];
@@ -254,6 +285,7 @@ mod tests {
         client.write_all(b"x").await.unwrap();
         assert_eq!(io.read(&mut buf).await.unwrap(), 1);
         // A request in flight for three idle periods: not idle.
+        io.conn().authenticated();
         let guard = io.conn().request();
         let release = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(3)).await;

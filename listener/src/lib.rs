@@ -116,6 +116,11 @@ impl LimitArgs {
     }
 }
 
+/// The longest idle or body read timeout accepted.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// The most connections a gate counts.
+const MAX_CONNECTIONS: usize = 1 << 30;
+
 impl Limits {
     /// Checks the limits: every cap and timeout must be positive.
     pub fn check(&self) -> Result<(), String> {
@@ -130,6 +135,19 @@ impl Limits {
         }
         if self.body_timeout.is_zero() {
             return Err("--body-read-timeout must be positive".into());
+        }
+        // Deadlines are `Instant + timeout`: bounded, they cannot overflow.
+        if self.idle_timeout > MAX_TIMEOUT {
+            return Err("--idle-timeout must be at most 1 day".into());
+        }
+        if self.body_timeout > MAX_TIMEOUT {
+            return Err("--body-read-timeout must be at most 1 day".into());
+        }
+        // The gate packs both counts into 32 bits each.
+        if self.max_connections > MAX_CONNECTIONS {
+            return Err(format!(
+                "--max-connections must be at most {MAX_CONNECTIONS}"
+            ));
         }
         Ok(())
     }

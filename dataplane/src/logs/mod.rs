@@ -442,7 +442,13 @@ pub struct FlushReport {
 
 /// Losses of every reason but the queue's own.
 fn lost_after_queue(losses: &Losses) -> u64 {
-    losses.total() - losses.count(LossReason::QueueFull) - losses.count(LossReason::Shutdown)
+    // Summed reason by reason: a total minus counts read later could go
+    // below zero while the queue is dropping.
+    LossReason::ALL
+        .iter()
+        .filter(|r| !matches!(r, LossReason::QueueFull | LossReason::Shutdown))
+        .map(|&r| losses.count(r))
+        .sum()
 }
 
 impl LogsHandle {
