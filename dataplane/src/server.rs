@@ -139,7 +139,7 @@ pub(crate) async fn serve(
                                 Role::Ops => ops(&state, &req),
                             };
                             Ok::<_, Infallible>(
-                                resp.map(|b| TrackedBody::new(b, guard).boxed_unsync()),
+                                resp.map(|b| TrackedBody::new(b, guard)),
                             )
                         }
                     });

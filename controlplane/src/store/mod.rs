@@ -241,6 +241,16 @@ impl<'r> RowReader<'r> {
         }
     }
 
+    /// What could not be read; if everything could, what the spec's own
+    /// check finds wrong with what was read.
+    fn broken_or(self, problems: impl FnOnce() -> Vec<Broken>) -> Vec<Broken> {
+        if self.broken.is_empty() {
+            problems()
+        } else {
+            self.broken
+        }
+    }
+
     fn note(&mut self, field: &str, reason: impl Into<String>) {
         self.broken.push(Broken {
             field: format!("{}{field}", self.prefix),
@@ -612,10 +622,7 @@ impl Store {
         };
         let created_at = rd.get("created_at", "created_at");
         let updated_at = rd.get("updated_at", "updated_at");
-        let mut broken = rd.broken;
-        if broken.is_empty() {
-            broken = spec.problems().0;
-        }
+        let broken = rd.broken_or(|| spec.problems().0);
         ProviderRow {
             spec,
             created_at,
@@ -1287,10 +1294,7 @@ fn key_from_row(r: &AnyRow) -> KeyRow {
     };
     let created_at = rd.get("created_at", "created_at");
     let last_used_at = rd.get("last_used_at", "last_used_at");
-    let mut broken = rd.broken;
-    if broken.is_empty() {
-        broken = spec.problems().0;
-    }
+    let broken = rd.broken_or(|| spec.problems().0);
     KeyRow {
         spec,
         created_at,
