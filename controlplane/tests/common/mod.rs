@@ -136,12 +136,23 @@ async fn cleanup(c: Cleanup) -> Result<(), String> {
             let mut admin = sqlx::postgres::PgConnection::connect(&admin_url)
                 .await
                 .map_err(|e| e.to_string())?;
-            sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .execute(&mut admin)
-                .await
-                .map_err(|e| format!("cannot drop database {name}: {e}"))?;
+            // FORCE cannot end a session of another role (an autovacuum
+            // worker that has just connected to the new database): such a
+            // session ends on its own, so try again for a few seconds.
+            let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            let mut tries = 0;
+            let dropped = loop {
+                tries += 1;
+                match sqlx::query(&drop).execute(&mut admin).await {
+                    Ok(_) => break Ok(()),
+                    Err(_) if tries < 50 => {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    Err(e) => break Err(format!("cannot drop database {name}: {e}")),
+                }
+            };
             let _ = admin.close().await;
-            Ok(())
+            dropped
         }
     }
 }
