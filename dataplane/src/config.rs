@@ -164,6 +164,21 @@ pub struct Cli {
     )]
     pub spool_sync_ms: u64,
 
+    /// Longest time, in milliseconds, that the end of a response (its last
+    /// bytes) waits for the request's log record to reach the spool, so
+    /// that a killed data plane keeps the record of every answer a client
+    /// got whole. Usually well under a millisecond; a response stops
+    /// waiting at this bound, and none waits while the spool's disk is
+    /// stalled for longer. 0 turns the wait off: records of the last few
+    /// milliseconds before a `kill -9` may then be lost.
+    #[arg(
+        long,
+        env = "LLMGW_SPOOL_WAIT_MS",
+        value_name = "MS",
+        default_value_t = crate::logs::DEFAULT_SPOOL_WAIT.as_millis() as u64
+    )]
+    pub spool_wait_ms: u64,
+
     /// What is recorded of each request for the control plane's request log
     /// (`llmgw logs`, `llmgw stats`): everything, with bodies as the control
     /// plane's body settings allow; metadata and headers without bodies; or
@@ -241,6 +256,13 @@ impl Cli {
         config.spool_max_bytes = self.spool_max_bytes;
         config.spool_min_free_bytes = self.spool_min_free_bytes;
         config.spool_sync_interval = Duration::from_millis(self.spool_sync_ms);
+        config.spool_wait = Duration::from_millis(self.spool_wait_ms);
+        if config.spool_wait > crate::logs::MAX_SPOOL_WAIT {
+            return Err(anyhow!(
+                "--spool-wait-ms is at most {} ms",
+                crate::logs::MAX_SPOOL_WAIT.as_millis()
+            ));
+        }
         config.request_log = self.request_log;
         config.unauthenticated_log_per_minute = self.unauthenticated_log_per_minute;
         config.ops_listen = Some(self.ops_listen);
@@ -281,6 +303,8 @@ pub struct Config {
     pub spool_min_free_bytes: u64,
     /// Longest time between a spool write and its `fdatasync`.
     pub spool_sync_interval: Duration,
+    /// Longest wait of a response's end for its record (`--spool-wait-ms`).
+    pub spool_wait: Duration,
     /// What is recorded of each request (`--request-log`).
     pub request_log: RequestLogMode,
     /// `--unauthenticated-log-per-minute`.
@@ -311,6 +335,7 @@ impl Config {
             spool_max_bytes: crate::logs::DEFAULT_SPOOL_MAX_BYTES,
             spool_min_free_bytes: crate::logs::DEFAULT_SPOOL_MIN_FREE_BYTES,
             spool_sync_interval: crate::logs::DEFAULT_SYNC_INTERVAL,
+            spool_wait: crate::logs::DEFAULT_SPOOL_WAIT,
             request_log: RequestLogMode::Full,
             unauthenticated_log_per_minute: crate::proxy::UNAUTHENTICATED_LOG_PER_MINUTE,
             ops_listen: None,
@@ -337,6 +362,7 @@ impl fmt::Debug for Config {
             .field("spool_dir", &self.spool_dir)
             .field("spool_min_free_bytes", &self.spool_min_free_bytes)
             .field("spool_sync_interval", &self.spool_sync_interval)
+            .field("spool_wait", &self.spool_wait)
             .field("request_log", &self.request_log)
             .field("ops_listen", &self.ops_listen)
             .field("limits", &self.limits)

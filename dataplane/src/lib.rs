@@ -120,7 +120,8 @@ pub async fn start(config: Config) -> Result<Running> {
             config.node_id.clone(),
             config.request_log,
         )
-        .with_unauthenticated_log_rate(config.unauthenticated_log_per_minute),
+        .with_unauthenticated_log_rate(config.unauthenticated_log_per_minute)
+        .with_spool_wait(config.spool_wait),
         draining: Default::default(),
         connections: Some(client_gate.clone()),
     });

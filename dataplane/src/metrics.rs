@@ -105,6 +105,10 @@ pub struct Metrics {
     pub unauthenticated: Family<ReasonLabels, Counter>,
     /// Of those, the ones not written to the request log (rate-limited).
     pub unauthenticated_rows_suppressed: Counter,
+    /// Responses sent without waiting for their record to reach the
+    /// spool, by reason (`timeout`: the wait's bound passed; `stalled`: the
+    /// spool's writer was stuck in one write).
+    pub spool_waits_given_up: Family<ReasonLabels, Counter>,
     connections: ConnectionMetrics,
 }
 
@@ -246,6 +250,12 @@ impl Metrics {
             "Unauthenticated requests not written to the request log (over the per-address rate)",
             unauthenticated_rows_suppressed.clone(),
         );
+        let spool_waits_given_up = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "log_spool_waits_given_up",
+            "Responses ended without waiting for their record to reach the spool (timeout or stalled writer)",
+            spool_waits_given_up.clone(),
+        );
         let connections = ConnectionMetrics::default();
         connections.register(&mut registry);
         Arc::new(Metrics {
@@ -266,6 +276,7 @@ impl Metrics {
             log_records_quarantined,
             unauthenticated,
             unauthenticated_rows_suppressed,
+            spool_waits_given_up,
         })
     }
 

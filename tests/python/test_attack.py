@@ -88,6 +88,24 @@ def raw(addr: str, method: str, target: str | bytes, headers: list[tuple[str, st
     return parse_reply(data, elapsed)
 
 
+def recv_whole(s: socket.socket) -> bytes:
+    """Reads one response of known length from `s`, which the server may
+    keep open: the head, then as many body bytes as it states."""
+    data = b""
+    while True:
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if sep:
+            length = next((int(l.split(b":", 1)[1]) for l in head.split(b"\r\n")[1:]
+                           if l.lower().startswith(b"content-length:")), None)
+            assert length is not None, f"no content-length: {head!r}"
+            if len(body) >= length:
+                return data
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def parse_reply(data: bytes, elapsed: float) -> Reply:
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
@@ -518,7 +536,7 @@ def test_a_100_mb_body_is_refused_quickly_with_memory_bounded(bgw: Gateway, prot
         head = [f"POST {path} HTTP/1.1", f"Host: {gw.dp_addr}", "Content-Length: 100000000",
                 *(f"{k}: {v}" for k, v in h)]
         s.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
-        data = s.recv(65536)
+        data = recv_whole(s)
     r = parse_reply(data, time.monotonic() - started)
     body = assert_shape(protocol, r, 413)
     if protocol == "anthropic":

@@ -96,23 +96,21 @@ def test_no_log_lost_across_a_control_plane_kill(make_gateway) -> None:
     assert len(again) == N and len({r["id"] for r in again}) == N
 
 
-# Records of requests answered in the last moments before a SIGKILL can be
-# lost: they are still in the in-memory queue or the writer's linger (a few
-# milliseconds when idle, more under load), because no request waits on
-# logging. What reached the spool survives; docs/reliability.md states the
-# window. So the bound here is on answers settled a second before the kill.
-@pytest.mark.parametrize("settled_s", [pytest.param(1.0, id="answered-1s-before")])
-def test_no_log_lost_or_doubled_across_a_data_plane_kill(make_gateway, settled_s: float) -> None:
+# A response's end waits (bounded by --spool-wait-ms) until its record has
+# been handed to the kernel, so a SIGKILL loses no record of an answer a
+# client got whole: docs/reliability.md.
+def test_no_log_lost_or_doubled_across_a_data_plane_kill(make_gateway) -> None:
     """SIGKILL of the data plane in the middle of a burst, then a restart on
-    the same spool: every request answered by the old data plane at least
-    `settled_s` before the kill, and every one answered after the restart,
-    has exactly one record; requests cut by the kill have at most one."""
-    gw: Gateway = make_gateway(f"dpkill{int(settled_s * 10)}")
+    the same spool: every request answered whole, by the old data plane up
+    to the moment of the kill or by the new one, has exactly one record;
+    requests cut by the kill have at most one."""
+    gw: Gateway = make_gateway("dpkill")
     model = gw.add_model(["mock:dpburst"], "--max-attempts", "1")
     key_name, key = gw.add_key()
     lock = threading.Lock()
     answered: list[tuple[str, float, str]] = []  # (request id, when its answer ended, data plane)
     cut: list[str] = []
+    anonymous = [0]  # requests cut before their response's head arrived
     stop = threading.Event()
     url = {"v": gw.url}
 
@@ -138,6 +136,8 @@ def test_no_log_lost_or_doubled_across_a_data_plane_kill(make_gateway, settled_s
                     answered.append((rid, time.monotonic(), dp))
                 elif rid:
                     cut.append(rid)
+                else:
+                    anonymous[0] += 1
             if not ok:
                 c.close()
                 c = httpx.Client(timeout=30)
@@ -150,11 +150,11 @@ def test_no_log_lost_or_doubled_across_a_data_plane_kill(make_gateway, settled_s
     for t in threads:
         t.start()
     try:
-        # Long enough that many answers are `settled_s` old at the kill.
-        def settled() -> bool:
+        # Enough answers before the kill, and the kill in the middle of more.
+        def burst() -> bool:
             with lock:
-                return sum(1 for _, at, _ in answered if at < time.monotonic() - settled_s) >= 30
-        wait_until(settled, 90, "a first phase of the burst")
+                return len(answered) >= 30
+        wait_until(burst, 90, "a first phase of the burst")
         first = gw.url
         gw.dp.kill(signal.SIGKILL)
         killed_at = time.monotonic()
@@ -168,9 +168,11 @@ def test_no_log_lost_or_doubled_across_a_data_plane_kill(make_gateway, settled_s
         for t in threads:
             t.join(timeout=60)
 
-    must = [rid for rid, at, dp in answered if dp != first or at < killed_at - settled_s]
+    must = [rid for rid, _, _ in answered]
     assert all(must) and len(set(must)) == len(must)
-    assert sum(1 for _, at, dp in answered if dp == first and at < killed_at - settled_s) >= 20
+    # Every answer counts, those the old data plane gave just before the
+    # kill too: no settling time is allowed for.
+    assert sum(1 for _, _, dp in answered if dp == first) >= 30
     box: dict[str, list] = {}
 
     # The restarted data plane ships its spool in order: once the records
@@ -188,7 +190,12 @@ def test_no_log_lost_or_doubled_across_a_data_plane_kill(make_gateway, settled_s
     detail = [(dp == first, round(killed_at - at, 3)) for rid, at, dp in answered if rid in missing]
     assert not missing, f"{len(missing)} answered requests have no record: (old data plane, s before the kill) {detail}"
     known = {rid for rid, _, _ in answered} | set(cut)
-    assert set(ids) <= known, "records of requests no one sent"
+    # A record reaches the spool before its response's end, and hyper may
+    # still hold the response's head then: a request cut by the kill after
+    # that has a record its client never learnt the id of. No more records
+    # than such requests.
+    unknown = set(ids) - known
+    assert len(unknown) <= anonymous[0], f"{len(unknown)} records of requests no one sent"
     # Nothing more arrives later (a batch resent after the restart).
     gw.sync()
     again = gw.logs("--key", key_name, "--limit", "5000")

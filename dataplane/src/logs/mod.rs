@@ -1,7 +1,11 @@
 //! The request-log pipeline. Handlers hand finished records to
 //! [`LogSink::send`], which never waits: a full queue drops the record and
-//! counts it. [`spawn`] starts the rest, which loses and duplicates nothing
-//! once a record is in the queue:
+//! counts it. [`LogSink::send_spooled`] also returns a [`Spooled`], which
+//! resolves once the record has been handed to the kernel (so a `kill -9`
+//! of the process no longer loses it): the proxy holds a response's last
+//! bytes on it, for a bounded time (see `proxy::hold`). [`spawn`] starts
+//! the rest, which loses and duplicates nothing once a record is in the
+//! queue:
 //!
 //! - the writer drains the queue into the on-disk [`spool::Spool`], which
 //!   assigns each record its `sequence` and keeps it across restarts until
@@ -48,37 +52,157 @@ pub use wire::{FieldWriter, LogRecord};
 /// Where request handlers hand their finished records. It never waits.
 #[derive(Debug)]
 pub struct LogSink {
-    tx: mpsc::Sender<LogRecord>,
+    tx: mpsc::Sender<Queued>,
     losses: Arc<Losses>,
+    writing: Arc<WriteClock>,
 }
 
 /// The other end of a [`LogSink`], for [`spawn`]: the queue, and the loss
 /// counters the whole pipeline shares.
 #[derive(Debug)]
 pub struct LogReceiver {
-    rx: mpsc::Receiver<LogRecord>,
+    rx: mpsc::Receiver<Queued>,
     losses: Arc<Losses>,
+    writing: Arc<WriteClock>,
+}
+
+/// A record in the queue, with the sender of its [`Spooled`] when someone
+/// waits for it. The writer drops the sender once the record's batch has
+/// been written (or given up), which resolves the wait.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub record: LogRecord,
+    pub spooled: Option<oneshot::Sender<()>>,
+}
+
+/// Resolves once a record given to [`LogSink::send_spooled`] is in the
+/// spool, handed to the kernel (not yet synced to the disk: a killed
+/// process keeps it, a machine crash may not), or once it was given up and
+/// counted as lost. It never fails.
+#[derive(Debug, Default)]
+pub struct Spooled(Option<oneshot::Receiver<()>>);
+
+impl Spooled {
+    /// Resolved already: nothing to wait for.
+    pub fn done() -> Spooled {
+        Spooled(None)
+    }
+
+    /// A wait, and what to give [`LogSink::send_with`] for it.
+    pub fn channel() -> (oneshot::Sender<()>, Spooled) {
+        let (tx, rx) = oneshot::channel();
+        (tx, Spooled(Some(rx)))
+    }
+}
+
+impl std::future::Future for Spooled {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let Some(rx) = self.0.as_mut() else {
+            return std::task::Poll::Ready(());
+        };
+        // The writer only drops its sender: `Err` is the signal.
+        match std::pin::Pin::new(rx).poll(cx) {
+            std::task::Poll::Ready(_) => {
+                self.0 = None;
+                std::task::Poll::Ready(())
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// Since when the writer has been inside one spool write: one that lasts
+/// longer than a wait's bound means a stalled disk, and responses then stop
+/// waiting for their records until it returns.
+#[derive(Debug, Default)]
+pub struct WriteClock {
+    /// Milliseconds since [`WriteClock::epoch`] at which the current write
+    /// began, plus one; 0 while no write is under way.
+    since: std::sync::atomic::AtomicU64,
+}
+
+impl WriteClock {
+    fn epoch() -> std::time::Instant {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(std::time::Instant::now)
+    }
+
+    fn now_ms() -> u64 {
+        Self::epoch().elapsed().as_millis() as u64
+    }
+
+    pub(crate) fn begin(&self) {
+        self.since.store(Self::now_ms() + 1, Ordering::Release);
+    }
+
+    pub(crate) fn end(&self) {
+        self.since.store(0, Ordering::Release);
+    }
+
+    /// How long the write under way has lasted; zero when there is none.
+    pub fn stalled_for(&self) -> Duration {
+        match self.since.load(Ordering::Acquire) {
+            0 => Duration::ZERO,
+            since => Duration::from_millis((Self::now_ms() + 1).saturating_sub(since)),
+        }
+    }
 }
 
 impl LogSink {
     pub fn new(capacity: usize) -> (LogSink, LogReceiver) {
         let (tx, rx) = mpsc::channel(capacity);
         let losses = Arc::new(Losses::default());
+        let writing = Arc::new(WriteClock::default());
         (
             LogSink {
                 tx,
                 losses: Arc::clone(&losses),
+                writing: Arc::clone(&writing),
             },
-            LogReceiver { rx, losses },
+            LogReceiver {
+                rx,
+                losses,
+                writing,
+            },
         )
     }
 
     pub fn send(&self, record: impl Into<LogRecord>) {
-        match self.tx.try_send(record.into()) {
+        self.send_with(record, None);
+    }
+
+    /// Like [`LogSink::send`], and what resolves once the record is in the
+    /// spool (or was given up). A record with someone waiting is written
+    /// without the writer's linger.
+    pub fn send_spooled(&self, record: impl Into<LogRecord>) -> Spooled {
+        let (tx, spooled) = Spooled::channel();
+        self.send_with(record, Some(tx));
+        spooled
+    }
+
+    /// [`LogSink::send`], releasing the wait of `spooled` (from
+    /// [`Spooled::channel`]) once the record is in the spool or given up.
+    pub fn send_with(&self, record: impl Into<LogRecord>, spooled: Option<oneshot::Sender<()>>) {
+        let item = Queued {
+            record: record.into(),
+            spooled,
+        };
+        // Refused, the sender is dropped with the item: released at once.
+        match self.tx.try_send(item) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => self.losses.add(LossReason::QueueFull, 1),
             Err(TrySendError::Closed(_)) => self.losses.add(LossReason::Shutdown, 1),
         }
+    }
+
+    /// How long the writer has been inside its current spool write.
+    pub fn writing(&self) -> &WriteClock {
+        &self.writing
     }
 
     /// Records dropped here: the queue was full or closed.
@@ -107,6 +231,11 @@ pub const DEFAULT_SPOOL_MIN_FREE_BYTES: u64 = 64 << 20;
 pub const DEFAULT_SEGMENT_BYTES: u64 = 8 << 20;
 /// Default time the writer gathers records before writing a batch.
 pub const DEFAULT_WRITE_LINGER: Duration = Duration::from_millis(5);
+/// Default longest wait of a response's end for its record to reach the
+/// spool (`--spool-wait-ms`).
+pub const DEFAULT_SPOOL_WAIT: Duration = Duration::from_millis(500);
+/// Largest `--spool-wait-ms`.
+pub const MAX_SPOOL_WAIT: Duration = Duration::from_secs(60);
 /// Default longest wait between a write and its `fdatasync`.
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -175,9 +304,12 @@ pub struct LogsConfig {
     pub ack_timeout: Duration,
     /// Most records the writer takes from the queue per write.
     pub write_max_records: usize,
-    /// How long the writer gathers records after the first of a batch, so
-    /// that a busy data plane writes, reads, ships and acknowledges records
-    /// in batches rather than one by one.
+    /// How long the writer gathers records after the first of a batch, and
+    /// the shipper after the first record it has not sent, so that a busy
+    /// data plane writes, reads, ships and acknowledges records in batches
+    /// rather than one by one. The writer skips it for a record someone
+    /// waits for ([`LogSink::send_spooled`]): those batch by themselves,
+    /// while the previous write is under way.
     pub write_linger: Duration,
 }
 
@@ -270,7 +402,11 @@ pub async fn spawn(config: LogsConfig, rx: LogReceiver) -> Result<LogsHandle> {
         segment_bytes: config.segment_bytes,
         min_free_bytes: config.min_free_bytes,
     };
-    let LogReceiver { rx, losses } = rx;
+    let LogReceiver {
+        rx,
+        losses,
+        writing,
+    } = rx;
     let spool = open_spool(dir, opts, Arc::clone(&losses))
         .await
         .with_context(|| {
@@ -292,6 +428,7 @@ pub async fn spawn(config: LogsConfig, rx: LogReceiver) -> Result<LogsHandle> {
             max_batch: config.write_max_records,
             linger: config.write_linger,
             stop: stop_rx,
+            writing,
         }
         .run(),
     );
@@ -310,6 +447,7 @@ pub async fn spawn(config: LogsConfig, rx: LogReceiver) -> Result<LogsHandle> {
             batch_max_records: config.batch_max_records.max(1),
             batch_max_bytes: config.batch_max_bytes.max(1),
             window: config.window.max(1),
+            linger: config.write_linger,
             ack_timeout: config.ack_timeout,
             ack_failures: 0,
         }

@@ -1,10 +1,13 @@
 //! The spool writer: drains the [`super::LogSink`] queue into the spool.
 //! Whatever is queued when it wakes, plus what arrives within a short
 //! linger, is written as one batch (one `write`), so batches grow with load
-//! and each costs one trip to the blocking pool, one write, and downstream
-//! one spool read, one `LogBatch` and one acknowledgement. File I/O runs on
-//! the blocking pool; the async runtime never waits on the disk, and request
-//! handlers never wait at all.
+//! and each costs one trip to the blocking pool and one write. A batch
+//! holding a record that a response waits for ([`super::Spooled`]) is
+//! written at once: under load such batches grow by themselves with what
+//! queues up while the previous write is under way (a group commit). File
+//! I/O runs on the blocking pool; the async runtime never waits on the
+//! disk. Once a batch's `write` returned (or failed, counted), the waits of
+//! its records are released.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +17,11 @@ use tokio::time::Instant;
 use tracing::{debug, error};
 
 use super::spool::Spool;
-use super::wire::LogRecord;
+use super::{Queued, WriteClock};
 
 pub(crate) struct Writer {
     pub spool: Arc<Spool>,
-    pub rx: mpsc::Receiver<LogRecord>,
+    pub rx: mpsc::Receiver<Queued>,
     /// Filled into records that carry none.
     pub node_id: String,
     pub sync_interval: Duration,
@@ -29,6 +32,8 @@ pub(crate) struct Writer {
     /// Fires (or is dropped) to stop: the queue is closed, drained, written
     /// and synced, then the writer returns.
     pub stop: oneshot::Receiver<()>,
+    /// When the write under way began, for those deciding whether to wait.
+    pub writing: Arc<WriteClock>,
 }
 
 impl Writer {
@@ -68,7 +73,8 @@ impl Writer {
                 // Closed and drained.
                 break;
             }
-            if !stopping && !self.linger.is_zero() && batch.len() < max_batch {
+            let waited_for = batch.iter().any(|q| q.spooled.is_some());
+            if !stopping && !waited_for && !self.linger.is_zero() && batch.len() < max_batch {
                 // Under load, a batch per request would cost a blocking-pool
                 // hand-off, a write, a spool read, a gRPC message and an
                 // acknowledgement (a file rename) each: gather for a moment.
@@ -79,22 +85,39 @@ impl Writer {
                 tokio::pin!(linger);
                 while batch.len() < max_batch {
                     let room = max_batch - batch.len();
+                    let before = batch.len();
                     tokio::select! {
                         biased;
                         n = self.rx.recv_many(&mut batch, room) => if n == 0 { break },
                         () = &mut linger => break,
                     }
+                    // Someone waits for a record that just came: write now.
+                    if batch[before..].iter().any(|q| q.spooled.is_some()) {
+                        break;
+                    }
                 }
             }
             let n = batch.len();
-            for r in &mut batch {
-                if r.fields.node_id.is_empty() {
-                    r.fields.node_id.clone_from(&self.node_id);
+            let mut records = Vec::with_capacity(n);
+            let mut waiting = Vec::new();
+            for Queued {
+                mut record,
+                spooled,
+            } in batch.drain(..)
+            {
+                if record.fields.node_id.is_empty() {
+                    record.fields.node_id.clone_from(&self.node_id);
                 }
+                records.push(record);
+                waiting.extend(spooled);
             }
-            let records = std::mem::replace(&mut batch, Vec::with_capacity(max_batch));
             let spool = Arc::clone(&self.spool);
-            match tokio::task::spawn_blocking(move || spool.append(records)).await {
+            self.writing.begin();
+            let written = tokio::task::spawn_blocking(move || spool.append(records)).await;
+            self.writing.end();
+            // Written, or given up and counted: either way nobody waits on.
+            drop(waiting);
+            match written {
                 Ok(Ok(last)) => {
                     debug!(records = n, last_sequence = last, "request logs spooled");
                     dirty = true;
@@ -137,18 +160,29 @@ mod tests {
     use crate::logs::spool::SpoolOptions;
     use llmgw_proto::v1 as pb;
 
-    fn record(id: &str, node_id: &str) -> LogRecord {
-        pb::RequestLog {
-            id: id.into(),
-            node_id: node_id.into(),
-            ..Default::default()
+    fn record(id: &str, node_id: &str) -> Queued {
+        Queued {
+            record: pb::RequestLog {
+                id: id.into(),
+                node_id: node_id.into(),
+                ..Default::default()
+            }
+            .into(),
+            spooled: None,
         }
-        .into()
+    }
+
+    /// A record someone waits for, and its wait.
+    fn waited(id: &str) -> (Queued, super::super::Spooled) {
+        let (tx, rx) = oneshot::channel();
+        let mut q = record(id, "");
+        q.spooled = Some(tx);
+        (q, super::super::Spooled(Some(rx)))
     }
 
     struct Running {
         spool: Arc<Spool>,
-        tx: mpsc::Sender<LogRecord>,
+        tx: mpsc::Sender<Queued>,
         stop: oneshot::Sender<()>,
         task: tokio::task::JoinHandle<()>,
         _dir: tempfile::TempDir,
@@ -168,6 +202,7 @@ mod tests {
                 max_batch,
                 linger,
                 stop: stop_rx,
+                writing: Arc::default(),
             }
             .run(),
         );
@@ -220,6 +255,39 @@ mod tests {
         // Written when the linger ran out, not at once.
         assert!(sent.elapsed() >= linger, "{:?}", sent.elapsed());
         w.task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_waited_for_record_is_written_without_the_linger_and_its_wait_ends_after_the_write() {
+        // A linger of an hour: only a waiter can cut it short.
+        let w = start(LONG, 100, LONG);
+        let written = w.spool.subscribe_written();
+        w.tx.send(record("a", "")).await.unwrap();
+        tokio::task::yield_now().await;
+        let (q, spooled) = waited("b");
+        w.tx.send(q).await.unwrap();
+        tokio::time::timeout(BOUND, spooled).await.unwrap();
+        // Resolved only once both records were in the spool, in order.
+        assert_eq!(*written.borrow(), 2);
+        let batch = w.spool.read_from(1, 10, 1 << 20).unwrap();
+        let ids: Vec<&str> = batch.records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        w.task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_when_the_pipeline_is_gone() {
+        let w = start(LONG, 100, LONG);
+        let (q, spooled) = waited("a");
+        // The writer stops: what is queued is still written, then released.
+        w.tx.send(q).await.unwrap();
+        w.stop.send(()).unwrap();
+        tokio::time::timeout(BOUND, spooled).await.unwrap();
+        assert_eq!(*w.spool.subscribe_written().borrow(), 1);
+        // A wait for a record the queue refused ends at once.
+        let (q, spooled) = waited("b");
+        drop(q);
+        tokio::time::timeout(BOUND, spooled).await.unwrap();
     }
 
     #[tokio::test]

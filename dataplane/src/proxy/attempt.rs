@@ -195,7 +195,7 @@ impl Proxy {
                     record::log_response_body(&mut pending.encoded, &body, cap);
                 }
                 self.log_headers(&mut pending.encoded, field::RESPONSE_HEADERS, &headers);
-                self.finish_plain(pending);
+                let hold = self.finish_plain(pending);
                 let mut resp = Response::new(full(body));
                 *resp.status_mut() = status;
                 match translated {
@@ -216,7 +216,7 @@ impl Proxy {
                     // The kept body may be cut, so its length is recomputed.
                     None => copy_response_headers(&headers, resp.headers_mut(), true),
                 }
-                Ok(resp)
+                Ok(super::hold::held(resp, hold))
             }
             Some(LastFailure::Error(e)) => Err((
                 e.kind(),

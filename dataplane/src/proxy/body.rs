@@ -187,8 +187,8 @@ pub fn replace_model(body: &[u8], model: &str) -> Option<Bytes> {
 /// member is re-serialised); otherwise the member is appended. Returns
 /// `None` if the body cannot be edited.
 pub fn request_stream_usage(body: &[u8]) -> Option<Bytes> {
-    let (members, close) = members(body)?;
-    let existing = members
+    let (top, close) = members(body)?;
+    let existing = top
         .iter()
         .rev()
         .find(|(k, _)| key_is(k, "stream_options"))
@@ -196,24 +196,36 @@ pub fn request_stream_usage(body: &[u8]) -> Option<Bytes> {
     let mut out = Vec::with_capacity(body.len() + 48);
     match existing {
         Some(span) => {
-            let mut v: serde_json::Value =
-                serde_json::from_slice(&body[span.start..span.end]).ok()?;
-            match &mut v {
-                serde_json::Value::Object(o) => {
-                    o.insert("include_usage".into(), serde_json::Value::Bool(true));
-                }
-                serde_json::Value::Null => {
-                    v = serde_json::json!({"include_usage": true});
-                }
-                _ => return None,
-            }
+            // Spliced, not re-serialized: every other byte of the client's
+            // `stream_options` stays as it was (a number re-printed by
+            // serde_json may change).
+            let inner = &body[span.start..span.end];
             out.extend_from_slice(&body[..span.start]);
-            out.extend_from_slice(serde_json::to_string(&v).ok()?.as_bytes());
+            if inner == b"null" {
+                out.extend_from_slice(br#"{"include_usage":true}"#);
+            } else {
+                let (options, close) = members(inner)?;
+                let mut at = 0;
+                for (_, v) in options.iter().filter(|(k, _)| key_is(k, "include_usage")) {
+                    out.extend_from_slice(&inner[at..v.start]);
+                    out.extend_from_slice(b"true");
+                    at = v.end;
+                }
+                if at == 0 {
+                    out.extend_from_slice(&inner[..close]);
+                    if !options.is_empty() {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(br#""include_usage":true"#);
+                    at = close;
+                }
+                out.extend_from_slice(&inner[at..]);
+            }
             out.extend_from_slice(&body[span.end..]);
         }
         None => {
             out.extend_from_slice(&body[..close]);
-            if !members.is_empty() {
+            if !top.is_empty() {
                 out.push(b',');
             }
             out.extend_from_slice(br#""stream_options":{"include_usage":true}"#);

@@ -12,6 +12,7 @@ pub mod error;
 mod estimate;
 mod gemini;
 mod head;
+mod hold;
 mod instream;
 mod observe;
 mod openai;
@@ -201,6 +202,16 @@ impl Proxy {
         self
     }
 
+    /// Sets how long a response's end waits for its record to reach the
+    /// spool ([`hold`]); zero turns the wait off.
+    #[must_use]
+    pub fn with_spool_wait(mut self, wait: Duration) -> Self {
+        if let Some(out) = Arc::get_mut(&mut self.out) {
+            out.spool_wait = wait;
+        }
+        self
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.out.metrics
     }
@@ -283,12 +294,12 @@ impl Proxy {
                 r.status = u32::from(kind.status().as_u16());
                 r.error.clone_from(&message);
                 r.set_outcome(kind.outcome());
-                if let Some(reason) = kind.unauthenticated() {
-                    self.refused_unauthenticated(&mut pending, reason, client_ip);
+                let hold = if let Some(reason) = kind.unauthenticated() {
+                    self.refused_unauthenticated(&mut pending, reason, client_ip)
                 } else {
-                    self.finish_plain(&mut pending);
-                }
-                self.error(d, kind, &message, &id)
+                    self.finish_plain(&mut pending)
+                };
+                hold::held(self.error(d, kind, &message, &id), hold)
             }
         };
         set_request_id(&mut resp, &id);
@@ -306,7 +317,12 @@ impl Proxy {
     /// A request refused before authentication: always counted, logged as
     /// a row only while its address is within its rate (anonymous traffic
     /// must not fill the log and the spool).
-    fn refused_unauthenticated(&self, pending: &mut Pending, reason: &str, client_ip: &str) {
+    fn refused_unauthenticated(
+        &self,
+        pending: &mut Pending,
+        reason: &str,
+        client_ip: &str,
+    ) -> hold::Hold {
         let metrics = &self.out.metrics;
         metrics
             .unauthenticated
@@ -315,25 +331,27 @@ impl Proxy {
             })
             .inc();
         if self.unauthenticated_rows.allow(client_ip) {
-            self.finish_plain(pending);
-            return;
+            return self.finish_plain(pending);
         }
         metrics.unauthenticated_rows_suppressed.inc();
         let (mut r, _) = pending.take();
         r.latency_ms = pending.started.elapsed().as_millis() as u64;
         r.ttfb_ms = r.latency_ms;
         metrics.observe(&r);
+        hold::Hold::none()
     }
 
-    /// Logs a request that ended without a proxied body.
-    fn finish_plain(&self, pending: &mut Pending) {
+    /// Logs a request that ended without a proxied body; the answer's body
+    /// is to be held on what this returns ([`hold::held`]).
+    #[must_use]
+    fn finish_plain(&self, pending: &mut Pending) -> hold::Hold {
         let (mut r, encoded) = pending.take();
         r.latency_ms = pending.started.elapsed().as_millis() as u64;
         r.ttfb_ms = r.latency_ms;
         if r.usage_source.is_empty() {
             r.usage_source = "none".into();
         }
-        self.out.emit(r, encoded);
+        self.out.emit_held(r, encoded)
     }
 
     fn error(
@@ -623,13 +641,13 @@ impl Proxy {
         if let Some(cap) = body_cap {
             record::log_response_body(&mut pending.encoded, body.as_bytes(), cap);
         }
-        self.finish_plain(pending);
+        let hold = self.finish_plain(pending);
         let mut resp = Response::new(full(body));
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        resp
+        hold::held(resp, hold)
     }
 }
 

@@ -12,7 +12,10 @@ use llmgw_proto::v1 as pb;
 use super::dialect::Usage;
 use crate::config::RequestLogMode;
 use crate::logs::wire::field;
-use crate::logs::{FieldWriter, LogRecord, LogSink};
+use tokio::sync::oneshot;
+
+use super::hold::Hold;
+use crate::logs::{FieldWriter, LogRecord, LogSink, Spooled};
 use crate::metrics::Metrics;
 
 /// Where finished records go: metrics first, then the log pipeline (unless
@@ -25,6 +28,9 @@ pub struct Emitter {
     /// Records being finished on blocking threads.
     pub in_flight: std::sync::atomic::AtomicUsize,
     pub settled: tokio::sync::Notify,
+    /// Longest a response's end waits for its record to reach the spool
+    /// (`--spool-wait-ms`; zero: no wait). See [`super::hold`].
+    pub spool_wait: std::time::Duration,
 }
 
 impl Emitter {
@@ -35,7 +41,27 @@ impl Emitter {
             mode,
             in_flight: Default::default(),
             settled: tokio::sync::Notify::new(),
+            spool_wait: crate::logs::DEFAULT_SPOOL_WAIT,
         }
+    }
+
+    /// A wait for a record about to be emitted, and the sender to emit it
+    /// with ([`Emitter::emit_with`]); none when nothing is recorded or
+    /// waiting is off.
+    pub fn hold(self: &Arc<Self>) -> (Option<oneshot::Sender<()>>, Hold) {
+        if !self.mode.records() || self.spool_wait.is_zero() {
+            return (None, Hold::none());
+        }
+        let (tx, spooled) = Spooled::channel();
+        let hold = Hold::new(spooled, self);
+        (hold.waiting().then_some(tx), hold)
+    }
+
+    /// [`Emitter::emit`], with a wait that the response's end holds on.
+    pub fn emit_held(self: &Arc<Self>, record: pb::RequestLog, encoded: FieldWriter) -> Hold {
+        let (tx, hold) = self.hold();
+        self.emit_with(record, encoded, tx);
+        hold
     }
 
     /// Waits until no record is being finished, up to `limit`.
@@ -56,16 +82,30 @@ impl Emitter {
     /// `encoded` holds the record's fields already written as protobuf
     /// (headers, bodies, the request's own strings; see [`log_headers`] and
     /// [`log_body`]).
-    pub fn emit(&self, mut record: pb::RequestLog, encoded: FieldWriter) {
+    pub fn emit(&self, record: pb::RequestLog, encoded: FieldWriter) {
+        self.emit_with(record, encoded, None);
+    }
+
+    /// [`Emitter::emit`], releasing `spooled` once the record is in the
+    /// spool (or given up).
+    pub fn emit_with(
+        &self,
+        mut record: pb::RequestLog,
+        encoded: FieldWriter,
+        spooled: Option<oneshot::Sender<()>>,
+    ) {
         if record.outcome == pb::Outcome::Unspecified as i32 {
             record.set_outcome(outcome_of(&record));
         }
         self.metrics.observe(&record);
         if self.mode.records() {
-            self.logs.send(LogRecord {
-                fields: record,
-                encoded: encoded.finish(),
-            });
+            self.logs.send_with(
+                LogRecord {
+                    fields: record,
+                    encoded: encoded.finish(),
+                },
+                spooled,
+            );
         }
     }
 }
@@ -279,20 +319,23 @@ impl Finish {
 
     /// Completes usage and cost and hands the record to the log sink. Only
     /// a record that needs a token estimate goes to a blocking thread, so
-    /// counting never delays a client; the common case (usage reported by
-    /// the upstream, or nothing to count) is a few field copies and is done
-    /// right here, which spares every request a thread hand-off.
-    pub fn submit(self, sink: Arc<Emitter>) {
+    /// counting never blocks the runtime; the common case (usage reported
+    /// by the upstream, or nothing to count) is a few field copies and is
+    /// done right here, which spares every request a thread hand-off. The
+    /// returned [`Hold`] is what the response's end waits on (bounded).
+    #[must_use]
+    pub fn submit(self, sink: Arc<Emitter>) -> Hold {
         use std::sync::atomic::Ordering;
+        let (spooled, hold) = sink.hold();
         if !self.needs_estimate() {
             let (record, encoded) = self.complete();
-            sink.emit(record, encoded);
-            return;
+            sink.emit_with(record, encoded, spooled);
+            return hold;
         }
         sink.in_flight.fetch_add(1, Ordering::AcqRel);
         let run = move || {
             let (record, encoded) = self.complete();
-            sink.emit(record, encoded);
+            sink.emit_with(record, encoded, spooled);
             if sink.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
                 sink.settled.notify_waiters();
             }
@@ -303,6 +346,7 @@ impl Finish {
             }
             Err(_) => run(),
         }
+        hold
     }
 
     /// The finished record: usage (reported, else estimated) and cost.

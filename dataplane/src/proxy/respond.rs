@@ -163,11 +163,11 @@ impl Proxy {
             r.latency_ms = pending.started.elapsed().as_millis() as u64;
             r.ttfb_ms = r.latency_ms;
             r.usage_source = "none".into();
-            self.out.emit(r, encoded);
+            let hold = self.out.emit_held(r, encoded);
             *out.status_mut() = client_status;
             out.headers_mut().insert(header::CONTENT_TYPE, json);
             *out.body_mut() = full(body);
-            return out;
+            return hold::held(out, hold);
         }
         let finish = Finish {
             record: r,
@@ -239,20 +239,20 @@ impl Proxy {
                     finish.usage = usage;
                     finish.completion_text = text;
                 }
-                finish.submit(Arc::clone(&self.out));
+                let hold = finish.submit(Arc::clone(&self.out));
                 out.headers_mut().insert(header::CONTENT_TYPE, json);
                 *out.body_mut() = full(body);
-                out
+                hold::held(out, hold)
             }
             Err((kind, message)) => {
                 finish.record.status = u32::from(kind.status().as_u16());
                 finish.record.error.clone_from(&message);
                 finish.record.set_outcome(kind.outcome());
                 finish.counted = false;
-                finish.submit(Arc::clone(&self.out));
+                let hold = finish.submit(Arc::clone(&self.out));
                 let mut resp = self.error(call.dialect, kind, &message, "");
                 resp.headers_mut().extend(out.headers_mut().drain());
-                resp
+                hold::held(resp, hold)
             }
         }
     }

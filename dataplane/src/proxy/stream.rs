@@ -3,7 +3,9 @@
 //! chunks and no total timeout. A stream that breaks ends with a terminal
 //! error event in the client's protocol. Dropping the body (the client went
 //! away) drops the upstream response, which cancels it, and the request is
-//! logged as cancelled with what was counted so far.
+//! logged as cancelled with what was counted so far. The body's end (its
+//! last bytes, or the end of a stream) waits, bounded, for the record to
+//! reach the spool ([`super::hold`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +19,7 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use super::dialect::Usage;
+use super::hold::Hold;
 use super::observe::Observer;
 use super::record::{Emitter, Finish};
 use super::translate::Transcoder;
@@ -160,6 +163,9 @@ pub struct ProxyBody {
     expected_len: Option<u64>,
     sent: u64,
     finish: Option<(Finish, Arc<Emitter>)>,
+    /// Once the record is emitted: what the end waits on (on the `idle`
+    /// timer, which the upstream no longer needs).
+    hold: Hold,
 }
 
 impl ProxyBody {
@@ -187,6 +193,7 @@ impl ProxyBody {
             expected_len,
             sent: 0,
             finish: Some((finish, sink)),
+            hold: Hold::none(),
         }
     }
 
@@ -230,7 +237,7 @@ impl ProxyBody {
         }
         f.usage = self.observer.usage();
         f.completion_text = self.observer.take_text();
-        f.submit(sink);
+        self.hold = f.submit(sink);
     }
 
     fn fail(&mut self, failure: Failure) {
@@ -295,6 +302,10 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
+            // Ended: nothing more goes out before the record is spooled.
+            if this.hold.waiting() && this.hold.poll_with(cx, this.idle.as_mut()).is_pending() {
+                return Poll::Pending;
+            }
             if let Some(tail) = this.tail.take() {
                 this.done = true;
                 return Poll::Ready(Some(tail.map(Frame::data)));
@@ -323,6 +334,12 @@ impl Body for ProxyBody {
                             joined.extend_from_slice(&rest);
                             out = joined.freeze();
                         }
+                        // The server stops polling after these bytes: they
+                        // are the end, and wait for the record.
+                        if !out.is_empty() {
+                            this.tail = Some(Ok(out));
+                        }
+                        continue;
                     }
                     if !out.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(out))));
@@ -333,7 +350,7 @@ impl Body for ProxyBody {
                 }
                 Poll::Ready(None) => {
                     if let Some(rest) = this.complete() {
-                        return Poll::Ready(Some(Ok(Frame::data(rest))));
+                        this.tail = Some(Ok(rest));
                     }
                 }
                 Poll::Pending => {
@@ -353,7 +370,7 @@ impl Body for ProxyBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.tail.is_none()
+        self.done && self.tail.is_none() && !self.hold.waiting()
     }
 
     fn size_hint(&self) -> SizeHint {
