@@ -905,6 +905,53 @@ fn encode_message(m: &Message, input: &mut Vec<Value>) {
     flush(&mut content, input);
 }
 
+/// What a request's `include` asks for to get reasoning items back with
+/// their state.
+const ENCRYPTED_REASONING: &str = "reasoning.encrypted_content";
+
+/// Whether the upstream must be asked for `reasoning.encrypted_content`.
+/// The gateway always sends `store: false`, and a reasoning model's
+/// reasoning items can then come back on the next turn only with their
+/// encrypted content; a model that does not reason refuses the `include`
+/// ("Encrypted content is not supported with this model"). So it is
+/// asked when the model reasons: the client asked for reasoning, or the
+/// conversation already carries OpenAI reasoning state (the model
+/// reasoned before), or the model is of a family that reasons whether
+/// asked or not ([`reasons_by_default`]).
+fn wants_encrypted_reasoning(req: &Request) -> bool {
+    if req.reasoning.as_ref().is_some_and(|r| r.enabled) {
+        return true;
+    }
+    let carries_state = req.messages.iter().any(|m| {
+        m.content.iter().any(|p| {
+            matches!(p, Part::Thinking { signature: Some(s), .. } if s.family == Family::OpenAi)
+        })
+    });
+    carries_state || reasons_by_default(&req.model)
+}
+
+/// OpenAI's reasoning models, which reason even when not asked to: the
+/// o-series (`o1`, `o3`, `o4-mini`, ...), GPT-5 and later but for the
+/// `-chat` models, and the Codex models. A deployment of another name is
+/// asked only when reasoning is requested or its state is carried.
+fn reasons_by_default(model: &str) -> bool {
+    let m = model
+        .rsplit('/')
+        .next()
+        .unwrap_or(model)
+        .to_ascii_lowercase();
+    let o_series = m
+        .strip_prefix('o')
+        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
+    let gpt = m
+        .strip_prefix("gpt-")
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|major| major.parse::<u32>().ok())
+        .is_some_and(|major| major >= 5)
+        && !m.contains("-chat");
+    o_series || gpt || m.starts_with("codex")
+}
+
 pub fn encode_request(req: &Request, lossy: &mut Lossy) -> Result<Vec<u8>, Error> {
     let mut body = Map::new();
     body.insert("model".into(), json!(req.model));
@@ -993,8 +1040,10 @@ pub fn encode_request(req: &Request, lossy: &mut Lossy) -> Result<Vec<u8>, Error
                 cfg.insert("summary".into(), json!("auto"));
             }
             body.insert("reasoning".into(), Value::Object(cfg));
-            body.insert("include".into(), json!(["reasoning.encrypted_content"]));
         }
+    }
+    if wants_encrypted_reasoning(req) {
+        body.insert("include".into(), json!([ENCRYPTED_REASONING]));
     }
     if let Some(f) = &req.response_format {
         let format = match f {
