@@ -404,8 +404,13 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
         req.tools
             .push(function_tool(f, Path::at(&["functions"], &[i]), lossy)?);
     }
-    if let Some(tc) = r.tool_choice.as_ref().or(r.function_call.as_ref()) {
-        req.tool_choice = decode_tool_choice(tc, lossy)?;
+    let choice = match (&r.tool_choice, &r.function_call) {
+        (Some(tc), _) => Some((tc, "tool_choice")),
+        (None, Some(fc)) => Some((fc, "function_call")),
+        (None, None) => None,
+    };
+    if let Some((tc, field)) = choice {
+        req.tool_choice = decode_tool_choice(tc, field, lossy)?;
     }
 
     if let Some(rf) = &r.response_format {
@@ -452,14 +457,19 @@ fn function_tool(
     })
 }
 
-fn decode_tool_choice(v: &Value, lossy: &mut Lossy) -> Result<Option<ToolChoice>, Error> {
+/// `tool_choice`, or the legacy `function_call` (`field` is which).
+fn decode_tool_choice(
+    v: &Value,
+    field: &str,
+    lossy: &mut Lossy,
+) -> Result<Option<ToolChoice>, Error> {
     Ok(Some(match v {
         Value::Null => return Ok(None),
         Value::String(s) => match s.as_str() {
             "auto" => ToolChoice::Auto,
             "none" => ToolChoice::None,
             "required" => ToolChoice::Required,
-            other => return Err(invalid(format!("tool_choice: unknown value '{other}'"))),
+            other => return Err(invalid(format!("{field}: unknown value '{other}'"))),
         },
         Value::Object(o) => {
             // {"type":"function","function":{"name":..}} or legacy {"name":..}
@@ -472,7 +482,7 @@ fn decode_tool_choice(v: &Value, lossy: &mut Lossy) -> Result<Option<ToolChoice>
                 Some(n) => ToolChoice::Named(n.to_string()),
                 None => {
                     lossy.drop(
-                        "tool_choice",
+                        field,
                         ANY_TARGET,
                         "only auto, none, required and one named function are available",
                     )?;
@@ -480,7 +490,7 @@ fn decode_tool_choice(v: &Value, lossy: &mut Lossy) -> Result<Option<ToolChoice>
                 }
             }
         }
-        _ => return Err(invalid("tool_choice must be a string or an object")),
+        _ => return Err(invalid(format!("{field} must be a string or an object"))),
     }))
 }
 

@@ -371,8 +371,9 @@ fn result_from(response: &Value) -> (Vec<Part>, bool) {
     )
 }
 
-/// A client's or upstream's parts as IR parts. `call_id` makes the id of
-/// a call without one from its position among the calls.
+/// An upstream's parts as IR parts, without origins (the answer's
+/// decoder uses this; `_path` is no longer used: a path is only named for
+/// a client's request, by [`decode_parts_of`]).
 fn decode_parts(
     parts: &[PartWire],
     _path: &str,
@@ -384,7 +385,8 @@ fn decode_parts(
 }
 
 /// The parts of `contents[c]` as IR parts; `origins`, when given, gets
-/// where each came from.
+/// where each came from. `call_id` makes the id of a call without one
+/// from its position among the calls.
 fn decode_parts_of(
     parts: &[PartWire],
     c: usize,

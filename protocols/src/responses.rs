@@ -2438,10 +2438,11 @@ mod tests {
     fn round_trips_requests() {
         // Defaults the encoder writes: `store: false`, `stream`, a tool's
         // `strict`, an image's `detail: auto`, `annotations` on output
-        // text, and the encrypted-content include with reasoning; system
+        // text, and the encrypted-content include for a model that
+        // reasons (not for `gpt-4.1` or `gpt-4o`); system
         // and developer messages become `instructions`.
         let corpus = vec![
-            json!({"model": "gpt-5", "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}],
+            json!({"model": "gpt-4.1", "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}],
                    "store": false, "stream": false}),
             json!({"model": "gpt-5", "instructions": "Be brief.",
                    "input": [
@@ -2463,7 +2464,7 @@ mod tests {
                    "include": ["reasoning.encrypted_content"],
                    "text": {"format": {"type": "json_schema", "name": "w", "schema": {"type": "object"}, "strict": true}},
                    "user": "u1", "store": false, "stream": true}),
-            json!({"model": "o3", "input": [], "tool_choice": "required", "text": {"format": {"type": "json_object"}}, "store": false, "stream": false}),
+            json!({"model": "gpt-4o", "input": [], "tool_choice": "required", "text": {"format": {"type": "json_object"}}, "store": false, "stream": false}),
         ];
         for x in corpus {
             let req =

@@ -204,6 +204,15 @@ fn settings_are_named_in_each_clients_terms() {
 
     let chat = json!({"model": "m", "seed": 1, "messages": [{"role": "user", "content": "hi"}]});
     named(Wire::Chat, Wire::Anthropic, chat, "seed");
+
+    // A legacy `function_call` choice is named as the client wrote it.
+    let legacy = json!({"model": "m", "function_call": {"mode": "any"},
+        "functions": [{"name": "get"}], "messages": [{"role": "user", "content": "hi"}]});
+    let mut lossy = Lossy::lenient();
+    Wire::Chat
+        .decode_request(legacy.to_string().as_bytes(), &mut lossy)
+        .unwrap();
+    assert_eq!(lossy.dropped, ["function_call"]);
 }
 
 /// An unknown field of each kind of value, at the top of a body and in
