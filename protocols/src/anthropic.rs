@@ -534,7 +534,7 @@ fn decode_output_config(
             }
             _ if says_nothing(&v) => {}
             _ => lossy.drop(
-                &format!("output_config.{k}"),
+                format!("output_config.{k}"),
                 ANY_TARGET,
                 "no equivalent in the other protocols",
             )?,

@@ -379,7 +379,7 @@ fn text_of(v: &Value, field: &str) -> Result<String, Error> {
             let mut out = String::new();
             for (i, p) in parts.iter().enumerate() {
                 let part: ContentPart = serde_json::from_value(p.clone())
-                    .map_err(|e| invalid(&format!("{field}[{i}]"), e))?;
+                    .map_err(|e| invalid(format!("{field}[{i}]"), e))?;
                 if let Some(t) = part.text {
                     if !out.is_empty() {
                         out.push_str("\n\n");

@@ -4,6 +4,8 @@
 //! for the target); unknown fields follow one rule in every protocol; and
 //! a Responses upstream is asked for encrypted reasoning when it needs it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use llmgw_protocols::{Error, Lossy, Wire};
 use serde_json::{json, Value};
 
