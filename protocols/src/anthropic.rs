@@ -649,13 +649,7 @@ fn decode_block(
                 signature: carried.signature,
             };
             let args = Path::at(&["messages", "content", "input"], &[i, j]);
-            out.push(
-                call,
-                Origin {
-                    at: path,
-                    inner: vec![args],
-                },
-            );
+            out.push(call, Origin::call(path, args));
         }
         "tool_result" => {
             lossy.unknown(&b.extra, path, &["cache_control"])?;
@@ -699,7 +693,7 @@ fn decode_block(
                 content,
                 is_error: b.is_error.unwrap_or(false),
             };
-            out.push(result, Origin { at: path, inner });
+            out.push(result, Origin::result(path, inner));
         }
         "thinking" => {
             lossy.unknown(&b.extra, path, &["cache_control"])?;

@@ -692,13 +692,7 @@ fn decode_messages(
                     );
                 }
                 for (call, at, args) in calls {
-                    msg.push(
-                        call,
-                        Origin {
-                            at,
-                            inner: vec![args],
-                        },
-                    );
+                    msg.push(call, Origin::call(at, args));
                 }
                 req.messages.push(msg);
                 last_is_results = false;
@@ -727,7 +721,7 @@ fn decode_messages(
                     content,
                     is_error: false,
                 };
-                let origin = Origin { at: path, inner };
+                let origin = Origin::result(path, inner);
                 match req.messages.last_mut() {
                     Some(last) if last_is_results => last.push(result, origin),
                     _ => {

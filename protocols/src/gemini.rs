@@ -400,9 +400,8 @@ fn decode_parts_of(
         let p_path = Path::at(&["contents", "parts"], &[c, j]);
         lossy.unknown(&p.extra, p_path, &[])?;
         let mut before = out.len();
-        // The client's path of each part pushed for this one (the
-        // arguments' or the result content's below it).
-        let mut inner = Vec::new();
+        // The origin of the call or result this part holds.
+        let mut origin = Origin::at(p_path);
         let signature = signature_of(&p.thought_signature);
         if let Some(fc) = &p.function_call {
             let (id, thinking, own) = match &fc.id {
@@ -423,10 +422,10 @@ fn decode_parts_of(
                 arguments,
                 signature: signature.or(own),
             });
-            inner.push(Path::at(
-                &["contents", "parts", "functionCall", "args"],
-                &[c, j],
-            ));
+            origin = Origin::call(
+                p_path,
+                Path::at(&["contents", "parts", "functionCall", "args"], &[c, j]),
+            );
         } else if let Some(fr) = &p.function_response {
             let id = match &fr.id {
                 Some(id) => envelope::unwrap_call_id(id).id,
@@ -439,10 +438,13 @@ fn decode_parts_of(
                 content,
                 is_error,
             });
-            inner.push(Path::at(
-                &["contents", "parts", "functionResponse", "response"],
-                &[c, j],
-            ));
+            origin = Origin::result(
+                p_path,
+                vec![Path::at(
+                    &["contents", "parts", "functionResponse", "response"],
+                    &[c, j],
+                )],
+            );
         } else if let Some(text) = &p.text {
             if p.thought == Some(true) {
                 // Thought parts the gateway made from one signed thinking
@@ -528,18 +530,13 @@ fn decode_parts_of(
         if let Some(o) = origins.as_deref_mut() {
             // Thinking carried in a call's id, then the call: all of it
             // came from this part; the last part pushed is the call or
-            // result whose field `inner` names.
+            // result `origin` describes.
             let n = out.len() - before;
-            for k in 0..n {
-                let own = if k + 1 == n {
-                    inner.clone()
-                } else {
-                    Vec::new()
-                };
-                o.push(Origin {
-                    at: p_path,
-                    inner: own,
-                });
+            for _ in 1..n {
+                o.push(Origin::at(p_path));
+            }
+            if n > 0 {
+                o.push(origin);
             }
         }
     }

@@ -184,16 +184,37 @@ pub struct Message {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     pub at: Path,
-    /// For a tool result: where each part of its content came from. For
-    /// a tool call: where its arguments are (one path).
+    /// For a tool call: where its arguments are.
+    pub arguments: Option<Path>,
+    /// For a tool result: where each part of its content came from.
     pub inner: Vec<Path>,
 }
 
 impl Origin {
+    /// A part at `at`.
     pub fn at(at: Path) -> Origin {
         Origin {
             at,
+            arguments: None,
             inner: Vec::new(),
+        }
+    }
+
+    /// A tool call at `at`, its arguments at `arguments`.
+    pub fn call(at: Path, arguments: Path) -> Origin {
+        Origin {
+            at,
+            arguments: Some(arguments),
+            inner: Vec::new(),
+        }
+    }
+
+    /// A tool result at `at`, the parts of its content at `inner`.
+    pub fn result(at: Path, inner: Vec<Path>) -> Origin {
+        Origin {
+            at,
+            arguments: None,
+            inner,
         }
     }
 }
@@ -226,8 +247,8 @@ impl Message {
     /// The client's path of the arguments of tool call `j` of this
     /// message.
     pub fn arguments_path(&self, i: usize, j: usize) -> Path {
-        match self.origins.get(j).and_then(|o| o.inner.first()) {
-            Some(p) => *p,
+        match self.origins.get(j).and_then(|o| o.arguments) {
+            Some(p) => p,
             None => Path::at(&["messages", "content", "arguments"], &[i, j]),
         }
     }

@@ -674,10 +674,7 @@ fn decode_item(item: &Value, i: usize, req: &mut Request, lossy: &mut Lossy) -> 
                     arguments: f.arguments,
                     signature: call.signature,
                 },
-                Origin {
-                    at: path,
-                    inner: vec![Path::at(&["input", "arguments"], &[i])],
-                },
+                Origin::call(path, Path::at(&["input", "arguments"], &[i])),
             );
         }
         "function_call_output" => {
@@ -694,7 +691,7 @@ fn decode_item(item: &Value, i: usize, req: &mut Request, lossy: &mut Lossy) -> 
                 content,
                 is_error: false,
             };
-            let origin = Origin { at: path, inner };
+            let origin = Origin::result(path, inner);
             let results_only = matches!(
                 req.messages.last(),
                 Some(Message { role: Role::User, content, .. })
