@@ -22,10 +22,10 @@ use serde_json::{json, Map, Value};
 
 use crate::chat::raw_message;
 use crate::envelope::{self, CallId};
-use crate::error::{ApiError, Error, ErrorType, Lossy};
+use crate::error::{says_nothing, ApiError, Error, ErrorType, Lossy};
 use crate::ir::{
-    Effort, Family, Image, Message, Opaque, Part, Reasoning, Request, Response, ResponseFormat,
-    Role, StopReason, Tool, ToolChoice, Usage,
+    Effort, Family, Image, Message, Names, Opaque, Origin, Part, Path, Reasoning, Request,
+    Response, ResponseFormat, Role, StopReason, Tool, ToolChoice, Usage,
 };
 use crate::stream::{sse, Block, Delta, EncoderOptions, Event, StreamDecoder, StreamEncoder};
 
@@ -302,41 +302,26 @@ fn invalid(msg: impl Into<String>) -> Error {
     Error::Invalid(msg.into())
 }
 
-fn trivial(v: &Value) -> bool {
-    match v {
-        Value::Null | Value::Bool(false) => true,
-        Value::Object(m) => m.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        _ => false,
-    }
-}
-
-/// Reports every field of `extra` that is neither ignorable nor trivial.
-fn drop_extra(
-    extra: &Map<String, Value>,
-    path: &str,
-    ignored: &[&str],
-    lossy: &mut Lossy,
-) -> Result<(), Error> {
-    for (k, v) in extra {
-        if k == "cache_control" || ignored.contains(&k.as_str()) || trivial(v) {
-            continue;
-        }
-        lossy.drop(
-            &format!("{path}{k}"),
-            ANY_TARGET,
-            "no equivalent in the other protocols",
-        )?;
-    }
-    Ok(())
-}
+/// An Anthropic client's names for the settings and fields encoders may
+/// refuse (those it has no field for keep the intermediate form's).
+const NAMES: Names = Names {
+    parallel_tool_calls: "tool_choice.disable_parallel_tool_use",
+    top_k: "top_k",
+    stop: "stop_sequences",
+    seed: "seed",
+    presence_penalty: "presence_penalty",
+    frequency_penalty: "frequency_penalty",
+    response_format: "output_config.format",
+    call_id: "tool_use_id",
+};
 
 /// A client's Messages (or `count_tokens`) body as the intermediate form.
 pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> {
     let r: MessagesRequest = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("invalid {NAME} request: {e}")))?;
-    drop_extra(&r.extra, "", TOP_IGNORED, lossy)?;
+    lossy.unknown(&r.extra, "", TOP_IGNORED)?;
     let mut req = Request {
+        names: NAMES,
         model: r.model,
         max_tokens: r.max_tokens,
         temperature: r.temperature,
@@ -349,24 +334,28 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
     };
     match r.system {
         None => {}
-        Some(AContent::Text(t)) if !t.is_empty() => req.system.push(Part::Text { text: t }),
+        Some(AContent::Text(t)) if !t.is_empty() => {
+            req.system.push(Part::Text { text: t });
+            req.system_origins.push(Path::at(&["system"], &[]));
+        }
         Some(AContent::Text(_)) => {}
         Some(AContent::Blocks(blocks)) => {
             for (i, b) in blocks.into_iter().enumerate() {
-                let path = format!("system[{i}]");
+                let path = Path::at(&["system"], &[i]);
                 if b.kind != "text" {
-                    lossy.drop(&path, ANY_TARGET, "system blocks other than text")?;
+                    lossy.drop(path, ANY_TARGET, "system blocks other than text")?;
                     continue;
                 }
-                drop_extra(&b.extra, &format!("{path}."), &["citations"], lossy)?;
+                lossy.unknown(&b.extra, path, &["cache_control", "citations"])?;
                 req.system.push(Part::Text {
                     text: b.text.unwrap_or_default(),
                 });
+                req.system_origins.push(path);
             }
         }
     }
     for (i, t) in r.tools.unwrap_or_default().into_iter().enumerate() {
-        let path = format!("tools[{i}]");
+        let path = Path::at(&["tools"], &[i]);
         if t.extra.get("defer_loading") == Some(&Value::Bool(true)) {
             // Offered only after a tool search, which other providers lack.
             continue;
@@ -375,14 +364,14 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
             None | Some("custom") => {}
             Some(other) => {
                 lossy.drop(
-                    &path,
+                    path,
                     ANY_TARGET,
                     &format!("'{other}' is a server tool only Anthropic runs"),
                 )?;
                 continue;
             }
         }
-        drop_extra(&t.extra, &format!("{path}."), &["defer_loading"], lossy)?;
+        lossy.unknown(&t.extra, path, &["cache_control", "defer_loading"])?;
         req.tools.push(Tool {
             name: t.name,
             description: t.description,
@@ -393,7 +382,7 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
         });
     }
     if let Some(tc) = r.tool_choice {
-        drop_extra(&tc.extra, "tool_choice.", &[], lossy)?;
+        lossy.unknown(&tc.extra, "tool_choice", &["cache_control"])?;
         req.tool_choice = Some(match tc.kind.as_str() {
             "auto" => ToolChoice::Auto,
             "any" => ToolChoice::Required,
@@ -413,7 +402,7 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
         }
     }
     if let Some(t) = r.thinking {
-        drop_extra(&t.extra, "thinking.", &["display"], lossy)?;
+        lossy.unknown(&t.extra, "thinking", &["cache_control", "display"])?;
         req.reasoning = Some(match t.kind.as_str() {
             "enabled" => Reasoning {
                 enabled: true,
@@ -440,8 +429,8 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
         decode_output_config(config, &mut req, lossy)?;
     }
     for (i, m) in r.messages.into_iter().enumerate() {
-        let path = format!("messages[{i}]");
-        drop_extra(&m.extra, &format!("{path}."), &[], lossy)?;
+        let path = Path::at(&["messages"], &[i]);
+        lossy.unknown(&m.extra, path, &["cache_control"])?;
         let role = match m.role.as_str() {
             "user" => Role::User,
             "assistant" => Role::Assistant,
@@ -449,46 +438,54 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
             // its environment so): its text joins the instructions, which
             // every other protocol keeps in one place.
             "system" => {
-                decode_system_message(m.content, &path, &mut req, lossy)?;
+                decode_system_message(m.content, i, &mut req, lossy)?;
                 continue;
             }
             other => return Err(invalid(format!("{path}.role: unknown role '{other}'"))),
         };
-        let mut content = Vec::new();
+        let mut msg = Message::new(role, Vec::new());
         match m.content {
-            AContent::Text(t) => content.push(Part::Text { text: t }),
+            AContent::Text(t) => msg.push(
+                Part::Text { text: t },
+                Origin::at(Path::at(&["messages", "content"], &[i, Path::KEY])),
+            ),
             AContent::Blocks(blocks) => {
                 for (j, b) in blocks.into_iter().enumerate() {
-                    let bp = format!("{path}.content[{j}]");
-                    decode_block(b, &bp, &req.messages, &mut content, lossy)?;
+                    decode_block(b, i, j, &req.messages, &mut msg, lossy)?;
                 }
             }
         }
-        req.messages.push(Message { role, content });
+        req.messages.push(msg);
     }
     Ok(req)
 }
 
-/// A `role: "system"` message: its text blocks join `req.system`.
+/// A `role: "system"` message (number `i`): its text blocks join
+/// `req.system`.
 fn decode_system_message(
     content: AContent,
-    path: &str,
+    i: usize,
     req: &mut Request,
     lossy: &mut Lossy,
 ) -> Result<(), Error> {
     match content {
         AContent::Text(t) if t.is_empty() => {}
-        AContent::Text(t) => req.system.push(Part::Text { text: t }),
+        AContent::Text(t) => {
+            req.system.push(Part::Text { text: t });
+            req.system_origins
+                .push(Path::at(&["messages", "content"], &[i, Path::KEY]));
+        }
         AContent::Blocks(blocks) => {
             for (j, b) in blocks.into_iter().enumerate() {
-                let bp = format!("{path}.content[{j}]");
+                let bp = Path::at(&["messages", "content"], &[i, j]);
                 if b.kind != "text" {
-                    lossy.drop(&bp, ANY_TARGET, "system message blocks other than text")?;
+                    lossy.drop(bp, ANY_TARGET, "system message blocks other than text")?;
                     continue;
                 }
-                drop_extra(&b.extra, &format!("{bp}."), &["citations"], lossy)?;
+                lossy.unknown(&b.extra, bp, &["cache_control", "citations"])?;
                 if let Some(text) = b.text.filter(|t| !t.is_empty()) {
                     req.system.push(Part::Text { text });
+                    req.system_origins.push(bp);
                 }
             }
         }
@@ -535,9 +532,9 @@ fn decode_output_config(
                     description: None,
                 });
             }
-            _ if trivial(&v) => {}
+            _ if says_nothing(&v) => {}
             _ => lossy.drop(
-                &format!("output_config.{k}"),
+                format!("output_config.{k}"),
                 ANY_TARGET,
                 "no equivalent in the other protocols",
             )?,
@@ -548,11 +545,11 @@ fn decode_output_config(
 
 fn decode_image(
     source: Option<ASource>,
-    path: &str,
+    path: Path,
     lossy: &mut Lossy,
 ) -> Result<Option<Image>, Error> {
     let s = source.ok_or_else(|| invalid(format!("{path}.source is missing")))?;
-    drop_extra(&s.extra, &format!("{path}.source."), &[], lossy)?;
+    lossy.unknown(&s.extra, path.field("source"), &["cache_control"])?;
     Ok(match s.kind.as_str() {
         "base64" => Some(Image::Base64 {
             media_type: s
@@ -569,7 +566,7 @@ fn decode_image(
         }),
         other => {
             lossy.drop(
-                &format!("{path}.source"),
+                path.field("source"),
                 ANY_TARGET,
                 &format!("'{other}' image sources are Anthropic's own"),
             )?;
@@ -589,73 +586,100 @@ fn call_name(messages: &[Message], current: &[Part], id: &str) -> Option<String>
     find(current).or_else(|| messages.iter().rev().find_map(|m| find(&m.content)))
 }
 
+/// A text or image block (at the top of a message or inside a tool
+/// result), at `path`.
+fn decode_leaf(b: ABlock, path: Path, lossy: &mut Lossy) -> Result<Option<Part>, Error> {
+    Ok(if b.kind == "text" {
+        lossy.unknown(&b.extra, path, &["cache_control", "citations"])?;
+        Some(Part::Text {
+            text: b.text.unwrap_or_default(),
+        })
+    } else {
+        lossy.unknown(&b.extra, path, &["cache_control"])?;
+        decode_image(b.source, path, lossy)?.map(Part::Image)
+    })
+}
+
+/// Block `j` of message `i`, appended to `out`.
 fn decode_block(
     b: ABlock,
-    path: &str,
+    i: usize,
+    j: usize,
     earlier: &[Message],
-    out: &mut Vec<Part>,
+    out: &mut Message,
     lossy: &mut Lossy,
 ) -> Result<(), Error> {
+    let path = Path::at(&["messages", "content"], &[i, j]);
     match b.kind.as_str() {
-        "text" => {
-            drop_extra(&b.extra, &format!("{path}."), &["citations"], lossy)?;
-            out.push(Part::Text {
-                text: b.text.unwrap_or_default(),
-            });
-        }
-        "image" => {
-            drop_extra(&b.extra, &format!("{path}."), &[], lossy)?;
-            if let Some(img) = decode_image(b.source, path, lossy)? {
-                out.push(Part::Image(img));
+        "text" | "image" => {
+            if let Some(p) = decode_leaf(b, path, lossy)? {
+                out.push(p, Origin::at(path));
             }
         }
         "tool_use" => {
-            drop_extra(&b.extra, &format!("{path}."), &[], lossy)?;
+            lossy.unknown(&b.extra, path, &["cache_control"])?;
             let raw =
                 b.id.ok_or_else(|| invalid(format!("{path}.id is missing")))?;
             let carried = envelope::unwrap_call_id(&raw);
             // Thinking carried in the id goes back before the call, unless
             // the turn already has its thinking.
             if !carried.thinking.is_empty()
-                && !out.iter().any(|p| matches!(p, Part::Thinking { .. }))
+                && !out
+                    .content
+                    .iter()
+                    .any(|p| matches!(p, Part::Thinking { .. }))
             {
                 let at = out
+                    .content
                     .iter()
                     .position(|p| !matches!(p, Part::Thinking { .. }))
-                    .unwrap_or(out.len());
+                    .unwrap_or(out.content.len());
                 for (k, t) in carried.thinking.into_iter().enumerate() {
-                    out.insert(at + k, t);
+                    out.content.insert(at + k, t);
+                    out.origins.insert(at + k, Origin::at(path));
                 }
             }
             let input = b.input.unwrap_or_else(|| json!({}));
-            out.push(Part::ToolCall {
+            let call = Part::ToolCall {
                 id: carried.id,
                 name: b
                     .name
                     .ok_or_else(|| invalid(format!("{path}.name is missing")))?,
                 arguments: input.to_string(),
                 signature: carried.signature,
-            });
+            };
+            let args = Path::at(&["messages", "content", "input"], &[i, j]);
+            out.push(call, Origin::call(path, args));
         }
         "tool_result" => {
-            drop_extra(&b.extra, &format!("{path}."), &[], lossy)?;
+            lossy.unknown(&b.extra, path, &["cache_control"])?;
             let raw = b
                 .tool_use_id
                 .ok_or_else(|| invalid(format!("{path}.tool_use_id is missing")))?;
             let call_id = envelope::unwrap_call_id(&raw).id;
             let mut content = Vec::new();
+            let mut inner = Vec::new();
             match b.content {
                 None => {}
-                Some(AContent::Text(t)) => content.push(Part::Text { text: t }),
+                Some(AContent::Text(t)) => {
+                    content.push(Part::Text { text: t });
+                    inner.push(Path::at(
+                        &["messages", "content", "content"],
+                        &[i, j, Path::KEY],
+                    ));
+                }
                 Some(AContent::Blocks(blocks)) => {
-                    for (k, inner) in blocks.into_iter().enumerate() {
-                        let ip = format!("{path}.content[{k}]");
-                        match inner.kind.as_str() {
+                    for (k, block) in blocks.into_iter().enumerate() {
+                        let ip = Path::at(&["messages", "content", "content"], &[i, j, k]);
+                        match block.kind.as_str() {
                             "text" | "image" => {
-                                decode_block(inner, &ip, earlier, &mut content, lossy)?
+                                if let Some(p) = decode_leaf(block, ip, lossy)? {
+                                    content.push(p);
+                                    inner.push(ip);
+                                }
                             }
                             other => lossy.drop(
-                                &ip,
+                                ip,
                                 ANY_TARGET,
                                 &format!("'{other}' blocks in tool results"),
                             )?,
@@ -663,16 +687,17 @@ fn decode_block(
                     }
                 }
             }
-            out.push(Part::ToolResult {
-                name: call_name(earlier, out, &call_id),
+            let result = Part::ToolResult {
+                name: call_name(earlier, &out.content, &call_id),
                 call_id,
                 content,
                 is_error: b.is_error.unwrap_or(false),
-            });
+            };
+            out.push(result, Origin::result(path, inner));
         }
         "thinking" => {
-            drop_extra(&b.extra, &format!("{path}."), &[], lossy)?;
-            out.push(Part::Thinking {
+            lossy.unknown(&b.extra, path, &["cache_control"])?;
+            let thinking = Part::Thinking {
                 text: b.thinking.unwrap_or_default(),
                 signature: b
                     .signature
@@ -680,16 +705,18 @@ fn decode_block(
                     .map(|s| envelope::unwrap(&s, Family::Anthropic)),
                 redacted: false,
                 id: None,
-            });
+            };
+            out.push(thinking, Origin::at(path));
         }
         "redacted_thinking" => {
-            drop_extra(&b.extra, &format!("{path}."), &[], lossy)?;
-            out.push(Part::Thinking {
+            lossy.unknown(&b.extra, path, &["cache_control"])?;
+            let thinking = Part::Thinking {
                 text: String::new(),
                 signature: b.data.map(|d| envelope::unwrap(&d, Family::Anthropic)),
                 redacted: true,
                 id: None,
-            });
+            };
+            out.push(thinking, Origin::at(path));
         }
         other => lossy.drop(
             path,
@@ -724,7 +751,9 @@ fn image_json(img: &Image) -> Value {
     }
 }
 
-fn encode_block(p: &Part, path: &str, lossy: &mut Lossy) -> Result<Option<Value>, Error> {
+/// A part as a block; `args` is where a tool call's arguments are in the
+/// client's body.
+fn encode_block(p: &Part, args: Path, lossy: &mut Lossy) -> Result<Option<Value>, Error> {
     Ok(match p {
         Part::Text { text } if text.trim().is_empty() => None,
         Part::Text { text } => Some(json!({"type": "text", "text": text})),
@@ -741,11 +770,7 @@ fn encode_block(p: &Part, path: &str, lossy: &mut Lossy) -> Result<Option<Value>
                 match serde_json::from_str::<Value>(arguments) {
                     Ok(v @ Value::Object(_)) => v,
                     _ => {
-                        lossy.drop(
-                            &format!("{path}.arguments"),
-                            NAME,
-                            "tool-call arguments are not a JSON object",
-                        )?;
+                        lossy.drop(args, NAME, "tool-call arguments are not a JSON object")?;
                         json!({})
                     }
                 }
@@ -765,8 +790,8 @@ fn encode_block(p: &Part, path: &str, lossy: &mut Lossy) -> Result<Option<Value>
                 b.insert("content".into(), json!(text));
             } else {
                 let mut inner = Vec::new();
-                for (k, c) in content.iter().enumerate() {
-                    if let Some(v) = encode_block(c, &format!("{path}.content[{k}]"), lossy)? {
+                for c in content {
+                    if let Some(v) = encode_block(c, args, lossy)? {
                         inner.push(v);
                     }
                 }
@@ -802,7 +827,7 @@ fn encode_messages(req: &Request, lossy: &mut Lossy) -> Result<Vec<Value>, Error
     for (i, m) in req.messages.iter().enumerate() {
         let mut blocks = Vec::new();
         for (j, p) in m.content.iter().enumerate() {
-            if let Some(b) = encode_block(p, &format!("messages[{i}].content[{j}]"), lossy)? {
+            if let Some(b) = encode_block(p, m.arguments_path(i, j), lossy)? {
                 blocks.push(b);
             }
         }
@@ -848,7 +873,7 @@ fn encode_system(req: &Request, lossy: &mut Lossy) -> Result<Option<Value>, Erro
         match p {
             Part::Text { text } if text.trim().is_empty() => {}
             Part::Text { text } => blocks.push(text.clone()),
-            _ => lossy.drop(&format!("system[{i}]"), NAME, "system takes text only")?,
+            _ => lossy.drop(req.system_path(i), NAME, "system takes text only")?,
         }
     }
     Ok(match blocks.len() {
@@ -992,17 +1017,17 @@ fn encode_body(req: &Request, lossy: &mut Lossy) -> Result<Map<String, Value>, E
         body.insert("top_k".into(), json!(k));
     }
     if req.seed.is_some() {
-        lossy.drop("seed", NAME, "no seed parameter")?;
+        lossy.drop(req.names.seed, NAME, "no seed parameter")?;
     }
     if req.presence_penalty.is_some() {
-        lossy.drop("presence_penalty", NAME, "no presence penalty")?;
+        lossy.drop(req.names.presence_penalty, NAME, "no presence penalty")?;
     }
     if req.frequency_penalty.is_some() {
-        lossy.drop("frequency_penalty", NAME, "no frequency penalty")?;
+        lossy.drop(req.names.frequency_penalty, NAME, "no frequency penalty")?;
     }
     match &req.response_format {
         None | Some(ResponseFormat::Text) => {}
-        Some(_) => lossy.drop("response_format", NAME, "no structured output")?,
+        Some(_) => lossy.drop(req.names.response_format, NAME, "no structured output")?,
     }
     if req.stream {
         body.insert("stream".into(), json!(true));
@@ -2200,14 +2225,17 @@ mod tests {
             messages: vec![
                 Message {
                     role: Role::User,
+                    origins: Vec::new(),
                     content: vec![Part::Text { text: "q".into() }],
                 },
                 Message {
                     role: Role::User,
+                    origins: Vec::new(),
                     content: vec![Part::Text { text: "  ".into() }],
                 },
                 Message {
                     role: Role::Assistant,
+                    origins: Vec::new(),
                     content: vec![
                         Part::Text {
                             text: "I will call.".into(),
@@ -2240,10 +2268,12 @@ mod tests {
                 },
                 Message {
                     role: Role::User,
+                    origins: Vec::new(),
                     content: vec![Part::Text { text: "".into() }],
                 },
                 Message {
                     role: Role::User,
+                    origins: Vec::new(),
                     content: vec![
                         Part::Text {
                             text: "also".into(),

@@ -26,8 +26,8 @@ use serde_json::{json, Map, Value};
 use crate::envelope::{self, CallId};
 use crate::error::{ApiError, Error, ErrorType, Lossy};
 use crate::ir::{
-    Effort, Image, Message, Part, Reasoning, Request, Response, ResponseFormat, Role, StopReason,
-    Tool, ToolChoice, Usage,
+    Effort, Image, Message, Names, Origin, Part, Path, Reasoning, Request, Response,
+    ResponseFormat, Role, StopReason, Tool, ToolChoice, Usage,
 };
 use crate::stream::{sse, Block, Delta, EncoderOptions, Event, StreamDecoder, StreamEncoder};
 
@@ -318,37 +318,6 @@ fn invalid(msg: impl Into<String>) -> Error {
     Error::Invalid(msg.into())
 }
 
-/// A value that says nothing (null, false, empty): an unknown field set to
-/// it is not worth refusing a request for.
-fn trivial(v: &Value) -> bool {
-    match v {
-        Value::Null | Value::Bool(false) => true,
-        Value::Object(m) => m.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        _ => false,
-    }
-}
-
-/// Reports every field of `extra` that is neither ignorable nor trivial.
-fn drop_extra(
-    extra: &Map<String, Value>,
-    path: &str,
-    ignored: &[&str],
-    lossy: &mut Lossy,
-) -> Result<(), Error> {
-    for (k, v) in extra {
-        if ignored.contains(&k.as_str()) || trivial(v) {
-            continue;
-        }
-        lossy.drop(
-            &format!("{path}{k}"),
-            ANY_TARGET,
-            "no equivalent in the other protocols",
-        )?;
-    }
-    Ok(())
-}
-
 const TOP_IGNORED: &[&str] = &[
     "stream_options",
     "store",
@@ -359,11 +328,23 @@ const TOP_IGNORED: &[&str] = &[
     "safety_identifier",
 ];
 
+/// A Chat client's names for the settings and fields encoders may refuse.
+const NAMES: Names = Names {
+    parallel_tool_calls: "parallel_tool_calls",
+    top_k: "top_k",
+    stop: "stop",
+    seed: "seed",
+    presence_penalty: "presence_penalty",
+    frequency_penalty: "frequency_penalty",
+    response_format: "response_format",
+    call_id: "tool_call_id",
+};
+
 /// A client's Chat Completions body as the intermediate form.
 pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> {
     let r: ChatRequest = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("invalid {NAME} request: {e}")))?;
-    drop_extra(&r.extra, "", TOP_IGNORED, lossy)?;
+    lossy.unknown(&r.extra, "", TOP_IGNORED)?;
     if r.n.is_some_and(|n| n > 1) {
         lossy.drop("n", ANY_TARGET, "only one choice can be generated")?;
     }
@@ -396,22 +377,24 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
             Some(Stop::One(s)) => vec![s],
             Some(Stop::Many(v)) => v,
         },
+        names: NAMES,
         ..Request::default()
     };
 
     // Tools, new style and legacy.
     for (i, t) in r.tools.unwrap_or_default().into_iter().enumerate() {
+        let path = Path::at(&["tools"], &[i]);
         match (t.kind.as_str(), t.function) {
             ("function", Some(f)) => {
-                drop_extra(&t.extra, &format!("tools[{i}]."), &[], lossy)?;
+                lossy.unknown(&t.extra, path, &[])?;
                 req.tools
-                    .push(function_tool(f, &format!("tools[{i}].function."), lossy)?);
+                    .push(function_tool(f, path.field("function"), lossy)?);
             }
             ("function", None) => {
-                return Err(invalid(format!("tools[{i}].function is missing")));
+                return Err(invalid(format!("{path}.function is missing")));
             }
             (kind, _) => lossy.drop(
-                &format!("tools[{i}]"),
+                path,
                 ANY_TARGET,
                 &format!("'{kind}' tools are not function tools"),
             )?,
@@ -419,10 +402,15 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
     }
     for (i, f) in r.functions.unwrap_or_default().into_iter().enumerate() {
         req.tools
-            .push(function_tool(f, &format!("functions[{i}]."), lossy)?);
+            .push(function_tool(f, Path::at(&["functions"], &[i]), lossy)?);
     }
-    if let Some(tc) = r.tool_choice.as_ref().or(r.function_call.as_ref()) {
-        req.tool_choice = decode_tool_choice(tc, lossy)?;
+    let choice = match (&r.tool_choice, &r.function_call) {
+        (Some(tc), _) => Some((tc, "tool_choice")),
+        (None, Some(fc)) => Some((fc, "function_call")),
+        (None, None) => None,
+    };
+    if let Some((tc, field)) = choice {
+        req.tool_choice = decode_tool_choice(tc, field, lossy)?;
     }
 
     if let Some(rf) = &r.response_format {
@@ -453,8 +441,12 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
     Ok(req)
 }
 
-fn function_tool(f: ChatFunctionDef, path: &str, lossy: &mut Lossy) -> Result<Tool, Error> {
-    drop_extra(&f.extra, path, &[], lossy)?;
+fn function_tool(
+    f: ChatFunctionDef,
+    path: impl std::fmt::Display,
+    lossy: &mut Lossy,
+) -> Result<Tool, Error> {
+    lossy.unknown(&f.extra, path, &[])?;
     Ok(Tool {
         name: f.name,
         description: f.description,
@@ -465,14 +457,19 @@ fn function_tool(f: ChatFunctionDef, path: &str, lossy: &mut Lossy) -> Result<To
     })
 }
 
-fn decode_tool_choice(v: &Value, lossy: &mut Lossy) -> Result<Option<ToolChoice>, Error> {
+/// `tool_choice`, or the legacy `function_call` (`field` is which).
+fn decode_tool_choice(
+    v: &Value,
+    field: &str,
+    lossy: &mut Lossy,
+) -> Result<Option<ToolChoice>, Error> {
     Ok(Some(match v {
         Value::Null => return Ok(None),
         Value::String(s) => match s.as_str() {
             "auto" => ToolChoice::Auto,
             "none" => ToolChoice::None,
             "required" => ToolChoice::Required,
-            other => return Err(invalid(format!("tool_choice: unknown value '{other}'"))),
+            other => return Err(invalid(format!("{field}: unknown value '{other}'"))),
         },
         Value::Object(o) => {
             // {"type":"function","function":{"name":..}} or legacy {"name":..}
@@ -485,7 +482,7 @@ fn decode_tool_choice(v: &Value, lossy: &mut Lossy) -> Result<Option<ToolChoice>
                 Some(n) => ToolChoice::Named(n.to_string()),
                 None => {
                     lossy.drop(
-                        "tool_choice",
+                        field,
                         ANY_TARGET,
                         "only auto, none, required and one named function are available",
                     )?;
@@ -493,7 +490,7 @@ fn decode_tool_choice(v: &Value, lossy: &mut Lossy) -> Result<Option<ToolChoice>
                 }
             }
         }
-        _ => return Err(invalid("tool_choice must be a string or an object")),
+        _ => return Err(invalid(format!("{field} must be a string or an object"))),
     }))
 }
 
@@ -528,36 +525,45 @@ fn decode_response_format(v: &Value) -> Result<ResponseFormat, Error> {
     })
 }
 
-/// Text and image parts of a message's content.
+/// Text and image parts of message `i`'s content, each with its path.
 fn decode_content(
     content: Option<ChatContent>,
-    path: &str,
+    i: usize,
     lossy: &mut Lossy,
-) -> Result<Vec<Part>, Error> {
+) -> Result<Vec<(Part, Path)>, Error> {
     let mut out = Vec::new();
     match content {
         None => {}
-        Some(ChatContent::Text(t)) => out.push(Part::Text { text: t }),
+        Some(ChatContent::Text(t)) => out.push((
+            Part::Text { text: t },
+            Path::at(&["messages", "content"], &[i, Path::KEY]),
+        )),
         Some(ChatContent::Parts(parts)) => {
             for (j, p) in parts.into_iter().enumerate() {
-                let pp = format!("{path}.content[{j}]");
-                drop_extra(&p.extra, &format!("{pp}."), &["cache_control"], lossy)?;
+                let pp = Path::at(&["messages", "content"], &[i, j]);
+                lossy.unknown(&p.extra, pp, &["cache_control"])?;
                 match p.kind.as_str() {
-                    "text" => out.push(Part::Text {
-                        text: p.text.unwrap_or_default(),
-                    }),
-                    "refusal" => out.push(Part::Text {
-                        text: p.refusal.unwrap_or_default(),
-                    }),
+                    "text" => out.push((
+                        Part::Text {
+                            text: p.text.unwrap_or_default(),
+                        },
+                        pp,
+                    )),
+                    "refusal" => out.push((
+                        Part::Text {
+                            text: p.refusal.unwrap_or_default(),
+                        },
+                        pp,
+                    )),
                     "image_url" => {
                         let iu = p
                             .image_url
                             .ok_or_else(|| invalid(format!("{pp}.image_url is missing")))?;
-                        drop_extra(&iu.extra, &format!("{pp}.image_url."), &["detail"], lossy)?;
-                        out.push(Part::Image(Image::from_url(&iu.url)));
+                        lossy.unknown(&iu.extra, pp.field("image_url"), &["detail"])?;
+                        out.push((Part::Image(Image::from_url(&iu.url)), pp));
                     }
                     other => lossy.drop(
-                        &pp,
+                        pp,
                         ANY_TARGET,
                         &format!("'{other}' content parts are not available"),
                     )?,
@@ -566,6 +572,13 @@ fn decode_content(
         }
     }
     Ok(out)
+}
+
+/// Appends decoded parts to a message.
+fn push_all(m: &mut Message, parts: Vec<(Part, Path)>) {
+    for (p, at) in parts {
+        m.push(p, Origin::at(at));
+    }
 }
 
 /// The name of the call `id` among the messages so far.
@@ -589,84 +602,99 @@ fn decode_messages(
     // consecutive tool messages merge into one user message).
     let mut last_is_results = false;
     for (i, m) in messages.into_iter().enumerate() {
-        let path = format!("messages[{i}]");
-        drop_extra(&m.extra, &format!("{path}."), &[], lossy)?;
+        let path = Path::at(&["messages"], &[i]);
+        lossy.unknown(&m.extra, path, &[])?;
         let _ = m.name; // a participant name is only a hint
         match m.role.as_str() {
             "system" | "developer" => {
-                let parts = decode_content(m.content, &path, lossy)?;
-                req.system.extend(parts);
+                for (p, at) in decode_content(m.content, i, lossy)? {
+                    req.system.push(p);
+                    req.system_origins.push(at);
+                }
                 continue;
             }
             "user" => {
-                let parts = decode_content(m.content, &path, lossy)?;
-                req.messages.push(Message {
-                    role: Role::User,
-                    content: parts,
-                });
+                let mut msg = Message::new(Role::User, Vec::new());
+                push_all(&mut msg, decode_content(m.content, i, lossy)?);
+                req.messages.push(msg);
                 last_is_results = false;
             }
             "assistant" => {
-                let mut content = Vec::new();
-                let mut restored: Vec<Part> = Vec::new();
+                let mut msg = Message::new(Role::Assistant, Vec::new());
+                let mut restored: Vec<(Part, Path)> = Vec::new();
                 let mut calls = Vec::new();
                 for (j, tc) in m.tool_calls.unwrap_or_default().into_iter().enumerate() {
-                    let tp = format!("{path}.tool_calls[{j}]");
-                    drop_extra(&tc.extra, &format!("{tp}."), &["index"], lossy)?;
+                    let tp = Path::at(&["messages", "tool_calls"], &[i, j]);
+                    lossy.unknown(&tc.extra, tp, &["index"])?;
                     if tc.kind.as_deref().is_some_and(|k| k != "function") {
-                        lossy.drop(&tp, ANY_TARGET, "only function calls are available")?;
+                        lossy.drop(tp, ANY_TARGET, "only function calls are available")?;
                         continue;
                     }
                     let f = tc
                         .function
                         .ok_or_else(|| invalid(format!("{tp}.function is missing")))?;
-                    drop_extra(&f.extra, &format!("{tp}.function."), &[], lossy)?;
+                    lossy.unknown(&f.extra, tp.field("function"), &[])?;
                     let raw_id = tc
                         .id
                         .ok_or_else(|| invalid(format!("{tp}.id is missing")))?;
                     let carried = envelope::unwrap_call_id(&raw_id);
                     if restored.is_empty() {
-                        restored = carried.thinking;
+                        restored = carried.thinking.into_iter().map(|t| (t, tp)).collect();
                     }
-                    calls.push(Part::ToolCall {
+                    let call = Part::ToolCall {
                         id: carried.id,
                         name: f.name.unwrap_or_default(),
                         arguments: f.arguments.unwrap_or_default(),
                         signature: carried.signature,
-                    });
+                    };
+                    let args = Path::at(
+                        &["messages", "tool_calls", "function", "arguments"],
+                        &[i, j],
+                    );
+                    calls.push((call, tp, args));
                 }
                 if let Some(f) = m.function_call {
                     let name = f.name.unwrap_or_default();
                     let id = format!("call_legacy_{i}");
                     legacy_ids.insert(name.clone(), id.clone());
-                    calls.push(Part::ToolCall {
+                    let call = Part::ToolCall {
                         id,
                         name,
                         arguments: f.arguments.unwrap_or_default(),
                         signature: None,
-                    });
+                    };
+                    calls.push((
+                        call,
+                        Path::at(&["messages", "function_call"], &[i]),
+                        Path::at(&["messages", "function_call", "arguments"], &[i]),
+                    ));
                 }
                 // Thinking first: carried state wins over the visible text,
                 // which it contains.
                 if !restored.is_empty() {
-                    content.extend(restored);
+                    push_all(&mut msg, restored);
                 } else if let Some(r) = m.reasoning_content.filter(|r| !r.is_empty()) {
-                    content.push(Part::Thinking {
-                        text: r,
-                        signature: None,
-                        redacted: false,
-                        id: None,
-                    });
+                    msg.push(
+                        Part::Thinking {
+                            text: r,
+                            signature: None,
+                            redacted: false,
+                            id: None,
+                        },
+                        Origin::at(Path::at(&["messages", "reasoning_content"], &[i])),
+                    );
                 }
-                content.extend(decode_content(m.content, &path, lossy)?);
+                push_all(&mut msg, decode_content(m.content, i, lossy)?);
                 if let Some(r) = m.refusal.filter(|r| !r.is_empty()) {
-                    content.push(Part::Text { text: r });
+                    msg.push(
+                        Part::Text { text: r },
+                        Origin::at(Path::at(&["messages", "refusal"], &[i])),
+                    );
                 }
-                content.extend(calls);
-                req.messages.push(Message {
-                    role: Role::Assistant,
-                    content,
-                });
+                for (call, at, args) in calls {
+                    msg.push(call, Origin::call(at, args));
+                }
+                req.messages.push(msg);
                 last_is_results = false;
             }
             "tool" | "function" => {
@@ -685,18 +713,22 @@ fn decode_messages(
                         .unwrap_or_else(|| format!("call_legacy_{i}"));
                     (id, Some(name))
                 };
+                let (content, inner): (Vec<Part>, Vec<Path>) =
+                    decode_content(m.content, i, lossy)?.into_iter().unzip();
                 let result = Part::ToolResult {
                     call_id,
                     name,
-                    content: decode_content(m.content, &path, lossy)?,
+                    content,
                     is_error: false,
                 };
+                let origin = Origin::result(path, inner);
                 match req.messages.last_mut() {
-                    Some(last) if last_is_results => last.content.push(result),
-                    _ => req.messages.push(Message {
-                        role: Role::User,
-                        content: vec![result],
-                    }),
+                    Some(last) if last_is_results => last.push(result, origin),
+                    _ => {
+                        let mut msg = Message::new(Role::User, Vec::new());
+                        msg.push(result, origin);
+                        req.messages.push(msg);
+                    }
                 }
                 last_is_results = true;
             }
@@ -716,29 +748,24 @@ fn text_of(parts: &[Part]) -> String {
         .collect()
 }
 
-/// Text and image parts as Chat content: a string for one text part, else
-/// an array of parts.
+/// Text and image parts (each with its path in the client's body) as Chat
+/// content: a string for one text part, else an array of parts.
 fn encode_content(
-    parts: &[Part],
-    path: &str,
+    parts: &[(&Part, Path)],
     images: bool,
     lossy: &mut Lossy,
 ) -> Result<Value, Error> {
-    if let [Part::Text { text }] = parts {
+    if let [(Part::Text { text }, _)] = parts {
         return Ok(Value::String(text.clone()));
     }
     let mut out = Vec::new();
-    for (j, p) in parts.iter().enumerate() {
+    for (p, at) in parts {
         match p {
             Part::Text { text } => out.push(json!({"type": "text", "text": text})),
             Part::Image(img) if images => {
                 out.push(json!({"type": "image_url", "image_url": {"url": img.to_url()}}))
             }
-            Part::Image(_) => lossy.drop(
-                &format!("{path}[{j}]"),
-                NAME,
-                "images are not available here",
-            )?,
+            Part::Image(_) => lossy.drop(at, NAME, "images are not available here")?,
             _ => {}
         }
     }
@@ -756,15 +783,10 @@ pub fn encode_request(req: &Request, lossy: &mut Lossy) -> Result<Vec<u8>, Error
     for (i, p) in req.system.iter().enumerate() {
         match p {
             Part::Text { text } => messages.push(json!({"role": "system", "content": text})),
-            _ => lossy.drop(
-                &format!("system[{i}]"),
-                NAME,
-                "system messages take text only",
-            )?,
+            _ => lossy.drop(req.system_path(i), NAME, "system messages take text only")?,
         }
     }
     for (i, m) in req.messages.iter().enumerate() {
-        let path = format!("messages[{i}].content");
         match m.role {
             Role::User => {
                 let mut rest = Vec::new();
@@ -776,12 +798,12 @@ pub fn encode_request(req: &Request, lossy: &mut Lossy) -> Result<Vec<u8>, Error
                             is_error,
                             ..
                         } => {
-                            let mut c = encode_content(
-                                content,
-                                &format!("{path}[{j}].content"),
-                                false,
-                                lossy,
-                            )?;
+                            let parts: Vec<(&Part, Path)> = content
+                                .iter()
+                                .enumerate()
+                                .map(|(k, c)| (c, m.inner_path(i, j, k)))
+                                .collect();
+                            let mut c = encode_content(&parts, false, lossy)?;
                             if *is_error {
                                 // Chat has no error flag: say it in the text.
                                 c = Value::String(format!("Error: {}", text_of(content)));
@@ -790,23 +812,24 @@ pub fn encode_request(req: &Request, lossy: &mut Lossy) -> Result<Vec<u8>, Error
                                 json!({"role": "tool", "tool_call_id": call_id, "content": c}),
                             );
                         }
-                        Part::Text { .. } | Part::Image(_) => rest.push(p.clone()),
+                        Part::Text { .. } | Part::Image(_) => rest.push((p, m.path(i, j))),
                         _ => {}
                     }
                 }
                 if !rest.is_empty() {
-                    let c = encode_content(&rest, &path, true, lossy)?;
+                    let c = encode_content(&rest, true, lossy)?;
                     messages.push(json!({"role": "user", "content": c}));
                 }
             }
             Role::Assistant => {
                 let mut msg = Map::new();
                 msg.insert("role".into(), json!("assistant"));
-                let texts: Vec<Part> = m
+                let texts: Vec<(&Part, Path)> = m
                     .content
                     .iter()
-                    .filter(|p| matches!(p, Part::Text { .. }))
-                    .cloned()
+                    .enumerate()
+                    .filter(|(_, p)| matches!(p, Part::Text { .. }))
+                    .map(|(j, p)| (p, m.path(i, j)))
                     .collect();
                 let calls: Vec<Value> = m
                     .content
@@ -854,7 +877,7 @@ pub fn encode_request(req: &Request, lossy: &mut Lossy) -> Result<Vec<u8>, Error
                         Value::Null
                     }
                 } else {
-                    encode_content(&texts, &path, false, lossy)?
+                    encode_content(&texts, false, lossy)?
                 };
                 msg.insert("content".into(), content);
                 if !calls.is_empty() {
@@ -926,7 +949,7 @@ pub fn encode_request(req: &Request, lossy: &mut Lossy) -> Result<Vec<u8>, Error
         body.insert("seed".into(), json!(s));
     }
     if req.top_k.is_some() {
-        lossy.drop("top_k", NAME, "no top_k sampling parameter")?;
+        lossy.drop(req.names.top_k, NAME, "no top_k sampling parameter")?;
     }
     if !req.stop.is_empty() {
         body.insert("stop".into(), json!(req.stop));
@@ -1905,6 +1928,7 @@ mod tests {
             messages: vec![
                 Message {
                     role: Role::Assistant,
+                    origins: Vec::new(),
                     content: vec![
                         Part::Thinking {
                             text: "t".into(),
@@ -1922,6 +1946,7 @@ mod tests {
                 },
                 Message {
                     role: Role::User,
+                    origins: Vec::new(),
                     content: vec![
                         Part::ToolResult {
                             call_id: "toolu_1".into(),

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use serde_json::{Map, Value};
+
 /// A translation failure. Each names what it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -60,18 +62,67 @@ impl Lossy {
 
     /// `field` (a JSON path in the client's body, such as `logprobs` or
     /// `messages[2].content[0].cache_control`) cannot go to `target`.
-    pub fn drop(&mut self, field: &str, target: &'static str, reason: &str) -> Result<(), Error> {
+    /// The path is rendered only here, so a caller may pass a lazy one
+    /// ([`crate::ir::Path`], `format_args!`).
+    pub fn drop(
+        &mut self,
+        field: impl fmt::Display,
+        target: &'static str,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let field = field.to_string();
         if !self.lenient {
             return Err(Error::Untranslatable {
-                field: field.to_string(),
+                field,
                 target,
                 reason: reason.to_string(),
             });
         }
-        if !self.dropped.iter().any(|d| d == field) {
-            self.dropped.push(field.to_string());
+        if !self.dropped.contains(&field) {
+            self.dropped.push(field);
         }
         Ok(())
+    }
+
+    /// The unknown fields of one object of the client's body (`extra`,
+    /// what its typed struct did not know), found at `parent` (empty for
+    /// the top level): each is named as untranslatable, except the
+    /// `ignored` ones (hints the gateway may skip) and those that say
+    /// nothing (see [`says_nothing`]).
+    pub fn unknown(
+        &mut self,
+        extra: &Map<String, Value>,
+        parent: impl fmt::Display,
+        ignored: &[&str],
+    ) -> Result<(), Error> {
+        for (key, value) in extra {
+            if ignored.contains(&key.as_str()) || says_nothing(value) {
+                continue;
+            }
+            let parent = parent.to_string();
+            let field = if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            };
+            self.drop(field, "target", "the gateway knows no equivalent for it")?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether an unknown field's value says nothing: `null`, `{}` or `[]`,
+/// which SDKs and JSON libraries write for an option left unset. Such a
+/// field is neither refused nor reported (nothing is lost by leaving it
+/// out). Any other value is the client asking for something, and is
+/// named: `false`, `0` and `""` too, since they may turn off a default
+/// the gateway cannot see.
+pub fn says_nothing(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
     }
 }
 

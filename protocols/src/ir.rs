@@ -13,6 +13,13 @@
 //!   parsed only by an encoder whose protocol wants an object.
 //! - Opaque reasoning state ([`Opaque`]) records the family that made it;
 //!   an encoder sends it only to that family and drops it elsewhere.
+//! - Every message part and system part remembers where it came from in
+//!   the client's body ([`Path`], set by the client protocol's decoder),
+//!   so that a field an encoder refuses or drops is named in the client's
+//!   own terms (`input[2].content[1]`, `contents[0].parts[3]`), never in
+//!   the intermediate form's.
+
+use std::fmt;
 
 use serde_json::Value;
 
@@ -43,6 +50,118 @@ pub struct Request {
     /// An end-user id, where the protocol has one (OpenAI `user`,
     /// Anthropic `metadata.user_id`).
     pub user: Option<String>,
+    /// Where each part of `system` came from in the client's body (the
+    /// same length as `system`, or empty when the request was not
+    /// decoded from a client's body).
+    pub system_origins: Vec<Path>,
+    /// The client's names for the settings above.
+    pub names: Names,
+}
+
+impl Request {
+    /// The client's path of system part `i`.
+    pub fn system_path(&self, i: usize) -> Path {
+        self.system_origins
+            .get(i)
+            .copied()
+            .unwrap_or_else(|| Path::at(&["system"], &[i]))
+    }
+}
+
+/// A place in the client's body: field names chosen by the client
+/// protocol's decoder, each with an index where the field is a list
+/// (`input[2].content[1]`). Copy and allocation-free, so that every part
+/// can carry one; rendered as text only when a field is named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Path {
+    names: &'static [&'static str],
+    /// The index after each of the first three names ([`Path::KEY`]: none).
+    index: [u32; 3],
+}
+
+impl Path {
+    /// An index slot for a name that is not a list.
+    pub const KEY: usize = usize::MAX;
+
+    /// `names` with `index` (one per name, [`Path::KEY`] for a name that
+    /// is not a list; missing trailing ones are [`Path::KEY`]).
+    pub fn at(names: &'static [&'static str], index: &[usize]) -> Path {
+        let mut idx = [u32::MAX; 3];
+        for (slot, i) in idx.iter_mut().zip(index) {
+            *slot = u32::try_from(*i).unwrap_or(u32::MAX);
+        }
+        Path { names, index: idx }
+    }
+
+    /// The field `name` of what this path names, rendered when shown.
+    pub fn field(self, name: &str) -> Field<'_> {
+        Field { path: self, name }
+    }
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (k, name) in self.names.iter().enumerate() {
+            if k > 0 {
+                f.write_str(".")?;
+            }
+            f.write_str(name)?;
+            match self.index.get(k) {
+                Some(&i) if i != u32::MAX => write!(f, "[{i}]")?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A field below a [`Path`] (`{path}.{name}`); `name` may itself be a
+/// dotted path, and an empty one names the path itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Field<'a> {
+    path: Path,
+    name: &'a str,
+}
+
+impl fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.name.is_empty() {
+            write!(f, "{}", self.path)
+        } else {
+            write!(f, "{}.{}", self.path, self.name)
+        }
+    }
+}
+
+/// The client's names for settings an encoder may have to refuse, and
+/// for the call id of a tool result (relative to the result's [`Path`]). The default is the intermediate form's own names, for a
+/// request not decoded from a client's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Names {
+    pub parallel_tool_calls: &'static str,
+    pub top_k: &'static str,
+    pub stop: &'static str,
+    pub seed: &'static str,
+    pub presence_penalty: &'static str,
+    pub frequency_penalty: &'static str,
+    pub response_format: &'static str,
+    /// The id of the call a tool result answers, below the result.
+    pub call_id: &'static str,
+}
+
+impl Default for Names {
+    fn default() -> Names {
+        Names {
+            parallel_tool_calls: "parallel_tool_calls",
+            top_k: "top_k",
+            stop: "stop",
+            seed: "seed",
+            presence_penalty: "presence_penalty",
+            frequency_penalty: "frequency_penalty",
+            response_format: "response_format",
+            call_id: "call_id",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +174,92 @@ pub enum Role {
 pub struct Message {
     pub role: Role,
     pub content: Vec<Part>,
+    /// Where each part of `content` came from in the client's body (the
+    /// same length as `content`, or empty for a message not decoded from
+    /// a client's body).
+    pub origins: Vec<Origin>,
+}
+
+/// Where a message part came from in the client's body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub at: Path,
+    /// For a tool call: where its arguments are.
+    pub arguments: Option<Path>,
+    /// For a tool result: where each part of its content came from.
+    pub inner: Vec<Path>,
+}
+
+impl Origin {
+    /// A part at `at`.
+    pub fn at(at: Path) -> Origin {
+        Origin {
+            at,
+            arguments: None,
+            inner: Vec::new(),
+        }
+    }
+
+    /// A tool call at `at`, its arguments at `arguments`.
+    pub fn call(at: Path, arguments: Path) -> Origin {
+        Origin {
+            at,
+            arguments: Some(arguments),
+            inner: Vec::new(),
+        }
+    }
+
+    /// A tool result at `at`, the parts of its content at `inner`.
+    pub fn result(at: Path, inner: Vec<Path>) -> Origin {
+        Origin {
+            at,
+            arguments: None,
+            inner,
+        }
+    }
+}
+
+impl Message {
+    /// A message with no origins (made by the gateway, or in a test).
+    pub fn new(role: Role, content: Vec<Part>) -> Message {
+        Message {
+            role,
+            content,
+            origins: Vec::new(),
+        }
+    }
+
+    /// Appends `part`, which came from `at`.
+    pub fn push(&mut self, part: Part, at: Origin) {
+        self.content.push(part);
+        self.origins.push(at);
+    }
+
+    /// The client's path of part `j` of this message, the message being
+    /// number `i` of the request.
+    pub fn path(&self, i: usize, j: usize) -> Path {
+        match self.origins.get(j) {
+            Some(o) => o.at,
+            None => Path::at(&["messages", "content"], &[i, j]),
+        }
+    }
+
+    /// The client's path of the arguments of tool call `j` of this
+    /// message.
+    pub fn arguments_path(&self, i: usize, j: usize) -> Path {
+        match self.origins.get(j).and_then(|o| o.arguments) {
+            Some(p) => p,
+            None => Path::at(&["messages", "content", "arguments"], &[i, j]),
+        }
+    }
+
+    /// The client's path of part `k` of tool result `j` of this message.
+    pub fn inner_path(&self, i: usize, j: usize, k: usize) -> Path {
+        match self.origins.get(j).and_then(|o| o.inner.get(k)) {
+            Some(p) => *p,
+            None => Path::at(&["messages", "content", "content"], &[i, j, k]),
+        }
+    }
 }
 
 /// One piece of a message's content.

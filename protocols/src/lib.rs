@@ -9,7 +9,12 @@
 //!   each keeping unknown fields (`#[serde(flatten)]`) and each enum of
 //!   blocks, items or events having a fallback variant, so that what a
 //!   provider adds tomorrow passes instead of being lost;
-//! - `decode_request` / `encode_request` to and from [`ir::Request`];
+//! - `decode_request` / `encode_request` to and from [`ir::Request`]; the
+//!   decoder records where each part came from ([`ir::Path`]) and the
+//!   client's names for its settings ([`ir::Names`]), so that a field the
+//!   target's encoder refuses or drops ([`Lossy`]) is named in the
+//!   client's own terms; unknown fields follow one rule
+//!   ([`Lossy::unknown`]);
 //! - `decode_response` / `encode_response` to and from [`ir::Response`];
 //! - a stream decoder and a stream encoder ([`stream`]);
 //! - `decode_error` / `encode_error` for its error shape.

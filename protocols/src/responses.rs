@@ -28,8 +28,8 @@ use serde_json::{json, Map, Value};
 use crate::envelope;
 use crate::error::{ApiError, Error, Lossy};
 use crate::ir::{
-    Effort, Family, Image, Message, Part, Reasoning, Request, Response, ResponseFormat, Role,
-    StopReason, Tool, ToolChoice, Usage,
+    Effort, Family, Image, Message, Names, Origin, Part, Path, Reasoning, Request, Response,
+    ResponseFormat, Role, StopReason, Tool, ToolChoice, Usage,
 };
 use crate::stream::{sse, Block, Delta, EncoderOptions, Event, StreamDecoder, StreamEncoder};
 
@@ -343,38 +343,32 @@ struct StreamEvent {
 // ---------------------------------------------------------------------------
 // Requests
 
-fn invalid(field: &str, e: impl std::fmt::Display) -> Error {
+fn invalid(field: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("invalid '{field}': {e}"))
 }
 
-fn drop_extra(
-    extra: &Map<String, Value>,
-    path: &str,
-    ignored: &[&str],
-    lossy: &mut Lossy,
-) -> Result<(), Error> {
-    for key in extra.keys() {
-        if ignored.contains(&key.as_str()) {
-            continue;
-        }
-        let field = if path.is_empty() {
-            key.clone()
-        } else {
-            format!("{path}.{key}")
-        };
-        lossy.drop(&field, GATEWAY, "not supported by the gateway")?;
-    }
-    Ok(())
-}
+/// A Responses client's names for the settings and fields encoders may
+/// refuse (those it has no field for keep the intermediate form's).
+const NAMES: Names = Names {
+    parallel_tool_calls: "parallel_tool_calls",
+    top_k: "top_k",
+    stop: "stop",
+    seed: "seed",
+    presence_penalty: "presence_penalty",
+    frequency_penalty: "frequency_penalty",
+    response_format: "text.format",
+    call_id: "call_id",
+};
 
 /// Appends `part` to the last message when it has `role`, else starts one.
-fn push_to(messages: &mut Vec<Message>, role: Role, part: Part) {
+fn push_to(messages: &mut Vec<Message>, role: Role, part: Part, at: Origin) {
     match messages.last_mut() {
-        Some(m) if m.role == role => m.content.push(part),
-        _ => messages.push(Message {
-            role,
-            content: vec![part],
-        }),
+        Some(m) if m.role == role => m.push(part, at),
+        _ => {
+            let mut m = Message::new(role, Vec::new());
+            m.push(part, at);
+            messages.push(m);
+        }
     }
 }
 
@@ -385,7 +379,7 @@ fn text_of(v: &Value, field: &str) -> Result<String, Error> {
             let mut out = String::new();
             for (i, p) in parts.iter().enumerate() {
                 let part: ContentPart = serde_json::from_value(p.clone())
-                    .map_err(|e| invalid(&format!("{field}[{i}]"), e))?;
+                    .map_err(|e| invalid(format!("{field}[{i}]"), e))?;
                 if let Some(t) = part.text {
                     if !out.is_empty() {
                         out.push_str("\n\n");
@@ -400,46 +394,59 @@ fn text_of(v: &Value, field: &str) -> Result<String, Error> {
     }
 }
 
-/// Message or tool-output content parts as IR parts.
-fn decode_parts(content: &Value, path: &str, lossy: &mut Lossy) -> Result<Vec<Part>, Error> {
+/// Message or tool-output content parts of input item `i` (at `names`:
+/// `input[i].content` or `input[i].output`) as IR parts with their paths.
+fn decode_parts(
+    content: &Value,
+    i: usize,
+    names: &'static [&'static str],
+    lossy: &mut Lossy,
+) -> Result<Vec<(Part, Path)>, Error> {
+    let whole = Path::at(names, &[i, Path::KEY]);
     let parts = match content {
-        Value::String(s) => return Ok(vec![Part::Text { text: s.clone() }]),
+        Value::String(s) => return Ok(vec![(Part::Text { text: s.clone() }, whole)]),
         Value::Array(a) => a,
         Value::Null => return Ok(Vec::new()),
-        _ => return Err(invalid(path, "expected a string or a list of parts")),
+        _ => return Err(invalid(whole, "expected a string or a list of parts")),
     };
     let mut out = Vec::new();
-    for (i, raw) in parts.iter().enumerate() {
-        let p_path = format!("{path}[{i}]");
+    for (j, raw) in parts.iter().enumerate() {
+        let p_path = Path::at(names, &[i, j]);
         let part: ContentPart =
-            serde_json::from_value(raw.clone()).map_err(|e| invalid(&p_path, e))?;
+            serde_json::from_value(raw.clone()).map_err(|e| invalid(p_path, e))?;
         match part.kind.as_str() {
             "input_text" | "output_text" | "text" | "summary_text" => {
-                drop_extra(&part.extra, &p_path, &["annotations", "logprobs"], lossy)?;
-                out.push(Part::Text {
-                    text: part.text.unwrap_or_default(),
-                });
+                lossy.unknown(&part.extra, p_path, &["annotations", "logprobs"])?;
+                out.push((
+                    Part::Text {
+                        text: part.text.unwrap_or_default(),
+                    },
+                    p_path,
+                ));
             }
-            "refusal" => out.push(Part::Text {
-                text: part.refusal.unwrap_or_default(),
-            }),
+            "refusal" => out.push((
+                Part::Text {
+                    text: part.refusal.unwrap_or_default(),
+                },
+                p_path,
+            )),
             "input_image" => {
-                drop_extra(&part.extra, &p_path, &["detail"], lossy)?;
+                lossy.unknown(&part.extra, p_path, &["detail"])?;
                 if let Some(url) = part.image_url {
-                    out.push(Part::Image(Image::from_url(&url)));
+                    out.push((Part::Image(Image::from_url(&url)), p_path));
                 } else if part.file_id.is_some() {
                     lossy.drop(
-                        &format!("{p_path}.file_id"),
+                        p_path.field("file_id"),
                         GATEWAY,
                         "OpenAI file ids cannot be resolved by the gateway",
                     )?;
                 } else {
-                    return Err(invalid(&p_path, "input_image without image_url"));
+                    return Err(invalid(p_path, "input_image without image_url"));
                 }
             }
             other => {
                 lossy.drop(
-                    &p_path,
+                    p_path,
                     GATEWAY,
                     &format!("content part type '{other}' is not supported"),
                 )?;
@@ -459,8 +466,9 @@ fn decode_effort(s: &str) -> Option<Effort> {
 pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> {
     let b: RequestBody = serde_json::from_slice(body)
         .map_err(|e| Error::Invalid(format!("invalid request body: {e}")))?;
-    drop_extra(&b.extra, "", IGNORED, lossy)?;
+    lossy.unknown(&b.extra, "", IGNORED)?;
     let mut req = Request {
+        names: NAMES,
         model: b.model,
         stream: b.stream.unwrap_or(false),
         user: b.user,
@@ -474,6 +482,7 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
         let text = text_of(instr, "instructions")?;
         if !text.is_empty() {
             req.system.push(Part::Text { text });
+            req.system_origins.push(Path::at(&["instructions"], &[]));
         }
     }
     if b.previous_response_id.is_some() {
@@ -485,30 +494,32 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
     }
     match &b.input {
         None | Some(Value::Null) => {}
-        Some(Value::String(s)) => req.messages.push(Message {
-            role: Role::User,
-            content: vec![Part::Text { text: s.clone() }],
-        }),
+        Some(Value::String(s)) => push_to(
+            &mut req.messages,
+            Role::User,
+            Part::Text { text: s.clone() },
+            Origin::at(Path::at(&["input"], &[])),
+        ),
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
-                decode_item(item, &format!("input[{i}]"), &mut req, lossy)?;
+                decode_item(item, i, &mut req, lossy)?;
             }
         }
         Some(_) => return Err(invalid("input", "expected a string or a list of items")),
     }
     for (i, t) in b.tools.iter().flatten().enumerate() {
-        let path = format!("tools[{i}]");
+        let path = Path::at(&["tools"], &[i]);
         let kind = t.get("type").and_then(Value::as_str).unwrap_or("");
         if kind != "function" {
             lossy.drop(
-                &path,
+                path,
                 GATEWAY,
                 &format!("built-in tool '{kind}' is not supported"),
             )?;
             continue;
         }
-        let f: FunctionTool = serde_json::from_value(t.clone()).map_err(|e| invalid(&path, e))?;
-        drop_extra(&f.extra, &path, &["type"], lossy)?;
+        let f: FunctionTool = serde_json::from_value(t.clone()).map_err(|e| invalid(path, e))?;
+        lossy.unknown(&f.extra, path, &["type"])?;
         req.tools.push(Tool {
             name: f.name,
             description: f.description,
@@ -541,7 +552,7 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
         };
     }
     if let Some(r) = &b.reasoning {
-        drop_extra(&r.extra, "reasoning", &[], lossy)?;
+        lossy.unknown(&r.extra, "reasoning", &[])?;
         let summary = r.summary.as_deref().or(r.generate_summary.as_deref());
         let include_thoughts = matches!(summary, Some(s) if s != "none");
         match r.effort.as_deref() {
@@ -575,9 +586,9 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
         }
     }
     if let Some(t) = &b.text {
-        drop_extra(&t.extra, "text", &["verbosity"], lossy)?;
+        lossy.unknown(&t.extra, "text", &["verbosity"])?;
         if let Some(f) = &t.format {
-            drop_extra(&f.extra, "text.format", &[], lossy)?;
+            lossy.unknown(&f.extra, "text.format", &[])?;
             req.response_format = Some(match f.kind.as_str() {
                 "text" => ResponseFormat::Text,
                 "json_object" => ResponseFormat::JsonObject,
@@ -599,12 +610,8 @@ pub fn decode_request(body: &[u8], lossy: &mut Lossy) -> Result<Request, Error> 
     Ok(req)
 }
 
-fn decode_item(
-    item: &Value,
-    path: &str,
-    req: &mut Request,
-    lossy: &mut Lossy,
-) -> Result<(), Error> {
+fn decode_item(item: &Value, i: usize, req: &mut Request, lossy: &mut Lossy) -> Result<(), Error> {
+    let path = Path::at(&["input"], &[i]);
     let kind = match item.get("type") {
         Some(Value::String(s)) => s.as_str(),
         None if item.get("role").is_some() => "message",
@@ -614,47 +621,49 @@ fn decode_item(
         "message" => {
             let m: MessageItem =
                 serde_json::from_value(item.clone()).map_err(|e| invalid(path, e))?;
-            drop_extra(&m.extra, path, &["type", "id", "status"], lossy)?;
-            let parts = decode_parts(&m.content, &format!("{path}.content"), lossy)?;
-            match m.role.as_str() {
-                "system" | "developer" => req.system.extend(parts),
-                "user" => req.messages.push(Message {
-                    role: Role::User,
-                    content: parts,
-                }),
-                "assistant" => {
-                    let after_thinking = matches!(
-                        req.messages.last(),
-                        Some(Message { role: Role::Assistant, content })
-                            if matches!(content.last(), Some(Part::Thinking { .. }))
-                    );
-                    if after_thinking {
-                        if let Some(last) = req.messages.last_mut() {
-                            last.content.extend(parts);
-                        }
-                    } else {
-                        req.messages.push(Message {
-                            role: Role::Assistant,
-                            content: parts,
-                        });
+            lossy.unknown(&m.extra, path, &["type", "id", "status"])?;
+            let parts = decode_parts(&m.content, i, &["input", "content"], lossy)?;
+            let role = match m.role.as_str() {
+                "system" | "developer" => {
+                    for (p, at) in parts {
+                        req.system.push(p);
+                        req.system_origins.push(at);
                     }
+                    return Ok(());
                 }
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
                 other => {
                     return Err(invalid(
-                        &format!("{path}.role"),
+                        path.field("role"),
                         format!("unknown role '{other}'"),
                     ))
+                }
+            };
+            // An assistant message after its reasoning joins that turn.
+            let after_thinking = role == Role::Assistant
+                && matches!(
+                    req.messages.last(),
+                    Some(Message { role: Role::Assistant, content, .. })
+                        if matches!(content.last(), Some(Part::Thinking { .. }))
+                );
+            if !after_thinking {
+                req.messages.push(Message::new(role, Vec::new()));
+            }
+            if let Some(last) = req.messages.last_mut() {
+                for (p, at) in parts {
+                    last.push(p, Origin::at(at));
                 }
             }
         }
         "function_call" => {
             let f: FunctionCallItem =
                 serde_json::from_value(item.clone()).map_err(|e| invalid(path, e))?;
-            drop_extra(&f.extra, path, &["type", "status"], lossy)?;
+            lossy.unknown(&f.extra, path, &["type", "status"])?;
             let _ = f.id;
             let call = envelope::unwrap_call_id(&f.call_id);
             for t in call.thinking {
-                push_to(&mut req.messages, Role::Assistant, t);
+                push_to(&mut req.messages, Role::Assistant, t, Origin::at(path));
             }
             push_to(
                 &mut req.messages,
@@ -665,42 +674,59 @@ fn decode_item(
                     arguments: f.arguments,
                     signature: call.signature,
                 },
+                Origin::call(path, Path::at(&["input", "arguments"], &[i])),
             );
         }
         "function_call_output" => {
             let o: FunctionCallOutputItem =
                 serde_json::from_value(item.clone()).map_err(|e| invalid(path, e))?;
-            drop_extra(&o.extra, path, &["type", "id", "status"], lossy)?;
-            let content = decode_parts(&o.output, &format!("{path}.output"), lossy)?;
+            lossy.unknown(&o.extra, path, &["type", "id", "status"])?;
+            let (content, inner): (Vec<Part>, Vec<Path>) =
+                decode_parts(&o.output, i, &["input", "output"], lossy)?
+                    .into_iter()
+                    .unzip();
             let part = Part::ToolResult {
                 call_id: envelope::unwrap_call_id(&o.call_id).id,
                 name: None,
                 content,
                 is_error: false,
             };
+            let origin = Origin::result(path, inner);
             let results_only = matches!(
                 req.messages.last(),
-                Some(Message { role: Role::User, content })
+                Some(Message { role: Role::User, content, .. })
                     if content.iter().all(|p| matches!(p, Part::ToolResult { .. }))
             );
-            if results_only {
-                push_to(&mut req.messages, Role::User, part);
-            } else {
-                req.messages.push(Message {
-                    role: Role::User,
-                    content: vec![part],
-                });
+            if !results_only {
+                req.messages.push(Message::new(Role::User, Vec::new()));
             }
+            push_to(&mut req.messages, Role::User, part, origin);
         }
         "reasoning" => {
             let r: ReasoningItem =
                 serde_json::from_value(item.clone()).map_err(|e| invalid(path, e))?;
-            drop_extra(&r.extra, path, &["type", "status"], lossy)?;
-            for p in r.summary.iter().chain(r.content.iter().flatten()) {
-                drop_extra(&p.extra, &format!("{path}.summary[]"), &["type"], lossy)?;
+            lossy.unknown(&r.extra, path, &["type", "status"])?;
+            for (k, p) in r.summary.iter().enumerate() {
+                lossy.unknown(
+                    &p.extra,
+                    Path::at(&["input", "summary"], &[i, k]),
+                    &["type"],
+                )?;
             }
-            for part in reasoning_parts(&r) {
-                push_to(&mut req.messages, Role::Assistant, part);
+            for (k, p) in r.content.iter().flatten().enumerate() {
+                lossy.unknown(
+                    &p.extra,
+                    Path::at(&["input", "content"], &[i, k]),
+                    &["type"],
+                )?;
+            }
+            for (k, part) in reasoning_parts(&r).into_iter().enumerate() {
+                let at = if r.summary.is_empty() {
+                    path
+                } else {
+                    Path::at(&["input", "summary"], &[i, k])
+                };
+                push_to(&mut req.messages, Role::Assistant, part, Origin::at(at));
             }
         }
         other => {
@@ -876,6 +902,53 @@ fn encode_message(m: &Message, input: &mut Vec<Value>) {
     flush(&mut content, input);
 }
 
+/// What a request's `include` asks for to get reasoning items back with
+/// their state.
+const ENCRYPTED_REASONING: &str = "reasoning.encrypted_content";
+
+/// Whether the upstream must be asked for `reasoning.encrypted_content`.
+/// The gateway always sends `store: false`, and a reasoning model's
+/// reasoning items can then come back on the next turn only with their
+/// encrypted content; a model that does not reason refuses the `include`
+/// ("Encrypted content is not supported with this model"). So it is
+/// asked when the model reasons: the client asked for reasoning, or the
+/// conversation already carries OpenAI reasoning state (the model
+/// reasoned before), or the model is of a family that reasons whether
+/// asked or not ([`reasons_by_default`]).
+fn wants_encrypted_reasoning(req: &Request) -> bool {
+    if req.reasoning.as_ref().is_some_and(|r| r.enabled) {
+        return true;
+    }
+    let carries_state = req.messages.iter().any(|m| {
+        m.content.iter().any(|p| {
+            matches!(p, Part::Thinking { signature: Some(s), .. } if s.family == Family::OpenAi)
+        })
+    });
+    carries_state || reasons_by_default(&req.model)
+}
+
+/// OpenAI's reasoning models, which reason even when not asked to: the
+/// o-series (`o1`, `o3`, `o4-mini`, ...), GPT-5 and later but for the
+/// `-chat` models, and the Codex models. A deployment of another name is
+/// asked only when reasoning is requested or its state is carried.
+fn reasons_by_default(model: &str) -> bool {
+    let m = model
+        .rsplit('/')
+        .next()
+        .unwrap_or(model)
+        .to_ascii_lowercase();
+    let o_series = m
+        .strip_prefix('o')
+        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
+    let gpt = m
+        .strip_prefix("gpt-")
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|major| major.parse::<u32>().ok())
+        .is_some_and(|major| major >= 5)
+        && !m.contains("-chat");
+    o_series || gpt || m.starts_with("codex")
+}
+
 pub fn encode_request(req: &Request, lossy: &mut Lossy) -> Result<Vec<u8>, Error> {
     let mut body = Map::new();
     body.insert("model".into(), json!(req.model));
@@ -883,11 +956,7 @@ pub fn encode_request(req: &Request, lossy: &mut Lossy) -> Result<Vec<u8>, Error
     for (i, p) in req.system.iter().enumerate() {
         match p {
             Part::Text { text } => instructions.push(text.as_str()),
-            _ => lossy.drop(
-                &format!("system[{i}]"),
-                NAME,
-                "instructions can only be text",
-            )?,
+            _ => lossy.drop(req.system_path(i), NAME, "instructions can only be text")?,
         }
     }
     if !instructions.is_empty() {
@@ -936,24 +1005,24 @@ pub fn encode_request(req: &Request, lossy: &mut Lossy) -> Result<Vec<u8>, Error
         body.insert("top_p".into(), json!(t));
     }
     if req.top_k.is_some() {
-        lossy.drop("top_k", NAME, "Responses has no top_k")?;
+        lossy.drop(req.names.top_k, NAME, "Responses has no top_k")?;
     }
     if !req.stop.is_empty() {
-        lossy.drop("stop", NAME, "Responses has no stop sequences")?;
+        lossy.drop(req.names.stop, NAME, "Responses has no stop sequences")?;
     }
     if req.seed.is_some() {
-        lossy.drop("seed", NAME, "Responses has no seed")?;
+        lossy.drop(req.names.seed, NAME, "Responses has no seed")?;
     }
     if req.presence_penalty.is_some() {
         lossy.drop(
-            "presence_penalty",
+            req.names.presence_penalty,
             NAME,
             "Responses has no presence_penalty",
         )?;
     }
     if req.frequency_penalty.is_some() {
         lossy.drop(
-            "frequency_penalty",
+            req.names.frequency_penalty,
             NAME,
             "Responses has no frequency_penalty",
         )?;
@@ -968,8 +1037,10 @@ pub fn encode_request(req: &Request, lossy: &mut Lossy) -> Result<Vec<u8>, Error
                 cfg.insert("summary".into(), json!("auto"));
             }
             body.insert("reasoning".into(), Value::Object(cfg));
-            body.insert("include".into(), json!(["reasoning.encrypted_content"]));
         }
+    }
+    if wants_encrypted_reasoning(req) {
+        body.insert("include".into(), json!([ENCRYPTED_REASONING]));
     }
     if let Some(f) = &req.response_format {
         let format = match f {
@@ -2364,10 +2435,11 @@ mod tests {
     fn round_trips_requests() {
         // Defaults the encoder writes: `store: false`, `stream`, a tool's
         // `strict`, an image's `detail: auto`, `annotations` on output
-        // text, and the encrypted-content include with reasoning; system
+        // text, and the encrypted-content include for a model that
+        // reasons (not for `gpt-4.1` or `gpt-4o`); system
         // and developer messages become `instructions`.
         let corpus = vec![
-            json!({"model": "gpt-5", "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}],
+            json!({"model": "gpt-4.1", "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}],
                    "store": false, "stream": false}),
             json!({"model": "gpt-5", "instructions": "Be brief.",
                    "input": [
@@ -2389,7 +2461,7 @@ mod tests {
                    "include": ["reasoning.encrypted_content"],
                    "text": {"format": {"type": "json_schema", "name": "w", "schema": {"type": "object"}, "strict": true}},
                    "user": "u1", "store": false, "stream": true}),
-            json!({"model": "o3", "input": [], "tool_choice": "required", "text": {"format": {"type": "json_object"}}, "store": false, "stream": false}),
+            json!({"model": "gpt-4o", "input": [], "tool_choice": "required", "text": {"format": {"type": "json_object"}}, "store": false, "stream": false}),
         ];
         for x in corpus {
             let req =
@@ -2409,10 +2481,12 @@ mod tests {
             messages: vec![
                 Message {
                     role: Role::User,
+                    origins: Vec::new(),
                     content: vec![Part::Text { text: "q".into() }],
                 },
                 Message {
                     role: Role::Assistant,
+                    origins: Vec::new(),
                     content: vec![
                         Part::Thinking {
                             text: "claude thought".into(),
@@ -2433,6 +2507,7 @@ mod tests {
                 },
                 Message {
                     role: Role::User,
+                    origins: Vec::new(),
                     content: vec![Part::ToolResult {
                         call_id: "toolu_1".into(),
                         name: None,

@@ -82,12 +82,7 @@ TOOLS = ["get_weather", "get_time", "get_news"]
 
 #: Gateway bugs the grid found, by name: what happens instead of what the
 #: test expects. A cell they break is marked `bug(name)`.
-BUGS = {
-    "ir-field-path": (
-        "protocols/src/gemini.rs:807 names a refused image 'messages[i].content[j]' whatever the client's "
-        "protocol: a Responses client's body has no 'messages' (its path is 'input[0].content[1]')"
-    ),
-}
+BUGS: dict[str, str] = {}
 
 
 def bug(name: str) -> Any:

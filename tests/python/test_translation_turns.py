@@ -14,6 +14,7 @@ import pytest
 from google.genai import types as gt
 
 # `grid` is the fixture.
+from conftest import uid
 from test_translation import (  # noqa: F401
     CLIENTS,
     IMAGE_URL,
@@ -22,8 +23,8 @@ from test_translation import (  # noqa: F401
     THINKING,
     TOOLS,
     Grid,
+    Target,
     assert_calls,
-    bug,
     cells,
     content_text,
     grid,
@@ -137,24 +138,74 @@ def test_image_and_system_prompt_reach_the_upstream(grid: Grid, client: str, ups
     assert base64.urlsafe_b64decode(data.replace("+", "-").replace("/", "_")) == base64.b64decode(PNG_B64)
 
 
+#: Where the image part of `user(text, image_url=...)` is in each client's
+#: body, when the conversation has a system prompt (Chat keeps it as the
+#: first message; the others apart from the turns).
+IMAGE_PATH = {"chat": "messages[1].content[1]", "responses": "input[0].content[1]",
+              "anthropic": "messages[0].content[1]"}
+
+
 @pytest.mark.parametrize("client,upstream,stream", cells(
-    clients=[c for c in CLIENTS if c != "gemini"], upstreams=["gemini"],
-    marks=lambda c, u, s: [bug("ir-field-path")] if c == "responses" else []))
+    clients=[c for c in CLIENTS if c != "gemini"], upstreams=["gemini"]))
 def test_image_url_to_gemini_is_refused_naming_the_field(grid: Grid, client: str, upstream: str,
                                                          stream: bool) -> None:
     """Gemini cannot fetch an https image and the gateway never does: the
-    client gets a 400 naming the field, and nothing is sent upstream."""
+    client gets a 400 naming the field by its path in the client's own
+    body, and nothing is sent upstream."""
     t = grid.target(upstream)
     c = grid.client(client)
+    c.system = "answer in French"
     c.user("what is in this picture", image_url=IMAGE_URL)
     mark = t.mark()
     with pytest.raises(c.errors[400]) as e:
         c.send(t.model, stream)
     assert c.status_of(e.value) == 400
-    # The path of the image part in the client's body.
-    path = "input[0].content[1]" if client == "responses" else "messages[0].content[1]"
-    assert path in str(e.value) and "url" in str(e.value).lower(), e.value
+    assert f"'{IMAGE_PATH[client]}'" in str(e.value) and "url" in str(e.value).lower(), e.value
     assert t.sent_since(mark) == []
+
+
+@pytest.mark.parametrize("client,upstream,stream", cells(
+    clients=[c for c in CLIENTS if c != "gemini"], upstreams=["gemini"]))
+def test_image_url_to_gemini_is_dropped_naming_the_field_when_lenient(grid: Grid, client: str, upstream: str,
+                                                                      stream: bool) -> None:
+    """Lenient: the image is left out, the rest goes, and the header and
+    the record name the image by its path in the client's own body."""
+    t = grid.target(upstream, "--translation", "lenient")
+    c = grid.client(client)
+    c.system = "answer in French"
+    c.user("what is in this picture", image_url=IMAGE_URL)
+    mark = t.mark()
+    reply = c.send(t.model, stream)
+    assert reply.text == TEXT
+    assert reply.headers.get("x-llmgw-dropped-fields") == IMAGE_PATH[client], reply.headers
+    body = one_request(t, mark)["body_json"]
+    assert upstream_images("gemini", body) == [] and IMAGE_URL not in json.dumps(body), body
+    assert content_text(body["contents"][0]["parts"]) == "what is in this picture", body
+    rec = grid.gw.log(reply.request_id)
+    assert rec["dropped_fields"] == [IMAGE_PATH[client]], rec
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_a_gemini_clients_setting_is_named_in_its_own_terms(grid: Grid, stream: bool) -> None:
+    """Chat Completions has no top-k: a Gemini client's `topK` is named
+    `generationConfig.topK`, as its body has it (strict refuses, lenient
+    drops)."""
+    strict = grid.target("openai-chat")
+    c = grid.client("gemini")
+    c.user("hello")
+    mark = strict.mark()
+    with pytest.raises(c.errors[400]) as e:
+        c.send(strict.model, stream, top_k=5)
+    assert "'generationConfig.topK'" in str(e.value), e.value
+    assert strict.sent_since(mark) == []
+    lenient = grid.target("openai-chat", "--translation", "lenient")
+    mark = lenient.mark()
+    reply = c.send(lenient.model, stream, top_k=5)
+    assert reply.text == TEXT
+    assert {k.lower(): v for k, v in reply.headers.items()}.get("x-llmgw-dropped-fields") \
+        == "generationConfig.topK", reply.headers
+    assert "top_k" not in one_request(lenient, mark)["body_json"]
+    assert grid.gw.log(reply.request_id)["dropped_fields"] == ["generationConfig.topK"]
 
 
 # ---------------------------------------------------------------------------
@@ -224,3 +275,38 @@ def test_thinking_round_trip(grid: Grid, client: str, upstream: str, stream: boo
     sent = t.sent_since(mark)
     assert len(sent) == 2
     check_opaque_state(upstream, sent[1]["body_json"])
+
+
+@pytest.mark.parametrize("client,stream", [
+    pytest.param(c, s, id=f"{c}->openai-{'stream' if s else 'whole'}")
+    for c in ("anthropic", "gemini") for s in (False, True)])
+def test_a_reasoning_model_gets_its_reasoning_back_unasked(grid: Grid, client: str, stream: bool) -> None:
+    """A reasoning model reasons whether the client asked or not; the
+    gateway sends `store: false`, so it asks such a model for encrypted
+    reasoning, and the next turn carries the reasoning back. A model that
+    does not reason is not asked (OpenAI refuses the `include` there)."""
+    um = f"o4-mini-grid-{uid()}"
+    model = grid.gw.add_model([f"{grid.gw.mock_provider('openai')}:{um}"], "--max-attempts", "1", prefix="grid")
+    t = Target(grid.gw, model, um, "openai")
+    c = grid.client(client)
+    c.tools = TOOLS[:1]
+    c.user("what is the weather in Paris")
+    mark = t.mark()
+    first = c.send(t.model, stream, headers={"x-mock-thinking": "1", "x-mock-tool-calls": "1"})
+    assert_calls(client, first.calls, 1)
+    c.accept(first)
+    c.results(first, ["sunny"])
+    second = c.send(t.model, stream)
+    assert second.text == TEXT
+    sent = t.sent_since(mark)
+    assert len(sent) == 2
+    assert "reasoning" not in sent[0]["body_json"], sent[0]["body_json"]
+    assert sent[0]["body_json"]["include"] == ["reasoning.encrypted_content"], sent[0]["body_json"]
+    check_opaque_state("openai", sent[1]["body_json"])
+    # A model of no reasoning family, not asked to reason: no include.
+    plain = grid.target("openai")
+    c2 = grid.client(client)
+    c2.user("hello")
+    mark = plain.mark()
+    c2.send(plain.model, stream)
+    assert "include" not in one_request(plain, mark)["body_json"]
