@@ -253,6 +253,7 @@ fn details(r: &RequestLog) -> Vec<String> {
         ),
         ("stream", yes_no(r.stream).to_string()),
         ("outcome", r.outcome().name().to_string()),
+        ("stop reason (upstream's)", r.stop_reason.clone()),
         ("cancelled", yes_no(r.cancelled).to_string()),
         ("error", r.error.clone()),
         ("latency", format!("{}ms", r.latency_ms)),
@@ -400,6 +401,7 @@ mod tests {
             .into_iter()
             .collect(),
             request_body: r#"{"model":"gpt"}"#.into(),
+            stop_reason: "pause_turn".into(),
             ..Default::default()
         }
     }
@@ -436,9 +438,11 @@ mod tests {
             "usage_source",
             "count_source",
             "outcome",
+            "stop_reason",
         ] {
             assert!(o.contains_key(k), "missing {k}");
         }
+        assert_eq!(o["stop_reason"], "pause_turn");
         assert_eq!(o["outcome"], "ok");
         assert_eq!(o["upstream_protocol"], "openai");
         assert_eq!(o["dropped_fields"], serde_json::json!([]));
@@ -489,6 +493,11 @@ mod tests {
         );
         assert!(text.contains("translated  "), "{text}");
         assert!(text.contains("\noutcome  "), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("stop reason (upstream's)") && l.ends_with(" pause_turn")),
+            "{text}"
+        );
         let mut r = sample();
         r.set_outcome(llmgw_proto::v1::Outcome::Interrupted);
         assert_eq!(cells(&r)[7], "interrupted");
