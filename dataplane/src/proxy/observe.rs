@@ -213,9 +213,15 @@ fn stop_in_event(wire: Wire, data: &Value) -> Option<&str> {
     match wire {
         Wire::Chat => data.get("choices")?.get(0)?.get("finish_reason")?.as_str(),
         Wire::Anthropic => data.get("delta")?.get("stop_reason")?.as_str(),
-        Wire::Gemini => data.get("candidates")?.get(0)?.get("finishReason")?.as_str(),
+        Wire::Gemini => data
+            .get("candidates")?
+            .get(0)?
+            .get("finishReason")?
+            .as_str(),
         Wire::Responses => match data.get("type")?.as_str()? {
-            "response.completed" | "response.incomplete" | "response.failed"
+            "response.completed"
+            | "response.incomplete"
+            | "response.failed"
             | "response.cancelled" => {
                 let r = data.get("response")?;
                 r.get("incomplete_details")
