@@ -661,6 +661,21 @@ both! {
         assert_eq!(all.records[1].count_source, "local");
         assert_eq!(all.records[2].upstream_protocol, "openai");
         assert_eq!(all.records[2].stop_reason, "length");
+        let by_stop = list(
+            &mut admin,
+            pb::ListLogsRequest {
+                filter: Some(pb::LogFilter {
+                    stop_reason: "length".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(
+            by_stop.records.iter().map(|r| number(&r.id)).collect::<Vec<_>>(),
+            [2]
+        );
         assert!(!all.records[2].translated);
 
         // So does FollowLogs.

@@ -32,6 +32,7 @@ pub fn filter(f: &LogFilterArgs) -> LogFilter {
         key: clean(&f.key),
         protocol: clean(&f.protocol),
         upstream_protocol: clean(&f.upstream_protocol),
+        stop_reason: clean(&f.stop_reason),
         status_min: f.status.map_or(0, |s| s.min),
         status_max: f.status.map_or(0, |s| s.max),
         min_latency_ms: f.min_latency_ms.unwrap_or(0),
