@@ -314,3 +314,19 @@ def test_gemini_json_array_stream(grid: Grid, upstream: str) -> None:
     assert [(f["name"], f["args"]) for f in calls] == [(TOOLS[0], json.loads(tool_arguments(0)))], items
     up = upstream_usage(upstream, len(TOOL_PROMPT.split()), 0, 0, 4, 0)
     assert usage_of(items) == native_usage("gemini", *up)
+
+
+def test_logs_filter_by_the_upstreams_stop_reason(grid: Grid) -> None:
+    """`llmgw logs --stop-reason` finds the records by the upstream's own
+    word."""
+    t = grid.target("anthropic")
+    ids = {}
+    for reason in ("pause_turn", "model_context_window_exceeded"):
+        c = grid.client("chat")
+        c.user(PROMPT)
+        reply = c.send(t.model, False, headers={"x-mock-stop-reason": reason})
+        ids[reason] = reply.request_id
+        assert grid.gw.log(reply.request_id)["stop_reason"] == reason
+    assert reply.finish == "length"  # model_context_window_exceeded's nearest
+    found = [r["id"] for r in grid.gw.logs("--model", t.model, "--stop-reason", "pause_turn")]
+    assert ids["pause_turn"] in found and ids["model_context_window_exceeded"] not in found, found
