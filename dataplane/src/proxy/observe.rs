@@ -159,11 +159,19 @@ impl Observer {
                     self.seen.finished = true;
                     return None;
                 }
+                // One pass over the members for usage and the stop reason.
+                let [usage, stop, details, status] = super::body::top_levels(
+                    &self.whole,
+                    ["usage", "stop_reason", "incomplete_details", "status"],
+                )
+                .unwrap_or_default();
                 self.stop_reason = stop_in_body(
                     super::instream::pass_through_wire(protocol, endpoint),
-                    &self.whole,
+                    stop,
+                    details,
+                    status,
                 );
-                self.seen.usage = super::body::top_level(&self.whole, "usage").and_then(|raw| {
+                self.seen.usage = usage.and_then(|raw| {
                     super::usage::from_raw(protocol, endpoint, raw).or_else(|| {
                         let u = serde_json::from_slice::<Value>(raw).ok()?;
                         let mut only = serde_json::Map::with_capacity(1);
@@ -236,24 +244,25 @@ fn stop_in_event(wire: Wire, data: &Value) -> Option<&str> {
 
 /// The stop reason of a whole answer where it is a top-level member
 /// (Anthropic's `stop_reason`; Responses' `incomplete_details.reason`, else
-/// `status`), read without parsing the rest of the body. Chat and Gemini
-/// keep it inside a choice or candidate, which would take parsing the
-/// whole body: empty for them.
-fn stop_in_body(wire: Wire, body: &[u8]) -> String {
-    let member = |name| {
-        super::body::top_level(body, name).and_then(|raw| serde_json::from_slice::<Value>(raw).ok())
-    };
+/// `status`), from those members' raw bytes: the rest of the body is not
+/// parsed. Chat and Gemini keep it inside a choice or candidate, which
+/// would take parsing the whole body: empty for them.
+fn stop_in_body(
+    wire: Wire,
+    stop_reason: Option<&[u8]>,
+    incomplete_details: Option<&[u8]>,
+    status: Option<&[u8]>,
+) -> String {
+    let text = |raw: Option<&[u8]>| serde_json::from_slice::<String>(raw?).ok();
     let reason = match wire {
-        Wire::Anthropic => member("stop_reason"),
-        Wire::Responses => member("incomplete_details")
-            .and_then(|d| d.get("reason").cloned())
-            .or_else(|| member("status")),
+        Wire::Anthropic => text(stop_reason),
+        Wire::Responses => incomplete_details
+            .and_then(|raw| serde_json::from_slice::<Value>(raw).ok())
+            .and_then(|d| Some(d.get("reason")?.as_str()?.to_owned()))
+            .or_else(|| text(status)),
         Wire::Chat | Wire::Gemini => None,
     };
-    match reason {
-        Some(Value::String(s)) => s,
-        _ => String::new(),
-    }
+    reason.unwrap_or_default()
 }
 
 #[cfg(test)]
