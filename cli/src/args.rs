@@ -532,6 +532,10 @@ pub struct LogFilterArgs {
     /// openai-chat, anthropic, gemini).
     #[arg(long, value_name = "PROTOCOL")]
     pub upstream_protocol: Option<String>,
+    /// Only requests whose upstream stopped for this reason, as it said it
+    /// (end_turn, pause_turn, MAX_TOKENS, tool_calls, ...).
+    #[arg(long, value_name = "REASON")]
+    pub stop_reason: Option<String>,
     /// Only requests made with this client key (its name).
     #[arg(long, value_name = "NAME")]
     pub key: Option<String>,
@@ -939,11 +943,14 @@ mod tests {
             "anthropic",
             "--upstream-protocol",
             "openai-chat",
+            "--stop-reason",
+            "pause_turn",
         ])
         .unwrap();
         let Command::Logs(a) = cli.command else {
             panic!("wrong command");
         };
+        assert_eq!(a.filter.stop_reason.as_deref(), Some("pause_turn"));
         assert_eq!(a.filter.protocol.as_deref(), Some("anthropic"));
         assert_eq!(a.filter.upstream_protocol.as_deref(), Some("openai-chat"));
         let cli = Cli::try_parse_from(["llmgw", "stats", "--protocol", "gemini"]).unwrap();

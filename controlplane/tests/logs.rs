@@ -522,6 +522,8 @@ fn translated_rec(n: u32, t: i64) -> pb::RequestLog {
     r.reasoning_tokens = 50;
     r.usage_source = "reported".into();
     r.cost = 0.0042;
+    // As the openai-chat upstream said it.
+    r.stop_reason = "tool_calls".into();
     r
 }
 
@@ -542,6 +544,7 @@ both! {
         passed.protocol = "openai-chat".into();
         passed.upstream_protocol = "openai".into();
         passed.request_body = r#"{"model":"m-a","messages":[]}"#.into();
+        passed.stop_reason = "length".into();
         // A count_tokens request answered by the data plane itself.
         let mut counted = rec(3, t0 + 2);
         counted.protocol = "gemini".into();
@@ -561,6 +564,8 @@ both! {
         absurd_reasoning.reasoning_tokens = u64::MAX;
         let mut long_protocol = translated_rec(7, t0 + 6);
         long_protocol.upstream_protocol = "p".repeat(2000);
+        let mut long_stop = translated_rec(8, t0 + 7);
+        long_stop.stop_reason = "s".repeat(2000);
 
         let acks = ship(
             &mut cp.logs(),
@@ -574,13 +579,14 @@ both! {
                     many_dropped,
                     absurd_reasoning,
                     long_protocol,
+                    long_stop,
                 ],
             )],
         )
         .await;
         let mut quarantined = acks[0].quarantined_ids.clone();
         quarantined.sort();
-        assert_eq!(quarantined, [id(5), id(6), id(7)]);
+        assert_eq!(quarantined, [id(5), id(6), id(7), id(8)]);
         let reasons: Vec<String> = sqlx::query_scalar("SELECT reason FROM log_quarantine ORDER BY id")
             .fetch_all(cp.running.store().pool())
             .await
@@ -588,6 +594,7 @@ both! {
         assert!(reasons[0].contains("dropped_fields"), "{reasons:?}");
         assert!(reasons[1].contains("reasoning_tokens"), "{reasons:?}");
         assert!(reasons[2].contains("upstream_protocol"), "{reasons:?}");
+        assert!(reasons[3].contains("stop_reason"), "{reasons:?}");
 
         // GetLog gives back every field as sent.
         for sent in [&translated, &passed, &counted] {
@@ -611,7 +618,7 @@ both! {
         // Stored as columns: the dropped fields a JSON array, flags 0/1.
         let row = sqlx::query(
             "SELECT upstream_protocol, translated, upstream_request_body_truncated, \
-             dropped_fields, reasoning_tokens, cache_creation_tokens, count_source \
+             dropped_fields, reasoning_tokens, cache_creation_tokens, count_source, stop_reason \
              FROM request_logs WHERE id = $1",
         )
         .bind(id(1))
@@ -628,6 +635,7 @@ both! {
         assert_eq!(row.get::<i64, _>("reasoning_tokens"), 50);
         assert_eq!(row.get::<i64, _>("cache_creation_tokens"), 300);
         assert_eq!(row.get::<String, _>("count_source"), "");
+        assert_eq!(row.get::<String, _>("stop_reason"), "tool_calls");
         let passed_dropped: String =
             sqlx::query_scalar("SELECT dropped_fields FROM request_logs WHERE id = $1")
                 .bind(id(2))
@@ -652,6 +660,22 @@ both! {
         assert_eq!(listed.dropped_fields.len(), 3);
         assert_eq!(all.records[1].count_source, "local");
         assert_eq!(all.records[2].upstream_protocol, "openai");
+        assert_eq!(all.records[2].stop_reason, "length");
+        let by_stop = list(
+            &mut admin,
+            pb::ListLogsRequest {
+                filter: Some(pb::LogFilter {
+                    stop_reason: "length".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(
+            by_stop.records.iter().map(|r| number(&r.id)).collect::<Vec<_>>(),
+            [2]
+        );
         assert!(!all.records[2].translated);
 
         // So does FollowLogs.
@@ -1570,6 +1594,8 @@ async fn postgres_upgrade_moves_existing_logs_into_partitions() {
         assert!(!got.translated);
         assert!(got.dropped_fields.is_empty());
         assert_eq!((got.reasoning_tokens, got.count_source.as_str()), (0, ""));
+        // And 0008's.
+        assert_eq!(got.stop_reason, "");
         cp.shutdown().await;
     })
     .await;

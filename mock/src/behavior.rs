@@ -87,6 +87,13 @@ pub struct Step {
     /// ends the stream. Header `x-mock-error-after`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_after: Option<u32>,
+    /// The reply's stop reason word, sent as it is in the protocol's own
+    /// field whatever it is (`pause_turn`, `MALFORMED_FUNCTION_CALL`, ...;
+    /// Responses: the `incomplete_details.reason` of an incomplete reply,
+    /// or `completed`). The content is that of a normal end. Header
+    /// `x-mock-stop-reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
 }
 
 /// How a reply ends, in protocol-neutral terms (see the crate docs for
@@ -206,6 +213,7 @@ impl Step {
                 "content-and-finish" => step.content_and_finish = parse_flag(value),
                 "usage-in-finish" => step.usage_in_finish = parse_flag(value),
                 "error-after" => step.error_after = value.parse().ok(),
+                "stop-reason" if !value.is_empty() => step.stop_reason = Some(value.to_owned()),
                 _ => {}
             }
         }
@@ -237,6 +245,7 @@ impl Step {
             content_and_finish: self.content_and_finish.or(other.content_and_finish),
             usage_in_finish: self.usage_in_finish.or(other.usage_in_finish),
             error_after: self.error_after.or(other.error_after),
+            stop_reason: self.stop_reason.or(other.stop_reason),
         }
     }
 }
@@ -250,7 +259,7 @@ fn parse_flag(value: &str) -> Option<bool> {
 }
 
 /// The resolved behaviour of one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Behavior {
     pub status: u16,
     pub retry_after: Option<u64>,
@@ -276,6 +285,7 @@ pub(crate) struct Behavior {
     pub content_and_finish: bool,
     pub usage_in_finish: bool,
     pub error_after: Option<u32>,
+    pub stop_reason: Option<String>,
 }
 
 impl Behavior {
@@ -307,6 +317,7 @@ impl Behavior {
             content_and_finish: step.content_and_finish.unwrap_or(false),
             usage_in_finish: step.usage_in_finish.unwrap_or(false),
             error_after: step.error_after,
+            stop_reason: step.stop_reason,
         }
     }
 }
@@ -442,6 +453,7 @@ mod tests {
             ("x-mock-content-and-finish", "true"),
             ("x-mock-usage-in-finish", "true"),
             ("x-mock-error-after", "2"),
+            ("x-mock-stop-reason", "pause_turn"),
         ] {
             h.insert(k, v.parse().unwrap());
         }
@@ -452,6 +464,7 @@ mod tests {
         assert_eq!(b.finish, Some(Finish::ContentFilter));
         assert!(b.max_tokens_in_args && b.content_and_finish && b.usage_in_finish);
         assert_eq!(b.error_after, Some(2));
+        assert_eq!(b.stop_reason.as_deref(), Some("pause_turn"));
         assert!(!b.chunks_explicit);
         assert_eq!(parse_cache("3"), Some([3, 0]));
         assert_eq!(parse_cache("3,x"), None);

@@ -147,6 +147,8 @@ pub(crate) struct Composition {
     pub usage_in_finish: bool,
     pub encrypted_reasoning: bool,
     pub error_after: Option<u32>,
+    /// A stop reason word sent as it is (`x-mock-stop-reason`).
+    pub stop_reason: Option<String>,
 }
 
 impl Composition {
@@ -222,6 +224,7 @@ impl Composition {
             usage_in_finish: b.usage_in_finish,
             encrypted_reasoning: req.includes_encrypted_reasoning(),
             error_after: b.error_after,
+            stop_reason: b.stop_reason.clone(),
         }
     }
 
@@ -236,6 +239,7 @@ impl Composition {
             && !self.content_and_finish
             && !self.usage_in_finish
             && self.error_after.is_none()
+            && self.stop_reason.is_none()
     }
 
     fn thinking_chunks(&self) -> u32 {
@@ -340,7 +344,10 @@ impl Composition {
     // ---------------------------------------------------------------
     // Chat Completions
 
-    fn chat_finish_reason(&self) -> &'static str {
+    fn chat_finish_reason(&self) -> &str {
+        if let Some(raw) = &self.stop_reason {
+            return raw;
+        }
         match self.ending {
             Ending::Stop | Ending::StopSequence => "stop",
             Ending::Length => "length",
@@ -623,6 +630,11 @@ impl Composition {
     }
 
     fn responses_status(&self) -> (&'static str, Value) {
+        match self.stop_reason.as_deref() {
+            Some("completed") => return ("completed", Value::Null),
+            Some(raw) => return ("incomplete", json!({ "reason": raw })),
+            None => {}
+        }
         match self.ending {
             Ending::Length => ("incomplete", json!({"reason": "max_output_tokens"})),
             Ending::ContentFilter => ("incomplete", json!({"reason": "content_filter"})),
@@ -870,7 +882,10 @@ impl Composition {
     // ---------------------------------------------------------------
     // Anthropic Messages
 
-    fn anthropic_stop_reason(&self) -> &'static str {
+    fn anthropic_stop_reason(&self) -> &str {
+        if let Some(raw) = &self.stop_reason {
+            return raw;
+        }
         match self.ending {
             Ending::Stop => "end_turn",
             Ending::Length => "max_tokens",
@@ -1063,7 +1078,10 @@ impl Composition {
     // ---------------------------------------------------------------
     // Gemini
 
-    fn gemini_finish_reason(&self) -> &'static str {
+    fn gemini_finish_reason(&self) -> &str {
+        if let Some(raw) = &self.stop_reason {
+            return raw;
+        }
         match self.ending {
             Ending::Stop | Ending::StopSequence | Ending::ToolUse => "STOP",
             Ending::Length => "MAX_TOKENS",

@@ -94,6 +94,7 @@
 //! | `x-mock-content-and-finish` | `content_and_finish` | Chat streams: the last delta carries `finish_reason` |
 //! | `x-mock-usage-in-finish` | `usage_in_finish` | Chat streams with `include_usage`: usage in the finish chunk, no separate usage chunk |
 //! | `x-mock-error-after: N` | `error_after` | streams: after N content events, an in-stream error ends the stream |
+//! | `x-mock-stop-reason: R` | `stop_reason` | send R as it is as the stop reason (Chat `finish_reason`, Anthropic `stop_reason`, Gemini `finishReason`; Responses: `incomplete` with reason R, or `completed`); the content is a normal end's |
 //!
 //! A "content event" is one streamed piece of thinking, text or tool-call
 //! arguments (Gemini: one chunk). `reset-after-chunks` and `error-after`

@@ -3,87 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use common::{client, mock, parse_sse, post, post_json, stream_events};
 use futures::StreamExt;
 use llmgw_mock::{start, Config, MockServer, Stats, Step};
 use serde_json::{json, Value};
-
-async fn mock() -> MockServer {
-    start(Config::default()).await.unwrap()
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-async fn post(
-    m: &MockServer,
-    path: &str,
-    body: &Value,
-    headers: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut req = client().post(format!("{}{path}", m.base_url())).json(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.unwrap()
-}
-
-async fn post_json(m: &MockServer, path: &str, body: &Value, headers: &[(&str, &str)]) -> Value {
-    let resp = post(m, path, body, headers).await;
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-type"], "application/json");
-    resp.json().await.unwrap()
-}
-
-#[derive(Debug)]
-struct Event {
-    name: Option<String>,
-    data: String,
-}
-
-impl Event {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.data).unwrap()
-    }
-}
-
-fn parse_sse(body: &str) -> Vec<Event> {
-    assert!(
-        body.ends_with("\n\n"),
-        "stream does not end an event: {body:?}"
-    );
-    body.split("\n\n")
-        .filter(|e| !e.is_empty())
-        .map(|e| {
-            let mut ev = Event {
-                name: None,
-                data: String::new(),
-            };
-            for line in e.lines() {
-                if let Some(n) = line.strip_prefix("event: ") {
-                    ev.name = Some(n.to_owned());
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    ev.data = d.to_owned();
-                } else {
-                    panic!("unexpected SSE line {line:?}");
-                }
-            }
-            ev
-        })
-        .collect()
-}
-
-async fn stream_events(resp: reqwest::Response) -> Vec<Event> {
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    parse_sse(&resp.text().await.unwrap())
-}
 
 async fn wait_for_stats(m: &MockServer, want: impl Fn(&Stats) -> bool) -> Stats {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -120,7 +48,7 @@ fn messages_body(model: &str, stream: bool) -> Value {
 #[tokio::test]
 async fn chat_non_streaming_shape() {
     let m = mock().await;
-    let v = post_json(&m, "/chat/completions", &chat_body("gpt-x", false), &[]).await;
+    let v = post_json(&m, "/v1/chat/completions", &chat_body("gpt-x", false), &[]).await;
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["model"], "gpt-x");
     assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
@@ -137,7 +65,7 @@ async fn chat_non_streaming_shape() {
 
     let v = post_json(
         &m,
-        "/chat/completions",
+        "/v1/chat/completions",
         &chat_body("gpt-x", false),
         &[("x-mock-chunks", "2"), ("x-mock-no-usage", "1")],
     )
@@ -149,7 +77,7 @@ async fn chat_non_streaming_shape() {
 #[tokio::test]
 async fn messages_and_count_tokens_shapes() {
     let m = mock().await;
-    let v = post_json(&m, "/messages", &messages_body("claude-x", false), &[]).await;
+    let v = post_json(&m, "/v1/messages", &messages_body("claude-x", false), &[]).await;
     assert_eq!(v["type"], "message");
     assert_eq!(v["role"], "assistant");
     assert_eq!(v["model"], "claude-x");
@@ -168,7 +96,7 @@ async fn messages_and_count_tokens_shapes() {
 
     let v = post_json(
         &m,
-        "/messages",
+        "/v1/messages",
         &messages_body("claude-x", false),
         &[("x-mock-no-usage", "true")],
     )
@@ -178,7 +106,7 @@ async fn messages_and_count_tokens_shapes() {
 
     let v = post_json(
         &m,
-        "/messages/count_tokens",
+        "/v1/messages/count_tokens",
         &messages_body("claude-x", false),
         &[],
     )
@@ -191,7 +119,7 @@ async fn completions_embeddings_responses_models_shapes() {
     let m = mock().await;
     let v = post_json(
         &m,
-        "/completions",
+        "/v1/completions",
         &json!({"model": "inst", "prompt": "once upon a time"}),
         &[],
     )
@@ -203,7 +131,7 @@ async fn completions_embeddings_responses_models_shapes() {
 
     let v = post_json(
         &m,
-        "/embeddings",
+        "/v1/embeddings",
         &json!({"model": "emb", "input": ["a b", "c"], "encoding_format": "float", "dimensions": 3}),
         &[],
     )
@@ -225,7 +153,7 @@ async fn completions_embeddings_responses_models_shapes() {
     // The openai SDK asks for base64 unless told otherwise.
     let v = post_json(
         &m,
-        "/embeddings",
+        "/v1/embeddings",
         &json!({"model": "emb", "input": "x", "encoding_format": "base64"}),
         &[],
     )
@@ -239,7 +167,7 @@ async fn completions_embeddings_responses_models_shapes() {
 
     let v = post_json(
         &m,
-        "/responses",
+        "/v1/responses",
         &json!({"model": "resp", "input": "tell me a story", "instructions": "short"}),
         &[],
     )
@@ -283,7 +211,7 @@ async fn chat_stream_sends_separate_chunks_then_done() {
     let m = mock().await;
     let resp = post(
         &m,
-        "/chat/completions",
+        "/v1/chat/completions",
         &chat_body("gpt-s", true),
         &[("x-mock-chunks", "5"), ("x-mock-chunk-delay-ms", "30")],
     )
@@ -303,7 +231,7 @@ async fn chat_stream_sends_separate_chunks_then_done() {
         .collect();
     let events = parse_sse(&text);
     assert_eq!(events.len(), 7, "{events:?}");
-    assert_eq!(events.last().unwrap().data, "[DONE]");
+    assert_eq!(events.last().unwrap().raw, "[DONE]");
     let mut assembled = String::new();
     for (i, e) in events[..5].iter().enumerate() {
         let v = e.json();
@@ -327,7 +255,7 @@ async fn include_usage_chunk_only_when_asked() {
     let m = mock().await;
     let mut body = chat_body("gpt-u", true);
     body["stream_options"] = json!({"include_usage": true});
-    let events = stream_events(post(&m, "/chat/completions", &body, &[]).await).await;
+    let events = stream_events(post(&m, "/v1/chat/completions", &body, &[]).await).await;
     assert_eq!(events.len(), 4 + 1 + 1 + 1);
     for e in &events[..5] {
         assert_eq!(e.json()["usage"], Value::Null);
@@ -338,25 +266,32 @@ async fn include_usage_chunk_only_when_asked() {
     assert_eq!(usage["usage"]["prompt_tokens"], 6);
     assert_eq!(usage["usage"]["completion_tokens"], 4);
     assert_eq!(usage["usage"]["total_tokens"], 10);
-    assert_eq!(events[6].data, "[DONE]");
+    assert_eq!(events[6].raw, "[DONE]");
 
     // Not asked: no usage chunk.
     let events =
-        stream_events(post(&m, "/chat/completions", &chat_body("gpt-u", true), &[]).await).await;
+        stream_events(post(&m, "/v1/chat/completions", &chat_body("gpt-u", true), &[]).await).await;
     assert_eq!(events.len(), 6);
-    assert!(events.iter().all(|e| !e.data.contains("usage")));
+    assert!(events.iter().all(|e| !e.raw.contains("usage")));
 
     // Asked, but x-mock-no-usage: none either.
-    let events =
-        stream_events(post(&m, "/chat/completions", &body, &[("x-mock-no-usage", "1")]).await)
-            .await;
+    let events = stream_events(
+        post(
+            &m,
+            "/v1/chat/completions",
+            &body,
+            &[("x-mock-no-usage", "1")],
+        )
+        .await,
+    )
+    .await;
     assert_eq!(events.len(), 6);
-    assert!(events.iter().all(|e| !e.data.contains("usage")));
+    assert!(events.iter().all(|e| !e.raw.contains("usage")));
 
     // Completions streams the same way.
     let body = json!({"model": "inst", "prompt": "a b", "stream": true,
                       "stream_options": {"include_usage": true}});
-    let events = stream_events(post(&m, "/completions", &body, &[]).await).await;
+    let events = stream_events(post(&m, "/v1/completions", &body, &[]).await).await;
     assert_eq!(events.len(), 7);
     let text: String = events[..4]
         .iter()
@@ -364,7 +299,7 @@ async fn include_usage_chunk_only_when_asked() {
         .collect();
     assert_eq!(text, "tok0 tok1 tok2 tok3 ");
     assert_eq!(events[5].json()["usage"]["prompt_tokens"], 2);
-    assert_eq!(events[6].data, "[DONE]");
+    assert_eq!(events[6].raw, "[DONE]");
 }
 
 #[tokio::test]
@@ -373,7 +308,7 @@ async fn anthropic_stream_event_order() {
     let events = stream_events(
         post(
             &m,
-            "/messages",
+            "/v1/messages",
             &messages_body("claude-s", true),
             &[("x-mock-chunks", "3")],
         )
@@ -428,7 +363,7 @@ async fn responses_stream_events() {
     let m = mock().await;
     let body = json!({"model": "resp", "input": "a b c", "stream": true});
     let events =
-        stream_events(post(&m, "/responses", &body, &[("x-mock-chunks", "2")]).await).await;
+        stream_events(post(&m, "/v1/responses", &body, &[("x-mock-chunks", "2")]).await).await;
     let names: Vec<&str> = events.iter().map(|e| e.name.as_deref().unwrap()).collect();
     assert_eq!(
         names,
@@ -462,7 +397,7 @@ async fn responses_stream_events() {
     );
     assert_eq!(done["response"]["usage"]["input_tokens"], 3);
     assert_eq!(done["response"]["usage"]["output_tokens"], 2);
-    assert!(events.iter().all(|e| e.data != "[DONE]"));
+    assert!(events.iter().all(|e| e.raw != "[DONE]"));
 }
 
 #[tokio::test]
@@ -470,7 +405,7 @@ async fn injected_status_uses_the_protocol_error_shape() {
     let m = mock().await;
     let resp = post(
         &m,
-        "/chat/completions",
+        "/v1/chat/completions",
         &chat_body("gpt-e", true),
         &[("x-mock-status", "503"), ("x-mock-retry-after", "2")],
     )
@@ -486,7 +421,7 @@ async fn injected_status_uses_the_protocol_error_shape() {
 
     let resp = post(
         &m,
-        "/messages",
+        "/v1/messages",
         &messages_body("claude-e", false),
         &[("x-mock-status", "529")],
     )
@@ -500,7 +435,7 @@ async fn injected_status_uses_the_protocol_error_shape() {
 
     let resp = post(
         &m,
-        "/messages",
+        "/v1/messages",
         &messages_body("claude-e", false),
         &[("x-mock-status", "429")],
     )
@@ -524,7 +459,7 @@ async fn scripts_are_consumed_in_order_per_model() {
     );
     let mut seen = Vec::new();
     for model in ["a", "b", "a", "b", "a", "a", "a"] {
-        let resp = post(&m, "/chat/completions", &chat_body(model, false), &[]).await;
+        let resp = post(&m, "/v1/chat/completions", &chat_body(model, false), &[]).await;
         let retry = resp
             .headers()
             .get("retry-after")
@@ -563,7 +498,7 @@ async fn scripts_are_consumed_in_order_per_model() {
         .await
         .unwrap();
     assert_eq!(left["b"].as_array().unwrap().len(), 3);
-    let r = post(&m, "/chat/completions", &chat_body("b", false), &[]).await;
+    let r = post(&m, "/v1/chat/completions", &chat_body("b", false), &[]).await;
     assert_eq!(r.status(), 502);
     let r = c
         .delete(format!("{}/_mock/script", m.url()))
@@ -571,7 +506,7 @@ async fn scripts_are_consumed_in_order_per_model() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = post(&m, "/chat/completions", &chat_body("b", false), &[]).await;
+    let r = post(&m, "/v1/chat/completions", &chat_body("b", false), &[]).await;
     assert_eq!(r.status(), 200);
 
     // Typos are refused rather than silently ignored.
@@ -591,15 +526,15 @@ async fn headers_take_precedence_over_scripts() {
     // The header wins, and the step is still consumed.
     let r = post(
         &m,
-        "/chat/completions",
+        "/v1/chat/completions",
         &chat_body("a", false),
         &[("x-mock-status", "200")],
     )
     .await;
     assert_eq!(r.status(), 200);
-    let r = post(&m, "/chat/completions", &chat_body("a", false), &[]).await;
+    let r = post(&m, "/v1/chat/completions", &chat_body("a", false), &[]).await;
     assert_eq!(r.status(), 503);
-    let r = post(&m, "/chat/completions", &chat_body("a", false), &[]).await;
+    let r = post(&m, "/v1/chat/completions", &chat_body("a", false), &[]).await;
     assert_eq!(r.status(), 200);
 }
 
@@ -642,7 +577,7 @@ async fn reset_after_chunks_truncates_the_stream() {
     let m = mock().await;
     let resp = post(
         &m,
-        "/chat/completions",
+        "/v1/chat/completions",
         &chat_body("gpt-t", true),
         &[("x-mock-reset-after-chunks", "2"), ("x-mock-chunks", "6")],
     )
@@ -669,7 +604,7 @@ async fn reset_after_chunks_truncates_the_stream() {
 
     // Anthropic, scripted: message_start, content_block_start, ping, 1 delta.
     m.set_script("claude-t", vec![Step::reset_after_chunks(1)]);
-    let resp = post(&m, "/messages", &messages_body("claude-t", true), &[]).await;
+    let resp = post(&m, "/v1/messages", &messages_body("claude-t", true), &[]).await;
     let mut received = Vec::new();
     let mut body = resp.bytes_stream();
     let mut failed = false;
@@ -738,7 +673,7 @@ async fn client_dropping_a_stream_counts_as_cancelled() {
     let m = mock().await;
     let resp = post(
         &m,
-        "/messages",
+        "/v1/messages",
         &messages_body("claude-c", true),
         &[("x-mock-chunks", "50"), ("x-mock-chunk-delay-ms", "100")],
     )
@@ -755,7 +690,7 @@ async fn client_dropping_a_stream_counts_as_cancelled() {
 
     // A stream read to the end is not cancelled.
     let events =
-        stream_events(post(&m, "/messages", &messages_body("claude-c", true), &[]).await).await;
+        stream_events(post(&m, "/v1/messages", &messages_body("claude-c", true), &[]).await).await;
     assert_eq!(events.len(), 10);
     let s = wait_for_stats(&m, |s| s.active == 0).await;
     assert_eq!((s.requests, s.cancelled), (2, 1));
@@ -779,7 +714,7 @@ async fn recording_keeps_exact_bytes_and_headers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    post(&m, "/messages", &messages_body("rec-b", false), &[]).await;
+    post(&m, "/v1/messages", &messages_body("rec-b", false), &[]).await;
 
     let reqs = m.requests();
     assert_eq!(reqs.len(), 2);
@@ -865,7 +800,7 @@ async fn no_record_keeps_counting() {
     })
     .await
     .unwrap();
-    post(&m, "/chat/completions", &chat_body("x", false), &[]).await;
+    post(&m, "/v1/chat/completions", &chat_body("x", false), &[]).await;
     assert!(m.requests().is_empty());
     assert_eq!(m.stats().requests, 1);
 }
@@ -886,7 +821,7 @@ async fn http2_and_keep_alive() {
             .unwrap();
         assert_eq!(r.version(), reqwest::Version::HTTP_2);
         let events = stream_events(r).await;
-        assert_eq!(events.last().unwrap().data, "[DONE]");
+        assert_eq!(events.last().unwrap().raw, "[DONE]");
     }
     let reqs = m.requests();
     assert!(reqs.iter().all(|r| r.version == reqwest::Version::HTTP_2));
@@ -911,7 +846,7 @@ async fn latency_and_reply_bytes() {
     let t = Instant::now();
     let v = post_json(
         &m,
-        "/chat/completions",
+        "/v1/chat/completions",
         &chat_body("lat", false),
         &[("x-mock-latency-ms", "150"), ("x-mock-reply-bytes", "1000")],
     )
@@ -933,7 +868,7 @@ async fn latency_and_reply_bytes() {
     })
     .await
     .unwrap();
-    let v = post_json(&m, "/messages", &messages_body("d", false), &[]).await;
+    let v = post_json(&m, "/v1/messages", &messages_body("d", false), &[]).await;
     let text = v["content"][0]["text"].as_str().unwrap();
     assert_eq!(text.len(), 50);
     assert!(text.starts_with("tok0 tok1 pad "));

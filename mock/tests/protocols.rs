@@ -5,77 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
+mod common;
 
-use llmgw_mock::{signature, start, thinking_text, Config, Finish, MockServer, Step};
+use common::{client, mock, parse_sse, post, post_json, stream, Event};
+use llmgw_mock::{signature, thinking_text, Finish, Step};
 use serde_json::{json, Value};
-
-async fn mock() -> MockServer {
-    start(Config::default()).await.unwrap()
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-/// POST to `{url}{path}` (`url` without `/v1`).
-async fn post(
-    m: &MockServer,
-    path: &str,
-    body: &Value,
-    headers: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut req = client().post(format!("{}{path}", m.url())).json(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.unwrap()
-}
-
-async fn post_json(m: &MockServer, path: &str, body: &Value, headers: &[(&str, &str)]) -> Value {
-    let resp = post(m, path, body, headers).await;
-    assert_eq!(resp.status(), 200, "{path}");
-    resp.json().await.unwrap()
-}
-
-#[derive(Debug)]
-struct Event {
-    name: Option<String>,
-    data: Value,
-    raw: String,
-}
-
-fn parse_sse(body: &str) -> Vec<Event> {
-    assert!(body.ends_with("\n\n"), "{body:?}");
-    body.split("\n\n")
-        .filter(|e| !e.is_empty())
-        .map(|e| {
-            let mut name = None;
-            let mut raw = String::new();
-            for line in e.lines() {
-                if let Some(n) = line.strip_prefix("event: ") {
-                    name = Some(n.to_owned());
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    raw = d.to_owned();
-                } else {
-                    panic!("unexpected SSE line {line:?}");
-                }
-            }
-            let data = serde_json::from_str(&raw).unwrap_or(Value::Null);
-            Event { name, data, raw }
-        })
-        .collect()
-}
-
-async fn stream(m: &MockServer, path: &str, body: &Value, headers: &[(&str, &str)]) -> Vec<Event> {
-    let resp = post(m, path, body, headers).await;
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    parse_sse(&resp.text().await.unwrap())
-}
 
 fn names(events: &[Event]) -> Vec<&str> {
     events.iter().map(|e| e.name.as_deref().unwrap()).collect()
@@ -1113,4 +1047,99 @@ async fn reset_after_chunks_counts_argument_fragments() {
     // The opening delta and two fragments.
     let events = parse_sse(std::str::from_utf8(&received).unwrap());
     assert_eq!(events.len(), 3);
+}
+
+#[tokio::test]
+async fn any_stop_reason_is_sent_as_it_is() {
+    let m = mock().await;
+    let reason = |r: &'static str| [("x-mock-stop-reason", r), KEY];
+    // Whole answers and streams, in each protocol's own field.
+    let v = post_json(
+        &m,
+        "/v1/chat/completions",
+        &chat_body(false),
+        &reason("weird"),
+    )
+    .await;
+    assert_eq!(v["choices"][0]["finish_reason"], "weird");
+    let events = stream(
+        &m,
+        "/v1/chat/completions",
+        &chat_body(true),
+        &reason("weird"),
+    )
+    .await;
+    let finish = events
+        .iter()
+        .find_map(|e| e.data["choices"][0]["finish_reason"].as_str());
+    assert_eq!(finish, Some("weird"));
+
+    let v = post_json(
+        &m,
+        "/v1/messages",
+        &messages_body(false),
+        &reason("pause_turn"),
+    )
+    .await;
+    assert_eq!(v["stop_reason"], "pause_turn");
+    let events = stream(
+        &m,
+        "/v1/messages",
+        &messages_body(true),
+        &reason("pause_turn"),
+    )
+    .await;
+    let delta = events
+        .iter()
+        .find(|e| e.name.as_deref() == Some("message_delta"))
+        .unwrap();
+    assert_eq!(delta.data["delta"]["stop_reason"], "pause_turn");
+
+    let v = post_json(&m, GEN, &gemini_body(), &reason("MALFORMED_FUNCTION_CALL")).await;
+    assert_eq!(
+        v["candidates"][0]["finishReason"],
+        "MALFORMED_FUNCTION_CALL"
+    );
+    let events = stream(&m, SSE, &gemini_body(), &reason("MALFORMED_FUNCTION_CALL")).await;
+    let last = &events.last().unwrap().data;
+    assert_eq!(
+        last["candidates"][0]["finishReason"],
+        "MALFORMED_FUNCTION_CALL"
+    );
+
+    let v = post_json(
+        &m,
+        "/v1/responses",
+        &responses_body(false),
+        &reason("max_output_tokens"),
+    )
+    .await;
+    assert_eq!(
+        (
+            v["status"].as_str(),
+            v["incomplete_details"]["reason"].as_str()
+        ),
+        (Some("incomplete"), Some("max_output_tokens"))
+    );
+    let events = stream(
+        &m,
+        "/v1/responses",
+        &responses_body(true),
+        &reason("completed"),
+    )
+    .await;
+    let last = events.last().unwrap();
+    assert_eq!(last.name.as_deref(), Some("response.completed"));
+    assert_eq!(last.data["response"]["status"], "completed");
+
+    // As a script step too.
+    m.set_script(
+        "claude",
+        vec![Step {
+            stop_reason: Some("model_context_window_exceeded".into()),
+            ..Step::ok()
+        }],
+    );
+    let v = post_json(&m, "/v1/messages", &messages_body(false), &[]).await;
+    assert_eq!(v["stop_reason"], "model_context_window_exceeded");
 }

@@ -1088,16 +1088,33 @@ fn stop_of(reason: Option<&str>, sequence: Option<String>) -> StopReason {
 /// The `stop_reason` and `stop_sequence` an Anthropic client gets.
 fn stop_json(stop: &StopReason) -> (&str, Option<&str>) {
     match stop {
-        StopReason::EndTurn => ("end_turn", None),
         StopReason::StopSequence(s) => ("stop_sequence", s.as_deref()),
-        StopReason::MaxTokens => ("max_tokens", None),
-        StopReason::ToolUse => ("tool_use", None),
-        StopReason::ContentFilter => ("refusal", None),
-        StopReason::Other(raw) => match raw.as_str() {
-            "pause_turn" | "model_context_window_exceeded" => (raw.as_str(), None),
-            "length" | "max_output_tokens" | "MAX_TOKENS" => ("max_tokens", None),
-            _ => ("end_turn", None),
-        },
+        StopReason::Other(raw) if OWN_REASONS.contains(&raw.as_str()) => (raw.as_str(), None),
+        other => (reason_of(other), None),
+    }
+}
+
+/// Anthropic's reasons that have no equivalent elsewhere.
+const OWN_REASONS: [&str; 2] = ["pause_turn", "model_context_window_exceeded"];
+
+/// A reason's Anthropic name; the nearest one for a reason Anthropic has
+/// no name for.
+fn reason_of(stop: &StopReason) -> &'static str {
+    match stop {
+        StopReason::EndTurn => "end_turn",
+        StopReason::StopSequence(_) => "stop_sequence",
+        StopReason::MaxTokens => "max_tokens",
+        StopReason::ToolUse => "tool_use",
+        StopReason::ContentFilter => "refusal",
+        StopReason::Other(raw) => reason_of(&crate::stop::nearest(raw)),
+    }
+}
+
+/// A stop reason as an Anthropic upstream names it (`stop_reason`).
+pub fn stop_name(stop: &StopReason) -> String {
+    match stop {
+        StopReason::Other(raw) => raw.clone(),
+        named => reason_of(named).to_string(),
     }
 }
 

@@ -1021,24 +1021,30 @@ fn stop_of(finish: &str, refused: bool) -> StopReason {
         "stop" if refused => StopReason::ContentFilter,
         "stop" => StopReason::EndTurn,
         "length" => StopReason::MaxTokens,
-        "tool_calls" | "function_call" => StopReason::ToolUse,
+        "tool_calls" => StopReason::ToolUse,
         "content_filter" => StopReason::ContentFilter,
+        // `function_call` (deprecated) among them: kept as it came.
         other => StopReason::Other(other.to_string()),
     }
 }
 
-/// The finish reason a Chat client gets.
+/// The finish reason a Chat client gets: a reason Chat has no name for
+/// becomes the nearest one it has.
 fn finish_of(stop: &StopReason) -> &'static str {
     match stop {
         StopReason::EndTurn | StopReason::StopSequence(_) => "stop",
         StopReason::MaxTokens => "length",
         StopReason::ToolUse => "tool_calls",
         StopReason::ContentFilter => "content_filter",
-        StopReason::Other(raw) => match raw.as_str() {
-            "model_context_window_exceeded" | "max_output_tokens" => "length",
-            "refusal" | "safety" => "content_filter",
-            _ => "stop",
-        },
+        StopReason::Other(raw) => finish_of(&crate::stop::nearest(raw)),
+    }
+}
+
+/// A stop reason as a Chat upstream names it (`finish_reason`).
+pub fn stop_name(stop: &StopReason) -> String {
+    match stop {
+        StopReason::Other(raw) => raw.clone(),
+        named => finish_of(named).to_string(),
     }
 }
 

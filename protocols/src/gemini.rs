@@ -1104,22 +1104,58 @@ fn stop_of(reason: &str, has_calls: bool) -> StopReason {
         "STOP" if has_calls => StopReason::ToolUse,
         "STOP" => StopReason::EndTurn,
         "MAX_TOKENS" => StopReason::MaxTokens,
-        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY"
-        | "LANGUAGE" => StopReason::ContentFilter,
+        "SAFETY" => StopReason::ContentFilter,
+        // RECITATION, BLOCKLIST, MALFORMED_FUNCTION_CALL, ...: kept as
+        // they came; other protocols get the nearest reason.
         other => StopReason::Other(other.to_string()),
     }
 }
 
-fn finish_reason(stop: &StopReason) -> &'static str {
+/// Gemini's own finish reasons with no equivalent elsewhere; a Gemini
+/// client gets them as they are.
+const OWN_REASONS: [&str; 16] = [
+    "FINISH_REASON_UNSPECIFIED",
+    "RECITATION",
+    "LANGUAGE",
+    "OTHER",
+    "BLOCKLIST",
+    "PROHIBITED_CONTENT",
+    "SPII",
+    "MALFORMED_FUNCTION_CALL",
+    "IMAGE_SAFETY",
+    "IMAGE_PROHIBITED_CONTENT",
+    "IMAGE_RECITATION",
+    "IMAGE_OTHER",
+    "NO_IMAGE",
+    "UNEXPECTED_TOOL_CALL",
+    "TOO_MANY_TOOL_CALLS",
+    "MALFORMED_RESPONSE",
+];
+
+/// The `finishReason` a Gemini client gets.
+fn finish_reason(stop: &StopReason) -> &str {
+    match stop {
+        StopReason::Other(raw) if OWN_REASONS.contains(&raw.as_str()) => raw.as_str(),
+        other => reason_of(other),
+    }
+}
+
+/// A reason's Gemini name; the nearest one for a reason Gemini has no name
+/// for.
+fn reason_of(stop: &StopReason) -> &'static str {
     match stop {
         StopReason::EndTurn | StopReason::StopSequence(_) | StopReason::ToolUse => "STOP",
         StopReason::MaxTokens => "MAX_TOKENS",
         StopReason::ContentFilter => "SAFETY",
-        StopReason::Other(r) => match r.as_str() {
-            "MALFORMED_FUNCTION_CALL" => "MALFORMED_FUNCTION_CALL",
-            "pause_turn" | "end_turn" | "stop" => "STOP",
-            _ => "OTHER",
-        },
+        StopReason::Other(raw) => reason_of(&crate::stop::nearest(raw)),
+    }
+}
+
+/// A stop reason as a Gemini upstream names it (`finishReason`).
+pub fn stop_name(stop: &StopReason) -> String {
+    match stop {
+        StopReason::Other(raw) => raw.clone(),
+        named => reason_of(named).to_string(),
     }
 }
 
@@ -2085,7 +2121,7 @@ mod tests {
         for (reason, stop) in [
             ("MAX_TOKENS", StopReason::MaxTokens),
             ("SAFETY", StopReason::ContentFilter),
-            ("RECITATION", StopReason::ContentFilter),
+            ("RECITATION", StopReason::Other("RECITATION".into())),
             (
                 "MALFORMED_FUNCTION_CALL",
                 StopReason::Other("MALFORMED_FUNCTION_CALL".into()),

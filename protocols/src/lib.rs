@@ -30,6 +30,7 @@ pub mod gemini;
 pub mod ir;
 pub mod responses;
 pub mod schema;
+pub mod stop;
 pub mod stream;
 
 pub use error::{ApiError, Error, ErrorType, Lossy};
@@ -135,6 +136,17 @@ impl Wire {
             Wire::Responses => Box::new(responses::Encoder::new(opts)),
             Wire::Anthropic => Box::new(anthropic::Encoder::new(opts)),
             Wire::Gemini => Box::new(gemini::Encoder::new(opts)),
+        }
+    }
+
+    /// A stop reason by its name in this protocol, as an upstream of this
+    /// protocol sent it (the request log's `stop_reason`).
+    pub fn stop_name(self, stop: &ir::StopReason) -> String {
+        match self {
+            Wire::Chat => chat::stop_name(stop),
+            Wire::Responses => responses::stop_name(stop),
+            Wire::Anthropic => anthropic::stop_name(stop),
+            Wire::Gemini => gemini::stop_name(stop),
         }
     }
 

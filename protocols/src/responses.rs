@@ -1166,12 +1166,25 @@ pub fn decode_response(body: &[u8]) -> Result<Response, Error> {
     })
 }
 
-/// The status and `incomplete_details` a stop reason stands for.
+/// The status and `incomplete_details` a stop reason stands for; a reason
+/// Responses has no name for stands for the nearest one it has.
 fn status_of(stop: &StopReason) -> (&'static str, Value) {
     match stop {
         StopReason::MaxTokens => ("incomplete", json!({"reason": "max_output_tokens"})),
         StopReason::ContentFilter => ("incomplete", json!({"reason": "content_filter"})),
+        StopReason::Other(raw) => status_of(&crate::stop::nearest(raw)),
         _ => ("completed", Value::Null),
+    }
+}
+
+/// A stop reason as a Responses upstream states it: the
+/// `incomplete_details.reason` of an incomplete answer, else its `status`.
+pub fn stop_name(stop: &StopReason) -> String {
+    match stop {
+        StopReason::MaxTokens => "max_output_tokens".into(),
+        StopReason::ContentFilter => "content_filter".into(),
+        StopReason::Other(raw) => raw.clone(),
+        _ => "completed".into(),
     }
 }
 

@@ -32,6 +32,7 @@ pub fn filter(f: &LogFilterArgs) -> LogFilter {
         key: clean(&f.key),
         protocol: clean(&f.protocol),
         upstream_protocol: clean(&f.upstream_protocol),
+        stop_reason: clean(&f.stop_reason),
         status_min: f.status.map_or(0, |s| s.min),
         status_max: f.status.map_or(0, |s| s.max),
         min_latency_ms: f.min_latency_ms.unwrap_or(0),
@@ -253,6 +254,7 @@ fn details(r: &RequestLog) -> Vec<String> {
         ),
         ("stream", yes_no(r.stream).to_string()),
         ("outcome", r.outcome().name().to_string()),
+        ("stop reason (upstream's)", r.stop_reason.clone()),
         ("cancelled", yes_no(r.cancelled).to_string()),
         ("error", r.error.clone()),
         ("latency", format!("{}ms", r.latency_ms)),
@@ -400,6 +402,7 @@ mod tests {
             .into_iter()
             .collect(),
             request_body: r#"{"model":"gpt"}"#.into(),
+            stop_reason: "pause_turn".into(),
             ..Default::default()
         }
     }
@@ -436,9 +439,11 @@ mod tests {
             "usage_source",
             "count_source",
             "outcome",
+            "stop_reason",
         ] {
             assert!(o.contains_key(k), "missing {k}");
         }
+        assert_eq!(o["stop_reason"], "pause_turn");
         assert_eq!(o["outcome"], "ok");
         assert_eq!(o["upstream_protocol"], "openai");
         assert_eq!(o["dropped_fields"], serde_json::json!([]));
@@ -489,6 +494,11 @@ mod tests {
         );
         assert!(text.contains("translated  "), "{text}");
         assert!(text.contains("\noutcome  "), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("stop reason (upstream's)") && l.ends_with(" pause_turn")),
+            "{text}"
+        );
         let mut r = sample();
         r.set_outcome(llmgw_proto::v1::Outcome::Interrupted);
         assert_eq!(cells(&r)[7], "interrupted");

@@ -61,6 +61,7 @@ const LOG_COLUMNS: &[&str] = &[
     "reasoning_tokens",
     "count_source",
     "outcome",
+    "stop_reason",
 ];
 
 const ATTEMPT_COLUMNS: &[&str] = &[
@@ -494,6 +495,7 @@ fn bind_record<'q>(
         .bind(i64_of(r.reasoning_tokens))
         .bind(r.count_source.as_str())
         .bind(r.outcome().name())
+        .bind(r.stop_reason.as_str())
 }
 
 async fn quarantine(
@@ -744,6 +746,7 @@ fn check(r: &pb::RequestLog, batch_node: &str, now: i64) -> Result<Checked, Stri
             MAX_NAME_BYTES,
         ),
         ("count_source", r.count_source.as_str(), MAX_NAME_BYTES),
+        ("stop_reason", r.stop_reason.as_str(), MAX_NAME_BYTES),
         ("client_ip", r.client_ip.as_str(), MAX_TEXT_BYTES),
         ("user_agent", r.user_agent.as_str(), MAX_TEXT_BYTES),
         ("path", r.path.as_str(), MAX_TEXT_BYTES),
@@ -797,6 +800,7 @@ fn normalize(mut rec: pb::RequestLog, id: String, batch_node: &str) -> pb::Reque
         &mut rec.upstream_protocol,
         &mut rec.upstream_request_body,
         &mut rec.count_source,
+        &mut rec.stop_reason,
     ] {
         clean_in_place(s);
     }
@@ -910,6 +914,10 @@ mod tests {
             (
                 "count_source",
                 Box::new(|r| r.count_source = "c".repeat(5000)),
+            ),
+            (
+                "stop_reason",
+                Box::new(|r| r.stop_reason = "s".repeat(5000)),
             ),
             ("cost", Box::new(|r| r.cost = f64::NAN)),
             ("cost", Box::new(|r| r.cost = -1.0)),

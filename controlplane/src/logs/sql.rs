@@ -92,6 +92,7 @@ pub struct Filter {
     key: Option<String>,
     protocol: Option<String>,
     upstream_protocol: Option<String>,
+    stop_reason: Option<String>,
     status_min: Option<i64>,
     status_max: Option<i64>,
     min_latency_ms: Option<i64>,
@@ -147,6 +148,7 @@ impl Filter {
             key: text(&f.key),
             protocol: text(&f.protocol),
             upstream_protocol: text(&f.upstream_protocol),
+            stop_reason: text(&f.stop_reason),
             status_min: (f.status_min > 0).then(|| i64::from(f.status_min)),
             status_max: (f.status_max > 0).then(|| i64::from(f.status_max)),
             min_latency_ms: positive(f.min_latency_ms),
@@ -189,6 +191,9 @@ impl Filter {
         }
         if let Some(v) = &self.upstream_protocol {
             cmp(st, "upstream_protocol", "=", Param::Text(v.clone()));
+        }
+        if let Some(v) = &self.stop_reason {
+            cmp(st, "stop_reason", "=", Param::Text(v.clone()));
         }
         if let Some(v) = self.status_min {
             cmp(st, "status", ">=", Param::Int(v));
@@ -246,6 +251,7 @@ pub fn matches(f: &pb::LogFilter, r: &pb::RequestLog) -> bool {
         && eq(&f.key, &r.key)
         && eq(&f.protocol, &r.protocol)
         && eq(&f.upstream_protocol, &r.upstream_protocol)
+        && eq(&f.stop_reason, &r.stop_reason)
         && (f.status_min == 0 || r.status >= f.status_min)
         && (f.status_max == 0 || r.status <= f.status_max)
         && (f.min_latency_ms == 0 || r.latency_ms >= f.min_latency_ms)
@@ -284,15 +290,18 @@ mod tests {
             errors_only: true,
             protocol: " anthropic ".into(),
             upstream_protocol: "openai-chat".into(),
+            stop_reason: "pause_turn".into(),
             outcome: pb::Outcome::Timeout as i32,
         })
         .unwrap();
         let mut st = Statement::default();
         let w = f.where_sql(&mut st);
         assert!(!w.contains("DROP"), "{w}");
-        assert_eq!(st.params.len(), 15);
-        assert!(w.contains("outcome = $15"), "{w}");
-        assert_eq!(st.params[14], Param::Text("timeout".into()));
+        assert_eq!(st.params.len(), 16);
+        assert!(w.contains("stop_reason = $8"), "{w}");
+        assert_eq!(st.params[7], Param::Text("pause_turn".into()));
+        assert!(w.contains("outcome = $16"), "{w}");
+        assert_eq!(st.params[15], Param::Text("timeout".into()));
         assert!(w.contains("model = $3"), "{w}");
         assert!(w.contains(" protocol = $6"), "{w}");
         assert!(w.contains("upstream_protocol = $7"), "{w}");
@@ -423,6 +432,17 @@ mod tests {
         assert!(!matches(&by("gemini", ""), &r));
         assert!(!matches(&by("", "anthropic"), &r));
         assert!(!matches(&by("anthropic", "openai"), &r));
+        let stopped = |reason: &str| pb::LogFilter {
+            stop_reason: reason.into(),
+            ..Default::default()
+        };
+        let paused = pb::RequestLog {
+            stop_reason: "pause_turn".into(),
+            ..r.clone()
+        };
+        assert!(matches(&stopped("pause_turn"), &paused));
+        assert!(!matches(&stopped("end_turn"), &paused));
+        assert!(!matches(&stopped("pause_turn"), &r));
         // A request no upstream answered has no upstream protocol.
         let unanswered = pb::RequestLog {
             protocol: "anthropic".into(),

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { Outcome, RequestLogSchema } from "@/gen/llmgw/v1/logs_pb";
-import { OUTCOMES, outcomeChoice, outcomeOfName, promptTokens, protocolPair, totalTokens, upstreamBodyNote, usageRows } from "./log-fields";
+import { OUTCOMES, outcomeChoice, outcomeOfName, promptTokens, protocolPair, stopReasonHint, totalTokens, upstreamBodyNote, usageRows } from "./log-fields";
 
 describe("protocol pair", () => {
   it("shows client→upstream, or the client's alone", () => {
@@ -62,5 +62,15 @@ describe("outcomes", () => {
     expect(outcomeChoice(Outcome.INTERRUPTED)?.label).toBe("Interrupted");
     expect(outcomeOfName("nope")).toBe(Outcome.UNSPECIFIED);
     expect(outcomeOfName("")).toBe(Outcome.UNSPECIFIED);
+  });
+});
+
+describe("stop reason", () => {
+  it("is the upstream's own word; a translated client got the nearest", () => {
+    const translated = create(RequestLogSchema, { stopReason: "pause_turn", upstreamProtocol: "anthropic", translated: true });
+    expect(stopReasonHint(translated)).toBe("Why the upstream (anthropic) stopped, as it said it. The client got the nearest reason its protocol has.");
+    const passed = create(RequestLogSchema, { stopReason: "MAX_TOKENS", upstreamProtocol: "gemini" });
+    expect(stopReasonHint(passed)).toBe("Why the upstream (gemini) stopped, as it said it.");
+    expect(stopReasonHint(create(RequestLogSchema, {}))).toBe("");
   });
 });

@@ -88,3 +88,15 @@ export function outcomeChoice(o: Outcome): OutcomeChoice | undefined {
 export function outcomeOfName(name: string): Outcome {
   return OUTCOMES.find((c) => c.name === name.trim())?.value ?? Outcome.UNSPECIFIED;
 }
+
+/**
+ * What the stop-reason badge says when hovered: the reason is the upstream's
+ * own word, which a translated client got as the nearest reason its
+ * protocol has.
+ */
+export function stopReasonHint(r: Pick<RequestLog, "stopReason" | "upstreamProtocol" | "translated">): string {
+  if (!r.stopReason) return "";
+  const who = r.upstreamProtocol ? `the upstream (${r.upstreamProtocol})` : "the upstream";
+  const said = `Why ${who} stopped, as it said it.`;
+  return r.translated ? `${said} The client got the nearest reason its protocol has.` : said;
+}

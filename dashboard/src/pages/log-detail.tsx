@@ -9,7 +9,7 @@ import type { Attempt, RequestLog } from "@/gen/llmgw/v1/logs_pb";
 import { api } from "@/lib/api";
 import { toCurl } from "@/lib/curl";
 import { formatCost, formatDateTime, formatDuration, formatInt } from "@/lib/format";
-import { promptTokens, protocolPair, upstreamBodyNote, usageRows } from "@/lib/log-fields";
+import { promptTokens, protocolPair, stopReasonHint, upstreamBodyNote, usageRows } from "@/lib/log-fields";
 import { useQuery, useTitle } from "@/lib/hooks";
 import { redactHeaders } from "@/lib/redact";
 import { Link, useLocation } from "@/lib/router";
@@ -66,6 +66,11 @@ function Detail({ r }: { r: RequestLog }) {
               {protocolPair(r)}
             </Badge>
             {r.translated ? <Badge variant="secondary">translated</Badge> : null}
+            {r.stopReason ? (
+              <Badge variant="outline" title={stopReasonHint(r)} data-testid="stop-reason">
+                stop: <span className="ml-1 font-mono">{r.stopReason}</span>
+              </Badge>
+            ) : null}
           </div>
           <p className="mt-1 text-sm text-muted-foreground">
             <span className="font-mono">{r.path}</span> · {formatDateTime(r.time || r.timeMs)} · <span className="font-mono text-xs">{r.id}</span>

@@ -158,6 +158,25 @@ pub fn top_level<'b>(body: &'b [u8], name: &str) -> Option<&'b [u8]> {
         .map(|(_, s)| &body[s.start..s.end])
 }
 
+/// The raw bytes of each top-level member of `names` (the last one of a
+/// name), found in one pass over the body. `None` when the body is not an
+/// object.
+pub fn top_levels<'b, const N: usize>(
+    body: &'b [u8],
+    names: [&str; N],
+) -> Option<[Option<&'b [u8]>; N]> {
+    let (members, _) = members(body)?;
+    let mut out = [None; N];
+    for (k, s) in &members {
+        for (slot, name) in out.iter_mut().zip(names) {
+            if key_is(k, name) {
+                *slot = Some(&body[s.start..s.end]);
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Replaces the value of every top-level `model` member with `model`.
 /// Returns `None` when the body is not a JSON object with a `model`.
 pub fn replace_model(body: &[u8], model: &str) -> Option<Bytes> {
@@ -311,6 +330,17 @@ mod tests {
         );
         assert!(top_level(br#"{"choices":[]}"#, "usage").is_none());
         assert!(top_level(br#"[{"usage":1}]"#, "usage").is_none());
+        // Several in one pass, each as top_level finds it.
+        let [usage, stop, missing] = top_levels(
+            br#"{"stop_reason":"a","usage":1,"content":[{"stop_reason":"x"}],"stop_reason":"b"}"#,
+            ["usage", "stop_reason", "status"],
+        )
+        .unwrap();
+        assert_eq!(
+            (usage, stop, missing),
+            (Some(&b"1"[..]), Some(&br#""b""#[..]), None)
+        );
+        assert!(top_levels(b"[]", ["usage"]).is_none());
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! Watches a response on its way to the client: finds usage and generated
-//! text, keeps a capped copy for the request log, and, when the gateway
+//! Watches a response on its way to the client: finds usage, generated
+//! text and the stop reason, keeps a capped copy for the request log, and, when the gateway
 //! asked an OpenAI chat stream for usage on the client's behalf, removes
 //! that extra chunk. Otherwise the bytes pass exactly as they came.
 
 use bytes::{Bytes, BytesMut};
+use llmgw_protocols::Wire;
 use serde_json::Value;
 
 use super::dialect::{Dialect, Endpoint, StreamSeen, Usage};
@@ -20,6 +21,9 @@ pub struct Observer {
     strip_usage_chunk: bool,
     splitter: Splitter,
     pub seen: StreamSeen,
+    /// Why the upstream stopped, as it said it (the record's
+    /// `stop_reason`); empty until an event or the body says.
+    pub stop_reason: String,
     /// The whole body of a non-streaming response, for usage.
     whole: BytesMut,
     whole_overflow: bool,
@@ -44,6 +48,7 @@ impl Observer {
             strip_usage_chunk: streaming && strip_usage_chunk,
             splitter: Splitter::default(),
             seen: StreamSeen::default(),
+            stop_reason: String::new(),
             whole: BytesMut::new(),
             whole_overflow: false,
             logged: BytesMut::new(),
@@ -114,8 +119,11 @@ impl Observer {
         };
         self.dialect
             .observe_event(self.endpoint, ev.name, &data, &mut self.seen);
+        let wire = super::instream::pass_through_wire(self.dialect.protocol(), self.endpoint);
+        if let Some(reason) = stop_in_event(wire, &data) {
+            reason.clone_into(&mut self.stop_reason);
+        }
         if self.seen.error.is_none() {
-            let wire = super::instream::pass_through_wire(self.dialect.protocol(), self.endpoint);
             self.seen.error = super::instream::error_event(wire, ev.name, &data).map(Box::new);
         }
         !(self.strip_usage_chunk && is_usage_chunk(&data))
@@ -151,7 +159,19 @@ impl Observer {
                     self.seen.finished = true;
                     return None;
                 }
-                self.seen.usage = super::body::top_level(&self.whole, "usage").and_then(|raw| {
+                // One pass over the members for usage and the stop reason.
+                let [usage, stop, details, status] = super::body::top_levels(
+                    &self.whole,
+                    ["usage", "stop_reason", "incomplete_details", "status"],
+                )
+                .unwrap_or_default();
+                self.stop_reason = stop_in_body(
+                    super::instream::pass_through_wire(protocol, endpoint),
+                    stop,
+                    details,
+                    status,
+                );
+                self.seen.usage = usage.and_then(|raw| {
                     super::usage::from_raw(protocol, endpoint, raw).or_else(|| {
                         let u = serde_json::from_slice::<Value>(raw).ok()?;
                         let mut only = serde_json::Map::with_capacity(1);
@@ -191,6 +211,58 @@ impl Observer {
     pub fn usage(&self) -> Option<Usage> {
         self.seen.usage
     }
+}
+
+/// The stop reason an already parsed stream event states, as it states it:
+/// Chat's `finish_reason`, Anthropic's `message_delta` `stop_reason`,
+/// Gemini's `finishReason`, or a Responses terminal event's
+/// `incomplete_details.reason`, else its status.
+fn stop_in_event(wire: Wire, data: &Value) -> Option<&str> {
+    match wire {
+        Wire::Chat => data.get("choices")?.get(0)?.get("finish_reason")?.as_str(),
+        Wire::Anthropic => data.get("delta")?.get("stop_reason")?.as_str(),
+        Wire::Gemini => data
+            .get("candidates")?
+            .get(0)?
+            .get("finishReason")?
+            .as_str(),
+        Wire::Responses => match data.get("type")?.as_str()? {
+            "response.completed"
+            | "response.incomplete"
+            | "response.failed"
+            | "response.cancelled" => {
+                let r = data.get("response")?;
+                r.get("incomplete_details")
+                    .and_then(|d| d.get("reason"))
+                    .and_then(Value::as_str)
+                    .or_else(|| r.get("status")?.as_str())
+            }
+            _ => None,
+        },
+    }
+}
+
+/// The stop reason of a whole answer where it is a top-level member
+/// (Anthropic's `stop_reason`; Responses' `incomplete_details.reason`, else
+/// `status`), from those members' raw bytes: the rest of the body is not
+/// parsed. Chat and Gemini keep it inside a choice or candidate, which
+/// would take parsing the whole body: empty for them.
+fn stop_in_body(
+    wire: Wire,
+    stop_reason: Option<&[u8]>,
+    incomplete_details: Option<&[u8]>,
+    status: Option<&[u8]>,
+) -> String {
+    let text = |raw: Option<&[u8]>| serde_json::from_slice::<String>(raw?).ok();
+    let reason = match wire {
+        Wire::Anthropic => text(stop_reason),
+        Wire::Responses => incomplete_details
+            .and_then(|raw| serde_json::from_slice::<Value>(raw).ok())
+            .and_then(|d| Some(d.get("reason")?.as_str()?.to_owned()))
+            .or_else(|| text(status)),
+        Wire::Chat | Wire::Gemini => None,
+    };
+    reason.unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -321,5 +393,80 @@ mod tests {
         ));
         o.finish();
         assert_eq!(o.usage().unwrap().input, 5);
+    }
+
+    #[test]
+    fn the_stop_reason_is_kept_as_the_upstream_said_it() {
+        let streamed = |protocol, endpoint, events: &'static [u8]| {
+            let mut o = Observer::new(dialect(protocol), endpoint, true, false, 0);
+            o.feed(Bytes::from_static(events));
+            o.finish();
+            o.stop_reason
+        };
+        assert_eq!(
+            streamed(
+                Protocol::Anthropic,
+                Endpoint::Messages,
+                b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"pause_turn\"},\"usage\":{\"output_tokens\":1}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+            ),
+            "pause_turn"
+        );
+        assert_eq!(
+            streamed(
+                Protocol::Gemini,
+                Endpoint::GeminiStream { sse: true },
+                b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]}}]}\n\ndata: {\"candidates\":[{\"finishReason\":\"MALFORMED_FUNCTION_CALL\"}]}\n\n"
+            ),
+            "MALFORMED_FUNCTION_CALL"
+        );
+        // The usage chunk after the finish does not clear it.
+        assert_eq!(
+            streamed(
+                Protocol::OpenAiChat,
+                Endpoint::ChatCompletions,
+                b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\n\ndata: [DONE]\n\n"
+            ),
+            "tool_calls"
+        );
+        assert_eq!(
+            streamed(
+                Protocol::OpenAi,
+                Endpoint::Responses,
+                b"event: response.incomplete\ndata: {\"type\":\"response.incomplete\",\"response\":{\"status\":\"incomplete\",\"incomplete_details\":{\"reason\":\"max_output_tokens\"}}}\n\n"
+            ),
+            "max_output_tokens"
+        );
+
+        let whole = |protocol, endpoint, body: &'static [u8]| {
+            let mut o = Observer::new(dialect(protocol), endpoint, false, false, 0);
+            o.feed(Bytes::from_static(body));
+            o.finish();
+            o.stop_reason
+        };
+        assert_eq!(
+            whole(
+                Protocol::Anthropic,
+                Endpoint::Messages,
+                br#"{"content":[{"type":"text","text":"stop_reason"}],"stop_reason":"refusal","usage":{"input_tokens":1,"output_tokens":1}}"#
+            ),
+            "refusal"
+        );
+        assert_eq!(
+            whole(
+                Protocol::OpenAi,
+                Endpoint::Responses,
+                br#"{"status":"completed","incomplete_details":null,"output":[],"usage":{"input_tokens":1,"output_tokens":1}}"#
+            ),
+            "completed"
+        );
+        // Chat keeps it inside a choice: not parsed for.
+        assert_eq!(
+            whole(
+                Protocol::OpenAiChat,
+                Endpoint::ChatCompletions,
+                br#"{"choices":[{"message":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#
+            ),
+            ""
+        );
     }
 }

@@ -226,7 +226,8 @@ impl Proxy {
         r.latency_ms = pending.started.elapsed().as_millis() as u64;
         r.ttfb_ms = r.latency_ms;
         match whole {
-            Ok((body, usage, text)) => {
+            Ok((body, usage, text, stop_reason)) => {
+                finish.record.stop_reason = stop_reason;
                 if log_cap > 0 {
                     record::log_response_body(&mut finish.encoded, &body, log_cap);
                 }

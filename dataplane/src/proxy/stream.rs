@@ -128,6 +128,14 @@ impl Relay {
         }
     }
 
+    /// Why the upstream stopped, as it named it.
+    fn take_stop_reason(&mut self) -> String {
+        match self {
+            Relay::Pass(o) => std::mem::take(&mut o.stop_reason),
+            Relay::Translate(t) => t.take_stop_reason(),
+        }
+    }
+
     fn take_text(&mut self) -> String {
         match self {
             Relay::Pass(o) => std::mem::take(&mut o.seen.text),
@@ -236,6 +244,7 @@ impl ProxyBody {
             }
         }
         f.usage = self.observer.usage();
+        f.record.stop_reason = self.observer.take_stop_reason();
         f.completion_text = self.observer.take_text();
         self.hold = f.submit(sink);
     }

@@ -195,7 +195,9 @@ pub fn error(from: Wire, to: Wire, status: u16, body: &[u8]) -> (u16, Bytes) {
     (status, Bytes::from(body))
 }
 
-/// A whole upstream answer rewritten for the client.
+/// A whole upstream answer rewritten for the client, with its usage for
+/// the record, its generated text and its stop reason as the upstream
+/// named it.
 pub fn whole(
     from: Wire,
     to: Wire,
@@ -203,7 +205,7 @@ pub fn whole(
     body: &[u8],
     opts: &EncoderOptions,
     input_estimate: impl FnOnce() -> u64,
-) -> Result<(Bytes, Option<Usage>, String), String> {
+) -> Result<(Bytes, Option<Usage>, String, String), String> {
     if counting {
         let n = match from {
             Wire::Anthropic => anthropic::decode_count_response(body),
@@ -218,7 +220,7 @@ pub fn whole(
             input: n,
             ..Default::default()
         };
-        return Ok((Bytes::from(out), Some(usage), String::new()));
+        return Ok((Bytes::from(out), Some(usage), String::new(), String::new()));
     }
     let mut resp = from.decode_response(body).map_err(|e| e.to_string())?;
     let mut text = String::new();
@@ -242,7 +244,7 @@ pub fn whole(
         });
     }
     let out = to.encode_response(&resp, opts);
-    Ok((Bytes::from(out), reported, text))
+    Ok((Bytes::from(out), reported, text, from.stop_name(&resp.stop)))
 }
 
 /// A translated stream on its way to the client: upstream events are
@@ -255,6 +257,8 @@ pub struct Transcoder {
     events: Vec<Event>,
     /// Usage the upstream reported, normalized.
     usage: Option<Usage>,
+    /// Why the upstream stopped, as it named it.
+    stop_reason: String,
     /// Generated text, for an estimate when no usage is reported.
     pub text: String,
     /// The client's terminal frames have been written.
@@ -280,6 +284,7 @@ impl Transcoder {
             encoder: to.stream_encoder(opts),
             events: Vec::new(),
             usage: None,
+            stop_reason: String::new(),
             text: String::new(),
             finished: false,
             logged: BytesMut::new(),
@@ -303,6 +308,7 @@ impl Transcoder {
         for ev in self.events.drain(..) {
             match &ev {
                 Event::Usage(u) => self.usage = Some(*u),
+                Event::Stop(s) => self.stop_reason = self.from.stop_name(s),
                 // Everything generated counts toward an output estimate.
                 Event::Delta {
                     delta: Delta::Text(t) | Delta::Thinking(t) | Delta::Arguments(t),
@@ -402,6 +408,11 @@ impl Transcoder {
     /// Usage the upstream reported.
     pub fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    /// Why the upstream stopped, as it named it; empty if it did not say.
+    pub fn take_stop_reason(&mut self) -> String {
+        std::mem::take(&mut self.stop_reason)
     }
 }
 
