@@ -32,10 +32,6 @@ BUGS = {
         "upstream sent ({\"city\":\"Paris\"), where the Anthropic SDK itself reads a cut stream as "
         "{'city': 'Paris'}"
     ),
-    "parallel-field-path": (
-        "protocols/src/gemini.rs encode_request refuses 'parallel_tool_calls' by its intermediate name: an "
-        "Anthropic client's body has no such field (its is tool_choice.disable_parallel_tool_use)"
-    ),
 }
 
 
@@ -234,8 +230,7 @@ def choice_cells() -> list[Any]:
             for ch in CHOICES:
                 if c == "gemini" and ch == "parallel-off":
                     continue  # Gemini has no such setting to send.
-                marks = bug("parallel-field-path") if (c, u, ch) == ("anthropic", "gemini", "parallel-off") else ()
-                out.append(pytest.param(c, u, ch, id=f"{c}->{u}-{ch}", marks=marks))
+                out.append(pytest.param(c, u, ch, id=f"{c}->{u}-{ch}"))
     return out
 
 
