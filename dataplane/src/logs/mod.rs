@@ -304,12 +304,12 @@ pub struct LogsConfig {
     pub ack_timeout: Duration,
     /// Most records the writer takes from the queue per write.
     pub write_max_records: usize,
-    /// How long the writer gathers records after the first of a batch, and
-    /// the shipper after the first record it has not sent, so that a busy
-    /// data plane writes, reads, ships and acknowledges records in batches
-    /// rather than one by one. The writer skips it for a record someone
-    /// waits for ([`LogSink::send_spooled`]): those batch by themselves,
-    /// while the previous write is under way.
+    /// How long the writer gathers records after the first of a batch, so
+    /// that a busy data plane writes, reads, ships and acknowledges records
+    /// in batches rather than one by one. The writer skips it for a record
+    /// someone waits for ([`LogSink::send_spooled`]): those batch by
+    /// themselves while the previous write is under way, and the shipper's
+    /// window (batches in flight) makes batches grow under load.
     pub write_linger: Duration,
 }
 
@@ -447,7 +447,6 @@ pub async fn spawn(config: LogsConfig, rx: LogReceiver) -> Result<LogsHandle> {
             batch_max_records: config.batch_max_records.max(1),
             batch_max_bytes: config.batch_max_bytes.max(1),
             window: config.window.max(1),
-            linger: config.write_linger,
             ack_timeout: config.ack_timeout,
             ack_failures: 0,
         }

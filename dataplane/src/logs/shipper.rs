@@ -68,11 +68,6 @@ pub(crate) struct Shipper {
     pub batch_max_records: usize,
     pub batch_max_bytes: usize,
     pub window: usize,
-    /// How long to gather records written after the last batch sent before
-    /// reading them, unless a whole batch is there: the writer writes
-    /// records that responses wait for one by one when idle, and they are
-    /// still shipped in batches.
-    pub linger: Duration,
     pub ack_timeout: Duration,
     /// Acknowledgements that could not be recorded on disk, counted so
     /// that a lasting failure logs a line per power of two, not per batch.
@@ -159,8 +154,7 @@ impl Shipper {
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         // When the oldest unacknowledged batch stops being waited for.
         let mut ack_deadline = Instant::now();
-        // When what was written after the last batch is read, at the latest.
-        let mut ship_at: Option<Instant> = None;
+
         info!(
             control_plane = %uri,
             acked_sequence = acked,
@@ -173,17 +167,8 @@ impl Shipper {
             while in_flight.len() < window {
                 let last_written = *written.borrow_and_update();
                 if next > last_written {
-                    ship_at = None;
                     break;
                 }
-                if last_written - next + 1 < self.batch_max_records as u64 && !self.linger.is_zero()
-                {
-                    let at = *ship_at.get_or_insert_with(|| Instant::now() + self.linger);
-                    if Instant::now() < at {
-                        break;
-                    }
-                }
-                ship_at = None;
                 let spool = Arc::clone(&self.spool);
                 let (max_records, max_bytes) = (self.batch_max_records, self.batch_max_bytes);
                 let RawReadBatch { records, next_seq } = tokio::task::spawn_blocking(move || {
@@ -226,8 +211,6 @@ impl Shipper {
                 }
                 // Only once the sender is gone, which the spool outlives.
                 _ = written.changed(), if in_flight.len() < window => {}
-                _ = tokio::time::sleep_until(ship_at.unwrap_or(ack_deadline)),
-                    if ship_at.is_some() && in_flight.len() < window => {}
                 _ = tokio::time::sleep_until(ack_deadline), if !in_flight.is_empty() => {
                     return Err(anyhow!(
                         "no acknowledgement for {:?} with {} batches in flight",
