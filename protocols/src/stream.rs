@@ -115,15 +115,15 @@ pub trait StreamEncoder: Send {
     fn usage(&self) -> Option<Usage>;
 }
 
-/// Writes one server-sent event.
-pub fn sse(out: &mut Vec<u8>, name: Option<&str>, data: &serde_json::Value) {
+/// Writes one server-sent event, its data serialized straight into `out`.
+pub fn sse<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, name: Option<&str>, data: &T) {
     if let Some(n) = name {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(n.as_bytes());
         out.push(b'\n');
     }
     out.extend_from_slice(b"data: ");
-    // Writing a Value into a Vec cannot fail.
+    // Writing into a Vec cannot fail (the types written have string keys).
     let _ = serde_json::to_writer(&mut *out, data);
     out.extend_from_slice(b"\n\n");
 }
