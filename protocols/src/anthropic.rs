@@ -1719,6 +1719,8 @@ pub struct Encoder {
     stop: Option<StopReason>,
     saw_tool: bool,
     done: bool,
+    /// The input estimate was supplied.
+    estimated: bool,
 }
 
 impl Encoder {
@@ -1738,6 +1740,7 @@ impl Encoder {
             stop: None,
             saw_tool: false,
             done: false,
+            estimated: false,
         }
     }
 
@@ -2073,6 +2076,26 @@ impl StreamEncoder for Encoder {
 
     fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    fn wants_input_estimate(&self, next: Option<&Event>) -> bool {
+        // Only `message_start` says input before the end, and it is
+        // written with the first block event or the finish.
+        !self.estimated
+            && !self.message_started
+            && !self.done
+            && self.usage.is_none()
+            && next.is_none_or(|e| {
+                matches!(
+                    e,
+                    Event::BlockStart { .. } | Event::Delta { .. } | Event::BlockStop { .. }
+                )
+            })
+    }
+
+    fn set_input_estimate(&mut self, estimate: u64) {
+        self.estimated = true;
+        self.opts.input_estimate = estimate;
     }
 }
 
