@@ -1348,7 +1348,11 @@ pub fn encode_response(resp: &Response, opts: &EncoderOptions) -> Vec<u8> {
     });
     let body = MessageOut {
         content: &content,
-        id: if resp.id.is_empty() { &opts.id } else { &resp.id },
+        id: if resp.id.is_empty() {
+            &opts.id
+        } else {
+            &resp.id
+        },
         model: &opts.model,
         role: "assistant",
         stop_reason: Some(stop_reason),

@@ -1285,7 +1285,11 @@ pub fn encode_response(resp: &Response, opts: &EncoderOptions) -> Vec<u8> {
             },
         }],
         created: resp.created.unwrap_or(opts.created),
-        id: if resp.id.is_empty() { &opts.id } else { &resp.id },
+        id: if resp.id.is_empty() {
+            &opts.id
+        } else {
+            &resp.id
+        },
         model: &opts.model,
         object: "chat.completion",
         usage: resp.usage.as_ref().map(usage_out),
