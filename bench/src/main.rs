@@ -34,6 +34,10 @@
 //! and streaming both bodies, with nothing else: no auth, routing, body
 //! parsing, usage or logging. Measured beside nginx and llmgw, it shows
 //! how much of llmgw's cost per request is the Rust HTTP stack itself.
+//!
+//! `llmgw-bench codec` runs the translation codecs of `llmgw-protocols`
+//! alone, without HTTP, on upstream answers recorded from the mock: a
+//! target for callgrind while working on their cost (`codec.rs`).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,6 +51,8 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+mod codec;
 
 // The data plane's allocator, so that `proxy` is its floor.
 #[global_allocator]
@@ -65,6 +71,9 @@ enum Cmd {
     Sse(SseArgs),
     /// A bare hyper reverse proxy to one upstream (a floor for S3).
     Proxy(ProxyArgs),
+    /// The translation codecs alone, on recorded upstream answers: a
+    /// target for callgrind (see `codec.rs`).
+    Codec(codec::CodecArgs),
 }
 
 #[derive(Parser, Clone)]
@@ -154,6 +163,7 @@ fn main() -> Result<()> {
             .build()?
             .block_on(sse(a)),
         // The data plane's runtime: `#[tokio::main]`'s multi-thread one.
+        Cmd::Codec(a) => codec::run(&a),
         Cmd::Proxy(a) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?

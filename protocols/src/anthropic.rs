@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::chat::raw_message;
@@ -215,6 +215,10 @@ struct AMetadata {
     extra: Map<String, Value>,
 }
 
+// The answer side reads only the fields it uses: every other member of an
+// answer or event is passed over by the parser without being built (no
+// catch-all map), which is most of what translating an answer costs.
+
 /// A whole answer, or the `message` of a `message_start` event.
 #[derive(Debug, Deserialize)]
 struct AResponse {
@@ -223,16 +227,35 @@ struct AResponse {
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
-    content: Vec<ABlock>,
+    content: Vec<AnswerBlock>,
     #[serde(default)]
     stop_reason: Option<String>,
     #[serde(default)]
     stop_sequence: Option<String>,
     #[serde(default)]
     usage: Option<AUsage>,
-    #[serde(flatten)]
-    #[allow(dead_code)]
-    extra: Map<String, Value>,
+}
+
+/// A content block of an answer or a `content_block_start` event; `kind`
+/// names it, so a block type added tomorrow is read and passed over.
+#[derive(Debug, Default, Deserialize)]
+struct AnswerBlock {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    input: Option<Value>,
+    #[serde(default)]
+    thinking: Option<String>,
+    #[serde(default)]
+    signature: Option<String>,
+    #[serde(default)]
+    data: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -245,9 +268,6 @@ struct AUsage {
     cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
     cache_read_input_tokens: Option<u64>,
-    #[serde(flatten)]
-    #[allow(dead_code)]
-    extra: Map<String, Value>,
 }
 
 /// One stream event; `kind` names it, so an event type added tomorrow is
@@ -261,16 +281,13 @@ struct AStreamEvent {
     #[serde(default)]
     index: Option<usize>,
     #[serde(default)]
-    content_block: Option<ABlock>,
+    content_block: Option<AnswerBlock>,
     #[serde(default)]
     delta: Option<AStreamDelta>,
     #[serde(default)]
     usage: Option<AUsage>,
     #[serde(default)]
     error: Option<Value>,
-    #[serde(flatten)]
-    #[allow(dead_code)]
-    extra: Map<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -289,9 +306,95 @@ struct AStreamDelta {
     stop_reason: Option<String>,
     #[serde(default)]
     stop_sequence: Option<String>,
-    #[serde(flatten)]
-    #[allow(dead_code)]
-    extra: Map<String, Value>,
+}
+
+// What an Anthropic client is sent, written straight from these (fields
+// in alphabetical order: the order a `serde_json::Map` writes them in).
+
+#[derive(Serialize)]
+struct UsageOut {
+    cache_creation_input_tokens: u64,
+    cache_read_input_tokens: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+/// A content block, or a delta of one: only the fields given are written.
+#[derive(Default, Serialize)]
+struct BlockOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partial_json: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+/// A whole answer, or the `message` of `message_start`.
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    content: &'a [BlockOut<'a>],
+    id: &'a str,
+    model: &'a str,
+    role: &'static str,
+    stop_reason: Option<&'a str>,
+    stop_sequence: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    usage: UsageOut,
+}
+
+/// `message_start`, `content_block_*` and `message_stop` events.
+#[derive(Serialize)]
+struct EventOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_block: Option<BlockOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<BlockOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<MessageOut<'a>>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+impl EventOut<'_> {
+    fn of(kind: &'static str) -> Self {
+        EventOut {
+            content_block: None,
+            delta: None,
+            index: None,
+            message: None,
+            kind,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct StopOut<'a> {
+    stop_reason: &'a str,
+    stop_sequence: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct MessageDeltaOut<'a> {
+    delta: StopOut<'a>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    usage: UsageOut,
 }
 
 // ---------------------------------------------------------------------------
@@ -1186,13 +1289,13 @@ pub fn decode_response(body: &[u8]) -> Result<Response, Error> {
     })
 }
 
-fn usage_json(u: &Usage) -> Value {
-    json!({
-        "input_tokens": u.input,
-        "cache_creation_input_tokens": u.cache_write,
-        "cache_read_input_tokens": u.cache_read,
-        "output_tokens": u.output,
-    })
+fn usage_out(u: &Usage) -> UsageOut {
+    UsageOut {
+        cache_creation_input_tokens: u.cache_write,
+        cache_read_input_tokens: u.cache_read,
+        input_tokens: u.input,
+        output_tokens: u.output,
+    }
 }
 
 fn arguments_object(arguments: &str) -> Value {
@@ -1212,41 +1315,71 @@ fn call_id_for_client(id: &str, signature: &Option<Opaque>) -> String {
 
 /// A whole answer for an Anthropic client.
 pub fn encode_response(resp: &Response, opts: &EncoderOptions) -> Vec<u8> {
+    // What the blocks borrow: signatures and call ids as the client gets
+    // them, tool inputs as objects.
+    let mut owned: Vec<(String, Value)> = Vec::new();
+    for p in &resp.content {
+        match p {
+            Part::Thinking { signature, .. } => {
+                let sig = signature
+                    .as_ref()
+                    .map(|s| envelope::wrap(s, Family::Anthropic))
+                    .unwrap_or_default();
+                owned.push((sig, Value::Null));
+            }
+            Part::ToolCall {
+                id,
+                arguments,
+                signature,
+                ..
+            } => owned.push((
+                call_id_for_client(id, signature),
+                arguments_object(arguments),
+            )),
+            _ => {}
+        }
+    }
+    let mut owned = owned.iter();
     let mut content = Vec::new();
     for p in &resp.content {
         match p {
             Part::Text { text } => {
                 if !text.is_empty() {
-                    content.push(json!({"type": "text", "text": text}));
+                    content.push(BlockOut {
+                        text: Some(text),
+                        kind: "text",
+                        ..BlockOut::default()
+                    });
                 }
             }
-            Part::Thinking {
-                text,
-                signature,
-                redacted,
-                ..
-            } => {
-                let sig = signature
-                    .as_ref()
-                    .map(|s| envelope::wrap(s, Family::Anthropic))
-                    .unwrap_or_default();
+            Part::Thinking { text, redacted, .. } => {
+                let sig = owned.next().map_or("", |(s, _)| s.as_str());
                 content.push(if *redacted {
-                    json!({"type": "redacted_thinking", "data": sig})
+                    BlockOut {
+                        data: Some(sig),
+                        kind: "redacted_thinking",
+                        ..BlockOut::default()
+                    }
                 } else {
-                    json!({"type": "thinking", "thinking": text, "signature": sig})
+                    BlockOut {
+                        signature: Some(sig),
+                        thinking: Some(text),
+                        kind: "thinking",
+                        ..BlockOut::default()
+                    }
                 });
             }
-            Part::ToolCall {
-                id,
-                name,
-                arguments,
-                signature,
-            } => content.push(json!({
-                "type": "tool_use",
-                "id": call_id_for_client(id, signature),
-                "name": name,
-                "input": arguments_object(arguments),
-            })),
+            Part::ToolCall { name, .. } => {
+                if let Some((id, input)) = owned.next() {
+                    content.push(BlockOut {
+                        id: Some(id),
+                        input: Some(input),
+                        name: Some(name),
+                        kind: "tool_use",
+                        ..BlockOut::default()
+                    });
+                }
+            }
             Part::Image(_) | Part::ToolResult { .. } => {}
         }
     }
@@ -1255,16 +1388,20 @@ pub fn encode_response(resp: &Response, opts: &EncoderOptions) -> Vec<u8> {
         input: opts.input_estimate,
         ..Usage::default()
     });
-    let body = json!({
-        "id": if resp.id.is_empty() { &opts.id } else { &resp.id },
-        "type": "message",
-        "role": "assistant",
-        "model": opts.model,
-        "content": content,
-        "stop_reason": stop_reason,
-        "stop_sequence": stop_sequence,
-        "usage": usage_json(&usage),
-    });
+    let body = MessageOut {
+        content: &content,
+        id: if resp.id.is_empty() {
+            &opts.id
+        } else {
+            &resp.id
+        },
+        model: &opts.model,
+        role: "assistant",
+        stop_reason: Some(stop_reason),
+        stop_sequence,
+        kind: "message",
+        usage: usage_out(&usage),
+    };
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
@@ -1358,7 +1495,7 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    fn start_block(&mut self, upstream: usize, b: ABlock, out: &mut Vec<Event>) {
+    fn start_block(&mut self, upstream: usize, b: AnswerBlock, out: &mut Vec<Event>) {
         let index = self.next_block;
         let block = match b.kind.as_str() {
             "text" => Block::Text,
@@ -1628,6 +1765,8 @@ pub struct Encoder {
     stop: Option<StopReason>,
     saw_tool: bool,
     done: bool,
+    /// The input estimate was supplied.
+    estimated: bool,
 }
 
 impl Encoder {
@@ -1647,6 +1786,7 @@ impl Encoder {
             stop: None,
             saw_tool: false,
             done: false,
+            estimated: false,
         }
     }
 
@@ -1661,24 +1801,24 @@ impl Encoder {
             Some(u) => (u.input, u.cache_read, u.cache_write),
             None => (self.opts.input_estimate, 0, 0),
         };
-        let ev = json!({
-            "type": "message_start",
-            "message": {
-                "id": self.id,
-                "type": "message",
-                "role": "assistant",
-                "model": self.opts.model,
-                "content": [],
-                "stop_reason": null,
-                "stop_sequence": null,
-                "usage": {
-                    "input_tokens": input,
-                    "cache_creation_input_tokens": write,
-                    "cache_read_input_tokens": read,
-                    "output_tokens": 1,
+        let ev = EventOut {
+            message: Some(MessageOut {
+                content: &[],
+                id: &self.id,
+                model: &self.opts.model,
+                role: "assistant",
+                stop_reason: None,
+                stop_sequence: None,
+                kind: "message",
+                usage: UsageOut {
+                    cache_creation_input_tokens: write,
+                    cache_read_input_tokens: read,
+                    input_tokens: input,
+                    output_tokens: 1,
                 },
-            },
-        });
+            }),
+            ..EventOut::of("message_start")
+        };
         sse(out, Some("message_start"), &ev);
     }
 
@@ -1687,11 +1827,11 @@ impl Encoder {
             if l.json.is_some() {
                 self.closed_tools.push(l.ir);
             }
-            sse(
-                out,
-                Some("content_block_stop"),
-                &json!({"type": "content_block_stop", "index": l.index}),
-            );
+            let ev = EventOut {
+                index: Some(l.index),
+                ..EventOut::of("content_block_stop")
+            };
+            sse(out, Some("content_block_stop"), &ev);
         }
     }
 
@@ -1717,41 +1857,62 @@ impl Encoder {
         };
         let index = self.next_index;
         self.next_index += 1;
-        let (content_block, json_state) = match &b.block {
-            Block::Text => (json!({"type": "text", "text": ""}), None),
-            Block::Thinking { redacted: true, .. } => {
-                let data = match first {
-                    Some(Delta::Signature(s)) => envelope::wrap(s, Family::Anthropic),
-                    _ => String::new(),
-                };
-                (json!({"type": "redacted_thinking", "data": data}), None)
+        // What the block borrows: redacted data, a call id as the client
+        // gets it.
+        let owned = match (&b.block, first) {
+            (Block::Thinking { redacted: true, .. }, Some(Delta::Signature(s))) => {
+                envelope::wrap(s, Family::Anthropic)
             }
-            Block::Thinking { .. } => (
-                json!({"type": "thinking", "thinking": "", "signature": ""}),
+            (Block::ToolCall { id, signature, .. }, _) => call_id_for_client(id, signature),
+            _ => String::new(),
+        };
+        let empty = Value::Object(Map::new());
+        let (content_block, json_state) = match &b.block {
+            Block::Text => (
+                BlockOut {
+                    text: Some(""),
+                    kind: "text",
+                    ..BlockOut::default()
+                },
                 None,
             ),
-            Block::ToolCall {
-                id,
-                name,
-                signature,
-            } => {
-                self.saw_tool = true;
-                (
-                    json!({
-                        "type": "tool_use",
-                        "id": call_id_for_client(id, signature),
-                        "name": name,
-                        "input": {},
-                    }),
-                    Some(JsonProgress::default()),
-                )
-            }
+            Block::Thinking { redacted: true, .. } => (
+                BlockOut {
+                    data: Some(&owned),
+                    kind: "redacted_thinking",
+                    ..BlockOut::default()
+                },
+                None,
+            ),
+            Block::Thinking { .. } => (
+                BlockOut {
+                    signature: Some(""),
+                    thinking: Some(""),
+                    kind: "thinking",
+                    ..BlockOut::default()
+                },
+                None,
+            ),
+            Block::ToolCall { name, .. } => (
+                BlockOut {
+                    id: Some(&owned),
+                    input: Some(&empty),
+                    name: Some(name),
+                    kind: "tool_use",
+                    ..BlockOut::default()
+                },
+                Some(JsonProgress::default()),
+            ),
         };
-        sse(
-            out,
-            Some("content_block_start"),
-            &json!({"type": "content_block_start", "index": index, "content_block": content_block}),
-        );
+        let ev = EventOut {
+            content_block: Some(content_block),
+            index: Some(index),
+            ..EventOut::of("content_block_start")
+        };
+        sse(out, Some("content_block_start"), &ev);
+        if json_state.is_some() {
+            self.saw_tool = true;
+        }
         self.live = Some(Live {
             ir,
             index,
@@ -1818,18 +1979,27 @@ impl Encoder {
             return;
         };
         let index = live.index;
-        let d = match delta {
+        let wrapped;
+        let d = match &delta {
             Delta::Text(t) => {
                 if t.is_empty() {
                     return;
                 }
-                json!({"type": "text_delta", "text": t})
+                BlockOut {
+                    text: Some(t),
+                    kind: "text_delta",
+                    ..BlockOut::default()
+                }
             }
             Delta::Thinking(t) => {
                 if t.is_empty() {
                     return;
                 }
-                json!({"type": "thinking_delta", "thinking": t})
+                BlockOut {
+                    thinking: Some(t),
+                    kind: "thinking_delta",
+                    ..BlockOut::default()
+                }
             }
             Delta::Signature(s) => {
                 let redacted = self
@@ -1840,24 +2010,34 @@ impl Encoder {
                     // Its data went out with its start.
                     return;
                 }
-                json!({"type": "signature_delta", "signature": envelope::wrap(&s, Family::Anthropic)})
+                wrapped = envelope::wrap(s, Family::Anthropic);
+                BlockOut {
+                    signature: Some(&wrapped),
+                    kind: "signature_delta",
+                    ..BlockOut::default()
+                }
             }
             Delta::Arguments(a) => {
                 if a.is_empty() {
                     return;
                 }
                 match live.json.as_mut() {
-                    Some(j) => j.feed(&a),
+                    Some(j) => j.feed(a),
                     None => return,
                 }
-                json!({"type": "input_json_delta", "partial_json": a})
+                BlockOut {
+                    partial_json: Some(a),
+                    kind: "input_json_delta",
+                    ..BlockOut::default()
+                }
             }
         };
-        sse(
-            out,
-            Some("content_block_delta"),
-            &json!({"type": "content_block_delta", "index": index, "delta": d}),
-        );
+        let ev = EventOut {
+            delta: Some(d),
+            index: Some(index),
+            ..EventOut::of("content_block_delta")
+        };
+        sse(out, Some("content_block_delta"), &ev);
     }
 
     /// Replays what waited, in order, now that the live block is gone.
@@ -1920,16 +2100,16 @@ impl StreamEncoder for Encoder {
             StopReason::EndTurn
         });
         let (stop_reason, stop_sequence) = stop_json(&stop);
-        sse(
-            out,
-            Some("message_delta"),
-            &json!({
-                "type": "message_delta",
-                "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-                "usage": usage_json(&usage),
-            }),
-        );
-        sse(out, Some("message_stop"), &json!({"type": "message_stop"}));
+        let ev = MessageDeltaOut {
+            delta: StopOut {
+                stop_reason,
+                stop_sequence,
+            },
+            kind: "message_delta",
+            usage: usage_out(&usage),
+        };
+        sse(out, Some("message_delta"), &ev);
+        sse(out, Some("message_stop"), &EventOut::of("message_stop"));
     }
 
     fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
@@ -1942,6 +2122,26 @@ impl StreamEncoder for Encoder {
 
     fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    fn wants_input_estimate(&self, next: Option<&Event>) -> bool {
+        // Only `message_start` says input before the end, and it is
+        // written with the first block event or the finish.
+        !self.estimated
+            && !self.message_started
+            && !self.done
+            && self.usage.is_none()
+            && next.is_none_or(|e| {
+                matches!(
+                    e,
+                    Event::BlockStart { .. } | Event::Delta { .. } | Event::BlockStop { .. }
+                )
+            })
+    }
+
+    fn set_input_estimate(&mut self, estimate: u64) {
+        self.estimated = true;
+        self.opts.input_estimate = estimate;
     }
 }
 

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::envelope::{self, CallId};
@@ -169,11 +169,13 @@ struct ChatImageUrl {
     extra: Map<String, Value>,
 }
 
-/// A tool call in a request, a response or a stream delta (where every
-/// field but `index` may be missing).
+/// A tool call in a request (answers read [`AnswerToolCall`]).
 #[derive(Debug, Deserialize)]
 struct ChatToolCall {
+    /// A streamed call's index, which some clients send back: accepted
+    /// and passed over.
     #[serde(default)]
+    #[allow(dead_code)]
     index: Option<usize>,
     #[serde(default)]
     id: Option<String>,
@@ -218,6 +220,10 @@ struct ChatFunctionDef {
     extra: Map<String, Value>,
 }
 
+// The answer side reads only the fields it uses: every other member of an
+// answer or chunk is passed over by the parser without being built (no
+// catch-all map), which is most of what translating an answer costs.
+
 /// A whole answer or a stream chunk.
 #[derive(Debug, Deserialize)]
 struct ChatCompletion {
@@ -233,9 +239,6 @@ struct ChatCompletion {
     usage: Option<ChatUsage>,
     #[serde(default)]
     error: Option<Value>,
-    #[serde(flatten)]
-    #[allow(dead_code)]
-    extra: Map<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,9 +251,6 @@ struct ChatChoice {
     delta: Option<ChatDelta>,
     #[serde(default)]
     finish_reason: Option<String>,
-    #[serde(flatten)]
-    #[allow(dead_code)]
-    extra: Map<String, Value>,
 }
 
 /// An answer's message, or a chunk's delta.
@@ -266,12 +266,29 @@ struct ChatDelta {
     #[serde(default)]
     refusal: Option<String>,
     #[serde(default)]
-    tool_calls: Option<Vec<ChatToolCall>>,
+    tool_calls: Option<Vec<AnswerToolCall>>,
     #[serde(default)]
-    function_call: Option<ChatFunctionCall>,
-    #[serde(flatten)]
-    #[allow(dead_code)]
-    extra: Map<String, Value>,
+    function_call: Option<AnswerFunction>,
+}
+
+/// A tool call in an answer or a stream delta (where every field but
+/// `index` may be missing).
+#[derive(Debug, Deserialize)]
+struct AnswerToolCall {
+    #[serde(default)]
+    index: Option<usize>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<AnswerFunction>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct AnswerFunction {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -287,27 +304,121 @@ struct ChatUsage {
     /// DeepSeek's name for cached input.
     #[serde(default)]
     prompt_cache_hit_tokens: Option<u64>,
-    #[serde(flatten)]
-    #[allow(dead_code)]
-    extra: Map<String, Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct PromptDetails {
     #[serde(default)]
     cached_tokens: Option<u64>,
-    #[serde(flatten)]
-    #[allow(dead_code)]
-    extra: Map<String, Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct CompletionDetails {
     #[serde(default)]
     reasoning_tokens: Option<u64>,
-    #[serde(flatten)]
-    #[allow(dead_code)]
-    extra: Map<String, Value>,
+}
+
+// What a Chat client is sent, written straight from these (fields in
+// alphabetical order: the order a `serde_json::Map` writes them in).
+
+#[derive(Serialize)]
+struct UsageOut {
+    completion_tokens: u64,
+    completion_tokens_details: ReasoningTokensOut,
+    prompt_tokens: u64,
+    prompt_tokens_details: CachedTokensOut,
+    total_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct ReasoningTokensOut {
+    reasoning_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct CachedTokensOut {
+    cached_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct FunctionOut<'a> {
+    arguments: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ToolCallOut<'a> {
+    function: FunctionOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+}
+
+/// A whole answer's message.
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    refusal: Option<()>,
+    role: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct ChoiceOut<'a> {
+    finish_reason: Option<&'static str>,
+    index: u32,
+    logprobs: Option<()>,
+    message: MessageOut<'a>,
+}
+
+#[derive(Serialize)]
+struct CompletionOut<'a> {
+    choices: [ChoiceOut<'a>; 1],
+    created: i64,
+    id: &'a str,
+    model: &'a str,
+    object: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageOut>,
+}
+
+/// A chunk's delta: only the fields given are written.
+#[derive(Default, Serialize)]
+struct DeltaOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCallOut<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+struct ChunkChoiceOut<'a> {
+    delta: DeltaOut<'a>,
+    finish_reason: Option<&'static str>,
+    index: u32,
+    logprobs: Option<()>,
+}
+
+#[derive(Serialize)]
+struct ChunkOut<'a> {
+    choices: &'a [ChunkChoiceOut<'a>],
+    created: i64,
+    id: &'a str,
+    model: &'a str,
+    object: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageOut>,
 }
 
 // ---------------------------------------------------------------------------
@@ -1084,11 +1195,7 @@ pub fn decode_response(body: &[u8]) -> Result<Response, Error> {
         content.push(Part::Text { text: r });
     }
     for (j, tc) in m.tool_calls.unwrap_or_default().into_iter().enumerate() {
-        let f = tc.function.unwrap_or(ChatFunctionCall {
-            name: None,
-            arguments: None,
-            extra: Map::new(),
-        });
+        let f = tc.function.unwrap_or_default();
         content.push(Part::ToolCall {
             id: tc.id.unwrap_or_else(|| format!("call_{j}")),
             name: f.name.unwrap_or_default(),
@@ -1114,14 +1221,18 @@ pub fn decode_response(body: &[u8]) -> Result<Response, Error> {
     })
 }
 
-fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.total_input(),
-        "completion_tokens": u.output,
-        "total_tokens": u.total_input() + u.output,
-        "prompt_tokens_details": {"cached_tokens": u.cache_read},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning},
-    })
+fn usage_out(u: &Usage) -> UsageOut {
+    UsageOut {
+        completion_tokens: u.output,
+        completion_tokens_details: ReasoningTokensOut {
+            reasoning_tokens: u.reasoning,
+        },
+        prompt_tokens: u.total_input(),
+        prompt_tokens_details: CachedTokensOut {
+            cached_tokens: u.cache_read,
+        },
+        total_tokens: u.total_input() + u.output,
+    }
 }
 
 /// Whether any thinking part carries opaque state worth carrying.
@@ -1159,59 +1270,59 @@ pub fn encode_response(resp: &Response, opts: &EncoderOptions) -> Vec<u8> {
         })
         .collect();
     let text = text_of(&resp.content);
-    let mut calls = Vec::new();
+    let mut ids = Vec::new();
     for p in &resp.content {
-        if let Part::ToolCall {
-            id,
-            name,
-            arguments,
-            signature,
-        } = p
-        {
-            let id = envelope::wrap_call_id(&CallId {
+        if let Part::ToolCall { id, signature, .. } = p {
+            ids.push(envelope::wrap_call_id(&CallId {
                 id: id.clone(),
                 thinking: std::mem::take(&mut carry),
                 signature: signature.clone(),
-            });
-            calls.push(json!({
-                "id": id,
-                "type": "function",
-                "function": {"name": name, "arguments": arguments},
             }));
         }
     }
-    let mut message = Map::new();
-    message.insert("role".into(), json!("assistant"));
-    message.insert(
-        "content".into(),
-        if text.is_empty() && !calls.is_empty() {
-            Value::Null
-        } else {
-            json!(text)
-        },
-    );
-    message.insert("refusal".into(), Value::Null);
-    if !reasoning.is_empty() {
-        message.insert("reasoning_content".into(), json!(reasoning));
-    }
-    if !calls.is_empty() {
-        message.insert("tool_calls".into(), Value::Array(calls));
-    }
-    let mut body = json!({
-        "id": if resp.id.is_empty() { &opts.id } else { &resp.id },
-        "object": "chat.completion",
-        "created": resp.created.unwrap_or(opts.created),
-        "model": opts.model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "logprobs": null,
-            "finish_reason": finish_of(&resp.stop),
+    let calls: Vec<ToolCallOut> = resp
+        .content
+        .iter()
+        .filter_map(|p| match p {
+            Part::ToolCall {
+                name, arguments, ..
+            } => Some((name, arguments)),
+            _ => None,
+        })
+        .zip(&ids)
+        .map(|((name, arguments), id)| ToolCallOut {
+            function: FunctionOut {
+                arguments,
+                name: Some(name),
+            },
+            id: Some(id),
+            index: None,
+            kind: Some("function"),
+        })
+        .collect();
+    let body = CompletionOut {
+        choices: [ChoiceOut {
+            finish_reason: Some(finish_of(&resp.stop)),
+            index: 0,
+            logprobs: None,
+            message: MessageOut {
+                content: (!text.is_empty() || calls.is_empty()).then_some(text.as_str()),
+                reasoning_content: (!reasoning.is_empty()).then_some(reasoning.as_str()),
+                refusal: None,
+                role: "assistant",
+                tool_calls: calls,
+            },
         }],
-    });
-    if let (Some(u), Some(o)) = (&resp.usage, body.as_object_mut()) {
-        o.insert("usage".into(), usage_json(u));
-    }
+        created: resp.created.unwrap_or(opts.created),
+        id: if resp.id.is_empty() {
+            &opts.id
+        } else {
+            &resp.id
+        },
+        model: &opts.model,
+        object: "chat.completion",
+        usage: resp.usage.as_ref().map(usage_out),
+    };
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
@@ -1360,7 +1471,7 @@ impl Decoder {
         &mut self,
         chat_index: Option<usize>,
         id: Option<String>,
-        f: Option<ChatFunctionCall>,
+        f: Option<AnswerFunction>,
         out: &mut Vec<Event>,
     ) {
         let (name, args) = match f {
@@ -1530,31 +1641,48 @@ impl Encoder {
         }
     }
 
-    fn chunk(&self, choices: Value) -> Value {
-        json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.opts.created,
-            "model": self.opts.model,
-            "choices": choices,
-        })
+    /// One chunk of `choices` (and `usage`).
+    fn chunk(&self, choices: &[ChunkChoiceOut], usage: Option<UsageOut>, out: &mut Vec<u8>) {
+        let c = ChunkOut {
+            choices,
+            created: self.opts.created,
+            id: &self.id,
+            model: &self.opts.model,
+            object: "chat.completion.chunk",
+            usage,
+        };
+        sse(out, None, &c);
     }
 
-    fn delta(&self, delta: Value, out: &mut Vec<u8>) {
-        let c = self.chunk(json!([{
-            "index": 0,
-            "delta": delta,
-            "logprobs": null,
-            "finish_reason": null,
-        }]));
-        sse(out, None, &c);
+    fn delta(&self, delta: DeltaOut, out: &mut Vec<u8>) {
+        let choice = ChunkChoiceOut {
+            delta,
+            finish_reason: None,
+            index: 0,
+            logprobs: None,
+        };
+        self.chunk(std::slice::from_ref(&choice), None, out);
     }
 
     fn start(&mut self, out: &mut Vec<u8>) {
         if !self.started {
             self.started = true;
-            self.delta(json!({"role": "assistant", "content": ""}), out);
+            let d = DeltaOut {
+                content: Some(""),
+                role: Some("assistant"),
+                ..DeltaOut::default()
+            };
+            self.delta(d, out);
         }
+    }
+
+    /// A delta of one tool call.
+    fn tool_delta(&self, call: ToolCallOut, out: &mut Vec<u8>) {
+        let d = DeltaOut {
+            tool_calls: Some([call]),
+            ..DeltaOut::default()
+        };
+        self.delta(d, out);
     }
 
     fn thinking_part(&mut self) -> Option<&mut Part> {
@@ -1608,15 +1736,16 @@ impl StreamEncoder for Encoder {
                             thinking,
                             signature,
                         });
-                        self.delta(
-                            json!({"tool_calls": [{
-                                "index": ci,
-                                "id": id,
-                                "type": "function",
-                                "function": {"name": name, "arguments": ""},
-                            }]}),
-                            out,
-                        );
+                        let call = ToolCallOut {
+                            function: FunctionOut {
+                                arguments: "",
+                                name: Some(&name),
+                            },
+                            id: Some(&id),
+                            index: Some(ci),
+                            kind: Some("function"),
+                        };
+                        self.tool_delta(call, out);
                     }
                 }
             }
@@ -1624,22 +1753,40 @@ impl StreamEncoder for Encoder {
                 self.start(out);
                 match (delta, self.blocks.get(&index).copied()) {
                     (Delta::Text(t), _) if t.is_empty() => {}
-                    (Delta::Text(t), _) => self.delta(json!({"content": t}), out),
+                    (Delta::Text(t), _) => {
+                        let d = DeltaOut {
+                            content: Some(&t),
+                            ..DeltaOut::default()
+                        };
+                        self.delta(d, out);
+                    }
                     (Delta::Thinking(t), _) => {
                         if let Some(Part::Thinking { text, .. }) = self.thinking_part() {
                             text.push_str(&t);
                         }
-                        self.delta(json!({"reasoning_content": t}), out);
+                        let d = DeltaOut {
+                            reasoning_content: Some(&t),
+                            ..DeltaOut::default()
+                        };
+                        self.delta(d, out);
                     }
                     (Delta::Signature(s), _) => {
                         if let Some(Part::Thinking { signature, .. }) = self.thinking_part() {
                             *signature = Some(s);
                         }
                     }
-                    (Delta::Arguments(a), Some(Kind::Tool(ci))) => self.delta(
-                        json!({"tool_calls": [{"index": ci, "function": {"arguments": a}}]}),
-                        out,
-                    ),
+                    (Delta::Arguments(a), Some(Kind::Tool(ci))) => {
+                        let call = ToolCallOut {
+                            function: FunctionOut {
+                                arguments: &a,
+                                name: None,
+                            },
+                            id: None,
+                            index: Some(ci),
+                            kind: None,
+                        };
+                        self.tool_delta(call, out);
+                    }
                     (Delta::Arguments(_), _) => {}
                 }
             }
@@ -1657,22 +1804,19 @@ impl StreamEncoder for Encoder {
         self.start(out);
         self.done = true;
         let finish = self.stop.as_ref().map(finish_of).unwrap_or("stop");
-        let c = self.chunk(json!([{
-            "index": 0,
-            "delta": {},
-            "logprobs": null,
-            "finish_reason": finish,
-        }]));
-        sse(out, None, &c);
+        let last = ChunkChoiceOut {
+            delta: DeltaOut::default(),
+            finish_reason: Some(finish),
+            index: 0,
+            logprobs: None,
+        };
+        self.chunk(std::slice::from_ref(&last), None, out);
         if self.usage.is_none() {
             self.usage = fallback_usage;
         }
         if self.opts.include_usage {
-            let mut c = self.chunk(json!([]));
-            if let Some(o) = c.as_object_mut() {
-                o.insert("usage".into(), usage_json(&self.usage.unwrap_or_default()));
-            }
-            sse(out, None, &c);
+            let usage = usage_out(&self.usage.unwrap_or_default());
+            self.chunk(&[], Some(usage), out);
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
     }

@@ -82,7 +82,9 @@ pub struct EncoderOptions {
     pub created: i64,
     /// Input tokens estimated from the request, for protocols that report
     /// input at the start (Anthropic `message_start`) before the upstream
-    /// has said; the final usage replaces it.
+    /// has said; the final usage replaces it. A stream's caller may leave
+    /// it 0 and supply it only when asked
+    /// ([`StreamEncoder::wants_input_estimate`]).
     pub input_estimate: u64,
     /// OpenAI chat: the client asked for a usage chunk
     /// (`stream_options.include_usage`).
@@ -113,17 +115,27 @@ pub trait StreamEncoder: Send {
     fn fail(&mut self, message: &str, out: &mut Vec<u8>);
     /// The usage the client was (or will be) told.
     fn usage(&self) -> Option<Usage>;
+    /// Whether writing `next` (the finish when `None`) would tell the
+    /// client an input count the upstream has not reported yet: the
+    /// caller then estimates it ([`StreamEncoder::set_input_estimate`])
+    /// first, so that a stream whose client never needs one is spared the
+    /// estimate.
+    fn wants_input_estimate(&self, _next: Option<&Event>) -> bool {
+        false
+    }
+    /// Replaces [`EncoderOptions::input_estimate`].
+    fn set_input_estimate(&mut self, _estimate: u64) {}
 }
 
-/// Writes one server-sent event.
-pub fn sse(out: &mut Vec<u8>, name: Option<&str>, data: &serde_json::Value) {
+/// Writes one server-sent event, its data serialized straight into `out`.
+pub fn sse<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, name: Option<&str>, data: &T) {
     if let Some(n) = name {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(n.as_bytes());
         out.push(b'\n');
     }
     out.extend_from_slice(b"data: ");
-    // Writing a Value into a Vec cannot fail.
+    // Writing into a Vec cannot fail (the types written have string keys).
     let _ = serde_json::to_writer(&mut *out, data);
     out.extend_from_slice(b"\n\n");
 }

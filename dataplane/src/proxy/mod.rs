@@ -582,20 +582,6 @@ impl Proxy {
             let n = translate::count_locally(&tokenizer_model, &t).await;
             return Ok(self.count_tokens_locally(endpoint, n, log_bodies.then_some(cap), pending));
         }
-        // What an Anthropic client's `message_start` says of input before
-        // the upstream has reported it, when a target is translated.
-        let translates = plan.order.iter().any(|&i| {
-            matches!(
-                serving(endpoint.api(), model.targets[i].provider.protocol),
-                Serving::Translate { .. }
-            )
-        });
-        let input_estimate = if translates && streaming {
-            facts.input_tokens()
-        } else {
-            0
-        };
-
         self.attempts(
             Call {
                 table: &table,
@@ -610,7 +596,6 @@ impl Proxy {
                 order: &plan.order,
                 log_bodies,
                 translation: std::sync::OnceLock::new(),
-                input_estimate,
             },
             pending,
         )
@@ -669,9 +654,6 @@ struct Call<'a> {
     /// The client's request in the intermediate form, decoded for the
     /// first translated target and kept for the others.
     translation: std::sync::OnceLock<Translation>,
-    /// Input tokens estimated from the request (0 unless a target is
-    /// translated and the request streams).
-    input_estimate: u64,
 }
 
 impl Call<'_> {

@@ -91,7 +91,6 @@ impl Proxy {
         let body = ProxyBody::new(
             resp.into_body(),
             observer,
-            0,
             target.provider.timeout,
             pending.started,
             finish,
@@ -147,7 +146,8 @@ impl Proxy {
             model: call.model.name.clone(),
             id: r.id.clone(),
             created: now_ms() / 1000,
-            input_estimate: call.input_estimate,
+            // Supplied by the transcoder if the client needs it.
+            input_estimate: 0,
             include_usage: call.include_usage,
             sse: !matches!(call.endpoint, Endpoint::GeminiStream { sse: false }),
         };
@@ -180,7 +180,16 @@ impl Proxy {
             counted: !counting,
         };
         if call.streaming {
-            let transcoder = Transcoder::new(upstream, client, opts.clone(), log_cap);
+            let raw = call.raw.clone();
+            let tokenizer_model = call
+                .model
+                .targets
+                .first()
+                .map_or_else(|| call.model.name.clone(), |t| t.upstream_model.clone());
+            let estimate: translate::InputEstimate = Box::new(move || {
+                super::estimate::input_tokens_now(&tokenizer_model, &head::tree(&raw))
+            });
+            let transcoder = Transcoder::new(upstream, client, opts.clone(), log_cap, estimate);
             let content_type = if opts.sse {
                 HeaderValue::from_static("text/event-stream")
             } else {
@@ -194,7 +203,6 @@ impl Proxy {
             let body = ProxyBody::new(
                 resp.into_body(),
                 Relay::Translate(Box::new(transcoder)),
-                call.input_estimate,
                 target.provider.timeout,
                 pending.started,
                 finish,

@@ -155,9 +155,6 @@ impl Relay {
 pub struct ProxyBody {
     upstream: Option<Upstream>,
     observer: Relay,
-    /// Input tokens estimated from the request, for a translated stream's
-    /// final usage when the upstream reports none.
-    input_estimate: u64,
     idle_timeout: Duration,
     idle: Pin<Box<Sleep>>,
     /// The last thing to send: a terminal error event, or an error that
@@ -181,7 +178,6 @@ impl ProxyBody {
     pub fn new(
         upstream: Upstream,
         observer: Relay,
-        input_estimate: u64,
         idle_timeout: Duration,
         started: Instant,
         finish: Finish,
@@ -191,7 +187,6 @@ impl ProxyBody {
         ProxyBody {
             upstream: Some(upstream),
             observer,
-            input_estimate,
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             tail: None,
@@ -266,11 +261,10 @@ impl ProxyBody {
 impl ProxyBody {
     fn complete(&mut self) -> Option<Bytes> {
         self.upstream = None;
-        let input = self.input_estimate;
-        // A rough estimate for the client's final usage; the record gets
+        // A rough estimate for the client's final usage (a translated
+        // stream's transcoder adds its input estimate); the record gets
         // tiktoken's when no usage was reported.
         let rest = self.observer.finish(|text| Usage {
-            input,
             output: (text.len() as u64).div_ceil(4),
             ..Default::default()
         });

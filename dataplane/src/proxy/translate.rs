@@ -274,10 +274,25 @@ pub struct Transcoder {
     /// An error the upstream reported in the stream: the status it
     /// implies and its message.
     upstream_error: Option<(u16, String)>,
+    /// Estimates the request's input tokens: run at most once, and only
+    /// when the client must be told an input count the upstream has not
+    /// reported (an Anthropic client's `message_start`, a final usage
+    /// when the upstream reports none).
+    estimate: Option<InputEstimate>,
+    input_estimate: Option<u64>,
 }
 
+/// Estimates a request's input tokens.
+pub type InputEstimate = Box<dyn FnOnce() -> u64 + Send>;
+
 impl Transcoder {
-    pub fn new(from: Wire, to: Wire, opts: EncoderOptions, log_cap: usize) -> Transcoder {
+    pub fn new(
+        from: Wire,
+        to: Wire,
+        opts: EncoderOptions,
+        log_cap: usize,
+        estimate: InputEstimate,
+    ) -> Transcoder {
         Transcoder {
             splitter: Splitter::default(),
             decoder: from.stream_decoder(),
@@ -293,6 +308,23 @@ impl Transcoder {
             broken: None,
             from,
             upstream_error: None,
+            estimate: Some(estimate),
+            input_estimate: None,
+        }
+    }
+
+    fn input_estimate(&mut self) -> u64 {
+        if let Some(f) = self.estimate.take() {
+            self.input_estimate = Some(f());
+        }
+        self.input_estimate.unwrap_or(0)
+    }
+
+    /// Supplies the input estimate if the encoder is about to write one.
+    fn estimate_for(&mut self, next: Option<&Event>) {
+        if self.estimate.is_some() && self.encoder.wants_input_estimate(next) {
+            let n = self.input_estimate();
+            self.encoder.set_input_estimate(n);
         }
     }
 
@@ -305,7 +337,8 @@ impl Transcoder {
     }
 
     fn forward(&mut self, out: &mut Vec<u8>) {
-        for ev in self.events.drain(..) {
+        let mut events = std::mem::take(&mut self.events);
+        for ev in events.drain(..) {
             match &ev {
                 Event::Usage(u) => self.usage = Some(*u),
                 Event::Stop(s) => self.stop_reason = self.from.stop_name(s),
@@ -316,8 +349,11 @@ impl Transcoder {
                 } if self.text.len() < MAX_TEXT => push_text(&mut self.text, t),
                 _ => {}
             }
+            self.estimate_for(Some(&ev));
             self.encoder.event(ev, out);
         }
+        // The buffer is kept for the next event.
+        self.events = events;
     }
 
     fn read_event(&mut self, raw: &[u8], out: &mut Vec<u8>) {
@@ -359,7 +395,8 @@ impl Transcoder {
     }
 
     /// The upstream body ended: what is still held back, and the client's
-    /// terminal frames. A stream cut before the upstream's own terminal
+    /// terminal frames (`fallback`: the final usage when the upstream
+    /// reported none, whose input is replaced by the estimate). A stream cut before the upstream's own terminal
     /// event ends in the client's error instead.
     pub fn finish(&mut self, fallback: impl FnOnce(&str) -> Usage) -> Bytes {
         let mut out = Vec::new();
@@ -377,7 +414,11 @@ impl Transcoder {
         } else {
             self.decoder.finish(&mut self.events);
             self.forward(&mut out);
-            let fallback = self.usage.is_none().then(|| fallback(&self.text));
+            let fallback = self.usage.is_none().then(|| Usage {
+                input: self.input_estimate(),
+                ..fallback(&self.text)
+            });
+            self.estimate_for(None);
             self.encoder.finish(fallback, &mut out);
         }
         self.finished = true;
@@ -441,7 +482,7 @@ mod tests {
             include_usage: true,
             ..Default::default()
         };
-        Transcoder::new(Wire::Anthropic, Wire::Chat, opts, 1 << 20)
+        Transcoder::new(Wire::Anthropic, Wire::Chat, opts, 1 << 20, Box::new(|| 0))
     }
 
     /// The client's whole stream, fed in pieces of `size` bytes.
