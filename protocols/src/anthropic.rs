@@ -1298,11 +1298,10 @@ fn usage_out(u: &Usage) -> UsageOut {
     }
 }
 
+/// A call's arguments as `input`: whole, or what is complete of them when
+/// max tokens cut them (the stop reason says so).
 fn arguments_object(arguments: &str) -> Value {
-    match serde_json::from_str::<Value>(arguments) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => json!({}),
-    }
+    Value::Object(crate::partial::object(arguments))
 }
 
 fn call_id_for_client(id: &str, signature: &Option<Opaque>) -> String {

@@ -1226,7 +1226,9 @@ fn model_parts(resp: &Response) -> Vec<Value> {
                 arguments,
                 signature,
             } => {
-                let args: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
+                // Cut by max tokens: what is complete of it (the finish
+                // reason says it was cut).
+                let args = Value::Object(crate::partial::object(arguments));
                 let mut v = json!({"functionCall": {"id": id, "name": name, "args": args}});
                 if let Some(s) = signature {
                     v["thoughtSignature"] = json!(envelope::wrap(s, Family::Gemini));
@@ -1617,11 +1619,8 @@ impl Encoder {
             args,
         }) = self.blocks.remove(&index)
         {
-            let args: Value = if args.trim().is_empty() {
-                json!({})
-            } else {
-                serde_json::from_str(&args).unwrap_or_else(|_| json!({}))
-            };
+            // Whole, or what is complete of it when max tokens cut it.
+            let args = Value::Object(crate::partial::object(&args));
             let mut part = json!({"functionCall": {"id": id, "name": name, "args": args}});
             if let Some(s) = signature {
                 part["thoughtSignature"] = json!(envelope::wrap(&s, Family::Gemini));

@@ -22,23 +22,6 @@ from test_translation import (  # noqa: F401
     one_request, passes_through, tool_arguments, upstream_usage, upstream_wire,
 )
 
-#: Gateway bugs these cells found: what happens instead of what the test
-#: expects. A cell they break is a strict xfail.
-BUGS = {
-    "cut-arguments-as-object": (
-        "protocols/src/anthropic.rs arguments_object and protocols/src/gemini.rs (encode_response, and the "
-        "stream encoder's call at the end) turn a call's arguments that a max-tokens cut left unparsable "
-        "into {}: an Anthropic client (whole answer) or a Gemini client loses the partial arguments the "
-        "upstream sent ({\"city\":\"Paris\"), where the Anthropic SDK itself reads a cut stream as "
-        "{'city': 'Paris'}"
-    ),
-}
-
-
-def bug(name: str) -> Any:
-    return pytest.mark.xfail(strict=True, reason=BUGS[name])
-
-
 # ---------------------------------------------------------------------------
 # Stop reasons: the client's nearest, the record's raw
 # ---------------------------------------------------------------------------
@@ -124,15 +107,7 @@ def upstream_sends_the_cut_call(upstream_wire_: str, stream: bool) -> bool:
     return upstream_wire_ != "anthropic" or stream
 
 
-def cut_marks(client: str, upstream: str, stream: bool) -> Any:
-    sent = upstream_sends_the_cut_call(upstream_wire(client, upstream), stream)
-    # An Anthropic stream hands the fragments on: its SDK reads them.
-    if sent and (client == "gemini" or (client == "anthropic" and not stream)):
-        return bug("cut-arguments-as-object")
-    return ()
-
-
-@pytest.mark.parametrize("client,upstream,stream", cells(marks=cut_marks))
+@pytest.mark.parametrize("client,upstream,stream", cells())
 def test_max_tokens_in_the_middle_of_tool_arguments(grid: Grid, client: str, upstream: str,
                                                     stream: bool) -> None:
     """Two calls, the second cut by max tokens halfway through its
