@@ -119,7 +119,8 @@ fn closings(text: &str) -> Vec<String> {
                 // A number or a literal: complete only where a delimiter
                 // follows it (at the end of the text it may be cut).
                 let start = i;
-                while i < b.len() && !matches!(b[i], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                while i < b.len()
+                    && !matches!(b[i], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
                 {
                     i += 1;
                 }
@@ -147,14 +148,20 @@ mod tests {
 
     #[test]
     fn a_complete_object_is_parsed_as_it_is() {
-        assert_eq!(obj(r#"{"city": "Paris", "n": [1, 2]}"#), json!({"city": "Paris", "n": [1, 2]}));
+        assert_eq!(
+            obj(r#"{"city": "Paris", "n": [1, 2]}"#),
+            json!({"city": "Paris", "n": [1, 2]})
+        );
     }
 
     #[test]
     fn a_cut_object_keeps_its_complete_members() {
         assert_eq!(obj(r#"{"city":"Paris""#), json!({"city": "Paris"}));
         assert_eq!(obj(r#"{"city":"Paris","#), json!({"city": "Paris"}));
-        assert_eq!(obj(r#"{"city":"Paris","unit":"cel"#), json!({"city": "Paris"}));
+        assert_eq!(
+            obj(r#"{"city":"Paris","unit":"cel"#),
+            json!({"city": "Paris"})
+        );
         assert_eq!(obj(r#"{"city":"Paris","unit""#), json!({"city": "Paris"}));
         assert_eq!(obj(r#"{"city":"Paris","unit":"#), json!({"city": "Paris"}));
         assert_eq!(obj(r#"{"n": 12, "m": 3"#), json!({"n": 12}));
@@ -169,7 +176,10 @@ mod tests {
             json!({"q": {"tags": ["a", "b"]}})
         );
         assert_eq!(obj(r#"{"q": {"#), json!({"q": {}}));
-        assert_eq!(obj(r#"{"rows": [[1, 2], [3"#), json!({"rows": [[1, 2], []]}));
+        assert_eq!(
+            obj(r#"{"rows": [[1, 2], [3"#),
+            json!({"rows": [[1, 2], []]})
+        );
     }
 
     #[test]
@@ -184,7 +194,9 @@ mod tests {
         let whole = json!({"city": "Paris", "days": [1, 2, {"x": null}], "deep": {"k": "v\"w"}, "f": -1.5e3});
         let text = whole.to_string();
         for end in 0..=text.len() {
-            let Some(prefix) = text.get(..end) else { continue };
+            let Some(prefix) = text.get(..end) else {
+                continue;
+            };
             let got = object(prefix);
             for (k, v) in &got {
                 let orig = &whole[k];

@@ -25,9 +25,9 @@ use http_body_util::BodyExt;
 use tokio::time::Sleep;
 
 use super::record::Emitter;
+use super::ResponseBody;
 use crate::logs::Spooled;
 use crate::metrics::ReasonLabels;
-use super::ResponseBody;
 use crate::server::BoxError;
 
 /// A wait for one record to reach the spool.
@@ -234,7 +234,10 @@ mod tests {
         e.logs.writing().begin();
         let started = std::time::Instant::now();
         while e.logs.writing().stalled_for() <= bound {
-            assert!(started.elapsed() < BOUND, "the write clock does not advance");
+            assert!(
+                started.elapsed() < BOUND,
+                "the write clock does not advance"
+            );
             tokio::task::yield_now().await;
         }
         let (_tx, spooled) = Spooled::channel();
