@@ -4,8 +4,10 @@
 //! be given the cut text; it gets the longest prefix that is complete
 //! JSON, closed: `{"city": "Paris", "unit": "cel` becomes
 //! `{"city": "Paris"}`, as the SDKs' own partial-JSON readers give it. A
-//! member whose value was cut is left out whole; the stop reason tells the
-//! client that the answer was cut.
+//! member whose scalar value (string, number, literal) was cut is left out;
+//! a cut object or array is kept with its complete elements
+//! (`{"q": {"tags": ["a", "b", "c` becomes `{"q": {"tags": ["a", "b"]}}`).
+//! The stop reason tells the client that the answer was cut.
 
 use serde_json::{Map, Value};
 
@@ -26,7 +28,10 @@ pub fn object(arguments: &str) -> Map<String, Value> {
     if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(arguments) {
         return m;
     }
-    for candidate in closings(arguments).into_iter().rev().take(8) {
+    for (end, closers) in closings(arguments).iter().rev() {
+        let mut candidate = String::with_capacity(end + closers.len());
+        candidate.push_str(&arguments[..*end]);
+        candidate.push_str(closers);
         if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&candidate) {
             return m;
         }
@@ -34,19 +39,31 @@ pub fn object(arguments: &str) -> Map<String, Value> {
     Map::new()
 }
 
-/// Every prefix of `text` that ends after a complete value or an opening
-/// bracket, closed with the brackets still open there; in order.
-fn closings(text: &str) -> Vec<String> {
+/// serde_json's own nesting limit: deeper text is not read.
+const MAX_DEPTH: usize = 128;
+
+/// How many of the last cut points are tried.
+const TRIED: usize = 8;
+
+/// The last [`TRIED`] prefixes of `text` that end after a complete value or
+/// an opening bracket, each as its end and the brackets that close it; in
+/// order. Kept as positions, so memory stays bounded by the depth of the
+/// text, not its length.
+fn closings(text: &str) -> std::collections::VecDeque<(usize, String)> {
     let b = text.as_bytes();
-    let mut out = Vec::new();
+    let mut out = std::collections::VecDeque::with_capacity(TRIED);
     // Open containers: the closing byte and what each expects.
     let mut stack: Vec<(u8, Expect)> = Vec::new();
     let mut i = 0;
     let close = |end: usize, stack: &[(u8, Expect)]| {
-        let mut s = String::with_capacity(end + stack.len());
-        s.push_str(&text[..end]);
-        s.extend(stack.iter().rev().map(|&(c, _)| char::from(c)));
-        s
+        let closers: String = stack.iter().rev().map(|&(c, _)| char::from(c)).collect();
+        (end, closers)
+    };
+    let out_push = |out: &mut std::collections::VecDeque<(usize, String)>, cut| {
+        if out.len() == TRIED {
+            out.pop_front();
+        }
+        out.push_back(cut);
     };
     while i < b.len() {
         let c = b[i];
@@ -62,17 +79,21 @@ fn closings(text: &str) -> Vec<String> {
                     (b']', Expect::Value)
                 };
                 stack.push((closer, expect));
+                if stack.len() > MAX_DEPTH {
+                    // serde_json would refuse the text anyway.
+                    break;
+                }
                 i += 1;
-                out.push(close(i, &stack));
+                out_push(&mut out, close(i, &stack));
             }
             b'}' | b']' => {
                 stack.pop();
                 i += 1;
                 if stack.is_empty() {
-                    out.push(text[..i].to_string());
+                    out_push(&mut out, (i, String::new()));
                     break;
                 }
-                out.push(close(i, &stack));
+                out_push(&mut out, close(i, &stack));
             }
             b',' => {
                 if let Some(top) = stack.last_mut() {
@@ -111,7 +132,7 @@ fn closings(text: &str) -> Vec<String> {
                         top.1 = Expect::Colon;
                     } else {
                         top.1 = Expect::Next;
-                        out.push(close(i, &stack));
+                        out_push(&mut out, close(i, &stack));
                     }
                 }
             }
@@ -130,7 +151,7 @@ fn closings(text: &str) -> Vec<String> {
                 if let Some(top) = stack.last_mut() {
                     top.1 = Expect::Next;
                 }
-                out.push(close(i, &stack));
+                out_push(&mut out, close(i, &stack));
             }
         }
     }
@@ -180,6 +201,22 @@ mod tests {
             obj(r#"{"rows": [[1, 2], [3"#),
             json!({"rows": [[1, 2], []]})
         );
+    }
+
+    #[test]
+    fn long_and_deep_cut_texts_cost_memory_by_depth_not_length() {
+        let long = format!("{{\"xs\": [{}", "1, ".repeat(200_000));
+        let got = obj(&long);
+        assert_eq!(got["xs"].as_array().map(Vec::len), Some(200_000));
+        // Read down to the nesting limit only.
+        let deep = format!("{{\"a\": {}", "[".repeat(100_000));
+        let mut v = &obj(&deep)["a"];
+        let mut depth = 1;
+        while let Some(inner) = v.as_array().and_then(|a| a.first()) {
+            v = inner;
+            depth += 1;
+        }
+        assert!((2..=MAX_DEPTH).contains(&depth), "{depth}");
     }
 
     #[test]

@@ -146,7 +146,11 @@ impl Writer {
 
     async fn sync(&self) {
         let spool = Arc::clone(&self.spool);
-        match tokio::task::spawn_blocking(move || spool.sync()).await {
+        // A sync holds up the next write: a stalled one is a stall too.
+        self.writing.begin();
+        let synced = tokio::task::spawn_blocking(move || spool.sync()).await;
+        self.writing.end();
+        match synced {
             Ok(Ok(())) => {}
             Ok(Err(e)) => error!(error = %e, "cannot sync the request-log spool"),
             Err(e) => error!(error = %e, "request-log spool sync task failed"),

@@ -116,7 +116,10 @@ impl Dialect for Anthropic {
                     push_text(&mut seen.text, t);
                 }
             }
-            "message_stop" => seen.finished = true,
+            "message_stop" => {
+                seen.finished = true;
+                seen.marked_end = true;
+            }
             _ => {}
         }
     }

@@ -162,6 +162,10 @@ pub struct StreamSeen {
     pub usage: Option<Usage>,
     pub text: String,
     pub finished: bool,
+    /// The stream's own end marker was seen (`[DONE]`, `message_stop`,
+    /// `response.completed`, `.incomplete` or `.failed`): once it is out,
+    /// the client has its answer, whatever follows before the body ends.
+    pub marked_end: bool,
     /// An error the upstream reported in the response (see `instream`):
     /// the status it implies and its message.
     pub error: Option<Box<(u16, String)>>,

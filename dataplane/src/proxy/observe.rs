@@ -112,6 +112,7 @@ impl Observer {
         }
         if ev.data.trim() == "[DONE]" {
             self.seen.finished = true;
+            self.seen.marked_end = true;
             return true;
         }
         let Ok(data) = serde_json::from_str::<Value>(&ev.data) else {

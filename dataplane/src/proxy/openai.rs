@@ -134,6 +134,7 @@ impl Dialect for OpenAi {
                         seen.usage = usage_of(us, endpoint).or(seen.usage);
                     }
                     seen.finished = true;
+                    seen.marked_end = true;
                 }
                 _ => {}
             }

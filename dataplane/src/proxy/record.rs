@@ -325,12 +325,22 @@ impl Finish {
     /// returned [`Hold`] is what the response's end waits on (bounded).
     #[must_use]
     pub fn submit(self, sink: Arc<Emitter>) -> Hold {
-        use std::sync::atomic::Ordering;
         let (spooled, hold) = sink.hold();
+        self.submit_with(sink, spooled);
+        hold
+    }
+
+    /// [`Finish::submit`] for a response no one waits on (its client left).
+    pub fn submit_unheld(self, sink: &Arc<Emitter>) {
+        self.submit_with(Arc::clone(sink), None);
+    }
+
+    fn submit_with(self, sink: Arc<Emitter>, spooled: Option<oneshot::Sender<()>>) {
+        use std::sync::atomic::Ordering;
         if !self.needs_estimate() {
             let (record, encoded) = self.complete();
             sink.emit_with(record, encoded, spooled);
-            return hold;
+            return;
         }
         sink.in_flight.fetch_add(1, Ordering::AcqRel);
         let run = move || {
@@ -346,7 +356,6 @@ impl Finish {
             }
             Err(_) => run(),
         }
-        hold
     }
 
     /// The finished record: usage (reported, else estimated) and cost.

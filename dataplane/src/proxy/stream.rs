@@ -99,6 +99,16 @@ impl Relay {
         }
     }
 
+    /// Whether a passed-through stream's own end marker has been read: the
+    /// frame that carries it completes the client's answer. (A translated
+    /// stream writes its terminal event only when the upstream ends.)
+    fn marked_end(&self) -> bool {
+        match self {
+            Relay::Pass(o) => o.streaming() && o.seen.marked_end,
+            Relay::Translate(_) => false,
+        }
+    }
+
     /// Whether the client got the stream's terminal event.
     fn finished(&self) -> bool {
         match self {
@@ -169,8 +179,14 @@ pub struct ProxyBody {
     sent: u64,
     finish: Option<(Finish, Arc<Emitter>)>,
     /// Once the record is emitted: what the end waits on (on the `idle`
-    /// timer, which the upstream no longer needs).
+    /// timer, reset for the upstream again once the wait is over).
     hold: Hold,
+    /// The frame that carries a stream's end marker, sent once the record
+    /// is spooled; the body goes on after it (whatever the upstream still
+    /// sends passes, unrecorded).
+    held: Option<Bytes>,
+    /// The body is being dropped: its record is emitted without a wait.
+    unheld: bool,
 }
 
 impl ProxyBody {
@@ -197,6 +213,8 @@ impl ProxyBody {
             sent: 0,
             finish: Some((finish, sink)),
             hold: Hold::none(),
+            held: None,
+            unheld: false,
         }
     }
 
@@ -241,7 +259,12 @@ impl ProxyBody {
         f.usage = self.observer.usage();
         f.record.stop_reason = self.observer.take_stop_reason();
         f.completion_text = self.observer.take_text();
-        self.hold = f.submit(sink);
+        self.hold = if self.unheld {
+            f.submit_unheld(&sink);
+            Hold::none()
+        } else {
+            f.submit(sink)
+        };
     }
 
     fn fail(&mut self, failure: Failure) {
@@ -290,6 +313,8 @@ impl Drop for ProxyBody {
             } else {
                 End::Cancelled
             };
+            // Nobody is left to hold an answer for.
+            self.unheld = true;
             self.end(how);
         }
     }
@@ -306,8 +331,16 @@ impl Body for ProxyBody {
         let this = &mut *self;
         loop {
             // Ended: nothing more goes out before the record is spooled.
-            if this.hold.waiting() && this.hold.poll_with(cx, this.idle.as_mut()).is_pending() {
-                return Poll::Pending;
+            if this.hold.waiting() {
+                if this.hold.poll_with(cx, this.idle.as_mut()).is_pending() {
+                    return Poll::Pending;
+                }
+                // The wait had the timer: it watches the upstream again.
+                let deadline = tokio::time::Instant::now() + this.idle_timeout;
+                this.idle.as_mut().reset(deadline);
+            }
+            if let Some(frame) = this.held.take() {
+                return Poll::Ready(Some(Ok(Frame::data(frame))));
             }
             if let Some(tail) = this.tail.take() {
                 this.done = true;
@@ -344,6 +377,19 @@ impl Body for ProxyBody {
                         }
                         continue;
                     }
+                    if this.finish.is_some() && this.observer.marked_end() {
+                        // The client has its answer once this frame is out:
+                        // the record first.
+                        let how = match this.observer.broken() {
+                            Some(failure) => End::Broken(failure),
+                            None => End::Complete,
+                        };
+                        this.end(how);
+                        if !out.is_empty() {
+                            this.held = Some(out);
+                        }
+                        continue;
+                    }
                     if !out.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
@@ -373,7 +419,7 @@ impl Body for ProxyBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.tail.is_none() && !self.hold.waiting()
+        self.done && self.tail.is_none() && self.held.is_none() && !self.hold.waiting()
     }
 
     fn size_hint(&self) -> SizeHint {
