@@ -441,14 +441,8 @@ const TOP_IGNORED: &[&str] = &[
 
 /// A Chat client's names for the settings and fields encoders may refuse.
 const NAMES: Names = Names {
-    parallel_tool_calls: "parallel_tool_calls",
-    top_k: "top_k",
-    stop: "stop",
-    seed: "seed",
-    presence_penalty: "presence_penalty",
-    frequency_penalty: "frequency_penalty",
-    response_format: "response_format",
     call_id: "tool_call_id",
+    ..Names::IR
 };
 
 /// A client's Chat Completions body as the intermediate form.

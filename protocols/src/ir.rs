@@ -134,8 +134,9 @@ impl fmt::Display for Field<'_> {
 }
 
 /// The client's names for settings an encoder may have to refuse, and
-/// for the call id of a tool result (relative to the result's [`Path`]). The default is the intermediate form's own names, for a
-/// request not decoded from a client's body.
+/// for the call id of a tool result (relative to the result's [`Path`]). The default is the
+/// intermediate form's own names ([`Names::IR`]), for a request not
+/// decoded from a client's body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Names {
     pub parallel_tool_calls: &'static str,
@@ -149,18 +150,24 @@ pub struct Names {
     pub call_id: &'static str,
 }
 
+impl Names {
+    /// The intermediate form's own names (the OpenAI ones); a client's
+    /// table states only where it differs.
+    pub const IR: Names = Names {
+        parallel_tool_calls: "parallel_tool_calls",
+        top_k: "top_k",
+        stop: "stop",
+        seed: "seed",
+        presence_penalty: "presence_penalty",
+        frequency_penalty: "frequency_penalty",
+        response_format: "response_format",
+        call_id: "call_id",
+    };
+}
+
 impl Default for Names {
     fn default() -> Names {
-        Names {
-            parallel_tool_calls: "parallel_tool_calls",
-            top_k: "top_k",
-            stop: "stop",
-            seed: "seed",
-            presence_penalty: "presence_penalty",
-            frequency_penalty: "frequency_penalty",
-            response_format: "response_format",
-            call_id: "call_id",
-        }
+        Names::IR
     }
 }
 

@@ -350,14 +350,8 @@ fn invalid(field: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
 /// A Responses client's names for the settings and fields encoders may
 /// refuse (those it has no field for keep the intermediate form's).
 const NAMES: Names = Names {
-    parallel_tool_calls: "parallel_tool_calls",
-    top_k: "top_k",
-    stop: "stop",
-    seed: "seed",
-    presence_penalty: "presence_penalty",
-    frequency_penalty: "frequency_penalty",
     response_format: "text.format",
-    call_id: "call_id",
+    ..Names::IR
 };
 
 /// Appends `part` to the last message when it has `role`, else starts one.
