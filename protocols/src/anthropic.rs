@@ -27,6 +27,7 @@ use crate::ir::{
     Effort, Family, Image, Message, Names, Opaque, Origin, Part, Path, Reasoning, Request,
     Response, ResponseFormat, Role, StopReason, Tool, ToolChoice, Usage,
 };
+use crate::json::Text;
 use crate::stream::{sse, Block, Delta, EncoderOptions, Event, StreamDecoder, StreamEncoder};
 
 pub const NAME: &str = "Anthropic Messages";
@@ -335,9 +336,9 @@ struct BlockOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     signature: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    text: Option<&'a str>,
+    text: Option<Text<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    thinking: Option<&'a str>,
+    thinking: Option<Text<'a>>,
     #[serde(rename = "type")]
     kind: &'static str,
 }
@@ -1345,7 +1346,7 @@ pub fn encode_response(resp: &Response, opts: &EncoderOptions) -> Vec<u8> {
             Part::Text { text } => {
                 if !text.is_empty() {
                     content.push(BlockOut {
-                        text: Some(text),
+                        text: Some(Text(text)),
                         kind: "text",
                         ..BlockOut::default()
                     });
@@ -1362,7 +1363,7 @@ pub fn encode_response(resp: &Response, opts: &EncoderOptions) -> Vec<u8> {
                 } else {
                     BlockOut {
                         signature: Some(sig),
-                        thinking: Some(text),
+                        thinking: Some(Text(text)),
                         kind: "thinking",
                         ..BlockOut::default()
                     }
@@ -1869,7 +1870,7 @@ impl Encoder {
         let (content_block, json_state) = match &b.block {
             Block::Text => (
                 BlockOut {
-                    text: Some(""),
+                    text: Some(Text("")),
                     kind: "text",
                     ..BlockOut::default()
                 },
@@ -1886,7 +1887,7 @@ impl Encoder {
             Block::Thinking { .. } => (
                 BlockOut {
                     signature: Some(""),
-                    thinking: Some(""),
+                    thinking: Some(Text("")),
                     kind: "thinking",
                     ..BlockOut::default()
                 },
@@ -1980,25 +1981,15 @@ impl Encoder {
         let index = live.index;
         let wrapped;
         let d = match &delta {
-            Delta::Text(t) => {
-                if t.is_empty() {
-                    return;
+            Delta::Text(t) | Delta::Thinking(t) => {
+                if !t.is_empty() {
+                    let (field, kind) = match delta {
+                        Delta::Text(_) => ("text", "text_delta"),
+                        _ => ("thinking", "thinking_delta"),
+                    };
+                    text_delta(out, index, field, kind, t);
                 }
-                BlockOut {
-                    text: Some(t),
-                    kind: "text_delta",
-                    ..BlockOut::default()
-                }
-            }
-            Delta::Thinking(t) => {
-                if t.is_empty() {
-                    return;
-                }
-                BlockOut {
-                    thinking: Some(t),
-                    kind: "thinking_delta",
-                    ..BlockOut::default()
-                }
+                return;
             }
             Delta::Signature(s) => {
                 let redacted = self
@@ -2048,6 +2039,25 @@ impl Encoder {
             }
         }
     }
+}
+
+/// Writes a `content_block_delta` of text or thinking: the bulk of a
+/// stream, so written straight, not through serde. The bytes are those
+/// [`sse`] writes for the same [`EventOut`] (the tests compare them).
+fn text_delta(out: &mut Vec<u8>, index: usize, field: &str, kind: &str, text: &str) {
+    use std::io::Write as _;
+    out.reserve(text.len() + 120);
+    out.extend_from_slice(b"event: content_block_delta\ndata: {\"delta\":{\"");
+    out.extend_from_slice(field.as_bytes());
+    out.extend_from_slice(b"\":\"");
+    crate::json::escape(out, text);
+    out.extend_from_slice(b"\",\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "\"}},\"index\":{index},\"type\":\"content_block_delta\"}}\n\n"
+    );
 }
 
 impl StreamEncoder for Encoder {
@@ -2149,6 +2159,34 @@ mod tests {
     use super::*;
     use crate::chat;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_written_text_delta_is_what_serde_writes() {
+        let long = "a \"b\"\\ c\n\u{1}é🦀 ".repeat(20);
+        for t in ["tok1 ", "", "\"", long.as_str()] {
+            for (field, kind) in [("text", "text_delta"), ("thinking", "thinking_delta")] {
+                let mut ours = Vec::new();
+                text_delta(&mut ours, 3, field, kind, t);
+                let d = BlockOut {
+                    text: (field == "text").then_some(Text(t)),
+                    thinking: (field == "thinking").then_some(Text(t)),
+                    kind,
+                    ..BlockOut::default()
+                };
+                let ev = EventOut {
+                    delta: Some(d),
+                    index: Some(3),
+                    ..EventOut::of("content_block_delta")
+                };
+                let mut theirs = Vec::new();
+                sse(&mut theirs, Some("content_block_delta"), &ev);
+                assert_eq!(
+                    String::from_utf8(ours).unwrap(),
+                    String::from_utf8(theirs).unwrap()
+                );
+            }
+        }
+    }
 
     /// What Claude Code sends a model it does not know, in strict mode: a
     /// system message in the conversation, context management, deferred

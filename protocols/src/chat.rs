@@ -18,6 +18,7 @@
 //! `function_call` become `tools` / `tool_calls`; fields in [`IGNORED`]
 //! are not written.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,7 @@ use crate::ir::{
     Effort, Image, Message, Names, Origin, Part, Path, Reasoning, Request, Response,
     ResponseFormat, Role, StopReason, Tool, ToolChoice, Usage,
 };
+use crate::json::Text;
 use crate::stream::{sse, Block, Delta, EncoderOptions, Event, StreamDecoder, StreamEncoder};
 
 pub const NAME: &str = "OpenAI Chat Completions";
@@ -226,11 +228,13 @@ struct ChatFunctionDef {
 
 /// A whole answer or a stream chunk.
 #[derive(Debug, Deserialize)]
-struct ChatCompletion {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    model: Option<String>,
+struct ChatCompletion<'a> {
+    /// Borrowed: a stream repeats it in every chunk and only the first is
+    /// read.
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    model: Option<Cow<'a, str>>,
     #[serde(default)]
     created: Option<Value>,
     #[serde(default)]
@@ -361,9 +365,9 @@ struct ToolCallOut<'a> {
 /// A whole answer's message.
 #[derive(Serialize)]
 struct MessageOut<'a> {
-    content: Option<&'a str>,
+    content: Option<Text<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reasoning_content: Option<&'a str>,
+    reasoning_content: Option<Text<'a>>,
     refusal: Option<()>,
     role: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -1206,8 +1210,8 @@ pub fn decode_response(body: &[u8]) -> Result<Response, Error> {
         });
     }
     Ok(Response {
-        id: c.id.unwrap_or_default(),
-        model: c.model.unwrap_or_default(),
+        id: c.id.map(Cow::into_owned).unwrap_or_default(),
+        model: c.model.map(Cow::into_owned).unwrap_or_default(),
         content,
         stop: stop_of(choice.finish_reason.as_deref().unwrap_or("stop"), refused),
         usage: c.usage.as_ref().map(usage_of),
@@ -1300,8 +1304,8 @@ pub fn encode_response(resp: &Response, opts: &EncoderOptions) -> Vec<u8> {
             index: 0,
             logprobs: None,
             message: MessageOut {
-                content: (!text.is_empty() || calls.is_empty()).then_some(text.as_str()),
-                reasoning_content: (!reasoning.is_empty()).then_some(reasoning.as_str()),
+                content: (!text.is_empty() || calls.is_empty()).then_some(Text(&text)),
+                reasoning_content: (!reasoning.is_empty()).then_some(Text(&reasoning)),
                 refusal: None,
                 role: "assistant",
                 tool_calls: calls,
@@ -1542,8 +1546,8 @@ impl StreamDecoder for Decoder {
         if !self.started {
             self.started = true;
             out.push(Event::Start {
-                id: chunk.id.clone().unwrap_or_default(),
-                model: chunk.model.clone().unwrap_or_default(),
+                id: chunk.id.map(Cow::into_owned).unwrap_or_default(),
+                model: chunk.model.map(Cow::into_owned).unwrap_or_default(),
             });
         }
         for choice in chunk.choices {

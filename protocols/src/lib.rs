@@ -28,6 +28,7 @@ pub mod envelope;
 pub mod error;
 pub mod gemini;
 pub mod ir;
+pub mod json;
 pub mod partial;
 pub mod responses;
 pub mod schema;

@@ -223,8 +223,11 @@ pub fn whole(
         return Ok((Bytes::from(out), Some(usage), String::new(), String::new()));
     }
     let mut resp = from.decode_response(body).map_err(|e| e.to_string())?;
+    // The generated text is needed only to estimate output tokens the
+    // upstream did not report (none, or all zero).
     let mut text = String::new();
-    for p in &resp.content {
+    let estimating = resp.usage.is_none_or(|u| super::record::is_zero(&u));
+    for p in resp.content.iter().filter(|_| estimating) {
         match p {
             ir::Part::Text { text: t } | ir::Part::Thinking { text: t, .. } => {
                 push_text(&mut text, t);
@@ -386,7 +389,8 @@ impl Transcoder {
 
     /// Takes one upstream chunk and returns what the client gets.
     pub fn feed(&mut self, chunk: &Bytes) -> Bytes {
-        let mut out = Vec::new();
+        // Room for the usual re-encoding without regrowing.
+        let mut out = Vec::with_capacity(chunk.len() + chunk.len() / 2 + 128);
         for raw in self.splitter.push(chunk) {
             self.read_event(&raw, &mut out);
         }
