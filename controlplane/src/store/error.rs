@@ -1,0 +1,32 @@
+//! What can go wrong in the store and the domain code above it (apply,
+//! logs): each variant says what went wrong, not how a client hears it.
+//! The gRPC layer maps these onto status codes in one place
+//! (`crate::status`).
+
+use crate::secrets::SecretError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    InUse(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored secret: {0}")]
+    Secret(#[from] SecretError),
+}
+
+impl From<llmgw_core::ValidationError> for StoreError {
+    fn from(e: llmgw_core::ValidationError) -> Self {
+        StoreError::Invalid(e.0)
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
