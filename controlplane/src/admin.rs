@@ -2,24 +2,18 @@
 //! data-plane list, and export/apply of the whole configuration. Each write
 //! is one transaction; after it commits the hub publishes a new snapshot.
 
-use std::collections::BTreeMap;
-use std::str::FromStr;
-
-use llmgw_core::table::Translation;
-use llmgw_core::{keys, validate, Protocol, Strategy};
+use llmgw_core::keys;
 use llmgw_proto::v1 as pb;
 use rand::RngCore;
 use tonic::{Request, Response, Status};
 
 use crate::apply;
-use crate::hub::Hub;
-use crate::store::{
-    now_ms, rfc3339, specs_normalise_rules, Broken, KeyRow, KeySpec, ModelRow, ModelSpec, Prices,
-    ProviderRow, ProviderSpec, Store, StoreError, TargetSpec,
+use crate::convert::{
+    data_plane_pb, keep_masked, key_pb, model_pb, normalized_url, prices, protocol, provider_pb,
+    resolve_secret, strategy, targets_from_pb, translation,
 };
-
-/// How long after its last heartbeat a data plane still counts as connected.
-const CONNECTED_WITHIN_MS: i64 = 30_000;
+use crate::hub::Hub;
+use crate::store::{bounded, now_ms, Broken, KeySpec, ModelSpec, ProviderSpec, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct AdminService {
@@ -85,25 +79,6 @@ impl AdminService {
     }
 }
 
-/// The longest error message sent to a client. The message travels in the
-/// `grpc-message` header: one that echoed a large value (a 100 KB regex)
-/// would exceed the client's header limit, and the client would see only
-/// "h2 protocol error".
-pub const MAX_ERROR_MESSAGE: usize = 1024;
-
-/// `m` cut to [`MAX_ERROR_MESSAGE`] bytes on a character boundary.
-pub fn bounded(mut m: String) -> String {
-    if m.len() > MAX_ERROR_MESSAGE {
-        let mut end = MAX_ERROR_MESSAGE - 3;
-        while !m.is_char_boundary(end) {
-            end -= 1;
-        }
-        m.truncate(end);
-        m.push('…');
-    }
-    m
-}
-
 /// Maps store errors onto gRPC codes; internal details stay in our log.
 pub fn status(e: StoreError) -> Status {
     match e {
@@ -116,22 +91,6 @@ pub fn status(e: StoreError) -> Status {
             Status::internal("internal error; see the control plane's log")
         }
     }
-}
-
-/// A base URL from the API, in the normalized form that is stored.
-pub fn normalized_url(s: &str) -> Result<String, StoreError> {
-    validate::base_url(s).map_err(StoreError::from)
-}
-
-/// The fields of a broken row as the API shows them.
-pub fn broken_pb(broken: &[Broken]) -> Vec<pb::BrokenField> {
-    broken
-        .iter()
-        .map(|b| pb::BrokenField {
-            field: b.field.clone(),
-            reason: b.reason.clone(),
-        })
-        .collect()
 }
 
 /// An update of a broken row must set every broken field (`sets` says
@@ -156,140 +115,6 @@ pub fn require_fixes(
     )))
 }
 
-fn protocol(s: &str) -> Result<Protocol, Status> {
-    Protocol::from_str(s).map_err(|e| Status::invalid_argument(e.0))
-}
-
-fn strategy(s: &str) -> Result<Strategy, Status> {
-    Strategy::from_str(s).map_err(|e| Status::invalid_argument(e.0))
-}
-
-/// A model's translation mode; empty means `strict`.
-pub fn translation(s: &str) -> Result<Translation, StoreError> {
-    Translation::from_str(s.trim()).map_err(StoreError::from)
-}
-
-pub fn prices(p: Option<&pb::Prices>) -> Prices {
-    p.map_or_else(Prices::default, |p| Prices {
-        input: p.input_per_mtok,
-        output: p.output_per_mtok,
-        cached_input: p.cached_input_per_mtok,
-        cache_write: p.cache_write_per_mtok,
-    })
-}
-
-/// Header values shown to admins: credentials masked, the rest as stored.
-pub fn shown_headers(h: &BTreeMap<String, String>) -> std::collections::HashMap<String, String> {
-    h.iter()
-        .map(|(k, v)| {
-            let shown = if validate::is_sensitive_header(k) {
-                keys::mask(v)
-            } else {
-                v.clone()
-            };
-            (k.clone(), shown)
-        })
-        .collect()
-}
-
-pub fn provider_pb(row: &ProviderRow) -> pb::Provider {
-    let s = &row.spec;
-    pb::Provider {
-        name: s.name.clone(),
-        protocol: s.protocol.as_str().to_string(),
-        base_url: s.base_url.clone(),
-        api_key: s.shown_api_key(),
-        headers: shown_headers(&s.headers),
-        timeout_s: s.timeout_s,
-        enabled: s.enabled,
-        stream_usage: s.stream_usage,
-        created_at: rfc3339(Some(row.created_at)),
-        updated_at: rfc3339(Some(row.updated_at)),
-        broken: broken_pb(&row.broken),
-    }
-}
-
-pub fn target_pb(t: &TargetSpec) -> pb::ModelTarget {
-    pb::ModelTarget {
-        provider: t.provider.clone(),
-        upstream_model: t.upstream_model.clone(),
-        priority: t.priority,
-        weight: Some(t.weight),
-        rules: t.rules.clone(),
-        enabled: t.enabled,
-        prices: t.prices.map(crate::hub::prices),
-    }
-}
-
-pub fn model_pb(row: &ModelRow) -> pb::Model {
-    let s = &row.spec;
-    pb::Model {
-        name: s.name.clone(),
-        strategy: s.strategy.as_str().to_string(),
-        max_attempts: s.max_attempts,
-        retry_delay_ms: s.retry_delay_ms,
-        prices: Some(crate::hub::prices(s.prices)),
-        enabled: s.enabled,
-        targets: s.targets.iter().map(target_pb).collect(),
-        created_at: rfc3339(Some(row.created_at)),
-        updated_at: rfc3339(Some(row.updated_at)),
-        default_max_tokens: s.default_max_tokens,
-        translation: s.translation.as_str().to_string(),
-        broken: broken_pb(&row.broken),
-    }
-}
-
-pub fn key_pb(row: &KeyRow) -> pb::ApiKey {
-    let s = &row.spec;
-    pb::ApiKey {
-        name: s.name.clone(),
-        prefix: s.prefix.clone(),
-        models: s.models.clone(),
-        expires_at: rfc3339(s.expires_at),
-        revoked: s.revoked,
-        created_at: rfc3339(Some(row.created_at)),
-        last_used_at: rfc3339(row.last_used_at),
-        log_bodies: s.log_bodies,
-        broken: broken_pb(&row.broken),
-    }
-}
-
-/// Targets from the API, with defaults filled in: an absent weight means 1
-/// (0, set explicitly, drains the target).
-pub fn targets_from_pb(items: &[pb::ModelTarget]) -> Result<Vec<TargetSpec>, Status> {
-    if items.len() > validate::limits::TARGETS {
-        return Err(Status::invalid_argument(format!(
-            "targets has {} entries; the limit is {}",
-            items.len(),
-            validate::limits::TARGETS
-        )));
-    }
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            Ok(TargetSpec {
-                provider: t.provider.trim().to_string(),
-                upstream_model: t.upstream_model.trim().to_string(),
-                priority: t.priority,
-                weight: t.weight.unwrap_or(1),
-                rules: rules_text(i, &t.rules)?,
-                enabled: t.enabled,
-                prices: t.prices.as_ref().map(|p| prices(Some(p))),
-            })
-        })
-        .collect()
-}
-
-/// A target's rule text, bounded before it is parsed and normalised.
-fn rules_text(i: usize, text: &str) -> Result<String, Status> {
-    let n = i + 1;
-    validate::length(&format!("target {n} rules"), text, validate::limits::RULES)
-        .map_err(|e| Status::invalid_argument(e.0))?;
-    specs_normalise_rules(text)
-        .map_err(|e| Status::invalid_argument(bounded(format!("target {n}: {e}"))))
-}
-
 fn new_key_secret() -> Result<String, Status> {
     let mut random = [0u8; 64];
     rand::thread_rng().fill_bytes(&mut random);
@@ -305,9 +130,9 @@ impl pb::admin_server::Admin for AdminService {
         let r = request.into_inner();
         let spec = ProviderSpec {
             name: r.name.trim().to_string(),
-            protocol: protocol(&r.protocol)?,
+            protocol: protocol(&r.protocol).map_err(status)?,
             base_url: normalized_url(&r.base_url).map_err(status)?,
-            api_key: crate::apply::resolve_secret("api_key", &r.api_key, None).map_err(status)?,
+            api_key: resolve_secret("api_key", &r.api_key, None).map_err(status)?,
             headers: r.headers.into_iter().collect(),
             timeout_s: r.timeout_s,
             stream_usage: r.stream_usage.unwrap_or(true),
@@ -352,7 +177,12 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::UpdateProviderRequest>,
     ) -> Result<Response<pb::Provider>, Status> {
         let r = request.into_inner();
-        let proto = r.protocol.as_deref().map(protocol).transpose()?;
+        let proto = r
+            .protocol
+            .as_deref()
+            .map(protocol)
+            .transpose()
+            .map_err(status)?;
         let row = self
             .write(move |store, tx| {
                 Box::pin(async move {
@@ -375,8 +205,7 @@ impl pb::admin_server::Admin for AdminService {
                         spec.base_url = normalized_url(&u)?;
                     }
                     if let Some(k) = r.api_key {
-                        spec.api_key =
-                            crate::apply::resolve_secret("api_key", &k, spec.api_key.as_ref())?;
+                        spec.api_key = resolve_secret("api_key", &k, spec.api_key.as_ref())?;
                     }
                     if let Some(h) = r.headers {
                         spec.headers =
@@ -418,12 +247,12 @@ impl pb::admin_server::Admin for AdminService {
         let r = request.into_inner();
         let spec = ModelSpec {
             name: r.name.trim().to_string(),
-            strategy: strategy(&r.strategy)?,
+            strategy: strategy(&r.strategy).map_err(status)?,
             max_attempts: r.max_attempts,
             retry_delay_ms: r.retry_delay_ms,
             prices: prices(r.prices.as_ref()),
             enabled: r.enabled.unwrap_or(true),
-            targets: targets_from_pb(&r.targets)?,
+            targets: targets_from_pb(&r.targets).map_err(status)?,
             default_max_tokens: r.default_max_tokens,
             translation: translation(&r.translation).map_err(status)?,
         };
@@ -466,7 +295,12 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::UpdateModelRequest>,
     ) -> Result<Response<pb::Model>, Status> {
         let r = request.into_inner();
-        let strat = r.strategy.as_deref().map(strategy).transpose()?;
+        let strat = r
+            .strategy
+            .as_deref()
+            .map(strategy)
+            .transpose()
+            .map_err(status)?;
         let mode = r
             .translation
             .as_deref()
@@ -477,7 +311,8 @@ impl pb::admin_server::Admin for AdminService {
             .targets
             .as_ref()
             .map(|t| targets_from_pb(&t.items))
-            .transpose()?;
+            .transpose()
+            .map_err(status)?;
         let row = self
             .write(move |store, tx| {
                 Box::pin(async move {
@@ -643,19 +478,7 @@ impl pb::admin_server::Admin for AdminService {
         let now = now_ms();
         Ok(Response::new(pb::ListDataPlanesResponse {
             config_version: version,
-            data_planes: rows
-                .into_iter()
-                .map(|d| pb::DataPlane {
-                    connected: d.connected && now - d.last_seen < CONNECTED_WITHIN_MS,
-                    node_id: d.node_id,
-                    peer_address: d.peer_address,
-                    connected_since: rfc3339(Some(d.connected_since)),
-                    last_seen: rfc3339(Some(d.last_seen)),
-                    acked_version: d.acked_version,
-                    nacked_version: d.nacked_version,
-                    last_nack_error: d.last_nack_error,
-                })
-                .collect(),
+            data_planes: rows.into_iter().map(|d| data_plane_pb(d, now)).collect(),
         }))
     }
 
@@ -749,31 +572,6 @@ impl pb::admin_server::Admin for AdminService {
     }
 }
 
-/// Header values given back masked keep what is stored.
-/// A masked value that does not match what is stored is refused, so a mask
-/// is never sent upstream as a header value.
-pub fn keep_masked(
-    mut wanted: BTreeMap<String, String>,
-    stored: &BTreeMap<String, String>,
-    provider: &str,
-) -> Result<BTreeMap<String, String>, StoreError> {
-    for (k, v) in &mut wanted {
-        if !keys::looks_masked(v) {
-            continue;
-        }
-        match stored.get(k) {
-            Some(old) if keys::is_mask_of(v, old) => v.clone_from(old),
-            _ => {
-                return Err(StoreError::Invalid(format!(
-                    "header '{k}' of provider '{provider}' is masked but does not match the \
-                     stored value; give the real value"
-                )))
-            }
-        }
-    }
-    Ok(wanted)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -784,7 +582,7 @@ mod tests {
         let long = format!("invalid regex '{}'", "é".repeat(100_000));
         let s = status(StoreError::Invalid(long));
         assert!(
-            s.message().len() <= MAX_ERROR_MESSAGE,
+            s.message().len() <= crate::store::MAX_ERROR_MESSAGE,
             "{}",
             s.message().len()
         );

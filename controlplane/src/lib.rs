@@ -6,6 +6,7 @@ pub mod admin;
 pub mod apply;
 pub mod config;
 pub mod connections;
+pub mod convert;
 pub mod dashboard;
 pub mod discovery;
 pub mod explain;

@@ -30,3 +30,22 @@ impl From<llmgw_core::ValidationError> for StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The longest error message sent to a client. The message travels in the
+/// `grpc-message` header: one that echoed a large value (a 100 KB regex)
+/// would exceed the client's header limit, and the client would see only
+/// "h2 protocol error".
+pub const MAX_ERROR_MESSAGE: usize = 1024;
+
+/// `m` cut to [`MAX_ERROR_MESSAGE`] bytes on a character boundary.
+pub fn bounded(mut m: String) -> String {
+    if m.len() > MAX_ERROR_MESSAGE {
+        let mut end = MAX_ERROR_MESSAGE - 3;
+        while !m.is_char_boundary(end) {
+            end -= 1;
+        }
+        m.truncate(end);
+        m.push('…');
+    }
+    m
+}

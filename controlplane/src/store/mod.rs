@@ -26,7 +26,7 @@ mod snapshot;
 mod specs;
 
 pub use data_planes::DataPlaneRow;
-pub use error::{Result, StoreError};
+pub use error::{bounded, Result, StoreError, MAX_ERROR_MESSAGE};
 pub use keys::KeyRow;
 pub use models::ModelRow;
 pub use providers::ProviderRow;
