@@ -1,6 +1,10 @@
 //! The admin gRPC service: CRUD for providers, models and client keys, the
 //! data-plane list, and export/apply of the whole configuration. Each write
 //! is one transaction; after it commits the hub publishes a new snapshot.
+//!
+//! Only the gRPC surface lives here: messages become specs and rows become
+//! messages in `convert`, and the store's errors become statuses through
+//! the one `From<StoreError> for Status` in `status`.
 
 use llmgw_core::keys;
 use llmgw_proto::v1 as pb;
@@ -13,7 +17,7 @@ use crate::convert::{
     resolve_secret, strategy, targets_from_pb, translation,
 };
 use crate::hub::Hub;
-use crate::store::{bounded, now_ms, Broken, KeySpec, ModelSpec, ProviderSpec, Store, StoreError};
+use crate::store::{now_ms, Broken, KeySpec, ModelSpec, ProviderSpec, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct AdminService {
@@ -55,9 +59,9 @@ impl AdminService {
             &'c mut sqlx::AnyConnection,
         ) -> futures::future::BoxFuture<'c, Result<T, StoreError>>,
     {
-        let mut tx = self.store.begin_write().await.map_err(status)?;
-        let out = f(&self.store, &mut tx).await.map_err(status)?;
-        tx.commit().await.map_err(|e| status(e.into()))?;
+        let mut tx = self.store.begin_write().await?;
+        let out = f(&self.store, &mut tx).await?;
+        tx.commit().await.map_err(StoreError::from)?;
         self.hub.changed().await;
         Ok(out)
     }
@@ -74,22 +78,8 @@ impl AdminService {
             .pool()
             .acquire()
             .await
-            .map_err(|e| status(e.into()))?;
-        f(&self.store, &mut conn).await.map_err(status)
-    }
-}
-
-/// Maps store errors onto gRPC codes; internal details stay in our log.
-pub fn status(e: StoreError) -> Status {
-    match e {
-        StoreError::Invalid(m) => Status::invalid_argument(bounded(m)),
-        StoreError::NotFound(m) => Status::not_found(bounded(m)),
-        StoreError::AlreadyExists(m) => Status::already_exists(bounded(m)),
-        StoreError::InUse(m) => Status::failed_precondition(bounded(m)),
-        other => {
-            tracing::error!(error = %other, "admin request failed");
-            Status::internal("internal error; see the control plane's log")
-        }
+            .map_err(StoreError::from)?;
+        Ok(f(&self.store, &mut conn).await?)
     }
 }
 
@@ -130,9 +120,9 @@ impl pb::admin_server::Admin for AdminService {
         let r = request.into_inner();
         let spec = ProviderSpec {
             name: r.name.trim().to_string(),
-            protocol: protocol(&r.protocol).map_err(status)?,
-            base_url: normalized_url(&r.base_url).map_err(status)?,
-            api_key: resolve_secret("api_key", &r.api_key, None).map_err(status)?,
+            protocol: protocol(&r.protocol)?,
+            base_url: normalized_url(&r.base_url)?,
+            api_key: resolve_secret("api_key", &r.api_key, None)?,
             headers: r.headers.into_iter().collect(),
             timeout_s: r.timeout_s,
             stream_usage: r.stream_usage.unwrap_or(true),
@@ -177,12 +167,7 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::UpdateProviderRequest>,
     ) -> Result<Response<pb::Provider>, Status> {
         let r = request.into_inner();
-        let proto = r
-            .protocol
-            .as_deref()
-            .map(protocol)
-            .transpose()
-            .map_err(status)?;
+        let proto = r.protocol.as_deref().map(protocol).transpose()?;
         let row = self
             .write(move |store, tx| {
                 Box::pin(async move {
@@ -247,14 +232,14 @@ impl pb::admin_server::Admin for AdminService {
         let r = request.into_inner();
         let spec = ModelSpec {
             name: r.name.trim().to_string(),
-            strategy: strategy(&r.strategy).map_err(status)?,
+            strategy: strategy(&r.strategy)?,
             max_attempts: r.max_attempts,
             retry_delay_ms: r.retry_delay_ms,
             prices: prices(r.prices.as_ref()),
             enabled: r.enabled.unwrap_or(true),
-            targets: targets_from_pb(&r.targets).map_err(status)?,
+            targets: targets_from_pb(&r.targets)?,
             default_max_tokens: r.default_max_tokens,
-            translation: translation(&r.translation).map_err(status)?,
+            translation: translation(&r.translation)?,
         };
         let row = self
             .write(move |store, tx| {
@@ -295,24 +280,13 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::UpdateModelRequest>,
     ) -> Result<Response<pb::Model>, Status> {
         let r = request.into_inner();
-        let strat = r
-            .strategy
-            .as_deref()
-            .map(strategy)
-            .transpose()
-            .map_err(status)?;
-        let mode = r
-            .translation
-            .as_deref()
-            .map(translation)
-            .transpose()
-            .map_err(status)?;
+        let strat = r.strategy.as_deref().map(strategy).transpose()?;
+        let mode = r.translation.as_deref().map(translation).transpose()?;
         let targets = r
             .targets
             .as_ref()
             .map(|t| targets_from_pb(&t.items))
-            .transpose()
-            .map_err(status)?;
+            .transpose()?;
         let row = self
             .write(move |store, tx| {
                 Box::pin(async move {
@@ -473,8 +447,8 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         _request: Request<pb::ListDataPlanesRequest>,
     ) -> Result<Response<pb::ListDataPlanesResponse>, Status> {
-        let rows = self.store.data_planes().await.map_err(status)?;
-        let version = self.store.config_version().await.map_err(status)?;
+        let rows = self.store.data_planes().await?;
+        let version = self.store.config_version().await?;
         let now = now_ms();
         Ok(Response::new(pb::ListDataPlanesResponse {
             config_version: version,
@@ -486,7 +460,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         _request: Request<pb::ExportConfigRequest>,
     ) -> Result<Response<pb::GatewayConfig>, Status> {
-        let state = self.store.config_state().await.map_err(status)?;
+        let state = self.store.config_state().await?;
         Ok(Response::new(apply::export(&state)))
     }
 
@@ -500,22 +474,20 @@ impl pb::admin_server::Admin for AdminService {
             prune: r.prune,
             allow_empty: r.allow_empty,
         };
-        let mut tx = self.store.begin_write().await.map_err(status)?;
-        let out = apply::apply(&self.store, &mut tx, desired, opts)
-            .await
-            .map_err(status)?;
+        let mut tx = self.store.begin_write().await?;
+        let out = apply::apply(&self.store, &mut tx, desired, opts).await?;
         if r.dry_run || out.changes.is_empty() {
             // Nothing to keep: rolling back also undoes the version bump.
-            tx.rollback().await.map_err(|e| status(e.into()))?;
-            let version = self.store.config_version().await.map_err(status)?;
+            tx.rollback().await.map_err(StoreError::from)?;
+            let version = self.store.config_version().await?;
             return Ok(Response::new(pb::ApplyConfigResponse {
                 changes: out.changes,
                 config_version: version,
                 kept: out.kept,
             }));
         }
-        let version = Store::version_in(&mut tx).await.map_err(status)?;
-        tx.commit().await.map_err(|e| status(e.into()))?;
+        let version = Store::version_in(&mut tx).await?;
+        tx.commit().await.map_err(StoreError::from)?;
         self.hub.changed().await;
         Ok(Response::new(pb::ApplyConfigResponse {
             changes: out.changes,
@@ -528,18 +500,16 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::ListLogsRequest>,
     ) -> Result<Response<pb::ListLogsResponse>, Status> {
-        crate::logs::query::list(&self.store, request.into_inner())
-            .await
-            .map(Response::new)
+        let logs = crate::logs::query::list(&self.store, request.into_inner()).await?;
+        Ok(Response::new(logs))
     }
 
     async fn get_log(
         &self,
         request: Request<pb::GetLogRequest>,
     ) -> Result<Response<pb::RequestLog>, Status> {
-        crate::logs::query::get(&self.store, &request.into_inner().id)
-            .await
-            .map(Response::new)
+        let log = crate::logs::query::get(&self.store, &request.into_inner().id).await?;
+        Ok(Response::new(log))
     }
 
     type FollowLogsStream = crate::logs::LogStream;
@@ -558,9 +528,8 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
-        crate::logs::stats::stats(&self.store, request.into_inner())
-            .await
-            .map(Response::new)
+        let stats = crate::logs::stats::stats(&self.store, request.into_inner()).await?;
+        Ok(Response::new(stats))
     }
 
     async fn explain_route(
@@ -575,21 +544,6 @@ impl pb::admin_server::Admin for AdminService {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn error_messages_are_bounded_on_a_char_boundary() {
-        assert_eq!(bounded("short".into()), "short");
-        let long = format!("invalid regex '{}'", "é".repeat(100_000));
-        let s = status(StoreError::Invalid(long));
-        assert!(
-            s.message().len() <= crate::store::MAX_ERROR_MESSAGE,
-            "{}",
-            s.message().len()
-        );
-        assert!(s.message().starts_with("invalid regex '"));
-        assert!(s.message().ends_with('…'));
-        assert_eq!(s.code(), tonic::Code::InvalidArgument);
-    }
 
     #[test]
     fn an_update_must_set_every_broken_field() {

@@ -14,6 +14,7 @@ pub mod hub;
 pub mod logs;
 pub mod secrets;
 pub mod settings;
+pub mod status;
 pub mod store;
 
 use std::net::SocketAddr;

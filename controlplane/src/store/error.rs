@@ -1,24 +1,34 @@
 //! What can go wrong in the store and the domain code above it (apply,
 //! logs): each variant says what went wrong, not how a client hears it.
-//! The gRPC layer maps these onto status codes in one place
-//! (`crate::status`).
+//! The gRPC layer maps them onto status codes in one place, `status.rs`
+//! at the crate root.
 
 use crate::secrets::SecretError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The request or the configuration breaks a rule; the message names it.
     #[error("{0}")]
     Invalid(String),
+    /// The object (or request log) named does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// An object of that name, or a key with that secret, exists already.
     #[error("{0}")]
     AlreadyExists(String),
+    /// The write conflicts with what is stored: a provider a model still
+    /// uses, a broken row an update does not repair.
     #[error("{0}")]
     InUse(String),
+    /// The query would read more than the store allows; narrow it.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The database failed; the details are for our log, not for clients.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored secret cannot be sealed or opened.
     #[error("stored secret: {0}")]
     Secret(#[from] SecretError),
 }
