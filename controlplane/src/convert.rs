@@ -134,17 +134,19 @@ pub fn keep_masked(
     Ok(wanted)
 }
 
+/// A provider as the API shows it: its configuration, when it was created
+/// and updated, and what of it is broken.
 pub fn provider_pb(row: &ProviderRow) -> pb::Provider {
-    let s = &row.spec;
+    let c = provider_config_pb(&row.spec);
     pb::Provider {
-        name: s.name.clone(),
-        protocol: s.protocol.as_str().to_string(),
-        base_url: s.base_url.clone(),
-        api_key: s.shown_api_key(),
-        headers: shown_headers(&s.headers),
-        timeout_s: s.timeout_s,
-        enabled: s.enabled,
-        stream_usage: s.stream_usage,
+        name: c.name,
+        protocol: c.protocol,
+        base_url: c.base_url,
+        api_key: c.api_key,
+        headers: c.headers,
+        timeout_s: c.timeout_s,
+        enabled: c.enabled,
+        stream_usage: c.stream_usage,
         created_at: rfc3339(Some(row.created_at)),
         updated_at: rfc3339(Some(row.updated_at)),
         broken: broken_pb(&row.broken),
@@ -249,20 +251,22 @@ fn rules_text(i: usize, text: &str) -> Result<String, StoreError> {
         .map_err(|e| StoreError::Invalid(bounded(format!("target {n}: {e}"))))
 }
 
+/// A model as the API shows it: its configuration, when it was created
+/// and updated, and what of it is broken.
 pub fn model_pb(row: &ModelRow) -> pb::Model {
-    let s = &row.spec;
+    let c = model_config_pb(&row.spec);
     pb::Model {
-        name: s.name.clone(),
-        strategy: s.strategy.as_str().to_string(),
-        max_attempts: s.max_attempts,
-        retry_delay_ms: s.retry_delay_ms,
-        prices: Some(prices_pb(s.prices)),
-        enabled: s.enabled,
-        targets: s.targets.iter().map(target_pb).collect(),
+        name: c.name,
+        strategy: c.strategy,
+        max_attempts: c.max_attempts,
+        retry_delay_ms: c.retry_delay_ms,
+        prices: c.prices,
+        enabled: c.enabled,
+        targets: c.targets,
         created_at: rfc3339(Some(row.created_at)),
         updated_at: rfc3339(Some(row.updated_at)),
-        default_max_tokens: s.default_max_tokens,
-        translation: s.translation.as_str().to_string(),
+        default_max_tokens: c.default_max_tokens,
+        translation: c.translation,
         broken: broken_pb(&row.broken),
     }
 }

@@ -56,12 +56,7 @@ impl Store {
         .bind(now_ms())
         .execute(&mut *tx)
         .await
-        .map_err(|e| match e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => {
-                StoreError::AlreadyExists("another API key has the same secret".into())
-            }
-            other => StoreError::Db(other),
-        })?;
+        .map_err(same_secret)?;
         Ok(())
     }
 
@@ -83,12 +78,7 @@ impl Store {
         .bind(&spec.name)
         .execute(&mut *tx)
         .await
-        .map_err(|e| match e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => {
-                StoreError::AlreadyExists("another API key has the same secret".into())
-            }
-            other => StoreError::Db(other),
-        })?;
+        .map_err(same_secret)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "API key '{}' not found",
@@ -107,6 +97,16 @@ impl Store {
             return Err(StoreError::NotFound(format!("API key '{name}' not found")));
         }
         Ok(())
+    }
+}
+
+/// The unique index on the hash refuses a second key with the same secret.
+fn same_secret(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            StoreError::AlreadyExists("another API key has the same secret".into())
+        }
+        other => StoreError::Db(other),
     }
 }
 

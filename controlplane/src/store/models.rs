@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use llmgw_core::table::Translation;
 use llmgw_core::Strategy;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::QueryScalar;
+use sqlx::{Any, AnyConnection, Row};
 
 use super::row::{Broken, RowReader};
 use super::{exists, int, now_ms, specs, ModelSpec, Prices, Result, Store, StoreError, TargetSpec};
@@ -72,52 +73,34 @@ impl Store {
             )));
         }
         let now = now_ms();
-        let id: i64 = sqlx::query_scalar(
+        let insert = sqlx::query_scalar(
             "INSERT INTO models (name, strategy, max_attempts, retry_delay_ms, price_input, \
              price_output, price_cached_input, price_cache_write, enabled, default_max_tokens, \
              translation, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
         )
-        .bind(&spec.name)
-        .bind(spec.strategy.as_str())
-        .bind(i64::from(spec.max_attempts))
-        .bind(spec.retry_delay_ms.map(i64::from))
-        .bind(spec.prices.input)
-        .bind(spec.prices.output)
-        .bind(spec.prices.cached_input)
-        .bind(spec.prices.cache_write)
-        .bind(int(spec.enabled))
-        .bind(spec.default_max_tokens.map(i64::from))
-        .bind(spec.translation.as_str())
-        .bind(now)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
+        .bind(&spec.name);
+        let id: i64 = bind_settings(insert, spec)
+            .bind(now)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
         insert_targets(tx, id, &spec.targets).await
     }
 
     pub async fn update_model(&self, tx: &mut AnyConnection, spec: &ModelSpec) -> Result<()> {
         spec.validate()?;
-        let id: Option<i64> = sqlx::query_scalar(
+        let update = sqlx::query_scalar(
             "UPDATE models SET strategy = $1, max_attempts = $2, retry_delay_ms = $3, \
              price_input = $4, price_output = $5, price_cached_input = $6, \
              price_cache_write = $7, enabled = $8, default_max_tokens = $9, translation = $10, \
              updated_at = $11 WHERE name = $12 RETURNING id",
-        )
-        .bind(spec.strategy.as_str())
-        .bind(i64::from(spec.max_attempts))
-        .bind(spec.retry_delay_ms.map(i64::from))
-        .bind(spec.prices.input)
-        .bind(spec.prices.output)
-        .bind(spec.prices.cached_input)
-        .bind(spec.prices.cache_write)
-        .bind(int(spec.enabled))
-        .bind(spec.default_max_tokens.map(i64::from))
-        .bind(spec.translation.as_str())
-        .bind(now_ms())
-        .bind(&spec.name)
-        .fetch_optional(&mut *tx)
-        .await?;
+        );
+        let id: Option<i64> = bind_settings(update, spec)
+            .bind(now_ms())
+            .bind(&spec.name)
+            .fetch_optional(&mut *tx)
+            .await?;
         let id =
             id.ok_or_else(|| StoreError::NotFound(format!("model '{}' not found", spec.name)))?;
         sqlx::query("DELETE FROM model_targets WHERE model_id = $1")
@@ -144,6 +127,24 @@ impl Store {
             .await?;
         Ok(())
     }
+}
+
+/// A statement that returns the model's id.
+type IdQuery<'q> = QueryScalar<'q, Any, i64, AnyArguments<'q>>;
+
+/// Binds a model's settings (everything but its name, times and targets),
+/// in the order both the INSERT and the UPDATE list their columns.
+fn bind_settings<'q>(q: IdQuery<'q>, spec: &'q ModelSpec) -> IdQuery<'q> {
+    q.bind(spec.strategy.as_str())
+        .bind(i64::from(spec.max_attempts))
+        .bind(spec.retry_delay_ms.map(i64::from))
+        .bind(spec.prices.input)
+        .bind(spec.prices.output)
+        .bind(spec.prices.cached_input)
+        .bind(spec.prices.cache_write)
+        .bind(int(spec.enabled))
+        .bind(spec.default_max_tokens.map(i64::from))
+        .bind(spec.translation.as_str())
 }
 
 async fn insert_targets(

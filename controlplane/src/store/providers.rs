@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use llmgw_core::Protocol;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::any::AnyRow;
-use sqlx::AnyConnection;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection};
 
 use super::row::{Broken, RowReader};
 use super::{exists, int, now_ms, ProviderSpec, Result, Store, StoreError};
@@ -114,45 +115,33 @@ impl Store {
         }
         let (key, headers) = self.seal_provider(spec)?;
         let now = now_ms();
-        sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO providers (name, protocol, base_url, api_key_sealed, headers_sealed, \
              timeout_s, stream_usage, enabled, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
-        .bind(&spec.name)
-        .bind(spec.protocol.as_str())
-        .bind(&spec.base_url)
-        .bind(key)
-        .bind(headers)
-        .bind(i64::from(spec.timeout_s))
-        .bind(int(spec.stream_usage))
-        .bind(int(spec.enabled))
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        .bind(&spec.name);
+        bind_settings(insert, spec, key, headers)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         Ok(())
     }
 
     pub async fn update_provider(&self, tx: &mut AnyConnection, spec: &ProviderSpec) -> Result<()> {
         spec.validate()?;
         let (key, headers) = self.seal_provider(spec)?;
-        let done = sqlx::query(
+        let update = sqlx::query(
             "UPDATE providers SET protocol = $1, base_url = $2, api_key_sealed = $3, \
              headers_sealed = $4, timeout_s = $5, stream_usage = $6, enabled = $7, updated_at = $8 \
              WHERE name = $9",
-        )
-        .bind(spec.protocol.as_str())
-        .bind(&spec.base_url)
-        .bind(key)
-        .bind(headers)
-        .bind(i64::from(spec.timeout_s))
-        .bind(int(spec.stream_usage))
-        .bind(int(spec.enabled))
-        .bind(now_ms())
-        .bind(&spec.name)
-        .execute(&mut *tx)
-        .await?;
+        );
+        let done = bind_settings(update, spec, key, headers)
+            .bind(now_ms())
+            .bind(&spec.name)
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "provider '{}' not found",
@@ -198,6 +187,23 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Binds a provider's settings (everything but its name and times), in the
+/// order both the INSERT and the UPDATE list their columns.
+fn bind_settings<'q>(
+    q: Query<'q, Any, AnyArguments<'q>>,
+    spec: &'q ProviderSpec,
+    key: Option<String>,
+    headers: Option<String>,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    q.bind(spec.protocol.as_str())
+        .bind(&spec.base_url)
+        .bind(key)
+        .bind(headers)
+        .bind(i64::from(spec.timeout_s))
+        .bind(int(spec.stream_usage))
+        .bind(int(spec.enabled))
 }
 
 pub(super) fn seal_context(provider: &str, column: &str) -> String {
