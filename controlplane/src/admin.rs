@@ -1,25 +1,23 @@
 //! The admin gRPC service: CRUD for providers, models and client keys, the
 //! data-plane list, and export/apply of the whole configuration. Each write
 //! is one transaction; after it commits the hub publishes a new snapshot.
+//!
+//! Only the gRPC surface lives here: messages become specs and rows become
+//! messages in `convert`, and the store's errors become statuses through
+//! the one `From<StoreError> for Status` in `status`.
 
-use std::collections::BTreeMap;
-use std::str::FromStr;
-
-use llmgw_core::table::Translation;
-use llmgw_core::{keys, validate, Protocol, Strategy};
+use llmgw_core::keys;
 use llmgw_proto::v1 as pb;
 use rand::RngCore;
 use tonic::{Request, Response, Status};
 
 use crate::apply;
-use crate::hub::Hub;
-use crate::store::{
-    now_ms, rfc3339, specs_normalise_rules, Broken, KeyRow, KeySpec, ModelRow, ModelSpec, Prices,
-    ProviderRow, ProviderSpec, Store, StoreError, TargetSpec,
+use crate::convert::{
+    data_plane_pb, keep_masked, key_pb, model_pb, normalized_url, prices, protocol, provider_pb,
+    resolve_secret, strategy, targets_from_pb, translation,
 };
-
-/// How long after its last heartbeat a data plane still counts as connected.
-const CONNECTED_WITHIN_MS: i64 = 30_000;
+use crate::hub::Hub;
+use crate::store::{now_ms, Broken, KeySpec, ModelSpec, ProviderSpec, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct AdminService {
@@ -61,9 +59,9 @@ impl AdminService {
             &'c mut sqlx::AnyConnection,
         ) -> futures::future::BoxFuture<'c, Result<T, StoreError>>,
     {
-        let mut tx = self.store.begin_write().await.map_err(status)?;
-        let out = f(&self.store, &mut tx).await.map_err(status)?;
-        tx.commit().await.map_err(|e| status(e.into()))?;
+        let mut tx = self.store.begin_write().await?;
+        let out = f(&self.store, &mut tx).await?;
+        tx.commit().await.map_err(StoreError::from)?;
         self.hub.changed().await;
         Ok(out)
     }
@@ -80,58 +78,9 @@ impl AdminService {
             .pool()
             .acquire()
             .await
-            .map_err(|e| status(e.into()))?;
-        f(&self.store, &mut conn).await.map_err(status)
+            .map_err(StoreError::from)?;
+        Ok(f(&self.store, &mut conn).await?)
     }
-}
-
-/// The longest error message sent to a client. The message travels in the
-/// `grpc-message` header: one that echoed a large value (a 100 KB regex)
-/// would exceed the client's header limit, and the client would see only
-/// "h2 protocol error".
-pub const MAX_ERROR_MESSAGE: usize = 1024;
-
-/// `m` cut to [`MAX_ERROR_MESSAGE`] bytes on a character boundary.
-pub fn bounded(mut m: String) -> String {
-    if m.len() > MAX_ERROR_MESSAGE {
-        let mut end = MAX_ERROR_MESSAGE - 3;
-        while !m.is_char_boundary(end) {
-            end -= 1;
-        }
-        m.truncate(end);
-        m.push('…');
-    }
-    m
-}
-
-/// Maps store errors onto gRPC codes; internal details stay in our log.
-pub fn status(e: StoreError) -> Status {
-    match e {
-        StoreError::Invalid(m) => Status::invalid_argument(bounded(m)),
-        StoreError::NotFound(m) => Status::not_found(bounded(m)),
-        StoreError::AlreadyExists(m) => Status::already_exists(bounded(m)),
-        StoreError::InUse(m) => Status::failed_precondition(bounded(m)),
-        other => {
-            tracing::error!(error = %other, "admin request failed");
-            Status::internal("internal error; see the control plane's log")
-        }
-    }
-}
-
-/// A base URL from the API, in the normalized form that is stored.
-pub fn normalized_url(s: &str) -> Result<String, StoreError> {
-    validate::base_url(s).map_err(StoreError::from)
-}
-
-/// The fields of a broken row as the API shows them.
-pub fn broken_pb(broken: &[Broken]) -> Vec<pb::BrokenField> {
-    broken
-        .iter()
-        .map(|b| pb::BrokenField {
-            field: b.field.clone(),
-            reason: b.reason.clone(),
-        })
-        .collect()
 }
 
 /// An update of a broken row must set every broken field (`sets` says
@@ -156,140 +105,6 @@ pub fn require_fixes(
     )))
 }
 
-fn protocol(s: &str) -> Result<Protocol, Status> {
-    Protocol::from_str(s).map_err(|e| Status::invalid_argument(e.0))
-}
-
-fn strategy(s: &str) -> Result<Strategy, Status> {
-    Strategy::from_str(s).map_err(|e| Status::invalid_argument(e.0))
-}
-
-/// A model's translation mode; empty means `strict`.
-pub fn translation(s: &str) -> Result<Translation, StoreError> {
-    Translation::from_str(s.trim()).map_err(StoreError::from)
-}
-
-pub fn prices(p: Option<&pb::Prices>) -> Prices {
-    p.map_or_else(Prices::default, |p| Prices {
-        input: p.input_per_mtok,
-        output: p.output_per_mtok,
-        cached_input: p.cached_input_per_mtok,
-        cache_write: p.cache_write_per_mtok,
-    })
-}
-
-/// Header values shown to admins: credentials masked, the rest as stored.
-pub fn shown_headers(h: &BTreeMap<String, String>) -> std::collections::HashMap<String, String> {
-    h.iter()
-        .map(|(k, v)| {
-            let shown = if validate::is_sensitive_header(k) {
-                keys::mask(v)
-            } else {
-                v.clone()
-            };
-            (k.clone(), shown)
-        })
-        .collect()
-}
-
-pub fn provider_pb(row: &ProviderRow) -> pb::Provider {
-    let s = &row.spec;
-    pb::Provider {
-        name: s.name.clone(),
-        protocol: s.protocol.as_str().to_string(),
-        base_url: s.base_url.clone(),
-        api_key: s.shown_api_key(),
-        headers: shown_headers(&s.headers),
-        timeout_s: s.timeout_s,
-        enabled: s.enabled,
-        stream_usage: s.stream_usage,
-        created_at: rfc3339(Some(row.created_at)),
-        updated_at: rfc3339(Some(row.updated_at)),
-        broken: broken_pb(&row.broken),
-    }
-}
-
-pub fn target_pb(t: &TargetSpec) -> pb::ModelTarget {
-    pb::ModelTarget {
-        provider: t.provider.clone(),
-        upstream_model: t.upstream_model.clone(),
-        priority: t.priority,
-        weight: Some(t.weight),
-        rules: t.rules.clone(),
-        enabled: t.enabled,
-        prices: t.prices.map(crate::hub::prices),
-    }
-}
-
-pub fn model_pb(row: &ModelRow) -> pb::Model {
-    let s = &row.spec;
-    pb::Model {
-        name: s.name.clone(),
-        strategy: s.strategy.as_str().to_string(),
-        max_attempts: s.max_attempts,
-        retry_delay_ms: s.retry_delay_ms,
-        prices: Some(crate::hub::prices(s.prices)),
-        enabled: s.enabled,
-        targets: s.targets.iter().map(target_pb).collect(),
-        created_at: rfc3339(Some(row.created_at)),
-        updated_at: rfc3339(Some(row.updated_at)),
-        default_max_tokens: s.default_max_tokens,
-        translation: s.translation.as_str().to_string(),
-        broken: broken_pb(&row.broken),
-    }
-}
-
-pub fn key_pb(row: &KeyRow) -> pb::ApiKey {
-    let s = &row.spec;
-    pb::ApiKey {
-        name: s.name.clone(),
-        prefix: s.prefix.clone(),
-        models: s.models.clone(),
-        expires_at: rfc3339(s.expires_at),
-        revoked: s.revoked,
-        created_at: rfc3339(Some(row.created_at)),
-        last_used_at: rfc3339(row.last_used_at),
-        log_bodies: s.log_bodies,
-        broken: broken_pb(&row.broken),
-    }
-}
-
-/// Targets from the API, with defaults filled in: an absent weight means 1
-/// (0, set explicitly, drains the target).
-pub fn targets_from_pb(items: &[pb::ModelTarget]) -> Result<Vec<TargetSpec>, Status> {
-    if items.len() > validate::limits::TARGETS {
-        return Err(Status::invalid_argument(format!(
-            "targets has {} entries; the limit is {}",
-            items.len(),
-            validate::limits::TARGETS
-        )));
-    }
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            Ok(TargetSpec {
-                provider: t.provider.trim().to_string(),
-                upstream_model: t.upstream_model.trim().to_string(),
-                priority: t.priority,
-                weight: t.weight.unwrap_or(1),
-                rules: rules_text(i, &t.rules)?,
-                enabled: t.enabled,
-                prices: t.prices.as_ref().map(|p| prices(Some(p))),
-            })
-        })
-        .collect()
-}
-
-/// A target's rule text, bounded before it is parsed and normalised.
-fn rules_text(i: usize, text: &str) -> Result<String, Status> {
-    let n = i + 1;
-    validate::length(&format!("target {n} rules"), text, validate::limits::RULES)
-        .map_err(|e| Status::invalid_argument(e.0))?;
-    specs_normalise_rules(text)
-        .map_err(|e| Status::invalid_argument(bounded(format!("target {n}: {e}"))))
-}
-
 fn new_key_secret() -> Result<String, Status> {
     let mut random = [0u8; 64];
     rand::thread_rng().fill_bytes(&mut random);
@@ -306,8 +121,8 @@ impl pb::admin_server::Admin for AdminService {
         let spec = ProviderSpec {
             name: r.name.trim().to_string(),
             protocol: protocol(&r.protocol)?,
-            base_url: normalized_url(&r.base_url).map_err(status)?,
-            api_key: crate::apply::resolve_secret("api_key", &r.api_key, None).map_err(status)?,
+            base_url: normalized_url(&r.base_url)?,
+            api_key: resolve_secret("api_key", &r.api_key, None)?,
             headers: r.headers.into_iter().collect(),
             timeout_s: r.timeout_s,
             stream_usage: r.stream_usage.unwrap_or(true),
@@ -375,8 +190,7 @@ impl pb::admin_server::Admin for AdminService {
                         spec.base_url = normalized_url(&u)?;
                     }
                     if let Some(k) = r.api_key {
-                        spec.api_key =
-                            crate::apply::resolve_secret("api_key", &k, spec.api_key.as_ref())?;
+                        spec.api_key = resolve_secret("api_key", &k, spec.api_key.as_ref())?;
                     }
                     if let Some(h) = r.headers {
                         spec.headers =
@@ -425,7 +239,7 @@ impl pb::admin_server::Admin for AdminService {
             enabled: r.enabled.unwrap_or(true),
             targets: targets_from_pb(&r.targets)?,
             default_max_tokens: r.default_max_tokens,
-            translation: translation(&r.translation).map_err(status)?,
+            translation: translation(&r.translation)?,
         };
         let row = self
             .write(move |store, tx| {
@@ -467,12 +281,7 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::Model>, Status> {
         let r = request.into_inner();
         let strat = r.strategy.as_deref().map(strategy).transpose()?;
-        let mode = r
-            .translation
-            .as_deref()
-            .map(translation)
-            .transpose()
-            .map_err(status)?;
+        let mode = r.translation.as_deref().map(translation).transpose()?;
         let targets = r
             .targets
             .as_ref()
@@ -638,24 +447,12 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         _request: Request<pb::ListDataPlanesRequest>,
     ) -> Result<Response<pb::ListDataPlanesResponse>, Status> {
-        let rows = self.store.data_planes().await.map_err(status)?;
-        let version = self.store.config_version().await.map_err(status)?;
+        let rows = self.store.data_planes().await?;
+        let version = self.store.config_version().await?;
         let now = now_ms();
         Ok(Response::new(pb::ListDataPlanesResponse {
             config_version: version,
-            data_planes: rows
-                .into_iter()
-                .map(|d| pb::DataPlane {
-                    connected: d.connected && now - d.last_seen < CONNECTED_WITHIN_MS,
-                    node_id: d.node_id,
-                    peer_address: d.peer_address,
-                    connected_since: rfc3339(Some(d.connected_since)),
-                    last_seen: rfc3339(Some(d.last_seen)),
-                    acked_version: d.acked_version,
-                    nacked_version: d.nacked_version,
-                    last_nack_error: d.last_nack_error,
-                })
-                .collect(),
+            data_planes: rows.into_iter().map(|d| data_plane_pb(d, now)).collect(),
         }))
     }
 
@@ -663,7 +460,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         _request: Request<pb::ExportConfigRequest>,
     ) -> Result<Response<pb::GatewayConfig>, Status> {
-        let state = self.store.config_state().await.map_err(status)?;
+        let state = self.store.config_state().await?;
         Ok(Response::new(apply::export(&state)))
     }
 
@@ -677,22 +474,20 @@ impl pb::admin_server::Admin for AdminService {
             prune: r.prune,
             allow_empty: r.allow_empty,
         };
-        let mut tx = self.store.begin_write().await.map_err(status)?;
-        let out = apply::apply(&self.store, &mut tx, desired, opts)
-            .await
-            .map_err(status)?;
+        let mut tx = self.store.begin_write().await?;
+        let out = apply::apply(&self.store, &mut tx, desired, opts).await?;
         if r.dry_run || out.changes.is_empty() {
             // Nothing to keep: rolling back also undoes the version bump.
-            tx.rollback().await.map_err(|e| status(e.into()))?;
-            let version = self.store.config_version().await.map_err(status)?;
+            tx.rollback().await.map_err(StoreError::from)?;
+            let version = self.store.config_version().await?;
             return Ok(Response::new(pb::ApplyConfigResponse {
                 changes: out.changes,
                 config_version: version,
                 kept: out.kept,
             }));
         }
-        let version = Store::version_in(&mut tx).await.map_err(status)?;
-        tx.commit().await.map_err(|e| status(e.into()))?;
+        let version = Store::version_in(&mut tx).await?;
+        tx.commit().await.map_err(StoreError::from)?;
         self.hub.changed().await;
         Ok(Response::new(pb::ApplyConfigResponse {
             changes: out.changes,
@@ -705,18 +500,16 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::ListLogsRequest>,
     ) -> Result<Response<pb::ListLogsResponse>, Status> {
-        crate::logs::query::list(&self.store, request.into_inner())
-            .await
-            .map(Response::new)
+        let logs = crate::logs::query::list(&self.store, request.into_inner()).await?;
+        Ok(Response::new(logs))
     }
 
     async fn get_log(
         &self,
         request: Request<pb::GetLogRequest>,
     ) -> Result<Response<pb::RequestLog>, Status> {
-        crate::logs::query::get(&self.store, &request.into_inner().id)
-            .await
-            .map(Response::new)
+        let log = crate::logs::query::get(&self.store, &request.into_inner().id).await?;
+        Ok(Response::new(log))
     }
 
     type FollowLogsStream = crate::logs::LogStream;
@@ -735,9 +528,8 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
-        crate::logs::stats::stats(&self.store, request.into_inner())
-            .await
-            .map(Response::new)
+        let stats = crate::logs::stats::stats(&self.store, request.into_inner()).await?;
+        Ok(Response::new(stats))
     }
 
     async fn explain_route(
@@ -749,49 +541,9 @@ impl pb::admin_server::Admin for AdminService {
     }
 }
 
-/// Header values given back masked keep what is stored.
-/// A masked value that does not match what is stored is refused, so a mask
-/// is never sent upstream as a header value.
-pub fn keep_masked(
-    mut wanted: BTreeMap<String, String>,
-    stored: &BTreeMap<String, String>,
-    provider: &str,
-) -> Result<BTreeMap<String, String>, StoreError> {
-    for (k, v) in &mut wanted {
-        if !keys::looks_masked(v) {
-            continue;
-        }
-        match stored.get(k) {
-            Some(old) if keys::is_mask_of(v, old) => v.clone_from(old),
-            _ => {
-                return Err(StoreError::Invalid(format!(
-                    "header '{k}' of provider '{provider}' is masked but does not match the \
-                     stored value; give the real value"
-                )))
-            }
-        }
-    }
-    Ok(wanted)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn error_messages_are_bounded_on_a_char_boundary() {
-        assert_eq!(bounded("short".into()), "short");
-        let long = format!("invalid regex '{}'", "é".repeat(100_000));
-        let s = status(StoreError::Invalid(long));
-        assert!(
-            s.message().len() <= MAX_ERROR_MESSAGE,
-            "{}",
-            s.message().len()
-        );
-        assert!(s.message().starts_with("invalid regex '"));
-        assert!(s.message().ends_with('…'));
-        assert_eq!(s.code(), tonic::Code::InvalidArgument);
-    }
 
     #[test]
     fn an_update_must_set_every_broken_field() {

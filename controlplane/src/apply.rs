@@ -12,18 +12,19 @@
 //! repairs it with the values it gives.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::str::FromStr;
 
 use llmgw_core::validate::{self, limits};
-use llmgw_core::{keys, Protocol, Strategy};
 use llmgw_proto::v1 as pb;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::AnyConnection;
 
-use crate::admin::{keep_masked, shown_headers, target_pb, targets_from_pb, translation};
+use crate::convert::{
+    in_object, key_config_pb, key_spec, model_config_pb, model_spec, provider_config_pb,
+    provider_spec,
+};
 use crate::store::{
-    parse_rfc3339, rfc3339, ConfigState, KeyRow, KeySpec, ModelRow, ModelSpec, ProviderRow,
-    ProviderSpec, Store, StoreError,
+    rfc3339, Broken, ConfigState, KeyRow, KeySpec, ModelRow, ModelSpec, ProviderRow, ProviderSpec,
+    Store, StoreError,
 };
 
 pub fn export(state: &ConfigState) -> pb::GatewayConfig {
@@ -32,55 +33,19 @@ pub fn export(state: &ConfigState) -> pb::GatewayConfig {
             .providers
             .iter()
             .filter(|p| p.broken.is_empty())
-            .map(|p| {
-                let s = &p.spec;
-                pb::ProviderConfig {
-                    name: s.name.clone(),
-                    protocol: s.protocol.as_str().to_string(),
-                    base_url: s.base_url.clone(),
-                    api_key: s.shown_api_key(),
-                    headers: shown_headers(&s.headers),
-                    timeout_s: s.timeout_s,
-                    enabled: s.enabled,
-                    stream_usage: s.stream_usage,
-                }
-            })
+            .map(|p| provider_config_pb(&p.spec))
             .collect(),
         models: state
             .models
             .iter()
             .filter(|m| m.broken.is_empty())
-            .map(|m| {
-                let s = &m.spec;
-                pb::ModelConfig {
-                    name: s.name.clone(),
-                    strategy: s.strategy.as_str().to_string(),
-                    max_attempts: s.max_attempts,
-                    retry_delay_ms: s.retry_delay_ms,
-                    prices: Some(crate::hub::prices(s.prices)),
-                    enabled: s.enabled,
-                    targets: s.targets.iter().map(target_pb).collect(),
-                    default_max_tokens: s.default_max_tokens,
-                    translation: s.translation.as_str().to_string(),
-                }
-            })
+            .map(|m| model_config_pb(&m.spec))
             .collect(),
         api_keys: state
             .keys
             .iter()
             .filter(|k| k.broken.is_empty())
-            .map(|k| {
-                let s = &k.spec;
-                pb::ApiKeyConfig {
-                    name: s.name.clone(),
-                    models: s.models.clone(),
-                    expires_at: rfc3339(s.expires_at),
-                    revoked: s.revoked,
-                    log_bodies: s.log_bodies,
-                    hash: s.hash.clone(),
-                    prefix: s.prefix.clone(),
-                }
-            })
+            .map(|k| key_config_pb(&k.spec))
             .collect(),
     }
 }
@@ -94,14 +59,6 @@ fn change(action: &str, kind: &str, name: &str, details: Vec<String>) -> pb::Con
     }
 }
 
-/// Names the object in an invalid-value error.
-fn in_object<'a>(kind: &'a str, name: &'a str) -> impl Fn(StoreError) -> StoreError + 'a {
-    move |e| match e {
-        StoreError::Invalid(m) => StoreError::Invalid(format!("{kind} '{name}': {m}")),
-        other => other,
-    }
-}
-
 fn unique<'a>(kind: &str, names: impl Iterator<Item = &'a str>) -> Result<(), StoreError> {
     let mut seen = BTreeSet::new();
     for n in names {
@@ -110,52 +67,6 @@ fn unique<'a>(kind: &str, names: impl Iterator<Item = &'a str>) -> Result<(), St
         }
     }
     Ok(())
-}
-
-/// A secret from the file: empty means none; a mask of the stored value
-/// keeps it.
-pub fn resolve_secret(
-    kind: &str,
-    given: &str,
-    stored: Option<&SecretString>,
-) -> Result<Option<SecretString>, StoreError> {
-    if given.is_empty() {
-        return Ok(None);
-    }
-    if keys::looks_masked(given) {
-        return match stored {
-            Some(s) if keys::is_mask_of(given, s.expose_secret()) => Ok(Some(s.clone())),
-            _ => Err(StoreError::Invalid(format!(
-                "{kind} is masked but does not match the stored secret; give the real value"
-            ))),
-        };
-    }
-    Ok(Some(SecretString::from(given.to_string())))
-}
-
-fn provider_spec(
-    c: &pb::ProviderConfig,
-    stored: Option<&ProviderSpec>,
-) -> Result<ProviderSpec, StoreError> {
-    let headers: BTreeMap<String, String> = c.headers.clone().into_iter().collect();
-    let no_headers = BTreeMap::new();
-    let headers = keep_masked(headers, stored.map_or(&no_headers, |s| &s.headers), &c.name)?;
-    Ok(ProviderSpec {
-        name: c.name.clone(),
-        protocol: Protocol::from_str(c.protocol.trim())
-            .map_err(|e| StoreError::Invalid(format!("provider '{}': {e}", c.name)))?,
-        base_url: crate::admin::normalized_url(&c.base_url)
-            .map_err(in_object("provider", &c.name))?,
-        api_key: resolve_secret(
-            &format!("api_key of provider '{}'", c.name),
-            &c.api_key,
-            stored.and_then(|s| s.api_key.as_ref()),
-        )?,
-        headers,
-        timeout_s: c.timeout_s,
-        stream_usage: c.stream_usage,
-        enabled: c.enabled,
-    })
 }
 
 fn provider_diff(old: &ProviderSpec, new: &ProviderSpec) -> Vec<String> {
@@ -200,26 +111,6 @@ fn provider_diff(old: &ProviderSpec, new: &ProviderSpec) -> Vec<String> {
         d.push(format!("enabled: {} -> {}", old.enabled, new.enabled));
     }
     d
-}
-
-fn model_spec(c: &pb::ModelConfig) -> Result<ModelSpec, StoreError> {
-    let in_model = |e: StoreError| match e {
-        StoreError::Invalid(m) => StoreError::Invalid(format!("model '{}': {m}", c.name)),
-        other => other,
-    };
-    Ok(ModelSpec {
-        name: c.name.clone(),
-        strategy: Strategy::from_str(&c.strategy)?,
-        max_attempts: c.max_attempts,
-        retry_delay_ms: c.retry_delay_ms,
-        prices: crate::admin::prices(c.prices.as_ref()),
-        enabled: c.enabled,
-        targets: targets_from_pb(&c.targets)
-            .map_err(|s| StoreError::Invalid(s.message().to_string()))
-            .map_err(in_model)?,
-        default_max_tokens: c.default_max_tokens,
-        translation: translation(&c.translation).map_err(in_model)?,
-    })
 }
 
 fn model_diff(old: &ModelSpec, new: &ModelSpec) -> Vec<String> {
@@ -268,28 +159,6 @@ fn model_diff(old: &ModelSpec, new: &ModelSpec) -> Vec<String> {
         d.push(format!("targets: [{}] -> [{}]", show(old), show(new)));
     }
     d
-}
-
-fn key_spec(c: &pb::ApiKeyConfig, stored: Option<&KeySpec>) -> Result<KeySpec, StoreError> {
-    let (hash, prefix) = match (c.hash.is_empty(), stored) {
-        (false, _) => (c.hash.clone(), c.prefix.clone()),
-        (true, Some(s)) => (s.hash.clone(), s.prefix.clone()),
-        (true, None) => {
-            return Err(StoreError::Invalid(format!(
-                "API key '{}' does not exist and has no hash; create it with 'llmgw key create'",
-                c.name
-            )))
-        }
-    };
-    Ok(KeySpec {
-        name: c.name.clone(),
-        hash,
-        prefix,
-        models: c.models.clone(),
-        expires_at: parse_rfc3339(&c.expires_at)?,
-        revoked: c.revoked,
-        log_bodies: c.log_bodies,
-    })
 }
 
 fn key_diff(old: &KeySpec, new: &KeySpec) -> Vec<String> {
@@ -342,7 +211,7 @@ pub struct Outcome {
 }
 
 /// Repairs listed as a change's details.
-fn repairs(broken: &[crate::store::Broken]) -> Vec<String> {
+fn repairs(broken: &[Broken]) -> Vec<String> {
     broken
         .iter()
         .map(|b| format!("{}: repaired (was broken: {})", b.field, b.reason))

@@ -15,6 +15,7 @@ use llmgw_proto::v1 as pb;
 use secrecy::ExposeSecret;
 use tokio::sync::{watch, Mutex};
 
+use crate::convert::prices_pb;
 use crate::settings::GlobalSettings;
 use crate::store::{Backend, ConfigState, Store, StoreError, CONFIG_CHANNEL};
 use sqlx::postgres::PgListener;
@@ -214,7 +215,7 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
                 strategy: s.strategy.as_str().to_string(),
                 max_attempts: s.max_attempts,
                 retry_delay_ms: s.retry_delay_ms,
-                prices: Some(prices(s.prices)),
+                prices: Some(prices_pb(s.prices)),
                 targets: s
                     .targets
                     .iter()
@@ -225,7 +226,7 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
                         priority: t.priority,
                         weight: t.weight,
                         rules: t.rules.clone(),
-                        prices: t.prices.map(prices),
+                        prices: t.prices.map(prices_pb),
                     })
                     .collect(),
                 default_max_tokens: s.default_max_tokens,
@@ -273,13 +274,4 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
         keys,
         settings: Some(settings.to_proto()),
     })
-}
-
-pub fn prices(p: crate::store::Prices) -> pb::Prices {
-    pb::Prices {
-        input_per_mtok: p.input,
-        output_per_mtok: p.output,
-        cached_input_per_mtok: p.cached_input,
-        cache_write_per_mtok: p.cache_write,
-    }
 }

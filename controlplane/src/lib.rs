@@ -6,6 +6,7 @@ pub mod admin;
 pub mod apply;
 pub mod config;
 pub mod connections;
+pub mod convert;
 pub mod dashboard;
 pub mod discovery;
 pub mod explain;
@@ -13,6 +14,7 @@ pub mod hub;
 pub mod logs;
 pub mod secrets;
 pub mod settings;
+pub mod status;
 pub mod store;
 
 use std::net::SocketAddr;

@@ -10,13 +10,11 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use llmgw_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
-use tonic::Status;
 
 use super::row::{
     add_details, attempt_from_row, summary_from_row, DETAIL_COLUMNS, SUMMARY_COLUMNS,
 };
 use super::sql::{in_list, Filter, Param, Statement, TOKENS};
-use crate::admin::status;
 use crate::store::{Store, StoreError};
 
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -35,7 +33,7 @@ pub enum OrderBy {
 }
 
 impl OrderBy {
-    pub fn parse(s: &str) -> Result<OrderBy, Status> {
+    pub fn parse(s: &str) -> Result<OrderBy, StoreError> {
         Ok(match s.trim().to_ascii_lowercase().as_str() {
             "" | "time" => OrderBy::Time,
             "latency" => OrderBy::Latency,
@@ -44,7 +42,7 @@ impl OrderBy {
             "cost" => OrderBy::Cost,
             "status" => OrderBy::Status,
             other => {
-                return Err(Status::invalid_argument(format!(
+                return Err(StoreError::Invalid(format!(
                     "order_by '{other}' is not one of time, latency, ttfb, tokens, cost, status"
                 )))
             }
@@ -101,8 +99,8 @@ fn encode_token(c: &Cursor) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
 }
 
-fn decode_token(token: &str) -> Result<Cursor, Status> {
-    let bad = || Status::invalid_argument("page_token is not a token from ListLogs");
+fn decode_token(token: &str) -> Result<Cursor, StoreError> {
+    let bad = || StoreError::Invalid("page_token is not a token from ListLogs".into());
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token.trim())
         .map_err(|_| bad())?;
@@ -120,7 +118,7 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
-    pub fn parse(r: &pb::ListLogsRequest) -> Result<ListQuery, Status> {
+    pub fn parse(r: &pb::ListLogsRequest) -> Result<ListQuery, StoreError> {
         let filter = Filter::parse(&r.filter.clone().unwrap_or_default())?;
         let order = OrderBy::parse(&r.order_by)?;
         let limit = match r.limit {
@@ -132,13 +130,13 @@ impl ListQuery {
         } else {
             let c = decode_token(&r.page_token)?;
             if c.order != order || c.ascending != r.ascending {
-                return Err(Status::invalid_argument(
-                    "page_token belongs to a list in another order; start again without it",
+                return Err(StoreError::Invalid(
+                    "page_token belongs to a list in another order; start again without it".into(),
                 ));
             }
             let v = order
                 .param(&c.value)
-                .ok_or_else(|| Status::invalid_argument("page_token is damaged"))?;
+                .ok_or_else(|| StoreError::Invalid("page_token is damaged".into()))?;
             Some((v, c.id))
         };
         Ok(ListQuery {
@@ -185,28 +183,25 @@ impl ListQuery {
 }
 
 /// The statement `ListLogs` runs for a request (for tests and EXPLAIN).
-pub fn list_statement(r: &pb::ListLogsRequest) -> Result<Statement, Status> {
+pub fn list_statement(r: &pb::ListLogsRequest) -> Result<Statement, StoreError> {
     Ok(ListQuery::parse(r)?.statement())
 }
 
-pub async fn list(store: &Store, r: pb::ListLogsRequest) -> Result<pb::ListLogsResponse, Status> {
+pub async fn list(
+    store: &Store,
+    r: pb::ListLogsRequest,
+) -> Result<pb::ListLogsResponse, StoreError> {
     let q = ListQuery::parse(&r)?;
     let st = q.statement();
-    let mut conn = store.pool().acquire().await.map_err(|e| status(e.into()))?;
-    let rows = st
-        .fetch_all(&mut conn)
-        .await
-        .map_err(|e| status(e.into()))?;
+    let mut conn = store.pool().acquire().await?;
+    let rows = st.fetch_all(&mut conn).await?;
     let mut records = rows
         .iter()
         .map(summary_from_row)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(status)?;
+        .collect::<Result<Vec<_>, _>>()?;
     let more = records.len() > q.limit as usize;
     records.truncate(q.limit as usize);
-    add_attempts(&mut conn, &mut records)
-        .await
-        .map_err(status)?;
+    add_attempts(&mut conn, &mut records).await?;
     let next_page_token = match records.last() {
         Some(last) if more => encode_token(&Cursor {
             order: q.order,
@@ -257,24 +252,23 @@ async fn add_attempts(
 }
 
 /// One record with headers, bodies and attempts.
-pub async fn get(store: &Store, id: &str) -> Result<pb::RequestLog, Status> {
+pub async fn get(store: &Store, id: &str) -> Result<pb::RequestLog, StoreError> {
     let canonical = uuid::Uuid::parse_str(id.trim())
-        .map_err(|_| Status::invalid_argument(format!("'{id}' is not a request id (a UUID)")))?
+        .map_err(|_| StoreError::Invalid(format!("'{id}' is not a request id (a UUID)")))?
         .hyphenated()
         .to_string();
-    let mut conn = store.pool().acquire().await.map_err(|e| status(e.into()))?;
+    let mut conn = store.pool().acquire().await?;
     let row = sqlx::query(&format!(
         "SELECT {SUMMARY_COLUMNS}, {DETAIL_COLUMNS} FROM request_logs WHERE id = $1"
     ))
     .bind(canonical.as_str())
     .fetch_optional(&mut *conn)
-    .await
-    .map_err(|e| status(e.into()))?
-    .ok_or_else(|| Status::not_found(format!("request log {canonical} not found")))?;
-    let mut rec = summary_from_row(&row).map_err(status)?;
-    add_details(&mut rec, &row).map_err(status)?;
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("request log {canonical} not found")))?;
+    let mut rec = summary_from_row(&row)?;
+    add_details(&mut rec, &row)?;
     let mut one = [rec];
-    add_attempts(&mut conn, &mut one).await.map_err(status)?;
+    add_attempts(&mut conn, &mut one).await?;
     let [rec] = one;
     Ok(rec)
 }

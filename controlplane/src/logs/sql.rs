@@ -7,7 +7,8 @@ use llmgw_proto::v1 as pb;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection};
-use tonic::Status;
+
+use crate::store::StoreError;
 
 /// One bound value.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,30 +115,30 @@ fn positive(v: u64) -> Option<i64> {
 }
 
 impl Filter {
-    pub fn parse(f: &pb::LogFilter) -> Result<Filter, Status> {
+    pub fn parse(f: &pb::LogFilter) -> Result<Filter, StoreError> {
         if f.since_ms < 0 || f.until_ms < 0 {
-            return Err(Status::invalid_argument(
-                "since_ms and until_ms must not be negative",
+            return Err(StoreError::Invalid(
+                "since_ms and until_ms must not be negative".into(),
             ));
         }
         if f.since_ms > 0 && f.until_ms > 0 && f.since_ms >= f.until_ms {
-            return Err(Status::invalid_argument(
-                "the time range is empty: since must be before until",
+            return Err(StoreError::Invalid(
+                "the time range is empty: since must be before until".into(),
             ));
         }
         if f.status_min > 0 && f.status_max > 0 && f.status_min > f.status_max {
-            return Err(Status::invalid_argument(
-                "status_min must not be above status_max",
+            return Err(StoreError::Invalid(
+                "status_min must not be above status_max".into(),
             ));
         }
         if f.min_latency_ms > 0 && f.max_latency_ms > 0 && f.min_latency_ms > f.max_latency_ms {
-            return Err(Status::invalid_argument(
-                "min_latency_ms must not be above max_latency_ms",
+            return Err(StoreError::Invalid(
+                "min_latency_ms must not be above max_latency_ms".into(),
             ));
         }
         if f.min_tokens > 0 && f.max_tokens > 0 && f.min_tokens > f.max_tokens {
-            return Err(Status::invalid_argument(
-                "min_tokens must not be above max_tokens",
+            return Err(StoreError::Invalid(
+                "min_tokens must not be above max_tokens".into(),
             ));
         }
         Ok(Filter {

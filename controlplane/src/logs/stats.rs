@@ -13,11 +13,9 @@ use std::collections::{BTreeMap, HashMap};
 use futures::TryStreamExt;
 use llmgw_proto::v1 as pb;
 use sqlx::Row;
-use tonic::Status;
 
 use super::sql::{Filter, Statement, FAILED};
-use crate::admin::status;
-use crate::store::{Backend, Store};
+use crate::store::{Backend, Store, StoreError};
 
 /// More matching rows than this is refused: narrow the filter.
 pub const MAX_STATS_ROWS: u64 = 5_000_000;
@@ -25,21 +23,21 @@ pub const MAX_STATS_ROWS: u64 = 5_000_000;
 pub const MAX_BUCKETS: usize = 10_000;
 
 /// The column a `group_by` value names.
-fn group_column(group_by: &str) -> Result<Option<&'static str>, Status> {
+fn group_column(group_by: &str) -> Result<Option<&'static str>, StoreError> {
     match group_by.trim().to_ascii_lowercase().as_str() {
         "" => Ok(None),
         "model" => Ok(Some("model")),
         "provider" => Ok(Some("provider")),
         "key" => Ok(Some("key_name")),
         "outcome" => Ok(Some("outcome")),
-        other => Err(Status::invalid_argument(format!(
+        other => Err(StoreError::Invalid(format!(
             "group_by '{other}' is not one of model, provider, key, outcome"
         ))),
     }
 }
 
 /// The SELECT behind `GetStats`: only the columns the aggregates need.
-pub fn stats_statement(r: &pb::GetStatsRequest) -> Result<Statement, Status> {
+pub fn stats_statement(r: &pb::GetStatsRequest) -> Result<Statement, StoreError> {
     let filter = Filter::parse(&r.filter.clone().unwrap_or_default())?;
     let group = group_column(&r.group_by)?;
     let mut st = Statement::default();
@@ -162,7 +160,7 @@ fn u32_col(row: &sqlx::any::AnyRow, col: &str) -> Result<u32, sqlx::Error> {
 /// PostgreSQL: the aggregates of `GetStats` in one statement. Rows carry
 /// `gg`/`gb` (1 where the group or bucket column is rolled up): the total
 /// has both, a group row only `gb`, a bucket row only `gg`.
-pub fn stats_statement_pg(r: &pb::GetStatsRequest) -> Result<Statement, Status> {
+pub fn stats_statement_pg(r: &pb::GetStatsRequest) -> Result<Statement, StoreError> {
     let filter = Filter::parse(&r.filter.clone().unwrap_or_default())?;
     let group = group_column(&r.group_by)?;
     let mut st = Statement::default();
@@ -212,18 +210,16 @@ pub fn stats_statement_pg(r: &pb::GetStatsRequest) -> Result<Statement, Status> 
     Ok(st)
 }
 
-async fn stats_pg(store: &Store, r: pb::GetStatsRequest) -> Result<pb::GetStatsResponse, Status> {
+async fn stats_pg(
+    store: &Store,
+    r: pb::GetStatsRequest,
+) -> Result<pb::GetStatsResponse, StoreError> {
     let st = stats_statement_pg(&r)?;
-    let rows = st
-        .query()
-        .fetch_all(store.pool())
-        .await
-        .map_err(|e| status(e.into()))?;
-    let db = |e: sqlx::Error| status(e.into());
+    let rows = st.query().fetch_all(store.pool()).await?;
     // "{50,95,99}"; NULL (no rows) reads as zeros, as the in-process
     // percentile gives.
-    let pcts = |row: &sqlx::any::AnyRow, col: &str| -> Result<[f64; 3], Status> {
-        let text: Option<String> = row.try_get(col).map_err(db)?;
+    let pcts = |row: &sqlx::any::AnyRow, col: &str| -> Result<[f64; 3], StoreError> {
+        let text: Option<String> = row.try_get(col)?;
         let mut out = [0.0; 3];
         if let Some(t) = text {
             for (slot, v) in out
@@ -235,10 +231,9 @@ async fn stats_pg(store: &Store, r: pb::GetStatsRequest) -> Result<pb::GetStatsR
         }
         Ok(out)
     };
-    let count = |row: &sqlx::any::AnyRow, col: &str| -> Result<u64, Status> {
+    let count = |row: &sqlx::any::AnyRow, col: &str| -> Result<u64, StoreError> {
         Ok(row
-            .try_get::<Option<i64>, _>(col)
-            .map_err(db)?
+            .try_get::<Option<i64>, _>(col)?
             .map_or(0, |v| u64::try_from(v).unwrap_or(0)))
     };
     let mut total = None;
@@ -266,21 +261,18 @@ async fn stats_pg(store: &Store, r: pb::GetStatsRequest) -> Result<pb::GetStatsR
             ttfb_p99_ms: t99,
             input_tokens: count(row, "input_tokens")?,
             output_tokens: count(row, "output_tokens")?,
-            cost: row
-                .try_get::<Option<f64>, _>("cost")
-                .map_err(db)?
-                .unwrap_or(0.0),
+            cost: row.try_get::<Option<f64>, _>("cost")?.unwrap_or(0.0),
         };
-        let gg: i64 = row.try_get("gg").map_err(db)?;
-        let gb: i64 = row.try_get("gb").map_err(db)?;
+        let gg: i64 = row.try_get("gg")?;
+        let gb: i64 = row.try_get("gb")?;
         match (gg, gb) {
             (1, 1) => total = Some(stats),
             (0, _) => groups.push(pb::StatsRow {
-                group: row.try_get("g").map_err(db)?,
+                group: row.try_get("g")?,
                 ..stats
             }),
             _ => series.push(pb::StatsBucket {
-                start_ms: row.try_get("b").map_err(db)?,
+                start_ms: row.try_get("b")?,
                 requests: stats.requests,
                 errors: stats.errors,
                 latency_p50_ms: stats.latency_p50_ms,
@@ -293,7 +285,7 @@ async fn stats_pg(store: &Store, r: pb::GetStatsRequest) -> Result<pb::GetStatsR
         }
     }
     if series.len() > MAX_BUCKETS {
-        return Err(Status::invalid_argument(format!(
+        return Err(StoreError::Invalid(format!(
             "the series would have more than {MAX_BUCKETS} buckets; \
              use wider buckets or a shorter time range"
         )));
@@ -311,7 +303,10 @@ async fn stats_pg(store: &Store, r: pb::GetStatsRequest) -> Result<pb::GetStatsR
     })
 }
 
-pub async fn stats(store: &Store, r: pb::GetStatsRequest) -> Result<pb::GetStatsResponse, Status> {
+pub async fn stats(
+    store: &Store,
+    r: pb::GetStatsRequest,
+) -> Result<pb::GetStatsResponse, StoreError> {
     if store.backend() == Backend::Postgres {
         return stats_pg(store, r).await;
     }
@@ -323,33 +318,32 @@ pub async fn stats(store: &Store, r: pb::GetStatsRequest) -> Result<pb::GetStats
     let mut groups: HashMap<String, Acc> = HashMap::new();
     let mut buckets: BTreeMap<i64, Acc> = BTreeMap::new();
 
-    let mut conn = store.pool().acquire().await.map_err(|e| status(e.into()))?;
+    let mut conn = store.pool().acquire().await?;
     let mut rows = st.query().fetch(&mut *conn);
-    let db = |e: sqlx::Error| status(e.into());
-    while let Some(row) = rows.try_next().await.map_err(db)? {
+    while let Some(row) = rows.try_next().await? {
         if total.requests >= MAX_STATS_ROWS {
-            return Err(Status::failed_precondition(format!(
+            return Err(StoreError::TooLarge(format!(
                 "more than {MAX_STATS_ROWS} requests match; narrow the time range or the filter"
             )));
         }
         let s = Sample {
-            latency: u32_col(&row, "latency_ms").map_err(db)?,
-            ttfb: u32_col(&row, "ttfb_ms").map_err(db)?,
-            input_tokens: u64_col(&row, "input_tokens").map_err(db)?,
-            output_tokens: u64_col(&row, "output_tokens").map_err(db)?,
-            cost: row.try_get::<f64, _>("cost").map_err(db)?,
-            failed: row.try_get::<i64, _>("failed").map_err(db)? != 0,
+            latency: u32_col(&row, "latency_ms")?,
+            ttfb: u32_col(&row, "ttfb_ms")?,
+            input_tokens: u64_col(&row, "input_tokens")?,
+            output_tokens: u64_col(&row, "output_tokens")?,
+            cost: row.try_get::<f64, _>("cost")?,
+            failed: row.try_get::<i64, _>("failed")? != 0,
         };
         total.add(s);
         if grouped {
-            let g: String = row.try_get("grp").map_err(db)?;
+            let g: String = row.try_get("grp")?;
             groups.entry(g).or_default().add(s);
         }
         if width_ms > 0 {
-            let t: i64 = row.try_get("time_ms").map_err(db)?;
+            let t: i64 = row.try_get("time_ms")?;
             let start = t.div_euclid(width_ms) * width_ms;
             if !buckets.contains_key(&start) && buckets.len() >= MAX_BUCKETS {
-                return Err(Status::invalid_argument(format!(
+                return Err(StoreError::Invalid(format!(
                     "the series would have more than {MAX_BUCKETS} buckets; \
                      use wider buckets or a shorter time range"
                 )));

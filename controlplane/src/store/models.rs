@@ -1,0 +1,285 @@
+//! Models and their ordered targets: reading them, creating, updating
+//! (targets are replaced whole) and deleting them.
+
+use std::collections::BTreeMap;
+
+use llmgw_core::table::Translation;
+use llmgw_core::Strategy;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::QueryScalar;
+use sqlx::{Any, AnyConnection, Row};
+
+use super::row::{Broken, RowReader};
+use super::{exists, int, now_ms, specs, ModelSpec, Prices, Result, Store, StoreError, TargetSpec};
+
+#[derive(Debug, Clone)]
+pub struct ModelRow {
+    pub spec: ModelSpec,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub broken: Vec<Broken>,
+}
+
+impl Store {
+    pub async fn models(&self, conn: &mut AnyConnection) -> Result<Vec<ModelRow>> {
+        let rows = sqlx::query("SELECT * FROM models ORDER BY name")
+            .fetch_all(&mut *conn)
+            .await?;
+        let targets = sqlx::query(
+            "SELECT t.*, p.name AS provider_name FROM model_targets t \
+             JOIN providers p ON p.id = t.provider_id ORDER BY t.model_id, t.position",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut by_model: BTreeMap<i64, Vec<&AnyRow>> = BTreeMap::new();
+        for t in &targets {
+            by_model.entry(t.try_get("model_id")?).or_default().push(t);
+        }
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.try_get("id")?;
+                Ok(model_from_row(
+                    r,
+                    by_model.remove(&id).as_deref().unwrap_or_default(),
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn model(&self, conn: &mut AnyConnection, name: &str) -> Result<ModelRow> {
+        let row = sqlx::query("SELECT * FROM models WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("model '{name}' not found")))?;
+        let id: i64 = row.try_get("id")?;
+        let targets = sqlx::query(
+            "SELECT t.*, p.name AS provider_name FROM model_targets t \
+             JOIN providers p ON p.id = t.provider_id WHERE t.model_id = $1 ORDER BY t.position",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let targets: Vec<&AnyRow> = targets.iter().collect();
+        Ok(model_from_row(&row, &targets))
+    }
+
+    pub async fn insert_model(&self, tx: &mut AnyConnection, spec: &ModelSpec) -> Result<()> {
+        spec.validate()?;
+        if exists(tx, "models", &spec.name).await? {
+            return Err(StoreError::AlreadyExists(format!(
+                "model '{}' already exists",
+                spec.name
+            )));
+        }
+        let now = now_ms();
+        let insert = sqlx::query_scalar(
+            "INSERT INTO models (name, strategy, max_attempts, retry_delay_ms, price_input, \
+             price_output, price_cached_input, price_cache_write, enabled, default_max_tokens, \
+             translation, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+        )
+        .bind(&spec.name);
+        let id: i64 = bind_settings(insert, spec)
+            .bind(now)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+        insert_targets(tx, id, &spec.targets).await
+    }
+
+    pub async fn update_model(&self, tx: &mut AnyConnection, spec: &ModelSpec) -> Result<()> {
+        spec.validate()?;
+        let update = sqlx::query_scalar(
+            "UPDATE models SET strategy = $1, max_attempts = $2, retry_delay_ms = $3, \
+             price_input = $4, price_output = $5, price_cached_input = $6, \
+             price_cache_write = $7, enabled = $8, default_max_tokens = $9, translation = $10, \
+             updated_at = $11 WHERE name = $12 RETURNING id",
+        );
+        let id: Option<i64> = bind_settings(update, spec)
+            .bind(now_ms())
+            .bind(&spec.name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let id =
+            id.ok_or_else(|| StoreError::NotFound(format!("model '{}' not found", spec.name)))?;
+        sqlx::query("DELETE FROM model_targets WHERE model_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        insert_targets(tx, id, &spec.targets).await
+    }
+
+    pub async fn delete_model(&self, tx: &mut AnyConnection, name: &str) -> Result<()> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM models WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let id = id.ok_or_else(|| StoreError::NotFound(format!("model '{name}' not found")))?;
+        // Explicit, so it does not depend on the connection's foreign-key mode.
+        sqlx::query("DELETE FROM model_targets WHERE model_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM models WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A statement that returns the model's id.
+type IdQuery<'q> = QueryScalar<'q, Any, i64, AnyArguments<'q>>;
+
+/// Binds a model's settings (everything but its name, times and targets),
+/// in the order both the INSERT and the UPDATE list their columns.
+fn bind_settings<'q>(q: IdQuery<'q>, spec: &'q ModelSpec) -> IdQuery<'q> {
+    q.bind(spec.strategy.as_str())
+        .bind(i64::from(spec.max_attempts))
+        .bind(spec.retry_delay_ms.map(i64::from))
+        .bind(spec.prices.input)
+        .bind(spec.prices.output)
+        .bind(spec.prices.cached_input)
+        .bind(spec.prices.cache_write)
+        .bind(int(spec.enabled))
+        .bind(spec.default_max_tokens.map(i64::from))
+        .bind(spec.translation.as_str())
+}
+
+async fn insert_targets(
+    tx: &mut AnyConnection,
+    model_id: i64,
+    targets: &[TargetSpec],
+) -> Result<()> {
+    for (i, t) in targets.iter().enumerate() {
+        let provider_id: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM providers WHERE name = $1")
+                .bind(&t.provider)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let provider_id = provider_id.ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "target {} names provider '{}', which does not exist",
+                i + 1,
+                t.provider
+            ))
+        })?;
+        // No NULL price is ever bound: sqlx's Any driver sends a NULL f64 to
+        // PostgreSQL as float4, and the cached statement then rejects a later
+        // float8 ("incorrect binary data format"). Left out, the columns are NULL.
+        let sql = if t.prices.is_some() {
+            "INSERT INTO model_targets (model_id, position, provider_id, upstream_model, priority, \
+             weight, rules, enabled, price_input, price_output, price_cached_input, \
+             price_cache_write) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        } else {
+            "INSERT INTO model_targets (model_id, position, provider_id, upstream_model, priority, \
+             weight, rules, enabled) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        };
+        let mut insert = sqlx::query(sql)
+            .bind(model_id)
+            .bind(i64::try_from(i).unwrap_or(i64::MAX))
+            .bind(provider_id)
+            .bind(&t.upstream_model)
+            .bind(i64::from(t.priority))
+            .bind(i64::from(t.weight))
+            .bind(specs::normalise_rules(&t.rules)?)
+            .bind(int(t.enabled));
+        if let Some(p) = t.prices {
+            insert = insert
+                .bind(p.input)
+                .bind(p.output)
+                .bind(p.cached_input)
+                .bind(p.cache_write);
+        }
+        insert.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+fn target_from_row(rd: &mut RowReader<'_>) -> TargetSpec {
+    let input: Option<f64> = rd.get("price_input", "prices");
+    let prices = input.map(|input| Prices {
+        input,
+        output: rd
+            .get::<Option<f64>>("price_output", "prices")
+            .unwrap_or(0.0),
+        cached_input: rd
+            .get::<Option<f64>>("price_cached_input", "prices")
+            .unwrap_or(0.0),
+        cache_write: rd
+            .get::<Option<f64>>("price_cache_write", "prices")
+            .unwrap_or(0.0),
+    });
+    let priority: i64 = rd.get("priority", "priority");
+    TargetSpec {
+        provider: rd.get("provider_name", "provider"),
+        upstream_model: rd.get("upstream_model", "upstream_model"),
+        priority: i32::try_from(priority).unwrap_or_else(|_| {
+            rd.note(
+                "priority",
+                format!("the stored value {priority} is out of range"),
+            );
+            0
+        }),
+        weight: rd.u32("weight"),
+        rules: rd.get("rules", "rules"),
+        enabled: rd.flag("enabled"),
+        prices,
+    }
+}
+
+fn model_from_row(r: &AnyRow, target_rows: &[&AnyRow]) -> ModelRow {
+    let mut broken = Vec::new();
+    let targets = target_rows
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut rd = RowReader::new(t);
+            rd.prefix = format!("targets[{i}].");
+            let spec = target_from_row(&mut rd);
+            broken.append(&mut rd.broken);
+            spec
+        })
+        .collect();
+    let mut rd = RowReader::new(r);
+    let delay: Option<i64> = rd.get("retry_delay_ms", "retry_delay_ms");
+    let default_max_tokens: Option<i64> = rd.get("default_max_tokens", "default_max_tokens");
+    let spec = ModelSpec {
+        name: rd.get("name", "name"),
+        strategy: rd.parse("strategy", Strategy::default()),
+        max_attempts: rd.u32("max_attempts"),
+        retry_delay_ms: delay.map(|d| u32::try_from(d).unwrap_or(u32::MAX)),
+        prices: Prices {
+            input: rd.get("price_input", "prices"),
+            output: rd.get("price_output", "prices"),
+            cached_input: rd.get("price_cached_input", "prices"),
+            cache_write: rd.get("price_cache_write", "prices"),
+        },
+        enabled: rd.flag("enabled"),
+        targets,
+        default_max_tokens: default_max_tokens.and_then(|n| {
+            u32::try_from(n)
+                .map_err(|_| {
+                    rd.note(
+                        "default_max_tokens",
+                        format!("the stored value {n} is out of range"),
+                    )
+                })
+                .ok()
+        }),
+        translation: rd.parse("translation", Translation::default()),
+    };
+    let created_at = rd.get("created_at", "created_at");
+    let updated_at = rd.get("updated_at", "updated_at");
+    broken.append(&mut rd.broken);
+    if broken.is_empty() {
+        broken = spec.problems().0;
+    }
+    ModelRow {
+        spec,
+        created_at,
+        updated_at,
+        broken,
+    }
+}
