@@ -536,6 +536,10 @@ pub struct LogFilterArgs {
     /// (end_turn, pause_turn, MAX_TOKENS, tool_calls, ...).
     #[arg(long, value_name = "REASON")]
     pub stop_reason: Option<String>,
+    /// Only requests made for this end user (the X-User-ID header, OpenAI's
+    /// `user`, Anthropic's `metadata.user_id`).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
     /// Only requests made with this client key (its name).
     #[arg(long, value_name = "NAME")]
     pub key: Option<String>,
@@ -651,6 +655,9 @@ pub enum StatsGroup {
     Model,
     Provider,
     Key,
+    /// The end user (X-User-ID, OpenAI's `user`, Anthropic's
+    /// `metadata.user_id`).
+    User,
     Outcome,
 }
 
@@ -660,6 +667,7 @@ impl StatsGroup {
             StatsGroup::Model => "model",
             StatsGroup::Provider => "provider",
             StatsGroup::Key => "key",
+            StatsGroup::User => "user",
             StatsGroup::Outcome => "outcome",
         }
     }
@@ -670,7 +678,8 @@ pub struct StatsArgs {
     /// Filters; without --since, the last 24 hours.
     #[command(flatten)]
     pub filter: LogFilterArgs,
-    /// One row per model, provider or client key, besides the total.
+    /// One row per model, provider, client key, end user or outcome,
+    /// besides the total.
     #[arg(long, value_enum)]
     pub by: Option<StatsGroup>,
     /// Add a time series with buckets this wide, e.g. 1h or 5m.
@@ -945,12 +954,15 @@ mod tests {
             "openai-chat",
             "--stop-reason",
             "pause_turn",
+            "--user",
+            "alice",
         ])
         .unwrap();
         let Command::Logs(a) = cli.command else {
             panic!("wrong command");
         };
         assert_eq!(a.filter.stop_reason.as_deref(), Some("pause_turn"));
+        assert_eq!(a.filter.user.as_deref(), Some("alice"));
         assert_eq!(a.filter.protocol.as_deref(), Some("anthropic"));
         assert_eq!(a.filter.upstream_protocol.as_deref(), Some("openai-chat"));
         let cli = Cli::try_parse_from(["llmgw", "stats", "--protocol", "gemini"]).unwrap();

@@ -1594,8 +1594,9 @@ async fn postgres_upgrade_moves_existing_logs_into_partitions() {
         assert!(!got.translated);
         assert!(got.dropped_fields.is_empty());
         assert_eq!((got.reasoning_tokens, got.count_source.as_str()), (0, ""));
-        // And 0008's.
+        // And 0008's and 0009's.
         assert_eq!(got.stop_reason, "");
+        assert_eq!(got.user, "");
         cp.shutdown().await;
     })
     .await;
@@ -1654,6 +1655,60 @@ both! {
         let mut g: Vec<_> = r.groups.iter().map(|g| (g.group.clone(), g.requests)).collect();
         g.sort();
         let want: Vec<(String, u64)> = [("", 1), ("cancelled_by_client", 1), ("interrupted", 2), ("ok", 1), ("refused", 1)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        assert_eq!(g, want);
+        cp.shutdown().await;
+    }
+}
+
+both! {
+    async fn end_users_are_stored_filtered_and_grouped(db: Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        let t0 = t0();
+        let with = |n: u32, user: &str| {
+            let mut r = rec(n, t0 + i64::from(n));
+            r.user = user.into();
+            r
+        };
+        let mut long = with(5, "");
+        long.user = "u".repeat(2000);
+        let records = vec![with(1, "alice"), with(2, "bob"), with(3, "alice"), with(4, ""), long];
+        let acks = ship(&mut cp.logs(), vec![batch(5, records)]).await;
+        // An implausibly long name is quarantined, not stored.
+        assert_eq!(acks[0].quarantined_ids, [id(5)]);
+        let mut admin = cp.admin();
+        let by = |user: &str| pb::LogFilter {
+            user: user.into(),
+            ..Default::default()
+        };
+        let mut got = numbers(&mut admin, by(" alice ")).await;
+        got.sort_unstable();
+        assert_eq!(got, [1, 3]);
+        assert_eq!(numbers(&mut admin, by("bob")).await, [2]);
+        assert_eq!(numbers(&mut admin, by("carol")).await, Vec::<u32>::new());
+        assert_eq!(numbers(&mut admin, by("")).await.len(), 4);
+        let stored: Vec<String> = sqlx::query_scalar("SELECT end_user FROM request_logs ORDER BY time_ms")
+            .fetch_all(cp.running.store().pool())
+            .await
+            .unwrap();
+        assert_eq!(stored, ["alice", "bob", "alice", ""]);
+        let r = admin.get_log(pb::GetLogRequest { id: id(2) }).await.unwrap().into_inner();
+        assert_eq!(r.user, "bob");
+        let r = admin
+            .get_stats(pb::GetStatsRequest {
+                filter: Some(Default::default()),
+                group_by: "user".into(),
+                bucket_s: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut g: Vec<_> = r.groups.iter().map(|g| (g.group.clone(), g.requests)).collect();
+        g.sort();
+        let want: Vec<(String, u64)> = [("", 1), ("alice", 2), ("bob", 1)]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();

@@ -33,6 +33,7 @@ pub fn filter(f: &LogFilterArgs) -> LogFilter {
         protocol: clean(&f.protocol),
         upstream_protocol: clean(&f.upstream_protocol),
         stop_reason: clean(&f.stop_reason),
+        user: clean(&f.user),
         status_min: f.status.map_or(0, |s| s.min),
         status_max: f.status.map_or(0, |s| s.max),
         min_latency_ms: f.min_latency_ms.unwrap_or(0),
@@ -234,6 +235,7 @@ fn details(r: &RequestLog) -> Vec<String> {
         ("time", r.time.clone()),
         ("node", r.node_id.clone()),
         ("key", r.key.clone()),
+        ("user", r.user.clone()),
         ("client ip", r.client_ip.clone()),
         ("user agent", r.user_agent.clone()),
         ("protocol", r.protocol.clone()),
@@ -403,6 +405,7 @@ mod tests {
             .collect(),
             request_body: r#"{"model":"gpt"}"#.into(),
             stop_reason: "pause_turn".into(),
+            user: "alice".into(),
             ..Default::default()
         }
     }
@@ -440,10 +443,12 @@ mod tests {
             "count_source",
             "outcome",
             "stop_reason",
+            "user",
         ] {
             assert!(o.contains_key(k), "missing {k}");
         }
         assert_eq!(o["stop_reason"], "pause_turn");
+        assert_eq!(o["user"], "alice");
         assert_eq!(o["outcome"], "ok");
         assert_eq!(o["upstream_protocol"], "openai");
         assert_eq!(o["dropped_fields"], serde_json::json!([]));

@@ -62,6 +62,7 @@ const LOG_COLUMNS: &[&str] = &[
     "count_source",
     "outcome",
     "stop_reason",
+    "end_user",
 ];
 
 const ATTEMPT_COLUMNS: &[&str] = &[
@@ -496,6 +497,7 @@ fn bind_record<'q>(
         .bind(r.count_source.as_str())
         .bind(r.outcome().name())
         .bind(r.stop_reason.as_str())
+        .bind(r.user.as_str())
 }
 
 async fn quarantine(
@@ -747,6 +749,7 @@ fn check(r: &pb::RequestLog, batch_node: &str, now: i64) -> Result<Checked, Stri
         ),
         ("count_source", r.count_source.as_str(), MAX_NAME_BYTES),
         ("stop_reason", r.stop_reason.as_str(), MAX_NAME_BYTES),
+        ("user", r.user.as_str(), MAX_NAME_BYTES),
         ("client_ip", r.client_ip.as_str(), MAX_TEXT_BYTES),
         ("user_agent", r.user_agent.as_str(), MAX_TEXT_BYTES),
         ("path", r.path.as_str(), MAX_TEXT_BYTES),
@@ -801,6 +804,7 @@ fn normalize(mut rec: pb::RequestLog, id: String, batch_node: &str) -> pb::Reque
         &mut rec.upstream_request_body,
         &mut rec.count_source,
         &mut rec.stop_reason,
+        &mut rec.user,
     ] {
         clean_in_place(s);
     }
@@ -919,6 +923,7 @@ mod tests {
                 "stop_reason",
                 Box::new(|r| r.stop_reason = "s".repeat(5000)),
             ),
+            ("user", Box::new(|r| r.user = "u".repeat(5000))),
             ("cost", Box::new(|r| r.cost = f64::NAN)),
             ("cost", Box::new(|r| r.cost = -1.0)),
             ("sequence", Box::new(|r| r.sequence = u64::MAX)),

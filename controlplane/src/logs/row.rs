@@ -15,7 +15,7 @@ pub const SUMMARY_COLUMNS: &str = "id, time_ms, node_id, sequence, key_name, cli
      latency_ms, ttfb_ms, retries, input_tokens, output_tokens, cache_read_tokens, \
      cache_creation_tokens, reasoning_tokens, usage_source, count_source, cost, error, \
      snapshot_version, request_body_truncated, response_body_truncated, upstream_protocol, \
-     translated, upstream_request_body_truncated, dropped_fields, outcome, stop_reason";
+     translated, upstream_request_body_truncated, dropped_fields, outcome, stop_reason, end_user";
 
 /// The header and body columns, for one full record.
 pub const DETAIL_COLUMNS: &str =
@@ -101,6 +101,7 @@ pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
         count_source: r.try_get("count_source")?,
         outcome: outcome_of_name(&r.try_get::<String, _>("outcome")?) as i32,
         stop_reason: r.try_get("stop_reason")?,
+        user: r.try_get("end_user")?,
     })
 }
 

@@ -94,6 +94,7 @@ pub struct Filter {
     protocol: Option<String>,
     upstream_protocol: Option<String>,
     stop_reason: Option<String>,
+    user: Option<String>,
     status_min: Option<i64>,
     status_max: Option<i64>,
     min_latency_ms: Option<i64>,
@@ -150,6 +151,7 @@ impl Filter {
             protocol: text(&f.protocol),
             upstream_protocol: text(&f.upstream_protocol),
             stop_reason: text(&f.stop_reason),
+            user: text(&f.user),
             status_min: (f.status_min > 0).then(|| i64::from(f.status_min)),
             status_max: (f.status_max > 0).then(|| i64::from(f.status_max)),
             min_latency_ms: positive(f.min_latency_ms),
@@ -195,6 +197,9 @@ impl Filter {
         }
         if let Some(v) = &self.stop_reason {
             cmp(st, "stop_reason", "=", Param::Text(v.clone()));
+        }
+        if let Some(v) = &self.user {
+            cmp(st, "end_user", "=", Param::Text(v.clone()));
         }
         if let Some(v) = self.status_min {
             cmp(st, "status", ">=", Param::Int(v));
@@ -253,6 +258,7 @@ pub fn matches(f: &pb::LogFilter, r: &pb::RequestLog) -> bool {
         && eq(&f.protocol, &r.protocol)
         && eq(&f.upstream_protocol, &r.upstream_protocol)
         && eq(&f.stop_reason, &r.stop_reason)
+        && eq(&f.user, &r.user)
         && (f.status_min == 0 || r.status >= f.status_min)
         && (f.status_max == 0 || r.status <= f.status_max)
         && (f.min_latency_ms == 0 || r.latency_ms >= f.min_latency_ms)
@@ -292,17 +298,20 @@ mod tests {
             protocol: " anthropic ".into(),
             upstream_protocol: "openai-chat".into(),
             stop_reason: "pause_turn".into(),
+            user: "u'--".into(),
             outcome: pb::Outcome::Timeout as i32,
         })
         .unwrap();
         let mut st = Statement::default();
         let w = f.where_sql(&mut st);
         assert!(!w.contains("DROP"), "{w}");
-        assert_eq!(st.params.len(), 16);
+        assert_eq!(st.params.len(), 17);
         assert!(w.contains("stop_reason = $8"), "{w}");
         assert_eq!(st.params[7], Param::Text("pause_turn".into()));
-        assert!(w.contains("outcome = $16"), "{w}");
-        assert_eq!(st.params[15], Param::Text("timeout".into()));
+        assert!(w.contains("end_user = $9"), "{w}");
+        assert_eq!(st.params[8], Param::Text("u'--".into()));
+        assert!(w.contains("outcome = $17"), "{w}");
+        assert_eq!(st.params[16], Param::Text("timeout".into()));
         assert!(w.contains("model = $3"), "{w}");
         assert!(w.contains(" protocol = $6"), "{w}");
         assert!(w.contains("upstream_protocol = $7"), "{w}");
@@ -444,6 +453,17 @@ mod tests {
         assert!(matches(&stopped("pause_turn"), &paused));
         assert!(!matches(&stopped("end_turn"), &paused));
         assert!(!matches(&stopped("pause_turn"), &r));
+        let for_user = |user: &str| pb::LogFilter {
+            user: user.into(),
+            ..Default::default()
+        };
+        let alices = pb::RequestLog {
+            user: "alice".into(),
+            ..r.clone()
+        };
+        assert!(matches(&for_user(" alice "), &alices));
+        assert!(!matches(&for_user("bob"), &alices));
+        assert!(!matches(&for_user("alice"), &r));
         // A request no upstream answered has no upstream protocol.
         let unanswered = pb::RequestLog {
             protocol: "anthropic".into(),

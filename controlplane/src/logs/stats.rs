@@ -29,9 +29,10 @@ fn group_column(group_by: &str) -> Result<Option<&'static str>, StoreError> {
         "model" => Ok(Some("model")),
         "provider" => Ok(Some("provider")),
         "key" => Ok(Some("key_name")),
+        "user" => Ok(Some("end_user")),
         "outcome" => Ok(Some("outcome")),
         other => Err(StoreError::Invalid(format!(
-            "group_by '{other}' is not one of model, provider, key, outcome"
+            "group_by '{other}' is not one of model, provider, key, user, outcome"
         ))),
     }
 }

@@ -47,6 +47,8 @@ pub mod field {
     /// Repeated: one [`FieldWriter::string`](super::FieldWriter::string)
     /// per dropped field, in order.
     pub const DROPPED_FIELDS: u32 = 39;
+    /// The end user the request was for.
+    pub const USER: u32 = 44;
 }
 
 /// A request log on its way to the spool: the record's small fields, and

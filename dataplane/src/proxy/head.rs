@@ -1,5 +1,6 @@
 //! What routing needs of a request body (`model`, `stream` and
-//! `stream_options.include_usage`), read in one validating pass without
+//! `stream_options.include_usage`), and whom the request is for (`user`,
+//! `metadata.user_id`), read in one validating pass without
 //! building a JSON tree. Every other member is checked exactly as a tree
 //! parse would check it (syntax, UTF-8, escapes, number range, nesting
 //! depth) and then dropped; the tree is only built when a rule or a token
@@ -12,6 +13,8 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
+use llmgw_core::Protocol;
+
 /// The members of a request body the proxy reads. Like a JSON tree, a
 /// member named twice counts with its last value, and a member of an
 /// unexpected type counts as absent.
@@ -21,6 +24,34 @@ pub struct Head {
     pub stream: bool,
     /// `stream_options.include_usage` is `true`.
     pub include_usage: bool,
+    /// `user`: OpenAI's name for the end user.
+    pub user: Option<String>,
+    /// `metadata.user_id`: Anthropic's name for the end user.
+    pub metadata_user_id: Option<String>,
+}
+
+/// The longest end-user name a record keeps, in bytes.
+pub const MAX_USER: usize = 256;
+
+/// The end user a request is for: the `X-User-ID` header, else the body's
+/// field of the client's protocol (OpenAI's `user`, Anthropic's
+/// `metadata.user_id`), cut to [`MAX_USER`] bytes at a character
+/// boundary. Empty when none names one.
+pub fn end_user<'a>(header: Option<&'a str>, head: &'a Head, protocol: Protocol) -> &'a str {
+    let named = header
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .or(match protocol {
+            Protocol::OpenAi | Protocol::OpenAiChat => head.user.as_deref(),
+            Protocol::Anthropic => head.metadata_user_id.as_deref(),
+            Protocol::Gemini => None,
+        });
+    let user = named.unwrap_or_default().trim();
+    let mut end = user.len().min(MAX_USER);
+    while !user.is_char_boundary(end) {
+        end -= 1;
+    }
+    &user[..end]
 }
 
 /// Why a body could not be read.
@@ -53,6 +84,8 @@ enum Field {
     Model,
     Stream,
     StreamOptions,
+    User,
+    Metadata,
     #[serde(other)]
     Other,
 }
@@ -86,6 +119,21 @@ impl<'de> Deserialize<'de> for Head {
                                 .get("include_usage")
                                 .and_then(Value::as_bool)
                                 == Some(true)
+                        }
+                        Field::User => {
+                            head.user = match map.next_value::<Value>()? {
+                                Value::String(s) => Some(s),
+                                _ => None,
+                            }
+                        }
+                        Field::Metadata => {
+                            head.metadata_user_id = match map.next_value::<Value>()? {
+                                Value::Object(mut m) => match m.remove("user_id") {
+                                    Some(Value::String(s)) => Some(s),
+                                    _ => None,
+                                },
+                                _ => None,
+                            }
                         }
                         Field::Other => {
                             map.next_value::<Checked>()?;
@@ -153,6 +201,31 @@ mod tests {
     }
 
     #[test]
+    fn the_end_user_comes_from_the_header_else_the_clients_own_field() {
+        let h = head(r#"{"model":"m","user":"u-openai","metadata":{"user_id":"u-anthropic"}}"#)
+            .unwrap();
+        assert_eq!(end_user(None, &h, Protocol::OpenAi), "u-openai");
+        assert_eq!(end_user(None, &h, Protocol::Anthropic), "u-anthropic");
+        assert_eq!(end_user(None, &h, Protocol::Gemini), "");
+        for p in Protocol::ALL {
+            assert_eq!(end_user(Some(" alice "), &h, p), "alice");
+        }
+        assert_eq!(end_user(Some(" "), &h, Protocol::OpenAi), "u-openai");
+        // Not a string, or not where the protocol keeps it: no one.
+        let h = head(r#"{"model":"m","user":5,"metadata":{"user_id":["x"]}}"#).unwrap();
+        assert_eq!(end_user(None, &h, Protocol::OpenAi), "");
+        assert_eq!(end_user(None, &h, Protocol::Anthropic), "");
+        let h = head(r#"{"model":"m","metadata":"u"}"#).unwrap();
+        assert_eq!(end_user(None, &h, Protocol::Anthropic), "");
+        // Cut to the limit at a character boundary.
+        let long = format!(r#"{{"model":"m","user":"a{}"}}"#, "é".repeat(200));
+        let h = head(&long).unwrap();
+        let u = end_user(None, &h, Protocol::OpenAi);
+        assert_eq!(u.len(), MAX_USER - 1);
+        assert!(u.starts_with("aéé"));
+    }
+
+    #[test]
     fn reads_what_routing_needs() {
         let h = head(
             r#"{"messages":[{"role":"user","content":"hi \"model\""}],"model":"gpt","stream":true,
@@ -164,7 +237,8 @@ mod tests {
             Head {
                 model: Some("gpt".into()),
                 stream: true,
-                include_usage: true
+                include_usage: true,
+                ..Head::default()
             }
         );
     }

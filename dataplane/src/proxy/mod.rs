@@ -60,6 +60,9 @@ use llmgw_protocols::{EncoderOptions, Wire};
 
 pub const REQUEST_ID: &str = "x-llmgw-request-id";
 
+/// The request header that names the end user a request is for.
+pub const USER_ID: &str = "x-user-id";
+
 /// Shared by all requests.
 pub struct Proxy {
     table: TableHandle,
@@ -532,6 +535,12 @@ impl Proxy {
             ),
             head::HeadError::NotAnObject => not_object(),
         })?;
+        // Whom the request is for, for the log.
+        if self.out.mode.records() {
+            let header = parts.headers.get(USER_ID).and_then(|v| v.to_str().ok());
+            let user = head::end_user(header, &head, endpoint.protocol());
+            pending.encoded.string(field::USER, user);
+        }
         let streaming = head.stream || endpoint.path_streams();
         let Some(model_name) = path_model.clone().or(head.model) else {
             return Err(not_object());
