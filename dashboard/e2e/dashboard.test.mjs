@@ -425,6 +425,50 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     await assertNoSecrets("overview");
   });
 
+  step("requests are attributed to their user: detail, filter, overview", async () => {
+    const client = openai();
+    const messages = [{ role: "user", content: "for a user" }];
+    // OpenAI's own `user` field, and the X-User-ID header.
+    for (let i = 0; i < 2; i++) await client.chat.completions.create({ model: "e2e-model", messages, user: "e2e-alice" });
+    await client.chat.completions.create({ model: "e2e-model", messages }, { headers: { "X-User-ID": "e2e-bob" } });
+
+    await goto("Logs");
+    const rows = page.locator("tbody tr[data-log-id]");
+    await refreshUntil(rows, 9, "logged requests with users");
+    await page.locator("#f-user").fill("e2e-alice");
+    await page.waitForURL(/user=e2e-alice/);
+    await refreshUntil(rows, 2, "alice's requests");
+    for (const cell of await page.getByTestId("key-user").all()) assert.match(await cell.innerText(), /e2e-key\s+e2e-alice/);
+    await screenshot("logs-by-user");
+    await page.locator("#f-user").fill("e2e-bob");
+    await page.waitForURL(/user=e2e-bob/);
+    await refreshUntil(rows, 1, "bob's request");
+
+    await rows.first().getByRole("link").click();
+    await page.getByRole("heading", { level: 1, name: "e2e-model" }).waitFor();
+    const user = page.locator("dt", { hasText: /^User$/ }).locator("xpath=following-sibling::dd[1]");
+    assert.equal((await user.innerText()).trim(), "e2e-bob");
+    await screenshot("log-detail-user");
+    // The user links to all of their requests.
+    await user.getByRole("link").click();
+    await page.waitForURL(/\/logs\?.*user=e2e-bob/);
+    assert.equal(await page.locator("#f-user").inputValue(), "e2e-bob");
+    await refreshUntil(rows, 1, "bob's requests from the detail");
+
+    await goto("Overview");
+    const users = page.getByRole("list", { name: "Top users" });
+    await refreshUntil(users.getByRole("link", { name: "e2e-alice" }), 1, "alice among the top users");
+    const alice = users.getByRole("listitem").filter({ hasText: "e2e-alice" });
+    assert.match(await alice.innerText(), /e2e-alice\s+2 ·/);
+    await users.getByRole("link", { name: "e2e-bob" }).waitFor();
+    await screenshot("overview-users");
+    await alice.getByRole("link").click();
+    await page.waitForURL(/\/logs\?.*user=e2e-alice/);
+    await refreshUntil(rows, 2, "alice's requests from the overview");
+    await assertNoSecrets("user attribution");
+    await goto("Overview");
+  });
+
   step("narrow screens", async () => {
     await page.setViewportSize({ width: 390, height: 844 });
     await page.reload();

@@ -37,6 +37,7 @@ describe("filters → LogFilter", () => {
     expect(f.errorsOnly).toBe(false);
     expect(f.protocol).toBe("");
     expect(f.upstreamProtocol).toBe("");
+    expect(f.user).toBe("");
   });
 
   it("maps every field", () => {
@@ -48,6 +49,7 @@ describe("filters → LogFilter", () => {
           model: " gpt-4o ",
           provider: "openai",
           key: "team-a",
+          user: " alice@example.com ",
           protocol: " anthropic ",
           upstreamProtocol: "openai-chat",
           status: "5xx",
@@ -68,6 +70,7 @@ describe("filters → LogFilter", () => {
     expect(f.model).toBe("gpt-4o");
     expect(f.provider).toBe("openai");
     expect(f.key).toBe("team-a");
+    expect(f.user).toBe("alice@example.com");
     expect(f.protocol).toBe("anthropic");
     expect(f.upstreamProtocol).toBe("openai-chat");
     expect([f.statusMin, f.statusMax]).toEqual([500, 599]);
@@ -135,10 +138,11 @@ describe("ListLogsRequest and FollowLogsRequest", () => {
   });
 
   it("following drops the time bounds but keeps the rest", () => {
-    const r = ok(toFollowLogsRequest({ ...DEFAULT_FILTERS, range: "custom", from: "2026-11-01T00:00:00Z", to: "2026-11-02T00:00:00Z", model: "m", protocol: "gemini", upstreamProtocol: "anthropic", errorsOnly: true }, NOW));
+    const r = ok(toFollowLogsRequest({ ...DEFAULT_FILTERS, range: "custom", from: "2026-11-01T00:00:00Z", to: "2026-11-02T00:00:00Z", model: "m", user: "u-42", protocol: "gemini", upstreamProtocol: "anthropic", errorsOnly: true }, NOW));
     expect(r.filter?.sinceMs).toBe(0n);
     expect(r.filter?.untilMs).toBe(0n);
     expect(r.filter?.model).toBe("m");
+    expect(r.filter?.user).toBe("u-42");
     expect(r.filter?.protocol).toBe("gemini");
     expect(r.filter?.upstreamProtocol).toBe("anthropic");
     expect(r.filter?.errorsOnly).toBe(true);
@@ -159,6 +163,7 @@ describe("URL query", () => {
       model: "gpt-4o",
       provider: "open ai",
       key: "team&a",
+      user: "bob smith+1@example.com",
       protocol: "openai-responses",
       upstreamProtocol: "openai-chat",
       status: "400-499",
@@ -177,6 +182,7 @@ describe("URL query", () => {
     const q = filtersToQuery(f);
     expect(q).toContain("key=team%26a");
     expect(q).toContain("errors=1");
+    expect(q).toContain("user=bob+smith%2B1%40example.com");
     expect(q).toContain("protocol=openai-responses");
     expect(q).toContain("upstream_protocol=openai-chat");
     expect(q).toContain("outcome=cancelled_by_client");
@@ -199,6 +205,15 @@ describe("URL query", () => {
     expect(activeFilterCount(f)).toBe(2);
     expect(activeFilterCount({ ...DEFAULT_FILTERS, upstreamProtocol: "openai" })).toBe(1);
     expect(filtersToQuery({ ...DEFAULT_FILTERS, protocol: "anthropic" })).toBe("protocol=anthropic");
+  });
+
+  it("reads the user, trimmed, and counts it as a filter", () => {
+    const f = filtersFromQuery("user=%20user-7%20");
+    expect(f.user).toBe("user-7");
+    expect(activeFilterCount(f)).toBe(1);
+    expect(activeFilterCount({ ...f, key: "team-a" })).toBe(2);
+    expect(filtersToQuery({ ...DEFAULT_FILTERS, user: "user-7" })).toBe("user=user-7");
+    expect(withFilters({ ...f, page: "p2" }, { user: "user-8" })).toEqual({ ...DEFAULT_FILTERS, user: "user-8" });
   });
 
   it("a change of filter starts at the first page; paging keeps the filter", () => {

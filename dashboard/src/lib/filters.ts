@@ -60,6 +60,8 @@ export interface LogFilters {
   model: string;
   provider: string;
   key: string;
+  /** The end user the request was made for (RequestLog.user), exactly; "" is anyone. */
+  user: string;
   /** The client's protocol (a CLIENT_PROTOCOL_CHOICES value); "" is any. */
   protocol: string;
   /** The answering upstream's protocol (an UPSTREAM_PROTOCOL_CHOICES value); "" is any. */
@@ -88,6 +90,7 @@ export const DEFAULT_FILTERS: LogFilters = {
   model: "",
   provider: "",
   key: "",
+  user: "",
   protocol: "",
   upstreamProtocol: "",
   status: "",
@@ -114,7 +117,7 @@ export function withFilters(f: LogFilters, patch: Partial<LogFilters>): LogFilte
 /** Whether anything narrows the view beyond the time range. */
 export function activeFilterCount(f: LogFilters): number {
   let count = 0;
-  for (const k of ["model", "provider", "key", "protocol", "upstreamProtocol", "status", "stream", "outcome"] as const) if (f[k]) count++;
+  for (const k of ["model", "provider", "key", "user", "protocol", "upstreamProtocol", "status", "stream", "outcome"] as const) if (f[k]) count++;
   if (f.latencyMin || f.latencyMax) count++;
   if (f.tokensMin || f.tokensMax) count++;
   if (f.errorsOnly) count++;
@@ -130,6 +133,7 @@ const QUERY_KEYS: [keyof LogFilters, string][] = [
   ["model", "model"],
   ["provider", "provider"],
   ["key", "key"],
+  ["user", "user"],
   ["protocol", "protocol"],
   ["upstreamProtocol", "upstream_protocol"],
   ["status", "status"],
@@ -175,6 +179,7 @@ export function filtersFromQuery(search: string | URLSearchParams): LogFilters {
   f.model = get("model");
   f.provider = get("provider");
   f.key = get("key");
+  f.user = get("user");
   f.protocol = get("protocol");
   f.upstreamProtocol = get("upstream_protocol");
   f.status = get("status");
@@ -270,6 +275,7 @@ export function toLogFilter(f: LogFilters, now: number): Parsed<LogFilter> {
       model: f.model.trim(),
       provider: f.provider.trim(),
       key: f.key.trim(),
+      user: f.user.trim(),
       protocol: f.protocol.trim(),
       upstreamProtocol: f.upstreamProtocol.trim(),
       statusMin: status.value.min,

@@ -8,6 +8,7 @@ import { Card, CardContent, CardDescription, CardHeader, CardTitle } from "@/com
 import type { Attempt, RequestLog } from "@/gen/llmgw/v1/logs_pb";
 import { api } from "@/lib/api";
 import { toCurl } from "@/lib/curl";
+import { DEFAULT_FILTERS, filtersToQuery } from "@/lib/filters";
 import { formatCost, formatDateTime, formatDuration, formatInt } from "@/lib/format";
 import { promptTokens, protocolPair, stopReasonHint, upstreamBodyNote, usageRows } from "@/lib/log-fields";
 import { useQuery, useTitle } from "@/lib/hooks";
@@ -116,6 +117,13 @@ function Detail({ r }: { r: RequestLog }) {
           <CardContent>
             <dl className="grid grid-cols-[auto_minmax(0,1fr)] gap-x-6 gap-y-2 text-sm">
               <Def k="Key">{r.key || "–"}</Def>
+              {r.user ? (
+                <Def k="User">
+                  <Link to={`/logs?${filtersToQuery({ ...DEFAULT_FILTERS, range: "all", user: r.user })}`} className="hover:underline" title={`All requests for ${r.user}`}>
+                    {r.user}
+                  </Link>
+                </Def>
+              ) : null}
               <Def k="Client">{r.clientIp || "–"}</Def>
               <Def k="User agent">{r.userAgent || "–"}</Def>
               <Def k="Data plane">{r.nodeId || "–"}</Def>

@@ -195,7 +195,7 @@ export function LogsPage() {
                 <TableHead>Model</TableHead>
                 <TableHead>Provider</TableHead>
                 <TableHead>Protocol</TableHead>
-                <TableHead>Key</TableHead>
+                <TableHead>Key · user</TableHead>
                 <SortHead k="latency" f={filters} onSort={sortBy} disabled={live} right>
                   Latency
                 </SortHead>
@@ -262,7 +262,14 @@ export function LogsPage() {
                       </div>
                     ) : null}
                   </TableCell>
-                  <TableCell className="max-w-32 truncate">{r.key || <span className="text-muted-foreground">–</span>}</TableCell>
+                  <TableCell className="max-w-40" data-testid="key-user">
+                    <div className="truncate">{r.key || <span className="text-muted-foreground">–</span>}</div>
+                    {r.user ? (
+                      <div className="truncate text-[11px] text-muted-foreground" title={`For user ${r.user}`}>
+                        {r.user}
+                      </div>
+                    ) : null}
+                  </TableCell>
                   <TableCell className="text-right tabular-nums">{formatDuration(r.latencyMs)}</TableCell>
                   <TableCell className="text-right tabular-nums text-muted-foreground">{r.ttfbMs ? formatDuration(r.ttfbMs) : "–"}</TableCell>
                   <TableCell className="text-right tabular-nums" title={`${r.inputTokens} in (uncached), ${r.cacheReadTokens} cache read, ${r.cacheCreationTokens} cache write, ${r.outputTokens} out (${r.reasoningTokens} reasoning); usage ${r.usageSource}`}>
@@ -469,6 +476,9 @@ function FilterBar({ filters, onChange }: { filters: LogFilters; onChange: (f: L
               <option value="">Any key</option>
               {options((keys.data?.apiKeys ?? []).map((k) => k.name), draft.key)}
             </Select>
+          </FilterField>
+          <FilterField label="User" id="f-user">
+            <Input id="f-user" placeholder="Any user" autoComplete="off" spellCheck={false} value={draft.user} onChange={(e) => typed({ user: e.target.value })} />
           </FilterField>
           <FilterField label="Status" id="f-status">
             <div className="flex gap-2">

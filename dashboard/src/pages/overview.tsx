@@ -40,6 +40,7 @@ interface Loaded {
   models: StatsRow[];
   providers: StatsRow[];
   keys: StatsRow[];
+  users: StatsRow[];
 }
 
 export function OverviewPage() {
@@ -55,11 +56,12 @@ export function OverviewPage() {
       const since = now - win.ms;
       const filter = { sinceMs: BigInt(since) };
       const group = (groupBy: string) => api().getStats({ filter, groupBy }, { signal });
-      const [total, models, providers, keys] = await Promise.all([
+      const [total, models, providers, keys, users] = await Promise.all([
         api().getStats({ filter, bucketS: win.bucketS }, { signal }),
         group("model"),
         group("provider"),
         group("key"),
+        group("user"),
       ]);
       return {
         since,
@@ -69,6 +71,7 @@ export function OverviewPage() {
         models: models.groups,
         providers: providers.groups,
         keys: keys.groups,
+        users: users.groups,
       };
     },
     [win.value, now],
@@ -138,10 +141,11 @@ export function OverviewPage() {
 
       <Charts data={d} loading={stats.loading} windowLabel={win.label} />
 
-      <section aria-label="Top" className="mb-6 grid gap-4 xl:grid-cols-3">
+      <section aria-label="Top" className="mb-6 grid gap-4 lg:grid-cols-2 2xl:grid-cols-4">
         <TopTable title="Top models" what="model" rows={d?.models} loading={!d && stats.loading} range={win.value} />
         <TopTable title="Top providers" what="provider" rows={d?.providers} loading={!d && stats.loading} range={win.value} />
         <TopTable title="Top keys" what="key" rows={d?.keys} loading={!d && stats.loading} range={win.value} />
+        <TopTable title="Top users" what="user" rows={d?.users} loading={!d && stats.loading} range={win.value} />
       </section>
 
       <DataPlanes
@@ -288,7 +292,7 @@ function TopTable({
   range,
 }: {
   title: string;
-  what: "model" | "provider" | "key";
+  what: "model" | "provider" | "key" | "user";
   rows: StatsRow[] | undefined;
   loading: boolean;
   range: string;
@@ -320,7 +324,9 @@ function TopTable({
                       {r.group}
                     </Link>
                   ) : (
-                    <span className="text-muted-foreground">(none)</span>
+                    <span className="text-muted-foreground" title={what === "user" ? "Requests whose client named no user" : undefined}>
+                      {what === "user" ? "(no user)" : "(none)"}
+                    </span>
                   )}
                   <span className="shrink-0 text-xs tabular-nums text-muted-foreground">
                     <span className="font-medium text-foreground">{formatInt(r.requests)}</span> · {formatPercent(r.errorRate)} ·{" "}
