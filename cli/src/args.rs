@@ -311,6 +311,34 @@ impl Translation {
     }
 }
 
+/// Which endpoints a model serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModelType {
+    /// Chat completions, Responses, Messages, Gemini generateContent,
+    /// legacy completions and token counts.
+    Chat,
+    /// /v1/embeddings.
+    Embedding,
+    /// Text to speech.
+    Speech,
+    /// Speech to text.
+    Transcription,
+    /// Image generation.
+    Image,
+}
+
+impl ModelType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelType::Chat => "chat",
+            ModelType::Embedding => "embedding",
+            ModelType::Speech => "speech",
+            ModelType::Transcription => "transcription",
+            ModelType::Image => "image",
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub enum ModelCmd {
     /// Create a model.
@@ -386,6 +414,10 @@ pub struct ModelOpts {
     /// cannot express [default: strict].
     #[arg(long, value_enum)]
     pub translation: Option<Translation>,
+    /// Which endpoints the model serves; a request to an endpoint of
+    /// another type is refused with 400 [default: chat].
+    #[arg(long = "type", value_enum, value_name = "TYPE")]
+    pub model_type: Option<ModelType>,
 }
 
 #[derive(Args)]
@@ -444,6 +476,9 @@ pub struct ModelChanges {
     /// cannot express.
     #[arg(long, value_enum)]
     pub translation: Option<Translation>,
+    /// Which endpoints the model serves.
+    #[arg(long = "type", value_enum, value_name = "TYPE")]
+    pub model_type: Option<ModelType>,
     /// Enable the model.
     #[arg(long, visible_alias = "enabled", conflicts_with = "disable")]
     pub enable: bool,

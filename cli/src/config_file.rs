@@ -159,6 +159,7 @@ mod tests {
                 ],
                 default_max_tokens: Some(8192),
                 translation: "lenient".into(),
+                r#type: "embedding".into(),
             }],
             api_keys: vec![ApiKeyConfig {
                 name: "ci".into(),
@@ -190,6 +191,7 @@ mod tests {
         let yaml = to_yaml(&sample()).unwrap();
         assert!(yaml.contains("protocol: openai-chat"), "{yaml}");
         assert!(yaml.contains("translation: lenient"), "{yaml}");
+        assert!(yaml.contains("type: embedding"), "{yaml}");
         assert!(yaml.contains("default_max_tokens: 8192"), "{yaml}");
         assert!(yaml.contains("cache_write_per_mtok: 3.125"), "{yaml}");
     }
@@ -222,8 +224,9 @@ models:
         assert_eq!(cfg.providers[0].protocol, "openai");
         let m = &cfg.models[0];
         assert_eq!(m.default_max_tokens, None);
-        // Empty: the control plane reads it as strict.
+        // Empty: the control plane reads them as strict and chat.
         assert_eq!(m.translation, "");
+        assert_eq!(m.r#type, "");
         assert_eq!(m.prices.unwrap().cache_write_per_mtok, 0.0);
     }
 

@@ -13,8 +13,8 @@ use tonic::{Request, Response, Status};
 
 use crate::apply;
 use crate::convert::{
-    data_plane_pb, keep_masked, key_pb, model_pb, normalized_url, prices, protocol, provider_pb,
-    resolve_secret, strategy, targets_from_pb, translation,
+    data_plane_pb, keep_masked, key_pb, model_pb, model_type, normalized_url, prices, protocol,
+    provider_pb, resolve_secret, strategy, targets_from_pb, translation,
 };
 use crate::hub::Hub;
 use crate::store::{now_ms, Broken, KeySpec, ModelSpec, ProviderSpec, Store, StoreError};
@@ -240,6 +240,7 @@ impl pb::admin_server::Admin for AdminService {
             targets: targets_from_pb(&r.targets)?,
             default_max_tokens: r.default_max_tokens,
             translation: translation(&r.translation)?,
+            model_type: model_type(&r.r#type)?,
         };
         let row = self
             .write(move |store, tx| {
@@ -282,6 +283,7 @@ impl pb::admin_server::Admin for AdminService {
         let r = request.into_inner();
         let strat = r.strategy.as_deref().map(strategy).transpose()?;
         let mode = r.translation.as_deref().map(translation).transpose()?;
+        let kind = r.r#type.as_deref().map(model_type).transpose()?;
         let targets = r
             .targets
             .as_ref()
@@ -301,6 +303,7 @@ impl pb::admin_server::Admin for AdminService {
                             r.default_max_tokens.is_some() || r.clear_default_max_tokens
                         }
                         "translation" => mode.is_some(),
+                        "model_type" => kind.is_some(),
                         f => f.starts_with("targets") && targets.is_some(),
                     })?;
                     let mut spec = stored.spec;
@@ -333,6 +336,9 @@ impl pb::admin_server::Admin for AdminService {
                     }
                     if let Some(t) = mode {
                         spec.translation = t;
+                    }
+                    if let Some(t) = kind {
+                        spec.model_type = t;
                     }
                     store.update_model(tx, &spec).await?;
                     store.model(tx, &spec.name).await

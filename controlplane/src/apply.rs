@@ -145,6 +145,9 @@ fn model_diff(old: &ModelSpec, new: &ModelSpec) -> Vec<String> {
             old.translation, new.translation
         ));
     }
+    if old.model_type != new.model_type {
+        d.push(format!("type: {} -> {}", old.model_type, new.model_type));
+    }
     if old.enabled != new.enabled {
         d.push(format!("enabled: {} -> {}", old.enabled, new.enabled));
     }

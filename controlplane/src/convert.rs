@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use llmgw_core::table::Translation;
+use llmgw_core::table::{ModelType, Translation};
 use llmgw_core::{keys, validate, Protocol, Strategy};
 use llmgw_proto::v1 as pb;
 use secrecy::{ExposeSecret, SecretString};
@@ -204,6 +204,11 @@ pub fn translation(s: &str) -> Result<Translation, StoreError> {
     Translation::from_str(s.trim()).map_err(StoreError::from)
 }
 
+/// A model's type; empty means `chat`.
+pub fn model_type(s: &str) -> Result<ModelType, StoreError> {
+    ModelType::from_str(s.trim()).map_err(StoreError::from)
+}
+
 pub fn target_pb(t: &TargetSpec) -> pb::ModelTarget {
     pb::ModelTarget {
         provider: t.provider.clone(),
@@ -268,6 +273,7 @@ pub fn model_pb(row: &ModelRow) -> pb::Model {
         default_max_tokens: c.default_max_tokens,
         translation: c.translation,
         broken: broken_pb(&row.broken),
+        r#type: c.r#type,
     }
 }
 
@@ -283,6 +289,7 @@ pub fn model_config_pb(s: &ModelSpec) -> pb::ModelConfig {
         targets: s.targets.iter().map(target_pb).collect(),
         default_max_tokens: s.default_max_tokens,
         translation: s.translation.as_str().to_string(),
+        r#type: s.model_type.as_str().to_string(),
     }
 }
 
@@ -299,6 +306,7 @@ pub fn model_spec(c: &pb::ModelConfig) -> Result<ModelSpec, StoreError> {
         targets: targets_from_pb(&c.targets).map_err(&in_model)?,
         default_max_tokens: c.default_max_tokens,
         translation: translation(&c.translation).map_err(&in_model)?,
+        model_type: model_type(&c.r#type).map_err(&in_model)?,
     })
 }
 

@@ -231,6 +231,7 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
                     .collect(),
                 default_max_tokens: s.default_max_tokens,
                 translation: s.translation.as_str().to_string(),
+                r#type: s.model_type.as_str().to_string(),
             }
         })
         .collect();

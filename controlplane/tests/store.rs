@@ -15,7 +15,7 @@ use llmgw_controlplane::hub::build_snapshot;
 use llmgw_controlplane::secrets::{generate_master_key, Sealer};
 use llmgw_controlplane::settings::GlobalSettings;
 use llmgw_controlplane::store::{ModelSpec, Prices, ProviderSpec, Store, StoreError};
-use llmgw_core::table::Translation;
+use llmgw_core::table::{ModelType, Translation};
 use llmgw_core::{keys, Protocol, RoutingTable, Strategy};
 use llmgw_proto::v1 as pb;
 use secrecy::{ExposeSecret, SecretString};
@@ -287,6 +287,11 @@ both! {
             .execute(store.pool())
             .await;
         assert!(bad.is_err(), "the CHECK let a translation mode 'loose' in");
+        let bad = sqlx::query("UPDATE models SET model_type = 'video' WHERE name = 'chat'")
+            .execute(store.pool())
+            .await;
+        assert!(bad.is_err(), "the CHECK let a model type 'video' in");
+        assert_eq!(get_model(&store, "chat").await.unwrap().spec.model_type, ModelType::Chat);
         store.close().await;
     }
 }
@@ -573,6 +578,7 @@ fn rich_model() -> ModelSpec {
     };
     m.default_max_tokens = Some(8192);
     m.translation = Translation::Lenient;
+    m.model_type = ModelType::Embedding;
     let t = &mut m.targets;
     t[0].priority = 2;
     t[0].weight = 3;

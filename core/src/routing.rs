@@ -345,6 +345,7 @@ mod tests {
             prices: Prices::default(),
             default_max_tokens: None,
             translation: Default::default(),
+            model_type: Default::default(),
             targets,
         }
     }

@@ -13,6 +13,7 @@ use secrecy::SecretString;
 
 use crate::keys;
 use crate::rules::Rule;
+use crate::serving::ClientApi;
 use crate::validate::{self, Protocol, Strategy};
 
 /// Why a snapshot was rejected; sent back as the NACK's `error_detail`.
@@ -132,6 +133,83 @@ impl fmt::Display for Translation {
     }
 }
 
+/// Which endpoints a model serves. A request to an endpoint of another
+/// type is refused before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ModelType {
+    /// Text generation: Chat Completions, Responses, Messages, Gemini
+    /// `generateContent`, legacy completions, and token counts.
+    #[default]
+    Chat,
+    /// `/v1/embeddings`.
+    Embedding,
+    /// Text to speech (`/v1/audio/speech`).
+    Speech,
+    /// Speech to text (`/v1/audio/transcriptions` and `translations`).
+    Transcription,
+    /// Image generation (`/v1/images/*`).
+    Image,
+}
+
+impl ModelType {
+    pub const ALL: [ModelType; 5] = [
+        ModelType::Chat,
+        ModelType::Embedding,
+        ModelType::Speech,
+        ModelType::Transcription,
+        ModelType::Image,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelType::Chat => "chat",
+            ModelType::Embedding => "embedding",
+            ModelType::Speech => "speech",
+            ModelType::Transcription => "transcription",
+            ModelType::Image => "image",
+        }
+    }
+
+    /// The type of model a client API needs.
+    pub fn of_api(api: ClientApi) -> ModelType {
+        match api {
+            ClientApi::Embeddings => ModelType::Embedding,
+            ClientApi::Chat
+            | ClientApi::Completions
+            | ClientApi::Responses
+            | ClientApi::Messages
+            | ClientApi::CountTokens
+            | ClientApi::GeminiGenerate
+            | ClientApi::GeminiCountTokens => ModelType::Chat,
+        }
+    }
+}
+
+impl FromStr for ModelType {
+    type Err = validate::ValidationError;
+    /// An empty string is the default, `chat`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Ok(ModelType::Chat);
+        }
+        ModelType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                validate::ValidationError(format!(
+                    "model type '{s}' is not supported; use chat, embedding, speech, \
+                     transcription or image"
+                ))
+            })
+    }
+}
+
+impl fmt::Display for ModelType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug)]
 pub struct Model {
     pub name: String,
@@ -146,6 +224,7 @@ pub struct Model {
     /// when the client gave none; `None` means the data plane's default.
     pub default_max_tokens: Option<u64>,
     pub translation: Translation,
+    pub model_type: ModelType,
 }
 
 #[derive(Debug)]
@@ -372,6 +451,10 @@ fn model(
         .translation
         .parse()
         .map_err(|e: validate::ValidationError| bad(e.0))?;
+    let model_type: ModelType = m
+        .r#type
+        .parse()
+        .map_err(|e: validate::ValidationError| bad(e.0))?;
     if m.default_max_tokens == Some(0) {
         return Err(bad("default_max_tokens must be at least 1"));
     }
@@ -422,6 +505,7 @@ fn model(
         targets,
         default_max_tokens: m.default_max_tokens.map(u64::from),
         translation,
+        model_type,
     })
 }
 
@@ -473,6 +557,7 @@ mod tests {
                 ],
                 default_max_tokens: Some(4096),
                 translation: "lenient".into(),
+                r#type: "embedding".into(),
             }],
             keys: vec![pb::SnapshotKey {
                 name: "k".into(),
@@ -511,6 +596,7 @@ mod tests {
         assert!(m.targets[0].rules.is_some());
         assert_eq!(m.default_max_tokens, Some(4096));
         assert_eq!(m.translation, Translation::Lenient);
+        assert_eq!(m.model_type, ModelType::Embedding);
         assert_eq!(m.prices.cache_write_per_mtok, 1.25);
         // Targets without their own prices carry the model's.
         assert_eq!(m.targets[1].prices, m.prices);
@@ -532,14 +618,24 @@ mod tests {
             s.providers[0].protocol = p.as_str().into();
             s.models[0].translation = String::new();
             s.models[0].default_max_tokens = None;
+            s.models[0].r#type = String::new();
             let t = RoutingTable::try_from(s).unwrap();
             assert_eq!(t.providers["openai"].protocol, p);
             assert_eq!(t.models["gpt"].translation, Translation::Strict);
             assert_eq!(t.models["gpt"].default_max_tokens, None);
+            assert_eq!(t.models["gpt"].model_type, ModelType::Chat);
         }
         for m in ["strict", "lenient"] {
             assert_eq!(m.parse::<Translation>().unwrap().as_str(), m);
         }
+        for t in ModelType::ALL {
+            assert_eq!(t.as_str().parse::<ModelType>().unwrap(), t);
+        }
+        assert_eq!(
+            ModelType::of_api(ClientApi::Embeddings),
+            ModelType::Embedding
+        );
+        assert_eq!(ModelType::of_api(ClientApi::Messages), ModelType::Chat);
     }
 
     #[test]
@@ -594,6 +690,10 @@ mod tests {
             (
                 |s| s.models[0].translation = "loose".into(),
                 "translation 'loose'",
+            ),
+            (
+                |s| s.models[0].r#type = "video".into(),
+                "model type 'video'",
             ),
             (
                 |s| s.models[0].default_max_tokens = Some(0),

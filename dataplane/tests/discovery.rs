@@ -186,6 +186,7 @@ fn snapshot(version: u64, nonce: &str) -> Snapshot {
             prices: None,
             default_max_tokens: None,
             translation: String::new(),
+            r#type: String::new(),
             targets: vec![SnapshotTarget {
                 provider: "openai".into(),
                 upstream_model: "gpt-4o".into(),

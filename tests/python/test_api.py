@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
+import anthropic
 import httpx
+import openai
 import pytest
 
 from conftest import Gateway, sse_data, sse_events, uid
@@ -128,7 +130,7 @@ def test_completions_streaming(gw: Gateway) -> None:
 
 def test_embeddings(gw: Gateway) -> None:
     up = f"emb-{uid()}"
-    model = gw.add_model([f"mock:{up}"])
+    model = gw.add_model([f"mock:{up}"], "--type", "embedding")
     _, key = gw.add_key()
     c = gw.openai(key)
     # The SDK asks for base64 by default and decodes it.
@@ -245,3 +247,47 @@ def test_count_tokens_estimated_locally_for_an_openai_only_model(gw: Gateway) ->
     rec = gw.log(raw.headers["x-llmgw-request-id"])
     assert rec["status"] == 200
     assert not rec.get("response_body") and not rec.get("request_body")
+
+
+def test_a_model_serves_only_the_endpoints_of_its_type(gw: Gateway) -> None:
+    """`--type` decides which endpoints a model serves; any other gets a
+    400 in the client's protocol before an upstream is tried, and `model
+    list`, `model get` and `route explain` show the type."""
+    up = f"typed-{uid()}"
+    emb = gw.add_model([f"mock:{up}"], "--type", "embedding")
+    chat = gw.add_model([f"mock:{up}"])
+    _, key = gw.add_key()
+    c = gw.openai(key)
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model=emb, messages=[{"role": "user", "content": "hi"}])
+    assert e.value.status_code == 400
+    assert f"model '{emb}' has type 'embedding'" in e.value.message
+    assert "models of type 'chat'" in e.value.message
+    with pytest.raises(openai.BadRequestError) as e:
+        c.embeddings.create(model=chat, input="x")
+    assert f"model '{chat}' has type 'chat'" in e.value.message
+    with pytest.raises(anthropic.BadRequestError) as e:
+        gw.anthropic(key).messages.create(model=emb, max_tokens=5,
+                                          messages=[{"role": "user", "content": "hi"}])
+    assert e.value.body["error"]["type"] == "invalid_request_error", e.value.body
+    assert gw.mock.requests(up) == []
+    # The refusal is in the log as refused.
+    rec = gw.log(e.value.response.headers["x-llmgw-request-id"])
+    assert rec["status"] == 400 and rec["outcome"] == "refused", rec
+    # Served by the right endpoint, and changed by update.
+    assert len(c.embeddings.create(model=emb, input="x").data) == 1
+    gw.cli("model", "update", emb, "--type", "chat")
+    gw.sync()
+    assert c.chat.completions.create(model=emb, messages=[{"role": "user", "content": "hi"}]).choices
+    gw.cli("model", "update", emb, "--type", "embedding")
+    gw.sync()
+    # The CLI shows the type, and explains the refusal.
+    types = {m["name"]: m["type"] for m in gw.cli("model", "list")}
+    assert (types[emb], types[chat]) == ("embedding", "chat")
+    assert gw.cli("model", "get", emb)["type"] == "embedding"
+    x = gw.cli("route", "explain", emb)
+    assert x["type"] == "embedding" and "models of type 'chat'" in x["error"], x
+    x = gw.cli("route", "explain", emb, "--protocol", "embeddings")
+    assert x["type"] == "embedding" and x.get("error", "") == "", x
+    p = gw.cli_raw("model", "add", f"m-{uid()}", "--target", f"mock:{up}", "--type", "video")
+    assert p.returncode != 0 and "video" in p.stderr

@@ -202,6 +202,10 @@ fn create_request(a: ModelAddArgs) -> Result<CreateModelRequest> {
             .translation
             .map(|t| t.as_str().to_string())
             .unwrap_or_default(),
+        r#type: o
+            .model_type
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
     })
 }
 
@@ -237,6 +241,7 @@ fn update_request(a: ModelUpdateArgs) -> Result<(UpdateModelRequest, Option<Vec<
         default_max_tokens: ch.default_max_tokens,
         clear_default_max_tokens: ch.clear_default_max_tokens,
         translation: ch.translation.map(|t| t.as_str().to_string()),
+        r#type: ch.model_type.map(|t| t.as_str().to_string()),
     };
     Ok((req, reweigh))
 }
@@ -280,6 +285,16 @@ fn translation(m: &Model) -> &str {
     }
 }
 
+/// The model's type as shown; an empty one (an older control plane) is
+/// the default.
+fn model_type(m: &Model) -> &str {
+    if m.r#type.is_empty() {
+        "chat"
+    } else {
+        &m.r#type
+    }
+}
+
 fn max_tokens(m: &Model) -> String {
     m.default_max_tokens
         .map_or_else(|| "default".to_string(), |n| n.to_string())
@@ -297,6 +312,7 @@ fn list(out: &mut Out<'_>, models: &[Model]) -> Result<()> {
     }
     let mut t = Table::new(&[
         "NAME",
+        "TYPE",
         "STRATEGY",
         "ENABLED",
         "TRANSLATION",
@@ -315,6 +331,7 @@ fn list(out: &mut Out<'_>, models: &[Model]) -> Result<()> {
             .collect();
         t.row([
             m.name.clone(),
+            model_type(m).to_string(),
             m.strategy.clone(),
             yes_no(m.enabled).to_string(),
             translation(m).to_string(),
@@ -333,6 +350,7 @@ fn show(out: &mut Out<'_>, m: &Model) -> Result<()> {
     }
     let mut t = Table::plain();
     t.row(["name".to_string(), m.name.clone()]);
+    t.row(["type".to_string(), model_type(m).to_string()]);
     t.row(["strategy".to_string(), m.strategy.clone()]);
     t.row([
         "max_attempts".to_string(),
@@ -486,6 +504,8 @@ mod tests {
             "4096",
             "--translation",
             "lenient",
+            "--type",
+            "embedding",
         ])
         .unwrap();
         let Command::Model(ModelCmd::Add(a)) = cli.command else {
@@ -494,14 +514,16 @@ mod tests {
         let r = create_request(a).unwrap();
         assert_eq!(r.default_max_tokens, Some(4096));
         assert_eq!(r.translation, "lenient");
+        assert_eq!(r.r#type, "embedding");
         let cli = Cli::try_parse_from(["llmgw", "model", "add", "m", "--target", "a"]).unwrap();
         let Command::Model(ModelCmd::Add(a)) = cli.command else {
             panic!("wrong command");
         };
         let r = create_request(a).unwrap();
         assert_eq!(r.default_max_tokens, None);
-        // Empty: the control plane's default (strict).
+        // Empty: the control plane's defaults (strict, chat).
         assert_eq!(r.translation, "");
+        assert_eq!(r.r#type, "");
 
         let cli = Cli::try_parse_from([
             "llmgw",
@@ -511,6 +533,8 @@ mod tests {
             "--clear-default-max-tokens",
             "--translation",
             "strict",
+            "--type",
+            "chat",
         ])
         .unwrap();
         let Command::Model(ModelCmd::Update(u)) = cli.command else {
@@ -521,6 +545,7 @@ mod tests {
         assert!(r.clear_default_max_tokens);
         assert_eq!(r.default_max_tokens, None);
         assert_eq!(r.translation.as_deref(), Some("strict"));
+        assert_eq!(r.r#type.as_deref(), Some("chat"));
         assert!(r.prices.is_none() && r.targets.is_none());
     }
 }

@@ -72,8 +72,15 @@ fn lines(r: &ExplainRouteResponse) -> Vec<String> {
     let mut lines = Vec::new();
     if !r.strategy.is_empty() {
         lines.push(format!(
-            "model {}  strategy {}  estimated input tokens {}",
-            r.model, r.strategy, r.estimated_input_tokens
+            "model {}  type {}  strategy {}  estimated input tokens {}",
+            r.model,
+            if r.r#type.is_empty() {
+                "chat"
+            } else {
+                &r.r#type
+            },
+            r.strategy,
+            r.estimated_input_tokens
         ));
     }
     if !r.candidates.is_empty() {
@@ -146,11 +153,12 @@ mod tests {
             estimated_input_tokens: 12,
             candidates: vec![cand("a", true, 1), cand("b", false, 0), cand("c", true, 0)],
             error: String::new(),
+            r#type: "embedding".into(),
         };
         let l = lines(&r);
         assert_eq!(
             l[0],
-            "model m  strategy priority  estimated input tokens 12"
+            "model m  type embedding  strategy priority  estimated input tokens 12"
         );
         assert!(l[1].starts_with("ORDER  PROVIDER"), "{l:?}");
         assert!(l[2].starts_with("1      c"), "{l:?}");

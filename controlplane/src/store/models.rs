@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use llmgw_core::table::Translation;
+use llmgw_core::table::{ModelType, Translation};
 use llmgw_core::Strategy;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::QueryScalar;
@@ -76,8 +76,8 @@ impl Store {
         let insert = sqlx::query_scalar(
             "INSERT INTO models (name, strategy, max_attempts, retry_delay_ms, price_input, \
              price_output, price_cached_input, price_cache_write, enabled, default_max_tokens, \
-             translation, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+             translation, model_type, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
         )
         .bind(&spec.name);
         let id: i64 = bind_settings(insert, spec)
@@ -94,7 +94,7 @@ impl Store {
             "UPDATE models SET strategy = $1, max_attempts = $2, retry_delay_ms = $3, \
              price_input = $4, price_output = $5, price_cached_input = $6, \
              price_cache_write = $7, enabled = $8, default_max_tokens = $9, translation = $10, \
-             updated_at = $11 WHERE name = $12 RETURNING id",
+             model_type = $11, updated_at = $12 WHERE name = $13 RETURNING id",
         );
         let id: Option<i64> = bind_settings(update, spec)
             .bind(now_ms())
@@ -145,6 +145,7 @@ fn bind_settings<'q>(q: IdQuery<'q>, spec: &'q ModelSpec) -> IdQuery<'q> {
         .bind(int(spec.enabled))
         .bind(spec.default_max_tokens.map(i64::from))
         .bind(spec.translation.as_str())
+        .bind(spec.model_type.as_str())
 }
 
 async fn insert_targets(
@@ -269,6 +270,7 @@ fn model_from_row(r: &AnyRow, target_rows: &[&AnyRow]) -> ModelRow {
                 .ok()
         }),
         translation: rd.parse("translation", Translation::default()),
+        model_type: rd.parse("model_type", ModelType::default()),
     };
     let created_at = rd.get("created_at", "created_at");
     let updated_at = rd.get("updated_at", "updated_at");

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use llmgw_core::rules::Rule;
-use llmgw_core::table::Translation;
+use llmgw_core::table::{ModelType, Translation};
 use llmgw_core::validate::{limits, ValidationError};
 use llmgw_core::{keys, validate, Protocol, Strategy};
 use secrecy::{ExposeSecret, SecretString};
@@ -141,6 +141,8 @@ pub struct ModelSpec {
     /// `max_tokens` for targets that require it when the client gave none.
     pub default_max_tokens: Option<u32>,
     pub translation: Translation,
+    /// Which endpoints the model serves.
+    pub model_type: ModelType,
 }
 
 impl ModelSpec {

@@ -16,7 +16,7 @@ use llmgw_controlplane::secrets::{generate_master_key, Sealer};
 use llmgw_controlplane::store::{
     self, KeySpec, ModelSpec, Prices, ProviderSpec, Store, TargetSpec,
 };
-use llmgw_core::table::Translation;
+use llmgw_core::table::{ModelType, Translation};
 use llmgw_core::{keys, Protocol, Strategy};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::Connection;
@@ -275,6 +275,7 @@ pub fn model(name: &str, targets: Vec<TargetSpec>) -> ModelSpec {
         targets,
         default_max_tokens: None,
         translation: Translation::Strict,
+        model_type: ModelType::Chat,
     }
 }
 

@@ -562,6 +562,16 @@ impl Proxy {
                 format!("this API key may not use model '{model_name}'"),
             ));
         }
+        let needs = llmgw_core::table::ModelType::of_api(endpoint.api());
+        if model.model_type != needs {
+            return Err((
+                ErrorKind::BadRequest,
+                format!(
+                    "model '{model_name}' has type '{}'; this endpoint takes models of type '{needs}'",
+                    model.model_type
+                ),
+            ));
+        }
 
         let tokenizer_model = model
             .targets
