@@ -86,7 +86,11 @@ impl Capture {
         let blocks = std::mem::take(&mut self.blocks);
         let len = std::mem::take(&mut self.len);
         if blocks.len() == 1 {
-            return blocks.into_iter().next().map(Bytes::from).unwrap_or_default();
+            return blocks
+                .into_iter()
+                .next()
+                .map(Bytes::from)
+                .unwrap_or_default();
         }
         let mut out = Vec::with_capacity(len);
         for b in &blocks {
@@ -113,7 +117,12 @@ mod tests {
             assert!(c.len() <= cap);
             // Never more than one block beyond what is kept, and never
             // more than the cap.
-            assert!(c.allocated() < c.len() + BLOCK, "{} for {}", c.allocated(), c.len());
+            assert!(
+                c.allocated() < c.len() + BLOCK,
+                "{} for {}",
+                c.allocated(),
+                c.len()
+            );
             assert!(c.allocated() <= cap);
         }
         assert!(c.truncated());
