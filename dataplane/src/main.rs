@@ -67,7 +67,7 @@ async fn main() -> ExitCode {
 /// that grants them (THP `always` or `madvise`) keeps a whole 2 MiB region
 /// resident for a few touched bytes of it: measured with 1,000 open
 /// streams, 57 KiB per stream without them against 82 KiB with them, and
-/// 12 MiB idle against 26 MiB (docs/benchmarks.md, "S5: memory per open
+/// 12 MiB idle against 26 MiB (docs/benchmarks.md, S5, "Memory per open
 /// stream"). The data plane's heap is small objects, where huge pages save
 /// little.
 fn no_huge_pages() -> std::io::Result<()> {
