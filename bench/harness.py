@@ -926,6 +926,9 @@ class Bench:
         connections count: RSS just before, with every stream open, and at
         the end (every record written at once), and KiB per open stream."""
         n = self.s.s5_streams
+        chunks = S5_MANY_CHUNKS
+        if self.a.quick:  # a smoke test of the scenario, not its figure
+            n, chunks = min(n, 2_000), 16
         for name in rotated(["nginx", "llmgw"], r):
             fresh = None
             if name == "llmgw":
@@ -941,7 +944,7 @@ class Bench:
                 run_sse(t, 10, 1, 4, 1)  # the first snapshot, a first connection
                 time.sleep(1)
                 before = rss_kib(t["pid"])
-                res = run_sse(t, n, 1, S5_MANY_CHUNKS, S5_MANY_DELAY_MS, sample_pid=t["pid"],
+                res = run_sse(t, n, 1, chunks, S5_MANY_DELAY_MS, sample_pid=t["pid"],
                               parallelism=200, timeout=600)
                 if fresh:
                     self.s.wait_logs_shipped(port=port)
@@ -950,7 +953,7 @@ class Bench:
                     fresh.stop()
             series = res.pop("rss_series")
             # A stream lasts chunks x delay; none ends before that.
-            during = open_rss_kib(series, S5_MANY_CHUNKS * S5_MANY_DELAY_MS / 1000)
+            during = open_rss_kib(series, chunks * S5_MANY_DELAY_MS / 1000)
             res.update(streams=n, before_rss_kib=before, open_rss_kib=during,
                        per_stream_kib=per_stream_kib(before, during, res["max_open"]))
             self.put("S5-many", name, res)

@@ -26,7 +26,7 @@
 #      out); prints the table of medians (ranges) and the bar, and writes
 #      bench/results/<timestamp>.json and .md.
 #
-# A full run takes about 9 minutes, --quick under 2 (after the build).
+# A full run takes about 16 minutes, --quick about 3 (after the build).
 # Needs: a Rust toolchain, python3, taskset (util-linux), 2 cores, root for
 # apt-get (or nginx, wrk and oha already installed). Run it on an otherwise
 # idle machine: the load average is recorded, and a warning printed at >= 0.5.
