@@ -18,7 +18,9 @@ Scenarios (durations are for a full run; --quick shortens them):
   S2  50 ms mock at 500/1000/2000 req/s, open loop, latency-corrected (oha)
   S3  instant mock, 64 connections, closed loop (wrk): req/s, CPU us/req, busy
   S4  64 chunks 20 ms apart, 1/100/500 concurrent streams (llmgw-bench sse)
-  S5  RSS idle, and peak while 1,000 streams are open
+  S5  RSS idle, and peak while 1,000 streams are open; then 10,000 open streams
+      (fewer if the file-descriptor limit cannot hold them) through nginx and a
+      fresh data plane: RSS with all of them open, KiB per open stream
   S6  S3 with full request logging (bodies included) vs a second data plane
       started with --request-log off (and a key that logs no bodies between);
       then N requests with a fresh key and the log rows counted (= N)
@@ -43,6 +45,7 @@ import os
 import platform
 import random
 import re
+import resource
 import secrets
 import shlex
 import shutil
@@ -70,6 +73,17 @@ SUT_CORE = "0"
 FLOOR = "hyper-floor"
 PEERS = ("litellm",)
 LOAD_CORE = "1"
+
+# S5's many streams: how many, and what each is. One content chunk a
+# second per stream keeps 10,000 streams at 10,000 frames a second, which
+# one core relays without falling behind; 48 chunks keep every stream open
+# until the last of them has been opened (about 500 a second here).
+S5_MANY = 10_000
+S5_MANY_CHUNKS = 48
+S5_MANY_DELAY_MS = 1000
+# Descriptors a proxy keeps for itself (the data plane's FD_RESERVE in
+# dataplane/src/lib.rs): the rest hold two per stream, client and upstream.
+S5_FD_RESERVE = 256
 
 # Client APIs of the routes: path and how the key is sent.
 API_PATH = {"chat": "/v1/chat/completions", "messages": "/v1/messages"}
@@ -237,6 +251,13 @@ class Stack:
         self.ops_ports = {}
         self.nginx_port = free_port()
         self.keys = {}
+        # S5's many streams need two descriptors each in the proxy.
+        self.fd_limit = raise_fd_limit()
+        self.s5_streams = streams_that_fit(S5_MANY, self.fd_limit)
+        if self.s5_streams < S5_MANY:
+            log(f"the file-descriptor limit ({self.fd_limit}) holds {self.s5_streams:,} streams "
+                f"through a proxy, not {S5_MANY:,}: S5 measures {self.s5_streams:,} and projects "
+                f"{S5_MANY:,} (raise the hard limit, e.g. `ulimit -Hn 65536` as root, to measure them)")
 
     # -- the llmgw CLI ------------------------------------------------------
     def cli(self, *argv, json_out=False, check=True, timeout=600):
@@ -353,7 +374,8 @@ class Stack:
         d = os.path.join(self.tmp, "nginx")
         os.makedirs(d)
         conf = os.path.join(d, "nginx.conf")
-        text = NGINX_CONF.format(dir=d, port=self.nginx_port, upstream=self.mock_addr)
+        text = NGINX_CONF.format(dir=d, port=self.nginx_port, upstream=self.mock_addr,
+                                 nofile=self.fd_limit)
         if wrap:
             text = text.replace("master_process on;", "master_process off;")
         with open(conf, "w") as f:
@@ -471,9 +493,9 @@ daemon off;
 master_process on;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile {nofile};
 events {{
-    worker_connections 16384;
+    worker_connections 32768;
 }}
 http {{
     access_log off;
@@ -636,7 +658,8 @@ def run_wrk(stack, target, duration, conns, key=None):
             "errors": errors, "p50_ms": j["p50_us"] / 1000, "p99_ms": j["p99_us"] / 1000}
 
 
-def run_sse(target, streams, waves, chunks, delay_ms, sample_pid=None, parallelism=64):
+def run_sse(target, streams, waves, chunks, delay_ms, sample_pid=None, parallelism=64,
+            timeout=300):
     model = target.get("models", {}).get(f"stream-{chunks}x{delay_ms}", target.get("model", "bench"))
     cmd = ["taskset", "-c", LOAD_CORE, os.path.join(BIN, "llmgw-bench"), "sse", "--model", model,
            "--api", target.get("api", "chat"),
@@ -647,15 +670,19 @@ def run_sse(target, streams, waves, chunks, delay_ms, sample_pid=None, paralleli
         cmd += ["--key", target["key"]]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
-    deadline = time.monotonic() + 300
+    series = []  # (seconds since the start, RSS KiB)
+    t0 = time.monotonic()
+    deadline = t0 + timeout
     while p.poll() is None:
         if time.monotonic() > deadline:
             p.kill()
             p.wait()
-            raise RuntimeError("llmgw-bench sse did not finish within 300 s")
+            raise RuntimeError(f"llmgw-bench sse did not finish within {timeout} s")
         if sample_pid:
             try:
-                peak = max(peak, rss_kib(sample_pid))
+                kib = rss_kib(sample_pid)
+                peak = max(peak, kib)
+                series.append((time.monotonic() - t0, kib))
             except OSError:
                 pass
         time.sleep(0.05)
@@ -664,6 +691,7 @@ def run_sse(target, streams, waves, chunks, delay_ms, sample_pid=None, paralleli
         raise RuntimeError(f"llmgw-bench sse failed: {err.strip()[:500]}")
     j = json.loads(out)
     j["peak_rss_kib"] = peak
+    j["rss_series"] = series
     return j
 
 
@@ -691,6 +719,54 @@ def med_range(values):
     if not vals:
         return None
     return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+def raise_fd_limit():
+    """The soft limit on open files raised to the hard one (children
+    inherit it); returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= hard:
+        return hard if soft == resource.RLIM_INFINITY else soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    except (ValueError, OSError):
+        return soft
+
+
+def streams_that_fit(want, fd_limit, reserve=S5_FD_RESERVE, step=100):
+    """How many streams a proxy can hold open under `fd_limit` descriptors:
+    two each (client and upstream) after `reserve`; `want` if it fits,
+    else rounded down to `step`."""
+    room = max(0, (fd_limit - reserve) // 2)
+    if want <= room:
+        return want
+    return room - room % step
+
+
+def open_rss_kib(series, first_end_s):
+    """The RSS with the streams open: the largest sample (seconds, KiB)
+    taken before the first stream can end, which leaves out the end, when
+    every stream's log record is written at once."""
+    vals = [kib for t, kib in series if t < first_end_s]
+    return max(vals) if vals else None
+
+
+def per_stream_kib(before_kib, during_kib, streams):
+    """What each open stream adds to the RSS, KiB."""
+    if during_kib is None or not streams:
+        return None
+    return (during_kib - before_kib) / streams
+
+
+def projected_mib(before_kib, per_kib, streams):
+    """The RSS at `streams` open streams, MiB, from a measured KiB per
+    stream (for a run whose descriptors could not hold that many)."""
+    if per_kib is None:
+        return None
+    return (before_kib + per_kib * streams) / 1024
 
 
 # ---------------------------------------------------------------------------
@@ -836,9 +912,54 @@ class Bench:
             res = run_sse(t, 1000, 1, 64, 100, sample_pid=t["pid"], parallelism=200)
             res["idle_rss_kib"] = self.raw.get("S5-fresh", {}).get(name)
             res["idle_after_load_rss_kib"] = idle
+            res.pop("rss_series", None)
             self.put("S5", name, res)
             log(f"S5 {name}: idle after load {idle / 1024:.1f} MiB, 1000 streams peak "
                 f"{res['peak_rss_kib'] / 1024:.1f} MiB (max open {res['max_open']}, "
+                f"errors {res['errors']})")
+        self.s5_many(r)
+
+    def s5_many(self, r):
+        """S5_MANY streams (or as many as the descriptors hold) through
+        nginx and through a data plane started for the measurement, so that
+        neither the heap of the earlier scenarios nor their pooled upstream
+        connections count: RSS just before, with every stream open, and at
+        the end (every record written at once), and KiB per open stream."""
+        n = self.s.s5_streams
+        chunks = S5_MANY_CHUNKS
+        if self.a.quick:  # a smoke test of the scenario, not its figure
+            n, chunks = min(n, 2_000), 16
+        for name in rotated(["nginx", "llmgw"], r):
+            fresh = None
+            if name == "llmgw":
+                port = free_port()
+                # Its connection cap (10,000 by default) above the streams,
+                # so the warm-up's closing connections cannot refuse one.
+                fresh = self.s.start_dataplane("dataplane-s5", port, f"bench-s5-{r}",
+                                               extra=("--max-connections", str(n + 1000)))
+                t = {"addr": f"127.0.0.1:{port}", "key": self.s.keys["bench-full"], "pid": fresh.pid}
+            else:
+                t = self.t[name]
+            try:
+                run_sse(t, 10, 1, 4, 1)  # the first snapshot, a first connection
+                time.sleep(1)
+                before = rss_kib(t["pid"])
+                res = run_sse(t, n, 1, chunks, S5_MANY_DELAY_MS, sample_pid=t["pid"],
+                              parallelism=200, timeout=600)
+                if fresh:
+                    self.s.wait_logs_shipped(port=port)
+            finally:
+                if fresh:
+                    fresh.stop()
+            series = res.pop("rss_series")
+            # A stream lasts chunks x delay; none ends before that.
+            during = open_rss_kib(series, chunks * S5_MANY_DELAY_MS / 1000)
+            res.update(streams=n, before_rss_kib=before, open_rss_kib=during,
+                       per_stream_kib=per_stream_kib(before, during, res["max_open"]))
+            self.put("S5-many", name, res)
+            log(f"S5 {n} streams {name}: before {before / 1024:.1f} MiB, all open "
+                f"{(during or 0) / 1024:.1f} MiB, peak {res['peak_rss_kib'] / 1024:.1f} MiB, "
+                f"{res['per_stream_kib'] or 0:.1f} KiB per open stream (max open {res['max_open']}, "
                 f"errors {res['errors']})")
 
     def s6(self, r):
@@ -1239,6 +1360,8 @@ def summarize(raw, names):
                 "max_open": min(r["max_open"] for r in rows),
                 "errors": sum(r["errors"] for r in rows),
             }
+    if "S5-many" in raw:
+        S["S5-many"] = summarize_s5_many(raw["S5-many"])
     if "S6" in raw:
         b, nb, off = (raw["S6"].get(k, []) for k in ("bodies", "no-bodies", "off"))
 
@@ -1277,6 +1400,30 @@ def summarize(raw, names):
             "dp_rss_mib": s7["dp_rss_kib"] / 1024,
         }
     return S
+
+
+def summarize_s5_many(raw):
+    """S5's many streams, per target: MiB with them open, KiB per open
+    stream, its ratio to nginx's from the same round, and the MiB at
+    S5_MANY projected from the KiB per stream."""
+    out = {}
+    nginx = {i: r["per_stream_kib"] for i, r in enumerate(raw.get("nginx", []))}
+    for name, rows in raw.items():
+        out[name] = {
+            "streams": min(r["streams"] for r in rows),
+            "max_open": min(r["max_open"] for r in rows),
+            "errors": sum(r["errors"] for r in rows),
+            "before_mib": med_range([r["before_rss_kib"] / 1024 for r in rows]),
+            "open_mib": med_range([r["open_rss_kib"] / 1024 for r in rows if r["open_rss_kib"]]),
+            "peak_mib": med_range([r["peak_rss_kib"] / 1024 for r in rows]),
+            "per_stream_kib": med_range([r["per_stream_kib"] for r in rows]),
+            "per_stream_vs_nginx": med_range([r["per_stream_kib"] / nginx[i]
+                                              for i, r in enumerate(rows)
+                                              if r["per_stream_kib"] is not None and nginx.get(i)]),
+            "projected_mib": med_range([projected_mib(r["before_rss_kib"], r["per_stream_kib"],
+                                                      S5_MANY) for r in rows]),
+        }
+    return out
 
 
 def summarize_routes(raw, routes):
@@ -1486,6 +1633,18 @@ def table(S, names):
         row("S5 memory", "RSS idle (fresh) MiB", lambda c: mr(s[c]["idle_rss_mib"], 1))
         row("S5", "RSS idle after load MiB", lambda c: mr(s[c]["idle_after_load_rss_mib"], 1))
         row("S5", "RSS 1,000 streams MiB", lambda c: mr(s[c]["peak_rss_1000_mib"], 1))
+    if "S5-many" in S:
+        s = S["S5-many"]
+        n = max(v["streams"] for v in s.values())
+        has = lambda f: (lambda c: f(s[c]) if c in s else "—")  # noqa: E731
+        row(f"S5 {n:,} streams", "RSS before MiB", has(lambda v: mr(v["before_mib"], 1)))
+        row("S5", f"RSS {n:,} open MiB", has(lambda v: mr(v["open_mib"], 1)))
+        row("S5", "RSS peak (as they end) MiB", has(lambda v: mr(v["peak_mib"], 1)))
+        row("S5", "KiB per open stream", has(lambda v: mr(v["per_stream_kib"], 1)))
+        row("S5", "KiB per open stream, ratio to nginx", has(lambda v: mr(v["per_stream_vs_nginx"], 2)))
+        if n < S5_MANY:
+            row("S5", f"RSS at {S5_MANY:,} streams, projected MiB", has(lambda v: mr(v["projected_mib"], 0)))
+        row("S5", "max open / errors", has(lambda v: f"{v['max_open']:,} / {v['errors']}"))
     if "S6" in S:
         s = S["S6"]
         only = lambda v: (lambda c: v if c == "llmgw" else "—")  # noqa: E731
@@ -1546,6 +1705,13 @@ def bar(S):
     v = g("S5", "llmgw", "peak_rss_1000_mib", "median")
     check("S5 RSS 1,000 streams ≤ 150 MB", v, 150e6 / 2**20, v is not None and v * 2**20 <= 150e6,
           f"{v * 2**20 / 1e6:.1f} MB" if v else "—")
+    v = g("S5-many", "llmgw", "per_stream_kib", "median")
+    check("S5 ≤ 100 KiB per open stream", v, 100, v is not None and v <= 100,
+          f"{v:.1f} KiB" if v is not None else "—")
+    n = g("S5-many", "llmgw", "streams")
+    v = g("S5-many", "llmgw", "open_mib" if n == S5_MANY else "projected_mib", "median")
+    check(f"S5 {S5_MANY:,} streams in ≤ 1 GiB", v, 1024, v is not None and v <= 1024,
+          (f"{v:.0f} MiB" + ("" if n == S5_MANY else f" (projected from {n:,})")) if v else "—")
     v = g("S6", "throughput_ratio", "median")
     check("S6 full logging costs ≤ 10% throughput", v, 0.9, v is not None and v >= 0.9,
           f"{(1 - v) * 100:.1f}% (full logging with bodies vs --request-log off)" if v else "—")

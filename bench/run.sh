@@ -26,7 +26,7 @@
 #      out); prints the table of medians (ranges) and the bar, and writes
 #      bench/results/<timestamp>.json and .md.
 #
-# A full run takes about 9 minutes, --quick under 2 (after the build).
+# A full run takes about 16 minutes, --quick about 3 (after the build).
 # Needs: a Rust toolchain, python3, taskset (util-linux), 2 cores, root for
 # apt-get (or nginx, wrk and oha already installed). Run it on an otherwise
 # idle machine: the load average is recorded, and a warning printed at >= 0.5.
@@ -100,7 +100,10 @@ else
     log "not building (--no-build): the binaries as they are"
 fi
 
-# 1,000 streams through a proxy need more than 1,024 file descriptors.
+# S5's 10,000 streams need two file descriptors each in the proxy (client
+# and upstream), one each in the mock and the load generator: raise the
+# limit (soft and hard; the hard one only as root with CAP_SYS_RESOURCE),
+# else to the hard limit, and the harness measures what that holds.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 exec python3 "$ROOT/bench/harness.py" "$@"

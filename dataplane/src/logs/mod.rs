@@ -21,6 +21,7 @@
 //! pipeline's [`Losses`], which `/metrics` exports and which reports them in
 //! the process log at a bounded rate.
 
+pub mod capture;
 pub mod loss;
 pub mod shipper;
 pub mod spool;

@@ -123,11 +123,31 @@ impl FieldWriter {
         if value.is_empty() {
             return;
         }
-        self.buf
-            .reserve(2 + encoded_len_varint(value.len() as u64) + value.len());
+        self.reserve(2 + encoded_len_varint(value.len() as u64) + value.len());
         encode_key(field, WireType::LengthDelimited, &mut self.buf);
         put_len(&mut self.buf, value.len());
         self.buf.extend_from_slice(value.as_bytes());
+    }
+
+    /// Room for `n` more bytes. A large addition (a body) gets that room
+    /// and [`TAIL`] more, not the doubling a growing buffer does: a record
+    /// is held as it is while its response streams and while it waits in
+    /// the log pipeline, and a doubled buffer could hold twice the record.
+    fn reserve(&mut self, n: usize) {
+        let free = self.buf.capacity() - self.buf.len();
+        if n < EXACT_FROM || free >= n {
+            self.buf.reserve(n);
+            return;
+        }
+        let mut grown = BytesMut::with_capacity(self.buf.len() + n + TAIL);
+        grown.extend_from_slice(&self.buf);
+        self.buf = grown;
+    }
+
+    /// Bytes of memory the buffer holds, used or not.
+    #[cfg(test)]
+    pub fn allocated(&self) -> usize {
+        self.buf.capacity()
     }
 
     pub fn bool(&mut self, field: u32, value: bool) {
@@ -163,6 +183,14 @@ impl FieldWriter {
         self.buf.freeze()
     }
 }
+
+/// Additions from this size on (bodies) grow a record's buffer by exactly
+/// what they need, plus [`TAIL`]; smaller ones (headers, names) grow it
+/// the usual way.
+const EXACT_FROM: usize = 4096;
+/// Room left after a body for what a record still gets after it: the
+/// response's headers and a few short fields.
+const TAIL: usize = 1024;
 
 /// Tags of a map entry's key (field 1) and value (field 2), both strings.
 const MAP_KEY: u8 = 1 << 3 | WireType::LengthDelimited as u8;
@@ -315,6 +343,25 @@ mod tests {
             cost: 0.5,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_body_grows_the_record_by_what_it_needs_not_by_doubling() {
+        let mut w = FieldWriter::with_capacity(256);
+        w.map_entry(field::REQUEST_HEADERS, "content-type", "application/json");
+        let request = "r".repeat(40_000);
+        w.string(field::REQUEST_BODY, &request);
+        // The response's headers fit in what was left after the body.
+        let before = w.allocated();
+        for i in 0..10 {
+            w.map_entry(field::RESPONSE_HEADERS, &format!("x-h{i}"), "value");
+        }
+        assert_eq!(w.allocated(), before);
+        let response = "s".repeat(65_536);
+        w.string(field::RESPONSE_BODY, &response);
+        let used = w.buf.len();
+        assert!(used > 105_000);
+        assert!(w.allocated() <= used + TAIL, "{} for {used}", w.allocated());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::dialect::{Dialect, Endpoint, StreamSeen, Usage};
 use super::openai::is_usage_chunk;
 use super::sse::{self, Splitter};
+use crate::logs::capture::Capture;
 
 /// Largest non-streaming body parsed for usage.
 const MAX_PARSED_BODY: usize = 8 << 20;
@@ -28,9 +29,7 @@ pub struct Observer {
     whole: BytesMut,
     whole_overflow: bool,
     /// What the request log keeps of the response.
-    pub logged: BytesMut,
-    log_cap: usize,
-    pub log_truncated: bool,
+    pub logged: Capture,
 }
 
 impl Observer {
@@ -51,18 +50,12 @@ impl Observer {
             stop_reason: String::new(),
             whole: BytesMut::new(),
             whole_overflow: false,
-            logged: BytesMut::new(),
-            log_cap,
-            log_truncated: false,
+            logged: Capture::new(log_cap),
         }
     }
 
     fn log(&mut self, b: &[u8]) {
-        let room = self.log_cap.saturating_sub(self.logged.len());
-        if b.len() > room {
-            self.log_truncated = true;
-        }
-        self.logged.extend_from_slice(&b[..b.len().min(room)]);
+        self.logged.push(b);
     }
 
     pub fn streaming(&self) -> bool {
@@ -301,7 +294,7 @@ mod tests {
             Bytes::from_static(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3}}\n\n");
         assert_eq!(o.feed(chunk.clone()), chunk);
         assert_eq!(o.usage().unwrap().input, 3);
-        assert!(o.log_truncated);
+        assert!(o.logged.truncated());
         assert_eq!(o.logged.len(), 4);
     }
 

@@ -154,10 +154,10 @@ impl Relay {
     }
 
     /// What the log keeps of the response, and whether it was cut.
-    fn take_logged(&mut self) -> (bytes::BytesMut, bool) {
+    fn take_logged(&mut self) -> (Bytes, bool) {
         match self {
-            Relay::Pass(o) => (std::mem::take(&mut o.logged), o.log_truncated),
-            Relay::Translate(t) => (std::mem::take(&mut t.logged), t.log_truncated),
+            Relay::Pass(o) => (o.logged.take(), o.logged.truncated()),
+            Relay::Translate(t) => (std::mem::take(&mut t.logged).freeze(), t.log_truncated),
         }
     }
 }

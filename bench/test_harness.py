@@ -1,0 +1,75 @@
+"""Unit tests of the figures bench/harness.py computes (no processes are
+started): `python3 -m pytest bench/test_harness.py`."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+
+
+def test_streams_fit_two_descriptors_each_after_the_reserve():
+    assert harness.streams_that_fit(10_000, 65_536) == 10_000
+    # Exactly enough: 256 + 2 x 10,000.
+    assert harness.streams_that_fit(10_000, 20_256) == 10_000
+    # One short: rounded down to the step.
+    assert harness.streams_that_fit(10_000, 20_255) == 9_900
+    assert harness.streams_that_fit(10_000, 20_000) == 9_800
+    assert harness.streams_that_fit(10_000, 1_024) == 300
+    assert harness.streams_that_fit(10_000, 100) == 0
+
+
+def test_open_rss_leaves_out_the_end_of_the_streams():
+    series = [(0.0, 100), (1.0, 400), (9.9, 500), (10.0, 900), (11.0, 300)]
+    # Streams of 10 s: nothing ends before 10 s.
+    assert harness.open_rss_kib(series, 10.0) == 500
+    assert harness.open_rss_kib(series, 0.0) is None
+
+
+def test_per_stream_and_projection():
+    # 10 MiB before, 110 MiB with 1,000 open: 102.4 KiB each.
+    before, during = 10 * 1024, 110 * 1024
+    per = harness.per_stream_kib(before, during, 1_000)
+    assert abs(per - 102.4) < 1e-9
+    assert harness.per_stream_kib(before, None, 1_000) is None
+    assert harness.per_stream_kib(before, during, 0) is None
+    # 10 MiB + 10,000 x 102.4 KiB = 1,010 MiB.
+    assert abs(harness.projected_mib(before, per, 10_000) - 1010.0) < 1e-9
+    assert harness.projected_mib(before, None, 10_000) is None
+
+
+def _round(per, before=10_240, open_kib=None, streams=9_800):
+    return {"streams": streams, "max_open": streams, "errors": 0, "before_rss_kib": before,
+            "open_rss_kib": open_kib or before + per * streams, "peak_rss_kib": before + per * streams + 1,
+            "per_stream_kib": per}
+
+
+def test_s5_summary_ratios_are_per_round_against_nginx():
+    raw = {"nginx": [_round(10.0), _round(20.0)], "llmgw": [_round(50.0), _round(60.0)]}
+    s = harness.summarize_s5_many(raw)
+    # Round 1: 50 / 10, round 2: 60 / 20.
+    assert s["llmgw"]["per_stream_vs_nginx"]["min"] == 3.0
+    assert s["llmgw"]["per_stream_vs_nginx"]["max"] == 5.0
+    assert s["llmgw"]["per_stream_kib"]["median"] == 55.0
+    assert s["nginx"]["per_stream_vs_nginx"]["median"] == 1.0
+    # 10 MiB + 10,000 x 50 KiB and x 60 KiB.
+    assert s["llmgw"]["projected_mib"]["min"] == (10_240 + 500_000) / 1024
+    assert s["llmgw"]["streams"] == 9_800
+
+
+def test_the_bar_uses_the_projection_only_when_fewer_streams_were_measured():
+    def bar_for(streams):
+        raw = {"nginx": [_round(10.0, streams=streams)],
+               "llmgw": [_round(90.0, streams=streams, open_kib=2_000_000)]}
+        S = {"S5-many": harness.summarize_s5_many(raw)}
+        return {c["target"]: c for c in harness.bar(S)}
+
+    measured = bar_for(10_000)["S5 10,000 streams in ≤ 1 GiB"]
+    assert measured["value"] == 2_000_000 / 1024
+    assert measured["met"] is False
+    projected = bar_for(9_800)["S5 10,000 streams in ≤ 1 GiB"]
+    assert projected["value"] == (10_240 + 900_000) / 1024
+    assert projected["met"] is True
+    assert "projected from 9,800" in projected["shown"]
+    assert bar_for(9_800)["S5 ≤ 100 KiB per open stream"]["met"] is True
