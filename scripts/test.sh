@@ -188,6 +188,8 @@ stage_python_sdk() {
         "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
         printf '%s\n' "$want" >"$stamp"
     fi
+    # The benchmark harness's figure computations (no processes started).
+    PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider bench/test_harness.py
     PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" -m pytest -q -n 2 tests/python
 }
 
