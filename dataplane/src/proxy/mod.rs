@@ -287,7 +287,10 @@ impl Proxy {
             encoded,
             started,
         };
-        let mut resp = match self.proxy(req, endpoint, d, &mut pending).await {
+        // Boxed: the proxying future is several KiB (the attempt, the
+        // upstream exchange, the response), and the server moves the
+        // handler's future a few times before polling it; a box moves once.
+        let mut resp = match Box::pin(self.proxy(req, endpoint, d, &mut pending)).await {
             Ok(resp) => resp,
             Err((kind, message)) => {
                 let r = pending.record();
