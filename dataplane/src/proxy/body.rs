@@ -105,19 +105,34 @@ fn find_quote_or_backslash(b: &[u8]) -> Option<usize> {
 }
 
 /// Whether a raw JSON string (quotes included) is `name`. Keys without an
-/// escape compare as bytes; only an escaped key is decoded. `name` is a
-/// plain member name (no quote, backslash or control character), so bytes
-/// equal to it are that name, and a key that differs from it without an
-/// escape is another name.
+/// escape compare as bytes; only an escaped key is decoded.
 fn key_is(quoted: &[u8], name: &str) -> bool {
-    let inner = &quoted[1..quoted.len().saturating_sub(1)];
-    if inner == name.as_bytes() {
-        return true;
+    Key::of(quoted).is(name)
+}
+
+/// A member's key, looked at once for any number of names: its bytes, or
+/// for a key with an escape its decoded text (`None` if it is not valid).
+enum Key<'b> {
+    Plain(&'b [u8]),
+    Escaped(Option<String>),
+}
+
+impl<'b> Key<'b> {
+    fn of(quoted: &'b [u8]) -> Self {
+        let inner = &quoted[1..quoted.len().saturating_sub(1)];
+        if inner.contains(&b'\\') {
+            Key::Escaped(serde_json::from_slice::<String>(quoted).ok())
+        } else {
+            Key::Plain(inner)
+        }
     }
-    if !inner.contains(&b'\\') {
-        return false;
+
+    fn is(&self, name: &str) -> bool {
+        match self {
+            Key::Plain(k) => *k == name.as_bytes(),
+            Key::Escaped(k) => k.as_deref() == Some(name),
+        }
     }
-    serde_json::from_slice::<String>(quoted).is_ok_and(|k| k == name)
 }
 
 /// One top-level member: its raw key (quotes included) and value span.
@@ -177,8 +192,9 @@ pub fn top_levels<'b, const N: usize>(
 ) -> Option<[Option<&'b [u8]>; N]> {
     let mut out = [None; N];
     for_each_member(body, |(k, s)| {
+        let k = Key::of(k);
         for (slot, name) in out.iter_mut().zip(names) {
-            if key_is(k, name) {
+            if k.is(name) {
                 *slot = Some(&body[s.start..s.end]);
             }
         }

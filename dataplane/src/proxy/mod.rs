@@ -560,13 +560,13 @@ impl Proxy {
         let tokenizer_model = model
             .targets
             .first()
-            .map_or(model_name.clone(), |t| t.upstream_model.clone());
+            .map_or(model_name.as_str(), |t| t.upstream_model.as_str());
         let facts = RequestFacts {
             headers: &parts.headers,
             raw: &raw,
             tree: std::cell::OnceCell::new(),
             key: &key.name,
-            tokenizer_model: &tokenizer_model,
+            tokenizer_model,
             input_tokens: std::cell::OnceCell::new(),
         };
         let plan = routing::plan(model, endpoint.api(), &facts, &self.state);
@@ -582,7 +582,7 @@ impl Proxy {
                 .wire()
                 .map_or(Wire::Anthropic, translate::wire);
             let t = Translation::decode(from, endpoint, &raw, path_model.as_deref(), false, true)?;
-            let n = translate::count_locally(&tokenizer_model, &t).await;
+            let n = translate::count_locally(tokenizer_model, &t).await;
             return Ok(self.count_tokens_locally(endpoint, n, log_bodies.then_some(cap), pending));
         }
         self.attempts(
