@@ -201,15 +201,16 @@ impl Plain<'_> {
         loop {
             self.eat(b'"')?;
             let start = self.i;
-            while let Some(&c) = self.b.get(self.i) {
-                match c {
-                    b'"' => break,
-                    b' '..=b'~' if c != b'\\' => self.i += 1,
-                    _ => return None,
-                }
+            let len = memchr::memchr(b'"', &self.b[start..])?;
+            let key = &self.b[start..start + len];
+            // Checked without an early exit, which the compiler vectorises.
+            let printable = key.iter().fold(true, |ok, &c| {
+                ok & (b' '..=b'~').contains(&c) & (c != b'\\')
+            });
+            if !printable {
+                return None;
             }
-            let key = &self.b[start..self.i];
-            self.eat(b'"')?;
+            self.i = start + len + 1;
             self.eat(b':')?;
             member(self, key)?;
             self.ws();
