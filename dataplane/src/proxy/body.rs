@@ -107,26 +107,47 @@ fn find_quote_or_backslash(b: &[u8]) -> Option<usize> {
 /// Whether a raw JSON string (quotes included) is `name`. Keys without an
 /// escape compare as bytes; only an escaped key is decoded.
 fn key_is(quoted: &[u8], name: &str) -> bool {
-    let inner = &quoted[1..quoted.len().saturating_sub(1)];
-    if !inner.contains(&b'\\') {
-        return inner == name.as_bytes();
+    Key::of(quoted).is(name)
+}
+
+/// A member's key, looked at once for any number of names: its bytes, or
+/// for a key with an escape its decoded text (`None` if it is not valid).
+enum Key<'b> {
+    Plain(&'b [u8]),
+    Escaped(Option<String>),
+}
+
+impl<'b> Key<'b> {
+    fn of(quoted: &'b [u8]) -> Self {
+        let inner = &quoted[1..quoted.len().saturating_sub(1)];
+        if inner.contains(&b'\\') {
+            Key::Escaped(serde_json::from_slice::<String>(quoted).ok())
+        } else {
+            Key::Plain(inner)
+        }
     }
-    serde_json::from_slice::<String>(quoted).is_ok_and(|k| k == name)
+
+    fn is(&self, name: &str) -> bool {
+        match self {
+            Key::Plain(k) => *k == name.as_bytes(),
+            Key::Escaped(k) => k.as_deref() == Some(name),
+        }
+    }
 }
 
 /// One top-level member: its raw key (quotes included) and value span.
 type Member<'b> = (&'b [u8], Span);
 
-/// The members of the top-level object, and the position of the closing
-/// brace.
-fn members(body: &[u8]) -> Option<(Vec<Member<'_>>, usize)> {
+/// Calls `each` with every member of the top-level object, in order, and
+/// returns the position of the closing brace; `None` when the body is not
+/// an object. Nothing is collected: a caller keeps what it looks for.
+fn for_each_member<'b>(body: &'b [u8], mut each: impl FnMut(Member<'b>)) -> Option<usize> {
     let mut s = Scanner { b: body, i: 0 };
     s.ws();
     s.eat(b'{')?;
-    let mut out = Vec::new();
     s.ws();
     if s.peek()? == b'}' {
-        return Some((out, s.i));
+        return Some(s.i);
     }
     loop {
         s.ws();
@@ -136,26 +157,30 @@ fn members(body: &[u8]) -> Option<(Vec<Member<'_>>, usize)> {
         s.ws();
         s.eat(b':')?;
         let span = s.value()?;
-        out.push((key, span));
+        each((key, span));
         s.ws();
         match s.peek()? {
             b',' => s.i += 1,
-            b'}' => return Some((out, s.i)),
+            b'}' => return Some(s.i),
             _ => return None,
         }
     }
+}
+
+/// The members of the top-level object, and the position of the closing
+/// brace.
+fn members(body: &[u8]) -> Option<(Vec<Member<'_>>, usize)> {
+    let mut out = Vec::new();
+    let close = for_each_member(body, |m| out.push(m))?;
+    Some((out, close))
 }
 
 /// The raw bytes of the top-level member `name` (the last one, as a JSON
 /// parser keeps), without parsing anything else. `None` when the body is
 /// not an object or has no such member.
 pub fn top_level<'b>(body: &'b [u8], name: &str) -> Option<&'b [u8]> {
-    let (members, _) = members(body)?;
-    members
-        .iter()
-        .rev()
-        .find(|(k, _)| key_is(k, name))
-        .map(|(_, s)| &body[s.start..s.end])
+    let [found] = top_levels(body, [name])?;
+    found
 }
 
 /// The raw bytes of each top-level member of `names` (the last one of a
@@ -165,27 +190,27 @@ pub fn top_levels<'b, const N: usize>(
     body: &'b [u8],
     names: [&str; N],
 ) -> Option<[Option<&'b [u8]>; N]> {
-    let (members, _) = members(body)?;
     let mut out = [None; N];
-    for (k, s) in &members {
+    for_each_member(body, |(k, s)| {
+        let k = Key::of(k);
         for (slot, name) in out.iter_mut().zip(names) {
-            if key_is(k, name) {
+            if k.is(name) {
                 *slot = Some(&body[s.start..s.end]);
             }
         }
-    }
+    })?;
     Some(out)
 }
 
 /// Replaces the value of every top-level `model` member with `model`.
 /// Returns `None` when the body is not a JSON object with a `model`.
 pub fn replace_model(body: &[u8], model: &str) -> Option<Bytes> {
-    let (members, _) = members(body)?;
-    let spans: Vec<Span> = members
-        .iter()
-        .filter(|(k, _)| key_is(k, "model"))
-        .map(|(_, s)| *s)
-        .collect();
+    let mut spans: Vec<Span> = Vec::new();
+    for_each_member(body, |(k, s)| {
+        if key_is(k, "model") {
+            spans.push(s);
+        }
+    })?;
     if spans.is_empty() {
         return None;
     }

@@ -290,7 +290,10 @@ impl Proxy {
             encoded,
             started,
         };
-        let mut resp = match self.proxy(req, endpoint, d, &mut pending).await {
+        // Boxed: the proxying future is several KiB (the attempt, the
+        // upstream exchange, the response), and the server moves the
+        // handler's future a few times before polling it; a box moves once.
+        let mut resp = match Box::pin(self.proxy(req, endpoint, d, &mut pending)).await {
             Ok(resp) => resp,
             Err((kind, message)) => {
                 let r = pending.record();
@@ -576,13 +579,13 @@ impl Proxy {
         let tokenizer_model = model
             .targets
             .first()
-            .map_or(model_name.clone(), |t| t.upstream_model.clone());
+            .map_or(model_name.as_str(), |t| t.upstream_model.as_str());
         let facts = RequestFacts {
             headers: &parts.headers,
             raw: &raw,
             tree: std::cell::OnceCell::new(),
             key: &key.name,
-            tokenizer_model: &tokenizer_model,
+            tokenizer_model,
             input_tokens: std::cell::OnceCell::new(),
         };
         let plan = routing::plan(model, endpoint.api(), &facts, &self.state);
@@ -598,7 +601,7 @@ impl Proxy {
                 .wire()
                 .map_or(Wire::Anthropic, translate::wire);
             let t = Translation::decode(from, endpoint, &raw, path_model.as_deref(), false, true)?;
-            let n = translate::count_locally(&tokenizer_model, &t).await;
+            let n = translate::count_locally(tokenizer_model, &t).await;
             return Ok(self.count_tokens_locally(endpoint, n, log_bodies.then_some(cap), pending));
         }
         self.attempts(

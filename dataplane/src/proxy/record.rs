@@ -140,16 +140,20 @@ pub fn is_zero(u: &Usage) -> bool {
     u.input == 0 && u.output == 0 && u.cache_read == 0 && u.cache_write == 0
 }
 
-/// Headers whose values are credentials; they are masked in logs.
-const SECRET_HEADERS: &[&str] = &[
-    "authorization",
-    "x-api-key",
-    "x-goog-api-key",
-    "api-key",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-];
+/// Whether a header's values are credentials, masked in logs. One `match`,
+/// which compares a name only with those of its length.
+fn is_secret_header(name: &str) -> bool {
+    matches!(
+        name,
+        "authorization"
+            | "x-api-key"
+            | "x-goog-api-key"
+            | "api-key"
+            | "proxy-authorization"
+            | "cookie"
+            | "set-cookie"
+    )
+}
 
 /// Writes `headers` into map field `field`, secrets masked. A name's
 /// values come one after another in a `HeaderMap`; they are joined into one
@@ -160,7 +164,7 @@ pub fn log_headers(w: &mut FieldWriter, field: u32, headers: &HeaderMap) {
     let mut it = headers.iter().peekable();
     while let Some((name, v)) = it.next() {
         let n = name.as_str();
-        let secret = SECRET_HEADERS.contains(&n);
+        let secret = is_secret_header(n);
         let single = it.peek().is_none_or(|(next, _)| *next != name);
         if single && !secret {
             // The common case: written straight from the header.
@@ -445,6 +449,24 @@ mod tests {
         assert_eq!(r["x-api-key"], "****");
         assert_eq!(r["user-agent"], "ua");
         assert_eq!(r["x-empty"], "");
+    }
+
+    #[test]
+    fn the_secret_headers_are_these() {
+        for n in [
+            "authorization",
+            "x-api-key",
+            "x-goog-api-key",
+            "api-key",
+            "proxy-authorization",
+            "cookie",
+            "set-cookie",
+        ] {
+            assert!(is_secret_header(n), "{n}");
+        }
+        for n in ["x-api-keys", "authorizatio", "content-type", "api_key", ""] {
+            assert!(!is_secret_header(n), "{n}");
+        }
     }
 
     #[test]

@@ -32,7 +32,11 @@ impl RouterState {
     pub fn record(&self, key: &TargetKey, ok: bool, ttfb: Option<Duration>) {
         let now = Instant::now();
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-        let stats = targets.entry(key.clone()).or_default();
+        // The key is copied only the first time a target is seen.
+        let stats = match targets.get_mut(key) {
+            Some(stats) => stats,
+            None => targets.entry(key.clone()).or_default(),
+        };
         if let Some(t) = ttfb {
             let ms = t.as_secs_f64() * 1000.0;
             stats.ttfb_ewma_ms = Some(match stats.ttfb_ewma_ms {

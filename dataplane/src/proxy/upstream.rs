@@ -120,23 +120,25 @@ impl Upstreams {
         connect_timeout: Duration,
     ) -> Result<(UpstreamClient, Uri), AttemptError> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh = entries
-            .get(provider)
-            .is_none_or(|e| e.connect_timeout != connect_timeout);
-        if fresh {
-            let client = build_client(self.tls_config()?, connect_timeout);
-            entries.insert(
-                provider.to_string(),
-                Entry {
+        // One lookup in the usual case (a known provider, same timeout).
+        let entry = match entries.get_mut(provider) {
+            Some(e) if e.connect_timeout == connect_timeout => e,
+            _ => {
+                let client = build_client(self.tls_config()?, connect_timeout);
+                let entry = Entry {
                     connect_timeout,
                     client,
                     base_url: base_url.to_string(),
                     uris: Vec::new(),
-                },
-            );
-        }
-        let Some(entry) = entries.get_mut(provider) else {
-            return Err(AttemptError::Connect("no HTTP client".into()));
+                };
+                match entries.entry(provider.to_string()) {
+                    std::collections::hash_map::Entry::Occupied(mut o) => {
+                        o.insert(entry);
+                        o.into_mut()
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => v.insert(entry),
+                }
+            }
         };
         if entry.base_url != base_url {
             entry.base_url = base_url.to_string();

@@ -15,6 +15,7 @@ use super::dialect::{Endpoint, Usage};
 /// The members of OpenAI's and Anthropic's usage objects that are counted;
 /// others are skipped without being kept.
 #[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(default)]
 struct Raw {
     prompt_tokens: Option<u64>,
@@ -81,7 +82,10 @@ pub fn from_raw(protocol: Protocol, endpoint: Endpoint, raw: &[u8]) -> Option<Us
     if raw.trim_ascii_start().first() != Some(&b'{') {
         return None;
     }
-    let r: Raw = serde_json::from_slice(raw).ok()?;
+    let r = match plain(raw) {
+        Some(r) => r,
+        None => serde_json::from_slice::<Raw>(raw).ok()?,
+    };
     Some(match (protocol, endpoint) {
         (Protocol::Anthropic, _) => Usage {
             input: r.input_tokens.unwrap_or(0),
@@ -113,6 +117,159 @@ pub fn from_raw(protocol: Protocol, endpoint: Endpoint, raw: &[u8]) -> Option<Us
             }
         }
     })
+}
+
+/// [`Raw`] read by hand from a usage object of the plain shape every
+/// provider sends: keys without escapes, values that are unsigned integers
+/// or `null`, and the details members objects of the same. Anything else
+/// (a string, a float, a nested array, an escape, a repeated counted key)
+/// gives `None`, and the caller reads it with serde as before; so whatever
+/// this returns is what serde returns for the same bytes. It spares serde's
+/// generated visitor, about 3,000 instructions for OpenAI's usage object.
+fn plain(raw: &[u8]) -> Option<Raw> {
+    let mut p = Plain { b: raw, i: 0 };
+    let mut r = Raw::default();
+    // Counted members seen, one bit each: a repeated one is serde's error.
+    let mut seen = 0u16;
+    p.object(|p, key| {
+        let (bit, slot, details): (u16, &mut Option<u64>, Option<&str>) = match key {
+            b"prompt_tokens" => (1, &mut r.prompt_tokens, None),
+            b"completion_tokens" => (1 << 1, &mut r.completion_tokens, None),
+            b"prompt_tokens_details" => {
+                (1 << 2, &mut r.prompt_tokens_details, Some("cached_tokens"))
+            }
+            b"input_tokens" => (1 << 3, &mut r.input_tokens, None),
+            b"output_tokens" => (1 << 4, &mut r.output_tokens, None),
+            b"input_tokens_details" => (1 << 5, &mut r.input_tokens_details, Some("cached_tokens")),
+            b"completion_tokens_details" => (
+                1 << 6,
+                &mut r.completion_tokens_details,
+                Some("reasoning_tokens"),
+            ),
+            b"output_tokens_details" => (
+                1 << 7,
+                &mut r.output_tokens_details,
+                Some("reasoning_tokens"),
+            ),
+            b"cache_read_input_tokens" => (1 << 8, &mut r.cache_read_input_tokens, None),
+            b"cache_creation_input_tokens" => (1 << 9, &mut r.cache_creation_input_tokens, None),
+            // Not counted: any number or null is skipped.
+            _ => {
+                p.number_or_null()?;
+                return Some(());
+            }
+        };
+        if seen & bit != 0 {
+            return None;
+        }
+        seen |= bit;
+        *slot = match details {
+            None => p.number_or_null()?,
+            Some(name) => p.details(name)?,
+        };
+        Some(())
+    })?;
+    p.ws();
+    (p.i == raw.len()).then_some(r)
+}
+
+/// The strict little reader behind [`plain`].
+struct Plain<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Plain<'_> {
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        self.ws();
+        (self.b.get(self.i) == Some(&c)).then(|| self.i += 1)
+    }
+
+    /// An object's members, each value read by `member` (given the key's
+    /// bytes); keys must be printable ASCII without quote or backslash.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &[u8]) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            self.eat(b'"')?;
+            let start = self.i;
+            let len = memchr::memchr(b'"', &self.b[start..])?;
+            let key = &self.b[start..start + len];
+            // Checked without an early exit, which the compiler vectorises.
+            let printable = key.iter().fold(true, |ok, &c| {
+                ok & (b' '..=b'~').contains(&c) & (c != b'\\')
+            });
+            if !printable {
+                return None;
+            }
+            self.i = start + len + 1;
+            self.eat(b':')?;
+            member(self, key)?;
+            self.ws();
+            match self.b.get(self.i)? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// `null` (`None`) or an unsigned integer in JSON's form that fits a
+    /// `u64`; anything else is `None` from the outer `Option`.
+    fn number_or_null(&mut self) -> Option<Option<u64>> {
+        self.ws();
+        let rest = &self.b[self.i..];
+        if rest.starts_with(b"null") {
+            self.i += 4;
+            return Some(None);
+        }
+        let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+        // JSON has no leading zeros; a fraction or exponent is a float.
+        if digits == 0
+            || (digits > 1 && rest[0] == b'0')
+            || matches!(rest.get(digits), Some(b'.' | b'e' | b'E'))
+        {
+            return None;
+        }
+        let mut n = 0u64;
+        for &c in &rest[..digits] {
+            n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+        }
+        self.i += digits;
+        Some(Some(n))
+    }
+
+    /// A details object (or `null`): its member `name`, others skipped.
+    fn details(&mut self, name: &str) -> Option<Option<u64>> {
+        self.ws();
+        if self.b[self.i..].starts_with(b"null") {
+            self.i += 4;
+            return Some(None);
+        }
+        let mut found: Option<Option<u64>> = None;
+        self.object(|p, key| {
+            let n = p.number_or_null()?;
+            if key == name.as_bytes() {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(n);
+            }
+            Some(())
+        })?;
+        Some(found.flatten())
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +307,47 @@ mod tests {
                 assert!(fast.is_some(), "{raw}");
                 assert_eq!(fast, slow(p, e, raw), "{p:?} {e:?} {raw}");
             }
+        }
+    }
+
+    #[test]
+    fn the_plain_reading_is_serdes() {
+        // Read by hand: the same as serde's reading.
+        let plain_shapes = [
+            r#"{"completion_tokens":4,"completion_tokens_details":{"accepted_prediction_tokens":0,"audio_tokens":0,"reasoning_tokens":0,"rejected_prediction_tokens":0},"prompt_tokens":5,"prompt_tokens_details":{"audio_tokens":0,"cached_tokens":2},"total_tokens":9}"#,
+            r#"{"input_tokens":10,"input_tokens_details":{"cached_tokens":3},"output_tokens":7,"output_tokens_details":{"reasoning_tokens":1},"total_tokens":17}"#,
+            r#" { "input_tokens" : 12 , "cache_creation_input_tokens":5,"cache_read_input_tokens":4,"output_tokens":9 } "#,
+            r#"{"prompt_tokens":5,"prompt_tokens_details":null,"x":null}"#,
+            r#"{}"#,
+            r#"{"prompt_tokens_details":{"cached_tokens":null},"input_tokens_details":{}}"#,
+            r#"{"prompt_tokens":18446744073709551615,"completion_tokens":0}"#,
+        ];
+        for raw in plain_shapes {
+            let by_hand = plain(raw.as_bytes());
+            assert!(by_hand.is_some(), "{raw}");
+            assert_eq!(by_hand, serde_json::from_str::<Raw>(raw).ok(), "{raw}");
+        }
+        // Left to serde: whatever it would read otherwise, or refuse.
+        for raw in [
+            r#"{"prompt_tokens":5,"service_tier":"standard"}"#,
+            r#"{"prompt_tokens":5,"extra":[1]}"#,
+            r#"{"prompt_tokens":5,"server_tool_use":{"web_search_requests":0}}"#,
+            r#"{"prompt\u005ftokens":5}"#,
+            r#"{"prompt_tokens":05}"#,
+            r#"{"prompt_tokens":5e0}"#,
+            r#"{"prompt_tokens":5.0}"#,
+            r#"{"prompt_tokens":-1}"#,
+            r#"{"prompt_tokens":18446744073709551616}"#,
+            r#"{"prompt_tokens":true}"#,
+            r#"{"prompt_tokens":1,"prompt_tokens":2}"#,
+            r#"{"prompt_tokens_details":{"cached_tokens":1,"cached_tokens":2}}"#,
+            r#"{"prompt_tokens_details":7}"#,
+            r#"{"prompt_tokens":1}x"#,
+            r#"{"prompt_tokens":1,}"#,
+            r#"{"prompt_tokens":1"#,
+            "{\"caf\u{e9}\":1}",
+        ] {
+            assert_eq!(plain(raw.as_bytes()), None, "{raw}");
         }
     }
 
