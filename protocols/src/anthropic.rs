@@ -357,6 +357,60 @@ struct MessageOut<'a> {
     usage: UsageOut,
 }
 
+impl BlockOut<'_> {
+    /// The text of a plain text block (nothing else set).
+    fn plain_text(&self) -> Option<&str> {
+        match self {
+            BlockOut {
+                data: None,
+                id: None,
+                input: None,
+                name: None,
+                partial_json: None,
+                signature: None,
+                text: Some(Text(t)),
+                thinking: None,
+                kind: "text",
+            } => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// A whole answer's JSON: what serde writes for `rest` with `content` in
+/// it, but with plain text blocks, the bulk of an answer, written straight
+/// (serde_json writes every key and mark with a call of its own, and its
+/// escaping goes a byte at a time). `rest.content` is empty.
+fn answer_json(content: &[BlockOut<'_>], rest: &MessageOut<'_>) -> Vec<u8> {
+    const OPEN: &[u8] = b"{\"content\":[";
+    let texts: usize = content
+        .iter()
+        .filter_map(BlockOut::plain_text)
+        .map(str::len)
+        .sum();
+    let mut out = Vec::with_capacity(256 + texts + texts / 8);
+    out.extend_from_slice(OPEN);
+    for (i, b) in content.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match b.plain_text() {
+            Some(t) => {
+                out.extend_from_slice(b"{\"text\":\"");
+                crate::json::escape(&mut out, t);
+                out.extend_from_slice(b"\",\"type\":\"text\"}");
+            }
+            // Writing into a Vec cannot fail.
+            None => drop(serde_json::to_writer(&mut out, b)),
+        }
+    }
+    out.push(b']');
+    // `{"content":[]` and then the rest of the fields, in serde's order.
+    let tail = serde_json::to_vec(rest).unwrap_or_default();
+    out.extend_from_slice(tail.get(OPEN.len() + 1..).unwrap_or_default());
+    out
+}
+
 /// `message_start`, `content_block_*` and `message_stop` events.
 #[derive(Serialize)]
 struct EventOut<'a> {
@@ -1388,8 +1442,8 @@ pub fn encode_response(resp: &Response, opts: &EncoderOptions) -> Vec<u8> {
         input: opts.input_estimate,
         ..Usage::default()
     });
-    let body = MessageOut {
-        content: &content,
+    let rest = MessageOut {
+        content: &[],
         id: if resp.id.is_empty() {
             &opts.id
         } else {
@@ -1402,7 +1456,7 @@ pub fn encode_response(resp: &Response, opts: &EncoderOptions) -> Vec<u8> {
         kind: "message",
         usage: usage_out(&usage),
     };
-    serde_json::to_vec(&body).unwrap_or_default()
+    answer_json(&content, &rest)
 }
 
 // ---------------------------------------------------------------------------
@@ -2159,6 +2213,65 @@ mod tests {
     use super::*;
     use crate::chat;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_written_answer_is_what_serde_writes() {
+        let long = "a \"b\"\\ c\n\u{1}é🦀 ".repeat(20);
+        let input = json!({"city": "Paris", "n": 1});
+        let content = [
+            BlockOut {
+                signature: Some("sig"),
+                thinking: Some(Text(&long)),
+                kind: "thinking",
+                ..BlockOut::default()
+            },
+            BlockOut {
+                data: Some("opaque"),
+                kind: "redacted_thinking",
+                ..BlockOut::default()
+            },
+            BlockOut {
+                text: Some(Text(&long)),
+                kind: "text",
+                ..BlockOut::default()
+            },
+            BlockOut {
+                id: Some("toolu_1"),
+                input: Some(&input),
+                name: Some("weather"),
+                kind: "tool_use",
+                ..BlockOut::default()
+            },
+            BlockOut {
+                text: Some(Text("short")),
+                kind: "text",
+                ..BlockOut::default()
+            },
+        ];
+        for blocks in [&content[..], &content[2..3], &[]] {
+            let answer = |content| MessageOut {
+                content,
+                id: "msg_1",
+                model: "claude",
+                role: "assistant",
+                stop_reason: Some("end_turn"),
+                stop_sequence: None,
+                kind: "message",
+                usage: UsageOut {
+                    cache_creation_input_tokens: 1,
+                    cache_read_input_tokens: 2,
+                    input_tokens: 3,
+                    output_tokens: 4,
+                },
+            };
+            let ours = answer_json(blocks, &answer(&[]));
+            let theirs = serde_json::to_vec(&answer(blocks)).unwrap();
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                String::from_utf8(theirs).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn a_written_text_delta_is_what_serde_writes() {

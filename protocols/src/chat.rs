@@ -1164,8 +1164,11 @@ fn created_of(v: &Option<Value>) -> Option<i64> {
 
 /// An upstream's whole Chat Completions answer.
 pub fn decode_response(body: &[u8]) -> Result<Response, Error> {
+    // UTF-8 checked once for the whole body rather than string by string.
+    let body = std::str::from_utf8(body)
+        .map_err(|e| Error::Upstream(format!("{NAME} answer is not UTF-8: {e}")))?;
     let c: ChatCompletion =
-        serde_json::from_slice(body).map_err(|e| Error::Upstream(format!("{NAME} answer: {e}")))?;
+        serde_json::from_str(body).map_err(|e| Error::Upstream(format!("{NAME} answer: {e}")))?;
     let choice = c
         .choices
         .into_iter()

@@ -410,11 +410,13 @@ def test_every_route_variant_is_served_only_with_a_key(gw: Gateway, models) -> N
 
 def test_a_scoped_key_is_refused_other_models_by_every_endpoint(gw: Gateway) -> None:
     gp = gw.mock_provider("gemini")
-    ups = {n: f"scope-{n}-{uid()}" for n in ["oa", "ob", "aa", "ab", "ga", "gb"]}
+    ups = {n: f"scope-{n}-{uid()}" for n in ["oa", "ob", "aa", "ab", "ga", "gb", "ea", "eb"]}
     allowed = {"o": gw.add_model([f"mock:{ups['oa']}"]), "a": gw.add_model([f"mocka:{ups['aa']}"]),
-               "g": gw.add_model([f"{gp}:{ups['ga']}"])}
+               "g": gw.add_model([f"{gp}:{ups['ga']}"]),
+               "e": gw.add_model([f"mock:{ups['ea']}"], "--type", "embedding")}
     other = {"o": gw.add_model([f"mock:{ups['ob']}"]), "a": gw.add_model([f"mocka:{ups['ab']}"]),
-             "g": gw.add_model([f"{gp}:{ups['gb']}"])}
+             "g": gw.add_model([f"{gp}:{ups['gb']}"]),
+             "e": gw.add_model([f"mock:{ups['eb']}"], "--type", "embedding")}
     _, key = gw.add_key(list(allowed.values()))
     oc, ac, gc = gw.openai(key), gw.anthropic(key), gw.genai(key)
 
@@ -427,7 +429,7 @@ def test_a_scoped_key_is_refused_other_models_by_every_endpoint(gw: Gateway) -> 
                         lambda m: oc.completions.create(model=m, prompt="x")),
         "responses": (openai.PermissionDeniedError, "o",
                       lambda m: oc.responses.create(model=m, input="x")),
-        "embeddings": (openai.PermissionDeniedError, "o",
+        "embeddings": (openai.PermissionDeniedError, "e",
                        lambda m: oc.embeddings.create(model=m, input="x")),
         "messages": (anthropic.PermissionDeniedError, "a",
                      lambda m: ac.messages.create(model=m, max_tokens=5, messages=MSG)),
@@ -451,7 +453,7 @@ def test_a_scoped_key_is_refused_other_models_by_every_endpoint(gw: Gateway) -> 
             call(other[family])
         status = getattr(e.value, "status_code", None) or getattr(e.value, "code", None)
         assert status == 403, (name, e.value)
-    for n in ("ob", "ab", "gb"):
+    for n in ("ob", "ab", "gb", "eb"):
         assert gw.mock.requests(ups[n]) == [], f"a refused request reached the upstream ({n})"
 
     # The model lists show the key's models only, in each shape.
