@@ -363,18 +363,26 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     await refreshUntil(rows, 5, "streams and not");
 
     // Paging is server-side, by page token (a shared URL can set any size).
+    // The page number changes at once; the rows follow when the list call answers.
+    const ids = () => rows.evaluateAll((rs) => rs.map((r) => r.getAttribute("data-log-id")));
+    const shown = async (pred) => {
+      const deadline = Date.now() + WAIT;
+      while (!pred(await ids()) && Date.now() < deadline) await page.waitForTimeout(100);
+    };
     await page.goto(`${gw.cpUrl}/logs?limit=2&sort=latency`);
     await refreshUntil(rows, 2, "first page");
-    const firstPage = await rows.evaluateAll((rs) => rs.map((r) => r.getAttribute("data-log-id")));
+    const firstPage = await ids();
     await page.getByRole("button", { name: "Next" }).click();
     await page.waitForURL(/page=/);
     await page.getByText("Page 2").waitFor();
-    await refreshUntil(rows, 2, "second page");
-    const secondPage = await rows.evaluateAll((rs) => rs.map((r) => r.getAttribute("data-log-id")));
+    await shown((now) => now.length > 0 && now.join() !== firstPage.join());
+    const secondPage = await ids();
+    assert.equal(secondPage.length, 2);
     assert.equal(new Set([...firstPage, ...secondPage]).size, 4, "pages do not overlap");
     await page.getByRole("button", { name: "Previous" }).click();
     await page.getByText("Page 1").waitFor();
-    assert.deepEqual(await rows.evaluateAll((rs) => rs.map((r) => r.getAttribute("data-log-id"))), firstPage);
+    await shown((now) => now.join() === firstPage.join());
+    assert.deepEqual(await ids(), firstPage);
     await page.goto(`${gw.cpUrl}/logs`);
     await refreshUntil(rows, 5, "default view");
 
