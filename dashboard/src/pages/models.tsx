@@ -19,6 +19,7 @@ import { weightLabel } from "@/lib/broken";
 import { formatInt, formatPrice } from "@/lib/format";
 import { useQuery, useTitle } from "@/lib/hooks";
 import {
+  type Choice,
   CLIENT_APIS,
   maxTokensUpdate,
   MODEL_TYPES,
@@ -30,7 +31,7 @@ import {
   translationOf,
 } from "@/lib/protocols";
 
-const STRATEGIES = [
+const STRATEGIES: Choice[] = [
   { value: "priority", label: "Priority", hint: "Lowest priority first; equal priorities share traffic by weight" },
   { value: "round-robin", label: "Round robin", hint: "Every target in turn" },
   { value: "weighted", label: "Weighted", hint: "At random, in proportion to weight" },
@@ -335,6 +336,23 @@ function PriceFields({ id, value, onChange }: { id: string; value: PriceForm; on
   );
 }
 
+/** A select of named choices with the chosen one's hint under it; a stored value outside them is kept as is. */
+function ChoiceField({ id, label, choices, value, onChange }: { id: string; label: string; choices: Choice[]; value: string; onChange: (v: string) => void }) {
+  const chosen = choices.find((c) => c.value === value);
+  return (
+    <Field label={label} htmlFor={id} hint={chosen?.hint}>
+      <Select id={id} value={value} onChange={(e) => onChange(e.target.value)}>
+        {choices.map((c) => (
+          <option key={c.value} value={c.value}>
+            {c.label}
+          </option>
+        ))}
+        {chosen ? null : <option value={value}>{value}</option>}
+      </Select>
+    </Field>
+  );
+}
+
 function ModelDialog({
   model,
   providers,
@@ -419,9 +437,6 @@ function ModelDialog({
     }
   };
 
-  const strategy = STRATEGIES.find((s) => s.value === f.strategy);
-  const translation = TRANSLATIONS.find((t) => t.value === f.translation);
-  const modelType = MODEL_TYPES.find((t) => t.value === f.type);
   return (
     <Dialog open onClose={onClose} title={model ? `Edit model ${model.name}` : "Add model"} className="max-w-3xl">
       <form onSubmit={submit} className="grid gap-5">
@@ -429,40 +444,15 @@ function ModelDialog({
           <Field label="Name" htmlFor="m-name" hint="What clients send as model">
             <Input id="m-name" value={f.name} onChange={(e) => set({ name: e.target.value })} disabled={!!model} required autoFocus={!model} />
           </Field>
-          <Field label="Type" htmlFor="m-type" hint={modelType?.hint}>
-            <Select id="m-type" value={f.type} onChange={(e) => set({ type: e.target.value })}>
-              {MODEL_TYPES.map((t) => (
-                <option key={t.value} value={t.value}>
-                  {t.label}
-                </option>
-              ))}
-              {!modelType ? <option value={f.type}>{f.type}</option> : null}
-            </Select>
-          </Field>
-          <Field label="Strategy" htmlFor="m-strategy" hint={strategy?.hint}>
-            <Select id="m-strategy" value={f.strategy} onChange={(e) => set({ strategy: e.target.value })}>
-              {STRATEGIES.map((s) => (
-                <option key={s.value} value={s.value}>
-                  {s.label}
-                </option>
-              ))}
-            </Select>
-          </Field>
+          <ChoiceField id="m-type" label="Type" choices={MODEL_TYPES} value={f.type} onChange={(type) => set({ type })} />
+          <ChoiceField id="m-strategy" label="Strategy" choices={STRATEGIES} value={f.strategy} onChange={(strategy) => set({ strategy })} />
           <Field label="Attempts per target" htmlFor="m-attempts" hint="Empty uses the global default">
             <Input id="m-attempts" inputMode="numeric" placeholder="default" value={f.maxAttempts} onChange={(e) => set({ maxAttempts: e.target.value })} />
           </Field>
           <Field label="Retry delay (ms)" htmlFor="m-delay" hint="Between attempts on one target; empty uses the default">
             <Input id="m-delay" inputMode="numeric" placeholder="default" value={f.retryDelayMs} onChange={(e) => set({ retryDelayMs: e.target.value })} />
           </Field>
-          <Field label="Translation" htmlFor="m-translation" hint={translation?.hint}>
-            <Select id="m-translation" value={f.translation} onChange={(e) => set({ translation: e.target.value })}>
-              {TRANSLATIONS.map((t) => (
-                <option key={t.value} value={t.value}>
-                  {t.label}
-                </option>
-              ))}
-            </Select>
-          </Field>
+          <ChoiceField id="m-translation" label="Translation" choices={TRANSLATIONS} value={f.translation} onChange={(translation) => set({ translation })} />
           <Field label="Default max tokens" htmlFor="m-max-tokens" hint="Sent to targets that require max_tokens (Anthropic) when the client gives none">
             <Input id="m-max-tokens" inputMode="numeric" placeholder="default" value={f.defaultMaxTokens} onChange={(e) => set({ defaultMaxTokens: e.target.value })} />
           </Field>
