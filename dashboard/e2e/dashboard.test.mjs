@@ -25,6 +25,8 @@ let context;
 let page;
 let userDataDir;
 let clientKey = "";
+/** Client keys created after the first one. */
+const otherKeys = [];
 let broken = false;
 let shot = 0;
 /** Uncaught errors and CSP refusals seen in the page. */
@@ -70,6 +72,7 @@ async function assertNoSecrets(where) {
   }));
   const secrets = { "admin token": ADMIN_TOKEN, "provider key": PROVIDER_KEY, "data-plane token": DATAPLANE_TOKEN };
   if (clientKey) secrets["client key"] = clientKey;
+  for (const [i, k] of otherKeys.entries()) secrets[`client key ${i + 2}`] = k;
   for (const [what, secret] of Object.entries(secrets)) {
     for (const place of ["text", "html", "values", "title", "url"]) {
       assert.ok(!seen[place].includes(secret), `${where}: the ${what} is visible in the page (${place})`);
@@ -110,8 +113,44 @@ async function goto(label) {
   await page.getByRole("heading", { level: 1, name: label === "API keys" ? "API keys" : label }).waitFor();
 }
 
-function openai() {
-  return new OpenAI({ apiKey: clientKey, baseURL: `${gw.dpUrl}/v1`, maxRetries: 0, timeout: 15_000 });
+function openai(apiKey = clientKey) {
+  return new OpenAI({ apiKey, baseURL: `${gw.dpUrl}/v1`, maxRetries: 0, timeout: 15_000 });
+}
+
+/** Resolves once the data plane knows the client's key (it has applied the snapshot with it). */
+async function keyKnown(client) {
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    try {
+      await client.models.list();
+      return;
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
+
+/** Creates a key allowed one model through the API keys page; returns its secret, shown once. */
+async function createKey(name, model) {
+  await goto("API keys");
+  await page.getByRole("button", { name: "Create key" }).click();
+  const dialog = page.getByRole("dialog");
+  await dialog.getByLabel("Name").fill(name);
+  await dialog.getByLabel(model, { exact: true }).check();
+  await dialog.getByRole("button", { name: "Create key" }).click();
+  const secret = page.getByLabel("Secret key");
+  await secret.waitFor();
+  const key = await secret.inputValue();
+  assert.match(key, /^sk-llmgw-[A-Za-z0-9]{32}$/);
+  await page.getByText("shown only this once").waitFor();
+  await page.getByRole("button", { name: "Copy" }).click();
+  await page.getByRole("button", { name: "I have copied it" }).click();
+  await page.getByRole("dialog").waitFor({ state: "detached" });
+  const row = page.getByRole("row").filter({ hasText: name });
+  await row.getByText(`${key.slice(0, 13)}…`).waitFor();
+  await row.getByText("active").waitFor();
+  return key;
 }
 
 async function mockScript(model, steps) {
@@ -243,6 +282,7 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     const row = page.getByRole("row").filter({ hasText: "e2e-model" });
     await row.getByText("mock:mock-fail").waitFor();
     await row.getByText("mock:mock-ok").waitFor();
+    assert.equal((await row.getByTestId("model-type").innerText()).trim(), "chat");
 
     await page.getByRole("button", { name: "Explain", exact: true }).click();
     const result = page.getByTestId("explain-result");
@@ -254,40 +294,14 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
   });
 
   step("create a key: the secret is shown once", async () => {
-    await goto("API keys");
-    await page.getByRole("button", { name: "Create key" }).click();
-    const dialog = page.getByRole("dialog");
-    await dialog.getByLabel("Name").fill("e2e-key");
-    await dialog.getByLabel("e2e-model").check();
-    await dialog.getByRole("button", { name: "Create key" }).click();
-    const secret = page.getByLabel("Secret key");
-    await secret.waitFor();
-    clientKey = await secret.inputValue();
-    assert.match(clientKey, /^sk-llmgw-[A-Za-z0-9]{32}$/);
-    await page.getByText("shown only this once").waitFor();
-    await page.getByRole("button", { name: "Copy" }).click();
-    await page.getByRole("button", { name: "I have copied it" }).click();
-    await page.getByRole("dialog").waitFor({ state: "detached" });
-    const row = page.getByRole("row").filter({ hasText: "e2e-key" });
-    await row.getByText(`${clientKey.slice(0, 13)}…`).waitFor();
-    await row.getByText("active").waitFor();
+    clientKey = await createKey("e2e-key", "e2e-model");
     await screenshot("api-keys");
     await assertNoSecrets("api keys");
   });
 
   step("requests through the data plane with the OpenAI SDK, one failing over", async () => {
     const client = openai();
-    // The data plane has the key once it has applied the new snapshot.
-    const deadline = Date.now() + WAIT;
-    for (;;) {
-      try {
-        await client.models.list();
-        break;
-      } catch (e) {
-        if (Date.now() > deadline) throw e;
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    }
+    await keyKnown(client);
     const messages = [{ role: "user", content: "hello from the browser tests" }];
     for (let i = 0; i < 2; i++) {
       const r = await client.chat.completions.create({ model: "e2e-model", messages });
@@ -349,18 +363,26 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     await refreshUntil(rows, 5, "streams and not");
 
     // Paging is server-side, by page token (a shared URL can set any size).
+    // The page number changes at once; the rows follow when the list call answers.
+    const ids = () => rows.evaluateAll((rs) => rs.map((r) => r.getAttribute("data-log-id")));
+    const shown = async (pred) => {
+      const deadline = Date.now() + WAIT;
+      while (!pred(await ids()) && Date.now() < deadline) await page.waitForTimeout(100);
+    };
     await page.goto(`${gw.cpUrl}/logs?limit=2&sort=latency`);
     await refreshUntil(rows, 2, "first page");
-    const firstPage = await rows.evaluateAll((rs) => rs.map((r) => r.getAttribute("data-log-id")));
+    const firstPage = await ids();
     await page.getByRole("button", { name: "Next" }).click();
     await page.waitForURL(/page=/);
     await page.getByText("Page 2").waitFor();
-    await refreshUntil(rows, 2, "second page");
-    const secondPage = await rows.evaluateAll((rs) => rs.map((r) => r.getAttribute("data-log-id")));
+    await shown((now) => now.length > 0 && now.join() !== firstPage.join());
+    const secondPage = await ids();
+    assert.equal(secondPage.length, 2);
     assert.equal(new Set([...firstPage, ...secondPage]).size, 4, "pages do not overlap");
     await page.getByRole("button", { name: "Previous" }).click();
     await page.getByText("Page 1").waitFor();
-    assert.deepEqual(await rows.evaluateAll((rs) => rs.map((r) => r.getAttribute("data-log-id"))), firstPage);
+    await shown((now) => now.join() === firstPage.join());
+    assert.deepEqual(await ids(), firstPage);
     await page.goto(`${gw.cpUrl}/logs`);
     await refreshUntil(rows, 5, "default view");
 
@@ -466,6 +488,60 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     await page.waitForURL(/\/logs\?.*user=e2e-alice/);
     await refreshUntil(rows, 2, "alice's requests from the overview");
     await assertNoSecrets("user attribution");
+    await goto("Overview");
+  });
+
+  step("a model of type embedding: listed with its type, explained, and refused for chat", async () => {
+    await goto("Models");
+    await page.getByRole("button", { name: "Add model" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByLabel("Name", { exact: true }).fill("e2e-embed");
+    assert.equal(await dialog.locator("#m-type").inputValue(), "chat");
+    await dialog.locator("#m-type").selectOption("embedding");
+    await dialog.getByText("POST /v1/embeddings only").waitFor();
+    await screenshot("model-form-type");
+    await dialog.locator("#t0-provider").selectOption("mock");
+    await dialog.locator("#t0-upstream").fill("mock-embed");
+    await dialog.getByRole("button", { name: "Create model" }).click();
+    await dialog.waitFor({ state: "detached" });
+    const row = page.getByRole("row").filter({ hasText: "e2e-embed" });
+    await row.getByText("mock:mock-embed").waitFor();
+    assert.equal((await row.getByTestId("model-type").innerText()).trim(), "embedding");
+    assert.equal((await page.getByRole("row").filter({ hasText: "e2e-model" }).getByTestId("model-type").innerText()).trim(), "chat");
+    // The edit form starts from the stored type.
+    await row.getByRole("button", { name: "Edit e2e-embed" }).click();
+    assert.equal(await dialog.locator("#m-type").inputValue(), "embedding");
+    await dialog.getByRole("button", { name: "Cancel" }).click();
+    await dialog.waitFor({ state: "detached" });
+
+    // Explained for a chat client: refused before routing, as the data plane does.
+    await row.getByRole("button", { name: "Explain the route of e2e-embed" }).click();
+    assert.equal(await page.locator("#x-model").inputValue(), "e2e-embed");
+    await page.locator("#x-api").selectOption("chat");
+    await page.getByRole("button", { name: "Explain", exact: true }).click();
+    const result = page.getByTestId("explain-result");
+    await result.getByRole("alert").filter({ hasText: "model 'e2e-embed' has type 'embedding'; this endpoint takes models of type 'chat'" }).waitFor();
+    assert.equal((await result.getByTestId("explain-type").innerText()).trim(), "embedding");
+    assert.equal(await result.getByRole("table").count(), 0);
+    await screenshot("models-type-refused");
+    // For an embeddings client it routes.
+    await page.locator("#x-api").selectOption("embeddings");
+    await page.getByRole("button", { name: "Explain", exact: true }).click();
+    await result.getByRole("alert").waitFor({ state: "detached" });
+    assert.equal(await result.getByText("kept", { exact: true }).count(), 1);
+    assert.equal((await result.getByTestId("explain-type").innerText()).trim(), "embedding");
+
+    const key = await createKey("e2e-embed-key", "e2e-embed");
+    otherKeys.push(key);
+    const client = openai(key);
+    await keyKnown(client);
+    const embedded = await client.embeddings.create({ model: "e2e-embed", input: "hello" });
+    assert.ok(embedded.data[0].embedding.length > 0);
+    await assert.rejects(
+      client.chat.completions.create({ model: "e2e-embed", messages: [{ role: "user", content: "hi" }] }),
+      (e) => e.status === 400 && /has type 'embedding'/.test(e.message),
+    );
+    await assertNoSecrets("model types");
     await goto("Overview");
   });
 

@@ -1,5 +1,17 @@
 import { describe, expect, it } from "vitest";
-import { CLIENT_APIS, maxTokensUpdate, parseMaxTokens, PROTOCOLS, protocolChoice, servingBadge, TRANSLATIONS, translationOf } from "./protocols";
+import {
+  CLIENT_APIS,
+  maxTokensUpdate,
+  MODEL_TYPES,
+  modelTypeOf,
+  modelTypeUpdate,
+  parseMaxTokens,
+  PROTOCOLS,
+  protocolChoice,
+  servingBadge,
+  TRANSLATIONS,
+  translationOf,
+} from "./protocols";
 
 describe("choices", () => {
   it("names every provider protocol the control plane accepts", () => {
@@ -23,6 +35,22 @@ describe("choices", () => {
     expect(TRANSLATIONS.map((t) => t.value)).toEqual(["strict", "lenient"]);
     expect(translationOf("")).toBe("strict");
     expect(translationOf("lenient")).toBe("lenient");
+  });
+  it("names every model type the control plane accepts, chat first, and reads empty as chat", () => {
+    expect(MODEL_TYPES.map((t) => t.value)).toEqual(["chat", "embedding", "speech", "transcription", "image"]);
+    for (const t of MODEL_TYPES) expect(t.hint).not.toBe("");
+    expect(modelTypeOf("")).toBe("chat");
+    expect(modelTypeOf("embedding")).toBe("embedding");
+  });
+});
+
+describe("model type update", () => {
+  it("sends the type only when the form changed it", () => {
+    expect(modelTypeUpdate("chat", "")).toEqual({});
+    expect(modelTypeUpdate("chat", "chat")).toEqual({});
+    expect(modelTypeUpdate("embedding", "embedding")).toEqual({});
+    expect(modelTypeUpdate("embedding", "")).toEqual({ type: "embedding" });
+    expect(modelTypeUpdate("chat", "image")).toEqual({ type: "chat" });
   });
 });
 

@@ -1,8 +1,8 @@
 /**
- * The names the control plane accepts for provider protocols, client APIs
- * and translation modes (see llmgw_core::Protocol, ClientApi and
- * Translation), with the words the provider and model forms and the
- * route-explain panel show for them.
+ * The names the control plane accepts for provider protocols, client APIs,
+ * translation modes and model types (see llmgw_core::Protocol, ClientApi,
+ * Translation and ModelType), with the words the provider and model forms
+ * and the route-explain panel show for them.
  */
 
 export interface Choice {
@@ -66,6 +66,23 @@ export const TRANSLATIONS: Choice[] = [
 
 /** A stored translation mode; empty (an older control plane) is strict. */
 export const translationOf = (value: string): string => value || "strict";
+
+/** Which endpoints a model serves; a request to an endpoint of another type gets 400. */
+export const MODEL_TYPES: Choice[] = [
+  { value: "chat", label: "Chat", hint: "Chat Completions, Responses, Messages, Gemini generateContent, legacy completions, token counts" },
+  { value: "embedding", label: "Embedding", hint: "POST /v1/embeddings only" },
+  { value: "speech", label: "Speech", hint: "Text to speech (/v1/audio/speech); chat and embeddings requests are refused" },
+  { value: "transcription", label: "Transcription", hint: "Speech to text (/v1/audio/transcriptions); chat and embeddings requests are refused" },
+  { value: "image", label: "Image", hint: "Image generation (/v1/images); chat and embeddings requests are refused" },
+];
+
+/** A stored model type; empty (an older control plane) is chat. */
+export const modelTypeOf = (value: string): string => value || "chat";
+
+/** The type field of an UpdateModelRequest: set only when the form changed the stored type. */
+export function modelTypeUpdate(chosen: string, stored: string): { type?: string } {
+  return chosen === modelTypeOf(stored) ? {} : { type: chosen };
+}
 
 /**
  * The default max_tokens field: empty means none (the data plane's

@@ -18,9 +18,20 @@ import { api, errorMessage } from "@/lib/api";
 import { weightLabel } from "@/lib/broken";
 import { formatInt, formatPrice } from "@/lib/format";
 import { useQuery, useTitle } from "@/lib/hooks";
-import { CLIENT_APIS, maxTokensUpdate, parseMaxTokens, servingBadge, TRANSLATIONS, translationOf } from "@/lib/protocols";
+import {
+  type Choice,
+  CLIENT_APIS,
+  maxTokensUpdate,
+  MODEL_TYPES,
+  modelTypeOf,
+  modelTypeUpdate,
+  parseMaxTokens,
+  servingBadge,
+  TRANSLATIONS,
+  translationOf,
+} from "@/lib/protocols";
 
-const STRATEGIES = [
+const STRATEGIES: Choice[] = [
   { value: "priority", label: "Priority", hint: "Lowest priority first; equal priorities share traffic by weight" },
   { value: "round-robin", label: "Round robin", hint: "Every target in turn" },
   { value: "weighted", label: "Weighted", hint: "At random, in proportion to weight" },
@@ -55,6 +66,7 @@ interface ModelForm {
   targets: TargetForm[];
   defaultMaxTokens: string;
   translation: string;
+  type: string;
 }
 
 const NO_PRICES: PriceForm = { input: "", output: "", cached: "", cacheWrite: "" };
@@ -90,6 +102,7 @@ function formOf(m: Model): ModelForm {
     enabled: m.enabled,
     defaultMaxTokens: m.defaultMaxTokens != null ? String(m.defaultMaxTokens) : "",
     translation: translationOf(m.translation),
+    type: modelTypeOf(m.type),
     targets: m.targets.map((t) => ({
       provider: t.provider,
       upstreamModel: t.upstreamModel,
@@ -182,6 +195,7 @@ export function ModelsPage() {
             <TableHeader>
               <TableRow className="hover:bg-transparent">
                 <TableHead className="pl-5">Name</TableHead>
+                <TableHead>Type</TableHead>
                 <TableHead>Strategy</TableHead>
                 <TableHead>Targets</TableHead>
                 <TableHead>Attempts</TableHead>
@@ -197,6 +211,11 @@ export function ModelsPage() {
               {models.map((m) => (
                 <TableRow key={m.name}>
                   <TableCell className="pl-5 font-medium">{m.name}</TableCell>
+                  <TableCell>
+                    <Badge variant="outline" data-testid="model-type">
+                      {modelTypeOf(m.type)}
+                    </Badge>
+                  </TableCell>
                   <TableCell>
                     <Badge variant="outline">{m.strategy || "priority"}</Badge>
                   </TableCell>
@@ -317,6 +336,23 @@ function PriceFields({ id, value, onChange }: { id: string; value: PriceForm; on
   );
 }
 
+/** A select of named choices with the chosen one's hint under it; a stored value outside them is kept as is. */
+function ChoiceField({ id, label, choices, value, onChange }: { id: string; label: string; choices: Choice[]; value: string; onChange: (v: string) => void }) {
+  const chosen = choices.find((c) => c.value === value);
+  return (
+    <Field label={label} htmlFor={id} hint={chosen?.hint}>
+      <Select id={id} value={value} onChange={(e) => onChange(e.target.value)}>
+        {choices.map((c) => (
+          <option key={c.value} value={c.value}>
+            {c.label}
+          </option>
+        ))}
+        {chosen ? null : <option value={value}>{value}</option>}
+      </Select>
+    </Field>
+  );
+}
+
 function ModelDialog({
   model,
   providers,
@@ -343,6 +379,7 @@ function ModelDialog({
           targets: [newTarget(providers[0])],
           defaultMaxTokens: "",
           translation: "strict",
+          type: "chat",
         },
   );
   const [busy, setBusy] = useState(false);
@@ -381,13 +418,14 @@ function ModelDialog({
     setBusy(true);
     try {
       if (!model) {
-        await api().createModel({ name: f.name.trim(), ...body, defaultMaxTokens: parseMaxTokens(f.defaultMaxTokens), targets });
+        await api().createModel({ name: f.name.trim(), ...body, type: f.type, defaultMaxTokens: parseMaxTokens(f.defaultMaxTokens), targets });
       } else {
         await api().updateModel({
           name: model.name,
           ...body,
           clearRetryDelay: body.retryDelayMs == null && model.retryDelayMs != null,
           ...maxTokensUpdate(f.defaultMaxTokens, model.defaultMaxTokens),
+          ...modelTypeUpdate(f.type, model.type),
           targets: { items: targets },
         });
       }
@@ -399,8 +437,6 @@ function ModelDialog({
     }
   };
 
-  const strategy = STRATEGIES.find((s) => s.value === f.strategy);
-  const translation = TRANSLATIONS.find((t) => t.value === f.translation);
   return (
     <Dialog open onClose={onClose} title={model ? `Edit model ${model.name}` : "Add model"} className="max-w-3xl">
       <form onSubmit={submit} className="grid gap-5">
@@ -408,30 +444,15 @@ function ModelDialog({
           <Field label="Name" htmlFor="m-name" hint="What clients send as model">
             <Input id="m-name" value={f.name} onChange={(e) => set({ name: e.target.value })} disabled={!!model} required autoFocus={!model} />
           </Field>
-          <Field label="Strategy" htmlFor="m-strategy" hint={strategy?.hint}>
-            <Select id="m-strategy" value={f.strategy} onChange={(e) => set({ strategy: e.target.value })}>
-              {STRATEGIES.map((s) => (
-                <option key={s.value} value={s.value}>
-                  {s.label}
-                </option>
-              ))}
-            </Select>
-          </Field>
+          <ChoiceField id="m-type" label="Type" choices={MODEL_TYPES} value={f.type} onChange={(type) => set({ type })} />
+          <ChoiceField id="m-strategy" label="Strategy" choices={STRATEGIES} value={f.strategy} onChange={(strategy) => set({ strategy })} />
           <Field label="Attempts per target" htmlFor="m-attempts" hint="Empty uses the global default">
             <Input id="m-attempts" inputMode="numeric" placeholder="default" value={f.maxAttempts} onChange={(e) => set({ maxAttempts: e.target.value })} />
           </Field>
           <Field label="Retry delay (ms)" htmlFor="m-delay" hint="Between attempts on one target; empty uses the default">
             <Input id="m-delay" inputMode="numeric" placeholder="default" value={f.retryDelayMs} onChange={(e) => set({ retryDelayMs: e.target.value })} />
           </Field>
-          <Field label="Translation" htmlFor="m-translation" hint={translation?.hint}>
-            <Select id="m-translation" value={f.translation} onChange={(e) => set({ translation: e.target.value })}>
-              {TRANSLATIONS.map((t) => (
-                <option key={t.value} value={t.value}>
-                  {t.label}
-                </option>
-              ))}
-            </Select>
-          </Field>
+          <ChoiceField id="m-translation" label="Translation" choices={TRANSLATIONS} value={f.translation} onChange={(translation) => set({ translation })} />
           <Field label="Default max tokens" htmlFor="m-max-tokens" hint="Sent to targets that require max_tokens (Anthropic) when the client gives none">
             <Input id="m-max-tokens" inputMode="numeric" placeholder="default" value={f.defaultMaxTokens} onChange={(e) => set({ defaultMaxTokens: e.target.value })} />
           </Field>
@@ -648,43 +669,50 @@ function ExplainResult({ r }: { r: ExplainRouteResponse }) {
     <div className="grid gap-3" data-testid="explain-result">
       <div className="flex flex-wrap items-center gap-2 text-sm">
         <span className="font-medium">{r.model}</span>
-        <Badge variant="outline">{r.strategy}</Badge>
+        {r.type ? (
+          <Badge variant="outline" data-testid="explain-type" title="Model type">
+            {r.type}
+          </Badge>
+        ) : null}
+        {r.strategy ? <Badge variant="outline">{r.strategy}</Badge> : null}
         <span className="text-muted-foreground">≈ {formatInt(r.estimatedInputTokens)} input tokens</span>
       </div>
       {r.error ? <ErrorAlert message={r.error} /> : null}
-      <div className="overflow-hidden rounded-lg border">
-        <Table>
-          <TableHeader>
-            <TableRow className="hover:bg-transparent">
-              <TableHead>Order</TableHead>
-              <TableHead>Target</TableHead>
-              <TableHead>Priority · weight</TableHead>
-              <TableHead>Verdict</TableHead>
-              <TableHead>Serving</TableHead>
-              <TableHead>Why</TableHead>
-            </TableRow>
-          </TableHeader>
-          <TableBody>
-            {r.candidates.map((c, i) => (
-              <TableRow key={i} className={c.kept ? "" : "text-muted-foreground"}>
-                <TableCell className="tabular-nums">{c.kept ? `#${c.order + 1}` : "–"}</TableCell>
-                <TableCell className="font-medium">
-                  {c.provider}
-                  <span className="text-muted-foreground">:{c.upstreamModel}</span>
-                </TableCell>
-                <TableCell className="tabular-nums">
-                  {c.priority} · {c.weight}
-                </TableCell>
-                <TableCell>{c.kept ? <Badge variant="success">kept</Badge> : <Badge variant="secondary">dropped</Badge>}</TableCell>
-                <TableCell className="whitespace-nowrap text-xs" title={c.serving}>
-                  {servingBadge(c.serving).translated ? <Badge variant="outline">{servingBadge(c.serving).text}</Badge> : servingBadge(c.serving).text}
-                </TableCell>
-                <TableCell className="text-xs">{c.reason}</TableCell>
+      {r.error && r.candidates.length === 0 ? null : (
+        <div className="overflow-hidden rounded-lg border">
+          <Table>
+            <TableHeader>
+              <TableRow className="hover:bg-transparent">
+                <TableHead>Order</TableHead>
+                <TableHead>Target</TableHead>
+                <TableHead>Priority · weight</TableHead>
+                <TableHead>Verdict</TableHead>
+                <TableHead>Serving</TableHead>
+                <TableHead>Why</TableHead>
               </TableRow>
-            ))}
-          </TableBody>
-        </Table>
-      </div>
+            </TableHeader>
+            <TableBody>
+              {r.candidates.map((c, i) => (
+                <TableRow key={i} className={c.kept ? "" : "text-muted-foreground"}>
+                  <TableCell className="tabular-nums">{c.kept ? `#${c.order + 1}` : "–"}</TableCell>
+                  <TableCell className="font-medium">
+                    {c.provider}
+                    <span className="text-muted-foreground">:{c.upstreamModel}</span>
+                  </TableCell>
+                  <TableCell className="tabular-nums">
+                    {c.priority} · {c.weight}
+                  </TableCell>
+                  <TableCell>{c.kept ? <Badge variant="success">kept</Badge> : <Badge variant="secondary">dropped</Badge>}</TableCell>
+                  <TableCell className="whitespace-nowrap text-xs" title={c.serving}>
+                    {servingBadge(c.serving).translated ? <Badge variant="outline">{servingBadge(c.serving).text}</Badge> : servingBadge(c.serving).text}
+                  </TableCell>
+                  <TableCell className="text-xs">{c.reason}</TableCell>
+                </TableRow>
+              ))}
+            </TableBody>
+          </Table>
+        </div>
+      )}
     </div>
   );
 }
