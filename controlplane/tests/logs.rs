@@ -271,6 +271,31 @@ async fn list(admin: &mut Admin, req: pb::ListLogsRequest) -> pb::ListLogsRespon
 }
 
 /// The record numbers (from `id(n)`) of a list with this filter.
+fn owned(groups: &[(&str, u64)]) -> Vec<(String, u64)> {
+    groups.iter().map(|&(k, v)| (k.to_string(), v)).collect()
+}
+
+/// Requests per group of every stored record, grouped by `group_by`, in
+/// the groups' order.
+async fn requests_by(admin: &mut Admin, group_by: &str) -> Vec<(String, u64)> {
+    let r = admin
+        .get_stats(pb::GetStatsRequest {
+            filter: Some(Default::default()),
+            group_by: group_by.into(),
+            bucket_s: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut g: Vec<_> = r
+        .groups
+        .iter()
+        .map(|g| (g.group.clone(), g.requests))
+        .collect();
+    g.sort();
+    g
+}
+
 async fn numbers(admin: &mut Admin, filter: pb::LogFilter) -> Vec<u32> {
     let r = list(
         admin,
@@ -1643,22 +1668,10 @@ both! {
             let r = admin.get_log(pb::GetLogRequest { id: id(n) }).await.unwrap().into_inner();
             assert_eq!(r.outcome(), want);
         }
-        let r = admin
-            .get_stats(pb::GetStatsRequest {
-                filter: Some(Default::default()),
-                group_by: "outcome".into(),
-                bucket_s: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let mut g: Vec<_> = r.groups.iter().map(|g| (g.group.clone(), g.requests)).collect();
-        g.sort();
-        let want: Vec<(String, u64)> = [("", 1), ("cancelled_by_client", 1), ("interrupted", 2), ("ok", 1), ("refused", 1)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        assert_eq!(g, want);
+        assert_eq!(
+            requests_by(&mut admin, "outcome").await,
+            owned(&[("", 1), ("cancelled_by_client", 1), ("interrupted", 2), ("ok", 1), ("refused", 1)])
+        );
         cp.shutdown().await;
     }
 }
@@ -1697,22 +1710,10 @@ both! {
         assert_eq!(stored, ["alice", "bob", "alice", ""]);
         let r = admin.get_log(pb::GetLogRequest { id: id(2) }).await.unwrap().into_inner();
         assert_eq!(r.user, "bob");
-        let r = admin
-            .get_stats(pb::GetStatsRequest {
-                filter: Some(Default::default()),
-                group_by: "user".into(),
-                bucket_s: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let mut g: Vec<_> = r.groups.iter().map(|g| (g.group.clone(), g.requests)).collect();
-        g.sort();
-        let want: Vec<(String, u64)> = [("", 1), ("alice", 2), ("bob", 1)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        assert_eq!(g, want);
+        assert_eq!(
+            requests_by(&mut admin, "user").await,
+            owned(&[("", 1), ("alice", 2), ("bob", 1)])
+        );
         cp.shutdown().await;
     }
 }
