@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use llmgw_core::routing::{self, FreshState, Verdict};
 use llmgw_core::rules::Facts;
 use llmgw_core::serving::ClientApi;
-use llmgw_core::table::ModelType;
 use llmgw_core::RoutingTable;
 use llmgw_proto::v1 as pb;
 use serde_json::Value;
@@ -72,14 +71,10 @@ pub fn explain(
         return Ok(out);
     };
     out.strategy = model.strategy.as_str().to_string();
-    out.r#type = model.model_type.as_str().to_string();
-    let needs = ModelType::of_api(api);
-    if model.model_type != needs {
+    out.r#type = model.model_type.unwrap_or_default().as_str().to_string();
+    if let Some(why) = model.type_refusal(api) {
         // As the data plane answers it, before routing.
-        out.error = format!(
-            "model '{}' has type '{}'; this endpoint takes models of type '{needs}'",
-            r.model, model.model_type
-        );
+        out.error = why;
         return Ok(out);
     }
     let upstream = model

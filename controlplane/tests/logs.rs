@@ -270,7 +270,6 @@ async fn list(admin: &mut Admin, req: pb::ListLogsRequest) -> pb::ListLogsRespon
     admin.list_logs(req).await.unwrap().into_inner()
 }
 
-/// The record numbers (from `id(n)`) of a list with this filter.
 fn owned(groups: &[(&str, u64)]) -> Vec<(String, u64)> {
     groups.iter().map(|&(k, v)| (k.to_string(), v)).collect()
 }
@@ -296,6 +295,7 @@ async fn requests_by(admin: &mut Admin, group_by: &str) -> Vec<(String, u64)> {
     g
 }
 
+/// The record numbers (from `id(n)`) of a list with this filter.
 async fn numbers(admin: &mut Admin, filter: pb::LogFilter) -> Vec<u32> {
     let r = list(
         admin,

@@ -256,7 +256,25 @@ pub struct Model {
     /// when the client gave none; `None` means the data plane's default.
     pub default_max_tokens: Option<u64>,
     pub translation: Translation,
-    pub model_type: ModelType,
+    /// `None` from a control plane older than model types: every
+    /// endpoint is served, as before.
+    pub model_type: Option<ModelType>,
+}
+
+impl Model {
+    /// Why the model does not serve the client API `api`, when its type is
+    /// another: the data plane answers it with 400 before routing, and
+    /// `route explain` shows it.
+    pub fn type_refusal(&self, api: ClientApi) -> Option<String> {
+        let has = self.model_type?;
+        let needs = ModelType::of_api(api);
+        (has != needs).then(|| {
+            format!(
+                "model '{}' has type '{has}'; this endpoint takes models of type '{needs}'",
+                self.name
+            )
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -483,10 +501,15 @@ fn model(
         .translation
         .parse()
         .map_err(|e: validate::ValidationError| bad(e.0))?;
-    let model_type: ModelType = m
-        .r#type
-        .parse()
-        .map_err(|e: validate::ValidationError| bad(e.0))?;
+    let model_type = if m.r#type.is_empty() {
+        None
+    } else {
+        Some(
+            m.r#type
+                .parse::<ModelType>()
+                .map_err(|e: validate::ValidationError| bad(e.0))?,
+        )
+    };
     if m.default_max_tokens == Some(0) {
         return Err(bad("default_max_tokens must be at least 1"));
     }
@@ -628,7 +651,12 @@ mod tests {
         assert!(m.targets[0].rules.is_some());
         assert_eq!(m.default_max_tokens, Some(4096));
         assert_eq!(m.translation, Translation::Lenient);
-        assert_eq!(m.model_type, ModelType::Embedding);
+        assert_eq!(m.model_type, Some(ModelType::Embedding));
+        assert!(m.type_refusal(ClientApi::Embeddings).is_none());
+        assert_eq!(
+            m.type_refusal(ClientApi::Chat).as_deref(),
+            Some("model 'gpt' has type 'embedding'; this endpoint takes models of type 'chat'")
+        );
         assert_eq!(m.prices.cache_write_per_mtok, 1.25);
         // Targets without their own prices carry the model's.
         assert_eq!(m.targets[1].prices, m.prices);
@@ -655,7 +683,11 @@ mod tests {
             assert_eq!(t.providers["openai"].protocol, p);
             assert_eq!(t.models["gpt"].translation, Translation::Strict);
             assert_eq!(t.models["gpt"].default_max_tokens, None);
-            assert_eq!(t.models["gpt"].model_type, ModelType::Chat);
+            // An older control plane's snapshot: no type, every endpoint.
+            assert_eq!(t.models["gpt"].model_type, None);
+            assert!(t.models["gpt"]
+                .type_refusal(ClientApi::Embeddings)
+                .is_none());
         }
         for m in ["strict", "lenient"] {
             assert_eq!(m.parse::<Translation>().unwrap().as_str(), m);

@@ -199,7 +199,15 @@ impl Filter {
             cmp(st, "stop_reason", "=", Param::Text(v.clone()));
         }
         if let Some(v) = &self.user {
-            cmp(st, "end_user", "=", Param::Text(v.clone()));
+            // The literal `<> ''` lets the planner use the partial index
+            // (0009: only rows that name a user), which a bound value
+            // alone does not prove applies.
+            cmp(
+                st,
+                "end_user <> '' AND end_user",
+                "=",
+                Param::Text(v.clone()),
+            );
         }
         if let Some(v) = self.status_min {
             cmp(st, "status", ">=", Param::Int(v));
@@ -308,7 +316,7 @@ mod tests {
         assert_eq!(st.params.len(), 17);
         assert!(w.contains("stop_reason = $8"), "{w}");
         assert_eq!(st.params[7], Param::Text("pause_turn".into()));
-        assert!(w.contains("end_user = $9"), "{w}");
+        assert!(w.contains("end_user <> '' AND end_user = $9"), "{w}");
         assert_eq!(st.params[8], Param::Text("u'--".into()));
         assert!(w.contains("outcome = $17"), "{w}");
         assert_eq!(st.params[16], Param::Text("timeout".into()));

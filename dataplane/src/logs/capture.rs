@@ -4,7 +4,9 @@
 //! is never larger than what is left of the cap), so a long stream's
 //! capture is not one buffer that doubles as it grows, with up to half of
 //! it unused, and no byte is copied again as it grows. The blocks are
-//! joined once, when the record is written.
+//! joined once when the stream ends, and that copy is then copied into the
+//! record's encoding (so for a moment a finished capture is held twice;
+//! writing the blocks into the record directly would spare one copy).
 
 use bytes::Bytes;
 

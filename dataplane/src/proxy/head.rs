@@ -1,7 +1,8 @@
 //! What routing needs of a request body (`model`, `stream` and
 //! `stream_options.include_usage`), and whom the request is for (`user`,
 //! `metadata.user_id`), read in one validating pass without
-//! building a JSON tree. Every other member is checked exactly as a tree
+//! building a JSON tree of the body (only those few small members are
+//! read as trees). Every other member is checked exactly as a tree
 //! parse would check it (syntax, UTF-8, escapes, number range, nesting
 //! depth) and then dropped; the tree is only built when a rule or a token
 //! estimate asks for it. Building it for every request cost about a
@@ -36,7 +37,9 @@ pub const MAX_USER: usize = 256;
 /// The end user a request is for: the `X-User-ID` header, else the body's
 /// field of the client's protocol (OpenAI's `user`, Anthropic's
 /// `metadata.user_id`), cut to [`MAX_USER`] bytes at a character
-/// boundary. Empty when none names one.
+/// boundary. Empty when none names one, and when the name holds a control
+/// character (it is shown in terminals and tables: an escape sequence or a
+/// line break there would be the client's to forge).
 pub fn end_user<'a>(header: Option<&'a str>, head: &'a Head, protocol: Protocol) -> &'a str {
     let named = header
         .map(str::trim)
@@ -47,6 +50,9 @@ pub fn end_user<'a>(header: Option<&'a str>, head: &'a Head, protocol: Protocol)
             Protocol::Gemini => None,
         });
     let user = named.unwrap_or_default().trim();
+    if user.chars().any(char::is_control) {
+        return "";
+    }
     let mut end = user.len().min(MAX_USER);
     while !user.is_char_boundary(end) {
         end -= 1;
@@ -211,6 +217,13 @@ mod tests {
             assert_eq!(end_user(Some(" alice "), &h, p), "alice");
         }
         assert_eq!(end_user(Some(" "), &h, Protocol::OpenAi), "u-openai");
+        assert_eq!(end_user(Some("zoë"), &h, Protocol::OpenAi), "zoë");
+        // A control character anywhere: no one.
+        for bad in ["a\u{1b}[31mb", "a\nb", "a\u{7f}", "a\u{85}b"] {
+            assert_eq!(end_user(Some(bad), &h, Protocol::OpenAi), "", "{bad:?}");
+            let body = serde_json::json!({"model": "m", "user": bad}).to_string();
+            assert_eq!(end_user(None, &head(&body).unwrap(), Protocol::OpenAi), "");
+        }
         // Not a string, or not where the protocol keeps it: no one.
         let h = head(r#"{"model":"m","user":5,"metadata":{"user_id":["x"]}}"#).unwrap();
         assert_eq!(end_user(None, &h, Protocol::OpenAi), "");

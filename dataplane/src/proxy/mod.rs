@@ -60,7 +60,8 @@ use llmgw_protocols::{EncoderOptions, Wire};
 
 pub const REQUEST_ID: &str = "x-llmgw-request-id";
 
-/// The request header that names the end user a request is for.
+/// The request header that names the end user a request is for. Like the
+/// client's other headers, it is passed on to the upstream.
 pub const USER_ID: &str = "x-user-id";
 
 /// Shared by all requests.
@@ -540,7 +541,11 @@ impl Proxy {
         })?;
         // Whom the request is for, for the log.
         if self.out.mode.records() {
-            let header = parts.headers.get(USER_ID).and_then(|v| v.to_str().ok());
+            // UTF-8, not only visible ASCII: a name may be "zoë".
+            let header = parts
+                .headers
+                .get(USER_ID)
+                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok());
             let user = head::end_user(header, &head, endpoint.protocol());
             pending.encoded.string(field::USER, user);
         }
@@ -565,15 +570,8 @@ impl Proxy {
                 format!("this API key may not use model '{model_name}'"),
             ));
         }
-        let needs = llmgw_core::table::ModelType::of_api(endpoint.api());
-        if model.model_type != needs {
-            return Err((
-                ErrorKind::BadRequest,
-                format!(
-                    "model '{model_name}' has type '{}'; this endpoint takes models of type '{needs}'",
-                    model.model_type
-                ),
-            ));
+        if let Some(why) = model.type_refusal(endpoint.api()) {
+            return Err((ErrorKind::BadRequest, why));
         }
 
         let tokenizer_model = model
