@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "llmgw/v1/admin.proto",
     "llmgw/v1/discovery.proto",
     "llmgw/v1/logs.proto",
+    "llmgw/v1/quota.proto",
 ];
 
 /// Messages that carry secrets get a hand-written, redacting `Debug`.

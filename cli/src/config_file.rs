@@ -104,7 +104,9 @@ mod tests {
 
     fn sample() -> GatewayConfig {
         GatewayConfig {
+            default_key_limits: Default::default(),
             providers: vec![ProviderConfig {
+                limits: Default::default(),
                 name: "openai".into(),
                 protocol: "openai-chat".into(),
                 base_url: "https://api.openai.com/v1".into(),
@@ -119,6 +121,7 @@ mod tests {
                 stream_usage: true,
             }],
             models: vec![ModelConfig {
+                limits: Default::default(),
                 name: "gpt-4o".into(),
                 strategy: "weighted".into(),
                 max_attempts: 2,
@@ -162,6 +165,7 @@ mod tests {
                 r#type: "embedding".into(),
             }],
             api_keys: vec![ApiKeyConfig {
+                limits: Default::default(),
                 name: "ci".into(),
                 models: vec!["gpt-4o".into()],
                 expires_at: "2030-01-01T00:00:00Z".into(),

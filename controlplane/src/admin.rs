@@ -449,6 +449,36 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(pb::DeleteApiKeyResponse {}))
     }
 
+    // The limits RPCs (#15) land with the limits themselves; until then
+    // they say so.
+    async fn update_api_key(
+        &self,
+        _request: Request<pb::UpdateApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        Err(Status::unimplemented("key update lands with limits (#15)"))
+    }
+
+    async fn get_limits(
+        &self,
+        _request: Request<pb::GetLimitsRequest>,
+    ) -> Result<Response<pb::GetLimitsResponse>, Status> {
+        Err(Status::unimplemented("limits land with #15"))
+    }
+
+    async fn set_default_key_limits(
+        &self,
+        _request: Request<pb::SetDefaultKeyLimitsRequest>,
+    ) -> Result<Response<pb::Limits>, Status> {
+        Err(Status::unimplemented("limits land with #15"))
+    }
+
+    async fn reset_spend(
+        &self,
+        _request: Request<pb::ResetSpendRequest>,
+    ) -> Result<Response<pb::ResetSpendResponse>, Status> {
+        Err(Status::unimplemented("limits land with #15"))
+    }
+
     async fn list_data_planes(
         &self,
         _request: Request<pb::ListDataPlanesRequest>,

@@ -29,6 +29,7 @@ use crate::store::{
 
 pub fn export(state: &ConfigState) -> pb::GatewayConfig {
     pb::GatewayConfig {
+        default_key_limits: Default::default(),
         providers: state
             .providers
             .iter()

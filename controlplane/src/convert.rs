@@ -139,6 +139,7 @@ pub fn keep_masked(
 pub fn provider_pb(row: &ProviderRow) -> pb::Provider {
     let c = provider_config_pb(&row.spec);
     pb::Provider {
+        limits: Default::default(),
         name: c.name,
         protocol: c.protocol,
         base_url: c.base_url,
@@ -156,6 +157,7 @@ pub fn provider_pb(row: &ProviderRow) -> pb::Provider {
 /// A provider as an exported configuration holds it.
 pub fn provider_config_pb(s: &ProviderSpec) -> pb::ProviderConfig {
     pb::ProviderConfig {
+        limits: Default::default(),
         name: s.name.clone(),
         protocol: s.protocol.as_str().to_string(),
         base_url: s.base_url.clone(),
@@ -261,6 +263,7 @@ fn rules_text(i: usize, text: &str) -> Result<String, StoreError> {
 pub fn model_pb(row: &ModelRow) -> pb::Model {
     let c = model_config_pb(&row.spec);
     pb::Model {
+        limits: Default::default(),
         name: c.name,
         strategy: c.strategy,
         max_attempts: c.max_attempts,
@@ -280,6 +283,7 @@ pub fn model_pb(row: &ModelRow) -> pb::Model {
 /// A model as an exported configuration holds it.
 pub fn model_config_pb(s: &ModelSpec) -> pb::ModelConfig {
     pb::ModelConfig {
+        limits: Default::default(),
         name: s.name.clone(),
         strategy: s.strategy.as_str().to_string(),
         max_attempts: s.max_attempts,
@@ -315,6 +319,7 @@ pub fn model_spec(c: &pb::ModelConfig) -> Result<ModelSpec, StoreError> {
 pub fn key_pb(row: &KeyRow) -> pb::ApiKey {
     let s = &row.spec;
     pb::ApiKey {
+        limits: Default::default(),
         name: s.name.clone(),
         prefix: s.prefix.clone(),
         models: s.models.clone(),
@@ -330,6 +335,7 @@ pub fn key_pb(row: &KeyRow) -> pb::ApiKey {
 /// A key as an exported configuration holds it: its hash, never a secret.
 pub fn key_config_pb(s: &KeySpec) -> pb::ApiKeyConfig {
     pb::ApiKeyConfig {
+        limits: Default::default(),
         name: s.name.clone(),
         models: s.models.clone(),
         expires_at: rfc3339(s.expires_at),

@@ -211,6 +211,7 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
         .map(|m| {
             let s = &m.spec;
             pb::SnapshotModel {
+                limits: Default::default(),
                 name: s.name.clone(),
                 strategy: s.strategy.as_str().to_string(),
                 max_attempts: s.max_attempts,
@@ -242,6 +243,7 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
         .map(|p| {
             let s = p.spec;
             pb::SnapshotProvider {
+                limits: Default::default(),
                 name: s.name,
                 protocol: s.protocol.as_str().to_string(),
                 base_url: s.base_url,
@@ -260,6 +262,7 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
         .into_iter()
         .filter(|k| !k.spec.revoked)
         .map(|k| pb::SnapshotKey {
+            limits: Default::default(),
             name: k.spec.name,
             hash: k.spec.hash,
             models: k.spec.models,

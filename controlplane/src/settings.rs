@@ -99,6 +99,8 @@ impl GlobalSettings {
 
     pub fn to_proto(&self) -> pb::Settings {
         pb::Settings {
+            quota_slack_percent: Default::default(),
+            default_key_limits: Default::default(),
             retry_max_attempts: self.retry_max_attempts,
             retry_delay_ms: self.retry_delay_ms,
             http_timeout_s: self.http_timeout_s,

@@ -1112,7 +1112,7 @@ both! {
         assert_eq!(kl.hash, keys::hash_hex("sk-llmgw-live"));
         assert_eq!(kl.expires_at_ms, 0);
         assert_eq!(kl.models, ["m-live"]);
-        let st = snap.settings.unwrap();
+        let st = snap.settings.clone().unwrap();
         assert_eq!(st.retry_max_attempts, 5);
         assert_eq!(st.http_timeout_s, 9);
 
@@ -1415,6 +1415,7 @@ both! {
         // Providers: create one, update one, drop the unused one.
         desired.providers.retain(|p| p.name != "p-gone");
         desired.providers.push(pb::ProviderConfig {
+            limits: Default::default(),
             name: "p-new".into(),
             protocol: "anthropic".into(),
             base_url: "https://new.example.com/".into(),
@@ -1459,6 +1460,7 @@ both! {
         key_cfg(&mut desired, "k-one").revoked = true;
         desired.api_keys.retain(|k| k.name != "k-two");
         desired.api_keys.push(pb::ApiKeyConfig {
+            limits: Default::default(),
             name: "k-carried".into(),
             models: vec!["fresh".into()],
             expires_at: "2031-02-03T04:05:06Z".into(),
@@ -1709,6 +1711,7 @@ both! {
         let store = db.open().await;
         let v0 = store.config_version().await.unwrap();
         let desired = pb::GatewayConfig {
+            default_key_limits: Default::default(),
             // The model comes first in the file; apply orders the writes.
             models: vec![pb::ModelConfig {
                 name: "gpt".into(),
@@ -1734,6 +1737,7 @@ both! {
                 ..Default::default()
             }],
             providers: vec![pb::ProviderConfig {
+                limits: Default::default(),
                 name: "openai".into(),
                 protocol: "openai".into(),
                 base_url: "https://api.openai.com/v1".into(),

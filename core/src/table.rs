@@ -573,6 +573,7 @@ mod tests {
             version: 7,
             nonce: "n".into(),
             providers: vec![pb::SnapshotProvider {
+                limits: Default::default(),
                 name: "openai".into(),
                 protocol: "openai".into(),
                 base_url: "https://api.example.com/v1/".into(),
@@ -582,6 +583,7 @@ mod tests {
                 stream_usage: true,
             }],
             models: vec![pb::SnapshotModel {
+                limits: Default::default(),
                 name: "gpt".into(),
                 strategy: "priority".into(),
                 max_attempts: 0,
@@ -615,6 +617,7 @@ mod tests {
                 r#type: "embedding".into(),
             }],
             keys: vec![pb::SnapshotKey {
+                limits: Default::default(),
                 name: "k".into(),
                 hash: keys::hash_hex("sk-llmgw-test"),
                 models: vec!["gpt".into()],
@@ -622,6 +625,8 @@ mod tests {
                 log_bodies: true,
             }],
             settings: Some(pb::Settings {
+                quota_slack_percent: Default::default(),
+                default_key_limits: Default::default(),
                 retry_max_attempts: 3,
                 retry_delay_ms: 1000,
                 http_timeout_s: 60,

@@ -170,6 +170,7 @@ fn snapshot(version: u64, nonce: &str) -> Snapshot {
         version,
         nonce: nonce.into(),
         providers: vec![SnapshotProvider {
+            limits: Default::default(),
             name: "openai".into(),
             protocol: "openai".into(),
             base_url: "https://api.example.com/v1/".into(),
@@ -179,6 +180,7 @@ fn snapshot(version: u64, nonce: &str) -> Snapshot {
             stream_usage: true,
         }],
         models: vec![SnapshotModel {
+            limits: Default::default(),
             name: "gpt".into(),
             strategy: "priority".into(),
             max_attempts: 0,
@@ -197,6 +199,7 @@ fn snapshot(version: u64, nonce: &str) -> Snapshot {
             }],
         }],
         keys: vec![SnapshotKey {
+            limits: Default::default(),
             name: "k".into(),
             hash: llmgw_core::keys::hash_hex("sk-llmgw-test"),
             models: vec![],

@@ -103,6 +103,7 @@ pub async fn run(cmd: KeyCmd, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
 
 fn create_request(a: KeyCreateArgs) -> CreateApiKeyRequest {
     CreateApiKeyRequest {
+        limits: Default::default(),
         name: a.name,
         models: a
             .models

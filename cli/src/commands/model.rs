@@ -182,6 +182,7 @@ fn create_request(a: ModelAddArgs) -> Result<CreateModelRequest> {
     let o = a.common;
     let targets = build_targets(&a.name, &a.targets, o.weights.as_deref())?;
     Ok(CreateModelRequest {
+        limits: Default::default(),
         strategy: o
             .strategy
             .map(|s| s.as_str().to_string())
@@ -225,6 +226,7 @@ fn update_request(a: ModelUpdateArgs) -> Result<(UpdateModelRequest, Option<Vec<
         _ => None,
     };
     let req = UpdateModelRequest {
+        limits: Default::default(),
         name: a.name,
         strategy: ch.strategy.map(|s| s.as_str().to_string()),
         max_attempts: ch.max_attempts,

@@ -83,6 +83,7 @@ pub fn header_map(headers: Vec<Header>) -> Result<HashMap<String, String>> {
 
 fn create_request(a: ProviderAddArgs) -> Result<CreateProviderRequest> {
     Ok(CreateProviderRequest {
+        limits: Default::default(),
         name: a.name,
         protocol: a.protocol.as_str().to_string(),
         base_url: a.base_url,
@@ -111,6 +112,7 @@ fn update_request(a: ProviderUpdateArgs) -> Result<UpdateProviderRequest> {
         _ => None,
     };
     Ok(UpdateProviderRequest {
+        limits: Default::default(),
         name: a.name,
         protocol: ch.protocol.map(|p| p.as_str().to_string()),
         base_url: ch.base_url,

@@ -58,6 +58,7 @@ fn flag(r: &AnyRow, col: &str) -> Result<bool, StoreError> {
 pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
     let time_ms: i64 = r.try_get("time_ms")?;
     Ok(pb::RequestLog {
+        limited_by: Default::default(),
         id: r.try_get("id")?,
         sequence: u64_of(r, "sequence")?,
         node_id: r.try_get("node_id")?,
