@@ -3,6 +3,7 @@
 //! routing table that a data plane builds from a discovery snapshot.
 
 pub mod keys;
+pub mod limits;
 pub mod outlier;
 pub mod routing;
 pub mod rules;
