@@ -20,6 +20,7 @@ mod error;
 mod keys;
 mod models;
 mod providers;
+pub mod quota;
 mod row;
 mod settings;
 mod snapshot;
