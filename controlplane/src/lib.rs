@@ -182,7 +182,7 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
     let quota_svc = QuotaServer::with_interceptor(
         quota::QuotaService::new(
             store.clone(),
-            hub.clone(),
+            hub.subscribe(),
             log_feed_for_quota,
             args.quota_lease_ms,
             shutdown_rx.clone(),

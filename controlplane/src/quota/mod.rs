@@ -29,7 +29,6 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::hub::Hub;
 use crate::logs::LogFeed;
 use crate::store::{now_ms, Store};
 use configured::LimitTable;
@@ -52,16 +51,18 @@ pub struct QuotaService {
 impl QuotaService {
     /// `feed` carries the records this control plane stores, so a budget's
     /// new spend reaches the data planes without waiting for a report.
+    /// `snapshots` is the hub's (`Hub::subscribe`): the limits granted
+    /// from are those of the current snapshot.
     pub fn new(
         store: Store,
-        hub: Hub,
+        snapshots: watch::Receiver<Option<Arc<pb::Snapshot>>>,
         feed: LogFeed,
         lease_ms: u32,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         QuotaService {
             store,
-            limits: CurrentLimits::new(hub),
+            limits: CurrentLimits::new(snapshots),
             feed,
             lease_ms: lease_ms.max(1),
             shutdown,
@@ -89,25 +90,24 @@ impl pb::quota_server::Quota for QuotaService {
     }
 }
 
-/// The limits of the hub's current snapshot, rebuilt when its version
-/// moves on.
+/// The limits of the current snapshot, rebuilt when its version moves on.
 #[derive(Debug, Clone)]
 pub struct CurrentLimits {
-    hub: Hub,
+    snapshots: watch::Receiver<Option<Arc<pb::Snapshot>>>,
     table: Arc<Mutex<Arc<LimitTable>>>,
 }
 
 impl CurrentLimits {
-    pub fn new(hub: Hub) -> Self {
+    pub fn new(snapshots: watch::Receiver<Option<Arc<pb::Snapshot>>>) -> Self {
         CurrentLimits {
-            hub,
+            snapshots,
             table: Arc::default(),
         }
     }
 
     /// The table of the current snapshot (empty before the first).
     pub fn current(&self) -> Arc<LimitTable> {
-        let Some(snapshot) = self.hub.current() else {
+        let Some(snapshot) = self.snapshots.borrow().clone() else {
             return Arc::default();
         };
         let Ok(mut table) = self.table.lock() else {
