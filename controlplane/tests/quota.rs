@@ -477,30 +477,14 @@ both! {
 both! {
     async fn the_real_control_plane_refuses_a_stream_without_the_token(db: Db) {
         let dir = tempfile::tempdir().unwrap();
-        let args = <llmgw_controlplane::config::Args as clap::Parser>::try_parse_from([
-            "llmgw-controlplane",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--database-url",
-            db.url.as_str(),
-            "--admin-token",
+        let (running, channel) = start_control_plane(
+            &db,
+            dir.path(),
             "quota-test-admin",
-            "--dataplane-token",
             "quota-test-dp",
-            "--master-key",
-            secrecy::ExposeSecret::expose_secret(&db.master_key),
-            "--quota-lease-ms",
-            "700",
-        ])
-        .unwrap();
-        let running = llmgw_controlplane::start(args).await.unwrap();
-        let channel = Channel::from_shared(format!("http://{}", running.local_addr()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+            &["--quota-lease-ms", "700"],
+        )
+        .await;
         let report = || {
             tokio_stream::iter([pb::QuotaReport {
                 node_id: "dp".into(),
