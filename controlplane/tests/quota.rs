@@ -361,6 +361,14 @@ fn usage(b: &BucketId, start: i64, wanted: u64, in_flight: u64) -> pb::BucketUsa
     }
 }
 
+/// A budget's report: what this data plane charged in the period.
+fn charged(b: &BucketId, used: u64) -> pb::BucketUsage {
+    pb::BucketUsage {
+        used,
+        ..usage(b, 0, 0, 0)
+    }
+}
+
 fn snapshot() -> pb::Snapshot {
     pb::Snapshot {
         version: 3,
@@ -434,10 +442,16 @@ both! {
         assert_eq!((b.granted, b.fleet_used, b.expires_at_ms), (1_000_000, 0, 0));
         assert_eq!(b.window_start_ms, Period::Day.bounds(now).0);
 
-        // The same report again: only the renewed lease changed.
-        let again = a.report("dp-a", vec![usage(&conc, 0, 2, 1), usage(&budget, 0, 0, 0)]).await;
+        // The same report again: the lease is renewed, the unchanged budget
+        // is not resent (its assignment would restart the data plane's count).
+        let again = a
+            .report("dp-a", vec![usage(&conc, 0, 2, 1), charged(&budget, 500)])
+            .await;
         assert_eq!(again.assignments.len(), 1);
         assert_eq!(by_kind(&again, "concurrency").unwrap().granted, 2);
+        // A data plane that lost its count (used went down) gets it again.
+        let again = a.report("dp-a", vec![charged(&budget, 0)]).await;
+        assert_eq!(by_kind(&again, "budget").unwrap().fleet_used, 0);
 
         // Spend stored by this control plane is pushed unasked.
         let stored = ingest::store_batch(&store, batch(vec![spend_rec(9, now, 0.3)]))
