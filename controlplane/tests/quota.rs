@@ -528,3 +528,134 @@ both! {
         tokio::time::timeout(WAIT, running.shutdown()).await.unwrap().unwrap();
     }
 }
+
+fn admin_snapshot() -> pb::Snapshot {
+    pb::Snapshot {
+        version: 4,
+        keys: vec![
+            pb::SnapshotKey {
+                name: "k1".into(),
+                limits: Some(pb::Limits {
+                    rpm: Some(100),
+                    budget_micros: Some(1_000_000),
+                    budget_period: "day".into(),
+                    window_ms: 1_000,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            pb::SnapshotKey {
+                name: "k2".into(),
+                ..Default::default()
+            },
+        ],
+        models: vec![pb::SnapshotModel {
+            name: "m1".into(),
+            limits: Some(pb::Limits {
+                budget_micros: Some(5_000_000),
+                budget_period: "total".into(),
+                on_outage: "closed".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        settings: Some(pb::Settings {
+            default_key_limits: Some(pb::Limits {
+                tpm: Some(5_000),
+                max_concurrency: Some(3),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+both! {
+    async fn get_limits_lists_fleet_use_and_reset_spend_forgets_it(db: Db) {
+        use llmgw_controlplane::quota::usage::{limits_of, reset_spend_of};
+        let store = db.open().await;
+        let snap = admin_snapshot();
+        let now = llmgw_controlplane::store::now_ms();
+        // Some use: k1's rpm window, k2's lease, spend for k1 and m1.
+        store
+            .grant(
+                &BucketId::new(Scope::Key, "k1", Kind::Rpm),
+                (now.div_euclid(1_000) * 1_000, now.div_euclid(1_000) * 1_000 + 1_000),
+                "dp",
+                7,
+                100,
+            )
+            .await
+            .unwrap();
+        store
+            .lease(&BucketId::new(Scope::Key, "k2", Kind::Concurrency), "dp", 2, 3, now, 60_000)
+            .await
+            .unwrap();
+        ingest::store_batch(&store, batch(vec![spend_rec(1, now, 0.5)])).await.unwrap();
+
+        let all = limits_of(&store, Some(&snap), &pb::GetLimitsRequest::default())
+            .await
+            .unwrap()
+            .limits;
+        let rows: Vec<(&str, &str, &str, u64, bool)> = all
+            .iter()
+            .map(|l| (l.scope.as_str(), l.name.as_str(), l.kind.as_str(), l.limit, l.default))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("key", "k1", "rpm", 100, false),
+                ("key", "k1", "budget", 1_000_000, false),
+                ("key", "k2", "tpm", 5_000, true),
+                ("key", "k2", "concurrency", 3, true),
+                ("model", "m1", "budget", 5_000_000, false),
+            ]
+        );
+        let used: Vec<u64> = all.iter().map(|l| l.used).collect();
+        // The rpm window may have turned since the grant: then nothing is
+        // granted in the current one.
+        assert!(used[0] == 7 || used[0] == 0, "{used:?}");
+        assert_eq!(&used[1..], [500_000, 0, 2, 500_000]);
+        let day = &all[1];
+        assert_eq!(day.period, "day");
+        let (start, end) = Period::Day.bounds(now);
+        assert_eq!(day.window_start, llmgw_controlplane::logs::format_time(start));
+        assert_eq!(day.window_end, llmgw_controlplane::logs::format_time(end));
+        assert!(all[0].window_start.ends_with('Z') && !all[0].window_end.is_empty());
+        // Concurrency and "total" budgets have no window.
+        assert_eq!((all[3].window_start.as_str(), all[4].window_end.as_str()), ("", ""));
+        assert_eq!((all[4].period.as_str(), all[4].on_outage.as_str()), ("total", "closed"));
+
+        // Filters.
+        let only = |scope: &str, name: &str| pb::GetLimitsRequest {
+            scope: scope.into(),
+            name: name.into(),
+        };
+        let k2 = limits_of(&store, Some(&snap), &only("key", "k2")).await.unwrap();
+        assert_eq!(k2.limits.len(), 2);
+        let models = limits_of(&store, Some(&snap), &only("model", "")).await.unwrap();
+        assert_eq!(models.limits.len(), 1);
+        assert_err!(limits_of(&store, Some(&snap), &only("team", "")).await, Invalid, "team");
+        // Before the first snapshot there is nothing to list.
+        assert!(limits_of(&store, None, &only("", "")).await.unwrap().limits.is_empty());
+
+        // Reset forgets the period's spend of that name only.
+        let reset = |scope: &str, name: &str| pb::ResetSpendRequest {
+            scope: scope.into(),
+            name: name.into(),
+        };
+        let r = reset_spend_of(&store, Some(&snap), &reset("key", "k1")).await.unwrap();
+        assert_eq!(r.forgotten_micros, 500_000);
+        let after = limits_of(&store, Some(&snap), &only("key", "k1")).await.unwrap();
+        assert_eq!(after.limits[1].used, 0);
+        let m1 = limits_of(&store, Some(&snap), &only("model", "m1")).await.unwrap();
+        assert_eq!(m1.limits[0].used, 500_000);
+        let r = reset_spend_of(&store, Some(&snap), &reset("model", "m1")).await.unwrap();
+        assert_eq!(r.forgotten_micros, 500_000);
+        assert_err!(reset_spend_of(&store, Some(&snap), &reset("key", "k2")).await, InUse, "no budget");
+        assert_err!(reset_spend_of(&store, Some(&snap), &reset("key", "ghost")).await, NotFound, "ghost");
+        assert_err!(reset_spend_of(&store, Some(&snap), &reset("key", "")).await, Invalid);
+        store.close().await;
+    }
+}
