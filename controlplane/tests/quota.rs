@@ -21,6 +21,8 @@ use llmgw_controlplane::store::quota::DAY_MS;
 use llmgw_controlplane::store::Store;
 use llmgw_core::limits::{BucketId, Kind, Limits, Period, Scope};
 use llmgw_proto::v1 as pb;
+use llmgw_proto::v1::admin_client::AdminClient;
+use llmgw_proto::v1::logs_client::LogsClient;
 use llmgw_proto::v1::quota_client::QuotaClient;
 use llmgw_proto::v1::quota_server::QuotaServer;
 use tokio::sync::{mpsc, watch};
@@ -322,9 +324,20 @@ struct Stream {
 
 impl Stream {
     async fn open(channel: &Channel) -> Stream {
+        Stream::open_with(channel, tonic::Request::new(())).await
+    }
+
+    /// With the metadata of `auth`.
+    async fn open_with(channel: &Channel, auth: tonic::Request<()>) -> Stream {
         let (reports, rx) = mpsc::channel(8);
+        let (metadata, extensions, ()) = auth.into_parts();
+        let req = tonic::Request::from_parts(
+            metadata,
+            extensions,
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        );
         let answers = QuotaClient::new(channel.clone())
-            .stream_quota(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .stream_quota(req)
             .await
             .unwrap()
             .into_inner();
@@ -488,43 +501,105 @@ both! {
     }
 }
 
+const ADMIN_TOKEN: &str = "quota-test-admin";
+const DP_TOKEN: &str = "quota-test-dp";
+
+fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
 both! {
-    async fn the_real_control_plane_refuses_a_stream_without_the_token(db: Db) {
+    async fn the_real_control_plane_grants_configured_limits_and_pushes_shipped_spend(db: Db) {
         let dir = tempfile::tempdir().unwrap();
         let (running, channel) = start_control_plane(
             &db,
             dir.path(),
-            "quota-test-admin",
-            "quota-test-dp",
+            ADMIN_TOKEN,
+            DP_TOKEN,
             &["--quota-lease-ms", "700"],
         )
         .await;
-        let report = || {
-            tokio_stream::iter([pb::QuotaReport {
-                node_id: "dp".into(),
-                usage: vec![],
-            }])
-        };
-        for token in [None, Some("wrong")] {
-            let mut req = tonic::Request::new(report());
-            if let Some(t) = token {
-                req.metadata_mut()
-                    .insert("authorization", format!("Bearer {t}").parse().unwrap());
-            }
+        // Without the data-plane token, no stream.
+        let report = || tokio_stream::iter([pb::QuotaReport { node_id: "dp".into(), usage: vec![] }]);
+        for req in [tonic::Request::new(report()), authed(report(), ADMIN_TOKEN)] {
             let e = QuotaClient::new(channel.clone()).stream_quota(req).await.unwrap_err();
-            assert_eq!(e.code(), tonic::Code::Unauthenticated, "{token:?}");
+            assert_eq!(e.code(), tonic::Code::Unauthenticated);
         }
-        let mut req = tonic::Request::new(report());
-        req.metadata_mut()
-            .insert("authorization", "Bearer quota-test-dp".parse().unwrap());
-        let mut answers = QuotaClient::new(channel).stream_quota(req).await.unwrap().into_inner();
-        let first = tokio::time::timeout(WAIT, answers.message())
+
+        // A key with an rpm limit and a daily budget, set through the admin API.
+        let mut admin = AdminClient::new(channel.clone());
+        admin
+            .create_api_key(authed(
+                pb::CreateApiKeyRequest {
+                    name: "team".into(),
+                    limits: Some(pb::Limits {
+                        rpm: Some(10),
+                        budget_micros: Some(1_000_000),
+                        budget_period: "day".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ADMIN_TOKEN,
+            ))
+            .await
+            .unwrap();
+        let rpm = BucketId::new(Scope::Key, "team", Kind::Rpm);
+        let budget = BucketId::new(Scope::Key, "team", Kind::Budget);
+        let now = llmgw_controlplane::store::now_ms();
+        let window = now.div_euclid(60_000) * 60_000;
+
+        let mut s = Stream::open_with(&channel, authed((), DP_TOKEN)).await;
+        let got = s.report("dp-1", vec![usage(&rpm, window, 4, 0), charged(&budget, 0)]).await;
+        assert_eq!((got.data_planes, got.lease_ms), (1, 700));
+        let find = |g: &pb::QuotaAssignments, kind: &str| {
+            g.assignments.iter().find(|x| x.bucket.as_ref().unwrap().kind == kind).cloned()
+        };
+        let r = find(&got, "rpm").unwrap();
+        assert_eq!(r.limit, 10);
+        // (Unless the minute turned between `now` and the report.)
+        assert!(r.granted == 4 || r.window_start_ms != window, "{r:?}");
+        assert_eq!(find(&got, "budget").unwrap().fleet_used, 0);
+        let listed = admin
+            .get_limits(authed(
+                pb::GetLimitsRequest { scope: "key".into(), name: "team".into() },
+                ADMIN_TOKEN,
+            ))
             .await
             .unwrap()
+            .into_inner()
+            .limits;
+        let kinds: Vec<&str> = listed.iter().map(|l| l.kind.as_str()).collect();
+        assert_eq!(kinds, ["rpm", "budget"]);
+
+        // A shipped log with a cost reaches the stream as new spend, unasked.
+        let mut rec = spend_rec(1, now, 0.2);
+        rec.key = "team".into();
+        let mut acks = LogsClient::new(channel.clone())
+            .ship(authed(tokio_stream::iter([batch(vec![rec])]), DP_TOKEN))
+            .await
             .unwrap()
-            .unwrap();
-        assert_eq!((first.data_planes, first.lease_ms), (1, 700));
-        assert!(first.assignments.is_empty());
+            .into_inner();
+        tokio::time::timeout(WAIT, acks.message()).await.unwrap().unwrap().unwrap();
+        let pushed = s.next().await;
+        assert_eq!(find(&pushed, "budget").unwrap().fleet_used, 200_000);
+
+        // Reset through the admin API: the next report carries the zero.
+        let reset = admin
+            .reset_spend(authed(
+                pb::ResetSpendRequest { scope: "key".into(), name: "team".into() },
+                ADMIN_TOKEN,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reset.forgotten_micros, 200_000);
+        let got = s.report("dp-1", vec![charged(&budget, 200_000)]).await;
+        assert_eq!(find(&got, "budget").unwrap().fleet_used, 0);
+        drop(s);
         tokio::time::timeout(WAIT, running.shutdown()).await.unwrap().unwrap();
     }
 }
