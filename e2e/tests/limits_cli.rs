@@ -3,8 +3,9 @@
 //! the limit flags on create and update of keys, models and providers (an
 //! update merges: a flag replaces, 0 removes, what is not given stays),
 //! `key update`, `limits default`, how `get` and `list` show limits, the
-//! errors of bad values (from the CLI and from the server), and
-//! export/apply carrying limits with per-field changes.
+//! errors of bad values (from the CLI and from the server),
+//! export/apply carrying limits with per-field changes, and `llmgw
+//! limits` and `reset-spend` against the control plane's quota runtime.
 
 use llmgw_e2e::*;
 use serde_json::{json, Value};
@@ -225,4 +226,67 @@ async fn limit_flags_sqlite() {
         cli_json(&cp, &["model", "get", "gpt"]).await["limits"]["rpm"],
         120
     );
+
+    // `llmgw limits`: every limit with its use (none yet).
+    let all = cli_json(&cp, &["limits"]).await;
+    let rows: Vec<(String, String, String, u64, bool)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["scope"].as_str().unwrap().to_string(),
+                r["name"].as_str().unwrap().to_string(),
+                r["kind"].as_str().unwrap().to_string(),
+                r["limit"].as_u64().unwrap(),
+                r["default"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    for want in [
+        ("key", "team", "tpm", 500, false),
+        ("key", "team", "budget", 50_000, false),
+        ("key", "plain", "budget", 1_500_000, true),
+        ("model", "gpt", "rpm", 120, false),
+        ("model", "gpt", "concurrency", 3, false),
+        ("provider", "up", "budget", 25_000_000, false),
+    ] {
+        let want = (want.0.into(), want.1.into(), want.2.into(), want.3, want.4);
+        assert!(rows.contains(&want), "{want:?} not in {all}");
+    }
+    assert!(
+        all.as_array().unwrap().iter().all(|r| r["used"] == 0),
+        "{all}"
+    );
+    let team = cli_json(&cp, &["limits", "--scope", "key", "--name", "team"]).await;
+    let kinds: Vec<&str> = team
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.len(), 2, "{team}");
+    assert!(
+        kinds.contains(&"tpm") && kinds.contains(&"budget"),
+        "{team}"
+    );
+    let table = cli_ok(&cp, &["limits", "--scope", "key"]).await;
+    assert!(table.starts_with("SCOPE "), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("key ")
+            && l.contains(" team ")
+            && l.contains(" 0/0.05 USD ")
+            && l.contains(" day ")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("plain (default)") && l.contains(" 0/1.5 USD ")),
+        "{table}"
+    );
+    let out = cli_ok(&cp, &["key", "reset-spend", "team"]).await;
+    assert_eq!(out.trim(), "reset the spend of key team: 0 USD forgotten");
+    let err = cli_err(&cp, &["model", "reset-spend", "nobody"]).await;
+    assert!(err.contains("model 'nobody' has no limits"), "{err}");
 }
