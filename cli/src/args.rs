@@ -20,8 +20,8 @@ const GLOBAL: &str = "Global options";
     version,
     about = "Manage an llmgw gateway through its control plane's admin API",
     long_about = "Manage an llmgw gateway through its control plane's admin API: \
-        providers, models, client API keys, data planes and the configuration \
-        as a whole (export / apply).",
+        providers, models, client API keys, their limits, data planes and the \
+        configuration as a whole (export / apply).",
     propagate_version = true
 )]
 pub struct Cli {
