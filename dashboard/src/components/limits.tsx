@@ -3,7 +3,8 @@
 // and the reset-spend confirmation.
 
 import { AlertTriangle, OctagonX, RotateCcw } from "lucide-react";
-import { api } from "@/lib/api";
+import { Code } from "@connectrpc/connect";
+import { api, isCode } from "@/lib/api";
 import {
   BUDGET_PERIODS,
   budgetLevel,
@@ -38,9 +39,21 @@ export interface ScopeUsage {
   reload: () => void;
 }
 
-/** The usage of every limit of one scope, asked for again every 15 s while the tab is visible. */
+/**
+ * The usage of every limit of one scope, asked for again every 15 s while
+ * the tab is visible. A control plane without limits (UNIMPLEMENTED) has none.
+ */
 export function useScopeUsage(scope: "key" | "model" | "provider"): ScopeUsage {
-  const q = useQuery((signal) => api().getLimits({ scope }, { signal }), [scope]);
+  const q = useQuery(
+    (signal) =>
+      api()
+        .getLimits({ scope }, { signal })
+        .catch((e: unknown) => {
+          if (isCode(e, Code.Unimplemented)) return { limits: [] };
+          throw e;
+        }),
+    [scope],
+  );
   useInterval(q.reload, USAGE_POLL_MS);
   return { byName: usageByName(q.data?.limits ?? [], scope), error: q.error, reload: q.reload };
 }
