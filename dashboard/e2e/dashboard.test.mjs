@@ -173,6 +173,22 @@ async function refreshUntil(locator, count, what) {
   }
 }
 
+/**
+ * Opens the edit dialog of `name` in `row`, fills the fields (label → value;
+ * "Budget period" is a select), runs `beforeSave(dialog)` and saves.
+ */
+async function editLimits(row, name, fields, beforeSave = async () => {}) {
+  await row.getByRole("button", { name: `Edit ${name}` }).click();
+  const dialog = page.getByRole("dialog");
+  for (const [label, value] of Object.entries(fields)) {
+    if (label === "Budget period") await dialog.getByLabel(label).selectOption(value);
+    else await dialog.getByLabel(label).fill(value);
+  }
+  await beforeSave(dialog);
+  await dialog.getByRole("button", { name: "Save changes" }).click();
+  await dialog.waitFor({ state: "detached" });
+}
+
 describe("dashboard in Chromium", { concurrency: 1 }, () => {
   before(async () => {
     rmSync(ARTIFACTS, { recursive: true, force: true });
@@ -549,7 +565,7 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     // The default key limits apply to the keys without their own.
     await goto("API keys");
     await page.getByRole("button", { name: "Default limits" }).click();
-    let dialog = page.getByRole("dialog");
+    const dialog = page.getByRole("dialog");
     await dialog.getByText("Now: none.").waitFor();
     await dialog.getByLabel("Requests per minute").fill("1000");
     await dialog.getByRole("button", { name: "Save defaults" }).click();
@@ -560,13 +576,7 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
 
     // A key's own limits: an rpm limit and a budget, each with its bar.
     const row = page.getByRole("row").filter({ hasText: "e2e-key" });
-    await row.getByRole("button", { name: "Edit e2e-key" }).click();
-    dialog = page.getByRole("dialog");
-    await dialog.getByLabel("Requests per minute").fill("100");
-    await dialog.getByLabel("Budget (USD)").fill("1");
-    await screenshot("key-limits-form");
-    await dialog.getByRole("button", { name: "Save changes" }).click();
-    await dialog.waitFor({ state: "detached" });
+    await editLimits(row, "e2e-key", { "Requests per minute": "100", "Budget (USD)": "1" }, () => screenshot("key-limits-form"));
     const rpm = row.getByRole("progressbar", { name: "Requests/min of e2e-key" });
     const budget = row.getByRole("progressbar", { name: "Budget/month of e2e-key" });
     // Until the new usage is loaded, the bar of the default limit is shown.
@@ -581,10 +591,7 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
 
     // A budget the spend is 80 %–100 % of: the warning.
     const setBudget = async (micros) => {
-      await row.getByRole("button", { name: "Edit e2e-key" }).click();
-      await dialog.getByLabel("Budget (USD)").fill((micros / 1e6).toFixed(6));
-      await dialog.getByRole("button", { name: "Save changes" }).click();
-      await dialog.waitFor({ state: "detached" });
+      await editLimits(row, "e2e-key", { "Budget (USD)": (micros / 1e6).toFixed(6) });
       await budget.and(page.locator(`[aria-valuemax="${micros / 1e6}"]`)).waitFor();
     };
     await setBudget(Math.floor(spent / 0.85));
@@ -599,7 +606,6 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
 
     // Reset spend, after a confirmation: the budget is free again.
     await row.getByRole("button", { name: "Reset the spend of e2e-key" }).click();
-    dialog = page.getByRole("dialog");
     await dialog.getByText("Reset the spend of key e2e-key?").waitFor();
     await dialog.getByRole("button", { name: "Reset spend" }).click();
     await dialog.waitFor({ state: "detached" });
@@ -612,19 +618,13 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     // A model's limits: set, shown, and one removed again (cleared is 0: no limit).
     await goto("Models");
     const modelRow = page.getByRole("row").filter({ hasText: "e2e-model" });
-    await modelRow.getByRole("button", { name: "Edit e2e-model" }).click();
-    dialog = page.getByRole("dialog");
-    await dialog.getByLabel("Tokens per minute").fill("50000");
-    await dialog.getByLabel("Requests in flight").fill("5");
-    await dialog.getByRole("button", { name: "Save changes" }).click();
-    await dialog.waitFor({ state: "detached" });
+    await editLimits(modelRow, "e2e-model", { "Tokens per minute": "50000", "Requests in flight": "5" });
     assert.equal(await modelRow.getByRole("progressbar", { name: "Tokens/min of e2e-model" }).getAttribute("aria-valuemax"), "50000");
     assert.equal(await modelRow.getByRole("progressbar", { name: "In flight of e2e-model" }).getAttribute("aria-valuemax"), "5");
-    await modelRow.getByRole("button", { name: "Edit e2e-model" }).click();
-    assert.equal(await dialog.getByLabel("Tokens per minute").inputValue(), "50000");
-    await dialog.getByLabel("Tokens per minute").fill("");
-    await dialog.getByRole("button", { name: "Save changes" }).click();
-    await dialog.waitFor({ state: "detached" });
+    await editLimits(modelRow, "e2e-model", {}, async (dialog) => {
+      assert.equal(await dialog.getByLabel("Tokens per minute").inputValue(), "50000");
+      await dialog.getByLabel("Tokens per minute").fill("");
+    });
     await modelRow.getByRole("progressbar", { name: "Tokens/min of e2e-model" }).waitFor({ state: "detached" });
     await modelRow.getByRole("progressbar", { name: "In flight of e2e-model" }).waitFor();
     await screenshot("model-limits");
@@ -632,12 +632,7 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     // A provider's daily budget shows the provider's spend.
     await goto("Providers");
     const providerRow = page.getByRole("row").filter({ hasText: "mock" });
-    await providerRow.getByRole("button", { name: "Edit mock" }).click();
-    dialog = page.getByRole("dialog");
-    await dialog.getByLabel("Budget (USD)").fill("10");
-    await dialog.getByLabel("Budget period").selectOption("day");
-    await dialog.getByRole("button", { name: "Save changes" }).click();
-    await dialog.waitFor({ state: "detached" });
+    await editLimits(providerRow, "mock", { "Budget (USD)": "10", "Budget period": "day" });
     const providerBudget = providerRow.getByRole("progressbar", { name: "Budget/day of mock" });
     assert.equal(await providerBudget.getAttribute("aria-valuemax"), "10");
     assert.ok(Number(await providerBudget.getAttribute("aria-valuenow")) > 0, "the provider's spend today");

@@ -33,21 +33,27 @@ const usage = (over: Partial<UsageLike>): UsageLike => ({
 
 describe("US dollars from micro-dollars", () => {
   it("formats exactly, with at least cents", () => {
-    expect(formatUsd(0n)).toBe("$0.00");
-    expect(formatUsd(5_000_000n)).toBe("$5.00");
-    expect(formatUsd(1_234_500_000n)).toBe("$1,234.50");
-    expect(formatUsd(42n)).toBe("$0.000042");
-    expect(formatUsd(123_456n)).toBe("$0.123456");
-    expect(formatUsd(10_000n)).toBe("$0.01");
-    expect(formatUsd(18_446_744_073_709_551_615n)).toBe("$18,446,744,073,709.551615");
-    expect(formatUsd(250_000)).toBe("$0.25");
+    const cases: [bigint | number, string][] = [
+      [0n, "$0.00"],
+      [5_000_000n, "$5.00"],
+      [1_234_500_000n, "$1,234.50"],
+      [42n, "$0.000042"],
+      [123_456n, "$0.123456"],
+      [10_000n, "$0.01"],
+      [18_446_744_073_709_551_615n, "$18,446,744,073,709.551615"],
+      [250_000, "$0.25"],
+    ];
+    for (const [micros, text] of cases) expect(formatUsd(micros)).toBe(text);
   });
   it("gives the form's number back", () => {
-    expect(usdText(12_500_000n)).toBe("12.5");
-    expect(usdText(5_000_000n)).toBe("5");
-    expect(usdText(42n)).toBe("0.000042");
-    expect(usdText(1_234_000_000n)).toBe("1234");
-    expect(usdText(0n)).toBe("0");
+    const cases: [bigint, string][] = [
+      [12_500_000n, "12.5"],
+      [5_000_000n, "5"],
+      [42n, "0.000042"],
+      [1_234_000_000n, "1234"],
+      [0n, "0"],
+    ];
+    for (const [micros, text] of cases) expect(usdText(micros)).toBe(text);
   });
   it("parses what an admin types", () => {
     expect(parseUsd("12.5")).toBe(12_500_000n);
