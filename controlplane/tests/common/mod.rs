@@ -244,6 +244,7 @@ pub fn provider(name: &str) -> ProviderSpec {
         timeout_s: 30,
         stream_usage: true,
         enabled: true,
+        limits: None,
     }
 }
 
@@ -276,6 +277,7 @@ pub fn model(name: &str, targets: Vec<TargetSpec>) -> ModelSpec {
         default_max_tokens: None,
         translation: Translation::Strict,
         model_type: ModelType::Chat,
+        limits: None,
     }
 }
 
@@ -289,7 +291,47 @@ pub fn key(name: &str, secret: &str) -> KeySpec {
         expires_at: None,
         revoked: false,
         log_bodies: true,
+        limits: None,
     }
+}
+
+// ---------- a running control plane ----------
+
+/// Starts the real control plane (`llmgw_controlplane::start`) on
+/// 127.0.0.1:0 over `db`, with these tokens and `extra` flags, and connects
+/// a channel to it.
+pub async fn start_control_plane(
+    db: &Db,
+    data_dir: &std::path::Path,
+    admin_token: &str,
+    dataplane_token: &str,
+    extra: &[&str],
+) -> (llmgw_controlplane::Running, tonic::transport::Channel) {
+    let mut args = vec![
+        "llmgw-controlplane",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--database-url",
+        db.url.as_str(),
+        "--admin-token",
+        admin_token,
+        "--dataplane-token",
+        dataplane_token,
+        "--master-key",
+        db.master_key.expose_secret(),
+    ];
+    args.extend_from_slice(extra);
+    let args = <llmgw_controlplane::config::Args as clap::Parser>::try_parse_from(args).unwrap();
+    let running = llmgw_controlplane::start(args).await.unwrap();
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", running.local_addr()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    (running, channel)
 }
 
 // ---------- one-write helpers ----------
