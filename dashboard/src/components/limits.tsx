@@ -68,8 +68,8 @@ export function UsageBar({ usage: u, now = Date.now() }: { usage: UsageLike; now
   const reset = resetText(u, now);
   const max = unitValue(u, u.limit);
   return (
-    <div className="grid min-w-44 gap-0.5" data-testid="usage" data-kind={u.kind} data-level={level}>
-      <div className="flex items-baseline justify-between gap-2 text-xs">
+    <div className="grid min-w-36 gap-0.5" data-testid="usage" data-kind={u.kind} data-level={level}>
+      <div className="flex flex-wrap items-baseline justify-between gap-x-2 text-xs">
         <span className="text-muted-foreground">{title}</span>
         <span className={cn("tabular-nums", level === "exhausted" ? "font-medium text-red-700" : level === "warning" ? "font-medium text-amber-800" : "")}>
           {usageText(u)}
@@ -113,11 +113,14 @@ export function LimitsCell({
   usage,
   configured,
   onResetSpend,
+  hideNone = false,
 }: {
   name: string;
   usage: ScopeUsage;
   configured: LimitsLike | undefined;
   onResetSpend?: () => void;
+  /** Show nothing, rather than "none", when there are no limits. */
+  hideNone?: boolean;
 }) {
   const rows = usage.byName.get(name) ?? [];
   if (rows.length === 0) {
@@ -126,7 +129,7 @@ export function LimitsCell({
       <span className="text-xs" title={usage.error ? `Usage unavailable: ${usage.error}` : undefined}>
         {summary}
       </span>
-    ) : (
+    ) : hideNone ? null : (
       <span className="text-xs text-muted-foreground">none</span>
     );
   }

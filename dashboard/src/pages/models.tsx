@@ -207,9 +207,8 @@ export function ModelsPage() {
                 <TableHead>Targets</TableHead>
                 <TableHead>Attempts</TableHead>
                 <TableHead>Translation</TableHead>
-                <TableHead>Price in / out (per 1M)</TableHead>
-                <TableHead>Status</TableHead>
-                <TableHead>Limits</TableHead>
+                <TableHead className="whitespace-normal">Price in / out (per 1M)</TableHead>
+                <TableHead>Status · limits</TableHead>
                 <TableHead className="pr-5 text-right">
                   <span className="sr-only">Actions</span>
                 </TableHead>
@@ -257,13 +256,14 @@ export function ModelsPage() {
                     {formatPrice(m.prices?.inputPerMtok ?? 0)} / {formatPrice(m.prices?.outputPerMtok ?? 0)}
                   </TableCell>
                   <TableCell>
-                    <div className="flex flex-wrap gap-1">
-                      {m.enabled ? <Badge variant="success">enabled</Badge> : <Badge variant="secondary">disabled</Badge>}
-                      <BrokenBadge broken={m.broken} />
+                    {/* One column for both keeps the table within a laptop's width. */}
+                    <div className="grid gap-2">
+                      <div className="flex flex-wrap gap-1">
+                        {m.enabled ? <Badge variant="success">enabled</Badge> : <Badge variant="secondary">disabled</Badge>}
+                        <BrokenBadge broken={m.broken} />
+                      </div>
+                      <LimitsCell name={m.name} usage={usage} configured={m.limits} onResetSpend={() => setResetting(m.name)} hideNone />
                     </div>
-                  </TableCell>
-                  <TableCell>
-                    <LimitsCell name={m.name} usage={usage} configured={m.limits} onResetSpend={() => setResetting(m.name)} />
                   </TableCell>
                   <TableCell className="pr-5 text-right whitespace-nowrap">
                     <Button
