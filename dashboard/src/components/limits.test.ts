@@ -37,6 +37,11 @@ describe("the usage bar", () => {
     expect(p["aria-valuetext"]).toBe("$2.50 / $10.00 (25%), resets in 29d 03h");
   });
 
+  it("shows when a budget's period starts again", () => {
+    expect(bar(budget(2_500_000n))).toContain(">resets in 29d 03h</span>");
+    expect(bar({ ...budget(2_500_000n), period: "total", windowStart: "", windowEnd: "" })).toContain(">never resets</span>");
+  });
+
   it("warns at 80 % of a budget", () => {
     const ok = bar(budget(7_990_000n));
     expect(ok).toContain('data-level="ok"');

@@ -90,14 +90,19 @@ export function UsageBar({ usage: u, now = Date.now() }: { usage: UsageLike; now
           style={{ width: `${Math.min(1, ratio) * 100}%` }}
         />
       </div>
-      {level === "warning" ? (
-        <p className="flex items-center gap-1 text-xs text-amber-800" data-testid="budget-warning">
-          <AlertTriangle className="size-3 shrink-0" aria-hidden /> {formatPercent(ratio)} of the budget spent
-        </p>
-      ) : level === "exhausted" ? (
-        <p className="flex items-center gap-1 text-xs font-medium text-red-700" data-testid="budget-exhausted">
-          <OctagonX className="size-3 shrink-0" aria-hidden /> Budget exhausted: requests are refused
-        </p>
+      {u.kind === "budget" ? (
+        <div className="flex flex-wrap items-center justify-between gap-x-2 text-xs">
+          {level === "warning" ? (
+            <span className="flex items-center gap-1 text-amber-800" data-testid="budget-warning">
+              <AlertTriangle className="size-3 shrink-0" aria-hidden /> {formatPercent(ratio)} of the budget spent
+            </span>
+          ) : level === "exhausted" ? (
+            <span className="flex items-center gap-1 font-medium text-red-700" data-testid="budget-exhausted">
+              <OctagonX className="size-3 shrink-0" aria-hidden /> Budget exhausted: requests are refused
+            </span>
+          ) : null}
+          {reset ? <span className="text-muted-foreground">{reset}</span> : null}
+        </div>
       ) : null}
     </div>
   );
