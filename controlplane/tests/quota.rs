@@ -734,3 +734,33 @@ both! {
         store.close().await;
     }
 }
+
+both! {
+    async fn a_batch_shipped_to_two_control_planes_at_once_is_counted_once(db: Db) {
+        let stores = two_stores(&db).await;
+        let now = llmgw_controlplane::store::now_ms();
+        let records: Vec<pb::RequestLog> = (1..=40).map(|n| spend_rec(n, now, 0.01)).collect();
+        // The same records, resent to both control planes, in four overlapping batches.
+        let mut tasks = Vec::new();
+        for i in 0..4usize {
+            let store = stores[i % 2].clone();
+            let part = records[i * 5..i * 5 + 25].to_vec();
+            tasks.push(tokio::spawn(async move {
+                ingest::store_batch(&store, batch(part)).await.unwrap().stored.len()
+            }));
+        }
+        let mut stored = 0;
+        for t in tasks {
+            stored += t.await.unwrap();
+        }
+        assert_eq!(stored, 40);
+        let today = Period::Day.bounds(now);
+        for s in &stores {
+            assert_eq!(s.spend(Scope::Provider, "p1", today).await.unwrap(), 400_000);
+        }
+        if db.kind == common::Kind::Postgres {
+            stores[1].close().await;
+        }
+        stores[0].close().await;
+    }
+}

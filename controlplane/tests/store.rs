@@ -37,6 +37,7 @@ both! {
             "models",
             "model_targets",
             "api_keys",
+            "limits",
             "data_planes",
             "request_logs",
             "request_attempts",
