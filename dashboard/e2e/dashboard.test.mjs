@@ -173,6 +173,22 @@ async function refreshUntil(locator, count, what) {
   }
 }
 
+/**
+ * Opens the edit dialog of `name` in `row`, fills the fields (label → value;
+ * "Budget period" is a select), runs `beforeSave(dialog)` and saves.
+ */
+async function editLimits(row, name, fields, beforeSave = async () => {}) {
+  await row.getByRole("button", { name: `Edit ${name}` }).click();
+  const dialog = page.getByRole("dialog");
+  for (const [label, value] of Object.entries(fields)) {
+    if (label === "Budget period") await dialog.getByLabel(label).selectOption(value);
+    else await dialog.getByLabel(label).fill(value);
+  }
+  await beforeSave(dialog);
+  await dialog.getByRole("button", { name: "Save changes" }).click();
+  await dialog.waitFor({ state: "detached" });
+}
+
 describe("dashboard in Chromium", { concurrency: 1 }, () => {
   before(async () => {
     rmSync(ARTIFACTS, { recursive: true, force: true });
@@ -542,6 +558,86 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
       (e) => e.status === 400 && /has type 'embedding'/.test(e.message),
     );
     await assertNoSecrets("model types");
+    await goto("Overview");
+  });
+
+  step("limits: usage bars, default key limits, the budget warning, editing and reset spend", async () => {
+    // The default key limits apply to the keys without their own.
+    await goto("API keys");
+    await page.getByRole("button", { name: "Default limits" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByText("Now: none.").waitFor();
+    await dialog.getByLabel("Requests per minute").fill("1000");
+    await dialog.getByRole("button", { name: "Save defaults" }).click();
+    await dialog.waitFor({ state: "detached" });
+    const embedRow = page.getByRole("row").filter({ hasText: "e2e-embed-key" });
+    await embedRow.getByTestId("default-limits").waitFor();
+    assert.equal(await embedRow.getByRole("progressbar", { name: "Requests/min of e2e-embed-key" }).getAttribute("aria-valuemax"), "1000");
+
+    // A key's own limits: an rpm limit and a budget, each with its bar.
+    const row = page.getByRole("row").filter({ hasText: "e2e-key" });
+    await editLimits(row, "e2e-key", { "Requests per minute": "100", "Budget (USD)": "1" }, () => screenshot("key-limits-form"));
+    const rpm = row.getByRole("progressbar", { name: "Requests/min of e2e-key" });
+    const budget = row.getByRole("progressbar", { name: "Budget/month of e2e-key" });
+    // Until the new usage is loaded, the bar of the default limit is shown.
+    await rpm.and(page.locator('[aria-valuemax="100"]')).waitFor();
+    assert.match(await rpm.getAttribute("aria-valuetext"), /^\d+ \/ 100 \(/);
+    assert.equal(await budget.getAttribute("aria-valuemax"), "1");
+    assert.equal(await row.getByTestId("default-limits").count(), 0);
+    // The requests above were priced: the key has spent something this month.
+    const spent = Math.round(Number(await budget.getAttribute("aria-valuenow")) * 1e6);
+    assert.ok(spent > 0, `the key's spend, micro-dollars: ${spent}`);
+    assert.equal(await row.locator('[data-kind="budget"]').getAttribute("data-level"), "ok");
+
+    // A budget the spend is 80 %–100 % of: the warning.
+    const setBudget = async (micros) => {
+      await editLimits(row, "e2e-key", { "Budget (USD)": (micros / 1e6).toFixed(6) });
+      await budget.and(page.locator(`[aria-valuemax="${micros / 1e6}"]`)).waitFor();
+    };
+    await setBudget(Math.floor(spent / 0.85));
+    await row.getByTestId("budget-warning").waitFor();
+    assert.match(await row.getByTestId("budget-warning").innerText(), /^8\d(\.\d+)?% of the budget spent$/);
+    assert.equal(await row.locator('[data-kind="budget"]').getAttribute("data-level"), "warning");
+    await screenshot("key-budget-warning");
+    // Spent in full: exhausted.
+    await setBudget(spent);
+    await row.getByTestId("budget-exhausted").waitFor();
+    assert.equal(await row.getByTestId("budget-warning").count(), 0);
+
+    // Reset spend, after a confirmation: the budget is free again.
+    await row.getByRole("button", { name: "Reset the spend of e2e-key" }).click();
+    await dialog.getByText("Reset the spend of key e2e-key?").waitFor();
+    await dialog.getByRole("button", { name: "Reset spend" }).click();
+    await dialog.waitFor({ state: "detached" });
+    await budget.and(page.locator('[aria-valuenow="0"]')).waitFor();
+    assert.equal(await row.locator('[data-kind="budget"]').getAttribute("data-level"), "ok");
+    assert.equal(await row.getByRole("button", { name: "Reset the spend of e2e-key" }).count(), 0);
+    await screenshot("key-limits");
+    await assertNoSecrets("key limits");
+
+    // A model's limits: set, shown, and one removed again (cleared is 0: no limit).
+    await goto("Models");
+    const modelRow = page.getByRole("row").filter({ hasText: "e2e-model" });
+    await editLimits(modelRow, "e2e-model", { "Tokens per minute": "50000", "Requests in flight": "5" });
+    assert.equal(await modelRow.getByRole("progressbar", { name: "Tokens/min of e2e-model" }).getAttribute("aria-valuemax"), "50000");
+    assert.equal(await modelRow.getByRole("progressbar", { name: "In flight of e2e-model" }).getAttribute("aria-valuemax"), "5");
+    await editLimits(modelRow, "e2e-model", {}, async (dialog) => {
+      assert.equal(await dialog.getByLabel("Tokens per minute").inputValue(), "50000");
+      await dialog.getByLabel("Tokens per minute").fill("");
+    });
+    await modelRow.getByRole("progressbar", { name: "Tokens/min of e2e-model" }).waitFor({ state: "detached" });
+    await modelRow.getByRole("progressbar", { name: "In flight of e2e-model" }).waitFor();
+    await screenshot("model-limits");
+
+    // A provider's daily budget shows the provider's spend.
+    await goto("Providers");
+    const providerRow = page.getByRole("row").filter({ hasText: "mock" });
+    await editLimits(providerRow, "mock", { "Budget (USD)": "10", "Budget period": "day" });
+    const providerBudget = providerRow.getByRole("progressbar", { name: "Budget/day of mock" });
+    assert.equal(await providerBudget.getAttribute("aria-valuemax"), "10");
+    assert.ok(Number(await providerBudget.getAttribute("aria-valuenow")) > 0, "the provider's spend today");
+    await screenshot("provider-limits");
+    await assertNoSecrets("provider limits");
     await goto("Overview");
   });
 

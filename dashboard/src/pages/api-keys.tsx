@@ -1,7 +1,8 @@
-import { AlertTriangle, Ban, KeyRound, Plus, Trash2 } from "lucide-react";
+import { AlertTriangle, Ban, Gauge, KeyRound, Pencil, Plus, Trash2 } from "lucide-react";
 import { type FormEvent, useState } from "react";
 import { ConfirmDialog } from "@/components/confirm";
 import { CopyButton } from "@/components/copy-button";
+import { LimitsCell, LimitsFields, ResetSpendDialog, useScopeUsage } from "@/components/limits";
 import { Empty, ErrorAlert, PageHeader, TableSkeleton } from "@/components/states";
 import { BrokenBadge } from "@/components/broken-badge";
 import { Badge } from "@/components/ui/badge";
@@ -16,6 +17,7 @@ import { Table, TableBody, TableCell, TableHead, TableHeader, TableRow } from "@
 import type { ApiKey } from "@/gen/llmgw/v1/admin_pb";
 import { api, errorMessage } from "@/lib/api";
 import { formatDateTime, formatRelative, toDate } from "@/lib/format";
+import { limitsForCreate, limitsForUpdate, limitsFormOf, limitsSummary, NO_LIMITS } from "@/lib/limits";
 import { useQuery, useTitle } from "@/lib/hooks";
 
 const EXPIRIES = [
@@ -37,7 +39,11 @@ function KeyState({ k }: { k: ApiKey }) {
 export function ApiKeysPage() {
   useTitle("API keys");
   const list = useQuery((signal) => api().listApiKeys({}, { signal }), []);
+  const usage = useScopeUsage("key");
   const [creating, setCreating] = useState(false);
+  const [editing, setEditing] = useState<ApiKey | null>(null);
+  const [editingDefaults, setEditingDefaults] = useState(false);
+  const [resetting, setResetting] = useState<string | null>(null);
   const [created, setCreated] = useState<{ name: string; secret: string } | null>(null);
   const [revoking, setRevoking] = useState<ApiKey | null>(null);
   const [deleting, setDeleting] = useState<ApiKey | null>(null);
@@ -49,12 +55,18 @@ export function ApiKeysPage() {
         title="API keys"
         description="Keys that applications use against the data planes. Only a hash of each is stored."
         actions={
-          <Button onClick={() => setCreating(true)}>
-            <Plus /> Create key
-          </Button>
+          <>
+            <Button variant="outline" onClick={() => setEditingDefaults(true)}>
+              <Gauge /> Default limits
+            </Button>
+            <Button onClick={() => setCreating(true)}>
+              <Plus /> Create key
+            </Button>
+          </>
         }
       />
       {list.error ? <ErrorAlert message={list.error} onRetry={list.reload} className="mb-4" /> : null}
+      {usage.error && !list.error ? <ErrorAlert message={`Usage of the limits unavailable: ${usage.error}`} onRetry={usage.reload} className="mb-4" /> : null}
       <Card className="overflow-hidden">
         {list.loading && !list.data ? (
           <TableSkeleton />
@@ -70,6 +82,7 @@ export function ApiKeysPage() {
                 <TableHead>Prefix</TableHead>
                 <TableHead>Allowed models</TableHead>
                 <TableHead>Status</TableHead>
+                <TableHead>Limits</TableHead>
                 <TableHead>Expires</TableHead>
                 <TableHead>Last used</TableHead>
                 <TableHead>Created</TableHead>
@@ -109,6 +122,9 @@ export function ApiKeysPage() {
                       <BrokenBadge broken={k.broken} />
                     </div>
                   </TableCell>
+                  <TableCell>
+                    <LimitsCell name={k.name} usage={usage} configured={k.limits} onResetSpend={() => setResetting(k.name)} />
+                  </TableCell>
                   <TableCell className="whitespace-nowrap text-xs" title={formatDateTime(k.expiresAt)}>
                     {k.expiresAt ? formatRelative(k.expiresAt) : <span className="text-muted-foreground">never</span>}
                   </TableCell>
@@ -117,6 +133,9 @@ export function ApiKeysPage() {
                   </TableCell>
                   <TableCell className="whitespace-nowrap text-xs text-muted-foreground">{formatDateTime(k.createdAt)}</TableCell>
                   <TableCell className="pr-5 text-right whitespace-nowrap">
+                    <Button variant="ghost" size="icon-sm" aria-label={`Edit ${k.name}`} title="Edit" onClick={() => setEditing(k)}>
+                      <Pencil />
+                    </Button>
                     <Button variant="ghost" size="icon-sm" aria-label={`Revoke ${k.name}`} title="Revoke" disabled={k.revoked} onClick={() => setRevoking(k)}>
                       <Ban />
                     </Button>
@@ -130,16 +149,32 @@ export function ApiKeysPage() {
           </Table>
         )}
       </Card>
-      {creating ? (
-        <CreateKeyDialog
-          onClose={() => setCreating(false)}
-          onCreated={(name, secret) => {
+      {creating || editing ? (
+        <KeyDialog
+          apiKey={editing ?? undefined}
+          onClose={() => {
             setCreating(false);
-            setCreated({ name, secret });
+            setEditing(null);
+          }}
+          onSaved={(name, secret) => {
+            setCreating(false);
+            setEditing(null);
+            if (secret) setCreated({ name, secret });
             list.reload();
+            usage.reload();
           }}
         />
       ) : null}
+      {editingDefaults ? (
+        <DefaultLimitsDialog
+          onClose={() => setEditingDefaults(false)}
+          onSaved={() => {
+            setEditingDefaults(false);
+            usage.reload();
+          }}
+        />
+      ) : null}
+      <ResetSpendDialog scope="key" name={resetting} onClose={() => setResetting(null)} onDone={usage.reload} />
       {created ? <SecretDialog name={created.name} secret={created.secret} onClose={() => setCreated(null)} /> : null}
       <ConfirmDialog
         open={revoking != null}
@@ -169,22 +204,37 @@ export function ApiKeysPage() {
   );
 }
 
-function CreateKeyDialog({ onClose, onCreated }: { onClose: () => void; onCreated: (name: string, secret: string) => void }) {
+/** Creates a key (its secret is handed to onSaved once) or edits one: models, body logging, limits. */
+function KeyDialog({ apiKey, onClose, onSaved }: { apiKey?: ApiKey; onClose: () => void; onSaved: (name: string, secret?: string) => void }) {
   const models = useQuery((signal) => api().listModels({}, { signal }), []);
-  const [name, setName] = useState("");
-  const [allowed, setAllowed] = useState<string[]>([]);
+  const [name, setName] = useState(apiKey?.name ?? "");
+  const [allowed, setAllowed] = useState<string[]>(apiKey?.models ?? []);
   const [expires, setExpires] = useState("0");
-  const [logBodies, setLogBodies] = useState(true);
+  const [logBodies, setLogBodies] = useState(apiKey?.logBodies ?? true);
+  const [limits, setLimits] = useState(() => limitsFormOf(apiKey?.limits));
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState("");
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
     setError("");
     try {
-      const res = await api().createApiKey({ name: name.trim(), models: allowed, expiresInS: BigInt(expires), logBodies });
-      onCreated(res.apiKey?.name ?? name.trim(), res.key);
+      // Validated before anything is sent.
+      const limitsField = apiKey ? limitsForUpdate(limits, apiKey.limits) : limitsForCreate(limits);
+      setBusy(true);
+      if (!apiKey) {
+        const res = await api().createApiKey({ name: name.trim(), models: allowed, expiresInS: BigInt(expires), logBodies, limits: limitsField });
+        onSaved(res.apiKey?.name ?? name.trim(), res.key);
+        return;
+      }
+      const modelsChanged = [...allowed].sort().join("\n") !== [...apiKey.models].sort().join("\n");
+      await api().updateApiKey({
+        name: apiKey.name,
+        models: modelsChanged ? { names: allowed } : undefined,
+        logBodies: logBodies !== apiKey.logBodies ? logBodies : undefined,
+        limits: limitsField,
+      });
+      onSaved(apiKey.name);
     } catch (err) {
       setError(errorMessage(err));
     } finally {
@@ -193,11 +243,18 @@ function CreateKeyDialog({ onClose, onCreated }: { onClose: () => void; onCreate
   };
 
   const names = (models.data?.models ?? []).map((m) => m.name);
+  for (const m of allowed) if (!names.includes(m)) names.push(m);
   return (
-    <Dialog open onClose={onClose} title="Create API key" description="The secret is shown once, right after this.">
+    <Dialog
+      open
+      onClose={onClose}
+      title={apiKey ? `Edit key ${apiKey.name}` : "Create API key"}
+      description={apiKey ? "The secret stays as it is." : "The secret is shown once, right after this."}
+      className="max-w-xl"
+    >
       <form onSubmit={submit} className="grid gap-4">
-        <Field label="Name" htmlFor="k-name" hint="Who or what uses it, e.g. team-a">
-          <Input id="k-name" value={name} onChange={(e) => setName(e.target.value)} required autoFocus />
+        <Field label="Name" htmlFor="k-name" hint={apiKey ? undefined : "Who or what uses it, e.g. team-a"}>
+          <Input id="k-name" value={name} onChange={(e) => setName(e.target.value)} disabled={!!apiKey} required autoFocus={!apiKey} />
         </Field>
         <fieldset className="grid gap-2">
           <legend className="mb-1 text-sm font-medium">Allowed models</legend>
@@ -215,23 +272,85 @@ function CreateKeyDialog({ onClose, onCreated }: { onClose: () => void; onCreate
             ))}
           </div>
         </fieldset>
-        <Field label="Expires" htmlFor="k-expires">
-          <Select id="k-expires" value={expires} onChange={(e) => setExpires(e.target.value)}>
-            {EXPIRIES.map((x) => (
-              <option key={x.value} value={x.value}>
-                {x.label}
-              </option>
-            ))}
-          </Select>
-        </Field>
+        {apiKey ? null : (
+          <Field label="Expires" htmlFor="k-expires">
+            <Select id="k-expires" value={expires} onChange={(e) => setExpires(e.target.value)}>
+              {EXPIRIES.map((x) => (
+                <option key={x.value} value={x.value}>
+                  {x.label}
+                </option>
+              ))}
+            </Select>
+          </Field>
+        )}
         <Switch id="k-bodies" checked={logBodies} onChange={setLogBodies} label="Log request and response bodies" />
+        <LimitsFields
+          id="k-limits"
+          value={limits}
+          onChange={setLimits}
+          windowMs={apiKey?.limits?.windowMs}
+          hint="A key that sets none gets the default key limits."
+        />
         {error ? <ErrorAlert message={error} /> : null}
         <div className="flex justify-end gap-2 border-t pt-4">
           <Button variant="outline" onClick={onClose}>
             Cancel
           </Button>
           <Button type="submit" disabled={busy}>
-            Create key
+            {apiKey ? "Save changes" : "Create key"}
+          </Button>
+        </div>
+      </form>
+    </Dialog>
+  );
+}
+
+/** The limits of every key that sets none of its own (SetDefaultKeyLimits); read from the exported configuration. */
+function DefaultLimitsDialog({ onClose, onSaved }: { onClose: () => void; onSaved: () => void }) {
+  const stored = useQuery(async (signal) => (await api().exportConfig({}, { signal })).defaultKeyLimits, []);
+  const [limits, setLimits] = useState(NO_LIMITS);
+  const [loaded, setLoaded] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState("");
+  if (!loaded && !stored.loading && !stored.error) {
+    setLoaded(true);
+    setLimits(limitsFormOf(stored.data));
+  }
+
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    setError("");
+    try {
+      const update = limitsForUpdate(limits, stored.data);
+      setBusy(true);
+      if (update) await api().setDefaultKeyLimits({ limits: update });
+      onSaved();
+    } catch (err) {
+      setError(errorMessage(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const now = limitsSummary(stored.data);
+  return (
+    <Dialog
+      open
+      onClose={onClose}
+      title="Default key limits"
+      description={stored.loading ? "Loading…" : `Now: ${now || "none"}. Each key without its own limits has its own buckets of these sizes.`}
+      className="max-w-xl"
+    >
+      <form onSubmit={submit} className="grid gap-4">
+        {stored.error ? <ErrorAlert message={stored.error} onRetry={stored.reload} /> : null}
+        <LimitsFields id="d-limits" value={limits} onChange={setLimits} windowMs={stored.data?.windowMs} hint="They apply to every key that sets no limits of its own." />
+        {error ? <ErrorAlert message={error} /> : null}
+        <div className="flex justify-end gap-2 border-t pt-4">
+          <Button variant="outline" onClick={onClose}>
+            Cancel
+          </Button>
+          <Button type="submit" disabled={busy || !loaded}>
+            Save defaults
           </Button>
         </div>
       </form>

@@ -1,6 +1,7 @@
 import { ArrowDown, ArrowUp, Boxes, Pencil, Plus, Route, Trash2, X } from "lucide-react";
 import { type FormEvent, useRef, useState } from "react";
 import { ConfirmDialog } from "@/components/confirm";
+import { LimitsCell, LimitsFields, ResetSpendDialog, useScopeUsage } from "@/components/limits";
 import { Empty, ErrorAlert, PageHeader, Spinner, TableSkeleton } from "@/components/states";
 import { BrokenBadge } from "@/components/broken-badge";
 import { Badge } from "@/components/ui/badge";
@@ -17,6 +18,7 @@ import type { Prices } from "@/gen/llmgw/v1/common_pb";
 import { api, errorMessage } from "@/lib/api";
 import { weightLabel } from "@/lib/broken";
 import { formatInt, formatPrice } from "@/lib/format";
+import { limitsForCreate, type LimitsForm, limitsFormOf, limitsForUpdate, NO_LIMITS } from "@/lib/limits";
 import { useQuery, useTitle } from "@/lib/hooks";
 import {
   type Choice,
@@ -67,6 +69,7 @@ interface ModelForm {
   defaultMaxTokens: string;
   translation: string;
   type: string;
+  limits: LimitsForm;
 }
 
 const NO_PRICES: PriceForm = { input: "", output: "", cached: "", cacheWrite: "" };
@@ -103,6 +106,7 @@ function formOf(m: Model): ModelForm {
     defaultMaxTokens: m.defaultMaxTokens != null ? String(m.defaultMaxTokens) : "",
     translation: translationOf(m.translation),
     type: modelTypeOf(m.type),
+    limits: limitsFormOf(m.limits),
     targets: m.targets.map((t) => ({
       provider: t.provider,
       upstreamModel: t.upstreamModel,
@@ -163,6 +167,8 @@ function targetsOf(f: ModelForm) {
 export function ModelsPage() {
   useTitle("Models");
   const list = useQuery((signal) => api().listModels({}, { signal }), []);
+  const usage = useScopeUsage("model");
+  const [resetting, setResetting] = useState<string | null>(null);
   const providers = useQuery((signal) => api().listProviders({}, { signal }), []);
   const [editing, setEditing] = useState<Model | "new" | null>(null);
   const [deleting, setDeleting] = useState<Model | null>(null);
@@ -183,6 +189,7 @@ export function ModelsPage() {
         }
       />
       {list.error ? <ErrorAlert message={list.error} onRetry={list.reload} className="mb-4" /> : null}
+      {usage.error && !list.error ? <ErrorAlert message={`Usage of the limits unavailable: ${usage.error}`} onRetry={usage.reload} className="mb-4" /> : null}
       <Card className="mb-6 overflow-hidden">
         {list.loading && !list.data ? (
           <TableSkeleton />
@@ -200,8 +207,8 @@ export function ModelsPage() {
                 <TableHead>Targets</TableHead>
                 <TableHead>Attempts</TableHead>
                 <TableHead>Translation</TableHead>
-                <TableHead>Price in / out (per 1M)</TableHead>
-                <TableHead>Status</TableHead>
+                <TableHead className="whitespace-normal">Price in / out (per 1M)</TableHead>
+                <TableHead>Status · limits</TableHead>
                 <TableHead className="pr-5 text-right">
                   <span className="sr-only">Actions</span>
                 </TableHead>
@@ -249,9 +256,13 @@ export function ModelsPage() {
                     {formatPrice(m.prices?.inputPerMtok ?? 0)} / {formatPrice(m.prices?.outputPerMtok ?? 0)}
                   </TableCell>
                   <TableCell>
-                    <div className="flex flex-wrap gap-1">
-                      {m.enabled ? <Badge variant="success">enabled</Badge> : <Badge variant="secondary">disabled</Badge>}
-                      <BrokenBadge broken={m.broken} />
+                    {/* One column for both keeps the table within a laptop's width. */}
+                    <div className="grid gap-2">
+                      <div className="flex flex-wrap gap-1">
+                        {m.enabled ? <Badge variant="success">enabled</Badge> : <Badge variant="secondary">disabled</Badge>}
+                        <BrokenBadge broken={m.broken} />
+                      </div>
+                      <LimitsCell name={m.name} usage={usage} configured={m.limits} onResetSpend={() => setResetting(m.name)} hideNone />
                     </div>
                   </TableCell>
                   <TableCell className="pr-5 text-right whitespace-nowrap">
@@ -292,9 +303,11 @@ export function ModelsPage() {
           onSaved={() => {
             setEditing(null);
             list.reload();
+            usage.reload();
           }}
         />
       ) : null}
+      <ResetSpendDialog scope="model" name={resetting} onClose={() => setResetting(null)} onDone={usage.reload} />
       <ConfirmDialog
         open={deleting != null}
         title={`Delete model ${deleting?.name ?? ""}?`}
@@ -380,6 +393,7 @@ function ModelDialog({
           defaultMaxTokens: "",
           translation: "strict",
           type: "chat",
+          limits: NO_LIMITS,
         },
   );
   const [busy, setBusy] = useState(false);
@@ -400,7 +414,9 @@ function ModelDialog({
     setError("");
     let targets;
     let body;
+    let limits;
     try {
+      limits = model ? limitsForUpdate(f.limits, model.limits) : limitsForCreate(f.limits);
       targets = targetsOf(f);
       body = {
         strategy: f.strategy,
@@ -418,7 +434,7 @@ function ModelDialog({
     setBusy(true);
     try {
       if (!model) {
-        await api().createModel({ name: f.name.trim(), ...body, type: f.type, defaultMaxTokens: parseMaxTokens(f.defaultMaxTokens), targets });
+        await api().createModel({ name: f.name.trim(), ...body, type: f.type, defaultMaxTokens: parseMaxTokens(f.defaultMaxTokens), targets, limits });
       } else {
         await api().updateModel({
           name: model.name,
@@ -427,6 +443,7 @@ function ModelDialog({
           ...maxTokensUpdate(f.defaultMaxTokens, model.defaultMaxTokens),
           ...modelTypeUpdate(f.type, model.type),
           targets: { items: targets },
+          limits,
         });
       }
       onSaved();
@@ -462,6 +479,13 @@ function ModelDialog({
           <PriceFields id="m-price" value={f.prices} onChange={(p) => set({ prices: p })} />
         </fieldset>
         <Switch id="m-enabled" checked={f.enabled} onChange={(v) => set({ enabled: v })} label="Enabled" />
+        <LimitsFields
+          id="m-limits"
+          value={f.limits}
+          onChange={(limits) => set({ limits })}
+          windowMs={model?.limits?.windowMs}
+          hint="For all requests to this model, whatever their key."
+        />
 
         <fieldset className="grid gap-3">
           <legend className="mb-1 text-sm font-medium">Targets, in order</legend>

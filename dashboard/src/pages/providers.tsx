@@ -1,6 +1,7 @@
 import { Pencil, Plus, Server, Trash2, X } from "lucide-react";
 import { type FormEvent, useState } from "react";
 import { ConfirmDialog } from "@/components/confirm";
+import { LimitsCell, LimitsFields, ResetSpendDialog, useScopeUsage } from "@/components/limits";
 import { Empty, ErrorAlert, PageHeader, TableSkeleton } from "@/components/states";
 import { BrokenBadge } from "@/components/broken-badge";
 import { Badge } from "@/components/ui/badge";
@@ -15,6 +16,7 @@ import { Table, TableBody, TableCell, TableHead, TableHeader, TableRow } from "@
 import type { Provider } from "@/gen/llmgw/v1/admin_pb";
 import { api, errorMessage } from "@/lib/api";
 import { formatRelative } from "@/lib/format";
+import { limitsForCreate, type LimitsForm, limitsFormOf, limitsForUpdate, NO_LIMITS } from "@/lib/limits";
 import { PROTOCOLS, protocolChoice } from "@/lib/protocols";
 import { useQuery, useTitle } from "@/lib/hooks";
 
@@ -33,6 +35,7 @@ interface Form {
   enabled: boolean;
   streamUsage: boolean;
   headers: HeaderRow[];
+  limits: LimitsForm;
 }
 
 const EMPTY: Form = {
@@ -45,6 +48,7 @@ const EMPTY: Form = {
   enabled: true,
   streamUsage: true,
   headers: [],
+  limits: NO_LIMITS,
 };
 
 function formOf(p: Provider): Form {
@@ -60,6 +64,7 @@ function formOf(p: Provider): Form {
     headers: Object.entries(p.headers)
       .sort(([a], [b]) => a.localeCompare(b))
       .map(([name, value]) => ({ name, value })),
+    limits: limitsFormOf(p.limits),
   };
 }
 
@@ -72,6 +77,8 @@ function headerMap(rows: HeaderRow[]): Record<string, string> {
 export function ProvidersPage() {
   useTitle("Providers");
   const list = useQuery((signal) => api().listProviders({}, { signal }), []);
+  const usage = useScopeUsage("provider");
+  const [resetting, setResetting] = useState<string | null>(null);
   const [editing, setEditing] = useState<Provider | "new" | null>(null);
   const [deleting, setDeleting] = useState<Provider | null>(null);
   const providers = list.data?.providers ?? [];
@@ -88,6 +95,7 @@ export function ProvidersPage() {
         }
       />
       {list.error ? <ErrorAlert message={list.error} onRetry={list.reload} className="mb-4" /> : null}
+      {usage.error && !list.error ? <ErrorAlert message={`Usage of the limits unavailable: ${usage.error}`} onRetry={usage.reload} className="mb-4" /> : null}
       <Card className="overflow-hidden">
         {list.loading && !list.data ? (
           <TableSkeleton />
@@ -105,6 +113,7 @@ export function ProvidersPage() {
                 <TableHead>API key</TableHead>
                 <TableHead>Timeout</TableHead>
                 <TableHead>Status</TableHead>
+                <TableHead>Limits</TableHead>
                 <TableHead>Updated</TableHead>
                 <TableHead className="pr-5 text-right">
                   <span className="sr-only">Actions</span>
@@ -131,6 +140,9 @@ export function ProvidersPage() {
                       <BrokenBadge broken={p.broken} />
                     </div>
                   </TableCell>
+                  <TableCell>
+                    <LimitsCell name={p.name} usage={usage} configured={p.limits} onResetSpend={() => setResetting(p.name)} />
+                  </TableCell>
                   <TableCell className="whitespace-nowrap text-xs text-muted-foreground">{formatRelative(p.updatedAt)}</TableCell>
                   <TableCell className="pr-5 text-right whitespace-nowrap">
                     <Button variant="ghost" size="icon-sm" aria-label={`Edit ${p.name}`} onClick={() => setEditing(p)}>
@@ -153,9 +165,11 @@ export function ProvidersPage() {
           onSaved={() => {
             setEditing(null);
             list.reload();
+            usage.reload();
           }}
         />
       ) : null}
+      <ResetSpendDialog scope="provider" name={resetting} onClose={() => setResetting(null)} onDone={usage.reload} />
       <ConfirmDialog
         open={deleting != null}
         title={`Delete provider ${deleting?.name ?? ""}?`}
@@ -189,6 +203,7 @@ function ProviderDialog({ provider, onClose, onSaved }: { provider?: Provider; o
     setBusy(true);
     setError("");
     try {
+      const limits = provider ? limitsForUpdate(f.limits, provider.limits) : limitsForCreate(f.limits);
       if (!provider) {
         await api().createProvider({
           name: f.name.trim(),
@@ -199,6 +214,7 @@ function ProviderDialog({ provider, onClose, onSaved }: { provider?: Provider; o
           timeoutS: timeout,
           enabled: f.enabled,
           streamUsage: f.streamUsage,
+          limits,
         });
       } else {
         const headersChanged = JSON.stringify(headerMap(f.headers)) !== JSON.stringify(headerMap(initial.headers));
@@ -211,6 +227,7 @@ function ProviderDialog({ provider, onClose, onSaved }: { provider?: Provider; o
           timeoutS: timeout,
           enabled: f.enabled,
           streamUsage: f.streamUsage,
+          limits,
         });
       }
       setF(EMPTY);
@@ -321,6 +338,13 @@ function ProviderDialog({ provider, onClose, onSaved }: { provider?: Provider; o
             </Button>
           </div>
         </fieldset>
+        <LimitsFields
+          id="p-limits"
+          value={f.limits}
+          onChange={(limits) => set({ limits })}
+          windowMs={provider?.limits?.windowMs}
+          hint="They protect the upstream's own quota: a target whose provider is at its limit is skipped."
+        />
         {error ? <ErrorAlert message={error} /> : null}
         <div className="flex justify-end gap-2 border-t pt-4">
           <Button variant="outline" onClick={onClose}>
