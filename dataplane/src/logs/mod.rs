@@ -419,10 +419,12 @@ pub async fn spawn(config: LogsConfig, rx: LogReceiver) -> Result<LogsHandle> {
     let spool = Arc::new(spool);
     let counters = Arc::new(ShipCounters::default());
 
+    let io = writer::SpoolIo::start(Arc::clone(&spool))
+        .context("cannot start the request-log spool's I/O thread")?;
     let (stop, stop_rx) = oneshot::channel();
     let writer = tokio::spawn(
         writer::Writer {
-            spool: Arc::clone(&spool),
+            io,
             rx,
             node_id: config.node_id.clone(),
             sync_interval: config.sync_interval,

@@ -102,7 +102,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
 use bytes::Bytes;
 use llmgw_proto::v1 as pb;
@@ -503,6 +503,16 @@ impl Spool {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The lock if it is free now: for the runtime's threads, which must
+    /// not wait while the I/O thread holds it through a `write`.
+    fn try_lock(&self) -> Option<MutexGuard<'_, Inner>> {
+        match self.inner.try_lock() {
+            Ok(inner) => Some(inner),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Assigns each record the next sequence, writes them in one go and
     /// returns the last sequence written (`None` if nothing was). The data
     /// is in the kernel's page cache on return; [`Spool::sync`] makes it
@@ -749,7 +759,7 @@ impl Spool {
         max_records: usize,
         max_bytes: usize,
     ) -> io::Result<RawReadBatch> {
-        if let Some(batch) = self.read_tail(from, max_records, max_bytes) {
+        if let Some(batch) = Self::read_tail(&self.lock(), from, max_records, max_bytes) {
             return Ok(batch);
         }
         Ok(match self.read_frames(from, max_records, max_bytes)? {
@@ -766,10 +776,29 @@ impl Spool {
         })
     }
 
+    /// [`Spool::read_raw_from`] if it needs no I/O and waits for no lock:
+    /// served from the frames of the last write, kept in memory, when they
+    /// hold `from` and the lock is free. `None`: call `read_raw_from` (on
+    /// a blocking thread). For the shipper, which reads what was just
+    /// written, so that a read costs no trip to the blocking pool.
+    pub fn read_raw_in_memory(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Option<RawReadBatch> {
+        let inner = self.try_lock()?;
+        Self::read_tail(&inner, from, max_records, max_bytes)
+    }
+
     /// A read served from the frames of the last write, if they hold
     /// `from` and the spool still does.
-    fn read_tail(&self, from: u64, max_records: usize, max_bytes: usize) -> Option<RawReadBatch> {
-        let inner = self.lock();
+    fn read_tail(
+        inner: &Inner,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Option<RawReadBatch> {
         let tail = inner.tail.as_ref()?;
         let first = tail.frames.first()?.0;
         let i = usize::try_from(from.checked_sub(first)?).ok()?;
@@ -907,25 +936,14 @@ impl Spool {
         let seq = seq.min(inner.last_written());
         let advanced = seq > inner.acked;
         if advanced {
-            inner.acked = seq;
-            inner.corrupt_seen = inner.corrupt_seen.split_off(&seq.saturating_add(1));
+            Self::advance_ack(&mut inner, seq);
         }
         let acked = inner.acked;
-        let done = inner
-            .segments
-            .iter()
-            .take_while(|s| s.last_seq() <= acked)
-            .count();
+        let done = Self::segments_done(&inner, acked);
         if !advanced && done == 0 {
             return Ok(());
         }
-        // The acknowledgement must be on disk, synced, before the records
-        // it covers go, or a restart would reuse their sequences.
-        let due = done > 0
-            || (inner.ack_persisted != acked
-                && inner
-                    .ack_persisted_at
-                    .is_none_or(|t| t.elapsed() >= ACK_PERSIST_INTERVAL));
+        let due = Self::ack_file_due(&inner, acked, done);
         let persisted = if due {
             self.persist_ack_locked(&mut inner, done > 0)
         } else {
@@ -945,6 +963,50 @@ impl Spool {
             }
         }
         Ok(())
+    }
+
+    /// [`Spool::ack`] if it needs no I/O and waits for no lock: it deletes
+    /// no segment and the acknowledgement file is not due to be written.
+    /// False: nothing was done, call `ack` (on a blocking thread).
+    pub fn ack_in_memory(&self, seq: u64) -> bool {
+        let Some(mut inner) = self.try_lock() else {
+            return false;
+        };
+        let seq = seq.min(inner.last_written()).max(inner.acked);
+        if Self::segments_done(&inner, seq) > 0 || Self::ack_file_due(&inner, seq, 0) {
+            return false;
+        }
+        if seq > inner.acked {
+            Self::advance_ack(&mut inner, seq);
+            self.acked.send_replace(seq);
+        }
+        true
+    }
+
+    fn advance_ack(inner: &mut Inner, seq: u64) {
+        inner.acked = seq;
+        inner.corrupt_seen = inner.corrupt_seen.split_off(&seq.saturating_add(1));
+    }
+
+    /// How many of the oldest segments `acked` covers wholly.
+    fn segments_done(inner: &Inner, acked: u64) -> usize {
+        inner
+            .segments
+            .iter()
+            .take_while(|s| s.last_seq() <= acked)
+            .count()
+    }
+
+    /// Whether acknowledging `acked` must write the acknowledgement file:
+    /// always before `done` segments are deleted (synced, or a restart
+    /// would reuse their sequences), otherwise at most once per
+    /// [`ACK_PERSIST_INTERVAL`].
+    fn ack_file_due(inner: &Inner, acked: u64, done: usize) -> bool {
+        done > 0
+            || (inner.ack_persisted != acked
+                && inner
+                    .ack_persisted_at
+                    .is_none_or(|t| t.elapsed() >= ACK_PERSIST_INTERVAL))
     }
 
     /// Writes the acknowledgement file now if it lags (graceful shutdown
