@@ -1809,6 +1809,65 @@ mod tests {
     }
 
     #[test]
+    fn in_memory_reads_serve_only_the_last_write_and_never_wait_for_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 20)).unwrap();
+        spool
+            .append((0..3).map(|i| rec(&i.to_string())).collect())
+            .unwrap();
+        spool
+            .append((3..6).map(|i| rec(&i.to_string())).collect())
+            .unwrap();
+        let seqs = |b: &RawReadBatch| b.records.iter().map(|r| r.sequence).collect::<Vec<_>>();
+        // The last write (4..=6) is served, as the file would serve it.
+        let mem = spool.read_raw_in_memory(4, 10, 1 << 20).unwrap();
+        let file = spool.read_raw_from(4, 10, 1 << 20).unwrap();
+        assert_eq!((seqs(&mem), mem.next_seq), (vec![4, 5, 6], 7));
+        assert!(mem.records.iter().zip(&file.records).all(|(m, f)| m.payload == f.payload));
+        // An earlier write needs the file.
+        assert!(spool.read_raw_in_memory(2, 10, 1 << 20).is_none());
+        // A held lock (the I/O thread inside a write) is not waited for.
+        let held = spool.lock();
+        assert!(spool.read_raw_in_memory(4, 10, 1 << 20).is_none());
+        assert!(!spool.ack_in_memory(4));
+        drop(held);
+    }
+
+    #[test]
+    fn in_memory_acks_leave_the_file_and_segment_deletion_to_ack() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 10)).unwrap();
+        spool
+            .append((0..30).map(|i| rec(&i.to_string())).collect())
+            .unwrap();
+        let segments = segment_files(dir.path()).len();
+        assert!(segments > 2, "{segments}");
+        let first_segment_last = spool.lock().segments[0].last_seq();
+        // Nothing persisted yet: the file is due, so `ack` must do it.
+        assert!(!spool.ack_in_memory(1));
+        assert_eq!(spool.acked(), 0);
+        spool.ack(1).unwrap();
+        assert_eq!(persisted_ack(dir.path()), Some(1));
+        // Within the persist interval and inside the first segment: in
+        // memory only, the file unchanged.
+        let mut acked = spool.subscribe_acked();
+        assert!(spool.ack_in_memory(first_segment_last - 1));
+        assert_eq!(spool.acked(), first_segment_last - 1);
+        assert_eq!(*acked.borrow_and_update(), first_segment_last - 1);
+        assert_eq!(persisted_ack(dir.path()), Some(1));
+        // Going back is a no-op that needs nothing.
+        assert!(spool.ack_in_memory(2));
+        assert_eq!(spool.acked(), first_segment_last - 1);
+        // Completing a segment needs the file written first: refused here,
+        // done by `ack`.
+        assert!(!spool.ack_in_memory(first_segment_last));
+        assert_eq!(segment_files(dir.path()).len(), segments);
+        spool.ack(first_segment_last).unwrap();
+        assert_eq!(persisted_ack(dir.path()), Some(first_segment_last));
+        assert_eq!(segment_files(dir.path()).len(), segments - 1);
+    }
+
+    #[test]
     fn raw_reads_skip_a_frame_damaged_after_open() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 18)).unwrap();

@@ -352,6 +352,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn waits_ending_in_the_same_round_share_one_write() {
+        let w = start(LONG, 100, LONG);
+        let written = w.spool.subscribe_written();
+        // One response's record wakes the writer; 31 more responses end in
+        // the round of tasks that runs before the writer does again.
+        let (q, first) = waited("r0");
+        w.tx.send(q).await.unwrap();
+        let others: Vec<_> = (1..32)
+            .map(|i| {
+                let tx = w.tx.clone();
+                tokio::spawn(async move {
+                    let (q, spooled) = waited(&format!("r{i}"));
+                    tx.send(q).await.unwrap();
+                    spooled.await;
+                })
+            })
+            .collect();
+        tokio::time::timeout(BOUND, first).await.unwrap();
+        // Released only after a write that held all 32: the last write's
+        // frames (kept in memory) start at the first sequence.
+        assert_eq!(*written.borrow(), 32);
+        let last_write = w.spool.read_raw_in_memory(1, 100, 1 << 20).unwrap();
+        assert_eq!(last_write.records.len(), 32);
+        for t in others {
+            tokio::time::timeout(BOUND, t).await.unwrap().unwrap();
+        }
+        w.task.abort();
+    }
+
+    #[tokio::test]
     async fn a_wait_ends_when_the_pipeline_is_gone() {
         let w = start(LONG, 100, LONG);
         let (q, spooled) = waited("a");
