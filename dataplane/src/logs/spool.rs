@@ -1823,7 +1823,11 @@ mod tests {
         let mem = spool.read_raw_in_memory(4, 10, 1 << 20).unwrap();
         let file = spool.read_raw_from(4, 10, 1 << 20).unwrap();
         assert_eq!((seqs(&mem), mem.next_seq), (vec![4, 5, 6], 7));
-        assert!(mem.records.iter().zip(&file.records).all(|(m, f)| m.payload == f.payload));
+        assert!(mem
+            .records
+            .iter()
+            .zip(&file.records)
+            .all(|(m, f)| m.payload == f.payload));
         // An earlier write needs the file.
         assert!(spool.read_raw_in_memory(2, 10, 1 << 20).is_none());
         // A held lock (the I/O thread inside a write) is not waited for.

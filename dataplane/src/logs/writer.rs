@@ -34,10 +34,7 @@ pub(crate) struct SpoolIo {
 }
 
 enum Job {
-    Append(
-        Vec<LogRecord>,
-        oneshot::Sender<io::Result<Option<u64>>>,
-    ),
+    Append(Vec<LogRecord>, oneshot::Sender<io::Result<Option<u64>>>),
     Sync(oneshot::Sender<io::Result<()>>),
 }
 
@@ -151,7 +148,8 @@ impl Writer {
                         Err(_) => break,
                     }
                 }
-            } else if !stopping && !waited_for && !self.linger.is_zero() && batch.len() < max_batch {
+            } else if !stopping && !waited_for && !self.linger.is_zero() && batch.len() < max_batch
+            {
                 // Under load, a batch per request would cost a blocking-pool
                 // hand-off, a write, a spool read, a gRPC message and an
                 // acknowledgement (a file rename) each: gather for a moment.
