@@ -1549,6 +1549,13 @@ mod tests {
         }
     }
 
+    /// Appends the records named by `ids`, in one write.
+    fn append_ids(spool: &Spool, ids: std::ops::Range<usize>) {
+        spool
+            .append(ids.map(|i| rec(&i.to_string())).collect())
+            .unwrap();
+    }
+
     fn segment_files(dir: &Path) -> Vec<PathBuf> {
         let mut v: Vec<_> = fs::read_dir(dir)
             .unwrap()
@@ -1812,12 +1819,8 @@ mod tests {
     fn in_memory_reads_serve_only_the_last_write_and_never_wait_for_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 20)).unwrap();
-        spool
-            .append((0..3).map(|i| rec(&i.to_string())).collect())
-            .unwrap();
-        spool
-            .append((3..6).map(|i| rec(&i.to_string())).collect())
-            .unwrap();
+        append_ids(&spool, 0..3);
+        append_ids(&spool, 3..6);
         let seqs = |b: &RawReadBatch| b.records.iter().map(|r| r.sequence).collect::<Vec<_>>();
         // The last write (4..=6) is served, as the file would serve it.
         let mem = spool.read_raw_in_memory(4, 10, 1 << 20).unwrap();
@@ -1841,9 +1844,7 @@ mod tests {
     fn in_memory_acks_leave_the_file_and_segment_deletion_to_ack() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 10)).unwrap();
-        spool
-            .append((0..30).map(|i| rec(&i.to_string())).collect())
-            .unwrap();
+        append_ids(&spool, 0..30);
         let segments = segment_files(dir.path()).len();
         assert!(segments > 2, "{segments}");
         let first_segment_last = spool.lock().segments[0].last_seq();
