@@ -150,7 +150,7 @@ impl Writer {
                 }
             } else if !stopping && !waited_for && !self.linger.is_zero() && batch.len() < max_batch
             {
-                // Under load, a batch per request would cost a blocking-pool
+                // Under load, a batch per request would cost an I/O-thread
                 // hand-off, a write, a spool read, a gRPC message and an
                 // acknowledgement (a file rename) each: gather for a moment.
                 // One timer for the whole linger: a timer registered anew
