@@ -308,9 +308,10 @@ pub struct LogsConfig {
     /// How long the writer gathers records after the first of a batch, so
     /// that a busy data plane writes, reads, ships and acknowledges records
     /// in batches rather than one by one. The writer skips it for a record
-    /// someone waits for ([`LogSink::send_spooled`]): those batch by
-    /// themselves while the previous write is under way, and the shipper's
-    /// window (batches in flight) makes batches grow under load.
+    /// someone waits for ([`LogSink::send_spooled`]): such a batch waits
+    /// only for the runtime's round of ready tasks (a group commit), and
+    /// the shipper's window (batches in flight) makes batches grow under
+    /// load.
     pub write_linger: Duration,
 }
 
@@ -419,10 +420,12 @@ pub async fn spawn(config: LogsConfig, rx: LogReceiver) -> Result<LogsHandle> {
     let spool = Arc::new(spool);
     let counters = Arc::new(ShipCounters::default());
 
+    let io = writer::SpoolIo::start(Arc::clone(&spool))
+        .context("cannot start the request-log spool's I/O thread")?;
     let (stop, stop_rx) = oneshot::channel();
     let writer = tokio::spawn(
         writer::Writer {
-            spool: Arc::clone(&spool),
+            io,
             rx,
             node_id: config.node_id.clone(),
             sync_interval: config.sync_interval,

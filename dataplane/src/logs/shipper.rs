@@ -169,14 +169,22 @@ impl Shipper {
                 if next > last_written {
                     break;
                 }
-                let spool = Arc::clone(&self.spool);
                 let (max_records, max_bytes) = (self.batch_max_records, self.batch_max_bytes);
-                let RawReadBatch { records, next_seq } = tokio::task::spawn_blocking(move || {
-                    spool.read_raw_from(next, max_records, max_bytes)
-                })
-                .await
-                .context("spool read task")?
-                .context("reading the spool")?;
+                // What was just written is read from memory; the rest
+                // from the file, on a blocking thread.
+                let read = match self.spool.read_raw_in_memory(next, max_records, max_bytes) {
+                    Some(read) => read,
+                    None => {
+                        let spool = Arc::clone(&self.spool);
+                        tokio::task::spawn_blocking(move || {
+                            spool.read_raw_from(next, max_records, max_bytes)
+                        })
+                        .await
+                        .context("spool read task")?
+                        .context("reading the spool")?
+                    }
+                };
+                let RawReadBatch { records, next_seq } = read;
                 next = next_seq.max(next + 1);
                 let Some(last_seq) = records.last().map(|r| r.sequence) else {
                     continue;
@@ -277,23 +285,27 @@ impl Shipper {
         *acked = seq;
         self.counters.shipped.fetch_add(records, Ordering::Relaxed);
         self.counters.batches.fetch_add(batches, Ordering::Relaxed);
-        let spool = Arc::clone(&self.spool);
-        match tokio::task::spawn_blocking(move || spool.ack(seq)).await {
-            Ok(Ok(())) => {}
-            // The acknowledgement still counts in memory; at worst a restart
-            // resends what it covered.
-            Ok(Err(e)) => {
-                self.ack_failures += 1;
-                if self.ack_failures.is_power_of_two() {
-                    warn!(
-                        error = %e,
-                        acked_sequence = seq,
-                        failures = self.ack_failures,
-                        "cannot record a log acknowledgement on disk; segments are kept until it can"
-                    );
+        // Mostly in memory; the acknowledgement file and the deletion of
+        // segments on a blocking thread.
+        if !self.spool.ack_in_memory(seq) {
+            let spool = Arc::clone(&self.spool);
+            match tokio::task::spawn_blocking(move || spool.ack(seq)).await {
+                Ok(Ok(())) => {}
+                // The acknowledgement still counts in memory; at worst a restart
+                // resends what it covered.
+                Ok(Err(e)) => {
+                    self.ack_failures += 1;
+                    if self.ack_failures.is_power_of_two() {
+                        warn!(
+                            error = %e,
+                            acked_sequence = seq,
+                            failures = self.ack_failures,
+                            "cannot record a log acknowledgement on disk; segments are kept until it can"
+                        );
+                    }
                 }
+                Err(e) => return Err(anyhow!("spool acknowledgement task failed: {e}")),
             }
-            Err(e) => return Err(anyhow!("spool acknowledgement task failed: {e}")),
         }
         debug!(acked_sequence = seq, records, "log batch acknowledged");
         Ok(true)

@@ -102,7 +102,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 
 use bytes::Bytes;
 use llmgw_proto::v1 as pb;
@@ -503,6 +503,16 @@ impl Spool {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The lock if it is free now: for the runtime's threads, which must
+    /// not wait while the I/O thread holds it through a `write`.
+    fn try_lock(&self) -> Option<MutexGuard<'_, Inner>> {
+        match self.inner.try_lock() {
+            Ok(inner) => Some(inner),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Assigns each record the next sequence, writes them in one go and
     /// returns the last sequence written (`None` if nothing was). The data
     /// is in the kernel's page cache on return; [`Spool::sync`] makes it
@@ -749,7 +759,7 @@ impl Spool {
         max_records: usize,
         max_bytes: usize,
     ) -> io::Result<RawReadBatch> {
-        if let Some(batch) = self.read_tail(from, max_records, max_bytes) {
+        if let Some(batch) = Self::read_tail(&self.lock(), from, max_records, max_bytes) {
             return Ok(batch);
         }
         Ok(match self.read_frames(from, max_records, max_bytes)? {
@@ -766,10 +776,29 @@ impl Spool {
         })
     }
 
+    /// [`Spool::read_raw_from`] if it needs no I/O and waits for no lock:
+    /// served from the frames of the last write, kept in memory, when they
+    /// hold `from` and the lock is free. `None`: call `read_raw_from` (on
+    /// a blocking thread). For the shipper, which reads what was just
+    /// written, so that a read costs no trip to the blocking pool.
+    pub fn read_raw_in_memory(
+        &self,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Option<RawReadBatch> {
+        let inner = self.try_lock()?;
+        Self::read_tail(&inner, from, max_records, max_bytes)
+    }
+
     /// A read served from the frames of the last write, if they hold
     /// `from` and the spool still does.
-    fn read_tail(&self, from: u64, max_records: usize, max_bytes: usize) -> Option<RawReadBatch> {
-        let inner = self.lock();
+    fn read_tail(
+        inner: &Inner,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Option<RawReadBatch> {
         let tail = inner.tail.as_ref()?;
         let first = tail.frames.first()?.0;
         let i = usize::try_from(from.checked_sub(first)?).ok()?;
@@ -907,25 +936,14 @@ impl Spool {
         let seq = seq.min(inner.last_written());
         let advanced = seq > inner.acked;
         if advanced {
-            inner.acked = seq;
-            inner.corrupt_seen = inner.corrupt_seen.split_off(&seq.saturating_add(1));
+            Self::advance_ack(&mut inner, seq);
         }
         let acked = inner.acked;
-        let done = inner
-            .segments
-            .iter()
-            .take_while(|s| s.last_seq() <= acked)
-            .count();
+        let done = Self::segments_done(&inner, acked);
         if !advanced && done == 0 {
             return Ok(());
         }
-        // The acknowledgement must be on disk, synced, before the records
-        // it covers go, or a restart would reuse their sequences.
-        let due = done > 0
-            || (inner.ack_persisted != acked
-                && inner
-                    .ack_persisted_at
-                    .is_none_or(|t| t.elapsed() >= ACK_PERSIST_INTERVAL));
+        let due = Self::ack_file_due(&inner, acked, done);
         let persisted = if due {
             self.persist_ack_locked(&mut inner, done > 0)
         } else {
@@ -945,6 +963,50 @@ impl Spool {
             }
         }
         Ok(())
+    }
+
+    /// [`Spool::ack`] if it needs no I/O and waits for no lock: it deletes
+    /// no segment and the acknowledgement file is not due to be written.
+    /// False: nothing was done, call `ack` (on a blocking thread).
+    pub fn ack_in_memory(&self, seq: u64) -> bool {
+        let Some(mut inner) = self.try_lock() else {
+            return false;
+        };
+        let seq = seq.min(inner.last_written()).max(inner.acked);
+        if Self::segments_done(&inner, seq) > 0 || Self::ack_file_due(&inner, seq, 0) {
+            return false;
+        }
+        if seq > inner.acked {
+            Self::advance_ack(&mut inner, seq);
+            self.acked.send_replace(seq);
+        }
+        true
+    }
+
+    fn advance_ack(inner: &mut Inner, seq: u64) {
+        inner.acked = seq;
+        inner.corrupt_seen = inner.corrupt_seen.split_off(&seq.saturating_add(1));
+    }
+
+    /// How many of the oldest segments `acked` covers wholly.
+    fn segments_done(inner: &Inner, acked: u64) -> usize {
+        inner
+            .segments
+            .iter()
+            .take_while(|s| s.last_seq() <= acked)
+            .count()
+    }
+
+    /// Whether acknowledging `acked` must write the acknowledgement file:
+    /// always before `done` segments are deleted (synced, or a restart
+    /// would reuse their sequences), otherwise at most once per
+    /// [`ACK_PERSIST_INTERVAL`].
+    fn ack_file_due(inner: &Inner, acked: u64, done: usize) -> bool {
+        done > 0
+            || (inner.ack_persisted != acked
+                && inner
+                    .ack_persisted_at
+                    .is_none_or(|t| t.elapsed() >= ACK_PERSIST_INTERVAL))
     }
 
     /// Writes the acknowledgement file now if it lags (graceful shutdown
@@ -1487,6 +1549,13 @@ mod tests {
         }
     }
 
+    /// Appends the records named by `ids`, in one write.
+    fn append_ids(spool: &Spool, ids: std::ops::Range<usize>) {
+        spool
+            .append(ids.map(|i| rec(&i.to_string())).collect())
+            .unwrap();
+    }
+
     fn segment_files(dir: &Path) -> Vec<PathBuf> {
         let mut v: Vec<_> = fs::read_dir(dir)
             .unwrap()
@@ -1744,6 +1813,63 @@ mod tests {
         let b = reopened.read_raw_from(61, 10, 1 << 20).unwrap();
         assert!(b.records.is_empty());
         assert_eq!(b.next_seq, 62);
+    }
+
+    #[test]
+    fn in_memory_reads_serve_only_the_last_write_and_never_wait_for_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 20)).unwrap();
+        append_ids(&spool, 0..3);
+        append_ids(&spool, 3..6);
+        let seqs = |b: &RawReadBatch| b.records.iter().map(|r| r.sequence).collect::<Vec<_>>();
+        // The last write (4..=6) is served, as the file would serve it.
+        let mem = spool.read_raw_in_memory(4, 10, 1 << 20).unwrap();
+        let file = spool.read_raw_from(4, 10, 1 << 20).unwrap();
+        assert_eq!((seqs(&mem), mem.next_seq), (vec![4, 5, 6], 7));
+        assert!(mem
+            .records
+            .iter()
+            .zip(&file.records)
+            .all(|(m, f)| m.payload == f.payload));
+        // An earlier write needs the file.
+        assert!(spool.read_raw_in_memory(2, 10, 1 << 20).is_none());
+        // A held lock (the I/O thread inside a write) is not waited for.
+        let held = spool.lock();
+        assert!(spool.read_raw_in_memory(4, 10, 1 << 20).is_none());
+        assert!(!spool.ack_in_memory(4));
+        drop(held);
+    }
+
+    #[test]
+    fn in_memory_acks_leave_the_file_and_segment_deletion_to_ack() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 10)).unwrap();
+        append_ids(&spool, 0..30);
+        let segments = segment_files(dir.path()).len();
+        assert!(segments > 2, "{segments}");
+        let first_segment_last = spool.lock().segments[0].last_seq();
+        // Nothing persisted yet: the file is due, so `ack` must do it.
+        assert!(!spool.ack_in_memory(1));
+        assert_eq!(spool.acked(), 0);
+        spool.ack(1).unwrap();
+        assert_eq!(persisted_ack(dir.path()), Some(1));
+        // Within the persist interval and inside the first segment: in
+        // memory only, the file unchanged.
+        let mut acked = spool.subscribe_acked();
+        assert!(spool.ack_in_memory(first_segment_last - 1));
+        assert_eq!(spool.acked(), first_segment_last - 1);
+        assert_eq!(*acked.borrow_and_update(), first_segment_last - 1);
+        assert_eq!(persisted_ack(dir.path()), Some(1));
+        // Going back is a no-op that needs nothing.
+        assert!(spool.ack_in_memory(2));
+        assert_eq!(spool.acked(), first_segment_last - 1);
+        // Completing a segment needs the file written first: refused here,
+        // done by `ack`.
+        assert!(!spool.ack_in_memory(first_segment_last));
+        assert_eq!(segment_files(dir.path()).len(), segments);
+        spool.ack(first_segment_last).unwrap();
+        assert_eq!(persisted_ack(dir.path()), Some(first_segment_last));
+        assert_eq!(segment_files(dir.path()).len(), segments - 1);
     }
 
     #[test]

@@ -1,14 +1,21 @@
 //! The spool writer: drains the [`super::LogSink`] queue into the spool.
 //! Whatever is queued when it wakes, plus what arrives within a short
-//! linger, is written as one batch (one `write`), so batches grow with load
-//! and each costs one trip to the blocking pool and one write. A batch
-//! holding a record that a response waits for ([`super::Spooled`]) is
-//! written at once: under load such batches grow by themselves with what
-//! queues up while the previous write is under way (a group commit). File
-//! I/O runs on the blocking pool; the async runtime never waits on the
-//! disk. Once a batch's `write` returned (or failed, counted), the waits of
-//! its records are released.
+//! linger, is written as one batch (one `write`), so batches grow with load.
+//! A batch holding a record that a response waits for ([`super::Spooled`])
+//! skips the linger: the writer only lets the runtime finish the round of
+//! tasks that are ready now (one `yield_now`), so that the records of every
+//! response ending in that round go in the same write (a group commit), and
+//! what queues while a write is under way goes in the next one. Once a
+//! batch's `write` returned (or failed, counted), the waits of its records
+//! are released, all by the writer task on the runtime (one cross-thread
+//! wake-up per batch, not one per record).
+//!
+//! The file I/O runs on a thread of its own ([`SpoolIo`], `llmgw-spool`),
+//! one job at a time: the async runtime never waits on the disk, and a
+//! batch costs one hand-off there and back, without the blocking pool's
+//! task allocation and shared queue.
 
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,10 +24,63 @@ use tokio::time::Instant;
 use tracing::{debug, error};
 
 use super::spool::Spool;
-use super::{Queued, WriteClock};
+use super::{LogRecord, Queued, WriteClock};
+
+/// The spool's I/O thread: appends and syncs, one job at a time, in the
+/// order they are given. It ends when this handle is dropped (after the
+/// job under way, if any).
+pub(crate) struct SpoolIo {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+enum Job {
+    Append(Vec<LogRecord>, oneshot::Sender<io::Result<Option<u64>>>),
+    Sync(oneshot::Sender<io::Result<()>>),
+}
+
+impl SpoolIo {
+    pub fn start(spool: Arc<Spool>) -> io::Result<SpoolIo> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("llmgw-spool".into())
+            .spawn(move || {
+                // A reply nobody waits for any more (the writer was
+                // aborted) is dropped: the job was done all the same.
+                for job in rx {
+                    match job {
+                        Job::Append(records, done) => {
+                            let _ = done.send(spool.append(records));
+                        }
+                        Job::Sync(done) => {
+                            let _ = done.send(spool.sync());
+                        }
+                    }
+                }
+            })?;
+        Ok(SpoolIo { jobs })
+    }
+
+    async fn append(&self, records: Vec<LogRecord>) -> io::Result<Option<u64>> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Append(records, tx))
+            .map_err(|_| io::Error::other("the spool's I/O thread is gone"))?;
+        rx.await
+            .map_err(|_| io::Error::other("the spool's I/O thread is gone"))?
+    }
+
+    async fn sync(&self) -> io::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Sync(tx))
+            .map_err(|_| io::Error::other("the spool's I/O thread is gone"))?;
+        rx.await
+            .map_err(|_| io::Error::other("the spool's I/O thread is gone"))?
+    }
+}
 
 pub(crate) struct Writer {
-    pub spool: Arc<Spool>,
+    pub io: SpoolIo,
     pub rx: mpsc::Receiver<Queued>,
     /// Filled into records that carry none.
     pub node_id: String,
@@ -74,8 +134,23 @@ impl Writer {
                 break;
             }
             let waited_for = batch.iter().any(|q| q.spooled.is_some());
-            if !stopping && !waited_for && !self.linger.is_zero() && batch.len() < max_batch {
-                // Under load, a batch per request would cost a blocking-pool
+            if waited_for && !stopping && batch.len() < max_batch {
+                // A response waits: write in a moment, once the runtime has
+                // run the tasks that are ready now (tokio wakes a yielded
+                // task after them and its I/O driver), so that the records
+                // of every response they end share this write. Idle, that
+                // is at once; busy, it turns one write per response into
+                // one per round of the run queue.
+                tokio::task::yield_now().await;
+                while batch.len() < max_batch {
+                    match self.rx.try_recv() {
+                        Ok(q) => batch.push(q),
+                        Err(_) => break,
+                    }
+                }
+            } else if !stopping && !waited_for && !self.linger.is_zero() && batch.len() < max_batch
+            {
+                // Under load, a batch per request would cost an I/O-thread
                 // hand-off, a write, a spool read, a gRPC message and an
                 // acknowledgement (a file rename) each: gather for a moment.
                 // One timer for the whole linger: a timer registered anew
@@ -111,18 +186,17 @@ impl Writer {
                 records.push(record);
                 waiting.extend(spooled);
             }
-            let spool = Arc::clone(&self.spool);
             self.writing.begin();
-            let written = tokio::task::spawn_blocking(move || spool.append(records)).await;
+            let written = self.io.append(records).await;
             self.writing.end();
             // Written, or given up and counted: either way nobody waits on.
             drop(waiting);
             match written {
-                Ok(Ok(last)) => {
+                Ok(last) => {
                     debug!(records = n, last_sequence = last, "request logs spooled");
                     dirty = true;
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     // The spool counted and logged the lost records; keep
                     // going, the next batch opens a fresh segment.
                     failures += 1;
@@ -130,7 +204,6 @@ impl Writer {
                         error!(error = %e, failures, "request-log spool write failed");
                     }
                 }
-                Err(e) => error!(error = %e, "request-log spool write task failed"),
             }
             if dirty && last_sync.elapsed() >= self.sync_interval {
                 self.sync().await;
@@ -145,15 +218,12 @@ impl Writer {
     }
 
     async fn sync(&self) {
-        let spool = Arc::clone(&self.spool);
         // A sync holds up the next write: a stalled one is a stall too.
         self.writing.begin();
-        let synced = tokio::task::spawn_blocking(move || spool.sync()).await;
+        let synced = self.io.sync().await;
         self.writing.end();
-        match synced {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => error!(error = %e, "cannot sync the request-log spool"),
-            Err(e) => error!(error = %e, "request-log spool sync task failed"),
+        if let Err(e) = synced {
+            error!(error = %e, "cannot sync the request-log spool");
         }
     }
 }
@@ -199,7 +269,7 @@ mod tests {
         let (stop, stop_rx) = oneshot::channel();
         let task = tokio::spawn(
             Writer {
-                spool: Arc::clone(&spool),
+                io: SpoolIo::start(Arc::clone(&spool)).unwrap(),
                 rx,
                 node_id: "writer-node".into(),
                 sync_interval,
@@ -276,6 +346,36 @@ mod tests {
         let batch = w.spool.read_from(1, 10, 1 << 20).unwrap();
         let ids: Vec<&str> = batch.records.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
+        w.task.abort();
+    }
+
+    #[tokio::test]
+    async fn waits_ending_in_the_same_round_share_one_write() {
+        let w = start(LONG, 100, LONG);
+        let written = w.spool.subscribe_written();
+        // One response's record wakes the writer; 31 more responses end in
+        // the round of tasks that runs before the writer does again.
+        let (q, first) = waited("r0");
+        w.tx.send(q).await.unwrap();
+        let others: Vec<_> = (1..32)
+            .map(|i| {
+                let tx = w.tx.clone();
+                tokio::spawn(async move {
+                    let (q, spooled) = waited(&format!("r{i}"));
+                    tx.send(q).await.unwrap();
+                    spooled.await;
+                })
+            })
+            .collect();
+        tokio::time::timeout(BOUND, first).await.unwrap();
+        // Released only after a write that held all 32: the last write's
+        // frames (kept in memory) start at the first sequence.
+        assert_eq!(*written.borrow(), 32);
+        let last_write = w.spool.read_raw_in_memory(1, 100, 1 << 20).unwrap();
+        assert_eq!(last_write.records.len(), 32);
+        for t in others {
+            tokio::time::timeout(BOUND, t).await.unwrap().unwrap();
+        }
         w.task.abort();
     }
 

@@ -157,7 +157,7 @@ impl Relay {
     fn take_logged(&mut self) -> (Bytes, bool) {
         match self {
             Relay::Pass(o) => (o.logged.take(), o.logged.truncated()),
-            Relay::Translate(t) => (std::mem::take(&mut t.logged).freeze(), t.log_truncated),
+            Relay::Translate(t) => (t.logged.take(), t.logged.truncated()),
         }
     }
 }

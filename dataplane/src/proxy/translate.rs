@@ -5,7 +5,7 @@
 //! once it is complete. The protocols themselves live in `llmgw-protocols`;
 //! this module only feeds them bytes.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use llmgw_core::serving::WireFormat;
 use llmgw_protocols::ir::{self, Usage};
 use llmgw_protocols::stream::Delta;
@@ -16,6 +16,7 @@ use llmgw_protocols::{
 use super::dialect::{push_text, Endpoint, MAX_TEXT};
 use super::error::ErrorKind;
 use super::sse::{self, Splitter};
+use crate::logs::capture::Capture;
 
 /// The `max_tokens` an Anthropic target gets when neither the client nor
 /// the model says (Anthropic requires one).
@@ -266,10 +267,9 @@ pub struct Transcoder {
     pub text: String,
     /// The client's terminal frames have been written.
     pub finished: bool,
-    /// What the request log keeps of what the client got.
-    pub logged: BytesMut,
-    log_cap: usize,
-    pub log_truncated: bool,
+    /// What the request log keeps of what the client got, in blocks up
+    /// to the cap (as a passed-through stream's).
+    pub logged: Capture,
     /// Why the upstream stream could not be read, if it could not.
     pub broken: Option<String>,
     /// The upstream's wire format.
@@ -305,9 +305,7 @@ impl Transcoder {
             stop_reason: String::new(),
             text: String::new(),
             finished: false,
-            logged: BytesMut::new(),
-            log_cap,
-            log_truncated: false,
+            logged: Capture::new(log_cap),
             broken: None,
             from,
             upstream_error: None,
@@ -332,11 +330,7 @@ impl Transcoder {
     }
 
     fn log(&mut self, b: &[u8]) {
-        let room = self.log_cap.saturating_sub(self.logged.len());
-        if b.len() > room {
-            self.log_truncated = true;
-        }
-        self.logged.extend_from_slice(&b[..b.len().min(room)]);
+        self.logged.push(b);
     }
 
     fn forward(&mut self, out: &mut Vec<u8>) {
@@ -537,6 +531,29 @@ mod tests {
             }
         }
         assert_eq!(args, "{\"city\":\"Paris\"}");
+    }
+
+    #[test]
+    fn the_log_keeps_what_the_client_got_up_to_the_cap_in_blocks() {
+        let opts = EncoderOptions {
+            model: "m".into(),
+            id: "req-1".into(),
+            ..Default::default()
+        };
+        let cap = 10_000;
+        let mut t = Transcoder::new(Wire::Anthropic, Wire::Chat, opts, cap, Box::new(|| 0));
+        let head = &ANTHROPIC_STREAM[..ANTHROPIC_STREAM.find("event: content_block_stop").unwrap()];
+        let delta = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"more text \"}}\n\n";
+        let mut out = t.feed(&Bytes::copy_from_slice(head.as_bytes())).to_vec();
+        for _ in 0..2_000 {
+            out.extend_from_slice(&t.feed(&Bytes::from_static(delta.as_bytes())));
+            // Never more memory than the cap and one block.
+            assert!(t.logged.allocated() <= cap + crate::logs::capture::BLOCK);
+        }
+        assert!(out.len() > 10 * cap);
+        assert!(t.logged.truncated());
+        let kept = t.logged.take();
+        assert_eq!(&kept[..], &out[..cap]);
     }
 
     #[test]
