@@ -150,20 +150,26 @@ impl Bucket {
     /// Admits `units` (1 request, a token reservation, 1 slot) if they fit
     /// the allowance, and takes them.
     pub fn try_take(&mut self, units: u64, fleet: Fleet, now_ms: i64) -> bool {
-        self.demand = self.demand.saturating_add(units);
         let ok = self.fits(units, fleet, now_ms);
+        self.ask(units, now_ms);
         if ok {
             self.take(units);
         }
+        ok
+    }
+
+    /// Counts `units` asked of the bucket (call before taking them),
+    /// admitted or refused, for the next report's `wanted`.
+    pub fn ask(&mut self, units: u64, now_ms: i64) {
+        self.demand = self.demand.saturating_add(units);
         if self.kind == Kind::Concurrency {
-            // Requests that wanted a slot at once: held plus this refusal.
-            let want = self.used + u64::from(!ok);
+            // Requests that wanted a slot at once: those held and this one.
+            let want = self.used + 1;
             if want >= self.peak {
                 self.peak = want;
                 self.peak_at_ms = now_ms;
             }
         }
-        ok
     }
 
     /// Whether `units` fit without taking them.
