@@ -244,6 +244,11 @@ impl Running {
         &self.node_id
     }
 
+    /// The limits' buckets and the quota link (#15).
+    pub fn limiter(&self) -> &Arc<limits::Limiter> {
+        &self.state.proxy.limiter
+    }
+
     /// The routing table being served.
     pub fn table(&self) -> &TableHandle {
         &self.table

@@ -206,5 +206,6 @@ impl Limiter {
                 );
             }
         }
+        self.applied.send_modify(|n| *n += 1);
     }
 }

@@ -288,6 +288,8 @@ pub struct Limiter {
     link: Mutex<Link>,
     /// A bucket ran low or a slot came back: report now.
     pub(crate) changed: Notify,
+    /// Counts the quota messages applied (tests await it).
+    pub(crate) applied: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Limiter {
@@ -301,6 +303,7 @@ impl Default for Limiter {
                 lease: DEFAULT_LEASE,
             }),
             changed: Notify::new(),
+            applied: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -328,6 +331,12 @@ impl Limiter {
     /// Whether the data plane counts as connected to a quota service.
     pub fn connected(&self) -> bool {
         self.fleet(0).connected
+    }
+
+    /// Changes each time a message from the quota service is applied; its
+    /// value is how many were.
+    pub fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     fn entry(&self, scope: Scope, name: &str) -> Arc<Entry> {

@@ -76,7 +76,7 @@ pub struct Proxy {
     /// Request-log rows for unauthenticated requests, by client address.
     unauthenticated_rows: crate::throttle::PerAddress,
     /// The buckets of every key, model and provider with limits (#15).
-    limiter: Arc<crate::limits::Limiter>,
+    pub(crate) limiter: Arc<crate::limits::Limiter>,
 }
 
 /// Default of `--unauthenticated-log-per-minute`: request-log rows a
