@@ -295,12 +295,13 @@ impl Bucket {
         }
     }
 
-    /// What is left for the client to use in this window, for the
-    /// `remaining` headers: within the limit and within this data plane's
-    /// allowance.
-    pub fn remaining(&self, fleet: Fleet, now_ms: i64) -> u64 {
-        let left = self.limit.saturating_sub(self.used);
-        left.min(self.allowance(fleet, now_ms).saturating_sub(self.used))
+    /// What is left of the limit in this window as this data plane knows
+    /// it, for the `remaining` headers: the limit less its own use and the
+    /// other data planes' grants (`fleet_used` less its own grant, an upper
+    /// bound of what they used). With one data plane: limit − used.
+    pub fn remaining(&self) -> u64 {
+        let others = self.fleet_used.saturating_sub(self.granted);
+        self.limit.saturating_sub(self.used.saturating_add(others))
     }
 }
 

@@ -390,9 +390,12 @@ impl Limiter {
                 if matches!(kind, Kind::Rpm | Kind::Tpm) {
                     let r = Rate {
                         limit,
-                        remaining: b
-                            .remaining(fleet, now)
-                            .saturating_sub(u64::from(ok) * units),
+                        // A refusing bucket has nothing left for this client.
+                        remaining: if ok {
+                            b.remaining().saturating_sub(units)
+                        } else {
+                            0
+                        },
                         reset_at_ms: end,
                     };
                     let slot = if kind == Kind::Rpm {
