@@ -13,8 +13,9 @@ use tonic::{Request, Response, Status};
 
 use crate::apply;
 use crate::convert::{
-    data_plane_pb, keep_masked, key_pb, model_pb, model_type, normalized_url, prices, protocol,
-    provider_pb, resolve_secret, strategy, targets_from_pb, translation,
+    data_plane_pb, keep_masked, key_pb, limits_merged, limits_pb, model_pb, model_type,
+    normalized_url, prices, protocol, provider_pb, resolve_secret, strategy, targets_from_pb,
+    translation,
 };
 use crate::hub::Hub;
 use crate::store::{now_ms, Broken, KeySpec, ModelSpec, ProviderSpec, Store, StoreError};
@@ -127,6 +128,7 @@ impl pb::admin_server::Admin for AdminService {
             timeout_s: r.timeout_s,
             stream_usage: r.stream_usage.unwrap_or(true),
             enabled: r.enabled.unwrap_or(true),
+            limits: limits_merged(None, r.limits.as_ref())?,
         };
         let row = self
             .write(move |store, tx| {
@@ -180,6 +182,7 @@ impl pb::admin_server::Admin for AdminService {
                         "timeout_s" => r.timeout_s.is_some(),
                         "enabled" => r.enabled.is_some(),
                         "stream_usage" => r.stream_usage.is_some(),
+                        "limits" => r.limits.is_some(),
                         _ => false,
                     })?;
                     let mut spec = stored.spec;
@@ -205,6 +208,7 @@ impl pb::admin_server::Admin for AdminService {
                     if let Some(s) = r.stream_usage {
                         spec.stream_usage = s;
                     }
+                    spec.limits = limits_merged(spec.limits.as_ref(), r.limits.as_ref())?;
                     store.update_provider(tx, &spec).await?;
                     store.provider(tx, &spec.name).await
                 })
@@ -241,6 +245,7 @@ impl pb::admin_server::Admin for AdminService {
             default_max_tokens: r.default_max_tokens,
             translation: translation(&r.translation)?,
             model_type: model_type(&r.r#type)?,
+            limits: limits_merged(None, r.limits.as_ref())?,
         };
         let row = self
             .write(move |store, tx| {
@@ -304,6 +309,7 @@ impl pb::admin_server::Admin for AdminService {
                         }
                         "translation" => mode.is_some(),
                         "model_type" => kind.is_some(),
+                        "limits" => r.limits.is_some(),
                         f => f.starts_with("targets") && targets.is_some(),
                     })?;
                     let mut spec = stored.spec;
@@ -340,6 +346,7 @@ impl pb::admin_server::Admin for AdminService {
                     if let Some(t) = kind {
                         spec.model_type = t;
                     }
+                    spec.limits = limits_merged(spec.limits.as_ref(), r.limits.as_ref())?;
                     store.update_model(tx, &spec).await?;
                     store.model(tx, &spec.name).await
                 })
@@ -381,6 +388,7 @@ impl pb::admin_server::Admin for AdminService {
             expires_at,
             revoked: false,
             log_bodies: r.log_bodies.unwrap_or(true),
+            limits: limits_merged(None, r.limits.as_ref())?,
         };
         let row = self
             .write(move |store, tx| {
@@ -449,13 +457,35 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(pb::DeleteApiKeyResponse {}))
     }
 
-    // The limits RPCs (#15) land with the limits themselves; until then
-    // they say so.
     async fn update_api_key(
         &self,
-        _request: Request<pb::UpdateApiKeyRequest>,
+        request: Request<pb::UpdateApiKeyRequest>,
     ) -> Result<Response<pb::ApiKey>, Status> {
-        Err(Status::unimplemented("key update lands with limits (#15)"))
+        let r = request.into_inner();
+        let row = self
+            .write(move |store, tx| {
+                Box::pin(async move {
+                    let stored = store.key(tx, &r.name).await?;
+                    require_fixes("API key", &r.name, &stored.broken, |f| match f {
+                        "models" => r.models.is_some(),
+                        "log_bodies" => r.log_bodies.is_some(),
+                        "limits" => r.limits.is_some(),
+                        _ => false,
+                    })?;
+                    let mut spec = stored.spec;
+                    if let Some(m) = &r.models {
+                        spec.models = m.names.iter().map(|m| m.trim().to_string()).collect();
+                    }
+                    if let Some(b) = r.log_bodies {
+                        spec.log_bodies = b;
+                    }
+                    spec.limits = limits_merged(spec.limits.as_ref(), r.limits.as_ref())?;
+                    store.update_key(tx, &spec).await?;
+                    store.key(tx, &spec.name).await
+                })
+            })
+            .await?;
+        Ok(Response::new(key_pb(&row)))
     }
 
     async fn get_limits(
@@ -467,9 +497,22 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn set_default_key_limits(
         &self,
-        _request: Request<pb::SetDefaultKeyLimitsRequest>,
+        request: Request<pb::SetDefaultKeyLimitsRequest>,
     ) -> Result<Response<pb::Limits>, Status> {
-        Err(Status::unimplemented("limits land with #15"))
+        let given = request.into_inner().limits;
+        let limits = self
+            .write(move |store, tx| {
+                Box::pin(async move {
+                    let stored = store.default_key_limits(tx).await?;
+                    let limits = limits_merged(stored.limits.as_ref(), given.as_ref())?;
+                    store.set_default_key_limits(tx, limits.as_ref()).await?;
+                    Ok(limits)
+                })
+            })
+            .await?;
+        Ok(Response::new(
+            limits_pb(limits.as_ref()).unwrap_or_default(),
+        ))
     }
 
     async fn reset_spend(

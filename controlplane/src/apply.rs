@@ -5,6 +5,10 @@
 //! keeps references valid: providers are created and updated first, then
 //! models, then providers that are gone are deleted, then keys.
 //!
+//! The limits of keys, models and providers travel with them; the limits of
+//! every key that sets none (`default_key_limits`) are replaced when the
+//! configuration gives them, and removed when it does not only on prune.
+//!
 //! Nothing the configuration does not mention is deleted unless the caller
 //! asks to prune; a prune that would leave no provider, model or key at all
 //! also needs `allow_empty`. Broken rows (that cannot be decrypted or
@@ -13,14 +17,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use llmgw_core::limits::{Kind, Limits, OnOutage, DEFAULT_WINDOW_MS};
 use llmgw_core::validate::{self, limits};
 use llmgw_proto::v1 as pb;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::AnyConnection;
 
 use crate::convert::{
-    in_object, key_config_pb, key_spec, model_config_pb, model_spec, provider_config_pb,
-    provider_spec,
+    in_object, key_config_pb, key_spec, limits_merged, limits_pb, model_config_pb, model_spec,
+    provider_config_pb, provider_spec,
 };
 use crate::store::{
     rfc3339, Broken, ConfigState, KeyRow, KeySpec, ModelRow, ModelSpec, ProviderRow, ProviderSpec,
@@ -29,7 +34,7 @@ use crate::store::{
 
 pub fn export(state: &ConfigState) -> pb::GatewayConfig {
     pb::GatewayConfig {
-        default_key_limits: Default::default(),
+        default_key_limits: limits_pb(state.default_key_limits.limits.as_ref()),
         providers: state
             .providers
             .iter()
@@ -68,6 +73,44 @@ fn unique<'a>(kind: &str, names: impl Iterator<Item = &'a str>) -> Result<(), St
         }
     }
     Ok(())
+}
+
+/// Micro-dollars as US dollars: 50000 is "0.05".
+fn usd(micros: u64) -> String {
+    let text = format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000);
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// The changes of limits, one line per field: "rpm: 10 -> 20".
+fn limits_diff(old: Option<&Limits>, new: Option<&Limits>) -> Vec<String> {
+    let mut d = Vec::new();
+    for kind in Kind::ALL {
+        let show = |l: Option<&Limits>| match (kind, l.and_then(|l| l.get(kind))) {
+            (_, None) => "none".to_string(),
+            (Kind::Budget, Some(_)) => l
+                .and_then(|l| l.budget)
+                .map(|b| format!("{} USD/{}", usd(b.micros), b.period))
+                .unwrap_or_default(),
+            (_, Some(v)) => v.to_string(),
+        };
+        let (was, is) = (show(old), show(new));
+        if was != is {
+            let field = match kind {
+                Kind::Concurrency => "max_concurrency",
+                k => k.as_str(),
+            };
+            d.push(format!("{field}: {was} -> {is}"));
+        }
+    }
+    let window = |l: Option<&Limits>| l.map_or(DEFAULT_WINDOW_MS, |l| l.window_ms);
+    if window(old) != window(new) {
+        d.push(format!("window_ms: {} -> {}", window(old), window(new)));
+    }
+    let outage = |l: Option<&Limits>| l.map_or(OnOutage::Open, |l| l.on_outage).as_str();
+    if outage(old) != outage(new) {
+        d.push(format!("on_outage: {} -> {}", outage(old), outage(new)));
+    }
+    d
 }
 
 fn provider_diff(old: &ProviderSpec, new: &ProviderSpec) -> Vec<String> {
@@ -111,6 +154,7 @@ fn provider_diff(old: &ProviderSpec, new: &ProviderSpec) -> Vec<String> {
     if old.enabled != new.enabled {
         d.push(format!("enabled: {} -> {}", old.enabled, new.enabled));
     }
+    d.extend(limits_diff(old.limits.as_ref(), new.limits.as_ref()));
     d
 }
 
@@ -162,6 +206,7 @@ fn model_diff(old: &ModelSpec, new: &ModelSpec) -> Vec<String> {
         };
         d.push(format!("targets: [{}] -> [{}]", show(old), show(new)));
     }
+    d.extend(limits_diff(old.limits.as_ref(), new.limits.as_ref()));
     d
 }
 
@@ -193,6 +238,7 @@ fn key_diff(old: &KeySpec, new: &KeySpec) -> Vec<String> {
             old.log_bodies, new.log_bodies
         ));
     }
+    d.extend(limits_diff(old.limits.as_ref(), new.limits.as_ref()));
     d
 }
 
@@ -370,5 +416,43 @@ pub async fn apply(
             }
         }
     }
+    apply_default_key_limits(
+        store,
+        tx,
+        desired.default_key_limits.as_ref(),
+        opts,
+        &mut out,
+    )
+    .await?;
     Ok(out)
+}
+
+/// The limits of every key that sets none: replaced when the configuration
+/// gives them, removed when it does not only on prune.
+async fn apply_default_key_limits(
+    store: &Store,
+    tx: &mut AnyConnection,
+    given: Option<&pb::Limits>,
+    opts: Options,
+    out: &mut Outcome,
+) -> Result<(), StoreError> {
+    const KIND: &str = "default_key_limits";
+    let stored = store.default_key_limits(tx).await?;
+    if given.is_none() && !opts.prune {
+        if stored.limits.is_some() {
+            out.kept.push(change("keep", KIND, "", vec![]));
+        }
+        return Ok(());
+    }
+    let wanted = limits_merged(None, given).map_err(|e| match e {
+        StoreError::Invalid(m) => StoreError::Invalid(format!("default_key_limits: {m}")),
+        other => other,
+    })?;
+    let mut d = limits_diff(stored.limits.as_ref(), wanted.as_ref());
+    d.extend(repairs(&stored.broken));
+    if !d.is_empty() {
+        store.set_default_key_limits(tx, wanted.as_ref()).await?;
+        out.changes.push(change("update", KIND, "", d));
+    }
+    Ok(())
 }

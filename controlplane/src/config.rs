@@ -121,6 +121,13 @@ pub struct Args {
     #[arg(long, env = "LLMGW_RETRY_BUDGET_MIN_RETRIES", default_value_t = 10)]
     pub retry_budget_min_retries: u32,
 
+    /// Quota slack: while a data plane waits for a larger share of a rate
+    /// limit it may admit this percentage of the limit (divided among the
+    /// data planes) beyond its grant. Fleet-wide, at most the limit plus
+    /// this percentage is admitted per window (docs/architecture.md).
+    #[arg(long, env = "LLMGW_QUOTA_SLACK_PERCENT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub quota_slack_percent: u32,
+
     /// Days to keep request logs; older ones are deleted at start and then
     /// every hour. 0 keeps them forever.
     #[arg(long, env = "LOG_RETENTION_DAYS", default_value_t = 30)]
@@ -175,6 +182,7 @@ impl Args {
             deadline_s: self.request_deadline,
             retry_budget_percent: self.retry_budget_percent,
             retry_budget_min_retries: self.retry_budget_min_retries,
+            quota_slack_percent: self.quota_slack_percent,
         }
     }
 }
@@ -201,6 +209,16 @@ mod tests {
             (3, 1000, 60)
         );
         assert_eq!(a.connections.limits(), llmgw_listener::Limits::default());
+        assert_eq!(s.quota_slack_percent, 10);
+    }
+
+    #[test]
+    fn quota_slack_is_a_percentage() {
+        let a = Args::try_parse_from(["llmgw-controlplane", "--quota-slack-percent", "0"]).unwrap();
+        assert_eq!(a.settings().quota_slack_percent, 0);
+        assert!(
+            Args::try_parse_from(["llmgw-controlplane", "--quota-slack-percent", "101"]).is_err()
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
+use llmgw_core::limits::{Limits, OnOutage, Period};
 use llmgw_core::table::{ModelType, Translation};
 use llmgw_core::{keys, validate, Protocol, Strategy};
 use llmgw_proto::v1 as pb;
@@ -18,7 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::store::{
     bounded, parse_rfc3339, rfc3339, specs_normalise_rules, Broken, DataPlaneRow, KeyRow, KeySpec,
-    ModelRow, ModelSpec, Prices, ProviderRow, ProviderSpec, StoreError, TargetSpec,
+    LimitsChange, ModelRow, ModelSpec, Prices, ProviderRow, ProviderSpec, StoreError, TargetSpec,
 };
 
 /// How long after its last heartbeat a data plane still counts as connected.
@@ -84,6 +85,42 @@ pub fn resolve_secret(
     Ok(Some(SecretString::from(given.to_string())))
 }
 
+// ---------- limits ----------
+
+/// Limits as the API shows them: absent when there are none.
+pub fn limits_pb(l: Option<&Limits>) -> Option<pb::Limits> {
+    l.map(pb::Limits::from)
+}
+
+/// A change of limits from the API, each field checked by
+/// `Limits::try_from` (its errors name the field). For each kind 0 removes
+/// the limit; the empty period, window and outage mode keep what is stored.
+pub fn limits_change(l: &pb::Limits) -> Result<LimitsChange, StoreError> {
+    let valid = Limits::try_from(l).map_err(|e| StoreError::Invalid(format!("limits: {e}")))?;
+    Ok(LimitsChange {
+        rpm: l.rpm,
+        tpm: l.tpm,
+        max_concurrency: l.max_concurrency,
+        budget_micros: l.budget_micros,
+        budget_period: Period::parse(&l.budget_period).filter(|_| !l.budget_period.is_empty()),
+        window_ms: (l.window_ms != 0).then_some(valid.window_ms),
+        on_outage: OnOutage::parse(&l.on_outage).filter(|_| !l.on_outage.is_empty()),
+    })
+}
+
+/// `stored` with the limits of a request merged in: absent keeps them all.
+/// Onto `None` (a create, a configuration file) it gives exactly the limits
+/// `given` sets.
+pub fn limits_merged(
+    stored: Option<&Limits>,
+    given: Option<&pb::Limits>,
+) -> Result<Option<Limits>, StoreError> {
+    match given {
+        None => Ok(stored.copied()),
+        Some(l) => limits_change(l)?.merged(stored),
+    }
+}
+
 // ---------- providers ----------
 
 pub fn protocol(s: &str) -> Result<Protocol, StoreError> {
@@ -139,7 +176,7 @@ pub fn keep_masked(
 pub fn provider_pb(row: &ProviderRow) -> pb::Provider {
     let c = provider_config_pb(&row.spec);
     pb::Provider {
-        limits: Default::default(),
+        limits: c.limits,
         name: c.name,
         protocol: c.protocol,
         base_url: c.base_url,
@@ -157,7 +194,7 @@ pub fn provider_pb(row: &ProviderRow) -> pb::Provider {
 /// A provider as an exported configuration holds it.
 pub fn provider_config_pb(s: &ProviderSpec) -> pb::ProviderConfig {
     pb::ProviderConfig {
-        limits: Default::default(),
+        limits: limits_pb(s.limits.as_ref()),
         name: s.name.clone(),
         protocol: s.protocol.as_str().to_string(),
         base_url: s.base_url.clone(),
@@ -192,6 +229,7 @@ pub fn provider_spec(
         timeout_s: c.timeout_s,
         stream_usage: c.stream_usage,
         enabled: c.enabled,
+        limits: limits_merged(None, c.limits.as_ref()).map_err(in_object("provider", &c.name))?,
     })
 }
 
@@ -263,7 +301,7 @@ fn rules_text(i: usize, text: &str) -> Result<String, StoreError> {
 pub fn model_pb(row: &ModelRow) -> pb::Model {
     let c = model_config_pb(&row.spec);
     pb::Model {
-        limits: Default::default(),
+        limits: c.limits,
         name: c.name,
         strategy: c.strategy,
         max_attempts: c.max_attempts,
@@ -283,7 +321,7 @@ pub fn model_pb(row: &ModelRow) -> pb::Model {
 /// A model as an exported configuration holds it.
 pub fn model_config_pb(s: &ModelSpec) -> pb::ModelConfig {
     pb::ModelConfig {
-        limits: Default::default(),
+        limits: limits_pb(s.limits.as_ref()),
         name: s.name.clone(),
         strategy: s.strategy.as_str().to_string(),
         max_attempts: s.max_attempts,
@@ -311,6 +349,7 @@ pub fn model_spec(c: &pb::ModelConfig) -> Result<ModelSpec, StoreError> {
         default_max_tokens: c.default_max_tokens,
         translation: translation(&c.translation).map_err(&in_model)?,
         model_type: model_type(&c.r#type).map_err(&in_model)?,
+        limits: limits_merged(None, c.limits.as_ref()).map_err(&in_model)?,
     })
 }
 
@@ -319,7 +358,7 @@ pub fn model_spec(c: &pb::ModelConfig) -> Result<ModelSpec, StoreError> {
 pub fn key_pb(row: &KeyRow) -> pb::ApiKey {
     let s = &row.spec;
     pb::ApiKey {
-        limits: Default::default(),
+        limits: limits_pb(s.limits.as_ref()),
         name: s.name.clone(),
         prefix: s.prefix.clone(),
         models: s.models.clone(),
@@ -335,7 +374,7 @@ pub fn key_pb(row: &KeyRow) -> pb::ApiKey {
 /// A key as an exported configuration holds it: its hash, never a secret.
 pub fn key_config_pb(s: &KeySpec) -> pb::ApiKeyConfig {
     pb::ApiKeyConfig {
-        limits: Default::default(),
+        limits: limits_pb(s.limits.as_ref()),
         name: s.name.clone(),
         models: s.models.clone(),
         expires_at: rfc3339(s.expires_at),
@@ -366,6 +405,7 @@ pub fn key_spec(c: &pb::ApiKeyConfig, stored: Option<&KeySpec>) -> Result<KeySpe
         expires_at: parse_rfc3339(&c.expires_at)?,
         revoked: c.revoked,
         log_bodies: c.log_bodies,
+        limits: limits_merged(None, c.limits.as_ref()).map_err(in_object("API key", &c.name))?,
     })
 }
 

@@ -15,7 +15,7 @@ use llmgw_proto::v1 as pb;
 use secrecy::ExposeSecret;
 use tokio::sync::{watch, Mutex};
 
-use crate::convert::prices_pb;
+use crate::convert::{limits_pb, prices_pb};
 use crate::settings::GlobalSettings;
 use crate::store::{Backend, ConfigState, Store, StoreError, CONFIG_CHANNEL};
 use sqlx::postgres::PgListener;
@@ -198,6 +198,11 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
         log_broken("API key", &k.spec.name, &k.broken);
         k.broken.is_empty()
     });
+    // Broken default limits are left out like any broken row: the keys
+    // that set none then have none.
+    let defaults = &state.default_key_limits;
+    log_broken("default key limits", "", &defaults.broken);
+    let default_key_limits = limits_pb(defaults.limits.as_ref());
     let enabled: std::collections::HashSet<&str> = state
         .providers
         .iter()
@@ -211,7 +216,7 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
         .map(|m| {
             let s = &m.spec;
             pb::SnapshotModel {
-                limits: Default::default(),
+                limits: limits_pb(s.limits.as_ref()),
                 name: s.name.clone(),
                 strategy: s.strategy.as_str().to_string(),
                 max_attempts: s.max_attempts,
@@ -243,7 +248,7 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
         .map(|p| {
             let s = p.spec;
             pb::SnapshotProvider {
-                limits: Default::default(),
+                limits: limits_pb(s.limits.as_ref()),
                 name: s.name,
                 protocol: s.protocol.as_str().to_string(),
                 base_url: s.base_url,
@@ -262,7 +267,7 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
         .into_iter()
         .filter(|k| !k.spec.revoked)
         .map(|k| pb::SnapshotKey {
-            limits: Default::default(),
+            limits: limits_pb(k.spec.limits.as_ref()),
             name: k.spec.name,
             hash: k.spec.hash,
             models: k.spec.models,
@@ -276,6 +281,6 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
         providers,
         models,
         keys,
-        settings: Some(settings.to_proto()),
+        settings: Some(settings.to_proto(default_key_limits)),
     })
 }

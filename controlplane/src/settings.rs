@@ -19,6 +19,9 @@ pub struct GlobalSettings {
     pub deadline_s: u32,
     pub retry_budget_percent: u32,
     pub retry_budget_min_retries: u32,
+    /// How far past its grant a data plane may admit while it waits for
+    /// more, in percent of a limit (the quota protocol's slack).
+    pub quota_slack_percent: u32,
 }
 
 impl Default for GlobalSettings {
@@ -35,6 +38,7 @@ impl Default for GlobalSettings {
             deadline_s: 300,
             retry_budget_percent: 20,
             retry_budget_min_retries: 10,
+            quota_slack_percent: 10,
         }
     }
 }
@@ -65,6 +69,7 @@ impl GlobalSettings {
                 "retry_budget_min_retries",
                 self.retry_budget_min_retries.to_string(),
             ),
+            ("quota_slack_percent", self.quota_slack_percent.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -94,13 +99,16 @@ impl GlobalSettings {
                 "retry_budget_min_retries",
                 d.retry_budget_min_retries,
             ),
+            quota_slack_percent: get(stored, "quota_slack_percent", d.quota_slack_percent),
         }
     }
 
-    pub fn to_proto(&self) -> pb::Settings {
+    /// The settings as snapshots carry them, with the limits of every key
+    /// that sets none (kept with the other limits, not here).
+    pub fn to_proto(&self, default_key_limits: Option<pb::Limits>) -> pb::Settings {
         pb::Settings {
-            quota_slack_percent: Default::default(),
-            default_key_limits: Default::default(),
+            quota_slack_percent: Some(self.quota_slack_percent),
+            default_key_limits,
             retry_max_attempts: self.retry_max_attempts,
             retry_delay_ms: self.retry_delay_ms,
             http_timeout_s: self.http_timeout_s,
@@ -125,6 +133,7 @@ mod tests {
         let s = GlobalSettings {
             retry_max_attempts: 5,
             http_timeout_s: 9,
+            quota_slack_percent: 25,
             ..Default::default()
         };
         assert_eq!(GlobalSettings::from_stored(&s.to_stored()), s);

@@ -1,11 +1,16 @@
-//! Client API keys: reading them, creating, updating and deleting them.
-//! Only a key's hash and display prefix are stored, never its secret.
+//! Client API keys: reading them, creating, updating and deleting them,
+//! with their limits. Only a key's hash and display prefix are stored,
+//! never its secret.
 
+use llmgw_core::limits::Scope;
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 
+use super::limits;
 use super::row::{Broken, RowReader};
 use super::{exists, int, now_ms, KeySpec, Result, Store, StoreError};
+
+pub(super) const SCOPE: Scope = Scope::Key;
 
 #[derive(Debug, Clone)]
 pub struct KeyRow {
@@ -20,7 +25,9 @@ impl Store {
         let rows = sqlx::query("SELECT * FROM api_keys ORDER BY name")
             .fetch_all(&mut *conn)
             .await?;
-        Ok(rows.iter().map(key_from_row).collect())
+        let mut keys: Vec<KeyRow> = rows.iter().map(key_from_row).collect();
+        limits::attach_all(conn, &mut keys).await?;
+        Ok(keys)
     }
 
     pub async fn key(&self, conn: &mut AnyConnection, name: &str) -> Result<KeyRow> {
@@ -29,7 +36,9 @@ impl Store {
             .fetch_optional(&mut *conn)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("API key '{name}' not found")))?;
-        Ok(key_from_row(&row))
+        let mut key = key_from_row(&row);
+        limits::attach(conn, &mut key).await?;
+        Ok(key)
     }
 
     pub async fn insert_key(&self, tx: &mut AnyConnection, spec: &KeySpec) -> Result<()> {
@@ -57,7 +66,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(same_secret)?;
-        Ok(())
+        limits::write(tx, SCOPE.as_str(), &spec.name, spec.limits.as_ref()).await
     }
 
     /// Updates a key; its secret changes only through a new hash.
@@ -85,7 +94,7 @@ impl Store {
                 spec.name
             )));
         }
-        Ok(())
+        limits::write(tx, SCOPE.as_str(), &spec.name, spec.limits.as_ref()).await
     }
 
     pub async fn delete_key(&self, tx: &mut AnyConnection, name: &str) -> Result<()> {
@@ -96,7 +105,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("API key '{name}' not found")));
         }
-        Ok(())
+        limits::write(tx, SCOPE.as_str(), name, None).await
     }
 }
 
@@ -125,6 +134,7 @@ fn key_from_row(r: &AnyRow) -> KeyRow {
         expires_at: rd.get("expires_at", "expires_at"),
         revoked: rd.flag("revoked"),
         log_bodies: rd.flag("log_bodies"),
+        limits: None,
     };
     let created_at = rd.get("created_at", "created_at");
     let last_used_at = rd.get("last_used_at", "last_used_at");

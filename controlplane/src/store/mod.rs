@@ -10,7 +10,9 @@
 //! This file holds the `Store` itself (the pool, migrations, the SQLite
 //! owner lock, the write transaction) and the helpers its parts share; each
 //! entity's reads and writes live in their own file: `providers`, `models`
-//! (with their targets), `keys`, `settings` (with the master-key check),
+//! (with their targets), `keys`, `limits` (of keys, models and providers,
+//! written with them, and the default key limits), `settings` (with the
+//! master-key check),
 //! `data_planes` and `snapshot` (the consistent read a snapshot is built
 //! from). `specs` holds the rules every write must pass, `row` the lenient
 //! row reader, and `error` what can go wrong.
@@ -18,6 +20,7 @@
 mod data_planes;
 mod error;
 mod keys;
+mod limits;
 mod models;
 mod providers;
 mod row;
@@ -28,6 +31,7 @@ mod specs;
 pub use data_planes::DataPlaneRow;
 pub use error::{bounded, Result, StoreError, MAX_ERROR_MESSAGE};
 pub use keys::KeyRow;
+pub use limits::{LimitsChange, LimitsRow, DEFAULT_SCOPE};
 pub use models::ModelRow;
 pub use providers::ProviderRow;
 pub use row::Broken;

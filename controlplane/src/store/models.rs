@@ -1,16 +1,20 @@
 //! Models and their ordered targets: reading them, creating, updating
-//! (targets are replaced whole) and deleting them.
+//! (targets are replaced whole) and deleting them, with their limits.
 
 use std::collections::BTreeMap;
 
+use llmgw_core::limits::Scope;
 use llmgw_core::table::{ModelType, Translation};
 use llmgw_core::Strategy;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::QueryScalar;
 use sqlx::{Any, AnyConnection, Row};
 
+use super::limits;
 use super::row::{Broken, RowReader};
 use super::{exists, int, now_ms, specs, ModelSpec, Prices, Result, Store, StoreError, TargetSpec};
+
+pub(super) const SCOPE: Scope = Scope::Model;
 
 #[derive(Debug, Clone)]
 pub struct ModelRow {
@@ -35,7 +39,8 @@ impl Store {
         for t in &targets {
             by_model.entry(t.try_get("model_id")?).or_default().push(t);
         }
-        rows.iter()
+        let mut models = rows
+            .iter()
             .map(|r| {
                 let id: i64 = r.try_get("id")?;
                 Ok(model_from_row(
@@ -43,7 +48,9 @@ impl Store {
                     by_model.remove(&id).as_deref().unwrap_or_default(),
                 ))
             })
-            .collect()
+            .collect::<Result<Vec<ModelRow>>>()?;
+        limits::attach_all(conn, &mut models).await?;
+        Ok(models)
     }
 
     pub async fn model(&self, conn: &mut AnyConnection, name: &str) -> Result<ModelRow> {
@@ -61,7 +68,9 @@ impl Store {
         .fetch_all(&mut *conn)
         .await?;
         let targets: Vec<&AnyRow> = targets.iter().collect();
-        Ok(model_from_row(&row, &targets))
+        let mut model = model_from_row(&row, &targets);
+        limits::attach(conn, &mut model).await?;
+        Ok(model)
     }
 
     pub async fn insert_model(&self, tx: &mut AnyConnection, spec: &ModelSpec) -> Result<()> {
@@ -85,7 +94,8 @@ impl Store {
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
-        insert_targets(tx, id, &spec.targets).await
+        insert_targets(tx, id, &spec.targets).await?;
+        limits::write(tx, SCOPE.as_str(), &spec.name, spec.limits.as_ref()).await
     }
 
     pub async fn update_model(&self, tx: &mut AnyConnection, spec: &ModelSpec) -> Result<()> {
@@ -107,7 +117,8 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        insert_targets(tx, id, &spec.targets).await
+        insert_targets(tx, id, &spec.targets).await?;
+        limits::write(tx, SCOPE.as_str(), &spec.name, spec.limits.as_ref()).await
     }
 
     pub async fn delete_model(&self, tx: &mut AnyConnection, name: &str) -> Result<()> {
@@ -125,7 +136,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        Ok(())
+        limits::write(tx, SCOPE.as_str(), name, None).await
     }
 }
 
@@ -271,6 +282,7 @@ fn model_from_row(r: &AnyRow, target_rows: &[&AnyRow]) -> ModelRow {
         }),
         translation: rd.parse("translation", Translation::default()),
         model_type: rd.parse("model_type", ModelType::default()),
+        limits: None,
     };
     let created_at = rd.get("created_at", "created_at");
     let updated_at = rd.get("updated_at", "updated_at");

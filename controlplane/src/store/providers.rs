@@ -1,17 +1,22 @@
 //! Upstream providers: reading them (with their secrets opened), creating,
 //! updating and deleting them. The API key and the headers are sealed with
-//! the master key, bound to the provider's name and column.
+//! the master key, bound to the provider's name and column. A provider's
+//! limits are read and written with it.
 
 use std::collections::BTreeMap;
 
+use llmgw_core::limits::Scope;
 use llmgw_core::Protocol;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection};
 
+use super::limits;
 use super::row::{Broken, RowReader};
 use super::{exists, int, now_ms, ProviderSpec, Result, Store, StoreError};
+
+pub(super) const SCOPE: Scope = Scope::Provider;
 
 /// A provider as stored, with its secrets opened. `broken` lists the
 /// fields that could not be opened or parsed (their values in `spec` are
@@ -56,6 +61,7 @@ impl Store {
             timeout_s: rd.u32("timeout_s"),
             stream_usage: rd.flag("stream_usage"),
             enabled: rd.flag("enabled"),
+            limits: None,
         };
         let created_at = rd.get("created_at", "created_at");
         let updated_at = rd.get("updated_at", "updated_at");
@@ -72,7 +78,10 @@ impl Store {
         let rows = sqlx::query("SELECT * FROM providers ORDER BY name")
             .fetch_all(&mut *conn)
             .await?;
-        Ok(rows.iter().map(|r| self.provider_from_row(r)).collect())
+        let mut providers: Vec<ProviderRow> =
+            rows.iter().map(|r| self.provider_from_row(r)).collect();
+        limits::attach_all(conn, &mut providers).await?;
+        Ok(providers)
     }
 
     pub async fn provider(&self, conn: &mut AnyConnection, name: &str) -> Result<ProviderRow> {
@@ -81,7 +90,9 @@ impl Store {
             .fetch_optional(&mut *conn)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("provider '{name}' not found")))?;
-        Ok(self.provider_from_row(&row))
+        let mut provider = self.provider_from_row(&row);
+        limits::attach(conn, &mut provider).await?;
+        Ok(provider)
     }
 
     fn seal_provider(&self, spec: &ProviderSpec) -> Result<(Option<String>, Option<String>)> {
@@ -126,7 +137,7 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        Ok(())
+        limits::write(tx, SCOPE.as_str(), &spec.name, spec.limits.as_ref()).await
     }
 
     pub async fn update_provider(&self, tx: &mut AnyConnection, spec: &ProviderSpec) -> Result<()> {
@@ -148,7 +159,7 @@ impl Store {
                 spec.name
             )));
         }
-        Ok(())
+        limits::write(tx, SCOPE.as_str(), &spec.name, spec.limits.as_ref()).await
     }
 
     /// Deletes a provider unless a model still uses it.
@@ -185,7 +196,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("provider '{name}' not found")));
         }
-        Ok(())
+        limits::write(tx, SCOPE.as_str(), name, None).await
     }
 }
 

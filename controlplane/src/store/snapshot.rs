@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Backend, KeyRow, ModelRow, ProviderRow, Result, Store};
+use super::{Backend, KeyRow, LimitsRow, ModelRow, ProviderRow, Result, Store};
 
 /// Everything a snapshot is built from, read at one consistent point.
 #[derive(Debug, Default)]
@@ -13,6 +13,8 @@ pub struct ConfigState {
     pub models: Vec<ModelRow>,
     pub keys: Vec<KeyRow>,
     pub settings: BTreeMap<String, String>,
+    /// The limits of every key that sets none.
+    pub default_key_limits: LimitsRow,
 }
 
 impl Store {
@@ -30,6 +32,7 @@ impl Store {
             models: self.models(&mut tx).await?,
             keys: self.keys(&mut tx).await?,
             settings: Self::settings(&mut tx).await?,
+            default_key_limits: self.default_key_limits(&mut tx).await?,
         };
         tx.commit().await?;
         Ok(state)

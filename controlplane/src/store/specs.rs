@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use llmgw_core::limits::Limits;
 use llmgw_core::rules::Rule;
 use llmgw_core::table::{ModelType, Translation};
 use llmgw_core::validate::{limits, ValidationError};
@@ -48,6 +49,8 @@ pub struct ProviderSpec {
     pub timeout_s: u32,
     pub stream_usage: bool,
     pub enabled: bool,
+    /// Protects the upstream's own quota; `None` is none.
+    pub limits: Option<Limits>,
 }
 
 impl ProviderSpec {
@@ -143,6 +146,8 @@ pub struct ModelSpec {
     pub translation: Translation,
     /// Which endpoints the model serves.
     pub model_type: ModelType,
+    /// `None` is none.
+    pub limits: Option<Limits>,
 }
 
 impl ModelSpec {
@@ -243,6 +248,8 @@ pub struct KeySpec {
     pub expires_at: Option<i64>,
     pub revoked: bool,
     pub log_bodies: bool,
+    /// The key's own limits; `None`: the default key limits apply.
+    pub limits: Option<Limits>,
 }
 
 impl KeySpec {

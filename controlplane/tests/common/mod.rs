@@ -244,6 +244,7 @@ pub fn provider(name: &str) -> ProviderSpec {
         timeout_s: 30,
         stream_usage: true,
         enabled: true,
+        limits: None,
     }
 }
 
@@ -276,6 +277,7 @@ pub fn model(name: &str, targets: Vec<TargetSpec>) -> ModelSpec {
         default_max_tokens: None,
         translation: Translation::Strict,
         model_type: ModelType::Chat,
+        limits: None,
     }
 }
 
@@ -289,6 +291,7 @@ pub fn key(name: &str, secret: &str) -> KeySpec {
         expires_at: None,
         revoked: false,
         log_bodies: true,
+        limits: None,
     }
 }
 
