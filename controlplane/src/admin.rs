@@ -490,9 +490,11 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn get_limits(
         &self,
-        _request: Request<pb::GetLimitsRequest>,
+        request: Request<pb::GetLimitsRequest>,
     ) -> Result<Response<pb::GetLimitsResponse>, Status> {
-        Err(Status::unimplemented("limits land with #15"))
+        Ok(Response::new(
+            crate::quota::usage::get_limits(&self.store, &self.hub, request.get_ref()).await?,
+        ))
     }
 
     async fn set_default_key_limits(
@@ -517,9 +519,11 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn reset_spend(
         &self,
-        _request: Request<pb::ResetSpendRequest>,
+        request: Request<pb::ResetSpendRequest>,
     ) -> Result<Response<pb::ResetSpendResponse>, Status> {
-        Err(Status::unimplemented("limits land with #15"))
+        Ok(Response::new(
+            crate::quota::usage::reset_spend(&self.store, &self.hub, request.get_ref()).await?,
+        ))
     }
 
     async fn list_data_planes(

@@ -142,6 +142,12 @@ pub struct Args {
     #[arg(long, env = "LLMGW_DASHBOARD_DIR", value_name = "DIR")]
     pub dashboard_dir: Option<PathBuf>,
 
+    /// Length of a concurrency lease in the quota protocol, in ms: the
+    /// slots of a data plane that stops reporting return after it.
+    #[arg(long, env = "LLMGW_QUOTA_LEASE_MS", default_value_t = crate::quota::DEFAULT_LEASE_MS,
+          value_parser = clap::value_parser!(u32).range(100..=600_000))]
+    pub quota_lease_ms: u32,
+
     /// Caps and timeouts of connections to the listen address (a valid
     /// admin or data-plane token makes a connection authenticated).
     #[command(flatten)]

@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod explain;
 pub mod hub;
 pub mod logs;
+pub mod quota;
 pub mod secrets;
 pub mod settings;
 pub mod status;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use llmgw_proto::v1::{
     admin_server::AdminServer, discovery_server::DiscoveryServer, logs_server::LogsServer,
+    quota_server::QuotaServer,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -152,6 +154,7 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
     tokio::spawn(hub.clone().listen(shutdown_rx.clone()));
 
     let log_feed = logs::LogFeed::new();
+    let log_feed_for_quota = log_feed.clone();
 
     let admin = AdminServer::with_interceptor(
         admin::AdminService::new(store.clone(), hub.clone())
@@ -162,27 +165,29 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
             Ok(req)
         },
     );
-    let logs_token = dataplane_token.clone();
     let logs_svc = tonic::service::interceptor::InterceptedService::new(
         LogsServer::new(logs::LogsService::new(
             store.clone(),
-            log_feed,
+            log_feed.clone(),
             shutdown_rx.clone(),
         ))
         .max_decoding_message_size(logs::MAX_BATCH_BYTES),
-        move |req: tonic::Request<()>| {
-            discovery::check_bearer(req.metadata(), &logs_token, "data-plane token")?;
-            connections::authenticated(&req);
-            Ok(req)
-        },
+        data_plane_auth(dataplane_token.clone()),
     );
     let discovery_svc = DiscoveryServer::with_interceptor(
         discovery::DiscoveryService::new(hub.clone(), store.clone(), shutdown_rx.clone()),
-        move |req: tonic::Request<()>| {
-            discovery::check_bearer(req.metadata(), &dataplane_token, "data-plane token")?;
-            connections::authenticated(&req);
-            Ok(req)
-        },
+        data_plane_auth(dataplane_token.clone()),
+    );
+    // Only data planes use it: no gRPC-web concerns.
+    let quota_svc = QuotaServer::with_interceptor(
+        quota::QuotaService::new(
+            store.clone(),
+            hub.subscribe(),
+            log_feed_for_quota,
+            args.quota_lease_ms,
+            shutdown_rx.clone(),
+        ),
+        data_plane_auth(dataplane_token),
     );
 
     let mut builder = tonic::transport::Server::builder()
@@ -223,7 +228,8 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         .layer(connections::ConnLayer::bodies(limits))
         .add_service(admin)
         .add_service(discovery_svc)
-        .add_service(logs_svc);
+        .add_service(logs_svc)
+        .add_service(quota_svc);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -234,6 +240,11 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         tls = args.tls_cert.is_some(),
         "control plane listening (gRPC and gRPC-web)"
     );
+    tokio::spawn(quota::prune(
+        store.clone(),
+        args.quota_lease_ms,
+        shutdown_rx.clone(),
+    ));
     tokio::spawn(logs::retention::run(
         store.clone(),
         args.log_retention_days,
@@ -286,6 +297,19 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         task,
         store,
     })
+}
+
+/// The interceptor of the services data planes call (discovery, logs,
+/// quota): the data-plane token, and the connection counts as
+/// authenticated.
+fn data_plane_auth(
+    token: Arc<secrecy::SecretString>,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    move |req: tonic::Request<()>| {
+        discovery::check_bearer(req.metadata(), &token, "data-plane token")?;
+        connections::authenticated(&req);
+        Ok(req)
+    }
 }
 
 fn load_token(

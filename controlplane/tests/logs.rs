@@ -13,9 +13,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use clap::Parser;
 use common::*;
-use llmgw_controlplane::config::Args;
 use llmgw_controlplane::logs::query::list_statement;
 use llmgw_controlplane::logs::retention;
 use llmgw_controlplane::logs::sql::{Param, Statement};
@@ -24,7 +22,6 @@ use llmgw_controlplane::Running;
 use llmgw_proto::v1 as pb;
 use llmgw_proto::v1::admin_client::AdminClient;
 use llmgw_proto::v1::logs_client::LogsClient;
-use secrecy::ExposeSecret;
 use sqlx::{Connection, Row};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -66,30 +63,15 @@ struct Cp {
 }
 
 async fn start_cp(db: &Db, data_dir: &Path, retention_days: u32) -> Cp {
-    let args = Args::try_parse_from([
-        "llmgw-controlplane",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-        "--database-url",
-        db.url.as_str(),
-        "--admin-token",
+    let days = retention_days.to_string();
+    let (running, channel) = start_control_plane(
+        db,
+        data_dir,
         ADMIN_TOKEN,
-        "--dataplane-token",
         DP_TOKEN,
-        "--master-key",
-        db.master_key.expose_secret(),
-        "--log-retention-days",
-        &retention_days.to_string(),
-    ])
-    .unwrap();
-    let running = llmgw_controlplane::start(args).await.unwrap();
-    let channel = Channel::from_shared(format!("http://{}", running.local_addr()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+        &["--log-retention-days", &days],
+    )
+    .await;
     Cp { running, channel }
 }
 

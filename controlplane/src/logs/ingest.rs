@@ -7,16 +7,21 @@
 //! JSON, so that a batch is never refused forever. Infrastructure failures
 //! (lost connection, a locked database, a deadlock) fail the whole batch
 //! instead: nothing is stored, and the data plane sends it again.
+//!
+//! The same transaction adds the records' cost to the spend of their key,
+//! model and provider (budgets, #15), for the records inserted now only.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::LazyLock;
 
+use llmgw_core::limits::Scope;
 use llmgw_proto::v1 as pb;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Acquire, Any, AnyConnection, Row};
 
 use super::row::{format_time, strip_details};
+use crate::store::quota::{micros_of, SpendBatch};
 use crate::store::{now_ms, Backend, Store, StoreError};
 
 /// Columns of `request_logs`, in the order values are bound.
@@ -63,6 +68,7 @@ const LOG_COLUMNS: &[&str] = &[
     "outcome",
     "stop_reason",
     "end_user",
+    "limited_by",
 ];
 
 const ATTEMPT_COLUMNS: &[&str] = &[
@@ -197,13 +203,15 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
         }
     }
     quarantine(&mut tx, backend, &batch_node, &rejected, now).await?;
-    touch_keys(
-        &mut tx,
+    let fresh = || {
         good.iter()
             .filter(|p| inserted.contains(&p.rec.id))
-            .map(|p| &p.rec),
-    )
-    .await?;
+            .map(|p| &p.rec)
+    };
+    touch_keys(&mut tx, fresh()).await?;
+    // After the keys: concurrent batches lock keys, then spend rows, each
+    // in name order.
+    spend_of(fresh()).write(&mut tx).await?;
     tx.commit().await?;
 
     for r in &rejected {
@@ -498,6 +506,7 @@ fn bind_record<'q>(
         .bind(r.outcome().name())
         .bind(r.stop_reason.as_str())
         .bind(r.user.as_str())
+        .bind(r.limited_by.as_str())
 }
 
 async fn quarantine(
@@ -572,6 +581,24 @@ async fn touch_keys<'a>(
         .await?;
     }
     Ok(())
+}
+
+/// The spend of the records stored now (never of one stored before, so a
+/// batch shipped twice is counted once): each record's cost charged to its
+/// key, its model and its provider, summed per UTC day.
+fn spend_of<'a>(records: impl Iterator<Item = &'a pb::RequestLog>) -> SpendBatch {
+    let mut spend = SpendBatch::default();
+    for r in records {
+        let micros = micros_of(r.cost);
+        for (scope, name) in [
+            (Scope::Key, &r.key),
+            (Scope::Model, &r.model),
+            (Scope::Provider, &r.provider),
+        ] {
+            spend.add(scope, name, r.time_ms, micros);
+        }
+    }
+    spend
 }
 
 /// The text without NUL characters, which PostgreSQL cannot store.
@@ -750,6 +777,7 @@ fn check(r: &pb::RequestLog, batch_node: &str, now: i64) -> Result<Checked, Stri
         ("count_source", r.count_source.as_str(), MAX_NAME_BYTES),
         ("stop_reason", r.stop_reason.as_str(), MAX_NAME_BYTES),
         ("user", r.user.as_str(), MAX_NAME_BYTES),
+        ("limited_by", r.limited_by.as_str(), MAX_NAME_BYTES),
         ("client_ip", r.client_ip.as_str(), MAX_TEXT_BYTES),
         ("user_agent", r.user_agent.as_str(), MAX_TEXT_BYTES),
         ("path", r.path.as_str(), MAX_TEXT_BYTES),
@@ -805,6 +833,7 @@ fn normalize(mut rec: pb::RequestLog, id: String, batch_node: &str) -> pb::Reque
         &mut rec.count_source,
         &mut rec.stop_reason,
         &mut rec.user,
+        &mut rec.limited_by,
     ] {
         clean_in_place(s);
     }

@@ -15,7 +15,7 @@ pub const SUMMARY_COLUMNS: &str = "id, time_ms, node_id, sequence, key_name, cli
      latency_ms, ttfb_ms, retries, input_tokens, output_tokens, cache_read_tokens, \
      cache_creation_tokens, reasoning_tokens, usage_source, count_source, cost, error, \
      snapshot_version, request_body_truncated, response_body_truncated, upstream_protocol, \
-     translated, upstream_request_body_truncated, dropped_fields, outcome, stop_reason, end_user";
+     translated, upstream_request_body_truncated, dropped_fields, outcome, stop_reason, end_user, limited_by";
 
 /// The header and body columns, for one full record.
 pub const DETAIL_COLUMNS: &str =
@@ -58,7 +58,6 @@ fn flag(r: &AnyRow, col: &str) -> Result<bool, StoreError> {
 pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
     let time_ms: i64 = r.try_get("time_ms")?;
     Ok(pb::RequestLog {
-        limited_by: Default::default(),
         id: r.try_get("id")?,
         sequence: u64_of(r, "sequence")?,
         node_id: r.try_get("node_id")?,
@@ -103,6 +102,7 @@ pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
         outcome: outcome_of_name(&r.try_get::<String, _>("outcome")?) as i32,
         stop_reason: r.try_get("stop_reason")?,
         user: r.try_get("end_user")?,
+        limited_by: r.try_get("limited_by")?,
     })
 }
 

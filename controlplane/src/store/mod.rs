@@ -23,6 +23,7 @@ mod keys;
 mod limits;
 mod models;
 mod providers;
+pub mod quota;
 mod row;
 mod settings;
 mod snapshot;

@@ -295,6 +295,45 @@ pub fn key(name: &str, secret: &str) -> KeySpec {
     }
 }
 
+// ---------- a running control plane ----------
+
+/// Starts the real control plane (`llmgw_controlplane::start`) on
+/// 127.0.0.1:0 over `db`, with these tokens and `extra` flags, and connects
+/// a channel to it.
+pub async fn start_control_plane(
+    db: &Db,
+    data_dir: &std::path::Path,
+    admin_token: &str,
+    dataplane_token: &str,
+    extra: &[&str],
+) -> (llmgw_controlplane::Running, tonic::transport::Channel) {
+    let mut args = vec![
+        "llmgw-controlplane",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--database-url",
+        db.url.as_str(),
+        "--admin-token",
+        admin_token,
+        "--dataplane-token",
+        dataplane_token,
+        "--master-key",
+        db.master_key.expose_secret(),
+    ];
+    args.extend_from_slice(extra);
+    let args = <llmgw_controlplane::config::Args as clap::Parser>::try_parse_from(args).unwrap();
+    let running = llmgw_controlplane::start(args).await.unwrap();
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", running.local_addr()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    (running, channel)
+}
+
 // ---------- one-write helpers ----------
 
 pub async fn create_provider(store: &Store, spec: &ProviderSpec) {
