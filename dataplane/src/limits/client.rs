@@ -1,8 +1,9 @@
 //! The quota client: one `Quota.StreamQuota` stream (proto/llmgw/v1/
 //! quota.proto) on the connection the discovery client opened to its
-//! control plane. It reports every bucket's use at least once a second
-//! while there are buckets, and at once (at most every
-//! [`MIN_REPORT_GAP`]) when a bucket runs low or a slot comes back; it
+//! control plane. It reports every bucket's use at least once a second (a
+//! third of a lease when that is shorter) while there are buckets, and at
+//! once (at most every [`MIN_REPORT_GAP`]) when a bucket runs low or a slot
+//! comes back; it
 //! applies the assignments that come back. A failed stream is opened again
 //! with the discovery client's backoff; meanwhile the data plane stays
 //! connected for one lease from the last message, then falls back per
@@ -24,7 +25,8 @@ use tracing::{debug, info, warn};
 use super::{now_ms, Limiter};
 use crate::backoff::Backoff;
 
-/// The longest between two reports while there are buckets.
+/// The longest between two reports while there are buckets (a third of
+/// the lease when that is shorter, so leases are renewed in time).
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// The shortest between two reports asked for at once.
 pub const MIN_REPORT_GAP: Duration = Duration::from_millis(50);
@@ -85,9 +87,8 @@ impl QuotaClient {
             .insert("authorization", self.auth.clone());
         let mut inbound = client.stream_quota(request).await?.into_inner();
         debug!("quota stream open");
-        let mut tick = tokio::time::interval(REPORT_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_report = Instant::now();
+        let mut next_tick = last_report + self.limiter.report_interval();
         loop {
             let send = tokio::select! {
                 m = inbound.message() => match m? {
@@ -98,7 +99,8 @@ impl QuotaClient {
                     }
                     None => return Ok(()),
                 },
-                _ = tick.tick() => {
+                () = tokio::time::sleep_until(next_tick.into()) => {
+                    next_tick = Instant::now() + self.limiter.report_interval();
                     self.limiter.prune(now_ms(), IDLE_MS);
                     self.limiter.has_buckets()
                 }
@@ -109,6 +111,7 @@ impl QuotaClient {
             };
             if send {
                 last_report = Instant::now();
+                next_tick = last_report + self.limiter.report_interval();
                 tx.send(self.limiter.report(&self.node_id))
                     .await
                     .map_err(|_| anyhow!("report stream closed"))?;
@@ -122,6 +125,14 @@ impl Limiter {
     pub(crate) fn set_open(&self, open: bool) {
         let mut link = self.link.lock().unwrap_or_else(|e| e.into_inner());
         link.open = open && link.heard.is_some();
+    }
+
+    /// How often to report: every second, or every third of a lease when
+    /// the control plane's lease is shorter than three seconds.
+    fn report_interval(&self) -> Duration {
+        REPORT_INTERVAL
+            .min(self.link().lease / 3)
+            .max(MIN_REPORT_GAP)
     }
 
     fn has_buckets(&self) -> bool {
