@@ -143,8 +143,14 @@ impl Harness {
         }
     }
 
-    /// Sends assignments and waits until the data plane has applied them.
-    async fn assign(&self, a: pb::QuotaAssignments) {
+    /// Sends `assignments` (with `data_planes` live data planes and a
+    /// minute's lease) and waits until the data plane has applied them.
+    async fn assign(&self, data_planes: u32, assignments: Vec<pb::BucketAssignment>) {
+        let a = pb::QuotaAssignments {
+            assignments,
+            data_planes,
+            lease_ms: 60_000,
+        };
         let mut applied = self.dp.limiter().applied();
         let before = *applied.borrow_and_update();
         self.quota.send(Ok(a)).unwrap();
@@ -316,12 +322,7 @@ async fn grants_plus_slack_are_admitted_and_refusals_carry_the_headers() {
     })
     .await;
     // Connected, two data planes: the slack is ceil(6 × 10% / 2) = 1.
-    h.assign(pb::QuotaAssignments {
-        data_planes: 2,
-        lease_ms: 60_000,
-        assignments: vec![],
-    })
-    .await;
+    h.assign(2, vec![]).await;
     let r = h.chat().await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.header("x-ratelimit-limit-requests"), Some("6"));
@@ -332,10 +333,9 @@ async fn grants_plus_slack_are_admitted_and_refusals_carry_the_headers() {
     let (_, u) = h.report_of("key", "rpm").await;
     assert_eq!((u.used, u.wanted), (1, 3));
     assert_eq!(u.bucket.as_ref().unwrap().name, "team");
-    h.assign(pb::QuotaAssignments {
-        data_planes: 2,
-        lease_ms: 60_000,
-        assignments: vec![pb::BucketAssignment {
+    h.assign(
+        2,
+        vec![pb::BucketAssignment {
             bucket: Some(key_bucket("rpm")),
             window_start_ms: u.window_start_ms,
             granted: 3,
@@ -343,7 +343,7 @@ async fn grants_plus_slack_are_admitted_and_refusals_carry_the_headers() {
             fleet_used: 3,
             expires_at_ms: u.window_start_ms + 86_400_000,
         }],
-    })
+    )
     .await;
     // Grant 3 + slack 1 = 4 in the window; one is used. The fleet has
     // granted 3 more to others: 6 − 1 − 0 left, less each one admitted.
@@ -394,12 +394,7 @@ async fn an_exhausted_budget_is_the_quota_error_and_spend_is_reported() {
         ..Default::default()
     })
     .await;
-    h.assign(pb::QuotaAssignments {
-        data_planes: 1,
-        lease_ms: 60_000,
-        assignments: vec![],
-    })
-    .await;
+    h.assign(1, vec![]).await;
     let r = h.chat().await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     // The charge is the record's cost: 2 prompt + 4 completion tokens (the
@@ -412,10 +407,9 @@ async fn an_exhausted_budget_is_the_quota_error_and_spend_is_reported() {
     };
     assert_eq!(u.used, 6);
     // The control plane's durable spend reaches the budget.
-    h.assign(pb::QuotaAssignments {
-        data_planes: 1,
-        lease_ms: 60_000,
-        assignments: vec![pb::BucketAssignment {
+    h.assign(
+        1,
+        vec![pb::BucketAssignment {
             bucket: Some(key_bucket("budget")),
             window_start_ms: u.window_start_ms,
             granted: 0,
@@ -423,7 +417,7 @@ async fn an_exhausted_budget_is_the_quota_error_and_spend_is_reported() {
             fleet_used: 1_000,
             expires_at_ms: 0,
         }],
-    })
+    )
     .await;
     let openai = h.chat().await;
     assert_eq!(openai.status, 429);

@@ -30,7 +30,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import anthropic
 import httpx
@@ -39,6 +39,7 @@ import pytest
 
 from cluster import Cluster
 from conftest import Gateway, GatewayFactory, uid, wait_until
+from test_cluster import cluster  # noqa: F401 - the fixture: a Cluster per test
 
 #: A short concurrency lease, so that lapses are quick to see.
 LEASE_MS = 1500
@@ -317,15 +318,6 @@ def test_outage_falls_back_and_spend_survives_a_control_plane_restart(
 # ---------------------------------------------------------------------------
 # The fleet: three data planes behind nginx, two control planes on PostgreSQL
 # ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterable[Cluster]:
-    c = Cluster(tmp_path / "cluster")
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def fleet_setup(c: Cluster, cp: Any, key_limits: dict[str, Any]) -> tuple[str, str, str]:
