@@ -281,6 +281,31 @@ def test_budget_stops_the_key_with_the_quota_error_and_no_retry(lim: Gateway) ->
     wait_until(lambda: spend_micros(lim, key_name) == cost, 10, f"a spend of {cost} micro-dollars")
 
 
+def test_a_provider_limit_skips_its_target_and_refuses_when_none_is_left(lim: Gateway) -> None:
+    _, limited = lim.start_extra_mock("openai")
+    set_limits(lim.cli, lim.workdir, "provider", limited, {"rpm": 1, "window_ms": HOUR_MS})
+    lim.sync()
+    other = lim.mock_provider("openai")
+    both = lim.add_model([f"{limited}:up-a", f"{other}:up-b"], "--max-attempts", "1")
+    only = lim.add_model([f"{limited}:up-a"], "--max-attempts", "1")
+    _, secret = lim.add_key([both, only])
+    o = lim.openai(secret)
+    status, headers, body = call(o, both)
+    assert status == 200 and body.model == "up-a", body
+    # The provider's one request is used: its target is skipped.
+    status, headers, body = call(o, both)
+    assert status == 200 and body.model == "up-b", body
+    rec = lim.log(headers["x-llmgw-request-id"])
+    assert [(a["provider"], a.get("error", "")) for a in rec["attempts"]] == [
+        (limited, "limited by provider:rpm"), (other, "")], rec["attempts"]
+    # No target left: 429 with the provider's limit.
+    status, headers, body = call(o, only)
+    assert status == 429 and body["code"] == "rate_limit_exceeded", body
+    assert int(headers["retry-after"]) >= 1
+    rec = lim.log(headers["x-llmgw-request-id"])
+    assert (rec["status"], rec["outcome"], rec["limited_by"]) == (429, "refused", "provider:rpm"), rec
+
+
 def test_outage_falls_back_and_spend_survives_a_control_plane_restart(
         make_gateway: GatewayFactory) -> None:
     g = make_gateway("limits-outage", cp_args=CP_ARGS)

@@ -205,18 +205,11 @@ impl Admission {
                 *mine = theirs.take();
             }
         }
-        for r in [other.rates.requests, other.rates.tokens]
-            .into_iter()
-            .enumerate()
-        {
-            if let (i, Some(rate)) = r {
-                let slot = if i == 0 {
-                    &mut self.rates.requests
-                } else {
-                    &mut self.rates.tokens
-                };
-                RateInfo::tighten(slot, rate);
-            }
+        if let Some(r) = other.rates.requests {
+            RateInfo::tighten(&mut self.rates.requests, r);
+        }
+        if let Some(r) = other.rates.tokens {
+            RateInfo::tighten(&mut self.rates.tokens, r);
         }
     }
 
