@@ -135,6 +135,127 @@ pub enum Command {
     /// would be sent to, in which order, and why the others are left out.
     #[command(subcommand)]
     Route(RouteCmd),
+    /// Current use against every limit (rate, concurrency, budget) of keys,
+    /// models and providers; `limits default` sets the limits of every key
+    /// that sets none.
+    #[command(visible_alias = "limit")]
+    Limits(LimitsArgs),
+}
+
+// ---------- limits ----------
+
+/// A spend budget's UTC calendar period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BudgetPeriod {
+    Day,
+    /// From Monday 00:00 UTC.
+    Week,
+    Month,
+    /// Until the spend is reset.
+    Total,
+}
+
+/// What data planes do with a limit while no control plane answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOutage {
+    /// Admit up to the limit divided by the data planes last known.
+    Open,
+    /// Refuse.
+    Closed,
+}
+
+/// The limit flags of keys, models and providers. On an update a flag
+/// given replaces that limit, 0 removes it, and what is not given stays.
+#[derive(Args, Default)]
+#[group(id = "limits", multiple = true)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitArgs {
+    /// Requests per minute (per --window-ms); 0 removes the limit.
+    #[arg(long, value_name = "N")]
+    pub rpm: Option<u64>,
+    /// Input plus output tokens per minute (per --window-ms); 0 removes it.
+    #[arg(long, value_name = "N")]
+    pub tpm: Option<u64>,
+    /// Requests in flight at once; 0 removes the limit.
+    #[arg(long, value_name = "N")]
+    pub max_concurrency: Option<u32>,
+    /// Spend budget in US dollars per --budget-period, e.g. 25 or 0.05
+    /// (to the micro-dollar); 0 removes it.
+    #[arg(long, value_name = "USD", value_parser = parse_usd)]
+    pub budget: Option<u64>,
+    /// The budget's period, in UTC [default: month].
+    #[arg(long, value_enum, value_name = "PERIOD")]
+    pub budget_period: Option<BudgetPeriod>,
+    /// Length of the rpm/tpm window in milliseconds, 100 to 86400000
+    /// [default: 60000].
+    #[arg(long, value_name = "N")]
+    pub window_ms: Option<u32>,
+    /// What data planes do while no control plane answers: admit a local
+    /// share of the limit (open) or refuse (closed) [default: open].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub on_outage: Option<OnOutage>,
+}
+
+impl LimitArgs {
+    /// Whether any limit flag is given.
+    pub fn any(&self) -> bool {
+        self.rpm.is_some()
+            || self.tpm.is_some()
+            || self.max_concurrency.is_some()
+            || self.budget.is_some()
+            || self.budget_period.is_some()
+            || self.window_ms.is_some()
+            || self.on_outage.is_some()
+    }
+}
+
+/// The name a value of an enum flag has on the command line (and on the
+/// wire: "day", "closed", "key").
+pub fn value_name<E: ValueEnum>(e: &E) -> String {
+    e.to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+}
+
+/// An update's options: at least one of `C`'s or of the limit flags. (A
+/// group of the change struct cannot hold the flattened limit flags.)
+fn change_group<C: Args>() -> clap::ArgGroup {
+    let ids = |cmd: clap::Command| -> Vec<clap::Id> {
+        cmd.get_arguments().map(|a| a.get_id().clone()).collect()
+    };
+    let mut args = ids(C::augment_args(clap::Command::new("changes")));
+    args.extend(ids(LimitArgs::augment_args(clap::Command::new("limits"))));
+    clap::ArgGroup::new("change")
+        .required(true)
+        .multiple(true)
+        .args(args)
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct LimitsArgs {
+    #[command(subcommand)]
+    pub command: Option<LimitsCmd>,
+    /// Only this scope.
+    #[arg(long, value_enum)]
+    pub scope: Option<LimitScope>,
+    /// Only this name (of a key, model or provider).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LimitScope {
+    Key,
+    Model,
+    Provider,
+}
+
+#[derive(Subcommand)]
+pub enum LimitsCmd {
+    /// Change the limits of every key that sets none (each key gets its
+    /// own buckets); flags not given stay as they are (give at least one).
+    Default(LimitArgs),
 }
 
 // ---------- providers ----------
@@ -174,6 +295,7 @@ pub struct Header {
 #[derive(Subcommand)]
 pub enum ProviderCmd {
     /// Create a provider.
+    #[command(visible_alias = "create")]
     Add(ProviderAddArgs),
     /// List providers.
     #[command(visible_alias = "ls")]
@@ -186,6 +308,8 @@ pub enum ProviderCmd {
     /// Delete a provider.
     #[command(visible_alias = "rm")]
     Delete(NameArg),
+    /// Forget the provider's spend in its budget's current period.
+    ResetSpend(NameArg),
 }
 
 #[derive(Args)]
@@ -223,18 +347,23 @@ pub struct ProviderAddArgs {
     /// Do not ask OpenAI chat streams for usage (stream_options.include_usage).
     #[arg(long)]
     pub no_stream_usage: bool,
+    /// Limits that protect the upstream's own quota.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(Args)]
+#[command(group = change_group::<ProviderChanges>())]
 pub struct ProviderUpdateArgs {
     /// Name of the provider to change.
     pub name: String,
     #[command(flatten)]
     pub changes: ProviderChanges,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(Args)]
-#[group(required = true, multiple = true)]
 pub struct ProviderChanges {
     /// New wire protocol.
     #[arg(long, value_enum)]
@@ -342,6 +471,7 @@ impl ModelType {
 #[derive(Subcommand)]
 pub enum ModelCmd {
     /// Create a model.
+    #[command(visible_alias = "create")]
     Add(ModelAddArgs),
     /// List models.
     #[command(visible_alias = "ls")]
@@ -354,6 +484,8 @@ pub enum ModelCmd {
     /// Delete a model.
     #[command(visible_alias = "rm")]
     Delete(NameArg),
+    /// Forget the model's spend in its budget's current period.
+    ResetSpend(NameArg),
 }
 
 #[derive(Args)]
@@ -374,6 +506,8 @@ pub struct ModelAddArgs {
     /// Create the model disabled.
     #[arg(long)]
     pub disabled: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// Options shared by `model add` and `model update`.
@@ -421,15 +555,17 @@ pub struct ModelOpts {
 }
 
 #[derive(Args)]
+#[command(group = change_group::<ModelChanges>())]
 pub struct ModelUpdateArgs {
     /// Name of the model to change.
     pub name: String,
     #[command(flatten)]
     pub changes: ModelChanges,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 #[derive(Args)]
-#[group(required = true, multiple = true)]
 pub struct ModelChanges {
     /// Target as PROVIDER[:UPSTREAM_MODEL]; when given, the targets given
     /// replace all targets (in priority order, like `model add`).
@@ -498,11 +634,46 @@ pub enum KeyCmd {
     List,
     /// Show one client API key.
     Get(NameArg),
+    /// Change a key's models, body logging or limits; its secret stays.
+    /// Options not given stay as they are (give at least one).
+    #[command(override_usage = "llmgw key update [OPTIONS] <NAME>")]
+    Update(KeyUpdateArgs),
     /// Revoke a key: it stays listed but stops working.
     Revoke(NameArg),
     /// Delete a key.
     #[command(visible_alias = "rm")]
     Delete(NameArg),
+    /// Forget the key's spend in its budget's current period.
+    ResetSpend(NameArg),
+}
+
+#[derive(Args)]
+#[command(group = change_group::<KeyChanges>())]
+pub struct KeyUpdateArgs {
+    /// Name of the key to change.
+    pub name: String,
+    #[command(flatten)]
+    pub changes: KeyChanges,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Args)]
+pub struct KeyChanges {
+    /// Models the key may use, comma separated; replaces the list.
+    #[arg(
+        long,
+        value_name = "M,M,...",
+        value_delimiter = ',',
+        conflicts_with = "all_models"
+    )]
+    pub models: Option<Vec<String>>,
+    /// Let the key use every model.
+    #[arg(long)]
+    pub all_models: bool,
+    /// Whether to record request and response bodies for the key's requests.
+    #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
+    pub log_bodies: Option<bool>,
 }
 
 #[derive(Args)]
@@ -518,6 +689,10 @@ pub struct KeyCreateArgs {
     /// Do not record request and response bodies for this key's requests.
     #[arg(long)]
     pub no_log_bodies: bool,
+    /// The key's own limits; without any, the default key limits (`llmgw
+    /// limits default`) apply to it.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 // ---------- apply ----------
@@ -822,6 +997,36 @@ pub fn parse_price(s: &str) -> Result<f64, String> {
 
 /// A humantime duration (`30d`, `12h`, `1y 2months`) in whole seconds, at
 /// least one.
+/// US dollars, to the micro-dollar: "0.05" is 50000. Exact (no floating
+/// point); negative numbers, exponents and more than six decimals are
+/// refused.
+pub fn parse_usd(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_prefix('$').unwrap_or(t);
+    let bad = || format!("`{s}` is not an amount of US dollars (e.g. 25, 0.05 or 1.5)");
+    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
+    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && frac.is_empty()) || !digits(whole) || !digits(frac) {
+        return Err(bad());
+    }
+    if frac.len() > 6 {
+        return Err(format!(
+            "`{s}` has more than six decimals; budgets count micro-dollars"
+        ));
+    }
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let frac: u64 = format!("{frac:0<6}").parse().map_err(|_| bad())?;
+    whole
+        .checked_mul(1_000_000)
+        .and_then(|w| w.checked_add(frac))
+        .filter(|m| i64::try_from(*m).is_ok())
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
 pub fn parse_lifetime(s: &str) -> Result<u64, String> {
     let d = humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}`: {e}"))?;
     match d.as_secs() {
@@ -940,6 +1145,132 @@ mod tests {
         assert_eq!(parse_status("500-504").unwrap(), r(500, 504));
         for bad in ["", "abc", "0xx", "20", "1000", "500-400", "4x", "-"] {
             assert!(parse_status(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn usd_amounts_are_exact_micro_dollars() {
+        for (text, micros) in [
+            ("0.05", 50_000),
+            ("25", 25_000_000),
+            ("$1.5", 1_500_000),
+            ("0.000001", 1),
+            (".5", 500_000),
+            ("3.", 3_000_000),
+            ("0", 0),
+            (" 12.345678 ", 12_345_678),
+        ] {
+            assert_eq!(parse_usd(text), Ok(micros), "{text}");
+        }
+        for bad in [
+            "",
+            ".",
+            "-1",
+            "+1",
+            "1e3",
+            "abc",
+            "1.2.3",
+            "1,5",
+            "0.0000001",
+            "99999999999999999",
+        ] {
+            let e = parse_usd(bad).unwrap_err();
+            assert!(e.contains(&format!("`{bad}`")), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn limit_flags_on_keys_models_providers_and_the_default() {
+        let cli = Cli::try_parse_from([
+            "llmgw",
+            "key",
+            "create",
+            "k",
+            "--rpm",
+            "7",
+            "--budget",
+            "2.5",
+            "--budget-period",
+            "week",
+            "--window-ms",
+            "500",
+            "--on-outage",
+            "closed",
+        ])
+        .unwrap();
+        let Command::Key(KeyCmd::Create(a)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!((a.limits.rpm, a.limits.budget), (Some(7), Some(2_500_000)));
+        assert_eq!(a.limits.budget_period, Some(BudgetPeriod::Week));
+        assert_eq!(a.limits.on_outage, Some(OnOutage::Closed));
+        assert_eq!(a.limits.window_ms, Some(500));
+        // The names on the command line are those of the wire.
+        for (p, name) in [
+            (BudgetPeriod::Day, "day"),
+            (BudgetPeriod::Week, "week"),
+            (BudgetPeriod::Month, "month"),
+            (BudgetPeriod::Total, "total"),
+        ] {
+            assert_eq!(value_name(&p), name);
+        }
+        assert_eq!(value_name(&OnOutage::Open), "open");
+        assert_eq!(value_name(&LimitScope::Provider), "provider");
+
+        // A limit flag alone is a change.
+        let cli = Cli::try_parse_from(["llmgw", "key", "update", "k", "--tpm", "0"]).unwrap();
+        let Command::Key(KeyCmd::Update(u)) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!(u.limits.tpm, Some(0));
+        assert!(Cli::try_parse_from(["llmgw", "key", "update", "k"]).is_err());
+        assert!(Cli::try_parse_from([
+            "llmgw",
+            "key",
+            "update",
+            "k",
+            "--models",
+            "a",
+            "--all-models"
+        ])
+        .is_err());
+        assert!(
+            Cli::try_parse_from(["llmgw", "key", "update", "k", "--log-bodies", "false"]).is_ok()
+        );
+        for args in [
+            &["llmgw", "model", "update", "m", "--max-concurrency", "3"][..],
+            &["llmgw", "provider", "update", "p", "--rpm", "5"],
+            &[
+                "llmgw", "model", "create", "m", "--target", "p", "--tpm", "100",
+            ],
+            &[
+                "llmgw",
+                "provider",
+                "create",
+                "p",
+                "--protocol",
+                "openai",
+                "--base-url",
+                "http://x",
+                "--budget",
+                "5",
+            ],
+            &["llmgw", "limits", "default", "--rpm", "100"],
+            &["llmgw", "limits", "--scope", "key", "--name", "k"],
+            &["llmgw", "key", "reset-spend", "k"],
+            &["llmgw", "model", "reset-spend", "m"],
+            &["llmgw", "provider", "reset-spend", "p"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");
+        }
+        for bad in [
+            &["llmgw", "key", "create", "k", "--budget", "-1"][..],
+            &["llmgw", "key", "create", "k", "--budget-period", "year"],
+            &["llmgw", "key", "create", "k", "--on-outage", "maybe"],
+            &["llmgw", "key", "create", "k", "--rpm", "-5"],
+            &["llmgw", "limits", "--scope", "team"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -1,5 +1,7 @@
 //! The configuration file of `export` and `apply`: serde of the proto
-//! `GatewayConfig`, in YAML (JSON is accepted too, being YAML).
+//! `GatewayConfig`, in YAML (JSON is accepted too, being YAML). Limits
+//! travel in it: `limits` on each provider, model and key, and
+//! `default_key_limits` for the keys that set none.
 
 use std::fmt::Write as _;
 use std::io::Read;
@@ -70,7 +72,10 @@ fn check_known(input: &Value, known: &Value, path: &mut String) -> Result<()> {
                 };
                 let Some(kv) = kn.get(name) else {
                     if path.is_empty() {
-                        bail!("unknown field `{name}` (expected providers, models, api_keys)");
+                        bail!(
+                            "unknown field `{name}` (expected providers, models, api_keys, \
+                             default_key_limits)"
+                        );
                     }
                     bail!("unknown field `{name}` in {path}");
                 };
@@ -100,13 +105,22 @@ fn check_known(input: &Value, known: &Value, path: &mut String) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use llmgw_proto::v1::{ApiKeyConfig, ModelConfig, ModelTarget, Prices, ProviderConfig};
+    use llmgw_proto::v1::{ApiKeyConfig, Limits, ModelConfig, ModelTarget, Prices, ProviderConfig};
 
     fn sample() -> GatewayConfig {
         GatewayConfig {
-            default_key_limits: Default::default(),
+            default_key_limits: Some(Limits {
+                rpm: Some(60),
+                budget_micros: Some(5_000_000),
+                budget_period: "month".into(),
+                ..Limits::default()
+            }),
             providers: vec![ProviderConfig {
-                limits: Default::default(),
+                limits: Some(Limits {
+                    tpm: Some(2_000_000),
+                    on_outage: "closed".into(),
+                    ..Limits::default()
+                }),
                 name: "openai".into(),
                 protocol: "openai-chat".into(),
                 base_url: "https://api.openai.com/v1".into(),
@@ -165,7 +179,14 @@ mod tests {
                 r#type: "embedding".into(),
             }],
             api_keys: vec![ApiKeyConfig {
-                limits: Default::default(),
+                limits: Some(Limits {
+                    max_concurrency: Some(4),
+                    budget_micros: Some(50_000),
+                    budget_period: "day".into(),
+                    window_ms: 1_000,
+                    rpm: Some(10),
+                    ..Limits::default()
+                }),
                 name: "ci".into(),
                 models: vec!["gpt-4o".into()],
                 expires_at: "2030-01-01T00:00:00Z".into(),
@@ -232,6 +253,37 @@ models:
         assert_eq!(m.translation, "");
         assert_eq!(m.r#type, "");
         assert_eq!(m.prices.unwrap().cache_write_per_mtok, 0.0);
+    }
+
+    #[test]
+    fn limits_are_plain_yaml() {
+        let text = "\
+default_key_limits: {rpm: 100}
+api_keys:
+  - name: team
+    limits:
+      rpm: 10
+      budget_micros: 50000
+      budget_period: day
+      on_outage: closed
+";
+        let cfg = parse(text, "f.yaml").unwrap();
+        assert_eq!(cfg.default_key_limits.unwrap().rpm, Some(100));
+        let l = cfg.api_keys[0].limits.clone().unwrap();
+        assert_eq!((l.rpm, l.budget_micros), (Some(10), Some(50_000)));
+        assert_eq!(
+            (l.budget_period.as_str(), l.on_outage.as_str()),
+            ("day", "closed")
+        );
+        assert_eq!(l.tpm, None);
+        let err = parse("api_keys:\n  - name: k\n    limits: {rmp: 5}\n", "f.yaml").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown field `rmp` in api_keys[0].limits"),
+            "{err}"
+        );
+        let yaml = to_yaml(&sample()).unwrap();
+        assert!(yaml.contains("budget_micros: 50000"), "{yaml}");
     }
 
     #[test]

@@ -154,7 +154,6 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
     tokio::spawn(hub.clone().listen(shutdown_rx.clone()));
 
     let log_feed = logs::LogFeed::new();
-    let log_feed_for_quota = log_feed.clone();
 
     let admin = AdminServer::with_interceptor(
         admin::AdminService::new(store.clone(), hub.clone())
@@ -178,12 +177,11 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         discovery::DiscoveryService::new(hub.clone(), store.clone(), shutdown_rx.clone()),
         data_plane_auth(dataplane_token.clone()),
     );
-    // Only data planes use it: no gRPC-web concerns.
     let quota_svc = QuotaServer::with_interceptor(
         quota::QuotaService::new(
             store.clone(),
             hub.subscribe(),
-            log_feed_for_quota,
+            log_feed,
             args.quota_lease_ms,
             shutdown_rx.clone(),
         ),

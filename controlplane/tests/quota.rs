@@ -21,6 +21,8 @@ use llmgw_controlplane::store::quota::DAY_MS;
 use llmgw_controlplane::store::Store;
 use llmgw_core::limits::{BucketId, Kind, Limits, Period, Scope};
 use llmgw_proto::v1 as pb;
+use llmgw_proto::v1::admin_client::AdminClient;
+use llmgw_proto::v1::logs_client::LogsClient;
 use llmgw_proto::v1::quota_client::QuotaClient;
 use llmgw_proto::v1::quota_server::QuotaServer;
 use tokio::sync::{mpsc, watch};
@@ -322,9 +324,20 @@ struct Stream {
 
 impl Stream {
     async fn open(channel: &Channel) -> Stream {
+        Stream::open_with(channel, tonic::Request::new(())).await
+    }
+
+    /// With the metadata of `auth`.
+    async fn open_with(channel: &Channel, auth: tonic::Request<()>) -> Stream {
         let (reports, rx) = mpsc::channel(8);
+        let (metadata, extensions, ()) = auth.into_parts();
+        let req = tonic::Request::from_parts(
+            metadata,
+            extensions,
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        );
         let answers = QuotaClient::new(channel.clone())
-            .stream_quota(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .stream_quota(req)
             .await
             .unwrap()
             .into_inner();
@@ -358,6 +371,14 @@ fn usage(b: &BucketId, start: i64, wanted: u64, in_flight: u64) -> pb::BucketUsa
         used: 0,
         in_flight,
         wanted,
+    }
+}
+
+/// A budget's report: what this data plane charged in the period.
+fn charged(b: &BucketId, used: u64) -> pb::BucketUsage {
+    pb::BucketUsage {
+        used,
+        ..usage(b, 0, 0, 0)
     }
 }
 
@@ -434,10 +455,16 @@ both! {
         assert_eq!((b.granted, b.fleet_used, b.expires_at_ms), (1_000_000, 0, 0));
         assert_eq!(b.window_start_ms, Period::Day.bounds(now).0);
 
-        // The same report again: only the renewed lease changed.
-        let again = a.report("dp-a", vec![usage(&conc, 0, 2, 1), usage(&budget, 0, 0, 0)]).await;
+        // The same report again: the lease is renewed, the unchanged budget
+        // is not resent (its assignment would restart the data plane's count).
+        let again = a
+            .report("dp-a", vec![usage(&conc, 0, 2, 1), charged(&budget, 500)])
+            .await;
         assert_eq!(again.assignments.len(), 1);
         assert_eq!(by_kind(&again, "concurrency").unwrap().granted, 2);
+        // A data plane that lost its count (used went down) gets it again.
+        let again = a.report("dp-a", vec![charged(&budget, 0)]).await;
+        assert_eq!(by_kind(&again, "budget").unwrap().fleet_used, 0);
 
         // Spend stored by this control plane is pushed unasked.
         let stored = ingest::store_batch(&store, batch(vec![spend_rec(9, now, 0.3)]))
@@ -474,43 +501,266 @@ both! {
     }
 }
 
+const ADMIN_TOKEN: &str = "quota-test-admin";
+const DP_TOKEN: &str = "quota-test-dp";
+
+fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
 both! {
-    async fn the_real_control_plane_refuses_a_stream_without_the_token(db: Db) {
+    async fn the_real_control_plane_grants_configured_limits_and_pushes_shipped_spend(db: Db) {
         let dir = tempfile::tempdir().unwrap();
         let (running, channel) = start_control_plane(
             &db,
             dir.path(),
-            "quota-test-admin",
-            "quota-test-dp",
+            ADMIN_TOKEN,
+            DP_TOKEN,
             &["--quota-lease-ms", "700"],
         )
         .await;
-        let report = || {
-            tokio_stream::iter([pb::QuotaReport {
-                node_id: "dp".into(),
-                usage: vec![],
-            }])
-        };
-        for token in [None, Some("wrong")] {
-            let mut req = tonic::Request::new(report());
-            if let Some(t) = token {
-                req.metadata_mut()
-                    .insert("authorization", format!("Bearer {t}").parse().unwrap());
-            }
+        // Without the data-plane token, no stream.
+        let report = || tokio_stream::iter([pb::QuotaReport { node_id: "dp".into(), usage: vec![] }]);
+        for req in [tonic::Request::new(report()), authed(report(), ADMIN_TOKEN)] {
             let e = QuotaClient::new(channel.clone()).stream_quota(req).await.unwrap_err();
-            assert_eq!(e.code(), tonic::Code::Unauthenticated, "{token:?}");
+            assert_eq!(e.code(), tonic::Code::Unauthenticated);
         }
-        let mut req = tonic::Request::new(report());
-        req.metadata_mut()
-            .insert("authorization", "Bearer quota-test-dp".parse().unwrap());
-        let mut answers = QuotaClient::new(channel).stream_quota(req).await.unwrap().into_inner();
-        let first = tokio::time::timeout(WAIT, answers.message())
+
+        // A key with an rpm limit and a daily budget, set through the admin API.
+        let mut admin = AdminClient::new(channel.clone());
+        admin
+            .create_api_key(authed(
+                pb::CreateApiKeyRequest {
+                    name: "team".into(),
+                    limits: Some(pb::Limits {
+                        rpm: Some(10),
+                        budget_micros: Some(1_000_000),
+                        budget_period: "day".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ADMIN_TOKEN,
+            ))
+            .await
+            .unwrap();
+        let rpm = BucketId::new(Scope::Key, "team", Kind::Rpm);
+        let budget = BucketId::new(Scope::Key, "team", Kind::Budget);
+        let now = llmgw_controlplane::store::now_ms();
+        let window = now.div_euclid(60_000) * 60_000;
+
+        let mut s = Stream::open_with(&channel, authed((), DP_TOKEN)).await;
+        let got = s.report("dp-1", vec![usage(&rpm, window, 4, 0), charged(&budget, 0)]).await;
+        assert_eq!((got.data_planes, got.lease_ms), (1, 700));
+        let find = |g: &pb::QuotaAssignments, kind: &str| {
+            g.assignments.iter().find(|x| x.bucket.as_ref().unwrap().kind == kind).cloned()
+        };
+        let r = find(&got, "rpm").unwrap();
+        assert_eq!(r.limit, 10);
+        // (Unless the minute turned between `now` and the report.)
+        assert!(r.granted == 4 || r.window_start_ms != window, "{r:?}");
+        assert_eq!(find(&got, "budget").unwrap().fleet_used, 0);
+        let listed = admin
+            .get_limits(authed(
+                pb::GetLimitsRequest { scope: "key".into(), name: "team".into() },
+                ADMIN_TOKEN,
+            ))
             .await
             .unwrap()
+            .into_inner()
+            .limits;
+        let kinds: Vec<&str> = listed.iter().map(|l| l.kind.as_str()).collect();
+        assert_eq!(kinds, ["rpm", "budget"]);
+
+        // A shipped log with a cost reaches the stream as new spend, unasked.
+        let mut rec = spend_rec(1, now, 0.2);
+        rec.key = "team".into();
+        let mut acks = LogsClient::new(channel.clone())
+            .ship(authed(tokio_stream::iter([batch(vec![rec])]), DP_TOKEN))
+            .await
             .unwrap()
-            .unwrap();
-        assert_eq!((first.data_planes, first.lease_ms), (1, 700));
-        assert!(first.assignments.is_empty());
+            .into_inner();
+        tokio::time::timeout(WAIT, acks.message()).await.unwrap().unwrap().unwrap();
+        let pushed = s.next().await;
+        assert_eq!(find(&pushed, "budget").unwrap().fleet_used, 200_000);
+
+        // Reset through the admin API: the next report carries the zero.
+        let reset = admin
+            .reset_spend(authed(
+                pb::ResetSpendRequest { scope: "key".into(), name: "team".into() },
+                ADMIN_TOKEN,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reset.forgotten_micros, 200_000);
+        let got = s.report("dp-1", vec![charged(&budget, 200_000)]).await;
+        assert_eq!(find(&got, "budget").unwrap().fleet_used, 0);
+        drop(s);
         tokio::time::timeout(WAIT, running.shutdown()).await.unwrap().unwrap();
+    }
+}
+
+fn admin_snapshot() -> pb::Snapshot {
+    pb::Snapshot {
+        version: 4,
+        keys: vec![
+            pb::SnapshotKey {
+                name: "k1".into(),
+                limits: Some(pb::Limits {
+                    rpm: Some(100),
+                    budget_micros: Some(1_000_000),
+                    budget_period: "day".into(),
+                    window_ms: 1_000,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            pb::SnapshotKey {
+                name: "k2".into(),
+                ..Default::default()
+            },
+        ],
+        models: vec![pb::SnapshotModel {
+            name: "m1".into(),
+            limits: Some(pb::Limits {
+                budget_micros: Some(5_000_000),
+                budget_period: "total".into(),
+                on_outage: "closed".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        settings: Some(pb::Settings {
+            default_key_limits: Some(pb::Limits {
+                tpm: Some(5_000),
+                max_concurrency: Some(3),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+both! {
+    async fn get_limits_lists_fleet_use_and_reset_spend_forgets_it(db: Db) {
+        use llmgw_controlplane::quota::usage::{limits_of, reset_spend_of};
+        let store = db.open().await;
+        let snap = admin_snapshot();
+        let now = llmgw_controlplane::store::now_ms();
+        // Some use: k1's rpm window, k2's lease, spend for k1 and m1.
+        store
+            .grant(
+                &BucketId::new(Scope::Key, "k1", Kind::Rpm),
+                (now.div_euclid(1_000) * 1_000, now.div_euclid(1_000) * 1_000 + 1_000),
+                "dp",
+                7,
+                100,
+            )
+            .await
+            .unwrap();
+        store
+            .lease(&BucketId::new(Scope::Key, "k2", Kind::Concurrency), "dp", 2, 3, now, 60_000)
+            .await
+            .unwrap();
+        ingest::store_batch(&store, batch(vec![spend_rec(1, now, 0.5)])).await.unwrap();
+
+        let all = limits_of(&store, Some(&snap), &pb::GetLimitsRequest::default())
+            .await
+            .unwrap()
+            .limits;
+        let rows: Vec<(&str, &str, &str, u64, bool)> = all
+            .iter()
+            .map(|l| (l.scope.as_str(), l.name.as_str(), l.kind.as_str(), l.limit, l.default))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("key", "k1", "rpm", 100, false),
+                ("key", "k1", "budget", 1_000_000, false),
+                ("key", "k2", "tpm", 5_000, true),
+                ("key", "k2", "concurrency", 3, true),
+                ("model", "m1", "budget", 5_000_000, false),
+            ]
+        );
+        let used: Vec<u64> = all.iter().map(|l| l.used).collect();
+        // The rpm window may have turned since the grant: then nothing is
+        // granted in the current one.
+        assert!(used[0] == 7 || used[0] == 0, "{used:?}");
+        assert_eq!(&used[1..], [500_000, 0, 2, 500_000]);
+        let day = &all[1];
+        assert_eq!(day.period, "day");
+        let (start, end) = Period::Day.bounds(now);
+        assert_eq!(day.window_start, llmgw_controlplane::logs::format_time(start));
+        assert_eq!(day.window_end, llmgw_controlplane::logs::format_time(end));
+        assert!(all[0].window_start.ends_with('Z') && !all[0].window_end.is_empty());
+        // Concurrency and "total" budgets have no window.
+        assert_eq!((all[3].window_start.as_str(), all[4].window_end.as_str()), ("", ""));
+        assert_eq!((all[4].period.as_str(), all[4].on_outage.as_str()), ("total", "closed"));
+
+        // Filters.
+        let only = |scope: &str, name: &str| pb::GetLimitsRequest {
+            scope: scope.into(),
+            name: name.into(),
+        };
+        let k2 = limits_of(&store, Some(&snap), &only("key", "k2")).await.unwrap();
+        assert_eq!(k2.limits.len(), 2);
+        let models = limits_of(&store, Some(&snap), &only("model", "")).await.unwrap();
+        assert_eq!(models.limits.len(), 1);
+        assert_err!(limits_of(&store, Some(&snap), &only("team", "")).await, Invalid, "team");
+        // Before the first snapshot there is nothing to list.
+        assert!(limits_of(&store, None, &only("", "")).await.unwrap().limits.is_empty());
+
+        // Reset forgets the period's spend of that name only.
+        let reset = |scope: &str, name: &str| pb::ResetSpendRequest {
+            scope: scope.into(),
+            name: name.into(),
+        };
+        let r = reset_spend_of(&store, Some(&snap), &reset("key", "k1")).await.unwrap();
+        assert_eq!(r.forgotten_micros, 500_000);
+        let after = limits_of(&store, Some(&snap), &only("key", "k1")).await.unwrap();
+        assert_eq!(after.limits[1].used, 0);
+        let m1 = limits_of(&store, Some(&snap), &only("model", "m1")).await.unwrap();
+        assert_eq!(m1.limits[0].used, 500_000);
+        let r = reset_spend_of(&store, Some(&snap), &reset("model", "m1")).await.unwrap();
+        assert_eq!(r.forgotten_micros, 500_000);
+        assert_err!(reset_spend_of(&store, Some(&snap), &reset("key", "k2")).await, InUse, "no budget");
+        assert_err!(reset_spend_of(&store, Some(&snap), &reset("key", "ghost")).await, NotFound, "ghost");
+        assert_err!(reset_spend_of(&store, Some(&snap), &reset("key", "")).await, Invalid);
+        store.close().await;
+    }
+}
+
+both! {
+    async fn a_batch_shipped_to_two_control_planes_at_once_is_counted_once(db: Db) {
+        let stores = two_stores(&db).await;
+        let now = llmgw_controlplane::store::now_ms();
+        let records: Vec<pb::RequestLog> = (1..=40).map(|n| spend_rec(n, now, 0.01)).collect();
+        // The same records, resent to both control planes, in four overlapping batches.
+        let mut tasks = Vec::new();
+        for i in 0..4usize {
+            let store = stores[i % 2].clone();
+            let part = records[i * 5..i * 5 + 25].to_vec();
+            tasks.push(tokio::spawn(async move {
+                ingest::store_batch(&store, batch(part)).await.unwrap().stored.len()
+            }));
+        }
+        let mut stored = 0;
+        for t in tasks {
+            stored += t.await.unwrap();
+        }
+        assert_eq!(stored, 40);
+        let today = Period::Day.bounds(now);
+        for s in &stores {
+            assert_eq!(s.spend(Scope::Provider, "p1", today).await.unwrap(), 400_000);
+        }
+        if db.kind == common::Kind::Postgres {
+            stores[1].close().await;
+        }
+        stores[0].close().await;
     }
 }

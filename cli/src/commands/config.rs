@@ -60,7 +60,12 @@ fn change_lines(r: &ApplyConfigResponse, dry_run: bool) -> Vec<String> {
             "delete" => "-",
             other => other,
         };
-        lines.push(format!("{sign} {} {}", ch.kind, ch.name));
+        // The default key limits have no name.
+        lines.push(
+            format!("{sign} {} {}", ch.kind, ch.name)
+                .trim_end()
+                .to_string(),
+        );
         for d in &ch.details {
             lines.push(format!("    {d}"));
         }
@@ -72,7 +77,7 @@ fn change_lines(r: &ApplyConfigResponse, dry_run: bool) -> Vec<String> {
         let kept: Vec<String> = r
             .kept
             .iter()
-            .map(|k| format!("{} {}", k.kind, k.name))
+            .map(|k| format!("{} {}", k.kind, k.name).trim_end().to_string())
             .collect();
         lines.push(format!(
             "kept (not in the file; --prune deletes them): {}",

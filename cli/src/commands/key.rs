@@ -3,12 +3,13 @@
 use anyhow::Result;
 use llmgw_proto::v1::{
     ApiKey, CreateApiKeyRequest, DeleteApiKeyRequest, GetApiKeyRequest, ListApiKeysRequest,
-    RevokeApiKeyRequest,
+    ModelNames, RevokeApiKeyRequest, UpdateApiKeyRequest,
 };
 use serde::Serialize;
 
-use crate::args::{GlobalOpts, KeyCmd, KeyCreateArgs};
+use crate::args::{GlobalOpts, KeyCmd, KeyCreateArgs, KeyUpdateArgs};
 use crate::client::Client;
+use crate::commands::limits::{limits_pb, reset_spend, summary};
 use crate::output::{broken_detail, status, yes_no, Out, Table};
 
 pub const SHOWN_ONCE: &str =
@@ -68,10 +69,18 @@ pub async fn run(cmd: KeyCmd, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
                 .await
                 .map_err(|s| c.fail(s))?
                 .into_inner();
-            if out.is_json() {
-                return out.json(&k);
-            }
-            out.table(&details(&k))
+            show(out, &k)
+        }
+        KeyCmd::Update(a) => {
+            let req = update_request(a);
+            let c = Client::connect(g).await?;
+            let k = c
+                .api()
+                .update_api_key(req)
+                .await
+                .map_err(|s| c.fail(s))?
+                .into_inner();
+            show(out, &k)
         }
         KeyCmd::Revoke(n) => {
             let c = Client::connect(g).await?;
@@ -98,21 +107,49 @@ pub async fn run(cmd: KeyCmd, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
                 .map_err(|s| c.fail(s))?;
             super::deleted(out, "api key", &n.name)
         }
+        KeyCmd::ResetSpend(n) => reset_spend("key", n.name, g, out).await,
     }
+}
+
+/// Model names from `--models`, trimmed, empty ones left out.
+fn model_names(models: Vec<String>) -> Vec<String> {
+    models
+        .into_iter()
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+        .collect()
 }
 
 fn create_request(a: KeyCreateArgs) -> CreateApiKeyRequest {
     CreateApiKeyRequest {
-        limits: Default::default(),
+        limits: limits_pb(&a.limits),
         name: a.name,
-        models: a
-            .models
-            .into_iter()
-            .map(|m| m.trim().to_string())
-            .filter(|m| !m.is_empty())
-            .collect(),
+        models: model_names(a.models),
         expires_in_s: a.expires_in.unwrap_or(0),
         log_bodies: Some(!a.no_log_bodies),
+    }
+}
+
+fn update_request(a: KeyUpdateArgs) -> UpdateApiKeyRequest {
+    let ch = a.changes;
+    let models = if ch.all_models {
+        Some(Vec::new())
+    } else {
+        ch.models.map(model_names)
+    };
+    UpdateApiKeyRequest {
+        name: a.name,
+        models: models.map(|names| ModelNames { names }),
+        log_bodies: ch.log_bodies,
+        limits: limits_pb(&a.limits),
+    }
+}
+
+/// The key's own limits, or the note that the default key limits apply.
+fn limits(k: &ApiKey) -> String {
+    match summary(k.limits.as_ref()) {
+        s if s.is_empty() => "default".to_string(),
+        s => s,
     }
 }
 
@@ -132,6 +169,13 @@ fn expires(k: &ApiKey) -> String {
     }
 }
 
+fn show(out: &mut Out<'_>, k: &ApiKey) -> Result<()> {
+    if out.is_json() {
+        return out.json(k);
+    }
+    out.table(&details(k))
+}
+
 fn details(k: &ApiKey) -> Table {
     let mut t = Table::plain();
     t.row(["name".to_string(), k.name.clone()]);
@@ -140,6 +184,7 @@ fn details(k: &ApiKey) -> Table {
     t.row(["expires_at".to_string(), expires(k)]);
     t.row(["revoked".to_string(), yes_no(k.revoked).to_string()]);
     t.row(["log_bodies".to_string(), yes_no(k.log_bodies).to_string()]);
+    t.row(["limits".to_string(), limits(k)]);
     t.row(["created_at".to_string(), k.created_at.clone()]);
     t.row(["last_used_at".to_string(), k.last_used_at.clone()]);
     if !k.broken.is_empty() {
@@ -161,6 +206,7 @@ fn list(out: &mut Out<'_>, keys: &[ApiKey]) -> Result<()> {
         "LOG BODIES",
         "CREATED",
         "LAST USED",
+        "LIMITS",
         "STATUS",
     ]);
     for k in keys {
@@ -173,6 +219,7 @@ fn list(out: &mut Out<'_>, keys: &[ApiKey]) -> Result<()> {
             yes_no(k.log_bodies).to_string(),
             k.created_at.clone(),
             k.last_used_at.clone(),
+            limits(k),
             status(&k.broken),
         ]);
     }
@@ -212,6 +259,7 @@ mod tests {
                 "last_used_at": "",
                 "log_bodies": true,
                 "broken": [],
+                "limits": null,
                 "key": "sk-llmgw-secret",
             })
         );

@@ -4,6 +4,7 @@
 mod config;
 mod dataplane;
 mod key;
+mod limits;
 mod logs;
 mod model;
 mod provider;
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Logs(a) => logs::run(a, g, &mut out).await?,
         Command::Stats(a) => stats::run(a, g, &mut out).await?,
         Command::Route(cmd) => route::run(cmd, g, &mut out).await?,
+        Command::Limits(a) => limits::run(a, g, &mut out).await?,
     }
     out.w.flush()?;
     Ok(())

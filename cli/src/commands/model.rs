@@ -8,6 +8,7 @@ use llmgw_proto::v1::{
 
 use crate::args::{GlobalOpts, ModelAddArgs, ModelCmd, ModelUpdateArgs};
 use crate::client::Client;
+use crate::commands::limits::{limits_pb, reset_spend, summary};
 use crate::output::{broken_detail, status, yes_no, Out, Table};
 
 pub async fn run(cmd: ModelCmd, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
@@ -78,6 +79,7 @@ pub async fn run(cmd: ModelCmd, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()>
                 .map_err(|s| c.fail(s))?;
             super::deleted(out, "model", &n.name)
         }
+        ModelCmd::ResetSpend(n) => reset_spend("model", n.name, g, out).await,
     }
 }
 
@@ -182,7 +184,7 @@ fn create_request(a: ModelAddArgs) -> Result<CreateModelRequest> {
     let o = a.common;
     let targets = build_targets(&a.name, &a.targets, o.weights.as_deref())?;
     Ok(CreateModelRequest {
-        limits: Default::default(),
+        limits: limits_pb(&a.limits),
         strategy: o
             .strategy
             .map(|s| s.as_str().to_string())
@@ -226,7 +228,7 @@ fn update_request(a: ModelUpdateArgs) -> Result<(UpdateModelRequest, Option<Vec<
         _ => None,
     };
     let req = UpdateModelRequest {
-        limits: Default::default(),
+        limits: limits_pb(&a.limits),
         name: a.name,
         strategy: ch.strategy.map(|s| s.as_str().to_string()),
         max_attempts: ch.max_attempts,
@@ -321,6 +323,7 @@ fn list(out: &mut Out<'_>, models: &[Model]) -> Result<()> {
         "MAX TOKENS",
         "PRICES",
         "TARGETS",
+        "LIMITS",
         "STATUS",
     ]);
     for m in models {
@@ -340,6 +343,7 @@ fn list(out: &mut Out<'_>, models: &[Model]) -> Result<()> {
             max_tokens(m),
             fmt_prices(m.prices.as_ref(), false),
             targets.join(", "),
+            summary(m.limits.as_ref()),
             status(&m.broken),
         ]);
     }
@@ -370,6 +374,7 @@ fn show(out: &mut Out<'_>, m: &Model) -> Result<()> {
     t.row(["translation".to_string(), translation(m).to_string()]);
     t.row(["prices".to_string(), fmt_prices(m.prices.as_ref(), true)]);
     t.row(["enabled".to_string(), yes_no(m.enabled).to_string()]);
+    t.row(["limits".to_string(), summary(m.limits.as_ref())]);
     t.row(["created_at".to_string(), m.created_at.clone()]);
     t.row(["updated_at".to_string(), m.updated_at.clone()]);
     if !m.broken.is_empty() {

@@ -10,6 +10,7 @@ use llmgw_proto::v1::{
 
 use crate::args::{GlobalOpts, Header, ProviderAddArgs, ProviderCmd, ProviderUpdateArgs};
 use crate::client::Client;
+use crate::commands::limits::{limits_pb, reset_spend, summary};
 use crate::output::{broken_detail, status, yes_no, Out, Table};
 
 pub async fn run(cmd: ProviderCmd, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
@@ -66,6 +67,7 @@ pub async fn run(cmd: ProviderCmd, g: &GlobalOpts, out: &mut Out<'_>) -> Result<
                 .map_err(|s| c.fail(s))?;
             super::deleted(out, "provider", &n.name)
         }
+        ProviderCmd::ResetSpend(n) => reset_spend("provider", n.name, g, out).await,
     }
 }
 
@@ -83,7 +85,7 @@ pub fn header_map(headers: Vec<Header>) -> Result<HashMap<String, String>> {
 
 fn create_request(a: ProviderAddArgs) -> Result<CreateProviderRequest> {
     Ok(CreateProviderRequest {
-        limits: Default::default(),
+        limits: limits_pb(&a.limits),
         name: a.name,
         protocol: a.protocol.as_str().to_string(),
         base_url: a.base_url,
@@ -112,7 +114,7 @@ fn update_request(a: ProviderUpdateArgs) -> Result<UpdateProviderRequest> {
         _ => None,
     };
     Ok(UpdateProviderRequest {
-        limits: Default::default(),
+        limits: limits_pb(&a.limits),
         name: a.name,
         protocol: ch.protocol.map(|p| p.as_str().to_string()),
         base_url: ch.base_url,
@@ -143,7 +145,8 @@ fn list(out: &mut Out<'_>, providers: &[Provider]) -> Result<()> {
         return out.json(providers);
     }
     let mut t = Table::new(&[
-        "NAME", "PROTOCOL", "BASE URL", "API KEY", "HEADERS", "TIMEOUT", "ENABLED", "STATUS",
+        "NAME", "PROTOCOL", "BASE URL", "API KEY", "HEADERS", "TIMEOUT", "ENABLED", "LIMITS",
+        "STATUS",
     ]);
     for p in providers {
         let headers: Vec<&str> = sorted_headers(&p.headers)
@@ -158,6 +161,7 @@ fn list(out: &mut Out<'_>, providers: &[Provider]) -> Result<()> {
             headers.join(","),
             timeout(p.timeout_s),
             yes_no(p.enabled).to_string(),
+            summary(p.limits.as_ref()),
             status(&p.broken),
         ]);
     }
@@ -181,6 +185,7 @@ fn show(out: &mut Out<'_>, p: &Provider) -> Result<()> {
     t.row(["timeout_s".to_string(), timeout(p.timeout_s)]);
     t.row(["enabled", yes_no(p.enabled)]);
     t.row(["stream_usage", yes_no(p.stream_usage)]);
+    t.row(["limits".to_string(), summary(p.limits.as_ref())]);
     t.row(["created_at", &p.created_at]);
     t.row(["updated_at", &p.updated_at]);
     if !p.broken.is_empty() {

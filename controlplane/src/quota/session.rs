@@ -1,7 +1,11 @@
 //! One data plane's `StreamQuota` stream: every report is answered with one
-//! `QuotaAssignments` (the assignments that changed since the last one
-//! sent, possibly none, with the live data planes and the lease length), so
-//! each answer also tells the data plane that a control plane is there.
+//! `QuotaAssignments` (with the live data planes and the lease length), so
+//! each answer also tells the data plane that a control plane is there. It
+//! carries the current assignment of every rpm, tpm and concurrency bucket
+//! reported (a data plane that rebuilt its buckets gets its grants back at
+//! once), and a budget's only when it changed or when the report's `used`
+//! went down (the data plane lost its count): a budget assignment restarts
+//! the data plane's count of what it charged since `fleet_used`.
 //!
 //! Between reports the session watches the request logs this control plane
 //! stores: when one with a cost names a budget the data plane reported
@@ -10,7 +14,7 @@
 //! Spend stored by another control plane reaches the data plane with its
 //! next report (at least once a second while it holds grants).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,8 +45,9 @@ pub(super) struct Session {
     node: String,
     /// The assignment last sent per bucket.
     sent: HashMap<BucketId, pb::BucketAssignment>,
-    /// The budget buckets the data plane reported.
-    budgets: BTreeSet<BucketId>,
+    /// The budget buckets the data plane reported, with the `used` of the
+    /// last report.
+    budgets: BTreeMap<BucketId, u64>,
     /// A report named a bucket that does not read (logged once).
     warned: bool,
 }
@@ -56,7 +61,7 @@ impl Session {
             tx,
             node: String::new(),
             sent: HashMap::new(),
-            budgets: BTreeSet::new(),
+            budgets: BTreeMap::new(),
             warned: false,
         }
     }
@@ -162,10 +167,14 @@ impl Session {
                 continue;
             };
             let a = assign::assign(&self.store, asker, &bucket, limit, usage).await?;
-            if bucket.kind == Kind::Budget {
-                self.budgets.insert(bucket.clone());
-            }
-            if self.sent.get(&bucket) != Some(&a) {
+            let renews = match bucket.kind {
+                Kind::Budget => self
+                    .budgets
+                    .insert(bucket.clone(), usage.used)
+                    .is_some_and(|before| usage.used < before),
+                _ => true,
+            };
+            if renews || self.sent.get(&bucket) != Some(&a) {
                 self.sent.insert(bucket, a.clone());
                 changed.push(a);
             }
@@ -178,7 +187,7 @@ impl Session {
         let now = now_ms();
         let table = self.limits.current();
         let mut changed = Vec::new();
-        for bucket in self.budgets.clone() {
+        for bucket in self.budgets.keys().cloned().collect::<Vec<_>>() {
             let Some(limit) = table.limit(&bucket) else {
                 self.forget(&bucket);
                 continue;
@@ -222,7 +231,7 @@ impl Session {
     /// Whether a stored record's cost counts against a budget reported here.
     fn spends_on(&self, r: &pb::RequestLog) -> bool {
         r.cost > 0.0
-            && self.budgets.iter().any(|b| {
+            && self.budgets.keys().any(|b| {
                 let name = match b.scope {
                     Scope::Key => &r.key,
                     Scope::Model => &r.model,

@@ -1,6 +1,7 @@
 //! The admin side of the quota runtime: GetLimits (every configured limit
 //! with its fleet-wide use now) and ResetSpend (forget a budget's spend in
-//! its current period). Both read the limits of the hub's current snapshot.
+//! its current period). Both read the limits of the current snapshot (the
+//! hub's, `None` before the first).
 //!
 //! Fleet use is what the database knows: for rpm/tpm the grants handed out
 //! in the current window (an upper bound of what was admitted), for
@@ -15,18 +16,36 @@ use crate::hub::Hub;
 use crate::logs::format_time;
 use crate::store::{now_ms, Store, StoreError};
 
-/// Every configured limit matching the request, in scope, name and kind
-/// order.
+/// GetLimits over the hub's current snapshot.
 pub async fn get_limits(
     store: &Store,
     hub: &Hub,
+    req: &pb::GetLimitsRequest,
+) -> Result<pb::GetLimitsResponse, StoreError> {
+    limits_of(store, hub.current().as_deref(), req).await
+}
+
+/// ResetSpend over the hub's current snapshot.
+pub async fn reset_spend(
+    store: &Store,
+    hub: &Hub,
+    req: &pb::ResetSpendRequest,
+) -> Result<pb::ResetSpendResponse, StoreError> {
+    reset_spend_of(store, hub.current().as_deref(), req).await
+}
+
+/// Every limit `snapshot` configures that matches the request, in scope,
+/// name and kind order.
+pub async fn limits_of(
+    store: &Store,
+    snapshot: Option<&pb::Snapshot>,
     req: &pb::GetLimitsRequest,
 ) -> Result<pb::GetLimitsResponse, StoreError> {
     let scope = match req.scope.as_str() {
         "" => None,
         s => Some(parse_scope(s)?),
     };
-    let table = table_of(hub);
+    let table = table_of(snapshot);
     let now = now_ms();
     let mut limits = Vec::new();
     for (s, name, c) in table.iter() {
@@ -86,17 +105,18 @@ async fn usage(
     })
 }
 
-/// Forgets the spend of a scope's name in its budget's current period.
-pub async fn reset_spend(
+/// Forgets the spend of a scope's name in its budget's current period, as
+/// `snapshot` configures it.
+pub async fn reset_spend_of(
     store: &Store,
-    hub: &Hub,
+    snapshot: Option<&pb::Snapshot>,
     req: &pb::ResetSpendRequest,
 ) -> Result<pb::ResetSpendResponse, StoreError> {
     let scope = parse_scope(&req.scope)?;
     if req.name.is_empty() {
         return Err(StoreError::Invalid("reset-spend needs a name".into()));
     }
-    let table = table_of(hub);
+    let table = table_of(snapshot);
     let Some(c) = table.get(scope, &req.name) else {
         return Err(StoreError::NotFound(format!(
             "{scope} '{}' has no limits (or does not exist, or is disabled)",
@@ -122,8 +142,6 @@ fn parse_scope(s: &str) -> Result<Scope, StoreError> {
     Scope::parse(s).ok_or_else(|| StoreError::Invalid(LimitsError::Scope(s.to_owned()).to_string()))
 }
 
-fn table_of(hub: &Hub) -> LimitTable {
-    hub.current()
-        .map(|s| LimitTable::from_snapshot(&s))
-        .unwrap_or_default()
+fn table_of(snapshot: Option<&pb::Snapshot>) -> LimitTable {
+    snapshot.map(LimitTable::from_snapshot).unwrap_or_default()
 }
