@@ -28,9 +28,11 @@
 //! (admitted or refused) and `floor = ceil(limit / (4 × data_planes))`; two
 //! report intervals of the recent demand cover the time until the next
 //! grant arrives. Concurrency asks for `min(limit, peak + floor)` while in
-//! use, `peak` being the most requests in flight plus refused over the last
-//! lease, and 0 once idle for a lease, so idle data planes give their slots
-//! back. Budgets ask for nothing: their assignment carries the spend.
+//! use, `peak` being the most requests wanted at once (in flight, plus one
+//! refused) and held while the requests in flight come within one of it;
+//! it is forgotten a lease after, and an idle data plane asks for 0, so it
+//! gives its slots back. Budgets ask for nothing: their assignment carries
+//! the spend.
 
 use crate::limits::{Kind, OnOutage};
 
@@ -268,11 +270,16 @@ impl Bucket {
                     .saturating_add(floor.max(demand.saturating_mul(2))),
             ),
             Kind::Concurrency => {
+                // The peak is forgotten a lease after it was last reached;
+                // requests in flight reach it again.
                 if now_ms - self.peak_at_ms > lease_ms {
                     self.peak = self.used;
-                    if self.used > 0 || demand > 0 {
-                        self.peak_at_ms = now_ms;
-                    }
+                    self.peak_at_ms = now_ms;
+                }
+                // (The peak counts a refused request beyond those held.)
+                if self.used > 0 && self.used + 1 >= self.peak {
+                    self.peak = self.peak.max(self.used);
+                    self.peak_at_ms = now_ms;
                 }
                 if self.peak == 0 && self.used == 0 && demand == 0 {
                     0
@@ -385,13 +392,17 @@ mod tests {
         assert_eq!((0..5).filter(|_| b.try_take(1, UP, 5)).count(), 3);
         assert_eq!(b.peak, 4);
         assert_eq!(b.wanted(1, 5, 10_000), 3);
+        // Still all in flight a while later: the peak holds.
+        assert_eq!(b.wanted(1, 9_000, 10_000), 3);
         b.release();
         b.release();
         b.release();
         // The lease lapsed: only the slack (never beyond the limit).
         assert_eq!(b.allowance(UP, 10_001), 1);
-        // Idle past a lease: nothing wanted.
-        assert_eq!(b.wanted(1, 30_000, 10_000), 0);
+        // Idle, but the peak was reached within the lease: still wanted.
+        assert_eq!(b.wanted(1, 15_000, 10_000), 3);
+        // Idle for a lease since: nothing wanted.
+        assert_eq!(b.wanted(1, 19_001, 10_000), 0);
     }
 
     #[test]

@@ -15,8 +15,9 @@ openai and anthropic SDKs, the mock upstream.
   printed), and a data plane killed mid-stream gives its concurrency slots
   back within a lease.
 
-Limits are set with `llmgw export` / `llmgw apply` (the declarative
-configuration carries them). Windows and leases are short so each test is
+Limits are set with the CLI's flags (`key create --rpm ...`), a provider's
+with `llmgw export` / `llmgw apply` (the declarative configuration carries
+them). Windows and leases are short so each test is
 quick: the control planes run with `--quota-lease-ms 1500`.
 """
 
@@ -64,14 +65,13 @@ SECTIONS = {"key": "api_keys", "model": "models", "provider": "providers"}
 
 
 def set_limits(cli: Callable[..., Any], workdir: Path, scope: str, name: str,
-               limits: dict[str, Any], **fields: Any) -> None:
-    """Sets the limits (and any other `fields`) of one key, model or
-    provider through `llmgw export` and `llmgw apply`."""
+               limits: dict[str, Any]) -> None:
+    """Sets the limits of one key, model or provider through `llmgw export`
+    and `llmgw apply`."""
     cfg = cli("export")
     for item in cfg.get(SECTIONS[scope]) or []:
         if item["name"] == name:
             item["limits"] = limits
-            item.update(fields)
             break
     else:
         raise AssertionError(f"no {scope} {name} in the export")
@@ -80,13 +80,11 @@ def set_limits(cli: Callable[..., Any], workdir: Path, scope: str, name: str,
     cli("apply", "-f", str(path))
 
 
-def limited_key(g: Gateway, limits: dict[str, Any], *model_opts: str) -> tuple[str, str, str]:
-    """A model on the mock (one attempt) and a key limited by `limits`;
-    returns (model, key name, secret)."""
+def limited_key(g: Gateway, limit_flags: list[str], *model_opts: str) -> tuple[str, str, str]:
+    """A model on the mock (one attempt) and a key created with the CLI's
+    limit flags; returns (model, key name, secret)."""
     model = g.add_model([f"{g.mock_provider('openai')}:up-{uid()}"], "--max-attempts", "1", *model_opts)
-    name, secret = g.add_key([model])
-    set_limits(g.cli, g.workdir, "key", name, limits)
-    g.sync()
+    name, secret = g.add_key([model], *limit_flags)
     return model, name, secret
 
 
@@ -135,22 +133,26 @@ def spend_micros(g: Gateway, key_name: str) -> int:
 
 
 def test_concurrency_limit_of_3_admits_exactly_3_in_flight(lim: Gateway) -> None:
-    model, _, secret = limited_key(lim, {"max_concurrency": 3})
+    model, _, secret = limited_key(lim, ["--max-concurrency", "3"])
     client = lim.openai(secret)
     assert lim.mock is not None
 
-    def wave(n: int) -> list[int]:
-        with ThreadPoolExecutor(n) as ex:
-            return sorted(f.result()[0] for f in [ex.submit(call, client, model, SLOW) for _ in range(n)])
-
-    # The data plane starts with the slack and asks for a lease as demand
-    # shows; three at once are admitted once it holds the slots.
-    wait_until(lambda: wave(3) == [200, 200, 200], 30, "a lease of all 3 slots", interval=0)
-
-    before = refusals(lim, "key", "concurrency")
-    with ThreadPoolExecutor(3) as ex:
+    def three_in_flight(ex: ThreadPoolExecutor) -> list[Any] | None:
+        """Three slow requests, if all three are admitted at once."""
         slow = [ex.submit(call, client, model, SLOW) for _ in range(3)]
-        wait_until(lambda: lim.mock.stats()["active"] == 3, 10, "3 requests in flight upstream")
+        wait_until(lambda: lim.mock.stats()["active"] == 3 or any(f.done() for f in slow), 10,
+                   "3 requests in flight upstream, or one refused")
+        if not any(f.done() for f in slow):
+            return slow
+        for f in slow:
+            f.result()
+        return None
+
+    with ThreadPoolExecutor(3) as ex:
+        # The data plane starts with the slack and asks for a lease as
+        # demand shows; three at once are admitted once it holds the slots.
+        slow = wait_until(lambda: three_in_flight(ex), 30, "a lease of all 3 slots", interval=0)
+        before = refusals(lim, "key", "concurrency")
         status, headers, body = call(client, model)
         # Refused at once, while the 3 are still in flight.
         assert status == 429, body
@@ -169,7 +171,8 @@ def test_concurrency_limit_of_3_admits_exactly_3_in_flight(lim: Gateway) -> None
 
 
 def test_rate_limit_headers_in_both_protocols_agree(lim: Gateway) -> None:
-    model, _, secret = limited_key(lim, {"rpm": 50, "tpm": 200_000, "window_ms": HOUR_MS})
+    model, _, secret = limited_key(
+        lim, ["--rpm", "50", "--tpm", "200000", "--window-ms", str(HOUR_MS)])
     o, a = lim.openai(secret), lim.anthropic(secret)
 
     r1 = o.chat.completions.with_raw_response.create(model=model, messages=PROMPT, max_tokens=16)
@@ -200,7 +203,7 @@ def test_rate_limit_headers_in_both_protocols_agree(lim: Gateway) -> None:
 
 
 def test_tpm_is_settled_with_the_real_usage_streams_included(lim: Gateway) -> None:
-    model, _, secret = limited_key(lim, {"tpm": 1_000_000, "window_ms": HOUR_MS})
+    model, _, secret = limited_key(lim, ["--tpm", "1000000", "--window-ms", str(HOUR_MS)])
     o, a = lim.openai(secret), lim.anthropic(secret)
 
     def remaining(h: httpx.Headers, name: str = "x-ratelimit-remaining-tokens") -> int:
@@ -240,7 +243,7 @@ def test_budget_stops_the_key_with_the_quota_error_and_no_retry(lim: Gateway) ->
     # 4 completion tokens at $2500 per million: one cent a request; the
     # budget is three cents.
     model, key_name, secret = limited_key(
-        lim, {"budget_micros": 30_000, "budget_period": "day"},
+        lim, ["--budget", "0.03", "--budget-period", "day"],
         "--price-input", "0", "--price-output", "2500")
     # The SDKs' own retries are on: x-should-retry: false must stop them.
     o = lim.openai(secret, max_retries=2)
@@ -309,9 +312,9 @@ def test_a_provider_limit_skips_its_target_and_refuses_when_none_is_left(lim: Ga
 def test_outage_falls_back_and_spend_survives_a_control_plane_restart(
         make_gateway: GatewayFactory) -> None:
     g = make_gateway("limits-outage", cp_args=CP_ARGS)
-    model, name_open, open_key = limited_key(g, {"rpm": 1000}, "--price-input", "0",
+    model, name_open, open_key = limited_key(g, ["--rpm", "1000"], "--price-input", "0",
                                              "--price-output", "2500")
-    closed_model, _, closed_key = limited_key(g, {"rpm": 1000, "on_outage": "closed"})
+    closed_model, _, closed_key = limited_key(g, ["--rpm", "1000", "--on-outage", "closed"])
     o_open, o_closed = g.openai(open_key), g.openai(closed_key)
     assert call(o_closed, closed_model)[0] == 200
     for _ in range(2):
@@ -345,15 +348,14 @@ def test_outage_falls_back_and_spend_survives_a_control_plane_restart(
 # ---------------------------------------------------------------------------
 
 
-def fleet_setup(c: Cluster, cp: Any, key_limits: dict[str, Any]) -> tuple[str, str, str]:
+def fleet_setup(c: Cluster, cp: Any, limit_flags: list[str]) -> tuple[str, str, str]:
     mock = c.mock("mock")
     c.cli(cp, "provider", "add", "pa", "--protocol", "openai", "--base-url", mock.base_url,
           "--api-key", c.provider_key)
     model = f"m-{uid()}"
     c.cli(cp, "model", "add", model, "--target", f"pa:up-{uid()}", "--max-attempts", "1")
     key_name = f"k-{uid()}"
-    secret = c.cli(cp, "key", "create", key_name)["key"]
-    set_limits(lambda *a: c.cli(cp, *a), c.workdir, "key", key_name, key_limits)
+    secret = c.cli(cp, "key", "create", key_name, *limit_flags)["key"]
     return model, key_name, secret
 
 
@@ -361,7 +363,7 @@ def test_fleet_rpm_stays_within_the_documented_bound(cluster: Cluster) -> None:
     c = cluster
     limit, window_ms, slack = 30, 2000, 10
     cps = [c.control_plane("cp1"), c.control_plane("cp2")]
-    model, key_name, secret = fleet_setup(c, cps[0], {"rpm": limit, "window_ms": window_ms})
+    model, key_name, secret = fleet_setup(c, cps[0], ["--rpm", str(limit), "--window-ms", str(window_ms)])
     dps = [c.data_plane(f"dp{i}", [cps[i % 2]]) for i in range(3)]
     c.sync(cps[0])
     lb = c.nginx(dps)
@@ -406,7 +408,7 @@ def test_a_data_plane_killed_mid_stream_gives_its_slots_back_within_a_lease(clus
     c = cluster
     c.cp_args = [*CP_ARGS, "--quota-slack-percent", "0"]
     cp = c.control_plane("cp")
-    model, _, secret = fleet_setup(c, cp, {"max_concurrency": 2})
+    model, _, secret = fleet_setup(c, cp, ["--max-concurrency", "2"])
     dp1, dp2 = c.data_plane("dp1", [cp]), c.data_plane("dp2", [cp])
     c.sync(cp)
     mock = c.mocks[0]
