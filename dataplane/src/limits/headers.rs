@@ -11,7 +11,7 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::{Rate, RateInfo};
+use super::RateInfo;
 
 /// Which family of headers a client gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,98 +21,125 @@ pub enum Style {
     None,
 }
 
+/// The names of one rate's three headers: limit, remaining, reset.
+type Names = [HeaderName; 3];
+
+const OPENAI_REQUESTS: Names = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+const OPENAI_TOKENS: Names = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
+const ANTHROPIC_REQUESTS: Names = [
+    HeaderName::from_static("anthropic-ratelimit-requests-limit"),
+    HeaderName::from_static("anthropic-ratelimit-requests-remaining"),
+    HeaderName::from_static("anthropic-ratelimit-requests-reset"),
+];
+const ANTHROPIC_TOKENS: Names = [
+    HeaderName::from_static("anthropic-ratelimit-tokens-limit"),
+    HeaderName::from_static("anthropic-ratelimit-tokens-remaining"),
+    HeaderName::from_static("anthropic-ratelimit-tokens-reset"),
+];
+
 /// Adds the headers of `rates` to `headers` in `style`, as of `now_ms`.
 pub fn write(style: Style, rates: &RateInfo, now_ms: i64, headers: &mut HeaderMap) {
-    let forms: [(Option<Rate>, [&'static str; 3]); 2] = match style {
+    let (requests, tokens) = match style {
         Style::None => return,
-        Style::OpenAi => [
-            (
-                rates.requests,
-                [
-                    "x-ratelimit-limit-requests",
-                    "x-ratelimit-remaining-requests",
-                    "x-ratelimit-reset-requests",
-                ],
-            ),
-            (
-                rates.tokens,
-                [
-                    "x-ratelimit-limit-tokens",
-                    "x-ratelimit-remaining-tokens",
-                    "x-ratelimit-reset-tokens",
-                ],
-            ),
-        ],
-        Style::Anthropic => [
-            (
-                rates.requests,
-                [
-                    "anthropic-ratelimit-requests-limit",
-                    "anthropic-ratelimit-requests-remaining",
-                    "anthropic-ratelimit-requests-reset",
-                ],
-            ),
-            (
-                rates.tokens,
-                [
-                    "anthropic-ratelimit-tokens-limit",
-                    "anthropic-ratelimit-tokens-remaining",
-                    "anthropic-ratelimit-tokens-reset",
-                ],
-            ),
-        ],
+        Style::OpenAi => (OPENAI_REQUESTS, OPENAI_TOKENS),
+        Style::Anthropic => (ANTHROPIC_REQUESTS, ANTHROPIC_TOKENS),
     };
-    for (rate, [limit, remaining, reset]) in forms {
+    headers.reserve(6);
+    for (rate, [limit, remaining, reset]) in [(rates.requests, requests), (rates.tokens, tokens)] {
         let Some(r) = rate else { continue };
-        let reset_value = match style {
-            Style::Anthropic => rfc3339(r.reset_at_ms),
-            _ => duration((r.reset_at_ms - now_ms).max(0)),
-        };
-        for (name, value) in [
-            (limit, r.limit.to_string()),
-            (remaining, r.remaining.to_string()),
-            (reset, reset_value),
-        ] {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(HeaderName::from_static(name), v);
-            }
+        let mut buf = Buf::default();
+        match style {
+            Style::Anthropic => rfc3339_into(&mut buf, r.reset_at_ms),
+            _ => duration_into(&mut buf, (r.reset_at_ms - now_ms).max(0)),
         }
+        headers.insert(limit, HeaderValue::from(r.limit));
+        headers.insert(remaining, HeaderValue::from(r.remaining));
+        if let Ok(v) = HeaderValue::from_bytes(buf.as_bytes()) {
+            headers.insert(reset, v);
+        }
+    }
+}
+
+/// A few bytes of text on the stack (a header value being written).
+#[derive(Default)]
+struct Buf {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl Buf {
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl std::fmt::Write for Buf {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
 /// OpenAI's duration form: "59ms" under a second, else whole seconds
 /// rounded up as "1s", "6m0s", "1h2m3s".
 pub fn duration(ms: i64) -> String {
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let s = (ms as u64).div_ceil(1000);
-    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
-    if h > 0 {
-        format!("{h}h{m}m{s}s")
-    } else if m > 0 {
-        format!("{m}m{s}s")
+    let mut s = String::new();
+    duration_into(&mut s, ms);
+    s
+}
+
+fn duration_into(out: &mut impl std::fmt::Write, ms: i64) {
+    // Writing to a string or a large enough buffer does not fail.
+    let _ = if ms < 1000 {
+        write!(out, "{ms}ms")
     } else {
-        format!("{s}s")
-    }
+        let s = (ms as u64).div_ceil(1000);
+        let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+        if h > 0 {
+            write!(out, "{h}h{m}m{s}s")
+        } else if m > 0 {
+            write!(out, "{m}m{s}s")
+        } else {
+            write!(out, "{s}s")
+        }
+    };
 }
 
 /// A Unix ms time as RFC 3339 in UTC, whole seconds rounded up.
 pub fn rfc3339(ms: i64) -> String {
+    let mut s = String::new();
+    rfc3339_into(&mut s, ms);
+    s
+}
+
+fn rfc3339_into(out: &mut impl std::fmt::Write, ms: i64) {
     let secs = ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) > 0);
     let (y, mo, d) = llmgw_core::limits::civil_from_days(secs.div_euclid(86_400));
     let t = secs.rem_euclid(86_400);
-    format!(
+    let _ = write!(
+        out,
         "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
         t / 3600,
         t / 60 % 60,
         t % 60
-    )
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::Rate;
 
     #[test]
     fn durations_in_openai_form() {
