@@ -2,12 +2,11 @@
 //! quota.proto) on the connection the discovery client opened to its
 //! control plane. It reports every bucket's use at least once a second (a
 //! third of a lease when that is shorter) while there are buckets, and at
-//! once (at most every [`MIN_REPORT_GAP`]) when a bucket runs low or a slot
-//! comes back; it
-//! applies the assignments that come back. A failed stream is opened again
-//! with the discovery client's backoff; meanwhile the data plane stays
-//! connected for one lease from the last message, then falls back per
-//! limit (`on_outage`).
+//! once (at most every [`MIN_REPORT_GAP`]) when a bucket runs low or
+//! refuses; it applies the assignments that come back. A failed stream is
+//! opened again with the discovery client's backoff; meanwhile the data
+//! plane stays connected for one lease from the last message, then falls
+//! back per limit (`on_outage`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

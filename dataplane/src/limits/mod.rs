@@ -189,7 +189,6 @@ struct Hold {
 /// error, a client gone before the response), it settles with nothing used.
 #[derive(Debug)]
 pub struct Admission {
-    limiter: Arc<Limiter>,
     /// Key, model, provider.
     holds: [Option<Hold>; 3],
     /// The figures for this response's rate-limit headers.
@@ -213,20 +212,17 @@ impl Admission {
         }
     }
 
-    /// Gives the concurrency slots back (the response has ended).
+    /// Gives the concurrency slots back (the response has ended). The
+    /// control plane hears of it with the next report, which renews the
+    /// lease at what is in use then.
     pub fn release_slots(&mut self) {
-        let mut freed = false;
         for h in self.holds.iter_mut().flatten() {
             if std::mem::take(&mut h.slot) {
                 let mut st = h.entry.lock();
                 if let Some(b) = st.buckets[kind_index(Kind::Concurrency)].as_mut() {
                     b.release();
                 }
-                freed = true;
             }
-        }
-        if freed {
-            self.limiter.changed.notify_one();
         }
     }
 
@@ -238,13 +234,12 @@ impl Admission {
 
     fn finish(&mut self, tokens: u64, cost_micros: u64) {
         self.release_slots();
-        let now = now_ms();
         for h in self.holds.iter_mut().flatten() {
             if h.tpm.is_none() && h.budget.is_none() {
                 continue;
             }
             let mut st = h.entry.lock();
-            st.touched_ms = now;
+            st.touched_ms = now_ms();
             if let Some((window, reserved)) = h.tpm.take() {
                 if let Some(b) = st.buckets[kind_index(Kind::Tpm)].as_mut() {
                     b.settle(window, reserved, tokens);
@@ -310,7 +305,7 @@ pub struct Limiter {
     /// By [`scope_index`]: name -> entry.
     entries: [RwLock<Entries>; 3],
     link: Mutex<Link>,
-    /// A bucket ran low or a slot came back: report now.
+    /// A bucket ran low or refused: report now.
     pub(crate) changed: Notify,
     /// Counts the quota messages applied (tests await it).
     pub(crate) applied: tokio::sync::watch::Sender<u64>,
@@ -489,7 +484,6 @@ impl Limiter {
             self.changed.notify_one();
         }
         Ok(Admission {
-            limiter: Arc::clone(self),
             holds: move_to_slots(holds, subjects),
             rates,
         })
