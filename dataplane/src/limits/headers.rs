@@ -52,7 +52,6 @@ pub fn write(style: Style, rates: &RateInfo, now_ms: i64, headers: &mut HeaderMa
         Style::OpenAi => (OPENAI_REQUESTS, OPENAI_TOKENS),
         Style::Anthropic => (ANTHROPIC_REQUESTS, ANTHROPIC_TOKENS),
     };
-    headers.reserve(6);
     for (rate, [limit, remaining, reset]) in [(rates.requests, requests), (rates.tokens, tokens)] {
         let Some(r) = rate else { continue };
         let mut buf = Buf::default();
