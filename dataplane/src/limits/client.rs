@@ -3,7 +3,8 @@
 //! control plane. It reports every bucket's use at least once a second (a
 //! third of a lease when that is shorter) while there are buckets, and at
 //! once (at most every [`MIN_REPORT_GAP`]) when a bucket runs low or
-//! refuses; it applies the assignments that come back. A failed stream is
+//! refuses, one at a time (each waits for the last one's answer); it
+//! applies the assignments that come back. A failed stream is
 //! opened again with the discovery client's backoff; meanwhile the data
 //! plane stays connected for one lease from the last message, then falls
 //! back per limit (`on_outage`).
@@ -29,6 +30,9 @@ use crate::backoff::Backoff;
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// The shortest between two reports asked for at once.
 pub const MIN_REPORT_GAP: Duration = Duration::from_millis(50);
+/// How long a report waits for the last one's answer before it is sent
+/// anyway (an answer lost, or a control plane that does not answer each).
+pub const ANSWER_WAIT: Duration = Duration::from_secs(2);
 /// An entry nobody used for this long is dropped (after its last report).
 const IDLE_MS: i64 = 120_000;
 
@@ -88,13 +92,21 @@ impl QuotaClient {
         debug!("quota stream open");
         let mut last_report = Instant::now();
         let mut next_tick = last_report + self.limiter.report_interval();
+        // One report at a time: the control plane answers each with one
+        // message, and a report waits for the last one's answer (or for
+        // ANSWER_WAIT), so a slow control plane never faces a backlog of
+        // reports whose grants would arrive late. Reports carry totals, so
+        // the one sent next says everything the skipped ones would have.
+        let mut unanswered = true;
+        let mut wanted = false;
         loop {
-            let send = tokio::select! {
+            let due = tokio::select! {
                 m = inbound.message() => match m? {
                     Some(a) => {
                         self.backoff.reset();
                         self.limiter.apply(&a);
-                        false
+                        unanswered = false;
+                        wanted
                     }
                     None => return Ok(()),
                 },
@@ -108,7 +120,10 @@ impl QuotaClient {
                     true
                 }
             };
-            if send {
+            wanted |= due;
+            if wanted && (!unanswered || last_report.elapsed() >= ANSWER_WAIT) {
+                wanted = false;
+                unanswered = true;
                 last_report = Instant::now();
                 next_tick = last_report + self.limiter.report_interval();
                 tx.send(self.limiter.report(&self.node_id))
