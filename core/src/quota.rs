@@ -18,7 +18,9 @@
 //!   limit's `on_outage`, `open` admits up to the fallback share
 //!   `ceil(limit / data_planes)` (data planes last received, 1 before any),
 //!   `closed` nothing.
-//! - A budget admits while `fleet_used + charged_since < budget` (connected)
+//! - A budget admits while `fleet_used + charged_since < budget` (connected;
+//!   a new `fleet_used` keeps what was charged here beyond it, since spend
+//!   only grows, unless it is below the last one: a reset)
 //!   or, in an outage with `open`, while `charged_since < ceil((budget −
 //!   fleet_used) / data_planes)`.
 //!
@@ -251,12 +253,19 @@ impl Bucket {
         if limit > 0 {
             self.limit = limit;
         }
+        if self.kind == Kind::Budget {
+            // Spend only grows, so both the new figure and the old one plus
+            // what was charged here since are at most the true spend: keep
+            // the larger. A figure below the old one is a reset.
+            self.charged_since = if fleet_used >= self.fleet_used {
+                (self.fleet_used.saturating_add(self.charged_since)).saturating_sub(fleet_used)
+            } else {
+                0
+            };
+        }
         self.fleet_used = fleet_used;
         self.expires_at_ms = expires_at_ms;
         self.assigned = true;
-        if self.kind == Kind::Budget {
-            self.charged_since = 0;
-        }
     }
 
     /// What to ask for in the next report (see the module docs), and the
@@ -419,10 +428,16 @@ mod tests {
         // (1000 − 400) / 3 = 200 spent locally.
         assert!(!budget.budget_admits(down(3)));
         assert!(budget.budget_admits(UP));
-        budget.charge(0, 400);
+        // A figure that holds part of what was charged here: the estimate
+        // stays 400 + 210; one that holds more replaces it.
+        budget.assign(0, 0, 1000, 500, 0);
+        assert_eq!(budget.fleet_used + budget.charged_since, 610);
+        budget.assign(0, 0, 1000, 700, 0);
+        assert_eq!((budget.fleet_used, budget.charged_since), (700, 0));
+        budget.charge(0, 300);
         assert!(!budget.budget_admits(UP));
-        // A new figure from the control plane replaces what was charged since.
-        budget.assign(0, 0, 1000, 900, 0);
+        // A figure below the last one is a reset of the spend.
+        budget.assign(0, 0, 1000, 0, 0);
         assert!(budget.budget_admits(UP));
     }
 
