@@ -50,9 +50,15 @@ impl LimitView {
 
 /// The tokens a request reserves against a tpm limit: its estimated input
 /// plus its `max_tokens` (else the model's default, else
-/// [`DEFAULT_RESERVED_OUTPUT`]).
+/// [`DEFAULT_RESERVED_OUTPUT`]). The input is the rules' estimate when a
+/// rule already made one, else the rough one (about four bytes a token):
+/// the reservation is settled with the real usage, and tiktoken's count
+/// would cost more than the rest of the request.
 fn reservation(facts: &RequestFacts<'_>, model: &Model, endpoint: Endpoint) -> u64 {
-    let input = facts.input_tokens();
+    let input = match facts.input_tokens.get() {
+        Some(n) => *n,
+        None => llmgw_core::tokens::approximate_input(facts.tree()),
+    };
     if endpoint.api() == llmgw_core::serving::ClientApi::Embeddings {
         return input;
     }
