@@ -5,6 +5,7 @@
 pub mod keys;
 pub mod limits;
 pub mod outlier;
+pub mod quota;
 pub mod routing;
 pub mod rules;
 pub mod serving;

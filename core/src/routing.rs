@@ -316,6 +316,7 @@ mod tests {
             headers: vec![],
             timeout: Duration::from_secs(1),
             stream_usage: true,
+            limits: None,
         })
     }
 
@@ -346,6 +347,7 @@ mod tests {
             default_max_tokens: None,
             translation: Default::default(),
             model_type: Default::default(),
+            limits: None,
             targets,
         }
     }

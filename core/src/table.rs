@@ -12,6 +12,7 @@ use llmgw_proto::v1 as pb;
 use secrecy::SecretString;
 
 use crate::keys;
+use crate::limits::Limits;
 use crate::rules::Rule;
 use crate::serving::ClientApi;
 use crate::validate::{self, Protocol, Strategy};
@@ -74,6 +75,8 @@ pub struct Provider {
     /// Idle timeout between upstream bytes for this provider.
     pub timeout: Duration,
     pub stream_usage: bool,
+    /// Protects the upstream's own quota; `None` when none is set.
+    pub limits: Option<Limits>,
 }
 
 impl fmt::Debug for Provider {
@@ -259,6 +262,8 @@ pub struct Model {
     /// `None` from a control plane older than model types: every
     /// endpoint is served, as before.
     pub model_type: Option<ModelType>,
+    /// `None` when none is set.
+    pub limits: Option<Limits>,
 }
 
 impl Model {
@@ -297,11 +302,25 @@ pub struct ClientKey {
     /// Unix milliseconds.
     pub expires_at_ms: Option<i64>,
     pub log_bodies: bool,
+    /// The key's own limits; `None` when it has none of its own (then
+    /// `Settings::default_key_limits` apply). `Some` of empty limits is a
+    /// key that is limited by nothing, not even the default.
+    pub limits: Option<Limits>,
 }
 
 impl ClientKey {
     pub fn may_use(&self, model: &str) -> bool {
         self.models.is_empty() || self.models.contains(model)
+    }
+
+    /// The limits that apply to this key: its own, else the default; `None`
+    /// when nothing limits it.
+    pub fn effective_limits<'a>(&'a self, settings: &'a Settings) -> Option<&'a Limits> {
+        match &self.limits {
+            Some(own) => Some(own),
+            None => settings.default_key_limits.as_ref(),
+        }
+        .filter(|l| !l.is_empty())
     }
 }
 
@@ -321,6 +340,21 @@ pub struct Settings {
     pub retry_budget_ratio: f64,
     /// ...plus this many.
     pub retry_budget_min_retries: u64,
+    /// Limits of every key that has none of its own; `None` when none.
+    pub default_key_limits: Option<Limits>,
+    /// How far past its grant a data plane may admit, in percent of the
+    /// limit divided among the data planes (see `crate::quota`).
+    pub quota_slack_percent: u32,
+}
+
+/// The quota slack when a snapshot names none.
+pub const DEFAULT_QUOTA_SLACK_PERCENT: u32 = 10;
+
+/// Limits from the wire: absent or empty is `None`; invalid names the field.
+fn limits(l: Option<&pb::Limits>) -> Result<Option<Limits>, SnapshotError> {
+    let Some(l) = l else { return Ok(None) };
+    let l = Limits::try_from(l).map_err(|e| bad(format!("limits: {e}")))?;
+    Ok((!l.is_empty()).then_some(l))
 }
 
 /// Zero in a snapshot means "the default".
@@ -392,6 +426,11 @@ impl TryFrom<pb::Snapshot> for RoutingTable {
             deadline: Duration::from_secs(or_default(st.deadline_s.into(), 300)),
             retry_budget_ratio: f64::from(st.retry_budget_percent.unwrap_or(20)) / 100.0,
             retry_budget_min_retries: st.retry_budget_min_retries.unwrap_or(10).into(),
+            default_key_limits: limits(st.default_key_limits.as_ref())
+                .map_err(|e| bad(format!("settings: default_key_limits: {}", e.0)))?,
+            quota_slack_percent: st
+                .quota_slack_percent
+                .unwrap_or(DEFAULT_QUOTA_SLACK_PERCENT),
         };
 
         let mut providers = HashMap::with_capacity(s.providers.len());
@@ -425,11 +464,21 @@ impl TryFrom<pb::Snapshot> for RoutingTable {
             if !keys::is_hash_hex(&k.hash) || hex::decode_to_slice(&k.hash, &mut hash).is_err() {
                 return Err(bad(format!("key '{}': hash is not 64 hex digits", k.name)));
             }
+            // Present but empty: the key's own "no limits", not the default.
+            let own = match &k.limits {
+                Some(l) => Some(
+                    limits(Some(l))
+                        .map_err(|e| bad(format!("key '{}': {}", k.name, e.0)))?
+                        .unwrap_or_default(),
+                ),
+                None => None,
+            };
             let key = ClientKey {
                 name: k.name,
                 models: k.models.into_iter().collect(),
                 expires_at_ms: (k.expires_at_ms != 0).then_some(k.expires_at_ms),
                 log_bodies: k.log_bodies,
+                limits: own,
             };
             if keys_by_hash.insert(hash, Arc::new(key)).is_some() {
                 return Err(bad("two keys share one hash"));
@@ -484,6 +533,7 @@ fn provider(p: pb::SnapshotProvider, settings: &Settings) -> Result<Provider, Sn
             Duration::from_secs(p.timeout_s.into())
         },
         stream_usage: p.stream_usage,
+        limits: limits(p.limits.as_ref())?,
     })
 }
 
@@ -510,6 +560,7 @@ fn model(
                 .map_err(|e: validate::ValidationError| bad(e.0))?,
         )
     };
+    let model_limits = limits(m.limits.as_ref())?;
     if m.default_max_tokens == Some(0) {
         return Err(bad("default_max_tokens must be at least 1"));
     }
@@ -561,6 +612,7 @@ fn model(
         default_max_tokens: m.default_max_tokens.map(u64::from),
         translation,
         model_type,
+        limits: model_limits,
     })
 }
 
@@ -774,6 +826,44 @@ mod tests {
                 |s| s.providers.push(s.providers[0].clone()),
                 "appears twice",
             ),
+            (
+                |s| {
+                    s.keys[0].limits = Some(pb::Limits {
+                        window_ms: 5,
+                        ..Default::default()
+                    })
+                },
+                "key 'k': limits: window_ms 5",
+            ),
+            (
+                |s| {
+                    s.models[0].limits = Some(pb::Limits {
+                        budget_period: "year".into(),
+                        ..Default::default()
+                    })
+                },
+                "model 'gpt': limits: budget_period",
+            ),
+            (
+                |s| {
+                    s.providers[0].limits = Some(pb::Limits {
+                        on_outage: "maybe".into(),
+                        ..Default::default()
+                    })
+                },
+                "provider 'openai': limits: on_outage",
+            ),
+            (
+                |s| {
+                    if let Some(st) = s.settings.as_mut() {
+                        st.default_key_limits = Some(pb::Limits {
+                            window_ms: 1,
+                            ..Default::default()
+                        });
+                    }
+                },
+                "settings: default_key_limits: limits: window_ms",
+            ),
         ];
         for (mutate, want) in cases {
             let mut s = sample();
@@ -781,5 +871,49 @@ mod tests {
             let e = RoutingTable::try_from(s).unwrap_err();
             assert!(e.0.contains(want), "want {want:?} in {e}");
         }
+    }
+
+    #[test]
+    fn limits_are_carried_and_keys_fall_back_to_the_default() {
+        let mut s = sample();
+        let rpm = |n| pb::Limits {
+            rpm: Some(n),
+            ..Default::default()
+        };
+        s.providers[0].limits = Some(rpm(7));
+        s.models[0].limits = Some(pb::Limits::default());
+        if let Some(st) = s.settings.as_mut() {
+            st.default_key_limits = Some(rpm(5));
+            st.quota_slack_percent = Some(25);
+        }
+        let mut other = s.keys[0].clone();
+        other.name = "own".into();
+        other.hash = keys::hash_hex("sk-llmgw-own");
+        other.limits = Some(rpm(9));
+        let mut unlimited = s.keys[0].clone();
+        unlimited.name = "free".into();
+        unlimited.hash = keys::hash_hex("sk-llmgw-free");
+        unlimited.limits = Some(pb::Limits::default());
+        s.keys.extend([other, unlimited]);
+        let t = RoutingTable::try_from(s).unwrap();
+        assert_eq!(t.providers["openai"].limits.and_then(|l| l.rpm), Some(7));
+        // Empty limits are none.
+        assert_eq!(t.models["gpt"].limits, None);
+        assert_eq!(t.settings.quota_slack_percent, 25);
+        let rpm_of = |secret| {
+            t.authenticate(secret, 0)
+                .unwrap()
+                .effective_limits(&t.settings)
+                .and_then(|l| l.rpm)
+        };
+        assert_eq!(rpm_of("sk-llmgw-test"), Some(5));
+        assert_eq!(rpm_of("sk-llmgw-own"), Some(9));
+        assert_eq!(rpm_of("sk-llmgw-free"), None);
+        let plain = RoutingTable::try_from(sample()).unwrap();
+        assert_eq!(
+            plain.settings.quota_slack_percent,
+            DEFAULT_QUOTA_SLACK_PERCENT
+        );
+        assert!(plain.settings.default_key_limits.is_none());
     }
 }

@@ -39,6 +39,9 @@ pub(crate) struct Discovery {
     pub backoff: Backoff,
     pub table: TableHandle,
     pub versions: watch::Sender<u64>,
+    /// The channel of the current stream, for the quota client, which
+    /// streams beside the snapshots on the same connection.
+    pub channels: watch::Sender<Option<Channel>>,
 }
 
 impl Discovery {
@@ -80,6 +83,7 @@ impl Discovery {
     /// One connection and stream; returns when either ends.
     async fn stream_once(&mut self, uri: &Uri) -> Result<()> {
         let channel = self.connect(uri).await?;
+        self.channels.send_replace(Some(channel.clone()));
         let mut client =
             DiscoveryClient::new(channel).max_decoding_message_size(MAX_SNAPSHOT_BYTES);
 

@@ -9,6 +9,7 @@ pub mod backoff;
 mod channel;
 pub mod config;
 mod discovery;
+pub mod limits;
 pub mod logs;
 pub mod metrics;
 pub mod proxy;
@@ -98,6 +99,7 @@ pub async fn start(config: Config) -> Result<Running> {
 
     let table = TableHandle::new();
     let (versions_tx, versions) = watch::channel(0u64);
+    let limiter = limits::Limiter::new();
     let (log_sink, log_records) = logs::LogSink::new(LOG_QUEUE);
     let log_sink = Arc::new(log_sink);
     let mut logs_config = logs::LogsConfig::from_config(&config);
@@ -120,6 +122,7 @@ pub async fn start(config: Config) -> Result<Running> {
             config.node_id.clone(),
             config.request_log,
         )
+        .with_limiter(Arc::clone(&limiter))
         .with_unauthenticated_log_rate(config.unauthenticated_log_per_minute)
         .with_spool_wait(config.spool_wait),
         draining: Default::default(),
@@ -159,6 +162,17 @@ pub async fn start(config: Config) -> Result<Running> {
         control_planes = config.control_planes.len(),
         "connecting to the control plane"
     );
+    let (channels, channels_rx) = watch::channel(None);
+    let quota = tokio::spawn(
+        limits::client::QuotaClient {
+            limiter,
+            channels: channels_rx,
+            node_id: config.node_id.clone(),
+            auth: auth.clone(),
+            backoff: backoff::Backoff::new(config.backoff_initial, config.backoff_max),
+        }
+        .run(),
+    );
     let discovery = tokio::spawn(
         discovery::Discovery {
             endpoints: config.control_planes,
@@ -171,6 +185,7 @@ pub async fn start(config: Config) -> Result<Running> {
             backoff: backoff::Backoff::new(config.backoff_initial, config.backoff_max),
             table: table.clone(),
             versions: versions_tx,
+            channels,
         }
         .run(),
     );
@@ -187,6 +202,7 @@ pub async fn start(config: Config) -> Result<Running> {
         shutdown,
         server: Some(server),
         discovery: Some(discovery),
+        quota: Some(quota),
         logs: Some(logs),
         flush_timeout: config.shutdown_grace,
     })
@@ -207,6 +223,7 @@ pub struct Running {
     // Options only so `join` can take them while `Drop` still aborts.
     server: Option<JoinHandle<()>>,
     discovery: Option<JoinHandle<()>>,
+    quota: Option<JoinHandle<()>>,
     logs: Option<logs::LogsHandle>,
     flush_timeout: std::time::Duration,
 }
@@ -225,6 +242,11 @@ impl Running {
 
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// The limits' buckets and the quota link (#15).
+    pub fn limiter(&self) -> &Arc<limits::Limiter> {
+        &self.state.proxy.limiter
     }
 
     /// The routing table being served.
@@ -283,10 +305,13 @@ impl Running {
             // Its failure would only be a panic, reported by the runtime.
             let _ = ops.await;
         }
-        if let Some(discovery) = self.discovery.take() {
-            discovery.abort();
-            // A cancelled discovery task is the expected outcome.
-            let _ = discovery.await;
+        for task in [self.discovery.take(), self.quota.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+            // A cancelled task is the expected outcome.
+            let _ = task.await;
         }
         // Records of the last responses may still be being counted.
         self.state
@@ -309,6 +334,7 @@ impl Drop for Running {
             self.server.take(),
             self.ops_server.take(),
             self.discovery.take(),
+            self.quota.take(),
         ]
         .into_iter()
         .flatten()

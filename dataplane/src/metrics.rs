@@ -109,7 +109,16 @@ pub struct Metrics {
     /// spool, by reason (`timeout`: the wait's bound passed; `stalled`: the
     /// spool's writer was stuck in one write).
     pub spool_waits_given_up: Family<ReasonLabels, Counter>,
+    /// Requests refused by the gateway's own limits (#15).
+    limit_refusals: Family<LimitLabels, Counter>,
     connections: ConnectionMetrics,
+}
+
+/// `llmgw_limit_refusals_total{scope,kind}`: both from fixed sets.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    scope: &'static str,
+    kind: &'static str,
 }
 
 /// The client listener's connection counts, copied from its gate at each
@@ -256,6 +265,12 @@ impl Metrics {
             "Responses ended without waiting for their record to reach the spool (timeout or stalled writer)",
             spool_waits_given_up.clone(),
         );
+        let limit_refusals = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "limit_refusals",
+            "Requests refused by the gateway's own limits, by scope (key, model, provider) and kind (rpm, tpm, concurrency, budget)",
+            limit_refusals.clone(),
+        );
         let connections = ConnectionMetrics::default();
         connections.register(&mut registry);
         Arc::new(Metrics {
@@ -277,7 +292,15 @@ impl Metrics {
             unauthenticated,
             unauthenticated_rows_suppressed,
             spool_waits_given_up,
+            limit_refusals,
         })
+    }
+
+    /// Counts a request refused by a limit.
+    pub fn limit_refused(&self, scope: &'static str, kind: &'static str) {
+        self.limit_refusals
+            .get_or_create(&LimitLabels { scope, kind })
+            .inc();
     }
 
     /// Counts one finished request.

@@ -161,6 +161,8 @@ class ControlPlane:
         self.proc: Proc | None = None
         self.addr = ""
         self.starts = 0
+        #: Extra command-line flags (e.g. `--quota-lease-ms`).
+        self.args: list[str] = list(cluster.cp_args)
 
     @property
     def url(self) -> str:
@@ -180,6 +182,7 @@ class ControlPlane:
             "--listen", self.addr or "127.0.0.1:0",
             "--data-dir", str(self.data_dir),
             "--log-format", "json",
+            *self.args,
         ]
         self.proc = c.track(Proc(f"{self.name}#{self.starts}", argv, env, c.workdir / f"{self.name}-cwd",
                                  c.workdir / f"{self.name}-{self.starts}.log"))
@@ -455,6 +458,8 @@ class Cluster:
         self.dps: list[DataPlane] = []
         self.nginxes: list[Nginx] = []
         self.db: PgDatabase = PgDatabase()
+        #: Extra flags for every control plane started after this is set.
+        self.cp_args: list[str] = []
 
     def track(self, p: Proc) -> Proc:
         self.procs.append(p)

@@ -32,6 +32,8 @@ impl Proxy {
         let settings = &call.table.settings;
         let deadline = pending.started + settings.deadline;
         let mut last: Option<LastFailure> = None;
+        // The last provider limit that skipped a target.
+        let mut limited: Option<crate::limits::Refusal> = None;
         let mut sent = 0u32;
         self.budget.deposit();
         'targets: for (pos, &ti) in call.order.iter().enumerate() {
@@ -86,6 +88,21 @@ impl Proxy {
                     last = Some(LastFailure::Error(AttemptError::Deadline));
                     break 'targets;
                 }
+                // The provider's limits, per attempt: a refusal skips the
+                // target like an open breaker.
+                let provider_admission = match self.admit_provider(&call, target) {
+                    Ok(a) => a,
+                    Err(r) => {
+                        pending.record().attempts.push(pb::Attempt {
+                            provider: target.provider.name.clone(),
+                            upstream_model: target.upstream_model.clone(),
+                            error: format!("limited by {}", r.label()),
+                            ..Default::default()
+                        });
+                        limited = Some(r);
+                        continue 'targets;
+                    }
+                };
                 tries += 1;
                 sent += 1;
                 let attempt_started = Instant::now();
@@ -111,6 +128,15 @@ impl Proxy {
                         if !retry {
                             // Success, or an error the client must see as it is.
                             pending.record().attempts.push(attempt);
+                            if let Some(p) = provider_admission {
+                                match pending.admission.as_mut() {
+                                    Some(a) => a.absorb(p),
+                                    None => pending.admission = Some(p),
+                                }
+                                if let Some(a) = &pending.admission {
+                                    pending.limits.rates = a.rates;
+                                }
+                            }
                             return Ok(self
                                 .respond(&call, target, &prepared, resp, pending, deadline)
                                 .await);
@@ -222,6 +248,12 @@ impl Proxy {
                 e.kind(),
                 format!("every attempt failed; the last: {}", e.describe()),
             )),
+            // Every target was skipped by its provider's limits.
+            None if limited.is_some() => Err(limited
+                .as_ref()
+                .map_or((ErrorKind::LimitExceeded, String::new()), |r| {
+                    self.refused(r, pending)
+                })),
             None => Err((
                 ErrorKind::UpstreamUnavailable,
                 "the retry budget is exhausted; the upstream is failing for many requests".into(),

@@ -35,6 +35,11 @@ pub enum ErrorKind {
     /// No upstream could be reached or none answered usefully.
     UpstreamUnavailable,
     RateLimited,
+    /// A rate or concurrency limit of the gateway's own (#15) refused the
+    /// request.
+    LimitExceeded,
+    /// A spend budget of the gateway's own is exhausted.
+    BudgetExhausted,
 }
 
 impl ErrorKind {
@@ -52,7 +57,9 @@ impl ErrorKind {
             ErrorKind::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
-            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::RateLimited | ErrorKind::LimitExceeded | ErrorKind::BudgetExhausted => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         }
     }
 
@@ -91,6 +98,10 @@ impl ErrorKind {
 
     /// The OpenAI `type`.
     pub fn openai_type(self) -> &'static str {
+        if self == ErrorKind::BudgetExhausted {
+            // OpenAI's own answer when an account's quota is spent.
+            return "insufficient_quota";
+        }
         match self.status().as_u16() {
             401 => "authentication_error",
             403 => "permission_error",
@@ -103,6 +114,12 @@ impl ErrorKind {
 
     /// The Anthropic error `type`.
     pub fn anthropic_type(self) -> &'static str {
+        if self == ErrorKind::BudgetExhausted {
+            // Anthropic's type for "out of credits or spend limit reached"
+            // (sent with 429 here so that every SDK stops on
+            // `x-should-retry: false`; see docs/limits.md).
+            return "billing_error";
+        }
         match self.status().as_u16() {
             401 => "authentication_error",
             403 => "permission_error",
@@ -133,6 +150,8 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::UpstreamUnavailable => "upstream_unavailable",
             ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::LimitExceeded => "rate_limit_exceeded",
+            ErrorKind::BudgetExhausted => "insufficient_quota",
         }
     }
 }
@@ -208,6 +227,21 @@ mod tests {
             Outcome::UpstreamError
         );
         assert_eq!(ErrorKind::MissingKey.unauthenticated(), Some("missing_key"));
+        // The gateway's own limits refuse; an upstream's 429 is its error.
+        assert_eq!(ErrorKind::LimitExceeded.outcome(), Outcome::Refused);
+        assert_eq!(ErrorKind::BudgetExhausted.outcome(), Outcome::Refused);
+        assert_eq!(ErrorKind::RateLimited.outcome(), Outcome::UpstreamError);
+        assert_eq!(ErrorKind::BudgetExhausted.status(), 429);
+        assert_eq!(
+            ErrorKind::BudgetExhausted.openai_type(),
+            "insufficient_quota"
+        );
+        assert_eq!(ErrorKind::BudgetExhausted.anthropic_type(), "billing_error");
+        assert_eq!(
+            ErrorKind::LimitExceeded.anthropic_type(),
+            "rate_limit_error"
+        );
+        assert_eq!(ErrorKind::LimitExceeded.code(), "rate_limit_exceeded");
         assert_eq!(ErrorKind::ModelNotAllowed.unauthenticated(), None);
     }
 }

@@ -3,6 +3,7 @@
 //! turn with retries and failover, and stream the answer back while usage
 //! and the request log are worked out on the side.
 
+mod admit;
 mod anthropic;
 mod attempt;
 mod authenticate;
@@ -74,6 +75,8 @@ pub struct Proxy {
     node_id: String,
     /// Request-log rows for unauthenticated requests, by client address.
     unauthenticated_rows: crate::throttle::PerAddress,
+    /// The buckets of every key, model and provider with limits (#15).
+    pub(crate) limiter: Arc<crate::limits::Limiter>,
 }
 
 /// Default of `--unauthenticated-log-per-minute`: request-log rows a
@@ -142,6 +145,11 @@ struct Pending {
     /// protobuf as they are seen.
     encoded: FieldWriter,
     started: Instant,
+    /// The request's hold on its limits' buckets, until its response
+    /// ends (it moves into the response body's [`Finish`]).
+    admission: Option<crate::limits::Admission>,
+    /// The rate-limit headers, Retry-After and x-should-retry to answer with.
+    limits: admit::LimitView,
 }
 
 impl Pending {
@@ -193,7 +201,15 @@ impl Proxy {
                 UNAUTHENTICATED_LOG_PER_MINUTE,
                 crate::throttle::ADDRESSES,
             ),
+            limiter: crate::limits::Limiter::new(),
         }
+    }
+
+    /// Shares the limiter that the quota client feeds.
+    #[must_use]
+    pub fn with_limiter(mut self, limiter: Arc<crate::limits::Limiter>) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     /// Sets how many request-log rows a client address may cause per
@@ -290,6 +306,8 @@ impl Proxy {
             }),
             encoded,
             started,
+            admission: None,
+            limits: admit::LimitView::default(),
         };
         // Boxed: the proxying future is several KiB (the attempt, the
         // upstream exchange, the response), and the server moves the
@@ -309,6 +327,7 @@ impl Proxy {
                 hold::held(self.error(d, kind, &message, &id), hold)
             }
         };
+        pending.limits.write(endpoint, resp.headers_mut());
         set_request_id(&mut resp, &id);
         resp
     }
@@ -586,6 +605,7 @@ impl Proxy {
             tokenizer_model,
             input_tokens: std::cell::OnceCell::new(),
         };
+        let tokens = self.admit(&table, key, model, endpoint, &facts, pending)?;
         let plan = routing::plan(model, endpoint.api(), &facts, &self.state);
         if plan.order.is_empty() {
             return Err((ErrorKind::NoRoute, plan.empty_reason(model)));
@@ -615,6 +635,7 @@ impl Proxy {
                 streaming,
                 order: &plan.order,
                 log_bodies,
+                tokens,
                 translation: std::sync::OnceLock::new(),
             },
             pending,
@@ -669,6 +690,8 @@ struct Call<'a> {
     streaming: bool,
     order: &'a [usize],
     log_bodies: bool,
+    /// The tokens a tpm limit reserves for this request (0 when none applies).
+    tokens: u64,
     /// The model named in the path (Gemini).
     path_model: Option<&'a str>,
     /// The client's request in the intermediate form, decoded for the

@@ -305,6 +305,9 @@ pub struct Finish {
     pub tokenizer_model: String,
     /// Whether there was an upstream response to count at all.
     pub counted: bool,
+    /// The request's hold on its limits: slots given back when the
+    /// response ends, tokens and cost settled once they are known.
+    pub admission: Option<crate::limits::Admission>,
 }
 
 impl Finish {
@@ -339,8 +342,13 @@ impl Finish {
         self.submit_with(Arc::clone(sink), None);
     }
 
-    fn submit_with(self, sink: Arc<Emitter>, spooled: Option<oneshot::Sender<()>>) {
+    fn submit_with(mut self, sink: Arc<Emitter>, spooled: Option<oneshot::Sender<()>>) {
         use std::sync::atomic::Ordering;
+        // The response has ended: its concurrency slots are free now, not
+        // after a token estimate.
+        if let Some(a) = self.admission.as_mut() {
+            a.release_slots();
+        }
         if !self.needs_estimate() {
             let (record, encoded) = self.complete();
             sink.emit_with(record, encoded, spooled);
@@ -399,6 +407,11 @@ impl Finish {
             if f.counted {
                 r.cost = cost(&u, &f.prices);
             }
+        }
+        if let Some(a) = f.admission.take() {
+            let tokens =
+                r.input_tokens + r.cache_read_tokens + r.cache_creation_tokens + r.output_tokens;
+            a.settle(tokens, (r.cost * 1e6).round() as u64);
         }
         (r, f.encoded)
     }
@@ -502,6 +515,7 @@ mod tests {
             },
             tokenizer_model: "gpt-4o".into(),
             counted: true,
+            admission: None,
         }
     }
 

@@ -80,6 +80,7 @@ impl Proxy {
             prices: target.prices,
             tokenizer_model: target.upstream_model.clone(),
             counted: status.is_success() && !call.endpoint.api().counts_tokens(),
+            admission: pending.admission.take(),
         };
         // Kept only when the body passes unchanged.
         // hyper's decoded length: none for a chunked body.
@@ -178,6 +179,7 @@ impl Proxy {
             prices: target.prices,
             tokenizer_model: target.upstream_model.clone(),
             counted: !counting,
+            admission: pending.admission.take(),
         };
         if call.streaming {
             let raw = call.raw.clone();

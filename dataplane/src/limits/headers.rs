@@ -1,0 +1,192 @@
+//! The rate-limit headers a client's own protocol uses (#15), with the
+//! figures of the tightest applicable scope (least remaining):
+//! - OpenAI: `x-ratelimit-limit-requests`, `x-ratelimit-remaining-requests`,
+//!   `x-ratelimit-reset-requests` (a duration: "59ms", "1s", "6m0s") and the
+//!   `-tokens` forms;
+//! - Anthropic: `anthropic-ratelimit-requests-limit`, `-remaining`, `-reset`
+//!   (an RFC 3339 time) and the `tokens` forms.
+//!
+//! Gemini's API has no such headers; its clients see only `Retry-After` on
+//! a refusal.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::RateInfo;
+
+/// Which family of headers a client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    OpenAi,
+    Anthropic,
+    None,
+}
+
+/// The names of one rate's three headers: limit, remaining, reset.
+type Names = [HeaderName; 3];
+
+const OPENAI_REQUESTS: Names = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+const OPENAI_TOKENS: Names = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
+const ANTHROPIC_REQUESTS: Names = [
+    HeaderName::from_static("anthropic-ratelimit-requests-limit"),
+    HeaderName::from_static("anthropic-ratelimit-requests-remaining"),
+    HeaderName::from_static("anthropic-ratelimit-requests-reset"),
+];
+const ANTHROPIC_TOKENS: Names = [
+    HeaderName::from_static("anthropic-ratelimit-tokens-limit"),
+    HeaderName::from_static("anthropic-ratelimit-tokens-remaining"),
+    HeaderName::from_static("anthropic-ratelimit-tokens-reset"),
+];
+
+/// Adds the headers of `rates` to `headers` in `style`, as of `now_ms`.
+pub fn write(style: Style, rates: &RateInfo, now_ms: i64, headers: &mut HeaderMap) {
+    let (requests, tokens) = match style {
+        Style::None => return,
+        Style::OpenAi => (OPENAI_REQUESTS, OPENAI_TOKENS),
+        Style::Anthropic => (ANTHROPIC_REQUESTS, ANTHROPIC_TOKENS),
+    };
+    for (rate, [limit, remaining, reset]) in [(rates.requests, requests), (rates.tokens, tokens)] {
+        let Some(r) = rate else { continue };
+        let mut buf = Buf::default();
+        match style {
+            Style::Anthropic => rfc3339_into(&mut buf, r.reset_at_ms),
+            _ => duration_into(&mut buf, (r.reset_at_ms - now_ms).max(0)),
+        }
+        headers.insert(limit, HeaderValue::from(r.limit));
+        headers.insert(remaining, HeaderValue::from(r.remaining));
+        if let Ok(v) = HeaderValue::from_bytes(buf.as_bytes()) {
+            headers.insert(reset, v);
+        }
+    }
+}
+
+/// A few bytes of text on the stack (a header value being written).
+#[derive(Default)]
+struct Buf {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl Buf {
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl std::fmt::Write for Buf {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// OpenAI's duration form: "59ms" under a second, else whole seconds
+/// rounded up as "1s", "6m0s", "1h2m3s".
+pub fn duration(ms: i64) -> String {
+    let mut s = String::new();
+    duration_into(&mut s, ms);
+    s
+}
+
+fn duration_into(out: &mut impl std::fmt::Write, ms: i64) {
+    // Writing to a string or a large enough buffer does not fail.
+    let _ = if ms < 1000 {
+        write!(out, "{ms}ms")
+    } else {
+        let s = (ms as u64).div_ceil(1000);
+        let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+        if h > 0 {
+            write!(out, "{h}h{m}m{s}s")
+        } else if m > 0 {
+            write!(out, "{m}m{s}s")
+        } else {
+            write!(out, "{s}s")
+        }
+    };
+}
+
+/// A Unix ms time as RFC 3339 in UTC, whole seconds rounded up.
+pub fn rfc3339(ms: i64) -> String {
+    let mut s = String::new();
+    rfc3339_into(&mut s, ms);
+    s
+}
+
+fn rfc3339_into(out: &mut impl std::fmt::Write, ms: i64) {
+    let secs = ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) > 0);
+    let (y, mo, d) = llmgw_core::limits::civil_from_days(secs.div_euclid(86_400));
+    let t = secs.rem_euclid(86_400);
+    let _ = write!(
+        out,
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::Rate;
+
+    #[test]
+    fn durations_in_openai_form() {
+        assert_eq!(duration(59), "59ms");
+        assert_eq!(duration(0), "0ms");
+        assert_eq!(duration(1000), "1s");
+        assert_eq!(duration(1001), "2s");
+        assert_eq!(duration(360_000), "6m0s");
+        assert_eq!(duration(3_723_000), "1h2m3s");
+    }
+
+    #[test]
+    fn times_in_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_796_242_192_500), "2026-12-02T20:09:53Z");
+    }
+
+    #[test]
+    fn both_styles_carry_both_rates() {
+        let rates = RateInfo {
+            requests: Some(Rate {
+                limit: 10,
+                remaining: 4,
+                reset_at_ms: 61_000,
+            }),
+            tokens: Some(Rate {
+                limit: 1000,
+                remaining: 0,
+                reset_at_ms: 60_500,
+            }),
+        };
+        let mut h = HeaderMap::new();
+        write(Style::OpenAi, &rates, 60_000, &mut h);
+        assert_eq!(h["x-ratelimit-limit-requests"], "10");
+        assert_eq!(h["x-ratelimit-remaining-requests"], "4");
+        assert_eq!(h["x-ratelimit-reset-requests"], "1s");
+        assert_eq!(h["x-ratelimit-reset-tokens"], "500ms");
+        assert_eq!(h["x-ratelimit-remaining-tokens"], "0");
+        let mut h = HeaderMap::new();
+        write(Style::Anthropic, &rates, 60_000, &mut h);
+        assert_eq!(h["anthropic-ratelimit-requests-limit"], "10");
+        assert_eq!(h["anthropic-ratelimit-tokens-remaining"], "0");
+        assert_eq!(
+            h["anthropic-ratelimit-requests-reset"],
+            "1970-01-01T00:01:01Z"
+        );
+        let mut h = HeaderMap::new();
+        write(Style::None, &rates, 60_000, &mut h);
+        assert!(h.is_empty());
+    }
+}

@@ -1,0 +1,703 @@
+//! Enforcement of limits (#15) in the data plane: the [`Limiter`] that
+//! admits or refuses a request against its key's, model's and provider's
+//! buckets with no round trip, the [`Admission`] that a request holds until
+//! it ends (its concurrency slot, its token reservation, its budget charge),
+//! the quota client that reports use to the control plane and takes its
+//! grants back ([`client`]), and the rate-limit headers ([`headers`]).
+//!
+//! State is kept per (scope, name): one [`Entry`] holds all four kinds of
+//! that scope behind one mutex, so related counts never drift apart, and a
+//! request locks each of its entries once, never across an await. Entries
+//! are found by the name as `&str` (no allocation once the entry exists)
+//! and outlive snapshots, so a config push does not reset what was used.
+//! The accounting itself is pure and lives in `llmgw_core::quota`.
+//!
+//! A request with no limits on its key and model skips all of this: no
+//! clock is read and no lock is taken.
+
+pub mod client;
+pub mod headers;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use llmgw_core::limits::{Kind, Limits, Scope};
+use llmgw_core::quota::{Bucket, Fleet};
+use tokio::sync::Notify;
+
+/// The concurrency lease the data plane assumes before the control plane
+/// names one.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// The wall clock in Unix ms: windows are aligned to the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn kind_index(k: Kind) -> usize {
+    match k {
+        Kind::Rpm => 0,
+        Kind::Tpm => 1,
+        Kind::Concurrency => 2,
+        Kind::Budget => 3,
+    }
+}
+
+fn scope_index(s: Scope) -> usize {
+    match s {
+        Scope::Key => 0,
+        Scope::Model => 1,
+        Scope::Provider => 2,
+    }
+}
+
+/// The buckets of one (scope, name).
+#[derive(Debug)]
+pub struct Entry {
+    pub scope: Scope,
+    pub name: String,
+    state: Mutex<EntryState>,
+}
+
+#[derive(Debug, Default)]
+struct EntryState {
+    /// By [`kind_index`].
+    buckets: [Option<Bucket>; 4],
+    /// The limits last seen for this (scope, name), for reports.
+    limits: Option<Limits>,
+    /// Last admission or settlement, for pruning idle entries.
+    touched_ms: i64,
+}
+
+impl Entry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, EntryState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl EntryState {
+    /// The bucket of `kind` for the window holding `now_ms`, created or
+    /// brought up to date with `limits` (a snapshot may change them).
+    fn bucket(&mut self, kind: Kind, limit: u64, limits: &Limits, now_ms: i64) -> &mut Bucket {
+        let (start, _) = limits.window(kind, now_ms);
+        let start = if kind == Kind::Concurrency { 0 } else { start };
+        let b = self.buckets[kind_index(kind)]
+            .get_or_insert_with(|| Bucket::new(kind, limit, limits.on_outage, start));
+        b.limit = limit;
+        b.on_outage = limits.on_outage;
+        b.roll(start);
+        b
+    }
+}
+
+/// What the control-plane link says about the fleet.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    /// When the quota stream last delivered a message.
+    heard: Option<Instant>,
+    /// Whether the stream is open and has delivered a message.
+    open: bool,
+    data_planes: u32,
+    lease: Duration,
+}
+
+/// The limit that refused a request, and when to try again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub scope: Scope,
+    pub kind: Kind,
+    /// Whole seconds, rounded up; `None` for a "total" budget.
+    pub retry_after_s: Option<u64>,
+    /// The rate-limit headers' figures at the refusal.
+    pub rates: RateInfo,
+}
+
+impl Refusal {
+    /// The record's `limited_by`: "key:rpm".
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.scope, self.kind)
+    }
+
+    pub fn message(&self) -> String {
+        match self.kind {
+            Kind::Budget => format!(
+                "the {} spend budget is exhausted; ask the gateway's operator to raise it",
+                self.scope
+            ),
+            Kind::Concurrency => format!(
+                "too many requests in flight for this {}; try again when one ends",
+                self.scope
+            ),
+            Kind::Rpm => format!(
+                "the {} request rate limit is reached; try again after the window resets",
+                self.scope
+            ),
+            Kind::Tpm => format!(
+                "the {} token rate limit is reached; try again after the window resets",
+                self.scope
+            ),
+        }
+    }
+}
+
+/// One rate limit's figures for headers: the tightest applicable scope's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub limit: u64,
+    pub remaining: u64,
+    /// The window's end, Unix ms.
+    pub reset_at_ms: i64,
+}
+
+/// The figures for the rate-limit headers of one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateInfo {
+    pub requests: Option<Rate>,
+    pub tokens: Option<Rate>,
+}
+
+impl RateInfo {
+    fn tighten(slot: &mut Option<Rate>, r: Rate) {
+        if slot.is_none_or(|s| r.remaining < s.remaining) {
+            *slot = Some(r);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_none() && self.tokens.is_none()
+    }
+}
+
+/// What a request holds in one entry.
+#[derive(Debug)]
+struct Hold {
+    entry: Arc<Entry>,
+    /// A token reservation: its window and units.
+    tpm: Option<(i64, u64)>,
+    slot: bool,
+    /// The budget period the request is charged in.
+    budget: Option<i64>,
+}
+
+/// A request's hold on its buckets, given back when it ends: the
+/// concurrency slots at once ([`Admission::release_slots`]), the token
+/// reservation settled and the budget charged with the real figures
+/// ([`Admission::settle`]). Dropped unsettled (a refusal further on, an
+/// error, a client gone before the response), it settles with nothing used.
+#[derive(Debug)]
+pub struct Admission {
+    /// Key, model, provider.
+    holds: [Option<Hold>; 3],
+    /// The figures for this response's rate-limit headers.
+    pub rates: RateInfo,
+}
+
+impl Admission {
+    /// Takes over another admission's holds (a provider's, at the attempt
+    /// that answered).
+    pub fn absorb(&mut self, mut other: Admission) {
+        for (mine, theirs) in self.holds.iter_mut().zip(other.holds.iter_mut()) {
+            if mine.is_none() {
+                *mine = theirs.take();
+            }
+        }
+        if let Some(r) = other.rates.requests {
+            RateInfo::tighten(&mut self.rates.requests, r);
+        }
+        if let Some(r) = other.rates.tokens {
+            RateInfo::tighten(&mut self.rates.tokens, r);
+        }
+    }
+
+    /// Gives the concurrency slots back (the response has ended). The
+    /// control plane hears of it with the next report, which renews the
+    /// lease at what is in use then.
+    pub fn release_slots(&mut self) {
+        for h in self.holds.iter_mut().flatten() {
+            if std::mem::take(&mut h.slot) {
+                let mut st = h.entry.lock();
+                if let Some(b) = st.buckets[kind_index(Kind::Concurrency)].as_mut() {
+                    b.release();
+                }
+            }
+        }
+    }
+
+    /// Settles the token reservations with the `tokens` really used (input
+    /// plus output) and charges `cost_micros` to the budgets.
+    pub fn settle(mut self, tokens: u64, cost_micros: u64) {
+        self.finish(tokens, cost_micros);
+    }
+
+    fn finish(&mut self, tokens: u64, cost_micros: u64) {
+        self.release_slots();
+        for h in self.holds.iter_mut().flatten() {
+            if h.tpm.is_none() && h.budget.is_none() {
+                continue;
+            }
+            let mut st = h.entry.lock();
+            st.touched_ms = now_ms();
+            if let Some((window, reserved)) = h.tpm.take() {
+                if let Some(b) = st.buckets[kind_index(Kind::Tpm)].as_mut() {
+                    b.settle(window, reserved, tokens);
+                }
+            }
+            if let Some(period) = h.budget.take() {
+                if let Some(b) = st.buckets[kind_index(Kind::Budget)].as_mut() {
+                    b.charge(period, cost_micros);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.finish(0, 0);
+    }
+}
+
+/// A scope to admit against: which, whose, and its limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub scope: Scope,
+    pub name: &'a str,
+    pub limits: &'a Limits,
+}
+
+/// FNV-1a over a name. The maps hold only names from the configuration
+/// (keys, models and providers of the snapshot, never a client's string),
+/// so no seeded hash is needed; SipHash cost each admission a few hundred
+/// instructions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NameHash;
+
+impl std::hash::BuildHasher for NameHash {
+    type Hasher = NameHasher;
+    fn build_hasher(&self) -> NameHasher {
+        NameHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+/// See [`NameHash`].
+#[derive(Debug)]
+pub struct NameHasher(u64);
+
+impl std::hash::Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Entries = HashMap<String, Arc<Entry>, NameHash>;
+
+/// The data plane's buckets and its view of the control-plane link.
+#[derive(Debug)]
+pub struct Limiter {
+    /// By [`scope_index`]: name -> entry.
+    entries: [RwLock<Entries>; 3],
+    link: Mutex<Link>,
+    /// A bucket ran low or refused: report now.
+    pub(crate) changed: Notify,
+    /// Counts the quota messages applied (tests await it).
+    pub(crate) applied: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Limiter {
+            entries: Default::default(),
+            link: Mutex::new(Link {
+                heard: None,
+                open: false,
+                data_planes: 1,
+                lease: DEFAULT_LEASE,
+            }),
+            changed: Notify::new(),
+            applied: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl Limiter {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Limiter::default())
+    }
+
+    fn link(&self) -> Link {
+        *self.link.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The fleet as an admission sees it now.
+    fn fleet(&self, slack_percent: u32) -> Fleet {
+        let link = self.link();
+        let connected = link.open || link.heard.is_some_and(|t| t.elapsed() < link.lease);
+        Fleet {
+            connected,
+            data_planes: link.data_planes.max(1),
+            slack_percent,
+        }
+    }
+
+    /// Whether the data plane counts as connected to a quota service.
+    pub fn connected(&self) -> bool {
+        self.fleet(0).connected
+    }
+
+    /// Changes each time a message from the quota service is applied; its
+    /// value is how many were.
+    pub fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    fn entry(&self, scope: Scope, name: &str) -> Arc<Entry> {
+        let map = &self.entries[scope_index(scope)];
+        if let Some(e) = map.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+            return Arc::clone(e);
+        }
+        let mut w = map.write().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(w.entry(name.to_owned()).or_insert_with(|| {
+            Arc::new(Entry {
+                scope,
+                name: name.to_owned(),
+                state: Mutex::default(),
+            })
+        }))
+    }
+
+    /// Admits a request against every subject (all must admit, or none is
+    /// charged): one request of each rpm, `tokens` of each tpm, a slot of
+    /// each concurrency limit, and each budget's check.
+    pub fn admit(
+        self: &Arc<Self>,
+        subjects: &[Subject<'_>],
+        tokens: u64,
+        slack_percent: u32,
+    ) -> Result<Admission, Refusal> {
+        let now = now_ms();
+        let fleet = self.fleet(slack_percent);
+        let mut entries: [Option<Arc<Entry>>; 3] = Default::default();
+        for (slot, s) in entries.iter_mut().zip(subjects) {
+            *slot = Some(self.entry(s.scope, s.name));
+        }
+        // Entries are locked in scope order (key, model, provider), the
+        // same everywhere, and released before this returns.
+        let mut guards: [Option<std::sync::MutexGuard<'_, EntryState>>; 3] = Default::default();
+        for (g, e) in guards.iter_mut().zip(entries.iter()) {
+            *g = e.as_ref().map(|e| e.lock());
+        }
+        let mut rates = RateInfo::default();
+        let mut refusal: Option<Refusal> = None;
+        for (g, s) in guards.iter_mut().zip(subjects) {
+            let Some(st) = g.as_mut() else { continue };
+            st.touched_ms = now;
+            st.limits = Some(*s.limits);
+            for (kind, limit) in s.limits.kinds() {
+                let units = if kind == Kind::Tpm { tokens } else { 1 };
+                let b = st.bucket(kind, limit, s.limits, now);
+                let ok = b.fits(units, fleet, now);
+                b.ask(units, now);
+                let (_, end) = s.limits.window(kind, now);
+                if matches!(kind, Kind::Rpm | Kind::Tpm) {
+                    let r = Rate {
+                        limit,
+                        // A refusing bucket has nothing left for this client.
+                        remaining: if ok {
+                            b.remaining().saturating_sub(units)
+                        } else {
+                            0
+                        },
+                        reset_at_ms: end,
+                    };
+                    let slot = if kind == Kind::Rpm {
+                        &mut rates.requests
+                    } else {
+                        &mut rates.tokens
+                    };
+                    RateInfo::tighten(slot, r);
+                }
+                if !ok && refusal.is_none() {
+                    let retry_after_s = match kind {
+                        Kind::Concurrency => Some(1),
+                        Kind::Budget if end == i64::MAX => None,
+                        _ => Some(((end - now).max(1) as u64).div_ceil(1000)),
+                    };
+                    refusal = Some(Refusal {
+                        scope: s.scope,
+                        kind,
+                        retry_after_s,
+                        rates: RateInfo::default(),
+                    });
+                }
+            }
+        }
+        if let Some(mut r) = refusal {
+            r.rates = rates;
+            drop(guards);
+            self.changed.notify_one();
+            return Err(r);
+        }
+        let mut holds: [Option<Hold>; 3] = Default::default();
+        let mut low = false;
+        for ((g, s), (h, e)) in guards
+            .iter_mut()
+            .zip(subjects)
+            .zip(holds.iter_mut().zip(entries.iter()))
+        {
+            let (Some(st), Some(entry)) = (g.as_mut(), e.as_ref()) else {
+                continue;
+            };
+            let entry = Arc::clone(entry);
+            let mut hold = Hold {
+                entry,
+                tpm: None,
+                slot: false,
+                budget: None,
+            };
+            // Each bucket was brought to this window by the check above.
+            for (kind, _) in s.limits.kinds() {
+                let units = if kind == Kind::Tpm { tokens } else { 1 };
+                let Some(b) = st.buckets[kind_index(kind)].as_mut() else {
+                    continue;
+                };
+                b.take(units);
+                low |= b.is_low();
+                match kind {
+                    Kind::Tpm => hold.tpm = Some((b.window_start_ms, units)),
+                    Kind::Concurrency => hold.slot = true,
+                    Kind::Budget => hold.budget = Some(b.window_start_ms),
+                    Kind::Rpm => {}
+                }
+            }
+            *h = Some(hold);
+        }
+        drop(guards);
+        if low {
+            self.changed.notify_one();
+        }
+        Ok(Admission {
+            holds: move_to_slots(holds, subjects),
+            rates,
+        })
+    }
+
+    /// Every entry, for a report.
+    fn all_entries(&self) -> Vec<Arc<Entry>> {
+        let mut out = Vec::new();
+        for map in &self.entries {
+            out.extend(
+                map.read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .cloned(),
+            );
+        }
+        out
+    }
+
+    /// Drops entries no request holds and no one used for `idle_ms`.
+    fn prune(&self, now: i64, idle_ms: i64) {
+        for map in &self.entries {
+            let mut w = map.write().unwrap_or_else(|e| e.into_inner());
+            w.retain(|_, e| Arc::strong_count(e) > 1 || now - e.lock().touched_ms < idle_ms);
+        }
+    }
+}
+
+/// Puts each hold at its scope's place (key, model, provider), so that
+/// [`Admission::absorb`] can merge a provider's hold into a request's.
+fn move_to_slots(mut holds: [Option<Hold>; 3], subjects: &[Subject<'_>]) -> [Option<Hold>; 3] {
+    let mut out: [Option<Hold>; 3] = Default::default();
+    for (h, s) in holds.iter_mut().zip(subjects) {
+        if let Some(h) = h.take() {
+            out[scope_index(s.scope)] = Some(h);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmgw_core::limits::{Budget, OnOutage, Period};
+
+    fn limits(f: impl FnOnce(&mut Limits)) -> Limits {
+        let mut l = Limits {
+            window_ms: 60_000,
+            ..Limits::default()
+        };
+        f(&mut l);
+        l
+    }
+
+    fn connect(l: &Limiter, data_planes: u32) {
+        let mut link = l.link.lock().unwrap();
+        link.open = true;
+        link.heard = Some(Instant::now());
+        link.data_planes = data_planes;
+    }
+
+    #[test]
+    fn outage_open_admits_the_fallback_share_and_closed_refuses() {
+        let l = Limiter::new();
+        let key = limits(|l| l.rpm = Some(3));
+        let subject = [Subject {
+            scope: Scope::Key,
+            name: "k",
+            limits: &key,
+        }];
+        // Never connected: "open" admits the whole limit over 1 data plane.
+        let admitted: Vec<_> = (0..5)
+            .filter_map(|_| l.admit(&subject, 0, 10).ok())
+            .collect();
+        assert_eq!(admitted.len(), 3);
+        let refusal = l.admit(&subject, 0, 10).unwrap_err();
+        assert_eq!(refusal.label(), "key:rpm");
+        assert!(refusal.retry_after_s.is_some_and(|s| (1..=60).contains(&s)));
+        assert_eq!(refusal.rates.requests.map(|r| r.remaining), Some(0));
+        let closed = limits(|l| {
+            l.rpm = Some(3);
+            l.on_outage = OnOutage::Closed;
+        });
+        let r = l
+            .admit(
+                &[Subject {
+                    scope: Scope::Model,
+                    name: "m",
+                    limits: &closed,
+                }],
+                0,
+                10,
+            )
+            .unwrap_err();
+        assert_eq!(r.label(), "model:rpm");
+    }
+
+    #[test]
+    fn all_must_admit_and_a_refusal_charges_nothing() {
+        let l = Limiter::new();
+        connect(&l, 1);
+        let key = limits(|l| l.max_concurrency = Some(2));
+        let model = limits(|l| l.max_concurrency = Some(1));
+        let subjects = [
+            Subject {
+                scope: Scope::Key,
+                name: "k",
+                limits: &key,
+            },
+            Subject {
+                scope: Scope::Model,
+                name: "m",
+                limits: &model,
+            },
+        ];
+        // Slack alone before a grant: ceil(2 × 10% / 1) = 1 for the key.
+        let first = l.admit(&subjects, 0, 10).unwrap();
+        let r = l.admit(&subjects, 0, 10).unwrap_err();
+        assert_eq!(
+            (r.label(), r.retry_after_s),
+            ("key:concurrency".into(), Some(1))
+        );
+        drop(first);
+        // The slot came back on drop.
+        let again = l.admit(&subjects, 0, 10).unwrap();
+        let key_entry = l.entry(Scope::Key, "k");
+        assert_eq!(
+            key_entry.lock().buckets[kind_index(Kind::Concurrency)]
+                .as_ref()
+                .map(|b| b.used),
+            Some(1)
+        );
+        drop(again);
+    }
+
+    #[test]
+    fn tokens_are_settled_and_budgets_charged_when_the_request_ends() {
+        let l = Limiter::new();
+        connect(&l, 1);
+        let key = limits(|l| {
+            l.tpm = Some(1000);
+            l.budget = Some(Budget {
+                micros: 500,
+                period: Period::Day,
+            });
+        });
+        let subject = [Subject {
+            scope: Scope::Key,
+            name: "k",
+            limits: &key,
+        }];
+        {
+            let e = l.entry(Scope::Key, "k");
+            let mut st = e.lock();
+            let now = now_ms();
+            let b = st.bucket(Kind::Tpm, 1000, &key, now);
+            let start = b.window_start_ms;
+            b.assign(start, 1000, 1000, 1000, start + 60_000);
+        }
+        let a = l.admit(&subject, 800, 10).unwrap();
+        assert_eq!(a.rates.tokens.map(|r| r.remaining), Some(200));
+        assert!(l.admit(&subject, 800, 10).is_err());
+        a.settle(30, 400);
+        let b = l.admit(&subject, 800, 10).unwrap();
+        b.settle(30, 200);
+        // 600 micros charged of 500: the next is refused with the budget.
+        let r = l.admit(&subject, 1, 10).unwrap_err();
+        assert_eq!(r.label(), "key:budget");
+        let e = l.entry(Scope::Key, "k");
+        let st = e.lock();
+        assert_eq!(
+            st.buckets[kind_index(Kind::Tpm)].as_ref().map(|b| b.used),
+            Some(60)
+        );
+    }
+
+    #[test]
+    fn a_provider_admission_is_absorbed_and_released_with_the_request() {
+        let l = Limiter::new();
+        let key = limits(|l| l.rpm = Some(10));
+        let provider = limits(|l| {
+            l.max_concurrency = Some(1);
+            l.rpm = Some(2);
+        });
+        let mut a = l
+            .admit(
+                &[Subject {
+                    scope: Scope::Key,
+                    name: "k",
+                    limits: &key,
+                }],
+                0,
+                10,
+            )
+            .unwrap();
+        let p = [Subject {
+            scope: Scope::Provider,
+            name: "p",
+            limits: &provider,
+        }];
+        let pa = l.admit(&p, 0, 10).unwrap();
+        a.absorb(pa);
+        // The tighter of the two: the provider's 2 rpm, 1 left.
+        assert_eq!(
+            a.rates.requests.map(|r| (r.limit, r.remaining)),
+            Some((2, 1))
+        );
+        assert_eq!(
+            l.admit(&p, 0, 10).unwrap_err().label(),
+            "provider:concurrency"
+        );
+        drop(a);
+        assert!(l.admit(&p, 0, 10).is_ok());
+        l.prune(now_ms() + 1_000_000, 1);
+        assert!(l.all_entries().is_empty());
+    }
+}

@@ -1,0 +1,191 @@
+//! Admission (#15): between authentication and routing, a request is
+//! admitted against its key's limits (or the default key limits) and its
+//! model's; at each attempt, against the target's provider's. A refusal
+//! answers 429 in the client's protocol, with `Retry-After`, the
+//! rate-limit headers, and for an exhausted budget the protocol's quota
+//! error with `x-should-retry: false`; its record says which limit refused
+//! it (`limited_by`). A request whose key and model have no limits does
+//! none of this work.
+
+use llmgw_core::limits::{Kind, Limits, Scope};
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+use crate::limits::headers::{self, Style};
+use crate::limits::{Admission, RateInfo, Refusal, Subject};
+
+/// The output a reservation assumes when neither the request nor the model
+/// names a `max_tokens`.
+pub(super) const DEFAULT_RESERVED_OUTPUT: u64 = llmgw_protocols::anthropic::DEFAULT_MAX_TOKENS;
+
+/// What a request's limits left for its response: the headers' figures
+/// and, for a refusal, when to retry and whether the client should.
+#[derive(Debug, Default)]
+pub(super) struct LimitView {
+    pub rates: RateInfo,
+    pub retry_after_s: Option<u64>,
+    /// A budget refused the request: retrying will not help.
+    pub no_retry: bool,
+}
+
+impl LimitView {
+    /// Adds the headers to a response in the client's protocol.
+    pub(super) fn write(&self, endpoint: Endpoint, headers: &mut HeaderMap) {
+        let style = match endpoint.protocol() {
+            Protocol::OpenAi | Protocol::OpenAiChat => Style::OpenAi,
+            Protocol::Anthropic => Style::Anthropic,
+            Protocol::Gemini => Style::None,
+        };
+        if !self.rates.is_empty() {
+            headers::write(style, &self.rates, crate::limits::now_ms(), headers);
+        }
+        if let Some(s) = self.retry_after_s {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.no_retry {
+            headers.insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+    }
+}
+
+/// The tokens a request reserves against a tpm limit: its estimated input
+/// plus its `max_tokens` (else the model's default, else
+/// [`DEFAULT_RESERVED_OUTPUT`]). The input is the rules' estimate when a
+/// rule already made one, else the rough one (about four bytes a token):
+/// the reservation is settled with the real usage, and tiktoken's count
+/// would cost more than the rest of the request.
+fn reservation(facts: &RequestFacts<'_>, model: &Model, endpoint: Endpoint) -> u64 {
+    let input = match facts.input_tokens.get() {
+        Some(n) => *n,
+        None => llmgw_core::tokens::approximate_input(facts.tree()),
+    };
+    if endpoint.api() == llmgw_core::serving::ClientApi::Embeddings {
+        return input;
+    }
+    let tree = facts.tree();
+    let asked = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|f| tree.get(*f).and_then(Value::as_u64))
+        .or_else(|| {
+            tree.pointer("/generationConfig/maxOutputTokens")
+                .and_then(Value::as_u64)
+        });
+    input
+        + asked
+            .or(model.default_max_tokens)
+            .unwrap_or(DEFAULT_RESERVED_OUTPUT)
+}
+
+fn has_tpm(l: Option<&Limits>) -> bool {
+    l.is_some_and(|l| l.tpm.is_some())
+}
+
+impl Proxy {
+    /// Admits a request against its key's and model's limits (the
+    /// admission, if any, goes in `pending`). Returns the token reservation
+    /// when a tpm limit applies anywhere on its way (its key, model or a
+    /// target's provider; else 0), for the attempts' provider checks.
+    pub(super) fn admit(
+        &self,
+        table: &RoutingTable,
+        key: &llmgw_core::table::ClientKey,
+        model: &Model,
+        endpoint: Endpoint,
+        facts: &RequestFacts<'_>,
+        pending: &mut Pending,
+    ) -> Result<u64, (ErrorKind, String)> {
+        let key_limits = key.effective_limits(&table.settings);
+        let model_limits = model.limits.as_ref();
+        let tokens = if has_tpm(key_limits)
+            || has_tpm(model_limits)
+            || model
+                .targets
+                .iter()
+                .any(|t| has_tpm(t.provider.limits.as_ref()))
+        {
+            reservation(facts, model, endpoint)
+        } else {
+            0
+        };
+        let mut subjects = [None, None];
+        if let Some(l) = key_limits {
+            subjects[0] = Some(Subject {
+                scope: Scope::Key,
+                name: &key.name,
+                limits: l,
+            });
+        }
+        if let Some(l) = model_limits {
+            subjects[1] = Some(Subject {
+                scope: Scope::Model,
+                name: &model.name,
+                limits: l,
+            });
+        }
+        // On the stack: no allocation per request.
+        let (one, two);
+        let subjects: &[Subject<'_>] = match subjects {
+            [None, None] => return Ok(tokens),
+            [Some(a), None] | [None, Some(a)] => {
+                one = [a];
+                &one
+            }
+            [Some(a), Some(b)] => {
+                two = [a, b];
+                &two
+            }
+        };
+        match self
+            .limiter
+            .admit(subjects, tokens, table.settings.quota_slack_percent)
+        {
+            Ok(a) => {
+                pending.limits.rates = a.rates;
+                pending.admission = Some(a);
+                Ok(tokens)
+            }
+            Err(r) => Err(self.refused(&r, pending)),
+        }
+    }
+
+    /// Admits one attempt against its provider's limits; `Ok(None)` when
+    /// the provider has none.
+    pub(super) fn admit_provider(
+        &self,
+        call: &Call<'_>,
+        target: &Target,
+    ) -> Result<Option<Admission>, Refusal> {
+        let Some(limits) = target.provider.limits.as_ref() else {
+            return Ok(None);
+        };
+        self.limiter
+            .admit(
+                &[Subject {
+                    scope: Scope::Provider,
+                    name: &target.provider.name,
+                    limits,
+                }],
+                call.tokens,
+                call.table.settings.quota_slack_percent,
+            )
+            .map(Some)
+    }
+
+    /// Notes a refusal in the record, the metrics and the response's
+    /// headers, and returns the error the client is answered with.
+    pub(super) fn refused(&self, r: &Refusal, pending: &mut Pending) -> (ErrorKind, String) {
+        pending.record().limited_by = r.label();
+        self.out
+            .metrics
+            .limit_refused(r.scope.as_str(), r.kind.as_str());
+        pending.limits.rates = r.rates;
+        pending.limits.retry_after_s = r.retry_after_s;
+        let kind = if r.kind == Kind::Budget {
+            pending.limits.no_retry = true;
+            ErrorKind::BudgetExhausted
+        } else {
+            ErrorKind::LimitExceeded
+        };
+        (kind, r.message())
+    }
+}
