@@ -137,7 +137,14 @@ pub fn try_estimate_input(model: &str, body: &Value) -> Result<u64, Encoding> {
 /// per-message overhead. For use while an encoding is being built.
 pub fn approximate_input(body: &Value) -> u64 {
     let (text, messages) = input_text(body);
-    approximate_text(&text) + overhead(messages)
+    approximate(text.len() as u64, messages)
+}
+
+/// [`approximate_input`] from its two figures: the bytes of text it
+/// counts and the chat messages (for a caller that measured them without
+/// building a tree).
+pub fn approximate(text_bytes: u64, messages: u64) -> u64 {
+    text_bytes.div_ceil(BYTES_PER_TOKEN) + overhead(messages)
 }
 
 fn overhead(messages: u64) -> u64 {

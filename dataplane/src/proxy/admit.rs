@@ -51,27 +51,22 @@ impl LimitView {
 /// The tokens a request reserves against a tpm limit: its estimated input
 /// plus its `max_tokens` (else the model's default, else
 /// [`DEFAULT_RESERVED_OUTPUT`]). The input is the rules' estimate when a
-/// rule already made one, else the rough one (about four bytes a token):
-/// the reservation is settled with the real usage, and tiktoken's count
-/// would cost more than the rest of the request.
+/// rule already made one, else the rough one (about four bytes a token),
+/// which the body's first pass measured ([`head::Head`]): the reservation
+/// is settled with the real usage, and neither tiktoken's count nor a tree
+/// of the body is worth its cost here.
 fn reservation(facts: &RequestFacts<'_>, model: &Model, endpoint: Endpoint) -> u64 {
     let input = match facts.input_tokens.get() {
         Some(n) => *n,
-        None => llmgw_core::tokens::approximate_input(facts.tree()),
+        None => facts.head.approximate_input(),
     };
     if endpoint.api() == llmgw_core::serving::ClientApi::Embeddings {
         return input;
     }
-    let tree = facts.tree();
-    let asked = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
-        .iter()
-        .find_map(|f| tree.get(*f).and_then(Value::as_u64))
-        .or_else(|| {
-            tree.pointer("/generationConfig/maxOutputTokens")
-                .and_then(Value::as_u64)
-        });
     input
-        + asked
+        + facts
+            .head
+            .max_output()
             .or(model.default_max_tokens)
             .unwrap_or(DEFAULT_RESERVED_OUTPUT)
 }

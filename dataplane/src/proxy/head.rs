@@ -1,6 +1,8 @@
 //! What routing needs of a request body (`model`, `stream` and
-//! `stream_options.include_usage`), and whom the request is for (`user`,
-//! `metadata.user_id`), read in one validating pass without
+//! `stream_options.include_usage`), whom the request is for (`user`,
+//! `metadata.user_id`), and what a token reservation needs (the size of
+//! the text an input estimate counts, and the `max_tokens` asked for; see
+//! [`Head::approximate_input`]), read in one validating pass without
 //! building a JSON tree of the body (only those few small members are
 //! read as trees). Every other member is checked exactly as a tree
 //! parse would check it (syntax, UTF-8, escapes, number range, nesting
@@ -29,6 +31,54 @@ pub struct Head {
     pub user: Option<String>,
     /// `metadata.user_id`: Anthropic's name for the end user.
     pub metadata_user_id: Option<String>,
+    /// What the input estimate counts, member by member.
+    pub input: InputSize,
+    /// `max_tokens`, `max_completion_tokens`, `max_output_tokens` and
+    /// `generationConfig.maxOutputTokens`, in that order of precedence.
+    pub max_output: [Option<u64>; 4],
+}
+
+/// The bytes of text that `llmgw_core::tokens::approximate_input` would
+/// count in a body's tree, per top-level member (a member named twice
+/// counts with its last value, as in a tree), and its chat messages.
+#[derive(Debug, Default, PartialEq, Clone, Copy)]
+pub struct InputSize {
+    system: u64,
+    instructions: u64,
+    /// `systemInstruction`, `system_instruction`.
+    system_instruction: [u64; 2],
+    /// `contents` (Gemini) and `messages`: (text bytes, entries).
+    contents: (u64, u64),
+    messages: (u64, u64),
+    prompt: u64,
+    input: u64,
+    /// The compact JSON of `tools`.
+    tools: u64,
+}
+
+impl Head {
+    /// The rough input estimate of the body (about four bytes a token of
+    /// its text, plus a few per chat message): exactly what
+    /// `llmgw_core::tokens::approximate_input` gives for the body's tree,
+    /// without building it.
+    pub fn approximate_input(&self) -> u64 {
+        let i = &self.input;
+        let text = i.system
+            + i.instructions
+            + i.system_instruction[0]
+            + i.system_instruction[1]
+            + i.contents.0
+            + i.messages.0
+            + i.prompt
+            + i.input
+            + i.tools;
+        llmgw_core::tokens::approximate(text, i.contents.1 + i.messages.1)
+    }
+
+    /// The output tokens the request asks for at most, if it names a limit.
+    pub fn max_output(&self) -> Option<u64> {
+        self.max_output.iter().flatten().next().copied()
+    }
 }
 
 /// The longest end-user name a record keeps, in bytes.
@@ -92,6 +142,22 @@ enum Field {
     StreamOptions,
     User,
     Metadata,
+    System,
+    Instructions,
+    #[serde(rename = "systemInstruction")]
+    SystemInstruction,
+    #[serde(rename = "system_instruction")]
+    SystemInstructionSnake,
+    Contents,
+    Messages,
+    Prompt,
+    Input,
+    Tools,
+    MaxTokens,
+    MaxCompletionTokens,
+    MaxOutputTokens,
+    #[serde(rename = "generationConfig")]
+    GenerationConfig,
     #[serde(other)]
     Other,
 }
@@ -140,6 +206,35 @@ impl<'de> Deserialize<'de> for Head {
                                 },
                                 _ => None,
                             }
+                        }
+                        Field::System => head.input.system = map.next_value::<Text>()?.0,
+                        Field::Instructions => {
+                            head.input.instructions = map.next_value::<Text>()?.0;
+                        }
+                        Field::SystemInstruction => {
+                            head.input.system_instruction[0] = map.next_value::<Parts>()?.0;
+                        }
+                        Field::SystemInstructionSnake => {
+                            head.input.system_instruction[1] = map.next_value::<Parts>()?.0;
+                        }
+                        Field::Contents => {
+                            head.input.contents = map.next_value::<Entries<b'p'>>()?.into();
+                        }
+                        Field::Messages => {
+                            head.input.messages = map.next_value::<Entries<b'c'>>()?.into();
+                        }
+                        Field::Prompt => head.input.prompt = map.next_value::<Text>()?.0,
+                        Field::Input => head.input.input = map.next_value::<Text>()?.0,
+                        Field::Tools => head.input.tools = map.next_value::<JsonLen>()?.0,
+                        Field::MaxTokens => head.max_output[0] = map.next_value::<Count>()?.0,
+                        Field::MaxCompletionTokens => {
+                            head.max_output[1] = map.next_value::<Count>()?.0;
+                        }
+                        Field::MaxOutputTokens => {
+                            head.max_output[2] = map.next_value::<Count>()?.0;
+                        }
+                        Field::GenerationConfig => {
+                            head.max_output[3] = map.next_value::<GenerationConfig>()?.0;
                         }
                         Field::Other => {
                             map.next_value::<Checked>()?;
@@ -192,6 +287,408 @@ impl<'de> Deserialize<'de> for Checked {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
                 while map.next_entry::<Checked, Checked>()?.is_some() {}
                 Ok(Checked)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Walks what is left of a list, checking it as a tree parse would.
+fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<Checked>()?.is_some() {}
+    Ok(())
+}
+
+/// Walks what is left of an object, checking it as a tree parse would.
+fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<Checked, Checked>()?.is_some() {}
+    Ok(())
+}
+
+/// The scalars a visitor that only looks into strings, lists or objects
+/// takes as `$value`, checked as `Checked` checks them.
+macro_rules! scalars_are {
+    ($ty:ty, $value:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<$ty, E> {
+            Ok($value)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<$ty, E> {
+            Ok($value)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<$ty, E> {
+            Ok($value)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<$ty, E> {
+            Ok($value)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<$ty, E> {
+            Ok($value)
+        }
+    };
+}
+
+/// An object member's name, compared with one name (`Key<b'c'>`:
+/// "content"; `Key<b'p'>`: "parts"; `Key<b't'>`: "text"; `Key<b'g'>`:
+/// "maxOutputTokens").
+struct Key<const F: u8>(bool);
+
+impl<const F: u8> Key<F> {
+    const NAME: &'static str = match F {
+        b'c' => "content",
+        b'p' => "parts",
+        b't' => "text",
+        _ => "maxOutputTokens",
+    };
+}
+
+impl<'de, const F: u8> Deserialize<'de> for Key<F> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<const F: u8>;
+        impl<const F: u8> Visitor<'_> for V<F> {
+            type Value = Key<F>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Key<F>, E> {
+                Ok(Key(s == Key::<F>::NAME))
+            }
+        }
+        d.deserialize_identifier(V::<F>)
+    }
+}
+
+/// The bytes of text `collect_text` (llmgw_core::tokens) counts in a
+/// value: a string and a line break; each item of a list; an object's
+/// `text`, else its `content`.
+struct Text(u64);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            scalars_are!(Text, Text(0));
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Text, E> {
+                Ok(Text(s.len() as u64 + 1))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text, A::Error> {
+                let mut n = 0u64;
+                while let Some(t) = seq.next_element::<Text>()? {
+                    n += t.0;
+                }
+                Ok(Text(n))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
+                let (mut text, mut content) = (None, None);
+                while let Some(k) = map.next_key::<TextOrContent>()? {
+                    match k {
+                        TextOrContent::Text => text = Some(map.next_value::<Text>()?.0),
+                        TextOrContent::Content => content = Some(map.next_value::<Text>()?.0),
+                        TextOrContent::Other => {
+                            map.next_value::<Checked>()?;
+                        }
+                    }
+                }
+                Ok(Text(text.or(content).unwrap_or(0)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum TextOrContent {
+    Text,
+    Content,
+    #[serde(other)]
+    Other,
+}
+
+/// A system instruction (Gemini): the text of its `parts`, else of the
+/// value itself.
+struct Parts(u64);
+
+impl<'de> Deserialize<'de> for Parts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Parts;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            scalars_are!(Parts, Parts(0));
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Parts, E> {
+                Ok(Parts(s.len() as u64 + 1))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Parts, A::Error> {
+                let mut n = 0u64;
+                while let Some(t) = seq.next_element::<Text>()? {
+                    n += t.0;
+                }
+                Ok(Parts(n))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parts, A::Error> {
+                let (mut parts, mut text, mut content) = (None, None, None);
+                while let Some(k) = map.next_key::<PartsField>()? {
+                    let slot = match k {
+                        PartsField::Parts => &mut parts,
+                        PartsField::Text => &mut text,
+                        PartsField::Content => &mut content,
+                        PartsField::Other => {
+                            map.next_value::<Checked>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value::<Text>()?.0);
+                }
+                Ok(Parts(parts.or(text).or(content).unwrap_or(0)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum PartsField {
+    Parts,
+    Text,
+    Content,
+    #[serde(other)]
+    Other,
+}
+
+/// A list of chat entries (`messages`, or Gemini's `contents`): the text
+/// of each entry's member `Key<F>`, and how many entries there are. A
+/// value that is not a list counts nothing.
+struct Entries<const F: u8>(u64, u64);
+
+impl<const F: u8> From<Entries<F>> for (u64, u64) {
+    fn from(e: Entries<F>) -> (u64, u64) {
+        (e.0, e.1)
+    }
+}
+
+impl<'de, const F: u8> Deserialize<'de> for Entries<F> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<const F: u8>;
+        impl<'de, const F: u8> Visitor<'de> for V<F> {
+            type Value = Entries<F>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            scalars_are!(Entries<F>, Entries(0, 0));
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Entries<F>, E> {
+                Ok(Entries(0, 0))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Entries<F>, A::Error> {
+                let (mut text, mut entries) = (0u64, 0u64);
+                while let Some(e) = seq.next_element::<Entry<F>>()? {
+                    text += e.0;
+                    entries += 1;
+                }
+                Ok(Entries(text, entries))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Entries<F>, A::Error> {
+                skip_map(map)?;
+                Ok(Entries(0, 0))
+            }
+        }
+        d.deserialize_any(V::<F>)
+    }
+}
+
+/// One chat entry: the text of its member `Key<F>` (the last, if named
+/// twice).
+struct Entry<const F: u8>(u64);
+
+impl<'de, const F: u8> Deserialize<'de> for Entry<F> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<const F: u8>;
+        impl<'de, const F: u8> Visitor<'de> for V<F> {
+            type Value = Entry<F>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            scalars_are!(Entry<F>, Entry(0));
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Entry<F>, E> {
+                Ok(Entry(0))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Entry<F>, A::Error> {
+                skip_seq(seq)?;
+                Ok(Entry(0))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entry<F>, A::Error> {
+                let mut text = 0;
+                while let Some(k) = map.next_key::<Key<F>>()? {
+                    if k.0 {
+                        text = map.next_value::<Text>()?.0;
+                    } else {
+                        map.next_value::<Checked>()?;
+                    }
+                }
+                Ok(Entry(text))
+            }
+        }
+        d.deserialize_any(V::<F>)
+    }
+}
+
+/// A token count as `Value::as_u64` reads one: a non-negative integer,
+/// else none.
+struct Count(Option<u64>);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Count;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Count, E> {
+                Ok(Count(Some(n)))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Count, E> {
+                Ok(Count(u64::try_from(n).ok()))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Count, E> {
+                Ok(Count(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Count, E> {
+                Ok(Count(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Count, E> {
+                Ok(Count(None))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Count, E> {
+                Ok(Count(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Count, A::Error> {
+                skip_seq(seq)?;
+                Ok(Count(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Count, A::Error> {
+                skip_map(map)?;
+                Ok(Count(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Gemini's `generationConfig`: its `maxOutputTokens`.
+struct GenerationConfig(Option<u64>);
+
+impl<'de> Deserialize<'de> for GenerationConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = GenerationConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            scalars_are!(GenerationConfig, GenerationConfig(None));
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<GenerationConfig, E> {
+                Ok(GenerationConfig(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<GenerationConfig, A::Error> {
+                skip_seq(seq)?;
+                Ok(GenerationConfig(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<GenerationConfig, A::Error> {
+                let mut max = None;
+                while let Some(k) = map.next_key::<Key<b'g'>>()? {
+                    if k.0 {
+                        max = map.next_value::<Count>()?.0;
+                    } else {
+                        map.next_value::<Checked>()?;
+                    }
+                }
+                Ok(GenerationConfig(max))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The length of a value's compact JSON as `Value::to_string` writes it
+/// (the input estimate counts `tools` so). A member named twice in an
+/// object counts twice here, once in a tree.
+struct JsonLen(u64);
+
+/// The length of a string written as a JSON string, quotes included.
+fn quoted_len(s: &str) -> u64 {
+    let escapes: u64 = s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+            0..=0x1f => 5,
+            _ => 0,
+        })
+        .sum();
+    s.len() as u64 + escapes + 2
+}
+
+fn digits(mut n: u64) -> u64 {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+impl<'de> Deserialize<'de> for JsonLen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = JsonLen;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<JsonLen, E> {
+                Ok(JsonLen(if b { 4 } else { 5 }))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<JsonLen, E> {
+                Ok(JsonLen(digits(n)))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<JsonLen, E> {
+                Ok(JsonLen(digits(n.unsigned_abs()) + u64::from(n < 0)))
+            }
+            fn visit_f64<E: de::Error>(self, f: f64) -> Result<JsonLen, E> {
+                // Rare in tools; written as a tree would write it.
+                Ok(JsonLen(Value::from(f).to_string().len() as u64))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<JsonLen, E> {
+                Ok(JsonLen(4))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<JsonLen, E> {
+                Ok(JsonLen(quoted_len(s)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonLen, A::Error> {
+                let (mut n, mut items) = (2u64, 0u64);
+                while let Some(v) = seq.next_element::<JsonLen>()? {
+                    n += v.0;
+                    items += 1;
+                }
+                Ok(JsonLen(n + items.saturating_sub(1)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonLen, A::Error> {
+                let (mut n, mut members) = (2u64, 0u64);
+                while let Some((k, v)) = map.next_entry::<JsonLen, JsonLen>()? {
+                    // The name, a colon and the value.
+                    n += k.0 + 1 + v.0;
+                    members += 1;
+                }
+                Ok(JsonLen(n + members.saturating_sub(1)))
             }
         }
         d.deserialize_any(V)
@@ -251,6 +748,7 @@ mod tests {
                 model: Some("gpt".into()),
                 stream: true,
                 include_usage: true,
+                input: h.input,
                 ..Head::default()
             }
         );
@@ -331,6 +829,102 @@ mod tests {
         let fine = r#"{"model":"m","x":[1e300,-0,"\ud83d\ude00",{"a":null}]}"#;
         assert!(head(fine).is_ok());
         assert_ne!(tree(fine.as_bytes()), Value::Null);
+    }
+
+    /// What a reservation read from the tree before `Head` measured it.
+    fn tree_max_output(t: &Value) -> Option<u64> {
+        ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+            .iter()
+            .find_map(|f| t.get(*f).and_then(Value::as_u64))
+            .or_else(|| {
+                t.pointer("/generationConfig/maxOutputTokens")
+                    .and_then(Value::as_u64)
+            })
+    }
+
+    #[test]
+    fn measures_the_input_estimate_and_max_tokens_as_the_tree_does() {
+        for body in [
+            r#"{"model":"m","messages":[{"role":"user","content":"Hello, how are you today?"}]}"#,
+            r#"{"model":"m","max_tokens":1024,"system":[{"type":"text","text":"be \"brief\"\n"}],
+                "messages":[{"role":"user","content":[{"type":"text","text":"hi","content":"x"},
+                {"type":"image","source":{"type":"base64","data":"AAAA"}}]},"hello",[1],
+                {"content":{"content":"nested"}}],"tools":[{"name":"t\u00e9","x":[1,-2,3.5,null,true,false,{}],"e":"\u0001"}]}"#,
+            r#"{"contents":[{"role":"user","parts":[{"text":"hello there"},{"inlineData":{"data":"QUJD"}}]},7],
+                "systemInstruction":{"parts":[{"text":"be kind"}],"text":"no"},
+                "system_instruction":"snake","generationConfig":{"temperature":0.2,"maxOutputTokens":77}}"#,
+            r#"{"instructions":"do it","input":[{"role":"user","content":[{"type":"input_text","text":"q"}]}],
+                "max_output_tokens":-5,"max_completion_tokens":12,"prompt":["a","b"]}"#,
+            r#"{"messages":{"content":"not a list"},"max_tokens":1.5,"contents":"no","generationConfig":[1],
+                "system":{"content":"c"},"tools":"s","messages":[{"content":"a","content":"bbbb"}]}"#,
+            r#"{"max_tokens":3,"max_tokens":"x","systemInstruction":{"content":"c"}}"#,
+        ] {
+            let t = tree(body.as_bytes());
+            assert_ne!(t, Value::Null, "{body}");
+            let h = head(body).unwrap();
+            assert_eq!(
+                h.approximate_input(),
+                llmgw_core::tokens::approximate_input(&t),
+                "{body}"
+            );
+            assert_eq!(h.max_output(), tree_max_output(&t), "{body}");
+        }
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let names = prop::sample::select(vec![
+            "text",
+            "content",
+            "parts",
+            "role",
+            "type",
+            "data",
+            "maxOutputTokens",
+            "x",
+        ]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            "[a-z\"\\\\\n\t\u{1}\u{7f}é😀 ]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map(names.clone(), inner, 0..4).prop_map(|m| {
+                    Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever the body holds where an estimate looks, `Head` gives
+        /// the tree's estimate and `max_tokens`.
+        #[test]
+        fn the_estimate_agrees_with_the_tree(
+            members in proptest::collection::btree_map(
+                proptest::sample::select(vec![
+                    "system", "instructions", "systemInstruction", "system_instruction",
+                    "contents", "messages", "prompt", "input", "tools", "max_tokens",
+                    "max_completion_tokens", "max_output_tokens", "generationConfig", "other",
+                ]),
+                json_value(),
+                0..8,
+            )
+        ) {
+            let body = Value::Object(members.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+            let raw = body.to_string();
+            let h = head(&raw).unwrap();
+            proptest::prop_assert_eq!(
+                h.approximate_input(),
+                llmgw_core::tokens::approximate_input(&body)
+            );
+            proptest::prop_assert_eq!(h.max_output(), tree_max_output(&body));
+        }
     }
 
     #[test]

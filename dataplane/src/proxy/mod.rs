@@ -105,6 +105,8 @@ fn now_ms() -> i64 {
 struct RequestFacts<'a> {
     headers: &'a HeaderMap,
     raw: &'a [u8],
+    /// What the body's first pass read of it.
+    head: &'a head::Head,
     /// The body as a tree, built when a rule or estimate first needs it.
     tree: std::cell::OnceCell<Value>,
     key: &'a str,
@@ -551,7 +553,7 @@ impl Proxy {
                 },
             )
         };
-        let head = head::Head::parse(&raw).map_err(|e| match e {
+        let mut head = head::Head::parse(&raw).map_err(|e| match e {
             head::HeadError::Syntax(e) => (
                 ErrorKind::BadRequest,
                 format!("the request body is not valid JSON: {e}"),
@@ -569,7 +571,7 @@ impl Proxy {
             pending.encoded.string(field::USER, user);
         }
         let streaming = head.stream || endpoint.path_streams();
-        let Some(model_name) = path_model.clone().or(head.model) else {
+        let Some(model_name) = path_model.clone().or(head.model.take()) else {
             return Err(not_object());
         };
         {
@@ -600,6 +602,7 @@ impl Proxy {
         let facts = RequestFacts {
             headers: &parts.headers,
             raw: &raw,
+            head: &head,
             tree: std::cell::OnceCell::new(),
             key: &key.name,
             tokenizer_model,
