@@ -165,7 +165,7 @@ impl Limiter {
             let mut st = entry.lock();
             let Some(limits) = st.limits else { continue };
             for (kind, limit) in limits.kinds() {
-                let b = st.bucket(kind, limit, &limits, now);
+                let b = st.bucket(kind, limit, &limits, limits.window(kind, now).0);
                 let wanted = b.wanted(link.data_planes, now, lease_ms);
                 usage.push(pb::BucketUsage {
                     bucket: Some(pb::BucketId::from(&BucketId::new(
@@ -219,7 +219,7 @@ impl Limiter {
             // Brought to the current window first: the assignment may be
             // for a window this bucket has not seen yet.
             if let (Some(limits), Some(limit)) = (st.limits, st.limits.and_then(|l| l.get(kind))) {
-                st.bucket(kind, limit, &limits, now_ms());
+                st.bucket(kind, limit, &limits, limits.window(kind, now_ms()).0);
             }
             if let Some(b) = st.buckets[super::kind_index(kind)].as_mut() {
                 b.assign(

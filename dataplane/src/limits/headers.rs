@@ -54,17 +54,79 @@ pub fn write(style: Style, rates: &RateInfo, now_ms: i64, headers: &mut HeaderMa
     };
     for (rate, [limit, remaining, reset]) in [(rates.requests, requests), (rates.tokens, tokens)] {
         let Some(r) = rate else { continue };
-        let mut buf = Buf::default();
-        match style {
-            Style::Anthropic => rfc3339_into(&mut buf, r.reset_at_ms),
-            _ => duration_into(&mut buf, (r.reset_at_ms - now_ms).max(0)),
+        if let Some(v) = recent(Tag::Number, r.limit, || Some(HeaderValue::from(r.limit))) {
+            headers.insert(limit, v);
         }
-        headers.insert(limit, HeaderValue::from(r.limit));
         headers.insert(remaining, HeaderValue::from(r.remaining));
-        if let Ok(v) = HeaderValue::from_bytes(buf.as_bytes()) {
+        let reset_value = match style {
+            Style::Anthropic => {
+                let at = r.reset_at_ms;
+                recent(Tag::Time, at as u64, || text(|b| rfc3339_into(b, at)))
+            }
+            _ => {
+                let ms = (r.reset_at_ms - now_ms).max(0);
+                // What the value says: ms under a second, else whole seconds.
+                let (tag, said) = if ms < 1000 {
+                    (Tag::Millis, ms as u64)
+                } else {
+                    (Tag::Seconds, (ms as u64).div_ceil(1000))
+                };
+                recent(tag, said, || text(|b| duration_into(b, ms)))
+            }
+        };
+        if let Some(v) = reset_value {
             headers.insert(reset, v);
         }
     }
+}
+
+/// What a cached header value says, with its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    Number,
+    Time,
+    Millis,
+    Seconds,
+}
+
+/// A header value written from text on the stack.
+fn text(f: impl FnOnce(&mut Buf)) -> Option<HeaderValue> {
+    let mut buf = Buf::default();
+    f(&mut buf);
+    HeaderValue::from_bytes(buf.as_bytes()).ok()
+}
+
+/// Header values this thread wrote lately, by what they say. A limit
+/// repeats on every response until it is changed and a reset time for a
+/// second or a window, and a clone of a value is a reference count where a
+/// new one is a formatting and an allocation. Direct-mapped: a value whose
+/// slot another took is written again.
+type Recent = [Option<(Tag, u64, HeaderValue)>; 16];
+
+thread_local! {
+    static RECENT: std::cell::RefCell<Recent> = const { std::cell::RefCell::new([const { None }; 16]) };
+}
+
+fn recent(tag: Tag, n: u64, make: impl FnOnce() -> Option<HeaderValue>) -> Option<HeaderValue> {
+    let slot = ((n ^ (tag as u64) << 56).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60) as usize;
+    let hit = RECENT
+        .try_with(|cell| match &cell.try_borrow().ok()?[slot] {
+            Some((t, m, v)) if *t == tag && *m == n => Some(v.clone()),
+            _ => None,
+        })
+        .ok()
+        .flatten();
+    if hit.is_some() {
+        return hit;
+    }
+    let v = make()?;
+    // (A thread being torn down has no cache; the value is still written.)
+    let _ = RECENT.try_with(|cell| {
+        if let Ok(mut recent) = cell.try_borrow_mut() {
+            recent[slot] = Some((tag, n, v.clone()));
+        }
+    });
+    Some(v)
 }
 
 /// A few bytes of text on the stack (a header value being written).
@@ -154,6 +216,52 @@ mod tests {
     fn times_in_rfc3339() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_796_242_192_500), "2026-12-02T20:09:53Z");
+    }
+
+    #[test]
+    fn values_remembered_from_earlier_responses_never_stand_for_others() {
+        // More figures than the cache has slots, twice over, in both
+        // styles: every response says its own.
+        for round in 0..2 {
+            for i in 0..100u64 {
+                let rates = RateInfo {
+                    requests: Some(Rate {
+                        limit: i,
+                        remaining: i / 2,
+                        reset_at_ms: 60_000 + (i as i64) * 1000 + round,
+                    }),
+                    tokens: Some(Rate {
+                        limit: 1000 + i,
+                        remaining: i,
+                        reset_at_ms: 60_000 + i as i64,
+                    }),
+                };
+                let mut h = HeaderMap::new();
+                write(Style::OpenAi, &rates, 60_000, &mut h);
+                assert_eq!(h["x-ratelimit-limit-requests"], i.to_string().as_str());
+                assert_eq!(
+                    h["x-ratelimit-limit-tokens"],
+                    (1000 + i).to_string().as_str()
+                );
+                assert_eq!(
+                    h["x-ratelimit-remaining-requests"],
+                    (i / 2).to_string().as_str()
+                );
+                let want = duration((i * 1000) as i64 + round);
+                assert_eq!(h["x-ratelimit-reset-requests"], want.as_str(), "{i}");
+                assert_eq!(h["x-ratelimit-reset-tokens"], format!("{i}ms").as_str());
+                let mut h = HeaderMap::new();
+                write(Style::Anthropic, &rates, 60_000, &mut h);
+                assert_eq!(
+                    h["anthropic-ratelimit-requests-reset"],
+                    rfc3339(60_000 + (i as i64) * 1000 + round).as_str()
+                );
+                assert_eq!(
+                    h["anthropic-ratelimit-tokens-limit"],
+                    (1000 + i).to_string().as_str()
+                );
+            }
+        }
     }
 
     #[test]

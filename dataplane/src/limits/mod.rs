@@ -68,6 +68,10 @@ struct EntryState {
     buckets: [Option<Bucket>; 4],
     /// The limits last seen for this (scope, name), for reports.
     limits: Option<Limits>,
+    /// By [`kind_index`]: the current window of each kind under `limits`
+    /// (start, end), kept until `now` leaves it or the limits change, so
+    /// that an admission rarely works out a calendar period.
+    windows: [(i64, i64); 4],
     /// Last admission or settlement, for pruning idle entries.
     touched_ms: i64,
 }
@@ -79,10 +83,31 @@ impl Entry {
 }
 
 impl EntryState {
-    /// The bucket of `kind` for the window holding `now_ms`, created or
-    /// brought up to date with `limits` (a snapshot may change them).
-    fn bucket(&mut self, kind: Kind, limit: u64, limits: &Limits, now_ms: i64) -> &mut Bucket {
-        let (start, _) = limits.window(kind, now_ms);
+    /// Takes `limits` as this entry's current ones; a change forgets the
+    /// windows worked out under the old ones.
+    fn set_limits(&mut self, limits: &Limits) {
+        if self.limits.as_ref() != Some(limits) {
+            self.limits = Some(*limits);
+            self.windows = [(0, 0); 4];
+        }
+    }
+
+    /// The window of `kind` holding `now_ms` under the current limits
+    /// ([`EntryState::set_limits`] first).
+    fn window(&mut self, kind: Kind, now_ms: i64) -> (i64, i64) {
+        let w = &mut self.windows[kind_index(kind)];
+        if !(w.0 <= now_ms && now_ms < w.1) {
+            if let Some(l) = &self.limits {
+                *w = l.window(kind, now_ms);
+            }
+        }
+        *w
+    }
+
+    /// The bucket of `kind` for the window that starts at `start` (that of
+    /// `limits.window(kind, now)`), created or brought up to date with
+    /// `limits` (a snapshot may change them).
+    fn bucket(&mut self, kind: Kind, limit: u64, limits: &Limits, start: i64) -> &mut Bucket {
         let start = if kind == Kind::Concurrency { 0 } else { start };
         let b = self.buckets[kind_index(kind)]
             .get_or_insert_with(|| Bucket::new(kind, limit, limits.on_outage, start));
@@ -233,13 +258,19 @@ impl Admission {
     }
 
     fn finish(&mut self, tokens: u64, cost_micros: u64) {
-        self.release_slots();
+        let mut now = None;
         for h in self.holds.iter_mut().flatten() {
-            if h.tpm.is_none() && h.budget.is_none() {
+            if !h.slot && h.tpm.is_none() && h.budget.is_none() {
                 continue;
             }
+            // One lock of each entry gives back all it holds.
             let mut st = h.entry.lock();
-            st.touched_ms = now_ms();
+            if std::mem::take(&mut h.slot) {
+                if let Some(b) = st.buckets[kind_index(Kind::Concurrency)].as_mut() {
+                    b.release();
+                }
+            }
+            st.touched_ms = *now.get_or_insert_with(now_ms);
             if let Some((window, reserved)) = h.tpm.take() {
                 if let Some(b) = st.buckets[kind_index(Kind::Tpm)].as_mut() {
                     b.settle(window, reserved, tokens);
@@ -399,13 +430,13 @@ impl Limiter {
         for (g, s) in guards.iter_mut().zip(subjects) {
             let Some(st) = g.as_mut() else { continue };
             st.touched_ms = now;
-            st.limits = Some(*s.limits);
+            st.set_limits(s.limits);
             for (kind, limit) in s.limits.kinds() {
                 let units = if kind == Kind::Tpm { tokens } else { 1 };
-                let b = st.bucket(kind, limit, s.limits, now);
+                let (start, end) = st.window(kind, now);
+                let b = st.bucket(kind, limit, s.limits, start);
                 let ok = b.fits(units, fleet, now);
                 b.ask(units, now);
-                let (_, end) = s.limits.window(kind, now);
                 if matches!(kind, Kind::Rpm | Kind::Tpm) {
                     let r = Rate {
                         limit,
@@ -582,6 +613,34 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_window_applies_to_the_next_admission() {
+        let l = Limiter::new();
+        let subject = |limits| {
+            [Subject {
+                scope: Scope::Key,
+                name: "k",
+                limits,
+            }]
+        };
+        let minute = limits(|l| l.rpm = Some(100));
+        let now = now_ms();
+        let a = l.admit(&subject(&minute), 0, 10).unwrap();
+        let reset = a.rates.requests.unwrap().reset_at_ms;
+        assert!(
+            reset > now && reset <= now + 60_000 + 1_000,
+            "{reset} {now}"
+        );
+        let second = Limits {
+            window_ms: 1_000,
+            ..minute
+        };
+        let b = l.admit(&subject(&second), 0, 10).unwrap();
+        let reset = b.rates.requests.unwrap().reset_at_ms;
+        assert!(reset <= now_ms() + 1_000, "{reset}");
+        assert_eq!(reset % 1_000, 0);
+    }
+
+    #[test]
     fn all_must_admit_and_a_refusal_charges_nothing() {
         let l = Limiter::new();
         connect(&l, 1);
@@ -639,7 +698,7 @@ mod tests {
             let e = l.entry(Scope::Key, "k");
             let mut st = e.lock();
             let now = now_ms();
-            let b = st.bucket(Kind::Tpm, 1000, &key, now);
+            let b = st.bucket(Kind::Tpm, 1000, &key, key.window(Kind::Tpm, now).0);
             let start = b.window_start_ms;
             b.assign(start, 1000, 1000, 1000, start + 60_000);
         }
