@@ -116,17 +116,26 @@ ROUTES = {
     "llmgw messages>openai-chat": {"api": "messages", "model": "bench-chat",
                                    "baseline": "llmgw messages>anthropic",
                                    "label": "messages → openai-chat"},
-    # The same-protocol route with limits on its key and its model (#15):
-    # every kind set, far above what the run sends, so the data plane does
-    # all the work of admitting and settling and refuses nothing.
+    # The same-protocol route with a limit on its key and one on its model
+    # (#15: rpm), far above what the run sends, so the data plane does all
+    # the work of admitting (and writing the rate-limit headers) and
+    # refuses nothing; and with every kind set on both (rpm, tpm,
+    # concurrency, a monthly budget), which adds the token reservation and
+    # its settlement, the slot and the budget's charge.
     "llmgw limited": {"api": "chat", "model": "bench-limited", "key": "bench-limited",
-                      "baseline": SAME_CHAT, "label": "chat → openai, limits on key and model",
+                      "baseline": SAME_CHAT, "label": "chat → openai, an rpm limit on key and model",
                       "bar": 1.03},
+    "llmgw every limit": {"api": "chat", "model": "bench-every", "key": "bench-every",
+                          "baseline": SAME_CHAT,
+                          "label": "chat → openai, every kind of limit on key and model",
+                          "bar": 1.03},
 }
 
-# The limit flags of the key and model of the "llmgw limited" route.
-BENCH_LIMITS = ["--rpm", "1000000000", "--tpm", "1000000000000", "--max-concurrency", "100000",
-                "--budget", "1000000"]
+# The limit flags of the key and model of the "llmgw limited" and "llmgw
+# every limit" routes.
+BENCH_LIMITS = ["--rpm", "1000000000"]
+BENCH_EVERY_LIMIT = ["--rpm", "1000000000", "--tpm", "1000000000000", "--max-concurrency", "100000",
+                     "--budget", "1000000"]
 ROUTE_LABELS = {SAME_CHAT: "chat → openai (same protocol)",
                 **{k: v["label"] for k, v in ROUTES.items()}}
 
@@ -339,9 +348,10 @@ class Stack:
         self.cli("model", "add", "bench-anthropic", "--target", "mock-anthropic:bench")
         self.cli("model", "add", "bench-chat", "--target", "mock-chat:bench")
         self.cli("model", "add", "bench-limited", "--target", "mock:bench", *BENCH_LIMITS)
+        self.cli("model", "add", "bench-every", "--target", "mock:bench", *BENCH_EVERY_LIMIT)
         for name, extra in [("bench-full", []), ("bench-nobodies", ["--no-log-bodies"]),
                             ("bench-count", []), ("bench-streams", []),
-                            ("bench-limited", BENCH_LIMITS)]:
+                            ("bench-limited", BENCH_LIMITS), ("bench-every", BENCH_EVERY_LIMIT)]:
             self.keys[name] = self.cli("key", "create", name, *extra, json_out=True)["key"]
 
         self.dp = self.start_dataplane("dataplane", self.dp_port, "bench",
@@ -472,7 +482,9 @@ class Stack:
         """llmgw's translated routes (and the Anthropic client's
         same-protocol one) as targets: the data plane, another client API
         or model."""
-        return route_targets(self.targets()["llmgw"], self.keys)
+        chosen = selected_routes(self.args)
+        return {k: v for k, v in route_targets(self.targets()["llmgw"], self.keys).items()
+                if k in chosen}
 
     def stack_litellm_key(self):
         return self.litellm_key
@@ -1105,6 +1117,22 @@ def route_targets(llmgw, keys):
             for name, r in ROUTES.items()}
 
 
+def selected_routes(a):
+    """The routes of ROUTES that `--routes` names (all by default), with
+    the same-protocol routes they are compared with."""
+    names = [n for n in (getattr(a, "routes", None) or "").split(",") if n]
+    unknown = [n for n in names if n not in ROUTES]
+    if unknown:
+        raise SystemExit(f"--routes: no such route {unknown}; routes are {list(ROUTES)}")
+    if not names:
+        return dict(ROUTES)
+    chosen = {n: ROUTES[n] for n in names}
+    for r in list(chosen.values()):
+        if r["baseline"] and r["baseline"] != SAME_CHAT:
+            chosen[r["baseline"]] = ROUTES[r["baseline"]]
+    return chosen
+
+
 def callgrind_routes(a, stack, llmgw):
     """Instructions per request of each llmgw route (its own column's
     chat-to-openai first), non-stream (`oha -n N -c 8`) and stream
@@ -1112,7 +1140,9 @@ def callgrind_routes(a, stack, llmgw):
     in the one data plane under callgrind, a dump per measurement; then
     each translated route's ratio to its client's same-protocol route."""
     n, streams = a.callgrind, a.callgrind_streams
-    targets = {SAME_CHAT: llmgw, **route_targets(llmgw, stack.keys)}
+    chosen = selected_routes(a)
+    targets = {SAME_CHAT: llmgw, **{k: v for k, v in route_targets(llmgw, stack.keys).items()
+                                    if k in chosen}}
     out = {}
     for name, t in targets.items():
         res = {"non_stream": count_instructions(t, n, a.callgrind_out, stack.wait_logs_shipped)}
@@ -1137,7 +1167,7 @@ def callgrind_routes(a, stack, llmgw):
             f"{(st['instructions_per_request'] or 0):.0f} per stream of 64 chunks")
     # Each route to its client's same-protocol route, and every route to
     # chat → openai (llmgw's own column).
-    for name, r in ROUTES.items():
+    for name, r in chosen.items():
         for kind in ("non_stream", "stream"):
             v = out[name][kind]["instructions_per_request"]
             for ref_name, key in ((r["baseline"], "ratio_to_same_protocol"),
@@ -1816,6 +1846,9 @@ def main():
                     help="with --callgrind: count nginx's and the bare hyper proxy's too")
     ap.add_argument("--callgrind-streams", type=int, default=200, metavar="N",
                     help="with --callgrind: streams (64 chunks) counted per route (default 200)")
+    ap.add_argument("--routes", default=None, metavar="NAMES",
+                    help="only these routes (comma-separated names, e.g. 'llmgw limited'), "
+                         "besides chat → openai; all by default")
     ap.add_argument("--no-routes", action="store_true",
                     help="leave out llmgw's translated routes (S1, S3, S4 and --callgrind)")
     ap.add_argument("--no-build", action="store_true",
