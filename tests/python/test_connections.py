@@ -447,8 +447,11 @@ def test_2000_idle_connections_and_slow_bodies_while_requests_and_health_answer(
     model = gw.add_model([f"mock:conn-load-{uid()}"])
     key = gw.add_key([model])[1]
     body = json.dumps({"model": model, "messages": MSG}).encode()
-    # A real client, already connected (SDKs keep their connections).
-    client = gw.openai(key)
+    # A real client, already connected, that keeps its connection open
+    # however long the flood takes (httpx closes one idle for 5 s, and a
+    # new one would meet the unauthenticated cap that the flood fills).
+    client = gw.openai(key, http_client=httpx.Client(
+        limits=httpx.Limits(max_connections=1, keepalive_expiry=None)))
     assert client.chat.completions.create(model=model, messages=MSG).choices
     socks: list[socket.socket] = []
     try:
