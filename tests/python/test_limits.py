@@ -38,6 +38,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from google.genai import errors as genai_errors
 
 from cluster import Cluster
 from conftest import Gateway, GatewayFactory, uid, wait_until
@@ -295,6 +296,15 @@ def test_budget_stops_the_key_with_the_quota_error_and_no_retry(lim: Gateway) ->
         lim.anthropic(secret, max_retries=2).messages.create(model=model, messages=PROMPT, max_tokens=16)
     assert ae.value.body["error"]["type"] == "billing_error", ae.value.body
     assert ae.value.response.headers["x-should-retry"] == "false"
+    assert refusals(lim, "key", "budget") == before + 1
+
+    # Gemini's quota error: 429 RESOURCE_EXHAUSTED, naming the budget.
+    before = refusals(lim, "key", "budget")
+    g = lim.genai(secret)  # kept: a client that is collected closes its connections
+    with pytest.raises(genai_errors.ClientError) as ge:
+        g.models.generate_content(model=model, contents="hello")
+    assert (ge.value.code, ge.value.status) == (429, "RESOURCE_EXHAUSTED"), ge.value
+    assert "budget is exhausted" in (ge.value.message or ""), ge.value
     assert refusals(lim, "key", "budget") == before + 1
 
     rec = lim.log(err.response.headers["x-llmgw-request-id"])
