@@ -212,10 +212,10 @@ impl<'de> Deserialize<'de> for Head {
                             head.input.instructions = map.next_value::<Text>()?.0;
                         }
                         Field::SystemInstruction => {
-                            head.input.system_instruction[0] = map.next_value::<Parts>()?.0;
+                            head.input.system_instruction[0] = map.next_value::<Text<true>>()?.0;
                         }
                         Field::SystemInstructionSnake => {
-                            head.input.system_instruction[1] = map.next_value::<Parts>()?.0;
+                            head.input.system_instruction[1] = map.next_value::<Text<true>>()?.0;
                         }
                         Field::Contents => {
                             head.input.contents = map.next_value::<Entries<b'p'>>()?.into();
@@ -359,102 +359,53 @@ impl<'de, const F: u8> Deserialize<'de> for Key<F> {
 
 /// The bytes of text `collect_text` (llmgw_core::tokens) counts in a
 /// value: a string and a line break; each item of a list; an object's
-/// `text`, else its `content`.
-struct Text(u64);
+/// `text`, else its `content`. `Text<true>` reads a system instruction
+/// (Gemini): an object's `parts` first.
+struct Text<const PARTS: bool = false>(u64);
 
-impl<'de> Deserialize<'de> for Text {
+impl<'de, const PARTS: bool> Deserialize<'de> for Text<PARTS> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Text;
+        struct V<const PARTS: bool>;
+        impl<'de, const PARTS: bool> Visitor<'de> for V<PARTS> {
+            type Value = Text<PARTS>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("any JSON value")
             }
-            scalars_are!(Text, Text(0));
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Text, E> {
+            scalars_are!(Text<PARTS>, Text(0));
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Text<PARTS>, E> {
                 Ok(Text(s.len() as u64 + 1))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text<PARTS>, A::Error> {
                 let mut n = 0u64;
                 while let Some(t) = seq.next_element::<Text>()? {
                     n += t.0;
                 }
                 Ok(Text(n))
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
-                let (mut text, mut content) = (None, None);
-                while let Some(k) = map.next_key::<TextOrContent>()? {
-                    match k {
-                        TextOrContent::Text => text = Some(map.next_value::<Text>()?.0),
-                        TextOrContent::Content => content = Some(map.next_value::<Text>()?.0),
-                        TextOrContent::Other => {
-                            map.next_value::<Checked>()?;
-                        }
-                    }
-                }
-                Ok(Text(text.or(content).unwrap_or(0)))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(field_identifier, rename_all = "snake_case")]
-enum TextOrContent {
-    Text,
-    Content,
-    #[serde(other)]
-    Other,
-}
-
-/// A system instruction (Gemini): the text of its `parts`, else of the
-/// value itself.
-struct Parts(u64);
-
-impl<'de> Deserialize<'de> for Parts {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Parts;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            scalars_are!(Parts, Parts(0));
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Parts, E> {
-                Ok(Parts(s.len() as u64 + 1))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Parts, A::Error> {
-                let mut n = 0u64;
-                while let Some(t) = seq.next_element::<Text>()? {
-                    n += t.0;
-                }
-                Ok(Parts(n))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parts, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text<PARTS>, A::Error> {
                 let (mut parts, mut text, mut content) = (None, None, None);
-                while let Some(k) = map.next_key::<PartsField>()? {
+                while let Some(k) = map.next_key::<TextField>()? {
                     let slot = match k {
-                        PartsField::Parts => &mut parts,
-                        PartsField::Text => &mut text,
-                        PartsField::Content => &mut content,
-                        PartsField::Other => {
+                        TextField::Parts if PARTS => &mut parts,
+                        TextField::Text => &mut text,
+                        TextField::Content => &mut content,
+                        TextField::Parts | TextField::Other => {
                             map.next_value::<Checked>()?;
                             continue;
                         }
                     };
                     *slot = Some(map.next_value::<Text>()?.0);
                 }
-                Ok(Parts(parts.or(text).or(content).unwrap_or(0)))
+                Ok(Text(parts.or(text).or(content).unwrap_or(0)))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V::<PARTS>)
     }
 }
 
 #[derive(Deserialize)]
 #[serde(field_identifier, rename_all = "snake_case")]
-enum PartsField {
+enum TextField {
     Parts,
     Text,
     Content,
