@@ -449,13 +449,4 @@ pub(super) async fn read_capped(resp: Response<Incoming>, deadline: Instant) -> 
 }
 
 /// An error with its causes, which hyper keeps in `source()`.
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub(super) use llmgw_core::error_chain;
