@@ -44,6 +44,9 @@ pub struct Config {
     pub record: bool,
     /// Model ids listed by `GET /v1/models`.
     pub models: Vec<String>,
+    /// The most models in one page of the Anthropic and Gemini lists
+    /// (`has_more`/`after_id`, `nextPageToken`/`pageToken`); 0 is all.
+    pub models_page_size: usize,
     /// Length of each embedding vector when the request has no `dimensions`.
     pub embedding_dims: usize,
 }
@@ -55,6 +58,7 @@ impl Default for Config {
             defaults: Defaults::default(),
             record: true,
             models: vec!["mock-model".to_owned()],
+            models_page_size: 0,
             embedding_dims: 16,
         }
     }
@@ -125,6 +129,16 @@ pub struct Cli {
     )]
     pub models: Vec<String>,
 
+    /// The most models in one page of the Anthropic and Gemini model lists
+    /// (0: all in one page).
+    #[arg(
+        long,
+        env = "LLMGW_MOCK_MODELS_PAGE_SIZE",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub models_page_size: usize,
+
     /// Embedding length when a request has no `dimensions`.
     #[arg(
         long,
@@ -148,6 +162,7 @@ impl Cli {
             },
             record: !self.no_record,
             models: self.models,
+            models_page_size: self.models_page_size,
             embedding_dims: self.embedding_dims,
         }
     }

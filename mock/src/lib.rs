@@ -9,7 +9,8 @@
 //! URL is `http://127.0.0.1:PORT/v1`):
 //! - OpenAI: `POST /v1/chat/completions`, `/v1/completions`,
 //!   `/v1/embeddings`, `/v1/responses`; `GET /v1/models` (the Anthropic list
-//!   shape when the request has an `anthropic-version` header).
+//!   shape when the request has an `anthropic-version` header, paged by
+//!   `limit` and `after_id`).
 //! - Anthropic: `POST /v1/messages`, `/v1/messages/count_tokens`.
 //!
 //! Gemini with or without the `/v1beta` prefix (base URL
@@ -23,7 +24,11 @@
 //! - `POST /v1beta/models/{model}:countTokens` (`contents`, or a
 //!   `generateContentRequest`): `{"totalTokens": n, "promptTokensDetails": …}`;
 //! - `GET /v1beta/models` (also `GET /models` with a Gemini key):
-//!   `{"models": [{"name": "models/ID", …}]}`.
+//!   `{"models": [{"name": "models/ID", …}]}`, paged by `pageSize` and
+//!   `pageToken` (`nextPageToken`).
+//!
+//! The model lists hold `--models`; Anthropic's and Gemini's have at most
+//! `--models-page-size` models per page (0, the default: all in one).
 //!
 //! A Gemini request needs a key, in the `x-goog-api-key` header or the
 //! `key` query parameter; without one it gets 403 `PERMISSION_DENIED`, as

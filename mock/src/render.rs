@@ -475,9 +475,36 @@ pub(crate) fn openai_models(models: &[String]) -> Bytes {
     to_bytes(&json!({"object": "list", "data": data}))
 }
 
-/// `GET /v1beta/models` for Gemini clients.
-pub(crate) fn gemini_models(models: &[String]) -> Bytes {
-    let models: Vec<Value> = models
+/// The page of `models` that starts at `start` and holds at most `size`
+/// (0: all the rest), and whether more follow.
+fn models_page(models: &[String], start: usize, size: usize) -> (&[String], bool) {
+    let rest = models.get(start..).unwrap_or_default();
+    let n = if size == 0 {
+        rest.len()
+    } else {
+        size.min(rest.len())
+    };
+    (&rest[..n], n < rest.len())
+}
+
+/// `GET /v1beta/models` for Gemini clients: the page after `page_token`
+/// (the index of its first model, as the previous page's
+/// `nextPageToken` says) of at most `page_size` models (0: all).
+pub(crate) fn gemini_models(
+    models: &[String],
+    page_token: Option<&str>,
+    page_size: usize,
+) -> Result<Bytes, String> {
+    let start = match page_token {
+        None | Some("") => 0,
+        Some(t) => t
+            .parse::<usize>()
+            .ok()
+            .filter(|&i| i <= models.len())
+            .ok_or_else(|| format!("Invalid page token: {t}"))?,
+    };
+    let (page, more) = models_page(models, start, page_size);
+    let listed: Vec<Value> = page
         .iter()
         .map(|m| {
             json!({
@@ -492,21 +519,42 @@ pub(crate) fn gemini_models(models: &[String]) -> Bytes {
             })
         })
         .collect();
-    to_bytes(&json!({"models": models}))
+    let mut v = json!({"models": listed});
+    if more {
+        v["nextPageToken"] = json!((start + page.len()).to_string());
+    }
+    Ok(to_bytes(&v))
 }
 
-/// `GET /v1/models` for Anthropic clients (requests with `anthropic-version`).
-pub(crate) fn anthropic_models(models: &[String]) -> Bytes {
-    let data: Vec<Value> = models
+/// `GET /v1/models` for Anthropic clients (requests with
+/// `anthropic-version`): the page after the model `after_id` of at most
+/// `limit` models (0: all).
+pub(crate) fn anthropic_models(
+    models: &[String],
+    after_id: Option<&str>,
+    limit: usize,
+) -> Result<Bytes, String> {
+    let start = match after_id {
+        None => 0,
+        Some(id) => {
+            models
+                .iter()
+                .position(|m| m == id)
+                .ok_or_else(|| format!("after_id: no model '{id}'"))?
+                + 1
+        }
+    };
+    let (page, more) = models_page(models, start, limit);
+    let data: Vec<Value> = page
         .iter()
         .map(|m| json!({"type": "model", "id": m, "display_name": m, "created_at": "2024-01-01T00:00:00Z"}))
         .collect();
-    to_bytes(&json!({
+    Ok(to_bytes(&json!({
         "data": data,
-        "has_more": false,
-        "first_id": models.first(),
-        "last_id": models.last()
-    }))
+        "has_more": more,
+        "first_id": page.first(),
+        "last_id": page.last()
+    })))
 }
 
 #[cfg(test)]
@@ -553,6 +601,39 @@ mod tests {
                 (name, data)
             })
             .collect()
+    }
+
+    #[test]
+    fn model_lists_are_paged_as_asked() {
+        let models: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let v = |b: Bytes| serde_json::from_slice::<Value>(&b).unwrap();
+        let all = v(anthropic_models(&models, None, 0).unwrap());
+        assert_eq!(
+            (all["data"].as_array().unwrap().len(), &all["has_more"]),
+            (3, &json!(false))
+        );
+        let p1 = v(anthropic_models(&models, None, 2).unwrap());
+        assert_eq!(
+            (&p1["last_id"], &p1["has_more"]),
+            (&json!("b"), &json!(true))
+        );
+        let p2 = v(anthropic_models(&models, Some("b"), 2).unwrap());
+        assert_eq!(
+            (&p2["data"][0]["id"], &p2["has_more"]),
+            (&json!("c"), &json!(false))
+        );
+        assert!(anthropic_models(&models, Some("zz"), 2).is_err());
+
+        let g1 = v(gemini_models(&models, None, 2).unwrap());
+        assert_eq!(g1["models"][1]["name"], "models/b");
+        assert_eq!(g1["nextPageToken"], "2");
+        let g2 = v(gemini_models(&models, Some("2"), 2).unwrap());
+        assert_eq!(g2["models"].as_array().unwrap().len(), 1);
+        assert!(g2.get("nextPageToken").is_none());
+        assert!(v(gemini_models(&models, None, 0).unwrap())
+            .get("nextPageToken")
+            .is_none());
+        assert!(gemini_models(&models, Some("9"), 2).is_err());
     }
 
     #[test]

@@ -41,8 +41,6 @@ pub(crate) struct State {
     pub recorder: Recorder,
     pub scripts: Scripts,
     openai_models: Bytes,
-    anthropic_models: Bytes,
-    gemini_models: Bytes,
 }
 
 impl State {
@@ -51,8 +49,6 @@ impl State {
             recorder: Recorder::new(config.record),
             scripts: Scripts::default(),
             openai_models: render::openai_models(&config.models),
-            anthropic_models: render::anthropic_models(&config.models),
-            gemini_models: render::gemini_models(&config.models),
             config,
         }
     }
@@ -244,6 +240,7 @@ async fn llm(
     let gemini_key = parts.headers.contains_key("x-goog-api-key")
         || query_param(parts.uri.query(), "key").is_some();
     let gemini_sse = query_param(parts.uri.query(), "alt").as_deref() == Some("sse");
+    let models_query = ModelsQuery::of(parts.uri.query());
     let from_headers = Step::from_headers(&parts.headers);
     let parsed = if matches!(endpoint, Endpoint::Models | Endpoint::GeminiModels) {
         Ok(LlmRequest::default())
@@ -307,11 +304,22 @@ async fn llm(
     if matches!(endpoint, Endpoint::Models | Endpoint::GeminiModels) {
         guard.complete();
         let body = match dialect {
-            Dialect::Anthropic => state.anthropic_models.clone(),
-            Dialect::OpenAi => state.openai_models.clone(),
-            Dialect::Gemini => state.gemini_models.clone(),
+            Dialect::OpenAi => Ok(state.openai_models.clone()),
+            Dialect::Anthropic => render::anthropic_models(
+                &state.config.models,
+                models_query.after_id.as_deref(),
+                page_size(models_query.limit, state.config.models_page_size),
+            ),
+            Dialect::Gemini => render::gemini_models(
+                &state.config.models,
+                models_query.page_token.as_deref(),
+                page_size(models_query.page_size, state.config.models_page_size),
+            ),
         };
-        return Ok(with_retry_after(json_bytes(status, body), b.retry_after));
+        return Ok(match body {
+            Ok(body) => with_retry_after(json_bytes(status, body), b.retry_after),
+            Err(message) => error(dialect, 400, &message, None),
+        });
     }
     let req = match parsed {
         Ok(r) => r,
@@ -422,6 +430,37 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query?.as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
+}
+
+/// The paging parameters of a models list: Anthropic's `limit` and
+/// `after_id`, Gemini's `pageSize` and `pageToken`.
+struct ModelsQuery {
+    limit: Option<usize>,
+    after_id: Option<String>,
+    page_size: Option<usize>,
+    page_token: Option<String>,
+}
+
+impl ModelsQuery {
+    fn of(query: Option<&str>) -> Self {
+        let number = |name| query_param(query, name).and_then(|v| v.parse().ok());
+        ModelsQuery {
+            limit: number("limit"),
+            after_id: query_param(query, "after_id"),
+            page_size: number("pageSize"),
+            page_token: query_param(query, "pageToken"),
+        }
+    }
+}
+
+/// A page's size: the smaller of what the client asks and the instance's
+/// `--models-page-size`; 0 is no limit.
+fn page_size(asked: Option<usize>, most: usize) -> usize {
+    match (asked.unwrap_or(0), most) {
+        (0, m) => m,
+        (a, 0) => a,
+        (a, m) => a.min(m),
+    }
 }
 
 #[derive(Deserialize)]
