@@ -310,6 +310,9 @@ pub enum ProviderCmd {
     Delete(NameArg),
     /// Forget the provider's spend in its budget's current period.
     ResetSpend(NameArg),
+    /// List what the provider's upstream serves, from its own models
+    /// endpoint (the control plane calls it with the provider's key).
+    Models(NameArg),
 }
 
 #[derive(Args)]

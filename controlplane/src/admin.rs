@@ -1,5 +1,6 @@
 //! The admin gRPC service: CRUD for providers, models and client keys, the
-//! data-plane list, and export/apply of the whole configuration. Each write
+//! data-plane list, export/apply of the whole configuration, and the
+//! listing of a provider's upstream models (`upstream_models`). Each write
 //! is one transaction; after it commits the hub publishes a new snapshot.
 //!
 //! Only the gRPC surface lives here: messages become specs and rows become
@@ -15,7 +16,7 @@ use crate::apply;
 use crate::convert::{
     data_plane_pb, keep_masked, key_pb, limits_merged, limits_pb, model_pb, model_type,
     normalized_url, prices, protocol, provider_pb, resolve_secret, strategy, targets_from_pb,
-    translation,
+    translation, upstream_models_pb,
 };
 use crate::hub::Hub;
 use crate::store::{now_ms, Broken, KeySpec, ModelSpec, ProviderSpec, Store, StoreError};
@@ -150,6 +151,18 @@ impl pb::admin_server::Admin for AdminService {
             .read(move |store, c| Box::pin(async move { store.provider(c, &name).await }))
             .await?;
         Ok(Response::new(provider_pb(&row)))
+    }
+
+    async fn list_upstream_models(
+        &self,
+        request: Request<pb::ListUpstreamModelsRequest>,
+    ) -> Result<Response<pb::ListUpstreamModelsResponse>, Status> {
+        let name = request.into_inner().provider;
+        let row = self
+            .read(move |store, c| Box::pin(async move { store.provider(c, &name).await }))
+            .await?;
+        let listed = crate::upstream_models::list(&row).await?;
+        Ok(Response::new(upstream_models_pb(listed)))
     }
 
     async fn list_providers(

@@ -425,3 +425,21 @@ pub fn data_plane_pb(d: DataPlaneRow, now_ms: i64) -> pb::DataPlane {
         last_nack_error: d.last_nack_error,
     }
 }
+
+/// A listing of an upstream's models as the API gives it.
+pub fn upstream_models_pb(
+    listed: crate::upstream_models::Listed,
+) -> pb::ListUpstreamModelsResponse {
+    pb::ListUpstreamModelsResponse {
+        models: listed
+            .models
+            .into_iter()
+            .map(|m| pb::UpstreamModel {
+                id: m.id,
+                display_name: m.display_name,
+                created_unix: m.created_unix,
+            })
+            .collect(),
+        truncated: listed.truncated,
+    }
+}

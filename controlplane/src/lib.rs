@@ -17,6 +17,7 @@ pub mod secrets;
 pub mod settings;
 pub mod status;
 pub mod store;
+pub mod upstream_models;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -8,6 +8,7 @@
 use tonic::Status;
 
 use crate::store::{bounded, StoreError};
+use crate::upstream_models::UpstreamModelsError;
 
 impl From<StoreError> for Status {
     fn from(e: StoreError) -> Status {
@@ -22,6 +23,25 @@ impl From<StoreError> for Status {
                 tracing::error!(error = %other, "admin request failed");
                 Status::internal("internal error; see the control plane's log")
             }
+        }
+    }
+}
+
+/// Who is at fault: an upstream that does not answer, or answers 429 or
+/// 5xx, is `Unavailable` (try again later); a refused key, another error
+/// status or an answer that is not a models list is `FailedPrecondition`
+/// (the provider's configuration needs a change). Messages carry no secret.
+impl From<UpstreamModelsError> for Status {
+    fn from(e: UpstreamModelsError) -> Status {
+        match e {
+            UpstreamModelsError::Unreachable(m) => Status::unavailable(bounded(m)),
+            UpstreamModelsError::Upstream { status, message } if status == 429 || status >= 500 => {
+                Status::unavailable(bounded(message))
+            }
+            UpstreamModelsError::Upstream { message: m, .. }
+            | UpstreamModelsError::Unusable(m)
+            | UpstreamModelsError::KeyRefused(m)
+            | UpstreamModelsError::BadAnswer(m) => Status::failed_precondition(bounded(m)),
         }
     }
 }
@@ -79,6 +99,28 @@ mod tests {
         for (e, code, message) in cases {
             let s = Status::from(e);
             assert_eq!((s.code(), s.message()), (code, message));
+        }
+    }
+
+    #[test]
+    fn upstream_listing_errors_say_who_is_at_fault() {
+        use UpstreamModelsError as U;
+        let upstream = |status| U::Upstream {
+            status,
+            message: "m".into(),
+        };
+        let cases = [
+            (U::Unreachable("m".into()), tonic::Code::Unavailable),
+            (upstream(503), tonic::Code::Unavailable),
+            (upstream(429), tonic::Code::Unavailable),
+            (upstream(404), tonic::Code::FailedPrecondition),
+            (U::KeyRefused("m".into()), tonic::Code::FailedPrecondition),
+            (U::BadAnswer("m".into()), tonic::Code::FailedPrecondition),
+            (U::Unusable("m".into()), tonic::Code::FailedPrecondition),
+        ];
+        for (e, code) in cases {
+            let s = Status::from(e);
+            assert_eq!((s.code(), s.message()), (code, "m"));
         }
     }
 }

@@ -3,9 +3,12 @@
 use std::collections::HashMap;
 
 use anyhow::{bail, Result};
+use std::io::Write;
+
 use llmgw_proto::v1::{
     CreateProviderRequest, DeleteProviderRequest, GetProviderRequest, Headers,
-    ListProvidersRequest, Provider, UpdateProviderRequest,
+    ListProvidersRequest, ListUpstreamModelsRequest, Provider, UpdateProviderRequest,
+    UpstreamModel,
 };
 
 use crate::args::{GlobalOpts, Header, ProviderAddArgs, ProviderCmd, ProviderUpdateArgs};
@@ -68,7 +71,52 @@ pub async fn run(cmd: ProviderCmd, g: &GlobalOpts, out: &mut Out<'_>) -> Result<
             super::deleted(out, "provider", &n.name)
         }
         ProviderCmd::ResetSpend(n) => reset_spend("provider", n.name, g, out).await,
+        ProviderCmd::Models(n) => {
+            let c = Client::connect(g).await?;
+            let r = c
+                .api()
+                .list_upstream_models(ListUpstreamModelsRequest {
+                    provider: n.name.clone(),
+                })
+                .await
+                .map_err(|s| c.fail(s))?
+                .into_inner();
+            if r.truncated {
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "warning: the upstream of '{}' has more models than the control plane reads (it follows 50 pages); the list is cut",
+                    n.name
+                );
+            }
+            upstream_models(out, r.models)
+        }
     }
+}
+
+/// The upstream's models, sorted by id: a table, or a JSON array.
+fn upstream_models(out: &mut Out<'_>, mut models: Vec<UpstreamModel>) -> Result<()> {
+    models.sort_by(|a, b| a.id.cmp(&b.id));
+    if out.is_json() {
+        return out.json(&models);
+    }
+    let mut t = Table::new(&["ID", "NAME", "CREATED"]);
+    for m in &models {
+        t.row([
+            m.id.clone(),
+            m.display_name.clone(),
+            m.created_unix.map(created).unwrap_or_default(),
+        ]);
+    }
+    out.table(&t)
+}
+
+/// A Unix time as an RFC 3339 UTC date and time, to the second.
+fn created(unix: i64) -> String {
+    u64::try_from(unix)
+        .ok()
+        .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
+        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+        .unwrap_or_else(|| unix.to_string())
 }
 
 /// `--header` values as a map; a header given twice is an error.
@@ -198,6 +246,29 @@ fn show(out: &mut Out<'_>, p: &Provider) -> Result<()> {
 mod tests {
     use super::*;
     use crate::args::parse_header;
+
+    #[test]
+    fn upstream_models_are_sorted_by_id_with_their_dates() {
+        let m = |id: &str, created_unix| UpstreamModel {
+            id: id.into(),
+            display_name: format!("{id} name"),
+            created_unix,
+        };
+        let mut buf = Vec::new();
+        let mut out = Out {
+            w: &mut buf,
+            format: crate::args::OutputFormat::Table,
+        };
+        upstream_models(&mut out, vec![m("b", None), m("a", Some(1_704_067_200))]).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("ID"), "{text}");
+        assert!(
+            lines[1].starts_with("a ") && lines[1].contains("2024-01-01T00:00:00Z"),
+            "{text}"
+        );
+        assert!(lines[2].starts_with("b "), "{text}");
+    }
 
     #[test]
     fn duplicate_headers_are_refused() {
