@@ -320,16 +320,22 @@ class Stack:
         # gives it only core 1's idle time, where nice 19 still took a share
         # from the mock and the load generator under S6's full logging (a
         # data plane's core then idled, waiting for its load).
+        # With --control-plane-beside (#20 item 4): on the data plane's core
+        # at normal priority, as `scripts/run.sh` runs both planes on one
+        # small machine: the worst case for the data plane's tail.
         cp_env = {"RUST_LOG": "warn"}
+        beside = getattr(a, "control_plane_beside", False)
+        nice = getattr(a, "control_plane_nice", 0) or 0
         self.cp = Proc(
             "controlplane",
-            [os.path.join(BIN, "llmgw-controlplane"), "--listen", f"127.0.0.1:{self.cp_port}",
+            (["nice", "-n", str(nice)] if nice else [])
+            + [os.path.join(BIN, "llmgw-controlplane"), "--listen", f"127.0.0.1:{self.cp_port}",
              "--data-dir", os.path.join(self.tmp, "cp"), "--admin-token", self.admin_token,
              "--dataplane-token", self.dp_token, "--master-key", self.master_key,
              "--dashboard-dir", os.path.join(self.tmp, "no-dashboard")],
-            LOAD_CORE,
+            SUT_CORE if beside else LOAD_CORE,
             env=cp_env,
-            idle=True,
+            idle=not beside,
             logdir=self.logdir,
         )
         wait_until("the control plane", lambda: self.cli("provider", "list", json_out=True) is not None,
@@ -1849,6 +1855,12 @@ def main():
     ap.add_argument("--routes", default=None, metavar="NAMES",
                     help="only these routes (comma-separated names, e.g. 'llmgw limited'), "
                          "besides chat → openai; all by default")
+    ap.add_argument("--control-plane-beside", action="store_true",
+                    help="run the control plane on the data plane's core at normal priority "
+                         "(both planes on one core, as a small deployment runs them), not on "
+                         "the load core at SCHED_IDLE")
+    ap.add_argument("--control-plane-nice", type=int, default=0, metavar="N",
+                    help="with --control-plane-beside: start the control plane at this nice value")
     ap.add_argument("--no-routes", action="store_true",
                     help="leave out llmgw's translated routes (S1, S3, S4 and --callgrind)")
     ap.add_argument("--no-build", action="store_true",
