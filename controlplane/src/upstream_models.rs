@@ -434,12 +434,26 @@ impl<'p> Call<'p> {
         }
     }
 
-    /// `text` with the provider's key masked and `key=` values redacted.
+    /// `text` with the provider's key and the values of its sensitive
+    /// headers (an `api-key`, an `Authorization` set as an extra header)
+    /// masked, and `key=` values redacted.
     fn scrub(&self, text: &str) -> String {
-        let masked = match self.key {
-            Some(k) => text.replace(k, "****"),
-            None => text.to_string(),
+        let mut masked = match self.key {
+            Some(k) if !k.is_empty() => text.replace(k, "****"),
+            _ => text.to_string(),
         };
+        for (name, value) in &self.headers {
+            if !llmgw_core::validate::is_sensitive_header(name.as_str()) {
+                continue;
+            }
+            let Ok(v) = value.to_str() else { continue };
+            // The value, and without a scheme ("Bearer sk-..." → "sk-...").
+            for secret in [v, v.split_once(' ').map_or(v, |(_, rest)| rest)] {
+                if secret.len() >= 8 {
+                    masked = masked.replace(secret, "****");
+                }
+            }
+        }
         redact_key_params(&masked)
     }
 }
@@ -626,6 +640,24 @@ mod tests {
         let c = Call::new(&s3).unwrap();
         assert_eq!(c.headers["x-goog-api-key"], key);
         assert!(!format!("{:?}", c.headers).contains(key));
+    }
+
+    #[test]
+    fn secrets_in_the_providers_own_headers_are_masked_too() {
+        let mut s = spec(Protocol::OpenAi, "sk-main-key-123456");
+        s.headers
+            .insert("api-key".into(), "azure-secret-abcdef".into());
+        s.headers.insert("x-org".into(), "org-visible".into());
+        let c = Call::new(&s).unwrap();
+        let body = json!({"error": {"message": "bad api-key azure-secret-abcdef for org-visible"}});
+        let e = c.status_error(
+            StatusCode::FORBIDDEN,
+            "http://h/v1/models",
+            body.to_string().as_bytes(),
+        );
+        let m = e.to_string();
+        assert!(!m.contains("azure-secret-abcdef"), "{m}");
+        assert!(m.contains("bad api-key **** for org-visible"), "{m}");
     }
 
     #[test]

@@ -18,6 +18,10 @@
 //!   limit's `on_outage`, `open` admits up to the fallback share
 //!   `ceil(limit / data_planes)` (data planes last received, 1 before any),
 //!   `closed` nothing.
+//! - A budget whose spend this data plane has not heard yet (none has
+//!   arrived since the bucket was made) admits one request and reports at
+//!   once; the rest wait for the figure. A new period of a budget whose
+//!   spend was known starts known, at 0.
 //! - A budget admits while `fleet_used + charged_since < budget` (connected;
 //!   a new `fleet_used` keeps what was charged here beyond it, since spend
 //!   only grows, unless it is below the last one: a reset)
@@ -102,6 +106,9 @@ pub struct Bucket {
     /// Concurrency: the most in flight plus refused, and when it was seen.
     pub peak: u64,
     pub peak_at_ms: i64,
+    /// Budget: requests admitted before any spend figure arrived (see
+    /// [`Bucket::budget_admits`]).
+    pub admitted_unknown: u64,
 }
 
 impl Bucket {
@@ -121,6 +128,7 @@ impl Bucket {
             demand: 0,
             peak: 0,
             peak_at_ms: 0,
+            admitted_unknown: 0,
         }
     }
 
@@ -131,7 +139,14 @@ impl Bucket {
         if self.kind == Kind::Concurrency || window_start_ms == self.window_start_ms {
             return;
         }
+        let known = self.assigned;
         *self = Bucket::new(self.kind, self.limit, self.on_outage, window_start_ms);
+        // A new budget period starts with nothing spent: a data plane that
+        // knew the spend knows it is 0 at the start (charges elsewhere since
+        // then arrive with the next figure, as within a period).
+        if self.kind == Kind::Budget {
+            self.assigned = known;
+        }
     }
 
     /// Units the bucket may hold in this window (rpm, tpm, concurrency).
@@ -187,7 +202,11 @@ impl Bucket {
     /// Takes `units` that [`Bucket::fits`] admitted.
     pub fn take(&mut self, units: u64) {
         match self.kind {
-            Kind::Budget => {}
+            Kind::Budget => {
+                if !self.assigned {
+                    self.admitted_unknown += 1;
+                }
+            }
             Kind::Tpm => {
                 self.used = self.used.saturating_add(units);
                 self.reserved = self.reserved.saturating_add(units);
@@ -196,8 +215,15 @@ impl Bucket {
         }
     }
 
-    /// Whether a budget admits another request.
+    /// Whether a budget admits another request. Before any spend figure
+    /// arrived (a data plane that just started, or an entry created again
+    /// after it was idle), the spend is unknown: one request is admitted,
+    /// which makes the data plane report at once, and the rest wait for the
+    /// figure ([`Bucket::spend_unknown`]).
     pub fn budget_admits(&self, fleet: Fleet) -> bool {
+        if !self.assigned {
+            return self.admitted_unknown == 0;
+        }
         if fleet.connected {
             return self.fleet_used.saturating_add(self.charged_since) < self.limit;
         }
@@ -220,6 +246,11 @@ impl Bucket {
         let reserved = reserved.min(self.reserved);
         self.reserved -= reserved;
         self.used = self.used.saturating_sub(reserved).saturating_add(actual);
+    }
+
+    /// A budget whose spend this data plane has not heard yet.
+    pub fn spend_unknown(&self) -> bool {
+        self.kind == Kind::Budget && !self.assigned
     }
 
     /// Gives back a concurrency slot.
@@ -305,7 +336,7 @@ impl Bucket {
     /// or a grant is wanted and none has come for this window.
     pub fn is_low(&self) -> bool {
         match self.kind {
-            Kind::Budget => false,
+            Kind::Budget => !self.assigned && self.demand > 0,
             _ if !self.assigned => self.demand > 0,
             _ => self.granted.saturating_sub(self.used) < self.granted.div_ceil(2),
         }
@@ -439,6 +470,24 @@ mod tests {
         // A figure below the last one is a reset of the spend.
         budget.assign(0, 0, 1000, 0, 0);
         assert!(budget.budget_admits(UP));
+    }
+
+    #[test]
+    fn a_budget_whose_spend_is_unknown_admits_one_request_and_reports() {
+        let mut b = Bucket::new(Kind::Budget, 1000, OnOutage::Open, 0);
+        assert!(b.try_take(1, UP, 1));
+        assert!(b.spend_unknown() && b.is_low());
+        // The rest wait for the figure, connected or not.
+        assert!(!b.try_take(1, UP, 1));
+        assert!(!b.try_take(1, down(2), 1));
+        // The figure says the budget is spent: refused for good.
+        b.assign(0, 0, 1000, 1000, 0);
+        assert!(!b.spend_unknown() && !b.is_low());
+        assert!(!b.try_take(1, UP, 2));
+        // A new period of a known budget starts known, at nothing spent.
+        b.roll(86_400_000);
+        assert!(!b.spend_unknown());
+        assert!(b.try_take(1, UP, 86_400_001) && b.try_take(1, UP, 86_400_001));
     }
 
     proptest! {

@@ -167,7 +167,7 @@ pub async fn start(config: Config) -> Result<Running> {
         limits::client::QuotaClient {
             limiter,
             channels: channels_rx,
-            node_id: config.node_id.clone(),
+            node_id: limits::client::incarnation(&config.node_id),
             auth: auth.clone(),
             backoff: backoff::Backoff::new(config.backoff_initial, config.backoff_max),
         }

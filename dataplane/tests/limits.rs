@@ -133,7 +133,13 @@ impl Harness {
         let quota = timeout(WAIT, quotas.recv()).await.unwrap().unwrap();
         // The first report names the data plane.
         let first = timeout(WAIT, reports.recv()).await.unwrap().unwrap();
-        assert_eq!(first.node_id, "dp-limits");
+        // The node id and this process's own suffix.
+        let suffix = first.node_id.strip_prefix("dp-limits#").unwrap_or_default();
+        assert!(
+            suffix.len() == 8 && suffix.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{}",
+            first.node_id
+        );
         Harness {
             dp,
             quota,

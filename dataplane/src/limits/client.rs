@@ -36,6 +36,24 @@ pub const ANSWER_WAIT: Duration = Duration::from_secs(2);
 /// An entry nobody used for this long is dropped (after its last report).
 const IDLE_MS: i64 = 120_000;
 
+/// The longest quota node id the control plane takes (a DNS name's length).
+const MAX_NODE_ID: usize = 253;
+
+/// This process's name on the quota stream: the node id and a random
+/// suffix of its own. The control plane keeps each node's grants of a
+/// window; a data plane restarted within a window under the same node id
+/// would otherwise be granted again what its predecessor used. A new
+/// process is a new node: what the old one held stays counted until its
+/// window ends, and its leases lapse.
+pub(crate) fn incarnation(node_id: &str) -> String {
+    let suffix = format!("#{:08x}", rand::random::<u32>());
+    let mut end = node_id.len().min(MAX_NODE_ID - suffix.len());
+    while !node_id.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &node_id[..end])
+}
+
 /// The quota loop's state; [`QuotaClient::run`] consumes it.
 pub(crate) struct QuotaClient {
     pub limiter: Arc<Limiter>,

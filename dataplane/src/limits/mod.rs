@@ -92,6 +92,18 @@ impl EntryState {
         }
     }
 
+    /// Whether an rpm or tpm bucket's window is still open at `now_ms`.
+    fn has_open_window(&self, now_ms: i64) -> bool {
+        let Some(limits) = &self.limits else {
+            return false;
+        };
+        [Kind::Rpm, Kind::Tpm].into_iter().any(|kind| {
+            self.buckets[kind_index(kind)]
+                .as_ref()
+                .is_some_and(|b| limits.window(kind, b.window_start_ms).1 > now_ms)
+        })
+    }
+
     /// The window of `kind` holding `now_ms` under the current limits
     /// ([`EntryState::set_limits`] first).
     fn window(&mut self, kind: Kind, now_ms: i64) -> (i64, i64) {
@@ -129,12 +141,28 @@ struct Link {
     lease: Duration,
 }
 
+/// Why a limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// The limit, or this data plane's share of it, is used up.
+    Reached,
+    /// A new window's grant has not arrived yet (only the slack was left):
+    /// it is a report's round trip away.
+    NoGrantYet,
+    /// The budget's spend has not reached this data plane yet.
+    SpendUnknown,
+    /// The request reserves more tokens than the whole limit allows in a
+    /// window: retrying cannot help.
+    TooLarge { reserved: u64, limit: u64 },
+}
+
 /// The limit that refused a request, and when to try again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub scope: Scope,
     pub kind: Kind,
-    /// Whole seconds, rounded up; `None` for a "total" budget.
+    pub why: Why,
+    /// Whole seconds, rounded up; `None` when waiting cannot help.
     pub retry_after_s: Option<u64>,
     /// The rate-limit headers' figures at the refusal.
     pub rates: RateInfo,
@@ -146,7 +174,33 @@ impl Refusal {
         format!("{}:{}", self.scope, self.kind)
     }
 
+    /// Whether the same request may succeed later: not for an exhausted
+    /// budget, nor for a reservation larger than the limit.
+    pub fn retryable(&self) -> bool {
+        match self.why {
+            Why::TooLarge { .. } => false,
+            Why::Reached => self.kind != Kind::Budget,
+            Why::NoGrantYet | Why::SpendUnknown => true,
+        }
+    }
+
     pub fn message(&self) -> String {
+        match self.why {
+            Why::TooLarge { reserved, limit } => {
+                return format!(
+                "this request reserves {reserved} tokens (its input and its max_tokens) and the \
+                     {} token rate limit is {limit} a window; ask for fewer max_tokens",
+                self.scope
+            )
+            }
+            Why::SpendUnknown => {
+                return format!(
+                "the {} spend budget's current spend is not known here yet; try again in a second",
+                self.scope
+            )
+            }
+            Why::NoGrantYet | Why::Reached => {}
+        }
         match self.kind {
             Kind::Budget => format!(
                 "the {} spend budget is exhausted; ask the gateway's operator to raise it",
@@ -437,12 +491,30 @@ impl Limiter {
                 let b = st.bucket(kind, limit, s.limits, start);
                 let ok = b.fits(units, fleet, now);
                 b.ask(units, now);
+                let why = if ok {
+                    Why::Reached
+                } else if kind == Kind::Tpm && units > limit {
+                    Why::TooLarge {
+                        reserved: units,
+                        limit,
+                    }
+                } else if b.spend_unknown() {
+                    Why::SpendUnknown
+                } else if matches!(kind, Kind::Rpm | Kind::Tpm) && !b.assigned && fleet.connected {
+                    Why::NoGrantYet
+                } else {
+                    Why::Reached
+                };
                 if matches!(kind, Kind::Rpm | Kind::Tpm) {
                     let r = Rate {
                         limit,
-                        // A refusing bucket has nothing left for this client.
+                        // A bucket that refused for good has nothing left
+                        // for this client; one waiting for its grant
+                        // shows what the fleet has left as it knows it.
                         remaining: if ok {
                             b.remaining().saturating_sub(units)
+                        } else if why == Why::NoGrantYet {
+                            b.remaining()
                         } else {
                             0
                         },
@@ -456,14 +528,18 @@ impl Limiter {
                     RateInfo::tighten(slot, r);
                 }
                 if !ok && refusal.is_none() {
-                    let retry_after_s = match kind {
-                        Kind::Concurrency => Some(1),
-                        Kind::Budget if end == i64::MAX => None,
+                    let retry_after_s = match (kind, why) {
+                        (_, Why::TooLarge { .. }) => None,
+                        (_, Why::NoGrantYet | Why::SpendUnknown) | (Kind::Concurrency, _) => {
+                            Some(1)
+                        }
+                        (Kind::Budget, _) if end == i64::MAX => None,
                         _ => Some(((end - now).max(1) as u64).div_ceil(1000)),
                     };
                     refusal = Some(Refusal {
                         scope: s.scope,
                         kind,
+                        why,
                         retry_after_s,
                         rates: RateInfo::default(),
                     });
@@ -534,11 +610,20 @@ impl Limiter {
         out
     }
 
-    /// Drops entries no request holds and no one used for `idle_ms`.
+    /// Drops entries no request holds, no one used for `idle_ms`, and with
+    /// no rate window still open: a window's use must outlive the entry's
+    /// idleness, or an entry made again would report nothing used and be
+    /// granted the window again.
     fn prune(&self, now: i64, idle_ms: i64) {
         for map in &self.entries {
             let mut w = map.write().unwrap_or_else(|e| e.into_inner());
-            w.retain(|_, e| Arc::strong_count(e) > 1 || now - e.lock().touched_ms < idle_ms);
+            w.retain(|_, e| {
+                if Arc::strong_count(e) > 1 {
+                    return true;
+                }
+                let st = e.lock();
+                now - st.touched_ms < idle_ms || st.has_open_window(now)
+            });
         }
     }
 }
@@ -610,6 +695,53 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(r.label(), "model:rpm");
+    }
+
+    #[test]
+    fn unknown_spend_and_oversized_reservations_are_told_apart() {
+        let l = Limiter::new();
+        connect(&l, 1);
+        let key = limits(|l| {
+            l.tpm = Some(1000);
+            l.budget = Some(Budget {
+                micros: 500,
+                period: Period::Day,
+            });
+        });
+        let subject = [Subject {
+            scope: Scope::Key,
+            name: "k",
+            limits: &key,
+        }];
+        // More than the whole tpm limit: never, and no point retrying.
+        let r = l.admit(&subject, 1001, 10).unwrap_err();
+        assert_eq!(
+            (r.why, r.retry_after_s, r.retryable()),
+            (
+                Why::TooLarge {
+                    reserved: 1001,
+                    limit: 1000
+                },
+                None,
+                false
+            )
+        );
+        assert!(r.message().contains("1001 tokens"), "{}", r.message());
+        // A new window's first grant has not come: try again in a second,
+        // and the headers show what is left, not 0.
+        let r = l.admit(&subject, 500, 10).unwrap_err();
+        assert_eq!((r.why, r.retry_after_s), (Why::NoGrantYet, Some(1)));
+        assert!(r.retryable());
+        assert_eq!(r.rates.tokens.map(|t| t.remaining), Some(1000));
+        // The budget's spend is unknown: one request, then wait for it.
+        let first = l.admit(&subject, 50, 10).unwrap();
+        let r = l.admit(&subject, 50, 10).unwrap_err();
+        assert_eq!(
+            (r.label(), r.why, r.retry_after_s),
+            ("key:budget".into(), Why::SpendUnknown, Some(1))
+        );
+        assert!(r.retryable());
+        drop(first);
     }
 
     #[test]
@@ -701,6 +833,10 @@ mod tests {
             let b = st.bucket(Kind::Tpm, 1000, &key, key.window(Kind::Tpm, now).0);
             let start = b.window_start_ms;
             b.assign(start, 1000, 1000, 1000, start + 60_000);
+            // The budget's spend is known: nothing spent yet.
+            let b = st.bucket(Kind::Budget, 500, &key, key.window(Kind::Budget, now).0);
+            let start = b.window_start_ms;
+            b.assign(start, 0, 500, 0, 0);
         }
         let a = l.admit(&subject, 800, 10).unwrap();
         assert_eq!(a.rates.tokens.map(|r| r.remaining), Some(200));

@@ -8,11 +8,12 @@
 //! none of this work.
 
 use llmgw_core::limits::{Kind, Limits, Scope};
+use llmgw_core::serving::ClientApi;
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
 use crate::limits::headers::{self, Style};
-use crate::limits::{Admission, RateInfo, Refusal, Subject};
+use crate::limits::{Admission, RateInfo, Refusal, Subject, Why};
 
 /// The output a reservation assumes when neither the request nor the model
 /// names a `max_tokens`.
@@ -60,15 +61,19 @@ fn reservation(facts: &RequestFacts<'_>, model: &Model, endpoint: Endpoint) -> u
         Some(n) => *n,
         None => facts.head.approximate_input(),
     };
-    if endpoint.api() == llmgw_core::serving::ClientApi::Embeddings {
-        return input;
+    match endpoint.api() {
+        ClientApi::Embeddings => return input,
+        // Counting produces no tokens, and its answer carries no usage.
+        ClientApi::CountTokens | ClientApi::GeminiCountTokens => return 0,
+        _ => {}
     }
-    input
-        + facts
+    input.saturating_add(
+        facts
             .head
             .max_output()
             .or(model.default_max_tokens)
-            .unwrap_or(DEFAULT_RESERVED_OUTPUT)
+            .unwrap_or(DEFAULT_RESERVED_OUTPUT),
+    )
 }
 
 fn has_tpm(l: Option<&Limits>) -> bool {
@@ -175,8 +180,8 @@ impl Proxy {
             .limit_refused(r.scope.as_str(), r.kind.as_str());
         pending.limits.rates = r.rates;
         pending.limits.retry_after_s = r.retry_after_s;
-        let kind = if r.kind == Kind::Budget {
-            pending.limits.no_retry = true;
+        pending.limits.no_retry = !r.retryable();
+        let kind = if r.kind == Kind::Budget && r.why == Why::Reached {
             ErrorKind::BudgetExhausted
         } else {
             ErrorKind::LimitExceeded

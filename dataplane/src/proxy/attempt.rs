@@ -168,6 +168,8 @@ impl Proxy {
                                     if !waited_retry_after && Instant::now() + wait < deadline =>
                                 {
                                     waited_retry_after = true;
+                                    // No slot or reservation held asleep.
+                                    drop(provider_admission);
                                     tokio::time::sleep(wait).await;
                                     continue;
                                 }
@@ -193,6 +195,7 @@ impl Proxy {
                 if Instant::now() + delay >= deadline {
                     break 'targets;
                 }
+                drop(provider_admission);
                 tokio::time::sleep(delay).await;
             }
         }
