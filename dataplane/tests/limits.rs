@@ -393,6 +393,23 @@ async fn grants_plus_slack_are_admitted_and_refusals_carry_the_headers() {
 }
 
 #[tokio::test]
+async fn an_idle_data_plane_reports_every_half_lease_to_stay_counted() {
+    // No limits anywhere: no buckets, nothing to report but being there.
+    let mut h = Harness::start(pb::Limits::default()).await;
+    let a = pb::QuotaAssignments {
+        assignments: vec![],
+        data_planes: 3,
+        lease_ms: 600,
+    };
+    h.quota.send(Ok(a)).unwrap();
+    // Each comes within a lease of the last (awaited with room to spare).
+    for _ in 0..3 {
+        let r = timeout(WAIT, h.reports.recv()).await.unwrap().unwrap();
+        assert!(r.usage.is_empty(), "{r:?}");
+    }
+}
+
+#[tokio::test]
 async fn an_exhausted_budget_is_the_quota_error_and_spend_is_reported() {
     let mut h = Harness::start(pb::Limits {
         budget_micros: Some(1_000),

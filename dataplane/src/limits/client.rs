@@ -131,7 +131,11 @@ impl QuotaClient {
                 () = tokio::time::sleep_until(next_tick.into()) => {
                     next_tick = Instant::now() + self.limiter.report_interval();
                     self.limiter.prune(now_ms(), IDLE_MS);
-                    self.limiter.has_buckets()
+                    // With no buckets, a report every half lease still: the
+                    // control plane counts the data planes that reported
+                    // within a lease (the divisor of every slack and
+                    // fallback share), and this one learns the count.
+                    self.limiter.has_buckets() || last_report.elapsed() >= self.limiter.heartbeat()
                 }
                 () = self.limiter.changed.notified() => {
                     tokio::time::sleep_until((last_report + MIN_REPORT_GAP).into()).await;
@@ -165,6 +169,11 @@ impl Limiter {
         REPORT_INTERVAL
             .min(self.link().lease / 3)
             .max(MIN_REPORT_GAP)
+    }
+
+    /// How often a data plane with no buckets reports: half a lease.
+    fn heartbeat(&self) -> Duration {
+        (self.link().lease / 2).max(MIN_REPORT_GAP)
     }
 
     fn has_buckets(&self) -> bool {
