@@ -19,9 +19,11 @@
 //!   `ceil(limit / data_planes)` (data planes last received, 1 before any),
 //!   `closed` nothing.
 //! - A budget whose spend this data plane has not heard yet (none has
-//!   arrived since the bucket was made) admits one request and reports at
-//!   once; the rest wait for the figure. A new period of a budget whose
-//!   spend was known starts known, at 0.
+//!   arrived since the bucket was made), while connected or just started,
+//!   admits one request and reports at once, asking for the figure
+//!   (`wanted` 1); the rest wait for it. In an outage it falls back like a
+//!   known one, from a spend of 0. A new period of a budget whose spend was
+//!   known starts known, at 0.
 //! - A budget admits while `fleet_used + charged_since < budget` (connected;
 //!   a new `fleet_used` keeps what was charged here beyond it, since spend
 //!   only grows, unless it is below the last one: a reset)
@@ -37,8 +39,8 @@
 //! use, `peak` being the most requests wanted at once (in flight, plus one
 //! refused) and held while the requests in flight come within one of it;
 //! it is forgotten a lease after, and an idle data plane asks for 0, so it
-//! gives its slots back. Budgets ask for nothing: their assignment carries
-//! the spend.
+//! gives its slots back. Budgets ask for 1 while their spend is unknown, else
+//! 0: their assignment carries the spend.
 
 use crate::limits::{Kind, OnOutage};
 
@@ -47,6 +49,11 @@ use crate::limits::{Kind, OnOutage};
 pub struct Fleet {
     /// Whether an assignment arrived within the last lease.
     pub connected: bool,
+    /// Not connected yet, but only just started: no control plane has
+    /// answered this process, which is younger than a lease. Unknown
+    /// budgets wait for their spend then, as when connected, rather than
+    /// fall back as in an outage.
+    pub starting: bool,
     /// Data planes the control plane last counted (at least 1).
     pub data_planes: u32,
     /// `Settings.quota_slack_percent`.
@@ -221,7 +228,7 @@ impl Bucket {
     /// which makes the data plane report at once, and the rest wait for the
     /// figure ([`Bucket::spend_unknown`]).
     pub fn budget_admits(&self, fleet: Fleet) -> bool {
-        if !self.assigned {
+        if !self.assigned && (fleet.connected || fleet.starting) {
             return self.admitted_unknown == 0;
         }
         if fleet.connected {
@@ -248,7 +255,8 @@ impl Bucket {
         self.used = self.used.saturating_sub(reserved).saturating_add(actual);
     }
 
-    /// A budget whose spend this data plane has not heard yet.
+    /// A budget whose spend this data plane has not heard yet (it asks for
+    /// it: its report's `wanted` is 1).
     pub fn spend_unknown(&self) -> bool {
         self.kind == Kind::Budget && !self.assigned
     }
@@ -328,7 +336,8 @@ impl Bucket {
                         .min(self.peak.max(self.used).saturating_add(floor))
                 }
             }
-            Kind::Budget => 0,
+            // A budget asks only for its spend, and only until it has it.
+            Kind::Budget => u64::from(!self.assigned),
         }
     }
 
@@ -359,6 +368,7 @@ mod tests {
 
     const UP: Fleet = Fleet {
         connected: true,
+        starting: false,
         data_planes: 1,
         slack_percent: 10,
     };
@@ -366,6 +376,7 @@ mod tests {
     fn down(data_planes: u32) -> Fleet {
         Fleet {
             connected: false,
+            starting: false,
             data_planes,
             slack_percent: 10,
         }
@@ -477,12 +488,18 @@ mod tests {
         let mut b = Bucket::new(Kind::Budget, 1000, OnOutage::Open, 0);
         assert!(b.try_take(1, UP, 1));
         assert!(b.spend_unknown() && b.is_low());
-        // The rest wait for the figure, connected or not.
+        // The rest wait for the figure, which the report asks for.
         assert!(!b.try_take(1, UP, 1));
-        assert!(!b.try_take(1, down(2), 1));
+        assert_eq!(b.wanted(1, 1, 10_000), 1);
+        // In an outage there is nothing to wait for: the fallback share of
+        // the whole budget (nothing known spent), 500 of 1000 here.
+        assert!(b.budget_admits(down(2)));
+        b.charge(0, 500);
+        assert!(!b.budget_admits(down(2)));
         // The figure says the budget is spent: refused for good.
         b.assign(0, 0, 1000, 1000, 0);
         assert!(!b.spend_unknown() && !b.is_low());
+        assert_eq!(b.wanted(1, 2, 10_000), 0);
         assert!(!b.try_take(1, UP, 2));
         // A new period of a known budget starts known, at nothing spent.
         b.roll(86_400_000);
@@ -502,7 +519,7 @@ mod tests {
             slack_percent in 0u32..50,
             asks in proptest::collection::vec((1u64..400, 0u64..400), 1..60),
         ) {
-            let fleet = Fleet { connected: true, data_planes: planes, slack_percent };
+            let fleet = Fleet { connected: true, starting: false, data_planes: planes, slack_percent };
             let mut b = Bucket::new(Kind::Tpm, limit, OnOutage::Open, 0);
             b.assign(0, granted.min(limit), limit, granted.min(limit), 60_000);
             let cap = limit.min(granted.min(limit) + slack(limit, slack_percent, planes));

@@ -410,6 +410,48 @@ async fn an_idle_data_plane_reports_every_half_lease_to_stay_counted() {
 }
 
 #[tokio::test]
+async fn requests_wait_for_a_budgets_unknown_spend_and_the_report_asks_for_it() {
+    let mut h = Harness::start(pb::Limits {
+        budget_micros: Some(1_000_000),
+        budget_period: "day".into(),
+        ..Default::default()
+    })
+    .await;
+    h.assign(1, vec![]).await;
+    // The first request is admitted with the spend unknown; the second
+    // waits for the figure rather than be refused.
+    let (first, second) = tokio::join!(h.chat(), async {
+        tokio::task::yield_now().await;
+        h.chat().await
+    });
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    let _ = second;
+    // Reported at once, asking for the spend (wanted 1) until it has it.
+    let (_, u) = h.report_of("key", "budget").await;
+    assert_eq!(u.wanted, 1, "{u:?}");
+    let spend = pb::BucketAssignment {
+        bucket: Some(key_bucket("budget")),
+        window_start_ms: u.window_start_ms,
+        granted: 0,
+        limit: 1_000_000,
+        fleet_used: 0,
+        expires_at_ms: 0,
+    };
+    // Three requests at once while the figure is on its way: one admitted,
+    // two waiting; all three answered 200 once it arrives.
+    let sends = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        h.assign(1, vec![spend.clone()]).await;
+    };
+    let (a, b, c, ()) = tokio::join!(h.chat(), h.chat(), h.chat(), sends);
+    for r in [&a, &b, &c] {
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    let (_, u) = h.report_of("key", "budget").await;
+    assert_eq!(u.wanted, 0, "{u:?}");
+}
+
+#[tokio::test]
 async fn an_exhausted_budget_is_the_quota_error_and_spend_is_reported() {
     let mut h = Harness::start(pb::Limits {
         budget_micros: Some(1_000),

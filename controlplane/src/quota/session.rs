@@ -167,11 +167,14 @@ impl Session {
                 continue;
             };
             let a = assign::assign(&self.store, asker, &bucket, limit, usage).await?;
+            // A budget's spend is sent again when the data plane asks for
+            // it (`wanted` 1: it has none, as after its bucket was made
+            // again) or its own count went down (its accounting restarted).
             let renews = match bucket.kind {
-                Kind::Budget => self
-                    .budgets
-                    .insert(bucket.clone(), usage.used)
-                    .is_some_and(|before| usage.used < before),
+                Kind::Budget => {
+                    let before = self.budgets.insert(bucket.clone(), usage.used);
+                    usage.wanted > 0 || before.is_some_and(|before| usage.used < before)
+                }
                 _ => true,
             };
             if renews || self.sent.get(&bucket) != Some(&a) {

@@ -92,16 +92,21 @@ impl EntryState {
         }
     }
 
-    /// Whether an rpm or tpm bucket's window is still open at `now_ms`.
+    /// Whether an rpm or tpm bucket's window, or a budget's period, is
+    /// still open at `now_ms`: a budget's spend, once heard, is kept for
+    /// its period (entries are only made for configured names, so they
+    /// stay few), so an idle key's next burst does not wait for it again.
     fn has_open_window(&self, now_ms: i64) -> bool {
         let Some(limits) = &self.limits else {
             return false;
         };
-        [Kind::Rpm, Kind::Tpm].into_iter().any(|kind| {
-            self.buckets[kind_index(kind)]
-                .as_ref()
-                .is_some_and(|b| limits.window(kind, b.window_start_ms).1 > now_ms)
-        })
+        [Kind::Rpm, Kind::Tpm, Kind::Budget]
+            .into_iter()
+            .any(|kind| {
+                self.buckets[kind_index(kind)]
+                    .as_ref()
+                    .is_some_and(|b| limits.window(kind, b.window_start_ms).1 > now_ms)
+            })
     }
 
     /// The window of `kind` holding `now_ms` under the current limits
@@ -139,6 +144,8 @@ struct Link {
     open: bool,
     data_planes: u32,
     lease: Duration,
+    /// When this limiter (the process) started.
+    started: Instant,
 }
 
 /// Why a limit refused a request.
@@ -151,6 +158,9 @@ pub enum Why {
     NoGrantYet,
     /// The budget's spend has not reached this data plane yet.
     SpendUnknown,
+    /// No control plane answers, and this data plane's fallback share is
+    /// used (or the limit is `on_outage: closed`).
+    Outage,
     /// The request reserves more tokens than the whole limit allows in a
     /// window: retrying cannot help.
     TooLarge { reserved: u64, limit: u64 },
@@ -180,7 +190,7 @@ impl Refusal {
         match self.why {
             Why::TooLarge { .. } => false,
             Why::Reached => self.kind != Kind::Budget,
-            Why::NoGrantYet | Why::SpendUnknown => true,
+            Why::NoGrantYet | Why::SpendUnknown | Why::Outage => true,
         }
     }
 
@@ -198,6 +208,13 @@ impl Refusal {
                 "the {} spend budget's current spend is not known here yet; try again in a second",
                 self.scope
             )
+            }
+            Why::Outage => {
+                return format!(
+                    "the gateway cannot reach its control plane, and this node's share of the {} \
+                     {} limit is used; try again later",
+                    self.scope, self.kind
+                )
             }
             Why::NoGrantYet | Why::Reached => {}
         }
@@ -405,6 +422,7 @@ impl Default for Limiter {
                 open: false,
                 data_planes: 1,
                 lease: DEFAULT_LEASE,
+                started: Instant::now(),
             }),
             changed: Notify::new(),
             applied: tokio::sync::watch::Sender::new(0),
@@ -427,6 +445,7 @@ impl Limiter {
         let connected = link.open || link.heard.is_some_and(|t| t.elapsed() < link.lease);
         Fleet {
             connected,
+            starting: !connected && link.heard.is_none() && link.started.elapsed() < link.lease,
             data_planes: link.data_planes.max(1),
             slack_percent,
         }
@@ -498,9 +517,11 @@ impl Limiter {
                         reserved: units,
                         limit,
                     }
-                } else if b.spend_unknown() {
+                } else if b.spend_unknown() && (fleet.connected || fleet.starting) {
                     Why::SpendUnknown
-                } else if matches!(kind, Kind::Rpm | Kind::Tpm) && !b.assigned && fleet.connected {
+                } else if !fleet.connected {
+                    Why::Outage
+                } else if matches!(kind, Kind::Rpm | Kind::Tpm) && !b.assigned {
                     Why::NoGrantYet
                 } else {
                     Why::Reached
@@ -533,6 +554,7 @@ impl Limiter {
                         (_, Why::NoGrantYet | Why::SpendUnknown) | (Kind::Concurrency, _) => {
                             Some(1)
                         }
+                        (Kind::Budget, Why::Outage) => Some(1),
                         (Kind::Budget, _) if end == i64::MAX => None,
                         _ => Some(((end - now).max(1) as u64).div_ceil(1000)),
                     };

@@ -80,24 +80,22 @@ fn has_tpm(l: Option<&Limits>) -> bool {
     l.is_some_and(|l| l.tpm.is_some())
 }
 
+/// The longest a request waits for a budget's spend that its data plane
+/// has not heard yet (a report's round trip, normally milliseconds).
+const SPEND_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Proxy {
-    /// Admits a request against its key's and model's limits (the
-    /// admission, if any, goes in `pending`). Returns the token reservation
-    /// when a tpm limit applies anywhere on its way (its key, model or a
-    /// target's provider; else 0), for the attempts' provider checks.
-    pub(super) fn admit(
-        &self,
+    /// The token reservation a request makes when a tpm limit applies
+    /// anywhere on its way (its key, model or a target's provider; else 0).
+    pub(super) fn tokens_to_reserve(
         table: &RoutingTable,
         key: &llmgw_core::table::ClientKey,
         model: &Model,
         endpoint: Endpoint,
         facts: &RequestFacts<'_>,
-        pending: &mut Pending,
-    ) -> Result<u64, (ErrorKind, String)> {
-        let key_limits = key.effective_limits(&table.settings);
-        let model_limits = model.limits.as_ref();
-        let tokens = if has_tpm(key_limits)
-            || has_tpm(model_limits)
+    ) -> u64 {
+        if has_tpm(key.effective_limits(&table.settings))
+            || has_tpm(model.limits.as_ref())
             || model
                 .targets
                 .iter()
@@ -106,7 +104,24 @@ impl Proxy {
             reservation(facts, model, endpoint)
         } else {
             0
-        };
+        }
+    }
+
+    /// Admits a request against its key's and model's limits (the
+    /// admission, if any, goes in `pending`), reserving `tokens`. A budget
+    /// whose spend this data plane has not heard yet admits one request;
+    /// the others wait for the figure (up to [`SPEND_WAIT`]) rather than be
+    /// refused at once.
+    pub(super) async fn admit(
+        &self,
+        table: &RoutingTable,
+        key: &llmgw_core::table::ClientKey,
+        model: &Model,
+        tokens: u64,
+        pending: &mut Pending,
+    ) -> Result<(), (ErrorKind, String)> {
+        let key_limits = key.effective_limits(&table.settings);
+        let model_limits = model.limits.as_ref();
         let mut subjects = [None, None];
         if let Some(l) = key_limits {
             subjects[0] = Some(Subject {
@@ -125,7 +140,7 @@ impl Proxy {
         // On the stack: no allocation per request.
         let (one, two);
         let subjects: &[Subject<'_>] = match subjects {
-            [None, None] => return Ok(tokens),
+            [None, None] => return Ok(()),
             [Some(a), None] | [None, Some(a)] => {
                 one = [a];
                 &one
@@ -135,16 +150,32 @@ impl Proxy {
                 &two
             }
         };
-        match self
-            .limiter
-            .admit(subjects, tokens, table.settings.quota_slack_percent)
-        {
-            Ok(a) => {
-                pending.limits.rates = a.rates;
-                pending.admission = Some(a);
-                Ok(tokens)
+        let slack = table.settings.quota_slack_percent;
+        let mut waiting: Option<(tokio::sync::watch::Receiver<u64>, tokio::time::Instant)> = None;
+        loop {
+            match self.limiter.admit(subjects, tokens, slack) {
+                Ok(a) => {
+                    pending.limits.rates = a.rates;
+                    pending.admission = Some(a);
+                    return Ok(());
+                }
+                Err(r) if r.why == Why::SpendUnknown => match waiting.as_mut() {
+                    // Watching from now on, and once more at once: a figure
+                    // applied since the refusal is not waited for.
+                    None => {
+                        let mut applied = self.limiter.applied();
+                        applied.borrow_and_update();
+                        waiting = Some((applied, tokio::time::Instant::now() + SPEND_WAIT));
+                    }
+                    Some((applied, until)) => {
+                        let arrived = tokio::time::timeout_at(*until, applied.changed()).await;
+                        if !matches!(arrived, Ok(Ok(()))) {
+                            return Err(self.refused(&r, pending));
+                        }
+                    }
+                },
+                Err(r) => return Err(self.refused(&r, pending)),
             }
-            Err(r) => Err(self.refused(&r, pending)),
         }
     }
 

@@ -608,7 +608,8 @@ impl Proxy {
             tokenizer_model,
             input_tokens: std::cell::OnceCell::new(),
         };
-        let tokens = self.admit(&table, key, model, endpoint, &facts, pending)?;
+        let tokens = Self::tokens_to_reserve(&table, key, model, endpoint, &facts);
+        self.admit(&table, key, model, tokens, pending).await?;
         let plan = routing::plan(model, endpoint.api(), &facts, &self.state);
         if plan.order.is_empty() {
             return Err((ErrorKind::NoRoute, plan.empty_reason(model)));
