@@ -676,6 +676,21 @@ mod tests {
         l
     }
 
+    /// A connected limiter, and key limits of 1,000 tpm and a daily budget
+    /// of 500 micro-dollars.
+    fn connected_with_tpm_and_budget() -> (Arc<Limiter>, Limits) {
+        let l = Limiter::new();
+        connect(&l, 1);
+        let key = limits(|l| {
+            l.tpm = Some(1000);
+            l.budget = Some(Budget {
+                micros: 500,
+                period: Period::Day,
+            });
+        });
+        (l, key)
+    }
+
     fn connect(l: &Limiter, data_planes: u32) {
         let mut link = l.link.lock().unwrap();
         link.open = true;
@@ -721,15 +736,7 @@ mod tests {
 
     #[test]
     fn unknown_spend_and_oversized_reservations_are_told_apart() {
-        let l = Limiter::new();
-        connect(&l, 1);
-        let key = limits(|l| {
-            l.tpm = Some(1000);
-            l.budget = Some(Budget {
-                micros: 500,
-                period: Period::Day,
-            });
-        });
+        let (l, key) = connected_with_tpm_and_budget();
         let subject = [Subject {
             scope: Scope::Key,
             name: "k",
@@ -834,15 +841,7 @@ mod tests {
 
     #[test]
     fn tokens_are_settled_and_budgets_charged_when_the_request_ends() {
-        let l = Limiter::new();
-        connect(&l, 1);
-        let key = limits(|l| {
-            l.tpm = Some(1000);
-            l.budget = Some(Budget {
-                micros: 500,
-                period: Period::Day,
-            });
-        });
+        let (l, key) = connected_with_tpm_and_budget();
         let subject = [Subject {
             scope: Scope::Key,
             name: "k",
