@@ -327,6 +327,37 @@ macro_rules! scalars_are {
     };
 }
 
+/// Strings, which a visitor that does not read them takes as `$value`.
+macro_rules! strings_are {
+    ($ty:ty, $value:expr) => {
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<$ty, E> {
+            Ok($value)
+        }
+    };
+}
+
+/// Lists, which a visitor that does not read them checks and takes as
+/// `$value`.
+macro_rules! lists_are {
+    ($ty:ty, $value:expr) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<$ty, A::Error> {
+            skip_seq(seq)?;
+            Ok($value)
+        }
+    };
+}
+
+/// Objects, which a visitor that does not read them checks and takes as
+/// `$value`.
+macro_rules! objects_are {
+    ($ty:ty, $value:expr) => {
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<$ty, A::Error> {
+            skip_map(map)?;
+            Ok($value)
+        }
+    };
+}
+
 /// An object member's name, compared with one name (`Key<b'c'>`:
 /// "content"; `Key<b'p'>`: "parts"; `Key<b't'>`: "text"; `Key<b'g'>`:
 /// "maxOutputTokens").
@@ -433,9 +464,8 @@ impl<'de, const F: u8> Deserialize<'de> for Entries<F> {
                 f.write_str("any JSON value")
             }
             scalars_are!(Entries<F>, Entries(0, 0));
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Entries<F>, E> {
-                Ok(Entries(0, 0))
-            }
+            strings_are!(Entries<F>, Entries(0, 0));
+            objects_are!(Entries<F>, Entries(0, 0));
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Entries<F>, A::Error> {
                 let (mut text, mut entries) = (0u64, 0u64);
                 while let Some(e) = seq.next_element::<Entry<F>>()? {
@@ -443,10 +473,6 @@ impl<'de, const F: u8> Deserialize<'de> for Entries<F> {
                     entries += 1;
                 }
                 Ok(Entries(text, entries))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Entries<F>, A::Error> {
-                skip_map(map)?;
-                Ok(Entries(0, 0))
             }
         }
         d.deserialize_any(V::<F>)
@@ -466,13 +492,8 @@ impl<'de, const F: u8> Deserialize<'de> for Entry<F> {
                 f.write_str("any JSON value")
             }
             scalars_are!(Entry<F>, Entry(0));
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Entry<F>, E> {
-                Ok(Entry(0))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Entry<F>, A::Error> {
-                skip_seq(seq)?;
-                Ok(Entry(0))
-            }
+            strings_are!(Entry<F>, Entry(0));
+            lists_are!(Entry<F>, Entry(0));
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entry<F>, A::Error> {
                 let mut text = 0;
                 while let Some(k) = map.next_key::<Key<F>>()? {
@@ -516,17 +537,9 @@ impl<'de> Deserialize<'de> for Count {
             fn visit_unit<E: de::Error>(self) -> Result<Count, E> {
                 Ok(Count(None))
             }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Count, E> {
-                Ok(Count(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Count, A::Error> {
-                skip_seq(seq)?;
-                Ok(Count(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Count, A::Error> {
-                skip_map(map)?;
-                Ok(Count(None))
-            }
+            strings_are!(Count, Count(None));
+            lists_are!(Count, Count(None));
+            objects_are!(Count, Count(None));
         }
         d.deserialize_any(V)
     }
@@ -544,13 +557,8 @@ impl<'de> Deserialize<'de> for GenerationConfig {
                 f.write_str("any JSON value")
             }
             scalars_are!(GenerationConfig, GenerationConfig(None));
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<GenerationConfig, E> {
-                Ok(GenerationConfig(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<GenerationConfig, A::Error> {
-                skip_seq(seq)?;
-                Ok(GenerationConfig(None))
-            }
+            strings_are!(GenerationConfig, GenerationConfig(None));
+            lists_are!(GenerationConfig, GenerationConfig(None));
             fn visit_map<A: MapAccess<'de>>(
                 self,
                 mut map: A,
