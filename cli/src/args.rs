@@ -753,6 +753,10 @@ pub struct LogFilterArgs {
     /// `user`, Anthropic's `metadata.user_id`).
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
+    /// Only the requests of this W3C trace: its 32 hex digits (the trace id
+    /// `logs get` shows, or the middle of a `traceparent` header).
+    #[arg(long, value_name = "TRACE_ID")]
+    pub trace_id: Option<String>,
     /// Only requests made with this client key (its name).
     #[arg(long, value_name = "NAME")]
     pub key: Option<String>,
@@ -1325,6 +1329,8 @@ mod tests {
             "pause_turn",
             "--user",
             "alice",
+            "--trace-id",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
         ])
         .unwrap();
         let Command::Logs(a) = cli.command else {
@@ -1332,6 +1338,10 @@ mod tests {
         };
         assert_eq!(a.filter.stop_reason.as_deref(), Some("pause_turn"));
         assert_eq!(a.filter.user.as_deref(), Some("alice"));
+        assert_eq!(
+            a.filter.trace_id.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
         assert_eq!(a.filter.protocol.as_deref(), Some("anthropic"));
         assert_eq!(a.filter.upstream_protocol.as_deref(), Some("openai-chat"));
         let cli = Cli::try_parse_from(["llmgw", "stats", "--protocol", "gemini"]).unwrap();

@@ -3,10 +3,13 @@
 // Screenshots of every page go to dashboard/test-artifacts/ (git-ignored).
 
 import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect } from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import OpenAI from "openai";
 import { chromium } from "playwright-core";
 import { ROOT, startGateway } from "./gateway.mjs";
@@ -170,6 +173,75 @@ async function refreshUntil(locator, count, what) {
     if (Date.now() > deadline) assert.fail(`${what}: expected ${count}, saw ${await locator.count()}`);
     await page.getByRole("button", { name: "Refresh" }).click();
     await page.waitForTimeout(500);
+  }
+}
+
+/**
+ * Ships request-log records to the control plane as a data plane does
+ * (Logs.Ship: gRPC over HTTP/2, the data-plane token) and resolves with the
+ * ack's quarantined ids. For fields the data plane under test does not set.
+ * Each record: { id, timeMs, model, key, status, traceId }.
+ */
+async function shipLogs(records) {
+  const w = new BinaryWriter();
+  w.tag(1, WireType.LengthDelimited).string("e2e-shipper");
+  w.tag(2, WireType.Varint).uint64(records.length);
+  records.forEach((r, i) => {
+    w.tag(3, WireType.LengthDelimited).fork();
+    w.tag(1, WireType.LengthDelimited).string(r.id);
+    w.tag(2, WireType.Varint).uint64(i + 1);
+    w.tag(4, WireType.Varint).int64(r.timeMs);
+    w.tag(5, WireType.LengthDelimited).string(r.key);
+    w.tag(8, WireType.LengthDelimited).string("openai-chat");
+    w.tag(9, WireType.LengthDelimited).string("/v1/chat/completions");
+    w.tag(10, WireType.LengthDelimited).string(r.model);
+    w.tag(13, WireType.Varint).uint32(r.status);
+    w.tag(46, WireType.LengthDelimited).string(r.traceId);
+    w.join();
+  });
+  const message = w.finish();
+  const frame = Buffer.alloc(5 + message.length);
+  frame.writeUInt32BE(message.length, 1);
+  frame.set(message, 5);
+  const session = connect(gw.cpUrl);
+  try {
+    const call = session.request({
+      ":method": "POST",
+      ":path": "/llmgw.v1.Logs/Ship",
+      "content-type": "application/grpc",
+      te: "trailers",
+      authorization: `Bearer ${DATAPLANE_TOKEN}`,
+    });
+    const ack = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("Logs.Ship: no ack")), WAIT);
+      const refused = (h) => {
+        const status = h["grpc-status"];
+        if (status !== undefined && status !== "0") reject(new Error(`Logs.Ship: grpc-status ${status}: ${h["grpc-message"] ?? ""}`));
+      };
+      let got = Buffer.alloc(0);
+      call.on("response", refused);
+      call.on("trailers", refused);
+      call.on("error", reject);
+      call.on("data", (d) => {
+        got = Buffer.concat([got, d]);
+        if (got.length >= 5 && got.length >= 5 + got.readUInt32BE(1)) {
+          clearTimeout(timer);
+          resolve(got.subarray(5, 5 + got.readUInt32BE(1)));
+        }
+      });
+      call.write(frame);
+    });
+    call.close();
+    const quarantined = [];
+    const r = new BinaryReader(ack);
+    while (r.pos < r.len) {
+      const [field, type] = r.tag();
+      if (field === 2) quarantined.push(r.string());
+      else r.skip(type);
+    }
+    return quarantined;
+  } finally {
+    session.destroy();
   }
 }
 
@@ -650,6 +722,52 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     await page.locator("tbody tr[data-log-id]").first().waitFor();
     await screenshot("logs-narrow");
     await page.setViewportSize({ width: 1280, height: 860 });
+  });
+
+  step("trace ids: on the detail page, copyable, and a filter of the list", async () => {
+    // The data plane under test does not trace requests: the records come
+    // straight to the control plane, two of one trace and one untraced.
+    const trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const now = Date.now();
+    const ids = [randomUUID(), randomUUID(), randomUUID()];
+    const rec = (i, traceId) => ({ id: ids[i], timeMs: now - 1000 + i, model: "e2e-model", key: "e2e-key", status: 200, traceId });
+    assert.deepEqual(await shipLogs([rec(0, trace), rec(1, trace), rec(2, "")]), []);
+
+    await goto("Logs");
+    const rows = page.locator("tbody tr[data-log-id]");
+    // In capitals: the dashboard sends the canonical form.
+    await page.locator("#f-trace").fill(trace.toUpperCase());
+    await page.waitForURL(/trace_id=4BF92F/i);
+    await refreshUntil(rows, 2, "the trace's requests");
+    assert.deepEqual((await rows.evaluateAll((rs) => rs.map((r) => r.dataset.logId))).sort(), ids.slice(0, 2).sort());
+    await screenshot("logs-by-trace");
+    await page.locator("#f-trace").fill("not-a-trace");
+    await page.getByRole("alert").filter({ hasText: 'Trace id "not-a-trace" is not a trace id' }).waitFor();
+    await page.locator("#f-trace").fill("");
+    await page.waitForURL((u) => !/trace_id=/.test(u.toString()));
+
+    await page.goto(`${gw.cpUrl}/logs/${ids[0]}`);
+    await page.getByRole("heading", { level: 1, name: "e2e-model" }).waitFor();
+    const traceId = page.locator("dt", { hasText: /^Trace id$/ }).locator("xpath=following-sibling::dd[1]");
+    assert.equal((await traceId.getByTestId("trace-id").innerText()).trim(), trace);
+    await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: gw.cpUrl });
+    await traceId.getByRole("button", { name: "Copy trace id" }).click();
+    await traceId.getByText("Copied").waitFor();
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), trace);
+    await screenshot("log-detail-trace");
+    // The trace id links to every request of the trace.
+    await traceId.getByRole("link").click();
+    await page.waitForURL(/\/logs\?.*trace_id=4bf92f3577b34da6a3ce929d0e0e4736/);
+    assert.equal(await page.locator("#f-trace").inputValue(), trace);
+    await refreshUntil(rows, 2, "the trace's requests from the detail");
+
+    // An untraced request shows no trace id.
+    await page.goto(`${gw.cpUrl}/logs/${ids[2]}`);
+    await page.getByRole("heading", { level: 1, name: "e2e-model" }).waitFor();
+    await page.locator("dt", { hasText: /^Data plane$/ }).waitFor();
+    assert.equal(await page.locator("dt", { hasText: /^Trace id$/ }).count(), 0);
+    await assertNoSecrets("trace ids");
+    await goto("Overview");
   });
 
   step("a provider whose key cannot be decrypted is listed as broken, and fixed", async () => {

@@ -34,6 +34,7 @@ pub fn filter(f: &LogFilterArgs) -> LogFilter {
         upstream_protocol: clean(&f.upstream_protocol),
         stop_reason: clean(&f.stop_reason),
         user: clean(&f.user),
+        trace_id: clean(&f.trace_id),
         status_min: f.status.map_or(0, |s| s.min),
         status_max: f.status.map_or(0, |s| s.max),
         min_latency_ms: f.min_latency_ms.unwrap_or(0),
@@ -230,7 +231,7 @@ async fn get(id: &str, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
 fn details(r: &RequestLog) -> Vec<String> {
     let mut t = Table::plain();
     let n = |v: u64| v.to_string();
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         ("id", r.id.clone()),
         ("time", r.time.clone()),
         ("node", r.node_id.clone()),
@@ -272,6 +273,10 @@ fn details(r: &RequestLog) -> Vec<String> {
         ("cost", cost(r.cost)),
         ("config version", n(r.snapshot_version)),
     ];
+    // Only traced requests have one: under the id, which it groups.
+    if !r.trace_id.is_empty() {
+        rows.insert(1, ("trace id", r.trace_id.clone()));
+    }
     for (k, v) in rows {
         t.row([k.to_string(), v]);
     }
@@ -444,11 +449,13 @@ mod tests {
             "outcome",
             "stop_reason",
             "user",
+            "trace_id",
         ] {
             assert!(o.contains_key(k), "missing {k}");
         }
         assert_eq!(o["stop_reason"], "pause_turn");
         assert_eq!(o["user"], "alice");
+        assert_eq!(o["trace_id"], "");
         assert_eq!(o["outcome"], "ok");
         assert_eq!(o["upstream_protocol"], "openai");
         assert_eq!(o["dropped_fields"], serde_json::json!([]));
@@ -507,6 +514,31 @@ mod tests {
         let mut r = sample();
         r.set_outcome(llmgw_proto::v1::Outcome::Interrupted);
         assert_eq!(cells(&r)[7], "interrupted");
+    }
+
+    #[test]
+    fn details_show_the_trace_id_when_there_is_one() {
+        let text = details(&sample()).join("\n");
+        assert!(!text.contains("trace id"), "{text}");
+        let mut r = sample();
+        r.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736".into();
+        let lines = details(&r);
+        assert!(lines[0].starts_with("id "), "{lines:?}");
+        assert!(
+            lines[1].starts_with("trace id ")
+                && lines[1].ends_with(" 4bf92f3577b34da6a3ce929d0e0e4736"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn the_trace_id_flag_filters() {
+        let f = filter(&LogFilterArgs {
+            trace_id: Some(" 4bf92f3577b34da6a3ce929d0e0e4736 ".into()),
+            ..Default::default()
+        });
+        assert_eq!(f.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(filter(&LogFilterArgs::default()).trace_id, "");
     }
 
     #[test]

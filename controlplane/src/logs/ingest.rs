@@ -20,7 +20,7 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Acquire, Any, AnyConnection, Row};
 
-use super::row::{format_time, strip_details};
+use super::row::{canonical_trace_id, format_time, strip_details};
 use crate::store::quota::{micros_of, SpendBatch};
 use crate::store::{now_ms, Backend, Store, StoreError};
 
@@ -69,6 +69,7 @@ const LOG_COLUMNS: &[&str] = &[
     "stop_reason",
     "end_user",
     "limited_by",
+    "trace_id",
 ];
 
 const ATTEMPT_COLUMNS: &[&str] = &[
@@ -134,6 +135,8 @@ struct Prepared {
     /// The id as the data plane sent it, where canonicalizing changed it:
     /// a quarantined record is reported by the id it came with.
     sent_id: Option<String>,
+    /// The record came with a trace id that is not one, stored as ''.
+    bad_trace_id: bool,
 }
 
 impl Prepared {
@@ -176,6 +179,15 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
     }
     if good.is_empty() && rejected.is_empty() {
         return Ok(Stored::default());
+    }
+    let bad_trace_ids = good.iter().filter(|p| p.bad_trace_id).count();
+    if bad_trace_ids > 0 {
+        // Not worth a record: the trace id is dropped, the record kept.
+        tracing::warn!(
+            node_id = batch_node,
+            records = bad_trace_ids,
+            "request logs with a trace_id that is not 32 hex digits; stored without it"
+        );
     }
 
     let backend = store.backend();
@@ -507,6 +519,7 @@ fn bind_record<'q>(
         .bind(r.stop_reason.as_str())
         .bind(r.user.as_str())
         .bind(r.limited_by.as_str())
+        .bind(r.trace_id.as_str())
 }
 
 async fn quarantine(
@@ -683,6 +696,7 @@ fn prepare(r: pb::RequestLog, batch_node: &str, now: i64) -> Result<Prepared, Bo
         Ok(c) => {
             let canonical = c.id.hyphenated().to_string();
             let sent_id = (r.id != canonical).then(|| r.id.clone());
+            let bad_trace_id = !r.trace_id.is_empty() && canonical_trace_id(&r.trace_id).is_none();
             let rec = normalize(r, canonical, batch_node);
             let dropped_fields = dropped_json(&rec.dropped_fields);
             Ok(Prepared {
@@ -691,6 +705,7 @@ fn prepare(r: pb::RequestLog, batch_node: &str, now: i64) -> Result<Prepared, Bo
                 response_headers: c.response_headers,
                 dropped_fields,
                 sent_id,
+                bad_trace_id,
             })
         }
         Err(reason) => Err(Box::new(Rejected { record: r, reason })),
@@ -814,6 +829,9 @@ fn normalize(mut rec: pb::RequestLog, id: String, batch_node: &str) -> pb::Reque
     if rec.usage_source.is_empty() {
         rec.usage_source = "none".into();
     }
+    // A trace id is 32 lowercase hex digits or nothing: the filter and the
+    // index rely on one spelling.
+    rec.trace_id = canonical_trace_id(&rec.trace_id).unwrap_or_default();
     for s in [
         &mut rec.node_id,
         &mut rec.key,
@@ -1003,5 +1021,24 @@ mod tests {
         };
         assert_eq!(p.dropped_fields, "[\"top_k\",\"a\u{FFFD}\\\"b\"]");
         assert_eq!(p.rec.upstream_request_body, "u\u{FFFD}");
+        // Trace ids are stored lowercase; one that is not a trace id is
+        // dropped, and the record kept.
+        for (sent, stored, bad) in [
+            ("", "", false),
+            (
+                "4BF92F3577B34DA6A3CE929D0E0E4736",
+                "4bf92f3577b34da6a3ce929d0e0e4736",
+                false,
+            ),
+            ("not-a-trace", "", true),
+            ("00000000000000000000000000000000", "", true),
+        ] {
+            let mut r = good();
+            r.trace_id = sent.into();
+            let Ok(p) = prepare(r, "n", now) else {
+                panic!("a record with trace id {sent:?} was refused");
+            };
+            assert_eq!((p.rec.trace_id.as_str(), p.bad_trace_id), (stored, bad));
+        }
     }
 }

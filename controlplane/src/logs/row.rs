@@ -15,7 +15,8 @@ pub const SUMMARY_COLUMNS: &str = "id, time_ms, node_id, sequence, key_name, cli
      latency_ms, ttfb_ms, retries, input_tokens, output_tokens, cache_read_tokens, \
      cache_creation_tokens, reasoning_tokens, usage_source, count_source, cost, error, \
      snapshot_version, request_body_truncated, response_body_truncated, upstream_protocol, \
-     translated, upstream_request_body_truncated, dropped_fields, outcome, stop_reason, end_user, limited_by";
+     translated, upstream_request_body_truncated, dropped_fields, outcome, stop_reason, end_user, limited_by, \
+     trace_id";
 
 /// The header and body columns, for one full record.
 pub const DETAIL_COLUMNS: &str =
@@ -103,7 +104,17 @@ pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
         stop_reason: r.try_get("stop_reason")?,
         user: r.try_get("end_user")?,
         limited_by: r.try_get("limited_by")?,
+        trace_id: r.try_get("trace_id")?,
     })
+}
+
+/// A W3C trace id in its canonical form, 32 lowercase hex digits, from one
+/// in either case with spaces around it; `None` for anything else, and for
+/// the all-zero id, which the W3C calls invalid.
+pub fn canonical_trace_id(s: &str) -> Option<String> {
+    let t = s.trim();
+    let hex = t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex && t.bytes().any(|b| b != b'0')).then(|| t.to_ascii_lowercase())
 }
 
 /// The outcome of a stored name (`pb::Outcome::name`); unspecified for
@@ -165,6 +176,27 @@ mod tests {
         assert_eq!(format_time(1_714_564_800_123), "2024-05-01T12:00:00.123Z");
         assert_eq!(format_time(1_714_564_800_000), "2024-05-01T12:00:00.000Z");
         assert_eq!(format_time(0), "");
+    }
+
+    #[test]
+    fn trace_ids_are_canonical() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(canonical_trace_id(id).as_deref(), Some(id));
+        assert_eq!(
+            canonical_trace_id(" 4BF92F3577B34DA6A3CE929D0E0E4736 ").as_deref(),
+            Some(id)
+        );
+        for bad in [
+            "",
+            "00000000000000000000000000000000",
+            "4bf92f3577b34da6a3ce929d0e0e473",
+            "4bf92f3577b34da6a3ce929d0e0e47360",
+            "4bf92f3577b34da6a3ce929d0e0e473g",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "4bf92f3577b34da6a3ce929d0e0e47\u{e9}",
+        ] {
+            assert_eq!(canonical_trace_id(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection};
 
+use super::row::canonical_trace_id;
 use crate::store::StoreError;
 
 /// One bound value.
@@ -95,6 +96,8 @@ pub struct Filter {
     upstream_protocol: Option<String>,
     stop_reason: Option<String>,
     user: Option<String>,
+    /// Canonical: 32 lowercase hex digits.
+    trace_id: Option<String>,
     status_min: Option<i64>,
     status_max: Option<i64>,
     min_latency_ms: Option<i64>,
@@ -142,6 +145,15 @@ impl Filter {
                 "min_tokens must not be above max_tokens".into(),
             ));
         }
+        let trace_id = match text(&f.trace_id) {
+            None => None,
+            Some(t) => Some(canonical_trace_id(&t).ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "trace_id '{}' is not a trace id: give its 32 hex digits",
+                    t.chars().take(80).collect::<String>()
+                ))
+            })?),
+        };
         Ok(Filter {
             since_ms: (f.since_ms > 0).then_some(f.since_ms),
             until_ms: (f.until_ms > 0).then_some(f.until_ms),
@@ -152,6 +164,7 @@ impl Filter {
             upstream_protocol: text(&f.upstream_protocol),
             stop_reason: text(&f.stop_reason),
             user: text(&f.user),
+            trace_id,
             status_min: (f.status_min > 0).then(|| i64::from(f.status_min)),
             status_max: (f.status_max > 0).then(|| i64::from(f.status_max)),
             min_latency_ms: positive(f.min_latency_ms),
@@ -205,6 +218,15 @@ impl Filter {
             cmp(
                 st,
                 "end_user <> '' AND end_user",
+                "=",
+                Param::Text(v.clone()),
+            );
+        }
+        if let Some(v) = &self.trace_id {
+            // As for the user: the literal matches the partial index (0013).
+            cmp(
+                st,
+                "trace_id <> '' AND trace_id",
                 "=",
                 Param::Text(v.clone()),
             );
@@ -267,6 +289,8 @@ pub fn matches(f: &pb::LogFilter, r: &pb::RequestLog) -> bool {
         && eq(&f.upstream_protocol, &r.upstream_protocol)
         && eq(&f.stop_reason, &r.stop_reason)
         && eq(&f.user, &r.user)
+        && (f.trace_id.trim().is_empty()
+            || canonical_trace_id(&f.trace_id).is_some_and(|t| t == r.trace_id))
         && (f.status_min == 0 || r.status >= f.status_min)
         && (f.status_max == 0 || r.status <= f.status_max)
         && (f.min_latency_ms == 0 || r.latency_ms >= f.min_latency_ms)
@@ -308,18 +332,24 @@ mod tests {
             stop_reason: "pause_turn".into(),
             user: "u'--".into(),
             outcome: pb::Outcome::Timeout as i32,
+            trace_id: " 4BF92F3577B34DA6A3CE929D0E0E4736 ".into(),
         })
         .unwrap();
         let mut st = Statement::default();
         let w = f.where_sql(&mut st);
         assert!(!w.contains("DROP"), "{w}");
-        assert_eq!(st.params.len(), 17);
+        assert_eq!(st.params.len(), 18);
         assert!(w.contains("stop_reason = $8"), "{w}");
         assert_eq!(st.params[7], Param::Text("pause_turn".into()));
         assert!(w.contains("end_user <> '' AND end_user = $9"), "{w}");
         assert_eq!(st.params[8], Param::Text("u'--".into()));
-        assert!(w.contains("outcome = $17"), "{w}");
-        assert_eq!(st.params[16], Param::Text("timeout".into()));
+        assert!(w.contains("trace_id <> '' AND trace_id = $10"), "{w}");
+        assert_eq!(
+            st.params[9],
+            Param::Text("4bf92f3577b34da6a3ce929d0e0e4736".into())
+        );
+        assert!(w.contains("outcome = $18"), "{w}");
+        assert_eq!(st.params[17], Param::Text("timeout".into()));
         assert!(w.contains("model = $3"), "{w}");
         assert!(w.contains(" protocol = $6"), "{w}");
         assert!(w.contains("upstream_protocol = $7"), "{w}");
@@ -478,5 +508,33 @@ mod tests {
             ..Default::default()
         };
         assert!(!matches(&by("", "openai-chat"), &unanswered));
+    }
+
+    #[test]
+    fn trace_id_filters_in_sql_and_in_matching() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let by = |trace_id: &str| pb::LogFilter {
+            trace_id: trace_id.into(),
+            ..Default::default()
+        };
+        let traced = pb::RequestLog {
+            trace_id: id.into(),
+            ..Default::default()
+        };
+        assert!(matches(&by(id), &traced));
+        assert!(matches(&by(" 4BF92F3577B34DA6A3CE929D0E0E4736 "), &traced));
+        assert!(matches(&by(""), &traced));
+        assert!(!matches(&by("0af7651916cd43dd8448eb211c80319c"), &traced));
+        assert!(!matches(&by(id), &pb::RequestLog::default()));
+        // Not a trace id: refused, with the reason (and never matching).
+        for bad in ["xyz", "00000000000000000000000000000000", "4bf92f35"] {
+            let e = Filter::parse(&by(bad)).unwrap_err().to_string();
+            assert!(e.contains("32 hex digits"), "{bad}: {e}");
+            assert!(!matches(&by(bad), &traced));
+        }
+        let mut st = Statement::default();
+        let w = Filter::parse(&by(id)).unwrap().where_sql(&mut st);
+        assert_eq!(w, " WHERE trace_id <> '' AND trace_id = $1");
+        assert_eq!(st.params, [Param::Text(id.into())]);
     }
 }

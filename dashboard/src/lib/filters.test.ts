@@ -9,6 +9,7 @@ import {
   type LogFilters,
   parseCount,
   parseStatus,
+  parseTraceId,
   toFollowLogsRequest,
   toListLogsRequest,
   toLogFilter,
@@ -38,6 +39,7 @@ describe("filters → LogFilter", () => {
     expect(f.protocol).toBe("");
     expect(f.upstreamProtocol).toBe("");
     expect(f.user).toBe("");
+    expect(f.traceId).toBe("");
   });
 
   it("maps every field", () => {
@@ -50,6 +52,7 @@ describe("filters → LogFilter", () => {
           provider: "openai",
           key: "team-a",
           user: " alice@example.com ",
+          traceId: " 4BF92F3577B34DA6A3CE929D0E0E4736 ",
           protocol: " anthropic ",
           upstreamProtocol: "openai-chat",
           status: "5xx",
@@ -71,6 +74,7 @@ describe("filters → LogFilter", () => {
     expect(f.provider).toBe("openai");
     expect(f.key).toBe("team-a");
     expect(f.user).toBe("alice@example.com");
+    expect(f.traceId).toBe("4bf92f3577b34da6a3ce929d0e0e4736");
     expect(f.protocol).toBe("anthropic");
     expect(f.upstreamProtocol).toBe("openai-chat");
     expect([f.statusMin, f.statusMax]).toEqual([500, 599]);
@@ -105,6 +109,19 @@ describe("filters → LogFilter", () => {
     expect(bad({ latencyMin: "500", latencyMax: "100" })).toMatch(/above the maximum/);
     expect(bad({ range: "custom", from: "2026-11-02T00:00:00Z", to: "2026-11-01T00:00:00Z" })).toMatch(/before its end/);
     expect(bad({ range: "custom", from: "yesterday" })).toMatch(/not a date/);
+    expect(bad({ traceId: "abc" })).toMatch(/Trace id "abc" is not a trace id/);
+  });
+
+  it("takes a trace id, or the trace id of a traceparent header", () => {
+    const id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    expect(ok(parseTraceId(""))).toBe("");
+    expect(ok(parseTraceId("  "))).toBe("");
+    expect(ok(parseTraceId(id))).toBe(id);
+    expect(ok(parseTraceId(` ${id.toUpperCase()} `))).toBe(id);
+    expect(ok(parseTraceId(`00-${id}-00f067aa0ba902b7-01`))).toBe(id);
+    for (const bad of ["0".repeat(32), id.slice(1), `${id}0`, `${id.slice(1)}g`, `00-${id}`, `00-${id}-00f067aa0ba902b7`]) {
+      expect(parseTraceId(bad).ok, bad).toBe(false);
+    }
   });
 });
 
@@ -164,6 +181,7 @@ describe("URL query", () => {
       provider: "open ai",
       key: "team&a",
       user: "bob smith+1@example.com",
+      traceId: "4bf92f3577b34da6a3ce929d0e0e4736",
       protocol: "openai-responses",
       upstreamProtocol: "openai-chat",
       status: "400-499",
@@ -186,6 +204,7 @@ describe("URL query", () => {
     expect(q).toContain("protocol=openai-responses");
     expect(q).toContain("upstream_protocol=openai-chat");
     expect(q).toContain("outcome=cancelled_by_client");
+    expect(q).toContain("trace_id=4bf92f3577b34da6a3ce929d0e0e4736");
     expect(filtersFromQuery(q)).toEqual(f);
     expect(filtersFromQuery(`?${q}`)).toEqual(f);
   });
@@ -214,6 +233,15 @@ describe("URL query", () => {
     expect(activeFilterCount({ ...f, key: "team-a" })).toBe(2);
     expect(filtersToQuery({ ...DEFAULT_FILTERS, user: "user-7" })).toBe("user=user-7");
     expect(withFilters({ ...f, page: "p2" }, { user: "user-8" })).toEqual({ ...DEFAULT_FILTERS, user: "user-8" });
+  });
+
+  it("reads the trace id, trimmed, and counts it as a filter", () => {
+    const f = filtersFromQuery("range=all&trace_id=%204bf92f3577b34da6a3ce929d0e0e4736%20");
+    expect(f.traceId).toBe("4bf92f3577b34da6a3ce929d0e0e4736");
+    expect(activeFilterCount(f)).toBe(1);
+    expect(filtersToQuery({ ...DEFAULT_FILTERS, range: "all", traceId: f.traceId })).toBe("range=all&trace_id=4bf92f3577b34da6a3ce929d0e0e4736");
+    // Live tail follows the same trace.
+    expect(ok(toFollowLogsRequest(f, NOW)).filter?.traceId).toBe(f.traceId);
   });
 
   it("a change of filter starts at the first page; paging keeps the filter", () => {

@@ -62,6 +62,8 @@ export interface LogFilters {
   key: string;
   /** The end user the request was made for (RequestLog.user), exactly; "" is anyone. */
   user: string;
+  /** A W3C trace id (RequestLog.trace_id) as typed: its requests only; "" is any. */
+  traceId: string;
   /** The client's protocol (a CLIENT_PROTOCOL_CHOICES value); "" is any. */
   protocol: string;
   /** The answering upstream's protocol (an UPSTREAM_PROTOCOL_CHOICES value); "" is any. */
@@ -91,6 +93,7 @@ export const DEFAULT_FILTERS: LogFilters = {
   provider: "",
   key: "",
   user: "",
+  traceId: "",
   protocol: "",
   upstreamProtocol: "",
   status: "",
@@ -117,7 +120,7 @@ export function withFilters(f: LogFilters, patch: Partial<LogFilters>): LogFilte
 /** Whether anything narrows the view beyond the time range. */
 export function activeFilterCount(f: LogFilters): number {
   let count = 0;
-  for (const k of ["model", "provider", "key", "user", "protocol", "upstreamProtocol", "status", "stream", "outcome"] as const) if (f[k]) count++;
+  for (const k of ["model", "provider", "key", "user", "traceId", "protocol", "upstreamProtocol", "status", "stream", "outcome"] as const) if (f[k]) count++;
   if (f.latencyMin || f.latencyMax) count++;
   if (f.tokensMin || f.tokensMax) count++;
   if (f.errorsOnly) count++;
@@ -134,6 +137,7 @@ const QUERY_KEYS: [keyof LogFilters, string][] = [
   ["provider", "provider"],
   ["key", "key"],
   ["user", "user"],
+  ["traceId", "trace_id"],
   ["protocol", "protocol"],
   ["upstreamProtocol", "upstream_protocol"],
   ["status", "status"],
@@ -180,6 +184,7 @@ export function filtersFromQuery(search: string | URLSearchParams): LogFilters {
   f.provider = get("provider");
   f.key = get("key");
   f.user = get("user");
+  f.traceId = get("trace_id");
   f.protocol = get("protocol");
   f.upstreamProtocol = get("upstream_protocol");
   f.status = get("status");
@@ -231,6 +236,22 @@ export function parseCount(s: string, what: string): Parsed<bigint> {
   return { ok: true, value: BigInt(t) };
 }
 
+/**
+ * A trace id as the API takes it: 32 lowercase hex digits, from one in
+ * either case or from a whole `traceparent` header (version-traceid-spanid-flags);
+ * "" is none.
+ */
+export function parseTraceId(s: string): Parsed<string> {
+  const t = s.trim().toLowerCase();
+  if (!t) return { ok: true, value: "" };
+  const m = /^(?:([0-9a-f]{32})|[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2})$/.exec(t);
+  const id = m ? (m[1] ?? m[2]) : "";
+  if (!id || /^0+$/.test(id)) {
+    return { ok: false, error: `Trace id "${s.trim()}" is not a trace id: give its 32 hex digits (or a traceparent header)` };
+  }
+  return { ok: true, value: id };
+}
+
 /** The time bounds of `f` at `now`, in Unix ms (0 means none). */
 export function timeBounds(f: LogFilters, now: number): Parsed<{ since: number; until: number }> {
   if (f.range === "custom") {
@@ -253,6 +274,8 @@ export function toLogFilter(f: LogFilters, now: number): Parsed<LogFilter> {
   if (!time.ok) return time;
   const status = parseStatus(f.status);
   if (!status.ok) return status;
+  const traceId = parseTraceId(f.traceId);
+  if (!traceId.ok) return traceId;
   const latMin = parseCount(f.latencyMin, "Minimum latency");
   if (!latMin.ok) return latMin;
   const latMax = parseCount(f.latencyMax, "Maximum latency");
@@ -276,6 +299,7 @@ export function toLogFilter(f: LogFilters, now: number): Parsed<LogFilter> {
       provider: f.provider.trim(),
       key: f.key.trim(),
       user: f.user.trim(),
+      traceId: traceId.value,
       protocol: f.protocol.trim(),
       upstreamProtocol: f.upstreamProtocol.trim(),
       statusMin: status.value.min,

@@ -128,6 +128,21 @@ function Detail({ r }: { r: RequestLog }) {
               <Def k="User agent">{r.userAgent || "–"}</Def>
               <Def k="Data plane">{r.nodeId || "–"}</Def>
               <Def k="Snapshot">v{String(r.snapshotVersion)}</Def>
+              {r.traceId ? (
+                <Def k="Trace id">
+                  <span className="flex flex-wrap items-center gap-2">
+                    <Link
+                      to={`/logs?${filtersToQuery({ ...DEFAULT_FILTERS, range: "all", traceId: r.traceId })}`}
+                      className="font-mono text-xs break-all hover:underline"
+                      title="All requests of this trace"
+                      data-testid="trace-id"
+                    >
+                      {r.traceId}
+                    </Link>
+                    <CopyButton text={r.traceId} label="Copy trace id" className="h-7 px-2 text-xs" />
+                  </span>
+                </Def>
+              ) : null}
             </dl>
           </CardContent>
         </Card>

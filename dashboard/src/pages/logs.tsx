@@ -480,6 +480,18 @@ function FilterBar({ filters, onChange }: { filters: LogFilters; onChange: (f: L
           <FilterField label="User" id="f-user">
             <Input id="f-user" placeholder="Any user" autoComplete="off" spellCheck={false} value={draft.user} onChange={(e) => typed({ user: e.target.value })} />
           </FilterField>
+          <FilterField label="Trace id" id="f-trace">
+            <Input
+              id="f-trace"
+              placeholder="Any trace"
+              title="A W3C trace id (32 hex digits) or a traceparent header: the requests of that trace"
+              autoComplete="off"
+              spellCheck={false}
+              className="font-mono text-xs"
+              value={draft.traceId}
+              onChange={(e) => typed({ traceId: e.target.value })}
+            />
+          </FilterField>
           <FilterField label="Status" id="f-status">
             <div className="flex gap-2">
               <Select
