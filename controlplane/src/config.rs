@@ -152,6 +152,10 @@ pub struct Args {
     /// admin or data-plane token makes a connection authenticated).
     #[command(flatten)]
     pub connections: llmgw_listener::LimitArgs,
+
+    /// OpenTelemetry tracing (docs/tracing.md); off without an endpoint.
+    #[command(flatten)]
+    pub otel: llmgw_telemetry::TelemetryArgs,
 }
 
 /// Seconds from "60", "60s" or "2m".

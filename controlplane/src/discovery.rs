@@ -75,10 +75,12 @@ struct Session {
     tx: mpsc::Sender<Result<pb::Snapshot, Status>>,
 }
 
-/// What was last sent on a stream.
+/// What was last sent on a stream, and the span that lasts until the
+/// data plane answers it.
 struct Sent {
     version: u64,
     nonce: String,
+    span: tracing::Span,
 }
 
 impl Session {
@@ -134,16 +136,18 @@ impl Session {
                     if self.tx.send(Ok(out)).await.is_err() {
                         break;
                     }
+                    // Replacing an unanswered push ends its span unanswered.
                     sent = Some(Sent {
                         version: snapshot.version,
                         nonce,
+                        span: crate::telemetry::snapshot_push(&node_id, snapshot.version),
                     });
                 }
             }
             tokio::select! {
                 msg = inbound.message() => match msg {
                     Ok(Some(req)) => {
-                        if let Some(v) = self.answer(&node_id, &req, sent.as_ref()).await {
+                        if let Some(v) = self.answer(&node_id, &req, sent.as_mut()).await {
                             rejected = rejected.max(v);
                         }
                     }
@@ -174,7 +178,7 @@ impl Session {
         &self,
         node_id: &str,
         req: &pb::SnapshotRequest,
-        sent: Option<&Sent>,
+        sent: Option<&mut Sent>,
     ) -> Option<u64> {
         let Some(sent) = sent.filter(|s| s.nonce == req.response_nonce) else {
             tracing::debug!(
@@ -184,6 +188,20 @@ impl Session {
             );
             return None;
         };
+        // The push's span ends with its answer.
+        let span = std::mem::replace(&mut sent.span, tracing::Span::none());
+        span.record(
+            "llmgw.ack",
+            if req.error_detail.is_empty() {
+                "ack"
+            } else {
+                "nack"
+            },
+        );
+        if !req.error_detail.is_empty() {
+            span.record("otel.status_code", "ERROR");
+        }
+        drop(span);
         if req.error_detail.is_empty() {
             tracing::info!(node_id, version = sent.version, "snapshot acknowledged");
             if let Err(e) = self.store.data_plane_acked(node_id, sent.version).await {

@@ -17,6 +17,7 @@ pub mod secrets;
 pub mod settings;
 pub mod status;
 pub mod store;
+pub mod telemetry;
 pub mod upstream_models;
 
 use std::net::SocketAddr;
@@ -190,6 +191,7 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
     );
 
     let mut builder = tonic::transport::Server::builder()
+        .trace_fn(telemetry::admin_call)
         .accept_http1(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
@@ -331,13 +333,31 @@ fn load_token(
     Ok(Arc::new(loaded.value))
 }
 
-/// Installs the tracing subscriber: `RUST_LOG` filters (default `info`).
-pub fn init_tracing(format: config::LogFormat) {
+/// Installs the tracing subscriber: the log, filtered by `RUST_LOG`
+/// (default `info`), and the OpenTelemetry layer when an OTLP endpoint is
+/// set (its own filter: only [`telemetry::TARGET`]'s spans). Must run
+/// inside the tokio runtime.
+pub fn init_tracing(
+    format: config::LogFormat,
+    otel: &llmgw_telemetry::TelemetryArgs,
+) -> anyhow::Result<Option<telemetry::Telemetry>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        config::LogFormat::Json => builder.json().init(),
-        config::LogFormat::Text => builder.init(),
-    }
+    let log = match format {
+        config::LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
+        config::LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+    };
+    let (otel_layer, running) = match telemetry::layer(otel)? {
+        Some((layer, running)) => (Some(layer), Some(running)),
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(log.with_filter(filter))
+        .with(otel_layer)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
+    Ok(running)
 }

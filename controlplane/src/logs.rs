@@ -211,7 +211,8 @@ async fn ship_loop(
             batch.last_sequence,
             batch.records.len(),
         );
-        match ingest::store_batch(&store, batch).await {
+        let span = crate::telemetry::log_ingest(&batch_node, records);
+        match tracing::Instrument::instrument(ingest::store_batch(&store, batch), span).await {
             Ok(done) => {
                 tracing::debug!(
                     node_id = batch_node,

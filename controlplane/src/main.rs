@@ -12,7 +12,20 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    llmgw_controlplane::init_tracing(args.log_format);
+    let telemetry = match llmgw_controlplane::init_tracing(args.log_format, &args.otel) {
+        Ok(t) => t,
+        Err(e) => {
+            // No subscriber could be installed: stderr is the only place.
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("llmgw-controlplane: {e:#}");
+            }
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    if let Some(s) = &telemetry {
+        tracing::info!(export = ?s, "exporting traces over OTLP");
+    }
     let running = match llmgw_controlplane::start(args).await {
         Ok(r) => r,
         Err(e) => {
@@ -26,13 +39,17 @@ async fn main() -> std::process::ExitCode {
         tracing::info!("shutting down");
         let _ = stop.send(true);
     });
-    match running.wait().await {
+    let code = match running.wait().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             std::process::ExitCode::FAILURE
         }
+    };
+    if let Some(t) = telemetry {
+        t.flush(std::time::Duration::from_secs(5)).await;
     }
+    code
 }
 
 async fn wait_for_signal() {

@@ -221,6 +221,10 @@ pub struct Cli {
 
     #[command(flatten)]
     pub connections: llmgw_listener::LimitArgs,
+
+    /// OpenTelemetry tracing (docs/tracing.md); off without an endpoint.
+    #[command(flatten)]
+    pub otel: llmgw_telemetry::TelemetryArgs,
 }
 
 /// Where the ops listener binds unless told otherwise.
@@ -268,6 +272,8 @@ impl Cli {
         config.ops_listen = Some(self.ops_listen);
         config.limits = self.connections.limits();
         config.limits.check().map_err(|e| anyhow!(e))?;
+        config.telemetry =
+            llmgw_telemetry::Settings::from_env(&self.otel).map_err(|e| anyhow!(e))?;
         Ok(config)
     }
 }
@@ -314,6 +320,8 @@ pub struct Config {
     pub ops_listen: Option<SocketAddr>,
     /// Caps and timeouts of client connections.
     pub limits: llmgw_listener::Limits,
+    /// OpenTelemetry export; `None`: requests are not traced.
+    pub telemetry: Option<llmgw_telemetry::Settings>,
 }
 
 impl Config {
@@ -340,6 +348,7 @@ impl Config {
             unauthenticated_log_per_minute: crate::proxy::UNAUTHENTICATED_LOG_PER_MINUTE,
             ops_listen: None,
             limits: llmgw_listener::Limits::default(),
+            telemetry: None,
         }
     }
 }

@@ -112,19 +112,41 @@ pub async fn start(config: Config) -> Result<Running> {
     let logs = logs::spawn(logs_config, log_records)
         .await
         .context("cannot open the request-log spool")?;
+    let metrics = metrics::Metrics::with_log_losses(logs.losses());
+    let mut proxy = proxy::Proxy::new(
+        table.clone(),
+        Arc::clone(&log_sink),
+        Arc::clone(&metrics),
+        config.node_id.clone(),
+        config.request_log,
+    );
+    let mut span_worker = None;
+    if let Some(settings) = &config.telemetry {
+        let resource = llmgw_telemetry::resource(
+            "llmgw-dataplane",
+            vec![opentelemetry::KeyValue::new(
+                "service.instance.id",
+                config.node_id.clone(),
+            )],
+        );
+        let (queue, worker) = llmgw_telemetry::start(settings, &resource)
+            .map_err(|e| anyhow!("cannot start OpenTelemetry export: {e}"))?;
+        metrics.trace_queue(queue.clone());
+        proxy = proxy.with_tracing(proxy::Tracing::new(
+            queue,
+            settings.sampling,
+            settings.capture_content,
+        ));
+        span_worker = Some(worker);
+        info!(endpoint = %settings.endpoint, transport = ?settings.transport, "exporting traces over OTLP");
+    }
     let state = Arc::new(server::State {
         logs: Some(logs.stats_reader()),
         table: table.clone(),
-        proxy: proxy::Proxy::new(
-            table.clone(),
-            Arc::clone(&log_sink),
-            metrics::Metrics::with_log_losses(logs.losses()),
-            config.node_id.clone(),
-            config.request_log,
-        )
-        .with_limiter(Arc::clone(&limiter))
-        .with_unauthenticated_log_rate(config.unauthenticated_log_per_minute)
-        .with_spool_wait(config.spool_wait),
+        proxy: proxy
+            .with_limiter(Arc::clone(&limiter))
+            .with_unauthenticated_log_rate(config.unauthenticated_log_per_minute)
+            .with_spool_wait(config.spool_wait),
         draining: Default::default(),
         connections: Some(client_gate.clone()),
     });
@@ -204,6 +226,7 @@ pub async fn start(config: Config) -> Result<Running> {
         discovery: Some(discovery),
         quota: Some(quota),
         logs: Some(logs),
+        span_worker,
         flush_timeout: config.shutdown_grace,
     })
 }
@@ -225,6 +248,8 @@ pub struct Running {
     discovery: Option<JoinHandle<()>>,
     quota: Option<JoinHandle<()>>,
     logs: Option<logs::LogsHandle>,
+    /// The span export task, flushed at the end of `join`.
+    span_worker: Option<llmgw_telemetry::Worker>,
     flush_timeout: std::time::Duration,
 }
 
@@ -321,6 +346,13 @@ impl Running {
         if let Some(logs) = self.logs.take() {
             let report = logs.flush(self.flush_timeout).await;
             info!(?report, "request-log spool flushed");
+        }
+        if let Some(worker) = self.span_worker.take() {
+            // The last requests' spans, sent within a bound: a collector
+            // that is down must not hold the shutdown.
+            worker
+                .flush(self.flush_timeout.min(std::time::Duration::from_secs(5)))
+                .await;
         }
         served.context("the HTTP server task failed")?;
         info!("data plane stopped");

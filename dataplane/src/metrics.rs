@@ -70,6 +70,84 @@ struct Series {
     cost: OnceLock<Counter<f64, AtomicU64>>,
     cancelled: OnceLock<Counter>,
     tokens: [OnceLock<Counter>; 4],
+    /// `gen_ai_client_token_usage` for input and output tokens.
+    token_usage: [OnceLock<Histogram>; 2],
+    /// `gen_ai_server_time_to_first_token_seconds`.
+    first_token: OnceLock<Histogram>,
+}
+
+/// Raises a counter to a total kept elsewhere (copied at each scrape).
+fn catch_up(counter: &Counter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
+
+/// `gen_ai_client_token_usage`'s buckets: the GenAI conventions' advice
+/// (powers of four from 1 to 4^13 tokens).
+fn token_buckets() -> impl Iterator<Item = f64> {
+    (0..14).map(|i| 4f64.powi(i))
+}
+
+/// `gen_ai_server_time_to_first_token_seconds`' buckets (the
+/// conventions' advice).
+fn first_token_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    ]
+    .into_iter()
+}
+
+/// `gen_ai_client_token_usage{model,provider,token_type}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenUsageLabels {
+    pub model: String,
+    pub provider: String,
+    pub token_type: &'static str,
+}
+
+/// The OpenTelemetry GenAI metrics, in a registry of their own: their
+/// names are the conventions' (`gen_ai_*`), not under `llmgw_`.
+struct GenAi {
+    registry: Registry,
+    token_usage: Family<TokenUsageLabels, Histogram>,
+    first_token: Family<ModelLabels, Histogram>,
+}
+
+impl GenAi {
+    fn new() -> GenAi {
+        let mut registry = Registry::default();
+        let token_usage = Family::<TokenUsageLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(token_buckets())
+        });
+        let first_token = Family::<ModelLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(first_token_buckets())
+        });
+        registry.register(
+            "gen_ai_client_token_usage",
+            "Tokens per request (gen_ai.client.token.usage), input including cached input",
+            token_usage.clone(),
+        );
+        registry.register_with_unit(
+            "gen_ai_server_time_to_first_token",
+            "Time to the first token of a streamed answer (gen_ai.server.time_to_first_token)",
+            prometheus_client::registry::Unit::Seconds,
+            first_token.clone(),
+        );
+        GenAi {
+            registry,
+            token_usage,
+            first_token,
+        }
+    }
+}
+
+/// The span export's counts, copied from its queue at each scrape.
+#[derive(Default)]
+struct TraceMetrics {
+    queue: OnceLock<llmgw_telemetry::SpanQueue>,
+    exported: Counter,
+    dropped: Family<ReasonLabels, Counter>,
+    queued: Gauge,
+    copying: std::sync::Mutex<()>,
 }
 
 const TOKEN_KINDS: [&str; 4] = ["input", "output", "cache_read", "cache_creation"];
@@ -112,6 +190,8 @@ pub struct Metrics {
     /// Requests refused by the gateway's own limits (#15).
     limit_refusals: Family<LimitLabels, Counter>,
     connections: ConnectionMetrics,
+    genai: GenAi,
+    traces: TraceMetrics,
 }
 
 /// `llmgw_limit_refusals_total{scope,kind}`: both from fixed sets.
@@ -273,8 +353,26 @@ impl Metrics {
         );
         let connections = ConnectionMetrics::default();
         connections.register(&mut registry);
+        let traces = TraceMetrics::default();
+        registry.register(
+            "otel_spans_exported",
+            "Spans the OpenTelemetry collector accepted",
+            traces.exported.clone(),
+        );
+        registry.register(
+            "otel_spans_dropped",
+            "Spans dropped: the export queue was full (queue_full) or a batch failed or timed out (export_failed)",
+            traces.dropped.clone(),
+        );
+        registry.register(
+            "otel_queue_spans",
+            "Spans waiting for export",
+            traces.queued.clone(),
+        );
         Arc::new(Metrics {
             connections,
+            genai: GenAi::new(),
+            traces,
             registry,
             series: RwLock::default(),
             attempt_series: RwLock::default(),
@@ -350,6 +448,32 @@ impl Metrics {
         s.ttfb
             .get_or_init(|| self.ttfb.get_or_create(&ml()).clone())
             .observe(r.ttfb_ms as f64 / 1000.0);
+        if r.stream && (200..300).contains(&r.status) && !r.provider.is_empty() {
+            s.first_token
+                .get_or_init(|| self.genai.first_token.get_or_create(&ml()).clone())
+                .observe(r.ttfb_ms as f64 / 1000.0);
+        }
+        if !r.provider.is_empty() && r.usage_source != "none" && !r.usage_source.is_empty() {
+            let input = r.input_tokens + r.cache_read_tokens + r.cache_creation_tokens;
+            for ((slot, token_type), n) in s
+                .token_usage
+                .iter()
+                .zip(["input", "output"])
+                .zip([input, r.output_tokens])
+            {
+                slot.get_or_init(|| {
+                    self.genai
+                        .token_usage
+                        .get_or_create(&TokenUsageLabels {
+                            model: model.to_string(),
+                            provider: r.provider.clone(),
+                            token_type,
+                        })
+                        .clone()
+                })
+                .observe(n as f64);
+            }
+        }
         if r.cost > 0.0 {
             s.cost
                 .get_or_init(|| self.cost.get_or_create(&ml()).clone())
@@ -448,9 +572,6 @@ impl Metrics {
         let gauge = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
         c.open.set(gauge(gate.open()));
         c.unauthenticated.set(gauge(gate.unauthenticated()));
-        let catch_up = |counter: &Counter, total: u64| {
-            counter.inc_by(total.saturating_sub(counter.get()));
-        };
         for why in [Refusal::Full, Refusal::Unauthenticated] {
             let labels = RefusedLabels {
                 reason: why.as_str(),
@@ -460,10 +581,41 @@ impl Metrics {
         catch_up(&c.idle_closed, gate.idle_closed());
     }
 
+    /// Exports the span queue's counts (tracing is on).
+    pub fn trace_queue(&self, queue: llmgw_telemetry::SpanQueue) {
+        let _ = self.traces.queue.set(queue);
+    }
+
+    /// Copies the span queue's counts into the metrics.
+    fn observe_traces(&self) {
+        use std::sync::atomic::Ordering;
+        let t = &self.traces;
+        let Some(q) = t.queue.get() else { return };
+        let _one = t.copying.lock().unwrap_or_else(|e| e.into_inner());
+        let stats = q.stats();
+        catch_up(&t.exported, stats.exported.load(Ordering::Relaxed));
+        for (reason, n) in [
+            ("queue_full", &stats.dropped_queue_full),
+            ("export_failed", &stats.dropped_export_failed),
+        ] {
+            let c = t.dropped.get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            });
+            catch_up(&c, n.load(Ordering::Relaxed));
+        }
+        t.queued.set(i64::try_from(q.queued()).unwrap_or(i64::MAX));
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        self.observe_traces();
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        if encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &self.genai.registry))
+            .and_then(|()| encode_eof(&mut out))
+            .is_err()
+        {
             out.clear();
         }
         out

@@ -93,6 +93,15 @@ impl Proxy {
                 let provider_admission = match self.admit_provider(&call, target) {
                     Ok(a) => a,
                     Err(r) => {
+                        if let Some(t) = &mut pending.trace {
+                            let (start, _) = t.attempt();
+                            t.attempted(
+                                start,
+                                target.provider.protocol,
+                                &target.provider.base_url,
+                                Some("limited"),
+                            );
+                        }
                         pending.record().attempts.push(pb::Attempt {
                             provider: target.provider.name.clone(),
                             upstream_model: target.upstream_model.clone(),
@@ -106,10 +115,33 @@ impl Proxy {
                 tries += 1;
                 sent += 1;
                 let attempt_started = Instant::now();
+                let (span, traceparent) = match &pending.trace {
+                    Some(t) => {
+                        let (span, header) = t.attempt();
+                        (Some(span), header)
+                    }
+                    None => (None, None),
+                };
                 let result = self
-                    .send(&call, target, &prepared, upstream_body.clone(), deadline)
+                    .send(
+                        &call,
+                        target,
+                        &prepared,
+                        upstream_body.clone(),
+                        deadline,
+                        traceparent,
+                    )
                     .await;
                 let latency_ms = attempt_started.elapsed().as_millis() as u64;
+                if let (Some(t), Some(span)) = (&mut pending.trace, span) {
+                    let error_type = result.as_ref().err().map(AttemptError::error_type);
+                    t.attempted(
+                        span,
+                        target.provider.protocol,
+                        &target.provider.base_url,
+                        error_type,
+                    );
+                }
                 let mut attempt = pb::Attempt {
                     provider: target.provider.name.clone(),
                     upstream_model: target.upstream_model.clone(),
@@ -286,6 +318,7 @@ impl Proxy {
         prepared: &Prepared,
         body: Bytes,
         deadline: Instant,
+        traceparent: Option<HeaderValue>,
     ) -> Result<Response<Incoming>, AttemptError> {
         let settings = &call.table.settings;
         let provider = &target.provider;
@@ -314,6 +347,12 @@ impl Proxy {
                 *request.uri_mut() = uri.clone();
                 *request.headers_mut() =
                     upstream_headers(call.headers, target, prepared.wires.is_some());
+                if let Some(v) = &traceparent {
+                    // The attempt's span is the upstream's parent.
+                    request
+                        .headers_mut()
+                        .insert(HeaderName::from_static("traceparent"), v.clone());
+                }
                 match client.request(request).await {
                     Err(e) if resends < 2 && upstream::is_safe_to_resend(&e) => resends += 1,
                     done => return done,

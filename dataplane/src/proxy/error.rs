@@ -180,6 +180,15 @@ impl AttemptError {
         }
     }
 
+    /// The attempt span's `error.type`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            AttemptError::Connect(_) => "connect",
+            AttemptError::FirstByteTimeout | AttemptError::Deadline => "timeout",
+            AttemptError::Request(_) => "request",
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             AttemptError::Connect(e) => format!("connect error: {e}"),

@@ -36,6 +36,10 @@ pub struct Head {
     /// `max_tokens`, `max_completion_tokens`, `max_output_tokens` and
     /// `generationConfig.maxOutputTokens`, in that order of precedence.
     pub max_output: [Option<u64>; 4],
+    /// `temperature` (Gemini: `generationConfig.temperature`), for traces.
+    pub temperature: Option<f64>,
+    /// `top_p` (Gemini: `generationConfig.topP`), for traces.
+    pub top_p: Option<f64>,
 }
 
 /// The bytes of text that `llmgw_core::tokens::approximate_input` would
@@ -158,6 +162,8 @@ enum Field {
     MaxOutputTokens,
     #[serde(rename = "generationConfig")]
     GenerationConfig,
+    Temperature,
+    TopP,
     #[serde(other)]
     Other,
 }
@@ -234,8 +240,17 @@ impl<'de> Deserialize<'de> for Head {
                             head.max_output[2] = map.next_value::<Count>()?.0;
                         }
                         Field::GenerationConfig => {
-                            head.max_output[3] = map.next_value::<GenerationConfig>()?.0;
+                            let g = map.next_value::<GenerationConfig>()?;
+                            head.max_output[3] = g.max;
+                            // Gemini's sampling parameters; a top-level
+                            // one (other protocols) is read on its own.
+                            head.temperature = g.temperature.or(head.temperature);
+                            head.top_p = g.top_p.or(head.top_p);
                         }
+                        Field::Temperature => {
+                            head.temperature = map.next_value::<Float>()?.0;
+                        }
+                        Field::TopP => head.top_p = map.next_value::<Float>()?.0,
                         Field::Other => {
                             map.next_value::<Checked>()?;
                         }
@@ -359,16 +374,14 @@ macro_rules! objects_are {
 }
 
 /// An object member's name, compared with one name (`Key<b'c'>`:
-/// "content"; `Key<b'p'>`: "parts"; `Key<b't'>`: "text"; `Key<b'g'>`:
-/// "maxOutputTokens").
+/// "content"; `Key<b'p'>`: "parts"; `Key<b't'>`: "text").
 struct Key<const F: u8>(bool);
 
 impl<const F: u8> Key<F> {
     const NAME: &'static str = match F {
         b'c' => "content",
         b'p' => "parts",
-        b't' => "text",
-        _ => "maxOutputTokens",
+        _ => "text",
     };
 }
 
@@ -545,8 +558,61 @@ impl<'de> Deserialize<'de> for Count {
     }
 }
 
-/// Gemini's `generationConfig`: its `maxOutputTokens`.
-struct GenerationConfig(Option<u64>);
+/// Gemini's `generationConfig`: its `maxOutputTokens`, `temperature` and
+/// `topP`.
+#[derive(Default)]
+struct GenerationConfig {
+    max: Option<u64>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier)]
+enum GenerationField {
+    #[serde(rename = "maxOutputTokens")]
+    MaxOutputTokens,
+    #[serde(rename = "temperature")]
+    Temperature,
+    #[serde(rename = "topP")]
+    TopP,
+    #[serde(other)]
+    Other,
+}
+
+/// A number, as a float; anything else is absent.
+struct Float(Option<f64>);
+
+impl<'de> Deserialize<'de> for Float {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Float;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Float, E> {
+                Ok(Float(Some(n as f64)))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Float, E> {
+                Ok(Float(Some(n as f64)))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Float, E> {
+                Ok(Float(Some(n)))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Float, E> {
+                Ok(Float(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Float, E> {
+                Ok(Float(None))
+            }
+            strings_are!(Float, Float(None));
+            lists_are!(Float, Float(None));
+            objects_are!(Float, Float(None));
+        }
+        d.deserialize_any(V)
+    }
+}
 
 impl<'de> Deserialize<'de> for GenerationConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -556,22 +622,27 @@ impl<'de> Deserialize<'de> for GenerationConfig {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("any JSON value")
             }
-            scalars_are!(GenerationConfig, GenerationConfig(None));
-            strings_are!(GenerationConfig, GenerationConfig(None));
-            lists_are!(GenerationConfig, GenerationConfig(None));
+            scalars_are!(GenerationConfig, GenerationConfig::default());
+            strings_are!(GenerationConfig, GenerationConfig::default());
+            lists_are!(GenerationConfig, GenerationConfig::default());
             fn visit_map<A: MapAccess<'de>>(
                 self,
                 mut map: A,
             ) -> Result<GenerationConfig, A::Error> {
-                let mut max = None;
-                while let Some(k) = map.next_key::<Key<b'g'>>()? {
-                    if k.0 {
-                        max = map.next_value::<Count>()?.0;
-                    } else {
-                        map.next_value::<Checked>()?;
+                let mut g = GenerationConfig::default();
+                while let Some(k) = map.next_key::<GenerationField>()? {
+                    match k {
+                        GenerationField::MaxOutputTokens => g.max = map.next_value::<Count>()?.0,
+                        GenerationField::Temperature => {
+                            g.temperature = map.next_value::<Float>()?.0;
+                        }
+                        GenerationField::TopP => g.top_p = map.next_value::<Float>()?.0,
+                        GenerationField::Other => {
+                            map.next_value::<Checked>()?;
+                        }
                     }
                 }
-                Ok(GenerationConfig(max))
+                Ok(g)
             }
         }
         d.deserialize_any(V)

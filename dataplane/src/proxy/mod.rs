@@ -22,6 +22,7 @@ mod respond;
 mod sse;
 mod state;
 mod stream;
+mod trace;
 mod translate;
 mod upstream;
 mod usage;
@@ -49,6 +50,7 @@ use self::observe::Observer;
 use self::record::{Emitter, Finish};
 pub use self::state::{RetryBudget, RouterState};
 use self::stream::{ProxyBody, Relay};
+pub use self::trace::Tracing;
 use self::translate::{Transcoder, Translation};
 use crate::config::RequestLogMode;
 use crate::logs::wire::field;
@@ -152,6 +154,9 @@ struct Pending {
     admission: Option<crate::limits::Admission>,
     /// The rate-limit headers, Retry-After and x-should-retry to answer with.
     limits: admit::LimitView,
+    /// The request's spans, when it is traced (it moves into [`Finish`]
+    /// with the admission).
+    trace: Option<Box<trace::RequestTrace>>,
 }
 
 impl Pending {
@@ -179,7 +184,8 @@ impl Drop for Pending {
             if r.usage_source.is_empty() {
                 r.usage_source = "none".into();
             }
-            self.sink.emit(r, std::mem::take(&mut self.encoded));
+            self.sink
+                .emit_traced(r, std::mem::take(&mut self.encoded), self.trace.take());
         }
     }
 }
@@ -221,6 +227,15 @@ impl Proxy {
     pub fn with_unauthenticated_log_rate(mut self, per_minute: u32) -> Self {
         self.unauthenticated_rows =
             crate::throttle::PerAddress::new(per_minute, crate::throttle::ADDRESSES);
+        self
+    }
+
+    /// Traces requests with OpenTelemetry (#19).
+    #[must_use]
+    pub fn with_tracing(mut self, tracing: Tracing) -> Self {
+        if let Some(out) = Arc::get_mut(&mut self.out) {
+            out.tracing = Some(tracing);
+        }
         self
     }
 
@@ -298,18 +313,30 @@ impl Proxy {
             encoded.string(field::PATH, path);
             record::log_headers(&mut encoded, field::REQUEST_HEADERS, req.headers());
         }
+        // The request's trace: ours when it is sampled, else the client's.
+        let trace = self
+            .out
+            .tracing
+            .as_ref()
+            .and_then(|t| trace::RequestTrace::begin(t, req.headers(), endpoint));
+        let trace_id = match &trace {
+            Some(t) => Some(t.trace_id),
+            None => trace::client_trace_id(req.headers()),
+        };
         let mut pending = Pending {
             sink: Arc::clone(&self.out),
             record: Some(pb::RequestLog {
                 id: id.clone(),
                 node_id: self.node_id.clone(),
                 time_ms: now_ms(),
+                trace_id: trace_id.map(|t| t.to_string()).unwrap_or_default(),
                 ..Default::default()
             }),
             encoded,
             started,
             admission: None,
             limits: admit::LimitView::default(),
+            trace,
         };
         // Boxed: the proxying future is several KiB (the attempt, the
         // upstream exchange, the response), and the server moves the
@@ -379,7 +406,7 @@ impl Proxy {
         if r.usage_source.is_empty() {
             r.usage_source = "none".into();
         }
-        self.out.emit_held(r, encoded)
+        self.out.emit_held(r, encoded, pending.trace.take())
     }
 
     fn error(
@@ -542,6 +569,9 @@ impl Proxy {
         if log_bodies {
             record::log_request_body(&mut pending.encoded, &raw, cap);
         }
+        if let Some(t) = &mut pending.trace {
+            t.capture_input(&raw, cap);
+        }
 
         let not_object = || {
             (
@@ -578,6 +608,13 @@ impl Proxy {
             let r = pending.record();
             r.model.clone_from(&model_name);
             r.stream = streaming;
+        }
+        if let Some(t) = &mut pending.trace {
+            t.params = trace::Params {
+                max_tokens: head.max_output(),
+                temperature: head.temperature,
+                top_p: head.top_p,
+            };
         }
         let model = table.models.get(&model_name).ok_or_else(|| {
             (

@@ -15,6 +15,7 @@ use crate::logs::wire::field;
 use tokio::sync::oneshot;
 
 use super::hold::Hold;
+use super::trace::RequestTrace;
 use crate::logs::{FieldWriter, LogRecord, LogSink, Spooled};
 use crate::metrics::Metrics;
 
@@ -31,6 +32,9 @@ pub struct Emitter {
     /// Longest a response's end waits for its record to reach the spool
     /// (`--spool-wait-ms`; zero: no wait). See [`super::hold`].
     pub spool_wait: std::time::Duration,
+    /// OpenTelemetry, when an endpoint is set: a traced request's spans
+    /// are made from its record here.
+    pub tracing: Option<super::Tracing>,
 }
 
 impl Emitter {
@@ -42,6 +46,7 @@ impl Emitter {
             in_flight: Default::default(),
             settled: tokio::sync::Notify::new(),
             spool_wait: crate::logs::DEFAULT_SPOOL_WAIT,
+            tracing: None,
         }
     }
 
@@ -57,10 +62,15 @@ impl Emitter {
         (hold.waiting().then_some(tx), hold)
     }
 
-    /// [`Emitter::emit`], with a wait that the response's end holds on.
-    pub fn emit_held(self: &Arc<Self>, record: pb::RequestLog, encoded: FieldWriter) -> Hold {
+    /// [`Emitter::emit_traced`], with a wait that the response's end holds on.
+    pub fn emit_held(
+        self: &Arc<Self>,
+        record: pb::RequestLog,
+        encoded: FieldWriter,
+        trace: Option<Box<RequestTrace>>,
+    ) -> Hold {
         let (tx, hold) = self.hold();
-        self.emit_with(record, encoded, tx);
+        self.emit_with(record, encoded, tx, trace);
         hold
     }
 
@@ -79,25 +89,35 @@ impl Emitter {
         let _ = tokio::time::timeout(limit, wait).await;
     }
 
-    /// `encoded` holds the record's fields already written as protobuf
-    /// (headers, bodies, the request's own strings; see [`log_headers`] and
-    /// [`log_body`]).
-    pub fn emit(&self, record: pb::RequestLog, encoded: FieldWriter) {
-        self.emit_with(record, encoded, None);
+    /// Sends a finished record: to metrics, to the log pipeline and, for
+    /// a traced request, to the span queue. `encoded` holds the record's
+    /// fields already written as protobuf (headers, bodies, the request's
+    /// own strings; see [`log_headers`] and [`log_body`]).
+    pub fn emit_traced(
+        &self,
+        record: pb::RequestLog,
+        encoded: FieldWriter,
+        trace: Option<Box<RequestTrace>>,
+    ) {
+        self.emit_with(record, encoded, None, trace);
     }
 
-    /// [`Emitter::emit`], releasing `spooled` once the record is in the
-    /// spool (or given up).
+    /// [`Emitter::emit_traced`], releasing `spooled` once the record is in the
+    /// spool (or given up), and ending the request's spans.
     pub fn emit_with(
         &self,
         mut record: pb::RequestLog,
         encoded: FieldWriter,
         spooled: Option<oneshot::Sender<()>>,
+        trace: Option<Box<RequestTrace>>,
     ) {
         if record.outcome == pb::Outcome::Unspecified as i32 {
             record.set_outcome(outcome_of(&record));
         }
         self.metrics.observe(&record);
+        if let (Some(trace), Some(tracing)) = (trace, &self.tracing) {
+            trace.finish(tracing, &record);
+        }
         if self.mode.records() {
             self.logs.send_with(
                 LogRecord {
@@ -308,6 +328,8 @@ pub struct Finish {
     /// The request's hold on its limits: slots given back when the
     /// response ends, tokens and cost settled once they are known.
     pub admission: Option<crate::limits::Admission>,
+    /// The request's spans, when it is traced.
+    pub trace: Option<Box<RequestTrace>>,
 }
 
 impl Finish {
@@ -349,15 +371,19 @@ impl Finish {
         if let Some(a) = self.admission.as_mut() {
             a.release_slots();
         }
+        let mut trace = self.trace.take();
+        if let Some(t) = &mut trace {
+            t.capture_output(&self.completion_text);
+        }
         if !self.needs_estimate() {
             let (record, encoded) = self.complete();
-            sink.emit_with(record, encoded, spooled);
+            sink.emit_with(record, encoded, spooled, trace);
             return;
         }
         sink.in_flight.fetch_add(1, Ordering::AcqRel);
         let run = move || {
             let (record, encoded) = self.complete();
-            sink.emit_with(record, encoded, spooled);
+            sink.emit_with(record, encoded, spooled, trace);
             if sink.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
                 sink.settled.notify_waiters();
             }
@@ -516,6 +542,7 @@ mod tests {
             tokenizer_model: "gpt-4o".into(),
             counted: true,
             admission: None,
+            trace: None,
         }
     }
 

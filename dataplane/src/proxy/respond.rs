@@ -81,6 +81,7 @@ impl Proxy {
             tokenizer_model: target.upstream_model.clone(),
             counted: status.is_success() && !call.endpoint.api().counts_tokens(),
             admission: pending.admission.take(),
+            trace: pending.trace.take(),
         };
         // Kept only when the body passes unchanged.
         // hyper's decoded length: none for a chunked body.
@@ -164,7 +165,7 @@ impl Proxy {
             r.latency_ms = pending.started.elapsed().as_millis() as u64;
             r.ttfb_ms = r.latency_ms;
             r.usage_source = "none".into();
-            let hold = self.out.emit_held(r, encoded);
+            let hold = self.out.emit_held(r, encoded, pending.trace.take());
             *out.status_mut() = client_status;
             out.headers_mut().insert(header::CONTENT_TYPE, json);
             *out.body_mut() = full(body);
@@ -180,6 +181,7 @@ impl Proxy {
             tokenizer_model: target.upstream_model.clone(),
             counted: !counting,
             admission: pending.admission.take(),
+            trace: pending.trace.take(),
         };
         if call.streaming {
             let raw = call.raw.clone();
