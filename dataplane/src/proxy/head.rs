@@ -178,6 +178,10 @@ impl<'de> Deserialize<'de> for Head {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Head, A::Error> {
                 let mut head = Head::default();
+                // Sampling parameters, top-level and Gemini's: Gemini's
+                // win (a body has one or the other).
+                let mut sampling = (None, None);
+                let mut gemini_sampling = (None, None);
                 while let Some(field) = map.next_key::<Field>()? {
                     match field {
                         // These few are small: read as trees, they are
@@ -242,20 +246,17 @@ impl<'de> Deserialize<'de> for Head {
                         Field::GenerationConfig => {
                             let g = map.next_value::<GenerationConfig>()?;
                             head.max_output[3] = g.max;
-                            // Gemini's sampling parameters; a top-level
-                            // one (other protocols) is read on its own.
-                            head.temperature = g.temperature.or(head.temperature);
-                            head.top_p = g.top_p.or(head.top_p);
+                            gemini_sampling = (g.temperature, g.top_p);
                         }
-                        Field::Temperature => {
-                            head.temperature = map.next_value::<Float>()?.0;
-                        }
-                        Field::TopP => head.top_p = map.next_value::<Float>()?.0,
+                        Field::Temperature => sampling.0 = map.next_value::<Float>()?.0,
+                        Field::TopP => sampling.1 = map.next_value::<Float>()?.0,
                         Field::Other => {
                             map.next_value::<Checked>()?;
                         }
                     }
                 }
+                head.temperature = gemini_sampling.0.or(sampling.0);
+                head.top_p = gemini_sampling.1.or(sampling.1);
                 Ok(head)
             }
         }
@@ -872,6 +873,44 @@ mod tests {
             })
     }
 
+    /// A sampling parameter as the tree has it: the top-level member,
+    /// else Gemini's in `generationConfig` (which wins when both are set).
+    fn tree_param(t: &Value, top: &str, gemini: &str) -> Option<f64> {
+        t.get("generationConfig")
+            .and_then(|g| g.get(gemini))
+            .and_then(Value::as_f64)
+            .or_else(|| t.get(top).and_then(Value::as_f64))
+    }
+
+    #[test]
+    fn reads_sampling_parameters_for_traces() {
+        let h = head(r#"{"model":"m","temperature":0.7,"top_p":1,"max_tokens":9}"#).unwrap();
+        assert_eq!((h.temperature, h.top_p), (Some(0.7), Some(1.0)));
+        let h = head(r#"{"generationConfig":{"temperature":0,"topP":0.95,"maxOutputTokens":5}}"#)
+            .unwrap();
+        assert_eq!(
+            (h.temperature, h.top_p, h.max_output()),
+            (Some(0.0), Some(0.95), Some(5))
+        );
+        let h =
+            head(r#"{"temperature":"hot","top_p":null,"generationConfig":{"topP":[1]}}"#).unwrap();
+        assert_eq!((h.temperature, h.top_p), (None, None));
+        // Both, in either order, and a member named twice: as the tree.
+        for body in [
+            r#"{"generationConfig":{"temperature":0.1},"temperature":0.9}"#,
+            r#"{"temperature":0.9,"generationConfig":{"temperature":0.1}}"#,
+            r#"{"generationConfig":{"temperature":0.1},"generationConfig":{"topP":0.5},"temperature":0.9}"#,
+        ] {
+            let (h, t) = (head(body).unwrap(), tree(body.as_bytes()));
+            assert_eq!(
+                h.temperature,
+                tree_param(&t, "temperature", "temperature"),
+                "{body}"
+            );
+            assert_eq!(h.top_p, tree_param(&t, "top_p", "topP"), "{body}");
+        }
+    }
+
     #[test]
     fn measures_the_input_estimate_and_max_tokens_as_the_tree_does() {
         for body in [
@@ -911,6 +950,8 @@ mod tests {
             "type",
             "data",
             "maxOutputTokens",
+            "temperature",
+            "topP",
             "x",
         ]);
         let leaf = prop_oneof![
@@ -941,6 +982,7 @@ mod tests {
                     "system", "instructions", "systemInstruction", "system_instruction",
                     "contents", "messages", "prompt", "input", "tools", "max_tokens",
                     "max_completion_tokens", "max_output_tokens", "generationConfig", "other",
+                    "temperature", "top_p",
                 ]),
                 json_value(),
                 0..8,
@@ -958,6 +1000,8 @@ mod tests {
                 llmgw_core::tokens::approximate_input(&t)
             );
             proptest::prop_assert_eq!(h.max_output(), tree_max_output(&t));
+            proptest::prop_assert_eq!(h.temperature, tree_param(&t, "temperature", "temperature"));
+            proptest::prop_assert_eq!(h.top_p, tree_param(&t, "top_p", "topP"));
         }
     }
 
