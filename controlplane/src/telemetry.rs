@@ -60,8 +60,14 @@ where
         .with_span_processor(llmgw_telemetry::QueueProcessor(queue))
         .build();
     let tracer = provider.tracer("llmgw-controlplane");
+    // Only the attributes the spans name: no source locations, threads,
+    // targets or busy and idle times.
     let layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
         .with_filter(Targets::new().with_target(TARGET, tracing::Level::INFO))
         .boxed();
     Ok(Some((layer, Telemetry { worker, provider })))
@@ -97,7 +103,8 @@ pub fn snapshot_push(node_id: &str, version: u64) -> Span {
         "snapshot push",
         otel.kind = "producer",
         llmgw.node_id = node_id,
-        llmgw.snapshot.version = version,
+        // Integers as i64: the bridge records a u64 as text.
+        llmgw.snapshot.version = i64::try_from(version).unwrap_or(i64::MAX),
         llmgw.ack = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     )
@@ -110,6 +117,6 @@ pub fn log_ingest(node_id: &str, records: usize) -> Span {
         "log ingest",
         otel.kind = "consumer",
         llmgw.node_id = node_id,
-        llmgw.records = records,
+        llmgw.records = i64::try_from(records).unwrap_or(i64::MAX),
     )
 }

@@ -96,6 +96,9 @@ def base_env(**extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith("LLMGW_") and k not in _SCRUBBED_ENV
     }
+    # OpenTelemetry settings from outside must not switch tracing on for the
+    # gateways of the tests (tests/python/test_tracing.py sets its own).
+    env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
     env.update(extra)
     return env
 
@@ -355,8 +358,13 @@ class Gateway:
         cp_args: Iterable[str] = (),
         rust_log: str | None = None,
         dp_args: Iterable[str] = (),
+        cp_env: dict[str, str] | None = None,
+        dp_env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
+        #: Extra environment variables of the control plane and data plane.
+        self.cp_env = dict(cp_env or {})
+        self.dp_env = dict(dp_env or {})
         self.name = name
         self.cp_args = list(cp_args)
         self.dp_args = list(dp_args)
@@ -414,6 +422,7 @@ class Gateway:
             LLMGW_MASTER_KEY=self.master_key,
             **self._log_env(),
         )
+        env.update(self.cp_env)
         argv = [
             binary("llmgw-controlplane"),
             "--listen", listen,
@@ -451,6 +460,7 @@ class Gateway:
 
     def start_data_plane(self) -> None:
         env = base_env(LLMGW_DATAPLANE_TOKEN=self.dataplane_token, **self._log_env())
+        env.update(self.dp_env)
         argv = [
             binary("llmgw-dataplane"),
             "--listen", "127.0.0.1:0",
@@ -519,6 +529,25 @@ class Gateway:
     def readyz(self) -> int | None:
         """The data plane's applied version, or None while not ready."""
         return readyz_version(self.http, self.url)
+
+    def metrics(self) -> str:
+        """The data plane's /metrics text (on the ops listener)."""
+        r = self.http.get(f"{self.ops_url}/metrics", timeout=10)
+        r.raise_for_status()
+        return r.text
+
+    def metric(self, name: str, text: str | None = None, **labels: str) -> float:
+        """The sum of the samples of `name` in the data plane's /metrics (or
+        in `text`) whose labels include `labels`; 0 when there are none."""
+        total = 0.0
+        for line in (self.metrics() if text is None else text).splitlines():
+            m = re.match(r"([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)", line)
+            if not m or m.group(1) != name:
+                continue
+            got = dict(re.findall(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+            if all(got.get(k) == v for k, v in labels.items()):
+                total += float(m.group(3))
+        return total
 
     # ----- CLI -----
 
@@ -679,9 +708,11 @@ class GatewayFactory:
         cp_args: Iterable[str] = (),
         rust_log: str | None = None,
         dp_args: Iterable[str] = (),
+        cp_env: dict[str, str] | None = None,
+        dp_env: dict[str, str] | None = None,
     ) -> Gateway:
         g = Gateway(self.tmp.mktemp(name), name=name, cp_args=cp_args, rust_log=rust_log,
-                    dp_args=dp_args)
+                    dp_args=dp_args, cp_env=cp_env, dp_env=dp_env)
         self.made.append(g)
         return g.start()
 

@@ -30,6 +30,9 @@ pub struct Observer {
     whole_overflow: bool,
     /// What the request log keeps of the response.
     pub logged: Capture,
+    /// Read a whole answer's text even when usage is reported (a trace
+    /// that captures content wants it).
+    pub want_text: bool,
 }
 
 impl Observer {
@@ -51,6 +54,7 @@ impl Observer {
             whole: BytesMut::new(),
             whole_overflow: false,
             logged: Capture::new(log_cap),
+            want_text: false,
         }
     }
 
@@ -175,7 +179,7 @@ impl Observer {
                 });
                 // Zero usage counts as none when there is an answer: the
                 // text is needed for the estimate.
-                if self.seen.usage.is_none_or(|u| super::record::is_zero(&u)) {
+                if self.want_text || self.seen.usage.is_none_or(|u| super::record::is_zero(&u)) {
                     if let Ok(v) = serde_json::from_slice::<Value>(&self.whole) {
                         if self.seen.usage.is_none() {
                             self.seen.usage = self.dialect.usage_of_body(self.endpoint, &v);

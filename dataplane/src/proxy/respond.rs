@@ -64,13 +64,10 @@ impl Proxy {
         } else {
             0
         };
-        let observer = Relay::Pass(Observer::new(
-            call.dialect,
-            call.endpoint,
-            is_sse,
-            strip,
-            log_cap,
-        ));
+        let mut observer = Observer::new(call.dialect, call.endpoint, is_sse, strip, log_cap);
+        // A traced request that captures content keeps the answer's text.
+        observer.want_text = pending.trace.as_ref().is_some_and(|t| t.captures());
+        let observer = Relay::Pass(observer);
         let finish = Finish {
             record: r,
             encoded,

@@ -193,6 +193,11 @@ impl RequestTrace {
         }
     }
 
+    /// Whether the span carries the request's content.
+    pub fn captures(&self) -> bool {
+        self.content.is_some()
+    }
+
     /// Keeps the answer's text for the span, capped.
     pub fn capture_output(&mut self, text: &str) {
         if let Some(c) = &mut self.content {
@@ -305,12 +310,11 @@ impl RequestTrace {
                 0,
             ));
         }
-        // A refusal is the client's error, not the server's: only what
-        // went wrong upstream (or here) marks the server span.
-        let status = if matches!(
-            outcome,
-            pb::Outcome::UpstreamError | pb::Outcome::Interrupted | pb::Outcome::Timeout
-        ) || r.status >= 500
+        // A 4xx is the client's error, not the server's (an upstream's 400
+        // included): only a 5xx, a timeout or a broken answer marks the
+        // server span.
+        let status = if matches!(outcome, pb::Outcome::Interrupted | pb::Outcome::Timeout)
+            || r.status >= 500
         {
             Status::error(r.error.clone())
         } else {
