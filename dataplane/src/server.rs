@@ -10,6 +10,18 @@
 //! [`llmgw_listener::GuardedIo`], and reads its request body under
 //! [`llmgw_listener::TimedBody`]. Shutdown is graceful: stop accepting,
 //! then let open connections finish within a grace period.
+//!
+//! Apart from closing idle connections (the idle timeout, and those still
+//! idle a moment into a drain), an HTTP/1.1 connection is closed after a
+//! response only when that response says `Connection: close` (RFC 9112
+//! §9.6; see [`answer`]): when draining, after a body cut for its slowness, near the idle deadline
+//! of a connection that has not sent a valid key (which its requests do not
+//! move), and when a handler answered without reading the request body to
+//! its end (a wrong key, an unknown path, a body over the size limit) and
+//! the rest is too large to read, of unknown length, or held back by
+//! `Expect: 100-continue`. A small unread rest is read after the answer
+//! ([`settle_unread`]), so the connection carries the next request (only a
+//! client that then stops sending the body it promised loses it).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,7 +37,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use llmgw_listener::{Gate, GuardedIo, TimedBody, TrackedBody};
+use llmgw_listener::{Gate, GuardedIo, TimedBody, TrackedBody, Unread};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -34,8 +46,9 @@ use tracing::{debug, info, warn};
 
 use crate::table::TableHandle;
 
-/// A client request's body: read under the body timeout and minimum rate.
-pub type RequestBody = TimedBody<hyper::body::Incoming>;
+/// A client request's body: read under the body timeout and minimum rate,
+/// and given back to the server if its handler drops it before the end.
+pub type RequestBody = Unread<TimedBody<hyper::body::Incoming>>;
 
 /// Which listener a server loop serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,19 +138,17 @@ pub(crate) async fn serve(
                         // Counted busy until the response is sent, so the
                         // idle timeout never cuts a long answer.
                         let guard = conn.request();
-                        // For authentication to mark; once marked, there is
-                        // nothing left to do (and no extension to allocate).
-                        if !conn.is_authenticated() {
+                        // For authentication to mark, and for the answer to
+                        // see how near the connection's deadline is; once
+                        // marked, there is nothing left to do (and no
+                        // extension to allocate).
+                        let unauthenticated = (!conn.is_authenticated()).then(|| {
                             req.extensions_mut().insert(conn.clone());
-                        }
+                            conn.clone()
+                        });
                         async move {
-                            let resp = match role {
-                                Role::Client => {
-                                    let req = req.map(|b| TimedBody::new(b, &limits));
-                                    route(&state, req, &client_ip).await
-                                }
-                                Role::Ops => ops(&state, &req),
-                            };
+                            let resp =
+                                answer(&state, role, req, &client_ip, &limits, unauthenticated).await;
                             Ok::<_, Infallible>(
                                 resp.map(|b| TrackedBody::new(b, guard)),
                             )
@@ -194,6 +205,48 @@ pub(crate) async fn serve(
     info!(?role, "HTTP server stopped");
 }
 
+/// Answers one request of a connection. `unauthenticated`: the
+/// connection, if it had not sent a valid key before this request.
+///
+/// On HTTP/1, this is also where the connection's fate after the response
+/// is decided: a server must not close a keep-alive connection after a
+/// response that does not say `Connection: close`, or the client sends its
+/// next request into the close. So a body the handler left unread is read
+/// or the close announced ([`settle_unread`]), and so is the idle close
+/// coming to a connection that has not authenticated
+/// ([`llmgw_listener::Conn::closing_soon`]).
+async fn answer(
+    state: &State,
+    role: Role,
+    req: Request<hyper::body::Incoming>,
+    client_ip: &str,
+    limits: &llmgw_listener::Limits,
+    unauthenticated: Option<llmgw_listener::Conn>,
+) -> Response<ResponseBody> {
+    let http1 = req.version() <= http::Version::HTTP_11;
+    // The only expectation there is: `100-continue`.
+    let expects_continue = req.headers().contains_key(header::EXPECT);
+    let (parts, body) = req.into_parts();
+    let (body, leftover) = Unread::new(TimedBody::new(body, limits));
+    let req = Request::from_parts(parts, body);
+    let mut resp = match role {
+        Role::Client => route(state, req, client_ip).await,
+        Role::Ops => {
+            let resp = ops(state, &req);
+            drop(req);
+            resp
+        }
+    };
+    if http1 {
+        if unauthenticated.is_some_and(|conn| conn.closing_soon()) {
+            resp.headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
+        settle_unread(&mut resp, leftover.take(), expects_continue);
+    }
+    resp
+}
+
 /// Dispatches a request on its path.
 pub(crate) async fn route(
     state: &State,
@@ -225,6 +278,57 @@ pub(crate) async fn route(
     }
     resp
 }
+
+/// Decides what becomes of an HTTP/1 request body that its handler dropped
+/// before the end (it answered from the head alone: a wrong or expired key,
+/// an unknown path, a body over the size limit). hyper, left with it,
+/// tries one read for the rest and, if the rest has not all arrived (an SDK
+/// writes the head and the body separately), closes the connection after
+/// the response without saying so, while the client, told nothing, sends
+/// its next request on it. So a small rest of known length is read to its
+/// end in the background: the connection then carries the next request
+/// (or, if the response says `Connection: close`, closes once the client
+/// has sent everything, so that no reset cuts the response short). Any
+/// other rest (too large, of unknown length, or not sent because the
+/// client waits for `100 Continue`) is dropped, so hyper closes the
+/// connection, and the response says `Connection: close`.
+fn settle_unread(
+    resp: &mut Response<ResponseBody>,
+    unread: Option<TimedBody<hyper::body::Incoming>>,
+    expects_continue: bool,
+) {
+    let Some(body) = unread else {
+        // Read to the end, or still held by its handler: nothing to do.
+        return;
+    };
+    // A body cut for its slowness is not waited for again (its 408 says
+    // `Connection: close`).
+    if hyper::body::Body::is_end_stream(&body) || resp.status() == StatusCode::REQUEST_TIMEOUT {
+        return;
+    }
+    let small = hyper::body::Body::size_hint(&body)
+        .exact()
+        .is_some_and(|left| left <= DRAIN_MAX);
+    if small && !expects_continue {
+        // Bounded by the body's own timeout and minimum rate; a client that
+        // stops sending what it promised loses the connection.
+        tokio::spawn(async move {
+            let mut body = body;
+            while let Some(frame) = body.frame().await {
+                if frame.is_err() {
+                    break;
+                }
+            }
+        });
+    } else {
+        resp.headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+}
+
+/// The largest unread rest of a request body read to keep its connection;
+/// beyond it the connection is closed (with notice) instead.
+const DRAIN_MAX: u64 = 1 << 20;
 
 /// HTTP/2 pings to clients, and how long an answer may take.
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);

@@ -1,9 +1,11 @@
 //! Request and response body wrappers: [`TimedBody`] cuts an upload that
-//! stalls or crawls, [`TrackedBody`] keeps its connection counted as busy
-//! until the response is sent.
+//! stalls or crawls, [`Unread`] gives back a request body its handler
+//! dropped before the end, [`TrackedBody`] keeps its connection counted as
+//! busy until the response is sent.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -141,6 +143,78 @@ where
     }
 }
 
+/// A request body that, when its handler drops it, hands it to its
+/// [`Leftover`] instead of dropping it: the server can then see whether it
+/// was read to the end and, if not, read the rest itself or close the
+/// connection with notice. (hyper, given a request body dropped before its
+/// end, tries one read for the rest and otherwise closes the connection
+/// after the response, without saying `Connection: close` on it.)
+pub struct Unread<B> {
+    inner: Option<B>,
+    slot: Arc<Mutex<Option<B>>>,
+}
+
+/// Where an [`Unread`] body goes when its handler drops it.
+pub struct Leftover<B>(Arc<Mutex<Option<B>>>);
+
+impl<B> Unread<B> {
+    /// The body, and the handle through which it comes back.
+    pub fn new(inner: B) -> (Self, Leftover<B>) {
+        let slot = Arc::new(Mutex::new(None));
+        let leftover = Leftover(Arc::clone(&slot));
+        (
+            Unread {
+                inner: Some(inner),
+                slot,
+            },
+            leftover,
+        )
+    }
+}
+
+impl<B> Leftover<B> {
+    /// The body, if its handler has dropped it (read to the end or not).
+    pub fn take(&self) -> Option<B> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl<B> Drop for Unread<B> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            // Nobody to take it back: drop it here.
+            if Arc::strong_count(&self.slot) > 1 {
+                *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(inner);
+            }
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for Unread<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        match self.get_mut().inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(B::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), B::size_hint)
+    }
+}
+
 /// A response body that holds its request's [`RequestGuard`]: the
 /// connection counts as busy (not idle) until the body is sent or dropped.
 pub struct TrackedBody<B> {
@@ -243,6 +317,32 @@ mod tests {
         };
         assert_eq!(e.downcast_ref::<SlowBody>(), Some(&SlowBody::TooSlow(100)));
         feeder.abort();
+    }
+
+    #[tokio::test]
+    async fn a_dropped_body_comes_back_with_what_is_left() {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let (mut body, leftover) = Unread::new(Fed(rx));
+        tx.send(Bytes::from_static(b"abc")).await.unwrap();
+        tx.send(Bytes::from_static(b"def")).await.unwrap();
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "abc"
+        );
+        assert!(leftover.take().is_none(), "still held by its handler");
+        drop(body);
+        let mut rest = leftover.take().unwrap();
+        assert!(leftover.take().is_none());
+        assert_eq!(rest.0.recv().await.unwrap(), "def");
+    }
+
+    #[tokio::test]
+    async fn a_body_without_its_leftover_is_just_dropped() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+        let (body, leftover) = Unread::new(Fed(rx));
+        drop(leftover);
+        drop(body);
+        assert!(tx.is_closed());
     }
 
     #[tokio::test(start_paused = true)]

@@ -213,6 +213,18 @@ impl Conn {
         self.0.authenticated.load(Ordering::Acquire)
     }
 
+    /// Whether a response sent now should close the connection, and say so
+    /// (`Connection: close`): it has not authenticated and is past half of
+    /// its idle period, which its requests do not extend (see
+    /// [`crate::GuardedIo`]). It is to be closed once idle past that
+    /// deadline, however busy its client is; told on a response, the client
+    /// opens a new connection instead of sending its next request into
+    /// that close.
+    pub fn closing_soon(&self) -> bool {
+        !self.is_authenticated()
+            && Instant::now() + self.0.gate.limits.idle_timeout / 2 >= self.idle_deadline()
+    }
+
     /// Counts a request as in flight until the guard is dropped (keep it in
     /// the response body: see [`crate::TrackedBody`]).
     pub fn request(&self) -> RequestGuard {
@@ -289,6 +301,29 @@ mod tests {
         assert_eq!((g.open(), g.unauthenticated()), (1, 1));
         drop(c);
         assert_eq!((g.open(), g.unauthenticated()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unauthenticated_connection_is_closing_past_half_its_idle_period() {
+        let g = Gate::new(
+            "test",
+            Limits {
+                idle_timeout: Duration::from_secs(10),
+                ..Limits::default()
+            },
+        );
+        let (a, b) = (g.admit().unwrap(), g.admit().unwrap());
+        tokio::time::sleep(Duration::from_millis(4_900)).await;
+        drop(a.request());
+        assert!(!a.closing_soon());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Its requests did not move the deadline.
+        assert!(a.closing_soon());
+        // An authenticated connection's deadline moves with its requests.
+        b.authenticated();
+        assert!(!b.closing_soon());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!b.closing_soon());
     }
 
     #[tokio::test]

@@ -18,7 +18,10 @@ use crate::{Conn, Refusal};
 /// a request, keep-alive connections between requests (HTTP/2 pings
 /// included), and the TLS handshake. A connection that has not
 /// authenticated keeps the deadline of its accept whatever it sends, so
-/// requests with a wrong key cannot hold an unauthenticated slot.
+/// requests with a wrong key cannot hold an unauthenticated slot; past half
+/// of that period, the server's HTTP/1 responses on it say
+/// `Connection: close` ([`Conn::closing_soon`]), so that the close does
+/// not come under a client's next request.
 pub struct GuardedIo<T> {
     io: T,
     conn: Conn,

@@ -12,6 +12,9 @@
 //! - [`TimedBody`]: a request body that stalls, or arrives slower than a
 //!   minimum rate, ends with a [`SlowBody`] error the server turns into an
 //!   answer in the client's protocol (408 on the data plane).
+//! - [`Unread`]: a request body its handler drops before the end comes
+//!   back through its [`Leftover`], so the server can read the rest and
+//!   keep the connection, or close it with notice.
 //! - [`TrackedBody`]: keeps a connection busy until its response is sent.
 //! - [`raise_fd_limit`]: the soft file-descriptor limit up to the hard one.
 //!
@@ -25,7 +28,7 @@ mod io;
 
 use std::time::Duration;
 
-pub use body::{SlowBody, TimedBody, TrackedBody};
+pub use body::{Leftover, SlowBody, TimedBody, TrackedBody, Unread};
 pub use gate::{Conn, Gate, Refusal, RequestGuard};
 #[cfg(feature = "tonic")]
 pub use io::{conn_of, remote_addr, ConnInfo};
