@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "llmgw/v1/discovery.proto",
     "llmgw/v1/logs.proto",
     "llmgw/v1/quota.proto",
+    "llmgw/v1/live.proto",
 ];
 
 /// Messages that carry secrets get a hand-written, redacting `Debug`.

@@ -1,5 +1,6 @@
 //! The admin gRPC service: CRUD for providers, models and client keys, the
-//! data-plane list, export/apply of the whole configuration, and the
+//! data-plane list, the requests in flight and their cancel (`live`),
+//! export/apply of the whole configuration, and the
 //! listing of a provider's upstream models (`upstream_models`). Each write
 //! is one transaction; after it commits the hub publishes a new snapshot.
 //!
@@ -29,15 +30,18 @@ pub struct AdminService {
     logs: crate::logs::LogFeed,
     /// Ends FollowLogs streams when the server stops.
     shutdown: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The requests in flight and cancel (#17).
+    live: crate::live::LiveHub,
 }
 
 impl AdminService {
     pub fn new(store: Store, hub: Hub) -> Self {
         AdminService {
-            store,
             hub,
             logs: crate::logs::LogFeed::new(),
             shutdown: None,
+            live: crate::live::LiveHub::new(store.clone()),
+            store,
         }
     }
 
@@ -50,6 +54,12 @@ impl AdminService {
     ) -> Self {
         self.logs = feed;
         self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// Shares the live view the data planes' live streams feed.
+    pub fn with_live(mut self, live: crate::live::LiveHub) -> Self {
+        self.live = live;
         self
     }
 
@@ -634,6 +644,37 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::ExplainRouteResponse>, Status> {
         let snapshot = self.hub.current();
         crate::explain::explain(snapshot.as_deref(), request.into_inner()).map(Response::new)
+    }
+
+    async fn list_in_flight(
+        &self,
+        request: Request<pb::ListInFlightRequest>,
+    ) -> Result<Response<pb::ListInFlightResponse>, Status> {
+        let requests = self.live.list(&request.into_inner().node_id).await?;
+        Ok(Response::new(pb::ListInFlightResponse { requests }))
+    }
+
+    type WatchInFlightStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::InFlightEvent, Status>> + Send>>;
+
+    async fn watch_in_flight(
+        &self,
+        request: Request<pb::WatchInFlightRequest>,
+    ) -> Result<Response<Self::WatchInFlightStream>, Status> {
+        let node_id = request.into_inner().node_id;
+        Ok(Response::new(
+            self.live.watch(node_id, self.shutdown.clone()),
+        ))
+    }
+
+    async fn cancel_request(
+        &self,
+        request: Request<pb::CancelRequestRequest>,
+    ) -> Result<Response<pb::CancelRequestResponse>, Status> {
+        let id = request.into_inner().id;
+        let answer = self.live.cancel(&id).await?;
+        tracing::info!(id = %answer.id, node_id = %answer.node_id, confirmed = answer.confirmed, "request cancelled by an admin");
+        Ok(Response::new(answer))
     }
 }
 

@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod discovery;
 pub mod explain;
 pub mod hub;
+pub mod live;
 pub mod logs;
 pub mod quota;
 pub mod secrets;
@@ -25,8 +26,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use llmgw_proto::v1::{
-    admin_server::AdminServer, discovery_server::DiscoveryServer, logs_server::LogsServer,
-    quota_server::QuotaServer,
+    admin_server::AdminServer, discovery_server::DiscoveryServer, live_server::LiveServer,
+    logs_server::LogsServer, quota_server::QuotaServer,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -156,10 +157,14 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
     tokio::spawn(hub.clone().listen(shutdown_rx.clone()));
 
     let log_feed = logs::LogFeed::new();
+    let live_hub = live::LiveHub::new(store.clone());
+    tokio::spawn(live_hub.clone().listen(shutdown_rx.clone()));
+    tokio::spawn(live_hub.clone().prune(shutdown_rx.clone()));
 
     let admin = AdminServer::with_interceptor(
         admin::AdminService::new(store.clone(), hub.clone())
-            .with_logs(log_feed.clone(), shutdown_rx.clone()),
+            .with_logs(log_feed.clone(), shutdown_rx.clone())
+            .with_live(live_hub.clone()),
         move |req: tonic::Request<()>| {
             discovery::check_bearer(req.metadata(), &admin_token, "admin token")?;
             connections::authenticated(&req);
@@ -187,6 +192,10 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
             args.quota_lease_ms,
             shutdown_rx.clone(),
         ),
+        data_plane_auth(dataplane_token.clone()),
+    );
+    let live_svc = LiveServer::with_interceptor(
+        live::LiveService::new(live_hub, shutdown_rx.clone()),
         data_plane_auth(dataplane_token),
     );
 
@@ -230,7 +239,8 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         .add_service(admin)
         .add_service(discovery_svc)
         .add_service(logs_svc)
-        .add_service(quota_svc);
+        .add_service(quota_svc)
+        .add_service(live_svc);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -301,7 +311,7 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
 }
 
 /// The interceptor of the services data planes call (discovery, logs,
-/// quota): the data-plane token, and the connection counts as
+/// quota, live): the data-plane token, and the connection counts as
 /// authenticated.
 fn data_plane_auth(
     token: Arc<secrecy::SecretString>,

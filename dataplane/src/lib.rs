@@ -10,6 +10,7 @@ mod channel;
 pub mod config;
 mod discovery;
 pub mod limits;
+pub mod live;
 pub mod logs;
 pub mod metrics;
 pub mod proxy;
@@ -100,6 +101,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let table = TableHandle::new();
     let (versions_tx, versions) = watch::channel(0u64);
     let limiter = limits::Limiter::new();
+    let live = live::Live::new();
     let (log_sink, log_records) = logs::LogSink::new(LOG_QUEUE);
     let log_sink = Arc::new(log_sink);
     let mut logs_config = logs::LogsConfig::from_config(&config);
@@ -145,6 +147,7 @@ pub async fn start(config: Config) -> Result<Running> {
         table: table.clone(),
         proxy: proxy
             .with_limiter(Arc::clone(&limiter))
+            .with_live(Arc::clone(&live))
             .with_unauthenticated_log_rate(config.unauthenticated_log_per_minute)
             .with_spool_wait(config.spool_wait),
         draining: Default::default(),
@@ -185,11 +188,23 @@ pub async fn start(config: Config) -> Result<Running> {
         "connecting to the control plane"
     );
     let (channels, channels_rx) = watch::channel(None);
+    let incarnation = limits::client::incarnation(&config.node_id);
+    let live_client = tokio::spawn(
+        live::client::LiveClient {
+            live,
+            channels: channels_rx.clone(),
+            node_id: config.node_id.clone(),
+            incarnation: incarnation.clone(),
+            auth: auth.clone(),
+            backoff: backoff::Backoff::new(config.backoff_initial, config.backoff_max),
+        }
+        .run(),
+    );
     let quota = tokio::spawn(
         limits::client::QuotaClient {
             limiter,
             channels: channels_rx,
-            node_id: limits::client::incarnation(&config.node_id),
+            node_id: incarnation,
             auth: auth.clone(),
             backoff: backoff::Backoff::new(config.backoff_initial, config.backoff_max),
         }
@@ -225,6 +240,7 @@ pub async fn start(config: Config) -> Result<Running> {
         server: Some(server),
         discovery: Some(discovery),
         quota: Some(quota),
+        live: Some(live_client),
         logs: Some(logs),
         span_worker,
         flush_timeout: config.shutdown_grace,
@@ -247,6 +263,8 @@ pub struct Running {
     server: Option<JoinHandle<()>>,
     discovery: Option<JoinHandle<()>>,
     quota: Option<JoinHandle<()>>,
+    /// The live client (requests in flight, cancel).
+    live: Option<JoinHandle<()>>,
     logs: Option<logs::LogsHandle>,
     /// The span export task, flushed at the end of `join`.
     span_worker: Option<llmgw_telemetry::Worker>,
@@ -272,6 +290,11 @@ impl Running {
     /// The limits' buckets and the quota link (#15).
     pub fn limiter(&self) -> &Arc<limits::Limiter> {
         &self.state.proxy.limiter
+    }
+
+    /// The requests in flight (#17).
+    pub fn live(&self) -> &Arc<live::Live> {
+        &self.state.proxy.live
     }
 
     /// The routing table being served.
@@ -330,7 +353,7 @@ impl Running {
             // Its failure would only be a panic, reported by the runtime.
             let _ = ops.await;
         }
-        for task in [self.discovery.take(), self.quota.take()]
+        for task in [self.discovery.take(), self.quota.take(), self.live.take()]
             .into_iter()
             .flatten()
         {
@@ -367,6 +390,7 @@ impl Drop for Running {
             self.ops_server.take(),
             self.discovery.take(),
             self.quota.take(),
+            self.live.take(),
         ]
         .into_iter()
         .flatten()

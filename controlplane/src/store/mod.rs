@@ -13,7 +13,7 @@
 //! (with their targets), `keys`, `limits` (of keys, models and providers,
 //! written with them, and the default key limits), `settings` (with the
 //! master-key check),
-//! `data_planes` and `snapshot` (the consistent read a snapshot is built
+//! `data_planes`, `live` (the requests in flight) and `snapshot` (the consistent read a snapshot is built
 //! from). `specs` holds the rules every write must pass, `row` the lenient
 //! row reader, and `error` what can go wrong.
 
@@ -21,6 +21,7 @@ mod data_planes;
 mod error;
 mod keys;
 mod limits;
+mod live;
 mod models;
 mod providers;
 pub mod quota;
@@ -33,6 +34,7 @@ pub use data_planes::DataPlaneRow;
 pub use error::{bounded, Result, StoreError, MAX_ERROR_MESSAGE};
 pub use keys::KeyRow;
 pub use limits::{LimitsChange, LimitsRow, DEFAULT_SCOPE};
+pub use live::{LiveOwner, LiveStream, LIVE_CHANNEL, LIVE_LEASE_MS};
 pub use models::ModelRow;
 pub use providers::ProviderRow;
 pub use row::Broken;

@@ -35,6 +35,10 @@ impl Proxy {
         // The last provider limit that skipped a target.
         let mut limited: Option<crate::limits::Refusal> = None;
         let mut sent = 0u32;
+        // The request's entry among those in flight: each attempt is noted
+        // there, and its awaits end at an admin's cancel.
+        let live = pending.live.as_ref().map(|l| Arc::clone(l.entry()));
+        let live = live.as_deref();
         self.budget.deposit();
         'targets: for (pos, &ti) in call.order.iter().enumerate() {
             let target = &call.model.targets[ti];
@@ -114,6 +118,13 @@ impl Proxy {
                 };
                 tries += 1;
                 sent += 1;
+                if let Some(l) = live {
+                    l.attempt(
+                        &target.provider.name,
+                        &target.upstream_model,
+                        target.provider.protocol.as_str(),
+                    );
+                }
                 let attempt_started = Instant::now();
                 let (span, traceparent) = match &pending.trace {
                     Some(t) => {
@@ -122,16 +133,39 @@ impl Proxy {
                     }
                     None => (None, None),
                 };
-                let result = self
-                    .send(
+                let result = match crate::live::or_cancelled(
+                    live,
+                    self.send(
                         &call,
                         target,
                         &prepared,
                         upstream_body.clone(),
                         deadline,
                         traceparent,
-                    )
-                    .await;
+                    ),
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(message) => {
+                        // Dropping the exchange aborted the upstream request.
+                        if let (Some(t), Some(span)) = (&mut pending.trace, span) {
+                            t.attempted(
+                                span,
+                                target.provider.protocol,
+                                &target.provider.base_url,
+                                Some("cancelled"),
+                            );
+                        }
+                        return Err(self.cancelled_attempt(
+                            pending,
+                            target,
+                            attempt_started,
+                            sent,
+                            message,
+                        ));
+                    }
+                };
                 let latency_ms = attempt_started.elapsed().as_millis() as u64;
                 if let (Some(t), Some(span)) = (&mut pending.trace, span) {
                     let error_type = result.as_ref().err().map(AttemptError::error_type);
@@ -175,7 +209,9 @@ impl Proxy {
                         }
                         let retry_after = retry_after(resp.headers());
                         let headers = resp.headers().clone();
-                        let mut body = read_capped(resp, deadline).await;
+                        let mut body = crate::live::or_cancelled(live, read_capped(resp, deadline))
+                            .await
+                            .map_err(|m| (ErrorKind::CancelledByAdmin, m))?;
                         attempt.error = format!("upstream answered {status}");
                         pending.record().attempts.push(attempt);
                         let mut client_status = status;
@@ -202,7 +238,9 @@ impl Proxy {
                                     waited_retry_after = true;
                                     // No slot or reservation held asleep.
                                     drop(provider_admission);
-                                    tokio::time::sleep(wait).await;
+                                    crate::live::or_cancelled(live, tokio::time::sleep(wait))
+                                        .await
+                                        .map_err(|m| (ErrorKind::CancelledByAdmin, m))?;
                                     continue;
                                 }
                                 _ => break 'targets,
@@ -228,7 +266,9 @@ impl Proxy {
                     break 'targets;
                 }
                 drop(provider_admission);
-                tokio::time::sleep(delay).await;
+                crate::live::or_cancelled(live, tokio::time::sleep(delay))
+                    .await
+                    .map_err(|m| (ErrorKind::CancelledByAdmin, m))?;
             }
         }
         let r = pending.record();
@@ -294,6 +334,30 @@ impl Proxy {
                 "the retry budget is exhausted; the upstream is failing for many requests".into(),
             )),
         }
+    }
+
+    /// An attempt an admin cancelled before its response: noted in the
+    /// record, and the error the client gets.
+    fn cancelled_attempt(
+        &self,
+        pending: &mut Pending,
+        target: &Target,
+        started: Instant,
+        sent: u32,
+        message: String,
+    ) -> (ErrorKind, String) {
+        let r = pending.record();
+        r.attempts.push(pb::Attempt {
+            provider: target.provider.name.clone(),
+            upstream_model: target.upstream_model.clone(),
+            latency_ms: started.elapsed().as_millis() as u64,
+            error: message.clone(),
+            ..Default::default()
+        });
+        r.retries = sent.saturating_sub(1);
+        r.provider.clone_from(&target.provider.name);
+        r.upstream_model.clone_from(&target.upstream_model);
+        (ErrorKind::CancelledByAdmin, message)
     }
 
     /// The body for one target: the client's bytes with only `model`

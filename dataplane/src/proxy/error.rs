@@ -40,6 +40,8 @@ pub enum ErrorKind {
     LimitExceeded,
     /// A spend budget of the gateway's own is exhausted.
     BudgetExhausted,
+    /// An admin cancelled the request (#17): 499, as a client's cancel.
+    CancelledByAdmin,
 }
 
 impl ErrorKind {
@@ -60,6 +62,11 @@ impl ErrorKind {
             ErrorKind::RateLimited | ErrorKind::LimitExceeded | ErrorKind::BudgetExhausted => {
                 StatusCode::TOO_MANY_REQUESTS
             }
+            // Not a 5xx: SDKs retry those, and a cancelled request must
+            // not be sent again.
+            ErrorKind::CancelledByAdmin => {
+                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+            }
         }
     }
 
@@ -68,7 +75,7 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamUnavailable
             | ErrorKind::RateLimited => Fault::Upstream,
-            ErrorKind::NotReady => Fault::Gateway,
+            ErrorKind::NotReady | ErrorKind::CancelledByAdmin => Fault::Gateway,
             _ => Fault::Downstream,
         }
     }
@@ -80,6 +87,7 @@ impl ErrorKind {
         match self {
             ErrorKind::UpstreamTimeout => Outcome::Timeout,
             ErrorKind::UpstreamUnavailable | ErrorKind::RateLimited => Outcome::UpstreamError,
+            ErrorKind::CancelledByAdmin => Outcome::CancelledByAdmin,
             // Refused: authentication, validation, limits, and a gateway
             // that cannot serve yet.
             _ => Outcome::Refused,
@@ -152,6 +160,7 @@ impl ErrorKind {
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::LimitExceeded => "rate_limit_exceeded",
             ErrorKind::BudgetExhausted => "insufficient_quota",
+            ErrorKind::CancelledByAdmin => "cancelled_by_admin",
         }
     }
 }

@@ -25,6 +25,7 @@ pub fn status_name(status: u16) -> &'static str {
         403 => "PERMISSION_DENIED",
         404 => "NOT_FOUND",
         429 => "RESOURCE_EXHAUSTED",
+        499 => "CANCELLED",
         503 => "UNAVAILABLE",
         504 => "DEADLINE_EXCEEDED",
         _ => "INTERNAL",

@@ -79,6 +79,8 @@ pub struct Proxy {
     unauthenticated_rows: crate::throttle::PerAddress,
     /// The buckets of every key, model and provider with limits (#15).
     pub(crate) limiter: Arc<crate::limits::Limiter>,
+    /// The requests in flight, for the live view and cancel (#17).
+    pub(crate) live: Arc<crate::live::Live>,
 }
 
 /// Default of `--unauthenticated-log-per-minute`: request-log rows a
@@ -157,6 +159,9 @@ struct Pending {
     /// The request's spans, when it is traced (it moves into [`Finish`]
     /// with the admission).
     trace: Option<Box<trace::RequestTrace>>,
+    /// The request's entry among those in flight (#17), from when its key
+    /// and model are known; it moves into a streamed response's body.
+    live: Option<crate::live::Registration>,
 }
 
 impl Pending {
@@ -210,7 +215,15 @@ impl Proxy {
                 crate::throttle::ADDRESSES,
             ),
             limiter: crate::limits::Limiter::new(),
+            live: crate::live::Live::new(),
         }
+    }
+
+    /// Shares the registry of requests in flight that the live client reads.
+    #[must_use]
+    pub fn with_live(mut self, live: Arc<crate::live::Live>) -> Self {
+        self.live = live;
+        self
     }
 
     /// Shares the limiter that the quota client feeds.
@@ -337,6 +350,7 @@ impl Proxy {
             admission: None,
             limits: admit::LimitView::default(),
             trace,
+            live: None,
         };
         // Boxed: the proxying future is several KiB (the attempt, the
         // upstream exchange, the response), and the server moves the
@@ -631,6 +645,16 @@ impl Proxy {
         if let Some(why) = model.type_refusal(endpoint.api()) {
             return Err((ErrorKind::BadRequest, why));
         }
+        // In flight from here: one entry, removed when the request ends.
+        let started_ms = pending.record().time_ms;
+        pending.live = Some(self.live.register(crate::live::Entry::new(
+            pending.record().id.clone(),
+            key.name.clone(),
+            model_name.clone(),
+            client_protocol_name(endpoint),
+            streaming,
+            started_ms,
+        )));
 
         let tokenizer_model = model
             .targets
@@ -646,7 +670,13 @@ impl Proxy {
             input_tokens: std::cell::OnceCell::new(),
         };
         let tokens = Self::tokens_to_reserve(&table, key, model, endpoint, &facts);
-        self.admit(&table, key, model, tokens, pending).await?;
+        let live = pending.live.as_ref().map(|l| Arc::clone(l.entry()));
+        crate::live::or_cancelled(
+            live.as_deref(),
+            self.admit(&table, key, model, tokens, pending),
+        )
+        .await
+        .map_err(|m| (ErrorKind::CancelledByAdmin, m))??;
         let plan = routing::plan(model, endpoint.api(), &facts, &self.state);
         if plan.order.is_empty() {
             return Err((ErrorKind::NoRoute, plan.empty_reason(model)));

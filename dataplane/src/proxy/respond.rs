@@ -95,7 +95,8 @@ impl Proxy {
             finish,
             Arc::clone(&self.out),
             expected_len,
-        );
+        )
+        .with_live(pending.live.take());
         *out.body_mut() = BodyExt::boxed_unsync(body);
         out
     }
@@ -209,17 +210,23 @@ impl Proxy {
                 finish,
                 Arc::clone(&self.out),
                 None,
-            );
+            )
+            .with_live(pending.live.take());
             *out.body_mut() = BodyExt::boxed_unsync(body);
             return out;
         }
         let mut finish = finish;
-        let whole = read_whole(
-            resp,
-            target.provider.timeout,
-            translate::MAX_TRANSLATED_BODY,
+        let live = pending.live.as_ref().map(|l| Arc::clone(l.entry()));
+        let whole = crate::live::or_cancelled(
+            live.as_deref(),
+            read_whole(
+                resp,
+                target.provider.timeout,
+                translate::MAX_TRANSLATED_BODY,
+            ),
         )
         .await
+        .unwrap_or_else(|m| Err((ErrorKind::CancelledByAdmin, m)))
         .and_then(|body| {
             translate::whole(upstream, client, counting, &body, &opts, || {
                 llmgw_core::tokens::approximate_input(&head::tree(call.raw))

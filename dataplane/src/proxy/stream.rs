@@ -5,7 +5,8 @@
 //! away) drops the upstream response, which cancels it, and the request is
 //! logged as cancelled with what was counted so far. The body's end (its
 //! last bytes, or the end of a stream) waits, bounded, for the record to
-//! reach the spool ([`super::hold`]).
+//! reach the spool ([`super::hold`]). An admin's cancel (#17) ends it as
+//! a broken stream ends, and logs it as cancelled by an admin.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,6 +36,8 @@ enum End {
     Complete,
     Broken(Failure),
     Cancelled,
+    /// An admin cancelled it: the message says who.
+    CancelledByAdmin(String),
 }
 
 /// Why a started response failed: the status the log records (not the 200
@@ -138,6 +141,20 @@ impl Relay {
         }
     }
 
+    /// Output tokens so far, for the live view: the usage reported in the
+    /// stream when there is one, else the text so far at 4 bytes a token
+    /// (a whole, non-streamed answer is read only at its end).
+    fn tokens_so_far(&self) -> u64 {
+        let (usage, text) = match self {
+            Relay::Pass(o) => (o.usage(), o.seen.text.len()),
+            Relay::Translate(t) => (t.usage(), t.text.len()),
+        };
+        usage
+            .map(|u| u.output)
+            .filter(|n| *n > 0)
+            .unwrap_or((text as u64).div_ceil(4))
+    }
+
     /// Why the upstream stopped, as it named it.
     fn take_stop_reason(&mut self) -> String {
         match self {
@@ -187,6 +204,10 @@ pub struct ProxyBody {
     held: Option<Bytes>,
     /// The body is being dropped: its record is emitted without a wait.
     unheld: bool,
+    /// The request's entry among those in flight (#17): tokens so far are
+    /// noted there, an admin's cancel is read from it, and it is removed
+    /// when the response ends.
+    live: Option<crate::live::Registration>,
 }
 
 impl ProxyBody {
@@ -215,13 +236,23 @@ impl ProxyBody {
             hold: Hold::none(),
             held: None,
             unheld: false,
+            live: None,
         }
+    }
+
+    /// Keeps the request's entry among those in flight until the end.
+    #[must_use]
+    pub fn with_live(mut self, live: Option<crate::live::Registration>) -> Self {
+        self.live = live;
+        self
     }
 
     fn end(&mut self, how: End) {
         let Some((mut f, sink)) = self.finish.take() else {
             return;
         };
+        // No longer in flight.
+        self.live = None;
         let now = Instant::now();
         let r = &mut f.record;
         r.latency_ms = now.duration_since(self.started).as_millis() as u64;
@@ -237,6 +268,11 @@ impl ProxyBody {
                 if r.error.is_empty() {
                     r.error = "client disconnected".into();
                 }
+            }
+            End::CancelledByAdmin(message) => {
+                r.status = super::record::CLIENT_CLOSED;
+                r.error = message;
+                r.set_outcome(llmgw_proto::v1::Outcome::CancelledByAdmin);
             }
             End::Broken(failure) => {
                 r.status = u32::from(failure.status);
@@ -278,6 +314,19 @@ impl ProxyBody {
             Err(failure.message.clone().into())
         });
         self.end(End::Broken(failure));
+    }
+
+    /// An admin cancelled the request: the upstream is dropped (which
+    /// closes its stream), and the client gets the error a broken
+    /// response gets.
+    fn cancel_by_admin(&mut self, message: String) {
+        self.upstream = None;
+        self.tail = Some(if self.observer.streaming() {
+            Ok(Bytes::from(self.observer.stream_error_event(&message)))
+        } else {
+            Err(message.clone().into())
+        });
+        self.end(End::CancelledByAdmin(message));
     }
 }
 
@@ -349,6 +398,13 @@ impl Body for ProxyBody {
             if this.done {
                 return Poll::Ready(None);
             }
+            if let Some(live) = &this.live {
+                if live.poll_cancelled(cx) {
+                    let message = live.cancel_message();
+                    this.cancel_by_admin(message);
+                    continue;
+                }
+            }
             let Some(upstream) = this.upstream.as_mut() else {
                 this.done = true;
                 continue;
@@ -364,6 +420,9 @@ impl Body for ProxyBody {
                     this.idle.as_mut().reset(deadline);
                     this.sent += chunk.len() as u64;
                     let mut out = this.observer.feed(chunk);
+                    if let Some(live) = &this.live {
+                        live.set_tokens(this.observer.tokens_so_far());
+                    }
                     if this.expected_len.is_some_and(|n| this.sent >= n) {
                         if let Some(rest) = this.complete() {
                             let mut joined = bytes::BytesMut::from(&out[..]);

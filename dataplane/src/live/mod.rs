@@ -1,0 +1,318 @@
+//! The requests this data plane is serving, for the control plane's live
+//! view and admin cancel (#17; proto/llmgw/v1/live.proto).
+//!
+//! A request registers once, when its key and model are known, and is
+//! removed when its [`Registration`] drops (the response ended, or the
+//! handler was dropped): one lock and one map insert and removal per
+//! request, never held across an await. What changes while it runs (the
+//! attempt and its target, tokens so far) is written to the entry's own
+//! atomics and a small lock taken once per attempt; nothing per chunk but
+//! an atomic store. The stream client ([`client`]) reads the entries every
+//! 250 ms and reports what changed.
+//!
+//! A cancel sets the entry's flag and wakes whoever waits on it: the
+//! attempt loop's awaits ([`or_cancelled`]) before the response starts,
+//! the response body's `poll_frame` after.
+
+pub mod client;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+
+use futures::task::AtomicWaker;
+use llmgw_proto::v1 as pb;
+
+/// Every request in flight on this data plane, by id.
+#[derive(Debug, Default)]
+pub struct Live {
+    entries: Mutex<HashMap<String, Arc<Entry>>>,
+}
+
+/// One request in flight.
+#[derive(Debug)]
+pub struct Entry {
+    pub id: String,
+    pub key: String,
+    pub model: String,
+    pub client_protocol: &'static str,
+    pub stream: bool,
+    pub started_ms: i64,
+    /// The current attempt's provider, upstream model and protocol.
+    target: Mutex<(String, String, &'static str)>,
+    attempt: AtomicU32,
+    tokens: AtomicU64,
+    cancel: AtomicBool,
+    waker: AtomicWaker,
+    by: OnceLock<String>,
+}
+
+/// What a reader of an entry saw last: the attempt and the tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    pub attempt: u32,
+    pub tokens: u64,
+}
+
+impl Entry {
+    pub fn new(
+        id: String,
+        key: String,
+        model: String,
+        client_protocol: &'static str,
+        stream: bool,
+        started_ms: i64,
+    ) -> Self {
+        Entry {
+            id,
+            key,
+            model,
+            client_protocol,
+            stream,
+            started_ms,
+            target: Mutex::new((String::new(), String::new(), "")),
+            attempt: AtomicU32::new(0),
+            tokens: AtomicU64::new(0),
+            cancel: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+            by: OnceLock::new(),
+        }
+    }
+
+    /// A new attempt starts, at this target.
+    pub fn attempt(&self, provider: &str, upstream_model: &str, protocol: &'static str) {
+        {
+            let mut t = self.target.lock().unwrap_or_else(|e| e.into_inner());
+            if t.0 != provider {
+                provider.clone_into(&mut t.0);
+            }
+            if t.1 != upstream_model {
+                upstream_model.clone_into(&mut t.1);
+            }
+            t.2 = protocol;
+        }
+        self.attempt.fetch_add(1, Ordering::Release);
+    }
+
+    /// Tokens so far (see [`pb::InFlightRequest::tokens`]).
+    pub fn set_tokens(&self, n: u64) {
+        self.tokens.store(n, Ordering::Relaxed);
+    }
+
+    pub fn progress(&self) -> Progress {
+        Progress {
+            attempt: self.attempt.load(Ordering::Acquire),
+            tokens: self.tokens.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Asks the request to stop; `by` is who asked, for its log. Only the
+    /// first cancel counts.
+    pub fn cancel(&self, by: &str) {
+        let _ = self.by.set(by.to_string());
+        self.cancel.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Whether a cancel was asked for; registers `cx` to be woken by one.
+    pub fn poll_cancelled(&self, cx: &mut Context<'_>) -> bool {
+        if self.cancel.load(Ordering::Acquire) {
+            return true;
+        }
+        self.waker.register(cx.waker());
+        self.cancel.load(Ordering::Acquire)
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Acquire)
+    }
+
+    /// The error a cancelled request's client gets and its log records.
+    pub fn cancel_message(&self) -> String {
+        match self.by.get() {
+            Some(by) if !by.is_empty() => format!("the request was cancelled by {by}"),
+            _ => "the request was cancelled by an admin".to_string(),
+        }
+    }
+
+    /// The entry as reported, without the fields the control plane sets.
+    pub fn report(&self, node_id: &str, progress: Progress) -> pb::InFlightRequest {
+        let (provider, upstream_model, upstream_protocol) = {
+            let t = self.target.lock().unwrap_or_else(|e| e.into_inner());
+            (t.0.clone(), t.1.clone(), t.2)
+        };
+        pb::InFlightRequest {
+            id: self.id.clone(),
+            node_id: node_id.to_string(),
+            key: self.key.clone(),
+            model: self.model.clone(),
+            provider,
+            upstream_model,
+            client_protocol: self.client_protocol.to_string(),
+            upstream_protocol: upstream_protocol.to_string(),
+            stream: self.stream,
+            started_ms: self.started_ms,
+            attempt: progress.attempt,
+            tokens: progress.tokens,
+            ..Default::default()
+        }
+    }
+}
+
+/// A request's place in [`Live`]: removed when this drops.
+#[derive(Debug)]
+pub struct Registration {
+    live: Arc<Live>,
+    entry: Arc<Entry>,
+}
+
+impl std::ops::Deref for Registration {
+    type Target = Entry;
+    fn deref(&self) -> &Entry {
+        &self.entry
+    }
+}
+
+impl Registration {
+    pub fn entry(&self) -> &Arc<Entry> {
+        &self.entry
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut map = self.live.entries.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&self.entry.id);
+    }
+}
+
+impl Live {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Live::default())
+    }
+
+    /// Adds a request; it stays until the returned registration drops.
+    pub fn register(self: &Arc<Self>, entry: Entry) -> Registration {
+        let entry = Arc::new(entry);
+        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(entry.id.clone(), Arc::clone(&entry));
+        drop(map);
+        Registration {
+            live: Arc::clone(self),
+            entry,
+        }
+    }
+
+    /// Every request in flight now.
+    pub fn snapshot(&self) -> Vec<Arc<Entry>> {
+        let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Cancels request `id`; false when no such request is in flight.
+    pub fn cancel(&self, id: &str, by: &str) -> bool {
+        let entry = {
+            let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            map.get(id).cloned()
+        };
+        match entry {
+            Some(e) => {
+                e.cancel(by);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Runs `fut` unless `entry` is cancelled first: then `Err` with the
+/// message the client and the log get (and `fut` is dropped, which aborts
+/// an upstream exchange in it).
+pub async fn or_cancelled<T>(
+    entry: Option<&Entry>,
+    fut: impl Future<Output = T>,
+) -> Result<T, String> {
+    let Some(entry) = entry else {
+        return Ok(fut.await);
+    };
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if entry.poll_cancelled(cx) {
+            return Poll::Ready(Err(entry.cancel_message()));
+        }
+        fut.as_mut().poll(cx).map(Ok)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str) -> Entry {
+        Entry::new(id.into(), "k".into(), "m".into(), "openai-chat", true, 1)
+    }
+
+    #[test]
+    fn a_registration_is_removed_when_it_drops() {
+        let live = Live::new();
+        let a = live.register(entry("a"));
+        let b = live.register(entry("b"));
+        assert_eq!(live.len(), 2);
+        drop(a);
+        assert_eq!(live.len(), 1);
+        assert_eq!(live.snapshot()[0].id, "b");
+        drop(b);
+        assert!(live.is_empty());
+    }
+
+    #[test]
+    fn progress_and_report() {
+        let live = Live::new();
+        let r = live.register(entry("a"));
+        r.attempt("p", "up", "anthropic");
+        r.set_tokens(7);
+        let p = r.progress();
+        assert_eq!(
+            p,
+            Progress {
+                attempt: 1,
+                tokens: 7
+            }
+        );
+        let pb = r.report("dp-1", p);
+        assert_eq!(pb.provider, "p");
+        assert_eq!(pb.upstream_protocol, "anthropic");
+        assert_eq!(pb.node_id, "dp-1");
+        assert!(pb.stream);
+    }
+
+    #[tokio::test]
+    async fn a_cancel_wakes_the_waiting_future() {
+        let live = Live::new();
+        let r = live.register(entry("a"));
+        let e = Arc::clone(r.entry());
+        let waiting =
+            tokio::spawn(async move { or_cancelled(Some(&e), std::future::pending::<()>()).await });
+        tokio::task::yield_now().await;
+        assert!(!live.cancel("nope", "x"));
+        assert!(live.cancel("a", "an admin"));
+        let out = waiting.await.unwrap();
+        assert_eq!(
+            out.unwrap_err(),
+            "the request was cancelled by an admin".to_string()
+        );
+        // Without an entry, the future runs.
+        assert_eq!(or_cancelled(None, async { 3 }).await, Ok(3));
+    }
+}
