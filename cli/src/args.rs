@@ -140,6 +140,61 @@ pub enum Command {
     /// that sets none.
     #[command(visible_alias = "limit")]
     Limits(LimitsArgs),
+    /// Requests in flight on every data plane (`--follow` to watch them),
+    /// and `requests cancel ID` to stop one.
+    #[command(visible_alias = "request", long_about = REQUESTS_ABOUT)]
+    Requests(RequestsArgs),
+}
+
+// ---------- requests in flight ----------
+
+const REQUESTS_ABOUT: &str = "\
+Requests in flight on every data plane, oldest first: id, data plane, key,
+model, target (provider:upstream model of the current attempt), protocols
+(client→upstream), stream, age, attempt and tokens so far.
+
+Each data plane reports its requests to the control plane it is connected
+to, at most every 250 ms (a request shorter than that may never show), and
+every control plane on the same database lists them all. TOKENS are output
+tokens so far: the usage the upstream reported in the stream when it
+reports one as it goes (Anthropic), else the text so far at 4 bytes a token;
+refreshed at most once a second; a non-streaming answer counts only at its
+end. A data plane that stops is dropped from the list when its stream ends,
+or within 10 s when it goes silent.
+
+`llmgw requests cancel ID` stops a request: its data plane aborts the
+upstream, ends the client's response with an error in the client's protocol
+(a terminal error event in a stream, 499 before the answer started), and
+logs it with status 499 and outcome cancelled_by_admin, charged for the
+tokens produced so far.";
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RequestsArgs {
+    #[command(subcommand)]
+    pub command: Option<RequestsCmd>,
+    /// Only the requests of this data plane (its node id).
+    #[arg(long, value_name = "NODE_ID")]
+    pub node: Option<String>,
+    /// Print the list, then each change as it comes (a request started,
+    /// moved on, or ended), until interrupted (JSON lines of events with
+    /// -o json).
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+#[derive(Subcommand)]
+pub enum RequestsCmd {
+    /// Cancel a request in flight (the id from `llmgw requests`, or a
+    /// response's x-llmgw-request-id). A request that has ended, or an
+    /// unknown id, is an error that says so.
+    Cancel(RequestIdArg),
+}
+
+#[derive(Args)]
+pub struct RequestIdArg {
+    /// The request id.
+    pub id: String,
 }
 
 // ---------- limits ----------

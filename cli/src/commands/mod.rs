@@ -8,6 +8,7 @@ mod limits;
 mod logs;
 mod model;
 mod provider;
+mod requests;
 mod route;
 mod stats;
 
@@ -35,6 +36,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Stats(a) => stats::run(a, g, &mut out).await?,
         Command::Route(cmd) => route::run(cmd, g, &mut out).await?,
         Command::Limits(a) => limits::run(a, g, &mut out).await?,
+        Command::Requests(a) => requests::run(a, g, &mut out).await?,
     }
     out.w.flush()?;
     Ok(())
