@@ -11,10 +11,14 @@
 //! connection closed and the log says cancelled by an admin; with two data
 //! planes the cancel reaches the right one; a request still waiting for
 //! its upstream's first byte is cancelled with a 499 in its protocol; an
-//! ended or unknown request says so; a killed data plane's entries go.
-//! On SQLite and PostgreSQL, and on PostgreSQL through a second control
-//! plane (the cancel goes by NOTIFY to the one holding the stream).
+//! ended or unknown request says so; a translated stream (an Anthropic
+//! client on an OpenAI target) ends with Anthropic's error event;
+//! `llmgw requests --follow` prints the start and the end; a killed data
+//! plane's entries go at once, a silent one's within its lease. On SQLite
+//! and PostgreSQL, and on PostgreSQL through a second control plane (the
+//! cancel goes by NOTIFY to the one holding the stream).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use llmgw_e2e::*;
@@ -147,6 +151,60 @@ async fn logged(cp: &ControlPlane, id: &str) -> Value {
     .await
 }
 
+/// `llmgw -o json requests --follow` against `cp`, running.
+fn follow(cp: &ControlPlane) -> Proc {
+    let mut cmd = cli_command(&cp.url());
+    cmd.env("LLMGW_ADMIN_TOKEN", &cp.admin_token)
+        .current_dir(std::env::temp_dir())
+        .args(["-o", "json", "requests", "--follow"]);
+    Proc::spawn("llmgw requests --follow", cmd, Arc::default())
+}
+
+/// Waits for a `--follow` event for which `find` holds.
+async fn follow_event(p: &mut Proc, what: &str, find: impl Fn(&Value) -> bool) {
+    p.wait_for_line(WAIT, |l| {
+        let v: Value = serde_json::from_str(l).ok()?;
+        find(&v).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
+fn lists(v: &Value, field: &str, id: &str) -> bool {
+    v[field].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|x| x.as_str() == Some(id) || x["id"].as_str() == Some(id))
+    })
+}
+
+/// A slow Anthropic-protocol stream through `dp` (translated for an
+/// OpenAI target): the response and its request id, read up to the
+/// first text.
+async fn anthropic_stream(dp: &DataPlane, key: &str) -> (reqwest::Response, String) {
+    let mut resp = reqwest::Client::new()
+        .post(format!("http://{}/v1/messages", dp.addr))
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01")
+        .header(SLOW[0].0, SLOW[0].1)
+        .header(SLOW[1].0, SLOW[1].1)
+        .json(&json!({"model": "slow", "max_tokens": 1000, "stream": true,
+            "messages": [{"role": "user", "content": "go on"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = resp.headers()["x-llmgw-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut got = Vec::new();
+    while !contains_bytes(&got, b"text_delta") {
+        let chunk = resp.chunk().await.unwrap().expect("the stream ended early");
+        got.extend_from_slice(&chunk);
+    }
+    (resp, id)
+}
+
 const SLOW: [(&str, &str); 2] = [("x-mock-chunks", "400"), ("x-mock-chunk-delay-ms", "40")];
 
 async fn live_view_and_cancel(db: Db) {
@@ -158,6 +216,11 @@ async fn live_view_and_cancel(db: Db) {
     let mut dp_b = DataPlane::start(&cp.url(), "dp-b", &cp.dataplane_token).await;
     wait_in_sync(&cp, "dp-a").await;
     wait_in_sync(&cp, "dp-b").await;
+    let mut watching = follow(&cp);
+    follow_event(&mut watching, "the first, full event", |v| {
+        v["full"] == true
+    })
+    .await;
 
     // One slow stream on each data plane.
     let (mut on_a, id_a, _) = slow_stream(&dp_a, &key, &SLOW).await;
@@ -195,6 +258,10 @@ async fn live_view_and_cancel(db: Db) {
         .map(|r| r["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [id_b.as_str()], "{only_b}");
+    follow_event(&mut watching, "dp-a's request in --follow", |v| {
+        lists(v, "upserts", &id_a)
+    })
+    .await;
 
     // Cancel dp-a's: it ends within the bound with an error event.
     let cancelled_before = mock.stats().cancelled;
@@ -230,6 +297,10 @@ async fn live_view_and_cancel(db: Db) {
     );
     assert!(log["output_tokens"].as_u64().unwrap() > 0, "charged: {log}");
     wait_gone(&cp, &id_a, WAIT).await;
+    follow_event(&mut watching, "dp-a's request's end in --follow", |v| {
+        lists(v, "ended", &id_a)
+    })
+    .await;
     // dp-b's stream goes on.
     let more = tokio::time::timeout(WAIT, on_b.chunk())
         .await
@@ -243,6 +314,22 @@ async fn live_view_and_cancel(db: Db) {
     assert!(again.contains("has already ended"), "{again}");
     let unknown = cli_err(&cp, &["requests", "cancel", "0190aaaa-no-such-request"]).await;
     assert!(unknown.contains("no request"), "{unknown}");
+
+    // A translated stream ends with its client's protocol's error event.
+    let (mut translated, id_t) = anthropic_stream(&dp_a, &key).await;
+    let entry = wait_entry(&cp, &id_t, "the Anthropic client's stream", |_| true).await;
+    assert_eq!(entry.client_protocol, "anthropic");
+    assert_eq!(entry.upstream_protocol, "openai");
+    cli_ok(&cp, &["requests", "cancel", &id_t]).await;
+    let (rest, _) = read_to_end(&mut translated, CANCEL_BOUND).await;
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.contains("event: error") && rest.contains("cancelled by an admin"),
+        "{rest}"
+    );
+    assert!(!rest.contains("message_stop"), "{rest}");
+    let log = logged(&cp, &id_t).await;
+    assert_eq!(log["outcome"], "cancelled_by_admin", "{log}");
 
     // Before the first byte: the client gets a 499 in its protocol.
     let waiting = {
@@ -334,6 +421,7 @@ async fn another_control_plane_sees_and_cancels() {
     let (rest, _) = read_to_end(&mut resp, CANCEL_BOUND).await;
     assert!(started.elapsed() <= CANCEL_BOUND, "{:?}", started.elapsed());
     assert_eq!(answer["node_id"], "dp-on-a", "{answer}");
+    assert_eq!(answer["confirmed"], true, "{answer}");
     let rest = String::from_utf8_lossy(&rest);
     assert!(
         !rest.contains("[DONE]") && rest.contains("cancelled by an admin"),
@@ -342,4 +430,28 @@ async fn another_control_plane_sees_and_cancels() {
     let log = logged(&b, &id).await;
     assert_eq!(log["outcome"], "cancelled_by_admin", "{log}");
     wait_gone(&b, &id, WAIT).await;
+}
+
+/// A data plane that goes silent (stopped, its connection still open)
+/// leaves the view when its entries' lease (10 s) runs out.
+#[tokio::test]
+async fn a_silent_data_plane_leaves_the_view_within_its_lease() {
+    let mock = llmgw_mock::start(llmgw_mock::Config::default())
+        .await
+        .unwrap();
+    let (cp, key) = gateway(Db::Sqlite, &mock).await;
+    let mut dp = DataPlane::start(&cp.url(), "dp-silent", &cp.dataplane_token).await;
+    wait_in_sync(&cp, "dp-silent").await;
+    let (resp, id, _) = slow_stream(&dp, &key, &SLOW).await;
+    wait_entry(&cp, &id, "the stream", |_| true).await;
+    dp.proc().signal("STOP");
+    let stopped = Instant::now();
+    // The lease, plus a report's renewal interval (a quarter lease) and
+    // the last heartbeat's age.
+    wait_gone(&cp, &id, Duration::from_secs(15)).await;
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(5),
+        "gone before its lease ran out"
+    );
+    drop(resp);
 }

@@ -3,8 +3,9 @@
 //!
 //! A request registers once, when its key and model are known, and is
 //! removed when its [`Registration`] drops (the response ended, or the
-//! handler was dropped): one lock and one map insert and removal per
-//! request, never held across an await. What changes while it runs (the
+//! handler was dropped): one insert and one removal per request in one of
+//! [`SHARDS`] maps (so requests on different cores seldom meet on a lock),
+//! the lock never held across an await. What changes while it runs (the
 //! attempt and its target, tokens so far) is written to the entry's own
 //! atomics and a small lock taken once per attempt; nothing per chunk but
 //! an atomic store. The stream client ([`client`]) reads the entries every
@@ -25,10 +26,13 @@ use std::task::{Context, Poll};
 use futures::task::AtomicWaker;
 use llmgw_proto::v1 as pb;
 
+/// How many maps the entries are spread over, by id.
+pub const SHARDS: usize = 16;
+
 /// Every request in flight on this data plane, by id.
 #[derive(Debug, Default)]
 pub struct Live {
-    entries: Mutex<HashMap<String, Arc<Entry>>>,
+    shards: [Mutex<HashMap<String, Arc<Entry>>>; SHARDS],
 }
 
 /// One request in flight.
@@ -183,7 +187,7 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut map = self.live.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.live.shard(&self.entry.id);
         map.remove(&self.entry.id);
     }
 }
@@ -193,12 +197,22 @@ impl Live {
         Arc::new(Live::default())
     }
 
+    /// The locked map of request `id`. Ids are UUIDv7s: their last
+    /// characters are random.
+    fn shard(&self, id: &str) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
+        let h = id.bytes().rev().take(4).fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        self.shards[h % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Adds a request; it stays until the returned registration drops.
     pub fn register(self: &Arc<Self>, entry: Entry) -> Registration {
         let entry = Arc::new(entry);
-        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(entry.id.clone(), Arc::clone(&entry));
-        drop(map);
+        self.shard(&entry.id)
+            .insert(entry.id.clone(), Arc::clone(&entry));
         Registration {
             live: Arc::clone(self),
             entry,
@@ -207,12 +221,19 @@ impl Live {
 
     /// Every request in flight now.
     pub fn snapshot(&self) -> Vec<Arc<Entry>> {
-        let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        map.values().cloned().collect()
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            let map = shard.lock().unwrap_or_else(|e| e.into_inner());
+            out.extend(map.values().cloned());
+        }
+        out
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.shards
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -221,10 +242,7 @@ impl Live {
 
     /// Cancels request `id`; false when no such request is in flight.
     pub fn cancel(&self, id: &str, by: &str) -> bool {
-        let entry = {
-            let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            map.get(id).cloned()
-        };
+        let entry = self.shard(id).get(id).cloned();
         match entry {
             Some(e) => {
                 e.cancel(by);
