@@ -9,8 +9,9 @@
 //! this control plane holds it; otherwise (PostgreSQL) a NOTIFY on
 //! [`LIVE_CHANNEL`] reaches the control plane that does, which LISTENs as
 //! the hub does for configuration changes. Watches read the table again on
-//! every change this control plane stores, and at least every
-//! [`WATCH_EVERY`] (for changes stored by the others).
+//! every change this control plane stores (at most every
+//! [`WATCH_MIN_GAP`]), and at least every [`WATCH_EVERY`] (for changes
+//! stored by the others).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -29,6 +30,9 @@ use crate::store::{now_ms, rfc3339, Backend, LiveStream, Store, LIVE_CHANNEL};
 
 /// How often a watch reads the table without a local change.
 pub const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// The shortest time between two reads of one watch (many data planes'
+/// reports wake it at most this often).
+pub const WATCH_MIN_GAP: Duration = Duration::from_millis(200);
 /// How often rows past their lease are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
 /// How long a cancel waits for the data plane's answer.
@@ -110,6 +114,7 @@ impl LiveHub {
             let mut known: HashMap<String, pb::InFlightRequest> = HashMap::new();
             let mut first = true;
             loop {
+                let read_at = tokio::time::Instant::now();
                 let now = match hub.list(&node_id).await {
                     Ok(l) => l,
                     Err(e) => {
@@ -132,9 +137,15 @@ impl LiveHub {
                         None => std::future::pending::<()>().await,
                     }
                 };
+                let wait = async {
+                    tokio::select! {
+                        _ = changes.changed() => {}
+                        () = tokio::time::sleep(WATCH_EVERY) => {}
+                    }
+                    tokio::time::sleep_until(read_at + WATCH_MIN_GAP).await;
+                };
                 tokio::select! {
-                    _ = changes.changed() => {}
-                    () = tokio::time::sleep(WATCH_EVERY) => {}
+                    () = wait => {}
                     () = tx.closed() => return,
                     () = stop => return,
                 }
