@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:http2";
 import { tmpdir } from "node:os";
@@ -28,6 +29,8 @@ let context;
 let page;
 let userDataDir;
 let clientKey = "";
+/** The key of the live-page and log-detail steps. */
+let liveKey = "";
 /** Client keys created after the first one. */
 const otherKeys = [];
 let broken = false;
@@ -259,6 +262,57 @@ async function editLimits(row, name, fields, beforeSave = async () => {}) {
   await beforeSave(dialog);
   await dialog.getByRole("button", { name: "Save changes" }).click();
   await dialog.waitFor({ state: "detached" });
+}
+
+/**
+ * A slow chat stream sent from node to the data plane (the mock sends
+ * `chunks` chunks, `delayMs` apart): its request id once the head is in,
+ * and `done`, which resolves with the text read and whether it ended in an
+ * error (an error event, or a broken body) rather than [DONE].
+ */
+async function slowChat(key, chunks, delayMs, content = "a slow one") {
+  const r = await fetch(`${gw.dpUrl}/v1/chat/completions`, {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${key}`,
+      "content-type": "application/json",
+      "x-mock-chunks": String(chunks),
+      "x-mock-chunk-delay-ms": String(delayMs),
+    },
+    body: JSON.stringify({ model: "e2e-model", stream: true, messages: [{ role: "user", content }] }),
+  });
+  assert.equal(r.status, 200, "the slow stream started");
+  const id = r.headers.get("x-llmgw-request-id");
+  assert.ok(id, "the response names its request id");
+  const done = (async () => {
+    let text = "";
+    let broken = false;
+    try {
+      const dec = new TextDecoder();
+      for await (const chunk of r.body) text += dec.decode(chunk, { stream: true });
+    } catch {
+      broken = true;
+    }
+    const error = broken || /"error"/.test(text) || !text.includes("[DONE]");
+    return { text, error };
+  })();
+  return { id, done };
+}
+
+/** Opens a request's log detail, reloading until the record is stored. */
+async function openLog(id) {
+  const deadline = Date.now() + WAIT;
+  for (;;) {
+    await page.goto(`${gw.cpUrl}/logs/${id}`);
+    const found = await page
+      .getByRole("heading", { level: 1 })
+      .first()
+      .waitFor({ timeout: 3000 })
+      .then(() => true, () => false);
+    if (found) return;
+    if (Date.now() > deadline) assert.fail(`the log of ${id} was not stored`);
+    await page.waitForTimeout(300);
+  }
 }
 
 describe("dashboard in Chromium", { concurrency: 1 }, () => {
@@ -506,8 +560,9 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     await attempts.nth(1).getByText("200", { exact: true }).waitFor();
     await attempts.nth(1).getByText("mock-ok", { exact: true }).waitFor();
     const curl = await page.locator("pre").last().innerText();
-    assert.match(curl, /\$LLMGW_API_KEY/);
+    assert.match(curl, /\$LLMGW_KEY/);
     assert.match(curl, /\/v1\/chat\/completions/);
+    await page.getByRole("tab", { name: "Raw JSON" }).click();
     await page.getByText('"role": "user"').first().waitFor(); // pretty-printed request body
     await screenshot("log-detail-failover");
     await assertNoSecrets("log detail");
@@ -517,6 +572,7 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     const rows = page.locator("tbody tr[data-log-id]");
     await refreshUntil(rows, 1, "the stream");
     await rows.first().getByRole("link").click();
+    await page.getByRole("tab", { name: "Raw JSON" }).click();
     await page.getByRole("tab", { name: "Assembled text" }).waitFor();
     await page.getByText("tok0 tok1 tok2 tok3").waitFor();
     await screenshot("log-detail-stream");
@@ -768,6 +824,154 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     assert.equal(await page.locator("dt", { hasText: /^Trace id$/ }).count(), 0);
     await assertNoSecrets("trace ids");
     await goto("Overview");
+  });
+
+  step("the live page shows a request in flight with its tokens, and drops it when it ends", async () => {
+    liveKey = await createKey("e2e-live-key", "e2e-model");
+    otherKeys.push(liveKey);
+    await keyKnown(openai(liveKey));
+    await goto("Live");
+    await page.getByTestId("live-status").filter({ hasText: "Live" }).waitFor();
+    await page.getByText("Nothing in flight").waitFor();
+
+    const slow = await slowChat(liveKey, 60, 100);
+    const row = page.locator(`tr[data-request-id="${slow.id}"]`);
+    await row.waitFor();
+    assert.equal((await row.locator("td").nth(0).innerText()).trim(), "e2e-dp");
+    await row.getByText("e2e-live-key", { exact: true }).waitFor();
+    await row.getByText("e2e-model", { exact: true }).waitFor();
+    await row.getByText("mock:mock-fail", { exact: true }).waitFor();
+    await row.getByText("openai-chat → openai", { exact: true }).waitFor();
+    await row.getByText("stream", { exact: true }).waitFor();
+    // Tokens so far grow (reported at most once a second), and the age ticks.
+    await row.getByTestId("tokens").filter({ hasNotText: /^0$/ }).waitFor();
+    const age = await row.getByTestId("age").innerText();
+    await row.getByTestId("age").filter({ hasNotText: age }).waitFor();
+    await page.getByTestId("inflight-count").filter({ hasText: "1 in flight" }).waitFor();
+    await screenshot("live");
+    await assertNoSecrets("live");
+
+    // The overview counts it, and links to the live page.
+    await goto("Overview");
+    await page.getByTestId("inflight-count").filter({ hasText: /^1$/ }).waitFor();
+    await screenshot("overview-inflight");
+    await page.getByTestId("inflight-link").click();
+    await page.getByRole("heading", { level: 1, name: "Live" }).waitFor();
+
+    // It ends by itself: gone from the list.
+    const end = await slow.done;
+    assert.equal(end.error, false, "the slow stream ended normally");
+    await row.waitFor({ state: "detached", timeout: WAIT });
+    await page.getByText("Nothing in flight").waitFor();
+    await goto("Overview");
+    await page.getByTestId("inflight-count").filter({ hasText: /^0$/ }).waitFor();
+  });
+
+  step("the Cancel button ends a request: the client's stream ends in an error, the log says who", async () => {
+    await goto("Live");
+    const slow = await slowChat(liveKey, 400, 50, "cancel me");
+    const row = page.locator(`tr[data-request-id="${slow.id}"]`);
+    await row.waitFor();
+    await row.getByRole("button", { name: `Cancel request ${slow.id}` }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByText("Cancel this request?").waitFor();
+    await screenshot("live-cancel-confirm");
+    const started = Date.now();
+    await dialog.getByRole("button", { name: "Cancel request" }).click();
+    await dialog.waitFor({ state: "detached" });
+    const result = page.getByTestId("cancel-result");
+    await result.waitFor();
+    assert.match(await result.innerText(), /on data plane e2e-dp/);
+    assert.match(await result.innerText(), /an admin \(admin token\)/);
+    const end = await slow.done;
+    assert.ok(Date.now() - started < 5000, "the client's stream ended soon after the cancel");
+    assert.equal(end.error, true, `the client's stream ended in an error, not [DONE]: ${end.text.slice(-300)}`);
+    await row.waitFor({ state: "detached" });
+    await screenshot("live-cancelled");
+
+    await openLog(slow.id);
+    await page.getByTestId("outcome").waitFor();
+    assert.match(await page.getByTestId("cancelled-by").innerText(), /^Cancelled by an admin \(admin token\) through control plane .+ at \d{4}-/);
+    await screenshot("log-detail-cancelled");
+    await assertNoSecrets("cancelled request");
+  });
+
+  step("the log detail: a chat conversation, and the attempt timeline of a failover", async () => {
+    await goto("Logs");
+    const failover = page.locator("tbody tr").filter({ hasText: "×2" }).filter({ hasText: "200" }).first();
+    await failover.getByRole("link").click();
+    await page.getByRole("heading", { level: 1, name: "e2e-model" }).waitFor();
+    const conv = page.getByTestId("conversation");
+    await conv.getByRole("region", { name: "User" }).getByText("hello from the browser tests").waitFor();
+    await conv.getByTestId("response-message").getByText(/tok0/).waitFor();
+
+    // Two attempts on one axis: the failed one first, the failover after it.
+    const timeline = page.getByTestId("attempt-timeline");
+    const bars = timeline.getByTestId("attempt-bar");
+    assert.equal(await bars.count(), 2);
+    const box0 = await bars.nth(0).boundingBox();
+    const box1 = await bars.nth(1).boundingBox();
+    assert.ok(box0 && box1 && box1.x >= box0.x + box0.width - 1, `the second attempt starts after the first ends: ${JSON.stringify([box0, box1])}`);
+    await timeline.getByTestId("attempt").nth(0).getByText("503", { exact: true }).waitFor();
+    await timeline.getByTestId("attempt").nth(1).getByText("mock-ok", { exact: true }).waitFor();
+    assert.match(await timeline.getByTestId("timeline-note").innerText(), /Approximate/);
+    await screenshot("log-detail-conversation-timeline");
+    await page.getByRole("tab", { name: "Raw JSON" }).click();
+    await page.getByText('"role": "user"').first().waitFor();
+    await page.getByRole("tab", { name: "Conversation" }).click();
+    await conv.waitFor();
+  });
+
+  step("the log detail of an Anthropic stream: system prompt, tool call and result, the answer; copy as cURL", async () => {
+    const body = {
+      model: "e2e-model",
+      max_tokens: 200,
+      stream: true,
+      system: "You are the e2e assistant.",
+      tools: [{ name: "lookup", description: "Looks a word up", input_schema: { type: "object", properties: { word: { type: "string" } } } }],
+      messages: [
+        { role: "user", content: "Look up llama" },
+        { role: "assistant", content: [{ type: "tool_use", id: "toolu_e2e", name: "lookup", input: { word: "llama" } }] },
+        { role: "user", content: [{ type: "tool_result", tool_use_id: "toolu_e2e", content: "a South American camelid" }] },
+      ],
+    };
+    const r = await fetch(`${gw.dpUrl}/v1/messages`, {
+      method: "POST",
+      headers: { "x-api-key": liveKey, "anthropic-version": "2023-06-01", "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    assert.equal(r.status, 200, await r.clone().text());
+    const id = r.headers.get("x-llmgw-request-id");
+    const sse = await r.text();
+    assert.match(sse, /message_stop/);
+
+    await openLog(id);
+    const conv = page.getByTestId("conversation");
+    await conv.getByRole("region", { name: "System prompt" }).getByText("You are the e2e assistant.").waitFor();
+    await conv.getByRole("region", { name: "User" }).getByText("Look up llama").waitFor();
+    const call = conv.getByTestId("tool-call");
+    await call.getByText("lookup", { exact: true }).waitFor();
+    await call.getByText(/"word": "llama"/).waitFor();
+    await conv.getByRole("region", { name: "Tool" }).getByTestId("tool-result").getByText("a South American camelid").waitFor();
+    await conv.getByTestId("response-message").getByText("tok0 tok1 tok2 tok3").waitFor();
+    await conv.getByText("end_turn").waitFor();
+    await screenshot("log-detail-anthropic-conversation");
+
+    // Copy as cURL: the key is a placeholder in the header that carried it.
+    await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: gw.cpUrl });
+    await page.getByRole("button", { name: "Copy as curl" }).click();
+    await page.getByRole("button", { name: "Copied" }).first().waitFor();
+    const curl = await page.evaluate(() => navigator.clipboard.readText());
+    assert.match(curl, /"\$LLMGW_URL\/v1\/messages"/);
+    assert.match(curl, /-H "x-api-key: \$LLMGW_KEY"/);
+    assert.match(curl, /-H 'anthropic-version: 2023-06-01'/);
+    assert.match(curl, /You are the e2e assistant/);
+    assert.ok(!curl.includes(liveKey) && !curl.includes(liveKey.slice(-4)) && !curl.includes("****"), "no key, not even masked, in the curl command");
+    assert.doesNotMatch(curl, /content-length|host:|connection:/i);
+    // And it works, run by a shell against the data plane.
+    const out = execFileSync("bash", ["-c", curl], { env: { ...process.env, LLMGW_URL: gw.dpUrl, LLMGW_KEY: liveKey }, encoding: "utf8", timeout: 15_000 });
+    assert.match(out, /message_stop/);
+    await assertNoSecrets("anthropic log detail");
   });
 
   step("a provider whose key cannot be decrypted is listed as broken, and fixed", async () => {

@@ -2,6 +2,7 @@ import { Layout } from "@/components/layout";
 import { useToken } from "@/lib/auth";
 import { useLocation } from "@/lib/router";
 import { ApiKeysPage } from "@/pages/api-keys";
+import { LivePage } from "@/pages/live";
 import { LogDetailPage } from "@/pages/log-detail";
 import { LogsPage } from "@/pages/logs";
 import { ModelsPage } from "@/pages/models";
@@ -13,6 +14,7 @@ import { SignInPage } from "@/pages/sign-in";
 function Page({ pathname }: { pathname: string }) {
   const path = pathname.replace(/\/+$/, "") || "/";
   if (path === "/") return <OverviewPage />;
+  if (path === "/live") return <LivePage />;
   if (path === "/providers") return <ProvidersPage />;
   if (path === "/models") return <ModelsPage />;
   if (path === "/keys") return <ApiKeysPage />;

@@ -1,4 +1,4 @@
-import { Boxes, KeyRound, LayoutDashboard, LogOut, type LucideIcon, ScrollText, Server } from "lucide-react";
+import { Activity, Boxes, KeyRound, LayoutDashboard, LogOut, type LucideIcon, ScrollText, Server } from "lucide-react";
 import type { ReactNode } from "react";
 import { signOut } from "@/lib/auth";
 import { Link, useLocation } from "@/lib/router";
@@ -7,6 +7,7 @@ import { Button } from "./ui/button";
 
 export const NAV: { to: string; label: string; icon: LucideIcon }[] = [
   { to: "/", label: "Overview", icon: LayoutDashboard },
+  { to: "/live", label: "Live", icon: Activity },
   { to: "/providers", label: "Providers", icon: Server },
   { to: "/models", label: "Models", icon: Boxes },
   { to: "/keys", label: "API keys", icon: KeyRound },

@@ -1,12 +1,14 @@
 import { ArrowLeft, CircleAlert, CircleCheck, CircleX, Terminal } from "lucide-react";
 import { type ReactNode, useMemo, useState } from "react";
+import { ConversationView, Fallback } from "@/components/conversation";
 import { CopyButton } from "@/components/copy-button";
 import { Empty, ErrorAlert, TableSkeleton } from "@/components/states";
 import { OutcomeBadge, StatusBadge } from "@/components/status-badge";
 import { Badge } from "@/components/ui/badge";
 import { Card, CardContent, CardDescription, CardHeader, CardTitle } from "@/components/ui/card";
-import type { Attempt, RequestLog } from "@/gen/llmgw/v1/logs_pb";
+import { type Attempt, Outcome, type RequestLog } from "@/gen/llmgw/v1/logs_pb";
 import { api } from "@/lib/api";
+import { toConversation } from "@/lib/conversation";
 import { toCurl } from "@/lib/curl";
 import { DEFAULT_FILTERS, filtersToQuery } from "@/lib/filters";
 import { formatCost, formatDateTime, formatDuration, formatInt } from "@/lib/format";
@@ -15,6 +17,7 @@ import { useQuery, useTitle } from "@/lib/hooks";
 import { redactHeaders } from "@/lib/redact";
 import { Link, useLocation } from "@/lib/router";
 import { isSse, parseSse, prettyBody } from "@/lib/sse";
+import { layoutAttempts, ticks } from "@/lib/timeline";
 import { cn } from "@/lib/utils";
 
 export function LogDetailPage({ id }: { id: string }) {
@@ -84,6 +87,11 @@ function Detail({ r }: { r: RequestLog }) {
       </header>
 
       {r.error ? <ErrorAlert message={r.error} /> : null}
+      {r.outcome === Outcome.CANCELLED_BY_ADMIN ? (
+        <p className="-mt-3 text-sm text-muted-foreground" data-testid="cancelled-by">
+          Cancelled by <span className="font-medium text-foreground">{cancelledBy(r.error)}</span>.
+        </p>
+      ) : null}
 
       <section aria-label="Summary" className="grid grid-cols-2 gap-3 md:grid-cols-3 xl:grid-cols-6">
         <Stat label="Latency">{formatDuration(r.latencyMs)}</Stat>
@@ -104,7 +112,7 @@ function Detail({ r }: { r: RequestLog }) {
         <Card>
           <CardHeader>
             <CardTitle>Attempts</CardTitle>
-            <CardDescription>Each upstream try, in order.</CardDescription>
+            <CardDescription>Each upstream try on the request's time axis: retries and failovers in order.</CardDescription>
           </CardHeader>
           <CardContent>
             <Timeline attempts={r.attempts} total={Number(r.latencyMs)} />
@@ -213,6 +221,79 @@ function Detail({ r }: { r: RequestLog }) {
         </Card>
       </div>
 
+      <Bodies r={r} />
+      <Card className="min-w-0">
+        <CardHeader className="flex-row items-center justify-between">
+          <div className="grid gap-1">
+            <CardTitle className="flex items-center gap-2">
+              <Terminal className="size-4" aria-hidden /> curl
+            </CardTitle>
+            <CardDescription>The same request; the client key is a placeholder.</CardDescription>
+          </div>
+          <CopyButton text={curl} label="Copy" />
+        </CardHeader>
+        <CardContent>
+          <Pre>{curl}</Pre>
+        </CardContent>
+      </Card>
+    </div>
+  );
+}
+
+function Bodies({ r }: { r: RequestLog }) {
+  const conversation = useMemo(() => {
+    try {
+      return toConversation(r);
+    } catch {
+      return undefined;
+    }
+  }, [r]);
+  const [view, setView] = useState<"conversation" | "raw">("conversation");
+  const raw = <RawBodies r={r} />;
+  if (!conversation) return raw;
+  return (
+    <Card className="min-w-0">
+      <CardHeader className="flex-row flex-wrap items-center justify-between gap-2">
+        <div className="grid gap-1">
+          <CardTitle>{view === "conversation" ? "Conversation" : "Bodies"}</CardTitle>
+          <CardDescription>
+            {view === "conversation" ? `The request and the response as messages (${conversation.protocol}).` : "The logged bodies as they were."}
+          </CardDescription>
+        </div>
+        <div role="tablist" aria-label="Body view" className="inline-flex w-fit rounded-lg bg-muted p-1">
+          {(["conversation", "raw"] as const).map((v) => (
+            <button
+              key={v}
+              role="tab"
+              type="button"
+              aria-selected={view === v}
+              onClick={() => setView(v)}
+              className={cn(
+                "rounded-md px-3 py-1 text-sm font-medium text-muted-foreground transition-colors focus-visible:outline-none focus-visible:ring-2 focus-visible:ring-ring",
+                view === v && "bg-background text-foreground shadow-sm",
+              )}
+            >
+              {v === "conversation" ? "Conversation" : "Raw JSON"}
+            </button>
+          ))}
+        </div>
+      </CardHeader>
+      <CardContent>
+        {view === "conversation" ? (
+          <Fallback fallback={raw}>
+            <ConversationView c={conversation} />
+          </Fallback>
+        ) : (
+          <div className="grid gap-6">{raw}</div>
+        )}
+      </CardContent>
+    </Card>
+  );
+}
+
+function RawBodies({ r }: { r: RequestLog }) {
+  return (
+    <>
       <Card className="min-w-0">
         <CardHeader>
           <CardTitle>Request body</CardTitle>
@@ -245,22 +326,14 @@ function Detail({ r }: { r: RequestLog }) {
           <ResponseBody text={r.responseBody} contentType={headerValue(r.responseHeaders, "content-type")} />
         </CardContent>
       </Card>
-      <Card className="min-w-0">
-        <CardHeader className="flex-row items-center justify-between">
-          <div className="grid gap-1">
-            <CardTitle className="flex items-center gap-2">
-              <Terminal className="size-4" aria-hidden /> curl
-            </CardTitle>
-            <CardDescription>The same request; the client key is a placeholder.</CardDescription>
-          </div>
-          <CopyButton text={curl} label="Copy" />
-        </CardHeader>
-        <CardContent>
-          <Pre>{curl}</Pre>
-        </CardContent>
-      </Card>
-    </div>
+    </>
   );
+}
+
+/** Who cancelled, from the record's error ("the request was cancelled by …"). */
+function cancelledBy(error: string): string {
+  const m = /cancelled by (.+?)\.?$/s.exec(error);
+  return m?.[1] ?? "an admin";
 }
 
 function headerValue(h: Record<string, string>, name: string): string {
@@ -293,35 +366,55 @@ function attemptOk(a: Attempt) {
 
 function Timeline({ attempts, total }: { attempts: Attempt[]; total: number }) {
   if (attempts.length === 0) return <Empty title="No upstream attempt" className="py-6">The request failed before reaching a provider.</Empty>;
-  const max = Math.max(total, ...attempts.map((a) => Number(a.latencyMs)), 1);
+  const t = layoutAttempts(attempts, total);
+  const pct = (ms: number) => `${(ms / t.spanMs) * 100}%`;
   return (
-    <ol className="relative grid gap-0" aria-label="Attempts">
-      {attempts.map((a, i) => {
-        const ok = attemptOk(a);
-        const Icon = ok ? CircleCheck : a.status >= 400 && a.status < 500 ? CircleAlert : CircleX;
-        return (
-          <li key={i} className="relative flex gap-3 pb-5 last:pb-0" data-testid="attempt">
-            {i < attempts.length - 1 ? <span aria-hidden className="absolute left-[9px] top-6 h-[calc(100%-1.25rem)] w-px bg-border" /> : null}
-            <Icon className={cn("mt-0.5 size-5 shrink-0", ok ? "text-emerald-600" : a.status >= 400 && a.status < 500 ? "text-amber-600" : "text-red-600")} aria-hidden />
-            <div className="min-w-0 flex-1">
+    <div className="grid gap-3" data-testid="attempt-timeline">
+      <ol className="grid gap-3" aria-label="Attempts">
+        {attempts.map((a, i) => {
+          const ok = attemptOk(a);
+          const bar = t.bars[i]!;
+          const Icon = ok ? CircleCheck : a.status >= 400 && a.status < 500 ? CircleAlert : CircleX;
+          return (
+            <li key={i} className="grid gap-1" data-testid="attempt">
               <div className="flex flex-wrap items-center gap-2 text-sm">
+                <Icon className={cn("size-4 shrink-0", ok ? "text-emerald-600" : a.status >= 400 && a.status < 500 ? "text-amber-600" : "text-red-600")} aria-hidden />
                 <span className="font-medium">
                   #{i + 1} {a.provider}
                 </span>
                 <span className="text-muted-foreground">{a.upstreamModel}</span>
                 <StatusBadge status={a.status} />
-                <span className="ml-auto tabular-nums text-xs text-muted-foreground">{formatDuration(a.latencyMs)}</span>
+                <span className="ml-auto tabular-nums text-xs text-muted-foreground">
+                  {bar.skipped ? "not sent" : `${formatDuration(bar.startMs)} → ${formatDuration(bar.endMs)} (${formatDuration(a.latencyMs)})`}
+                </span>
               </div>
-              <div className="mt-1.5 h-1.5 rounded-full bg-muted">
-                <div className={cn("h-1.5 rounded-full", ok ? "bg-emerald-500" : "bg-red-400")} style={{ width: `${Math.max(2, (Number(a.latencyMs) / max) * 100)}%` }} />
+              <div className="relative h-3 rounded bg-muted" aria-hidden>
+                <div
+                  data-testid="attempt-bar"
+                  className={cn("absolute top-0 h-3 rounded", bar.skipped ? "w-0.5 bg-amber-500" : ok ? "bg-emerald-500" : "bg-red-400")}
+                  style={{ left: pct(bar.startMs), ...(bar.skipped ? {} : { width: `max(3px, ${pct(bar.endMs - bar.startMs)})` }) }}
+                />
               </div>
-              {a.error ? <p className="mt-1.5 break-words text-xs text-red-700">{a.error}</p> : null}
+              {a.error ? <p className="break-words text-xs text-red-700">{a.error}</p> : null}
               <span className="sr-only">{ok ? "succeeded" : "failed"}</span>
-            </div>
-          </li>
-        );
-      })}
-    </ol>
+            </li>
+          );
+        })}
+      </ol>
+      <div className="relative h-4 border-t text-[10px] tabular-nums text-muted-foreground" aria-hidden>
+        {ticks(t.spanMs).map((x) => (
+          <span key={x} className="absolute top-0.5 -translate-x-1/2 first:translate-x-0" style={{ left: pct(x) }}>
+            {formatDuration(x)}
+          </span>
+        ))}
+      </div>
+      <p className="text-xs text-muted-foreground" data-testid="timeline-note">
+        Request: {formatDuration(total)} in all.{" "}
+        {t.approximate
+          ? "Approximate: this record has no attempt start times, so the attempts are laid end to end from the request's start (waits between them are not shown)."
+          : "Each attempt starts when it was sent."}
+      </p>
+    </div>
   );
 }
 

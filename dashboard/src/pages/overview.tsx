@@ -22,6 +22,7 @@ import {
   formatTokens,
 } from "@/lib/format";
 import { useInterval, useQuery, useTitle } from "@/lib/hooks";
+import { useInFlight } from "@/lib/live";
 import { Link, navigate, useLocation } from "@/lib/router";
 
 const C = {
@@ -77,6 +78,7 @@ export function OverviewPage() {
     [win.value, now],
   );
   const planes = useQuery((signal) => api().listDataPlanes({}, { signal }), [now]);
+  const inFlight = useInFlight();
 
   const setWindow = (value: string) => {
     const q = new URLSearchParams(search);
@@ -93,6 +95,18 @@ export function OverviewPage() {
         description="Traffic through every data plane, and the data planes themselves."
         actions={
           <>
+            <Link
+              to="/live"
+              data-testid="inflight-link"
+              title="The requests being served right now"
+              className="inline-flex h-9 items-center gap-2 rounded-md border bg-background px-3 text-sm font-medium shadow-sm hover:bg-accent focus-visible:outline-none focus-visible:ring-2 focus-visible:ring-ring"
+            >
+              <span className={inFlight.requests.length ? "size-2 animate-pulse rounded-full bg-emerald-500" : "size-2 rounded-full bg-muted-foreground/40"} aria-hidden />
+              <span data-testid="inflight-count" className="tabular-nums">
+                {inFlight.loaded ? inFlight.requests.length : "–"}
+              </span>{" "}
+              in flight
+            </Link>
             <label htmlFor="window" className="sr-only">
               Time window
             </label>
