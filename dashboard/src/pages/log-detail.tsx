@@ -391,6 +391,8 @@ function Timeline({ attempts, total }: { attempts: Attempt[]; total: number }) {
               <div className="relative h-3 rounded bg-muted" aria-hidden>
                 <div
                   data-testid="attempt-bar"
+                  data-start-ms={bar.startMs}
+                  data-end-ms={bar.endMs}
                   className={cn("absolute top-0 h-3 rounded", bar.skipped ? "w-0.5 bg-amber-500" : ok ? "bg-emerald-500" : "bg-red-400")}
                   style={{ left: pct(bar.startMs), ...(bar.skipped ? {} : { width: `max(3px, ${pct(bar.endMs - bar.startMs)})` }) }}
                 />
