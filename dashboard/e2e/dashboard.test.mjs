@@ -889,6 +889,19 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     await row.waitFor({ state: "detached" });
     await screenshot("live-cancelled");
 
+    // A request that ends while the confirmation is open: the cancel says it has ended.
+    const short = await slowChat(liveKey, 10, 100, "ends first");
+    const shortRow = page.locator(`tr[data-request-id="${short.id}"]`);
+    await shortRow.getByRole("button", { name: `Cancel request ${short.id}` }).click();
+    await dialog.getByText("Cancel this request?").waitFor();
+    assert.equal((await short.done).error, false);
+    await shortRow.waitFor({ state: "detached" });
+    await dialog.getByRole("button", { name: "Cancel request" }).click();
+    await dialog.getByRole("alert").filter({ hasText: /already ended|ended moments ago/ }).waitFor();
+    await screenshot("live-cancel-ended");
+    await dialog.getByRole("button", { name: "Cancel", exact: true }).click();
+    await dialog.waitFor({ state: "detached" });
+
     await openLog(slow.id);
     await page.getByTestId("outcome").waitFor();
     assert.match(await page.getByTestId("cancelled-by").innerText(), /^Cancelled by an admin \(admin token\) through control plane .+ at \d{4}-/);

@@ -411,7 +411,7 @@ function Timeline({ attempts, total }: { attempts: Attempt[]; total: number }) {
         ))}
       </div>
       <p className="text-xs text-muted-foreground" data-testid="timeline-note">
-        Request: {formatDuration(total)} in all.{" "}
+        Request: {formatDuration(total)} in all; a bar ends when the upstream answered (its response head), a streamed body goes on after it.{" "}
         {t.approximate
           ? "Approximate: this record has no attempt start times, so the attempts are laid end to end from the request's start (waits between them are not shown)."
           : "Each attempt starts when it was sent."}
