@@ -18,6 +18,7 @@ pub mod settings;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod upstream_call;
 pub mod upstream_models;
 
 use std::net::SocketAddr;
