@@ -12,6 +12,8 @@ pub mod discovery;
 pub mod explain;
 pub mod hub;
 pub mod logs;
+pub mod model_test;
+pub mod model_tools;
 pub mod quota;
 pub mod secrets;
 pub mod settings;
