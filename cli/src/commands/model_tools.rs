@@ -3,19 +3,34 @@
 //! their answers are shown.
 
 use std::io::Write;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use llmgw_proto::v1::{
-    ImportModelsRequest, ImportModelsResponse, RetargetModelsRequest, RetargetModelsResponse,
-    TestModelRequest, TestModelResponse,
+    GetModelRequest, ImportModelsRequest, ImportModelsResponse, RetargetModelsRequest,
+    RetargetModelsResponse, TestModelRequest, TestModelResponse,
 };
 
 use crate::args::{GlobalOpts, ModelImportArgs, ModelRetargetArgs, ModelTestArgs};
-use crate::client::Client;
+use crate::client::{Client, CALL_TIMEOUT};
 use crate::output::{Out, Table};
 
 pub async fn test(a: ModelTestArgs, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
-    let c = Client::connect(g).await?;
+    // The control plane waits for each target in turn: give the call the
+    // time every target may take.
+    let targets = {
+        let c = Client::connect(g).await?;
+        c.api()
+            .get_model(GetModelRequest {
+                name: a.name.clone(),
+            })
+            .await
+            .map_err(|s| c.fail(s))?
+            .into_inner()
+            .targets
+            .len()
+    };
+    let c = Client::connect_with_timeout(g, test_call_timeout(targets, a.timeout)).await?;
     let r = c
         .api()
         .test_model(TestModelRequest {
@@ -72,6 +87,14 @@ pub async fn retarget(a: ModelRetargetArgs, g: &GlobalOpts, out: &mut Out<'_>) -
         .map_err(|s| c.fail(s))?
         .into_inner();
     retarget_report(out, &r, &a.from, a.dry_run)
+}
+
+/// The whole test's call timeout: every target's, and a margin; never
+/// less than any other call's.
+fn test_call_timeout(targets: usize, per_target_ms: u32) -> Duration {
+    let all = Duration::from_millis(u64::from(per_target_ms))
+        .saturating_mul(u32::try_from(targets).unwrap_or(u32::MAX));
+    CALL_TIMEOUT.max(all.saturating_add(Duration::from_secs(30)))
 }
 
 /// `PROVIDER:UPSTREAM_MODEL`, split at the first ':' (an upstream model
@@ -372,6 +395,8 @@ mod tests {
         });
         assert_eq!(text, "no model uses target p:old; nothing changed\n");
         assert!(target_arg("--from", "p").is_err());
+        assert_eq!(test_call_timeout(2, 30_000), CALL_TIMEOUT);
+        assert_eq!(test_call_timeout(10, 30_000), Duration::from_secs(330));
         assert!(target_arg("--from", ":m").is_err());
         assert_eq!(
             target_arg("--to", "or:meta/llama:70b").unwrap(),
