@@ -141,7 +141,11 @@ async fn test_target(
         }
         Ok(v) => answer_excerpt(&v).unwrap_or_else(|| v.to_string()),
     };
-    result.excerpt = call.scrub(&excerpt).chars().take(EXCERPT_CHARS).collect();
+    result.excerpt = call
+        .scrub(excerpt.trim())
+        .chars()
+        .take(EXCERPT_CHARS)
+        .collect();
 }
 
 #[cfg(test)]
