@@ -6,7 +6,8 @@
 //! creates models from the provider's listing with `--match` and
 //! `--prefix`, changes nothing on a dry run and skips existing models;
 //! `llmgw model retarget` shows its diff on a dry run and renames targets
-//! in one version. Import and retarget run on SQLite and PostgreSQL.
+//! in one version. Import and retarget run on SQLite and PostgreSQL. A
+//! model test never touches a data plane's outlier state.
 
 use std::time::{Duration, Instant};
 
@@ -544,4 +545,71 @@ async fn import_and_retarget(db: Db) {
     let err = cli_err(&cp, &["model", "retarget", "--from", "up", "--to", "up:m"]).await;
     assert!(err.contains("give PROVIDER:UPSTREAM_MODEL"), "{err}");
     assert_eq!(config_version(&cp).await, v3 + 1);
+}
+
+/// A model test runs in the control plane, which keeps no outlier state,
+/// and no data plane sees it: after more failed tests of a target than
+/// would eject it in a data plane, the data plane still tries it first.
+#[tokio::test]
+async fn a_model_test_leaves_the_data_planes_outlier_state_alone() {
+    let mock = llmgw_mock::start(llmgw_mock::Config::default())
+        .await
+        .unwrap();
+    let cp = ControlPlane::start(Db::Sqlite, &[]).await;
+    provider(&cp, "up", "openai-chat", &mock.base_url(), &[]).await;
+    cli_ok(
+        &cp,
+        &[
+            "model",
+            "add",
+            "pair",
+            "--target",
+            "up:m-first",
+            "--target",
+            "up:m-second",
+        ],
+    )
+    .await;
+    let key = cli_json(&cp, &["key", "create", "k"]).await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dp = DataPlane::start(&cp.url(), "dp-1", &cp.dataplane_token).await;
+    wait_in_sync(&cp, "dp-1").await;
+
+    // Ten failed tests of the first target (a data plane ejects a target
+    // after five attempts, half of them failed).
+    let failures = 10;
+    mock.set_script(
+        "m-first",
+        vec![
+            llmgw_mock::Step {
+                status: Some(503),
+                ..Default::default()
+            };
+            failures
+        ],
+    );
+    for _ in 0..failures {
+        let (ok, v, _) = model_test(&cp, &["pair"]).await;
+        assert!(!ok);
+        assert_eq!(v["targets"][0]["status"], 503, "{v}");
+        assert_eq!(v["targets"][1]["status"], 200, "{v}");
+    }
+    assert_eq!(mock.requests_for("m-first").len(), failures);
+
+    // The data plane never saw them: its first request goes to the first
+    // target, which answers.
+    mock.clear();
+    let status = reqwest::Client::new()
+        .post(format!("http://{}/v1/chat/completions", dp.addr))
+        .bearer_auth(&key)
+        .json(&json!({"model": "pair", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let seen: Vec<Option<String>> = mock.requests().iter().map(|r| r.model.clone()).collect();
+    assert_eq!(seen, [Some("m-first".to_string())]);
 }
