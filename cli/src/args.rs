@@ -544,6 +544,68 @@ pub enum ModelCmd {
     Delete(NameArg),
     /// Forget the model's spend in its budget's current period.
     ResetSpend(NameArg),
+    /// Send a tiny request to each target of the model, one after another,
+    /// from the control plane; exits non-zero if any target fails.
+    Test(ModelTestArgs),
+    /// Create one model per upstream model of a provider (see `provider
+    /// models`), each with that provider and upstream model as its target;
+    /// existing models are skipped.
+    Import(ModelImportArgs),
+    /// Rename a target (provider and upstream model) in every model that
+    /// uses it, in one change.
+    Retarget(ModelRetargetArgs),
+}
+
+// ---------- model tools (#17): test, import, retarget ----------
+
+#[derive(Args)]
+pub struct ModelTestArgs {
+    /// The model whose targets to test.
+    pub name: String,
+    /// Per target, the whole request (e.g. 30s, 500ms; at most 5m).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_test_timeout)]
+    pub timeout: u32,
+}
+
+#[derive(Args)]
+pub struct ModelImportArgs {
+    /// The provider whose upstream models to import.
+    pub provider: String,
+    /// Only upstream ids matching this glob ('*' any run, '?' one character).
+    #[arg(long = "match", value_name = "GLOB")]
+    pub pattern: Option<String>,
+    /// Prefix for each model's name (the name is PREFIX + upstream id).
+    #[arg(long, value_name = "P", default_value = "")]
+    pub prefix: String,
+    /// The type of the models created [default: chat].
+    #[arg(long = "type", value_enum)]
+    pub model_type: Option<ModelType>,
+    /// Show what would be created and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args)]
+pub struct ModelRetargetArgs {
+    /// The target to rename.
+    #[arg(long, value_name = "PROVIDER:UPSTREAM_MODEL")]
+    pub from: String,
+    /// What it becomes.
+    #[arg(long, value_name = "PROVIDER:UPSTREAM_MODEL")]
+    pub to: String,
+    /// Show the diff and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// A model test's per-target timeout, in milliseconds: 1 ms to 5 minutes.
+pub fn parse_test_timeout(s: &str) -> Result<u32, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 30s, 500ms)"))?;
+    let ms = d.as_millis();
+    if ms == 0 || ms > 300_000 {
+        return Err("give a timeout from 1ms to 5m".to_string());
+    }
+    u32::try_from(ms).map_err(|e| e.to_string())
 }
 
 #[derive(Args)]

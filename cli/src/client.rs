@@ -16,7 +16,8 @@ use tonic::{Code, Request, Status};
 use crate::args::GlobalOpts;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a call may take, unless the command says otherwise.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest answer accepted from the control plane.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -81,10 +82,16 @@ impl Client {
     /// Resolves the token, then connects (eagerly, so an unreachable server
     /// is reported as such).
     pub async fn connect(g: &GlobalOpts) -> Result<Self> {
+        Self::connect_with_timeout(g, CALL_TIMEOUT).await
+    }
+
+    /// [`Client::connect`] whose calls may take up to `call_timeout` (a
+    /// model test waits for each target in turn).
+    pub async fn connect_with_timeout(g: &GlobalOpts, call_timeout: Duration) -> Result<Self> {
         let token = resolve_token(g.token.as_deref(), &g.token_file)?;
         let auth = BearerAuth::new(&token)?;
         let server = g.server.trim().to_string();
-        let endpoint = endpoint(&server, g.tls_ca.as_deref())?;
+        let endpoint = endpoint(&server, g.tls_ca.as_deref())?.timeout(call_timeout);
         let channel = endpoint.connect().await.map_err(|e| {
             anyhow!(
                 "cannot reach control plane at {server}: {}",

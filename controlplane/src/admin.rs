@@ -1,7 +1,8 @@
 //! The admin gRPC service: CRUD for providers, models and client keys, the
 //! data-plane list, the requests in flight and their cancel (`live`),
-//! export/apply of the whole configuration, and the
-//! listing of a provider's upstream models (`upstream_models`). Each write
+//! export/apply of the whole configuration, the listing of a provider's
+//! upstream models (`upstream_models`), and the model tools: test, import
+//! and retarget (`admin/model_tools.rs`). Each write
 //! is one transaction; after it commits the hub publishes a new snapshot.
 //!
 //! Only the gRPC surface lives here: messages become specs and rows become
@@ -21,6 +22,9 @@ use crate::convert::{
 };
 use crate::hub::Hub;
 use crate::store::{now_ms, Broken, KeySpec, ModelSpec, ProviderSpec, Store, StoreError};
+
+// Model test, import and retarget (#17).
+mod model_tools;
 
 #[derive(Debug, Clone)]
 pub struct AdminService {
@@ -675,6 +679,29 @@ impl pb::admin_server::Admin for AdminService {
         let answer = self.live.cancel(&id).await?;
         tracing::info!(id = %answer.id, node_id = %answer.node_id, confirmed = answer.confirmed, "request cancelled by an admin");
         Ok(Response::new(answer))
+    }
+
+    // ---------- model tools (#17), in admin/model_tools.rs ----------
+
+    async fn test_model(
+        &self,
+        request: Request<pb::TestModelRequest>,
+    ) -> Result<Response<pb::TestModelResponse>, Status> {
+        self.test_model_rpc(request).await
+    }
+
+    async fn import_models(
+        &self,
+        request: Request<pb::ImportModelsRequest>,
+    ) -> Result<Response<pb::ImportModelsResponse>, Status> {
+        self.import_models_rpc(request).await
+    }
+
+    async fn retarget_models(
+        &self,
+        request: Request<pb::RetargetModelsRequest>,
+    ) -> Result<Response<pb::RetargetModelsResponse>, Status> {
+        self.retarget_models_rpc(request).await
     }
 }
 

@@ -13,12 +13,15 @@ pub mod explain;
 pub mod hub;
 pub mod live;
 pub mod logs;
+pub mod model_test;
+pub mod model_tools;
 pub mod quota;
 pub mod secrets;
 pub mod settings;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod upstream_call;
 pub mod upstream_models;
 
 use std::net::SocketAddr;

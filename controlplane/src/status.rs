@@ -8,7 +8,7 @@
 use tonic::Status;
 
 use crate::store::{bounded, StoreError};
-use crate::upstream_models::UpstreamModelsError;
+use crate::upstream_call::UpstreamError;
 
 impl From<StoreError> for Status {
     fn from(e: StoreError) -> Status {
@@ -31,17 +31,17 @@ impl From<StoreError> for Status {
 /// 5xx, is `Unavailable` (try again later); a refused key, another error
 /// status or an answer that is not a models list is `FailedPrecondition`
 /// (the provider's configuration needs a change). Messages carry no secret.
-impl From<UpstreamModelsError> for Status {
-    fn from(e: UpstreamModelsError) -> Status {
+impl From<UpstreamError> for Status {
+    fn from(e: UpstreamError) -> Status {
         match e {
-            UpstreamModelsError::Unreachable(m) => Status::unavailable(bounded(m)),
-            UpstreamModelsError::Upstream { status, message } if status == 429 || status >= 500 => {
+            UpstreamError::Unreachable(m) => Status::unavailable(bounded(m)),
+            UpstreamError::Upstream { status, message } if status == 429 || status >= 500 => {
                 Status::unavailable(bounded(message))
             }
-            UpstreamModelsError::Upstream { message: m, .. }
-            | UpstreamModelsError::Unusable(m)
-            | UpstreamModelsError::KeyRefused(m)
-            | UpstreamModelsError::BadAnswer(m) => Status::failed_precondition(bounded(m)),
+            UpstreamError::Upstream { message: m, .. }
+            | UpstreamError::Unusable(m)
+            | UpstreamError::KeyRefused(m)
+            | UpstreamError::BadAnswer(m) => Status::failed_precondition(bounded(m)),
         }
     }
 }
@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn upstream_listing_errors_say_who_is_at_fault() {
-        use UpstreamModelsError as U;
+        use UpstreamError as U;
         let upstream = |status| U::Upstream {
             status,
             message: "m".into(),

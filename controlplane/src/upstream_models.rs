@@ -1,6 +1,6 @@
-//! The one outbound call the control plane makes: listing what a
-//! provider's upstream serves, from its own models endpoint, for
-//! `ListUpstreamModels` (`llmgw provider models NAME`).
+//! One of the control plane's outbound calls (the other is `model_test`):
+//! listing what a provider's upstream serves, from its own models
+//! endpoint, for `ListUpstreamModels` (`llmgw provider models NAME`).
 //!
 //! The URL is the provider's base URL (admin-configured, never client
 //! input) plus `/models`, joined as the data plane joins its endpoint paths,
@@ -16,43 +16,26 @@
 //!   pages follow `nextPageToken` with `pageToken`.
 //!
 //! At most [`MAX_PAGES`] pages are read (the answer then says
-//! `truncated`), each answer up to [`MAX_BODY`] bytes, connecting within
-//! [`CONNECT_TIMEOUT`] and the whole listing within [`TOTAL_TIMEOUT`].
-//!
-//! No secret leaves this module: errors carry no header, the provider's key
-//! is masked wherever the upstream's message echoes it, and `key=` query
-//! values are redacted.
+//! `truncated`), each answer up to `upstream_call::MAX_BODY` bytes,
+//! connecting within `upstream_call::CONNECT_TIMEOUT` and the whole listing
+//! within [`TOTAL_TIMEOUT`]. The client, the headers and the redaction of
+//! secrets in errors are `upstream_call`'s.
 
 use std::future::Future;
 use std::time::{Duration, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION};
-use http::{HeaderMap, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_rustls::HttpsConnectorBuilder;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use llmgw_core::{error_chain, Protocol};
-use secrecy::ExposeSecret;
+use llmgw_core::Protocol;
 use serde_json::Value;
 
-use crate::store::{bounded, ProviderRow, ProviderSpec};
+use crate::store::{ProviderRow, ProviderSpec};
+use crate::upstream_call::{usable, Call, UpstreamError};
 
-/// Connecting: DNS and TCP.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The whole listing, every page included.
 pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
-/// The largest answer read, per page.
-pub const MAX_BODY: usize = 8 << 20;
 /// Pages followed before the listing is cut.
 pub const MAX_PAGES: usize = 50;
 /// Models asked for per page (the most Anthropic and Gemini give).
 const PAGE_SIZE: u32 = 1000;
-/// The `anthropic-version` sent when the provider's headers set none (the
-/// data plane's default).
-const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// One model as the upstream lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,29 +52,7 @@ pub struct Listed {
     pub truncated: bool,
 }
 
-/// Why the models could not be listed, by who is at fault. Messages name
-/// the provider and never carry a secret.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamModelsError {
-    /// The provider's stored configuration cannot make the call (a broken
-    /// row, a header that is not valid).
-    #[error("{0}")]
-    Unusable(String),
-    /// No answer: cannot connect, or no answer in time.
-    #[error("{0}")]
-    Unreachable(String),
-    /// The upstream refused the provider's key (401 or 403).
-    #[error("{0}")]
-    KeyRefused(String),
-    /// Any other error status; `message` is the upstream's, cut to 1 KiB.
-    #[error("{message}")]
-    Upstream { status: u16, message: String },
-    /// An answer that is not a models list (not JSON, too large).
-    #[error("{0}")]
-    BadAnswer(String),
-}
-
-type E = UpstreamModelsError;
+type E = UpstreamError;
 
 /// One page: its models and the cursor of the next page, if any.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -104,15 +65,7 @@ struct Page {
 /// field that cannot be opened or read) is refused: its stored defaults
 /// would not be what the admin configured.
 pub async fn list(provider: &ProviderRow) -> Result<Listed, E> {
-    if !provider.broken.is_empty() {
-        let what: Vec<String> = provider.broken.iter().map(ToString::to_string).collect();
-        return Err(E::Unusable(format!(
-            "provider '{}' is broken ({}); fix it with `llmgw provider update` first",
-            provider.spec.name,
-            what.join("; ")
-        )));
-    }
-    list_spec(&provider.spec).await
+    list_spec(usable(provider)?).await
 }
 
 async fn list_spec(provider: &ProviderSpec) -> Result<Listed, E> {
@@ -293,254 +246,11 @@ fn rfc3339_unix(s: &str) -> Option<i64> {
     i64::try_from(secs).ok()
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
-
-/// What every request of one listing shares.
-struct Call<'p> {
-    provider: &'p str,
-    base_url: &'p str,
-    /// The provider's extra headers and its credential (marked sensitive).
-    headers: HeaderMap,
-    /// To mask wherever an upstream message echoes it.
-    key: Option<&'p str>,
-    client: HttpsClient,
-}
-
-impl<'p> Call<'p> {
-    fn new(p: &'p ProviderSpec) -> Result<Self, E> {
-        let key = p
-            .api_key
-            .as_ref()
-            .map(|k| k.expose_secret())
-            .filter(|k| !k.is_empty());
-        let mut headers = HeaderMap::new();
-        for (name, value) in &p.headers {
-            let n = HeaderName::from_bytes(name.as_bytes());
-            let v = HeaderValue::from_str(value);
-            let (Ok(n), Ok(mut v)) = (n, v) else {
-                return Err(E::Unusable(format!(
-                    "provider '{}': header '{name}' is not a valid HTTP header",
-                    p.name
-                )));
-            };
-            v.set_sensitive(true);
-            headers.insert(n, v);
-        }
-        if let Some(k) = key {
-            let (name, value) = match p.protocol {
-                Protocol::OpenAi | Protocol::OpenAiChat => (AUTHORIZATION, format!("Bearer {k}")),
-                Protocol::Anthropic => (HeaderName::from_static("x-api-key"), k.to_string()),
-                Protocol::Gemini => (HeaderName::from_static("x-goog-api-key"), k.to_string()),
-            };
-            let mut v = HeaderValue::from_str(&value).map_err(|_| {
-                E::Unusable(format!(
-                    "provider '{}': its API key cannot be sent in an HTTP header",
-                    p.name
-                ))
-            })?;
-            v.set_sensitive(true);
-            headers.insert(name, v);
-        }
-        if p.protocol == Protocol::Anthropic && !headers.contains_key("anthropic-version") {
-            headers.insert(
-                "anthropic-version",
-                HeaderValue::from_static(ANTHROPIC_VERSION),
-            );
-        }
-        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        Ok(Call {
-            provider: &p.name,
-            base_url: &p.base_url,
-            headers,
-            key,
-            client: client()?,
-        })
-    }
-
-    /// `GET {base_url}{path}`, its JSON answer or the error it means.
-    async fn get_json(&self, path: String) -> Result<Value, E> {
-        let url = format!("{}{path}", self.base_url);
-        let shown = redact_key_params(&url);
-        let uri: Uri = url.parse().map_err(|e| {
-            E::Unusable(format!(
-                "provider '{}': {shown} is not a valid URL: {e}",
-                self.provider
-            ))
-        })?;
-        let mut request = Request::new(Empty::new());
-        *request.uri_mut() = uri;
-        *request.headers_mut() = self.headers.clone();
-        let response = self.client.request(request).await.map_err(|e| {
-            let what = if e.is_connect() {
-                "cannot connect to the upstream for"
-            } else {
-                "no answer from the upstream to"
-            };
-            E::Unreachable(self.scrub(&format!(
-                "provider '{}': {what} GET {shown}: {}",
-                self.provider,
-                error_chain(&e)
-            )))
-        })?;
-        let status = response.status();
-        let body = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    E::BadAnswer(format!(
-                        "provider '{}': the upstream's answer to GET {shown} is larger than {} MiB",
-                        self.provider,
-                        MAX_BODY >> 20
-                    ))
-                } else {
-                    E::Unreachable(self.scrub(&format!(
-                        "provider '{}': the upstream's answer to GET {shown} broke off: {e}",
-                        self.provider
-                    )))
-                }
-            })?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(self.status_error(status, &shown, &body));
-        }
-        serde_json::from_slice(&body).map_err(|e| {
-            E::BadAnswer(format!(
-                "provider '{}': the upstream's answer to GET {shown} is not JSON: {e}",
-                self.provider
-            ))
-        })
-    }
-
-    fn status_error(&self, status: StatusCode, shown: &str, body: &[u8]) -> E {
-        let message = self.scrub(&upstream_message(body));
-        let provider = self.provider;
-        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-            let why = if self.key.is_some() {
-                "refused the provider's API key"
-            } else {
-                "refused the request, and the provider has no API key"
-            };
-            return E::KeyRefused(bounded(format!(
-                "provider '{provider}': the upstream {why} (HTTP {status} to GET {shown}); \
-                 set a valid one with `llmgw provider update {provider} --api-key ...`: {message}"
-            )));
-        }
-        E::Upstream {
-            status: status.as_u16(),
-            message: bounded(format!(
-                "provider '{provider}': the upstream answered HTTP {status} to GET {shown}: {message}"
-            )),
-        }
-    }
-
-    /// `text` with the provider's key and the values of its sensitive
-    /// headers (an `api-key`, an `Authorization` set as an extra header)
-    /// masked, and `key=` values redacted.
-    fn scrub(&self, text: &str) -> String {
-        let mut masked = match self.key {
-            Some(k) if !k.is_empty() => text.replace(k, "****"),
-            _ => text.to_string(),
-        };
-        for (name, value) in &self.headers {
-            if !llmgw_core::validate::is_sensitive_header(name.as_str()) {
-                continue;
-            }
-            let Ok(v) = value.to_str() else { continue };
-            // The value, and without a scheme ("Bearer sk-..." → "sk-...").
-            for secret in [v, v.split_once(' ').map_or(v, |(_, rest)| rest)] {
-                if secret.len() >= 8 {
-                    masked = masked.replace(secret, "****");
-                }
-            }
-        }
-        redact_key_params(&masked)
-    }
-}
-
-/// A client for one listing, over rustls (ring) with Mozilla's roots as
-/// the data plane's. Built per call: listing is rare, and a client kept
-/// would hold a pool and TLS state for nothing.
-fn client() -> Result<HttpsClient, E> {
-    let crypto = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let tls = rustls::ClientConfig::builder_with_provider(crypto)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| E::Unusable(format!("cannot set up TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    http.enforce_http(false);
-    // HTTP/1.1 only: one small GET gains nothing from HTTP/2, and every
-    // models endpoint speaks HTTP/1.1.
-    let https = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new()).build(https))
-}
-
-/// The upstream's error message: `error.message` (the shape OpenAI,
-/// Anthropic and Gemini share), a string `error`, else the body as text.
-fn upstream_message(body: &[u8]) -> String {
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let from_json = parsed.as_ref().and_then(|v| {
-        let e = v.get("error")?;
-        e.get("message")
-            .and_then(Value::as_str)
-            .or_else(|| e.as_str())
-            .map(str::to_string)
-    });
-    let text = from_json.unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
-    if text.is_empty() {
-        "(no message)".to_string()
-    } else {
-        text
-    }
-}
-
-/// `text` with the value of every `key=` parameter (`key=`, `api_key=`,
-/// ...) replaced by `REDACTED`.
-fn redact_key_params(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("key=") {
-        let (head, tail) = rest.split_at(i + "key=".len());
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c == '&' || c == '"' || c == '\'' || c == '<' || c.is_whitespace())
-            .unwrap_or(tail.len());
-        if end > 0 {
-            out.push_str("REDACTED");
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MAX_ERROR_MESSAGE;
+    use crate::upstream_call::tests::spec;
     use serde_json::json;
-
-    fn spec(protocol: Protocol, key: &str) -> ProviderSpec {
-        ProviderSpec {
-            name: "p".into(),
-            protocol,
-            base_url: "http://127.0.0.1:9/v1".into(),
-            api_key: Some(key.to_string().into()),
-            headers: Default::default(),
-            timeout_s: 0,
-            stream_usage: true,
-            enabled: true,
-            limits: None,
-        }
-    }
 
     #[test]
     fn each_protocol_page_is_read() {
@@ -618,82 +328,6 @@ mod tests {
         assert!(listed.truncated);
         assert_eq!(listed.models.len(), MAX_PAGES);
         assert_eq!(seen.len(), MAX_PAGES, "no page read past the cap");
-    }
-
-    #[test]
-    fn auth_headers_are_the_data_planes_and_sensitive() {
-        let key = "sk-secret-1234567890";
-        let s1 = spec(Protocol::OpenAi, key);
-        let c = Call::new(&s1).unwrap();
-        assert_eq!(c.headers[AUTHORIZATION], format!("Bearer {key}").as_str());
-        assert!(c.headers[AUTHORIZATION].is_sensitive());
-        let mut s = spec(Protocol::Anthropic, key);
-        s.headers
-            .insert("anthropic-version".into(), "2024-10-22".into());
-        let c = Call::new(&s).unwrap();
-        assert_eq!(c.headers["x-api-key"], key);
-        assert_eq!(c.headers["anthropic-version"], "2024-10-22");
-        let s2 = spec(Protocol::Anthropic, key);
-        let c = Call::new(&s2).unwrap();
-        assert_eq!(c.headers["anthropic-version"], ANTHROPIC_VERSION);
-        let s3 = spec(Protocol::Gemini, key);
-        let c = Call::new(&s3).unwrap();
-        assert_eq!(c.headers["x-goog-api-key"], key);
-        assert!(!format!("{:?}", c.headers).contains(key));
-    }
-
-    #[test]
-    fn secrets_in_the_providers_own_headers_are_masked_too() {
-        let mut s = spec(Protocol::OpenAi, "sk-main-key-123456");
-        s.headers
-            .insert("api-key".into(), "azure-secret-abcdef".into());
-        s.headers.insert("x-org".into(), "org-visible".into());
-        let c = Call::new(&s).unwrap();
-        let body = json!({"error": {"message": "bad api-key azure-secret-abcdef for org-visible"}});
-        let e = c.status_error(
-            StatusCode::FORBIDDEN,
-            "http://h/v1/models",
-            body.to_string().as_bytes(),
-        );
-        let m = e.to_string();
-        assert!(!m.contains("azure-secret-abcdef"), "{m}");
-        assert!(m.contains("bad api-key **** for org-visible"), "{m}");
-    }
-
-    #[test]
-    fn error_messages_carry_no_secret_and_are_bounded() {
-        let key = "sk-secret-1234567890";
-        let s4 = spec(Protocol::OpenAi, key);
-        let c = Call::new(&s4).unwrap();
-        let body = json!({"error": {"message": format!("Incorrect API key provided: {key}. See https://x/?key={key}&a=1")}});
-        let e = c.status_error(
-            StatusCode::UNAUTHORIZED,
-            "http://h/v1/models",
-            body.to_string().as_bytes(),
-        );
-        let E::KeyRefused(m) = &e else {
-            panic!("{e:?}")
-        };
-        assert!(!m.contains(key) && !format!("{e:?}").contains(key), "{m}");
-        assert!(m.contains("refused the provider's API key"), "{m}");
-        assert!(m.contains("Incorrect API key provided: ****"), "{m}");
-        assert!(m.contains("key=REDACTED&a=1"), "{m}");
-
-        let long = "é".repeat(10_000);
-        let e = c.status_error(StatusCode::NOT_FOUND, "http://h/v1/models", long.as_bytes());
-        let E::Upstream { status, message } = &e else {
-            panic!("{e:?}")
-        };
-        assert_eq!(*status, 404);
-        assert!(message.len() <= MAX_ERROR_MESSAGE, "{}", message.len());
-        assert!(message.contains("HTTP 404 Not Found"), "{message}");
-
-        assert_eq!(
-            redact_key_params("GET /models?key=abc&x=1 and api_key=def"),
-            "GET /models?key=REDACTED&x=1 and api_key=REDACTED"
-        );
-        assert_eq!(upstream_message(b""), "(no message)");
-        assert_eq!(upstream_message(br#"{"error": "nope"}"#), "nope");
     }
 
     #[tokio::test]

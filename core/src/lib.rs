@@ -11,6 +11,7 @@ pub mod rules;
 pub mod serving;
 pub mod table;
 pub mod tokens;
+pub mod upstream;
 pub mod validate;
 
 pub use table::{RoutingTable, SnapshotError};

@@ -435,6 +435,28 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     await assertNoSecrets("models");
   });
 
+  step("test a model: each target's result, one healthy and one failing", async () => {
+    // The next request to the first target's upstream model fails.
+    await mockScript("mock-fail", [{ status: 503 }]);
+    await page.getByRole("button", { name: "Test e2e-model", exact: true }).click();
+    const dialog = page.getByRole("dialog");
+    const result = dialog.getByTestId("model-test-result");
+    await result.waitFor({ timeout: WAIT });
+    const rows = result.getByTestId("model-test-target");
+    assert.equal(await rows.count(), 2);
+    const failing = rows.filter({ hasText: "mock:mock-fail" });
+    await failing.getByText("503", { exact: true }).waitFor();
+    await failing.getByText(/the upstream answered HTTP 503/).waitFor();
+    const healthy = rows.filter({ hasText: "mock:mock-ok" });
+    await healthy.getByText("200", { exact: true }).waitFor();
+    await healthy.getByText(/^ok/).waitFor();
+    assert.equal((await dialog.getByTestId("model-test-summary").innerText()).trim(), "1 of 2 targets failed.");
+    await screenshot("model-test");
+    await assertNoSecrets("model test");
+    await dialog.getByRole("button", { name: "Done" }).click();
+    await dialog.waitFor({ state: "detached" });
+  });
+
   step("create a key: the secret is shown once", async () => {
     clientKey = await createKey("e2e-key", "e2e-model");
     await screenshot("api-keys");

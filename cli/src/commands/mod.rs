@@ -7,6 +7,7 @@ mod key;
 mod limits;
 mod logs;
 mod model;
+mod model_tools;
 mod provider;
 mod requests;
 mod route;

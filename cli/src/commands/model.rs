@@ -80,6 +80,9 @@ pub async fn run(cmd: ModelCmd, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()>
             super::deleted(out, "model", &n.name)
         }
         ModelCmd::ResetSpend(n) => reset_spend("model", n.name, g, out).await,
+        ModelCmd::Test(a) => super::model_tools::test(a, g, out).await,
+        ModelCmd::Import(a) => super::model_tools::import(a, g, out).await,
+        ModelCmd::Retarget(a) => super::model_tools::retarget(a, g, out).await,
     }
 }
 

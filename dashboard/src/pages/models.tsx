@@ -1,9 +1,10 @@
-import { ArrowDown, ArrowUp, Boxes, Pencil, Plus, Route, Trash2, X } from "lucide-react";
+import { ArrowDown, ArrowUp, Boxes, FlaskConical, Pencil, Plus, Route, Trash2, X } from "lucide-react";
 import { type FormEvent, useRef, useState } from "react";
 import { ConfirmDialog } from "@/components/confirm";
 import { LimitsCell, LimitsFields, ResetSpendDialog, useScopeUsage } from "@/components/limits";
 import { Empty, ErrorAlert, PageHeader, Spinner, TableSkeleton } from "@/components/states";
 import { BrokenBadge } from "@/components/broken-badge";
+import { ModelTestDialog } from "@/components/model-test";
 import { Badge } from "@/components/ui/badge";
 import { Button } from "@/components/ui/button";
 import { Card, CardContent, CardDescription, CardHeader, CardTitle } from "@/components/ui/card";
@@ -172,6 +173,7 @@ export function ModelsPage() {
   const providers = useQuery((signal) => api().listProviders({}, { signal }), []);
   const [editing, setEditing] = useState<Model | "new" | null>(null);
   const [deleting, setDeleting] = useState<Model | null>(null);
+  const [testing, setTesting] = useState<string | null>(null);
   const [explainModel, setExplainModel] = useState("");
   const explainRef = useRef<HTMLDivElement>(null);
   const models = list.data?.models ?? [];
@@ -278,6 +280,9 @@ export function ModelsPage() {
                     >
                       <Route />
                     </Button>
+                    <Button variant="ghost" size="icon-sm" aria-label={`Test ${m.name}`} title="Test each target" onClick={() => setTesting(m.name)}>
+                      <FlaskConical />
+                    </Button>
                     <Button variant="ghost" size="icon-sm" aria-label={`Edit ${m.name}`} onClick={() => setEditing(m)}>
                       <Pencil />
                     </Button>
@@ -307,6 +312,7 @@ export function ModelsPage() {
           }}
         />
       ) : null}
+      {testing ? <ModelTestDialog name={testing} onClose={() => setTesting(null)} /> : null}
       <ResetSpendDialog scope="model" name={resetting} onClose={() => setResetting(null)} onDone={usage.reload} />
       <ConfirmDialog
         open={deleting != null}

@@ -2,7 +2,7 @@
 //! bodies, named stream events ending in `message_stop`, and usage in
 //! `message_start` and `message_delta`, cache tokens included.
 
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use serde_json::{json, Value};
 
 use super::dialect::{push_text, u, Dialect, Endpoint, StreamSeen, Usage};
@@ -10,9 +10,6 @@ use super::error::ErrorKind;
 use llmgw_core::Protocol;
 
 pub struct Anthropic;
-
-/// The API version sent upstream when the client named none.
-pub const DEFAULT_VERSION: &str = "2023-06-01";
 
 fn usage_of(us: &Value) -> Usage {
     Usage {
@@ -50,18 +47,8 @@ impl Dialect for Anthropic {
     }
 
     fn upstream_auth(&self, headers: &mut HeaderMap, api_key: Option<&str>) {
-        if let Some(k) = api_key {
-            if let Ok(mut v) = HeaderValue::from_str(k) {
-                v.set_sensitive(true);
-                headers.insert("x-api-key", v);
-            }
-        }
-        if !headers.contains_key("anthropic-version") {
-            headers.insert(
-                "anthropic-version",
-                HeaderValue::from_static(DEFAULT_VERSION),
-            );
-        }
+        // The one rule the control plane's own calls follow too.
+        llmgw_core::upstream::insert_auth(headers, Protocol::Anthropic, api_key);
     }
 
     fn usage_of_body(&self, _endpoint: Endpoint, body: &Value) -> Option<Usage> {
@@ -128,6 +115,7 @@ impl Dialect for Anthropic {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn keys_from_either_header() {
@@ -174,7 +162,10 @@ mod tests {
     fn version_defaults_only_when_absent() {
         let mut h = HeaderMap::new();
         Anthropic.upstream_auth(&mut h, Some("k"));
-        assert_eq!(h["anthropic-version"], DEFAULT_VERSION);
+        assert_eq!(
+            h["anthropic-version"],
+            llmgw_core::upstream::ANTHROPIC_VERSION
+        );
         let mut h = HeaderMap::new();
         h.insert("anthropic-version", HeaderValue::from_static("2024-01-01"));
         Anthropic.upstream_auth(&mut h, None);

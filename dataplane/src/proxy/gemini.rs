@@ -5,7 +5,7 @@
 //! and usage in `usageMetadata`, whose prompt count includes cached tokens
 //! and whose candidates count excludes thoughts.
 
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use serde_json::{json, Value};
 
 use super::dialect::{push_text, u, Dialect, Endpoint, StreamSeen, Usage};
@@ -15,7 +15,7 @@ use llmgw_core::Protocol;
 pub struct Gemini;
 
 /// The header Gemini keys travel in.
-pub const KEY_HEADER: &str = "x-goog-api-key";
+pub const KEY_HEADER: &str = llmgw_core::upstream::GEMINI_KEY_HEADER;
 
 /// Google's status name for an HTTP status.
 pub fn status_name(status: u16) -> &'static str {
@@ -95,12 +95,8 @@ impl Dialect for Gemini {
     }
 
     fn upstream_auth(&self, headers: &mut HeaderMap, api_key: Option<&str>) {
-        if let Some(k) = api_key {
-            if let Ok(mut v) = HeaderValue::from_str(k) {
-                v.set_sensitive(true);
-                headers.insert(KEY_HEADER, v);
-            }
-        }
+        // The one rule the control plane's own calls follow too.
+        llmgw_core::upstream::insert_auth(headers, Protocol::Gemini, api_key);
     }
 
     fn usage_of_body(&self, _endpoint: Endpoint, body: &Value) -> Option<Usage> {

@@ -2,7 +2,7 @@
 //! chunks ending in `[DONE]`, and usage in `usage` (chat, completions,
 //! embeddings) or `response.usage` (responses).
 
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use serde_json::{json, Value};
 
 use super::dialect::{push_text, u, Dialect, Endpoint, StreamSeen, Usage};
@@ -67,12 +67,8 @@ impl Dialect for OpenAi {
     }
 
     fn upstream_auth(&self, headers: &mut HeaderMap, api_key: Option<&str>) {
-        if let Some(k) = api_key {
-            if let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {k}")) {
-                v.set_sensitive(true);
-                headers.insert(http::header::AUTHORIZATION, v);
-            }
-        }
+        // The one rule the control plane's own calls follow too.
+        llmgw_core::upstream::insert_auth(headers, Protocol::OpenAi, api_key);
     }
 
     fn usage_of_body(&self, endpoint: Endpoint, body: &Value) -> Option<Usage> {
@@ -173,6 +169,7 @@ pub fn is_usage_chunk(data: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn bearer_keys() {
