@@ -29,10 +29,35 @@ use llmgw_proto::v1 as pb;
 /// How many maps the entries are spread over, by id.
 pub const SHARDS: usize = 16;
 
+/// One shard's map: request ids are UUIDv7s the data plane made itself
+/// (never a client's input), whose last characters are random, so they
+/// are hashed from those alone ([`IdHasher`]) rather than with SipHash.
+type Shard = HashMap<String, Arc<Entry>, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// Every request in flight on this data plane, by id.
 #[derive(Debug, Default)]
 pub struct Live {
-    shards: [Mutex<HashMap<String, Arc<Entry>>>; SHARDS],
+    shards: [Mutex<Shard>; SHARDS],
+}
+
+/// Hashes a request id from its last 16 bytes (see [`Shard`]).
+#[derive(Debug, Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let tail = &bytes[bytes.len().saturating_sub(16)..];
+        for chunk in tail.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(29) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 32)
+    }
 }
 
 /// One request in flight.
@@ -199,7 +224,7 @@ impl Live {
 
     /// The locked map of request `id`. Ids are UUIDv7s: their last
     /// characters are random.
-    fn shard(&self, id: &str) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
+    fn shard(&self, id: &str) -> std::sync::MutexGuard<'_, Shard> {
         let h = id.bytes().rev().take(4).fold(0usize, |h, b| {
             h.wrapping_mul(31).wrapping_add(usize::from(b))
         });
@@ -291,6 +316,27 @@ mod tests {
         assert_eq!(live.len(), 1);
         assert_eq!(live.snapshot()[0].id, "b");
         drop(b);
+        assert!(live.is_empty());
+    }
+
+    #[test]
+    fn ids_spread_over_buckets() {
+        use std::hash::BuildHasher;
+        let build = std::hash::BuildHasherDefault::<IdHasher>::default();
+        let hashes: std::collections::HashSet<u64> = (0..1000)
+            .map(|_| build.hash_one(uuid::Uuid::now_v7().to_string()) & 0xfff)
+            .collect();
+        // 1000 random ids in 4096 buckets: a few collisions at most.
+        assert!(hashes.len() > 850, "{}", hashes.len());
+        let live = Live::new();
+        let regs: Vec<_> = (0..100)
+            .map(|_| live.register(entry(&uuid::Uuid::now_v7().to_string())))
+            .collect();
+        assert_eq!(live.len(), 100);
+        let id = regs[42].id.clone();
+        assert!(live.cancel(&id, "x"));
+        assert!(regs[42].is_cancelled() && !regs[41].is_cancelled());
+        drop(regs);
         assert!(live.is_empty());
     }
 
