@@ -174,6 +174,7 @@ fn record(node: &str, n: u64, total: u64, start: i64, end: i64) -> pb::RequestLo
             status,
             error: String::new(),
             latency_ms: latency.saturating_sub(2),
+            start_offset_ms: 1,
         }],
         ..Default::default()
     }

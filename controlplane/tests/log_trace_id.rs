@@ -73,6 +73,8 @@ fn rec(n: u32, trace_id: &str) -> pb::RequestLog {
             status: 200,
             error: String::new(),
             latency_ms: 90,
+            // When it was sent (migration 0015): read back below.
+            start_offset_ms: 3 + u64::from(n),
         }],
         trace_id: trace_id.into(),
         ..Default::default()
@@ -150,6 +152,8 @@ both! {
         for (n, want) in [(1, TRACE_A), (2, TRACE_A), (3, TRACE_B), (4, ""), (5, "")] {
             let r = admin.get_log(pb::GetLogRequest { id: id(n) }).await.unwrap().into_inner();
             assert_eq!(r.trace_id, want, "record {n}");
+            // An attempt's send time comes back with it.
+            assert_eq!(r.attempts[0].start_offset_ms, 3 + u64::from(n), "record {n}");
         }
 
         // By the filter, in either case; lists carry the trace id too.

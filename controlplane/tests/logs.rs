@@ -157,6 +157,7 @@ fn rec(n: u32, t: i64) -> pb::RequestLog {
             status: 200,
             error: String::new(),
             latency_ms: 90,
+            start_offset_ms: 2,
         }],
         ..Default::default()
     }
@@ -235,6 +236,7 @@ fn data_set(t0: i64) -> Vec<pb::RequestLog> {
                             "bad gateway".into()
                         },
                         latency_ms: u64::from(a) + 1,
+                        start_offset_ms: u64::from(a) * 10,
                     })
                     .collect();
                 r

@@ -291,6 +291,7 @@ fn details(r: &RequestLog) -> Vec<String> {
             "PROVIDER",
             "UPSTREAM MODEL",
             "STATUS",
+            "SENT AT",
             "LATENCY",
             "ERROR",
         ]);
@@ -303,6 +304,13 @@ fn details(r: &RequestLog) -> Vec<String> {
                     String::new()
                 } else {
                     at.status.to_string()
+                },
+                // From the request's start (records stored before the field
+                // have none).
+                if at.start_offset_ms == 0 && i > 0 {
+                    String::new()
+                } else {
+                    format!("+{}ms", at.start_offset_ms)
                 },
                 format!("{}ms", at.latency_ms),
                 at.error.clone(),
@@ -393,6 +401,7 @@ mod tests {
                     status: 502,
                     error: "bad gateway".into(),
                     latency_ms: 10,
+                    start_offset_ms: 1,
                 },
                 Attempt {
                     provider: "openai".into(),
@@ -400,6 +409,7 @@ mod tests {
                     status: 200,
                     error: String::new(),
                     latency_ms: 1200,
+                    start_offset_ms: 1011,
                 },
             ],
             request_headers: [
@@ -470,6 +480,7 @@ mod tests {
             "status",
             "error",
             "latency_ms",
+            "start_offset_ms",
         ] {
             assert!(a[0].as_object().unwrap().contains_key(k), "attempt {k}");
         }
@@ -497,6 +508,8 @@ mod tests {
         );
         let text = details(&sample()).join("\n");
         assert!(text.contains("bad gateway"), "{text}");
+        // Each attempt says when it was sent.
+        assert!(text.contains("+1ms") && text.contains("+1011ms"), "{text}");
         assert!(text.contains("  a: 1\n  b: 2"), "{text}");
         assert!(text.contains("\"model\": \"gpt\""), "{text}");
         assert!(text.contains("response body: none"), "{text}");

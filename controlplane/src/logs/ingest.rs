@@ -81,6 +81,7 @@ const ATTEMPT_COLUMNS: &[&str] = &[
     "status",
     "error",
     "latency_ms",
+    "start_offset_ms",
 ];
 
 const QUARANTINE_COLUMNS: &[&str] = &["id", "node_id", "reason", "record", "received_at"];
@@ -464,7 +465,8 @@ async fn insert_records(
                 .bind(a.upstream_model.as_str())
                 .bind(i64::from(a.status))
                 .bind(a.error.as_str())
-                .bind(i64_of(a.latency_ms));
+                .bind(i64_of(a.latency_ms))
+                .bind(i64_of(a.start_offset_ms));
         }
         q.execute(&mut *conn).await?;
     }

@@ -233,7 +233,8 @@ async fn add_attempts(
     let first = st.bind(Param::Int(first));
     let last = st.bind(Param::Int(last));
     st.sql = format!(
-        "SELECT request_id, attempt, provider, upstream_model, status, error, latency_ms \
+        "SELECT request_id, attempt, provider, upstream_model, status, error, latency_ms, \
+         start_offset_ms \
          FROM request_attempts WHERE request_id IN ({ids}) \
          AND request_time_ms BETWEEN {first} AND {last} ORDER BY request_id, attempt"
     );

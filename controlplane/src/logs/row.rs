@@ -163,6 +163,7 @@ pub fn attempt_from_row(r: &AnyRow) -> Result<(String, pb::Attempt), StoreError>
             status: u32_of(r, "status")?,
             error: r.try_get("error")?,
             latency_ms: u64_of(r, "latency_ms")?,
+            start_offset_ms: u64_of(r, "start_offset_ms")?,
         },
     ))
 }

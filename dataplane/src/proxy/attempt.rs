@@ -106,10 +106,12 @@ impl Proxy {
                                 Some("limited"),
                             );
                         }
+                        let start_offset_ms = pending.started.elapsed().as_millis() as u64;
                         pending.record().attempts.push(pb::Attempt {
                             provider: target.provider.name.clone(),
                             upstream_model: target.upstream_model.clone(),
                             error: format!("limited by {}", r.label()),
+                            start_offset_ms,
                             ..Default::default()
                         });
                         limited = Some(r);
@@ -180,6 +182,8 @@ impl Proxy {
                     provider: target.provider.name.clone(),
                     upstream_model: target.upstream_model.clone(),
                     latency_ms,
+                    start_offset_ms: attempt_started.duration_since(pending.started).as_millis()
+                        as u64,
                     ..Default::default()
                 };
                 match result {
@@ -346,11 +350,13 @@ impl Proxy {
         sent: u32,
         message: String,
     ) -> (ErrorKind, String) {
+        let start_offset_ms = started.duration_since(pending.started).as_millis() as u64;
         let r = pending.record();
         r.attempts.push(pb::Attempt {
             provider: target.provider.name.clone(),
             upstream_model: target.upstream_model.clone(),
             latency_ms: started.elapsed().as_millis() as u64,
+            start_offset_ms,
             error: message.clone(),
             ..Default::default()
         });
