@@ -3,9 +3,10 @@
 #
 # Usage: bench/run.sh [--quick] [--rounds N] [--peers litellm] [--scenarios S1,S3,...]
 #                     [--s7-objects N] [--keep] [--dataplane-bin PATH] [--no-routes]
-#                     [--bin-dir DIR] [--no-build]
+#                     [--bin-dir DIR] [--no-build] [--s8-seconds S] [--s8-sizes B,B]
 #        bench/run.sh --callgrind N [--callgrind-floors] [--callgrind-streams N]
 #                     [--dataplane-args ARGS]
+#        bench/run.sh --scenarios S8 --callgrind N   # S8's instructions per request
 #
 #   1. builds release binaries (cargo build --release --bins, which includes
 #      the streaming client llmgw-bench from bench/) into CARGO_TARGET_DIR
@@ -24,9 +25,18 @@
 #      (chat → anthropic, messages → openai-chat, and messages → anthropic,
 #      the Anthropic client's same-protocol route; --no-routes leaves them
 #      out); prints the table of medians (ranges) and the bar, and writes
-#      bench/results/<timestamp>.json and .md.
+#      bench/results/<timestamp>.json and .md;
+#   4. then S8, long-context bodies (512 KiB and 2 MiB, 16 in flight,
+#      non-stream and stream, direct / nginx / llmgw): `llmgw-bench s8`
+#      (bench/src/s8.rs) on the load core, which starts a stack of its own
+#      the same way and writes bench/results/s8-<timestamp>.json and .md.
+#      It runs in a full run and when --scenarios names it; --s8-seconds
+#      (4, 2 with --quick) and --s8-sizes (bytes) change its runs. With
+#      --callgrind N and --scenarios S8 it counts the data plane's
+#      instructions per request for S8's bodies instead.
 #
-# A full run takes about 16 minutes, --quick about 3 (after the build).
+# A full run takes about 19 minutes (S8 about 3 of them), --quick about 4
+# (after the build).
 # Needs: a Rust toolchain, python3, taskset (util-linux), 2 cores, root for
 # apt-get (or nginx, wrk and oha already installed). Run it on an otherwise
 # idle machine: the load average is recorded, and a warning printed at >= 0.5.
@@ -45,7 +55,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
         --peers) peers="${args[$((i + 1))]:-}" ;;
         --peers=*) peers="${args[$i]#--peers=}" ;;
         --no-build) build=0 ;;
-        -h | --help) sed -n '2,32p' "$0"; exec python3 bench/harness.py --help ;;
+        -h | --help) sed -n '2,43p' "$0"; exec python3 bench/harness.py --help ;;
     esac
 done
 
@@ -106,4 +116,61 @@ fi
 # else to the hard limit, and the harness measures what that holds.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-exec python3 "$ROOT/bench/harness.py" "$@"
+# ---- scenarios -----------------------------------------------------------
+# S8 is llmgw-bench's (bench/src/s8.rs), the rest harness.py's: split the
+# arguments between them.
+harness_args=()
+s8_args=()
+scenarios=""
+callgrind=""
+bin_dir="${LLMGW_BENCH_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}"
+for ((i = 0; i < ${#args[@]}; i++)); do
+    a="${args[$i]}"
+    next="${args[$((i + 1))]:-}"
+    case "$a" in
+        --scenarios) scenarios="$next"; i=$((i + 1)); continue ;;
+        --scenarios=*) scenarios="${a#--scenarios=}"; continue ;;
+        --s8-seconds) s8_args+=(--seconds "$next"); i=$((i + 1)); continue ;;
+        --s8-sizes) s8_args+=(--sizes "$next"); i=$((i + 1)); continue ;;
+        --quick | --keep) s8_args+=("$a") ;;
+        --rounds | --dataplane-bin | --dataplane-args | --callgrind)
+            s8_args+=("$a" "$next")
+            harness_args+=("$a" "$next")
+            [[ "$a" == --callgrind ]] && callgrind="$next"
+            i=$((i + 1))
+            continue
+            ;;
+        --bin-dir) bin_dir="$next"; s8_args+=("$a" "$next") ;&
+        *) ;;
+    esac
+    harness_args+=("$a")
+done
+run_s8=0
+others=""
+if [[ -z "$scenarios" ]]; then
+    # A full run: harness.py's default scenarios, then S8 (not with
+    # --callgrind, which counts harness.py's requests only).
+    [[ -z "$callgrind" ]] && run_s8=1
+    others="default"
+else
+    IFS=',' read -ra names <<<"$scenarios"
+    kept=()
+    for n in "${names[@]}"; do
+        if [[ "${n^^}" == "S8" ]]; then run_s8=1; else kept+=("$n"); fi
+    done
+    if ((${#kept[@]})); then
+        others="$(IFS=,; echo "${kept[*]}")"
+        harness_args+=(--scenarios "$others")
+    fi
+fi
+
+status=0
+if [[ -n "$others" ]]; then
+    python3 "$ROOT/bench/harness.py" "${harness_args[@]}" || status=$?
+fi
+if ((run_s8)); then
+    # This process is the load generator: on the load core, as the
+    # harness's load generators are.
+    taskset -c 1 "$bin_dir/llmgw-bench" s8 --results "$ROOT/bench/results" "${s8_args[@]}" || status=$?
+fi
+exit "$status"

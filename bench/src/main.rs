@@ -38,6 +38,13 @@
 //! `llmgw-bench codec` runs the translation codecs of `llmgw-protocols`
 //! alone, without HTTP, on upstream answers recorded from the mock: a
 //! target for callgrind while working on their cost (`codec.rs`).
+//!
+//! Scenario S8, long-context bodies (`longctx.rs`, `s8.rs`):
+//! `llmgw-bench body --bytes N` prints a realistic chat request body of
+//! exactly N bytes (the same bytes every time), `llmgw-bench bodies` keeps
+//! `--in-flight` such requests going against one server and prints bytes
+//! per second, and `llmgw-bench s8` runs the whole scenario against direct,
+//! nginx and llmgw (`bench/run.sh --scenarios S8` calls it).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,6 +60,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 mod codec;
+mod longctx;
+mod s8;
 
 // The data plane's allocator, so that `proxy` is its floor.
 #[global_allocator]
@@ -74,6 +83,25 @@ enum Cmd {
     /// The translation codecs alone, on recorded upstream answers: a
     /// target for callgrind (see `codec.rs`).
     Codec(codec::CodecArgs),
+    /// Print one long-context request body (S8) of exactly --bytes bytes.
+    Body(BodyArgs),
+    /// Keep long-context requests in flight against one server (S8's load).
+    Bodies(longctx::LoadArgs),
+    /// Scenario S8: long-context bodies through direct, nginx and llmgw.
+    S8(s8::S8Args),
+}
+
+#[derive(Parser, Clone)]
+struct BodyArgs {
+    /// Size of the body in bytes.
+    #[arg(long, default_value_t = 512 * 1024)]
+    bytes: usize,
+    /// `"stream": true`.
+    #[arg(long)]
+    stream: bool,
+    /// Model name in the body.
+    #[arg(long, default_value = "bench")]
+    model: String,
 }
 
 #[derive(Parser, Clone)]
@@ -164,6 +192,21 @@ fn main() -> Result<()> {
             .block_on(sse(a)),
         // The data plane's runtime: `#[tokio::main]`'s multi-thread one.
         Cmd::Codec(a) => codec::run(&a),
+        Cmd::Body(a) => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&longctx::body(a.bytes, a.stream, &a.model))?;
+            Ok(())
+        }
+        Cmd::Bodies(a) => {
+            let r = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(longctx::load(&a))?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", r.to_json())?;
+            Ok(())
+        }
+        Cmd::S8(a) => s8::run(&a),
         Cmd::Proxy(a) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
