@@ -34,21 +34,27 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skips a string and returns its raw contents (without quotes).
+    #[inline]
     fn string(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let start = self.i;
-        // Most of a response is string contents: jump from one quote or
-        // backslash to the next.
-        while let Some(off) = find_quote_or_backslash(self.b.get(self.i..)?) {
-            self.i += off;
-            if self.b[self.i] == b'"' {
-                let s = &self.b[start..self.i];
-                self.i += 1;
-                return Some(s);
+        // Most of a body is string contents, and long text holds far more
+        // escapes (every line break) than quotes: jump from one quote to
+        // the next (SIMD, through memchr) and tell an escaped one by the
+        // backslashes before it (an odd number escapes it). Each backslash
+        // is counted for one quote at most, so the scan stays linear.
+        loop {
+            let q = self.i + end_quote(self.b.get(self.i..)?)?;
+            self.i = q + 1;
+            let backslashes = self.b[start..q]
+                .iter()
+                .rev()
+                .take_while(|&&c| c == b'\\')
+                .count();
+            if backslashes.is_multiple_of(2) {
+                return Some(&self.b[start..q]);
             }
-            self.i += 2;
         }
-        None
     }
 
     /// Skips any JSON value, returning its span.
@@ -99,9 +105,9 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// The position of the first `"` or `\\` in `b` (SIMD, through memchr).
-fn find_quote_or_backslash(b: &[u8]) -> Option<usize> {
-    memchr::memchr2(b'"', b'\\', b)
+/// The position of the first `"` in `b` (SIMD, through memchr).
+fn end_quote(b: &[u8]) -> Option<usize> {
+    memchr::memchr(b'"', b)
 }
 
 /// Whether a raw JSON string (quotes included) is `name`. Keys without an
@@ -204,7 +210,12 @@ pub fn top_levels<'b, const N: usize>(
 
 /// Replaces the value of every top-level `model` member with `model`.
 /// Returns `None` when the body is not a JSON object with a `model`.
-pub fn replace_model(body: &[u8], model: &str) -> Option<Bytes> {
+///
+/// When every `model` already holds exactly the bytes the new value would
+/// be written as (a model whose upstream model is its own name, the
+/// default), the body is returned as it is, a new handle on the same
+/// buffer: a long-context body is not copied to change nothing.
+pub fn replace_model(body: &Bytes, model: &str) -> Option<Bytes> {
     let mut spans: Vec<Span> = Vec::new();
     for_each_member(body, |(k, s)| {
         if key_is(k, "model") {
@@ -215,6 +226,12 @@ pub fn replace_model(body: &[u8], model: &str) -> Option<Bytes> {
         return None;
     }
     let value = serde_json::to_string(model).ok()?;
+    if spans
+        .iter()
+        .all(|s| &body[s.start..s.end] == value.as_bytes())
+    {
+        return Some(body.clone());
+    }
     let mut out = Vec::with_capacity(body.len() + value.len());
     let mut at = 0;
     for span in spans {
@@ -284,41 +301,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_the_first_quote_or_backslash_at_any_position() {
-        for len in 0..40 {
-            for pos in 0..=len {
-                for c in [b'"', b'\\'] {
-                    let mut b = vec![b'a'; len];
-                    // Bytes next to the sought ones that the bit trick could
-                    // confuse: the character codes one above each.
-                    for (i, x) in b.iter_mut().enumerate() {
-                        if i % 3 == 0 {
-                            *x = b'#';
-                        } else if i % 5 == 0 {
-                            *x = b']';
-                        }
-                    }
-                    let want = (pos < len).then_some(pos);
-                    if pos < len {
-                        b[pos] = c;
-                        // A later one must not be reported first.
-                        if pos + 1 < len {
-                            b[pos + 1] = b'"';
-                        }
-                    }
-                    assert_eq!(find_quote_or_backslash(&b), want, "{len} {pos} {c}");
-                }
+    fn a_string_ends_at_the_first_quote_no_backslash_escapes() {
+        let cases: [(&[u8], Option<&[u8]>); 9] = [
+            (br#""""#, Some(b"")),
+            (br#""abc" x"#, Some(b"abc")),
+            (br#""a\"b" x"#, Some(br#"a\"b"#)),
+            (br#""a\\" x"#, Some(br#"a\\"#)),
+            (br#""a\\\"" x"#, Some(br#"a\\\""#)),
+            (br#""\\\\" x"#, Some(br#"\\\\"#)),
+            (br#""line\nline\t\u0022" x"#, Some(br#"line\nline\t\u0022"#)),
+            (br#""never closed\""#, None),
+            (br#""a\"#, None),
+        ];
+        for (input, want) in cases {
+            let mut s = Scanner { b: input, i: 0 };
+            assert_eq!(s.string(), want, "{}", String::from_utf8_lossy(input));
+            if let Some(w) = want {
+                assert_eq!(s.i, w.len() + 2);
             }
         }
-        assert_eq!(find_quote_or_backslash("é\"".as_bytes()), Some(2));
-        assert_eq!(find_quote_or_backslash(&[0xff, 0x80, 0x22]), Some(2));
+        // A quote at any position after any number of backslashes.
+        for run in 0..6 {
+            for pad in 0..40 {
+                let mut b = vec![b'"'];
+                b.extend(std::iter::repeat_n(b'a', pad));
+                b.extend(std::iter::repeat_n(b'\\', run));
+                b.extend_from_slice(b"\"tail\" ");
+                let mut s = Scanner { b: &b, i: 0 };
+                let got = s.string().unwrap();
+                let want = if run.is_multiple_of(2) {
+                    1 + pad + run
+                } else {
+                    b.len() - 2
+                };
+                assert_eq!(got, &b[1..want], "{run} {pad}");
+            }
+        }
+        assert_eq!(end_quote("é\"".as_bytes()), Some(2));
+        assert_eq!(end_quote(&[0xff, 0x80, 0x22]), Some(2));
+    }
+
+    /// `replace_model` of a byte string.
+    fn replace(body: &[u8], model: &str) -> Option<Bytes> {
+        replace_model(&Bytes::copy_from_slice(body), model)
     }
 
     #[test]
     fn only_the_model_value_changes() {
         let body = br#"{ "messages":[{"role":"user","content":"model \"x\" {}"}],
   "model" :  "alias",  "temperature":0.70, "n":1e0 }"#;
-        let out = replace_model(body, "gpt-4o/2024:08").unwrap();
+        let out = replace(body, "gpt-4o/2024:08").unwrap();
         let expected = br#"{ "messages":[{"role":"user","content":"model \"x\" {}"}],
   "model" :  "gpt-4o/2024:08",  "temperature":0.70, "n":1e0 }"#;
         assert_eq!(&out[..], &expected[..]);
@@ -328,17 +360,34 @@ mod tests {
     fn nested_model_keys_are_left_alone() {
         let body = br#"{"metadata":{"model":"keep"},"model":"a"}"#;
         assert_eq!(
-            &replace_model(body, "b").unwrap()[..],
+            &replace(body, "b").unwrap()[..],
             br#"{"metadata":{"model":"keep"},"model":"b"}"#
         );
         let escaped = br#"{"mod\u0065l":"a"}"#;
         assert_eq!(
-            &replace_model(escaped, "b").unwrap()[..],
+            &replace(escaped, "b").unwrap()[..],
             br#"{"mod\u0065l":"b"}"#
         );
-        assert!(replace_model(br#"{"x":1}"#, "b").is_none());
-        assert!(replace_model(br#"[1]"#, "b").is_none());
-        assert!(replace_model(br#"{"model":"a""#, "b").is_none());
+        assert!(replace(br#"{"x":1}"#, "b").is_none());
+        assert!(replace(br#"[1]"#, "b").is_none());
+        assert!(replace(br#"{"model":"a""#, "b").is_none());
+    }
+
+    #[test]
+    fn a_model_that_does_not_change_is_not_copied() {
+        let body = Bytes::from_static(br#"{"messages":[],"model":"bench","model" : "bench"}"#);
+        let out = replace_model(&body, "bench").unwrap();
+        assert_eq!(out, body);
+        // The same buffer, not a copy of it.
+        assert_eq!(out.as_ptr(), body.as_ptr());
+        // Written differently (an escape), or one of two differs: rewritten.
+        let escaped = Bytes::from_static(br#"{"model":"b\u0065nch"}"#);
+        let out = replace_model(&escaped, "bench").unwrap();
+        assert_eq!(&out[..], br#"{"model":"bench"}"#);
+        let two = Bytes::from_static(br#"{"model":"bench","model":"other"}"#);
+        let out = replace_model(&two, "bench").unwrap();
+        assert_eq!(&out[..], br#"{"model":"bench","model":"bench"}"#);
+        assert_ne!(out.as_ptr(), two.as_ptr());
     }
 
     #[test]
@@ -370,7 +419,7 @@ mod tests {
 
     #[test]
     fn model_names_are_escaped() {
-        let out = replace_model(br#"{"model":"a"}"#, "we\"ird").unwrap();
+        let out = replace(br#"{"model":"a"}"#, "we\"ird").unwrap();
         assert_eq!(&out[..], br#"{"model":"we\"ird"}"#);
     }
 
@@ -631,7 +680,7 @@ mod props {
     fn check(body: &[u8], new_model: &str) -> Result<(), TestCaseError> {
         // Whatever the body, nothing panics.
         let found = top_level(body, "model");
-        let replaced = replace_model(body, new_model);
+        let replaced = replace_model(&Bytes::copy_from_slice(body), new_model);
         let usage = request_stream_usage(body);
         let members = match verdict(body) {
             Verdict::Object(m) => m,
