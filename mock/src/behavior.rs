@@ -44,6 +44,10 @@ pub struct Step {
     /// Never respond, until the client goes away. Header `x-mock-hang`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hang: Option<bool>,
+    /// Send a whole (non-streamed) reply's head at once and its body this
+    /// long after. Header `x-mock-body-delay-ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_delay_ms: Option<u64>,
     /// Leave usage out of the reply. Header `x-mock-no-usage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_usage: Option<bool>,
@@ -201,6 +205,7 @@ impl Step {
                 "reset-before-first-byte" => step.reset_before_first_byte = parse_flag(value),
                 "reset-after-chunks" => step.reset_after_chunks = value.parse().ok(),
                 "hang" => step.hang = parse_flag(value),
+                "body-delay-ms" => step.body_delay_ms = value.parse().ok(),
                 "no-usage" => step.no_usage = parse_flag(value),
                 "reply-bytes" => step.reply_bytes = value.parse().ok(),
                 "tool-calls" => step.tool_calls = value.parse().ok(),
@@ -233,6 +238,7 @@ impl Step {
                 .or(other.reset_before_first_byte),
             reset_after_chunks: self.reset_after_chunks.or(other.reset_after_chunks),
             hang: self.hang.or(other.hang),
+            body_delay_ms: self.body_delay_ms.or(other.body_delay_ms),
             no_usage: self.no_usage.or(other.no_usage),
             reply_bytes: self.reply_bytes.or(other.reply_bytes),
             tool_calls: self.tool_calls.or(other.tool_calls),
@@ -269,6 +275,8 @@ pub(crate) struct Behavior {
     pub reset_before_first_byte: bool,
     pub reset_after_chunks: Option<u32>,
     pub hang: bool,
+    /// Delay between a whole reply's head and its body.
+    pub body_delay: Duration,
     pub no_usage: bool,
     pub reply_bytes: usize,
     /// Whether a header or step set `chunks` (with tool calls, text is
@@ -303,6 +311,9 @@ impl Behavior {
             reset_before_first_byte: step.reset_before_first_byte.unwrap_or(false),
             reset_after_chunks: step.reset_after_chunks,
             hang: step.hang.unwrap_or(false),
+            body_delay: step
+                .body_delay_ms
+                .map_or(Duration::ZERO, Duration::from_millis),
             no_usage: step.no_usage.unwrap_or(false),
             reply_bytes: step.reply_bytes.unwrap_or(defaults.reply_bytes),
             chunks_explicit: step.chunks.is_some(),

@@ -378,8 +378,48 @@ async fn llm(
             reply.whole(&text, embedding)
         }
     };
+    if !b.body_delay.is_zero() {
+        // The head now, the body later: the guard counts a client that
+        // leaves in between as a cancellation.
+        let mut resp = Response::new(UnsyncBoxBody::new(DelayedBody {
+            sleep: Box::pin(tokio::time::sleep(b.body_delay)),
+            body: Some(body),
+            guard: Some(guard),
+        }));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return Ok(with_retry_after(resp, b.retry_after));
+    }
     guard.complete();
     Ok(with_retry_after(json_bytes(status, body), b.retry_after))
+}
+
+/// A whole body sent after a delay (`x-mock-body-delay-ms`).
+struct DelayedBody {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    body: Option<Bytes>,
+    guard: Option<crate::record::RequestGuard>,
+}
+
+impl hyper::body::Body for DelayedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        if std::future::Future::poll(self.sleep.as_mut(), cx).is_pending() {
+            return std::task::Poll::Pending;
+        }
+        if let Some(g) = self.guard.take() {
+            g.complete();
+        }
+        std::task::Poll::Ready(self.body.take().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
 }
 
 fn full(body: Bytes) -> ResponseBody {

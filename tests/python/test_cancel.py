@@ -104,3 +104,31 @@ def test_client_timeout_on_a_hanging_upstream_cancels_it(gw: Gateway, cmock) -> 
     assert rec["model"] == model
     # A non-streaming request cancelled before its answer: 499, not 0.
     assert rec["status"] == 499 and rec["outcome"] == "cancelled_by_client", rec
+
+
+@pytest.fixture(scope="module")
+def amock(gw: Gateway) -> tuple[Mock, str]:
+    return gw.start_extra_mock("anthropic")
+
+
+def test_leaving_while_a_translated_answer_is_read_is_still_logged(gw: Gateway, amock) -> None:
+    """A non-streamed translated answer is read whole before it is converted:
+    a client that gives up in between still leaves its record (499,
+    cancelled_by_client), and the upstream is cancelled."""
+    m, provider = amock
+    model = gw.add_model([f"{provider}:slow-body-{uid()}"], "--max-attempts", "1")
+    key_name, key = gw.add_key()
+    before = cancelled(m)
+    client = gw.openai(key, timeout=0.5, max_retries=0)
+    with pytest.raises(openai.APITimeoutError):
+        # The head comes at once, the body 30 s later.
+        client.chat.completions.create(model=model, messages=MSG,
+                                       extra_headers={"x-mock-body-delay-ms": "30000"})
+    gave_up_at = time.monotonic()
+    client.close()
+    wait_cancelled(m, before, gave_up_at)
+    (rec,) = gw.key_logs(key_name, 1)
+    assert rec["model"] == model
+    assert rec["translated"] is True, rec
+    assert rec["status"] == 499 and rec["outcome"] == "cancelled_by_client", rec
+    assert rec["attempts"] and rec["attempts"][0]["status"] == 200, rec

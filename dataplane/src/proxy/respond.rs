@@ -153,7 +153,13 @@ impl Proxy {
         };
         let json = HeaderValue::from_static("application/json");
         if !status.is_success() {
+            // The record goes back to the request while the error body is
+            // read: a client that leaves meanwhile drops `pending`, which
+            // logs the request as cancelled.
+            pending.record = Some(r);
+            pending.encoded = encoded;
             let body = read_capped(resp, deadline).await;
+            let (mut r, mut encoded) = pending.take();
             let (client_status, body) = translated_error(upstream, client, status, &body);
             r.status = u32::from(client_status.as_u16());
             r.error = format!("upstream answered {status}");
@@ -215,7 +221,13 @@ impl Proxy {
             *out.body_mut() = BodyExt::boxed_unsync(body);
             return out;
         }
-        let mut finish = finish;
+        // Held while the whole body is read: a client that leaves meanwhile
+        // drops this, which logs the request as cancelled.
+        let mut reading = Reading {
+            finish: Some(finish),
+            sink: Arc::clone(&self.out),
+            started: pending.started,
+        };
         let live = pending.live.as_ref().map(|l| Arc::clone(l.entry()));
         let whole = crate::live::or_cancelled(
             live.as_deref(),
@@ -238,6 +250,15 @@ impl Proxy {
                 )
             })
         });
+        let Some(mut finish) = reading.finish.take() else {
+            // Only `Reading`'s drop takes it, and it has not run.
+            return self.error(
+                call.dialect,
+                ErrorKind::UpstreamUnavailable,
+                "the answer was lost",
+                "",
+            );
+        };
         let r = &mut finish.record;
         r.latency_ms = pending.started.elapsed().as_millis() as u64;
         r.ttfb_ms = r.latency_ms;
@@ -271,6 +292,31 @@ impl Proxy {
                 resp.headers_mut().extend(out.headers_mut().drain());
                 hold::held(resp, hold)
             }
+        }
+    }
+}
+
+/// A translated answer's record while its whole body is read (a
+/// non-streamed answer is converted only once it is all there). The
+/// handler's future holds it; a client that goes away drops that future,
+/// and this logs the request as cancelled by the client, so the record is
+/// never lost.
+struct Reading {
+    finish: Option<Finish>,
+    sink: Arc<Emitter>,
+    started: Instant,
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        if let Some(mut f) = self.finish.take() {
+            record::cancelled_by_client(&mut f.record);
+            f.record.latency_ms = self.started.elapsed().as_millis() as u64;
+            f.record.ttfb_ms = f.record.latency_ms;
+            f.record.error = "client disconnected before the response started".into();
+            // Nothing of the answer was read: nothing to count.
+            f.counted = false;
+            f.submit_unheld(&self.sink);
         }
     }
 }
