@@ -61,6 +61,7 @@ use tokio::net::TcpStream;
 
 mod codec;
 mod longctx;
+mod otlp_sink;
 mod s8;
 
 // The data plane's allocator, so that `proxy` is its floor.
@@ -89,6 +90,9 @@ enum Cmd {
     Bodies(longctx::LoadArgs),
     /// Scenario S8: long-context bodies through direct, nginx and llmgw.
     S8(s8::S8Args),
+    /// An OTLP/HTTP receiver that accepts and counts spans (the tracing
+    /// benchmark's collector).
+    OtlpSink(otlp_sink::SinkArgs),
 }
 
 #[derive(Parser, Clone)]
@@ -207,6 +211,10 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::S8(a) => s8::run(&a),
+        Cmd::OtlpSink(a) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(otlp_sink::run(a)),
         Cmd::Proxy(a) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
