@@ -1050,7 +1050,11 @@ pub fn run(a: &S8Args) -> Result<()> {
     drop(m);
     stack.cleanup();
 
-    let (mut md, summary) = report(&cells, &raw, &fresh_rss);
+    let (mut md, summary) = if rounds > 0 {
+        report(&cells, &raw, &fresh_rss)
+    } else {
+        (String::new(), Value::Null)
+    };
     md.push_str(&memory_table(&memory, a.in_flight));
     let head = format!(
         "S8 run {stamp}: {rounds} round(s) of {seconds} s per measurement, {} in flight, \
