@@ -4,4 +4,4 @@
 -- timeline lays them end to end. A constant default rewrites no rows;
 -- on PostgreSQL the column reaches every day partition, and those
 -- llmgw_ensure_log_day creates later.
-ALTER TABLE request_attempts ADD COLUMN start_offset_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE request_attempts ADD COLUMN start_offset_ms BIGINT NOT NULL DEFAULT 0;

@@ -71,6 +71,8 @@ pub struct Settings {
 }
 
 const DEFAULT_QUEUE: usize = 2048;
+/// A queue this long holds minutes of a busy data plane's spans.
+const MAX_QUEUE: usize = 1 << 20;
 const DEFAULT_BATCH: usize = 512;
 const DEFAULT_DELAY_MS: u64 = 5000;
 const DEFAULT_EXPORT_TIMEOUT_MS: u64 = 30_000;
@@ -89,6 +91,13 @@ impl Settings {
         args: &TelemetryArgs,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Option<Settings>, String> {
+        // The spec's switches that turn an SDK's tracing off, whatever
+        // else is set.
+        if env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+            || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"))
+        {
+            return Ok(None);
+        }
         let protocol = args
             .protocol
             .clone()
@@ -162,6 +171,11 @@ impl Settings {
         )?;
         if queue_size == 0 || batch_size == 0 {
             return Err("the span queue and batch sizes must be at least 1".into());
+        }
+        if queue_size > MAX_QUEUE as u64 {
+            return Err(format!(
+                "the span queue holds at most {MAX_QUEUE} spans (OTEL_BSP_MAX_QUEUE_SIZE, --otel-queue-size)"
+            ));
         }
         let delay = number(
             args.schedule_delay_ms,
@@ -308,6 +322,37 @@ mod tests {
         )
         .unwrap_err();
         assert!(bad_url.contains("collector:4317"), "{bad_url}");
+    }
+
+    #[test]
+    fn the_standard_off_switches_win_over_an_endpoint() {
+        for off in [
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ] {
+            let args = TelemetryArgs {
+                endpoint: Some("http://c:4318".into()),
+                ..Default::default()
+            };
+            assert_eq!(resolve(&args, &[off]), Ok(None), "{off:?}");
+        }
+        let s = resolve(
+            &TelemetryArgs::default(),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_SDK_DISABLED", "false"),
+                ("OTEL_TRACES_EXPORTER", "otlp"),
+            ],
+        );
+        assert!(matches!(s, Ok(Some(_))));
+        let huge = resolve(
+            &TelemetryArgs::default(),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "99999999999"),
+            ],
+        );
+        assert!(huge.unwrap_err().contains("at most"));
     }
 
     #[test]

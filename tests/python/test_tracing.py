@@ -299,6 +299,10 @@ def test_streamed_chat_completions_span_tree(tgw: Gateway, rx: OtlpReceiver) -> 
     })
     not_error(att)
     assert root.start_ns <= att.start_ns <= att.end_ns <= root.end_ns
+    # The attempt that answered lasts as long as its answer (the upstream's
+    # own span, its child, does), not only to the response head: the
+    # stream's chunks came 60 ms apart after the head.
+    assert att.end_ns == root.end_ns, (att.end_ns, root.end_ns)
 
     # The attempt's context went upstream.
     (got,) = upstream_request(tgw, up)

@@ -763,7 +763,10 @@ fn check(r: &pb::RequestLog, batch_node: &str, now: i64) -> Result<Checked, Stri
         ));
     }
     for (i, a) in r.attempts.iter().enumerate() {
-        if a.status > MAX_STATUS || a.latency_ms > MAX_DURATION_MS {
+        if a.status > MAX_STATUS
+            || a.latency_ms > MAX_DURATION_MS
+            || a.start_offset_ms > MAX_DURATION_MS
+        {
             return Err(format!(
                 "attempt {} has an implausible status or latency",
                 i + 1

@@ -158,7 +158,8 @@ impl Entry {
         self.cancel.load(Ordering::Acquire)
     }
 
-    /// The error a cancelled request's client gets and its log records.
+    /// The error a cancelled request's log records: who cancelled, which
+    /// names a control plane, so clients get [`CLIENT_CANCEL_MESSAGE`].
     pub fn cancel_message(&self) -> String {
         match self.by.get() {
             Some(by) if !by.is_empty() => format!("the request was cancelled by {by}"),
@@ -281,6 +282,10 @@ impl Live {
 /// Runs `fut` unless `entry` is cancelled first: then `Err` with the
 /// message the client and the log get (and `fut` is dropped, which aborts
 /// an upstream exchange in it).
+/// What the client of a request an admin cancelled is told (the log says
+/// who cancelled; the client is not told which control plane).
+pub const CLIENT_CANCEL_MESSAGE: &str = "the request was cancelled by an administrator";
+
 pub async fn or_cancelled<T>(
     entry: Option<&Entry>,
     fut: impl Future<Output = T>,

@@ -131,7 +131,7 @@ impl Proxy {
                 let (span, traceparent) = match &pending.trace {
                     Some(t) => {
                         let (span, header) = t.attempt();
-                        (Some(span), header)
+                        (Some(span), header.map(|h| (h, t.has_parent())))
                     }
                     None => (None, None),
                 };
@@ -388,7 +388,7 @@ impl Proxy {
         prepared: &Prepared,
         body: Bytes,
         deadline: Instant,
-        traceparent: Option<HeaderValue>,
+        traceparent: Option<(HeaderValue, bool)>,
     ) -> Result<Response<Incoming>, AttemptError> {
         let settings = &call.table.settings;
         let provider = &target.provider;
@@ -417,11 +417,14 @@ impl Proxy {
                 *request.uri_mut() = uri.clone();
                 *request.headers_mut() =
                     upstream_headers(call.headers, target, prepared.wires.is_some());
-                if let Some(v) = &traceparent {
-                    // The attempt's span is the upstream's parent.
-                    request
-                        .headers_mut()
-                        .insert(HeaderName::from_static("traceparent"), v.clone());
+                if let Some((v, client_state)) = &traceparent {
+                    // The attempt's span is the upstream's parent; a
+                    // client's `tracestate` goes on only with its trace.
+                    let h = request.headers_mut();
+                    h.insert(HeaderName::from_static("traceparent"), v.clone());
+                    if !client_state {
+                        h.remove("tracestate");
+                    }
                 }
                 match client.request(request).await {
                     Err(e) if resends < 2 && upstream::is_safe_to_resend(&e) => resends += 1,

@@ -367,7 +367,14 @@ impl Proxy {
                 } else {
                     self.finish_plain(&mut pending)
                 };
-                hold::held(self.error(d, kind, &message, &id), hold)
+                // An admin's cancel: the log says who; the client is told
+                // only that an administrator did.
+                let shown = if kind == ErrorKind::CancelledByAdmin {
+                    crate::live::CLIENT_CANCEL_MESSAGE
+                } else {
+                    message.as_str()
+                };
+                hold::held(self.error(d, kind, shown, &id), hold)
             }
         };
         pending.limits.write(endpoint, resp.headers_mut());
@@ -584,7 +591,13 @@ impl Proxy {
             record::log_request_body(&mut pending.encoded, &raw, cap);
         }
         if let Some(t) = &mut pending.trace {
-            t.capture_input(&raw, cap);
+            // Content goes to the collector only where the log would keep
+            // it: not for a key (or a gateway) that does not log bodies.
+            if log_bodies {
+                t.capture_input(&raw, cap);
+            } else {
+                t.content = None;
+            }
         }
 
         let not_object = || {

@@ -288,7 +288,12 @@ impl Proxy {
                 finish.record.set_outcome(kind.outcome());
                 finish.counted = false;
                 let hold = finish.submit(Arc::clone(&self.out));
-                let mut resp = self.error(call.dialect, kind, &message, "");
+                let shown = if kind == ErrorKind::CancelledByAdmin {
+                    crate::live::CLIENT_CANCEL_MESSAGE
+                } else {
+                    message.as_str()
+                };
+                let mut resp = self.error(call.dialect, kind, shown, "");
                 resp.headers_mut().extend(out.headers_mut().drain());
                 hold::held(resp, hold)
             }

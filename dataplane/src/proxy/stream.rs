@@ -322,9 +322,12 @@ impl ProxyBody {
     fn cancel_by_admin(&mut self, message: String) {
         self.upstream = None;
         self.tail = Some(if self.observer.streaming() {
-            Ok(Bytes::from(self.observer.stream_error_event(&message)))
+            Ok(Bytes::from(
+                self.observer
+                    .stream_error_event(crate::live::CLIENT_CANCEL_MESSAGE),
+            ))
         } else {
-            Err(message.clone().into())
+            Err(crate::live::CLIENT_CANCEL_MESSAGE.into())
         });
         self.end(End::CancelledByAdmin(message));
     }

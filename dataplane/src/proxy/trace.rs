@@ -150,6 +150,13 @@ impl RequestTrace {
         }))
     }
 
+    /// Whether the request came with a client's context (its `tracestate`
+    /// then goes on upstream; without one a client's `tracestate` belongs
+    /// to no trace of ours and is dropped).
+    pub fn has_parent(&self) -> bool {
+        self.parent.is_some()
+    }
+
     /// An attempt is about to be sent: its span id, and the `traceparent`
     /// that carries it upstream.
     pub fn attempt(&self) -> (AttemptStart, Option<HeaderValue>) {
@@ -346,7 +353,18 @@ impl RequestTrace {
             status,
             instrumentation_scope: tracing.scope.clone(),
         });
+        let answered = t.attempts.len().checked_sub(1).filter(|&last| {
+            r.attempts
+                .get(last)
+                .is_some_and(|a| a.error.is_empty() && (1..400).contains(&a.status))
+        });
         for (n, (a, rec)) in t.attempts.iter().zip(&r.attempts).enumerate() {
+            // The attempt that answered lasts as long as its answer (the
+            // upstream's own span, its child, does), and a stream that broke
+            // or timed out after its head fails it too.
+            let answering = answered == Some(n);
+            let broke =
+                answering && matches!(outcome, pb::Outcome::Interrupted | pb::Outcome::Timeout);
             let mut attrs = Vec::with_capacity(12);
             attrs.push(kv("gen_ai.operation.name", t.operation));
             attrs.push(kv("gen_ai.provider.name", provider_name(a.protocol)));
@@ -358,9 +376,11 @@ impl RequestTrace {
             if rec.status > 0 {
                 attrs.push(int("http.response.status_code", u64::from(rec.status)));
             }
-            let failed = !rec.error.is_empty() || rec.status >= 400;
+            let failed = !rec.error.is_empty() || rec.status >= 400 || broke;
             if failed {
-                let ty = if rec.status >= 400 {
+                let ty = if broke {
+                    request_error_type(r, outcome)
+                } else if rec.status >= 400 {
                     Cow::Owned(rec.status.to_string())
                 } else {
                     Cow::Borrowed(a.error_type.unwrap_or("_OTHER"))
@@ -386,12 +406,14 @@ impl RequestTrace {
                 span_kind: SpanKind::Client,
                 name: Cow::Owned(format!("{} {}", t.operation, rec.upstream_model)),
                 start_time: a.start,
-                end_time: a.end.max(a.start),
+                end_time: if answering { end } else { a.end }.max(a.start),
                 attributes: attrs,
                 dropped_attributes_count: 0,
                 events: SpanEvents::default(),
                 links: SpanLinks::default(),
-                status: if failed {
+                status: if broke {
+                    Status::error(r.error.clone())
+                } else if failed {
                     Status::error(rec.error.clone())
                 } else {
                     Status::Unset
