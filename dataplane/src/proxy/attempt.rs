@@ -213,11 +213,13 @@ impl Proxy {
                         }
                         let retry_after = retry_after(resp.headers());
                         let headers = resp.headers().clone();
-                        let mut body = crate::live::or_cancelled(live, read_capped(resp, deadline))
-                            .await
-                            .map_err(|m| (ErrorKind::CancelledByAdmin, m))?;
+                        // Recorded before its error body is read, so that a
+                        // cancel or a client leaving meanwhile keeps it.
                         attempt.error = format!("upstream answered {status}");
                         pending.record().attempts.push(attempt);
+                        let mut body = crate::live::or_cancelled(live, read_capped(resp, deadline))
+                            .await
+                            .map_err(|m| stopped_by_admin(pending, sent, m))?;
                         let mut client_status = status;
                         if let Some((upstream, client)) = prepared.wires {
                             (client_status, body) =
@@ -244,7 +246,7 @@ impl Proxy {
                                     drop(provider_admission);
                                     crate::live::or_cancelled(live, tokio::time::sleep(wait))
                                         .await
-                                        .map_err(|m| (ErrorKind::CancelledByAdmin, m))?;
+                                        .map_err(|m| stopped_by_admin(pending, sent, m))?;
                                     continue;
                                 }
                                 _ => break 'targets,
@@ -272,7 +274,7 @@ impl Proxy {
                 drop(provider_admission);
                 crate::live::or_cancelled(live, tokio::time::sleep(delay))
                     .await
-                    .map_err(|m| (ErrorKind::CancelledByAdmin, m))?;
+                    .map_err(|m| stopped_by_admin(pending, sent, m))?;
             }
         }
         let r = pending.record();
@@ -440,6 +442,19 @@ impl Proxy {
             Ok(Ok(resp)) => Ok(resp),
         }
     }
+}
+
+/// An admin's cancel between attempts (reading an error body, or waiting
+/// to retry): the record says how many were sent and which target was
+/// last, as when every attempt fails.
+fn stopped_by_admin(pending: &mut Pending, sent: u32, message: String) -> (ErrorKind, String) {
+    let r = pending.record();
+    r.retries = sent.saturating_sub(1);
+    if let Some(a) = r.attempts.last() {
+        r.provider.clone_from(&a.provider);
+        r.upstream_model.clone_from(&a.upstream_model);
+    }
+    (ErrorKind::CancelledByAdmin, message)
 }
 
 /// What one target is sent: the body, the path under its base URL, and
