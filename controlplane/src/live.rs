@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::store::{now_ms, rfc3339, Backend, LiveStream, Store, LIVE_CHANNEL};
+use crate::store::{rfc3339, Backend, LiveStream, Store, LIVE_CHANNEL};
 
 /// How often a watch reads the table without a local change.
 pub const WATCH_EVERY: Duration = Duration::from_secs(1);
@@ -97,7 +97,8 @@ impl LiveHub {
 
     /// The requests in flight, oldest first.
     pub async fn list(&self, node_id: &str) -> Result<Vec<pb::InFlightRequest>, Status> {
-        Ok(self.store.live_list(node_id, now_ms()).await?)
+        let now = self.store.live_clock_ms().await?;
+        Ok(self.store.live_list(node_id, now).await?)
     }
 
     /// A full list, then the changes, until the client leaves or
@@ -160,7 +161,7 @@ impl LiveHub {
         if id.is_empty() {
             return Err(Status::invalid_argument("a request id is required"));
         }
-        let now = now_ms();
+        let now = self.store.live_clock_ms().await?;
         let Some(owner) = self.store.live_owner(id, now).await? else {
             return Err(match self.store.logged_status(id).await? {
                 Some(status) => Status::failed_precondition(format!(
@@ -205,7 +206,8 @@ impl LiveHub {
             let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
             while tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                if self.store.live_owner(id, now_ms()).await?.is_none() {
+                let now = self.store.live_clock_ms().await?;
+                if self.store.live_owner(id, now).await?.is_none() {
                     answer.confirmed = true;
                     break;
                 }
@@ -330,7 +332,11 @@ impl LiveHub {
                 _ = every.tick() => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
-            match self.store.live_prune(now_ms()).await {
+            let pruned = match self.store.live_clock_ms().await {
+                Ok(now) => self.store.live_prune(now).await,
+                Err(e) => Err(e),
+            };
+            match pruned {
                 Ok(0) => {}
                 Ok(rows) => {
                     tracing::info!(rows, "dropped requests in flight whose lease ran out");
@@ -475,7 +481,11 @@ async fn session(
             }
         }
         let moved = report.full || !report.upserts.is_empty() || !report.ended.is_empty();
-        if let Err(e) = hub.store.live_apply(s, &report, now_ms()).await {
+        let applied = match hub.store.live_clock_ms().await {
+            Ok(now) => hub.store.live_apply(s, &report, now).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = applied {
             tracing::warn!(error = %e, node_id = %s.node_id, "cannot store a live report");
         }
         if moved {

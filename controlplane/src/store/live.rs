@@ -61,6 +61,21 @@ fn request_of(row: &AnyRow) -> Result<pb::InFlightRequest> {
 }
 
 impl Store {
+    /// The clock that leases are written and judged by: the database's on
+    /// PostgreSQL, which every control plane shares (their own clocks may
+    /// differ by seconds, and a lease is 10 s); this process's on SQLite,
+    /// which one control plane serves.
+    pub async fn live_clock_ms(&self) -> Result<i64> {
+        if self.backend != Backend::Postgres {
+            return Ok(super::now_ms());
+        }
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Applies one report of `stream` in one transaction: a full report
     /// first drops what this process's other streams had reported; then
     /// the upserts, the ends, and the stream's lease renewed.
