@@ -476,8 +476,9 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? "";
     assert.equal(text.trim(), "tok0 tok1 tok2 tok3");
 
-    // The first target fails once: the request fails over to the second.
-    await mockScript("mock-fail", [{ status: 503 }]);
+    // The first target fails once, after 30 ms: the request fails over to
+    // the second, which is sent measurably later (the attempt timeline).
+    await mockScript("mock-fail", [{ status: 503, latency_ms: 30 }]);
     const failover = await client.chat.completions.create({ model: "e2e-model", messages });
     assert.equal(failover.choices[0].message.role, "assistant");
 
@@ -950,6 +951,7 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     // within moments of the request's start.
     assert.ok(first[0] >= 0 && first[0] <= first[1], `the first attempt: ${first}`);
     assert.ok(second[0] >= first[1], `the second attempt starts after the first ends: ${first} ${second}`);
+    assert.ok(second[0] >= 30, `the second attempt is sent after the first's 30 ms: ${second}`);
     const box0 = await bars.nth(0).boundingBox();
     const box1 = await bars.nth(1).boundingBox();
     assert.ok(box0 && box1 && box1.x >= box0.x, "drawn in that order on the axis");
