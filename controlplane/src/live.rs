@@ -244,7 +244,8 @@ impl LiveHub {
             Ok(Ok(true)) => answer.confirmed = true,
             Ok(Ok(false)) => {
                 return Err(Status::failed_precondition(format!(
-                    "request {id} ended on data plane {} before the cancel reached it",
+                    "request {id} has already ended: it ended on data plane {} \
+                     before the cancel reached it",
                     owner.node_id
                 )))
             }
