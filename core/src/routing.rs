@@ -312,6 +312,7 @@ mod tests {
             name: name.into(),
             protocol,
             base_url: "http://x".into(),
+            server: None,
             api_key: None,
             headers: vec![],
             timeout: Duration::from_secs(1),

@@ -69,6 +69,9 @@ pub struct Provider {
     pub protocol: Protocol,
     /// Without a trailing slash.
     pub base_url: String,
+    /// The base URL's host and port (for traces' `server.address` and
+    /// `server.port`), read once when the snapshot is taken in.
+    pub server: Option<(String, u16)>,
     pub api_key: Option<SecretString>,
     /// Extra headers; values are marked sensitive so they never print.
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
@@ -524,6 +527,7 @@ fn provider(p: pb::SnapshotProvider, settings: &Settings) -> Result<Provider, Sn
     Ok(Provider {
         name: p.name,
         protocol,
+        server: server_of(&base_url).map(|(h, p)| (h.to_string(), p)),
         base_url,
         api_key,
         headers,
@@ -614,6 +618,44 @@ fn model(
         model_type,
         limits: model_limits,
     })
+}
+
+/// The host and port of a provider's base URL (an absolute http(s) URL,
+/// already validated).
+pub fn server_of(base_url: &str) -> Option<(&str, u16)> {
+    let colon = base_url.bytes().position(|b| b == b':')?;
+    let (scheme, rest) = (
+        &base_url[..colon],
+        base_url[colon + 1..].strip_prefix("//")?,
+    );
+    let end = rest
+        .bytes()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let authority = match authority.bytes().rposition(|b| b == b'@') {
+        Some(at) => &authority[at + 1..],
+        None => authority,
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.bytes().rposition(|b| b == b':') {
+            Some(c) => (&authority[..c], Some(&authority[c + 1..])),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return None;
+    }
+    let port = match port {
+        Some(p) => p.parse().ok()?,
+        None if scheme.eq_ignore_ascii_case("https") => 443,
+        None if scheme.eq_ignore_ascii_case("http") => 80,
+        None => return None,
+    };
+    Some((host, port))
 }
 
 #[cfg(test)]
@@ -915,5 +957,24 @@ mod tests {
             DEFAULT_QUOTA_SLACK_PERCENT
         );
         assert!(plain.settings.default_key_limits.is_none());
+    }
+
+    #[test]
+    fn servers_are_read_from_base_urls() {
+        assert_eq!(
+            server_of("https://api.openai.com/v1"),
+            Some(("api.openai.com", 443))
+        );
+        assert_eq!(
+            server_of("http://127.0.0.1:8080/v1"),
+            Some(("127.0.0.1", 8080))
+        );
+        assert_eq!(server_of("http://[::1]:9/x"), Some(("::1", 9)));
+        assert_eq!(server_of("https://[::1]"), Some(("::1", 443)));
+        assert_eq!(server_of("http://h:80?x=1"), Some(("h", 80)));
+        assert_eq!(server_of("http://u:p@h:81/"), Some(("h", 81)));
+        assert_eq!(server_of("not a url"), None);
+        assert_eq!(server_of("http://h:notaport/"), None);
+        assert_eq!(server_of("http:///x"), None);
     }
 }

@@ -131,7 +131,12 @@ pub async fn start(config: Config) -> Result<Running> {
                 config.node_id.clone(),
             )],
         );
-        let (queue, worker) = llmgw_telemetry::start(settings, &resource)
+        let framing = llmgw_telemetry::otlp::Framing::new(
+            &resource,
+            proxy::TRACE_SCOPE,
+            env!("CARGO_PKG_VERSION"),
+        );
+        let (queue, worker) = llmgw_telemetry::start_encoded(settings, framing)
             .map_err(|e| anyhow!("cannot start OpenTelemetry export: {e}"))?;
         metrics.trace_queue(queue.clone());
         proxy = proxy.with_tracing(proxy::Tracing::new(

@@ -143,7 +143,7 @@ impl GenAi {
 /// The span export's counts, copied from its queue at each scrape.
 #[derive(Default)]
 struct TraceMetrics {
-    queue: OnceLock<llmgw_telemetry::SpanQueue>,
+    queue: OnceLock<llmgw_telemetry::SpanQueue<llmgw_telemetry::EncodedSpan>>,
     exported: Counter,
     dropped: Family<ReasonLabels, Counter>,
     queued: Gauge,
@@ -582,7 +582,7 @@ impl Metrics {
     }
 
     /// Exports the span queue's counts (tracing is on).
-    pub fn trace_queue(&self, queue: llmgw_telemetry::SpanQueue) {
+    pub fn trace_queue(&self, queue: llmgw_telemetry::SpanQueue<llmgw_telemetry::EncodedSpan>) {
         let _ = self.traces.queue.set(queue);
     }
 

@@ -68,6 +68,77 @@ pub struct Settings {
     pub schedule_delay: Duration,
     pub export_timeout: Duration,
     pub capture_content: bool,
+    /// Headers sent with every export (a vendor's API key, say).
+    pub headers: Headers,
+}
+
+/// The collector's headers, from `OTEL_EXPORTER_OTLP_HEADERS` and
+/// `OTEL_EXPORTER_OTLP_TRACES_HEADERS` (the latter wins per name). Their
+/// values are credentials as often as not: `Debug` shows names only.
+#[derive(Clone, Default, PartialEq)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Reads `list` ("name=value,name2=value2", values percent-encoded,
+    /// as the spec says) over what is already set; `var` names it in an
+    /// error, which never shows a value.
+    fn read(&mut self, var: &str, list: &str) -> Result<(), String> {
+        for item in list.split(',').filter(|i| !i.trim().is_empty()) {
+            let Some((k, v)) = item.split_once('=') else {
+                return Err(format!(
+                    "{var}: an entry has no '=' (expected name=value,...)"
+                ));
+            };
+            let k = k.trim().to_ascii_lowercase();
+            if k.is_empty()
+                || !k
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                return Err(format!("{var}: '{k}' is not a header name"));
+            }
+            let v = percent_decode(v.trim()).ok_or_else(|| {
+                format!("{var}: the value of '{k}' is not valid percent-encoded UTF-8")
+            })?;
+            if v.bytes().any(|b| b.is_ascii_control()) {
+                return Err(format!(
+                    "{var}: the value of '{k}' holds a control character"
+                ));
+            }
+            self.0.retain(|(name, _)| *name != k);
+            self.0.push((k, v));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| format!("{k}: <redacted>")))
+            .finish()
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 const DEFAULT_QUEUE: usize = 2048;
@@ -194,6 +265,15 @@ impl Settings {
             || env("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         let queue_size = usize::try_from(queue_size).unwrap_or(usize::MAX);
+        let mut headers = Headers::default();
+        for var in [
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        ] {
+            if let Some(list) = env(var) {
+                headers.read(var, &list)?;
+            }
+        }
         Ok(Some(Settings {
             endpoint,
             transport,
@@ -206,6 +286,7 @@ impl Settings {
             schedule_delay: Duration::from_millis(delay),
             export_timeout: Duration::from_millis(timeout),
             capture_content,
+            headers,
         }))
     }
 }
@@ -374,5 +455,41 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(!s.capture_content);
+    }
+
+    #[test]
+    fn headers_are_read_decoded_and_never_shown() {
+        let s = resolve(
+            &TelemetryArgs::default(),
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                (
+                    "OTEL_EXPORTER_OTLP_HEADERS",
+                    "x-team=a%20b, Authorization=Bearer%20s3cret",
+                ),
+                ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-team=traces"),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        let got: Vec<_> = s.headers.iter().collect();
+        assert_eq!(
+            got,
+            vec![("authorization", "Bearer s3cret"), ("x-team", "traces")]
+        );
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("authorization: <redacted>"), "{shown}");
+        for bad in ["novalue", "x=%zz", "bad name=1", "x=%0a"] {
+            let e = resolve(
+                &TelemetryArgs::default(),
+                &[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                    ("OTEL_EXPORTER_OTLP_HEADERS", bad),
+                ],
+            )
+            .unwrap_err();
+            assert!(e.starts_with("OTEL_EXPORTER_OTLP_HEADERS"), "{bad}: {e}");
+        }
     }
 }

@@ -59,30 +59,90 @@ pub fn parse_traceparent(v: &[u8]) -> Option<Parent> {
 
 /// `00-{trace}-{span}-{flags}`.
 pub fn traceparent(trace_id: TraceId, span_id: SpanId, sampled: bool) -> String {
-    format!(
-        "00-{trace_id}-{span_id}-{}",
-        if sampled { "01" } else { "00" }
-    )
+    String::from_utf8_lossy(&traceparent_bytes(trace_id, span_id, sampled)).into_owned()
 }
 
-/// A new random trace id (never all zero).
-pub fn new_trace_id() -> TraceId {
+/// [`traceparent`] in a fixed buffer, for a header value with no
+/// formatting machinery on the request's path.
+pub fn traceparent_bytes(trace_id: TraceId, span_id: SpanId, sampled: bool) -> [u8; 55] {
+    let mut out = [b'-'; 55];
+    out[0] = b'0';
+    out[1] = b'0';
+    for (i, b) in trace_id.to_bytes().iter().enumerate() {
+        out[3 + 2 * i] = HEX[usize::from(b >> 4)];
+        out[4 + 2 * i] = HEX[usize::from(b & 15)];
+    }
+    for (i, b) in span_id.to_bytes().iter().enumerate() {
+        out[36 + 2 * i] = HEX[usize::from(b >> 4)];
+        out[37 + 2 * i] = HEX[usize::from(b & 15)];
+    }
+    out[53] = b'0';
+    out[54] = if sampled { b'1' } else { b'0' };
+    out
+}
+
+/// Lowercase hex of a trace id (32 digits), as the log record keeps it.
+pub fn trace_id_hex(id: TraceId) -> String {
+    let mut out = [0u8; 32];
+    for (pair, b) in out.chunks_exact_mut(2).zip(id.to_bytes()) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 15)];
+    }
+    String::from_utf8(out.to_vec()).unwrap_or_default()
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+thread_local! {
+    /// Each thread's id generator: xoshiro256++ seeded from the OS's
+    /// randomness once per thread (the SDK's id generator likewise uses a
+    /// small, fast generator per thread; ids need to be unique, not
+    /// secret).
+    static IDS: std::cell::Cell<[u64; 4]> = std::cell::Cell::new(seed());
+}
+
+fn seed() -> [u64; 4] {
     let mut rng = rand::thread_rng();
     loop {
-        let b: [u8; 16] = rng.gen();
-        if b != [0; 16] {
-            return TraceId::from_bytes(b);
+        let s: [u64; 4] = rng.gen();
+        if s != [0; 4] {
+            return s;
         }
     }
 }
 
-/// A new random span id (never all zero).
-pub fn new_span_id() -> SpanId {
-    let mut rng = rand::thread_rng();
+/// The next 64 random bits of this thread's generator.
+fn next_u64() -> u64 {
+    IDS.with(|cell| {
+        let mut s = cell.get();
+        let result = (s[0].wrapping_add(s[3])).rotate_left(23).wrapping_add(s[0]);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        cell.set(s);
+        result
+    })
+}
+
+pub fn new_trace_id() -> TraceId {
     loop {
-        let b: [u8; 8] = rng.gen();
-        if b != [0; 8] {
-            return SpanId::from_bytes(b);
+        let hi = next_u64();
+        let lo = next_u64();
+        if hi | lo != 0 {
+            return TraceId::from_bytes(((u128::from(hi) << 64) | u128::from(lo)).to_be_bytes());
+        }
+    }
+}
+
+pub fn new_span_id() -> SpanId {
+    loop {
+        let n = next_u64();
+        if n != 0 {
+            return SpanId::from_bytes(n.to_be_bytes());
         }
     }
 }
@@ -131,5 +191,19 @@ mod tests {
         assert_ne!(a, b);
         assert_ne!(a, TraceId::INVALID);
         assert_ne!(new_span_id(), SpanId::INVALID);
+    }
+
+    #[test]
+    fn ids_are_never_zero_and_do_not_repeat_and_hex_is_lowercase() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let t = new_trace_id();
+            assert_ne!(t, TraceId::INVALID);
+            assert!(seen.insert(t));
+            assert_ne!(new_span_id(), SpanId::INVALID);
+        }
+        let t = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        assert_eq!(trace_id_hex(t), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(trace_id_hex(t), t.to_string());
     }
 }

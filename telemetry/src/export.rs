@@ -2,17 +2,21 @@
 //! `try_send` on a bounded channel and never waits: when the queue is full
 //! (the collector is slow or down) the span is dropped and counted. One
 //! task batches the queue (up to the batch size, or the schedule delay)
-//! and sends each batch with the OTLP exporter under the export timeout;
-//! a batch that fails or times out is counted and given up, never
-//! retried into a queue that requests are waiting to fill.
+//! and sends each batch under the export timeout; a batch that fails or
+//! times out is counted and given up, never retried into a queue that
+//! requests are waiting to fill.
+//!
+//! The queue carries either kind of span: the data plane's request spans,
+//! already encoded as OTLP bytes ([`crate::otlp`]) and sent by
+//! [`RawExporter`], or the SDK's `SpanData` from `tracing` (the control
+//! plane's, through [`QueueProcessor`]) sent by `opentelemetry-otlp`.
 //!
 //! The SDK's `BatchSpanProcessor` does the same job, but it keeps its drop
 //! count to itself (we must export it on `/metrics`) and runs its exports
 //! on a thread of its own blocking on futures; this queue runs on the
-//! process's tokio runtime and is shared by the data plane's hand-made
-//! request spans and the SDK spans of `tracing` (through
-//! [`QueueProcessor`]).
+//! process's tokio runtime.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +29,40 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Settings, Transport};
+use crate::otlp::Framing;
+use crate::transport::RawExporter;
+
+/// A span already encoded as an OTLP `Span` message.
+pub type EncodedSpan = Vec<u8>;
+
+/// Sends one batch of `T` to the collector.
+pub trait Export<T>: Send + Sync + 'static {
+    /// Sends `batch`; an error says why it was not accepted.
+    fn export(&self, batch: Vec<T>) -> impl Future<Output = Result<(), String>> + Send;
+    /// The task is ending.
+    fn shutdown(&mut self) {}
+}
+
+/// An SDK exporter (`opentelemetry-otlp`'s, or a test's) of `SpanData`.
+#[derive(Debug)]
+pub struct Sdk<E>(pub E);
+
+impl<E: SpanExporter + Sync + 'static> Export<SpanData> for Sdk<E> {
+    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = Result<(), String>> + Send {
+        let sent = self.0.export(batch);
+        async move { sent.await.map_err(|e| e.to_string()) }
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.0.shutdown();
+    }
+}
+
+impl Export<EncodedSpan> for RawExporter {
+    fn export(&self, batch: Vec<EncodedSpan>) -> impl Future<Output = Result<(), String>> + Send {
+        RawExporter::export(self, batch)
+    }
+}
 
 /// What became of the spans handed to the queue.
 #[derive(Debug, Default)]
@@ -39,14 +77,14 @@ pub struct Stats {
 
 /// The sending side: cheap to clone, never blocks.
 #[derive(Debug, Clone)]
-pub struct SpanQueue {
-    tx: mpsc::Sender<SpanData>,
+pub struct SpanQueue<T = SpanData> {
+    tx: mpsc::Sender<T>,
     stats: Arc<Stats>,
 }
 
-impl SpanQueue {
+impl<T> SpanQueue<T> {
     /// Queues a span for export, or drops and counts it.
-    pub fn send(&self, span: SpanData) {
+    pub fn send(&self, span: T) {
         if self.tx.try_send(span).is_err() {
             self.stats
                 .dropped_queue_full
@@ -103,7 +141,17 @@ pub fn resource(default_service: &'static str, extra: Vec<KeyValue>) -> Resource
     b.with_attributes(extra).build()
 }
 
-/// Starts the OTLP exporter and its task on the current tokio runtime.
+/// Starts the export of encoded spans (the data plane's) under `framing`
+/// and its task on the current tokio runtime.
+pub fn start_encoded(
+    settings: &Settings,
+    framing: Framing,
+) -> Result<(SpanQueue<EncodedSpan>, Worker), String> {
+    Ok(start_with(RawExporter::new(settings, framing)?, settings))
+}
+
+/// Starts the SDK's OTLP exporter and its task on the current tokio
+/// runtime.
 pub fn start(settings: &Settings, resource: &Resource) -> Result<(SpanQueue, Worker), String> {
     use opentelemetry_otlp::WithExportConfig;
     let built = match settings.transport {
@@ -121,14 +169,15 @@ pub fn start(settings: &Settings, resource: &Resource) -> Result<(SpanQueue, Wor
     };
     let mut exporter = built.map_err(|e| format!("the OTLP exporter: {e}"))?;
     exporter.set_resource(resource);
-    Ok(start_with(exporter, settings))
+    Ok(start_with(Sdk(exporter), settings))
 }
 
-/// [`start`] with any exporter (tests use one that stalls or fails).
-pub fn start_with<E: SpanExporter + 'static>(
+/// The queue and task with any exporter (tests use one that stalls or
+/// fails).
+pub fn start_with<T: Send + 'static, E: Export<T>>(
     exporter: E,
     settings: &Settings,
-) -> (SpanQueue, Worker) {
+) -> (SpanQueue<T>, Worker) {
     let (tx, rx) = mpsc::channel(settings.queue_size.max(1));
     let stats = Arc::new(Stats::default());
     let (stop, stopped) = watch::channel(false);
@@ -153,14 +202,14 @@ struct Batching {
     timeout: Duration,
 }
 
-async fn run<E: SpanExporter>(
+async fn run<T: Send + 'static, E: Export<T>>(
     mut exporter: E,
-    mut rx: mpsc::Receiver<SpanData>,
+    mut rx: mpsc::Receiver<T>,
     mut stop: watch::Receiver<bool>,
     stats: Arc<Stats>,
     b: Batching,
 ) {
-    let mut batch: Vec<SpanData> = Vec::with_capacity(b.size);
+    let mut batch: Vec<T> = Vec::with_capacity(b.size);
     loop {
         let first = tokio::select! {
             s = rx.recv() => s,
@@ -168,16 +217,19 @@ async fn run<E: SpanExporter>(
         };
         let Some(first) = first else { break };
         batch.push(first);
-        let until = tokio::time::Instant::now() + b.delay;
+        // The rest of the batch: whatever is queued is taken at once, and
+        // the delay's timer and the stop signal are set up once a batch.
+        let delay = tokio::time::sleep(b.delay);
+        tokio::pin!(delay);
+        let stopped = stop.wait_for(|s| *s);
+        tokio::pin!(stopped);
         let mut stopping = false;
         while batch.len() < b.size {
+            let room = b.size - batch.len();
             tokio::select! {
-                s = rx.recv() => match s {
-                    Some(s) => batch.push(s),
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(until) => break,
-                _ = stop.wait_for(|s| *s), if !stopping => stopping = true,
+                n = rx.recv_many(&mut batch, room) => if n == 0 { break },
+                () = &mut delay => break,
+                _ = &mut stopped => stopping = true,
             }
             if stopping {
                 break;
@@ -199,15 +251,10 @@ async fn run<E: SpanExporter>(
     if !batch.is_empty() {
         export(&exporter, &mut batch, b.timeout, &stats).await;
     }
-    let _ = exporter.shutdown();
+    exporter.shutdown();
 }
 
-async fn export<E: SpanExporter>(
-    exporter: &E,
-    batch: &mut Vec<SpanData>,
-    limit: Duration,
-    stats: &Stats,
-) {
+async fn export<T, E: Export<T>>(exporter: &E, batch: &mut Vec<T>, limit: Duration, stats: &Stats) {
     let n = batch.len() as u64;
     let spans = std::mem::take(batch);
     match tokio::time::timeout(limit, exporter.export(spans)).await {
@@ -318,6 +365,7 @@ mod tests {
             schedule_delay: Duration::from_millis(50),
             export_timeout: Duration::from_secs(3600),
             capture_content: false,
+            headers: Default::default(),
         }
     }
 
@@ -332,7 +380,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn batches_by_size_and_by_delay() {
         let f = fake(Mode::Accept);
-        let (q, worker) = start_with(f.clone(), &settings(100, 4));
+        let (q, worker) = start_with(Sdk(f.clone()), &settings(100, 4));
         for n in 0..6 {
             q.send(span(n));
         }
@@ -347,7 +395,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stalled_collector_fills_the_queue_and_drops_are_counted_without_waiting() {
         let f = fake(Mode::Stall);
-        let (q, _worker) = start_with(f.clone(), &settings(8, 2));
+        let (q, _worker) = start_with(Sdk(f.clone()), &settings(8, 2));
         q.send(span(1));
         q.send(span(2));
         // The worker holds the first batch in a call that never returns.
@@ -365,7 +413,7 @@ mod tests {
         let f = fake(Mode::Fail);
         let mut s = settings(16, 3);
         s.export_timeout = Duration::from_secs(1);
-        let (q, worker) = start_with(f.clone(), &s);
+        let (q, worker) = start_with(Sdk(f.clone()), &s);
         for n in 0..3 {
             q.send(span(n));
         }
@@ -390,7 +438,7 @@ mod tests {
         let f = fake(Mode::Accept);
         let mut s = settings(100, 10);
         s.schedule_delay = Duration::from_secs(3600);
-        let (q, worker) = start_with(f.clone(), &s);
+        let (q, worker) = start_with(Sdk(f.clone()), &s);
         for n in 0..25 {
             q.send(span(n));
         }
@@ -401,7 +449,7 @@ mod tests {
     #[tokio::test]
     async fn the_processor_queues_sampled_spans_only() {
         let f = fake(Mode::Accept);
-        let (q, worker) = start_with(f.clone(), &settings(100, 10));
+        let (q, worker) = start_with(Sdk(f.clone()), &settings(100, 10));
         let p = QueueProcessor(q.clone());
         p.on_end(span(1));
         let mut unsampled = span(2);

@@ -3,20 +3,28 @@
 //! context, head sampling, and the bounded span queue that exports over
 //! OTLP (gRPC or HTTP/protobuf) without ever making a request wait.
 //!
-//! The data plane builds its request and attempt spans itself, as
-//! [`SpanData`](opentelemetry_sdk::trace::SpanData), when a request's
-//! record is finished; the control plane's spans come from `tracing`
-//! through `tracing-opentelemetry` and [`export::QueueProcessor`]. Both
-//! end in the same kind of [`export::SpanQueue`].
+//! The data plane writes its request and attempt spans itself, straight
+//! into OTLP protobuf ([`otlp`]), when a request's record is finished,
+//! and [`transport`] sends them; the control plane's spans come from
+//! `tracing` through `tracing-opentelemetry`, [`export::QueueProcessor`]
+//! and `opentelemetry-otlp`. Both go through the same kind of
+//! [`export::SpanQueue`].
 
 pub mod config;
 pub mod context;
 pub mod export;
+pub mod otlp;
 pub mod sample;
+pub mod transport;
 
 pub use config::{Settings, TelemetryArgs, Transport};
-pub use context::{new_span_id, new_trace_id, parse_traceparent, traceparent, Parent};
-pub use export::{resource, start, QueueProcessor, SpanQueue, Stats, Worker};
+pub use context::{
+    new_span_id, new_trace_id, parse_traceparent, trace_id_hex, traceparent, traceparent_bytes,
+    Parent,
+};
+pub use export::{
+    resource, start, start_encoded, EncodedSpan, QueueProcessor, SpanQueue, Stats, Worker,
+};
 pub use sample::Sampling;
 
 /// Logs an export problem at most once every ten seconds: a collector

@@ -165,6 +165,8 @@ class OtlpReceiver:
         self._spans: list[Span] = []
         #: Export calls answered (successfully), by transport.
         self.exports: dict[str, int] = {"grpc": 0, "http": 0}
+        # The headers of the last export call, by transport.
+        self.last_headers: dict[str, dict[str, str]] = {}
         #: Export calls that arrived while stalled (answered or not).
         self.stalled_calls = 0
         self._stalled = False
@@ -321,9 +323,12 @@ class OtlpReceiver:
             if not self._running:
                 raise _Stalled()
 
-    def _ingest(self, req: trace_service_pb2.ExportTraceServiceRequest, transport: str) -> None:
+    def _ingest(self, req: trace_service_pb2.ExportTraceServiceRequest, transport: str,
+                headers: dict[str, str] | None = None) -> None:
         spans = _flatten(req, transport)
         with self.cond:
+            if headers is not None:
+                self.last_headers[transport] = headers
             self._spans.extend(spans)
             self.exports[transport] += 1
             self.cond.notify_all()
@@ -395,7 +400,8 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
             self.r._hold_if_stalled()
         except _Stalled:
             context.abort(grpc.StatusCode.UNAVAILABLE, "receiver stopped")
-        self.r._ingest(request, "grpc")
+        self.r._ingest(request, "grpc",
+                       {k.lower(): v for k, v in context.invocation_metadata() if isinstance(v, str)})
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
@@ -459,7 +465,7 @@ def _make_http_handler(receiver: OtlpReceiver) -> type[http.server.BaseHTTPReque
                 except OSError:
                     pass
                 return
-            receiver._ingest(req, "http")
+            receiver._ingest(req, "http", {k.lower(): v for k, v in self.headers.items()})
             resp = trace_service_pb2.ExportTraceServiceResponse()
             if ctype == "application/json":
                 self._reply(200, json_format.MessageToJson(resp).encode(), "application/json")

@@ -46,6 +46,10 @@ MSG = [{"role": "user", "content": "trace me"}]
 SPAN_TIMEOUT = 30.0
 #: The batch processor's schedule delay for every traced process here.
 BSP_FAST = {"OTEL_BSP_SCHEDULE_DELAY": "100"}
+# A collector's headers (a vendor's key, say): sent on every export, never
+# shown. Values are percent-encoded, as the spec says.
+OTLP_SECRET = "otel-secret-7f3a"
+OTLP_HEADERS = {"OTEL_EXPORTER_OTLP_HEADERS": f"x-team=gate%20way,authorization=Bearer%20{OTLP_SECRET}"}
 DP_SERVICE = "llmgw-dataplane"
 CP_SERVICE = "llmgw-controlplane"
 ABSENT = object()
@@ -80,6 +84,7 @@ def tgw(make_gateway: GatewayFactory, rx: OtlpReceiver) -> Gateway:
         "traced",
         dp_env={
             **BSP_FAST,
+            **OTLP_HEADERS,
             "OTEL_EXPORTER_OTLP_ENDPOINT": rx.http_endpoint,
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=e2e,team=gateway",
@@ -95,7 +100,7 @@ def ggw(make_gateway: GatewayFactory, grx: OtlpReceiver) -> Gateway:
         "traced-grpc",
         dp_args=["--otel-endpoint", grx.grpc_endpoint, "--otel-protocol", "grpc",
                  "--otel-capture-content"],
-        dp_env={**BSP_FAST, "OTEL_SERVICE_NAME": "llmgw-dp-e2e"},
+        dp_env={**BSP_FAST, **OTLP_HEADERS, "OTEL_SERVICE_NAME": "llmgw-dp-e2e"},
     )
 
 
@@ -670,6 +675,15 @@ def test_export_protocol_delivers(request: pytest.FixtureRequest, protocol: str)
     exported = wait_until(lambda: g.metric("llmgw_otel_spans_exported_total"), SPAN_TIMEOUT,
                           "llmgw_otel_spans_exported_total > 0")
     assert exported >= 2
+    # OTEL_EXPORTER_OTLP_HEADERS went with the export, decoded, and the
+    # secret in it is in no line the data plane wrote.
+    sent = r.last_headers[want]
+    assert sent.get("x-team") == "gate way", sent
+    assert sent.get("authorization") == f"Bearer {OTLP_SECRET}", sent
+    if protocol == "http/protobuf":
+        assert sent.get("content-type") == "application/x-protobuf", sent
+    assert g.dp is not None
+    assert OTLP_SECRET not in g.dp.log_path.read_text(errors="replace")
 
 
 def test_content_capture_puts_the_request_and_the_answer_on_the_span(ggw: Gateway, grx: OtlpReceiver) -> None:

@@ -99,12 +99,7 @@ impl Proxy {
                     Err(r) => {
                         if let Some(t) = &mut pending.trace {
                             let (start, _) = t.attempt();
-                            t.attempted(
-                                start,
-                                target.provider.protocol,
-                                &target.provider.base_url,
-                                Some("limited"),
-                            );
+                            t.attempted(start, &target.provider, Some("limited"));
                         }
                         let start_offset_ms = pending.started.elapsed().as_millis() as u64;
                         pending.record().attempts.push(pb::Attempt {
@@ -152,12 +147,7 @@ impl Proxy {
                     Err(message) => {
                         // Dropping the exchange aborted the upstream request.
                         if let (Some(t), Some(span)) = (&mut pending.trace, span) {
-                            t.attempted(
-                                span,
-                                target.provider.protocol,
-                                &target.provider.base_url,
-                                Some("cancelled"),
-                            );
+                            t.attempted(span, &target.provider, Some("cancelled"));
                         }
                         return Err(self.cancelled_attempt(
                             pending,
@@ -171,12 +161,7 @@ impl Proxy {
                 let latency_ms = attempt_started.elapsed().as_millis() as u64;
                 if let (Some(t), Some(span)) = (&mut pending.trace, span) {
                     let error_type = result.as_ref().err().map(AttemptError::error_type);
-                    t.attempted(
-                        span,
-                        target.provider.protocol,
-                        &target.provider.base_url,
-                        error_type,
-                    );
+                    t.attempted(span, &target.provider, error_type);
                 }
                 let mut attempt = pb::Attempt {
                     provider: target.provider.name.clone(),
@@ -423,9 +408,9 @@ impl Proxy {
                     // The attempt's span is the upstream's parent; a
                     // client's `tracestate` goes on only with its trace.
                     let h = request.headers_mut();
-                    h.insert(HeaderName::from_static("traceparent"), v.clone());
+                    h.insert(super::trace::TRACEPARENT, v.clone());
                     if !client_state {
-                        h.remove("tracestate");
+                        h.remove(&super::trace::TRACESTATE);
                     }
                 }
                 match client.request(request).await {

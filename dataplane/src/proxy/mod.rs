@@ -50,7 +50,7 @@ use self::observe::Observer;
 use self::record::{Emitter, Finish};
 pub use self::state::{RetryBudget, RouterState};
 use self::stream::{ProxyBody, Relay};
-pub use self::trace::Tracing;
+pub use self::trace::{Tracing, SCOPE as TRACE_SCOPE};
 use self::translate::{Transcoder, Translation};
 use crate::config::RequestLogMode;
 use crate::logs::wire::field;
@@ -342,7 +342,9 @@ impl Proxy {
                 id: id.clone(),
                 node_id: self.node_id.clone(),
                 time_ms: now_ms(),
-                trace_id: trace_id.map(|t| t.to_string()).unwrap_or_default(),
+                trace_id: trace_id
+                    .map(llmgw_telemetry::trace_id_hex)
+                    .unwrap_or_default(),
                 ..Default::default()
             }),
             encoded,

@@ -3,47 +3,52 @@
 //! made; each attempt gets a span id, sent upstream in `traceparent`, and
 //! its wall-clock times. Nothing else happens on the request's path: the
 //! spans (the request's SERVER span and a CLIENT span per attempt, with
-//! the GenAI semantic conventions' attributes) are built from the finished
-//! log record when it is emitted, and handed to the bounded span queue,
-//! which drops rather than waits.
+//! the GenAI semantic conventions' attributes) are written as OTLP bytes
+//! ([`llmgw_telemetry::otlp`]) from the finished log record when it is
+//! emitted, and handed to the bounded span queue, which drops rather than
+//! waits.
 
-use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use std::sync::Arc;
+
+use llmgw_core::table::Provider;
 use llmgw_core::Protocol;
 use llmgw_proto::v1 as pb;
-use llmgw_telemetry::{Sampling, SpanQueue};
-use opentelemetry::trace::{
-    Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use llmgw_telemetry::otlp::{unix_nanos, Kind, SpanHead, SpanWriter};
+use llmgw_telemetry::{EncodedSpan, Sampling, SpanQueue};
+use opentelemetry::trace::{SpanId, TraceId, TraceState};
 
 use super::dialect::Endpoint;
 
-const TRACEPARENT: &str = "traceparent";
-const TRACESTATE: &str = "tracestate";
+/// The W3C headers, as names made at compile time (a `&str` name is
+/// parsed again on every lookup).
+pub(super) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub(super) const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// A data plane's tracing: where spans go and which requests are traced.
 #[derive(Debug)]
 pub struct Tracing {
-    pub queue: SpanQueue,
+    pub queue: SpanQueue<EncodedSpan>,
     pub sampling: Sampling,
     /// Attach the request body and the answer's text to request spans.
     pub capture_content: bool,
-    scope: InstrumentationScope,
 }
 
+/// The instrumentation scope of the data plane's spans.
+pub const SCOPE: &str = "llmgw-dataplane";
+
 impl Tracing {
-    pub fn new(queue: SpanQueue, sampling: Sampling, capture_content: bool) -> Tracing {
+    pub fn new(
+        queue: SpanQueue<EncodedSpan>,
+        sampling: Sampling,
+        capture_content: bool,
+    ) -> Tracing {
         Tracing {
             queue,
             sampling,
             capture_content,
-            scope: InstrumentationScope::builder("llmgw-dataplane")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build(),
         }
     }
 }
@@ -52,7 +57,7 @@ impl Tracing {
 /// is traced, else the client's (a request that is not sampled still
 /// belongs to the client's trace).
 pub(super) fn client_trace_id(headers: &HeaderMap) -> Option<TraceId> {
-    let v = headers.get(TRACEPARENT)?;
+    let v = headers.get(&TRACEPARENT)?;
     llmgw_telemetry::parse_traceparent(v.as_bytes()).map(|p| p.trace_id)
 }
 
@@ -64,7 +69,8 @@ pub(super) struct RequestTrace {
     span_id: SpanId,
     /// The client's span, when it sent a valid `traceparent`.
     parent: Option<SpanId>,
-    state: TraceState,
+    /// The client's `tracestate`, checked and normalized; empty for none.
+    state: String,
     start: SystemTime,
     started: std::time::Instant,
     operation: &'static str,
@@ -99,8 +105,9 @@ struct AttemptSpan {
     span_id: SpanId,
     start: SystemTime,
     end: SystemTime,
-    protocol: Protocol,
-    server: Option<(String, u16)>,
+    /// The provider tried (`server.address` and `server.port` are its
+    /// base URL's, read when the snapshot was taken in).
+    provider: Arc<Provider>,
     /// Why the attempt failed, when it failed without a status.
     error_type: Option<&'static str>,
 }
@@ -120,7 +127,7 @@ impl RequestTrace {
         endpoint: Endpoint,
     ) -> Option<Box<RequestTrace>> {
         let parent = headers
-            .get(TRACEPARENT)
+            .get(&TRACEPARENT)
             .and_then(|v| llmgw_telemetry::parse_traceparent(v.as_bytes()));
         let trace_id = parent.map_or_else(llmgw_telemetry::new_trace_id, |p| p.trace_id);
         if !tracing.sampling.sample(parent.map(|p| p.sampled), trace_id) {
@@ -128,12 +135,13 @@ impl RequestTrace {
         }
         let state = if parent.is_some() {
             headers
-                .get(TRACESTATE)
+                .get(&TRACESTATE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|s| s.parse::<TraceState>().ok())
+                .map(|s| s.header())
                 .unwrap_or_default()
         } else {
-            TraceState::default()
+            String::new()
         };
         Some(Box::new(RequestTrace {
             trace_id,
@@ -161,8 +169,12 @@ impl RequestTrace {
     /// that carries it upstream.
     pub fn attempt(&self) -> (AttemptStart, Option<HeaderValue>) {
         let span_id = llmgw_telemetry::new_span_id();
-        let header =
-            HeaderValue::from_str(&llmgw_telemetry::traceparent(self.trace_id, span_id, true)).ok();
+        let header = HeaderValue::from_bytes(&llmgw_telemetry::traceparent_bytes(
+            self.trace_id,
+            span_id,
+            true,
+        ))
+        .ok();
         (
             AttemptStart {
                 span_id,
@@ -177,16 +189,14 @@ impl RequestTrace {
     pub fn attempted(
         &mut self,
         start: AttemptStart,
-        protocol: Protocol,
-        base_url: &str,
+        provider: &Arc<Provider>,
         error_type: Option<&'static str>,
     ) {
         self.attempts.push(AttemptSpan {
             span_id: start.span_id,
             start: start.start,
             end: SystemTime::now(),
-            protocol,
-            server: server_of(base_url),
+            provider: Arc::clone(provider),
             error_type,
         });
     }
@@ -212,7 +222,8 @@ impl RequestTrace {
         }
     }
 
-    /// The finished spans, from the request's record.
+    /// The finished spans, from the request's record, written as OTLP
+    /// and queued.
     pub fn finish(self: Box<Self>, tracing: &Tracing, r: &pb::RequestLog) {
         let t = *self;
         let elapsed = if r.latency_ms > 0 {
@@ -220,144 +231,124 @@ impl RequestTrace {
         } else {
             t.started.elapsed()
         };
-        let end = t.start + elapsed;
+        let start_ns = unix_nanos(t.start);
+        let end_ns = unix_nanos(t.start + elapsed).max(start_ns);
+        let trace_id = t.trace_id.to_bytes();
         let last = t.attempts.last();
-        let upstream_protocol = last.map(|a| a.protocol);
-        let mut attrs = Vec::with_capacity(28);
-        attrs.push(kv("gen_ai.operation.name", t.operation));
+        let upstream_protocol = last.map(|a| a.provider.protocol);
+        let outcome = pb::Outcome::try_from(r.outcome).unwrap_or(pb::Outcome::Unspecified);
+        let name_model: &str = if r.model.is_empty() { "" } else { &r.model };
+        let name: &[&str] = if name_model.is_empty() {
+            &[t.operation]
+        } else {
+            &[t.operation, " ", name_model]
+        };
+        let mut w = SpanWriter::new(
+            &SpanHead {
+                trace_id,
+                span_id: t.span_id.to_bytes(),
+                parent: t.parent.map(|p| (p.to_bytes(), true)),
+                trace_state: &t.state,
+                kind: Kind::Server,
+                name,
+                start_ns,
+                end_ns,
+            },
+            1024 + t
+                .content
+                .as_ref()
+                .map_or(0, |c| c.input.len() + c.output.len()),
+        );
+        w.str("gen_ai.operation.name", t.operation);
         if let Some(p) = upstream_protocol {
-            attrs.push(kv("gen_ai.provider.name", provider_name(p)));
+            w.str("gen_ai.provider.name", provider_name(p));
         }
         if !r.model.is_empty() {
-            attrs.push(kv("gen_ai.request.model", r.model.clone()));
+            w.str("gen_ai.request.model", &r.model);
         }
         if !r.upstream_model.is_empty() {
-            attrs.push(kv("gen_ai.response.model", r.upstream_model.clone()));
+            w.str("gen_ai.response.model", &r.upstream_model);
         }
         if let Some(n) = t.params.max_tokens {
-            attrs.push(KeyValue::new(
-                "gen_ai.request.max_tokens",
-                i64::try_from(n).unwrap_or(i64::MAX),
-            ));
+            w.uint("gen_ai.request.max_tokens", n);
         }
         if let Some(x) = t.params.temperature {
-            attrs.push(KeyValue::new("gen_ai.request.temperature", x));
+            w.double("gen_ai.request.temperature", x);
         }
         if let Some(x) = t.params.top_p {
-            attrs.push(KeyValue::new("gen_ai.request.top_p", x));
+            w.double("gen_ai.request.top_p", x);
         }
         if !r.stop_reason.is_empty() {
-            attrs.push(KeyValue::new(
-                "gen_ai.response.finish_reasons",
-                Value::Array(Array::String(vec![StringValue::from(
-                    r.stop_reason.clone(),
-                )])),
-            ));
+            w.str_array("gen_ai.response.finish_reasons", &[&r.stop_reason]);
         }
         if r.usage_source != "none" && !r.usage_source.is_empty() {
             // The conventions count cached input in the input.
             let input = r.input_tokens + r.cache_read_tokens + r.cache_creation_tokens;
-            attrs.push(int("gen_ai.usage.input_tokens", input));
-            attrs.push(int("gen_ai.usage.output_tokens", r.output_tokens));
+            w.uint("gen_ai.usage.input_tokens", input);
+            w.uint("gen_ai.usage.output_tokens", r.output_tokens);
             if r.cache_read_tokens > 0 {
-                attrs.push(int(
-                    "gen_ai.usage.cache_read.input_tokens",
-                    r.cache_read_tokens,
-                ));
+                w.uint("gen_ai.usage.cache_read.input_tokens", r.cache_read_tokens);
             }
             if r.cache_creation_tokens > 0 {
-                attrs.push(int(
+                w.uint(
                     "gen_ai.usage.cache_creation.input_tokens",
                     r.cache_creation_tokens,
-                ));
+                );
             }
         }
         if r.status > 0 {
-            attrs.push(int("http.response.status_code", u64::from(r.status)));
+            w.uint("http.response.status_code", u64::from(r.status));
         }
-        if let Some((host, port)) = last.and_then(|a| a.server.clone()) {
-            attrs.push(kv("server.address", host));
-            attrs.push(int("server.port", u64::from(port)));
+        let last_server = last.and_then(|a| a.provider.server.as_ref());
+        if let Some((host, port)) = last_server {
+            w.str("server.address", host);
+            w.uint("server.port", u64::from(*port));
         }
-        let outcome = pb::Outcome::try_from(r.outcome).unwrap_or(pb::Outcome::Unspecified);
         let failed = r.status >= 400 || !matches!(outcome, pb::Outcome::Ok);
+        let mut digits = Digits::default();
         if failed {
-            attrs.push(kv("error.type", request_error_type(r, outcome)));
+            w.str("error.type", request_error_type(r, outcome, &mut digits));
         }
-        attrs.push(kv("llmgw.request_id", r.id.clone()));
+        w.str("llmgw.request_id", &r.id);
         if !r.key.is_empty() {
-            attrs.push(kv("llmgw.key", r.key.clone()));
+            w.str("llmgw.key", &r.key);
         }
         if !r.provider.is_empty() {
-            attrs.push(kv(
-                "llmgw.target",
-                format!("{}/{}", r.provider, r.upstream_model),
-            ));
+            w.str_parts("llmgw.target", &[&r.provider, "/", &r.upstream_model]);
         }
-        attrs.push(kv("llmgw.client_protocol", t.client_protocol));
+        w.str("llmgw.client_protocol", t.client_protocol);
         if let Some(p) = upstream_protocol {
-            attrs.push(kv("llmgw.upstream_protocol", p.as_str()));
+            w.str("llmgw.upstream_protocol", p.as_str());
         }
-        attrs.push(KeyValue::new("llmgw.stream", r.stream));
-        attrs.push(kv("llmgw.outcome", outcome_name(outcome)));
+        w.bool("llmgw.stream", r.stream);
+        w.str("llmgw.outcome", outcome_name(outcome));
         if let Some(c) = &t.content {
             if !c.input.is_empty() {
-                attrs.push(kv("gen_ai.input.messages", c.input.clone()));
+                w.str("gen_ai.input.messages", &c.input);
             }
             if !c.output.is_empty() {
-                attrs.push(kv("gen_ai.output.messages", c.output.clone()));
+                w.str("gen_ai.output.messages", &c.output);
             }
         }
-        let mut events = SpanEvents::default();
         if r.stream && (200..300).contains(&r.status) {
-            events.events.push(Event::new(
+            w.event(
                 "llmgw.first_token",
-                t.start + Duration::from_millis(r.ttfb_ms),
-                Vec::new(),
-                0,
-            ));
+                start_ns.saturating_add(r.ttfb_ms.saturating_mul(1_000_000)),
+            );
         }
         // A 4xx is the client's error, not the server's (an upstream's 400
         // included): only a 5xx, a timeout or a broken answer marks the
         // server span.
-        let status = if matches!(outcome, pb::Outcome::Interrupted | pb::Outcome::Timeout)
-            || r.status >= 500
-        {
-            Status::error(r.error.clone())
-        } else {
-            Status::Unset
-        };
-        let name = if r.model.is_empty() {
-            Cow::Borrowed(t.operation)
-        } else {
-            Cow::Owned(format!("{} {}", t.operation, r.model))
-        };
-        tracing.queue.send(SpanData {
-            span_context: SpanContext::new(
-                t.trace_id,
-                t.span_id,
-                TraceFlags::SAMPLED,
-                false,
-                t.state.clone(),
-            ),
-            parent_span_id: t.parent.unwrap_or(SpanId::INVALID),
-            parent_span_is_remote: t.parent.is_some(),
-            span_kind: SpanKind::Server,
-            name,
-            start_time: t.start,
-            end_time: end.max(t.start),
-            attributes: attrs,
-            dropped_attributes_count: 0,
-            events,
-            links: SpanLinks::default(),
-            status,
-            instrumentation_scope: tracing.scope.clone(),
-        });
+        if matches!(outcome, pb::Outcome::Interrupted | pb::Outcome::Timeout) || r.status >= 500 {
+            w.error(&r.error);
+        }
+        tracing.queue.send(w.finish());
         let answered = t.attempts.len().checked_sub(1).filter(|&last| {
             r.attempts
                 .get(last)
                 .is_some_and(|a| a.error.is_empty() && (1..400).contains(&a.status))
         });
+        let parent = Some((t.span_id.to_bytes(), false));
         for (n, (a, rec)) in t.attempts.iter().zip(&r.attempts).enumerate() {
             // The attempt that answered lasts as long as its answer (the
             // upstream's own span, its child, does), and a stream that broke
@@ -365,71 +356,73 @@ impl RequestTrace {
             let answering = answered == Some(n);
             let broke =
                 answering && matches!(outcome, pb::Outcome::Interrupted | pb::Outcome::Timeout);
-            let mut attrs = Vec::with_capacity(12);
-            attrs.push(kv("gen_ai.operation.name", t.operation));
-            attrs.push(kv("gen_ai.provider.name", provider_name(a.protocol)));
-            attrs.push(kv("gen_ai.request.model", rec.upstream_model.clone()));
-            if let Some((host, port)) = &a.server {
-                attrs.push(kv("server.address", host.clone()));
-                attrs.push(int("server.port", u64::from(*port)));
+            let a_start = unix_nanos(a.start);
+            let a_end = if answering { end_ns } else { unix_nanos(a.end) }.max(a_start);
+            let mut w = SpanWriter::new(
+                &SpanHead {
+                    trace_id,
+                    span_id: a.span_id.to_bytes(),
+                    parent,
+                    trace_state: &t.state,
+                    kind: Kind::Client,
+                    name: &[t.operation, " ", &rec.upstream_model],
+                    start_ns: a_start,
+                    end_ns: a_end,
+                },
+                512,
+            );
+            w.str("gen_ai.operation.name", t.operation);
+            w.str("gen_ai.provider.name", provider_name(a.provider.protocol));
+            w.str("gen_ai.request.model", &rec.upstream_model);
+            if let Some((host, port)) = &a.provider.server {
+                w.str("server.address", host);
+                w.uint("server.port", u64::from(*port));
             }
             if rec.status > 0 {
-                attrs.push(int("http.response.status_code", u64::from(rec.status)));
+                w.uint("http.response.status_code", u64::from(rec.status));
             }
             let failed = !rec.error.is_empty() || rec.status >= 400 || broke;
             if failed {
                 let ty = if broke {
-                    request_error_type(r, outcome)
+                    request_error_type(r, outcome, &mut digits)
                 } else if rec.status >= 400 {
-                    Cow::Owned(rec.status.to_string())
+                    digits.of(rec.status)
                 } else {
-                    Cow::Borrowed(a.error_type.unwrap_or("_OTHER"))
+                    a.error_type.unwrap_or("_OTHER")
                 };
-                attrs.push(kv("error.type", ty));
+                w.str("error.type", ty);
             }
-            attrs.push(int("llmgw.attempt", n as u64 + 1));
-            attrs.push(kv(
-                "llmgw.target",
-                format!("{}/{}", rec.provider, rec.upstream_model),
-            ));
-            attrs.push(kv("llmgw.provider", rec.provider.clone()));
-            tracing.queue.send(SpanData {
-                span_context: SpanContext::new(
-                    t.trace_id,
-                    a.span_id,
-                    TraceFlags::SAMPLED,
-                    false,
-                    t.state.clone(),
-                ),
-                parent_span_id: t.span_id,
-                parent_span_is_remote: false,
-                span_kind: SpanKind::Client,
-                name: Cow::Owned(format!("{} {}", t.operation, rec.upstream_model)),
-                start_time: a.start,
-                end_time: if answering { end } else { a.end }.max(a.start),
-                attributes: attrs,
-                dropped_attributes_count: 0,
-                events: SpanEvents::default(),
-                links: SpanLinks::default(),
-                status: if broke {
-                    Status::error(r.error.clone())
-                } else if failed {
-                    Status::error(rec.error.clone())
-                } else {
-                    Status::Unset
-                },
-                instrumentation_scope: tracing.scope.clone(),
-            });
+            w.uint("llmgw.attempt", n as u64 + 1);
+            w.str_parts("llmgw.target", &[&rec.provider, "/", &rec.upstream_model]);
+            w.str("llmgw.provider", &rec.provider);
+            if broke {
+                w.error(&r.error);
+            } else if failed {
+                w.error(&rec.error);
+            }
+            tracing.queue.send(w.finish());
         }
     }
 }
 
-fn kv(key: &'static str, value: impl Into<StringValue>) -> KeyValue {
-    KeyValue::new(key, Value::String(value.into()))
-}
+/// A status code written as text without allocating.
+#[derive(Default)]
+struct Digits([u8; 10], usize);
 
-fn int(key: &'static str, n: u64) -> KeyValue {
-    KeyValue::new(key, i64::try_from(n).unwrap_or(i64::MAX))
+impl Digits {
+    fn of(&mut self, mut n: u32) -> &str {
+        let mut i = self.0.len();
+        loop {
+            i -= 1;
+            self.0[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.1 = i;
+        std::str::from_utf8(&self.0[i..]).unwrap_or("_OTHER")
+    }
 }
 
 /// The GenAI operation of an endpoint.
@@ -467,28 +460,14 @@ fn outcome_name(o: pb::Outcome) -> &'static str {
 
 /// `error.type` of a failed request: a timeout or a cut stream by name,
 /// else the status code.
-fn request_error_type(r: &pb::RequestLog, o: pb::Outcome) -> Cow<'static, str> {
+fn request_error_type<'d>(r: &pb::RequestLog, o: pb::Outcome, digits: &'d mut Digits) -> &'d str {
     match o {
-        pb::Outcome::Timeout => Cow::Borrowed("timeout"),
-        pb::Outcome::Interrupted => Cow::Borrowed("interrupted"),
-        pb::Outcome::CancelledByClient => Cow::Borrowed("cancelled"),
-        _ if r.status > 0 => Cow::Owned(r.status.to_string()),
-        _ => Cow::Borrowed("_OTHER"),
+        pb::Outcome::Timeout => "timeout",
+        pb::Outcome::Interrupted => "interrupted",
+        pb::Outcome::CancelledByClient => "cancelled",
+        _ if r.status > 0 => digits.of(r.status),
+        _ => "_OTHER",
     }
-}
-
-/// The host and port of a provider's base URL.
-fn server_of(base_url: &str) -> Option<(String, u16)> {
-    let uri: http::Uri = base_url.parse().ok()?;
-    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
-    let port = uri
-        .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("https") {
-            443
-        } else {
-            80
-        });
-    Some((host.to_string(), port))
 }
 
 /// At most `cap` bytes of `b` as text, cut at a character boundary.
@@ -505,17 +484,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn servers_are_read_from_base_urls() {
-        assert_eq!(
-            server_of("https://api.openai.com/v1"),
-            Some(("api.openai.com".into(), 443))
-        );
-        assert_eq!(
-            server_of("http://127.0.0.1:8080/v1"),
-            Some(("127.0.0.1".into(), 8080))
-        );
-        assert_eq!(server_of("http://[::1]:9/x"), Some(("::1".into(), 9)));
-        assert_eq!(server_of("not a url"), None);
+    fn status_codes_are_written_as_digits() {
+        let mut d = Digits::default();
+        assert_eq!(d.of(0), "0");
+        assert_eq!(d.of(429), "429");
+        assert_eq!(d.of(u32::MAX), "4294967295");
     }
 
     #[test]
