@@ -388,6 +388,20 @@ impl RoutingTable {
         Ok(key)
     }
 
+    /// The key named `name` (a replay's or playground's grant names its
+    /// key, #17): a scan, for those rare requests only.
+    pub fn key_named(&self, name: &str, now_ms: i64) -> Result<&Arc<ClientKey>, KeyRejection> {
+        let key = self
+            .keys
+            .values()
+            .find(|k| k.name == name)
+            .ok_or(KeyRejection::Unknown)?;
+        if key.expires_at_ms.is_some_and(|t| t <= now_ms) {
+            return Err(KeyRejection::Expired);
+        }
+        Ok(key)
+    }
+
     pub fn key_count(&self) -> usize {
         self.keys.len()
     }
