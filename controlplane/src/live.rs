@@ -309,7 +309,7 @@ impl LiveHub {
         origin: &str,
         replay_of: &str,
     ) -> Result<Granted, Status> {
-        let held = self.pick(node_id)?;
+        let held = self.pick_waiting(node_id).await?;
         let base_url = held.base_url.clone().ok_or_else(|| {
             Status::unavailable(format!(
                 "data plane {} does not say where its proxy listens (upgrade it)",
@@ -369,6 +369,25 @@ impl LiveHub {
                 held.node_id,
                 GRANT_WAIT.as_secs()
             ))),
+        }
+    }
+
+    /// [`Self::pick`], waiting up to [`GRANT_WAIT`] for a stream to open
+    /// when there is none yet (a data plane that just connected, or
+    /// reconnects after this control plane restarted).
+    async fn pick_waiting(&self, node_id: &str) -> Result<Held, Status> {
+        let mut changes = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + GRANT_WAIT;
+        loop {
+            match self.pick(node_id) {
+                Ok(h) => return Ok(h),
+                Err(e) => {
+                    let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
+                    if !matches!(changed, Ok(Ok(()))) {
+                        return Err(e);
+                    }
+                }
+            }
         }
     }
 
