@@ -170,6 +170,16 @@ async fn playground(
         .map(tonic::Response::into_inner)
 }
 
+/// A playground case: path, headers, body, the log's client protocol and
+/// what the stream's last event carries.
+type Case = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    Value,
+    &'static str,
+    &'static str,
+);
+
 async fn replay_and_playground(db: Db) {
     let mock = llmgw_mock::start(llmgw_mock::Config::default())
         .await
@@ -328,7 +338,7 @@ async fn replay_and_playground(db: Db) {
 
     // The playground: one streamed answer per client protocol.
     let messages = json!([{"role": "user", "content": "hello"}]);
-    let cases: [(&str, &[(&str, &str)], Value, &str, &str); 4] = [
+    let cases: [Case; 4] = [
         (
             "/v1/chat/completions",
             &[],
