@@ -874,6 +874,9 @@ pub struct LogFilterArgs {
     /// `logs get` shows, or the middle of a `traceparent` header).
     #[arg(long, value_name = "TRACE_ID")]
     pub trace_id: Option<String>,
+    /// Only the replays of this request (`llmgw logs replay`).
+    #[arg(long, value_name = "ID")]
+    pub replay_of: Option<String>,
     /// Only requests made with this client key (its name).
     #[arg(long, value_name = "NAME")]
     pub key: Option<String>,

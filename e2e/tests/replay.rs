@@ -8,7 +8,8 @@
 //! request that failed (its model's only target is made to fail by the
 //! mock) replayed with `llmgw logs replay` against a working model
 //! succeeds, as the original's key, and its log says origin "replay" and
-//! links to the original; `--key` sends it as another key, a revoked key
+//! links to the original (`llmgw logs --replay-of` lists the replays);
+//! `--key` sends it as another key, a revoked key
 //! gets the data plane's 401, an unknown key is NOT_FOUND; a log whose
 //! body was not logged cannot be replayed and the error says why; the
 //! playground streams an answer for each client protocol (OpenAI chat,
@@ -271,6 +272,19 @@ async fn replay_and_playground(db: Db) {
             .any(|l| l.starts_with("replay of") && l.ends_with(original.as_str())),
         "{shown}"
     );
+
+    // The original's replays, and only those.
+    let listed = cli_json(&cp, &["logs", "--replay-of", &original]).await;
+    let mut ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut want = vec![replay.as_str(), as_other.as_str()];
+    want.sort_unstable();
+    assert_eq!(ids, want, "{listed}");
 
     // The original again as it was: it fails the same way, and the CLI
     // says so after printing.

@@ -37,6 +37,7 @@ pub fn filter(f: &LogFilterArgs) -> LogFilter {
         stop_reason: clean(&f.stop_reason),
         user: clean(&f.user),
         trace_id: clean(&f.trace_id),
+        replay_of: clean(&f.replay_of),
         status_min: f.status.map_or(0, |s| s.min),
         status_max: f.status.map_or(0, |s| s.max),
         min_latency_ms: f.min_latency_ms.unwrap_or(0),
