@@ -28,13 +28,16 @@ use tonic::Code;
 
 /// The prefix of every grant token: it must show nowhere.
 const GRANT_PREFIX: &str = "llmgw-grant-";
+/// The planes' log filter: debug lines of our crates.
+const DEBUG: &str = "info,llmgw_controlplane=debug,llmgw_dataplane=debug";
 
 /// A control plane with the mock as provider; models `good` (answers) and
 /// `broken` (its only target answers 400); keys `replayer`, `other`,
 /// `gone` (revoked later) and `quiet` (bodies not logged). Returns the
 /// secrets by key name.
 async fn gateway(db: Db, mock: &llmgw_mock::MockServer) -> (ControlPlane, HashMap<String, String>) {
-    let cp = ControlPlane::start(db, &[]).await;
+    // Our crates' debug lines too: no grant token may show in them.
+    let cp = ControlPlane::start(db, &[("RUST_LOG", DEBUG)]).await;
     cli_ok(
         &cp,
         &[
@@ -186,7 +189,14 @@ async fn replay_and_playground(db: Db) {
         .await
         .unwrap();
     let (cp, keys) = gateway(db, &mock).await;
-    let dp = DataPlane::start(&cp.url(), "dp-replay", &cp.dataplane_token).await;
+    let dp = DataPlane::start_with(DpOptions {
+        control_plane: cp.url(),
+        node_id: "dp-replay".into(),
+        token: Some(cp.dataplane_token.clone()),
+        env: vec![("RUST_LOG".into(), DEBUG.into())],
+        ..DpOptions::default()
+    })
+    .await;
     wait_in_sync(&cp, "dp-replay").await;
 
     // The original: a failure.
@@ -441,6 +451,12 @@ async fn replay_and_playground(db: Db) {
         let row = logged(&cp, id).await.to_string();
         assert!(!row.contains(GRANT_PREFIX), "{row}");
     }
+    // (The output does speak of the grants, by id.)
+    assert!(
+        dp.log().contains("grant from the control plane"),
+        "{}",
+        dp.log()
+    );
     assert!(!dp.log().contains(GRANT_PREFIX), "{}", dp.log());
     assert!(!cp.log().contains(GRANT_PREFIX), "{}", cp.log());
 }
