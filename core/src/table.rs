@@ -709,6 +709,18 @@ mod tests {
     }
 
     #[test]
+    fn a_key_is_found_by_name_unless_expired() {
+        let mut s = sample();
+        let t = RoutingTable::try_from(s.clone()).unwrap();
+        assert_eq!(t.key_named("k", 0).unwrap().name, "k");
+        assert_eq!(t.key_named("gone", 0).unwrap_err(), KeyRejection::Unknown);
+        s.keys[0].expires_at_ms = 1000;
+        let t = RoutingTable::try_from(s).unwrap();
+        assert!(t.key_named("k", 999).is_ok());
+        assert_eq!(t.key_named("k", 1000).unwrap_err(), KeyRejection::Expired);
+    }
+
+    #[test]
     fn valid_snapshot_becomes_table() {
         let t = RoutingTable::try_from(sample()).unwrap();
         assert_eq!(t.version, 7);
