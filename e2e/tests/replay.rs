@@ -14,7 +14,8 @@
 //! body was not logged cannot be replayed and the error says why; the
 //! playground streams an answer for each client protocol (OpenAI chat,
 //! Responses, Anthropic, Gemini) and logs it with origin "playground"; a
-//! bad path or header is INVALID_ARGUMENT. No grant token shows in either
+//! bad path or header is INVALID_ARGUMENT; a playground client that
+//! leaves mid-stream leaves a client's cancel in the log. No grant token shows in either
 //! plane's output or in a log row. On SQLite and PostgreSQL.
 
 use std::collections::HashMap;
@@ -69,6 +70,16 @@ async fn gateway(db: Db, mock: &llmgw_mock::MockServer) -> (ControlPlane, HashMa
             };
             20
         ],
+    );
+    // A long stream, for a playground client that leaves.
+    cli_ok(&cp, &["model", "add", "slow", "--target", "mock:slow-up"]).await;
+    mock.set_script(
+        "slow-up",
+        vec![llmgw_mock::Step {
+            chunks: Some(400),
+            chunk_delay_ms: Some(40),
+            ..Default::default()
+        }],
     );
     let mut keys = HashMap::new();
     for (name, extra) in [
@@ -445,6 +456,34 @@ async fn replay_and_playground(db: Db) {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+    // A client that leaves mid-stream: the request to the data plane is
+    // dropped, which logs it as a client's cancel.
+    let mut stream = playground(
+        &cp,
+        "replayer",
+        "/v1/chat/completions",
+        &[],
+        json!({"model": "slow", "stream": true, "messages": messages}),
+    )
+    .await
+    .unwrap();
+    let Some(Part::Head(head)) = stream.message().await.unwrap().unwrap().part else {
+        panic!("no head first");
+    };
+    assert_eq!(head.status, 200);
+    let Some(Part::Data(_)) = stream.message().await.unwrap().unwrap().part else {
+        panic!("no data after the head");
+    };
+    drop(stream);
+    let left = poll(WAIT, "the left stream's log", || async {
+        let out = cli(&cp, &["-o", "json", "logs", "get", &head.request_id]).await;
+        out.ok()
+            .then(|| serde_json::from_str::<Value>(&out.stdout).unwrap())
+    })
+    .await;
+    assert_eq!(left["outcome"], "cancelled_by_client", "{left}");
+    assert_eq!(left["origin"], "playground");
 
     // No grant token anywhere: either plane's output, or the log rows.
     for id in [&replay, &as_other] {
