@@ -520,7 +520,7 @@ impl LiveHub {
 pub const REQUEST_ID_HEADER: &str = "x-llmgw-request-id";
 
 /// The prefix of grant tokens (the data plane looks up only those).
-pub const GRANT_PREFIX: &str = "llmgw-grant-";
+pub use llmgw_core::keys::GRANT_PREFIX;
 
 /// Where a data plane's proxy is reached, from its first report: its
 /// advertised URL (checked again: it is a data plane's word), else

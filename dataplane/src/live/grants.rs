@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 /// The prefix of every grant token: a presented bearer without it is never
 /// looked up.
-pub const TOKEN_PREFIX: &str = "llmgw-grant-";
+pub use llmgw_core::keys::GRANT_PREFIX as TOKEN_PREFIX;
 /// The most grants kept at once.
 pub const CAP: usize = 1000;
 /// The longest a grant may wait for its request.
