@@ -874,6 +874,9 @@ pub struct LogFilterArgs {
     /// `logs get` shows, or the middle of a `traceparent` header).
     #[arg(long, value_name = "TRACE_ID")]
     pub trace_id: Option<String>,
+    /// Only the replays of this request (`llmgw logs replay`).
+    #[arg(long, value_name = "ID")]
+    pub replay_of: Option<String>,
     /// Only requests made with this client key (its name).
     #[arg(long, value_name = "NAME")]
     pub key: Option<String>,
@@ -976,6 +979,24 @@ pub enum LogsCmd {
     /// Show one request in full: headers, bodies and every attempt.
     #[command(alias = "show")]
     Get(LogIdArg),
+    /// Send a logged request's body again through a data plane, as its key
+    /// or another, optionally to another model; the answer streams to
+    /// stdout. Works only when the request's body was logged whole. The
+    /// new request is logged with origin "replay", linked to this one.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    /// The request id (the x-llmgw-request-id response header).
+    pub id: String,
+    /// Send it to this model instead (the body's `model`, or the path's
+    /// for Gemini).
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Send it as this client key (by name) instead of the original's.
+    #[arg(long, value_name = "NAME")]
+    pub key: Option<String>,
 }
 
 #[derive(Args)]

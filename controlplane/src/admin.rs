@@ -2,7 +2,8 @@
 //! data-plane list, the requests in flight and their cancel (`live`),
 //! export/apply of the whole configuration, the listing of a provider's
 //! upstream models (`upstream_models`), and the model tools: test, import
-//! and retarget (`admin/model_tools.rs`). Each write
+//! and retarget (`admin/model_tools.rs`), replay and the playground
+//! (`admin/run.rs`). Each write
 //! is one transaction; after it commits the hub publishes a new snapshot.
 //!
 //! Only the gRPC surface lives here: messages become specs and rows become
@@ -25,6 +26,8 @@ use crate::store::{now_ms, Broken, KeySpec, ModelSpec, ProviderSpec, Store, Stor
 
 // Model test, import and retarget (#17).
 mod model_tools;
+// Replay and playground (#17).
+mod run;
 
 #[derive(Debug, Clone)]
 pub struct AdminService {
@@ -702,6 +705,26 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::RetargetModelsRequest>,
     ) -> Result<Response<pb::RetargetModelsResponse>, Status> {
         self.retarget_models_rpc(request).await
+    }
+
+    // ---------- replay and playground (#17), in admin/run.rs ----------
+
+    type ReplayLogStream = crate::run::RunStream;
+
+    async fn replay_log(
+        &self,
+        request: Request<pb::ReplayLogRequest>,
+    ) -> Result<Response<Self::ReplayLogStream>, Status> {
+        self.replay_log_rpc(request).await
+    }
+
+    type PlaygroundStream = crate::run::RunStream;
+
+    async fn playground(
+        &self,
+        request: Request<pb::PlaygroundRequest>,
+    ) -> Result<Response<Self::PlaygroundStream>, Status> {
+        self.playground_rpc(request).await
     }
 }
 

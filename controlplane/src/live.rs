@@ -43,6 +43,43 @@ const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const MAX_NODE_ID: usize = 253;
 
 type Commands = mpsc::Sender<Result<pb::LiveCommand, Status>>;
+/// Who waits for a data plane's answer to a grant: `Err` says why it was
+/// refused.
+type GrantWaiter = oneshot::Sender<Result<(), String>>;
+
+/// One data plane's live stream held by this control plane.
+#[derive(Clone)]
+struct Held {
+    commands: Commands,
+    node_id: String,
+    /// Where its proxy is reached (replay and playground): its
+    /// `--advertise-url`, else `http://{peer ip}:{proxy port}`; `None`
+    /// when it reported neither (an older data plane).
+    base_url: Option<String>,
+}
+
+/// A grant a data plane acknowledged (see [`LiveHub::grant`]): the token
+/// to send as the request's bearer, and where to send it.
+pub struct Granted {
+    pub token: secrecy::SecretString,
+    pub node_id: String,
+    pub base_url: String,
+}
+
+impl std::fmt::Debug for Granted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Granted")
+            .field("token", &"<redacted>")
+            .field("node_id", &self.node_id)
+            .field("base_url", &self.base_url)
+            .finish()
+    }
+}
+
+/// How long a grant may wait for its request on the data plane.
+pub const GRANT_TTL: Duration = Duration::from_secs(30);
+/// How long a grant waits for the data plane's acknowledgement.
+const GRANT_WAIT: Duration = Duration::from_secs(2);
 
 /// The live view of this control plane: its streams, the cancels waiting
 /// for an answer, and a counter that moves on every stored change.
@@ -52,8 +89,10 @@ pub struct LiveHub {
     /// This control plane's name in `live_requests.control_plane` and in
     /// who cancelled.
     id: Arc<str>,
-    streams: Arc<Mutex<HashMap<String, Commands>>>,
+    streams: Arc<Mutex<HashMap<String, Held>>>,
     waiting: Arc<Mutex<HashMap<String, oneshot::Sender<bool>>>>,
+    /// Grants sent, waiting for their data plane's answer, by grant id.
+    granting: Arc<Mutex<HashMap<String, GrantWaiter>>>,
     changes: Arc<watch::Sender<u64>>,
 }
 
@@ -82,6 +121,7 @@ impl LiveHub {
             id: control_plane_id().into(),
             streams: Arc::default(),
             waiting: Arc::default(),
+            granting: Arc::default(),
             changes: Arc::new(changes),
         }
     }
@@ -190,7 +230,7 @@ impl LiveHub {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&owner.stream_id)
-            .cloned();
+            .map(|h| h.commands.clone());
         let Some(commands) = local else {
             if self.store.backend() != Backend::Postgres || owner.control_plane == *self.id {
                 return Err(Status::unavailable(format!(
@@ -224,6 +264,7 @@ impl LiveHub {
                 id: id.to_string(),
                 by,
             }),
+            grant: None,
         };
         if commands.send(Ok(command)).await.is_err() {
             self.waiting
@@ -255,6 +296,131 @@ impl LiveHub {
         Ok(answer)
     }
 
+    /// Makes a single-use grant to send one request as client key `key`
+    /// (replay and playground): a random token whose SHA-256 goes to a
+    /// data plane whose live stream this control plane holds (the one
+    /// named `node_id`, else any), which must acknowledge it within
+    /// [`GRANT_WAIT`]. The token itself never leaves this process but in
+    /// the request that uses it.
+    pub async fn grant(
+        &self,
+        node_id: &str,
+        key: &str,
+        origin: &str,
+        replay_of: &str,
+    ) -> Result<Granted, Status> {
+        let held = self.pick_waiting(node_id).await?;
+        let base_url = held.base_url.clone().ok_or_else(|| {
+            Status::unavailable(format!(
+                "data plane {} does not say where its proxy listens (upgrade it)",
+                held.node_id
+            ))
+        })?;
+        let mut secret = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+        let token = format!("{}{}", GRANT_PREFIX, hex::encode(secret));
+        let hash = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).to_vec();
+        let id = uuid::Uuid::new_v4().to_string();
+        let (done, heard) = oneshot::channel();
+        self.granting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), done);
+        let command = pb::LiveCommand {
+            cancel: None,
+            grant: Some(pb::Grant {
+                id: id.clone(),
+                token_sha256: hash,
+                key: key.to_string(),
+                origin: origin.to_string(),
+                replay_of: replay_of.to_string(),
+                ttl_ms: u32::try_from(GRANT_TTL.as_millis()).unwrap_or(u32::MAX),
+            }),
+        };
+        // None: the stream closed; Some(None): no answer in time.
+        let answer = match held.commands.send(Ok(command)).await {
+            Ok(()) => match tokio::time::timeout(GRANT_WAIT, heard).await {
+                Ok(Ok(a)) => Some(Some(a)),
+                Ok(Err(_)) => None,
+                Err(_) => Some(None),
+            },
+            Err(_) => None,
+        };
+        self.granting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        match answer {
+            Some(Some(Ok(()))) => Ok(Granted {
+                token: token.into(),
+                node_id: held.node_id,
+                base_url,
+            }),
+            Some(Some(Err(why))) => Err(Status::unavailable(format!(
+                "data plane {} refused the grant: {why}",
+                held.node_id
+            ))),
+            None => Err(Status::unavailable(format!(
+                "data plane {}'s live stream closed; try again",
+                held.node_id
+            ))),
+            Some(None) => Err(Status::unavailable(format!(
+                "data plane {} did not acknowledge the grant within {} s",
+                held.node_id,
+                GRANT_WAIT.as_secs()
+            ))),
+        }
+    }
+
+    /// [`Self::pick`], waiting up to [`GRANT_WAIT`] for a stream to open
+    /// when there is none yet (a data plane that just connected, or
+    /// reconnects after this control plane restarted).
+    async fn pick_waiting(&self, node_id: &str) -> Result<Held, Status> {
+        let mut changes = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + GRANT_WAIT;
+        loop {
+            match self.pick(node_id) {
+                Ok(h) => return Ok(h),
+                Err(e) => {
+                    let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
+                    if !matches!(changed, Ok(Ok(()))) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The stream of data plane `node_id` held here, else any stream held
+    /// here whose data plane said where its proxy listens.
+    fn pick(&self, node_id: &str) -> Result<Held, Status> {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let node_id = node_id.trim();
+        if !node_id.is_empty() {
+            return streams
+                .values()
+                .filter(|h| h.node_id == node_id)
+                .max_by_key(|h| h.base_url.is_some())
+                .cloned()
+                .ok_or_else(|| {
+                    Status::unavailable(format!(
+                        "data plane {node_id} is not connected to this control plane \
+                         (a replay or playground request goes through a data plane \
+                         whose live stream this control plane holds)"
+                    ))
+                });
+        }
+        let mut candidates: Vec<&Held> =
+            streams.values().filter(|h| h.base_url.is_some()).collect();
+        if candidates.is_empty() {
+            return Err(Status::unavailable(
+                "no data plane is connected to this control plane",
+            ));
+        }
+        let i = rand::random::<usize>() % candidates.len();
+        Ok(candidates.swap_remove(i).clone())
+    }
+
     /// A cancel heard through NOTIFY: passed on if this control plane
     /// holds the stream.
     async fn forward(&self, payload: &str) {
@@ -267,7 +433,7 @@ impl LiveHub {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(stream)
-            .cloned();
+            .map(|h| h.commands.clone());
         if let Some(commands) = local {
             tracing::info!(id, "passing on a cancel from another control plane");
             let _ = commands
@@ -276,6 +442,7 @@ impl LiveHub {
                         id: id.to_string(),
                         by: by.to_string(),
                     }),
+                    grant: None,
                 }))
                 .await;
         }
@@ -349,6 +516,23 @@ impl LiveHub {
     }
 }
 
+/// The header a data plane names a request's id in.
+pub const REQUEST_ID_HEADER: &str = "x-llmgw-request-id";
+
+/// The prefix of grant tokens (the data plane looks up only those).
+pub use llmgw_core::keys::GRANT_PREFIX;
+
+/// Where a data plane's proxy is reached, from its first report: its
+/// advertised URL (checked again: it is a data plane's word), else
+/// `http://{peer}:{proxy_port}`.
+fn proxy_url(report: &pb::LiveReport, peer: Option<std::net::IpAddr>) -> Option<String> {
+    if !report.advertise_url.is_empty() {
+        return llmgw_core::validate::base_url(&report.advertise_url).ok();
+    }
+    let port = u16::try_from(report.proxy_port).ok().filter(|p| *p != 0)?;
+    Some(format!("http://{}", std::net::SocketAddr::new(peer?, port)))
+}
+
 /// The changes from `known` to `now` (everything when `full`); `known`
 /// becomes `now`.
 fn diff(
@@ -409,12 +593,16 @@ impl pb::live_server::Live for LiveService {
         &self,
         request: Request<Streaming<pb::LiveReport>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        // Authenticated data planes only reach this: their address is
+        // where their proxy is, when they advertise no URL.
+        let peer = llmgw_listener::remote_addr(request.extensions()).map(|a| a.ip());
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(session(
             self.hub.clone(),
             inbound,
             tx,
+            peer,
             self.shutdown.clone(),
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -427,6 +615,7 @@ async fn session(
     hub: LiveHub,
     mut inbound: Streaming<pb::LiveReport>,
     tx: Commands,
+    peer: Option<std::net::IpAddr>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let stream_id = uuid::Uuid::now_v7().to_string();
@@ -454,10 +643,15 @@ async fn session(
                         .await;
                     return;
                 }
+                let held = Held {
+                    commands: tx.clone(),
+                    node_id: report.node_id.clone(),
+                    base_url: proxy_url(&report, peer),
+                };
                 hub.streams
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(stream_id.clone(), tx.clone());
+                    .insert(stream_id.clone(), held);
                 tracing::info!(node_id = %report.node_id, "live stream open");
                 stream.insert(LiveStream {
                     stream_id: stream_id.clone(),
@@ -471,6 +665,20 @@ async fn session(
                 })
             }
         };
+        for g in &report.granted {
+            let waiter = hub
+                .granting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&g.id);
+            if let Some(w) = waiter {
+                let _ = w.send(if g.accepted {
+                    Ok(())
+                } else {
+                    Err(g.error.clone())
+                });
+            }
+        }
         for c in &report.cancelled {
             let waiter = hub
                 .waiting
@@ -516,6 +724,26 @@ mod tests {
             tokens,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_proxy_url_is_advertised_or_the_peer_and_port() {
+        let mut r = pb::LiveReport {
+            proxy_port: 8000,
+            ..Default::default()
+        };
+        let v4 = Some("10.0.0.7".parse().unwrap());
+        assert_eq!(proxy_url(&r, v4).as_deref(), Some("http://10.0.0.7:8000"));
+        let v6 = Some("::1".parse().unwrap());
+        assert_eq!(proxy_url(&r, v6).as_deref(), Some("http://[::1]:8000"));
+        assert_eq!(proxy_url(&r, None), None);
+        r.advertise_url = "https://DP.example/".into();
+        assert_eq!(proxy_url(&r, v4).as_deref(), Some("https://dp.example"));
+        r.advertise_url = "ftp://x".into();
+        assert_eq!(proxy_url(&r, v4), None);
+        r.advertise_url = String::new();
+        r.proxy_port = 0;
+        assert_eq!(proxy_url(&r, v4), None);
     }
 
     #[test]

@@ -262,7 +262,7 @@ impl<'p> Call<'p> {
 /// A client for one call, over rustls (ring) with Mozilla's roots as the
 /// data plane's. Built per call: calls are rare, and a client kept would
 /// hold a pool and TLS state for nothing.
-fn client() -> Result<HttpsClient, E> {
+pub(crate) fn client() -> Result<HttpsClient, E> {
     let crypto = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());

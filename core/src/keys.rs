@@ -10,6 +10,9 @@ use subtle::ConstantTimeEq;
 
 /// Every client key starts with this, so leaked keys are easy to spot.
 pub const KEY_PREFIX: &str = "sk-llmgw-";
+/// The prefix of a single-use grant token (replay and playground, #17):
+/// the control plane makes them, the data plane looks up only these.
+pub const GRANT_PREFIX: &str = "llmgw-grant-";
 /// Length of the random part of a key.
 pub const KEY_RANDOM_CHARS: usize = 32;
 /// How many characters of a key are kept to recognise it.

@@ -2,6 +2,8 @@
 //! names and URLs, the rule language for targets, client-key hashing, and the
 //! routing table that a data plane builds from a discovery snapshot.
 
+pub mod body;
+pub mod endpoint;
 pub mod keys;
 pub mod limits;
 pub mod outlier;

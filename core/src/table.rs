@@ -391,6 +391,20 @@ impl RoutingTable {
         Ok(key)
     }
 
+    /// The key named `name` (a replay's or playground's grant names its
+    /// key, #17): a scan, for those rare requests only.
+    pub fn key_named(&self, name: &str, now_ms: i64) -> Result<&Arc<ClientKey>, KeyRejection> {
+        let key = self
+            .keys
+            .values()
+            .find(|k| k.name == name)
+            .ok_or(KeyRejection::Unknown)?;
+        if key.expires_at_ms.is_some_and(|t| t <= now_ms) {
+            return Err(KeyRejection::Expired);
+        }
+        Ok(key)
+    }
+
     pub fn key_count(&self) -> usize {
         self.keys.len()
     }
@@ -734,6 +748,18 @@ mod tests {
                 retry_budget_min_retries: None,
             }),
         }
+    }
+
+    #[test]
+    fn a_key_is_found_by_name_unless_expired() {
+        let mut s = sample();
+        let t = RoutingTable::try_from(s.clone()).unwrap();
+        assert_eq!(t.key_named("k", 0).unwrap().name, "k");
+        assert_eq!(t.key_named("gone", 0).unwrap_err(), KeyRejection::Unknown);
+        s.keys[0].expires_at_ms = 1000;
+        let t = RoutingTable::try_from(s).unwrap();
+        assert!(t.key_named("k", 999).is_ok());
+        assert_eq!(t.key_named("k", 1000).unwrap_err(), KeyRejection::Expired);
     }
 
     #[test]

@@ -75,6 +75,13 @@ pub struct Cli {
     )]
     pub listen: SocketAddr,
 
+    /// The base URL (http:// or https://) at which the control plane
+    /// reaches this data plane's client listener, for replay and the
+    /// playground (#17). Without it, the control plane uses the address
+    /// this data plane connects from and the port it listens on.
+    #[arg(long, env = "LLMGW_ADVERTISE_URL", value_name = "URL")]
+    pub advertise_url: Option<String>,
+
     /// Control-plane discovery URL(s), comma-separated (http:// or
     /// https://). Each reconnect tries the next URL in turn.
     #[arg(
@@ -253,6 +260,14 @@ impl Cli {
         };
         let mut config = Config::new(control_planes, token);
         config.listen = self.listen;
+        config.advertise_url = self
+            .advertise_url
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| {
+                llmgw_core::validate::base_url(u.trim())
+                    .map_err(|e| anyhow!("--advertise-url: {e}"))
+            })
+            .transpose()?;
         config.node_id = node_id;
         config.tls_ca_pem = tls_ca_pem;
         config.shutdown_grace = Duration::from_secs(self.shutdown_grace_s);
@@ -284,6 +299,9 @@ impl Cli {
 #[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `--advertise-url`, checked and normalized: where the control plane
+    /// sends replay and playground requests (#17).
+    pub advertise_url: Option<String>,
     /// Tried in turn, one per (re)connect.
     pub control_planes: Vec<Uri>,
     pub node_id: String,
@@ -329,6 +347,7 @@ impl Config {
     pub fn new(control_planes: Vec<Uri>, token: SecretString) -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            advertise_url: None,
             control_planes,
             node_id: default_node_id(),
             token,
@@ -358,6 +377,7 @@ impl fmt::Debug for Config {
         let urls: Vec<String> = self.control_planes.iter().map(Uri::to_string).collect();
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("advertise_url", &self.advertise_url)
             .field("control_planes", &urls)
             .field("node_id", &self.node_id)
             .field("token", &"<redacted>")
@@ -449,6 +469,26 @@ mod tests {
         let mut argv = vec!["llmgw-dataplane"];
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv)?.into_config()
+    }
+
+    #[test]
+    fn the_advertise_url_is_checked() {
+        let c = parse(&[
+            "--dataplane-token",
+            "t",
+            "--advertise-url",
+            "HTTP://DP.example:8000/",
+        ])
+        .unwrap();
+        assert_eq!(c.advertise_url.as_deref(), Some("http://dp.example:8000"));
+        let e = parse(&["--dataplane-token", "t", "--advertise-url", "ftp://x"]).unwrap_err();
+        assert!(e.to_string().contains("--advertise-url"), "{e}");
+        let e = parse(&["--dataplane-token", "t", "--advertise-url", "http://h/?q=1"]).unwrap_err();
+        assert!(e.to_string().contains("--advertise-url"), "{e}");
+        assert_eq!(
+            parse(&["--dataplane-token", "t"]).unwrap().advertise_url,
+            None
+        );
     }
 
     #[test]

@@ -202,6 +202,8 @@ pub async fn start(config: Config) -> Result<Running> {
             incarnation: incarnation.clone(),
             auth: auth.clone(),
             backoff: backoff::Backoff::new(config.backoff_initial, config.backoff_max),
+            proxy_port: local_addr.port(),
+            advertise_url: config.advertise_url.clone().unwrap_or_default(),
         }
         .run(),
     );

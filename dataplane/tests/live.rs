@@ -6,7 +6,10 @@
 //! unknown id is answered not found; a cancel ends a stream with an error
 //! event and a request waiting for its first byte with a 499 in its
 //! client's protocol (Gemini `CANCELLED`); a stream opened again resends
-//! every request in flight.
+//! every request in flight. A grant (replay, playground) is acknowledged
+//! at once, authenticates one request as its key and no second one, and
+//! a grant for a key the snapshot lacks is refused as an invalid key; the
+//! first report says which port the proxy listens on.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -165,6 +168,24 @@ impl Harness {
                 cancel: Some(pb::CancelInFlight {
                     id: id.into(),
                     by: by.into(),
+                }),
+                grant: None,
+            }))
+            .unwrap();
+    }
+
+    fn grant(&self, id: &str, token: &str, key: &str) {
+        use sha2::Digest;
+        self.commands
+            .send(Ok(pb::LiveCommand {
+                cancel: None,
+                grant: Some(pb::Grant {
+                    id: id.into(),
+                    token_sha256: sha2::Sha256::digest(token.as_bytes()).to_vec(),
+                    key: key.into(),
+                    origin: "replay".into(),
+                    replay_of: "0190-original".into(),
+                    ttl_ms: 10_000,
                 }),
             }))
             .unwrap();
@@ -374,4 +395,73 @@ async fn a_new_stream_resends_every_request_in_flight() {
     read_to_end(&mut s, &mut got, Duration::from_secs(1)).await;
     assert!(got.contains("cancelled by an administrator"), "{got}");
     assert!(!got.contains("(test)"), "the client is not told who: {got}");
+}
+
+/// Status line of a whole answer to a non-streaming chat request.
+async fn status_of(addr: SocketAddr, bearer: &str) -> String {
+    let auth = format!("Bearer {bearer}");
+    let mut s = send(
+        addr,
+        "/v1/chat/completions",
+        &[("authorization", auth.as_str())],
+        r#"{"model":"gpt","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    let mut got = String::new();
+    read_to_end(&mut s, &mut got, WAIT).await;
+    got.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn a_grant_authenticates_one_request_as_its_key() {
+    let mut h = Harness::start().await;
+    let first = h.report("the first report", |r| Some(r.clone())).await;
+    assert_eq!(first.proxy_port, u32::from(h.dp.local_addr().port()));
+    assert!(first.advertise_url.is_empty());
+
+    let token = "llmgw-grant-00112233445566778899aabbccddeeff";
+    h.grant("g-1", token, "team");
+    let answer = h
+        .report("the grant's answer", |r| r.granted.first().cloned())
+        .await;
+    assert_eq!(answer.id, "g-1");
+    assert!(answer.accepted, "{answer:?}");
+    assert_eq!(h.dp.live().grants.len(), 1);
+
+    let addr = h.dp.local_addr();
+    assert!(status_of(addr, token).await.contains(" 200 "));
+    // Single use.
+    assert_eq!(h.dp.live().grants.len(), 0);
+    assert!(status_of(addr, token).await.contains(" 401 "));
+
+    // A key the snapshot does not have (revoked, deleted) is refused as
+    // any unknown key is.
+    let other = "llmgw-grant-ffeeddccbbaa99887766554433221100";
+    h.grant("g-2", other, "revoked-key");
+    h.report("the second grant's answer", |r| {
+        r.granted
+            .iter()
+            .any(|g| g.id == "g-2" && g.accepted)
+            .then_some(())
+    })
+    .await;
+    assert!(status_of(addr, other).await.contains(" 401 "));
+
+    // A malformed grant is refused, saying why.
+    h.commands
+        .send(Ok(pb::LiveCommand {
+            cancel: None,
+            grant: Some(pb::Grant {
+                id: "g-3".into(),
+                key: "team".into(),
+                ..Default::default()
+            }),
+        }))
+        .unwrap();
+    let bad = h
+        .report("the bad grant's answer", |r| {
+            r.granted.iter().find(|g| g.id == "g-3").cloned()
+        })
+        .await;
+    assert!(!bad.accepted && bad.error.contains("32 bytes"), "{bad:?}");
 }

@@ -1,4 +1,5 @@
-//! `llmgw logs`, `llmgw logs get ID` and `llmgw logs --follow`.
+//! `llmgw logs`, `llmgw logs get ID` and `llmgw logs --follow`;
+//! `llmgw logs replay ID` is in `replay.rs`.
 
 use std::io::Write;
 
@@ -16,6 +17,7 @@ const PAGE: u32 = 1000;
 pub async fn run(a: LogsArgs, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
     match a.command {
         Some(LogsCmd::Get(id)) => get(&id.id, g, out).await,
+        Some(LogsCmd::Replay(r)) => super::replay::run(r, g, out).await,
         None if a.follow => follow(filter(&a.filter), g, out).await,
         None => list(&a, g, out).await,
     }
@@ -35,6 +37,7 @@ pub fn filter(f: &LogFilterArgs) -> LogFilter {
         stop_reason: clean(&f.stop_reason),
         user: clean(&f.user),
         trace_id: clean(&f.trace_id),
+        replay_of: clean(&f.replay_of),
         status_min: f.status.map_or(0, |s| s.min),
         status_max: f.status.map_or(0, |s| s.max),
         min_latency_ms: f.min_latency_ms.unwrap_or(0),
@@ -276,6 +279,13 @@ fn details(r: &RequestLog) -> Vec<String> {
     // Only traced requests have one: under the id, which it groups.
     if !r.trace_id.is_empty() {
         rows.insert(1, ("trace id", r.trace_id.clone()));
+    }
+    // Only replays and playground requests have them (#17).
+    if !r.replay_of.is_empty() {
+        rows.insert(1, ("replay of", r.replay_of.clone()));
+    }
+    if !r.origin.is_empty() {
+        rows.insert(1, ("origin", r.origin.clone()));
     }
     for (k, v) in rows {
         t.row([k.to_string(), v]);

@@ -9,6 +9,7 @@ mod logs;
 mod model;
 mod model_tools;
 mod provider;
+mod replay;
 mod requests;
 mod route;
 mod stats;

@@ -70,6 +70,8 @@ const LOG_COLUMNS: &[&str] = &[
     "end_user",
     "limited_by",
     "trace_id",
+    "origin",
+    "replay_of",
 ];
 
 const ATTEMPT_COLUMNS: &[&str] = &[
@@ -522,6 +524,8 @@ fn bind_record<'q>(
         .bind(r.user.as_str())
         .bind(r.limited_by.as_str())
         .bind(r.trace_id.as_str())
+        .bind(r.origin.as_str())
+        .bind(r.replay_of.as_str())
 }
 
 async fn quarantine(
@@ -798,6 +802,8 @@ fn check(r: &pb::RequestLog, batch_node: &str, now: i64) -> Result<Checked, Stri
         ("stop_reason", r.stop_reason.as_str(), MAX_NAME_BYTES),
         ("user", r.user.as_str(), MAX_NAME_BYTES),
         ("limited_by", r.limited_by.as_str(), MAX_NAME_BYTES),
+        ("origin", r.origin.as_str(), MAX_NAME_BYTES),
+        ("replay_of", r.replay_of.as_str(), MAX_NAME_BYTES),
         ("client_ip", r.client_ip.as_str(), MAX_TEXT_BYTES),
         ("user_agent", r.user_agent.as_str(), MAX_TEXT_BYTES),
         ("path", r.path.as_str(), MAX_TEXT_BYTES),
@@ -857,6 +863,8 @@ fn normalize(mut rec: pb::RequestLog, id: String, batch_node: &str) -> pb::Reque
         &mut rec.stop_reason,
         &mut rec.user,
         &mut rec.limited_by,
+        &mut rec.origin,
+        &mut rec.replay_of,
     ] {
         clean_in_place(s);
     }

@@ -16,7 +16,7 @@ pub const SUMMARY_COLUMNS: &str = "id, time_ms, node_id, sequence, key_name, cli
      cache_creation_tokens, reasoning_tokens, usage_source, count_source, cost, error, \
      snapshot_version, request_body_truncated, response_body_truncated, upstream_protocol, \
      translated, upstream_request_body_truncated, dropped_fields, outcome, stop_reason, end_user, limited_by, \
-     trace_id";
+     trace_id, origin, replay_of";
 
 /// The header and body columns, for one full record.
 pub const DETAIL_COLUMNS: &str =
@@ -105,6 +105,8 @@ pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
         user: r.try_get("end_user")?,
         limited_by: r.try_get("limited_by")?,
         trace_id: r.try_get("trace_id")?,
+        origin: r.try_get("origin")?,
+        replay_of: r.try_get("replay_of")?,
     })
 }
 

@@ -98,6 +98,7 @@ pub struct Filter {
     user: Option<String>,
     /// Canonical: 32 lowercase hex digits.
     trace_id: Option<String>,
+    replay_of: Option<String>,
     status_min: Option<i64>,
     status_max: Option<i64>,
     min_latency_ms: Option<i64>,
@@ -165,6 +166,7 @@ impl Filter {
             stop_reason: text(&f.stop_reason),
             user: text(&f.user),
             trace_id,
+            replay_of: text(&f.replay_of),
             status_min: (f.status_min > 0).then(|| i64::from(f.status_min)),
             status_max: (f.status_max > 0).then(|| i64::from(f.status_max)),
             min_latency_ms: positive(f.min_latency_ms),
@@ -231,6 +233,15 @@ impl Filter {
                 Param::Text(v.clone()),
             );
         }
+        if let Some(v) = &self.replay_of {
+            // As for the user: the literal matches the partial index (0016).
+            cmp(
+                st,
+                "replay_of <> '' AND replay_of",
+                "=",
+                Param::Text(v.clone()),
+            );
+        }
         if let Some(v) = self.status_min {
             cmp(st, "status", ">=", Param::Int(v));
         }
@@ -291,6 +302,7 @@ pub fn matches(f: &pb::LogFilter, r: &pb::RequestLog) -> bool {
         && eq(&f.user, &r.user)
         && (f.trace_id.trim().is_empty()
             || canonical_trace_id(&f.trace_id).is_some_and(|t| t == r.trace_id))
+        && eq(&f.replay_of, &r.replay_of)
         && (f.status_min == 0 || r.status >= f.status_min)
         && (f.status_max == 0 || r.status <= f.status_max)
         && (f.min_latency_ms == 0 || r.latency_ms >= f.min_latency_ms)
@@ -333,6 +345,7 @@ mod tests {
             user: "u'--".into(),
             outcome: pb::Outcome::Timeout as i32,
             trace_id: " 4BF92F3577B34DA6A3CE929D0E0E4736 ".into(),
+            replay_of: String::new(),
         })
         .unwrap();
         let mut st = Statement::default();
@@ -536,5 +549,26 @@ mod tests {
         let w = Filter::parse(&by(id)).unwrap().where_sql(&mut st);
         assert_eq!(w, " WHERE trace_id <> '' AND trace_id = $1");
         assert_eq!(st.params, [Param::Text(id.into())]);
+    }
+
+    #[test]
+    fn replay_of_filters_in_sql_and_in_matching() {
+        let by = |replay_of: &str| pb::LogFilter {
+            replay_of: replay_of.into(),
+            ..Default::default()
+        };
+        let replay = pb::RequestLog {
+            replay_of: "orig".into(),
+            ..Default::default()
+        };
+        assert!(matches(&by("orig"), &replay));
+        assert!(matches(&by(" orig "), &replay));
+        assert!(matches(&by(""), &replay));
+        assert!(!matches(&by("other"), &replay));
+        assert!(!matches(&by("orig"), &pb::RequestLog::default()));
+        let mut st = Statement::default();
+        let w = Filter::parse(&by("orig")).unwrap().where_sql(&mut st);
+        assert_eq!(w, " WHERE replay_of <> '' AND replay_of = $1");
+        assert_eq!(st.params, [Param::Text("orig".into())]);
     }
 }

@@ -5,7 +5,9 @@
 //! ended, or moved to another attempt, and tokens so far at most every
 //! [`TOKENS_EVERY`] per request; with nothing to say, a report every
 //! [`HEARTBEAT`] renews the entries' lease. A cancel command is carried
-//! out at once and answered in a report sent at once. A failed stream is
+//! out at once and answered in a report sent at once; so is a grant (kept
+//! in [`super::grants`]). Full reports say where the control plane reaches
+//! this data plane's proxy (its port and `--advertise-url`). A failed stream is
 //! opened again with the discovery client's backoff, and a new one starts
 //! with the full set again.
 
@@ -45,6 +47,17 @@ pub(crate) struct LiveClient {
     /// `Bearer <token>`, marked sensitive.
     pub auth: AsciiMetadataValue,
     pub backoff: Backoff,
+    /// The port the proxy listener is bound to.
+    pub proxy_port: u16,
+    /// `--advertise-url`, or empty.
+    pub advertise_url: String,
+}
+
+/// Answers to the control plane's commands, for the next report.
+#[derive(Default)]
+struct Answers {
+    cancelled: Vec<pb::CancelResult>,
+    granted: Vec<pb::GrantResult>,
 }
 
 /// What was last reported of one request.
@@ -87,7 +100,7 @@ impl LiveClient {
         let mut client = Grpc::new(channel);
         let (tx, rx) = mpsc::channel(8);
         let mut sent: HashMap<String, Sent> = HashMap::new();
-        let first = self.diff(&mut sent, true, Vec::new());
+        let first = self.diff(&mut sent, true, Answers::default());
         tx.send(first)
             .await
             .map_err(|_| anyhow!("report stream closed"))?;
@@ -101,7 +114,7 @@ impl LiveClient {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_report = Instant::now();
         loop {
-            let mut answers = Vec::new();
+            let mut answers = Answers::default();
             tokio::select! {
                 m = inbound.message() => match m? {
                     Some(command) => {
@@ -109,7 +122,10 @@ impl LiveClient {
                         if let Some(c) = command.cancel {
                             let found = self.live.cancel(&c.id, &c.by);
                             info!(id = %c.id, found, by = %c.by, "cancel from the control plane");
-                            answers.push(pb::CancelResult { id: c.id, found });
+                            answers.cancelled.push(pb::CancelResult { id: c.id, found });
+                        }
+                        if let Some(g) = command.grant {
+                            answers.granted.push(self.grant(g));
                         }
                     }
                     None => return Ok(()),
@@ -117,8 +133,10 @@ impl LiveClient {
                 _ = tick.tick() => {}
             }
             let report = self.diff(&mut sent, false, answers);
-            let empty =
-                report.upserts.is_empty() && report.ended.is_empty() && report.cancelled.is_empty();
+            let empty = report.upserts.is_empty()
+                && report.ended.is_empty()
+                && report.cancelled.is_empty()
+                && report.granted.is_empty();
             if empty && last_report.elapsed() < HEARTBEAT {
                 continue;
             }
@@ -129,13 +147,43 @@ impl LiveClient {
         }
     }
 
+    /// Keeps a grant from the control plane; its answer.
+    fn grant(&self, g: pb::Grant) -> pb::GrantResult {
+        let kept = self.live.grants.add(
+            &g.token_sha256,
+            &g.key,
+            &g.origin,
+            &g.replay_of,
+            Duration::from_millis(u64::from(g.ttl_ms)),
+            Instant::now(),
+        );
+        match kept {
+            Ok(()) => {
+                debug!(grant = %g.id, key = %g.key, origin = %g.origin, "grant from the control plane");
+                pb::GrantResult {
+                    id: g.id,
+                    accepted: true,
+                    error: String::new(),
+                }
+            }
+            Err(e) => {
+                warn!(grant = %g.id, error = %e, "refused a grant from the control plane");
+                pb::GrantResult {
+                    id: g.id,
+                    accepted: false,
+                    error: e.to_string(),
+                }
+            }
+        }
+    }
+
     /// What changed since `sent` (everything when `full`), and `sent`
     /// brought up to date.
     fn diff(
         &self,
         sent: &mut HashMap<String, Sent>,
         full: bool,
-        cancelled: Vec<pb::CancelResult>,
+        answers: Answers,
     ) -> pb::LiveReport {
         let now = Instant::now();
         let entries = self.live.snapshot();
@@ -181,7 +229,14 @@ impl LiveClient {
             full,
             upserts,
             ended,
-            cancelled,
+            cancelled: answers.cancelled,
+            granted: answers.granted,
+            proxy_port: if full { u32::from(self.proxy_port) } else { 0 },
+            advertise_url: if full {
+                self.advertise_url.clone()
+            } else {
+                String::new()
+            },
         }
     }
 }
@@ -200,6 +255,8 @@ mod tests {
             incarnation: "dp-1#00000001".into(),
             auth: AsciiMetadataValue::from_static("Bearer x"),
             backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(2)),
+            proxy_port: 8000,
+            advertise_url: String::new(),
         }
     }
 
@@ -216,21 +273,22 @@ mod tests {
             true,
             1,
         ));
-        let r = c.diff(&mut sent, true, Vec::new());
+        let r = c.diff(&mut sent, true, Answers::default());
         assert!(r.full);
         assert_eq!(r.upserts.len(), 1);
+        assert_eq!(r.proxy_port, 8000);
         // Nothing changed: nothing to say.
-        let r = c.diff(&mut sent, false, Vec::new());
+        let r = c.diff(&mut sent, false, Answers::default());
         assert!(r.upserts.is_empty() && r.ended.is_empty());
         // A new attempt is reported at once; tokens wait for their second.
         a.attempt("p", "u", "openai");
         a.set_tokens(5);
-        let r = c.diff(&mut sent, false, Vec::new());
+        let r = c.diff(&mut sent, false, Answers::default());
         assert_eq!(r.upserts.len(), 1);
         assert_eq!(r.upserts[0].attempt, 1);
         assert_eq!(r.upserts[0].tokens, 5);
         a.set_tokens(9);
-        let r = c.diff(&mut sent, false, Vec::new());
+        let r = c.diff(&mut sent, false, Answers::default());
         assert!(r.upserts.is_empty());
         // A request that starts and ends between two reports is not sent.
         let b = live.register(Entry::new(
@@ -243,9 +301,34 @@ mod tests {
         ));
         drop(b);
         drop(a);
-        let r = c.diff(&mut sent, false, Vec::new());
+        let r = c.diff(&mut sent, false, Answers::default());
         assert!(r.upserts.is_empty());
         assert_eq!(r.ended, vec!["a".to_string()]);
         assert!(sent.is_empty());
+        assert_eq!(r.proxy_port, 0);
+    }
+
+    #[test]
+    fn a_grant_is_kept_and_answered() {
+        use sha2::Digest;
+        let live = Live::new();
+        let c = client(&live);
+        let hash = sha2::Sha256::digest(b"llmgw-grant-x").to_vec();
+        let ok = c.grant(pb::Grant {
+            id: "g1".into(),
+            token_sha256: hash,
+            key: "k".into(),
+            origin: "replay".into(),
+            replay_of: "r".into(),
+            ttl_ms: 5000,
+        });
+        assert!(ok.accepted && ok.id == "g1", "{ok:?}");
+        assert_eq!(live.grants.len(), 1);
+        let bad = c.grant(pb::Grant {
+            id: "g2".into(),
+            key: "k".into(),
+            ..Default::default()
+        });
+        assert!(!bad.accepted && bad.error.contains("32 bytes"), "{bad:?}");
     }
 }

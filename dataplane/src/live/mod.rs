@@ -14,8 +14,12 @@
 //! A cancel sets the entry's flag and wakes whoever waits on it: the
 //! attempt loop's awaits ([`or_cancelled`]) before the response starts,
 //! the response body's `poll_frame` after.
+//!
+//! A grant (replay and playground) is kept in [`grants`] until its one
+//! request comes.
 
 pub mod client;
+pub mod grants;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -34,10 +38,12 @@ pub const SHARDS: usize = 16;
 /// are hashed from those alone ([`IdHasher`]) rather than with SipHash.
 type Shard = HashMap<String, Arc<Entry>, std::hash::BuildHasherDefault<IdHasher>>;
 
-/// Every request in flight on this data plane, by id.
+/// Every request in flight on this data plane, by id, and the grants
+/// waiting for a replay's or playground's request ([`grants`]).
 #[derive(Debug, Default)]
 pub struct Live {
     shards: [Mutex<Shard>; SHARDS],
+    pub grants: grants::Grants,
 }
 
 /// Hashes a request id from its last 16 bytes (see [`Shard`]).

@@ -1,5 +1,9 @@
 //! Authentication: the client's key from the header its protocol uses
-//! (or Gemini's `?key=`), checked against the snapshot's key hashes.
+//! (or Gemini's `?key=`), checked against the snapshot's key hashes; and,
+//! only when that lookup misses, a replay's or playground's single-use
+//! grant (`crate::live::grants`), which authenticates as the key it names
+//! from the same snapshot (a revoked, deleted or expired key is refused as
+//! usual).
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
@@ -12,13 +16,20 @@ pub(super) fn query_key(query: Option<&str>) -> Option<&str> {
         .filter(|k| !k.is_empty())
 }
 
+/// The key a request is authenticated as, and the grant it used, if any.
+pub(super) type Authenticated<'t> = (
+    &'t Arc<llmgw_core::table::ClientKey>,
+    Option<crate::live::grants::Grant>,
+);
+
 pub(super) fn authenticate<'t>(
     table: &'t RoutingTable,
     d: &dyn Dialect,
     headers: &HeaderMap,
     query: Option<&str>,
     extensions: &http::Extensions,
-) -> Result<&'t Arc<llmgw_core::table::ClientKey>, (ErrorKind, String)> {
+    grants: Option<&crate::live::grants::Grants>,
+) -> Result<Authenticated<'t>, (ErrorKind, String)> {
     let from_query = || {
         (d.protocol() == Protocol::Gemini)
             .then(|| query_key(query))
@@ -34,17 +45,33 @@ pub(super) fn authenticate<'t>(
             _ => "missing API key: send 'Authorization: Bearer <key>'".to_string(),
         },
     ))?;
-    let key = table.authenticate(secret, now_ms()).map_err(|r| match r {
-        KeyRejection::Unknown => (ErrorKind::InvalidKey, "invalid API key".to_string()),
-        KeyRejection::Expired => (
-            ErrorKind::ExpiredKey,
-            "this API key has expired".to_string(),
-        ),
-    })?;
+    let now = now_ms();
+    let (key, grant) = match table.authenticate(secret, now) {
+        Ok(key) => (key, None),
+        Err(KeyRejection::Unknown) => {
+            let grant = grants.and_then(|g| g.take(secret, std::time::Instant::now()));
+            let Some(grant) = grant else {
+                return Err(rejected(KeyRejection::Unknown));
+            };
+            let key = table.key_named(&grant.key, now).map_err(rejected)?;
+            (key, Some(grant))
+        }
+        Err(r) => return Err(rejected(r)),
+    };
     // The connection no longer counts against the cap on connections that
     // have not sent a valid key.
     if let Some(conn) = extensions.get::<llmgw_listener::Conn>() {
         conn.authenticated();
     }
-    Ok(key)
+    Ok((key, grant))
+}
+
+fn rejected(r: KeyRejection) -> (ErrorKind, String) {
+    match r {
+        KeyRejection::Unknown => (ErrorKind::InvalidKey, "invalid API key".to_string()),
+        KeyRejection::Expired => (
+            ErrorKind::ExpiredKey,
+            "this API key has expired".to_string(),
+        ),
+    }
 }

@@ -7,7 +7,7 @@ mod admit;
 mod anthropic;
 mod attempt;
 mod authenticate;
-pub mod body;
+pub use llmgw_core::body;
 mod dialect;
 pub mod error;
 mod estimate;
@@ -481,8 +481,9 @@ impl Proxy {
             req.headers(),
             req.uri().query(),
             req.extensions(),
+            None,
         ) {
-            Ok(k) => k,
+            Ok((k, _)) => k,
             Err((kind, msg)) => return self.error(d, kind, &msg, ""),
         };
         let mut names: Vec<&str> = table
@@ -538,14 +539,22 @@ impl Proxy {
             "the gateway has no configuration yet".to_string(),
         ))?;
         pending.record().snapshot_version = table.version;
-        let key = authenticate(
+        let (key, grant) = authenticate(
             &table,
             d,
             req.headers(),
             req.uri().query(),
             req.extensions(),
+            Some(&self.live.grants),
         )?;
-        pending.record().key.clone_from(&key.name);
+        let r = pending.record();
+        r.key.clone_from(&key.name);
+        // A replay's or playground's request: what the grant says, never
+        // what a client header could.
+        if let Some(g) = grant {
+            r.origin = g.origin;
+            r.replay_of = g.replay_of;
+        }
         // Gemini names the model in the path.
         let path_model = Endpoint::from_request(req.uri().path(), None)
             .and_then(|(_, m)| m)
