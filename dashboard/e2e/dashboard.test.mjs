@@ -1167,8 +1167,13 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     await output.getByTestId("answer-text").filter({ hasText: "tok0" }).waitFor();
     await page.getByRole("button", { name: "Stop" }).click();
     await page.locator('[data-testid="run-output"][data-phase="stopped"]').waitFor();
-    assert.doesNotMatch(await output.getByTestId("answer-text").innerText(), /tok99/);
+    const stoppedAt = await output.getByTestId("answer-text").innerText();
+    assert.doesNotMatch(stoppedAt, /tok99/);
     await page.getByRole("button", { name: "Send" }).waitFor();
+    // Nothing more arrives, and no other request starts.
+    await page.waitForTimeout(500);
+    assert.equal(await output.getByTestId("answer-text").innerText(), stoppedAt);
+    assert.equal(await page.locator('[data-testid="run-output"][data-phase="stopped"]').count(), 1);
     await assertNoSecrets("playground error and stop");
   });
 

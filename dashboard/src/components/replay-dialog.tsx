@@ -96,9 +96,9 @@ export function ReplayDialog({ log, onClose }: { log: RequestLog; onClose: () =>
             error={keyRefusesModel ? `Key ${key} may not use model ${model}: the data plane will refuse it.` : undefined}
           >
             <Select id="replay-key" value={key} onChange={(e) => setKey(e.target.value)} disabled={run.phase === "running"}>
-              {!originalKeyActive ? (
-                <option value={log.key} disabled>
-                  {log.key} (original; not active)
+              {!keyNames.includes(log.key) ? (
+                <option value={log.key} disabled={!originalKeyActive}>
+                  {log.key} (original{originalKeyActive ? "" : "; not active"})
                 </option>
               ) : null}
               {keyNames.map((k) => (

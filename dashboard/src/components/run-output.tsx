@@ -29,6 +29,8 @@ export function RunOutput({ run }: { run: RunState }) {
   const waiting = phase === "running" && !view.head;
   const answer = view.answer;
   const raw = view.sse ? view.raw : prettyBody(view.raw).text;
+  // A whole body without text (an error answer): shown as it is.
+  const rawInstead = !view.sse && !answer.text && !!raw && phase !== "running";
   return (
     <div className="grid gap-3" data-testid="run-output" data-phase={phase}>
       <div className="flex flex-wrap items-center gap-2 text-sm" role="status" aria-label="Run status">
@@ -89,7 +91,11 @@ export function RunOutput({ run }: { run: RunState }) {
               </button>
             ))}
           </div>
-          {tab === "text" ? (
+          {tab === "text" && rawInstead ? (
+            <pre className="max-h-96 overflow-auto rounded-lg border bg-muted/50 p-3 font-mono text-xs leading-relaxed whitespace-pre-wrap break-words" data-testid="answer-raw">
+              {raw}
+            </pre>
+          ) : tab === "text" ? (
             <div
               className="min-h-16 whitespace-pre-wrap break-words rounded-lg border border-emerald-200 bg-emerald-50/50 px-3 py-2.5 text-sm leading-relaxed"
               data-testid="answer-text"
@@ -107,7 +113,7 @@ export function RunOutput({ run }: { run: RunState }) {
               {raw || "(empty body)"}
             </pre>
           )}
-          {!view.sse && tab === "text" && raw && phase !== "running" ? (
+          {!view.sse && tab === "text" && raw && !rawInstead && phase !== "running" ? (
             <details className="text-xs" data-testid="answer-json">
               <summary className="cursor-pointer text-muted-foreground">The answer's JSON</summary>
               <pre className="mt-2 max-h-96 overflow-auto rounded-lg border bg-muted/50 p-3 font-mono leading-relaxed whitespace-pre-wrap break-words">{raw}</pre>

@@ -53,15 +53,15 @@ export function SideBySide({ original, replay }: { original: RequestLog; replay:
       <Table aria-label="Original and replay compared">
         <TableHeader>
           <TableRow className="hover:bg-transparent">
-            <TableHead className="pl-0">
+            <TableHead className="w-40 pl-0">
               <span className="sr-only">Figure</span>
             </TableHead>
-            <TableHead>
+            <TableHead className="w-[42%]">
               <Link to={logLink(original.id)} className="hover:underline">
                 Original
               </Link>
             </TableHead>
-            <TableHead>
+            <TableHead className="w-[42%]">
               <Link to={logLink(replay.id)} className="hover:underline">
                 Replay
               </Link>

@@ -163,12 +163,21 @@ export function PlaygroundPage() {
               </fieldset>
               {formError ? <ErrorAlert message={formError} /> : null}
               <div className="flex gap-2">
+                {/* Keyed apart: React must not turn the clicked Stop button
+                    into the submit button, whose default action would send again. */}
                 {running ? (
-                  <Button variant="destructive" onClick={run.stop}>
+                  <Button
+                    key="stop"
+                    variant="destructive"
+                    onClick={(e) => {
+                      e.preventDefault();
+                      run.stop();
+                    }}
+                  >
                     <Square /> Stop
                   </Button>
                 ) : (
-                  <Button type="submit">
+                  <Button key="send" type="submit">
                     <Send /> Send
                   </Button>
                 )}
