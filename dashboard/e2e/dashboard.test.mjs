@@ -804,6 +804,11 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     await goto("Logs");
     await page.locator("tbody tr[data-log-id]").first().waitFor();
     await screenshot("logs-narrow");
+    await goto("Playground");
+    // The default key is one that may use the default model.
+    await page.waitForFunction(() => document.querySelector("#pg-key")?.value && document.querySelector("#pg-model")?.value);
+    assert.equal(await page.getByText(/may not use model/).count(), 0);
+    await screenshot("playground-narrow");
     await page.setViewportSize({ width: 1280, height: 860 });
   });
 

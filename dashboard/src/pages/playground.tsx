@@ -57,11 +57,13 @@ export function PlaygroundPage() {
   useEffect(() => {
     if (!model && modelNames[0]) setModel(modelNames[0]);
   }, [model, modelNames]);
+  // Until a key is picked by hand, it follows the model.
+  const [keyPicked, setKeyPicked] = useState(false);
   useEffect(() => {
-    if (key || keyNames.length === 0) return;
+    if (keyPicked || !model || keyNames.length === 0) return;
     setKey(keyNames.find((k) => keyAllows(keyOf(k), model)) ?? keyNames[0] ?? "");
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [key, keyNames, model]);
+  }, [keyPicked, keyNames, model]);
 
   const keyRefusesModel = !!key && !!model && !keyAllows(keyOf(key), model);
   const running = run.phase === "running";
@@ -109,6 +111,7 @@ export function PlaygroundPage() {
               <div className="grid gap-4 sm:grid-cols-2 xl:grid-cols-1">
                 <Field label="Model" htmlFor="pg-model" hint={models.loading && !models.data ? "Loading…" : modelNames.length === 0 ? "No chat model yet: add one on the Models page." : undefined}>
                   <Select id="pg-model" value={model} onChange={(e) => setModel(e.target.value)} disabled={running}>
+                    {!model ? <option value="">Choose a model</option> : null}
                     {modelNames.map((m) => (
                       <option key={m} value={m}>
                         {m}
@@ -131,7 +134,16 @@ export function PlaygroundPage() {
                   hint={keyNames.length === 0 && keys.data ? "No active key: create one on the API keys page." : "The request is authenticated as this key (by name; its secret never leaves the gateway)."}
                   error={keyRefusesModel ? `Key ${key} may not use model ${model}: the data plane will refuse it.` : undefined}
                 >
-                  <Select id="pg-key" value={key} onChange={(e) => setKey(e.target.value)} disabled={running}>
+                  <Select
+                    id="pg-key"
+                    value={key}
+                    onChange={(e) => {
+                      setKeyPicked(true);
+                      setKey(e.target.value);
+                    }}
+                    disabled={running}
+                  >
+                    {!key ? <option value="">Choose a key</option> : null}
                     {keyNames.map((k) => (
                       <option key={k} value={k}>
                         {k}
