@@ -31,6 +31,10 @@ let userDataDir;
 let clientKey = "";
 /** The key of the live-page and log-detail steps. */
 let liveKey = "";
+/** The key of the playground and replay steps. */
+let playKey = "";
+/** What the playground's answer showed as it streamed, per protocol (for the last check). */
+const playgroundSeen = {};
 /** Client keys created after the first one. */
 const otherKeys = [];
 let broken = false;
@@ -137,13 +141,13 @@ async function keyKnown(client) {
   }
 }
 
-/** Creates a key allowed one model through the API keys page; returns its secret, shown once. */
+/** Creates a key allowed one model (or a list of them) through the API keys page; returns its secret, shown once. */
 async function createKey(name, model) {
   await goto("API keys");
   await page.getByRole("button", { name: "Create key" }).click();
   const dialog = page.getByRole("dialog");
   await dialog.getByLabel("Name").fill(name);
-  await dialog.getByLabel(model, { exact: true }).check();
+  for (const m of [model].flat()) await dialog.getByLabel(m, { exact: true }).check();
   await dialog.getByRole("button", { name: "Create key" }).click();
   const secret = page.getByLabel("Secret key");
   await secret.waitFor();
@@ -800,6 +804,11 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     await goto("Logs");
     await page.locator("tbody tr[data-log-id]").first().waitFor();
     await screenshot("logs-narrow");
+    await goto("Playground");
+    // The default key is one that may use the default model.
+    await page.waitForFunction(() => document.querySelector("#pg-key")?.value && document.querySelector("#pg-model")?.value);
+    assert.equal(await page.getByText(/may not use model/).count(), 0);
+    await screenshot("playground-narrow");
     await page.setViewportSize({ width: 1280, height: 860 });
   });
 
@@ -1064,6 +1073,198 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     await conv.getByRole("region", { name: "User" }).getByText("Hello Responses").waitFor();
     await conv.getByTestId("response-message").getByText(/tok0/).waitFor();
     await assertNoSecrets("gemini and responses log details");
+  });
+
+  step("a second model and a key allowed both, for the playground and replay", async () => {
+    await goto("Models");
+    await page.getByRole("button", { name: "Add model" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByLabel("Name", { exact: true }).fill("e2e-other");
+    await dialog.getByLabel("Attempts per target").fill("1");
+    await dialog.locator("#t0-provider").selectOption("mock");
+    await dialog.locator("#t0-upstream").fill("mock-ok");
+    await dialog.getByRole("button", { name: "Create model" }).click();
+    await dialog.waitFor({ state: "detached" });
+    await page.getByRole("row").filter({ hasText: "e2e-other" }).getByText("mock:mock-ok").waitFor();
+    playKey = await createKey("e2e-play-key", ["e2e-model", "e2e-other"]);
+    otherKeys.push(playKey);
+    await keyKnown(openai(playKey));
+  });
+
+  step("the playground streams an answer from each client protocol, with its route and its log", async () => {
+    await goto("Playground");
+    await page.locator("#pg-model").selectOption("e2e-other");
+    await page.locator("#pg-key").selectOption("e2e-play-key");
+    await page.getByLabel("System prompt").fill("You are the playground.");
+    await page.getByLabel("Message 1", { exact: true }).fill("Hello playground");
+    assert.equal(await page.getByRole("switch", { name: "Stream" }).getAttribute("aria-checked"), "true");
+    // Every change of the answer's text is recorded, to see it grow.
+    await page.evaluate(() => {
+      window.__answers = [];
+      new MutationObserver(() => {
+        const t = document.querySelector('[data-testid="answer-text"]')?.textContent ?? "";
+        if (window.__answers[window.__answers.length - 1] !== t) window.__answers.push(t);
+      }).observe(document.body, { subtree: true, childList: true, characterData: true });
+    });
+    const output = page.getByTestId("run-output");
+    const protocols = [
+      ["openai-chat", "openai-chat"],
+      ["openai-responses", "openai-responses"],
+      ["anthropic", "anthropic"],
+      ["gemini", "gemini"],
+    ];
+    const ids = [];
+    for (const [value, logged] of protocols) {
+      await page.locator("#pg-protocol").selectOption(value);
+      // A slow stream: five chunks 150 ms apart.
+      await mockScript("mock-ok", [{ chunks: 5, chunk_delay_ms: 150 }]);
+      await page.evaluate(() => (window.__answers = []));
+      await page.getByRole("button", { name: "Send" }).click();
+      await output.getByTestId("answer-text").filter({ hasText: "tok0" }).waitFor();
+      await page.locator('[data-testid="run-output"][data-phase="done"]').waitFor();
+      assert.equal((await output.getByTestId("answer-text").innerText()).trim(), "tok0 tok1 tok2 tok3 tok4", `${value}: the whole answer`);
+      playgroundSeen[value] = await page.evaluate(() => window.__answers);
+      await output.getByText("200", { exact: true }).waitFor();
+      await output.getByTestId("run-timing").getByText(/TTFB/).waitFor();
+      // The route: the data plane and the request id from the answer's head,
+      // then the target and the origin from the log.
+      const route = page.getByTestId("run-route");
+      await route.getByText("e2e-dp", { exact: true }).waitFor();
+      const id = (await route.getByTestId("run-request-id").innerText()).trim();
+      assert.match(id, /^[0-9a-f-]{36}$/);
+      assert.equal((await page.getByTestId("run-log-link").innerText()).trim(), id);
+      const facts = page.getByTestId("run-log-facts");
+      await facts.waitFor();
+      await facts.getByTestId("run-log-route").getByText(/mock:mock-ok/).waitFor();
+      assert.match(await facts.getByTestId("run-log-route").innerText(), new RegExp(`\\(${logged}→`));
+      assert.equal((await page.getByTestId("run-log").getByTestId("origin").innerText()).trim(), "playground");
+      assert.notEqual((await facts.getByTestId("run-log-tokens").innerText()).trim(), "0 / 0");
+      ids.push(id);
+      if (value === "openai-chat") await screenshot("playground");
+    }
+    assert.equal(new Set(ids).size, 4);
+    await assertNoSecrets("playground");
+
+    // The link opens the log, marked as from the playground.
+    await page.getByTestId("run-log-link").click();
+    await page.getByRole("heading", { level: 1, name: "e2e-other" }).waitFor();
+    assert.equal((await page.getByTestId("origin").innerText()).trim(), "playground");
+    await page.getByTestId("conversation").getByRole("region", { name: "System prompt" }).getByText("You are the playground.").waitFor();
+    await screenshot("log-detail-playground");
+  });
+
+  step("the playground shows an error answer in its protocol's words, and Stop ends a stream", async () => {
+    await goto("Playground");
+    await page.locator("#pg-model").selectOption("e2e-other");
+    await page.locator("#pg-key").selectOption("e2e-play-key");
+    await page.locator("#pg-protocol").selectOption("anthropic");
+    await page.getByLabel("Message 1", { exact: true }).fill("fail please");
+    await mockScript("mock-ok", [{ status: 400 }]);
+    await page.getByRole("button", { name: "Send" }).click();
+    const output = page.getByTestId("run-output");
+    await output.getByRole("alert").filter({ hasText: /The data plane answered HTTP 400/ }).waitFor();
+    await screenshot("playground-error");
+
+    // A stream of 100 chunks, 100 ms apart: stopped after its first text.
+    await page.getByRole("switch", { name: "Stream" }).waitFor();
+    await mockScript("mock-ok", [{ chunks: 100, chunk_delay_ms: 100 }]);
+    await page.getByRole("button", { name: "Send" }).click();
+    await output.getByTestId("answer-text").filter({ hasText: "tok0" }).waitFor();
+    await page.getByRole("button", { name: "Stop" }).click();
+    await page.locator('[data-testid="run-output"][data-phase="stopped"]').waitFor();
+    const stoppedAt = await output.getByTestId("answer-text").innerText();
+    assert.doesNotMatch(stoppedAt, /tok99/);
+    await page.getByRole("button", { name: "Send" }).waitFor();
+    // Nothing more arrives, and no other request starts.
+    await page.waitForTimeout(500);
+    assert.equal(await output.getByTestId("answer-text").innerText(), stoppedAt);
+    assert.equal(await page.locator('[data-testid="run-output"][data-phase="stopped"]').count(), 1);
+    await assertNoSecrets("playground error and stop");
+  });
+
+  step("replay from the log detail page: a failed request against another model, side by side", async () => {
+    // A request that fails: both targets of e2e-model answer 5xx.
+    await mockScript("mock-fail", [{ status: 503 }]);
+    await mockScript("mock-ok", [{ status: 500 }]);
+    const r = await fetch(`${gw.dpUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${playKey}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "e2e-model", messages: [{ role: "user", content: "replay me" }] }),
+    });
+    assert.equal(r.status, 500, await r.clone().text());
+    const original = r.headers.get("x-llmgw-request-id");
+    await r.text();
+    await openLog(original);
+    await page.getByRole("heading", { level: 1, name: "e2e-model" }).waitFor();
+    assert.equal(await page.getByTestId("replay-blocker").count(), 0);
+    await page.getByRole("button", { name: "Replay", exact: true }).click();
+    const dialog = page.getByRole("dialog");
+    // Defaults: the original's model and key.
+    await dialog.locator("#replay-model option", { hasText: "e2e-other" }).waitFor({ state: "attached" });
+    assert.equal(await dialog.locator("#replay-model").inputValue(), "e2e-model");
+    assert.equal(await dialog.locator("#replay-key").inputValue(), "e2e-play-key");
+    await dialog.locator("#replay-model").selectOption("e2e-other");
+    await dialog.getByRole("button", { name: "Replay", exact: true }).click();
+    await dialog.locator('[data-testid="run-output"][data-phase="done"]').waitFor();
+    const output = dialog.getByTestId("run-output");
+    await output.getByText("200", { exact: true }).waitFor();
+    await output.getByTestId("answer-text").getByText(/tok0/).waitFor();
+    // The non-streamed answer's JSON is there too.
+    await output.getByTestId("answer-json").waitFor();
+
+    const side = dialog.getByTestId("side-by-side");
+    await side.waitFor();
+    assert.equal((await side.getByTestId("compare-verdict").innerText()).trim(), "The replay succeeded where the original failed (500 → 200).");
+    const row = (label) => side.locator(`[data-testid="compare-row"][data-label="${label}"]`);
+    assert.equal((await row("Status").locator('[data-side="original"]').innerText()).trim(), "500 failed");
+    assert.match(await row("Status").locator('[data-side="replay"]').innerText(), /^200 ok/);
+    assert.equal((await row("Model").locator('[data-side="original"]').innerText()).trim(), "e2e-model");
+    assert.equal((await row("Model").locator('[data-side="replay"]').innerText()).trim(), "e2e-other");
+    assert.equal((await row("Key").locator('[data-side="replay"]').innerText()).trim(), "e2e-play-key");
+    for (const label of ["Latency", "Time to first byte", "Tokens in", "Tokens out", "Cost"]) await row(label).waitFor();
+    await side.getByTestId("replay-response").getByTestId("response-message").getByText(/tok0/).waitFor();
+    await side.getByTestId("original-response").waitFor();
+    await screenshot("replay-dialog");
+    await assertNoSecrets("replay dialog");
+
+    // The new request's log: a replay of the original, the same view.
+    const replayId = (await dialog.getByTestId("replay-log-link").innerText()).trim();
+    await dialog.getByTestId("replay-log-link").click();
+    await dialog.waitFor({ state: "detached" });
+    await page.getByRole("heading", { level: 1, name: "e2e-other" }).waitFor();
+    assert.equal((await page.getByTestId("origin").innerText()).trim(), "replay");
+    const replayOf = page.getByTestId("replay-of");
+    assert.equal((await replayOf.getByRole("link").innerText()).trim(), original);
+    await page.getByTestId("side-by-side").getByTestId("compare-verdict").getByText(/succeeded where the original failed/).waitFor();
+    await screenshot("log-detail-replay");
+    await assertNoSecrets("replay log detail");
+    await replayOf.getByRole("link").click();
+    await page.getByRole("heading", { level: 1, name: "e2e-model" }).waitFor();
+    assert.equal(await page.getByTestId("replay-of").count(), 0);
+
+    // The logs list marks it.
+    await goto("Logs");
+    const listed = page.locator(`tbody tr[data-log-id="${replayId}"]`);
+    await refreshUntil(listed, 1, "the replay in the list");
+    assert.equal((await listed.getByTestId("origin").innerText()).trim(), "replay");
+  });
+
+  step("a request whose body was not logged cannot be replayed, and says why", async () => {
+    const id = randomUUID();
+    assert.deepEqual(await shipLogs([{ id, timeMs: Date.now(), model: "e2e-model", key: "e2e-key", status: 200, traceId: "" }]), []);
+    await page.goto(`${gw.cpUrl}/logs/${id}`);
+    await page.getByRole("heading", { level: 1, name: "e2e-model" }).waitFor();
+    assert.equal(await page.getByRole("button", { name: "Replay", exact: true }).isDisabled(), true);
+    assert.match(await page.getByTestId("replay-blocker").innerText(), /request body, and it was not logged/);
+    await screenshot("log-detail-replay-blocked");
+    await goto("Overview");
+  });
+
+  step("the playground's answers grew as they streamed", async () => {
+    for (const [protocol, seen] of Object.entries(playgroundSeen)) {
+      const partial = seen.filter((t) => /tok0/.test(t) && !/tok4/.test(t));
+      assert.ok(partial.length > 0, `${protocol}: the answer was shown before it was whole; seen: ${JSON.stringify(seen)}`);
+    }
   });
 
   step("a provider whose key cannot be decrypted is listed as broken, and fixed", async () => {

@@ -8,6 +8,7 @@ import { LogsPage } from "@/pages/logs";
 import { ModelsPage } from "@/pages/models";
 import { NotFoundPage } from "@/pages/not-found";
 import { OverviewPage } from "@/pages/overview";
+import { PlaygroundPage } from "@/pages/playground";
 import { ProvidersPage } from "@/pages/providers";
 import { SignInPage } from "@/pages/sign-in";
 
@@ -19,6 +20,7 @@ function Page({ pathname }: { pathname: string }) {
   if (path === "/models") return <ModelsPage />;
   if (path === "/keys") return <ApiKeysPage />;
   if (path === "/logs") return <LogsPage />;
+  if (path === "/playground") return <PlaygroundPage />;
   const m = /^\/logs\/([^/]+)$/.exec(path);
   if (m) return <LogDetailPage id={decodeURIComponent(m[1]!)} />;
   return <NotFoundPage />;

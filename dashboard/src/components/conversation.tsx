@@ -24,12 +24,13 @@ const ROLE_STYLE: Record<string, { icon: typeof User; label: string; className: 
   tool: { icon: Wrench, label: "Tool", className: "border-amber-200 bg-amber-50/50" },
 };
 
-export function ConversationView({ c }: { c: Conversation }) {
+/** The request and the response as messages; `responseOnly` leaves the request out. */
+export function ConversationView({ c, responseOnly = false }: { c: Conversation; responseOnly?: boolean }) {
   const req = c.request;
   const res = c.response;
   return (
     <div className="grid gap-3" data-testid="conversation">
-      {req ? (
+      {responseOnly ? null : req ? (
         <>
           {req.partial ? <Note>The request body was truncated when it was logged: the conversation stops where it was cut.</Note> : null}
           {req.system.map((s, i) => (
@@ -49,9 +50,11 @@ export function ConversationView({ c }: { c: Conversation }) {
       ) : (
         <Note>The request body was not logged, or cannot be read as a conversation (see the raw view).</Note>
       )}
-      <div className="flex items-center gap-3 py-1 text-xs font-medium uppercase tracking-wide text-muted-foreground">
-        <span className="h-px flex-1 bg-border" /> Response <span className="h-px flex-1 bg-border" />
-      </div>
+      {responseOnly ? null : (
+        <div className="flex items-center gap-3 py-1 text-xs font-medium uppercase tracking-wide text-muted-foreground">
+          <span className="h-px flex-1 bg-border" /> Response <span className="h-px flex-1 bg-border" />
+        </div>
+      )}
       {res ? (
         <>
           {res.messages.map((m, i) => (

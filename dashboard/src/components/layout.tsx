@@ -1,4 +1,4 @@
-import { Activity, Boxes, KeyRound, LayoutDashboard, LogOut, type LucideIcon, ScrollText, Server } from "lucide-react";
+import { Activity, Boxes, FlaskConical, KeyRound, LayoutDashboard, LogOut, type LucideIcon, ScrollText, Server } from "lucide-react";
 import type { ReactNode } from "react";
 import { signOut } from "@/lib/auth";
 import { Link, useLocation } from "@/lib/router";
@@ -12,6 +12,7 @@ export const NAV: { to: string; label: string; icon: LucideIcon }[] = [
   { to: "/models", label: "Models", icon: Boxes },
   { to: "/keys", label: "API keys", icon: KeyRound },
   { to: "/logs", label: "Logs", icon: ScrollText },
+  { to: "/playground", label: "Playground", icon: FlaskConical },
 ];
 
 function isActive(pathname: string, to: string) {

@@ -1,10 +1,14 @@
-import { ArrowLeft, CircleAlert, CircleCheck, CircleX, Terminal } from "lucide-react";
+import { ArrowLeft, CircleAlert, CircleCheck, CircleX, Repeat, Terminal } from "lucide-react";
 import { type ReactNode, useMemo, useState } from "react";
 import { ConversationView, Fallback } from "@/components/conversation";
 import { CopyButton } from "@/components/copy-button";
+import { OriginBadge } from "@/components/origin-badge";
+import { ReplayDialog } from "@/components/replay-dialog";
+import { ReplayOf } from "@/components/replay-of";
 import { Empty, ErrorAlert, TableSkeleton } from "@/components/states";
 import { OutcomeBadge, StatusBadge } from "@/components/status-badge";
 import { Badge } from "@/components/ui/badge";
+import { Button } from "@/components/ui/button";
 import { Card, CardContent, CardDescription, CardHeader, CardTitle } from "@/components/ui/card";
 import { type Attempt, Outcome, type RequestLog } from "@/gen/llmgw/v1/logs_pb";
 import { api } from "@/lib/api";
@@ -15,6 +19,7 @@ import { formatCost, formatDateTime, formatDuration, formatInt } from "@/lib/for
 import { promptTokens, protocolPair, stopReasonHint, upstreamBodyNote, usageRows } from "@/lib/log-fields";
 import { useQuery, useTitle } from "@/lib/hooks";
 import { redactHeaders } from "@/lib/redact";
+import { replayBlocker } from "@/lib/replay";
 import { Link, useLocation } from "@/lib/router";
 import { isSse, parseSse, prettyBody } from "@/lib/sse";
 import { layoutAttempts, ticks } from "@/lib/timeline";
@@ -50,13 +55,15 @@ export function LogDetailPage({ id }: { id: string }) {
   return (
     <>
       {back}
-      <Detail r={q.data} />
+      <Detail key={q.data.id} r={q.data} />
     </>
   );
 }
 
 function Detail({ r }: { r: RequestLog }) {
   const curl = useMemo(() => toCurl(r), [r]);
+  const [replaying, setReplaying] = useState(false);
+  const blocker = replayBlocker(r);
   return (
     <div className="grid gap-6">
       <header className="flex flex-wrap items-start justify-between gap-4">
@@ -70,6 +77,7 @@ function Detail({ r }: { r: RequestLog }) {
               {protocolPair(r)}
             </Badge>
             {r.translated ? <Badge variant="secondary">translated</Badge> : null}
+            <OriginBadge origin={r.origin} />
             {r.stopReason ? (
               <Badge variant="outline" title={stopReasonHint(r)} data-testid="stop-reason">
                 stop: <span className="ml-1 font-mono">{r.stopReason}</span>
@@ -80,11 +88,23 @@ function Detail({ r }: { r: RequestLog }) {
             <span className="font-mono">{r.path}</span> · {formatDateTime(r.time || r.timeMs)} · <span className="font-mono text-xs">{r.id}</span>
           </p>
         </div>
-        <div className="flex gap-2">
-          <CopyButton text={r.id} label="Copy id" />
-          <CopyButton text={curl} label="Copy as curl" variant="default" />
+        <div className="grid justify-items-end gap-1.5">
+          <div className="flex gap-2">
+            <CopyButton text={r.id} label="Copy id" />
+            <CopyButton text={curl} label="Copy as curl" variant="default" />
+            <Button variant="outline" onClick={() => setReplaying(true)} disabled={!!blocker} aria-describedby={blocker ? "replay-blocker" : undefined}>
+              <Repeat /> Replay
+            </Button>
+          </div>
+          {blocker ? (
+            <p id="replay-blocker" className="max-w-sm text-right text-xs text-muted-foreground" data-testid="replay-blocker">
+              {blocker}
+            </p>
+          ) : null}
         </div>
       </header>
+      {replaying ? <ReplayDialog log={r} onClose={() => setReplaying(false)} /> : null}
+      {r.replayOf ? <ReplayOf replay={r} /> : null}
 
       {r.error ? <ErrorAlert message={r.error} /> : null}
       {r.outcome === Outcome.CANCELLED_BY_ADMIN ? (

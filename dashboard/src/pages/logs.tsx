@@ -1,5 +1,6 @@
 import { ArrowDown, ArrowUp, ArrowUpDown, ChevronLeft, ChevronRight, ChevronsLeft, Radio, RefreshCw, RotateCcw, ScrollText, Waves } from "lucide-react";
 import { type ReactNode, useEffect, useMemo, useRef, useState } from "react";
+import { OriginBadge } from "@/components/origin-badge";
 import { Empty, ErrorAlert, PageHeader, Spinner, TableSkeleton } from "@/components/states";
 import { OutcomeBadge, StatusBadge } from "@/components/status-badge";
 import { Badge } from "@/components/ui/badge";
@@ -239,7 +240,10 @@ export function LogsPage() {
                     {r.outcome !== Outcome.OK ? <OutcomeBadge outcome={r.outcome} className="mt-1" /> : null}
                   </TableCell>
                   <TableCell className="max-w-44">
-                    <div className="truncate font-medium">{r.model || "–"}</div>
+                    <div className="flex items-center gap-1.5">
+                      <span className="truncate font-medium">{r.model || "–"}</span>
+                      <OriginBadge origin={r.origin} />
+                    </div>
                     <div className="flex items-center gap-1 text-[11px] text-muted-foreground">
                       {r.stream ? <span title="Streaming">stream</span> : null}
                       <span className="truncate">{r.path}</span>
