@@ -75,6 +75,12 @@ pub fn mask_into(out: &mut String, secret: &str) {
         return;
     }
     out.push_str("****");
+    // A replay's or the playground's single-use grant shows nothing of
+    // itself (a client key shows its tail, to tell keys apart).
+    let token = secret.strip_prefix("Bearer ").unwrap_or(secret);
+    if token.starts_with(GRANT_PREFIX) {
+        return;
+    }
     // The last four characters, when there are at least twelve.
     let mut starts = secret.char_indices().rev().map(|(i, _)| i);
     let tail = starts.nth(3);
@@ -101,6 +107,19 @@ pub fn is_hash_hex(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_grant_is_masked_whole() {
+        let mut out = String::new();
+        mask_into(&mut out, "Bearer llmgw-grant-0123456789abcdef0123");
+        assert_eq!(out, "****");
+        out.clear();
+        mask_into(&mut out, "llmgw-grant-0123456789abcdef0123");
+        assert_eq!(out, "****");
+        out.clear();
+        mask_into(&mut out, "Bearer sk-0123456789abcdef");
+        assert_eq!(out, "****cdef");
+    }
     use super::*;
 
     #[test]

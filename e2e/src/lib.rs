@@ -813,6 +813,25 @@ pub async fn cli_ok(cp: &ControlPlane, args: &[&str]) -> String {
 }
 
 /// [`cli`] with `-o json` that must succeed; returns the parsed output.
+/// Adds provider `mock` (OpenAI protocol, key `sk-up`) at `base_url`.
+pub async fn add_mock_provider(cp: &ControlPlane, base_url: &str) {
+    cli_ok(
+        cp,
+        &[
+            "provider",
+            "add",
+            "mock",
+            "--protocol",
+            "openai",
+            "--base-url",
+            base_url,
+            "--api-key",
+            "sk-up",
+        ],
+    )
+    .await;
+}
+
 pub async fn cli_json(cp: &ControlPlane, args: &[&str]) -> Value {
     let mut all = vec!["-o", "json"];
     all.extend_from_slice(args);

@@ -31,21 +31,7 @@ const CANCEL_BOUND: Duration = Duration::from_secs(1);
 /// A control plane with the mock as provider, a model and a key.
 async fn gateway(db: Db, mock: &llmgw_mock::MockServer) -> (ControlPlane, String) {
     let cp = ControlPlane::start(db, &[]).await;
-    cli_ok(
-        &cp,
-        &[
-            "provider",
-            "add",
-            "mock",
-            "--protocol",
-            "openai",
-            "--base-url",
-            &mock.base_url(),
-            "--api-key",
-            "sk-up",
-        ],
-    )
-    .await;
+    add_mock_provider(&cp, &mock.base_url()).await;
     cli_ok(&cp, &["model", "add", "slow", "--target", "mock:slow-up"]).await;
     let key = cli_json(&cp, &["key", "create", "live-key"]).await["key"]
         .as_str()

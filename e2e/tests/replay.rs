@@ -39,21 +39,7 @@ const DEBUG: &str = "info,llmgw_controlplane=debug,llmgw_dataplane=debug";
 async fn gateway(db: Db, mock: &llmgw_mock::MockServer) -> (ControlPlane, HashMap<String, String>) {
     // Our crates' debug lines too: no grant token may show in them.
     let cp = ControlPlane::start(db, &[("RUST_LOG", DEBUG)]).await;
-    cli_ok(
-        &cp,
-        &[
-            "provider",
-            "add",
-            "mock",
-            "--protocol",
-            "openai",
-            "--base-url",
-            &mock.base_url(),
-            "--api-key",
-            "sk-up",
-        ],
-    )
-    .await;
+    add_mock_provider(&cp, &mock.base_url()).await;
     cli_ok(&cp, &["model", "add", "good", "--target", "mock:good-up"]).await;
     cli_ok(
         &cp,
@@ -429,6 +415,8 @@ async fn replay_and_playground(db: Db) {
         for v in [&l["request_headers"], &l["response_headers"]] {
             assert!(!v.to_string().contains(GRANT_PREFIX), "{path}: {v}");
         }
+        // Not even the grant's tail, as a client key's mask would show.
+        assert_eq!(l["request_headers"]["authorization"], "****", "{path}: {l}");
     }
     // A path the data plane does not proxy, a header that is not a
     // protocol's, an unknown key.

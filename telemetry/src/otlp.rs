@@ -191,10 +191,11 @@ impl SpanWriter {
     }
 
     /// A `KeyValue` attribute's head up to its value's content (the
-    /// `AnyValue` field's tag and length), for a value of `any_len` bytes;
-    /// room for the whole attribute is made at once.
+    /// `AnyValue` field's tag and length, and for a string value the
+    /// string's tag and `string` length too), for a value of `any_len`
+    /// bytes; room for the whole attribute is made at once.
     #[inline(always)]
-    fn attribute(&mut self, key: &str, any_len: usize) {
+    fn attribute(&mut self, key: &str, any_len: usize, string: Option<usize>) {
         let kv_len = field_len(1, key.len()) + field_len(2, any_len);
         let mut h = Head::default();
         h.byte((9 << 3) | LEN);
@@ -207,6 +208,10 @@ impl SpanWriter {
         let mut h = Head::default();
         h.byte((2 << 3) | LEN);
         h.varint(any_len as u64);
+        if let Some(len) = string {
+            h.byte((1 << 3) | LEN);
+            h.varint(len as u64);
+        }
         self.buf.extend_from_slice(h.bytes());
     }
 
@@ -218,22 +223,7 @@ impl SpanWriter {
     /// A string attribute made of `parts` joined.
     pub fn str_parts(&mut self, key: &str, parts: &[&str]) {
         let len = parts_len(parts);
-        let any_len = field_len(1, len);
-        let kv_len = field_len(1, key.len()) + field_len(2, any_len);
-        let mut h = Head::default();
-        h.byte((9 << 3) | LEN);
-        h.varint(kv_len as u64);
-        h.byte((1 << 3) | LEN);
-        h.varint(key.len() as u64);
-        self.buf.reserve(h.len + kv_len);
-        self.buf.extend_from_slice(h.bytes());
-        self.buf.extend_from_slice(key.as_bytes());
-        let mut h = Head::default();
-        h.byte((2 << 3) | LEN);
-        h.varint(any_len as u64);
-        h.byte((1 << 3) | LEN);
-        h.varint(len as u64);
-        self.buf.extend_from_slice(h.bytes());
+        self.attribute(key, field_len(1, len), Some(len));
         for p in parts {
             self.buf.extend_from_slice(p.as_bytes());
         }
@@ -242,7 +232,7 @@ impl SpanWriter {
     /// An integer attribute.
     pub fn int(&mut self, key: &str, value: i64) {
         let v = value as u64;
-        self.attribute(key, tag_len(3) + varint_len(v));
+        self.attribute(key, tag_len(3) + varint_len(v), None);
         tag(&mut self.buf, 3, VARINT);
         varint(&mut self.buf, v);
     }
@@ -253,12 +243,12 @@ impl SpanWriter {
     }
 
     pub fn double(&mut self, key: &str, value: f64) {
-        self.attribute(key, tag_len(4) + 8);
+        self.attribute(key, tag_len(4) + 8, None);
         fixed64(&mut self.buf, 4, value.to_bits());
     }
 
     pub fn bool(&mut self, key: &str, value: bool) {
-        self.attribute(key, tag_len(2) + 1);
+        self.attribute(key, tag_len(2) + 1, None);
         tag(&mut self.buf, 2, VARINT);
         self.buf.push(u8::from(value));
     }
@@ -270,7 +260,7 @@ impl SpanWriter {
             .iter()
             .map(|s| field_len(1, field_len(1, s.len())))
             .sum();
-        self.attribute(key, field_len(5, array_len));
+        self.attribute(key, field_len(5, array_len), None);
         tag(&mut self.buf, 5, LEN);
         varint(&mut self.buf, array_len as u64);
         for s in values {
