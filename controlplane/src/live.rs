@@ -12,6 +12,11 @@
 //! every change this control plane stores (at most every
 //! [`WATCH_MIN_GAP`]), and at least every [`WATCH_EVERY`] (for changes
 //! stored by the others).
+//!
+//! The same streams carry replay's and the playground's single-use grants
+//! ([`LiveHub::grant`]): each data plane reports where its proxy listens,
+//! and a grant goes down the stream of a data plane this control plane
+//! holds, which acknowledges it before `run` sends the request there.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -311,7 +316,7 @@ impl LiveHub {
     ) -> Result<Granted, Status> {
         let held = self.pick_waiting(node_id).await?;
         let base_url = held.base_url.clone().ok_or_else(|| {
-            Status::unavailable(format!(
+            Status::failed_precondition(format!(
                 "data plane {} does not say where its proxy listens (upgrade it)",
                 held.node_id
             ))
@@ -338,13 +343,18 @@ impl LiveHub {
             }),
         };
         // None: the stream closed; Some(None): no answer in time.
-        let answer = match held.commands.send(Ok(command)).await {
-            Ok(()) => match tokio::time::timeout(GRANT_WAIT, heard).await {
+        // One bound over the send (a data plane that stops reading its
+        // commands fills the channel) and the answer.
+        let deadline = tokio::time::Instant::now() + GRANT_WAIT;
+        let answer = match tokio::time::timeout_at(deadline, held.commands.send(Ok(command))).await
+        {
+            Ok(Ok(())) => match tokio::time::timeout_at(deadline, heard).await {
                 Ok(Ok(a)) => Some(Some(a)),
                 Ok(Err(_)) => None,
                 Err(_) => Some(None),
             },
-            Err(_) => None,
+            Ok(Err(_)) => None,
+            Err(_) => Some(None),
         };
         self.granting
             .lock()
@@ -413,9 +423,12 @@ impl LiveHub {
         let mut candidates: Vec<&Held> =
             streams.values().filter(|h| h.base_url.is_some()).collect();
         if candidates.is_empty() {
-            return Err(Status::unavailable(
-                "no data plane is connected to this control plane",
-            ));
+            return Err(Status::unavailable(if streams.is_empty() {
+                "no data plane is connected to this control plane"
+            } else {
+                "no data plane connected to this control plane says where its proxy \
+                 listens (upgrade them)"
+            }));
         }
         let i = rand::random::<usize>() % candidates.len();
         Ok(candidates.swap_remove(i).clone())

@@ -80,6 +80,8 @@ pub type RunStream = Pin<Box<dyn Stream<Item = Result<pb::RunChunk, Status>> + S
 /// answer. A failure to reach the data plane ends the stream with
 /// UNAVAILABLE; a broken answer ends it with `RunEnd.error`.
 pub async fn start(hub: &LiveHub, run: Run) -> Result<RunStream, Status> {
+    // What can be refused is refused before a grant is used up on it.
+    check(&run)?;
     let granted = hub
         .grant(&run.node_id, &run.key, run.origin, &run.replay_of)
         .await?;
@@ -104,6 +106,22 @@ pub async fn start(hub: &LiveHub, run: Run) -> Result<RunStream, Status> {
         }
     });
     Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+/// The path and headers of `run` make a valid HTTP request.
+fn check(run: &Run) -> Result<(), Status> {
+    run.path.parse::<http::uri::PathAndQuery>().map_err(|e| {
+        Status::invalid_argument(format!("'{}' is not a valid path: {e}", run.path))
+    })?;
+    for (name, value) in &run.headers {
+        if HeaderName::from_bytes(name.as_bytes()).is_err() || HeaderValue::from_str(value).is_err()
+        {
+            return Err(Status::invalid_argument(format!(
+                "header '{name}' is not a valid HTTP header"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The HTTP request to the data plane, the token in a sensitive header.

@@ -321,6 +321,13 @@ async fn replay_and_playground(db: Db) {
         v["body"].as_str().unwrap().contains("invalid API key"),
         "{v}"
     );
+    // Refused, it is still the replay: logged (not as anonymous traffic)
+    // and linked to its original, under the key it was sent as.
+    let l = logged(&cp, v["request_id"].as_str().unwrap()).await;
+    assert_eq!(l["status"], 401, "{l}");
+    assert_eq!(l["origin"], "replay", "{l}");
+    assert_eq!(l["replay_of"], original.as_str(), "{l}");
+    assert_eq!(l["key"], "gone", "{l}");
     // An unknown key is the admin's mistake.
     let e = cli_err(&cp, &["logs", "replay", &original, "--key", "nobody"]).await;
     assert!(e.contains("no client key named 'nobody'"), "{e}");

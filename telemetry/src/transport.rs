@@ -58,9 +58,10 @@ impl RawExporter {
                 for (k, v) in settings.headers.iter() {
                     let key = tonic::metadata::MetadataKey::from_bytes(k.as_bytes())
                         .map_err(|_| format!("OTLP header name '{k}' is not valid"))?;
-                    let value = v
+                    let mut value: tonic::metadata::MetadataValue<_> = v
                         .parse()
                         .map_err(|_| format!("OTLP header '{k}' has a value that is not valid"))?;
+                    value.set_sensitive(true);
                     metadata.insert(key, value);
                 }
                 How::Grpc {

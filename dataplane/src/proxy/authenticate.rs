@@ -22,6 +22,11 @@ pub(super) type Authenticated<'t> = (
     Option<crate::live::grants::Grant>,
 );
 
+/// A refusal, with the grant it used up when the grant's key was refused
+/// (so the request is still logged as the replay or playground request it
+/// was).
+pub(super) type Refused = (ErrorKind, String, Option<crate::live::grants::Grant>);
+
 pub(super) fn authenticate<'t>(
     table: &'t RoutingTable,
     d: &dyn Dialect,
@@ -29,34 +34,48 @@ pub(super) fn authenticate<'t>(
     query: Option<&str>,
     extensions: &http::Extensions,
     grants: Option<&crate::live::grants::Grants>,
-) -> Result<Authenticated<'t>, (ErrorKind, String)> {
+) -> Result<Authenticated<'t>, Refused> {
     let from_query = || {
         (d.protocol() == Protocol::Gemini)
             .then(|| query_key(query))
             .flatten()
     };
-    let secret = d.client_key(headers).or_else(from_query).ok_or((
-        ErrorKind::MissingKey,
-        match d.protocol() {
-            Protocol::Anthropic => "missing API key: send 'x-api-key: <key>'".to_string(),
-            Protocol::Gemini => {
-                "missing API key: send 'x-goog-api-key: <key>' or '?key=<key>'".to_string()
-            }
-            _ => "missing API key: send 'Authorization: Bearer <key>'".to_string(),
-        },
-    ))?;
+    let secret = d.client_key(headers).or_else(from_query).ok_or_else(|| {
+        (
+            ErrorKind::MissingKey,
+            match d.protocol() {
+                Protocol::Anthropic => "missing API key: send 'x-api-key: <key>'".to_string(),
+                Protocol::Gemini => {
+                    "missing API key: send 'x-goog-api-key: <key>' or '?key=<key>'".to_string()
+                }
+                _ => "missing API key: send 'Authorization: Bearer <key>'".to_string(),
+            },
+            None,
+        )
+    })?;
     let now = now_ms();
     let (key, grant) = match table.authenticate(secret, now) {
         Ok(key) => (key, None),
         Err(KeyRejection::Unknown) => {
-            let grant = grants.and_then(|g| g.take(secret, std::time::Instant::now()));
+            // A grant travels only as a bearer token: never in a query
+            // string, where a proxy's access log would keep it.
+            let bearer = headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .is_some_and(|b| b.trim() == secret);
+            let grant = grants
+                .filter(|_| bearer)
+                .and_then(|g| g.take(secret, std::time::Instant::now()));
             let Some(grant) = grant else {
-                return Err(rejected(KeyRejection::Unknown));
+                return Err(rejected(KeyRejection::Unknown, None));
             };
-            let key = table.key_named(&grant.key, now).map_err(rejected)?;
-            (key, Some(grant))
+            match table.key_named(&grant.key, now) {
+                Ok(key) => (key, Some(grant)),
+                Err(r) => return Err(rejected(r, Some(grant))),
+            }
         }
-        Err(r) => return Err(rejected(r)),
+        Err(r) => return Err(rejected(r, None)),
     };
     // The connection no longer counts against the cap on connections that
     // have not sent a valid key.
@@ -66,12 +85,13 @@ pub(super) fn authenticate<'t>(
     Ok((key, grant))
 }
 
-fn rejected(r: KeyRejection) -> (ErrorKind, String) {
+fn rejected(r: KeyRejection, grant: Option<crate::live::grants::Grant>) -> Refused {
     match r {
-        KeyRejection::Unknown => (ErrorKind::InvalidKey, "invalid API key".to_string()),
+        KeyRejection::Unknown => (ErrorKind::InvalidKey, "invalid API key".to_string(), grant),
         KeyRejection::Expired => (
             ErrorKind::ExpiredKey,
             "this API key has expired".to_string(),
+            grant,
         ),
     }
 }

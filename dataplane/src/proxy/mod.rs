@@ -364,7 +364,8 @@ impl Proxy {
                 r.status = u32::from(kind.status().as_u16());
                 r.error.clone_from(&message);
                 r.set_outcome(kind.outcome());
-                let hold = if let Some(reason) = kind.unauthenticated() {
+                let granted = !r.origin.is_empty();
+                let hold = if let Some(reason) = kind.unauthenticated().filter(|_| !granted) {
                     self.refused_unauthenticated(&mut pending, reason, client_ip)
                 } else {
                     self.finish_plain(&mut pending)
@@ -484,7 +485,7 @@ impl Proxy {
             None,
         ) {
             Ok((k, _)) => k,
-            Err((kind, msg)) => return self.error(d, kind, &msg, ""),
+            Err((kind, msg, _)) => return self.error(d, kind, &msg, ""),
         };
         let mut names: Vec<&str> = table
             .models
@@ -539,14 +540,28 @@ impl Proxy {
             "the gateway has no configuration yet".to_string(),
         ))?;
         pending.record().snapshot_version = table.version;
-        let (key, grant) = authenticate(
+        let (key, grant) = match authenticate(
             &table,
             d,
             req.headers(),
             req.uri().query(),
             req.extensions(),
             Some(&self.live.grants),
-        )?;
+        ) {
+            Ok(a) => a,
+            Err((kind, message, grant)) => {
+                // A grant whose key was refused: still the replay's or the
+                // playground's request, logged (not rate-limited as
+                // anonymous traffic) and linked.
+                if let Some(g) = grant {
+                    let r = pending.record();
+                    r.key = g.key;
+                    r.origin = g.origin;
+                    r.replay_of = g.replay_of;
+                }
+                return Err((kind, message));
+            }
+        };
         let r = pending.record();
         r.key.clone_from(&key.name);
         // A replay's or playground's request: what the grant says, never
