@@ -50,12 +50,15 @@ const MAX_NODE_ID: usize = 253;
 type Commands = mpsc::Sender<Result<pb::LiveCommand, Status>>;
 /// Who waits for a data plane's answer to a grant: `Err` says why it was
 /// refused.
-type GrantWaiter = oneshot::Sender<Result<(), String>>;
+/// A grant waiting for its answer, and the stream it was sent down (its
+/// waiter is dropped, failing the wait at once, when that stream ends).
+type GrantWaiter = (String, oneshot::Sender<Result<(), String>>);
 
 /// One data plane's live stream held by this control plane.
 #[derive(Clone)]
 struct Held {
     commands: Commands,
+    stream_id: String,
     node_id: String,
     /// Where its proxy is reached (replay and playground): its
     /// `--advertise-url`, else `http://{peer ip}:{proxy port}`; `None`
@@ -330,7 +333,7 @@ impl LiveHub {
         self.granting
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone(), done);
+            .insert(id.clone(), (held.stream_id.clone(), done));
         let command = pb::LiveCommand {
             cancel: None,
             grant: Some(pb::Grant {
@@ -658,6 +661,7 @@ async fn session(
                 }
                 let held = Held {
                     commands: tx.clone(),
+                    stream_id: stream_id.clone(),
                     node_id: report.node_id.clone(),
                     base_url: proxy_url(&report, peer),
                 };
@@ -665,6 +669,9 @@ async fn session(
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(stream_id.clone(), held);
+                // A replay or playground request waiting for a data plane
+                // may take this one now.
+                hub.changed();
                 tracing::info!(node_id = %report.node_id, "live stream open");
                 stream.insert(LiveStream {
                     stream_id: stream_id.clone(),
@@ -684,7 +691,7 @@ async fn session(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&g.id);
-            if let Some(w) = waiter {
+            if let Some((_, w)) = waiter {
                 let _ = w.send(if g.accepted {
                     Ok(())
                 } else {
@@ -718,6 +725,11 @@ async fn session(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&stream_id);
+    // Grants sent down this stream will get no answer.
+    hub.granting
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|_, (sent_on, _)| *sent_on != stream_id);
     if let Some(s) = stream {
         match hub.store.live_stream_ended(&stream_id).await {
             Ok(n) => tracing::info!(node_id = %s.node_id, dropped = n, "live stream ended"),
@@ -730,6 +742,140 @@ async fn session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn hub() -> LiveHub {
+        let sealer = crate::secrets::Sealer::new(
+            &secrecy::SecretString::from(crate::secrets::generate_master_key()),
+            &[],
+        )
+        .unwrap();
+        let store = Store::open("sqlite::memory:", Arc::new(sealer))
+            .await
+            .unwrap();
+        LiveHub::new(store)
+    }
+
+    /// A data plane's stream held by `hub`: its commands arrive on the
+    /// receiver returned.
+    fn hold(
+        hub: &LiveHub,
+        stream: &str,
+        node: &str,
+        base_url: Option<&str>,
+    ) -> mpsc::Receiver<Result<pb::LiveCommand, Status>> {
+        let (tx, rx) = mpsc::channel(1);
+        hub.streams.lock().unwrap().insert(
+            stream.into(),
+            Held {
+                commands: tx,
+                stream_id: stream.into(),
+                node_id: node.into(),
+                base_url: base_url.map(str::to_string),
+            },
+        );
+        rx
+    }
+
+    /// Answers the next grant on `rx` as the data plane would.
+    async fn answer(
+        hub: &LiveHub,
+        rx: &mut mpsc::Receiver<Result<pb::LiveCommand, Status>>,
+        accept: bool,
+    ) -> pb::Grant {
+        let g = rx.recv().await.unwrap().unwrap().grant.unwrap();
+        let (_, w) = hub.granting.lock().unwrap().remove(&g.id).unwrap();
+        w.send(if accept {
+            Ok(())
+        } else {
+            Err("bad grant".into())
+        })
+        .unwrap();
+        g
+    }
+
+    #[tokio::test]
+    async fn a_grant_goes_to_the_named_data_plane_and_its_token_matches_the_hash() {
+        let hub = hub().await;
+        let mut a = hold(&hub, "s-a", "dp-a", Some("http://10.0.0.1:8080"));
+        let _b = hold(&hub, "s-b", "dp-b", Some("http://10.0.0.2:8080"));
+        let (granted, g) = tokio::join!(
+            hub.grant("dp-a", "k", "replay", "orig"),
+            answer(&hub, &mut a, true)
+        );
+        let granted = granted.unwrap();
+        assert_eq!(granted.node_id, "dp-a");
+        assert_eq!(granted.base_url, "http://10.0.0.1:8080");
+        assert_eq!(
+            (g.key.as_str(), g.origin.as_str(), g.replay_of.as_str()),
+            ("k", "replay", "orig")
+        );
+        let token = granted.token.expose_secret();
+        assert!(token.starts_with(GRANT_PREFIX));
+        assert_eq!(
+            g.token_sha256,
+            <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).to_vec()
+        );
+        assert!(!format!("{:?}", g).contains(token));
+    }
+
+    #[tokio::test]
+    async fn a_refused_grant_says_why() {
+        let hub = hub().await;
+        let mut a = hold(&hub, "s-a", "dp-a", Some("http://10.0.0.1:8080"));
+        let (granted, _) = tokio::join!(
+            hub.grant("", "k", "playground", ""),
+            answer(&hub, &mut a, false)
+        );
+        let e = granted.err().unwrap();
+        assert_eq!(e.code(), tonic::Code::Unavailable);
+        assert!(
+            e.message().contains("refused the grant: bad grant"),
+            "{}",
+            e.message()
+        );
+    }
+
+    #[tokio::test]
+    async fn no_answer_no_data_plane_or_no_address_fail_within_the_bound() {
+        let hub = hub().await;
+        // The store is open; the grants below do not touch it.
+        tokio::time::pause();
+        // Nobody holds a stream: UNAVAILABLE after waiting for one.
+        let e = hub.grant("", "k", "replay", "").await.err().unwrap();
+        assert_eq!(e.code(), tonic::Code::Unavailable);
+        assert!(
+            e.message().contains("no data plane is connected"),
+            "{}",
+            e.message()
+        );
+        // A named data plane held elsewhere.
+        let _a = hold(&hub, "s-a", "dp-a", Some("http://10.0.0.1:8080"));
+        let e = hub.grant("dp-x", "k", "replay", "").await.err().unwrap();
+        assert!(
+            e.message().contains("dp-x is not connected"),
+            "{}",
+            e.message()
+        );
+        // One that never answers: the wait ends at GRANT_WAIT.
+        let started = tokio::time::Instant::now();
+        let e = hub.grant("dp-a", "k", "replay", "").await.err().unwrap();
+        assert_eq!(e.code(), tonic::Code::Unavailable);
+        assert!(started.elapsed() <= GRANT_WAIT + Duration::from_millis(10));
+        // One whose command channel is full (it stopped reading): the same
+        // bound holds for the send.
+        let started = tokio::time::Instant::now();
+        let e = hub.grant("dp-a", "k", "replay", "").await.err().unwrap();
+        assert_eq!(e.code(), tonic::Code::Unavailable);
+        assert!(started.elapsed() <= GRANT_WAIT + Duration::from_millis(10));
+        assert!(
+            hub.granting.lock().unwrap().is_empty(),
+            "waiters are cleaned up"
+        );
+        // A data plane that did not say where its proxy is.
+        let _old = hold(&hub, "s-old", "dp-old", None);
+        let e = hub.grant("dp-old", "k", "replay", "").await.err().unwrap();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    }
 
     fn req(id: &str, tokens: u64) -> pb::InFlightRequest {
         pb::InFlightRequest {

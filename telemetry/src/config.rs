@@ -86,7 +86,7 @@ impl Headers {
     /// Reads `list` ("name=value,name2=value2", values percent-encoded,
     /// as the spec says) over what is already set; `var` names it in an
     /// error, which never shows a value.
-    fn read(&mut self, var: &str, list: &str) -> Result<(), String> {
+    pub(crate) fn read(&mut self, var: &str, list: &str) -> Result<(), String> {
         for item in list.split(',').filter(|i| !i.trim().is_empty()) {
             let Some((k, v)) = item.split_once('=') else {
                 return Err(format!(

@@ -181,3 +181,126 @@ impl Decoder for RawCodec {
         Ok(Some(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Headers;
+    use crate::sample::Sampling;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn settings(endpoint: String, transport: Transport) -> Settings {
+        Settings {
+            endpoint,
+            transport,
+            sampling: Sampling::default(),
+            queue_size: 8,
+            batch_size: 8,
+            schedule_delay: std::time::Duration::from_millis(10),
+            export_timeout: std::time::Duration::from_secs(5),
+            capture_content: false,
+            headers: Headers::default(),
+        }
+    }
+
+    fn framing() -> Framing {
+        Framing::new(
+            &opentelemetry_sdk::Resource::builder_empty().build(),
+            "t",
+            "",
+        )
+    }
+
+    /// A one-request HTTP server answering `status`; returns what it read.
+    async fn server(status: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/traces", l.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut c, _) = l.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers, then the body by its content-length.
+            loop {
+                let n = c.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if got.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            let answer =
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            c.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&got).to_string()
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn http_posts_protobuf_with_the_headers_and_maps_a_refusal() {
+        let (url, task) = server("200 OK").await;
+        let mut s = settings(url, Transport::HttpProtobuf);
+        s.headers = {
+            let mut h = Headers::default();
+            h.read("T", "x-team=a").unwrap();
+            h
+        };
+        let e = RawExporter::new(&s, framing()).unwrap();
+        e.export(vec![vec![0x0a, 0x00]]).await.unwrap();
+        let req = task.await.unwrap().to_ascii_lowercase();
+        assert!(req.starts_with("post /v1/traces "), "{req}");
+        assert!(
+            req.contains("content-type: application/x-protobuf"),
+            "{req}"
+        );
+        assert!(req.contains("x-team: a"), "{req}");
+
+        let (url, task) = server("503 Service Unavailable").await;
+        let e = RawExporter::new(&settings(url, Transport::HttpProtobuf), framing()).unwrap();
+        let err = e.export(vec![]).await.unwrap_err();
+        assert!(err.contains("HTTP 503"), "{err}");
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_collector_that_is_not_there_is_an_error_on_both_transports() {
+        // A port that was free a moment ago.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        for (url, t) in [
+            (format!("http://{addr}/v1/traces"), Transport::HttpProtobuf),
+            (format!("http://{addr}"), Transport::Grpc),
+        ] {
+            let e = RawExporter::new(&settings(url, t), framing()).unwrap();
+            let err = e.export(vec![]).await.unwrap_err();
+            assert!(
+                err.contains("cannot be reached") || err.contains("connect error"),
+                "{t:?}: {err}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_grpc_error_status_is_an_error() {
+        // An HTTP/2 server that is not a collector: any gRPC call fails.
+        let (url, task) = server("404 Not Found").await;
+        let url = url.trim_end_matches("/v1/traces").to_string();
+        let e = RawExporter::new(&settings(url, Transport::Grpc), framing()).unwrap();
+        assert!(e.export(vec![]).await.is_err());
+        task.abort();
+    }
+}
