@@ -813,6 +813,17 @@ pub async fn cli_ok(cp: &ControlPlane, args: &[&str]) -> String {
 }
 
 /// [`cli`] with `-o json` that must succeed; returns the parsed output.
+/// Request `id`'s log record (`llmgw -o json logs get`), once it is stored.
+pub async fn logged(cp: &ControlPlane, id: &str) -> Value {
+    poll(WAIT, &format!("the log of {id}"), || async {
+        let out = cli(cp, &["-o", "json", "logs", "get", id]).await;
+        out.ok()
+            .then(|| serde_json::from_str::<Value>(&out.stdout).ok())
+            .flatten()
+    })
+    .await
+}
+
 /// Adds provider `mock` (OpenAI protocol, key `sk-up`) at `base_url`.
 pub async fn add_mock_provider(cp: &ControlPlane, base_url: &str) {
     cli_ok(

@@ -128,15 +128,6 @@ async fn read_to_end(resp: &mut reqwest::Response, bound: Duration) -> (Vec<u8>,
     (got, failed)
 }
 
-async fn logged(cp: &ControlPlane, id: &str) -> Value {
-    poll(WAIT, &format!("the log of {id}"), || async {
-        let out = cli(cp, &["-o", "json", "logs", "get", id]).await;
-        out.ok()
-            .then(|| serde_json::from_str::<Value>(&out.stdout).unwrap())
-    })
-    .await
-}
-
 /// `llmgw -o json requests --follow` against `cp`, running.
 fn follow(cp: &ControlPlane) -> Proc {
     let mut cmd = cli_command(&cp.url());

@@ -85,15 +85,6 @@ async fn gateway(db: Db, mock: &llmgw_mock::MockServer) -> (ControlPlane, HashMa
     (cp, keys)
 }
 
-async fn logged(cp: &ControlPlane, id: &str) -> Value {
-    poll(WAIT, &format!("the log of {id}"), || async {
-        let out = cli(cp, &["-o", "json", "logs", "get", id]).await;
-        out.ok()
-            .then(|| serde_json::from_str::<Value>(&out.stdout).unwrap())
-    })
-    .await
-}
-
 /// A non-streaming chat request through `dp`: its status and request id.
 async fn chat(dp: &DataPlane, key: &str, model: &str) -> (u16, String) {
     let resp = reqwest::Client::new()
