@@ -36,26 +36,13 @@ const FIXED64: u8 = 1;
 const LEN: u8 = 2;
 const FIXED32: u8 = 5;
 
-#[inline(always)]
-fn varint(buf: &mut Vec<u8>, mut v: u64) {
-    if v < 0x80 {
-        buf.push(v as u8);
-        return;
-    }
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
-}
+// Varints are prost's (the wire format is protobuf's; only the messages
+// are written by hand).
+use prost::encoding::encoded_len_varint as varint_len;
 
 #[inline(always)]
-fn varint_len(v: u64) -> usize {
-    if v < 0x80 {
-        return 1;
-    }
-    // 1 byte per 7 bits.
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+fn varint(buf: &mut Vec<u8>, v: u64) {
+    prost::encoding::encode_varint(v, buf);
 }
 
 #[inline(always)]
