@@ -47,7 +47,8 @@ fn varint(buf: &mut Vec<u8>, v: u64) {
 
 #[inline(always)]
 fn tag(buf: &mut Vec<u8>, field: u32, wire: u8) {
-    varint(buf, (u64::from(field) << 3) | u64::from(wire));
+    // Fields 1 to 15 have one-byte tags.
+    small_varint(buf, u64::from((field << 3) | u32::from(wire)));
 }
 
 #[inline(always)]
@@ -64,7 +65,7 @@ fn field_len(field: u32, len: usize) -> usize {
 #[inline(always)]
 fn bytes_field(buf: &mut Vec<u8>, field: u32, b: &[u8]) {
     tag(buf, field, LEN);
-    varint(buf, b.len() as u64);
+    small_varint(buf, b.len() as u64);
     buf.extend_from_slice(b);
 }
 
@@ -77,7 +78,7 @@ fn parts_len(parts: &[&str]) -> usize {
 #[inline(always)]
 fn parts_field(buf: &mut Vec<u8>, field: u32, parts: &[&str]) {
     tag(buf, field, LEN);
-    varint(buf, parts_len(parts) as u64);
+    small_varint(buf, parts_len(parts) as u64);
     for p in parts {
         buf.extend_from_slice(p.as_bytes());
     }
@@ -89,35 +90,14 @@ fn fixed64(buf: &mut Vec<u8>, field: u32, v: u64) {
     buf.extend_from_slice(&v.to_le_bytes());
 }
 
-/// A few bytes of tags and lengths, gathered on the stack so they are
-/// added to a span in one copy.
-#[derive(Default)]
-struct Head {
-    b: [u8; 24],
-    len: usize,
-}
-
-impl Head {
-    #[inline(always)]
-    fn byte(&mut self, x: u8) {
-        if let Some(slot) = self.b.get_mut(self.len) {
-            *slot = x;
-            self.len += 1;
-        }
-    }
-
-    #[inline(always)]
-    fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.byte((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.byte(v as u8);
-    }
-
-    #[inline(always)]
-    fn bytes(&self) -> &[u8] {
-        &self.b[..self.len]
+/// A length that is almost always below 128, as a varint: one `push` in
+/// that case (attribute heads are mostly such lengths).
+#[inline(always)]
+fn small_varint(buf: &mut Vec<u8>, v: u64) {
+    if v < 0x80 {
+        buf.push(v as u8);
+    } else {
+        varint(buf, v);
     }
 }
 
@@ -169,7 +149,7 @@ impl SpanWriter {
         }
         parts_field(&mut buf, 5, head.name);
         tag(&mut buf, 6, VARINT);
-        varint(&mut buf, head.kind as u64);
+        small_varint(&mut buf, head.kind as u64);
         fixed64(&mut buf, 7, head.start_ns);
         fixed64(&mut buf, 8, head.end_ns);
         tag(&mut buf, 16, FIXED32);
@@ -181,33 +161,39 @@ impl SpanWriter {
     /// `AnyValue` field's tag and length, and for a string value the
     /// string's tag and `string` length too), for a value of `any_len`
     /// bytes; room for the whole attribute is made at once.
+    ///
+    /// Inlined with the public writers below, so that a literal key's
+    /// length, the lengths derived from it and the key's copy are
+    /// constants at each call site: the attribute costs the value's copy
+    /// and a few stores (measured with `bench/run.sh --callgrind`,
+    /// docs/benchmarks.md "Tracing").
     #[inline(always)]
     fn attribute(&mut self, key: &str, any_len: usize, string: Option<usize>) {
         let kv_len = field_len(1, key.len()) + field_len(2, any_len);
-        let mut h = Head::default();
-        h.byte((9 << 3) | LEN);
-        h.varint(kv_len as u64);
-        h.byte((1 << 3) | LEN);
-        h.varint(key.len() as u64);
-        self.buf.reserve(h.len + kv_len);
-        self.buf.extend_from_slice(h.bytes());
+        // Tag and length of the KeyValue (at most 1 + 10 bytes) and the
+        // KeyValue itself.
+        self.buf.reserve(11 + kv_len);
+        self.buf.push((9 << 3) | LEN);
+        small_varint(&mut self.buf, kv_len as u64);
+        self.buf.push((1 << 3) | LEN);
+        small_varint(&mut self.buf, key.len() as u64);
         self.buf.extend_from_slice(key.as_bytes());
-        let mut h = Head::default();
-        h.byte((2 << 3) | LEN);
-        h.varint(any_len as u64);
+        self.buf.push((2 << 3) | LEN);
+        small_varint(&mut self.buf, any_len as u64);
         if let Some(len) = string {
-            h.byte((1 << 3) | LEN);
-            h.varint(len as u64);
+            self.buf.push((1 << 3) | LEN);
+            small_varint(&mut self.buf, len as u64);
         }
-        self.buf.extend_from_slice(h.bytes());
     }
 
     /// A string attribute.
+    #[inline(always)]
     pub fn str(&mut self, key: &str, value: &str) {
         self.str_parts(key, &[value]);
     }
 
     /// A string attribute made of `parts` joined.
+    #[inline(always)]
     pub fn str_parts(&mut self, key: &str, parts: &[&str]) {
         let len = parts_len(parts);
         self.attribute(key, field_len(1, len), Some(len));
@@ -217,23 +203,27 @@ impl SpanWriter {
     }
 
     /// An integer attribute.
+    #[inline(always)]
     pub fn int(&mut self, key: &str, value: i64) {
         let v = value as u64;
         self.attribute(key, tag_len(3) + varint_len(v), None);
         tag(&mut self.buf, 3, VARINT);
-        varint(&mut self.buf, v);
+        small_varint(&mut self.buf, v);
     }
 
     /// An unsigned integer attribute, capped at `i64::MAX`.
+    #[inline(always)]
     pub fn uint(&mut self, key: &str, value: u64) {
         self.int(key, i64::try_from(value).unwrap_or(i64::MAX));
     }
 
+    #[inline(always)]
     pub fn double(&mut self, key: &str, value: f64) {
         self.attribute(key, tag_len(4) + 8, None);
         fixed64(&mut self.buf, 4, value.to_bits());
     }
 
+    #[inline(always)]
     pub fn bool(&mut self, key: &str, value: bool) {
         self.attribute(key, tag_len(2) + 1, None);
         tag(&mut self.buf, 2, VARINT);
@@ -249,10 +239,10 @@ impl SpanWriter {
             .sum();
         self.attribute(key, field_len(5, array_len), None);
         tag(&mut self.buf, 5, LEN);
-        varint(&mut self.buf, array_len as u64);
+        small_varint(&mut self.buf, array_len as u64);
         for s in values {
             tag(&mut self.buf, 1, LEN);
-            varint(&mut self.buf, field_len(1, s.len()) as u64);
+            small_varint(&mut self.buf, field_len(1, s.len()) as u64);
             bytes_field(&mut self.buf, 1, s.as_bytes());
         }
     }
@@ -261,7 +251,7 @@ impl SpanWriter {
     pub fn event(&mut self, name: &str, time_ns: u64) {
         let len = tag_len(1) + 8 + field_len(2, name.len());
         tag(&mut self.buf, 11, LEN);
-        varint(&mut self.buf, len as u64);
+        small_varint(&mut self.buf, len as u64);
         fixed64(&mut self.buf, 1, time_ns);
         bytes_field(&mut self.buf, 2, name.as_bytes());
     }
@@ -273,7 +263,7 @@ impl SpanWriter {
             len += field_len(2, message.len());
         }
         tag(&mut self.buf, 15, LEN);
-        varint(&mut self.buf, len as u64);
+        small_varint(&mut self.buf, len as u64);
         if !message.is_empty() {
             bytes_field(&mut self.buf, 2, message.as_bytes());
         }
