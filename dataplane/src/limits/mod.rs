@@ -574,23 +574,12 @@ impl Limiter {
             self.changed.notify_one();
             return Err(r);
         }
-        let mut holds: [Option<Hold>; 3] = Default::default();
+        // What each subject holds; the entries' references go to the holds
+        // once the locks (which borrow them) are released.
+        let mut taken: [(Option<(i64, u64)>, bool, Option<i64>); 3] = Default::default();
         let mut low = false;
-        for ((g, s), (h, e)) in guards
-            .iter_mut()
-            .zip(subjects)
-            .zip(holds.iter_mut().zip(entries.iter()))
-        {
-            let (Some(st), Some(entry)) = (g.as_mut(), e.as_ref()) else {
-                continue;
-            };
-            let entry = Arc::clone(entry);
-            let mut hold = Hold {
-                entry,
-                tpm: None,
-                slot: false,
-                budget: None,
-            };
+        for ((g, s), t) in guards.iter_mut().zip(subjects).zip(taken.iter_mut()) {
+            let Some(st) = g.as_mut() else { continue };
             // Each bucket was brought to this window by the check above.
             for (kind, _) in s.limits.kinds() {
                 let units = if kind == Kind::Tpm { tokens } else { 1 };
@@ -600,22 +589,32 @@ impl Limiter {
                 b.take(units);
                 low |= b.is_low();
                 match kind {
-                    Kind::Tpm => hold.tpm = Some((b.window_start_ms, units)),
-                    Kind::Concurrency => hold.slot = true,
-                    Kind::Budget => hold.budget = Some(b.window_start_ms),
+                    Kind::Tpm => t.0 = Some((b.window_start_ms, units)),
+                    Kind::Concurrency => t.1 = true,
+                    Kind::Budget => t.2 = Some(b.window_start_ms),
                     Kind::Rpm => {}
                 }
             }
-            *h = Some(hold);
         }
         drop(guards);
         if low {
             self.changed.notify_one();
         }
-        Ok(Admission {
-            holds: move_to_slots(holds, subjects),
-            rates,
-        })
+        // Each hold goes at its scope's place (key, model, provider), so
+        // that [`Admission::absorb`] can merge a provider's hold into a
+        // request's.
+        let mut holds: [Option<Hold>; 3] = Default::default();
+        for ((s, e), (tpm, slot, budget)) in subjects.iter().zip(entries).zip(taken) {
+            if let Some(entry) = e {
+                holds[scope_index(s.scope)] = Some(Hold {
+                    entry,
+                    tpm,
+                    slot,
+                    budget,
+                });
+            }
+        }
+        Ok(Admission { holds, rates })
     }
 
     /// Every entry, for a report.
@@ -648,18 +647,6 @@ impl Limiter {
             });
         }
     }
-}
-
-/// Puts each hold at its scope's place (key, model, provider), so that
-/// [`Admission::absorb`] can merge a provider's hold into a request's.
-fn move_to_slots(mut holds: [Option<Hold>; 3], subjects: &[Subject<'_>]) -> [Option<Hold>; 3] {
-    let mut out: [Option<Hold>; 3] = Default::default();
-    for (h, s) in holds.iter_mut().zip(subjects) {
-        if let Some(h) = h.take() {
-            out[scope_index(s.scope)] = Some(h);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

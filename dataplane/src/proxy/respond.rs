@@ -391,7 +391,16 @@ pub(super) fn translated_error(
     (StatusCode::from_u16(code).unwrap_or(status), body)
 }
 
+/// The most headers the gateway adds to an answer of its own: the request
+/// id, `x-accel-buffering`, six rate-limit headers, `retry-after`,
+/// `x-should-retry` and the dropped fields.
+const GATEWAY_HEADERS: usize = 11;
+
+/// Copies an upstream answer's end-to-end headers to the client's answer
+/// (less `content-length` when the body changes), with room made once for
+/// the gateway's own: a map that grows rehashes every name it holds.
 pub(super) fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap, body_changes: bool) {
+    to.reserve(from.len() + GATEWAY_HEADERS);
     for (name, value) in from {
         let n = name.as_str();
         if llmgw_core::validate::is_hop_by_hop(n) || (body_changes && n == "content-length") {
