@@ -267,6 +267,10 @@ impl RateInfo {
     }
 }
 
+/// A hold's parts before it has its entry: the token reservation, the
+/// concurrency slot and the budget period (as in [`Hold`]).
+type Held = (Option<(i64, u64)>, bool, Option<i64>);
+
 /// What a request holds in one entry.
 #[derive(Debug)]
 struct Hold {
@@ -576,7 +580,7 @@ impl Limiter {
         }
         // What each subject holds; the entries' references go to the holds
         // once the locks (which borrow them) are released.
-        let mut taken: [(Option<(i64, u64)>, bool, Option<i64>); 3] = Default::default();
+        let mut taken: [Held; 3] = Default::default();
         let mut low = false;
         for ((g, s), t) in guards.iter_mut().zip(subjects).zip(taken.iter_mut()) {
             let Some(st) = g.as_mut() else { continue };
