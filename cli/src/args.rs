@@ -984,6 +984,36 @@ pub enum LogsCmd {
     /// stdout. Works only when the request's body was logged whole. The
     /// new request is logged with origin "replay", linked to this one.
     Replay(ReplayArgs),
+    /// Write every record the filters match (summaries with their
+    /// attempts, no headers or bodies), oldest first, to a file as JSON
+    /// lines, CSV or Parquet. Records stream from the control plane page
+    /// by page, so an export of any size runs in bounded memory. Without
+    /// --since, every stored record.
+    Export(Box<ExportArgs>),
+}
+
+/// File formats of `llmgw logs export`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object per line, the shape of `llmgw logs -o json`.
+    Ndjson,
+    /// One row per record, a header row first.
+    Csv,
+    /// Apache Parquet, one row per record (for DuckDB, pandas, Spark).
+    Parquet,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub filter: LogFilterArgs,
+    /// The format; without it, the file's extension says (.ndjson, .jsonl,
+    /// .csv, .parquet), else JSON lines.
+    #[arg(long, value_enum)]
+    pub format: Option<ExportFormat>,
+    /// Write here; without it (or with -), to stdout.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -1425,6 +1455,27 @@ mod tests {
         assert_eq!(parse_bucket("5m").unwrap(), 300);
         assert!(parse_bucket("0s").is_err());
         assert!(parse_bucket("soon").is_err());
+    }
+
+    #[test]
+    fn logs_export_takes_the_filters_a_format_and_a_file() {
+        let cli = Cli::try_parse_from([
+            "llmgw", "logs", "export", "--since", "7d", "--model", "m", "--status", "5xx",
+            "--format", "csv", "--file", "out.csv",
+        ])
+        .unwrap();
+        let Command::Logs(LogsArgs {
+            command: Some(LogsCmd::Export(e)),
+            ..
+        }) = cli.command
+        else {
+            panic!("wrong command");
+        };
+        assert_eq!(e.format, Some(ExportFormat::Csv));
+        assert_eq!(e.file.as_deref(), Some(std::path::Path::new("out.csv")));
+        assert_eq!(e.filter.model.as_deref(), Some("m"));
+        assert!(e.filter.since.is_some());
+        assert!(Cli::try_parse_from(["llmgw", "logs", "export", "--format", "xlsx"]).is_err());
     }
 
     #[test]

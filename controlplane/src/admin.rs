@@ -637,6 +637,17 @@ impl pb::admin_server::Admin for AdminService {
             .map(Response::new)
     }
 
+    type ExportLogsStream = crate::logs::export::ExportStream;
+
+    async fn export_logs(
+        &self,
+        request: Request<pb::ExportLogsRequest>,
+    ) -> Result<Response<Self::ExportLogsStream>, Status> {
+        let filter = request.into_inner().filter.unwrap_or_default();
+        crate::logs::export::start(self.store.clone(), filter, self.shutdown.clone())
+            .map(Response::new)
+    }
+
     async fn get_stats(
         &self,
         request: Request<pb::GetStatsRequest>,

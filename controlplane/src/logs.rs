@@ -10,6 +10,7 @@
 //! - [`retention`] deletes old rows in small batches.
 //! - [`LogFeed`] carries freshly stored records to `FollowLogs` streams.
 
+pub mod export;
 pub mod ingest;
 pub mod query;
 pub mod retention;

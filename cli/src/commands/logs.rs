@@ -1,5 +1,6 @@
 //! `llmgw logs`, `llmgw logs get ID` and `llmgw logs --follow`;
-//! `llmgw logs replay ID` is in `replay.rs`.
+//! `llmgw logs replay ID` is in `replay.rs`, `llmgw logs export` in
+//! `export.rs`.
 
 use std::io::Write;
 
@@ -18,6 +19,7 @@ pub async fn run(a: LogsArgs, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
     match a.command {
         Some(LogsCmd::Get(id)) => get(&id.id, g, out).await,
         Some(LogsCmd::Replay(r)) => super::replay::run(r, g, out).await,
+        Some(LogsCmd::Export(e)) => super::export::run(e, g).await,
         None if a.follow => follow(filter(&a.filter), g, out).await,
         None => list(&a, g, out).await,
     }

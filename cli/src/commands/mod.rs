@@ -3,6 +3,7 @@
 
 mod config;
 mod dataplane;
+mod export;
 mod key;
 mod limits;
 mod logs;
