@@ -466,6 +466,9 @@ pub enum Strategy {
     RoundRobin,
     Weighted,
     LeastLatency,
+    /// The cheapest target first, by its prices for the request's estimated
+    /// input and max_tokens (`route explain` shows each target's estimate).
+    CostFirst,
 }
 
 impl Strategy {
@@ -475,6 +478,7 @@ impl Strategy {
             Strategy::RoundRobin => "round-robin",
             Strategy::Weighted => "weighted",
             Strategy::LeastLatency => "least-latency",
+            Strategy::CostFirst => "cost-first",
         }
     }
 }

@@ -32,6 +32,9 @@ impl Facts for RequestFacts {
     fn input_tokens(&self) -> u64 {
         self.input_tokens
     }
+    fn max_output_tokens(&self) -> Option<u64> {
+        llmgw_core::tokens::max_output(&self.body)
+    }
 }
 
 pub fn explain(
@@ -135,6 +138,7 @@ pub fn explain(
             order,
             reason,
             serving: d.serving.to_string(),
+            estimated_cost: routing::estimated_cost(model, t, &facts),
         });
     }
     if plan.order.is_empty() {

@@ -145,6 +145,7 @@ pub fn plan(model: &Model, api: ClientApi, facts: &dyn Facts, state: &dyn RouteS
                     let turn = state.next_turn(&model.name);
                     weighted_order(model, &active, turn)
                 }
+                Strategy::CostFirst => cost_order(model, &active, facts),
                 _ => least_latency_order(model, &active, state),
             };
             order.extend(drained);
@@ -178,6 +179,36 @@ pub fn plan(model: &Model, api: ClientApi, facts: &dyn Facts, state: &dyn RouteS
     }
     decisions.sort_by_key(|d| d.target);
     Plan { order, decisions }
+}
+
+/// The output a cost estimate assumes when neither the request nor the
+/// model names `max_tokens`: the data plane's default reservation for a tpm
+/// limit (Anthropic's default `max_tokens` in `llmgw-protocols`).
+pub const ASSUMED_OUTPUT_TOKENS: u64 = 4096;
+
+/// The estimated cost in US dollars of a request on a target: its estimated
+/// input at the target's input price plus the most it may produce (its
+/// `max_tokens`, else the model's default, else [`ASSUMED_OUTPUT_TOKENS`])
+/// at the target's output price. The target's prices are its own when it
+/// has them, else the model's.
+pub fn estimated_cost(model: &Model, target: &Target, facts: &dyn Facts) -> f64 {
+    let input = facts.approximate_input_tokens() as f64;
+    let output = facts
+        .max_output_tokens()
+        .or(model.default_max_tokens)
+        .unwrap_or(ASSUMED_OUTPUT_TOKENS) as f64;
+    (input * target.prices.input_per_mtok + output * target.prices.output_per_mtok) / 1_000_000.0
+}
+
+/// The cheapest candidate first; equal costs keep the given (priority)
+/// order.
+fn cost_order(model: &Model, candidates: &[usize], facts: &dyn Facts) -> Vec<usize> {
+    let mut priced: Vec<(f64, usize)> = candidates
+        .iter()
+        .map(|&i| (estimated_cost(model, &model.targets[i], facts), i))
+        .collect();
+    priced.sort_by(|a, b| a.0.total_cmp(&b.0));
+    priced.into_iter().map(|(_, i)| i).collect()
 }
 
 /// Candidates with a weight, and drained ones (weight 0), each in the given
@@ -632,5 +663,113 @@ mod tests {
             .map(|_| names(&m, &plan(&m, ClientApi::Chat, &NoFacts, &s))[0].clone())
             .collect();
         assert_eq!(firsts.iter().filter(|f| *f == "b").count(), 4);
+    }
+
+    /// Facts with a given input estimate and `max_tokens`.
+    struct Sized(u64, Option<u64>);
+    impl Facts for Sized {
+        fn header(&self, _: &str) -> Option<&str> {
+            None
+        }
+        fn body(&self) -> Option<&serde_json::Value> {
+            None
+        }
+        fn key_name(&self) -> &str {
+            "k"
+        }
+        fn input_tokens(&self) -> u64 {
+            panic!("cost-first must use the cheap estimate")
+        }
+        fn approximate_input_tokens(&self) -> u64 {
+            self.0
+        }
+        fn max_output_tokens(&self) -> Option<u64> {
+            self.1
+        }
+    }
+
+    fn priced(p: &Arc<Provider>, m: &str, input: f64, output: f64) -> Target {
+        Target {
+            prices: Prices {
+                input_per_mtok: input,
+                output_per_mtok: output,
+                ..Prices::default()
+            },
+            ..target(p, m, 0, 1, None)
+        }
+    }
+
+    #[test]
+    fn cost_first_orders_by_the_requests_estimated_cost() {
+        let p = provider("p", Protocol::OpenAi);
+        let m = model(
+            Strategy::CostFirst,
+            vec![
+                priced(&p, "dear-input", 10.0, 1.0),
+                priced(&p, "dear-output", 1.0, 10.0),
+                priced(&p, "middle", 5.0, 5.0),
+            ],
+        );
+        let s = TestState::default();
+        // A long prompt and a short answer: the input price decides.
+        let long_in = Sized(100_000, Some(100));
+        assert_eq!(
+            names(&m, &plan(&m, ClientApi::Chat, &long_in, &s)),
+            ["dear-output", "middle", "dear-input"]
+        );
+        // A short prompt and a long answer: the output price decides.
+        let long_out = Sized(100, Some(100_000));
+        assert_eq!(
+            names(&m, &plan(&m, ClientApi::Chat, &long_out, &s)),
+            ["dear-input", "middle", "dear-output"]
+        );
+        assert!(
+            (estimated_cost(&m, &m.targets[2], &long_out) - (100.0 * 5.0 + 100_000.0 * 5.0) / 1e6)
+                .abs()
+                < 1e-12
+        );
+        // No max_tokens: the model's default, else the assumed output.
+        assert!(
+            (estimated_cost(&m, &m.targets[0], &Sized(0, None))
+                - ASSUMED_OUTPUT_TOKENS as f64 * 1.0 / 1e6)
+                .abs()
+                < 1e-12
+        );
+        let mut with_default = model(Strategy::CostFirst, vec![priced(&p, "x", 0.0, 2.0)]);
+        with_default.default_max_tokens = Some(500);
+        assert!(
+            (estimated_cost(&with_default, &with_default.targets[0], &Sized(0, None)) - 0.001)
+                .abs()
+                < 1e-12
+        );
+    }
+
+    #[test]
+    fn cost_first_moves_an_ejected_target_back_and_drained_ones_last() {
+        let p = provider("p", Protocol::OpenAi);
+        let mut drained = priced(&p, "free-drained", 0.0, 0.0);
+        drained.weight = 0;
+        let m = model(
+            Strategy::CostFirst,
+            vec![
+                priced(&p, "dear", 9.0, 9.0),
+                priced(&p, "cheap", 1.0, 1.0),
+                drained,
+                priced(&p, "equal-a", 5.0, 5.0),
+                priced(&p, "equal-b", 5.0, 5.0),
+            ],
+        );
+        let mut s = TestState::default();
+        let facts = Sized(1000, Some(100));
+        assert_eq!(
+            names(&m, &plan(&m, ClientApi::Chat, &facts, &s)),
+            ["cheap", "equal-a", "equal-b", "dear", "free-drained"]
+        );
+        // The cheapest is ejected: the next cheapest goes first.
+        s.ejected.insert("cheap".into());
+        assert_eq!(
+            names(&m, &plan(&m, ClientApi::Chat, &facts, &s)),
+            ["equal-a", "equal-b", "dear", "free-drained", "cheap"]
+        );
     }
 }

@@ -64,6 +64,15 @@ pub trait Facts {
     fn body(&self) -> Option<&Value>;
     fn key_name(&self) -> &str;
     fn input_tokens(&self) -> u64;
+    /// A cheap estimate of the input tokens, for choosing a target by price
+    /// (`cost-first`); the rules' own count unless a cheaper one is known.
+    fn approximate_input_tokens(&self) -> u64 {
+        self.input_tokens()
+    }
+    /// The request's own cap on output tokens, when it names one.
+    fn max_output_tokens(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Nesting bound, so a hostile rule cannot blow the stack.

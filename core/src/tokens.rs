@@ -114,6 +114,19 @@ fn approximate_text(text: &str) -> u64 {
     (text.len() as u64).div_ceil(BYTES_PER_TOKEN)
 }
 
+/// The request's cap on output tokens as its body names it: `max_tokens`,
+/// `max_completion_tokens` or `max_output_tokens`, in that order, else
+/// Gemini's `generationConfig.maxOutputTokens`.
+pub fn max_output(body: &serde_json::Value) -> Option<u64> {
+    ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|f| body.get(*f).and_then(serde_json::Value::as_u64))
+        .or_else(|| {
+            body.pointer("/generationConfig/maxOutputTokens")
+                .and_then(serde_json::Value::as_u64)
+        })
+}
+
 /// Estimates the input tokens of a request body of any protocol: the
 /// text of messages, system prompt, prompt or input, plus a small overhead
 /// per chat message. Builds the model's encoding if needed (blocking).

@@ -291,6 +291,9 @@ pub enum Strategy {
     Weighted,
     /// Power of two choices over an EWMA of time to first byte.
     LeastLatency,
+    /// The cheapest target first, by each target's prices for the request's
+    /// estimated input and its `max_tokens` (see `routing::estimated_cost`).
+    CostFirst,
 }
 
 impl Strategy {
@@ -300,6 +303,7 @@ impl Strategy {
             Strategy::RoundRobin => "round-robin",
             Strategy::Weighted => "weighted",
             Strategy::LeastLatency => "least-latency",
+            Strategy::CostFirst => "cost-first",
         }
     }
 }
@@ -312,8 +316,10 @@ impl FromStr for Strategy {
             "round-robin" => Ok(Strategy::RoundRobin),
             "weighted" => Ok(Strategy::Weighted),
             "least-latency" => Ok(Strategy::LeastLatency),
+            "cost-first" => Ok(Strategy::CostFirst),
             other => Err(ValidationError(format!(
-                "strategy '{other}' is not supported; use priority, round-robin, weighted or least-latency"
+                "strategy '{other}' is not supported; use priority, round-robin, weighted, \
+                 least-latency or cost-first"
             ))),
         }
     }

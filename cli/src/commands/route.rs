@@ -93,6 +93,7 @@ fn lines(r: &ExplainRouteResponse) -> Vec<String> {
             "UPSTREAM MODEL",
             "PRIORITY",
             "WEIGHT",
+            "EST. COST",
             "KEPT",
             "SERVING",
             "REASON",
@@ -108,6 +109,7 @@ fn lines(r: &ExplainRouteResponse) -> Vec<String> {
                 c.upstream_model.clone(),
                 c.priority.to_string(),
                 c.weight.to_string(),
+                super::logs::cost(c.estimated_cost),
                 yes_no(c.kept).to_string(),
                 c.serving.clone(),
                 c.reason.clone(),
@@ -146,6 +148,7 @@ mod tests {
             } else {
                 "passes through".into()
             },
+            estimated_cost: if p == "c" { 0.0125 } else { 0.0 },
         };
         let r = ExplainRouteResponse {
             model: "m".into(),
@@ -176,6 +179,9 @@ mod tests {
             "{l:?}"
         );
         assert!(l[1].contains("KEPT  SERVING"), "{l:?}");
+        assert!(l[1].contains("WEIGHT  EST. COST"), "{l:?}");
+        let words: Vec<&str> = l[2].split_whitespace().collect();
+        assert_eq!(words[5], "0.0125", "{l:?}");
         let r = ExplainRouteResponse {
             model: "m".into(),
             error: "model 'm' does not exist or is disabled".into(),

@@ -18,7 +18,7 @@ import type { ExplainRouteResponse, Model } from "@/gen/llmgw/v1/admin_pb";
 import type { Prices } from "@/gen/llmgw/v1/common_pb";
 import { api, errorMessage } from "@/lib/api";
 import { weightLabel } from "@/lib/broken";
-import { formatInt, formatPrice } from "@/lib/format";
+import { formatCost, formatInt, formatPrice } from "@/lib/format";
 import { limitsForCreate, type LimitsForm, limitsFormOf, limitsForUpdate, NO_LIMITS } from "@/lib/limits";
 import { useQuery, useTitle } from "@/lib/hooks";
 import {
@@ -39,6 +39,7 @@ const STRATEGIES: Choice[] = [
   { value: "round-robin", label: "Round robin", hint: "Every target in turn" },
   { value: "weighted", label: "Weighted", hint: "At random, in proportion to weight" },
   { value: "least-latency", label: "Least latency", hint: "The faster of two targets by recent time to first byte" },
+  { value: "cost-first", label: "Cost first", hint: "The cheapest target for the request's size first, by each target's prices" },
 ];
 
 interface TargetForm {
@@ -716,6 +717,7 @@ function ExplainResult({ r }: { r: ExplainRouteResponse }) {
                 <TableHead>Order</TableHead>
                 <TableHead>Target</TableHead>
                 <TableHead>Priority · weight</TableHead>
+                <TableHead title="This request's estimated input and max_tokens at the target's prices">Est. cost</TableHead>
                 <TableHead>Verdict</TableHead>
                 <TableHead>Serving</TableHead>
                 <TableHead>Why</TableHead>
@@ -731,6 +733,9 @@ function ExplainResult({ r }: { r: ExplainRouteResponse }) {
                   </TableCell>
                   <TableCell className="tabular-nums">
                     {c.priority} · {c.weight}
+                  </TableCell>
+                  <TableCell className="tabular-nums" data-testid="explain-cost">
+                    {formatCost(c.estimatedCost)}
                   </TableCell>
                   <TableCell>{c.kept ? <Badge variant="success">kept</Badge> : <Badge variant="secondary">dropped</Badge>}</TableCell>
                   <TableCell className="whitespace-nowrap text-xs" title={c.serving}>

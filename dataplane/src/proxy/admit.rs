@@ -57,10 +57,7 @@ impl LimitView {
 /// is settled with the real usage, and neither tiktoken's count nor a tree
 /// of the body is worth its cost here.
 fn reservation(facts: &RequestFacts<'_>, model: &Model, endpoint: Endpoint) -> u64 {
-    let input = match facts.input_tokens.get() {
-        Some(n) => *n,
-        None => facts.head.approximate_input(),
-    };
+    let input = facts.approximate_input_tokens();
     match endpoint.api() {
         ClientApi::Embeddings => return input,
         // Counting produces no tokens, and its answer carries no usage.
@@ -69,11 +66,19 @@ fn reservation(facts: &RequestFacts<'_>, model: &Model, endpoint: Endpoint) -> u
     }
     input.saturating_add(
         facts
-            .head
-            .max_output()
+            .max_output_tokens()
             .or(model.default_max_tokens)
             .unwrap_or(DEFAULT_RESERVED_OUTPUT),
     )
+}
+
+#[cfg(test)]
+#[test]
+fn routing_assumes_the_output_a_reservation_does() {
+    assert_eq!(
+        llmgw_core::routing::ASSUMED_OUTPUT_TOKENS,
+        DEFAULT_RESERVED_OUTPUT
+    );
 }
 
 fn has_tpm(l: Option<&Limits>) -> bool {

@@ -864,13 +864,7 @@ mod tests {
 
     /// What a reservation read from the tree before `Head` measured it.
     fn tree_max_output(t: &Value) -> Option<u64> {
-        ["max_tokens", "max_completion_tokens", "max_output_tokens"]
-            .iter()
-            .find_map(|f| t.get(*f).and_then(Value::as_u64))
-            .or_else(|| {
-                t.pointer("/generationConfig/maxOutputTokens")
-                    .and_then(Value::as_u64)
-            })
+        llmgw_core::tokens::max_output(t)
     }
 
     /// A sampling parameter as the tree has it: the top-level member,

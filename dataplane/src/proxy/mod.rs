@@ -134,6 +134,17 @@ impl Facts for RequestFacts<'_> {
             .input_tokens
             .get_or_init(|| estimate::input_tokens_now(self.tokenizer_model, self.tree()))
     }
+    fn approximate_input_tokens(&self) -> u64 {
+        // The rules' count when they made one, else the body's first
+        // pass's rough one (as for a tpm reservation).
+        match self.input_tokens.get() {
+            Some(n) => *n,
+            None => self.head.approximate_input(),
+        }
+    }
+    fn max_output_tokens(&self) -> Option<u64> {
+        self.head.max_output()
+    }
 }
 
 impl RequestFacts<'_> {

@@ -1,0 +1,90 @@
+"""The `cost-first` strategy (#16): among a model's healthy targets, the
+cheapest for the request (its estimated input and max_tokens at each
+target's own prices) is tried first; when it is ejected as an outlier, the
+next cheapest. `llmgw route explain` shows each target's estimated cost.
+The official openai SDK is the client; targets' prices are set with a
+declarative `llmgw apply`, which carries per-target prices."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import Gateway, GatewayFactory, uid
+
+MSG = [{"role": "user", "content": "which one is cheapest?"}]
+
+
+@pytest.fixture(scope="module")
+def cgw(make_gateway: GatewayFactory) -> Gateway:
+    # Outlier state is per data plane: a gateway of this module's own.
+    return make_gateway("costfirst", cp_args=["--retry-budget-min-retries", "10000"])
+
+
+def prices(inp: float, out: float) -> dict[str, float]:
+    return {"input_per_mtok": inp, "output_per_mtok": out}
+
+
+def attempts(rec: dict) -> list[tuple[str, int]]:
+    return [(a["upstream_model"], a["status"]) for a in rec["attempts"]]
+
+
+def test_the_cheapest_healthy_target_first_then_the_next_after_an_ejection(
+        cgw: Gateway, tmp_path: Path) -> None:
+    dear, cheap, mid = (f"{n}-{uid()}" for n in ("dear", "cheap", "mid"))
+    model = f"cf-{uid()}"
+    config = {"models": [{
+        "name": model, "strategy": "cost-first", "max_attempts": 1, "enabled": True,
+        # Listed dearest first, so the order is not the targets' own.
+        "targets": [
+            {"provider": "mock", "upstream_model": dear, "priority": 0, "enabled": True,
+             "prices": prices(10, 30)},
+            {"provider": "mock", "upstream_model": cheap, "priority": 1, "enabled": True,
+             "prices": prices(1, 2)},
+            {"provider": "mock", "upstream_model": mid, "priority": 2, "enabled": True,
+             "prices": prices(3, 6)},
+        ],
+    }]}
+    path = tmp_path / "cost-first.json"
+    path.write_text(json.dumps(config))
+    p = cgw.cli_raw("apply", "-f", str(path), json_out=False)
+    assert p.returncode == 0, p.stderr
+    cgw.sync()
+    _, key = cgw.add_key()
+
+    # route explain: the estimates, and the order they make.
+    body = tmp_path / "body.json"
+    body.write_text(json.dumps({"model": model, "messages": MSG, "max_tokens": 1000}))
+    ex = cgw.cli("route", "explain", model, "--body", str(body))
+    assert ex["strategy"] == "cost-first"
+    by_model = {c["upstream_model"]: c for c in ex["candidates"]}
+    n_in = ex["estimated_input_tokens"]
+    for name, (pi, po) in {dear: (10, 30), cheap: (1, 2), mid: (3, 6)}.items():
+        want = (n_in * pi + 1000 * po) / 1e6
+        assert abs(by_model[name]["estimated_cost"] - want) < 1e-9, (name, by_model[name], want)
+    assert [by_model[n]["order"] for n in (cheap, mid, dear)] == [0, 1, 2], ex
+
+    oa = cgw.openai(key, max_retries=0)
+
+    def ask() -> dict:
+        raw = oa.chat.completions.with_raw_response.create(model=model, messages=MSG, max_tokens=50)
+        assert raw.parse().choices[0].message.content
+        return cgw.log(raw.headers["x-llmgw-request-id"])
+
+    assert attempts(ask()) == [(cheap, 200)]
+    # The cheapest fails: each request fails over to the next cheapest,
+    # until the cheapest is ejected (the data plane's outlier policy: at
+    # least 5 outcomes, half of them failures; here after the 4th failure).
+    cgw.mock.script(cheap, [{"status": 500}] * 5)
+    failures = 0
+    while (a := attempts(ask())) != [(mid, 200)]:
+        assert a == [(cheap, 500), (mid, 200)], a
+        failures += 1
+        assert failures <= 5, "the failing cheapest target was never ejected"
+    assert failures == 4
+    # Ejected: the next cheapest is tried first, and the cheapest not at all.
+    assert attempts(ask()) == [(mid, 200)]
+    assert len(cgw.mock.requests(cheap)) == 1 + failures
+    assert cgw.mock.requests(dear) == []
