@@ -405,6 +405,11 @@ pub struct ProviderAddArgs {
     /// Do not ask OpenAI chat streams for usage (stream_options.include_usage).
     #[arg(long)]
     pub no_stream_usage: bool,
+    /// Outbound proxy for this provider's upstream traffic:
+    /// http://[USER:PASS@]HOST:PORT, https://... or socks5://...; the
+    /// credentials are stored encrypted and shown masked.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
     /// Limits that protect the upstream's own quota.
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -456,6 +461,13 @@ pub struct ProviderChanges {
     /// Whether to ask OpenAI chat streams for usage.
     #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
     pub stream_usage: Option<bool>,
+    /// New outbound proxy (http://, https:// or socks5://, with optional
+    /// USER:PASS@).
+    #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
+    pub proxy: Option<String>,
+    /// Remove the outbound proxy: connect to the upstream directly.
+    #[arg(long)]
+    pub no_proxy: bool,
 }
 
 // ---------- models ----------

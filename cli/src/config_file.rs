@@ -133,6 +133,7 @@ mod tests {
                 timeout_s: 30,
                 enabled: true,
                 stream_usage: true,
+                proxy: "http://****@proxy.example:3128".into(),
             }],
             models: vec![ModelConfig {
                 limits: Default::default(),

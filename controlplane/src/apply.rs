@@ -154,8 +154,24 @@ fn provider_diff(old: &ProviderSpec, new: &ProviderSpec) -> Vec<String> {
     if old.enabled != new.enabled {
         d.push(format!("enabled: {} -> {}", old.enabled, new.enabled));
     }
+    if key(&old.proxy) != key(&new.proxy) {
+        d.push(format!(
+            "proxy: {} -> {}",
+            or_none(&old.shown_proxy()),
+            or_none(&new.shown_proxy())
+        ));
+    }
     d.extend(limits_diff(old.limits.as_ref(), new.limits.as_ref()));
     d
+}
+
+/// A shown value in a diff, `none` when empty.
+fn or_none(s: &str) -> &str {
+    if s.is_empty() {
+        "none"
+    } else {
+        s
+    }
 }
 
 fn model_diff(old: &ModelSpec, new: &ModelSpec) -> Vec<String> {

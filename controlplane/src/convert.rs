@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use llmgw_core::limits::{Limits, OnOutage, Period};
+use llmgw_core::proxy::ProxyUrl;
 use llmgw_core::table::{ModelType, Translation};
 use llmgw_core::{keys, validate, Protocol, Strategy};
 use llmgw_proto::v1 as pb;
@@ -83,6 +84,31 @@ pub fn resolve_secret(
         };
     }
     Ok(Some(SecretString::from(given.to_string())))
+}
+
+/// A proxy URL from the API or a file: empty is none; the masked form
+/// reads show (`scheme://****@host:port`) keeps the stored proxy when it is
+/// that proxy's mask, and is refused otherwise; anything else must be a
+/// valid proxy URL, stored normalized.
+pub fn resolve_proxy(
+    given: &str,
+    stored: Option<&SecretString>,
+) -> Result<Option<SecretString>, StoreError> {
+    let given = given.trim();
+    if given.is_empty() {
+        return Ok(None);
+    }
+    let url = ProxyUrl::parse(given).map_err(StoreError::from)?;
+    if given.contains("****@") {
+        let stored_url = stored.and_then(|s| ProxyUrl::parse(s.expose_secret()).ok());
+        return match (stored, stored_url) {
+            (Some(s), Some(u)) if u.shown() == url.shown() => Ok(Some(s.clone())),
+            _ => Err(StoreError::Invalid(
+                "proxy is masked but does not match the stored proxy; give the real URL".into(),
+            )),
+        };
+    }
+    Ok(Some(url.full()))
 }
 
 // ---------- limits ----------
@@ -185,6 +211,7 @@ pub fn provider_pb(row: &ProviderRow) -> pb::Provider {
         timeout_s: c.timeout_s,
         enabled: c.enabled,
         stream_usage: c.stream_usage,
+        proxy: c.proxy,
         created_at: rfc3339(Some(row.created_at)),
         updated_at: rfc3339(Some(row.updated_at)),
         broken: broken_pb(&row.broken),
@@ -203,6 +230,7 @@ pub fn provider_config_pb(s: &ProviderSpec) -> pb::ProviderConfig {
         timeout_s: s.timeout_s,
         enabled: s.enabled,
         stream_usage: s.stream_usage,
+        proxy: s.shown_proxy(),
     }
 }
 
@@ -230,6 +258,8 @@ pub fn provider_spec(
         stream_usage: c.stream_usage,
         enabled: c.enabled,
         limits: limits_merged(None, c.limits.as_ref()).map_err(in_object("provider", &c.name))?,
+        proxy: resolve_proxy(&c.proxy, stored.and_then(|s| s.proxy.as_ref()))
+            .map_err(in_object("provider", &c.name))?,
     })
 }
 

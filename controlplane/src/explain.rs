@@ -135,6 +135,12 @@ pub fn explain(
             order,
             reason,
             serving: d.serving.to_string(),
+            proxy: t
+                .provider
+                .proxy
+                .as_ref()
+                .map(|p| p.shown())
+                .unwrap_or_default(),
         });
     }
     if plan.order.is_empty() {

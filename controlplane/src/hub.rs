@@ -259,6 +259,10 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
                 headers: s.headers.into_iter().collect(),
                 timeout_s: s.timeout_s,
                 stream_usage: s.stream_usage,
+                proxy: s
+                    .proxy
+                    .map(|p| p.expose_secret().to_string())
+                    .unwrap_or_default(),
             }
         })
         .collect();

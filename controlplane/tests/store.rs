@@ -1407,6 +1407,61 @@ both! {
 }
 
 both! {
+    async fn a_proxy_is_sealed_shown_masked_and_kept_by_apply(db: Db) {
+        let store = db.open().await;
+        let mut px = provider("px");
+        px.proxy = Some(SecretString::from(
+            "http://puser:ppass-9876@proxy.example:3128".to_string(),
+        ));
+        create_provider(&store, &px).await;
+        let got = get_provider(&store, "px").await.unwrap();
+        assert_provider_eq(&got.spec, &px);
+        assert_eq!(got.spec.shown_proxy(), "http://****@proxy.example:3128");
+        let sealed = raw_provider_column(&store, "px", "proxy_sealed").await.unwrap();
+        assert!(!sealed.contains("ppass-9876") && !sealed.contains("puser"), "{sealed}");
+        // The snapshot carries the whole URL; its Debug does not.
+        let snap = build_snapshot(store.config_state().await.unwrap()).unwrap();
+        let sp = snap.providers.iter().find(|p| p.name == "px").unwrap();
+        assert_eq!(sp.proxy, "http://puser:ppass-9876@proxy.example:3128");
+        assert!(!format!("{sp:?}").contains("ppass"));
+
+        // Export masks it; applying the export keeps the stored proxy.
+        let exported = export(&store).await;
+        assert_eq!(exported.providers[0].proxy, "http://****@proxy.example:3128");
+        assert!(run_apply(&store, exported.clone(), true).await.unwrap().is_empty());
+        assert_provider_eq(&get_provider(&store, "px").await.unwrap().spec, &px);
+
+        // A mask of another proxy is refused without echoing anything.
+        let mut other = exported.clone();
+        other.providers[0].proxy = "http://****@elsewhere.example:3128".into();
+        let e = run_apply(&store, other, false).await.unwrap_err().to_string();
+        assert!(e.contains("proxy is masked but does not match"), "{e}");
+        // A change is listed masked; none clears it.
+        let mut socks = exported.clone();
+        socks.providers[0].proxy = "socks5://proxy.example".into();
+        let changes = run_apply(&store, socks, true).await.unwrap();
+        assert_eq!(
+            change(&changes, "provider", "px").details,
+            ["proxy: http://****@proxy.example:3128 -> socks5://proxy.example:1080"]
+        );
+        let mut none = exported;
+        none.providers[0].proxy = String::new();
+        let changes = run_apply(&store, none, true).await.unwrap();
+        assert_eq!(
+            change(&changes, "provider", "px").details,
+            ["proxy: socks5://proxy.example:1080 -> none"]
+        );
+        assert_eq!(raw_provider_column(&store, "px", "proxy_sealed").await, None);
+        // A bad URL is refused naming the field.
+        px.proxy = Some(SecretString::from("ftp://h".to_string()));
+        let mut tx = store.begin_write().await.unwrap();
+        assert_err!(store.update_provider(&mut tx, &px).await, Invalid, "proxy must use");
+        drop(tx);
+        store.close().await;
+    }
+}
+
+both! {
     async fn apply_reports_creates_updates_and_deletes(db: Db) {
         let store = db.open().await;
         populate(&store).await;
@@ -1425,6 +1480,7 @@ both! {
             timeout_s: 15,
             enabled: true,
             stream_usage: false,
+            proxy: String::new(),
         });
         {
             let a = provider_cfg(&mut desired, "p-a");
@@ -1747,6 +1803,7 @@ both! {
                 timeout_s: 0,
                 enabled: true,
                 stream_usage: true,
+                proxy: String::new(),
             }],
             api_keys: vec![pb::ApiKeyConfig {
                 name: "k".into(),

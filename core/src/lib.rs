@@ -7,6 +7,7 @@ pub mod endpoint;
 pub mod keys;
 pub mod limits;
 pub mod outlier;
+pub mod proxy;
 pub mod quota;
 pub mod routing;
 pub mod rules;

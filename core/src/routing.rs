@@ -318,6 +318,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             stream_usage: true,
             limits: None,
+            proxy: None,
         })
     }
 

@@ -80,6 +80,8 @@ pub struct Provider {
     pub stream_usage: bool,
     /// Protects the upstream's own quota; `None` when none is set.
     pub limits: Option<Limits>,
+    /// The outbound proxy for this provider's upstream traffic.
+    pub proxy: Option<crate::proxy::ProxyUrl>,
 }
 
 impl fmt::Debug for Provider {
@@ -94,6 +96,7 @@ impl fmt::Debug for Provider {
                 &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
             .field("timeout", &self.timeout)
+            .field("proxy", &self.proxy)
             .finish()
     }
 }
@@ -552,6 +555,11 @@ fn provider(p: pb::SnapshotProvider, settings: &Settings) -> Result<Provider, Sn
         },
         stream_usage: p.stream_usage,
         limits: limits(p.limits.as_ref())?,
+        proxy: if p.proxy.is_empty() {
+            None
+        } else {
+            Some(crate::proxy::ProxyUrl::parse(&p.proxy).map_err(|e| bad(e.0))?)
+        },
     })
 }
 
@@ -689,6 +697,7 @@ mod tests {
                 headers: [("x-org".to_string(), "acme".to_string())].into(),
                 timeout_s: 0,
                 stream_usage: true,
+                proxy: String::new(),
             }],
             models: vec![pb::SnapshotModel {
                 limits: Default::default(),
@@ -760,6 +769,20 @@ mod tests {
         let t = RoutingTable::try_from(s).unwrap();
         assert!(t.key_named("k", 999).is_ok());
         assert_eq!(t.key_named("k", 1000).unwrap_err(), KeyRejection::Expired);
+    }
+
+    #[test]
+    fn a_proxy_is_read_and_a_bad_one_refuses_the_snapshot_naming_the_field() {
+        let mut s = sample();
+        s.providers[0].proxy = "socks5://u:proxysecret@127.0.0.1:1080".into();
+        let t = RoutingTable::try_from(s.clone()).unwrap();
+        let p = t.providers["openai"].proxy.as_ref().unwrap();
+        assert_eq!(p.shown(), "socks5://****@127.0.0.1:1080");
+        let dbg = format!("{t:?}");
+        assert!(!dbg.contains("proxysecret"), "{dbg}");
+        s.providers[0].proxy = "ftp://u:proxysecret@h".into();
+        let e = RoutingTable::try_from(s).unwrap_err().0;
+        assert_eq!(e, "provider 'openai': proxy must use http, https or socks5");
     }
 
     #[test]

@@ -178,6 +178,7 @@ fn snapshot(version: u64, nonce: &str) -> Snapshot {
             headers: [("x-org".to_string(), "acme".to_string())].into(),
             timeout_s: 0,
             stream_usage: true,
+            proxy: String::new(),
         }],
         models: vec![SnapshotModel {
             limits: Default::default(),

@@ -142,6 +142,7 @@ fn create_request(a: ProviderAddArgs) -> Result<CreateProviderRequest> {
         timeout_s: a.timeout_s.unwrap_or(0),
         enabled: Some(!a.disabled),
         stream_usage: Some(!a.no_stream_usage),
+        proxy: a.proxy.unwrap_or_default(),
     })
 }
 
@@ -171,6 +172,11 @@ fn update_request(a: ProviderUpdateArgs) -> Result<UpdateProviderRequest> {
         timeout_s: ch.timeout_s,
         enabled,
         stream_usage: ch.stream_usage,
+        proxy: if ch.no_proxy {
+            Some(String::new())
+        } else {
+            ch.proxy
+        },
     })
 }
 
@@ -193,8 +199,8 @@ fn list(out: &mut Out<'_>, providers: &[Provider]) -> Result<()> {
         return out.json(providers);
     }
     let mut t = Table::new(&[
-        "NAME", "PROTOCOL", "BASE URL", "API KEY", "HEADERS", "TIMEOUT", "ENABLED", "LIMITS",
-        "STATUS",
+        "NAME", "PROTOCOL", "BASE URL", "API KEY", "HEADERS", "PROXY", "TIMEOUT", "ENABLED",
+        "LIMITS", "STATUS",
     ]);
     for p in providers {
         let headers: Vec<&str> = sorted_headers(&p.headers)
@@ -207,6 +213,7 @@ fn list(out: &mut Out<'_>, providers: &[Provider]) -> Result<()> {
             p.base_url.clone(),
             p.api_key.clone(),
             headers.join(","),
+            p.proxy.clone(),
             timeout(p.timeout_s),
             yes_no(p.enabled).to_string(),
             summary(p.limits.as_ref()),
@@ -233,6 +240,7 @@ fn show(out: &mut Out<'_>, p: &Provider) -> Result<()> {
     t.row(["timeout_s".to_string(), timeout(p.timeout_s)]);
     t.row(["enabled", yes_no(p.enabled)]);
     t.row(["stream_usage", yes_no(p.stream_usage)]);
+    t.row(["proxy", &p.proxy]);
     t.row(["limits".to_string(), summary(p.limits.as_ref())]);
     t.row(["created_at", &p.created_at]);
     t.row(["updated_at", &p.updated_at]);

@@ -114,6 +114,14 @@ fn lines(r: &ExplainRouteResponse) -> Vec<String> {
             ]);
         }
         lines.extend(t.render().lines().map(str::to_string));
+        for c in &r.candidates {
+            if !c.proxy.is_empty() {
+                lines.push(format!(
+                    "{}:{} connects through proxy {}",
+                    c.provider, c.upstream_model, c.proxy
+                ));
+            }
+        }
     }
     if !r.error.is_empty() {
         lines.push(format!("the request would fail: {}", r.error));
@@ -146,6 +154,11 @@ mod tests {
             } else {
                 "passes through".into()
             },
+            proxy: if p == "c" {
+                "socks5://****@127.0.0.1:1080".into()
+            } else {
+                String::new()
+            },
         };
         let r = ExplainRouteResponse {
             model: "m".into(),
@@ -176,6 +189,10 @@ mod tests {
             "{l:?}"
         );
         assert!(l[1].contains("KEPT  SERVING"), "{l:?}");
+        assert_eq!(
+            l[5],
+            "c:c-model connects through proxy socks5://****@127.0.0.1:1080"
+        );
         let r = ExplainRouteResponse {
             model: "m".into(),
             error: "model 'm' does not exist or is disabled".into(),

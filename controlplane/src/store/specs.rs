@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use llmgw_core::limits::Limits;
+use llmgw_core::proxy::ProxyUrl;
 use llmgw_core::rules::Rule;
 use llmgw_core::table::{ModelType, Translation};
 use llmgw_core::validate::{limits, ValidationError};
@@ -51,9 +52,24 @@ pub struct ProviderSpec {
     pub enabled: bool,
     /// Protects the upstream's own quota; `None` is none.
     pub limits: Option<Limits>,
+    /// The outbound proxy's URL with its credentials (normalized by
+    /// `ProxyUrl::full`); `None` is none.
+    pub proxy: Option<SecretString>,
 }
 
 impl ProviderSpec {
+    /// The proxy as reads show it: `scheme://host:port` with `****@` for
+    /// credentials, or empty when there is none.
+    pub fn shown_proxy(&self) -> String {
+        self.proxy
+            .as_ref()
+            .map(|p| match ProxyUrl::parse(p.expose_secret()) {
+                Ok(u) => u.shown(),
+                Err(_) => "(not a valid proxy URL)".to_string(),
+            })
+            .unwrap_or_default()
+    }
+
     /// The API key as reads show it: masked, or empty when there is none.
     pub fn shown_api_key(&self) -> String {
         use secrecy::ExposeSecret;
@@ -95,6 +111,11 @@ impl ProviderSpec {
         }
         if self.timeout_s > 3600 {
             p.add("timeout_s", "timeout_s must be at most 3600 seconds");
+        }
+        if let Some(u) = &self.proxy {
+            if let Err(e) = ProxyUrl::parse(u.expose_secret()) {
+                p.add("proxy", e.0);
+            }
         }
         p
     }

@@ -245,6 +245,7 @@ pub fn provider(name: &str) -> ProviderSpec {
         stream_usage: true,
         enabled: true,
         limits: None,
+        proxy: None,
     }
 }
 
@@ -407,4 +408,10 @@ pub fn assert_provider_eq(got: &ProviderSpec, want: &ProviderSpec) {
     assert_eq!(got.timeout_s, want.timeout_s, "timeout_s of {}", want.name);
     assert_eq!(got.stream_usage, want.stream_usage);
     assert_eq!(got.enabled, want.enabled, "enabled of {}", want.name);
+    assert_eq!(
+        secret(&got.proxy),
+        secret(&want.proxy),
+        "proxy of {}",
+        want.name
+    );
 }

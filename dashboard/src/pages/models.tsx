@@ -728,6 +728,7 @@ function ExplainResult({ r }: { r: ExplainRouteResponse }) {
                   <TableCell className="font-medium">
                     {c.provider}
                     <span className="text-muted-foreground">:{c.upstreamModel}</span>
+                    {c.proxy ? <div className="font-mono text-xs text-muted-foreground">via {c.proxy}</div> : null}
                   </TableCell>
                   <TableCell className="tabular-nums">
                     {c.priority} · {c.weight}

@@ -34,6 +34,7 @@ interface Form {
   timeoutS: string;
   enabled: boolean;
   streamUsage: boolean;
+  proxy: string;
   headers: HeaderRow[];
   limits: LimitsForm;
 }
@@ -47,6 +48,7 @@ const EMPTY: Form = {
   timeoutS: "",
   enabled: true,
   streamUsage: true,
+  proxy: "",
   headers: [],
   limits: NO_LIMITS,
 };
@@ -61,6 +63,7 @@ function formOf(p: Provider): Form {
     timeoutS: p.timeoutS ? String(p.timeoutS) : "",
     enabled: p.enabled,
     streamUsage: p.streamUsage,
+    proxy: p.proxy,
     headers: Object.entries(p.headers)
       .sort(([a], [b]) => a.localeCompare(b))
       .map(([name, value]) => ({ name, value })),
@@ -111,6 +114,7 @@ export function ProvidersPage() {
                 <TableHead>Protocol</TableHead>
                 <TableHead>Base URL</TableHead>
                 <TableHead>API key</TableHead>
+                <TableHead>Proxy</TableHead>
                 <TableHead>Timeout</TableHead>
                 <TableHead>Status</TableHead>
                 <TableHead>Limits</TableHead>
@@ -133,6 +137,7 @@ export function ProvidersPage() {
                     {p.baseUrl}
                   </TableCell>
                   <TableCell className="font-mono text-xs">{p.apiKey || <span className="text-muted-foreground">none</span>}</TableCell>
+                  <TableCell className="font-mono text-xs">{p.proxy || <span className="text-muted-foreground">direct</span>}</TableCell>
                   <TableCell className="tabular-nums">{p.timeoutS ? `${p.timeoutS} s` : <span className="text-muted-foreground">default</span>}</TableCell>
                   <TableCell>
                     <div className="flex flex-wrap gap-1">
@@ -214,6 +219,7 @@ function ProviderDialog({ provider, onClose, onSaved }: { provider?: Provider; o
           timeoutS: timeout,
           enabled: f.enabled,
           streamUsage: f.streamUsage,
+          proxy: f.proxy.trim(),
           limits,
         });
       } else {
@@ -227,6 +233,8 @@ function ProviderDialog({ provider, onClose, onSaved }: { provider?: Provider; o
           timeoutS: timeout,
           enabled: f.enabled,
           streamUsage: f.streamUsage,
+          // The masked value shown keeps the stored proxy; empty removes it.
+          proxy: f.proxy.trim() !== initial.proxy ? f.proxy.trim() : undefined,
           limits,
         });
       }
@@ -294,6 +302,20 @@ function ProviderDialog({ provider, onClose, onSaved }: { provider?: Provider; o
             disabled={f.removeKey}
             onChange={(e) => set({ apiKey: e.target.value })}
             placeholder={provider?.apiKey ? "Unchanged" : ""}
+          />
+        </Field>
+        <Field
+          label="Outbound proxy"
+          htmlFor="p-proxy"
+          hint="http://, https:// or socks5://, with optional user:pass@ (sealed, shown masked). Empty: connect directly."
+        >
+          <Input
+            id="p-proxy"
+            autoComplete="off"
+            spellCheck={false}
+            value={f.proxy}
+            onChange={(e) => set({ proxy: e.target.value })}
+            placeholder="socks5://user:pass@proxy.internal:1080"
           />
         </Field>
         {provider?.apiKey ? (

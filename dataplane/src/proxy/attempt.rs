@@ -384,6 +384,7 @@ impl Proxy {
             &provider.base_url,
             &prepared.path,
             settings.connect_timeout,
+            provider.proxy.as_ref(),
         )?;
         let left = deadline.saturating_duration_since(Instant::now());
         let (limit, by_deadline) = if left < settings.first_byte_timeout {
