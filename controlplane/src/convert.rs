@@ -111,6 +111,14 @@ pub fn resolve_proxy(
     Ok(Some(url.full()))
 }
 
+/// Default parameters from the API or a file (name -> JSON text), each
+/// checked and kept in compact form.
+pub fn default_params(
+    map: impl IntoIterator<Item = (String, String)>,
+) -> Result<BTreeMap<String, String>, StoreError> {
+    llmgw_core::defaults::params(map).map_err(StoreError::from)
+}
+
 // ---------- limits ----------
 
 /// Limits as the API shows them: absent when there are none.
@@ -212,6 +220,7 @@ pub fn provider_pb(row: &ProviderRow) -> pb::Provider {
         enabled: c.enabled,
         stream_usage: c.stream_usage,
         proxy: c.proxy,
+        default_params: c.default_params,
         created_at: rfc3339(Some(row.created_at)),
         updated_at: rfc3339(Some(row.updated_at)),
         broken: broken_pb(&row.broken),
@@ -231,6 +240,7 @@ pub fn provider_config_pb(s: &ProviderSpec) -> pb::ProviderConfig {
         enabled: s.enabled,
         stream_usage: s.stream_usage,
         proxy: s.shown_proxy(),
+        default_params: s.default_params.clone().into_iter().collect(),
     }
 }
 
@@ -260,6 +270,8 @@ pub fn provider_spec(
         limits: limits_merged(None, c.limits.as_ref()).map_err(in_object("provider", &c.name))?,
         proxy: resolve_proxy(&c.proxy, stored.and_then(|s| s.proxy.as_ref()))
             .map_err(in_object("provider", &c.name))?,
+        default_params: default_params(c.default_params.clone())
+            .map_err(in_object("provider", &c.name))?,
     })
 }
 
@@ -288,6 +300,7 @@ pub fn target_pb(t: &TargetSpec) -> pb::ModelTarget {
         rules: t.rules.clone(),
         enabled: t.enabled,
         prices: t.prices.map(prices_pb),
+        default_params: t.default_params.clone().into_iter().collect(),
     }
 }
 
@@ -313,6 +326,8 @@ pub fn targets_from_pb(items: &[pb::ModelTarget]) -> Result<Vec<TargetSpec>, Sto
                 rules: rules_text(i, &t.rules)?,
                 enabled: t.enabled,
                 prices: t.prices.as_ref().map(|p| prices(Some(p))),
+                default_params: default_params(t.default_params.clone())
+                    .map_err(|e| StoreError::Invalid(format!("target {}: {e}", i + 1)))?,
             })
         })
         .collect()

@@ -141,6 +141,11 @@ pub fn explain(
                 .as_ref()
                 .map(|p| p.shown())
                 .unwrap_or_default(),
+            default_params: t
+                .defaults
+                .iter()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                .collect(),
         });
     }
     if plan.order.is_empty() {

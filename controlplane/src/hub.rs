@@ -233,6 +233,7 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
                         weight: t.weight,
                         rules: t.rules.clone(),
                         prices: t.prices.map(prices_pb),
+                        default_params: t.default_params.clone().into_iter().collect(),
                     })
                     .collect(),
                 default_max_tokens: s.default_max_tokens,
@@ -263,6 +264,7 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
                     .proxy
                     .map(|p| p.expose_secret().to_string())
                     .unwrap_or_default(),
+                default_params: s.default_params.into_iter().collect(),
             }
         })
         .collect();

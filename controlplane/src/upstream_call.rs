@@ -352,6 +352,7 @@ pub(crate) mod tests {
             enabled: true,
             limits: None,
             proxy: None,
+            default_params: Default::default(),
         }
     }
 

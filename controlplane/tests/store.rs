@@ -1462,6 +1462,59 @@ both! {
 }
 
 both! {
+    async fn default_params_round_trip_export_and_apply(db: Db) {
+        let store = db.open().await;
+        let mut p = provider("dp");
+        p.default_params = [("temperature".to_string(), "0.2".to_string())].into();
+        create_provider(&store, &p).await;
+        let mut t = target("dp", "up");
+        t.default_params = [
+            ("temperature".to_string(), "0.7".to_string()),
+            ("stop".to_string(), "[\"x\"]".to_string()),
+        ]
+        .into();
+        create_model(&store, &model("dm", vec![t.clone()])).await;
+        assert_eq!(get_provider(&store, "dp").await.unwrap().spec.default_params, p.default_params);
+        let mut c = store.pool().acquire().await.unwrap();
+        assert_eq!(store.model(&mut c, "dm").await.unwrap().spec.targets[0].default_params, t.default_params);
+        drop(c);
+        let snap = build_snapshot(store.config_state().await.unwrap()).unwrap();
+        let table = llmgw_core::RoutingTable::try_from(snap).unwrap();
+        let applied: Vec<(String, String)> = table.models["dm"].targets[0]
+            .defaults
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        assert_eq!(
+            applied,
+            [("stop".to_string(), "[\"x\"]".to_string()), ("temperature".to_string(), "0.7".to_string())]
+        );
+
+        let exported = export(&store).await;
+        assert_eq!(exported.providers[0].default_params["temperature"], "0.2");
+        assert_eq!(exported.models[0].targets[0].default_params["stop"], "[\"x\"]");
+        assert!(run_apply(&store, exported.clone(), true).await.unwrap().is_empty());
+        let mut changed = exported.clone();
+        changed.providers[0].default_params.insert("top_p".into(), " 0.5 ".into());
+        changed.models[0].targets[0].default_params.clear();
+        let changes = run_apply(&store, changed, true).await.unwrap();
+        assert_eq!(
+            change(&changes, "provider", "dp").details,
+            ["default_params: temperature=0.2 -> temperature=0.2 top_p=0.5"]
+        );
+        assert_eq!(
+            change(&changes, "model", "dm").details,
+            ["targets: [dp:up {stop=[\"x\"] temperature=0.7}] -> [dp:up]"]
+        );
+        let mut bad = exported;
+        bad.providers[0].default_params.insert("messages".into(), "[]".into());
+        let e = run_apply(&store, bad, false).await.unwrap_err().to_string();
+        assert!(e.contains("default parameter 'messages' is not allowed"), "{e}");
+        store.close().await;
+    }
+}
+
+both! {
     async fn apply_reports_creates_updates_and_deletes(db: Db) {
         let store = db.open().await;
         populate(&store).await;
@@ -1481,6 +1534,7 @@ both! {
             enabled: true,
             stream_usage: false,
             proxy: String::new(),
+            default_params: Default::default(),
         });
         {
             let a = provider_cfg(&mut desired, "p-a");
@@ -1510,6 +1564,7 @@ both! {
                 rules: String::new(),
                 enabled: true,
                 prices: None,
+                default_params: Default::default(),
             }],
             ..Default::default()
         });
@@ -1790,6 +1845,7 @@ both! {
                     rules: "{ \"field\" : \"key\", \"op\": \"eq\", \"value\": \"k\" }".into(),
                     enabled: true,
                     prices: None,
+                    default_params: Default::default(),
                 }],
                 ..Default::default()
             }],
@@ -1804,6 +1860,7 @@ both! {
                 enabled: true,
                 stream_usage: true,
                 proxy: String::new(),
+                default_params: Default::default(),
             }],
             api_keys: vec![pb::ApiKeyConfig {
                 name: "k".into(),

@@ -3,6 +3,7 @@
 //! routing table that a data plane builds from a discovery snapshot.
 
 pub mod body;
+pub mod defaults;
 pub mod endpoint;
 pub mod keys;
 pub mod limits;

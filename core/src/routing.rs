@@ -319,6 +319,7 @@ mod tests {
             stream_usage: true,
             limits: None,
             proxy: None,
+            default_params: Default::default(),
         })
     }
 
@@ -336,6 +337,7 @@ mod tests {
             weight,
             rules: rule.and_then(|r| Rule::parse(r).unwrap()),
             prices: Prices::default(),
+            defaults: Vec::new(),
         }
     }
 

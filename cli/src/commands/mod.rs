@@ -3,6 +3,7 @@
 
 mod config;
 mod dataplane;
+mod default_params;
 mod key;
 mod limits;
 mod logs;

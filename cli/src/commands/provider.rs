@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use std::io::Write;
 
 use llmgw_proto::v1::{
-    CreateProviderRequest, DeleteProviderRequest, GetProviderRequest, Headers,
+    CreateProviderRequest, DefaultParams, DeleteProviderRequest, GetProviderRequest, Headers,
     ListProvidersRequest, ListUpstreamModelsRequest, Provider, UpdateProviderRequest,
     UpstreamModel,
 };
@@ -143,6 +143,7 @@ fn create_request(a: ProviderAddArgs) -> Result<CreateProviderRequest> {
         enabled: Some(!a.disabled),
         stream_usage: Some(!a.no_stream_usage),
         proxy: a.proxy.unwrap_or_default(),
+        default_params: super::default_params::map(&a.default_params)?,
     })
 }
 
@@ -176,6 +177,15 @@ fn update_request(a: ProviderUpdateArgs) -> Result<UpdateProviderRequest> {
             Some(String::new())
         } else {
             ch.proxy
+        },
+        default_params: if ch.clear_default_params {
+            Some(DefaultParams::default())
+        } else if ch.default_params.is_empty() {
+            None
+        } else {
+            Some(DefaultParams {
+                values: super::default_params::map(&ch.default_params)?,
+            })
         },
     })
 }
@@ -241,6 +251,10 @@ fn show(out: &mut Out<'_>, p: &Provider) -> Result<()> {
     t.row(["enabled", yes_no(p.enabled)]);
     t.row(["stream_usage", yes_no(p.stream_usage)]);
     t.row(["proxy", &p.proxy]);
+    t.row([
+        "default_params".to_string(),
+        super::default_params::text(&p.default_params),
+    ]);
     t.row(["limits".to_string(), summary(p.limits.as_ref())]);
     t.row(["created_at", &p.created_at]);
     t.row(["updated_at", &p.updated_at]);

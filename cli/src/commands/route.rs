@@ -121,6 +121,14 @@ fn lines(r: &ExplainRouteResponse) -> Vec<String> {
                     c.provider, c.upstream_model, c.proxy
                 ));
             }
+            if !c.default_params.is_empty() {
+                lines.push(format!(
+                    "{}:{} fills in when absent: {}",
+                    c.provider,
+                    c.upstream_model,
+                    super::default_params::text(&c.default_params)
+                ));
+            }
         }
     }
     if !r.error.is_empty() {
@@ -159,6 +167,11 @@ mod tests {
             } else {
                 String::new()
             },
+            default_params: if p == "a" {
+                [("temperature".to_string(), "0.2".to_string())].into()
+            } else {
+                Default::default()
+            },
         };
         let r = ExplainRouteResponse {
             model: "m".into(),
@@ -189,8 +202,9 @@ mod tests {
             "{l:?}"
         );
         assert!(l[1].contains("KEPT  SERVING"), "{l:?}");
+        assert_eq!(l[5], "a:a-model fills in when absent: temperature=0.2");
         assert_eq!(
-            l[5],
+            l[6],
             "c:c-model connects through proxy socks5://****@127.0.0.1:1080"
         );
         let r = ExplainRouteResponse {

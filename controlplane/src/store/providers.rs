@@ -15,7 +15,7 @@ use sqlx::{Any, AnyConnection};
 
 use super::limits;
 use super::row::{Broken, RowReader};
-use super::{exists, int, now_ms, ProviderSpec, Result, Store, StoreError};
+use super::{exists, int, now_ms, specs, ProviderSpec, Result, Store, StoreError};
 
 pub(super) const SCOPE: Scope = Scope::Provider;
 
@@ -65,6 +65,7 @@ impl Store {
             enabled: rd.flag("enabled"),
             limits: None,
             proxy,
+            default_params: rd.default_params(),
         };
         let created_at = rd.get("created_at", "created_at");
         let updated_at = rd.get("updated_at", "updated_at");
@@ -142,8 +143,8 @@ impl Store {
         let now = now_ms();
         let insert = sqlx::query(
             "INSERT INTO providers (name, protocol, base_url, api_key_sealed, headers_sealed, \
-             timeout_s, stream_usage, enabled, proxy_sealed, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             timeout_s, stream_usage, enabled, proxy_sealed, default_params, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&spec.name);
         bind_settings(insert, spec, sealed)
@@ -160,7 +161,7 @@ impl Store {
         let update = sqlx::query(
             "UPDATE providers SET protocol = $1, base_url = $2, api_key_sealed = $3, \
              headers_sealed = $4, timeout_s = $5, stream_usage = $6, enabled = $7, \
-             proxy_sealed = $8, updated_at = $9 WHERE name = $10",
+             proxy_sealed = $8, default_params = $9, updated_at = $10 WHERE name = $11",
         );
         let done = bind_settings(update, spec, sealed)
             .bind(now_ms())
@@ -229,6 +230,7 @@ fn bind_settings<'q>(
         .bind(int(spec.stream_usage))
         .bind(int(spec.enabled))
         .bind(sealed.proxy)
+        .bind(specs::params_to_json(&spec.default_params))
 }
 
 /// A provider's sealed columns.

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use llmgw_core::defaults;
 use llmgw_core::limits::Limits;
 use llmgw_core::proxy::ProxyUrl;
 use llmgw_core::rules::Rule;
@@ -55,6 +56,8 @@ pub struct ProviderSpec {
     /// The outbound proxy's URL with its credentials (normalized by
     /// `ProxyUrl::full`); `None` is none.
     pub proxy: Option<SecretString>,
+    /// Default request parameters: name -> compact JSON value.
+    pub default_params: BTreeMap<String, String>,
 }
 
 impl ProviderSpec {
@@ -117,6 +120,10 @@ impl ProviderSpec {
                 p.add("proxy", e.0);
             }
         }
+        p.check(
+            "default_params",
+            defaults::params(self.default_params.clone()).map(|_| ()),
+        );
         p
     }
 }
@@ -151,6 +158,9 @@ pub struct TargetSpec {
     pub rules: String,
     pub enabled: bool,
     pub prices: Option<Prices>,
+    /// Default request parameters: name -> compact JSON value; they win
+    /// over the provider's for the same name.
+    pub default_params: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -242,6 +252,10 @@ impl ModelSpec {
             if let Some(prices) = &t.prices {
                 prices.check(&at("prices"), &mut p);
             }
+            p.check(
+                &at("default_params"),
+                named(defaults::params(t.default_params.clone()).map(|_| ())),
+            );
         }
         p
     }
@@ -304,4 +318,30 @@ impl KeySpec {
         }
         p
     }
+}
+
+/// Default parameters as stored: one JSON object of the values themselves.
+pub fn params_to_json(params: &BTreeMap<String, String>) -> String {
+    let object: serde_json::Map<String, serde_json::Value> = params
+        .iter()
+        .map(|(k, v)| {
+            let value = serde_json::from_str(v).unwrap_or(serde_json::Value::Null);
+            (k.clone(), value)
+        })
+        .collect();
+    serde_json::Value::Object(object).to_string()
+}
+
+/// Default parameters from their stored JSON object; `Err` says why it is
+/// not one.
+pub fn params_from_json(text: &str) -> std::result::Result<BTreeMap<String, String>, String> {
+    if text.trim().is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+        .map_err(|_| "the stored default parameters are not a JSON object".to_string())?;
+    Ok(object
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect())
 }

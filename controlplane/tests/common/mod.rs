@@ -246,6 +246,7 @@ pub fn provider(name: &str) -> ProviderSpec {
         enabled: true,
         limits: None,
         proxy: None,
+        default_params: Default::default(),
     }
 }
 
@@ -258,6 +259,7 @@ pub fn target(provider: &str, upstream: &str) -> TargetSpec {
         rules: String::new(),
         enabled: true,
         prices: None,
+        default_params: Default::default(),
     }
 }
 

@@ -14,6 +14,7 @@ import { Field } from "@/components/ui/label";
 import { Select } from "@/components/ui/select";
 import { Table, TableBody, TableCell, TableHead, TableHeader, TableRow } from "@/components/ui/table";
 import type { Provider } from "@/gen/llmgw/v1/admin_pb";
+import { paramsOf, paramsText } from "@/lib/default-params";
 import { api, errorMessage } from "@/lib/api";
 import { formatRelative } from "@/lib/format";
 import { limitsForCreate, type LimitsForm, limitsFormOf, limitsForUpdate, NO_LIMITS } from "@/lib/limits";
@@ -35,6 +36,7 @@ interface Form {
   enabled: boolean;
   streamUsage: boolean;
   proxy: string;
+  defaultParams: string;
   headers: HeaderRow[];
   limits: LimitsForm;
 }
@@ -49,6 +51,7 @@ const EMPTY: Form = {
   enabled: true,
   streamUsage: true,
   proxy: "",
+  defaultParams: "",
   headers: [],
   limits: NO_LIMITS,
 };
@@ -64,6 +67,7 @@ function formOf(p: Provider): Form {
     enabled: p.enabled,
     streamUsage: p.streamUsage,
     proxy: p.proxy,
+    defaultParams: paramsText(p.defaultParams),
     headers: Object.entries(p.headers)
       .sort(([a], [b]) => a.localeCompare(b))
       .map(([name, value]) => ({ name, value })),
@@ -205,6 +209,13 @@ function ProviderDialog({ provider, onClose, onSaved }: { provider?: Provider; o
       setError("Timeout must be a whole number of seconds.");
       return;
     }
+    let defaultParams: Record<string, string>;
+    try {
+      defaultParams = paramsOf(f.defaultParams);
+    } catch (err) {
+      setError(errorMessage(err));
+      return;
+    }
     setBusy(true);
     setError("");
     try {
@@ -220,6 +231,7 @@ function ProviderDialog({ provider, onClose, onSaved }: { provider?: Provider; o
           enabled: f.enabled,
           streamUsage: f.streamUsage,
           proxy: f.proxy.trim(),
+          defaultParams,
           limits,
         });
       } else {
@@ -235,6 +247,7 @@ function ProviderDialog({ provider, onClose, onSaved }: { provider?: Provider; o
           streamUsage: f.streamUsage,
           // The masked value shown keeps the stored proxy; empty removes it.
           proxy: f.proxy.trim() !== initial.proxy ? f.proxy.trim() : undefined,
+          defaultParams: f.defaultParams.trim() !== initial.defaultParams ? { values: defaultParams } : undefined,
           limits,
         });
       }
@@ -317,6 +330,13 @@ function ProviderDialog({ provider, onClose, onSaved }: { provider?: Provider; o
             onChange={(e) => set({ proxy: e.target.value })}
             placeholder="socks5://user:pass@proxy.internal:1080"
           />
+        </Field>
+        <Field
+          label="Default parameters"
+          htmlFor="p-defaults"
+          hint='A JSON object of top-level request fields filled in only when the request lacks them (a target&apos;s own win). E.g. {"temperature": 0.2}'
+        >
+          <Input id="p-defaults" spellCheck={false} value={f.defaultParams} onChange={(e) => set({ defaultParams: e.target.value })} placeholder='{"temperature": 0.2}' />
         </Field>
         {provider?.apiKey ? (
           <Switch id="p-remove-key" checked={f.removeKey} onChange={(v) => set({ removeKey: v, apiKey: "" })} label="Remove the stored key" />
