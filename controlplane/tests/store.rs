@@ -1198,7 +1198,8 @@ both! {
         store.check_master_key().await.unwrap();
         // Checking again with the same key is fine.
         store.check_master_key().await.unwrap();
-        let p = provider("sealed");
+        let mut p = provider("sealed");
+        p.proxy = Some(SecretString::from("socks5://u:rot-pw@127.0.0.1:1080".to_string()));
         create_provider(&store, &p).await;
         let mut bare = provider("bare");
         bare.api_key = None;
@@ -1215,7 +1216,7 @@ both! {
         // Read with the wrong key, the row is broken, not an error.
         let row = get_provider(&wrong, "sealed").await.unwrap();
         let fields: Vec<&str> = row.broken.iter().map(|b| b.field.as_str()).collect();
-        assert_eq!(fields, ["api_key", "headers"], "{:?}", row.broken);
+        assert_eq!(fields, ["api_key", "headers", "proxy"], "{:?}", row.broken);
         assert!(row.spec.api_key.is_none());
         wrong.close().await;
 
@@ -1224,7 +1225,7 @@ both! {
             .open_with(Sealer::new(&key_b, std::slice::from_ref(&key_a)).unwrap())
             .await;
         rotating.check_master_key().await.unwrap();
-        for col in ["api_key_sealed", "headers_sealed"] {
+        for col in ["api_key_sealed", "headers_sealed", "proxy_sealed"] {
             let v = raw_provider_column(&rotating, "sealed", col).await.unwrap();
             assert_eq!(Sealer::key_id_of(&v), Some(id_b.as_str()), "{col}");
         }

@@ -46,7 +46,6 @@ impl Store {
             }
         };
         let api_key = open(&mut rd, "api_key_sealed");
-        let proxy = open(&mut rd, "proxy_sealed");
         let headers = match open(&mut rd, "headers_sealed") {
             Some(plain) => serde_json::from_str(plain.expose_secret()).unwrap_or_else(|_| {
                 rd.note("headers", "the stored headers are not a JSON object");
@@ -54,6 +53,7 @@ impl Store {
             }),
             None => BTreeMap::new(),
         };
+        let proxy = open(&mut rd, "proxy_sealed");
         let spec = ProviderSpec {
             protocol: rd.parse("protocol", Protocol::OpenAi),
             name,

@@ -277,6 +277,32 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_is_kept_per_provider_and_proxy() {
+        let u = Upstreams::default();
+        let t = Duration::from_secs(5);
+        let proxy = |s: &str| ProxyUrl::parse(s).unwrap();
+        let (a, b) = (
+            proxy("http://u:p@127.0.0.1:3128"),
+            proxy("socks5://127.0.0.1:1080"),
+        );
+        let seen = |u: &Upstreams| {
+            let entries = u.entries.lock().unwrap();
+            entries["p"].proxy.as_ref().map(ProxyUrl::shown)
+        };
+        u.get("p", "http://a:1/v1", "/x", t, Some(&a)).unwrap();
+        assert_eq!(seen(&u).as_deref(), Some("http://****@127.0.0.1:3128"));
+        u.get("p", "http://a:1/v1", "/x", t, Some(&b)).unwrap();
+        assert_eq!(seen(&u).as_deref(), Some("socks5://127.0.0.1:1080"));
+        u.get("p", "http://a:1/v1", "/x", t, None).unwrap();
+        assert_eq!(seen(&u), None);
+        // Other credentials on the same proxy are another pool too.
+        let a2 = proxy("http://u:other@127.0.0.1:3128");
+        assert_ne!(a, a2);
+        u.get("p", "http://a:1/v1", "/x", t, Some(&a2)).unwrap();
+        assert!(u.entries.lock().unwrap()["p"].proxy.as_ref() == Some(&a2));
+    }
+
+    #[test]
     fn uris_follow_the_base_url_and_clients_the_timeout() {
         let u = Upstreams::default();
         let t = Duration::from_secs(5);
