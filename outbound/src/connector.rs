@@ -43,8 +43,12 @@ enum Route {
 #[derive(Clone)]
 pub struct ProxyConnector {
     route: Route,
-    /// The proxy as errors show it (no credentials).
+    /// The proxy as `Debug` shows it (no credentials).
     shown: Option<String>,
+    /// The proxy's scheme, for errors: they reach API clients in the
+    /// gateway's error answers, so they name neither the proxy's address
+    /// nor its credentials (the provider's configuration has both).
+    scheme: &'static str,
 }
 
 impl std::fmt::Debug for ProxyConnector {
@@ -106,6 +110,7 @@ impl ProxyConnector {
             return Ok(ProxyConnector {
                 route: Route::Direct(http),
                 shown: None,
+                scheme: "",
             });
         };
         let to_proxy = HttpsConnectorBuilder::new()
@@ -157,6 +162,7 @@ impl ProxyConnector {
         Ok(ProxyConnector {
             route,
             shown: Some(shown),
+            scheme: proxy.scheme.as_str(),
         })
     }
 }
@@ -201,12 +207,12 @@ impl tower::Service<Uri> for ProxyConnector {
         };
         let connecting = to_proxy.call(proxy_uri.clone());
         let route = self.route.clone();
-        let shown = self.shown.clone().unwrap_or_default();
+        let scheme = self.scheme;
         Box::pin(async move {
             let fail = |step: &str, cause: &dyn std::error::Error| -> BoxError {
                 Box::new(ProxyError {
                     message: format!(
-                        "through proxy {shown}: {step}: {}",
+                        "through the provider's {scheme} proxy: {step}: {}",
                         llmgw_core::error_chain(cause)
                     ),
                 })

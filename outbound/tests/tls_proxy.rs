@@ -178,11 +178,13 @@ async fn a_proxy_down_or_refusing_is_a_connect_error_naming_it_masked() {
         let text = llmgw_core::error_chain(&err);
         assert!(
             text.contains(&format!(
-                "through proxy {scheme}://****@127.0.0.1:{port}: cannot connect to the proxy"
+                "through the provider's {scheme} proxy: cannot connect to the proxy"
             )),
             "{text}"
         );
         assert!(!text.contains("pp-secret") && !format!("{err:?}").contains("pp-secret"));
+        // Errors reach API clients: no address of the proxy either.
+        assert!(!text.contains(&port.to_string()), "{text}");
     }
     // Refusing: a proxy that answers 407 to the CONNECT.
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -202,7 +204,10 @@ async fn a_proxy_down_or_refusing_is_a_connect_error_naming_it_masked() {
         .unwrap_err();
     let text = llmgw_core::error_chain(&err);
     assert!(
-        text.contains("the CONNECT tunnel failed: tunnel error: proxy authorization required"),
+        text.contains(
+            "through the provider's http proxy: the CONNECT tunnel failed: tunnel error: \
+             proxy authorization required"
+        ),
         "{text}"
     );
     assert!(!text.contains("pp-secret"));

@@ -267,7 +267,10 @@ def test_a_proxy_that_is_down_is_a_502_and_the_next_target_serves(gw: Gateway) -
         client.chat.completions.create(model=only, messages=MSG)
     assert e.value.status_code == 502, e.value
     body = str(e.value.body)
+    assert "through the provider's http proxy: cannot connect to the proxy" in body, body
+    # Neither the proxy's credentials nor its address reach the client.
     assert PASSWORD not in body and PASSWORD not in str(e.value)
+    assert str(dead) not in body, body
     assert gw.mock is not None
     assert gw.mock.requests(upstream) == []
 
