@@ -32,10 +32,17 @@ type ToProxy = HttpsConnector<HttpConnector>;
 #[derive(Clone)]
 enum Route {
     Direct(HttpConnector),
+    /// To the proxy at `Uri`, then the handshake that opens the tunnel.
+    Proxied(ToProxy, Uri, Handshake),
+}
+
+/// How a tunnel is asked of the proxy.
+#[derive(Clone)]
+enum Handshake {
     /// HTTP CONNECT, with the `Proxy-Authorization` value (sensitive).
-    Tunnel(ToProxy, Uri, Option<HeaderValue>),
+    Connect(Option<HeaderValue>),
     /// SOCKS5, with the username and password.
-    Socks(ToProxy, Uri, Option<(String, String)>),
+    Socks5(Option<(String, String)>),
 }
 
 /// Connects to an upstream directly or through one proxy. A clone shares
@@ -118,7 +125,7 @@ impl ProxyConnector {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let shown = proxy.shown();
+        let kind = proxy.scheme.as_str();
         // The proxy's own address, with its port always written (hyper-util
         // would otherwise take 443 for a SOCKS proxy).
         let scheme = match proxy.scheme {
@@ -127,18 +134,14 @@ impl ProxyConnector {
         };
         let proxy_uri: Uri = format!("{scheme}://{}:{}", proxy.host, proxy.port)
             .parse()
-            .map_err(|e| format!("proxy {shown} is not a valid address: {e}"))?;
-        let route = match proxy.scheme {
-            ProxyScheme::Socks5 => Route::Socks(
-                to_proxy,
-                proxy_uri,
-                proxy.credentials.as_ref().map(|c| {
-                    (
-                        c.username.expose_secret().to_string(),
-                        c.password.expose_secret().to_string(),
-                    )
-                }),
-            ),
+            .map_err(|_| format!("the provider's {kind} proxy is not a valid address"))?;
+        let handshake = match proxy.scheme {
+            ProxyScheme::Socks5 => Handshake::Socks5(proxy.credentials.as_ref().map(|c| {
+                (
+                    c.username.expose_secret().to_string(),
+                    c.password.expose_secret().to_string(),
+                )
+            })),
             ProxyScheme::Http | ProxyScheme::Https => {
                 let auth = match &proxy.credentials {
                     None => None,
@@ -150,19 +153,21 @@ impl ProxyConnector {
                         ));
                         let mut v =
                             HeaderValue::from_str(&format!("Basic {basic}")).map_err(|_| {
-                                format!("proxy {shown}: its credentials cannot be sent")
+                                format!(
+                                    "the provider's {kind} proxy: its credentials cannot be sent"
+                                )
                             })?;
                         v.set_sensitive(true);
                         Some(v)
                     }
                 };
-                Route::Tunnel(to_proxy, proxy_uri, auth)
+                Handshake::Connect(auth)
             }
         };
         Ok(ProxyConnector {
-            route,
-            shown: Some(shown),
-            scheme: proxy.scheme.as_str(),
+            route: Route::Proxied(to_proxy, proxy_uri, handshake),
+            shown: Some(proxy.shown()),
+            scheme: kind,
         })
     }
 }
@@ -193,20 +198,19 @@ impl tower::Service<Uri> for ProxyConnector {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         match &mut self.route {
             Route::Direct(h) => h.poll_ready(cx).map_err(Into::into),
-            Route::Tunnel(p, ..) | Route::Socks(p, ..) => p.poll_ready(cx),
+            Route::Proxied(p, ..) => p.poll_ready(cx),
         }
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
-        let (to_proxy, proxy_uri) = match &mut self.route {
+        let (to_proxy, proxy_uri, handshake) = match &mut self.route {
             Route::Direct(h) => {
                 let connecting = h.call(dst);
                 return Box::pin(async move { Ok(MaybeHttpsStream::Http(connecting.await?)) });
             }
-            Route::Tunnel(p, u, _) | Route::Socks(p, u, _) => (p, u.clone()),
+            Route::Proxied(p, u, h) => (p, u.clone(), h.clone()),
         };
         let connecting = to_proxy.call(proxy_uri.clone());
-        let route = self.route.clone();
         let scheme = self.scheme;
         Box::pin(async move {
             let fail = |step: &str, cause: &dyn std::error::Error| -> BoxError {
@@ -222,9 +226,8 @@ impl tower::Service<Uri> for ProxyConnector {
                 .await
                 .map_err(|e| fail("cannot connect to the proxy", e.as_ref()))?;
             let opened = Opened(Arc::new(Mutex::new(Some(conn))));
-            match route {
-                Route::Direct(_) => Err("no proxy".into()),
-                Route::Tunnel(_, _, auth) => {
+            match handshake {
+                Handshake::Connect(auth) => {
                     let mut tunnel = Tunnel::new(proxy_uri, opened);
                     if let Some(a) = auth {
                         tunnel = tunnel.with_auth(a);
@@ -234,7 +237,7 @@ impl tower::Service<Uri> for ProxyConnector {
                         .await
                         .map_err(|e| fail("the CONNECT tunnel failed", &e))
                 }
-                Route::Socks(_, _, auth) => {
+                Handshake::Socks5(auth) => {
                     let mut socks = SocksV5::new(proxy_uri, opened);
                     if let Some((user, pass)) = auth {
                         socks = socks.with_auth(user, pass);

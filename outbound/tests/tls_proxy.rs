@@ -1,7 +1,7 @@
 //! The connector through an `https://` proxy (TLS to the proxy, then a
 //! CONNECT tunnel, then TLS to the upstream inside it), against a test
 //! proxy and upstream on loopback with a self-signed certificate; and the
-//! errors of a proxy that is down or refuses, which name the proxy masked.
+//! errors of a proxy that is down or refuses, which name only its scheme.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -162,7 +162,7 @@ async fn tls_to_the_proxy_then_tls_to_the_upstream_inside_the_tunnel() {
 }
 
 #[tokio::test]
-async fn a_proxy_down_or_refusing_is_a_connect_error_naming_it_masked() {
+async fn a_proxy_down_or_refusing_is_a_connect_error_naming_its_scheme_only() {
     let t = tls();
     // Down: nothing listens on the port.
     let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
