@@ -405,6 +405,16 @@ pub struct ProviderAddArgs {
     /// Do not ask OpenAI chat streams for usage (stream_options.include_usage).
     #[arg(long)]
     pub no_stream_usage: bool,
+    /// Outbound proxy for this provider's upstream traffic:
+    /// http://[USER:PASS@]HOST:PORT, https://... or socks5://...; the
+    /// credentials are stored encrypted and shown masked.
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+    /// A default request parameter as NAME=VALUE (VALUE is JSON, else a
+    /// string), filled into the upstream body only when the request lacks
+    /// that top-level field. Repeat for more.
+    #[arg(long = "default-param", value_name = "NAME=VALUE")]
+    pub default_params: Vec<String>,
     /// Limits that protect the upstream's own quota.
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -456,6 +466,26 @@ pub struct ProviderChanges {
     /// Whether to ask OpenAI chat streams for usage.
     #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
     pub stream_usage: Option<bool>,
+    /// New outbound proxy (http://, https:// or socks5://, with optional
+    /// USER:PASS@).
+    #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
+    pub proxy: Option<String>,
+    /// Remove the outbound proxy: connect to the upstream directly.
+    #[arg(long)]
+    pub no_proxy: bool,
+    /// A default request parameter as NAME=VALUE (VALUE is JSON, else a
+    /// string), filled into the upstream body only when the request lacks
+    /// that top-level field. Repeat for more;
+    /// when given, these replace all of the provider's defaults.
+    #[arg(
+        long = "default-param",
+        value_name = "NAME=VALUE",
+        conflicts_with = "clear_default_params"
+    )]
+    pub default_params: Vec<String>,
+    /// Remove every default parameter of the provider.
+    #[arg(long)]
+    pub clear_default_params: bool,
 }
 
 // ---------- models ----------
@@ -645,6 +675,11 @@ pub struct ModelOpts {
     /// is healthy.
     #[arg(long, value_name = "W,W,...", value_delimiter = ',')]
     pub weights: Option<Vec<u32>>,
+    /// A default request parameter of target N (from 1, in target order)
+    /// as N:NAME=VALUE; it wins over the provider's for the same name.
+    /// Repeat for more.
+    #[arg(long = "target-default-param", value_name = "N:NAME=VALUE")]
+    pub target_default_params: Vec<String>,
     /// Attempts per target; 0 or absent means the global default.
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
@@ -702,6 +737,12 @@ pub struct ModelChanges {
     /// weights of the model's current targets. 0 drains a target.
     #[arg(long, value_name = "W,W,...", value_delimiter = ',')]
     pub weights: Option<Vec<u32>>,
+    /// A default request parameter of target N (from 1, in target order)
+    /// as N:NAME=VALUE, winning over the provider's. The targets named get
+    /// exactly the defaults given for them (`N:` alone: none); without
+    /// --target, the model's current targets are changed. Repeat for more.
+    #[arg(long = "target-default-param", value_name = "N:NAME=VALUE")]
+    pub target_default_params: Vec<String>,
     /// Attempts per target; 0 means the global default.
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,

@@ -133,6 +133,8 @@ mod tests {
                 timeout_s: 30,
                 enabled: true,
                 stream_usage: true,
+                proxy: "http://****@proxy.example:3128".into(),
+                default_params: [("temperature".to_string(), "0.2".to_string())].into(),
             }],
             models: vec![ModelConfig {
                 limits: Default::default(),
@@ -158,6 +160,7 @@ mod tests {
                         rules: r#"{"all":[{"field":"headers.x-team","op":"eq","value":"research"},{"any":[{"field":"input_tokens","op":"gt","value":8000},{"field":"key","op":"in","value":["batch","nightly"]}]}]}"#.into(),
                         enabled: true,
                         prices: None,
+                        default_params: [("top_p".to_string(), "0.9".to_string())].into(),
                     },
                     ModelTarget {
                         provider: "or".into(),
@@ -165,6 +168,7 @@ mod tests {
                         priority: 1,
                         weight: Some(1),
                         rules: String::new(),
+                        default_params: Default::default(),
                         enabled: false,
                         prices: Some(Prices {
                             input_per_mtok: 0.5,

@@ -17,9 +17,9 @@ use tonic::{Request, Response, Status};
 
 use crate::apply;
 use crate::convert::{
-    data_plane_pb, keep_masked, key_pb, limits_merged, limits_pb, model_pb, model_type,
-    normalized_url, prices, protocol, provider_pb, resolve_secret, strategy, targets_from_pb,
-    translation, upstream_models_pb,
+    data_plane_pb, default_params, keep_masked, key_pb, limits_merged, limits_pb, model_pb,
+    model_type, normalized_url, prices, protocol, provider_pb, resolve_proxy, resolve_secret,
+    strategy, targets_from_pb, translation, upstream_models_pb,
 };
 use crate::hub::Hub;
 use crate::store::{now_ms, Broken, KeySpec, ModelSpec, ProviderSpec, Store, StoreError};
@@ -147,6 +147,8 @@ impl pb::admin_server::Admin for AdminService {
             stream_usage: r.stream_usage.unwrap_or(true),
             enabled: r.enabled.unwrap_or(true),
             limits: limits_merged(None, r.limits.as_ref())?,
+            proxy: resolve_proxy(&r.proxy, None)?,
+            default_params: default_params(r.default_params)?,
         };
         let row = self
             .write(move |store, tx| {
@@ -213,6 +215,8 @@ impl pb::admin_server::Admin for AdminService {
                         "enabled" => r.enabled.is_some(),
                         "stream_usage" => r.stream_usage.is_some(),
                         "limits" => r.limits.is_some(),
+                        "proxy" => r.proxy.is_some(),
+                        "default_params" => r.default_params.is_some(),
                         _ => false,
                     })?;
                     let mut spec = stored.spec;
@@ -237,6 +241,12 @@ impl pb::admin_server::Admin for AdminService {
                     }
                     if let Some(s) = r.stream_usage {
                         spec.stream_usage = s;
+                    }
+                    if let Some(p) = &r.proxy {
+                        spec.proxy = resolve_proxy(p, spec.proxy.as_ref())?;
+                    }
+                    if let Some(d) = r.default_params {
+                        spec.default_params = default_params(d.values)?;
                     }
                     spec.limits = limits_merged(spec.limits.as_ref(), r.limits.as_ref())?;
                     store.update_provider(tx, &spec).await?;

@@ -154,8 +154,39 @@ fn provider_diff(old: &ProviderSpec, new: &ProviderSpec) -> Vec<String> {
     if old.enabled != new.enabled {
         d.push(format!("enabled: {} -> {}", old.enabled, new.enabled));
     }
+    if old.default_params != new.default_params {
+        d.push(format!(
+            "default_params: {} -> {}",
+            or_none(&params_text(&old.default_params)),
+            or_none(&params_text(&new.default_params))
+        ));
+    }
+    if key(&old.proxy) != key(&new.proxy) {
+        d.push(format!(
+            "proxy: {} -> {}",
+            or_none(&old.shown_proxy()),
+            or_none(&new.shown_proxy())
+        ));
+    }
     d.extend(limits_diff(old.limits.as_ref(), new.limits.as_ref()));
     d
+}
+
+/// Default parameters on one line: `temperature=0.2 top_p=0.9`.
+pub fn params_text(p: &BTreeMap<String, String>) -> String {
+    p.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A shown value in a diff, `none` when empty.
+fn or_none(s: &str) -> &str {
+    if s.is_empty() {
+        "none"
+    } else {
+        s
+    }
 }
 
 fn model_diff(old: &ModelSpec, new: &ModelSpec) -> Vec<String> {
@@ -200,7 +231,14 @@ fn model_diff(old: &ModelSpec, new: &ModelSpec) -> Vec<String> {
         let show = |m: &ModelSpec| {
             m.targets
                 .iter()
-                .map(|t| format!("{}:{}", t.provider, t.upstream_model))
+                .map(|t| {
+                    if t.default_params.is_empty() {
+                        format!("{}:{}", t.provider, t.upstream_model)
+                    } else {
+                        let p = params_text(&t.default_params);
+                        format!("{}:{} {{{p}}}", t.provider, t.upstream_model)
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };

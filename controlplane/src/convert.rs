@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use llmgw_core::limits::{Limits, OnOutage, Period};
+use llmgw_core::proxy::ProxyUrl;
 use llmgw_core::table::{ModelType, Translation};
 use llmgw_core::{keys, validate, Protocol, Strategy};
 use llmgw_proto::v1 as pb;
@@ -83,6 +84,39 @@ pub fn resolve_secret(
         };
     }
     Ok(Some(SecretString::from(given.to_string())))
+}
+
+/// A proxy URL from the API or a file: empty is none; the masked form
+/// reads show (`scheme://****@host:port`) keeps the stored proxy when it is
+/// that proxy's mask, and is refused otherwise; anything else must be a
+/// valid proxy URL, stored normalized.
+pub fn resolve_proxy(
+    given: &str,
+    stored: Option<&SecretString>,
+) -> Result<Option<SecretString>, StoreError> {
+    let given = given.trim();
+    if given.is_empty() {
+        return Ok(None);
+    }
+    let url = ProxyUrl::parse(given).map_err(StoreError::from)?;
+    if given.contains("****@") {
+        let stored_url = stored.and_then(|s| ProxyUrl::parse(s.expose_secret()).ok());
+        return match (stored, stored_url) {
+            (Some(s), Some(u)) if u.shown() == url.shown() => Ok(Some(s.clone())),
+            _ => Err(StoreError::Invalid(
+                "proxy is masked but does not match the stored proxy; give the real URL".into(),
+            )),
+        };
+    }
+    Ok(Some(url.full()))
+}
+
+/// Default parameters from the API or a file (name -> JSON text), each
+/// checked and kept in compact form.
+pub fn default_params(
+    map: impl IntoIterator<Item = (String, String)>,
+) -> Result<BTreeMap<String, String>, StoreError> {
+    llmgw_core::defaults::params(map).map_err(StoreError::from)
 }
 
 // ---------- limits ----------
@@ -185,6 +219,8 @@ pub fn provider_pb(row: &ProviderRow) -> pb::Provider {
         timeout_s: c.timeout_s,
         enabled: c.enabled,
         stream_usage: c.stream_usage,
+        proxy: c.proxy,
+        default_params: c.default_params,
         created_at: rfc3339(Some(row.created_at)),
         updated_at: rfc3339(Some(row.updated_at)),
         broken: broken_pb(&row.broken),
@@ -203,6 +239,8 @@ pub fn provider_config_pb(s: &ProviderSpec) -> pb::ProviderConfig {
         timeout_s: s.timeout_s,
         enabled: s.enabled,
         stream_usage: s.stream_usage,
+        proxy: s.shown_proxy(),
+        default_params: s.default_params.clone().into_iter().collect(),
     }
 }
 
@@ -230,6 +268,10 @@ pub fn provider_spec(
         stream_usage: c.stream_usage,
         enabled: c.enabled,
         limits: limits_merged(None, c.limits.as_ref()).map_err(in_object("provider", &c.name))?,
+        proxy: resolve_proxy(&c.proxy, stored.and_then(|s| s.proxy.as_ref()))
+            .map_err(in_object("provider", &c.name))?,
+        default_params: default_params(c.default_params.clone())
+            .map_err(in_object("provider", &c.name))?,
     })
 }
 
@@ -258,6 +300,7 @@ pub fn target_pb(t: &TargetSpec) -> pb::ModelTarget {
         rules: t.rules.clone(),
         enabled: t.enabled,
         prices: t.prices.map(prices_pb),
+        default_params: t.default_params.clone().into_iter().collect(),
     }
 }
 
@@ -283,6 +326,8 @@ pub fn targets_from_pb(items: &[pb::ModelTarget]) -> Result<Vec<TargetSpec>, Sto
                 rules: rules_text(i, &t.rules)?,
                 enabled: t.enabled,
                 prices: t.prices.as_ref().map(|p| prices(Some(p))),
+                default_params: default_params(t.default_params.clone())
+                    .map_err(|e| StoreError::Invalid(format!("target {}: {e}", i + 1)))?,
             })
         })
         .collect()

@@ -139,6 +139,17 @@ pub fn explain(
             reason,
             serving: d.serving.to_string(),
             estimated_cost: routing::estimated_cost(model, t, &facts),
+            proxy: t
+                .provider
+                .proxy
+                .as_ref()
+                .map(|p| p.shown())
+                .unwrap_or_default(),
+            default_params: t
+                .defaults
+                .iter()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                .collect(),
         });
     }
     if plan.order.is_empty() {

@@ -233,6 +233,7 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
                         weight: t.weight,
                         rules: t.rules.clone(),
                         prices: t.prices.map(prices_pb),
+                        default_params: t.default_params.clone().into_iter().collect(),
                     })
                     .collect(),
                 default_max_tokens: s.default_max_tokens,
@@ -259,6 +260,11 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
                 headers: s.headers.into_iter().collect(),
                 timeout_s: s.timeout_s,
                 stream_usage: s.stream_usage,
+                proxy: s
+                    .proxy
+                    .map(|p| p.expose_secret().to_string())
+                    .unwrap_or_default(),
+                default_params: s.default_params.into_iter().collect(),
             }
         })
         .collect();

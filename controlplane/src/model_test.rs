@@ -175,6 +175,7 @@ mod tests {
                         rules: String::new(),
                         enabled: true,
                         prices: None,
+                        default_params: Default::default(),
                     })
                     .collect(),
                 default_max_tokens: None,

@@ -116,6 +116,7 @@ pub async fn import(
                 rules: String::new(),
                 enabled: true,
                 prices: None,
+                default_params: Default::default(),
             }],
             default_max_tokens: None,
             translation: Default::default(),

@@ -153,10 +153,9 @@ fn build(granted: &Granted, run: &Run) -> Result<Request<Full<Bytes>>, Status> {
     Ok(request)
 }
 
-type Client = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    Full<Bytes>,
->;
+/// The control plane's outbound client (direct: a data plane is reached
+/// without a provider's proxy).
+type Client = crate::upstream_call::HttpsClient;
 type Tx = mpsc::Sender<Result<pb::RunChunk, Status>>;
 
 fn chunk(part: pb::run_chunk::Part) -> Result<pb::RunChunk, Status> {

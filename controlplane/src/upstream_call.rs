@@ -4,7 +4,9 @@
 //! roots, as the data plane's), the provider's extra headers and its
 //! credential as the data plane sends them (`llmgw_core::upstream`), the
 //! URL joined as the data plane joins its endpoint paths, bounded answers,
-//! and errors that say who is at fault.
+//! and errors that say who is at fault. A provider with an outbound proxy
+//! is called through it, as the data plane calls it
+//! (`llmgw_outbound::ProxyConnector`).
 //!
 //! No secret leaves this module: errors carry no header, the provider's key
 //! and the values of its sensitive headers are masked wherever the
@@ -21,6 +23,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use llmgw_core::error_chain;
+use llmgw_core::proxy::ProxyUrl;
+use llmgw_outbound::ProxyConnector;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
@@ -69,7 +73,7 @@ pub fn usable(provider: &ProviderRow) -> Result<&ProviderSpec, E> {
     Ok(&provider.spec)
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpsClient = Client<hyper_rustls::HttpsConnector<ProxyConnector>, Full<Bytes>>;
 
 /// What every request of one call to a provider shares.
 pub struct Call<'p> {
@@ -117,6 +121,13 @@ impl<'p> Call<'p> {
                 p.name
             )));
         }
+        let proxy = match &p.proxy {
+            None => None,
+            Some(u) => Some(
+                ProxyUrl::parse(u.expose_secret())
+                    .map_err(|e| E::Unusable(format!("provider '{}': {e}", p.name)))?,
+            ),
+        };
         llmgw_core::upstream::insert_auth(&mut headers, p.protocol, key);
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         Ok(Call {
@@ -124,7 +135,7 @@ impl<'p> Call<'p> {
             base_url: &p.base_url,
             headers,
             key,
-            client: client()?,
+            client: client_through(proxy.as_ref())?,
         })
     }
 
@@ -263,24 +274,22 @@ impl<'p> Call<'p> {
 /// data plane's. Built per call: calls are rare, and a client kept would
 /// hold a pool and TLS state for nothing.
 pub(crate) fn client() -> Result<HttpsClient, E> {
-    let crypto = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let tls = rustls::ClientConfig::builder_with_provider(crypto)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| E::Unusable(format!("cannot set up TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    client_through(None)
+}
+
+/// [`client`], through a provider's proxy when it has one.
+fn client_through(proxy: Option<&ProxyUrl>) -> Result<HttpsClient, E> {
+    let tls = llmgw_outbound::tls::client_config().map_err(E::Unusable)?;
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    http.enforce_http(false);
+    let transport = ProxyConnector::new(http, tls.clone(), proxy).map_err(E::Unusable)?;
     // HTTP/1.1 only: one small request gains nothing from HTTP/2, and
     // every provider API speaks HTTP/1.1.
     let https = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
+        .wrap_connector(transport);
     Ok(Client::builder(TokioExecutor::new()).build(https))
 }
 
@@ -342,6 +351,8 @@ pub(crate) mod tests {
             stream_usage: true,
             enabled: true,
             limits: None,
+            proxy: None,
+            default_params: Default::default(),
         }
     }
 

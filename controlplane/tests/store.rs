@@ -1198,7 +1198,8 @@ both! {
         store.check_master_key().await.unwrap();
         // Checking again with the same key is fine.
         store.check_master_key().await.unwrap();
-        let p = provider("sealed");
+        let mut p = provider("sealed");
+        p.proxy = Some(SecretString::from("socks5://u:rot-pw@127.0.0.1:1080".to_string()));
         create_provider(&store, &p).await;
         let mut bare = provider("bare");
         bare.api_key = None;
@@ -1215,7 +1216,7 @@ both! {
         // Read with the wrong key, the row is broken, not an error.
         let row = get_provider(&wrong, "sealed").await.unwrap();
         let fields: Vec<&str> = row.broken.iter().map(|b| b.field.as_str()).collect();
-        assert_eq!(fields, ["api_key", "headers"], "{:?}", row.broken);
+        assert_eq!(fields, ["api_key", "headers", "proxy"], "{:?}", row.broken);
         assert!(row.spec.api_key.is_none());
         wrong.close().await;
 
@@ -1224,7 +1225,7 @@ both! {
             .open_with(Sealer::new(&key_b, std::slice::from_ref(&key_a)).unwrap())
             .await;
         rotating.check_master_key().await.unwrap();
-        for col in ["api_key_sealed", "headers_sealed"] {
+        for col in ["api_key_sealed", "headers_sealed", "proxy_sealed"] {
             let v = raw_provider_column(&rotating, "sealed", col).await.unwrap();
             assert_eq!(Sealer::key_id_of(&v), Some(id_b.as_str()), "{col}");
         }
@@ -1407,6 +1408,114 @@ both! {
 }
 
 both! {
+    async fn a_proxy_is_sealed_shown_masked_and_kept_by_apply(db: Db) {
+        let store = db.open().await;
+        let mut px = provider("px");
+        px.proxy = Some(SecretString::from(
+            "http://puser:ppass-9876@proxy.example:3128".to_string(),
+        ));
+        create_provider(&store, &px).await;
+        let got = get_provider(&store, "px").await.unwrap();
+        assert_provider_eq(&got.spec, &px);
+        assert_eq!(got.spec.shown_proxy(), "http://****@proxy.example:3128");
+        let sealed = raw_provider_column(&store, "px", "proxy_sealed").await.unwrap();
+        assert!(!sealed.contains("ppass-9876") && !sealed.contains("puser"), "{sealed}");
+        // The snapshot carries the whole URL; its Debug does not.
+        let snap = build_snapshot(store.config_state().await.unwrap()).unwrap();
+        let sp = snap.providers.iter().find(|p| p.name == "px").unwrap();
+        assert_eq!(sp.proxy, "http://puser:ppass-9876@proxy.example:3128");
+        assert!(!format!("{sp:?}").contains("ppass"));
+
+        // Export masks it; applying the export keeps the stored proxy.
+        let exported = export(&store).await;
+        assert_eq!(exported.providers[0].proxy, "http://****@proxy.example:3128");
+        assert!(run_apply(&store, exported.clone(), true).await.unwrap().is_empty());
+        assert_provider_eq(&get_provider(&store, "px").await.unwrap().spec, &px);
+
+        // A mask of another proxy is refused without echoing anything.
+        let mut other = exported.clone();
+        other.providers[0].proxy = "http://****@elsewhere.example:3128".into();
+        let e = run_apply(&store, other, false).await.unwrap_err().to_string();
+        assert!(e.contains("proxy is masked but does not match"), "{e}");
+        // A change is listed masked; none clears it.
+        let mut socks = exported.clone();
+        socks.providers[0].proxy = "socks5://proxy.example".into();
+        let changes = run_apply(&store, socks, true).await.unwrap();
+        assert_eq!(
+            change(&changes, "provider", "px").details,
+            ["proxy: http://****@proxy.example:3128 -> socks5://proxy.example:1080"]
+        );
+        let mut none = exported;
+        none.providers[0].proxy = String::new();
+        let changes = run_apply(&store, none, true).await.unwrap();
+        assert_eq!(
+            change(&changes, "provider", "px").details,
+            ["proxy: socks5://proxy.example:1080 -> none"]
+        );
+        assert_eq!(raw_provider_column(&store, "px", "proxy_sealed").await, None);
+        // A bad URL is refused naming the field.
+        px.proxy = Some(SecretString::from("ftp://h".to_string()));
+        let mut tx = store.begin_write().await.unwrap();
+        assert_err!(store.update_provider(&mut tx, &px).await, Invalid, "proxy must use");
+        drop(tx);
+        store.close().await;
+    }
+}
+
+both! {
+    async fn default_params_round_trip_export_and_apply(db: Db) {
+        let store = db.open().await;
+        let mut p = provider("dp");
+        p.default_params = [("temperature".to_string(), "0.2".to_string())].into();
+        create_provider(&store, &p).await;
+        let mut t = target("dp", "up");
+        t.default_params = [
+            ("temperature".to_string(), "0.7".to_string()),
+            ("stop".to_string(), "[\"x\"]".to_string()),
+        ]
+        .into();
+        create_model(&store, &model("dm", vec![t.clone()])).await;
+        assert_eq!(get_provider(&store, "dp").await.unwrap().spec.default_params, p.default_params);
+        let mut c = store.pool().acquire().await.unwrap();
+        assert_eq!(store.model(&mut c, "dm").await.unwrap().spec.targets[0].default_params, t.default_params);
+        drop(c);
+        let snap = build_snapshot(store.config_state().await.unwrap()).unwrap();
+        let table = llmgw_core::RoutingTable::try_from(snap).unwrap();
+        let applied: Vec<(String, String)> = table.models["dm"].targets[0]
+            .defaults
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        assert_eq!(
+            applied,
+            [("stop".to_string(), "[\"x\"]".to_string()), ("temperature".to_string(), "0.7".to_string())]
+        );
+
+        let exported = export(&store).await;
+        assert_eq!(exported.providers[0].default_params["temperature"], "0.2");
+        assert_eq!(exported.models[0].targets[0].default_params["stop"], "[\"x\"]");
+        assert!(run_apply(&store, exported.clone(), true).await.unwrap().is_empty());
+        let mut changed = exported.clone();
+        changed.providers[0].default_params.insert("top_p".into(), " 0.5 ".into());
+        changed.models[0].targets[0].default_params.clear();
+        let changes = run_apply(&store, changed, true).await.unwrap();
+        assert_eq!(
+            change(&changes, "provider", "dp").details,
+            ["default_params: temperature=0.2 -> temperature=0.2 top_p=0.5"]
+        );
+        assert_eq!(
+            change(&changes, "model", "dm").details,
+            ["targets: [dp:up {stop=[\"x\"] temperature=0.7}] -> [dp:up]"]
+        );
+        let mut bad = exported;
+        bad.providers[0].default_params.insert("messages".into(), "[]".into());
+        let e = run_apply(&store, bad, false).await.unwrap_err().to_string();
+        assert!(e.contains("default parameter 'messages' is not allowed"), "{e}");
+        store.close().await;
+    }
+}
+
+both! {
     async fn apply_reports_creates_updates_and_deletes(db: Db) {
         let store = db.open().await;
         populate(&store).await;
@@ -1425,6 +1534,8 @@ both! {
             timeout_s: 15,
             enabled: true,
             stream_usage: false,
+            proxy: String::new(),
+            default_params: Default::default(),
         });
         {
             let a = provider_cfg(&mut desired, "p-a");
@@ -1454,6 +1565,7 @@ both! {
                 rules: String::new(),
                 enabled: true,
                 prices: None,
+                default_params: Default::default(),
             }],
             ..Default::default()
         });
@@ -1734,6 +1846,7 @@ both! {
                     rules: "{ \"field\" : \"key\", \"op\": \"eq\", \"value\": \"k\" }".into(),
                     enabled: true,
                     prices: None,
+                    default_params: Default::default(),
                 }],
                 ..Default::default()
             }],
@@ -1747,6 +1860,8 @@ both! {
                 timeout_s: 0,
                 enabled: true,
                 stream_usage: true,
+                proxy: String::new(),
+                default_params: Default::default(),
             }],
             api_keys: vec![pb::ApiKeyConfig {
                 name: "k".into(),

@@ -3,6 +3,10 @@
 //! OpenAI chat streams whose provider asks for it, `stream_options` told to
 //! include usage). Nothing is re-serialised, so key order, spacing and
 //! number formats reach the upstream exactly as the client wrote them.
+//!
+//! The documented exception, off unless configured: a provider's or
+//! target's default parameters are appended as top-level members when the
+//! body lacks them ([`fill_missing`]); every byte already there stays.
 
 use bytes::Bytes;
 
@@ -296,9 +300,82 @@ pub fn request_stream_usage(body: &[u8]) -> Option<Bytes> {
     Some(Bytes::from(out))
 }
 
+/// Appends each default `(name, JSON value)` whose name is not a
+/// top-level member of the body, before the closing brace, without
+/// touching any other byte. With nothing to add the body is returned as it
+/// is (a new handle on the same buffer). `None` when the body is not a
+/// JSON object.
+pub fn fill_missing(body: &Bytes, defaults: &[(String, Bytes)]) -> Option<Bytes> {
+    if defaults.is_empty() {
+        return Some(body.clone());
+    }
+    let mut present = vec![false; defaults.len()];
+    let mut any_member = false;
+    let close = for_each_member(body, |(k, _)| {
+        any_member = true;
+        let k = Key::of(k);
+        for (seen, (name, _)) in present.iter_mut().zip(defaults) {
+            if !*seen && k.is(name) {
+                *seen = true;
+            }
+        }
+    })?;
+    if present.iter().all(|p| *p) {
+        return Some(body.clone());
+    }
+    let mut out = Vec::with_capacity(body.len() + 64);
+    out.extend_from_slice(&body[..close]);
+    for ((name, value), seen) in defaults.iter().zip(present) {
+        if seen {
+            continue;
+        }
+        if any_member {
+            out.push(b',');
+        }
+        any_member = true;
+        out.extend_from_slice(serde_json::to_string(name).ok()?.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(value);
+    }
+    out.extend_from_slice(&body[close..]);
+    Some(Bytes::from(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fill_missing_appends_only_what_is_absent() {
+        let d = |pairs: &[(&str, &str)]| -> Vec<(String, Bytes)> {
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), Bytes::from(v.to_string())))
+                .collect()
+        };
+        let body = Bytes::from_static(b"{\"model\": \"m\",  \"temperature\" : 1e0 }\n");
+        let t = d(&[("temperature", "0.2")]);
+        let same = fill_missing(&body, &t).unwrap();
+        assert_eq!(same, body);
+        assert_eq!(same.as_ptr(), body.as_ptr(), "not copied");
+        let added = fill_missing(&body, &d(&[("top_p", "0.9"), ("temperature", "0.2")])).unwrap();
+        assert_eq!(
+            &added[..],
+            b"{\"model\": \"m\",  \"temperature\" : 1e0 ,\"top_p\":0.9}\n"
+        );
+        assert_eq!(
+            &fill_missing(&Bytes::from_static(b"{ }"), &t).unwrap()[..],
+            b"{ \"temperature\":0.2}"
+        );
+        // An escaped key is the same key.
+        let esc = Bytes::from_static(br#"{"t\u0065mperature":1}"#);
+        assert_eq!(fill_missing(&esc, &t).unwrap(), esc);
+        assert!(fill_missing(&Bytes::from_static(b"[1]"), &t).is_none());
+        assert_eq!(
+            fill_missing(&Bytes::from_static(b"[1]"), &[]).unwrap(),
+            &b"[1]"[..]
+        );
+    }
 
     #[test]
     fn a_string_ends_at_the_first_quote_no_backslash_escapes() {
@@ -781,6 +858,48 @@ mod props {
         #[test]
         fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..64)) {
             check(&body, "m")?;
+        }
+
+        #[test]
+        fn defaults_are_appended_when_absent_and_nothing_else_changes(
+            body in object(),
+            names in prop::collection::btree_set(key(), 0..4),
+            values in prop::collection::vec(json(), 4),
+        ) {
+            let Verdict::Object(Members(before)) = verdict(&body) else {
+                return Err(TestCaseError::fail("the generator wrote an invalid object"));
+            };
+            let defaults: Vec<(String, Bytes)> = names
+                .into_iter()
+                .zip(values)
+                .map(|(n, j)| {
+                    let mut v = Vec::new();
+                    Style { ws: vec![0], escape: vec![], n: 0 }.write(&j, &mut v);
+                    (n, Bytes::from(v))
+                })
+                .collect();
+            let body = Bytes::from(body);
+            let out = fill_missing(&body, &defaults).unwrap();
+            let Verdict::Object(Members(after)) = verdict(&out) else {
+                return Err(TestCaseError::fail(format!("not an object: {}", String::from_utf8_lossy(&out))));
+            };
+            let mut want = before.clone();
+            for (n, v) in &defaults {
+                if !before.iter().any(|(k, _)| k == n) {
+                    want.push((n.clone(), serde_json::from_slice(v).unwrap()));
+                }
+            }
+            prop_assert_eq!(&after, &want);
+            if want.len() == before.len() {
+                // Nothing to add: the very same bytes.
+                prop_assert_eq!(&out, &body);
+            } else {
+                // Every byte of the client's body is kept, in place: the
+                // members added sit just before the closing brace.
+                let close = body.iter().rposition(|c| *c == b'}').unwrap();
+                prop_assert_eq!(&out[..close], &body[..close]);
+                prop_assert_eq!(&out[out.len() - (body.len() - close)..], &body[close..]);
+            }
         }
     }
 }

@@ -3,10 +3,12 @@
 //! routing table that a data plane builds from a discovery snapshot.
 
 pub mod body;
+pub mod defaults;
 pub mod endpoint;
 pub mod keys;
 pub mod limits;
 pub mod outlier;
+pub mod proxy;
 pub mod quota;
 pub mod routing;
 pub mod rules;

@@ -349,6 +349,8 @@ mod tests {
             timeout: Duration::from_secs(1),
             stream_usage: true,
             limits: None,
+            proxy: None,
+            default_params: Default::default(),
         })
     }
 
@@ -366,6 +368,7 @@ mod tests {
             weight,
             rules: rule.and_then(|r| Rule::parse(r).unwrap()),
             prices: Prices::default(),
+            defaults: Vec::new(),
         }
     }
 

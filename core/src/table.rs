@@ -2,7 +2,7 @@
 //! domain types. A data plane swaps one `Arc<RoutingTable>` in at a time, so
 //! providers, models, keys and settings always change together.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -80,6 +80,11 @@ pub struct Provider {
     pub stream_usage: bool,
     /// Protects the upstream's own quota; `None` when none is set.
     pub limits: Option<Limits>,
+    /// The outbound proxy for this provider's upstream traffic.
+    pub proxy: Option<crate::proxy::ProxyUrl>,
+    /// Default request parameters (name -> compact JSON), filled in when
+    /// the upstream body lacks them; each target merges them with its own.
+    pub default_params: BTreeMap<String, String>,
 }
 
 impl fmt::Debug for Provider {
@@ -94,6 +99,7 @@ impl fmt::Debug for Provider {
                 &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
             .field("timeout", &self.timeout)
+            .field("proxy", &self.proxy)
             .finish()
     }
 }
@@ -295,6 +301,11 @@ pub struct Target {
     pub weight: u32,
     pub rules: Option<Rule>,
     pub prices: Prices,
+    /// The default parameters this target fills into the upstream body
+    /// when it lacks them: its provider's, with the target's own winning
+    /// (`llmgw_core::defaults::merged`); empty means the body is sent as
+    /// it is.
+    pub defaults: Vec<(String, bytes::Bytes)>,
 }
 
 #[derive(Debug)]
@@ -552,6 +563,13 @@ fn provider(p: pb::SnapshotProvider, settings: &Settings) -> Result<Provider, Sn
         },
         stream_usage: p.stream_usage,
         limits: limits(p.limits.as_ref())?,
+        proxy: if p.proxy.is_empty() {
+            None
+        } else {
+            Some(crate::proxy::ProxyUrl::parse(&p.proxy).map_err(|e| bad(e.0))?)
+        },
+        default_params: crate::defaults::params(p.default_params)
+            .map_err(|e| bad(format!("default_params: {e}")))?,
     })
 }
 
@@ -604,7 +622,10 @@ fn model(
             Some(p) => Prices::try_from(p).map_err(|e| bad(format!("target {}: {e}", i + 1)))?,
             None => prices,
         };
+        let own = crate::defaults::params(t.default_params)
+            .map_err(|e| bad(format!("target {}: default_params: {e}", i + 1)))?;
         targets.push(Target {
+            defaults: crate::defaults::merged(&provider.default_params, &own),
             provider: Arc::clone(provider),
             upstream_model: t.upstream_model,
             priority: t.priority,
@@ -689,6 +710,8 @@ mod tests {
                 headers: [("x-org".to_string(), "acme".to_string())].into(),
                 timeout_s: 0,
                 stream_usage: true,
+                proxy: String::new(),
+                default_params: Default::default(),
             }],
             models: vec![pb::SnapshotModel {
                 limits: Default::default(),
@@ -710,6 +733,7 @@ mod tests {
                         weight: 1,
                         rules: String::new(),
                         prices: None,
+                        default_params: Default::default(),
                     },
                     pb::SnapshotTarget {
                         provider: "openai".into(),
@@ -718,6 +742,7 @@ mod tests {
                         weight: 3,
                         rules: r#"{"field":"key","op":"eq","value":"k"}"#.into(),
                         prices: None,
+                        default_params: Default::default(),
                     },
                 ],
                 default_max_tokens: Some(4096),
@@ -760,6 +785,55 @@ mod tests {
         let t = RoutingTable::try_from(s).unwrap();
         assert!(t.key_named("k", 999).is_ok());
         assert_eq!(t.key_named("k", 1000).unwrap_err(), KeyRejection::Expired);
+    }
+
+    #[test]
+    fn a_proxy_is_read_and_a_bad_one_refuses_the_snapshot_naming_the_field() {
+        let mut s = sample();
+        s.providers[0].proxy = "socks5://u:proxysecret@127.0.0.1:1080".into();
+        let t = RoutingTable::try_from(s.clone()).unwrap();
+        let p = t.providers["openai"].proxy.as_ref().unwrap();
+        assert_eq!(p.shown(), "socks5://****@127.0.0.1:1080");
+        let dbg = format!("{t:?}");
+        assert!(!dbg.contains("proxysecret"), "{dbg}");
+        s.providers[0].proxy = "ftp://u:proxysecret@h".into();
+        let e = RoutingTable::try_from(s).unwrap_err().0;
+        assert_eq!(e, "provider 'openai': proxy must use http, https or socks5");
+    }
+
+    #[test]
+    fn default_params_merge_per_target_and_bad_ones_refuse_the_snapshot() {
+        let mut s = sample();
+        s.providers[0].default_params = [
+            ("temperature".to_string(), "0.2".to_string()),
+            ("top_p".to_string(), " 0.9 ".to_string()),
+        ]
+        .into();
+        s.models[0].targets[1].default_params =
+            [("temperature".to_string(), "1".to_string())].into();
+        let t = RoutingTable::try_from(s.clone()).unwrap();
+        let m = &t.models["gpt"];
+        let d = |t: &Target| {
+            t.defaults
+                .iter()
+                .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v)))
+                .collect::<Vec<_>>()
+        };
+        // Sorted by priority: the second target in the snapshot is first.
+        assert_eq!(d(&m.targets[0]), ["temperature=1", "top_p=0.9"]);
+        assert_eq!(d(&m.targets[1]), ["temperature=0.2", "top_p=0.9"]);
+        s.models[0].targets[1].default_params = [("model".to_string(), "\"x\"".to_string())].into();
+        let e = RoutingTable::try_from(s.clone()).unwrap_err().0;
+        assert!(
+            e.starts_with(
+                "model 'gpt': target 2: default_params: default parameter 'model' is not allowed"
+            ),
+            "{e}"
+        );
+        s.models[0].targets[1].default_params.clear();
+        s.providers[0].default_params = [("temperature".to_string(), "{".to_string())].into();
+        let e = RoutingTable::try_from(s).unwrap_err().0;
+        assert!(e.starts_with("provider 'openai': default_params: default parameter 'temperature' is not valid JSON"), "{e}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ const ARTIFACTS = join(ROOT, "dashboard", "test-artifacts");
 const ADMIN_TOKEN = `adm-e2e-${Math.random().toString(36).slice(2)}${Date.now()}`;
 const DATAPLANE_TOKEN = `dp-e2e-${Math.random().toString(36).slice(2)}`;
 const PROVIDER_KEY = `sk-upstream-e2e-${Math.random().toString(36).slice(2)}SECRET`;
+const PROXY_PASSWORD = `proxy-pw-${Math.random().toString(36).slice(2)}`;
 const TOKEN_KEY = "llmgw.adminToken";
 const WAIT = 20_000;
 
@@ -80,7 +81,12 @@ async function assertNoSecrets(where) {
     session: Object.entries(sessionStorage),
     local: Object.entries(localStorage),
   }));
-  const secrets = { "admin token": ADMIN_TOKEN, "provider key": PROVIDER_KEY, "data-plane token": DATAPLANE_TOKEN };
+  const secrets = {
+    "admin token": ADMIN_TOKEN,
+    "provider key": PROVIDER_KEY,
+    "data-plane token": DATAPLANE_TOKEN,
+    "proxy password": PROXY_PASSWORD,
+  };
   if (clientKey) secrets["client key"] = clientKey;
   for (const [i, k] of otherKeys.entries()) secrets[`client key ${i + 2}`] = k;
   for (const [what, secret] of Object.entries(secrets)) {
@@ -406,6 +412,34 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     await row.getByText(`****${PROVIDER_KEY.slice(-4)}`).waitFor();
     await screenshot("providers");
     await assertNoSecrets("providers");
+  });
+
+  step("a provider's proxy is shown masked, its default parameters as JSON", async () => {
+    const row = page.getByRole("row").filter({ hasText: "mock" });
+    const edit = async (fields) => {
+      await row.getByRole("button", { name: "Edit mock" }).click();
+      const dialog = page.getByRole("dialog");
+      for (const [label, value] of Object.entries(fields)) await dialog.getByLabel(label).fill(value);
+      await dialog.getByRole("button", { name: "Save changes" }).click();
+      await dialog.waitFor({ state: "detached" });
+      return dialog;
+    };
+    await edit({ "Outbound proxy": `http://dash-user:${PROXY_PASSWORD}@127.0.0.1:9`, "Default parameters": '{"temperature": 0.2}' });
+    await row.getByText("http://****@127.0.0.1:9").waitFor();
+    await assertNoSecrets("providers with a proxy");
+    // The form shows the masked proxy and the defaults; saving it unchanged keeps them.
+    await row.getByRole("button", { name: "Edit mock" }).click();
+    const dialog = page.getByRole("dialog");
+    assert.equal(await dialog.getByLabel("Outbound proxy").inputValue(), "http://****@127.0.0.1:9");
+    assert.equal(await dialog.getByLabel("Default parameters").inputValue(), '{"temperature":0.2}');
+    await assertNoSecrets("the provider form with a proxy");
+    await screenshot("provider-proxy");
+    await dialog.getByRole("button", { name: "Save changes" }).click();
+    await dialog.waitFor({ state: "detached" });
+    await row.getByText("http://****@127.0.0.1:9").waitFor();
+    // Cleared: direct again, no defaults (the steps below need the mock reachable).
+    await edit({ "Outbound proxy": "", "Default parameters": "" });
+    await row.getByText("direct").waitFor();
   });
 
   step("create a model with two targets and explain its route", async () => {

@@ -178,6 +178,8 @@ fn snapshot(version: u64, nonce: &str) -> Snapshot {
             headers: [("x-org".to_string(), "acme".to_string())].into(),
             timeout_s: 0,
             stream_usage: true,
+            proxy: String::new(),
+            default_params: Default::default(),
         }],
         models: vec![SnapshotModel {
             limits: Default::default(),
@@ -196,6 +198,7 @@ fn snapshot(version: u64, nonce: &str) -> Snapshot {
                 weight: 1,
                 rules: String::new(),
                 prices: None,
+                default_params: Default::default(),
             }],
         }],
         keys: vec![SnapshotKey {

@@ -35,6 +35,7 @@ impl fmt::Debug for SnapshotProvider {
             .field("headers", &header_names(&self.headers))
             .field("timeout_s", &self.timeout_s)
             .field("stream_usage", &self.stream_usage)
+            .field("proxy", &secret(&self.proxy))
             .finish()
     }
 }
@@ -50,6 +51,7 @@ impl fmt::Debug for CreateProviderRequest {
             .field("timeout_s", &self.timeout_s)
             .field("enabled", &self.enabled)
             .field("stream_usage", &self.stream_usage)
+            .field("proxy", &secret(&self.proxy))
             .finish()
     }
 }
@@ -68,6 +70,7 @@ impl fmt::Debug for UpdateProviderRequest {
             .field("timeout_s", &self.timeout_s)
             .field("enabled", &self.enabled)
             .field("stream_usage", &self.stream_usage)
+            .field("proxy", &self.proxy.as_deref().map(secret))
             .finish()
     }
 }
@@ -92,6 +95,7 @@ impl fmt::Debug for ProviderConfig {
             .field("timeout_s", &self.timeout_s)
             .field("enabled", &self.enabled)
             .field("stream_usage", &self.stream_usage)
+            .field("proxy", &secret(&self.proxy))
             .finish()
     }
 }

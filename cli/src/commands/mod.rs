@@ -3,6 +3,7 @@
 
 mod config;
 mod dataplane;
+mod default_params;
 mod export;
 mod key;
 mod limits;

@@ -45,10 +45,11 @@ pub async fn run(cmd: ModelCmd, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()>
             show(out, &m)
         }
         ModelCmd::Update(a) => {
-            let (mut req, reweigh) = update_request(a)?;
+            let (mut req, retune) = update_request(a)?;
             let c = Client::connect(g).await?;
-            if let Some(weights) = reweigh {
-                // Weights without targets: re-weigh the current targets.
+            if let Some((weights, params)) = retune {
+                // Weights or target defaults without targets: change the
+                // current targets.
                 let current = c
                     .api()
                     .get_model(GetModelRequest {
@@ -58,7 +59,7 @@ pub async fn run(cmd: ModelCmd, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()>
                     .map_err(|s| c.fail(s))?
                     .into_inner();
                 req.targets = Some(Targets {
-                    items: reweighted(current.targets, &weights)?,
+                    items: retuned(current.targets, weights.as_deref(), &params)?,
                 });
             }
             let m = c
@@ -126,6 +127,7 @@ pub fn build_targets(
                 rules: String::new(),
                 enabled: true,
                 prices: None,
+                default_params: Default::default(),
             })
         })
         .collect()
@@ -151,13 +153,21 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-/// The current targets with new weights, in priority order.
-fn reweighted(mut targets: Vec<ModelTarget>, weights: &[u32]) -> Result<Vec<ModelTarget>> {
-    check_weight_count(weights.len(), targets.len())?;
+/// The current targets, in priority order, with new weights (when given)
+/// and the target defaults given.
+fn retuned(
+    mut targets: Vec<ModelTarget>,
+    weights: Option<&[u32]>,
+    params: &[String],
+) -> Result<Vec<ModelTarget>> {
     targets.sort_by_key(|t| t.priority);
-    for (t, w) in targets.iter_mut().zip(weights) {
-        t.weight = Some(*w);
+    if let Some(weights) = weights {
+        check_weight_count(weights.len(), targets.len())?;
+        for (t, w) in targets.iter_mut().zip(weights) {
+            t.weight = Some(*w);
+        }
     }
+    super::default_params::apply_to_targets(&mut targets, params)?;
     Ok(targets)
 }
 
@@ -185,7 +195,8 @@ fn prices(f: PriceFlags) -> Option<Prices> {
 
 fn create_request(a: ModelAddArgs) -> Result<CreateModelRequest> {
     let o = a.common;
-    let targets = build_targets(&a.name, &a.targets, o.weights.as_deref())?;
+    let mut targets = build_targets(&a.name, &a.targets, o.weights.as_deref())?;
+    super::default_params::apply_to_targets(&mut targets, &o.target_default_params)?;
     Ok(CreateModelRequest {
         limits: limits_pb(&a.limits),
         strategy: o
@@ -215,15 +226,21 @@ fn create_request(a: ModelAddArgs) -> Result<CreateModelRequest> {
     })
 }
 
-/// The request, and the weights to put on the current targets when
-/// weights come without targets.
-fn update_request(a: ModelUpdateArgs) -> Result<(UpdateModelRequest, Option<Vec<u32>>)> {
+/// The weights and target defaults to put on the current targets.
+type Retune = (Option<Vec<u32>>, Vec<String>);
+
+/// The request, and the weights and target defaults to put on the current
+/// targets when they come without targets.
+fn update_request(a: ModelUpdateArgs) -> Result<(UpdateModelRequest, Option<Retune>)> {
     let ch = a.changes;
-    let (targets, reweigh) = if ch.targets.is_empty() {
-        (None, ch.weights)
-    } else {
-        let items = build_targets(&a.name, &ch.targets, ch.weights.as_deref())?;
+    let (targets, retune) = if !ch.targets.is_empty() {
+        let mut items = build_targets(&a.name, &ch.targets, ch.weights.as_deref())?;
+        super::default_params::apply_to_targets(&mut items, &ch.target_default_params)?;
         (Some(Targets { items }), None)
+    } else if ch.weights.is_some() || !ch.target_default_params.is_empty() {
+        (None, Some((ch.weights, ch.target_default_params)))
+    } else {
+        (None, None)
     };
     let enabled = match (ch.enable, ch.disable) {
         (true, _) => Some(true),
@@ -250,7 +267,7 @@ fn update_request(a: ModelUpdateArgs) -> Result<(UpdateModelRequest, Option<Vec<
         translation: ch.translation.map(|t| t.as_str().to_string()),
         r#type: ch.model_type.map(|t| t.as_str().to_string()),
     };
-    Ok((req, reweigh))
+    Ok((req, retune))
 }
 
 fn fmt_prices(p: Option<&Prices>, long: bool) -> String {
@@ -392,6 +409,7 @@ fn show(out: &mut Out<'_>, m: &Model) -> Result<()> {
         "WEIGHT",
         "ENABLED",
         "PRICES",
+        "DEFAULTS",
         "RULES",
     ]);
     for target in by_priority(m) {
@@ -405,6 +423,7 @@ fn show(out: &mut Out<'_>, m: &Model) -> Result<()> {
             },
             yes_no(target.enabled).to_string(),
             fmt_prices(target.prices.as_ref(), false),
+            super::default_params::text(&target.default_params),
             target.rules.clone(),
         ]);
     }
@@ -469,9 +488,13 @@ mod tests {
         );
         assert!(build_targets("m", &specs, Some(&[1, 2, 3])).is_err());
         let current = build_targets("m", &specs, None).unwrap();
-        assert!(reweighted(current.clone(), &[5]).is_err());
-        let w = reweighted(current, &[5, 6]).unwrap();
+        assert!(retuned(current.clone(), Some(&[5]), &[]).is_err());
+        let w = retuned(current.clone(), Some(&[5, 6]), &[]).unwrap();
         assert_eq!((w[0].weight, w[1].weight), (Some(5), Some(6)));
+        let d = retuned(current, None, &["2:temperature=0.2".to_string()]).unwrap();
+        assert_eq!((d[0].weight, d[1].weight), (Some(1), Some(1)));
+        assert!(d[0].default_params.is_empty());
+        assert_eq!(d[1].default_params["temperature"], "0.2");
     }
 
     #[test]

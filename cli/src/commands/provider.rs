@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use std::io::Write;
 
 use llmgw_proto::v1::{
-    CreateProviderRequest, DeleteProviderRequest, GetProviderRequest, Headers,
+    CreateProviderRequest, DefaultParams, DeleteProviderRequest, GetProviderRequest, Headers,
     ListProvidersRequest, ListUpstreamModelsRequest, Provider, UpdateProviderRequest,
     UpstreamModel,
 };
@@ -142,6 +142,8 @@ fn create_request(a: ProviderAddArgs) -> Result<CreateProviderRequest> {
         timeout_s: a.timeout_s.unwrap_or(0),
         enabled: Some(!a.disabled),
         stream_usage: Some(!a.no_stream_usage),
+        proxy: a.proxy.unwrap_or_default(),
+        default_params: super::default_params::map(&a.default_params)?,
     })
 }
 
@@ -171,6 +173,20 @@ fn update_request(a: ProviderUpdateArgs) -> Result<UpdateProviderRequest> {
         timeout_s: ch.timeout_s,
         enabled,
         stream_usage: ch.stream_usage,
+        proxy: if ch.no_proxy {
+            Some(String::new())
+        } else {
+            ch.proxy
+        },
+        default_params: if ch.clear_default_params {
+            Some(DefaultParams::default())
+        } else if ch.default_params.is_empty() {
+            None
+        } else {
+            Some(DefaultParams {
+                values: super::default_params::map(&ch.default_params)?,
+            })
+        },
     })
 }
 
@@ -193,8 +209,8 @@ fn list(out: &mut Out<'_>, providers: &[Provider]) -> Result<()> {
         return out.json(providers);
     }
     let mut t = Table::new(&[
-        "NAME", "PROTOCOL", "BASE URL", "API KEY", "HEADERS", "TIMEOUT", "ENABLED", "LIMITS",
-        "STATUS",
+        "NAME", "PROTOCOL", "BASE URL", "API KEY", "HEADERS", "PROXY", "TIMEOUT", "ENABLED",
+        "LIMITS", "STATUS",
     ]);
     for p in providers {
         let headers: Vec<&str> = sorted_headers(&p.headers)
@@ -207,6 +223,7 @@ fn list(out: &mut Out<'_>, providers: &[Provider]) -> Result<()> {
             p.base_url.clone(),
             p.api_key.clone(),
             headers.join(","),
+            p.proxy.clone(),
             timeout(p.timeout_s),
             yes_no(p.enabled).to_string(),
             summary(p.limits.as_ref()),
@@ -233,6 +250,11 @@ fn show(out: &mut Out<'_>, p: &Provider) -> Result<()> {
     t.row(["timeout_s".to_string(), timeout(p.timeout_s)]);
     t.row(["enabled", yes_no(p.enabled)]);
     t.row(["stream_usage", yes_no(p.stream_usage)]);
+    t.row(["proxy", &p.proxy]);
+    t.row([
+        "default_params".to_string(),
+        super::default_params::text(&p.default_params),
+    ]);
     t.row(["limits".to_string(), summary(p.limits.as_ref())]);
     t.row(["created_at", &p.created_at]);
     t.row(["updated_at", &p.updated_at]);

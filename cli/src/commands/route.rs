@@ -116,6 +116,22 @@ fn lines(r: &ExplainRouteResponse) -> Vec<String> {
             ]);
         }
         lines.extend(t.render().lines().map(str::to_string));
+        for c in &r.candidates {
+            if !c.proxy.is_empty() {
+                lines.push(format!(
+                    "{}:{} connects through proxy {}",
+                    c.provider, c.upstream_model, c.proxy
+                ));
+            }
+            if !c.default_params.is_empty() {
+                lines.push(format!(
+                    "{}:{} fills in when absent: {}",
+                    c.provider,
+                    c.upstream_model,
+                    super::default_params::text(&c.default_params)
+                ));
+            }
+        }
     }
     if !r.error.is_empty() {
         lines.push(format!("the request would fail: {}", r.error));
@@ -149,6 +165,16 @@ mod tests {
                 "passes through".into()
             },
             estimated_cost: if p == "c" { 0.0125 } else { 0.0 },
+            proxy: if p == "c" {
+                "socks5://****@127.0.0.1:1080".into()
+            } else {
+                String::new()
+            },
+            default_params: if p == "a" {
+                [("temperature".to_string(), "0.2".to_string())].into()
+            } else {
+                Default::default()
+            },
         };
         let r = ExplainRouteResponse {
             model: "m".into(),
@@ -182,6 +208,11 @@ mod tests {
         assert!(l[1].contains("WEIGHT  EST. COST"), "{l:?}");
         let words: Vec<&str> = l[2].split_whitespace().collect();
         assert_eq!(words[5], "0.0125", "{l:?}");
+        assert_eq!(l[5], "a:a-model fills in when absent: temperature=0.2");
+        assert_eq!(
+            l[6],
+            "c:c-model connects through proxy socks5://****@127.0.0.1:1080"
+        );
         let r = ExplainRouteResponse {
             model: "m".into(),
             error: "model 'm' does not exist or is disabled".into(),

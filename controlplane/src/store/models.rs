@@ -182,11 +182,12 @@ async fn insert_targets(
         // float8 ("incorrect binary data format"). Left out, the columns are NULL.
         let sql = if t.prices.is_some() {
             "INSERT INTO model_targets (model_id, position, provider_id, upstream_model, priority, \
-             weight, rules, enabled, price_input, price_output, price_cached_input, \
-             price_cache_write) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+             weight, rules, enabled, default_params, price_input, price_output, \
+             price_cached_input, price_cache_write) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         } else {
             "INSERT INTO model_targets (model_id, position, provider_id, upstream_model, priority, \
-             weight, rules, enabled) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+             weight, rules, enabled, default_params) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         };
         let mut insert = sqlx::query(sql)
             .bind(model_id)
@@ -196,7 +197,8 @@ async fn insert_targets(
             .bind(i64::from(t.priority))
             .bind(i64::from(t.weight))
             .bind(specs::normalise_rules(&t.rules)?)
-            .bind(int(t.enabled));
+            .bind(int(t.enabled))
+            .bind(specs::params_to_json(&t.default_params));
         if let Some(p) = t.prices {
             insert = insert
                 .bind(p.input)
@@ -238,6 +240,7 @@ fn target_from_row(rd: &mut RowReader<'_>) -> TargetSpec {
         rules: rd.get("rules", "rules"),
         enabled: rd.flag("enabled"),
         prices,
+        default_params: rd.default_params(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Upstream providers: reading them (with their secrets opened), creating,
-//! updating and deleting them. The API key and the headers are sealed with
+//! updating and deleting them. The API key, the headers and the proxy URL
+//! (which may hold credentials) are sealed with
 //! the master key, bound to the provider's name and column. A provider's
 //! limits are read and written with it.
 
@@ -14,7 +15,7 @@ use sqlx::{Any, AnyConnection};
 
 use super::limits;
 use super::row::{Broken, RowReader};
-use super::{exists, int, now_ms, ProviderSpec, Result, Store, StoreError};
+use super::{exists, int, now_ms, specs, ProviderSpec, Result, Store, StoreError};
 
 pub(super) const SCOPE: Scope = Scope::Provider;
 
@@ -52,6 +53,7 @@ impl Store {
             }),
             None => BTreeMap::new(),
         };
+        let proxy = open(&mut rd, "proxy_sealed");
         let spec = ProviderSpec {
             protocol: rd.parse("protocol", Protocol::OpenAi),
             name,
@@ -62,6 +64,8 @@ impl Store {
             stream_usage: rd.flag("stream_usage"),
             enabled: rd.flag("enabled"),
             limits: None,
+            proxy,
+            default_params: rd.default_params(),
         };
         let created_at = rd.get("created_at", "created_at");
         let updated_at = rd.get("updated_at", "updated_at");
@@ -95,7 +99,7 @@ impl Store {
         Ok(provider)
     }
 
-    fn seal_provider(&self, spec: &ProviderSpec) -> Result<(Option<String>, Option<String>)> {
+    fn seal_provider(&self, spec: &ProviderSpec) -> Result<Sealed> {
         let key = match &spec.api_key {
             Some(k) if !k.expose_secret().is_empty() => Some(self.sealer.seal(
                 k.expose_secret(),
@@ -113,7 +117,18 @@ impl Store {
                     .seal(&json, &seal_context(&spec.name, "headers_sealed"))?,
             )
         };
-        Ok((key, headers))
+        let proxy = match &spec.proxy {
+            Some(p) => Some(
+                self.sealer
+                    .seal(p.expose_secret(), &seal_context(&spec.name, "proxy_sealed"))?,
+            ),
+            None => None,
+        };
+        Ok(Sealed {
+            key,
+            headers,
+            proxy,
+        })
     }
 
     pub async fn insert_provider(&self, tx: &mut AnyConnection, spec: &ProviderSpec) -> Result<()> {
@@ -124,15 +139,15 @@ impl Store {
                 spec.name
             )));
         }
-        let (key, headers) = self.seal_provider(spec)?;
+        let sealed = self.seal_provider(spec)?;
         let now = now_ms();
         let insert = sqlx::query(
             "INSERT INTO providers (name, protocol, base_url, api_key_sealed, headers_sealed, \
-             timeout_s, stream_usage, enabled, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             timeout_s, stream_usage, enabled, proxy_sealed, default_params, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&spec.name);
-        bind_settings(insert, spec, key, headers)
+        bind_settings(insert, spec, sealed)
             .bind(now)
             .bind(now)
             .execute(&mut *tx)
@@ -142,13 +157,13 @@ impl Store {
 
     pub async fn update_provider(&self, tx: &mut AnyConnection, spec: &ProviderSpec) -> Result<()> {
         spec.validate()?;
-        let (key, headers) = self.seal_provider(spec)?;
+        let sealed = self.seal_provider(spec)?;
         let update = sqlx::query(
             "UPDATE providers SET protocol = $1, base_url = $2, api_key_sealed = $3, \
-             headers_sealed = $4, timeout_s = $5, stream_usage = $6, enabled = $7, updated_at = $8 \
-             WHERE name = $9",
+             headers_sealed = $4, timeout_s = $5, stream_usage = $6, enabled = $7, \
+             proxy_sealed = $8, default_params = $9, updated_at = $10 WHERE name = $11",
         );
-        let done = bind_settings(update, spec, key, headers)
+        let done = bind_settings(update, spec, sealed)
             .bind(now_ms())
             .bind(&spec.name)
             .execute(&mut *tx)
@@ -205,16 +220,24 @@ impl Store {
 fn bind_settings<'q>(
     q: Query<'q, Any, AnyArguments<'q>>,
     spec: &'q ProviderSpec,
-    key: Option<String>,
-    headers: Option<String>,
+    sealed: Sealed,
 ) -> Query<'q, Any, AnyArguments<'q>> {
     q.bind(spec.protocol.as_str())
         .bind(&spec.base_url)
-        .bind(key)
-        .bind(headers)
+        .bind(sealed.key)
+        .bind(sealed.headers)
         .bind(i64::from(spec.timeout_s))
         .bind(int(spec.stream_usage))
         .bind(int(spec.enabled))
+        .bind(sealed.proxy)
+        .bind(specs::params_to_json(&spec.default_params))
+}
+
+/// A provider's sealed columns.
+struct Sealed {
+    key: Option<String>,
+    headers: Option<String>,
+    proxy: Option<String>,
 }
 
 pub(super) fn seal_context(provider: &str, column: &str) -> String {

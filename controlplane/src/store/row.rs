@@ -72,6 +72,16 @@ impl<'r> RowReader<'r> {
         }
     }
 
+    /// The `default_params` column: a JSON object of default request
+    /// parameters (none, and the field noted, when it is not one).
+    pub(super) fn default_params(&mut self) -> std::collections::BTreeMap<String, String> {
+        let text: String = self.get("default_params", "default_params");
+        super::specs::params_from_json(&text).unwrap_or_else(|e| {
+            self.note("default_params", e);
+            Default::default()
+        })
+    }
+
     pub(super) fn flag(&mut self, col: &str) -> bool {
         self.get::<i64>(col, col) != 0
     }

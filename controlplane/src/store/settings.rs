@@ -76,9 +76,10 @@ impl Store {
 
     async fn reseal_rotated(&self) -> Result<()> {
         let current = self.sealer.current_key_id().to_string();
-        let rows = sqlx::query("SELECT name, api_key_sealed, headers_sealed FROM providers")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT name, api_key_sealed, headers_sealed, proxy_sealed FROM providers")
+                .fetch_all(&self.pool)
+                .await?;
         let stale = |v: &Option<String>| {
             v.as_deref()
                 .and_then(Sealer::key_id_of)
@@ -88,7 +89,7 @@ impl Store {
         let mut n = 0;
         for r in &rows {
             let name: String = r.try_get("name")?;
-            for col in ["api_key_sealed", "headers_sealed"] {
+            for col in ["api_key_sealed", "headers_sealed", "proxy_sealed"] {
                 let v: Option<String> = r.try_get(col)?;
                 if stale(&v) {
                     let ctx = seal_context(&name, col);

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use llmgw_core::defaults;
 use llmgw_core::limits::Limits;
+use llmgw_core::proxy::ProxyUrl;
 use llmgw_core::rules::Rule;
 use llmgw_core::table::{ModelType, Translation};
 use llmgw_core::validate::{limits, ValidationError};
@@ -51,9 +53,26 @@ pub struct ProviderSpec {
     pub enabled: bool,
     /// Protects the upstream's own quota; `None` is none.
     pub limits: Option<Limits>,
+    /// The outbound proxy's URL with its credentials (normalized by
+    /// `ProxyUrl::full`); `None` is none.
+    pub proxy: Option<SecretString>,
+    /// Default request parameters: name -> compact JSON value.
+    pub default_params: BTreeMap<String, String>,
 }
 
 impl ProviderSpec {
+    /// The proxy as reads show it: `scheme://host:port` with `****@` for
+    /// credentials, or empty when there is none.
+    pub fn shown_proxy(&self) -> String {
+        self.proxy
+            .as_ref()
+            .map(|p| match ProxyUrl::parse(p.expose_secret()) {
+                Ok(u) => u.shown(),
+                Err(_) => "(not a valid proxy URL)".to_string(),
+            })
+            .unwrap_or_default()
+    }
+
     /// The API key as reads show it: masked, or empty when there is none.
     pub fn shown_api_key(&self) -> String {
         use secrecy::ExposeSecret;
@@ -96,6 +115,15 @@ impl ProviderSpec {
         if self.timeout_s > 3600 {
             p.add("timeout_s", "timeout_s must be at most 3600 seconds");
         }
+        if let Some(u) = &self.proxy {
+            if let Err(e) = ProxyUrl::parse(u.expose_secret()) {
+                p.add("proxy", e.0);
+            }
+        }
+        p.check(
+            "default_params",
+            defaults::params(self.default_params.clone()).map(|_| ()),
+        );
         p
     }
 }
@@ -130,6 +158,9 @@ pub struct TargetSpec {
     pub rules: String,
     pub enabled: bool,
     pub prices: Option<Prices>,
+    /// Default request parameters: name -> compact JSON value; they win
+    /// over the provider's for the same name.
+    pub default_params: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -221,6 +252,10 @@ impl ModelSpec {
             if let Some(prices) = &t.prices {
                 prices.check(&at("prices"), &mut p);
             }
+            p.check(
+                &at("default_params"),
+                named(defaults::params(t.default_params.clone()).map(|_| ())),
+            );
         }
         p
     }
@@ -283,4 +318,30 @@ impl KeySpec {
         }
         p
     }
+}
+
+/// Default parameters as stored: one JSON object of the values themselves.
+pub fn params_to_json(params: &BTreeMap<String, String>) -> String {
+    let object: serde_json::Map<String, serde_json::Value> = params
+        .iter()
+        .map(|(k, v)| {
+            let value = serde_json::from_str(v).unwrap_or(serde_json::Value::Null);
+            (k.clone(), value)
+        })
+        .collect();
+    serde_json::Value::Object(object).to_string()
+}
+
+/// Default parameters from their stored JSON object; `Err` says why it is
+/// not one.
+pub fn params_from_json(text: &str) -> std::result::Result<BTreeMap<String, String>, String> {
+    if text.trim().is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+        .map_err(|_| "the stored default parameters are not a JSON object".to_string())?;
+    Ok(object
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect())
 }

@@ -245,6 +245,8 @@ pub fn provider(name: &str) -> ProviderSpec {
         stream_usage: true,
         enabled: true,
         limits: None,
+        proxy: None,
+        default_params: Default::default(),
     }
 }
 
@@ -257,6 +259,7 @@ pub fn target(provider: &str, upstream: &str) -> TargetSpec {
         rules: String::new(),
         enabled: true,
         prices: None,
+        default_params: Default::default(),
     }
 }
 
@@ -407,4 +410,10 @@ pub fn assert_provider_eq(got: &ProviderSpec, want: &ProviderSpec) {
     assert_eq!(got.timeout_s, want.timeout_s, "timeout_s of {}", want.name);
     assert_eq!(got.stream_usage, want.stream_usage);
     assert_eq!(got.enabled, want.enabled, "enabled of {}", want.name);
+    assert_eq!(
+        secret(&got.proxy),
+        secret(&want.proxy),
+        "proxy of {}",
+        want.name
+    );
 }

@@ -16,6 +16,7 @@ import { Select } from "@/components/ui/select";
 import { Table, TableBody, TableCell, TableHead, TableHeader, TableRow } from "@/components/ui/table";
 import type { ExplainRouteResponse, Model } from "@/gen/llmgw/v1/admin_pb";
 import type { Prices } from "@/gen/llmgw/v1/common_pb";
+import { paramsOf, paramsSummary, paramsText } from "@/lib/default-params";
 import { api, errorMessage } from "@/lib/api";
 import { weightLabel } from "@/lib/broken";
 import { formatCost, formatInt, formatPrice } from "@/lib/format";
@@ -51,6 +52,7 @@ interface TargetForm {
   enabled: boolean;
   overridePrices: boolean;
   prices: PriceForm;
+  defaultParams: string;
 }
 
 interface PriceForm {
@@ -95,6 +97,7 @@ const newTarget = (provider = ""): TargetForm => ({
   enabled: true,
   overridePrices: false,
   prices: NO_PRICES,
+  defaultParams: "",
 });
 
 function formOf(m: Model): ModelForm {
@@ -119,6 +122,7 @@ function formOf(m: Model): ModelForm {
       overridePrices:
         !!t.prices && (t.prices.inputPerMtok > 0 || t.prices.outputPerMtok > 0 || t.prices.cachedInputPerMtok > 0 || t.prices.cacheWritePerMtok > 0),
       prices: priceForm(t.prices),
+      defaultParams: paramsText(t.defaultParams),
     })),
   };
 }
@@ -162,6 +166,7 @@ function targetsOf(f: ModelForm) {
       rules: t.rules.trim(),
       enabled: t.enabled,
       prices: t.overridePrices ? prices(t.prices, where) : undefined,
+      defaultParams: paramsOf(t.defaultParams, where),
     };
   });
 }
@@ -554,6 +559,14 @@ function ModelDialog({
                 >
                   <Textarea id={`t${i}-rules`} rows={2} spellCheck={false} value={t.rules} onChange={(e) => setTarget(i, { rules: e.target.value })} />
                 </Field>
+                <Field
+                  label="Default parameters"
+                  htmlFor={`t${i}-defaults`}
+                  className="sm:col-span-4"
+                  hint='A JSON object of top-level fields filled in when the request lacks them; they win over the provider&apos;s. E.g. {"temperature": 0.2}'
+                >
+                  <Input id={`t${i}-defaults`} spellCheck={false} value={t.defaultParams} onChange={(e) => setTarget(i, { defaultParams: e.target.value })} />
+                </Field>
                 {t.overridePrices ? (
                   <div className="sm:col-span-4">
                     <PriceFields id={`t${i}-price`} value={t.prices} onChange={(p) => setTarget(i, { prices: p })} />
@@ -730,6 +743,10 @@ function ExplainResult({ r }: { r: ExplainRouteResponse }) {
                   <TableCell className="font-medium">
                     {c.provider}
                     <span className="text-muted-foreground">:{c.upstreamModel}</span>
+                    {c.proxy ? <div className="font-mono text-xs text-muted-foreground">via {c.proxy}</div> : null}
+                    {Object.keys(c.defaultParams).length ? (
+                      <div className="font-mono text-xs text-muted-foreground">fills in when absent: {paramsSummary(c.defaultParams)}</div>
+                    ) : null}
                   </TableCell>
                   <TableCell className="tabular-nums">
                     {c.priority} · {c.weight}

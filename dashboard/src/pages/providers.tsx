@@ -14,6 +14,7 @@ import { Field } from "@/components/ui/label";
 import { Select } from "@/components/ui/select";
 import { Table, TableBody, TableCell, TableHead, TableHeader, TableRow } from "@/components/ui/table";
 import type { Provider } from "@/gen/llmgw/v1/admin_pb";
+import { paramsOf, paramsText } from "@/lib/default-params";
 import { api, errorMessage } from "@/lib/api";
 import { formatRelative } from "@/lib/format";
 import { limitsForCreate, type LimitsForm, limitsFormOf, limitsForUpdate, NO_LIMITS } from "@/lib/limits";
@@ -34,6 +35,8 @@ interface Form {
   timeoutS: string;
   enabled: boolean;
   streamUsage: boolean;
+  proxy: string;
+  defaultParams: string;
   headers: HeaderRow[];
   limits: LimitsForm;
 }
@@ -47,6 +50,8 @@ const EMPTY: Form = {
   timeoutS: "",
   enabled: true,
   streamUsage: true,
+  proxy: "",
+  defaultParams: "",
   headers: [],
   limits: NO_LIMITS,
 };
@@ -61,6 +66,8 @@ function formOf(p: Provider): Form {
     timeoutS: p.timeoutS ? String(p.timeoutS) : "",
     enabled: p.enabled,
     streamUsage: p.streamUsage,
+    proxy: p.proxy,
+    defaultParams: paramsText(p.defaultParams),
     headers: Object.entries(p.headers)
       .sort(([a], [b]) => a.localeCompare(b))
       .map(([name, value]) => ({ name, value })),
@@ -111,6 +118,7 @@ export function ProvidersPage() {
                 <TableHead>Protocol</TableHead>
                 <TableHead>Base URL</TableHead>
                 <TableHead>API key</TableHead>
+                <TableHead>Proxy</TableHead>
                 <TableHead>Timeout</TableHead>
                 <TableHead>Status</TableHead>
                 <TableHead>Limits</TableHead>
@@ -133,6 +141,7 @@ export function ProvidersPage() {
                     {p.baseUrl}
                   </TableCell>
                   <TableCell className="font-mono text-xs">{p.apiKey || <span className="text-muted-foreground">none</span>}</TableCell>
+                  <TableCell className="font-mono text-xs">{p.proxy || <span className="text-muted-foreground">direct</span>}</TableCell>
                   <TableCell className="tabular-nums">{p.timeoutS ? `${p.timeoutS} s` : <span className="text-muted-foreground">default</span>}</TableCell>
                   <TableCell>
                     <div className="flex flex-wrap gap-1">
@@ -200,6 +209,13 @@ function ProviderDialog({ provider, onClose, onSaved }: { provider?: Provider; o
       setError("Timeout must be a whole number of seconds.");
       return;
     }
+    let defaultParams: Record<string, string>;
+    try {
+      defaultParams = paramsOf(f.defaultParams);
+    } catch (err) {
+      setError(errorMessage(err));
+      return;
+    }
     setBusy(true);
     setError("");
     try {
@@ -214,6 +230,8 @@ function ProviderDialog({ provider, onClose, onSaved }: { provider?: Provider; o
           timeoutS: timeout,
           enabled: f.enabled,
           streamUsage: f.streamUsage,
+          proxy: f.proxy.trim(),
+          defaultParams,
           limits,
         });
       } else {
@@ -227,6 +245,9 @@ function ProviderDialog({ provider, onClose, onSaved }: { provider?: Provider; o
           timeoutS: timeout,
           enabled: f.enabled,
           streamUsage: f.streamUsage,
+          // The masked value shown keeps the stored proxy; empty removes it.
+          proxy: f.proxy.trim() !== initial.proxy ? f.proxy.trim() : undefined,
+          defaultParams: f.defaultParams.trim() !== initial.defaultParams ? { values: defaultParams } : undefined,
           limits,
         });
       }
@@ -295,6 +316,27 @@ function ProviderDialog({ provider, onClose, onSaved }: { provider?: Provider; o
             onChange={(e) => set({ apiKey: e.target.value })}
             placeholder={provider?.apiKey ? "Unchanged" : ""}
           />
+        </Field>
+        <Field
+          label="Outbound proxy"
+          htmlFor="p-proxy"
+          hint="http://, https:// or socks5://, with optional user:pass@ (sealed, shown masked). Empty: connect directly."
+        >
+          <Input
+            id="p-proxy"
+            autoComplete="off"
+            spellCheck={false}
+            value={f.proxy}
+            onChange={(e) => set({ proxy: e.target.value })}
+            placeholder="socks5://user:pass@proxy.internal:1080"
+          />
+        </Field>
+        <Field
+          label="Default parameters"
+          htmlFor="p-defaults"
+          hint='A JSON object of top-level request fields filled in only when the request lacks them (a target&apos;s own win). E.g. {"temperature": 0.2}'
+        >
+          <Input id="p-defaults" spellCheck={false} value={f.defaultParams} onChange={(e) => set({ defaultParams: e.target.value })} placeholder='{"temperature": 0.2}' />
         </Field>
         {provider?.apiKey ? (
           <Switch id="p-remove-key" checked={f.removeKey} onChange={(v) => set({ removeKey: v, apiKey: "" })} label="Remove the stored key" />

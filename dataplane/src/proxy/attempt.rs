@@ -64,6 +64,9 @@ impl Proxy {
                     let t = call.translation(from)?;
                     let (body, dropped) =
                         t.encode(to, &target.upstream_model, call.model.default_max_tokens)?;
+                    // The target's default parameters go into the body in
+                    // the upstream's protocol, where the request lacks them.
+                    let body = body::fill_missing(&body, defaults(&call, target)).unwrap_or(body);
                     Prepared {
                         body,
                         path: t.upstream_path(to, &target.upstream_model).into(),
@@ -355,17 +358,21 @@ impl Proxy {
 
     /// The body for one target: the client's bytes with only `model`
     /// replaced, plus a usage request for OpenAI chat streams if the
-    /// provider wants it and the client did not ask.
+    /// provider wants it and the client did not ask, plus the target's
+    /// default parameters the body lacks (none configured: nothing added,
+    /// the bytes stay the client's).
     pub(super) fn upstream_body(&self, call: &Call<'_>, target: &Target) -> Option<Bytes> {
-        if call.endpoint.model_in_path() {
+        let out = if call.endpoint.model_in_path() {
             // Gemini: the model is in the path, the body passes unchanged.
-            return Some(call.raw.clone());
-        }
-        let mut out = body::replace_model(call.raw, &target.upstream_model)?;
-        if wants_usage_chunk(call, target) {
-            out = body::request_stream_usage(&out)?;
-        }
-        Some(out)
+            call.raw.clone()
+        } else {
+            let mut out = body::replace_model(call.raw, &target.upstream_model)?;
+            if wants_usage_chunk(call, target) {
+                out = body::request_stream_usage(&out)?;
+            }
+            out
+        };
+        body::fill_missing(&out, defaults(call, target))
     }
 
     pub(super) async fn send(
@@ -384,6 +391,7 @@ impl Proxy {
             &provider.base_url,
             &prepared.path,
             settings.connect_timeout,
+            provider.proxy.as_ref(),
         )?;
         let left = deadline.saturating_duration_since(Instant::now());
         let (limit, by_deadline) = if left < settings.first_byte_timeout {
@@ -440,6 +448,16 @@ fn stopped_by_admin(pending: &mut Pending, sent: u32, message: String) -> (Error
         r.upstream_model.clone_from(&a.upstream_model);
     }
     (ErrorKind::CancelledByAdmin, message)
+}
+
+/// The default parameters a request to `target` gets: the target's, except
+/// on token counting endpoints, which take no generation parameters.
+fn defaults<'t>(call: &Call<'_>, target: &'t Target) -> &'t [(String, Bytes)] {
+    match call.endpoint.api() {
+        llmgw_core::serving::ClientApi::CountTokens
+        | llmgw_core::serving::ClientApi::GeminiCountTokens => &[],
+        _ => &target.defaults,
+    }
 }
 
 /// What one target is sent: the body, the path under its base URL, and

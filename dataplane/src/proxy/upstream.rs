@@ -8,11 +8,16 @@
 //! gateway needs is done here: the connect timeout covers DNS, TCP and TLS
 //! ([`TimeoutConnector`]), TCP keepalive finds dead pooled connections, and
 //! [`is_safe_to_resend`] picks out the HTTP/2 refusals reqwest resent.
+//!
+//! A provider with an outbound proxy gets its connections through it
+//! (`llmgw_outbound::ProxyConnector`: HTTP CONNECT or SOCKS5, with TLS to
+//! the upstream inside the tunnel); a pool is kept per (provider, proxy),
+//! so a snapshot that changes the proxy starts a new pool.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,6 +28,8 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use llmgw_core::proxy::ProxyUrl;
+use llmgw_outbound::ProxyConnector;
 
 use super::error::AttemptError;
 
@@ -36,12 +43,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// timeout is a connect error, so the attempt fails over like any other.
 #[derive(Clone)]
 pub struct TimeoutConnector {
-    inner: HttpsConnector<HttpConnector>,
+    inner: HttpsConnector<ProxyConnector>,
     timeout: Duration,
 }
 
 impl tower::Service<Uri> for TimeoutConnector {
-    type Response = <HttpsConnector<HttpConnector> as tower::Service<Uri>>::Response;
+    type Response = <HttpsConnector<ProxyConnector> as tower::Service<Uri>>::Response;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -87,6 +94,8 @@ pub fn is_safe_to_resend(e: &(dyn std::error::Error + 'static)) -> bool {
 /// What is kept per provider name.
 struct Entry {
     connect_timeout: Duration,
+    /// The proxy the pool's connections go through.
+    proxy: Option<ProxyUrl>,
     client: UpstreamClient,
     /// The base URL the parsed URIs were made from; a snapshot that changes
     /// it drops them.
@@ -111,22 +120,24 @@ impl std::fmt::Debug for Upstreams {
 
 impl Upstreams {
     /// The provider's client (a new one, with a new pool, when the connect
-    /// timeout changed) and the URI of `path` under `base_url`.
+    /// timeout or the proxy changed) and the URI of `path` under `base_url`.
     pub fn get(
         &self,
         provider: &str,
         base_url: &str,
         path: &str,
         connect_timeout: Duration,
+        proxy: Option<&ProxyUrl>,
     ) -> Result<(UpstreamClient, Uri), AttemptError> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        // One lookup in the usual case (a known provider, same timeout).
+        // One lookup in the usual case (a known provider, same settings).
         let entry = match entries.get_mut(provider) {
-            Some(e) if e.connect_timeout == connect_timeout => e,
+            Some(e) if e.connect_timeout == connect_timeout && e.proxy.as_ref() == proxy => e,
             _ => {
-                let client = build_client(self.tls_config()?, connect_timeout);
+                let client = build_client(self.tls_config()?, connect_timeout, proxy)?;
                 let entry = Entry {
                     connect_timeout,
+                    proxy: proxy.cloned(),
                     client,
                     base_url: base_url.to_string(),
                     uris: Vec::new(),
@@ -158,14 +169,8 @@ impl Upstreams {
         if let Some(c) = tls.as_ref() {
             return Ok(c.clone());
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| AttemptError::Connect(format!("cannot set up TLS: {e}")))?;
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         // ALPN (h2, http/1.1) is set by the connector builder.
-        let config = config.with_root_certificates(roots).with_no_client_auth();
+        let config = llmgw_outbound::tls::client_config().map_err(AttemptError::Connect)?;
         *tls = Some(config.clone());
         Ok(config)
     }
@@ -188,7 +193,11 @@ fn upstream_uri(base_url: &str, path: &str) -> Result<Uri, AttemptError> {
     Ok(uri)
 }
 
-fn build_client(tls: rustls::ClientConfig, connect_timeout: Duration) -> UpstreamClient {
+fn build_client(
+    tls: rustls::ClientConfig,
+    connect_timeout: Duration,
+    proxy: Option<&ProxyUrl>,
+) -> Result<UpstreamClient, AttemptError> {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
@@ -196,25 +205,27 @@ fn build_client(tls: rustls::ClientConfig, connect_timeout: Duration) -> Upstrea
     http.set_keepalive(Some(Duration::from_secs(15)));
     http.set_keepalive_interval(Some(Duration::from_secs(15)));
     http.set_keepalive_retries(Some(3));
-    // https:// URIs reach the TLS layer through this connector.
+    // https:// URIs reach the TLS layer through this connector, directly
+    // or through the proxy.
     http.enforce_http(false);
+    let transport = ProxyConnector::new(http, tls.clone(), proxy).map_err(AttemptError::Connect)?;
     let https = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http);
+        .wrap_connector(transport);
     let connector = TimeoutConnector {
         inner: https,
         timeout: connect_timeout,
     };
-    Client::builder(TokioExecutor::new())
+    Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .http2_adaptive_window(true)
-        .build(connector)
+        .build(connector))
 }
 
 #[cfg(test)]
@@ -249,6 +260,7 @@ mod tests {
                 &format!("https://{addr}/v1"),
                 "/chat/completions",
                 limit,
+                None,
             )
             .unwrap();
         let mut req = http::Request::new(Full::new(Bytes::from_static(b"{}")));
@@ -265,14 +277,44 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_is_kept_per_provider_and_proxy() {
+        let u = Upstreams::default();
+        let t = Duration::from_secs(5);
+        let proxy = |s: &str| ProxyUrl::parse(s).unwrap();
+        let (a, b) = (
+            proxy("http://u:p@127.0.0.1:3128"),
+            proxy("socks5://127.0.0.1:1080"),
+        );
+        let seen = |u: &Upstreams| {
+            let entries = u.entries.lock().unwrap();
+            entries["p"].proxy.as_ref().map(ProxyUrl::shown)
+        };
+        u.get("p", "http://a:1/v1", "/x", t, Some(&a)).unwrap();
+        assert_eq!(seen(&u).as_deref(), Some("http://****@127.0.0.1:3128"));
+        u.get("p", "http://a:1/v1", "/x", t, Some(&b)).unwrap();
+        assert_eq!(seen(&u).as_deref(), Some("socks5://127.0.0.1:1080"));
+        u.get("p", "http://a:1/v1", "/x", t, None).unwrap();
+        assert_eq!(seen(&u), None);
+        // Other credentials on the same proxy are another pool too.
+        let a2 = proxy("http://u:other@127.0.0.1:3128");
+        assert_ne!(a, a2);
+        u.get("p", "http://a:1/v1", "/x", t, Some(&a2)).unwrap();
+        assert!(u.entries.lock().unwrap()["p"].proxy.as_ref() == Some(&a2));
+    }
+
+    #[test]
     fn uris_follow_the_base_url_and_clients_the_timeout() {
         let u = Upstreams::default();
         let t = Duration::from_secs(5);
-        let (_, a) = u.get("p", "http://a:1/v1", "/chat/completions", t).unwrap();
+        let (_, a) = u
+            .get("p", "http://a:1/v1", "/chat/completions", t, None)
+            .unwrap();
         assert_eq!(a, "http://a:1/v1/chat/completions");
-        let (_, b) = u.get("p", "http://a:1/v1", "/embeddings", t).unwrap();
+        let (_, b) = u.get("p", "http://a:1/v1", "/embeddings", t, None).unwrap();
         assert_eq!(b, "http://a:1/v1/embeddings");
-        let (_, c) = u.get("p", "http://b:2/v2", "/chat/completions", t).unwrap();
+        let (_, c) = u
+            .get("p", "http://b:2/v2", "/chat/completions", t, None)
+            .unwrap();
         assert_eq!(c, "http://b:2/v2/chat/completions");
         let (_, d) = u
             .get(
@@ -280,16 +322,20 @@ mod tests {
                 "http://b:2/v2",
                 "/chat/completions",
                 Duration::from_secs(1),
+                None,
             )
             .unwrap();
         assert_eq!(d, c);
         let (_, e) = u
-            .get("s", "https://api.example.com/v1", "/messages", t)
+            .get("s", "https://api.example.com/v1", "/messages", t, None)
             .unwrap();
         assert_eq!(e, "https://api.example.com/v1/messages");
         for bad in ["not a url", "ftp://a/v1", "/v1", "http:///v1"] {
             assert!(
-                matches!(u.get("q", bad, "/x", t), Err(AttemptError::Request(_))),
+                matches!(
+                    u.get("q", bad, "/x", t, None),
+                    Err(AttemptError::Request(_))
+                ),
                 "{bad}"
             );
         }
