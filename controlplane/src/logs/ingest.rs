@@ -9,7 +9,8 @@
 //! instead: nothing is stored, and the data plane sends it again.
 //!
 //! The same transaction adds the records' cost to the spend of their key,
-//! model and provider (budgets, #15), for the records inserted now only.
+//! model and provider (budgets, #15), and the records to the rollups
+//! (`rollup.rs`, #18), for the records inserted now only.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::LazyLock;
@@ -20,6 +21,7 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Acquire, Any, AnyConnection, Row};
 
+use super::rollup;
 use super::row::{canonical_trace_id, format_time, strip_details};
 use crate::store::quota::{micros_of, SpendBatch};
 use crate::store::{now_ms, Backend, Store, StoreError};
@@ -227,7 +229,16 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
     // After the keys: concurrent batches lock keys, then spend rows, each
     // in name order.
     spend_of(fresh()).write(&mut tx).await?;
-    tx.commit().await?;
+    // Last: rollup rows are locked in key order too.
+    if inserted.is_empty() {
+        tx.commit().await?;
+    } else {
+        let from = rollup::complete_from(&mut tx).await?;
+        rollup::RollupBatch::of(fresh(), from)?
+            .write(&mut tx)
+            .await?;
+        tx.commit().await?;
+    }
 
     for r in &rejected {
         tracing::warn!(

@@ -1,0 +1,483 @@
+//! The log rollups (`log_rollups`, migration 0017): per-minute, hourly and
+//! daily aggregates of the request logs, so that stats over months read a
+//! few thousand rows instead of millions.
+//!
+//! - **Written at ingest**, in the batch's transaction and only for the
+//!   records that transaction inserted (never for one stored before), so a
+//!   record shipped twice, to one control plane or to two sharing a
+//!   PostgreSQL database, is counted once: the second insert of an id
+//!   waits for the first's transaction and then finds the row. Each batch
+//!   adds its sums per row with one upsert; the latency and TTFB sketches
+//!   (`sketch.rs`) are read back by the same statement, which has locked
+//!   the row, merged here and written back. Rows are written in key order,
+//!   so concurrent batches lock them in the same order.
+//! - **Read by stats** (`stats.rs` picks the levels): [`select_statement`].
+//! - **Retention** removes buckets that ended before the rollup cutoff:
+//!   [`purge_older_than`].
+//!
+//! Rollups hold every record with `time_ms >= complete_from_ms`
+//! (`log_rollup_state`): 0 on a new database; on one upgraded with logs,
+//! the minute after the upgrade.
+
+use std::collections::BTreeMap;
+
+use llmgw_proto::v1 as pb;
+use sha2::{Digest, Sha256};
+use sqlx::{AnyConnection, Row};
+
+use super::sketch::Sketch;
+use super::sql::{is_failure, Param, Statement};
+use crate::store::{Store, StoreError};
+
+/// A rollup level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Level {
+    /// Coarsest first.
+    pub const ALL: [Level; 3] = [Level::Day, Level::Hour, Level::Minute];
+
+    /// The bucket width, as stored in `bucket_s`.
+    pub fn seconds(self) -> i64 {
+        match self {
+            Level::Minute => 60,
+            Level::Hour => 3600,
+            Level::Day => 86_400,
+        }
+    }
+
+    pub fn width_ms(self) -> i64 {
+        self.seconds() * 1000
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Minute => "minute",
+            Level::Hour => "hour",
+            Level::Day => "day",
+        }
+    }
+}
+
+/// Columns written by [`RollupBatch::write`], in bind order.
+const COLUMNS: &[&str] = &[
+    "bucket_s",
+    "start_ms",
+    "dims",
+    "model",
+    "provider",
+    "upstream_model",
+    "key_name",
+    "end_user",
+    "outcome",
+    "failed",
+    "requests",
+    "errors_4xx",
+    "errors_5xx",
+    "cancels",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "cost",
+    "latency_sketch",
+    "ttfb_sketch",
+];
+
+/// The additive columns (after `requests` in [`COLUMNS`]'s order, before
+/// the sketches), summed by the upsert.
+const SUMMED: &[&str] = &[
+    "requests",
+    "errors_4xx",
+    "errors_5xx",
+    "cancels",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "cost",
+];
+
+/// The row of one level, bucket and dimensions.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct RowKey {
+    bucket_s: i64,
+    start_ms: i64,
+    dims: [u8; 16],
+}
+
+/// What a row is keyed by, besides its bucket.
+#[derive(Debug, Clone)]
+struct Dims {
+    model: String,
+    provider: String,
+    upstream_model: String,
+    key_name: String,
+    end_user: String,
+    outcome: &'static str,
+    failed: bool,
+}
+
+impl Dims {
+    fn of(r: &pb::RequestLog) -> Dims {
+        Dims {
+            model: r.model.clone(),
+            provider: r.provider.clone(),
+            upstream_model: r.upstream_model.clone(),
+            key_name: r.key.clone(),
+            end_user: r.user.clone(),
+            outcome: r.outcome().name(),
+            failed: is_failure(r),
+        }
+    }
+
+    /// 16 bytes of the SHA-256 of the dimensions, each length-prefixed so
+    /// that no two lists of names hash the same input.
+    fn hash(&self) -> [u8; 16] {
+        let mut h = Sha256::new();
+        for s in [
+            self.model.as_str(),
+            &self.provider,
+            &self.upstream_model,
+            &self.key_name,
+            &self.end_user,
+            self.outcome,
+        ] {
+            h.update((s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        }
+        h.update([u8::from(self.failed)]);
+        let digest = h.finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        out
+    }
+}
+
+/// One row's sums.
+#[derive(Debug)]
+struct Agg {
+    dims: Dims,
+    /// requests, errors_4xx, errors_5xx, cancels, then the five token
+    /// kinds: [`SUMMED`] but cost.
+    counts: [i64; 9],
+    cost: f64,
+    latency: Sketch,
+    ttfb: Sketch,
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Agg {
+    fn new(dims: Dims) -> Result<Agg, StoreError> {
+        Ok(Agg {
+            dims,
+            counts: [0; 9],
+            cost: 0.0,
+            latency: Sketch::new()?,
+            ttfb: Sketch::new()?,
+        })
+    }
+
+    fn add(&mut self, r: &pb::RequestLog) {
+        let add = [
+            1,
+            i64::from((400..500).contains(&r.status)),
+            i64::from(r.status >= 500),
+            i64::from(r.cancelled),
+            i64_of(r.input_tokens),
+            i64_of(r.output_tokens),
+            i64_of(r.cache_read_tokens),
+            i64_of(r.cache_creation_tokens),
+            i64_of(r.reasoning_tokens),
+        ];
+        for (c, a) in self.counts.iter_mut().zip(add) {
+            *c = c.saturating_add(a);
+        }
+        self.cost += r.cost;
+        self.latency.record(r.latency_ms);
+        self.ttfb.record(r.ttfb_ms);
+    }
+}
+
+/// The rollup rows a batch adds to, at every level.
+#[derive(Debug, Default)]
+pub struct RollupBatch(BTreeMap<RowKey, Agg>);
+
+impl RollupBatch {
+    /// The sums of `records` (the ones inserted now) from `from_ms` on.
+    pub fn of<'a>(
+        records: impl Iterator<Item = &'a pb::RequestLog>,
+        from_ms: i64,
+    ) -> Result<RollupBatch, StoreError> {
+        let mut rows: BTreeMap<RowKey, Agg> = BTreeMap::new();
+        for r in records.filter(|r| r.time_ms >= from_ms) {
+            let dims = Dims::of(r);
+            let hash = dims.hash();
+            for level in Level::ALL {
+                let width = level.width_ms();
+                let key = RowKey {
+                    bucket_s: level.seconds(),
+                    start_ms: r.time_ms.div_euclid(width) * width,
+                    dims: hash,
+                };
+                let agg = match rows.entry(key) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(Agg::new(dims.clone())?)
+                    }
+                };
+                agg.add(r);
+            }
+        }
+        Ok(RollupBatch(rows))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds the sums to their rows on `conn` (the ingest's transaction).
+    pub async fn write(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        for (key, agg) in &self.0 {
+            add_row(conn, key, agg).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The upsert: sums added to the row, the row's sketches read back.
+fn upsert_sql() -> &'static str {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let values: Vec<String> = (1..=COLUMNS.len()).map(|i| format!("${i}")).collect();
+        let sums: Vec<String> = SUMMED
+            .iter()
+            .map(|c| format!("{c} = log_rollups.{c} + excluded.{c}"))
+            .collect();
+        format!(
+            "INSERT INTO log_rollups ({}) VALUES ({}) \
+             ON CONFLICT (bucket_s, start_ms, dims) DO UPDATE SET {} \
+             RETURNING requests, latency_sketch, ttfb_sketch",
+            COLUMNS.join(", "),
+            values.join(", "),
+            sums.join(", ")
+        )
+    });
+    &SQL
+}
+
+async fn add_row(conn: &mut AnyConnection, key: &RowKey, agg: &Agg) -> Result<(), StoreError> {
+    let d = &agg.dims;
+    let latency = agg.latency.to_bytes()?;
+    let ttfb = agg.ttfb.to_bytes()?;
+    let mut q = sqlx::query(upsert_sql())
+        .bind(key.bucket_s)
+        .bind(key.start_ms)
+        .bind(key.dims.to_vec())
+        .bind(d.model.as_str())
+        .bind(d.provider.as_str())
+        .bind(d.upstream_model.as_str())
+        .bind(d.key_name.as_str())
+        .bind(d.end_user.as_str())
+        .bind(d.outcome)
+        .bind(i64::from(d.failed));
+    for c in agg.counts {
+        q = q.bind(c);
+    }
+    let row = q
+        .bind(agg.cost)
+        .bind(latency)
+        .bind(ttfb)
+        .fetch_one(&mut *conn)
+        .await?;
+    // A new row holds exactly this batch's requests (every stored row has
+    // at least one); a row that was there has more, and its sketches come
+    // back as they were: merge ours in.
+    let requests: i64 = row.try_get(0)?;
+    if requests == agg.counts[0] {
+        return Ok(());
+    }
+    let mut latency = Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(1)?)?;
+    let mut ttfb = Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(2)?)?;
+    latency.merge(&agg.latency)?;
+    ttfb.merge(&agg.ttfb)?;
+    sqlx::query(
+        "UPDATE log_rollups SET latency_sketch = $1, ttfb_sketch = $2 \
+         WHERE bucket_s = $3 AND start_ms = $4 AND dims = $5",
+    )
+    .bind(latency.to_bytes()?)
+    .bind(ttfb.to_bytes()?)
+    .bind(key.bucket_s)
+    .bind(key.start_ms)
+    .bind(key.dims.to_vec())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The time from which rollups hold every record (`log_rollup_state`).
+pub async fn complete_from(conn: &mut AnyConnection) -> Result<i64, StoreError> {
+    let from: Option<i64> =
+        sqlx::query_scalar("SELECT complete_from_ms FROM log_rollup_state WHERE id = 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(from.unwrap_or(0))
+}
+
+/// A time range at one level: buckets starting in `[from, to)`, each bound
+/// absent for "no bound". Both bounds are multiples of the level's width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub level: Level,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+}
+
+/// The rollup rows of `spans` that pass `conditions` (bound in `st`,
+/// over the rollup columns), with the group column `group` as `grp`.
+pub fn select_statement(
+    mut st: Statement,
+    spans: &[Span],
+    conditions: Vec<String>,
+    group: Option<&str>,
+) -> Statement {
+    let mut ors = Vec::new();
+    for s in spans {
+        let mut c = vec![format!(
+            "bucket_s = {}",
+            st.bind(Param::Int(s.level.seconds()))
+        )];
+        if let Some(from) = s.from {
+            c.push(format!("start_ms >= {}", st.bind(Param::Int(from))));
+        }
+        if let Some(to) = s.to {
+            c.push(format!("start_ms < {}", st.bind(Param::Int(to))));
+        }
+        ors.push(format!("({})", c.join(" AND ")));
+    }
+    let mut wh = vec![format!("({})", ors.join(" OR "))];
+    wh.extend(conditions);
+    st.sql = format!(
+        "SELECT start_ms, {} AS grp, failed, requests, input_tokens, output_tokens, cost, \
+         latency_sketch, ttfb_sketch FROM log_rollups WHERE {}",
+        group.unwrap_or("''"),
+        wh.join(" AND ")
+    );
+    st
+}
+
+/// Rows deleted per statement by [`purge_older_than`].
+const PURGE_BATCH: i64 = 5000;
+
+/// Deletes the rollup buckets that ended at or before `cutoff_ms`, a few
+/// thousand rows per statement; returns how many.
+pub async fn purge_older_than(store: &Store, cutoff_ms: i64) -> Result<u64, StoreError> {
+    let mut deleted = 0;
+    for level in Level::ALL {
+        let before = cutoff_ms.saturating_sub(level.width_ms());
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM log_rollups WHERE (bucket_s, start_ms, dims) IN \
+                 (SELECT bucket_s, start_ms, dims FROM log_rollups \
+                  WHERE bucket_s = $1 AND start_ms <= $2 LIMIT $3)",
+            )
+            .bind(level.seconds())
+            .bind(before)
+            .bind(PURGE_BATCH)
+            .execute(store.pool())
+            .await?;
+            deleted += done.rows_affected();
+            if done.rows_affected() < PURGE_BATCH as u64 {
+                break;
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(t: i64, model: &str, latency: u64) -> pb::RequestLog {
+        pb::RequestLog {
+            time_ms: t,
+            model: model.into(),
+            status: 200,
+            latency_ms: latency,
+            input_tokens: 3,
+            cost: 0.5,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_batch_sums_per_level_bucket_and_dimensions() {
+        let day = 86_400_000 * 20_000;
+        let recs = [
+            rec(day + 1000, "a", 10),
+            rec(day + 2000, "a", 20),
+            rec(day + 61_000, "a", 30),
+            rec(day + 61_000, "b", 40),
+            // Before the rollups start: left out.
+            rec(day - 1, "a", 50),
+        ];
+        let b = RollupBatch::of(recs.iter(), day).unwrap();
+        let at = |s: i64| b.0.iter().filter(|(k, _)| k.bucket_s == s).count();
+        // Minutes: (0, a), (1, a), (1, b); hour and day: a, b.
+        assert_eq!((at(60), at(3600), at(86_400)), (3, 2, 2));
+        let (_, a_day) =
+            b.0.iter()
+                .find(|(k, v)| k.bucket_s == 86_400 && v.dims.model == "a")
+                .unwrap();
+        assert_eq!(a_day.counts[0], 3);
+        assert_eq!(a_day.counts[4], 9);
+        assert_eq!(a_day.cost, 1.5);
+        assert_eq!(a_day.latency.percentile(100), 30.0);
+        // Dimensions that concatenate alike hash apart.
+        let mut x = Dims::of(&rec(0, "ab", 0));
+        let mut y = x.clone();
+        x.provider = "c".into();
+        y.model = "a".into();
+        y.provider = "bc".into();
+        assert_ne!(x.hash(), y.hash());
+    }
+
+    #[test]
+    fn the_select_binds_every_span() {
+        let st = select_statement(
+            Statement::default(),
+            &[
+                Span {
+                    level: Level::Day,
+                    from: Some(0),
+                    to: None,
+                },
+                Span {
+                    level: Level::Minute,
+                    from: None,
+                    to: Some(60_000),
+                },
+            ],
+            vec!["model = 'x'".into()],
+            Some("model"),
+        );
+        assert!(
+            st.sql.contains(
+                "(bucket_s = $1 AND start_ms >= $2) OR (bucket_s = $3 AND start_ms < $4)"
+            ),
+            "{}",
+            st.sql
+        );
+        assert!(st.sql.ends_with("AND model = 'x'"), "{}", st.sql);
+        assert_eq!(st.params.len(), 4);
+    }
+}
