@@ -1215,6 +1215,10 @@ both! {
         let mut admin = cp.admin();
         assert_eq!(numbers(&mut admin, Default::default()).await, [8]);
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_attempts").await, 1);
+        // The rollups outlive the raw rows (90 days by default): stats
+        // still count all eight.
+        let r = admin.get_stats(pb::GetStatsRequest::default()).await.unwrap().into_inner();
+        assert_eq!((r.source.as_str(), r.total.unwrap().requests), ("rollup:day", 8));
         cp.shutdown().await;
     }
 }
