@@ -378,3 +378,59 @@ both! {
         assert_eq!(stats::stats(&store, req).await.unwrap().total.unwrap().requests, 0);
     }
 }
+
+both! {
+    async fn a_range_before_the_rollups_start_reads_the_raw_rows(db: Db) {
+        // A database upgraded with logs: the rollups start at `from`, and
+        // records before it are in the raw rows only.
+        let store = db.open().await;
+        let mut rng = StdRng::seed_from_u64(seed() + 3);
+        let t0 = day_start(2);
+        let from = t0 + DAY + 17 * MINUTE;
+        sqlx::query("UPDATE log_rollup_state SET complete_from_ms = $1")
+            .bind(from)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let recs = records(&mut rng, 300, t0, 2 * DAY);
+        let before = recs.iter().filter(|r| r.time_ms < from).count();
+        assert!(before > 0 && before < recs.len());
+        let last_before = recs.iter().map(|r| r.time_ms).filter(|&t| t < from).max().unwrap();
+        store_batch(&store, batch(recs)).await.unwrap();
+        let rolled: i64 = count(&store, "SELECT CAST(SUM(requests) AS BIGINT) FROM log_rollups WHERE bucket_s = 60").await;
+        assert_eq!(usize::try_from(rolled).unwrap(), 300 - before);
+
+        // The whole range, or one that holds raw rows before `from`: raw
+        // rows.
+        for since in [0, t0, last_before - last_before.rem_euclid(MINUTE)] {
+            let req = pb::GetStatsRequest {
+                filter: Some(pb::LogFilter { since_ms: since, ..Default::default() }),
+                group_by: "model".into(),
+                bucket_s: 3600,
+            };
+            let got = stats::stats(&store, req.clone()).await.unwrap();
+            assert_eq!(got.source, "raw", "since {since}");
+            assert_eq!(got, scan(&store, &req).await);
+        }
+        // From `from` on: the rollups, which hold every record since.
+        let req = pb::GetStatsRequest {
+            filter: Some(pb::LogFilter { since_ms: from, ..Default::default() }),
+            group_by: "key".into(),
+            bucket_s: 60,
+        };
+        let got = stats::stats(&store, req.clone()).await.unwrap();
+        assert_eq!(got.source, "rollup:minute");
+        assert_same("after the start", &got, &scan(&store, &req).await);
+        // Once retention removed the older raw rows, the rollups answer
+        // for any range (there is nothing before `from` left to count).
+        sqlx::query("DELETE FROM request_logs WHERE time_ms < $1")
+            .bind(from)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let all = pb::GetStatsRequest::default();
+        let got = stats::stats(&store, all.clone()).await.unwrap();
+        assert_eq!(got.source, "rollup:day");
+        assert_same("after retention", &got, &scan(&store, &all).await);
+    }
+}
