@@ -89,20 +89,9 @@ const COLUMNS: &[&str] = &[
     "ttfb_sketch",
 ];
 
-/// The additive columns (after `requests` in [`COLUMNS`]'s order, before
-/// the sketches), summed by the upsert.
-const SUMMED: &[&str] = &[
-    "requests",
-    "errors_4xx",
-    "errors_5xx",
-    "cancels",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_creation_tokens",
-    "reasoning_tokens",
-    "cost",
-];
+/// The additive columns in [`COLUMNS`], `requests` to `cost`, summed by
+/// the upsert.
+const SUMMED: std::ops::Range<usize> = 10..20;
 
 /// The row of one level, bucket and dimensions.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -165,7 +154,7 @@ impl Dims {
 struct Agg {
     dims: Dims,
     /// requests, errors_4xx, errors_5xx, cancels, then the five token
-    /// kinds: [`SUMMED`] but cost.
+    /// kinds: the [`SUMMED`] columns but cost.
     counts: [i64; 9],
     cost: f64,
     latency: Sketch,
@@ -258,7 +247,7 @@ impl RollupBatch {
 fn upsert_sql() -> &'static str {
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         let values: Vec<String> = (1..=COLUMNS.len()).map(|i| format!("${i}")).collect();
-        let sums: Vec<String> = SUMMED
+        let sums: Vec<String> = COLUMNS[SUMMED]
             .iter()
             .map(|c| format!("{c} = log_rollups.{c} + excluded.{c}"))
             .collect();
@@ -449,6 +438,21 @@ mod tests {
         y.model = "a".into();
         y.provider = "bc".into();
         assert_ne!(x.hash(), y.hash());
+    }
+
+    #[test]
+    fn the_upsert_sums_the_counts_and_keeps_the_key() {
+        assert_eq!(COLUMNS[SUMMED][0], "requests");
+        assert_eq!(COLUMNS[SUMMED].last(), Some(&"cost"));
+        assert_eq!(COLUMNS[SUMMED].len(), 9 + 1);
+        let sql = upsert_sql();
+        assert!(
+            sql.contains("cost = log_rollups.cost + excluded.cost"),
+            "{sql}"
+        );
+        assert!(!sql.contains("dims = log_rollups"), "{sql}");
+        assert!(!sql.contains("latency_sketch = "), "{sql}");
+        assert!(sql.contains("$22)"), "{sql}");
     }
 
     #[test]
