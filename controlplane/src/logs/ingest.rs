@@ -235,7 +235,7 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
     } else {
         let from = rollup::complete_from(&mut tx).await?;
         rollup::RollupBatch::of(fresh(), from)?
-            .write(&mut tx)
+            .write(&mut tx, backend)
             .await?;
         tx.commit().await?;
     }
@@ -312,7 +312,7 @@ fn record_level(backend: Backend, e: &sqlx::Error) -> bool {
 /// `($1, $2, ...), (...)` for `rows` rows of `cols` values; plain `?` on
 /// SQLite, which resolves each `$N` by a linear search (quadratic over the
 /// thousands of parameters of a multi-row INSERT) but numbers `?` directly.
-fn values_sql(backend: Backend, rows: usize, cols: usize) -> String {
+pub(super) fn values_sql(backend: Backend, rows: usize, cols: usize) -> String {
     let mut s = String::with_capacity(rows * cols * 6);
     for r in 0..rows {
         if r > 0 {
@@ -365,11 +365,11 @@ async fn insert_in_savepoint(
 /// connection's cache (parsing a new multi-row INSERT for every batch cost
 /// SQLite about half as much again as storing the rows). 256 rows of the
 /// widest table stay under both databases' parameter limits.
-const STATEMENT_ROWS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
+pub(super) const STATEMENT_ROWS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 /// Splits `n` rows into statements: indices into [`STATEMENT_ROWS`],
 /// largest first.
-fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
+pub(super) fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
     std::iter::from_fn(move || {
         let slot = STATEMENT_ROWS.iter().position(|&s| s <= n)?;
         n -= STATEMENT_ROWS[slot];

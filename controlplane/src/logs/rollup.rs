@@ -21,13 +21,18 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::LazyLock;
+
 use llmgw_proto::v1 as pb;
 use sha2::{Digest, Sha256};
-use sqlx::{AnyConnection, Row};
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, Row};
 
+use super::ingest::{statement_sizes, values_sql, STATEMENT_ROWS};
 use super::sketch::Sketch;
 use super::sql::{is_failure, Param, Statement};
-use crate::store::{Store, StoreError};
+use crate::store::{Backend, Store, StoreError};
 
 /// A rollup level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -234,40 +239,136 @@ impl RollupBatch {
         self.0.is_empty()
     }
 
-    /// Adds the sums to their rows on `conn` (the ingest's transaction).
-    pub async fn write(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
-        for (key, agg) in &self.0 {
-            add_row(conn, key, agg).await?;
+    /// Adds the sums to their rows on `conn` (the ingest's transaction):
+    /// multi-row upserts that add the sums and return each row's sketches
+    /// as they were, then, for the rows that were there, multi-row upserts
+    /// of the merged sketches. Statements come in the few sizes ingest uses
+    /// (`STATEMENT_ROWS`), so their texts stay prepared.
+    pub async fn write(
+        &self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+    ) -> Result<(), StoreError> {
+        let rows: Vec<(&RowKey, &Agg)> = self.0.iter().collect();
+        let mut merged: Vec<(&RowKey, &Agg, Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut rest = &rows[..];
+        for slot in statement_sizes(rows.len()) {
+            let (part, next) = rest.split_at(STATEMENT_ROWS[slot]);
+            rest = next;
+            let mut q = sqlx::query(statement_sql(backend, Write::Sums, slot));
+            for (key, agg) in part {
+                q = bind_row(
+                    q,
+                    key,
+                    agg,
+                    agg.latency.to_bytes()?,
+                    agg.ttfb.to_bytes()?,
+                    true,
+                );
+            }
+            for row in q.fetch_all(&mut *conn).await? {
+                let key = RowKey {
+                    bucket_s: row.try_get(0)?,
+                    start_ms: row.try_get(1)?,
+                    dims: row
+                        .try_get::<Vec<u8>, _>(2)?
+                        .try_into()
+                        .map_err(|_| StoreError::Invalid("a rollup key is not 16 bytes".into()))?,
+                };
+                let Some((key, agg)) = self.0.get_key_value(&key) else {
+                    return Err(StoreError::Invalid(
+                        "an upsert returned a rollup row it was not given".into(),
+                    ));
+                };
+                // A new row holds exactly this batch's requests (every
+                // stored row has at least one); a row that was there has
+                // more, and its sketches come back as they were.
+                if row.try_get::<i64, _>(3)? == agg.counts[0] {
+                    continue;
+                }
+                let mut latency = Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(4)?)?;
+                let mut ttfb = Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(5)?)?;
+                latency.merge(&agg.latency)?;
+                ttfb.merge(&agg.ttfb)?;
+                merged.push((key, agg, latency.to_bytes()?, ttfb.to_bytes()?));
+            }
+        }
+        // In key order again, as the rows were locked.
+        merged.sort_by(|a, b| a.0.cmp(b.0));
+        let mut rest = &merged[..];
+        for slot in statement_sizes(merged.len()) {
+            let (part, next) = rest.split_at(STATEMENT_ROWS[slot]);
+            rest = next;
+            let mut q = sqlx::query(statement_sql(backend, Write::Sketches, slot));
+            for (key, agg, latency, ttfb) in part {
+                q = bind_row(q, key, agg, latency.clone(), ttfb.clone(), false);
+            }
+            q.execute(&mut *conn).await?;
         }
         Ok(())
     }
 }
 
-/// The upsert: sums added to the row, the row's sketches read back.
-fn upsert_sql() -> &'static str {
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let values: Vec<String> = (1..=COLUMNS.len()).map(|i| format!("${i}")).collect();
+/// The two statements of a write.
+#[derive(Debug, Clone, Copy)]
+enum Write {
+    /// Insert, or add the sums; return the row's sketches as they were.
+    Sums = 0,
+    /// Replace the sketches (of rows that exist, locked by `Sums`).
+    Sketches = 1,
+}
+
+/// The text of `kind` for `STATEMENT_ROWS[slot]` rows.
+fn statement_sql(backend: Backend, kind: Write, slot: usize) -> &'static str {
+    static TEXTS: LazyLock<Vec<String>> = LazyLock::new(|| {
         let sums: Vec<String> = COLUMNS[SUMMED]
             .iter()
             .map(|c| format!("{c} = log_rollups.{c} + excluded.{c}"))
             .collect();
-        format!(
-            "INSERT INTO log_rollups ({}) VALUES ({}) \
-             ON CONFLICT (bucket_s, start_ms, dims) DO UPDATE SET {} \
-             RETURNING requests, latency_sketch, ttfb_sketch",
-            COLUMNS.join(", "),
-            values.join(", "),
-            sums.join(", ")
-        )
+        let tails = [
+            format!(
+                "DO UPDATE SET {} RETURNING bucket_s, start_ms, dims, requests, \
+                 latency_sketch, ttfb_sketch",
+                sums.join(", ")
+            ),
+            "DO UPDATE SET latency_sketch = excluded.latency_sketch, \
+             ttfb_sketch = excluded.ttfb_sketch"
+                .to_string(),
+        ];
+        let mut texts = Vec::new();
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            for tail in &tails {
+                for rows in STATEMENT_ROWS {
+                    texts.push(format!(
+                        "INSERT INTO log_rollups ({}) VALUES {} \
+                         ON CONFLICT (bucket_s, start_ms, dims) {tail}",
+                        COLUMNS.join(", "),
+                        values_sql(backend, rows, COLUMNS.len())
+                    ));
+                }
+            }
+        }
+        texts
     });
-    &SQL
+    let b = match backend {
+        Backend::Sqlite => 0,
+        Backend::Postgres => 1,
+    };
+    &TEXTS[(b * 2 + kind as usize) * STATEMENT_ROWS.len() + slot]
 }
 
-async fn add_row(conn: &mut AnyConnection, key: &RowKey, agg: &Agg) -> Result<(), StoreError> {
+/// Binds one row's values in [`COLUMNS`]' order; `sums` false binds
+/// zeros for the sums (a sketch write, which updates only the sketches).
+fn bind_row<'q>(
+    q: Query<'q, Any, AnyArguments<'q>>,
+    key: &RowKey,
+    agg: &'q Agg,
+    latency: Vec<u8>,
+    ttfb: Vec<u8>,
+    sums: bool,
+) -> Query<'q, Any, AnyArguments<'q>> {
     let d = &agg.dims;
-    let latency = agg.latency.to_bytes()?;
-    let ttfb = agg.ttfb.to_bytes()?;
-    let mut q = sqlx::query(upsert_sql())
+    let mut q = q
         .bind(key.bucket_s)
         .bind(key.start_ms)
         .bind(key.dims.to_vec())
@@ -279,37 +380,11 @@ async fn add_row(conn: &mut AnyConnection, key: &RowKey, agg: &Agg) -> Result<()
         .bind(d.outcome)
         .bind(i64::from(d.failed));
     for c in agg.counts {
-        q = q.bind(c);
+        q = q.bind(if sums { c } else { 0 });
     }
-    let row = q
-        .bind(agg.cost)
+    q.bind(if sums { agg.cost } else { 0.0 })
         .bind(latency)
         .bind(ttfb)
-        .fetch_one(&mut *conn)
-        .await?;
-    // A new row holds exactly this batch's requests (every stored row has
-    // at least one); a row that was there has more, and its sketches come
-    // back as they were: merge ours in.
-    let requests: i64 = row.try_get(0)?;
-    if requests == agg.counts[0] {
-        return Ok(());
-    }
-    let mut latency = Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(1)?)?;
-    let mut ttfb = Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(2)?)?;
-    latency.merge(&agg.latency)?;
-    ttfb.merge(&agg.ttfb)?;
-    sqlx::query(
-        "UPDATE log_rollups SET latency_sketch = $1, ttfb_sketch = $2 \
-         WHERE bucket_s = $3 AND start_ms = $4 AND dims = $5",
-    )
-    .bind(latency.to_bytes()?)
-    .bind(ttfb.to_bytes()?)
-    .bind(key.bucket_s)
-    .bind(key.start_ms)
-    .bind(key.dims.to_vec())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// The time from which rollups hold every record (`log_rollup_state`).
@@ -441,18 +516,29 @@ mod tests {
     }
 
     #[test]
-    fn the_upsert_sums_the_counts_and_keeps_the_key() {
+    fn the_upserts_sum_the_counts_and_replace_the_sketches() {
         assert_eq!(COLUMNS[SUMMED][0], "requests");
         assert_eq!(COLUMNS[SUMMED].last(), Some(&"cost"));
         assert_eq!(COLUMNS[SUMMED].len(), 9 + 1);
-        let sql = upsert_sql();
+        let last = STATEMENT_ROWS.len() - 1;
+        let sums = statement_sql(Backend::Postgres, Write::Sums, last);
         assert!(
-            sql.contains("cost = log_rollups.cost + excluded.cost"),
-            "{sql}"
+            sums.contains("cost = log_rollups.cost + excluded.cost"),
+            "{sums}"
         );
-        assert!(!sql.contains("dims = log_rollups"), "{sql}");
-        assert!(!sql.contains("latency_sketch = "), "{sql}");
-        assert!(sql.contains("$22)"), "{sql}");
+        assert!(!sums.contains("dims = log_rollups"), "{sums}");
+        assert!(!sums.contains("latency_sketch = "), "{sums}");
+        assert!(sums.contains("$22)"), "{sums}");
+        assert!(sums.ends_with("ttfb_sketch"), "{sums}");
+        let sketches = statement_sql(Backend::Sqlite, Write::Sketches, 0);
+        assert!(
+            sketches.ends_with("ttfb_sketch = excluded.ttfb_sketch"),
+            "{sketches}"
+        );
+        assert!(!sketches.contains("requests = "), "{sketches}");
+        assert_eq!(sketches.matches('(').count(), STATEMENT_ROWS[0] + 2);
+        // Rows of 22 values stay under both databases' parameter limits.
+        assert!(STATEMENT_ROWS[0] * COLUMNS.len() < 32_766);
     }
 
     #[test]
