@@ -312,7 +312,7 @@ fn record_level(backend: Backend, e: &sqlx::Error) -> bool {
 /// `($1, $2, ...), (...)` for `rows` rows of `cols` values; plain `?` on
 /// SQLite, which resolves each `$N` by a linear search (quadratic over the
 /// thousands of parameters of a multi-row INSERT) but numbers `?` directly.
-pub(super) fn values_sql(backend: Backend, rows: usize, cols: usize) -> String {
+fn values_sql(backend: Backend, rows: usize, cols: usize) -> String {
     let mut s = String::with_capacity(rows * cols * 6);
     for r in 0..rows {
         if r > 0 {
@@ -379,30 +379,43 @@ pub(super) fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
 
 /// The INSERT text for `STATEMENT_ROWS[slot]` rows.
 fn insert_sql(backend: Backend, table: Table, slot: usize) -> &'static str {
-    const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
-    const TABLES: [Table; 2] = [Table::Logs, Table::Attempts];
-    // Every (backend, table, size), in this order, built once.
     static TEXTS: LazyLock<Vec<String>> = LazyLock::new(|| {
-        let mut texts = Vec::new();
-        for backend in BACKENDS {
-            for table in TABLES {
-                let (name, columns, tail) = table.insert_parts();
-                for rows in STATEMENT_ROWS {
-                    texts.push(format!(
-                        "INSERT INTO {name} ({}) VALUES {}{tail}",
-                        columns.join(", "),
-                        values_sql(backend, rows, columns.len())
-                    ));
-                }
+        insert_texts(&[Table::Logs.insert_parts(), Table::Attempts.insert_parts()])
+    });
+    insert_text(&TEXTS, backend, table as usize, slot)
+}
+
+/// A multi-row INSERT's table, columns and what follows its VALUES.
+pub(super) type InsertParts<'a> = (&'a str, &'a [&'a str], &'a str);
+
+/// The multi-row INSERT texts of every backend, variant and statement size
+/// (`STATEMENT_ROWS`), in that order; [`insert_text`] picks one. Built
+/// once, so that the few texts stay prepared per connection.
+pub(super) fn insert_texts(variants: &[InsertParts<'_>]) -> Vec<String> {
+    let mut texts = Vec::new();
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        for (name, columns, tail) in variants {
+            for rows in STATEMENT_ROWS {
+                texts.push(format!(
+                    "INSERT INTO {name} ({}) VALUES {}{tail}",
+                    columns.join(", "),
+                    values_sql(backend, rows, columns.len())
+                ));
             }
         }
-        texts
-    });
+    }
+    texts
+}
+
+/// The text of `variant` for `STATEMENT_ROWS[slot]` rows in
+/// [`insert_texts`]' output.
+pub(super) fn insert_text(texts: &[String], backend: Backend, variant: usize, slot: usize) -> &str {
+    let variants = texts.len() / (2 * STATEMENT_ROWS.len());
     let b = match backend {
         Backend::Sqlite => 0,
         Backend::Postgres => 1,
     };
-    &TEXTS[(b * TABLES.len() + table as usize) * STATEMENT_ROWS.len() + slot]
+    &texts[(b * variants + variant) * STATEMENT_ROWS.len() + slot]
 }
 
 #[derive(Clone, Copy)]
@@ -413,7 +426,7 @@ enum Table {
 
 impl Table {
     /// Name, columns and what follows the VALUES of its INSERT.
-    fn insert_parts(self) -> (&'static str, &'static [&'static str], &'static str) {
+    fn insert_parts(self) -> InsertParts<'static> {
         match self {
             Table::Logs => (
                 "request_logs",

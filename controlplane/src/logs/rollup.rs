@@ -29,7 +29,7 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, Row};
 
-use super::ingest::{statement_sizes, values_sql, STATEMENT_ROWS};
+use super::ingest::{insert_text, insert_texts, statement_sizes, STATEMENT_ROWS};
 use super::sketch::Sketch;
 use super::sql::{is_failure, Param, Statement};
 use crate::store::{Backend, Store, StoreError};
@@ -325,36 +325,22 @@ fn statement_sql(backend: Backend, kind: Write, slot: usize) -> &'static str {
             .iter()
             .map(|c| format!("{c} = log_rollups.{c} + excluded.{c}"))
             .collect();
-        let tails = [
-            format!(
-                "DO UPDATE SET {} RETURNING bucket_s, start_ms, dims, requests, \
-                 latency_sketch, ttfb_sketch",
-                sums.join(", ")
-            ),
-            "DO UPDATE SET latency_sketch = excluded.latency_sketch, \
+        let on_conflict = " ON CONFLICT (bucket_s, start_ms, dims) DO UPDATE SET";
+        let sums = format!(
+            "{on_conflict} {} RETURNING bucket_s, start_ms, dims, requests, \
+             latency_sketch, ttfb_sketch",
+            sums.join(", ")
+        );
+        let sketches = format!(
+            "{on_conflict} latency_sketch = excluded.latency_sketch, \
              ttfb_sketch = excluded.ttfb_sketch"
-                .to_string(),
-        ];
-        let mut texts = Vec::new();
-        for backend in [Backend::Sqlite, Backend::Postgres] {
-            for tail in &tails {
-                for rows in STATEMENT_ROWS {
-                    texts.push(format!(
-                        "INSERT INTO log_rollups ({}) VALUES {} \
-                         ON CONFLICT (bucket_s, start_ms, dims) {tail}",
-                        COLUMNS.join(", "),
-                        values_sql(backend, rows, COLUMNS.len())
-                    ));
-                }
-            }
-        }
-        texts
+        );
+        insert_texts(&[
+            ("log_rollups", COLUMNS, &sums),
+            ("log_rollups", COLUMNS, &sketches),
+        ])
     });
-    let b = match backend {
-        Backend::Sqlite => 0,
-        Backend::Postgres => 1,
-    };
-    &TEXTS[(b * 2 + kind as usize) * STATEMENT_ROWS.len() + slot]
+    insert_text(&TEXTS, backend, kind as usize, slot)
 }
 
 /// Binds one row's values in [`COLUMNS`]' order; `sums` false binds
