@@ -6,11 +6,11 @@
 //!   records that transaction inserted (never for one stored before), so a
 //!   record shipped twice, to one control plane or to two sharing a
 //!   PostgreSQL database, is counted once: the second insert of an id
-//!   waits for the first's transaction and then finds the row. Each batch
-//!   adds its sums per row with one upsert; the latency and TTFB sketches
-//!   (`sketch.rs`) are read back by the same statement, which has locked
-//!   the row, merged here and written back. Rows are written in key order,
-//!   so concurrent batches lock them in the same order.
+//!   waits for the first's transaction and then finds the row. A batch
+//!   adds its sums with multi-row upserts that also return the rows'
+//!   latency and TTFB sketches (`sketch.rs`) as they were, with the rows
+//!   locked; those are merged here and written back. Rows are written in
+//!   key order, so concurrent batches lock them in the same order.
 //! - **Read by stats** (`stats.rs` picks the levels): [`select_statement`].
 //! - **Retention** removes buckets that ended before the rollup cutoff:
 //!   [`purge_older_than`].
@@ -20,7 +20,6 @@
 //! the minute after the upgrade.
 
 use std::collections::BTreeMap;
-
 use std::sync::LazyLock;
 
 use llmgw_proto::v1 as pb;
