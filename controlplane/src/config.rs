@@ -133,6 +133,12 @@ pub struct Args {
     #[arg(long, env = "LOG_RETENTION_DAYS", default_value_t = 30)]
     pub log_retention_days: u32,
 
+    /// Days to keep the log rollups (the per-minute, hourly and daily
+    /// aggregates stats read); at least as long as the request logs (a
+    /// shorter value keeps them as long). 0 keeps them forever.
+    #[arg(long, env = "LLMGW_ROLLUP_RETENTION_DAYS", default_value_t = 90)]
+    pub rollup_retention_days: u32,
+
     /// Log format.
     #[arg(long, env = "LLMGW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -264,7 +264,10 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
     ));
     tokio::spawn(logs::retention::run(
         store.clone(),
-        args.log_retention_days,
+        logs::retention::Days {
+            logs: args.log_retention_days,
+            rollups: args.rollup_retention_days,
+        },
         shutdown_rx.clone(),
     ));
     // Beyond a cap a connection is closed at once; the others idle out.

@@ -6,15 +6,20 @@
 //!   idempotently by record id, quarantining what cannot be stored.
 //! - [`query`] builds the list and get statements (filters pushed into SQL
 //!   with bound parameters, keyset pagination) and runs them.
-//! - [`stats`] aggregates matching rows in Rust (nearest-rank percentiles).
-//! - [`retention`] deletes old rows in small batches.
+//! - [`rollup`] keeps per-minute, hourly and daily aggregates at ingest,
+//!   with mergeable latency sketches ([`sketch`]).
+//! - [`stats`] answers from the rollups, or from the matching raw rows for
+//!   filters the rollups cannot answer, and says which.
+//! - [`retention`] deletes old rows in small batches, rollups later.
 //! - [`LogFeed`] carries freshly stored records to `FollowLogs` streams.
 
 pub mod export;
 pub mod ingest;
 pub mod query;
 pub mod retention;
+pub mod rollup;
 mod row;
+pub mod sketch;
 pub mod sql;
 pub mod stats;
 

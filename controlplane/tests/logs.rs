@@ -16,6 +16,7 @@ use std::time::Duration;
 use common::*;
 use llmgw_controlplane::logs::query::list_statement;
 use llmgw_controlplane::logs::retention;
+use llmgw_controlplane::logs::sketch::RELATIVE_ERROR;
 use llmgw_controlplane::logs::sql::{Param, Statement};
 use llmgw_controlplane::logs::stats::{stats_statement, stats_statement_pg};
 use llmgw_controlplane::Running;
@@ -1042,6 +1043,50 @@ both! {
     }
 }
 
+/// Stats from the rollups give each percentile as the top of the sketch
+/// bucket holding the exact value, at most 1% above it: snapped back to the
+/// data set's latencies (100, 200, ... 1000 ms) and TTFBs (10, ... 100 ms),
+/// so the exact expectations hold for either source. A value that is not
+/// within the sketch's error of one of them fails the test.
+fn snapped(mut r: pb::GetStatsResponse) -> pb::GetStatsResponse {
+    if r.source == "raw" {
+        return r;
+    }
+    let fix = |v: &mut f64| {
+        if *v == 0.0 {
+            return;
+        }
+        let exact = (1..=10)
+            .flat_map(|i| [f64::from(i) * 10.0, f64::from(i) * 100.0])
+            .filter(|&e| e <= *v && *v <= e * (1.0 + RELATIVE_ERROR))
+            .reduce(f64::max);
+        *v = exact.unwrap_or_else(|| panic!("{v} is not within the sketch's error of a value"));
+    };
+    let rows = r.total.iter_mut().chain(r.groups.iter_mut());
+    for row in rows {
+        for v in [
+            &mut row.latency_p50_ms,
+            &mut row.latency_p95_ms,
+            &mut row.latency_p99_ms,
+            &mut row.ttfb_p50_ms,
+            &mut row.ttfb_p95_ms,
+            &mut row.ttfb_p99_ms,
+        ] {
+            fix(v);
+        }
+    }
+    for b in &mut r.series {
+        for v in [
+            &mut b.latency_p50_ms,
+            &mut b.latency_p95_ms,
+            &mut b.ttfb_p50_ms,
+        ] {
+            fix(v);
+        }
+    }
+    r
+}
+
 both! {
     async fn stats_percentiles_errors_groups_and_series(db: Db) {
         let dir = tempfile::tempdir().unwrap();
@@ -1056,6 +1101,8 @@ both! {
         };
 
         let r = admin.get_stats(stats("", 0, Default::default())).await.unwrap().into_inner();
+        assert_eq!(r.source, "rollup:day");
+        let r = snapped(r);
         let total = r.total.unwrap();
         assert_eq!((total.group.as_str(), total.requests, total.errors), ("", 10, 5));
         assert!((total.error_rate - 0.5).abs() < 1e-9);
@@ -1067,6 +1114,7 @@ both! {
         assert!(r.groups.is_empty() && r.series.is_empty());
 
         let r = admin.get_stats(stats("model", 0, Default::default())).await.unwrap().into_inner();
+        let r = snapped(r);
         let g: Vec<_> = r
             .groups
             .iter()
@@ -1086,15 +1134,20 @@ both! {
         assert_eq!(r.total.unwrap().requests, 10);
 
         let r = admin.get_stats(stats("provider", 0, Default::default())).await.unwrap().into_inner();
+        let r = snapped(r);
         let g: Vec<_> = r.groups.iter().map(|g| (g.group.as_str(), g.requests, g.errors)).collect();
         assert_eq!(g, [("p-x", 6, 2), ("p-y", 3, 2), ("p-z", 1, 1)]);
 
         let r = admin.get_stats(stats("key", 0, Default::default())).await.unwrap().into_inner();
+        let r = snapped(r);
         let g: Vec<_> = r.groups.iter().map(|g| (g.group.as_str(), g.requests, g.errors)).collect();
         assert_eq!(g, [("k1", 5, 2), ("k2", 3, 3), ("k3", 2, 0)]);
 
         // Five-second buckets: t0+1..4 s, t0+5..9 s, t0+10 s.
         let r = admin.get_stats(stats("", 5, Default::default())).await.unwrap().into_inner();
+        // Not whole minutes: from the raw rows, exact.
+        assert_eq!(r.source, "raw");
+        let r = snapped(r);
         let s: Vec<_> = r.series.iter().map(|b| (b.start_ms - t0, b.requests, b.errors, b.latency_p50_ms)).collect();
         assert_eq!(s, [(0, 4, 2, 200.0), (5000, 5, 3, 700.0), (10_000, 1, 0, 1000.0)]);
         assert_eq!(r.series[1].input_tokens, 1000 + 50 + 30 + 3);
@@ -1105,6 +1158,7 @@ both! {
             .await
             .unwrap()
             .into_inner();
+        let r = snapped(r);
         let total = r.total.unwrap();
         assert_eq!((total.requests, total.errors, total.latency_p50_ms), (3, 2, 400.0));
         assert_eq!(r.groups.len(), 1);
@@ -1113,6 +1167,7 @@ both! {
             .await
             .unwrap()
             .into_inner();
+        let r = snapped(r);
         let total = r.total.unwrap();
         assert_eq!((total.requests, total.error_rate, total.latency_p50_ms), (0, 0.0, 0.0));
 
@@ -1160,6 +1215,10 @@ both! {
         let mut admin = cp.admin();
         assert_eq!(numbers(&mut admin, Default::default()).await, [8]);
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_attempts").await, 1);
+        // The rollups outlive the raw rows (90 days by default): stats
+        // still count all eight.
+        let r = admin.get_stats(pb::GetStatsRequest::default()).await.unwrap().into_inner();
+        assert_eq!((r.source.as_str(), r.total.unwrap().requests), ("rollup:day", 8));
         cp.shutdown().await;
     }
 }

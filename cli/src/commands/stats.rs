@@ -34,7 +34,23 @@ pub async fn run(a: StatsArgs, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> 
         out.line("")?;
         out.table(&series_table(&r))?;
     }
+    if let Some(line) = source_line(&r) {
+        out.line("")?;
+        out.line(&line)?;
+    }
     Ok(())
+}
+
+/// Where the control plane took the figures from; none from a control
+/// plane that predates rollups.
+fn source_line(r: &GetStatsResponse) -> Option<String> {
+    match r.source.as_str() {
+        "" => None,
+        "raw" => Some("source: raw (request logs; exact percentiles)".into()),
+        s => Some(format!(
+            "source: {s} (percentiles from merged sketches: at most 1% above exact)"
+        )),
+    }
 }
 
 fn now_ms() -> i64 {
@@ -158,6 +174,7 @@ mod tests {
                 requests: 3,
                 ..Default::default()
             }],
+            source: "rollup:hour+minute+raw".into(),
         };
         let text = rows_table(&r, Some("model")).render();
         let lines: Vec<&str> = text.lines().collect();
@@ -173,5 +190,15 @@ mod tests {
         assert!(lines[2].ends_with("0.651"), "{text}");
         let text = series_table(&r).render();
         assert!(text.contains("2024-05-01T12:00:00Z  3"), "{text}");
+        assert_eq!(
+            source_line(&r).as_deref(),
+            Some("source: rollup:hour+minute+raw (percentiles from merged sketches: at most 1% above exact)")
+        );
+        let raw = GetStatsResponse {
+            source: "raw".into(),
+            ..r.clone()
+        };
+        assert!(source_line(&raw).is_some_and(|l| l.starts_with("source: raw ")));
+        assert_eq!(source_line(&GetStatsResponse::default()), None);
     }
 }

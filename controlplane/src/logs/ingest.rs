@@ -9,7 +9,8 @@
 //! instead: nothing is stored, and the data plane sends it again.
 //!
 //! The same transaction adds the records' cost to the spend of their key,
-//! model and provider (budgets, #15), for the records inserted now only.
+//! model and provider (budgets, #15), and the records to the rollups
+//! (`rollup.rs`, #18), for the records inserted now only.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::LazyLock;
@@ -20,6 +21,7 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Acquire, Any, AnyConnection, Row};
 
+use super::rollup;
 use super::row::{canonical_trace_id, format_time, strip_details};
 use crate::store::quota::{micros_of, SpendBatch};
 use crate::store::{now_ms, Backend, Store, StoreError};
@@ -227,7 +229,16 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
     // After the keys: concurrent batches lock keys, then spend rows, each
     // in name order.
     spend_of(fresh()).write(&mut tx).await?;
-    tx.commit().await?;
+    // Last: rollup rows are locked in key order too.
+    if inserted.is_empty() {
+        tx.commit().await?;
+    } else {
+        let from = rollup::complete_from(&mut tx).await?;
+        rollup::RollupBatch::of(fresh(), from)?
+            .write(&mut tx, backend)
+            .await?;
+        tx.commit().await?;
+    }
 
     for r in &rejected {
         tracing::warn!(
@@ -354,11 +365,11 @@ async fn insert_in_savepoint(
 /// connection's cache (parsing a new multi-row INSERT for every batch cost
 /// SQLite about half as much again as storing the rows). 256 rows of the
 /// widest table stay under both databases' parameter limits.
-const STATEMENT_ROWS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
+pub(super) const STATEMENT_ROWS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 /// Splits `n` rows into statements: indices into [`STATEMENT_ROWS`],
 /// largest first.
-fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
+pub(super) fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
     std::iter::from_fn(move || {
         let slot = STATEMENT_ROWS.iter().position(|&s| s <= n)?;
         n -= STATEMENT_ROWS[slot];
@@ -368,30 +379,43 @@ fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
 
 /// The INSERT text for `STATEMENT_ROWS[slot]` rows.
 fn insert_sql(backend: Backend, table: Table, slot: usize) -> &'static str {
-    const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
-    const TABLES: [Table; 2] = [Table::Logs, Table::Attempts];
-    // Every (backend, table, size), in this order, built once.
     static TEXTS: LazyLock<Vec<String>> = LazyLock::new(|| {
-        let mut texts = Vec::new();
-        for backend in BACKENDS {
-            for table in TABLES {
-                let (name, columns, tail) = table.insert_parts();
-                for rows in STATEMENT_ROWS {
-                    texts.push(format!(
-                        "INSERT INTO {name} ({}) VALUES {}{tail}",
-                        columns.join(", "),
-                        values_sql(backend, rows, columns.len())
-                    ));
-                }
+        insert_texts(&[Table::Logs.insert_parts(), Table::Attempts.insert_parts()])
+    });
+    insert_text(&TEXTS, backend, table as usize, slot)
+}
+
+/// A multi-row INSERT's table, columns and what follows its VALUES.
+pub(super) type InsertParts<'a> = (&'a str, &'a [&'a str], &'a str);
+
+/// The multi-row INSERT texts of every backend, variant and statement size
+/// (`STATEMENT_ROWS`), in that order; [`insert_text`] picks one. Built
+/// once, so that the few texts stay prepared per connection.
+pub(super) fn insert_texts(variants: &[InsertParts<'_>]) -> Vec<String> {
+    let mut texts = Vec::new();
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        for (name, columns, tail) in variants {
+            for rows in STATEMENT_ROWS {
+                texts.push(format!(
+                    "INSERT INTO {name} ({}) VALUES {}{tail}",
+                    columns.join(", "),
+                    values_sql(backend, rows, columns.len())
+                ));
             }
         }
-        texts
-    });
+    }
+    texts
+}
+
+/// The text of `variant` for `STATEMENT_ROWS[slot]` rows in
+/// [`insert_texts`]' output.
+pub(super) fn insert_text(texts: &[String], backend: Backend, variant: usize, slot: usize) -> &str {
+    let variants = texts.len() / (2 * STATEMENT_ROWS.len());
     let b = match backend {
         Backend::Sqlite => 0,
         Backend::Postgres => 1,
     };
-    &TEXTS[(b * TABLES.len() + table as usize) * STATEMENT_ROWS.len() + slot]
+    &texts[(b * variants + variant) * STATEMENT_ROWS.len() + slot]
 }
 
 #[derive(Clone, Copy)]
@@ -402,7 +426,7 @@ enum Table {
 
 impl Table {
     /// Name, columns and what follows the VALUES of its INSERT.
-    fn insert_parts(self) -> (&'static str, &'static [&'static str], &'static str) {
+    fn insert_parts(self) -> InsertParts<'static> {
         match self {
             Table::Logs => (
                 "request_logs",

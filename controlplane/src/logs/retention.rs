@@ -4,6 +4,10 @@
 //!
 //! - SQLite deletes a few thousand rows per transaction, pausing between
 //!   them, so that ingest is never held up for long.
+//! - The log rollups (`rollup.rs`) have their own retention, at least as
+//!   long as the request logs': their buckets that ended before the cutoff
+//!   go in the same hourly pass, a few thousand rows per statement (plain
+//!   deletes, which control planes sharing a database may run at once).
 //! - PostgreSQL drops whole day partitions once the day is entirely older
 //!   than the cutoff (so a day is kept up to a day longer than asked). Each
 //!   drop takes a short lock timeout and is retried rather than queueing
@@ -26,14 +30,48 @@ const EVERY: Duration = Duration::from_secs(3600);
 const PAUSE: Duration = Duration::from_millis(20);
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
-/// Runs until `shutdown` turns true; `days == 0` keeps logs forever.
-pub async fn run(store: Store, days: u32, shutdown: watch::Receiver<bool>) {
+/// How long to keep what, in days; 0 keeps it forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Days {
+    pub logs: u32,
+    pub rollups: u32,
+}
+
+impl Days {
+    /// The rollups' days in effect: never fewer than the request logs'
+    /// (stats read the rollups for any range, so they must cover every raw
+    /// row), and forever when the logs are kept forever.
+    pub fn rollups_in_effect(self) -> u32 {
+        if self.logs == 0 || self.rollups == 0 {
+            0
+        } else {
+            self.rollups.max(self.logs)
+        }
+    }
+}
+
+fn cutoff(days: u32) -> i64 {
+    now_ms().saturating_sub(i64::from(days).saturating_mul(DAY_MS))
+}
+
+/// Runs until `shutdown` turns true.
+pub async fn run(store: Store, days: Days, shutdown: watch::Receiver<bool>) {
+    let rollup_days = days.rollups_in_effect();
+    if rollup_days != days.rollups {
+        tracing::warn!(
+            asked = days.rollups,
+            kept = rollup_days,
+            "log rollups are kept at least as long as the request logs"
+        );
+    }
+    let days = days.logs;
     if days == 0 {
         tracing::info!("log retention is off (--log-retention-days 0)");
     } else {
         tracing::info!(
             days,
-            "log retention: deleting older request logs every hour"
+            rollup_days,
+            "log retention: deleting older request logs and rollups every hour"
         );
     }
     let mut stop = Some(shutdown);
@@ -47,8 +85,7 @@ pub async fn run(store: Store, days: u32, shutdown: watch::Receiver<bool>) {
             }
         }
         if days > 0 {
-            let cutoff = now_ms().saturating_sub(i64::from(days).saturating_mul(DAY_MS));
-            let pass = purge_older_than(&store, cutoff, BATCH, stop.clone());
+            let pass = purge_older_than(&store, cutoff(days), BATCH, stop.clone());
             let outcome = tokio::select! {
                 r = pass => r,
                 _ = super::shutdown_signal(&mut stop) => return,
@@ -58,6 +95,24 @@ pub async fn run(store: Store, days: u32, shutdown: watch::Receiver<bool>) {
                 Ok(n) => tracing::info!(deleted = n, days, "log retention: deleted old records"),
                 Err(e) => {
                     tracing::warn!(error = %e, "log retention pass failed; trying again later")
+                }
+            }
+        }
+        if rollup_days > 0 {
+            let pass = super::rollup::purge_older_than(&store, cutoff(rollup_days));
+            let outcome = tokio::select! {
+                r = pass => r,
+                _ = super::shutdown_signal(&mut stop) => return,
+            };
+            match outcome {
+                Ok(0) => tracing::debug!("rollup retention: nothing to delete"),
+                Ok(n) => tracing::info!(
+                    deleted = n,
+                    rollup_days,
+                    "rollup retention: deleted old rollups"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "rollup retention pass failed; trying again later")
                 }
             }
         }
@@ -279,6 +334,15 @@ fn day_start_ms(suffix: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rollups_are_kept_at_least_as_long_as_logs() {
+        let kept = |logs, rollups| Days { logs, rollups }.rollups_in_effect();
+        assert_eq!(kept(30, 90), 90);
+        assert_eq!(kept(30, 7), 30);
+        assert_eq!(kept(0, 90), 0);
+        assert_eq!(kept(30, 0), 0);
+    }
 
     #[test]
     fn partition_days_parse() {

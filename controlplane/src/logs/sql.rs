@@ -272,6 +272,61 @@ impl Filter {
         c
     }
 
+    /// The time range, `[since, until)`, each bound absent for none.
+    pub fn range(&self) -> (Option<i64>, Option<i64>) {
+        (self.since_ms, self.until_ms)
+    }
+
+    /// The same filter over another time range.
+    pub fn with_range(&self, since_ms: Option<i64>, until_ms: Option<i64>) -> Filter {
+        Filter {
+            since_ms,
+            until_ms,
+            ..self.clone()
+        }
+    }
+
+    /// The conditions over the rollup columns (`log_rollups`, see
+    /// `rollup.rs`), time aside, or `None` when a condition needs the raw
+    /// rows: the rollups keep model, provider, key, end user, outcome and
+    /// failure, and nothing of protocols, stop reasons, traces, replays,
+    /// statuses, latencies, token counts or streaming per request.
+    pub fn rollup_conditions(&self, st: &mut Statement) -> Option<Vec<String>> {
+        let raw_only = self.protocol.is_some()
+            || self.upstream_protocol.is_some()
+            || self.stop_reason.is_some()
+            || self.trace_id.is_some()
+            || self.replay_of.is_some()
+            || self.status_min.is_some()
+            || self.status_max.is_some()
+            || self.min_latency_ms.is_some()
+            || self.max_latency_ms.is_some()
+            || self.min_tokens.is_some()
+            || self.max_tokens.is_some()
+            || self.stream.is_some();
+        if raw_only {
+            return None;
+        }
+        let mut c = Vec::new();
+        for (col, v) in [
+            ("model", &self.model),
+            ("provider", &self.provider),
+            ("key_name", &self.key),
+            ("end_user", &self.user),
+        ] {
+            if let Some(v) = v {
+                c.push(format!("{col} = {}", st.bind(Param::Text(v.clone()))));
+            }
+        }
+        if let Some(v) = self.outcome {
+            c.push(format!("outcome = {}", st.bind(Param::Text(v.to_string()))));
+        }
+        if self.errors_only {
+            c.push("failed = 1".to_string());
+        }
+        Some(c)
+    }
+
     /// ` WHERE a AND b` or nothing.
     pub fn where_sql(&self, st: &mut Statement) -> String {
         let c = self.conditions(st);

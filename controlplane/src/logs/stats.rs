@@ -1,12 +1,24 @@
 //! `GetStats`: totals, per-group rows and a time series over the request
-//! logs that match a filter.
+//! logs that match a filter, and the one place that picks where they come
+//! from ([`plan`]).
 //!
-//! Percentiles are exact nearest-rank values on both databases:
-//! - PostgreSQL aggregates in the database, in one scan for the total, the
-//!   groups and the series (`GROUPING SETS`, `percentile_disc`), so stats
-//!   over tens of millions of rows send back only the results.
-//! - SQLite, which has no ordered-set aggregates, streams the matching
-//!   rows' few needed columns back and aggregates here.
+//! - **Rollups** (`rollup.rs`) answer whenever the filter is one they keep
+//!   (model, provider, key, user, outcome, errors only) and the series'
+//!   bucket is a whole number of minutes. The range is cut into the
+//!   coarsest whole buckets that fit (days, then hours at its ends, then
+//!   minutes), each level only where it divides the series' bucket, and
+//!   the partial minutes at its two ends are read from the raw rows.
+//!   Percentiles come from merged sketches (`sketch.rs`: never below the
+//!   exact nearest-rank value, at most 1% above it).
+//! - **Raw rows** answer the rest, with exact nearest-rank percentiles:
+//!   PostgreSQL aggregates in the database, in one scan for the total, the
+//!   groups and the series (`GROUPING SETS`, `percentile_disc`); SQLite,
+//!   which has no ordered-set aggregates, streams the matching rows' few
+//!   needed columns back and aggregates here. Also a range before the
+//!   rollups start (a database upgraded with logs) while raw rows of it
+//!   are left.
+//!
+//! Each answer says which it used (`GetStatsResponse.source`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -14,6 +26,8 @@ use futures::TryStreamExt;
 use llmgw_proto::v1 as pb;
 use sqlx::Row;
 
+use super::rollup::{self, Level, Span};
+use super::sketch::Sketch;
 use super::sql::{Filter, Statement, FAILED};
 use crate::store::{Backend, Store, StoreError};
 
@@ -37,10 +51,15 @@ fn group_column(group_by: &str) -> Result<Option<&'static str>, StoreError> {
     }
 }
 
-/// The SELECT behind `GetStats`: only the columns the aggregates need.
+/// The SELECT behind `GetStats` on the raw rows: only the columns the
+/// aggregates need.
 pub fn stats_statement(r: &pb::GetStatsRequest) -> Result<Statement, StoreError> {
     let filter = Filter::parse(&r.filter.clone().unwrap_or_default())?;
     let group = group_column(&r.group_by)?;
+    Ok(raw_statement(&filter, group, r.bucket_s > 0))
+}
+
+fn raw_statement(filter: &Filter, group: Option<&str>, bucketed: bool) -> Statement {
     let mut st = Statement::default();
     let wh = filter.where_sql(&mut st);
     let mut cols = vec![
@@ -51,15 +70,66 @@ pub fn stats_statement(r: &pb::GetStatsRequest) -> Result<Statement, StoreError>
         "cost".to_string(),
         format!("CASE WHEN {FAILED} THEN 1 ELSE 0 END AS failed"),
     ];
-    if r.bucket_s > 0 {
+    if bucketed {
         cols.push("time_ms".into());
     }
     if let Some(g) = group {
         cols.push(format!("{g} AS grp"));
     }
     st.sql = format!("SELECT {} FROM request_logs{wh}", cols.join(", "));
-    Ok(st)
+    st
 }
+
+/// One stats row from its parts: the three percentiles of latency and of
+/// TTFB are p50, p95 and p99.
+#[allow(clippy::too_many_arguments)]
+fn stats_row(
+    group: String,
+    requests: u64,
+    errors: u64,
+    latency: [f64; 3],
+    ttfb: [f64; 3],
+    input_tokens: u64,
+    output_tokens: u64,
+    cost: f64,
+) -> pb::StatsRow {
+    pb::StatsRow {
+        group,
+        requests,
+        errors,
+        error_rate: if requests == 0 {
+            0.0
+        } else {
+            errors as f64 / requests as f64
+        },
+        latency_p50_ms: latency[0],
+        latency_p95_ms: latency[1],
+        latency_p99_ms: latency[2],
+        ttfb_p50_ms: ttfb[0],
+        ttfb_p95_ms: ttfb[1],
+        ttfb_p99_ms: ttfb[2],
+        input_tokens,
+        output_tokens,
+        cost,
+    }
+}
+
+/// A series bucket from the stats row of its requests.
+fn bucket_of(start_ms: i64, s: pb::StatsRow) -> pb::StatsBucket {
+    pb::StatsBucket {
+        start_ms,
+        requests: s.requests,
+        errors: s.errors,
+        latency_p50_ms: s.latency_p50_ms,
+        latency_p95_ms: s.latency_p95_ms,
+        ttfb_p50_ms: s.ttfb_p50_ms,
+        input_tokens: s.input_tokens,
+        output_tokens: s.output_tokens,
+        cost: s.cost,
+    }
+}
+
+const PERCENTILES: [u32; 3] = [50, 95, 99];
 
 #[derive(Debug, Default)]
 struct Acc {
@@ -101,40 +171,89 @@ impl Acc {
 
     fn row(mut self, group: String) -> pb::StatsRow {
         self.finish();
-        pb::StatsRow {
+        let pcts = |v: &[u32]| PERCENTILES.map(|p| percentile(v, p));
+        stats_row(
             group,
-            requests: self.requests,
-            errors: self.errors,
-            error_rate: if self.requests == 0 {
-                0.0
-            } else {
-                self.errors as f64 / self.requests as f64
-            },
-            latency_p50_ms: percentile(&self.latency, 50),
-            latency_p95_ms: percentile(&self.latency, 95),
-            latency_p99_ms: percentile(&self.latency, 99),
-            ttfb_p50_ms: percentile(&self.ttfb, 50),
-            ttfb_p95_ms: percentile(&self.ttfb, 95),
-            ttfb_p99_ms: percentile(&self.ttfb, 99),
-            input_tokens: self.input_tokens,
-            output_tokens: self.output_tokens,
-            cost: self.cost,
-        }
+            self.requests,
+            self.errors,
+            pcts(&self.latency),
+            pcts(&self.ttfb),
+            self.input_tokens,
+            self.output_tokens,
+            self.cost,
+        )
+    }
+}
+
+/// The sums of rollup rows and raw samples, with sketches for percentiles.
+#[derive(Debug)]
+struct SketchAcc {
+    requests: u64,
+    errors: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost: f64,
+    latency: Sketch,
+    ttfb: Sketch,
+}
+
+/// One rollup row as stats read it.
+struct RollupRow {
+    requests: u64,
+    failed: bool,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost: f64,
+    latency: Sketch,
+    ttfb: Sketch,
+}
+
+impl SketchAcc {
+    fn new() -> Result<SketchAcc, StoreError> {
+        Ok(SketchAcc {
+            requests: 0,
+            errors: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost: 0.0,
+            latency: Sketch::new()?,
+            ttfb: Sketch::new()?,
+        })
     }
 
-    fn bucket(mut self, start_ms: i64) -> pb::StatsBucket {
-        self.finish();
-        pb::StatsBucket {
-            start_ms,
-            requests: self.requests,
-            errors: self.errors,
-            latency_p50_ms: percentile(&self.latency, 50),
-            latency_p95_ms: percentile(&self.latency, 95),
-            ttfb_p50_ms: percentile(&self.ttfb, 50),
-            input_tokens: self.input_tokens,
-            output_tokens: self.output_tokens,
-            cost: self.cost,
+    fn add_row(&mut self, r: &RollupRow) -> Result<(), StoreError> {
+        self.requests = self.requests.saturating_add(r.requests);
+        if r.failed {
+            self.errors = self.errors.saturating_add(r.requests);
         }
+        self.input_tokens = self.input_tokens.saturating_add(r.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(r.output_tokens);
+        self.cost += r.cost;
+        self.latency.merge(&r.latency)?;
+        self.ttfb.merge(&r.ttfb)
+    }
+
+    fn add_sample(&mut self, s: Sample) {
+        self.requests += 1;
+        self.errors += u64::from(s.failed);
+        self.input_tokens = self.input_tokens.saturating_add(s.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(s.output_tokens);
+        self.cost += s.cost;
+        self.latency.record(u64::from(s.latency));
+        self.ttfb.record(u64::from(s.ttfb));
+    }
+
+    fn row(self, group: String) -> pb::StatsRow {
+        stats_row(
+            group,
+            self.requests,
+            self.errors,
+            PERCENTILES.map(|p| self.latency.percentile(p)),
+            PERCENTILES.map(|p| self.ttfb.percentile(p)),
+            self.input_tokens,
+            self.output_tokens,
+            self.cost,
+        )
     }
 }
 
@@ -241,29 +360,16 @@ async fn stats_pg(
     let mut groups = Vec::new();
     let mut series = Vec::new();
     for row in &rows {
-        let requests = count(row, "requests")?;
-        let errors = count(row, "errors")?;
-        let [l50, l95, l99] = pcts(row, "latency")?;
-        let [t50, t95, t99] = pcts(row, "ttfb")?;
-        let stats = pb::StatsRow {
-            group: String::new(),
-            requests,
-            errors,
-            error_rate: if requests == 0 {
-                0.0
-            } else {
-                errors as f64 / requests as f64
-            },
-            latency_p50_ms: l50,
-            latency_p95_ms: l95,
-            latency_p99_ms: l99,
-            ttfb_p50_ms: t50,
-            ttfb_p95_ms: t95,
-            ttfb_p99_ms: t99,
-            input_tokens: count(row, "input_tokens")?,
-            output_tokens: count(row, "output_tokens")?,
-            cost: row.try_get::<Option<f64>, _>("cost")?.unwrap_or(0.0),
-        };
+        let stats = stats_row(
+            String::new(),
+            count(row, "requests")?,
+            count(row, "errors")?,
+            pcts(row, "latency")?,
+            pcts(row, "ttfb")?,
+            count(row, "input_tokens")?,
+            count(row, "output_tokens")?,
+            row.try_get::<Option<f64>, _>("cost")?.unwrap_or(0.0),
+        );
         let gg: i64 = row.try_get("gg")?;
         let gb: i64 = row.try_get("gb")?;
         match (gg, gb) {
@@ -272,102 +378,363 @@ async fn stats_pg(
                 group: row.try_get("g")?,
                 ..stats
             }),
-            _ => series.push(pb::StatsBucket {
-                start_ms: row.try_get("b")?,
-                requests: stats.requests,
-                errors: stats.errors,
-                latency_p50_ms: stats.latency_p50_ms,
-                latency_p95_ms: stats.latency_p95_ms,
-                ttfb_p50_ms: stats.ttfb_p50_ms,
-                input_tokens: stats.input_tokens,
-                output_tokens: stats.output_tokens,
-                cost: stats.cost,
-            }),
+            _ => series.push(bucket_of(row.try_get("b")?, stats)),
         }
     }
     if series.len() > MAX_BUCKETS {
-        return Err(StoreError::Invalid(format!(
-            "the series would have more than {MAX_BUCKETS} buckets; \
-             use wider buckets or a shorter time range"
-        )));
+        return Err(too_many_buckets());
     }
-    groups.sort_by(|a, b| {
-        b.requests
-            .cmp(&a.requests)
-            .then_with(|| a.group.cmp(&b.group))
-    });
+    sort_groups(&mut groups);
     series.sort_by_key(|s| s.start_ms);
     Ok(pb::GetStatsResponse {
         total: Some(total.unwrap_or_else(|| Acc::default().row(String::new()))),
         groups,
         series,
+        source: RAW.into(),
     })
+}
+
+/// `source` of an answer from the raw rows.
+pub const RAW: &str = "raw";
+
+fn too_many_buckets() -> StoreError {
+    StoreError::Invalid(format!(
+        "the series would have more than {MAX_BUCKETS} buckets; \
+         use wider buckets or a shorter time range"
+    ))
+}
+
+/// Most requests first, then by name.
+fn sort_groups(groups: &mut [pb::StatsRow]) {
+    groups.sort_by(|a, b| {
+        b.requests
+            .cmp(&a.requests)
+            .then_with(|| a.group.cmp(&b.group))
+    });
+}
+
+/// What the total, each group and each bucket accumulate.
+trait Accumulate: Sized {
+    fn fresh() -> Result<Self, StoreError>;
+    fn add_sample(&mut self, s: Sample);
+    fn row(self, group: String) -> pb::StatsRow;
+}
+
+impl Accumulate for Acc {
+    fn fresh() -> Result<Self, StoreError> {
+        Ok(Acc::default())
+    }
+    fn add_sample(&mut self, s: Sample) {
+        self.add(s);
+    }
+    fn row(self, group: String) -> pb::StatsRow {
+        Acc::row(self, group)
+    }
+}
+
+impl Accumulate for SketchAcc {
+    fn fresh() -> Result<Self, StoreError> {
+        SketchAcc::new()
+    }
+    fn add_sample(&mut self, s: Sample) {
+        SketchAcc::add_sample(self, s);
+    }
+    fn row(self, group: String) -> pb::StatsRow {
+        SketchAcc::row(self, group)
+    }
+}
+
+/// The total, the groups and the series of one answer.
+struct Tally<A> {
+    total: A,
+    grouped: bool,
+    groups: HashMap<String, A>,
+    width_ms: i64,
+    buckets: BTreeMap<i64, A>,
+    /// Raw rows read so far.
+    scanned: u64,
+}
+
+impl<A: Accumulate> Tally<A> {
+    fn new(grouped: bool, bucket_s: u32) -> Result<Tally<A>, StoreError> {
+        Ok(Tally {
+            total: A::fresh()?,
+            grouped,
+            groups: HashMap::new(),
+            width_ms: i64::from(bucket_s) * 1000,
+            buckets: BTreeMap::new(),
+            scanned: 0,
+        })
+    }
+
+    /// The accumulators of a row of group `g` at `t_ms`: its group's (when
+    /// grouped) and its bucket's (when there is a series).
+    fn slots(&mut self, g: String, t_ms: i64) -> Result<[Option<&mut A>; 2], StoreError> {
+        let group = if self.grouped {
+            Some(match self.groups.entry(g) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(A::fresh()?),
+            })
+        } else {
+            None
+        };
+        let bucket = if self.width_ms > 0 {
+            let start = t_ms.div_euclid(self.width_ms) * self.width_ms;
+            if !self.buckets.contains_key(&start) && self.buckets.len() >= MAX_BUCKETS {
+                return Err(too_many_buckets());
+            }
+            Some(match self.buckets.entry(start) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(A::fresh()?),
+            })
+        } else {
+            None
+        };
+        Ok([group, bucket])
+    }
+
+    /// Adds the raw rows `st` selects (see [`raw_statement`]).
+    async fn scan_raw(&mut self, store: &Store, st: &Statement) -> Result<(), StoreError> {
+        let mut conn = store.pool().acquire().await?;
+        let mut rows = st.query().fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await? {
+            if self.scanned >= MAX_STATS_ROWS {
+                return Err(StoreError::TooLarge(format!(
+                    "more than {MAX_STATS_ROWS} requests match; narrow the time range or the filter"
+                )));
+            }
+            self.scanned += 1;
+            let s = Sample {
+                latency: u32_col(&row, "latency_ms")?,
+                ttfb: u32_col(&row, "ttfb_ms")?,
+                input_tokens: u64_col(&row, "input_tokens")?,
+                output_tokens: u64_col(&row, "output_tokens")?,
+                cost: row.try_get::<f64, _>("cost")?,
+                failed: row.try_get::<i64, _>("failed")? != 0,
+            };
+            self.total.add_sample(s);
+            let g = if self.grouped {
+                row.try_get("grp")?
+            } else {
+                String::new()
+            };
+            let t = if self.width_ms > 0 {
+                row.try_get("time_ms")?
+            } else {
+                0
+            };
+            for a in self.slots(g, t)?.into_iter().flatten() {
+                a.add_sample(s);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self, source: String) -> pb::GetStatsResponse {
+        let mut groups: Vec<pb::StatsRow> =
+            self.groups.into_iter().map(|(g, a)| a.row(g)).collect();
+        sort_groups(&mut groups);
+        pb::GetStatsResponse {
+            total: Some(self.total.row(String::new())),
+            groups,
+            series: self
+                .buckets
+                .into_iter()
+                .map(|(start, a)| bucket_of(start, a.row(String::new())))
+                .collect(),
+            source,
+        }
+    }
+}
+
+impl Tally<SketchAcc> {
+    /// Adds the rollup rows `st` selects (see [`rollup::select_statement`]).
+    async fn scan_rollups(&mut self, store: &Store, st: &Statement) -> Result<(), StoreError> {
+        let mut conn = store.pool().acquire().await?;
+        let mut rows = st.query().fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await? {
+            let r = RollupRow {
+                requests: u64_col(&row, "requests")?,
+                failed: row.try_get::<i64, _>("failed")? != 0,
+                input_tokens: u64_col(&row, "input_tokens")?,
+                output_tokens: u64_col(&row, "output_tokens")?,
+                cost: row.try_get::<f64, _>("cost")?,
+                latency: Sketch::from_bytes(&row.try_get::<Vec<u8>, _>("latency_sketch")?)?,
+                ttfb: Sketch::from_bytes(&row.try_get::<Vec<u8>, _>("ttfb_sketch")?)?,
+            };
+            self.total.add_row(&r)?;
+            let g: String = row.try_get("grp")?;
+            let t: i64 = row.try_get("start_ms")?;
+            for a in self.slots(g, t)?.into_iter().flatten() {
+                a.add_row(&r)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where an answer comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// The raw rows.
+    Raw,
+    /// Rollup rows, and the raw rows of the partial minutes at the ends.
+    Rollups {
+        spans: Vec<Span>,
+        raw: Vec<(i64, i64)>,
+    },
+}
+
+impl Plan {
+    /// The answer's `source`.
+    pub fn source(&self) -> String {
+        match self {
+            Plan::Raw => RAW.into(),
+            Plan::Rollups { spans, raw } => {
+                let mut levels: Vec<Level> = spans.iter().map(|s| s.level).collect();
+                levels.sort_unstable_by(|a, b| b.cmp(a));
+                levels.dedup();
+                let mut parts: Vec<&str> = levels.iter().map(|l| l.name()).collect();
+                if !raw.is_empty() {
+                    parts.push(RAW);
+                }
+                format!("rollup:{}", parts.join("+"))
+            }
+        }
+    }
+}
+
+/// Cuts `[since, until)` (absent bounds: none) into whole buckets of the
+/// coarsest of `levels` (coarsest first) that fit, the finer levels at the
+/// ends, and what no level covers (sub-minute ends) as raw ranges.
+pub fn cut(
+    since: Option<i64>,
+    until: Option<i64>,
+    levels: &[Level],
+) -> (Vec<Span>, Vec<(i64, i64)>) {
+    let mut spans = Vec::new();
+    let mut raw = Vec::new();
+    cut_into(since, until, levels, &mut spans, &mut raw);
+    (spans, raw)
+}
+
+fn cut_into(
+    since: Option<i64>,
+    until: Option<i64>,
+    levels: &[Level],
+    spans: &mut Vec<Span>,
+    raw: &mut Vec<(i64, i64)>,
+) {
+    if let (Some(s), Some(u)) = (since, until) {
+        if s >= u {
+            return;
+        }
+    }
+    let Some((&level, finer)) = levels.split_first() else {
+        // Only bounded ends get here: the finest level has no absent bound
+        // left to cover.
+        if let (Some(s), Some(u)) = (since, until) {
+            raw.push((s, u));
+        }
+        return;
+    };
+    let w = level.width_ms();
+    let from = since.map(|s| s.div_euclid(w) * w + if s.rem_euclid(w) == 0 { 0 } else { w });
+    let to = until.map(|u| u.div_euclid(w) * w);
+    if let (Some(f), Some(t)) = (from, to) {
+        if f >= t {
+            return cut_into(since, until, finer, spans, raw);
+        }
+    }
+    if let (Some(s), Some(f)) = (since, from) {
+        cut_into(Some(s), Some(f), finer, spans, raw);
+    }
+    spans.push(Span { level, from, to });
+    if let (Some(t), Some(u)) = (to, until) {
+        cut_into(Some(t), Some(u), finer, spans, raw);
+    }
+}
+
+/// The one place that picks where stats come from: rollups when the
+/// filter is one they keep, the series' buckets are whole minutes (each
+/// level used only where it divides them) and the range has a whole
+/// minute; raw rows otherwise, and for a range before the rollups start
+/// while raw rows of it are left.
+pub async fn plan(store: &Store, filter: &Filter, bucket_s: u32) -> Result<Plan, StoreError> {
+    if filter
+        .rollup_conditions(&mut Statement::default())
+        .is_none()
+    {
+        return Ok(Plan::Raw);
+    }
+    let levels: Vec<Level> = Level::ALL
+        .into_iter()
+        .filter(|l| bucket_s == 0 || i64::from(bucket_s) % l.seconds() == 0)
+        .collect();
+    let (since, until) = filter.range();
+    let (spans, raw) = cut(since, until, &levels);
+    if spans.is_empty() {
+        return Ok(Plan::Raw);
+    }
+    let mut conn = store.pool().acquire().await?;
+    let from = rollup::complete_from(&mut conn).await?;
+    if from > 0 && since.is_none_or(|s| s < from) {
+        // Raw rows older than the rollups, in the range?
+        let older: Option<i64> = sqlx::query_scalar(
+            "SELECT time_ms FROM request_logs WHERE time_ms < $1 AND time_ms >= $2 LIMIT 1",
+        )
+        .bind(until.map_or(from, |u| u.min(from)))
+        .bind(since.unwrap_or(i64::MIN))
+        .fetch_optional(&mut *conn)
+        .await?;
+        if older.is_some() {
+            return Ok(Plan::Raw);
+        }
+    }
+    Ok(Plan::Rollups { spans, raw })
 }
 
 pub async fn stats(
     store: &Store,
     r: pb::GetStatsRequest,
 ) -> Result<pb::GetStatsResponse, StoreError> {
-    if store.backend() == Backend::Postgres {
-        return stats_pg(store, r).await;
-    }
-    let st = stats_statement(&r)?;
-    let grouped = group_column(&r.group_by)?.is_some();
-    let width_ms = i64::from(r.bucket_s) * 1000;
+    let filter = Filter::parse(&r.filter.clone().unwrap_or_default())?;
+    let plan = plan(store, &filter, r.bucket_s).await?;
+    stats_from(store, r, &plan).await
+}
 
-    let mut total = Acc::default();
-    let mut groups: HashMap<String, Acc> = HashMap::new();
-    let mut buckets: BTreeMap<i64, Acc> = BTreeMap::new();
-
-    let mut conn = store.pool().acquire().await?;
-    let mut rows = st.query().fetch(&mut *conn);
-    while let Some(row) = rows.try_next().await? {
-        if total.requests >= MAX_STATS_ROWS {
-            return Err(StoreError::TooLarge(format!(
-                "more than {MAX_STATS_ROWS} requests match; narrow the time range or the filter"
-            )));
+/// The answer of `plan` (which must suit the request: see [`plan`]).
+pub async fn stats_from(
+    store: &Store,
+    r: pb::GetStatsRequest,
+    plan: &Plan,
+) -> Result<pb::GetStatsResponse, StoreError> {
+    let filter = Filter::parse(&r.filter.clone().unwrap_or_default())?;
+    let group = group_column(&r.group_by)?;
+    match plan {
+        Plan::Raw if store.backend() == Backend::Postgres => stats_pg(store, r).await,
+        Plan::Raw => {
+            let mut tally: Tally<Acc> = Tally::new(group.is_some(), r.bucket_s)?;
+            let st = raw_statement(&filter, group, r.bucket_s > 0);
+            tally.scan_raw(store, &st).await?;
+            Ok(tally.finish(plan.source()))
         }
-        let s = Sample {
-            latency: u32_col(&row, "latency_ms")?,
-            ttfb: u32_col(&row, "ttfb_ms")?,
-            input_tokens: u64_col(&row, "input_tokens")?,
-            output_tokens: u64_col(&row, "output_tokens")?,
-            cost: row.try_get::<f64, _>("cost")?,
-            failed: row.try_get::<i64, _>("failed")? != 0,
-        };
-        total.add(s);
-        if grouped {
-            let g: String = row.try_get("grp")?;
-            groups.entry(g).or_default().add(s);
-        }
-        if width_ms > 0 {
-            let t: i64 = row.try_get("time_ms")?;
-            let start = t.div_euclid(width_ms) * width_ms;
-            if !buckets.contains_key(&start) && buckets.len() >= MAX_BUCKETS {
-                return Err(StoreError::Invalid(format!(
-                    "the series would have more than {MAX_BUCKETS} buckets; \
-                     use wider buckets or a shorter time range"
-                )));
+        Plan::Rollups { spans, raw } => {
+            let mut tally: Tally<SketchAcc> = Tally::new(group.is_some(), r.bucket_s)?;
+            let mut st = Statement::default();
+            let conditions = filter.rollup_conditions(&mut st).ok_or_else(|| {
+                StoreError::Invalid("this filter needs the raw request logs".into())
+            })?;
+            let st = rollup::select_statement(st, spans, conditions, group);
+            tally.scan_rollups(store, &st).await?;
+            for &(since, until) in raw {
+                let edge = filter.with_range(Some(since), Some(until));
+                let st = raw_statement(&edge, group, r.bucket_s > 0);
+                tally.scan_raw(store, &st).await?;
             }
-            buckets.entry(start).or_default().add(s);
+            Ok(tally.finish(plan.source()))
         }
     }
-    drop(rows);
-
-    let mut group_rows: Vec<pb::StatsRow> = groups.into_iter().map(|(g, a)| a.row(g)).collect();
-    group_rows.sort_by(|a, b| {
-        b.requests
-            .cmp(&a.requests)
-            .then_with(|| a.group.cmp(&b.group))
-    });
-    Ok(pb::GetStatsResponse {
-        total: Some(total.row(String::new())),
-        groups: group_rows,
-        series: buckets
-            .into_iter()
-            .map(|(start, a)| a.bucket(start))
-            .collect(),
-    })
 }
 
 #[cfg(test)]
@@ -388,6 +755,66 @@ mod tests {
         assert_eq!(percentile(&[7], 1), 7.0);
         assert_eq!(percentile(&[], 50), 0.0);
         assert_eq!(percentile(&[1, 2], 50), 1.0);
+    }
+
+    #[test]
+    fn a_range_is_cut_into_the_coarsest_whole_buckets() {
+        const M: i64 = 60_000;
+        const H: i64 = 60 * M;
+        const D: i64 = 24 * H;
+        let d = 20_000 * D;
+        let span = |level, from, to| Span { level, from, to };
+        let (spans, raw) = cut(
+            Some(d + 90_005),
+            Some(d + 2 * D + 3 * H + 2 * M + 7),
+            &Level::ALL,
+        );
+        assert_eq!(
+            spans,
+            [
+                span(Level::Minute, Some(d + 2 * M), Some(d + H)),
+                span(Level::Hour, Some(d + H), Some(d + D)),
+                span(Level::Day, Some(d + D), Some(d + 2 * D)),
+                span(Level::Hour, Some(d + 2 * D), Some(d + 2 * D + 3 * H)),
+                span(
+                    Level::Minute,
+                    Some(d + 2 * D + 3 * H),
+                    Some(d + 2 * D + 3 * H + 2 * M)
+                ),
+            ]
+        );
+        assert_eq!(
+            raw,
+            [
+                (d + 90_005, d + 2 * M),
+                (d + 2 * D + 3 * H + 2 * M, d + 2 * D + 3 * H + 2 * M + 7)
+            ]
+        );
+        let plan = Plan::Rollups { spans, raw };
+        assert_eq!(plan.source(), "rollup:day+hour+minute+raw");
+        // No bounds: every day; aligned bounds: no raw rows.
+        assert_eq!(
+            cut(None, None, &Level::ALL),
+            (vec![span(Level::Day, None, None)], vec![])
+        );
+        let (spans, raw) = cut(Some(d + H), None, &Level::ALL);
+        assert_eq!(
+            spans,
+            [
+                span(Level::Hour, Some(d + H), Some(d + D)),
+                span(Level::Day, Some(d + D), None)
+            ]
+        );
+        assert!(raw.is_empty());
+        // A range inside one minute: raw only.
+        assert_eq!(
+            cut(Some(d + 5), Some(d + 10), &Level::ALL),
+            (vec![], vec![(d + 5, d + 10)])
+        );
+        // Two-minute buckets: minutes only.
+        let (spans, _) = cut(Some(d), Some(d + 2 * D), &[Level::Minute]);
+        assert_eq!(spans, [span(Level::Minute, Some(d), Some(d + 2 * D))]);
+        assert_eq!(Plan::Raw.source(), "raw");
     }
 
     #[test]

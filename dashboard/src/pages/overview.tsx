@@ -153,6 +153,12 @@ export function OverviewPage() {
         </Kpi>
       </section>
 
+      {d?.total.source ? (
+        <p className="-mt-4 mb-6 text-xs text-muted-foreground" data-testid="stats-source" title="Where the figures come from: the rollups (percentiles from merged sketches, at most 1% above exact) or the raw request logs">
+          Source: {d.total.source}
+        </p>
+      ) : null}
+
       <Charts data={d} loading={stats.loading} windowLabel={win.label} />
 
       <section aria-label="Top" className="mb-6 grid gap-4 lg:grid-cols-2 2xl:grid-cols-4">
