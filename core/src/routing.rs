@@ -387,8 +387,14 @@ mod tests {
         }
     }
 
-    struct NoFacts;
-    impl Facts for NoFacts {
+    /// A request's facts: the rules' token count, the cheap estimate and
+    /// its `max_tokens`.
+    struct TestFacts {
+        counted: u64,
+        approximate: u64,
+        max_output: Option<u64>,
+    }
+    impl Facts for TestFacts {
         fn header(&self, _: &str) -> Option<&str> {
             None
         }
@@ -399,9 +405,21 @@ mod tests {
             "k"
         }
         fn input_tokens(&self) -> u64 {
-            10
+            self.counted
+        }
+        fn approximate_input_tokens(&self) -> u64 {
+            self.approximate
+        }
+        fn max_output_tokens(&self) -> Option<u64> {
+            self.max_output
         }
     }
+
+    const NO_FACTS: TestFacts = TestFacts {
+        counted: 10,
+        approximate: 10,
+        max_output: None,
+    };
 
     #[derive(Default)]
     struct TestState {
@@ -451,7 +469,7 @@ mod tests {
         let s = TestState::default();
         let mut firsts = Vec::new();
         for _ in 0..4 {
-            let plan = plan(&m, ClientApi::Chat, &NoFacts, &s);
+            let plan = plan(&m, ClientApi::Chat, &NO_FACTS, &s);
             let n = names(&m, &plan);
             assert_eq!(n.last().map(String::as_str), Some("c"));
             firsts.push(n[0].clone());
@@ -473,7 +491,7 @@ mod tests {
         );
         let s = TestState::default();
         for _ in 0..6 {
-            let n = names(&m, &plan(&m, ClientApi::Chat, &NoFacts, &s));
+            let n = names(&m, &plan(&m, ClientApi::Chat, &NO_FACTS, &s));
             assert_ne!(n[0], "drained", "{n:?}");
             assert_eq!(&n[2..], ["drained", "next"], "{n:?}");
         }
@@ -482,14 +500,14 @@ mod tests {
             ejected: ["a", "b"].iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
-        let n = names(&m, &plan(&m, ClientApi::Chat, &NoFacts, &ejected));
+        let n = names(&m, &plan(&m, ClientApi::Chat, &NO_FACTS, &ejected));
         assert_eq!(n, ["drained", "next", "a", "b"]);
         // Alone in its priority, a drained target is the one to serve it.
         let alone = model(
             Strategy::Priority,
             vec![target(&p, "d", 0, 0, None), target(&p, "x", 1, 1, None)],
         );
-        let n = names(&alone, &plan(&alone, ClientApi::Chat, &NoFacts, &s));
+        let n = names(&alone, &plan(&alone, ClientApi::Chat, &NO_FACTS, &s));
         assert_eq!(n, ["d", "x"]);
     }
 
@@ -511,7 +529,7 @@ mod tests {
             );
             let s = TestState::default();
             for _ in 0..4 {
-                let n = names(&m, &plan(&m, ClientApi::Chat, &NoFacts, &s));
+                let n = names(&m, &plan(&m, ClientApi::Chat, &NO_FACTS, &s));
                 assert_eq!(
                     n.last().map(String::as_str),
                     Some("drained"),
@@ -524,7 +542,7 @@ mod tests {
                 vec![target(&p, "x", 0, 0, None), target(&p, "y", 0, 0, None)],
             );
             assert_eq!(
-                names(&all, &plan(&all, ClientApi::Chat, &NoFacts, &s)).len(),
+                names(&all, &plan(&all, ClientApi::Chat, &NO_FACTS, &s)).len(),
                 2
             );
         }
@@ -539,11 +557,11 @@ mod tests {
         );
         let s = TestState::default();
         assert_eq!(
-            names(&m, &plan(&m, ClientApi::Chat, &NoFacts, &s)),
+            names(&m, &plan(&m, ClientApi::Chat, &NO_FACTS, &s)),
             ["a", "b"]
         );
         assert_eq!(
-            names(&m, &plan(&m, ClientApi::Chat, &NoFacts, &s)),
+            names(&m, &plan(&m, ClientApi::Chat, &NO_FACTS, &s)),
             ["b", "a"]
         );
     }
@@ -567,7 +585,7 @@ mod tests {
             ],
         );
         // Embeddings exist only in OpenAI's API.
-        let plan = plan(&m, ClientApi::Embeddings, &NoFacts, &FreshState);
+        let plan = plan(&m, ClientApi::Embeddings, &NO_FACTS, &FreshState);
         assert_eq!(names(&m, &plan), ["gpt"]);
         assert_eq!(
             plan.decisions[0].verdict,
@@ -583,7 +601,7 @@ mod tests {
         );
         assert_eq!(plan.decisions[2].serving, Serving::PassThrough);
         // A chat client reaches the Anthropic target too, translated.
-        let chat = super::plan(&m, ClientApi::Chat, &NoFacts, &FreshState);
+        let chat = super::plan(&m, ClientApi::Chat, &NO_FACTS, &FreshState);
         assert_eq!(names(&m, &chat), ["claude", "gpt"]);
         assert_eq!(
             chat.decisions[0].serving,
@@ -596,7 +614,7 @@ mod tests {
         let p2 = super::plan(
             &only_anthropic,
             ClientApi::Embeddings,
-            &NoFacts,
+            &NO_FACTS,
             &FreshState,
         );
         assert!(p2.order.is_empty());
@@ -621,7 +639,7 @@ mod tests {
         };
         // Cap is 2 of 4: a and b move back, c stays.
         assert_eq!(
-            names(&m, &plan(&m, ClientApi::Chat, &NoFacts, &s)),
+            names(&m, &plan(&m, ClientApi::Chat, &NO_FACTS, &s)),
             ["c", "d", "a", "b"]
         );
         assert_eq!(max_ejected(1), 0);
@@ -649,7 +667,7 @@ mod tests {
         };
         // random draws 0 then 1 -> compares slow with mid.
         assert_eq!(
-            names(&m, &plan(&m, ClientApi::Chat, &NoFacts, &s)),
+            names(&m, &plan(&m, ClientApi::Chat, &NO_FACTS, &s)),
             ["mid", "fast", "slow"]
         );
     }
@@ -663,31 +681,18 @@ mod tests {
         );
         let s = TestState::default();
         let firsts: Vec<String> = (0..6)
-            .map(|_| names(&m, &plan(&m, ClientApi::Chat, &NoFacts, &s))[0].clone())
+            .map(|_| names(&m, &plan(&m, ClientApi::Chat, &NO_FACTS, &s))[0].clone())
             .collect();
         assert_eq!(firsts.iter().filter(|f| *f == "b").count(), 4);
     }
 
-    /// Facts with a given input estimate and `max_tokens`.
-    struct Sized(u64, Option<u64>);
-    impl Facts for Sized {
-        fn header(&self, _: &str) -> Option<&str> {
-            None
-        }
-        fn body(&self) -> Option<&serde_json::Value> {
-            None
-        }
-        fn key_name(&self) -> &str {
-            "k"
-        }
-        fn input_tokens(&self) -> u64 {
-            panic!("cost-first must use the cheap estimate")
-        }
-        fn approximate_input_tokens(&self) -> u64 {
-            self.0
-        }
-        fn max_output_tokens(&self) -> Option<u64> {
-            self.1
+    /// Facts with a given cheap input estimate and `max_tokens`, whose
+    /// rules' count is far off: cost-first must use the cheap estimate.
+    fn sized(approximate: u64, max_output: Option<u64>) -> TestFacts {
+        TestFacts {
+            counted: 1_000_000_000,
+            approximate,
+            max_output,
         }
     }
 
@@ -715,13 +720,13 @@ mod tests {
         );
         let s = TestState::default();
         // A long prompt and a short answer: the input price decides.
-        let long_in = Sized(100_000, Some(100));
+        let long_in = sized(100_000, Some(100));
         assert_eq!(
             names(&m, &plan(&m, ClientApi::Chat, &long_in, &s)),
             ["dear-output", "middle", "dear-input"]
         );
         // A short prompt and a long answer: the output price decides.
-        let long_out = Sized(100, Some(100_000));
+        let long_out = sized(100, Some(100_000));
         assert_eq!(
             names(&m, &plan(&m, ClientApi::Chat, &long_out, &s)),
             ["dear-input", "middle", "dear-output"]
@@ -733,7 +738,7 @@ mod tests {
         );
         // No max_tokens: the model's default, else the assumed output.
         assert!(
-            (estimated_cost(&m, &m.targets[0], &Sized(0, None))
+            (estimated_cost(&m, &m.targets[0], &sized(0, None))
                 - ASSUMED_OUTPUT_TOKENS as f64 * 1.0 / 1e6)
                 .abs()
                 < 1e-12
@@ -741,7 +746,7 @@ mod tests {
         let mut with_default = model(Strategy::CostFirst, vec![priced(&p, "x", 0.0, 2.0)]);
         with_default.default_max_tokens = Some(500);
         assert!(
-            (estimated_cost(&with_default, &with_default.targets[0], &Sized(0, None)) - 0.001)
+            (estimated_cost(&with_default, &with_default.targets[0], &sized(0, None)) - 0.001)
                 .abs()
                 < 1e-12
         );
@@ -763,7 +768,7 @@ mod tests {
             ],
         );
         let mut s = TestState::default();
-        let facts = Sized(1000, Some(100));
+        let facts = sized(1000, Some(100));
         assert_eq!(
             names(&m, &plan(&m, ClientApi::Chat, &facts, &s)),
             ["cheap", "equal-a", "equal-b", "dear", "free-drained"]

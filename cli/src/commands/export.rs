@@ -286,37 +286,24 @@ fn schema() -> Schema {
 /// One column of a page, as an Arrow array.
 fn column(v: Value, records: &[RequestLog]) -> ArrayRef {
     let n = records.len();
+    // Each kind: its builder, a value per record, the array.
+    macro_rules! build {
+        ($builder:expr, $f:expr) => {{
+            let mut b = $builder;
+            records.iter().for_each(|r| b.append_value($f(r)));
+            Arc::new(b.finish())
+        }};
+    }
     match v {
-        Value::Text(f) => {
-            let mut b = StringBuilder::with_capacity(n, n * 16);
-            records.iter().for_each(|r| b.append_value(f(r)));
-            Arc::new(b.finish())
-        }
-        Value::U64(f) => {
-            let mut b = UInt64Builder::with_capacity(n);
-            records.iter().for_each(|r| b.append_value(f(r)));
-            Arc::new(b.finish())
-        }
-        Value::F64(f) => {
-            let mut b = Float64Builder::with_capacity(n);
-            records.iter().for_each(|r| b.append_value(f(r)));
-            Arc::new(b.finish())
-        }
-        Value::Bool(f) => {
-            let mut b = BooleanBuilder::with_capacity(n);
-            records.iter().for_each(|r| b.append_value(f(r)));
-            Arc::new(b.finish())
-        }
-        Value::Time(f) => {
-            let mut b = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-            records.iter().for_each(|r| b.append_value(f(r)));
-            Arc::new(b.finish())
-        }
-        Value::I64(f) => {
-            let mut b = Int64Builder::with_capacity(n);
-            records.iter().for_each(|r| b.append_value(f(r)));
-            Arc::new(b.finish())
-        }
+        Value::Text(f) => build!(StringBuilder::with_capacity(n, n * 16), f),
+        Value::U64(f) => build!(UInt64Builder::with_capacity(n), f),
+        Value::F64(f) => build!(Float64Builder::with_capacity(n), f),
+        Value::Bool(f) => build!(BooleanBuilder::with_capacity(n), f),
+        Value::Time(f) => build!(
+            TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC"),
+            f
+        ),
+        Value::I64(f) => build!(Int64Builder::with_capacity(n), f),
     }
 }
 
