@@ -134,8 +134,8 @@ pub struct Args {
     pub log_retention_days: u32,
 
     /// Days to keep the log rollups (the per-minute, hourly and daily
-    /// aggregates stats read); at least as long as the request logs (a
-    /// shorter value keeps them as long). 0 keeps them forever.
+    /// aggregates stats read); at least a day longer than the request logs
+    /// (a shorter value keeps them that long). 0 keeps them forever.
     #[arg(long, env = "LLMGW_ROLLUP_RETENTION_DAYS", default_value_t = 90)]
     pub rollup_retention_days: u32,
 

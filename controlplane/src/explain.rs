@@ -17,6 +17,9 @@ struct RequestFacts {
     body: Value,
     key: String,
     input_tokens: u64,
+    /// Whether a rule asked for the token count: then, as in the data
+    /// plane, a cost estimate uses it too; else the cheap estimate.
+    counted: std::cell::Cell<bool>,
 }
 
 impl Facts for RequestFacts {
@@ -30,7 +33,15 @@ impl Facts for RequestFacts {
         &self.key
     }
     fn input_tokens(&self) -> u64 {
+        self.counted.set(true);
         self.input_tokens
+    }
+    fn approximate_input_tokens(&self) -> u64 {
+        if self.counted.get() {
+            self.input_tokens
+        } else {
+            llmgw_core::tokens::approximate_input(&self.body)
+        }
     }
     fn max_output_tokens(&self) -> Option<u64> {
         llmgw_core::tokens::max_output(&self.body)
@@ -93,6 +104,7 @@ pub fn explain(
         input_tokens: llmgw_core::tokens::estimate_input(upstream, &body),
         body,
         key: r.key,
+        counted: std::cell::Cell::new(false),
     };
     out.estimated_input_tokens = facts.input_tokens;
     let plan = routing::plan(model, api, &facts, &FreshState);
@@ -123,6 +135,14 @@ pub fn explain(
                 ),
             ),
             Verdict::RuleDidNotMatch => (false, 0, "dropped: its rule did not match".to_string()),
+        };
+        let reason = if kept
+            && model.strategy == llmgw_core::Strategy::CostFirst
+            && !routing::is_priced(t)
+        {
+            format!("{reason}; no prices: tried after the priced targets")
+        } else {
+            reason
         };
         let reason = if kept && t.weight == 0 {
             format!("{reason}; drained (weight 0): only when the others of its priority fail")

@@ -149,8 +149,12 @@ impl ProxyUrl {
         let credentials = if url.username().is_empty() && url.password().is_none() {
             None
         } else {
+            // Percent-decoding through a form parse: the `url` crate leaves
+            // `+` and `&` as typed in a userinfo, and a form would read them
+            // as a space and a separator.
             let decode = |s: &str| {
-                url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+                let s = s.replace('+', "%2B").replace('&', "%26");
+                url::form_urlencoded::parse(format!("x={s}").as_bytes())
                     .next()
                     .map(|(_, v)| v.into_owned())
                     .unwrap_or_default()
@@ -251,6 +255,18 @@ mod tests {
         assert_eq!(format!("{p:?}"), "socks5://****@127.0.0.1:1080");
         // The full form reads back as the same proxy.
         assert_eq!(ok(p.full().expose_secret()), p);
+        // `&` and `=` as typed, and `%26` for `&`, are the password's own.
+        for (typed, password) in [
+            ("pa&ss=x", "pa&ss=x"),
+            ("pa%26ss", "pa&ss"),
+            ("a&b&c", "a&b&c"),
+        ] {
+            let p = ok(&format!("http://u&v:{typed}@h:1"));
+            let c = p.credentials.as_ref().unwrap();
+            assert_eq!(c.username.expose_secret(), "u&v");
+            assert_eq!(c.password.expose_secret(), password, "{typed}");
+            assert_eq!(ok(p.full().expose_secret()), p);
+        }
         let q = ok("http://user:@h:1");
         assert_eq!(q.credentials.as_ref().unwrap().password.expose_secret(), "");
         assert_ne!(q, ok("http://user:x@h:1"));

@@ -200,15 +200,26 @@ pub fn estimated_cost(model: &Model, target: &Target, facts: &dyn Facts) -> f64 
     (input * target.prices.input_per_mtok + output * target.prices.output_per_mtok) / 1_000_000.0
 }
 
+/// Whether a target has prices (its own or its model's): a target with
+/// neither an input nor an output price has an unknown cost, not a cost of
+/// nothing.
+pub fn is_priced(target: &Target) -> bool {
+    target.prices.input_per_mtok > 0.0 || target.prices.output_per_mtok > 0.0
+}
+
 /// The cheapest candidate first; equal costs keep the given (priority)
-/// order.
+/// order. Targets without prices come after the priced ones, in the given
+/// order: an unpriced target must not take all the traffic as "free".
 fn cost_order(model: &Model, candidates: &[usize], facts: &dyn Facts) -> Vec<usize> {
-    let mut priced: Vec<(f64, usize)> = candidates
+    let mut priced: Vec<(bool, f64, usize)> = candidates
         .iter()
-        .map(|&i| (estimated_cost(model, &model.targets[i], facts), i))
+        .map(|&i| {
+            let t = &model.targets[i];
+            (!is_priced(t), estimated_cost(model, t, facts), i)
+        })
         .collect();
-    priced.sort_by(|a, b| a.0.total_cmp(&b.0));
-    priced.into_iter().map(|(_, i)| i).collect()
+    priced.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    priced.into_iter().map(|(_, _, i)| i).collect()
 }
 
 /// Candidates with a weight, and drained ones (weight 0), each in the given
@@ -753,13 +764,14 @@ mod tests {
     }
 
     #[test]
-    fn cost_first_moves_an_ejected_target_back_and_drained_ones_last() {
+    fn cost_first_puts_unpriced_targets_after_priced_ones_and_moves_an_ejected_one_back() {
         let p = provider("p", Protocol::OpenAi);
         let mut drained = priced(&p, "free-drained", 0.0, 0.0);
         drained.weight = 0;
         let m = model(
             Strategy::CostFirst,
             vec![
+                priced(&p, "unpriced", 0.0, 0.0),
                 priced(&p, "dear", 9.0, 9.0),
                 priced(&p, "cheap", 1.0, 1.0),
                 drained,
@@ -771,13 +783,28 @@ mod tests {
         let facts = sized(1000, Some(100));
         assert_eq!(
             names(&m, &plan(&m, ClientApi::Chat, &facts, &s)),
-            ["cheap", "equal-a", "equal-b", "dear", "free-drained"]
+            [
+                "cheap",
+                "equal-a",
+                "equal-b",
+                "dear",
+                "unpriced",
+                "free-drained"
+            ]
         );
+        assert!(!is_priced(&m.targets[0]) && is_priced(&m.targets[1]));
         // The cheapest is ejected: the next cheapest goes first.
         s.ejected.insert("cheap".into());
         assert_eq!(
             names(&m, &plan(&m, ClientApi::Chat, &facts, &s)),
-            ["equal-a", "equal-b", "dear", "free-drained", "cheap"]
+            [
+                "equal-a",
+                "equal-b",
+                "dear",
+                "unpriced",
+                "free-drained",
+                "cheap"
+            ]
         );
     }
 }

@@ -440,7 +440,13 @@ mod tests {
 
     #[test]
     fn enums_round_trip() {
-        for s in ["priority", "round-robin", "weighted", "least-latency"] {
+        for s in [
+            "priority",
+            "round-robin",
+            "weighted",
+            "least-latency",
+            "cost-first",
+        ] {
             assert_eq!(s.parse::<Strategy>().unwrap().as_str(), s);
         }
         assert!("fastest".parse::<Strategy>().is_err());

@@ -137,7 +137,7 @@ fn model(h: u32) -> impl Strategy<Value = Model> {
     (
         name(h),
         prop_oneof![
-            40 => prop::sample::select(vec!["", "priority", "weighted", "round-robin", "least-latency"]),
+            40 => prop::sample::select(vec!["", "priority", "weighted", "round-robin", "least-latency", "cost-first"]),
             h => prop::sample::select(vec!["fastest", "round_robin", "Priority"]),
         ],
         prop_oneof![40 => 0u32..4, h => any::<u32>()],

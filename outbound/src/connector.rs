@@ -222,9 +222,14 @@ impl tower::Service<Uri> for ProxyConnector {
                 })
             };
             let dst = with_port(dst)?;
-            let conn = connecting
-                .await
-                .map_err(|e| fail("cannot connect to the proxy", e.as_ref()))?;
+            let conn = connecting.await.map_err(|e| -> BoxError {
+                Box::new(ProxyError {
+                    message: format!(
+                        "through the provider's {scheme} proxy: cannot connect to the proxy: {}",
+                        connect_failure(e.as_ref())
+                    ),
+                })
+            })?;
             let opened = Opened(Arc::new(Mutex::new(Some(conn))));
             match handshake {
                 Handshake::Connect(auth) => {
@@ -249,6 +254,34 @@ impl tower::Service<Uri> for ProxyConnector {
                 }
             }
         })
+    }
+}
+
+/// What went wrong connecting to a proxy, by kind only: these words reach
+/// API clients in the gateway's error answers, and the errors beneath name
+/// the proxy's host (a resolver's, or a TLS certificate's name).
+fn connect_failure(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut io_kind = None;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string().to_ascii_lowercase();
+        if ["certificate", "tls", "handshake"]
+            .iter()
+            .any(|w| text.contains(w))
+        {
+            return "the TLS handshake with the proxy failed".into();
+        }
+        if text.contains("dns") || text.contains("lookup") {
+            return "the proxy's host name did not resolve".into();
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
+        cur = err.source();
+    }
+    match io_kind {
+        Some(kind) => kind.to_string(),
+        None => "the connection failed".into(),
     }
 }
 

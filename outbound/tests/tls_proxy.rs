@@ -217,3 +217,30 @@ async fn a_proxy_down_or_refusing_is_a_connect_error_naming_its_scheme_only() {
     );
     assert_eq!(dbg, format!("ProxyConnector(http://****@127.0.0.1:{port})"));
 }
+
+#[tokio::test]
+async fn a_tls_proxy_whose_certificate_does_not_match_is_named_by_kind_only() {
+    let t = tls();
+    // The proxy's certificate is for "localhost"; it is reached as
+    // 127.0.0.1, so the handshake fails on the name, and rustls's own
+    // message names the host the certificate was checked against.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let port = proxy(t.acceptor.clone(), seen.clone()).await;
+    let url = ProxyUrl::parse(&format!("https://pu:pp-secret@127.0.0.1:{port}")).unwrap();
+    let err = client(&t.client, &url)
+        .get("http://127.0.0.1:9/x".parse().unwrap())
+        .await
+        .unwrap_err();
+    let text = llmgw_core::error_chain(&err);
+    assert!(
+        text.contains(
+            "through the provider's https proxy: cannot connect to the proxy: \
+             the TLS handshake with the proxy failed"
+        ),
+        "{text}"
+    );
+    for leak in ["127.0.0.1", "localhost", &port.to_string(), "pp-secret"] {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
+    assert!(seen.lock().unwrap().is_empty());
+}

@@ -38,14 +38,16 @@ pub struct Days {
 }
 
 impl Days {
-    /// The rollups' days in effect: never fewer than the request logs'
-    /// (stats read the rollups for any range, so they must cover every raw
-    /// row), and forever when the logs are kept forever.
+    /// The rollups' days in effect: more than the request logs' (stats
+    /// read the rollups for any range, so they must cover every raw row,
+    /// and PostgreSQL drops raw rows a whole day partition at a time, up to
+    /// a day after their cutoff), and forever when the logs are kept
+    /// forever.
     pub fn rollups_in_effect(self) -> u32 {
         if self.logs == 0 || self.rollups == 0 {
             0
         } else {
-            self.rollups.max(self.logs)
+            self.rollups.max(self.logs.saturating_add(1))
         }
     }
 }
@@ -336,10 +338,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rollups_are_kept_at_least_as_long_as_logs() {
+    fn rollups_are_kept_a_day_longer_than_logs_at_least() {
         let kept = |logs, rollups| Days { logs, rollups }.rollups_in_effect();
         assert_eq!(kept(30, 90), 90);
-        assert_eq!(kept(30, 7), 30);
+        assert_eq!(kept(30, 7), 31);
+        assert_eq!(kept(30, 31), 31);
         assert_eq!(kept(0, 90), 0);
         assert_eq!(kept(30, 0), 0);
     }
