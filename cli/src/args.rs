@@ -680,6 +680,11 @@ pub struct ModelOpts {
     /// Repeat for more.
     #[arg(long = "target-default-param", value_name = "N:NAME=VALUE")]
     pub target_default_params: Vec<String>,
+    /// Prices of target N (from 1, in target order), US dollars per 1M
+    /// tokens, overriding the model's: N:INPUT,OUTPUT[,CACHED[,CACHE_WRITE]].
+    /// Repeat for more targets.
+    #[arg(long = "target-price", value_name = "N:IN,OUT[,CACHED[,WRITE]]")]
+    pub target_prices: Vec<String>,
     /// Attempts per target; 0 or absent means the global default.
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
@@ -743,6 +748,12 @@ pub struct ModelChanges {
     /// --target, the model's current targets are changed. Repeat for more.
     #[arg(long = "target-default-param", value_name = "N:NAME=VALUE")]
     pub target_default_params: Vec<String>,
+    /// Prices of target N (from 1, in target order), US dollars per 1M
+    /// tokens, overriding the model's: N:INPUT,OUTPUT[,CACHED[,CACHE_WRITE]];
+    /// `N:` alone: the model's prices again. Without --target, the model's
+    /// current targets are changed. Repeat for more targets.
+    #[arg(long = "target-price", value_name = "N:IN,OUT[,CACHED[,WRITE]]")]
+    pub target_prices: Vec<String>,
     /// Attempts per target; 0 means the global default.
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,

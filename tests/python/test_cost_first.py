@@ -2,8 +2,8 @@
 cheapest for the request (its estimated input and max_tokens at each
 target's own prices) is tried first; when it is ejected as an outlier, the
 next cheapest. `llmgw route explain` shows each target's estimated cost.
-The official openai SDK is the client; targets' prices are set with a
-declarative `llmgw apply`, which carries per-target prices."""
+The official openai SDK is the client; targets' own prices are set with
+`llmgw model add --target-price`."""
 
 from __future__ import annotations
 
@@ -34,24 +34,14 @@ def attempts(rec: dict) -> list[tuple[str, int]]:
 def test_the_cheapest_healthy_target_first_then_the_next_after_an_ejection(
         cgw: Gateway, tmp_path: Path) -> None:
     dear, cheap, mid = (f"{n}-{uid()}" for n in ("dear", "cheap", "mid"))
-    model = f"cf-{uid()}"
-    config = {"models": [{
-        "name": model, "strategy": "cost-first", "max_attempts": 1, "enabled": True,
-        # Listed dearest first, so the order is not the targets' own.
-        "targets": [
-            {"provider": "mock", "upstream_model": dear, "priority": 0, "enabled": True,
-             "prices": prices(10, 30)},
-            {"provider": "mock", "upstream_model": cheap, "priority": 1, "enabled": True,
-             "prices": prices(1, 2)},
-            {"provider": "mock", "upstream_model": mid, "priority": 2, "enabled": True,
-             "prices": prices(3, 6)},
-        ],
-    }]}
-    path = tmp_path / "cost-first.json"
-    path.write_text(json.dumps(config))
-    p = cgw.cli_raw("apply", "-f", str(path), json_out=False)
-    assert p.returncode == 0, p.stderr
-    cgw.sync()
+    # Listed dearest first, so the order is not the targets' own.
+    model = cgw.add_model([f"mock:{dear}", f"mock:{cheap}", f"mock:{mid}"],
+                          "--strategy", "cost-first", "--max-attempts", "1",
+                          "--target-price", "1:10,30", "--target-price", "2:1,2",
+                          "--target-price", "3:3,6", prefix="cf")
+    shown = cgw.cli("model", "get", model)
+    assert {t["upstream_model"]: t["prices"]["output_per_mtok"] for t in shown["targets"]} == {
+        dear: 30, cheap: 2, mid: 6}, shown
     _, key = cgw.add_key()
 
     # route explain: the estimates, and the order they make.
@@ -92,3 +82,23 @@ def test_the_cheapest_healthy_target_first_then_the_next_after_an_ejection(
     assert attempts(ask()) == [(mid, 200)]
     assert len(cgw.mock.requests(cheap)) == 1 + failures
     assert cgw.mock.requests(dear) == []
+
+
+def test_the_requests_max_tokens_decides_between_cheap_input_and_cheap_output(cgw: Gateway) -> None:
+    cheap_in, cheap_out = f"cheap-in-{uid()}", f"cheap-out-{uid()}"
+    model = cgw.add_model([f"mock:{cheap_in}", f"mock:{cheap_out}"], "--strategy", "cost-first",
+                          "--target-price", "1:1,30", "--target-price", "2:20,2", prefix="cf")
+    _, key = cgw.add_key()
+    oa = cgw.openai(key)
+
+    def first(max_tokens: int) -> str:
+        raw = oa.chat.completions.with_raw_response.create(model=model, messages=MSG,
+                                                           max_tokens=max_tokens)
+        raw.parse()
+        return cgw.log(raw.headers["x-llmgw-request-id"])["attempts"][0]["upstream_model"]
+
+    # A short prompt: with a small answer the input price decides, with a
+    # long one the output price.
+    assert first(1) == cheap_in
+    assert first(1000) == cheap_out
+    assert first(1) == cheap_in

@@ -47,7 +47,7 @@ pub async fn run(cmd: ModelCmd, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()>
         ModelCmd::Update(a) => {
             let (mut req, retune) = update_request(a)?;
             let c = Client::connect(g).await?;
-            if let Some((weights, params)) = retune {
+            if let Some(retune) = retune {
                 // Weights or target defaults without targets: change the
                 // current targets.
                 let current = c
@@ -59,7 +59,7 @@ pub async fn run(cmd: ModelCmd, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()>
                     .map_err(|s| c.fail(s))?
                     .into_inner();
                 req.targets = Some(Targets {
-                    items: retuned(current.targets, weights.as_deref(), &params)?,
+                    items: retuned(current.targets, &retune)?,
                 });
             }
             let m = c
@@ -154,20 +154,17 @@ fn plural(n: usize) -> &'static str {
 }
 
 /// The current targets, in priority order, with new weights (when given)
-/// and the target defaults given.
-fn retuned(
-    mut targets: Vec<ModelTarget>,
-    weights: Option<&[u32]>,
-    params: &[String],
-) -> Result<Vec<ModelTarget>> {
+/// and the target defaults and prices given.
+fn retuned(mut targets: Vec<ModelTarget>, r: &Retune) -> Result<Vec<ModelTarget>> {
     targets.sort_by_key(|t| t.priority);
-    if let Some(weights) = weights {
+    if let Some(weights) = r.weights.as_deref() {
         check_weight_count(weights.len(), targets.len())?;
         for (t, w) in targets.iter_mut().zip(weights) {
             t.weight = Some(*w);
         }
     }
-    super::default_params::apply_to_targets(&mut targets, params)?;
+    super::default_params::apply_to_targets(&mut targets, &r.params)?;
+    super::target_prices::apply_to_targets(&mut targets, &r.prices)?;
     Ok(targets)
 }
 
@@ -197,6 +194,7 @@ fn create_request(a: ModelAddArgs) -> Result<CreateModelRequest> {
     let o = a.common;
     let mut targets = build_targets(&a.name, &a.targets, o.weights.as_deref())?;
     super::default_params::apply_to_targets(&mut targets, &o.target_default_params)?;
+    super::target_prices::apply_to_targets(&mut targets, &o.target_prices)?;
     Ok(CreateModelRequest {
         limits: limits_pb(&a.limits),
         strategy: o
@@ -226,8 +224,15 @@ fn create_request(a: ModelAddArgs) -> Result<CreateModelRequest> {
     })
 }
 
-/// The weights and target defaults to put on the current targets.
-type Retune = (Option<Vec<u32>>, Vec<String>);
+/// What to change on the current targets when no targets are given.
+#[derive(Debug, Default)]
+struct Retune {
+    weights: Option<Vec<u32>>,
+    /// `--target-default-param` arguments.
+    params: Vec<String>,
+    /// `--target-price` arguments.
+    prices: Vec<String>,
+}
 
 /// The request, and the weights and target defaults to put on the current
 /// targets when they come without targets.
@@ -236,9 +241,20 @@ fn update_request(a: ModelUpdateArgs) -> Result<(UpdateModelRequest, Option<Retu
     let (targets, retune) = if !ch.targets.is_empty() {
         let mut items = build_targets(&a.name, &ch.targets, ch.weights.as_deref())?;
         super::default_params::apply_to_targets(&mut items, &ch.target_default_params)?;
+        super::target_prices::apply_to_targets(&mut items, &ch.target_prices)?;
         (Some(Targets { items }), None)
-    } else if ch.weights.is_some() || !ch.target_default_params.is_empty() {
-        (None, Some((ch.weights, ch.target_default_params)))
+    } else if ch.weights.is_some()
+        || !ch.target_default_params.is_empty()
+        || !ch.target_prices.is_empty()
+    {
+        (
+            None,
+            Some(Retune {
+                weights: ch.weights,
+                params: ch.target_default_params,
+                prices: ch.target_prices,
+            }),
+        )
     } else {
         (None, None)
     };
@@ -488,10 +504,31 @@ mod tests {
         );
         assert!(build_targets("m", &specs, Some(&[1, 2, 3])).is_err());
         let current = build_targets("m", &specs, None).unwrap();
-        assert!(retuned(current.clone(), Some(&[5]), &[]).is_err());
-        let w = retuned(current.clone(), Some(&[5, 6]), &[]).unwrap();
+        let weights = |w: &[u32]| Retune {
+            weights: Some(w.to_vec()),
+            ..Retune::default()
+        };
+        assert!(retuned(current.clone(), &weights(&[5])).is_err());
+        let w = retuned(current.clone(), &weights(&[5, 6])).unwrap();
         assert_eq!((w[0].weight, w[1].weight), (Some(5), Some(6)));
-        let d = retuned(current, None, &["2:temperature=0.2".to_string()]).unwrap();
+        let priced = retuned(
+            current.clone(),
+            &Retune {
+                prices: vec!["2:1,3".to_string()],
+                ..Retune::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(priced[0].prices, None);
+        assert_eq!(priced[1].prices.unwrap().output_per_mtok, 3.0);
+        let d = retuned(
+            current,
+            &Retune {
+                params: vec!["2:temperature=0.2".to_string()],
+                ..Retune::default()
+            },
+        )
+        .unwrap();
         assert_eq!((d[0].weight, d[1].weight), (Some(1), Some(1)));
         assert!(d[0].default_params.is_empty());
         assert_eq!(d[1].default_params["temperature"], "0.2");
