@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ ROWS = 1_000_000
 CLI_RSS_BOUND_MB = 300
 CP_RSS_GROWTH_BOUND_MB = 150
 MSG = [{"role": "user", "content": "hello there"}]
+EXPORT_TIMEOUT_S = 900
 BASE_MS = 1_700_000_000_000
 
 
@@ -46,8 +48,14 @@ def export(gw: Gateway, *args: str) -> tuple[float, str]:
     p = subprocess.Popen(argv, env=base_env(LLMGW_ADMIN_TOKEN=gw.admin_token), cwd=gw.workdir,
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert p.stderr is not None
-    err = p.stderr.read().decode()
-    _, status, usage = os.wait4(p.pid, 0)
+    # A hung export is killed (and then fails below) rather than hanging the suite.
+    watchdog = threading.Timer(EXPORT_TIMEOUT_S, p.kill)
+    watchdog.start()
+    try:
+        err = p.stderr.read().decode()
+        _, status, usage = os.wait4(p.pid, 0)
+    finally:
+        watchdog.cancel()
     p.returncode = os.waitstatus_to_exitcode(status)
     assert p.returncode == 0, err
     return usage.ru_maxrss / 1024, f"{err}(CPU {usage.ru_utime + usage.ru_stime:.1f} s)"
