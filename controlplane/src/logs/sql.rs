@@ -292,36 +292,60 @@ impl Filter {
     /// failure, and nothing of protocols, stop reasons, traces, replays,
     /// statuses, latencies, token counts or streaming per request.
     pub fn rollup_conditions(&self, st: &mut Statement) -> Option<Vec<String>> {
-        let raw_only = self.protocol.is_some()
-            || self.upstream_protocol.is_some()
-            || self.stop_reason.is_some()
-            || self.trace_id.is_some()
-            || self.replay_of.is_some()
-            || self.status_min.is_some()
-            || self.status_max.is_some()
-            || self.min_latency_ms.is_some()
-            || self.max_latency_ms.is_some()
-            || self.min_tokens.is_some()
-            || self.max_tokens.is_some()
-            || self.stream.is_some();
+        // Every field by name, so that a new filter cannot be ignored here
+        // (and stats silently answer for a wider set of requests).
+        let Filter {
+            since_ms: _,
+            until_ms: _,
+            model,
+            provider,
+            key,
+            protocol,
+            upstream_protocol,
+            stop_reason,
+            user,
+            trace_id,
+            replay_of,
+            status_min,
+            status_max,
+            min_latency_ms,
+            max_latency_ms,
+            min_tokens,
+            max_tokens,
+            stream,
+            errors_only,
+            outcome,
+        } = self;
+        let raw_only = protocol.is_some()
+            || upstream_protocol.is_some()
+            || stop_reason.is_some()
+            || trace_id.is_some()
+            || replay_of.is_some()
+            || status_min.is_some()
+            || status_max.is_some()
+            || min_latency_ms.is_some()
+            || max_latency_ms.is_some()
+            || min_tokens.is_some()
+            || max_tokens.is_some()
+            || stream.is_some();
         if raw_only {
             return None;
         }
         let mut c = Vec::new();
         for (col, v) in [
-            ("model", &self.model),
-            ("provider", &self.provider),
-            ("key_name", &self.key),
-            ("end_user", &self.user),
+            ("model", model),
+            ("provider", provider),
+            ("key_name", key),
+            ("end_user", user),
         ] {
             if let Some(v) = v {
                 c.push(format!("{col} = {}", st.bind(Param::Text(v.clone()))));
             }
         }
-        if let Some(v) = self.outcome {
+        if let Some(v) = outcome {
             c.push(format!("outcome = {}", st.bind(Param::Text(v.to_string()))));
         }
-        if self.errors_only {
+        if *errors_only {
             c.push("failed = 1".to_string());
         }
         Some(c)
