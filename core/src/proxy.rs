@@ -71,14 +71,12 @@ impl fmt::Debug for ProxyUrl {
 
 impl PartialEq for ProxyUrl {
     fn eq(&self, other: &Self) -> bool {
-        let creds = |c: &Option<ProxyCredentials>| {
-            c.as_ref().map(|c| {
-                (
-                    c.username.expose_secret().to_string(),
-                    c.password.expose_secret().to_string(),
-                )
-            })
-        };
+        // Compared in place (the pool lookup of every attempt does this):
+        // no copy of a secret.
+        fn creds(c: &Option<ProxyCredentials>) -> Option<(&str, &str)> {
+            c.as_ref()
+                .map(|c| (c.username.expose_secret(), c.password.expose_secret()))
+        }
         self.scheme == other.scheme
             && self.host == other.host
             && self.port == other.port
