@@ -414,6 +414,19 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     await assertNoSecrets("providers");
   });
 
+  step("a provider's upstream models are listed from the upstream", async () => {
+    const row = page.getByRole("row").filter({ hasText: "mock" });
+    await row.getByRole("button", { name: "Upstream models of mock" }).click();
+    const dialog = page.getByRole("dialog");
+    const list = dialog.getByTestId("provider-models");
+    await list.waitFor({ timeout: WAIT });
+    assert.equal((await dialog.getByTestId("provider-models-count").innerText()).trim(), "1 model");
+    await list.getByTestId("provider-model").filter({ hasText: "mock-model" }).waitFor();
+    await assertNoSecrets("provider models");
+    await dialog.getByRole("button", { name: "Done" }).click();
+    await dialog.waitFor({ state: "detached" });
+  });
+
   step("a provider's proxy is shown masked, its default parameters as JSON", async () => {
     const row = page.getByRole("row").filter({ hasText: "mock" });
     const edit = async (fields) => {

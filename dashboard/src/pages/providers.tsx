@@ -1,6 +1,7 @@
-import { Pencil, Plus, Server, Trash2, X } from "lucide-react";
+import { List, Pencil, Plus, Server, Trash2, X } from "lucide-react";
 import { type FormEvent, useState } from "react";
 import { ConfirmDialog } from "@/components/confirm";
+import { ProviderModelsDialog } from "@/components/provider-models";
 import { LimitsCell, LimitsFields, ResetSpendDialog, useScopeUsage } from "@/components/limits";
 import { Empty, ErrorAlert, PageHeader, TableSkeleton } from "@/components/states";
 import { BrokenBadge } from "@/components/broken-badge";
@@ -88,6 +89,7 @@ export function ProvidersPage() {
   const [resetting, setResetting] = useState<string | null>(null);
   const [editing, setEditing] = useState<Provider | "new" | null>(null);
   const [deleting, setDeleting] = useState<Provider | null>(null);
+  const [listing, setListing] = useState<string | null>(null);
   const providers = list.data?.providers ?? [];
 
   return (
@@ -154,6 +156,15 @@ export function ProvidersPage() {
                   </TableCell>
                   <TableCell className="whitespace-nowrap text-xs text-muted-foreground">{formatRelative(p.updatedAt)}</TableCell>
                   <TableCell className="pr-5 text-right whitespace-nowrap">
+                    <Button
+                      variant="ghost"
+                      size="icon-sm"
+                      aria-label={`Upstream models of ${p.name}`}
+                      title="What the upstream serves"
+                      onClick={() => setListing(p.name)}
+                    >
+                      <List />
+                    </Button>
                     <Button variant="ghost" size="icon-sm" aria-label={`Edit ${p.name}`} onClick={() => setEditing(p)}>
                       <Pencil />
                     </Button>
@@ -167,6 +178,7 @@ export function ProvidersPage() {
           </Table>
         )}
       </Card>
+      {listing ? <ProviderModelsDialog name={listing} onClose={() => setListing(null)} /> : null}
       {editing ? (
         <ProviderDialog
           provider={editing === "new" ? undefined : editing}
