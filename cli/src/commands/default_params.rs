@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use llmgw_proto::v1::ModelTarget;
 
 /// `NAME=VALUE` as (name, JSON text).
@@ -40,15 +40,7 @@ pub fn map(args: &[String]) -> Result<HashMap<String, String>> {
 /// `N:NAME=VALUE` (N counts targets from 1, in priority order), or `N:`
 /// alone for "no defaults on target N".
 pub fn parse_target(arg: &str) -> Result<(usize, Option<(String, String)>)> {
-    let (n, rest) = arg
-        .split_once(':')
-        .with_context(|| format!("`{arg}` is not N:NAME=VALUE (N: the target's number, from 1)"))?;
-    let n: usize = n
-        .trim()
-        .parse()
-        .ok()
-        .filter(|n| *n >= 1)
-        .with_context(|| format!("`{arg}`: the target's number must be 1 or more"))?;
+    let (n, rest) = super::target_arg::split(arg, "N:NAME=VALUE")?;
     if rest.trim().is_empty() {
         return Ok((n, None));
     }
@@ -61,14 +53,7 @@ pub fn apply_to_targets(targets: &mut [ModelTarget], args: &[String]) -> Result<
     let mut given: HashMap<usize, HashMap<String, String>> = HashMap::new();
     for a in args {
         let (n, param) = parse_target(a)?;
-        if n > targets.len() {
-            bail!(
-                "--target-default-param {a}: there {} only {} target{}",
-                if targets.len() == 1 { "is" } else { "are" },
-                targets.len(),
-                if targets.len() == 1 { "" } else { "s" }
-            );
-        }
+        super::target_arg::check("--target-default-param", a, n, targets.len())?;
         let entry = given.entry(n).or_default();
         if let Some((k, v)) = param {
             entry.insert(k, v);

@@ -15,6 +15,7 @@ mod replay;
 mod requests;
 mod route;
 mod stats;
+mod target_arg;
 mod target_prices;
 
 use anyhow::Result;

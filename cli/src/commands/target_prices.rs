@@ -5,20 +5,12 @@
 
 use std::collections::HashMap;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use llmgw_proto::v1::{ModelTarget, Prices};
 
 /// `N:INPUT,OUTPUT[,CACHED[,CACHE_WRITE]]`, or `N:` for none.
 pub fn parse(arg: &str) -> Result<(usize, Option<Prices>)> {
-    let (n, rest) = arg.split_once(':').with_context(|| {
-        format!("`{arg}` is not N:INPUT,OUTPUT (N: the target's number, from 1)")
-    })?;
-    let n: usize = n
-        .trim()
-        .parse()
-        .ok()
-        .filter(|n| *n >= 1)
-        .with_context(|| format!("`{arg}`: the target's number must be 1 or more"))?;
+    let (n, rest) = super::target_arg::split(arg, "N:INPUT,OUTPUT")?;
     if rest.trim().is_empty() {
         return Ok((n, None));
     }
@@ -47,14 +39,7 @@ pub fn apply_to_targets(targets: &mut [ModelTarget], args: &[String]) -> Result<
     let mut given: HashMap<usize, Option<Prices>> = HashMap::new();
     for a in args {
         let (n, prices) = parse(a)?;
-        if n > targets.len() {
-            bail!(
-                "--target-price {a}: there {} only {} target{}",
-                if targets.len() == 1 { "is" } else { "are" },
-                targets.len(),
-                if targets.len() == 1 { "" } else { "s" }
-            );
-        }
+        super::target_arg::check("--target-price", a, n, targets.len())?;
         if given.insert(n, prices).is_some() {
             bail!("--target-price gives target {n} more than once");
         }

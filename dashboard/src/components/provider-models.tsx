@@ -3,60 +3,26 @@
 // and headers (ListUpstreamModels) and the dialog shows them, each id as a
 // target's upstream model would name it.
 
-import { useCallback, useEffect, useState } from "react";
-import { ErrorAlert, Spinner } from "@/components/states";
-import { Button } from "@/components/ui/button";
-import { Dialog } from "@/components/ui/dialog";
+import { useCallback } from "react";
+import { CallDialog } from "@/components/call-dialog";
 import { Table, TableBody, TableCell, TableHead, TableHeader, TableRow } from "@/components/ui/table";
 import type { ListUpstreamModelsResponse } from "@/gen/llmgw/v1/admin_pb";
-import { api, errorMessage } from "@/lib/api";
+import { api } from "@/lib/api";
 import { formatDateTime } from "@/lib/format";
 
 export function ProviderModelsDialog({ name, onClose }: { name: string; onClose: () => void }) {
-  const [result, setResult] = useState<ListUpstreamModelsResponse | null>(null);
-  const [error, setError] = useState<string | null>(null);
-  const [loading, setLoading] = useState(false);
-
-  const load = useCallback(async () => {
-    setLoading(true);
-    setError(null);
-    setResult(null);
-    try {
-      setResult(await api().listUpstreamModels({ provider: name }));
-    } catch (e) {
-      setError(errorMessage(e));
-    } finally {
-      setLoading(false);
-    }
-  }, [name]);
-
-  useEffect(() => {
-    void load();
-  }, [load]);
-
+  const call = useCallback(() => api().listUpstreamModels({ provider: name }), [name]);
   return (
-    <Dialog
-      open
-      onClose={onClose}
+    <CallDialog
       title={`Models of ${name}`}
       description="What the provider's upstream lists, asked by the control plane with the provider's URL, key and headers."
       className="max-w-3xl"
-      footer={
-        <>
-          <Button variant="outline" onClick={() => void load()} disabled={loading}>
-            Refresh
-          </Button>
-          <Button onClick={onClose}>Done</Button>
-        </>
-      }
+      call={call}
+      busy="Asking the upstream…"
+      again="Refresh"
+      onClose={onClose}
     >
-      {loading ? (
-        <div className="flex items-center gap-2 text-sm text-muted-foreground">
-          <Spinner /> Asking the upstream…
-        </div>
-      ) : null}
-      {error ? <ErrorAlert message={error} onRetry={() => void load()} /> : null}
-      {result ? (
+      {(result: ListUpstreamModelsResponse) => (
         <div className="grid gap-2" data-testid="provider-models">
           <p className="text-sm text-muted-foreground" data-testid="provider-models-count">
             {result.models.length === 1 ? "1 model" : `${result.models.length} models`}
@@ -87,7 +53,7 @@ export function ProviderModelsDialog({ name, onClose }: { name: string; onClose:
             </div>
           ) : null}
         </div>
-      ) : null}
-    </Dialog>
+      )}
+    </CallDialog>
   );
 }
