@@ -125,7 +125,7 @@ pub async fn run(a: Box<ExportArgs>, g: &GlobalOpts) -> Result<()> {
         .await
         .map_err(|s| c.fail(s))?
         .into_inner();
-    let target = Target::open(file.as_deref())?;
+    let target = Target::new(file.as_deref());
     let mut sink = Sink::new(format, BufWriter::with_capacity(1 << 16, target.writer()?))?;
     let mut n: u64 = 0;
     while let Some(page) = stream.message().await.map_err(|s| c.fail(s))? {
@@ -157,13 +157,13 @@ struct Target {
 }
 
 impl Target {
-    fn open(path: Option<&Path>) -> Result<Target> {
+    fn new(path: Option<&Path>) -> Target {
         let file = path.map(|p| {
             let mut partial = p.as_os_str().to_owned();
             partial.push(".partial");
             (p.to_path_buf(), PathBuf::from(partial))
         });
-        Ok(Target { file })
+        Target { file }
     }
 
     fn writer(&self) -> Result<Box<dyn Write + Send>> {
@@ -441,11 +441,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.csv");
         {
-            let t = Target::open(Some(&path)).unwrap();
+            let t = Target::new(Some(&path));
             t.writer().unwrap().write_all(b"partial").unwrap();
         }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        let t = Target::open(Some(&path)).unwrap();
+        let t = Target::new(Some(&path));
         t.writer().unwrap().write_all(b"whole").unwrap();
         t.commit().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"whole");

@@ -32,8 +32,7 @@ pub fn start(
     filter: pb::LogFilter,
     mut shutdown: Option<watch::Receiver<bool>>,
 ) -> Result<ExportStream, Status> {
-    let first = page_request(filter.clone(), String::new());
-    crate::logs::query::list_statement(&first)?;
+    crate::logs::sql::Filter::parse(&filter)?;
     let (tx, rx) = mpsc::channel(AHEAD);
     tokio::spawn(async move {
         let mut page_token = String::new();
