@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod keys;
 pub mod limits;
 pub mod outlier;
+pub mod price;
 pub mod proxy;
 pub mod quota;
 pub mod routing;

@@ -17,6 +17,7 @@
 
 use crate::rules::Facts;
 use crate::serving::{serving, ClientApi, Serving};
+use crate::price::Metered;
 use crate::table::{Model, Target};
 use crate::validate::{Protocol, Strategy};
 
@@ -186,39 +187,43 @@ pub fn plan(model: &Model, api: ClientApi, facts: &dyn Facts, state: &dyn RouteS
 /// limit (Anthropic's default `max_tokens` in `llmgw-protocols`).
 pub const ASSUMED_OUTPUT_TOKENS: u64 = 4096;
 
-/// The estimated cost in US dollars of a request on a target: its estimated
-/// input at the target's input price plus the most it may produce (its
-/// `max_tokens`, else the model's default, else [`ASSUMED_OUTPUT_TOKENS`])
-/// at the target's output price. The target's prices are its own when it
-/// has them, else the model's.
-pub fn estimated_cost(model: &Model, target: &Target, facts: &dyn Facts) -> f64 {
-    let input = facts.approximate_input_tokens() as f64;
+/// The estimated cost in nano-dollars of a request on a target, with the
+/// target's prices in effect at [`Facts::now_ms`]: its estimated input
+/// (which also picks the price tier) plus the most it may produce (its
+/// `max_tokens`, else the model's default, else [`ASSUMED_OUTPUT_TOKENS`]),
+/// each at its token price, plus any per-request price. The target's
+/// prices are its own when it has them, else the model's.
+pub fn estimated_cost(model: &Model, target: &Target, facts: &dyn Facts) -> i64 {
     let output = facts
         .max_output_tokens()
         .or(model.default_max_tokens)
-        .unwrap_or(ASSUMED_OUTPUT_TOKENS) as f64;
-    (input * target.prices.input_per_mtok + output * target.prices.output_per_mtok) / 1_000_000.0
+        .unwrap_or(ASSUMED_OUTPUT_TOKENS);
+    target.prices.at(facts.now_ms()).cost(&Metered {
+        input_tokens: facts.approximate_input_tokens(),
+        output_tokens: output,
+        ..Metered::default()
+    })
 }
 
-/// Whether a target has prices (its own or its model's): a target with
-/// neither an input nor an output price has an unknown cost, not a cost of
-/// nothing.
-pub fn is_priced(target: &Target) -> bool {
-    target.prices.input_per_mtok > 0.0 || target.prices.output_per_mtok > 0.0
+/// Whether a target has prices (its own or its model's) now: a target
+/// with none has an unknown cost, not a cost of nothing.
+pub fn is_priced(target: &Target, now_ms: i64) -> bool {
+    target.prices.at(now_ms).is_priced()
 }
 
 /// The cheapest candidate first; equal costs keep the given (priority)
 /// order. Targets without prices come after the priced ones, in the given
 /// order: an unpriced target must not take all the traffic as "free".
 fn cost_order(model: &Model, candidates: &[usize], facts: &dyn Facts) -> Vec<usize> {
-    let mut priced: Vec<(bool, f64, usize)> = candidates
+    let now = facts.now_ms();
+    let mut priced: Vec<(bool, i64, usize)> = candidates
         .iter()
         .map(|&i| {
             let t = &model.targets[i];
-            (!is_priced(t), estimated_cost(model, t, facts), i)
+            (!is_priced(t, now), estimated_cost(model, t, facts), i)
         })
         .collect();
-    priced.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    priced.sort_by_key(|&(unpriced, cost, _)| (unpriced, cost));
     priced.into_iter().map(|(_, _, i)| i).collect()
 }
 
@@ -343,7 +348,8 @@ impl RouteState for FreshState {
 mod tests {
     use super::*;
     use crate::rules::Rule;
-    use crate::table::{Prices, Provider};
+    use crate::price::{PriceSchedule, PriceSheet, TokenPrices};
+    use crate::table::Provider;
     use std::cell::Cell;
     use std::collections::{HashMap, HashSet};
     use std::sync::Arc;
@@ -378,7 +384,7 @@ mod tests {
             priority,
             weight,
             rules: rule.and_then(|r| Rule::parse(r).unwrap()),
-            prices: Prices::default(),
+            prices: PriceSchedule::default(),
             defaults: Vec::new(),
         }
     }
@@ -389,7 +395,7 @@ mod tests {
             strategy,
             max_attempts: 1,
             retry_delay: Duration::ZERO,
-            prices: Prices::default(),
+            prices: PriceSchedule::default(),
             default_max_tokens: None,
             translation: Default::default(),
             model_type: Default::default(),
@@ -707,13 +713,14 @@ mod tests {
         }
     }
 
-    fn priced(p: &Arc<Provider>, m: &str, input: f64, output: f64) -> Target {
+    fn priced(p: &Arc<Provider>, m: &str, input: i64, output: i64) -> Target {
+        let usd = |n: i64| crate::price::Amount::from_nanos(n * 1_000_000_000).unwrap();
         Target {
-            prices: Prices {
-                input_per_mtok: input,
-                output_per_mtok: output,
-                ..Prices::default()
-            },
+            prices: PriceSchedule::fixed(PriceSheet::flat(TokenPrices {
+                input: usd(input),
+                output: usd(output),
+                ..TokenPrices::default()
+            })),
             ..target(p, m, 0, 1, None)
         }
     }
@@ -724,9 +731,9 @@ mod tests {
         let m = model(
             Strategy::CostFirst,
             vec![
-                priced(&p, "dear-input", 10.0, 1.0),
-                priced(&p, "dear-output", 1.0, 10.0),
-                priced(&p, "middle", 5.0, 5.0),
+                priced(&p, "dear-input", 10, 1),
+                priced(&p, "dear-output", 1, 10),
+                priced(&p, "middle", 5, 5),
             ],
         );
         let s = TestState::default();
@@ -742,41 +749,77 @@ mod tests {
             names(&m, &plan(&m, ClientApi::Chat, &long_out, &s)),
             ["dear-input", "middle", "dear-output"]
         );
-        assert!(
-            (estimated_cost(&m, &m.targets[2], &long_out) - (100.0 * 5.0 + 100_000.0 * 5.0) / 1e6)
-                .abs()
-                < 1e-12
+        // 100 × 5 + 100000 × 5 USD per million, in nano-dollars.
+        assert_eq!(
+            estimated_cost(&m, &m.targets[2], &long_out),
+            (100 * 5 + 100_000 * 5) * 1000
         );
         // No max_tokens: the model's default, else the assumed output.
-        assert!(
-            (estimated_cost(&m, &m.targets[0], &sized(0, None))
-                - ASSUMED_OUTPUT_TOKENS as f64 * 1.0 / 1e6)
-                .abs()
-                < 1e-12
+        assert_eq!(
+            estimated_cost(&m, &m.targets[0], &sized(0, None)),
+            ASSUMED_OUTPUT_TOKENS as i64 * 1000
         );
-        let mut with_default = model(Strategy::CostFirst, vec![priced(&p, "x", 0.0, 2.0)]);
+        let mut with_default = model(Strategy::CostFirst, vec![priced(&p, "x", 0, 2)]);
         with_default.default_max_tokens = Some(500);
-        assert!(
-            (estimated_cost(&with_default, &with_default.targets[0], &sized(0, None)) - 0.001)
-                .abs()
-                < 1e-12
+        assert_eq!(
+            estimated_cost(&with_default, &with_default.targets[0], &sized(0, None)),
+            1_000_000
+        );
+    }
+
+    #[test]
+    fn cost_first_uses_the_tier_of_the_estimated_input() {
+        use crate::price::Tier;
+        let p = provider("p", Protocol::OpenAi);
+        let usd = |n: i64| crate::price::Amount::from_nanos(n * 1_000_000_000).unwrap();
+        // Cheaper than "flat" up to 200k input tokens, dearer above.
+        let mut tiered = priced(&p, "tiered", 1, 1);
+        tiered.prices = PriceSchedule::fixed(
+            PriceSheet {
+                tokens: TokenPrices {
+                    input: usd(1),
+                    output: usd(1),
+                    ..TokenPrices::default()
+                },
+                tiers: vec![Tier {
+                    above_input_tokens: 200_000,
+                    prices: TokenPrices {
+                        input: usd(4),
+                        output: usd(4),
+                        ..TokenPrices::default()
+                    },
+                }],
+                ..PriceSheet::default()
+            }
+            .check()
+            .unwrap(),
+        );
+        let m = model(Strategy::CostFirst, vec![priced(&p, "flat", 2, 2), tiered]);
+        let s = TestState::default();
+        assert_eq!(
+            names(&m, &plan(&m, ClientApi::Chat, &sized(200_000, Some(10)), &s)),
+            ["tiered", "flat"]
+        );
+        assert_eq!(
+            names(&m, &plan(&m, ClientApi::Chat, &sized(200_001, Some(10)), &s)),
+            ["flat", "tiered"]
         );
     }
 
     #[test]
     fn cost_first_puts_unpriced_targets_after_priced_ones_and_moves_an_ejected_one_back() {
         let p = provider("p", Protocol::OpenAi);
-        let mut drained = priced(&p, "free-drained", 0.0, 0.0);
+        let mut drained = priced(&p, "free-drained", 0, 0);
         drained.weight = 0;
         let m = model(
             Strategy::CostFirst,
             vec![
-                priced(&p, "unpriced", 0.0, 0.0),
-                priced(&p, "dear", 9.0, 9.0),
-                priced(&p, "cheap", 1.0, 1.0),
+                priced(&p, "unpriced", 0, 0),
+                priced(&p, "dear", 9, 9),
+                priced(&p, "cheap", 1, 1),
                 drained,
-                priced(&p, "equal-a", 5.0, 5.0),
-                priced(&p, "equal-b", 5.0, 5.0),
+                priced(&p, "equal-a", 5, 5),
+                priced(&p, "equal-b", 5, 5),
             ],
         );
         let mut s = TestState::default();
@@ -792,7 +835,7 @@ mod tests {
                 "free-drained"
             ]
         );
-        assert!(!is_priced(&m.targets[0]) && is_priced(&m.targets[1]));
+        assert!(!is_priced(&m.targets[0], 0) && is_priced(&m.targets[1], 0));
         // The cheapest is ejected: the next cheapest goes first.
         s.ejected.insert("cheap".into());
         assert_eq!(

@@ -73,6 +73,13 @@ pub trait Facts {
     fn max_output_tokens(&self) -> Option<u64> {
         None
     }
+    /// The time prices are taken at (Unix milliseconds): now, unless a
+    /// caller evaluates the request at another time.
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
 }
 
 /// Nesting bound, so a hostile rule cannot blow the stack.

@@ -13,6 +13,7 @@ use secrecy::SecretString;
 
 use crate::keys;
 use crate::limits::Limits;
+use crate::price::{PriceSchedule, PriceSheet};
 use crate::rules::Rule;
 use crate::serving::ClientApi;
 use crate::validate::{self, Protocol, Strategy};
@@ -101,39 +102,6 @@ impl fmt::Debug for Provider {
             .field("timeout", &self.timeout)
             .field("proxy", &self.proxy)
             .finish()
-    }
-}
-
-/// US dollars per one million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Prices {
-    pub input_per_mtok: f64,
-    pub output_per_mtok: f64,
-    /// Input tokens read from a prompt cache.
-    pub cached_input_per_mtok: f64,
-    /// Input tokens written to a prompt cache (Anthropic's
-    /// `cache_creation_input_tokens`). 0 means "charge cache writes at the
-    /// input price", so a model priced before this field existed costs
-    /// what it did.
-    pub cache_write_per_mtok: f64,
-}
-
-impl TryFrom<&pb::Prices> for Prices {
-    type Error = validate::ValidationError;
-
-    /// Each price must be a finite number of at least 0, as on write
-    /// (`validate::price`): a NaN or negative price would poison every cost.
-    fn try_from(p: &pb::Prices) -> Result<Self, Self::Error> {
-        validate::price("input", p.input_per_mtok)?;
-        validate::price("output", p.output_per_mtok)?;
-        validate::price("cached input", p.cached_input_per_mtok)?;
-        validate::price("cache write", p.cache_write_per_mtok)?;
-        Ok(Prices {
-            input_per_mtok: p.input_per_mtok,
-            output_per_mtok: p.output_per_mtok,
-            cached_input_per_mtok: p.cached_input_per_mtok,
-            cache_write_per_mtok: p.cache_write_per_mtok,
-        })
     }
 }
 
@@ -261,7 +229,9 @@ pub struct Model {
     /// Attempts per target, with the global default resolved.
     pub max_attempts: u32,
     pub retry_delay: Duration,
-    pub prices: Prices,
+    /// The model's own prices over time; each target has its resolved
+    /// schedule ([`Target::prices`]).
+    pub prices: PriceSchedule,
     /// In priority order.
     pub targets: Vec<Target>,
     /// `max_tokens` for a target whose protocol requires it (Anthropic)
@@ -300,7 +270,9 @@ pub struct Target {
     /// its priority (see [`crate::routing`]).
     pub weight: u32,
     pub rules: Option<Rule>,
-    pub prices: Prices,
+    /// The target's prices over time: its own where it has them, else the
+    /// model's (`prices.at(now_ms)` is what a request is charged).
+    pub prices: PriceSchedule,
     /// The default parameters this target fills into the upstream body
     /// when it lacks them: its provider's, with the target's own winning
     /// (`llmgw_core::defaults::merged`); empty means the body is sent as
@@ -600,10 +572,10 @@ fn model(
     if m.default_max_tokens == Some(0) {
         return Err(bad("default_max_tokens must be at least 1"));
     }
-    let prices = match &m.prices {
-        Some(p) => Prices::try_from(p).map_err(|e| bad(e.0))?,
-        None => Prices::default(),
-    };
+    let prices = sheet(m.exact_prices.as_ref(), m.prices.as_ref())
+        .map_err(|e| bad(format!("prices: {e}")))?
+        .unwrap_or_default();
+    let schedule = schedule(&m.price_schedule, m.targets.len())?;
     let mut targets = Vec::with_capacity(m.targets.len());
     for (i, t) in m.targets.into_iter().enumerate() {
         let provider = providers.get(&t.provider).ok_or_else(|| {
@@ -618,14 +590,20 @@ fn model(
         }
         validate::weight(t.weight).map_err(|e| bad(format!("target {}: {e}", i + 1)))?;
         let rules = Rule::parse(&t.rules).map_err(|e| bad(format!("target {}: {e}", i + 1)))?;
-        let target_prices = match &t.prices {
-            Some(p) => Prices::try_from(p).map_err(|e| bad(format!("target {}: {e}", i + 1)))?,
-            None => prices,
-        };
-        let own = crate::defaults::params(t.default_params)
+        let own = sheet(t.exact_prices.as_ref(), t.prices.as_ref())
+            .map_err(|e| bad(format!("target {}: prices: {e}", i + 1)))?;
+        let later = schedule
+            .iter()
+            .map(|(from, model, by_target)| {
+                let s = by_target.get(&i).unwrap_or(model);
+                (*from, s.clone())
+            })
+            .collect();
+        let target_prices = PriceSchedule::new(own.unwrap_or_else(|| prices.clone()), later);
+        let own_params = crate::defaults::params(t.default_params)
             .map_err(|e| bad(format!("target {}: default_params: {e}", i + 1)))?;
         targets.push(Target {
-            defaults: crate::defaults::merged(&provider.default_params, &own),
+            defaults: crate::defaults::merged(&provider.default_params, &own_params),
             provider: Arc::clone(provider),
             upstream_model: t.upstream_model,
             priority: t.priority,
@@ -646,13 +624,63 @@ fn model(
         retry_delay: m
             .retry_delay_ms
             .map_or(settings.retry_delay, |ms| Duration::from_millis(ms.into())),
-        prices,
+        prices: PriceSchedule::new(
+            prices,
+            schedule.into_iter().map(|(from, s, _)| (from, s)).collect(),
+        ),
         targets,
         default_max_tokens: m.default_max_tokens.map(u64::from),
         translation,
         model_type,
         limits: model_limits,
     })
+}
+
+/// Prices from a snapshot: the exact ones, else an older control plane's
+/// `f64` token prices; `None` when neither is set.
+fn sheet(
+    exact: Option<&pb::ExactPrices>,
+    legacy: Option<&pb::Prices>,
+) -> Result<Option<PriceSheet>, validate::ValidationError> {
+    match (exact, legacy) {
+        (Some(e), _) => PriceSheet::try_from(e).map(Some),
+        (None, Some(p)) => crate::price::sheet_from_legacy(p).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A scheduled change: its time, the model's prices, and targets' own by
+/// index.
+type Scheduled = (i64, PriceSheet, HashMap<usize, PriceSheet>);
+
+/// A model's scheduled price changes, each checked; a target index must
+/// name one of the model's `targets` targets.
+fn schedule(items: &[pb::ScheduledPrices], targets: usize) -> Result<Vec<Scheduled>, SnapshotError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let at = |what: &str, err: validate::ValidationError| {
+                bad(format!("price_schedule[{i}].{what}: {err}"))
+            };
+            let model = match &e.model {
+                Some(m) => PriceSheet::try_from(m).map_err(|err| at("model", err))?,
+                None => PriceSheet::default(),
+            };
+            let mut by_target = HashMap::new();
+            for (&t, p) in &e.targets {
+                let idx = t as usize;
+                if idx >= targets {
+                    return Err(bad(format!(
+                        "price_schedule[{i}].targets: index {t} is not a target (there are {targets})"
+                    )));
+                }
+                let s = PriceSheet::try_from(p).map_err(|err| at(&format!("targets[{t}]"), err))?;
+                by_target.insert(idx, s);
+            }
+            Ok((e.from_ms, model, by_target))
+        })
+        .collect()
 }
 
 /// The host and port of a provider's base URL (an absolute http(s) URL,
@@ -724,7 +752,10 @@ mod tests {
                     output_per_mtok: 2.0,
                     cached_input_per_mtok: 0.5,
                     cache_write_per_mtok: 1.25,
+                    sheet: None,
                 }),
+                exact_prices: None,
+                price_schedule: Vec::new(),
                 targets: vec![
                     pb::SnapshotTarget {
                         provider: "openai".into(),
@@ -733,6 +764,7 @@ mod tests {
                         weight: 1,
                         rules: String::new(),
                         prices: None,
+                        exact_prices: None,
                         default_params: Default::default(),
                     },
                     pb::SnapshotTarget {
@@ -742,6 +774,7 @@ mod tests {
                         weight: 3,
                         rules: r#"{"field":"key","op":"eq","value":"k"}"#.into(),
                         prices: None,
+                        exact_prices: None,
                         default_params: Default::default(),
                     },
                 ],
@@ -856,7 +889,8 @@ mod tests {
             m.type_refusal(ClientApi::Chat).as_deref(),
             Some("model 'gpt' has type 'embedding'; this endpoint takes models of type 'chat'")
         );
-        assert_eq!(m.prices.cache_write_per_mtok, 1.25);
+        // An older control plane's f64 prices, to the nano-dollar.
+        assert_eq!(m.prices.at(0).tokens.cache_write.nanos(), 1_250_000_000);
         // Targets without their own prices carry the model's.
         assert_eq!(m.targets[1].prices, m.prices);
         let k = t.authenticate("sk-llmgw-test", 0).unwrap();
@@ -868,6 +902,60 @@ mod tests {
         let dbg = format!("{t:?}");
         assert!(!dbg.contains("sk-upstream-secret"), "{dbg}");
         assert!(!dbg.contains("acme"), "{dbg}");
+    }
+
+    #[test]
+    fn exact_prices_and_a_schedule_are_carried_per_target() {
+        use crate::price::{exact_pb, PriceSheet, TokenPrices};
+        let flat = |i: &str, o: &str| {
+            PriceSheet::flat(TokenPrices {
+                input: i.parse().unwrap(),
+                output: o.parse().unwrap(),
+                ..Default::default()
+            })
+        };
+        let mut s = sample();
+        let m = &mut s.models[0];
+        // The exact prices win over the f64 ones sent beside them.
+        m.exact_prices = Some(exact_pb(&flat("0.1", "0.2")));
+        // Snapshot order: target 0 is gpt-4o (priority 1), sorted second.
+        m.targets[0].exact_prices = Some(exact_pb(&flat("7", "8")));
+        m.price_schedule = vec![pb::ScheduledPrices {
+            from_ms: 5000,
+            model: Some(exact_pb(&flat("1", "1"))),
+            targets: [(0, exact_pb(&flat("9", "9")))].into(),
+        }];
+        let t = RoutingTable::try_from(s.clone()).unwrap();
+        let m = &t.models["gpt"];
+        let (mini, big) = (&m.targets[0], &m.targets[1]);
+        assert_eq!(big.upstream_model, "gpt-4o");
+        assert_eq!(mini.prices.at(4999), &flat("0.1", "0.2"));
+        assert_eq!(big.prices.at(4999), &flat("7", "8"));
+        assert_eq!(mini.prices.at(5000), &flat("1", "1"));
+        assert_eq!(big.prices.at(5000), &flat("9", "9"));
+        assert_eq!(m.prices.at(5000), &flat("1", "1"));
+        // Bad prices refuse the snapshot, naming the field.
+        let mut bad = s.clone();
+        bad.models[0].targets[1].exact_prices = Some(pb::ExactPrices {
+            output_per_mtok: -5,
+            ..Default::default()
+        });
+        let e = RoutingTable::try_from(bad).unwrap_err();
+        assert!(
+            e.0.contains("model 'gpt': target 2: prices: output_per_mtok: "),
+            "{e}"
+        );
+        let mut bad = s.clone();
+        bad.models[0].price_schedule[0].targets.insert(7, Default::default());
+        let e = RoutingTable::try_from(bad).unwrap_err();
+        assert!(e.0.contains("price_schedule[0].targets: index 7"), "{e}");
+        let mut bad = s;
+        bad.models[0].price_schedule[0].model = Some(pb::ExactPrices {
+            tiers: vec![pb::ExactPriceTier::default()],
+            ..Default::default()
+        });
+        let e = RoutingTable::try_from(bad).unwrap_err();
+        assert!(e.0.contains("price_schedule[0].model: tiers[0]"), "{e}");
     }
 
     #[test]

@@ -88,6 +88,7 @@ fn prices(h: u32) -> impl Strategy<Value = Option<pb::Prices>> {
             output_per_mtok: b,
             cached_input_per_mtok: c,
             cache_write_per_mtok: d,
+            sheet: None,
         }),
     )
 }
