@@ -588,6 +588,9 @@ pub enum ModelCmd {
     /// Rename a target (provider and upstream model) in every model that
     /// uses it, in one change.
     Retarget(ModelRetargetArgs),
+    /// Show the model's prices in effect, per target; with --history,
+    /// every change of them with its time (scheduled ones included).
+    Prices(crate::commands::ModelPricesArgs),
 }
 
 // ---------- model tools (#17): test, import, retarget ----------
@@ -691,19 +694,10 @@ pub struct ModelOpts {
     /// Delay between attempts on one target, in milliseconds.
     #[arg(long, value_name = "N")]
     pub retry_delay_ms: Option<u32>,
-    /// Price of input tokens, US dollars per 1M tokens.
-    #[arg(long, value_name = "X", value_parser = parse_price, requires = "price_output")]
-    pub price_input: Option<f64>,
-    /// Price of output tokens, US dollars per 1M tokens.
-    #[arg(long, value_name = "Y", value_parser = parse_price, requires = "price_input")]
-    pub price_output: Option<f64>,
-    /// Price of cached input tokens (cache reads), US dollars per 1M tokens.
-    #[arg(long, value_name = "Z", value_parser = parse_price, requires = "price_input")]
-    pub price_cached_input: Option<f64>,
-    /// Price of tokens written to a prompt cache, US dollars per 1M tokens;
-    /// 0 or absent charges them at the input price.
-    #[arg(long, value_name = "W", value_parser = parse_price, requires = "price_input")]
-    pub price_cache_write: Option<f64>,
+    /// The model's prices (`--price-*`): the flags given make the whole
+    /// price sheet, and a price not given is 0.
+    #[command(flatten)]
+    pub prices: crate::commands::PriceArgs,
     /// max_tokens sent to targets that require it (Anthropic) when the
     /// client gives none; absent means the data plane's default.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -763,19 +757,16 @@ pub struct ModelChanges {
     /// Remove the retry delay override, so the global default applies.
     #[arg(long)]
     pub clear_retry_delay: bool,
-    /// Price of input tokens, US dollars per 1M tokens.
-    #[arg(long, value_name = "X", value_parser = parse_price, requires = "price_output")]
-    pub price_input: Option<f64>,
-    /// Price of output tokens, US dollars per 1M tokens.
-    #[arg(long, value_name = "Y", value_parser = parse_price, requires = "price_input")]
-    pub price_output: Option<f64>,
-    /// Price of cached input tokens (cache reads), US dollars per 1M tokens.
-    #[arg(long, value_name = "Z", value_parser = parse_price, requires = "price_input")]
-    pub price_cached_input: Option<f64>,
-    /// Price of tokens written to a prompt cache, US dollars per 1M tokens;
-    /// 0 or absent charges them at the input price.
-    #[arg(long, value_name = "W", value_parser = parse_price, requires = "price_input")]
-    pub price_cache_write: Option<f64>,
+    /// The model's prices (`--price-*`): when any is given, the flags
+    /// given replace all the model's prices, and a price not given is 0.
+    #[command(flatten)]
+    pub prices: crate::commands::PriceArgs,
+    /// When the prices given (the model's, and targets' own from
+    /// --target-price) apply: an RFC 3339 time in the future (e.g.
+    /// 2026-01-01T00:00:00Z); the prices in effect stay until then. The
+    /// other changes apply now. Absent: now.
+    #[arg(long = "prices-from", value_name = "TIME")]
+    pub prices_from: Option<String>,
     /// max_tokens sent to targets that require it (Anthropic) when the
     /// client gives none.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..),
@@ -1214,17 +1205,6 @@ pub fn parse_header(s: &str) -> Result<Header, String> {
     })
 }
 
-/// A non-negative, finite price.
-pub fn parse_price(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number"))?;
-    if !v.is_finite() || v < 0.0 {
-        return Err(format!("a price must be a non-negative number, got `{s}`"));
-    }
-    Ok(v)
-}
 
 /// A humantime duration (`30d`, `12h`, `1y 2months`) in whole seconds, at
 /// least one.
@@ -1749,8 +1729,8 @@ mod tests {
         };
         assert_eq!(a.common.default_max_tokens, Some(8192));
         assert_eq!(a.common.translation, Some(Translation::Lenient));
-        assert_eq!(a.common.price_cache_write, Some(3.75));
-        assert_eq!(a.common.price_cached_input, Some(0.3));
+        assert_eq!(a.common.prices.price_cache_write.as_deref(), Some("3.75"));
+        assert_eq!(a.common.prices.price_cached_input.as_deref(), Some("0.3"));
         let add = |extra: &[&str]| {
             let mut all = vec!["llmgw", "model", "add", "m", "--target", "a"];
             all.extend_from_slice(extra);
@@ -1758,8 +1738,10 @@ mod tests {
         };
         assert!(add(&["--default-max-tokens", "0"]).is_err());
         assert!(add(&["--translation", "loose"]).is_err());
-        // A cache-write price needs the input and output prices.
-        assert!(add(&["--price-cache-write", "1"]).is_err());
+        // Prices are exact decimals.
+        assert!(add(&["--price-cache-write", "1e3"]).is_err());
+        assert!(add(&["--price-input", "0.0000000001"]).is_err());
+        assert!(add(&["--price-per-request", "0.001"]).is_ok());
 
         let update = |extra: &[&str]| {
             let mut all = vec!["llmgw", "model", "update", "m"];
@@ -1824,13 +1806,6 @@ mod tests {
         assert!(parse_lifetime("soon").is_err());
     }
 
-    #[test]
-    fn price_parsing() {
-        assert_eq!(parse_price("2.5").unwrap(), 2.5);
-        assert!(parse_price("-1").is_err());
-        assert!(parse_price("NaN").is_err());
-        assert!(parse_price("abc").is_err());
-    }
 
     #[test]
     fn header_without_colon_is_a_usage_error() {

@@ -147,6 +147,18 @@ mod tests {
                     output_per_mtok: 10.0,
                     cached_input_per_mtok: 1.25,
                     cache_write_per_mtok: 3.125,
+                    sheet: Some(llmgw_proto::v1::PriceSheet {
+                        input_per_mtok: "2.5".into(),
+                        output_per_mtok: "10".into(),
+                        tiers: vec![llmgw_proto::v1::PriceTier {
+                            above_input_tokens: 200_000,
+                            input_per_mtok: "5".into(),
+                            output_per_mtok: "20".into(),
+                            ..Default::default()
+                        }],
+                        per_image: [("1024x1024/high".to_string(), "0.167".to_string())].into(),
+                        ..Default::default()
+                    }),
                 }),
                 enabled: true,
                 targets: vec![
@@ -175,6 +187,7 @@ mod tests {
                             output_per_mtok: 0.75,
                             cached_input_per_mtok: 0.0,
                             cache_write_per_mtok: 0.0,
+                            sheet: None,
                         }),
                     },
                 ],
@@ -256,7 +269,9 @@ models:
         // Empty: the control plane reads them as strict and chat.
         assert_eq!(m.translation, "");
         assert_eq!(m.r#type, "");
-        assert_eq!(m.prices.unwrap().cache_write_per_mtok, 0.0);
+        assert_eq!(m.prices.as_ref().unwrap().cache_write_per_mtok, 0.0);
+        // An old file's prices are numbers, without a sheet.
+        assert_eq!(m.prices.as_ref().unwrap().sheet, None);
     }
 
     #[test]

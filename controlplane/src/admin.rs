@@ -28,6 +28,8 @@ use crate::store::{now_ms, Broken, KeySpec, ModelSpec, ProviderSpec, Store, Stor
 mod model_tools;
 // Replay and playground (#17).
 mod run;
+// Model prices and their history (#16).
+mod prices;
 
 #[derive(Debug, Clone)]
 pub struct AdminService {
@@ -279,7 +281,7 @@ impl pb::admin_server::Admin for AdminService {
             strategy: strategy(&r.strategy)?,
             max_attempts: r.max_attempts,
             retry_delay_ms: r.retry_delay_ms,
-            prices: prices(r.prices.as_ref()),
+            prices: prices(r.prices.as_ref(), "prices")?,
             enabled: r.enabled.unwrap_or(true),
             targets: targets_from_pb(&r.targets)?,
             default_max_tokens: r.default_max_tokens,
@@ -334,6 +336,18 @@ impl pb::admin_server::Admin for AdminService {
             .as_ref()
             .map(|t| targets_from_pb(&t.items))
             .transpose()?;
+        let new_prices = r
+            .prices
+            .as_ref()
+            .map(|p| prices(Some(p), "prices"))
+            .transpose()?;
+        let from = self::prices::prices_from(&r.prices_from)?;
+        if from.is_some() && new_prices.is_none() && targets.is_none() {
+            return Err(StoreError::Invalid(
+                "prices_from needs prices to schedule: the model's, or targets' own".into(),
+            )
+            .into());
+        }
         let row = self
             .write(move |store, tx| {
                 Box::pin(async move {
@@ -353,6 +367,7 @@ impl pb::admin_server::Admin for AdminService {
                         f => f.starts_with("targets") && targets.is_some(),
                     })?;
                     let mut spec = stored.spec;
+                    let before = crate::store::PriceSet::of(&spec);
                     if let Some(s) = strat {
                         spec.strategy = s;
                     }
@@ -365,8 +380,8 @@ impl pb::admin_server::Admin for AdminService {
                     if let Some(d) = r.retry_delay_ms {
                         spec.retry_delay_ms = Some(d);
                     }
-                    if let Some(p) = r.prices.as_ref() {
-                        spec.prices = prices(Some(p));
+                    if let Some(p) = new_prices {
+                        spec.prices = p;
                     }
                     if let Some(e) = r.enabled {
                         spec.enabled = e;
@@ -387,8 +402,9 @@ impl pb::admin_server::Admin for AdminService {
                         spec.model_type = t;
                     }
                     spec.limits = limits_merged(spec.limits.as_ref(), r.limits.as_ref())?;
-                    store.update_model(tx, &spec).await?;
-                    store.model(tx, &spec.name).await
+                    let name = spec.name.clone();
+                    self::prices::write_update(store, tx, spec, &before, from).await?;
+                    store.model(tx, &name).await
                 })
             })
             .await?;
@@ -746,6 +762,15 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::PlaygroundRequest>,
     ) -> Result<Response<Self::PlaygroundStream>, Status> {
         self.playground_rpc(request).await
+    }
+
+    // ---------- prices (#16), in admin/prices.rs ----------
+
+    async fn get_model_prices(
+        &self,
+        request: Request<pb::GetModelPricesRequest>,
+    ) -> Result<Response<pb::ModelPrices>, Status> {
+        self.get_model_prices_rpc(request).await
     }
 }
 

@@ -207,7 +207,7 @@ fn model_diff(old: &ModelSpec, new: &ModelSpec) -> Vec<String> {
         ));
     }
     if old.prices != new.prices {
-        d.push(format!("prices: {:?} -> {:?}", old.prices, new.prices));
+        d.push(format!("prices: {} -> {}", old.prices, new.prices));
     }
     if old.default_max_tokens != new.default_max_tokens {
         d.push(format!(

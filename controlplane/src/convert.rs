@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use llmgw_core::limits::{Limits, OnOutage, Period};
+use llmgw_core::price::PriceSheet;
 use llmgw_core::proxy::ProxyUrl;
 use llmgw_core::table::{ModelType, Translation};
 use llmgw_core::{keys, validate, Protocol, Strategy};
@@ -20,7 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::store::{
     bounded, parse_rfc3339, rfc3339, specs_normalise_rules, Broken, DataPlaneRow, KeyRow, KeySpec,
-    LimitsChange, ModelRow, ModelSpec, Prices, ProviderRow, ProviderSpec, StoreError, TargetSpec,
+    LimitsChange, ModelRow, ModelSpec, ProviderRow, ProviderSpec, StoreError, TargetSpec,
 };
 
 /// How long after its last heartbeat a data plane still counts as connected.
@@ -47,22 +48,20 @@ pub fn in_object<'a>(kind: &'a str, name: &'a str) -> impl Fn(StoreError) -> Sto
     }
 }
 
-pub fn prices(p: Option<&pb::Prices>) -> Prices {
-    p.map_or_else(Prices::default, |p| Prices {
-        input: p.input_per_mtok,
-        output: p.output_per_mtok,
-        cached_input: p.cached_input_per_mtok,
-        cache_write: p.cache_write_per_mtok,
+/// Prices from the API or a file: the exact sheet (decimal strings) when
+/// given, else the `f64` token prices of an older client; absent is none.
+/// An error names the field, after `field` ("prices", "target 2: prices").
+pub fn prices(p: Option<&pb::Prices>, field: &str) -> Result<PriceSheet, StoreError> {
+    p.map_or(Ok(PriceSheet::default()), |p| {
+        llmgw_core::price::from_prices_pb(p)
+            .map_err(|e| StoreError::Invalid(format!("{field}: {}", e.0)))
     })
 }
 
-pub fn prices_pb(p: Prices) -> pb::Prices {
-    pb::Prices {
-        input_per_mtok: p.input,
-        output_per_mtok: p.output,
-        cached_input_per_mtok: p.cached_input,
-        cache_write_per_mtok: p.cache_write,
-    }
+/// Prices as the API shows them: the exact sheet and, for older clients,
+/// the token prices as `f64`.
+pub fn prices_pb(p: &PriceSheet) -> pb::Prices {
+    llmgw_core::price::prices_pb(p)
 }
 
 /// A secret from the API or a file: empty means none; a mask of the
@@ -299,7 +298,7 @@ pub fn target_pb(t: &TargetSpec) -> pb::ModelTarget {
         weight: Some(t.weight),
         rules: t.rules.clone(),
         enabled: t.enabled,
-        prices: t.prices.map(prices_pb),
+        prices: t.prices.as_ref().map(prices_pb),
         default_params: t.default_params.clone().into_iter().collect(),
     }
 }
@@ -325,7 +324,11 @@ pub fn targets_from_pb(items: &[pb::ModelTarget]) -> Result<Vec<TargetSpec>, Sto
                 weight: t.weight.unwrap_or(1),
                 rules: rules_text(i, &t.rules)?,
                 enabled: t.enabled,
-                prices: t.prices.as_ref().map(|p| prices(Some(p))),
+                prices: t
+                    .prices
+                    .as_ref()
+                    .map(|p| prices(Some(p), &format!("target {}: prices", i + 1)))
+                    .transpose()?,
                 default_params: default_params(t.default_params.clone())
                     .map_err(|e| StoreError::Invalid(format!("target {}: {e}", i + 1)))?,
             })
@@ -371,7 +374,7 @@ pub fn model_config_pb(s: &ModelSpec) -> pb::ModelConfig {
         strategy: s.strategy.as_str().to_string(),
         max_attempts: s.max_attempts,
         retry_delay_ms: s.retry_delay_ms,
-        prices: Some(prices_pb(s.prices)),
+        prices: Some(prices_pb(&s.prices)),
         enabled: s.enabled,
         targets: s.targets.iter().map(target_pb).collect(),
         default_max_tokens: s.default_max_tokens,
@@ -388,7 +391,7 @@ pub fn model_spec(c: &pb::ModelConfig) -> Result<ModelSpec, StoreError> {
         strategy: Strategy::from_str(&c.strategy)?,
         max_attempts: c.max_attempts,
         retry_delay_ms: c.retry_delay_ms,
-        prices: prices(c.prices.as_ref()),
+        prices: prices(c.prices.as_ref(), "prices").map_err(&in_model)?,
         enabled: c.enabled,
         targets: targets_from_pb(&c.targets).map_err(&in_model)?,
         default_max_tokens: c.default_max_tokens,

@@ -138,7 +138,7 @@ pub fn explain(
         };
         let reason = if kept
             && model.strategy == llmgw_core::Strategy::CostFirst
-            && !routing::is_priced(t)
+            && !routing::is_priced(t, llmgw_core::rules::Facts::now_ms(&facts))
         {
             format!("{reason}; no prices: tried after the priced targets")
         } else {
@@ -149,6 +149,7 @@ pub fn explain(
         } else {
             reason
         };
+        let cost_nanos = routing::estimated_cost(model, t, &facts);
         out.candidates.push(pb::RouteCandidate {
             provider: t.provider.name.clone(),
             upstream_model: t.upstream_model.clone(),
@@ -158,7 +159,8 @@ pub fn explain(
             order,
             reason,
             serving: d.serving.to_string(),
-            estimated_cost: routing::estimated_cost(model, t, &facts),
+            estimated_cost: cost_nanos as f64 / llmgw_core::price::NANOS_PER_USD as f64,
+            estimated_cost_nanos: cost_nanos,
             proxy: t
                 .provider
                 .proxy

@@ -15,7 +15,8 @@ use llmgw_proto::v1 as pb;
 use secrecy::ExposeSecret;
 use tokio::sync::{watch, Mutex};
 
-use crate::convert::{limits_pb, prices_pb};
+use crate::convert::limits_pb;
+use llmgw_core::price::exact_pb;
 use crate::settings::GlobalSettings;
 use crate::store::{Backend, ConfigState, Store, StoreError, CONFIG_CHANNEL};
 use sqlx::postgres::PgListener;
@@ -179,6 +180,15 @@ fn log_broken(kind: &str, name: &str, broken: &[crate::store::Broken]) {
     }
 }
 
+/// A sheet's token prices as `f64`, for a data plane older than exact
+/// prices (which reads only these).
+fn legacy_prices_pb(p: &llmgw_core::price::PriceSheet) -> pb::Prices {
+    pb::Prices {
+        sheet: None,
+        ..llmgw_core::price::prices_pb(p)
+    }
+}
+
 /// The snapshot for a configuration: enabled providers with opened
 /// credentials, enabled models with their enabled targets on enabled
 /// providers, and keys that are not revoked. Broken rows (that cannot be
@@ -215,24 +225,48 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
         .filter(|m| m.spec.enabled)
         .map(|m| {
             let s = &m.spec;
+            // Snapshot targets are the enabled ones: a schedule names them
+            // by their index among those.
+            let served: Vec<(usize, &crate::store::TargetSpec)> = s
+                .targets
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.enabled && enabled.contains(t.provider.as_str()))
+                .collect();
             pb::SnapshotModel {
                 limits: limits_pb(s.limits.as_ref()),
                 name: s.name.clone(),
                 strategy: s.strategy.as_str().to_string(),
                 max_attempts: s.max_attempts,
                 retry_delay_ms: s.retry_delay_ms,
-                prices: Some(prices_pb(s.prices)),
-                targets: s
-                    .targets
+                prices: Some(legacy_prices_pb(&s.prices)),
+                exact_prices: Some(exact_pb(&s.prices)),
+                price_schedule: m
+                    .scheduled
                     .iter()
-                    .filter(|t| t.enabled && enabled.contains(t.provider.as_str()))
-                    .map(|t| pb::SnapshotTarget {
+                    .map(|c| pb::ScheduledPrices {
+                        from_ms: c.from_ms,
+                        model: Some(exact_pb(&c.prices.model)),
+                        targets: served
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(snap_i, (spec_i, _))| {
+                                let own = c.prices.targets.get(&u32::try_from(*spec_i).ok()?)?;
+                                Some((u32::try_from(snap_i).ok()?, exact_pb(own)))
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                targets: served
+                    .iter()
+                    .map(|(_, t)| pb::SnapshotTarget {
                         provider: t.provider.clone(),
                         upstream_model: t.upstream_model.clone(),
                         priority: t.priority,
                         weight: t.weight,
                         rules: t.rules.clone(),
-                        prices: t.prices.map(prices_pb),
+                        prices: t.prices.as_ref().map(legacy_prices_pb),
+                        exact_prices: t.prices.as_ref().map(exact_pb),
                         default_params: t.default_params.clone().into_iter().collect(),
                     })
                     .collect(),

@@ -186,6 +186,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             broken: Vec::new(),
+            scheduled: Vec::new(),
         }
     }
 

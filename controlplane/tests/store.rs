@@ -14,7 +14,7 @@ use llmgw_controlplane::apply;
 use llmgw_controlplane::hub::build_snapshot;
 use llmgw_controlplane::secrets::{generate_master_key, Sealer};
 use llmgw_controlplane::settings::GlobalSettings;
-use llmgw_controlplane::store::{ModelSpec, Prices, ProviderSpec, Store, StoreError};
+use llmgw_controlplane::store::{ModelSpec, ProviderSpec, Store, StoreError};
 use llmgw_core::table::{ModelType, Translation};
 use llmgw_core::{keys, Protocol, RoutingTable, Strategy};
 use llmgw_proto::v1 as pb;
@@ -228,7 +228,7 @@ both! {
         assert_eq!(m.spec.translation, Translation::Strict);
         assert_eq!(
             m.spec.prices,
-            Prices { input: 1.5, output: 6.0, cached_input: 0.25, cache_write: 0.0 }
+            prices(1.5, 6.0, 0.25, 0.0)
         );
         let t = &m.spec.targets;
         assert_eq!(
@@ -238,7 +238,7 @@ both! {
         assert_eq!(t[0].prices, None);
         assert_eq!(
             t[1].prices,
-            Some(Prices { input: 3.0, output: 15.0, cached_input: 0.3, cache_write: 0.0 })
+            Some(prices(3.0, 15.0, 0.3, 0.0))
         );
 
         // The foreign key still guards the providers, by the same ids.
@@ -265,12 +265,7 @@ both! {
         let mut chat = m.spec.clone();
         chat.translation = Translation::Lenient;
         chat.default_max_tokens = Some(2048);
-        chat.targets[1].prices = Some(Prices {
-            input: 3.0,
-            output: 15.0,
-            cached_input: 0.3,
-            cache_write: 3.75,
-        });
+        chat.targets[1].prices = Some(prices(3.0, 15.0, 0.3, 3.75));
         chat.targets.push(target("p-gem", "gemini-2.5-pro"));
         let mut tx = store.begin_write().await.unwrap();
         store.update_model(&mut tx, &chat).await.unwrap();
@@ -571,12 +566,7 @@ fn rich_model() -> ModelSpec {
     m.strategy = Strategy::Weighted;
     m.max_attempts = 3;
     m.retry_delay_ms = Some(250);
-    m.prices = Prices {
-        input: 1.25,
-        output: 10.0,
-        cached_input: 0.125,
-        cache_write: 1.5625,
-    };
+    m.prices = prices(1.25, 10.0, 0.125, 1.5625);
     m.default_max_tokens = Some(8192);
     m.translation = Translation::Lenient;
     m.model_type = ModelType::Embedding;
@@ -584,12 +574,7 @@ fn rich_model() -> ModelSpec {
     t[0].priority = 2;
     t[0].weight = 3;
     t[0].rules = r#"{"field":"key","op":"eq","value":"batch"}"#.into();
-    t[0].prices = Some(Prices {
-        input: 2.5,
-        output: 7.5,
-        cached_input: 0.0,
-        cache_write: 3.125,
-    });
+    t[0].prices = Some(prices(2.5, 7.5, 0.0, 3.125));
     t[1].priority = -1;
     t[1].weight = 1;
     t[1].enabled = false;
@@ -600,12 +585,7 @@ fn rich_model() -> ModelSpec {
         r#"{"field":"input_tokens","op":"gt","value":8000}]}"#
     )
     .into();
-    t[2].prices = Some(Prices {
-        input: 0.0,
-        output: 0.0,
-        cached_input: 0.0,
-        cache_write: 0.0,
-    });
+    t[2].prices = Some(prices(0.0, 0.0, 0.0, 0.0));
     m
 }
 
@@ -650,12 +630,7 @@ both! {
             "mixed",
             vec![target("p-a", "x"), target("p-b", "y"), target("p-c", "z")],
         );
-        mixed.targets[1].prices = Some(Prices {
-            input: 0.1,
-            output: 0.2,
-            cached_input: 0.3,
-            cache_write: 0.0,
-        });
+        mixed.targets[1].prices = Some(prices(0.1, 0.2, 0.3, 0.0));
         create_model(&store, &mixed).await;
         assert_eq!(get_model(&store, "mixed").await.unwrap().spec, mixed);
         let mut tx = store.begin_write().await.unwrap();
@@ -668,7 +643,7 @@ both! {
         updated.retry_delay_ms = None;
         updated.default_max_tokens = None;
         updated.translation = Translation::Strict;
-        updated.prices.cache_write = 0.0;
+        updated.prices.tokens.cache_write = Default::default();
         updated.targets = vec![target("p-c", "new-1"), target("p-a", "new-2")];
         updated.targets[1].priority = 9;
         let mut tx = store.begin_write().await.unwrap();
@@ -732,20 +707,19 @@ both! {
         let mut m = base();
         m.max_attempts = 21;
         cases.push((m, "max_attempts"));
+        // Prices are exact amounts that cannot be negative by their type;
+        // what a sheet can still get wrong is its tiers and image keys.
         let mut m = base();
-        m.prices.input = -1.0;
-        cases.push((m, "price"));
+        m.prices.tiers = vec![llmgw_core::price::Tier {
+            above_input_tokens: 0,
+            prices: Default::default(),
+        }];
+        cases.push((m, "prices: tiers[0]"));
         let mut m = base();
-        m.targets[0].prices = Some(Prices {
-            input: f64::NAN,
-            output: 0.0,
-            cached_input: 0.0,
-            cache_write: 0.0,
-        });
-        cases.push((m, "price"));
-        let mut m = base();
-        m.prices.cache_write = -0.5;
-        cases.push((m, "cache write price"));
+        let mut own = prices(1.0, 1.0, 0.0, 0.0);
+        own.per_image.insert("a/b/c".into(), Default::default());
+        m.targets[0].prices = Some(own);
+        cases.push((m, "image price key 'a/b/c'"));
         let mut m = base();
         m.default_max_tokens = Some(0);
         cases.push((m, "default_max_tokens must be at least 1"));
@@ -1021,12 +995,7 @@ both! {
         live.targets[0].priority = 5;
         live.targets[0].weight = 4;
         live.targets[0].rules = r#"{"field":"key","op":"eq","value":"k-live"}"#.into();
-        live.targets[0].prices = Some(Prices {
-            input: 3.0,
-            output: 4.0,
-            cached_input: 1.0,
-            cache_write: 0.0,
-        });
+        live.targets[0].prices = Some(prices(3.0, 4.0, 1.0, 0.0));
         live.targets[2].enabled = false;
         live.retry_delay_ms = Some(100);
         create_model(&store, &live).await;
@@ -1100,8 +1069,11 @@ both! {
         let t = &m.targets[0];
         assert_eq!((t.provider.as_str(), t.priority, t.weight), ("p-on", 5, 4));
         assert_eq!(t.rules, live.targets[0].rules);
-        assert_eq!(t.prices.unwrap().output_per_mtok, 4.0);
+        // For an older data plane, f64; for a current one, nano-dollars.
+        assert_eq!(t.prices.as_ref().unwrap().output_per_mtok, 4.0);
+        assert_eq!(t.exact_prices.as_ref().unwrap().output_per_mtok, 4_000_000_000);
         assert_eq!(m.targets[1].prices, None);
+        assert_eq!(m.targets[1].exact_prices, None);
 
         let mut snap_keys: Vec<_> = snap.keys.iter().map(|k| k.name.as_str()).collect();
         snap_keys.sort_unstable();
@@ -1288,12 +1260,7 @@ async fn populate(store: &Store) {
     chat.targets[0].weight = 3;
     chat.targets[1].priority = 1;
     chat.targets[1].enabled = false;
-    chat.targets[1].prices = Some(Prices {
-        input: 0.5,
-        output: 1.5,
-        cached_input: 0.25,
-        cache_write: 0.0,
-    });
+    chat.targets[1].prices = Some(prices(0.5, 1.5, 0.25, 0.0));
     create_model(store, &chat).await;
     create_model(store, &model("embed", vec![target("p-short", "embed-3")])).await;
 
@@ -1836,6 +1803,7 @@ both! {
                     output_per_mtok: 10.0,
                     cached_input_per_mtok: 1.25,
                     cache_write_per_mtok: 0.0,
+                    sheet: None,
                 }),
                 enabled: true,
                 targets: vec![pb::ModelTarget {
@@ -2172,7 +2140,7 @@ both! {
         assert_eq!(m.spec.targets[0].weight, 3);
         assert_eq!(
             m.spec.targets[0].prices,
-            Some(Prices { input: 1.0, output: 2.0, cached_input: 0.5, cache_write: 0.25 })
+            Some(prices(1.0, 2.0, 0.5, 0.25))
         );
         let mut spec = m.spec.clone();
         spec.targets.push(target("p", "b"));

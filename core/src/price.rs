@@ -394,6 +394,49 @@ impl PriceSheet {
     }
 }
 
+impl fmt::Display for TokenPrices {
+    /// "INPUT/OUTPUT[/CACHED[/WRITE]]", US dollars per 1M tokens.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.input, self.output)?;
+        if !self.cached_input.is_zero() || !self.cache_write.is_zero() {
+            write!(f, "/{}", self.cached_input)?;
+        }
+        if !self.cache_write.is_zero() {
+            write!(f, "/{}", self.cache_write)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for PriceSheet {
+    /// One line with every mode that is set: "2.5/10, above 200000:
+    /// 5/15, per request 0.001, image 1024x1024/high 0.167, per second
+    /// 0.0001, per 1M chars 15" (US dollars; token prices per 1M tokens as
+    /// INPUT/OUTPUT[/CACHED[/WRITE]]); "none" when nothing is priced.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.is_priced() {
+            return f.write_str("none");
+        }
+        let mut parts = vec![self.tokens.to_string()];
+        for t in &self.tiers {
+            parts.push(format!("above {}: {}", t.above_input_tokens, t.prices));
+        }
+        if !self.per_request.is_zero() {
+            parts.push(format!("per request {}", self.per_request));
+        }
+        for (k, v) in &self.per_image {
+            parts.push(format!("image {k} {v}"));
+        }
+        if !self.per_audio_second.is_zero() {
+            parts.push(format!("per second {}", self.per_audio_second));
+        }
+        if !self.per_mchar.is_zero() {
+            parts.push(format!("per 1M chars {}", self.per_mchar));
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
 /// Checks a per-image key: "*", "SIZE", "SIZE/QUALITY" or "*/QUALITY",
 /// each part 1 to 64 visible ASCII characters without '/'.
 pub fn image_key(key: &str) -> Result<(), ValidationError> {
@@ -448,6 +491,16 @@ impl PriceSchedule {
             .rev()
             .find(|(from, _)| *from <= now_ms)
             .map_or(&self.now, |(_, s)| s)
+    }
+
+    /// [`PriceSchedule::at`], shared (for a record finished later).
+    pub fn at_shared(&self, now_ms: i64) -> Arc<PriceSheet> {
+        self.later
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= now_ms)
+            .map_or(&self.now, |(_, s)| s)
+            .clone()
     }
 
     /// The sheet the schedule starts with.
@@ -774,6 +827,27 @@ mod tests {
             s.cost(&all),
             per_request + 2_000_000 + 4_000_000 + 1_234_500 + 18_510_000 + 334_000_000
         );
+    }
+
+    #[test]
+    fn a_sheet_prints_every_mode_that_is_set() {
+        let s = PriceSheet {
+            tokens: tokens("2.5", "10", "0", "0"),
+            tiers: vec![Tier {
+                above_input_tokens: 200_000,
+                prices: tokens("5", "15", "0.5", "6.25"),
+            }],
+            per_request: usd("0.001"),
+            per_image: [("1024x1024/high".to_string(), usd("0.167"))].into(),
+            per_audio_second: usd("0.0001"),
+            per_mchar: usd("15"),
+        };
+        assert_eq!(
+            s.to_string(),
+            "2.5/10, above 200000: 5/15/0.5/6.25, per request 0.001, \
+             image 1024x1024/high 0.167, per second 0.0001, per 1M chars 15"
+        );
+        assert_eq!(PriceSheet::default().to_string(), "none");
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod limits;
 mod logs;
 mod model;
 mod model_tools;
+mod prices;
 mod provider;
 mod replay;
 mod requests;
@@ -17,6 +18,8 @@ mod route;
 mod stats;
 mod target_arg;
 mod target_prices;
+
+pub use prices::{ModelPricesArgs, PriceArgs};
 
 use anyhow::Result;
 

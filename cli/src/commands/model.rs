@@ -84,6 +84,7 @@ pub async fn run(cmd: ModelCmd, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()>
         ModelCmd::Test(a) => super::model_tools::test(a, g, out).await,
         ModelCmd::Import(a) => super::model_tools::import(a, g, out).await,
         ModelCmd::Retarget(a) => super::model_tools::retarget(a, g, out).await,
+        ModelCmd::Prices(a) => super::prices::run(a, g, out).await,
     }
 }
 
@@ -168,28 +169,6 @@ fn retuned(mut targets: Vec<ModelTarget>, r: &Retune) -> Result<Vec<ModelTarget>
     Ok(targets)
 }
 
-/// The price flags, in US dollars per 1M tokens.
-#[derive(Debug, Clone, Copy, Default)]
-struct PriceFlags {
-    input: Option<f64>,
-    output: Option<f64>,
-    cached_input: Option<f64>,
-    cache_write: Option<f64>,
-}
-
-/// Prices when input and output are given (clap makes the others need them).
-fn prices(f: PriceFlags) -> Option<Prices> {
-    match (f.input, f.output) {
-        (Some(i), Some(o)) => Some(Prices {
-            input_per_mtok: i,
-            output_per_mtok: o,
-            cached_input_per_mtok: f.cached_input.unwrap_or(0.0),
-            cache_write_per_mtok: f.cache_write.unwrap_or(0.0),
-        }),
-        _ => None,
-    }
-}
-
 fn create_request(a: ModelAddArgs) -> Result<CreateModelRequest> {
     let o = a.common;
     let mut targets = build_targets(&a.name, &a.targets, o.weights.as_deref())?;
@@ -203,12 +182,7 @@ fn create_request(a: ModelAddArgs) -> Result<CreateModelRequest> {
             .unwrap_or_default(),
         max_attempts: o.max_attempts.unwrap_or(0),
         retry_delay_ms: o.retry_delay_ms,
-        prices: prices(PriceFlags {
-            input: o.price_input,
-            output: o.price_output,
-            cached_input: o.price_cached_input,
-            cache_write: o.price_cache_write,
-        }),
+        prices: o.prices.prices()?,
         enabled: Some(!a.disabled),
         targets,
         name: a.name,
@@ -270,12 +244,8 @@ fn update_request(a: ModelUpdateArgs) -> Result<(UpdateModelRequest, Option<Retu
         max_attempts: ch.max_attempts,
         retry_delay_ms: ch.retry_delay_ms,
         clear_retry_delay: ch.clear_retry_delay,
-        prices: prices(PriceFlags {
-            input: ch.price_input,
-            output: ch.price_output,
-            cached_input: ch.price_cached_input,
-            cache_write: ch.price_cache_write,
-        }),
+        prices: ch.prices.prices()?,
+        prices_from: ch.prices_from.unwrap_or_default(),
         enabled,
         targets,
         default_max_tokens: ch.default_max_tokens,
@@ -286,33 +256,9 @@ fn update_request(a: ModelUpdateArgs) -> Result<(UpdateModelRequest, Option<Retu
     Ok((req, retune))
 }
 
-fn fmt_prices(p: Option<&Prices>, long: bool) -> String {
-    let Some(p) = p else {
-        return String::new();
-    };
-    if long {
-        let write = if p.cache_write_per_mtok == 0.0 {
-            "as input".to_string()
-        } else {
-            p.cache_write_per_mtok.to_string()
-        };
-        format!(
-            "input {}, output {}, cached input {}, cache write {write} (USD per 1M tokens)",
-            p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok
-        )
-    } else if p.cache_write_per_mtok != 0.0 {
-        format!(
-            "{}/{}/{}/{}",
-            p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok, p.cache_write_per_mtok
-        )
-    } else if p.cached_input_per_mtok != 0.0 {
-        format!(
-            "{}/{}/{}",
-            p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok
-        )
-    } else {
-        format!("{}/{}", p.input_per_mtok, p.output_per_mtok)
-    }
+/// Prices on one line (`prices::text`); empty for none.
+fn fmt_prices(p: Option<&Prices>) -> String {
+    p.map(super::prices::text).unwrap_or_default()
 }
 
 /// The translation mode as shown; an empty one (an older control plane)
@@ -377,7 +323,7 @@ fn list(out: &mut Out<'_>, models: &[Model]) -> Result<()> {
             yes_no(m.enabled).to_string(),
             translation(m).to_string(),
             max_tokens(m),
-            fmt_prices(m.prices.as_ref(), false),
+            fmt_prices(m.prices.as_ref()),
             targets.join(", "),
             summary(m.limits.as_ref()),
             status(&m.broken),
@@ -408,7 +354,7 @@ fn show(out: &mut Out<'_>, m: &Model) -> Result<()> {
     ]);
     t.row(["default_max_tokens".to_string(), max_tokens(m)]);
     t.row(["translation".to_string(), translation(m).to_string()]);
-    t.row(["prices".to_string(), fmt_prices(m.prices.as_ref(), true)]);
+    t.row(["prices".to_string(), fmt_prices(m.prices.as_ref())]);
     t.row(["enabled".to_string(), yes_no(m.enabled).to_string()]);
     t.row(["limits".to_string(), summary(m.limits.as_ref())]);
     t.row(["created_at".to_string(), m.created_at.clone()]);
@@ -438,7 +384,7 @@ fn show(out: &mut Out<'_>, m: &Model) -> Result<()> {
                 w => w.unwrap_or(1).to_string(),
             },
             yes_no(target.enabled).to_string(),
-            fmt_prices(target.prices.as_ref(), false),
+            fmt_prices(target.prices.as_ref()),
             super::default_params::text(&target.default_params),
             target.rules.clone(),
         ]);
@@ -520,7 +466,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(priced[0].prices, None);
-        assert_eq!(priced[1].prices.unwrap().output_per_mtok, 3.0);
+        let own = priced[1].prices.as_ref().and_then(|p| p.sheet.as_ref());
+        assert_eq!(own.unwrap().output_per_mtok, "3");
         let d = retuned(
             current,
             &Retune {
@@ -535,28 +482,34 @@ mod tests {
     }
 
     #[test]
-    fn prices_need_input_and_output() {
-        assert_eq!(prices(PriceFlags::default()), None);
-        let p = prices(PriceFlags {
-            input: Some(2.5),
-            output: Some(10.0),
-            ..PriceFlags::default()
-        })
+    fn price_flags_become_the_requests_prices_and_a_schedule() {
+        use crate::args::{Cli, Command};
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "llmgw",
+            "model",
+            "update",
+            "m",
+            "--price-input",
+            "3",
+            "--price-output",
+            "15",
+            "--price-tier",
+            "200000:6,22.5",
+            "--prices-from",
+            "2030-01-01T00:00:00Z",
+        ])
         .unwrap();
-        assert_eq!(p.cached_input_per_mtok, 0.0);
-        assert_eq!(p.cache_write_per_mtok, 0.0);
-        assert_eq!(fmt_prices(Some(&p), false), "2.5/10");
-        assert!(fmt_prices(Some(&p), true).contains("cache write as input"));
-        let p = prices(PriceFlags {
-            input: Some(3.0),
-            output: Some(15.0),
-            cached_input: Some(0.3),
-            cache_write: Some(3.75),
-        })
-        .unwrap();
-        assert_eq!(p.cache_write_per_mtok, 3.75);
-        assert_eq!(fmt_prices(Some(&p), false), "3/15/0.3/3.75");
-        assert!(fmt_prices(Some(&p), true).contains("cache write 3.75"));
+        let Command::Model(ModelCmd::Update(u)) = cli.command else {
+            panic!("wrong command");
+        };
+        let (r, _) = update_request(u).unwrap();
+        assert_eq!(r.prices_from, "2030-01-01T00:00:00Z");
+        assert_eq!(
+            fmt_prices(r.prices.as_ref()),
+            "3/15, above 200000: 6/22.5"
+        );
+        assert_eq!(fmt_prices(None), "");
     }
 
     #[test]

@@ -165,6 +165,7 @@ mod tests {
                 "passes through".into()
             },
             estimated_cost: if p == "c" { 0.0125 } else { 0.0 },
+            estimated_cost_nanos: if p == "c" { 12_500_000 } else { 0 },
             proxy: if p == "c" {
                 "socks5://****@127.0.0.1:1080".into()
             } else {

@@ -1,5 +1,6 @@
 //! `--target-price N:INPUT,OUTPUT[,CACHED[,CACHE_WRITE]]` on a model's
-//! targets: target N's own prices (US dollars per 1M tokens), which
+//! targets: target N's own token prices (US dollars per 1M tokens, exact
+//! decimals), which
 //! override the model's for its requests' cost and for the `cost-first`
 //! strategy; `N:` alone clears them (the model's prices apply again).
 
@@ -14,24 +15,7 @@ pub fn parse(arg: &str) -> Result<(usize, Option<Prices>)> {
     if rest.trim().is_empty() {
         return Ok((n, None));
     }
-    let mut v = Vec::new();
-    for p in rest.split(',') {
-        let x = crate::args::parse_price(p.trim())
-            .map_err(|e| anyhow::anyhow!("--target-price {arg}: {e}"))?;
-        v.push(x);
-    }
-    if !(2..=4).contains(&v.len()) {
-        bail!("--target-price {arg}: give INPUT,OUTPUT and optionally CACHED and CACHE_WRITE");
-    }
-    Ok((
-        n,
-        Some(Prices {
-            input_per_mtok: v[0],
-            output_per_mtok: v[1],
-            cached_input_per_mtok: v.get(2).copied().unwrap_or(0.0),
-            cache_write_per_mtok: v.get(3).copied().unwrap_or(0.0),
-        }),
-    ))
+    Ok((n, Some(super::prices::flat(rest, "--target-price", arg)?)))
 }
 
 /// Sets the prices of the targets the arguments name (in priority order).
@@ -76,18 +60,22 @@ mod tests {
             &["2:0.5,1.5".into(), "1:1,2,0.1,1.25".into(), "3:".into()],
         )
         .unwrap();
-        let p0 = t[0].prices.unwrap();
+        let sheet = |i: usize| t[i].prices.as_ref().unwrap().sheet.clone().unwrap();
+        let p0 = sheet(0);
         assert_eq!(
             (
-                p0.input_per_mtok,
-                p0.output_per_mtok,
-                p0.cached_input_per_mtok,
-                p0.cache_write_per_mtok
+                p0.input_per_mtok.as_str(),
+                p0.output_per_mtok.as_str(),
+                p0.cached_input_per_mtok.as_str(),
+                p0.cache_write_per_mtok.as_str()
             ),
-            (1.0, 2.0, 0.1, 1.25)
+            ("1", "2", "0.1", "1.25")
         );
-        let p1 = t[1].prices.unwrap();
-        assert_eq!((p1.input_per_mtok, p1.output_per_mtok), (0.5, 1.5));
+        let p1 = sheet(1);
+        assert_eq!(
+            (p1.input_per_mtok.as_str(), p1.output_per_mtok.as_str()),
+            ("0.5", "1.5")
+        );
         assert_eq!(t[2].prices, None);
     }
 

@@ -84,6 +84,8 @@ pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
         cache_creation_tokens: u64_of(r, "cache_creation_tokens")?,
         usage_source: r.try_get("usage_source")?,
         cost: r.try_get("cost")?,
+        // Not stored yet: the log storage's own change (#16) stores it.
+        cost_nanos: 0,
         error: r.try_get("error")?,
         snapshot_version: u64_of(r, "snapshot_version")?,
         request_headers: BTreeMap::new(),

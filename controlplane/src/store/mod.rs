@@ -23,6 +23,7 @@ mod keys;
 mod limits;
 mod live;
 mod models;
+mod prices;
 mod providers;
 pub mod quota;
 mod row;
@@ -36,11 +37,12 @@ pub use keys::KeyRow;
 pub use limits::{LimitsChange, LimitsRow, DEFAULT_SCOPE};
 pub use live::{LiveOwner, LiveStream, LIVE_CHANNEL, LIVE_LEASE_MS};
 pub use models::ModelRow;
+pub use prices::{PriceChange, PriceSet};
 pub use providers::ProviderRow;
 pub use row::Broken;
 pub use snapshot::ConfigState;
 pub use specs::{
-    normalise_rules as specs_normalise_rules, KeySpec, ModelSpec, Prices, Problems, ProviderSpec,
+    normalise_rules as specs_normalise_rules, KeySpec, ModelSpec, Problems, ProviderSpec,
     TargetSpec,
 };
 

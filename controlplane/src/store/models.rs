@@ -10,9 +10,12 @@ use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::QueryScalar;
 use sqlx::{Any, AnyConnection, Row};
 
+use llmgw_core::price::{Amount, PriceSheet, TokenPrices};
+
 use super::limits;
+use super::prices::{self, PriceChange, PriceSet};
 use super::row::{Broken, RowReader};
-use super::{exists, int, now_ms, specs, ModelSpec, Prices, Result, Store, StoreError, TargetSpec};
+use super::{exists, int, now_ms, specs, ModelSpec, Result, Store, StoreError, TargetSpec};
 
 pub(super) const SCOPE: Scope = Scope::Model;
 
@@ -22,6 +25,9 @@ pub struct ModelRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub broken: Vec<Broken>,
+    /// Price changes scheduled later than the read, by time
+    /// (`store/prices.rs`); `spec.prices` are those in effect.
+    pub scheduled: Vec<PriceChange>,
 }
 
 impl Store {
@@ -50,6 +56,7 @@ impl Store {
             })
             .collect::<Result<Vec<ModelRow>>>()?;
         limits::attach_all(conn, &mut models).await?;
+        prices::attach_all(conn, &mut models).await?;
         Ok(models)
     }
 
@@ -70,6 +77,7 @@ impl Store {
         let targets: Vec<&AnyRow> = targets.iter().collect();
         let mut model = model_from_row(&row, &targets);
         limits::attach(conn, &mut model).await?;
+        prices::attach(conn, &mut model).await?;
         Ok(model)
     }
 
@@ -95,11 +103,20 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
         insert_targets(tx, id, &spec.targets).await?;
+        prices::record(tx, &spec.name, now, &PriceSet::of(spec)).await?;
         limits::write(tx, SCOPE.as_str(), &spec.name, spec.limits.as_ref()).await
     }
 
+    /// Replaces a model. When its prices (its own or a target's) differ
+    /// from those in effect, the change is recorded in the price history
+    /// from now on.
     pub async fn update_model(&self, tx: &mut AnyConnection, spec: &ModelSpec) -> Result<()> {
         spec.validate()?;
+        let before = match self.model(tx, &spec.name).await {
+            Ok(row) => Some(PriceSet::of(&row.spec)),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
         let update = sqlx::query_scalar(
             "UPDATE models SET strategy = $1, max_attempts = $2, retry_delay_ms = $3, \
              price_input = $4, price_output = $5, price_cached_input = $6, \
@@ -118,6 +135,10 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         insert_targets(tx, id, &spec.targets).await?;
+        let after = PriceSet::of(spec);
+        if before.as_ref() != Some(&after) {
+            prices::record(tx, &spec.name, now_ms(), &after).await?;
+        }
         limits::write(tx, SCOPE.as_str(), &spec.name, spec.limits.as_ref()).await
     }
 
@@ -136,6 +157,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        prices::delete(tx, name).await?;
         limits::write(tx, SCOPE.as_str(), name, None).await
     }
 }
@@ -149,10 +171,10 @@ fn bind_settings<'q>(q: IdQuery<'q>, spec: &'q ModelSpec) -> IdQuery<'q> {
     q.bind(spec.strategy.as_str())
         .bind(i64::from(spec.max_attempts))
         .bind(spec.retry_delay_ms.map(i64::from))
-        .bind(spec.prices.input)
-        .bind(spec.prices.output)
-        .bind(spec.prices.cached_input)
-        .bind(spec.prices.cache_write)
+        .bind(spec.prices.tokens.input.to_f64())
+        .bind(spec.prices.tokens.output.to_f64())
+        .bind(spec.prices.tokens.cached_input.to_f64())
+        .bind(spec.prices.tokens.cache_write.to_f64())
         .bind(int(spec.enabled))
         .bind(spec.default_max_tokens.map(i64::from))
         .bind(spec.translation.as_str())
@@ -199,12 +221,14 @@ async fn insert_targets(
             .bind(specs::normalise_rules(&t.rules)?)
             .bind(int(t.enabled))
             .bind(specs::params_to_json(&t.default_params));
-        if let Some(p) = t.prices {
+        // The f64 token prices, for an older control plane; the exact
+        // prices are in the price history.
+        if let Some(p) = &t.prices {
             insert = insert
-                .bind(p.input)
-                .bind(p.output)
-                .bind(p.cached_input)
-                .bind(p.cache_write);
+                .bind(p.tokens.input.to_f64())
+                .bind(p.tokens.output.to_f64())
+                .bind(p.tokens.cached_input.to_f64())
+                .bind(p.tokens.cache_write.to_f64());
         }
         insert.execute(&mut *tx).await?;
     }
@@ -213,17 +237,14 @@ async fn insert_targets(
 
 fn target_from_row(rd: &mut RowReader<'_>) -> TargetSpec {
     let input: Option<f64> = rd.get("price_input", "prices");
-    let prices = input.map(|input| Prices {
-        input,
-        output: rd
-            .get::<Option<f64>>("price_output", "prices")
-            .unwrap_or(0.0),
-        cached_input: rd
-            .get::<Option<f64>>("price_cached_input", "prices")
-            .unwrap_or(0.0),
-        cache_write: rd
-            .get::<Option<f64>>("price_cache_write", "prices")
-            .unwrap_or(0.0),
+    let prices = input.map(|input| {
+        let mut more = |col: &str| rd.get::<Option<f64>>(col, "prices").unwrap_or(0.0);
+        let (output, cached, write) = (
+            more("price_output"),
+            more("price_cached_input"),
+            more("price_cache_write"),
+        );
+        legacy_sheet(rd, input, output, cached, write)
     });
     let priority: i64 = rd.get("priority", "priority");
     TargetSpec {
@@ -265,11 +286,15 @@ fn model_from_row(r: &AnyRow, target_rows: &[&AnyRow]) -> ModelRow {
         strategy: rd.parse("strategy", Strategy::default()),
         max_attempts: rd.u32("max_attempts"),
         retry_delay_ms: delay.map(|d| u32::try_from(d).unwrap_or(u32::MAX)),
-        prices: Prices {
-            input: rd.get("price_input", "prices"),
-            output: rd.get("price_output", "prices"),
-            cached_input: rd.get("price_cached_input", "prices"),
-            cache_write: rd.get("price_cache_write", "prices"),
+        prices: {
+            let mut col = |c: &str| rd.get::<f64>(c, "prices");
+            let (i, o, c, w) = (
+                col("price_input"),
+                col("price_output"),
+                col("price_cached_input"),
+                col("price_cache_write"),
+            );
+            legacy_sheet(&mut rd, i, o, c, w)
         },
         enabled: rd.flag("enabled"),
         targets,
@@ -298,5 +323,30 @@ fn model_from_row(r: &AnyRow, target_rows: &[&AnyRow]) -> ModelRow {
         created_at,
         updated_at,
         broken,
+        scheduled: Vec::new(),
     }
+}
+
+/// A model's or target's prices from its `f64` columns (a model whose
+/// prices have no recorded change yet), each rounded to the nearest
+/// nano-dollar; a column that is no price is noted.
+fn legacy_sheet(
+    rd: &mut RowReader<'_>,
+    input: f64,
+    output: f64,
+    cached_input: f64,
+    cache_write: f64,
+) -> PriceSheet {
+    let mut amount = |v: f64| {
+        Amount::from_f64(v).unwrap_or_else(|e| {
+            rd.note("prices", e.0);
+            Amount::ZERO
+        })
+    };
+    PriceSheet::flat(TokenPrices {
+        input: amount(input),
+        output: amount(output),
+        cached_input: amount(cached_input),
+        cache_write: amount(cache_write),
+    })
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use llmgw_core::defaults;
 use llmgw_core::limits::Limits;
+use llmgw_core::price::PriceSheet;
 use llmgw_core::proxy::ProxyUrl;
 use llmgw_core::rules::Rule;
 use llmgw_core::table::{ModelType, Translation};
@@ -128,23 +129,13 @@ impl ProviderSpec {
     }
 }
 
-/// US dollars per one million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Prices {
-    pub input: f64,
-    pub output: f64,
-    /// Tokens read from a prompt cache.
-    pub cached_input: f64,
-    /// Tokens written to a prompt cache; 0 charges them at the input price.
-    pub cache_write: f64,
-}
-
-impl Prices {
-    fn check(&self, field: &str, p: &mut Problems) {
-        p.check(field, validate::price("input", self.input));
-        p.check(field, validate::price("output", self.output));
-        p.check(field, validate::price("cached input", self.cached_input));
-        p.check(field, validate::price("cache write", self.cache_write));
+/// Checks a price sheet as stored (tiers in order, distinct thresholds,
+/// image keys), noting a problem under `field`.
+fn check_prices(sheet: &PriceSheet, field: &str, p: &mut Problems) {
+    if let Err(e) = sheet.clone().check() {
+        p.add(field, format!("{field}: {}", e.0));
+    } else if sheet.tiers.windows(2).any(|w| w[0].above_input_tokens > w[1].above_input_tokens) {
+        p.add(field, format!("{field}: tiers are not in order of threshold"));
     }
 }
 
@@ -157,7 +148,8 @@ pub struct TargetSpec {
     /// JSON rule text, normalised (compact) when stored; empty for none.
     pub rules: String,
     pub enabled: bool,
-    pub prices: Option<Prices>,
+    /// The target's own prices; `None`: the model's apply.
+    pub prices: Option<PriceSheet>,
     /// Default request parameters: name -> compact JSON value; they win
     /// over the provider's for the same name.
     pub default_params: BTreeMap<String, String>,
@@ -169,7 +161,8 @@ pub struct ModelSpec {
     pub strategy: Strategy,
     pub max_attempts: u32,
     pub retry_delay_ms: Option<u32>,
-    pub prices: Prices,
+    /// The prices in effect now (see `store/prices.rs` for their history).
+    pub prices: PriceSheet,
     pub enabled: bool,
     pub targets: Vec<TargetSpec>,
     /// `max_tokens` for targets that require it when the client gave none.
@@ -190,7 +183,7 @@ impl ModelSpec {
     pub fn problems(&self) -> Problems {
         let mut p = Problems::default();
         p.check("name", validate::name("model", &self.name));
-        self.prices.check("prices", &mut p);
+        check_prices(&self.prices, "prices", &mut p);
         if self.targets.is_empty() {
             p.add(
                 "targets",
@@ -250,7 +243,7 @@ impl ModelSpec {
                 }
             }
             if let Some(prices) = &t.prices {
-                prices.check(&at("prices"), &mut p);
+                check_prices(prices, &at("prices"), &mut p);
             }
             p.check(
                 &at("default_params"),

@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use llmgw_controlplane::secrets::{generate_master_key, Sealer};
 use llmgw_controlplane::store::{
-    self, KeySpec, ModelSpec, Prices, ProviderSpec, Store, TargetSpec,
+    self, KeySpec, ModelSpec, ProviderSpec, Store, TargetSpec,
 };
+use llmgw_core::price::{Amount, PriceSheet, TokenPrices};
 use llmgw_core::table::{ModelType, Translation};
 use llmgw_core::{keys, Protocol, Strategy};
 use secrecy::{ExposeSecret, SecretString};
@@ -263,18 +264,25 @@ pub fn target(provider: &str, upstream: &str) -> TargetSpec {
     }
 }
 
+/// Flat token prices (US dollars per 1M tokens: input, output, cached
+/// input, cache write), exact to the nano-dollar.
+pub fn prices(input: f64, output: f64, cached: f64, write: f64) -> PriceSheet {
+    let a = |v: f64| Amount::from_f64(v).unwrap();
+    PriceSheet::flat(TokenPrices {
+        input: a(input),
+        output: a(output),
+        cached_input: a(cached),
+        cache_write: a(write),
+    })
+}
+
 pub fn model(name: &str, targets: Vec<TargetSpec>) -> ModelSpec {
     ModelSpec {
         name: name.to_string(),
         strategy: Strategy::Priority,
         max_attempts: 0,
         retry_delay_ms: None,
-        prices: Prices {
-            input: 1.0,
-            output: 2.0,
-            cached_input: 0.5,
-            cache_write: 0.0,
-        },
+        prices: prices(1.0, 2.0, 0.5, 0.0),
         enabled: true,
         targets,
         default_max_tokens: None,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue};
-use llmgw_core::table::Prices;
+use llmgw_core::price::{Metered, PriceSheet, NANOS_PER_USD};
 use llmgw_proto::v1 as pb;
 
 use super::dialect::Usage;
@@ -262,17 +262,21 @@ pub fn log_response_body(w: &mut FieldWriter, body: &[u8], cap: usize) {
     );
 }
 
-/// Cost in US dollars of normalized usage: uncached input, cache reads,
-/// cache writes (at the input price when no cache-write price is set) and
-/// output (reasoning included), each at its own price. The same for every
-/// protocol, because usage is normalized when it is read.
-pub fn cost(usage: &Usage, prices: &Prices) -> f64 {
-    let per = 1_000_000.0;
-    (usage.input as f64 * prices.input_per_mtok
-        + usage.cache_read as f64 * prices.cached_input_per_mtok
-        + usage.cache_write as f64 * cache_write_price(prices)
-        + usage.output as f64 * prices.output_per_mtok)
-        / per
+/// The exact cost in nano-dollars of normalized usage: uncached input,
+/// cache reads, cache writes (at the input price when no cache-write price
+/// is set) and output (reasoning included), each at the price of the tier
+/// the whole input falls in, plus any per-request price
+/// ([`PriceSheet::cost`]). The same for every protocol, because usage is
+/// normalized when it is read. Audio, characters and images are not
+/// metered by the chat endpoints, so they are 0 here.
+pub fn cost_nanos(usage: &Usage, prices: &PriceSheet) -> i64 {
+    prices.cost(&Metered {
+        input_tokens: usage.input,
+        cache_read_tokens: usage.cache_read,
+        cache_write_tokens: usage.cache_write,
+        output_tokens: usage.output,
+        ..Metered::default()
+    })
 }
 
 /// [`log_body`] for the body a translated request sent upstream.
@@ -301,15 +305,6 @@ pub fn log_translation(
     }
 }
 
-/// The cache-write price: its own, else the input price (0 means unset).
-fn cache_write_price(p: &Prices) -> f64 {
-    if p.cache_write_per_mtok > 0.0 {
-        p.cache_write_per_mtok
-    } else {
-        p.input_per_mtok
-    }
-}
-
 /// What is needed to finish a record once the response is over.
 pub struct Finish {
     pub record: pb::RequestLog,
@@ -320,7 +315,8 @@ pub struct Finish {
     /// (parsed only then, on the blocking thread that counts).
     pub request: Option<bytes::Bytes>,
     pub completion_text: String,
-    pub prices: Prices,
+    /// The target's prices in effect when the request arrived.
+    pub prices: Arc<PriceSheet>,
     /// The model name tiktoken picks an encoding by.
     pub tokenizer_model: String,
     /// Whether there was an upstream response to count at all.
@@ -431,13 +427,17 @@ impl Finish {
             r.reasoning_tokens = u.reasoning;
             // A token count (count_tokens) is not billed.
             if f.counted {
-                r.cost = cost(&u, &f.prices);
+                r.cost_nanos = cost_nanos(&u, &f.prices);
+                // For readers older than cost_nanos only.
+                r.cost = r.cost_nanos as f64 / NANOS_PER_USD as f64;
             }
         }
         if let Some(a) = f.admission.take() {
             let tokens =
                 r.input_tokens + r.cache_read_tokens + r.cache_creation_tokens + r.output_tokens;
-            a.settle(tokens, (r.cost * 1e6).round() as u64);
+            // Budgets count micro-dollars: the exact cost, rounded half up.
+            let micros = u64::try_from(r.cost_nanos.saturating_add(500) / 1000).unwrap_or(0);
+            a.settle(tokens, micros);
         }
         (r, f.encoded)
     }
@@ -534,11 +534,11 @@ mod tests {
                 br#"{"model":"gpt-4o","messages":[{"role":"user","content":"say something nice please"}]}"#,
             )),
             completion_text: text.into(),
-            prices: Prices {
-                input_per_mtok: 1.0,
-                output_per_mtok: 1.0,
+            prices: Arc::new(PriceSheet::flat(llmgw_core::price::TokenPrices {
+                input: "1".parse().unwrap(),
+                output: "1".parse().unwrap(),
                 ..Default::default()
-            },
+            })),
             tokenizer_model: "gpt-4o".into(),
             counted: true,
             admission: None,
@@ -554,7 +554,13 @@ mod tests {
         let (r, _) = f.complete();
         assert_eq!(r.usage_source, "estimated");
         assert!(r.input_tokens > 0 && r.output_tokens > 0, "{r:?}");
-        assert!(r.cost > 0.0);
+        // 1 USD per million tokens: a nano-dollar is a thousandth of a token.
+        assert_eq!(
+            r.cost_nanos,
+            (r.input_tokens + r.output_tokens) as i64 * 1000,
+            "{r:?}"
+        );
+        assert_eq!(r.cost, r.cost_nanos as f64 / 1e9);
         // Zero for an empty answer is what was reported.
         let f = finish(zero, "");
         assert!(!f.needs_estimate());
@@ -601,10 +607,25 @@ mod tests {
 
     #[test]
     fn costs() {
-        let p = Prices {
-            input_per_mtok: 2.0,
-            output_per_mtok: 10.0,
-            cached_input_per_mtok: 1.0,
+        use llmgw_core::price::{Tier, TokenPrices};
+        let usd = |s: &str| s.parse().unwrap();
+        let p = PriceSheet {
+            tokens: TokenPrices {
+                input: usd("2"),
+                output: usd("10"),
+                cached_input: usd("1"),
+                ..Default::default()
+            },
+            tiers: vec![Tier {
+                above_input_tokens: 2_000_000,
+                prices: TokenPrices {
+                    input: usd("4"),
+                    output: usd("20"),
+                    cached_input: usd("2"),
+                    cache_write: usd("5"),
+                },
+            }],
+            per_request: usd("0.000000003"),
             ..Default::default()
         };
         let u = Usage {
@@ -614,17 +635,21 @@ mod tests {
             cache_write: 0,
             reasoning: 0,
         };
-        assert!((cost(&u, &p) - (2.0 + 0.5 + 1.0)).abs() < 1e-9);
+        assert_eq!(cost_nanos(&u, &p), 3_500_000_003);
         // Cache writes at the input price unless they have their own.
         let w = Usage {
             cache_write: 1_000_000,
             ..Default::default()
         };
-        assert!((cost(&w, &p) - 2.0).abs() < 1e-9);
-        let own = Prices {
-            cache_write_per_mtok: 2.5,
-            ..p
+        assert_eq!(cost_nanos(&w, &p), 2_000_000_003);
+        // The whole input, cache included, picks the tier.
+        let long = Usage {
+            cache_write: 1_000_001,
+            ..u
         };
-        assert!((cost(&w, &own) - 2.5).abs() < 1e-9);
+        assert_eq!(
+            cost_nanos(&long, &p),
+            4_000_000_000 + 2_000_000_000 + 1_000_000_000 + 5_000_005_000 + 3
+        );
     }
 }

@@ -68,13 +68,14 @@ impl Proxy {
         // A traced request that captures content keeps the answer's text.
         observer.want_text = pending.trace.as_ref().is_some_and(|t| t.captures());
         let observer = Relay::Pass(observer);
+        let prices = target.prices.at_shared(r.time_ms);
         let finish = Finish {
             record: r,
             encoded,
             usage: None,
             request: Some(call.raw.clone()),
             completion_text: String::new(),
-            prices: target.prices,
+            prices,
             tokenizer_model: target.upstream_model.clone(),
             counted: status.is_success() && !call.endpoint.api().counts_tokens(),
             admission: pending.admission.take(),
@@ -175,13 +176,14 @@ impl Proxy {
             *out.body_mut() = full(body);
             return hold::held(out, hold);
         }
+        let prices = target.prices.at_shared(r.time_ms);
         let finish = Finish {
             record: r,
             encoded,
             usage: None,
             request: Some(call.raw.clone()),
             completion_text: String::new(),
-            prices: target.prices,
+            prices,
             tokenizer_model: target.upstream_model.clone(),
             counted: !counting,
             admission: pending.admission.take(),

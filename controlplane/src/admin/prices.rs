@@ -1,0 +1,98 @@
+//! The admin service's prices (#16): `GetModelPrices` (the prices in
+//! effect per target, and the history of changes), and the scheduling of
+//! a model update's prices (`UpdateModelRequest.prices_from`).
+
+use llmgw_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::AdminService;
+use crate::convert::prices_pb;
+use crate::store::{
+    now_ms, parse_rfc3339, rfc3339, ModelSpec, PriceChange, PriceSet, Store, StoreError,
+};
+
+/// When an update's prices apply: `None` for now (also for an empty
+/// time).
+pub(super) fn prices_from(text: &str) -> Result<Option<i64>, StoreError> {
+    parse_rfc3339(text).map_err(|e| match e {
+        StoreError::Invalid(m) => StoreError::Invalid(format!("prices_from: {m}")),
+        other => other,
+    })
+}
+
+/// Writes an updated model. With a time `from`, its prices (`spec`'s, and
+/// its targets' own) are scheduled from then instead, and those in effect
+/// (`before`) stay until then.
+pub(super) async fn write_update(
+    store: &Store,
+    tx: &mut sqlx::AnyConnection,
+    mut spec: ModelSpec,
+    before: &PriceSet,
+    from: Option<i64>,
+) -> Result<(), StoreError> {
+    let Some(from) = from else {
+        return store.update_model(tx, &spec).await;
+    };
+    let later = PriceSet::of(&spec);
+    before.apply_to(&mut spec);
+    store.update_model(tx, &spec).await?;
+    store.schedule_prices(tx, &spec.name, from, &later).await
+}
+
+fn set_pb(set: &PriceSet) -> (pb::Prices, std::collections::HashMap<u32, pb::Prices>) {
+    (
+        prices_pb(&set.model),
+        set.targets
+            .iter()
+            .map(|(i, p)| (i + 1, prices_pb(p)))
+            .collect(),
+    )
+}
+
+/// A recorded change as the API shows it.
+fn change_pb(c: &PriceChange, now: i64) -> pb::PriceChange {
+    let (prices, target_prices) = set_pb(&c.prices);
+    pb::PriceChange {
+        from: rfc3339(Some(c.from_ms)),
+        recorded_at: rfc3339(Some(c.recorded_ms)),
+        scheduled: c.from_ms > now,
+        prices: Some(prices),
+        target_prices,
+    }
+}
+
+impl AdminService {
+    pub(super) async fn get_model_prices_rpc(
+        &self,
+        request: Request<pb::GetModelPricesRequest>,
+    ) -> Result<Response<pb::ModelPrices>, Status> {
+        let name = request.into_inner().name;
+        let (row, history) = self
+            .read(move |store, c| {
+                Box::pin(async move {
+                    let row = store.model(c, &name).await?;
+                    let history = store.price_history(c, &name).await?;
+                    Ok((row, history))
+                })
+            })
+            .await?;
+        let now = now_ms();
+        let s = &row.spec;
+        Ok(Response::new(pb::ModelPrices {
+            name: s.name.clone(),
+            prices: Some(prices_pb(&s.prices)),
+            targets: s
+                .targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| pb::TargetPrices {
+                    number: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                    provider: t.provider.clone(),
+                    upstream_model: t.upstream_model.clone(),
+                    prices: t.prices.as_ref().map(prices_pb),
+                })
+                .collect(),
+            history: history.iter().map(|c| change_pb(c, now)).collect(),
+        }))
+    }
+}
