@@ -1874,7 +1874,8 @@ mod tests {
         };
         assert_eq!(a.targets, ["a", "b:x"]);
         assert_eq!(a.common.weights, Some(vec![3, 1]));
-        // Price flags go together.
+        // A price flag alone is a whole price sheet (an embedding model
+        // has only an input price), but a price is a decimal number.
         assert!(Cli::try_parse_from([
             "llmgw",
             "model",
@@ -1884,6 +1885,17 @@ mod tests {
             "a",
             "--price-input",
             "1"
+        ])
+        .is_ok());
+        assert!(Cli::try_parse_from([
+            "llmgw",
+            "model",
+            "add",
+            "m",
+            "--target",
+            "a",
+            "--price-input",
+            "-1"
         ])
         .is_err());
         // A weight of 0 drains a target; a negative one is refused.
