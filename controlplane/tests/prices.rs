@@ -1,0 +1,141 @@
+//! Price history (#16) in the store and the snapshot, against a fresh
+//! SQLite file and a fresh PostgreSQL database (see `common`): exact price
+//! sheets survive a round trip, each change is recorded with its time, a
+//! scheduled change waits for its time in reads and rides in the snapshot
+//! so data planes switch by themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[macro_use]
+mod common;
+
+use common::*;
+use llmgw_controlplane::hub::build_snapshot;
+use llmgw_controlplane::store::{now_ms, PriceSet};
+use llmgw_core::price::{PriceSheet, Tier};
+use llmgw_core::RoutingTable;
+
+/// Every billing mode at once, with amounts no f64 holds exactly.
+fn rich() -> PriceSheet {
+    let mut s = prices(0.1, 0.3, 0.01, 0.125);
+    s.tiers = vec![Tier {
+        above_input_tokens: 200_000,
+        prices: prices(0.2, 0.6, 0.02, 0.25).tokens,
+    }];
+    s.per_request = "0.000000001".parse().unwrap();
+    s.per_image.insert("1024x1024/high".into(), "0.167".parse().unwrap());
+    s.per_image.insert("*".into(), "0.04".parse().unwrap());
+    s.per_audio_second = "0.0001".parse().unwrap();
+    s.per_mchar = "15".parse().unwrap();
+    s
+}
+
+both! {
+    async fn exact_prices_and_their_history_round_trip(db: Db) {
+        let store = db.open().await;
+        create_provider(&store, &provider("p")).await;
+        let mut m = model("m", vec![target("p", "a"), target("p", "b")]);
+        m.prices = rich();
+        m.targets[1].prices = Some(prices(7.0, 8.0, 0.0, 0.0));
+        create_model(&store, &m).await;
+        let got = get_model(&store, "m").await.unwrap();
+        assert_eq!(got.spec, m);
+        assert!(got.scheduled.is_empty());
+
+        // A change that does not touch the prices records nothing.
+        let mut same = m.clone();
+        same.max_attempts = 3;
+        let mut tx = store.begin_write().await.unwrap();
+        store.update_model(&mut tx, &same).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        assert_eq!(store.price_history(&mut conn, "m").await.unwrap().len(), 1);
+        drop(conn);
+
+        // A price change is recorded from now on, and read back.
+        let before = now_ms();
+        let mut dearer = same.clone();
+        dearer.prices = prices(1.0, 2.0, 0.0, 0.0);
+        let mut tx = store.begin_write().await.unwrap();
+        store.update_model(&mut tx, &dearer).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(get_model(&store, "m").await.unwrap().spec, dearer);
+        let mut conn = store.pool().acquire().await.unwrap();
+        let h = store.price_history(&mut conn, "m").await.unwrap();
+        drop(conn);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].prices.model, rich());
+        assert_eq!(h[1].prices, PriceSet::of(&dearer));
+        assert!(h[1].from_ms >= before && h[1].from_ms >= h[0].from_ms);
+        assert_eq!(
+            h[1].prices.targets.get(&1),
+            Some(&prices(7.0, 8.0, 0.0, 0.0))
+        );
+
+        // Deleting the model forgets its history.
+        let mut tx = store.begin_write().await.unwrap();
+        store.delete_model(&mut tx, "m").await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM price_history").await, 0);
+    }
+}
+
+both! {
+    async fn a_scheduled_change_waits_for_its_time_and_rides_in_the_snapshot(db: Db) {
+        let store = db.open().await;
+        create_provider(&store, &provider("p")).await;
+        let mut off = target("p", "off");
+        off.enabled = false;
+        // The disabled target is not in the snapshot: the schedule names
+        // served targets by their index among those.
+        let m = model("m", vec![off, target("p", "a"), target("p", "b")]);
+        create_model(&store, &m).await;
+        let later = PriceSet {
+            model: prices(5.0, 6.0, 0.0, 0.0),
+            targets: [(2, rich())].into(),
+        };
+        let from = now_ms() + 3_600_000;
+        let mut tx = store.begin_write().await.unwrap();
+        store.schedule_prices(&mut tx, "m", from, &later).await.unwrap();
+        tx.commit().await.unwrap();
+
+        // Reads keep the prices in effect, and list the change as later.
+        let row = get_model(&store, "m").await.unwrap();
+        assert_eq!(row.spec.prices, m.prices);
+        assert_eq!(row.scheduled.len(), 1);
+        assert_eq!(row.scheduled[0].from_ms, from);
+
+        let snap = build_snapshot(store.config_state().await.unwrap()).unwrap();
+        let sm = &snap.models[0];
+        assert_eq!(sm.targets.len(), 2);
+        assert_eq!(sm.price_schedule.len(), 1);
+        assert_eq!(sm.price_schedule[0].from_ms, from);
+        assert_eq!(
+            sm.price_schedule[0].targets.keys().collect::<Vec<_>>(),
+            [&1],
+            "target 'b' is the second served target"
+        );
+        let table = RoutingTable::try_from(snap).unwrap();
+        let t = &table.models["m"].targets;
+        assert_eq!(t[0].prices.at(from - 1), &m.prices);
+        assert_eq!(t[0].prices.at(from), &prices(5.0, 6.0, 0.0, 0.0));
+        assert_eq!(t[1].prices.at(from), &rich());
+
+        // A time that has passed, or prices that are not valid, are refused.
+        let mut tx = store.begin_write().await.unwrap();
+        assert_err!(
+            store.schedule_prices(&mut tx, "m", now_ms() - 1000, &later).await,
+            Invalid,
+            "not in the future"
+        );
+        drop(tx);
+        let mut bad = later.clone();
+        bad.model.per_image.insert("a/b/c".into(), Default::default());
+        let mut tx = store.begin_write().await.unwrap();
+        assert_err!(
+            store.schedule_prices(&mut tx, "m", from, &bad).await,
+            Invalid,
+            "image price key"
+        );
+        drop(tx);
+    }
+}
