@@ -1205,7 +1205,6 @@ pub fn parse_header(s: &str) -> Result<Header, String> {
     })
 }
 
-
 /// A humantime duration (`30d`, `12h`, `1y 2months`) in whole seconds, at
 /// least one.
 /// US dollars, to the micro-dollar: "0.05" is 50000. Exact (no floating
@@ -1805,7 +1804,6 @@ mod tests {
         assert!(parse_lifetime("0s").is_err());
         assert!(parse_lifetime("soon").is_err());
     }
-
 
     #[test]
     fn header_without_colon_is_a_usage_error() {

@@ -16,9 +16,9 @@ use secrecy::ExposeSecret;
 use tokio::sync::{watch, Mutex};
 
 use crate::convert::limits_pb;
-use llmgw_core::price::exact_pb;
 use crate::settings::GlobalSettings;
 use crate::store::{Backend, ConfigState, Store, StoreError, CONFIG_CHANNEL};
+use llmgw_core::price::exact_pb;
 use sqlx::postgres::PgListener;
 
 /// How often the stored version is compared with the published one.

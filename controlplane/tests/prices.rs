@@ -22,7 +22,8 @@ fn rich() -> PriceSheet {
         prices: prices(0.2, 0.6, 0.02, 0.25).tokens,
     }];
     s.per_request = "0.000000001".parse().unwrap();
-    s.per_image.insert("1024x1024/high".into(), "0.167".parse().unwrap());
+    s.per_image
+        .insert("1024x1024/high".into(), "0.167".parse().unwrap());
     s.per_image.insert("*".into(), "0.04".parse().unwrap());
     s.per_audio_second = "0.0001".parse().unwrap();
     s.per_mchar = "15".parse().unwrap();

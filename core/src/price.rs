@@ -118,7 +118,11 @@ impl FromStr for Amount {
         if whole.is_empty() && frac.is_empty() {
             return Err(bad("is not a decimal number"));
         }
-        if !whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        if !whole
+            .bytes()
+            .chain(frac.bytes())
+            .all(|b| b.is_ascii_digit())
+        {
             return Err(bad(
                 "is not a decimal number (digits and one '.', e.g. 2.50)",
             ));
@@ -172,7 +176,8 @@ impl serde::Serialize for Amount {
 impl<'de> serde::Deserialize<'de> for Amount {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Amount, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(|e: ValidationError| serde::de::Error::custom(e.0))
+        s.parse()
+            .map_err(|e: ValidationError| serde::de::Error::custom(e.0))
     }
 }
 
@@ -666,10 +671,7 @@ mod tests {
         // The highest tier below the input; its cache write is its input.
         // 1000001 × 10 + 1000 × 40 = 10040010 → 10.04001 USD.
         assert_eq!(s.cost(&at(1_000_001, 0, 0)), 10_040_010_000);
-        assert_eq!(
-            s.cost(&at(0, 0, 1_000_001)),
-            10_000_010_000 + 40_000_000
-        );
+        assert_eq!(s.cost(&at(0, 0, 1_000_001)), 10_000_010_000 + 40_000_000);
         // The estimate's input may pick the tier instead.
         let forced = Metered {
             tier_input_tokens: Some(300_000),
@@ -855,7 +857,14 @@ mod tests {
         for good in ["*", "1024x1024", "1024x1024/high", "*/low", "auto/auto"] {
             assert!(image_key(good).is_ok(), "{good}");
         }
-        for bad in ["", "/high", "1024x1024/", "a/b/c", "1024 x 1024", "1024x1024/*"] {
+        for bad in [
+            "",
+            "/high",
+            "1024x1024/",
+            "a/b/c",
+            "1024 x 1024",
+            "1024x1024/*",
+        ] {
             assert!(image_key(bad).is_err(), "{bad}");
         }
         let s = PriceSheet {

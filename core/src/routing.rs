@@ -15,9 +15,9 @@
 //! still tried when the targets before it fail or are ejected as outliers,
 //! so it serves when it is the only healthy one.
 
+use crate::price::Metered;
 use crate::rules::Facts;
 use crate::serving::{serving, ClientApi, Serving};
-use crate::price::Metered;
 use crate::table::{Model, Target};
 use crate::validate::{Protocol, Strategy};
 
@@ -347,8 +347,8 @@ impl RouteState for FreshState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::Rule;
     use crate::price::{PriceSchedule, PriceSheet, TokenPrices};
+    use crate::rules::Rule;
     use crate::table::Provider;
     use std::cell::Cell;
     use std::collections::{HashMap, HashSet};
@@ -797,11 +797,17 @@ mod tests {
         let m = model(Strategy::CostFirst, vec![priced(&p, "flat", 2, 2), tiered]);
         let s = TestState::default();
         assert_eq!(
-            names(&m, &plan(&m, ClientApi::Chat, &sized(200_000, Some(10)), &s)),
+            names(
+                &m,
+                &plan(&m, ClientApi::Chat, &sized(200_000, Some(10)), &s)
+            ),
             ["tiered", "flat"]
         );
         assert_eq!(
-            names(&m, &plan(&m, ClientApi::Chat, &sized(200_001, Some(10)), &s)),
+            names(
+                &m,
+                &plan(&m, ClientApi::Chat, &sized(200_001, Some(10)), &s)
+            ),
             ["flat", "tiered"]
         );
     }

@@ -655,7 +655,10 @@ type Scheduled = (i64, PriceSheet, HashMap<usize, PriceSheet>);
 
 /// A model's scheduled price changes, each checked; a target index must
 /// name one of the model's `targets` targets.
-fn schedule(items: &[pb::ScheduledPrices], targets: usize) -> Result<Vec<Scheduled>, SnapshotError> {
+fn schedule(
+    items: &[pb::ScheduledPrices],
+    targets: usize,
+) -> Result<Vec<Scheduled>, SnapshotError> {
     items
         .iter()
         .enumerate()
@@ -946,7 +949,9 @@ mod tests {
             "{e}"
         );
         let mut bad = s.clone();
-        bad.models[0].price_schedule[0].targets.insert(7, Default::default());
+        bad.models[0].price_schedule[0]
+            .targets
+            .insert(7, Default::default());
         let e = RoutingTable::try_from(bad).unwrap_err();
         assert!(e.0.contains("price_schedule[0].targets: index 7"), "{e}");
         let mut bad = s;

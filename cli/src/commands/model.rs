@@ -505,10 +505,7 @@ mod tests {
         };
         let (r, _) = update_request(u).unwrap();
         assert_eq!(r.prices_from, "2030-01-01T00:00:00Z");
-        assert_eq!(
-            fmt_prices(r.prices.as_ref()),
-            "3/15, above 200000: 6/22.5"
-        );
+        assert_eq!(fmt_prices(r.prices.as_ref()), "3/15, above 200000: 6/22.5");
         assert_eq!(fmt_prices(None), "");
     }
 

@@ -28,8 +28,8 @@ pub struct PriceArgs {
     /// 0 or absent charges them at the input price.
     #[arg(long, value_name = "W", value_parser = parse_decimal)]
     pub price_cache_write: Option<String>,
-    /// Token prices for requests whose whole input (uncached + cache reads
-    /// + cache writes) is above THRESHOLD tokens, replacing the others:
+    /// Token prices for requests whose whole input (uncached, cache reads
+    /// and cache writes) is above THRESHOLD tokens, replacing the others:
     /// THRESHOLD:IN,OUT[,CACHED[,WRITE]]. Repeat for more tiers.
     #[arg(long = "price-tier", value_name = "THRESHOLD:IN,OUT[,CACHED[,WRITE]]")]
     pub price_tiers: Vec<String>,
@@ -375,7 +375,10 @@ mod tests {
             price_per_request: Some("0.01".into()),
             ..Default::default()
         };
-        assert_eq!(text(&only.prices().unwrap().unwrap()), "0/0, per request 0.01");
+        assert_eq!(
+            text(&only.prices().unwrap().unwrap()),
+            "0/0, per request 0.01"
+        );
     }
 
     #[test]

@@ -134,8 +134,15 @@ impl ProviderSpec {
 fn check_prices(sheet: &PriceSheet, field: &str, p: &mut Problems) {
     if let Err(e) = sheet.clone().check() {
         p.add(field, format!("{field}: {}", e.0));
-    } else if sheet.tiers.windows(2).any(|w| w[0].above_input_tokens > w[1].above_input_tokens) {
-        p.add(field, format!("{field}: tiers are not in order of threshold"));
+    } else if sheet
+        .tiers
+        .windows(2)
+        .any(|w| w[0].above_input_tokens > w[1].above_input_tokens)
+    {
+        p.add(
+            field,
+            format!("{field}: tiers are not in order of threshold"),
+        );
     }
 }
 

@@ -13,9 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use llmgw_controlplane::secrets::{generate_master_key, Sealer};
-use llmgw_controlplane::store::{
-    self, KeySpec, ModelSpec, ProviderSpec, Store, TargetSpec,
-};
+use llmgw_controlplane::store::{self, KeySpec, ModelSpec, ProviderSpec, Store, TargetSpec};
 use llmgw_core::price::{Amount, PriceSheet, TokenPrices};
 use llmgw_core::table::{ModelType, Translation};
 use llmgw_core::{keys, Protocol, Strategy};
