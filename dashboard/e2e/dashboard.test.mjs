@@ -476,6 +476,17 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
     await row.getByText("mock:mock-fail").waitFor();
     await row.getByText("mock:mock-ok").waitFor();
     assert.equal((await row.getByTestId("model-type").innerText()).trim(), "chat");
+    // Exact prices, and their history: one change, in effect.
+    assert.equal((await row.getByTestId("model-prices").innerText()).trim(), "1.5/6");
+    await row.getByRole("button", { name: "Price history of e2e-model", exact: true }).click();
+    const pricesDialog = page.getByRole("dialog");
+    const change = pricesDialog.getByTestId("price-change");
+    await change.first().waitFor();
+    assert.equal(await change.count(), 1);
+    assert.match(await change.first().innerText(), /in effect[\s\S]*model 1\.5\/6/);
+    await screenshot("model-prices");
+    await pricesDialog.getByRole("button", { name: "Close" }).click();
+    await pricesDialog.waitFor({ state: "detached" });
 
     await page.getByRole("button", { name: "Explain", exact: true }).click();
     const result = page.getByTestId("explain-result");

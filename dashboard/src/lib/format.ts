@@ -63,12 +63,6 @@ export function formatPercent(rate: number): string {
   return `${trim(p, p < 10 ? 2 : 1)}%`;
 }
 
-/** Price per million tokens: "$2.50". */
-export function formatPrice(v: number): string {
-  if (!v) return "–";
-  return `$${v.toFixed(v < 0.1 ? 3 : 2)}`;
-}
-
 function pad(x: number): string {
   return String(x).padStart(2, "0");
 }

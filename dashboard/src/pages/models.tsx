@@ -1,4 +1,4 @@
-import { ArrowDown, ArrowUp, Boxes, FlaskConical, Pencil, Plus, Route, Trash2, X } from "lucide-react";
+import { ArrowDown, ArrowUp, Boxes, FlaskConical, History, Pencil, Plus, Route, Trash2, X } from "lucide-react";
 import { type FormEvent, useRef, useState } from "react";
 import { ConfirmDialog } from "@/components/confirm";
 import { LimitsCell, LimitsFields, ResetSpendDialog, useScopeUsage } from "@/components/limits";
@@ -16,10 +16,11 @@ import { Select } from "@/components/ui/select";
 import { Table, TableBody, TableCell, TableHead, TableHeader, TableRow } from "@/components/ui/table";
 import type { ExplainRouteResponse, Model } from "@/gen/llmgw/v1/admin_pb";
 import type { Prices } from "@/gen/llmgw/v1/common_pb";
+import { hasOwnPrices, historyRows, NO_PRICES, otherModes, type PriceForm, priceForm, pricesOf, priceText } from "@/lib/prices";
 import { paramsOf, paramsSummary, paramsText } from "@/lib/default-params";
 import { api, errorMessage } from "@/lib/api";
 import { weightLabel } from "@/lib/broken";
-import { formatCost, formatInt, formatPrice } from "@/lib/format";
+import { formatCost, formatInt } from "@/lib/format";
 import { limitsForCreate, type LimitsForm, limitsFormOf, limitsForUpdate, NO_LIMITS } from "@/lib/limits";
 import { useQuery, useTitle } from "@/lib/hooks";
 import {
@@ -52,14 +53,9 @@ interface TargetForm {
   enabled: boolean;
   overridePrices: boolean;
   prices: PriceForm;
+  /** The target's stored prices: their other modes are kept on save. */
+  storedPrices?: Prices;
   defaultParams: string;
-}
-
-interface PriceForm {
-  input: string;
-  output: string;
-  cached: string;
-  cacheWrite: string;
 }
 
 interface ModelForm {
@@ -75,18 +71,6 @@ interface ModelForm {
   type: string;
   limits: LimitsForm;
 }
-
-const NO_PRICES: PriceForm = { input: "", output: "", cached: "", cacheWrite: "" };
-
-const priceForm = (p: Prices | undefined): PriceForm =>
-  p
-    ? {
-        input: p.inputPerMtok ? String(p.inputPerMtok) : "",
-        output: p.outputPerMtok ? String(p.outputPerMtok) : "",
-        cached: p.cachedInputPerMtok ? String(p.cachedInputPerMtok) : "",
-        cacheWrite: p.cacheWritePerMtok ? String(p.cacheWritePerMtok) : "",
-      }
-    : NO_PRICES;
 
 const newTarget = (provider = ""): TargetForm => ({
   provider,
@@ -119,9 +103,9 @@ function formOf(m: Model): ModelForm {
       weight: String(t.weight ?? 1),
       rules: t.rules,
       enabled: t.enabled,
-      overridePrices:
-        !!t.prices && (t.prices.inputPerMtok > 0 || t.prices.outputPerMtok > 0 || t.prices.cachedInputPerMtok > 0 || t.prices.cacheWritePerMtok > 0),
+      overridePrices: hasOwnPrices(t.prices),
       prices: priceForm(t.prices),
+      storedPrices: t.prices,
       defaultParams: paramsText(t.defaultParams),
     })),
   };
@@ -135,15 +119,6 @@ function num(s: string, what: string, opts: { int?: boolean; min?: number } = {}
     throw new Error(`${what} must be ${opts.int ? "a whole number" : "a number"}${opts.min != null ? ` ≥ ${opts.min}` : ""}`);
   }
   return v;
-}
-
-function prices(p: PriceForm, where: string) {
-  return {
-    inputPerMtok: num(p.input, `${where}input price`, { min: 0 }),
-    outputPerMtok: num(p.output, `${where}output price`, { min: 0 }),
-    cachedInputPerMtok: num(p.cached, `${where}cached input price`, { min: 0 }),
-    cacheWritePerMtok: num(p.cacheWrite, `${where}cache write price`, { min: 0 }),
-  };
 }
 
 function targetsOf(f: ModelForm) {
@@ -165,7 +140,7 @@ function targetsOf(f: ModelForm) {
       weight: t.weight.trim() ? num(t.weight, `${where}weight`, { int: true, min: 0 }) : 1,
       rules: t.rules.trim(),
       enabled: t.enabled,
-      prices: t.overridePrices ? prices(t.prices, where) : undefined,
+      prices: t.overridePrices ? pricesOf(t.prices, where, t.storedPrices) : undefined,
       defaultParams: paramsOf(t.defaultParams, where),
     };
   });
@@ -180,6 +155,7 @@ export function ModelsPage() {
   const [editing, setEditing] = useState<Model | "new" | null>(null);
   const [deleting, setDeleting] = useState<Model | null>(null);
   const [testing, setTesting] = useState<string | null>(null);
+  const [pricing, setPricing] = useState<string | null>(null);
   const [explainModel, setExplainModel] = useState("");
   const explainRef = useRef<HTMLDivElement>(null);
   const models = list.data?.models ?? [];
@@ -215,7 +191,7 @@ export function ModelsPage() {
                 <TableHead>Targets</TableHead>
                 <TableHead>Attempts</TableHead>
                 <TableHead>Translation</TableHead>
-                <TableHead className="whitespace-normal">Price in / out (per 1M)</TableHead>
+                <TableHead className="whitespace-normal" title="US dollars; tokens per 1M as in/out[/cached[/cache write]]">Prices</TableHead>
                 <TableHead>Status · limits</TableHead>
                 <TableHead className="pr-5 text-right">
                   <span className="sr-only">Actions</span>
@@ -260,8 +236,8 @@ export function ModelsPage() {
                       </span>
                     ) : null}
                   </TableCell>
-                  <TableCell className="whitespace-nowrap tabular-nums text-xs">
-                    {formatPrice(m.prices?.inputPerMtok ?? 0)} / {formatPrice(m.prices?.outputPerMtok ?? 0)}
+                  <TableCell className="max-w-56 tabular-nums text-xs" data-testid="model-prices">
+                    {priceText(m.prices) || <span className="text-muted-foreground">none</span>}
                   </TableCell>
                   <TableCell>
                     {/* One column for both keeps the table within a laptop's width. */}
@@ -285,6 +261,9 @@ export function ModelsPage() {
                       }}
                     >
                       <Route />
+                    </Button>
+                    <Button variant="ghost" size="icon-sm" aria-label={`Price history of ${m.name}`} title="Prices and their history" onClick={() => setPricing(m.name)}>
+                      <History />
                     </Button>
                     <Button variant="ghost" size="icon-sm" aria-label={`Test ${m.name}`} title="Test each target" onClick={() => setTesting(m.name)}>
                       <FlaskConical />
@@ -319,6 +298,7 @@ export function ModelsPage() {
         />
       ) : null}
       {testing ? <ModelTestDialog name={testing} onClose={() => setTesting(null)} /> : null}
+      {pricing ? <PriceHistoryDialog name={pricing} onClose={() => setPricing(null)} /> : null}
       <ResetSpendDialog scope="model" name={resetting} onClose={() => setResetting(null)} onDone={usage.reload} />
       <ConfirmDialog
         open={deleting != null}
@@ -358,6 +338,74 @@ function PriceFields({ id, value, onChange }: { id: string; value: PriceForm; on
         />
       </Field>
     </div>
+  );
+}
+
+/** A model's prices in effect, per target, and every change of them with its time. */
+function PriceHistoryDialog({ name, onClose }: { name: string; onClose: () => void }) {
+  const q = useQuery((signal) => api().getModelPrices({ name }, { signal }), [name]);
+  const rows = q.data ? historyRows(q.data) : [];
+  return (
+    <Dialog open onClose={onClose} title={`Prices of ${name}`} className="max-w-3xl">
+      {q.error ? <ErrorAlert message={q.error} onRetry={q.reload} /> : null}
+      {q.loading && !q.data ? <Spinner /> : null}
+      {q.data ? (
+        <div className="grid gap-4 text-sm" data-testid="price-history">
+          <div className="overflow-hidden rounded-lg border">
+            <Table>
+              <TableHeader>
+                <TableRow className="hover:bg-transparent">
+                  <TableHead>In effect for</TableHead>
+                  <TableHead>Prices (US dollars; tokens per 1M)</TableHead>
+                </TableRow>
+              </TableHeader>
+              <TableBody>
+                <TableRow>
+                  <TableCell className="font-medium">the model</TableCell>
+                  <TableCell className="tabular-nums">{priceText(q.data.prices) || "none"}</TableCell>
+                </TableRow>
+                {q.data.targets.map((t) => (
+                  <TableRow key={t.number}>
+                    <TableCell>
+                      {t.number}. {t.provider}:{t.upstreamModel}
+                    </TableCell>
+                    <TableCell className="tabular-nums">{t.prices ? priceText(t.prices) : <span className="text-muted-foreground">the model's</span>}</TableCell>
+                  </TableRow>
+                ))}
+              </TableBody>
+            </Table>
+          </div>
+          {rows.length === 0 ? (
+            <p className="text-muted-foreground">No recorded changes: the prices are as they were before price history.</p>
+          ) : (
+            <div className="overflow-hidden rounded-lg border">
+              <Table>
+                <TableHeader>
+                  <TableRow className="hover:bg-transparent">
+                    <TableHead>From</TableHead>
+                    <TableHead>State</TableHead>
+                    <TableHead>Prices</TableHead>
+                  </TableRow>
+                </TableHeader>
+                <TableBody>
+                  {rows.map((r, i) => (
+                    <TableRow key={i} data-testid="price-change">
+                      <TableCell className="whitespace-nowrap tabular-nums" title={`recorded ${r.recordedAt}`}>
+                        {r.from}
+                      </TableCell>
+                      <TableCell>
+                        <Badge variant={r.state === "in effect" ? "success" : r.state === "scheduled" ? "outline" : "secondary"}>{r.state}</Badge>
+                      </TableCell>
+                      <TableCell className="text-xs tabular-nums">{r.prices}</TableCell>
+                    </TableRow>
+                  ))}
+                </TableBody>
+              </Table>
+            </div>
+          )}
+        </div>
+      ) : null}
+    </Dialog>
   );
 }
 
@@ -434,7 +482,7 @@ function ModelDialog({
         strategy: f.strategy,
         maxAttempts: num(f.maxAttempts, "Attempts per target", { int: true, min: 0 }),
         retryDelayMs: f.retryDelayMs.trim() ? num(f.retryDelayMs, "Retry delay", { int: true, min: 0 }) : undefined,
-        prices: prices(f.prices, "The "),
+        prices: pricesOf(f.prices, "The ", model?.prices),
         enabled: f.enabled,
         translation: f.translation,
       };
@@ -489,6 +537,11 @@ function ModelDialog({
         <fieldset className="grid gap-2">
           <legend className="mb-2 text-sm font-medium">Prices, US dollars per 1M tokens</legend>
           <PriceFields id="m-price" value={f.prices} onChange={(p) => set({ prices: p })} />
+          {otherModes(model?.prices?.sheet) ? (
+            <p className="text-xs text-muted-foreground" data-testid="other-price-modes">
+              Also charged, and kept as they are (set them with <code>llmgw model update --price-*</code>): {otherModes(model?.prices?.sheet)}
+            </p>
+          ) : null}
         </fieldset>
         <Switch id="m-enabled" checked={f.enabled} onChange={(v) => set({ enabled: v })} label="Enabled" />
         <LimitsFields
