@@ -150,6 +150,8 @@ mod tests {
                     sheet: Some(llmgw_proto::v1::PriceSheet {
                         input_per_mtok: "2.5".into(),
                         output_per_mtok: "10".into(),
+                        cached_input_per_mtok: "1.25".into(),
+                        cache_write_per_mtok: "3.125".into(),
                         tiers: vec![llmgw_proto::v1::PriceTier {
                             above_input_tokens: 200_000,
                             input_per_mtok: "5".into(),

@@ -381,10 +381,14 @@ impl PriceSheet {
             per_million(m.cache_write_tokens, t.cache_write_or_input()),
             per_million(m.output_tokens, t.output),
             per_unit(1, self.per_request),
-            per_unit(
-                u64::from(m.images),
-                self.image_price(m.image_size, m.image_quality),
-            ),
+            if m.images == 0 || self.per_image.is_empty() {
+                0
+            } else {
+                per_unit(
+                    u64::from(m.images),
+                    self.image_price(m.image_size, m.image_quality),
+                )
+            },
             // Nano-dollars per second times milliseconds is 1e-12 USD;
             // times 1000 it is femto-dollars.
             u128::from(m.audio_milliseconds)

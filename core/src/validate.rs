@@ -331,16 +331,6 @@ impl fmt::Display for Strategy {
     }
 }
 
-/// Prices must be finite and not negative.
-pub fn price(what: &str, value: f64) -> Result<(), ValidationError> {
-    if !value.is_finite() || value < 0.0 {
-        return Err(ValidationError(format!(
-            "{what} price must be a number of at least 0"
-        )));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

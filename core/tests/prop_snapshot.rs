@@ -453,7 +453,7 @@ fn the_valid_base_snapshot_is_accepted() {
 }
 
 /// A snapshot is the control plane's word, but the data plane checks it
-/// whole, prices included (`validate::price`, as on write): a NaN, infinite
+/// whole, prices included (`price::sheet_from_legacy`): a NaN, infinite
 /// or negative price would otherwise reach cost computation.
 #[test]
 fn bad_prices_are_refused() {

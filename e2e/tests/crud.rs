@@ -287,7 +287,13 @@ async fn crud(db: Db) {
             .any(|l| l.starts_with("translation") && l.ends_with("strict")),
         "{shown}"
     );
-    assert!(shown.contains("cache write 3.125"), "{shown}");
+    // Prices on one line: input/output/cached/cache write, exact.
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("prices") && l.ends_with("2.5/10/1.25/3.125")),
+        "{shown}"
+    );
     let err = cli_err(&cp, &["model", "update", "gpt", "--translation", "loose"]).await;
     assert!(err.contains("strict") && err.contains("lenient"), "{err}");
 

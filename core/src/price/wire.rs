@@ -132,11 +132,38 @@ pub fn prices_pb(s: &PriceSheet) -> pb::Prices {
 
 /// The API's `Prices`: its sheet when it has one, else its `f64` token
 /// prices (a client older than exact prices).
+///
+/// With both, a non-zero `f64` price must be the sheet's (as shown, its
+/// nearest `f64`): an exported file whose `f64` prices were edited and
+/// its sheet not is refused rather than applied without the edit.
 pub fn from_prices_pb(p: &pb::Prices) -> Result<PriceSheet, ValidationError> {
-    match &p.sheet {
-        Some(s) => PriceSheet::try_from(s),
-        None => sheet_from_legacy(p),
+    let Some(s) = &p.sheet else {
+        return sheet_from_legacy(p);
+    };
+    let sheet = PriceSheet::try_from(s)?;
+    let t = &sheet.tokens;
+    for (field, given, exact) in [
+        ("input_per_mtok", p.input_per_mtok, t.input),
+        ("output_per_mtok", p.output_per_mtok, t.output),
+        (
+            "cached_input_per_mtok",
+            p.cached_input_per_mtok,
+            t.cached_input,
+        ),
+        (
+            "cache_write_per_mtok",
+            p.cache_write_per_mtok,
+            t.cache_write,
+        ),
+    ] {
+        if given != 0.0 && given != exact.to_f64() {
+            return Err(ValidationError(format!(
+                "{field} {given} disagrees with sheet.{field} '{exact}'; change the sheet's \
+                 price (the exact one), and leave out or match the number"
+            )));
+        }
     }
+    Ok(sheet)
 }
 
 /// The flat token prices of an older peer, each rounded to the nearest
@@ -289,6 +316,21 @@ mod tests {
             .unwrap_err()
             .0
             .starts_with("output_per_mtok: "));
+    }
+
+    #[test]
+    fn f64_prices_beside_a_sheet_must_agree_with_it() {
+        let mut p = prices_pb(&sample());
+        assert!(from_prices_pb(&p).is_ok());
+        // Left out (0) is fine: the sheet is the price.
+        p.output_per_mtok = 0.0;
+        assert!(from_prices_pb(&p).is_ok());
+        p.input_per_mtok = 3.0;
+        let e = from_prices_pb(&p).unwrap_err();
+        assert!(
+            e.0.starts_with("input_per_mtok 3 disagrees with sheet.input_per_mtok '2.5'"),
+            "{e}"
+        );
     }
 
     #[test]
