@@ -767,6 +767,11 @@ pub struct ModelChanges {
     /// other changes apply now. Absent: now.
     #[arg(long = "prices-from", value_name = "TIME")]
     pub prices_from: Option<String>,
+    /// Remove the model's price changes scheduled for later (see
+    /// `model prices NAME --history`); with --prices-from, before the new
+    /// one is scheduled.
+    #[arg(long)]
+    pub cancel_scheduled_prices: bool,
     /// max_tokens sent to targets that require it (Anthropic) when the
     /// client gives none.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..),

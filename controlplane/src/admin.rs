@@ -403,7 +403,8 @@ impl pb::admin_server::Admin for AdminService {
                     }
                     spec.limits = limits_merged(spec.limits.as_ref(), r.limits.as_ref())?;
                     let name = spec.name.clone();
-                    self::prices::write_update(store, tx, spec, &before, from).await?;
+                    let cancel = r.cancel_scheduled_prices;
+                    self::prices::write_update(store, tx, spec, &before, from, cancel).await?;
                     store.model(tx, &name).await
                 })
             })

@@ -140,3 +140,58 @@ both! {
         drop(tx);
     }
 }
+
+both! {
+    async fn export_and_apply_carry_every_mode_exactly(db: Db) {
+        use llmgw_controlplane::apply;
+        let store = db.open().await;
+        create_provider(&store, &provider("p")).await;
+        let mut m = model("m", vec![target("p", "a"), target("p", "b")]);
+        m.prices = rich();
+        m.targets[0].prices = Some(rich());
+        create_model(&store, &m).await;
+        let exported = apply::export(&store.config_state().await.unwrap());
+        let prices = exported.models[0].prices.as_ref().unwrap();
+        let sheet = prices.sheet.as_ref().unwrap();
+        assert_eq!(sheet.input_per_mtok, "0.1");
+        assert_eq!(sheet.per_request, "0.000000001");
+        assert_eq!(sheet.tiers[0].above_input_tokens, 200_000);
+        assert_eq!(sheet.per_image["1024x1024/high"], "0.167");
+        // The f64 beside it, for older readers.
+        assert_eq!(prices.input_per_mtok, 0.1);
+
+        let opts = || apply::Options { prune: true, allow_empty: true };
+        // Applied back unchanged: nothing to do.
+        let mut tx = store.begin_write().await.unwrap();
+        let out = apply::apply(&store, &mut tx, exported.clone(), opts()).await.unwrap();
+        assert!(out.changes.is_empty(), "{:?}", out.changes);
+        drop(tx);
+
+        // A changed tier is a change of prices, applied exactly and recorded.
+        let mut desired = exported.clone();
+        let s = desired.models[0].prices.as_mut().unwrap().sheet.as_mut().unwrap();
+        s.tiers[0].output_per_mtok = "0.600000001".into();
+        let mut tx = store.begin_write().await.unwrap();
+        let out = apply::apply(&store, &mut tx, desired, opts()).await.unwrap();
+        tx.commit().await.unwrap();
+        let details = format!("{:?}", out.changes);
+        assert!(details.contains("above 200000: 0.2/0.600000001"), "{details}");
+        let got = get_model(&store, "m").await.unwrap().spec;
+        assert_eq!(got.prices.tiers[0].prices.output.nanos(), 600_000_001);
+        assert_eq!(got.targets[0].prices, Some(rich()));
+        let mut conn = store.pool().acquire().await.unwrap();
+        assert_eq!(store.price_history(&mut conn, "m").await.unwrap().len(), 2);
+        drop(conn);
+
+        // An exported file whose f64 price was edited, and not its sheet,
+        // is refused rather than applied without the edit.
+        let mut stale = exported;
+        stale.models[0].prices.as_mut().unwrap().input_per_mtok = 0.5;
+        let mut tx = store.begin_write().await.unwrap();
+        assert_err!(
+            apply::apply(&store, &mut tx, stale, opts()).await,
+            Invalid,
+            "disagrees with sheet.input_per_mtok"
+        );
+    }
+}

@@ -171,7 +171,7 @@ def test_a_price_change_applies_from_its_time_and_leaves_earlier_costs(gw: Gatew
     assert gw.cli("model", "prices", model)["history"] == []
 
 
-def test_a_scheduled_change_is_listed_before_its_time_and_bad_times_are_refused(gw: Gateway) -> None:
+def test_a_scheduled_change_is_listed_refused_when_bad_and_cancelled(gw: Gateway) -> None:
     model = gw.add_model([f"mock:later-{uid()}"], "--price-input", "1", "--price-output", "2",
                          prefix="price")
     far = rfc3339((int(time.time()) + 86_400) * 1000)
@@ -191,3 +191,7 @@ def test_a_scheduled_change_is_listed_before_its_time_and_bad_times_are_refused(
         assert p.returncode != 0 and says in p.stderr, (args, p.stderr)
     p = gw.cli_raw("model", "update", model, "--price-input", "0.0000000001")
     assert p.returncode != 0 and "9 decimal places" in p.stderr, p.stderr
+    # A scheduled change can be taken back before its time.
+    gw.cli("model", "update", model, "--cancel-scheduled-prices")
+    shown = gw.cli("model", "prices", model, "--history")
+    assert [h["scheduled"] for h in shown["history"]] == [False], shown

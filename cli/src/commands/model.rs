@@ -246,6 +246,7 @@ fn update_request(a: ModelUpdateArgs) -> Result<(UpdateModelRequest, Option<Retu
         clear_retry_delay: ch.clear_retry_delay,
         prices: ch.prices.prices()?,
         prices_from: ch.prices_from.unwrap_or_default(),
+        cancel_scheduled_prices: ch.cancel_scheduled_prices,
         enabled,
         targets,
         default_max_tokens: ch.default_max_tokens,

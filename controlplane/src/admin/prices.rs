@@ -20,7 +20,8 @@ pub(super) fn prices_from(text: &str) -> Result<Option<i64>, StoreError> {
     })
 }
 
-/// Writes an updated model. With a time `from`, its prices (`spec`'s, and
+/// Writes an updated model, first removing its scheduled price changes
+/// when `cancel` says so. With a time `from`, its prices (`spec`'s, and
 /// its targets' own) are scheduled from then instead, and those in effect
 /// (`before`) stay until then.
 pub(super) async fn write_update(
@@ -29,7 +30,11 @@ pub(super) async fn write_update(
     mut spec: ModelSpec,
     before: &PriceSet,
     from: Option<i64>,
+    cancel: bool,
 ) -> Result<(), StoreError> {
+    if cancel {
+        store.cancel_scheduled_prices(tx, &spec.name).await?;
+    }
     let Some(from) = from else {
         return store.update_model(tx, &spec).await;
     };

@@ -193,6 +193,22 @@ impl Store {
             .collect())
     }
 
+    /// Removes `model`'s price changes scheduled later than now; how many
+    /// there were.
+    pub async fn cancel_scheduled_prices(
+        &self,
+        tx: &mut AnyConnection,
+        model: &str,
+    ) -> Result<u64> {
+        let done =
+            sqlx::query("DELETE FROM price_history WHERE model = $1 AND effective_from > $2")
+                .bind(model)
+                .bind(super::now_ms())
+                .execute(&mut *tx)
+                .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Schedules `prices` for `model` from `from_ms` (later than now) on;
     /// the prices in effect stay until then. Checked like a model write:
     /// each sheet, and that the model exists.
