@@ -356,7 +356,7 @@ impl pb::admin_server::Admin for AdminService {
                         "strategy" => strat.is_some(),
                         "max_attempts" => r.max_attempts.is_some(),
                         "retry_delay_ms" => r.retry_delay_ms.is_some() || r.clear_retry_delay,
-                        "prices" => r.prices.is_some(),
+                        "prices" => r.prices.is_some() || r.cancel_scheduled_prices,
                         "enabled" => r.enabled.is_some(),
                         "default_max_tokens" => {
                             r.default_max_tokens.is_some() || r.clear_default_max_tokens

@@ -195,3 +195,42 @@ both! {
         );
     }
 }
+
+both! {
+    async fn an_unreadable_history_row_breaks_only_its_model(db: Db) {
+        let store = db.open().await;
+        create_provider(&store, &provider("p")).await;
+        create_model(&store, &model("bad", vec![target("p", "a")])).await;
+        create_model(&store, &model("good", vec![target("p", "a")])).await;
+        let mut conn = store.pool().acquire().await.unwrap();
+        for text in ["not json", r#"{"model":{"tiers":[{"above_input_tokens":0,"prices":{}}]}}"#] {
+            sqlx::query(
+                "INSERT INTO price_history (model, effective_from, prices, recorded_at) \
+                 VALUES ('bad', $1, $2, 0)",
+            )
+            .bind(now_ms() - 1)
+            .bind(text)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        }
+        drop(conn);
+        let row = get_model(&store, "bad").await.unwrap();
+        assert_eq!(row.broken.len(), 1, "{:?}", row.broken);
+        assert_eq!(row.broken[0].field, "prices");
+        assert!(row.broken[0].reason.contains("tiers[0]"), "{:?}", row.broken);
+        // Left out of the snapshot; the rest is served.
+        let snap = build_snapshot(store.config_state().await.unwrap()).unwrap();
+        assert_eq!(snap.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["good"]);
+        RoutingTable::try_from(snap).unwrap();
+        // New prices supersede it.
+        let mut fixed = row.spec.clone();
+        fixed.prices = prices(1.0, 1.0, 0.0, 0.0);
+        let mut tx = store.begin_write().await.unwrap();
+        store.update_model(&mut tx, &fixed).await.unwrap();
+        tx.commit().await.unwrap();
+        let row = get_model(&store, "bad").await.unwrap();
+        assert!(row.broken.is_empty(), "{:?}", row.broken);
+        assert_eq!(row.spec.prices, prices(1.0, 1.0, 0.0, 0.0));
+    }
+}

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use llmgw_core::price::PriceSheet;
 use sqlx::{AnyConnection, Row};
 
-use super::{ModelRow, ModelSpec, Result, Store, StoreError};
+use super::{Broken, ModelRow, ModelSpec, Result, Store, StoreError};
 
 /// A model's whole price set: its own sheet and its targets' own, by
 /// target index (0 first, in the model's target order).
@@ -70,9 +70,40 @@ pub struct PriceChange {
     pub prices: PriceSet,
 }
 
-/// Every recorded change of `model`, oldest first (by time, then by the
-/// order they were made).
-async fn read(conn: &mut AnyConnection, model: Option<&str>) -> Result<Vec<(String, PriceChange)>> {
+/// A stored change, whose prices may not be readable.
+struct Stored {
+    from_ms: i64,
+    recorded_ms: i64,
+    /// Why the JSON is not a valid price set, when it is not.
+    prices: std::result::Result<PriceSet, String>,
+}
+
+impl Stored {
+    fn into_change(self, model: &str) -> Result<PriceChange> {
+        Ok(PriceChange {
+            from_ms: self.from_ms,
+            recorded_ms: self.recorded_ms,
+            prices: self.prices.map_err(|e| {
+                StoreError::Invalid(format!(
+                    "the stored price history of model '{model}' cannot be read: {e}"
+                ))
+            })?,
+        })
+    }
+}
+
+/// A stored price set, each sheet checked as on write.
+fn parse(text: &str) -> std::result::Result<PriceSet, String> {
+    let set: PriceSet = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    for sheet in std::iter::once(&set.model).chain(set.targets.values()) {
+        sheet.clone().check().map_err(|e| e.0)?;
+    }
+    Ok(set)
+}
+
+/// Every recorded change of `model` (of every model when `None`), oldest
+/// first (by time, then by the order they were made).
+async fn read(conn: &mut AnyConnection, model: Option<&str>) -> Result<Vec<(String, Stored)>> {
     let rows = match model {
         Some(m) => {
             sqlx::query(
@@ -94,19 +125,13 @@ async fn read(conn: &mut AnyConnection, model: Option<&str>) -> Result<Vec<(Stri
     };
     rows.iter()
         .map(|r| {
-            let model: String = r.try_get("model")?;
             let text: String = r.try_get("prices")?;
-            let prices: PriceSet = serde_json::from_str(&text).map_err(|e| {
-                StoreError::Invalid(format!(
-                    "the stored price history of model '{model}' cannot be read: {e}"
-                ))
-            })?;
             Ok((
-                model,
-                PriceChange {
+                r.try_get("model")?,
+                Stored {
                     from_ms: r.try_get("effective_from")?,
                     recorded_ms: r.try_get("recorded_at")?,
-                    prices,
+                    prices: parse(&text),
                 },
             ))
         })
@@ -114,18 +139,43 @@ async fn read(conn: &mut AnyConnection, model: Option<&str>) -> Result<Vec<(Stri
 }
 
 /// Puts the prices in effect at `now` over a model read from its columns,
-/// and keeps its later changes as scheduled.
-fn overlay(row: &mut ModelRow, changes: Vec<PriceChange>, now: i64) {
-    let (due, later): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| c.from_ms <= now);
-    if let Some(current) = due.last() {
-        current.prices.apply_to(&mut row.spec);
+/// and keeps its later changes as scheduled. A change that matters (the
+/// one in effect, or a scheduled one) that cannot be read, or prices that
+/// break a rule, mark the model broken, so it is left out of snapshots
+/// rather than refused by every data plane.
+fn overlay(row: &mut ModelRow, changes: Vec<Stored>, now: i64) {
+    let (mut due, later): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| c.from_ms <= now);
+    let mut unreadable = None;
+    if let Some(current) = due.pop() {
+        match &current.prices {
+            Ok(set) => set.apply_to(&mut row.spec),
+            Err(e) => unreadable = Some(e.clone()),
+        }
     }
-    row.scheduled = later;
+    row.scheduled = Vec::new();
+    for c in later {
+        match c.prices {
+            Ok(prices) => row.scheduled.push(PriceChange {
+                from_ms: c.from_ms,
+                recorded_ms: c.recorded_ms,
+                prices,
+            }),
+            Err(e) => unreadable = unreadable.or(Some(e)),
+        }
+    }
+    if let Some(e) = unreadable {
+        row.broken.push(Broken {
+            field: "prices".into(),
+            reason: format!("the stored price history cannot be read: {e}"),
+        });
+    } else if row.broken.is_empty() {
+        row.broken = row.spec.problems().0;
+    }
 }
 
 /// [`overlay`] for every model, from one read of the history.
 pub(super) async fn attach_all(conn: &mut AnyConnection, rows: &mut [ModelRow]) -> Result<()> {
-    let mut by_model: BTreeMap<String, Vec<PriceChange>> = BTreeMap::new();
+    let mut by_model: BTreeMap<String, Vec<Stored>> = BTreeMap::new();
     for (m, c) in read(conn, None).await? {
         by_model.entry(m).or_default().push(c);
     }
@@ -186,11 +236,11 @@ impl Store {
         conn: &mut AnyConnection,
         model: &str,
     ) -> Result<Vec<PriceChange>> {
-        Ok(read(conn, Some(model))
+        read(conn, Some(model))
             .await?
             .into_iter()
-            .map(|(_, c)| c)
-            .collect())
+            .map(|(_, c)| c.into_change(model))
+            .collect()
     }
 
     /// Removes `model`'s price changes scheduled later than now; how many
