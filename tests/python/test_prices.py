@@ -2,7 +2,8 @@
 hand-computed values to the nano-dollar; a price change leaves earlier
 records' cost unchanged and applies to later ones; a change scheduled with
 `--prices-from` is switched to by the data plane at its time; and
-`llmgw model prices --history` lists the changes. The official anthropic
+`llmgw model prices --history` lists the changes; `route explain`
+estimates with the tier of the estimated input. The official anthropic
 and openai SDKs are the clients; the mock reports the usage it is told to
 (`x-mock-cache: R,W` cache reads and writes, `x-mock-chunks: N` output
 tokens; its prompt tokens are the words of the messages).
@@ -14,8 +15,10 @@ up to nano-dollars once per request."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -195,3 +198,30 @@ def test_a_scheduled_change_is_listed_refused_when_bad_and_cancelled(gw: Gateway
     gw.cli("model", "update", model, "--cancel-scheduled-prices")
     shown = gw.cli("model", "prices", model, "--history")
     assert [h["scheduled"] for h in shown["history"]] == [False], shown
+
+
+def test_route_explain_estimates_with_the_tier_of_the_estimated_input(gw: Gateway, tmp_path: Path) -> None:
+    # Only input prices: 1 USD per 1M tokens (1000 nano-dollars a token)
+    # up to 100 input tokens, 2 above. The estimate's input is the data
+    # plane's rough count, not shown, so it is read back from the cost: of
+    # the two readings only one is consistent with its tier.
+    model = gw.add_model([f"mock:explain-{uid()}"], "--price-input", "1", "--price-output", "0",
+                         "--price-tier", "100:2,0", prefix="price")
+    body = tmp_path / "body.json"
+
+    def estimate(words: int) -> tuple[int, bool]:
+        body.write_text(json.dumps({"model": model, "max_tokens": 50,
+                                    "messages": [{"role": "user", "content": " ".join(["word"] * words)}]}))
+        c = gw.cli("route", "explain", model, "--body", str(body))["candidates"][0]
+        estimated = int(c["estimated_cost_nanos"])
+        assert round(c["estimated_cost"] * NANO) == estimated, c
+        base, tier = estimated / 1000, estimated / 2000
+        if base <= 100 and base == int(base):
+            return int(base), False
+        assert tier > 100 and tier == int(tier), c
+        return int(tier), True
+
+    small, small_tiered = estimate(5)
+    big, big_tiered = estimate(400)
+    assert 0 < small <= 100 and not small_tiered, small
+    assert big > 100 and big_tiered, big
