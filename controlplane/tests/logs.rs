@@ -616,6 +616,9 @@ both! {
             let mut want = sent.clone();
             want.node_id = "node-1".into();
             want.time = llmgw_controlplane::logs::format_time(want.time_ms);
+            // Sent with `cost` alone (as an older data plane does): kept
+            // with its exact cost too, to the nearest nano-dollar.
+            want.cost_nanos = (want.cost * 1e9).round() as i64;
             assert_eq!(got, want);
         }
         let got = admin
@@ -664,6 +667,7 @@ both! {
         let mut want = llmgw_controlplane::logs::strip_details(translated.clone());
         want.node_id = "node-1".into();
         want.time = llmgw_controlplane::logs::format_time(want.time_ms);
+        want.cost_nanos = (want.cost * 1e9).round() as i64;
         assert_eq!(listed, &want);
         assert!(listed.upstream_request_body.is_empty());
         assert!(listed.upstream_request_body_truncated);
@@ -856,6 +860,7 @@ both! {
         // The record named no node: the batch's is filled in.
         want.node_id = "node-1".into();
         want.time = llmgw_controlplane::logs::format_time(want.time_ms);
+        want.cost_nanos = (want.cost * 1e9).round() as i64;
         assert_eq!(one, want);
         let err = admin.get_log(pb::GetLogRequest { id: id(999) }).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound);

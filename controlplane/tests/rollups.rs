@@ -1,6 +1,6 @@
 //! Log rollups (#18) against real databases: stats from the rollups equal
 //! a full scan of the raw rows for random records, filters, ranges and
-//! groupings (counts, tokens exact, cost to 1e-9, percentiles within the
+//! groupings (counts, tokens exact, costs exact to the nano-dollar, percentiles within the
 //! sketch's stated error), resent batches count once (also shipped to two
 //! control planes at once on PostgreSQL), and the rollups answer after
 //! retention removed the raw rows. Every `both!` test runs against a fresh
@@ -79,11 +79,17 @@ fn records(rng: &mut StdRng, n: usize, t0: i64, span_ms: i64) -> Vec<pb::Request
                 output_tokens: rng.gen_range(0..3000),
                 cache_read_tokens: rng.gen_range(0..100),
                 reasoning_tokens: rng.gen_range(0..10),
-                cost: rng.gen_range(0.0..0.05),
                 stream: rng.gen_bool(0.5),
                 ..Default::default()
             };
             r.set_outcome(OUTCOMES[rng.gen_range(0..OUTCOMES.len())]);
+            // Exact costs from a data plane that sends them, and from one
+            // older than exact prices (the float alone).
+            let nanos: i64 = rng.gen_range(0..50_000_000);
+            r.cost = nanos as f64 / 1e9;
+            if rng.gen_bool(0.8) {
+                r.cost_nanos = nanos;
+            }
             r
         })
         .collect()
@@ -166,12 +172,9 @@ fn assert_row(what: &str, got: &pb::StatsRow, want: &pb::StatsRow) {
         ),
         "{what}"
     );
-    assert!(
-        close(got.cost, want.cost),
-        "{what}: cost {} vs {}",
-        got.cost,
-        want.cost
-    );
+    // Costs are summed as integers: exactly equal.
+    assert_eq!(got.cost_nanos, want.cost_nanos, "{what}: cost");
+    assert!(close(got.cost, want.cost), "{what}: cost as a float");
     for (name, g, w) in [
         ("latency p50", got.latency_p50_ms, want.latency_p50_ms),
         ("latency p95", got.latency_p95_ms, want.latency_p95_ms),
@@ -212,7 +215,7 @@ fn assert_same(what: &str, got: &pb::GetStatsResponse, want: &pb::GetStatsRespon
             (w.errors, w.input_tokens, w.output_tokens),
             "{at}"
         );
-        assert!(close(g.cost, w.cost), "{at}: cost");
+        assert_eq!(g.cost_nanos, w.cost_nanos, "{at}: cost");
         assert!(
             within(g.latency_p50_ms, w.latency_p50_ms),
             "{at}: latency p50"
@@ -262,10 +265,24 @@ both! {
         }
         // A batch of old and new records: only the new ones count.
         let mut mixed = recs[..50].to_vec();
-        mixed.extend(records(&mut rng, 30, t0, t1 - t0));
+        let extra = records(&mut rng, 30, t0, t1 - t0);
+        mixed.extend(extra.iter().cloned());
         assert_eq!(store_batch(&store, batch(mixed)).await.unwrap().stored.len(), 30);
         let total = scan(&store, &pb::GetStatsRequest::default()).await;
         assert_eq!(total.total.as_ref().unwrap().requests, 1530);
+        // The exact sum of what was sent, each cost counted once.
+        let sent: i64 = recs
+            .iter()
+            .chain(&extra)
+            .map(|r| match r.cost_nanos {
+                0 => (r.cost * 1e9).round() as i64,
+                n => n,
+            })
+            .sum();
+        assert_eq!(total.total.as_ref().unwrap().cost_nanos, sent);
+        let all = stats::stats(&store, pb::GetStatsRequest::default()).await.unwrap();
+        assert!(all.source.starts_with("rollup:"), "{}", all.source);
+        assert_eq!(all.total.as_ref().unwrap().cost_nanos, sent);
 
         let mut sources = std::collections::BTreeSet::new();
         for i in 0..60 {

@@ -119,7 +119,7 @@ def test_a_million_records_to_parquet_in_bounded_memory(gwx: Gateway, seeded: di
     assert f.metadata.num_rows == seeded["total"]
     assert f.metadata.num_row_groups > 1  # written a row group at a time
     t = f.read(columns=["id", "time", "time_ms", "model", "status", "outcome", "input_tokens",
-                        "cost", "error", "stream", "attempts", "key"])
+                        "cost", "cost_nanos", "error", "stream", "attempts", "key"])
     times = t.column("time_ms").to_pylist()
     assert times == sorted(times)  # oldest first
     assert sum(t.column("input_tokens").to_pylist()) == seeded["tokens"]
@@ -130,6 +130,7 @@ def test_a_million_records_to_parquet_in_bounded_memory(gwx: Gateway, seeded: di
     assert rows["model"] == "bulk-1" and rows["status"] == 500 and rows["input_tokens"] == 50
     assert rows["error"] == 'upstream answered 500, "a" \n b' and rows["stream"] is False
     assert abs(rows["cost"] - 50e-6) < 1e-12
+    assert rows["cost_nanos"] == 50_000  # exact, in nano-dollars
     # The real requests' values are those `llmgw logs get` shows.
     by_id = {r["id"]: r for r in t.slice(seeded["total"] - 2).to_pylist()}
     for rid, rec in seeded["records"].items():
@@ -139,6 +140,7 @@ def test_a_million_records_to_parquet_in_bounded_memory(gwx: Gateway, seeded: di
         assert row["outcome"] == rec["outcome"] == "ok"
         assert row["input_tokens"] == rec["input_tokens"]
         assert row["cost"] == rec["cost"]
+        assert row["cost_nanos"] == int(rec.get("costNanos", rec.get("cost_nanos", 0)))
         assert row["attempts"] == len(rec["attempts"]) == 1
         assert row["stream"] == rec["stream"]
 

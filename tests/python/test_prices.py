@@ -48,14 +48,13 @@ def cost(prices: dict[str, str], tiers: list[tuple[int, dict[str, str]]], inp: i
 
 
 def charged(rec: dict) -> int:
-    """A record's cost in nano-dollars. The data plane fills cost_nanos;
-    until the control plane stores it (the log storage's own change) it
-    reads back as 0, and `cost` (cost_nanos / 1e9, exact as an f64 for any
-    cost below 9 million dollars) gives the same integer."""
-    from_f64 = round(rec["cost"] * NANO)
-    if rec.get("cost_nanos"):
-        assert int(rec["cost_nanos"]) == from_f64, rec
-    return from_f64
+    """A record's cost in nano-dollars, as the data plane computed and the
+    control plane stored it (`cost_nanos`); `cost`, for older readers, is
+    the same amount over 1e9 (exact as an f64 for any cost below 9 million
+    dollars)."""
+    exact = int(rec["cost_nanos"])
+    assert round(rec["cost"] * NANO) == exact, rec
+    return exact
 
 
 BASE = {"in": "3", "out": "15", "cached": "0.3", "write": "3.75"}

@@ -93,6 +93,7 @@ const COLUMNS: &[(&str, Value)] = &[
         Value::Text(|r| Cow::Borrowed(&r.count_source)),
     ),
     ("cost", Value::F64(|r| r.cost)),
+    ("cost_nanos", Value::I64(|r| r.cost_nanos)),
     ("error", Value::Text(|r| Cow::Borrowed(&r.error))),
     (
         "stop_reason",

@@ -23,7 +23,7 @@ use sqlx::{Acquire, Any, AnyConnection, Row};
 
 use super::rollup;
 use super::row::{canonical_trace_id, format_time, strip_details};
-use crate::store::quota::{micros_of, SpendBatch};
+use crate::store::quota::{micros_of_nanos, nanos_of, SpendBatch};
 use crate::store::{now_ms, Backend, Store, StoreError};
 
 /// Columns of `request_logs`, in the order values are bound.
@@ -74,6 +74,7 @@ const LOG_COLUMNS: &[&str] = &[
     "trace_id",
     "origin",
     "replay_of",
+    "cost_nanos",
 ];
 
 const ATTEMPT_COLUMNS: &[&str] = &[
@@ -105,6 +106,8 @@ const FUTURE_SLACK_MS: i64 = 24 * 3600 * 1000;
 const MAX_DURATION_MS: u64 = 30 * 24 * 3600 * 1000;
 const MAX_TOKENS: u64 = 1_000_000_000_000;
 const MAX_COST: f64 = 1e9;
+/// [`MAX_COST`] in nano-dollars.
+const MAX_COST_NANOS: i64 = 1_000_000_000_000_000_000;
 const MAX_STATUS: u32 = 999;
 const MAX_ATTEMPTS: usize = 1000;
 /// Indexed names (model, provider, key...): PostgreSQL's B-tree entries
@@ -550,6 +553,7 @@ fn bind_record<'q>(
         .bind(r.trace_id.as_str())
         .bind(r.origin.as_str())
         .bind(r.replay_of.as_str())
+        .bind(r.cost_nanos)
 }
 
 async fn quarantine(
@@ -632,7 +636,7 @@ async fn touch_keys<'a>(
 fn spend_of<'a>(records: impl Iterator<Item = &'a pb::RequestLog>) -> SpendBatch {
     let mut spend = SpendBatch::default();
     for r in records {
-        let micros = micros_of(r.cost);
+        let micros = micros_of_nanos(r.cost_nanos);
         for (scope, name) in [
             (Scope::Key, &r.key),
             (Scope::Model, &r.model),
@@ -781,6 +785,12 @@ fn check(r: &pb::RequestLog, batch_node: &str, now: i64) -> Result<Checked, Stri
     if !r.cost.is_finite() || r.cost < 0.0 || r.cost > MAX_COST {
         return Err(format!("cost {} is not a plausible amount", r.cost));
     }
+    if !(0..=MAX_COST_NANOS).contains(&r.cost_nanos) {
+        return Err(format!(
+            "cost_nanos {} is not a plausible amount",
+            r.cost_nanos
+        ));
+    }
     if r.sequence > i64::MAX as u64 || r.snapshot_version > i64::MAX as u64 {
         return Err("sequence or snapshot_version is out of range".into());
     }
@@ -861,6 +871,13 @@ fn normalize(mut rec: pb::RequestLog, id: String, batch_node: &str) -> pb::Reque
         rec.node_id = node.to_string();
     }
     rec.time = String::new();
+    // The exact cost is the one kept: a data plane older than exact prices
+    // sends only the floating-point cost, taken to the nearest nano-dollar;
+    // a newer one sends both, and `cost` is made to say the same.
+    if rec.cost_nanos == 0 {
+        rec.cost_nanos = nanos_of(rec.cost);
+    }
+    rec.cost = rec.cost_nanos as f64 / 1e9;
     if rec.usage_source.is_empty() {
         rec.usage_source = "none".into();
     }

@@ -89,13 +89,14 @@ const COLUMNS: &[&str] = &[
     "cache_creation_tokens",
     "reasoning_tokens",
     "cost",
+    "cost_nanos",
     "latency_sketch",
     "ttfb_sketch",
 ];
 
-/// The additive columns in [`COLUMNS`], `requests` to `cost`, summed by
-/// the upsert.
-const SUMMED: std::ops::Range<usize> = 10..20;
+/// The additive columns in [`COLUMNS`], `requests` to `cost_nanos`,
+/// summed by the upsert.
+const SUMMED: std::ops::Range<usize> = 10..21;
 
 /// The row of one level, bucket and dimensions.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -158,9 +159,11 @@ impl Dims {
 struct Agg {
     dims: Dims,
     /// requests, errors_4xx, errors_5xx, cancels, then the five token
-    /// kinds: the [`SUMMED`] columns but cost.
+    /// kinds: the [`SUMMED`] columns but the costs.
     counts: [i64; 9],
     cost: f64,
+    /// The exact sum.
+    cost_nanos: i64,
     latency: Sketch,
     ttfb: Sketch,
 }
@@ -175,6 +178,7 @@ impl Agg {
             dims,
             counts: [0; 9],
             cost: 0.0,
+            cost_nanos: 0,
             latency: Sketch::new()?,
             ttfb: Sketch::new()?,
         })
@@ -196,6 +200,7 @@ impl Agg {
             *c = c.saturating_add(a);
         }
         self.cost += r.cost;
+        self.cost_nanos = self.cost_nanos.saturating_add(r.cost_nanos);
         self.latency.record(r.latency_ms);
         self.ttfb.record(r.ttfb_ms);
     }
@@ -368,6 +373,7 @@ fn bind_row<'q>(
         q = q.bind(if sums { c } else { 0 });
     }
     q.bind(if sums { agg.cost } else { 0.0 })
+        .bind(if sums { agg.cost_nanos } else { 0 })
         .bind(latency)
         .bind(ttfb)
 }
@@ -415,8 +421,8 @@ pub fn select_statement(
     let mut wh = vec![format!("({})", ors.join(" OR "))];
     wh.extend(conditions);
     st.sql = format!(
-        "SELECT start_ms, {} AS grp, failed, requests, input_tokens, output_tokens, cost, \
-         latency_sketch, ttfb_sketch FROM log_rollups WHERE {}",
+        "SELECT start_ms, {} AS grp, failed, requests, input_tokens, output_tokens, \
+         cost_nanos, latency_sketch, ttfb_sketch FROM log_rollups WHERE {}",
         group.unwrap_or("''"),
         wh.join(" AND ")
     );
@@ -464,6 +470,7 @@ mod tests {
             latency_ms: latency,
             input_tokens: 3,
             cost: 0.5,
+            cost_nanos: 500_000_001,
             ..Default::default()
         }
     }
@@ -490,6 +497,7 @@ mod tests {
         assert_eq!(a_day.counts[0], 3);
         assert_eq!(a_day.counts[4], 9);
         assert_eq!(a_day.cost, 1.5);
+        assert_eq!(a_day.cost_nanos, 1_500_000_003);
         assert_eq!(a_day.latency.percentile(100), 30.0);
         // Dimensions that concatenate alike hash apart.
         let mut x = Dims::of(&rec(0, "ab", 0));
@@ -503,8 +511,8 @@ mod tests {
     #[test]
     fn the_upserts_sum_the_counts_and_replace_the_sketches() {
         assert_eq!(COLUMNS[SUMMED][0], "requests");
-        assert_eq!(COLUMNS[SUMMED].last(), Some(&"cost"));
-        assert_eq!(COLUMNS[SUMMED].len(), 9 + 1);
+        assert_eq!(COLUMNS[SUMMED].last(), Some(&"cost_nanos"));
+        assert_eq!(COLUMNS[SUMMED].len(), 9 + 2);
         let last = STATEMENT_ROWS.len() - 1;
         let sums = statement_sql(Backend::Postgres, Write::Sums, last);
         assert!(
@@ -513,7 +521,11 @@ mod tests {
         );
         assert!(!sums.contains("dims = log_rollups"), "{sums}");
         assert!(!sums.contains("latency_sketch = "), "{sums}");
-        assert!(sums.contains("$22)"), "{sums}");
+        assert!(
+            sums.contains("cost_nanos = log_rollups.cost_nanos + excluded.cost_nanos"),
+            "{sums}"
+        );
+        assert!(sums.contains("$23)"), "{sums}");
         assert!(sums.ends_with("ttfb_sketch"), "{sums}");
         let sketches = statement_sql(Backend::Sqlite, Write::Sketches, 0);
         assert!(

@@ -7,16 +7,21 @@ use llmgw_proto::v1 as pb;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::sql::cost_nanos_sql;
 use crate::store::StoreError;
 
 /// Every column but headers and bodies, for lists.
-pub const SUMMARY_COLUMNS: &str = "id, time_ms, node_id, sequence, key_name, client_ip, \
+pub const SUMMARY_COLUMNS: &str = concat!(
+    "id, time_ms, node_id, sequence, key_name, client_ip, \
      user_agent, protocol, path, model, provider, upstream_model, status, stream, cancelled, \
      latency_ms, ttfb_ms, retries, input_tokens, output_tokens, cache_read_tokens, \
      cache_creation_tokens, reasoning_tokens, usage_source, count_source, cost, error, \
      snapshot_version, request_body_truncated, response_body_truncated, upstream_protocol, \
      translated, upstream_request_body_truncated, dropped_fields, outcome, stop_reason, end_user, limited_by, \
-     trace_id, origin, replay_of";
+     trace_id, origin, replay_of, ",
+    cost_nanos_sql!(),
+    " AS cost_nanos"
+);
 
 /// The header and body columns, for one full record.
 pub const DETAIL_COLUMNS: &str =
@@ -84,8 +89,7 @@ pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
         cache_creation_tokens: u64_of(r, "cache_creation_tokens")?,
         usage_source: r.try_get("usage_source")?,
         cost: r.try_get("cost")?,
-        // Not stored yet: the log storage's own change (#16) stores it.
-        cost_nanos: 0,
+        cost_nanos: r.try_get("cost_nanos")?,
         error: r.try_get("error")?,
         snapshot_version: u64_of(r, "snapshot_version")?,
         request_headers: BTreeMap::new(),

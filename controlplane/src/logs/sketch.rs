@@ -1,13 +1,22 @@
-//! The mergeable latency and TTFB sketch of the log rollups: an
-//! HdrHistogram of milliseconds with 2 significant digits, stored as its
-//! V2 encoding (a 40-byte header and run-length varints of the counts).
+//! The mergeable latency and TTFB sketch of the log rollups: up to
+//! [`EXACT_VALUES`] values as they are (stored as `L` and a varint each),
+//! then an HdrHistogram of milliseconds with 2 significant digits, stored
+//! as its V2 encoding (a 40-byte header and run-length varints of the
+//! counts).
 //!
-//! **Error.** Values below 256 ms are kept exactly. Above, a value is kept
-//! as its bucket, and buckets are at most 1/128 of their lowest value wide
-//! (0.8%). A percentile from a sketch is the nearest-rank value of the
-//! recorded values (the same rank the raw rows' percentiles use) rounded up
-//! to the top of its bucket: never below the exact percentile and at most
-//! 1% above it, whatever the number of merged sketches.
+//! **Why two forms.** Most rollup rows are minutes of one model, key and
+//! user, holding a few requests. A histogram is a few kilobytes of counts
+//! to allocate, and its encoding walks all of them: at ingest, building and
+//! encoding histograms for such rows took about as much of the control
+//! plane's time as storing the records (docs/benchmarks.md, "Log ingest").
+//!
+//! **Error.** A sketch of values is exact. In a histogram, values below 256
+//! ms are kept exactly; above, a value is kept as its bucket, and buckets
+//! are at most 1/128 of their lowest value wide (0.8%). A percentile from
+//! a histogram is the nearest-rank value of the recorded values (the same
+//! rank the raw rows' percentiles use) rounded up to the top of its bucket:
+//! never below the exact percentile and at most 1% above it, whatever the
+//! number of merged sketches.
 
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
@@ -20,76 +29,183 @@ const SIGFIG: u8 = 2;
 /// The largest relative error of a percentile from a sketch.
 pub const RELATIVE_ERROR: f64 = 0.01;
 
+/// Up to this many values a sketch keeps them exactly, as a list: most
+/// minute rows hold a few requests, and a list is a few bytes to encode
+/// where a histogram's encoding walks its hundreds of counts.
+pub const EXACT_VALUES: usize = 32;
+
+/// The first byte of a list's encoding. A V2 histogram's starts with its
+/// cookie (0x1c...).
+const LIST_TAG: u8 = b'L';
+
 /// A mergeable distribution of durations in milliseconds.
 #[derive(Debug, Clone)]
-pub struct Sketch(Histogram<u64>);
+pub struct Sketch(Repr);
+
+#[derive(Debug, Clone)]
+enum Repr {
+    /// At most [`EXACT_VALUES`] values, as recorded.
+    Values(Vec<u64>),
+    Histogram(Box<Histogram<u64>>),
+}
+
+/// An empty histogram that grows to the values recorded (so a sketch of
+/// small values stays small).
+fn histogram() -> Result<Histogram<u64>, StoreError> {
+    Histogram::new(SIGFIG)
+        .map_err(|e| StoreError::Invalid(format!("cannot make a latency sketch: {e:?}")))
+}
+
+/// Records one value in a histogram. It grows to take it; a value beyond
+/// what it can ever hold (ingest bounds durations to 30 days) is recorded
+/// as its largest.
+fn record_in(h: &mut Histogram<u64>, ms: u64) {
+    if h.record(ms).is_err() {
+        h.saturating_record(ms);
+    }
+}
 
 impl Sketch {
-    /// An empty sketch that grows to the values recorded (so a sketch of
-    /// small values stays small).
     pub fn new() -> Result<Sketch, StoreError> {
-        Histogram::new(SIGFIG)
-            .map(Sketch)
-            .map_err(|e| StoreError::Invalid(format!("cannot make a latency sketch: {e:?}")))
+        Ok(Sketch(Repr::Values(Vec::new())))
     }
 
-    /// Records one value. The histogram grows to take it; a value beyond
-    /// what it can ever hold (ingest bounds durations to 30 days) is
-    /// recorded as its largest.
+    /// Records one value.
     pub fn record(&mut self, ms: u64) {
-        if self.0.record(ms).is_err() {
-            self.0.saturating_record(ms);
+        match &mut self.0 {
+            Repr::Values(v) if v.len() < EXACT_VALUES => v.push(ms),
+            Repr::Values(v) => match histogram() {
+                Ok(mut h) => {
+                    for &x in v.iter() {
+                        record_in(&mut h, x);
+                    }
+                    record_in(&mut h, ms);
+                    self.0 = Repr::Histogram(Box::new(h));
+                }
+                // (Cannot happen: the precision is valid.) The values stay exact.
+                Err(_) => v.push(ms),
+            },
+            Repr::Histogram(h) => record_in(h, ms),
         }
     }
 
     /// Adds another sketch's values.
     pub fn merge(&mut self, other: &Sketch) -> Result<(), StoreError> {
-        self.0
-            .add(&other.0)
-            .map_err(|e| StoreError::Invalid(format!("cannot merge latency sketches: {e:?}")))
+        match (&mut self.0, &other.0) {
+            (Repr::Values(mine), Repr::Values(theirs)) => {
+                if mine.len() + theirs.len() <= EXACT_VALUES {
+                    mine.extend_from_slice(theirs);
+                } else {
+                    for &x in theirs {
+                        self.record(x);
+                    }
+                }
+            }
+            (Repr::Histogram(mine), Repr::Values(theirs)) => {
+                for &x in theirs {
+                    record_in(mine, x);
+                }
+            }
+            (Repr::Values(mine), Repr::Histogram(theirs)) => {
+                let mut h = theirs.as_ref().clone();
+                for &x in mine.iter() {
+                    record_in(&mut h, x);
+                }
+                self.0 = Repr::Histogram(Box::new(h));
+            }
+            (Repr::Histogram(mine), Repr::Histogram(theirs)) => {
+                mine.add(theirs.as_ref()).map_err(|e| {
+                    StoreError::Invalid(format!("cannot merge latency sketches: {e:?}"))
+                })?
+            }
+        }
+        Ok(())
     }
 
     /// How many values it holds.
     pub fn count(&self) -> u64 {
-        self.0.len()
+        match &self.0 {
+            Repr::Values(v) => v.len() as u64,
+            Repr::Histogram(h) => h.len(),
+        }
     }
 
-    /// The V2 encoding.
+    /// The encoding: [`LIST_TAG`] and each value as a varint, or a
+    /// histogram's V2 encoding.
     pub fn to_bytes(&self) -> Result<Vec<u8>, StoreError> {
-        let mut out = Vec::with_capacity(64);
-        V2Serializer::new()
-            .serialize(&self.0, &mut out)
-            .map_err(|e| StoreError::Invalid(format!("cannot encode a latency sketch: {e:?}")))?;
-        Ok(out)
+        match &self.0 {
+            Repr::Values(v) => {
+                let mut out = Vec::with_capacity(1 + 3 * v.len());
+                out.push(LIST_TAG);
+                for &x in v {
+                    prost::encoding::encode_varint(x, &mut out);
+                }
+                Ok(out)
+            }
+            Repr::Histogram(h) => {
+                let mut out = Vec::with_capacity(64);
+                V2Serializer::new()
+                    .serialize(h.as_ref(), &mut out)
+                    .map_err(|e| {
+                        StoreError::Invalid(format!("cannot encode a latency sketch: {e:?}"))
+                    })?;
+                Ok(out)
+            }
+        }
     }
 
-    /// A sketch from its V2 encoding.
+    /// A sketch from its encoding.
     pub fn from_bytes(bytes: &[u8]) -> Result<Sketch, StoreError> {
+        let unreadable = |e: &dyn std::fmt::Debug| {
+            StoreError::Invalid(format!("a stored latency sketch is unreadable: {e:?}"))
+        };
+        if let Some(mut rest) = bytes.strip_prefix(&[LIST_TAG]) {
+            let mut v = Vec::with_capacity(rest.len().min(EXACT_VALUES));
+            while !rest.is_empty() {
+                v.push(prost::encoding::decode_varint(&mut rest).map_err(|e| unreadable(&e))?);
+            }
+            if v.len() > EXACT_VALUES {
+                let mut s = Sketch(Repr::Values(Vec::new()));
+                for x in v {
+                    s.record(x);
+                }
+                return Ok(s);
+            }
+            return Ok(Sketch(Repr::Values(v)));
+        }
         let mut h: Histogram<u64> = Deserializer::new()
             .deserialize(&mut std::io::Cursor::new(bytes))
-            .map_err(|e| {
-                StoreError::Invalid(format!("a stored latency sketch is unreadable: {e:?}"))
-            })?;
+            .map_err(|e| unreadable(&e))?;
         h.auto(true);
-        Ok(Sketch(h))
+        Ok(Sketch(Repr::Histogram(Box::new(h))))
     }
 
-    /// Nearest-rank percentile: the top of the bucket holding the value of
-    /// rank ceil(p × n / 100); 0 for an empty sketch.
+    /// Nearest-rank percentile: the value of rank ceil(p × n / 100), exact
+    /// while the values are; from a histogram, the top of the bucket
+    /// holding it. 0 for an empty sketch.
     pub fn percentile(&self, p: u32) -> f64 {
-        let n = self.0.len();
+        let n = self.count();
         if n == 0 {
             return 0.0;
         }
         let rank = (u64::from(p) * n).div_ceil(100).clamp(1, n);
+        let h = match &self.0 {
+            Repr::Values(v) => {
+                let mut sorted = v.clone();
+                sorted.sort_unstable();
+                let i = usize::try_from(rank - 1).unwrap_or(0).min(sorted.len() - 1);
+                return sorted[i] as f64;
+            }
+            Repr::Histogram(h) => h,
+        };
         let mut seen = 0u64;
-        for v in self.0.iter_recorded() {
+        for v in h.iter_recorded() {
             seen += v.count_at_value();
             if seen >= rank {
-                return self.0.highest_equivalent(v.value_iterated_to()) as f64;
+                return h.highest_equivalent(v.value_iterated_to()) as f64;
             }
         }
-        self.0.max() as f64
+        h.max() as f64
     }
 }
 
@@ -134,5 +250,93 @@ mod tests {
         assert_eq!(s.percentile(100), 255.0);
         assert_eq!(Sketch::new().unwrap().percentile(50), 0.0);
         assert!(Sketch::from_bytes(b"not a sketch").is_err());
+    }
+
+    fn values(v: &[u64]) -> Sketch {
+        let mut s = Sketch::new().unwrap();
+        for &x in v {
+            s.record(x);
+        }
+        s
+    }
+
+    fn is_list(s: &Sketch) -> bool {
+        s.to_bytes().unwrap()[0] == LIST_TAG
+    }
+
+    #[test]
+    fn a_few_values_stay_exact_as_a_list_and_many_become_a_histogram() {
+        let few = values(&[70_001, 3, 300_000, 12]);
+        let bytes = few.to_bytes().unwrap();
+        assert_eq!(bytes.len(), 1 + 3 + 1 + 3 + 1);
+        let back = Sketch::from_bytes(&bytes).unwrap();
+        assert!(is_list(&back));
+        assert_eq!(back.count(), 4);
+        // Exact, not rounded up to a bucket's top.
+        assert_eq!(back.percentile(50), 12.0);
+        assert_eq!(back.percentile(75), 70_001.0);
+        assert_eq!(back.percentile(100), 300_000.0);
+        assert_eq!(Sketch::from_bytes(&[LIST_TAG]).unwrap().count(), 0);
+        assert!(Sketch::from_bytes(&[LIST_TAG, 0x80]).is_err());
+
+        let full: Vec<u64> = (1..=EXACT_VALUES as u64).map(|i| i * 1000).collect();
+        assert!(is_list(&values(&full)));
+        let mut more = full.clone();
+        more.push(1);
+        let h = values(&more);
+        assert!(!is_list(&h));
+        assert_eq!(h.count(), EXACT_VALUES as u64 + 1);
+        // A histogram's encoding reads back as one (rows stored before the
+        // list form are V2 too).
+        let back = Sketch::from_bytes(&h.to_bytes().unwrap()).unwrap();
+        assert!(!is_list(&back));
+        assert_eq!(back.percentile(100), h.percentile(100));
+    }
+
+    #[test]
+    fn merges_of_either_form_keep_every_value() {
+        let small: Vec<u64> = (0..10).map(|i| i * 37 + 1).collect();
+        let big: Vec<u64> = (0..200).map(|i| i * 911 + 5).collect();
+        let all = |parts: &[&[u64]]| -> Vec<u32> {
+            let mut v: Vec<u32> = parts
+                .iter()
+                .flat_map(|p| p.iter().map(|&x| x as u32))
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        let check = |s: &Sketch, parts: &[&[u64]]| {
+            let exact = all(parts);
+            assert_eq!(s.count(), exact.len() as u64);
+            for p in [1, 50, 95, 100] {
+                let want = percentile(&exact, p);
+                let got = s.percentile(p);
+                assert!(
+                    got >= want && got <= want * (1.0 + RELATIVE_ERROR),
+                    "p{p}: {got} vs {want}"
+                );
+            }
+        };
+        // Values and values, within the list and past it.
+        let mut a = values(&small);
+        a.merge(&values(&small)).unwrap();
+        assert!(is_list(&a));
+        check(&a, &[&small, &small]);
+        let mut b = values(&small);
+        b.merge(&values(&big[..30])).unwrap();
+        assert!(!is_list(&b));
+        check(&b, &[&small, &big[..30]]);
+        // A histogram and values, both ways.
+        let mut c = values(&big);
+        c.merge(&values(&small)).unwrap();
+        check(&c, &[&big, &small]);
+        let mut d = values(&small);
+        d.merge(&values(&big)).unwrap();
+        check(&d, &[&small, &big]);
+        // Through the encodings, as ingest merges a stored row.
+        let mut e = Sketch::from_bytes(&values(&big).to_bytes().unwrap()).unwrap();
+        e.merge(&Sketch::from_bytes(&values(&small).to_bytes().unwrap()).unwrap())
+            .unwrap();
+        check(&e, &[&big, &small]);
     }
 }

@@ -77,6 +77,21 @@ pub fn in_list<I: IntoIterator<Item = Param>>(st: &mut Statement, values: I) -> 
 /// error message.
 pub const FAILED: &str = "(status >= 400 OR cancelled <> 0 OR error <> '')";
 
+/// The SQL expression for a request's exact cost in nano-dollars: its
+/// `cost_nanos`, or for a row stored before that column (migration 0021)
+/// its floating-point cost to the nearest nano-dollar, as ingest takes a
+/// record from an older data plane.
+pub const COST_NANOS: &str = cost_nanos_sql!();
+
+/// [`COST_NANOS`] as a literal, for statements put together with
+/// `concat!` (`row::SUMMARY_COLUMNS`).
+macro_rules! cost_nanos_sql {
+    () => {
+        "COALESCE(cost_nanos, CAST(ROUND(cost * 1000000000) AS BIGINT))"
+    };
+}
+pub(crate) use cost_nanos_sql;
+
 /// The SQL expression for input plus output tokens.
 pub const TOKENS: &str = "(input_tokens + output_tokens)";
 

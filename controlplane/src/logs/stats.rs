@@ -28,7 +28,7 @@ use sqlx::Row;
 
 use super::rollup::{self, Level, Span};
 use super::sketch::Sketch;
-use super::sql::{Filter, Statement, FAILED};
+use super::sql::{Filter, Statement, COST_NANOS, FAILED};
 use crate::store::{Backend, Store, StoreError};
 
 /// More matching rows than this is refused: narrow the filter.
@@ -67,7 +67,7 @@ fn raw_statement(filter: &Filter, group: Option<&str>, bucketed: bool) -> Statem
         "ttfb_ms".to_string(),
         "input_tokens".to_string(),
         "output_tokens".to_string(),
-        "cost".to_string(),
+        format!("{COST_NANOS} AS cost_nanos"),
         format!("CASE WHEN {FAILED} THEN 1 ELSE 0 END AS failed"),
     ];
     if bucketed {
@@ -91,7 +91,7 @@ fn stats_row(
     ttfb: [f64; 3],
     input_tokens: u64,
     output_tokens: u64,
-    cost: f64,
+    cost_nanos: i64,
 ) -> pb::StatsRow {
     pb::StatsRow {
         group,
@@ -110,7 +110,8 @@ fn stats_row(
         ttfb_p99_ms: ttfb[2],
         input_tokens,
         output_tokens,
-        cost,
+        cost: cost_nanos as f64 / 1e9,
+        cost_nanos,
     }
 }
 
@@ -126,6 +127,7 @@ fn bucket_of(start_ms: i64, s: pb::StatsRow) -> pb::StatsBucket {
         input_tokens: s.input_tokens,
         output_tokens: s.output_tokens,
         cost: s.cost,
+        cost_nanos: s.cost_nanos,
     }
 }
 
@@ -140,7 +142,8 @@ struct Acc {
     ttfb: Vec<u32>,
     input_tokens: u64,
     output_tokens: u64,
-    cost: f64,
+    /// Exact: costs are summed as integers.
+    cost_nanos: i64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -149,7 +152,7 @@ struct Sample {
     ttfb: u32,
     input_tokens: u64,
     output_tokens: u64,
-    cost: f64,
+    cost_nanos: i64,
     failed: bool,
 }
 
@@ -161,7 +164,7 @@ impl Acc {
         self.ttfb.push(s.ttfb);
         self.input_tokens = self.input_tokens.saturating_add(s.input_tokens);
         self.output_tokens = self.output_tokens.saturating_add(s.output_tokens);
-        self.cost += s.cost;
+        self.cost_nanos = self.cost_nanos.saturating_add(s.cost_nanos);
     }
 
     fn finish(&mut self) {
@@ -180,7 +183,7 @@ impl Acc {
             pcts(&self.ttfb),
             self.input_tokens,
             self.output_tokens,
-            self.cost,
+            self.cost_nanos,
         )
     }
 }
@@ -192,7 +195,7 @@ struct SketchAcc {
     errors: u64,
     input_tokens: u64,
     output_tokens: u64,
-    cost: f64,
+    cost_nanos: i64,
     latency: Sketch,
     ttfb: Sketch,
 }
@@ -203,7 +206,7 @@ struct RollupRow {
     failed: bool,
     input_tokens: u64,
     output_tokens: u64,
-    cost: f64,
+    cost_nanos: i64,
     latency: Sketch,
     ttfb: Sketch,
 }
@@ -215,7 +218,7 @@ impl SketchAcc {
             errors: 0,
             input_tokens: 0,
             output_tokens: 0,
-            cost: 0.0,
+            cost_nanos: 0,
             latency: Sketch::new()?,
             ttfb: Sketch::new()?,
         })
@@ -228,7 +231,7 @@ impl SketchAcc {
         }
         self.input_tokens = self.input_tokens.saturating_add(r.input_tokens);
         self.output_tokens = self.output_tokens.saturating_add(r.output_tokens);
-        self.cost += r.cost;
+        self.cost_nanos = self.cost_nanos.saturating_add(r.cost_nanos);
         self.latency.merge(&r.latency)?;
         self.ttfb.merge(&r.ttfb)
     }
@@ -238,7 +241,7 @@ impl SketchAcc {
         self.errors += u64::from(s.failed);
         self.input_tokens = self.input_tokens.saturating_add(s.input_tokens);
         self.output_tokens = self.output_tokens.saturating_add(s.output_tokens);
-        self.cost += s.cost;
+        self.cost_nanos = self.cost_nanos.saturating_add(s.cost_nanos);
         self.latency.record(u64::from(s.latency));
         self.ttfb.record(u64::from(s.ttfb));
     }
@@ -252,7 +255,7 @@ impl SketchAcc {
             PERCENTILES.map(|p| self.ttfb.percentile(p)),
             self.input_tokens,
             self.output_tokens,
-            self.cost,
+            self.cost_nanos,
         )
     }
 }
@@ -316,9 +319,10 @@ pub fn stats_statement_pg(r: &pb::GetStatsRequest) -> Result<Statement, StoreErr
          COUNT(*) AS requests, SUM(failed)::BIGINT AS errors, \
          {} AS latency, {} AS ttfb, \
          SUM(input_tokens)::BIGINT AS input_tokens, SUM(output_tokens)::BIGINT AS output_tokens, \
-         SUM(cost)::DOUBLE PRECISION AS cost \
+         SUM(cost_nanos)::BIGINT AS cost_nanos \
          FROM (SELECT {g}::TEXT AS g, {b}::BIGINT AS b, latency_ms, ttfb_ms, input_tokens, \
-               output_tokens, cost, CASE WHEN {FAILED} THEN 1 ELSE 0 END AS failed \
+               output_tokens, {COST_NANOS} AS cost_nanos, \
+               CASE WHEN {FAILED} THEN 1 ELSE 0 END AS failed \
                FROM request_logs{wh}) AS m \
          GROUP BY GROUPING SETS ({})",
         if group.is_some() { "g" } else { "''::TEXT" },
@@ -368,7 +372,7 @@ async fn stats_pg(
             pcts(row, "ttfb")?,
             count(row, "input_tokens")?,
             count(row, "output_tokens")?,
-            row.try_get::<Option<f64>, _>("cost")?.unwrap_or(0.0),
+            row.try_get::<Option<i64>, _>("cost_nanos")?.unwrap_or(0),
         );
         let gg: i64 = row.try_get("gg")?;
         let gb: i64 = row.try_get("gb")?;
@@ -509,7 +513,7 @@ impl<A: Accumulate> Tally<A> {
                 ttfb: u32_col(&row, "ttfb_ms")?,
                 input_tokens: u64_col(&row, "input_tokens")?,
                 output_tokens: u64_col(&row, "output_tokens")?,
-                cost: row.try_get::<f64, _>("cost")?,
+                cost_nanos: row.try_get::<i64, _>("cost_nanos")?,
                 failed: row.try_get::<i64, _>("failed")? != 0,
             };
             self.total.add_sample(s);
@@ -558,7 +562,7 @@ impl Tally<SketchAcc> {
                 failed: row.try_get::<i64, _>("failed")? != 0,
                 input_tokens: u64_col(&row, "input_tokens")?,
                 output_tokens: u64_col(&row, "output_tokens")?,
-                cost: row.try_get::<f64, _>("cost")?,
+                cost_nanos: row.try_get::<i64, _>("cost_nanos")?,
                 latency: Sketch::from_bytes(&row.try_get::<Vec<u8>, _>("latency_sketch")?)?,
                 ttfb: Sketch::from_bytes(&row.try_get::<Vec<u8>, _>("ttfb_sketch")?)?,
             };

@@ -73,11 +73,22 @@ impl SpendBatch {
     }
 }
 
-/// Micro-dollars of a cost in dollars: round(cost × 1e6).
-pub fn micros_of(cost: f64) -> i64 {
+/// A cost in nano-dollars as micro-dollars (the budgets' unit), rounded
+/// half up.
+pub fn micros_of_nanos(nanos: i64) -> i64 {
+    if nanos > 0 {
+        nanos.saturating_add(500) / 1000
+    } else {
+        0
+    }
+}
+
+/// A floating-point cost in dollars as nano-dollars, to the nearest (what
+/// a record from a data plane older than exact prices says).
+pub fn nanos_of(cost: f64) -> i64 {
     if cost.is_finite() && cost > 0.0 {
         // Saturating float-to-int conversion; ingest bounds costs anyway.
-        (cost * 1e6).round() as i64
+        (cost * 1e9).round() as i64
     } else {
         0
     }
@@ -425,10 +436,13 @@ mod tests {
 
     #[test]
     fn micros_round_to_the_nearest() {
-        assert_eq!(micros_of(0.000_000_4), 0);
-        assert_eq!(micros_of(0.000_000_5), 1);
-        assert_eq!(micros_of(1.25), 1_250_000);
-        assert_eq!(micros_of(-1.0), 0);
-        assert_eq!(micros_of(f64::NAN), 0);
+        assert_eq!(micros_of_nanos(499), 0);
+        assert_eq!(micros_of_nanos(500), 1);
+        assert_eq!(micros_of_nanos(1_250_000_000), 1_250_000);
+        assert_eq!(micros_of_nanos(-5), 0);
+        assert_eq!(nanos_of(0.1), 100_000_000);
+        assert_eq!(nanos_of(0.000_000_000_4), 0);
+        assert_eq!(nanos_of(1e9), 1_000_000_000_000_000_000);
+        assert_eq!(nanos_of(f64::NAN), 0);
     }
 }
