@@ -33,6 +33,10 @@ pub struct Observer {
     /// Read a whole answer's text even when usage is reported (a trace
     /// that captures content wants it).
     pub want_text: bool,
+    /// Audio (speech): its content type; the bytes are only counted.
+    opaque: Option<String>,
+    /// Bytes of an opaque answer.
+    opaque_bytes: u64,
 }
 
 impl Observer {
@@ -55,7 +59,39 @@ impl Observer {
             whole_overflow: false,
             logged: Capture::new(log_cap),
             want_text: false,
+            opaque: None,
+            opaque_bytes: 0,
         }
+    }
+
+    /// Passes the answer without keeping any of it: an audio answer of
+    /// this content type, whose log says only its size and type.
+    pub fn opaque(&mut self, content_type: &str) {
+        self.opaque = Some(content_type.chars().take(128).collect());
+        self.streaming = false;
+        self.strip_usage_chunk = false;
+    }
+
+    /// An audio or image answer's whole body, for its quantities (none
+    /// for an opaque, a streamed or an oversized one).
+    pub fn take_media_body(&mut self) -> Option<Bytes> {
+        if self.opaque.is_some() || self.streaming || self.whole_overflow {
+            return None;
+        }
+        Some(std::mem::take(&mut self.whole).freeze())
+    }
+
+    /// What the log keeps of the response: an opaque answer's size and
+    /// content type (when bodies are logged), else the capped copy.
+    pub fn take_logged(&mut self) -> (Bytes, bool) {
+        if let Some(ct) = &self.opaque {
+            if self.logged.cap() == 0 {
+                return (Bytes::new(), false);
+            }
+            let note = format!("[{} bytes of {ct}, not logged]", self.opaque_bytes);
+            return (Bytes::from(note), false);
+        }
+        (self.logged.take(), self.logged.truncated())
     }
 
     fn log(&mut self, b: &[u8]) {
@@ -73,6 +109,10 @@ impl Observer {
 
     /// Takes one upstream chunk and returns what the client gets.
     pub fn feed(&mut self, chunk: Bytes) -> Bytes {
+        if self.opaque.is_some() {
+            self.opaque_bytes += chunk.len() as u64;
+            return chunk;
+        }
         if !self.streaming {
             self.log(&chunk);
             if self.whole.len() + chunk.len() <= MAX_PARSED_BODY {
@@ -129,6 +169,11 @@ impl Observer {
 
     /// Called at the normal end of the body: whatever is still held back.
     pub fn finish(&mut self) -> Option<Bytes> {
+        if self.endpoint.api().media() && !self.streaming {
+            // Read at the end with the request (`media::quantities`).
+            self.seen.finished = true;
+            return None;
+        }
         if !self.streaming {
             if !self.whole_overflow {
                 // Reported usage is all a whole body is read for: take the
