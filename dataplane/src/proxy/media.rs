@@ -2,7 +2,9 @@
 //! upstream reports them (gpt-4o-transcribe's and gpt-image-1's `usage`),
 //! seconds of audio (a transcription's `duration`, or its usage of type
 //! `duration`), characters of speech input, and images by count, size and
-//! quality (from the request). [`quantities`] is the one call a price
+//! quality (from the request). A usage of type `duration` (what the
+//! upstream bills, whole seconds) wins over the answer's exact `duration`.
+//! [`quantities`] is the one call a price
 //! function needs; the record gets its fields from it ([`Quantities::record`]).
 
 use bytes::Bytes;
