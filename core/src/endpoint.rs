@@ -96,9 +96,7 @@ impl Endpoint {
             Endpoint::GeminiGenerate | Endpoint::GeminiStream { .. } => ClientApi::GeminiGenerate,
             Endpoint::GeminiCountTokens => ClientApi::GeminiCountTokens,
             Endpoint::AudioSpeech => ClientApi::Speech,
-            Endpoint::AudioTranscriptions | Endpoint::AudioTranslations => {
-                ClientApi::Transcription
-            }
+            Endpoint::AudioTranscriptions | Endpoint::AudioTranslations => ClientApi::Transcription,
             Endpoint::ImagesGenerations | Endpoint::ImagesEdits | Endpoint::ImagesVariations => {
                 ClientApi::Image
             }

@@ -244,8 +244,8 @@
 
 pub mod behavior;
 pub mod compose;
-pub mod media;
 pub mod config;
+pub mod media;
 pub mod parse;
 pub mod record;
 pub mod render;

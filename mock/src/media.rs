@@ -84,7 +84,10 @@ impl Media {
     fn multipart(self) -> bool {
         matches!(
             self,
-            Media::Transcriptions | Media::Translations | Media::ImageEdits | Media::ImageVariations
+            Media::Transcriptions
+                | Media::Translations
+                | Media::ImageEdits
+                | Media::ImageVariations
         )
     }
 }
@@ -217,7 +220,9 @@ fn wav_seconds(file: &[u8]) -> Option<f64> {
         let size = u32::from_le_bytes(file[at + 4..at + 8].try_into().ok()?) as usize;
         let body = at + 8;
         if id == b"fmt " && body + 12 <= file.len() {
-            byte_rate = Some(u32::from_le_bytes(file[body + 8..body + 12].try_into().ok()?));
+            byte_rate = Some(u32::from_le_bytes(
+                file[body + 8..body + 12].try_into().ok()?,
+            ));
         }
         if id == b"data" {
             let rate = f64::from(byte_rate.filter(|r| *r > 0)?);
@@ -277,7 +282,12 @@ pub(crate) async fn handle(
     if b.status >= 400 {
         guard.complete();
         let message = format!("llmgw-mock: injected HTTP {} error", b.status);
-        return Ok(server::error(Dialect::OpenAi, b.status, &message, b.retry_after));
+        return Ok(server::error(
+            Dialect::OpenAi,
+            b.status,
+            &message,
+            b.retry_after,
+        ));
     }
     let Some(model) = model else {
         guard.complete();
@@ -471,7 +481,11 @@ mod tests {
               --b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\
               Content-Type: audio/wav\r\n\r\nRIFF\r\n--b--\r\n",
         );
-        let f = fields(Media::Transcriptions, "multipart/form-data; boundary=b", &body);
+        let f = fields(
+            Media::Transcriptions,
+            "multipart/form-data; boundary=b",
+            &body,
+        );
         assert_eq!(f.str("model"), Some("whisper-1"));
         assert_eq!(f.files, vec![Bytes::from_static(b"RIFF")]);
     }

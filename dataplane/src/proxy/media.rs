@@ -205,9 +205,16 @@ mod tests {
                 "input_tokens_details":{"text_tokens":10,"image_tokens":40}}}"#,
         );
         assert_eq!(i.images, 2);
-        assert_eq!((i.image_size.as_str(), i.image_quality.as_str()), ("1024x1024", "high"));
+        assert_eq!(
+            (i.image_size.as_str(), i.image_quality.as_str()),
+            ("1024x1024", "high")
+        );
         assert_eq!(i.tokens.map(|u| (u.input, u.output)), Some((50, 4160)));
-        let i = q(Endpoint::ImagesGenerations, json!({"n": 3}), r#"{"data":[]}"#);
+        let i = q(
+            Endpoint::ImagesGenerations,
+            json!({"n": 3}),
+            r#"{"data":[]}"#,
+        );
         assert_eq!((i.images, i.tokens), (3, None));
         let i = q(Endpoint::ImagesVariations, json!({}), "");
         assert_eq!(i.images, 1);

@@ -633,7 +633,12 @@ impl Proxy {
             upload = Some((up, part));
             form
         } else {
-            read_body(parts.headers.get(header::CONTENT_LENGTH), incoming, table.settings.max_request_body_bytes).await?
+            read_body(
+                parts.headers.get(header::CONTENT_LENGTH),
+                incoming,
+                table.settings.max_request_body_bytes,
+            )
+            .await?
         };
         if log_bodies && upload.is_none() {
             record::log_request_body(&mut pending.encoded, &raw, cap);

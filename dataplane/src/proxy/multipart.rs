@@ -302,7 +302,8 @@ impl Parser {
             if bytes.len() > room {
                 part.value_cut = true;
             }
-            part.value.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            part.value
+                .extend_from_slice(&bytes[..bytes.len().min(room)]);
         }
         Ok(())
     }

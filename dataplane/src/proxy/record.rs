@@ -410,11 +410,8 @@ impl Finish {
             // upstream reported them.
             m.log_form(&mut f.encoded);
             if f.counted {
-                let q = super::media::quantities(
-                    m.endpoint,
-                    &m.request(),
-                    f.media_response.as_deref(),
-                );
+                let q =
+                    super::media::quantities(m.endpoint, &m.request(), f.media_response.as_deref());
                 q.record(&mut r);
                 f.usage = q.tokens;
             } else {

@@ -27,7 +27,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::error::ErrorKind;
 use super::multipart::{self, ModelPart, Parser};
-use crate::server::{BoxError, RequestBody};
+use crate::server::BoxError;
 
 /// What of an upload is kept in memory before the rest goes to a file.
 pub const MEMORY_BYTES: usize = 256 * 1024;
@@ -205,11 +205,11 @@ impl Drop for Pumping {
 impl Upload {
     /// Starts reading `body`: refused at once when its content type is
     /// not a multipart form or its stated length is over `limit`.
-    pub fn start(
-        headers: &HeaderMap,
-        body: RequestBody,
-        limit: u64,
-    ) -> Result<(Upload, Pumping), Failed> {
+    pub fn start<B>(headers: &HeaderMap, body: B, limit: u64) -> Result<(Upload, Pumping), Failed>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError> + Send,
+    {
         let content_type = headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -354,14 +354,17 @@ fn too_large(limit: u64) -> Failed {
 
 /// Reads the client's body into the store until its end, the limit, an
 /// error or a stop.
-async fn pump(
-    mut body: RequestBody,
+async fn pump<B>(
+    mut body: B,
     store: Arc<Store>,
     parser: Arc<Mutex<Parser>>,
     tx: watch::Sender<Progress>,
     mut stopped: oneshot::Receiver<()>,
     limit: u64,
-) {
+) where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError> + Send,
+{
     let mut len = 0u64;
     let failed = loop {
         let frame = tokio::select! {
@@ -385,6 +388,7 @@ async fn pump(
                 }
             }
             Some(Err(e)) => {
+                let e: BoxError = e.into();
                 break if let Some(slow) = e.downcast_ref::<llmgw_listener::SlowBody>() {
                     Failed::new(ErrorKind::BodyTimeout, slow.to_string())
                 } else {
@@ -506,6 +510,119 @@ impl Body for Replay {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::StreamBody;
+
+    type Chunks =
+        StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>>;
+
+    /// A client body of `chunks`.
+    fn client(chunks: Vec<Vec<u8>>) -> Chunks {
+        StreamBody::new(futures::stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| Ok(Frame::data(Bytes::from(c))))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    fn form(model: &str, file: &[u8]) -> Vec<u8> {
+        let mut b =
+            b"--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n"
+                .to_vec();
+        b.extend_from_slice(file);
+        b.extend_from_slice(b"\r\n--XX\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n");
+        b.extend_from_slice(model.as_bytes());
+        b.extend_from_slice(b"\r\n--XX--\r\n");
+        b
+    }
+
+    fn headers(len: Option<usize>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("multipart/form-data; boundary=XX"),
+        );
+        if let Some(n) = len {
+            h.insert(http::header::CONTENT_LENGTH, n.into());
+        }
+        h
+    }
+
+    async fn read(body: Replay) -> Result<(Vec<u8>, Option<u64>), BoxError> {
+        let hint = body.size_hint().exact();
+        let bytes = body.collect().await?.to_bytes();
+        Ok((bytes.to_vec(), hint))
+    }
+
+    #[tokio::test]
+    async fn every_attempt_replays_the_whole_upload_with_its_model() {
+        // A file larger than the memory part, then the model: the request
+        // waits for it; each replay sends every byte, but the model's.
+        let file: Vec<u8> = (0..MEMORY_BYTES * 2 + 5).map(|i| (i % 253) as u8).collect();
+        let body = form("client-model", &file);
+        let chunks: Vec<Vec<u8>> = body.chunks(7_777).map(<[u8]>::to_vec).collect();
+        let (mut up, pumping) =
+            Upload::start(&headers(Some(body.len())), client(chunks), 1 << 30).unwrap();
+        let part = up.model().await.unwrap();
+        assert_eq!(part.value, "client-model");
+        for model in ["a", "a-much-longer-upstream-model"] {
+            let (got, hint) = read(up.replay(&part, model)).await.unwrap();
+            assert_eq!(got, form(model, &file));
+            assert_eq!(hint, Some(got.len() as u64));
+        }
+        assert_eq!(up.form().summary()["file"]["bytes"], file.len());
+        pumping.stop().await;
+    }
+
+    #[tokio::test]
+    async fn an_upload_over_the_limit_fails_its_replays() {
+        let file = vec![7u8; 100_000];
+        let mut body =
+            b"--XX\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nm\r\n".to_vec();
+        body.extend_from_slice(&form("x", &file));
+        let chunks: Vec<Vec<u8>> = body.chunks(1000).map(<[u8]>::to_vec).collect();
+        let (mut up, _pumping) = Upload::start(&headers(None), client(chunks), 50_000).unwrap();
+        let part = up.model().await.unwrap();
+        let err = read(up.replay(&part, "up")).await.unwrap_err();
+        assert!(err.to_string().contains("larger than 50000 bytes"), "{err}");
+        assert_eq!(up.failure().map(|f| f.kind), Some(ErrorKind::BodyTooLarge));
+        // A stated length over the limit is refused at once.
+        let refused = Upload::start(&headers(Some(50_001)), client(vec![]), 50_000);
+        assert_eq!(refused.err().map(|f| f.kind), Some(ErrorKind::BodyTooLarge));
+        // As is a body that is not a form.
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        let refused = Upload::start(&h, client(vec![]), 50_000);
+        assert_eq!(refused.err().map(|f| f.kind), Some(ErrorKind::BadRequest));
+    }
+
+    #[tokio::test]
+    async fn a_form_without_a_model_or_unclosed_is_a_bad_request() {
+        let (mut up, _p) = Upload::start(
+            &headers(None),
+            client(vec![
+                b"--XX\r\nContent-Disposition: form-data; name=\"n\"\r\n\r\n1\r\n--XX--".to_vec(),
+            ]),
+            1000,
+        )
+        .unwrap();
+        let f = up.model().await.unwrap_err();
+        assert_eq!(f.kind, ErrorKind::BadRequest);
+        assert!(f.message.contains("no 'model'"), "{f}");
+        let (mut up, _p) = Upload::start(
+            &headers(None),
+            client(vec![
+                b"--XX\r\nContent-Disposition: form-data; name=\"n\"\r\n\r\n1".to_vec(),
+            ]),
+            1000,
+        )
+        .unwrap();
+        let f = up.model().await.unwrap_err();
+        assert!(f.message.contains("closing boundary"), "{f}");
+    }
 
     #[tokio::test]
     async fn the_store_spills_to_a_file_and_reads_back_every_byte() {
@@ -513,7 +630,9 @@ mod tests {
             memory: Mutex::new(Vec::new()),
             file: Mutex::new(None),
         };
-        let data: Vec<u8> = (0..MEMORY_BYTES * 3 + 17).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..MEMORY_BYTES * 3 + 17)
+            .map(|i| (i % 251) as u8)
+            .collect();
         let mut pos = 0;
         for chunk in data.chunks(10_007) {
             store

@@ -299,7 +299,7 @@ mod tests {
                 None,
             )
             .unwrap();
-        let mut req = http::Request::new(Full::new(Bytes::from_static(b"{}")));
+        let mut req = http::Request::new(UpstreamBody::Full(Full::new(Bytes::from_static(b"{}"))));
         *req.method_mut() = http::Method::POST;
         *req.uri_mut() = uri;
         let started = std::time::Instant::now();
