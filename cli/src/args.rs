@@ -540,11 +540,12 @@ pub enum ModelType {
     Chat,
     /// /v1/embeddings.
     Embedding,
-    /// Text to speech.
+    /// Text to speech: /v1/audio/speech.
     Speech,
-    /// Speech to text.
+    /// Speech to text: /v1/audio/transcriptions and /v1/audio/translations.
     Transcription,
-    /// Image generation.
+    /// Images: /v1/images/generations, /v1/images/edits and
+    /// /v1/images/variations.
     Image,
 }
 
