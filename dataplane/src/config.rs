@@ -220,7 +220,8 @@ pub struct Cli {
     /// when its `content-length` says so), without reading the rest. Uploads
     /// stream to the upstream; what does not fit in memory (256 KiB per
     /// upload) is kept in an unlinked temporary file (in `TMPDIR`) for
-    /// failover. JSON bodies keep the control plane's request size limit.
+    /// failover. JSON bodies keep the control plane's
+    /// `LLMGW_MAX_REQUEST_BODY_BYTES`.
     #[arg(
         long,
         env = "LLMGW_MAX_UPLOAD_BYTES",

@@ -86,6 +86,32 @@ pub fn quantities(endpoint: Endpoint, request: &Value, response: Option<&[u8]>) 
     q
 }
 
+/// Bytes kept of the end of an answer too large to read whole.
+pub const TAIL_BYTES: usize = 16 * 1024;
+
+/// An answer too large to parse whole (images as base64) as far as its
+/// quantities go: `{"usage": …}` with the last top-level-looking `usage`
+/// member found in its last bytes (OpenAI writes it after `data`; base64
+/// has no quotes, and a `usage` inside a string would be escaped).
+pub fn usage_of_tail(tail: &[u8]) -> Option<Bytes> {
+    let mut end = tail.len();
+    while let Some(at) = memchr::memmem::rfind(&tail[..end], b"\"usage\"") {
+        end = at;
+        if at > 0 && tail[at - 1] == b'\\' {
+            continue;
+        }
+        let rest = tail[at + 7..].trim_ascii_start();
+        let Some(rest) = rest.strip_prefix(b":") else {
+            continue;
+        };
+        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<Value>();
+        if let Some(Ok(v @ Value::Object(_))) = values.next() {
+            return Some(Bytes::from(serde_json::json!({ "usage": v }).to_string()));
+        }
+    }
+    None
+}
+
 /// `input_tokens` and `output_tokens` (both OpenAI's media usages name
 /// them so); cached input is not reported for these.
 fn tokens(u: &Value) -> Option<Usage> {
@@ -218,5 +244,19 @@ mod tests {
         assert_eq!((i.images, i.tokens), (3, None));
         let i = q(Endpoint::ImagesVariations, json!({}), "");
         assert_eq!(i.images, 1);
+    }
+
+    #[test]
+    fn the_usage_of_a_large_answer_is_found_in_its_tail() {
+        let tail = br#"AAAA+/=="}],"revised":"say \"usage\": {}","usage":{"input_tokens":5,"output_tokens":7},"size":"1x1"}"#;
+        let found = usage_of_tail(tail).unwrap();
+        let i = q(
+            Endpoint::ImagesGenerations,
+            json!({}),
+            std::str::from_utf8(&found).unwrap(),
+        );
+        assert_eq!(i.tokens.map(|u| (u.input, u.output)), Some((5, 7)));
+        assert_eq!(usage_of_tail(br#"AAAA"}],"size":"1x1"}"#), None);
+        assert_eq!(usage_of_tail(br#""usage":{"input_tok"#), None);
     }
 }

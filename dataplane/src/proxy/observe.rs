@@ -37,6 +37,8 @@ pub struct Observer {
     opaque: Option<String>,
     /// Bytes of an opaque answer.
     opaque_bytes: u64,
+    /// The last bytes of a media answer too large to keep whole.
+    media_tail: Vec<u8>,
 }
 
 impl Observer {
@@ -61,6 +63,7 @@ impl Observer {
             want_text: false,
             opaque: None,
             opaque_bytes: 0,
+            media_tail: Vec::new(),
         }
     }
 
@@ -75,8 +78,11 @@ impl Observer {
     /// An audio or image answer's whole body, for its quantities (none
     /// for an opaque, a streamed or an oversized one).
     pub fn take_media_body(&mut self) -> Option<Bytes> {
-        if self.opaque.is_some() || self.streaming || self.whole_overflow {
+        if self.opaque.is_some() || self.streaming {
             return None;
+        }
+        if self.whole_overflow {
+            return super::media::usage_of_tail(&self.media_tail);
         }
         Some(std::mem::take(&mut self.whole).freeze())
     }
@@ -115,10 +121,19 @@ impl Observer {
         }
         if !self.streaming {
             self.log(&chunk);
-            if self.whole.len() + chunk.len() <= MAX_PARSED_BODY {
+            if !self.whole_overflow && self.whole.len() + chunk.len() <= MAX_PARSED_BODY {
                 self.whole.extend_from_slice(&chunk);
             } else {
                 self.whole_overflow = true;
+                if self.endpoint.api().media() {
+                    // Images as base64 can pass the cap: their usage is
+                    // at the end.
+                    let tail = &mut self.media_tail;
+                    let keep = chunk.len().min(super::media::TAIL_BYTES);
+                    tail.extend_from_slice(&chunk[chunk.len() - keep..]);
+                    let over = tail.len().saturating_sub(super::media::TAIL_BYTES);
+                    tail.drain(..over);
+                }
             }
             return chunk;
         }
