@@ -1181,6 +1181,12 @@ pub enum ClientApi {
     CountTokens,
     /// POST /v1beta/models/{model}:countTokens
     GeminiCountTokens,
+    /// POST /v1/audio/speech
+    Speech,
+    /// POST /v1/audio/transcriptions and /v1/audio/translations
+    Transcription,
+    /// POST /v1/images/generations, /v1/images/edits and /v1/images/variations
+    Image,
 }
 
 impl ClientApi {
@@ -1194,6 +1200,9 @@ impl ClientApi {
             ClientApi::Completions => "completions",
             ClientApi::CountTokens => "count-tokens",
             ClientApi::GeminiCountTokens => "gemini-count-tokens",
+            ClientApi::Speech => "speech",
+            ClientApi::Transcription => "transcription",
+            ClientApi::Image => "image",
         }
     }
 }

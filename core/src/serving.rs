@@ -212,6 +212,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn audio_and_images_pass_through_to_openai_only() {
+        for api in [
+            ClientApi::Speech,
+            ClientApi::Transcription,
+            ClientApi::Image,
+        ] {
+            assert!(api.media());
+            assert_eq!(api.wire(), None);
+            assert_eq!(ClientApi::parse(api.as_str()), Some(api));
+            assert_eq!(api.client_protocol(), Protocol::OpenAi);
+            for p in Protocol::ALL {
+                let want = if matches!(p, Protocol::OpenAi | Protocol::OpenAiChat) {
+                    Serving::PassThrough
+                } else {
+                    Serving::Unsupported
+                };
+                assert_eq!(serving(api, p), want, "{api:?} {p:?}");
+            }
+        }
+        assert!(!ClientApi::Chat.media());
+    }
+
+    #[test]
     fn every_chat_api_reaches_every_protocol() {
         for api in [
             ClientApi::Chat,
