@@ -34,6 +34,25 @@ pub const MEMORY_BYTES: usize = 256 * 1024;
 /// Largest piece an attempt's body reads at once.
 const READ_BYTES: usize = 64 * 1024;
 
+/// The file reads and writes of all uploads, at most this many at once
+/// on the blocking pool: each blocking thread costs memory (its stack and
+/// its allocator heap), and a few keep up with the network.
+static FILE_IO: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// Runs one file read or write on the blocking pool, within [`FILE_IO`].
+async fn file_io<T: Send + 'static>(
+    job: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, Failed> {
+    let _permit = FILE_IO
+        .acquire()
+        .await
+        .map_err(|e| io_failed(&e.to_string()))?;
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|e| io_failed(&e.to_string()))?
+        .map_err(|e| io_failed(&e.to_string()))
+}
+
 /// Why an upload could not be read: the error the client gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failed {
@@ -102,15 +121,15 @@ impl Store {
             .clone()
             .ok_or_else(|| Failed::new(ErrorKind::BadRequest, "the upload's file is missing"))?;
         let at = pos - MEMORY_BYTES as u64;
-        tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; max];
+        // Allocated here, not on the blocking thread: each of those would
+        // keep a heap of its own.
+        let mut buf = vec![0u8; max];
+        file_io(move || {
             let n = file.read_at(&mut buf, at)?;
             buf.truncate(n);
-            Ok::<_, std::io::Error>(Bytes::from(buf))
+            Ok(Bytes::from(buf))
         })
         .await
-        .map_err(|e| io_failed(&e.to_string()))?
-        .map_err(|e| io_failed(&e.to_string()))
         .and_then(|b| {
             if b.is_empty() {
                 Err(io_failed("short read"))
@@ -141,19 +160,13 @@ impl Store {
         let file = match existing {
             Some(f) => f,
             None => {
-                let f = tokio::task::spawn_blocking(tempfile::tempfile)
-                    .await
-                    .map_err(|e| io_failed(&e.to_string()))?
-                    .map_err(|e| io_failed(&e.to_string()))?;
+                let f = file_io(tempfile::tempfile).await?;
                 let f = Arc::new(f);
                 *self.file.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&f));
                 f
             }
         };
-        tokio::task::spawn_blocking(move || file.write_all_at(&chunk, at))
-            .await
-            .map_err(|e| io_failed(&e.to_string()))?
-            .map_err(|e| io_failed(&e.to_string()))
+        file_io(move || file.write_all_at(&chunk, at)).await
     }
 }
 
