@@ -134,6 +134,9 @@ def test_audio_uploads_reach_the_upstream_byte_for_byte(gw: Gateway, endpoint: s
     # answer's exact duration (0.75 s).
     assert json.loads(raw.http_response.content)["usage"] == {"type": "duration", "seconds": 1}
     assert log["audio_milliseconds"] == 1000
+    table = gw.cli_raw("logs", "get", log["id"], json_out=False)
+    assert table.returncode == 0, table.stderr
+    assert "audio seconds" in table.stdout and "1.000" in table.stdout, table.stdout
     assert log["provider"] == "mock" and log["upstream_model"] == up
     # The form's fields are logged; of the file only its name, type and size.
     form = json.loads(log["request_body"])
@@ -247,6 +250,11 @@ def test_wrong_type_protocol_and_body_get_400(gw: Gateway) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         client.audio.transcriptions.create(model=on_anthropic, file=("a.wav", audio, "audio/wav"))
     assert "anthropic" in e.value.message and "openai" in e.value.message, e.value.message
+    # `route explain` says the same.
+    x = gw.cli("route", "explain", on_anthropic, "--protocol", "transcription")
+    assert x["type"] == "transcription" and "anthropic" in x["error"], x
+    x = gw.cli("route", "explain", speech, "--protocol", "transcription")
+    assert "models of type 'transcription'" in x["error"], x
     with pytest.raises(openai.BadRequestError) as e:
         client.images.generate(model=speech, prompt="x")
     assert "'image'" in e.value.message
