@@ -45,7 +45,14 @@ impl Quantities {
 /// was read, JSON or not).
 pub fn quantities(endpoint: Endpoint, request: &Value, response: Option<&[u8]>) -> Quantities {
     let mut q = Quantities::default();
-    let answer = response.and_then(|b| serde_json::from_slice::<Value>(b).ok());
+    // JSON; else (a streamed transcription's SSE, whose last event has the
+    // usage) the last `usage` member in its end.
+    let answer = response.and_then(|b| {
+        serde_json::from_slice::<Value>(b).ok().or_else(|| {
+            let tail = usage_of_tail(&b[b.len().saturating_sub(TAIL_BYTES)..])?;
+            serde_json::from_slice(&tail).ok()
+        })
+    });
     match endpoint {
         Endpoint::AudioSpeech => {
             q.characters = request
@@ -218,6 +225,15 @@ mod tests {
                 "input_token_details":{"text_tokens":0,"audio_tokens":14},"total_tokens":59}}"#,
         );
         assert_eq!(t.tokens.map(|u| (u.input, u.output)), Some((14, 45)));
+        // A streamed transcription: the usage of its last event.
+        let t = q(
+            Endpoint::AudioTranscriptions,
+            json!({"stream": "true"}),
+            "data: {\"type\":\"transcript.text.delta\",\"delta\":\"hi\"}\n\n\
+             data: {\"type\":\"transcript.text.done\",\"text\":\"hi\",\"usage\":\
+             {\"type\":\"tokens\",\"input_tokens\":3,\"output_tokens\":2}}\n\n",
+        );
+        assert_eq!(t.tokens.map(|u| (u.input, u.output)), Some((3, 2)));
         // A text answer says nothing.
         assert_eq!(
             q(Endpoint::AudioTranscriptions, json!({}), "hello"),
