@@ -109,17 +109,14 @@ impl Store {
                 }
                 start = end;
             }
-            return Err(Failed::new(
-                ErrorKind::BadRequest,
-                "the upload's buffer lost a piece",
-            ));
+            return Err(io_failed("a read past the memory part's pieces"));
         }
         let file = self
             .file
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .ok_or_else(|| Failed::new(ErrorKind::BadRequest, "the upload's file is missing"))?;
+            .ok_or_else(|| io_failed("a read past the memory part before the file exists"))?;
         let at = pos - MEMORY_BYTES as u64;
         // Allocated here, not on the blocking thread: each of those would
         // keep a heap of its own.
@@ -171,7 +168,7 @@ impl Store {
 }
 
 fn io_failed(e: &str) -> Failed {
-    tracing::warn!(error = %e, "an upload could not be buffered for replay");
+    crate::warn_limited!(error = %e, "an upload could not be buffered for replay");
     Failed::new(
         ErrorKind::UpstreamUnavailable,
         "the gateway could not buffer the upload",
@@ -315,7 +312,7 @@ impl Upload {
         let replacement = Bytes::copy_from_slice(model.as_bytes());
         let length = self
             .length
-            .map(|n| n - (part.end - part.start) + replacement.len() as u64);
+            .map(|n| n.saturating_sub(part.end - part.start) + replacement.len() as u64);
         let state = Reader {
             store: Arc::clone(&self.store),
             progress: self.progress.clone(),
