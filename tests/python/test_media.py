@@ -151,6 +151,45 @@ def test_audio_uploads_reach_the_upstream_byte_for_byte(gw: Gateway, endpoint: s
     assert plain.text.startswith("mock ")
 
 
+def test_a_model_after_the_file_with_a_quoted_boundary_chunked(gw: Gateway) -> None:
+    """A hand-made form: a quoted boundary, a preamble, the file (larger
+    than the tee's memory part) before the model, sent chunked in odd
+    pieces: the request waits for the model, and the upstream gets every
+    byte."""
+    up = f"whisper-{uid()}"
+    model = gw.add_model([f"mock:{up}"], "--type", "transcription")
+    _, key = gw.add_key()
+    boundary = "odd boundary:1"
+    audio = wav_bytes(20.0)
+    assert len(audio) > 256 * 1024
+
+    def form(m: str) -> bytes:
+        return (b"preamble to ignore\r\n"
+                + f'--{boundary}  \r\ncontent-disposition: form-data; name=file; filename="x.wav"\r\n'
+                  "content-type: audio/wav\r\n\r\n".encode()
+                + audio
+                + f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{m}'
+                  f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="response_format"\r\n\r\n'
+                  f"verbose_json\r\n--{boundary}--\r\nepilogue".encode())
+
+    body = form(model)
+
+    def pieces():
+        for i in range(0, len(body), 9973):
+            yield body[i:i + 9973]
+
+    r = httpx.post(f"{gw.url}/v1/audio/transcriptions", content=pieces(), timeout=30,
+                   headers={"authorization": f"Bearer {key}",
+                            "content-type": f'multipart/form-data; boundary="{boundary}"'})
+    assert r.status_code == 200, r.text
+    assert r.json()["duration"] == pytest.approx(20.0)
+    assert gw.mock is not None
+    (rec,) = gw.mock.requests(up)
+    assert journal_body(rec) == form(up)
+    # Chunked in, chunked out: no length was known.
+    assert "content-length" not in rec["headers"], rec["headers"]
+
+
 def test_gpt_4o_transcribe_tokens_are_usage_and_cost(gw: Gateway) -> None:
     up = f"gpt-4o-transcribe-{uid()}"
     model = gw.add_model([f"mock:{up}"], "--type", "transcription",
