@@ -59,6 +59,11 @@ pub fn quantities(endpoint: Endpoint, request: &Value, response: Option<&[u8]>) 
                 .get("input")
                 .and_then(Value::as_str)
                 .map_or(0, |s| s.chars().count() as u64);
+            // gpt-4o-mini-tts's stream (`stream_format: sse`) ends with its
+            // usage; audio itself has none.
+            if let Some(u) = answer.as_ref().and_then(|a| a.get("usage")) {
+                q.tokens = tokens(u);
+            }
         }
         Endpoint::AudioTranscriptions | Endpoint::AudioTranslations => {
             if let Some(a) = &answer {
@@ -205,6 +210,14 @@ mod tests {
     fn each_endpoint_reads_its_quantities() {
         let s = q(Endpoint::AudioSpeech, json!({"input": "héllo"}), "RIFF....");
         assert_eq!((s.characters, s.tokens), (5, None));
+        let s = q(
+            Endpoint::AudioSpeech,
+            json!({"input": "hi"}),
+            "data: {\"type\":\"speech.audio.delta\",\"audio\":\"AAAA\"}\n\n\
+             data: {\"type\":\"speech.audio.done\",\"usage\":{\"input_tokens\":4,\
+             \"output_tokens\":90,\"total_tokens\":94}}\n\n",
+        );
+        assert_eq!(s.tokens.map(|u| (u.input, u.output)), Some((4, 90)));
 
         let t = q(
             Endpoint::AudioTranscriptions,

@@ -75,13 +75,23 @@ impl Observer {
         self.strip_usage_chunk = false;
     }
 
-    /// An audio or image answer's whole body, for its quantities (none
-    /// for an opaque, a streamed or an oversized one).
+    /// Keeps the last [`super::media::TAIL_BYTES`] of a media answer.
+    fn keep_tail(&mut self, chunk: &[u8]) {
+        let tail = &mut self.media_tail;
+        let keep = chunk.len().min(super::media::TAIL_BYTES);
+        tail.extend_from_slice(&chunk[chunk.len() - keep..]);
+        let over = tail.len().saturating_sub(super::media::TAIL_BYTES);
+        tail.drain(..over);
+    }
+
+    /// An audio or image answer's whole body, for its quantities: none
+    /// for a streamed one; for an opaque (audio) or oversized one, only
+    /// the usage found in its last bytes.
     pub fn take_media_body(&mut self) -> Option<Bytes> {
-        if self.opaque.is_some() || self.streaming {
+        if self.streaming {
             return None;
         }
-        if self.whole_overflow {
+        if self.opaque.is_some() || self.whole_overflow {
             return super::media::usage_of_tail(&self.media_tail);
         }
         Some(std::mem::take(&mut self.whole).freeze())
@@ -117,6 +127,9 @@ impl Observer {
     pub fn feed(&mut self, chunk: Bytes) -> Bytes {
         if self.opaque.is_some() {
             self.opaque_bytes += chunk.len() as u64;
+            // Kept to be read, never logged: a speech stream's last event
+            // (`stream_format: sse`) has its usage.
+            self.keep_tail(&chunk);
             return chunk;
         }
         if !self.streaming {
@@ -128,11 +141,7 @@ impl Observer {
                 if self.endpoint.api().media() {
                     // Images as base64 can pass the cap: their usage is
                     // at the end.
-                    let tail = &mut self.media_tail;
-                    let keep = chunk.len().min(super::media::TAIL_BYTES);
-                    tail.extend_from_slice(&chunk[chunk.len() - keep..]);
-                    let over = tail.len().saturating_sub(super::media::TAIL_BYTES);
-                    tail.drain(..over);
+                    self.keep_tail(&chunk);
                 }
             }
             return chunk;
