@@ -13,6 +13,7 @@ import json
 import socket
 import struct
 import threading
+import time
 import wave
 from typing import Any
 
@@ -319,9 +320,47 @@ def test_wrong_type_protocol_and_body_get_400(gw: Gateway) -> None:
 LIMIT = 8 << 20
 
 
+FIRST_BYTE_S = 1
+
+
 @pytest.fixture(scope="module")
 def ugw(make_gateway) -> Gateway:
-    return make_gateway("uploads", dp_args=["--max-upload-bytes", str(LIMIT)])
+    return make_gateway("uploads", dp_args=["--max-upload-bytes", str(LIMIT)],
+                        cp_args=["--first-byte-timeout", f"{FIRST_BYTE_S}s"])
+
+
+def test_a_slow_upload_is_not_cut_by_the_first_byte_timeout(ugw: Gateway) -> None:
+    """The first-byte clock starts once the upload is in: a client that
+    takes longer than the timeout to send it still gets its answer, from
+    one attempt."""
+    gw = ugw
+    up = f"whisper-{uid()}"
+    model = gw.add_model([f"mock:{up}"], "--type", "transcription")
+    _, key = gw.add_key()
+    boundary = "slow"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n').encode()
+    audio = wav_bytes(1.0)
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def paced():
+        # The pace is the point: the upload outlasts the first-byte timeout.
+        yield head
+        for i in range(4):
+            time.sleep(FIRST_BYTE_S / 2)
+            yield audio[i * len(audio) // 4:(i + 1) * len(audio) // 4]
+        yield tail
+
+    r = httpx.post(f"{gw.url}/v1/audio/transcriptions", content=paced(), timeout=30,
+                   headers={"authorization": f"Bearer {key}",
+                            "content-type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 200, r.text
+    log = log_of(gw, r.headers["x-llmgw-request-id"])
+    assert [(a["upstream_model"], a["status"]) for a in log["attempts"]] == [(up, 200)]
+    assert log["latency_ms"] >= 2 * FIRST_BYTE_S * 1000 * 0.9
+    assert gw.mock is not None
+    (rec,) = gw.mock.requests(up)
+    assert journal_body(rec) == head.replace(model.encode(), up.encode()) + audio + tail
 
 
 def rss_kib(pid: int) -> int:

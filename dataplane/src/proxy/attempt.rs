@@ -444,16 +444,28 @@ impl Proxy {
                 }
             }
         };
-        let timed = tokio::time::timeout(limit, exchange);
         let outcome = match call.upload {
-            // An upload that fails (too large, too slow) ends the attempt
-            // at once, whatever the upstream does with the cut body.
-            Some((upload, _)) => tokio::select! {
-                biased;
-                f = upload.failed() => return Err(AttemptError::Upload(f.kind, f.message)),
-                r = timed => r,
-            },
-            None => timed.await,
+            Some((upload, _)) => {
+                // An upstream answers once it has the whole upload: the
+                // first-byte clock starts when the client has sent it all
+                // (a slow client's upload may take longer than the
+                // timeout); the deadline runs throughout.
+                let first_byte = async {
+                    upload.received().await;
+                    tokio::time::sleep(settings.first_byte_timeout).await;
+                };
+                tokio::select! {
+                    biased;
+                    // An upload that fails (too large, too slow) ends the
+                    // attempt at once, whatever the upstream does with the
+                    // cut body.
+                    f = upload.failed() => return Err(AttemptError::Upload(f.kind, f.message)),
+                    r = exchange => Ok(r),
+                    () = tokio::time::sleep(left) => return Err(AttemptError::Deadline),
+                    () = first_byte => return Err(AttemptError::FirstByteTimeout),
+                }
+            }
+            None => tokio::time::timeout(limit, exchange).await,
         };
         match outcome {
             Err(_) if by_deadline => Err(AttemptError::Deadline),

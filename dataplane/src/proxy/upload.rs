@@ -330,6 +330,20 @@ impl Upload {
         }
     }
 
+    /// Resolves when the whole upload has been received (never, if it
+    /// fails or is stopped first).
+    pub async fn received(&self) {
+        let mut rx = self.progress.clone();
+        loop {
+            if rx.borrow_and_update().done {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Resolves when the upload fails (never, if it does not): an
     /// attempt in progress ends at once with the upload's error.
     pub async fn failed(&self) -> Failed {
