@@ -606,6 +606,54 @@ mod tests {
         assert!(parse_cut("b", &body, &[]).is_err());
     }
 
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Bytes that cannot hold the delimiter: the boundary has a
+        /// character (`=`) they never use.
+        fn content() -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec(
+                prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'-'), any::<u8>()]
+                    .prop_filter("no '='", |b| *b != b'='),
+                0..300,
+            )
+        }
+
+        proptest! {
+            /// A longer run: `PROPTEST_CASES=20000 cargo test -p
+            /// llmgw-dataplane --lib multipart::tests::props`.
+            #[test]
+            fn the_rewrite_does_not_depend_on_chunks_or_contents(
+                before in content(),
+                after in content(),
+                model in "[a-z0-9.:-]{1,40}",
+                model_first in any::<bool>(),
+                cuts in prop::collection::vec(any::<usize>(), 0..8),
+            ) {
+                let b = "b=1";
+                let with = |m: &str| {
+                    let model_part: (&str, Option<&str>, &[u8]) = ("model", None, m.as_bytes());
+                    let mut parts = vec![
+                        ("prompt", None, before.as_slice()),
+                        ("file", Some("f.bin"), after.as_slice()),
+                    ];
+                    parts.insert(if model_first { 0 } else { 2 }, model_part);
+                    form(b, &parts)
+                };
+                let body = with(&model);
+                let mut points: Vec<usize> =
+                    cuts.iter().map(|c| c % (body.len() + 1)).collect();
+                points.sort_unstable();
+                let p = parse_cut(b, &body, &points).map_err(TestCaseError::fail)?;
+                let m = p.model().ok_or_else(|| TestCaseError::fail("no model"))?;
+                prop_assert_eq!(&m.value, &model);
+                prop_assert_eq!(rewritten(&body, m, "up"), with("up"));
+                prop_assert_eq!(p.files[0].size, after.len() as u64);
+            }
+        }
+    }
+
     #[test]
     fn the_first_model_part_counts_and_files_named_model_do_not() {
         let body = form(
