@@ -84,14 +84,11 @@ impl Observer {
         tail.drain(..over);
     }
 
-    /// An audio or image answer's whole body, for its quantities: none
-    /// for a streamed one; for an opaque (audio) or oversized one, only
-    /// the usage found in its last bytes.
+    /// An audio or image answer's whole body, for its quantities; for a
+    /// streamed, an opaque (audio) or an oversized one, only the usage
+    /// found in its last bytes.
     pub fn take_media_body(&mut self) -> Option<Bytes> {
-        if self.streaming {
-            return None;
-        }
-        if self.opaque.is_some() || self.whole_overflow {
+        if self.streaming || self.opaque.is_some() || self.whole_overflow {
             return super::media::usage_of_tail(&self.media_tail);
         }
         Some(std::mem::take(&mut self.whole).freeze())
@@ -145,6 +142,11 @@ impl Observer {
                 }
             }
             return chunk;
+        }
+        if self.endpoint.api().media() {
+            // A streamed image or transcription ends with an event that
+            // has its usage.
+            self.keep_tail(&chunk);
         }
         let events = self.splitter.push(&chunk);
         if !self.strip_usage_chunk {
@@ -429,6 +431,39 @@ mod tests {
         o.finish();
         assert_eq!(o.usage(), Some(Usage::default()));
         assert_eq!(o.seen.text, "yo");
+    }
+
+    #[test]
+    fn media_answers_keep_their_usage_not_their_audio() {
+        let d = dialect(Protocol::OpenAi);
+        // A streamed image: the usage of its last event.
+        let mut o = Observer::new(d, Endpoint::ImagesGenerations, true, false, 16);
+        o.feed(Bytes::from_static(
+            b"event: image_generation.partial_image\ndata: {\"b64_json\":\"AAAA\"}\n\n",
+        ));
+        o.feed(Bytes::from_static(
+            b"event: image_generation.completed\ndata: {\"b64_json\":\"BBBB\",\
+              \"usage\":{\"input_tokens\":3,\"output_tokens\":272}}\n\n",
+        ));
+        o.finish();
+        let body = o.take_media_body().unwrap();
+        let q = super::super::media::quantities(
+            Endpoint::ImagesGenerations,
+            &serde_json::json!({"n": 1}),
+            Some(&body),
+        );
+        assert_eq!(q.tokens.map(|u| (u.input, u.output)), Some((3, 272)));
+        // Audio passes whole and is only counted.
+        let mut o = Observer::new(d, Endpoint::AudioSpeech, false, false, 1 << 16);
+        o.opaque("audio/mpeg");
+        let audio = Bytes::from(vec![7u8; 5000]);
+        assert_eq!(o.feed(audio.clone()), audio);
+        o.finish();
+        assert_eq!(
+            o.take_logged(),
+            (Bytes::from("[5000 bytes of audio/mpeg, not logged]"), false)
+        );
+        assert_eq!(o.take_media_body(), None);
     }
 
     #[test]
