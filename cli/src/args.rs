@@ -540,11 +540,12 @@ pub enum ModelType {
     Chat,
     /// /v1/embeddings.
     Embedding,
-    /// Text to speech.
+    /// Text to speech: /v1/audio/speech.
     Speech,
-    /// Speech to text.
+    /// Speech to text: /v1/audio/transcriptions and /v1/audio/translations.
     Transcription,
-    /// Image generation.
+    /// Images: /v1/images/generations, /v1/images/edits and
+    /// /v1/images/variations.
     Image,
 }
 
@@ -1176,6 +1177,12 @@ pub enum ClientApi {
     CountTokens,
     /// POST /v1beta/models/{model}:countTokens
     GeminiCountTokens,
+    /// POST /v1/audio/speech
+    Speech,
+    /// POST /v1/audio/transcriptions and /v1/audio/translations
+    Transcription,
+    /// POST /v1/images/generations, /v1/images/edits and /v1/images/variations
+    Image,
 }
 
 impl ClientApi {
@@ -1189,6 +1196,9 @@ impl ClientApi {
             ClientApi::Completions => "completions",
             ClientApi::CountTokens => "count-tokens",
             ClientApi::GeminiCountTokens => "gemini-count-tokens",
+            ClientApi::Speech => "speech",
+            ClientApi::Transcription => "transcription",
+            ClientApi::Image => "image",
         }
     }
 }

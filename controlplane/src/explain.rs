@@ -62,7 +62,8 @@ pub fn explain(
     } else {
         ClientApi::parse(&r.protocol).ok_or_else(|| {
             Status::invalid_argument(format!(
-                "unknown client API '{}'; use chat, responses, messages, gemini, embeddings, completions, count-tokens or gemini-count-tokens",
+                "unknown client API '{}'; use chat, responses, messages, gemini, embeddings, completions, count-tokens, \
+                 gemini-count-tokens, speech, transcription or image",
                 r.protocol
             ))
         })?

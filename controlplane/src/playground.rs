@@ -36,6 +36,12 @@ pub fn plan(r: pb::PlaygroundRequest) -> Result<Run, Status> {
             shown(&r.path)
         ))
     })?;
+    if endpoint.multipart() {
+        return Err(Status::invalid_argument(format!(
+            "path '{}' takes a multipart upload; the playground sends JSON bodies",
+            shown(&r.path)
+        )));
+    }
     if let Some(q) = query {
         if q != "alt=sse" || !matches!(endpoint, Endpoint::GeminiStream { .. }) {
             return Err(Status::invalid_argument(format!(

@@ -55,6 +55,14 @@ pub fn plan(
             log.path
         )));
     };
+    if endpoint.multipart() {
+        // The log keeps an upload's form without its files.
+        return Err(Status::failed_precondition(format!(
+            "request {id} cannot be replayed: it uploaded files ({}), which the log does \
+             not keep",
+            log.path
+        )));
+    }
     let key = match key.trim() {
         "" if log.key.is_empty() => {
             return Err(Status::failed_precondition(format!(

@@ -22,6 +22,18 @@ pub enum Endpoint {
     },
     /// Gemini `:countTokens`.
     GeminiCountTokens,
+    /// `/v1/audio/speech`: JSON in, audio bytes out.
+    AudioSpeech,
+    /// `/v1/audio/transcriptions`: a multipart upload.
+    AudioTranscriptions,
+    /// `/v1/audio/translations`: a multipart upload.
+    AudioTranslations,
+    /// `/v1/images/generations`: JSON in and out.
+    ImagesGenerations,
+    /// `/v1/images/edits`: a multipart upload.
+    ImagesEdits,
+    /// `/v1/images/variations`: a multipart upload.
+    ImagesVariations,
 }
 
 /// Where a Gemini path names its model: `/v1beta/models/{model}:{method}`
@@ -51,6 +63,12 @@ impl Endpoint {
             "/v1/responses" => (Endpoint::Responses, None),
             "/v1/messages" => (Endpoint::Messages, None),
             "/v1/messages/count_tokens" => (Endpoint::CountTokens, None),
+            "/v1/audio/speech" => (Endpoint::AudioSpeech, None),
+            "/v1/audio/transcriptions" => (Endpoint::AudioTranscriptions, None),
+            "/v1/audio/translations" => (Endpoint::AudioTranslations, None),
+            "/v1/images/generations" => (Endpoint::ImagesGenerations, None),
+            "/v1/images/edits" => (Endpoint::ImagesEdits, None),
+            "/v1/images/variations" => (Endpoint::ImagesVariations, None),
             _ => {
                 let (model, method) = gemini_path(path)?;
                 let e = match method {
@@ -77,7 +95,24 @@ impl Endpoint {
             Endpoint::CountTokens => ClientApi::CountTokens,
             Endpoint::GeminiGenerate | Endpoint::GeminiStream { .. } => ClientApi::GeminiGenerate,
             Endpoint::GeminiCountTokens => ClientApi::GeminiCountTokens,
+            Endpoint::AudioSpeech => ClientApi::Speech,
+            Endpoint::AudioTranscriptions | Endpoint::AudioTranslations => ClientApi::Transcription,
+            Endpoint::ImagesGenerations | Endpoint::ImagesEdits | Endpoint::ImagesVariations => {
+                ClientApi::Image
+            }
         }
+    }
+
+    /// Whether the body is a `multipart/form-data` upload (audio to
+    /// transcribe, an image to edit) rather than JSON.
+    pub fn multipart(self) -> bool {
+        matches!(
+            self,
+            Endpoint::AudioTranscriptions
+                | Endpoint::AudioTranslations
+                | Endpoint::ImagesEdits
+                | Endpoint::ImagesVariations
+        )
     }
 
     /// The client's protocol family: where its key is, what its errors
@@ -111,6 +146,12 @@ impl Endpoint {
             Endpoint::Responses => Cow::Borrowed("/responses"),
             Endpoint::Messages => Cow::Borrowed("/messages"),
             Endpoint::CountTokens => Cow::Borrowed("/messages/count_tokens"),
+            Endpoint::AudioSpeech => Cow::Borrowed("/audio/speech"),
+            Endpoint::AudioTranscriptions => Cow::Borrowed("/audio/transcriptions"),
+            Endpoint::AudioTranslations => Cow::Borrowed("/audio/translations"),
+            Endpoint::ImagesGenerations => Cow::Borrowed("/images/generations"),
+            Endpoint::ImagesEdits => Cow::Borrowed("/images/edits"),
+            Endpoint::ImagesVariations => Cow::Borrowed("/images/variations"),
             Endpoint::GeminiGenerate => {
                 Cow::Owned(format!("/models/{upstream_model}:generateContent"))
             }
@@ -163,6 +204,14 @@ mod tests {
             Some((Endpoint::GeminiStream { sse: true }, Some("g")))
         );
         assert_eq!(Endpoint::from_path("/v1/models"), None);
+        let upload = Endpoint::from_path("/v1/audio/transcriptions");
+        assert_eq!(upload, Some(Endpoint::AudioTranscriptions));
+        assert!(upload.is_some_and(Endpoint::multipart));
+        assert!(!Endpoint::AudioSpeech.multipart());
+        assert_eq!(
+            Endpoint::ImagesEdits.upstream_path("x").as_ref(),
+            "/images/edits"
+        );
         assert_eq!(
             Endpoint::from_path("/v1beta/models/a/b:generateContent"),
             None

@@ -93,9 +93,20 @@ impl Plan {
             .iter()
             .all(|d| matches!(d.verdict, Verdict::WrongProtocol(_)))
         {
+            let mut protocols: Vec<&str> = Vec::new();
+            for d in &self.decisions {
+                if let Verdict::WrongProtocol(p) = d.verdict {
+                    if !protocols.contains(&p.as_str()) {
+                        protocols.push(p.as_str());
+                    }
+                }
+            }
             return format!(
-                "model '{}' has no target whose protocol offers this API",
-                model.name
+                "model '{}' has no target whose protocol offers this API (its targets speak {}; \
+                 embeddings, legacy completions, audio and images go only to openai and \
+                 openai-chat providers, untranslated)",
+                model.name,
+                protocols.join(", ")
             );
         }
         format!(

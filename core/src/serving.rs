@@ -30,6 +30,13 @@ pub enum ClientApi {
     GeminiGenerate,
     /// `POST /v1beta/models/{model}:countTokens`
     GeminiCountTokens,
+    /// `POST /v1/audio/speech`
+    Speech,
+    /// `POST /v1/audio/transcriptions` and `/v1/audio/translations`
+    Transcription,
+    /// `POST /v1/images/generations`, `/v1/images/edits` and
+    /// `/v1/images/variations`
+    Image,
 }
 
 /// A request/response wire format, as named in explanations and logs.
@@ -69,6 +76,9 @@ impl ClientApi {
             ClientApi::CountTokens => "count-tokens",
             ClientApi::GeminiGenerate => "gemini",
             ClientApi::GeminiCountTokens => "gemini-count-tokens",
+            ClientApi::Speech => "speech",
+            ClientApi::Transcription => "transcription",
+            ClientApi::Image => "image",
         }
     }
 
@@ -82,6 +92,9 @@ impl ClientApi {
             "count-tokens" => ClientApi::CountTokens,
             "gemini" | "generate-content" => ClientApi::GeminiGenerate,
             "gemini-count-tokens" => ClientApi::GeminiCountTokens,
+            "speech" => ClientApi::Speech,
+            "transcription" | "transcriptions" | "translations" => ClientApi::Transcription,
+            "image" | "images" => ClientApi::Image,
             _ => return None,
         })
     }
@@ -103,8 +116,22 @@ impl ClientApi {
             ClientApi::Responses => Some(WireFormat::Responses),
             ClientApi::Messages | ClientApi::CountTokens => Some(WireFormat::Anthropic),
             ClientApi::GeminiGenerate | ClientApi::GeminiCountTokens => Some(WireFormat::Gemini),
-            ClientApi::Completions | ClientApi::Embeddings => None,
+            ClientApi::Completions
+            | ClientApi::Embeddings
+            | ClientApi::Speech
+            | ClientApi::Transcription
+            | ClientApi::Image => None,
         }
+    }
+
+    /// Whether this is one of OpenAI's audio and image APIs, which only
+    /// an OpenAI-protocol provider serves, passed through, never
+    /// translated.
+    pub fn media(self) -> bool {
+        matches!(
+            self,
+            ClientApi::Speech | ClientApi::Transcription | ClientApi::Image
+        )
     }
 
     /// Whether this API counts tokens rather than generating.
@@ -160,7 +187,14 @@ pub fn serving(api: ClientApi, p: Protocol) -> Serving {
         | (A::Chat | A::Completions | A::Embeddings, P::OpenAiChat)
         | (A::Messages | A::CountTokens, P::Anthropic)
         | (A::GeminiGenerate | A::GeminiCountTokens, P::Gemini) => Serving::PassThrough,
-        (A::Completions | A::Embeddings, _) => Serving::Unsupported,
+        // OpenAI's audio and image APIs: OpenAI and OpenAI-compatible
+        // servers only, with no translation into another protocol.
+        (A::Speech | A::Transcription | A::Image, P::OpenAi | P::OpenAiChat) => {
+            Serving::PassThrough
+        }
+        (A::Completions | A::Embeddings | A::Speech | A::Transcription | A::Image, _) => {
+            Serving::Unsupported
+        }
         (A::CountTokens | A::GeminiCountTokens, P::Anthropic | P::Gemini) => Serving::Translate {
             from: api.wire().unwrap_or(WireFormat::Chat),
             to: provider_wire(p),
@@ -176,6 +210,29 @@ pub fn serving(api: ClientApi, p: Protocol) -> Serving {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audio_and_images_pass_through_to_openai_only() {
+        for api in [
+            ClientApi::Speech,
+            ClientApi::Transcription,
+            ClientApi::Image,
+        ] {
+            assert!(api.media());
+            assert_eq!(api.wire(), None);
+            assert_eq!(ClientApi::parse(api.as_str()), Some(api));
+            assert_eq!(api.client_protocol(), Protocol::OpenAi);
+            for p in Protocol::ALL {
+                let want = if matches!(p, Protocol::OpenAi | Protocol::OpenAiChat) {
+                    Serving::PassThrough
+                } else {
+                    Serving::Unsupported
+                };
+                assert_eq!(serving(api, p), want, "{api:?} {p:?}");
+            }
+        }
+        assert!(!ClientApi::Chat.media());
+    }
 
     #[test]
     fn every_chat_api_reaches_every_protocol() {

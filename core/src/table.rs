@@ -186,6 +186,9 @@ impl ModelType {
     pub fn of_api(api: ClientApi) -> ModelType {
         match api {
             ClientApi::Embeddings => ModelType::Embedding,
+            ClientApi::Speech => ModelType::Speech,
+            ClientApi::Transcription => ModelType::Transcription,
+            ClientApi::Image => ModelType::Image,
             ClientApi::Chat
             | ClientApi::Completions
             | ClientApi::Responses

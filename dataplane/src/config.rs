@@ -212,6 +212,23 @@ pub struct Cli {
         default_value_t = crate::proxy::UNAUTHENTICATED_LOG_PER_MINUTE
     )]
     pub unauthenticated_log_per_minute: u32,
+
+    /// Largest multipart upload (`/v1/audio/transcriptions`,
+    /// `/v1/audio/translations`, `/v1/images/edits`, `/v1/images/variations`),
+    /// in bytes: 25 MiB by default, OpenAI's own limit for audio files. A
+    /// larger one is answered 413 as soon as it passes the limit (at once
+    /// when its `content-length` says so), without reading the rest. Uploads
+    /// stream to the upstream; what does not fit in memory (256 KiB per
+    /// upload) is kept in an unlinked temporary file (in `TMPDIR`) for
+    /// failover. JSON bodies keep the control plane's
+    /// `LLMGW_MAX_REQUEST_BODY_BYTES`.
+    #[arg(
+        long,
+        env = "LLMGW_MAX_UPLOAD_BYTES",
+        value_name = "BYTES",
+        default_value_t = crate::proxy::DEFAULT_MAX_UPLOAD_BYTES
+    )]
+    pub max_upload_bytes: u64,
     // --- Connections: the ops listener, caps and timeouts ---
     /// Address for the ops listener: /healthz, /readyz and /metrics, on
     /// connections of their own so that they answer while the client port
@@ -284,6 +301,7 @@ impl Cli {
         }
         config.request_log = self.request_log;
         config.unauthenticated_log_per_minute = self.unauthenticated_log_per_minute;
+        config.max_upload_bytes = self.max_upload_bytes;
         config.ops_listen = Some(self.ops_listen);
         config.limits = self.connections.limits();
         config.limits.check().map_err(|e| anyhow!(e))?;
@@ -333,6 +351,8 @@ pub struct Config {
     pub request_log: RequestLogMode,
     /// `--unauthenticated-log-per-minute`.
     pub unauthenticated_log_per_minute: u32,
+    /// `--max-upload-bytes`.
+    pub max_upload_bytes: u64,
     /// The ops listener (/healthz, /readyz, /metrics); `None` runs none
     /// (the library's default, for in-process tests).
     pub ops_listen: Option<SocketAddr>,
@@ -365,6 +385,7 @@ impl Config {
             spool_wait: crate::logs::DEFAULT_SPOOL_WAIT,
             request_log: RequestLogMode::Full,
             unauthenticated_log_per_minute: crate::proxy::UNAUTHENTICATED_LOG_PER_MINUTE,
+            max_upload_bytes: crate::proxy::DEFAULT_MAX_UPLOAD_BYTES,
             ops_listen: None,
             limits: llmgw_listener::Limits::default(),
             telemetry: None,

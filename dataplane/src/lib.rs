@@ -154,7 +154,8 @@ pub async fn start(config: Config) -> Result<Running> {
             .with_limiter(Arc::clone(&limiter))
             .with_live(Arc::clone(&live))
             .with_unauthenticated_log_rate(config.unauthenticated_log_per_minute)
-            .with_spool_wait(config.spool_wait),
+            .with_spool_wait(config.spool_wait)
+            .with_max_upload_bytes(config.max_upload_bytes),
         draining: Default::default(),
         connections: Some(client_gate.clone()),
     });

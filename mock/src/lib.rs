@@ -11,6 +11,10 @@
 //!   `/v1/embeddings`, `/v1/responses`; `GET /v1/models` (the Anthropic list
 //!   shape when the request has an `anthropic-version` header, paged by
 //!   `limit` and `after_id`).
+//! - OpenAI's audio and image endpoints: `POST /v1/audio/speech`,
+//!   `/v1/audio/transcriptions`, `/v1/audio/translations`,
+//!   `/v1/images/generations`, `/v1/images/edits`, `/v1/images/variations`
+//!   (see [`media`]).
 //! - Anthropic: `POST /v1/messages`, `/v1/messages/count_tokens`.
 //!
 //! Gemini with or without the `/v1beta` prefix (base URL
@@ -241,6 +245,7 @@
 pub mod behavior;
 pub mod compose;
 pub mod config;
+pub mod media;
 pub mod parse;
 pub mod record;
 pub mod render;

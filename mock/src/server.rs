@@ -57,7 +57,7 @@ impl State {
 /// Error a handler returns to make hyper drop the connection (HTTP/1) or
 /// reset the stream (HTTP/2) without a response.
 #[derive(Debug)]
-struct MockReset;
+pub(crate) struct MockReset;
 
 impl std::fmt::Display for MockReset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -156,6 +156,11 @@ async fn handle(
     if let Some((endpoint, model)) = gemini_route(req.method(), path, has_gemini_key(&req)) {
         return llm(&state, endpoint, model, req).await;
     }
+    if req.method() == Method::POST {
+        if let Some(kind) = crate::media::Media::of_path(api_path(path)) {
+            return crate::media::handle(&state, kind, req).await;
+        }
+    }
     let endpoint = match (req.method(), api_path(path)) {
         (&Method::POST, "/chat/completions") => Endpoint::Chat,
         (&Method::POST, "/completions") => Endpoint::Completions,
@@ -205,7 +210,7 @@ fn redact_key(uri: &http::Uri) -> http::Uri {
     http::Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
 
-fn unix_seconds(t: SystemTime) -> u64 {
+pub(crate) fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -422,7 +427,7 @@ impl hyper::body::Body for DelayedBody {
     }
 }
 
-fn full(body: Bytes) -> ResponseBody {
+pub(crate) fn full(body: Bytes) -> ResponseBody {
     UnsyncBoxBody::new(Full::new(body).map_err(|never: Infallible| match never {}))
 }
 
@@ -451,7 +456,7 @@ fn with_retry_after(
     resp
 }
 
-fn error(
+pub(crate) fn error(
     dialect: Dialect,
     status: u16,
     message: &str,

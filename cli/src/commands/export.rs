@@ -84,6 +84,15 @@ const COLUMNS: &[(&str, Value)] = &[
         Value::U64(|r| r.cache_creation_tokens),
     ),
     ("reasoning_tokens", Value::U64(|r| r.reasoning_tokens)),
+    // Audio and image requests (#16); 0 or empty elsewhere.
+    ("audio_milliseconds", Value::U64(|r| r.audio_milliseconds)),
+    ("characters", Value::U64(|r| r.characters)),
+    ("images", Value::U64(|r| u64::from(r.images))),
+    ("image_size", Value::Text(|r| Cow::Borrowed(&r.image_size))),
+    (
+        "image_quality",
+        Value::Text(|r| Cow::Borrowed(&r.image_quality)),
+    ),
     (
         "usage_source",
         Value::Text(|r| Cow::Borrowed(&r.usage_source)),

@@ -278,6 +278,33 @@ fn details(r: &RequestLog) -> Vec<String> {
         ("cost", cost(r.cost)),
         ("config version", n(r.snapshot_version)),
     ];
+    // Only audio and image requests have them (#16): after the tokens.
+    let media = [
+        (
+            "audio seconds",
+            (r.audio_milliseconds > 0)
+                .then(|| format!("{:.3}", r.audio_milliseconds as f64 / 1000.0)),
+        ),
+        ("characters", (r.characters > 0).then(|| n(r.characters))),
+        ("images", (r.images > 0).then(|| r.images.to_string())),
+        (
+            "image size",
+            (!r.image_size.is_empty()).then(|| r.image_size.clone()),
+        ),
+        (
+            "image quality",
+            (!r.image_quality.is_empty()).then(|| r.image_quality.clone()),
+        ),
+    ];
+    if let Some(at) = rows.iter().position(|(k, _)| *k == "usage source") {
+        for (i, (k, v)) in media
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .enumerate()
+        {
+            rows.insert(at + i, (k, v));
+        }
+    }
     // Only traced requests have one: under the id, which it groups.
     if !r.trace_id.is_empty() {
         rows.insert(1, ("trace id", r.trace_id.clone()));

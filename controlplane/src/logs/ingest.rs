@@ -75,6 +75,11 @@ const LOG_COLUMNS: &[&str] = &[
     "origin",
     "replay_of",
     "cost_nanos",
+    "audio_milliseconds",
+    "characters",
+    "images",
+    "image_size",
+    "image_quality",
 ];
 
 const ATTEMPT_COLUMNS: &[&str] = &[
@@ -554,6 +559,11 @@ fn bind_record<'q>(
         .bind(r.origin.as_str())
         .bind(r.replay_of.as_str())
         .bind(r.cost_nanos)
+        .bind(i64_of(r.audio_milliseconds))
+        .bind(i64_of(r.characters))
+        .bind(i64::from(r.images))
+        .bind(r.image_size.as_str())
+        .bind(r.image_quality.as_str())
 }
 
 async fn quarantine(
@@ -777,6 +787,8 @@ fn check(r: &pb::RequestLog, batch_node: &str, now: i64) -> Result<Checked, Stri
         ("cache_read_tokens", r.cache_read_tokens),
         ("cache_creation_tokens", r.cache_creation_tokens),
         ("reasoning_tokens", r.reasoning_tokens),
+        ("audio_milliseconds", r.audio_milliseconds),
+        ("characters", r.characters),
     ] {
         if v > MAX_TOKENS {
             return Err(format!("{what} {v} is implausibly large"));
@@ -838,6 +850,8 @@ fn check(r: &pb::RequestLog, batch_node: &str, now: i64) -> Result<Checked, Stri
         ("limited_by", r.limited_by.as_str(), MAX_NAME_BYTES),
         ("origin", r.origin.as_str(), MAX_NAME_BYTES),
         ("replay_of", r.replay_of.as_str(), MAX_NAME_BYTES),
+        ("image_size", r.image_size.as_str(), MAX_NAME_BYTES),
+        ("image_quality", r.image_quality.as_str(), MAX_NAME_BYTES),
         ("client_ip", r.client_ip.as_str(), MAX_TEXT_BYTES),
         ("user_agent", r.user_agent.as_str(), MAX_TEXT_BYTES),
         ("path", r.path.as_str(), MAX_TEXT_BYTES),
@@ -906,6 +920,8 @@ fn normalize(mut rec: pb::RequestLog, id: String, batch_node: &str) -> pb::Reque
         &mut rec.limited_by,
         &mut rec.origin,
         &mut rec.replay_of,
+        &mut rec.image_size,
+        &mut rec.image_quality,
     ] {
         clean_in_place(s);
     }

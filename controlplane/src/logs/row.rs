@@ -18,7 +18,8 @@ pub const SUMMARY_COLUMNS: &str = concat!(
      cache_creation_tokens, reasoning_tokens, usage_source, count_source, cost, error, \
      snapshot_version, request_body_truncated, response_body_truncated, upstream_protocol, \
      translated, upstream_request_body_truncated, dropped_fields, outcome, stop_reason, end_user, limited_by, \
-     trace_id, origin, replay_of, ",
+     trace_id, origin, replay_of, audio_milliseconds, characters, images, image_size, \
+     image_quality, ",
     cost_nanos_sql!(),
     " AS cost_nanos"
 );
@@ -113,6 +114,11 @@ pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
         trace_id: r.try_get("trace_id")?,
         origin: r.try_get("origin")?,
         replay_of: r.try_get("replay_of")?,
+        audio_milliseconds: u64_of(r, "audio_milliseconds")?,
+        characters: u64_of(r, "characters")?,
+        images: u32_of(r, "images")?,
+        image_size: r.try_get("image_size")?,
+        image_quality: r.try_get("image_quality")?,
     })
 }
 

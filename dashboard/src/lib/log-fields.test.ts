@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { Outcome, RequestLogSchema } from "@/gen/llmgw/v1/logs_pb";
-import { OUTCOMES, outcomeChoice, outcomeOfName, promptTokens, protocolPair, stopReasonHint, totalTokens, upstreamBodyNote, usageRows } from "./log-fields";
+import { OUTCOMES, mediaRows, outcomeChoice, outcomeOfName, promptTokens, protocolPair, stopReasonHint, totalTokens, upstreamBodyNote, usageRows } from "./log-fields";
 
 describe("protocol pair", () => {
   it("shows client→upstream, or the client's alone", () => {
@@ -31,6 +31,20 @@ describe("normalized usage", () => {
   it("adds the prompt's parts, and never reasoning to output", () => {
     expect(promptTokens(r)).toBe(2400n);
     expect(totalTokens(r)).toBe(2440n);
+  });
+});
+
+describe("media quantities", () => {
+  it("lists only those a request has", () => {
+    expect(mediaRows(create(RequestLogSchema, {}))).toEqual([]);
+    const r = create(RequestLogSchema, { audioMilliseconds: 1500n, images: 2, imageSize: "1024x1024", imageQuality: "high", characters: 12n });
+    expect(mediaRows(r).map((x) => [x.label, x.value])).toEqual([
+      ["Audio", "1.500 s"],
+      ["Characters", "12"],
+      ["Images", "2"],
+      ["Image size", "1024x1024"],
+      ["Image quality", "high"],
+    ]);
   });
 });
 

@@ -41,6 +41,23 @@ export function usageRows(r: Usage): UsageRow[] {
   ];
 }
 
+type Media = Pick<RequestLog, "audioMilliseconds" | "characters" | "images" | "imageSize" | "imageQuality">;
+
+/**
+ * What an audio or image request used besides tokens (#16), only the
+ * quantities it has: seconds of audio, characters of speech input, images
+ * by count, size and quality.
+ */
+export function mediaRows(r: Media): { label: string; value: string }[] {
+  const rows: { label: string; value: string }[] = [];
+  if (r.audioMilliseconds > 0n) rows.push({ label: "Audio", value: `${(Number(r.audioMilliseconds) / 1000).toFixed(3)} s` });
+  if (r.characters > 0n) rows.push({ label: "Characters", value: r.characters.toString() });
+  if (r.images > 0) rows.push({ label: "Images", value: String(r.images) });
+  if (r.imageSize) rows.push({ label: "Image size", value: r.imageSize });
+  if (r.imageQuality) rows.push({ label: "Image quality", value: r.imageQuality });
+  return rows;
+}
+
 /** The whole prompt: uncached input, cache reads and cache writes. */
 export function promptTokens(r: Usage): bigint {
   return BigInt(r.inputTokens) + BigInt(r.cacheReadTokens) + BigInt(r.cacheCreationTokens);

@@ -29,6 +29,9 @@ describe("choices", () => {
       "completions",
       "count-tokens",
       "gemini-count-tokens",
+      "speech",
+      "transcription",
+      "image",
     ]);
   });
   it("reads an empty translation mode as strict", () => {

@@ -57,6 +57,9 @@ export const CLIENT_APIS: Choice[] = [
   { value: "completions", label: "OpenAI completions (legacy)", hint: "POST /v1/completions" },
   { value: "count-tokens", label: "Anthropic count tokens", hint: "POST /v1/messages/count_tokens" },
   { value: "gemini-count-tokens", label: "Gemini countTokens", hint: "POST /v1beta/models/{model}:countTokens" },
+  { value: "speech", label: "OpenAI speech", hint: "POST /v1/audio/speech" },
+  { value: "transcription", label: "OpenAI transcriptions and translations", hint: "POST /v1/audio/transcriptions, /v1/audio/translations" },
+  { value: "image", label: "OpenAI images", hint: "POST /v1/images/generations, /v1/images/edits, /v1/images/variations" },
 ];
 
 export const TRANSLATIONS: Choice[] = [

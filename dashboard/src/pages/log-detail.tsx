@@ -16,7 +16,7 @@ import { toConversation } from "@/lib/conversation";
 import { toCurl } from "@/lib/curl";
 import { DEFAULT_FILTERS, filtersToQuery } from "@/lib/filters";
 import { formatCost, formatDateTime, formatDuration, formatInt } from "@/lib/format";
-import { promptTokens, protocolPair, stopReasonHint, upstreamBodyNote, usageRows } from "@/lib/log-fields";
+import { mediaRows, promptTokens, protocolPair, stopReasonHint, upstreamBodyNote, usageRows } from "@/lib/log-fields";
 import { useQuery, useTitle } from "@/lib/hooks";
 import { redactHeaders } from "@/lib/redact";
 import { replayBlocker } from "@/lib/replay";
@@ -217,6 +217,11 @@ function Detail({ r }: { r: RequestLog }) {
                 </div>
               ))}
               <Def k="Whole prompt">{formatInt(promptTokens(r))}</Def>
+              {mediaRows(r).map((m) => (
+                <Def key={m.label} k={m.label}>
+                  <span className="tabular-nums">{m.value}</span>
+                </Def>
+              ))}
             </dl>
           </CardContent>
         </Card>

@@ -73,6 +73,11 @@ impl Capture {
     }
 
     /// Whether bytes were left out at the cap.
+    /// The most it keeps (0: nothing).
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
     pub fn truncated(&self) -> bool {
         self.truncated
     }

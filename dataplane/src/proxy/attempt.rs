@@ -4,6 +4,7 @@
 //! shared deadline. Nothing is retried once a response has started.
 
 use super::respond::{copy_response_headers, translated_error};
+use super::upstream::UpstreamBody;
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
@@ -45,6 +46,13 @@ impl Proxy {
             let others_left = pos + 1 < call.order.len();
             let key = TargetKey::of(target);
             let prepared = match serving(call.endpoint.api(), target.provider.protocol) {
+                Serving::PassThrough if call.upload.is_some() => Prepared {
+                    // Sent from the upload's tee by `send`.
+                    body: Bytes::new(),
+                    path: call.endpoint.upstream_path(&target.upstream_model),
+                    wires: None,
+                    dropped: Vec::new(),
+                },
                 Serving::PassThrough => {
                     let Some(body) = self.upstream_body(&call, target) else {
                         return Err((
@@ -242,7 +250,10 @@ impl Proxy {
                         }
                     }
                     Err(e) => {
-                        self.state.record(&key, false, None);
+                        // A failed upload is the client's doing.
+                        if !matches!(e, AttemptError::Upload(..)) {
+                            self.state.record(&key, false, None);
+                        }
                         attempt.error = e.describe();
                         pending.record().attempts.push(attempt);
                         let stop = !e.retryable();
@@ -313,6 +324,7 @@ impl Proxy {
                 }
                 Ok(super::hold::held(resp, hold))
             }
+            Some(LastFailure::Error(AttemptError::Upload(kind, message))) => Err((kind, message)),
             Some(LastFailure::Error(e)) => Err((
                 e.kind(),
                 format!("every attempt failed; the last: {}", e.describe()),
@@ -407,7 +419,12 @@ impl Proxy {
             // resend: a resend is rare, a copy would be made every time.
             let mut resends = 0;
             loop {
-                let mut request = Request::new(Full::new(body.clone()));
+                let mut request = Request::new(match call.upload {
+                    Some((upload, part)) => {
+                        UpstreamBody::Replay(upload.replay(part, &target.upstream_model))
+                    }
+                    None => UpstreamBody::Full(Full::new(body.clone())),
+                });
                 *request.method_mut() = Method::POST;
                 *request.uri_mut() = uri.clone();
                 *request.headers_mut() =
@@ -427,7 +444,30 @@ impl Proxy {
                 }
             }
         };
-        match tokio::time::timeout(limit, exchange).await {
+        let outcome = match call.upload {
+            Some((upload, _)) => {
+                // An upstream answers once it has the whole upload: the
+                // first-byte clock starts when the client has sent it all
+                // (a slow client's upload may take longer than the
+                // timeout); the deadline runs throughout.
+                let first_byte = async {
+                    upload.received().await;
+                    tokio::time::sleep(settings.first_byte_timeout).await;
+                };
+                tokio::select! {
+                    biased;
+                    // An upload that fails (too large, too slow) ends the
+                    // attempt at once, whatever the upstream does with the
+                    // cut body.
+                    f = upload.failed() => return Err(AttemptError::Upload(f.kind, f.message)),
+                    r = exchange => Ok(r),
+                    () = tokio::time::sleep(left) => return Err(AttemptError::Deadline),
+                    () = first_byte => return Err(AttemptError::FirstByteTimeout),
+                }
+            }
+            None => tokio::time::timeout(limit, exchange).await,
+        };
+        match outcome {
             Err(_) if by_deadline => Err(AttemptError::Deadline),
             Err(_) => Err(AttemptError::FirstByteTimeout),
             Ok(Err(e)) if e.is_connect() => Err(AttemptError::Connect(error_chain(&e))),

@@ -175,16 +175,21 @@ pub enum AttemptError {
     Request(String),
     /// The deadline left no time for this attempt.
     Deadline,
+    /// The client's upload failed while it was being sent (over the size
+    /// limit, too slow, not a well-formed form): the client's fault, not
+    /// the target's, and not retried.
+    Upload(ErrorKind, String),
 }
 
 impl AttemptError {
     pub fn retryable(&self) -> bool {
-        !matches!(self, AttemptError::Deadline)
+        !matches!(self, AttemptError::Deadline | AttemptError::Upload(..))
     }
 
     pub fn kind(&self) -> ErrorKind {
         match self {
             AttemptError::FirstByteTimeout | AttemptError::Deadline => ErrorKind::UpstreamTimeout,
+            AttemptError::Upload(kind, _) => *kind,
             _ => ErrorKind::UpstreamUnavailable,
         }
     }
@@ -195,6 +200,7 @@ impl AttemptError {
             AttemptError::Connect(_) => "connect",
             AttemptError::FirstByteTimeout | AttemptError::Deadline => "timeout",
             AttemptError::Request(_) => "request",
+            AttemptError::Upload(..) => "upload",
         }
     }
 
@@ -204,6 +210,7 @@ impl AttemptError {
             AttemptError::FirstByteTimeout => "no response before the first-byte timeout".into(),
             AttemptError::Request(e) => format!("request failed: {e}"),
             AttemptError::Deadline => "request deadline reached".into(),
+            AttemptError::Upload(_, m) => m.clone(),
         }
     }
 }

@@ -15,6 +15,8 @@ mod gemini;
 mod head;
 mod hold;
 mod instream;
+mod media;
+mod multipart;
 mod observe;
 mod openai;
 mod record;
@@ -24,6 +26,7 @@ mod state;
 mod stream;
 mod trace;
 mod translate;
+mod upload;
 mod upstream;
 mod usage;
 
@@ -81,7 +84,12 @@ pub struct Proxy {
     pub(crate) limiter: Arc<crate::limits::Limiter>,
     /// The requests in flight, for the live view and cancel (#17).
     pub(crate) live: Arc<crate::live::Live>,
+    /// The largest multipart upload (`--max-upload-bytes`).
+    max_upload_bytes: u64,
 }
+
+/// Default of `--max-upload-bytes`: OpenAI's own limit for audio files.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 25 << 20;
 
 /// Default of `--unauthenticated-log-per-minute`: request-log rows a
 /// client address may cause per minute without a valid key (and at once).
@@ -173,6 +181,12 @@ struct Pending {
     /// The request's entry among those in flight (#17), from when its key
     /// and model are known; it moves into a streamed response's body.
     live: Option<crate::live::Registration>,
+    /// An audio or image request: what its record's quantities and its
+    /// form are read from at the end (it moves into [`Finish`]).
+    media: Option<media::MediaRequest>,
+    /// The task reading a multipart upload, stopped when the request's
+    /// handler is done.
+    pumping: Option<upload::Pumping>,
 }
 
 impl Pending {
@@ -227,7 +241,15 @@ impl Proxy {
             ),
             limiter: crate::limits::Limiter::new(),
             live: crate::live::Live::new(),
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
         }
+    }
+
+    /// Sets the largest multipart upload, in bytes.
+    #[must_use]
+    pub fn with_max_upload_bytes(mut self, bytes: u64) -> Self {
+        self.max_upload_bytes = bytes;
+        self
     }
 
     /// Shares the registry of requests in flight that the live client reads.
@@ -364,6 +386,8 @@ impl Proxy {
             limits: admit::LimitView::default(),
             trace,
             live: None,
+            media: None,
+            pumping: None,
         };
         // Boxed: the proxying future is several KiB (the attempt, the
         // upstream exchange, the response), and the server moves the
@@ -391,6 +415,9 @@ impl Proxy {
                 hold::held(self.error(d, kind, shown, &id), hold)
             }
         };
+        if let Some(p) = pending.pumping.take() {
+            p.stop().await;
+        }
         pending.limits.write(endpoint, resp.headers_mut());
         set_request_id(&mut resp, &id);
         resp
@@ -435,7 +462,10 @@ impl Proxy {
     /// is to be held on what this returns ([`hold::held`]).
     #[must_use]
     fn finish_plain(&self, pending: &mut Pending) -> hold::Hold {
-        let (mut r, encoded) = pending.take();
+        let (mut r, mut encoded) = pending.take();
+        if let Some(m) = pending.media.take() {
+            m.log_form(&mut encoded);
+        }
         r.latency_ms = pending.started.elapsed().as_millis() as u64;
         r.ttfb_ms = r.latency_ms;
         if r.usage_source.is_empty() {
@@ -586,55 +616,50 @@ impl Proxy {
             .and_then(|(_, m)| m)
             .map(str::to_string);
 
-        let limit = table.settings.max_request_body_bytes;
         let (parts, incoming) = req.into_parts();
-        if let Some(len) = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            if len > limit {
-                return Err((
-                    ErrorKind::BodyTooLarge,
-                    format!("the request body is larger than {limit} bytes"),
-                ));
-            }
-        }
-        let raw = Limited::new(incoming, usize::try_from(limit).unwrap_or(usize::MAX))
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    (
-                        ErrorKind::BodyTooLarge,
-                        format!("the request body is larger than {limit} bytes"),
-                    )
-                } else if let Some(slow) = e.downcast_ref::<llmgw_listener::SlowBody>() {
-                    (ErrorKind::BodyTimeout, slow.to_string())
-                } else {
-                    (
-                        ErrorKind::BadRequest,
-                        "could not read the request body".to_string(),
-                    )
-                }
-            })?
-            .to_bytes();
         let log_bodies = self.out.mode.bodies() && table.settings.log_bodies && key.log_bodies;
         let cap = table.settings.log_body_max_bytes;
-        if log_bodies {
+        // A multipart upload streams through its tee (`upload`): only its
+        // `model` part is awaited here; its form stands in for the body
+        // for rules, the first pass and the log.
+        let mut upload = None;
+        let raw = if endpoint.multipart() {
+            let (mut up, pumping) =
+                upload::Upload::start(&parts.headers, incoming, self.max_upload_bytes)
+                    .map_err(|f| (f.kind, f.message))?;
+            pending.pumping = Some(pumping);
+            let part = up.model().await.map_err(|f| (f.kind, f.message))?;
+            let form = Bytes::from(up.summary().to_string());
+            upload = Some((up, part));
+            form
+        } else {
+            read_body(
+                parts.headers.get(header::CONTENT_LENGTH),
+                incoming,
+                table.settings.max_request_body_bytes,
+            )
+            .await?
+        };
+        if log_bodies && upload.is_none() {
             record::log_request_body(&mut pending.encoded, &raw, cap);
         }
         if let Some(t) = &mut pending.trace {
             // Content goes to the collector only where the log would keep
-            // it: not for a key (or a gateway) that does not log bodies.
-            if log_bodies {
+            // it: not for a key (or a gateway) that does not log bodies,
+            // nor an upload's.
+            if log_bodies && upload.is_none() {
                 t.capture_input(&raw, cap);
             } else {
                 t.content = None;
             }
+        }
+        if endpoint.api().media() {
+            pending.media = Some(media::MediaRequest {
+                endpoint,
+                json: upload.is_none().then(|| raw.clone()),
+                form: upload.as_ref().map(|(u, _)| u.form()),
+                log_cap: log_bodies.then_some(cap),
+            });
         }
 
         let not_object = || {
@@ -758,6 +783,7 @@ impl Proxy {
                 log_bodies,
                 tokens,
                 translation: std::sync::OnceLock::new(),
+                upload: upload.as_ref().map(|(u, p)| (u, p)),
             },
             pending,
         )
@@ -818,6 +844,9 @@ struct Call<'a> {
     /// The client's request in the intermediate form, decoded for the
     /// first translated target and kept for the others.
     translation: std::sync::OnceLock<Translation>,
+    /// A multipart upload, and where its `model` value is: each attempt
+    /// replays it with that value replaced.
+    upload: Option<(&'a upload::Upload, &'a multipart::ModelPart)>,
 }
 
 impl Call<'_> {
@@ -835,6 +864,49 @@ impl Call<'_> {
         )?;
         Ok(self.translation.get_or_init(|| t))
     }
+}
+
+/// Reads a JSON request body whole, up to `limit` bytes (413 beyond it, at
+/// once when its `content-length` says so).
+async fn read_body(
+    content_length: Option<&HeaderValue>,
+    incoming: RequestBody,
+    limit: u64,
+) -> Result<Bytes, (ErrorKind, String)> {
+    if let Some(len) = content_length
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit {
+            return Err((
+                ErrorKind::BodyTooLarge,
+                format!("the request body is larger than {limit} bytes"),
+            ));
+        }
+    }
+    Ok(
+        Limited::new(incoming, usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    (
+                        ErrorKind::BodyTooLarge,
+                        format!("the request body is larger than {limit} bytes"),
+                    )
+                } else if let Some(slow) = e.downcast_ref::<llmgw_listener::SlowBody>() {
+                    (ErrorKind::BodyTimeout, slow.to_string())
+                } else {
+                    (
+                        ErrorKind::BadRequest,
+                        "could not read the request body".to_string(),
+                    )
+                }
+            })?
+            .to_bytes(),
+    )
 }
 
 /// The client's protocol as the request log names it: the wire format of

@@ -33,6 +33,12 @@ pub struct Observer {
     /// Read a whole answer's text even when usage is reported (a trace
     /// that captures content wants it).
     pub want_text: bool,
+    /// Audio (speech): its content type; the bytes are only counted.
+    opaque: Option<String>,
+    /// Bytes of an opaque answer.
+    opaque_bytes: u64,
+    /// The last bytes of a media answer too large to keep whole.
+    media_tail: Vec<u8>,
 }
 
 impl Observer {
@@ -55,7 +61,50 @@ impl Observer {
             whole_overflow: false,
             logged: Capture::new(log_cap),
             want_text: false,
+            opaque: None,
+            opaque_bytes: 0,
+            media_tail: Vec::new(),
         }
+    }
+
+    /// Passes the answer without keeping any of it: an audio answer of
+    /// this content type, whose log says only its size and type.
+    pub fn opaque(&mut self, content_type: &str) {
+        self.opaque = Some(content_type.chars().take(128).collect());
+        self.streaming = false;
+        self.strip_usage_chunk = false;
+    }
+
+    /// Keeps the last [`super::media::TAIL_BYTES`] of a media answer.
+    fn keep_tail(&mut self, chunk: &[u8]) {
+        let tail = &mut self.media_tail;
+        let keep = chunk.len().min(super::media::TAIL_BYTES);
+        tail.extend_from_slice(&chunk[chunk.len() - keep..]);
+        let over = tail.len().saturating_sub(super::media::TAIL_BYTES);
+        tail.drain(..over);
+    }
+
+    /// An audio or image answer's whole body, for its quantities; for a
+    /// streamed, an opaque (audio) or an oversized one, only the usage
+    /// found in its last bytes.
+    pub fn take_media_body(&mut self) -> Option<Bytes> {
+        if self.streaming || self.opaque.is_some() || self.whole_overflow {
+            return super::media::usage_of_tail(&self.media_tail);
+        }
+        Some(std::mem::take(&mut self.whole).freeze())
+    }
+
+    /// What the log keeps of the response: an opaque answer's size and
+    /// content type (when bodies are logged), else the capped copy.
+    pub fn take_logged(&mut self) -> (Bytes, bool) {
+        if let Some(ct) = &self.opaque {
+            if self.logged.cap() == 0 {
+                return (Bytes::new(), false);
+            }
+            let note = format!("[{} bytes of {ct}, not logged]", self.opaque_bytes);
+            return (Bytes::from(note), false);
+        }
+        (self.logged.take(), self.logged.truncated())
     }
 
     fn log(&mut self, b: &[u8]) {
@@ -73,14 +122,31 @@ impl Observer {
 
     /// Takes one upstream chunk and returns what the client gets.
     pub fn feed(&mut self, chunk: Bytes) -> Bytes {
+        if self.opaque.is_some() {
+            self.opaque_bytes += chunk.len() as u64;
+            // Kept to be read, never logged: a speech stream's last event
+            // (`stream_format: sse`) has its usage.
+            self.keep_tail(&chunk);
+            return chunk;
+        }
         if !self.streaming {
             self.log(&chunk);
-            if self.whole.len() + chunk.len() <= MAX_PARSED_BODY {
+            if !self.whole_overflow && self.whole.len() + chunk.len() <= MAX_PARSED_BODY {
                 self.whole.extend_from_slice(&chunk);
             } else {
                 self.whole_overflow = true;
+                if self.endpoint.api().media() {
+                    // Images as base64 can pass the cap: their usage is
+                    // at the end.
+                    self.keep_tail(&chunk);
+                }
             }
             return chunk;
+        }
+        if self.endpoint.api().media() {
+            // A streamed image or transcription ends with an event that
+            // has its usage.
+            self.keep_tail(&chunk);
         }
         let events = self.splitter.push(&chunk);
         if !self.strip_usage_chunk {
@@ -129,6 +195,11 @@ impl Observer {
 
     /// Called at the normal end of the body: whatever is still held back.
     pub fn finish(&mut self) -> Option<Bytes> {
+        if self.endpoint.api().media() && !self.streaming {
+            // Read at the end with the request (`media::quantities`).
+            self.seen.finished = true;
+            return None;
+        }
         if !self.streaming {
             if !self.whole_overflow {
                 // Reported usage is all a whole body is read for: take the
@@ -360,6 +431,39 @@ mod tests {
         o.finish();
         assert_eq!(o.usage(), Some(Usage::default()));
         assert_eq!(o.seen.text, "yo");
+    }
+
+    #[test]
+    fn media_answers_keep_their_usage_not_their_audio() {
+        let d = dialect(Protocol::OpenAi);
+        // A streamed image: the usage of its last event.
+        let mut o = Observer::new(d, Endpoint::ImagesGenerations, true, false, 16);
+        o.feed(Bytes::from_static(
+            b"event: image_generation.partial_image\ndata: {\"b64_json\":\"AAAA\"}\n\n",
+        ));
+        o.feed(Bytes::from_static(
+            b"event: image_generation.completed\ndata: {\"b64_json\":\"BBBB\",\
+              \"usage\":{\"input_tokens\":3,\"output_tokens\":272}}\n\n",
+        ));
+        o.finish();
+        let body = o.take_media_body().unwrap();
+        let q = super::super::media::quantities(
+            Endpoint::ImagesGenerations,
+            &serde_json::json!({"n": 1}),
+            Some(&body),
+        );
+        assert_eq!(q.tokens.map(|u| (u.input, u.output)), Some((3, 272)));
+        // Audio passes whole and is only counted.
+        let mut o = Observer::new(d, Endpoint::AudioSpeech, false, false, 1 << 16);
+        o.opaque("audio/mpeg");
+        let audio = Bytes::from(vec![7u8; 5000]);
+        assert_eq!(o.feed(audio.clone()), audio);
+        o.finish();
+        assert_eq!(
+            o.take_logged(),
+            (Bytes::from("[5000 bytes of audio/mpeg, not logged]"), false)
+        );
+        assert_eq!(o.take_media_body(), None);
     }
 
     #[test]

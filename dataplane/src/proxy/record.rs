@@ -326,13 +326,18 @@ pub struct Finish {
     pub admission: Option<crate::limits::Admission>,
     /// The request's spans, when it is traced.
     pub trace: Option<Box<RequestTrace>>,
+    /// An audio or image request: its quantities are read at the end,
+    /// its tokens never estimated.
+    pub media: Option<super::media::MediaRequest>,
+    /// A media answer's whole body (when it was read whole), for its usage.
+    pub media_response: Option<bytes::Bytes>,
 }
 
 impl Finish {
     /// Whether finishing needs tiktoken: no usage was reported for a
     /// response that has to be counted.
     fn needs_estimate(&self) -> bool {
-        self.counted && self.reported().is_none()
+        self.counted && self.media.is_none() && self.reported().is_none()
     }
 
     /// The usage to record as reported: none when it is missing, or when
@@ -396,6 +401,21 @@ impl Finish {
     fn complete(self) -> (pb::RequestLog, FieldWriter) {
         let mut f = self;
         let mut r = std::mem::take(&mut f.record);
+        if let Some(m) = f.media.take() {
+            // Audio and images: their quantities, and tokens only as the
+            // upstream reported them.
+            m.log_form(&mut f.encoded);
+            if f.counted {
+                let q =
+                    super::media::quantities(m.endpoint, &m.request(), f.media_response.as_deref());
+                q.record(&mut r);
+                f.usage = q.tokens;
+            } else {
+                f.usage = None;
+            }
+            f.counted = f.counted && f.usage.is_some();
+            f.completion_text.clear();
+        }
         let usage = match f.reported() {
             Some(u) => {
                 r.usage_source = "reported".into();
@@ -543,6 +563,8 @@ mod tests {
             counted: true,
             admission: None,
             trace: None,
+            media: None,
+            media_response: None,
         }
     }
 

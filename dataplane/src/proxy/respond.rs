@@ -65,6 +65,18 @@ impl Proxy {
             0
         };
         let mut observer = Observer::new(call.dialect, call.endpoint, is_sse, strip, log_cap);
+        // Speech: audio bytes pass as they come, and the log keeps their
+        // size and content type, never the bytes.
+        if call.endpoint == Endpoint::AudioSpeech && status.is_success() {
+            let content_type = resp
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/octet-stream");
+            if !content_type.starts_with("application/json") {
+                observer.opaque(content_type);
+            }
+        }
         // A traced request that captures content keeps the answer's text.
         observer.want_text = pending.trace.as_ref().is_some_and(|t| t.captures());
         let observer = Relay::Pass(observer);
@@ -80,6 +92,8 @@ impl Proxy {
             counted: status.is_success() && !call.endpoint.api().counts_tokens(),
             admission: pending.admission.take(),
             trace: pending.trace.take(),
+            media: pending.media.take(),
+            media_response: None,
         };
         // Kept only when the body passes unchanged.
         // hyper's decoded length: none for a chunked body.
@@ -188,6 +202,8 @@ impl Proxy {
             counted: !counting,
             admission: pending.admission.take(),
             trace: pending.trace.take(),
+            media: None,
+            media_response: None,
         };
         if call.streaming {
             let raw = call.raw.clone();

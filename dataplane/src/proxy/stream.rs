@@ -173,7 +173,7 @@ impl Relay {
     /// What the log keeps of the response, and whether it was cut.
     fn take_logged(&mut self) -> (Bytes, bool) {
         match self {
-            Relay::Pass(o) => (o.logged.take(), o.logged.truncated()),
+            Relay::Pass(o) => o.take_logged(),
             Relay::Translate(t) => (t.logged.take(), t.logged.truncated()),
         }
     }
@@ -293,6 +293,11 @@ impl ProxyBody {
             }
         }
         f.usage = self.observer.usage();
+        if f.media.is_some() {
+            if let Relay::Pass(o) = &mut self.observer {
+                f.media_response = o.take_media_body();
+            }
+        }
         f.record.stop_reason = self.observer.take_stop_reason();
         f.completion_text = self.observer.take_text();
         self.hold = if self.unheld {

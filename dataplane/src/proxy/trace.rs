@@ -433,6 +433,12 @@ fn operation(endpoint: Endpoint) -> &'static str {
         Endpoint::Embeddings => "embeddings",
         Endpoint::GeminiGenerate | Endpoint::GeminiStream { .. } => "generate_content",
         Endpoint::CountTokens | Endpoint::GeminiCountTokens => "count_tokens",
+        Endpoint::AudioSpeech => "speech",
+        Endpoint::AudioTranscriptions => "transcription",
+        Endpoint::AudioTranslations => "translation",
+        Endpoint::ImagesGenerations => "image_generation",
+        Endpoint::ImagesEdits => "image_edit",
+        Endpoint::ImagesVariations => "image_variation",
     }
 }
 

@@ -34,7 +34,43 @@ use llmgw_outbound::ProxyConnector;
 use super::error::AttemptError;
 
 /// One provider's pooled client. A clone shares the pool.
-pub type UpstreamClient = Client<TimeoutConnector, Full<Bytes>>;
+pub type UpstreamClient = Client<TimeoutConnector, UpstreamBody>;
+
+/// What an upstream request carries: a body in memory, or a multipart
+/// upload replayed from its tee ([`super::upload`]).
+pub enum UpstreamBody {
+    Full(Full<Bytes>),
+    Replay(super::upload::Replay),
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Full(b) => Pin::new(b).poll_frame(cx).map_err(|e| match e {}),
+            UpstreamBody::Replay(r) => Pin::new(r).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Full(b) => b.is_end_stream(),
+            UpstreamBody::Replay(r) => r.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            UpstreamBody::Full(b) => b.size_hint(),
+            UpstreamBody::Replay(r) => r.size_hint(),
+        }
+    }
+}
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -263,7 +299,7 @@ mod tests {
                 None,
             )
             .unwrap();
-        let mut req = http::Request::new(Full::new(Bytes::from_static(b"{}")));
+        let mut req = http::Request::new(UpstreamBody::Full(Full::new(Bytes::from_static(b"{}"))));
         *req.method_mut() = http::Method::POST;
         *req.uri_mut() = uri;
         let started = std::time::Instant::now();

@@ -1,0 +1,677 @@
+//! A multipart upload on its way through: one task (the pump) reads the
+//! client's body as it arrives, checks its size against
+//! `--max-upload-bytes`, reads its framing ([`super::multipart`]) and tees
+//! it into a replay buffer: the first [`MEMORY_BYTES`] in memory, the rest
+//! in an unlinked temporary file (deleted when the last handle closes,
+//! even after a crash). Each attempt's body ([`Replay`]) reads that buffer
+//! from the start, waiting at its end for the pump, with the `model` part's
+//! value replaced by the target's upstream model: the first attempt
+//! streams the upload as it arrives, and a failover sends the whole upload
+//! again, byte for byte. The request waits only for the `model` part
+//! (routing needs it); memory per upload is bounded by the memory part
+//! and a chunk per reader, whatever the upload's size.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::sync::{oneshot, watch};
+
+use super::error::ErrorKind;
+use super::multipart::{self, ModelPart, Parser};
+use crate::server::BoxError;
+
+/// What of an upload is kept in memory before the rest goes to a file.
+pub const MEMORY_BYTES: usize = 256 * 1024;
+/// Largest piece an attempt's body reads at once.
+const READ_BYTES: usize = 64 * 1024;
+
+/// The file reads and writes of all uploads, at most this many at once
+/// on the blocking pool: each blocking thread costs memory (its stack and
+/// its allocator heap), and a few keep up with the network.
+static FILE_IO: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// Runs one file read or write on the blocking pool, within [`FILE_IO`].
+async fn file_io<T: Send + 'static>(
+    job: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, Failed> {
+    let _permit = FILE_IO
+        .acquire()
+        .await
+        .map_err(|e| io_failed(&e.to_string()))?;
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|e| io_failed(&e.to_string()))?
+        .map_err(|e| io_failed(&e.to_string()))
+}
+
+/// Why an upload could not be read: the error the client gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Failed {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Failed {
+        Failed {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failed {}
+
+/// How far the pump has got.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    /// Bytes received and stored.
+    len: u64,
+    /// The body has ended, read whole.
+    done: bool,
+    failed: Option<Failed>,
+}
+
+/// The stored bytes.
+struct Store {
+    memory: Mutex<Vec<Bytes>>,
+    file: Mutex<Option<Arc<File>>>,
+}
+
+impl Store {
+    /// Reads up to `max` stored bytes at `pos` (below what the pump has
+    /// announced).
+    async fn read(&self, pos: u64, max: usize) -> Result<Bytes, Failed> {
+        if pos < MEMORY_BYTES as u64 {
+            let memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            let mut start = 0u64;
+            for chunk in memory.iter() {
+                let end = start + chunk.len() as u64;
+                if pos < end {
+                    let from = (pos - start) as usize;
+                    let to = chunk.len().min(from + max);
+                    return Ok(chunk.slice(from..to));
+                }
+                start = end;
+            }
+            return Err(io_failed("a read past the memory part's pieces"));
+        }
+        let file = self
+            .file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| io_failed("a read past the memory part before the file exists"))?;
+        let at = pos - MEMORY_BYTES as u64;
+        // Allocated here, not on the blocking thread: each of those would
+        // keep a heap of its own.
+        let mut buf = vec![0u8; max];
+        file_io(move || {
+            let n = file.read_at(&mut buf, at)?;
+            buf.truncate(n);
+            Ok(Bytes::from(buf))
+        })
+        .await
+        .and_then(|b| {
+            if b.is_empty() {
+                Err(io_failed("short read"))
+            } else {
+                Ok(b)
+            }
+        })
+    }
+
+    /// Appends a chunk at `pos`.
+    async fn write(&self, pos: u64, chunk: Bytes) -> Result<(), Failed> {
+        let mut chunk = chunk;
+        if pos < MEMORY_BYTES as u64 {
+            let room = MEMORY_BYTES - pos as usize;
+            // A copy: a slice would keep the whole of hyper's read buffer.
+            let head = Bytes::copy_from_slice(&chunk[..room.min(chunk.len())]);
+            chunk = chunk.slice(head.len()..);
+            self.memory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(head);
+            if chunk.is_empty() {
+                return Ok(());
+            }
+        }
+        let at = pos.max(MEMORY_BYTES as u64) - MEMORY_BYTES as u64;
+        let existing = self.file.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let file = match existing {
+            Some(f) => f,
+            None => {
+                let f = file_io(tempfile::tempfile).await?;
+                let f = Arc::new(f);
+                *self.file.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&f));
+                f
+            }
+        };
+        file_io(move || file.write_all_at(&chunk, at)).await
+    }
+}
+
+fn io_failed(e: &str) -> Failed {
+    crate::warn_limited!(error = %e, "an upload could not be buffered for replay");
+    Failed::new(
+        ErrorKind::UpstreamUnavailable,
+        "the gateway could not buffer the upload",
+    )
+}
+
+/// One upload, as the request sees it.
+pub struct Upload {
+    store: Arc<Store>,
+    progress: watch::Receiver<Progress>,
+    parser: Arc<Mutex<Parser>>,
+    /// The client's `content-length`, when it gave one.
+    length: Option<u64>,
+}
+
+/// The pump reading an upload: stopped when the request is over.
+pub struct Pumping {
+    stop: Option<oneshot::Sender<()>>,
+    pump: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Pumping {
+    /// Stops reading the client's body (its rest is not needed once an
+    /// upstream has answered) and waits until the pump has let it go, so
+    /// that the server decides the connection's fate with it back.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(p) = self.pump.take() {
+            let _ = p.await;
+        }
+    }
+}
+
+impl Drop for Pumping {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+impl Upload {
+    /// Starts reading `body`: refused at once when its content type is
+    /// not a multipart form or its stated length is over `limit`.
+    pub fn start<B>(headers: &HeaderMap, body: B, limit: u64) -> Result<(Upload, Pumping), Failed>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError> + Send,
+    {
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let boundary =
+            multipart::boundary(content_type).map_err(|m| Failed::new(ErrorKind::BadRequest, m))?;
+        let length = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if length.is_some_and(|n| n > limit) {
+            return Err(too_large(limit));
+        }
+        let store = Arc::new(Store {
+            memory: Mutex::new(Vec::new()),
+            file: Mutex::new(None),
+        });
+        let parser = Arc::new(Mutex::new(Parser::new(&boundary)));
+        let (tx, rx) = watch::channel(Progress::default());
+        let (stop, stopped) = oneshot::channel();
+        let pump = tokio::spawn(pump(
+            body,
+            Arc::clone(&store),
+            Arc::clone(&parser),
+            tx,
+            stopped,
+            limit,
+        ));
+        Ok((
+            Upload {
+                store,
+                progress: rx,
+                parser,
+                length,
+            },
+            Pumping {
+                stop: Some(stop),
+                pump: Some(pump),
+            },
+        ))
+    }
+
+    /// Waits for the `model` part (the request cannot be routed before).
+    pub async fn model(&mut self) -> Result<ModelPart, Failed> {
+        loop {
+            if let Some(m) = self.lock_parser().model() {
+                return Ok(m.clone());
+            }
+            let p = self.progress.borrow_and_update().clone();
+            if let Some(f) = p.failed {
+                return Err(f);
+            }
+            if p.done {
+                return Err(Failed::new(
+                    ErrorKind::BadRequest,
+                    "the multipart body has no 'model' field",
+                ));
+            }
+            if self.progress.changed().await.is_err() {
+                return Err(self.failure().unwrap_or_else(|| {
+                    Failed::new(ErrorKind::BadRequest, "could not read the request body")
+                }));
+            }
+        }
+    }
+
+    fn lock_parser(&self) -> std::sync::MutexGuard<'_, Parser> {
+        self.parser.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The form as read so far (fields capped, files described).
+    pub fn summary(&self) -> serde_json::Value {
+        self.lock_parser().summary()
+    }
+
+    /// A view of the form for the log once the request is over.
+    pub fn form(&self) -> Form {
+        Form(Arc::clone(&self.parser))
+    }
+
+    /// Why the upload failed, if it did (over the limit, too slow, not a
+    /// well-formed form).
+    pub fn failure(&self) -> Option<Failed> {
+        self.progress.borrow().failed.clone()
+    }
+
+    /// A body that sends the upload from its start with the `model`
+    /// part's value replaced by `model`.
+    pub fn replay(&self, part: &ModelPart, model: &str) -> Replay {
+        let replacement = Bytes::copy_from_slice(model.as_bytes());
+        let length = self
+            .length
+            .map(|n| n.saturating_sub(part.end - part.start) + replacement.len() as u64);
+        let state = Reader {
+            store: Arc::clone(&self.store),
+            progress: self.progress.clone(),
+            pos: 0,
+            model: (part.start, part.end),
+            replacement: Some(replacement),
+        };
+        let stream = futures::stream::unfold(state, |mut r| async move {
+            let next = r.next().await?;
+            Some((next.map(Frame::data).map_err(BoxError::from), r))
+        });
+        Replay {
+            stream: stream.boxed(),
+            length,
+        }
+    }
+
+    /// Resolves when the whole upload has been received (never, if it
+    /// fails or is stopped first).
+    pub async fn received(&self) {
+        let mut rx = self.progress.clone();
+        loop {
+            if rx.borrow_and_update().done {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Resolves when the upload fails (never, if it does not): an
+    /// attempt in progress ends at once with the upload's error.
+    pub async fn failed(&self) -> Failed {
+        let mut rx = self.progress.clone();
+        loop {
+            if let Some(f) = rx.borrow_and_update().failed.clone() {
+                return f;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// The form of an upload, read when its record is finished.
+#[derive(Clone)]
+pub struct Form(Arc<Mutex<Parser>>);
+
+impl Form {
+    pub fn summary(&self) -> serde_json::Value {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).summary()
+    }
+}
+
+fn too_large(limit: u64) -> Failed {
+    Failed::new(
+        ErrorKind::BodyTooLarge,
+        format!("the upload is larger than {limit} bytes (the gateway's --max-upload-bytes)"),
+    )
+}
+
+/// Reads the client's body into the store until its end, the limit, an
+/// error or a stop.
+async fn pump<B>(
+    mut body: B,
+    store: Arc<Store>,
+    parser: Arc<Mutex<Parser>>,
+    tx: watch::Sender<Progress>,
+    mut stopped: oneshot::Receiver<()>,
+    limit: u64,
+) where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError> + Send,
+{
+    let mut len = 0u64;
+    let failed = loop {
+        let frame = tokio::select! {
+            biased;
+            _ = &mut stopped => return,
+            f = body.frame() => f,
+        };
+        let chunk = match frame {
+            None => {
+                let end = parser
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .finish()
+                    .map_err(|m| Failed::new(ErrorKind::BadRequest, m));
+                match end {
+                    Ok(()) => {
+                        tx.send_modify(|p| p.done = true);
+                        return;
+                    }
+                    Err(f) => break f,
+                }
+            }
+            Some(Err(e)) => {
+                let e: BoxError = e.into();
+                break if let Some(slow) = e.downcast_ref::<llmgw_listener::SlowBody>() {
+                    Failed::new(ErrorKind::BodyTimeout, slow.to_string())
+                } else {
+                    Failed::new(ErrorKind::BadRequest, "could not read the request body")
+                };
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(d) => d,
+                Err(_) => continue,
+            },
+        };
+        if chunk.is_empty() {
+            continue;
+        }
+        if len + chunk.len() as u64 > limit {
+            break too_large(limit);
+        }
+        let parsed = parser
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .feed(&chunk);
+        if let Err(m) = parsed {
+            break Failed::new(ErrorKind::BadRequest, format!("the multipart body: {m}"));
+        }
+        let n = chunk.len() as u64;
+        if let Err(f) = store.write(len, chunk).await {
+            break f;
+        }
+        len += n;
+        tx.send_modify(|p| p.len = len);
+    };
+    // The client's body goes back to the server before anyone hears of
+    // the failure: it then closes the connection, with notice, after the
+    // error answer, without reading the rest.
+    drop(body);
+    tx.send_modify(|p| p.failed = Some(failed));
+}
+
+/// One attempt's reading position.
+struct Reader {
+    store: Arc<Store>,
+    progress: watch::Receiver<Progress>,
+    pos: u64,
+    /// The `model` value's range, replaced by `replacement` once.
+    model: (u64, u64),
+    replacement: Option<Bytes>,
+}
+
+impl Reader {
+    async fn next(&mut self) -> Option<Result<Bytes, Failed>> {
+        loop {
+            if self.pos == self.model.0 {
+                if let Some(r) = self.replacement.take() {
+                    self.pos = self.model.1;
+                    if !r.is_empty() {
+                        return Some(Ok(r));
+                    }
+                    continue;
+                }
+            }
+            let p = self.progress.borrow_and_update().clone();
+            if let Some(f) = p.failed {
+                return Some(Err(f));
+            }
+            if self.pos < p.len {
+                let until = if self.pos < self.model.0 {
+                    self.model.0.min(p.len)
+                } else {
+                    p.len
+                };
+                let max = (until - self.pos).min(READ_BYTES as u64) as usize;
+                return Some(match self.store.read(self.pos, max).await {
+                    Ok(b) => {
+                        self.pos += b.len() as u64;
+                        Ok(b)
+                    }
+                    Err(f) => Err(f),
+                });
+            }
+            if p.done {
+                return None;
+            }
+            if self.progress.changed().await.is_err() {
+                // The pump stopped before the end: the request is over.
+                return Some(Err(Failed::new(
+                    ErrorKind::BadRequest,
+                    "the upload was not read to its end",
+                )));
+            }
+        }
+    }
+}
+
+/// An attempt's upload body; its length is known when the client's was.
+pub struct Replay {
+    stream: BoxStream<'static, Result<Frame<Bytes>, BoxError>>,
+    length: Option<u64>,
+}
+
+impl Body for Replay {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.stream.poll_next_unpin(cx)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.length {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    type Chunks =
+        StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>>;
+
+    /// A client body of `chunks`.
+    fn client(chunks: Vec<Vec<u8>>) -> Chunks {
+        StreamBody::new(futures::stream::iter(
+            chunks
+                .into_iter()
+                .map(|c| Ok(Frame::data(Bytes::from(c))))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    fn form(model: &str, file: &[u8]) -> Vec<u8> {
+        let mut b =
+            b"--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n"
+                .to_vec();
+        b.extend_from_slice(file);
+        b.extend_from_slice(b"\r\n--XX\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n");
+        b.extend_from_slice(model.as_bytes());
+        b.extend_from_slice(b"\r\n--XX--\r\n");
+        b
+    }
+
+    fn headers(len: Option<usize>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("multipart/form-data; boundary=XX"),
+        );
+        if let Some(n) = len {
+            h.insert(http::header::CONTENT_LENGTH, n.into());
+        }
+        h
+    }
+
+    async fn read(body: Replay) -> Result<(Vec<u8>, Option<u64>), BoxError> {
+        let hint = body.size_hint().exact();
+        let bytes = body.collect().await?.to_bytes();
+        Ok((bytes.to_vec(), hint))
+    }
+
+    #[tokio::test]
+    async fn every_attempt_replays_the_whole_upload_with_its_model() {
+        // A file larger than the memory part, then the model: the request
+        // waits for it; each replay sends every byte, but the model's.
+        let file: Vec<u8> = (0..MEMORY_BYTES * 2 + 5).map(|i| (i % 253) as u8).collect();
+        let body = form("client-model", &file);
+        let chunks: Vec<Vec<u8>> = body.chunks(7_777).map(<[u8]>::to_vec).collect();
+        let (mut up, pumping) =
+            Upload::start(&headers(Some(body.len())), client(chunks), 1 << 30).unwrap();
+        let part = up.model().await.unwrap();
+        assert_eq!(part.value, "client-model");
+        for model in ["a", "a-much-longer-upstream-model"] {
+            let (got, hint) = read(up.replay(&part, model)).await.unwrap();
+            assert_eq!(got, form(model, &file));
+            assert_eq!(hint, Some(got.len() as u64));
+        }
+        assert_eq!(up.form().summary()["file"]["bytes"], file.len());
+        pumping.stop().await;
+    }
+
+    #[tokio::test]
+    async fn an_upload_over_the_limit_fails_its_replays() {
+        let file = vec![7u8; 100_000];
+        let mut body =
+            b"--XX\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nm\r\n".to_vec();
+        body.extend_from_slice(&form("x", &file));
+        let chunks: Vec<Vec<u8>> = body.chunks(1000).map(<[u8]>::to_vec).collect();
+        let (mut up, _pumping) = Upload::start(&headers(None), client(chunks), 50_000).unwrap();
+        let part = up.model().await.unwrap();
+        let err = read(up.replay(&part, "up")).await.unwrap_err();
+        assert!(err.to_string().contains("larger than 50000 bytes"), "{err}");
+        assert_eq!(up.failure().map(|f| f.kind), Some(ErrorKind::BodyTooLarge));
+        // A stated length over the limit is refused at once.
+        let refused = Upload::start(&headers(Some(50_001)), client(vec![]), 50_000);
+        assert_eq!(refused.err().map(|f| f.kind), Some(ErrorKind::BodyTooLarge));
+        // As is a body that is not a form.
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        let refused = Upload::start(&h, client(vec![]), 50_000);
+        assert_eq!(refused.err().map(|f| f.kind), Some(ErrorKind::BadRequest));
+    }
+
+    #[tokio::test]
+    async fn a_form_without_a_model_or_unclosed_is_a_bad_request() {
+        let (mut up, _p) = Upload::start(
+            &headers(None),
+            client(vec![
+                b"--XX\r\nContent-Disposition: form-data; name=\"n\"\r\n\r\n1\r\n--XX--".to_vec(),
+            ]),
+            1000,
+        )
+        .unwrap();
+        let f = up.model().await.unwrap_err();
+        assert_eq!(f.kind, ErrorKind::BadRequest);
+        assert!(f.message.contains("no 'model'"), "{f}");
+        let (mut up, _p) = Upload::start(
+            &headers(None),
+            client(vec![
+                b"--XX\r\nContent-Disposition: form-data; name=\"n\"\r\n\r\n1".to_vec(),
+            ]),
+            1000,
+        )
+        .unwrap();
+        let f = up.model().await.unwrap_err();
+        assert!(f.message.contains("closing boundary"), "{f}");
+    }
+
+    #[tokio::test]
+    async fn the_store_spills_to_a_file_and_reads_back_every_byte() {
+        let store = Store {
+            memory: Mutex::new(Vec::new()),
+            file: Mutex::new(None),
+        };
+        let data: Vec<u8> = (0..MEMORY_BYTES * 3 + 17)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut pos = 0;
+        for chunk in data.chunks(10_007) {
+            store
+                .write(pos as u64, Bytes::copy_from_slice(chunk))
+                .await
+                .unwrap();
+            pos += chunk.len();
+        }
+        assert!(store.file.lock().unwrap().is_some());
+        let mut back = Vec::new();
+        while back.len() < data.len() {
+            let max = (data.len() - back.len()).min(READ_BYTES);
+            let b = store.read(back.len() as u64, max).await.unwrap();
+            back.extend_from_slice(&b);
+        }
+        assert_eq!(back, data);
+    }
+}
