@@ -467,3 +467,50 @@ def test_an_upload_over_the_limit_gets_413_with_memory_bounded(ugw: Gateway) -> 
     # refused.
     logs = gw.key_logs(key_name, 3)
     assert sorted(r["status"] for r in logs) == [200, 413, 413]
+
+
+def test_seconds_characters_and_images_are_priced_exactly(gw: Gateway) -> None:
+    """Per-second, per-character and per-image prices (#16) give each
+    record's exact cost in nano-dollars, beside reported tokens."""
+    _, key = gw.add_key()
+    client = gw.openai(key)
+
+    # Speech: 15 dollars per 1M characters of input.
+    tts = gw.add_model([f"mock:tts-{uid()}"], "--type", "speech", "--price-per-mchar", "15")
+    text = "héllo wörld, say this"  # 21 characters, more bytes
+    with client.audio.speech.with_streaming_response.create(
+            model=tts, voice="alloy", input=text, response_format="wav") as resp:
+        resp.read()
+        rid = resp.headers["x-llmgw-request-id"]
+    log = log_of(gw, rid)
+    assert log["characters"] == 21
+    assert int(log["cost_nanos"]) == 21 * 15_000  # 15e9 nano-dollars / 1e6 characters
+
+    # Transcription: a tenth of a cent per second, on the billed seconds
+    # (the upstream's usage of type duration: 2 s for 1.5 s of audio), and
+    # a per-request price.
+    whisper = gw.add_model([f"mock:whisper-{uid()}"], "--type", "transcription",
+                           "--price-per-second", "0.001", "--price-per-request", "0.000000007")
+    raw = client.audio.transcriptions.with_raw_response.create(
+        model=whisper, file=("a.wav", wav_bytes(1.5), "audio/wav"), response_format="verbose_json")
+    raw.parse()
+    log = log_of(gw, raw.headers["x-llmgw-request-id"])
+    assert log["audio_milliseconds"] == 2000
+    assert int(log["cost_nanos"]) == 2_000_000 + 7
+
+    # Images: by size and quality, else the size alone, else "*"; tokens
+    # reported by the upstream are charged too.
+    img = gw.add_model([f"mock:gpt-image-{uid()}"], "--type", "image",
+                       "--price-per-image", "1024x1024/high=0.167",
+                       "--price-per-image", "1024x1024=0.042",
+                       "--price-per-image", "*=0.011",
+                       "--price-input", "5", "--price-output", "40")
+    costs = []
+    for size, quality in [("1024x1024", "high"), ("1024x1024", "low"), ("512x512", "medium")]:
+        raw = client.images.with_raw_response.generate(
+            model=img, prompt="a red square", n=2, size=size, quality=quality)
+        raw.parse()
+        log = log_of(gw, raw.headers["x-llmgw-request-id"])
+        tokens = log["input_tokens"] * 5_000 + log["output_tokens"] * 40_000
+        costs.append(int(log["cost_nanos"]) - tokens)
+    assert costs == [2 * 167_000_000, 2 * 42_000_000, 2 * 11_000_000]

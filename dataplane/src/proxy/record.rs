@@ -10,6 +10,7 @@ use llmgw_core::price::{Metered, PriceSheet, NANOS_PER_USD};
 use llmgw_proto::v1 as pb;
 
 use super::dialect::Usage;
+use super::media::Quantities;
 use crate::config::RequestLogMode;
 use crate::logs::wire::field;
 use tokio::sync::oneshot;
@@ -267,16 +268,31 @@ pub fn log_response_body(w: &mut FieldWriter, body: &[u8], cap: usize) {
 /// is set) and output (reasoning included), each at the price of the tier
 /// the whole input falls in, plus any per-request price
 /// ([`PriceSheet::cost`]). The same for every protocol, because usage is
-/// normalized when it is read. Audio, characters and images are not
-/// metered by the chat endpoints, so they are 0 here.
-pub fn cost_nanos(usage: &Usage, prices: &PriceSheet) -> i64 {
-    prices.cost(&Metered {
+/// normalized when it is read. The audio and image endpoints add their
+/// `media` quantities (seconds, characters, images by size and quality);
+/// the chat endpoints have none.
+pub fn cost_nanos(usage: &Usage, media: Option<&Quantities>, prices: &PriceSheet) -> i64 {
+    let mut m = Metered {
         input_tokens: usage.input,
         cache_read_tokens: usage.cache_read,
         cache_write_tokens: usage.cache_write,
         output_tokens: usage.output,
         ..Metered::default()
-    })
+    };
+    if let Some(q) = media {
+        m.audio_milliseconds = q.audio_ms;
+        m.characters = q.characters;
+        m.images = q.images;
+        m.image_size = given(&q.image_size);
+        m.image_quality = given(&q.image_quality);
+    }
+    prices.cost(&m)
+}
+
+/// A request's size or quality as the price sheet looks it up; `None` when
+/// the request left it to the upstream's default.
+fn given(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
 }
 
 /// [`log_body`] for the body a translated request sent upstream.
@@ -401,6 +417,9 @@ impl Finish {
     fn complete(self) -> (pb::RequestLog, FieldWriter) {
         let mut f = self;
         let mut r = std::mem::take(&mut f.record);
+        // An answered audio or image request's quantities: billed whether
+        // or not the upstream reported tokens.
+        let mut media = None;
         if let Some(m) = f.media.take() {
             // Audio and images: their quantities, and tokens only as the
             // upstream reported them.
@@ -410,6 +429,7 @@ impl Finish {
                     super::media::quantities(m.endpoint, &m.request(), f.media_response.as_deref());
                 q.record(&mut r);
                 f.usage = q.tokens;
+                media = Some(q);
             } else {
                 f.usage = None;
             }
@@ -446,11 +466,15 @@ impl Finish {
             r.cache_creation_tokens = u.cache_write;
             r.reasoning_tokens = u.reasoning;
             // A token count (count_tokens) is not billed.
-            if f.counted {
-                r.cost_nanos = cost_nanos(&u, &f.prices);
+            if f.counted && media.is_none() {
+                r.cost_nanos = cost_nanos(&u, None, &f.prices);
                 // For readers older than cost_nanos only.
                 r.cost = r.cost_nanos as f64 / NANOS_PER_USD as f64;
             }
+        }
+        if let Some(q) = &media {
+            r.cost_nanos = cost_nanos(&usage.unwrap_or_default(), Some(q), &f.prices);
+            r.cost = r.cost_nanos as f64 / NANOS_PER_USD as f64;
         }
         if let Some(a) = f.admission.take() {
             let tokens =
@@ -657,21 +681,79 @@ mod tests {
             cache_write: 0,
             reasoning: 0,
         };
-        assert_eq!(cost_nanos(&u, &p), 3_500_000_003);
+        assert_eq!(cost_nanos(&u, None, &p), 3_500_000_003);
         // Cache writes at the input price unless they have their own.
         let w = Usage {
             cache_write: 1_000_000,
             ..Default::default()
         };
-        assert_eq!(cost_nanos(&w, &p), 2_000_000_003);
+        assert_eq!(cost_nanos(&w, None, &p), 2_000_000_003);
         // The whole input, cache included, picks the tier.
         let long = Usage {
             cache_write: 1_000_001,
             ..u
         };
         assert_eq!(
-            cost_nanos(&long, &p),
+            cost_nanos(&long, None, &p),
             4_000_000_000 + 2_000_000_000 + 1_000_000_000 + 5_000_005_000 + 3
+        );
+    }
+
+    #[test]
+    fn media_costs_add_seconds_characters_and_images_to_tokens() {
+        let usd = |s: &str| s.parse().unwrap();
+        let p = PriceSheet {
+            per_audio_second: usd("0.0001"),
+            per_mchar: usd("15"),
+            per_image: [
+                ("1024x1024/high".to_string(), usd("0.167")),
+                ("*".to_string(), usd("0.04")),
+            ]
+            .into_iter()
+            .collect(),
+            per_request: usd("0.001"),
+            tokens: llmgw_core::price::TokenPrices {
+                input: usd("2.5"),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let q = |audio_ms, characters, images, size: &str, quality: &str| Quantities {
+            tokens: None,
+            audio_ms,
+            characters,
+            images,
+            image_size: size.into(),
+            image_quality: quality.into(),
+        };
+        let none = Usage::default();
+        // 1.5 s of audio: 150,000 nano-dollars, plus the request's.
+        assert_eq!(
+            cost_nanos(&none, Some(&q(1500, 0, 0, "", "")), &p),
+            150_000 + 1_000_000
+        );
+        // 2,000 characters at 15 dollars per million.
+        assert_eq!(
+            cost_nanos(&none, Some(&q(0, 2000, 0, "", "")), &p),
+            30_000_000 + 1_000_000
+        );
+        // Two images by size and quality; one with none given takes "*".
+        assert_eq!(
+            cost_nanos(&none, Some(&q(0, 0, 2, "1024x1024", "high")), &p),
+            334_000_000 + 1_000_000
+        );
+        assert_eq!(
+            cost_nanos(&none, Some(&q(0, 0, 1, "", "")), &p),
+            40_000_000 + 1_000_000
+        );
+        // Reported tokens add to them (gpt-4o-transcribe).
+        let tokens = Usage {
+            input: 1000,
+            ..Default::default()
+        };
+        assert_eq!(
+            cost_nanos(&tokens, Some(&q(1500, 0, 0, "", "")), &p),
+            2_500_000 + 150_000 + 1_000_000
         );
     }
 }
