@@ -451,3 +451,37 @@ both! {
         assert_same("after retention", &got, &scan(&store, &all).await);
     }
 }
+
+both! {
+    async fn rows_from_before_exact_costs_are_read_and_added_to_exactly(db: Db) {
+        let store = db.open().await;
+        let mut rng = StdRng::seed_from_u64(seed());
+        let (t0, t1) = (day_start(2), day_start(0));
+        let first = records(&mut rng, 300, t0, t1 - t0);
+        store_batch(&store, batch(first.clone())).await.unwrap();
+        // As migration 0021 leaves the rows stored before it.
+        sqlx::query("UPDATE request_logs SET cost_nanos = NULL")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        sqlx::query("UPDATE log_rollups SET cost_nanos = NULL")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let all = pb::GetStatsRequest { group_by: "model".into(), ..Default::default() };
+        let check = |what: &'static str| {
+            let store = &store;
+            let all = all.clone();
+            async move {
+                let got = stats::stats(store, all.clone()).await.unwrap();
+                assert!(got.source.starts_with("rollup:"), "{}", got.source);
+                assert_same(what, &got, &scan(store, &all).await);
+            }
+        };
+        check("old rows").await;
+        // New records add to the same rows: their exact sums start from
+        // the old rows' float sums to the nearest nano-dollar.
+        store_batch(&store, batch(records(&mut rng, 300, t0, t1 - t0))).await.unwrap();
+        check("old and new rows").await;
+    }
+}

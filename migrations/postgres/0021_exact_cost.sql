@@ -4,8 +4,8 @@
 --
 -- request_logs.cost_nanos is NULL on rows stored before this migration
 -- (adding a column without a default rewrites no partition): readers take
--- `cost` to the nearest nano-dollar there (sql.rs COST_NANOS). The rollups
--- are small, so their sums are filled in here.
+-- `cost` to the nearest nano-dollar there (sql.rs COST_NANOS). The same
+-- holds for log_rollups, which may hold millions of minute rows: a row's
+-- first addition after this fills its exact sum in (rollup.rs).
 ALTER TABLE request_logs ADD COLUMN cost_nanos BIGINT;
-ALTER TABLE log_rollups ADD COLUMN cost_nanos BIGINT NOT NULL DEFAULT 0;
-UPDATE log_rollups SET cost_nanos = CAST(ROUND(cost * 1000000000) AS BIGINT);
+ALTER TABLE log_rollups ADD COLUMN cost_nanos BIGINT;

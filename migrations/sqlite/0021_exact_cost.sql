@@ -4,8 +4,7 @@
 --
 -- request_logs.cost_nanos is NULL on rows stored before this migration:
 -- readers take `cost` to the nearest nano-dollar there (sql.rs COST_NANOS),
--- which spares rewriting every stored row. The rollups are small, so their
--- sums are filled in here.
+-- which spares rewriting every stored row. The same holds for log_rollups:
+-- a row's first addition after it fills the exact sum in (rollup.rs).
 ALTER TABLE request_logs ADD COLUMN cost_nanos INTEGER;
-ALTER TABLE log_rollups ADD COLUMN cost_nanos INTEGER NOT NULL DEFAULT 0;
-UPDATE log_rollups SET cost_nanos = CAST(ROUND(cost * 1000000000) AS INTEGER);
+ALTER TABLE log_rollups ADD COLUMN cost_nanos INTEGER;

@@ -327,7 +327,15 @@ fn statement_sql(backend: Backend, kind: Write, slot: usize) -> &'static str {
     static TEXTS: LazyLock<Vec<String>> = LazyLock::new(|| {
         let sums: Vec<String> = COLUMNS[SUMMED]
             .iter()
-            .map(|c| format!("{c} = log_rollups.{c} + excluded.{c}"))
+            .map(|&c| match c {
+                // NULL on a row from before migration 0021: its float sum
+                // to the nearest nano-dollar, as readers take it.
+                "cost_nanos" => format!(
+                    "cost_nanos = {} + excluded.cost_nanos",
+                    stored_cost_nanos("log_rollups.")
+                ),
+                c => format!("{c} = log_rollups.{c} + excluded.{c}"),
+            })
             .collect();
         let on_conflict = " ON CONFLICT (bucket_s, start_ms, dims) DO UPDATE SET";
         let sums = format!(
@@ -378,6 +386,13 @@ fn bind_row<'q>(
         .bind(ttfb)
 }
 
+/// A rollup row's exact cost: `cost_nanos`, or on a row from before
+/// migration 0021 (NULL there: the migration rewrites no row) its float
+/// sum to the nearest nano-dollar. `table` qualifies the columns.
+fn stored_cost_nanos(table: &str) -> String {
+    format!("COALESCE({table}cost_nanos, CAST(ROUND({table}cost * 1000000000) AS BIGINT))")
+}
+
 /// The time from which rollups hold every record (`log_rollup_state`).
 pub async fn complete_from(conn: &mut AnyConnection) -> Result<i64, StoreError> {
     let from: Option<i64> =
@@ -422,8 +437,9 @@ pub fn select_statement(
     wh.extend(conditions);
     st.sql = format!(
         "SELECT start_ms, {} AS grp, failed, requests, input_tokens, output_tokens, \
-         cost_nanos, latency_sketch, ttfb_sketch FROM log_rollups WHERE {}",
+         {} AS cost_nanos, latency_sketch, ttfb_sketch FROM log_rollups WHERE {}",
         group.unwrap_or("''"),
+        stored_cost_nanos(""),
         wh.join(" AND ")
     );
     st
@@ -522,7 +538,7 @@ mod tests {
         assert!(!sums.contains("dims = log_rollups"), "{sums}");
         assert!(!sums.contains("latency_sketch = "), "{sums}");
         assert!(
-            sums.contains("cost_nanos = log_rollups.cost_nanos + excluded.cost_nanos"),
+            sums.contains("cost_nanos = COALESCE(log_rollups.cost_nanos, "),
             "{sums}"
         );
         assert!(sums.contains("$23)"), "{sums}");

@@ -33,7 +33,10 @@ pub fn boundary(content_type: &str) -> Result<String, String> {
             mime.chars().take(100).collect::<String>()
         ));
     }
-    // Parameters may hold quoted ';': read them one by one.
+    // Parameters may hold quoted ';': read them one by one. A boundary
+    // given twice is refused: parsers disagree on which one counts, and
+    // the gateway must read the body as the upstream will.
+    let mut found: Option<String> = None;
     let mut rest = content_type[content_type.find(';').unwrap_or(content_type.len())..].trim();
     while let Some(r) = rest.strip_prefix(';') {
         let r = r.trim_start();
@@ -70,11 +73,14 @@ pub fn boundary(content_type: &str) -> Result<String, String> {
             if value.is_empty() || value.len() > 70 {
                 return Err("the multipart boundary must be 1 to 70 characters".into());
             }
-            return Ok(value);
+            if found.is_some() {
+                return Err("the multipart/form-data content type names two boundaries".into());
+            }
+            found = Some(value);
         }
         rest = next;
     }
-    Err("the multipart/form-data content type has no boundary".into())
+    found.ok_or_else(|| "the multipart/form-data content type has no boundary".into())
 }
 
 /// A file part, as the log describes it.
@@ -132,6 +138,8 @@ pub struct Parser {
     base: u64,
     part: Option<Part>,
     model: Option<ModelPart>,
+    /// A part named `model` has begun (a second is refused).
+    model_seen: bool,
     fields: Vec<(String, String)>,
     files: Vec<FileInfo>,
     form_bytes: usize,
@@ -150,6 +158,7 @@ impl Parser {
             base: 0,
             part: None,
             model: None,
+            model_seen: false,
             fields: Vec::new(),
             files: Vec::new(),
             form_bytes: 0,
@@ -255,6 +264,19 @@ impl Parser {
                     }
                 };
                 let mut part = part_of_headers(block)?;
+                // One `model`, and not a file: the gateway routes, checks
+                // the key and bills by the value it replaces, and an
+                // upstream that read another `model` (many take a repeated
+                // field's last value) would run a model the key may not use.
+                if part.name == "model" {
+                    if self.model_seen {
+                        return Err("the form has more than one 'model' part".into());
+                    }
+                    if part.filename.is_some() {
+                        return Err("the 'model' part is a file".into());
+                    }
+                    self.model_seen = true;
+                }
                 part.start = offset + used as u64;
                 self.part = Some(part);
                 self.state = State::Body;
@@ -391,13 +413,18 @@ fn part_of_headers(block: &[u8]) -> Result<Part, String> {
     let text = String::from_utf8_lossy(block);
     let mut part = Part::default();
     let mut named = false;
+    let mut dispositions = 0;
     for line in text.split("\r\n") {
         let Some((name, value)) = line.split_once(':') else {
             continue;
         };
         let name = name.trim();
         if name.eq_ignore_ascii_case("content-disposition") {
-            let (n, f) = disposition(value.trim());
+            dispositions += 1;
+            if dispositions > 1 {
+                return Err("a multipart part has two content-disposition headers".into());
+            }
+            let (n, f) = disposition(value.trim())?;
             if let Some(n) = n {
                 part.name = n;
                 named = true;
@@ -414,8 +441,9 @@ fn part_of_headers(block: &[u8]) -> Result<Part, String> {
 }
 
 /// The `name` and `filename` parameters of `form-data; name="x";
-/// filename="y"` (quoted or not).
-fn disposition(v: &str) -> (Option<String>, Option<String>) {
+/// filename="y"` (quoted or not; `filename*` counts as a filename). A
+/// parameter given twice is refused: parsers disagree on which counts.
+fn disposition(v: &str) -> Result<(Option<String>, Option<String>), String> {
     let mut name = None;
     let mut filename = None;
     let mut rest = match v.find(';') {
@@ -450,14 +478,28 @@ fn disposition(v: &str) -> (Option<String>, Option<String>) {
             let end = after.find(';').unwrap_or(after.len());
             (after[..end].trim().to_string(), &after[end..])
         };
-        match key.as_str() {
-            "name" => name = Some(value),
-            "filename" => filename = Some(value.chars().take(256).collect()),
-            _ => {}
+        let slot = match key.as_str() {
+            "name" => &mut name,
+            "filename" | "filename*" => &mut filename,
+            _ => {
+                rest = next;
+                continue;
+            }
+        };
+        if slot.is_some() {
+            return Err(format!(
+                "a multipart part's content-disposition gives '{}' twice",
+                if key == "name" { "name" } else { "filename" }
+            ));
         }
+        *slot = Some(if key == "name" {
+            value
+        } else {
+            value.chars().take(256).collect()
+        });
         rest = next;
     }
-    (name, filename)
+    Ok((name, filename))
 }
 
 /// The body with the `model` part's value replaced by `model`: what an
@@ -655,16 +697,42 @@ mod tests {
     }
 
     #[test]
-    fn the_first_model_part_counts_and_files_named_model_do_not() {
-        let body = form(
+    fn a_form_that_parsers_could_read_two_ways_is_refused() {
+        // A second model part, or a file named model: an upstream taking
+        // the last value would run a model the gateway did not route.
+        let two = form("b", &[("model", None, b"this"), ("model", None, b"other")]);
+        let file = form(
             "b",
-            &[
-                ("model", Some("model.txt"), b"not-this"),
-                ("model", None, b"this"),
-                ("model", None, b"nor-this"),
-            ],
+            &[("model", Some("model.txt"), b"x"), ("n", None, b"1")],
         );
-        let p = parse_cut("b", &body, &[]).unwrap();
-        assert_eq!(p.model().unwrap().value, "this");
+        let file_after = form("b", &[("model", None, b"this"), ("model", Some("m"), b"x")]);
+        for (body, want) in [
+            (&two, "more than one 'model' part"),
+            (&file, "the 'model' part is a file"),
+            (&file_after, "more than one 'model' part"),
+        ] {
+            for cut in 0..=body.len() {
+                let err = parse_cut("b", body, &[cut]).unwrap_err();
+                assert!(err.contains(want), "{cut}: {err}");
+            }
+        }
+        // Two content-disposition headers, or a parameter given twice.
+        for headers in [
+            "Content-Disposition: form-data; name=\"n\"\r\nContent-Disposition: form-data; name=\"model\"",
+            "Content-Disposition: form-data; name=\"n\"; name=\"model\"",
+            "Content-Disposition: form-data; name=\"f\"; filename=\"a\"; filename*=UTF-8''b",
+        ] {
+            let body = format!("--b\r\n{headers}\r\n\r\nv\r\n--b--\r\n");
+            let err = parse_cut("b", body.as_bytes(), &[]).unwrap_err();
+            assert!(err.contains("twice") || err.contains("two"), "{headers}: {err}");
+        }
+        // Two boundaries in the content type.
+        let err = boundary("multipart/form-data; boundary=a; boundary=b").unwrap_err();
+        assert!(err.contains("two boundaries"), "{err}");
+        // `filename*` alone makes a file part (its contents are not logged).
+        let body = "--b\r\nContent-Disposition: form-data; name=\"f\"; filename*=UTF-8''x.wav\r\n\r\nRIFF\r\n--b--\r\n";
+        let p = parse_cut("b", body.as_bytes(), &[]).unwrap();
+        assert_eq!(p.files.len(), 1);
+        assert!(p.fields.is_empty());
     }
 }

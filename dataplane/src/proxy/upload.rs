@@ -33,6 +33,10 @@ use crate::server::BoxError;
 pub const MEMORY_BYTES: usize = 256 * 1024;
 /// Largest piece an attempt's body reads at once.
 const READ_BYTES: usize = 64 * 1024;
+/// Beyond the memory part, the pump writes the file in blocks of at least
+/// this much (and what is left at the end): a client sending many tiny
+/// chunks costs one blocking write per block, not one per chunk.
+const FILE_BLOCK: usize = 64 * 1024;
 
 /// The file reads and writes of all uploads, at most this many at once
 /// on the blocking pool: each blocking thread costs memory (its stack and
@@ -87,9 +91,10 @@ struct Progress {
     failed: Option<Failed>,
 }
 
-/// The stored bytes.
+/// The stored bytes: the memory part in one buffer (however small the
+/// client's chunks), the rest in the file.
 struct Store {
-    memory: Mutex<Vec<Bytes>>,
+    memory: Mutex<Vec<u8>>,
     file: Mutex<Option<Arc<File>>>,
 }
 
@@ -99,17 +104,12 @@ impl Store {
     async fn read(&self, pos: u64, max: usize) -> Result<Bytes, Failed> {
         if pos < MEMORY_BYTES as u64 {
             let memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-            let mut start = 0u64;
-            for chunk in memory.iter() {
-                let end = start + chunk.len() as u64;
-                if pos < end {
-                    let from = (pos - start) as usize;
-                    let to = chunk.len().min(from + max);
-                    return Ok(chunk.slice(from..to));
-                }
-                start = end;
-            }
-            return Err(io_failed("a read past the memory part's pieces"));
+            let from = pos as usize;
+            let to = memory.len().min(from.saturating_add(max));
+            return match memory.get(from..to) {
+                Some(piece) if !piece.is_empty() => Ok(Bytes::copy_from_slice(piece)),
+                _ => Err(io_failed("a read past the memory part")),
+            };
         }
         let file = self
             .file
@@ -142,12 +142,12 @@ impl Store {
         if pos < MEMORY_BYTES as u64 {
             let room = MEMORY_BYTES - pos as usize;
             // A copy: a slice would keep the whole of hyper's read buffer.
-            let head = Bytes::copy_from_slice(&chunk[..room.min(chunk.len())]);
-            chunk = chunk.slice(head.len()..);
+            let head = room.min(chunk.len());
             self.memory
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(head);
+                .extend_from_slice(&chunk[..head]);
+            chunk = chunk.slice(head..);
             if chunk.is_empty() {
                 return Ok(());
             }
@@ -389,7 +389,11 @@ async fn pump<B>(
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError> + Send,
 {
+    // Received (counted against the limit), and stored (what readers may
+    // read): beyond the memory part, chunks gather in `block` first.
     let mut len = 0u64;
+    let mut stored = 0u64;
+    let mut block = bytes::BytesMut::new();
     let failed = loop {
         let frame = tokio::select! {
             biased;
@@ -403,13 +407,19 @@ async fn pump<B>(
                     .unwrap_or_else(|e| e.into_inner())
                     .finish()
                     .map_err(|m| Failed::new(ErrorKind::BadRequest, m));
-                match end {
-                    Ok(()) => {
-                        tx.send_modify(|p| p.done = true);
-                        return;
-                    }
-                    Err(f) => break f,
+                if let Err(f) = end {
+                    break f;
                 }
+                if !block.is_empty() {
+                    if let Err(f) = store.write(stored, block.split().freeze()).await {
+                        break f;
+                    }
+                }
+                tx.send_modify(|p| {
+                    p.len = len;
+                    p.done = true;
+                });
+                return;
             }
             Some(Err(e)) => {
                 let e: BoxError = e.into();
@@ -437,12 +447,20 @@ async fn pump<B>(
         if let Err(m) = parsed {
             break Failed::new(ErrorKind::BadRequest, format!("the multipart body: {m}"));
         }
-        let n = chunk.len() as u64;
-        if let Err(f) = store.write(len, chunk).await {
-            break f;
+        len += chunk.len() as u64;
+        let write = if stored < MEMORY_BYTES as u64 && block.is_empty() {
+            Some(chunk)
+        } else {
+            block.extend_from_slice(&chunk);
+            (block.len() >= FILE_BLOCK).then(|| block.split().freeze())
+        };
+        if let Some(bytes) = write {
+            if let Err(f) = store.write(stored, bytes).await {
+                break f;
+            }
+            stored = len;
+            tx.send_modify(|p| p.len = stored);
         }
-        len += n;
-        tx.send_modify(|p| p.len = len);
     };
     // The client's body goes back to the server before anyone hears of
     // the failure: it then closes the connection, with notice, after the
@@ -595,6 +613,24 @@ mod tests {
             assert_eq!(hint, Some(got.len() as u64));
         }
         assert_eq!(up.form().summary()["file"]["bytes"], file.len());
+        pumping.stop().await;
+    }
+
+    #[tokio::test]
+    async fn tiny_chunks_are_stored_in_one_buffer_and_written_in_blocks() {
+        // One byte a chunk, past the memory part: the memory part is one
+        // buffer of its size, and the file is written in blocks.
+        let file: Vec<u8> = (0..MEMORY_BYTES + 3 * FILE_BLOCK + 11)
+            .map(|i| (i % 241) as u8)
+            .collect();
+        let body = form("m", &file);
+        let chunks: Vec<Vec<u8>> = body.iter().map(|b| vec![*b]).collect();
+        let (mut up, pumping) =
+            Upload::start(&headers(Some(body.len())), client(chunks), 1 << 30).unwrap();
+        let part = up.model().await.unwrap();
+        let (got, _) = read(up.replay(&part, "upstream")).await.unwrap();
+        assert_eq!(got, form("upstream", &file));
+        assert_eq!(up.store.memory.lock().unwrap().len(), MEMORY_BYTES);
         pumping.stop().await;
     }
 
