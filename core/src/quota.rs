@@ -67,9 +67,15 @@ fn ceil_div(a: u64, b: u64) -> u64 {
 /// How far past its grant one data plane may admit while it waits for
 /// more: `ceil(limit × slack% / 100 / data_planes)`.
 pub fn slack(limit: u64, slack_percent: u32, data_planes: u32) -> u64 {
+    let den = 100 * u64::from(data_planes.max(1));
+    // Every admission asks this: 64-bit arithmetic unless the product
+    // overflows (a limit beyond 10^17), where 128-bit division (a call of
+    // its own, tens of instructions) takes over.
+    if let Some(num) = limit.checked_mul(u64::from(slack_percent)) {
+        return num.div_ceil(den);
+    }
     let num = u128::from(limit) * u128::from(slack_percent);
-    let den = 100u128 * u128::from(data_planes.max(1));
-    u64::try_from(num.div_ceil(den)).unwrap_or(u64::MAX)
+    u64::try_from(num.div_ceil(u128::from(den))).unwrap_or(u64::MAX)
 }
 
 /// What one data plane admits per window while no control plane answers
@@ -219,6 +225,23 @@ impl Bucket {
                 self.reserved = self.reserved.saturating_add(units);
             }
             Kind::Rpm | Kind::Concurrency => self.used = self.used.saturating_add(units),
+        }
+    }
+
+    /// Gives back `units` that [`Bucket::take`] took, before anyone else
+    /// saw them (an admission that another of its buckets refused).
+    pub fn untake(&mut self, units: u64) {
+        match self.kind {
+            Kind::Budget => {
+                if !self.assigned {
+                    self.admitted_unknown = self.admitted_unknown.saturating_sub(1);
+                }
+            }
+            Kind::Tpm => {
+                self.used = self.used.saturating_sub(units);
+                self.reserved = self.reserved.saturating_sub(units);
+            }
+            Kind::Rpm | Kind::Concurrency => self.used = self.used.saturating_sub(units),
         }
     }
 
@@ -379,6 +402,47 @@ mod tests {
             starting: false,
             data_planes,
             slack_percent: 10,
+        }
+    }
+
+    /// The 64-bit way and the 128-bit one agree, on both sides of where
+    /// the product stops fitting 64 bits.
+    #[test]
+    fn slack_is_exact_for_huge_limits() {
+        let wide = |limit: u64, pct: u32, dps: u32| {
+            let num = u128::from(limit) * u128::from(pct);
+            u64::try_from(num.div_ceil(100 * u128::from(dps.max(1)))).unwrap_or(u64::MAX)
+        };
+        for limit in [
+            u64::MAX / 100,
+            u64::MAX / 100 + 1,
+            u64::MAX / 7,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            for pct in [0, 1, 10, 99, 100, u32::MAX] {
+                for dps in [0, 1, 3, 1000, u32::MAX] {
+                    assert_eq!(
+                        slack(limit, pct, dps),
+                        wide(limit, pct, dps),
+                        "{limit} {pct} {dps}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// What an admission took and gave back leaves every kind of bucket
+    /// as it was.
+    #[test]
+    fn untake_undoes_take() {
+        for kind in [Kind::Rpm, Kind::Tpm, Kind::Concurrency, Kind::Budget] {
+            let mut b = Bucket::new(kind, 1000, OnOutage::Open, 0);
+            b.take(7);
+            let before = b.clone();
+            b.take(40);
+            b.untake(40);
+            assert_eq!(b, before, "{kind:?}");
         }
     }
 

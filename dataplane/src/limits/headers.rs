@@ -24,22 +24,22 @@ pub enum Style {
 /// The names of one rate's three headers: limit, remaining, reset.
 type Names = [HeaderName; 3];
 
-const OPENAI_REQUESTS: Names = [
+static OPENAI_REQUESTS: Names = [
     HeaderName::from_static("x-ratelimit-limit-requests"),
     HeaderName::from_static("x-ratelimit-remaining-requests"),
     HeaderName::from_static("x-ratelimit-reset-requests"),
 ];
-const OPENAI_TOKENS: Names = [
+static OPENAI_TOKENS: Names = [
     HeaderName::from_static("x-ratelimit-limit-tokens"),
     HeaderName::from_static("x-ratelimit-remaining-tokens"),
     HeaderName::from_static("x-ratelimit-reset-tokens"),
 ];
-const ANTHROPIC_REQUESTS: Names = [
+static ANTHROPIC_REQUESTS: Names = [
     HeaderName::from_static("anthropic-ratelimit-requests-limit"),
     HeaderName::from_static("anthropic-ratelimit-requests-remaining"),
     HeaderName::from_static("anthropic-ratelimit-requests-reset"),
 ];
-const ANTHROPIC_TOKENS: Names = [
+static ANTHROPIC_TOKENS: Names = [
     HeaderName::from_static("anthropic-ratelimit-tokens-limit"),
     HeaderName::from_static("anthropic-ratelimit-tokens-remaining"),
     HeaderName::from_static("anthropic-ratelimit-tokens-reset"),
@@ -47,17 +47,20 @@ const ANTHROPIC_TOKENS: Names = [
 
 /// Adds the headers of `rates` to `headers` in `style`, as of `now_ms`.
 pub fn write(style: Style, rates: &RateInfo, now_ms: i64, headers: &mut HeaderMap) {
-    let (requests, tokens) = match style {
+    let (requests, tokens): (&Names, &Names) = match style {
         Style::None => return,
-        Style::OpenAi => (OPENAI_REQUESTS, OPENAI_TOKENS),
-        Style::Anthropic => (ANTHROPIC_REQUESTS, ANTHROPIC_TOKENS),
+        Style::OpenAi => (&OPENAI_REQUESTS, &OPENAI_TOKENS),
+        Style::Anthropic => (&ANTHROPIC_REQUESTS, &ANTHROPIC_TOKENS),
     };
-    for (rate, [limit, remaining, reset]) in [(rates.requests, requests), (rates.tokens, tokens)] {
+    for (rate, [limit, remaining, reset]) in [(&rates.requests, requests), (&rates.tokens, tokens)]
+    {
         let Some(r) = rate else { continue };
         if let Some(v) = recent(Tag::Number, r.limit, || Some(HeaderValue::from(r.limit))) {
             headers.insert(limit, v);
         }
-        headers.insert(remaining, HeaderValue::from(r.remaining));
+        if let Some(v) = number(r.remaining) {
+            headers.insert(remaining, v);
+        }
         let reset_value = match style {
             Style::Anthropic => {
                 let at = r.reset_at_ms;
@@ -127,6 +130,67 @@ fn recent(tag: Tag, n: u64, make: impl FnOnce() -> Option<HeaderValue>) -> Optio
         }
     });
     Some(v)
+}
+
+/// A number as a header value, cut from a buffer this thread shares
+/// among values: a value of its own would be an allocation and a free on
+/// every response (the `remaining` figures change on each), where a cut
+/// is a reference count. A buffer is freed with the last value cut from
+/// it.
+fn number(n: u64) -> Option<HeaderValue> {
+    let mut text = [0u8; 20];
+    let digits = decimal(n, &mut text);
+    let cut = DIGITS
+        .try_with(|cell| {
+            let mut buf = cell.try_borrow_mut().ok()?;
+            if buf.capacity() - buf.len() < digits.len() {
+                *buf = bytes::BytesMut::with_capacity(DIGITS_BUFFER);
+            }
+            buf.extend_from_slice(digits);
+            Some(buf.split().freeze())
+        })
+        .ok()
+        .flatten();
+    match cut {
+        Some(b) => HeaderValue::from_maybe_shared(b).ok(),
+        // (A thread being torn down has no buffer.)
+        None => Some(HeaderValue::from(n)),
+    }
+}
+
+/// "00" to "99": two digits a step halve the divisions of a number.
+const PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// `n` in decimal, written at the end of `text` (u64::MAX has 20 digits).
+fn decimal(mut n: u64, text: &mut [u8; 20]) -> &[u8] {
+    let mut at = text.len();
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        at -= 2;
+        text[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        at -= 2;
+        text[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        at -= 1;
+        text[at] = b'0' + n as u8;
+    }
+    &text[at..]
+}
+
+/// The size of a thread's buffer of numbers: a few hundred values.
+const DIGITS_BUFFER: usize = 4096;
+
+thread_local! {
+    static DIGITS: std::cell::RefCell<bytes::BytesMut> = std::cell::RefCell::new(bytes::BytesMut::new());
 }
 
 /// A few bytes of text on the stack (a header value being written).
@@ -201,6 +265,33 @@ fn rfc3339_into(out: &mut impl std::fmt::Write, ms: i64) {
 mod tests {
     use super::*;
     use crate::limits::Rate;
+
+    #[test]
+    fn numbers_cut_from_the_shared_buffer_say_their_own_figure() {
+        let mut text = [0u8; 20];
+        for n in [
+            0,
+            9,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            12_345,
+            10u64.pow(19),
+            u64::MAX,
+        ] {
+            assert_eq!(decimal(n, &mut text), n.to_string().as_bytes());
+        }
+        // Past one buffer's worth, and each value still its own.
+        let values: Vec<(u64, HeaderValue)> = (0..2 * DIGITS_BUFFER as u64)
+            .map(|i| (i * 7919, number(i * 7919).unwrap()))
+            .collect();
+        for (n, v) in &values {
+            assert_eq!(v.to_str().unwrap(), n.to_string());
+        }
+    }
 
     #[test]
     fn durations_in_openai_form() {

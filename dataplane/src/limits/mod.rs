@@ -265,6 +265,16 @@ impl RateInfo {
     pub fn is_empty(&self) -> bool {
         self.requests.is_none() && self.tokens.is_none()
     }
+
+    /// Takes the tighter of each rate.
+    pub fn merge(&mut self, other: &RateInfo) {
+        if let Some(r) = other.requests {
+            RateInfo::tighten(&mut self.requests, r);
+        }
+        if let Some(r) = other.tokens {
+            RateInfo::tighten(&mut self.tokens, r);
+        }
+    }
 }
 
 /// A hold's parts before it has its entry: the token reservation, the
@@ -304,12 +314,13 @@ impl Admission {
                 *mine = theirs.take();
             }
         }
-        if let Some(r) = other.rates.requests {
-            RateInfo::tighten(&mut self.rates.requests, r);
-        }
-        if let Some(r) = other.rates.tokens {
-            RateInfo::tighten(&mut self.rates.tokens, r);
-        }
+        self.rates.merge(&other.rates);
+    }
+
+    /// Whether the request's end has nothing to give back (a request rate
+    /// only): such an admission need not be kept.
+    pub fn holds_nothing(&self) -> bool {
+        self.holds.iter().all(Option::is_none)
     }
 
     /// Gives the concurrency slots back (the response has ended). The
@@ -366,6 +377,33 @@ impl Drop for Admission {
     }
 }
 
+/// A rate's figures for the headers.
+fn rate(limit: u64, remaining: u64, reset_at_ms: i64) -> Rate {
+    Rate {
+        limit,
+        remaining,
+        reset_at_ms,
+    }
+}
+
+/// Why `b` does not fit `units` of `kind`.
+fn refusal_why(b: &Bucket, kind: Kind, units: u64, limit: u64, fleet: Fleet) -> Why {
+    if kind == Kind::Tpm && units > limit {
+        Why::TooLarge {
+            reserved: units,
+            limit,
+        }
+    } else if b.spend_unknown() && (fleet.connected || fleet.starting) {
+        Why::SpendUnknown
+    } else if !fleet.connected {
+        Why::Outage
+    } else if matches!(kind, Kind::Rpm | Kind::Tpm) && !b.assigned {
+        Why::NoGrantYet
+    } else {
+        Why::Reached
+    }
+}
+
 /// A scope to admit against: which, whose, and its limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {
@@ -392,10 +430,31 @@ impl std::hash::BuildHasher for NameHash {
 #[derive(Debug)]
 pub struct NameHasher(u64);
 
+impl NameHasher {
+    fn mix(&mut self, word: u64) {
+        // The high bits reach the low ones (hashbrown takes both ends).
+        self.0 = (self.0 ^ word)
+            .wrapping_mul(0x0100_0000_01b3)
+            .rotate_left(29);
+    }
+}
+
 impl std::hash::Hasher for NameHasher {
+    /// Eight bytes a step (FNV's step on words): a name costs a few
+    /// instructions a word, not a few a byte.
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(w);
+            self.mix(u64::from_le_bytes(word));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            // The length keeps "a" and "a\0" apart.
+            self.mix(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
         }
     }
     fn finish(&self) -> u64 {
@@ -490,21 +549,40 @@ impl Limiter {
         tokens: u64,
         slack_percent: u32,
     ) -> Result<Admission, Refusal> {
-        let now = now_ms();
+        self.admit_at(subjects, tokens, slack_percent, now_ms())
+    }
+
+    /// [`Limiter::admit`] as of `now` (Unix ms): a request admitted as it
+    /// arrives passes the clock it already read.
+    ///
+    /// Every entry is locked (in scope order, key, model, provider, the
+    /// same everywhere) for the whole admission, so each bucket takes its
+    /// units as it admits them, and a later bucket's refusal gives them
+    /// back before anyone else can see them.
+    pub fn admit_at(
+        self: &Arc<Self>,
+        subjects: &[Subject<'_>],
+        tokens: u64,
+        slack_percent: u32,
+        now: i64,
+    ) -> Result<Admission, Refusal> {
         let fleet = self.fleet(slack_percent);
         let mut entries: [Option<Arc<Entry>>; 3] = Default::default();
         for (slot, s) in entries.iter_mut().zip(subjects) {
             *slot = Some(self.entry(s.scope, s.name));
         }
-        // Entries are locked in scope order (key, model, provider), the
-        // same everywhere, and released before this returns.
         let mut guards: [Option<std::sync::MutexGuard<'_, EntryState>>; 3] = Default::default();
         for (g, e) in guards.iter_mut().zip(entries.iter()) {
             *g = e.as_ref().map(|e| e.lock());
         }
         let mut rates = RateInfo::default();
+        // What each subject took: a hold's parts, and every kind it took
+        // units of (bits by `kind_index`), to give back on a refusal.
+        let mut taken: [Held; 3] = Default::default();
+        let mut took = [0u8; 3];
+        let mut low = false;
         let mut refusal: Option<Refusal> = None;
-        for (g, s) in guards.iter_mut().zip(subjects) {
+        for (i, (g, s)) in guards.iter_mut().zip(subjects).enumerate() {
             let Some(st) = g.as_mut() else { continue };
             st.touched_ms = now;
             st.set_limits(s.limits);
@@ -514,43 +592,47 @@ impl Limiter {
                 let b = st.bucket(kind, limit, s.limits, start);
                 let ok = b.fits(units, fleet, now);
                 b.ask(units, now);
+                if ok && refusal.is_none() {
+                    b.take(units);
+                    low |= b.is_low();
+                    took[i] |= 1 << kind_index(kind);
+                    match kind {
+                        Kind::Rpm => {
+                            RateInfo::tighten(&mut rates.requests, rate(limit, b.remaining(), end))
+                        }
+                        Kind::Tpm => {
+                            taken[i].0 = Some((b.window_start_ms, units));
+                            RateInfo::tighten(&mut rates.tokens, rate(limit, b.remaining(), end));
+                        }
+                        Kind::Concurrency => taken[i].1 = true,
+                        Kind::Budget => taken[i].2 = Some(b.window_start_ms),
+                    }
+                    continue;
+                }
+                // This bucket refuses, or an earlier one did: nothing more
+                // is taken, and the headers show what is left.
                 let why = if ok {
                     Why::Reached
-                } else if kind == Kind::Tpm && units > limit {
-                    Why::TooLarge {
-                        reserved: units,
-                        limit,
-                    }
-                } else if b.spend_unknown() && (fleet.connected || fleet.starting) {
-                    Why::SpendUnknown
-                } else if !fleet.connected {
-                    Why::Outage
-                } else if matches!(kind, Kind::Rpm | Kind::Tpm) && !b.assigned {
-                    Why::NoGrantYet
                 } else {
-                    Why::Reached
+                    refusal_why(b, kind, units, limit, fleet)
                 };
                 if matches!(kind, Kind::Rpm | Kind::Tpm) {
-                    let r = Rate {
-                        limit,
-                        // A bucket that refused for good has nothing left
-                        // for this client; one waiting for its grant
-                        // shows what the fleet has left as it knows it.
-                        remaining: if ok {
-                            b.remaining().saturating_sub(units)
-                        } else if why == Why::NoGrantYet {
-                            b.remaining()
-                        } else {
-                            0
-                        },
-                        reset_at_ms: end,
+                    // A bucket that refused for good has nothing left for
+                    // this client; one waiting for its grant shows what
+                    // the fleet has left as it knows it.
+                    let remaining = if ok {
+                        b.remaining().saturating_sub(units)
+                    } else if why == Why::NoGrantYet {
+                        b.remaining()
+                    } else {
+                        0
                     };
                     let slot = if kind == Kind::Rpm {
                         &mut rates.requests
                     } else {
                         &mut rates.tokens
                     };
-                    RateInfo::tighten(slot, r);
+                    RateInfo::tighten(slot, rate(limit, remaining, end));
                 }
                 if !ok && refusal.is_none() {
                     let retry_after_s = match (kind, why) {
@@ -573,44 +655,40 @@ impl Limiter {
             }
         }
         if let Some(mut r) = refusal {
+            // What was taken before the refusal goes back under the same
+            // locks: no other request saw it.
+            for (g, mask) in guards.iter_mut().zip(took) {
+                let Some(st) = g.as_mut() else { continue };
+                for kind in Kind::ALL {
+                    if mask & (1 << kind_index(kind)) != 0 {
+                        if let Some(b) = st.buckets[kind_index(kind)].as_mut() {
+                            b.untake(if kind == Kind::Tpm { tokens } else { 1 });
+                        }
+                    }
+                }
+            }
             r.rates = rates;
             drop(guards);
             self.changed.notify_one();
             return Err(r);
         }
-        // What each subject holds; the entries' references go to the holds
-        // once the locks (which borrow them) are released.
-        let mut taken: [Held; 3] = Default::default();
-        let mut low = false;
-        for ((g, s), t) in guards.iter_mut().zip(subjects).zip(taken.iter_mut()) {
-            let Some(st) = g.as_mut() else { continue };
-            // Each bucket was brought to this window by the check above.
-            for (kind, _) in s.limits.kinds() {
-                let units = if kind == Kind::Tpm { tokens } else { 1 };
-                let Some(b) = st.buckets[kind_index(kind)].as_mut() else {
-                    continue;
-                };
-                b.take(units);
-                low |= b.is_low();
-                match kind {
-                    Kind::Tpm => t.0 = Some((b.window_start_ms, units)),
-                    Kind::Concurrency => t.1 = true,
-                    Kind::Budget => t.2 = Some(b.window_start_ms),
-                    Kind::Rpm => {}
-                }
-            }
-        }
         drop(guards);
         if low {
             self.changed.notify_one();
         }
-        // Each hold goes at its scope's place (key, model, provider), so
-        // that [`Admission::absorb`] can merge a provider's hold into a
+        // A subject holds its entry only when the request's end has
+        // something to give back there (tokens to settle, a slot, a budget
+        // to charge); a request rate is done with once admitted. Each hold
+        // goes at its scope's place (key, model, provider), so that
+        // [`Admission::absorb`] can merge a provider's hold into a
         // request's.
-        let mut holds: [Option<Hold>; 3] = Default::default();
+        let mut admission = Admission {
+            holds: Default::default(),
+            rates,
+        };
         for ((s, e), (tpm, slot, budget)) in subjects.iter().zip(entries).zip(taken) {
-            if let Some(entry) = e {
-                holds[scope_index(s.scope)] = Some(Hold {
+            if let Some(entry) = e.filter(|_| tpm.is_some() || slot || budget.is_some()) {
+                admission.holds[scope_index(s.scope)] = Some(Hold {
                     entry,
                     tpm,
                     slot,
@@ -618,7 +696,7 @@ impl Limiter {
                 });
             }
         }
-        Ok(Admission { holds, rates })
+        Ok(admission)
     }
 
     /// Every entry, for a report.
@@ -828,6 +906,63 @@ mod tests {
             Some(1)
         );
         drop(again);
+    }
+
+    /// A later subject's refusal gives back what the earlier ones took, of
+    /// every kind, and the refusal's headers still show the key's rates.
+    #[test]
+    fn a_later_refusal_gives_back_what_earlier_subjects_took() {
+        let l = Limiter::new();
+        connect(&l, 1);
+        let key = limits(|l| {
+            l.rpm = Some(100);
+            l.tpm = Some(10_000);
+            l.max_concurrency = Some(50);
+            l.budget = Some(Budget {
+                micros: 1_000_000,
+                period: Period::Day,
+            });
+        });
+        // Slack alone before a grant: one request a window.
+        let model = limits(|l| l.rpm = Some(1));
+        let subjects = [
+            Subject {
+                scope: Scope::Key,
+                name: "k",
+                limits: &key,
+            },
+            Subject {
+                scope: Scope::Model,
+                name: "m",
+                limits: &model,
+            },
+        ];
+        let first = l.admit(&subjects, 30, 100).unwrap();
+        {
+            // The budget's spend arrives (0 so far).
+            let e = l.entry(Scope::Key, "k");
+            let mut st = e.lock();
+            let b = st.buckets[kind_index(Kind::Budget)].as_mut().unwrap();
+            let period = b.window_start_ms;
+            b.assign(period, 0, 1_000_000, 0, i64::MAX);
+        }
+        let used = |l: &Limiter| {
+            let e = l.entry(Scope::Key, "k");
+            let st = e.lock();
+            Kind::ALL.map(|k| {
+                st.buckets[kind_index(k)]
+                    .as_ref()
+                    .map(|b| (b.used, b.reserved, b.admitted_unknown))
+            })
+        };
+        let before = used(&l);
+        let r = l.admit(&subjects, 30, 100).unwrap_err();
+        assert_eq!(r.label(), "model:rpm");
+        assert_eq!(used(&l), before);
+        let requests = r.rates.requests.unwrap();
+        assert_eq!((requests.limit, requests.remaining), (1, 0));
+        assert_eq!(r.rates.tokens.map(|t| t.limit), Some(10_000));
+        drop(first);
     }
 
     #[test]

@@ -195,12 +195,10 @@ impl Proxy {
                             // Success, or an error the client must see as it is.
                             pending.record().attempts.push(attempt);
                             if let Some(p) = provider_admission {
+                                pending.limits.rates.merge(&p.rates);
                                 match pending.admission.as_mut() {
                                     Some(a) => a.absorb(p),
                                     None => pending.admission = Some(p),
-                                }
-                                if let Some(a) = &pending.admission {
-                                    pending.limits.rates = a.rates;
                                 }
                             }
                             return Ok(self
