@@ -197,12 +197,18 @@ def test_a_model_after_the_file_with_a_quoted_boundary_chunked(gw: Gateway) -> N
     assert "content-length" not in rec["headers"], rec["headers"]
 
 
-def test_gpt_4o_transcribe_tokens_are_usage_and_cost(gw: Gateway) -> None:
+def gpt_4o_transcribe(gw: Gateway) -> tuple[str, str, openai.OpenAI]:
+    """A gpt-4o-transcribe-like model (tokens, at 2.5 and 10 dollars per
+    1M): its upstream name, its name, and a client with a key for it."""
     up = f"gpt-4o-transcribe-{uid()}"
     model = gw.add_model([f"mock:{up}"], "--type", "transcription",
                          "--price-input", "2.5", "--price-output", "10")
     _, key = gw.add_key()
-    client = gw.openai(key)
+    return up, model, gw.openai(key)
+
+
+def test_gpt_4o_transcribe_tokens_are_usage_and_cost(gw: Gateway) -> None:
+    _, model, client = gpt_4o_transcribe(gw)
     audio = wav_bytes(1.0)
     raw = client.audio.transcriptions.with_raw_response.create(
         model=model, file=("a.wav", audio, "audio/wav"))
@@ -258,13 +264,21 @@ def test_images_generate_and_edit(gw: Gateway) -> None:
     assert (log["images"], log["usage_source"], log["input_tokens"]) == (3, "none", 0)
 
 
-def test_a_500_fails_over_with_the_whole_upload(gw: Gateway) -> None:
+def failing_over(gw: Gateway) -> tuple[str, str, str, str]:
+    """A transcription model whose first target answers 500 once, one
+    attempt each: (first upstream, second upstream, model, key)."""
     a, b = f"fail-a-{uid()}", f"ok-b-{uid()}"
     model = gw.add_model([f"mock:{a}", f"mock:{b}"], "--type", "transcription",
                          "--max-attempts", "1")
     assert gw.mock is not None
     gw.mock.script(a, [{"status": 500}])
     _, key = gw.add_key()
+    return a, b, model, key
+
+
+def test_a_500_fails_over_with_the_whole_upload(gw: Gateway) -> None:
+    a, b, model, key = failing_over(gw)
+    assert gw.mock is not None
     client, cap = client_capturing(gw, key)
     # Larger than the tee's memory part: the replay reads its file too.
     audio = wav_bytes(40.0, rate=16000)
@@ -596,11 +610,7 @@ def test_an_upload_that_cannot_be_measured_says_so(gw: Gateway) -> None:
 def test_a_streamed_transcription_is_logged_as_a_stream(gw: Gateway) -> None:
     """`stream=true` is a form field: the record says stream, and the
     usage of the stream's last event is the record's."""
-    up = f"gpt-4o-transcribe-{uid()}"
-    model = gw.add_model([f"mock:{up}"], "--type", "transcription",
-                         "--price-input", "2.5", "--price-output", "10")
-    _, key = gw.add_key()
-    client = gw.openai(key)
+    up, model, client = gpt_4o_transcribe(gw)
     audio = wav_bytes(0.5)
     raw = client.audio.transcriptions.with_raw_response.create(
         model=model, file=("a.wav", audio, "audio/wav"), stream=True)
@@ -699,12 +709,8 @@ def test_a_failover_resending_a_large_upload_is_not_cut_by_the_first_byte_timeou
     takes 2 s to start reading (longer than the 1 s timeout; the upload
     is larger than the socket buffers) gets its answer."""
     gw = fgw
-    a, b = f"fail-a-{uid()}", f"ok-b-{uid()}"
-    model = gw.add_model([f"mock:{a}", f"mock:{b}"], "--type", "transcription",
-                         "--max-attempts", "1")
+    a, b, model, key = failing_over(gw)
     assert gw.mock is not None
-    gw.mock.script(a, [{"status": 500}])
-    _, key = gw.add_key()
     client = gw.openai(key, max_retries=0)
     audio = quiet_wav(655.36, 16000)  # 20 MiB
     assert len(audio) > 20 << 20

@@ -1,5 +1,6 @@
 //! Attempts: the upstream body for each target (passed through or
-//! translated), sending it with a connect and first-byte timeout, retries
+//! translated), sending it with a connect and first-byte timeout (an
+//! upload's from when its body has all been sent), retries
 //! on the same target, failover to the next, the retry budget and the
 //! shared deadline. Nothing is retried once a response has started.
 

@@ -91,7 +91,7 @@ pub struct Proxy {
     upload_spool: Arc<upload::Spool>,
 }
 
-pub use self::upload::DEFAULT_MAX_SPOOL_BYTES as DEFAULT_MAX_UPLOAD_SPOOL_BYTES;
+pub use self::upload::DEFAULT_MAX_UPLOAD_SPOOL_BYTES;
 
 /// The `Retry-After` of a 503 for a full upload spool, in seconds.
 const UPLOAD_CAPACITY_RETRY_AFTER_S: u64 = 1;

@@ -85,7 +85,8 @@ impl Proxy {
         if let Some(m) = media.as_mut() {
             // An upload's bytes are kept past the response only when a
             // per-second price may need its audio measured.
-            if prices.per_audio_second.is_zero() || !status.is_success() {
+            if prices.per_audio_second.is_zero() || !status.is_success() || !m.has_audio_duration()
+            {
                 m.audio = None;
             }
         }

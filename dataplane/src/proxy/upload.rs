@@ -69,7 +69,7 @@ async fn file_io<T: Send + 'static>(
 
 /// Default of `--max-upload-spool-bytes`: the temporary-file bytes of all
 /// uploads in flight together (1 GiB: forty uploads of OpenAI's 25 MiB).
-pub const DEFAULT_MAX_SPOOL_BYTES: u64 = 1 << 30;
+pub const DEFAULT_MAX_UPLOAD_SPOOL_BYTES: u64 = 1 << 30;
 
 /// What the replay files of all uploads hold at once, against
 /// `--max-upload-spool-bytes`: one counter, each upload's share reserved
@@ -840,6 +840,26 @@ mod tests {
         h
     }
 
+    /// `len` bytes counting up modulo `m`.
+    fn pattern(len: usize, m: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % m) as u8).collect()
+    }
+
+    /// An upload of `body` in pieces of `chunk` bytes, its length stated,
+    /// read up to its `model` part.
+    async fn uploaded(body: &[u8], chunk: usize) -> (Upload, Pumping, ModelPart) {
+        let chunks: Vec<Vec<u8>> = body.chunks(chunk).map(<[u8]>::to_vec).collect();
+        let (mut up, pumping) = Upload::start(
+            &headers(Some(body.len())),
+            client(chunks),
+            1 << 30,
+            &unlimited(),
+        )
+        .unwrap();
+        let part = up.model().await.unwrap();
+        (up, pumping, part)
+    }
+
     async fn read(body: Replay) -> Result<(Vec<u8>, Option<u64>), BoxError> {
         let hint = body.size_hint().exact();
         let bytes = body.collect().await?.to_bytes();
@@ -850,17 +870,9 @@ mod tests {
     async fn every_attempt_replays_the_whole_upload_with_its_model() {
         // A file larger than the memory part, then the model: the request
         // waits for it; each replay sends every byte, but the model's.
-        let file: Vec<u8> = (0..MEMORY_BYTES * 2 + 5).map(|i| (i % 253) as u8).collect();
+        let file = pattern(MEMORY_BYTES * 2 + 5, 253);
         let body = form("client-model", &file);
-        let chunks: Vec<Vec<u8>> = body.chunks(7_777).map(<[u8]>::to_vec).collect();
-        let (mut up, pumping) = Upload::start(
-            &headers(Some(body.len())),
-            client(chunks),
-            1 << 30,
-            &unlimited(),
-        )
-        .unwrap();
-        let part = up.model().await.unwrap();
+        let (up, pumping, part) = uploaded(&body, 7_777).await;
         assert_eq!(part.value, "client-model");
         for model in ["a", "a-much-longer-upstream-model"] {
             let (got, hint) = read(up.replay(&part, model, None)).await.unwrap();
@@ -875,19 +887,9 @@ mod tests {
     async fn tiny_chunks_are_stored_in_one_buffer_and_written_in_blocks() {
         // One byte a chunk, past the memory part: the memory part is one
         // buffer of its size, and the file is written in blocks.
-        let file: Vec<u8> = (0..MEMORY_BYTES + 3 * FILE_BLOCK + 11)
-            .map(|i| (i % 241) as u8)
-            .collect();
+        let file = pattern(MEMORY_BYTES + 3 * FILE_BLOCK + 11, 241);
         let body = form("m", &file);
-        let chunks: Vec<Vec<u8>> = body.iter().map(|b| vec![*b]).collect();
-        let (mut up, pumping) = Upload::start(
-            &headers(Some(body.len())),
-            client(chunks),
-            1 << 30,
-            &unlimited(),
-        )
-        .unwrap();
-        let part = up.model().await.unwrap();
+        let (up, pumping, part) = uploaded(&body, 1).await;
         let (got, _) = read(up.replay(&part, "upstream", None)).await.unwrap();
         assert_eq!(got, form("upstream", &file));
         assert_eq!(up.store.memory.lock().unwrap().len(), MEMORY_BYTES);
@@ -1012,17 +1014,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_replay_says_how_far_it_has_been_sent() {
-        let file: Vec<u8> = (0..READ_BYTES * 3).map(|i| (i % 249) as u8).collect();
+        let file = pattern(READ_BYTES * 3, 249);
         let body = form("m", &file);
-        let chunks: Vec<Vec<u8>> = body.chunks(READ_BYTES).map(<[u8]>::to_vec).collect();
-        let (mut up, pumping) = Upload::start(
-            &headers(Some(body.len())),
-            client(chunks),
-            1 << 30,
-            &unlimited(),
-        )
-        .unwrap();
-        let part = up.model().await.unwrap();
+        let (up, pumping, part) = uploaded(&body, READ_BYTES).await;
         let (tx, rx) = watch::channel(Sending::default());
         let tx = Arc::new(tx);
         let mut replay = up.replay(&part, "up", Some(Arc::clone(&tx)));
@@ -1057,19 +1051,9 @@ mod tests {
     #[tokio::test]
     async fn the_uploaded_file_reads_back_from_memory_and_file() {
         use std::io::{Read as _, Seek as _};
-        let file: Vec<u8> = (0..MEMORY_BYTES * 2 + 333)
-            .map(|i| (i % 239) as u8)
-            .collect();
+        let file = pattern(MEMORY_BYTES * 2 + 333, 239);
         let body = form("m", &file);
-        let chunks: Vec<Vec<u8>> = body.chunks(40_000).map(<[u8]>::to_vec).collect();
-        let (mut up, pumping) = Upload::start(
-            &headers(Some(body.len())),
-            client(chunks),
-            1 << 30,
-            &unlimited(),
-        )
-        .unwrap();
-        let part = up.model().await.unwrap();
+        let (up, pumping, part) = uploaded(&body, 40_000).await;
         let audio = up.audio();
         // Read whole through a replay: the upload is then all stored.
         read(up.replay(&part, "up", None)).await.unwrap();
