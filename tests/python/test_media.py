@@ -726,3 +726,27 @@ def test_a_failover_resending_a_large_upload_is_not_cut_by_the_first_byte_timeou
     # clock waited for its body.
     assert attempts[1]["latency_ms"] >= delay_ms * 0.9 > FIRST_BYTE_S * 1000, attempts
     assert len(journal_body(gw.mock.requests(b)[0])) > 20 << 20
+
+
+def test_an_upstream_that_takes_none_of_an_upload_ends_the_attempt(fgw: Gateway) -> None:
+    """While an upload is being sent, the first-byte clock waits, but an
+    upstream that takes none of it for the provider's idle timeout (1 s
+    here) ends the attempt: not the request's deadline."""
+    gw = fgw
+    provider = gw.add_provider("openai", None, None, "--timeout-s", "1")
+    up = f"stuck-{uid()}"
+    model = gw.add_model([f"{provider}:{up}"], "--type", "transcription", "--max-attempts", "1")
+    _, key = gw.add_key()
+    client = gw.openai(key, max_retries=0)
+    started = time.monotonic()
+    with pytest.raises(openai.InternalServerError) as e:
+        client.audio.transcriptions.create(
+            model=model, file=("long.wav", quiet_wav(655.36, 16000), "audio/wav"),
+            extra_headers={"x-mock-read-delay-ms": "6000"})
+    assert e.value.status_code == 504
+    assert "took none of the upload" in e.value.message, e.value.message
+    assert time.monotonic() - started < 5
+    log = log_of(gw, e.value.response.headers["x-llmgw-request-id"])
+    assert log["outcome"] == "timeout"
+    assert [a["error"] for a in log["attempts"]] == [
+        "the upstream took none of the upload for the idle timeout"]
