@@ -229,6 +229,21 @@ pub struct Cli {
         default_value_t = crate::proxy::DEFAULT_MAX_UPLOAD_BYTES
     )]
     pub max_upload_bytes: u64,
+
+    /// The bytes all uploads in flight may keep in their temporary files
+    /// (in `TMPDIR`) at once, 1 GiB by default. Each upload beyond its
+    /// first 256 KiB (kept in memory) reserves its share: at once when its
+    /// `content-length` says it, else as it arrives; its reservation is
+    /// given back when the request ends. An upload that would pass the
+    /// total gets 503 with `Retry-After: 1` (the gateway's capacity, not
+    /// the client's fault: retry shortly), without the rest being read.
+    #[arg(
+        long,
+        env = "LLMGW_MAX_UPLOAD_SPOOL_BYTES",
+        value_name = "BYTES",
+        default_value_t = crate::proxy::DEFAULT_MAX_UPLOAD_SPOOL_BYTES
+    )]
+    pub max_upload_spool_bytes: u64,
     // --- Connections: the ops listener, caps and timeouts ---
     /// Address for the ops listener: /healthz, /readyz and /metrics, on
     /// connections of their own so that they answer while the client port
@@ -302,6 +317,7 @@ impl Cli {
         config.request_log = self.request_log;
         config.unauthenticated_log_per_minute = self.unauthenticated_log_per_minute;
         config.max_upload_bytes = self.max_upload_bytes;
+        config.max_upload_spool_bytes = self.max_upload_spool_bytes;
         config.ops_listen = Some(self.ops_listen);
         config.limits = self.connections.limits();
         config.limits.check().map_err(|e| anyhow!(e))?;
@@ -353,6 +369,8 @@ pub struct Config {
     pub unauthenticated_log_per_minute: u32,
     /// `--max-upload-bytes`.
     pub max_upload_bytes: u64,
+    /// `--max-upload-spool-bytes`.
+    pub max_upload_spool_bytes: u64,
     /// The ops listener (/healthz, /readyz, /metrics); `None` runs none
     /// (the library's default, for in-process tests).
     pub ops_listen: Option<SocketAddr>,
@@ -386,6 +404,7 @@ impl Config {
             request_log: RequestLogMode::Full,
             unauthenticated_log_per_minute: crate::proxy::UNAUTHENTICATED_LOG_PER_MINUTE,
             max_upload_bytes: crate::proxy::DEFAULT_MAX_UPLOAD_BYTES,
+            max_upload_spool_bytes: crate::proxy::DEFAULT_MAX_UPLOAD_SPOOL_BYTES,
             ops_listen: None,
             limits: llmgw_listener::Limits::default(),
             telemetry: None,

@@ -155,7 +155,8 @@ pub async fn start(config: Config) -> Result<Running> {
             .with_live(Arc::clone(&live))
             .with_unauthenticated_log_rate(config.unauthenticated_log_per_minute)
             .with_spool_wait(config.spool_wait)
-            .with_max_upload_bytes(config.max_upload_bytes),
+            .with_max_upload_bytes(config.max_upload_bytes)
+            .with_max_upload_spool_bytes(config.max_upload_spool_bytes),
         draining: Default::default(),
         connections: Some(client_gate.clone()),
     });

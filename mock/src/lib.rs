@@ -92,6 +92,7 @@
 //! | `x-mock-reset-after-chunks: N` | `reset_after_chunks` | stream N content events, then abort the body |
 //! | `x-mock-hang` | `hang` | never respond |
 //! | `x-mock-body-delay-ms: MS` | `body_delay_ms` | a whole (non-streamed) reply: its head at once, its body MS later |
+//! | `x-mock-read-delay-ms: MS` | (header only) | audio and image endpoints: wait MS before reading the request body (a slow upstream; the model is in the body, so no script step can set it) |
 //! | `x-mock-no-usage` | `no_usage` | no usage (see below) |
 //! | `x-mock-reply-bytes: N` | `reply_bytes` | pad non-streaming text to N bytes |
 //! | `x-mock-tool-calls: N` | `tool_calls` | reply with N parallel tool calls |

@@ -7,7 +7,11 @@
 //! - `POST /v1/audio/transcriptions` and `/v1/audio/translations`
 //!   (multipart): `response_format` `json` (the default) `{"text",
 //!   "usage"}`, `verbose_json` with `duration` (seconds of the uploaded
-//!   WAV, else 1.0), `text`, `srt` or `vtt` (text). Usage: for a model
+//!   WAV, else 1.0), `text`, `srt` or `vtt` (text, no duration or usage,
+//!   as OpenAI answers; one cue to the audio's end); a gpt-4o model's
+//!   transcription with `stream=true`: server-sent events
+//!   `transcript.text.delta` (a word each) and `transcript.text.done`
+//!   with the usage. Usage: for a model
 //!   whose name contains `gpt-4o`, gpt-4o-transcribe's `{"type":"tokens",
 //!   input_tokens, output_tokens, input_token_details, total_tokens}`
 //!   (input tokens: the file's size / 1000, at least 1; output: the
@@ -22,8 +26,11 @@
 //!
 //! The journal keeps each body byte for byte, multipart included; its
 //! `model` is the JSON body's or the form's `model` field. Faults as for
-//! every endpoint: `status`, `latency_ms`, `hang`,
-//! `reset_before_first_byte`, and the model's script.
+//! every endpoint (`server::before_answer`, `server::injected_error`):
+//! `status`, `latency_ms`, `hang`, `reset_before_first_byte`, and the
+//! model's script; and `x-mock-read-delay-ms: MS` (a header only: the
+//! model is in the body), a wait before the body is read, so that an
+//! upload backs up in the socket buffers like one to a slow upstream.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -38,11 +45,14 @@ use hyper::body::{Bytes, Frame, Incoming};
 use serde_json::{json, Value};
 use tokio::time::Sleep;
 
-use crate::behavior::{Behavior, Step};
-use crate::record::{RecordedRequest, RequestGuard};
+use crate::behavior::Step;
+use crate::record::RequestGuard;
 use crate::render::Dialect;
 use crate::server::{self, ResponseBody, State};
 use crate::BoxError;
+
+/// The header that delays reading a request's body by its milliseconds.
+pub const READ_DELAY_HEADER: &str = "x-mock-read-delay-ms";
 
 /// Bytes of each streamed speech chunk.
 pub const SPEECH_CHUNK_BYTES: usize = 4096;
@@ -241,6 +251,15 @@ pub(crate) async fn handle(
     let received_at = SystemTime::now();
     let (seq, guard) = state.recorder.begin();
     let (parts, body) = req.into_parts();
+    // A slow upstream: the request's bytes wait in the socket buffers.
+    if let Some(ms) = parts
+        .headers
+        .get(READ_DELAY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     let body = body.collect().await?.to_bytes();
     let content_type = parts
         .headers
@@ -251,43 +270,13 @@ pub(crate) async fn handle(
     let f = fields(kind, &content_type, &body);
     let model = f.str("model").map(str::to_owned);
     let from_headers = Step::from_headers(&parts.headers);
-    if state.recorder.enabled() {
-        state.recorder.push(RecordedRequest {
-            seq,
-            method: parts.method,
-            uri: parts.uri,
-            version: parts.version,
-            headers: parts.headers,
-            body: body.clone(),
-            model: model.clone(),
-            stream: false,
-            received_at,
-        });
-    }
-    let scripted = match model.as_deref() {
-        Some(m) => state.scripts.next(m).unwrap_or_default(),
-        None => Step::default(),
-    };
-    let b = Behavior::resolve(from_headers.or(scripted), &state.config.defaults);
-    if !b.latency.is_zero() {
-        tokio::time::sleep(b.latency).await;
-    }
-    if b.reset_before_first_byte {
+    let stream = f.str("stream") == Some("true");
+    server::journal(state, seq, parts, body, model.clone(), stream, received_at);
+    let b = server::behavior(state, model.as_deref(), from_headers);
+    let guard = server::before_answer(&b, guard).await?;
+    if let Some(resp) = server::injected_error(&b, Dialect::OpenAi) {
         guard.complete();
-        return Err(Box::new(crate::server::MockReset));
-    }
-    if b.hang {
-        std::future::pending::<()>().await;
-    }
-    if b.status >= 400 {
-        guard.complete();
-        let message = format!("llmgw-mock: injected HTTP {} error", b.status);
-        return Ok(server::error(
-            Dialect::OpenAi,
-            b.status,
-            &message,
-            b.retry_after,
-        ));
+        return Ok(resp);
     }
     let Some(model) = model else {
         guard.complete();
@@ -329,14 +318,13 @@ pub(crate) async fn handle(
         _ => (images(&model, &f, created, !b.no_usage), "application/json"),
     };
     guard.complete();
-    let mut resp = Response::new(server::full(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    Ok(resp)
+    Ok(server::whole(status, content_type, Bytes::from(body)))
 }
 
-/// A transcription or translation, and its content type.
+/// A transcription or translation, and its content type, as OpenAI
+/// answers it: `text`, `srt` and `vtt` as text with no duration or usage,
+/// their cue ending at the audio's end; `json` and `verbose_json` with
+/// their usage; a gpt-4o model's `stream=true` as server-sent events.
 fn transcript(
     kind: Media,
     model: &str,
@@ -351,8 +339,9 @@ fn transcript(
     };
     let file = f.files.first().cloned().unwrap_or_default();
     let seconds = wav_seconds(&file).unwrap_or(1.0);
+    let tokens = model.contains("gpt-4o");
     let usage = usage.then(|| {
-        if model.contains("gpt-4o") {
+        if tokens {
             let input = (file.len() as u64 / 1000).max(1);
             let output = text.split_whitespace().count() as u64;
             json!({"type": "tokens", "input_tokens": input, "output_tokens": output,
@@ -362,15 +351,32 @@ fn transcript(
             json!({"type": "duration", "seconds": seconds.ceil() as u64})
         }
     });
+    if tokens && kind == Media::Transcriptions && f.str("stream") == Some("true") {
+        let mut events = String::new();
+        for word in text.split_inclusive(' ') {
+            let delta = json!({"type": "transcript.text.delta", "delta": word});
+            events.push_str(&format!("data: {delta}\n\n"));
+        }
+        let mut done = json!({"type": "transcript.text.done", "text": text});
+        if let (Some(u), Some(o)) = (usage, done.as_object_mut()) {
+            o.insert("usage".into(), u);
+        }
+        events.push_str(&format!("data: {done}\n\n"));
+        return (events, "text/event-stream");
+    }
+    let plain = "text/plain; charset=utf-8";
     match f.str("response_format").unwrap_or("json") {
-        "text" => (format!("{text}\n"), "text/plain; charset=utf-8"),
+        "text" => (format!("{text}\n"), plain),
         "srt" => (
-            format!("1\n00:00:00,000 --> 00:00:01,000\n{text}\n\n"),
-            "text/plain; charset=utf-8",
+            format!("1\n00:00:00,000 --> {}\n{text}\n\n", cue_time(seconds, ',')),
+            plain,
         ),
         "vtt" => (
-            format!("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n{text}\n\n"),
-            "text/plain; charset=utf-8",
+            format!(
+                "WEBVTT\n\n00:00:00.000 --> {}\n{text}\n\n",
+                cue_time(seconds, '.')
+            ),
+            plain,
         ),
         "verbose_json" => {
             let mut v = json!({
@@ -395,6 +401,18 @@ fn transcript(
             (v.to_string(), "application/json")
         }
     }
+}
+
+/// A subtitle cue's time, `HH:MM:SS,mmm` (SRT) or `HH:MM:SS.mmm` (WebVTT).
+fn cue_time(seconds: f64, mark: char) -> String {
+    let ms = (seconds.max(0.0) * 1000.0).round() as u64;
+    format!(
+        "{:02}:{:02}:{:02}{mark}{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
 }
 
 fn images(model: &str, f: &Fields, created: u64, usage: bool) -> String {
@@ -488,6 +506,33 @@ mod tests {
         );
         assert_eq!(f.str("model"), Some("whisper-1"));
         assert_eq!(f.files, vec![Bytes::from_static(b"RIFF")]);
+    }
+
+    #[test]
+    fn subtitles_end_at_the_audio_end() {
+        assert_eq!(cue_time(1.5, ','), "00:00:01,500");
+        assert_eq!(cue_time(3723.004, '.'), "01:02:03.004");
+        let f = Fields {
+            json: json!({"response_format": "srt"}),
+            files: Vec::new(),
+        };
+        let (body, content_type) = transcript(Media::Transcriptions, "whisper-1", &f, 0, true);
+        assert_eq!(content_type, "text/plain; charset=utf-8");
+        assert!(body.contains("00:00:00,000 --> 00:00:01,000\n"), "{body}");
+        // A gpt-4o stream: deltas, then the text and its usage.
+        let f = Fields {
+            json: json!({"stream": "true"}),
+            files: vec![Bytes::from_static(&[0; 3000])],
+        };
+        let (body, content_type) =
+            transcript(Media::Transcriptions, "gpt-4o-transcribe", &f, 0, true);
+        assert_eq!(content_type, "text/event-stream");
+        assert!(
+            body.starts_with("data: {\"delta\":\"mock \",\"type\":\"transcript.text.delta\"}"),
+            "{body}"
+        );
+        assert!(body.contains("\"type\":\"transcript.text.done\""), "{body}");
+        assert!(body.contains("\"input_tokens\":3"), "{body}");
     }
 
     #[test]

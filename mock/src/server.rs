@@ -26,7 +26,7 @@ use crate::behavior::{Behavior, Scripts, Step};
 use crate::compose::Composition;
 use crate::config::Config;
 use crate::parse::LlmRequest;
-use crate::record::{RecordedRequest, Recorder};
+use crate::record::{RecordedRequest, Recorder, RequestGuard};
 use crate::render::{self, Dialect, EmbeddingShape, Endpoint, Reply, StreamPlan};
 use crate::sse::{Plan, SseBody};
 use crate::BoxError;
@@ -214,6 +214,71 @@ pub(crate) fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// Keeps a request in the journal, when recording: every byte of its
+/// body, its `key` query value redacted.
+pub(crate) fn journal(
+    state: &State,
+    seq: u64,
+    parts: http::request::Parts,
+    body: Bytes,
+    model: Option<String>,
+    stream: bool,
+    received_at: SystemTime,
+) {
+    if state.recorder.enabled() {
+        state.recorder.push(RecordedRequest {
+            seq,
+            method: parts.method,
+            uri: redact_key(&parts.uri),
+            version: parts.version,
+            headers: parts.headers,
+            body,
+            model,
+            stream,
+            received_at,
+        });
+    }
+}
+
+/// A request's behaviour: its headers' knobs, else its model's next
+/// script step, else the defaults.
+pub(crate) fn behavior(state: &State, model: Option<&str>, from_headers: Step) -> Behavior {
+    let scripted = match model {
+        Some(m) => state.scripts.next(m).unwrap_or_default(),
+        None => Step::default(),
+    };
+    Behavior::resolve(from_headers.or(scripted), &state.config.defaults)
+}
+
+/// The faults of every endpoint before its answer: the latency, a reset
+/// (an error that makes hyper drop the connection) and a hang.
+pub(crate) async fn before_answer(
+    b: &Behavior,
+    guard: RequestGuard,
+) -> Result<RequestGuard, BoxError> {
+    if !b.latency.is_zero() {
+        tokio::time::sleep(b.latency).await;
+    }
+    if b.reset_before_first_byte {
+        guard.complete();
+        return Err(Box::new(MockReset));
+    }
+    if b.hang {
+        // Until the client goes away: hyper then drops this future, and the
+        // guard counts the request as cancelled.
+        std::future::pending::<()>().await;
+    }
+    Ok(guard)
+}
+
+/// An injected error status (400 and above): its answer in `dialect`'s shape.
+pub(crate) fn injected_error(b: &Behavior, dialect: Dialect) -> Option<Response<ResponseBody>> {
+    (b.status >= 400).then(|| {
+        let message = format!("llmgw-mock: injected HTTP {} error", b.status);
+        error(dialect, b.status, &message, b.retry_after)
+    })
+}
+
 /// `path_model`: the model named in a Gemini path.
 async fn llm(
     state: &State,
@@ -260,38 +325,9 @@ async fn llm(
         ),
         Err(_) => (None, false),
     };
-    if state.recorder.enabled() {
-        state.recorder.push(RecordedRequest {
-            seq,
-            method: parts.method,
-            uri: redact_key(&parts.uri),
-            version: parts.version,
-            headers: parts.headers,
-            body,
-            model: model.clone(),
-            stream,
-            received_at,
-        });
-    }
-
-    let scripted = match model.as_deref() {
-        Some(m) => state.scripts.next(m).unwrap_or_default(),
-        None => Step::default(),
-    };
-    let b = Behavior::resolve(from_headers.or(scripted), &state.config.defaults);
-
-    if !b.latency.is_zero() {
-        tokio::time::sleep(b.latency).await;
-    }
-    if b.reset_before_first_byte {
-        guard.complete();
-        return Err(Box::new(MockReset));
-    }
-    if b.hang {
-        // Until the client goes away: hyper then drops this future, and the
-        // guard counts the request as cancelled.
-        std::future::pending::<()>().await;
-    }
+    journal(state, seq, parts, body, model.clone(), stream, received_at);
+    let b = behavior(state, model.as_deref(), from_headers);
+    let guard = before_answer(&b, guard).await?;
     if gemini && !gemini_key {
         guard.complete();
         let message = "Method doesn't allow unregistered callers (callers without established \
@@ -299,10 +335,9 @@ async fn llm(
                        call this API.";
         return Ok(error(dialect, 403, message, None));
     }
-    if b.status >= 400 {
+    if let Some(resp) = injected_error(&b, dialect) {
         guard.complete();
-        let message = format!("llmgw-mock: injected HTTP {} error", b.status);
-        return Ok(error(dialect, b.status, &message, b.retry_after));
+        return Ok(resp);
     }
     let status = StatusCode::from_u16(b.status).unwrap_or(StatusCode::OK);
 
@@ -432,12 +467,19 @@ pub(crate) fn full(body: Bytes) -> ResponseBody {
 }
 
 fn json_bytes(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    whole(status, "application/json", body)
+}
+
+/// A whole answer of `content_type`.
+pub(crate) fn whole(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+) -> Response<ResponseBody> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 

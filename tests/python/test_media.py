@@ -3,7 +3,11 @@ SDK: speech streamed as the mock sends it, transcriptions, translations
 and image edits as multipart uploads that reach the upstream byte for byte
 but for the `model` part (also after a failover), image generation, the
 upload size limit (413 without the data plane's memory growing with the
-upload), model types and protocols, and the quantities in the log."""
+upload), the cap on the temporary files of all uploads (503), a
+failover's resend of a large upload under the first-byte timeout, model
+types and protocols, streamed transcriptions, and the quantities in the
+log (seconds of audio measured from a WAV or MP3 upload when a text answer
+gives none)."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import struct
 import threading
 import time
 import wave
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +29,7 @@ import pytest
 from conftest import Gateway, uid, wait_until
 
 SPEECH_CHUNK = 4096
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def wav_bytes(seconds: float, rate: int = 8000) -> bytes:
@@ -191,12 +197,18 @@ def test_a_model_after_the_file_with_a_quoted_boundary_chunked(gw: Gateway) -> N
     assert "content-length" not in rec["headers"], rec["headers"]
 
 
-def test_gpt_4o_transcribe_tokens_are_usage_and_cost(gw: Gateway) -> None:
+def gpt_4o_transcribe(gw: Gateway) -> tuple[str, str, openai.OpenAI]:
+    """A gpt-4o-transcribe-like model (tokens, at 2.5 and 10 dollars per
+    1M): its upstream name, its name, and a client with a key for it."""
     up = f"gpt-4o-transcribe-{uid()}"
     model = gw.add_model([f"mock:{up}"], "--type", "transcription",
                          "--price-input", "2.5", "--price-output", "10")
     _, key = gw.add_key()
-    client = gw.openai(key)
+    return up, model, gw.openai(key)
+
+
+def test_gpt_4o_transcribe_tokens_are_usage_and_cost(gw: Gateway) -> None:
+    _, model, client = gpt_4o_transcribe(gw)
     audio = wav_bytes(1.0)
     raw = client.audio.transcriptions.with_raw_response.create(
         model=model, file=("a.wav", audio, "audio/wav"))
@@ -252,13 +264,21 @@ def test_images_generate_and_edit(gw: Gateway) -> None:
     assert (log["images"], log["usage_source"], log["input_tokens"]) == (3, "none", 0)
 
 
-def test_a_500_fails_over_with_the_whole_upload(gw: Gateway) -> None:
+def failing_over(gw: Gateway) -> tuple[str, str, str, str]:
+    """A transcription model whose first target answers 500 once, one
+    attempt each: (first upstream, second upstream, model, key)."""
     a, b = f"fail-a-{uid()}", f"ok-b-{uid()}"
     model = gw.add_model([f"mock:{a}", f"mock:{b}"], "--type", "transcription",
                          "--max-attempts", "1")
     assert gw.mock is not None
     gw.mock.script(a, [{"status": 500}])
     _, key = gw.add_key()
+    return a, b, model, key
+
+
+def test_a_500_fails_over_with_the_whole_upload(gw: Gateway) -> None:
+    a, b, model, key = failing_over(gw)
+    assert gw.mock is not None
     client, cap = client_capturing(gw, key)
     # Larger than the tee's memory part: the replay reads its file too.
     audio = wav_bytes(40.0, rate=16000)
@@ -495,7 +515,7 @@ def test_seconds_characters_and_images_are_priced_exactly(gw: Gateway) -> None:
         model=whisper, file=("a.wav", wav_bytes(1.5), "audio/wav"), response_format="verbose_json")
     raw.parse()
     log = log_of(gw, raw.headers["x-llmgw-request-id"])
-    assert log["audio_milliseconds"] == 2000
+    assert (log["audio_milliseconds"], log["audio_source"]) == (2000, "reported")
     assert int(log["cost_nanos"]) == 2_000_000 + 7
 
     # Images: by size and quality, else the size alone, else "*"; tokens
@@ -514,3 +534,219 @@ def test_seconds_characters_and_images_are_priced_exactly(gw: Gateway) -> None:
         tokens = log["input_tokens"] * 5_000 + log["output_tokens"] * 40_000
         costs.append(int(log["cost_nanos"]) - tokens)
     assert costs == [2 * 167_000_000, 2 * 42_000_000, 2 * 11_000_000]
+
+
+def quiet_wav(seconds: float, rate: int) -> bytes:
+    """A real mono 16-bit WAV file of silence (quick to make at any size)."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(bytes(2 * int(seconds * rate)))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["text", "srt", "vtt"])
+def test_a_text_answer_is_charged_the_measured_seconds(gw: Gateway, fmt: str) -> None:
+    """A `text`, `srt` or `vtt` answer says no duration: with a per-second
+    price the data plane measures the uploaded file (a WAV by its frames,
+    an MP3 by its LAME header), exactly; the per-request price adds."""
+    whisper = gw.add_model([f"mock:whisper-{uid()}"], "--type", "transcription",
+                           "--price-per-second", "0.001", "--price-per-request", "0.000000007")
+    _, key = gw.add_key()
+    client = gw.openai(key)
+    cases = [
+        # 12,000 frames at 8 kHz: 1.5 s.
+        (client.audio.transcriptions, ("a.wav", wav_bytes(1.5), "audio/wav"), 1500),
+        # fixtures/tone.mp3: 16,000 samples at 16 kHz by LAME (its Info
+        # tag states the frames, less the encoder's delay and padding): 1 s.
+        (client.audio.translations, ("tone.mp3", (FIXTURES / "tone.mp3").read_bytes(), "audio/mpeg"),
+         1000),
+    ]
+    for api, file, ms in cases:
+        raw = api.with_raw_response.create(model=whisper, file=file, response_format=fmt)
+        text = raw.parse()
+        assert isinstance(text, str) and "mock " in text, text
+        if fmt != "text":
+            # The answer has the audio's cues, and no duration to read.
+            assert "00:00:01" in text and "duration" not in text, text
+        log = log_of(gw, raw.headers["x-llmgw-request-id"])
+        assert (log["audio_milliseconds"], log["audio_source"]) == (ms, "measured"), log
+        # 0.001 dollars a second: 1,000,000 nano-dollars, per millisecond 1,000.
+        assert int(log["cost_nanos"]) == ms * 1000 + 7, log
+
+
+def test_an_upload_that_cannot_be_measured_says_so(gw: Gateway) -> None:
+    """Not a known audio format: no seconds, the per-second price not
+    charged, the record says the duration is unknown, and the data plane
+    warns; with no per-second price nothing is measured at all."""
+    up = f"whisper-{uid()}"
+    priced = gw.add_model([f"mock:{up}"], "--type", "transcription",
+                          "--price-per-second", "0.001", "--price-per-request", "0.000000007")
+    free = gw.add_model([f"mock:{up}"], "--type", "transcription")
+    _, key = gw.add_key()
+    client = gw.openai(key)
+    start = gw.dp.line_count() if gw.dp is not None else 0
+    raw = client.audio.transcriptions.with_raw_response.create(
+        model=priced, file=("notes.wav", b"these are not audio bytes" * 50, "audio/wav"),
+        response_format="text")
+    raw.parse()
+    log = log_of(gw, raw.headers["x-llmgw-request-id"])
+    assert (log["audio_milliseconds"], log["audio_source"]) == (0, "unknown"), log
+    assert int(log["cost_nanos"]) == 7
+    table = gw.cli_raw("logs", "get", log["id"], json_out=False)
+    assert "unknown" in table.stdout, table.stdout
+    assert gw.dp is not None
+    gw.dp.wait_for(lambda line: ("could not be measured" in line and log["id"] in line) or None,
+                   10, "the data plane's warning", start)
+    raw = client.audio.transcriptions.with_raw_response.create(
+        model=free, file=("a.wav", wav_bytes(0.5), "audio/wav"), response_format="srt")
+    raw.parse()
+    log = log_of(gw, raw.headers["x-llmgw-request-id"])
+    assert (log["audio_milliseconds"], log["audio_source"], int(log["cost_nanos"])) == (0, "", 0)
+
+
+def test_a_streamed_transcription_is_logged_as_a_stream(gw: Gateway) -> None:
+    """`stream=true` is a form field: the record says stream, and the
+    usage of the stream's last event is the record's."""
+    up, model, client = gpt_4o_transcribe(gw)
+    audio = wav_bytes(0.5)
+    raw = client.audio.transcriptions.with_raw_response.create(
+        model=model, file=("a.wav", audio, "audio/wav"), stream=True)
+    events = list(raw.parse())
+    assert raw.headers["content-type"].startswith("text/event-stream")
+    assert [e.type for e in events][-1] == "transcript.text.done"
+    assert "".join(e.delta for e in events[:-1]) == events[-1].text
+    usage = events[-1].usage
+    log = log_of(gw, raw.headers["x-llmgw-request-id"])
+    assert log["stream"] is True, log
+    assert json.loads(log["request_body"])["stream"] == "true"
+    assert (log["input_tokens"], log["output_tokens"]) == (usage.input_tokens, usage.output_tokens)
+    assert int(log["cost_nanos"]) == usage.input_tokens * 2500 + usage.output_tokens * 10_000
+    assert gw.mock is not None
+    (rec,) = gw.mock.requests(up)
+    assert rec["stream"] is True
+    # Not streamed: not a stream.
+    raw = client.audio.transcriptions.with_raw_response.create(
+        model=model, file=("a.wav", audio, "audio/wav"))
+    raw.parse()
+    assert log_of(gw, raw.headers["x-llmgw-request-id"])["stream"] is False
+
+
+# ---------------------------------------------------------------------------
+# The temporary files of all uploads
+# ---------------------------------------------------------------------------
+
+SPOOL = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def sgw(make_gateway) -> Gateway:
+    return make_gateway("spool", dp_args=["--max-upload-spool-bytes", str(SPOOL)])
+
+
+def upload(gw: Gateway, key: str, model: str, size: int, **headers: str) -> httpx.Response:
+    """A transcription upload of a `size`-byte file, with its length."""
+    return httpx.post(f"{gw.url}/v1/audio/transcriptions", timeout=60,
+                      headers={"authorization": f"Bearer {key}", **headers},
+                      data={"model": model, "response_format": "json"},
+                      files={"file": ("a.wav", quiet_wav(size / 16000, 8000), "audio/wav")})
+
+
+def test_uploads_share_a_cap_on_temporary_files(sgw: Gateway) -> None:
+    """Beyond its first 256 KiB an upload holds its share of
+    --max-upload-spool-bytes until it ends: one that does not fit gets
+    503 with Retry-After in OpenAI's shape, before its body is read (or
+    as soon as it passes the cap), and the shares come back."""
+    gw = sgw
+    up = f"whisper-{uid()}"
+    model = gw.add_model([f"mock:{up}"], "--type", "transcription", "--max-attempts", "1")
+    key_name, key = gw.add_key()
+    assert gw.mock is not None
+    # The first holds 544 KiB of the 1 MiB while its slow upstream waits.
+    first: list[httpx.Response] = []
+    t = threading.Thread(target=lambda: first.append(
+        upload(gw, key, model, 800 << 10, **{"x-mock-read-delay-ms": "1500"})))
+    t.start()
+    wait_until(lambda: gw.mock.stats()["active"] >= 1, 10, "the first upload upstream")
+    second = upload(gw, key, model, 800 << 10)
+    assert second.status_code == 503, second.text
+    assert second.headers["retry-after"] == "1"
+    err = second.json()["error"]
+    assert (err["type"], err["code"]) == ("server_error", "upload_capacity_exhausted")
+    assert "--max-upload-spool-bytes" in err["message"]
+    t.join(30)
+    assert first[0].status_code == 200, first[0].text
+    # Its share is back: the same upload now fits.
+    assert upload(gw, key, model, 800 << 10).status_code == 200
+    # One without a length: refused once its file passes the cap, the rest
+    # of it unread.
+    status, body, sent = stream_upload(gw.dp_addr, key, model, 24 << 20)
+    assert status == 503, body
+    assert body["error"]["code"] == "upload_capacity_exhausted"
+    assert sent < 24 << 20, sent
+    # Each is logged: the refusals as refused, with their status.
+    logs = gw.key_logs(key_name, 4)
+    assert sorted(r["status"] for r in logs) == [200, 200, 503, 503]
+    assert {r["outcome"] for r in logs if r["status"] == 503} == {"refused"}
+
+
+# ---------------------------------------------------------------------------
+# The first-byte timeout of an upload's attempt
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fgw(make_gateway) -> Gateway:
+    return make_gateway("firstbyte", cp_args=["--first-byte-timeout", f"{FIRST_BYTE_S}s"])
+
+
+def test_a_failover_resending_a_large_upload_is_not_cut_by_the_first_byte_timeout(
+        fgw: Gateway) -> None:
+    """The first-byte clock of an upload's attempt starts when its body
+    has all been sent: a failover that resends 20 MiB to an upstream that
+    takes 2 s to start reading (longer than the 1 s timeout; the upload
+    is larger than the socket buffers) gets its answer."""
+    gw = fgw
+    a, b, model, key = failing_over(gw)
+    assert gw.mock is not None
+    client = gw.openai(key, max_retries=0)
+    audio = quiet_wav(655.36, 16000)  # 20 MiB
+    assert len(audio) > 20 << 20
+    delay_ms = 2000
+    raw = client.audio.transcriptions.with_raw_response.create(
+        model=model, file=("long.wav", audio, "audio/wav"), response_format="verbose_json",
+        extra_headers={"x-mock-read-delay-ms": str(delay_ms)})
+    assert raw.parse().duration == pytest.approx(655.36)
+    log = log_of(gw, raw.headers["x-llmgw-request-id"])
+    attempts = log["attempts"]
+    assert [(x["upstream_model"], x["status"]) for x in attempts] == [(a, 500), (b, 200)], attempts
+    # The second attempt took longer than the first-byte timeout: the
+    # clock waited for its body.
+    assert attempts[1]["latency_ms"] >= delay_ms * 0.9 > FIRST_BYTE_S * 1000, attempts
+    assert len(journal_body(gw.mock.requests(b)[0])) > 20 << 20
+
+
+def test_an_upstream_that_takes_none_of_an_upload_ends_the_attempt(fgw: Gateway) -> None:
+    """While an upload is being sent, the first-byte clock waits, but an
+    upstream that takes none of it for the provider's idle timeout (1 s
+    here) ends the attempt: not the request's deadline."""
+    gw = fgw
+    provider = gw.add_provider("openai", None, None, "--timeout-s", "1")
+    up = f"stuck-{uid()}"
+    model = gw.add_model([f"{provider}:{up}"], "--type", "transcription", "--max-attempts", "1")
+    _, key = gw.add_key()
+    client = gw.openai(key, max_retries=0)
+    started = time.monotonic()
+    with pytest.raises(openai.InternalServerError) as e:
+        client.audio.transcriptions.create(
+            model=model, file=("long.wav", quiet_wav(655.36, 16000), "audio/wav"),
+            extra_headers={"x-mock-read-delay-ms": "6000"})
+    assert e.value.status_code == 504
+    assert "took none of the upload" in e.value.message, e.value.message
+    assert time.monotonic() - started < 5
+    log = log_of(gw, e.value.response.headers["x-llmgw-request-id"])
+    assert log["outcome"] == "timeout"
+    assert [a["error"] for a in log["attempts"]] == [
+        "the upstream took none of the upload for the idle timeout"]

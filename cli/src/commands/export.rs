@@ -86,6 +86,10 @@ const COLUMNS: &[(&str, Value)] = &[
     ("reasoning_tokens", Value::U64(|r| r.reasoning_tokens)),
     // Audio and image requests (#16); 0 or empty elsewhere.
     ("audio_milliseconds", Value::U64(|r| r.audio_milliseconds)),
+    (
+        "audio_source",
+        Value::Text(|r| Cow::Borrowed(&r.audio_source)),
+    ),
     ("characters", Value::U64(|r| r.characters)),
     ("images", Value::U64(|r| u64::from(r.images))),
     ("image_size", Value::Text(|r| Cow::Borrowed(&r.image_size))),

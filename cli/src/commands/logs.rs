@@ -285,6 +285,10 @@ fn details(r: &RequestLog) -> Vec<String> {
             (r.audio_milliseconds > 0)
                 .then(|| format!("{:.3}", r.audio_milliseconds as f64 / 1000.0)),
         ),
+        (
+            "audio seconds source",
+            (!r.audio_source.is_empty()).then(|| r.audio_source.clone()),
+        ),
         ("characters", (r.characters > 0).then(|| n(r.characters))),
         ("images", (r.images > 0).then(|| r.images.to_string())),
         (

@@ -80,6 +80,7 @@ const LOG_COLUMNS: &[&str] = &[
     "images",
     "image_size",
     "image_quality",
+    "audio_source",
 ];
 
 const ATTEMPT_COLUMNS: &[&str] = &[
@@ -564,6 +565,7 @@ fn bind_record<'q>(
         .bind(i64::from(r.images))
         .bind(r.image_size.as_str())
         .bind(r.image_quality.as_str())
+        .bind(r.audio_source.as_str())
 }
 
 async fn quarantine(
@@ -852,6 +854,7 @@ fn check(r: &pb::RequestLog, batch_node: &str, now: i64) -> Result<Checked, Stri
         ("replay_of", r.replay_of.as_str(), MAX_NAME_BYTES),
         ("image_size", r.image_size.as_str(), MAX_NAME_BYTES),
         ("image_quality", r.image_quality.as_str(), MAX_NAME_BYTES),
+        ("audio_source", r.audio_source.as_str(), MAX_NAME_BYTES),
         ("client_ip", r.client_ip.as_str(), MAX_TEXT_BYTES),
         ("user_agent", r.user_agent.as_str(), MAX_TEXT_BYTES),
         ("path", r.path.as_str(), MAX_TEXT_BYTES),
@@ -922,6 +925,7 @@ fn normalize(mut rec: pb::RequestLog, id: String, batch_node: &str) -> pb::Reque
         &mut rec.replay_of,
         &mut rec.image_size,
         &mut rec.image_quality,
+        &mut rec.audio_source,
     ] {
         clean_in_place(s);
     }

@@ -19,7 +19,7 @@ pub const SUMMARY_COLUMNS: &str = concat!(
      snapshot_version, request_body_truncated, response_body_truncated, upstream_protocol, \
      translated, upstream_request_body_truncated, dropped_fields, outcome, stop_reason, end_user, limited_by, \
      trace_id, origin, replay_of, audio_milliseconds, characters, images, image_size, \
-     image_quality, ",
+     image_quality, audio_source, ",
     cost_nanos_sql!(),
     " AS cost_nanos"
 );
@@ -119,6 +119,7 @@ pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
         images: u32_of(r, "images")?,
         image_size: r.try_get("image_size")?,
         image_quality: r.try_get("image_quality")?,
+        audio_source: r.try_get("audio_source")?,
     })
 }
 

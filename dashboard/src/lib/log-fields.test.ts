@@ -37,9 +37,14 @@ describe("normalized usage", () => {
 describe("media quantities", () => {
   it("lists only those a request has", () => {
     expect(mediaRows(create(RequestLogSchema, {}))).toEqual([]);
-    const r = create(RequestLogSchema, { audioMilliseconds: 1500n, images: 2, imageSize: "1024x1024", imageQuality: "high", characters: 12n });
+    // A duration that could not be measured says so, with no seconds.
+    expect(mediaRows(create(RequestLogSchema, { audioSource: "unknown" }))).toEqual([
+      { label: "Audio seconds", value: "unknown" },
+    ]);
+    const r = create(RequestLogSchema, { audioMilliseconds: 1500n, audioSource: "measured", images: 2, imageSize: "1024x1024", imageQuality: "high", characters: 12n });
     expect(mediaRows(r).map((x) => [x.label, x.value])).toEqual([
       ["Audio", "1.500 s"],
+      ["Audio seconds", "measured"],
       ["Characters", "12"],
       ["Images", "2"],
       ["Image size", "1024x1024"],

@@ -41,16 +41,18 @@ export function usageRows(r: Usage): UsageRow[] {
   ];
 }
 
-type Media = Pick<RequestLog, "audioMilliseconds" | "characters" | "images" | "imageSize" | "imageQuality">;
+type Media = Pick<RequestLog, "audioMilliseconds" | "audioSource" | "characters" | "images" | "imageSize" | "imageQuality">;
 
 /**
  * What an audio or image request used besides tokens (#16), only the
- * quantities it has: seconds of audio, characters of speech input, images
- * by count, size and quality.
+ * quantities it has: seconds of audio (and where they come from: the
+ * upstream's answer, measured from the upload, or unknown), characters of
+ * speech input, images by count, size and quality.
  */
 export function mediaRows(r: Media): { label: string; value: string }[] {
   const rows: { label: string; value: string }[] = [];
   if (r.audioMilliseconds > 0n) rows.push({ label: "Audio", value: `${(Number(r.audioMilliseconds) / 1000).toFixed(3)} s` });
+  if (r.audioSource) rows.push({ label: "Audio seconds", value: r.audioSource });
   if (r.characters > 0n) rows.push({ label: "Characters", value: r.characters.toString() });
   if (r.images > 0) rows.push({ label: "Images", value: String(r.images) });
   if (r.imageSize) rows.push({ label: "Image size", value: r.imageSize });

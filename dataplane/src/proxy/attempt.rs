@@ -1,5 +1,6 @@
 //! Attempts: the upstream body for each target (passed through or
-//! translated), sending it with a connect and first-byte timeout, retries
+//! translated), sending it with a connect and first-byte timeout (an
+//! upload's from when its body has all been sent), retries
 //! on the same target, failover to the next, the retry budget and the
 //! shared deadline. Nothing is retried once a response has started.
 
@@ -409,6 +410,10 @@ impl Proxy {
         } else {
             (settings.first_byte_timeout, false)
         };
+        // An upload's attempt hears how far its body has been sent.
+        let sending = call
+            .upload
+            .map(|_| Arc::new(tokio::sync::watch::channel(upload::Sending::default()).0));
         let exchange = async {
             // An HTTP/2 refusal (GOAWAY, REFUSED_STREAM) means the request
             // was not processed: it is sent again at once on another
@@ -418,9 +423,11 @@ impl Proxy {
             let mut resends = 0;
             loop {
                 let mut request = Request::new(match call.upload {
-                    Some((upload, part)) => {
-                        UpstreamBody::Replay(upload.replay(part, &target.upstream_model))
-                    }
+                    Some((upload, part)) => UpstreamBody::Replay(upload.replay(
+                        part,
+                        &target.upstream_model,
+                        sending.clone(),
+                    )),
                     None => UpstreamBody::Full(Full::new(body.clone())),
                 });
                 *request.method_mut() = Method::POST;
@@ -442,16 +449,18 @@ impl Proxy {
                 }
             }
         };
-        let outcome = match call.upload {
-            Some((upload, _)) => {
+        let outcome = match (call.upload, &sending) {
+            (Some((upload, _)), Some(sending)) => {
                 // An upstream answers once it has the whole upload: the
-                // first-byte clock starts when the client has sent it all
-                // (a slow client's upload may take longer than the
+                // first-byte clock starts when this attempt's body has
+                // all been sent (a slow client's upload, or a failover's
+                // resend of a large one, may take longer than the
                 // timeout); the deadline runs throughout.
-                let first_byte = async {
-                    upload.received().await;
-                    tokio::time::sleep(settings.first_byte_timeout).await;
-                };
+                let first_byte = upload_clock(
+                    sending.subscribe(),
+                    settings.first_byte_timeout,
+                    target.provider.timeout,
+                );
                 tokio::select! {
                     biased;
                     // An upload that fails (too large, too slow) ends the
@@ -460,10 +469,10 @@ impl Proxy {
                     f = upload.failed() => return Err(AttemptError::Upload(f.kind, f.message)),
                     r = exchange => Ok(r),
                     () = tokio::time::sleep(left) => return Err(AttemptError::Deadline),
-                    () = first_byte => return Err(AttemptError::FirstByteTimeout),
+                    e = first_byte => return Err(e),
                 }
             }
-            None => tokio::time::timeout(limit, exchange).await,
+            _ => tokio::time::timeout(limit, exchange).await,
         };
         match outcome {
             Err(_) if by_deadline => Err(AttemptError::Deadline),
@@ -471,6 +480,39 @@ impl Proxy {
             Ok(Err(e)) if e.is_connect() => Err(AttemptError::Connect(error_chain(&e))),
             Ok(Err(e)) => Err(AttemptError::Request(error_chain(&e))),
             Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
+
+/// The first-byte clock of an upload's attempt: it starts once the body
+/// has all been sent, and ends the attempt when no answer has come
+/// `first_byte` later. While the body is being sent, an upstream that
+/// takes none of it for `idle` (the response's idle timeout) ends the
+/// attempt too; waiting for the client's next bytes does not count.
+async fn upload_clock(
+    mut sending: tokio::sync::watch::Receiver<upload::Sending>,
+    first_byte: Duration,
+    idle: Duration,
+) -> AttemptError {
+    loop {
+        let now = *sending.borrow_and_update();
+        if now.done {
+            tokio::time::sleep(first_byte).await;
+            return AttemptError::FirstByteTimeout;
+        }
+        let progress = sending.changed();
+        if now.holding {
+            tokio::select! {
+                r = progress => {
+                    if r.is_err() {
+                        // The body is gone: the exchange ends on its own.
+                        std::future::pending::<()>().await;
+                    }
+                }
+                () = tokio::time::sleep(idle) => return AttemptError::UploadStalled,
+            }
+        } else if progress.await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }

@@ -42,6 +42,9 @@ pub enum ErrorKind {
     BudgetExhausted,
     /// An admin cancelled the request (#17): 499, as a client's cancel.
     CancelledByAdmin,
+    /// The uploads in flight fill the gateway's temporary files
+    /// (`--max-upload-spool-bytes`): 503, to retry shortly.
+    UploadCapacity,
 }
 
 impl ErrorKind {
@@ -56,7 +59,7 @@ impl ErrorKind {
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorKind::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::NotReady | ErrorKind::UploadCapacity => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             ErrorKind::RateLimited | ErrorKind::LimitExceeded | ErrorKind::BudgetExhausted => {
@@ -75,7 +78,9 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamUnavailable
             | ErrorKind::RateLimited => Fault::Upstream,
-            ErrorKind::NotReady | ErrorKind::CancelledByAdmin => Fault::Gateway,
+            ErrorKind::NotReady | ErrorKind::CancelledByAdmin | ErrorKind::UploadCapacity => {
+                Fault::Gateway
+            }
             _ => Fault::Downstream,
         }
     }
@@ -161,6 +166,7 @@ impl ErrorKind {
             ErrorKind::LimitExceeded => "rate_limit_exceeded",
             ErrorKind::BudgetExhausted => "insufficient_quota",
             ErrorKind::CancelledByAdmin => "cancelled_by_admin",
+            ErrorKind::UploadCapacity => "upload_capacity_exhausted",
         }
     }
 }
@@ -171,6 +177,8 @@ pub enum AttemptError {
     Connect(String),
     /// No response head within the first-byte timeout.
     FirstByteTimeout,
+    /// The upstream took none of an upload's body for the idle timeout.
+    UploadStalled,
     /// The request failed after connecting, before a response head.
     Request(String),
     /// The deadline left no time for this attempt.
@@ -188,7 +196,9 @@ impl AttemptError {
 
     pub fn kind(&self) -> ErrorKind {
         match self {
-            AttemptError::FirstByteTimeout | AttemptError::Deadline => ErrorKind::UpstreamTimeout,
+            AttemptError::FirstByteTimeout
+            | AttemptError::UploadStalled
+            | AttemptError::Deadline => ErrorKind::UpstreamTimeout,
             AttemptError::Upload(kind, _) => *kind,
             _ => ErrorKind::UpstreamUnavailable,
         }
@@ -198,7 +208,9 @@ impl AttemptError {
     pub fn error_type(&self) -> &'static str {
         match self {
             AttemptError::Connect(_) => "connect",
-            AttemptError::FirstByteTimeout | AttemptError::Deadline => "timeout",
+            AttemptError::FirstByteTimeout
+            | AttemptError::UploadStalled
+            | AttemptError::Deadline => "timeout",
             AttemptError::Request(_) => "request",
             AttemptError::Upload(..) => "upload",
         }
@@ -208,6 +220,9 @@ impl AttemptError {
         match self {
             AttemptError::Connect(e) => format!("connect error: {e}"),
             AttemptError::FirstByteTimeout => "no response before the first-byte timeout".into(),
+            AttemptError::UploadStalled => {
+                "the upstream took none of the upload for the idle timeout".into()
+            }
             AttemptError::Request(e) => format!("request failed: {e}"),
             AttemptError::Deadline => "request deadline reached".into(),
             AttemptError::Upload(_, m) => m.clone(),
@@ -237,6 +252,9 @@ mod tests {
         assert_eq!(ErrorKind::BadRequest.fault(), Fault::Downstream);
         assert!(retryable_status(529) && !retryable_status(429) && !retryable_status(400));
         assert!(!AttemptError::Deadline.retryable());
+        assert_eq!(ErrorKind::UploadCapacity.status(), 503);
+        assert_eq!(ErrorKind::UploadCapacity.fault(), Fault::Gateway);
+        assert_eq!(ErrorKind::UploadCapacity.openai_type(), "server_error");
     }
 
     #[test]

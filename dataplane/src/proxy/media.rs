@@ -12,7 +12,7 @@ use llmgw_proto::v1 as pb;
 use serde_json::Value;
 
 use super::dialect::{Endpoint, Usage};
-use super::upload::Form;
+use super::upload::{Audio, Form};
 
 /// What a media request used.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -21,6 +21,9 @@ pub struct Quantities {
     pub tokens: Option<Usage>,
     /// Audio transcribed or translated, in milliseconds.
     pub audio_ms: u64,
+    /// Where `audio_ms` comes from: [`AUDIO_REPORTED`], [`AUDIO_MEASURED`],
+    /// [`AUDIO_UNKNOWN`], or empty when no duration was read or needed.
+    pub audio_source: &'static str,
     /// Characters of a speech request's `input`.
     pub characters: u64,
     /// Images asked for.
@@ -33,11 +36,27 @@ impl Quantities {
     /// Writes the media fields of the record.
     pub fn record(&self, r: &mut pb::RequestLog) {
         r.audio_milliseconds = self.audio_ms;
+        r.audio_source = self.audio_source.to_string();
         r.characters = self.characters;
         r.images = self.images;
         r.image_size.clone_from(&self.image_size);
         r.image_quality.clone_from(&self.image_quality);
     }
+}
+
+/// The upstream's answer gave the duration.
+pub const AUDIO_REPORTED: &str = "reported";
+/// The data plane measured the uploaded file.
+pub const AUDIO_MEASURED: &str = "measured";
+/// A per-second price needed the duration, and it could not be measured:
+/// the per-second price was not charged.
+pub const AUDIO_UNKNOWN: &str = "unknown";
+
+/// Whether an upload's form asks for a stream (`stream=true`).
+pub fn form_streams(form: &Value) -> bool {
+    form.get("stream")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.trim().eq_ignore_ascii_case("true") || s.trim() == "1")
 }
 
 /// The quantities of a request to `endpoint` (its body, or an upload's
@@ -69,12 +88,14 @@ pub fn quantities(endpoint: Endpoint, request: &Value, response: Option<&[u8]>) 
             if let Some(a) = &answer {
                 if let Some(d) = a.get("duration").and_then(Value::as_f64) {
                     q.audio_ms = seconds_to_ms(d);
+                    q.audio_source = AUDIO_REPORTED;
                 }
                 if let Some(u) = a.get("usage") {
                     match u.get("type").and_then(Value::as_str) {
                         Some("duration") => {
                             if let Some(s) = u.get("seconds").and_then(Value::as_f64) {
                                 q.audio_ms = seconds_to_ms(s);
+                                q.audio_source = AUDIO_REPORTED;
                             }
                         }
                         _ => q.tokens = tokens(u),
@@ -173,6 +194,9 @@ pub struct MediaRequest {
     pub endpoint: Endpoint,
     pub json: Option<Bytes>,
     pub form: Option<Form>,
+    /// An upload's stored bytes, kept for a duration measurement while a
+    /// per-second price may need one (dropped once it cannot).
+    pub audio: Option<Audio>,
     /// The log's body cap, when bodies are logged.
     pub log_cap: Option<usize>,
 }
@@ -184,6 +208,23 @@ impl MediaRequest {
             (Some(f), _) => f.summary(),
             (None, Some(j)) => serde_json::from_slice(j).unwrap_or(Value::Null),
             (None, None) => Value::Null,
+        }
+    }
+
+    /// Whether the answer's duration may have to be measured: a
+    /// transcription or translation.
+    pub fn has_audio_duration(&self) -> bool {
+        matches!(
+            self.endpoint,
+            Endpoint::AudioTranscriptions | Endpoint::AudioTranslations
+        )
+    }
+
+    /// Marks the record as a stream when the upload's form asked for one
+    /// (a form field may come after the `model` the request was routed by).
+    pub fn mark_stream(&self, r: &mut pb::RequestLog) {
+        if let Some(f) = &self.form {
+            r.stream |= form_streams(&f.summary());
         }
     }
 
@@ -224,13 +265,14 @@ mod tests {
             json!({"model": "whisper-1"}),
             r#"{"text":"hi","duration":3.2505}"#,
         );
-        assert_eq!(t.audio_ms, 3251);
+        assert_eq!((t.audio_ms, t.audio_source), (3251, AUDIO_REPORTED));
         let t = q(
             Endpoint::AudioTranslations,
             json!({}),
             r#"{"text":"hi","usage":{"type":"duration","seconds":7}}"#,
         );
         assert_eq!((t.audio_ms, t.tokens), (7000, None));
+        assert_eq!(t.audio_source, AUDIO_REPORTED);
         let t = q(
             Endpoint::AudioTranscriptions,
             json!({}),
@@ -238,6 +280,7 @@ mod tests {
                 "input_token_details":{"text_tokens":0,"audio_tokens":14},"total_tokens":59}}"#,
         );
         assert_eq!(t.tokens.map(|u| (u.input, u.output)), Some((14, 45)));
+        assert_eq!((t.audio_ms, t.audio_source), (0, ""));
         // A streamed transcription: the usage of its last event.
         let t = q(
             Endpoint::AudioTranscriptions,
@@ -273,6 +316,22 @@ mod tests {
         assert_eq!((i.images, i.tokens), (3, None));
         let i = q(Endpoint::ImagesVariations, json!({}), "");
         assert_eq!(i.images, 1);
+    }
+
+    #[test]
+    fn a_form_streams_when_it_says_true() {
+        for (v, want) in [
+            ("true", true),
+            ("True", true),
+            (" 1", true),
+            ("false", false),
+            ("", false),
+        ] {
+            assert_eq!(form_streams(&json!({ "stream": v })), want, "{v:?}");
+        }
+        // A JSON body's boolean is the head's business, not the form's.
+        assert!(!form_streams(&json!({ "stream": true })));
+        assert!(!form_streams(&json!({})));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod attempt;
 mod authenticate;
 pub use llmgw_core::body;
 mod dialect;
+mod duration;
 pub mod error;
 mod estimate;
 mod gemini;
@@ -86,7 +87,14 @@ pub struct Proxy {
     pub(crate) live: Arc<crate::live::Live>,
     /// The largest multipart upload (`--max-upload-bytes`).
     max_upload_bytes: u64,
+    /// The temporary-file bytes of all uploads (`--max-upload-spool-bytes`).
+    upload_spool: Arc<upload::Spool>,
 }
+
+pub use self::upload::DEFAULT_MAX_UPLOAD_SPOOL_BYTES;
+
+/// The `Retry-After` of a 503 for a full upload spool, in seconds.
+const UPLOAD_CAPACITY_RETRY_AFTER_S: u64 = 1;
 
 /// Default of `--max-upload-bytes`: OpenAI's own limit for audio files.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 25 << 20;
@@ -242,7 +250,15 @@ impl Proxy {
             limiter: crate::limits::Limiter::new(),
             live: crate::live::Live::new(),
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            upload_spool: upload::Spool::new(DEFAULT_MAX_UPLOAD_SPOOL_BYTES),
         }
+    }
+
+    /// Sets the temporary-file bytes all uploads may hold at once.
+    #[must_use]
+    pub fn with_max_upload_spool_bytes(mut self, bytes: u64) -> Self {
+        self.upload_spool = upload::Spool::new(bytes);
+        self
     }
 
     /// Sets the largest multipart upload, in bytes.
@@ -395,6 +411,9 @@ impl Proxy {
         let mut resp = match Box::pin(self.proxy(req, endpoint, d, &mut pending)).await {
             Ok(resp) => resp,
             Err((kind, message)) => {
+                if kind == ErrorKind::UploadCapacity {
+                    pending.limits.retry_after_s = Some(UPLOAD_CAPACITY_RETRY_AFTER_S);
+                }
                 let r = pending.record();
                 r.status = u32::from(kind.status().as_u16());
                 r.error.clone_from(&message);
@@ -465,6 +484,7 @@ impl Proxy {
         let (mut r, mut encoded) = pending.take();
         if let Some(m) = pending.media.take() {
             m.log_form(&mut encoded);
+            m.mark_stream(&mut r);
         }
         r.latency_ms = pending.started.elapsed().as_millis() as u64;
         r.ttfb_ms = r.latency_ms;
@@ -624,9 +644,13 @@ impl Proxy {
         // for rules, the first pass and the log.
         let mut upload = None;
         let raw = if endpoint.multipart() {
-            let (mut up, pumping) =
-                upload::Upload::start(&parts.headers, incoming, self.max_upload_bytes)
-                    .map_err(|f| (f.kind, f.message))?;
+            let (mut up, pumping) = upload::Upload::start(
+                &parts.headers,
+                incoming,
+                self.max_upload_bytes,
+                &self.upload_spool,
+            )
+            .map_err(|f| (f.kind, f.message))?;
             pending.pumping = Some(pumping);
             let part = up.model().await.map_err(|f| (f.kind, f.message))?;
             let form = Bytes::from(up.summary().to_string());
@@ -658,6 +682,7 @@ impl Proxy {
                 endpoint,
                 json: upload.is_none().then(|| raw.clone()),
                 form: upload.as_ref().map(|(u, _)| u.form()),
+                audio: upload.as_ref().map(|(u, _)| u.audio()),
                 log_cap: log_bodies.then_some(cap),
             });
         }
@@ -689,7 +714,13 @@ impl Proxy {
             let user = head::end_user(header, &head, endpoint.protocol());
             pending.encoded.string(field::USER, user);
         }
-        let streaming = head.stream || endpoint.path_streams();
+        // An upload's `stream` is a form field, "true" (when it came before
+        // the model; the record reads the whole form at its end).
+        let streaming = head.stream
+            || endpoint.path_streams()
+            || upload
+                .as_ref()
+                .is_some_and(|(u, _)| media::form_streams(&u.summary()));
         let Some(model_name) = path_model.clone().or(head.model.take()) else {
             return Err(not_object());
         };

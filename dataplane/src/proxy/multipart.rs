@@ -89,6 +89,8 @@ pub struct FileInfo {
     pub field: String,
     pub filename: String,
     pub content_type: String,
+    /// Where its contents start in the body, and their length.
+    pub start: u64,
     pub size: u64,
 }
 
@@ -357,6 +359,7 @@ impl Parser {
                 field: part.name,
                 filename,
                 content_type: part.content_type,
+                start: part.start,
                 size: part.size,
             }),
             None => {
@@ -377,6 +380,14 @@ impl Parser {
             }
         }
         Ok(())
+    }
+
+    /// The file part named `field`, else the first file part.
+    pub fn file_part(&self, field: &str) -> Option<&FileInfo> {
+        self.files
+            .iter()
+            .find(|f| f.field == field)
+            .or_else(|| self.files.first())
     }
 
     /// The form as the log and the rules see it: each field's value as a
@@ -592,6 +603,8 @@ mod tests {
                 assert_eq!(m.value, "whisper-1", "cut at {cut}");
                 assert_eq!(rewritten(&body, m, "up-model"), want);
                 assert_eq!(p.files[0].size, 700);
+                let f = p.file_part("file").unwrap();
+                assert_eq!(&body[f.start as usize..][..700], &wav[..], "cut at {cut}");
                 assert_eq!(p.files[0].filename, "a.wav");
                 assert_eq!(p.files[0].content_type, "audio/wav");
                 assert_eq!(p.summary()["language"], "en");
@@ -692,6 +705,8 @@ mod tests {
                 prop_assert_eq!(&m.value, &model);
                 prop_assert_eq!(rewritten(&body, m, "up"), with("up"));
                 prop_assert_eq!(p.files[0].size, after.len() as u64);
+                let start = p.files[0].start as usize;
+                prop_assert_eq!(&body[start..start + after.len()], &after[..]);
             }
         }
     }

@@ -1,7 +1,9 @@
 //! Building a request's log record: redacted headers, capped bodies, usage
 //! (reported, or estimated with tiktoken) and cost. A record is finished
-//! after the response is done; one that needs a tiktoken estimate is
-//! finished on a blocking thread, so counting never delays a client.
+//! after the response is done; one that needs a tiktoken estimate, or the
+//! duration of an uploaded audio file (a per-second price, and an answer
+//! that did not say it), is finished on a blocking thread, so counting
+//! never delays a client.
 
 use std::sync::Arc;
 
@@ -347,6 +349,8 @@ pub struct Finish {
     pub media: Option<super::media::MediaRequest>,
     /// A media answer's whole body (when it was read whole), for its usage.
     pub media_response: Option<bytes::Bytes>,
+    /// A media request's quantities, once read from its answer.
+    pub quantities: Option<Quantities>,
 }
 
 impl Finish {
@@ -392,13 +396,17 @@ impl Finish {
         if let Some(t) = &mut trace {
             t.capture_output(&self.completion_text);
         }
-        if !self.needs_estimate() {
+        let measure = self.read_media();
+        if !self.needs_estimate() && measure.is_none() {
             let (record, encoded) = self.complete();
             sink.emit_with(record, encoded, spooled, trace);
             return;
         }
         sink.in_flight.fetch_add(1, Ordering::AcqRel);
         let run = move || {
+            if let Some(audio) = measure {
+                self.measure(&audio);
+            }
             let (record, encoded) = self.complete();
             sink.emit_with(record, encoded, spooled, trace);
             if sink.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -413,6 +421,50 @@ impl Finish {
         }
     }
 
+    /// Reads an answered media request's quantities from its answer, and
+    /// returns its upload when its audio must be measured: a per-second
+    /// price applies and the answer gave no duration.
+    fn read_media(&mut self) -> Option<super::upload::Audio> {
+        let m = self.media.as_mut()?;
+        if !self.counted {
+            return None;
+        }
+        let mut q =
+            super::media::quantities(m.endpoint, &m.request(), self.media_response.as_deref());
+        let audio = m.audio.take();
+        let needed = m.has_audio_duration()
+            && q.audio_source.is_empty()
+            && !self.prices.per_audio_second.is_zero();
+        if needed && audio.is_none() {
+            q.audio_source = super::media::AUDIO_UNKNOWN;
+        }
+        self.quantities = Some(q);
+        audio.filter(|_| needed)
+    }
+
+    /// Measures the uploaded audio (on a blocking thread): its duration,
+    /// or the record says it is unknown, with a warning.
+    fn measure(&mut self, audio: &super::upload::Audio) {
+        let Some(q) = self.quantities.as_mut() else {
+            return;
+        };
+        match super::duration::of_upload(audio) {
+            Ok(ms) => {
+                q.audio_ms = ms;
+                q.audio_source = super::media::AUDIO_MEASURED;
+            }
+            Err(why) => {
+                q.audio_source = super::media::AUDIO_UNKNOWN;
+                crate::warn_limited!(
+                    request_id = %self.record.id,
+                    reason = %why,
+                    "the duration of an uploaded audio file could not be measured: \
+                     its per-second price is not charged"
+                );
+            }
+        }
+    }
+
     /// The finished record: usage (reported, else estimated) and cost.
     fn complete(self) -> (pb::RequestLog, FieldWriter) {
         let mut f = self;
@@ -424,9 +476,11 @@ impl Finish {
             // Audio and images: their quantities, and tokens only as the
             // upstream reported them.
             m.log_form(&mut f.encoded);
+            m.mark_stream(&mut r);
             if f.counted {
-                let q =
-                    super::media::quantities(m.endpoint, &m.request(), f.media_response.as_deref());
+                let q = f.quantities.take().unwrap_or_else(|| {
+                    super::media::quantities(m.endpoint, &m.request(), f.media_response.as_deref())
+                });
                 q.record(&mut r);
                 f.usage = q.tokens;
                 media = Some(q);
@@ -589,6 +643,7 @@ mod tests {
             trace: None,
             media: None,
             media_response: None,
+            quantities: None,
         }
     }
 
@@ -721,6 +776,7 @@ mod tests {
         let q = |audio_ms, characters, images, size: &str, quality: &str| Quantities {
             tokens: None,
             audio_ms,
+            audio_source: "",
             characters,
             images,
             image_size: size.into(),

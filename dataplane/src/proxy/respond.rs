@@ -81,6 +81,15 @@ impl Proxy {
         observer.want_text = pending.trace.as_ref().is_some_and(|t| t.captures());
         let observer = Relay::Pass(observer);
         let prices = target.prices.at_shared(r.time_ms);
+        let mut media = pending.media.take();
+        if let Some(m) = media.as_mut() {
+            // An upload's bytes are kept past the response only when a
+            // per-second price may need its audio measured.
+            if prices.per_audio_second.is_zero() || !status.is_success() || !m.has_audio_duration()
+            {
+                m.audio = None;
+            }
+        }
         let finish = Finish {
             record: r,
             encoded,
@@ -92,8 +101,9 @@ impl Proxy {
             counted: status.is_success() && !call.endpoint.api().counts_tokens(),
             admission: pending.admission.take(),
             trace: pending.trace.take(),
-            media: pending.media.take(),
+            media,
             media_response: None,
+            quantities: None,
         };
         // Kept only when the body passes unchanged.
         // hyper's decoded length: none for a chunked body.
@@ -204,6 +214,7 @@ impl Proxy {
             trace: pending.trace.take(),
             media: None,
             media_response: None,
+            quantities: None,
         };
         if call.streaming {
             let raw = call.raw.clone();

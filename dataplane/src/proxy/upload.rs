@@ -9,11 +9,21 @@
 //! streams the upload as it arrives, and a failover sends the whole upload
 //! again, byte for byte. The request waits only for the `model` part
 //! (routing needs it); memory per upload is bounded by the memory part
-//! and a chunk per reader, whatever the upload's size.
+//! and a chunk per reader, whatever the upload's size. The temporary
+//! files of all uploads together hold at most `--max-upload-spool-bytes`
+//! ([`Spool`]): an upload that would pass it is refused with 503 (each
+//! upload's share is reserved as its file grows, or at once from its
+//! `content-length`, and given back when its last handle is dropped).
+//! Each replay reports how far it has been sent ([`Sending`]): an
+//! attempt's first-byte clock starts once its body is all sent. Once the
+//! request is over, [`Audio`] reads the uploaded file back for a
+//! measurement of its duration ([`super::duration`]).
 
 use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -57,6 +67,47 @@ async fn file_io<T: Send + 'static>(
         .map_err(|e| io_failed(&e.to_string()))
 }
 
+/// Default of `--max-upload-spool-bytes`: the temporary-file bytes of all
+/// uploads in flight together (1 GiB: forty uploads of OpenAI's 25 MiB).
+pub const DEFAULT_MAX_UPLOAD_SPOOL_BYTES: u64 = 1 << 30;
+
+/// What the replay files of all uploads hold at once, against
+/// `--max-upload-spool-bytes`: one counter, each upload's share reserved
+/// before its bytes are written and given back when it is dropped.
+#[derive(Debug)]
+pub struct Spool {
+    used: AtomicU64,
+    cap: u64,
+}
+
+impl Spool {
+    pub fn new(cap: u64) -> Arc<Spool> {
+        Arc::new(Spool {
+            used: AtomicU64::new(0),
+            cap,
+        })
+    }
+
+    /// Bytes reserved by the uploads in flight.
+    #[cfg(test)]
+    fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Takes `n` more bytes, unless that would pass the cap.
+    fn reserve(&self, n: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|t| *t <= self.cap)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, n: u64) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
 /// Why an upload could not be read: the error the client gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failed {
@@ -96,9 +147,58 @@ struct Progress {
 struct Store {
     memory: Mutex<Vec<u8>>,
     file: Mutex<Option<Arc<File>>>,
+    spool: Arc<Spool>,
+    /// The file's bytes reserved in the spool, given back on drop.
+    reserved: AtomicU64,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.spool.release(*self.reserved.get_mut());
+    }
 }
 
 impl Store {
+    fn new(spool: Arc<Spool>) -> Store {
+        Store {
+            memory: Mutex::new(Vec::new()),
+            file: Mutex::new(None),
+            spool,
+            reserved: AtomicU64::new(0),
+        }
+    }
+
+    /// Reserves the spool for a file of `len` bytes (what is reserved
+    /// already counts).
+    fn reserve_file(&self, len: u64) -> Result<(), Failed> {
+        let have = self.reserved.load(Ordering::Acquire);
+        if len <= have {
+            return Ok(());
+        }
+        if !self.spool.reserve(len - have) {
+            return Err(spool_full(self.spool.cap));
+        }
+        self.reserved.fetch_add(len - have, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Reads the stored bytes at `pos` into `buf`, on the calling thread
+    /// (a blocking one): 0 at the end of what is stored.
+    fn read_blocking(&self, pos: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        if pos < MEMORY_BYTES as u64 {
+            let memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            let from = (pos as usize).min(memory.len());
+            let n = buf.len().min(memory.len() - from);
+            buf[..n].copy_from_slice(&memory[from..from + n]);
+            return Ok(n);
+        }
+        let file = self.file.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match file {
+            Some(f) => f.read_at(buf, pos - MEMORY_BYTES as u64),
+            None => Ok(0),
+        }
+    }
+
     /// Reads up to `max` stored bytes at `pos` (below what the pump has
     /// announced).
     async fn read(&self, pos: u64, max: usize) -> Result<Bytes, Failed> {
@@ -153,6 +253,7 @@ impl Store {
             }
         }
         let at = pos.max(MEMORY_BYTES as u64) - MEMORY_BYTES as u64;
+        self.reserve_file(at + chunk.len() as u64)?;
         let existing = self.file.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let file = match existing {
             Some(f) => f,
@@ -167,12 +268,35 @@ impl Store {
     }
 }
 
+fn spool_full(cap: u64) -> Failed {
+    Failed::new(
+        ErrorKind::UploadCapacity,
+        format!(
+            "the gateway is buffering too many uploads to take this one \
+             ({cap} bytes in all, its --max-upload-spool-bytes); retry shortly"
+        ),
+    )
+}
+
 fn io_failed(e: &str) -> Failed {
     crate::warn_limited!(error = %e, "an upload could not be buffered for replay");
     Failed::new(
         ErrorKind::UpstreamUnavailable,
         "the gateway could not buffer the upload",
     )
+}
+
+/// How far an attempt's body has been sent: what its first-byte clock
+/// waits for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sending {
+    /// Pieces handed to the connection so far.
+    pub pieces: u64,
+    /// The last piece is with the connection, which has not asked for the
+    /// next: the upstream is taking it (or not).
+    pub holding: bool,
+    /// The whole body has been handed to the connection.
+    pub done: bool,
 }
 
 /// One upload, as the request sees it.
@@ -215,7 +339,15 @@ impl Drop for Pumping {
 impl Upload {
     /// Starts reading `body`: refused at once when its content type is
     /// not a multipart form or its stated length is over `limit`.
-    pub fn start<B>(headers: &HeaderMap, body: B, limit: u64) -> Result<(Upload, Pumping), Failed>
+    /// Its temporary file is reserved in `spool`, at once for the
+    /// stated length beyond the memory part (refused when that does not
+    /// fit), else as it grows.
+    pub fn start<B>(
+        headers: &HeaderMap,
+        body: B,
+        limit: u64,
+        spool: &Arc<Spool>,
+    ) -> Result<(Upload, Pumping), Failed>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError> + Send,
@@ -233,10 +365,10 @@ impl Upload {
         if length.is_some_and(|n| n > limit) {
             return Err(too_large(limit));
         }
-        let store = Arc::new(Store {
-            memory: Mutex::new(Vec::new()),
-            file: Mutex::new(None),
-        });
+        let store = Arc::new(Store::new(Arc::clone(spool)));
+        if let Some(n) = length {
+            store.reserve_file(n.saturating_sub(MEMORY_BYTES as u64))?;
+        }
         let parser = Arc::new(Mutex::new(Parser::new(&boundary)));
         let (tx, rx) = watch::channel(Progress::default());
         let (stop, stopped) = oneshot::channel();
@@ -306,9 +438,27 @@ impl Upload {
         self.progress.borrow().failed.clone()
     }
 
+    /// The uploaded file, for a measurement once the request is over.
+    pub fn audio(&self) -> Audio {
+        Audio {
+            store: Arc::clone(&self.store),
+            progress: self.progress.clone(),
+            parser: Arc::clone(&self.parser),
+        }
+    }
+
     /// A body that sends the upload from its start with the `model`
-    /// part's value replaced by `model`.
-    pub fn replay(&self, part: &ModelPart, model: &str) -> Replay {
+    /// part's value replaced by `model`, reporting its progress to
+    /// `sending` (reset here).
+    pub fn replay(
+        &self,
+        part: &ModelPart,
+        model: &str,
+        sending: Option<Arc<watch::Sender<Sending>>>,
+    ) -> Replay {
+        if let Some(s) = &sending {
+            s.send_replace(Sending::default());
+        }
         let replacement = Bytes::copy_from_slice(model.as_bytes());
         let length = self
             .length
@@ -319,6 +469,7 @@ impl Upload {
             pos: 0,
             model: (part.start, part.end),
             replacement: Some(replacement),
+            sending,
         };
         let stream = futures::stream::unfold(state, |mut r| async move {
             let next = r.next().await?;
@@ -327,20 +478,6 @@ impl Upload {
         Replay {
             stream: stream.boxed(),
             length,
-        }
-    }
-
-    /// Resolves when the whole upload has been received (never, if it
-    /// fails or is stopped first).
-    pub async fn received(&self) {
-        let mut rx = self.progress.clone();
-        loop {
-            if rx.borrow_and_update().done {
-                return;
-            }
-            if rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
         }
     }
 
@@ -366,6 +503,84 @@ pub struct Form(Arc<Mutex<Parser>>);
 impl Form {
     pub fn summary(&self) -> serde_json::Value {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).summary()
+    }
+}
+
+/// A finished upload's stored bytes, kept for the measurement of its
+/// audio's duration ([`super::duration`]) after the response.
+pub struct Audio {
+    store: Arc<Store>,
+    progress: watch::Receiver<Progress>,
+    parser: Arc<Mutex<Parser>>,
+}
+
+impl Audio {
+    /// The audio file (the `file` part, else the first file) as a
+    /// seekable reader, and its file name; an error when the upload was
+    /// not received whole or has no file.
+    pub fn file(&self) -> Result<(UploadFile, String), String> {
+        let p = self.progress.borrow().clone();
+        if !p.done {
+            return Err("the upload was not received whole".into());
+        }
+        let parser = self.parser.lock().unwrap_or_else(|e| e.into_inner());
+        let f = parser
+            .file_part("file")
+            .ok_or_else(|| "the upload has no file".to_string())?;
+        Ok((
+            UploadFile {
+                store: Arc::clone(&self.store),
+                start: f.start,
+                len: f.size,
+                pos: 0,
+            },
+            f.filename.clone(),
+        ))
+    }
+}
+
+/// One file part of a stored upload, read on a blocking thread.
+pub struct UploadFile {
+    store: Arc<Store>,
+    /// Where the part's contents start in the body, and their length.
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl Read for UploadFile {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.len.saturating_sub(self.pos);
+        let max = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        if max == 0 {
+            return Ok(0);
+        }
+        let n = self
+            .store
+            .read_blocking(self.start + self.pos, &mut buf[..max])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for UploadFile {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let at = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = at.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "a seek before the start")
+        })?;
+        Ok(self.pos)
+    }
+}
+
+impl UploadFile {
+    /// The file's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
     }
 }
 
@@ -477,10 +692,41 @@ struct Reader {
     /// The `model` value's range, replaced by `replacement` once.
     model: (u64, u64),
     replacement: Option<Bytes>,
+    sending: Option<Arc<watch::Sender<Sending>>>,
 }
 
 impl Reader {
+    /// The next piece, with the attempt told how far the body is sent.
     async fn next(&mut self) -> Option<Result<Bytes, Failed>> {
+        if let Some(s) = &self.sending {
+            // Asked for more: the connection took the last piece.
+            s.send_if_modified(|s| std::mem::replace(&mut s.holding, false));
+        }
+        let next = self.read().await;
+        if let Some(s) = &self.sending {
+            let end = match &next {
+                None => true,
+                Some(Ok(_)) => self.at_end(),
+                Some(Err(_)) => false,
+            };
+            s.send_modify(|s| {
+                if next.is_some() {
+                    s.pieces += 1;
+                    s.holding = true;
+                }
+                s.done |= end;
+            });
+        }
+        next
+    }
+
+    /// Whether every byte of the whole upload has been read.
+    fn at_end(&self) -> bool {
+        let p = self.progress.borrow();
+        p.done && self.pos >= p.len && self.replacement.is_none()
+    }
+
+    async fn read(&mut self) -> Option<Result<Bytes, Failed>> {
         loop {
             if self.pos == self.model.0 {
                 if let Some(r) = self.replacement.take() {
@@ -578,6 +824,10 @@ mod tests {
         b
     }
 
+    fn unlimited() -> Arc<Spool> {
+        Spool::new(u64::MAX)
+    }
+
     fn headers(len: Option<usize>) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(
@@ -590,6 +840,26 @@ mod tests {
         h
     }
 
+    /// `len` bytes counting up modulo `m`.
+    fn pattern(len: usize, m: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % m) as u8).collect()
+    }
+
+    /// An upload of `body` in pieces of `chunk` bytes, its length stated,
+    /// read up to its `model` part.
+    async fn uploaded(body: &[u8], chunk: usize) -> (Upload, Pumping, ModelPart) {
+        let chunks: Vec<Vec<u8>> = body.chunks(chunk).map(<[u8]>::to_vec).collect();
+        let (mut up, pumping) = Upload::start(
+            &headers(Some(body.len())),
+            client(chunks),
+            1 << 30,
+            &unlimited(),
+        )
+        .unwrap();
+        let part = up.model().await.unwrap();
+        (up, pumping, part)
+    }
+
     async fn read(body: Replay) -> Result<(Vec<u8>, Option<u64>), BoxError> {
         let hint = body.size_hint().exact();
         let bytes = body.collect().await?.to_bytes();
@@ -600,15 +870,12 @@ mod tests {
     async fn every_attempt_replays_the_whole_upload_with_its_model() {
         // A file larger than the memory part, then the model: the request
         // waits for it; each replay sends every byte, but the model's.
-        let file: Vec<u8> = (0..MEMORY_BYTES * 2 + 5).map(|i| (i % 253) as u8).collect();
+        let file = pattern(MEMORY_BYTES * 2 + 5, 253);
         let body = form("client-model", &file);
-        let chunks: Vec<Vec<u8>> = body.chunks(7_777).map(<[u8]>::to_vec).collect();
-        let (mut up, pumping) =
-            Upload::start(&headers(Some(body.len())), client(chunks), 1 << 30).unwrap();
-        let part = up.model().await.unwrap();
+        let (up, pumping, part) = uploaded(&body, 7_777).await;
         assert_eq!(part.value, "client-model");
         for model in ["a", "a-much-longer-upstream-model"] {
-            let (got, hint) = read(up.replay(&part, model)).await.unwrap();
+            let (got, hint) = read(up.replay(&part, model, None)).await.unwrap();
             assert_eq!(got, form(model, &file));
             assert_eq!(hint, Some(got.len() as u64));
         }
@@ -620,15 +887,10 @@ mod tests {
     async fn tiny_chunks_are_stored_in_one_buffer_and_written_in_blocks() {
         // One byte a chunk, past the memory part: the memory part is one
         // buffer of its size, and the file is written in blocks.
-        let file: Vec<u8> = (0..MEMORY_BYTES + 3 * FILE_BLOCK + 11)
-            .map(|i| (i % 241) as u8)
-            .collect();
+        let file = pattern(MEMORY_BYTES + 3 * FILE_BLOCK + 11, 241);
         let body = form("m", &file);
-        let chunks: Vec<Vec<u8>> = body.iter().map(|b| vec![*b]).collect();
-        let (mut up, pumping) =
-            Upload::start(&headers(Some(body.len())), client(chunks), 1 << 30).unwrap();
-        let part = up.model().await.unwrap();
-        let (got, _) = read(up.replay(&part, "upstream")).await.unwrap();
+        let (up, pumping, part) = uploaded(&body, 1).await;
+        let (got, _) = read(up.replay(&part, "upstream", None)).await.unwrap();
         assert_eq!(got, form("upstream", &file));
         assert_eq!(up.store.memory.lock().unwrap().len(), MEMORY_BYTES);
         pumping.stop().await;
@@ -641,13 +903,14 @@ mod tests {
             b"--XX\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nm\r\n".to_vec();
         body.extend_from_slice(&form("x", &file));
         let chunks: Vec<Vec<u8>> = body.chunks(1000).map(<[u8]>::to_vec).collect();
-        let (mut up, _pumping) = Upload::start(&headers(None), client(chunks), 50_000).unwrap();
+        let (mut up, _pumping) =
+            Upload::start(&headers(None), client(chunks), 50_000, &unlimited()).unwrap();
         let part = up.model().await.unwrap();
-        let err = read(up.replay(&part, "up")).await.unwrap_err();
+        let err = read(up.replay(&part, "up", None)).await.unwrap_err();
         assert!(err.to_string().contains("larger than 50000 bytes"), "{err}");
         assert_eq!(up.failure().map(|f| f.kind), Some(ErrorKind::BodyTooLarge));
         // A stated length over the limit is refused at once.
-        let refused = Upload::start(&headers(Some(50_001)), client(vec![]), 50_000);
+        let refused = Upload::start(&headers(Some(50_001)), client(vec![]), 50_000, &unlimited());
         assert_eq!(refused.err().map(|f| f.kind), Some(ErrorKind::BodyTooLarge));
         // As is a body that is not a form.
         let mut h = HeaderMap::new();
@@ -655,7 +918,7 @@ mod tests {
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),
         );
-        let refused = Upload::start(&h, client(vec![]), 50_000);
+        let refused = Upload::start(&h, client(vec![]), 50_000, &unlimited());
         assert_eq!(refused.err().map(|f| f.kind), Some(ErrorKind::BadRequest));
     }
 
@@ -667,6 +930,7 @@ mod tests {
                 b"--XX\r\nContent-Disposition: form-data; name=\"n\"\r\n\r\n1\r\n--XX--".to_vec(),
             ]),
             1000,
+            &unlimited(),
         )
         .unwrap();
         let f = up.model().await.unwrap_err();
@@ -678,6 +942,7 @@ mod tests {
                 b"--XX\r\nContent-Disposition: form-data; name=\"n\"\r\n\r\n1".to_vec(),
             ]),
             1000,
+            &unlimited(),
         )
         .unwrap();
         let f = up.model().await.unwrap_err();
@@ -686,10 +951,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_store_spills_to_a_file_and_reads_back_every_byte() {
-        let store = Store {
-            memory: Mutex::new(Vec::new()),
-            file: Mutex::new(None),
-        };
+        let store = Store::new(unlimited());
         let data: Vec<u8> = (0..MEMORY_BYTES * 3 + 17)
             .map(|i| (i % 251) as u8)
             .collect();
@@ -709,5 +971,111 @@ mod tests {
             back.extend_from_slice(&b);
         }
         assert_eq!(back, data);
+    }
+
+    #[tokio::test]
+    async fn the_spool_caps_the_files_of_all_uploads_and_gets_them_back() {
+        let spool = Spool::new(100_000);
+        let file = vec![1u8; MEMORY_BYTES + 80_000];
+        let body = form("m", &file);
+        // A stated length reserves its file at once: 80,000 bytes and the
+        // form's framing.
+        let chunks: Vec<Vec<u8>> = body.chunks(50_000).map(<[u8]>::to_vec).collect();
+        let (mut a, pumping_a) =
+            Upload::start(&headers(Some(body.len())), client(chunks), 1 << 30, &spool).unwrap();
+        let reserved = (body.len() - MEMORY_BYTES) as u64;
+        assert_eq!(spool.used(), reserved);
+        // Another that says it needs more than is left: refused before a
+        // byte is read.
+        let other = form("m", &vec![2u8; MEMORY_BYTES + 30_000]);
+        let refused = Upload::start(&headers(Some(other.len())), client(vec![]), 1 << 30, &spool);
+        let f = refused.err().unwrap();
+        assert_eq!(f.kind, ErrorKind::UploadCapacity);
+        assert!(f.message.contains("--max-upload-spool-bytes"), "{f}");
+        // One without a length fails once its file would pass the cap.
+        let chunks: Vec<Vec<u8>> = other.chunks(10_000).map(<[u8]>::to_vec).collect();
+        let (mut c, _pumping_c) =
+            Upload::start(&headers(None), client(chunks), 1 << 30, &spool).unwrap();
+        let part = c.model().await.unwrap();
+        let err = read(c.replay(&part, "up", None)).await.unwrap_err();
+        assert!(err.to_string().contains("too many uploads"), "{err}");
+        assert_eq!(c.failure().map(|f| f.kind), Some(ErrorKind::UploadCapacity));
+        // The first is whole, and every byte of it replays.
+        let part = a.model().await.unwrap();
+        let (got, _) = read(a.replay(&part, "up", None)).await.unwrap();
+        assert_eq!(got, form("up", &file));
+        // Dropped, each gives its share back.
+        drop(c);
+        assert_eq!(spool.used(), reserved);
+        pumping_a.stop().await;
+        drop(a);
+        assert_eq!(spool.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_replay_says_how_far_it_has_been_sent() {
+        let file = pattern(READ_BYTES * 3, 249);
+        let body = form("m", &file);
+        let (up, pumping, part) = uploaded(&body, READ_BYTES).await;
+        let (tx, rx) = watch::channel(Sending::default());
+        let tx = Arc::new(tx);
+        let mut replay = up.replay(&part, "up", Some(Arc::clone(&tx)));
+        assert_eq!(*rx.borrow(), Sending::default());
+        let mut sent = Vec::new();
+        let first = replay.frame().await.unwrap().unwrap().into_data().unwrap();
+        sent.extend_from_slice(&first);
+        // A piece handed over: the connection's turn, not done.
+        assert_eq!(
+            *rx.borrow(),
+            Sending {
+                pieces: 1,
+                holding: true,
+                done: false
+            }
+        );
+        while let Some(f) = replay.frame().await {
+            sent.extend_from_slice(&f.unwrap().into_data().unwrap());
+            if rx.borrow().done {
+                break;
+            }
+        }
+        // Done with its last piece, every byte sent.
+        assert!(rx.borrow().done);
+        assert_eq!(sent, form("up", &file));
+        // The next replay starts over.
+        let _again = up.replay(&part, "up", Some(tx));
+        assert_eq!(*rx.borrow(), Sending::default());
+        pumping.stop().await;
+    }
+
+    #[tokio::test]
+    async fn the_uploaded_file_reads_back_from_memory_and_file() {
+        use std::io::{Read as _, Seek as _};
+        let file = pattern(MEMORY_BYTES * 2 + 333, 239);
+        let body = form("m", &file);
+        let (up, pumping, part) = uploaded(&body, 40_000).await;
+        let audio = up.audio();
+        // Read whole through a replay: the upload is then all stored.
+        read(up.replay(&part, "up", None)).await.unwrap();
+        let (mut f, name) = audio.file().unwrap();
+        assert_eq!((name.as_str(), f.len()), ("a.wav", file.len() as u64));
+        let back = tokio::task::spawn_blocking(move || {
+            let mut all = Vec::new();
+            f.read_to_end(&mut all).unwrap();
+            f.seek(SeekFrom::End(-10)).unwrap();
+            let mut tail = Vec::new();
+            f.read_to_end(&mut tail).unwrap();
+            assert!(f.seek(SeekFrom::Current(-100)).is_ok());
+            assert!(f
+                .seek(SeekFrom::Start(0))
+                .and_then(|_| f.seek(SeekFrom::Current(-1)))
+                .is_err());
+            (all, tail)
+        })
+        .await
+        .unwrap();
+        assert_eq!(back.0, file);
+        assert_eq!(back.1, file[file.len() - 10..]);
+        pumping.stop().await;
     }
 }
