@@ -389,9 +389,19 @@ pub struct ProviderAddArgs {
     /// https://generativelanguage.googleapis.com/v1beta.
     #[arg(long, value_name = "URL")]
     pub base_url: String,
-    /// API key for the upstream; stored encrypted and shown masked.
+    /// API key for the upstream; stored encrypted and shown masked. On the
+    /// command line it is visible to other local users (`ps`) and kept in
+    /// shell history: prefer --api-key-file or --api-key-env.
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<String>,
+    /// Read the API key from the first line of FILE; `-` reads it from
+    /// standard input (e.g. `printf %s "$KEY" | llmgw provider add ...
+    /// --api-key-file -`).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["api_key", "api_key_env"])]
+    pub api_key_file: Option<PathBuf>,
+    /// Read the API key from the environment variable VAR.
+    #[arg(long, value_name = "VAR", conflicts_with = "api_key")]
+    pub api_key_env: Option<String>,
     /// Extra header sent upstream, as NAME:VALUE (split at the first ':',
     /// both sides trimmed). Repeat for more headers.
     #[arg(long = "header", value_name = "K:V", value_parser = parse_header)]
@@ -407,9 +417,17 @@ pub struct ProviderAddArgs {
     pub no_stream_usage: bool,
     /// Outbound proxy for this provider's upstream traffic:
     /// http://[USER:PASS@]HOST:PORT, https://... or socks5://...; the
-    /// credentials are stored encrypted and shown masked.
+    /// credentials are stored encrypted and shown masked. A URL with
+    /// credentials is better given by --proxy-file or --proxy-env.
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
+    /// Read the proxy URL from the first line of FILE; `-` reads it from
+    /// standard input.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["proxy", "proxy_env"])]
+    pub proxy_file: Option<PathBuf>,
+    /// Read the proxy URL from the environment variable VAR.
+    #[arg(long, value_name = "VAR", conflicts_with = "proxy")]
+    pub proxy_env: Option<String>,
     /// A default request parameter as NAME=VALUE (VALUE is JSON, else a
     /// string), filled into the upstream body only when the request lacks
     /// that top-level field. Repeat for more.
@@ -439,9 +457,18 @@ pub struct ProviderChanges {
     /// New base URL.
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
-    /// New upstream API key; an empty string removes the key.
+    /// New upstream API key; an empty string removes the key. On the
+    /// command line it is visible to other local users (`ps`) and kept in
+    /// shell history: prefer --api-key-file or --api-key-env.
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<String>,
+    /// Read the new API key from the first line of FILE; `-` reads it from
+    /// standard input.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["api_key", "api_key_env"])]
+    pub api_key_file: Option<PathBuf>,
+    /// Read the new API key from the environment variable VAR.
+    #[arg(long, value_name = "VAR", conflicts_with = "api_key")]
+    pub api_key_env: Option<String>,
     /// Extra header as NAME:VALUE; when given, the headers given replace all
     /// extra headers. Repeat for more headers.
     #[arg(
@@ -467,9 +494,21 @@ pub struct ProviderChanges {
     #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
     pub stream_usage: Option<bool>,
     /// New outbound proxy (http://, https:// or socks5://, with optional
-    /// USER:PASS@).
+    /// USER:PASS@). A URL with credentials is better given by --proxy-file
+    /// or --proxy-env.
     #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
     pub proxy: Option<String>,
+    /// Read the new proxy URL from the first line of FILE; `-` reads it
+    /// from standard input.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["proxy", "proxy_env", "no_proxy"]
+    )]
+    pub proxy_file: Option<PathBuf>,
+    /// Read the new proxy URL from the environment variable VAR.
+    #[arg(long, value_name = "VAR", conflicts_with_all = ["proxy", "no_proxy"])]
+    pub proxy_env: Option<String>,
     /// Remove the outbound proxy: connect to the upstream directly.
     #[arg(long)]
     pub no_proxy: bool,
@@ -684,11 +723,9 @@ pub struct ModelOpts {
     /// Repeat for more.
     #[arg(long = "target-default-param", value_name = "N:NAME=VALUE")]
     pub target_default_params: Vec<String>,
-    /// Prices of target N (from 1, in target order), US dollars per 1M
-    /// tokens, overriding the model's: N:INPUT,OUTPUT[,CACHED[,CACHE_WRITE]].
-    /// Repeat for more targets.
-    #[arg(long = "target-price", value_name = "N:IN,OUT[,CACHED[,WRITE]]")]
-    pub target_prices: Vec<String>,
+    /// Targets' own prices (`--target-price*`).
+    #[command(flatten)]
+    pub target_prices: crate::commands::TargetPriceArgs,
     /// Attempts per target; 0 or absent means the global default.
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
@@ -743,12 +780,9 @@ pub struct ModelChanges {
     /// --target, the model's current targets are changed. Repeat for more.
     #[arg(long = "target-default-param", value_name = "N:NAME=VALUE")]
     pub target_default_params: Vec<String>,
-    /// Prices of target N (from 1, in target order), US dollars per 1M
-    /// tokens, overriding the model's: N:INPUT,OUTPUT[,CACHED[,CACHE_WRITE]];
-    /// `N:` alone: the model's prices again. Without --target, the model's
-    /// current targets are changed. Repeat for more targets.
-    #[arg(long = "target-price", value_name = "N:IN,OUT[,CACHED[,WRITE]]")]
-    pub target_prices: Vec<String>,
+    /// Targets' own prices (`--target-price*`).
+    #[command(flatten)]
+    pub target_prices: crate::commands::TargetPriceArgs,
     /// Attempts per target; 0 means the global default.
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,

@@ -225,12 +225,13 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
         .filter(|m| m.spec.enabled)
         .map(|m| {
             let s = &m.spec;
-            // Snapshot targets are the enabled ones: a schedule names them
-            // by their index among those.
-            let served: Vec<(usize, &crate::store::TargetSpec)> = s
-                .targets
+            // Snapshot targets are the enabled ones: a schedule, which the
+            // store keeps by target identity, names them by their index
+            // among those, resolved against this same target list.
+            let keys = crate::store::target_keys(&s.targets);
+            let served: Vec<(&crate::store::TargetKey, &crate::store::TargetSpec)> = keys
                 .iter()
-                .enumerate()
+                .zip(&s.targets)
                 .filter(|(_, t)| t.enabled && enabled.contains(t.provider.as_str()))
                 .collect();
             pb::SnapshotModel {
@@ -250,8 +251,8 @@ pub fn build_snapshot(mut state: ConfigState) -> Result<pb::Snapshot, StoreError
                         targets: served
                             .iter()
                             .enumerate()
-                            .filter_map(|(snap_i, (spec_i, _))| {
-                                let own = c.prices.targets.get(&u32::try_from(*spec_i).ok()?)?;
+                            .filter_map(|(snap_i, (key, _))| {
+                                let own = c.prices.targets.get(*key)?;
                                 Some((u32::try_from(snap_i).ok()?, exact_pb(own)))
                             })
                             .collect(),

@@ -196,6 +196,7 @@ pub async fn retarget(
             )));
         }
         let mut spec = row.spec;
+        let before = spec.targets.clone();
         for t in spec.targets.iter_mut().filter(|t| uses(t)) {
             t.provider.clone_from(&to.provider);
             t.upstream_model.clone_from(&to.upstream_model);
@@ -207,6 +208,10 @@ pub async fn retarget(
             });
         }
         store.update_model(tx, &spec).await?;
+        // Scheduled target prices follow the renamed targets.
+        store
+            .rename_scheduled_targets(tx, &spec.name, &before, &spec.targets)
+            .await?;
     }
     Ok(changes)
 }

@@ -2,7 +2,9 @@
 //! SQLite file and a fresh PostgreSQL database (see `common`): exact price
 //! sheets survive a round trip, each change is recorded with its time, a
 //! scheduled change waits for its time in reads and rides in the snapshot
-//! so data planes switch by themselves.
+//! so data planes switch by themselves, and a change keeps targets' own
+//! prices by target, whatever happens to the target list before its time
+//! (also across migration 0022, which rewrote index-keyed rows).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[macro_use]
@@ -10,9 +12,17 @@ mod common;
 
 use common::*;
 use llmgw_controlplane::hub::build_snapshot;
-use llmgw_controlplane::store::{now_ms, PriceSet};
+use llmgw_controlplane::store::{now_ms, PriceSet, TargetKey};
 use llmgw_core::price::{PriceSheet, Tier};
 use llmgw_core::RoutingTable;
+
+fn key(provider: &str, upstream_model: &str) -> TargetKey {
+    TargetKey {
+        provider: provider.into(),
+        upstream_model: upstream_model.into(),
+        occurrence: 0,
+    }
+}
 
 /// Every billing mode at once, with amounts no f64 holds exactly.
 fn rich() -> PriceSheet {
@@ -68,7 +78,7 @@ both! {
         assert_eq!(h[1].prices, PriceSet::of(&dearer));
         assert!(h[1].from_ms >= before && h[1].from_ms >= h[0].from_ms);
         assert_eq!(
-            h[1].prices.targets.get(&1),
+            h[1].prices.targets.get(&key("p", "b")),
             Some(&prices(7.0, 8.0, 0.0, 0.0))
         );
 
@@ -92,7 +102,7 @@ both! {
         create_model(&store, &m).await;
         let later = PriceSet {
             model: prices(5.0, 6.0, 0.0, 0.0),
-            targets: [(2, rich())].into(),
+            targets: [(key("p", "b"), rich())].into(),
         };
         let from = now_ms() + 3_600_000;
         let mut tx = store.begin_write().await.unwrap();
@@ -232,5 +242,212 @@ both! {
         let row = get_model(&store, "bad").await.unwrap();
         assert!(row.broken.is_empty(), "{:?}", row.broken);
         assert_eq!(row.spec.prices, prices(1.0, 1.0, 0.0, 0.0));
+    }
+}
+
+/// Schedules `later` for model `m` an hour from now; its time.
+async fn schedule(store: &llmgw_controlplane::store::Store, later: &PriceSet) -> i64 {
+    let from = now_ms() + 3_600_000;
+    let mut tx = store.begin_write().await.unwrap();
+    store
+        .schedule_prices(&mut tx, "m", from, later)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    from
+}
+
+/// The snapshot's routing table, and model `m`'s target of upstream
+/// model `upstream`'s prices at `at`.
+async fn served_at(
+    store: &llmgw_controlplane::store::Store,
+    upstream: &str,
+    at: i64,
+) -> PriceSheet {
+    let snap = build_snapshot(store.config_state().await.unwrap()).unwrap();
+    let table = RoutingTable::try_from(snap).unwrap();
+    let t = table.models["m"]
+        .targets
+        .iter()
+        .find(|t| t.upstream_model == upstream)
+        .unwrap_or_else(|| panic!("no target {upstream}"));
+    t.prices.at(at).clone()
+}
+
+both! {
+    async fn a_scheduled_target_price_stays_with_its_target_when_targets_change(db: Db) {
+        let store = db.open().await;
+        create_provider(&store, &provider("p")).await;
+        create_provider(&store, &provider("q")).await;
+        let m = model("m", vec![target("p", "a"), target("q", "b"), target("p", "c")]);
+        create_model(&store, &m).await;
+        let (for_b, for_c) = (prices(2.0, 2.0, 0.0, 0.0), rich());
+        let later = PriceSet {
+            model: prices(5.0, 6.0, 0.0, 0.0),
+            targets: [(key("q", "b"), for_b.clone()), (key("p", "c"), for_c.clone())].into(),
+        };
+        let from = schedule(&store, &later).await;
+
+        // Before its time: 'a' goes, 'c' comes first, 'd' is new where
+        // 'b' was second. By position, 'd' would get 'c''s prices and 'c'
+        // 'b''s.
+        let mut changed = m.clone();
+        changed.targets = vec![target("p", "c"), target("p", "d"), target("q", "b")];
+        for (i, t) in changed.targets.iter_mut().enumerate() {
+            t.priority = i as i32;
+        }
+        let mut tx = store.begin_write().await.unwrap();
+        store.update_model(&mut tx, &changed).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let row = get_model(&store, "m").await.unwrap();
+        assert!(row.broken.is_empty(), "{:?}", row.broken);
+        assert_eq!(row.scheduled.len(), 1);
+        assert_eq!(row.scheduled[0].prices, later);
+        assert_eq!(served_at(&store, "c", from).await, for_c);
+        assert_eq!(served_at(&store, "b", from).await, for_b);
+        assert_eq!(served_at(&store, "d", from).await, later.model, "a new target has the model's");
+        assert_eq!(served_at(&store, "c", from - 1).await, m.prices, "not before its time");
+        // The snapshot names 'b' and 'c' by their index there.
+        let snap = build_snapshot(store.config_state().await.unwrap()).unwrap();
+        let by_index: Vec<_> = snap.models[0].price_schedule[0].targets.keys().copied().collect();
+        let mut by_index = by_index;
+        by_index.sort_unstable();
+        assert_eq!(by_index, [0, 2]);
+
+        // The history shows the change by target.
+        let mut conn = store.pool().acquire().await.unwrap();
+        let h = store.price_history(&mut conn, "m").await.unwrap();
+        drop(conn);
+        assert_eq!(h.last().unwrap().prices, later);
+
+        // Renaming a target (`model retarget`) takes its scheduled prices
+        // along.
+        let mut tx = store.begin_write().await.unwrap();
+        let to = llmgw_controlplane::model_tools::TargetRef {
+            provider: "q".into(),
+            upstream_model: "b2".into(),
+        };
+        let from_ref = llmgw_controlplane::model_tools::TargetRef {
+            provider: "q".into(),
+            upstream_model: "b".into(),
+        };
+        llmgw_controlplane::model_tools::retarget(&store, &mut tx, &from_ref, &to)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(served_at(&store, "b2", from).await, for_b);
+        assert_eq!(served_at(&store, "c", from).await, for_c);
+
+        // Prices for a target the model does not have cannot be scheduled.
+        let stray = PriceSet {
+            model: prices(1.0, 1.0, 0.0, 0.0),
+            targets: [(key("p", "zzz"), for_b.clone())].into(),
+        };
+        let mut tx = store.begin_write().await.unwrap();
+        assert_err!(
+            store.schedule_prices(&mut tx, "m", from, &stray).await,
+            Invalid,
+            "no target p:zzz"
+        );
+    }
+}
+
+both! {
+    async fn duplicate_targets_keep_their_own_scheduled_prices(db: Db) {
+        let store = db.open().await;
+        create_provider(&store, &provider("p")).await;
+        let m = model("m", vec![target("p", "a"), target("p", "a")]);
+        create_model(&store, &m).await;
+        let second = TargetKey { occurrence: 1, ..key("p", "a") };
+        let later = PriceSet {
+            model: prices(5.0, 6.0, 0.0, 0.0),
+            targets: [(second.clone(), rich())].into(),
+        };
+        schedule(&store, &later).await;
+        let row = get_model(&store, "m").await.unwrap();
+        assert_eq!(row.scheduled[0].prices.targets.keys().collect::<Vec<_>>(), [&second]);
+        let snap = build_snapshot(store.config_state().await.unwrap()).unwrap();
+        assert_eq!(
+            snap.models[0].price_schedule[0].targets.keys().collect::<Vec<_>>(),
+            [&1]
+        );
+    }
+}
+
+both! {
+    async fn migration_0022_keys_stored_target_prices_by_target(db: Db) {
+        let old = migrate_up_to(&db, 22).await;
+        let (provider_id, model_id) = old_provider_and_model(&old).await;
+        for (pos, upstream) in [(0_i64, "a"), (1, "b"), (2, "a")] {
+            sqlx::query(
+                "INSERT INTO model_targets (model_id, position, provider_id, upstream_model, \
+                 priority, weight) VALUES ($1, $2, $3, $4, $2, 1)",
+            )
+            .bind(model_id)
+            .bind(pos)
+            .bind(provider_id)
+            .bind(upstream)
+            .execute(&old)
+            .await
+            .unwrap();
+        }
+        let from = now_ms() + 3_600_000;
+        // Index 1 is 'b', 2 the second 'a'; 7 is no target and goes.
+        let rows = [
+            (from, r#"{"model":{"tokens":{"input":"5"}},"targets":{"1":{"tokens":{"input":"2"}},"2":{"per_request":"0.000000001"},"7":{}}}"#),
+            (1, r#"{"model":{"tokens":{"input":"1"}}}"#),
+            (2, "not json"),
+        ];
+        for (at, text) in rows {
+            sqlx::query(
+                "INSERT INTO price_history (model, effective_from, prices, recorded_at) \
+                 VALUES ('m', $1, $2, 1)",
+            )
+            .bind(at)
+            .bind(text)
+            .execute(&old)
+            .await
+            .unwrap();
+        }
+        old.close().await;
+
+        let store = db.open().await;
+        let stored: Vec<String> = sqlx::query_scalar(
+            "SELECT prices FROM price_history ORDER BY effective_from DESC",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        assert!(!stored[0].contains(r#""targets""#), "{}", stored[0]);
+        assert!(stored[0].contains(r#""target_prices""#), "{}", stored[0]);
+        assert_eq!(stored[1], "not json", "a row that is no JSON is left as it is");
+        // The unreadable row is the one in effect: drop it, so the model
+        // reads its scheduled change.
+        sqlx::query("DELETE FROM price_history WHERE prices = 'not json'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let row = get_model(&store, "m").await.unwrap();
+        assert!(row.broken.is_empty(), "{:?}", row.broken);
+        let change = &row.scheduled[0].prices;
+        let second_a = TargetKey { occurrence: 1, ..key("p", "a") };
+        assert_eq!(
+            change.targets.keys().collect::<Vec<_>>(),
+            [&second_a, &key("p", "b")]
+        );
+        assert_eq!(change.targets[&second_a].per_request.nanos(), 1);
+        assert_eq!(change.targets[&key("p", "b")], prices(2.0, 0.0, 0.0, 0.0));
+
+        // With 'b' moved last, the change still goes to it.
+        let mut spec = row.spec.clone();
+        let b = spec.targets.remove(1);
+        spec.targets.push(b);
+        let mut tx = store.begin_write().await.unwrap();
+        store.update_model(&mut tx, &spec).await.unwrap();
+        tx.commit().await.unwrap();
+        let row = get_model(&store, "m").await.unwrap();
+        assert_eq!(&row.scheduled[0].prices, change);
+        assert_eq!(served_at(&store, "b", from).await, prices(2.0, 0.0, 0.0, 0.0));
     }
 }

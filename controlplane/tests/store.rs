@@ -83,45 +83,6 @@ both! {
     }
 }
 
-/// Applies only the migrations numbered below `before` to a fresh
-/// database, as a gateway of that release would have left it.
-async fn migrate_up_to(db: &Db, before: i64) -> sqlx::AnyPool {
-    let dir = match db.kind {
-        Kind::Sqlite => "sqlite",
-        Kind::Postgres => "postgres",
-    };
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../migrations")
-        .join(dir);
-    let mut old = sqlx::migrate::Migrator::new(path).await.unwrap();
-    old.migrations = old
-        .migrations
-        .iter()
-        .filter(|m| m.version < before)
-        .cloned()
-        .collect::<Vec<_>>()
-        .into();
-    sqlx::any::install_default_drivers();
-    let sqlite = db.kind == Kind::Sqlite;
-    let pool = sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .after_connect(move |conn, _| {
-            Box::pin(async move {
-                if sqlite {
-                    sqlx::query("PRAGMA foreign_keys = ON")
-                        .execute(&mut *conn)
-                        .await?;
-                }
-                Ok(())
-            })
-        })
-        .connect(&db.url)
-        .await
-        .unwrap();
-    old.run(&pool).await.unwrap();
-    pool
-}
-
 both! {
     async fn migration_to_translation_keeps_every_row(db: Db) {
         // A configuration stored before protocol translation: two
@@ -2093,20 +2054,7 @@ both! {
 both! {
     async fn migration_to_drained_targets_keeps_every_target(db: Db) {
         let old = migrate_up_to(&db, 7).await;
-        let provider_id: i64 = sqlx::query_scalar(
-            "INSERT INTO providers (name, protocol, base_url, created_at, updated_at) \
-             VALUES ('p', 'openai', 'https://p.example.com/v1', 1, 1) RETURNING id",
-        )
-        .fetch_one(&old)
-        .await
-        .unwrap();
-        let model_id: i64 = sqlx::query_scalar(
-            "INSERT INTO models (name, strategy, created_at, updated_at) \
-             VALUES ('m', 'priority', 1, 1) RETURNING id",
-        )
-        .fetch_one(&old)
-        .await
-        .unwrap();
+        let (provider_id, model_id) = old_provider_and_model(&old).await;
         let insert = "INSERT INTO model_targets (model_id, position, provider_id, \
                       upstream_model, priority, weight, price_input, price_output, \
                       price_cached_input, price_cache_write) \

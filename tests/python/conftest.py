@@ -327,15 +327,19 @@ class CliError(Exception):
 
 
 def run_cli(server: str, admin_token: str, workdir: Path, *args: str, json_out: bool = True,
-            timeout: float = 30) -> subprocess.CompletedProcess:
-    """Runs `llmgw --server SERVER [-o json] ARGS` as an admin."""
+            timeout: float = 30, stdin: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Runs `llmgw --server SERVER [-o json] ARGS` as an admin, with
+    `stdin` as its standard input (else none) and `env` added to its
+    environment."""
     argv = [binary("llmgw"), "--server", server]
     if json_out:
         argv += ["-o", "json"]
     argv += list(args)
-    env = base_env(LLMGW_ADMIN_TOKEN=admin_token)
-    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout,
-                          cwd=workdir, stdin=subprocess.DEVNULL)
+    full_env = base_env(LLMGW_ADMIN_TOKEN=admin_token, **(env or {}))
+    feed: dict[str, Any] = {"stdin": subprocess.DEVNULL} if stdin is None else {"input": stdin}
+    return subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=timeout,
+                          cwd=workdir, **feed)
 
 
 def cli_json(p: subprocess.CompletedProcess, args: tuple[str, ...]) -> Any:
@@ -551,9 +555,10 @@ class Gateway:
 
     # ----- CLI -----
 
-    def cli_raw(self, *args: str, json_out: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    def cli_raw(self, *args: str, json_out: bool = True, timeout: float = 30, stdin: str | None = None,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         return run_cli(f"http://{self.cp_addr}", self.admin_token, self.workdir, *args,
-                       json_out=json_out, timeout=timeout)
+                       json_out=json_out, timeout=timeout, stdin=stdin, env=env)
 
     def cli(self, *args: str) -> Any:
         return cli_json(self.cli_raw(*args), args)

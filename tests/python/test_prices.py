@@ -224,3 +224,91 @@ def test_route_explain_estimates_with_the_tier_of_the_estimated_input(gw: Gatewa
     big, big_tiered = estimate(400)
     assert 0 < small <= 100 and not small_tiered, small
     assert big > 100 and big_tiered, big
+
+
+def test_a_scheduled_target_price_follows_its_target_when_targets_change(gw: Gateway) -> None:
+    """A target's own price scheduled with `--prices-from` is kept by
+    target (provider and upstream model), not by position: after the
+    targets are reordered, one removed and one added before its time, the
+    target it was given for gets it, and the data plane charges it."""
+    base = {"in": "1", "out": "2", "cached": "0", "write": "0"}
+    own = {"in": "7", "out": "9", "cached": "0", "write": "0"}
+    a, b, c = (f"mock:tk-{n}-{uid()}" for n in "abc")
+    model = gw.add_model([a, b], *price_flags(base), prefix="price")
+    from_ms = (int(time.time()) + 6) * 1000
+    gw.cli("model", "update", model, "--target-price", "2:7,9", "--prices-from", rfc3339(from_ms))
+    # Before its time: b first, a gone, c new where b was. By position,
+    # c would get b's price and b, which serves, the model's.
+    gw.cli("model", "update", model, "--target", b, "--target", c)
+    _, key = gw.add_key()
+    version = gw.sync()
+    shown = gw.cli("model", "prices", model, "--history")
+    (later,) = [h for h in shown["history"] if h["scheduled"]]
+    assert [(t["number"], t["upstream_model"]) for t in later["targets"]] == [(1, b.split(":", 1)[1])], later
+    assert list(later["target_prices"]) == ["1"], later
+    table = gw.cli_raw("model", "prices", model, "--history", json_out=False)
+    assert f"target 1 ({b}) 7/9" in table.stdout, table.stdout
+
+    oa = gw.openai(key, max_retries=0)
+    records: list[dict] = []
+
+    def switched() -> bool:
+        raw = oa.chat.completions.with_raw_response.create(
+            model=model, messages=MSG, extra_headers={"x-mock-chunks": "3"})
+        raw.parse()
+        records.append(gw.log(raw.headers["x-llmgw-request-id"]))
+        return records[-1]["time_ms"] >= from_ms
+
+    wait_until(switched, 30, "a request at or after the scheduled price change", interval=0.2)
+    assert gw.config_version() == version
+    for rec in records:
+        assert rec["upstream_model"] == b.split(":", 1)[1], rec
+        want = cost(own if rec["time_ms"] >= from_ms else base, [], 4, 0, 0, 3)
+        assert charged(rec) == want, (rec["time_ms"], from_ms, rec["cost"])
+
+
+def test_the_cli_sets_every_billing_mode_on_a_target(gw: Gateway) -> None:
+    """`--target-price-*` give a target every mode the model's `--price-*`
+    flags have; the data plane charges a target's own per-request price."""
+    model = gw.add_model(
+        [f"mock:modes-{uid()}", f"mock:modes-{uid()}"], "--price-input", "1", "--price-output", "2",
+        "--target-price", "1:3,15,0.3,3.75",
+        "--target-price-tier", "1:1000:6,22.5",
+        "--target-price-per-request", "1:0.0000015",
+        "--target-price-per-image", "2:1024x1024/high=0.167",
+        "--target-price-per-image", "2:*=0.04",
+        "--target-price-per-second", "2:0.0001",
+        "--target-price-per-mchar", "2:15",
+        prefix="price")
+    targets = gw.cli("model", "get", model)["targets"]
+    one, two = (t["prices"]["sheet"] for t in targets)
+    assert (one["input_per_mtok"], one["output_per_mtok"], one["cached_input_per_mtok"],
+            one["cache_write_per_mtok"], one["per_request"]) == ("3", "15", "0.3", "3.75", "0.0000015"), one
+    assert [(t["above_input_tokens"], t["input_per_mtok"], t["output_per_mtok"]) for t in one["tiers"]] \
+        == [(1000, "6", "22.5")], one
+    assert (two["input_per_mtok"], two["per_image"], two["per_audio_second"], two["per_mchar"]) \
+        == ("0", {"1024x1024/high": "0.167", "*": "0.04"}, "0.0001", "15"), two
+
+    _, key = gw.add_key()
+    raw = gw.openai(key, max_retries=0).chat.completions.with_raw_response.create(
+        model=model, messages=MSG, extra_headers={"x-mock-chunks": "3"})
+    raw.parse()
+    rec = gw.log(raw.headers["x-llmgw-request-id"])
+    own = {"in": "3", "out": "15", "cached": "0.3", "write": "3.75"}
+    assert charged(rec) == cost(own, [], 4, 0, 0, 3, "0.0000015"), rec
+
+    # An update of the current targets: target 2's flags make its whole
+    # sheet, target 1 keeps its own; `N:` gives target 1 the model's again.
+    gw.cli("model", "update", model, "--target-price-per-second", "2:0.0002")
+    one, two = (t["prices"]["sheet"] for t in gw.cli("model", "get", model)["targets"])
+    assert one["per_request"] == "0.0000015"
+    assert (two["per_audio_second"], two.get("per_image") or {}, two["per_mchar"]) == ("0.0002", {}, ""), two
+    gw.cli("model", "update", model, "--target-price", "1:")
+    assert gw.cli("model", "get", model)["targets"][0]["prices"] is None
+    for args, says in [
+        (["--target-price-per-request", "3:0.1"], "there are only 2 targets"),
+        (["--target-price", "1:", "--target-price-per-mchar", "1:1"], "clears target 1's prices"),
+        (["--target-price-tier", "1:x:1,2"], "--target-price-tier x:1,2: the threshold"),
+    ]:
+        p = gw.cli_raw("model", "update", model, *args)
+        assert p.returncode != 0 and says in p.stderr, (args, p.stderr)

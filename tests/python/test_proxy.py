@@ -7,8 +7,10 @@ recording the tunnels it opened (their targets and the credentials it was
 sent). The tests check that a provider's traffic goes through its proxy,
 from the data plane and from the control plane's own calls (`provider
 models`), that the proxy's credentials are sent and appear in no log line,
-`provider list` or request log, and that a proxy that is down is a 502 in
-the client's protocol with failover to the next target."""
+`provider list` or request log, that a proxy that is down is a 502 in
+the client's protocol with failover to the next target, and that the
+CLI takes a provider's secrets (API key, proxy URL) from standard input,
+a file or the environment instead of its arguments."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import socket
 import socketserver
 import struct
 import threading
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -306,3 +309,62 @@ def test_bad_proxy_urls_are_refused_naming_the_field(gw: Gateway) -> None:
                        "--base-url", "http://127.0.0.1:9/v1", "--proxy", bad)
         assert p.returncode != 0
         assert "proxy" in p.stderr, p.stderr
+
+
+def test_secrets_come_from_standard_input_a_file_or_the_environment(gw: Gateway, proxies: Any,
+                                                                     tmp_path: Path) -> None:
+    """`--api-key-file`/`--api-key-env` and `--proxy-file`/`--proxy-env`
+    keep a provider's secrets off the command line (`ps`, shell history):
+    the upstream gets the key, the proxy the credentials, and neither is
+    in the CLI's arguments."""
+    assert gw.mock is not None
+    proxy = proxies("http", (USER, PASSWORD))
+    first_key = f"sk-stdin-{uid()}"
+    name = f"p-{uid()}"
+    add = ["provider", "add", name, "--protocol", "openai",
+           "--base-url", gw.mock.provider_base_url("openai"),
+           "--api-key-file", "-", "--proxy-env", "LLMGW_TEST_PROXY_URL"]
+    p = gw.cli_raw(*add, stdin=first_key + "\n", env={"LLMGW_TEST_PROXY_URL": proxy.url()})
+    assert p.returncode == 0, p.stderr
+    assert first_key not in " ".join(add) and PASSWORD not in " ".join(add)
+    assert gw.cli("provider", "get", name)["proxy"] == proxy.shown()
+    upstream = f"sec-{uid()}"
+    model = gw.add_model([f"{name}:{upstream}"])
+    _, key = gw.add_key()
+    client = gw.openai(key, max_retries=0)
+
+    def sent_key() -> str:
+        assert client.chat.completions.create(model=model, messages=MSG).choices[0].message.content
+        assert gw.mock is not None
+        return gw.mock.requests(upstream)[-1]["headers"]["authorization"]
+
+    assert sent_key() == f"Bearer {first_key}"
+    creds = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    assert proxy.tunnels and {c for _, c in proxy.tunnels} == {creds}
+
+    # update: the key from the environment, the proxy from a file (its
+    # first line); the new proxy's credentials reach it.
+    second_key = f"sk-env-{uid()}"
+    other = proxies("http", ("other-user", f"other-pw-{uid()}"))
+    url_file = tmp_path / "proxy-url"
+    url_file.write_text(other.url() + "\nignored\n")
+    p = gw.cli_raw("provider", "update", name, "--api-key-env", "LLMGW_TEST_KEY",
+                   "--proxy-file", str(url_file), env={"LLMGW_TEST_KEY": second_key})
+    assert p.returncode == 0, p.stderr
+    gw.sync()
+    assert sent_key() == f"Bearer {second_key}"
+    assert other.tunnels, "the new proxy saw no tunnel"
+    assert gw.cli("provider", "get", name)["proxy"] == other.shown()
+
+    # Refused before anything changes: a variable that is not set, an
+    # empty secret, standard input for two secrets, and a flag with its twin.
+    for args, kw, says in [
+        (["--api-key-env", "LLMGW_TEST_UNSET"], {}, "the environment variable LLMGW_TEST_UNSET is not set"),
+        (["--api-key-file", "-"], {"stdin": "\n"}, "--api-key-file -: it is empty"),
+        (["--api-key-file", "-", "--proxy-file", "-"], {"stdin": "a\nb\n"}, "standard input is already read"),
+        (["--api-key", "x", "--api-key-env", "V"], {}, "cannot be used with"),
+        (["--no-proxy", "--proxy-env", "V"], {}, "cannot be used with"),
+    ]:
+        p = gw.cli_raw("provider", "update", name, *args, **kw)
+        assert p.returncode != 0 and says in p.stderr, (args, p.stderr)
+    assert sent_key() == f"Bearer {second_key}"

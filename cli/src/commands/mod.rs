@@ -15,11 +15,13 @@ mod provider;
 mod replay;
 mod requests;
 mod route;
+mod secret_arg;
 mod stats;
 mod target_arg;
 mod target_prices;
 
 pub use prices::{ModelPricesArgs, PriceArgs};
+pub use target_prices::TargetPriceArgs;
 
 use anyhow::Result;
 

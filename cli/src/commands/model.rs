@@ -165,7 +165,7 @@ fn retuned(mut targets: Vec<ModelTarget>, r: &Retune) -> Result<Vec<ModelTarget>
         }
     }
     super::default_params::apply_to_targets(&mut targets, &r.params)?;
-    super::target_prices::apply_to_targets(&mut targets, &r.prices)?;
+    r.prices.apply_to_targets(&mut targets)?;
     Ok(targets)
 }
 
@@ -173,7 +173,7 @@ fn create_request(a: ModelAddArgs) -> Result<CreateModelRequest> {
     let o = a.common;
     let mut targets = build_targets(&a.name, &a.targets, o.weights.as_deref())?;
     super::default_params::apply_to_targets(&mut targets, &o.target_default_params)?;
-    super::target_prices::apply_to_targets(&mut targets, &o.target_prices)?;
+    o.target_prices.apply_to_targets(&mut targets)?;
     Ok(CreateModelRequest {
         limits: limits_pb(&a.limits),
         strategy: o
@@ -204,8 +204,8 @@ struct Retune {
     weights: Option<Vec<u32>>,
     /// `--target-default-param` arguments.
     params: Vec<String>,
-    /// `--target-price` arguments.
-    prices: Vec<String>,
+    /// The `--target-price*` flags.
+    prices: super::TargetPriceArgs,
 }
 
 /// The request, and the weights and target defaults to put on the current
@@ -215,11 +215,9 @@ fn update_request(a: ModelUpdateArgs) -> Result<(UpdateModelRequest, Option<Retu
     let (targets, retune) = if !ch.targets.is_empty() {
         let mut items = build_targets(&a.name, &ch.targets, ch.weights.as_deref())?;
         super::default_params::apply_to_targets(&mut items, &ch.target_default_params)?;
-        super::target_prices::apply_to_targets(&mut items, &ch.target_prices)?;
+        ch.target_prices.apply_to_targets(&mut items)?;
         (Some(Targets { items }), None)
-    } else if ch.weights.is_some()
-        || !ch.target_default_params.is_empty()
-        || !ch.target_prices.is_empty()
+    } else if ch.weights.is_some() || !ch.target_default_params.is_empty() || ch.target_prices.any()
     {
         (
             None,
@@ -461,7 +459,10 @@ mod tests {
         let priced = retuned(
             current.clone(),
             &Retune {
-                prices: vec!["2:1,3".to_string()],
+                prices: super::super::TargetPriceArgs {
+                    tokens: vec!["2:1,3".to_string()],
+                    ..Default::default()
+                },
                 ..Retune::default()
             },
         )

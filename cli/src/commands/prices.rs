@@ -5,7 +5,9 @@
 
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
-use llmgw_proto::v1::{GetModelPricesRequest, ModelPrices, PriceSheet, PriceTier, Prices};
+use llmgw_proto::v1::{
+    GetModelPricesRequest, ModelPrices, PriceChange, PriceSheet, PriceTier, Prices,
+};
 
 use crate::args::GlobalOpts;
 use crate::client::Client;
@@ -71,7 +73,7 @@ pub fn parse_decimal(s: &str) -> Result<String, String> {
 }
 
 /// `IN,OUT[,CACHED[,WRITE]]` as token prices.
-fn token_prices(text: &str, flag: &str, arg: &str) -> Result<[String; 4]> {
+pub(super) fn token_prices(text: &str, flag: &str, arg: &str) -> Result<[String; 4]> {
     let v: Vec<String> = text
         .split(',')
         .map(|p| parse_decimal(p).map_err(|e| anyhow!("{flag} {arg}: {e}")))
@@ -81,22 +83,6 @@ fn token_prices(text: &str, flag: &str, arg: &str) -> Result<[String; 4]> {
     }
     let get = |i: usize| v.get(i).cloned().unwrap_or_default();
     Ok([get(0), get(1), get(2), get(3)])
-}
-
-/// Token prices `IN,OUT[,CACHED[,WRITE]]` as a sheet of flat token prices
-/// (a target's own prices, `--target-price N:...`).
-pub fn flat(text: &str, flag: &str, arg: &str) -> Result<Prices> {
-    let [i, o, c, w] = token_prices(text, flag, arg)?;
-    Ok(Prices {
-        sheet: Some(PriceSheet {
-            input_per_mtok: i,
-            output_per_mtok: o,
-            cached_input_per_mtok: c,
-            cache_write_per_mtok: w,
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
 }
 
 impl PriceArgs {
@@ -118,16 +104,24 @@ impl PriceArgs {
         if !self.any() {
             return Ok(None);
         }
+        self.sheet("--price").map(Some)
+    }
+
+    /// The whole price sheet the flags give; errors name the flags as
+    /// `PREFIX-tier` and `PREFIX-per-image` (`--price-tier`,
+    /// `--target-price-tier`).
+    pub fn sheet(&self, prefix: &str) -> Result<Prices> {
+        let (tier_flag, image_flag) = (format!("{prefix}-tier"), format!("{prefix}-per-image"));
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
         let mut tiers = Vec::new();
         for arg in &self.price_tiers {
             let (above, rest) = arg.split_once(':').ok_or_else(|| {
-                anyhow!("--price-tier {arg}: is not THRESHOLD:IN,OUT[,CACHED[,WRITE]]")
+                anyhow!("{tier_flag} {arg}: is not THRESHOLD:IN,OUT[,CACHED[,WRITE]]")
             })?;
             let above: u64 = above.trim().parse().map_err(|_| {
-                anyhow!("--price-tier {arg}: the threshold `{above}` is not a number of tokens")
+                anyhow!("{tier_flag} {arg}: the threshold `{above}` is not a number of tokens")
             })?;
-            let [i, o, c, w] = token_prices(rest, "--price-tier", arg)?;
+            let [i, o, c, w] = token_prices(rest, &tier_flag, arg)?;
             tiers.push(PriceTier {
                 above_input_tokens: above,
                 input_per_mtok: i,
@@ -140,14 +134,13 @@ impl PriceArgs {
         for arg in &self.price_per_image {
             let (key, price) = arg
                 .rsplit_once('=')
-                .ok_or_else(|| anyhow!("--price-per-image {arg}: is not KEY=PRICE"))?;
-            let price =
-                parse_decimal(price).map_err(|e| anyhow!("--price-per-image {arg}: {e}"))?;
+                .ok_or_else(|| anyhow!("{image_flag} {arg}: is not KEY=PRICE"))?;
+            let price = parse_decimal(price).map_err(|e| anyhow!("{image_flag} {arg}: {e}"))?;
             if per_image.insert(key.trim().to_string(), price).is_some() {
-                bail!("--price-per-image gives `{}` more than once", key.trim());
+                bail!("{image_flag} gives `{}` more than once", key.trim());
             }
         }
-        Ok(Some(Prices {
+        Ok(Prices {
             sheet: Some(PriceSheet {
                 input_per_mtok: text(&self.price_input),
                 output_per_mtok: text(&self.price_output),
@@ -160,7 +153,7 @@ impl PriceArgs {
                 per_mchar: text(&self.price_per_mchar),
             }),
             ..Default::default()
-        }))
+        })
     }
 }
 
@@ -303,11 +296,7 @@ fn show(out: &mut Out<'_>, p: &ModelPrices, history: bool) -> Result<()> {
             "model {}",
             c.prices.as_ref().map(text).unwrap_or_default()
         )];
-        let mut own: Vec<_> = c.target_prices.iter().collect();
-        own.sort_by_key(|(n, _)| **n);
-        for (n, tp) in own {
-            prices.push(format!("target {n} {}", text(tp)));
-        }
+        prices.extend(change_targets(c));
         let state = if c.scheduled {
             "scheduled"
         } else if Some(i) == current {
@@ -323,6 +312,33 @@ fn show(out: &mut Out<'_>, p: &ModelPrices, history: bool) -> Result<()> {
         ]);
     }
     out.table(&t)
+}
+
+/// A change's target prices, each with its target: `target N (P:M)`, or
+/// `P:M (not a target now)` for a target the model no longer has; by
+/// number from an older control plane, which sends no targets.
+fn change_targets(c: &PriceChange) -> Vec<String> {
+    let mut own: Vec<(u32, String)> = if c.targets.is_empty() {
+        c.target_prices
+            .iter()
+            .map(|(n, tp)| (*n, format!("target {n} {}", text(tp))))
+            .collect()
+    } else {
+        c.targets
+            .iter()
+            .map(|t| {
+                let who = format!("{}:{}", t.provider, t.upstream_model);
+                let prices = t.prices.as_ref().map(text).unwrap_or_default();
+                if t.number == 0 {
+                    (u32::MAX, format!("{who} (not a target now) {prices}"))
+                } else {
+                    (t.number, format!("target {} ({who}) {prices}", t.number))
+                }
+            })
+            .collect()
+    };
+    own.sort();
+    own.into_iter().map(|(_, s)| s).collect()
 }
 
 #[cfg(test)]
@@ -383,52 +399,43 @@ mod tests {
 
     #[test]
     fn bad_flags_are_named() {
-        for (a, says) in [
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            prices: PriceArgs,
+        }
+        for (argv, says) in [
             (
-                PriceArgs {
-                    price_tiers: vec!["x:1,2".into()],
-                    ..Default::default()
-                },
+                &["--price-tier", "x:1,2"][..],
                 "--price-tier x:1,2: the threshold `x`",
             ),
             (
-                PriceArgs {
-                    price_tiers: vec!["100".into()],
-                    ..Default::default()
-                },
+                &["--price-tier", "100"],
                 "--price-tier 100: is not THRESHOLD",
             ),
+            (&["--price-tier", "100:1"], "give INPUT,OUTPUT"),
+            (&["--price-per-image", "1024x1024"], "is not KEY=PRICE"),
             (
-                PriceArgs {
-                    price_tiers: vec!["100:1".into()],
-                    ..Default::default()
-                },
-                "give INPUT,OUTPUT",
-            ),
-            (
-                PriceArgs {
-                    price_per_image: vec!["1024x1024".into()],
-                    ..Default::default()
-                },
-                "is not KEY=PRICE",
-            ),
-            (
-                PriceArgs {
-                    price_per_image: vec!["*=-1".into()],
-                    ..Default::default()
-                },
+                &["--price-per-image", "*=-1"],
                 "--price-per-image *=-1: a price must not be negative",
             ),
             (
-                PriceArgs {
-                    price_per_image: vec!["*=1".into(), "*=2".into()],
-                    ..Default::default()
-                },
+                &["--price-per-image", "*=1", "--price-per-image", "*=2"],
                 "more than once",
             ),
+            (&["--price-input=-1"], "must not be negative"),
+            (
+                &["--price-per-request", "0.0000000001"],
+                "more than 9 decimal places",
+            ),
         ] {
-            let e = a.prices().unwrap_err().to_string();
-            assert!(e.contains(says), "{e}");
+            let e = Flags::try_parse_from(std::iter::once("t").chain(argv.iter().copied()))
+                .map_err(anyhow::Error::from)
+                .and_then(|f| f.prices.prices())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{argv:?}: {e}");
         }
     }
 

@@ -14,6 +14,7 @@ use llmgw_proto::v1::{
 use crate::args::{GlobalOpts, Header, ProviderAddArgs, ProviderCmd, ProviderUpdateArgs};
 use crate::client::Client;
 use crate::commands::limits::{limits_pb, reset_spend, summary};
+use crate::commands::secret_arg::Secret;
 use crate::output::{broken_detail, status, yes_no, Out, Table};
 
 pub async fn run(cmd: ProviderCmd, g: &GlobalOpts, out: &mut Out<'_>) -> Result<()> {
@@ -131,24 +132,69 @@ pub fn header_map(headers: Vec<Header>) -> Result<HashMap<String, String>> {
     Ok(map)
 }
 
-fn create_request(a: ProviderAddArgs) -> Result<CreateProviderRequest> {
+/// The secrets of `provider add|update`, from the flag, a file, standard
+/// input or the environment (`secret_arg`): the API key and the proxy URL.
+fn secrets<R: std::io::BufRead>(
+    given: [Secret<'_>; 2],
+    stdin: R,
+) -> Result<(Option<String>, Option<String>)> {
+    let mut stdin = super::secret_arg::Stdin::new(stdin);
+    let [key, proxy] = given;
+    Ok((key.read(&mut stdin)?, proxy.read(&mut stdin)?))
+}
+
+fn create_request(mut a: ProviderAddArgs) -> Result<CreateProviderRequest> {
+    let (api_key, proxy) = secrets(
+        [
+            Secret {
+                flag: "api-key",
+                value: a.api_key.take(),
+                file: a.api_key_file.take(),
+                env: a.api_key_env.take(),
+            },
+            Secret {
+                flag: "proxy",
+                value: a.proxy.take(),
+                file: a.proxy_file.take(),
+                env: a.proxy_env.take(),
+            },
+        ],
+        std::io::stdin().lock(),
+    )?;
     Ok(CreateProviderRequest {
         limits: limits_pb(&a.limits),
         name: a.name,
         protocol: a.protocol.as_str().to_string(),
         base_url: a.base_url,
-        api_key: a.api_key.unwrap_or_default(),
+        api_key: api_key.unwrap_or_default(),
         headers: header_map(a.headers)?,
         timeout_s: a.timeout_s.unwrap_or(0),
         enabled: Some(!a.disabled),
         stream_usage: Some(!a.no_stream_usage),
-        proxy: a.proxy.unwrap_or_default(),
+        proxy: proxy.unwrap_or_default(),
         default_params: super::default_params::map(&a.default_params)?,
     })
 }
 
 fn update_request(a: ProviderUpdateArgs) -> Result<UpdateProviderRequest> {
-    let ch = a.changes;
+    let mut ch = a.changes;
+    let (api_key, proxy) = secrets(
+        [
+            Secret {
+                flag: "api-key",
+                value: ch.api_key.take(),
+                file: ch.api_key_file.take(),
+                env: ch.api_key_env.take(),
+            },
+            Secret {
+                flag: "proxy",
+                value: ch.proxy.take(),
+                file: ch.proxy_file.take(),
+                env: ch.proxy_env.take(),
+            },
+        ],
+        std::io::stdin().lock(),
+    )?;
     let headers = if ch.clear_headers {
         Some(Headers::default())
     } else if ch.headers.is_empty() {
@@ -168,7 +214,7 @@ fn update_request(a: ProviderUpdateArgs) -> Result<UpdateProviderRequest> {
         name: a.name,
         protocol: ch.protocol.map(|p| p.as_str().to_string()),
         base_url: ch.base_url,
-        api_key: ch.api_key,
+        api_key,
         headers,
         timeout_s: ch.timeout_s,
         enabled,
@@ -176,7 +222,7 @@ fn update_request(a: ProviderUpdateArgs) -> Result<UpdateProviderRequest> {
         proxy: if ch.no_proxy {
             Some(String::new())
         } else {
-            ch.proxy
+            proxy
         },
         default_params: if ch.clear_default_params {
             Some(DefaultParams::default())

@@ -8,7 +8,8 @@ use tonic::{Request, Response, Status};
 use super::AdminService;
 use crate::convert::prices_pb;
 use crate::store::{
-    now_ms, parse_rfc3339, rfc3339, ModelSpec, PriceChange, PriceSet, Store, StoreError,
+    now_ms, parse_rfc3339, rfc3339, target_keys, ModelSpec, PriceChange, PriceSet, Store,
+    StoreError, TargetKey,
 };
 
 /// When an update's prices apply: `None` for now (also for an empty
@@ -44,25 +45,36 @@ pub(super) async fn write_update(
     store.schedule_prices(tx, &spec.name, from, &later).await
 }
 
-fn set_pb(set: &PriceSet) -> (pb::Prices, std::collections::HashMap<u32, pb::Prices>) {
-    (
-        prices_pb(&set.model),
-        set.targets
-            .iter()
-            .map(|(i, p)| (i + 1, prices_pb(p)))
-            .collect(),
-    )
-}
-
-/// A recorded change as the API shows it.
-fn change_pb(c: &PriceChange, now: i64) -> pb::PriceChange {
-    let (prices, target_prices) = set_pb(&c.prices);
+/// A recorded change as the API shows it, its target prices numbered by
+/// the model's targets now (`keys`, in target order).
+fn change_pb(c: &PriceChange, keys: &[TargetKey], now: i64) -> pb::PriceChange {
+    let number = |k: &TargetKey| {
+        keys.iter()
+            .position(|x| x == k)
+            .map_or(0, |i| u32::try_from(i + 1).unwrap_or(u32::MAX))
+    };
+    let targets: Vec<pb::TargetPrices> = c
+        .prices
+        .targets
+        .iter()
+        .map(|(k, p)| pb::TargetPrices {
+            number: number(k),
+            provider: k.provider.clone(),
+            upstream_model: k.upstream_model.clone(),
+            prices: Some(prices_pb(p)),
+        })
+        .collect();
     pb::PriceChange {
         from: rfc3339(Some(c.from_ms)),
         recorded_at: rfc3339(Some(c.recorded_ms)),
         scheduled: c.from_ms > now,
-        prices: Some(prices),
-        target_prices,
+        prices: Some(prices_pb(&c.prices.model)),
+        target_prices: targets
+            .iter()
+            .filter(|t| t.number > 0)
+            .filter_map(|t| Some((t.number, t.prices.clone()?)))
+            .collect(),
+        targets,
     }
 }
 
@@ -83,6 +95,7 @@ impl AdminService {
             .await?;
         let now = now_ms();
         let s = &row.spec;
+        let keys = target_keys(&s.targets);
         Ok(Response::new(pb::ModelPrices {
             name: s.name.clone(),
             prices: Some(prices_pb(&s.prices)),
@@ -97,7 +110,7 @@ impl AdminService {
                     prices: t.prices.as_ref().map(prices_pb),
                 })
                 .collect(),
-            history: history.iter().map(|c| change_pb(c, now)).collect(),
+            history: history.iter().map(|c| change_pb(c, &keys, now)).collect(),
         }))
     }
 }

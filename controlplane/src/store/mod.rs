@@ -37,7 +37,7 @@ pub use keys::KeyRow;
 pub use limits::{LimitsChange, LimitsRow, DEFAULT_SCOPE};
 pub use live::{LiveOwner, LiveStream, LIVE_CHANNEL, LIVE_LEASE_MS};
 pub use models::ModelRow;
-pub use prices::{PriceChange, PriceSet};
+pub use prices::{target_keys, PriceChange, PriceSet, TargetKey};
 pub use providers::ProviderRow;
 pub use row::Broken;
 pub use snapshot::ConfigState;

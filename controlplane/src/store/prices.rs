@@ -18,15 +18,64 @@ use std::collections::BTreeMap;
 use llmgw_core::price::PriceSheet;
 use sqlx::{AnyConnection, Row};
 
-use super::{Broken, ModelRow, ModelSpec, Result, Store, StoreError};
+use super::{Broken, ModelRow, ModelSpec, Result, Store, StoreError, TargetSpec};
+
+/// A target as the price history names it: its provider and upstream
+/// model, and, when the model has more than one target with both the same,
+/// which of those it is (0 first, in target order). Unlike a target's
+/// position, it stays with the target when targets are added, removed or
+/// reordered, so a scheduled change gives its prices to the targets it
+/// named, whatever the target list is at its time.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct TargetKey {
+    pub provider: String,
+    pub upstream_model: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub occurrence: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl std::fmt::Display for TargetKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.provider, self.upstream_model)?;
+        if self.occurrence > 0 {
+            write!(f, " (#{})", self.occurrence + 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// The key of each of a model's targets, in target order.
+pub fn target_keys(targets: &[TargetSpec]) -> Vec<TargetKey> {
+    let mut seen: BTreeMap<(&str, &str), u32> = BTreeMap::new();
+    targets
+        .iter()
+        .map(|t| {
+            let n = seen
+                .entry((t.provider.as_str(), t.upstream_model.as_str()))
+                .or_default();
+            let key = TargetKey {
+                provider: t.provider.clone(),
+                upstream_model: t.upstream_model.clone(),
+                occurrence: *n,
+            };
+            *n += 1;
+            key
+        })
+        .collect()
+}
 
 /// A model's whole price set: its own sheet and its targets' own, by
-/// target index (0 first, in the model's target order).
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+/// target identity ([`TargetKey`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PriceSet {
     pub model: PriceSheet,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub targets: BTreeMap<u32, PriceSheet>,
+    pub targets: BTreeMap<TargetKey, PriceSheet>,
 }
 
 impl PriceSet {
@@ -34,29 +83,107 @@ impl PriceSet {
     pub fn of(spec: &ModelSpec) -> PriceSet {
         PriceSet {
             model: spec.prices.clone(),
-            targets: spec
-                .targets
-                .iter()
-                .enumerate()
-                .filter_map(|(i, t)| {
-                    let own = t.prices.clone()?;
-                    Some((u32::try_from(i).ok()?, own))
-                })
+            targets: target_keys(&spec.targets)
+                .into_iter()
+                .zip(&spec.targets)
+                .filter_map(|(k, t)| Some((k, t.prices.clone()?)))
                 .collect(),
         }
     }
 
     /// Puts these prices into a model: its sheet, and each target's own
-    /// (none for a target without an entry; entries past the last target
-    /// are ignored).
+    /// (none for a target without an entry; entries naming no target of
+    /// the model are ignored).
     pub fn apply_to(&self, spec: &mut ModelSpec) {
         spec.prices = self.model.clone();
-        for (i, t) in spec.targets.iter_mut().enumerate() {
-            t.prices = u32::try_from(i)
-                .ok()
-                .and_then(|i| self.targets.get(&i))
-                .cloned();
+        let keys = target_keys(&spec.targets);
+        for (k, t) in keys.iter().zip(spec.targets.iter_mut()) {
+            t.prices = self.targets.get(k).cloned();
         }
+    }
+
+    /// The same prices with each target key renamed by `rename`.
+    fn rekeyed(&self, rename: impl Fn(&TargetKey) -> TargetKey) -> PriceSet {
+        PriceSet {
+            model: self.model.clone(),
+            targets: self
+                .targets
+                .iter()
+                .map(|(k, p)| (rename(k), p.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// One target's own prices in a stored price set.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct StoredTarget {
+    provider: String,
+    upstream_model: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    occurrence: u32,
+    prices: PriceSheet,
+}
+
+/// A price set as `price_history.prices` holds it (JSON, amounts as
+/// exact decimal strings): `{"model": {...}, "target_prices":
+/// [{"provider", "upstream_model", "occurrence" (absent for 0), "prices"}]}`.
+/// `targets` is the form of control planes before migration 0022, by
+/// target index: an older control plane sharing the database may still
+/// write it, and it is read against the model's targets as they are.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct StoredSet {
+    model: PriceSheet,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    target_prices: Vec<StoredTarget>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    targets: BTreeMap<u32, PriceSheet>,
+}
+
+impl StoredSet {
+    fn of(set: &PriceSet) -> StoredSet {
+        StoredSet {
+            model: set.model.clone(),
+            target_prices: set
+                .targets
+                .iter()
+                .map(|(k, p)| StoredTarget {
+                    provider: k.provider.clone(),
+                    upstream_model: k.upstream_model.clone(),
+                    occurrence: k.occurrence,
+                    prices: p.clone(),
+                })
+                .collect(),
+            targets: BTreeMap::new(),
+        }
+    }
+
+    /// The price set, with the keys of the model's targets (in target
+    /// order) for entries by index.
+    fn resolve(self, keys: &[TargetKey]) -> PriceSet {
+        let mut targets: BTreeMap<TargetKey, PriceSheet> = self
+            .targets
+            .into_iter()
+            .filter_map(|(i, p)| Some((keys.get(usize::try_from(i).ok()?)?.clone(), p)))
+            .collect();
+        for t in self.target_prices {
+            let key = TargetKey {
+                provider: t.provider,
+                upstream_model: t.upstream_model,
+                occurrence: t.occurrence,
+            };
+            targets.insert(key, t.prices);
+        }
+        PriceSet {
+            model: self.model,
+            targets,
+        }
+    }
+
+    fn sheets(&self) -> impl Iterator<Item = &PriceSheet> {
+        std::iter::once(&self.model)
+            .chain(self.targets.values())
+            .chain(self.target_prices.iter().map(|t| &t.prices))
     }
 }
 
@@ -72,33 +199,42 @@ pub struct PriceChange {
 
 /// A stored change, whose prices may not be readable.
 struct Stored {
+    id: i64,
     from_ms: i64,
     recorded_ms: i64,
     /// Why the JSON is not a valid price set, when it is not.
-    prices: std::result::Result<PriceSet, String>,
+    prices: std::result::Result<StoredSet, String>,
 }
 
 impl Stored {
-    fn into_change(self, model: &str) -> Result<PriceChange> {
+    fn into_change(self, model: &str, keys: &[TargetKey]) -> Result<PriceChange> {
         Ok(PriceChange {
             from_ms: self.from_ms,
             recorded_ms: self.recorded_ms,
-            prices: self.prices.map_err(|e| {
-                StoreError::Invalid(format!(
-                    "the stored price history of model '{model}' cannot be read: {e}"
-                ))
-            })?,
+            prices: self
+                .prices
+                .map_err(|e| {
+                    StoreError::Invalid(format!(
+                        "the stored price history of model '{model}' cannot be read: {e}"
+                    ))
+                })?
+                .resolve(keys),
         })
     }
 }
 
 /// A stored price set, each sheet checked as on write.
-fn parse(text: &str) -> std::result::Result<PriceSet, String> {
-    let set: PriceSet = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    for sheet in std::iter::once(&set.model).chain(set.targets.values()) {
+fn parse(text: &str) -> std::result::Result<StoredSet, String> {
+    let set: StoredSet = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    for sheet in set.sheets() {
         sheet.clone().check().map_err(|e| e.0)?;
     }
     Ok(set)
+}
+
+fn to_json(prices: &PriceSet) -> Result<String> {
+    serde_json::to_string(&StoredSet::of(prices))
+        .map_err(|e| StoreError::Invalid(format!("prices cannot be stored: {e}")))
 }
 
 /// Every recorded change of `model` (of every model when `None`), oldest
@@ -107,7 +243,7 @@ async fn read(conn: &mut AnyConnection, model: Option<&str>) -> Result<Vec<(Stri
     let rows = match model {
         Some(m) => {
             sqlx::query(
-                "SELECT model, effective_from, prices, recorded_at FROM price_history \
+                "SELECT id, model, effective_from, prices, recorded_at FROM price_history \
                  WHERE model = $1 ORDER BY effective_from, id",
             )
             .bind(m)
@@ -116,7 +252,7 @@ async fn read(conn: &mut AnyConnection, model: Option<&str>) -> Result<Vec<(Stri
         }
         None => {
             sqlx::query(
-                "SELECT model, effective_from, prices, recorded_at FROM price_history \
+                "SELECT id, model, effective_from, prices, recorded_at FROM price_history \
                  ORDER BY model, effective_from, id",
             )
             .fetch_all(&mut *conn)
@@ -129,6 +265,7 @@ async fn read(conn: &mut AnyConnection, model: Option<&str>) -> Result<Vec<(Stri
             Ok((
                 r.try_get("model")?,
                 Stored {
+                    id: r.try_get("id")?,
                     from_ms: r.try_get("effective_from")?,
                     recorded_ms: r.try_get("recorded_at")?,
                     prices: parse(&text),
@@ -145,11 +282,12 @@ async fn read(conn: &mut AnyConnection, model: Option<&str>) -> Result<Vec<(Stri
 /// rather than refused by every data plane.
 fn overlay(row: &mut ModelRow, changes: Vec<Stored>, now: i64) {
     let (mut due, later): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| c.from_ms <= now);
+    let keys = target_keys(&row.spec.targets);
     let mut unreadable = None;
     if let Some(current) = due.pop() {
-        match &current.prices {
-            Ok(set) => set.apply_to(&mut row.spec),
-            Err(e) => unreadable = Some(e.clone()),
+        match current.prices {
+            Ok(set) => set.resolve(&keys).apply_to(&mut row.spec),
+            Err(e) => unreadable = Some(e),
         }
     }
     row.scheduled = Vec::new();
@@ -158,7 +296,7 @@ fn overlay(row: &mut ModelRow, changes: Vec<Stored>, now: i64) {
             Ok(prices) => row.scheduled.push(PriceChange {
                 from_ms: c.from_ms,
                 recorded_ms: c.recorded_ms,
-                prices,
+                prices: prices.resolve(&keys),
             }),
             Err(e) => unreadable = unreadable.or(Some(e)),
         }
@@ -205,8 +343,7 @@ pub(super) async fn record(
     from_ms: i64,
     prices: &PriceSet,
 ) -> Result<()> {
-    let text = serde_json::to_string(prices)
-        .map_err(|e| StoreError::Invalid(format!("prices cannot be stored: {e}")))?;
+    let text = to_json(prices)?;
     sqlx::query(
         "INSERT INTO price_history (model, effective_from, prices, recorded_at) \
          VALUES ($1, $2, $3, $4)",
@@ -236,11 +373,48 @@ impl Store {
         conn: &mut AnyConnection,
         model: &str,
     ) -> Result<Vec<PriceChange>> {
+        let keys = match self.model(conn, model).await {
+            Ok(row) => target_keys(&row.spec.targets),
+            Err(StoreError::NotFound(_)) => Vec::new(),
+            Err(e) => return Err(e),
+        };
         read(conn, Some(model))
             .await?
             .into_iter()
-            .map(|(_, c)| c.into_change(model))
+            .map(|(_, c)| c.into_change(model, &keys))
             .collect()
+    }
+
+    /// After `model`'s targets were renamed in place (`model retarget`:
+    /// the same positions, `before` and `after` them), gives its scheduled
+    /// changes' target prices to the targets' new names, so they follow
+    /// the targets. Rows that cannot be read are left as they are (they
+    /// keep the model broken until new prices supersede them).
+    pub(crate) async fn rename_scheduled_targets(
+        &self,
+        tx: &mut AnyConnection,
+        model: &str,
+        before: &[TargetSpec],
+        after: &[TargetSpec],
+    ) -> Result<()> {
+        let (old, new) = (target_keys(before), target_keys(after));
+        let renamed: BTreeMap<&TargetKey, &TargetKey> = old.iter().zip(&new).collect();
+        let now = super::now_ms();
+        for (_, c) in read(tx, Some(model)).await? {
+            let Ok(set) = c.prices else { continue };
+            if c.from_ms <= now {
+                continue;
+            }
+            let moved = set
+                .resolve(&old)
+                .rekeyed(|k| (*renamed.get(k).unwrap_or(&k)).clone());
+            sqlx::query("UPDATE price_history SET prices = $1 WHERE id = $2")
+                .bind(to_json(&moved)?)
+                .bind(c.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Removes `model`'s price changes scheduled later than now; how many
@@ -278,6 +452,12 @@ impl Store {
         }
         let row = self.model(tx, model).await?;
         let mut spec = row.spec;
+        let keys = target_keys(&spec.targets);
+        if let Some(k) = prices.targets.keys().find(|k| !keys.contains(k)) {
+            return Err(StoreError::Invalid(format!(
+                "model '{model}' has no target {k} to schedule prices for"
+            )));
+        }
         prices.apply_to(&mut spec);
         spec.validate()?;
         record(tx, model, from_ms, prices).await
@@ -296,21 +476,69 @@ mod tests {
         })
     }
 
+    fn key(provider: &str, upstream_model: &str, occurrence: u32) -> TargetKey {
+        TargetKey {
+            provider: provider.into(),
+            upstream_model: upstream_model.into(),
+            occurrence,
+        }
+    }
+
     #[test]
-    fn a_price_set_is_stored_as_exact_decimal_strings() {
+    fn a_price_set_is_stored_as_exact_decimal_strings_by_target_identity() {
         let set = PriceSet {
             model: flat("2.5"),
-            targets: [(1, flat("0.000000001"))].into(),
+            targets: [(key("p", "a:b", 1), flat("0.000000001"))].into(),
         };
-        let text = serde_json::to_string(&set).unwrap();
+        let text = to_json(&set).unwrap();
         assert!(text.contains(r#""input":"2.5""#), "{text}");
-        assert!(text.contains(r#""1":{"#), "{text}");
-        assert_eq!(serde_json::from_str::<PriceSet>(&text).unwrap(), set);
-        let model_only = serde_json::to_string(&PriceSet {
+        assert!(
+            text.contains(r#""target_prices":[{"provider":"p","upstream_model":"a:b","occurrence":1,"prices":{"#),
+            "{text}"
+        );
+        let back = parse(&text).unwrap().resolve(&[]);
+        assert_eq!(back, set);
+        let model_only = to_json(&PriceSet {
             model: flat("1"),
             targets: BTreeMap::new(),
         })
         .unwrap();
-        assert!(!model_only.contains("targets"), "{model_only}");
+        assert!(!model_only.contains("target"), "{model_only}");
+    }
+
+    #[test]
+    fn duplicate_targets_are_told_apart_by_occurrence() {
+        let t = |p: &str, m: &str| TargetSpec {
+            provider: p.into(),
+            upstream_model: m.into(),
+            priority: 0,
+            weight: 1,
+            rules: String::new(),
+            enabled: true,
+            prices: None,
+            default_params: BTreeMap::new(),
+        };
+        let keys = target_keys(&[t("p", "a"), t("q", "a"), t("p", "a"), t("p", "b")]);
+        assert_eq!(
+            keys,
+            [
+                key("p", "a", 0),
+                key("q", "a", 0),
+                key("p", "a", 1),
+                key("p", "b", 0)
+            ]
+        );
+        assert_eq!(keys[2].to_string(), "p:a (#2)");
+    }
+
+    #[test]
+    fn an_older_control_planes_rows_by_index_are_read_against_the_targets() {
+        let text =
+            r#"{"model":{"tokens":{"input":"1"}},"targets":{"1":{"tokens":{"input":"2"}},"5":{}}}"#;
+        let set = parse(text)
+            .unwrap()
+            .resolve(&[key("p", "a", 0), key("p", "b", 0)]);
+        assert_eq!(set.model, flat("1"));
+        assert_eq!(set.targets, [(key("p", "b", 0), flat("2"))].into());
     }
 }

@@ -423,3 +423,62 @@ pub fn assert_provider_eq(got: &ProviderSpec, want: &ProviderSpec) {
         want.name
     );
 }
+
+/// Applies only the migrations numbered below `before` to a fresh
+/// database, as a gateway of that release would have left it.
+pub async fn migrate_up_to(db: &Db, before: i64) -> sqlx::AnyPool {
+    let dir = match db.kind {
+        Kind::Sqlite => "sqlite",
+        Kind::Postgres => "postgres",
+    };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../migrations")
+        .join(dir);
+    let mut old = sqlx::migrate::Migrator::new(path).await.unwrap();
+    old.migrations = old
+        .migrations
+        .iter()
+        .filter(|m| m.version < before)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    sqlx::any::install_default_drivers();
+    let sqlite = db.kind == Kind::Sqlite;
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if sqlite {
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(&db.url)
+        .await
+        .unwrap();
+    old.run(&pool).await.unwrap();
+    pool
+}
+
+/// Provider 'p' (openai) and model 'm' in a database of an older schema
+/// (`migrate_up_to`), with only the columns every schema has; their ids.
+pub async fn old_provider_and_model(old: &sqlx::AnyPool) -> (i64, i64) {
+    let provider_id: i64 = sqlx::query_scalar(
+        "INSERT INTO providers (name, protocol, base_url, created_at, updated_at) \
+         VALUES ('p', 'openai', 'https://p.example.com/v1', 1, 1) RETURNING id",
+    )
+    .fetch_one(old)
+    .await
+    .unwrap();
+    let model_id: i64 = sqlx::query_scalar(
+        "INSERT INTO models (name, strategy, created_at, updated_at) \
+         VALUES ('m', 'priority', 1, 1) RETURNING id",
+    )
+    .fetch_one(old)
+    .await
+    .unwrap();
+    (provider_id, model_id)
+}

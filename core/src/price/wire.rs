@@ -2,7 +2,10 @@
 //! exported files (`pb::PriceSheet`), nano-dollars in the snapshot
 //! (`pb::ExactPrices`), and the `f64` prices of older peers (`pb::Prices`
 //! fields 1-4). Each is checked into a [`PriceSheet`] with errors naming
-//! the field.
+//! the field. The two sheet messages have the same fields, one with
+//! decimal strings and one with integers: both are read and written by
+//! one generic conversion over their amount type (`Fields`, `WireAmount`),
+//! bridged to each message by the `wire_form!` macro.
 
 use llmgw_proto::v1 as pb;
 
@@ -13,109 +16,220 @@ fn named(field: &str) -> impl Fn(ValidationError) -> ValidationError + '_ {
     move |e| ValidationError(format!("{field}: {}", e.0))
 }
 
-/// A decimal string; empty is 0.
-fn decimal(field: &str, text: &str) -> Result<Amount, ValidationError> {
-    if text.trim().is_empty() {
-        return Ok(Amount::ZERO);
+/// An amount in one of the wire forms: a decimal string (empty is 0), or
+/// nano-dollars.
+trait WireAmount {
+    fn amount(&self, field: &str) -> Result<Amount, ValidationError>;
+}
+
+impl WireAmount for String {
+    fn amount(&self, field: &str) -> Result<Amount, ValidationError> {
+        if self.trim().is_empty() {
+            return Ok(Amount::ZERO);
+        }
+        self.parse().map_err(named(field))
     }
-    text.parse().map_err(named(field))
 }
 
-fn nanos(field: &str, n: i64) -> Result<Amount, ValidationError> {
-    Amount::from_nanos(n).map_err(named(field))
+impl WireAmount for i64 {
+    fn amount(&self, field: &str) -> Result<Amount, ValidationError> {
+        Amount::from_nanos(*self).map_err(named(field))
+    }
 }
 
-impl TryFrom<&pb::PriceSheet> for PriceSheet {
-    type Error = ValidationError;
+/// A price sheet's fields in a wire form whose amounts are `A`: the
+/// decimal strings of `pb::PriceSheet` or the nano-dollars of
+/// `pb::ExactPrices`, which have the same fields. Both forms are read
+/// and written through it, so they cannot drift apart.
+struct Fields<A> {
+    /// Input, output, cached input, cache write.
+    tokens: [A; 4],
+    /// By threshold.
+    tiers: Vec<(u64, [A; 4])>,
+    per_request: A,
+    per_image: Vec<(String, A)>,
+    per_audio_second: A,
+    per_mchar: A,
+}
 
-    /// Prices from the admin API or a file, as decimal strings.
-    fn try_from(p: &pb::PriceSheet) -> Result<Self, Self::Error> {
-        let tokens = |prefix: &str,
-                      input: &str,
-                      output: &str,
-                      cached: &str,
-                      write: &str|
-         -> Result<TokenPrices, ValidationError> {
-            Ok(TokenPrices {
-                input: decimal(&format!("{prefix}input_per_mtok"), input)?,
-                output: decimal(&format!("{prefix}output_per_mtok"), output)?,
-                cached_input: decimal(&format!("{prefix}cached_input_per_mtok"), cached)?,
-                cache_write: decimal(&format!("{prefix}cache_write_per_mtok"), write)?,
+const TOKEN_FIELDS: [&str; 4] = [
+    "input_per_mtok",
+    "output_per_mtok",
+    "cached_input_per_mtok",
+    "cache_write_per_mtok",
+];
+
+impl<A: WireAmount> Fields<&A> {
+    /// The sheet, checked, with errors naming the field.
+    fn read(self) -> Result<PriceSheet, ValidationError> {
+        let tokens = |prefix: &str, [i, o, c, w]: [&A; 4]| {
+            let field = |n: usize| format!("{prefix}{}", TOKEN_FIELDS[n]);
+            Ok::<_, ValidationError>(TokenPrices {
+                input: i.amount(&field(0))?,
+                output: o.amount(&field(1))?,
+                cached_input: c.amount(&field(2))?,
+                cache_write: w.amount(&field(3))?,
             })
         };
         let mut per_image = std::collections::BTreeMap::new();
-        for (k, v) in &p.per_image {
-            per_image.insert(k.clone(), decimal(&format!("per_image[{k}]"), v)?);
+        for (k, v) in self.per_image {
+            let price = v.amount(&format!("per_image[{k}]"))?;
+            per_image.insert(k, price);
         }
         PriceSheet {
-            tokens: tokens(
-                "",
-                &p.input_per_mtok,
-                &p.output_per_mtok,
-                &p.cached_input_per_mtok,
-                &p.cache_write_per_mtok,
-            )?,
-            tiers: p
+            tokens: tokens("", self.tokens)?,
+            tiers: self
                 .tiers
-                .iter()
+                .into_iter()
                 .enumerate()
-                .map(|(i, t)| {
+                .map(|(i, (above, t))| {
                     Ok(Tier {
-                        above_input_tokens: t.above_input_tokens,
-                        prices: tokens(
-                            &format!("tiers[{i}]."),
-                            &t.input_per_mtok,
-                            &t.output_per_mtok,
-                            &t.cached_input_per_mtok,
-                            &t.cache_write_per_mtok,
-                        )?,
+                        above_input_tokens: above,
+                        prices: tokens(&format!("tiers[{i}]."), t)?,
                     })
                 })
                 .collect::<Result<_, ValidationError>>()?,
-            per_request: decimal("per_request", &p.per_request)?,
+            per_request: self.per_request.amount("per_request")?,
             per_image,
-            per_audio_second: decimal("per_audio_second", &p.per_audio_second)?,
-            per_mchar: decimal("per_mchar", &p.per_mchar)?,
+            per_audio_second: self.per_audio_second.amount("per_audio_second")?,
+            per_mchar: self.per_mchar.amount("per_mchar")?,
         }
         .check()
     }
 }
 
-/// Shown as decimal strings; a zero price is an empty string, so a sheet
-/// of flat token prices shows nothing else.
+impl<A> Fields<A> {
+    /// A sheet's fields, each amount as `wire` writes it; `wire`'s flag
+    /// says whether the amount is one that may be left out when 0 (all
+    /// but the input and output token prices).
+    fn of(s: &PriceSheet, wire: impl Fn(Amount, bool) -> A) -> Fields<A> {
+        let tokens = |t: &TokenPrices| {
+            [
+                wire(t.input, false),
+                wire(t.output, false),
+                wire(t.cached_input, true),
+                wire(t.cache_write, true),
+            ]
+        };
+        Fields {
+            tokens: tokens(&s.tokens),
+            tiers: s
+                .tiers
+                .iter()
+                .map(|t| (t.above_input_tokens, tokens(&t.prices)))
+                .collect(),
+            per_request: wire(s.per_request, true),
+            per_image: s
+                .per_image
+                .iter()
+                .map(|(k, v)| (k.clone(), wire(*v, false)))
+                .collect(),
+            per_audio_second: wire(s.per_audio_second, true),
+            per_mchar: wire(s.per_mchar, true),
+        }
+    }
+}
+
+/// A wire message of a price sheet, whose amounts are `Amount`.
+trait WireSheet {
+    type Amount: WireAmount;
+    fn fields(&self) -> Fields<&Self::Amount>;
+    fn from_fields(f: Fields<Self::Amount>) -> Self;
+}
+
+/// [`WireSheet`] for a message (`$sheet`, with tiers `$tier`) of
+/// `$amount`s; both messages have the same field names.
+macro_rules! wire_form {
+    ($sheet:ty, $tier:ident, $amount:ty) => {
+        impl WireSheet for $sheet {
+            type Amount = $amount;
+
+            fn fields(&self) -> Fields<&$amount> {
+                Fields {
+                    tokens: [
+                        &self.input_per_mtok,
+                        &self.output_per_mtok,
+                        &self.cached_input_per_mtok,
+                        &self.cache_write_per_mtok,
+                    ],
+                    tiers: self
+                        .tiers
+                        .iter()
+                        .map(|t| {
+                            let prices = [
+                                &t.input_per_mtok,
+                                &t.output_per_mtok,
+                                &t.cached_input_per_mtok,
+                                &t.cache_write_per_mtok,
+                            ];
+                            (t.above_input_tokens, prices)
+                        })
+                        .collect(),
+                    per_request: &self.per_request,
+                    per_image: self.per_image.iter().map(|(k, v)| (k.clone(), v)).collect(),
+                    per_audio_second: &self.per_audio_second,
+                    per_mchar: &self.per_mchar,
+                }
+            }
+
+            fn from_fields(f: Fields<$amount>) -> Self {
+                let [input_per_mtok, output_per_mtok, cached_input_per_mtok, cache_write_per_mtok] =
+                    f.tokens;
+                Self {
+                    input_per_mtok,
+                    output_per_mtok,
+                    cached_input_per_mtok,
+                    cache_write_per_mtok,
+                    tiers: f
+                        .tiers
+                        .into_iter()
+                        .map(|(above, [i, o, c, w])| pb::$tier {
+                            above_input_tokens: above,
+                            input_per_mtok: i,
+                            output_per_mtok: o,
+                            cached_input_per_mtok: c,
+                            cache_write_per_mtok: w,
+                        })
+                        .collect(),
+                    per_request: f.per_request,
+                    per_image: f.per_image.into_iter().collect(),
+                    per_audio_second: f.per_audio_second,
+                    per_mchar: f.per_mchar,
+                }
+            }
+        }
+
+        impl TryFrom<&$sheet> for PriceSheet {
+            type Error = ValidationError;
+
+            /// Checked, with errors naming the field.
+            fn try_from(p: &$sheet) -> Result<Self, Self::Error> {
+                p.fields().read()
+            }
+        }
+    };
+}
+
+// Prices from the admin API or a file, as decimal strings.
+wire_form!(pb::PriceSheet, PriceTier, String);
+// Prices from a snapshot, in nano-dollars.
+wire_form!(pb::ExactPrices, ExactPriceTier, i64);
+
+/// Shown as decimal strings; a zero price that may be left out is an
+/// empty string, so a sheet of flat token prices shows nothing else.
 pub fn sheet_pb(s: &PriceSheet) -> pb::PriceSheet {
-    let text = |a: Amount| {
-        if a.is_zero() {
+    pb::PriceSheet::from_fields(Fields::of(s, |a, optional| {
+        if optional && a.is_zero() {
             String::new()
         } else {
             a.to_string()
         }
-    };
-    pb::PriceSheet {
-        input_per_mtok: s.tokens.input.to_string(),
-        output_per_mtok: s.tokens.output.to_string(),
-        cached_input_per_mtok: text(s.tokens.cached_input),
-        cache_write_per_mtok: text(s.tokens.cache_write),
-        tiers: s
-            .tiers
-            .iter()
-            .map(|t| pb::PriceTier {
-                above_input_tokens: t.above_input_tokens,
-                input_per_mtok: t.prices.input.to_string(),
-                output_per_mtok: t.prices.output.to_string(),
-                cached_input_per_mtok: text(t.prices.cached_input),
-                cache_write_per_mtok: text(t.prices.cache_write),
-            })
-            .collect(),
-        per_request: text(s.per_request),
-        per_image: s
-            .per_image
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
-            .collect(),
-        per_audio_second: text(s.per_audio_second),
-        per_mchar: text(s.per_mchar),
-    }
+    }))
+}
+
+/// A sheet as a snapshot carries it, in nano-dollars.
+pub fn exact_pb(s: &PriceSheet) -> pb::ExactPrices {
+    pb::ExactPrices::from_fields(Fields::of(s, |a, _| a.nanos()))
 }
 
 /// The API's `Prices`: the approximate `f64` token prices for older
@@ -176,86 +290,6 @@ pub fn sheet_from_legacy(p: &pb::Prices) -> Result<PriceSheet, ValidationError> 
         cached_input: f("cached_input_per_mtok", p.cached_input_per_mtok)?,
         cache_write: f("cache_write_per_mtok", p.cache_write_per_mtok)?,
     }))
-}
-
-impl TryFrom<&pb::ExactPrices> for PriceSheet {
-    type Error = ValidationError;
-
-    /// Prices from a snapshot, in nano-dollars.
-    fn try_from(p: &pb::ExactPrices) -> Result<Self, Self::Error> {
-        let tokens = |prefix: &str, i: i64, o: i64, c: i64, w: i64| {
-            Ok::<_, ValidationError>(TokenPrices {
-                input: nanos(&format!("{prefix}input_per_mtok"), i)?,
-                output: nanos(&format!("{prefix}output_per_mtok"), o)?,
-                cached_input: nanos(&format!("{prefix}cached_input_per_mtok"), c)?,
-                cache_write: nanos(&format!("{prefix}cache_write_per_mtok"), w)?,
-            })
-        };
-        let mut per_image = std::collections::BTreeMap::new();
-        for (k, v) in &p.per_image {
-            per_image.insert(k.clone(), nanos(&format!("per_image[{k}]"), *v)?);
-        }
-        PriceSheet {
-            tokens: tokens(
-                "",
-                p.input_per_mtok,
-                p.output_per_mtok,
-                p.cached_input_per_mtok,
-                p.cache_write_per_mtok,
-            )?,
-            tiers: p
-                .tiers
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    Ok(Tier {
-                        above_input_tokens: t.above_input_tokens,
-                        prices: tokens(
-                            &format!("tiers[{i}]."),
-                            t.input_per_mtok,
-                            t.output_per_mtok,
-                            t.cached_input_per_mtok,
-                            t.cache_write_per_mtok,
-                        )?,
-                    })
-                })
-                .collect::<Result<_, ValidationError>>()?,
-            per_request: nanos("per_request", p.per_request)?,
-            per_image,
-            per_audio_second: nanos("per_audio_second", p.per_audio_second)?,
-            per_mchar: nanos("per_mchar", p.per_mchar)?,
-        }
-        .check()
-    }
-}
-
-/// A sheet as a snapshot carries it, in nano-dollars.
-pub fn exact_pb(s: &PriceSheet) -> pb::ExactPrices {
-    pb::ExactPrices {
-        input_per_mtok: s.tokens.input.nanos(),
-        output_per_mtok: s.tokens.output.nanos(),
-        cached_input_per_mtok: s.tokens.cached_input.nanos(),
-        cache_write_per_mtok: s.tokens.cache_write.nanos(),
-        tiers: s
-            .tiers
-            .iter()
-            .map(|t| pb::ExactPriceTier {
-                above_input_tokens: t.above_input_tokens,
-                input_per_mtok: t.prices.input.nanos(),
-                output_per_mtok: t.prices.output.nanos(),
-                cached_input_per_mtok: t.prices.cached_input.nanos(),
-                cache_write_per_mtok: t.prices.cache_write.nanos(),
-            })
-            .collect(),
-        per_request: s.per_request.nanos(),
-        per_image: s
-            .per_image
-            .iter()
-            .map(|(k, v)| (k.clone(), v.nanos()))
-            .collect(),
-        per_audio_second: s.per_audio_second.nanos(),
-        per_mchar: s.per_mchar.nanos(),
-    }
 }
 
 #[cfg(test)]

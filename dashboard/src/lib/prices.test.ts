@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { ModelPricesSchema, PriceChangeSchema } from "@/gen/llmgw/v1/admin_pb";
+import { ModelPricesSchema, PriceChangeSchema, TargetPricesSchema } from "@/gen/llmgw/v1/admin_pb";
 import { PriceSheetSchema, PricesSchema, PriceTierSchema } from "@/gen/llmgw/v1/common_pb";
 import { decimal, hasOwnPrices, historyRows, NO_PRICES, priceForm, pricesOf, priceText } from "./prices";
 
@@ -68,5 +68,26 @@ describe("prices", () => {
     expect(rows.map((r) => r.state)).toEqual(["past", "in effect", "scheduled"]);
     expect(rows[1]!.prices).toBe("model 2/1; target 2 0.5/2");
     expect(rows[2]!.from).toBe("2027-01-01T00:00:00Z");
+  });
+
+  it("name each target of a change, also one the model no longer has", () => {
+    const own = (input: string) => create(PricesSchema, { sheet: create(PriceSheetSchema, { inputPerMtok: input, outputPerMtok: "2" }) });
+    const rows = historyRows(
+      create(ModelPricesSchema, {
+        history: [
+          create(PriceChangeSchema, {
+            from: "2027-01-01T00:00:00Z",
+            scheduled: true,
+            prices: create(PricesSchema, { sheet: create(PriceSheetSchema, { inputPerMtok: "1", outputPerMtok: "1" }) }),
+            targetPrices: { 2: own("0.5") },
+            targets: [
+              create(TargetPricesSchema, { number: 0, provider: "p", upstreamModel: "gone", prices: own("9") }),
+              create(TargetPricesSchema, { number: 2, provider: "q", upstreamModel: "b", prices: own("0.5") }),
+            ],
+          }),
+        ],
+      }),
+    );
+    expect(rows[0]!.prices).toBe("model 1/1; target 2 (q:b) 0.5/2; p:gone (not a target now) 9/2");
   });
 });

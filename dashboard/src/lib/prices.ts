@@ -112,6 +112,29 @@ export interface HistoryRow {
   prices: string;
 }
 
+/**
+ * A change's target prices, each with its target: `target N (P:M)`, or
+ * `P:M (not a target now)` for one the model no longer has (a change keeps
+ * target prices by provider and upstream model); by number alone from an
+ * older control plane, which sends no `targets`.
+ */
+function changeTargets(c: ModelPrices["history"][number]): string[] {
+  if (c.targets.length === 0) {
+    return Object.keys(c.targetPrices)
+      .map(Number)
+      .sort((a, b) => a - b)
+      .map((n) => `target ${n} ${priceText(c.targetPrices[n])}`);
+  }
+  return [...c.targets]
+    .sort((a, b) => (a.number || Infinity) - (b.number || Infinity))
+    .map((t) => {
+      const who = `${t.provider}:${t.upstreamModel}`;
+      return t.number === 0
+        ? `${who} (not a target now) ${priceText(t.prices)}`
+        : `target ${t.number} (${who}) ${priceText(t.prices)}`;
+    });
+}
+
 /** A model's price changes, oldest first, each with its state and prices on one line. */
 export function historyRows(m: ModelPrices): HistoryRow[] {
   let current = -1;
@@ -119,10 +142,7 @@ export function historyRows(m: ModelPrices): HistoryRow[] {
     if (!c.scheduled) current = i;
   });
   return m.history.map((c, i) => {
-    const own = Object.keys(c.targetPrices)
-      .map(Number)
-      .sort((a, b) => a - b)
-      .map((n) => `target ${n} ${priceText(c.targetPrices[n])}`);
+    const own = changeTargets(c);
     return {
       from: c.from,
       recordedAt: c.recordedAt,
