@@ -66,6 +66,7 @@ fn ceil_div(a: u64, b: u64) -> u64 {
 
 /// How far past its grant one data plane may admit while it waits for
 /// more: `ceil(limit × slack% / 100 / data_planes)`.
+#[inline]
 pub fn slack(limit: u64, slack_percent: u32, data_planes: u32) -> u64 {
     let den = 100 * u64::from(data_planes.max(1));
     // Every admission asks this: 64-bit arithmetic unless the product
@@ -80,6 +81,7 @@ pub fn slack(limit: u64, slack_percent: u32, data_planes: u32) -> u64 {
 
 /// What one data plane admits per window while no control plane answers
 /// (`on_outage` "open"): `ceil(limit / data_planes)`.
+#[inline]
 pub fn fallback_share(limit: u64, data_planes: u32) -> u64 {
     ceil_div(limit, u64::from(data_planes.max(1)))
 }
@@ -148,6 +150,7 @@ impl Bucket {
     /// Moves to the window holding now (`window_start_ms`): a new window
     /// starts with nothing used and nothing granted. Concurrency has one
     /// endless window.
+    #[inline]
     pub fn roll(&mut self, window_start_ms: i64) {
         if self.kind == Kind::Concurrency || window_start_ms == self.window_start_ms {
             return;
@@ -163,6 +166,7 @@ impl Bucket {
     }
 
     /// Units the bucket may hold in this window (rpm, tpm, concurrency).
+    #[inline]
     pub fn allowance(&self, fleet: Fleet, now_ms: i64) -> u64 {
         if !fleet.connected {
             return match self.on_outage {
@@ -192,6 +196,7 @@ impl Bucket {
 
     /// Counts `units` asked of the bucket (call before taking them),
     /// admitted or refused, for the next report's `wanted`.
+    #[inline]
     pub fn ask(&mut self, units: u64, now_ms: i64) {
         self.demand = self.demand.saturating_add(units);
         if self.kind == Kind::Concurrency {
@@ -205,6 +210,7 @@ impl Bucket {
     }
 
     /// Whether `units` fit without taking them.
+    #[inline]
     pub fn fits(&self, units: u64, fleet: Fleet, now_ms: i64) -> bool {
         match self.kind {
             Kind::Budget => self.budget_admits(fleet),
@@ -213,6 +219,7 @@ impl Bucket {
     }
 
     /// Takes `units` that [`Bucket::fits`] admitted.
+    #[inline]
     pub fn take(&mut self, units: u64) {
         match self.kind {
             Kind::Budget => {
@@ -250,6 +257,7 @@ impl Bucket {
     /// after it was idle), the spend is unknown: one request is admitted,
     /// which makes the data plane report at once, and the rest wait for the
     /// figure ([`Bucket::spend_unknown`]).
+    #[inline]
     pub fn budget_admits(&self, fleet: Fleet) -> bool {
         if !self.assigned && (fleet.connected || fleet.starting) {
             return self.admitted_unknown == 0;
@@ -280,6 +288,7 @@ impl Bucket {
 
     /// A budget whose spend this data plane has not heard yet (it asks for
     /// it: its report's `wanted` is 1).
+    #[inline]
     pub fn spend_unknown(&self) -> bool {
         self.kind == Kind::Budget && !self.assigned
     }
@@ -366,6 +375,7 @@ impl Bucket {
 
     /// Whether to report at once: less than half of the last grant is left,
     /// or a grant is wanted and none has come for this window.
+    #[inline]
     pub fn is_low(&self) -> bool {
         match self.kind {
             Kind::Budget => !self.assigned && self.demand > 0,
@@ -378,6 +388,7 @@ impl Bucket {
     /// it, for the `remaining` headers: the limit less its own use and the
     /// other data planes' grants (`fleet_used` less its own grant, an upper
     /// bound of what they used). With one data plane: limit − used.
+    #[inline]
     pub fn remaining(&self) -> u64 {
         let others = self.fleet_used.saturating_sub(self.granted);
         self.limit.saturating_sub(self.used.saturating_add(others))

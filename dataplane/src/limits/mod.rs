@@ -377,6 +377,93 @@ impl Drop for Admission {
     }
 }
 
+/// One admission's pass over its buckets: what it took so far, and the
+/// first refusal.
+struct Pass {
+    now: i64,
+    fleet: Fleet,
+    tokens: u64,
+    rates: RateInfo,
+    /// By subject: a hold's parts.
+    taken: [Held; 3],
+    /// By subject: every kind it took units of (bits by `kind_index`), to
+    /// give back on a refusal.
+    took: [u8; 3],
+    low: bool,
+    refusal: Option<Refusal>,
+}
+
+impl Pass {
+    /// Admits subject `i`'s bucket of `kind`, or notes why not.
+    #[inline(always)]
+    fn step(&mut self, st: &mut EntryState, s: &Subject<'_>, i: usize, kind: Kind, limit: u64) {
+        let now = self.now;
+        let units = if kind == Kind::Tpm { self.tokens } else { 1 };
+        let (start, end) = st.window(kind, now);
+        let b = st.bucket(kind, limit, s.limits, start);
+        let ok = b.fits(units, self.fleet, now);
+        b.ask(units, now);
+        if ok && self.refusal.is_none() {
+            b.take(units);
+            self.low |= b.is_low();
+            self.took[i] |= 1 << kind_index(kind);
+            match kind {
+                Kind::Rpm => {
+                    RateInfo::tighten(&mut self.rates.requests, rate(limit, b.remaining(), end));
+                }
+                Kind::Tpm => {
+                    self.taken[i].0 = Some((b.window_start_ms, units));
+                    RateInfo::tighten(&mut self.rates.tokens, rate(limit, b.remaining(), end));
+                }
+                Kind::Concurrency => self.taken[i].1 = true,
+                Kind::Budget => self.taken[i].2 = Some(b.window_start_ms),
+            }
+            return;
+        }
+        // This bucket refuses, or an earlier one did: nothing more is
+        // taken, and the headers show what is left.
+        let why = if ok {
+            Why::Reached
+        } else {
+            refusal_why(b, kind, units, limit, self.fleet)
+        };
+        if matches!(kind, Kind::Rpm | Kind::Tpm) {
+            // A bucket that refused for good has nothing left for this
+            // client; one waiting for its grant shows what the fleet has
+            // left as it knows it.
+            let remaining = if ok {
+                b.remaining().saturating_sub(units)
+            } else if why == Why::NoGrantYet {
+                b.remaining()
+            } else {
+                0
+            };
+            let slot = if kind == Kind::Rpm {
+                &mut self.rates.requests
+            } else {
+                &mut self.rates.tokens
+            };
+            RateInfo::tighten(slot, rate(limit, remaining, end));
+        }
+        if !ok && self.refusal.is_none() {
+            let retry_after_s = match (kind, why) {
+                (_, Why::TooLarge { .. }) => None,
+                (_, Why::NoGrantYet | Why::SpendUnknown) | (Kind::Concurrency, _) => Some(1),
+                (Kind::Budget, Why::Outage) => Some(1),
+                (Kind::Budget, _) if end == i64::MAX => None,
+                _ => Some(((end - now).max(1) as u64).div_ceil(1000)),
+            };
+            self.refusal = Some(Refusal {
+                scope: s.scope,
+                kind,
+                why,
+                retry_after_s,
+                rates: RateInfo::default(),
+            });
+        }
+    }
+}
+
 /// A rate's figures for the headers.
 fn rate(limit: u64, remaining: u64, reset_at_ms: i64) -> Rate {
     Rate {
@@ -575,85 +662,44 @@ impl Limiter {
         for (g, e) in guards.iter_mut().zip(entries.iter()) {
             *g = e.as_ref().map(|e| e.lock());
         }
-        let mut rates = RateInfo::default();
-        // What each subject took: a hold's parts, and every kind it took
-        // units of (bits by `kind_index`), to give back on a refusal.
-        let mut taken: [Held; 3] = Default::default();
-        let mut took = [0u8; 3];
-        let mut low = false;
-        let mut refusal: Option<Refusal> = None;
+        let mut pass = Pass {
+            now,
+            fleet,
+            tokens,
+            rates: RateInfo::default(),
+            taken: Default::default(),
+            took: [0; 3],
+            low: false,
+            refusal: None,
+        };
         for (i, (g, s)) in guards.iter_mut().zip(subjects).enumerate() {
             let Some(st) = g.as_mut() else { continue };
             st.touched_ms = now;
             st.set_limits(s.limits);
-            for (kind, limit) in s.limits.kinds() {
-                let units = if kind == Kind::Tpm { tokens } else { 1 };
-                let (start, end) = st.window(kind, now);
-                let b = st.bucket(kind, limit, s.limits, start);
-                let ok = b.fits(units, fleet, now);
-                b.ask(units, now);
-                if ok && refusal.is_none() {
-                    b.take(units);
-                    low |= b.is_low();
-                    took[i] |= 1 << kind_index(kind);
-                    match kind {
-                        Kind::Rpm => {
-                            RateInfo::tighten(&mut rates.requests, rate(limit, b.remaining(), end))
-                        }
-                        Kind::Tpm => {
-                            taken[i].0 = Some((b.window_start_ms, units));
-                            RateInfo::tighten(&mut rates.tokens, rate(limit, b.remaining(), end));
-                        }
-                        Kind::Concurrency => taken[i].1 = true,
-                        Kind::Budget => taken[i].2 = Some(b.window_start_ms),
-                    }
-                    continue;
-                }
-                // This bucket refuses, or an earlier one did: nothing more
-                // is taken, and the headers show what is left.
-                let why = if ok {
-                    Why::Reached
-                } else {
-                    refusal_why(b, kind, units, limit, fleet)
-                };
-                if matches!(kind, Kind::Rpm | Kind::Tpm) {
-                    // A bucket that refused for good has nothing left for
-                    // this client; one waiting for its grant shows what
-                    // the fleet has left as it knows it.
-                    let remaining = if ok {
-                        b.remaining().saturating_sub(units)
-                    } else if why == Why::NoGrantYet {
-                        b.remaining()
-                    } else {
-                        0
-                    };
-                    let slot = if kind == Kind::Rpm {
-                        &mut rates.requests
-                    } else {
-                        &mut rates.tokens
-                    };
-                    RateInfo::tighten(slot, rate(limit, remaining, end));
-                }
-                if !ok && refusal.is_none() {
-                    let retry_after_s = match (kind, why) {
-                        (_, Why::TooLarge { .. }) => None,
-                        (_, Why::NoGrantYet | Why::SpendUnknown) | (Kind::Concurrency, _) => {
-                            Some(1)
-                        }
-                        (Kind::Budget, Why::Outage) => Some(1),
-                        (Kind::Budget, _) if end == i64::MAX => None,
-                        _ => Some(((end - now).max(1) as u64).div_ceil(1000)),
-                    };
-                    refusal = Some(Refusal {
-                        scope: s.scope,
-                        kind,
-                        why,
-                        retry_after_s,
-                        rates: RateInfo::default(),
-                    });
-                }
+            // Kind by kind, in [`Kind::ALL`]'s order; each call knows its
+            // kind, so every branch on the kind folds away.
+            let l = s.limits;
+            if let Some(limit) = l.rpm {
+                pass.step(st, s, i, Kind::Rpm, limit);
+            }
+            if let Some(limit) = l.tpm {
+                pass.step(st, s, i, Kind::Tpm, limit);
+            }
+            if let Some(limit) = l.max_concurrency {
+                pass.step(st, s, i, Kind::Concurrency, u64::from(limit));
+            }
+            if let Some(b) = l.budget {
+                pass.step(st, s, i, Kind::Budget, b.micros);
             }
         }
+        let Pass {
+            rates,
+            taken,
+            took,
+            low,
+            refusal,
+            ..
+        } = pass;
         if let Some(mut r) = refusal {
             // What was taken before the refusal goes back under the same
             // locks: no other request saw it.

@@ -166,7 +166,7 @@ impl Proxy {
                     pending.limits.rates = a.rates;
                     // Request rates alone leave nothing to give back.
                     if !a.holds_nothing() {
-                        pending.admission = Some(a);
+                        pending.admission = Some(Box::new(a));
                     }
                     return Ok(());
                 }

@@ -199,7 +199,7 @@ impl Proxy {
                                 pending.limits.rates.merge(&p.rates);
                                 match pending.admission.as_mut() {
                                     Some(a) => a.absorb(p),
-                                    None => pending.admission = Some(p),
+                                    None => pending.admission = Some(Box::new(p)),
                                 }
                             }
                             return Ok(self
@@ -414,7 +414,10 @@ impl Proxy {
         let sending = call
             .upload
             .map(|_| Arc::new(tokio::sync::watch::channel(upload::Sending::default()).0));
-        let exchange = async {
+        // Made where it is awaited (a closure, not one future moved into
+        // either arm): an attempt's future holds one exchange.
+        let (client, uri, sending_ref, traceparent) = (&client, &uri, &sending, &traceparent);
+        let exchange = move || async move {
             // An HTTP/2 refusal (GOAWAY, REFUSED_STREAM) means the request
             // was not processed: it is sent again at once on another
             // connection, up to twice, within this attempt.
@@ -426,7 +429,7 @@ impl Proxy {
                     Some((upload, part)) => UpstreamBody::Replay(upload.replay(
                         part,
                         &target.upstream_model,
-                        sending.clone(),
+                        sending_ref.clone(),
                     )),
                     None => UpstreamBody::Full(Full::new(body.clone())),
                 });
@@ -434,7 +437,7 @@ impl Proxy {
                 *request.uri_mut() = uri.clone();
                 *request.headers_mut() =
                     upstream_headers(call.headers, target, prepared.wires.is_some());
-                if let Some((v, client_state)) = &traceparent {
+                if let Some((v, client_state)) = traceparent {
                     // The attempt's span is the upstream's parent; a
                     // client's `tracestate` goes on only with its trace.
                     let h = request.headers_mut();
@@ -455,24 +458,30 @@ impl Proxy {
                 // first-byte clock starts when this attempt's body has
                 // all been sent (a slow client's upload, or a failover's
                 // resend of a large one, may take longer than the
-                // timeout); the deadline runs throughout.
-                let first_byte = upload_clock(
-                    sending.subscribe(),
-                    settings.first_byte_timeout,
-                    target.provider.timeout,
-                );
-                tokio::select! {
-                    biased;
-                    // An upload that fails (too large, too slow) ends the
-                    // attempt at once, whatever the upstream does with the
-                    // cut body.
-                    f = upload.failed() => return Err(AttemptError::Upload(f.kind, f.message)),
-                    r = exchange => Ok(r),
-                    () = tokio::time::sleep(left) => return Err(AttemptError::Deadline),
-                    e = first_byte => return Err(e),
-                }
+                // timeout); the deadline runs throughout. Boxed: an
+                // upload's clocks would make every attempt's future (and
+                // so every request's) larger.
+                let raced = Box::pin(async {
+                    let first_byte = upload_clock(
+                        sending.subscribe(),
+                        settings.first_byte_timeout,
+                        target.provider.timeout,
+                    );
+                    tokio::select! {
+                        biased;
+                        // An upload that fails (too large, too slow) ends
+                        // the attempt at once, whatever the upstream does
+                        // with the cut body.
+                        f = upload.failed() => Err(AttemptError::Upload(f.kind, f.message)),
+                        r = exchange() => Ok(r),
+                        () = tokio::time::sleep(left) => Err(AttemptError::Deadline),
+                        e = first_byte => Err(e),
+                    }
+                })
+                .await;
+                Ok(raced?)
             }
-            _ => tokio::time::timeout(limit, exchange).await,
+            _ => tokio::time::timeout(limit, exchange()).await,
         };
         match outcome {
             Err(_) if by_deadline => Err(AttemptError::Deadline),

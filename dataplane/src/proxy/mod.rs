@@ -179,8 +179,9 @@ struct Pending {
     encoded: FieldWriter,
     started: Instant,
     /// The request's hold on its limits' buckets, until its response
-    /// ends (it moves into the response body's [`Finish`]).
-    admission: Option<crate::limits::Admission>,
+    /// ends (it moves into the response body's [`Finish`]); boxed, as
+    /// few requests have one and every request moves this struct.
+    admission: Option<Box<crate::limits::Admission>>,
     /// The rate-limit headers, Retry-After and x-should-retry to answer with.
     limits: admit::LimitView,
     /// The request's spans, when it is traced (it moves into [`Finish`]
@@ -191,7 +192,7 @@ struct Pending {
     live: Option<crate::live::Registration>,
     /// An audio or image request: what its record's quantities and its
     /// form are read from at the end (it moves into [`Finish`]).
-    media: Option<media::MediaRequest>,
+    media: Option<Box<media::MediaRequest>>,
     /// The task reading a multipart upload, stopped when the request's
     /// handler is done.
     pumping: Option<upload::Pumping>,
@@ -678,13 +679,13 @@ impl Proxy {
             }
         }
         if endpoint.api().media() {
-            pending.media = Some(media::MediaRequest {
+            pending.media = Some(Box::new(media::MediaRequest {
                 endpoint,
                 json: upload.is_none().then(|| raw.clone()),
                 form: upload.as_ref().map(|(u, _)| u.form()),
                 audio: upload.as_ref().map(|(u, _)| u.audio()),
                 log_cap: log_bodies.then_some(cap),
-            });
+            }));
         }
 
         let not_object = || {

@@ -341,16 +341,16 @@ pub struct Finish {
     pub counted: bool,
     /// The request's hold on its limits: slots given back when the
     /// response ends, tokens and cost settled once they are known.
-    pub admission: Option<crate::limits::Admission>,
+    pub admission: Option<Box<crate::limits::Admission>>,
     /// The request's spans, when it is traced.
     pub trace: Option<Box<RequestTrace>>,
     /// An audio or image request: its quantities are read at the end,
     /// its tokens never estimated.
-    pub media: Option<super::media::MediaRequest>,
+    pub media: Option<Box<super::media::MediaRequest>>,
     /// A media answer's whole body (when it was read whole), for its usage.
     pub media_response: Option<bytes::Bytes>,
     /// A media request's quantities, once read from its answer.
-    pub quantities: Option<Quantities>,
+    pub quantities: Option<Box<Quantities>>,
 }
 
 impl Finish {
@@ -438,7 +438,7 @@ impl Finish {
         if needed && audio.is_none() {
             q.audio_source = super::media::AUDIO_UNKNOWN;
         }
-        self.quantities = Some(q);
+        self.quantities = Some(Box::new(q));
         audio.filter(|_| needed)
     }
 
@@ -478,7 +478,7 @@ impl Finish {
             m.log_form(&mut f.encoded);
             m.mark_stream(&mut r);
             if f.counted {
-                let q = f.quantities.take().unwrap_or_else(|| {
+                let q = f.quantities.take().map(|q| *q).unwrap_or_else(|| {
                     super::media::quantities(m.endpoint, &m.request(), f.media_response.as_deref())
                 });
                 q.record(&mut r);
@@ -535,7 +535,7 @@ impl Finish {
                 r.input_tokens + r.cache_read_tokens + r.cache_creation_tokens + r.output_tokens;
             // Budgets count micro-dollars: the exact cost, rounded half up.
             let micros = u64::try_from(r.cost_nanos.saturating_add(500) / 1000).unwrap_or(0);
-            a.settle(tokens, micros);
+            (*a).settle(tokens, micros);
         }
         (r, f.encoded)
     }
