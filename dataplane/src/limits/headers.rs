@@ -58,9 +58,7 @@ pub fn write(style: Style, rates: &RateInfo, now_ms: i64, headers: &mut HeaderMa
         if let Some(v) = recent(Tag::Number, r.limit, || Some(HeaderValue::from(r.limit))) {
             headers.insert(limit, v);
         }
-        if let Some(v) = number(r.remaining) {
-            headers.insert(remaining, v);
-        }
+        headers.insert(remaining, HeaderValue::from(r.remaining));
         let reset_value = match style {
             Style::Anthropic => {
                 let at = r.reset_at_ms;
@@ -103,7 +101,10 @@ fn text(f: impl FnOnce(&mut Buf)) -> Option<HeaderValue> {
 /// repeats on every response until it is changed and a reset time for a
 /// second or a window, and a clone of a value is a reference count where a
 /// new one is a formatting and an allocation. Direct-mapped: a value whose
-/// slot another took is written again.
+/// slot another took is written again. Limits have slots of their own
+/// (the first half), apart from times: a reset time that took a limit's
+/// slot would otherwise evict it on every response for that second, and
+/// be evicted by it, both written anew each time.
 type Recent = [Option<(Tag, u64, HeaderValue)>; 16];
 
 thread_local! {
@@ -111,7 +112,8 @@ thread_local! {
 }
 
 fn recent(tag: Tag, n: u64, make: impl FnOnce() -> Option<HeaderValue>) -> Option<HeaderValue> {
-    let slot = ((n ^ (tag as u64) << 56).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60) as usize;
+    let half = if tag == Tag::Number { 0 } else { 8 };
+    let slot = half + ((n ^ (tag as u64) << 56).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 61) as usize;
     let hit = RECENT
         .try_with(|cell| match &cell.try_borrow().ok()?[slot] {
             Some((t, m, v)) if *t == tag && *m == n => Some(v.clone()),
@@ -130,67 +132,6 @@ fn recent(tag: Tag, n: u64, make: impl FnOnce() -> Option<HeaderValue>) -> Optio
         }
     });
     Some(v)
-}
-
-/// A number as a header value, cut from a buffer this thread shares
-/// among values: a value of its own would be an allocation and a free on
-/// every response (the `remaining` figures change on each), where a cut
-/// is a reference count. A buffer is freed with the last value cut from
-/// it.
-fn number(n: u64) -> Option<HeaderValue> {
-    let mut text = [0u8; 20];
-    let digits = decimal(n, &mut text);
-    let cut = DIGITS
-        .try_with(|cell| {
-            let mut buf = cell.try_borrow_mut().ok()?;
-            if buf.capacity() - buf.len() < digits.len() {
-                *buf = bytes::BytesMut::with_capacity(DIGITS_BUFFER);
-            }
-            buf.extend_from_slice(digits);
-            Some(buf.split().freeze())
-        })
-        .ok()
-        .flatten();
-    match cut {
-        Some(b) => HeaderValue::from_maybe_shared(b).ok(),
-        // (A thread being torn down has no buffer.)
-        None => Some(HeaderValue::from(n)),
-    }
-}
-
-/// "00" to "99": two digits a step halve the divisions of a number.
-const PAIRS: &[u8; 200] = b"\
-0001020304050607080910111213141516171819\
-2021222324252627282930313233343536373839\
-4041424344454647484950515253545556575859\
-6061626364656667686970717273747576777879\
-8081828384858687888990919293949596979899";
-
-/// `n` in decimal, written at the end of `text` (u64::MAX has 20 digits).
-fn decimal(mut n: u64, text: &mut [u8; 20]) -> &[u8] {
-    let mut at = text.len();
-    while n >= 100 {
-        let pair = (n % 100) as usize * 2;
-        n /= 100;
-        at -= 2;
-        text[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-    }
-    if n >= 10 {
-        let pair = n as usize * 2;
-        at -= 2;
-        text[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-    } else {
-        at -= 1;
-        text[at] = b'0' + n as u8;
-    }
-    &text[at..]
-}
-
-/// The size of a thread's buffer of numbers: a few hundred values.
-const DIGITS_BUFFER: usize = 4096;
-
-thread_local! {
-    static DIGITS: std::cell::RefCell<bytes::BytesMut> = std::cell::RefCell::new(bytes::BytesMut::new());
 }
 
 /// A few bytes of text on the stack (a header value being written).
@@ -267,33 +208,6 @@ mod tests {
     use crate::limits::Rate;
 
     #[test]
-    fn numbers_cut_from_the_shared_buffer_say_their_own_figure() {
-        let mut text = [0u8; 20];
-        for n in [
-            0,
-            9,
-            10,
-            99,
-            100,
-            101,
-            999,
-            1000,
-            12_345,
-            10u64.pow(19),
-            u64::MAX,
-        ] {
-            assert_eq!(decimal(n, &mut text), n.to_string().as_bytes());
-        }
-        // Past one buffer's worth, and each value still its own.
-        let values: Vec<(u64, HeaderValue)> = (0..2 * DIGITS_BUFFER as u64)
-            .map(|i| (i * 7919, number(i * 7919).unwrap()))
-            .collect();
-        for (n, v) in &values {
-            assert_eq!(v.to_str().unwrap(), n.to_string());
-        }
-    }
-
-    #[test]
     fn durations_in_openai_form() {
         assert_eq!(duration(59), "59ms");
         assert_eq!(duration(0), "0ms");
@@ -307,6 +221,32 @@ mod tests {
     fn times_in_rfc3339() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_796_242_192_500), "2026-12-02T20:09:53Z");
+    }
+
+    /// A reset time, which changes every second, never takes a limit's
+    /// place in the cache (the two evicting each other made every response
+    /// of such a second write both anew).
+    #[test]
+    fn reset_times_never_evict_a_limit() {
+        let limit = 1_000_000_000;
+        for s in 1..200i64 {
+            let rates = RateInfo {
+                requests: Some(Rate {
+                    limit,
+                    remaining: 5,
+                    reset_at_ms: 60_000 + s * 1000,
+                }),
+                tokens: None,
+            };
+            write(Style::OpenAi, &rates, 60_000, &mut HeaderMap::new());
+            let held = RECENT.with(|c| {
+                c.borrow()
+                    .iter()
+                    .flatten()
+                    .any(|(t, n, _)| *t == Tag::Number && *n == limit)
+            });
+            assert!(held, "evicted by the reset {s}s");
+        }
     }
 
     #[test]

@@ -806,6 +806,22 @@ mod tests {
         (l, key)
     }
 
+    /// Key "k" and model "m" with their limits.
+    fn key_and_model<'a>(key: &'a Limits, model: &'a Limits) -> [Subject<'a>; 2] {
+        [
+            Subject {
+                scope: Scope::Key,
+                name: "k",
+                limits: key,
+            },
+            Subject {
+                scope: Scope::Model,
+                name: "m",
+                limits: model,
+            },
+        ]
+    }
+
     fn connect(l: &Limiter, data_planes: u32) {
         let mut link = l.link.lock().unwrap();
         link.open = true;
@@ -922,18 +938,7 @@ mod tests {
         connect(&l, 1);
         let key = limits(|l| l.max_concurrency = Some(2));
         let model = limits(|l| l.max_concurrency = Some(1));
-        let subjects = [
-            Subject {
-                scope: Scope::Key,
-                name: "k",
-                limits: &key,
-            },
-            Subject {
-                scope: Scope::Model,
-                name: "m",
-                limits: &model,
-            },
-        ];
+        let subjects = key_and_model(&key, &model);
         // Slack alone before a grant: ceil(2 × 10% / 1) = 1 for the key.
         let first = l.admit(&subjects, 0, 10).unwrap();
         let r = l.admit(&subjects, 0, 10).unwrap_err();
@@ -971,18 +976,7 @@ mod tests {
         });
         // Slack alone before a grant: one request a window.
         let model = limits(|l| l.rpm = Some(1));
-        let subjects = [
-            Subject {
-                scope: Scope::Key,
-                name: "k",
-                limits: &key,
-            },
-            Subject {
-                scope: Scope::Model,
-                name: "m",
-                limits: &model,
-            },
-        ];
+        let subjects = key_and_model(&key, &model);
         let first = l.admit(&subjects, 30, 100).unwrap();
         {
             // The budget's spend arrives (0 so far).
