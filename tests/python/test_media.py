@@ -29,7 +29,7 @@ import pytest
 from conftest import Gateway, uid, wait_until
 
 SPEECH_CHUNK = 4096
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent.parent.parent / "dataplane" / "testdata"
 
 
 def wav_bytes(seconds: float, rate: int = 8000) -> bytes:
@@ -559,7 +559,7 @@ def test_a_text_answer_is_charged_the_measured_seconds(gw: Gateway, fmt: str) ->
     cases = [
         # 12,000 frames at 8 kHz: 1.5 s.
         (client.audio.transcriptions, ("a.wav", wav_bytes(1.5), "audio/wav"), 1500),
-        # fixtures/tone.mp3: 16,000 samples at 16 kHz by LAME (its Info
+        # dataplane/testdata/tone.mp3: 16,000 samples at 16 kHz by LAME (its Info
         # tag states the frames, less the encoder's delay and padding): 1 s.
         (client.audio.translations, ("tone.mp3", (FIXTURES / "tone.mp3").read_bytes(), "audio/mpeg"),
          1000),

@@ -134,14 +134,14 @@ mod tests {
 
     #[test]
     fn an_mp3_is_measured_by_its_header_else_its_frames() {
-        // tests/python/fixtures/tone.mp3: 1.0 s at 16 kHz (16,000 samples)
+        // dataplane/testdata/tone.mp3: 1.0 s at 16 kHz (16,000 samples)
         // by LAME at 64 kb/s, with its Info tag (the frame count, the
         // encoder's delay and padding): exactly 1 s.
-        let mp3 = include_bytes!("../../../tests/python/fixtures/tone.mp3");
+        let mp3 = include_bytes!("../../testdata/tone.mp3");
         assert_eq!(of(mp3.to_vec(), "tone.mp3"), Ok(1000));
         // The same without the tag (lame -t): its 30 frames of 576
         // samples, delay and padding included, 17,280 / 16,000 s.
-        let bare = include_bytes!("../../../tests/python/fixtures/tone-noxing.mp3");
+        let bare = include_bytes!("../../testdata/tone-noxing.mp3");
         assert_eq!(of(bare.to_vec(), "tone"), Ok(1080));
     }
 
