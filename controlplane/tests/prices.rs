@@ -393,9 +393,10 @@ both! {
             .unwrap();
         }
         let from = now_ms() + 3_600_000;
-        // Index 1 is 'b', 2 the second 'a'; 7 is no target and goes.
+        // Index 1 is 'b', 2 the second 'a'; 7 is no target and goes, and
+        // so does "1x", which is no index (not a second 'b').
         let rows = [
-            (from, r#"{"model":{"tokens":{"input":"5"}},"targets":{"1":{"tokens":{"input":"2"}},"2":{"per_request":"0.000000001"},"7":{}}}"#),
+            (from, r#"{"model":{"tokens":{"input":"5"}},"targets":{"1":{"tokens":{"input":"2"}},"2":{"per_request":"0.000000001"},"7":{},"1x":{"tokens":{"input":"9"}}}}"#),
             (1, r#"{"model":{"tokens":{"input":"1"}}}"#),
             (2, "not json"),
         ];

@@ -5,7 +5,8 @@
 -- position at its time. Now `prices` holds them as a list of
 --   {"provider": P, "upstream_model": M, "occurrence": N, "prices": {...}}
 -- (`occurrence`: which of the model's targets with that provider and
--- upstream model, 0 first, in target order; absent for 0). Existing rows
+-- upstream model, 0 first, in target order; written here for every
+-- target, and read as 0 where it is absent). Existing rows
 -- are rewritten here against the model's targets as they are now, which
 -- is how they were read until now: an index with no target now was
 -- ignored, and is dropped. Rows that are not valid JSON are left as they

@@ -5,7 +5,8 @@
 -- position at its time. Now `prices` holds them as a list of
 --   {"provider": P, "upstream_model": M, "occurrence": N, "prices": {...}}
 -- (`occurrence`: which of the model's targets with that provider and
--- upstream model, 0 first, in target order; absent for 0). Existing rows
+-- upstream model, 0 first, in target order; written here for every
+-- target, and read as 0 where it is absent). Existing rows
 -- are rewritten here against the model's targets as they are now, which
 -- is how they were read until now: an index with no target now was
 -- ignored, and is dropped. Rows that are not valid JSON are left as they
@@ -30,8 +31,12 @@ SET prices = json_set(
         FROM json_each(price_history.prices, '$.targets') AS j
         JOIN models m ON m.name = price_history.model
         JOIN model_targets t
-          ON t.model_id = m.id AND j.key GLOB '[0-9]*' AND t.position = CAST(j.key AS INTEGER)
+          ON t.model_id = m.id
+         AND j.key <> '' AND j.key NOT GLOB '*[^0-9]*' AND length(j.key) <= 9
+         AND t.position = CAST(j.key AS INTEGER)
         JOIN providers p ON p.id = t.provider_id
     ))
 )
-WHERE json_valid(prices) AND json_type(prices, '$.targets') = 'object';
+-- (SQLite does not promise to evaluate AND's sides in order, and
+-- json_type of text that is not JSON is an error: CASE guards it.)
+WHERE CASE WHEN json_valid(prices) THEN json_type(prices, '$.targets') END = 'object';

@@ -92,6 +92,11 @@ impl Secret<'_> {
         if text.is_empty() {
             bail!("{from}: it is empty (to remove the value, give --{flag} '' or its --no- flag)");
         }
+        // A file gives its first line; a variable's value is taken whole,
+        // and a secret holds no line break.
+        if text.contains(['\n', '\r']) {
+            bail!("{from}: it holds more than one line; a secret is one line");
+        }
         Ok(Some(text.to_string()))
     }
 }
@@ -113,6 +118,7 @@ mod tests {
         match var {
             "SET" => Some(" sk-env-1234\n".into()),
             "EMPTY" => Some(String::new()),
+            "LINES" => Some("sk-one\nsk-two\n".into()),
             _ => None,
         }
     }
@@ -153,6 +159,10 @@ mod tests {
             (
                 secret(None, None, Some("EMPTY")),
                 "--api-key-env EMPTY: it is empty",
+            ),
+            (
+                secret(None, None, Some("LINES")),
+                "--api-key-env LINES: it holds more than one line",
             ),
             (secret(None, Some(&blank), None), "it is empty"),
             (secret(None, Some(&missing), None), "cannot read it"),

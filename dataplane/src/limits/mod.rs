@@ -110,10 +110,13 @@ impl EntryState {
     }
 
     /// The window of `kind` holding `now_ms` under the current limits
-    /// ([`EntryState::set_limits`] first).
+    /// ([`EntryState::set_limits`] first). A time before the current
+    /// window (a request that read the clock just before another one
+    /// moved the window on, or a clock stepped back) stays in it: going
+    /// back would roll the bucket to the old window and forget its use.
     fn window(&mut self, kind: Kind, now_ms: i64) -> (i64, i64) {
         let w = &mut self.windows[kind_index(kind)];
-        if !(w.0 <= now_ms && now_ms < w.1) {
+        if now_ms >= w.1 {
             if let Some(l) = &self.limits {
                 *w = l.window(kind, now_ms);
             }
@@ -959,6 +962,33 @@ mod tests {
         drop(again);
     }
 
+    /// An admission with an earlier clock than the window's (a request
+    /// that read it just before another moved the window on) counts in
+    /// the current window and leaves its bucket as it was.
+    #[test]
+    fn an_earlier_clock_never_takes_a_bucket_back_a_window() {
+        let l = Limiter::new();
+        connect(&l, 1);
+        let key = limits(|l| l.rpm = Some(100));
+        let subject = [Subject {
+            scope: Scope::Key,
+            name: "k",
+            limits: &key,
+        }];
+        let bucket = |l: &Limiter| {
+            let e = l.entry(Scope::Key, "k");
+            let st = e.lock();
+            let b = st.buckets[kind_index(Kind::Rpm)].as_ref().unwrap();
+            (b.window_start_ms, b.used)
+        };
+        l.admit_at(&subject, 0, 100, 120_000).unwrap();
+        l.admit_at(&subject, 0, 100, 120_001).unwrap();
+        assert_eq!(bucket(&l), (120_000, 2));
+        let r = l.admit_at(&subject, 0, 100, 119_900).unwrap();
+        assert_eq!(bucket(&l), (120_000, 3));
+        assert_eq!(r.rates.requests.map(|r| r.reset_at_ms), Some(180_000));
+    }
+
     /// A later subject's refusal gives back what the earlier ones took, of
     /// every kind, and the refusal's headers still show the key's rates.
     #[test]
@@ -995,13 +1025,29 @@ mod tests {
                     .map(|b| (b.used, b.reserved, b.admitted_unknown))
             })
         };
+        let demand = |l: &Limiter| {
+            let e = l.entry(Scope::Key, "k");
+            let st = e.lock();
+            Kind::ALL.map(|k| st.buckets[kind_index(k)].as_ref().map(|b| b.demand))
+        };
         let before = used(&l);
+        let asked = demand(&l);
         let r = l.admit(&subjects, 30, 100).unwrap_err();
         assert_eq!(r.label(), "model:rpm");
         assert_eq!(used(&l), before);
+        // Each bucket still heard the request asked (the next report's
+        // `wanted`): one request, 30 tokens, a slot, a budget check.
+        let grew: Vec<_> = demand(&l)
+            .iter()
+            .zip(asked)
+            .map(|(now, then)| now.unwrap() - then.unwrap())
+            .collect();
+        assert_eq!(grew, [1, 30, 1, 1]);
         let requests = r.rates.requests.unwrap();
         assert_eq!((requests.limit, requests.remaining), (1, 0));
-        assert_eq!(r.rates.tokens.map(|t| t.limit), Some(10_000));
+        // As the request would have left them: 30 reserved before, 30 now.
+        let tokens = r.rates.tokens.unwrap();
+        assert_eq!((tokens.limit, tokens.remaining), (10_000, 9_940));
         drop(first);
     }
 

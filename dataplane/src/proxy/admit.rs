@@ -157,11 +157,10 @@ impl Proxy {
         };
         let slack = table.settings.quota_slack_percent;
         let mut waiting: Option<(tokio::sync::watch::Receiver<u64>, tokio::time::Instant)> = None;
-        // The clock the request read as it arrived, microseconds ago; a
-        // try after waiting reads it again.
-        let mut now = pending.record().time_ms;
         loop {
-            match self.limiter.admit_at(subjects, tokens, slack, now) {
+            // The clock now: the request's arrival can be seconds ago (its
+            // body, an upload's form before its model), in another window.
+            match self.limiter.admit(subjects, tokens, slack) {
                 Ok(a) => {
                     pending.limits.rates = a.rates;
                     // Request rates alone leave nothing to give back.
@@ -177,14 +176,12 @@ impl Proxy {
                         let mut applied = self.limiter.applied();
                         applied.borrow_and_update();
                         waiting = Some((applied, tokio::time::Instant::now() + SPEND_WAIT));
-                        now = crate::limits::now_ms();
                     }
                     Some((applied, until)) => {
                         let arrived = tokio::time::timeout_at(*until, applied.changed()).await;
                         if !matches!(arrived, Ok(Ok(()))) {
                             return Err(self.refused(&r, pending));
                         }
-                        now = crate::limits::now_ms();
                     }
                 },
                 Err(r) => return Err(self.refused(&r, pending)),

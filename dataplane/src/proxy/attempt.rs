@@ -506,8 +506,25 @@ async fn upload_clock(
     loop {
         let now = *sending.borrow_and_update();
         if now.done {
-            tokio::time::sleep(first_byte).await;
-            return AttemptError::FirstByteTimeout;
+            // A resend within the exchange (an HTTP/2 refusal) starts the
+            // body again, and with it this clock; other news of a sent
+            // body changes nothing.
+            let until = tokio::time::Instant::now() + first_byte;
+            loop {
+                tokio::select! {
+                    r = sending.changed() => {
+                        if r.is_err() {
+                            tokio::time::sleep_until(until).await;
+                            return AttemptError::FirstByteTimeout;
+                        }
+                        if !sending.borrow().done {
+                            break;
+                        }
+                    }
+                    () = tokio::time::sleep_until(until) => return AttemptError::FirstByteTimeout,
+                }
+            }
+            continue;
         }
         let progress = sending.changed();
         if now.holding {
@@ -672,3 +689,42 @@ pub(super) async fn read_capped(resp: Response<Incoming>, deadline: Instant) -> 
 
 /// An error with its causes, which hyper keeps in `source()`.
 pub(super) use llmgw_core::error_chain;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A resend within the exchange starts the body, and so the first-byte
+    /// clock, again: the clock runs from the resent body's end, not the
+    /// first one's. News of a body still sent changes nothing.
+    #[tokio::test]
+    async fn a_resent_body_starts_the_first_byte_clock_again() {
+        let (tx, rx) = tokio::sync::watch::channel(upload::Sending {
+            pieces: 1,
+            holding: true,
+            done: true,
+        });
+        let first_byte = Duration::from_millis(300);
+        let started = Instant::now();
+        let clock = tokio::spawn(upload_clock(rx, first_byte, Duration::from_secs(30)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The connection asks for more after the last piece: still sent.
+        tx.send_modify(|s| s.holding = false);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Refused and sent again.
+        tx.send_replace(upload::Sending::default());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let resent = Instant::now();
+        tx.send_replace(upload::Sending {
+            pieces: 1,
+            holding: true,
+            done: true,
+        });
+        let e = tokio::time::timeout(Duration::from_secs(10), clock)
+            .await
+            .expect("the clock ends")
+            .unwrap();
+        assert!(matches!(e, AttemptError::FirstByteTimeout), "{e:?}");
+        assert!(resent.elapsed() >= first_byte, "{:?}", started.elapsed());
+    }
+}

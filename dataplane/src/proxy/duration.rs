@@ -6,8 +6,11 @@
 //! MP4/M4A, Matroska/WebM), never a decoder: the duration a container
 //! states for the audio track (WAV's data size, an MP3's Xing/LAME frame
 //! count less the encoder's delay and padding, FLAC's STREAMINFO, an MP4's
-//! track duration), else the sum of its packets' durations read without
-//! decoding them. It runs on a blocking thread, once the response is over,
+//! track duration), checked against the sum of its packets' durations
+//! read without decoding them. A statement shorter than the packets by
+//! more than an encoder's delay and padding (8,719 samples) is the
+//! client's word against the audio, and the packets are charged: a file
+//! cannot state much less audio than it holds. It runs on a blocking thread, once the response is over,
 //! over the upload's stored bytes ([`super::upload::Audio`]); a file that is
 //! none of these, or broken, is reported as an error, which the record
 //! names (`audio_source: "unknown"`).
@@ -70,11 +73,12 @@ pub fn measure(source: Box<dyn MediaSource>, name: &str) -> Result<u64, String> 
         }
     });
     let time_base = time_base.ok_or("the audio track has no time base")?;
-    // The container's own count, when it states one.
-    if let Some(d) = track.duration {
-        return Ok(millis(d.get(), time_base));
-    }
-    // Else every packet's duration, without decoding.
+    // What the container states is the client's word (an MP3's Xing frame
+    // count, an MP4's track duration), while the upstream bills the audio
+    // it hears: every packet is counted too, without decoding. The
+    // statement stands when it is at most an encoder's delay and padding
+    // short of the count ([`GAPLESS_SLACK`]); else the count is charged.
+    let stated = track.duration.map(|d| d.get());
     let mut ticks = 0u64;
     loop {
         match reader.next_packet() {
@@ -82,11 +86,36 @@ pub fn measure(source: Box<dyn MediaSource>, name: &str) -> Result<u64, String> 
             Ok(Some(_)) => {}
             Ok(None) => break,
             // A damaged end: what was read before it counts.
-            Err(_) if ticks > 0 => break,
+            Err(_) if ticks > 0 || stated.is_some() => break,
             Err(e) => return Err(format!("the audio could not be read ({e})")),
         }
     }
-    Ok(millis(ticks, time_base))
+    let charged = match stated {
+        Some(st) if st >= ticks || ticks - st <= gapless_slack(time_base) => st,
+        _ => ticks,
+    };
+    Ok(millis(charged, time_base))
+}
+
+/// The most an encoder's delay and padding take from the frames a file
+/// holds, in samples: LAME's tag states each in 12 bits, and the decoder
+/// adds 529 samples of delay (an MP4's AAC priming is less). A statement
+/// shorter than the frames by more is not believed.
+const GAPLESS_SLACK: u64 = 4095 + 529 + 4095;
+
+/// [`GAPLESS_SLACK`] in ticks of `time_base` (a sample's tick for audio
+/// containers; none where a tick is longer than a millisecond, which no
+/// audio container uses).
+fn gapless_slack(time_base: TimeBase) -> u64 {
+    let (numer, denom) = (
+        u64::from(time_base.numer.get()),
+        u64::from(time_base.denom.get()),
+    );
+    if numer == 1 && denom >= 8000 {
+        GAPLESS_SLACK
+    } else {
+        0
+    }
 }
 
 /// `ticks` of `time_base` in milliseconds, rounded half up.
@@ -143,6 +172,22 @@ mod tests {
         // samples, delay and padding included, 17,280 / 16,000 s.
         let bare = include_bytes!("../../testdata/tone-noxing.mp3");
         assert_eq!(of(bare.to_vec(), "tone"), Ok(1080));
+    }
+
+    /// A file that states less audio than it holds is charged for what it
+    /// holds: an Info tag forged to say one frame.
+    #[test]
+    fn a_forged_frame_count_does_not_shorten_an_mp3() {
+        let mut mp3 = include_bytes!("../../testdata/tone.mp3").to_vec();
+        let at = mp3
+            .windows(4)
+            .position(|w| w == b"Info" || w == b"Xing")
+            .expect("LAME's Info tag");
+        let flags = u32::from_be_bytes(mp3[at + 4..at + 8].try_into().unwrap());
+        assert_eq!(flags & 1, 1, "the tag carries a frame count");
+        mp3[at + 8..at + 12].copy_from_slice(&1u32.to_be_bytes());
+        let ms = of(mp3, "forged.mp3").unwrap();
+        assert!(ms >= 1000, "{ms} ms");
     }
 
     #[test]
