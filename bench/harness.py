@@ -81,6 +81,12 @@ LOAD_CORE = "1"
 S5_MANY = 10_000
 S5_MANY_CHUNKS = 48
 S5_MANY_DELAY_MS = 1000
+# S5's streams at the log's body cap (64 KiB): 1,000 streams of 330 chunks
+# (about 66 KB each) 100 ms apart, so that every capture reaches the cap
+# while the streams are open.
+S5_CAPPED = 1_000
+S5_CAPPED_CHUNKS = 330
+S5_CAPPED_DELAY_MS = 100
 # Descriptors a proxy keeps for itself (the data plane's FD_RESERVE in
 # dataplane/src/lib.rs): the rest hold two per stream, client and upstream.
 S5_FD_RESERVE = 256
@@ -958,15 +964,24 @@ class Bench:
         self.s5_many(r)
 
     def s5_many(self, r):
-        """S5_MANY streams (or as many as the descriptors hold) through
-        nginx and through a data plane started for the measurement, so that
-        neither the heap of the earlier scenarios nor their pooled upstream
-        connections count: RSS just before, with every stream open, and at
-        the end (every record written at once), and KiB per open stream."""
-        n = self.s.s5_streams
-        chunks = S5_MANY_CHUNKS
+        """S5_MANY streams (or as many as the descriptors hold), then
+        S5_CAPPED streams whose responses pass the log's body cap, each
+        through nginx and through a data plane started for the measurement."""
+        n, chunks = self.s.s5_streams, S5_MANY_CHUNKS
         if self.a.quick:  # a smoke test of the scenario, not its figure
             n, chunks = min(n, 2_000), 16
+        self.s5_fresh(r, "S5-many", n, chunks, S5_MANY_DELAY_MS)
+        n, chunks, delay = S5_CAPPED, S5_CAPPED_CHUNKS, S5_CAPPED_DELAY_MS
+        if self.a.quick:
+            n, delay = 100, 10
+        self.s5_fresh(r, "S5-capped", n, chunks, delay)
+
+    def s5_fresh(self, r, scen, n, chunks, delay_ms):
+        """`n` streams of `chunks` chunks `delay_ms` apart through nginx and
+        through a data plane started for the measurement, so that neither
+        the heap of the earlier scenarios nor their pooled upstream
+        connections count: RSS just before, with every stream open, and at
+        the end (every record written at once), and KiB per open stream."""
         for name in rotated(["nginx", "llmgw"], r):
             fresh = None
             if name == "llmgw":
@@ -982,7 +997,7 @@ class Bench:
                 run_sse(t, 10, 1, 4, 1)  # the first snapshot, a first connection
                 time.sleep(1)
                 before = rss_kib(t["pid"])
-                res = run_sse(t, n, 1, chunks, S5_MANY_DELAY_MS, sample_pid=t["pid"],
+                res = run_sse(t, n, 1, chunks, delay_ms, sample_pid=t["pid"],
                               parallelism=200, timeout=600)
                 if fresh:
                     self.s.wait_logs_shipped(port=port)
@@ -991,12 +1006,12 @@ class Bench:
                     fresh.stop()
             series = res.pop("rss_series")
             # A stream lasts chunks x delay; none ends before that.
-            during = open_rss_kib(series, chunks * S5_MANY_DELAY_MS / 1000)
-            res.update(streams=n, before_rss_kib=before, open_rss_kib=during,
+            during = open_rss_kib(series, chunks * delay_ms / 1000)
+            res.update(streams=n, chunks=chunks, before_rss_kib=before, open_rss_kib=during,
                        per_stream_kib=per_stream_kib(before, during, res["max_open"]))
-            self.put("S5-many", name, res)
-            log(f"S5 {n} streams {name}: before {before / 1024:.1f} MiB, all open "
-                f"{(during or 0) / 1024:.1f} MiB, peak {res['peak_rss_kib'] / 1024:.1f} MiB, "
+            self.put(scen, name, res)
+            log(f"{scen} {n} streams of {chunks} chunks {name}: before {before / 1024:.1f} MiB, "
+                f"all open {(during or 0) / 1024:.1f} MiB, peak {res['peak_rss_kib'] / 1024:.1f} MiB, "
                 f"{res['per_stream_kib'] or 0:.1f} KiB per open stream (max open {res['max_open']}, "
                 f"errors {res['errors']})")
 
@@ -1423,8 +1438,9 @@ def summarize(raw, names):
                 "max_open": min(r["max_open"] for r in rows),
                 "errors": sum(r["errors"] for r in rows),
             }
-    if "S5-many" in raw:
-        S["S5-many"] = summarize_s5_many(raw["S5-many"])
+    for scen in ("S5-many", "S5-capped"):
+        if scen in raw:
+            S[scen] = summarize_s5_many(raw[scen])
     if "S6" in raw:
         b, nb, off = (raw["S6"].get(k, []) for k in ("bodies", "no-bodies", "off"))
 
@@ -1710,6 +1726,16 @@ def table(S, names):
         if n < S5_MANY:
             row("S5", f"RSS at {S5_MANY:,} streams, projected MiB", has(lambda v: mr(v["projected_mib"], 0)))
         row("S5", "max open / errors", has(lambda v: f"{v['max_open']:,} / {v['errors']}"))
+    if "S5-capped" in S:
+        s = S["S5-capped"]
+        n = max(v["streams"] for v in s.values())
+        has = lambda f: (lambda c: f(s[c]) if c in s else "—")  # noqa: E731
+        row(f"S5 {n:,} streams at the body cap", "RSS before MiB", has(lambda v: mr(v["before_mib"], 1)))
+        row("S5", f"RSS {n:,} open (captures at the cap) MiB", has(lambda v: mr(v["open_mib"], 1)))
+        row("S5", "KiB per open stream at the cap", has(lambda v: mr(v["per_stream_kib"], 1)))
+        row("S5", "KiB per open stream at the cap, ratio to nginx",
+            has(lambda v: mr(v["per_stream_vs_nginx"], 2)))
+        row("S5", "max open / errors at the cap", has(lambda v: f"{v['max_open']:,} / {v['errors']}"))
     if "S6" in S:
         s = S["S6"]
         only = lambda v: (lambda c: v if c == "llmgw" else "—")  # noqa: E731
@@ -1773,6 +1799,9 @@ def bar(S):
     v = g("S5-many", "llmgw", "per_stream_kib", "median")
     check("S5 ≤ 100 KiB per open stream", v, 100, v is not None and v <= 100,
           f"{v:.1f} KiB" if v is not None else "—")
+    v = g("S5-capped", "llmgw", "per_stream_kib", "median")
+    check("S5 ≤ 100 KiB per open stream, every capture at the 64 KiB body cap", v, 100,
+          v is not None and v <= 100, f"{v:.1f} KiB" if v is not None else "—")
     n = g("S5-many", "llmgw", "streams")
     v = g("S5-many", "llmgw", "open_mib" if n == S5_MANY else "projected_mib", "median")
     check(f"S5 {S5_MANY:,} streams in ≤ 1 GiB", v, 1024, v is not None and v <= 1024,

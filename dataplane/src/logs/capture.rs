@@ -3,35 +3,102 @@
 //! memory than it holds: bytes go into blocks of [`BLOCK`] bytes (a block
 //! is never larger than what is left of the cap), so a long stream's
 //! capture is not one buffer that doubles as it grows, with up to half of
-//! it unused, and no byte is copied again as it grows. The blocks are
-//! joined once when the stream ends, and that copy is then copied into the
-//! record's encoding (so for a moment a finished capture is held twice;
-//! writing the blocks into the record directly would spare one copy).
+//! it unused, and no byte is copied again as it grows.
+//!
+//! A streamed response's capture lives as long as the stream, for seconds
+//! or minutes, so its filled blocks are compressed (LZ4, one block at a
+//! time, [`Capture::streaming`]): a stream's events repeat the same JSON
+//! keys and ids, and a block at the cap shrinks to a fraction. Only the
+//! block being filled is held as it is. A block that does not shrink by
+//! an eighth is kept as it was. A non-streamed answer is held for a moment
+//! only and is never compressed.
+//!
+//! The blocks are joined once when the stream ends, and that copy is then
+//! copied into the record's encoding (so for a moment a finished capture is
+//! held twice; writing the blocks into the record directly would spare one
+//! copy).
 
 use bytes::Bytes;
 
-/// Size of a capture's blocks: the most memory a capture holds unused.
+/// Size of a capture's blocks: the most memory a capture holds unused,
+/// and the unit it compresses.
 pub const BLOCK: usize = 4096;
+
+/// A filled block.
+#[derive(Debug)]
+enum Sealed {
+    /// As it arrived (not streamed, or it did not compress).
+    Raw(Vec<u8>),
+    /// LZ4-compressed, with its length before.
+    Lz4 { packed: Box<[u8]>, len: usize },
+}
+
+impl Sealed {
+    fn allocated(&self) -> usize {
+        match self {
+            Sealed::Raw(b) => b.capacity(),
+            Sealed::Lz4 { packed, .. } => packed.len(),
+        }
+    }
+
+    /// A filled block, compressed when `compress` and when it shrinks.
+    fn of(block: Vec<u8>, compress: bool) -> Sealed {
+        if !compress {
+            return Sealed::Raw(block);
+        }
+        let mut room = [0u8; PACK_ROOM];
+        let packed = if block.len() <= BLOCK {
+            match lz4_flex::block::compress_into(&block, &mut room) {
+                Ok(n) => room.get(..n).map(Box::<[u8]>::from),
+                Err(_) => None,
+            }
+        } else {
+            Some(lz4_flex::block::compress(&block).into_boxed_slice())
+        };
+        match packed {
+            Some(packed) if packed.len() < block.len() - block.len() / 8 => Sealed::Lz4 {
+                packed,
+                len: block.len(),
+            },
+            _ => Sealed::Raw(block),
+        }
+    }
+}
+
+/// Room for one compressed [`BLOCK`] (LZ4's bound for it), on the stack.
+const PACK_ROOM: usize = lz4_flex::block::get_maximum_output_size(BLOCK);
 
 /// What the log keeps of a response, up to a cap.
 #[derive(Debug, Default)]
 pub struct Capture {
-    /// Filled blocks, then the one being filled; every block was allocated
-    /// with the room it may use, no more.
-    blocks: Vec<Vec<u8>>,
+    /// Filled blocks.
+    sealed: Vec<Sealed>,
+    /// The block being filled, allocated with the room it may use, no more.
+    open: Vec<u8>,
     len: usize,
     cap: usize,
     truncated: bool,
+    /// Compress filled blocks (a streamed response).
+    compress: bool,
 }
 
 impl Capture {
-    /// A capture that keeps at most `cap` bytes (0: keeps nothing).
+    /// A capture that keeps at most `cap` bytes (0: keeps nothing), as
+    /// they arrived.
     pub fn new(cap: usize) -> Self {
         Capture {
-            blocks: Vec::new(),
-            len: 0,
             cap,
-            truncated: false,
+            ..Capture::default()
+        }
+    }
+
+    /// A capture for a streamed response, held while the stream lasts: its
+    /// filled blocks are compressed.
+    pub fn streaming(cap: usize) -> Self {
+        Capture {
+            cap,
+            compress: true,
+            ..Capture::default()
         }
     }
 
@@ -44,22 +111,25 @@ impl Capture {
             b = &b[..room];
         }
         while !b.is_empty() {
-            let block = match self.blocks.last_mut() {
-                Some(last) if last.len() < last.capacity() => last,
-                _ => {
-                    // A chunk larger than a block gets a block of its size.
-                    let size = b.len().max(BLOCK).min(self.cap - self.len);
-                    self.blocks.push(Vec::with_capacity(size));
-                    let Some(last) = self.blocks.last_mut() else {
-                        return;
-                    };
-                    last
+            if self.open.len() == self.open.capacity() {
+                if !self.open.is_empty() {
+                    // Full: sealed (when compressing, it already was).
+                    let full = std::mem::take(&mut self.open);
+                    self.sealed.push(Sealed::of(full, self.compress));
                 }
-            };
-            let n = b.len().min(block.capacity() - block.len());
-            block.extend_from_slice(&b[..n]);
+                // A chunk larger than a block gets a block of its size.
+                let size = b.len().max(BLOCK).min(self.cap - self.len);
+                self.open = Vec::with_capacity(size);
+            }
+            let n = b.len().min(self.open.capacity() - self.open.len());
+            self.open.extend_from_slice(&b[..n]);
             self.len += n;
             b = &b[n..];
+            if self.compress && self.open.len() == self.open.capacity() {
+                // Full (at the cap, nothing more comes): compressed now.
+                let full = std::mem::take(&mut self.open);
+                self.sealed.push(Sealed::of(full, true));
+            }
         }
     }
 
@@ -72,37 +142,58 @@ impl Capture {
         self.len == 0
     }
 
-    /// Whether bytes were left out at the cap.
     /// The most it keeps (0: nothing).
     pub fn cap(&self) -> usize {
         self.cap
     }
 
+    /// Whether bytes were left out at the cap.
     pub fn truncated(&self) -> bool {
         self.truncated
     }
 
     /// Bytes of memory the blocks hold, used or not.
     pub fn allocated(&self) -> usize {
-        self.blocks.iter().map(Vec::capacity).sum()
+        self.sealed.iter().map(Sealed::allocated).sum::<usize>() + self.open.capacity()
     }
 
     /// The kept bytes in one piece (a single block as it is), leaving the
     /// capture empty.
     pub fn take(&mut self) -> Bytes {
-        let blocks = std::mem::take(&mut self.blocks);
+        let sealed = std::mem::take(&mut self.sealed);
+        let open = std::mem::take(&mut self.open);
         let len = std::mem::take(&mut self.len);
-        if blocks.len() == 1 {
-            return blocks
-                .into_iter()
-                .next()
-                .map(Bytes::from)
-                .unwrap_or_default();
+        if sealed.is_empty() {
+            return Bytes::from(open);
         }
+        // One block as it arrived: given as it is.
+        let sealed = match <[Sealed; 1]>::try_from(sealed) {
+            Ok([Sealed::Raw(b)]) if open.is_empty() => return Bytes::from(b),
+            Ok(one) => Vec::from(one),
+            Err(many) => many,
+        };
         let mut out = Vec::with_capacity(len);
-        for b in &blocks {
-            out.extend_from_slice(b);
+        for block in sealed {
+            match block {
+                Sealed::Raw(b) => out.extend_from_slice(&b),
+                Sealed::Lz4 { packed, len } => {
+                    let at = out.len();
+                    out.resize(at + len, 0);
+                    let whole = out
+                        .get_mut(at..)
+                        .map(|room| lz4_flex::block::decompress_into(&packed, room));
+                    if !matches!(whole, Some(Ok(n)) if n == len) {
+                        // Not possible for bytes this capture compressed;
+                        // were it to happen, the record says it is cut.
+                        tracing::warn!("a compressed block of a response capture did not unpack");
+                        out.truncate(at);
+                        self.truncated = true;
+                        return Bytes::from(out);
+                    }
+                }
+            }
         }
+        out.extend_from_slice(&open);
         Bytes::from(out)
     }
 }
@@ -176,5 +267,99 @@ mod tests {
         let mut c = Capture::new(0);
         c.push(b"");
         assert!(!c.truncated());
+    }
+
+    /// A chat stream's events as an upstream sends them.
+    fn chat_event(i: u32) -> String {
+        format!(
+            "data: {{\"id\":\"chatcmpl-9f2a7c1e\",\"object\":\"chat.completion.chunk\",\"created\":1733270400,\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\" word{i}\"}},\"finish_reason\":null}}]}}\n\n"
+        )
+    }
+
+    #[test]
+    fn a_streamed_capture_at_the_cap_is_held_compressed_and_comes_back_exact() {
+        let cap = 64 * 1024;
+        let mut c = Capture::streaming(cap);
+        let mut sent = Vec::new();
+        let mut i = 0;
+        while sent.len() < 2 * cap {
+            let event = chat_event(i);
+            c.push(event.as_bytes());
+            sent.extend_from_slice(event.as_bytes());
+            assert!(c.allocated() <= c.len() + BLOCK);
+            i += 1;
+        }
+        assert!(c.truncated());
+        assert_eq!(c.len(), cap);
+        // Only the block being filled is held as it is; the 15 others shrink
+        // to well under a quarter.
+        assert!(
+            c.allocated() < cap / 4,
+            "{} bytes held for {cap}",
+            c.allocated()
+        );
+        let kept = c.take();
+        assert_eq!(&kept[..], &sent[..cap]);
+        assert!(c.is_empty());
+        assert_eq!(c.allocated(), 0);
+    }
+
+    #[test]
+    fn a_streamed_capture_of_bytes_that_do_not_compress_keeps_them_as_they_were() {
+        let cap = 40_000;
+        let mut c = Capture::streaming(cap);
+        let mut sent = Vec::new();
+        // xorshift: bytes LZ4 cannot shrink.
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..120 {
+            let chunk: Vec<u8> = (0..500)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x.to_le_bytes()[0]
+                })
+                .collect();
+            c.push(&chunk);
+            sent.extend_from_slice(&chunk);
+            assert!(c.allocated() < c.len() + BLOCK);
+            assert!(c.allocated() <= cap);
+        }
+        assert!(c.sealed.iter().all(|b| matches!(b, Sealed::Raw(_))));
+        assert_eq!(&c.take()[..], &sent[..cap]);
+    }
+
+    #[test]
+    fn a_streamed_capture_mixes_large_chunks_small_ones_and_raw_blocks() {
+        let mut c = Capture::streaming(1 << 20);
+        let mut sent = Vec::new();
+        let big: Vec<u8> = chat_event(1).bytes().cycle().take(3 * BLOCK + 5).collect();
+        for i in 0..50u32 {
+            let part: Vec<u8> = if i % 7 == 3 {
+                big.clone()
+            } else if i % 5 == 0 {
+                (0..300u32)
+                    .map(|j| (j.wrapping_mul(2_654_435_761) >> 24) as u8)
+                    .collect()
+            } else {
+                chat_event(i).into_bytes()
+            };
+            c.push(&part);
+            sent.extend_from_slice(&part);
+        }
+        assert!(c.sealed.iter().any(|b| matches!(b, Sealed::Lz4 { .. })));
+        assert!(!c.truncated());
+        assert_eq!(c.len(), sent.len());
+        assert_eq!(&c.take()[..], &sent[..]);
+    }
+
+    #[test]
+    fn an_answer_that_is_not_streamed_is_never_compressed() {
+        let mut c = Capture::new(1 << 20);
+        for i in 0..200 {
+            c.push(chat_event(i).as_bytes());
+        }
+        assert!(c.sealed.iter().all(|b| matches!(b, Sealed::Raw(_))));
+        assert!(c.allocated() >= c.len());
     }
 }

@@ -5,8 +5,9 @@
 use http::HeaderMap;
 use serde_json::{json, Value};
 
-use super::dialect::{push_text, u, Dialect, Endpoint, StreamSeen, Usage};
+use super::dialect::{u, Dialect, Endpoint, StreamSeen, Usage};
 use super::error::ErrorKind;
+use super::generated::Generated;
 use llmgw_core::Protocol;
 
 pub struct Anthropic;
@@ -55,7 +56,7 @@ impl Dialect for Anthropic {
         body.get("usage").filter(|u| u.is_object()).map(usage_of)
     }
 
-    fn text_of_body(&self, _endpoint: Endpoint, body: &Value, out: &mut String) {
+    fn text_of_body(&self, _endpoint: Endpoint, body: &Value, out: &mut Generated) {
         for block in body
             .get("content")
             .and_then(Value::as_array)
@@ -63,7 +64,7 @@ impl Dialect for Anthropic {
             .flatten()
         {
             if let Some(t) = block.get("text").and_then(Value::as_str) {
-                push_text(out, t);
+                out.push(t);
             }
         }
     }
@@ -100,7 +101,7 @@ impl Dialect for Anthropic {
                     .and_then(|d| d.get("text"))
                     .and_then(Value::as_str)
                 {
-                    push_text(&mut seen.text, t);
+                    seen.text.push(t);
                 }
             }
             "message_stop" => {
@@ -154,7 +155,7 @@ mod tests {
             (u.input, u.output, u.cache_read, u.cache_write),
             (10, 7, 4, 2)
         );
-        assert_eq!(seen.text, "hey");
+        assert_eq!(seen.text.kept(), "hey");
         assert!(seen.finished);
     }
 

@@ -3,6 +3,7 @@
 //! generated text sit in responses. One file per protocol implements
 //! [`Dialect`].
 
+use super::generated::Generated;
 use http::HeaderMap;
 use serde_json::Value;
 
@@ -29,7 +30,7 @@ pub trait Dialect: Send + Sync {
     /// Usage in a whole (non-streaming) response body.
     fn usage_of_body(&self, endpoint: Endpoint, body: &Value) -> Option<Usage>;
     /// Generated text in a whole response body.
-    fn text_of_body(&self, endpoint: Endpoint, body: &Value, out: &mut String);
+    fn text_of_body(&self, endpoint: Endpoint, body: &Value, out: &mut Generated);
     /// Reads one stream event: adds usage and generated text, and says
     /// whether it ends the stream normally.
     fn observe_event(&self, endpoint: Endpoint, name: &str, data: &Value, seen: &mut StreamSeen);
@@ -39,7 +40,7 @@ pub trait Dialect: Send + Sync {
 #[derive(Debug, Default)]
 pub struct StreamSeen {
     pub usage: Option<Usage>,
-    pub text: String,
+    pub text: Generated,
     pub finished: bool,
     /// The stream's own end marker was seen (`[DONE]`, `message_stop`,
     /// `response.completed`, `.incomplete` or `.failed`): once it is out,
@@ -48,15 +49,6 @@ pub struct StreamSeen {
     /// An error the upstream reported in the response (see `instream`):
     /// the status it implies and its message.
     pub error: Option<Box<(u16, String)>>,
-}
-
-/// Largest amount of generated text kept for estimating output tokens.
-pub const MAX_TEXT: usize = 1 << 20;
-
-pub fn push_text(out: &mut String, s: &str) {
-    if out.len() + s.len() <= MAX_TEXT {
-        out.push_str(s);
-    }
 }
 
 pub fn u(v: &Value, path: &[&str]) -> u64 {

@@ -8,8 +8,9 @@
 use http::HeaderMap;
 use serde_json::{json, Value};
 
-use super::dialect::{push_text, u, Dialect, Endpoint, StreamSeen, Usage};
+use super::dialect::{u, Dialect, Endpoint, StreamSeen, Usage};
 use super::error::ErrorKind;
+use super::generated::Generated;
 use llmgw_core::Protocol;
 
 pub struct Gemini;
@@ -48,7 +49,7 @@ pub fn usage_of(m: &Value) -> Option<Usage> {
     })
 }
 
-fn text_of_chunk(chunk: &Value, out: &mut String) {
+fn text_of_chunk(chunk: &Value, out: &mut Generated) {
     for c in chunk
         .get("candidates")
         .and_then(Value::as_array)
@@ -62,7 +63,7 @@ fn text_of_chunk(chunk: &Value, out: &mut String) {
             .flatten()
         {
             if let Some(t) = p.get("text").and_then(Value::as_str) {
-                push_text(out, t);
+                out.push(t);
             }
         }
     }
@@ -110,7 +111,7 @@ impl Dialect for Gemini {
         body.get("usageMetadata").and_then(usage_of)
     }
 
-    fn text_of_body(&self, _endpoint: Endpoint, body: &Value, out: &mut String) {
+    fn text_of_body(&self, _endpoint: Endpoint, body: &Value, out: &mut Generated) {
         match body.as_array() {
             Some(items) => items.iter().for_each(|c| text_of_chunk(c, out)),
             None => text_of_chunk(body, out),
@@ -154,13 +155,13 @@ mod tests {
                 reasoning: 5
             }
         );
-        let mut t = String::new();
+        let mut t = Generated::default();
         Gemini.text_of_body(
             Endpoint::GeminiGenerate,
             &json!([body.clone(), body]),
             &mut t,
         );
-        assert_eq!(t, "hihi");
+        assert_eq!(t.kept(), "hihi");
         let e: Value =
             serde_json::from_slice(&Gemini.error_body(ErrorKind::InvalidKey, "no")).unwrap();
         assert_eq!(e["error"]["status"], "UNAUTHENTICATED");

@@ -13,6 +13,7 @@ mod duration;
 pub mod error;
 mod estimate;
 mod gemini;
+mod generated;
 mod head;
 mod hold;
 mod instream;

@@ -59,7 +59,11 @@ impl Observer {
             stop_reason: String::new(),
             whole: BytesMut::new(),
             whole_overflow: false,
-            logged: Capture::new(log_cap),
+            logged: if streaming {
+                Capture::streaming(log_cap)
+            } else {
+                Capture::new(log_cap)
+            },
             want_text: false,
             opaque: None,
             opaque_bytes: 0,
@@ -357,7 +361,7 @@ mod tests {
         assert_eq!(&b[..], b"data: [DONE]\n\n");
         assert!(o.finish().is_none());
         assert_eq!(o.usage().unwrap().input, 3);
-        assert_eq!(o.seen.text, "hi");
+        assert_eq!(o.seen.text.kept(), "hi");
         assert!(o.seen.finished);
     }
 
@@ -410,7 +414,7 @@ mod tests {
         ));
         o.finish();
         assert_eq!(o.seen.error.as_ref().map(|e| e.0), Some(503));
-        assert_eq!(o.seen.text, "hi");
+        assert_eq!(o.seen.text.kept(), "hi");
 
         // A normal chat stream has none.
         let d = dialect(Protocol::OpenAi);
@@ -430,7 +434,7 @@ mod tests {
         ));
         o.finish();
         assert_eq!(o.usage(), Some(Usage::default()));
-        assert_eq!(o.seen.text, "yo");
+        assert_eq!(o.seen.text.kept(), "yo");
     }
 
     #[test]
@@ -486,7 +490,7 @@ mod tests {
         ));
         o.finish();
         assert!(o.usage().is_none());
-        assert_eq!(o.seen.text, "yo");
+        assert_eq!(o.seen.text.kept(), "yo");
 
         let d = dialect(Protocol::OpenAi);
         let mut o = Observer::new(d, Endpoint::ChatCompletions, false, false, 1 << 16);

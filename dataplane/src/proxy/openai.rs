@@ -5,8 +5,9 @@
 use http::HeaderMap;
 use serde_json::{json, Value};
 
-use super::dialect::{push_text, u, Dialect, Endpoint, StreamSeen, Usage};
+use super::dialect::{u, Dialect, Endpoint, StreamSeen, Usage};
 use super::error::ErrorKind;
+use super::generated::Generated;
 use llmgw_core::Protocol;
 
 pub struct OpenAi;
@@ -75,7 +76,7 @@ impl Dialect for OpenAi {
         usage_of(body.get("usage")?, endpoint)
     }
 
-    fn text_of_body(&self, endpoint: Endpoint, body: &Value, out: &mut String) {
+    fn text_of_body(&self, endpoint: Endpoint, body: &Value, out: &mut Generated) {
         match endpoint {
             Endpoint::Responses => {
                 for item in body
@@ -91,7 +92,7 @@ impl Dialect for OpenAi {
                         .flatten()
                     {
                         if let Some(t) = c.get("text").and_then(Value::as_str) {
-                            push_text(out, t);
+                            out.push(t);
                         }
                     }
                 }
@@ -109,7 +110,7 @@ impl Dialect for OpenAi {
                         .or_else(|| choice.get("text"))
                         .and_then(Value::as_str);
                     if let Some(t) = t {
-                        push_text(out, t);
+                        out.push(t);
                     }
                 }
             }
@@ -122,7 +123,7 @@ impl Dialect for OpenAi {
             match kind {
                 "response.output_text.delta" => {
                     if let Some(d) = data.get("delta").and_then(Value::as_str) {
-                        push_text(&mut seen.text, d);
+                        seen.text.push(d);
                     }
                 }
                 "response.completed" | "response.incomplete" | "response.failed" => {
@@ -151,7 +152,7 @@ impl Dialect for OpenAi {
                 .or_else(|| choice.get("text"))
                 .and_then(Value::as_str);
             if let Some(t) = t {
-                push_text(&mut seen.text, t);
+                seen.text.push(t);
             }
         }
     }
@@ -187,9 +188,9 @@ mod tests {
             .usage_of_body(Endpoint::ChatCompletions, &body)
             .unwrap();
         assert_eq!((u.input, u.output, u.cache_read), (2, 2, 3));
-        let mut t = String::new();
+        let mut t = Generated::default();
         OpenAi.text_of_body(Endpoint::ChatCompletions, &body, &mut t);
-        assert_eq!(t, "hi");
+        assert_eq!(t.kept(), "hi");
         let mut seen = StreamSeen::default();
         OpenAi.observe_event(
             Endpoint::ChatCompletions,
@@ -203,7 +204,7 @@ mod tests {
             &json!({"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}),
             &mut seen,
         );
-        assert_eq!(seen.text, "a");
+        assert_eq!(seen.text.kept(), "a");
         assert_eq!(seen.usage.unwrap().output, 1);
         assert!(is_usage_chunk(
             &json!({"choices":[],"usage":{"prompt_tokens":1}})

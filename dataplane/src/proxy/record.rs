@@ -12,6 +12,7 @@ use llmgw_core::price::{Metered, PriceSheet, NANOS_PER_USD};
 use llmgw_proto::v1 as pb;
 
 use super::dialect::Usage;
+use super::generated::Generated;
 use super::media::Quantities;
 use crate::config::RequestLogMode;
 use crate::logs::wire::field;
@@ -332,7 +333,7 @@ pub struct Finish {
     /// Request body, for an input estimate when no usage was reported
     /// (parsed only then, on the blocking thread that counts).
     pub request: Option<bytes::Bytes>,
-    pub completion_text: String,
+    pub completion_text: Generated,
     /// The target's prices in effect when the request arrived.
     pub prices: Arc<PriceSheet>,
     /// The model name tiktoken picks an encoding by.
@@ -394,7 +395,7 @@ impl Finish {
         }
         let mut trace = self.trace.take();
         if let Some(t) = &mut trace {
-            t.capture_output(&self.completion_text);
+            t.capture_output(self.completion_text.kept());
         }
         let measure = self.read_media();
         if !self.needs_estimate() && measure.is_none() {
@@ -501,7 +502,7 @@ impl Finish {
                     let tree = super::head::tree(raw);
                     llmgw_core::tokens::estimate_input(&f.tokenizer_model, &tree)
                 });
-                let output = llmgw_core::tokens::count_text(&f.tokenizer_model, &f.completion_text);
+                let output = f.completion_text.tokens(&f.tokenizer_model);
                 Some(Usage {
                     input,
                     output,

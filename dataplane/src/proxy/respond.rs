@@ -3,6 +3,7 @@
 //! whole body at once, an error in the client's shape).
 
 use super::attempt::{error_chain, read_capped, wants_usage_chunk, Prepared};
+use super::generated::Generated;
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
@@ -79,6 +80,9 @@ impl Proxy {
         }
         // A traced request that captures content keeps the answer's text.
         observer.want_text = pending.trace.as_ref().is_some_and(|t| t.captures());
+        if let Some(t) = &pending.trace {
+            observer.seen.text.keep_at_least(t.content_cap());
+        }
         let observer = Relay::Pass(observer);
         let prices = target.prices.at_shared(r.time_ms);
         let mut media = pending.media.take();
@@ -95,7 +99,7 @@ impl Proxy {
             encoded,
             usage: None,
             request: Some(call.raw.clone()),
-            completion_text: String::new(),
+            completion_text: Generated::default(),
             prices,
             tokenizer_model: target.upstream_model.clone(),
             counted: status.is_success() && !call.endpoint.api().counts_tokens(),
@@ -206,7 +210,7 @@ impl Proxy {
             encoded,
             usage: None,
             request: Some(call.raw.clone()),
-            completion_text: String::new(),
+            completion_text: Generated::default(),
             prices,
             tokenizer_model: target.upstream_model.clone(),
             counted: !counting,
@@ -226,7 +230,10 @@ impl Proxy {
             let estimate: translate::InputEstimate = Box::new(move || {
                 super::estimate::input_tokens_now(&tokenizer_model, &head::tree(&raw))
             });
-            let transcoder = Transcoder::new(upstream, client, opts.clone(), log_cap, estimate);
+            let mut transcoder = Transcoder::new(upstream, client, opts.clone(), log_cap, estimate);
+            if let Some(t) = &pending.trace {
+                transcoder.text.keep_at_least(t.content_cap());
+            }
             let content_type = if opts.sse {
                 HeaderValue::from_static("text/event-stream")
             } else {

@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use super::dialect::Usage;
+use super::generated::Generated;
 use super::hold::Hold;
 use super::observe::Observer;
 use super::record::{Emitter, Finish};
@@ -88,7 +89,7 @@ impl Relay {
     }
 
     /// The end of the upstream body: what is left to send.
-    fn finish(&mut self, fallback: impl FnOnce(&str) -> Usage) -> Option<Bytes> {
+    fn finish(&mut self, fallback: impl FnOnce(u64) -> Usage) -> Option<Bytes> {
         match self {
             Relay::Pass(o) => o.finish(),
             Relay::Translate(t) => Some(t.finish(fallback)),
@@ -152,7 +153,7 @@ impl Relay {
         usage
             .map(|u| u.output)
             .filter(|n| *n > 0)
-            .unwrap_or((text as u64).div_ceil(4))
+            .unwrap_or(text.div_ceil(4))
     }
 
     /// Why the upstream stopped, as it named it.
@@ -163,7 +164,7 @@ impl Relay {
         }
     }
 
-    fn take_text(&mut self) -> String {
+    fn take_text(&mut self) -> Generated {
         match self {
             Relay::Pass(o) => std::mem::take(&mut o.seen.text),
             Relay::Translate(t) => std::mem::take(&mut t.text),
@@ -344,8 +345,8 @@ impl ProxyBody {
         // A rough estimate for the client's final usage (a translated
         // stream's transcoder adds its input estimate); the record gets
         // tiktoken's when no usage was reported.
-        let rest = self.observer.finish(|text| Usage {
-            output: (text.len() as u64).div_ceil(4),
+        let rest = self.observer.finish(|text_bytes| Usage {
+            output: text_bytes.div_ceil(4),
             ..Default::default()
         });
         match self.observer.broken() {

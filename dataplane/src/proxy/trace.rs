@@ -215,6 +215,11 @@ impl RequestTrace {
         self.content.is_some()
     }
 
+    /// How much of the answer's text a content capture keeps (0: none).
+    pub fn content_cap(&self) -> usize {
+        self.content.as_ref().map_or(0, |c| c.cap)
+    }
+
     /// Keeps the answer's text for the span, capped.
     pub fn capture_output(&mut self, text: &str) {
         if let Some(c) = &mut self.content {

@@ -13,8 +13,9 @@ use llmgw_protocols::{
     anthropic, gemini, EncoderOptions, Event, Lossy, StreamDecoder, StreamEncoder, Wire,
 };
 
-use super::dialect::{push_text, Endpoint, MAX_TEXT};
+use super::dialect::Endpoint;
 use super::error::ErrorKind;
+use super::generated::Generated;
 use super::sse::{self, Splitter};
 use crate::logs::capture::Capture;
 
@@ -206,7 +207,7 @@ pub fn whole(
     body: &[u8],
     opts: &EncoderOptions,
     input_estimate: impl FnOnce() -> u64,
-) -> Result<(Bytes, Option<Usage>, String, String), String> {
+) -> Result<(Bytes, Option<Usage>, Generated, String), String> {
     if counting {
         let n = match from {
             Wire::Anthropic => anthropic::decode_count_response(body),
@@ -221,19 +222,24 @@ pub fn whole(
             input: n,
             ..Default::default()
         };
-        return Ok((Bytes::from(out), Some(usage), String::new(), String::new()));
+        return Ok((
+            Bytes::from(out),
+            Some(usage),
+            Generated::default(),
+            String::new(),
+        ));
     }
     let mut resp = from.decode_response(body).map_err(|e| e.to_string())?;
     // The generated text is needed only to estimate output tokens the
     // upstream did not report (none, or all zero).
-    let mut text = String::new();
+    let mut text = Generated::default();
     let estimating = resp.usage.is_none_or(|u| super::record::is_zero(&u));
     for p in resp.content.iter().filter(|_| estimating) {
         match p {
             ir::Part::Text { text: t } | ir::Part::Thinking { text: t, .. } => {
-                push_text(&mut text, t);
+                text.push(t);
             }
-            ir::Part::ToolCall { arguments, .. } => push_text(&mut text, arguments),
+            ir::Part::ToolCall { arguments, .. } => text.push(arguments),
             _ => {}
         }
     }
@@ -243,7 +249,7 @@ pub fn whole(
     if resp.usage.is_none() {
         resp.usage = Some(Usage {
             input: input_estimate(),
-            output: (text.len() as u64).div_ceil(4),
+            output: text.len().div_ceil(4),
             ..Default::default()
         });
     }
@@ -264,7 +270,7 @@ pub struct Transcoder {
     /// Why the upstream stopped, as it named it.
     stop_reason: String,
     /// Generated text, for an estimate when no usage is reported.
-    pub text: String,
+    pub text: Generated,
     /// The client's terminal frames have been written.
     pub finished: bool,
     /// What the request log keeps of what the client got, in blocks up
@@ -303,9 +309,9 @@ impl Transcoder {
             events: Vec::new(),
             usage: None,
             stop_reason: String::new(),
-            text: String::new(),
+            text: Generated::default(),
             finished: false,
-            logged: Capture::new(log_cap),
+            logged: Capture::streaming(log_cap),
             broken: None,
             from,
             upstream_error: None,
@@ -343,7 +349,7 @@ impl Transcoder {
                 Event::Delta {
                     delta: Delta::Text(t) | Delta::Thinking(t) | Delta::Arguments(t),
                     ..
-                } if self.text.len() < MAX_TEXT => push_text(&mut self.text, t),
+                } => self.text.push(t),
                 _ => {}
             }
             self.estimate_for(Some(&ev));
@@ -394,9 +400,10 @@ impl Transcoder {
 
     /// The upstream body ended: what is still held back, and the client's
     /// terminal frames (`fallback`: the final usage when the upstream
-    /// reported none, whose input is replaced by the estimate). A stream cut before the upstream's own terminal
+    /// reported none, from the generated text's length in bytes, whose input is
+    /// replaced by the estimate). A stream cut before the upstream's own terminal
     /// event ends in the client's error instead.
-    pub fn finish(&mut self, fallback: impl FnOnce(&str) -> Usage) -> Bytes {
+    pub fn finish(&mut self, fallback: impl FnOnce(u64) -> Usage) -> Bytes {
         let mut out = Vec::new();
         if let Some(rest) = self.splitter.take_rest() {
             self.read_event(&rest, &mut out);
@@ -414,7 +421,7 @@ impl Transcoder {
             self.forward(&mut out);
             let fallback = self.usage.is_none().then(|| Usage {
                 input: self.input_estimate(),
-                ..fallback(&self.text)
+                ..fallback(self.text.len())
             });
             self.estimate_for(None);
             self.encoder.finish(fallback, &mut out);
@@ -514,7 +521,7 @@ mod tests {
         );
         assert!(whole.contains("\"prompt_tokens\":10"), "{whole}");
         // Everything generated, for an output estimate.
-        assert_eq!(t.text, "hé{\"city\":\"Paris\"}");
+        assert_eq!(t.text.kept(), "hé{\"city\":\"Paris\"}");
         // Every split, even inside a UTF-8 character, gives the same bytes.
         for size in [1, 2, 3, 7, 64, 500] {
             assert_eq!(run(ANTHROPIC_STREAM.as_bytes(), size).0, whole, "{size}");
