@@ -6,12 +6,14 @@
 //! it unused, and no byte is copied again as it grows.
 //!
 //! A streamed response's capture lives as long as the stream, for seconds
-//! or minutes, so its filled blocks are compressed (LZ4, one block at a
-//! time, [`Capture::streaming`]): a stream's events repeat the same JSON
-//! keys and ids, and a block at the cap shrinks to a fraction. Only the
-//! block being filled is held as it is. A block that does not shrink by
-//! an eighth is kept as it was. A non-streamed answer is held for a moment
-//! only and is never compressed.
+//! or minutes, so once it holds more than [`COMPRESS_FROM`] its filled
+//! blocks are compressed (LZ4, one block at a time,
+//! [`Capture::streaming`]): a stream's events repeat the same JSON keys and
+//! ids, and a block shrinks to a fraction. Only the block being filled is
+//! held as it is. A block that does not shrink by an eighth is kept as it
+//! was. A short stream's capture is not compressed (it would save at most
+//! a few KiB, for the same CPU per byte), and a non-streamed answer, held
+//! for a moment only, never is.
 //!
 //! The blocks are joined once when the stream ends, and that copy is then
 //! copied into the record's encoding (so for a moment a finished capture is
@@ -23,6 +25,10 @@ use bytes::Bytes;
 /// Size of a capture's blocks: the most memory a capture holds unused,
 /// and the unit it compresses.
 pub const BLOCK: usize = 4096;
+
+/// A streamed capture's blocks are compressed once it holds more than
+/// this.
+pub const COMPRESS_FROM: usize = 4 * BLOCK;
 
 /// A filled block.
 #[derive(Debug)]
@@ -41,32 +47,19 @@ impl Sealed {
         }
     }
 
-    /// A filled block, compressed when `compress` and when it shrinks.
-    fn of(block: Vec<u8>, compress: bool) -> Sealed {
-        if !compress {
-            return Sealed::Raw(block);
-        }
-        let mut room = [0u8; PACK_ROOM];
-        let packed = if block.len() <= BLOCK {
-            match lz4_flex::block::compress_into(&block, &mut room) {
-                Ok(n) => room.get(..n).map(Box::<[u8]>::from),
-                Err(_) => None,
+    /// A filled block, compressed if it shrinks by an eighth.
+    fn packed(block: Vec<u8>) -> Sealed {
+        let packed = lz4_flex::block::compress(&block);
+        if packed.len() < block.len() - block.len() / 8 {
+            Sealed::Lz4 {
+                packed: packed.into_boxed_slice(),
+                len: block.len(),
             }
         } else {
-            Some(lz4_flex::block::compress(&block).into_boxed_slice())
-        };
-        match packed {
-            Some(packed) if packed.len() < block.len() - block.len() / 8 => Sealed::Lz4 {
-                packed,
-                len: block.len(),
-            },
-            _ => Sealed::Raw(block),
+            Sealed::Raw(block)
         }
     }
 }
-
-/// Room for one compressed [`BLOCK`] (LZ4's bound for it), on the stack.
-const PACK_ROOM: usize = lz4_flex::block::get_maximum_output_size(BLOCK);
 
 /// What the log keeps of a response, up to a cap.
 #[derive(Debug, Default)]
@@ -80,6 +73,8 @@ pub struct Capture {
     truncated: bool,
     /// Compress filled blocks (a streamed response).
     compress: bool,
+    /// Past [`COMPRESS_FROM`]: every filled block is compressed.
+    compressing: bool,
 }
 
 impl Capture {
@@ -114,8 +109,7 @@ impl Capture {
             if self.open.len() == self.open.capacity() {
                 if !self.open.is_empty() {
                     // Full: sealed (when compressing, it already was).
-                    let full = std::mem::take(&mut self.open);
-                    self.sealed.push(Sealed::of(full, self.compress));
+                    self.seal();
                 }
                 // A chunk larger than a block gets a block of its size.
                 let size = b.len().max(BLOCK).min(self.cap - self.len);
@@ -125,12 +119,32 @@ impl Capture {
             self.open.extend_from_slice(&b[..n]);
             self.len += n;
             b = &b[n..];
-            if self.compress && self.open.len() == self.open.capacity() {
-                // Full (at the cap, nothing more comes): compressed now.
-                let full = std::mem::take(&mut self.open);
-                self.sealed.push(Sealed::of(full, true));
+            if self.compress && self.len > COMPRESS_FROM && self.open.len() == self.open.capacity()
+            {
+                // Full (perhaps at the cap, when nothing more comes): sealed
+                // and compressed now.
+                self.seal();
             }
         }
+    }
+
+    /// Seals the open block; past [`COMPRESS_FROM`] a streamed capture
+    /// compresses it, and the first time also the blocks before it.
+    fn seal(&mut self) {
+        let full = std::mem::take(&mut self.open);
+        if self.compress && !self.compressing && self.len > COMPRESS_FROM {
+            self.compressing = true;
+            for b in &mut self.sealed {
+                if let Sealed::Raw(raw) = b {
+                    *b = Sealed::packed(std::mem::take(raw));
+                }
+            }
+        }
+        self.sealed.push(if self.compressing {
+            Sealed::packed(full)
+        } else {
+            Sealed::Raw(full)
+        });
     }
 
     /// Bytes kept.
@@ -351,6 +365,46 @@ mod tests {
         assert!(!c.truncated());
         assert_eq!(c.len(), sent.len());
         assert_eq!(&c.take()[..], &sent[..]);
+    }
+
+    #[test]
+    fn a_short_stream_is_not_compressed_a_long_one_is_from_its_start() {
+        let mut c = Capture::streaming(1 << 20);
+        let mut sent = Vec::new();
+        let mut i = 0;
+        while sent.len() <= COMPRESS_FROM - 300 {
+            let event = chat_event(i);
+            c.push(event.as_bytes());
+            sent.extend_from_slice(event.as_bytes());
+            i += 1;
+        }
+        assert!(c.sealed.iter().all(|b| matches!(b, Sealed::Raw(_))));
+        while sent.len() <= COMPRESS_FROM + 2 * BLOCK {
+            let event = chat_event(i);
+            c.push(event.as_bytes());
+            sent.extend_from_slice(event.as_bytes());
+            i += 1;
+        }
+        // Past the threshold every filled block is compressed, the first
+        // ones too.
+        assert!(c.sealed.len() >= 5);
+        assert!(c.sealed.iter().all(|b| matches!(b, Sealed::Lz4 { .. })));
+        assert_eq!(&c.take()[..], &sent[..]);
+    }
+
+    #[test]
+    fn a_capture_that_reaches_its_cap_past_the_threshold_is_all_compressed() {
+        // The cap falls inside the fifth block: it fills, nothing more
+        // comes, and the capture is held compressed while the stream goes on.
+        let cap = COMPRESS_FROM + 1000;
+        let mut c = Capture::streaming(cap);
+        for i in 0..500 {
+            c.push(chat_event(i).as_bytes());
+        }
+        assert!(c.truncated());
+        assert!(c.open.capacity() == 0);
+        assert!(c.sealed.iter().all(|b| matches!(b, Sealed::Lz4 { .. })));
+        assert!(c.allocated() < cap / 4);
     }
 
     #[test]

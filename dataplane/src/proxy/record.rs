@@ -357,6 +357,17 @@ pub struct Finish {
 impl Finish {
     /// Whether finishing needs tiktoken: no usage was reported for a
     /// response that has to be counted.
+    /// A stream's usage so far: once the upstream has reported the input's
+    /// tokens (Anthropic's `message_start`, Gemini's every chunk), no
+    /// estimate will need the request body, and a long-context request
+    /// (hundreds of KB from a coding agent) is not held for the rest of
+    /// the stream. Its capped copy in the record is already written.
+    pub fn usage_seen(&mut self, usage: Option<Usage>) {
+        if self.request.is_some() && usage.is_some_and(|u| u.input > 0) {
+            self.request = None;
+        }
+    }
+
     fn needs_estimate(&self) -> bool {
         self.counted && self.media.is_none() && self.reported().is_none()
     }
@@ -646,6 +657,22 @@ mod tests {
             media_response: None,
             quantities: None,
         }
+    }
+
+    #[test]
+    fn the_request_body_is_let_go_once_the_input_is_reported() {
+        let mut f = finish(None, "");
+        f.usage_seen(None);
+        f.usage_seen(Some(Usage {
+            output: 3,
+            ..Default::default()
+        }));
+        assert!(f.request.is_some(), "no input reported yet: kept");
+        f.usage_seen(Some(Usage {
+            input: 12,
+            ..Default::default()
+        }));
+        assert!(f.request.is_none());
     }
 
     #[test]

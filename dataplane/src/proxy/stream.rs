@@ -429,6 +429,9 @@ impl Body for ProxyBody {
                     this.idle.as_mut().reset(deadline);
                     this.sent += chunk.len() as u64;
                     let mut out = this.observer.feed(chunk);
+                    if let Some((f, _)) = this.finish.as_mut() {
+                        f.usage_seen(this.observer.usage());
+                    }
                     if let Some(live) = &this.live {
                         live.set_tokens(this.observer.tokens_so_far());
                     }

@@ -343,7 +343,15 @@ impl Transcoder {
         let mut events = std::mem::take(&mut self.events);
         for ev in events.drain(..) {
             match &ev {
-                Event::Usage(u) => self.usage = Some(*u),
+                Event::Usage(u) => {
+                    self.usage = Some(*u);
+                    if u.input > 0 {
+                        // Reported: the estimate (and the request body it
+                        // holds) is not needed.
+                        self.estimate = None;
+                        self.input_estimate.get_or_insert(u.input);
+                    }
+                }
                 Event::Stop(s) => self.stop_reason = self.from.stop_name(s),
                 // Everything generated counts toward an output estimate.
                 Event::Delta {
@@ -538,6 +546,27 @@ mod tests {
             }
         }
         assert_eq!(args, "{\"city\":\"Paris\"}");
+    }
+
+    #[test]
+    fn a_reported_input_lets_the_estimate_and_its_request_body_go() {
+        let opts = EncoderOptions {
+            model: "m".into(),
+            id: "req-1".into(),
+            ..Default::default()
+        };
+        let mut t = Transcoder::new(
+            Wire::Anthropic,
+            Wire::Chat,
+            opts,
+            1 << 20,
+            Box::new(|| unreachable!("the input was reported")),
+        );
+        let head =
+            &ANTHROPIC_STREAM[..ANTHROPIC_STREAM.find("event: content_block_start").unwrap()];
+        t.feed(&Bytes::copy_from_slice(head.as_bytes()));
+        assert!(t.estimate.is_none());
+        assert_eq!(t.input_estimate(), 7);
     }
 
     #[test]
