@@ -1951,6 +1951,8 @@ both! {
         .await
         .unwrap();
         assert_eq!(first_byte[0], 2, "compressed with the dictionary");
+        // Batches that were under way while it trained start no other.
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM log_dictionaries").await, 1);
         let mut admin = cp.admin();
         let got = admin.get_log(pb::GetLogRequest { id: later[1].id.clone() }).await.unwrap().into_inner();
         assert_eq!(got.request_body, later[1].request_body);

@@ -187,10 +187,15 @@ impl Details {
     }
 
     /// Whether records stored now should be kept as samples: no dictionary
-    /// yet, or one due for retraining, and too few samples.
-    pub fn wants_samples(&self, current: Option<&Current>) -> bool {
-        let due = current.is_none_or(|c| now_ms().saturating_sub(c.created_ms) >= RETRAIN_MS);
-        due && !self.training.load(Ordering::Relaxed)
+    /// yet, or one due for retraining, and too few samples. Reads the
+    /// current dictionary anew, not a batch's: batches that began before a
+    /// training ended must not start another.
+    pub fn wants_samples(&self) -> bool {
+        let due = self.current.read().is_ok_and(|c| {
+            c.as_ref()
+                .is_none_or(|c| now_ms().saturating_sub(c.created_ms) >= RETRAIN_MS)
+        });
+        due && !self.training.load(Ordering::Acquire)
             && self.samples.lock().is_ok_and(|s| s.len() < TRAIN_SAMPLES)
     }
 
@@ -198,6 +203,9 @@ impl Details {
     /// starts it (in the background) once there are enough.
     pub fn add_samples(&self, store: &Store, mut new: Vec<Vec<u8>>) {
         new.retain(|s| s.len() <= MAX_SAMPLE_BYTES);
+        if !self.wants_samples() {
+            return;
+        }
         let ready = {
             let Ok(mut samples) = self.samples.lock() else {
                 return;

@@ -269,7 +269,7 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
             "request log quarantined"
         );
     }
-    if dicts.wants_samples(dict.as_deref()) {
+    if dicts.wants_samples() {
         let samples = good
             .iter_mut()
             .filter(|p| inserted.contains(&p.rec.id))
