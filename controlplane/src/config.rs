@@ -133,6 +133,13 @@ pub struct Args {
     #[arg(long, env = "LOG_RETENTION_DAYS", default_value_t = 30)]
     pub log_retention_days: u32,
 
+    /// Days to keep request logs' headers and bodies, which go before the
+    /// rest of each record (a record then says its bodies expired, and
+    /// cannot be replayed); 7 by default, or the logs' days when fewer.
+    /// At most --log-retention-days; 0 keeps them as long as the logs.
+    #[arg(long, env = "BODY_RETENTION_DAYS")]
+    pub body_retention_days: Option<u32>,
+
     /// Days to keep the log rollups (the per-minute, hourly and daily
     /// aggregates stats read); at least a day longer than the request logs
     /// (a shorter value keeps them that long). 0 keeps them forever.

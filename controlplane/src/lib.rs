@@ -93,6 +93,12 @@ impl Running {
 pub async fn start(args: Args) -> anyhow::Result<Running> {
     let mut limits = args.connections.limits();
     limits.check().map_err(anyhow::Error::msg)?;
+    let retention_days = logs::retention::Days::new(
+        args.log_retention_days,
+        args.rollup_retention_days,
+        args.body_retention_days,
+    )
+    .map_err(anyhow::Error::msg)?;
     // Connections are file descriptors: take all the process may have, and
     // keep the connection caps below it.
     if let Some(fds) = llmgw_listener::raise_fd_limit() {
@@ -262,12 +268,14 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         args.quota_lease_ms,
         shutdown_rx.clone(),
     ));
+    // Before ingest starts: records about to lose their bodies are stored
+    // without them.
+    store
+        .details()
+        .set_body_days(retention_days.bodies_in_effect());
     tokio::spawn(logs::retention::run(
         store.clone(),
-        logs::retention::Days {
-            logs: args.log_retention_days,
-            rollups: args.rollup_retention_days,
-        },
+        retention_days,
         shutdown_rx.clone(),
     ));
     // Beyond a cap a connection is closed at once; the others idle out.

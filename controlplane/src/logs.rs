@@ -10,9 +10,13 @@
 //!   with mergeable latency sketches ([`sketch`]).
 //! - [`stats`] answers from the rollups, or from the matching raw rows for
 //!   filters the rollups cannot answer, and says which.
-//! - [`retention`] deletes old rows in small batches, rollups later.
+//! - [`details`] stores each record's headers and bodies apart from its
+//!   summary, compressed with zstd.
+//! - [`retention`] deletes old rows in small batches, bodies earlier and
+//!   rollups later.
 //! - [`LogFeed`] carries freshly stored records to `FollowLogs` streams.
 
+pub mod details;
 pub mod export;
 pub mod ingest;
 pub mod query;

@@ -5,7 +5,8 @@
 //! The body is the client's body as logged, so a replay is possible only
 //! when it was logged whole: not when body logging was off (for the
 //! gateway, the key, or a data plane with `--request-log metadata`), nor
-//! when the body was cut at the log's body cap. Another model replaces the
+//! when the body was cut at the log's body cap, nor once body retention
+//! removed it (`bodies_expired`). Another model replaces the
 //! body's top-level `"model"` in place (every other byte kept), or, for
 //! Gemini, the model in the path. The log keeps the path without its
 //! query: a Gemini `:streamGenerateContent` replay asks for SSE
@@ -37,6 +38,12 @@ pub fn plan(
     not_logged: impl FnOnce() -> WhyNotLogged,
 ) -> Result<Run, Status> {
     let id = &log.id;
+    if log.bodies_expired {
+        return Err(Status::failed_precondition(format!(
+            "request {id} cannot be replayed: its body has expired (the control plane keeps \
+             bodies for --body-retention-days, summaries longer)"
+        )));
+    }
     if log.request_body_truncated {
         return Err(Status::failed_precondition(format!(
             "request {id} cannot be replayed: its body was cut at the log's body cap \
@@ -200,6 +207,11 @@ mod tests {
             "{}",
             e.message()
         );
+        let mut expired = log("/v1/chat/completions", "");
+        expired.bodies_expired = true;
+        let e = plan(&expired, "", "", never).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert!(e.message().contains("body has expired"), "{}", e.message());
         l.request_body = "{\"model\":".into();
         l.request_body_truncated = true;
         let e = plan(&l, "", "", never).unwrap_err();

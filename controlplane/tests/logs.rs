@@ -1765,3 +1765,221 @@ both! {
         cp.shutdown().await;
     }
 }
+
+// ---------------------------------------------------------------------------
+// details: headers and bodies apart, compressed, expiring first (#18)
+// ---------------------------------------------------------------------------
+
+both! {
+    async fn bodies_expire_before_their_records(db: Db) {
+        const DAY: i64 = 24 * 3600 * 1000;
+        let dir = tempfile::tempdir().unwrap();
+        // Logs forever, bodies for 30 days; purged below as 7 days would.
+        let (running, channel) = start_control_plane(
+            &db,
+            dir.path(),
+            ADMIN_TOKEN,
+            DP_TOKEN,
+            &["--log-retention-days", "0", "--body-retention-days", "30"],
+        )
+        .await;
+        let cp = Cp { running, channel };
+        let now = now_ms();
+        let with_bodies = |n: u32, t: i64| {
+            let mut r = rec(n, t);
+            r.request_headers = std::collections::BTreeMap::from([
+                ("content-type".to_string(), "application/json".to_string()),
+                ("x-é".to_string(), "\u{1F600} \"quoted\"".to_string()),
+            ]);
+            r.response_headers =
+                std::collections::BTreeMap::from([("x-request-id".to_string(), format!("req-{n}"))]);
+            // Bytes that a JSON round trip would change: spacing, key
+            // order, escapes, a long repeated part.
+            r.request_body = format!(
+                "{{ \"model\" : \"m-a\",\"messages\":[{{\"role\":\"user\",\"content\":\"n{n} \\u00e9 {}\"}}] }}",
+                "ab".repeat(5000)
+            );
+            r.upstream_request_body = "data: not json\n\n".into();
+            r.response_body = format!("{{\"id\":\"r{n}\",\"z\":1,\"a\":[1.50, 2e3]}}");
+            r
+        };
+        let records = vec![with_bodies(1, now - 10 * DAY), with_bodies(2, now - 1000)];
+        ship(&mut cp.logs(), vec![batch(2, records.clone())]).await;
+        let mut admin = cp.admin();
+        for want in &records {
+            let got = admin.get_log(pb::GetLogRequest { id: want.id.clone() }).await.unwrap().into_inner();
+            assert!(!got.bodies_expired);
+            assert_eq!(got.request_headers, want.request_headers);
+            assert_eq!(got.response_headers, want.response_headers);
+            assert_eq!(got.request_body, want.request_body);
+            assert_eq!(got.upstream_request_body, want.upstream_request_body);
+            assert_eq!(got.response_body, want.response_body);
+        }
+        // Compressed: the 10 kB body takes far less.
+        let stored = count(&cp, "SELECT CAST(MAX(LENGTH(data)) AS BIGINT) FROM request_log_details").await;
+        assert!(stored < 1000, "{stored} bytes");
+
+        let store = cp.running.store();
+        let n = retention::purge_details_older_than(store, now - 7 * DAY, 1, None).await.unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_log_details").await, 1);
+        let old = admin.get_log(pb::GetLogRequest { id: id(1) }).await.unwrap().into_inner();
+        assert!(old.bodies_expired);
+        assert!(old.request_body.is_empty() && old.response_body.is_empty());
+        assert!(old.request_headers.is_empty());
+        // The summary is whole.
+        assert_eq!(old.model, records[0].model);
+        assert_eq!(old.attempts, records[0].attempts);
+        let new = admin.get_log(pb::GetLogRequest { id: id(2) }).await.unwrap().into_inner();
+        assert!(!new.bodies_expired);
+        assert_eq!(new.request_body, records[1].request_body);
+        // Lists and stats are unchanged.
+        assert_eq!(numbers(&mut admin, Default::default()).await, [2, 1]);
+        let r = admin.get_stats(pb::GetStatsRequest::default()).await.unwrap().into_inner();
+        assert_eq!(r.total.unwrap().requests, 2);
+        // Replaying it says why not.
+        let Err(e) = admin
+            .replay_log(pb::ReplayLogRequest { id: id(1), ..Default::default() })
+            .await
+        else {
+            panic!("an expired body cannot be replayed");
+        };
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        assert!(e.message().contains("body has expired"), "{}", e.message());
+        // Log retention takes the rest of a record, details included.
+        retention::purge_older_than(store, now - 5 * DAY, 10, None).await.unwrap();
+        assert_eq!(numbers(&mut admin, Default::default()).await, [2]);
+        retention::purge_older_than(store, now + DAY, 10, None).await.unwrap();
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_log_details").await, 0);
+        cp.shutdown().await;
+
+        // With bodies kept 7 days (the default), a record that arrives
+        // older than that is stored without them, and says so.
+        let cp = start_cp(&db, dir.path(), 0).await;
+        ship(&mut cp.logs(), vec![batch(4, vec![with_bodies(3, now - 10 * DAY), with_bodies(4, now)])]).await;
+        let mut admin = cp.admin();
+        let late = admin.get_log(pb::GetLogRequest { id: id(3) }).await.unwrap().into_inner();
+        assert!(late.bodies_expired && late.request_body.is_empty());
+        let fresh = admin.get_log(pb::GetLogRequest { id: id(4) }).await.unwrap().into_inner();
+        assert!(!fresh.bodies_expired);
+        assert_eq!(fresh.request_body, with_bodies(4, now).request_body);
+        cp.shutdown().await;
+    }
+}
+
+both! {
+    async fn migration_0024_moves_headers_and_bodies_into_details(db: Db) {
+        let old = migrate_up_to(&db, 24).await;
+        let t = now_ms() - 3_600_000;
+        let body = "{ \"model\": \"m\", \"messages\": [\"\u{e9}\\n\"] }";
+        sqlx::query(
+            "INSERT INTO request_logs (id, time_ms, node_id, sequence, status, request_headers, \
+             response_headers, request_body, response_body, upstream_request_body) \
+             VALUES ($1, $2, 'n', 1, 200, $3, '{}', $4, $5, '')",
+        )
+        .bind(id(1))
+        .bind(t)
+        .bind(r#"{"content-type":"application/json"}"#)
+        .bind(body)
+        .bind("data: [DONE]\n\n")
+        .execute(&old)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO request_attempts (request_id, request_time_ms, attempt, provider, \
+             upstream_model, status, latency_ms) VALUES ($1, $2, 0, 'p', 'u', 200, 5)",
+        )
+        .bind(id(1))
+        .bind(t)
+        .execute(&old)
+        .await
+        .unwrap();
+        old.close().await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        let mut admin = cp.admin();
+        let got = admin.get_log(pb::GetLogRequest { id: id(1) }).await.unwrap().into_inner();
+        assert!(!got.bodies_expired);
+        assert_eq!(got.request_body, body);
+        assert_eq!(got.response_body, "data: [DONE]\n\n");
+        assert_eq!(got.upstream_request_body, "");
+        assert_eq!(got.request_headers.get("content-type").map(String::as_str), Some("application/json"));
+        assert!(got.response_headers.is_empty());
+        assert_eq!(got.attempts.len(), 1);
+        // New records land beside it, compressed.
+        let mut r = rec(2, t + 1);
+        r.request_body = "{\"model\":\"m\"}".into();
+        ship(&mut cp.logs(), vec![batch(2, vec![r.clone()])]).await;
+        let got = admin.get_log(pb::GetLogRequest { id: id(2) }).await.unwrap().into_inner();
+        assert_eq!(got.request_body, r.request_body);
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_log_details").await, 2);
+        cp.shutdown().await;
+    }
+}
+
+both! {
+    async fn details_are_compressed_with_a_dictionary_trained_on_the_traffic(db: Db) {
+        use llmgw_controlplane::logs::details::{purge_dictionaries, TRAIN_SAMPLES};
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        let t = now_ms() - 600_000;
+        let with_body = |n: u32| {
+            let mut r = rec(n, t + i64::from(n));
+            r.request_body = format!(
+                "{{\"model\":\"m-a\",\"messages\":[{{\"role\":\"user\",\"content\":\"ticket {n}: the printer is on fire\"}}]}}"
+            );
+            r.response_body = format!("{{\"id\":\"chatcmpl-{n}\",\"choices\":[]}}");
+            r
+        };
+        let n = u32::try_from(TRAIN_SAMPLES).unwrap();
+        let first: Vec<pb::LogBatch> = (0..n / 500)
+            .map(|b| batch(u64::from(b + 1) * 500, (b * 500 + 1..=(b + 1) * 500).map(with_body).collect()))
+            .collect();
+        ship(&mut cp.logs(), first).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while count(&cp, "SELECT COUNT(*) FROM log_dictionaries").await != 1 {
+            assert!(tokio::time::Instant::now() < deadline, "no dictionary was trained");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let later = vec![with_body(n + 1), with_body(n + 2)];
+        ship(&mut cp.logs(), vec![batch(u64::from(n) + 2, later.clone())]).await;
+        let first_byte: Vec<u8> = sqlx::query_scalar(
+            "SELECT data FROM request_log_details ORDER BY time_ms DESC LIMIT 1",
+        )
+        .fetch_one(cp.running.store().pool())
+        .await
+        .unwrap();
+        assert_eq!(first_byte[0], 2, "compressed with the dictionary");
+        // Batches that were under way while it trained start no other.
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM log_dictionaries").await, 1);
+        let mut admin = cp.admin();
+        let got = admin.get_log(pb::GetLogRequest { id: later[1].id.clone() }).await.unwrap().into_inner();
+        assert_eq!(got.request_body, later[1].request_body);
+        assert_eq!(got.response_body, later[1].response_body);
+        // The newest dictionary stays, whatever the cutoff.
+        let store = cp.running.store();
+        assert_eq!(purge_dictionaries(store, now_ms() + 100 * 24 * 3_600_000).await.unwrap(), 0);
+        cp.shutdown().await;
+
+        // Another control plane reads the dictionary from the database.
+        let cp = start_cp(&db, dir.path(), 30).await;
+        let mut admin = cp.admin();
+        for r in [&later[0], &with_body(7)] {
+            let got = admin.get_log(pb::GetLogRequest { id: r.id.clone() }).await.unwrap().into_inner();
+            assert_eq!(got.request_body, r.request_body);
+        }
+        // A newer dictionary in use for long enough retires the older one.
+        let store = cp.running.store();
+        sqlx::query("INSERT INTO log_dictionaries (created_ms, dict) VALUES ($1, $2)")
+            .bind(now_ms())
+            .bind(vec![0u8; 8])
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(purge_dictionaries(store, now_ms()).await.unwrap(), 0);
+        assert_eq!(purge_dictionaries(store, now_ms() + 3 * 24 * 3_600_000).await.unwrap(), 1);
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM log_dictionaries").await, 1);
+        cp.shutdown().await;
+    }
+}

@@ -362,6 +362,17 @@ fn details(r: &RequestLog) -> Vec<String> {
         lines.push("attempts:".to_string());
         lines.extend(a.render().lines().map(|l| format!("  {l}")));
     }
+    if r.bodies_expired {
+        // Gone, not empty: kept for --body-retention-days, shorter than
+        // the summary above.
+        lines.push(String::new());
+        lines.push(
+            "headers and bodies: expired (removed by the control plane's \
+             --body-retention-days; the summary above is kept longer)"
+                .to_string(),
+        );
+        return lines;
+    }
     for (title, h) in [
         ("request headers", &r.request_headers),
         ("response headers", &r.response_headers),
@@ -549,7 +560,13 @@ mod tests {
             line.starts_with("2024-05-01T12:00:00.123Z  0190a2b4"),
             "{line}"
         );
+        let mut expired = sample();
+        expired.bodies_expired = true;
+        let text = details(&expired).join("\n");
+        assert!(text.contains("headers and bodies: expired"), "{text}");
+        assert!(!text.contains("request body"), "{text}");
         let text = details(&sample()).join("\n");
+        assert!(!text.contains("expired"), "{text}");
         assert!(text.contains("bad gateway"), "{text}");
         // Each attempt says when it was sent.
         assert!(text.contains("+1ms") && text.contains("+1011ms"), "{text}");

@@ -22,11 +22,12 @@ impl AdminService {
             return Err(Status::invalid_argument("a request log id is required"));
         }
         let log = crate::logs::query::get(&self.store, &r.id).await?;
-        let why = if log.request_body.is_empty() && !log.request_body_truncated {
-            self.why_not_logged(&log).await?
-        } else {
-            String::new()
-        };
+        let why =
+            if log.request_body.is_empty() && !log.request_body_truncated && !log.bodies_expired {
+                self.why_not_logged(&log).await?
+            } else {
+                String::new()
+            };
         let plan = crate::replay::plan(&log, &r.model, &r.key, || why)?;
         self.send(plan).await
     }

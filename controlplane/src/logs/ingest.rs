@@ -1,5 +1,6 @@
-//! Storing one `LogBatch`: every record and its attempts in one
-//! transaction, idempotently by record id.
+//! Storing one `LogBatch`: every record, its attempts and its details
+//! (headers and bodies, compressed: `details.rs`) in one transaction,
+//! idempotently by record id.
 //!
 //! Records that fail validation, and records the database rejects on their
 //! own (found by retrying a failed multi-row insert record by record, each
@@ -21,6 +22,7 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Acquire, Any, AnyConnection, Row};
 
+use super::details;
 use super::rollup;
 use super::row::{canonical_trace_id, format_time, strip_details};
 use crate::store::quota::{micros_of_nanos, nanos_of, SpendBatch};
@@ -54,15 +56,10 @@ const LOG_COLUMNS: &[&str] = &[
     "cost",
     "error",
     "snapshot_version",
-    "request_headers",
-    "response_headers",
-    "request_body",
-    "response_body",
     "request_body_truncated",
     "response_body_truncated",
     "upstream_protocol",
     "translated",
-    "upstream_request_body",
     "upstream_request_body_truncated",
     "dropped_fields",
     "reasoning_tokens",
@@ -94,6 +91,9 @@ const ATTEMPT_COLUMNS: &[&str] = &[
     "latency_ms",
     "start_offset_ms",
 ];
+
+/// Columns of `request_log_details` (`details.rs`), in bind order.
+const DETAIL_COLUMNS: &[&str] = &["time_ms", "id", "data"];
 
 const QUARANTINE_COLUMNS: &[&str] = &["id", "node_id", "reason", "record", "received_at"];
 
@@ -142,8 +142,6 @@ pub struct Stored {
 /// is what is stored.
 struct Prepared {
     rec: pb::RequestLog,
-    request_headers: String,
-    response_headers: String,
     /// `dropped_fields` as a JSON array of strings.
     dropped_fields: String,
     /// The id as the data plane sent it, where canonicalizing changed it:
@@ -151,6 +149,15 @@ struct Prepared {
     sent_id: Option<String>,
     /// The record came with a trace id that is not one, stored as ''.
     bad_trace_id: bool,
+    /// The 16 bytes of the id and the compressed headers and bodies: the
+    /// `request_log_details` row.
+    id_bytes: Vec<u8>,
+    details: Vec<u8>,
+    /// The details uncompressed, a sample for the next dictionary.
+    plain: Vec<u8>,
+    /// Whether the details are stored (not when body retention would
+    /// remove them at once).
+    keep_details: bool,
 }
 
 impl Prepared {
@@ -177,11 +184,13 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
         records,
         ..
     } = batch;
+    let dicts = store.details();
+    let dict = dicts.current(store.pool()).await?;
     let mut good: Vec<Prepared> = Vec::with_capacity(records.len());
     let mut rejected: Vec<Rejected> = Vec::new();
     let mut seen = HashSet::new();
     for r in records {
-        match prepare(r, &batch_node, now) {
+        match prepare(r, &batch_node, now, dict.as_deref()) {
             // A repeated id within one batch is the same record: kept once.
             Ok(p) => {
                 if seen.insert(p.rec.id.clone()) {
@@ -190,6 +199,9 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
             }
             Err(r) => rejected.push(*r),
         }
+    }
+    for p in &mut good {
+        p.keep_details = dicts.keeps(p.rec.time_ms, now);
     }
     if good.is_empty() && rejected.is_empty() {
         return Ok(Stored::default());
@@ -256,6 +268,14 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
             reason = r.reason,
             "request log quarantined"
         );
+    }
+    if dicts.wants_samples() {
+        let samples = good
+            .iter_mut()
+            .filter(|p| inserted.contains(&p.rec.id))
+            .map(|p| std::mem::take(&mut p.plain))
+            .collect();
+        dicts.add_samples(store, samples);
     }
     Ok(Stored {
         stored: good
@@ -389,7 +409,11 @@ pub(super) fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
 /// The INSERT text for `STATEMENT_ROWS[slot]` rows.
 fn insert_sql(backend: Backend, table: Table, slot: usize) -> &'static str {
     static TEXTS: LazyLock<Vec<String>> = LazyLock::new(|| {
-        insert_texts(&[Table::Logs.insert_parts(), Table::Attempts.insert_parts()])
+        insert_texts(&[
+            Table::Logs.insert_parts(),
+            Table::Attempts.insert_parts(),
+            Table::Details.insert_parts(),
+        ])
     });
     insert_text(&TEXTS, backend, table as usize, slot)
 }
@@ -431,6 +455,7 @@ pub(super) fn insert_text(texts: &[String], backend: Backend, variant: usize, sl
 enum Table {
     Logs = 0,
     Attempts = 1,
+    Details = 2,
 }
 
 impl Table {
@@ -445,6 +470,11 @@ impl Table {
             Table::Attempts => (
                 "request_attempts",
                 ATTEMPT_COLUMNS,
+                " ON CONFLICT DO NOTHING",
+            ),
+            Table::Details => (
+                "request_log_details",
+                DETAIL_COLUMNS,
                 " ON CONFLICT DO NOTHING",
             ),
         }
@@ -505,6 +535,25 @@ async fn insert_records(
         }
         q.execute(&mut *conn).await?;
     }
+    // Details likewise: one row per record inserted now, unless body
+    // retention is about to remove it (the record then reads as expired).
+    let fresh_details: Vec<&Prepared> = chunk
+        .iter()
+        .filter(|p| fresh.contains(p.rec.id.as_str()) && p.keep_details)
+        .collect();
+    let mut rest = &fresh_details[..];
+    for slot in statement_sizes(fresh_details.len()) {
+        let (part, next) = rest.split_at(STATEMENT_ROWS[slot]);
+        rest = next;
+        let mut q = sqlx::query(insert_sql(backend, Table::Details, slot));
+        for p in part {
+            q = q
+                .bind(p.rec.time_ms)
+                .bind(p.id_bytes.as_slice())
+                .bind(p.details.as_slice());
+        }
+        q.execute(&mut *conn).await?;
+    }
     Ok(ids)
 }
 
@@ -539,15 +588,10 @@ fn bind_record<'q>(
         .bind(r.cost)
         .bind(r.error.as_str())
         .bind(i64_of(r.snapshot_version))
-        .bind(p.request_headers.as_str())
-        .bind(p.response_headers.as_str())
-        .bind(r.request_body.as_str())
-        .bind(r.response_body.as_str())
         .bind(i64::from(r.request_body_truncated))
         .bind(i64::from(r.response_body_truncated))
         .bind(r.upstream_protocol.as_str())
         .bind(i64::from(r.translated))
-        .bind(r.upstream_request_body.as_str())
         .bind(i64::from(r.upstream_request_body_truncated))
         .bind(p.dropped_fields.as_str())
         .bind(i64_of(r.reasoning_tokens))
@@ -737,7 +781,12 @@ struct Checked {
 /// Checks a record and returns it ready to store: a canonical id, the
 /// batch's node when it names none, no NUL characters. A record refused
 /// comes back as it was, with the reason.
-fn prepare(r: pb::RequestLog, batch_node: &str, now: i64) -> Result<Prepared, Box<Rejected>> {
+fn prepare(
+    r: pb::RequestLog,
+    batch_node: &str,
+    now: i64,
+    dict: Option<&details::Current>,
+) -> Result<Prepared, Box<Rejected>> {
     match check(&r, batch_node, now) {
         Ok(c) => {
             let canonical = c.id.hyphenated().to_string();
@@ -745,10 +794,28 @@ fn prepare(r: pb::RequestLog, batch_node: &str, now: i64) -> Result<Prepared, Bo
             let bad_trace_id = !r.trace_id.is_empty() && canonical_trace_id(&r.trace_id).is_none();
             let rec = normalize(r, canonical, batch_node);
             let dropped_fields = dropped_json(&rec.dropped_fields);
+            let plain = details::plain([
+                &c.request_headers,
+                &c.response_headers,
+                &rec.request_body,
+                &rec.response_body,
+                &rec.upstream_request_body,
+            ]);
+            let details = match details::encode(&plain, dict) {
+                Ok(d) => d,
+                Err(e) => {
+                    return Err(Box::new(Rejected {
+                        record: rec,
+                        reason: e.to_string(),
+                    }))
+                }
+            };
             Ok(Prepared {
+                id_bytes: c.id.as_bytes().to_vec(),
+                details,
+                plain,
+                keep_details: true,
                 rec,
-                request_headers: c.request_headers,
-                response_headers: c.response_headers,
                 dropped_fields,
                 sent_id,
                 bad_trace_id,
@@ -999,7 +1066,7 @@ mod tests {
     #[test]
     fn validation() {
         let now = 1_714_564_900_000;
-        let Ok(p) = prepare(good(), "node-a", now) else {
+        let Ok(p) = prepare(good(), "node-a", now, None) else {
             panic!("a good record was refused");
         };
         assert_eq!(p.rec.id, "0190a2b4-0000-7000-8000-000000000001");
@@ -1009,7 +1076,7 @@ mod tests {
         assert_ne!(refused.record.id, p.rec.id);
         assert_eq!(p.rec.node_id, "node-a");
         assert_eq!(p.rec.usage_source, "none");
-        assert_eq!(p.request_headers, "{}");
+        assert_eq!(details::decode(&p.details).unwrap()[0], "{}");
 
         type Change = Box<dyn Fn(&mut pb::RequestLog)>;
         let bad: Vec<(&str, Change)> = vec![
@@ -1062,7 +1129,7 @@ mod tests {
         for (needle, change) in bad {
             let mut r = good();
             change(&mut r);
-            let e = prepare(r.clone(), "n", now).err().map(|e| *e);
+            let e = prepare(r.clone(), "n", now, None).err().map(|e| *e);
             let Some(Rejected { record, reason }) = e else {
                 panic!("{needle}: accepted");
             };
@@ -1078,19 +1145,20 @@ mod tests {
         let mut r = good();
         r.request_body = "a\0b".into();
         r.request_headers.insert("x\0".into(), "v".into());
-        let Ok(p) = prepare(r, "n", now) else {
+        let Ok(p) = prepare(r, "n", now, None) else {
             panic!("a record with NULs was refused");
         };
         assert_eq!(p.rec.request_body, "a\u{FFFD}b");
-        assert!(!p.request_headers.contains('\0'));
-        assert_eq!(p.request_headers, "{\"x\u{FFFD}\":\"v\"}");
+        let [request_headers, _, request_body, ..] = details::decode(&p.details).unwrap();
+        assert_eq!(request_headers, "{\"x\u{FFFD}\":\"v\"}");
+        assert_eq!(request_body, "a\u{FFFD}b");
 
         // Dropped fields are stored as a JSON array, in order, without NULs.
         assert_eq!(p.dropped_fields, "[]");
         let mut r = good();
         r.dropped_fields = vec!["top_k".into(), "a\0\"b".into()];
         r.upstream_request_body = "u\0".into();
-        let Ok(p) = prepare(r, "n", now) else {
+        let Ok(p) = prepare(r, "n", now, None) else {
             panic!("a record with dropped fields was refused");
         };
         assert_eq!(p.dropped_fields, "[\"top_k\",\"a\u{FFFD}\\\"b\"]");
@@ -1109,7 +1177,7 @@ mod tests {
         ] {
             let mut r = good();
             r.trace_id = sent.into();
-            let Ok(p) = prepare(r, "n", now) else {
+            let Ok(p) = prepare(r, "n", now, None) else {
                 panic!("a record with trace id {sent:?} was refused");
             };
             assert_eq!((p.rec.trace_id.as_str(), p.bad_trace_id), (stored, bad));

@@ -11,9 +11,8 @@ use base64::Engine as _;
 use llmgw_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use super::row::{
-    add_details, attempt_from_row, summary_from_row, DETAIL_COLUMNS, SUMMARY_COLUMNS,
-};
+use super::details;
+use super::row::{add_details, attempt_from_row, summary_from_row, SUMMARY_COLUMNS};
 use super::sql::{in_list, Filter, Param, Statement, TOKENS};
 use crate::store::{Store, StoreError};
 
@@ -260,14 +259,25 @@ pub async fn get(store: &Store, id: &str) -> Result<pb::RequestLog, StoreError> 
         .to_string();
     let mut conn = store.pool().acquire().await?;
     let row = sqlx::query(&format!(
-        "SELECT {SUMMARY_COLUMNS}, {DETAIL_COLUMNS} FROM request_logs WHERE id = $1"
+        "SELECT {SUMMARY_COLUMNS} FROM request_logs WHERE id = $1"
     ))
     .bind(canonical.as_str())
     .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| StoreError::NotFound(format!("request log {canonical} not found")))?;
     let mut rec = summary_from_row(&row)?;
-    add_details(&mut rec, &row)?;
+    // Every record is stored with a details row; none left means body
+    // retention removed it.
+    let data: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT data FROM request_log_details WHERE time_ms = $1 AND id = $2")
+            .bind(rec.time_ms)
+            .bind(details::id_bytes(&canonical).unwrap_or_default())
+            .fetch_optional(&mut *conn)
+            .await?;
+    match data {
+        Some(data) => add_details(&mut rec, store.details().decode(store.pool(), &data).await?)?,
+        None => rec.bodies_expired = true,
+    }
     let mut one = [rec];
     add_attempts(&mut conn, &mut one).await?;
     let [rec] = one;

@@ -4,6 +4,10 @@
 //!
 //! - SQLite deletes a few thousand rows per transaction, pausing between
 //!   them, so that ingest is never held up for long.
+//! - Headers and bodies (`request_log_details`) go earlier, after
+//!   `--body-retention-days` (7 by default, at most the logs' days), the
+//!   same way: whole day partitions on PostgreSQL, batches on SQLite. The
+//!   records stay, and say that their bodies expired.
 //! - The log rollups (`rollup.rs`) have their own retention, at least as
 //!   long as the request logs': their buckets that ended before the cutoff
 //!   go in the same hourly pass, a few thousand rows per statement (plain
@@ -35,9 +39,49 @@ const DAY_MS: i64 = 24 * 3600 * 1000;
 pub struct Days {
     pub logs: u32,
     pub rollups: u32,
+    /// Headers and bodies (`request_log_details`); 0 keeps them as long as
+    /// the logs. Never more than `logs` (see [`Days::new`]).
+    pub bodies: u32,
 }
 
+/// The bodies' days when none is given.
+pub const DEFAULT_BODY_DAYS: u32 = 7;
+
 impl Days {
+    /// The days in force from the flags: bodies default to
+    /// [`DEFAULT_BODY_DAYS`], or the logs' days when those are fewer; a
+    /// body retention given longer than the logs' is refused, since a
+    /// record's bodies cannot outlive its summary.
+    pub fn new(logs: u32, rollups: u32, bodies: Option<u32>) -> Result<Days, String> {
+        let bodies = match bodies {
+            None if logs > 0 => DEFAULT_BODY_DAYS.min(logs),
+            None => DEFAULT_BODY_DAYS,
+            Some(b) if logs > 0 && b > logs => {
+                return Err(format!(
+                    "--body-retention-days (BODY_RETENTION_DAYS) is {b}, longer than \
+                     --log-retention-days (LOG_RETENTION_DAYS) {logs}: a record's headers \
+                     and bodies cannot be kept longer than the record; give at most {logs}, \
+                     or 0 to keep them as long as the logs"
+                ))
+            }
+            Some(b) => b,
+        };
+        Ok(Days {
+            logs,
+            rollups,
+            bodies,
+        })
+    }
+
+    /// The bodies' days in effect: the logs' when 0.
+    pub fn bodies_in_effect(self) -> u32 {
+        if self.bodies == 0 {
+            self.logs
+        } else {
+            self.bodies
+        }
+    }
+
     /// The rollups' days in effect: more than the request logs' (stats
     /// read the rollups for any range, so they must cover every raw row,
     /// and PostgreSQL drops raw rows a whole day partition at a time, up to
@@ -66,6 +110,7 @@ pub async fn run(store: Store, days: Days, shutdown: watch::Receiver<bool>) {
             "log rollups are kept at least as long as the request logs"
         );
     }
+    let body_days = days.bodies_in_effect();
     let days = days.logs;
     if days == 0 {
         tracing::info!("log retention is off (--log-retention-days 0)");
@@ -84,6 +129,30 @@ pub async fn run(store: Store, days: Days, shutdown: watch::Receiver<bool>) {
                 if let Err(e) = ensure_day(&store, day).await {
                     tracing::warn!(error = %e, "cannot create a request-log partition ahead");
                 }
+            }
+        }
+        // Bodies first: they go before (or with) their records.
+        if body_days > 0 {
+            let pass = purge_details_older_than(&store, cutoff(body_days), BATCH, stop.clone());
+            let outcome = tokio::select! {
+                r = pass => r,
+                _ = super::shutdown_signal(&mut stop) => return,
+            };
+            match outcome {
+                Ok(0) => tracing::debug!("body retention: nothing to delete"),
+                Ok(n) => tracing::info!(
+                    deleted = n,
+                    body_days,
+                    "body retention: deleted the headers and bodies of older records"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "body retention pass failed; trying again later")
+                }
+            }
+            match super::details::purge_dictionaries(&store, cutoff(body_days)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "body retention: deleted unused dictionaries"),
+                Err(e) => tracing::warn!(error = %e, "cannot delete unused log dictionaries"),
             }
         }
         if days > 0 {
@@ -147,7 +216,7 @@ pub async fn purge_older_than(
     let stopping = || shutdown.as_ref().is_some_and(|s| *s.borrow());
     let mut deleted = 0u64;
     if store.backend() == Backend::Postgres {
-        deleted += drop_days_older_than(store, cutoff_ms, &stopping).await?;
+        deleted += drop_days_older_than(store, cutoff_ms, Parent::Logs, &stopping).await?;
     }
     while store.backend() == Backend::Sqlite {
         if stopping() {
@@ -192,6 +261,15 @@ pub async fn purge_older_than(
         }
         tokio::time::sleep(PAUSE).await;
     }
+    if store.backend() == Backend::Sqlite {
+        purge_details_older_than(
+            store,
+            cutoff_ms,
+            usize::try_from(batch).unwrap_or(BATCH),
+            shutdown.clone(),
+        )
+        .await?;
+    }
     // Quarantined records have no key; delete them by time, in batches too.
     loop {
         if stopping() {
@@ -215,31 +293,91 @@ pub async fn purge_older_than(
     Ok(deleted)
 }
 
+/// Deletes the headers and bodies (`request_log_details`) of records with
+/// `time_ms < cutoff_ms`, keeping the records: PostgreSQL drops the details'
+/// day partitions that are entirely older, SQLite deletes `batch` rows per
+/// statement with pauses. Returns the rows deleted.
+pub async fn purge_details_older_than(
+    store: &Store,
+    cutoff_ms: i64,
+    batch: usize,
+    shutdown: Option<watch::Receiver<bool>>,
+) -> Result<u64, StoreError> {
+    let stopping = || shutdown.as_ref().is_some_and(|s| *s.borrow());
+    if store.backend() == Backend::Postgres {
+        return drop_days_older_than(store, cutoff_ms, Parent::Details, &stopping).await;
+    }
+    let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
+    let mut deleted = 0u64;
+    loop {
+        if stopping() {
+            return Ok(deleted);
+        }
+        // The primary key (time_ms, id) finds the oldest rows.
+        let done = sqlx::query(
+            "DELETE FROM request_log_details WHERE rowid IN \
+             (SELECT rowid FROM request_log_details WHERE time_ms < $1 \
+              ORDER BY time_ms LIMIT $2)",
+        )
+        .bind(cutoff_ms)
+        .bind(batch)
+        .execute(store.pool())
+        .await?;
+        deleted += done.rows_affected();
+        if done.rows_affected() < batch.unsigned_abs() {
+            return Ok(deleted);
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
+}
+
+/// The partitioned table whose day partitions a retention pass drops.
+#[derive(Clone, Copy)]
+enum Parent {
+    /// A whole day of request logs: logs, attempts and details.
+    Logs,
+    /// A day of details only (body retention).
+    Details,
+}
+
+impl Parent {
+    fn table(self) -> &'static str {
+        match self {
+            Parent::Logs => "request_logs",
+            Parent::Details => "request_log_details",
+        }
+    }
+}
+
 /// Lock wait allowed for one partition drop; past it the drop gives way to
 /// ingest and is tried again.
 const DROP_LOCK_TIMEOUT: &str = "500ms";
 const DROP_TRIES: u32 = 10;
 const DROP_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-/// PostgreSQL: drops the day partitions of both log tables whose whole day
-/// is before `cutoff_ms`; returns the request logs they held. Another
-/// control plane doing the same at the same time makes this one skip.
+/// PostgreSQL: drops the day partitions of `parent` (and, for the logs,
+/// of the tables beside it) whose whole day is before `cutoff_ms`; returns
+/// the rows of `parent` they held. Another control plane doing the same
+/// at the same time makes this one skip.
 async fn drop_days_older_than(
     store: &Store,
     cutoff_ms: i64,
+    parent: Parent,
     stopping: &impl Fn() -> bool,
 ) -> Result<u64, StoreError> {
     let names: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::TEXT FROM pg_inherits i \
          JOIN pg_class c ON c.oid = i.inhrelid \
          JOIN pg_class p ON p.oid = i.inhparent \
-         WHERE p.relname = 'request_logs' ORDER BY 1",
+         WHERE p.relname = $1 ORDER BY 1",
     )
+    .bind(parent.table())
     .fetch_all(store.pool())
     .await?;
+    let prefix = format!("{}_p", parent.table());
     let mut deleted = 0u64;
     for name in names {
-        let Some(suffix) = name.strip_prefix("request_logs_p") else {
+        let Some(suffix) = name.strip_prefix(prefix.as_str()) else {
             continue;
         };
         let Some(day) = day_start_ms(suffix) else {
@@ -253,7 +391,7 @@ async fn drop_days_older_than(
             if stopping() {
                 return Ok(deleted);
             }
-            match drop_day(store, suffix).await {
+            match drop_day(store, parent, suffix).await {
                 Ok(Some(n)) => {
                     deleted += n;
                     break;
@@ -272,9 +410,10 @@ async fn drop_days_older_than(
     Ok(deleted)
 }
 
-/// Drops one day of both tables in one short transaction; `None` when
-/// another control plane holds the retention lock.
-async fn drop_day(store: &Store, suffix: &str) -> Result<Option<u64>, sqlx::Error> {
+/// Drops one day of `parent` (the logs: with their attempts and details)
+/// in one short transaction; `None` when another control plane holds the
+/// retention lock.
+async fn drop_day(store: &Store, parent: Parent, suffix: &str) -> Result<Option<u64>, sqlx::Error> {
     let mut tx = store.pool().begin().await?;
     let ours: bool =
         sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('llmgw_log_retention'))")
@@ -286,29 +425,40 @@ async fn drop_day(store: &Store, suffix: &str) -> Result<Option<u64>, sqlx::Erro
     sqlx::query(&format!("SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
         .execute(&mut *tx)
         .await?;
-    let logs = format!("request_logs_p{suffix}");
-    let attempts = format!("request_attempts_p{suffix}");
+    let counted = format!("{}_p{suffix}", parent.table());
     // Gone already (another control plane dropped it between our listing
     // and now): nothing to count.
     let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::TEXT")
-        .bind(&logs)
+        .bind(&counted)
         .fetch_one(&mut *tx)
         .await?;
     if exists.is_none() {
         return Ok(Some(0));
     }
-    let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{logs}\""))
+    let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{counted}\""))
         .fetch_one(&mut *tx)
         .await?;
-    sqlx::query(&format!("DROP TABLE IF EXISTS \"{attempts}\", \"{logs}\""))
-        .execute(&mut *tx)
-        .await?;
+    let details = format!("request_log_details_p{suffix}");
+    let drop = match parent {
+        Parent::Logs => format!(
+            "DROP TABLE IF EXISTS \"request_attempts_p{suffix}\", \"{details}\", \"{counted}\""
+        ),
+        Parent::Details => format!("DROP TABLE IF EXISTS \"{details}\""),
+    };
+    sqlx::query(&drop).execute(&mut *tx).await?;
     tx.commit().await?;
-    tracing::info!(
-        partition = logs,
-        rows,
-        "log retention: dropped a day of request logs"
-    );
+    match parent {
+        Parent::Logs => tracing::info!(
+            partition = counted,
+            rows,
+            "log retention: dropped a day of request logs"
+        ),
+        Parent::Details => tracing::info!(
+            partition = counted,
+            rows,
+            "body retention: dropped a day of headers and bodies"
+        ),
+    }
     Ok(Some(rows.unsigned_abs()))
 }
 
@@ -339,12 +489,36 @@ mod tests {
 
     #[test]
     fn rollups_are_kept_a_day_longer_than_logs_at_least() {
-        let kept = |logs, rollups| Days { logs, rollups }.rollups_in_effect();
+        let kept = |logs, rollups| {
+            Days {
+                logs,
+                rollups,
+                bodies: 0,
+            }
+            .rollups_in_effect()
+        };
         assert_eq!(kept(30, 90), 90);
         assert_eq!(kept(30, 7), 31);
         assert_eq!(kept(30, 31), 31);
         assert_eq!(kept(0, 90), 0);
         assert_eq!(kept(30, 0), 0);
+    }
+
+    #[test]
+    fn bodies_are_kept_at_most_as_long_as_logs() {
+        let days = |logs, bodies| Days::new(logs, 90, bodies);
+        assert_eq!(days(30, None).unwrap().bodies_in_effect(), 7);
+        assert_eq!(days(3, None).unwrap().bodies_in_effect(), 3);
+        assert_eq!(days(0, None).unwrap().bodies_in_effect(), 7);
+        assert_eq!(days(30, Some(0)).unwrap().bodies_in_effect(), 30);
+        assert_eq!(days(0, Some(0)).unwrap().bodies_in_effect(), 0);
+        assert_eq!(days(30, Some(30)).unwrap().bodies_in_effect(), 30);
+        assert_eq!(days(0, Some(400)).unwrap().bodies_in_effect(), 400);
+        let e = days(30, Some(31)).unwrap_err();
+        assert!(
+            e.contains("--body-retention-days") && e.contains("at most 30"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -7,10 +7,12 @@ use llmgw_proto::v1 as pb;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::details::Fields;
 use super::sql::cost_nanos_sql;
 use crate::store::StoreError;
 
-/// Every column but headers and bodies, for lists.
+/// Every column of `request_logs`: headers and bodies are in
+/// `request_log_details` (`details.rs`).
 pub const SUMMARY_COLUMNS: &str = concat!(
     "id, time_ms, node_id, sequence, key_name, client_ip, \
      user_agent, protocol, path, model, provider, upstream_model, status, stream, cancelled, \
@@ -23,10 +25,6 @@ pub const SUMMARY_COLUMNS: &str = concat!(
     cost_nanos_sql!(),
     " AS cost_nanos"
 );
-
-/// The header and body columns, for one full record.
-pub const DETAIL_COLUMNS: &str =
-    "request_headers, response_headers, request_body, response_body, upstream_request_body";
 
 /// RFC 3339 with milliseconds, in UTC: `2024-05-01T12:00:00.123Z`.
 pub fn format_time(ms: i64) -> String {
@@ -120,6 +118,7 @@ pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
         image_size: r.try_get("image_size")?,
         image_quality: r.try_get("image_quality")?,
         audio_source: r.try_get("audio_source")?,
+        bodies_expired: false,
     })
 }
 
@@ -149,22 +148,22 @@ fn dropped_fields(r: &AnyRow) -> Result<Vec<String>, StoreError> {
     })
 }
 
-fn headers(r: &AnyRow, col: &str) -> Result<BTreeMap<String, String>, StoreError> {
-    let text: String = r.try_get(col)?;
+fn headers(col: &str, text: &str) -> Result<BTreeMap<String, String>, StoreError> {
     if text.trim().is_empty() {
         return Ok(BTreeMap::new());
     }
-    serde_json::from_str(&text)
+    serde_json::from_str(text)
         .map_err(|_| StoreError::Invalid(format!("stored {col} is not a JSON object of strings")))
 }
 
-/// Adds headers and bodies from a row that has [`DETAIL_COLUMNS`].
-pub fn add_details(rec: &mut pb::RequestLog, r: &AnyRow) -> Result<(), StoreError> {
-    rec.request_headers = headers(r, "request_headers")?;
-    rec.response_headers = headers(r, "response_headers")?;
-    rec.request_body = r.try_get("request_body")?;
-    rec.response_body = r.try_get("response_body")?;
-    rec.upstream_request_body = r.try_get("upstream_request_body")?;
+/// Adds headers and bodies from a record's stored details.
+pub fn add_details(rec: &mut pb::RequestLog, fields: Fields) -> Result<(), StoreError> {
+    let [request_headers, response_headers, request_body, response_body, upstream] = fields;
+    rec.request_headers = headers("request_headers", &request_headers)?;
+    rec.response_headers = headers("response_headers", &response_headers)?;
+    rec.request_body = request_body;
+    rec.response_body = response_body;
+    rec.upstream_request_body = upstream;
     Ok(())
 }
 

@@ -72,6 +72,9 @@ pub struct Store {
     url: Arc<secrecy::SecretString>,
     /// SQLite only: the lock that keeps a second control plane off the file.
     owner: Option<Arc<SqliteOwner>>,
+    /// What storing the request logs' details needs: their zstd
+    /// dictionaries and body retention (`logs/details.rs`).
+    details: Arc<crate::logs::details::Details>,
 }
 
 /// The NOTIFY channel that tells every control plane on a PostgreSQL
@@ -270,6 +273,7 @@ impl Store {
             sealer,
             url: Arc::new(secrecy::SecretString::from(url.to_string())),
             owner,
+            details: Arc::default(),
         })
     }
 
@@ -284,6 +288,11 @@ impl Store {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The request logs' details: their dictionaries and body retention.
+    pub fn details(&self) -> &crate::logs::details::Details {
+        &self.details
     }
 
     pub fn sealer(&self) -> &Sealer {

@@ -317,6 +317,19 @@ function Bodies({ r }: { r: RequestLog }) {
 }
 
 function RawBodies({ r }: { r: RequestLog }) {
+  if (r.bodiesExpired) {
+    return (
+      <Card className="min-w-0">
+        <CardHeader>
+          <CardTitle>Bodies expired</CardTitle>
+          <CardDescription>
+            The control plane removed this request&apos;s headers and bodies after its body retention
+            (--body-retention-days); the summary is kept longer.
+          </CardDescription>
+        </CardHeader>
+      </Card>
+    );
+  }
   return (
     <>
       <Card className="min-w-0">

@@ -1,0 +1,668 @@
+//! A request log's details (its request and response headers and its
+//! client, upstream and response bodies), stored apart from the summary in
+//! `request_log_details` (migration 0024), one row per record, compressed
+//! with zstd.
+//!
+//! Why apart: lists, stats and exports never read them, and they are kept
+//! for less time than the summaries (`--body-retention-days`): PostgreSQL
+//! drops their day partitions earlier, SQLite deletes them in batches. A
+//! record whose details row is gone says so (`bodies_expired`), rather
+//! than showing empty bodies.
+//!
+//! The row is keyed by the request's time and the 16 bytes of its id (not
+//! its 36-character text: the key is in the index too). Its `data` is one
+//! of:
+//! - `{...}`: a JSON object of the five fields as strings, as migration
+//!   0024 moved rows stored before it (SQL has no zstd);
+//! - `0x01` and a zstd frame of the five fields, each a LEB128 length and
+//!   its UTF-8 bytes, in [`FIELDS`] order;
+//! - `0x02`, a dictionary id (LEB128) and such a frame compressed with that
+//!   dictionary (`log_dictionaries`).
+//!
+//! All three read back byte for byte what was stored.
+//!
+//! **Details.** Bodies of a few hundred bytes hardly compress on their
+//! own; what they share with each other (headers, the JSON of a protocol,
+//! the application's prompts) is what a zstd dictionary holds. The control
+//! plane trains one (`zstd::dict::from_samples`, [`DICT_BYTES`]) from the
+//! first [`TRAIN_SAMPLES`] records it stores, stores it in
+//! `log_dictionaries`, and compresses with it from then on; a day later it
+//! samples again and trains a new one, so the dictionary follows the
+//! traffic. Reads load a dictionary by id and keep it. Control planes
+//! sharing a database each train their own and read everyone's, and pick
+//! up the newest at least hourly. A dictionary goes once a newer one has
+//! been in use long enough that body retention has removed every row
+//! compressed with it (see [`purge_dictionaries`]).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use sqlx::AnyPool;
+use zstd::dict::{DecoderDictionary, EncoderDictionary};
+
+use crate::store::{now_ms, Store, StoreError};
+
+/// The detail fields in their stored order: the headers as JSON objects
+/// of strings, then the three bodies.
+pub const FIELDS: [&str; 5] = [
+    "request_headers",
+    "response_headers",
+    "request_body",
+    "response_body",
+    "upstream_request_body",
+];
+
+/// The first byte of a zstd-compressed row.
+const ZSTD: u8 = 1;
+/// The first byte of a row compressed with a dictionary.
+const ZSTD_DICT: u8 = 2;
+/// zstd's level: 3 is its default; the higher levels cost ingest several
+/// times as much for a few percent on bodies this small.
+const LEVEL: i32 = 3;
+/// A stored row decompresses to at most this (bodies are capped by the data
+/// plane, headers by ingest's validation): a damaged row cannot make a read
+/// allocate without bound.
+const MAX_DECODED: u64 = 512 * 1024 * 1024;
+/// Records a dictionary is trained from.
+pub const TRAIN_SAMPLES: usize = 2000;
+/// Records larger than this are not samples (a few large bodies would
+/// otherwise make up the whole training set).
+const MAX_SAMPLE_BYTES: usize = 64 * 1024;
+/// The size of a trained dictionary (docs/benchmarks.md, "Bytes per row").
+pub const DICT_BYTES: usize = 16 * 1024;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+/// A dictionary older than this is replaced by one trained on new samples.
+const RETRAIN_MS: i64 = DAY_MS;
+/// How often a control plane looks for a newer dictionary (another control
+/// plane's) in the database.
+const REFRESH_MS: i64 = 3600 * 1000;
+
+/// Records this close to their body cutoff are stored without details.
+const KEEP_MARGIN_MS: i64 = 3600 * 1000;
+
+/// The five detail fields of a record, in [`FIELDS`] order.
+pub type Fields = [String; 5];
+
+/// The 16 bytes of a request id (a UUID in any of its text forms).
+pub fn id_bytes(id: &str) -> Option<Vec<u8>> {
+    uuid::Uuid::parse_str(id.trim())
+        .ok()
+        .map(|u| u.as_bytes().to_vec())
+}
+
+/// The dictionary new rows are compressed with.
+pub struct Current {
+    id: i64,
+    created_ms: i64,
+    dict: EncoderDictionary<'static>,
+}
+
+/// What storing one database's details needs: its dictionaries (the
+/// current one, those read so far, the samples for the next) and the body
+/// retention in force.
+#[derive(Default)]
+pub struct Details {
+    /// `--body-retention-days` in effect; 0 keeps bodies (the default until
+    /// the retention job sets it).
+    body_days: AtomicU32,
+    current: RwLock<Option<Arc<Current>>>,
+    /// When the database was last asked for a newer dictionary (ms).
+    checked_ms: AtomicI64,
+    known: Mutex<HashMap<i64, Arc<DecoderDictionary<'static>>>>,
+    samples: Mutex<Vec<Vec<u8>>>,
+    training: AtomicBool,
+}
+
+fn bad(why: &str) -> StoreError {
+    StoreError::Invalid(format!("stored log details are damaged: {why}"))
+}
+
+fn lock_err() -> StoreError {
+    StoreError::Invalid("the log dictionaries' lock is poisoned".into())
+}
+
+impl Details {
+    /// Sets the body retention in force (the retention job, at start).
+    pub fn set_body_days(&self, days: u32) {
+        self.body_days.store(days, Ordering::Relaxed);
+    }
+
+    /// Whether a record of `time_ms` is stored with its details now: not
+    /// when body retention removes them within the hour anyway. On
+    /// PostgreSQL that hour also keeps ingest off the day partitions that
+    /// retention is dropping (a row for a dropped day would find none).
+    pub fn keeps(&self, time_ms: i64, now: i64) -> bool {
+        let days = self.body_days.load(Ordering::Relaxed);
+        days == 0
+            || time_ms
+                >= now
+                    .saturating_sub(i64::from(days).saturating_mul(DAY_MS))
+                    .saturating_add(KEEP_MARGIN_MS)
+    }
+    /// The dictionary to compress with now, if one was trained; looks for
+    /// a newer one in the database at most every [`REFRESH_MS`].
+    pub async fn current(&self, pool: &AnyPool) -> Result<Option<Arc<Current>>, StoreError> {
+        let now = now_ms();
+        let checked = self.checked_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(checked) >= REFRESH_MS
+            && self
+                .checked_ms
+                .compare_exchange(checked, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let newest: Option<(i64, i64, Vec<u8>)> = sqlx::query_as(
+                "SELECT id, created_ms, dict FROM log_dictionaries ORDER BY id DESC LIMIT 1",
+            )
+            .fetch_optional(pool)
+            .await?;
+            if let Some((id, created_ms, dict)) = newest {
+                let newer = self
+                    .current
+                    .read()
+                    .map_err(|_| lock_err())?
+                    .as_ref()
+                    .is_none_or(|c| c.id < id);
+                if newer {
+                    self.set_current(id, created_ms, &dict)?;
+                }
+            }
+        }
+        Ok(self.current.read().map_err(|_| lock_err())?.clone())
+    }
+
+    fn set_current(&self, id: i64, created_ms: i64, dict: &[u8]) -> Result<(), StoreError> {
+        let current = Current {
+            id,
+            created_ms,
+            dict: EncoderDictionary::copy(dict, LEVEL),
+        };
+        self.known
+            .lock()
+            .map_err(|_| lock_err())?
+            .insert(id, Arc::new(DecoderDictionary::copy(dict)));
+        *self.current.write().map_err(|_| lock_err())? = Some(Arc::new(current));
+        Ok(())
+    }
+
+    /// Whether records stored now should be kept as samples: no dictionary
+    /// yet, or one due for retraining, and too few samples. Reads the
+    /// current dictionary anew, not a batch's: batches that began before a
+    /// training ended must not start another.
+    pub fn wants_samples(&self) -> bool {
+        let due = self.current.read().is_ok_and(|c| {
+            c.as_ref()
+                .is_none_or(|c| now_ms().saturating_sub(c.created_ms) >= RETRAIN_MS)
+        });
+        due && !self.training.load(Ordering::Acquire)
+            && self.samples.lock().is_ok_and(|s| s.len() < TRAIN_SAMPLES)
+    }
+
+    /// Keeps records' uncompressed details for the next training, and
+    /// starts it (in the background) once there are enough.
+    pub fn add_samples(&self, store: &Store, mut new: Vec<Vec<u8>>) {
+        new.retain(|s| s.len() <= MAX_SAMPLE_BYTES);
+        if !self.wants_samples() {
+            return;
+        }
+        let ready = {
+            let Ok(mut samples) = self.samples.lock() else {
+                return;
+            };
+            let room = TRAIN_SAMPLES.saturating_sub(samples.len());
+            new.truncate(room);
+            samples.extend(new);
+            samples.len() >= TRAIN_SAMPLES && !self.training.swap(true, Ordering::AcqRel)
+        };
+        if ready {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let dicts = store.details();
+                let samples = dicts
+                    .samples
+                    .lock()
+                    .map(|mut s| std::mem::take(&mut *s))
+                    .unwrap_or_default();
+                if let Err(e) = dicts.train(&store, samples).await {
+                    tracing::warn!(error = %e, "cannot train a dictionary for log bodies; trying again later");
+                }
+                dicts.training.store(false, Ordering::Release);
+            });
+        }
+    }
+
+    async fn train(&self, store: &Store, samples: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        let n = samples.len();
+        let dict =
+            tokio::task::spawn_blocking(move || zstd::dict::from_samples(&samples, DICT_BYTES))
+                .await
+                .map_err(|e| StoreError::Invalid(format!("dictionary training stopped: {e}")))?
+                .map_err(|e| StoreError::Invalid(format!("dictionary training failed: {e}")))?;
+        let created_ms = now_ms();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO log_dictionaries (created_ms, dict) VALUES ($1, $2) RETURNING id",
+        )
+        .bind(created_ms)
+        .bind(dict.as_slice())
+        .fetch_one(store.pool())
+        .await?;
+        self.set_current(id, created_ms, &dict)?;
+        tracing::info!(
+            id,
+            samples = n,
+            bytes = dict.len(),
+            "trained a dictionary for log bodies"
+        );
+        Ok(())
+    }
+
+    /// The decoder of dictionary `id`, read from the database the first
+    /// time.
+    async fn decoder(
+        &self,
+        pool: &AnyPool,
+        id: i64,
+    ) -> Result<Arc<DecoderDictionary<'static>>, StoreError> {
+        if let Some(d) = self.known.lock().map_err(|_| lock_err())?.get(&id) {
+            return Ok(d.clone());
+        }
+        let dict: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT dict FROM log_dictionaries WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+        let dict = dict.ok_or_else(|| bad(&format!("its dictionary {id} is gone")))?;
+        let d = Arc::new(DecoderDictionary::copy(&dict));
+        self.known
+            .lock()
+            .map_err(|_| lock_err())?
+            .insert(id, d.clone());
+        Ok(d)
+    }
+
+    /// The fields of a stored row, exactly as stored, reading its
+    /// dictionary if it has one.
+    pub async fn decode(&self, pool: &AnyPool, data: &[u8]) -> Result<Fields, StoreError> {
+        if data.first() == Some(&ZSTD_DICT) {
+            let mut rest = &data[1..];
+            let id = take_varint(&mut rest).ok_or_else(|| bad("a cut dictionary id"))?;
+            let id = i64::try_from(id).map_err(|_| bad("a dictionary id too large"))?;
+            let dict = self.decoder(pool, id).await?;
+            let mut plain = Vec::new();
+            zstd::stream::Decoder::with_prepared_dictionary(rest, &dict)
+                .map_err(|_| bad("not a zstd frame"))?
+                .take(MAX_DECODED)
+                .read_to_end(&mut plain)
+                .map_err(|_| bad("not a zstd frame"))?;
+            return fields_of(&plain);
+        }
+        decode(data)
+    }
+}
+
+/// The uncompressed form of the fields: each a LEB128 length and its bytes.
+pub fn plain(fields: [&str; 5]) -> Vec<u8> {
+    let mut plain = Vec::with_capacity(fields.iter().map(|f| f.len() + 3).sum());
+    for f in fields {
+        put_varint(&mut plain, f.len() as u64);
+        plain.extend_from_slice(f.as_bytes());
+    }
+    plain
+}
+
+/// The stored form of [`plain`] fields: with the dictionary when there is
+/// one (`0x02`), else `0x01` and a zstd frame.
+pub fn encode(plain: &[u8], dict: Option<&Current>) -> Result<Vec<u8>, StoreError> {
+    let failed =
+        |e: std::io::Error| StoreError::Invalid(format!("cannot compress a log's details: {e}"));
+    let mut out = Vec::with_capacity(plain.len() / 2 + 16);
+    let mut enc = match dict {
+        Some(d) => {
+            out.push(ZSTD_DICT);
+            put_varint(&mut out, d.id.unsigned_abs());
+            zstd::stream::Encoder::with_prepared_dictionary(&mut out, &d.dict).map_err(failed)?
+        }
+        None => {
+            out.push(ZSTD);
+            zstd::stream::Encoder::new(&mut out, LEVEL).map_err(failed)?
+        }
+    };
+    // Small frames: no checksum (the database keeps its own), no
+    // dictionary id (the row has it), and the content size in the header,
+    // so reads allocate once.
+    enc.include_checksum(false)
+        .and_then(|()| enc.include_dictid(false))
+        .and_then(|()| enc.include_contentsize(true))
+        .and_then(|()| enc.set_pledged_src_size(Some(plain.len() as u64)))
+        .and_then(|()| std::io::Write::write_all(&mut enc, plain))
+        .and_then(|()| enc.finish().map(|_| ()))
+        .map_err(failed)?;
+    Ok(out)
+}
+
+/// The fields of a stored row without a dictionary, exactly as stored.
+pub fn decode(data: &[u8]) -> Result<Fields, StoreError> {
+    match data.first() {
+        Some(b'{') => {
+            let mut v: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(data).map_err(|_| bad("not a JSON object"))?;
+            let mut take = |name: &str| match v.remove(name) {
+                Some(serde_json::Value::String(s)) => Ok(s),
+                None | Some(serde_json::Value::Null) => Ok(String::new()),
+                Some(_) => Err(bad("a field that is not a string")),
+            };
+            Ok([
+                take(FIELDS[0])?,
+                take(FIELDS[1])?,
+                take(FIELDS[2])?,
+                take(FIELDS[3])?,
+                take(FIELDS[4])?,
+            ])
+        }
+        Some(&ZSTD) => {
+            let mut plain = Vec::new();
+            zstd::stream::Decoder::new(&data[1..])
+                .map_err(|_| bad("not a zstd frame"))?
+                .take(MAX_DECODED)
+                .read_to_end(&mut plain)
+                .map_err(|_| bad("not a zstd frame"))?;
+            fields_of(&plain)
+        }
+        Some(&ZSTD_DICT) => Err(bad("a dictionary's row read without it")),
+        _ => Err(bad("an unknown format")),
+    }
+}
+
+fn fields_of(plain: &[u8]) -> Result<Fields, StoreError> {
+    let mut rest = plain;
+    let mut next = || -> Result<String, StoreError> {
+        let len = take_varint(&mut rest).ok_or_else(|| bad("a cut length"))?;
+        let len = usize::try_from(len).map_err(|_| bad("a length too large"))?;
+        if len > rest.len() {
+            return Err(bad("a cut field"));
+        }
+        let (field, after) = rest.split_at(len);
+        rest = after;
+        String::from_utf8(field.to_vec()).map_err(|_| bad("a field that is not UTF-8"))
+    };
+    let fields = [next()?, next()?, next()?, next()?, next()?];
+    if !rest.is_empty() {
+        return Err(bad("bytes after the last field"));
+    }
+    Ok(fields)
+}
+
+/// Deletes the dictionaries no stored row can use any more: those older
+/// than the newest one created two days before `body_cutoff_ms` (rows are
+/// compressed with the newest dictionary; a record's time is at most a day
+/// ahead of its arrival, and PostgreSQL drops bodies a whole day at a
+/// time, so every row of an older dictionary is before the cutoff). The
+/// newest dictionary always stays. Returns how many went.
+pub async fn purge_dictionaries(store: &Store, body_cutoff_ms: i64) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM log_dictionaries WHERE id < \
+         (SELECT MAX(id) FROM log_dictionaries WHERE created_ms < $1)",
+    )
+    .bind(body_cutoff_ms.saturating_sub(2 * DAY_MS))
+    .execute(store.pool())
+    .await?;
+    Ok(done.rows_affected())
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn take_varint(buf: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = buf.split_first()?;
+        *buf = rest;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_read_back_byte_for_byte() {
+        let long = "é\u{1F600}\"\\\n".repeat(10_000);
+        for fields in [
+            ["", "", "", "", ""],
+            [
+                r#"{"content-type":"application/json"}"#,
+                "{}",
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+                "not json at all \u{0}",
+                &long,
+            ],
+        ] {
+            let stored = encode(&plain(fields), None).unwrap();
+            assert_eq!(stored[0], ZSTD);
+            let back = decode(&stored).unwrap();
+            assert_eq!(back.each_ref().map(String::as_str), fields);
+        }
+        // Long repeated bodies compress.
+        assert!(encode(&plain(["", "", &long, "", ""]), None).unwrap().len() < long.len() / 10);
+    }
+
+    #[test]
+    fn dictionary_rows_read_back_with_their_dictionary() {
+        let samples: Vec<Vec<u8>> = (0..500).map(|n| payload(1, n)).collect();
+        let dict = zstd::dict::from_samples(&samples, DICT_BYTES).unwrap();
+        let current = Current {
+            id: 300,
+            created_ms: 0,
+            dict: EncoderDictionary::copy(&dict, LEVEL),
+        };
+        let row = payload(1, 9999);
+        let stored = encode(&row, Some(&current)).unwrap();
+        assert_eq!(stored[..3], [ZSTD_DICT, 0xac, 0x02]);
+        // Smaller than without it.
+        assert!(stored.len() < encode(&row, None).unwrap().len());
+        // Not readable without it, and read back exactly with it.
+        assert!(decode(&stored).is_err());
+        let dicts = Details::default();
+        dicts.set_current(300, 0, &dict).unwrap();
+        let decoder = dicts.known.lock().unwrap().get(&300).unwrap().clone();
+        let mut back = Vec::new();
+        zstd::stream::Decoder::with_prepared_dictionary(&stored[3..], &decoder)
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, row);
+        assert!(fields_of(&back).is_ok());
+    }
+
+    #[test]
+    fn migrated_rows_are_json_objects() {
+        let stored = serde_json::json!({
+            "request_headers": "{\"a\":\"b\"}",
+            "response_headers": "",
+            "request_body": "{\"model\": \"x\" }",
+            "response_body": "ok",
+            "upstream_request_body": "",
+        })
+        .to_string();
+        let back = decode(stored.as_bytes()).unwrap();
+        assert_eq!(back[0], "{\"a\":\"b\"}");
+        assert_eq!(back[2], "{\"model\": \"x\" }");
+        assert_eq!(back[3], "ok");
+    }
+
+    #[test]
+    fn damaged_rows_are_errors() {
+        let mut stored = encode(&plain(["a", "b", "c", "d", "e"]), None).unwrap();
+        for bad in [
+            &b""[..],
+            b"\x07abc",
+            b"\x01not zstd",
+            b"{\"request_body\":1}",
+        ] {
+            assert!(decode(bad).is_err(), "{bad:?}");
+        }
+        stored.truncate(stored.len() - 2);
+        assert!(decode(&stored).is_err());
+    }
+
+    /// The payload (before compression) of record `n` of two corpora:
+    /// `bench/log_volume.sh`'s (small chat requests, one template) and a
+    /// varied one (prose of random words, several protocols, realistic
+    /// SDK headers).
+    fn payload(corpus: u8, n: u64) -> Vec<u8> {
+        let h = n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+        let fields: [String; 5] = if corpus == 0 {
+            let model = ["gpt-4o", "gpt-4o-mini", "claude-sonnet", "o3"][(h % 4) as usize];
+            let (input, output) = (20 + (h >> 16) % 3000, 5 + (h >> 24) % 800);
+            [
+                r#"{"authorization":"[redacted]","content-type":"application/json"}"#.into(),
+                r#"{"content-type":"application/json"}"#.into(),
+                format!(
+                    r#"{{"model":"{model}","messages":[{{"role":"user","content":"Summarise ticket {n} in two sentences, please."}}],"max_tokens":256}}"#
+                ),
+                format!(
+                    r#"{{"id":"chatcmpl-{n}","object":"chat.completion","choices":[{{"index":0,"message":{{"role":"assistant","content":"The customer reports an issue; support replied with a fix."}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":{input},"completion_tokens":{output}}}}}"#
+                ),
+                String::new(),
+            ]
+        } else {
+            const WORDS: [&str; 24] = [
+                "the", "gateway", "request", "model", "answer", "stream", "token", "user",
+                "report", "error", "quickly", "with", "and", "of", "retry", "provider", "latency",
+                "summary", "please", "write", "function", "table", "data", "plan",
+            ];
+            let mut x = h | 1;
+            let mut text = |words: u64| {
+                let mut t = String::new();
+                for _ in 0..words {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    t.push_str(WORDS[(x % 24) as usize]);
+                    t.push(' ');
+                }
+                t
+            };
+            let q = text(10 + h % 60);
+            let a = text(20 + (h >> 8) % 120);
+            let anthropic = h.is_multiple_of(2);
+            let req_id = format!("{:032x}", h.wrapping_mul(31));
+            if anthropic {
+                [
+                    format!(
+                        r#"{{"accept":"application/json","anthropic-version":"2023-06-01","content-type":"application/json","user-agent":"Anthropic/Python 0.40.0","x-api-key":"[redacted]","x-stainless-arch":"x64","x-stainless-lang":"python","x-stainless-os":"Linux","x-stainless-package-version":"0.40.0","x-stainless-retry-count":"0","x-stainless-runtime":"CPython","x-stainless-runtime-version":"3.12.{}"}}"#,
+                        h % 9
+                    ),
+                    format!(
+                        r#"{{"content-type":"application/json","request-id":"req_{req_id}","anthropic-ratelimit-requests-remaining":"{}"}}"#,
+                        h % 4000
+                    ),
+                    format!(
+                        r#"{{"model":"claude-sonnet-4","max_tokens":1024,"system":"You are a helpful assistant.","messages":[{{"role":"user","content":"{q}"}}]}}"#
+                    ),
+                    format!(
+                        r#"{{"id":"msg_{req_id}","type":"message","role":"assistant","model":"claude-sonnet-4","content":[{{"type":"text","text":"{a}"}}],"stop_reason":"end_turn","usage":{{"input_tokens":{},"output_tokens":{}}}}}"#,
+                        h % 900,
+                        h % 400
+                    ),
+                    String::new(),
+                ]
+            } else {
+                [
+                    format!(
+                        r#"{{"authorization":"[redacted]","content-type":"application/json","user-agent":"OpenAI/Python 1.57.{}","x-stainless-lang":"python","x-stainless-os":"Linux"}}"#,
+                        h % 5
+                    ),
+                    format!(
+                        r#"{{"content-type":"application/json","x-request-id":"req_{req_id}","openai-processing-ms":"{}"}}"#,
+                        h % 3000
+                    ),
+                    format!(
+                        r#"{{"model":"gpt-4o","messages":[{{"role":"system","content":"Answer briefly."}},{{"role":"user","content":"{q}"}}],"temperature":0.{}}}"#,
+                        h % 10
+                    ),
+                    format!(
+                        r#"{{"id":"chatcmpl-{req_id}","object":"chat.completion","created":{},"model":"gpt-4o-2024-08-06","choices":[{{"index":0,"message":{{"role":"assistant","content":"{a}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":{},"completion_tokens":{},"total_tokens":{}}}}}"#,
+                        1_700_000_000 + n,
+                        h % 900,
+                        h % 400,
+                        h % 1300
+                    ),
+                    String::new(),
+                ]
+            }
+        };
+        let mut out = Vec::new();
+        for f in &fields {
+            put_varint(&mut out, f.len() as u64);
+            out.extend_from_slice(f.as_bytes());
+        }
+        out
+    }
+
+    /// Bytes per row with no dictionary and with dictionaries trained on
+    /// the same traffic (the first rows) or on the other corpus. Run with
+    /// `cargo test --release -p llmgw-controlplane --lib
+    /// logs::details::tests::dictionary_figures -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement: prints figures"]
+    fn dictionary_figures() {
+        const TRAIN: u64 = 2000;
+        const ROWS: u64 = 20_000;
+        let train = |corpus: u8, size: usize| {
+            let samples: Vec<Vec<u8>> = (0..TRAIN).map(|n| payload(corpus, n)).collect();
+            zstd::dict::from_samples(&samples, size).unwrap()
+        };
+        for corpus in [0u8, 1] {
+            let rows: Vec<Vec<u8>> = (TRAIN..TRAIN + ROWS).map(|n| payload(corpus, n)).collect();
+            let raw: usize = rows.iter().map(Vec::len).sum();
+            let mean = |dict: Option<&[u8]>| {
+                let mut c = match dict {
+                    Some(d) => zstd::bulk::Compressor::with_dictionary(LEVEL, d).unwrap(),
+                    None => zstd::bulk::Compressor::new(LEVEL).unwrap(),
+                };
+                c.include_checksum(false).unwrap();
+                c.include_dictid(false).unwrap();
+                // The row's format byte (and a dictionary's id) included.
+                let head = if dict.is_some() { 2 } else { 1 };
+                let total: usize = rows
+                    .iter()
+                    .map(|r| c.compress(r).unwrap().len() + head)
+                    .sum();
+                total as f64 / ROWS as f64
+            };
+            println!(
+                "corpus {corpus}: raw {:.1} bytes/row",
+                raw as f64 / ROWS as f64
+            );
+            println!("  no dictionary: {:.1} bytes/row", mean(None));
+            for size in [4096, 16384, 65536] {
+                let own = mean(Some(&train(corpus, size)));
+                let other = mean(Some(&train(1 - corpus, size)));
+                println!(
+                    "  dictionary of {size} B: from its own first {TRAIN} rows {own:.1} bytes/row, \
+                     from the other corpus {other:.1} bytes/row"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ids_are_sixteen_bytes() {
+        let id = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+        assert_eq!(id_bytes(id).unwrap().len(), 16);
+        assert_eq!(id_bytes(id), id_bytes(&id.to_uppercase()));
+        assert_eq!(id_bytes("nope"), None);
+    }
+}
