@@ -699,6 +699,16 @@ def test_content_capture_puts_the_request_and_the_answer_on_the_span(ggw: Gatewa
             model=model, messages=MSG, stream=True) as r:
         text = "".join((c.choices[0].delta.content or "") for c in r.parse() if c.choices)
         answers.append((r.headers["x-llmgw-request-id"], text, "streamed"))
+    # Long answers (about 19 KB of text, past the 16 KiB the data plane keeps
+    # for an estimate): the capture keeps the trace's cap, passed through
+    # and translated (an Anthropic upstream) alike.
+    tmodel = ggw.add_model([f"{ggw.mock_provider('anthropic')}:{up}"], "--max-attempts", "1")
+    for m, kind in ((model, "streamed, long"), (tmodel, "translated stream, long")):
+        with ggw.openai(key).chat.completions.with_streaming_response.create(
+                model=m, messages=MSG, stream=True, extra_headers={"x-mock-chunks": "2600"}) as r:
+            text = "".join((c.choices[0].delta.content or "") for c in r.parse() if c.choices)
+            assert len(text.encode()) > 16 * 1024, len(text)
+            answers.append((r.headers["x-llmgw-request-id"], text, kind))
     problems = []
     for rid, text, kind in answers:
         assert "tok0" in text

@@ -13,6 +13,9 @@ use llmgw_core::tokens::count_text;
 /// Bytes of generated text kept by default.
 pub const KEEP: usize = 16 * 1024;
 
+/// The most a trace's content capture makes it keep.
+pub const KEEP_MAX: usize = 1 << 20;
+
 /// Generated text: a kept prefix and the length of the whole.
 #[derive(Debug)]
 pub struct Generated {
@@ -31,6 +34,7 @@ impl Default for Generated {
     }
 }
 
+#[cfg(test)]
 impl From<&str> for Generated {
     fn from(s: &str) -> Self {
         let mut g = Generated::default();
@@ -40,15 +44,21 @@ impl From<&str> for Generated {
 }
 
 impl Generated {
-    /// Keeps up to `bytes` (never less than [`KEEP`]).
+    /// Keeps up to `bytes` (never less than [`KEEP`], never more than
+    /// [`KEEP_MAX`]); set before the text comes.
     pub fn keep_at_least(&mut self, bytes: usize) {
-        self.keep = self.keep.max(bytes);
+        self.keep = self.keep.max(bytes.min(KEEP_MAX));
     }
 
     /// Adds generated text: kept while there is room (cut at a character
-    /// boundary), counted always.
+    /// boundary), counted always. Once anything was left out, nothing more
+    /// is kept, so the kept text is always a prefix of the whole.
     pub fn push(&mut self, s: &str) {
+        let whole = self.kept.len() as u64 == self.len;
         self.len += s.len() as u64;
+        if !whole {
+            return;
+        }
         let room = self.keep.saturating_sub(self.kept.len());
         if s.len() <= room {
             self.kept.push_str(s);
@@ -66,6 +76,7 @@ impl Generated {
         self.len
     }
 
+    /// Nothing generated.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -133,14 +144,30 @@ mod tests {
     }
 
     #[test]
-    fn a_cut_falls_on_a_character_boundary() {
+    fn a_cut_falls_on_a_character_boundary_and_the_kept_text_stays_a_prefix() {
         let mut g = Generated::default();
-        g.push(&"a".repeat(KEEP - 1));
-        g.push("éé");
+        let mut whole = "a".repeat(KEEP - 1);
+        g.push(&whole);
+        for s in ["éé", "b", "é"] {
+            g.push(s);
+            whole.push_str(s);
+        }
+        // "é" is two bytes: the one byte of room is left unused, and the
+        // "b" after it is not kept either (it would follow dropped text).
         assert_eq!(g.kept().len(), KEEP - 1);
-        assert_eq!(g.len(), (KEEP - 1 + 4) as u64);
+        assert!(whole.starts_with(g.kept()));
+        assert_eq!(g.len(), whole.len() as u64);
+    }
+
+    #[test]
+    fn a_trace_keeps_more_up_to_a_limit() {
+        let mut g = Generated::default();
         g.keep_at_least(KEEP + 10);
-        g.push("é");
-        assert!(g.kept().ends_with('é'));
+        g.push(&"x".repeat(KEEP + 100));
+        assert_eq!(g.kept().len(), KEEP + 10);
+        let mut g = Generated::default();
+        g.keep_at_least(usize::MAX);
+        g.push(&"x".repeat(KEEP_MAX + 1));
+        assert_eq!(g.kept().len(), KEEP_MAX);
     }
 }

@@ -334,6 +334,9 @@ pub struct Finish {
     /// (parsed only then, on the blocking thread that counts).
     pub request: Option<bytes::Bytes>,
     pub completion_text: Generated,
+    /// The most input tokens a stream's usage has reported so far (its
+    /// request body is let go then; see [`Finish::usage_seen`]).
+    pub input_seen: u64,
     /// The target's prices in effect when the request arrived.
     pub prices: Arc<PriceSheet>,
     /// The model name tiktoken picks an encoding by.
@@ -355,19 +358,23 @@ pub struct Finish {
 }
 
 impl Finish {
-    /// Whether finishing needs tiktoken: no usage was reported for a
-    /// response that has to be counted.
     /// A stream's usage so far: once the upstream has reported the input's
     /// tokens (Anthropic's `message_start`, Gemini's every chunk), no
     /// estimate will need the request body, and a long-context request
     /// (hundreds of KB from a coding agent) is not held for the rest of
-    /// the stream. Its capped copy in the record is already written.
+    /// the stream. Its capped copy in the record is already written. The
+    /// input seen is kept: should a later event report all-zero usage for
+    /// an answer with text, the estimate takes the input from it.
     pub fn usage_seen(&mut self, usage: Option<Usage>) {
-        if self.request.is_some() && usage.is_some_and(|u| u.input > 0) {
+        let Some(u) = usage else { return };
+        self.input_seen = self.input_seen.max(u.input);
+        if self.request.is_some() && u.input + u.cache_read + u.cache_write > 0 {
             self.request = None;
         }
     }
 
+    /// Whether finishing needs tiktoken: no usage was reported for a
+    /// response that has to be counted.
     fn needs_estimate(&self) -> bool {
         self.counted && self.media.is_none() && self.reported().is_none()
     }
@@ -509,7 +516,7 @@ impl Finish {
             }
             None if f.counted => {
                 r.usage_source = "estimated".into();
-                let input = f.request.as_deref().map_or(0, |raw| {
+                let input = f.request.as_deref().map_or(f.input_seen, |raw| {
                     let tree = super::head::tree(raw);
                     llmgw_core::tokens::estimate_input(&f.tokenizer_model, &tree)
                 });
@@ -644,6 +651,7 @@ mod tests {
                 br#"{"model":"gpt-4o","messages":[{"role":"user","content":"say something nice please"}]}"#,
             )),
             completion_text: text.into(),
+            input_seen: 0,
             prices: Arc::new(PriceSheet::flat(llmgw_core::price::TokenPrices {
                 input: "1".parse().unwrap(),
                 output: "1".parse().unwrap(),

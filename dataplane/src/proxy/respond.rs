@@ -6,6 +6,7 @@ use super::attempt::{error_chain, read_capped, wants_usage_chunk, Prepared};
 use super::generated::Generated;
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::logs::capture::Capture;
 
 impl Proxy {
     /// Streams an upstream answer to the client.
@@ -66,6 +67,12 @@ impl Proxy {
             0
         };
         let mut observer = Observer::new(call.dialect, call.endpoint, is_sse, strip, log_cap);
+        if call.streaming && !is_sse {
+            // A stream that is not SSE (Gemini's JSON array without
+            // `alt=sse`) is read as one answer, but lasts as long as a
+            // stream: its capture is compressed like one.
+            observer.logged = Capture::streaming(log_cap);
+        }
         // Speech: audio bytes pass as they come, and the log keeps their
         // size and content type, never the bytes.
         if call.endpoint == Endpoint::AudioSpeech && status.is_success() {
@@ -100,6 +107,7 @@ impl Proxy {
             usage: None,
             request: Some(call.raw.clone()),
             completion_text: Generated::default(),
+            input_seen: 0,
             prices,
             tokenizer_model: target.upstream_model.clone(),
             counted: status.is_success() && !call.endpoint.api().counts_tokens(),
@@ -211,6 +219,7 @@ impl Proxy {
             usage: None,
             request: Some(call.raw.clone()),
             completion_text: Generated::default(),
+            input_seen: 0,
             prices,
             tokenizer_model: target.upstream_model.clone(),
             counted: !counting,
@@ -231,7 +240,8 @@ impl Proxy {
                 super::estimate::input_tokens_now(&tokenizer_model, &head::tree(&raw))
             });
             let mut transcoder = Transcoder::new(upstream, client, opts.clone(), log_cap, estimate);
-            if let Some(t) = &pending.trace {
+            // The trace went into the record above.
+            if let Some(t) = &finish.trace {
                 transcoder.text.keep_at_least(t.content_cap());
             }
             let content_type = if opts.sse {
