@@ -598,8 +598,31 @@ impl<A: Accumulate> Tally<A> {
 
 impl Tally<SketchAcc> {
     /// Adds the rollup rows `st` selects (see [`rollup::select_statement`]).
+    ///
+    /// On PostgreSQL in a transaction of its own without JIT compilation
+    /// and parallel workers: the planner overestimates the rows of one
+    /// cube (its statistics mix the cubes), so a select of a few thousand
+    /// rows passed the JIT threshold and spent 50–65 ms compiling and
+    /// another 15 starting workers, against 20 ms of reading
+    /// (docs/benchmarks.md).
     async fn scan_rollups(&mut self, store: &Store, st: &Statement) -> Result<(), StoreError> {
-        let mut conn = store.pool().acquire().await?;
+        let mut tx = store.pool().begin().await?;
+        if store.backend() == Backend::Postgres {
+            sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+            sqlx::query("SET LOCAL max_parallel_workers_per_gather = 0")
+                .execute(&mut *tx)
+                .await?;
+        }
+        self.read_rollups(&mut tx, st).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn read_rollups(
+        &mut self,
+        conn: &mut sqlx::AnyConnection,
+        st: &Statement,
+    ) -> Result<(), StoreError> {
         let mut rows = st.query().fetch(&mut *conn);
         while let Some(row) = rows.try_next().await? {
             let r = RollupRow {
