@@ -1,33 +1,55 @@
 #!/usr/bin/env bash
 # bench/log_volume.sh - request logs at volume on PostgreSQL: ingest
-# throughput and the latency of the main log queries at 1 and 10 million
-# rows (controlplane/examples/log_volume.rs).
+# throughput and the latency of the main log queries (lists; stats over
+# 24 h, 7 and 30 days by model, provider and key) at 1 and 10 million rows
+# (controlplane/examples/log_volume.rs).
 #
-# Usage: bench/log_volume.sh [ROWS...]     (default: 1000000 10000000)
+# Usage: bench/log_volume.sh [--days N] [ROWS...]
+#        (default: 7 days; 1000000 10000000 rows)
 #
-# Each size gets a fresh database on the local PostgreSQL cluster
-# (scripts/pg.sh starts it), which is dropped afterwards. 10 million rows
-# take about 10 GB of disk while they exist. Results:
+# --days spreads the records over the last N days (30 for the 30-day
+# stats to cover a full month). Each size gets a fresh database on the
+# local PostgreSQL cluster (scripts/pg.sh starts it), which is dropped
+# afterwards. 10 million rows take about 10 GB of disk while they exist.
+# Honours CARGO_TARGET_DIR. Results:
 # bench/results/log-volume-<time>-<rows>.json and a table on stdout.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+DAYS=7
+SIZES=()
+while (($#)); do
+    case "$1" in
+    --days)
+        DAYS="$2"
+        shift 2
+        ;;
+    --days=*)
+        DAYS="${1#--days=}"
+        shift
+        ;;
+    *)
+        SIZES+=("$1")
+        shift
+        ;;
+    esac
+done
+((${#SIZES[@]})) || SIZES=(1000000 10000000)
 # shellcheck source=scripts/pg.sh
 source scripts/pg.sh
-SIZES=("$@")
-((${#SIZES[@]})) || SIZES=(1000000 10000000)
 
 cargo build --release --locked -p llmgw-controlplane --example log_volume
+BIN="${CARGO_TARGET_DIR:-target}/release/examples/log_volume"
 mkdir -p bench/results
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 for rows in "${SIZES[@]}"; do
     db="llmgw_logvol_${rows}_$$"
     psql "$LLMGW_TEST_POSTGRES_URL" -qc "CREATE DATABASE $db" >/dev/null
     url="${LLMGW_TEST_POSTGRES_URL%/*}/$db"
-    echo "== $rows rows (database $db)"
+    echo "== $rows rows over $DAYS days (database $db)"
     set +e
-    target/release/examples/log_volume --database-url "$url" --rows "$rows" \
-        --json "bench/results/log-volume-$stamp-$rows.json"
+    "$BIN" --database-url "$url" --rows "$rows" --days "$DAYS" \
+        --json "bench/results/log-volume-$stamp-$rows-${DAYS}d.json"
     rc=$?
     set -e
     psql "$LLMGW_TEST_POSTGRES_URL" -qc "DROP DATABASE $db WITH (FORCE)" >/dev/null

@@ -8,7 +8,10 @@
 //! run, `--repeat` times, over gRPC. Records are spread over the last
 //! `--days` days in time order, as they arrive in production.
 //!
-//! `bench/log_volume.sh` runs it at 1 and 10 million rows on PostgreSQL.
+//! `bench/log_volume.sh` runs it at 1 and 10 million rows on PostgreSQL
+//! (`--days 30` spreads them over 30 days). Besides lists, it times stats
+//! over the last 24 hours, 7 and 30 days by model, provider and key, and
+//! reports each answer's `source` (which rollup cube and levels).
 //!
 //! ```text
 //! cargo run --release -p llmgw-controlplane --example log_volume -- \
@@ -44,6 +47,7 @@ struct Opts {
     database_url: String,
     #[arg(long, default_value_t = 1_000_000)]
     rows: u64,
+    /// Days the records are spread over, ending now.
     #[arg(long, default_value_t = 7)]
     days: i64,
     /// Records per batch (the data plane ships up to 1,000 by default).
@@ -55,6 +59,10 @@ struct Opts {
     /// Runs of each query; the median and the maximum are reported.
     #[arg(long, default_value_t = 15)]
     repeat: usize,
+    /// Ship nothing: time the queries over what the database holds (from
+    /// an earlier run that kept it), as of now.
+    #[arg(long)]
+    no_ingest: bool,
     /// Write the results as JSON to this file too.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -234,6 +242,8 @@ struct QueryResult {
     median_ms: f64,
     max_ms: f64,
     rows: usize,
+    /// Where a stats answer came from (`GetStatsResponse.source`).
+    source: String,
 }
 
 async fn time_query<F, Fut>(name: &str, repeat: usize, mut f: F) -> anyhow::Result<QueryResult>
@@ -255,6 +265,7 @@ where
         median_ms: times[times.len() / 2],
         max_ms: times[times.len() - 1],
         rows,
+        source: String::new(),
     })
 }
 
@@ -294,6 +305,9 @@ async fn main() -> anyhow::Result<()> {
     let began = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..streams {
+        if opts.no_ingest {
+            break;
+        }
         // Interleaved slices keep the whole run in time order.
         let per = opts.rows / streams;
         let range = s * per..if s + 1 == streams {
@@ -326,10 +340,13 @@ async fn main() -> anyhow::Result<()> {
         .fetch_one(store.pool())
         .await?;
     anyhow::ensure!(
-        u64::try_from(stored)? == opts.rows,
+        opts.no_ingest || u64::try_from(stored)? == opts.rows,
         "{stored} rows stored for {} sent",
         opts.rows
     );
+    if opts.no_ingest {
+        println!("{stored} rows stored before");
+    }
     // Fresh statistics, as autovacuum would have them by now.
     sqlx::query("ANALYZE").execute(store.pool()).await?;
     let size: Option<i64> = if opts.database_url.starts_with("postgres") {
@@ -340,6 +357,25 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    let rollup_bytes: Option<i64> = if opts.database_url.starts_with("postgres") {
+        sqlx::query_scalar("SELECT pg_total_relation_size('log_rollups')")
+            .fetch_one(store.pool())
+            .await
+            .ok()
+    } else {
+        None
+    };
+    // Rows of each rollup cube (a database before cubes has none).
+    let cube_rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT c.name, COUNT(r.cube) FROM log_rollup_cubes c \
+         LEFT JOIN log_rollups r ON r.cube = c.cube GROUP BY c.name ORDER BY c.name",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap_or_default();
+    let rollup_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_rollups")
+        .fetch_one(store.pool())
+        .await?;
 
     let mut admin = AdminClient::new(InterceptedService::new(
         channel.clone(),
@@ -442,34 +478,50 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?,
     );
-    let stat_queries: Vec<(&str, pb::GetStatsRequest)> = vec![
-        ("stats: last hour, totals", stats(last(HOUR_MS), "", 0)),
+    // The dashboard's overview and the bar of issue #18: 24 hours, 7 and
+    // 30 days, by model, provider and key (a range longer than the corpus
+    // covers what there is).
+    let mut stat_queries: Vec<(String, pb::GetStatsRequest)> = vec![
         (
-            "stats: last 24 h by model, hourly",
+            "stats: last hour, totals".into(),
+            stats(last(HOUR_MS), "", 0),
+        ),
+        (
+            "stats: last 24 h by model, hourly".into(),
             stats(last(DAY_MS), "model", 3600),
         ),
-        (
-            "stats: last 7 days by provider",
-            stats(last(7 * DAY_MS), "provider", 0),
-        ),
     ];
+    for (range, ms) in [
+        ("24 h", DAY_MS),
+        ("7 days", 7 * DAY_MS),
+        ("30 days", 30 * DAY_MS),
+    ] {
+        for group in ["model", "provider", "key"] {
+            stat_queries.push((
+                format!("stats: last {range} by {group}"),
+                stats(last(ms), group, 0),
+            ));
+        }
+    }
     for (name, req) in stat_queries {
-        let r = time_query(name, opts.repeat.min(5), || {
+        let source = admin.get_stats(req.clone()).await?.into_inner().source;
+        let mut r = time_query(&name, opts.repeat.min(5), || {
             let mut admin = admin.clone();
             let req = req.clone();
             async move { Ok(admin.get_stats(req).await?.into_inner().groups.len()) }
         })
         .await?;
+        r.source = source;
         results.push(r);
     }
 
     println!();
-    println!("| query | median ms | max ms | rows |");
-    println!("|---|---:|---:|---:|");
+    println!("| query | median ms | max ms | rows | source |");
+    println!("|---|---:|---:|---:|---|");
     for r in &results {
         println!(
-            "| {} | {:.1} | {:.1} | {} |",
-            r.query, r.median_ms, r.max_ms, r.rows
+            "| {} | {:.1} | {:.1} | {} | {} |",
+            r.query, r.median_ms, r.max_ms, r.rows, r.source
         );
     }
     if let Some(bytes) = size {
@@ -478,6 +530,25 @@ async fn main() -> anyhow::Result<()> {
             bytes as f64 / (1024.0 * 1024.0 * 1024.0)
         );
     }
+    println!(
+        "rollups: {rollup_rows} rows{}{}",
+        rollup_bytes.map_or(String::new(), |b| format!(
+            ", {:.0} MiB",
+            b as f64 / (1024.0 * 1024.0)
+        )),
+        if cube_rows.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                cube_rows
+                    .iter()
+                    .map(|(c, n)| format!("{c}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
     if let Some(path) = &opts.json {
         let doc = serde_json::json!({
             "rows": opts.rows,
@@ -487,6 +558,9 @@ async fn main() -> anyhow::Result<()> {
             "ingest_seconds": ingest_s,
             "ingest_rows_per_second": rate,
             "database_bytes": size,
+            "rollup_rows": rollup_rows,
+            "rollup_bytes": rollup_bytes,
+            "rollup_rows_by_cube": cube_rows,
             "queries": results,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;

@@ -1106,7 +1106,7 @@ both! {
         };
 
         let r = admin.get_stats(stats("", 0, Default::default())).await.unwrap().into_inner();
-        assert_eq!(r.source, "rollup:day");
+        assert_eq!(r.source, "rollup:day@total");
         let r = snapped(r);
         let total = r.total.unwrap();
         assert_eq!((total.group.as_str(), total.requests, total.errors), ("", 10, 5));
@@ -1223,7 +1223,7 @@ both! {
         // The rollups outlive the raw rows (90 days by default): stats
         // still count all eight.
         let r = admin.get_stats(pb::GetStatsRequest::default()).await.unwrap().into_inner();
-        assert_eq!((r.source.as_str(), r.total.unwrap().requests), ("rollup:day", 8));
+        assert_eq!((r.source.as_str(), r.total.unwrap().requests), ("rollup:day@total", 8));
         cp.shutdown().await;
     }
 }

@@ -3,8 +3,12 @@
 //! groupings (counts, tokens exact, costs exact to the nano-dollar, percentiles within the
 //! sketch's stated error), resent batches count once (also shipped to two
 //! control planes at once on PostgreSQL), and the rollups answer after
-//! retention removed the raw rows. Every `both!` test runs against a fresh
-//! SQLite file and a fresh PostgreSQL database (see `common`).
+//! retention removed the raw rows. Every rollup cube is read, and the
+//! planner's pick is checked against the smallest cube that keeps what a
+//! request filters and groups by (a cube that cannot answer a filter
+//! exactly fails the comparison with the scan, and is refused). Every
+//! `both!` test runs against a fresh SQLite file and a fresh PostgreSQL
+//! database (see `common`).
 //!
 //! The records come from a seeded RNG; `ROLLUP_SEED` picks another seed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -141,6 +145,36 @@ fn random_request(rng: &mut StdRng, t0: i64, t1: i64) -> pb::GetStatsRequest {
         filter: Some(f),
         group_by: pick(rng, &["", "model", "provider", "key", "user", "outcome"]).into(),
         bucket_s: [0, 60, 300, 3600, 7200, 86_400][rng.gen_range(0..6)],
+    }
+}
+
+/// The cube a request must be answered from: the smallest that keeps
+/// every dimension it filters or groups by, worked out apart from the
+/// planner (`rollup::CUBES`: total, model with its target, key, user,
+/// full).
+fn expected_cube(r: &pb::GetStatsRequest) -> &'static str {
+    let f = r.filter.clone().unwrap_or_default();
+    let mut dims = std::collections::BTreeSet::new();
+    for (set, dim) in [
+        (!f.model.is_empty(), "model"),
+        (!f.provider.is_empty(), "provider"),
+        (!f.key.is_empty(), "key"),
+        (!f.user.is_empty(), "user"),
+    ] {
+        if set {
+            dims.insert(dim);
+        }
+    }
+    if matches!(r.group_by.as_str(), "model" | "provider" | "key" | "user") {
+        dims.insert(r.group_by.as_str());
+    }
+    let dims: Vec<&str> = dims.into_iter().collect();
+    match dims.as_slice() {
+        [] => "total",
+        ["model"] | ["provider"] | ["model", "provider"] => "model",
+        ["key"] => "key",
+        ["user"] => "user",
+        _ => "full",
     }
 }
 
@@ -285,7 +319,7 @@ both! {
         assert_eq!(all.total.as_ref().unwrap().cost_nanos, sent);
 
         let mut sources = std::collections::BTreeSet::new();
-        for i in 0..60 {
+        for i in 0..100 {
             let req = random_request(&mut rng, t0 - HOUR, t1 + HOUR);
             let got = stats::stats(&store, req.clone()).await.unwrap();
             let want = scan(&store, &req).await;
@@ -295,14 +329,69 @@ both! {
                 assert_eq!(got, want, "{i}: {req:?}");
             } else {
                 assert!(got.source.starts_with("rollup:"), "{i}: {}", got.source);
+                // The smallest cube that can answer, and only it.
+                let cube = expected_cube(&req);
+                assert!(got.source.ends_with(&format!("@{cube}")), "{i}: {} for {req:?}", got.source);
                 assert_same(&format!("query {i} ({req:?}, {})", got.source), &got, &want);
             }
             sources.insert(got.source);
         }
-        // The random ranges reached every level and the raw ends.
+        // The random ranges reached every level, the raw ends and every
+        // cube.
         let all: String = sources.iter().cloned().collect::<Vec<_>>().join(" ");
         for level in ["day", "hour", "minute", "raw"] {
             assert!(all.contains(level), "no answer used {level}: {all}");
+        }
+        // The planner picks each cube for what it keeps.
+        let one = |f: pb::LogFilter, group: &str| pb::GetStatsRequest {
+            filter: Some(pb::LogFilter { since_ms: t0 + HOUR, ..f }),
+            group_by: group.into(),
+            bucket_s: 0,
+        };
+        let f = pb::LogFilter::default;
+        for (req, cube) in [
+            (one(pb::LogFilter { errors_only: true, ..f() }, "outcome"), "total"),
+            (one(pb::LogFilter { provider: "p-openai".into(), ..f() }, "model"), "model"),
+            (one(f(), "provider"), "model"),
+            (one(pb::LogFilter { key: "team-a".into(), ..f() }, ""), "key"),
+            (one(f(), "key"), "key"),
+            (one(f(), "user"), "user"),
+            (one(pb::LogFilter { user: "alice".into(), ..f() }, "key"), "full"),
+            (one(pb::LogFilter { key: "team-b".into(), ..f() }, "model"), "full"),
+        ] {
+            assert_eq!(expected_cube(&req), cube);
+            let got = stats::stats(&store, req.clone()).await.unwrap();
+            assert_eq!(got.source, format!("rollup:day+hour@{cube}"), "{req:?}");
+            assert_same(&format!("{req:?}"), &got, &scan(&store, &req).await);
+        }
+        // Each cube on its own: a plan that reads one cube for a request
+        // it does not keep the dimensions of is refused, and every cube
+        // that keeps them answers alike.
+        let by_key_of_model = pb::GetStatsRequest {
+            filter: Some(pb::LogFilter { model: "claude".into(), ..Default::default() }),
+            group_by: "key".into(),
+            bucket_s: 3600,
+        };
+        let want = scan(&store, &by_key_of_model).await;
+        for cube in rollup::CUBES {
+            let (spans, raw) = stats::cut(None, None, &[rollup::Level::Hour], cube);
+            let plan = Plan::Rollups { spans, raw };
+            let got = stats::stats_from(&store, by_key_of_model.clone(), &plan).await;
+            if cube == rollup::FULL {
+                assert_same("full cube", &got.unwrap(), &want);
+            } else {
+                let e = got.expect_err(cube.name).to_string();
+                assert!(e.contains("does not keep"), "{}: {e}", cube.name);
+            }
+        }
+        let totals = pb::GetStatsRequest { bucket_s: 86_400, ..Default::default() };
+        let want = scan(&store, &totals).await;
+        for cube in rollup::CUBES {
+            let (spans, raw) = stats::cut(None, None, &[rollup::Level::Day], cube);
+            let got = stats::stats_from(&store, totals.clone(), &Plan::Rollups { spans, raw })
+                .await
+                .unwrap();
+            assert_same(&format!("totals from {}", cube.name), &got, &want);
         }
 
         // Filters the rollups do not keep go to the raw rows.
@@ -342,7 +431,7 @@ both! {
         }
         let req = pb::GetStatsRequest { group_by: "key".into(), bucket_s: 3600, ..Default::default() };
         let got = stats::stats(&first, req.clone()).await.unwrap();
-        assert_eq!(got.source, "rollup:hour");
+        assert_eq!(got.source, "rollup:hour@key");
         assert_eq!(got.total.as_ref().unwrap().requests, 600);
         assert_same("two control planes", &got, &scan(&first, &req).await);
         let minutes = pb::GetStatsRequest { bucket_s: 60, ..req };
@@ -370,7 +459,7 @@ both! {
             bucket_s: 86_400,
         };
         let before = stats::stats(&store, req.clone()).await.unwrap();
-        assert_eq!(before.source, "rollup:day+hour");
+        assert_eq!(before.source, "rollup:day+hour@model");
         assert_same("before retention", &before, &scan(&store, &req).await);
         assert!(before.total.as_ref().unwrap().requests > 300);
 
@@ -404,7 +493,7 @@ both! {
         let mut rng = StdRng::seed_from_u64(seed() + 3);
         let t0 = day_start(2);
         let from = t0 + DAY + 17 * MINUTE;
-        sqlx::query("UPDATE log_rollup_state SET complete_from_ms = $1")
+        sqlx::query("UPDATE log_rollup_cubes SET complete_from_ms = $1")
             .bind(from)
             .execute(store.pool())
             .await
@@ -414,7 +503,7 @@ both! {
         assert!(before > 0 && before < recs.len());
         let last_before = recs.iter().map(|r| r.time_ms).filter(|&t| t < from).max().unwrap();
         store_batch(&store, batch(recs)).await.unwrap();
-        let rolled: i64 = count(&store, "SELECT CAST(SUM(requests) AS BIGINT) FROM log_rollups WHERE bucket_s = 60").await;
+        let rolled: i64 = count(&store, "SELECT CAST(SUM(requests) AS BIGINT) FROM log_rollups WHERE cube = 0 AND bucket_s = 60").await;
         assert_eq!(usize::try_from(rolled).unwrap(), 300 - before);
 
         // The whole range, or one that holds raw rows before `from`: raw
@@ -436,7 +525,7 @@ both! {
             bucket_s: 60,
         };
         let got = stats::stats(&store, req.clone()).await.unwrap();
-        assert_eq!(got.source, "rollup:minute");
+        assert_eq!(got.source, "rollup:minute@key");
         assert_same("after the start", &got, &scan(&store, &req).await);
         // Once retention removed the older raw rows, the rollups answer
         // for any range (there is nothing before `from` left to count).
@@ -447,7 +536,7 @@ both! {
             .unwrap();
         let all = pb::GetStatsRequest::default();
         let got = stats::stats(&store, all.clone()).await.unwrap();
-        assert_eq!(got.source, "rollup:day");
+        assert_eq!(got.source, "rollup:day@total");
         assert_same("after retention", &got, &scan(&store, &all).await);
     }
 }
@@ -483,5 +572,158 @@ both! {
         // the old rows' float sums to the nearest nano-dollar.
         store_batch(&store, batch(records(&mut rng, 300, t0, t1 - t0))).await.unwrap();
         check("old and new rows").await;
+    }
+}
+
+both! {
+    async fn cubes_that_started_after_full_leave_the_earlier_range_to_it(db: Db) {
+        // As migration 0026 leaves a database that had rollups: `full`
+        // holds everything, the other cubes only records from their start.
+        let store = db.open().await;
+        let mut rng = StdRng::seed_from_u64(seed() + 4);
+        let (t0, t1) = (day_start(3), day_start(0));
+        let start = t0 + DAY + 5 * HOUR + 17 * MINUTE;
+        sqlx::query("UPDATE log_rollup_cubes SET complete_from_ms = $1 WHERE cube <> 0")
+            .bind(start)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let recs = records(&mut rng, 900, t0, t1 - t0);
+        for part in recs.chunks(150) {
+            store_batch(&store, batch(part.to_vec())).await.unwrap();
+        }
+        // The new cubes hold only the records from their start.
+        let after = recs.iter().filter(|r| r.time_ms >= start).count();
+        for cube in rollup::CUBES {
+            let held = count(
+                &store,
+                &format!("SELECT CAST(SUM(requests) AS BIGINT) FROM log_rollups WHERE cube = {} AND bucket_s = 86400", cube.id),
+            )
+            .await;
+            let want = if cube == rollup::FULL { recs.len() } else { after };
+            assert_eq!(usize::try_from(held).unwrap(), want, "{}", cube.name);
+        }
+        let mut split = 0;
+        for i in 0..40 {
+            let req = random_request(&mut rng, t0, t1);
+            let got = stats::stats(&store, req.clone()).await.unwrap();
+            let want = scan(&store, &req).await;
+            if got.source == "raw" {
+                assert_eq!(got, want, "{i}: {req:?}");
+                continue;
+            }
+            let cube = expected_cube(&req);
+            let f = req.filter.clone().unwrap_or_default();
+            let reaches_before = f.since_ms == 0 || f.since_ms < start;
+            let reaches_after = f.until_ms == 0 || f.until_ms > start;
+            let both = format!("{cube}+full");
+            // (A side with no whole minute reads raw rows only.)
+            let allowed: Vec<&str> = match (cube, reaches_before, reaches_after) {
+                ("full", _, _) | (_, true, false) => vec!["full"],
+                (c, true, true) => vec![&both, c, "full"],
+                (c, false, _) => vec![c],
+            };
+            let cubes = got.source.split('@').nth(1).unwrap_or_default();
+            assert!(allowed.contains(&cubes), "{i}: {} for {req:?}", got.source);
+            if cubes == both {
+                split += 1;
+            }
+            assert_same(&format!("query {i} ({req:?}, {})", got.source), &got, &want);
+        }
+        assert!(split > 0, "no range read two cubes");
+    }
+}
+
+both! {
+    async fn an_upgraded_database_keeps_its_rollups_in_the_full_cube(db: Db) {
+        // The schema before migration 0026, with a rollup row of it.
+        let old = migrate_up_to(&db, 26).await;
+        let day = day_start(2);
+        let names = ["gpt-4o", "p-openai", "up-1", "team-a", "", "ok"];
+        // Migration 0017's key: the SHA-256 of the length-prefixed names
+        // and the failure flag, first 16 bytes.
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        for n in names {
+            sha2::Digest::update(&mut h, (n.len() as u64).to_le_bytes());
+            sha2::Digest::update(&mut h, n.as_bytes());
+        }
+        sha2::Digest::update(&mut h, [0u8]);
+        let dims = sha2::Digest::finalize(h)[..16].to_vec();
+        let mut sketch = llmgw_controlplane::logs::sketch::Sketch::new().unwrap();
+        for v in [100, 200, 300, 400, 500] {
+            sketch.record(v);
+        }
+        let sketch = sketch.to_bytes().unwrap();
+        sqlx::query(
+            "INSERT INTO log_rollups (bucket_s, start_ms, dims, model, provider, upstream_model, \
+             key_name, end_user, outcome, failed, requests, errors_4xx, errors_5xx, cancels, \
+             input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, reasoning_tokens, \
+             cost, cost_nanos, latency_sketch, ttfb_sketch) \
+             VALUES (86400, $1, $2, $3, $4, $5, $6, $7, $8, 0, 5, 0, 0, 0, 50, 20, 0, 0, 0, 0.5, 500000000, $9, $9)",
+        )
+        .bind(day)
+        .bind(dims)
+        .bind(names[0])
+        .bind(names[1])
+        .bind(names[2])
+        .bind(names[3])
+        .bind(names[4])
+        .bind(names[5])
+        .bind(sketch)
+        .execute(&old)
+        .await
+        .unwrap();
+        old.close().await;
+
+        let before = llmgw_controlplane::store::now_ms();
+        let store = db.open().await;
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM log_rollups WHERE cube = 0").await, 1);
+        // `full` keeps its start (0: no logs when 0017 ran); the new cubes
+        // start at the next minute, since there were rollups.
+        let starts = sqlx::query_as::<_, (i64, String, i64)>(
+            "SELECT cube, name, complete_from_ms FROM log_rollup_cubes ORDER BY cube",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(starts.len(), rollup::CUBES.len());
+        for (id, name, from) in &starts {
+            let cube = rollup::CUBES.iter().find(|c| c.id == *id).unwrap();
+            assert_eq!(&cube.name, name);
+            if cube == &rollup::FULL {
+                assert_eq!(*from, 0);
+            } else {
+                assert_eq!(from % MINUTE, 0);
+                assert!(*from > before - MINUTE && *from <= before + 2 * MINUTE, "{name}: {from}");
+            }
+        }
+        // A record of the same dimensions and day adds to the old row.
+        let mut rec = records(&mut StdRng::seed_from_u64(seed()), 1, day + HOUR, 1).remove(0);
+        rec.model = names[0].into();
+        rec.provider = names[1].into();
+        rec.upstream_model = names[2].into();
+        rec.key = names[3].into();
+        rec.user = String::new();
+        rec.set_outcome(pb::Outcome::Ok);
+        rec.status = 200;
+        rec.cancelled = false;
+        rec.error = String::new();
+        store_batch(&store, batch(vec![rec])).await.unwrap();
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM log_rollups WHERE bucket_s = 86400").await, 1);
+        assert_eq!(
+            count(&store, "SELECT CAST(SUM(requests) AS BIGINT) FROM log_rollups WHERE bucket_s = 86400").await,
+            6
+        );
+        // Stats by key over those days: from `full`, since the key cube
+        // started after them.
+        let req = pb::GetStatsRequest {
+            filter: Some(pb::LogFilter { since_ms: day, until_ms: day_start(0), ..Default::default() }),
+            group_by: "key".into(),
+            bucket_s: 0,
+        };
+        let got = stats::stats(&store, req).await.unwrap();
+        assert_eq!(got.source, "rollup:day@full");
+        assert_eq!(got.groups.len(), 1);
+        assert_eq!((got.groups[0].group.as_str(), got.groups[0].requests), ("team-a", 6));
     }
 }

@@ -1,7 +1,17 @@
-//! The log rollups (`log_rollups`, migration 0017): per-minute, hourly and
-//! daily aggregates of the request logs, so that stats over months read a
-//! few thousand rows instead of millions.
+//! The log rollups (`log_rollups`, migrations 0017 and 0026): per-minute,
+//! hourly and daily aggregates of the request logs, so that stats over
+//! months read a few thousand rows instead of millions.
 //!
+//! - **Cubes** ([`CUBES`]): the same aggregates kept several times over,
+//!   each by its own set of dimensions (a grouping set): `total` by none,
+//!   `model` by model and target, `key` by key, `user` by end user, and
+//!   `full` by all of them. Every cube also keeps the outcome and whether
+//!   the request failed. A cube's rows grow with the combinations of its
+//!   dimensions, not with the traffic, so the small ones answer stats over
+//!   months in a few thousand rows where `full` (by key and user too)
+//!   holds nearly a row per request at every level. `stats.rs` picks the
+//!   smallest cube that keeps every dimension a request filters or groups
+//!   by.
 //! - **Written at ingest**, in the batch's transaction and only for the
 //!   records that transaction inserted (never for one stored before), so a
 //!   record shipped twice, to one control plane or to two sharing a
@@ -15,9 +25,11 @@
 //! - **Retention** removes buckets that ended before the rollup cutoff:
 //!   [`purge_older_than`].
 //!
-//! Rollups hold every record with `time_ms >= complete_from_ms`
-//! (`log_rollup_state`): 0 on a new database; on one upgraded with logs,
-//! the minute after the upgrade.
+//! A cube holds every record with `time_ms >= complete_from_ms`
+//! (`log_rollup_cubes`, [`Starts`]): 0 on a new database; on one upgraded
+//! with logs, the minute after the migration that made it (0017 for
+//! `full`, 0026 for the others). A cube without a row there is neither
+//! written nor read.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -67,8 +79,122 @@ impl Level {
     }
 }
 
+/// A dimension a cube may keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dim {
+    Model,
+    Provider,
+    UpstreamModel,
+    Key,
+    User,
+}
+
+impl Dim {
+    /// Every dimension, in the order they are hashed.
+    pub const ALL: [Dim; 5] = [
+        Dim::Model,
+        Dim::Provider,
+        Dim::UpstreamModel,
+        Dim::Key,
+        Dim::User,
+    ];
+
+    /// Its column in `log_rollups` (and `request_logs`).
+    pub fn column(self) -> &'static str {
+        match self {
+            Dim::Model => "model",
+            Dim::Provider => "provider",
+            Dim::UpstreamModel => "upstream_model",
+            Dim::Key => "key_name",
+            Dim::User => "end_user",
+        }
+    }
+
+    /// The dimension stored in `column`; `None` for a column every cube
+    /// keeps (outcome, failed) or none does.
+    pub fn of_column(column: &str) -> Option<Dim> {
+        Dim::ALL.into_iter().find(|d| d.column() == column)
+    }
+}
+
+/// One grouping set of the rollups: the dimensions its rows are keyed by
+/// (besides outcome and failure, which every cube keeps). A dimension it
+/// does not keep is stored as ''.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cube {
+    /// `log_rollups.cube`.
+    pub id: i64,
+    /// As in `log_rollup_cubes.name` and stats' `source`.
+    pub name: &'static str,
+    pub dims: &'static [Dim],
+}
+
+impl Cube {
+    pub fn keeps(self, dim: Dim) -> bool {
+        self.dims.contains(&dim)
+    }
+}
+
+/// Every dimension: the cube of migration 0017, whose rows are all there
+/// were before 0026.
+pub const FULL: Cube = Cube {
+    id: 0,
+    name: "full",
+    dims: &Dim::ALL,
+};
+
+/// The cubes kept at ingest, smallest first (the order in which stats try
+/// them): the first that keeps every dimension a request needs answers.
+/// Why these: the dashboard's overview asks for totals and series (`total`)
+/// and the top models, providers, keys and users; each of those reads the
+/// cube of its one dimension instead of `full`, whose rows multiply the
+/// keys by the users, models and providers (docs/benchmarks.md measures
+/// what each costs at ingest and saves in stats).
+pub const CUBES: [Cube; 5] = [
+    Cube {
+        id: 1,
+        name: "total",
+        dims: &[],
+    },
+    Cube {
+        id: 2,
+        name: "model",
+        dims: &[Dim::Model, Dim::Provider, Dim::UpstreamModel],
+    },
+    Cube {
+        id: 3,
+        name: "key",
+        dims: &[Dim::Key],
+    },
+    Cube {
+        id: 4,
+        name: "user",
+        dims: &[Dim::User],
+    },
+    FULL,
+];
+
+/// When each cube starts holding every record (`log_rollup_cubes`), by
+/// cube id. A cube absent here is neither written nor read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Starts(BTreeMap<i64, i64>);
+
+impl Starts {
+    /// From when `cube` holds every record, if it is kept.
+    pub fn of(&self, cube: Cube) -> Option<i64> {
+        self.0.get(&cube.id).copied()
+    }
+
+    /// `cube` starting at `from_ms` (tests and benchmarks).
+    pub fn with(mut self, cube: Cube, from_ms: i64) -> Starts {
+        self.0.insert(cube.id, from_ms);
+        self
+    }
+}
+
 /// Columns written by [`RollupBatch::write`], in bind order.
 const COLUMNS: &[&str] = &[
+    "cube",
     "bucket_s",
     "start_ms",
     "dims",
@@ -96,11 +222,13 @@ const COLUMNS: &[&str] = &[
 
 /// The additive columns in [`COLUMNS`], `requests` to `cost_nanos`,
 /// summed by the upsert.
-const SUMMED: std::ops::Range<usize> = 10..21;
+const SUMMED: std::ops::Range<usize> = 11..22;
 
-/// The row of one level, bucket and dimensions.
+/// The row of one cube, level, bucket and dimensions: the primary key, in
+/// its order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct RowKey {
+    cube: i64,
     bucket_s: i64,
     start_ms: i64,
     dims: [u8; 16],
@@ -118,40 +246,67 @@ struct Dims {
     failed: bool,
 }
 
+/// A record's dimensions as `cube` keeps them ('' for the ones it does
+/// not), in [`Dim::ALL`]'s order.
+fn names_in(r: &pb::RequestLog, cube: Cube) -> [&str; 5] {
+    Dim::ALL.map(|d| {
+        if !cube.keeps(d) {
+            return "";
+        }
+        match d {
+            Dim::Model => r.model.as_str(),
+            Dim::Provider => &r.provider,
+            Dim::UpstreamModel => &r.upstream_model,
+            Dim::Key => &r.key,
+            Dim::User => &r.user,
+        }
+    })
+}
+
 impl Dims {
-    fn of(r: &pb::RequestLog) -> Dims {
+    fn of(names: [&str; 5], outcome: &'static str, failed: bool) -> Dims {
+        let [model, provider, upstream_model, key_name, end_user] = names.map(str::to_string);
         Dims {
-            model: r.model.clone(),
-            provider: r.provider.clone(),
-            upstream_model: r.upstream_model.clone(),
-            key_name: r.key.clone(),
-            end_user: r.user.clone(),
-            outcome: r.outcome().name(),
-            failed: is_failure(r),
+            model,
+            provider,
+            upstream_model,
+            key_name,
+            end_user,
+            outcome,
+            failed,
         }
     }
 
-    /// 16 bytes of the SHA-256 of the dimensions, each length-prefixed so
-    /// that no two lists of names hash the same input.
+    #[cfg(test)]
     fn hash(&self) -> [u8; 16] {
-        let mut h = Sha256::new();
-        for s in [
-            self.model.as_str(),
-            &self.provider,
-            &self.upstream_model,
-            &self.key_name,
-            &self.end_user,
+        hash_of(
+            [
+                &self.model,
+                &self.provider,
+                &self.upstream_model,
+                &self.key_name,
+                &self.end_user,
+            ],
             self.outcome,
-        ] {
-            h.update((s.len() as u64).to_le_bytes());
-            h.update(s.as_bytes());
-        }
-        h.update([u8::from(self.failed)]);
-        let digest = h.finalize();
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&digest[..16]);
-        out
+            self.failed,
+        )
     }
+}
+
+/// 16 bytes of the SHA-256 of the dimensions, each length-prefixed so that
+/// no two lists of names hash the same input (the same hash as migration
+/// 0017's rows, which are `full`'s; the cube is a column of the key).
+fn hash_of(names: [&str; 5], outcome: &str, failed: bool) -> [u8; 16] {
+    let mut h = Sha256::new();
+    for s in names.into_iter().chain([outcome]) {
+        h.update((s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    }
+    h.update([u8::from(failed)]);
+    let digest = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
 }
 
 /// One row's sums.
@@ -206,34 +361,47 @@ impl Agg {
     }
 }
 
-/// The rollup rows a batch adds to, at every level.
+/// The rollup rows a batch adds to, in every cube and at every level.
 #[derive(Debug, Default)]
 pub struct RollupBatch(BTreeMap<RowKey, Agg>);
 
 impl RollupBatch {
-    /// The sums of `records` (the ones inserted now) from `from_ms` on.
+    /// The sums of `records` (the ones inserted now), in each cube from
+    /// its start on.
     pub fn of<'a>(
         records: impl Iterator<Item = &'a pb::RequestLog>,
-        from_ms: i64,
+        starts: Starts,
     ) -> Result<RollupBatch, StoreError> {
+        let cubes: Vec<(Cube, i64)> = CUBES
+            .into_iter()
+            .filter_map(|c| Some((c, starts.of(c)?)))
+            .collect();
         let mut rows: BTreeMap<RowKey, Agg> = BTreeMap::new();
-        for r in records.filter(|r| r.time_ms >= from_ms) {
-            let dims = Dims::of(r);
-            let hash = dims.hash();
-            for level in Level::ALL {
-                let width = level.width_ms();
-                let key = RowKey {
-                    bucket_s: level.seconds(),
-                    start_ms: r.time_ms.div_euclid(width) * width,
-                    dims: hash,
-                };
-                let agg = match rows.entry(key) {
-                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        e.insert(Agg::new(dims.clone())?)
-                    }
-                };
-                agg.add(r);
+        for r in records {
+            let outcome = r.outcome().name();
+            let failed = is_failure(r);
+            for &(cube, from_ms) in &cubes {
+                if r.time_ms < from_ms {
+                    continue;
+                }
+                let names = names_in(r, cube);
+                let hash = hash_of(names, outcome, failed);
+                for level in Level::ALL {
+                    let width = level.width_ms();
+                    let key = RowKey {
+                        cube: cube.id,
+                        bucket_s: level.seconds(),
+                        start_ms: r.time_ms.div_euclid(width) * width,
+                        dims: hash,
+                    };
+                    let agg = match rows.entry(key) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            e.insert(Agg::new(Dims::of(names, outcome, failed))?)
+                        }
+                    };
+                    agg.add(r);
+                }
             }
         }
         Ok(RollupBatch(rows))
@@ -272,10 +440,11 @@ impl RollupBatch {
             }
             for row in q.fetch_all(&mut *conn).await? {
                 let key = RowKey {
-                    bucket_s: row.try_get(0)?,
-                    start_ms: row.try_get(1)?,
+                    cube: row.try_get(0)?,
+                    bucket_s: row.try_get(1)?,
+                    start_ms: row.try_get(2)?,
                     dims: row
-                        .try_get::<Vec<u8>, _>(2)?
+                        .try_get::<Vec<u8>, _>(3)?
                         .try_into()
                         .map_err(|_| StoreError::Invalid("a rollup key is not 16 bytes".into()))?,
                 };
@@ -287,11 +456,11 @@ impl RollupBatch {
                 // A new row holds exactly this batch's requests (every
                 // stored row has at least one); a row that was there has
                 // more, and its sketches come back as they were.
-                if row.try_get::<i64, _>(3)? == agg.counts[0] {
+                if row.try_get::<i64, _>(4)? == agg.counts[0] {
                     continue;
                 }
-                let mut latency = Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(4)?)?;
-                let mut ttfb = Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(5)?)?;
+                let mut latency = Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(5)?)?;
+                let mut ttfb = Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(6)?)?;
                 latency.merge(&agg.latency)?;
                 ttfb.merge(&agg.ttfb)?;
                 merged.push((key, agg, latency.to_bytes()?, ttfb.to_bytes()?));
@@ -337,9 +506,9 @@ fn statement_sql(backend: Backend, kind: Write, slot: usize) -> &'static str {
                 c => format!("{c} = log_rollups.{c} + excluded.{c}"),
             })
             .collect();
-        let on_conflict = " ON CONFLICT (bucket_s, start_ms, dims) DO UPDATE SET";
+        let on_conflict = " ON CONFLICT (cube, bucket_s, start_ms, dims) DO UPDATE SET";
         let sums = format!(
-            "{on_conflict} {} RETURNING bucket_s, start_ms, dims, requests, \
+            "{on_conflict} {} RETURNING cube, bucket_s, start_ms, dims, requests, \
              latency_sketch, ttfb_sketch",
             sums.join(", ")
         );
@@ -367,6 +536,7 @@ fn bind_row<'q>(
 ) -> Query<'q, Any, AnyArguments<'q>> {
     let d = &agg.dims;
     let mut q = q
+        .bind(key.cube)
         .bind(key.bucket_s)
         .bind(key.start_ms)
         .bind(key.dims.to_vec())
@@ -393,19 +563,24 @@ fn stored_cost_nanos(table: &str) -> String {
     format!("COALESCE({table}cost_nanos, CAST(ROUND({table}cost * 1000000000) AS BIGINT))")
 }
 
-/// The time from which rollups hold every record (`log_rollup_state`).
-pub async fn complete_from(conn: &mut AnyConnection) -> Result<i64, StoreError> {
-    let from: Option<i64> =
-        sqlx::query_scalar("SELECT complete_from_ms FROM log_rollup_state WHERE id = 1")
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(from.unwrap_or(0))
+/// The times from which the cubes hold every record (`log_rollup_cubes`).
+pub async fn complete_from(conn: &mut AnyConnection) -> Result<Starts, StoreError> {
+    let rows = sqlx::query("SELECT cube, complete_from_ms FROM log_rollup_cubes")
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut starts = BTreeMap::new();
+    for row in rows {
+        starts.insert(row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?);
+    }
+    Ok(Starts(starts))
 }
 
-/// A time range at one level: buckets starting in `[from, to)`, each bound
-/// absent for "no bound". Both bounds are multiples of the level's width.
+/// A time range of one cube at one level: buckets starting in
+/// `[from, to)`, each bound absent for "no bound". Both bounds are
+/// multiples of the level's width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
+    pub cube: Cube,
     pub level: Level,
     pub from: Option<i64>,
     pub to: Option<i64>,
@@ -421,10 +596,10 @@ pub fn select_statement(
 ) -> Statement {
     let mut ors = Vec::new();
     for s in spans {
-        let mut c = vec![format!(
-            "bucket_s = {}",
-            st.bind(Param::Int(s.level.seconds()))
-        )];
+        let mut c = vec![
+            format!("cube = {}", st.bind(Param::Int(s.cube.id))),
+            format!("bucket_s = {}", st.bind(Param::Int(s.level.seconds()))),
+        ];
         if let Some(from) = s.from {
             c.push(format!("start_ms >= {}", st.bind(Param::Int(from))));
         }
@@ -448,26 +623,29 @@ pub fn select_statement(
 /// Rows deleted per statement by [`purge_older_than`].
 const PURGE_BATCH: i64 = 5000;
 
-/// Deletes the rollup buckets that ended at or before `cutoff_ms`, a few
-/// thousand rows per statement; returns how many.
+/// Deletes the rollup buckets that ended at or before `cutoff_ms`, in
+/// every cube, a few thousand rows per statement; returns how many.
 pub async fn purge_older_than(store: &Store, cutoff_ms: i64) -> Result<u64, StoreError> {
     let mut deleted = 0;
-    for level in Level::ALL {
-        let before = cutoff_ms.saturating_sub(level.width_ms());
-        loop {
-            let done = sqlx::query(
-                "DELETE FROM log_rollups WHERE (bucket_s, start_ms, dims) IN \
-                 (SELECT bucket_s, start_ms, dims FROM log_rollups \
-                  WHERE bucket_s = $1 AND start_ms <= $2 LIMIT $3)",
-            )
-            .bind(level.seconds())
-            .bind(before)
-            .bind(PURGE_BATCH)
-            .execute(store.pool())
-            .await?;
-            deleted += done.rows_affected();
-            if done.rows_affected() < PURGE_BATCH as u64 {
-                break;
+    for cube in CUBES {
+        for level in Level::ALL {
+            let before = cutoff_ms.saturating_sub(level.width_ms());
+            loop {
+                let done = sqlx::query(
+                    "DELETE FROM log_rollups WHERE (cube, bucket_s, start_ms, dims) IN \
+                     (SELECT cube, bucket_s, start_ms, dims FROM log_rollups \
+                      WHERE cube = $1 AND bucket_s = $2 AND start_ms <= $3 LIMIT $4)",
+                )
+                .bind(cube.id)
+                .bind(level.seconds())
+                .bind(before)
+                .bind(PURGE_BATCH)
+                .execute(store.pool())
+                .await?;
+                deleted += done.rows_affected();
+                if done.rows_affected() < PURGE_BATCH as u64 {
+                    break;
+                }
             }
         }
     }
@@ -502,10 +680,11 @@ mod tests {
             // Before the rollups start: left out.
             rec(day - 1, "a", 50),
         ];
-        let b = RollupBatch::of(recs.iter(), day).unwrap();
+        let b = RollupBatch::of(recs.iter(), Starts::default().with(FULL, day)).unwrap();
         let at = |s: i64| b.0.iter().filter(|(k, _)| k.bucket_s == s).count();
         // Minutes: (0, a), (1, a), (1, b); hour and day: a, b.
         assert_eq!((at(60), at(3600), at(86_400)), (3, 2, 2));
+        assert!(b.0.keys().all(|k| k.cube == FULL.id));
         let (_, a_day) =
             b.0.iter()
                 .find(|(k, v)| k.bucket_s == 86_400 && v.dims.model == "a")
@@ -516,7 +695,7 @@ mod tests {
         assert_eq!(a_day.cost_nanos, 1_500_000_003);
         assert_eq!(a_day.latency.percentile(100), 30.0);
         // Dimensions that concatenate alike hash apart.
-        let mut x = Dims::of(&rec(0, "ab", 0));
+        let mut x = Dims::of(names_in(&rec(0, "ab", 0), FULL), "ok", false);
         let mut y = x.clone();
         x.provider = "c".into();
         y.model = "a".into();
@@ -541,7 +720,11 @@ mod tests {
             sums.contains("cost_nanos = COALESCE(log_rollups.cost_nanos, "),
             "{sums}"
         );
-        assert!(sums.contains("$23)"), "{sums}");
+        assert!(sums.contains("$24)"), "{sums}");
+        assert!(
+            sums.contains("ON CONFLICT (cube, bucket_s, start_ms, dims)"),
+            "{sums}"
+        );
         assert!(sums.ends_with("ttfb_sketch"), "{sums}");
         let sketches = statement_sql(Backend::Sqlite, Write::Sketches, 0);
         assert!(
@@ -560,11 +743,13 @@ mod tests {
             Statement::default(),
             &[
                 Span {
+                    cube: CUBES[1],
                     level: Level::Day,
                     from: Some(0),
                     to: None,
                 },
                 Span {
+                    cube: FULL,
                     level: Level::Minute,
                     from: None,
                     to: Some(60_000),
@@ -575,12 +760,89 @@ mod tests {
         );
         assert!(
             st.sql.contains(
-                "(bucket_s = $1 AND start_ms >= $2) OR (bucket_s = $3 AND start_ms < $4)"
+                "(cube = $1 AND bucket_s = $2 AND start_ms >= $3) \
+                 OR (cube = $4 AND bucket_s = $5 AND start_ms < $6)"
             ),
             "{}",
             st.sql
         );
         assert!(st.sql.ends_with("AND model = 'x'"), "{}", st.sql);
-        assert_eq!(st.params.len(), 4);
+        assert_eq!(st.params.len(), 6);
+        assert_eq!(st.params[0], Param::Int(CUBES[1].id));
+        assert_eq!(st.params[3], Param::Int(0));
+    }
+
+    #[test]
+    fn each_cube_keeps_its_own_dimensions_from_its_own_start() {
+        let day = 86_400_000 * 20_000;
+        let mut a = rec(day + 1000, "m1", 10);
+        a.key = "k1".into();
+        a.user = "u1".into();
+        a.provider = "p1".into();
+        let mut b = rec(day + 2000, "m2", 20);
+        b.key = "k1".into();
+        b.user = "u2".into();
+        b.provider = "p1".into();
+        // The user cube starts after both: left out of it.
+        let starts = CUBES
+            .into_iter()
+            .fold(Starts::default(), |s, c| s.with(c, day))
+            .with(CUBES[3], day + 5000);
+        let batch = RollupBatch::of([a.clone(), b].iter(), starts).unwrap();
+        let days = |cube: Cube| -> Vec<&Agg> {
+            batch
+                .0
+                .iter()
+                .filter(|(k, _)| k.cube == cube.id && k.bucket_s == 86_400)
+                .map(|(_, v)| v)
+                .collect()
+        };
+        let find = |name: &str| CUBES.into_iter().find(|c| c.name == name).unwrap();
+        // total: one row of both, no names.
+        let total = days(find("total"));
+        assert_eq!(total.len(), 1);
+        assert_eq!(total[0].counts[0], 2);
+        assert_eq!(
+            (
+                total[0].dims.model.as_str(),
+                total[0].dims.key_name.as_str()
+            ),
+            ("", "")
+        );
+        // model: a row per model, with its provider, without the key.
+        let model = days(find("model"));
+        assert_eq!(model.len(), 2);
+        assert!(model
+            .iter()
+            .all(|a| a.dims.provider == "p1" && a.dims.key_name.is_empty()));
+        // key: both in one row; user: none (not started); full: two rows.
+        let key = days(find("key"));
+        assert_eq!((key.len(), key[0].counts[0]), (1, 2));
+        assert_eq!(key[0].dims.key_name, "k1");
+        assert!(key[0].dims.model.is_empty());
+        assert!(days(find("user")).is_empty());
+        assert_eq!(days(FULL).len(), 2);
+        // `full` hashes as migration 0017's rows did.
+        let full = days(FULL)
+            .into_iter()
+            .find(|a| a.dims.end_user == "u1")
+            .unwrap();
+        assert_eq!(full.dims.model, "m1");
+        assert_eq!(
+            hash_of(names_in(&a, FULL), a.outcome().name(), false),
+            full.dims.hash()
+        );
+        // A cube that is not kept (no start) is not written.
+        let only_full = RollupBatch::of([a].iter(), Starts::default().with(FULL, 0)).unwrap();
+        assert!(only_full.0.keys().all(|k| k.cube == FULL.id));
+        // Ids are distinct, `full` last, and every dimension is a column.
+        let mut ids: Vec<i64> = CUBES.iter().map(|c| c.id).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), CUBES.len());
+        assert_eq!(CUBES.last(), Some(&FULL));
+        for d in Dim::ALL {
+            assert_eq!(Dim::of_column(d.column()), Some(d));
+        }
+        assert_eq!(Dim::of_column("outcome"), None);
     }
 }

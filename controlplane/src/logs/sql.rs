@@ -302,11 +302,12 @@ impl Filter {
     }
 
     /// The conditions over the rollup columns (`log_rollups`, see
-    /// `rollup.rs`), time aside, or `None` when a condition needs the raw
-    /// rows: the rollups keep model, provider, key, end user, outcome and
-    /// failure, and nothing of protocols, stop reasons, traces, replays,
-    /// statuses, latencies, token counts or streaming per request.
-    pub fn rollup_conditions(&self, st: &mut Statement) -> Option<Vec<String>> {
+    /// `rollup.rs`), time aside, each with the column it tests (so stats
+    /// can pick a rollup cube that keeps it), or `None` when a condition
+    /// needs the raw rows: the rollups keep model, provider, key, end user,
+    /// outcome and failure, and nothing of protocols, stop reasons, traces,
+    /// replays, statuses, latencies, token counts or streaming per request.
+    pub fn rollup_conditions(&self, st: &mut Statement) -> Option<Vec<(&'static str, String)>> {
         // Every field by name, so that a new filter cannot be ignored here
         // (and stats silently answer for a wider set of requests).
         let Filter {
@@ -354,14 +355,17 @@ impl Filter {
             ("end_user", user),
         ] {
             if let Some(v) = v {
-                c.push(format!("{col} = {}", st.bind(Param::Text(v.clone()))));
+                c.push((col, format!("{col} = {}", st.bind(Param::Text(v.clone())))));
             }
         }
         if let Some(v) = outcome {
-            c.push(format!("outcome = {}", st.bind(Param::Text(v.to_string()))));
+            c.push((
+                "outcome",
+                format!("outcome = {}", st.bind(Param::Text(v.to_string()))),
+            ));
         }
         if *errors_only {
-            c.push("failed = 1".to_string());
+            c.push(("failed", "failed = 1".to_string()));
         }
         Some(c)
     }

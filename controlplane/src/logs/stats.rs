@@ -4,10 +4,13 @@
 //!
 //! - **Rollups** (`rollup.rs`) answer whenever the filter is one they keep
 //!   (model, provider, key, user, outcome, errors only) and the series'
-//!   bucket is a whole number of minutes. The range is cut into the
-//!   coarsest whole buckets that fit (days, then hours at its ends, then
-//!   minutes), each level only where it divides the series' bucket, and
-//!   the partial minutes at its two ends are read from the raw rows.
+//!   bucket is a whole number of minutes. The smallest rollup cube that
+//!   keeps every dimension the filter and the grouping name answers
+//!   ([`pick_cube`]; `full` before a newer cube's start). The range is cut
+//!   into the coarsest whole buckets that fit (days, then hours at its
+//!   ends, then minutes), each level only where it divides the series'
+//!   bucket, and the partial minutes at its two ends are read from the raw
+//!   rows.
 //!   Percentiles come from merged sketches (`sketch.rs`: never below the
 //!   exact nearest-rank value, at most 1% above it).
 //! - **Raw rows** answer the rest, with exact nearest-rank percentiles:
@@ -26,7 +29,7 @@ use futures::TryStreamExt;
 use llmgw_proto::v1 as pb;
 use sqlx::Row;
 
-use super::rollup::{self, Level, Span};
+use super::rollup::{self, Cube, Dim, Level, Span, Starts, CUBES, FULL};
 use super::sketch::Sketch;
 use super::sql::{Filter, Statement, COST_NANOS, FAILED};
 use crate::store::{Backend, Store, StoreError};
@@ -200,15 +203,16 @@ struct SketchAcc {
     ttfb: Sketch,
 }
 
-/// One rollup row as stats read it.
+/// One rollup row as stats read it, its sketches as stored (merged
+/// without being built: `Sketch::merge_encoded`).
 struct RollupRow {
     requests: u64,
     failed: bool,
     input_tokens: u64,
     output_tokens: u64,
     cost_nanos: i64,
-    latency: Sketch,
-    ttfb: Sketch,
+    latency: Vec<u8>,
+    ttfb: Vec<u8>,
 }
 
 impl SketchAcc {
@@ -232,8 +236,8 @@ impl SketchAcc {
         self.input_tokens = self.input_tokens.saturating_add(r.input_tokens);
         self.output_tokens = self.output_tokens.saturating_add(r.output_tokens);
         self.cost_nanos = self.cost_nanos.saturating_add(r.cost_nanos);
-        self.latency.merge(&r.latency)?;
-        self.ttfb.merge(&r.ttfb)
+        self.latency.merge_encoded(&r.latency)?;
+        self.ttfb.merge_encoded(&r.ttfb)
     }
 
     fn add_sample(&mut self, s: Sample) {
@@ -421,6 +425,8 @@ fn sort_groups(groups: &mut [pb::StatsRow]) {
 trait Accumulate: Sized {
     fn fresh() -> Result<Self, StoreError>;
     fn add_sample(&mut self, s: Sample);
+    /// Adds everything `other` holds.
+    fn merge_from(&mut self, other: &Self) -> Result<(), StoreError>;
     fn row(self, group: String) -> pb::StatsRow;
 }
 
@@ -430,6 +436,16 @@ impl Accumulate for Acc {
     }
     fn add_sample(&mut self, s: Sample) {
         self.add(s);
+    }
+    fn merge_from(&mut self, other: &Self) -> Result<(), StoreError> {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.latency.extend_from_slice(&other.latency);
+        self.ttfb.extend_from_slice(&other.ttfb);
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cost_nanos = self.cost_nanos.saturating_add(other.cost_nanos);
+        Ok(())
     }
     fn row(self, group: String) -> pb::StatsRow {
         Acc::row(self, group)
@@ -443,13 +459,26 @@ impl Accumulate for SketchAcc {
     fn add_sample(&mut self, s: Sample) {
         SketchAcc::add_sample(self, s);
     }
+    fn merge_from(&mut self, other: &Self) -> Result<(), StoreError> {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cost_nanos = self.cost_nanos.saturating_add(other.cost_nanos);
+        self.latency.merge(&other.latency)?;
+        self.ttfb.merge(&other.ttfb)
+    }
     fn row(self, group: String) -> pb::StatsRow {
         SketchAcc::row(self, group)
     }
 }
 
-/// The total, the groups and the series of one answer.
+/// The total, the groups and the series of one answer. When there are
+/// groups or buckets, every row adds to one of each, and the total is
+/// theirs merged at the end (one merge per group or bucket instead of one
+/// per row: merging sketches is most of a rollup answer's time).
 struct Tally<A> {
+    /// Added to per row only when there are neither groups nor buckets.
     total: A,
     grouped: bool,
     groups: HashMap<String, A>,
@@ -516,7 +545,9 @@ impl<A: Accumulate> Tally<A> {
                 cost_nanos: row.try_get::<i64, _>("cost_nanos")?,
                 failed: row.try_get::<i64, _>("failed")? != 0,
             };
-            self.total.add_sample(s);
+            if !self.derived_total() {
+                self.total.add_sample(s);
+            }
             let g = if self.grouped {
                 row.try_get("grp")?
             } else {
@@ -534,11 +565,25 @@ impl<A: Accumulate> Tally<A> {
         Ok(())
     }
 
-    fn finish(self, source: String) -> pb::GetStatsResponse {
+    /// Whether the total is merged from the groups or the buckets.
+    fn derived_total(&self) -> bool {
+        self.grouped || self.width_ms > 0
+    }
+
+    fn finish(mut self, source: String) -> Result<pb::GetStatsResponse, StoreError> {
+        if self.grouped {
+            for a in self.groups.values() {
+                self.total.merge_from(a)?;
+            }
+        } else if self.width_ms > 0 {
+            for a in self.buckets.values() {
+                self.total.merge_from(a)?;
+            }
+        }
         let mut groups: Vec<pb::StatsRow> =
             self.groups.into_iter().map(|(g, a)| a.row(g)).collect();
         sort_groups(&mut groups);
-        pb::GetStatsResponse {
+        Ok(pb::GetStatsResponse {
             total: Some(self.total.row(String::new())),
             groups,
             series: self
@@ -547,14 +592,37 @@ impl<A: Accumulate> Tally<A> {
                 .map(|(start, a)| bucket_of(start, a.row(String::new())))
                 .collect(),
             source,
-        }
+        })
     }
 }
 
 impl Tally<SketchAcc> {
     /// Adds the rollup rows `st` selects (see [`rollup::select_statement`]).
+    ///
+    /// On PostgreSQL in a transaction of its own without JIT compilation
+    /// and parallel workers: the planner overestimates the rows of one
+    /// cube (its statistics mix the cubes), so a select of a few thousand
+    /// rows passed the JIT threshold and spent 50–65 ms compiling and
+    /// another 15 starting workers, against 20 ms of reading
+    /// (docs/benchmarks.md).
     async fn scan_rollups(&mut self, store: &Store, st: &Statement) -> Result<(), StoreError> {
-        let mut conn = store.pool().acquire().await?;
+        let mut tx = store.pool().begin().await?;
+        if store.backend() == Backend::Postgres {
+            sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+            sqlx::query("SET LOCAL max_parallel_workers_per_gather = 0")
+                .execute(&mut *tx)
+                .await?;
+        }
+        self.read_rollups(&mut tx, st).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn read_rollups(
+        &mut self,
+        conn: &mut sqlx::AnyConnection,
+        st: &Statement,
+    ) -> Result<(), StoreError> {
         let mut rows = st.query().fetch(&mut *conn);
         while let Some(row) = rows.try_next().await? {
             let r = RollupRow {
@@ -563,10 +631,12 @@ impl Tally<SketchAcc> {
                 input_tokens: u64_col(&row, "input_tokens")?,
                 output_tokens: u64_col(&row, "output_tokens")?,
                 cost_nanos: row.try_get::<i64, _>("cost_nanos")?,
-                latency: Sketch::from_bytes(&row.try_get::<Vec<u8>, _>("latency_sketch")?)?,
-                ttfb: Sketch::from_bytes(&row.try_get::<Vec<u8>, _>("ttfb_sketch")?)?,
+                latency: row.try_get("latency_sketch")?,
+                ttfb: row.try_get("ttfb_sketch")?,
             };
-            self.total.add_row(&r)?;
+            if !self.derived_total() {
+                self.total.add_row(&r)?;
+            }
             let g: String = row.try_get("grp")?;
             let t: i64 = row.try_get("start_ms")?;
             for a in self.slots(g, t)?.into_iter().flatten() {
@@ -590,7 +660,11 @@ pub enum Plan {
 }
 
 impl Plan {
-    /// The answer's `source`.
+    /// The answer's `source`: `raw`, or `rollup:` and the levels read,
+    /// coarsest first (and `raw` when the partial minutes at the ends were
+    /// read from the raw rows), then `@` and the cubes read, smallest
+    /// first: `rollup:day+hour+minute+raw@model`, or `@key+full` on a
+    /// database upgraded while the range reaches before the `key` cube.
     pub fn source(&self) -> String {
         match self {
             Plan::Raw => RAW.into(),
@@ -602,23 +676,87 @@ impl Plan {
                 if !raw.is_empty() {
                     parts.push(RAW);
                 }
-                format!("rollup:{}", parts.join("+"))
+                let cubes: Vec<&str> = CUBES
+                    .into_iter()
+                    .filter(|c| spans.iter().any(|s| s.cube == *c))
+                    .map(|c| c.name)
+                    .collect();
+                format!("rollup:{}@{}", parts.join("+"), cubes.join("+"))
             }
         }
     }
 }
 
-/// Cuts `[since, until)` (absent bounds: none) into whole buckets of the
-/// coarsest of `levels` (coarsest first) that fit, the finer levels at the
-/// ends, and what no level covers (sub-minute ends) as raw ranges.
+/// Whether `cube` keeps what `column` (a rollup column a filter tests or a
+/// grouping names) needs: its dimension, or outcome and failure, which
+/// every cube keeps.
+fn keeps_column(cube: Cube, column: &str) -> bool {
+    match Dim::of_column(column) {
+        Some(d) => cube.keeps(d),
+        None => matches!(column, "outcome" | "failed"),
+    }
+}
+
+/// The smallest kept cube (in [`CUBES`]' order) that keeps every one of
+/// `columns`: the rollup columns the filter tests and the group column.
+pub fn pick_cube(columns: &[&str], starts: &Starts) -> Option<Cube> {
+    CUBES
+        .into_iter()
+        .find(|&c| starts.of(c).is_some() && columns.iter().all(|col| keeps_column(c, col)))
+}
+
+/// The rollup part of [`plan`]: the spans of the cube [`pick_cube`] gives
+/// over `[since, until)` (before its start, if it started after `full`'s,
+/// `full`'s), for a series of `bucket_s`; [`Plan::Raw`] when no cube keeps
+/// `columns`, no level divides the buckets or the range has no whole
+/// minute.
+pub fn plan_rollups(
+    starts: &Starts,
+    columns: &[&str],
+    bucket_s: u32,
+    (since, until): (Option<i64>, Option<i64>),
+) -> Plan {
+    let levels: Vec<Level> = Level::ALL
+        .into_iter()
+        .filter(|l| bucket_s == 0 || i64::from(bucket_s) % l.seconds() == 0)
+        .collect();
+    let Some(cube) = pick_cube(columns, starts) else {
+        return Plan::Raw;
+    };
+    let cube_from = starts.of(cube).unwrap_or(0);
+    let mut spans = Vec::new();
+    let mut raw = Vec::new();
+    let full_from = starts.of(FULL).unwrap_or(0);
+    if cube != FULL && cube_from > full_from && since.is_none_or(|s| s < cube_from) {
+        // A database upgraded with rollups: before the cube started, the
+        // full cube has the records.
+        let upto = until.map_or(cube_from, |u| u.min(cube_from));
+        cut_into(since, Some(upto), &levels, FULL, &mut spans, &mut raw);
+        if until.is_none_or(|u| u > cube_from) {
+            cut_into(Some(cube_from), until, &levels, cube, &mut spans, &mut raw);
+        }
+    } else {
+        cut_into(since, until, &levels, cube, &mut spans, &mut raw);
+    }
+    if spans.is_empty() {
+        return Plan::Raw;
+    }
+    Plan::Rollups { spans, raw }
+}
+
+/// Cuts `[since, until)` (absent bounds: none) into whole buckets of
+/// `cube` at the coarsest of `levels` (coarsest first) that fit, the finer
+/// levels at the ends, and what no level covers (sub-minute ends) as raw
+/// ranges.
 pub fn cut(
     since: Option<i64>,
     until: Option<i64>,
     levels: &[Level],
+    cube: Cube,
 ) -> (Vec<Span>, Vec<(i64, i64)>) {
     let mut spans = Vec::new();
     let mut raw = Vec::new();
-    cut_into(since, until, levels, &mut spans, &mut raw);
+    cut_into(since, until, levels, cube, &mut spans, &mut raw);
     (spans, raw)
 }
 
@@ -626,6 +764,7 @@ fn cut_into(
     since: Option<i64>,
     until: Option<i64>,
     levels: &[Level],
+    cube: Cube,
     spans: &mut Vec<Span>,
     raw: &mut Vec<(i64, i64)>,
 ) {
@@ -647,41 +786,49 @@ fn cut_into(
     let to = until.map(|u| u.div_euclid(w) * w);
     if let (Some(f), Some(t)) = (from, to) {
         if f >= t {
-            return cut_into(since, until, finer, spans, raw);
+            return cut_into(since, until, finer, cube, spans, raw);
         }
     }
     if let (Some(s), Some(f)) = (since, from) {
-        cut_into(Some(s), Some(f), finer, spans, raw);
+        cut_into(Some(s), Some(f), finer, cube, spans, raw);
     }
-    spans.push(Span { level, from, to });
+    spans.push(Span {
+        cube,
+        level,
+        from,
+        to,
+    });
     if let (Some(t), Some(u)) = (to, until) {
-        cut_into(Some(t), Some(u), finer, spans, raw);
+        cut_into(Some(t), Some(u), finer, cube, spans, raw);
     }
 }
 
 /// The one place that picks where stats come from: rollups when the
 /// filter is one they keep, the series' buckets are whole minutes (each
 /// level used only where it divides them) and the range has a whole
-/// minute; raw rows otherwise, and for a range before the rollups start
-/// while raw rows of it are left.
-pub async fn plan(store: &Store, filter: &Filter, bucket_s: u32) -> Result<Plan, StoreError> {
-    if filter
-        .rollup_conditions(&mut Statement::default())
-        .is_none()
-    {
+/// minute, from the smallest cube that keeps the dimensions the filter and
+/// the group column (`group`) name ([`plan_rollups`]); raw rows otherwise,
+/// and for a range before the rollups start while raw rows of it are left.
+pub async fn plan(
+    store: &Store,
+    filter: &Filter,
+    group: Option<&str>,
+    bucket_s: u32,
+) -> Result<Plan, StoreError> {
+    let Some(conditions) = filter.rollup_conditions(&mut Statement::default()) else {
         return Ok(Plan::Raw);
-    }
-    let levels: Vec<Level> = Level::ALL
-        .into_iter()
-        .filter(|l| bucket_s == 0 || i64::from(bucket_s) % l.seconds() == 0)
-        .collect();
+    };
+    let columns: Vec<&str> = conditions.iter().map(|(c, _)| *c).chain(group).collect();
     let (since, until) = filter.range();
-    let (spans, raw) = cut(since, until, &levels);
-    if spans.is_empty() {
-        return Ok(Plan::Raw);
-    }
     let mut conn = store.pool().acquire().await?;
-    let from = rollup::complete_from(&mut conn).await?;
+    let starts = rollup::complete_from(&mut conn).await?;
+    let Some(from) = starts.of(FULL) else {
+        return Ok(Plan::Raw);
+    };
+    let plan = plan_rollups(&starts, &columns, bucket_s, (since, until));
+    if plan == Plan::Raw {
+        return Ok(plan);
+    }
     if from > 0 && since.is_none_or(|s| s < from) {
         // Raw rows older than the rollups, in the range?
         let older: Option<i64> = sqlx::query_scalar(
@@ -695,7 +842,7 @@ pub async fn plan(store: &Store, filter: &Filter, bucket_s: u32) -> Result<Plan,
             return Ok(Plan::Raw);
         }
     }
-    Ok(Plan::Rollups { spans, raw })
+    Ok(plan)
 }
 
 pub async fn stats(
@@ -703,11 +850,13 @@ pub async fn stats(
     r: pb::GetStatsRequest,
 ) -> Result<pb::GetStatsResponse, StoreError> {
     let filter = Filter::parse(&r.filter.clone().unwrap_or_default())?;
-    let plan = plan(store, &filter, r.bucket_s).await?;
+    let plan = plan(store, &filter, group_column(&r.group_by)?, r.bucket_s).await?;
     stats_from(store, r, &plan).await
 }
 
-/// The answer of `plan` (which must suit the request: see [`plan`]).
+/// The answer of `plan`, which must suit the request (see [`plan`]): a
+/// plan that reads a cube without a dimension the filter or the grouping
+/// needs is refused.
 pub async fn stats_from(
     store: &Store,
     r: pb::GetStatsRequest,
@@ -721,7 +870,7 @@ pub async fn stats_from(
             let mut tally: Tally<Acc> = Tally::new(group.is_some(), r.bucket_s)?;
             let st = raw_statement(&filter, group, r.bucket_s > 0);
             tally.scan_raw(store, &st).await?;
-            Ok(tally.finish(plan.source()))
+            tally.finish(plan.source())
         }
         Plan::Rollups { spans, raw } => {
             let mut tally: Tally<SketchAcc> = Tally::new(group.is_some(), r.bucket_s)?;
@@ -729,6 +878,18 @@ pub async fn stats_from(
             let conditions = filter.rollup_conditions(&mut st).ok_or_else(|| {
                 StoreError::Invalid("this filter needs the raw request logs".into())
             })?;
+            let needs: Vec<&str> = conditions.iter().map(|(c, _)| *c).chain(group).collect();
+            if let Some(s) = spans
+                .iter()
+                .find(|s| !needs.iter().all(|col| keeps_column(s.cube, col)))
+            {
+                return Err(StoreError::Invalid(format!(
+                    "the rollup cube {} does not keep every one of {}",
+                    s.cube.name,
+                    needs.join(", ")
+                )));
+            }
+            let conditions = conditions.into_iter().map(|(_, c)| c).collect();
             let st = rollup::select_statement(st, spans, conditions, group);
             tally.scan_rollups(store, &st).await?;
             for &(since, until) in raw {
@@ -736,7 +897,7 @@ pub async fn stats_from(
                 let st = raw_statement(&edge, group, r.bucket_s > 0);
                 tally.scan_raw(store, &st).await?;
             }
-            Ok(tally.finish(plan.source()))
+            tally.finish(plan.source())
         }
     }
 }
@@ -767,11 +928,17 @@ mod tests {
         const H: i64 = 60 * M;
         const D: i64 = 24 * H;
         let d = 20_000 * D;
-        let span = |level, from, to| Span { level, from, to };
+        let span = |level, from, to| Span {
+            cube: FULL,
+            level,
+            from,
+            to,
+        };
         let (spans, raw) = cut(
             Some(d + 90_005),
             Some(d + 2 * D + 3 * H + 2 * M + 7),
             &Level::ALL,
+            FULL,
         );
         assert_eq!(
             spans,
@@ -795,13 +962,13 @@ mod tests {
             ]
         );
         let plan = Plan::Rollups { spans, raw };
-        assert_eq!(plan.source(), "rollup:day+hour+minute+raw");
+        assert_eq!(plan.source(), "rollup:day+hour+minute+raw@full");
         // No bounds: every day; aligned bounds: no raw rows.
         assert_eq!(
-            cut(None, None, &Level::ALL),
+            cut(None, None, &Level::ALL, FULL),
             (vec![span(Level::Day, None, None)], vec![])
         );
-        let (spans, raw) = cut(Some(d + H), None, &Level::ALL);
+        let (spans, raw) = cut(Some(d + H), None, &Level::ALL, FULL);
         assert_eq!(
             spans,
             [
@@ -812,13 +979,97 @@ mod tests {
         assert!(raw.is_empty());
         // A range inside one minute: raw only.
         assert_eq!(
-            cut(Some(d + 5), Some(d + 10), &Level::ALL),
+            cut(Some(d + 5), Some(d + 10), &Level::ALL, FULL),
             (vec![], vec![(d + 5, d + 10)])
         );
         // Two-minute buckets: minutes only.
-        let (spans, _) = cut(Some(d), Some(d + 2 * D), &[Level::Minute]);
+        let (spans, _) = cut(Some(d), Some(d + 2 * D), &[Level::Minute], FULL);
         assert_eq!(spans, [span(Level::Minute, Some(d), Some(d + 2 * D))]);
         assert_eq!(Plan::Raw.source(), "raw");
+    }
+
+    fn cube(name: &str) -> Cube {
+        CUBES.into_iter().find(|c| c.name == name).unwrap()
+    }
+
+    #[test]
+    fn the_smallest_cube_that_keeps_every_dimension_answers() {
+        let all = CUBES
+            .into_iter()
+            .fold(Starts::default(), |s, c| s.with(c, 0));
+        let pick = |cols: &[&str]| pick_cube(cols, &all).map(|c| c.name);
+        assert_eq!(pick(&[]), Some("total"));
+        assert_eq!(pick(&["outcome", "failed"]), Some("total"));
+        assert_eq!(pick(&["model"]), Some("model"));
+        assert_eq!(pick(&["provider", "model", "outcome"]), Some("model"));
+        assert_eq!(pick(&["key_name"]), Some("key"));
+        assert_eq!(pick(&["key_name", "failed"]), Some("key"));
+        assert_eq!(pick(&["end_user"]), Some("user"));
+        assert_eq!(pick(&["key_name", "model"]), Some("full"));
+        assert_eq!(pick(&["end_user", "key_name"]), Some("full"));
+        // A column no cube keeps: none.
+        assert_eq!(pick(&["status"]), None);
+        // Cubes not kept are skipped.
+        let full_only = Starts::default().with(FULL, 0);
+        assert_eq!(pick_cube(&["model"], &full_only), Some(FULL));
+        assert_eq!(pick_cube(&[], &Starts::default()), None);
+        // Each cube keeps what it is picked for, and no cube but `full`
+        // keeps both a key and a user.
+        for c in CUBES {
+            for d in c.dims {
+                assert!(keeps_column(c, d.column()));
+            }
+            assert_eq!(
+                c.keeps(Dim::Key) && c.keeps(Dim::User),
+                c == FULL,
+                "{}",
+                c.name
+            );
+        }
+    }
+
+    #[test]
+    fn a_cube_that_started_late_leaves_the_earlier_range_to_full() {
+        const H: i64 = 3_600_000;
+        const D: i64 = 24 * H;
+        let d = 20_000 * D;
+        // `key` started at d + 2 days + 1 h + 5 min.
+        let start = d + 2 * D + H + 300_000;
+        let starts = CUBES
+            .into_iter()
+            .fold(Starts::default(), |s, c| s.with(c, 0))
+            .with(cube("key"), start);
+        let plan = plan_rollups(&starts, &["key_name"], 0, (Some(d), Some(d + 4 * D)));
+        let Plan::Rollups { spans, raw } = &plan else {
+            panic!("{plan:?}")
+        };
+        assert!(raw.is_empty());
+        for s in spans {
+            let before = s.to.is_some_and(|t| t <= start);
+            let after = s.from.is_some_and(|f| f >= start);
+            assert!(before || after, "{s:?} straddles the start");
+            assert_eq!(s.cube, if before { FULL } else { cube("key") });
+        }
+        assert_eq!(plan.source(), "rollup:day+hour+minute@key+full");
+        // A range from the start on reads the key cube only; one before it
+        // `full` only; the total cube started at 0.
+        let later = plan_rollups(&starts, &["key_name"], 3600, (Some(start), None));
+        assert_eq!(later.source(), "rollup:hour+minute@key");
+        let earlier = plan_rollups(&starts, &["key_name"], 0, (None, Some(d)));
+        assert_eq!(earlier.source(), "rollup:day@full");
+        let totals = plan_rollups(&starts, &[], 0, (Some(d), None));
+        assert_eq!(totals.source(), "rollup:day@total");
+        // Filters no cube keeps, buckets no level divides, and ranges
+        // without a whole minute: raw rows.
+        assert_eq!(
+            plan_rollups(&starts, &["status"], 0, (None, None)),
+            Plan::Raw
+        );
+        assert_eq!(plan_rollups(&starts, &[], 90, (None, None)), Plan::Raw);
+        assert_eq!(
+            plan_rollups(&starts, &[], 0, (Some(d + 1), Some(d + 2))),
+            Plan::Raw
+        );
     }
 
     #[test]
