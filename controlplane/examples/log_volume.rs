@@ -50,6 +50,13 @@ struct Opts {
     /// Days the records are spread over, ending now.
     #[arg(long, default_value_t = 7)]
     days: i64,
+    /// Spread the records over this many seconds ending now instead of
+    /// `--days`: the density of live traffic (200,000 records over 10 s is
+    /// 20,000 requests a second), where a batch falls within a second or
+    /// two and adds to few rollup rows. Spread over days, a batch of 1,000
+    /// spans most of an hour, and ingest writes a rollup row per record.
+    #[arg(long)]
+    span_seconds: Option<i64>,
     /// Records per batch (the data plane ships up to 1,000 by default).
     #[arg(long, default_value_t = 1000)]
     batch: usize,
@@ -296,11 +303,18 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     let end = llmgw_controlplane::store::now_ms();
-    let start = end - opts.days * DAY_MS;
+    let start = match opts.span_seconds {
+        Some(s) => end - s.max(1) * 1000,
+        None => end - opts.days * DAY_MS,
+    };
     let streams = opts.streams.max(1) as u64;
+    let spread = match opts.span_seconds {
+        Some(s) => format!("{} s", s.max(1)),
+        None => format!("{} days", opts.days),
+    };
     println!(
-        "ingesting {} records over {} days from {streams} data planes in batches of {}",
-        opts.rows, opts.days, opts.batch
+        "ingesting {} records over {spread} from {streams} data planes in batches of {}",
+        opts.rows, opts.batch
     );
     let began = Instant::now();
     let mut tasks = Vec::new();
