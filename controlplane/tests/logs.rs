@@ -1312,16 +1312,33 @@ fn planned_statements(t: i64, kind: Kind) -> Vec<(&'static str, Statement, &'sta
                 status_max: 599,
                 ..f()
             }),
-            "request_logs_status_time",
+            "request_logs_failed_time",
         ),
         (
-            "slowest",
+            "errors only",
+            list(pb::LogFilter {
+                errors_only: true,
+                ..f()
+            }),
+            "request_logs_failed_time",
+        ),
+        (
+            "failed outcome",
+            list(pb::LogFilter {
+                outcome: pb::Outcome::Timeout as i32,
+                ..f()
+            }),
+            "request_logs_failed_time",
+        ),
+        (
+            "slowest, last hour",
             list_statement(&pb::ListLogsRequest {
+                filter: Some(range()),
                 order_by: "latency".into(),
                 ..Default::default()
             })
             .unwrap(),
-            "request_logs_latency",
+            "request_logs_time",
         ),
         (
             "stats by model",

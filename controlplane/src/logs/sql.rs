@@ -77,6 +77,15 @@ pub fn in_list<I: IntoIterator<Item = Param>>(st: &mut Statement, values: I) -> 
 /// error message.
 pub const FAILED: &str = "(status >= 400 OR cancelled <> 0 OR error <> '')";
 
+/// The predicate of the partial index `request_logs_failed_time`
+/// (migration 0025): a failure ([`FAILED`]) or an outcome other than ok.
+/// A filter that only admits such rows (errors only, a status from 400, a
+/// failed outcome) adds it word for word to its conditions: PostgreSQL
+/// could prove some of these implications itself, SQLite uses a partial
+/// index only when the query repeats the index's condition.
+pub const NOT_OK: &str =
+    "(status >= 400 OR cancelled <> 0 OR error <> '' OR outcome NOT IN ('', 'ok'))";
+
 /// The SQL expression for a request's exact cost in nano-dollars: its
 /// `cost_nanos`, or for a row stored before that column (migration 0021)
 /// its floating-point cost to the nearest nano-dollar, as ingest takes a
@@ -284,7 +293,18 @@ impl Filter {
         if self.errors_only {
             c.push(FAILED.to_string());
         }
+        if self.not_ok_only() {
+            c.push(NOT_OK.to_string());
+        }
         c
+    }
+
+    /// Whether every row the filter admits passes [`NOT_OK`]: only
+    /// failures, statuses from 400, or an outcome other than ok.
+    fn not_ok_only(&self) -> bool {
+        self.errors_only
+            || self.status_min.is_some_and(|v| v >= 400)
+            || self.outcome.is_some_and(|o| o != pb::Outcome::Ok.name())
     }
 
     /// The time range, `[since, until)`, each bound absent for none.
@@ -664,5 +684,98 @@ mod tests {
         let w = Filter::parse(&by("orig")).unwrap().where_sql(&mut st);
         assert_eq!(w, " WHERE replay_of <> '' AND replay_of = $1");
         assert_eq!(st.params, [Param::Text("orig".into())]);
+    }
+
+    #[test]
+    fn failure_filters_repeat_the_partial_index_condition() {
+        let sql = |f: pb::LogFilter| {
+            let mut st = Statement::default();
+            Filter::parse(&f).unwrap().where_sql(&mut st)
+        };
+        let f = pb::LogFilter::default;
+        for (what, filter) in [
+            (
+                "errors only",
+                pb::LogFilter {
+                    errors_only: true,
+                    ..f()
+                },
+            ),
+            (
+                "5xx",
+                pb::LogFilter {
+                    status_min: 500,
+                    status_max: 599,
+                    ..f()
+                },
+            ),
+            (
+                "from 400",
+                pb::LogFilter {
+                    status_min: 400,
+                    ..f()
+                },
+            ),
+            (
+                "timeout",
+                pb::LogFilter {
+                    outcome: pb::Outcome::Timeout as i32,
+                    ..f()
+                },
+            ),
+            (
+                "refused",
+                pb::LogFilter {
+                    outcome: pb::Outcome::Refused as i32,
+                    ..f()
+                },
+            ),
+        ] {
+            let w = sql(filter);
+            assert!(w.ends_with(&format!(" AND {NOT_OK}")), "{what}: {w}");
+        }
+        // Filters that admit successes must not narrow to the index's rows.
+        for (what, filter) in [
+            ("none", f()),
+            (
+                "2xx",
+                pb::LogFilter {
+                    status_min: 200,
+                    status_max: 299,
+                    ..f()
+                },
+            ),
+            (
+                "from 300",
+                pb::LogFilter {
+                    status_min: 300,
+                    ..f()
+                },
+            ),
+            (
+                "up to 499",
+                pb::LogFilter {
+                    status_max: 499,
+                    ..f()
+                },
+            ),
+            (
+                "ok",
+                pb::LogFilter {
+                    outcome: pb::Outcome::Ok as i32,
+                    ..f()
+                },
+            ),
+            (
+                "model",
+                pb::LogFilter {
+                    model: "m".into(),
+                    ..f()
+                },
+            ),
+        ] {
+            let w = sql(filter);
+            assert!(!w.contains(NOT_OK), "{what}: {w}");
+        }
     }
 }
