@@ -1328,17 +1328,16 @@ fn planned_statements(t: i64, kind: Kind) -> Vec<(&'static str, Statement, &'sta
                 outcome: pb::Outcome::Timeout as i32,
                 ..f()
             }),
-            "request_logs_failed_time",
+            "request_logs_not_ok_outcome_time",
         ),
         (
-            "slowest, last hour",
+            "slowest",
             list_statement(&pb::ListLogsRequest {
-                filter: Some(range()),
                 order_by: "latency".into(),
                 ..Default::default()
             })
             .unwrap(),
-            "request_logs_time",
+            "request_logs_latency",
         ),
         (
             "stats by model",
