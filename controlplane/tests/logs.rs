@@ -1312,7 +1312,23 @@ fn planned_statements(t: i64, kind: Kind) -> Vec<(&'static str, Statement, &'sta
                 status_max: 599,
                 ..f()
             }),
-            "request_logs_status_time",
+            "request_logs_failed_time",
+        ),
+        (
+            "errors only",
+            list(pb::LogFilter {
+                errors_only: true,
+                ..f()
+            }),
+            "request_logs_failed_time",
+        ),
+        (
+            "failed outcome",
+            list(pb::LogFilter {
+                outcome: pb::Outcome::Timeout as i32,
+                ..f()
+            }),
+            "request_logs_not_ok_outcome_time",
         ),
         (
             "slowest",

@@ -77,6 +77,11 @@ pub fn in_list<I: IntoIterator<Item = Param>>(st: &mut Statement, values: I) -> 
 /// error message.
 pub const FAILED: &str = "(status >= 400 OR cancelled <> 0 OR error <> '')";
 
+/// The condition of the partial index `request_logs_not_ok_outcome_time`
+/// (migration 0025): an outcome other than ok, or unrecorded. ([`FAILED`]
+/// is that of `request_logs_failed_time`.)
+pub const NOT_OK_OUTCOME: &str = "outcome NOT IN ('', 'ok')";
+
 /// The SQL expression for a request's exact cost in nano-dollars: its
 /// `cost_nanos`, or for a row stored before that column (migration 0021)
 /// its floating-point cost to the nearest nano-dollar, as ingest takes a
@@ -279,9 +284,19 @@ impl Filter {
             cmp(st, "stream", "=", Param::Int(i64::from(v)));
         }
         if let Some(v) = self.outcome {
-            cmp(st, "outcome", "=", Param::Text(v.to_string()));
+            // A failed outcome repeats the condition of the partial index
+            // (0025) word for word, as for the user: SQLite uses a partial
+            // index only when the query states its condition.
+            let field = if v == pb::Outcome::Ok.name() {
+                "outcome".to_string()
+            } else {
+                format!("{NOT_OK_OUTCOME} AND outcome")
+            };
+            cmp(st, &field, "=", Param::Text(v.to_string()));
         }
-        if self.errors_only {
+        // Errors only, or statuses from 400 (all failures): the condition
+        // of the partial index of failures (0025), word for word.
+        if self.errors_only || self.status_min.is_some_and(|v| v >= 400) {
             c.push(FAILED.to_string());
         }
         c
@@ -668,5 +683,51 @@ mod tests {
         let w = Filter::parse(&by("orig")).unwrap().where_sql(&mut st);
         assert_eq!(w, " WHERE replay_of <> '' AND replay_of = $1");
         assert_eq!(st.params, [Param::Text("orig".into())]);
+    }
+
+    #[test]
+    fn failure_filters_repeat_the_partial_index_conditions() {
+        let sql = |f: pb::LogFilter| {
+            let mut st = Statement::default();
+            Filter::parse(&f).unwrap().where_sql(&mut st)
+        };
+        let f = pb::LogFilter::default;
+        let failed = |status_min, status_max, errors_only| pb::LogFilter {
+            status_min,
+            status_max,
+            errors_only,
+            ..f()
+        };
+        for (what, filter) in [
+            ("errors only", failed(0, 0, true)),
+            ("5xx", failed(500, 599, false)),
+            ("from 400", failed(400, 0, false)),
+            ("5xx, errors only", failed(500, 599, true)),
+        ] {
+            let w = sql(filter);
+            assert_eq!(w.matches(FAILED).count(), 1, "{what}: {w}");
+        }
+        let outcome = |o: pb::Outcome| pb::LogFilter {
+            outcome: o as i32,
+            ..f()
+        };
+        for o in [pb::Outcome::Timeout, pb::Outcome::Refused] {
+            assert_eq!(
+                sql(outcome(o)),
+                format!(" WHERE {NOT_OK_OUTCOME} AND outcome = $1")
+            );
+        }
+        // Filters that admit successes must not narrow to the indexes' rows.
+        assert_eq!(sql(outcome(pb::Outcome::Ok)), " WHERE outcome = $1");
+        for (what, filter) in [
+            ("none", f()),
+            ("2xx", failed(200, 299, false)),
+            ("from 300", failed(300, 0, false)),
+            ("up to 499", failed(0, 499, false)),
+        ] {
+            let w = sql(filter);
+            assert!(!w.contains(FAILED), "{what}: {w}");
+            assert!(!w.contains(NOT_OK_OUTCOME), "{what}: {w}");
+        }
     }
 }
