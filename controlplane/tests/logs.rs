@@ -1994,6 +1994,21 @@ both! {
             .await
             .unwrap();
         assert_eq!(purge_dictionaries(store, now_ms()).await.unwrap(), 0);
+        // Not while details stored before it remain (another control plane
+        // on the database may keep bodies longer than this one's cutoff).
+        assert_eq!(purge_dictionaries(store, now_ms() + 3 * 24 * 3_600_000).await.unwrap(), 0);
+        // A details row that cannot be read (here: an unknown format) leaves
+        // the summary readable, with its bodies reported gone.
+        sqlx::query("UPDATE request_log_details SET data = $1")
+            .bind(vec![0x7fu8])
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let got = admin.get_log(pb::GetLogRequest { id: later[0].id.clone() }).await.unwrap().into_inner();
+        assert!(got.bodies_expired);
+        assert_eq!(got.request_body, "");
+        assert_eq!(got.id, later[0].id);
+        sqlx::query("DELETE FROM request_log_details").execute(store.pool()).await.unwrap();
         assert_eq!(purge_dictionaries(store, now_ms() + 3 * 24 * 3_600_000).await.unwrap(), 1);
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM log_dictionaries").await, 1);
         cp.shutdown().await;

@@ -16,8 +16,6 @@ CREATE TABLE request_log_details (
     data BYTEA NOT NULL,
     PRIMARY KEY (time_ms, id)
 ) PARTITION BY RANGE (time_ms);
--- Compressed already: never again by TOAST.
-ALTER TABLE request_log_details ALTER COLUMN data SET STORAGE EXTERNAL;
 
 CREATE OR REPLACE FUNCTION llmgw_ensure_log_day(t_ms BIGINT) RETURNS VOID
 LANGUAGE plpgsql AS $$
@@ -58,7 +56,11 @@ SELECT time_ms,
            'response_body', response_body,
            'upstream_request_body', upstream_request_body)::TEXT, 'UTF8')
 FROM request_logs
-WHERE id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+WHERE id ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+
+-- Compressed by ingest from here on: never again by TOAST. (After the
+-- copy, so that the moved rows, plain JSON, are compressed by TOAST.)
+ALTER TABLE request_log_details ALTER COLUMN data SET STORAGE EXTERNAL;
 
 ALTER TABLE request_logs
     DROP COLUMN request_headers,

@@ -62,7 +62,11 @@ INSERT INTO log_rollup_cubes (cube, name, complete_from_ms)
 SELECT 0, 'full', COALESCE((SELECT complete_from_ms FROM log_rollup_state WHERE id = 1), 0);
 INSERT INTO log_rollup_cubes (cube, name, complete_from_ms)
 SELECT c.column1, c.column2,
+    -- The next minute, or after the last minute `full` holds if that is
+    -- later (records a data plane stamped ahead of this clock).
     CASE WHEN EXISTS (SELECT 1 FROM request_logs) OR EXISTS (SELECT 1 FROM log_rollups)
-    THEN (CAST(strftime('%s', 'now') AS INTEGER) / 60 + 1) * 60000 ELSE 0 END
+    THEN max((CAST(strftime('%s', 'now') AS INTEGER) / 60 + 1) * 60000,
+             COALESCE((SELECT MAX(start_ms) + 60000 FROM log_rollups WHERE bucket_s = 60), 0))
+    ELSE 0 END
 FROM (VALUES (1, 'total'), (2, 'model'), (3, 'key'), (4, 'user')) AS c;
 DROP TABLE log_rollup_state;

@@ -68,8 +68,10 @@ const MAX_DECODED: u64 = 512 * 1024 * 1024;
 /// Records a dictionary is trained from.
 pub const TRAIN_SAMPLES: usize = 2000;
 /// Records larger than this are not samples (a few large bodies would
-/// otherwise make up the whole training set).
-const MAX_SAMPLE_BYTES: usize = 64 * 1024;
+/// otherwise make up the whole training set, and a dictionary pays off
+/// for small records: a large one compresses well on its own). It also
+/// bounds what the samples hold: at most 8 MiB.
+const MAX_SAMPLE_BYTES: usize = 4 * 1024;
 /// The size of a trained dictionary (docs/benchmarks.md, "Bytes per row").
 pub const DICT_BYTES: usize = 16 * 1024;
 const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -311,34 +313,73 @@ pub fn plain(fields: [&str; 5]) -> Vec<u8> {
     plain
 }
 
-/// The stored form of [`plain`] fields: with the dictionary when there is
-/// one (`0x02`), else `0x01` and a zstd frame.
+/// Compresses a batch's [`plain`] fields into their stored form: with the
+/// dictionary when there is one (`0x02`, its id, a zstd frame), else
+/// `0x01` and a zstd frame. One compression context serves the whole
+/// batch: creating one per record (as `zstd::stream::Encoder` does) was
+/// the largest cost of ingest (`ZSTD_createCCtx`, 14% of the control
+/// plane's samples in `perf`).
+pub struct Packer<'a> {
+    cctx: zstd::bulk::Compressor<'a>,
+    /// The format byte, and the dictionary's id when there is one.
+    head: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl<'a> Packer<'a> {
+    pub fn new(dict: Option<&'a Current>) -> Result<Self, StoreError> {
+        let (cctx, head) = match dict {
+            Some(d) => {
+                let mut head = vec![ZSTD_DICT];
+                put_varint(&mut head, d.id.unsigned_abs());
+                (
+                    zstd::bulk::Compressor::with_prepared_dictionary(&d.dict),
+                    head,
+                )
+            }
+            None => (zstd::bulk::Compressor::new(LEVEL), vec![ZSTD]),
+        };
+        let mut cctx = cctx.map_err(compress_failed)?;
+        // Small frames: no checksum (the database keeps its own), no
+        // dictionary id (the row has it), and the content size in the
+        // header, so reads allocate once.
+        use zstd::zstd_safe::CParameter;
+        for p in [
+            CParameter::ChecksumFlag(false),
+            CParameter::DictIdFlag(false),
+            CParameter::ContentSizeFlag(true),
+        ] {
+            cctx.set_parameter(p).map_err(compress_failed)?;
+        }
+        Ok(Packer {
+            cctx,
+            head,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The stored form of `plain`.
+    pub fn pack(&mut self, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.scratch.clear();
+        self.scratch
+            .reserve(zstd::zstd_safe::compress_bound(plain.len()));
+        self.cctx
+            .compress_to_buffer(plain, &mut self.scratch)
+            .map_err(compress_failed)?;
+        let mut out = Vec::with_capacity(self.head.len() + self.scratch.len());
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(&self.scratch);
+        Ok(out)
+    }
+}
+
+fn compress_failed(e: std::io::Error) -> StoreError {
+    StoreError::Invalid(format!("cannot compress a log's details: {e}"))
+}
+
+/// The stored form of one record's [`plain`] fields ([`Packer`] for many).
 pub fn encode(plain: &[u8], dict: Option<&Current>) -> Result<Vec<u8>, StoreError> {
-    let failed =
-        |e: std::io::Error| StoreError::Invalid(format!("cannot compress a log's details: {e}"));
-    let mut out = Vec::with_capacity(plain.len() / 2 + 16);
-    let mut enc = match dict {
-        Some(d) => {
-            out.push(ZSTD_DICT);
-            put_varint(&mut out, d.id.unsigned_abs());
-            zstd::stream::Encoder::with_prepared_dictionary(&mut out, &d.dict).map_err(failed)?
-        }
-        None => {
-            out.push(ZSTD);
-            zstd::stream::Encoder::new(&mut out, LEVEL).map_err(failed)?
-        }
-    };
-    // Small frames: no checksum (the database keeps its own), no
-    // dictionary id (the row has it), and the content size in the header,
-    // so reads allocate once.
-    enc.include_checksum(false)
-        .and_then(|()| enc.include_dictid(false))
-        .and_then(|()| enc.include_contentsize(true))
-        .and_then(|()| enc.set_pledged_src_size(Some(plain.len() as u64)))
-        .and_then(|()| std::io::Write::write_all(&mut enc, plain))
-        .and_then(|()| enc.finish().map(|_| ()))
-        .map_err(failed)?;
-    Ok(out)
+    Packer::new(dict)?.pack(plain)
 }
 
 /// The fields of a stored row without a dictionary, exactly as stored.
@@ -400,6 +441,12 @@ fn fields_of(plain: &[u8]) -> Result<Fields, StoreError> {
 /// time, so every row of an older dictionary is before the cutoff). The
 /// newest dictionary always stays. Returns how many went.
 pub async fn purge_dictionaries(store: &Store, body_cutoff_ms: i64) -> Result<u64, StoreError> {
+    // By the data, not only this control plane's setting: another one on
+    // the same database may keep bodies longer.
+    let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(time_ms) FROM request_log_details")
+        .fetch_one(store.pool())
+        .await?;
+    let body_cutoff_ms = oldest.map_or(body_cutoff_ms, |t| t.min(body_cutoff_ms));
     let done = sqlx::query(
         "DELETE FROM log_dictionaries WHERE id < \
          (SELECT MAX(id) FROM log_dictionaries WHERE created_ms < $1)",

@@ -186,11 +186,12 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
     } = batch;
     let dicts = store.details();
     let dict = dicts.current(store.pool()).await?;
+    let mut packer = details::Packer::new(dict.as_deref())?;
     let mut good: Vec<Prepared> = Vec::with_capacity(records.len());
     let mut rejected: Vec<Rejected> = Vec::new();
     let mut seen = HashSet::new();
     for r in records {
-        match prepare(r, &batch_node, now, dict.as_deref()) {
+        match prepare(r, &batch_node, now, &mut packer) {
             // A repeated id within one batch is the same record: kept once.
             Ok(p) => {
                 if seen.insert(p.rec.id.clone()) {
@@ -785,7 +786,7 @@ fn prepare(
     r: pb::RequestLog,
     batch_node: &str,
     now: i64,
-    dict: Option<&details::Current>,
+    packer: &mut details::Packer<'_>,
 ) -> Result<Prepared, Box<Rejected>> {
     match check(&r, batch_node, now) {
         Ok(c) => {
@@ -801,7 +802,7 @@ fn prepare(
                 &rec.response_body,
                 &rec.upstream_request_body,
             ]);
-            let details = match details::encode(&plain, dict) {
+            let details = match packer.pack(&plain) {
                 Ok(d) => d,
                 Err(e) => {
                     return Err(Box::new(Rejected {
@@ -1011,6 +1012,10 @@ fn normalize(mut rec: pb::RequestLog, id: String, batch_node: &str) -> pb::Reque
 mod tests {
     use super::*;
 
+    fn packer() -> details::Packer<'static> {
+        details::Packer::new(None).unwrap()
+    }
+
     fn good() -> pb::RequestLog {
         pb::RequestLog {
             id: "0190A2B4-0000-7000-8000-000000000001".into(),
@@ -1066,7 +1071,7 @@ mod tests {
     #[test]
     fn validation() {
         let now = 1_714_564_900_000;
-        let Ok(p) = prepare(good(), "node-a", now, None) else {
+        let Ok(p) = prepare(good(), "node-a", now, &mut packer()) else {
             panic!("a good record was refused");
         };
         assert_eq!(p.rec.id, "0190a2b4-0000-7000-8000-000000000001");
@@ -1129,7 +1134,9 @@ mod tests {
         for (needle, change) in bad {
             let mut r = good();
             change(&mut r);
-            let e = prepare(r.clone(), "n", now, None).err().map(|e| *e);
+            let e = prepare(r.clone(), "n", now, &mut packer())
+                .err()
+                .map(|e| *e);
             let Some(Rejected { record, reason }) = e else {
                 panic!("{needle}: accepted");
             };
@@ -1145,7 +1152,7 @@ mod tests {
         let mut r = good();
         r.request_body = "a\0b".into();
         r.request_headers.insert("x\0".into(), "v".into());
-        let Ok(p) = prepare(r, "n", now, None) else {
+        let Ok(p) = prepare(r, "n", now, &mut packer()) else {
             panic!("a record with NULs was refused");
         };
         assert_eq!(p.rec.request_body, "a\u{FFFD}b");
@@ -1158,7 +1165,7 @@ mod tests {
         let mut r = good();
         r.dropped_fields = vec!["top_k".into(), "a\0\"b".into()];
         r.upstream_request_body = "u\0".into();
-        let Ok(p) = prepare(r, "n", now, None) else {
+        let Ok(p) = prepare(r, "n", now, &mut packer()) else {
             panic!("a record with dropped fields was refused");
         };
         assert_eq!(p.dropped_fields, "[\"top_k\",\"a\u{FFFD}\\\"b\"]");
@@ -1177,7 +1184,7 @@ mod tests {
         ] {
             let mut r = good();
             r.trace_id = sent.into();
-            let Ok(p) = prepare(r, "n", now, None) else {
+            let Ok(p) = prepare(r, "n", now, &mut packer()) else {
                 panic!("a record with trace id {sent:?} was refused");
             };
             assert_eq!((p.rec.trace_id.as_str(), p.bad_trace_id), (stored, bad));

@@ -275,7 +275,19 @@ pub async fn get(store: &Store, id: &str) -> Result<pb::RequestLog, StoreError> 
             .fetch_optional(&mut *conn)
             .await?;
     match data {
-        Some(data) => add_details(&mut rec, store.details().decode(store.pool(), &data).await?)?,
+        Some(data) => match store.details().decode(store.pool(), &data).await {
+            Ok(fields) => add_details(&mut rec, fields)?,
+            // The summary still answers; the details read as gone.
+            Err(StoreError::Invalid(why)) => {
+                tracing::warn!(
+                    id = canonical,
+                    reason = why,
+                    "a request log's details cannot be read"
+                );
+                rec.bodies_expired = true;
+            }
+            Err(e) => return Err(e),
+        },
         None => rec.bodies_expired = true,
     }
     let mut one = [rec];

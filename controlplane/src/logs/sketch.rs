@@ -219,6 +219,9 @@ impl Sketch {
         let mut payload = bytes
             .get(V2_HEADER..V2_HEADER + len)
             .ok_or_else(|| unreadable("its payload is cut short"))?;
+        // A histogram's buckets go into a histogram: as exact values each
+        // would count as its bucket's lowest, below the exact percentile.
+        self.histogram_mut()?;
         let mut index: u64 = 0;
         while !payload.is_empty() {
             // Zig-zag varints (prost's match the V2 ones up to 8 bytes:
@@ -235,7 +238,7 @@ impl Sketch {
                     value_at_index(index).ok_or_else(|| unreadable("a count is out of range"))?;
                 self.record_n(value, count.unsigned_abs())?;
             }
-            index += 1;
+            index = index.saturating_add(1);
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ describe("replayBlocker", () => {
   it("needs the whole request body", () => {
     expect(replayBlocker({ requestBody: '{"model":"m"}', requestBodyTruncated: false })).toBe("");
     expect(replayBlocker({ requestBody: "", requestBodyTruncated: false })).toMatch(/was not logged/);
+    expect(replayBlocker({ requestBody: "", requestBodyTruncated: false, bodiesExpired: true })).toMatch(/has expired/);
     expect(replayBlocker({ requestBody: '{"model":', requestBodyTruncated: true })).toMatch(/cut at the logging cap/);
   });
 });

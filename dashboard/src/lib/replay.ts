@@ -5,7 +5,12 @@ import type { ApiKey } from "@/gen/llmgw/v1/admin_pb";
 import type { RequestLog } from "@/gen/llmgw/v1/logs_pb";
 
 /** Why `r` cannot be replayed, in words; "" when it can. */
-export function replayBlocker(r: Pick<RequestLog, "requestBody" | "requestBodyTruncated">): string {
+export function replayBlocker(
+  r: Pick<RequestLog, "requestBody" | "requestBodyTruncated"> & Partial<Pick<RequestLog, "bodiesExpired">>,
+): string {
+  if (r.bodiesExpired) {
+    return "Replay needs the request body, and it has expired (bodies are kept for --body-retention-days, shorter than the record).";
+  }
   if (!r.requestBody) {
     return "Replay needs the request body, and it was not logged (body logging is off for this key, or the request had no body).";
   }
