@@ -186,21 +186,14 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
     } = batch;
     let dicts = store.details();
     let dict = dicts.current(store.pool()).await?;
-    let mut packer = details::Packer::new(dict.as_deref())?;
-    let mut good: Vec<Prepared> = Vec::with_capacity(records.len());
-    let mut rejected: Vec<Rejected> = Vec::new();
-    let mut seen = HashSet::new();
-    for r in records {
-        match prepare(r, &batch_node, now, &mut packer) {
-            // A repeated id within one batch is the same record: kept once.
-            Ok(p) => {
-                if seen.insert(p.rec.id.clone()) {
-                    good.push(p);
-                }
-            }
-            Err(r) => rejected.push(*r),
-        }
-    }
+    // Checking and compressing a batch is CPU work (milliseconds for a
+    // thousand records): off the runtime, which also serves the admin API,
+    // the snapshot streams and the other batches.
+    let node = batch_node.clone();
+    let (mut good, mut rejected) =
+        tokio::task::spawn_blocking(move || prepare_all(records, &node, now, dict.as_deref()))
+            .await
+            .map_err(|e| StoreError::Invalid(format!("preparing a log batch stopped: {e}")))??;
     for p in &mut good {
         p.keep_details = dicts.keeps(p.rec.time_ms, now);
     }
@@ -782,6 +775,32 @@ struct Checked {
 /// Checks a record and returns it ready to store: a canonical id, the
 /// batch's node when it names none, no NUL characters. A record refused
 /// comes back as it was, with the reason.
+/// Every record of a batch checked and its details compressed (one
+/// compression context for the batch); a repeated id within the batch is
+/// the same record, kept once.
+fn prepare_all(
+    records: Vec<pb::RequestLog>,
+    batch_node: &str,
+    now: i64,
+    dict: Option<&details::Current>,
+) -> Result<(Vec<Prepared>, Vec<Rejected>), StoreError> {
+    let mut packer = details::Packer::new(dict)?;
+    let mut good: Vec<Prepared> = Vec::with_capacity(records.len());
+    let mut rejected: Vec<Rejected> = Vec::new();
+    let mut seen = HashSet::new();
+    for r in records {
+        match prepare(r, batch_node, now, &mut packer) {
+            Ok(p) => {
+                if seen.insert(p.rec.id.clone()) {
+                    good.push(p);
+                }
+            }
+            Err(r) => rejected.push(*r),
+        }
+    }
+    Ok((good, rejected))
+}
+
 fn prepare(
     r: pb::RequestLog,
     batch_node: &str,
