@@ -350,6 +350,20 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let store = running.store();
+    // The rollup deltas compaction had not folded in yet when ingest
+    // ended, and the time to fold them: ingest is only as fast as the
+    // rate both keep up with.
+    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_rollup_deltas")
+        .fetch_one(store.pool())
+        .await?;
+    let folding = Instant::now();
+    llmgw_controlplane::logs::deltas::compact(store).await?;
+    let fold_s = folding.elapsed().as_secs_f64();
+    println!(
+        "rollup deltas: {pending} pending at the end of ingest, folded in {fold_s:.1} s more \
+         (ingest and compaction together: {:.0} rows/s)",
+        opts.rows as f64 / (ingest_s + fold_s)
+    );
     let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM request_logs")
         .fetch_one(store.pool())
         .await?;

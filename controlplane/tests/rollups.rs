@@ -21,7 +21,7 @@ use common::*;
 use llmgw_controlplane::logs::ingest::store_batch;
 use llmgw_controlplane::logs::sketch::RELATIVE_ERROR;
 use llmgw_controlplane::logs::stats::{self, Plan};
-use llmgw_controlplane::logs::{retention, rollup};
+use llmgw_controlplane::logs::{deltas, retention, rollup};
 use llmgw_controlplane::store::Store;
 use llmgw_proto::v1 as pb;
 use rand::rngs::StdRng;
@@ -270,7 +270,18 @@ async fn scan(store: &Store, r: &pb::GetStatsRequest) -> pb::GetStatsResponse {
 }
 
 async fn rollup_rows(store: &Store) -> i64 {
+    fold(store).await;
     count(store, "SELECT COUNT(*) FROM log_rollups").await
+}
+
+/// Folds every rollup delta into the rollups, as the control plane's
+/// compaction does every second.
+async fn fold(store: &Store) {
+    deltas::compact(store).await.unwrap();
+    assert_eq!(
+        count(store, "SELECT COUNT(*) FROM log_rollup_deltas").await,
+        0
+    );
 }
 
 /// The start of the UTC day `days` before today.
@@ -288,6 +299,11 @@ both! {
         let recs = records(&mut rng, 1500, t0, t1 - t0);
         let mut shipped = 0;
         while shipped < recs.len() {
+            // Half the records folded into the rollups, the rest left as
+            // deltas: stats read both.
+            if shipped >= recs.len() / 2 && count(&store, "SELECT COUNT(*) FROM log_rollups").await == 0 {
+                fold(&store).await;
+            }
             let n = rng.gen_range(1..200).min(recs.len() - shipped);
             let part = recs[shipped..shipped + n].to_vec();
             let stored = store_batch(&store, batch(part.clone())).await.unwrap();
@@ -335,6 +351,19 @@ both! {
                 assert_same(&format!("query {i} ({req:?}, {})", got.source), &got, &want);
             }
             sources.insert(got.source);
+        }
+        // Folding the rest in changes no answer.
+        assert!(count(&store, "SELECT COUNT(*) FROM log_rollup_deltas").await > 0);
+        let before: Vec<_> = [pb::GetStatsRequest::default(), random_request(&mut rng, t0, t1)]
+            .into_iter()
+            .collect();
+        let mut answers = Vec::new();
+        for req in &before {
+            answers.push(stats::stats(&store, req.clone()).await.unwrap());
+        }
+        fold(&store).await;
+        for (req, answer) in before.iter().zip(&answers) {
+            assert_eq!(&stats::stats(&store, req.clone()).await.unwrap(), answer, "{req:?}");
         }
         // The random ranges reached every level, the raw ends and every
         // cube.
@@ -434,9 +463,18 @@ both! {
         assert_eq!(got.source, "rollup:hour@key");
         assert_eq!(got.total.as_ref().unwrap().requests, 600);
         assert_same("two control planes", &got, &scan(&first, &req).await);
-        let minutes = pb::GetStatsRequest { bucket_s: 60, ..req };
+        let minutes = pb::GetStatsRequest { bucket_s: 60, ..req.clone() };
         let got = stats::stats(&second, minutes.clone()).await.unwrap();
         assert_same("two control planes, minutes", &got, &scan(&second, &minutes).await);
+        // Both fold the deltas in at once: each delta once.
+        let (a, b) = tokio::join!(deltas::compact(&first), deltas::compact(&second));
+        assert!(a.unwrap() + b.unwrap() > 0);
+        assert_eq!(count(&first, "SELECT COUNT(*) FROM log_rollup_deltas").await, 0);
+        for req in [req, minutes] {
+            let got = stats::stats(&first, req.clone()).await.unwrap();
+            assert_eq!(got.total.as_ref().unwrap().requests, 600);
+            assert_same("two control planes, folded", &got, &scan(&first, &req).await);
+        }
     }
 }
 
@@ -503,6 +541,7 @@ both! {
         assert!(before > 0 && before < recs.len());
         let last_before = recs.iter().map(|r| r.time_ms).filter(|&t| t < from).max().unwrap();
         store_batch(&store, batch(recs)).await.unwrap();
+        fold(&store).await;
         let rolled: i64 = count(&store, "SELECT CAST(SUM(requests) AS BIGINT) FROM log_rollups WHERE cube = 0 AND bucket_s = 60").await;
         assert_eq!(usize::try_from(rolled).unwrap(), 300 - before);
 
@@ -553,6 +592,7 @@ both! {
             .execute(store.pool())
             .await
             .unwrap();
+        fold(&store).await;
         sqlx::query("UPDATE log_rollups SET cost_nanos = NULL")
             .execute(store.pool())
             .await
@@ -593,6 +633,7 @@ both! {
             store_batch(&store, batch(part.to_vec())).await.unwrap();
         }
         // The new cubes hold only the records from their start.
+        fold(&store).await;
         let after = recs.iter().filter(|r| r.time_ms >= start).count();
         for cube in rollup::CUBES {
             let held = count(
@@ -709,6 +750,7 @@ both! {
         rec.cancelled = false;
         rec.error = String::new();
         store_batch(&store, batch(vec![rec])).await.unwrap();
+        fold(&store).await;
         assert_eq!(count(&store, "SELECT COUNT(*) FROM log_rollups WHERE bucket_s = 86400").await, 1);
         assert_eq!(
             count(&store, "SELECT CAST(SUM(requests) AS BIGINT) FROM log_rollups WHERE bucket_s = 86400").await,

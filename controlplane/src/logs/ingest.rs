@@ -10,8 +10,8 @@
 //! instead: nothing is stored, and the data plane sends it again.
 //!
 //! The same transaction adds the records' cost to the spend of their key,
-//! model and provider (budgets, #15), and the records to the rollups
-//! (`rollup.rs`, #18), for the records inserted now only.
+//! model and provider (budgets, #15), and appends the records' sums to the
+//! rollup deltas (`deltas.rs`, #18), for the records inserted now only.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::LazyLock;
@@ -22,9 +22,11 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Acquire, Any, AnyConnection, Row};
 
+use super::deltas;
 use super::details;
 use super::rollup;
 use super::row::{canonical_trace_id, format_time, strip_details};
+use crate::store::multirow::{insert_text, insert_texts, statement_parts, values_sql, InsertParts};
 use crate::store::quota::{micros_of_nanos, nanos_of, SpendBatch};
 use crate::store::{now_ms, Backend, Store, StoreError};
 
@@ -240,20 +242,22 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
             .filter(|p| inserted.contains(&p.rec.id))
             .map(|p| &p.rec)
     };
-    touch_keys(&mut tx, fresh()).await?;
-    // After the keys: concurrent batches lock keys, then spend rows, each
-    // in name order.
-    spend_of(fresh()).write(&mut tx).await?;
-    // Last: rollup rows are locked in key order too.
-    if inserted.is_empty() {
-        tx.commit().await?;
-    } else {
+    // The rollups' deltas: plain inserts (`deltas.rs`).
+    if !inserted.is_empty() {
         let from = rollup::complete_from(&mut tx).await?;
-        rollup::RollupBatch::of(fresh(), from)?
-            .write(&mut tx, backend)
-            .await?;
-        tx.commit().await?;
+        deltas::append(
+            &mut tx,
+            backend,
+            &rollup::RollupBatch::minutes(fresh(), from)?,
+        )
+        .await?;
     }
+    // The rows other batches also write come last, so that their locks are
+    // held for as short a time as possible, in one order for every batch
+    // (no deadlocks): the spend, then the keys, each in name order.
+    spend_of(fresh()).write(&mut tx, backend).await?;
+    touch_keys(&mut tx, fresh()).await?;
+    tx.commit().await?;
 
     for r in &rejected {
         tracing::warn!(
@@ -332,33 +336,6 @@ fn record_level(backend: Backend, e: &sqlx::Error) -> bool {
     }
 }
 
-/// `($1, $2, ...), (...)` for `rows` rows of `cols` values; plain `?` on
-/// SQLite, which resolves each `$N` by a linear search (quadratic over the
-/// thousands of parameters of a multi-row INSERT) but numbers `?` directly.
-fn values_sql(backend: Backend, rows: usize, cols: usize) -> String {
-    let mut s = String::with_capacity(rows * cols * 6);
-    for r in 0..rows {
-        if r > 0 {
-            s.push_str(", ");
-        }
-        s.push('(');
-        for c in 0..cols {
-            if c > 0 {
-                s.push_str(", ");
-            }
-            match backend {
-                Backend::Sqlite => s.push('?'),
-                Backend::Postgres => {
-                    s.push('$');
-                    s.push_str(&(r * cols + c + 1).to_string());
-                }
-            }
-        }
-        s.push(')');
-    }
-    s
-}
-
 fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -383,23 +360,6 @@ async fn insert_in_savepoint(
     }
 }
 
-/// Rows per statement of a chunk: powers of two up to the largest, so a
-/// few statement texts serve every batch and stay prepared in the
-/// connection's cache (parsing a new multi-row INSERT for every batch cost
-/// SQLite about half as much again as storing the rows). 256 rows of the
-/// widest table stay under both databases' parameter limits.
-pub(super) const STATEMENT_ROWS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
-
-/// Splits `n` rows into statements: indices into [`STATEMENT_ROWS`],
-/// largest first.
-pub(super) fn statement_sizes(mut n: usize) -> impl Iterator<Item = usize> {
-    std::iter::from_fn(move || {
-        let slot = STATEMENT_ROWS.iter().position(|&s| s <= n)?;
-        n -= STATEMENT_ROWS[slot];
-        Some(slot)
-    })
-}
-
 /// The INSERT text for `STATEMENT_ROWS[slot]` rows.
 fn insert_sql(backend: Backend, table: Table, slot: usize) -> &'static str {
     static TEXTS: LazyLock<Vec<String>> = LazyLock::new(|| {
@@ -410,39 +370,6 @@ fn insert_sql(backend: Backend, table: Table, slot: usize) -> &'static str {
         ])
     });
     insert_text(&TEXTS, backend, table as usize, slot)
-}
-
-/// A multi-row INSERT's table, columns and what follows its VALUES.
-pub(super) type InsertParts<'a> = (&'a str, &'a [&'a str], &'a str);
-
-/// The multi-row INSERT texts of every backend, variant and statement size
-/// (`STATEMENT_ROWS`), in that order; [`insert_text`] picks one. Built
-/// once, so that the few texts stay prepared per connection.
-pub(super) fn insert_texts(variants: &[InsertParts<'_>]) -> Vec<String> {
-    let mut texts = Vec::new();
-    for backend in [Backend::Sqlite, Backend::Postgres] {
-        for (name, columns, tail) in variants {
-            for rows in STATEMENT_ROWS {
-                texts.push(format!(
-                    "INSERT INTO {name} ({}) VALUES {}{tail}",
-                    columns.join(", "),
-                    values_sql(backend, rows, columns.len())
-                ));
-            }
-        }
-    }
-    texts
-}
-
-/// The text of `variant` for `STATEMENT_ROWS[slot]` rows in
-/// [`insert_texts`]' output.
-pub(super) fn insert_text(texts: &[String], backend: Backend, variant: usize, slot: usize) -> &str {
-    let variants = texts.len() / (2 * STATEMENT_ROWS.len());
-    let b = match backend {
-        Backend::Sqlite => 0,
-        Backend::Postgres => 1,
-    };
-    &texts[(b * variants + variant) * STATEMENT_ROWS.len() + slot]
 }
 
 #[derive(Clone, Copy)]
@@ -481,10 +408,7 @@ async fn insert_records(
     chunk: &[Prepared],
 ) -> Result<Vec<String>, sqlx::Error> {
     let mut ids: Vec<String> = Vec::with_capacity(chunk.len());
-    let mut rest = chunk;
-    for slot in statement_sizes(chunk.len()) {
-        let (part, next) = rest.split_at(STATEMENT_ROWS[slot]);
-        rest = next;
+    for (slot, part) in statement_parts(chunk) {
         let mut q = sqlx::query(insert_sql(backend, Table::Logs, slot));
         for p in part {
             q = bind_record(q, p);
@@ -510,10 +434,7 @@ async fn insert_records(
                 .map(move |(i, a)| (&p.rec, i, a))
         })
         .collect();
-    let mut rest = &attempts[..];
-    for slot in statement_sizes(attempts.len()) {
-        let (part, next) = rest.split_at(STATEMENT_ROWS[slot]);
-        rest = next;
+    for (slot, part) in statement_parts(&attempts) {
         let mut q = sqlx::query(insert_sql(backend, Table::Attempts, slot));
         for (rec, i, a) in part {
             q = q
@@ -535,10 +456,7 @@ async fn insert_records(
         .iter()
         .filter(|p| fresh.contains(p.rec.id.as_str()) && p.keep_details)
         .collect();
-    let mut rest = &fresh_details[..];
-    for slot in statement_sizes(fresh_details.len()) {
-        let (part, next) = rest.split_at(STATEMENT_ROWS[slot]);
-        rest = next;
+    for (slot, part) in statement_parts(&fresh_details) {
         let mut q = sqlx::query(insert_sql(backend, Table::Details, slot));
         for p in part {
             q = q
@@ -1030,6 +948,7 @@ fn normalize(mut rec: pb::RequestLog, id: String, batch_node: &str) -> pb::Reque
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::multirow::STATEMENT_ROWS;
 
     fn packer() -> details::Packer<'static> {
         details::Packer::new(None).unwrap()
@@ -1045,12 +964,7 @@ mod tests {
     }
 
     #[test]
-    fn placeholders() {
-        assert_eq!(
-            values_sql(Backend::Postgres, 2, 3),
-            "($1, $2, $3), ($4, $5, $6)"
-        );
-        assert_eq!(values_sql(Backend::Sqlite, 2, 2), "(?, ?), (?, ?)");
+    fn rows_per_insert_stay_under_the_parameter_limits() {
         assert_eq!(rows_per_insert(Backend::Sqlite, 32), 1000);
         assert_eq!(rows_per_insert(Backend::Postgres, 32), 1000);
         assert_eq!(rows_per_insert(Backend::Sqlite, 40), 819);
@@ -1059,16 +973,6 @@ mod tests {
 
     #[test]
     fn statements_come_in_a_few_cached_sizes() {
-        let sizes = |n| -> Vec<usize> { statement_sizes(n).map(|i| STATEMENT_ROWS[i]).collect() };
-        for n in [0, 1, 2, 3, 63, 64, 65, 100, 255, 256, 257, 1000] {
-            let s = sizes(n);
-            assert_eq!(s.iter().sum::<usize>(), n, "{n}: {s:?}");
-            // Largest first, and below the largest each size at most once.
-            assert!(s.windows(2).all(|w| w[0] >= w[1]));
-            assert!(s.iter().filter(|&&x| x < 256).count() <= 8);
-        }
-        assert_eq!(sizes(100), [64, 32, 4]);
-        assert_eq!(sizes(1000), [256, 256, 256, 128, 64, 32, 8]);
         let widest = LOG_COLUMNS.len().max(ATTEMPT_COLUMNS.len());
         assert!(STATEMENT_ROWS[0] * widest <= SQLITE_MAX_PARAMS.min(POSTGRES_MAX_PARAMS));
         for backend in [Backend::Sqlite, Backend::Postgres] {

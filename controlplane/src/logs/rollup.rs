@@ -40,9 +40,9 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, Row};
 
-use super::ingest::{insert_text, insert_texts, statement_sizes, STATEMENT_ROWS};
 use super::sketch::Sketch;
 use super::sql::{is_failure, Param, Statement};
+use crate::store::multirow::{insert_text, insert_texts, statement_parts};
 use crate::store::{Backend, Store, StoreError};
 
 /// A rollup level.
@@ -227,23 +227,23 @@ const SUMMED: std::ops::Range<usize> = 11..22;
 /// The row of one cube, level, bucket and dimensions: the primary key, in
 /// its order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct RowKey {
-    cube: i64,
-    bucket_s: i64,
-    start_ms: i64,
-    dims: [u8; 16],
+pub(super) struct RowKey {
+    pub(super) cube: i64,
+    pub(super) bucket_s: i64,
+    pub(super) start_ms: i64,
+    pub(super) dims: [u8; 16],
 }
 
 /// What a row is keyed by, besides its bucket.
 #[derive(Debug, Clone)]
-struct Dims {
-    model: String,
-    provider: String,
-    upstream_model: String,
-    key_name: String,
-    end_user: String,
-    outcome: &'static str,
-    failed: bool,
+pub(super) struct Dims {
+    pub(super) model: String,
+    pub(super) provider: String,
+    pub(super) upstream_model: String,
+    pub(super) key_name: String,
+    pub(super) end_user: String,
+    pub(super) outcome: &'static str,
+    pub(super) failed: bool,
 }
 
 /// A record's dimensions as `cube` keeps them ('' for the ones it does
@@ -277,8 +277,7 @@ impl Dims {
         }
     }
 
-    #[cfg(test)]
-    fn hash(&self) -> [u8; 16] {
+    pub(super) fn hash(&self) -> [u8; 16] {
         hash_of(
             [
                 &self.model,
@@ -311,16 +310,16 @@ fn hash_of(names: [&str; 5], outcome: &str, failed: bool) -> [u8; 16] {
 
 /// One row's sums.
 #[derive(Debug)]
-struct Agg {
-    dims: Dims,
+pub(super) struct Agg {
+    pub(super) dims: Dims,
     /// requests, errors_4xx, errors_5xx, cancels, then the five token
     /// kinds: the [`SUMMED`] columns but the costs.
-    counts: [i64; 9],
-    cost: f64,
+    pub(super) counts: [i64; 9],
+    pub(super) cost: f64,
     /// The exact sum.
-    cost_nanos: i64,
-    latency: Sketch,
-    ttfb: Sketch,
+    pub(super) cost_nanos: i64,
+    pub(super) latency: Sketch,
+    pub(super) ttfb: Sketch,
 }
 
 fn i64_of(v: u64) -> i64 {
@@ -328,7 +327,7 @@ fn i64_of(v: u64) -> i64 {
 }
 
 impl Agg {
-    fn new(dims: Dims) -> Result<Agg, StoreError> {
+    pub(super) fn new(dims: Dims) -> Result<Agg, StoreError> {
         Ok(Agg {
             dims,
             counts: [0; 9],
@@ -359,18 +358,46 @@ impl Agg {
         self.latency.record(r.latency_ms);
         self.ttfb.record(r.ttfb_ms);
     }
+
+    /// Adds another row's sums and sketches (of the same dimensions).
+    fn merge(&mut self, other: &Agg) -> Result<(), StoreError> {
+        for (c, a) in self.counts.iter_mut().zip(other.counts) {
+            *c = c.saturating_add(a);
+        }
+        self.cost += other.cost;
+        self.cost_nanos = self.cost_nanos.saturating_add(other.cost_nanos);
+        self.latency.merge(&other.latency)?;
+        self.ttfb.merge(&other.ttfb)
+    }
 }
 
 /// The rollup rows a batch adds to, in every cube and at every level.
 #[derive(Debug, Default)]
-pub struct RollupBatch(BTreeMap<RowKey, Agg>);
+pub struct RollupBatch(pub(super) BTreeMap<RowKey, Agg>);
 
 impl RollupBatch {
     /// The sums of `records` (the ones inserted now), in each cube from
-    /// its start on.
+    /// its start on, at every level.
     pub fn of<'a>(
         records: impl Iterator<Item = &'a pb::RequestLog>,
         starts: Starts,
+    ) -> Result<RollupBatch, StoreError> {
+        Self::of_levels(records, starts, &Level::ALL)
+    }
+
+    /// The same at the minute level only: what ingest appends as deltas
+    /// (`deltas.rs`).
+    pub fn minutes<'a>(
+        records: impl Iterator<Item = &'a pb::RequestLog>,
+        starts: Starts,
+    ) -> Result<RollupBatch, StoreError> {
+        Self::of_levels(records, starts, &[Level::Minute])
+    }
+
+    fn of_levels<'a>(
+        records: impl Iterator<Item = &'a pb::RequestLog>,
+        starts: Starts,
+        levels: &[Level],
     ) -> Result<RollupBatch, StoreError> {
         let cubes: Vec<(Cube, i64)> = CUBES
             .into_iter()
@@ -386,7 +413,7 @@ impl RollupBatch {
                 }
                 let names = names_in(r, cube);
                 let hash = hash_of(names, outcome, failed);
-                for level in Level::ALL {
+                for &level in levels {
                     let width = level.width_ms();
                     let key = RowKey {
                         cube: cube.id,
@@ -411,22 +438,59 @@ impl RollupBatch {
         self.0.is_empty()
     }
 
-    /// Adds the sums to their rows on `conn` (the ingest's transaction):
-    /// multi-row upserts that add the sums and return each row's sketches
-    /// as they were, then, for the rows that were there, multi-row upserts
-    /// of the merged sketches. Statements come in the few sizes ingest uses
-    /// (`STATEMENT_ROWS`), so their texts stay prepared.
+    /// Adds a minute row of `cube` (a delta) to its minute, hour and day.
+    pub(super) fn add_minute(
+        &mut self,
+        cube: i64,
+        start_ms: i64,
+        agg: &Agg,
+    ) -> Result<(), StoreError> {
+        let dims = agg.dims.hash();
+        for level in Level::ALL {
+            let width = level.width_ms();
+            let key = RowKey {
+                cube,
+                bucket_s: level.seconds(),
+                start_ms: start_ms.div_euclid(width) * width,
+                dims,
+            };
+            match self.0.entry(key) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut().merge(agg)?,
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(Agg::new(agg.dims.clone())?).merge(agg)?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the sums to their rows on `conn` (the ingest's transaction),
+    /// `full`'s rows first and then the smaller cubes', whose rows every
+    /// concurrent batch also writes: each group is written whole before
+    /// the next, so the shared rows are locked last and for the shortest
+    /// time. Keys stay in order (`full` has the lowest cube id).
     pub async fn write(
         &self,
         conn: &mut AnyConnection,
         backend: Backend,
     ) -> Result<(), StoreError> {
-        let rows: Vec<(&RowKey, &Agg)> = self.0.iter().collect();
+        let (full, shared): (Vec<_>, Vec<_>) = self.0.iter().partition(|(k, _)| k.cube == FULL.id);
+        self.write_rows(conn, backend, &full).await?;
+        self.write_rows(conn, backend, &shared).await
+    }
+
+    /// Multi-row upserts that add the sums of `rows` and return each
+    /// row's sketches as they were, then, for the rows that were there,
+    /// multi-row upserts of the merged sketches. Statements come in the few
+    /// sizes ingest uses (`STATEMENT_ROWS`), so their texts stay prepared.
+    async fn write_rows(
+        &self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        rows: &[(&RowKey, &Agg)],
+    ) -> Result<(), StoreError> {
         let mut merged: Vec<(&RowKey, &Agg, Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut rest = &rows[..];
-        for slot in statement_sizes(rows.len()) {
-            let (part, next) = rest.split_at(STATEMENT_ROWS[slot]);
-            rest = next;
+        for (slot, part) in statement_parts(rows) {
             let mut q = sqlx::query(statement_sql(backend, Write::Sums, slot));
             for (key, agg) in part {
                 q = bind_row(
@@ -468,10 +532,7 @@ impl RollupBatch {
         }
         // In key order again, as the rows were locked.
         merged.sort_by(|a, b| a.0.cmp(b.0));
-        let mut rest = &merged[..];
-        for slot in statement_sizes(merged.len()) {
-            let (part, next) = rest.split_at(STATEMENT_ROWS[slot]);
-            rest = next;
+        for (slot, part) in statement_parts(&merged) {
             let mut q = sqlx::query(statement_sql(backend, Write::Sketches, slot));
             for (key, agg, latency, ttfb) in part {
                 q = bind_row(q, key, agg, latency.clone(), ttfb.clone(), false);
@@ -587,35 +648,53 @@ pub struct Span {
 }
 
 /// The rollup rows of `spans` that pass `conditions` (bound in `st`,
-/// over the rollup columns), with the group column `group` as `grp`.
+/// over the rollup columns), with the group column `group` as `grp`, and
+/// the deltas not yet folded into them (`deltas.rs`): minute rows, each
+/// read with the span its minute falls in. One statement reads both, so
+/// that it sees a delta either before compaction folded it in or after,
+/// never both or neither.
 pub fn select_statement(
     mut st: Statement,
     spans: &[Span],
     conditions: Vec<String>,
     group: Option<&str>,
 ) -> Statement {
-    let mut ors = Vec::new();
+    let mut rollups = Vec::new();
+    let mut deltas = Vec::new();
     for s in spans {
+        let cube = format!("cube = {}", st.bind(Param::Int(s.cube.id)));
         let mut c = vec![
-            format!("cube = {}", st.bind(Param::Int(s.cube.id))),
+            cube.clone(),
             format!("bucket_s = {}", st.bind(Param::Int(s.level.seconds()))),
         ];
+        let mut d = vec![cube];
         if let Some(from) = s.from {
-            c.push(format!("start_ms >= {}", st.bind(Param::Int(from))));
+            let from = format!("start_ms >= {}", st.bind(Param::Int(from)));
+            c.push(from.clone());
+            d.push(from);
         }
         if let Some(to) = s.to {
-            c.push(format!("start_ms < {}", st.bind(Param::Int(to))));
+            let to = format!("start_ms < {}", st.bind(Param::Int(to)));
+            c.push(to.clone());
+            d.push(to);
         }
-        ors.push(format!("({})", c.join(" AND ")));
+        rollups.push(format!("({})", c.join(" AND ")));
+        deltas.push(format!("({})", d.join(" AND ")));
     }
-    let mut wh = vec![format!("({})", ors.join(" OR "))];
-    wh.extend(conditions);
+    let select = |table: &str, cost: &str, spans: Vec<String>| {
+        let mut wh = vec![format!("({})", spans.join(" OR "))];
+        wh.extend(conditions.iter().cloned());
+        format!(
+            "SELECT start_ms, {} AS grp, failed, requests, input_tokens, output_tokens, \
+             {cost} AS cost_nanos, latency_sketch, ttfb_sketch FROM {table} WHERE {}",
+            group.unwrap_or("''"),
+            wh.join(" AND ")
+        )
+    };
     st.sql = format!(
-        "SELECT start_ms, {} AS grp, failed, requests, input_tokens, output_tokens, \
-         {} AS cost_nanos, latency_sketch, ttfb_sketch FROM log_rollups WHERE {}",
-        group.unwrap_or("''"),
-        stored_cost_nanos(""),
-        wh.join(" AND ")
+        "{} UNION ALL {}",
+        select("log_rollups", &stored_cost_nanos(""), rollups),
+        select("log_rollup_deltas", "cost_nanos", deltas)
     );
     st
 }
@@ -626,7 +705,13 @@ const PURGE_BATCH: i64 = 5000;
 /// Deletes the rollup buckets that ended at or before `cutoff_ms`, in
 /// every cube, a few thousand rows per statement; returns how many.
 pub async fn purge_older_than(store: &Store, cutoff_ms: i64) -> Result<u64, StoreError> {
-    let mut deleted = 0;
+    // Deltas of minutes that ended before the cutoff: normally folded in
+    // long before, unless compaction has been failing.
+    let mut deleted = sqlx::query("DELETE FROM log_rollup_deltas WHERE start_ms <= $1")
+        .bind(cutoff_ms.saturating_sub(Level::Minute.width_ms()))
+        .execute(store.pool())
+        .await?
+        .rows_affected();
     for cube in CUBES {
         for level in Level::ALL {
             let before = cutoff_ms.saturating_sub(level.width_ms());
@@ -655,6 +740,7 @@ pub async fn purge_older_than(store: &Store, cutoff_ms: i64) -> Result<u64, Stor
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::multirow::STATEMENT_ROWS;
 
     fn rec(t: i64, model: &str, latency: u64) -> pb::RequestLog {
         pb::RequestLog {
@@ -760,8 +846,17 @@ mod tests {
         );
         assert!(
             st.sql.contains(
-                "(cube = $1 AND bucket_s = $2 AND start_ms >= $3) \
-                 OR (cube = $4 AND bucket_s = $5 AND start_ms < $6)"
+                "FROM log_rollups WHERE ((cube = $1 AND bucket_s = $2 AND start_ms >= $3) \
+                 OR (cube = $4 AND bucket_s = $5 AND start_ms < $6)) AND model = 'x' UNION ALL"
+            ),
+            "{}",
+            st.sql
+        );
+        // The deltas of the same spans, at any level.
+        assert!(
+            st.sql.contains(
+                "FROM log_rollup_deltas WHERE ((cube = $1 AND start_ms >= $3) \
+                 OR (cube = $4 AND start_ms < $6)) AND model = 'x'"
             ),
             "{}",
             st.sql

@@ -23,6 +23,7 @@ mod keys;
 mod limits;
 mod live;
 mod models;
+pub(crate) mod multirow;
 mod prices;
 mod providers;
 pub mod quota;

@@ -17,11 +17,13 @@
 //! `crate::quota`; this file only reads and writes rows.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use llmgw_core::limits::{BucketId, Kind, Scope};
 use sqlx::{AnyConnection, Row};
 
-use super::{Result, Store};
+use super::multirow::{insert_text, insert_texts, statement_parts};
+use super::{Backend, Result, Store};
 
 /// One UTC day, ms.
 pub const DAY_MS: i64 = 86_400_000;
@@ -64,10 +66,30 @@ impl SpendBatch {
         self.0.is_empty()
     }
 
-    /// Upserts the sums on `conn` (the ingest's transaction).
-    pub async fn write(&self, conn: &mut AnyConnection) -> Result<()> {
-        for ((scope, name, day), micros) in &self.0 {
-            add_spend(conn, *scope, name, *day, *micros).await?;
+    /// Upserts the sums on `conn` (the ingest's transaction), in key
+    /// order, a multi-row statement per [`statement_parts`] (a statement
+    /// per row kept a batch's transaction waiting on hundreds of round
+    /// trips while it held the rows' locks).
+    pub async fn write(&self, conn: &mut AnyConnection, backend: Backend) -> Result<()> {
+        static TEXTS: LazyLock<Vec<String>> = LazyLock::new(|| {
+            insert_texts(&[(
+                "spend",
+                &["scope", "name", "day_start_ms", "micros"],
+                " ON CONFLICT (scope, name, day_start_ms) \
+                 DO UPDATE SET micros = spend.micros + excluded.micros",
+            )])
+        });
+        let rows: Vec<_> = self.0.iter().collect();
+        for (slot, part) in statement_parts(&rows) {
+            let mut q = sqlx::query(insert_text(&TEXTS, backend, 0, slot));
+            for ((scope, name, day), micros) in part {
+                q = q
+                    .bind(scope.as_str())
+                    .bind(name.as_str())
+                    .bind(*day)
+                    .bind(**micros);
+            }
+            q.execute(&mut *conn).await?;
         }
         Ok(())
     }

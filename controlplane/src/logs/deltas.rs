@@ -1,0 +1,204 @@
+//! Rollup deltas (`log_rollup_deltas`, migration 0027): what each ingest
+//! batch adds to the rollups, appended at ingest and folded into
+//! `log_rollups` in the background.
+//!
+//! - **Appended at ingest** ([`append`]), in the batch's transaction and
+//!   only for the records it inserted (a record shipped twice counts
+//!   once): a row per cube, minute and dimensions, summed over the batch.
+//!   A plain insert: it locks no row another batch writes. Upserting the
+//!   rollups at ingest held the locks of the rows every batch shares (the
+//!   small cubes' minutes, hours and days) until the batch committed, and
+//!   concurrent batches waited on each other (docs/benchmarks.md).
+//! - **Folded in by compaction** ([`compact`], run every second by
+//!   [`run`]): a transaction deletes the oldest deltas, sums them per
+//!   cube, level, bucket and dimensions, and adds the sums to their rollup
+//!   rows (`rollup.rs`'s upserts). The deletion and the upserts commit
+//!   together, so each delta is folded in exactly once, whatever fails
+//!   between. Several control planes on one PostgreSQL fold disjoint
+//!   deltas (`FOR UPDATE SKIP LOCKED`).
+//! - **Read by stats** with the rollups, in the same statement
+//!   (`rollup::select_statement`).
+
+use std::time::Duration;
+
+use llmgw_proto::v1 as pb;
+use sqlx::{AnyConnection, Row};
+use tokio::sync::watch;
+
+use super::rollup::{Agg, Dims, RollupBatch};
+use super::sketch::Sketch;
+use crate::store::multirow::{insert_text, insert_texts, statement_parts};
+use crate::store::{Backend, Store, StoreError};
+
+/// Columns written by [`append`], in bind order (and read back by
+/// [`compact`] in the same order).
+const COLUMNS: &[&str] = &[
+    "cube",
+    "start_ms",
+    "model",
+    "provider",
+    "upstream_model",
+    "key_name",
+    "end_user",
+    "outcome",
+    "failed",
+    "requests",
+    "errors_4xx",
+    "errors_5xx",
+    "cancels",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+    "cost",
+    "cost_nanos",
+    "latency_sketch",
+    "ttfb_sketch",
+];
+
+/// Deltas folded per compaction transaction: enough to merge many
+/// batches' rows of the shared cubes into one upsert each, few enough
+/// that a transaction stays short.
+const COMPACT_BATCH: i64 = 20_000;
+
+/// How often [`run`] folds the deltas in.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// Appends `minutes` (a batch's sums at the minute level,
+/// [`RollupBatch::minutes`]) on `conn`, the ingest's transaction.
+pub async fn append(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    minutes: &RollupBatch,
+) -> Result<(), StoreError> {
+    static TEXTS: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| insert_texts(&[("log_rollup_deltas", COLUMNS, "")]));
+    let rows: Vec<_> = minutes.0.iter().collect();
+    for (slot, part) in statement_parts(&rows) {
+        let mut q = sqlx::query(insert_text(&TEXTS, backend, 0, slot));
+        for (key, agg) in part {
+            let d = &agg.dims;
+            q = q
+                .bind(key.cube)
+                .bind(key.start_ms)
+                .bind(d.model.as_str())
+                .bind(d.provider.as_str())
+                .bind(d.upstream_model.as_str())
+                .bind(d.key_name.as_str())
+                .bind(d.end_user.as_str())
+                .bind(d.outcome)
+                .bind(i64::from(d.failed));
+            for c in agg.counts {
+                q = q.bind(c);
+            }
+            q = q
+                .bind(agg.cost)
+                .bind(agg.cost_nanos)
+                .bind(agg.latency.to_bytes()?)
+                .bind(agg.ttfb.to_bytes()?);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Folds up to [`COMPACT_BATCH`] of the oldest deltas into the rollups in
+/// one transaction; returns how many.
+pub async fn compact_once(store: &Store) -> Result<u64, StoreError> {
+    let backend = store.backend();
+    let pick = match backend {
+        // Rows another control plane is folding are left to it.
+        Backend::Postgres => {
+            "SELECT seq FROM log_rollup_deltas ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
+        }
+        Backend::Sqlite => "SELECT seq FROM log_rollup_deltas ORDER BY seq LIMIT $1",
+    };
+    let sql = format!(
+        "DELETE FROM log_rollup_deltas WHERE seq IN ({pick}) RETURNING {}",
+        COLUMNS.join(", ")
+    );
+    // Most seconds of an idle control plane: no transaction (on SQLite,
+    // no write lock) for nothing to fold.
+    let any: Option<i64> = sqlx::query_scalar("SELECT seq FROM log_rollup_deltas LIMIT 1")
+        .fetch_optional(store.pool())
+        .await?;
+    if any.is_none() {
+        return Ok(0);
+    }
+    let mut tx = store.pool().begin().await?;
+    // The delete comes first: on SQLite it takes the write lock at once.
+    let rows = sqlx::query(&sql)
+        .bind(COMPACT_BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+    if rows.is_empty() {
+        tx.commit().await?;
+        return Ok(0);
+    }
+    let mut batch = RollupBatch::default();
+    for row in &rows {
+        let outcome: String = row.try_get(7)?;
+        let dims = Dims {
+            model: row.try_get(2)?,
+            provider: row.try_get(3)?,
+            upstream_model: row.try_get(4)?,
+            key_name: row.try_get(5)?,
+            end_user: row.try_get(6)?,
+            outcome: pb::Outcome::from_name(&outcome)
+                .ok_or_else(|| {
+                    StoreError::Invalid(format!("a rollup delta has the outcome {outcome:?}"))
+                })?
+                .name(),
+            failed: row.try_get::<i64, _>(8)? != 0,
+        };
+        let mut counts = [0i64; 9];
+        for (i, c) in counts.iter_mut().enumerate() {
+            *c = row.try_get(9 + i)?;
+        }
+        let agg = Agg {
+            dims,
+            counts,
+            cost: row.try_get(18)?,
+            cost_nanos: row.try_get(19)?,
+            latency: Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(20)?)?,
+            ttfb: Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(21)?)?,
+        };
+        batch.add_minute(row.try_get(0)?, row.try_get(1)?, &agg)?;
+    }
+    batch.write(&mut tx, backend).await?;
+    tx.commit().await?;
+    Ok(rows.len() as u64)
+}
+
+/// Folds every delta in; returns how many. Deltas appended meanwhile may
+/// be folded too.
+pub async fn compact(store: &Store) -> Result<u64, StoreError> {
+    let mut folded = 0;
+    loop {
+        let n = compact_once(store).await?;
+        folded += n;
+        if n < COMPACT_BATCH as u64 {
+            return Ok(folded);
+        }
+    }
+}
+
+/// Folds the deltas in every second until `shutdown` turns true.
+pub async fn run(store: Store, shutdown: watch::Receiver<bool>) {
+    let mut stop = Some(shutdown);
+    loop {
+        tokio::select! {
+            r = compact(&store) => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "folding the rollup deltas in failed; trying again");
+                }
+            }
+            _ = super::shutdown_signal(&mut stop) => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(EVERY) => {}
+            _ = super::shutdown_signal(&mut stop) => return,
+        }
+    }
+}

@@ -1,0 +1,43 @@
+-- Rollup deltas (#18; docs/architecture.md "Log rollups"): what each
+-- ingest batch adds to the rollups, appended in the batch's transaction
+-- (only for the records it inserted, so a resent record counts once) and
+-- folded into log_rollups by a background compaction
+-- (controlplane/src/logs/rollup.rs `compact`), which deletes the deltas
+-- it folds in the same transaction as its upserts.
+--
+-- Before, each batch upserted the rollup rows itself, at three levels, and
+-- held the locks of the rows every batch shares (the small cubes' minutes,
+-- hours and days, the day's spend) until it committed: concurrent batches
+-- waited on each other. A delta is a plain insert, at the minute level
+-- only, and locks nothing another batch writes.
+--
+-- One row per cube, minute and dimensions of a batch; the columns are
+-- log_rollups' (without the level and the hash of the dimensions, which
+-- compaction computes). Stats read log_rollups and the deltas not yet
+-- folded in, in one statement, so an answer never counts a delta twice or
+-- not at all.
+CREATE TABLE log_rollup_deltas (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    cube BIGINT NOT NULL,
+    start_ms BIGINT NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    upstream_model TEXT NOT NULL,
+    key_name TEXT NOT NULL,
+    end_user TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    failed BIGINT NOT NULL,
+    requests BIGINT NOT NULL,
+    errors_4xx BIGINT NOT NULL,
+    errors_5xx BIGINT NOT NULL,
+    cancels BIGINT NOT NULL,
+    input_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    cache_read_tokens BIGINT NOT NULL,
+    cache_creation_tokens BIGINT NOT NULL,
+    reasoning_tokens BIGINT NOT NULL,
+    cost DOUBLE PRECISION NOT NULL,
+    cost_nanos BIGINT NOT NULL,
+    latency_sketch BYTEA NOT NULL,
+    ttfb_sketch BYTEA NOT NULL
+);
