@@ -222,7 +222,11 @@ pub async fn purge_older_than(
         if stopping() {
             return Ok(deleted);
         }
-        let mut tx = store.pool().begin().await?;
+        // IMMEDIATE: the write lock first. A deferred transaction that
+        // reads and then writes fails at once (SQLITE_BUSY, no waiting)
+        // when another writer (ingest, the rollup compaction) committed in
+        // between.
+        let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
         // The last row of this batch in (time, id) order; none when fewer
         // than a batch are left. Rows up to it go, so no id list is needed.
         let boundary = sqlx::query(

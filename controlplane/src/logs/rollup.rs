@@ -31,18 +31,21 @@
 //! `full`, 0026 for the others). A cube without a row there is neither
 //! written nor read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::LazyLock;
 
 use llmgw_proto::v1 as pb;
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyArguments;
+use sqlx::any::AnyRow;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, Row};
 
 use super::sketch::Sketch;
 use super::sql::{is_failure, Param, Statement};
-use crate::store::multirow::{insert_text, insert_texts, statement_parts};
+use crate::store::multirow::{
+    insert_text, insert_texts, statement_parts, values_sql, STATEMENT_ROWS,
+};
 use crate::store::{Backend, Store, StoreError};
 
 /// A rollup level.
@@ -226,7 +229,7 @@ const SUMMED: std::ops::Range<usize> = 11..22;
 
 /// The row of one cube, level, bucket and dimensions: the primary key, in
 /// its order.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) struct RowKey {
     pub(super) cube: i64,
     pub(super) bucket_s: i64,
@@ -479,11 +482,99 @@ impl RollupBatch {
         self.write_rows(conn, backend, &shared).await
     }
 
-    /// Multi-row upserts that add the sums of `rows` and return each
-    /// row's sketches as they were, then, for the rows that were there,
-    /// multi-row upserts of the merged sketches. Statements come in the few
-    /// sizes ingest uses (`STATEMENT_ROWS`), so their texts stay prepared.
+    /// Adds `rows` to their rollup rows, each row written once:
+    /// 1. the rows that exist are locked, in key order, and their sketches
+    ///    read ([`lock_sql`]); the control plane merges them;
+    /// 2. those rows get the sums added and the merged sketches;
+    /// 3. the others are inserted, unless another writer inserted one
+    ///    meanwhile ([`add_and_merge`](Self::add_and_merge) takes those).
+    ///
+    /// Statements come in the few sizes ingest uses (`STATEMENT_ROWS`),
+    /// so their texts stay prepared. (Adding the sums and then writing the
+    /// merged sketches wrote every row that was there twice: two row
+    /// versions where one does.)
     async fn write_rows(
+        &self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        rows: &[(&RowKey, &Agg)],
+    ) -> Result<(), StoreError> {
+        let mut merged: HashMap<&RowKey, (Vec<u8>, Vec<u8>)> = HashMap::new();
+        for (slot, part) in statement_parts(rows) {
+            let mut q = sqlx::query(lock_sql(backend, slot));
+            for (key, _) in part {
+                q = q
+                    .bind(key.cube)
+                    .bind(key.bucket_s)
+                    .bind(key.start_ms)
+                    .bind(key.dims.to_vec());
+            }
+            for row in q.fetch_all(&mut *conn).await? {
+                let (key, agg) = self.given(&row)?;
+                let mut latency = Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(4)?)?;
+                let mut ttfb = Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(5)?)?;
+                latency.merge(&agg.latency)?;
+                ttfb.merge(&agg.ttfb)?;
+                merged.insert(key, (latency.to_bytes()?, ttfb.to_bytes()?));
+            }
+        }
+        let (there, new): (Vec<_>, Vec<_>) = rows.iter().partition(|(k, _)| merged.contains_key(k));
+        for (slot, part) in statement_parts(&there) {
+            let mut q = sqlx::query(statement_sql(backend, Write::Replace, slot));
+            for (key, agg) in part {
+                let (latency, ttfb) = merged.remove(key).unwrap_or_default();
+                q = bind_row(q, key, agg, latency, ttfb, true);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        let mut raced: Vec<(&RowKey, &Agg)> = Vec::new();
+        for (slot, part) in statement_parts(&new) {
+            let mut q = sqlx::query(statement_sql(backend, Write::Insert, slot));
+            for (key, agg) in part {
+                q = bind_row(
+                    q,
+                    key,
+                    agg,
+                    agg.latency.to_bytes()?,
+                    agg.ttfb.to_bytes()?,
+                    true,
+                );
+            }
+            let mut inserted = HashSet::new();
+            for row in q.fetch_all(&mut *conn).await? {
+                inserted.insert(self.given(&row)?.0);
+            }
+            raced.extend(part.iter().filter(|(k, _)| !inserted.contains(k)));
+        }
+        if raced.is_empty() {
+            Ok(())
+        } else {
+            self.add_and_merge(conn, backend, &raced).await
+        }
+    }
+
+    /// The row of this batch that a statement returned (its key in the
+    /// first four columns).
+    fn given(&self, row: &AnyRow) -> Result<(&RowKey, &Agg), StoreError> {
+        let key = RowKey {
+            cube: row.try_get(0)?,
+            bucket_s: row.try_get(1)?,
+            start_ms: row.try_get(2)?,
+            dims: row
+                .try_get::<Vec<u8>, _>(3)?
+                .try_into()
+                .map_err(|_| StoreError::Invalid("a rollup key is not 16 bytes".into()))?,
+        };
+        self.0.get_key_value(&key).ok_or_else(|| {
+            StoreError::Invalid("the database returned a rollup row it was not given".into())
+        })
+    }
+
+    /// For rows another writer may be adding to at the same time: multi-row
+    /// upserts that add the sums and return each row's sketches as they
+    /// were, with the row locked, then, for the rows that were there,
+    /// multi-row upserts of the merged sketches.
+    async fn add_and_merge(
         &self,
         conn: &mut AnyConnection,
         backend: Backend,
@@ -503,20 +594,7 @@ impl RollupBatch {
                 );
             }
             for row in q.fetch_all(&mut *conn).await? {
-                let key = RowKey {
-                    cube: row.try_get(0)?,
-                    bucket_s: row.try_get(1)?,
-                    start_ms: row.try_get(2)?,
-                    dims: row
-                        .try_get::<Vec<u8>, _>(3)?
-                        .try_into()
-                        .map_err(|_| StoreError::Invalid("a rollup key is not 16 bytes".into()))?,
-                };
-                let Some((key, agg)) = self.0.get_key_value(&key) else {
-                    return Err(StoreError::Invalid(
-                        "an upsert returned a rollup row it was not given".into(),
-                    ));
-                };
+                let (key, agg) = self.given(&row)?;
                 // A new row holds exactly this batch's requests (every
                 // stored row has at least one); a row that was there has
                 // more, and its sketches come back as they were.
@@ -543,13 +621,45 @@ impl RollupBatch {
     }
 }
 
-/// The two statements of a write.
+/// The SELECT that locks the rows of `STATEMENT_ROWS[slot]` keys that
+/// exist, in key order, and returns their sketches (SQLite has no row
+/// locks: its writer holds the database).
+fn lock_sql(backend: Backend, slot: usize) -> &'static str {
+    static TEXTS: LazyLock<Vec<String>> = LazyLock::new(|| {
+        let mut texts = Vec::new();
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            for rows in STATEMENT_ROWS {
+                texts.push(format!(
+                    "SELECT cube, bucket_s, start_ms, dims, latency_sketch, ttfb_sketch \
+                     FROM log_rollups WHERE (cube, bucket_s, start_ms, dims) IN (VALUES {}) \
+                     ORDER BY cube, bucket_s, start_ms, dims{}",
+                    values_sql(backend, rows, 4),
+                    if backend == Backend::Postgres {
+                        " FOR UPDATE"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        texts
+    });
+    let b = usize::from(backend == Backend::Postgres);
+    &TEXTS[b * STATEMENT_ROWS.len() + slot]
+}
+
+/// The statements of a write.
 #[derive(Debug, Clone, Copy)]
 enum Write {
     /// Insert, or add the sums; return the row's sketches as they were.
     Sums = 0,
     /// Replace the sketches (of rows that exist, locked by `Sums`).
     Sketches = 1,
+    /// Add the sums and replace the sketches (of rows that exist, locked
+    /// by [`lock_sql`]).
+    Replace = 2,
+    /// Insert rows that are new; return the keys of those inserted.
+    Insert = 3,
 }
 
 /// The text of `kind` for `STATEMENT_ROWS[slot]` rows.
@@ -568,18 +678,29 @@ fn statement_sql(backend: Backend, kind: Write, slot: usize) -> &'static str {
             })
             .collect();
         let on_conflict = " ON CONFLICT (cube, bucket_s, start_ms, dims) DO UPDATE SET";
+        let sketches = format!(
+            "{on_conflict} latency_sketch = excluded.latency_sketch, \
+             ttfb_sketch = excluded.ttfb_sketch"
+        );
+        let replace = format!(
+            "{on_conflict} {}, latency_sketch = excluded.latency_sketch, \
+             ttfb_sketch = excluded.ttfb_sketch",
+            sums.join(", ")
+        );
         let sums = format!(
             "{on_conflict} {} RETURNING cube, bucket_s, start_ms, dims, requests, \
              latency_sketch, ttfb_sketch",
             sums.join(", ")
         );
-        let sketches = format!(
-            "{on_conflict} latency_sketch = excluded.latency_sketch, \
-             ttfb_sketch = excluded.ttfb_sketch"
-        );
         insert_texts(&[
             ("log_rollups", COLUMNS, &sums),
             ("log_rollups", COLUMNS, &sketches),
+            ("log_rollups", COLUMNS, &replace),
+            (
+                "log_rollups",
+                COLUMNS,
+                " ON CONFLICT DO NOTHING RETURNING cube, bucket_s, start_ms, dims",
+            ),
         ])
     });
     insert_text(&TEXTS, backend, kind as usize, slot)
@@ -740,7 +861,6 @@ pub async fn purge_older_than(store: &Store, cutoff_ms: i64) -> Result<u64, Stor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::multirow::STATEMENT_ROWS;
 
     fn rec(t: i64, model: &str, latency: u64) -> pb::RequestLog {
         pb::RequestLog {
