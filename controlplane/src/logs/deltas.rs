@@ -21,6 +21,8 @@
 
 use std::time::Duration;
 
+use futures::TryStreamExt;
+
 use llmgw_proto::v1 as pb;
 use sqlx::{AnyConnection, Row};
 use tokio::sync::watch;
@@ -60,7 +62,7 @@ const COLUMNS: &[&str] = &[
 /// Deltas folded per compaction transaction: enough to merge many
 /// batches' rows of the shared cubes into one upsert each, few enough
 /// that a transaction stays short.
-const COMPACT_BATCH: i64 = 20_000;
+const COMPACT_BATCH: i64 = 50_000;
 
 /// How often [`run`] folds the deltas in.
 const EVERY: Duration = Duration::from_secs(1);
@@ -128,47 +130,49 @@ pub async fn compact_once(store: &Store) -> Result<u64, StoreError> {
     }
     let mut tx = store.pool().begin().await?;
     // The delete comes first: on SQLite it takes the write lock at once.
-    let rows = sqlx::query(&sql)
-        .bind(COMPACT_BATCH)
-        .fetch_all(&mut *tx)
-        .await?;
-    if rows.is_empty() {
+    // Summed as the rows arrive: the deltas themselves are not held.
+    let mut batch = RollupBatch::default();
+    let mut folded = 0u64;
+    {
+        let mut rows = sqlx::query(&sql).bind(COMPACT_BATCH).fetch(&mut *tx);
+        while let Some(row) = rows.try_next().await? {
+            let outcome: String = row.try_get(7)?;
+            let dims = Dims {
+                model: row.try_get(2)?,
+                provider: row.try_get(3)?,
+                upstream_model: row.try_get(4)?,
+                key_name: row.try_get(5)?,
+                end_user: row.try_get(6)?,
+                outcome: pb::Outcome::from_name(&outcome)
+                    .ok_or_else(|| {
+                        StoreError::Invalid(format!("a rollup delta has the outcome {outcome:?}"))
+                    })?
+                    .name(),
+                failed: row.try_get::<i64, _>(8)? != 0,
+            };
+            let mut counts = [0i64; 9];
+            for (i, c) in counts.iter_mut().enumerate() {
+                *c = row.try_get(9 + i)?;
+            }
+            let agg = Agg {
+                dims,
+                counts,
+                cost: row.try_get(18)?,
+                cost_nanos: row.try_get(19)?,
+                latency: Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(20)?)?,
+                ttfb: Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(21)?)?,
+            };
+            batch.add_minute(row.try_get(0)?, row.try_get(1)?, &agg)?;
+            folded += 1;
+        }
+    }
+    if folded == 0 {
         tx.commit().await?;
         return Ok(0);
     }
-    let mut batch = RollupBatch::default();
-    for row in &rows {
-        let outcome: String = row.try_get(7)?;
-        let dims = Dims {
-            model: row.try_get(2)?,
-            provider: row.try_get(3)?,
-            upstream_model: row.try_get(4)?,
-            key_name: row.try_get(5)?,
-            end_user: row.try_get(6)?,
-            outcome: pb::Outcome::from_name(&outcome)
-                .ok_or_else(|| {
-                    StoreError::Invalid(format!("a rollup delta has the outcome {outcome:?}"))
-                })?
-                .name(),
-            failed: row.try_get::<i64, _>(8)? != 0,
-        };
-        let mut counts = [0i64; 9];
-        for (i, c) in counts.iter_mut().enumerate() {
-            *c = row.try_get(9 + i)?;
-        }
-        let agg = Agg {
-            dims,
-            counts,
-            cost: row.try_get(18)?,
-            cost_nanos: row.try_get(19)?,
-            latency: Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(20)?)?,
-            ttfb: Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(21)?)?,
-        };
-        batch.add_minute(row.try_get(0)?, row.try_get(1)?, &agg)?;
-    }
     batch.write(&mut tx, backend).await?;
     tx.commit().await?;
-    Ok(rows.len() as u64)
+    Ok(folded)
 }
 
 /// Folds every delta in; returns how many. Deltas appended meanwhile may
