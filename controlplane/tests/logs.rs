@@ -33,6 +33,10 @@ use tonic::Code;
 const ADMIN_TOKEN: &str = "admin-token-for-log-tests";
 const DP_TOKEN: &str = "dataplane-token-for-log-tests";
 const WAIT: Duration = Duration::from_secs(15);
+/// Attempts stored: rows of `request_attempts` and attempts kept in their
+/// record's row (`attempt_latency_ms`, migration 0028).
+const STORED_ATTEMPTS: &str = "SELECT (SELECT COUNT(*) FROM request_attempts) + \
+     (SELECT COUNT(*) FROM request_logs WHERE attempt_latency_ms IS NOT NULL)";
 
 // ---------------------------------------------------------------------------
 // harness
@@ -329,7 +333,7 @@ both! {
         assert!(acks.iter().all(|a| a.quarantined_ids.is_empty()));
         // Stored by the time the ack arrives.
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 10);
-        let attempts = count(&cp, "SELECT COUNT(*) FROM request_attempts").await;
+        let attempts = count(&cp, STORED_ATTEMPTS).await;
         let want_attempts: usize = records.iter().map(|r| r.attempts.len()).sum();
         assert_eq!(attempts, i64::try_from(want_attempts).unwrap());
 
@@ -338,7 +342,7 @@ both! {
         let acks = ship(&mut cp.logs(), first).await;
         assert_eq!(acks.iter().map(|a| a.acked_sequence).collect::<Vec<_>>(), [5, 10]);
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 10);
-        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_attempts").await, attempts);
+        assert_eq!(count(&cp, STORED_ATTEMPTS).await, attempts);
 
         // A repeated id inside one batch is stored once; an empty batch acks.
         let mut twice = rec(100, t0);
@@ -433,6 +437,72 @@ both! {
 }
 
 both! {
+    async fn a_lone_attempt_that_repeats_its_record_is_kept_in_the_records_row(db: Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        let t0 = t0();
+        // 1: one attempt like the record (kept in its row); 2: one that
+        // failed differently (its error); 3: a retry, two attempts; 4:
+        // none; 5: one that went to another provider.
+        let inline = rec(1, t0);
+        let mut own_error = rec(2, t0);
+        own_error.attempts[0].error = "connection reset".into();
+        let mut retried = rec(3, t0);
+        retried.retries = 1;
+        retried.attempts.insert(
+            0,
+            pb::Attempt {
+                provider: "p-y".into(),
+                upstream_model: "up-b".into(),
+                status: 503,
+                error: "overloaded".into(),
+                latency_ms: 40,
+                start_offset_ms: 1,
+            },
+        );
+        retried.attempts[1].start_offset_ms = 45;
+        let mut none = rec(4, t0);
+        none.attempts.clear();
+        let mut elsewhere = rec(5, t0);
+        elsewhere.attempts[0].provider = "p-z".into();
+        let sent = vec![inline, own_error, retried, none, elsewhere];
+        ship(&mut cp.logs(), vec![batch(5, sent.clone())]).await;
+        let in_table: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT request_id, COUNT(*) FROM request_attempts GROUP BY request_id ORDER BY request_id",
+        )
+        .fetch_all(cp.running.store().pool())
+        .await
+        .unwrap();
+        assert_eq!(in_table, [(id(2), 1), (id(3), 2), (id(5), 1)]);
+        let in_row: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT id, attempt_latency_ms, attempt_offset_ms FROM request_logs \
+             WHERE attempt_latency_ms IS NOT NULL",
+        )
+        .fetch_all(cp.running.store().pool())
+        .await
+        .unwrap();
+        assert_eq!(in_row, [(id(1), 90, 2)]);
+        // Each reads back as it was sent, in GetLog and in lists.
+        let mut admin = cp.admin();
+        let listed = list(&mut admin, pb::ListLogsRequest { limit: 10, ..Default::default() })
+            .await
+            .records;
+        assert_eq!(listed.len(), 5);
+        for want in &sent {
+            let got = admin
+                .get_log(pb::GetLogRequest { id: want.id.clone() })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(got.attempts, want.attempts, "{}", want.id);
+            let got = listed.iter().find(|r| r.id == want.id).unwrap();
+            assert_eq!(got.attempts, want.attempts, "{} listed", want.id);
+        }
+        cp.shutdown().await;
+    }
+}
+
+both! {
     async fn a_record_the_database_rejects_is_quarantined_alone(db: Db) {
         let dir = tempfile::tempdir().unwrap();
         let cp = start_cp(&db, dir.path(), 30).await;
@@ -470,7 +540,7 @@ both! {
         let mut admin = cp.admin();
         assert_eq!(numbers(&mut admin, Default::default()).await, [3, 1]);
         // The others' attempts are stored, the rejected one's are not.
-        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_attempts").await, 2);
+        assert_eq!(count(&cp, STORED_ATTEMPTS).await, 2);
         let reason: String = sqlx::query_scalar("SELECT reason FROM log_quarantine")
             .fetch_one(pool)
             .await
@@ -1198,7 +1268,7 @@ both! {
         old.push(rec(8, now - 1000));
         ship(&mut cp.logs(), vec![batch(8, old)]).await;
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 8);
-        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_attempts").await, 8);
+        assert_eq!(count(&cp, STORED_ATTEMPTS).await, 8);
 
         // Directly, in batches of two (1-5 share one time, so batches end
         // on ties broken by id): 30 days keeps 6, 7 and 8.
@@ -1206,7 +1276,7 @@ both! {
         assert_eq!(n, 5);
         let mut admin = cp.admin();
         assert_eq!(numbers(&mut admin, Default::default()).await, [8, 7, 6]);
-        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_attempts").await, 3);
+        assert_eq!(count(&cp, STORED_ATTEMPTS).await, 3);
         cp.shutdown().await;
 
         // The job runs once at start: a restart with 7 days of retention
@@ -1219,7 +1289,7 @@ both! {
         }
         let mut admin = cp.admin();
         assert_eq!(numbers(&mut admin, Default::default()).await, [8]);
-        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_attempts").await, 1);
+        assert_eq!(count(&cp, STORED_ATTEMPTS).await, 1);
         // The rollups outlive the raw rows (90 days by default): stats
         // still count all eight.
         let r = admin.get_stats(pb::GetStatsRequest::default()).await.unwrap().into_inner();
@@ -1418,7 +1488,7 @@ both! {
         assert!(acks[0].quarantined_ids.is_empty());
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 2500);
         assert_eq!(
-            count(&cp, "SELECT COUNT(*) FROM request_attempts").await,
+            count(&cp, STORED_ATTEMPTS).await,
             i64::try_from(want_attempts).unwrap()
         );
         let statements = planned_statements(t, db.kind);
@@ -1523,10 +1593,7 @@ async fn postgres_logs_land_in_day_partitions_and_retention_drops_days() {
         let again = ship(&mut cp.logs(), vec![batch(1, records)]).await;
         assert!(again[0].quarantined_ids.is_empty());
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 12);
-        assert_eq!(
-            count(&cp, "SELECT COUNT(*) FROM request_attempts").await,
-            12
-        );
+        assert_eq!(count(&cp, STORED_ATTEMPTS).await, 12);
 
         let logs = partitions(store, "request_logs").await;
         let attempts = partitions(store, "request_attempts").await;
@@ -1560,7 +1627,7 @@ async fn postgres_logs_land_in_day_partitions_and_retention_drops_days() {
             .unwrap();
         assert_eq!(n, 6);
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 6);
-        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_attempts").await, 6);
+        assert_eq!(count(&cp, STORED_ATTEMPTS).await, 6);
         let left = partitions(store, "request_logs").await;
         for t in &days[..2] {
             assert!(

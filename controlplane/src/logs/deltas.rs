@@ -14,8 +14,9 @@
 //!   cube, level, bucket and dimensions, and adds the sums to their rollup
 //!   rows (`rollup.rs`'s upserts). The deletion and the upserts commit
 //!   together, so each delta is folded in exactly once, whatever fails
-//!   between. Several control planes on one PostgreSQL fold disjoint
-//!   deltas (`FOR UPDATE SKIP LOCKED`).
+//!   between. One compaction runs at a time on a PostgreSQL database
+//!   (an advisory lock; the others skip their turn), so the rollups have a
+//!   single writer.
 //! - **Read by stats** with the rollups, in the same statement
 //!   (`rollup::select_statement`).
 
@@ -106,18 +107,13 @@ pub async fn append(
 }
 
 /// Folds up to [`COMPACT_BATCH`] of the oldest deltas into the rollups in
-/// one transaction; returns how many.
-pub async fn compact_once(store: &Store) -> Result<u64, StoreError> {
+/// one transaction; returns how many. On PostgreSQL, while another control
+/// plane is folding, waits for it when `wait`, or else returns 0.
+pub async fn compact_once(store: &Store, wait: bool) -> Result<u64, StoreError> {
     let backend = store.backend();
-    let pick = match backend {
-        // Rows another control plane is folding are left to it.
-        Backend::Postgres => {
-            "SELECT seq FROM log_rollup_deltas ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
-        }
-        Backend::Sqlite => "SELECT seq FROM log_rollup_deltas ORDER BY seq LIMIT $1",
-    };
     let sql = format!(
-        "DELETE FROM log_rollup_deltas WHERE seq IN ({pick}) RETURNING {}",
+        "DELETE FROM log_rollup_deltas WHERE seq IN \
+         (SELECT seq FROM log_rollup_deltas ORDER BY seq LIMIT $1) RETURNING {}",
         COLUMNS.join(", ")
     );
     // Most seconds of an idle control plane: no transaction (on SQLite,
@@ -129,6 +125,22 @@ pub async fn compact_once(store: &Store) -> Result<u64, StoreError> {
         return Ok(0);
     }
     let mut tx = store.pool().begin().await?;
+    if backend == Backend::Postgres {
+        // One compaction at a time on a database: the rollups then have
+        // one writer, which reads a row's sketches and writes them back
+        // merged without another writer in between (`rollup.rs`). Another
+        // control plane that holds the lock folds these deltas too.
+        let sql = if wait {
+            "SELECT pg_advisory_xact_lock(hashtext('llmgw_rollup_compaction')) IS NOT NULL"
+        } else {
+            "SELECT pg_try_advisory_xact_lock(hashtext('llmgw_rollup_compaction'))"
+        };
+        let ours: bool = sqlx::query_scalar(sql).fetch_one(&mut *tx).await?;
+        if !ours {
+            tx.commit().await?;
+            return Ok(0);
+        }
+    }
     // The delete comes first: on SQLite it takes the write lock at once.
     // Summed as the rows arrive: the deltas themselves are not held.
     let mut batch = RollupBatch::default();
@@ -178,9 +190,13 @@ pub async fn compact_once(store: &Store) -> Result<u64, StoreError> {
 /// Folds every delta in; returns how many. Deltas appended meanwhile may
 /// be folded too.
 pub async fn compact(store: &Store) -> Result<u64, StoreError> {
+    fold_all(store, true).await
+}
+
+async fn fold_all(store: &Store, wait: bool) -> Result<u64, StoreError> {
     let mut folded = 0;
     loop {
-        let n = compact_once(store).await?;
+        let n = compact_once(store, wait).await?;
         folded += n;
         if n < COMPACT_BATCH as u64 {
             return Ok(folded);
@@ -193,7 +209,7 @@ pub async fn run(store: Store, shutdown: watch::Receiver<bool>) {
     let mut stop = Some(shutdown);
     loop {
         tokio::select! {
-            r = compact(&store) => {
+            r = fold_all(&store, false) => {
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "folding the rollup deltas in failed; trying again");
                 }

@@ -25,7 +25,7 @@ use sqlx::{Acquire, Any, AnyConnection, Row};
 use super::deltas;
 use super::details;
 use super::rollup;
-use super::row::{canonical_trace_id, format_time, strip_details};
+use super::row::{canonical_trace_id, format_time, inline_attempt, strip_details};
 use crate::store::multirow::{insert_text, insert_texts, statement_parts, values_sql, InsertParts};
 use crate::store::quota::{micros_of_nanos, nanos_of, SpendBatch};
 use crate::store::{now_ms, Backend, Store, StoreError};
@@ -80,6 +80,8 @@ const LOG_COLUMNS: &[&str] = &[
     "image_size",
     "image_quality",
     "audio_source",
+    "attempt_latency_ms",
+    "attempt_offset_ms",
 ];
 
 const ATTEMPT_COLUMNS: &[&str] = &[
@@ -160,6 +162,9 @@ struct Prepared {
     /// Whether the details are stored (not when body retention would
     /// remove them at once).
     keep_details: bool,
+    /// The one attempt kept in the record's row (`row::inline_attempt`);
+    /// `None` when its attempts go to `request_attempts`.
+    inline_attempt: Option<(i64, i64)>,
 }
 
 impl Prepared {
@@ -425,7 +430,7 @@ async fn insert_records(
     let fresh: HashSet<&str> = ids.iter().map(String::as_str).collect();
     let attempts: Vec<(&pb::RequestLog, usize, &pb::Attempt)> = chunk
         .iter()
-        .filter(|p| fresh.contains(p.rec.id.as_str()))
+        .filter(|p| fresh.contains(p.rec.id.as_str()) && p.inline_attempt.is_none())
         .flat_map(|p| {
             p.rec
                 .attempts
@@ -522,6 +527,8 @@ fn bind_record<'q>(
         .bind(r.image_size.as_str())
         .bind(r.image_quality.as_str())
         .bind(r.audio_source.as_str())
+        .bind(p.inline_attempt.map(|(latency, _)| latency))
+        .bind(p.inline_attempt.map(|(_, offset)| offset))
 }
 
 async fn quarantine(
@@ -753,6 +760,7 @@ fn prepare(
                 details,
                 plain,
                 keep_details: true,
+                inline_attempt: inline_attempt(&rec),
                 rec,
                 dropped_fields,
                 sent_id,

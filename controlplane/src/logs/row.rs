@@ -21,7 +21,7 @@ pub const SUMMARY_COLUMNS: &str = concat!(
      snapshot_version, request_body_truncated, response_body_truncated, upstream_protocol, \
      translated, upstream_request_body_truncated, dropped_fields, outcome, stop_reason, end_user, limited_by, \
      trace_id, origin, replay_of, audio_milliseconds, characters, images, image_size, \
-     image_quality, audio_source, ",
+     image_quality, audio_source, attempt_latency_ms, attempt_offset_ms, ",
     cost_nanos_sql!(),
     " AS cost_nanos"
 );
@@ -62,7 +62,7 @@ fn flag(r: &AnyRow, col: &str) -> Result<bool, StoreError> {
 /// A summary row (see [`SUMMARY_COLUMNS`]); attempts are added later.
 pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
     let time_ms: i64 = r.try_get("time_ms")?;
-    Ok(pb::RequestLog {
+    let mut rec = pb::RequestLog {
         id: r.try_get("id")?,
         sequence: u64_of(r, "sequence")?,
         node_id: r.try_get("node_id")?,
@@ -119,7 +119,43 @@ pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
         image_quality: r.try_get("image_quality")?,
         audio_source: r.try_get("audio_source")?,
         bodies_expired: false,
-    })
+    };
+    // The one attempt kept in the row (see [`inline_attempt`]); the others
+    // come from `request_attempts`.
+    if let Some(latency) = r.try_get::<Option<i64>, _>("attempt_latency_ms")? {
+        let offset: Option<i64> = r.try_get("attempt_offset_ms")?;
+        rec.attempts = vec![pb::Attempt {
+            provider: rec.provider.clone(),
+            upstream_model: rec.upstream_model.clone(),
+            status: rec.status,
+            error: rec.error.clone(),
+            latency_ms: u64::try_from(latency).unwrap_or(0),
+            start_offset_ms: offset.and_then(|o| u64::try_from(o).ok()).unwrap_or(0),
+        }];
+    }
+    Ok(rec)
+}
+
+/// The record's attempt as its own row keeps it (`attempt_latency_ms` and
+/// `attempt_offset_ms`, migration 0028): its latency and when it was sent,
+/// when it is the only one and repeats the record's provider, upstream
+/// model, status and error. `None` when the attempts go to
+/// `request_attempts`.
+pub fn inline_attempt(r: &pb::RequestLog) -> Option<(i64, i64)> {
+    let [a] = r.attempts.as_slice() else {
+        return None;
+    };
+    let same = a.provider == r.provider
+        && a.upstream_model == r.upstream_model
+        && a.status == r.status
+        && a.error == r.error;
+    if !same {
+        return None;
+    }
+    Some((
+        i64::try_from(a.latency_ms).ok()?,
+        i64::try_from(a.start_offset_ms).ok()?,
+    ))
 }
 
 /// A W3C trace id in its canonical form, 32 lowercase hex digits, from one
