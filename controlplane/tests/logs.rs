@@ -1272,7 +1272,15 @@ both! {
 
         // Directly, in batches of two (1-5 share one time, so batches end
         // on ties broken by id): 30 days keeps 6, 7 and 8.
-        let n = retention::purge_older_than(cp.running.store(), now - 30 * DAY, 2, None).await.unwrap();
+        // (On PostgreSQL a pass skips the days while another holds the
+        // retention lock: here the control plane's own first pass over the
+        // bodies, which may still be running. Passes add up.)
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut n = 0;
+        while n < 5 {
+            assert!(tokio::time::Instant::now() < deadline, "retention deleted {n} of 5");
+            n += retention::purge_older_than(cp.running.store(), now - 30 * DAY, 2, None).await.unwrap();
+        }
         assert_eq!(n, 5);
         let mut admin = cp.admin();
         assert_eq!(numbers(&mut admin, Default::default()).await, [8, 7, 6]);
@@ -2020,11 +2028,15 @@ both! {
             .map(|b| batch(u64::from(b + 1) * 500, (b * 500 + 1..=(b + 1) * 500).map(with_body).collect()))
             .collect();
         ship(&mut cp.logs(), first).await;
+        // Until ingest compresses with it (stored first, then taken into
+        // use: the row alone is not enough).
         let deadline = tokio::time::Instant::now() + WAIT;
-        while count(&cp, "SELECT COUNT(*) FROM log_dictionaries").await != 1 {
+        let store = cp.running.store();
+        while store.details().current(store.pool()).await.unwrap().is_none() {
             assert!(tokio::time::Instant::now() < deadline, "no dictionary was trained");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM log_dictionaries").await, 1);
         let later = vec![with_body(n + 1), with_body(n + 2)];
         ship(&mut cp.logs(), vec![batch(u64::from(n) + 2, later.clone())]).await;
         let first_byte: Vec<u8> = sqlx::query_scalar(

@@ -20,6 +20,7 @@
 //! - **Read by stats** with the rollups, in the same statement
 //!   (`rollup::select_statement`).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -28,37 +29,21 @@ use llmgw_proto::v1 as pb;
 use sqlx::{AnyConnection, Row};
 use tokio::sync::watch;
 
-use super::rollup::{Agg, Dims, RollupBatch};
+use super::rollup::{self, Agg, Dims, RollupBatch};
 use super::sketch::Sketch;
 use crate::store::multirow::{insert_text, insert_texts, statement_parts};
 use crate::store::{Backend, Store, StoreError};
 
 /// Columns written by [`append`], in bind order (and read back by
-/// [`compact`] in the same order).
-const COLUMNS: &[&str] = &[
-    "cube",
-    "start_ms",
-    "model",
-    "provider",
-    "upstream_model",
-    "key_name",
-    "end_user",
-    "outcome",
-    "failed",
-    "requests",
-    "errors_4xx",
-    "errors_5xx",
-    "cancels",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_creation_tokens",
-    "reasoning_tokens",
-    "cost",
-    "cost_nanos",
-    "latency_sketch",
-    "ttfb_sketch",
-];
+/// [`compact`] in the same order): the rollups' without the level and the
+/// hash of the dimensions, which compaction computes.
+static COLUMNS: LazyLock<Vec<&str>> = LazyLock::new(|| {
+    rollup::COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !matches!(*c, "bucket_s" | "dims"))
+        .collect()
+});
 
 /// Deltas folded per compaction transaction: enough to merge many
 /// batches' rows of the shared cubes into one upsert each, few enough
@@ -75,8 +60,8 @@ pub async fn append(
     backend: Backend,
     minutes: &RollupBatch,
 ) -> Result<(), StoreError> {
-    static TEXTS: std::sync::LazyLock<Vec<String>> =
-        std::sync::LazyLock::new(|| insert_texts(&[("log_rollup_deltas", COLUMNS, "")]));
+    static TEXTS: LazyLock<Vec<String>> =
+        LazyLock::new(|| insert_texts(&[("log_rollup_deltas", &COLUMNS, "")]));
     let rows: Vec<_> = minutes.0.iter().collect();
     for (slot, part) in statement_parts(&rows) {
         let mut q = sqlx::query(insert_text(&TEXTS, backend, 0, slot));
@@ -220,5 +205,34 @@ pub async fn run(store: Store, shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(EVERY) => {}
             _ = super::shutdown_signal(&mut stop) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compaction_reads_the_columns_where_append_writes_them() {
+        // `compact_once` reads the returned columns by position.
+        let at = |c: &str| COLUMNS.iter().position(|x| *x == c);
+        assert_eq!(COLUMNS.len(), 22);
+        assert_eq!(
+            [
+                "cube",
+                "start_ms",
+                "end_user",
+                "outcome",
+                "failed",
+                "requests",
+                "reasoning_tokens",
+                "cost",
+                "cost_nanos",
+                "latency_sketch",
+                "ttfb_sketch"
+            ]
+            .map(at),
+            [0, 1, 6, 7, 8, 9, 17, 18, 19, 20, 21].map(Some)
+        );
     }
 }

@@ -196,7 +196,7 @@ impl Starts {
 }
 
 /// Columns written by [`RollupBatch::write`], in bind order.
-const COLUMNS: &[&str] = &[
+pub(super) const COLUMNS: &[&str] = &[
     "cube",
     "bucket_s",
     "start_ms",
@@ -533,14 +533,7 @@ impl RollupBatch {
         for (slot, part) in statement_parts(&new) {
             let mut q = sqlx::query(statement_sql(backend, Write::Insert, slot));
             for (key, agg) in part {
-                q = bind_row(
-                    q,
-                    key,
-                    agg,
-                    agg.latency.to_bytes()?,
-                    agg.ttfb.to_bytes()?,
-                    true,
-                );
+                q = bind_own(q, key, agg)?;
             }
             let mut inserted = HashSet::new();
             for row in q.fetch_all(&mut *conn).await? {
@@ -586,14 +579,7 @@ impl RollupBatch {
         for (slot, part) in statement_parts(rows) {
             let mut q = sqlx::query(statement_sql(backend, Write::Sums, slot));
             for (key, agg) in part {
-                q = bind_row(
-                    q,
-                    key,
-                    agg,
-                    agg.latency.to_bytes()?,
-                    agg.ttfb.to_bytes()?,
-                    true,
-                );
+                q = bind_own(q, key, agg)?;
             }
             for row in q.fetch_all(&mut *conn).await? {
                 let (key, agg) = self.given(&row)?;
@@ -712,6 +698,22 @@ fn statement_sql(backend: Backend, kind: Write, slot: usize) -> &'static str {
         ])
     });
     insert_text(&TEXTS, backend, kind as usize, slot)
+}
+
+/// Binds one row's values with its own sums and sketches.
+fn bind_own<'q>(
+    q: Query<'q, Any, AnyArguments<'q>>,
+    key: &RowKey,
+    agg: &'q Agg,
+) -> Result<Query<'q, Any, AnyArguments<'q>>, StoreError> {
+    Ok(bind_row(
+        q,
+        key,
+        agg,
+        agg.latency.to_bytes()?,
+        agg.ttfb.to_bytes()?,
+        true,
+    ))
 }
 
 /// Binds one row's values in [`COLUMNS`]' order; `sums` false binds
