@@ -769,3 +769,31 @@ both! {
         assert_eq!((got.groups[0].group.as_str(), got.groups[0].requests), ("team-a", 6));
     }
 }
+
+both! {
+    async fn rollup_retention_keeps_the_deltas_of_the_days_it_keeps(db: Db) {
+        let store = db.open().await;
+        let mut rng = StdRng::seed_from_u64(seed() + 5);
+        // Two days, 40 days ago; nothing folded yet (compaction failing,
+        // or records arriving late).
+        let t0 = day_start(40);
+        store_batch(&store, batch(records(&mut rng, 300, t0, 2 * DAY))).await.unwrap();
+        let second = pb::GetStatsRequest {
+            filter: Some(pb::LogFilter { since_ms: t0 + DAY, until_ms: t0 + 2 * DAY, ..Default::default() }),
+            group_by: "model".into(),
+            bucket_s: 86_400,
+        };
+        let want = scan(&store, &second).await;
+        assert!(want.total.as_ref().unwrap().requests > 0);
+        // A cutoff in the second day: the first day's rollups go, and so
+        // do its deltas; the second day's are kept, to be folded into it.
+        rollup::purge_older_than(&store, t0 + DAY + 12 * HOUR).await.unwrap();
+        let first_day = format!("SELECT COUNT(*) FROM log_rollup_deltas WHERE start_ms < {}", t0 + DAY);
+        assert_eq!(count(&store, &first_day).await, 0);
+        assert!(count(&store, "SELECT COUNT(*) FROM log_rollup_deltas").await > 0);
+        fold(&store).await;
+        let got = stats::stats(&store, second).await.unwrap();
+        assert!(got.source.starts_with("rollup:day"), "{}", got.source);
+        assert_same("the second day, folded after retention", &got, &want);
+    }
+}

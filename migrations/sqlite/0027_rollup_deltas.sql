@@ -2,7 +2,7 @@
 -- ingest batch adds to the rollups, appended in the batch's transaction
 -- (only for the records it inserted, so a resent record counts once) and
 -- folded into log_rollups by a background compaction
--- (controlplane/src/logs/rollup.rs `compact`), which deletes the deltas
+-- (controlplane/src/logs/deltas.rs), which deletes the deltas
 -- it folds in the same transaction as its upserts.
 --
 -- Before, each batch upserted the rollup rows itself, at three levels, and

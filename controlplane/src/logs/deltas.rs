@@ -9,7 +9,7 @@
 //!   rollups at ingest held the locks of the rows every batch shares (the
 //!   small cubes' minutes, hours and days) until the batch committed, and
 //!   concurrent batches waited on each other (docs/benchmarks.md).
-//! - **Folded in by compaction** ([`compact`], run every second by
+//! - **Folded in by compaction** ([`compact_once`], every second in
 //!   [`run`]): a transaction deletes the oldest deltas, sums them per
 //!   cube, level, bucket and dimensions, and adds the sums to their rollup
 //!   rows (`rollup.rs`'s upserts). The deletion and the upserts commit
@@ -26,6 +26,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 
 use llmgw_proto::v1 as pb;
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use tokio::sync::watch;
 
@@ -46,9 +47,16 @@ static COLUMNS: LazyLock<Vec<&str>> = LazyLock::new(|| {
 });
 
 /// Deltas folded per compaction transaction: enough to merge many
-/// batches' rows of the shared cubes into one upsert each, few enough
-/// that a transaction stays short.
-const COMPACT_BATCH: i64 = 50_000;
+/// batches' rows of the shared cubes into one upsert each (20,000 left
+/// compaction behind ingest, docs/benchmarks.md), few enough that a
+/// transaction stays short. On SQLite a fifth: its transaction holds the
+/// database's one write lock, which ingest waits for.
+fn compact_batch(backend: Backend) -> i64 {
+    match backend {
+        Backend::Postgres => 50_000,
+        Backend::Sqlite => 10_000,
+    }
+}
 
 /// How often [`run`] folds the deltas in.
 const EVERY: Duration = Duration::from_secs(1);
@@ -91,7 +99,7 @@ pub async fn append(
     Ok(())
 }
 
-/// Folds up to [`COMPACT_BATCH`] of the oldest deltas into the rollups in
+/// Folds up to [`compact_batch`] of the oldest deltas into the rollups in
 /// one transaction; returns how many. On PostgreSQL, while another control
 /// plane is folding, waits for it when `wait`, or else returns 0.
 pub async fn compact_once(store: &Store, wait: bool) -> Result<u64, StoreError> {
@@ -130,38 +138,26 @@ pub async fn compact_once(store: &Store, wait: bool) -> Result<u64, StoreError> 
     // Summed as the rows arrive: the deltas themselves are not held.
     let mut batch = RollupBatch::default();
     let mut folded = 0u64;
+    let mut unreadable = 0u64;
     {
-        let mut rows = sqlx::query(&sql).bind(COMPACT_BATCH).fetch(&mut *tx);
+        let mut rows = sqlx::query(&sql)
+            .bind(compact_batch(backend))
+            .fetch(&mut *tx);
         while let Some(row) = rows.try_next().await? {
-            let outcome: String = row.try_get(7)?;
-            let dims = Dims {
-                model: row.try_get(2)?,
-                provider: row.try_get(3)?,
-                upstream_model: row.try_get(4)?,
-                key_name: row.try_get(5)?,
-                end_user: row.try_get(6)?,
-                outcome: pb::Outcome::from_name(&outcome)
-                    .ok_or_else(|| {
-                        StoreError::Invalid(format!("a rollup delta has the outcome {outcome:?}"))
-                    })?
-                    .name(),
-                failed: row.try_get::<i64, _>(8)? != 0,
-            };
-            let mut counts = [0i64; 9];
-            for (i, c) in counts.iter_mut().enumerate() {
-                *c = row.try_get(9 + i)?;
-            }
-            let agg = Agg {
-                dims,
-                counts,
-                cost: row.try_get(18)?,
-                cost_nanos: row.try_get(19)?,
-                latency: Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(20)?)?,
-                ttfb: Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(21)?)?,
-            };
-            batch.add_minute(row.try_get(0)?, row.try_get(1)?, &agg)?;
             folded += 1;
+            // A delta that cannot be read is left out (it is deleted with
+            // the others): kept, it would stop every later compaction.
+            match delta_of(&row) {
+                Ok((cube, start_ms, agg)) => batch.add_minute(cube, start_ms, &agg)?,
+                Err(e) => {
+                    unreadable += 1;
+                    tracing::error!(error = %e, "a rollup delta cannot be read; left out of the rollups");
+                }
+            }
         }
+    }
+    if unreadable > 0 {
+        tracing::error!(unreadable, "rollup deltas left out of the rollups");
     }
     if folded == 0 {
         tx.commit().await?;
@@ -170,6 +166,44 @@ pub async fn compact_once(store: &Store, wait: bool) -> Result<u64, StoreError> 
     batch.write(&mut tx, backend).await?;
     tx.commit().await?;
     Ok(folded)
+}
+
+/// A delta as compaction reads it back: its cube, minute and sums.
+fn delta_of(row: &AnyRow) -> Result<(i64, i64, Agg), StoreError> {
+    let outcome: String = row.try_get(7)?;
+    let outcome = match pb::Outcome::from_name(&outcome) {
+        Some(o) => o.name(),
+        // Written by a newer control plane: counted, as unspecified.
+        None => {
+            tracing::warn!(
+                outcome,
+                "a rollup delta has an outcome this version does not know"
+            );
+            ""
+        }
+    };
+    let dims = Dims {
+        model: row.try_get(2)?,
+        provider: row.try_get(3)?,
+        upstream_model: row.try_get(4)?,
+        key_name: row.try_get(5)?,
+        end_user: row.try_get(6)?,
+        outcome,
+        failed: row.try_get::<i64, _>(8)? != 0,
+    };
+    let mut counts = [0i64; 9];
+    for (i, c) in counts.iter_mut().enumerate() {
+        *c = row.try_get(9 + i)?;
+    }
+    let agg = Agg {
+        dims,
+        counts,
+        cost: row.try_get(18)?,
+        cost_nanos: row.try_get(19)?,
+        latency: Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(20)?)?,
+        ttfb: Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(21)?)?,
+    };
+    Ok((row.try_get(0)?, row.try_get(1)?, agg))
 }
 
 /// Folds every delta in; returns how many. Deltas appended meanwhile may
@@ -183,7 +217,7 @@ async fn fold_all(store: &Store, wait: bool) -> Result<u64, StoreError> {
     loop {
         let n = compact_once(store, wait).await?;
         folded += n;
-        if n < COMPACT_BATCH as u64 {
+        if n < compact_batch(store.backend()).unsigned_abs() {
             return Ok(folded);
         }
     }

@@ -12,15 +12,14 @@
 //!   holds nearly a row per request at every level. `stats.rs` picks the
 //!   smallest cube that keeps every dimension a request filters or groups
 //!   by.
-//! - **Written at ingest**, in the batch's transaction and only for the
+//! - **Written by compaction** (`deltas.rs`): ingest appends each batch's
+//!   sums as minute deltas, in the batch's transaction and only for the
 //!   records that transaction inserted (never for one stored before), so a
 //!   record shipped twice, to one control plane or to two sharing a
-//!   PostgreSQL database, is counted once: the second insert of an id
-//!   waits for the first's transaction and then finds the row. A batch
-//!   adds its sums with multi-row upserts that also return the rows'
-//!   latency and TTFB sketches (`sketch.rs`) as they were, with the rows
-//!   locked; those are merged here and written back. Rows are written in
-//!   key order, so concurrent batches lock them in the same order.
+//!   PostgreSQL database, is counted once. Compaction, the rollups' one
+//!   writer, folds the deltas into every level of every cube: it reads the
+//!   sketches of the rows that exist, merges them and writes each row once
+//!   ([`RollupBatch::write`]), in key order.
 //! - **Read by stats** (`stats.rs` picks the levels): [`select_statement`].
 //! - **Retention** removes buckets that ended before the rollup cutoff:
 //!   [`purge_older_than`].
@@ -467,11 +466,9 @@ impl RollupBatch {
         Ok(())
     }
 
-    /// Adds the sums to their rows on `conn` (the ingest's transaction),
-    /// `full`'s rows first and then the smaller cubes', whose rows every
-    /// concurrent batch also writes: each group is written whole before
-    /// the next, so the shared rows are locked last and for the shortest
-    /// time. Keys stay in order (`full` has the lowest cube id).
+    /// Adds the sums to their rows on `conn` (compaction's transaction),
+    /// `full`'s rows first and then the smaller cubes': each group whole
+    /// before the next, keys in order (`full` has the lowest cube id).
     pub async fn write(
         &self,
         conn: &mut AnyConnection,
@@ -513,8 +510,26 @@ impl RollupBatch {
             }
             for row in q.fetch_all(&mut *conn).await? {
                 let (key, agg) = self.given(&row)?;
-                let mut latency = Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(4)?)?;
-                let mut ttfb = Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(5)?)?;
+                let stored = (
+                    Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(4)?),
+                    Sketch::from_bytes(&row.try_get::<Vec<u8>, _>(5)?),
+                );
+                let (mut latency, mut ttfb) = match stored {
+                    (Ok(l), Ok(t)) => (l, t),
+                    // Not worth stopping every later compaction for: the
+                    // row's percentiles start again from these requests;
+                    // its sums stay exact.
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::error!(
+                            error = %e,
+                            cube = key.cube,
+                            bucket_s = key.bucket_s,
+                            start_ms = key.start_ms,
+                            "a rollup row's sketch cannot be read; replaced by the new requests'"
+                        );
+                        (Sketch::new()?, Sketch::new()?)
+                    }
+                };
                 latency.merge(&agg.latency)?;
                 ttfb.merge(&agg.ttfb)?;
                 merged.insert(key, (latency.to_bytes()?, ttfb.to_bytes()?));
@@ -524,7 +539,9 @@ impl RollupBatch {
         for (slot, part) in statement_parts(&there) {
             let mut q = sqlx::query(statement_sql(backend, Write::Replace, slot));
             for (key, agg) in part {
-                let (latency, ttfb) = merged.remove(key).unwrap_or_default();
+                let (latency, ttfb) = merged.remove(key).ok_or_else(|| {
+                    StoreError::Invalid("a rollup row read before lost its sketches".into())
+                })?;
                 q = bind_row(q, key, agg, latency, ttfb, true);
             }
             q.execute(&mut *conn).await?;
@@ -836,10 +853,13 @@ const PURGE_BATCH: i64 = 5000;
 /// Deletes the rollup buckets that ended at or before `cutoff_ms`, in
 /// every cube, a few thousand rows per statement; returns how many.
 pub async fn purge_older_than(store: &Store, cutoff_ms: i64) -> Result<u64, StoreError> {
-    // Deltas of minutes that ended before the cutoff: normally folded in
-    // long before, unless compaction has been failing.
-    let mut deleted = sqlx::query("DELETE FROM log_rollup_deltas WHERE start_ms <= $1")
-        .bind(cutoff_ms.saturating_sub(Level::Minute.width_ms()))
+    // Deltas not folded in yet (compaction failing, or a record older than
+    // the cutoff arriving late) whose day ended by the cutoff: every rollup
+    // row they would add to goes below. A delta whose day is still kept
+    // stays, to be folded into its day (and hour, where kept).
+    let day = Level::Day.width_ms();
+    let mut deleted = sqlx::query("DELETE FROM log_rollup_deltas WHERE start_ms < $1")
+        .bind(cutoff_ms.div_euclid(day).saturating_mul(day))
         .execute(store.pool())
         .await?
         .rows_affected();
