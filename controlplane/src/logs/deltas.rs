@@ -74,25 +74,13 @@ pub async fn append(
     for (slot, part) in statement_parts(&rows) {
         let mut q = sqlx::query(insert_text(&TEXTS, backend, 0, slot));
         for (key, agg) in part {
-            let d = &agg.dims;
-            q = q
-                .bind(key.cube)
-                .bind(key.start_ms)
-                .bind(d.model.as_str())
-                .bind(d.provider.as_str())
-                .bind(d.upstream_model.as_str())
-                .bind(d.key_name.as_str())
-                .bind(d.end_user.as_str())
-                .bind(d.outcome)
-                .bind(i64::from(d.failed));
-            for c in agg.counts {
-                q = q.bind(c);
-            }
-            q = q
-                .bind(agg.cost)
-                .bind(agg.cost_nanos)
-                .bind(agg.latency.to_bytes()?)
-                .bind(agg.ttfb.to_bytes()?);
+            q = rollup::bind_values(
+                q.bind(key.cube).bind(key.start_ms),
+                agg,
+                agg.latency.to_bytes()?,
+                agg.ttfb.to_bytes()?,
+                true,
+            );
         }
         q.execute(&mut *conn).await?;
     }

@@ -743,12 +743,26 @@ fn bind_row<'q>(
     ttfb: Vec<u8>,
     sums: bool,
 ) -> Query<'q, Any, AnyArguments<'q>> {
-    let d = &agg.dims;
-    let mut q = q
+    let q = q
         .bind(key.cube)
         .bind(key.bucket_s)
         .bind(key.start_ms)
-        .bind(key.dims.to_vec())
+        .bind(key.dims.to_vec());
+    bind_values(q, agg, latency, ttfb, sums)
+}
+
+/// Binds a row's dimensions, sums and sketches, in [`COLUMNS`]' order from
+/// `model` on (the rollups' and the deltas' common columns); `sums` false
+/// binds zeros for the sums.
+pub(super) fn bind_values<'q>(
+    q: Query<'q, Any, AnyArguments<'q>>,
+    agg: &'q Agg,
+    latency: Vec<u8>,
+    ttfb: Vec<u8>,
+    sums: bool,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    let d = &agg.dims;
+    let mut q = q
         .bind(d.model.as_str())
         .bind(d.provider.as_str())
         .bind(d.upstream_model.as_str())
