@@ -344,6 +344,20 @@ both! {
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 10);
         assert_eq!(count(&cp, STORED_ATTEMPTS).await, attempts);
 
+        // A batch of stored and new records: the new ones are stored, with
+        // their attempts, and the others are not doubled.
+        let fresh = rec(150, t0);
+        let acks = ship(
+            &mut cp.logs(),
+            vec![batch(10, vec![records[9].clone(), fresh.clone(), records[0].clone()])],
+        )
+        .await;
+        assert_eq!(acks[0].acked_sequence, 10);
+        assert!(acks[0].quarantined_ids.is_empty());
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 11);
+        let attempts = attempts + i64::try_from(fresh.attempts.len()).unwrap();
+        assert_eq!(count(&cp, STORED_ATTEMPTS).await, attempts);
+
         // A repeated id inside one batch is stored once; an empty batch acks.
         let mut twice = rec(100, t0);
         twice.attempts.clear();
@@ -354,7 +368,7 @@ both! {
         .await;
         assert_eq!(acks[0].acked_sequence, 11);
         assert_eq!(acks[1].acked_sequence, 11);
-        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 11);
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 12);
 
         // Bad records are quarantined and the batch still acks.
         let good = rec(200, t0);
@@ -377,7 +391,7 @@ both! {
         let mut want = vec![String::new(), "req-42".to_string(), id(201), id(202)];
         want.sort();
         assert_eq!(q, want);
-        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 12);
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 13);
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM log_quarantine").await, 4);
         let rows = sqlx::query("SELECT id, node_id, reason, record FROM log_quarantine")
             .fetch_all(cp.running.store().pool())

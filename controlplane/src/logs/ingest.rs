@@ -225,12 +225,24 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
     let mut tx = store.pool().begin().await?;
     let mut inserted: HashSet<String> = HashSet::new();
     for chunk in good.chunks(per_insert) {
-        match insert_in_savepoint(&mut tx, backend, chunk).await {
+        // Nearly always every record is new: plain inserts, which check
+        // each row's id once, where `ON CONFLICT DO NOTHING` looks it up
+        // before inserting too. A record stored before (a batch sent again
+        // after a lost ack) fails the chunk, which is then inserted again
+        // skipping what is stored.
+        let first = match insert_in_savepoint(&mut tx, backend, chunk, Resent::Fail).await {
+            Err(e) if is_duplicate(&e) => {
+                insert_in_savepoint(&mut tx, backend, chunk, Resent::Skip).await
+            }
+            other => other,
+        };
+        match first {
             Ok(ids) => inserted.extend(ids),
             Err(e) if record_level(backend, &e) => {
                 tracing::warn!(error = %e, "a multi-row log insert failed; retrying record by record");
                 for p in chunk {
-                    match insert_in_savepoint(&mut tx, backend, std::slice::from_ref(p)).await {
+                    let one = std::slice::from_ref(p);
+                    match insert_in_savepoint(&mut tx, backend, one, Resent::Skip).await {
                         Ok(ids) => inserted.extend(ids),
                         Err(e) if record_level(backend, &e) => rejected
                             .push(p.refused(format!("the database rejected the record: {e}"))),
@@ -345,15 +357,32 @@ fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// Whether an insert failed on a row stored before (a unique key).
+fn is_duplicate(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// What an insert does with a record whose id is stored already (one
+/// sent again).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resent {
+    /// The statement fails (a unique violation): the fast path, for
+    /// batches whose records are all new.
+    Fail,
+    /// The record is left out (`ON CONFLICT DO NOTHING`).
+    Skip,
+}
+
 /// Inserts records and their attempts inside a savepoint, so a failure
 /// leaves the transaction as it was. Returns the ids actually inserted.
 async fn insert_in_savepoint(
     tx: &mut sqlx::Transaction<'static, Any>,
     backend: Backend,
     chunk: &[Prepared],
+    resent: Resent,
 ) -> Result<Vec<String>, sqlx::Error> {
     let mut sp = Acquire::begin(&mut *tx).await?;
-    match insert_records(&mut sp, backend, chunk).await {
+    match insert_records(&mut sp, backend, chunk, resent).await {
         Ok(ids) => {
             sp.commit().await?;
             Ok(ids)
@@ -366,15 +395,20 @@ async fn insert_in_savepoint(
 }
 
 /// The INSERT text for `STATEMENT_ROWS[slot]` rows.
-fn insert_sql(backend: Backend, table: Table, slot: usize) -> &'static str {
+fn insert_sql(backend: Backend, table: Table, resent: Resent, slot: usize) -> &'static str {
+    const TABLES: [Table; 3] = [Table::Logs, Table::Attempts, Table::Details];
     static TEXTS: LazyLock<Vec<String>> = LazyLock::new(|| {
-        insert_texts(&[
-            Table::Logs.insert_parts(),
-            Table::Attempts.insert_parts(),
-            Table::Details.insert_parts(),
-        ])
+        let variants: Vec<InsertParts<'static>> = [Resent::Fail, Resent::Skip]
+            .into_iter()
+            .flat_map(|resent| TABLES.map(|t| t.insert_parts(resent)))
+            .collect();
+        insert_texts(&variants)
     });
-    insert_text(&TEXTS, backend, table as usize, slot)
+    let variant = match resent {
+        Resent::Fail => 0,
+        Resent::Skip => TABLES.len(),
+    } + table as usize;
+    insert_text(&TEXTS, backend, variant, slot)
 }
 
 #[derive(Clone, Copy)]
@@ -386,22 +420,27 @@ enum Table {
 
 impl Table {
     /// Name, columns and what follows the VALUES of its INSERT.
-    fn insert_parts(self) -> InsertParts<'static> {
+    fn insert_parts(self, resent: Resent) -> InsertParts<'static> {
+        let skip = resent == Resent::Skip;
         match self {
             Table::Logs => (
                 "request_logs",
                 LOG_COLUMNS,
-                " ON CONFLICT DO NOTHING RETURNING id",
+                if skip {
+                    " ON CONFLICT DO NOTHING RETURNING id"
+                } else {
+                    " RETURNING id"
+                },
             ),
             Table::Attempts => (
                 "request_attempts",
                 ATTEMPT_COLUMNS,
-                " ON CONFLICT DO NOTHING",
+                if skip { " ON CONFLICT DO NOTHING" } else { "" },
             ),
             Table::Details => (
                 "request_log_details",
                 DETAIL_COLUMNS,
-                " ON CONFLICT DO NOTHING",
+                if skip { " ON CONFLICT DO NOTHING" } else { "" },
             ),
         }
     }
@@ -411,10 +450,11 @@ async fn insert_records(
     conn: &mut AnyConnection,
     backend: Backend,
     chunk: &[Prepared],
+    resent: Resent,
 ) -> Result<Vec<String>, sqlx::Error> {
     let mut ids: Vec<String> = Vec::with_capacity(chunk.len());
     for (slot, part) in statement_parts(chunk) {
-        let mut q = sqlx::query(insert_sql(backend, Table::Logs, slot));
+        let mut q = sqlx::query(insert_sql(backend, Table::Logs, resent, slot));
         for p in part {
             q = bind_record(q, p);
         }
@@ -440,7 +480,7 @@ async fn insert_records(
         })
         .collect();
     for (slot, part) in statement_parts(&attempts) {
-        let mut q = sqlx::query(insert_sql(backend, Table::Attempts, slot));
+        let mut q = sqlx::query(insert_sql(backend, Table::Attempts, resent, slot));
         for (rec, i, a) in part {
             q = q
                 .bind(rec.id.as_str())
@@ -462,7 +502,7 @@ async fn insert_records(
         .filter(|p| fresh.contains(p.rec.id.as_str()) && p.keep_details)
         .collect();
     for (slot, part) in statement_parts(&fresh_details) {
-        let mut q = sqlx::query(insert_sql(backend, Table::Details, slot));
+        let mut q = sqlx::query(insert_sql(backend, Table::Details, resent, slot));
         for p in part {
             q = q
                 .bind(p.rec.time_ms)
@@ -985,18 +1025,29 @@ mod tests {
         assert!(STATEMENT_ROWS[0] * widest <= SQLITE_MAX_PARAMS.min(POSTGRES_MAX_PARAMS));
         for backend in [Backend::Sqlite, Backend::Postgres] {
             for (slot, rows) in STATEMENT_ROWS.into_iter().enumerate() {
-                let logs = insert_sql(backend, Table::Logs, slot);
-                assert!(logs.starts_with("INSERT INTO request_logs ("));
-                assert!(logs.ends_with("RETURNING id"));
-                assert_eq!(logs.matches('(').count(), rows + 1);
-                let attempts = insert_sql(backend, Table::Attempts, slot);
-                assert!(attempts.starts_with("INSERT INTO request_attempts ("));
-                assert_eq!(attempts.matches('(').count(), rows + 1);
+                for resent in [Resent::Fail, Resent::Skip] {
+                    let skip = if resent == Resent::Skip {
+                        " ON CONFLICT DO NOTHING"
+                    } else {
+                        ""
+                    };
+                    let logs = insert_sql(backend, Table::Logs, resent, slot);
+                    assert!(logs.starts_with("INSERT INTO request_logs ("));
+                    assert!(logs.ends_with(&format!("){skip} RETURNING id")), "{logs}");
+                    assert_eq!(logs.matches('(').count(), rows + 1);
+                    let attempts = insert_sql(backend, Table::Attempts, resent, slot);
+                    assert!(attempts.starts_with("INSERT INTO request_attempts ("));
+                    assert!(attempts.ends_with(&format!("){skip}")), "{attempts}");
+                    assert_eq!(attempts.matches('(').count(), rows + 1);
+                    let details = insert_sql(backend, Table::Details, resent, slot);
+                    assert!(details.starts_with("INSERT INTO request_log_details ("));
+                    assert!(details.ends_with(&format!("){skip}")), "{details}");
+                }
             }
         }
         // The two-row statement (slot 7) numbers its parameters on.
         let last = format!("${}", 2 * LOG_COLUMNS.len());
-        assert!(insert_sql(Backend::Postgres, Table::Logs, 7).contains(&last));
+        assert!(insert_sql(Backend::Postgres, Table::Logs, Resent::Fail, 7).contains(&last));
     }
 
     #[test]
