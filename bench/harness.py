@@ -336,10 +336,12 @@ class Stack:
         # data plane's core then idled, waiting for its load).
         # With --control-plane-beside (#20 item 4): on the data plane's core
         # at normal priority, as `scripts/run.sh` runs both planes on one
-        # small machine: the worst case for the data plane's tail.
+        # small machine: the worst case for the data plane's tail; with
+        # --control-plane-idle there at SCHED_IDLE instead.
         cp_env = {"RUST_LOG": "warn"}
         beside = getattr(a, "control_plane_beside", False)
         nice = getattr(a, "control_plane_nice", 0) or 0
+        beside_idle = beside and getattr(a, "control_plane_idle", False)
         self.cp = Proc(
             "controlplane",
             (["nice", "-n", str(nice)] if nice else [])
@@ -349,7 +351,7 @@ class Stack:
              "--dashboard-dir", os.path.join(self.tmp, "no-dashboard")],
             SUT_CORE if beside else LOAD_CORE,
             env=cp_env,
-            idle=not beside,
+            idle=beside_idle or not beside,
             logdir=self.logdir,
         )
         wait_until("the control plane", lambda: self.cli("provider", "list", json_out=True) is not None,
@@ -1909,6 +1911,9 @@ def main():
                          "the load core at SCHED_IDLE")
     ap.add_argument("--control-plane-nice", type=int, default=0, metavar="N",
                     help="with --control-plane-beside: start the control plane at this nice value")
+    ap.add_argument("--control-plane-idle", action="store_true",
+                    help="with --control-plane-beside: start the control plane at SCHED_IDLE, "
+                         "so that the data plane's wakeups preempt it at once")
     ap.add_argument("--no-routes", action="store_true",
                     help="leave out llmgw's translated routes (S1, S3, S4 and --callgrind)")
     ap.add_argument("--no-build", action="store_true",
