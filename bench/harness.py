@@ -1922,6 +1922,10 @@ def main():
                     help="where the release binaries are (default: LLMGW_BENCH_BIN_DIR, else "
                          "$CARGO_TARGET_DIR/release, else target/release)")
     a = ap.parse_args()
+    if (a.control_plane_idle or a.control_plane_nice) and not a.control_plane_beside:
+        ap.error("--control-plane-idle and --control-plane-nice go with --control-plane-beside")
+    if a.control_plane_idle and a.control_plane_nice:
+        ap.error("--control-plane-idle and --control-plane-nice are two placements: pick one")
     if a.bin_dir:
         global BIN
         BIN = os.path.abspath(a.bin_dir)

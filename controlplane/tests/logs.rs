@@ -138,6 +138,25 @@ fn now_ms() -> i64 {
 }
 
 /// A plausible record number `n` at time `t`.
+/// Record `n`, retried once: a first attempt on another provider failed
+/// with a 503, so both attempts go to `request_attempts`.
+fn retried(n: u32, t: i64) -> pb::RequestLog {
+    let mut r = rec(n, t);
+    r.retries = 1;
+    r.attempts.insert(
+        0,
+        pb::Attempt {
+            provider: "p-y".into(),
+            upstream_model: "up-b".into(),
+            status: 503,
+            error: "overloaded".into(),
+            latency_ms: 40,
+            start_offset_ms: 1,
+        },
+    );
+    r
+}
+
 fn rec(n: u32, t: i64) -> pb::RequestLog {
     pb::RequestLog {
         id: id(n),
@@ -344,19 +363,31 @@ both! {
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 10);
         assert_eq!(count(&cp, STORED_ATTEMPTS).await, attempts);
 
-        // A batch of stored and new records: the new ones are stored, with
-        // their attempts, and the others are not doubled.
-        let fresh = rec(150, t0);
+        // A batch of stored and new records: its plain insert fails on the
+        // stored ones, and the retry stores the new one, with both its
+        // attempts (in `request_attempts`) and its rollup delta, and
+        // doubles nothing. Rollups and deltas are read in one statement,
+        // so compaction folding in between changes nothing.
+        let counted = format!(
+            "SELECT CAST((SELECT COALESCE(SUM(requests), 0) FROM log_rollups \
+             WHERE cube = {total} AND bucket_s = 60) \
+             + (SELECT COALESCE(SUM(requests), 0) FROM log_rollup_deltas WHERE cube = {total}) \
+             AS BIGINT)",
+            total = llmgw_controlplane::logs::rollup::CUBES[0].id
+        );
+        assert_eq!(count(&cp, &counted).await, 10);
+        let fresh = retried(150, t0);
         let acks = ship(
             &mut cp.logs(),
-            vec![batch(10, vec![records[9].clone(), fresh.clone(), records[0].clone()])],
+            vec![batch(10, vec![records[9].clone(), fresh, records[0].clone()])],
         )
         .await;
         assert_eq!(acks[0].acked_sequence, 10);
         assert!(acks[0].quarantined_ids.is_empty());
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 11);
-        let attempts = attempts + i64::try_from(fresh.attempts.len()).unwrap();
+        let attempts = attempts + 2;
         assert_eq!(count(&cp, STORED_ATTEMPTS).await, attempts);
+        assert_eq!(count(&cp, &counted).await, 11);
 
         // A repeated id inside one batch is stored once; an empty batch acks.
         let mut twice = rec(100, t0);
@@ -461,19 +492,7 @@ both! {
         let inline = rec(1, t0);
         let mut own_error = rec(2, t0);
         own_error.attempts[0].error = "connection reset".into();
-        let mut retried = rec(3, t0);
-        retried.retries = 1;
-        retried.attempts.insert(
-            0,
-            pb::Attempt {
-                provider: "p-y".into(),
-                upstream_model: "up-b".into(),
-                status: 503,
-                error: "overloaded".into(),
-                latency_ms: 40,
-                start_offset_ms: 1,
-            },
-        );
+        let mut retried = retried(3, t0);
         retried.attempts[1].start_offset_ms = 45;
         let mut none = rec(4, t0);
         none.attempts.clear();

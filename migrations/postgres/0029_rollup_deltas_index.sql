@@ -1,12 +1,14 @@
 -- Stats read the deltas not yet folded in by cube and minute
--- (controlplane/src/logs/rollup.rs select_statement). Without an index that
--- read is a sequential scan of the whole heap, and the heap keeps the size
--- of the largest backlog it held: compaction deletes rows, and vacuum can
--- only give back the pages at the end of the file, which live ingest keeps
--- writing to. After 10 million records ingested at once (a backfill, or
--- data planes resending an hour of spooled records), the heap held 2.4 GB
--- of empty pages and every stats answer took 370 ms more
--- (docs/benchmarks.md "Stats from rollup cubes"). With this index the read
--- costs what is pending in the range asked for. SQLite needs none: its
--- deleted pages leave the table's B-tree, so a scan reads only live rows.
+-- (controlplane/src/logs/rollup.rs select_statement). Without an index
+-- that read is a sequential scan of the whole heap, and the heap keeps the
+-- size of the largest backlog it held: compaction deletes rows, and vacuum
+-- can only give back empty pages at the end of the file, which new deltas
+-- (written wherever the free-space map points) rarely leave empty. After
+-- 10 million records ingested at once (a backfill, or data planes
+-- resending an hour of spooled records), the heap held 2.4 GB of empty
+-- pages and every stats answer took 370 ms more (docs/benchmarks.md
+-- "Stats from rollup cubes"). With this index the read visits what is
+-- pending in the range asked for (and, until vacuum, the entries of deltas
+-- folded since). SQLite has none: its deleted pages leave the table's
+-- B-tree, so a scan reads only the pending rows.
 CREATE INDEX log_rollup_deltas_cube_start ON log_rollup_deltas (cube, start_ms);

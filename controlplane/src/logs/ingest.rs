@@ -1,6 +1,8 @@
 //! Storing one `LogBatch`: every record, its attempts and its details
 //! (headers and bodies, compressed: `details.rs`) in one transaction,
-//! idempotently by record id.
+//! idempotently by record id. Records go in with plain multi-row inserts;
+//! only a batch that holds a record stored before (a unique violation) is
+//! inserted again with `ON CONFLICT DO NOTHING`, which skips it.
 //!
 //! Records that fail validation, and records the database rejects on their
 //! own (found by retrying a failed multi-row insert record by record, each
@@ -224,19 +226,22 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
     let per_insert = rows_per_insert(backend, LOG_COLUMNS.len());
     let mut tx = store.pool().begin().await?;
     let mut inserted: HashSet<String> = HashSet::new();
+    // Nearly always every record is new: plain inserts, which on
+    // PostgreSQL check each row's id once, where `ON CONFLICT DO NOTHING`
+    // looks it up before inserting too. A record stored before (a batch
+    // sent again after a lost ack) fails its chunk, which is then inserted
+    // again skipping what is stored, and so are the batch's later chunks
+    // (a resent batch is most likely resent whole).
+    let mut resent = Resent::Fail;
     for chunk in good.chunks(per_insert) {
-        // Nearly always every record is new: plain inserts, which check
-        // each row's id once, where `ON CONFLICT DO NOTHING` looks it up
-        // before inserting too. A record stored before (a batch sent again
-        // after a lost ack) fails the chunk, which is then inserted again
-        // skipping what is stored.
-        let first = match insert_in_savepoint(&mut tx, backend, chunk, Resent::Fail).await {
-            Err(e) if is_duplicate(&e) => {
+        let outcome = match insert_in_savepoint(&mut tx, backend, chunk, resent).await {
+            Err(e) if resent == Resent::Fail && is_duplicate(&e) => {
+                resent = Resent::Skip;
                 insert_in_savepoint(&mut tx, backend, chunk, Resent::Skip).await
             }
             other => other,
         };
-        match first {
+        match outcome {
             Ok(ids) => inserted.extend(ids),
             Err(e) if record_level(backend, &e) => {
                 tracing::warn!(error = %e, "a multi-row log insert failed; retrying record by record");
@@ -1048,6 +1053,32 @@ mod tests {
         // The two-row statement (slot 7) numbers its parameters on.
         let last = format!("${}", 2 * LOG_COLUMNS.len());
         assert!(insert_sql(Backend::Postgres, Table::Logs, Resent::Fail, 7).contains(&last));
+    }
+
+    #[tokio::test]
+    async fn a_row_stored_before_is_told_from_other_rejections() {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let mut conn = AnyConnection::connect("sqlite::memory:").await.unwrap();
+        for sql in [
+            "CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER NOT NULL CHECK (n > 0))",
+            "INSERT INTO t VALUES ('a', 1)",
+        ] {
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
+        let insert = |sql| sqlx::query(sql);
+        let dup = insert("INSERT INTO t VALUES ('a', 2)")
+            .execute(&mut conn)
+            .await
+            .unwrap_err();
+        assert!(is_duplicate(&dup), "{dup}");
+        assert!(record_level(Backend::Sqlite, &dup));
+        let bad = insert("INSERT INTO t VALUES ('b', 0)")
+            .execute(&mut conn)
+            .await
+            .unwrap_err();
+        assert!(!is_duplicate(&bad), "{bad}");
+        assert!(record_level(Backend::Sqlite, &bad));
     }
 
     #[test]
