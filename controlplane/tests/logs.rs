@@ -137,7 +137,6 @@ fn now_ms() -> i64 {
     llmgw_controlplane::store::now_ms()
 }
 
-/// A plausible record number `n` at time `t`.
 /// Record `n`, retried once: a first attempt on another provider failed
 /// with a 503, so both attempts go to `request_attempts`.
 fn retried(n: u32, t: i64) -> pb::RequestLog {
@@ -157,6 +156,7 @@ fn retried(n: u32, t: i64) -> pb::RequestLog {
     r
 }
 
+/// A plausible record number `n` at time `t`.
 fn rec(n: u32, t: i64) -> pb::RequestLog {
     pb::RequestLog {
         id: id(n),

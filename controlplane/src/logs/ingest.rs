@@ -1066,14 +1066,13 @@ mod tests {
         ] {
             sqlx::query(sql).execute(&mut conn).await.unwrap();
         }
-        let insert = |sql| sqlx::query(sql);
-        let dup = insert("INSERT INTO t VALUES ('a', 2)")
+        let dup = sqlx::query("INSERT INTO t VALUES ('a', 2)")
             .execute(&mut conn)
             .await
             .unwrap_err();
         assert!(is_duplicate(&dup), "{dup}");
         assert!(record_level(Backend::Sqlite, &dup));
-        let bad = insert("INSERT INTO t VALUES ('b', 0)")
+        let bad = sqlx::query("INSERT INTO t VALUES ('b', 0)")
             .execute(&mut conn)
             .await
             .unwrap_err();
