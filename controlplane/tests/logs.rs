@@ -536,6 +536,89 @@ both! {
 }
 
 both! {
+    async fn values_at_the_columns_bounds_are_stored_and_beyond_them_refused(db: Db) {
+        // PostgreSQL keeps durations and counts in 32-bit columns and the
+        // status and flags in 16 (migration 0030): the largest values
+        // ingest accepts read back unchanged, one more is quarantined.
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        let t0 = t0();
+        let day = 24 * 3600 * 1000;
+        let count_max = u64::from(u32::MAX >> 1);
+        let mut big = rec(1, t0);
+        big.status = 999;
+        big.latency_ms = 24 * day;
+        big.ttfb_ms = 24 * day;
+        big.input_tokens = count_max;
+        big.output_tokens = count_max;
+        big.cache_read_tokens = count_max;
+        big.cache_creation_tokens = count_max;
+        big.reasoning_tokens = count_max;
+        big.audio_milliseconds = count_max;
+        big.characters = count_max;
+        big.retries = u32::MAX >> 1;
+        big.images = u32::MAX >> 1;
+        big.stream = true;
+        big.cancelled = true;
+        big.translated = true;
+        big.request_body_truncated = true;
+        big.response_body_truncated = true;
+        big.upstream_request_body_truncated = true;
+        big.attempts[0].latency_ms = 24 * day;
+        big.attempts[0].start_offset_ms = 24 * day;
+        big.snapshot_version = i64::MAX as u64;
+        big.sequence = i64::MAX as u64;
+        let mut over = rec(2, t0);
+        over.latency_ms = 24 * day + 1;
+        let mut many = rec(3, t0);
+        many.images = (u32::MAX >> 1) + 1;
+        let acks = ship(&mut cp.logs(), vec![batch(3, vec![big.clone(), over, many])]).await;
+        let mut quarantined = acks[0].quarantined_ids.clone();
+        quarantined.sort();
+        assert_eq!(quarantined, [id(2), id(3)]);
+        let mut admin = cp.admin();
+        let got = admin
+            .get_log(pb::GetLogRequest { id: id(1) })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (got.status, got.latency_ms, got.ttfb_ms, got.retries, got.images),
+            (999, 24 * day, 24 * day, u32::MAX >> 1, u32::MAX >> 1)
+        );
+        assert_eq!(
+            [
+                got.input_tokens,
+                got.output_tokens,
+                got.cache_read_tokens,
+                got.cache_creation_tokens,
+                got.reasoning_tokens,
+                got.audio_milliseconds,
+                got.characters
+            ],
+            [count_max; 7]
+        );
+        assert!(
+            got.stream
+                && got.cancelled
+                && got.translated
+                && got.request_body_truncated
+                && got.response_body_truncated
+                && got.upstream_request_body_truncated
+        );
+        assert_eq!(got.attempts, big.attempts);
+        assert_eq!((got.sequence, got.snapshot_version), (big.sequence, big.snapshot_version));
+        // Lists read the same row.
+        let listed = list(&mut admin, pb::ListLogsRequest { limit: 10, ..Default::default() })
+            .await
+            .records;
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].latency_ms, listed[0].characters), (24 * day, count_max));
+        cp.shutdown().await;
+    }
+}
+
+both! {
     async fn a_record_the_database_rejects_is_quarantined_alone(db: Db) {
         let dir = tempfile::tempdir().unwrap();
         let cp = start_cp(&db, dir.path(), 30).await;
@@ -1794,6 +1877,28 @@ async fn postgres_upgrade_moves_existing_logs_into_partitions() {
         // And 0008's and 0009's.
         assert_eq!(got.stop_reason, "");
         assert_eq!(got.user, "");
+        // 0030 rebuilt the table with narrower integers, keeping its
+        // indexes' names (the partial ones are matched by name in plans).
+        let types: Vec<(String, String)> = sqlx::query_as(
+            "SELECT column_name::TEXT, data_type::TEXT FROM information_schema.columns \
+             WHERE table_name = 'request_logs' \
+             AND column_name IN ('status', 'latency_ms', 'sequence') ORDER BY column_name",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        let types: Vec<(&str, &str)> = types.iter().map(|(c, t)| (c.as_str(), t.as_str())).collect();
+        assert_eq!(types, [("latency_ms", "integer"), ("sequence", "bigint"), ("status", "smallint")]);
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT indexrelid::regclass::TEXT FROM pg_index \
+             WHERE indrelid = 'request_logs'::regclass ORDER BY 1",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(indexes.len(), 11, "{indexes:?}");
+        assert!(indexes.contains(&"request_logs_pkey".to_string()), "{indexes:?}");
+        assert!(indexes.contains(&"request_logs_failed_time".to_string()), "{indexes:?}");
         cp.shutdown().await;
     })
     .await;

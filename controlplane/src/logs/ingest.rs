@@ -114,9 +114,12 @@ const MAX_ROWS_PER_INSERT: usize = 1000;
 const MIN_TIME_MS: i64 = 946_684_800_000;
 /// Clock skew tolerated for records from the future.
 const FUTURE_SLACK_MS: i64 = 24 * 3600 * 1000;
-/// 30 days.
-const MAX_DURATION_MS: u64 = 30 * 24 * 3600 * 1000;
-const MAX_TOKENS: u64 = 1_000_000_000_000;
+/// 24 days: PostgreSQL keeps durations in 32-bit columns (2^31 ms is
+/// 24.8 days; migrations/postgres/0030_compact_log_row.sql).
+const MAX_DURATION_MS: u64 = 24 * 24 * 3600 * 1000;
+/// Tokens, characters, audio milliseconds, retries and images: 32-bit
+/// columns too, and billions of tokens in one request are a bug.
+const MAX_COUNT: u64 = i32::MAX as u64;
 const MAX_COST: f64 = 1e9;
 /// [`MAX_COST`] in nano-dollars.
 const MAX_COST_NANOS: i64 = 1_000_000_000_000_000_000;
@@ -838,7 +841,7 @@ fn check(r: &pb::RequestLog, batch_node: &str, now: i64) -> Result<Checked, Stri
     }
     for (what, v) in [("latency_ms", r.latency_ms), ("ttfb_ms", r.ttfb_ms)] {
         if v > MAX_DURATION_MS {
-            return Err(format!("{what} {v} is more than 30 days"));
+            return Err(format!("{what} {v} is more than 24 days"));
         }
     }
     for (what, v) in [
@@ -849,8 +852,10 @@ fn check(r: &pb::RequestLog, batch_node: &str, now: i64) -> Result<Checked, Stri
         ("reasoning_tokens", r.reasoning_tokens),
         ("audio_milliseconds", r.audio_milliseconds),
         ("characters", r.characters),
+        ("retries", u64::from(r.retries)),
+        ("images", u64::from(r.images)),
     ] {
-        if v > MAX_TOKENS {
+        if v > MAX_COUNT {
             return Err(format!("{what} {v} is implausibly large"));
         }
     }
@@ -1107,6 +1112,10 @@ mod tests {
             ),
             ("status", Box::new(|r| r.status = 1000)),
             ("latency_ms", Box::new(|r| r.latency_ms = u64::MAX)),
+            ("ttfb_ms", Box::new(|r| r.ttfb_ms = MAX_DURATION_MS + 1)),
+            ("characters", Box::new(|r| r.characters = MAX_COUNT + 1)),
+            ("retries", Box::new(|r| r.retries = u32::MAX)),
+            ("images", Box::new(|r| r.images = 1 << 31)),
             ("input_tokens", Box::new(|r| r.input_tokens = u64::MAX)),
             (
                 "reasoning_tokens",

@@ -953,6 +953,93 @@ mod tests {
         assert_ne!(x.hash(), y.hash());
     }
 
+    /// A fresh SQLite database with every migration applied.
+    async fn migrated() -> AnyConnection {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let mut conn = AnyConnection::connect("sqlite::memory:").await.unwrap();
+        crate::store::SQLITE_MIGRATIONS
+            .run(&mut conn)
+            .await
+            .unwrap();
+        conn
+    }
+
+    /// Every rollup row, key and values, sketches as stored.
+    async fn stored(conn: &mut AnyConnection) -> Vec<(Vec<i64>, f64, Vec<Vec<u8>>)> {
+        let sql = format!(
+            "SELECT cube, bucket_s, start_ms, {}, cost, dims, latency_sketch, ttfb_sketch \
+             FROM log_rollups ORDER BY cube, bucket_s, start_ms, dims",
+            COLUMNS[SUMMED]
+                .iter()
+                .filter(|c| **c != "cost")
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let n = 3 + COLUMNS[SUMMED].len() - 1;
+        sqlx::query(&sql)
+            .fetch_all(conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let ints = (0..n)
+                    .map(|i| r.try_get::<Option<i64>, _>(i).unwrap().unwrap_or(-1))
+                    .collect();
+                let blobs = (n + 1..n + 4)
+                    .map(|i| r.try_get::<Vec<u8>, _>(i).unwrap())
+                    .collect();
+                (ints, r.try_get(n).unwrap(), blobs)
+            })
+            .collect()
+    }
+
+    /// `add_and_merge` takes the rows another writer inserted between
+    /// compaction's read and its insert (two control planes folding at
+    /// once): it must leave each row as one `write` of both batches
+    /// would, sums added and sketches merged, and insert the rest.
+    #[tokio::test]
+    async fn add_and_merge_leaves_the_rows_write_would() {
+        let t = 86_400_000 * 20_000;
+        let starts = Starts::default().with(FULL, 0).with(CUBES[1], 0);
+        let first = [rec(t + 1000, "a", 10), rec(t + 2000, "b", 20)];
+        // "a" adds to rows that exist; "c" is new.
+        let mut c = rec(t + 3000, "c", 40);
+        c.status = 503;
+        c.output_tokens = 7;
+        let second = [rec(t + 1500, "a", 30), c];
+        let first = RollupBatch::of(first.iter(), starts.clone()).unwrap();
+        let second = RollupBatch::of(second.iter(), starts).unwrap();
+
+        let mut written = migrated().await;
+        first.write(&mut written, Backend::Sqlite).await.unwrap();
+        second.write(&mut written, Backend::Sqlite).await.unwrap();
+
+        let mut raced = migrated().await;
+        first.write(&mut raced, Backend::Sqlite).await.unwrap();
+        let rows: Vec<(&RowKey, &Agg)> = second.0.iter().collect();
+        second
+            .add_and_merge(&mut raced, Backend::Sqlite, &rows)
+            .await
+            .unwrap();
+
+        let want = stored(&mut written).await;
+        let got = stored(&mut raced).await;
+        // Both cubes, three levels, models a, b and c.
+        assert_eq!(want.len(), 2 * 3 * 3);
+        assert_eq!(got, want);
+        // And the merged rows hold both batches: model a's day row.
+        let a_day = got
+            .iter()
+            .find(|(k, _, _)| k[0] == FULL.id && k[1] == 86_400 && k[3] == 2)
+            .unwrap();
+        assert_eq!(a_day.1, 1.0);
+        let latency = Sketch::from_bytes(&a_day.2[1]).unwrap();
+        assert_eq!(latency.percentile(100), 30.0);
+        assert_eq!(latency.percentile(1), 10.0);
+    }
+
     #[test]
     fn the_upserts_sum_the_counts_and_replace_the_sketches() {
         assert_eq!(COLUMNS[SUMMED][0], "requests");

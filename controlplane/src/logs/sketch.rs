@@ -87,7 +87,7 @@ fn value_at_index(index: u64) -> Option<u64> {
 }
 
 /// Records one value in a histogram. It grows to take it; a value beyond
-/// what it can ever hold (ingest bounds durations to 30 days) is recorded
+/// what it can ever hold (ingest bounds durations to 24 days) is recorded
 /// as its largest.
 fn record_in(h: &mut Histogram<u64>, ms: u64) {
     if h.record(ms).is_err() {

@@ -140,7 +140,7 @@ const PERCENTILES: [u32; 3] = [50, 95, 99];
 struct Acc {
     requests: u64,
     errors: u64,
-    // Durations are at most 30 days in milliseconds, which fits in u32.
+    // Durations are at most 24 days in milliseconds, which fits in u32.
     latency: Vec<u32>,
     ttfb: Vec<u32>,
     input_tokens: u64,
