@@ -21,6 +21,7 @@ pub mod details;
 pub mod export;
 pub mod ingest;
 pub mod query;
+pub mod reindex;
 pub mod retention;
 pub mod rollup;
 mod row;

@@ -1776,6 +1776,136 @@ async fn postgres_logs_land_in_day_partitions_and_retention_drops_days() {
     .await;
 }
 
+/// The valid indexes of a table, by name, with their OIDs.
+async fn index_oids(store: &llmgw_controlplane::store::Store, table: &str) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT c.relname::TEXT, c.oid::INT8 FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid \
+         WHERE x.indrelid = to_regclass($1) AND x.indisvalid ORDER BY 1",
+    )
+    .bind(table)
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+}
+
+async fn comment(store: &llmgw_controlplane::store::Store, table: &str) -> String {
+    sqlx::query_scalar("SELECT COALESCE(obj_description(to_regclass($1), 'pg_class'), '')")
+        .bind(table)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_finished_days_get_their_indexes_rebuilt_once() {
+    use llmgw_controlplane::logs::reindex::{rebuild_finished_days, MARK};
+    common::run(Kind::Postgres, |db| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 0).await;
+        let store = cp.running.store();
+        let now = now_ms();
+        let (older, old) = (now - 4 * DAY, now - 3 * DAY);
+        // All four under one key.
+        ship(
+            &mut cp.logs(),
+            vec![batch(
+                4,
+                vec![
+                    rec(1, older),
+                    rec(2, old),
+                    rec(3, old + 1),
+                    rec(4, now - 1000),
+                ],
+            )],
+        )
+        .await;
+        let (older, old, today) = (day_name(older), day_name(old), day_name(now));
+        // A rebuild that stopped halfway leaves an invalid index named
+        // `_ccnew`; so does a unique index that fails on the day's two
+        // rows of one key.
+        let failed = sqlx::query(&format!(
+            "CREATE UNIQUE INDEX CONCURRENTLY \"request_logs_p{old}_key_name_idx_ccnew\" \
+             ON \"request_logs_p{old}\" (key_name)"
+        ))
+        .execute(store.pool())
+        .await;
+        assert!(failed.is_err());
+        let invalid = format!(
+            "SELECT COUNT(*) FROM pg_index WHERE NOT indisvalid \
+             AND indrelid = 'request_logs_p{old}'::regclass"
+        );
+        assert_eq!(count(&cp, &invalid).await, 1);
+        let before_old = index_oids(store, &format!("request_logs_p{old}")).await;
+        let before_today = index_oids(store, &format!("request_logs_p{today}")).await;
+        assert_eq!(before_old.len(), 11, "{before_old:?}");
+
+        // Another control plane is rebuilding: this one leaves it.
+        let mut other = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+        sqlx::query("SELECT pg_advisory_lock(hashtext('llmgw_log_reindex'))")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        assert_eq!(rebuild_finished_days(store, now_ms(), 5).await.unwrap(), 0);
+        other.close().await.unwrap();
+
+        // One day per call here: the older one, its three tables.
+        assert_eq!(rebuild_finished_days(store, now_ms(), 1).await.unwrap(), 3);
+        for table in ["request_logs", "request_attempts", "request_log_details"] {
+            let c = comment(store, &format!("{table}_p{older}")).await;
+            assert!(c.starts_with(MARK), "{table}: {c}");
+            assert_eq!(comment(store, &format!("{table}_p{old}")).await, "");
+        }
+        assert_eq!(
+            index_oids(store, &format!("request_logs_p{old}")).await,
+            before_old
+        );
+
+        // Then the other finished day, its leftover dropped first; today is
+        // not over and keeps its indexes.
+        assert_eq!(rebuild_finished_days(store, now_ms(), 5).await.unwrap(), 3);
+        assert_eq!(count(&cp, &invalid).await, 0);
+        let after_old = index_oids(store, &format!("request_logs_p{old}")).await;
+        let names = |v: &[(String, i64)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&after_old), names(&before_old));
+        assert!(
+            after_old.iter().zip(&before_old).all(|(a, b)| a.1 != b.1),
+            "every index is new: {after_old:?} {before_old:?}"
+        );
+        assert_eq!(
+            index_oids(store, &format!("request_logs_p{today}")).await,
+            before_today
+        );
+        assert_eq!(comment(store, &format!("request_logs_p{today}")).await, "");
+        // Once only.
+        assert_eq!(rebuild_finished_days(store, now_ms(), 5).await.unwrap(), 0);
+
+        // The records read back through the rebuilt indexes.
+        let mut admin = cp.admin();
+        let got = admin
+            .get_log(pb::GetLogRequest { id: id(2) })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.attempts.len(), 1);
+        let listed = list(
+            &mut admin,
+            pb::ListLogsRequest {
+                limit: 10,
+                filter: Some(pb::LogFilter {
+                    key: "k1".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .records;
+        assert_eq!(listed.len(), 4);
+        cp.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_retention_from_several_control_planes_deletes_once() {
     common::run(Kind::Postgres, |db| async move {
