@@ -10,8 +10,9 @@
 //!
 //! So the retention pass (`retention.rs`, hourly) rebuilds the indexes of
 //! the day partitions of `request_logs`, `request_attempts` and
-//! `request_log_details` whose day ended at least [`GRACE_MS`] ago, oldest
-//! first and a few days per pass, with `REINDEX TABLE CONCURRENTLY`: ingest
+//! `request_log_details` whose day ended at least [`GRACE_MS`] ago, newest
+//! first (an upgraded database's oldest days are the next that retention
+//! drops) and a few days per pass, with `REINDEX TABLE CONCURRENTLY`: ingest
 //! goes on writing to the partition meanwhile (a record that comes late is
 //! stored as ever). A rebuilt partition says so in its comment
 //! ([`MARK`]), which goes when retention drops it; a rebuild that stopped
@@ -95,7 +96,8 @@ async fn rebuild(conn: &mut AnyConnection, now_ms: i64, days: usize) -> Result<u
         by_day.entry(day).or_default().push(name);
     }
     let mut rebuilt = 0;
-    for (_, names) in by_day.into_iter().take(days) {
+    // Newest first: the days retention keeps longest.
+    for (_, names) in by_day.into_iter().rev().take(days) {
         for name in names {
             drop_leftovers(conn, &name).await?;
             let started = std::time::Instant::now();
