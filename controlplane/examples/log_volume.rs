@@ -384,12 +384,20 @@ async fn main() -> anyhow::Result<()> {
     let mut rebuild_s = None;
     if !opts.no_rebuild {
         let rebuilding = Instant::now();
+        // Every finished day, whatever retention would drop soon.
+        let keep_all = llmgw_controlplane::logs::retention::Days {
+            logs: 0,
+            rollups: 0,
+            bodies: 0,
+        };
         let n = llmgw_controlplane::logs::reindex::rebuild_finished_days(
             store,
             llmgw_controlplane::store::now_ms(),
             usize::MAX,
+            keep_all,
         )
-        .await?;
+        .await?
+        .unwrap_or(0);
         let s = rebuilding.elapsed().as_secs_f64();
         if n > 0 {
             println!("indexes of finished days rebuilt: {n} partitions in {s:.1} s");

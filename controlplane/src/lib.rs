@@ -278,6 +278,11 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         retention_days,
         shutdown_rx.clone(),
     ));
+    tokio::spawn(logs::reindex::run(
+        store.clone(),
+        retention_days,
+        shutdown_rx.clone(),
+    ));
     tokio::spawn(logs::deltas::run(store.clone(), shutdown_rx.clone()));
     // Beyond a cap a connection is closed at once; the others idle out.
     let gate = llmgw_listener::Gate::new("controlplane", limits);

@@ -564,6 +564,9 @@ both! {
         big.request_body_truncated = true;
         big.response_body_truncated = true;
         big.upstream_request_body_truncated = true;
+        // Like its record, so it is kept in the record's row, in its
+        // 32-bit columns.
+        big.attempts[0].status = 999;
         big.attempts[0].latency_ms = 24 * day;
         big.attempts[0].start_offset_ms = 24 * day;
         big.snapshot_version = i64::MAX as u64;
@@ -614,6 +617,31 @@ both! {
             .records;
         assert_eq!(listed.len(), 1);
         assert_eq!((listed[0].latency_ms, listed[0].characters), (24 * day, count_max));
+        assert_eq!(listed[0].attempts, big.attempts);
+        let kept_inline = count(
+            &cp,
+            "SELECT COUNT(*) FROM request_logs WHERE attempt_latency_ms IS NOT NULL",
+        )
+        .await;
+        assert_eq!(kept_inline, 1);
+        // Input plus output tokens go past 32 bits: ordered and filtered
+        // by, they are summed in 64.
+        let mut small = rec(4, t0 + 1);
+        small.input_tokens = 5;
+        ship(&mut cp.logs(), vec![batch(4, vec![small])]).await;
+        let by_tokens = list(
+            &mut admin,
+            pb::ListLogsRequest {
+                limit: 10,
+                order_by: "tokens".into(),
+                filter: Some(pb::LogFilter { min_tokens: 5, ..Default::default() }),
+                ..Default::default()
+            },
+        )
+        .await
+        .records;
+        let ids: Vec<&str> = by_tokens.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, [id(1), id(4)]);
         cp.shutdown().await;
     }
 }
@@ -1799,6 +1827,11 @@ async fn comment(store: &llmgw_controlplane::store::Store, table: &str) -> Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_finished_days_get_their_indexes_rebuilt_once() {
     use llmgw_controlplane::logs::reindex::{rebuild_finished_days, MARK};
+    const FOREVER: retention::Days = retention::Days {
+        logs: 0,
+        rollups: 0,
+        bodies: 0,
+    };
     common::run(Kind::Postgres, |db| async move {
         let dir = tempfile::tempdir().unwrap();
         let cp = start_cp(&db, dir.path(), 0).await;
@@ -1820,21 +1853,35 @@ async fn postgres_finished_days_get_their_indexes_rebuilt_once() {
         )
         .await;
         let (older, old, today) = (day_name(older), day_name(old), day_name(now));
-        // A rebuild that stopped halfway leaves an invalid index named
-        // `_ccnew`; so does a unique index that fails on the day's two
-        // rows of one key.
-        let failed = sqlx::query(&format!(
-            "CREATE UNIQUE INDEX CONCURRENTLY \"request_logs_p{old}_key_name_idx_ccnew\" \
-             ON \"request_logs_p{old}\" (key_name)"
-        ))
-        .execute(store.pool())
-        .await;
-        assert!(failed.is_err());
+        // A rebuild that stopped halfway leaves invalid `_ccnew` indexes,
+        // on the partition and on its TOAST table: one cancelled while it
+        // waits for an older snapshot to end.
+        let mut holder = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+        sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        sqlx::query("SELECT COUNT(*) FROM log_quarantine")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        let mut cancelled = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+        sqlx::query("SET statement_timeout = '1s'")
+            .execute(&mut cancelled)
+            .await
+            .unwrap();
+        let err = sqlx::query(&format!("REINDEX TABLE CONCURRENTLY \"request_log_details_p{old}\""))
+            .execute(&mut cancelled)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("statement timeout"), "{err}");
+        sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
         let invalid = format!(
-            "SELECT COUNT(*) FROM pg_index WHERE NOT indisvalid \
-             AND indrelid = 'request_logs_p{old}'::regclass"
+            "SELECT COUNT(*) FROM pg_index WHERE NOT indisvalid AND indrelid IN \
+             ('request_log_details_p{old}'::regclass, \
+              (SELECT reltoastrelid FROM pg_class WHERE oid = 'request_log_details_p{old}'::regclass))"
         );
-        assert_eq!(count(&cp, &invalid).await, 1);
+        assert_eq!(count(&cp, &invalid).await, 2, "the primary key's and the TOAST index's");
         let before_old = index_oids(store, &format!("request_logs_p{old}")).await;
         let before_today = index_oids(store, &format!("request_logs_p{today}")).await;
         assert_eq!(before_old.len(), 11, "{before_old:?}");
@@ -1845,22 +1892,28 @@ async fn postgres_finished_days_get_their_indexes_rebuilt_once() {
             .execute(&mut other)
             .await
             .unwrap();
-        assert_eq!(rebuild_finished_days(store, now_ms(), 5).await.unwrap(), 0);
+        assert_eq!(rebuild_finished_days(store, now_ms(), 5, FOREVER).await.unwrap(), None);
         other.close().await.unwrap();
 
         // One day per call here: the newest finished one, its three
         // tables, its leftover dropped first.
-        assert_eq!(rebuild_finished_days(store, now_ms(), 1).await.unwrap(), 3);
+        assert_eq!(rebuild_finished_days(store, now_ms(), 1, FOREVER).await.unwrap(), Some(3));
         for table in ["request_logs", "request_attempts", "request_log_details"] {
             let c = comment(store, &format!("{table}_p{old}")).await;
             assert!(c.starts_with(MARK), "{table}: {c}");
             assert_eq!(comment(store, &format!("{table}_p{older}")).await, "");
         }
-        assert_eq!(count(&cp, &invalid).await, 0);
+        // The TOAST table's is left unless this role is a superuser.
+        let superuser = count(
+            &cp,
+            "SELECT COUNT(*) FROM pg_roles WHERE rolname = current_user AND rolsuper",
+        )
+        .await;
+        assert_eq!(count(&cp, &invalid).await, 1 - superuser);
 
         // Then the older day; today is not over and keeps its indexes.
         let before_older = index_oids(store, &format!("request_logs_p{older}")).await;
-        assert_eq!(rebuild_finished_days(store, now_ms(), 5).await.unwrap(), 3);
+        assert_eq!(rebuild_finished_days(store, now_ms(), 5, FOREVER).await.unwrap(), Some(3));
         let after_older = index_oids(store, &format!("request_logs_p{older}")).await;
         assert_eq!(after_older.len(), before_older.len());
         assert!(after_older
@@ -1882,7 +1935,7 @@ async fn postgres_finished_days_get_their_indexes_rebuilt_once() {
         );
         assert_eq!(comment(store, &format!("request_logs_p{today}")).await, "");
         // Once only.
-        assert_eq!(rebuild_finished_days(store, now_ms(), 5).await.unwrap(), 0);
+        assert_eq!(rebuild_finished_days(store, now_ms(), 5, FOREVER).await.unwrap(), Some(0));
 
         // The records read back through the rebuilt indexes.
         let mut admin = cp.admin();
@@ -1970,6 +2023,15 @@ async fn postgres_upgrade_moves_existing_logs_into_partitions() {
         let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
         sqlx::migrate::Migrator::new(old.path()).await.unwrap().run(&pool).await.unwrap();
         let now = now_ms();
+        // Record 4 has no attempt: refused before it was sent.
+        sqlx::query(
+            "INSERT INTO request_logs (id, time_ms, node_id, sequence, status) VALUES ($1, $2, 'n', 4, 429)",
+        )
+        .bind(id(4))
+        .bind(now - 3 * DAY)
+        .execute(&pool)
+        .await
+        .unwrap();
         for (n, t) in [(1, now - 3 * DAY), (2, now - 3 * DAY), (3, now)] {
             sqlx::query(
                 "INSERT INTO request_logs (id, time_ms, node_id, sequence, status) VALUES ($1, $2, 'n', $3, 200)",
@@ -1994,16 +2056,24 @@ async fn postgres_upgrade_moves_existing_logs_into_partitions() {
         let dir = tempfile::tempdir().unwrap();
         let cp = start_cp(&db, dir.path(), 0).await;
         let store = cp.running.store();
-        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 3);
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 4);
         assert_eq!(
             count(&cp, &format!("SELECT COUNT(*) FROM request_logs_p{}", day_name(now - 3 * DAY))).await,
-            2
+            3
         );
         assert!(partitions(store, "request_attempts").await.contains(&format!("request_attempts_p{}", day_name(now))));
         let mut admin = cp.admin();
         let got = admin.get_log(pb::GetLogRequest { id: id(2) }).await.unwrap().into_inner();
         assert_eq!(got.attempts.len(), 1);
         assert_eq!(got.attempts[0].latency_ms, 5);
+        let none = admin.get_log(pb::GetLogRequest { id: id(4) }).await.unwrap().into_inner();
+        assert_eq!((none.status, none.attempts.len()), (429, 0));
+        // 0030 built the finished days' indexes from sorted rows and marks
+        // them, so the rebuild of finished days leaves them; not today's.
+        let mark = llmgw_controlplane::logs::reindex::MARK;
+        let c = comment(store, &format!("request_logs_p{}", day_name(now - 3 * DAY))).await;
+        assert!(c.starts_with(mark), "{c}");
+        assert_eq!(comment(store, &format!("request_logs_p{}", day_name(now))).await, "");
         // Partitions made before 0005 have its columns, with their defaults.
         assert_eq!(got.upstream_protocol, "");
         assert!(!got.translated);

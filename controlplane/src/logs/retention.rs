@@ -17,8 +17,8 @@
 //!   drop takes a short lock timeout and is retried rather than queueing
 //!   ingest behind it, and a transaction-scoped advisory lock lets only one
 //!   control plane at a time do it. The same hourly pass creates today's and
-//!   tomorrow's partitions ahead of ingest and, from the second pass on,
-//!   rebuilds the indexes of days that are over (`reindex.rs`).
+//!   tomorrow's partitions ahead of ingest. (`reindex.rs` rebuilds the
+//!   indexes of days that are over, on its own timer.)
 
 use std::time::Duration;
 
@@ -123,7 +123,6 @@ pub async fn run(store: Store, days: Days, shutdown: watch::Receiver<bool>) {
         );
     }
     let mut stop = Some(shutdown);
-    let mut first = true;
     loop {
         if store.backend() == Backend::Postgres {
             let now = now_ms();
@@ -189,30 +188,6 @@ pub async fn run(store: Store, days: Days, shutdown: watch::Receiver<bool>) {
                 }
             }
         }
-        // Not at start, when data planes may be resending what they
-        // spooled: from the next pass on.
-        if store.backend() == Backend::Postgres && !first {
-            let pass = super::reindex::rebuild_finished_days(
-                &store,
-                now_ms(),
-                super::reindex::DAYS_PER_PASS,
-            );
-            let outcome = tokio::select! {
-                r = pass => r,
-                _ = super::shutdown_signal(&mut stop) => return,
-            };
-            match outcome {
-                Ok(0) => tracing::debug!("log indexes: no finished day to rebuild"),
-                Ok(n) => tracing::info!(
-                    partitions = n,
-                    "log indexes: rebuilt the indexes of finished days"
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "log index rebuild failed; trying again later")
-                }
-            }
-        }
-        first = false;
         tokio::select! {
             _ = tokio::time::sleep(EVERY) => {}
             _ = super::shutdown_signal(&mut stop) => return,

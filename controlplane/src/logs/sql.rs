@@ -97,8 +97,10 @@ macro_rules! cost_nanos_sql {
 }
 pub(crate) use cost_nanos_sql;
 
-/// The SQL expression for input plus output tokens.
-pub const TOKENS: &str = "(input_tokens + output_tokens)";
+/// The SQL expression for input plus output tokens, summed in 64 bits:
+/// PostgreSQL keeps each in a 32-bit column (migration 0030), and two
+/// large ones would overflow their sum.
+pub const TOKENS: &str = "(CAST(input_tokens AS BIGINT) + output_tokens)";
 
 fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
