@@ -395,6 +395,7 @@ async fn main() -> anyhow::Result<()> {
             llmgw_controlplane::store::now_ms(),
             usize::MAX,
             keep_all,
+            llmgw_controlplane::logs::reindex::LOCK_TIMEOUT,
         )
         .await?
         .unwrap_or(0);

@@ -1892,12 +1892,12 @@ async fn postgres_finished_days_get_their_indexes_rebuilt_once() {
             .execute(&mut other)
             .await
             .unwrap();
-        assert_eq!(rebuild_finished_days(store, now_ms(), 5, FOREVER).await.unwrap(), None);
+        assert_eq!(rebuild_finished_days(store, now_ms(), 5, FOREVER, WAIT).await.unwrap(), None);
         other.close().await.unwrap();
 
         // One day per call here: the newest finished one, its three
         // tables, its leftover dropped first.
-        assert_eq!(rebuild_finished_days(store, now_ms(), 1, FOREVER).await.unwrap(), Some(3));
+        assert_eq!(rebuild_finished_days(store, now_ms(), 1, FOREVER, WAIT).await.unwrap(), Some(3));
         for table in ["request_logs", "request_attempts", "request_log_details"] {
             let c = comment(store, &format!("{table}_p{old}")).await;
             assert!(c.starts_with(MARK), "{table}: {c}");
@@ -1911,9 +1911,24 @@ async fn postgres_finished_days_get_their_indexes_rebuilt_once() {
         .await;
         assert_eq!(count(&cp, &invalid).await, 1 - superuser);
 
-        // Then the older day; today is not over and keeps its indexes.
+        // Then the older day; today is not over and keeps its indexes. A
+        // partition it cannot lock in time is left for the next pass, and
+        // the others go on.
         let before_older = index_oids(store, &format!("request_logs_p{older}")).await;
-        assert_eq!(rebuild_finished_days(store, now_ms(), 5, FOREVER).await.unwrap(), Some(3));
+        let mut locker = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+        for sql in [
+            "BEGIN".to_string(),
+            format!("LOCK TABLE \"request_attempts_p{older}\" IN SHARE UPDATE EXCLUSIVE MODE"),
+        ] {
+            sqlx::query(&sql).execute(&mut locker).await.unwrap();
+        }
+        let short = Duration::from_millis(200);
+        assert_eq!(rebuild_finished_days(store, now_ms(), 5, FOREVER, short).await.unwrap(), Some(2));
+        assert_eq!(comment(store, &format!("request_attempts_p{older}")).await, "");
+        sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+        assert_eq!(rebuild_finished_days(store, now_ms(), 5, FOREVER, WAIT).await.unwrap(), Some(1));
+        let c = comment(store, &format!("request_attempts_p{older}")).await;
+        assert!(c.starts_with(MARK), "{c}");
         let after_older = index_oids(store, &format!("request_logs_p{older}")).await;
         assert_eq!(after_older.len(), before_older.len());
         assert!(after_older
@@ -1935,7 +1950,7 @@ async fn postgres_finished_days_get_their_indexes_rebuilt_once() {
         );
         assert_eq!(comment(store, &format!("request_logs_p{today}")).await, "");
         // Once only.
-        assert_eq!(rebuild_finished_days(store, now_ms(), 5, FOREVER).await.unwrap(), Some(0));
+        assert_eq!(rebuild_finished_days(store, now_ms(), 5, FOREVER, WAIT).await.unwrap(), Some(0));
 
         // The records read back through the rebuilt indexes.
         let mut admin = cp.admin();
@@ -2068,6 +2083,8 @@ async fn postgres_upgrade_moves_existing_logs_into_partitions() {
         assert_eq!(got.attempts[0].latency_ms, 5);
         let none = admin.get_log(pb::GetLogRequest { id: id(4) }).await.unwrap().into_inner();
         assert_eq!((none.status, none.attempts.len()), (429, 0));
+        let offsets = count(&cp, "SELECT COUNT(*) FROM request_logs WHERE attempt_offset_ms IS NOT NULL").await;
+        assert_eq!(offsets, 0, "no attempt was kept in a row before 0028");
         // 0030 built the finished days' indexes from sorted rows and marks
         // them, so the rebuild of finished days leaves them; not today's.
         let mark = llmgw_controlplane::logs::reindex::MARK;

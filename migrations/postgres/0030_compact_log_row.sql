@@ -20,7 +20,7 @@
 -- The rebuild copies every stored summary under an exclusive lock, as
 -- 0003 did (7.8 s for a million rows on the 2-core machine of
 -- docs/benchmarks.md): see docs/deploy.md's upgrade notes. It holds a
--- lock on each old and new partition and index until it commits, about 40
+-- lock on each old and new partition and index until it commits, about 45
 -- of PostgreSQL's shared lock table per day of logs, so it checks first
 -- that the table has room and otherwise stops, changing nothing, with
 -- what to raise. Values stored under ingest's older bounds (30 days,
@@ -30,21 +30,29 @@
 DO $$
 DECLARE
     days BIGINT;
-    room BIGINT := current_setting('max_locks_per_transaction')::BIGINT
-        * (current_setting('max_connections')::BIGINT
-           + current_setting('max_prepared_transactions')::BIGINT);
+    -- The shared lock table's entries: max_locks_per_transaction for each
+    -- backend PostgreSQL can start and each prepared transaction.
+    backends BIGINT := current_setting('max_connections')::BIGINT
+        + current_setting('autovacuum_max_workers')::BIGINT + 1
+        + current_setting('max_worker_processes')::BIGINT
+        + current_setting('max_wal_senders')::BIGINT
+        + current_setting('max_prepared_transactions')::BIGINT;
+    room BIGINT := current_setting('max_locks_per_transaction')::BIGINT * backends;
+    needed BIGINT;
 BEGIN
     SELECT COUNT(*) INTO days FROM pg_inherits WHERE inhparent = 'request_logs'::regclass;
-    -- Measured: 165 days migrated and 180 did not with the defaults (64 ×
-    -- 100 = 6,400 locks), and other sessions hold some too.
-    IF (days + 2) * 40 > room THEN
+    -- Measured with PostgreSQL 15's defaults (room for 7,808): 165 days
+    -- migrated and 180 did not, about 45 locks a day, and other sessions
+    -- hold some too.
+    needed := (days + 2) * 48;
+    IF needed > room THEN
         RAISE EXCEPTION 'migration 0030 rebuilds request_logs in one transaction and needs about % '
             'of PostgreSQL''s shared locks for its % day partitions, but max_locks_per_transaction '
-            '(%) × (max_connections + max_prepared_transactions) gives room for %. Raise '
-            'max_locks_per_transaction to at least % and restart PostgreSQL, then start the '
-            'control plane again; nothing was changed (docs/deploy.md, upgrade notes).',
-            (days + 2) * 40, days, current_setting('max_locks_per_transaction'), room,
-            ((days + 2) * 40 * 2) / (room / current_setting('max_locks_per_transaction')::BIGINT) + 1;
+            '(%) gives room for % with this server''s backends. Raise max_locks_per_transaction to '
+            '% (twice what it needs) and restart PostgreSQL, then start the control plane again; '
+            'nothing was changed (docs/deploy.md, upgrade notes).',
+            needed, days, current_setting('max_locks_per_transaction'), room,
+            (2 * needed) / backends + 1;
     END IF;
 END
 $$;
@@ -200,7 +208,10 @@ BEGIN
         SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
         WHERE i.inhparent = 'request_logs'::regclass
           AND c.relname ~ '^request_logs_p[0-9]{8}$'
-          AND to_date(right(c.relname, 8), 'YYYYMMDD') < (now() AT TIME ZONE 'UTC')::date
+          -- Finished an hour ago at least, as reindex.rs counts: records
+          -- resent after the upgrade still come in just after midnight.
+          AND to_date(right(c.relname, 8), 'YYYYMMDD')
+              < ((now() AT TIME ZONE 'UTC') - INTERVAL '1 hour')::date
     LOOP
         EXECUTE format('COMMENT ON TABLE %I IS %L', p.relname,
                        'llmgw: indexes rebuilt by migration 0030');

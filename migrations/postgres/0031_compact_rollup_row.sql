@@ -3,7 +3,8 @@
 -- cube in 0026), and where traffic is thin for its number of keys nearly
 -- every record makes minute and hour rows of its own, so a rollup row
 -- costs about as much as a record: on the log_volume corpus (200,000
--- records over 7 days) the table held 875,000 rows, 1,557 bytes a record.
+-- records over 7 days) the table held 875,000 rows, about 1,550 bytes a
+-- record.
 -- This migration rebuilds it with the fixed-width columns first, widest
 -- first, then the key's hash, the names and the sketches:
 --
