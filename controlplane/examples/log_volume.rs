@@ -77,9 +77,9 @@ struct Opts {
     #[arg(long)]
     no_ingest: bool,
     /// Leave the indexes of finished days as ingest grew them. By default
-    /// they are rebuilt after ingest, as the control plane's hourly pass
-    /// does once a day is over (`logs/reindex.rs`), so that sizes and
-    /// query times are those of a database that has run a while.
+    /// they are rebuilt after ingest, as the control plane does once a day
+    /// is over (`logs/reindex.rs`), so that sizes and query times are those
+    /// of a database that has run a while.
     #[arg(long)]
     no_rebuild: bool,
     /// Write the results as JSON to this file too.
@@ -384,17 +384,12 @@ async fn main() -> anyhow::Result<()> {
     let mut rebuild_s = None;
     if !opts.no_rebuild {
         let rebuilding = Instant::now();
-        // Every finished day, whatever retention would drop soon.
-        let keep_all = llmgw_controlplane::logs::retention::Days {
-            logs: 0,
-            rollups: 0,
-            bodies: 0,
-        };
         let n = llmgw_controlplane::logs::reindex::rebuild_finished_days(
             store,
             llmgw_controlplane::store::now_ms(),
             usize::MAX,
-            keep_all,
+            // Every finished day, whatever retention would drop soon.
+            llmgw_controlplane::logs::retention::Days::FOREVER,
             llmgw_controlplane::logs::reindex::LOCK_TIMEOUT,
         )
         .await?

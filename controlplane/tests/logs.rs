@@ -1827,11 +1827,6 @@ async fn comment(store: &llmgw_controlplane::store::Store, table: &str) -> Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_finished_days_get_their_indexes_rebuilt_once() {
     use llmgw_controlplane::logs::reindex::{rebuild_finished_days, MARK};
-    const FOREVER: retention::Days = retention::Days {
-        logs: 0,
-        rollups: 0,
-        bodies: 0,
-    };
     common::run(Kind::Postgres, |db| async move {
         let dir = tempfile::tempdir().unwrap();
         let cp = start_cp(&db, dir.path(), 0).await;
@@ -1892,12 +1887,12 @@ async fn postgres_finished_days_get_their_indexes_rebuilt_once() {
             .execute(&mut other)
             .await
             .unwrap();
-        assert_eq!(rebuild_finished_days(store, now_ms(), 5, FOREVER, WAIT).await.unwrap(), None);
+        assert_eq!(rebuild_finished_days(store, now_ms(), 5, retention::Days::FOREVER, WAIT).await.unwrap(), None);
         other.close().await.unwrap();
 
         // One day per call here: the newest finished one, its three
         // tables, its leftover dropped first.
-        assert_eq!(rebuild_finished_days(store, now_ms(), 1, FOREVER, WAIT).await.unwrap(), Some(3));
+        assert_eq!(rebuild_finished_days(store, now_ms(), 1, retention::Days::FOREVER, WAIT).await.unwrap(), Some(3));
         for table in ["request_logs", "request_attempts", "request_log_details"] {
             let c = comment(store, &format!("{table}_p{old}")).await;
             assert!(c.starts_with(MARK), "{table}: {c}");
@@ -1923,10 +1918,10 @@ async fn postgres_finished_days_get_their_indexes_rebuilt_once() {
             sqlx::query(&sql).execute(&mut locker).await.unwrap();
         }
         let short = Duration::from_millis(200);
-        assert_eq!(rebuild_finished_days(store, now_ms(), 5, FOREVER, short).await.unwrap(), Some(2));
+        assert_eq!(rebuild_finished_days(store, now_ms(), 5, retention::Days::FOREVER, short).await.unwrap(), Some(2));
         assert_eq!(comment(store, &format!("request_attempts_p{older}")).await, "");
         sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
-        assert_eq!(rebuild_finished_days(store, now_ms(), 5, FOREVER, WAIT).await.unwrap(), Some(1));
+        assert_eq!(rebuild_finished_days(store, now_ms(), 5, retention::Days::FOREVER, WAIT).await.unwrap(), Some(1));
         let c = comment(store, &format!("request_attempts_p{older}")).await;
         assert!(c.starts_with(MARK), "{c}");
         let after_older = index_oids(store, &format!("request_logs_p{older}")).await;
@@ -1950,7 +1945,7 @@ async fn postgres_finished_days_get_their_indexes_rebuilt_once() {
         );
         assert_eq!(comment(store, &format!("request_logs_p{today}")).await, "");
         // Once only.
-        assert_eq!(rebuild_finished_days(store, now_ms(), 5, FOREVER, WAIT).await.unwrap(), Some(0));
+        assert_eq!(rebuild_finished_days(store, now_ms(), 5, retention::Days::FOREVER, WAIT).await.unwrap(), Some(0));
 
         // The records read back through the rebuilt indexes.
         let mut admin = cp.admin();

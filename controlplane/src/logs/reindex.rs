@@ -46,10 +46,9 @@ use std::time::Duration;
 use sqlx::{AnyConnection, Connection, Row};
 use tokio::sync::watch;
 
-use super::retention::{day_start_ms, Days};
+use super::retention::{day_start_ms, Days, DAY_MS};
 use crate::store::{now_ms, Backend, Store, StoreError};
 
-const DAY_MS: i64 = 24 * 3600 * 1000;
 /// How long after its end a day is taken as finished: records a data plane
 /// spooled while it could not reach a control plane still come in after
 /// midnight, and those go into pages the rebuild has just filled.
@@ -299,19 +298,13 @@ async fn drop_leftovers(conn: &mut AnyConnection, name: &str) -> Result<(), Stor
 mod tests {
     use super::*;
 
-    const FOREVER: Days = Days {
-        logs: 0,
-        rollups: 0,
-        bodies: 0,
-    };
-
     #[test]
     fn a_day_is_finished_an_hour_after_it_ends() {
         // 2026-12-03T00:00:00Z.
         let day = 1_796_256_000_000;
         let end = day + DAY_MS;
         let name = "request_logs_p20261203";
-        let at = |now| finished_day("request_logs", name, now, FOREVER);
+        let at = |now| finished_day("request_logs", name, now, Days::FOREVER);
         assert_eq!(at(end + GRACE_MS), Some(day));
         assert_eq!(at(end + GRACE_MS - 1), None);
         assert_eq!(
@@ -319,7 +312,7 @@ mod tests {
                 "request_log_details",
                 "request_log_details_p20261203",
                 end + GRACE_MS,
-                FOREVER
+                Days::FOREVER
             ),
             Some(day)
         );
@@ -332,7 +325,7 @@ mod tests {
             ("request_logs", "request_logs_p2026120\""),
         ] {
             assert_eq!(
-                finished_day(parent, name, end + 10 * DAY_MS, FOREVER),
+                finished_day(parent, name, end + 10 * DAY_MS, Days::FOREVER),
                 None,
                 "{name}"
             );

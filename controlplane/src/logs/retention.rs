@@ -33,7 +33,7 @@ pub const BATCH: usize = 5000;
 const EVERY: Duration = Duration::from_secs(3600);
 /// Pause between two delete transactions, to let other writers in.
 const PAUSE: Duration = Duration::from_millis(20);
-const DAY_MS: i64 = 24 * 3600 * 1000;
+pub(super) const DAY_MS: i64 = 24 * 3600 * 1000;
 
 /// How long to keep what, in days; 0 keeps it forever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,13 @@ pub struct Days {
 pub const DEFAULT_BODY_DAYS: u32 = 7;
 
 impl Days {
+    /// Everything kept for ever: no retention at all.
+    pub const FOREVER: Days = Days {
+        logs: 0,
+        rollups: 0,
+        bodies: 0,
+    };
+
     /// The days in force from the flags: bodies default to
     /// [`DEFAULT_BODY_DAYS`], or the logs' days when those are fewer; a
     /// body retention given longer than the logs' is refused, since a
