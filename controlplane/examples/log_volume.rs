@@ -82,6 +82,12 @@ struct Opts {
     /// of a database that has run a while.
     #[arg(long)]
     no_rebuild: bool,
+    /// The control plane's `--rollup-minute-retention-days`: minute rows
+    /// of the rollups are written from that many days (and a day's grace)
+    /// before now on, as on a control plane that has run a while (the
+    /// horizon is set before ingest). 0 keeps every minute.
+    #[arg(long, default_value_t = 7)]
+    rollup_minute_retention_days: u32,
     /// Write the results as JSON to this file too.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -313,6 +319,8 @@ async fn main() -> anyhow::Result<()> {
         BENCH_MASTER_KEY,
         "--log-retention-days",
         "0",
+        "--rollup-minute-retention-days",
+        &opts.rollup_minute_retention_days.to_string(),
     ])?;
     let running = llmgw_controlplane::start(args).await?;
     let channel = Channel::from_shared(format!("http://{}", running.local_addr()))?
@@ -333,6 +341,14 @@ async fn main() -> anyhow::Result<()> {
         "ingesting {} records over {spread} from {streams} data planes in batches of {}",
         opts.rows, opts.batch
     );
+    if opts.rollup_minute_retention_days > 0 {
+        // What the control plane's retention pass does at start and then
+        // hourly (`logs/retention.rs`); done here before ingest, so that
+        // compaction writes no minute row retention would delete.
+        let days = i64::from(opts.rollup_minute_retention_days);
+        llmgw_controlplane::logs::rollup::keep_minutes_from(running.store(), end - days * DAY_MS)
+            .await?;
+    }
     let began = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..streams {
@@ -440,6 +456,11 @@ async fn main() -> anyhow::Result<()> {
     let rollup_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_rollups")
         .fetch_one(store.pool())
         .await?;
+    // And of each level (`bucket_s`: 60, 3600, 86400).
+    let level_rows: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT bucket_s, COUNT(*) FROM log_rollups GROUP BY bucket_s ORDER BY 1")
+            .fetch_all(store.pool())
+            .await?;
 
     let mut admin = AdminClient::new(InterceptedService::new(
         channel.clone(),
@@ -613,6 +634,14 @@ async fn main() -> anyhow::Result<()> {
             )
         }
     );
+    println!(
+        "rollup rows by level (bucket_s: rows): {}",
+        level_rows
+            .iter()
+            .map(|(b, n)| format!("{b}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if let Some(path) = &opts.json {
         let doc = serde_json::json!({
             "rows": opts.rows,
@@ -626,6 +655,8 @@ async fn main() -> anyhow::Result<()> {
             "rollup_rows": rollup_rows,
             "rollup_bytes": rollup_bytes,
             "rollup_rows_by_cube": cube_rows,
+            "rollup_rows_by_level": level_rows,
+            "rollup_minute_retention_days": opts.rollup_minute_retention_days,
             "queries": results,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;

@@ -146,6 +146,14 @@ pub struct Args {
     #[arg(long, env = "LLMGW_ROLLUP_RETENTION_DAYS", default_value_t = 90)]
     pub rollup_retention_days: u32,
 
+    /// Days to keep the log rollups' per-minute rows, most of the rollups'
+    /// rows; stats over earlier times read the hourly and daily rows, and
+    /// the raw rows for the part of an hour at a range's start. They go a
+    /// day or two after this (whole UTC days, and a day's grace for stats
+    /// planned a moment before). 0 keeps them as long as the rollups.
+    #[arg(long, env = "LLMGW_ROLLUP_MINUTE_RETENTION_DAYS", default_value_t = 7)]
+    pub rollup_minute_retention_days: u32,
+
     /// Log format.
     #[arg(long, env = "LLMGW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -97,6 +97,7 @@ pub async fn start(args: Args) -> anyhow::Result<Running> {
         args.log_retention_days,
         args.rollup_retention_days,
         args.body_retention_days,
+        args.rollup_minute_retention_days,
     )
     .map_err(anyhow::Error::msg)?;
     // Connections are file descriptors: take all the process may have, and

@@ -797,3 +797,95 @@ both! {
         assert_same("the second day, folded after retention", &got, &want);
     }
 }
+
+both! {
+    async fn minute_rows_go_behind_their_horizon_and_stats_still_equal_a_scan(db: Db) {
+        let store = db.open().await;
+        let mut rng = StdRng::seed_from_u64(seed() + 7);
+        // Three days up to the start of today.
+        let (t0, t1) = (day_start(3), day_start(0));
+        let recs = records(&mut rng, 900, t0, t1 - t0);
+        for part in recs.chunks(150) {
+            store_batch(&store, batch(part.to_vec())).await.unwrap();
+        }
+        fold(&store).await;
+        let minutes = |from: i64, to: i64| {
+            format!(
+                "SELECT COUNT(*) FROM log_rollups WHERE bucket_s = 60 \
+                 AND start_ms >= {from} AND start_ms < {to}"
+            )
+        };
+        let coarser = "SELECT COUNT(*) FROM log_rollups WHERE bucket_s <> 60";
+        let hours_and_days = count(&store, coarser).await;
+        assert!(count(&store, &minutes(t0, day_start(2))).await > 0);
+        let horizon = |store: &Store| {
+            let store = store.clone();
+            async move {
+                let mut conn = store.pool().acquire().await.unwrap();
+                rollup::minutes_from(&mut conn).await.unwrap()
+            }
+        };
+        assert_eq!(horizon(&store).await, 0);
+
+        // Minutes kept from the start of yesterday: the day before it
+        // keeps its minute rows a day more (for plans made a moment
+        // before); the one before that loses them. Hours and days stay.
+        let deleted = rollup::keep_minutes_from(&store, day_start(1) + 5 * HOUR)
+            .await
+            .unwrap();
+        assert_eq!(horizon(&store).await, day_start(1));
+        assert!(deleted > 0);
+        assert_eq!(count(&store, &minutes(i64::MIN, day_start(2))).await, 0);
+        assert!(count(&store, &minutes(day_start(2), day_start(1))).await > 0);
+        assert_eq!(count(&store, coarser).await, hours_and_days);
+        // The horizon never moves back: deleted minutes cannot be read.
+        assert_eq!(rollup::keep_minutes_from(&store, t0).await.unwrap(), 0);
+        assert_eq!(horizon(&store).await, day_start(1));
+
+        // Late records from before the horizon (a spool shipped after an
+        // outage) add to their hours and days, and no minute row comes
+        // back where retention deleted them.
+        let late = records(&mut rng, 60, t0, DAY);
+        assert_eq!(store_batch(&store, batch(late)).await.unwrap().stored.len(), 60);
+        fold(&store).await;
+        assert_eq!(count(&store, &minutes(i64::MIN, day_start(2))).await, 0);
+
+        // Stats still equal a scan of the raw rows for random filters,
+        // ranges, groupings and series.
+        let mut sources = std::collections::BTreeSet::new();
+        for i in 0..80 {
+            let req = random_request(&mut rng, t0 - HOUR, t1 + HOUR);
+            let got = stats::stats(&store, req.clone()).await.unwrap();
+            let want = scan(&store, &req).await;
+            if got.source == "raw" {
+                assert_eq!(got, want, "{i}: {req:?}");
+            } else {
+                assert_same(&format!("query {i} ({req:?}, {})", got.source), &got, &want);
+            }
+            sources.insert(got.source);
+        }
+        assert!(sources.iter().any(|s| s.starts_with("rollup:")), "{sources:?}");
+        // A range that starts before the horizon, off the hour: that
+        // hour's part from the raw rows, then hours, days, and minutes at
+        // the other end.
+        let request = |since_ms, until_ms, group_by: &str, bucket_s| pb::GetStatsRequest {
+            filter: Some(pb::LogFilter { since_ms, until_ms, ..Default::default() }),
+            group_by: group_by.into(),
+            bucket_s,
+        };
+        let across = request(t0 + 90 * MINUTE + 17, t1 - 3 * MINUTE, "model", 0);
+        let got = stats::stats(&store, across.clone()).await.unwrap();
+        assert_eq!(got.source, "rollup:day+hour+minute+raw@model");
+        assert_same("across the horizon", &got, &scan(&store, &across).await);
+        // A series of minutes before the horizon: the raw rows; after it,
+        // the minute rows.
+        let early = request(t0 + HOUR, t0 + 2 * HOUR, "", 60);
+        let got = stats::stats(&store, early.clone()).await.unwrap();
+        assert_eq!(got.source, "raw");
+        assert_eq!(got, scan(&store, &early).await);
+        let recent = request(day_start(1) + HOUR, day_start(1) + 2 * HOUR, "", 60);
+        let got = stats::stats(&store, recent.clone()).await.unwrap();
+        assert_eq!(got.source, "rollup:minute@total");
+        assert_same("minutes after the horizon", &got, &scan(&store, &recent).await);
+    }
+}

@@ -339,6 +339,7 @@ mod tests {
             logs: 30,
             rollups: 90,
             bodies: 7,
+            rollup_minutes: 7,
         };
         // Seven days of bodies: the day that ended 6 days ago is dropped
         // within two days, the one that ended 4 days ago is not.

@@ -12,6 +12,9 @@
 //!   long as the request logs': their buckets that ended before the cutoff
 //!   go in the same hourly pass, a few thousand rows per statement (plain
 //!   deletes, which control planes sharing a database may run at once).
+//!   Their minute rows, the bulk of them, go earlier
+//!   (`--rollup-minute-retention-days`, 7 by default): stats read hours
+//!   and days before the minutes' horizon (`rollup::keep_minutes_from`).
 //! - PostgreSQL drops whole day partitions once the day is entirely older
 //!   than the cutoff (so a day is kept up to a day longer than asked). Each
 //!   drop takes a short lock timeout and is retried rather than queueing
@@ -43,6 +46,8 @@ pub struct Days {
     /// Headers and bodies (`request_log_details`); 0 keeps them as long as
     /// the logs. Never more than `logs` (see [`Days::new`]).
     pub bodies: u32,
+    /// The rollups' minute rows; 0 keeps them as long as the rollups.
+    pub rollup_minutes: u32,
 }
 
 /// The bodies' days when none is given.
@@ -54,13 +59,19 @@ impl Days {
         logs: 0,
         rollups: 0,
         bodies: 0,
+        rollup_minutes: 0,
     };
 
     /// The days in force from the flags: bodies default to
     /// [`DEFAULT_BODY_DAYS`], or the logs' days when those are fewer; a
     /// body retention given longer than the logs' is refused, since a
     /// record's bodies cannot outlive its summary.
-    pub fn new(logs: u32, rollups: u32, bodies: Option<u32>) -> Result<Days, String> {
+    pub fn new(
+        logs: u32,
+        rollups: u32,
+        bodies: Option<u32>,
+        rollup_minutes: u32,
+    ) -> Result<Days, String> {
         let bodies = match bodies {
             None if logs > 0 => DEFAULT_BODY_DAYS.min(logs),
             None => DEFAULT_BODY_DAYS,
@@ -78,6 +89,7 @@ impl Days {
             logs,
             rollups,
             bodies,
+            rollup_minutes,
         })
     }
 
@@ -119,6 +131,7 @@ pub async fn run(store: Store, days: Days, shutdown: watch::Receiver<bool>) {
         );
     }
     let body_days = days.bodies_in_effect();
+    let minute_days = days.rollup_minutes;
     let days = days.logs;
     if days == 0 {
         tracing::info!("log retention is off (--log-retention-days 0)");
@@ -142,20 +155,8 @@ pub async fn run(store: Store, days: Days, shutdown: watch::Receiver<bool>) {
         // Bodies first: they go before (or with) their records.
         if body_days > 0 {
             let pass = purge_details_older_than(&store, cutoff(body_days), BATCH, stop.clone());
-            let outcome = tokio::select! {
-                r = pass => r,
-                _ = super::shutdown_signal(&mut stop) => return,
-            };
-            match outcome {
-                Ok(0) => tracing::debug!("body retention: nothing to delete"),
-                Ok(n) => tracing::info!(
-                    deleted = n,
-                    body_days,
-                    "body retention: deleted the headers and bodies of older records"
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "body retention pass failed; trying again later")
-                }
+            if !run_pass(Pass::Bodies, body_days, pass, &mut stop).await {
+                return;
             }
             match super::details::purge_dictionaries(&store, cutoff(body_days)).await {
                 Ok(0) => {}
@@ -165,34 +166,20 @@ pub async fn run(store: Store, days: Days, shutdown: watch::Receiver<bool>) {
         }
         if days > 0 {
             let pass = purge_older_than(&store, cutoff(days), BATCH, stop.clone());
-            let outcome = tokio::select! {
-                r = pass => r,
-                _ = super::shutdown_signal(&mut stop) => return,
-            };
-            match outcome {
-                Ok(0) => tracing::debug!("log retention: nothing to delete"),
-                Ok(n) => tracing::info!(deleted = n, days, "log retention: deleted old records"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "log retention pass failed; trying again later")
-                }
+            if !run_pass(Pass::Logs, days, pass, &mut stop).await {
+                return;
             }
         }
         if rollup_days > 0 {
             let pass = super::rollup::purge_older_than(&store, cutoff(rollup_days));
-            let outcome = tokio::select! {
-                r = pass => r,
-                _ = super::shutdown_signal(&mut stop) => return,
-            };
-            match outcome {
-                Ok(0) => tracing::debug!("rollup retention: nothing to delete"),
-                Ok(n) => tracing::info!(
-                    deleted = n,
-                    rollup_days,
-                    "rollup retention: deleted old rollups"
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "rollup retention pass failed; trying again later")
-                }
+            if !run_pass(Pass::Rollups, rollup_days, pass, &mut stop).await {
+                return;
+            }
+        }
+        if minute_days > 0 {
+            let pass = super::rollup::keep_minutes_from(&store, cutoff(minute_days));
+            if !run_pass(Pass::RollupMinutes, minute_days, pass, &mut stop).await {
+                return;
             }
         }
         tokio::select! {
@@ -200,6 +187,59 @@ pub async fn run(store: Store, days: Days, shutdown: watch::Receiver<bool>) {
             _ = super::shutdown_signal(&mut stop) => return,
         }
     }
+}
+
+/// A kind of retention pass, for its log lines.
+#[derive(Clone, Copy)]
+enum Pass {
+    Bodies,
+    Logs,
+    Rollups,
+    RollupMinutes,
+}
+
+impl Pass {
+    fn name(self) -> &'static str {
+        match self {
+            Pass::Bodies => "body retention",
+            Pass::Logs => "log retention",
+            Pass::Rollups => "rollup retention",
+            Pass::RollupMinutes => "rollup minute retention",
+        }
+    }
+
+    fn deleted(self) -> &'static str {
+        match self {
+            Pass::Bodies => "deleted the headers and bodies of older records",
+            Pass::Logs => "deleted old records",
+            Pass::Rollups => "deleted old rollups",
+            Pass::RollupMinutes => "deleted old minute rows",
+        }
+    }
+}
+
+/// Runs `pass` (kept `days`) to its end and logs what it did; `false`
+/// when shutdown came first.
+async fn run_pass(
+    kind: Pass,
+    days: u32,
+    pass: impl std::future::Future<Output = Result<u64, StoreError>>,
+    stop: &mut Option<watch::Receiver<bool>>,
+) -> bool {
+    let outcome = tokio::select! {
+        r = pass => r,
+        _ = super::shutdown_signal(stop) => return false,
+    };
+    match outcome {
+        Ok(0) => tracing::debug!("{}: nothing to delete", kind.name()),
+        Ok(n) => tracing::info!(deleted = n, days, "{}: {}", kind.name(), kind.deleted()),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "{} pass failed; trying again later",
+            kind.name()
+        ),
+    }
+    true
 }
 
 /// PostgreSQL: the day partitions for the day holding `t_ms`.
@@ -506,6 +546,7 @@ mod tests {
                 logs,
                 rollups,
                 bodies: 0,
+                rollup_minutes: 0,
             }
             .rollups_in_effect()
         };
@@ -518,7 +559,7 @@ mod tests {
 
     #[test]
     fn bodies_are_kept_at_most_as_long_as_logs() {
-        let days = |logs, bodies| Days::new(logs, 90, bodies);
+        let days = |logs, bodies| Days::new(logs, 90, bodies, 7);
         assert_eq!(days(30, None).unwrap().bodies_in_effect(), 7);
         assert_eq!(days(3, None).unwrap().bodies_in_effect(), 3);
         assert_eq!(days(0, None).unwrap().bodies_in_effect(), 7);

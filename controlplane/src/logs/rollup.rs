@@ -21,8 +21,10 @@
 //!   sketches of the rows that exist, merges them and writes each row once
 //!   ([`RollupBatch::write`]), in key order.
 //! - **Read by stats** (`stats.rs` picks the levels): [`select_statement`].
-//! - **Retention** removes buckets that ended before the rollup cutoff:
-//!   [`purge_older_than`].
+//! - **Retention** removes buckets that ended before the rollup cutoff
+//!   ([`purge_older_than`]), and minute rows earlier: they are kept from
+//!   a horizon on ([`keep_minutes_from`], `log_rollup_levels`, migration
+//!   0032), before which stats read hours and days.
 //!
 //! A cube holds every record with `time_ms >= complete_from_ms`
 //! (`log_rollup_cubes`, [`Starts`]): 0 on a new database; on one upgraded
@@ -440,6 +442,14 @@ impl RollupBatch {
         self.0.is_empty()
     }
 
+    /// Leaves out the minute rows that start before `from_ms`
+    /// ([`minutes_written_from`]: no stats read them).
+    pub(super) fn drop_minutes_before(&mut self, from_ms: i64) {
+        let minute = Level::Minute.seconds();
+        self.0
+            .retain(|k, _| k.bucket_s != minute || k.start_ms >= from_ms);
+    }
+
     /// Adds a minute row of `cube` (a delta) to its minute, hour and day.
     pub(super) fn add_minute(
         &mut self,
@@ -786,6 +796,92 @@ fn stored_cost_nanos(table: &str) -> String {
     format!("COALESCE({table}cost_nanos, CAST(ROUND({table}cost * 1000000000) AS BIGINT))")
 }
 
+/// The minute level's horizon (`log_rollup_levels`): stats read minute
+/// rows from this time on (a UTC day's start), and hours and days before
+/// it; 0 while every minute since the cubes started is kept.
+pub async fn minutes_from(conn: &mut AnyConnection) -> Result<i64, StoreError> {
+    let kept: Option<i64> =
+        sqlx::query_scalar("SELECT kept_from_ms FROM log_rollup_levels WHERE bucket_s = $1")
+            .bind(Level::Minute.seconds())
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(kept.unwrap_or(0))
+}
+
+/// How far behind the minute horizon minute rows are still complete. A
+/// plan made with the horizon of a moment ago (read before retention moved
+/// it) still finds every row it reads: rows go, and compaction stops
+/// writing them, only this far behind the horizon.
+pub const MINUTE_GRACE_MS: i64 = 24 * 3600 * 1000;
+
+/// Before when compaction leaves the minute level out, for a horizon of
+/// [`minutes_from`]: nothing reads those rows.
+pub fn minutes_written_from(horizon_ms: i64) -> i64 {
+    if horizon_ms <= 0 {
+        0
+    } else {
+        horizon_ms.saturating_sub(MINUTE_GRACE_MS)
+    }
+}
+
+/// Moves the minute level's horizon forward to the start of the UTC day
+/// holding `horizon_ms` (never back: minutes deleted cannot be read
+/// again), then deletes the minute rows of every cube that start more
+/// than [`MINUTE_GRACE_MS`] before it, a few thousand per statement.
+/// Control planes sharing a database may run it at once. Returns the rows
+/// deleted.
+pub async fn keep_minutes_from(store: &Store, horizon_ms: i64) -> Result<u64, StoreError> {
+    let day = Level::Day.width_ms();
+    let horizon = horizon_ms.div_euclid(day) * day;
+    sqlx::query(
+        "INSERT INTO log_rollup_levels (bucket_s, kept_from_ms) VALUES ($1, $2) \
+         ON CONFLICT (bucket_s) DO UPDATE SET kept_from_ms = CASE \
+         WHEN excluded.kept_from_ms > log_rollup_levels.kept_from_ms \
+         THEN excluded.kept_from_ms ELSE log_rollup_levels.kept_from_ms END",
+    )
+    .bind(Level::Minute.seconds())
+    .bind(horizon)
+    .execute(store.pool())
+    .await?;
+    let mut conn = store.pool().acquire().await?;
+    let kept_from = minutes_from(&mut conn).await?;
+    drop(conn);
+    let mut deleted = 0;
+    for cube in CUBES {
+        deleted += delete_level_before(store, cube, Level::Minute, minutes_written_from(kept_from))
+            .await?;
+    }
+    Ok(deleted)
+}
+
+/// Deletes the rows of `cube` at `level` that start before `before_ms`,
+/// [`PURGE_BATCH`] per statement; returns how many.
+async fn delete_level_before(
+    store: &Store,
+    cube: Cube,
+    level: Level,
+    before_ms: i64,
+) -> Result<u64, StoreError> {
+    let mut deleted = 0;
+    loop {
+        let done = sqlx::query(
+            "DELETE FROM log_rollups WHERE (cube, bucket_s, start_ms, dims) IN \
+             (SELECT cube, bucket_s, start_ms, dims FROM log_rollups \
+              WHERE cube = $1 AND bucket_s = $2 AND start_ms < $3 LIMIT $4)",
+        )
+        .bind(cube.id)
+        .bind(level.seconds())
+        .bind(before_ms)
+        .bind(PURGE_BATCH)
+        .execute(store.pool())
+        .await?;
+        deleted += done.rows_affected();
+        if done.rows_affected() < PURGE_BATCH.unsigned_abs() {
+            return Ok(deleted);
+        }
+    }
+}
+
 /// The times from which the cubes hold every record (`log_rollup_cubes`).
 pub async fn complete_from(conn: &mut AnyConnection) -> Result<Starts, StoreError> {
     let rows = sqlx::query("SELECT cube, complete_from_ms FROM log_rollup_cubes")
@@ -879,24 +975,9 @@ pub async fn purge_older_than(store: &Store, cutoff_ms: i64) -> Result<u64, Stor
         .rows_affected();
     for cube in CUBES {
         for level in Level::ALL {
-            let before = cutoff_ms.saturating_sub(level.width_ms());
-            loop {
-                let done = sqlx::query(
-                    "DELETE FROM log_rollups WHERE (cube, bucket_s, start_ms, dims) IN \
-                     (SELECT cube, bucket_s, start_ms, dims FROM log_rollups \
-                      WHERE cube = $1 AND bucket_s = $2 AND start_ms <= $3 LIMIT $4)",
-                )
-                .bind(cube.id)
-                .bind(level.seconds())
-                .bind(before)
-                .bind(PURGE_BATCH)
-                .execute(store.pool())
-                .await?;
-                deleted += done.rows_affected();
-                if done.rows_affected() < PURGE_BATCH as u64 {
-                    break;
-                }
-            }
+            // Buckets that end at or before the cutoff.
+            let ends_by = cutoff_ms.saturating_sub(level.width_ms()).saturating_add(1);
+            deleted += delete_level_before(store, cube, level, ends_by).await?;
         }
     }
     Ok(deleted)

@@ -10,7 +10,9 @@
 //!   into the coarsest whole buckets that fit (days, then hours at its
 //!   ends, then minutes), each level only where it divides the series'
 //!   bucket, and the partial minutes at its two ends are read from the raw
-//!   rows.
+//!   rows. Minutes are read only from their horizon on
+//!   ([`rollup::minutes_from`], `cut_kept`): before it, days and hours,
+//!   and the partial hour at the range's start from the raw rows.
 //!   Percentiles come from merged sketches (`sketch.rs`: never below the
 //!   exact nearest-rank value, at most 1% above it).
 //! - **Raw rows** answer the rest, with exact nearest-rank percentiles:
@@ -707,14 +709,17 @@ pub fn pick_cube(columns: &[&str], starts: &Starts) -> Option<Cube> {
 
 /// The rollup part of [`plan`]: the spans of the cube [`pick_cube`] gives
 /// over `[since, until)` (before its start, if it started after `full`'s,
-/// `full`'s), for a series of `bucket_s`; [`Plan::Raw`] when no cube keeps
-/// `columns`, no level divides the buckets or the range has no whole
-/// minute.
+/// `full`'s), for a series of `bucket_s`, reading minutes only from
+/// `minutes_from` on ([`rollup::minutes_from`]; 0: every minute is kept);
+/// [`Plan::Raw`] when no cube keeps `columns`, no level divides the
+/// buckets, the range has no whole minute, or a part of it before the
+/// minutes' horizon has no coarser level the buckets allow.
 pub fn plan_rollups(
     starts: &Starts,
     columns: &[&str],
     bucket_s: u32,
     (since, until): (Option<i64>, Option<i64>),
+    minutes_from: i64,
 ) -> Plan {
     let levels: Vec<Level> = Level::ALL
         .into_iter()
@@ -724,24 +729,72 @@ pub fn plan_rollups(
         return Plan::Raw;
     };
     let cube_from = starts.of(cube).unwrap_or(0);
-    let mut spans = Vec::new();
-    let mut raw = Vec::new();
     let full_from = starts.of(FULL).unwrap_or(0);
+    // The parts of the range and the cube that holds each.
+    let mut parts = Vec::with_capacity(2);
     if cube != FULL && cube_from > full_from && since.is_none_or(|s| s < cube_from) {
         // A database upgraded with rollups: before the cube started, the
         // full cube has the records.
         let upto = until.map_or(cube_from, |u| u.min(cube_from));
-        cut_into(since, Some(upto), &levels, FULL, &mut spans, &mut raw);
+        parts.push((since, Some(upto), FULL));
         if until.is_none_or(|u| u > cube_from) {
-            cut_into(Some(cube_from), until, &levels, cube, &mut spans, &mut raw);
+            parts.push((Some(cube_from), until, cube));
         }
     } else {
-        cut_into(since, until, &levels, cube, &mut spans, &mut raw);
+        parts.push((since, until, cube));
+    }
+    let mut spans = Vec::new();
+    let mut raw = Vec::new();
+    for (since, until, cube) in parts {
+        if !cut_kept(
+            since,
+            until,
+            &levels,
+            cube,
+            minutes_from,
+            &mut spans,
+            &mut raw,
+        ) {
+            return Plan::Raw;
+        }
     }
     if spans.is_empty() {
         return Plan::Raw;
     }
     Plan::Rollups { spans, raw }
+}
+
+/// [`cut_into`] with minutes only from `minutes_from` (a day's start) on:
+/// the part of the range before it is cut into the coarser levels, its
+/// ends finer than an hour read from the raw rows. `false` when that part
+/// is not empty and `levels` has no coarser level.
+fn cut_kept(
+    since: Option<i64>,
+    until: Option<i64>,
+    levels: &[Level],
+    cube: Cube,
+    minutes_from: i64,
+    spans: &mut Vec<Span>,
+    raw: &mut Vec<(i64, i64)>,
+) -> bool {
+    let before = until.map_or(minutes_from, |u| u.min(minutes_from));
+    if minutes_from <= 0 || since.is_some_and(|s| s >= before) {
+        cut_into(since, until, levels, cube, spans, raw);
+        return true;
+    }
+    let coarser: Vec<Level> = levels
+        .iter()
+        .copied()
+        .filter(|&l| l != Level::Minute)
+        .collect();
+    if coarser.is_empty() {
+        return false;
+    }
+    cut_into(since, Some(before), &coarser, cube, spans, raw);
+    if until.is_none_or(|u| u > minutes_from) {
+        cut_into(Some(minutes_from), until, levels, cube, spans, raw);
+    }
+    true
 }
 
 /// Cuts `[since, until)` (absent bounds: none) into whole buckets of
@@ -825,7 +878,8 @@ pub async fn plan(
     let Some(from) = starts.of(FULL) else {
         return Ok(Plan::Raw);
     };
-    let plan = plan_rollups(&starts, &columns, bucket_s, (since, until));
+    let minutes_from = rollup::minutes_from(&mut conn).await?;
+    let plan = plan_rollups(&starts, &columns, bucket_s, (since, until), minutes_from);
     if plan == Plan::Raw {
         return Ok(plan);
     }
@@ -1039,7 +1093,7 @@ mod tests {
             .into_iter()
             .fold(Starts::default(), |s, c| s.with(c, 0))
             .with(cube("key"), start);
-        let plan = plan_rollups(&starts, &["key_name"], 0, (Some(d), Some(d + 4 * D)));
+        let plan = plan_rollups(&starts, &["key_name"], 0, (Some(d), Some(d + 4 * D)), 0);
         let Plan::Rollups { spans, raw } = &plan else {
             panic!("{plan:?}")
         };
@@ -1053,23 +1107,113 @@ mod tests {
         assert_eq!(plan.source(), "rollup:day+hour+minute@key+full");
         // A range from the start on reads the key cube only; one before it
         // `full` only; the total cube started at 0.
-        let later = plan_rollups(&starts, &["key_name"], 3600, (Some(start), None));
+        let later = plan_rollups(&starts, &["key_name"], 3600, (Some(start), None), 0);
         assert_eq!(later.source(), "rollup:hour+minute@key");
-        let earlier = plan_rollups(&starts, &["key_name"], 0, (None, Some(d)));
+        let earlier = plan_rollups(&starts, &["key_name"], 0, (None, Some(d)), 0);
         assert_eq!(earlier.source(), "rollup:day@full");
-        let totals = plan_rollups(&starts, &[], 0, (Some(d), None));
+        let totals = plan_rollups(&starts, &[], 0, (Some(d), None), 0);
         assert_eq!(totals.source(), "rollup:day@total");
         // Filters no cube keeps, buckets no level divides, and ranges
         // without a whole minute: raw rows.
         assert_eq!(
-            plan_rollups(&starts, &["status"], 0, (None, None)),
+            plan_rollups(&starts, &["status"], 0, (None, None), 0),
             Plan::Raw
         );
-        assert_eq!(plan_rollups(&starts, &[], 90, (None, None)), Plan::Raw);
+        assert_eq!(plan_rollups(&starts, &[], 90, (None, None), 0), Plan::Raw);
         assert_eq!(
-            plan_rollups(&starts, &[], 0, (Some(d + 1), Some(d + 2))),
+            plan_rollups(&starts, &[], 0, (Some(d + 1), Some(d + 2)), 0),
             Plan::Raw
         );
+    }
+
+    #[test]
+    fn minutes_are_read_only_from_their_horizon() {
+        const M: i64 = 60_000;
+        const H: i64 = 60 * M;
+        const D: i64 = 24 * H;
+        let d = 20_000 * D;
+        let total = cube("total");
+        let span = |level, from, to| Span {
+            cube: total,
+            level,
+            from,
+            to,
+        };
+        let starts = CUBES
+            .into_iter()
+            .fold(Starts::default(), |s, c| s.with(c, 0));
+        // Minutes kept from d on: before it the range is read in hours and
+        // days, and its end finer than an hour from the raw rows.
+        let (since, until) = (d - 2 * D + 30 * M + 10, d + D + 5 * M + 7);
+        let plan = plan_rollups(&starts, &[], 0, (Some(since), Some(until)), d);
+        assert_eq!(
+            plan,
+            Plan::Rollups {
+                spans: vec![
+                    span(Level::Hour, Some(d - 2 * D + H), Some(d - D)),
+                    span(Level::Day, Some(d - D), Some(d)),
+                    span(Level::Day, Some(d), Some(d + D)),
+                    span(Level::Minute, Some(d + D), Some(d + D + 5 * M)),
+                ],
+                raw: vec![(since, d - 2 * D + H), (d + D + 5 * M, until)],
+            }
+        );
+        // Without a horizon the start is read in minutes.
+        let Plan::Rollups { raw, .. } =
+            plan_rollups(&starts, &[], 0, (Some(since), Some(until)), 0)
+        else {
+            panic!("raw")
+        };
+        assert_eq!(raw[0], (since, d - 2 * D + 31 * M));
+        // A range that starts at or after the horizon is cut as before.
+        let after = (Some(d + 90_005), Some(d + 2 * D + 7));
+        assert_eq!(
+            plan_rollups(&starts, &[], 0, after, d),
+            plan_rollups(&starts, &[], 0, after, 0)
+        );
+        // One that ends before it has no minute spans; an open one reads
+        // days up to it.
+        let before = plan_rollups(&starts, &[], 0, (Some(d - D + 7 * M), Some(d - 3 * M)), d);
+        assert_eq!(before.source(), "rollup:hour+raw@total");
+        assert_eq!(
+            plan_rollups(&starts, &[], 3600, (None, None), d),
+            Plan::Rollups {
+                spans: vec![
+                    span(Level::Hour, None, Some(d)),
+                    span(Level::Hour, Some(d), None)
+                ],
+                raw: vec![],
+            }
+        );
+        // Series of minutes (or of five) reaching before the horizon have
+        // no coarser level: raw rows; after it, minutes.
+        assert_eq!(
+            plan_rollups(&starts, &[], 300, (Some(d - H), Some(d + H)), d),
+            Plan::Raw
+        );
+        assert_eq!(
+            plan_rollups(&starts, &[], 60, (Some(d), Some(d + H)), d).source(),
+            "rollup:minute@total"
+        );
+        // With a cube that started late, both parts keep the horizon.
+        let key = cube("key");
+        let late = starts.with(key, d + D + H);
+        let plan = plan_rollups(&late, &["key_name"], 0, (Some(d - D + 10 * M), None), d);
+        let Plan::Rollups { spans, raw } = &plan else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(raw, &[(d - D + 10 * M, d - D + H)]);
+        for s in spans {
+            assert!(s.level != Level::Minute || s.from >= Some(d), "{s:?}");
+            assert_eq!(
+                s.cube,
+                if s.to.is_some_and(|t| t <= d + D + H) {
+                    FULL
+                } else {
+                    key
+                }
+            );
+        }
     }
 
     #[test]
