@@ -1337,17 +1337,20 @@ def find_count(stats):
 
 
 def make_big_config(export, n):
-    """The exported configuration plus n models and n keys."""
+    """The exported configuration grown to n models and n keys in all
+    (the bench's own included: 10,000 is also the configuration's limit of
+    models, which a config of 10,000 more than the bench's exceeded), with
+    at least one new model, `bench-s7-0`, which S7 then changes."""
     cfg = dict(export)
     models = list(cfg.get("models") or [])
     keys = list(cfg.get("api_keys") or [])
     template = next(m for m in models if m["name"] == "bench")
-    for i in range(n):
+    for i in range(max(n - len(models), 1)):
         m = json.loads(json.dumps(template))
         m["name"] = f"bench-s7-{i}"
         models.append(m)
     key_template = keys[0]
-    for i in range(n):
+    for i in range(max(n - len(keys), 0)):
         secret = "sk-llmgw-" + "".join(random.choices(
             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", k=32))
         k = dict(key_template)

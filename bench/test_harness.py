@@ -73,3 +73,23 @@ def test_the_bar_uses_the_projection_only_when_fewer_streams_were_measured():
     assert projected["met"] is True
     assert "projected from 9,800" in projected["shown"]
     assert bar_for(9_800)["S5 ≤ 100 KiB per open stream"]["met"] is True
+
+
+def test_s7_config_holds_n_models_and_keys_in_all():
+    export = {
+        "models": [{"name": "bench", "targets": [{"provider": "p"}]}, {"name": "bench-chat"}],
+        "api_keys": [{"name": "bench-key", "hash": "0" * 64, "prefix": "sk-llmgw-abcd", "models": ["bench"]}],
+        "providers": [{"name": "p"}],
+    }
+    cfg = harness.make_big_config(export, 10_000)
+    assert len(cfg["models"]) == 10_000
+    assert len(cfg["api_keys"]) == 10_000
+    names = [m["name"] for m in cfg["models"]]
+    assert len(set(names)) == 10_000
+    assert "bench-s7-0" in names and "bench" in names
+    assert cfg["models"][2]["targets"] == [{"provider": "p"}]
+    assert len({k["hash"] for k in cfg["api_keys"]}) == 10_000
+    # The export is left as it was.
+    assert len(export["models"]) == 2
+    # A configuration already at n still gets the model S7 changes.
+    assert "bench-s7-0" in [m["name"] for m in harness.make_big_config(export, 2)["models"]]

@@ -83,9 +83,9 @@ struct Opts {
     #[arg(long)]
     no_rebuild: bool,
     /// The control plane's `--rollup-minute-retention-days`: minute rows
-    /// of the rollups are written from that many days (and a day's grace)
-    /// before now on, as on a control plane that has run a while (the
-    /// horizon is set before ingest). 0 keeps every minute.
+    /// of the rollups are written only from the start of the UTC day that
+    /// many days before now on, as on a control plane that has run a while
+    /// (the horizon is set, settled, before ingest). 0 keeps every minute.
     #[arg(long, default_value_t = 7)]
     rollup_minute_retention_days: u32,
     /// Write the results as JSON to this file too.
@@ -345,9 +345,16 @@ async fn main() -> anyhow::Result<()> {
         // What the control plane's retention pass does at start and then
         // hourly (`logs/retention.rs`); done here before ingest, so that
         // compaction writes no minute row retention would delete.
+        // It moved an hour ago, so that it has settled: compaction writes
+        // no minute rows behind it.
+        use llmgw_controlplane::logs::rollup;
         let days = i64::from(opts.rollup_minute_retention_days);
-        llmgw_controlplane::logs::rollup::keep_minutes_from(running.store(), end - days * DAY_MS)
-            .await?;
+        rollup::advance_minute_horizon(
+            running.store(),
+            end - days * DAY_MS,
+            end - rollup::MINUTE_HORIZON_SETTLE_MS,
+        )
+        .await?;
     }
     let began = Instant::now();
     let mut tasks = Vec::new();

@@ -147,10 +147,10 @@ pub struct Args {
     pub rollup_retention_days: u32,
 
     /// Days to keep the log rollups' per-minute rows, most of the rollups'
-    /// rows; stats over earlier times read the hourly and daily rows, and
-    /// the raw rows for the part of an hour at a range's start. They go a
-    /// day or two after this (whole UTC days, and a day's grace for stats
-    /// planned a moment before). 0 keeps them as long as the rollups.
+    /// rows (from the start of the UTC day this many days ago); stats over
+    /// earlier times read the hourly and daily rows, and the raw rows for
+    /// a partial hour at a range's ends. 0 deletes no more of them (those
+    /// already deleted stay gone).
     #[arg(long, env = "LLMGW_ROLLUP_MINUTE_RETENTION_DAYS", default_value_t = 7)]
     pub rollup_minute_retention_days: u32,
 

@@ -20,6 +20,7 @@ mod common;
 use common::*;
 use llmgw_controlplane::logs::ingest::store_batch;
 use llmgw_controlplane::logs::sketch::RELATIVE_ERROR;
+use llmgw_controlplane::logs::sql::Filter;
 use llmgw_controlplane::logs::stats::{self, Plan};
 use llmgw_controlplane::logs::{deltas, retention, rollup};
 use llmgw_controlplane::store::Store;
@@ -802,6 +803,8 @@ both! {
     async fn minute_rows_go_behind_their_horizon_and_stats_still_equal_a_scan(db: Db) {
         let store = db.open().await;
         let mut rng = StdRng::seed_from_u64(seed() + 7);
+        let now = llmgw_controlplane::store::now_ms();
+        let settled = rollup::MINUTE_HORIZON_SETTLE_MS;
         // Three days up to the start of today.
         let (t0, t1) = (day_start(3), day_start(0));
         let recs = records(&mut rng, 900, t0, t1 - t0);
@@ -817,38 +820,86 @@ both! {
         };
         let coarser = "SELECT COUNT(*) FROM log_rollups WHERE bucket_s <> 60";
         let hours_and_days = count(&store, coarser).await;
-        assert!(count(&store, &minutes(t0, day_start(2))).await > 0);
+        let before_yesterday = count(&store, &minutes(t0, day_start(1))).await;
+        assert!(before_yesterday > 0);
         let horizon = |store: &Store| {
             let store = store.clone();
             async move {
                 let mut conn = store.pool().acquire().await.unwrap();
-                rollup::minutes_from(&mut conn).await.unwrap()
+                rollup::minute_horizon(&mut conn).await.unwrap()
             }
         };
-        assert_eq!(horizon(&store).await, 0);
+        assert_eq!(horizon(&store).await.kept_from_ms, 0);
+        let request = |since_ms, until_ms, group_by: &str, bucket_s| pb::GetStatsRequest {
+            filter: Some(pb::LogFilter { since_ms, until_ms, ..Default::default() }),
+            group_by: group_by.into(),
+            bucket_s,
+        };
+        let across = request(t0 + 90 * MINUTE + 17, t1 - 3 * MINUTE, "model", 0);
+        // A plan made before the horizon moves reads minutes from t0 on.
+        let early_plan = stats::plan(
+            &store,
+            &Filter::parse(across.filter.as_ref().unwrap()).unwrap(),
+            Some("model"),
+            0,
+        )
+        .await
+        .unwrap();
+        assert_eq!(early_plan.source(), "rollup:day+hour+minute+raw@model");
 
-        // Minutes kept from the start of yesterday: the day before it
-        // keeps its minute rows a day more (for plans made a moment
-        // before); the one before that loses them. Hours and days stay.
-        let deleted = rollup::keep_minutes_from(&store, day_start(1) + 5 * HOUR)
+        // Minutes kept from the start of yesterday: while the new horizon
+        // settles, the rows behind it stay, and the plan made before still
+        // finds every row it reads.
+        let deleted = rollup::advance_minute_horizon(&store, day_start(1) + 5 * HOUR, now)
             .await
             .unwrap();
-        assert_eq!(horizon(&store).await, day_start(1));
-        assert!(deleted > 0);
-        assert_eq!(count(&store, &minutes(i64::MIN, day_start(2))).await, 0);
-        assert!(count(&store, &minutes(day_start(2), day_start(1))).await > 0);
+        assert_eq!(deleted, 0);
+        assert_eq!(horizon(&store).await.kept_from_ms, day_start(1));
+        assert_eq!(horizon(&store).await.unread_before(now), 0);
+        assert_eq!(horizon(&store).await.unread_before(now + settled), day_start(1));
+        assert_eq!(count(&store, &minutes(t0, day_start(1))).await, before_yesterday);
+        let want = scan(&store, &across).await;
+        assert_same(
+            "a plan made before the horizon moved",
+            &stats::stats_from(&store, across.clone(), &early_plan).await.unwrap(),
+            &want,
+        );
+        // Once it has settled (the next pass, an hour on), the minute rows
+        // behind it go, to the millisecond; hours and days stay. The
+        // horizon never moves back: deleted minutes cannot be read again.
+        let deleted = rollup::advance_minute_horizon(&store, t0, now + settled)
+            .await
+            .unwrap();
+        assert_eq!(deleted, before_yesterday as u64);
+        assert_eq!(count(&store, &minutes(i64::MIN, day_start(1))).await, 0);
+        assert!(count(&store, &minutes(day_start(1), day_start(0))).await > 0);
         assert_eq!(count(&store, coarser).await, hours_and_days);
-        // The horizon never moves back: deleted minutes cannot be read.
-        assert_eq!(rollup::keep_minutes_from(&store, t0).await.unwrap(), 0);
-        assert_eq!(horizon(&store).await, day_start(1));
+        assert_eq!(horizon(&store).await.kept_from_ms, day_start(1));
 
-        // Late records from before the horizon (a spool shipped after an
-        // outage) add to their hours and days, and no minute row comes
-        // back where retention deleted them.
-        let late = records(&mut rng, 60, t0, DAY);
+        // Late records (a spool shipped after an outage) from before the
+        // horizon add to their hours and days, and write no minute row
+        // behind it once it has settled; from after it, minute rows too.
+        let settled_horizon = |store: &Store| {
+            let store = store.clone();
+            async move {
+                // As the horizon would be an hour after it moved.
+                sqlx::query("UPDATE log_rollup_levels SET moved_at_ms = moved_at_ms - $1")
+                    .bind(settled)
+                    .execute(store.pool())
+                    .await
+                    .unwrap();
+            }
+        };
+        settled_horizon(&store).await;
+        let late: Vec<_> = records(&mut rng, 40, t0, DAY)
+            .into_iter()
+            .chain(records(&mut rng, 20, day_start(1), HOUR))
+            .collect();
         assert_eq!(store_batch(&store, batch(late)).await.unwrap().stored.len(), 60);
+        let recent_minutes = count(&store, &minutes(day_start(1), day_start(0))).await;
         fold(&store).await;
-        assert_eq!(count(&store, &minutes(i64::MIN, day_start(2))).await, 0);
+        assert_eq!(count(&store, &minutes(i64::MIN, day_start(1))).await, 0);
+        assert!(count(&store, &minutes(day_start(1), day_start(0))).await > recent_minutes);
 
         // Stats still equal a scan of the raw rows for random filters,
         // ranges, groupings and series.
@@ -868,14 +919,19 @@ both! {
         // A range that starts before the horizon, off the hour: that
         // hour's part from the raw rows, then hours, days, and minutes at
         // the other end.
-        let request = |since_ms, until_ms, group_by: &str, bucket_s| pb::GetStatsRequest {
-            filter: Some(pb::LogFilter { since_ms, until_ms, ..Default::default() }),
-            group_by: group_by.into(),
-            bucket_s,
-        };
-        let across = request(t0 + 90 * MINUTE + 17, t1 - 3 * MINUTE, "model", 0);
         let got = stats::stats(&store, across.clone()).await.unwrap();
         assert_eq!(got.source, "rollup:day+hour+minute+raw@model");
+        let Plan::Rollups { raw, .. } = stats::plan(
+            &store,
+            &Filter::parse(across.filter.as_ref().unwrap()).unwrap(),
+            Some("model"),
+            0,
+        )
+        .await
+        .unwrap() else {
+            panic!("not from the rollups")
+        };
+        assert_eq!(raw[0], (t0 + 90 * MINUTE + 17, t0 + 2 * HOUR));
         assert_same("across the horizon", &got, &scan(&store, &across).await);
         // A series of minutes before the horizon: the raw rows; after it,
         // the minute rows.

@@ -153,8 +153,10 @@ pub async fn compact_once(store: &Store, wait: bool) -> Result<u64, StoreError> 
     }
     // Late records (a spool shipped after an outage) add no minute rows
     // that retention would delete: stats read hours before the horizon.
-    let horizon = rollup::minutes_from(&mut tx).await?;
-    batch.drop_minutes_before(rollup::minutes_written_from(horizon));
+    let unread_before = rollup::minute_horizon(&mut tx)
+        .await?
+        .unread_before(crate::store::now_ms());
+    batch.drop_minutes_before(unread_before);
     batch.write(&mut tx, backend).await?;
     tx.commit().await?;
     Ok(folded)

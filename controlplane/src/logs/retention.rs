@@ -14,7 +14,7 @@
 //!   deletes, which control planes sharing a database may run at once).
 //!   Their minute rows, the bulk of them, go earlier
 //!   (`--rollup-minute-retention-days`, 7 by default): stats read hours
-//!   and days before the minutes' horizon (`rollup::keep_minutes_from`).
+//!   and days before the minutes' horizon (`rollup::advance_minute_horizon`).
 //! - PostgreSQL drops whole day partitions once the day is entirely older
 //!   than the cutoff (so a day is kept up to a day longer than asked). Each
 //!   drop takes a short lock timeout and is retried rather than queueing
@@ -35,7 +35,7 @@ use crate::store::{now_ms, Backend, Store, StoreError};
 pub const BATCH: usize = 5000;
 const EVERY: Duration = Duration::from_secs(3600);
 /// Pause between two delete transactions, to let other writers in.
-const PAUSE: Duration = Duration::from_millis(20);
+pub(super) const PAUSE: Duration = Duration::from_millis(20);
 pub(super) const DAY_MS: i64 = 24 * 3600 * 1000;
 
 /// How long to keep what, in days; 0 keeps it forever.
@@ -142,6 +142,12 @@ pub async fn run(store: Store, days: Days, shutdown: watch::Receiver<bool>) {
             "log retention: deleting older request logs and rollups every hour"
         );
     }
+    if minute_days > 0 {
+        tracing::info!(
+            minute_days,
+            "rollup minute rows: keeping those from the start of the UTC day this many days ago"
+        );
+    }
     let mut stop = Some(shutdown);
     loop {
         if store.backend() == Backend::Postgres {
@@ -177,7 +183,7 @@ pub async fn run(store: Store, days: Days, shutdown: watch::Receiver<bool>) {
             }
         }
         if minute_days > 0 {
-            let pass = super::rollup::keep_minutes_from(&store, cutoff(minute_days));
+            let pass = super::rollup::advance_minute_horizon(&store, cutoff(minute_days), now_ms());
             if !run_pass(Pass::RollupMinutes, minute_days, pass, &mut stop).await {
                 return;
             }
@@ -561,6 +567,7 @@ mod tests {
     fn bodies_are_kept_at_most_as_long_as_logs() {
         let days = |logs, bodies| Days::new(logs, 90, bodies, 7);
         assert_eq!(days(30, None).unwrap().bodies_in_effect(), 7);
+        assert_eq!(days(30, None).unwrap().rollup_minutes, 7);
         assert_eq!(days(3, None).unwrap().bodies_in_effect(), 3);
         assert_eq!(days(0, None).unwrap().bodies_in_effect(), 7);
         assert_eq!(days(30, Some(0)).unwrap().bodies_in_effect(), 30);

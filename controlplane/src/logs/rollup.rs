@@ -17,14 +17,16 @@
 //!   records that transaction inserted (never for one stored before), so a
 //!   record shipped twice, to one control plane or to two sharing a
 //!   PostgreSQL database, is counted once. Compaction, the rollups' one
-//!   writer, folds the deltas into every level of every cube: it reads the
+//!   writer, folds the deltas into every level of every cube (save minute
+//!   rows behind the minutes' horizon, which nothing reads): it reads the
 //!   sketches of the rows that exist, merges them and writes each row once
 //!   ([`RollupBatch::write`]), in key order.
 //! - **Read by stats** (`stats.rs` picks the levels): [`select_statement`].
 //! - **Retention** removes buckets that ended before the rollup cutoff
 //!   ([`purge_older_than`]), and minute rows earlier: they are kept from
-//!   a horizon on ([`keep_minutes_from`], `log_rollup_levels`, migration
-//!   0032), before which stats read hours and days.
+//!   a horizon on ([`advance_minute_horizon`], `log_rollup_levels`,
+//!   migration 0032), before which stats read hours and days, and which
+//!   compaction writes no minute rows behind once it has settled.
 //!
 //! A cube holds every record with `time_ms >= complete_from_ms`
 //! (`log_rollup_cubes`, [`Starts`]): 0 on a new database; on one upgraded
@@ -443,7 +445,7 @@ impl RollupBatch {
     }
 
     /// Leaves out the minute rows that start before `from_ms`
-    /// ([`minutes_written_from`]: no stats read them).
+    /// ([`MinuteHorizon::unread_before`]: no stats read them).
     pub(super) fn drop_minutes_before(&mut self, from_ms: i64) {
         let minute = Level::Minute.seconds();
         self.0
@@ -796,60 +798,142 @@ fn stored_cost_nanos(table: &str) -> String {
     format!("COALESCE({table}cost_nanos, CAST(ROUND({table}cost * 1000000000) AS BIGINT))")
 }
 
-/// The minute level's horizon (`log_rollup_levels`): stats read minute
-/// rows from this time on (a UTC day's start), and hours and days before
-/// it; 0 while every minute since the cubes started is kept.
-pub async fn minutes_from(conn: &mut AnyConnection) -> Result<i64, StoreError> {
-    let kept: Option<i64> =
-        sqlx::query_scalar("SELECT kept_from_ms FROM log_rollup_levels WHERE bucket_s = $1")
-            .bind(Level::Minute.seconds())
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(kept.unwrap_or(0))
+/// The minute rows' horizon (`log_rollup_levels`, migration 0032): stats
+/// read minute rows only from [`MinuteHorizon::kept_from_ms`] on, and
+/// hours and days before it. Retention moves it forward
+/// ([`advance_minute_horizon`]), never back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MinuteHorizon {
+    /// A UTC day's start; 0 while every minute since the cubes started is
+    /// kept.
+    pub kept_from_ms: i64,
+    /// The horizon before it last moved.
+    earlier_from_ms: i64,
+    /// When it last moved.
+    moved_at_ms: i64,
 }
 
-/// How far behind the minute horizon minute rows are still complete. A
-/// plan made with the horizon of a moment ago (read before retention moved
-/// it) still finds every row it reads: rows go, and compaction stops
-/// writing them, only this far behind the horizon.
-pub const MINUTE_GRACE_MS: i64 = 24 * 3600 * 1000;
+/// How long a horizon that moved keeps the minute rows behind it: a plan
+/// made just before it moved (on any control plane sharing the database)
+/// has read its rows long before this.
+pub const MINUTE_HORIZON_SETTLE_MS: i64 = 3600 * 1000;
 
-/// Before when compaction leaves the minute level out, for a horizon of
-/// [`minutes_from`]: nothing reads those rows.
-pub fn minutes_written_from(horizon_ms: i64) -> i64 {
-    if horizon_ms <= 0 {
-        0
-    } else {
-        horizon_ms.saturating_sub(MINUTE_GRACE_MS)
+impl MinuteHorizon {
+    /// Minute rows that start before this are read by no plan, at `now_ms`:
+    /// the horizon, once it has been in force for
+    /// [`MINUTE_HORIZON_SETTLE_MS`], and the one before it until then.
+    /// Retention deletes them, and compaction writes none of them.
+    pub fn unread_before(&self, now_ms: i64) -> i64 {
+        if now_ms.saturating_sub(self.moved_at_ms) >= MINUTE_HORIZON_SETTLE_MS {
+            self.kept_from_ms
+        } else {
+            self.earlier_from_ms
+        }
     }
 }
 
-/// Moves the minute level's horizon forward to the start of the UTC day
-/// holding `horizon_ms` (never back: minutes deleted cannot be read
-/// again), then deletes the minute rows of every cube that start more
-/// than [`MINUTE_GRACE_MS`] before it, a few thousand per statement.
-/// Control planes sharing a database may run it at once. Returns the rows
-/// deleted.
-pub async fn keep_minutes_from(store: &Store, horizon_ms: i64) -> Result<u64, StoreError> {
+/// The minute rows' horizon as stored; the default (0: every minute kept)
+/// without a row.
+pub async fn minute_horizon(conn: &mut AnyConnection) -> Result<MinuteHorizon, StoreError> {
+    let row = sqlx::query(
+        "SELECT kept_from_ms, earlier_from_ms, moved_at_ms FROM log_rollup_levels \
+         WHERE bucket_s = $1",
+    )
+    .bind(Level::Minute.seconds())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match row {
+        Some(r) => MinuteHorizon {
+            kept_from_ms: r.try_get(0)?,
+            earlier_from_ms: r.try_get(1)?,
+            moved_at_ms: r.try_get(2)?,
+        },
+        None => MinuteHorizon::default(),
+    })
+}
+
+/// Moves the minute rows' horizon forward to the start of the UTC day
+/// holding `horizon_ms` (never back: deleted minutes cannot be read
+/// again), then deletes the minute rows of every cube that no plan reads
+/// at `now_ms` ([`MinuteHorizon::unread_before`]), an hour of one cube per
+/// statement. Control planes sharing a database may run it at once.
+/// Returns the rows deleted.
+pub async fn advance_minute_horizon(
+    store: &Store,
+    horizon_ms: i64,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
     let day = Level::Day.width_ms();
     let horizon = horizon_ms.div_euclid(day) * day;
+    // Every SET sees the row as it was: the three move together.
     sqlx::query(
-        "INSERT INTO log_rollup_levels (bucket_s, kept_from_ms) VALUES ($1, $2) \
-         ON CONFLICT (bucket_s) DO UPDATE SET kept_from_ms = CASE \
-         WHEN excluded.kept_from_ms > log_rollup_levels.kept_from_ms \
-         THEN excluded.kept_from_ms ELSE log_rollup_levels.kept_from_ms END",
+        "INSERT INTO log_rollup_levels (bucket_s, kept_from_ms, earlier_from_ms, moved_at_ms) \
+         VALUES ($1, $2, 0, $3) ON CONFLICT (bucket_s) DO UPDATE SET \
+         earlier_from_ms = CASE WHEN excluded.kept_from_ms > log_rollup_levels.kept_from_ms \
+           THEN log_rollup_levels.kept_from_ms ELSE log_rollup_levels.earlier_from_ms END, \
+         moved_at_ms = CASE WHEN excluded.kept_from_ms > log_rollup_levels.kept_from_ms \
+           THEN excluded.moved_at_ms ELSE log_rollup_levels.moved_at_ms END, \
+         kept_from_ms = CASE WHEN excluded.kept_from_ms > log_rollup_levels.kept_from_ms \
+           THEN excluded.kept_from_ms ELSE log_rollup_levels.kept_from_ms END",
     )
     .bind(Level::Minute.seconds())
     .bind(horizon)
+    .bind(now_ms)
     .execute(store.pool())
     .await?;
     let mut conn = store.pool().acquire().await?;
-    let kept_from = minutes_from(&mut conn).await?;
+    let unread_before = minute_horizon(&mut conn).await?.unread_before(now_ms);
     drop(conn);
     let mut deleted = 0;
     for cube in CUBES {
-        deleted += delete_level_before(store, cube, Level::Minute, minutes_written_from(kept_from))
-            .await?;
+        deleted += delete_minutes_before(store, cube, unread_before).await?;
+    }
+    Ok(deleted)
+}
+
+/// Deletes the minute rows of `cube` that start before `before_ms`, one
+/// hour of them per statement from the oldest on: a statement that
+/// started over at the oldest row each time would walk, on PostgreSQL, the
+/// index entries every earlier statement left dead until vacuum. On
+/// SQLite it pauses between statements, to let other writers in.
+async fn delete_minutes_before(
+    store: &Store,
+    cube: Cube,
+    before_ms: i64,
+) -> Result<u64, StoreError> {
+    let minute = Level::Minute.seconds();
+    let oldest: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(start_ms) FROM log_rollups WHERE cube = $1 AND bucket_s = $2",
+    )
+    .bind(cube.id)
+    .bind(minute)
+    .fetch_one(store.pool())
+    .await?;
+    let Some(mut from) = oldest else {
+        return Ok(0);
+    };
+    let hour = Level::Hour.width_ms();
+    let mut deleted = 0;
+    while from < before_ms {
+        let to = (from.div_euclid(hour) * hour)
+            .saturating_add(hour)
+            .min(before_ms);
+        let done = sqlx::query(
+            "DELETE FROM log_rollups WHERE cube = $1 AND bucket_s = $2 \
+             AND start_ms >= $3 AND start_ms < $4",
+        )
+        .bind(cube.id)
+        .bind(minute)
+        .bind(from)
+        .bind(to)
+        .execute(store.pool())
+        .await?
+        .rows_affected();
+        deleted += done;
+        from = to;
+        if store.backend() == Backend::Sqlite {
+            tokio::time::sleep(super::retention::PAUSE).await;
+        }
     }
     Ok(deleted)
 }
@@ -976,8 +1060,8 @@ pub async fn purge_older_than(store: &Store, cutoff_ms: i64) -> Result<u64, Stor
     for cube in CUBES {
         for level in Level::ALL {
             // Buckets that end at or before the cutoff.
-            let ends_by = cutoff_ms.saturating_sub(level.width_ms()).saturating_add(1);
-            deleted += delete_level_before(store, cube, level, ends_by).await?;
+            let starts_before = cutoff_ms.saturating_sub(level.width_ms()).saturating_add(1);
+            deleted += delete_level_before(store, cube, level, starts_before).await?;
         }
     }
     Ok(deleted)

@@ -11,7 +11,7 @@
 //!   ends, then minutes), each level only where it divides the series'
 //!   bucket, and the partial minutes at its two ends are read from the raw
 //!   rows. Minutes are read only from their horizon on
-//!   ([`rollup::minutes_from`], `cut_kept`): before it, days and hours,
+//!   ([`rollup::minute_horizon`], `cut_kept`): before it, days and hours,
 //!   and the partial hour at the range's start from the raw rows.
 //!   Percentiles come from merged sketches (`sketch.rs`: never below the
 //!   exact nearest-rank value, at most 1% above it).
@@ -710,7 +710,7 @@ pub fn pick_cube(columns: &[&str], starts: &Starts) -> Option<Cube> {
 /// The rollup part of [`plan`]: the spans of the cube [`pick_cube`] gives
 /// over `[since, until)` (before its start, if it started after `full`'s,
 /// `full`'s), for a series of `bucket_s`, reading minutes only from
-/// `minutes_from` on ([`rollup::minutes_from`]; 0: every minute is kept);
+/// `minutes_from` on ([`rollup::minute_horizon`]; 0: every minute is kept);
 /// [`Plan::Raw`] when no cube keeps `columns`, no level divides the
 /// buckets, the range has no whole minute, or a part of it before the
 /// minutes' horizon has no coarser level the buckets allow.
@@ -732,13 +732,14 @@ pub fn plan_rollups(
     let full_from = starts.of(FULL).unwrap_or(0);
     // The parts of the range and the cube that holds each.
     let mut parts = Vec::with_capacity(2);
-    if cube != FULL && cube_from > full_from && since.is_none_or(|s| s < cube_from) {
+    let split = hand_over(cube_from, full_from, &levels, minutes_from);
+    if cube != FULL && cube_from > full_from && since.is_none_or(|s| s < split) {
         // A database upgraded with rollups: before the cube started, the
         // full cube has the records.
-        let upto = until.map_or(cube_from, |u| u.min(cube_from));
+        let upto = until.map_or(split, |u| u.min(split));
         parts.push((since, Some(upto), FULL));
-        if until.is_none_or(|u| u > cube_from) {
-            parts.push((Some(cube_from), until, cube));
+        if until.is_none_or(|u| u > split) {
+            parts.push((Some(split), until, cube));
         }
     } else {
         parts.push((since, until, cube));
@@ -762,6 +763,30 @@ pub fn plan_rollups(
         return Plan::Raw;
     }
     Plan::Rollups { spans, raw }
+}
+
+/// Where a range passes from `full` to a cube that started later, at
+/// `cube_from`: that start, moved up to the next boundary of the finest
+/// level read there (hours before the minutes' horizon) when `full` holds
+/// the whole bucket it falls in, so that no raw rows are read in the
+/// middle of a range (they may be gone while the rollups are kept).
+fn hand_over(cube_from: i64, full_from: i64, levels: &[Level], minutes_from: i64) -> i64 {
+    let minutes = minutes_from <= 0 || cube_from >= minutes_from;
+    let Some(finest) = levels
+        .iter()
+        .rev()
+        .copied()
+        .find(|&l| l != Level::Minute || minutes)
+    else {
+        return cube_from;
+    };
+    let w = finest.width_ms();
+    let up = cube_from.div_euclid(w) * w + if cube_from.rem_euclid(w) == 0 { 0 } else { w };
+    if full_from <= up - w {
+        up
+    } else {
+        cube_from
+    }
 }
 
 /// [`cut_into`] with minutes only from `minutes_from` (a day's start) on:
@@ -878,8 +903,14 @@ pub async fn plan(
     let Some(from) = starts.of(FULL) else {
         return Ok(Plan::Raw);
     };
-    let minutes_from = rollup::minutes_from(&mut conn).await?;
-    let plan = plan_rollups(&starts, &columns, bucket_s, (since, until), minutes_from);
+    let horizon = rollup::minute_horizon(&mut conn).await?;
+    let plan = plan_rollups(
+        &starts,
+        &columns,
+        bucket_s,
+        (since, until),
+        horizon.kept_from_ms,
+    );
     if plan == Plan::Raw {
         return Ok(plan);
     }
@@ -1171,8 +1202,9 @@ mod tests {
             plan_rollups(&starts, &[], 0, after, d),
             plan_rollups(&starts, &[], 0, after, 0)
         );
-        // One that ends before it has no minute spans; an open one reads
-        // days up to it.
+        // One that ends before it has no minute spans, and reads the
+        // partial hours at both ends from the raw rows; an unbounded one
+        // reads hours up to it, and from it on (series of hours).
         let before = plan_rollups(&starts, &[], 0, (Some(d - D + 7 * M), Some(d - 3 * M)), d);
         assert_eq!(before.source(), "rollup:hour+raw@total");
         assert_eq!(
@@ -1195,8 +1227,43 @@ mod tests {
             plan_rollups(&starts, &[], 60, (Some(d), Some(d + H)), d).source(),
             "rollup:minute@total"
         );
-        // With a cube that started late, both parts keep the horizon.
+        // A cube that started off the hour before the horizon (migration
+        // 0026 starts it at the next minute): `full` answers up to the
+        // next hour, so no raw rows are read in the middle of the range.
         let key = cube("key");
+        let late = starts.clone().with(key, d - 2 * D + 5 * H + 7 * M);
+        let plan = plan_rollups(&late, &["key_name"], 0, (Some(d - 3 * D + 10 * M), None), d);
+        let Plan::Rollups { spans, raw } = &plan else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(raw, &[(d - 3 * D + 10 * M, d - 3 * D + H)]);
+        for s in spans {
+            let handed = d - 2 * D + 6 * H;
+            assert_eq!(
+                s.cube,
+                if s.to.is_some_and(|t| t <= handed) {
+                    FULL
+                } else {
+                    key
+                },
+                "{s:?}"
+            );
+        }
+        // After the horizon the cube's own minutes take over at its start.
+        let after = starts.clone().with(key, d + 5 * H + 7 * M);
+        let Plan::Rollups { spans, raw } =
+            plan_rollups(&after, &["key_name"], 0, (Some(d + H), Some(d + D)), d)
+        else {
+            panic!("raw")
+        };
+        assert!(raw.is_empty());
+        assert!(spans.contains(&Span {
+            cube: key,
+            level: Level::Minute,
+            from: Some(d + 5 * H + 7 * M),
+            to: Some(d + 6 * H),
+        }));
+        // With a cube that started late, both parts keep the horizon.
         let late = starts.with(key, d + D + H);
         let plan = plan_rollups(&late, &["key_name"], 0, (Some(d - D + 10 * M), None), d);
         let Plan::Rollups { spans, raw } = &plan else {
