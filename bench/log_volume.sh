@@ -10,8 +10,9 @@
 # --days spreads the records over the last N days (30 for the 30-day
 # stats to cover a full month). Each size gets a fresh database on the
 # local PostgreSQL cluster (scripts/pg.sh starts it), which is dropped
-# afterwards. 10 million rows take about 14 GiB of disk over 30 days
-# (rollups 7.9 GiB of it), less over 7, while they exist.
+# afterwards. 10 million rows take about 10 GiB of disk over 30 days
+# (rollups 3.9 GiB of it, with a week of minute rows), less over 7, while
+# they exist.
 # Honours CARGO_TARGET_DIR. Results:
 # bench/results/log-volume-<time>-<rows>.json and a table on stdout.
 set -euo pipefail

@@ -319,8 +319,12 @@ async fn main() -> anyhow::Result<()> {
         BENCH_MASTER_KEY,
         "--log-retention-days",
         "0",
+        // The example sets the minute rows' horizon itself, below: the
+        // control plane's first retention pass, at start, would set it as
+        // moved now, and compaction would then write every minute for the
+        // hour it settles.
         "--rollup-minute-retention-days",
-        &opts.rollup_minute_retention_days.to_string(),
+        "0",
     ])?;
     let running = llmgw_controlplane::start(args).await?;
     let channel = Channel::from_shared(format!("http://{}", running.local_addr()))?

@@ -805,8 +805,10 @@ both! {
         let mut rng = StdRng::seed_from_u64(seed() + 7);
         let now = llmgw_controlplane::store::now_ms();
         let settled = rollup::MINUTE_HORIZON_SETTLE_MS;
-        // Three days up to the start of today.
+        // Three days up to the start of today (days counted from t0, so
+        // that the test does not depend on crossing midnight).
         let (t0, t1) = (day_start(3), day_start(0));
+        let day_start = |days_ago: i64| t0 + (3 - days_ago) * DAY;
         let recs = records(&mut rng, 900, t0, t1 - t0);
         for part in recs.chunks(150) {
             store_batch(&store, batch(part.to_vec())).await.unwrap();
@@ -875,6 +877,32 @@ both! {
         assert!(count(&store, &minutes(day_start(1), day_start(0))).await > 0);
         assert_eq!(count(&store, coarser).await, hours_and_days);
         assert_eq!(horizon(&store).await.kept_from_ms, day_start(1));
+        // A move forward settles in turn: nothing more goes until it has.
+        let later = now + settled + 1;
+        let kept = count(&store, &minutes(day_start(1), day_start(0))).await;
+        assert_eq!(rollup::advance_minute_horizon(&store, day_start(0), later).await.unwrap(), 0);
+        let moved = horizon(&store).await;
+        assert_eq!(moved.kept_from_ms, day_start(0));
+        assert_eq!(moved.unread_before(later), day_start(1));
+        assert_eq!(moved.unread_before(later + settled), day_start(0));
+        assert_eq!(count(&store, &minutes(day_start(1), day_start(0))).await, kept);
+        // Moved again before it settled: the horizon from before the
+        // first move is kept, for plans made before either.
+        assert_eq!(
+            rollup::advance_minute_horizon(&store, day_start(0) + DAY, later + 1).await.unwrap(),
+            0
+        );
+        assert_eq!(horizon(&store).await.unread_before(later + 1), day_start(1));
+        // Back to yesterday's horizon for the rest of the test (as if
+        // those moves had not happened).
+        sqlx::query(
+            "UPDATE log_rollup_levels SET kept_from_ms = $1, earlier_from_ms = 0, moved_at_ms = $2",
+        )
+        .bind(day_start(1))
+        .bind(now)
+        .execute(store.pool())
+        .await
+        .unwrap();
 
         // Late records (a spool shipped after an outage) from before the
         // horizon add to their hours and days, and write no minute row

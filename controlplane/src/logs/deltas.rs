@@ -12,7 +12,8 @@
 //! - **Folded in by compaction** ([`compact_once`], every second in
 //!   [`run`]): a transaction deletes the oldest deltas, sums them per
 //!   cube, level, bucket and dimensions, and adds the sums to their rollup
-//!   rows (`rollup.rs`'s upserts). The deletion and the upserts commit
+//!   rows (`rollup.rs`'s upserts), save minute rows behind the minutes'
+//!   settled horizon, which nothing reads. The deletion and the upserts commit
 //!   together, so each delta is folded in exactly once, whatever fails
 //!   between. One compaction runs at a time on a PostgreSQL database
 //!   (an advisory lock; the others skip their turn), so the rollups have a

@@ -46,7 +46,8 @@ pub struct Days {
     /// Headers and bodies (`request_log_details`); 0 keeps them as long as
     /// the logs. Never more than `logs` (see [`Days::new`]).
     pub bodies: u32,
-    /// The rollups' minute rows; 0 keeps them as long as the rollups.
+    /// The rollups' minute rows; 0 deletes no more of them (those behind
+    /// a horizon already set stay gone).
     pub rollup_minutes: u32,
 }
 

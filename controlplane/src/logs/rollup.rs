@@ -855,8 +855,8 @@ pub async fn minute_horizon(conn: &mut AnyConnection) -> Result<MinuteHorizon, S
 /// Moves the minute rows' horizon forward to the start of the UTC day
 /// holding `horizon_ms` (never back: deleted minutes cannot be read
 /// again), then deletes the minute rows of every cube that no plan reads
-/// at `now_ms` ([`MinuteHorizon::unread_before`]), an hour of one cube per
-/// statement. Control planes sharing a database may run it at once.
+/// at `now_ms` ([`MinuteHorizon::unread_before`]), an hour of one cube at
+/// a time. Control planes sharing a database may run it at once.
 /// Returns the rows deleted.
 pub async fn advance_minute_horizon(
     store: &Store,
@@ -865,11 +865,14 @@ pub async fn advance_minute_horizon(
 ) -> Result<u64, StoreError> {
     let day = Level::Day.width_ms();
     let horizon = horizon_ms.div_euclid(day) * day;
-    // Every SET sees the row as it was: the three move together.
+    // Every SET sees the row as it was: the three move together. A move
+    // while the last one settles keeps the horizon from before that one,
+    // which plans made before either may still read from.
     sqlx::query(
         "INSERT INTO log_rollup_levels (bucket_s, kept_from_ms, earlier_from_ms, moved_at_ms) \
          VALUES ($1, $2, 0, $3) ON CONFLICT (bucket_s) DO UPDATE SET \
          earlier_from_ms = CASE WHEN excluded.kept_from_ms > log_rollup_levels.kept_from_ms \
+           AND excluded.moved_at_ms - log_rollup_levels.moved_at_ms >= $4 \
            THEN log_rollup_levels.kept_from_ms ELSE log_rollup_levels.earlier_from_ms END, \
          moved_at_ms = CASE WHEN excluded.kept_from_ms > log_rollup_levels.kept_from_ms \
            THEN excluded.moved_at_ms ELSE log_rollup_levels.moved_at_ms END, \
@@ -879,6 +882,7 @@ pub async fn advance_minute_horizon(
     .bind(Level::Minute.seconds())
     .bind(horizon)
     .bind(now_ms)
+    .bind(MINUTE_HORIZON_SETTLE_MS)
     .execute(store.pool())
     .await?;
     let mut conn = store.pool().acquire().await?;
@@ -891,51 +895,63 @@ pub async fn advance_minute_horizon(
     Ok(deleted)
 }
 
-/// Deletes the minute rows of `cube` that start before `before_ms`, one
-/// hour of them per statement from the oldest on: a statement that
-/// started over at the oldest row each time would walk, on PostgreSQL, the
-/// index entries every earlier statement left dead until vacuum. On
-/// SQLite it pauses between statements, to let other writers in.
+/// Deletes the minute rows of `cube` that start before `before_ms`, an
+/// hour of them at a time from the oldest on (empty hours skipped), in
+/// statements of at most [`PURGE_BATCH`] rows: a statement that started
+/// over at the oldest row each time would walk, on PostgreSQL, the index
+/// entries every earlier one left dead until vacuum, which within an hour
+/// are few. On SQLite it pauses after each statement that deleted rows, to
+/// let other writers in.
 async fn delete_minutes_before(
     store: &Store,
     cube: Cube,
     before_ms: i64,
 ) -> Result<u64, StoreError> {
     let minute = Level::Minute.seconds();
-    let oldest: Option<i64> = sqlx::query_scalar(
-        "SELECT MIN(start_ms) FROM log_rollups WHERE cube = $1 AND bucket_s = $2",
-    )
-    .bind(cube.id)
-    .bind(minute)
-    .fetch_one(store.pool())
-    .await?;
-    let Some(mut from) = oldest else {
-        return Ok(0);
-    };
     let hour = Level::Hour.width_ms();
     let mut deleted = 0;
-    while from < before_ms {
-        let to = (from.div_euclid(hour) * hour)
-            .saturating_add(hour)
-            .min(before_ms);
-        let done = sqlx::query(
-            "DELETE FROM log_rollups WHERE cube = $1 AND bucket_s = $2 \
-             AND start_ms >= $3 AND start_ms < $4",
+    let mut from = i64::MIN;
+    loop {
+        let oldest: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(start_ms) FROM log_rollups \
+             WHERE cube = $1 AND bucket_s = $2 AND start_ms >= $3",
         )
         .bind(cube.id)
         .bind(minute)
         .bind(from)
-        .bind(to)
-        .execute(store.pool())
-        .await?
-        .rows_affected();
-        deleted += done;
-        from = to;
-        if store.backend() == Backend::Sqlite {
-            tokio::time::sleep(super::retention::PAUSE).await;
+        .fetch_one(store.pool())
+        .await?;
+        let Some(start) = oldest.filter(|&t| t < before_ms) else {
+            return Ok(deleted);
+        };
+        let to = (start.div_euclid(hour) * hour)
+            .saturating_add(hour)
+            .min(before_ms);
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM log_rollups WHERE (cube, bucket_s, start_ms, dims) IN \
+                 (SELECT cube, bucket_s, start_ms, dims FROM log_rollups \
+                  WHERE cube = $1 AND bucket_s = $2 AND start_ms >= $3 AND start_ms < $4 \
+                  LIMIT $5)",
+            )
+            .bind(cube.id)
+            .bind(minute)
+            .bind(start)
+            .bind(to)
+            .bind(PURGE_BATCH)
+            .execute(store.pool())
+            .await?
+            .rows_affected();
+            deleted += done;
+            if store.backend() == Backend::Sqlite && done > 0 {
+                tokio::time::sleep(super::retention::PAUSE).await;
+            }
+            if done < PURGE_BATCH.unsigned_abs() {
+                break;
+            }
         }
+        from = to;
     }
-    Ok(deleted)
 }
 
 /// Deletes the rows of `cube` at `level` that start before `before_ms`,

@@ -12,7 +12,7 @@
 //!   bucket, and the partial minutes at its two ends are read from the raw
 //!   rows. Minutes are read only from their horizon on
 //!   ([`rollup::minute_horizon`], `cut_kept`): before it, days and hours,
-//!   and the partial hour at the range's start from the raw rows.
+//!   and the partial hours at the range's ends there from the raw rows.
 //!   Percentiles come from merged sketches (`sketch.rs`: never below the
 //!   exact nearest-rank value, at most 1% above it).
 //! - **Raw rows** answer the rest, with exact nearest-rank percentiles:
@@ -781,12 +781,17 @@ fn hand_over(cube_from: i64, full_from: i64, levels: &[Level], minutes_from: i64
         return cube_from;
     };
     let w = finest.width_ms();
-    let up = cube_from.div_euclid(w) * w + if cube_from.rem_euclid(w) == 0 { 0 } else { w };
+    let up = ceil_to(cube_from, w);
     if full_from <= up - w {
         up
     } else {
         cube_from
     }
+}
+
+/// `t` rounded up to a multiple of `w`.
+fn ceil_to(t: i64, w: i64) -> i64 {
+    t.div_euclid(w) * w + if t.rem_euclid(w) == 0 { 0 } else { w }
 }
 
 /// [`cut_into`] with minutes only from `minutes_from` (a day's start) on:
@@ -860,7 +865,7 @@ fn cut_into(
         return;
     };
     let w = level.width_ms();
-    let from = since.map(|s| s.div_euclid(w) * w + if s.rem_euclid(w) == 0 { 0 } else { w });
+    let from = since.map(|s| ceil_to(s, w));
     let to = until.map(|u| u.div_euclid(w) * w);
     if let (Some(f), Some(t)) = (from, to) {
         if f >= t {
