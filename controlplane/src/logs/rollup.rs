@@ -25,8 +25,9 @@
 //! - **Retention** removes buckets that ended before the rollup cutoff
 //!   ([`purge_older_than`]), and minute rows earlier: they are kept from
 //!   a horizon on ([`advance_minute_horizon`], `log_rollup_levels`,
-//!   migration 0032), before which stats read hours and days, and which
-//!   compaction writes no minute rows behind once it has settled.
+//!   migration 0032). Stats read hours and days before it, and once it has
+//!   settled, retention deletes the minute rows behind it and compaction
+//!   writes none there.
 //!
 //! A cube holds every record with `time_ms >= complete_from_ms`
 //! (`log_rollup_cubes`, [`Starts`]): 0 on a new database; on one upgraded
