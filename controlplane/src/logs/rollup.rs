@@ -836,20 +836,23 @@ impl MinuteHorizon {
 /// The minute rows' horizon as stored; the default (0: every minute kept)
 /// without a row.
 pub async fn minute_horizon(conn: &mut AnyConnection) -> Result<MinuteHorizon, StoreError> {
-    let row = sqlx::query(
-        "SELECT kept_from_ms, earlier_from_ms, moved_at_ms FROM log_rollup_levels \
-         WHERE bucket_s = $1",
-    )
+    let row = sqlx::query(&format!(
+        "SELECT {HORIZON_COLUMNS} FROM log_rollup_levels WHERE bucket_s = $1"
+    ))
     .bind(Level::Minute.seconds())
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(match row {
-        Some(r) => MinuteHorizon {
-            kept_from_ms: r.try_get(0)?,
-            earlier_from_ms: r.try_get(1)?,
-            moved_at_ms: r.try_get(2)?,
-        },
-        None => MinuteHorizon::default(),
+    row.map_or(Ok(MinuteHorizon::default()), |r| horizon_of(&r))
+}
+
+/// The columns [`horizon_of`] reads, in its order.
+const HORIZON_COLUMNS: &str = "kept_from_ms, earlier_from_ms, moved_at_ms";
+
+fn horizon_of(r: &AnyRow) -> Result<MinuteHorizon, StoreError> {
+    Ok(MinuteHorizon {
+        kept_from_ms: r.try_get(0)?,
+        earlier_from_ms: r.try_get(1)?,
+        moved_at_ms: r.try_get(2)?,
     })
 }
 
@@ -869,7 +872,7 @@ pub async fn advance_minute_horizon(
     // Every SET sees the row as it was: the three move together. A move
     // while the last one settles keeps the horizon from before that one,
     // which plans made before either may still read from.
-    sqlx::query(
+    let row = sqlx::query(&format!(
         "INSERT INTO log_rollup_levels (bucket_s, kept_from_ms, earlier_from_ms, moved_at_ms) \
          VALUES ($1, $2, 0, $3) ON CONFLICT (bucket_s) DO UPDATE SET \
          earlier_from_ms = CASE WHEN excluded.kept_from_ms > log_rollup_levels.kept_from_ms \
@@ -878,17 +881,16 @@ pub async fn advance_minute_horizon(
          moved_at_ms = CASE WHEN excluded.kept_from_ms > log_rollup_levels.kept_from_ms \
            THEN excluded.moved_at_ms ELSE log_rollup_levels.moved_at_ms END, \
          kept_from_ms = CASE WHEN excluded.kept_from_ms > log_rollup_levels.kept_from_ms \
-           THEN excluded.kept_from_ms ELSE log_rollup_levels.kept_from_ms END",
-    )
+           THEN excluded.kept_from_ms ELSE log_rollup_levels.kept_from_ms END \
+         RETURNING {HORIZON_COLUMNS}",
+    ))
     .bind(Level::Minute.seconds())
     .bind(horizon)
     .bind(now_ms)
     .bind(MINUTE_HORIZON_SETTLE_MS)
-    .execute(store.pool())
+    .fetch_one(store.pool())
     .await?;
-    let mut conn = store.pool().acquire().await?;
-    let unread_before = minute_horizon(&mut conn).await?.unread_before(now_ms);
-    drop(conn);
+    let unread_before = horizon_of(&row)?.unread_before(now_ms);
     let mut deleted = 0;
     for cube in CUBES {
         deleted += delete_minutes_before(store, cube, unread_before).await?;
@@ -897,18 +899,15 @@ pub async fn advance_minute_horizon(
 }
 
 /// Deletes the minute rows of `cube` that start before `before_ms`, an
-/// hour of them at a time from the oldest on (empty hours skipped), in
-/// statements of at most [`PURGE_BATCH`] rows: a statement that started
-/// over at the oldest row each time would walk, on PostgreSQL, the index
-/// entries every earlier one left dead until vacuum, which within an hour
-/// are few. On SQLite it pauses after each statement that deleted rows, to
-/// let other writers in.
+/// hour of them at a time from the oldest on (empty hours skipped): a
+/// statement that started over at the oldest row each time would walk, on
+/// PostgreSQL, the index entries every earlier one left dead until vacuum,
+/// which within an hour are few.
 async fn delete_minutes_before(
     store: &Store,
     cube: Cube,
     before_ms: i64,
 ) -> Result<u64, StoreError> {
-    let minute = Level::Minute.seconds();
     let hour = Level::Hour.width_ms();
     let mut deleted = 0;
     let mut from = i64::MIN;
@@ -918,7 +917,7 @@ async fn delete_minutes_before(
              WHERE cube = $1 AND bucket_s = $2 AND start_ms >= $3",
         )
         .bind(cube.id)
-        .bind(minute)
+        .bind(Level::Minute.seconds())
         .bind(from)
         .fetch_one(store.pool())
         .await?;
@@ -928,39 +927,20 @@ async fn delete_minutes_before(
         let to = (start.div_euclid(hour) * hour)
             .saturating_add(hour)
             .min(before_ms);
-        loop {
-            let done = sqlx::query(
-                "DELETE FROM log_rollups WHERE (cube, bucket_s, start_ms, dims) IN \
-                 (SELECT cube, bucket_s, start_ms, dims FROM log_rollups \
-                  WHERE cube = $1 AND bucket_s = $2 AND start_ms >= $3 AND start_ms < $4 \
-                  LIMIT $5)",
-            )
-            .bind(cube.id)
-            .bind(minute)
-            .bind(start)
-            .bind(to)
-            .bind(PURGE_BATCH)
-            .execute(store.pool())
-            .await?
-            .rows_affected();
-            deleted += done;
-            if store.backend() == Backend::Sqlite && done > 0 {
-                tokio::time::sleep(super::retention::PAUSE).await;
-            }
-            if done < PURGE_BATCH.unsigned_abs() {
-                break;
-            }
-        }
+        deleted += delete_level_between(store, cube, Level::Minute, start, to).await?;
         from = to;
     }
 }
 
-/// Deletes the rows of `cube` at `level` that start before `before_ms`,
-/// [`PURGE_BATCH`] per statement; returns how many.
-async fn delete_level_before(
+/// Deletes the rows of `cube` at `level` that start in `[from_ms,
+/// before_ms)`, [`PURGE_BATCH`] per statement; returns how many. On SQLite
+/// it pauses after each statement that deleted rows, to let other writers
+/// in.
+async fn delete_level_between(
     store: &Store,
     cube: Cube,
     level: Level,
+    from_ms: i64,
     before_ms: i64,
 ) -> Result<u64, StoreError> {
     let mut deleted = 0;
@@ -968,16 +948,22 @@ async fn delete_level_before(
         let done = sqlx::query(
             "DELETE FROM log_rollups WHERE (cube, bucket_s, start_ms, dims) IN \
              (SELECT cube, bucket_s, start_ms, dims FROM log_rollups \
-              WHERE cube = $1 AND bucket_s = $2 AND start_ms < $3 LIMIT $4)",
+              WHERE cube = $1 AND bucket_s = $2 AND start_ms >= $3 AND start_ms < $4 \
+              LIMIT $5)",
         )
         .bind(cube.id)
         .bind(level.seconds())
+        .bind(from_ms)
         .bind(before_ms)
         .bind(PURGE_BATCH)
         .execute(store.pool())
-        .await?;
-        deleted += done.rows_affected();
-        if done.rows_affected() < PURGE_BATCH.unsigned_abs() {
+        .await?
+        .rows_affected();
+        deleted += done;
+        if store.backend() == Backend::Sqlite && done > 0 {
+            tokio::time::sleep(super::retention::PAUSE).await;
+        }
+        if done < PURGE_BATCH.unsigned_abs() {
             return Ok(deleted);
         }
     }
@@ -1058,7 +1044,8 @@ pub fn select_statement(
     st
 }
 
-/// Rows deleted per statement by [`purge_older_than`].
+/// Rows deleted per statement by [`purge_older_than`] and
+/// [`advance_minute_horizon`].
 const PURGE_BATCH: i64 = 5000;
 
 /// Deletes the rollup buckets that ended at or before `cutoff_ms`, in
@@ -1078,7 +1065,7 @@ pub async fn purge_older_than(store: &Store, cutoff_ms: i64) -> Result<u64, Stor
         for level in Level::ALL {
             // Buckets that end at or before the cutoff.
             let starts_before = cutoff_ms.saturating_sub(level.width_ms()).saturating_add(1);
-            deleted += delete_level_before(store, cube, level, starts_before).await?;
+            deleted += delete_level_between(store, cube, level, i64::MIN, starts_before).await?;
         }
     }
     Ok(deleted)
