@@ -322,10 +322,7 @@ async fn ensure_days(store: &Store, times: impl Iterator<Item = i64>) -> Result<
     let days: std::collections::BTreeSet<i64> =
         times.map(|t| t.div_euclid(DAY_MS) * DAY_MS).collect();
     for day in days {
-        sqlx::query("SELECT llmgw_ensure_log_day($1)")
-            .bind(day)
-            .execute(store.pool())
-            .await?;
+        super::retention::ensure_day(store, day).await?;
     }
     Ok(())
 }

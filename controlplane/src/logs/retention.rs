@@ -249,14 +249,37 @@ async fn run_pass(
     true
 }
 
-/// PostgreSQL: the day partitions for the day holding `t_ms`.
+/// PostgreSQL: the day partitions for the day holding `t_ms`, in a short
+/// transaction of its own.
+///
+/// Creating them locks the three parent tables. `llmgw_ensure_log_day`
+/// (migration 0033) takes those locks in one statement that waits at most
+/// 200 ms, under PostgreSQL's deadlock check (1 s), so a reader holding
+/// one parent and waiting for another never deadlocks with it: the
+/// function gives its locks up first, and here it tries again after a
+/// pause, for about ten seconds, while readers come and go.
 pub async fn ensure_day(store: &Store, t_ms: i64) -> Result<(), StoreError> {
-    sqlx::query("SELECT llmgw_ensure_log_day($1)")
-        .bind(t_ms)
-        .execute(store.pool())
-        .await?;
-    Ok(())
+    let mut tries = 0;
+    loop {
+        match sqlx::query("SELECT llmgw_ensure_log_day($1)")
+            .bind(t_ms)
+            .execute(store.pool())
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if lock_timeout(&e) && tries + 1 < ENSURE_TRIES => {
+                tries += 1;
+                tracing::debug!("log partitions: a parent table is busy; trying again");
+                tokio::time::sleep(ENSURE_RETRY_PAUSE).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
+
+/// How many times [`ensure_day`] tries, and its pause between tries.
+const ENSURE_TRIES: u32 = 40;
+const ENSURE_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Deletes request logs with `time_ms < cutoff_ms` (attempts first) and
 /// quarantined records received before it, `batch` rows per transaction.
