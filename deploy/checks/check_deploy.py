@@ -827,6 +827,10 @@ def check_docker_context(root: Path, problems: Problems, skip_cargo: bool) -> No
     if rust is not None:
         sources = [s for s, _ in copy_sources(rust)]
         needed = ["Cargo.toml", "Cargo.lock"] + ws["members"]
+        # cargo's build settings (flags of the bundled SQLite): an image
+        # built without them would differ from what CI tests.
+        if (root / ".cargo/config.toml").is_file():
+            needed.append(".cargo/config.toml")
         for m in ws["members"]:
             needed += embedded_paths(root, m)
         for n in dict.fromkeys(needed):

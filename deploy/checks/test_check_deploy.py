@@ -201,6 +201,10 @@ class DockerfileChecks(RepoCopy):
         self.edit("deploy/Dockerfile", "COPY migrations/ migrations/\n", "")
         self.assertFails("docker-context", "does not COPY migrations/")
 
+    def test_missing_cargo_settings_fail(self) -> None:
+        self.edit("deploy/Dockerfile", "COPY .cargo/ .cargo/\n", "")
+        self.assertFails("docker-context", "does not COPY .cargo/config.toml")
+
     def test_the_dashboard_needs_proto(self) -> None:
         self.edit("deploy/Dockerfile", "COPY proto/ /src/proto/\n", "")
         self.assertFails("docker-context", "reads ../proto")

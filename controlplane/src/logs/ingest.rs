@@ -431,10 +431,13 @@ impl Table {
             Table::Logs => (
                 "request_logs",
                 LOG_COLUMNS,
+                // A plain insert stores every row or fails: its ids are
+                // the chunk's, and no row need come back (on SQLite each
+                // would cross from sqlx's worker thread on its own).
                 if skip {
                     " ON CONFLICT DO NOTHING RETURNING id"
                 } else {
-                    " RETURNING id"
+                    ""
                 },
             ),
             Table::Attempts => (
@@ -463,8 +466,22 @@ async fn insert_records(
         for p in part {
             q = bind_record(q, p);
         }
-        for row in q.fetch_all(&mut *conn).await? {
-            ids.push(row.try_get::<String, _>(0)?);
+        match resent {
+            Resent::Fail => {
+                let stored = q.execute(&mut *conn).await?.rows_affected();
+                if stored != part.len() as u64 {
+                    return Err(sqlx::Error::Protocol(format!(
+                        "a plain insert of {} request logs stored {stored}",
+                        part.len()
+                    )));
+                }
+                ids.extend(part.iter().map(|p| p.rec.id.clone()));
+            }
+            Resent::Skip => {
+                for row in q.fetch_all(&mut *conn).await? {
+                    ids.push(row.try_get::<String, _>(0)?);
+                }
+            }
         }
     }
     if ids.is_empty() {
@@ -1040,7 +1057,14 @@ mod tests {
                     };
                     let logs = insert_sql(backend, Table::Logs, resent, slot);
                     assert!(logs.starts_with("INSERT INTO request_logs ("));
-                    assert!(logs.ends_with(&format!("){skip} RETURNING id")), "{logs}");
+                    // Only a resent batch's insert needs to be told
+                    // which rows it stored.
+                    let returning = if resent == Resent::Skip {
+                        " RETURNING id"
+                    } else {
+                        ""
+                    };
+                    assert!(logs.ends_with(&format!("){skip}{returning}")), "{logs}");
                     assert_eq!(logs.matches('(').count(), rows + 1);
                     let attempts = insert_sql(backend, Table::Attempts, resent, slot);
                     assert!(attempts.starts_with("INSERT INTO request_attempts ("));

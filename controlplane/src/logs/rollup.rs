@@ -561,6 +561,14 @@ impl RollupBatch {
         }
         let mut raced: Vec<(&RowKey, &Agg)> = Vec::new();
         for (slot, part) in statement_parts(&new) {
+            // Nearly always no one else inserted any of them: a plain
+            // insert, which returns no rows (on SQLite each would cross
+            // from sqlx's worker thread on its own). Should one be there
+            // after all, the savepoint undoes the statement and the part
+            // goes the way that returns the keys inserted.
+            if insert_fresh(conn, backend, slot, part).await? {
+                continue;
+            }
             let mut q = sqlx::query(statement_sql(backend, Write::Insert, slot));
             for (key, agg) in part {
                 q = bind_own(q, key, agg)?;
@@ -672,6 +680,35 @@ fn existing_sql(backend: Backend, slot: usize) -> &'static str {
     &TEXTS[b * STATEMENT_ROWS.len() + slot]
 }
 
+/// Inserts `part` (rows none of which is stored, as far as the writer
+/// read) in a savepoint; `false`, with the transaction as it was, when
+/// one of them was stored after all (a unique violation).
+async fn insert_fresh(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    slot: usize,
+    part: &[(&RowKey, &Agg)],
+) -> Result<bool, StoreError> {
+    let mut q = sqlx::query(statement_sql(backend, Write::Fresh, slot));
+    for (key, agg) in part {
+        q = bind_own(q, key, agg)?;
+    }
+    let mut sp = sqlx::Acquire::begin(&mut *conn).await?;
+    match q.execute(&mut *sp).await {
+        Ok(_) => {
+            sp.commit().await?;
+            Ok(true)
+        }
+        Err(e) => {
+            sp.rollback().await?;
+            match e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => Ok(false),
+                e => Err(e.into()),
+            }
+        }
+    }
+}
+
 /// The statements of a write.
 #[derive(Debug, Clone, Copy)]
 enum Write {
@@ -684,6 +721,8 @@ enum Write {
     Replace = 2,
     /// Insert rows that are new; return the keys of those inserted.
     Insert = 3,
+    /// Insert rows that are new, failing on one that is not.
+    Fresh = 4,
 }
 
 /// The text of `kind` for `STATEMENT_ROWS[slot]` rows.
@@ -725,6 +764,7 @@ fn statement_sql(backend: Backend, kind: Write, slot: usize) -> &'static str {
                 COLUMNS,
                 " ON CONFLICT DO NOTHING RETURNING cube, bucket_s, start_ms, dims",
             ),
+            ("log_rollups", COLUMNS, ""),
         ])
     });
     insert_text(&TEXTS, backend, kind as usize, slot)
@@ -1207,6 +1247,45 @@ mod tests {
         let latency = Sketch::from_bytes(&a_day.2[1]).unwrap();
         assert_eq!(latency.percentile(100), 30.0);
         assert_eq!(latency.percentile(1), 10.0);
+    }
+
+    /// `write`'s plain insert of the rows it did not find: a part that
+    /// meets a stored row is undone whole (and then goes the way that
+    /// returns what it inserted), and the transaction goes on.
+    #[tokio::test]
+    async fn a_fresh_insert_that_meets_a_stored_row_is_undone() {
+        let t = 86_400_000 * 20_000;
+        let starts = Starts::default().with(FULL, 0);
+        let first = RollupBatch::of([rec(t + 1000, "a", 10)].iter(), starts.clone()).unwrap();
+        let second = RollupBatch::of(
+            [rec(t + 1500, "a", 30), rec(t + 3000, "c", 40)].iter(),
+            starts,
+        )
+        .unwrap();
+        let mut conn = migrated().await;
+        first.write(&mut conn, Backend::Sqlite).await.unwrap();
+        let before = stored(&mut conn).await;
+        let mut tx = sqlx::Acquire::begin(&mut conn).await.unwrap();
+        let all: Vec<(&RowKey, &Agg)> = second.0.iter().collect();
+        for (slot, part) in statement_parts(&all) {
+            assert!(!insert_fresh(&mut tx, Backend::Sqlite, slot, part)
+                .await
+                .unwrap());
+        }
+        assert_eq!(stored(&mut tx).await, before);
+        let new: Vec<(&RowKey, &Agg)> = second
+            .0
+            .iter()
+            .filter(|(k, _)| !first.0.contains_key(k))
+            .collect();
+        assert_eq!(new.len(), 3);
+        for (slot, part) in statement_parts(&new) {
+            assert!(insert_fresh(&mut tx, Backend::Sqlite, slot, part)
+                .await
+                .unwrap());
+        }
+        tx.commit().await.unwrap();
+        assert_eq!(stored(&mut conn).await.len(), before.len() + 3);
     }
 
     #[test]
