@@ -2024,73 +2024,84 @@ async fn postgres_retention_from_several_control_planes_deletes_once() {
 /// The CI failure this came from: a reader that had read
 /// `request_attempts` and went on to `request_logs` while a day's
 /// partitions were being created deadlocked with the creation, and
-/// PostgreSQL failed one of them. Creating partitions now gives its locks
-/// up before the deadlock check and tries again.
+/// PostgreSQL failed one of them. Creating partitions now takes its locks
+/// together and gives them up before the deadlock check, for a reader
+/// that goes through the parents in either order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_creating_a_day_does_not_deadlock_with_a_reader() {
     common::run(Kind::Postgres, |db| async move {
         let store = db.open().await;
         let watcher = db.open().await;
-        // A reader holds request_attempts, as a request's attempts and
-        // then its record are read in one transaction.
-        let mut reader = store.pool().begin().await.unwrap();
-        sqlx::query("SELECT COUNT(*) FROM request_attempts")
-            .fetch_one(&mut *reader)
-            .await
-            .unwrap();
-        let day = now_ms() + 40 * DAY;
-        let creating = tokio::spawn({
-            let store = db.open().await;
-            async move {
-                let r = retention::ensure_day(&store, day).await;
-                store.close().await;
-                r
-            }
-        });
-        // Once the creation holds request_logs and waits for
-        // request_attempts, the reader goes on to request_logs.
-        let waiting = "SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                       WHERE l.database = (SELECT oid FROM pg_database \
-                                           WHERE datname = current_database()) \
-                       AND c.relname = 'request_attempts' AND NOT l.granted";
-        tokio::time::timeout(WAIT, async {
-            while sqlx::query_scalar::<_, i64>(waiting)
-                .fetch_one(watcher.pool())
-                .await
-                .unwrap()
-                == 0
-            {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        })
-        .await
-        .expect("the creation never waited for request_attempts");
-        let logs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM request_logs")
-            .fetch_one(&mut *reader)
-            .await
-            .unwrap_or_else(|e| panic!("the reader failed: {e}"));
-        assert_eq!(logs, 0);
-        reader.commit().await.unwrap();
-        tokio::time::timeout(WAIT, creating)
-            .await
-            .expect("the creation did not finish")
-            .unwrap()
-            .unwrap_or_else(|e| panic!("the creation failed: {e}"));
-        let suffix: String = sqlx::query_scalar(
-            "SELECT to_char(to_timestamp($1 / 1000) AT TIME ZONE 'UTC', 'YYYYMMDD')",
-        )
-        .bind(day)
-        .fetch_one(watcher.pool())
-        .await
-        .unwrap();
-        for parent in ["request_logs", "request_attempts", "request_log_details"] {
-            let made: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::TEXT")
-                .bind(format!("{parent}_p{suffix}"))
-                .fetch_one(watcher.pool())
+        let first_day = now_ms() + 40 * DAY;
+        let orders = [
+            ("request_attempts", "request_logs"),
+            ("request_logs", "request_attempts"),
+        ];
+        for (n, (first, then)) in orders.into_iter().enumerate() {
+            // A reader holds one parent, as a request's attempts and then
+            // its record are read in one transaction.
+            let mut reader = store.pool().begin().await.unwrap();
+            sqlx::query(&format!("SELECT COUNT(*) FROM {first}"))
+                .fetch_one(&mut *reader)
                 .await
                 .unwrap();
-            assert!(made.is_some(), "{parent} has no partition for the day");
+            let day = first_day + i64::try_from(n).unwrap() * DAY;
+            let creating = tokio::spawn({
+                let store = db.open().await;
+                async move {
+                    let r = retention::ensure_day(&store, day).await;
+                    store.close().await;
+                    r
+                }
+            });
+            // Once the creation waits for that parent, the reader goes
+            // on to the other.
+            let waiting = format!(
+                "SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                 WHERE l.database = (SELECT oid FROM pg_database \
+                                     WHERE datname = current_database()) \
+                 AND c.relname = '{first}' AND NOT l.granted"
+            );
+            tokio::time::timeout(WAIT, async {
+                while sqlx::query_scalar::<_, i64>(&waiting)
+                    .fetch_one(watcher.pool())
+                    .await
+                    .unwrap()
+                    == 0
+                {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("the creation never waited for {first}"));
+            let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {then}"))
+                .fetch_one(&mut *reader)
+                .await
+                .unwrap_or_else(|e| panic!("the reader of {first}, then {then} failed: {e}"));
+            assert_eq!(rows, 0);
+            reader.commit().await.unwrap();
+            tokio::time::timeout(WAIT, creating)
+                .await
+                .expect("the creation did not finish")
+                .unwrap()
+                .unwrap_or_else(|e| panic!("the creation failed: {e}"));
+            let suffix: String = sqlx::query_scalar(
+                "SELECT to_char(to_timestamp($1 / 1000) AT TIME ZONE 'UTC', 'YYYYMMDD')",
+            )
+            .bind(day)
+            .fetch_one(watcher.pool())
+            .await
+            .unwrap();
+            for parent in ["request_logs", "request_attempts", "request_log_details"] {
+                let made: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::TEXT")
+                    .bind(format!("{parent}_p{suffix}"))
+                    .fetch_one(watcher.pool())
+                    .await
+                    .unwrap();
+                assert!(made.is_some(), "{parent} has no partition for the day");
+            }
         }
+        let day = first_day + 2 * DAY;
         // The function's own lock timeout does not stay in its caller's
         // transaction.
         let mut tx = store.pool().begin().await.unwrap();

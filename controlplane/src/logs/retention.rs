@@ -254,10 +254,13 @@ async fn run_pass(
 ///
 /// Creating them locks the three parent tables. `llmgw_ensure_log_day`
 /// (migration 0033) takes those locks in one statement that waits at most
-/// 200 ms, under PostgreSQL's deadlock check (1 s), so a reader holding
-/// one parent and waiting for another never deadlocks with it: the
-/// function gives its locks up first, and here it tries again after a
-/// pause, for about ten seconds, while readers come and go.
+/// 200 ms for each, so that it holds a parent while waiting for another
+/// at most 400 ms in all, under PostgreSQL's deadlock check (1 s): a
+/// reader holding one parent and waiting for another never deadlocks with
+/// it, since the function gives its locks up first. Here it tries again
+/// after a pause, 40 times (10 to 26 s), while readers come and go; then
+/// the error goes to the caller (ingest: the batch fails and the data
+/// plane resends it).
 pub async fn ensure_day(store: &Store, t_ms: i64) -> Result<(), StoreError> {
     let mut tries = 0;
     loop {

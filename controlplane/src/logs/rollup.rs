@@ -561,12 +561,15 @@ impl RollupBatch {
         }
         let mut raced: Vec<(&RowKey, &Agg)> = Vec::new();
         for (slot, part) in statement_parts(&new) {
-            // Nearly always no one else inserted any of them: a plain
-            // insert, which returns no rows (on SQLite each would cross
-            // from sqlx's worker thread on its own). Should one be there
-            // after all, the savepoint undoes the statement and the part
-            // goes the way that returns the keys inserted.
-            if insert_fresh(conn, backend, slot, part).await? {
+            // SQLite: nearly always no one else inserted any of them, so
+            // a plain insert, which returns no rows (each would cross from
+            // sqlx's worker thread on its own). Should one be there after
+            // all, the savepoint undoes the statement and the part goes
+            // the way that returns the keys inserted. Not on PostgreSQL,
+            // where returned rows cost little and a compaction of many
+            // parts would open more subtransactions than a backend
+            // caches (64), slowing every session's visibility checks.
+            if backend == Backend::Sqlite && insert_fresh(conn, backend, slot, part).await? {
                 continue;
             }
             let mut q = sqlx::query(statement_sql(backend, Write::Insert, slot));

@@ -245,15 +245,6 @@ impl Store {
                             sqlx::query("PRAGMA synchronous = NORMAL")
                                 .execute(&mut *conn)
                                 .await?;
-                            // Savepoints' journals (ingest and compaction
-                            // take one per statement) in memory, not in a
-                            // temporary file written page by page: they
-                            // only roll a savepoint back, and recovery
-                            // never reads them (docs/benchmarks.md
-                            // "SQLite ingest").
-                            sqlx::query("PRAGMA temp_store = MEMORY")
-                                .execute(&mut *conn)
-                                .await?;
                         }
                         Ok(())
                     })
