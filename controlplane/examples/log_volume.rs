@@ -347,10 +347,9 @@ async fn main() -> anyhow::Result<()> {
     );
     if opts.rollup_minute_retention_days > 0 {
         // What the control plane's retention pass does at start and then
-        // hourly (`logs/retention.rs`); done here before ingest, so that
-        // compaction writes no minute row retention would delete.
-        // It moved an hour ago, so that it has settled: compaction writes
-        // no minute rows behind it.
+        // hourly (`logs/retention.rs`), done here before ingest and dated
+        // an hour back, so that it has settled: compaction writes no
+        // minute row behind it, which retention would delete.
         use llmgw_controlplane::logs::rollup;
         let days = i64::from(opts.rollup_minute_retention_days);
         rollup::advance_minute_horizon(
