@@ -125,7 +125,15 @@ struct Mock {
 
 impl Mock {
     async fn start(port: u16) -> Mock {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        Mock::serve(TcpListener::bind(("127.0.0.1", port)).await.unwrap())
+    }
+
+    /// The mock on a port kept by [`reserved_port`].
+    fn start_on(socket: tokio::net::TcpSocket) -> Mock {
+        Mock::serve(socket.listen(1024).unwrap())
+    }
+
+    fn serve(listener: TcpListener) -> Mock {
         let addr = listener.local_addr().unwrap();
         let (events_tx, events) = mpsc::unbounded_channel();
         let state = Arc::new(MockState {
@@ -199,9 +207,14 @@ impl Drop for Mock {
 }
 
 /// A port nothing listens on (until a mock is started on it).
-async fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
+/// A port for a control plane that is down now and comes up later: bound
+/// but not listening, so connections to it are refused and no other test
+/// can take it meanwhile ([`Mock::start_on`] listens on it).
+fn reserved_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
 }
 
 fn config(dir: &Path, port: u16) -> LogsConfig {
@@ -339,7 +352,7 @@ mod logs {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn records_wait_in_the_spool_while_the_control_plane_is_down() {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port().await;
+        let (reserved, port) = reserved_port();
         let (sink, handle) = start(config(dir.path(), port)).await;
 
         for i in 1..=300 {
@@ -350,7 +363,7 @@ mod logs {
         assert_eq!(handle.shipped(), 0);
         assert!(!segment_files(dir.path()).is_empty());
 
-        let mock = Mock::start(port).await;
+        let mock = Mock::start_on(reserved);
         wait_acked(&handle, 300).await;
         assert_eq!(mock.received_ids(), ids(1..=300));
         assert_eq!(handle.spool_depth(), 0);
@@ -462,7 +475,7 @@ mod logs {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_torn_final_frame_is_skipped_on_recovery() {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port().await;
+        let (reserved, port) = reserved_port();
 
         let (sink, handle) = start(config(dir.path(), port)).await;
         for i in 1..=5 {
@@ -482,7 +495,7 @@ mod logs {
             .set_len(len - 3)
             .unwrap();
 
-        let mock = Mock::start(port).await;
+        let mock = Mock::start_on(reserved);
         let (sink, handle) = start(config(dir.path(), port)).await;
         assert_eq!(handle.last_written(), 4);
         assert_eq!(handle.stats().spool.corrupt, 1);
@@ -498,7 +511,7 @@ mod logs {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_size_bound_drops_the_oldest_segment_and_counts() {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port().await;
+        let (reserved, port) = reserved_port();
         let mut cfg = config(dir.path(), port);
         cfg.max_bytes = 16 * 1024;
         cfg.segment_bytes = 4 * 1024;
@@ -520,7 +533,7 @@ mod logs {
         assert_eq!(handle.stats_reader().dropped_full(), losses.total());
         let kept = handle.spool_depth();
 
-        let mock = Mock::start(port).await;
+        let mock = Mock::start_on(reserved);
         wait_acked(&handle, 400).await;
         let got = mock.received();
         assert_eq!(got.len() as u64, kept);

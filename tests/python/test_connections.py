@@ -264,31 +264,46 @@ def test_requests_still_work_with_short_timeouts(timeouts: Gateway, tkey) -> Non
     assert r.choices[0].message.content
 
 
+def first_read(s: socket.socket, model: str, key: str) -> tuple[bytes, bytes, int]:
+    """Sends a chat request for `model` on `s`; returns the head, the body
+    bytes and the body's length, as the first read after it gives them."""
+    body = json.dumps({"model": model, "messages": MSG}).encode()
+    s.sendall(
+        (
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+    )
+    first = s.recv(65536)
+    head, sep, rest = first.partition(b"\r\n\r\n")
+    assert sep, first[:300]
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    assert length, head
+    return head, rest, int(length.group(1))
+
+
 def test_a_whole_answer_comes_with_its_head_in_one_write(gw: Gateway) -> None:
-    """A non-streaming answer's end waits until its record is in the spool.
-    Its head waits with it, so the client gets the head and the whole body
-    in one write (one segment on loopback, so one read here). Before, the
-    head went first and the body a write later."""
+    """An answer's end waits until its record is in the spool. A
+    non-streaming answer's head waits with it, so the client gets the head
+    and the whole body in one write (one segment on loopback, so one read
+    here). Before, the head went first and the body a write later."""
     model = gw.add_model([f"mock:whole-{uid()}"])
     key = gw.add_key([model])[1]
-    body = json.dumps({"model": model, "messages": MSG}).encode()
-    req = (
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\n"
-        f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
     s = connect(gw.dp_addr)
     try:
+        # An answer the gateway made itself (an unknown model).
+        head, rest, length = first_read(s, f"no-such-model-{uid()}", key)
+        assert head.startswith(b"HTTP/1.1 4"), head
+        assert len(rest) == length, f"the first read held {len(rest)} of the body's {length} bytes"
+        assert json.loads(rest)["error"]["message"]
+        # Passed through from upstream.
         for i in range(5):
-            s.sendall(req)
-            first = s.recv(65536)
-            head, sep, rest = first.partition(b"\r\n\r\n")
-            assert sep and head.startswith(b"HTTP/1.1 200"), first[:300]
-            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-            assert length, head
-            assert len(rest) == int(length.group(1)), (
-                f"request {i}: the first read held {len(rest)} of the body's "
-                f"{int(length.group(1))} bytes"
+            head, rest, length = first_read(s, model, key)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert len(rest) == length, (
+                f"request {i}: the first read held {len(rest)} of the body's {length} bytes"
             )
             assert json.loads(rest)["choices"][0]["message"]["content"]
     finally:

@@ -10,6 +10,7 @@ mod authenticate;
 pub use llmgw_core::body;
 mod dialect;
 mod duration;
+mod end;
 pub mod error;
 mod estimate;
 mod gemini;
@@ -334,7 +335,7 @@ impl Proxy {
 
     /// Serves one proxied request from a client at `client_ip`: the answer,
     /// then its head kept back for its end when that is near
-    /// ([`hold::with_end`]). Chained, not awaited in turn in one `async fn`,
+    /// ([`end::with_end`]). Chained, not awaited in turn in one `async fn`,
     /// so that the second step's state takes the first's room: the server
     /// moves the handler's future a few times, and a larger one costs a
     /// slower copy each time (docs/benchmarks.md, "A request's state
@@ -345,7 +346,7 @@ impl Proxy {
         client_ip: &'a str,
     ) -> impl std::future::Future<Output = Response<ResponseBody>> + Send + 'a {
         use futures::FutureExt;
-        self.answer(req, client_ip).then(hold::with_end)
+        self.answer(req, client_ip).then(end::with_end)
     }
 
     /// The answer to one proxied request.
