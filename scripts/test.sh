@@ -113,6 +113,17 @@ stage_postgres() {
 
 stage_build_bins() {
     cargo build --workspace --bins "${CARGO_LOCKED[@]}"
+    # mimalloc's `override` feature makes it the C library's malloc in the
+    # servers too (docs/architecture.md, the mimalloc row). That holds only
+    # while the linker exports its malloc and free from the executable: one
+    # that defined them without exporting them would free glibc's own
+    # allocations into mimalloc.
+    local dir="${CARGO_TARGET_DIR:-$ROOT/target}" bin n
+    [[ "$dir" == /* ]] || dir="$ROOT/$dir"
+    for bin in llmgw-controlplane llmgw-dataplane; do
+        n="$(readelf --dyn-syms -W "$dir/debug/$bin" | awk '$7 != "UND" && ($8 == "malloc" || $8 == "free")' | wc -l)"
+        [[ "$n" == 2 ]] || llmgw_die "$bin does not export mimalloc's malloc and free ($n of 2 found)"
+    done
 }
 
 stage_rust_tests_nextest() {
