@@ -96,6 +96,10 @@ trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# Where cargo builds: the binaries' folder below, and the malloc check.
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+[[ "$TARGET_DIR" == /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
+
 # ---------------------------------------------------------------------------
 # Stages
 # ---------------------------------------------------------------------------
@@ -118,10 +122,9 @@ stage_build_bins() {
     # while the linker exports its malloc and free from the executable: one
     # that defined them without exporting them would free glibc's own
     # allocations into mimalloc.
-    local dir="${CARGO_TARGET_DIR:-$ROOT/target}" bin n
-    [[ "$dir" == /* ]] || dir="$ROOT/$dir"
+    local bin n
     for bin in llmgw-controlplane llmgw-dataplane; do
-        n="$(readelf --dyn-syms -W "$dir/debug/$bin" | awk '$7 != "UND" && ($8 == "malloc" || $8 == "free")' | wc -l)"
+        n="$(readelf --dyn-syms -W "$TARGET_DIR/debug/$bin" | awk '$7 != "UND" && ($8 == "malloc" || $8 == "free")' | wc -l)"
         [[ "$n" == 2 ]] || llmgw_die "$bin does not export mimalloc's malloc and free ($n of 2 found)"
     done
 }
@@ -253,9 +256,7 @@ printf 'LLMGW_TEST_POSTGRES_URL=%s\n' "$LLMGW_TEST_POSTGRES_URL"
 
 run_stage "build workspace binaries" stage_build_bins
 if [[ -z "${LLMGW_BIN_DIR:-}" ]]; then
-    target_dir="${CARGO_TARGET_DIR:-$ROOT/target}"
-    [[ "$target_dir" == /* ]] || target_dir="$ROOT/$target_dir"
-    export LLMGW_BIN_DIR="$target_dir/debug"
+    export LLMGW_BIN_DIR="$TARGET_DIR/debug"
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then

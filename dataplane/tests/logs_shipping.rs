@@ -124,8 +124,8 @@ struct Mock {
 }
 
 impl Mock {
-    async fn start(port: u16) -> Mock {
-        Mock::serve(TcpListener::bind(("127.0.0.1", port)).await.unwrap())
+    async fn start() -> Mock {
+        Mock::serve(TcpListener::bind("127.0.0.1:0").await.unwrap())
     }
 
     /// The mock on a port kept by [`reserved_port`].
@@ -287,7 +287,7 @@ mod logs {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn records_arrive_once_in_order_and_acked_segments_are_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        let mut mock = Mock::start(0).await;
+        let mut mock = Mock::start().await;
         let (sink, handle) = start(config(dir.path(), mock.addr.port())).await;
 
         for i in 1..=1200 {
@@ -338,7 +338,7 @@ mod logs {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn light_load_ships_each_record_promptly() {
         let dir = tempfile::tempdir().unwrap();
-        let mut mock = Mock::start(0).await;
+        let mut mock = Mock::start().await;
         let (sink, handle) = start(config(dir.path(), mock.addr.port())).await;
         for i in 1..=5 {
             sink.send(rec(i));
@@ -373,7 +373,7 @@ mod logs {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dropped_stream_resends_only_what_was_not_acknowledged() {
         let dir = tempfile::tempdir().unwrap();
-        let mut mock = Mock::start(0).await;
+        let mut mock = Mock::start().await;
         let (sink, handle) = start(config(dir.path(), mock.addr.port())).await;
 
         for i in 1..=10 {
@@ -403,7 +403,7 @@ mod logs {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn repeated_stream_drops_under_load_lose_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut mock = Mock::start(0).await;
+        let mut mock = Mock::start().await;
         let mut cfg = config(dir.path(), mock.addr.port());
         cfg.batch_max_records = 50;
         cfg.window = 4;
@@ -436,7 +436,7 @@ mod logs {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_restart_resends_every_unacknowledged_record_and_no_acknowledged_one() {
         let dir = tempfile::tempdir().unwrap();
-        let mut mock = Mock::start(0).await;
+        let mut mock = Mock::start().await;
 
         let (sink, handle) = start(config(dir.path(), mock.addr.port())).await;
         for i in 1..=10 {
@@ -548,7 +548,7 @@ mod logs {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn quarantined_ids_are_counted_and_not_retried() {
         let dir = tempfile::tempdir().unwrap();
-        let mock = Mock::start(0).await;
+        let mock = Mock::start().await;
         mock.quarantine(&["req-00003", "req-00007"]);
         let (sink, handle) = start(config(dir.path(), mock.addr.port())).await;
         for i in 1..=10 {
@@ -564,7 +564,7 @@ mod logs {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn flush_writes_the_queue_and_waits_for_acks() {
         let dir = tempfile::tempdir().unwrap();
-        let mut mock = Mock::start(0).await;
+        let mut mock = Mock::start().await;
         mock.set_acking(false);
         let (sink, handle) = start(config(dir.path(), mock.addr.port())).await;
         for i in 1..=20 {
@@ -597,7 +597,7 @@ mod logs {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn flush_gives_up_at_its_timeout_and_the_next_start_resends() {
         let dir = tempfile::tempdir().unwrap();
-        let mut mock = Mock::start(0).await;
+        let mut mock = Mock::start().await;
         mock.set_acking(false);
         let (sink, handle) = start(config(dir.path(), mock.addr.port())).await;
         for i in 1..=5 {
