@@ -35,6 +35,9 @@ const DP_TOKEN: &str = "dataplane-token-for-log-tests";
 const WAIT: Duration = Duration::from_secs(15);
 /// Attempts stored: rows of `request_attempts` and attempts kept in their
 /// record's row (`attempt_latency_ms`, migration 0028).
+/// Details rows (one per record stored with its headers and bodies).
+const STORED_DETAILS: &str = "SELECT COUNT(*) FROM request_log_details";
+
 const STORED_ATTEMPTS: &str = "SELECT (SELECT COUNT(*) FROM request_attempts) + \
      (SELECT COUNT(*) FROM request_logs WHERE attempt_latency_ms IS NOT NULL)";
 
@@ -362,6 +365,9 @@ both! {
         assert_eq!(acks.iter().map(|a| a.acked_sequence).collect::<Vec<_>>(), [5, 10]);
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 10);
         assert_eq!(count(&cp, STORED_ATTEMPTS).await, attempts);
+        // No key stops a second details row: ingest writes none for a
+        // record it stored before.
+        assert_eq!(count(&cp, STORED_DETAILS).await, 10);
 
         // A batch of stored and new records: its plain insert fails on the
         // stored ones, and the retry stores the new one, with both its
@@ -388,6 +394,7 @@ both! {
         let attempts = attempts + 2;
         assert_eq!(count(&cp, STORED_ATTEMPTS).await, attempts);
         assert_eq!(count(&cp, &counted).await, 11);
+        assert_eq!(count(&cp, STORED_DETAILS).await, 11);
 
         // A repeated id inside one batch is stored once; an empty batch acks.
         let mut twice = rec(100, t0);
@@ -400,6 +407,7 @@ both! {
         assert_eq!(acks[0].acked_sequence, 11);
         assert_eq!(acks[1].acked_sequence, 11);
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 12);
+        assert_eq!(count(&cp, STORED_DETAILS).await, 12);
 
         // Bad records are quarantined and the batch still acks.
         let good = rec(200, t0);
@@ -1695,6 +1703,41 @@ both! {
                 }
                 conn.close().await.unwrap();
             }
+        }
+        // `logs get` finds a record's details by its time and id through
+        // the index on the time (the table has no primary key).
+        let details = format!(
+            "SELECT data FROM request_log_details WHERE time_ms = {t} AND id = {}",
+            match db.kind {
+                Kind::Sqlite => "X'0123456789abcdef0123456789abcdef'",
+                Kind::Postgres => "'\\x0123456789abcdef0123456789abcdef'::bytea",
+            }
+        );
+        let plan = match db.kind {
+            Kind::Sqlite => {
+                let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {details}"))
+                    .fetch_all(cp.running.store().pool())
+                    .await
+                    .unwrap();
+                rows.iter().map(|r| r.get::<String, _>("detail")).collect::<Vec<_>>().join(" | ")
+            }
+            Kind::Postgres => {
+                let mut conn = sqlx::postgres::PgConnection::connect(&db.url).await.unwrap();
+                sqlx::query("ANALYZE request_log_details").execute(&mut conn).await.unwrap();
+                let rows = sqlx::query(&format!("EXPLAIN {details}")).fetch_all(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+                rows.iter().map(|r| r.get::<String, _>(0)).collect::<Vec<_>>().join(" | ")
+            }
+        };
+        match db.kind {
+            Kind::Sqlite => assert!(
+                plan.contains("USING INDEX request_log_details_time (time_ms=?)"),
+                "details lookup: {plan}"
+            ),
+            Kind::Postgres => assert!(
+                plan.contains("Index Scan") && plan.contains("time_ms") && !plan.contains("Seq Scan"),
+                "details lookup: {plan}"
+            ),
         }
         cp.shutdown().await;
     }

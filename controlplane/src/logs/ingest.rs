@@ -445,11 +445,9 @@ impl Table {
                 ATTEMPT_COLUMNS,
                 if skip { " ON CONFLICT DO NOTHING" } else { "" },
             ),
-            Table::Details => (
-                "request_log_details",
-                DETAIL_COLUMNS,
-                if skip { " ON CONFLICT DO NOTHING" } else { "" },
-            ),
+            // No key to conflict on: details are written only for the
+            // records the summary insert stored now (`insert_records`).
+            Table::Details => ("request_log_details", DETAIL_COLUMNS, ""),
         }
     }
 }
