@@ -40,7 +40,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::store::Store;
 
-pub use row::{format_time, strip_details};
+pub use row::{format_time, id_text, stored_id, strip_details};
 
 /// How many stored records a slow `FollowLogs` stream may fall behind
 /// before it is ended.

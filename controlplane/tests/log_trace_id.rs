@@ -278,6 +278,7 @@ both! {
                         Param::Int(v) => q.bind(*v),
                         Param::Real(v) => q.bind(*v),
                         Param::Text(v) => q.bind(v.as_str()),
+                        Param::Bytes(v) => q.bind(v.as_slice()),
                     };
                 }
                 let plan: Vec<String> = q

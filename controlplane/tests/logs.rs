@@ -19,6 +19,7 @@ use llmgw_controlplane::logs::retention;
 use llmgw_controlplane::logs::sketch::RELATIVE_ERROR;
 use llmgw_controlplane::logs::sql::{Param, Statement};
 use llmgw_controlplane::logs::stats::{stats_statement, stats_statement_pg};
+use llmgw_controlplane::logs::stored_id;
 use llmgw_controlplane::Running;
 use llmgw_proto::v1 as pb;
 use llmgw_proto::v1::admin_client::AdminClient;
@@ -508,21 +509,25 @@ both! {
         elsewhere.attempts[0].provider = "p-z".into();
         let sent = vec![inline, own_error, retried, none, elsewhere];
         ship(&mut cp.logs(), vec![batch(5, sent.clone())]).await;
-        let in_table: Vec<(String, i64)> = sqlx::query_as(
+        // Ids are stored as their 16 bytes (`stored_id`).
+        let in_table: Vec<(Vec<u8>, i64)> = sqlx::query_as(
             "SELECT request_id, COUNT(*) FROM request_attempts GROUP BY request_id ORDER BY request_id",
         )
         .fetch_all(cp.running.store().pool())
         .await
         .unwrap();
-        assert_eq!(in_table, [(id(2), 1), (id(3), 2), (id(5), 1)]);
-        let in_row: Vec<(String, i64, i64)> = sqlx::query_as(
+        assert_eq!(
+            in_table,
+            [(stored_id(&id(2)), 1), (stored_id(&id(3)), 2), (stored_id(&id(5)), 1)]
+        );
+        let in_row: Vec<(Vec<u8>, i64, i64)> = sqlx::query_as(
             "SELECT id, attempt_latency_ms, attempt_offset_ms FROM request_logs \
              WHERE attempt_latency_ms IS NOT NULL",
         )
         .fetch_all(cp.running.store().pool())
         .await
         .unwrap();
-        assert_eq!(in_row, [(id(1), 90, 2)]);
+        assert_eq!(in_row, [(stored_id(&id(1)), 90, 2)]);
         // Each reads back as it was sent, in GetLog and in lists.
         let mut admin = cp.admin();
         let listed = list(&mut admin, pb::ListLogsRequest { limit: 10, ..Default::default() })
@@ -856,7 +861,7 @@ both! {
              dropped_fields, reasoning_tokens, cache_creation_tokens, count_source, stop_reason \
              FROM request_logs WHERE id = $1",
         )
-        .bind(id(1))
+        .bind(stored_id(&id(1)))
         .fetch_one(cp.running.store().pool())
         .await
         .unwrap();
@@ -873,7 +878,7 @@ both! {
         assert_eq!(row.get::<String, _>("stop_reason"), "tool_calls");
         let passed_dropped: String =
             sqlx::query_scalar("SELECT dropped_fields FROM request_logs WHERE id = $1")
-                .bind(id(2))
+                .bind(stored_id(&id(2)))
                 .fetch_one(cp.running.store().pool())
                 .await
                 .unwrap();
@@ -1691,6 +1696,7 @@ both! {
                             Param::Int(v) => q.bind(*v),
                             Param::Real(v) => q.bind(*v),
                             Param::Text(v) => q.bind(v.as_str()),
+                            Param::Bytes(v) => q.bind(v.as_slice()),
                         };
                     }
                     let row = q.fetch_one(&mut conn).await.unwrap();
@@ -2508,6 +2514,87 @@ both! {
         let got = admin.get_log(pb::GetLogRequest { id: id(2) }).await.unwrap().into_inner();
         assert_eq!(got.request_body, r.request_body);
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_log_details").await, 2);
+        cp.shutdown().await;
+    }
+}
+
+both! {
+    async fn ids_stored_as_text_become_sixteen_bytes(db: Db) {
+        // The migration before which ids were text: PostgreSQL 0035,
+        // SQLite 0034.
+        let before = match db.kind {
+            Kind::Sqlite => 34,
+            Kind::Postgres => 35,
+        };
+        let old = migrate_up_to(&db, before).await;
+        let t = now_ms() - 3_600_000;
+        // A canonical id, one in capitals, and one that is not a UUID at
+        // all (ingest never stored one; the migration must not fail on it).
+        let upper = id(2).to_uppercase();
+        for (n, sent) in [(1, id(1)), (2, upper.clone()), (3, "legacy-7".to_string())] {
+            sqlx::query(
+                "INSERT INTO request_logs (id, time_ms, node_id, sequence, status) \
+                 VALUES ($1, $2, 'n', $3, 200)",
+            )
+            .bind(sent.as_str())
+            .bind(t + n)
+            .bind(n)
+            .execute(&old)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO request_attempts (request_id, request_time_ms, attempt, provider, \
+                 upstream_model, status, latency_ms) VALUES ($1, $2, 0, 'p', 'u', 200, $3)",
+            )
+            .bind(sent.as_str())
+            .bind(t + n)
+            .bind(n * 10)
+            .execute(&old)
+            .await
+            .unwrap();
+        }
+        old.close().await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        assert_eq!(
+            count(&cp, "SELECT COUNT(*) FROM request_logs WHERE length(id) = 16").await,
+            2
+        );
+        assert_eq!(
+            count(&cp, "SELECT COUNT(*) FROM request_attempts WHERE length(request_id) = 16").await,
+            2
+        );
+        let mut admin = cp.admin();
+        // Each reads back with its attempt, the UUIDs in canonical form.
+        let listed = list(&mut admin, pb::ListLogsRequest { ascending: true, ..Default::default() })
+            .await
+            .records;
+        let got: Vec<(String, u64)> = listed
+            .iter()
+            .map(|r| (r.id.clone(), r.attempts.first().map_or(0, |a| a.latency_ms)))
+            .collect();
+        assert_eq!(got, [(id(1), 10), (id(2), 20), ("legacy-7".to_string(), 30)]);
+        for asked in [id(1), upper] {
+            let one = admin.get_log(pb::GetLogRequest { id: asked }).await.unwrap().into_inner();
+            assert_eq!(one.attempts.len(), 1);
+        }
+        // New records are stored in the same form beside them.
+        ship(&mut cp.logs(), vec![batch(1, vec![rec(4, t + 4)])]).await;
+        assert_eq!(
+            count(&cp, "SELECT COUNT(*) FROM request_logs WHERE length(id) = 16").await,
+            3
+        );
+        let page = list(&mut admin, pb::ListLogsRequest { limit: 2, ..Default::default() }).await;
+        let ids = |p: &pb::ListLogsResponse| p.records.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&page), [id(4), "legacy-7".to_string()]);
+        // The next page goes on from the last id, bound in its stored form.
+        let next = list(
+            &mut admin,
+            pb::ListLogsRequest { limit: 2, page_token: page.next_page_token.clone(), ..Default::default() },
+        )
+        .await;
+        assert_eq!(ids(&next), [id(2), id(1)]);
         cp.shutdown().await;
     }
 }

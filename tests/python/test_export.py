@@ -78,6 +78,10 @@ def seeded(gwx: Gateway) -> dict[str, Any]:
         r.parse()
     records = {rid: gwx.log(rid) for rid in ids}
     db = sqlite3.connect(gwx.data_dir / "llmgw.db", timeout=30)
+    # Ids are stored as their UUID's 16 bytes (controlplane/src/logs/row.rs
+    # `stored_id`); Debian's SQLite predates unhex().
+    db.create_function("uuid_bytes", 1, lambda i: bytes.fromhex(f"00000000000070008000{i:012x}"),
+                       deterministic=True)
     with db:
         db.execute(
             """
@@ -86,7 +90,7 @@ def seeded(gwx: Gateway) -> dict[str, Any]:
                                       provider, upstream_model, status, stream, latency_ms,
                                       ttfb_ms, input_tokens, output_tokens, usage_source, cost,
                                       error)
-            SELECT printf('00000000-0000-7000-8000-%012x', i), ? + i, 'bulk', i, 'bulk-key',
+            SELECT uuid_bytes(i), ? + i, 'bulk', i, 'bulk-key',
                    'openai-chat', 'bulk-' || (i % 7), 'mock', 'gpt',
                    CASE WHEN i % 50 = 0 THEN 500 ELSE 200 END, i % 2, i % 3000, i % 300,
                    i % 1000, i % 500, 'upstream', (i % 1000) * 0.000001,

@@ -87,13 +87,6 @@ const KEEP_MARGIN_MS: i64 = 3600 * 1000;
 /// The five detail fields of a record, in [`FIELDS`] order.
 pub type Fields = [String; 5];
 
-/// The 16 bytes of a request id (a UUID in any of its text forms).
-pub fn id_bytes(id: &str) -> Option<Vec<u8>> {
-    uuid::Uuid::parse_str(id.trim())
-        .ok()
-        .map(|u| u.as_bytes().to_vec())
-}
-
 /// The dictionary new rows are compressed with.
 pub struct Current {
     id: i64,
@@ -703,13 +696,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn ids_are_sixteen_bytes() {
-        let id = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
-        assert_eq!(id_bytes(id).unwrap().len(), 16);
-        assert_eq!(id_bytes(id), id_bytes(&id.to_uppercase()));
-        assert_eq!(id_bytes("nope"), None);
     }
 }

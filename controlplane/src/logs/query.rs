@@ -11,8 +11,7 @@ use base64::Engine as _;
 use llmgw_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use super::details;
-use super::row::{add_details, attempt_from_row, summary_from_row, SUMMARY_COLUMNS};
+use super::row::{add_details, attempt_from_row, stored_id, summary_from_row, SUMMARY_COLUMNS};
 use super::sql::{in_list, Filter, Param, Statement, TOKENS};
 use crate::store::{Store, StoreError};
 
@@ -162,7 +161,7 @@ impl ListQuery {
             // `expr <= v` alone can use an index on expr; the second test
             // breaks ties by id.
             let v = st.bind(v.clone());
-            let id = st.bind(Param::Text(id.clone()));
+            let id = st.bind(Param::Bytes(stored_id(id)));
             conds.push(format!(
                 "{expr} {cmp}= {v} AND ({expr} {cmp} {v} OR id {cmp} {id})"
             ));
@@ -225,7 +224,10 @@ async fn add_attempts(
         return Ok(());
     }
     let mut st = Statement::default();
-    let ids = in_list(&mut st, records.iter().map(|r| Param::Text(r.id.clone())));
+    let ids = in_list(
+        &mut st,
+        records.iter().map(|r| Param::Bytes(stored_id(&r.id))),
+    );
     // The records' time span: on PostgreSQL only the days it covers are read.
     let first = records.iter().map(|r| r.time_ms).min().unwrap_or_default();
     let last = records.iter().map(|r| r.time_ms).max().unwrap_or_default();
@@ -261,7 +263,7 @@ pub async fn get(store: &Store, id: &str) -> Result<pb::RequestLog, StoreError> 
     let row = sqlx::query(&format!(
         "SELECT {SUMMARY_COLUMNS} FROM request_logs WHERE id = $1"
     ))
-    .bind(canonical.as_str())
+    .bind(stored_id(&canonical))
     .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| StoreError::NotFound(format!("request log {canonical} not found")))?;
@@ -271,7 +273,7 @@ pub async fn get(store: &Store, id: &str) -> Result<pb::RequestLog, StoreError> 
     let data: Option<Vec<u8>> =
         sqlx::query_scalar("SELECT data FROM request_log_details WHERE time_ms = $1 AND id = $2")
             .bind(rec.time_ms)
-            .bind(details::id_bytes(&canonical).unwrap_or_default())
+            .bind(stored_id(&canonical))
             .fetch_optional(&mut *conn)
             .await?;
     match data {

@@ -318,14 +318,14 @@ pub async fn purge_older_than(
         .bind(batch - 1)
         .fetch_optional(&mut *tx)
         .await?
-        .map(|r| -> Result<(i64, String), sqlx::Error> { Ok((r.try_get(0)?, r.try_get(1)?)) })
+        .map(|r| -> Result<(i64, Vec<u8>), sqlx::Error> { Ok((r.try_get(0)?, r.try_get(1)?)) })
         .transpose()?;
         let mut st = Statement::default();
         let cutoff = st.bind(Param::Int(cutoff_ms));
         let mut cond = format!("time_ms < {cutoff}");
         if let Some((t, id)) = &boundary {
             let t = st.bind(Param::Int(*t));
-            let id = st.bind(Param::Text(id.clone()));
+            let id = st.bind(Param::Bytes(id.clone()));
             cond.push_str(&format!(
                 " AND time_ms <= {t} AND (time_ms < {t} OR id <= {id})"
             ));

@@ -26,6 +26,34 @@ pub const SUMMARY_COLUMNS: &str = concat!(
     " AS cost_nanos"
 );
 
+/// A request id as the log tables store it (`request_logs.id`,
+/// `request_attempts.request_id`, `request_log_details.id`): the 16 bytes
+/// of its UUID, whatever the text's form (PostgreSQL migration 0035,
+/// SQLite 0034), instead of 36 characters. Ingest has refused ids that
+/// are not UUIDs since its first version; should a row hold one anyway,
+/// the migrations keep its UTF-8 bytes, and so does this (a lookup of such
+/// an id finds it).
+pub fn stored_id(id: &str) -> Vec<u8> {
+    match uuid::Uuid::parse_str(id.trim()) {
+        Ok(u) => u.as_bytes().to_vec(),
+        Err(_) => id.as_bytes().to_vec(),
+    }
+}
+
+/// The text of a stored id ([`stored_id`]): a UUID's canonical
+/// lowercase form, or the stored text of an id that was not a UUID.
+pub fn id_text(bytes: &[u8]) -> String {
+    match uuid::Uuid::from_slice(bytes) {
+        Ok(u) => u.hyphenated().to_string(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+/// The id in column `col` of a log row, as text.
+pub fn id_of(r: &AnyRow, col: &str) -> Result<String, StoreError> {
+    Ok(id_text(&r.try_get::<Vec<u8>, _>(col)?))
+}
+
 /// RFC 3339 with milliseconds, in UTC: `2024-05-01T12:00:00.123Z`.
 pub fn format_time(ms: i64) -> String {
     if ms <= 0 {
@@ -63,7 +91,7 @@ fn flag(r: &AnyRow, col: &str) -> Result<bool, StoreError> {
 pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
     let time_ms: i64 = r.try_get("time_ms")?;
     let mut rec = pb::RequestLog {
-        id: r.try_get("id")?,
+        id: id_of(r, "id")?,
         sequence: u64_of(r, "sequence")?,
         node_id: r.try_get("node_id")?,
         time_ms,
@@ -206,7 +234,7 @@ pub fn add_details(rec: &mut pb::RequestLog, fields: Fields) -> Result<(), Store
 /// One `request_attempts` row: (request id, attempt).
 pub fn attempt_from_row(r: &AnyRow) -> Result<(String, pb::Attempt), StoreError> {
     Ok((
-        r.try_get("request_id")?,
+        id_of(r, "request_id")?,
         pb::Attempt {
             provider: r.try_get("provider")?,
             upstream_model: r.try_get("upstream_model")?,

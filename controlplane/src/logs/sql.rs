@@ -17,6 +17,8 @@ pub enum Param {
     Int(i64),
     Real(f64),
     Text(String),
+    /// Bytes: a request id as stored (`row::stored_id`).
+    Bytes(Vec<u8>),
 }
 
 /// A statement and its parameters, `$1` being the first.
@@ -59,6 +61,7 @@ pub fn bind_all<'q>(
             Param::Int(v) => q.bind(*v),
             Param::Real(v) => q.bind(*v),
             Param::Text(v) => q.bind(v.as_str()),
+            Param::Bytes(v) => q.bind(v.as_slice()),
         };
     }
     q

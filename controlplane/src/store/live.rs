@@ -215,7 +215,7 @@ impl Store {
     pub async fn logged_status(&self, id: &str) -> Result<Option<u32>> {
         let status: Option<i64> =
             sqlx::query_scalar("SELECT status FROM request_logs WHERE id = $1")
-                .bind(id)
+                .bind(crate::logs::stored_id(id))
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(status.map(|s| u32::try_from(s).unwrap_or(0)))
