@@ -1,5 +1,5 @@
 -- request_log_details loses its primary key (#18, bytes per row). The key
--- (time_ms, id) cost about 57 bytes a record, the most of any index but
+-- (time_ms, id) cost 50 to 57 bytes a record, the most of any index but
 -- the summaries' own primary key, and a unique check on every insert,
 -- while nothing needs it to be unique: ingest writes a record's details
 -- in the transaction that inserts its summary row, and only for records

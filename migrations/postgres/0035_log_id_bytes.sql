@@ -16,7 +16,8 @@
 -- deploy.md, upgrade notes): about 40 of PostgreSQL's shared locks per
 -- day of logs, held until it commits, so it checks first that the lock
 -- table has room and otherwise stops, changing nothing, with what to
--- raise.
+-- raise (migration 0034 has committed by then: the message says to start
+-- this version again).
 DO $$
 DECLARE
     days BIGINT;
@@ -36,8 +37,9 @@ BEGIN
             'transaction and needs about % of PostgreSQL''s shared locks for their % day '
             'partitions, but max_locks_per_transaction (%) gives room for % with this server''s '
             'backends. Raise max_locks_per_transaction to % (twice what it needs) and restart '
-            'PostgreSQL, then start the control plane again; nothing was changed (docs/deploy.md, '
-            'upgrade notes).',
+            'PostgreSQL, then start this version of the control plane again: this migration '
+            'changed nothing, but 0034 before it is applied, so an older version will not start '
+            'on this database (docs/deploy.md, upgrade notes).',
             needed, days, current_setting('max_locks_per_transaction'), room,
             (2 * needed) / backends + 1;
     END IF;

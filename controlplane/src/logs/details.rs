@@ -9,9 +9,10 @@
 //! record whose details row is gone says so (`bodies_expired`), rather
 //! than showing empty bodies.
 //!
-//! The row is keyed by the request's time and the 16 bytes of its id (not
-//! its 36-character text: the key is in the index too). Its `data` is one
-//! of:
+//! The row holds the request's time and the 16 bytes of its id; `logs get`
+//! finds it through an index on the time (no primary key since migration
+//! 0034: ingest writes a record's details once, with its summary). Its
+//! `data` is one of:
 //! - `{...}`: a JSON object of the five fields as strings, as migration
 //!   0024 moved rows stored before it (SQL has no zstd);
 //! - `0x01` and a zstd frame of the five fields, each a LEB128 length and

@@ -253,6 +253,11 @@ async fn add_attempts(
     Ok(())
 }
 
+/// A record's details by its time and stored id (`row::stored_id`): the
+/// index on `time_ms` finds that millisecond's rows (the test
+/// `queries_use_indexes` checks the plan).
+pub const DETAILS_OF: &str = "SELECT data FROM request_log_details WHERE time_ms = $1 AND id = $2";
+
 /// One record with headers, bodies and attempts.
 pub async fn get(store: &Store, id: &str) -> Result<pb::RequestLog, StoreError> {
     let canonical = uuid::Uuid::parse_str(id.trim())
@@ -270,12 +275,11 @@ pub async fn get(store: &Store, id: &str) -> Result<pb::RequestLog, StoreError> 
     let mut rec = summary_from_row(&row)?;
     // Every record is stored with a details row; none left means body
     // retention removed it.
-    let data: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT data FROM request_log_details WHERE time_ms = $1 AND id = $2")
-            .bind(rec.time_ms)
-            .bind(stored_id(&canonical))
-            .fetch_optional(&mut *conn)
-            .await?;
+    let data: Option<Vec<u8>> = sqlx::query_scalar(DETAILS_OF)
+        .bind(rec.time_ms)
+        .bind(stored_id(&canonical))
+        .fetch_optional(&mut *conn)
+        .await?;
     match data {
         Some(data) => match store.details().decode(store.pool(), &data).await {
             Ok(fields) => add_details(&mut rec, fields)?,

@@ -398,7 +398,7 @@ pub async fn purge_details_older_than(
         if stopping() {
             return Ok(deleted);
         }
-        // The primary key (time_ms, id) finds the oldest rows.
+        // The index on time_ms finds the oldest rows.
         let done = sqlx::query(
             "DELETE FROM request_log_details WHERE rowid IN \
              (SELECT rowid FROM request_log_details WHERE time_ms < $1 \

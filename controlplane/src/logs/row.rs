@@ -31,8 +31,8 @@ pub const SUMMARY_COLUMNS: &str = concat!(
 /// of its UUID, whatever the text's form (PostgreSQL migration 0035,
 /// SQLite 0034), instead of 36 characters. Ingest has refused ids that
 /// are not UUIDs since its first version; should a row hold one anyway,
-/// the migrations keep its UTF-8 bytes, and so does this (a lookup of such
-/// an id finds it).
+/// the migrations keep its UTF-8 bytes, and so does this (a page token
+/// that ends on such a row goes on from it; `logs get` asks for UUIDs).
 pub fn stored_id(id: &str) -> Vec<u8> {
     match uuid::Uuid::parse_str(id.trim()) {
         Ok(u) => u.as_bytes().to_vec(),
@@ -49,9 +49,14 @@ pub fn id_text(bytes: &[u8]) -> String {
     }
 }
 
-/// The id in column `col` of a log row, as text.
+/// The id in column `col` of a log row, as text. A text value (on SQLite,
+/// a row written from outside the control plane since migration 0034)
+/// reads as it is rather than failing the whole list.
 pub fn id_of(r: &AnyRow, col: &str) -> Result<String, StoreError> {
-    Ok(id_text(&r.try_get::<Vec<u8>, _>(col)?))
+    match r.try_get::<Vec<u8>, _>(col) {
+        Ok(bytes) => Ok(id_text(&bytes)),
+        Err(_) => Ok(r.try_get::<String, _>(col)?),
+    }
 }
 
 /// RFC 3339 with milliseconds, in UTC: `2024-05-01T12:00:00.123Z`.
