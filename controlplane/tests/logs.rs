@@ -2124,87 +2124,141 @@ async fn postgres_overlapping_batches_from_two_control_planes_are_stored_once() 
     .await;
 }
 
-/// The CI failure this came from: a reader that had read
-/// `request_attempts` and went on to `request_logs` while a day's
-/// partitions were being created deadlocked with the creation, and
-/// PostgreSQL failed one of them. Creating partitions now takes its locks
-/// together and gives them up before the deadlock check, for a reader
-/// that goes through the parents in either order.
+/// A day's partitions are attached under SHARE UPDATE EXCLUSIVE locks
+/// (migration 0036), which neither a reader nor ingest's open batch
+/// conflicts with: with a transaction reading `request_attempts` and
+/// `request_logs` and another holding all three parents as ingest does,
+/// the day is created on the first try, and the next batch stores a row in
+/// it. (Under 0033's ACCESS EXCLUSIVE locks each try timed out
+/// behind the batch, and a 20 M backfill stopped.) A parent held ACCESS
+/// EXCLUSIVE, as retention's drop of a day holds it, makes the creation
+/// wait and try again until it is let go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_creating_a_day_does_not_deadlock_with_a_reader() {
+async fn postgres_creating_a_day_waits_for_no_reader_or_batch() {
     common::run(Kind::Postgres, |db| async move {
         let store = db.open().await;
         let watcher = db.open().await;
-        let first_day = now_ms() + 40 * DAY;
-        let orders = [
-            ("request_attempts", "request_logs"),
-            ("request_logs", "request_attempts"),
-        ];
-        for (n, (first, then)) in orders.into_iter().enumerate() {
-            // A reader holds one parent, as a request's attempts and then
-            // its record are read in one transaction.
-            let mut reader = store.pool().begin().await.unwrap();
-            sqlx::query(&format!("SELECT COUNT(*) FROM {first}"))
+        let today = now_ms();
+        retention::ensure_day(&store, today).await.unwrap();
+        let day = today + 40 * DAY;
+        let mut reader = store.pool().begin().await.unwrap();
+        for table in ["request_attempts", "request_logs"] {
+            sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
                 .fetch_one(&mut *reader)
                 .await
                 .unwrap();
-            let day = first_day + i64::try_from(n).unwrap() * DAY;
-            let creating = tokio::spawn({
-                let store = db.open().await;
-                async move {
-                    let r = retention::ensure_day(&store, day).await;
-                    store.close().await;
-                    r
-                }
-            });
-            // Once the creation waits for that parent, the reader goes
-            // on to the other.
-            let waiting = format!(
-                "SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                 WHERE l.database = (SELECT oid FROM pg_database \
-                                     WHERE datname = current_database()) \
-                 AND c.relname = '{first}' AND NOT l.granted"
-            );
-            tokio::time::timeout(WAIT, async {
-                while sqlx::query_scalar::<_, i64>(&waiting)
-                    .fetch_one(watcher.pool())
-                    .await
-                    .unwrap()
-                    == 0
-                {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            })
-            .await
-            .unwrap_or_else(|_| panic!("the creation never waited for {first}"));
-            let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {then}"))
-                .fetch_one(&mut *reader)
-                .await
-                .unwrap_or_else(|e| panic!("the reader of {first}, then {then} failed: {e}"));
-            assert_eq!(rows, 0);
-            reader.commit().await.unwrap();
-            tokio::time::timeout(WAIT, creating)
-                .await
-                .expect("the creation did not finish")
-                .unwrap()
-                .unwrap_or_else(|e| panic!("the creation failed: {e}"));
-            let suffix: String = sqlx::query_scalar(
-                "SELECT to_char(to_timestamp($1 / 1000) AT TIME ZONE 'UTC', 'YYYYMMDD')",
+        }
+        let mut batch = store.pool().begin().await.unwrap();
+        let insert = |t: i64, n: u32| {
+            sqlx::query(
+                "INSERT INTO request_logs (id, time_ms, node_id, sequence, status) \
+                 VALUES ($1, $2, 'n', 1, 200)",
             )
-            .bind(day)
-            .fetch_one(watcher.pool())
+            .bind(stored_id(&id(n)))
+            .bind(t)
+        };
+        insert(today, 1).execute(&mut *batch).await.unwrap();
+        sqlx::query(
+            "INSERT INTO request_attempts (request_id, request_time_ms, attempt, provider, \
+             upstream_model, status, latency_ms) VALUES ($1, $2, 0, 'p', 'u', 200, 5)",
+        )
+        .bind(stored_id(&id(1)))
+        .bind(today)
+        .execute(&mut *batch)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO request_log_details (time_ms, id, data) VALUES ($1, $2, $3)")
+            .bind(today)
+            .bind(stored_id(&id(1)))
+            .bind(b"{}".as_slice())
+            .execute(&mut *batch)
             .await
             .unwrap();
-            for parent in ["request_logs", "request_attempts", "request_log_details"] {
-                let made: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::TEXT")
-                    .bind(format!("{parent}_p{suffix}"))
-                    .fetch_one(watcher.pool())
-                    .await
-                    .unwrap();
-                assert!(made.is_some(), "{parent} has no partition for the day");
+        // One call, no retry: a lock timeout would be an error here.
+        let mut one = store.pool().acquire().await.unwrap();
+        tokio::time::timeout(
+            WAIT,
+            sqlx::query("SELECT llmgw_ensure_log_day($1)")
+                .bind(day)
+                .execute(&mut *one),
+        )
+        .await
+        .expect("the creation hung")
+        .unwrap_or_else(|e| panic!("the creation waited for the reader or the batch: {e}"));
+        drop(one);
+        // A transaction keeps the partitions it began with; the next batch
+        // (ingest creates its days before it begins) stores into the day.
+        batch.commit().await.unwrap();
+        reader.commit().await.unwrap();
+        insert(day, 2).execute(store.pool()).await.unwrap();
+        let suffix = |t: i64| {
+            let watcher = &watcher;
+            async move {
+                sqlx::query_scalar::<_, String>(
+                    "SELECT to_char(to_timestamp($1 / 1000) AT TIME ZONE 'UTC', 'YYYYMMDD')",
+                )
+                .bind(t)
+                .fetch_one(watcher.pool())
+                .await
+                .unwrap()
             }
+        };
+        let stored_in: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM request_logs_p{}",
+            suffix(day).await
+        ))
+        .fetch_one(watcher.pool())
+        .await
+        .unwrap();
+        assert_eq!(stored_in, 1);
+
+        // Retention dropping a day holds a parent ACCESS EXCLUSIVE: the
+        // creation waits, tries again, and finishes once it is let go.
+        let later = day + DAY;
+        let mut dropping = store.pool().begin().await.unwrap();
+        sqlx::query("LOCK TABLE ONLY request_log_details IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *dropping)
+            .await
+            .unwrap();
+        let creating = tokio::spawn({
+            let store = db.open().await;
+            async move {
+                let r = retention::ensure_day(&store, later).await;
+                store.close().await;
+                r
+            }
+        });
+        let waiting = "SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND c.relname = 'request_log_details' AND NOT l.granted";
+        tokio::time::timeout(WAIT, async {
+            while sqlx::query_scalar::<_, i64>(waiting)
+                .fetch_one(watcher.pool())
+                .await
+                .unwrap()
+                == 0
+            {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .expect("the creation never waited for the dropping retention");
+        dropping.commit().await.unwrap();
+        tokio::time::timeout(WAIT, creating)
+            .await
+            .expect("the creation did not finish")
+            .unwrap()
+            .unwrap_or_else(|e| panic!("the creation failed: {e}"));
+        let later_suffix = suffix(later).await;
+        for parent in ["request_logs", "request_attempts", "request_log_details"] {
+            let made: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::TEXT")
+                .bind(format!("{parent}_p{later_suffix}"))
+                .fetch_one(watcher.pool())
+                .await
+                .unwrap();
+            assert!(made.is_some(), "{parent} has no partition for the day");
         }
-        let day = first_day + 2 * DAY;
+
         // The function's own lock timeout does not stay in its caller's
         // transaction.
         let mut tx = store.pool().begin().await.unwrap();
@@ -2213,7 +2267,7 @@ async fn postgres_creating_a_day_does_not_deadlock_with_a_reader() {
             .await
             .unwrap();
         sqlx::query("SELECT llmgw_ensure_log_day($1)")
-            .bind(day + DAY)
+            .bind(later + DAY)
             .execute(&mut *tx)
             .await
             .unwrap();

@@ -252,14 +252,14 @@ async fn run_pass(
 /// PostgreSQL: the day partitions for the day holding `t_ms`, in a short
 /// transaction of its own.
 ///
-/// Creating them locks the three parent tables. `llmgw_ensure_log_day`
-/// (migration 0033) takes those locks in one statement that waits at most
-/// 200 ms for each, so that it holds a parent while waiting for another
-/// at most 400 ms in all, under PostgreSQL's deadlock check (1 s): a
-/// reader holding one parent and waiting for another never deadlocks with
-/// it, since the function gives its locks up first. Here it tries again
-/// after a pause, 40 times (10 to 26 s), while readers come and go; then
-/// the error goes to the caller (ingest: the batch fails and the data
+/// `llmgw_ensure_log_day` (migration 0036) creates each table beside its
+/// parent and attaches it, under SHARE UPDATE EXCLUSIVE locks on the three
+/// parents, which readers and ingest's open batches do not conflict with;
+/// retention's drop of a day does. It takes those locks in one statement
+/// that waits at most 200 ms for each, so that it holds a parent while
+/// waiting for another at most 400 ms in all, under PostgreSQL's deadlock
+/// check (1 s). Here it tries again after a pause, 40 times (10 to 26 s);
+/// then the error goes to the caller (ingest: the batch fails and the data
 /// plane resends it).
 pub async fn ensure_day(store: &Store, t_ms: i64) -> Result<(), StoreError> {
     let mut tries = 0;
