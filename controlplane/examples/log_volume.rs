@@ -213,7 +213,11 @@ fn record(node: &str, n: u64, total: u64, start: i64, end: i64) -> pb::RequestLo
     }
 }
 
-/// Ships records `first..last` (of `total`) as one data plane would.
+/// Ships records `first..last` (of `total`) as one data plane would: when
+/// the control plane refuses a batch for now (`Unavailable`), the stream
+/// is opened again after a pause and the records from the last ack on
+/// are sent again (stored ones are skipped by id). Returns the last acked
+/// record and the number of refusals.
 async fn ship(
     channel: Channel,
     node: String,
@@ -221,44 +225,63 @@ async fn ship(
     total: u64,
     (start, end): (i64, i64),
     batch: usize,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<(u64, u64)> {
     let mut client = LogsClient::new(InterceptedService::new(channel, bearer(DP_BEARER)))
         .max_encoding_message_size(64 * 1024 * 1024);
-    let (tx, rx) = tokio::sync::mpsc::channel::<pb::LogBatch>(4);
-    let node2 = node.clone();
-    let producer = tokio::spawn(async move {
-        let mut n = range.start;
-        while n < range.end {
-            let upto = (n + batch as u64).min(range.end);
-            let records = (n..upto)
-                .map(|i| record(&node2, i, total, start, end))
-                .collect();
-            let b = pb::LogBatch {
-                node_id: node2.clone(),
-                last_sequence: upto,
-                records,
-            };
-            if tx.send(b).await.is_err() {
-                break;
+    let mut acked = range.start;
+    let mut refusals = 0u64;
+    while acked < range.end {
+        let (tx, rx) = tokio::sync::mpsc::channel::<pb::LogBatch>(4);
+        let node2 = node.clone();
+        let (from, to) = (acked, range.end);
+        let producer = tokio::spawn(async move {
+            let mut n = from;
+            while n < to {
+                let upto = (n + batch as u64).min(to);
+                let records = (n..upto)
+                    .map(|i| record(&node2, i, total, start, end))
+                    .collect();
+                let b = pb::LogBatch {
+                    node_id: node2.clone(),
+                    last_sequence: upto,
+                    records,
+                };
+                if tx.send(b).await.is_err() {
+                    break;
+                }
+                n = upto;
             }
-            n = upto;
+        });
+        let result = async {
+            let mut acks = client
+                .ship(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await?
+                .into_inner();
+            while let Some(ack) = acks.message().await? {
+                anyhow::ensure!(
+                    ack.quarantined_ids.is_empty(),
+                    "{node}: {} records quarantined",
+                    ack.quarantined_ids.len()
+                );
+                acked = ack.acked_sequence;
+            }
+            Ok(())
         }
-    });
-    let mut acks = client
-        .ship(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    let mut stored = 0u64;
-    while let Some(ack) = acks.message().await? {
-        anyhow::ensure!(
-            ack.quarantined_ids.is_empty(),
-            "{node}: {} records quarantined",
-            ack.quarantined_ids.len()
-        );
-        stored = ack.acked_sequence;
+        .await;
+        producer.abort();
+        match result {
+            Ok(()) => {}
+            Err(e)
+                if e.downcast_ref::<tonic::Status>()
+                    .is_some_and(|s| s.code() == tonic::Code::Unavailable) =>
+            {
+                refusals += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
-    producer.await?;
-    Ok(stored)
+    Ok((acked, refusals))
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -382,8 +405,9 @@ async fn main() -> anyhow::Result<()> {
             opts.batch,
         )));
     }
+    let mut refusals = 0u64;
     for t in tasks {
-        t.await??;
+        refusals += t.await??.1;
     }
     let ingest_s = began.elapsed().as_secs_f64();
     let rate = opts.rows as f64 / ingest_s;
@@ -391,6 +415,12 @@ async fn main() -> anyhow::Result<()> {
         "ingest: {} rows in {ingest_s:.1} s = {rate:.0} rows/s",
         opts.rows
     );
+    if refusals > 0 {
+        println!(
+            "ingest: the control plane refused a batch for now {refusals} times; \
+             each was sent again, as a data plane does"
+        );
+    }
 
     let store = running.store();
     // The rollup deltas compaction had not folded in yet when ingest
@@ -660,6 +690,7 @@ async fn main() -> anyhow::Result<()> {
             "streams": opts.streams,
             "ingest_seconds": ingest_s,
             "ingest_rows_per_second": rate,
+            "ingest_refusals": refusals,
             "rebuild_seconds": rebuild_s,
             "database_bytes": size,
             "rollup_rows": rollup_rows,

@@ -2124,13 +2124,59 @@ async fn postgres_overlapping_batches_from_two_control_planes_are_stored_once() 
     .await;
 }
 
+/// A day partition's columns (type, NOT NULL, default, storage,
+/// compression), constraints and indexes, with its day taken out of the
+/// names.
+async fn partition_shape(store: &llmgw_controlplane::store::Store, table: &str) -> Vec<String> {
+    let day = table
+        .rsplit_once("_p")
+        .map(|(_, d)| d.to_string())
+        .unwrap_or_default();
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT 'column ' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) \
+                || ' ' || a.attnotnull::TEXT || ' ' || a.attstorage::TEXT \
+                || ' ' || a.attcompression::TEXT \
+                || ' ' || COALESCE(pg_get_expr(d.adbin, d.adrelid), '') \
+         FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+         WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped \
+         UNION ALL \
+         SELECT 'constraint ' || conname || ' ' || pg_get_constraintdef(oid) \
+         FROM pg_constraint WHERE conrelid = $1::regclass \
+         UNION ALL \
+         SELECT 'index ' || pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = $1::regclass \
+         ORDER BY 1",
+    )
+    .bind(table)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    rows.into_iter().map(|r| r.replace(&day, "DAY")).collect()
+}
+
+/// One call of `llmgw_ensure_log_day`, without `retention::ensure_day`'s
+/// retries: a lock timeout is an error.
+async fn create_day_once(
+    store: &llmgw_controlplane::store::Store,
+    t_ms: i64,
+) -> Result<(), sqlx::Error> {
+    tokio::time::timeout(
+        WAIT,
+        sqlx::query("SELECT llmgw_ensure_log_day($1)")
+            .bind(t_ms)
+            .execute(store.pool()),
+    )
+    .await
+    .expect("the creation hung")
+    .map(|_| ())
+}
+
 /// A day's partitions are attached under SHARE UPDATE EXCLUSIVE locks
 /// (migration 0036), which neither a reader nor ingest's open batch
 /// conflicts with: with a transaction reading `request_attempts` and
 /// `request_logs` and another holding all three parents as ingest does,
 /// the day is created on the first try, and the next batch stores a row in
-/// it. (Under 0033's ACCESS EXCLUSIVE locks each try timed out
-/// behind the batch, and a 20 M backfill stopped.) A parent held ACCESS
+/// it. (Under 0033's ACCESS EXCLUSIVE locks each try timed out behind the
+/// batch, and behind autovacuum on any day.) A parent held ACCESS
 /// EXCLUSIVE, as retention's drop of a day holds it, makes the creation
 /// wait and try again until it is let go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2175,19 +2221,12 @@ async fn postgres_creating_a_day_waits_for_no_reader_or_batch() {
             .await
             .unwrap();
         // One call, no retry: a lock timeout would be an error here.
-        let mut one = store.pool().acquire().await.unwrap();
-        tokio::time::timeout(
-            WAIT,
-            sqlx::query("SELECT llmgw_ensure_log_day($1)")
-                .bind(day)
-                .execute(&mut *one),
-        )
-        .await
-        .expect("the creation hung")
-        .unwrap_or_else(|e| panic!("the creation waited for the reader or the batch: {e}"));
-        drop(one);
-        // A transaction keeps the partitions it began with; the next batch
-        // (ingest creates its days before it begins) stores into the day.
+        create_day_once(&store, day)
+            .await
+            .unwrap_or_else(|e| panic!("the creation waited for the reader or the batch: {e}"));
+        // A transaction that holds a parent may not see a partition
+        // attached since; the next batch (ingest creates its days before
+        // it begins) stores into the day.
         batch.commit().await.unwrap();
         reader.commit().await.unwrap();
         insert(day, 2).execute(store.pool()).await.unwrap();
@@ -2211,52 +2250,84 @@ async fn postgres_creating_a_day_waits_for_no_reader_or_batch() {
         .await
         .unwrap();
         assert_eq!(stored_in, 1);
+        // The attached tables are what PARTITION OF made of today's (at
+        // migration time): columns, defaults, storage, indexes and keys.
+        let (made_then, made_now) = (suffix(today).await, suffix(day).await);
+        for parent in ["request_logs", "request_attempts", "request_log_details"] {
+            let then = partition_shape(&watcher, &format!("{parent}_p{made_then}")).await;
+            let now = partition_shape(&watcher, &format!("{parent}_p{made_now}")).await;
+            assert!(then.len() > 3, "{then:?}");
+            assert_eq!(then, now, "{parent}");
+        }
+
+        // The parents' lock statement takes the parents alone (0033's
+        // `LOCK TABLE ONLY a, b, c` took every day of the last two, and
+        // timed out behind autovacuum on any of them): with a day held as
+        // autovacuum holds it, one call, with no retry, succeeds at once.
+        let mut holder = store.pool().begin().await.unwrap();
+        sqlx::query(&format!(
+            "LOCK TABLE request_log_details_p{made_then}, request_logs_p{made_then} \
+             IN SHARE UPDATE EXCLUSIVE MODE"
+        ))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+        create_day_once(&store, day + 10 * DAY)
+            .await
+            .unwrap_or_else(|e| panic!("the creation waited for a day being vacuumed: {e}"));
+        holder.commit().await.unwrap();
 
         // Retention dropping a day holds a parent ACCESS EXCLUSIVE: the
         // creation waits, tries again, and finishes once it is let go.
-        let later = day + DAY;
-        let mut dropping = store.pool().begin().await.unwrap();
-        sqlx::query("LOCK TABLE ONLY request_log_details IN ACCESS EXCLUSIVE MODE")
-            .execute(&mut *dropping)
+        let held = [(
+            "LOCK TABLE ONLY request_log_details IN ACCESS EXCLUSIVE MODE".to_string(),
+            "request_log_details".to_string(),
+        )];
+        let mut later = day;
+        for (lock, table) in held {
+            later += DAY;
+            let mut holder = store.pool().begin().await.unwrap();
+            sqlx::query(&lock).execute(&mut *holder).await.unwrap();
+            let creating = tokio::spawn({
+                let store = db.open().await;
+                async move {
+                    let r = retention::ensure_day(&store, later).await;
+                    store.close().await;
+                    r
+                }
+            });
+            let waiting = format!(
+                "SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                 WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND c.relname = '{table}' AND NOT l.granted"
+            );
+            tokio::time::timeout(WAIT, async {
+                while sqlx::query_scalar::<_, i64>(&waiting)
+                    .fetch_one(watcher.pool())
+                    .await
+                    .unwrap()
+                    == 0
+                {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
             .await
-            .unwrap();
-        let creating = tokio::spawn({
-            let store = db.open().await;
-            async move {
-                let r = retention::ensure_day(&store, later).await;
-                store.close().await;
-                r
-            }
-        });
-        let waiting = "SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-             WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-             AND c.relname = 'request_log_details' AND NOT l.granted";
-        tokio::time::timeout(WAIT, async {
-            while sqlx::query_scalar::<_, i64>(waiting)
-                .fetch_one(watcher.pool())
+            .unwrap_or_else(|_| panic!("the creation never waited for {table}"));
+            holder.commit().await.unwrap();
+            tokio::time::timeout(WAIT, creating)
                 .await
+                .expect("the creation did not finish")
                 .unwrap()
-                == 0
-            {
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                .unwrap_or_else(|e| panic!("the creation failed: {e}"));
+            let later_suffix = suffix(later).await;
+            for parent in ["request_logs", "request_attempts", "request_log_details"] {
+                let made: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::TEXT")
+                    .bind(format!("{parent}_p{later_suffix}"))
+                    .fetch_one(watcher.pool())
+                    .await
+                    .unwrap();
+                assert!(made.is_some(), "{parent} has no partition for the day");
             }
-        })
-        .await
-        .expect("the creation never waited for the dropping retention");
-        dropping.commit().await.unwrap();
-        tokio::time::timeout(WAIT, creating)
-            .await
-            .expect("the creation did not finish")
-            .unwrap()
-            .unwrap_or_else(|e| panic!("the creation failed: {e}"));
-        let later_suffix = suffix(later).await;
-        for parent in ["request_logs", "request_attempts", "request_log_details"] {
-            let made: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::TEXT")
-                .bind(format!("{parent}_p{later_suffix}"))
-                .fetch_one(watcher.pool())
-                .await
-                .unwrap();
-            assert!(made.is_some(), "{parent} has no partition for the day");
         }
 
         // The function's own lock timeout does not stay in its caller's

@@ -18,19 +18,26 @@
 --
 -- ATTACH PARTITION needs only SHARE UPDATE EXCLUSIVE on the parent, which
 -- conflicts with neither readers (ACCESS SHARE) nor ingest (ROW
--- EXCLUSIVE), only with retention's DROP of a day (ACCESS EXCLUSIVE), a
--- manual ANALYZE or VACUUM of the parent and another attach. Those locks
--- are still taken in one statement, in retention's order, waiting at most
--- 200 ms, and the callers try again after a pause
--- (controlplane/src/logs/retention.rs `ensure_day`). The new table is
--- empty, so attaching checks no rows and builds its indexes at once.
+-- EXCLUSIVE), only with retention's DROP of a day (ACCESS EXCLUSIVE), an
+-- ANALYZE or VACUUM of the parent, DDL on it and another attach. Those
+-- parent locks are still taken in one statement, in retention's order,
+-- waiting at most 200 ms, and the callers try again after a pause
+-- (controlplane/src/logs/retention.rs `ensure_day`). ONLY is written
+-- before each name: in 0033's `LOCK TABLE ONLY a, b, c` it applied to the
+-- first alone, and the statement locked every day partition of
+-- request_log_details and request_logs too, ACCESS EXCLUSIVE, so each try
+-- also waited for autovacuum on any day (which holds its partition SHARE
+-- UPDATE EXCLUSIVE, nearly always one of them under steady ingest).
 --
--- The new table copies its parent's columns with their defaults, NOT
--- NULL and CHECK constraints and per-column storage (LIKE ... INCLUDING
--- DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE); ATTACH then adds the
--- parent's indexes and primary key, named as PARTITION OF names them.
--- Creating and attaching are one transaction, so a partition that exists
--- is attached.
+-- The new table is empty, so attaching checks no rows and builds its
+-- indexes at once; it locks no other day.
+--
+-- The new table copies everything of its parent's but the indexes
+-- (LIKE ... INCLUDING ALL EXCLUDING INDEXES: columns, defaults, NOT NULL
+-- and CHECK constraints, per-column storage and compression); ATTACH then
+-- adds the parent's indexes and primary key, named as PARTITION OF names
+-- them. Creating and attaching are one transaction, so a partition that
+-- exists is attached; a table of that name that is not one is an error.
 CREATE OR REPLACE FUNCTION llmgw_ensure_log_day(t_ms BIGINT) RETURNS VOID
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -52,18 +59,19 @@ BEGIN
        NOT BETWEEN 1 AND 200 THEN
         PERFORM set_config('lock_timeout', '200ms', true);
     END IF;
-    LOCK TABLE ONLY request_attempts, request_log_details, request_logs
+    LOCK TABLE ONLY request_attempts, ONLY request_log_details, ONLY request_logs
         IN SHARE UPDATE EXCLUSIVE MODE;
     PERFORM set_config('lock_timeout', caller_timeout, true);
     FOREACH parent IN ARRAY ARRAY['request_logs', 'request_attempts', 'request_log_details'] LOOP
         child := parent || '_p' || suffix;
         IF to_regclass(child) IS NULL THEN
-            EXECUTE format(
-                'CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)',
-                child, parent);
+            EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING ALL EXCLUDING INDEXES)', child, parent);
             EXECUTE format(
                 'ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%s) TO (%s)',
                 parent, child, day_ms, day_ms + 86400000);
+        ELSIF NOT EXISTS (SELECT 1 FROM pg_inherits
+                          WHERE inhrelid = to_regclass(child) AND inhparent = parent::regclass) THEN
+            RAISE EXCEPTION 'table % exists but is not a partition of %: rename or drop it', child, parent;
         END IF;
     END LOOP;
 END

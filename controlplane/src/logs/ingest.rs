@@ -316,8 +316,9 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
 }
 
 /// PostgreSQL: creates the day partitions the records fall in, each in a
-/// short transaction of its own before the batch's (creating a partition
-/// locks the parent table; the batch's transaction should not hold that).
+/// short transaction of its own before the batch's (a transaction that
+/// already holds a parent may not see a partition attached after that,
+/// `retention::ensure_day`).
 /// Nearly always the days exist and this is one cheap call per day.
 async fn ensure_days(store: &Store, times: impl Iterator<Item = i64>) -> Result<(), StoreError> {
     let days: std::collections::BTreeSet<i64> =

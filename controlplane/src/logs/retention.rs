@@ -258,8 +258,9 @@ async fn run_pass(
 /// retention's drop of a day does. It takes those locks in one statement
 /// that waits at most 200 ms for each, so that it holds a parent while
 /// waiting for another at most 400 ms in all, under PostgreSQL's deadlock
-/// check (1 s). Here it tries again after a pause, 40 times (10 to 26 s);
-/// then the error goes to the caller (ingest: the batch fails and the data
+/// check (1 s); it locks no existing day, so autovacuum on one is not in
+/// its way. Here it tries again after a pause, 40 times (10 to 26 s); then
+/// the error goes to the caller (ingest: the batch fails and the data
 /// plane resends it).
 pub async fn ensure_day(store: &Store, t_ms: i64) -> Result<(), StoreError> {
     let mut tries = 0;
