@@ -213,11 +213,19 @@ fn record(node: &str, n: u64, total: u64, start: i64, end: i64) -> pb::RequestLo
     }
 }
 
+/// Refusals in a row, with no ack between them, before `ship` gives up
+/// (at 200 ms apart, about a minute).
+const MAX_REFUSALS: u32 = 300;
+
 /// Ships records `first..last` (of `total`) as one data plane would: when
-/// the control plane refuses a batch for now (`Unavailable`), the stream
-/// is opened again after a pause and the records from the last ack on
-/// are sent again (stored ones are skipped by id). Returns the last acked
-/// record and the number of refusals.
+/// the control plane refuses a batch for now (`Unavailable`: its
+/// transaction was rolled back), the stream is opened again after a pause
+/// and the records from the last ack on are sent again. (The ids here are
+/// made afresh, so a batch stored whose ack was lost would be stored
+/// twice; the count after ingest would say so.) Gives up after
+/// [`MAX_REFUSALS`] refusals in a row with no ack between them. Returns
+/// the acked sequence (the index of the next record to send) and the
+/// number of refusals.
 async fn ship(
     channel: Channel,
     node: String,
@@ -230,7 +238,9 @@ async fn ship(
         .max_encoding_message_size(64 * 1024 * 1024);
     let mut acked = range.start;
     let mut refusals = 0u64;
+    let mut in_a_row = 0u32;
     while acked < range.end {
+        let before = acked;
         let (tx, rx) = tokio::sync::mpsc::channel::<pb::LogBatch>(4);
         let node2 = node.clone();
         let (from, to) = (acked, range.end);
@@ -269,16 +279,23 @@ async fn ship(
         }
         .await;
         producer.abort();
+        // A stream that ended early (the control plane shutting down) or
+        // was refused goes on from the last ack below.
         match result {
             Ok(()) => {}
             Err(e)
                 if e.downcast_ref::<tonic::Status>()
-                    .is_some_and(|s| s.code() == tonic::Code::Unavailable) =>
-            {
-                refusals += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
+                    .is_some_and(|s| s.code() == tonic::Code::Unavailable) => {}
             Err(e) => return Err(e),
+        }
+        if acked < range.end {
+            refusals += 1;
+            in_a_row = if acked > before { 1 } else { in_a_row + 1 };
+            anyhow::ensure!(
+                in_a_row <= MAX_REFUSALS,
+                "{node}: the control plane refused {MAX_REFUSALS} times in a row"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
     Ok((acked, refusals))

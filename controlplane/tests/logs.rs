@@ -2266,8 +2266,8 @@ async fn postgres_creating_a_day_waits_for_no_reader_or_batch() {
         // autovacuum holds it, one call, with no retry, succeeds at once.
         let mut holder = store.pool().begin().await.unwrap();
         sqlx::query(&format!(
-            "LOCK TABLE request_log_details_p{made_then}, request_logs_p{made_then} \
-             IN SHARE UPDATE EXCLUSIVE MODE"
+            "LOCK TABLE request_attempts_p{made_then}, request_log_details_p{made_then}, \
+             request_logs_p{made_then} IN SHARE UPDATE EXCLUSIVE MODE"
         ))
         .execute(&mut *holder)
         .await
@@ -2279,55 +2279,49 @@ async fn postgres_creating_a_day_waits_for_no_reader_or_batch() {
 
         // Retention dropping a day holds a parent ACCESS EXCLUSIVE: the
         // creation waits, tries again, and finishes once it is let go.
-        let held = [(
-            "LOCK TABLE ONLY request_log_details IN ACCESS EXCLUSIVE MODE".to_string(),
-            "request_log_details".to_string(),
-        )];
-        let mut later = day;
-        for (lock, table) in held {
-            later += DAY;
-            let mut holder = store.pool().begin().await.unwrap();
-            sqlx::query(&lock).execute(&mut *holder).await.unwrap();
-            let creating = tokio::spawn({
-                let store = db.open().await;
-                async move {
-                    let r = retention::ensure_day(&store, later).await;
-                    store.close().await;
-                    r
-                }
-            });
-            let waiting = format!(
-                "SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-                 WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-                 AND c.relname = '{table}' AND NOT l.granted"
-            );
-            tokio::time::timeout(WAIT, async {
-                while sqlx::query_scalar::<_, i64>(&waiting)
-                    .fetch_one(watcher.pool())
-                    .await
-                    .unwrap()
-                    == 0
-                {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            })
+        let later = day + DAY;
+        let mut holder = store.pool().begin().await.unwrap();
+        sqlx::query("LOCK TABLE ONLY request_log_details IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *holder)
             .await
-            .unwrap_or_else(|_| panic!("the creation never waited for {table}"));
-            holder.commit().await.unwrap();
-            tokio::time::timeout(WAIT, creating)
-                .await
-                .expect("the creation did not finish")
-                .unwrap()
-                .unwrap_or_else(|e| panic!("the creation failed: {e}"));
-            let later_suffix = suffix(later).await;
-            for parent in ["request_logs", "request_attempts", "request_log_details"] {
-                let made: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::TEXT")
-                    .bind(format!("{parent}_p{later_suffix}"))
-                    .fetch_one(watcher.pool())
-                    .await
-                    .unwrap();
-                assert!(made.is_some(), "{parent} has no partition for the day");
+            .unwrap();
+        let creating = tokio::spawn({
+            let store = db.open().await;
+            async move {
+                let r = retention::ensure_day(&store, later).await;
+                store.close().await;
+                r
             }
+        });
+        let waiting = "SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND c.relname = 'request_log_details' AND NOT l.granted";
+        tokio::time::timeout(WAIT, async {
+            while sqlx::query_scalar::<_, i64>(waiting)
+                .fetch_one(watcher.pool())
+                .await
+                .unwrap()
+                == 0
+            {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .expect("the creation never waited for the dropping retention");
+        holder.commit().await.unwrap();
+        tokio::time::timeout(WAIT, creating)
+            .await
+            .expect("the creation did not finish")
+            .unwrap()
+            .unwrap_or_else(|e| panic!("the creation failed: {e}"));
+        let later_suffix = suffix(later).await;
+        for parent in ["request_logs", "request_attempts", "request_log_details"] {
+            let made: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::TEXT")
+                .bind(format!("{parent}_p{later_suffix}"))
+                .fetch_one(watcher.pool())
+                .await
+                .unwrap();
+            assert!(made.is_some(), "{parent} has no partition for the day");
         }
 
         // The function's own lock timeout does not stay in its caller's

@@ -37,7 +37,8 @@
 -- and CHECK constraints, per-column storage and compression); ATTACH then
 -- adds the parent's indexes and primary key, named as PARTITION OF names
 -- them. Creating and attaching are one transaction, so a partition that
--- exists is attached; a table of that name that is not one is an error.
+-- exists is attached; while a day is incomplete, a table of one of its
+-- names that is not a partition is an error.
 CREATE OR REPLACE FUNCTION llmgw_ensure_log_day(t_ms BIGINT) RETURNS VOID
 LANGUAGE plpgsql AS $$
 DECLARE

@@ -316,9 +316,9 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
 }
 
 /// PostgreSQL: creates the day partitions the records fall in, each in a
-/// short transaction of its own before the batch's (a transaction that
-/// already holds a parent may not see a partition attached after that,
-/// `retention::ensure_day`).
+/// short transaction of its own before the batch's: a transaction that
+/// already holds a parent may not see a partition attached after that
+/// (PostgreSQL builds a parent's list of partitions once it locks it).
 /// Nearly always the days exist and this is one cheap call per day.
 async fn ensure_days(store: &Store, times: impl Iterator<Item = i64>) -> Result<(), StoreError> {
     let days: std::collections::BTreeSet<i64> =
