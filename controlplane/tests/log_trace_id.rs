@@ -141,7 +141,8 @@ both! {
         assert!(ack.quarantined_ids.is_empty(), "{:?}", ack.quarantined_ids);
 
         let stored: Vec<String> =
-            sqlx::query_scalar("SELECT trace_id FROM request_logs ORDER BY time_ms")
+            // PostgreSQL stores no trace id as NULL (migration 0037).
+            sqlx::query_scalar("SELECT COALESCE(trace_id, '') FROM request_logs ORDER BY time_ms")
                 .fetch_all(running.store().pool())
                 .await
                 .unwrap();

@@ -660,6 +660,125 @@ both! {
 }
 
 both! {
+    async fn default_values_are_stored_as_null_on_postgres_and_read_back(db: Db) {
+        // PostgreSQL keeps a 0, '', [] and the floating-point cost as NULL
+        // (migration 0037); SQLite stores them as they are. Either way
+        // lists and `logs get` give back what was sent, and sorting by
+        // cost pages through rows stored before exact costs too.
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        let t0 = t0();
+        let plain = rec(1, t0);
+        let mut full = rec(2, t0 + 1);
+        full.cost = 0.25;
+        full.cost_nanos = 250_000_000;
+        full.cancelled = true;
+        full.retries = 2;
+        full.cache_read_tokens = 3;
+        full.cache_creation_tokens = 4;
+        full.reasoning_tokens = 5;
+        full.audio_milliseconds = 6;
+        full.characters = 7;
+        full.images = 8;
+        full.request_body_truncated = true;
+        full.response_body_truncated = true;
+        full.upstream_request_body_truncated = true;
+        full.translated = true;
+        full.upstream_protocol = "anthropic".into();
+        full.error = "upstream timed out".into();
+        full.dropped_fields = vec!["top_k".into()];
+        full.count_source = "tiktoken".into();
+        full.stop_reason = "length".into();
+        full.limited_by = "rpm".into();
+        full.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736".into();
+        full.origin = "playground".into();
+        full.replay_of = id(9);
+        full.image_size = "1024x1024".into();
+        full.image_quality = "hd".into();
+        full.audio_source = "estimated".into();
+        full.attempts[0].error = full.error.clone();
+        let mut cheap = rec(3, t0 + 2);
+        cheap.cost_nanos = 1_000;
+        cheap.cost = 1e-6;
+        let acks = ship(&mut cp.logs(), vec![batch(3, vec![plain.clone(), full.clone(), cheap])]).await;
+        assert!(acks[0].quarantined_ids.is_empty(), "{:?}", acks[0].quarantined_ids);
+
+        const SPARSE: &str = "cost, cancelled, retries, cache_read_tokens, \
+            cache_creation_tokens, reasoning_tokens, audio_milliseconds, characters, images, \
+            request_body_truncated, response_body_truncated, upstream_request_body_truncated, \
+            translated, error, dropped_fields, count_source, stop_reason, limited_by, trace_id, \
+            origin, replay_of, image_size, image_quality, audio_source";
+        let nulls = |n: u32| {
+            let sql = match db.kind {
+                Kind::Postgres => format!("SELECT num_nulls({SPARSE}) FROM request_logs WHERE id = $1"),
+                Kind::Sqlite => format!(
+                    "SELECT {} FROM request_logs WHERE id = $1",
+                    SPARSE
+                        .split(',')
+                        .map(|c| format!("({} IS NULL)", c.trim()))
+                        .collect::<Vec<_>>()
+                        .join(" + ")
+                ),
+            };
+            let pool = cp.running.store().pool().clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql.as_str())
+                    .bind(stored_id(&id(n)))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        let columns = i64::try_from(SPARSE.split(',').count()).unwrap();
+        match db.kind {
+            // The floating-point cost is never kept there.
+            Kind::Postgres => assert_eq!((nulls(1).await, nulls(2).await), (columns, 1)),
+            Kind::Sqlite => assert_eq!((nulls(1).await, nulls(2).await), (0, 0)),
+        }
+
+        let mut admin = cp.admin();
+        for sent in [&plain, &full] {
+            let got = admin
+                .get_log(pb::GetLogRequest { id: sent.id.clone() })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut want = sent.clone();
+            want.node_id = "node-1".into();
+            want.time = llmgw_controlplane::logs::format_time(want.time_ms);
+            assert_eq!(got, want);
+        }
+
+        // A row from before exact costs: its floating-point cost alone.
+        sqlx::query("UPDATE request_logs SET cost = 0.5, cost_nanos = NULL WHERE id = $1")
+            .bind(stored_id(&id(1)))
+            .execute(cp.running.store().pool())
+            .await
+            .unwrap();
+        let mut order = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = list(
+                &mut admin,
+                pb::ListLogsRequest {
+                    order_by: "cost".into(),
+                    limit: 1,
+                    page_token: token,
+                    ..Default::default()
+                },
+            )
+            .await;
+            order.extend(page.records.iter().map(|r| (number(&r.id), r.cost_nanos)));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        assert_eq!(order, [(1, 500_000_000), (2, 250_000_000), (3, 1_000)]);
+    }
+}
+
+both! {
     async fn a_record_the_database_rejects_is_quarantined_alone(db: Db) {
         let dir = tempfile::tempdir().unwrap();
         let cp = start_cp(&db, dir.path(), 30).await;
@@ -858,7 +977,8 @@ both! {
         // Stored as columns: the dropped fields a JSON array, flags 0/1.
         let row = sqlx::query(
             "SELECT upstream_protocol, translated, upstream_request_body_truncated, \
-             dropped_fields, reasoning_tokens, cache_creation_tokens, count_source, stop_reason \
+             dropped_fields, reasoning_tokens, cache_creation_tokens, \
+             COALESCE(count_source, '') AS count_source, stop_reason \
              FROM request_logs WHERE id = $1",
         )
         .bind(stored_id(&id(1)))
@@ -876,8 +996,9 @@ both! {
         assert_eq!(row.get::<i64, _>("cache_creation_tokens"), 300);
         assert_eq!(row.get::<String, _>("count_source"), "");
         assert_eq!(row.get::<String, _>("stop_reason"), "tool_calls");
+        // PostgreSQL keeps none as NULL (migration 0037), SQLite as [].
         let passed_dropped: String =
-            sqlx::query_scalar("SELECT dropped_fields FROM request_logs WHERE id = $1")
+            sqlx::query_scalar("SELECT COALESCE(dropped_fields, '[]') FROM request_logs WHERE id = $1")
                 .bind(stored_id(&id(2)))
                 .fetch_one(cp.running.store().pool())
                 .await

@@ -464,7 +464,7 @@ async fn insert_records(
     for (slot, part) in statement_parts(chunk) {
         let mut q = sqlx::query(insert_sql(backend, Table::Logs, resent, slot));
         for p in part {
-            q = bind_record(q, p);
+            q = bind_record(q, p, sparse(backend));
         }
         match resent {
             Resent::Fail => {
@@ -536,11 +536,23 @@ async fn insert_records(
     Ok(ids)
 }
 
+/// Whether `request_logs` keeps a column's default value as NULL: on
+/// PostgreSQL (migration 0037), where a NULL is a bit of the row's null
+/// bitmap and a zero 2 to 8 bytes. SQLite stores a 0 or '' in its record
+/// header alone, so its columns stay NOT NULL. `row::summary_from_row`
+/// reads a NULL as the default.
+fn sparse(backend: Backend) -> bool {
+    backend == Backend::Postgres
+}
+
 fn bind_record<'q>(
     q: Query<'q, Any, AnyArguments<'q>>,
     p: &'q Prepared,
+    sparse: bool,
 ) -> Query<'q, Any, AnyArguments<'q>> {
     let r = &p.rec;
+    let int = |v: i64| (!sparse || v != 0).then_some(v);
+    let text = |v: &'q str| (!sparse || !v.is_empty()).then_some(v);
     q.bind(p.id_bytes.as_slice())
         .bind(r.time_ms)
         .bind(r.node_id.as_str())
@@ -555,40 +567,45 @@ fn bind_record<'q>(
         .bind(r.upstream_model.as_str())
         .bind(i64::from(r.status))
         .bind(i64::from(r.stream))
-        .bind(i64::from(r.cancelled))
+        .bind(int(i64::from(r.cancelled)))
         .bind(i64_of(r.latency_ms))
         .bind(i64_of(r.ttfb_ms))
-        .bind(i64::from(r.retries))
+        .bind(int(i64::from(r.retries)))
         .bind(i64_of(r.input_tokens))
         .bind(i64_of(r.output_tokens))
-        .bind(i64_of(r.cache_read_tokens))
-        .bind(i64_of(r.cache_creation_tokens))
+        .bind(int(i64_of(r.cache_read_tokens)))
+        .bind(int(i64_of(r.cache_creation_tokens)))
         .bind(r.usage_source.as_str())
-        .bind(r.cost)
-        .bind(r.error.as_str())
+        // The exact `cost_nanos` says the same (`normalize`).
+        .bind((!sparse).then_some(r.cost))
+        .bind(text(r.error.as_str()))
         .bind(i64_of(r.snapshot_version))
-        .bind(i64::from(r.request_body_truncated))
-        .bind(i64::from(r.response_body_truncated))
+        .bind(int(i64::from(r.request_body_truncated)))
+        .bind(int(i64::from(r.response_body_truncated)))
         .bind(r.upstream_protocol.as_str())
-        .bind(i64::from(r.translated))
-        .bind(i64::from(r.upstream_request_body_truncated))
-        .bind(p.dropped_fields.as_str())
-        .bind(i64_of(r.reasoning_tokens))
-        .bind(r.count_source.as_str())
+        .bind(int(i64::from(r.translated)))
+        .bind(int(i64::from(r.upstream_request_body_truncated)))
+        .bind(if sparse && r.dropped_fields.is_empty() {
+            None
+        } else {
+            Some(p.dropped_fields.as_str())
+        })
+        .bind(int(i64_of(r.reasoning_tokens)))
+        .bind(text(r.count_source.as_str()))
         .bind(r.outcome().name())
-        .bind(r.stop_reason.as_str())
+        .bind(text(r.stop_reason.as_str()))
         .bind(r.user.as_str())
-        .bind(r.limited_by.as_str())
-        .bind(r.trace_id.as_str())
-        .bind(r.origin.as_str())
-        .bind(r.replay_of.as_str())
+        .bind(text(r.limited_by.as_str()))
+        .bind(text(r.trace_id.as_str()))
+        .bind(text(r.origin.as_str()))
+        .bind(text(r.replay_of.as_str()))
         .bind(r.cost_nanos)
-        .bind(i64_of(r.audio_milliseconds))
-        .bind(i64_of(r.characters))
-        .bind(i64::from(r.images))
-        .bind(r.image_size.as_str())
-        .bind(r.image_quality.as_str())
-        .bind(r.audio_source.as_str())
+        .bind(int(i64_of(r.audio_milliseconds)))
+        .bind(int(i64_of(r.characters)))
+        .bind(int(i64::from(r.images)))
+        .bind(text(r.image_size.as_str()))
+        .bind(text(r.image_quality.as_str()))
+        .bind(text(r.audio_source.as_str()))
         .bind(p.inline_attempt.map(|(latency, _)| latency))
         .bind(p.inline_attempt.map(|(_, offset)| offset))
 }

@@ -12,7 +12,7 @@ use llmgw_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 use super::row::{add_details, attempt_from_row, stored_id, summary_from_row, SUMMARY_COLUMNS};
-use super::sql::{in_list, Filter, Param, Statement, TOKENS};
+use super::sql::{in_list, Filter, Param, Statement, COST_NANOS, TOKENS};
 use crate::store::{Store, StoreError};
 
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -54,7 +54,9 @@ impl OrderBy {
             OrderBy::Latency => "latency_ms",
             OrderBy::Ttfb => "ttfb_ms",
             OrderBy::Tokens => TOKENS,
-            OrderBy::Cost => "cost",
+            // The exact cost: PostgreSQL keeps no floating-point one
+            // (migration 0037).
+            OrderBy::Cost => COST_NANOS,
             OrderBy::Status => "status",
         }
     }
@@ -67,14 +69,18 @@ impl OrderBy {
             OrderBy::Latency => n(r.latency_ms),
             OrderBy::Ttfb => n(r.ttfb_ms),
             OrderBy::Tokens => n(r.input_tokens.saturating_add(r.output_tokens)),
-            OrderBy::Cost => r.cost.into(),
+            OrderBy::Cost => r.cost_nanos.into(),
             OrderBy::Status => r.status.into(),
         }
     }
 
     fn param(self, v: &serde_json::Value) -> Option<Param> {
         match self {
-            OrderBy::Cost => v.as_f64().map(Param::Real),
+            // A token from before 0037 holds the floating-point cost.
+            OrderBy::Cost => v
+                .as_i64()
+                .or_else(|| v.as_f64().map(|c| (c * 1e9).round() as i64))
+                .map(Param::Int),
             _ => v.as_i64().map(Param::Int),
         }
     }

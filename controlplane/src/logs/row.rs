@@ -78,36 +78,46 @@ pub fn strip_details(mut r: pb::RequestLog) -> pb::RequestLog {
     r
 }
 
+// A NULL reads as the column's default, 0 or '': PostgreSQL stores the
+// defaults of `request_logs` so (migration 0037, `ingest::sparse`).
+
+fn int_of(r: &AnyRow, col: &str) -> Result<i64, StoreError> {
+    Ok(r.try_get::<Option<i64>, _>(col)?.unwrap_or(0))
+}
+
 fn u64_of(r: &AnyRow, col: &str) -> Result<u64, StoreError> {
-    let v: i64 = r.try_get(col)?;
-    Ok(u64::try_from(v).unwrap_or(0))
+    Ok(u64::try_from(int_of(r, col)?).unwrap_or(0))
 }
 
 fn u32_of(r: &AnyRow, col: &str) -> Result<u32, StoreError> {
-    let v: i64 = r.try_get(col)?;
-    Ok(u32::try_from(v).unwrap_or(0))
+    Ok(u32::try_from(int_of(r, col)?).unwrap_or(0))
 }
 
 fn flag(r: &AnyRow, col: &str) -> Result<bool, StoreError> {
-    Ok(r.try_get::<i64, _>(col)? != 0)
+    Ok(int_of(r, col)? != 0)
+}
+
+fn text_of(r: &AnyRow, col: &str) -> Result<String, StoreError> {
+    Ok(r.try_get::<Option<String>, _>(col)?.unwrap_or_default())
 }
 
 /// A summary row (see [`SUMMARY_COLUMNS`]); attempts are added later.
 pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
     let time_ms: i64 = r.try_get("time_ms")?;
+    let cost_nanos: i64 = r.try_get("cost_nanos")?;
     let mut rec = pb::RequestLog {
         id: id_of(r, "id")?,
         sequence: u64_of(r, "sequence")?,
-        node_id: r.try_get("node_id")?,
+        node_id: text_of(r, "node_id")?,
         time_ms,
-        key: r.try_get("key_name")?,
-        client_ip: r.try_get("client_ip")?,
-        user_agent: r.try_get("user_agent")?,
-        protocol: r.try_get("protocol")?,
-        path: r.try_get("path")?,
-        model: r.try_get("model")?,
-        provider: r.try_get("provider")?,
-        upstream_model: r.try_get("upstream_model")?,
+        key: text_of(r, "key_name")?,
+        client_ip: text_of(r, "client_ip")?,
+        user_agent: text_of(r, "user_agent")?,
+        protocol: text_of(r, "protocol")?,
+        path: text_of(r, "path")?,
+        model: text_of(r, "model")?,
+        provider: text_of(r, "provider")?,
+        upstream_model: text_of(r, "upstream_model")?,
         status: u32_of(r, "status")?,
         stream: flag(r, "stream")?,
         cancelled: flag(r, "cancelled")?,
@@ -119,10 +129,14 @@ pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
         output_tokens: u64_of(r, "output_tokens")?,
         cache_read_tokens: u64_of(r, "cache_read_tokens")?,
         cache_creation_tokens: u64_of(r, "cache_creation_tokens")?,
-        usage_source: r.try_get("usage_source")?,
-        cost: r.try_get("cost")?,
-        cost_nanos: r.try_get("cost_nanos")?,
-        error: r.try_get("error")?,
+        usage_source: text_of(r, "usage_source")?,
+        // PostgreSQL keeps only the exact cost (`ingest::bind_record`).
+        cost: match r.try_get::<Option<f64>, _>("cost")? {
+            Some(cost) => cost,
+            None => cost_nanos as f64 / 1e9,
+        },
+        cost_nanos,
+        error: text_of(r, "error")?,
         snapshot_version: u64_of(r, "snapshot_version")?,
         request_headers: BTreeMap::new(),
         response_headers: BTreeMap::new(),
@@ -131,26 +145,26 @@ pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
         request_body_truncated: flag(r, "request_body_truncated")?,
         response_body_truncated: flag(r, "response_body_truncated")?,
         time: format_time(time_ms),
-        upstream_protocol: r.try_get("upstream_protocol")?,
+        upstream_protocol: text_of(r, "upstream_protocol")?,
         translated: flag(r, "translated")?,
         upstream_request_body: String::new(),
         upstream_request_body_truncated: flag(r, "upstream_request_body_truncated")?,
         dropped_fields: dropped_fields(r)?,
         reasoning_tokens: u64_of(r, "reasoning_tokens")?,
-        count_source: r.try_get("count_source")?,
-        outcome: outcome_of_name(&r.try_get::<String, _>("outcome")?) as i32,
-        stop_reason: r.try_get("stop_reason")?,
-        user: r.try_get("end_user")?,
-        limited_by: r.try_get("limited_by")?,
-        trace_id: r.try_get("trace_id")?,
-        origin: r.try_get("origin")?,
-        replay_of: r.try_get("replay_of")?,
+        count_source: text_of(r, "count_source")?,
+        outcome: outcome_of_name(&text_of(r, "outcome")?) as i32,
+        stop_reason: text_of(r, "stop_reason")?,
+        user: text_of(r, "end_user")?,
+        limited_by: text_of(r, "limited_by")?,
+        trace_id: text_of(r, "trace_id")?,
+        origin: text_of(r, "origin")?,
+        replay_of: text_of(r, "replay_of")?,
         audio_milliseconds: u64_of(r, "audio_milliseconds")?,
         characters: u64_of(r, "characters")?,
         images: u32_of(r, "images")?,
-        image_size: r.try_get("image_size")?,
-        image_quality: r.try_get("image_quality")?,
-        audio_source: r.try_get("audio_source")?,
+        image_size: text_of(r, "image_size")?,
+        image_quality: text_of(r, "image_quality")?,
+        audio_source: text_of(r, "audio_source")?,
         bodies_expired: false,
     };
     // The one attempt kept in the row (see [`inline_attempt`]); the others
@@ -208,7 +222,7 @@ pub fn outcome_of_name(name: &str) -> pb::Outcome {
 
 /// The stored JSON array of dropped fields.
 fn dropped_fields(r: &AnyRow) -> Result<Vec<String>, StoreError> {
-    let text: String = r.try_get("dropped_fields")?;
+    let text = text_of(r, "dropped_fields")?;
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
