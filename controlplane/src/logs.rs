@@ -16,6 +16,7 @@
 //!   rollups later.
 //! - [`LogFeed`] carries freshly stored records to `FollowLogs` streams.
 
+pub mod blocks;
 pub mod deltas;
 pub mod details;
 pub mod export;

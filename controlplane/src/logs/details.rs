@@ -1,7 +1,8 @@
 //! A request log's details (its request and response headers and its
 //! client, upstream and response bodies), stored apart from the summary in
-//! `request_log_details` (migration 0024), one row per record, compressed
-//! with zstd.
+//! `request_log_details` (migration 0024), compressed with zstd: since
+//! migration 0038 (SQLite 0035) many records to a row, a *block*, before
+//! that one row per record.
 //!
 //! Why apart: lists, stats and exports never read them, and they are kept
 //! for less time than the summaries (`--body-retention-days`): PostgreSQL
@@ -9,10 +10,22 @@
 //! record whose details row is gone says so (`bodies_expired`), rather
 //! than showing empty bodies.
 //!
-//! The row holds the request's time and the 16 bytes of its id; `logs get`
-//! finds it through an index on the time (no primary key since migration
-//! 0034: ingest writes a record's details once, with its summary). Its
-//! `data` is one of:
+//! **Blocks.** A row of one record spent more on itself than on its
+//! compressed details: its tuple header, time and id, and its entry in
+//! the time index (about 90 of the 136 bytes a record took, against 46
+//! of compressed data). So ingest puts the details of up to
+//! [`MAX_BLOCK_RECORDS`] records of a batch, of one UTC day, in one row
+//! (`blocks.rs` plans them); each summary row keeps how long after the
+//! block's time its record came (`request_logs.details_offset_ms`), and
+//! `logs get` reads the rows at that time and finds the record's id in
+//! one. A block's `data` is `0x03`, a dictionary id (LEB128; 0 for none)
+//! and a zstd frame of: the count of records (LEB128), their 16-byte ids,
+//! then each record's fields as in the `0x01` form below.
+//!
+//! A row of one record holds the request's time and the 16 bytes of its
+//! id; `logs get` finds it through an index on the time (no primary key
+//! since migration 0034: ingest writes a record's details once, with its
+//! summary). Its `data` is one of:
 //! - `{...}`: a JSON object of the five fields as strings, as migration
 //!   0024 moved rows stored before it (SQL has no zstd);
 //! - `0x01` and a zstd frame of the five fields, each a LEB128 length and
@@ -59,6 +72,18 @@ pub const FIELDS: [&str; 5] = [
 const ZSTD: u8 = 1;
 /// The first byte of a row compressed with a dictionary.
 const ZSTD_DICT: u8 = 2;
+/// The first byte of a block: many records' details in one row.
+const BLOCK: u8 = 3;
+/// Most records in a block. `logs get` decompresses the whole block for
+/// one record (about a millisecond at [`MAX_BLOCK_PLAIN`]). Blocks this
+/// large compress better, and PostgreSQL stores them out of line in TOAST
+/// chunks of about 2 KB, where the last, partial chunk of each value
+/// leaves part of a page empty: at 128 records a block (three chunks) that
+/// cost 27% more than the data (docs/benchmarks.md, "Details in blocks").
+pub const MAX_BLOCK_RECORDS: usize = 512;
+/// A block is closed once its uncompressed details reach this; a record
+/// larger than this has a block of its own.
+pub const MAX_BLOCK_PLAIN: usize = 512 * 1024;
 /// zstd's level: 3 is its default; the higher levels cost ingest several
 /// times as much for a few percent on bodies this small.
 const LEVEL: i32 = 3;
@@ -125,17 +150,9 @@ impl Details {
         self.body_days.store(days, Ordering::Relaxed);
     }
 
-    /// Whether a record of `time_ms` is stored with its details now: not
-    /// when body retention removes them within the hour anyway. On
-    /// PostgreSQL that hour also keeps ingest off the day partitions that
-    /// retention is dropping (a row for a dropped day would find none).
-    pub fn keeps(&self, time_ms: i64, now: i64) -> bool {
-        let days = self.body_days.load(Ordering::Relaxed);
-        days == 0
-            || time_ms
-                >= now
-                    .saturating_sub(i64::from(days).saturating_mul(DAY_MS))
-                    .saturating_add(KEEP_MARGIN_MS)
+    /// `--body-retention-days` in effect (0: bodies are kept).
+    pub fn body_days(&self) -> u32 {
+        self.body_days.load(Ordering::Relaxed)
     }
     /// The dictionary to compress with now, if one was trained; looks for
     /// a newer one in the database at most every [`REFRESH_MS`].
@@ -295,7 +312,215 @@ impl Details {
         }
         decode(data)
     }
+
+    /// The fields of the record `id` (its 16 stored bytes) in a stored
+    /// block; `None` when the row is not a block or holds no such record
+    /// (another batch's block of the same millisecond).
+    pub async fn find_in_block(
+        &self,
+        pool: &AnyPool,
+        data: &[u8],
+        id: &[u8],
+    ) -> Result<Option<Fields>, StoreError> {
+        match self.open_block(pool, data).await? {
+            Some(plain) => find_in_plain_block(&plain, id),
+            None => Ok(None),
+        }
+    }
+
+    /// The ids (16 bytes each) of the records a stored block holds; `None`
+    /// when the row is not a block (a row of one record, whose id is the
+    /// row's).
+    pub async fn block_ids(
+        &self,
+        pool: &AnyPool,
+        data: &[u8],
+    ) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+        let Some(plain) = self.open_block(pool, data).await? else {
+            return Ok(None);
+        };
+        let read = read_block(&plain)?;
+        Ok(Some(read.ids.iter().map(|i| i.to_vec()).collect()))
+    }
+
+    /// A stored block uncompressed; `None` for a row of another form.
+    async fn open_block(&self, pool: &AnyPool, data: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some((&BLOCK, mut rest)) = data.split_first() else {
+            return Ok(None);
+        };
+        let dict_id = take_varint(&mut rest).ok_or_else(|| bad("a cut dictionary id"))?;
+        let mut plain = Vec::new();
+        let read = if dict_id == 0 {
+            zstd::stream::Decoder::new(rest)
+                .and_then(|d| d.take(MAX_DECODED).read_to_end(&mut plain))
+        } else {
+            let dict_id = i64::try_from(dict_id).map_err(|_| bad("a dictionary id too large"))?;
+            let dict = self.decoder(pool, dict_id).await?;
+            zstd::stream::Decoder::with_prepared_dictionary(rest, &dict)
+                .and_then(|d| d.take(MAX_DECODED).read_to_end(&mut plain))
+        };
+        read.map_err(|_| bad("not a zstd frame"))?;
+        Ok(Some(plain))
+    }
 }
+
+/// Whether a record of `time_ms` is stored with its details now, under a
+/// body retention of `days`: not when that retention removes them within
+/// the hour anyway. On PostgreSQL that hour also keeps ingest off the day
+/// partitions that retention is dropping (a row for a dropped day would
+/// find none).
+pub fn keeps(days: u32, time_ms: i64, now: i64) -> bool {
+    days == 0
+        || time_ms
+            >= now
+                .saturating_sub(i64::from(days).saturating_mul(DAY_MS))
+                .saturating_add(KEEP_MARGIN_MS)
+}
+
+/// The uncompressed form of a block ([`BLOCK`]) of records given as
+/// their 16-byte ids and [`plain`] fields, laid out by column: the count;
+/// the ids, each as the difference of its first 6 bytes (read as a
+/// 48-bit number; a UUIDv7 keeps its time there) from the previous id's,
+/// then its other 10 bytes; then for each field in [`FIELDS`] order, the
+/// records' lengths, then their bytes. Headers beside headers and bodies
+/// beside bodies compress better than record after record (11% on the
+/// log_volume corpus, 5% on varied traffic: docs/benchmarks.md, "Details
+/// in blocks"), and nearby ids' times repeat their high bytes.
+pub fn plain_block<'a>(
+    records: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + Clone,
+) -> Result<Vec<u8>, StoreError> {
+    let bytes: usize = records.clone().map(|(id, p)| id.len() + p.len()).sum();
+    let mut out = Vec::with_capacity(bytes + 16);
+    put_varint(&mut out, records.len() as u64);
+    let mut fields = Vec::with_capacity(records.len());
+    let mut previous = 0u64;
+    for (id, plain) in records {
+        let id: &[u8; ID_BYTES] = id
+            .try_into()
+            .map_err(|_| bad("an id that is not 16 bytes"))?;
+        let time = id_time(id);
+        put_varint(&mut out, time.wrapping_sub(previous) & TIME_MASK);
+        previous = time;
+        out.extend_from_slice(&id[TIME_BYTES..]);
+        fields.push(field_slices(plain)?);
+    }
+    for f in 0..FIELDS.len() {
+        for r in &fields {
+            put_varint(&mut out, r[f].len() as u64);
+        }
+        for r in &fields {
+            out.extend_from_slice(r[f]);
+        }
+    }
+    Ok(out)
+}
+
+/// The bytes of an id that [`plain_block`] writes as a difference.
+const TIME_BYTES: usize = 6;
+const TIME_MASK: u64 = (1 << 48) - 1;
+
+fn id_time(id: &[u8; ID_BYTES]) -> u64 {
+    id[..TIME_BYTES]
+        .iter()
+        .fold(0u64, |t, &b| (t << 8) | u64::from(b))
+}
+
+/// The five fields of a record's [`plain`] form, as slices of it.
+fn field_slices(plain: &[u8]) -> Result<[&[u8]; 5], StoreError> {
+    let mut rest = plain;
+    let mut next = || -> Result<&[u8], StoreError> {
+        let len = take_len(&mut rest)?;
+        let (field, after) = rest.split_at(len);
+        rest = after;
+        Ok(field)
+    };
+    let fields = [next()?, next()?, next()?, next()?, next()?];
+    if !rest.is_empty() {
+        return Err(bad("bytes after the last field"));
+    }
+    Ok(fields)
+}
+
+/// A LEB128 length that `rest` holds that many bytes after.
+fn take_len(rest: &mut &[u8]) -> Result<usize, StoreError> {
+    let len = take_varint(rest).ok_or_else(|| bad("a cut length"))?;
+    usize::try_from(len)
+        .ok()
+        .filter(|l| *l <= rest.len())
+        .ok_or_else(|| bad("a cut field"))
+}
+
+/// An uncompressed block read ([`plain_block`]): its ids, and each
+/// field's column (the records' lengths and the bytes they take).
+struct ReadBlock<'a> {
+    ids: Vec<[u8; ID_BYTES]>,
+    columns: Vec<(Vec<usize>, &'a [u8])>,
+}
+
+fn read_block(block: &[u8]) -> Result<ReadBlock<'_>, StoreError> {
+    let mut rest = block;
+    let n = take_varint(&mut rest).ok_or_else(|| bad("a cut block count"))?;
+    // Each id takes at least 11 bytes: a count beyond that is damage.
+    let n = usize::try_from(n)
+        .ok()
+        .filter(|n| n.saturating_mul(ID_BYTES - TIME_BYTES + 1) <= rest.len())
+        .ok_or_else(|| bad("a block's ids are cut"))?;
+    let mut ids = Vec::with_capacity(n);
+    let mut time = 0u64;
+    for _ in 0..n {
+        let delta = take_varint(&mut rest).ok_or_else(|| bad("a cut id"))?;
+        time = time.wrapping_add(delta) & TIME_MASK;
+        let tail = rest
+            .get(..ID_BYTES - TIME_BYTES)
+            .ok_or_else(|| bad("a cut id"))?;
+        let mut id = [0u8; ID_BYTES];
+        id[..TIME_BYTES].copy_from_slice(&time.to_be_bytes()[8 - TIME_BYTES..]);
+        id[TIME_BYTES..].copy_from_slice(tail);
+        rest = &rest[ID_BYTES - TIME_BYTES..];
+        ids.push(id);
+    }
+    let mut columns = Vec::with_capacity(FIELDS.len());
+    for _ in 0..FIELDS.len() {
+        let mut lens = Vec::with_capacity(n);
+        let mut total = 0usize;
+        for _ in 0..n {
+            let len = take_varint(&mut rest).ok_or_else(|| bad("a cut length"))?;
+            let len = usize::try_from(len).map_err(|_| bad("a length too large"))?;
+            total = total
+                .checked_add(len)
+                .ok_or_else(|| bad("a length too large"))?;
+            lens.push(len);
+        }
+        if total > rest.len() {
+            return Err(bad("a cut field"));
+        }
+        let (bytes, after) = rest.split_at(total);
+        rest = after;
+        columns.push((lens, bytes));
+    }
+    if !rest.is_empty() {
+        return Err(bad("bytes after the last field"));
+    }
+    Ok(ReadBlock { ids, columns })
+}
+
+/// The fields of record `id` in an uncompressed block.
+fn find_in_plain_block(block: &[u8], id: &[u8]) -> Result<Option<Fields>, StoreError> {
+    let read = read_block(block)?;
+    let Some(at) = read.ids.iter().position(|i| i.as_slice() == id) else {
+        return Ok(None);
+    };
+    let mut fields: Fields = Default::default();
+    for (field, (lens, bytes)) in fields.iter_mut().zip(&read.columns) {
+        let start: usize = lens[..at].iter().sum();
+        let value = &bytes[start..start + lens[at]];
+        *field = String::from_utf8(value.to_vec()).map_err(|_| bad("a field that is not UTF-8"))?;
+    }
+    Ok(Some(fields))
+}
+
+/// The length of a stored id (`row::stored_id`): a UUID's bytes.
+const ID_BYTES: usize = 16;
 
 /// The uncompressed form of the fields: each a LEB128 length and its bytes.
 pub fn plain(fields: [&str; 5]) -> Vec<u8> {
@@ -317,11 +542,15 @@ pub struct Packer<'a> {
     cctx: zstd::bulk::Compressor<'a>,
     /// The format byte, and the dictionary's id when there is one.
     head: Vec<u8>,
+    /// A block's format byte and dictionary id (0 for none).
+    block_head: Vec<u8>,
     scratch: Vec<u8>,
 }
 
 impl<'a> Packer<'a> {
     pub fn new(dict: Option<&'a Current>) -> Result<Self, StoreError> {
+        let mut block_head = vec![BLOCK];
+        put_varint(&mut block_head, dict.map_or(0, |d| d.id.unsigned_abs()));
         let (cctx, head) = match dict {
             Some(d) => {
                 let mut head = vec![ZSTD_DICT];
@@ -348,23 +577,42 @@ impl<'a> Packer<'a> {
         Ok(Packer {
             cctx,
             head,
+            block_head,
             scratch: Vec::new(),
         })
     }
 
+    /// The stored form of a block of records: their 16-byte ids and
+    /// [`plain`] fields ([`plain_block`]).
+    pub fn pack_block<'r>(
+        &mut self,
+        records: impl ExactSizeIterator<Item = (&'r [u8], &'r [u8])> + Clone,
+    ) -> Result<Vec<u8>, StoreError> {
+        let plain = plain_block(records)?;
+        frame(&mut self.cctx, &mut self.scratch, &self.block_head, &plain)
+    }
+
     /// The stored form of `plain`.
     pub fn pack(&mut self, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
-        self.scratch.clear();
-        self.scratch
-            .reserve(zstd::zstd_safe::compress_bound(plain.len()));
-        self.cctx
-            .compress_to_buffer(plain, &mut self.scratch)
-            .map_err(compress_failed)?;
-        let mut out = Vec::with_capacity(self.head.len() + self.scratch.len());
-        out.extend_from_slice(&self.head);
-        out.extend_from_slice(&self.scratch);
-        Ok(out)
+        frame(&mut self.cctx, &mut self.scratch, &self.head, plain)
     }
+}
+
+/// `head` and a zstd frame of `plain`.
+fn frame(
+    cctx: &mut zstd::bulk::Compressor<'_>,
+    scratch: &mut Vec<u8>,
+    head: &[u8],
+    plain: &[u8],
+) -> Result<Vec<u8>, StoreError> {
+    scratch.clear();
+    scratch.reserve(zstd::zstd_safe::compress_bound(plain.len()));
+    cctx.compress_to_buffer(plain, scratch)
+        .map_err(compress_failed)?;
+    let mut out = Vec::with_capacity(head.len() + scratch.len());
+    out.extend_from_slice(head);
+    out.extend_from_slice(scratch);
+    Ok(out)
 }
 
 fn compress_failed(e: std::io::Error) -> StoreError {
@@ -410,6 +658,15 @@ pub fn decode(data: &[u8]) -> Result<Fields, StoreError> {
 }
 
 fn fields_of(plain: &[u8]) -> Result<Fields, StoreError> {
+    let (fields, rest) = take_fields(plain)?;
+    if !rest.is_empty() {
+        return Err(bad("bytes after the last field"));
+    }
+    Ok(fields)
+}
+
+/// The five fields at the start of `plain`, and what follows them.
+fn take_fields(plain: &[u8]) -> Result<(Fields, &[u8]), StoreError> {
     let mut rest = plain;
     let mut next = || -> Result<String, StoreError> {
         let len = take_varint(&mut rest).ok_or_else(|| bad("a cut length"))?;
@@ -422,10 +679,7 @@ fn fields_of(plain: &[u8]) -> Result<Fields, StoreError> {
         String::from_utf8(field.to_vec()).map_err(|_| bad("a field that is not UTF-8"))
     };
     let fields = [next()?, next()?, next()?, next()?, next()?];
-    if !rest.is_empty() {
-        return Err(bad("bytes after the last field"));
-    }
-    Ok(fields)
+    Ok((fields, rest))
 }
 
 /// Deletes the dictionaries no stored row can use any more: those older
@@ -555,6 +809,81 @@ mod tests {
         }
         stored.truncate(stored.len() - 2);
         assert!(decode(&stored).is_err());
+    }
+
+    #[tokio::test]
+    async fn blocks_find_each_record_by_id() {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPool::connect("sqlite::memory:").await.unwrap();
+        let samples: Vec<Vec<u8>> = (0..500).map(|n| payload(1, n)).collect();
+        let dict = zstd::dict::from_samples(&samples, DICT_BYTES).unwrap();
+        let dicts = Details::default();
+        dicts.set_current(5, 0, &dict).unwrap();
+        let current = dicts.current.read().unwrap().clone().unwrap();
+        let ids: Vec<Vec<u8>> = (0..40u8).map(|n| vec![n; ID_BYTES]).collect();
+        let plains: Vec<Vec<u8>> = (0..40).map(|n| payload(1, 10_000 + n)).collect();
+        let each = || {
+            ids.iter()
+                .zip(&plains)
+                .map(|(i, p)| (i.as_slice(), p.as_slice()))
+        };
+        for (with, head) in [(None, [BLOCK, 0]), (Some(&*current), [BLOCK, 5])] {
+            let stored = Packer::new(with).unwrap().pack_block(each()).unwrap();
+            assert_eq!(stored[..2], head);
+            // Smaller than its records compressed one by one, ids and all.
+            let alone: usize = plains.iter().map(|p| encode(p, with).unwrap().len()).sum();
+            assert!(stored.len() < alone, "{} against {alone}", stored.len());
+            for (id, p) in ids.iter().zip(&plains) {
+                let found = dicts
+                    .find_in_block(&pool, &stored, id)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(found, fields_of(p).unwrap());
+            }
+            assert!(dicts
+                .find_in_block(&pool, &stored, &[99; ID_BYTES])
+                .await
+                .unwrap()
+                .is_none());
+            assert_eq!(dicts.block_ids(&pool, &stored).await.unwrap().unwrap(), ids);
+            // Damaged: an error, not a record's details.
+            let mut cut = stored.clone();
+            cut.truncate(cut.len() - 3);
+            assert!(dicts.find_in_block(&pool, &cut, &ids[0]).await.is_err());
+        }
+        // A row of one record is not a block.
+        let row = encode(&plains[0], None).unwrap();
+        assert!(dicts
+            .find_in_block(&pool, &row, &ids[0])
+            .await
+            .unwrap()
+            .is_none());
+        assert!(dicts.block_ids(&pool, &row).await.unwrap().is_none());
+        // Counts and lengths past the end are errors.
+        assert!(find_in_plain_block(&[0x7f], &ids[0]).is_err());
+        let mut block =
+            plain_block([(ids[0].as_slice(), plains[0].as_slice())].into_iter()).unwrap();
+        block.push(0);
+        assert!(
+            find_in_plain_block(&block, &ids[0]).is_err(),
+            "bytes after the last field"
+        );
+        block.truncate(block.len() - 2);
+        assert!(find_in_plain_block(&block, &ids[0]).is_err(), "a cut field");
+        assert!(plain_block([(&[1u8; 15][..], plains[0].as_slice())].into_iter()).is_err());
+        // Ids in any order, times going back included, read back whole.
+        let odd: Vec<Vec<u8>> = [[0xffu8; 16], [0; 16], [0x80; 16], [7; 16]]
+            .iter()
+            .map(|i| i.to_vec())
+            .collect();
+        let block = plain_block(odd.iter().map(|i| (i.as_slice(), plains[1].as_slice()))).unwrap();
+        let read = read_block(&block).unwrap();
+        assert_eq!(read.ids.iter().map(|i| i.to_vec()).collect::<Vec<_>>(), odd);
+        assert_eq!(
+            find_in_plain_block(&block, &odd[2]).unwrap().unwrap(),
+            fields_of(&plains[1]).unwrap()
+        );
     }
 
     /// The payload (before compression) of record `n` of two corpora:

@@ -15,8 +15,9 @@
 //! model and provider (budgets, #15), and appends the records' sums to the
 //! rollup deltas (`deltas.rs`, #18), for the records inserted now only.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use llmgw_core::limits::Scope;
 use llmgw_proto::v1 as pb;
@@ -24,6 +25,7 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Acquire, Any, AnyConnection, Row};
 
+use super::blocks;
 use super::deltas;
 use super::details;
 use super::rollup;
@@ -84,6 +86,7 @@ const LOG_COLUMNS: &[&str] = &[
     "audio_source",
     "attempt_latency_ms",
     "attempt_offset_ms",
+    "details_offset_ms",
 ];
 
 const ATTEMPT_COLUMNS: &[&str] = &[
@@ -159,15 +162,16 @@ struct Prepared {
     /// The record came with a trace id that is not one, stored as ''.
     bad_trace_id: bool,
     /// The 16 bytes of the id, as every log table stores it
-    /// (`row::stored_id`), and the compressed headers and bodies (the
-    /// `request_log_details` row).
+    /// (`row::stored_id`).
     id_bytes: Vec<u8>,
-    details: Vec<u8>,
-    /// The details uncompressed, a sample for the next dictionary.
+    /// The headers and bodies uncompressed (`details::plain`): what its
+    /// block holds, and a sample for the next dictionary.
     plain: Vec<u8>,
-    /// Whether the details are stored (not when body retention would
-    /// remove them at once).
-    keep_details: bool,
+    /// The record's details block (an index into [`Blocks`]) and how long
+    /// after the block's time the record came
+    /// (`request_logs.details_offset_ms`); `None` when the details are not
+    /// stored, as when body retention would remove them at once.
+    block: Option<(usize, i64)>,
     /// The one attempt kept in the record's row (`row::inline_attempt`);
     /// `None` when its attempts go to `request_attempts`.
     inline_attempt: Option<(i64, i64)>,
@@ -199,17 +203,31 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
     } = batch;
     let dicts = store.details();
     let dict = dicts.current(store.pool()).await?;
+    let backend = store.backend();
+    let per_insert = rows_per_insert(backend, LOG_COLUMNS.len());
     // Checking and compressing a batch is CPU work (milliseconds for a
     // thousand records): off the runtime, which also serves the admin API,
     // the snapshot streams and the other batches.
     let node = batch_node.clone();
-    let (mut good, mut rejected) =
-        tokio::task::spawn_blocking(move || prepare_all(records, &node, now, dict.as_deref()))
-            .await
-            .map_err(|e| StoreError::Invalid(format!("preparing a log batch stopped: {e}")))??;
-    for p in &mut good {
-        p.keep_details = dicts.keeps(p.rec.time_ms, now);
-    }
+    let body_days = dicts.body_days();
+    let packing = dict.clone();
+    let PreparedBatch {
+        mut good,
+        mut rejected,
+        blocks,
+    } = tokio::task::spawn_blocking(move || {
+        prepare_all(
+            records,
+            &node,
+            now,
+            packing.as_deref(),
+            body_days,
+            per_insert,
+        )
+    })
+    .await
+    .map_err(|e| StoreError::Invalid(format!("preparing a log batch stopped: {e}")))??;
+    let blocks = Blocks { list: blocks, dict };
     if good.is_empty() && rejected.is_empty() {
         return Ok(Stored::default());
     }
@@ -223,11 +241,9 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
         );
     }
 
-    let backend = store.backend();
     if backend == Backend::Postgres {
         ensure_days(store, good.iter().map(|p| p.rec.time_ms)).await?;
     }
-    let per_insert = rows_per_insert(backend, LOG_COLUMNS.len());
     let mut tx = store.pool().begin().await?;
     let mut inserted: HashSet<String> = HashSet::new();
     // Nearly always every record is new: plain inserts, which on
@@ -238,10 +254,10 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
     // (a resent batch is most likely resent whole).
     let mut resent = Resent::Fail;
     for chunk in good.chunks(per_insert) {
-        let outcome = match insert_in_savepoint(&mut tx, backend, chunk, resent).await {
+        let outcome = match insert_in_savepoint(&mut tx, backend, chunk, &blocks, resent).await {
             Err(e) if resent == Resent::Fail && is_duplicate(&e) => {
                 resent = Resent::Skip;
-                insert_in_savepoint(&mut tx, backend, chunk, Resent::Skip).await
+                insert_in_savepoint(&mut tx, backend, chunk, &blocks, Resent::Skip).await
             }
             other => other,
         };
@@ -251,7 +267,7 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
                 tracing::warn!(error = %e, "a multi-row log insert failed; retrying record by record");
                 for p in chunk {
                     let one = std::slice::from_ref(p);
-                    match insert_in_savepoint(&mut tx, backend, one, Resent::Skip).await {
+                    match insert_in_savepoint(&mut tx, backend, one, &blocks, Resent::Skip).await {
                         Ok(ids) => inserted.extend(ids),
                         Err(e) if record_level(backend, &e) => rejected
                             .push(p.refused(format!("the database rejected the record: {e}"))),
@@ -386,10 +402,11 @@ async fn insert_in_savepoint(
     tx: &mut sqlx::Transaction<'static, Any>,
     backend: Backend,
     chunk: &[Prepared],
+    blocks: &Blocks,
     resent: Resent,
 ) -> Result<Vec<String>, sqlx::Error> {
     let mut sp = Acquire::begin(&mut *tx).await?;
-    match insert_records(&mut sp, backend, chunk, resent).await {
+    match insert_records(&mut sp, backend, chunk, blocks, resent).await {
         Ok(ids) => {
             sp.commit().await?;
             Ok(ids)
@@ -458,6 +475,7 @@ async fn insert_records(
     conn: &mut AnyConnection,
     backend: Backend,
     chunk: &[Prepared],
+    blocks: &Blocks,
     resent: Resent,
 ) -> Result<Vec<String>, sqlx::Error> {
     let mut ids: Vec<String> = Vec::with_capacity(chunk.len());
@@ -517,23 +535,94 @@ async fn insert_records(
         }
         q.execute(&mut *conn).await?;
     }
-    // Details likewise: one row per record inserted now, unless body
-    // retention is about to remove it (the record then reads as expired).
-    let fresh_details: Vec<&Prepared> = chunk
-        .iter()
-        .filter(|p| fresh.contains(p.rec.id.as_str()) && p.keep_details)
-        .collect();
-    for (slot, part) in statement_parts(&fresh_details) {
+    // Details likewise: the blocks of the records inserted now (those
+    // body retention is about to remove have none, and read as expired).
+    let rows = blocks.rows(chunk, &fresh)?;
+    for (slot, part) in statement_parts(&rows) {
         let mut q = sqlx::query(insert_sql(backend, Table::Details, resent, slot));
-        for p in part {
-            q = q
-                .bind(p.rec.time_ms)
-                .bind(p.id_bytes.as_slice())
-                .bind(p.details.as_slice());
+        for row in part {
+            q = q.bind(row.time_ms).bind(row.id).bind(row.data.as_ref());
         }
         q.execute(&mut *conn).await?;
     }
     Ok(ids)
+}
+
+/// A batch's planned details blocks (`blocks.rs`), compressed for all
+/// their records, and the dictionary they were compressed with.
+struct Blocks {
+    list: Vec<Block>,
+    dict: Option<Arc<details::Current>>,
+}
+
+/// A `request_log_details` row of a block: its time, the id of its
+/// first record (informative: `logs get` finds a record by the ids inside)
+/// and the stored block.
+struct BlockRow<'a> {
+    time_ms: i64,
+    id: &'a [u8],
+    data: Cow<'a, [u8]>,
+}
+
+struct Block {
+    time_ms: i64,
+    /// How many records it was planned and compressed for.
+    records: usize,
+    data: Vec<u8>,
+}
+
+impl Blocks {
+    /// The `request_log_details` rows of the records of `chunk` inserted
+    /// now (`fresh`): each planned block as compressed, or, when only some
+    /// of its records are new (a batch sent again in part, or inserted
+    /// record by record after a refusal), compressed again for those. The
+    /// block keeps its planned time, which their summary rows point at.
+    fn rows<'a>(
+        &'a self,
+        chunk: &'a [Prepared],
+        fresh: &HashSet<&str>,
+    ) -> Result<Vec<BlockRow<'a>>, sqlx::Error> {
+        let mut members: BTreeMap<usize, Vec<&Prepared>> = BTreeMap::new();
+        for p in chunk {
+            if let Some((block, _)) = p.block {
+                if fresh.contains(p.rec.id.as_str()) {
+                    members.entry(block).or_default().push(p);
+                }
+            }
+        }
+        let mut packer = None;
+        let mut rows = Vec::with_capacity(members.len());
+        for (at, records) in members {
+            let (Some(block), Some(first)) = (self.list.get(at), records.first()) else {
+                continue;
+            };
+            let data = if records.len() == block.records {
+                Cow::Borrowed(block.data.as_slice())
+            } else {
+                let packer = match &mut packer {
+                    Some(p) => p,
+                    None => packer.insert(
+                        details::Packer::new(self.dict.as_deref())
+                            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+                    ),
+                };
+                let each = records
+                    .iter()
+                    .map(|p| (p.id_bytes.as_slice(), p.plain.as_slice()));
+                Cow::Owned(
+                    packer
+                        .pack_block(each)
+                        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+                )
+            };
+            rows.push(BlockRow {
+                time_ms: block.time_ms,
+                id: first.id_bytes.as_slice(),
+                data,
+            });
+        }
+        Ok(rows)
+    }
 }
 
 /// Whether `request_logs` keeps a column's default value as NULL: on
@@ -608,6 +697,7 @@ fn bind_record<'q>(
         .bind(text(r.audio_source.as_str()))
         .bind(p.inline_attempt.map(|(latency, _)| latency))
         .bind(p.inline_attempt.map(|(_, offset)| offset))
+        .bind(p.block.map(|(_, offset)| offset))
 }
 
 async fn quarantine(
@@ -779,21 +869,23 @@ struct Checked {
 /// Checks a record and returns it ready to store: a canonical id, the
 /// batch's node when it names none, no NUL characters. A record refused
 /// comes back as it was, with the reason.
-/// Every record of a batch checked and its details compressed (one
-/// compression context for the batch); a repeated id within the batch is
-/// the same record, kept once.
+/// Every record of a batch checked, and its details blocks planned
+/// (`blocks.rs`, within each chunk of `per_insert` records that is
+/// inserted together) and compressed with one compression context; a
+/// repeated id within the batch is the same record, kept once.
 fn prepare_all(
     records: Vec<pb::RequestLog>,
     batch_node: &str,
     now: i64,
     dict: Option<&details::Current>,
-) -> Result<(Vec<Prepared>, Vec<Rejected>), StoreError> {
-    let mut packer = details::Packer::new(dict)?;
+    body_days: u32,
+    per_insert: usize,
+) -> Result<PreparedBatch, StoreError> {
     let mut good: Vec<Prepared> = Vec::with_capacity(records.len());
     let mut rejected: Vec<Rejected> = Vec::new();
     let mut seen = HashSet::new();
     for r in records {
-        match prepare(r, batch_node, now, &mut packer) {
+        match prepare(r, batch_node, now) {
             Ok(p) => {
                 if seen.insert(p.rec.id.clone()) {
                     good.push(p);
@@ -802,15 +894,48 @@ fn prepare_all(
             Err(r) => rejected.push(*r),
         }
     }
-    Ok((good, rejected))
+    let mut packer = details::Packer::new(dict)?;
+    let mut list = Vec::new();
+    for chunk in good.chunks_mut(per_insert.max(1)) {
+        let planned: Vec<Option<(i64, usize)>> = chunk
+            .iter()
+            .map(|p| {
+                details::keeps(body_days, p.rec.time_ms, now)
+                    .then_some((p.rec.time_ms, p.plain.len()))
+            })
+            .collect();
+        for plan in blocks::plan(&planned) {
+            let each = plan
+                .members
+                .iter()
+                .map(|&at| (chunk[at].id_bytes.as_slice(), chunk[at].plain.as_slice()));
+            let data = packer.pack_block(each)?;
+            for &at in &plan.members {
+                chunk[at].block = Some((list.len(), chunk[at].rec.time_ms - plan.time_ms));
+            }
+            list.push(Block {
+                time_ms: plan.time_ms,
+                records: plan.members.len(),
+                data,
+            });
+        }
+    }
+    Ok(PreparedBatch {
+        good,
+        rejected,
+        blocks: list,
+    })
 }
 
-fn prepare(
-    r: pb::RequestLog,
-    batch_node: &str,
-    now: i64,
-    packer: &mut details::Packer<'_>,
-) -> Result<Prepared, Box<Rejected>> {
+/// A batch checked: the records to store, those refused, and the planned
+/// details blocks of the first.
+struct PreparedBatch {
+    good: Vec<Prepared>,
+    rejected: Vec<Rejected>,
+    blocks: Vec<Block>,
+}
+
+fn prepare(r: pb::RequestLog, batch_node: &str, now: i64) -> Result<Prepared, Box<Rejected>> {
     match check(&r, batch_node, now) {
         Ok(c) => {
             let canonical = c.id.hyphenated().to_string();
@@ -825,20 +950,10 @@ fn prepare(
                 &rec.response_body,
                 &rec.upstream_request_body,
             ]);
-            let details = match packer.pack(&plain) {
-                Ok(d) => d,
-                Err(e) => {
-                    return Err(Box::new(Rejected {
-                        record: rec,
-                        reason: e.to_string(),
-                    }))
-                }
-            };
             Ok(Prepared {
                 id_bytes: c.id.as_bytes().to_vec(),
-                details,
                 plain,
-                keep_details: true,
+                block: None,
                 inline_attempt: inline_attempt(&rec),
                 rec,
                 dropped_fields,
@@ -1039,10 +1154,6 @@ mod tests {
     use super::*;
     use crate::store::multirow::STATEMENT_ROWS;
 
-    fn packer() -> details::Packer<'static> {
-        details::Packer::new(None).unwrap()
-    }
-
     fn good() -> pb::RequestLog {
         pb::RequestLog {
             id: "0190A2B4-0000-7000-8000-000000000001".into(),
@@ -1127,7 +1238,7 @@ mod tests {
     #[test]
     fn validation() {
         let now = 1_714_564_900_000;
-        let Ok(p) = prepare(good(), "node-a", now, &mut packer()) else {
+        let Ok(p) = prepare(good(), "node-a", now) else {
             panic!("a good record was refused");
         };
         assert_eq!(p.rec.id, "0190a2b4-0000-7000-8000-000000000001");
@@ -1137,7 +1248,10 @@ mod tests {
         assert_ne!(refused.record.id, p.rec.id);
         assert_eq!(p.rec.node_id, "node-a");
         assert_eq!(p.rec.usage_source, "none");
-        assert_eq!(details::decode(&p.details).unwrap()[0], "{}");
+        assert_eq!(
+            details::decode(&details::encode(&p.plain, None).unwrap()).unwrap()[0],
+            "{}"
+        );
 
         type Change = Box<dyn Fn(&mut pb::RequestLog)>;
         let bad: Vec<(&str, Change)> = vec![
@@ -1194,9 +1308,7 @@ mod tests {
         for (needle, change) in bad {
             let mut r = good();
             change(&mut r);
-            let e = prepare(r.clone(), "n", now, &mut packer())
-                .err()
-                .map(|e| *e);
+            let e = prepare(r.clone(), "n", now).err().map(|e| *e);
             let Some(Rejected { record, reason }) = e else {
                 panic!("{needle}: accepted");
             };
@@ -1212,11 +1324,12 @@ mod tests {
         let mut r = good();
         r.request_body = "a\0b".into();
         r.request_headers.insert("x\0".into(), "v".into());
-        let Ok(p) = prepare(r, "n", now, &mut packer()) else {
+        let Ok(p) = prepare(r, "n", now) else {
             panic!("a record with NULs was refused");
         };
         assert_eq!(p.rec.request_body, "a\u{FFFD}b");
-        let [request_headers, _, request_body, ..] = details::decode(&p.details).unwrap();
+        let [request_headers, _, request_body, ..] =
+            details::decode(&details::encode(&p.plain, None).unwrap()).unwrap();
         assert_eq!(request_headers, "{\"x\u{FFFD}\":\"v\"}");
         assert_eq!(request_body, "a\u{FFFD}b");
 
@@ -1225,7 +1338,7 @@ mod tests {
         let mut r = good();
         r.dropped_fields = vec!["top_k".into(), "a\0\"b".into()];
         r.upstream_request_body = "u\0".into();
-        let Ok(p) = prepare(r, "n", now, &mut packer()) else {
+        let Ok(p) = prepare(r, "n", now) else {
             panic!("a record with dropped fields was refused");
         };
         assert_eq!(p.dropped_fields, "[\"top_k\",\"a\u{FFFD}\\\"b\"]");
@@ -1244,7 +1357,7 @@ mod tests {
         ] {
             let mut r = good();
             r.trace_id = sent.into();
-            let Ok(p) = prepare(r, "n", now, &mut packer()) else {
+            let Ok(p) = prepare(r, "n", now) else {
                 panic!("a record with trace id {sent:?} was refused");
             };
             assert_eq!((p.rec.trace_id.as_str(), p.bad_trace_id), (stored, bad));

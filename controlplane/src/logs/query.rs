@@ -11,6 +11,7 @@ use base64::Engine as _;
 use llmgw_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
+use super::details::Fields;
 use super::row::{add_details, attempt_from_row, stored_id, summary_from_row, SUMMARY_COLUMNS};
 use super::sql::{in_list, Filter, Param, Statement, COST_NANOS, TOKENS};
 use crate::store::{Store, StoreError};
@@ -259,10 +260,16 @@ async fn add_attempts(
     Ok(())
 }
 
-/// A record's details by its time and stored id (`row::stored_id`): the
-/// index on `time_ms` finds that millisecond's rows (the test
-/// `queries_use_indexes` checks the plan).
+/// A record's details by its time and stored id (`row::stored_id`), for
+/// a record stored with a details row of its own (before migration 0038,
+/// SQLite 0035): the index on `time_ms` finds that millisecond's rows (the
+/// test `queries_use_indexes` checks the plan).
 pub const DETAILS_OF: &str = "SELECT data FROM request_log_details WHERE time_ms = $1 AND id = $2";
+
+/// The details blocks of a time (`details.rs`, "Blocks"), through the same
+/// index: nearly always one, more when batches' blocks start in the same
+/// millisecond.
+pub const BLOCKS_AT: &str = "SELECT data FROM request_log_details WHERE time_ms = $1";
 
 /// One record with headers, bodies and attempts.
 pub async fn get(store: &Store, id: &str) -> Result<pb::RequestLog, StoreError> {
@@ -270,42 +277,74 @@ pub async fn get(store: &Store, id: &str) -> Result<pb::RequestLog, StoreError> 
         .map_err(|_| StoreError::Invalid(format!("'{id}' is not a request id (a UUID)")))?
         .hyphenated()
         .to_string();
+    let id_bytes = stored_id(&canonical);
     let mut conn = store.pool().acquire().await?;
     let row = sqlx::query(&format!(
         "SELECT {SUMMARY_COLUMNS} FROM request_logs WHERE id = $1"
     ))
-    .bind(stored_id(&canonical))
+    .bind(id_bytes.as_slice())
     .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| StoreError::NotFound(format!("request log {canonical} not found")))?;
     let mut rec = summary_from_row(&row)?;
-    // Every record is stored with a details row; none left means body
-    // retention removed it.
-    let data: Option<Vec<u8>> = sqlx::query_scalar(DETAILS_OF)
-        .bind(rec.time_ms)
-        .bind(stored_id(&canonical))
-        .fetch_optional(&mut *conn)
-        .await?;
-    match data {
-        Some(data) => match store.details().decode(store.pool(), &data).await {
-            Ok(fields) => add_details(&mut rec, fields)?,
-            // The summary still answers; the details read as gone.
-            Err(StoreError::Invalid(why)) => {
-                tracing::warn!(
-                    id = canonical,
-                    reason = why,
-                    "a request log's details cannot be read"
-                );
-                rec.bodies_expired = true;
-            }
-            Err(e) => return Err(e),
-        },
-        None => rec.bodies_expired = true,
+    let offset: Option<i64> = sqlx::Row::try_get(&row, "details_offset_ms")?;
+    // Every record is stored with details unless body retention was about
+    // to remove them; none left means it did.
+    match details_of(store, &mut conn, rec.time_ms, offset, &id_bytes).await {
+        Ok(Some(fields)) => add_details(&mut rec, fields)?,
+        Ok(None) => rec.bodies_expired = true,
+        // The summary still answers; the details read as gone.
+        Err(StoreError::Invalid(why)) => {
+            tracing::warn!(
+                id = canonical,
+                reason = why,
+                "a request log's details cannot be read"
+            );
+            rec.bodies_expired = true;
+        }
+        Err(e) => return Err(e),
     }
     let mut one = [rec];
     add_attempts(&mut conn, &mut one).await?;
     let [rec] = one;
     Ok(rec)
+}
+
+/// The stored details of a record: in a block `offset` before its time,
+/// or (no offset) in a row of its own. `None` when none is stored.
+async fn details_of(
+    store: &Store,
+    conn: &mut sqlx::AnyConnection,
+    time_ms: i64,
+    offset: Option<i64>,
+    id: &[u8],
+) -> Result<Option<Fields>, StoreError> {
+    let Some(offset) = offset else {
+        let data: Option<Vec<u8>> = sqlx::query_scalar(DETAILS_OF)
+            .bind(time_ms)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        return match data {
+            Some(data) => store.details().decode(store.pool(), &data).await.map(Some),
+            None => Ok(None),
+        };
+    };
+    let blocks: Vec<Vec<u8>> = sqlx::query_scalar(BLOCKS_AT)
+        .bind(time_ms.saturating_sub(offset))
+        .fetch_all(&mut *conn)
+        .await?;
+    // A damaged block says so unless another holds the record.
+    let mut damaged = None;
+    for data in blocks {
+        match store.details().find_in_block(store.pool(), &data, id).await {
+            Ok(Some(fields)) => return Ok(Some(fields)),
+            Ok(None) => {}
+            Err(e @ StoreError::Invalid(_)) => damaged = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    damaged.map_or(Ok(None), Err)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub const SUMMARY_COLUMNS: &str = concat!(
      snapshot_version, request_body_truncated, response_body_truncated, upstream_protocol, \
      translated, upstream_request_body_truncated, dropped_fields, outcome, stop_reason, end_user, limited_by, \
      trace_id, origin, replay_of, audio_milliseconds, characters, images, image_size, \
-     image_quality, audio_source, attempt_latency_ms, attempt_offset_ms, ",
+     image_quality, audio_source, attempt_latency_ms, attempt_offset_ms, details_offset_ms, ",
     cost_nanos_sql!(),
     " AS cost_nanos"
 );
