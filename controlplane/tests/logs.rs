@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use llmgw_controlplane::logs::query::{list_statement, DETAILS_OF};
+use llmgw_controlplane::logs::query::{list_statement, BLOCKS_AT, DETAILS_OF};
 use llmgw_controlplane::logs::retention;
 use llmgw_controlplane::logs::sketch::RELATIVE_ERROR;
 use llmgw_controlplane::logs::sql::{Param, Statement};
@@ -1856,47 +1856,51 @@ both! {
                 conn.close().await.unwrap();
             }
         }
-        // `logs get` finds a record's details by its time and id through
-        // the index on the time (the table has no primary key).
+        // `logs get` finds a record's details block by its time, or a row
+        // of one record by its time and id, through the index on the time
+        // (the table has no primary key).
         let some_id = stored_id(&id(1));
-        let plan = match db.kind {
-            Kind::Sqlite => {
-                let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {DETAILS_OF}"))
-                    .bind(t)
-                    .bind(some_id.as_slice())
-                    .fetch_all(cp.running.store().pool())
-                    .await
-                    .unwrap();
-                rows.iter().map(|r| r.get::<String, _>("detail")).collect::<Vec<_>>().join(" | ")
+        for (lookup, sql) in [("details row", DETAILS_OF), ("details block", BLOCKS_AT)] {
+            let with_id = sql.contains("$2");
+            let plan = match db.kind {
+                Kind::Sqlite => {
+                    let sql = format!("EXPLAIN QUERY PLAN {sql}");
+                    let mut q = sqlx::query(&sql).bind(t);
+                    if with_id {
+                        q = q.bind(some_id.as_slice());
+                    }
+                    let rows = q.fetch_all(cp.running.store().pool()).await.unwrap();
+                    rows.iter().map(|r| r.get::<String, _>("detail")).collect::<Vec<_>>().join(" | ")
+                }
+                Kind::Postgres => {
+                    let mut conn = sqlx::postgres::PgConnection::connect(&db.url).await.unwrap();
+                    sqlx::query("ANALYZE request_log_details").execute(&mut conn).await.unwrap();
+                    sqlx::query("SET enable_seqscan = off").execute(&mut conn).await.unwrap();
+                    let sql = format!("EXPLAIN {sql}");
+                    let mut q = sqlx::query(&sql).bind(t);
+                    if with_id {
+                        q = q.bind(some_id.as_slice());
+                    }
+                    let rows = q.fetch_all(&mut conn).await.unwrap();
+                    conn.close().await.unwrap();
+                    rows.iter().map(|r| r.get::<String, _>(0)).collect::<Vec<_>>().join(" | ")
+                }
+            };
+            match db.kind {
+                Kind::Sqlite => assert!(
+                    plan.contains("USING INDEX request_log_details_time (time_ms=?)"),
+                    "{lookup}: {plan}"
+                ),
+                // The day partition's copy of the index, named after its
+                // column (an index or bitmap scan: with seqscan off, a
+                // table without the index would still show a Seq Scan).
+                Kind::Postgres => assert!(
+                    plan.contains("on request_log_details_p")
+                        && plan.contains("_time_ms_idx")
+                        && !plan.contains("Seq Scan"),
+                    "{lookup}: {plan}"
+                ),
             }
-            Kind::Postgres => {
-                let mut conn = sqlx::postgres::PgConnection::connect(&db.url).await.unwrap();
-                sqlx::query("ANALYZE request_log_details").execute(&mut conn).await.unwrap();
-                sqlx::query("SET enable_seqscan = off").execute(&mut conn).await.unwrap();
-                let rows = sqlx::query(&format!("EXPLAIN {DETAILS_OF}"))
-                    .bind(t)
-                    .bind(some_id.as_slice())
-                    .fetch_all(&mut conn)
-                    .await
-                    .unwrap();
-                conn.close().await.unwrap();
-                rows.iter().map(|r| r.get::<String, _>(0)).collect::<Vec<_>>().join(" | ")
-            }
-        };
-        match db.kind {
-            Kind::Sqlite => assert!(
-                plan.contains("USING INDEX request_log_details_time (time_ms=?)"),
-                "details lookup: {plan}"
-            ),
-            // The day partition's copy of the index, named after its
-            // column (an index or bitmap scan: with seqscan off, a table
-            // without the index would still show a Seq Scan).
-            Kind::Postgres => assert!(
-                plan.contains("on request_log_details_p")
-                    && plan.contains("_time_ms_idx")
-                    && !plan.contains("Seq Scan"),
-                "details lookup: {plan}"
-            ),
         }
         cp.shutdown().await;
     }

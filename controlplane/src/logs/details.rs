@@ -19,8 +19,9 @@
 //! block's time its record came (`request_logs.details_offset_ms`), and
 //! `logs get` reads the rows at that time and finds the record's id in
 //! one. A block's `data` is `0x03`, a dictionary id (LEB128; 0 for none)
-//! and a zstd frame of: the count of records (LEB128), their 16-byte ids,
-//! then each record's fields as in the `0x01` form below.
+//! and a zstd frame of its records laid out by column ([`plain_block`]).
+//! A record whose block is gone (body retention) reads as expired, as
+//! one without a row of its own does.
 //!
 //! A row of one record holds the request's time and the 16 bytes of its
 //! id; `logs get` finds it through an index on the time (no primary key
