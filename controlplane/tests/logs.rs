@@ -408,10 +408,11 @@ both! {
             total = llmgw_controlplane::logs::rollup::CUBES[0].id
         );
         assert_eq!(count(&cp, &counted).await, 10);
-        let fresh = retried(150, t0);
+        let mut fresh = retried(150, t0);
+        fresh.response_body = "the new record's answer".into();
         let acks = ship(
             &mut cp.logs(),
-            vec![batch(10, vec![records[9].clone(), fresh, records[0].clone()])],
+            vec![batch(10, vec![records[9].clone(), fresh.clone(), records[0].clone()])],
         )
         .await;
         assert_eq!(acks[0].acked_sequence, 10);
@@ -421,6 +422,9 @@ both! {
         assert_eq!(count(&cp, STORED_ATTEMPTS).await, attempts);
         assert_eq!(count(&cp, &counted).await, 11);
         assert_eq!(details_stored(&cp).await, 11);
+        // Its block was compressed again for it alone, at the planned time.
+        let got = cp.admin().get_log(pb::GetLogRequest { id: fresh.id.clone() }).await.unwrap().into_inner();
+        assert_eq!(got.response_body, fresh.response_body);
 
         // A repeated id inside one batch is stored once; an empty batch acks.
         let mut twice = rec(100, t0);
@@ -829,11 +833,16 @@ both! {
             }
         }
         let t0 = t0();
-        let mut poison = rec(2, t0);
+        let with_body = |n: u32| {
+            let mut r = rec(n, t0 + i64::from(n));
+            r.request_body = format!("{{\"n\":{n}}}");
+            r
+        };
+        let mut poison = with_body(2);
         poison.model = "poison".into();
         let acks = ship(
             &mut cp.logs(),
-            vec![batch(3, vec![rec(1, t0), poison, rec(3, t0)])],
+            vec![batch(3, vec![with_body(1), poison, with_body(3)])],
         )
         .await;
         assert_eq!(acks[0].acked_sequence, 3);
@@ -847,6 +856,13 @@ both! {
             .await
             .unwrap();
         assert!(reason.contains("database rejected"), "{reason}");
+        // Stored one by one after the refusal: each in a block of its own
+        // at the planned block's time, and none for the rejected one.
+        assert_eq!(details_stored(&cp).await, 2);
+        for n in [1, 3] {
+            let got = admin.get_log(pb::GetLogRequest { id: id(n) }).await.unwrap().into_inner();
+            assert_eq!(got.request_body, with_body(n).request_body);
+        }
         cp.shutdown().await;
     }
 }
@@ -2724,6 +2740,39 @@ both! {
             assert_eq!((got.request_body.as_str(), got.response_body.as_str()), (r.request_body.as_str(), r.response_body.as_str()));
         }
         assert_eq!(details_stored(&cp).await, 4);
+        cp.shutdown().await;
+    }
+}
+
+both! {
+    async fn a_block_of_details_goes_with_its_earliest_record(db: Db) {
+        // Body retention removes whole blocks: SQLite deletes a block once
+        // its time (its earliest record's) is before the cutoff, taking
+        // its later records' bodies up to an hour early; PostgreSQL drops
+        // days that end before the cutoff, and keeps this one.
+        const DAY: i64 = 24 * 3600 * 1000;
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        let t = (now_ms() / DAY - 3) * DAY + DAY / 2;
+        let with_body = |n: u32, t: i64| {
+            let mut r = rec(n, t);
+            r.request_body = format!("{{\"n\":{n}}}");
+            r
+        };
+        let records = vec![with_body(1, t), with_body(2, t + 2_000)];
+        ship(&mut cp.logs(), vec![batch(2, records)]).await;
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_log_details").await, 1);
+        let store = cp.running.store();
+        retention::purge_details_older_than(store, t + 1_000, retention::DETAILS_BATCH, None)
+            .await
+            .unwrap();
+        let mut admin = cp.admin();
+        for n in [1, 2] {
+            let got = admin.get_log(pb::GetLogRequest { id: id(n) }).await.unwrap().into_inner();
+            let kept = db.kind == Kind::Postgres;
+            assert_eq!(got.bodies_expired, !kept, "record {n}");
+            assert_eq!(got.request_body.is_empty(), !kept, "record {n}");
+        }
         cp.shutdown().await;
     }
 }

@@ -1,7 +1,7 @@
 -- Details in blocks (#18, bytes per row). A request_log_details row of
 -- one record took about 90 bytes for itself (its tuple header, time, id
 -- and time index entry) beside some 46 of compressed headers and bodies.
--- Ingest now stores the details of up to 128 records of a batch and of
+-- Ingest now stores the details of up to 512 records of a batch and of
 -- one UTC day in one row, a block (controlplane/src/logs/details.rs,
 -- "Blocks"; blocks.rs plans them), at the time of its earliest record.
 -- Each summary row keeps how long after its block's time it came, so

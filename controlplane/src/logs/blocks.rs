@@ -6,8 +6,8 @@
 //! in that day's partition, and drops it whole) within [`MAX_SPAN_MS`] of
 //! each other, in the order they came, up to [`MAX_BLOCK_RECORDS`] records
 //! or [`MAX_BLOCK_PLAIN`] bytes of uncompressed details. Its time is its
-//! earliest record's, so the offset fits the 32-bit
-//! `request_logs.details_offset_ms`. SQLite's body retention deletes a
+//! earliest record's, so no record's offset from it is negative, and the
+//! span keeps it well inside the 32-bit `request_logs.details_offset_ms`. SQLite's body retention deletes a
 //! block once its time is past the cutoff: the span bounds how much
 //! earlier than their own time its other records' bodies go. Live
 //! traffic fills a block within seconds; the span matters for a backlog

@@ -482,6 +482,10 @@ fn read_block(block: &[u8]) -> Result<ReadBlock<'_>, StoreError> {
     }
     let mut columns = Vec::with_capacity(FIELDS.len());
     for _ in 0..FIELDS.len() {
+        // Each length takes a byte at least.
+        if n > rest.len() {
+            return Err(bad("a cut length"));
+        }
         let mut lens = Vec::with_capacity(n);
         let mut total = 0usize;
         for _ in 0..n {
@@ -659,15 +663,6 @@ pub fn decode(data: &[u8]) -> Result<Fields, StoreError> {
 }
 
 fn fields_of(plain: &[u8]) -> Result<Fields, StoreError> {
-    let (fields, rest) = take_fields(plain)?;
-    if !rest.is_empty() {
-        return Err(bad("bytes after the last field"));
-    }
-    Ok(fields)
-}
-
-/// The five fields at the start of `plain`, and what follows them.
-fn take_fields(plain: &[u8]) -> Result<(Fields, &[u8]), StoreError> {
     let mut rest = plain;
     let mut next = || -> Result<String, StoreError> {
         let len = take_varint(&mut rest).ok_or_else(|| bad("a cut length"))?;
@@ -680,7 +675,10 @@ fn take_fields(plain: &[u8]) -> Result<(Fields, &[u8]), StoreError> {
         String::from_utf8(field.to_vec()).map_err(|_| bad("a field that is not UTF-8"))
     };
     let fields = [next()?, next()?, next()?, next()?, next()?];
-    Ok((fields, rest))
+    if !rest.is_empty() {
+        return Err(bad("bytes after the last field"));
+    }
+    Ok(fields)
 }
 
 /// Deletes the dictionaries no stored row can use any more: those older

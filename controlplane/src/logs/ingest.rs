@@ -537,7 +537,7 @@ async fn insert_records(
     }
     // Details likewise: the blocks of the records inserted now (those
     // body retention is about to remove have none, and read as expired).
-    let rows = blocks.rows(chunk, &fresh)?;
+    let rows = blocks.rows(chunk, &fresh).await?;
     for (slot, part) in statement_parts(&rows) {
         let mut q = sqlx::query(insert_sql(backend, Table::Details, resent, slot));
         for row in part {
@@ -554,6 +554,10 @@ struct Blocks {
     list: Vec<Block>,
     dict: Option<Arc<details::Current>>,
 }
+
+/// Records' 16-byte ids and uncompressed details, owned (to compress
+/// them on the blocking pool).
+type OwnedRecords = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// A `request_log_details` row of a block: its time, the id of its
 /// first record (informative: `logs get` finds a record by the ids inside)
@@ -577,7 +581,7 @@ impl Blocks {
     /// of its records are new (a batch sent again in part, or inserted
     /// record by record after a refusal), compressed again for those. The
     /// block keeps its planned time, which their summary rows point at.
-    fn rows<'a>(
+    async fn rows<'a>(
         &'a self,
         chunk: &'a [Prepared],
         fresh: &HashSet<&str>,
@@ -590,36 +594,55 @@ impl Blocks {
                 }
             }
         }
-        let mut packer = None;
         let mut rows = Vec::with_capacity(members.len());
+        // The blocks to compress again: a row's place, its records.
+        let mut again: Vec<(usize, OwnedRecords)> = Vec::new();
         for (at, records) in members {
             let (Some(block), Some(first)) = (self.list.get(at), records.first()) else {
-                continue;
+                return Err(sqlx::Error::Protocol(format!(
+                    "log details block {at} was not planned"
+                )));
             };
             let data = if records.len() == block.records {
                 Cow::Borrowed(block.data.as_slice())
             } else {
-                let packer = match &mut packer {
-                    Some(p) => p,
-                    None => packer.insert(
-                        details::Packer::new(self.dict.as_deref())
-                            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
-                    ),
-                };
-                let each = records
-                    .iter()
-                    .map(|p| (p.id_bytes.as_slice(), p.plain.as_slice()));
-                Cow::Owned(
-                    packer
-                        .pack_block(each)
-                        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
-                )
+                again.push((
+                    rows.len(),
+                    records
+                        .iter()
+                        .map(|p| (p.id_bytes.clone(), p.plain.clone()))
+                        .collect(),
+                ));
+                Cow::Owned(Vec::new())
             };
             rows.push(BlockRow {
                 time_ms: block.time_ms,
                 id: first.id_bytes.as_slice(),
                 data,
             });
+        }
+        if again.is_empty() {
+            return Ok(rows);
+        }
+        // CPU work, off the runtime as the batch's preparation is.
+        let dict = self.dict.clone();
+        let packed = tokio::task::spawn_blocking(move || {
+            let mut packer = details::Packer::new(dict.as_deref())?;
+            again
+                .into_iter()
+                .map(|(row, records)| {
+                    let each = records.iter().map(|(id, p)| (id.as_slice(), p.as_slice()));
+                    Ok((row, packer.pack_block(each)?))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })
+        .await
+        .map_err(|e| sqlx::Error::Protocol(format!("compressing log details stopped: {e}")))?
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        for (row, data) in packed {
+            if let Some(r) = rows.get_mut(row) {
+                r.data = Cow::Owned(data);
+            }
         }
         Ok(rows)
     }
@@ -866,9 +889,6 @@ struct Checked {
     response_headers: String,
 }
 
-/// Checks a record and returns it ready to store: a canonical id, the
-/// batch's node when it names none, no NUL characters. A record refused
-/// comes back as it was, with the reason.
 /// Every record of a batch checked, and its details blocks planned
 /// (`blocks.rs`, within each chunk of `per_insert` records that is
 /// inserted together) and compressed with one compression context; a
@@ -935,6 +955,9 @@ struct PreparedBatch {
     blocks: Vec<Block>,
 }
 
+/// Checks a record and returns it ready to store: a canonical id, the
+/// batch's node when it names none, no NUL characters. A record refused
+/// comes back as it was, with the reason.
 fn prepare(r: pb::RequestLog, batch_node: &str, now: i64) -> Result<Prepared, Box<Rejected>> {
     match check(&r, batch_node, now) {
         Ok(c) => {

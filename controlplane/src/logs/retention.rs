@@ -33,6 +33,11 @@ use crate::store::{now_ms, Backend, Store, StoreError};
 
 /// Rows deleted per transaction.
 pub const BATCH: usize = 5000;
+/// `request_log_details` rows deleted per transaction on SQLite: since
+/// migration 0035 a row is a block of up to 512 records' details (about
+/// 13 KB for small bodies), so a batch frees about as much as 5,000 rows
+/// of one record did.
+pub const DETAILS_BATCH: usize = 64;
 const EVERY: Duration = Duration::from_secs(3600);
 /// Pause between two delete transactions, to let other writers in.
 pub(super) const PAUSE: Duration = Duration::from_millis(20);
@@ -161,7 +166,8 @@ pub async fn run(store: Store, days: Days, shutdown: watch::Receiver<bool>) {
         }
         // Bodies first: they go before (or with) their records.
         if body_days > 0 {
-            let pass = purge_details_older_than(&store, cutoff(body_days), BATCH, stop.clone());
+            let pass =
+                purge_details_older_than(&store, cutoff(body_days), DETAILS_BATCH, stop.clone());
             if !run_pass(Pass::Bodies, body_days, pass, &mut stop).await {
                 return;
             }
@@ -217,7 +223,7 @@ impl Pass {
 
     fn deleted(self) -> &'static str {
         match self {
-            Pass::Bodies => "deleted the headers and bodies of older records",
+            Pass::Bodies => "deleted the headers and bodies of older records (details rows)",
             Pass::Logs => "deleted old records",
             Pass::Rollups => "deleted old rollups",
             Pass::RollupMinutes => "deleted old minute rows",
@@ -348,13 +354,7 @@ pub async fn purge_older_than(
         tokio::time::sleep(PAUSE).await;
     }
     if store.backend() == Backend::Sqlite {
-        purge_details_older_than(
-            store,
-            cutoff_ms,
-            usize::try_from(batch).unwrap_or(BATCH),
-            shutdown.clone(),
-        )
-        .await?;
+        purge_details_older_than(store, cutoff_ms, DETAILS_BATCH, shutdown.clone()).await?;
     }
     // Quarantined records have no key; delete them by time, in batches too.
     loop {
@@ -382,7 +382,10 @@ pub async fn purge_older_than(
 /// Deletes the headers and bodies (`request_log_details`) of records with
 /// `time_ms < cutoff_ms`, keeping the records: PostgreSQL drops the details'
 /// day partitions that are entirely older, SQLite deletes `batch` rows per
-/// statement with pauses. Returns the rows deleted.
+/// statement with pauses (a block goes once its time, its earliest
+/// record's, is before the cutoff: its other records' bodies up to an hour
+/// early, `blocks::MAX_SPAN_MS`). Returns the rows deleted (blocks, and
+/// rows of one record stored before migration 0035).
 pub async fn purge_details_older_than(
     store: &Store,
     cutoff_ms: i64,
