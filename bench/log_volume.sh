@@ -12,7 +12,9 @@
 # local PostgreSQL cluster (scripts/pg.sh starts it), which is dropped
 # afterwards. 10 million rows take about 10 GiB of disk over 30 days
 # (rollups 3.9 GiB of it, with a week of minute rows), less over 7, while
-# they exist.
+# they exist; 50 million over 30 days (`--days 30 50000000`, about 55
+# minutes) 31 GiB at the end and about 39 GiB at the peak
+# (docs/benchmarks.md, "At 50 M rows over 30 days").
 # Honours CARGO_TARGET_DIR. Results:
 # bench/results/log-volume-<time>-<rows>.json and a table on stdout.
 set -euo pipefail
