@@ -303,13 +303,7 @@ impl Details {
             let id = take_varint(&mut rest).ok_or_else(|| bad("a cut dictionary id"))?;
             let id = i64::try_from(id).map_err(|_| bad("a dictionary id too large"))?;
             let dict = self.decoder(pool, id).await?;
-            let mut plain = Vec::new();
-            zstd::stream::Decoder::with_prepared_dictionary(rest, &dict)
-                .map_err(|_| bad("not a zstd frame"))?
-                .take(MAX_DECODED)
-                .read_to_end(&mut plain)
-                .map_err(|_| bad("not a zstd frame"))?;
-            return fields_of(&plain);
+            return fields_of(&inflate(rest, Some(&dict))?);
         }
         decode(data)
     }
@@ -350,19 +344,29 @@ impl Details {
             return Ok(None);
         };
         let dict_id = take_varint(&mut rest).ok_or_else(|| bad("a cut dictionary id"))?;
-        let mut plain = Vec::new();
-        let read = if dict_id == 0 {
-            zstd::stream::Decoder::new(rest)
-                .and_then(|d| d.take(MAX_DECODED).read_to_end(&mut plain))
-        } else {
-            let dict_id = i64::try_from(dict_id).map_err(|_| bad("a dictionary id too large"))?;
-            let dict = self.decoder(pool, dict_id).await?;
-            zstd::stream::Decoder::with_prepared_dictionary(rest, &dict)
-                .and_then(|d| d.take(MAX_DECODED).read_to_end(&mut plain))
+        let dict = match dict_id {
+            0 => None,
+            id => {
+                let id = i64::try_from(id).map_err(|_| bad("a dictionary id too large"))?;
+                Some(self.decoder(pool, id).await?)
+            }
         };
-        read.map_err(|_| bad("not a zstd frame"))?;
-        Ok(Some(plain))
+        inflate(rest, dict.as_deref()).map(Some)
     }
+}
+
+/// A zstd frame decompressed, with its dictionary when it was made with
+/// one, up to [`MAX_DECODED`] bytes.
+fn inflate(frame: &[u8], dict: Option<&DecoderDictionary<'static>>) -> Result<Vec<u8>, StoreError> {
+    let mut plain = Vec::new();
+    let read = match dict {
+        Some(d) => zstd::stream::Decoder::with_prepared_dictionary(frame, d)
+            .and_then(|d| d.take(MAX_DECODED).read_to_end(&mut plain)),
+        None => zstd::stream::Decoder::new(frame)
+            .and_then(|d| d.take(MAX_DECODED).read_to_end(&mut plain)),
+    };
+    read.map_err(|_| bad("not a zstd frame"))?;
+    Ok(plain)
 }
 
 /// Whether a record of `time_ms` is stored with its details now, under a
@@ -648,15 +652,7 @@ pub fn decode(data: &[u8]) -> Result<Fields, StoreError> {
                 take(FIELDS[4])?,
             ])
         }
-        Some(&ZSTD) => {
-            let mut plain = Vec::new();
-            zstd::stream::Decoder::new(&data[1..])
-                .map_err(|_| bad("not a zstd frame"))?
-                .take(MAX_DECODED)
-                .read_to_end(&mut plain)
-                .map_err(|_| bad("not a zstd frame"))?;
-            fields_of(&plain)
-        }
+        Some(&ZSTD) => fields_of(&inflate(&data[1..], None)?),
         Some(&ZSTD_DICT) => Err(bad("a dictionary's row read without it")),
         _ => Err(bad("an unknown format")),
     }
