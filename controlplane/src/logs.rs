@@ -16,7 +16,9 @@
 //!   rollups later.
 //! - [`LogFeed`] carries freshly stored records to `FollowLogs` streams.
 
+mod account;
 pub mod blocks;
+pub mod copy;
 pub mod deltas;
 pub mod details;
 pub mod export;

@@ -578,6 +578,133 @@ both! {
 }
 
 both! {
+    async fn texts_with_tabs_newlines_and_backslashes_are_stored_as_sent(db: Db) {
+        // PostgreSQL stores records and rollup deltas with COPY's text
+        // format, where these characters are escaped (`logs/copy.rs`).
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        let t0 = t0();
+        let odd = ["\\N", "a\tb", "line\nnext\r\n", "back\\slash\\", "é ∑ 🙂", "\\x00", ""];
+        let mut sent = Vec::new();
+        for (i, text) in odd.iter().enumerate() {
+            let n = u32::try_from(i).unwrap() + 1;
+            let mut r = rec(n, t0 + i64::from(n));
+            r.model = format!("m{text}");
+            r.user_agent = (*text).to_string();
+            r.error = format!("{text}!");
+            r.status = 500;
+            r.user = (*text).to_string();
+            r.stop_reason = (*text).to_string();
+            r.request_body = format!("{{\"x\":\"{}\"}}", text.escape_default());
+            sent.push(r);
+        }
+        ship(&mut cp.logs(), vec![batch(1, sent.clone())]).await;
+        let mut admin = cp.admin();
+        for want in &sent {
+            let got = admin
+                .get_log(pb::GetLogRequest { id: want.id.clone() })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(
+                (&got.model, &got.user_agent, &got.error, &got.user, &got.stop_reason),
+                (&want.model, &want.user_agent, &want.error, &want.user, &want.stop_reason)
+            );
+            assert_eq!(got.request_body, want.request_body);
+        }
+        // The rollups group by the same names, once the deltas are read
+        // back and folded in.
+        llmgw_controlplane::logs::deltas::compact(cp.running.store()).await.unwrap();
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM log_rollup_deltas").await, 0);
+        let mut want: Vec<(String, u64)> = sent.iter().map(|r| (r.model.clone(), 1)).collect();
+        want.sort();
+        assert_eq!(requests_by(&mut admin, "model").await, want);
+        cp.shutdown().await;
+    }
+}
+
+both! {
+    async fn keys_last_use_moves_forward_for_many_keys_and_concurrent_batches(db: Db) {
+        // 260 keys: statements of 256 and 4 (`account::touch_keys`).
+        const KEYS: u32 = 260;
+        let dir = tempfile::tempdir().unwrap();
+        let cp = start_cp(&db, dir.path(), 30).await;
+        let mut admin = cp.admin();
+        let name = |k: u32| format!("key-{k:03}");
+        for k in 0..KEYS {
+            admin
+                .create_api_key(pb::CreateApiKeyRequest { name: name(k), ..Default::default() })
+                .await
+                .unwrap();
+        }
+        let t0 = t0();
+        let mut n = 0;
+        let mut records = |node: &str, keys: &[u32], t: &dyn Fn(u32) -> i64| {
+            let mut out: Vec<pb::RequestLog> = keys
+                .iter()
+                .map(|&k| {
+                    n += 1;
+                    let mut r = rec(n, t(k));
+                    r.key = name(k);
+                    r.node_id = node.into();
+                    r
+                })
+                .collect();
+            // Records in no particular order, and one of a key that does
+            // not exist (deleted since, say).
+            out.reverse();
+            n += 1;
+            let mut gone = rec(n, t0);
+            gone.key = "no-such-key".into();
+            gone.node_id = node.into();
+            out.push(gone);
+            out
+        };
+        let all: Vec<u32> = (0..KEYS).collect();
+        let first = records("node-1", &all, &|k| t0 + i64::from(k));
+        ship(&mut cp.logs(), vec![batch(1, first)]).await;
+        let last_used = || async {
+            let rows: Vec<(String, Option<i64>)> =
+                sqlx::query_as("SELECT name, last_used_at FROM api_keys ORDER BY name")
+                    .fetch_all(cp.running.store().pool())
+                    .await
+                    .unwrap();
+            rows
+        };
+        let want: Vec<(String, Option<i64>)> =
+            (0..KEYS).map(|k| (name(k), Some(t0 + i64::from(k)))).collect();
+        assert_eq!(last_used().await, want);
+
+        // Two data planes at once, over the same keys: older records (which
+        // move nothing) and newer ones, in a few rounds. Every batch
+        // commits: the rows are locked in one order.
+        for round in 0..4u32 {
+            let base = t0 + 10_000 * i64::from(round + 1);
+            let even: Vec<u32> = all.iter().copied().filter(|k| k % 2 == 0).collect();
+            let a = records("node-a", &all, &|k| {
+                if k % 2 == 0 { t0 - 1 } else { base + i64::from(k) }
+            });
+            let b = records("node-b", &even, &|k| base + 5_000 + i64::from(k));
+            let seq = u64::from(round) + 1;
+            let (mut to_a, mut to_b) = (cp.logs(), cp.logs());
+            let (acks_a, acks_b) = tokio::join!(
+                ship(&mut to_a, vec![pb::LogBatch { node_id: "node-a".into(), last_sequence: seq, records: a }]),
+                ship(&mut to_b, vec![pb::LogBatch { node_id: "node-b".into(), last_sequence: seq, records: b }])
+            );
+            assert_eq!((acks_a[0].acked_sequence, acks_b[0].acked_sequence), (seq, seq));
+            let want: Vec<(String, Option<i64>)> = (0..KEYS)
+                .map(|k| {
+                    let t = if k % 2 == 0 { base + 5_000 } else { base };
+                    (name(k), Some(t + i64::from(k)))
+                })
+                .collect();
+            assert_eq!(last_used().await, want, "round {round}");
+        }
+        cp.shutdown().await;
+    }
+}
+
+both! {
     async fn values_at_the_columns_bounds_are_stored_and_beyond_them_refused(db: Db) {
         // PostgreSQL keeps durations and counts in 32-bit columns and the
         // status and flags in 16 (migration 0030): the largest values

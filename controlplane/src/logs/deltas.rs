@@ -31,6 +31,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use tokio::sync::watch;
 
+use super::copy::CopyText;
 use super::rollup::{self, Agg, Dims, RollupBatch};
 use super::sketch::Sketch;
 use crate::store::multirow::{insert_text, insert_texts, statement_parts};
@@ -85,6 +86,49 @@ pub async fn append(
         }
         q.execute(&mut *conn).await?;
     }
+    Ok(())
+}
+
+/// [`append`] on PostgreSQL, with `COPY` (`copy.rs`): a batch's
+/// thousand-odd deltas in one round trip, parsed by the server in bulk.
+pub async fn append_pg(
+    conn: &mut sqlx::postgres::PgConnection,
+    minutes: &RollupBatch,
+) -> Result<(), StoreError> {
+    static SQL: LazyLock<String> =
+        LazyLock::new(|| format!("COPY log_rollup_deltas ({}) FROM STDIN", COLUMNS.join(", ")));
+    if minutes.0.is_empty() {
+        return Ok(());
+    }
+    let mut rows = CopyText::with_capacity(minutes.0.len() * 160);
+    for (key, agg) in &minutes.0 {
+        // In `COLUMNS`' order.
+        let d = &agg.dims;
+        rows.int(key.cube);
+        rows.int(key.start_ms);
+        for v in [
+            d.model.as_str(),
+            d.provider.as_str(),
+            d.upstream_model.as_str(),
+            d.key_name.as_str(),
+            d.end_user.as_str(),
+            d.outcome,
+        ] {
+            rows.text(v);
+        }
+        rows.int(i64::from(d.failed));
+        for v in agg.counts {
+            rows.int(v);
+        }
+        rows.float(agg.cost);
+        rows.int(agg.cost_nanos);
+        rows.bytes(&agg.latency.to_bytes()?);
+        rows.bytes(&agg.ttfb.to_bytes()?);
+        rows.end_row();
+    }
+    let mut copy = conn.copy_in_raw(&SQL).await?;
+    copy.send(rows.into_bytes()).await?;
+    copy.finish().await?;
     Ok(())
 }
 

@@ -1024,6 +1024,18 @@ pub async fn complete_from(conn: &mut AnyConnection) -> Result<Starts, StoreErro
     Ok(Starts(starts))
 }
 
+/// [`complete_from`] on the PostgreSQL driver's own connection (log
+/// ingest's, `logs/ingest/write_postgres.rs`).
+pub async fn complete_from_pg(
+    conn: &mut sqlx::postgres::PgConnection,
+) -> Result<Starts, StoreError> {
+    let rows: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT cube, complete_from_ms FROM log_rollup_cubes")
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(Starts(rows.into_iter().collect()))
+}
+
 /// A time range of one cube at one level: buckets starting in
 /// `[from, to)`, each bound absent for "no bound". Both bounds are
 /// multiples of the level's width.

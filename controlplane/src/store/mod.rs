@@ -53,6 +53,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
 
 use crate::secrets::Sealer;
@@ -76,7 +77,15 @@ pub struct Store {
     /// What storing the request logs' details needs: their zstd
     /// dictionaries and body retention (`logs/details.rs`).
     details: Arc<crate::logs::details::Details>,
+    /// PostgreSQL only: connections of the PostgreSQL driver itself, for
+    /// what `sqlx::Any` cannot send: arrays (log ingest's `UNNEST` inserts,
+    /// `logs/ingest_pg.rs`). Opened as they are first needed.
+    pg: Option<PgPool>,
 }
+
+/// `application_name` of the PostgreSQL connections that store request
+/// logs (`Store::pg_pool`), unless the database URL sets one.
+const INGEST_APPLICATION_NAME: &str = "llmgw log ingest";
 
 /// The NOTIFY channel that tells every control plane on a PostgreSQL
 /// database that the configuration changed.
@@ -269,6 +278,24 @@ impl Store {
         // columns panics in sqlx-sqlite).
         migrating.close().await;
         let pool = pool_options().connect_with(options).await?;
+        let pg = match backend {
+            Backend::Postgres => {
+                let options = PgConnectOptions::from_str(url)?;
+                // Told apart in `pg_stat_activity`, unless the URL names
+                // the application itself.
+                let options = match options.get_application_name() {
+                    Some(_) => options,
+                    None => options.application_name(INGEST_APPLICATION_NAME),
+                };
+                Some(
+                    PgPoolOptions::new()
+                        .max_connections(10)
+                        .acquire_timeout(Duration::from_secs(10))
+                        .connect_lazy_with(options),
+                )
+            }
+            Backend::Sqlite => None,
+        };
         Ok(Store {
             pool,
             backend,
@@ -276,6 +303,7 @@ impl Store {
             url: Arc::new(secrecy::SecretString::from(url.to_string())),
             owner,
             details: Arc::default(),
+            pg,
         })
     }
 
@@ -292,6 +320,12 @@ impl Store {
         &self.pool
     }
 
+    /// The PostgreSQL driver's own pool on the same database; `None` on
+    /// SQLite.
+    pub fn pg_pool(&self) -> Option<&PgPool> {
+        self.pg.as_ref()
+    }
+
     /// The request logs' details: their dictionaries and body retention.
     pub fn details(&self) -> &crate::logs::details::Details {
         &self.details
@@ -303,6 +337,9 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(pg) = &self.pg {
+            pg.close().await;
+        }
         if let Some(owner) = &self.owner {
             owner.release();
         }

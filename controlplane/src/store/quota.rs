@@ -93,6 +93,38 @@ impl SpendBatch {
         }
         Ok(())
     }
+
+    /// [`SpendBatch::write`] on PostgreSQL, in one statement of four
+    /// arrays: `UNNEST` returns them in order, so the rows are locked in
+    /// key order as with [`SpendBatch::write`].
+    pub async fn write_pg(&self, conn: &mut sqlx::postgres::PgConnection) -> Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let mut scopes = Vec::with_capacity(self.0.len());
+        let mut names = Vec::with_capacity(self.0.len());
+        let mut days = Vec::with_capacity(self.0.len());
+        let mut micros = Vec::with_capacity(self.0.len());
+        for ((scope, name, day), m) in &self.0 {
+            scopes.push(scope.as_str());
+            names.push(name.as_str());
+            days.push(*day);
+            micros.push(*m);
+        }
+        sqlx::query(
+            "INSERT INTO spend (scope, name, day_start_ms, micros) \
+             SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[]) \
+             ON CONFLICT (scope, name, day_start_ms) \
+             DO UPDATE SET micros = spend.micros + excluded.micros",
+        )
+        .bind(scopes)
+        .bind(names)
+        .bind(days)
+        .bind(micros)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
 }
 
 /// A cost in nano-dollars as micro-dollars (the budgets' unit), rounded
