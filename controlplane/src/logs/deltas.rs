@@ -49,13 +49,19 @@ static COLUMNS: LazyLock<Vec<&str>> = LazyLock::new(|| {
 });
 
 /// Deltas folded per compaction transaction: enough to merge many
-/// batches' rows of the shared cubes into one upsert each (20,000 left
-/// compaction behind ingest, docs/benchmarks.md), few enough that a
-/// transaction stays short. On SQLite a fifth: its transaction holds the
-/// database's one write lock, which ingest waits for.
+/// batches' rows into one upsert each. A pass writes each of its rollup
+/// rows once, whatever the number of deltas it folds, so when compaction
+/// lags behind ingest a larger pass writes fewer rows a delta: 200,000
+/// sustained 28–36k rows/s of ingest where 50,000 sustained 23–25k (and
+/// 20,000 fell behind; docs/benchmarks.md, "Ingest through COPY"). On
+/// PostgreSQL the transaction holds only compaction's advisory lock and
+/// the rows only compaction writes, for 2–5 s at most; its sums take up to
+/// a few hundred bytes per rollup row in memory. On SQLite a twentieth:
+/// its transaction holds the database's one write lock, which ingest
+/// waits for.
 fn compact_batch(backend: Backend) -> i64 {
     match backend {
-        Backend::Postgres => 50_000,
+        Backend::Postgres => 200_000,
         Backend::Sqlite => 10_000,
     }
 }
