@@ -88,9 +88,76 @@ struct Opts {
     /// (the horizon is set, settled, before ingest). 0 keeps every minute.
     #[arg(long, default_value_t = 7)]
     rollup_minute_retention_days: u32,
+    /// Dashboards open on the overview while ingest runs, each loading it
+    /// every `--dashboard-every-ms`: the five stats calls of the
+    /// overview's last 24 hours, at once, as the page makes them. 0: none.
+    #[arg(long, default_value_t = 0)]
+    dashboards: usize,
+    /// How often each dashboard loads the overview (the page does every
+    /// 30,000 ms); 0 loads it again as soon as it has it, the worst case.
+    #[arg(long, default_value_t = 0)]
+    dashboard_every_ms: u64,
     /// Write the results as JSON to this file too.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+}
+
+/// One dashboard on the overview (`dashboard/src/pages/overview.tsx`,
+/// the "Last 24 hours" window) loading it again and again until `stop`;
+/// returns how long each load took, in milliseconds.
+async fn overview_loads(
+    channel: Channel,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<f64>> {
+    let admin = AdminClient::new(InterceptedService::new(channel, bearer(ADMIN_BEARER)))
+        .max_decoding_message_size(64 * 1024 * 1024);
+    let mut loads = Vec::new();
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !*stop.borrow() {
+        if !every.is_zero() {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+        }
+        let filter = pb::LogFilter {
+            since_ms: llmgw_controlplane::store::now_ms() - DAY_MS,
+            ..Default::default()
+        };
+        let call = |group: &str, bucket_s: u32| {
+            let mut admin = admin.clone();
+            let req = pb::GetStatsRequest {
+                filter: Some(filter.clone()),
+                group_by: group.to_string(),
+                bucket_s,
+            };
+            async move { admin.get_stats(req).await }
+        };
+        let began = Instant::now();
+        let (total, models, providers, keys, users) = tokio::join!(
+            call("", 900),
+            call("model", 0),
+            call("provider", 0),
+            call("key", 0),
+            call("user", 0)
+        );
+        for answer in [total, models, providers, keys, users] {
+            answer?;
+        }
+        loads.push(began.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(loads)
+}
+
+/// The `q` quantile (nearest rank) of sorted `v`.
+fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
 }
 
 /// Adds the bearer token to every call.
@@ -399,6 +466,16 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     }
+    let (stop_dashboards, dashboards_stop) = tokio::sync::watch::channel(false);
+    let dashboards: Vec<_> = (0..opts.dashboards)
+        .map(|_| {
+            tokio::spawn(overview_loads(
+                channel.clone(),
+                Duration::from_millis(opts.dashboard_every_ms),
+                dashboards_stop.clone(),
+            ))
+        })
+        .collect();
     let began = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..streams {
@@ -432,6 +509,24 @@ async fn main() -> anyhow::Result<()> {
         "ingest: {} rows in {ingest_s:.1} s = {rate:.0} rows/s",
         opts.rows
     );
+    stop_dashboards.send_replace(true);
+    let mut overview_ms = Vec::new();
+    for d in dashboards {
+        overview_ms.extend(d.await??);
+    }
+    overview_ms.sort_by(f64::total_cmp);
+    if opts.dashboards > 0 {
+        println!(
+            "overview (last 24 h, 5 stats calls) on {} dashboards, every {} ms, during \
+             ingest: {} loads, median {:.1} ms, p95 {:.1} ms, max {:.1} ms",
+            opts.dashboards,
+            opts.dashboard_every_ms,
+            overview_ms.len(),
+            quantile(&overview_ms, 0.5),
+            quantile(&overview_ms, 0.95),
+            overview_ms.last().copied().unwrap_or(0.0)
+        );
+    }
     if refusals > 0 {
         println!(
             "ingest: the control plane refused a batch for now {refusals} times; \
@@ -716,6 +811,11 @@ async fn main() -> anyhow::Result<()> {
             "rollup_rows_by_level": level_rows,
             "rollup_minute_retention_days": opts.rollup_minute_retention_days,
             "queries": results,
+            "dashboards": opts.dashboards,
+            "dashboard_every_ms": opts.dashboard_every_ms,
+            "overview_loads_during_ingest": overview_ms.len(),
+            "overview_ms_median": quantile(&overview_ms, 0.5),
+            "overview_ms_p95": quantile(&overview_ms, 0.95),
         });
         std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
     }

@@ -449,19 +449,24 @@ both! {
         absurd.cost = f64::INFINITY;
         let mut ancient = rec(202, 1_000);
         ancient.model = "m\0with-nul".into();
+        // Its reason quotes the id, NUL and all, which PostgreSQL's text
+        // cannot hold.
+        let mut nul_id = rec(0, t0);
+        nul_id.id = "bad\0id".into();
         let acks = ship(
             &mut cp.logs(),
-            vec![batch(12, vec![no_id, good.clone(), not_uuid, absurd, ancient])],
+            vec![batch(12, vec![no_id, good.clone(), not_uuid, absurd, ancient, nul_id])],
         )
         .await;
         assert_eq!(acks[0].acked_sequence, 12);
         let mut q = acks[0].quarantined_ids.clone();
         q.sort();
-        let mut want = vec![String::new(), "req-42".to_string(), id(201), id(202)];
+        let mut want =
+            vec![String::new(), "req-42".to_string(), id(201), id(202), "bad\0id".to_string()];
         want.sort();
         assert_eq!(q, want);
         assert_eq!(count(&cp, "SELECT COUNT(*) FROM request_logs").await, 13);
-        assert_eq!(count(&cp, "SELECT COUNT(*) FROM log_quarantine").await, 4);
+        assert_eq!(count(&cp, "SELECT COUNT(*) FROM log_quarantine").await, 5);
         let rows = sqlx::query("SELECT id, node_id, reason, record FROM log_quarantine")
             .fetch_all(cp.running.store().pool())
             .await
@@ -485,6 +490,10 @@ both! {
         assert!(by_id[&id(202)].1.contains("time_ms"), "{}", by_id[&id(202)].1);
         // The NUL travels as JSON's \u0000 escape.
         assert!(by_id[&id(202)].2.contains("\\u0000"));
+        // An id with a NUL, and the reason quoting it, are stored with
+        // U+FFFD in its place.
+        let (_, reason, _) = &by_id["bad\u{FFFD}id"];
+        assert!(reason.contains("'bad\u{FFFD}id' is not a UUID"), "{reason}");
 
         // last_used_at of k1 is the newest k1 record (number 10).
         let k1 = admin

@@ -86,9 +86,10 @@ pub(super) async fn touch_keys<'a>(
 }
 
 /// [`touch_keys`] on PostgreSQL, in one statement of two arrays. It locks
-/// the rows it moves in name order first (`ORDER BY` under `FOR UPDATE`
-/// locks rows as the sort returns them; `MATERIALIZED` keeps the locking
-/// from being folded into the join), so concurrent batches never deadlock.
+/// the rows it moves in name order first (`ORDER BY` under `FOR NO KEY
+/// UPDATE`, the lock the UPDATE takes anyway, locks rows as the sort
+/// returns them; `MATERIALIZED` keeps the locking from being folded into
+/// the join), so concurrent batches never deadlock.
 /// A row that another batch moved meanwhile is checked again once locked,
 /// and left alone if it is newer.
 pub(super) async fn touch_keys_pg<'a>(
@@ -104,7 +105,7 @@ pub(super) async fn touch_keys_pg<'a>(
          k AS MATERIALIZED (\
            SELECT a.name, v.t FROM api_keys a JOIN v ON v.name = a.name \
            WHERE a.last_used_at IS NULL OR a.last_used_at < v.t \
-           ORDER BY a.name FOR UPDATE OF a) \
+           ORDER BY a.name FOR NO KEY UPDATE OF a) \
          UPDATE api_keys SET last_used_at = k.t FROM k WHERE api_keys.name = k.name",
     )
     .bind(names)

@@ -2,10 +2,11 @@
 //! batch adds to the rollups, appended at ingest and folded into
 //! `log_rollups` in the background.
 //!
-//! - **Appended at ingest** ([`append`]), in the batch's transaction and
-//!   only for the records it inserted (a record shipped twice counts
-//!   once): a row per cube, minute and dimensions, summed over the batch.
-//!   A plain insert: it locks no row another batch writes. Upserting the
+//! - **Appended at ingest** ([`append`] on SQLite, [`append_pg`] with
+//!   `COPY` on PostgreSQL), in the batch's transaction and only for the
+//!   records it inserted (a record shipped twice counts once): a row per
+//!   cube, minute and dimensions, summed over the batch. A plain insert:
+//!   it locks no row another batch writes. Upserting the
 //!   rollups at ingest held the locks of the rows every batch shares (the
 //!   small cubes' minutes, hours and days) until the batch committed, and
 //!   concurrent batches waited on each other (docs/benchmarks.md).
@@ -52,11 +53,13 @@ static COLUMNS: LazyLock<Vec<&str>> = LazyLock::new(|| {
 /// batches' rows into one upsert each. A pass writes each of its rollup
 /// rows once, whatever the number of deltas it folds, so when compaction
 /// lags behind ingest a larger pass writes fewer rows a delta: 200,000
-/// sustained 28–36k rows/s of ingest where 50,000 sustained 23–25k (and
+/// sustained 28–36k rows/s of ingest where 50,000 sustained 23–27k (and
 /// 20,000 fell behind; docs/benchmarks.md, "Ingest through COPY"). On
 /// PostgreSQL the transaction holds only compaction's advisory lock and
-/// the rows only compaction writes, for 2–5 s at most; its sums take up to
-/// a few hundred bytes per rollup row in memory. On SQLite a twentieth:
+/// the rows only compaction writes: about 2 s at live density, 5–6 s in
+/// a backfill, where nearly every delta is a row of its own; its sums take
+/// a few hundred bytes per rollup row in memory (80 MiB more at the peak of
+/// a 7-day backfill than with 50,000). On SQLite a twentieth:
 /// its transaction holds the database's one write lock, which ingest
 /// waits for.
 fn compact_batch(backend: Backend) -> i64 {

@@ -3,9 +3,10 @@
 //! idempotently by record id. The phases, a module each:
 //! - **prepare** (`ingest/record.rs`, on the blocking pool): validate and
 //!   normalize each record, plan and compress its details blocks;
-//! - **write**, by engine: PostgreSQL binds each table's columns as arrays
-//!   (`ingest/write_postgres.rs`, `UNNEST`), SQLite takes multi-row INSERTs
-//!   (`ingest/write_sqlite.rs`).
+//! - **write**, by engine, chunk by chunk (`ingest/chunks.rs`):
+//!   PostgreSQL takes `COPY` for the records and the rollup deltas and
+//!   arrays (`UNNEST`) for the rest (`ingest/write_postgres.rs`), SQLite
+//!   multi-row INSERTs (`ingest/write_sqlite.rs`).
 //!
 //! Records that fail validation, and records the database rejects on their
 //! own (found by retrying a failed insert record by record, each in a
@@ -27,9 +28,7 @@ use llmgw_proto::v1 as pb;
 
 use super::row::{format_time, strip_details};
 use crate::store::{now_ms, Backend, Store, StoreError};
-use record::{
-    prepare_all, rows_per_insert, Batch, Blocks, PreparedBatch, LOG_COLUMNS, MAX_ROWS_PER_INSERT,
-};
+use record::{prepare_all, Batch, Blocks, PreparedBatch, MAX_ROWS_PER_INSERT};
 
 /// What happened to a batch.
 #[derive(Debug, Default)]
@@ -54,7 +53,7 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
     // Records inserted together: on SQLite as many as its parameters
     // allow; PostgreSQL binds a column as one array.
     let per_insert = match backend {
-        Backend::Sqlite => rows_per_insert(backend, LOG_COLUMNS.len()),
+        Backend::Sqlite => write_sqlite::records_per_insert(),
         Backend::Postgres => MAX_ROWS_PER_INSERT,
     };
     // Checking and compressing a batch is CPU work (milliseconds for a

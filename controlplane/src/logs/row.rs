@@ -130,7 +130,8 @@ pub fn summary_from_row(r: &AnyRow) -> Result<pb::RequestLog, StoreError> {
         cache_read_tokens: u64_of(r, "cache_read_tokens")?,
         cache_creation_tokens: u64_of(r, "cache_creation_tokens")?,
         usage_source: text_of(r, "usage_source")?,
-        // PostgreSQL keeps only the exact cost (`ingest::bind_record`).
+        // PostgreSQL keeps only the exact cost (`ingest/record.rs`
+        // `log_values`).
         cost: match r.try_get::<Option<f64>, _>("cost")? {
             Some(cost) => cost,
             None => cost_nanos as f64 / 1e9,

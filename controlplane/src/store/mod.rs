@@ -78,8 +78,8 @@ pub struct Store {
     /// dictionaries and body retention (`logs/details.rs`).
     details: Arc<crate::logs::details::Details>,
     /// PostgreSQL only: connections of the PostgreSQL driver itself, for
-    /// what `sqlx::Any` cannot send: arrays (log ingest's `UNNEST` inserts,
-    /// `logs/ingest_pg.rs`). Opened as they are first needed.
+    /// what `sqlx::Any` cannot do: `COPY` and arrays (log ingest,
+    /// `logs/ingest/write_postgres.rs`). Opened as they are first needed.
     pg: Option<PgPool>,
 }
 

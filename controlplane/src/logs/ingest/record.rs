@@ -93,10 +93,7 @@ pub(super) const DETAIL_COLUMNS: &[&str] = &["time_ms", "id", "data"];
 pub(super) const QUARANTINE_COLUMNS: &[&str] =
     &["id", "node_id", "reason", "record", "received_at"];
 
-/// Bound parameters allowed in one statement.
-pub(super) const SQLITE_MAX_PARAMS: usize = 32_766;
-pub(super) const POSTGRES_MAX_PARAMS: usize = 65_535;
-/// Rows per INSERT, whatever the parameter limit allows.
+/// Records inserted together (in one chunk), at most.
 pub(super) const MAX_ROWS_PER_INSERT: usize = 1000;
 
 // Validation bounds: anything outside is quarantined.
@@ -183,7 +180,14 @@ impl Rejected {
         [
             clean(&self.record.id),
             clean(node),
-            self.reason.chars().take(MAX_REASON_CHARS).collect(),
+            // The reason may quote the record (a bad id), NULs included.
+            clean(
+                &self
+                    .reason
+                    .chars()
+                    .take(MAX_REASON_CHARS)
+                    .collect::<String>(),
+            ),
             // serde_json escapes control characters, NUL included.
             serde_json::to_string(&self.record)
                 .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
@@ -244,14 +248,6 @@ pub(super) enum Resent {
     Fail,
     /// The record is left out (`ON CONFLICT DO NOTHING`).
     Skip,
-}
-
-pub(super) fn rows_per_insert(backend: Backend, columns: usize) -> usize {
-    let max = match backend {
-        Backend::Sqlite => SQLITE_MAX_PARAMS,
-        Backend::Postgres => POSTGRES_MAX_PARAMS,
-    };
-    (max / columns).clamp(1, MAX_ROWS_PER_INSERT)
 }
 
 /// A value of a `request_logs` column, as both writers bind it: one
@@ -804,14 +800,6 @@ mod tests {
             status: 200,
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn rows_per_insert_stay_under_the_parameter_limits() {
-        assert_eq!(rows_per_insert(Backend::Sqlite, 32), 1000);
-        assert_eq!(rows_per_insert(Backend::Postgres, 32), 1000);
-        assert_eq!(rows_per_insert(Backend::Sqlite, 40), 819);
-        assert!(rows_per_insert(Backend::Sqlite, 32) * 32 <= SQLITE_MAX_PARAMS);
     }
 
     #[tokio::test]

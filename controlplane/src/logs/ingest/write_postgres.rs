@@ -47,7 +47,7 @@ pub(super) async fn write(
             .filter(|p| inserted.contains(&p.rec.id))
             .map(|p| &p.rec)
     };
-    // The rollups' deltas: a plain insert (`deltas.rs`).
+    // The rollups' deltas: a `COPY` (`deltas.rs`).
     if !inserted.is_empty() {
         let from = rollup::complete_from_pg(&mut tx).await?;
         deltas::append_pg(&mut tx, &rollup::RollupBatch::minutes(fresh(), from)?).await?;
@@ -216,15 +216,15 @@ async fn insert_records(
     // body retention is about to remove have none, and read as expired).
     let rows = blocks.rows(chunk, &fresh).await?;
     if !rows.is_empty() {
-        let (mut times, mut ids_, mut data) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut times, mut first_ids, mut data) = (Vec::new(), Vec::new(), Vec::new());
         for row in &rows {
             times.push(row.time_ms);
-            ids_.push(row.id);
+            first_ids.push(row.id);
             data.push(row.data.as_ref());
         }
         sqlx::query(DETAILS.as_str())
             .bind(times)
-            .bind(ids_)
+            .bind(first_ids)
             .bind(data)
             .execute(&mut *conn)
             .await?;
@@ -241,6 +241,14 @@ async fn insert_records(
 async fn copy_logs(conn: &mut PgConnection, chunk: &[Prepared]) -> Result<u64, sqlx::Error> {
     static SQL: LazyLock<String> =
         LazyLock::new(|| format!("COPY request_logs ({}) FROM STDIN", LOG_COLUMNS.join(", ")));
+    let mut copy = conn.copy_in_raw(&SQL).await?;
+    copy.send(copy_rows(chunk)).await?;
+    copy.finish().await
+}
+
+/// `chunk`'s `request_logs` rows in `COPY`'s text format, in
+/// [`LOG_COLUMNS`]' order.
+fn copy_rows(chunk: &[Prepared]) -> Vec<u8> {
     let mut rows = CopyText::with_capacity(chunk.len() * 512);
     for p in chunk {
         // Defaults as NULL (`record::log_values`, migration 0037).
@@ -256,9 +264,7 @@ async fn copy_logs(conn: &mut PgConnection, chunk: &[Prepared]) -> Result<u64, s
         }
         rows.end_row();
     }
-    let mut copy = conn.copy_in_raw(&SQL).await?;
-    copy.send(rows.into_bytes()).await?;
-    copy.finish().await
+    rows.into_bytes()
 }
 
 /// `request_attempts`' columns ([`ATTEMPT_COLUMNS`]) as arrays.
@@ -368,8 +374,69 @@ async fn quarantine(
 
 #[cfg(test)]
 mod tests {
-    use super::super::record::LOG_COLUMN_COUNT;
+    use super::super::record::{prepare_all, LOG_COLUMN_COUNT};
     use super::*;
+    use llmgw_proto::v1 as pb;
+
+    #[test]
+    fn a_copy_row_holds_each_column_in_its_place() {
+        let now = 1_714_564_900_000;
+        let sparse = pb::RequestLog {
+            id: "0190a2b4-0000-7000-8000-000000000001".into(),
+            time_ms: now - 5,
+            status: 200,
+            model: "m\tx".into(),
+            cost_nanos: 1234,
+            ..Default::default()
+        };
+        let full = pb::RequestLog {
+            id: "0190a2b4-0000-7000-8000-000000000002".into(),
+            cancelled: true,
+            retries: 2,
+            error: "boom".into(),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            ..sparse.clone()
+        };
+        let batch = prepare_all(vec![sparse, full], "node-a", now, None, 7, 1000).unwrap();
+        assert_eq!(batch.good.len(), 2);
+        let text = String::from_utf8(copy_rows(&batch.good)).unwrap();
+        let rows: Vec<Vec<&str>> = text
+            .strip_suffix('\n')
+            .unwrap()
+            .split('\n')
+            .map(|line| line.split('\t').collect())
+            .collect();
+        let at = |row: usize, column: &str| {
+            let i = LOG_COLUMNS.iter().position(|c| *c == column).unwrap();
+            rows[row][i]
+        };
+        for row in &rows {
+            assert_eq!(row.len(), LOG_COLUMN_COUNT);
+        }
+        assert_eq!(at(0, "id"), "\\\\x0190a2b4000070008000000000000001");
+        assert_eq!(at(0, "time_ms"), (now - 5).to_string());
+        assert_eq!(at(0, "node_id"), "node-a");
+        assert_eq!(at(0, "model"), "m\\tx");
+        assert_eq!(at(0, "status"), "200");
+        assert_eq!(at(0, "cost_nanos"), "1234");
+        // Defaults are NULL on PostgreSQL (migration 0037), the float cost
+        // always.
+        for column in ["cancelled", "retries", "error", "trace_id", "cost"] {
+            assert_eq!(at(0, column), "\\N", "{column}");
+        }
+        assert_eq!(
+            [
+                at(1, "cancelled"),
+                at(1, "retries"),
+                at(1, "error"),
+                at(1, "cost")
+            ],
+            ["1", "2", "boom", "\\N"]
+        );
+        assert_eq!(at(1, "trace_id"), "4bf92f3577b34da6a3ce929d0e0e4736");
+        // Its details block is planned: an offset, 0 for the first record.
+        assert_eq!(at(0, "details_offset_ms"), "0");
+    }
 
     #[test]
     fn an_array_per_column() {

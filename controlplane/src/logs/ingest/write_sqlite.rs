@@ -15,8 +15,8 @@ use sqlx::{Acquire, Any, AnyConnection, AnyPool, Row};
 
 use super::chunks::{self, Inserter};
 use super::record::{
-    i64_of, log_values, rows_per_insert, Batch, Blocks, Prepared, Rejected, Resent, Value,
-    ATTEMPT_COLUMNS, DETAIL_COLUMNS, LOG_COLUMNS, QUARANTINE_COLUMNS,
+    i64_of, log_values, Batch, Blocks, Prepared, Rejected, Resent, Value, ATTEMPT_COLUMNS,
+    DETAIL_COLUMNS, LOG_COLUMNS, MAX_ROWS_PER_INSERT, QUARANTINE_COLUMNS,
 };
 use crate::logs::account;
 use crate::logs::deltas;
@@ -24,6 +24,20 @@ use crate::logs::rollup;
 use crate::logs::row::id_text;
 use crate::store::multirow::{insert_text, insert_texts, statement_parts, values_sql, InsertParts};
 use crate::store::{Backend, StoreError};
+
+/// Bound parameters SQLite allows in one statement.
+const SQLITE_MAX_PARAMS: usize = 32_766;
+
+/// Rows of `columns` values per INSERT: as many as the parameter limit
+/// allows, up to [`MAX_ROWS_PER_INSERT`].
+fn rows_per_insert(columns: usize) -> usize {
+    (SQLITE_MAX_PARAMS / columns).clamp(1, MAX_ROWS_PER_INSERT)
+}
+
+/// Records inserted together (a chunk, `chunks.rs`).
+pub(super) fn records_per_insert() -> usize {
+    rows_per_insert(LOG_COLUMNS.len())
+}
 
 /// Writes a prepared batch in one transaction: its records (those the
 /// database refuses on their own to the quarantine with `rejected`), their
@@ -228,7 +242,7 @@ fn bind_record<'q>(
     mut q: Query<'q, Any, AnyArguments<'q>>,
     p: &'q Prepared,
 ) -> Query<'q, Any, AnyArguments<'q>> {
-    // SQLite keeps default values (`record::sparse`).
+    // SQLite keeps default values (`record::log_values`).
     for v in log_values(p, false) {
         q = match v {
             Value::Int(v) => q.bind(v),
@@ -256,7 +270,7 @@ async fn quarantine(
         .iter()
         .map(|r| r.quarantine_row(batch_node))
         .collect();
-    for part in rows.chunks(rows_per_insert(Backend::Sqlite, QUARANTINE_COLUMNS.len())) {
+    for part in rows.chunks(rows_per_insert(QUARANTINE_COLUMNS.len())) {
         let sql = format!(
             "INSERT INTO log_quarantine ({}) VALUES {}",
             QUARANTINE_COLUMNS.join(", "),
@@ -280,8 +294,14 @@ async fn quarantine(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logs::ingest::record::SQLITE_MAX_PARAMS;
     use crate::store::multirow::STATEMENT_ROWS;
+
+    #[test]
+    fn rows_per_insert_stay_under_the_parameter_limit() {
+        assert_eq!(rows_per_insert(32), 1000);
+        assert_eq!(rows_per_insert(40), 819);
+        assert!(records_per_insert() * LOG_COLUMNS.len() <= SQLITE_MAX_PARAMS);
+    }
 
     #[test]
     fn statements_come_in_a_few_cached_sizes() {
