@@ -104,12 +104,12 @@ struct Opts {
 
 /// One dashboard on the overview (`dashboard/src/pages/overview.tsx`,
 /// the "Last 24 hours" window) loading it again and again until `stop`;
-/// returns how long each load took, in milliseconds.
+/// returns how long each load took, in microseconds.
 async fn overview_loads(
     channel: Channel,
     every: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<Vec<u32>> {
     let admin = AdminClient::new(InterceptedService::new(channel, bearer(ADMIN_BEARER)))
         .max_decoding_message_size(64 * 1024 * 1024);
     let mut loads = Vec::new();
@@ -146,18 +146,9 @@ async fn overview_loads(
         for answer in [total, models, providers, keys, users] {
             answer?;
         }
-        loads.push(began.elapsed().as_secs_f64() * 1000.0);
+        loads.push(u32::try_from(began.elapsed().as_micros()).unwrap_or(u32::MAX));
     }
     Ok(loads)
-}
-
-/// The `q` quantile (nearest rank) of sorted `v`.
-fn quantile(v: &[f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
 }
 
 /// Adds the bearer token to every call.
@@ -510,21 +501,24 @@ async fn main() -> anyhow::Result<()> {
         opts.rows
     );
     stop_dashboards.send_replace(true);
-    let mut overview_ms = Vec::new();
+    let mut overview_us = Vec::new();
     for d in dashboards {
-        overview_ms.extend(d.await??);
+        overview_us.extend(d.await??);
     }
-    overview_ms.sort_by(f64::total_cmp);
+    overview_us.sort_unstable();
+    // Nearest rank, as stats computes it.
+    let overview_ms =
+        |p: u32| llmgw_controlplane::logs::stats::percentile(&overview_us, p) / 1000.0;
     if opts.dashboards > 0 {
         println!(
             "overview (last 24 h, 5 stats calls) on {} dashboards, every {} ms, during \
              ingest: {} loads, median {:.1} ms, p95 {:.1} ms, max {:.1} ms",
             opts.dashboards,
             opts.dashboard_every_ms,
-            overview_ms.len(),
-            quantile(&overview_ms, 0.5),
-            quantile(&overview_ms, 0.95),
-            overview_ms.last().copied().unwrap_or(0.0)
+            overview_us.len(),
+            overview_ms(50),
+            overview_ms(95),
+            overview_ms(100)
         );
     }
     if refusals > 0 {
@@ -813,9 +807,9 @@ async fn main() -> anyhow::Result<()> {
             "queries": results,
             "dashboards": opts.dashboards,
             "dashboard_every_ms": opts.dashboard_every_ms,
-            "overview_loads_during_ingest": overview_ms.len(),
-            "overview_ms_median": quantile(&overview_ms, 0.5),
-            "overview_ms_p95": quantile(&overview_ms, 0.95),
+            "overview_loads_during_ingest": overview_us.len(),
+            "overview_ms_median": overview_ms(50),
+            "overview_ms_p95": overview_ms(95),
         });
         std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
     }

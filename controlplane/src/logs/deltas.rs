@@ -73,17 +73,14 @@ fn compact_batch(backend: Backend) -> i64 {
 const EVERY: Duration = Duration::from_secs(1);
 
 /// Appends `minutes` (a batch's sums at the minute level,
-/// [`RollupBatch::minutes`]) on `conn`, the ingest's transaction.
-pub async fn append(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    minutes: &RollupBatch,
-) -> Result<(), StoreError> {
+/// [`RollupBatch::minutes`]) on `conn`, the ingest's transaction on
+/// SQLite ([`append_pg`] on PostgreSQL).
+pub async fn append(conn: &mut AnyConnection, minutes: &RollupBatch) -> Result<(), StoreError> {
     static TEXTS: LazyLock<Vec<String>> =
         LazyLock::new(|| insert_texts(&[("log_rollup_deltas", &COLUMNS, "")]));
     let rows: Vec<_> = minutes.0.iter().collect();
     for (slot, part) in statement_parts(&rows) {
-        let mut q = sqlx::query(insert_text(&TEXTS, backend, 0, slot));
+        let mut q = sqlx::query(insert_text(&TEXTS, Backend::Sqlite, 0, slot));
         for (key, agg) in part {
             q = rollup::bind_values(
                 q.bind(key.cube).bind(key.start_ms),

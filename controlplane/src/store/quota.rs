@@ -66,11 +66,12 @@ impl SpendBatch {
         self.0.is_empty()
     }
 
-    /// Upserts the sums on `conn` (the ingest's transaction), in key
-    /// order, a multi-row statement per [`statement_parts`] (a statement
-    /// per row kept a batch's transaction waiting on hundreds of round
-    /// trips while it held the rows' locks).
-    pub async fn write(&self, conn: &mut AnyConnection, backend: Backend) -> Result<()> {
+    /// Upserts the sums on `conn` (the ingest's transaction on SQLite;
+    /// [`SpendBatch::write_pg`] on PostgreSQL), in key order, a multi-row
+    /// statement per [`statement_parts`] (a statement per row kept a
+    /// batch's transaction waiting on hundreds of round trips while it held
+    /// the rows' locks).
+    pub async fn write(&self, conn: &mut AnyConnection) -> Result<()> {
         static TEXTS: LazyLock<Vec<String>> = LazyLock::new(|| {
             insert_texts(&[(
                 "spend",
@@ -81,7 +82,7 @@ impl SpendBatch {
         });
         let rows: Vec<_> = self.0.iter().collect();
         for (slot, part) in statement_parts(&rows) {
-            let mut q = sqlx::query(insert_text(&TEXTS, backend, 0, slot));
+            let mut q = sqlx::query(insert_text(&TEXTS, Backend::Sqlite, 0, slot));
             for ((scope, name, day), micros) in part {
                 q = q
                     .bind(scope.as_str())

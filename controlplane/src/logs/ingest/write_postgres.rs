@@ -16,7 +16,7 @@ use std::sync::LazyLock;
 use futures::future::BoxFuture;
 use sqlx::postgres::{PgArguments, PgConnection, PgPool};
 use sqlx::query::Query;
-use sqlx::{Acquire, Postgres, Row};
+use sqlx::{Postgres, Row};
 
 use super::chunks::{self, Inserter};
 use super::record::{
@@ -40,7 +40,7 @@ pub(super) async fn write(
 ) -> Result<HashSet<String>, StoreError> {
     let good = batch.good;
     let mut tx = pool.begin().await?;
-    let inserted = chunks::insert_all(&mut tx, Backend::Postgres, batch, rejected).await?;
+    let inserted = chunks::insert_all(&mut tx, batch, rejected).await?;
     quarantine(&mut tx, batch.node, rejected, batch.now).await?;
     let fresh = || {
         good.iter()
@@ -61,36 +61,18 @@ pub(super) async fn write(
     Ok(inserted)
 }
 
-/// Inserts records and their attempts and details inside a savepoint, so
-/// a failure leaves the transaction as it was. Returns the ids actually
-/// inserted.
-impl Inserter for sqlx::Transaction<'static, Postgres> {
+/// A chunk's records, attempts and details (`chunks.rs` puts each in a
+/// savepoint).
+impl Inserter for Postgres {
+    const BACKEND: Backend = Backend::Postgres;
+
     fn insert<'a>(
-        &'a mut self,
+        conn: &'a mut PgConnection,
         chunk: &'a [Prepared],
         blocks: &'a Blocks,
         resent: Resent,
     ) -> BoxFuture<'a, Result<Vec<String>, sqlx::Error>> {
-        Box::pin(insert_in_savepoint(self, chunk, blocks, resent))
-    }
-}
-
-async fn insert_in_savepoint(
-    tx: &mut sqlx::Transaction<'static, Postgres>,
-    chunk: &[Prepared],
-    blocks: &Blocks,
-    resent: Resent,
-) -> Result<Vec<String>, sqlx::Error> {
-    let mut sp = Acquire::begin(&mut *tx).await?;
-    match insert_records(&mut sp, chunk, blocks, resent).await {
-        Ok(ids) => {
-            sp.commit().await?;
-            Ok(ids)
-        }
-        Err(e) => {
-            sp.rollback().await?;
-            Err(e)
-        }
+        Box::pin(insert_records(conn, chunk, blocks, resent))
     }
 }
 
@@ -113,15 +95,6 @@ async fn insert_records(
     blocks: &Blocks,
     resent: Resent,
 ) -> Result<Vec<String>, sqlx::Error> {
-    // A resent batch's records: those stored before are skipped, and the
-    // ids stored now come back.
-    static LOGS_SKIPPING: LazyLock<String> = LazyLock::new(|| {
-        unnest_sql(
-            "request_logs",
-            &LOG_COLUMNS,
-            " ON CONFLICT DO NOTHING RETURNING id",
-        )
-    });
     static ATTEMPTS: LazyLock<[String; 2]> = LazyLock::new(|| {
         [
             unnest_sql("request_attempts", ATTEMPT_COLUMNS, ""),
@@ -152,27 +125,7 @@ async fn insert_records(
             }
             chunk.iter().map(|p| p.rec.id.clone()).collect()
         }
-        Resent::Skip => {
-            let Some(first) = chunk.first() else {
-                return Ok(Vec::new());
-            };
-            // Defaults as NULL (`record::log_values`, migration 0037).
-            let mut columns = log_values(first, true).map(|v| Column::like(&v, chunk.len()));
-            for p in chunk {
-                for (column, value) in columns.iter_mut().zip(log_values(p, true)) {
-                    column.push(value)?;
-                }
-            }
-            let mut q = sqlx::query(LOGS_SKIPPING.as_str());
-            for column in columns {
-                q = column.bind(q);
-            }
-            q.fetch_all(&mut *conn)
-                .await?
-                .iter()
-                .map(|row| row.try_get::<Vec<u8>, _>(0).map(|id| id_text(&id)))
-                .collect::<Result<_, _>>()?
-        }
+        Resent::Skip => insert_logs_skipping(conn, chunk).await?,
     };
     if ids.is_empty() {
         return Ok(ids);
@@ -244,6 +197,40 @@ async fn copy_logs(conn: &mut PgConnection, chunk: &[Prepared]) -> Result<u64, s
     let mut copy = conn.copy_in_raw(&SQL).await?;
     copy.send(copy_rows(chunk)).await?;
     copy.finish().await
+}
+
+/// Stores those of `chunk`'s `request_logs` rows that are not stored yet
+/// (a resent batch's), an array per column; returns the ids stored now.
+async fn insert_logs_skipping(
+    conn: &mut PgConnection,
+    chunk: &[Prepared],
+) -> Result<Vec<String>, sqlx::Error> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        unnest_sql(
+            "request_logs",
+            &LOG_COLUMNS,
+            " ON CONFLICT DO NOTHING RETURNING id",
+        )
+    });
+    let Some(first) = chunk.first() else {
+        return Ok(Vec::new());
+    };
+    // Defaults as NULL (`record::log_values`, migration 0037).
+    let mut columns = log_values(first, true).map(|v| Column::like(&v, chunk.len()));
+    for p in chunk {
+        for (column, value) in columns.iter_mut().zip(log_values(p, true)) {
+            column.push(value)?;
+        }
+    }
+    let mut q = sqlx::query(SQL.as_str());
+    for column in columns {
+        q = column.bind(q);
+    }
+    q.fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| row.try_get::<Vec<u8>, _>(0).map(|id| id_text(&id)))
+        .collect()
 }
 
 /// `chunk`'s `request_logs` rows in `COPY`'s text format, in

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use llmgw_proto::v1 as pb;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
-use sqlx::{Acquire, Any, AnyConnection, AnyPool, Row};
+use sqlx::{Any, AnyConnection, AnyPool, Row};
 
 use super::chunks::{self, Inserter};
 use super::record::{
@@ -49,7 +49,7 @@ pub(super) async fn write(
 ) -> Result<HashSet<String>, StoreError> {
     let good = batch.good;
     let mut tx = pool.begin().await?;
-    let inserted = chunks::insert_all(&mut tx, Backend::Sqlite, batch, rejected).await?;
+    let inserted = chunks::insert_all(&mut tx, batch, rejected).await?;
     quarantine(&mut tx, batch.node, rejected, batch.now).await?;
     let fresh = || {
         good.iter()
@@ -59,53 +59,29 @@ pub(super) async fn write(
     // The rollups' deltas: plain inserts (`deltas.rs`).
     if !inserted.is_empty() {
         let from = rollup::complete_from(&mut tx).await?;
-        deltas::append(
-            &mut tx,
-            Backend::Sqlite,
-            &rollup::RollupBatch::minutes(fresh(), from)?,
-        )
-        .await?;
+        deltas::append(&mut tx, &rollup::RollupBatch::minutes(fresh(), from)?).await?;
     }
     // The rows other batches also write come last, so that their locks are
     // held for as short a time as possible, in one order for every batch
     // (no deadlocks): the spend, then the keys, each in name order.
-    account::spend_of(fresh())
-        .write(&mut tx, Backend::Sqlite)
-        .await?;
+    account::spend_of(fresh()).write(&mut tx).await?;
     account::touch_keys(&mut tx, fresh()).await?;
     tx.commit().await?;
     Ok(inserted)
 }
 
-/// Inserts records and their attempts inside a savepoint, so a failure
-/// leaves the transaction as it was. Returns the ids actually inserted.
-impl Inserter for sqlx::Transaction<'static, Any> {
+/// A chunk's records, attempts and details (`chunks.rs` puts each in a
+/// savepoint).
+impl Inserter for Any {
+    const BACKEND: Backend = Backend::Sqlite;
+
     fn insert<'a>(
-        &'a mut self,
+        conn: &'a mut AnyConnection,
         chunk: &'a [Prepared],
         blocks: &'a Blocks,
         resent: Resent,
     ) -> BoxFuture<'a, Result<Vec<String>, sqlx::Error>> {
-        Box::pin(insert_in_savepoint(self, chunk, blocks, resent))
-    }
-}
-
-async fn insert_in_savepoint(
-    tx: &mut sqlx::Transaction<'static, Any>,
-    chunk: &[Prepared],
-    blocks: &Blocks,
-    resent: Resent,
-) -> Result<Vec<String>, sqlx::Error> {
-    let mut sp = Acquire::begin(&mut *tx).await?;
-    match insert_records(&mut sp, chunk, blocks, resent).await {
-        Ok(ids) => {
-            sp.commit().await?;
-            Ok(ids)
-        }
-        Err(e) => {
-            sp.rollback().await?;
-            Err(e)
-        }
+        Box::pin(insert_records(conn, chunk, blocks, resent))
     }
 }
 
