@@ -23,6 +23,7 @@ pub mod deltas;
 pub mod details;
 pub mod export;
 pub mod ingest;
+pub mod pieces;
 pub mod query;
 pub mod reindex;
 pub mod retention;

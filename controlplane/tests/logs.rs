@@ -2107,11 +2107,14 @@ async fn postgres_logs_land_in_day_partitions_and_retention_drops_days() {
 
         let logs = partitions(store, "request_logs").await;
         let attempts = partitions(store, "request_attempts").await;
+        let pieces = partitions(store, "request_log_pieces").await;
         for t in days {
             let name = format!("request_logs_p{}", day_name(t));
             assert!(logs.contains(&name), "{name} missing from {logs:?}");
             let name = format!("request_attempts_p{}", day_name(t));
             assert!(attempts.contains(&name), "{name} missing from {attempts:?}");
+            let name = format!("request_log_pieces_p{}", day_name(t));
+            assert!(pieces.contains(&name), "{name} missing from {pieces:?}");
             // Each day's rows are in its own partition.
             assert_eq!(
                 count(
@@ -2148,6 +2151,12 @@ async fn postgres_logs_land_in_day_partitions_and_retention_drops_days() {
         let left = partitions(store, "request_attempts").await;
         assert!(
             !left.contains(&format!("request_attempts_p{}", day_name(days[0]))),
+            "{left:?}"
+        );
+        let left = partitions(store, "request_log_pieces").await;
+        assert!(
+            !left.contains(&format!("request_log_pieces_p{}", day_name(days[0])))
+                && left.contains(&format!("request_log_pieces_p{}", day_name(days[2]))),
             "{left:?}"
         );
         // Nothing more to do: a second pass deletes nothing.
@@ -2393,12 +2402,21 @@ async fn postgres_overlapping_batches_from_two_control_planes_are_stored_once() 
         let b = start_cp(&db, dirs[1].path(), 0).await;
         let now = now_ms();
         let mut stored = 0i64;
+        let mut pieces = std::collections::HashSet::new();
         for round in 0..5u32 {
             // Overlapping halves: whichever waits stores the other half's
-            // records and must write details for those only.
+            // records and must write details for those only. One record in
+            // ten has a long body, stored by content: both store the same
+            // pieces at once.
             let records = |from: u32, to: u32| -> Vec<_> {
                 (from..to)
-                    .map(|i| rec(round * 1000 + i + 1, now - i64::from(i)))
+                    .map(|i| {
+                        let mut r = rec(round * 1000 + i + 1, now - i64::from(i));
+                        if i % 10 == 0 {
+                            r.request_body = agent_request(i % 3, round + i / 100);
+                        }
+                        r
+                    })
                     .collect()
             };
             stored += 450;
@@ -2422,8 +2440,17 @@ async fn postgres_overlapping_batches_from_two_control_planes_are_stored_once() 
                     .unwrap()
                     .into_inner();
                 assert!(!got.bodies_expired, "{}", r.id);
+                assert_eq!(got.request_body, r.request_body);
+                for (h, _) in llmgw_controlplane::logs::pieces::split(r.request_body.as_bytes()) {
+                    pieces.insert((llmgw_controlplane::logs::pieces::day_of(r.time_ms), h));
+                }
             }
         }
+        // Each piece the bodies hold, stored (once: the table's key).
+        assert_eq!(
+            count(&a, "SELECT COUNT(*) FROM request_log_pieces").await,
+            pieces.len() as i64
+        );
         b.shutdown().await;
         a.shutdown().await;
     })
@@ -2559,7 +2586,12 @@ async fn postgres_creating_a_day_waits_for_no_reader_or_batch() {
         // The attached tables are what PARTITION OF made of today's (at
         // migration time): columns, defaults, storage, indexes and keys.
         let (made_then, made_now) = (suffix(today).await, suffix(day).await);
-        for parent in ["request_logs", "request_attempts", "request_log_details"] {
+        for parent in [
+            "request_logs",
+            "request_attempts",
+            "request_log_details",
+            "request_log_pieces",
+        ] {
             let then = partition_shape(&watcher, &format!("{parent}_p{made_then}")).await;
             let now = partition_shape(&watcher, &format!("{parent}_p{made_now}")).await;
             assert!(then.len() > 3, "{then:?}");
@@ -2621,7 +2653,12 @@ async fn postgres_creating_a_day_waits_for_no_reader_or_batch() {
             .unwrap()
             .unwrap_or_else(|e| panic!("the creation failed: {e}"));
         let later_suffix = suffix(later).await;
-        for parent in ["request_logs", "request_attempts", "request_log_details"] {
+        for parent in [
+            "request_logs",
+            "request_attempts",
+            "request_log_details",
+            "request_log_pieces",
+        ] {
             let made: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::TEXT")
                 .bind(format!("{parent}_p{later_suffix}"))
                 .fetch_one(watcher.pool())
@@ -3006,6 +3043,209 @@ both! {
         let fresh = admin.get_log(pb::GetLogRequest { id: id(4) }).await.unwrap().into_inner();
         assert!(!fresh.bodies_expired);
         assert_eq!(fresh.request_body, with_bodies(4, now).request_body);
+        cp.shutdown().await;
+    }
+}
+
+/// An agent's request on turn `turn` of conversation `conv`: one system
+/// prompt and tool list for all, then the conversation's turns so far.
+fn agent_request(conv: u32, turn: u32) -> String {
+    let tools: Vec<String> = (0..30)
+        .map(|i| {
+            format!(
+                "{{\"name\":\"tool_{i}\",\"description\":\"Reads what is under a path (tool {i}) \
+                 and says what it found, line by line.\",\"input_schema\":{{\"type\":\"object\"}}}}"
+            )
+        })
+        .collect();
+    let turns: Vec<String> = (0..=turn)
+        .map(|t| {
+            format!(
+                "{{\"role\":\"user\",\"content\":\"conversation {conv}, turn {t}: {} \\u00e9 \\n\"}}",
+                "please read the next file and fix what is wrong in it. ".repeat(30 + (t as usize) % 5)
+            )
+        })
+        .collect();
+    format!(
+        "{{\"model\":\"m-a\",\"system\":\"{}\",\"tools\":[{}],\"messages\":[{}]}}",
+        agent_prompt(),
+        tools.join(","),
+        turns.join(",")
+    )
+}
+
+/// A system prompt of 30 kB of words in no order, so that it compresses
+/// no better than prose does.
+fn agent_prompt() -> String {
+    const WORDS: [&str; 16] = [
+        "read", "file", "before", "write", "test", "careful", "agent", "change", "diff", "run",
+        "check", "small", "error", "path", "ask", "plan",
+    ];
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut prompt = String::new();
+    while prompt.len() < 30_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        prompt.push_str(WORDS[(x % 16) as usize]);
+        prompt.push(if x.is_multiple_of(11) { '.' } else { ' ' });
+    }
+    prompt
+}
+
+both! {
+    async fn long_request_bodies_are_stored_once_by_content(db: Db) {
+        use llmgw_controlplane::logs::pieces;
+        const DAY: i64 = 24 * 3600 * 1000;
+        let dir = tempfile::tempdir().unwrap();
+        let (running, channel) = start_control_plane(
+            &db,
+            dir.path(),
+            ADMIN_TOKEN,
+            DP_TOKEN,
+            &["--log-retention-days", "0", "--body-retention-days", "30"],
+        )
+        .await;
+        let cp = Cp { running, channel };
+        let now = now_ms();
+        // Two conversations of eight turns today, one of two turns ten days
+        // ago; the upstream body of a translation (the same prompt in
+        // another protocol's JSON).
+        let agent = |n: u32, conv: u32, turn: u32, t: i64| {
+            let mut r = rec(n, t);
+            r.request_body = agent_request(conv, turn);
+            r.upstream_request_body = format!(
+                "{{\"systemInstruction\":{{\"parts\":[{{\"text\":\"{}\"}}]}},\"turn\":{turn}}}",
+                agent_prompt()
+            );
+            r.response_body = format!("{{\"id\":\"r{n}\",\"choices\":[]}}");
+            r
+        };
+        let mut records = Vec::new();
+        for turn in 0..8 {
+            records.push(agent(10 + turn, 1, turn, now - 60_000 + i64::from(turn)));
+            records.push(agent(20 + turn, 2, turn, now - 50_000 + i64::from(turn)));
+        }
+        records.push(agent(30, 3, 0, now - 10 * DAY));
+        records.push(agent(31, 3, 1, now - 10 * DAY + 5));
+        // A short body stays in its block.
+        let mut short = rec(40, now - 1000);
+        short.request_body = "{\"model\":\"m-a\"}".into();
+        records.push(short);
+        // A batch a record: every batch's block would hold the prompt.
+        let batches: Vec<pb::LogBatch> = records
+            .chunks(1)
+            .enumerate()
+            .map(|(i, c)| batch(i as u64 + 1, c.to_vec()))
+            .collect();
+        ship(&mut cp.logs(), batches.clone()).await;
+
+        // Each piece of each day once: what the bodies cut into, less what
+        // they share.
+        let mut unique = std::collections::HashSet::new();
+        let mut body_bytes = 0usize;
+        for r in &records {
+            for body in [&r.request_body, &r.upstream_request_body] {
+                body_bytes += body.len();
+                for (h, _) in pieces::split(body.as_bytes()) {
+                    unique.insert((pieces::day_of(r.time_ms), h));
+                }
+            }
+        }
+        const PIECES: &str = "SELECT COUNT(*) FROM request_log_pieces";
+        assert_eq!(count(&cp, PIECES).await, unique.len() as i64);
+        let bytes = count(
+            &cp,
+            "SELECT CAST((SELECT COALESCE(SUM(LENGTH(data)), 0) FROM request_log_pieces) + \
+             (SELECT SUM(LENGTH(data)) FROM request_log_details) AS BIGINT)",
+        )
+        .await;
+        // The prompt is in every body, and each batch's block would hold
+        // it at least once (compressed), 18 times in all; by content it
+        // is stored once for each of the two days, beside what is new in
+        // each body (its last pieces).
+        let prompt = zstd::bulk::compress(agent_prompt().as_bytes(), 3).unwrap().len() as i64;
+        assert!(
+            bytes < 8 * prompt,
+            "{bytes} bytes stored for {body_bytes} bytes of bodies ({prompt}: the prompt once)"
+        );
+
+        let check = |cp: &Cp| {
+            let mut admin = cp.admin();
+            let records = records.clone();
+            async move {
+                for want in &records {
+                    let got = admin
+                        .get_log(pb::GetLogRequest { id: want.id.clone() })
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    assert!(!got.bodies_expired, "{}", want.id);
+                    assert_eq!(got.request_body, want.request_body, "{}", want.id);
+                    assert_eq!(got.upstream_request_body, want.upstream_request_body);
+                    assert_eq!(got.response_body, want.response_body);
+                }
+            }
+        };
+        check(&cp).await;
+        // Sent again (a data plane that missed the acks): nothing new.
+        ship(&mut cp.logs(), batches.clone()).await;
+        assert_eq!(count(&cp, PIECES).await, unique.len() as i64);
+        assert_eq!(details_stored(&cp).await, records.len() as i64);
+        cp.shutdown().await;
+
+        // A control plane that remembers no piece (a restart, another one
+        // on the same database) stores new records beside them, once.
+        let (running, channel) = start_control_plane(
+            &db,
+            dir.path(),
+            ADMIN_TOKEN,
+            DP_TOKEN,
+            &["--log-retention-days", "0", "--body-retention-days", "30"],
+        )
+        .await;
+        let cp = Cp { running, channel };
+        ship(
+            &mut cp.logs(),
+            vec![batch(50, vec![agent(50, 1, 8, now - 40_000), agent(51, 2, 8, now - 40_000)])],
+        )
+        .await;
+        let mut more = unique.clone();
+        for r in [agent(50, 1, 8, 0), agent(51, 2, 8, 0)] {
+            for body in [&r.request_body, &r.upstream_request_body] {
+                for (h, _) in pieces::split(body.as_bytes()) {
+                    more.insert((pieces::day_of(now - 40_000), h));
+                }
+            }
+        }
+        assert_eq!(count(&cp, PIECES).await, more.len() as i64);
+        let got = cp
+            .admin()
+            .get_log(pb::GetLogRequest { id: id(51) })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.request_body, agent(51, 2, 8, 0).request_body);
+
+        // Body retention takes the old day's pieces with its blocks.
+        let store = cp.running.store();
+        retention::purge_details_older_than(store, now - 7 * DAY, 1000, None)
+            .await
+            .unwrap();
+        let old_day = pieces::day_of(now - 10 * DAY);
+        assert_eq!(
+            count(&cp, PIECES).await,
+            more.iter().filter(|(d, _)| *d != old_day).count() as i64
+        );
+        let mut admin = cp.admin();
+        let old = admin.get_log(pb::GetLogRequest { id: id(30) }).await.unwrap().into_inner();
+        assert!(old.bodies_expired && old.request_body.is_empty());
+        let kept = admin.get_log(pb::GetLogRequest { id: id(13) }).await.unwrap().into_inner();
+        assert_eq!(kept.request_body, records[6].request_body);
+        assert_eq!(kept.id, id(13));
+        // Log retention takes everything.
+        retention::purge_older_than(store, now + DAY, 1000, None).await.unwrap();
+        assert_eq!(count(&cp, PIECES).await, 0);
         cp.shutdown().await;
     }
 }

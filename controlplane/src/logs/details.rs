@@ -57,6 +57,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use sqlx::AnyPool;
 use zstd::dict::{DecoderDictionary, EncoderDictionary};
 
+use super::pieces;
 use crate::store::{now_ms, Store, StoreError};
 
 /// The detail fields in their stored order: the headers as JSON objects
@@ -75,6 +76,9 @@ const ZSTD: u8 = 1;
 const ZSTD_DICT: u8 = 2;
 /// The first byte of a block: many records' details in one row.
 const BLOCK: u8 = 3;
+/// The first byte of a block some of whose bodies are stored by content
+/// (`pieces.rs`): after its ids, a column of each record's pieced fields.
+const BLOCK_PIECES: u8 = 4;
 /// Most records in a block. `logs get` decompresses the whole block for
 /// one record (about a millisecond at [`MAX_BLOCK_PLAIN`]). Blocks this
 /// large compress better, and PostgreSQL stores them out of line in TOAST
@@ -135,6 +139,9 @@ pub struct Details {
     known: Mutex<HashMap<i64, Arc<DecoderDictionary<'static>>>>,
     samples: Mutex<Vec<Vec<u8>>>,
     training: AtomicBool,
+    /// The body pieces (`pieces.rs`) of the batches this control plane
+    /// committed.
+    pieces: Arc<pieces::Known>,
 }
 
 fn bad(why: &str) -> StoreError {
@@ -154,6 +161,11 @@ impl Details {
     /// `--body-retention-days` in effect (0: bodies are kept).
     pub fn body_days(&self) -> u32 {
         self.body_days.load(Ordering::Relaxed)
+    }
+
+    /// The body pieces stored by batches this control plane committed.
+    pub fn known_pieces(&self) -> Arc<pieces::Known> {
+        self.pieces.clone()
     }
     /// The dictionary to compress with now, if one was trained; looks for
     /// a newer one in the database at most every [`REFRESH_MS`].
@@ -309,18 +321,43 @@ impl Details {
     }
 
     /// The fields of the record `id` (its 16 stored bytes) in a stored
-    /// block; `None` when the row is not a block or holds no such record
-    /// (another batch's block of the same millisecond).
+    /// block of the UTC day `day_ms`, its bodies stored by content read
+    /// from that day's pieces; `None` when the row is not a block or holds
+    /// no such record (another batch's block of the same millisecond).
     pub async fn find_in_block(
         &self,
         pool: &AnyPool,
         data: &[u8],
         id: &[u8],
+        day_ms: i64,
     ) -> Result<Option<Fields>, StoreError> {
-        match self.open_block(pool, data).await? {
-            Some(plain) => find_in_plain_block(&plain, id),
-            None => Ok(None),
+        let Some(plain) = self.open_block(pool, data).await? else {
+            return Ok(None);
+        };
+        let Some((mut raw, pieced)) = find_in_plain_block(&plain, id, data[0] == BLOCK_PIECES)?
+        else {
+            return Ok(None);
+        };
+        if pieced != 0 {
+            let hashes: Vec<pieces::Hash> = raw
+                .iter()
+                .enumerate()
+                .filter(|(f, _)| pieced & (1 << f) != 0)
+                .flat_map(|(_, refs)| refs.chunks_exact(pieces::HASH_BYTES))
+                .filter_map(|h| h.try_into().ok())
+                .collect();
+            let found = pieces::read(pool, day_ms, &hashes).await?;
+            for (f, field) in raw.iter_mut().enumerate() {
+                if pieced & (1 << f) != 0 {
+                    *field = pieces::assemble(field, &found)?;
+                }
+            }
         }
+        let mut fields: Fields = Default::default();
+        for (field, bytes) in fields.iter_mut().zip(raw) {
+            *field = String::from_utf8(bytes).map_err(|_| bad("a field that is not UTF-8"))?;
+        }
+        Ok(Some(fields))
     }
 
     /// The ids (16 bytes each) of the records a stored block holds; `None`
@@ -334,13 +371,13 @@ impl Details {
         let Some(plain) = self.open_block(pool, data).await? else {
             return Ok(None);
         };
-        let read = read_block(&plain)?;
+        let read = read_block(&plain, data[0] == BLOCK_PIECES)?;
         Ok(Some(read.ids.iter().map(|i| i.to_vec()).collect()))
     }
 
     /// A stored block uncompressed; `None` for a row of another form.
     async fn open_block(&self, pool: &AnyPool, data: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some((&BLOCK, mut rest)) = data.split_first() else {
+        let Some((&(BLOCK | BLOCK_PIECES), mut rest)) = data.split_first() else {
             return Ok(None);
         };
         let dict_id = take_varint(&mut rest).ok_or_else(|| bad("a cut dictionary id"))?;
@@ -382,24 +419,33 @@ pub fn keeps(days: u32, time_ms: i64, now: i64) -> bool {
                 .saturating_add(KEEP_MARGIN_MS)
 }
 
-/// The uncompressed form of a block ([`BLOCK`]) of records given as
-/// their 16-byte ids and [`plain`] fields, laid out by column: the count;
-/// the ids, each as the difference of its first 6 bytes (read as a
-/// 48-bit number; a UUIDv7 keeps its time there) from the previous id's,
-/// then its other 10 bytes; then for each field in [`FIELDS`] order, the
-/// records' lengths, then their bytes. Headers beside headers and bodies
-/// beside bodies compress better than record after record (11% on the
-/// log_volume corpus, 5% on varied traffic: docs/benchmarks.md, "Details
-/// in blocks"), and nearby ids' times repeat their high bytes.
+/// A record as a block takes it: its 16-byte id, its [`plain`] fields,
+/// and which of them hold the hashes of pieces (`pieces.rs`) rather than
+/// bytes: bit `f` for field `f`.
+pub type BlockRecord<'a> = (&'a [u8], &'a [u8], u8);
+
+/// The uncompressed form of a block ([`BLOCK`]) of records, laid out by
+/// column: the count; the ids, each as the difference of its first 6 bytes
+/// (read as a 48-bit number; a UUIDv7 keeps its time there) from the
+/// previous id's, then its other 10 bytes; then for each field in
+/// [`FIELDS`] order, the records' lengths, then their bytes. Headers
+/// beside headers and bodies beside bodies compress better than record
+/// after record (11% on the log_volume corpus, 5% on varied traffic:
+/// docs/benchmarks.md, "Details in blocks"), and nearby ids' times repeat
+/// their high bytes. When a record has pieced fields, a [`BLOCK_PIECES`]
+/// block: a byte a record after the ids says which (the second value).
 pub fn plain_block<'a>(
-    records: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + Clone,
-) -> Result<Vec<u8>, StoreError> {
-    let bytes: usize = records.clone().map(|(id, p)| id.len() + p.len()).sum();
+    records: impl ExactSizeIterator<Item = BlockRecord<'a>> + Clone,
+) -> Result<(Vec<u8>, bool), StoreError> {
+    let bytes: usize = records.clone().map(|(id, p, _)| id.len() + p.len()).sum();
+    let pieced = records.clone().any(|(_, _, m)| m != 0);
     let mut out = Vec::with_capacity(bytes + 16);
     put_varint(&mut out, records.len() as u64);
     let mut fields = Vec::with_capacity(records.len());
+    let mut masks = Vec::new();
     let mut previous = 0u64;
-    for (id, plain) in records {
+    for (id, plain, mask) in records {
+        masks.push(mask);
         let id: &[u8; ID_BYTES] = id
             .try_into()
             .map_err(|_| bad("an id that is not 16 bytes"))?;
@@ -409,6 +455,9 @@ pub fn plain_block<'a>(
         out.extend_from_slice(&id[TIME_BYTES..]);
         fields.push(field_slices(plain)?);
     }
+    if pieced {
+        out.extend_from_slice(&masks);
+    }
     for f in 0..FIELDS.len() {
         for r in &fields {
             put_varint(&mut out, r[f].len() as u64);
@@ -417,7 +466,7 @@ pub fn plain_block<'a>(
             out.extend_from_slice(r[f]);
         }
     }
-    Ok(out)
+    Ok((out, pieced))
 }
 
 /// The bytes of an id that [`plain_block`] writes as a difference.
@@ -455,14 +504,17 @@ fn take_len(rest: &mut &[u8]) -> Result<usize, StoreError> {
         .ok_or_else(|| bad("a cut field"))
 }
 
-/// An uncompressed block read ([`plain_block`]): its ids, and each
-/// field's column (the records' lengths and the bytes they take).
+/// An uncompressed block read ([`plain_block`]): its ids, which fields of
+/// each record are pieced, and each field's column (the records' lengths
+/// and the bytes they take).
 struct ReadBlock<'a> {
     ids: Vec<[u8; ID_BYTES]>,
+    masks: Option<&'a [u8]>,
     columns: Vec<(Vec<usize>, &'a [u8])>,
 }
 
-fn read_block(block: &[u8]) -> Result<ReadBlock<'_>, StoreError> {
+/// Reads an uncompressed block; `pieced` for a [`BLOCK_PIECES`] block.
+fn read_block(block: &[u8], pieced: bool) -> Result<ReadBlock<'_>, StoreError> {
     let mut rest = block;
     let n = take_varint(&mut rest).ok_or_else(|| bad("a cut block count"))?;
     // Each id takes at least 11 bytes: a count beyond that is damage.
@@ -484,6 +536,15 @@ fn read_block(block: &[u8]) -> Result<ReadBlock<'_>, StoreError> {
         rest = &rest[ID_BYTES - TIME_BYTES..];
         ids.push(id);
     }
+    let masks = if pieced {
+        let (masks, after) = rest
+            .split_at_checked(n)
+            .ok_or_else(|| bad("a cut column of pieced fields"))?;
+        rest = after;
+        Some(masks)
+    } else {
+        None
+    };
     let mut columns = Vec::with_capacity(FIELDS.len());
     for _ in 0..FIELDS.len() {
         // Each length takes a byte at least.
@@ -510,22 +571,37 @@ fn read_block(block: &[u8]) -> Result<ReadBlock<'_>, StoreError> {
     if !rest.is_empty() {
         return Err(bad("bytes after the last field"));
     }
-    Ok(ReadBlock { ids, columns })
+    Ok(ReadBlock {
+        ids,
+        masks,
+        columns,
+    })
 }
 
-/// The fields of record `id` in an uncompressed block.
-fn find_in_plain_block(block: &[u8], id: &[u8]) -> Result<Option<Fields>, StoreError> {
-    let read = read_block(block)?;
+/// A record's fields as its block stores them, and which of them are
+/// pieces' hashes (bit `f` for field `f`).
+type StoredFields = ([Vec<u8>; 5], u8);
+
+/// The stored bytes of record `id`'s fields in an uncompressed block.
+fn find_in_plain_block(
+    block: &[u8],
+    id: &[u8],
+    pieced: bool,
+) -> Result<Option<StoredFields>, StoreError> {
+    let read = read_block(block, pieced)?;
     let Some(at) = read.ids.iter().position(|i| i.as_slice() == id) else {
         return Ok(None);
     };
-    let mut fields: Fields = Default::default();
+    let mut fields: [Vec<u8>; 5] = Default::default();
     for (field, (lens, bytes)) in fields.iter_mut().zip(&read.columns) {
         let start: usize = lens[..at].iter().sum();
-        let value = &bytes[start..start + lens[at]];
-        *field = String::from_utf8(value.to_vec()).map_err(|_| bad("a field that is not UTF-8"))?;
+        *field = bytes[start..start + lens[at]].to_vec();
     }
-    Ok(Some(fields))
+    let mask = read.masks.map_or(0, |m| m[at]);
+    if mask >> FIELDS.len() != 0 {
+        return Err(bad("a pieced field that is not one"));
+    }
+    Ok(Some((fields, mask)))
 }
 
 /// The length of a stored id (`row::stored_id`): a UUID's bytes.
@@ -533,10 +609,15 @@ const ID_BYTES: usize = 16;
 
 /// The uncompressed form of the fields: each a LEB128 length and its bytes.
 pub fn plain(fields: [&str; 5]) -> Vec<u8> {
+    plain_bytes(fields.map(str::as_bytes))
+}
+
+/// [`plain`] of fields as bytes (a pieced field's hashes).
+pub fn plain_bytes(fields: [&[u8]; 5]) -> Vec<u8> {
     let mut plain = Vec::with_capacity(fields.iter().map(|f| f.len() + 3).sum());
     for f in fields {
         put_varint(&mut plain, f.len() as u64);
-        plain.extend_from_slice(f.as_bytes());
+        plain.extend_from_slice(f);
     }
     plain
 }
@@ -551,15 +632,15 @@ pub struct Packer<'a> {
     cctx: zstd::bulk::Compressor<'a>,
     /// The format byte, and the dictionary's id when there is one.
     head: Vec<u8>,
-    /// A block's format byte and dictionary id (0 for none).
-    block_head: Vec<u8>,
+    /// A block's dictionary id (LEB128, 0 for none), after its format byte.
+    block_dict: Vec<u8>,
     scratch: Vec<u8>,
 }
 
 impl<'a> Packer<'a> {
     pub fn new(dict: Option<&'a Current>) -> Result<Self, StoreError> {
-        let mut block_head = vec![BLOCK];
-        put_varint(&mut block_head, dict.map_or(0, |d| d.id.unsigned_abs()));
+        let mut block_dict = Vec::new();
+        put_varint(&mut block_dict, dict.map_or(0, |d| d.id.unsigned_abs()));
         let (cctx, head) = match dict {
             Some(d) => {
                 let mut head = vec![ZSTD_DICT];
@@ -586,19 +667,21 @@ impl<'a> Packer<'a> {
         Ok(Packer {
             cctx,
             head,
-            block_head,
+            block_dict,
             scratch: Vec::new(),
         })
     }
 
-    /// The stored form of a block of records: their 16-byte ids and
-    /// [`plain`] fields ([`plain_block`]).
+    /// The stored form of a block of records ([`plain_block`]).
     pub fn pack_block<'r>(
         &mut self,
-        records: impl ExactSizeIterator<Item = (&'r [u8], &'r [u8])> + Clone,
+        records: impl ExactSizeIterator<Item = BlockRecord<'r>> + Clone,
     ) -> Result<Vec<u8>, StoreError> {
-        let plain = plain_block(records)?;
-        frame(&mut self.cctx, &mut self.scratch, &self.block_head, &plain)
+        let (plain, pieced) = plain_block(records)?;
+        let mut head = Vec::with_capacity(1 + self.block_dict.len());
+        head.push(if pieced { BLOCK_PIECES } else { BLOCK });
+        head.extend_from_slice(&self.block_dict);
+        frame(&mut self.cctx, &mut self.scratch, &head, &plain)
     }
 
     /// The stored form of `plain`.
@@ -820,7 +903,7 @@ mod tests {
         let each = || {
             ids.iter()
                 .zip(&plains)
-                .map(|(i, p)| (i.as_slice(), p.as_slice()))
+                .map(|(i, p)| (i.as_slice(), p.as_slice(), 0))
         };
         for (with, head) in [(None, [BLOCK, 0]), (Some(&*current), [BLOCK, 5])] {
             let stored = Packer::new(with).unwrap().pack_block(each()).unwrap();
@@ -830,14 +913,14 @@ mod tests {
             assert!(stored.len() < alone, "{} against {alone}", stored.len());
             for (id, p) in ids.iter().zip(&plains) {
                 let found = dicts
-                    .find_in_block(&pool, &stored, id)
+                    .find_in_block(&pool, &stored, id, 0)
                     .await
                     .unwrap()
                     .unwrap();
                 assert_eq!(found, fields_of(p).unwrap());
             }
             assert!(dicts
-                .find_in_block(&pool, &stored, &[99; ID_BYTES])
+                .find_in_block(&pool, &stored, &[99; ID_BYTES], 0)
                 .await
                 .unwrap()
                 .is_none());
@@ -845,40 +928,162 @@ mod tests {
             // Damaged: an error, not a record's details.
             let mut cut = stored.clone();
             cut.truncate(cut.len() - 3);
-            assert!(dicts.find_in_block(&pool, &cut, &ids[0]).await.is_err());
+            assert!(dicts.find_in_block(&pool, &cut, &ids[0], 0).await.is_err());
         }
         // A row of one record is not a block.
         let row = encode(&plains[0], None).unwrap();
         assert!(dicts
-            .find_in_block(&pool, &row, &ids[0])
+            .find_in_block(&pool, &row, &ids[0], 0)
             .await
             .unwrap()
             .is_none());
         assert!(dicts.block_ids(&pool, &row).await.unwrap().is_none());
         // Counts and lengths past the end are errors.
-        assert!(find_in_plain_block(&[0x7f], &ids[0]).is_err());
-        let mut block =
-            plain_block([(ids[0].as_slice(), plains[0].as_slice())].into_iter()).unwrap();
+        assert!(find_in_plain_block(&[0x7f], &ids[0], false).is_err());
+        let (mut block, pieced) =
+            plain_block([(ids[0].as_slice(), plains[0].as_slice(), 0)].into_iter()).unwrap();
+        assert!(!pieced);
         block.push(0);
         assert!(
-            find_in_plain_block(&block, &ids[0]).is_err(),
+            find_in_plain_block(&block, &ids[0], false).is_err(),
             "bytes after the last field"
         );
         block.truncate(block.len() - 2);
-        assert!(find_in_plain_block(&block, &ids[0]).is_err(), "a cut field");
-        assert!(plain_block([(&[1u8; 15][..], plains[0].as_slice())].into_iter()).is_err());
+        assert!(
+            find_in_plain_block(&block, &ids[0], false).is_err(),
+            "a cut field"
+        );
+        assert!(plain_block([(&[1u8; 15][..], plains[0].as_slice(), 0)].into_iter()).is_err());
         // Ids in any order, times going back included, read back whole.
         let odd: Vec<Vec<u8>> = [[0xffu8; 16], [0; 16], [0x80; 16], [7; 16]]
             .iter()
             .map(|i| i.to_vec())
             .collect();
-        let block = plain_block(odd.iter().map(|i| (i.as_slice(), plains[1].as_slice()))).unwrap();
-        let read = read_block(&block).unwrap();
+        let (block, _) =
+            plain_block(odd.iter().map(|i| (i.as_slice(), plains[1].as_slice(), 0))).unwrap();
+        let read = read_block(&block, false).unwrap();
         assert_eq!(read.ids.iter().map(|i| i.to_vec()).collect::<Vec<_>>(), odd);
+        let (raw, mask) = find_in_plain_block(&block, &odd[2], false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(mask, 0);
         assert_eq!(
-            find_in_plain_block(&block, &odd[2]).unwrap().unwrap(),
+            raw.map(|f| String::from_utf8(f).unwrap()),
             fields_of(&plains[1]).unwrap()
         );
+    }
+
+    #[tokio::test]
+    async fn pieced_bodies_read_back_from_their_day() {
+        sqlx::any::install_default_drivers();
+        // One connection: each has a memory database of its own.
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query(
+            "CREATE TABLE request_log_pieces (day_ms INTEGER NOT NULL, hash BLOB NOT NULL, \
+             data BLOB NOT NULL, PRIMARY KEY (day_ms, hash))",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let dicts = Details::default();
+        let day = 20_000 * DAY_MS;
+        let system = "You are a careful agent; read the files first. ".repeat(2_000);
+        let bodies: Vec<String> = (0..3)
+            .map(|n| format!("{{\"system\":\"{system}\",\"turn\":{n}}}"))
+            .collect();
+        let mut cctx = pieces::compressor().unwrap();
+        let mut stored = std::collections::BTreeMap::new();
+        // Records: 0 and 2 with their request bodies by pieces (and 2 its
+        // upstream body too), 1 with a small body as bytes.
+        let records: Vec<(Vec<u8>, Vec<u8>, u8)> = (0..3u8)
+            .map(|n| {
+                let body = bodies[usize::from(n)].as_bytes();
+                let mut refs = Vec::new();
+                for (h, r) in pieces::split(body) {
+                    refs.extend_from_slice(&h);
+                    stored.insert(h, pieces::pack(&mut cctx, &body[r]).unwrap());
+                }
+                let (request, upstream, mask) = match n {
+                    0 => (refs.clone(), Vec::new(), 0b100),
+                    1 => (b"{}".to_vec(), Vec::new(), 0),
+                    _ => (refs.clone(), refs, 0b10100),
+                };
+                let mut p = Vec::new();
+                for f in [&b"{}"[..], b"{}", &request, b"ok", &upstream] {
+                    put_varint(&mut p, f.len() as u64);
+                    p.extend_from_slice(f);
+                }
+                (vec![n + 1; ID_BYTES], p, mask)
+            })
+            .collect();
+        // Every piece once, though three bodies hold them.
+        assert!(stored.len() < 3 * bodies[0].len() / (16 * 1024));
+        for (h, data) in &stored {
+            sqlx::query("INSERT INTO request_log_pieces VALUES ($1, $2, $3)")
+                .bind(day)
+                .bind(h.as_slice())
+                .bind(data.as_slice())
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        let block = Packer::new(None)
+            .unwrap()
+            .pack_block(
+                records
+                    .iter()
+                    .map(|(i, p, m)| (i.as_slice(), p.as_slice(), *m)),
+            )
+            .unwrap();
+        assert_eq!(block[..2], [BLOCK_PIECES, 0]);
+        let get = |n: u8, day| {
+            let (dicts, pool, block) = (&dicts, &pool, &block);
+            async move {
+                dicts
+                    .find_in_block(pool, block, &[n + 1; ID_BYTES], day)
+                    .await
+            }
+        };
+        let first = get(0, day).await.unwrap().unwrap();
+        assert_eq!(first[2], bodies[0]);
+        assert_eq!(first[3], "ok");
+        assert_eq!(first[4], "");
+        assert_eq!(get(1, day).await.unwrap().unwrap()[2], "{}");
+        let third = get(2, day).await.unwrap().unwrap();
+        assert_eq!(
+            (third[2].as_str(), third[4].as_str()),
+            (bodies[2].as_str(), bodies[2].as_str())
+        );
+        assert_eq!(
+            dicts.block_ids(&pool, &block).await.unwrap().unwrap().len(),
+            3
+        );
+        // Another day's pieces are not this block's: an error, not a body.
+        assert!(get(0, day + DAY_MS).await.is_err());
+        // A mask naming a field that does not exist is damage.
+        let (plain, _) = plain_block(
+            records
+                .iter()
+                .map(|(i, p, m)| (i.as_slice(), p.as_slice(), *m | 0x80)),
+        )
+        .unwrap();
+        assert!(find_in_plain_block(&plain, &[1; ID_BYTES], true).is_err());
+        // The column of masks cut off: an error. It starts after the count
+        // and the ids (each a difference of its time, then 10 bytes).
+        let mut ids_end = vec![records.len() as u8];
+        let mut previous = 0u64;
+        for (id, _, _) in &records {
+            let time = id_time(id.as_slice().try_into().unwrap());
+            put_varint(&mut ids_end, time.wrapping_sub(previous) & TIME_MASK);
+            previous = time;
+            ids_end.extend_from_slice(&id[TIME_BYTES..]);
+        }
+        assert_eq!(plain[..ids_end.len()], ids_end[..]);
+        assert!(read_block(&plain[..ids_end.len() + 1], true).is_err());
     }
 
     /// The payload (before compression) of record `n` of two corpora:

@@ -2,7 +2,9 @@
 //! (headers and bodies, compressed: `details.rs`) in one transaction,
 //! idempotently by record id. The phases, a module each:
 //! - **prepare** (`ingest/record.rs`, on the blocking pool): validate and
-//!   normalize each record, plan and compress its details blocks;
+//!   normalize each record, cut its long request bodies into pieces
+//!   (`pieces.rs`), plan and compress its details blocks, compress the
+//!   pieces not stored before;
 //! - **write**, by engine, chunk by chunk (`ingest/chunks.rs`):
 //!   PostgreSQL takes `COPY` for the records and the rollup deltas and
 //!   arrays (`UNNEST`) for the rest (`ingest/write_postgres.rs`), SQLite
@@ -62,10 +64,12 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
     let node = batch_node.clone();
     let body_days = dicts.body_days();
     let packing = dict.clone();
+    let known = dicts.known_pieces();
     let PreparedBatch {
         mut good,
         mut rejected,
         blocks,
+        pieces,
     } = tokio::task::spawn_blocking(move || {
         prepare_all(
             records,
@@ -74,6 +78,7 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
             packing.as_deref(),
             body_days,
             per_insert,
+            &known,
         )
     })
     .await
@@ -99,13 +104,16 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
         node: &batch_node,
         good: &good,
         blocks: &blocks,
+        pieces: &pieces,
         per_insert,
         now,
     };
-    let inserted = match store.pg_pool() {
+    let (inserted, stored_pieces) = match store.pg_pool() {
         Some(pg) => write_postgres::write(pg, &batch, &mut rejected).await?,
         None => write_sqlite::write(store.pool(), &batch, &mut rejected).await?,
     };
+    // Committed: these pieces are stored, and need not be sent again.
+    dicts.known_pieces().add(stored_pieces);
 
     for r in &rejected {
         tracing::warn!(
@@ -116,9 +124,11 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
         );
     }
     if dicts.wants_samples() {
+        // Not a record whose plain form holds pieces' hashes: a dictionary
+        // learns nothing from them (and such bodies are long anyway).
         let samples = good
             .iter_mut()
-            .filter(|p| inserted.contains(&p.rec.id))
+            .filter(|p| p.pieced == 0 && inserted.contains(&p.rec.id))
             .map(|p| std::mem::take(&mut p.plain))
             .collect();
         dicts.add_samples(store, samples);

@@ -330,14 +330,21 @@ async fn details_of(
             None => Ok(None),
         };
     };
+    let block_ms = time_ms.saturating_sub(offset);
     let blocks: Vec<Vec<u8>> = sqlx::query_scalar(BLOCKS_AT)
-        .bind(time_ms.saturating_sub(offset))
+        .bind(block_ms)
         .fetch_all(&mut *conn)
         .await?;
-    // A damaged block says so unless another holds the record.
+    // A damaged block says so unless another holds the record. A block's
+    // records, and the body pieces they refer to, are of its UTC day.
+    let day_ms = super::pieces::day_of(block_ms);
     let mut damaged = None;
     for data in blocks {
-        match store.details().find_in_block(store.pool(), &data, id).await {
+        match store
+            .details()
+            .find_in_block(store.pool(), &data, id, day_ms)
+            .await
+        {
             Ok(Some(fields)) => return Ok(Some(fields)),
             Ok(None) => {}
             Err(e @ StoreError::Invalid(_)) => damaged = Some(e),

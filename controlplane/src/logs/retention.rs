@@ -379,13 +379,15 @@ pub async fn purge_older_than(
     Ok(deleted)
 }
 
-/// Deletes the headers and bodies (`request_log_details`) of records with
-/// `time_ms < cutoff_ms`, keeping the records: PostgreSQL drops the details'
-/// day partitions that are entirely older, SQLite deletes `batch` rows per
-/// statement with pauses (a block goes once its time, its earliest
-/// record's, is before the cutoff: its other records' bodies up to an hour
-/// early, `blocks::MAX_SPAN_MS`). Returns the rows deleted (blocks, and
-/// rows of one record stored before migration 0035).
+/// Deletes the headers and bodies (`request_log_details`, and the body
+/// pieces of `request_log_pieces`) of records with `time_ms < cutoff_ms`,
+/// keeping the records: PostgreSQL drops the day partitions of both that
+/// are entirely older, SQLite deletes `batch` rows per statement with
+/// pauses (a block goes once its time, its earliest record's, is before
+/// the cutoff: its other records' bodies up to an hour early,
+/// `blocks::MAX_SPAN_MS`; a day's pieces once the whole day is). Returns
+/// the details rows deleted (blocks, and rows of one record stored before
+/// migration 0035).
 pub async fn purge_details_older_than(
     store: &Store,
     cutoff_ms: i64,
@@ -414,6 +416,27 @@ pub async fn purge_details_older_than(
         .await?;
         deleted += done.rows_affected();
         if done.rows_affected() < batch.unsigned_abs() {
+            break;
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
+    // A day's pieces, once every block of that day is gone: a block's time
+    // is within its records' day, so all of them are once the day ended
+    // before the cutoff. Pieces are kilobytes: fewer a statement.
+    let pieces_batch = (batch / 16).max(1);
+    loop {
+        if stopping() {
+            return Ok(deleted);
+        }
+        let done = sqlx::query(
+            "DELETE FROM request_log_pieces WHERE rowid IN \
+             (SELECT rowid FROM request_log_pieces WHERE day_ms <= $1 LIMIT $2)",
+        )
+        .bind(cutoff_ms.saturating_sub(DAY_MS))
+        .bind(pieces_batch)
+        .execute(store.pool())
+        .await?;
+        if done.rows_affected() < pieces_batch.unsigned_abs() {
             return Ok(deleted);
         }
         tokio::time::sleep(PAUSE).await;
@@ -423,9 +446,9 @@ pub async fn purge_details_older_than(
 /// The partitioned table whose day partitions a retention pass drops.
 #[derive(Clone, Copy)]
 enum Parent {
-    /// A whole day of request logs: logs, attempts and details.
+    /// A whole day of request logs: logs, attempts, details and pieces.
     Logs,
-    /// A day of details only (body retention).
+    /// A day of details and pieces only (body retention).
     Details,
 }
 
@@ -499,9 +522,9 @@ async fn drop_days_older_than(
     Ok(deleted)
 }
 
-/// Drops one day of `parent` (the logs: with their attempts and details)
-/// in one short transaction; `None` when another control plane holds the
-/// retention lock.
+/// Drops one day of `parent` (the logs: with their attempts, details and
+/// pieces; the details: with their pieces) in one short transaction;
+/// `None` when another control plane holds the retention lock.
 async fn drop_day(store: &Store, parent: Parent, suffix: &str) -> Result<Option<u64>, sqlx::Error> {
     let mut tx = store.pool().begin().await?;
     let ours: bool =
@@ -527,12 +550,14 @@ async fn drop_day(store: &Store, parent: Parent, suffix: &str) -> Result<Option<
     let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{counted}\""))
         .fetch_one(&mut *tx)
         .await?;
-    let details = format!("request_log_details_p{suffix}");
+    // Parents in the order `llmgw_ensure_log_day` locks them (migration
+    // 0039): attempts, details, pieces, logs.
+    let details = format!("\"request_log_details_p{suffix}\", \"request_log_pieces_p{suffix}\"");
     let drop = match parent {
-        Parent::Logs => format!(
-            "DROP TABLE IF EXISTS \"request_attempts_p{suffix}\", \"{details}\", \"{counted}\""
-        ),
-        Parent::Details => format!("DROP TABLE IF EXISTS \"{details}\""),
+        Parent::Logs => {
+            format!("DROP TABLE IF EXISTS \"request_attempts_p{suffix}\", {details}, \"{counted}\"")
+        }
+        Parent::Details => format!("DROP TABLE IF EXISTS {details}"),
     };
     sqlx::query(&drop).execute(&mut *tx).await?;
     tx.commit().await?;

@@ -13,6 +13,7 @@ use llmgw_proto::v1 as pb;
 
 use crate::logs::blocks;
 use crate::logs::details;
+use crate::logs::pieces::{self, Key};
 use crate::logs::row::{canonical_trace_id, inline_attempt};
 use crate::store::quota::nanos_of;
 use crate::store::{Backend, StoreError};
@@ -90,6 +91,9 @@ pub(super) const ATTEMPT_COLUMNS: &[&str] = &[
 /// Columns of `request_log_details` (`details.rs`), in bind order.
 pub(super) const DETAIL_COLUMNS: &[&str] = &["time_ms", "id", "data"];
 
+/// Columns of `request_log_pieces` (`pieces.rs`), in bind order.
+pub(super) const PIECE_COLUMNS: &[&str] = &["day_ms", "hash", "data"];
+
 pub(super) const QUARANTINE_COLUMNS: &[&str] =
     &["id", "node_id", "reason", "record", "received_at"];
 
@@ -140,8 +144,14 @@ pub(super) struct Prepared {
     /// (`row::stored_id`).
     pub(super) id_bytes: Vec<u8>,
     /// The headers and bodies uncompressed (`details::plain`): what its
-    /// block holds, and a sample for the next dictionary.
+    /// block holds, and a sample for the next dictionary. A body cut into
+    /// pieces (`pieces.rs`) is there as their hashes.
     pub(super) plain: Vec<u8>,
+    /// Which fields of `plain` are pieces' hashes (bit `f` for field `f`).
+    pub(super) pieced: u8,
+    /// The pieces of its bodies: the field, the piece's hash, and where it
+    /// is in the field.
+    pub(super) cuts: Vec<(usize, pieces::Hash, std::ops::Range<usize>)>,
     /// The record's details block (an index into [`Blocks`]) and how long
     /// after the block's time the record came
     /// (`request_logs.details_offset_ms`); `None` when the details are not
@@ -203,6 +213,9 @@ pub(super) struct Batch<'a> {
     /// The records to store, validated.
     pub(super) good: &'a [Prepared],
     pub(super) blocks: &'a Blocks,
+    /// The body pieces the batch's records need and this control plane
+    /// has not stored, compressed (`pieces.rs`).
+    pub(super) pieces: &'a BTreeMap<Key, Vec<u8>>,
     /// Records inserted together (their details blocks were planned within
     /// these chunks).
     pub(super) per_insert: usize,
@@ -340,7 +353,7 @@ pub(super) struct Blocks {
 
 /// Records' 16-byte ids and uncompressed details, owned (to compress
 /// them on the blocking pool).
-type OwnedRecords = Vec<(Vec<u8>, Vec<u8>)>;
+type OwnedRecords = Vec<(Vec<u8>, Vec<u8>, u8)>;
 
 /// A `request_log_details` row of a block: its time, the id of its
 /// first record (informative: `logs get` finds a record by the ids inside)
@@ -393,7 +406,7 @@ impl Blocks {
                     rows.len(),
                     records
                         .iter()
-                        .map(|p| (p.id_bytes.clone(), p.plain.clone()))
+                        .map(|p| (p.id_bytes.clone(), p.plain.clone(), p.pieced))
                         .collect(),
                 ));
                 Cow::Owned(Vec::new())
@@ -414,7 +427,9 @@ impl Blocks {
             again
                 .into_iter()
                 .map(|(row, records)| {
-                    let each = records.iter().map(|(id, p)| (id.as_slice(), p.as_slice()));
+                    let each = records
+                        .iter()
+                        .map(|(id, p, m)| (id.as_slice(), p.as_slice(), *m));
                     Ok((row, packer.pack_block(each)?))
                 })
                 .collect::<Result<Vec<_>, StoreError>>()
@@ -507,8 +522,9 @@ struct Checked {
 
 /// Every record of a batch checked, and its details blocks planned
 /// (`blocks.rs`, within each chunk of `per_insert` records that is
-/// inserted together) and compressed with one compression context; a
-/// repeated id within the batch is the same record, kept once.
+/// inserted together) and compressed with one compression context, and
+/// the body pieces they need that are not `known` compressed; a repeated
+/// id within the batch is the same record, kept once.
 pub(super) fn prepare_all(
     records: Vec<pb::RequestLog>,
     batch_node: &str,
@@ -516,6 +532,7 @@ pub(super) fn prepare_all(
     dict: Option<&details::Current>,
     body_days: u32,
     per_insert: usize,
+    known: &pieces::Known,
 ) -> Result<PreparedBatch, StoreError> {
     let mut good: Vec<Prepared> = Vec::with_capacity(records.len());
     let mut rejected: Vec<Rejected> = Vec::new();
@@ -541,10 +558,10 @@ pub(super) fn prepare_all(
             })
             .collect();
         for plan in blocks::plan(&planned) {
-            let each = plan
-                .members
-                .iter()
-                .map(|&at| (chunk[at].id_bytes.as_slice(), chunk[at].plain.as_slice()));
+            let each = plan.members.iter().map(|&at| {
+                let p = &chunk[at];
+                (p.id_bytes.as_slice(), p.plain.as_slice(), p.pieced)
+            });
             let data = packer.pack_block(each)?;
             for &at in &plan.members {
                 chunk[at].block = Some((list.len(), chunk[at].rec.time_ms - plan.time_ms));
@@ -556,19 +573,81 @@ pub(super) fn prepare_all(
             });
         }
     }
+    let pieces = new_pieces(&good, known)?;
     Ok(PreparedBatch {
         good,
         rejected,
         blocks: list,
+        pieces,
     })
 }
 
-/// A batch checked: the records to store, those refused, and the planned
-/// details blocks of the first.
+/// The pieces of the bodies of records stored with details that `known`
+/// does not hold, each compressed once.
+fn new_pieces(
+    good: &[Prepared],
+    known: &pieces::Known,
+) -> Result<BTreeMap<Key, Vec<u8>>, StoreError> {
+    let mut new = BTreeMap::new();
+    let mut cctx = None;
+    for p in good.iter().filter(|p| p.block.is_some()) {
+        let day = pieces::day_of(p.rec.time_ms);
+        for (field, hash, range) in &p.cuts {
+            let key = (day, *hash);
+            if new.contains_key(&key) || known.contains(&key) {
+                continue;
+            }
+            let cctx = match &mut cctx {
+                Some(c) => c,
+                None => cctx.insert(pieces::compressor()?),
+            };
+            let body = body_field(&p.rec, *field).as_bytes();
+            new.insert(key, pieces::pack(cctx, &body[range.clone()])?);
+        }
+    }
+    Ok(new)
+}
+
+/// The body of a record that a details field ([`pieces::PIECED`]) holds.
+fn body_field(rec: &pb::RequestLog, field: usize) -> &str {
+    match field {
+        2 => &rec.request_body,
+        3 => &rec.response_body,
+        _ => &rec.upstream_request_body,
+    }
+}
+
+/// The pieces of the records of `fresh` (stored now, with details): the
+/// rows to write (those `pieces` holds, in key order, so concurrent
+/// batches take their locks in one order), and every key they refer to
+/// (known to be stored once the batch commits).
+pub(super) fn piece_rows<'a>(
+    batch: &Batch<'a>,
+    fresh: &HashSet<String>,
+) -> (Vec<(&'a Key, &'a [u8])>, Vec<Key>) {
+    let mut keys = std::collections::BTreeSet::new();
+    for p in batch.good {
+        if p.block.is_some() && fresh.contains(&p.rec.id) {
+            let day = pieces::day_of(p.rec.time_ms);
+            keys.extend(p.cuts.iter().map(|(_, h, _)| (day, *h)));
+        }
+    }
+    let rows = batch
+        .pieces
+        .iter()
+        .filter(|(k, _)| keys.contains(*k))
+        .map(|(k, d)| (k, d.as_slice()))
+        .collect();
+    (rows, keys.into_iter().collect())
+}
+
+/// A batch checked: the records to store, those refused, the planned
+/// details blocks of the first, and the body pieces to store with them.
 pub(super) struct PreparedBatch {
     pub(super) good: Vec<Prepared>,
     pub(super) rejected: Vec<Rejected>,
     pub(super) blocks: Vec<Block>,
+    pub(super) pieces: BTreeMap<Key, Vec<u8>>,
 }
 
 /// Checks a record and returns it ready to store: a canonical id, the
@@ -582,16 +661,34 @@ fn prepare(r: pb::RequestLog, batch_node: &str, now: i64) -> Result<Prepared, Bo
             let bad_trace_id = !r.trace_id.is_empty() && canonical_trace_id(&r.trace_id).is_none();
             let rec = normalize(r, canonical, batch_node);
             let dropped_fields = dropped_json(&rec.dropped_fields);
-            let plain = details::plain([
-                &c.request_headers,
-                &c.response_headers,
-                &rec.request_body,
-                &rec.response_body,
-                &rec.upstream_request_body,
-            ]);
+            let mut cuts = Vec::new();
+            let mut pieced = 0u8;
+            let mut fields: [Cow<'_, [u8]>; 5] = [
+                c.request_headers.as_bytes().into(),
+                c.response_headers.as_bytes().into(),
+                rec.request_body.as_bytes().into(),
+                rec.response_body.as_bytes().into(),
+                rec.upstream_request_body.as_bytes().into(),
+            ];
+            for f in pieces::PIECED {
+                let split = pieces::split(&fields[f]);
+                if split.is_empty() {
+                    continue;
+                }
+                pieced |= 1 << f;
+                fields[f] = split
+                    .iter()
+                    .flat_map(|(h, _)| *h)
+                    .collect::<Vec<u8>>()
+                    .into();
+                cuts.extend(split.into_iter().map(|(h, r)| (f, h, r)));
+            }
+            let plain = details::plain_bytes(fields.each_ref().map(|f| &**f));
             Ok(Prepared {
                 id_bytes: c.id.as_bytes().to_vec(),
                 plain,
+                pieced,
+                cuts,
                 block: None,
                 inline_attempt: inline_attempt(&rec),
                 rec,

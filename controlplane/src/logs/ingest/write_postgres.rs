@@ -20,27 +20,31 @@ use sqlx::{Postgres, Row};
 
 use super::chunks::{self, Inserter};
 use super::record::{
-    i64_of, log_values, Batch, Blocks, Prepared, Rejected, Resent, Value, ATTEMPT_COLUMNS,
-    DETAIL_COLUMNS, LOG_COLUMNS, QUARANTINE_COLUMNS,
+    i64_of, log_values, piece_rows, Batch, Blocks, Prepared, Rejected, Resent, Value,
+    ATTEMPT_COLUMNS, DETAIL_COLUMNS, LOG_COLUMNS, PIECE_COLUMNS, QUARANTINE_COLUMNS,
 };
 use crate::logs::account;
 use crate::logs::copy::CopyText;
 use crate::logs::deltas;
+use crate::logs::pieces::Key;
 use crate::logs::rollup;
 use crate::logs::row::id_text;
 use crate::store::{Backend, StoreError};
 
 /// Writes a prepared batch in one transaction: its records (those the
 /// database refuses on their own to the quarantine with `rejected`), their
-/// rollup deltas, spend and keys' last use. Returns the ids inserted now.
+/// body pieces, rollup deltas, spend and keys' last use. Returns the ids
+/// inserted now and the pieces their bodies refer to.
 pub(super) async fn write(
     pool: &PgPool,
     batch: &Batch<'_>,
     rejected: &mut Vec<Rejected>,
-) -> Result<HashSet<String>, StoreError> {
+) -> Result<(HashSet<String>, Vec<Key>), StoreError> {
     let good = batch.good;
     let mut tx = pool.begin().await?;
     let inserted = chunks::insert_all(&mut tx, batch, rejected).await?;
+    let (pieces, keys) = piece_rows(batch, &inserted);
+    insert_pieces(&mut tx, &pieces).await?;
     quarantine(&mut tx, batch.node, rejected, batch.now).await?;
     let fresh = || {
         good.iter()
@@ -58,7 +62,34 @@ pub(super) async fn write(
     account::spend_of(fresh()).write_pg(&mut tx).await?;
     account::touch_keys_pg(&mut tx, fresh()).await?;
     tx.commit().await?;
-    Ok(inserted)
+    Ok((inserted, keys))
+}
+
+/// Stores body pieces (`pieces.rs`) that are not stored yet: another
+/// batch, here or on another control plane, may have stored one, or be
+/// storing it (the insert then waits for that batch's end). The rows come
+/// in key order, so two batches wait for each other in one order only.
+async fn insert_pieces(conn: &mut PgConnection, rows: &[(&Key, &[u8])]) -> Result<(), sqlx::Error> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        unnest_sql(
+            "request_log_pieces",
+            PIECE_COLUMNS,
+            " ON CONFLICT DO NOTHING",
+        )
+    });
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let days: Vec<i64> = rows.iter().map(|((day, _), _)| *day).collect();
+    let hashes: Vec<&[u8]> = rows.iter().map(|((_, h), _)| h.as_slice()).collect();
+    let data: Vec<&[u8]> = rows.iter().map(|(_, d)| *d).collect();
+    sqlx::query(SQL.as_str())
+        .bind(days)
+        .bind(hashes)
+        .bind(data)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// A chunk's records, attempts and details (`chunks.rs` puts each in a
@@ -384,7 +415,8 @@ mod tests {
             trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
             ..sparse.clone()
         };
-        let batch = prepare_all(vec![sparse, full], "node-a", now, None, 7, 1000).unwrap();
+        let known = crate::logs::pieces::Known::default();
+        let batch = prepare_all(vec![sparse, full], "node-a", now, None, 7, 1000, &known).unwrap();
         assert_eq!(batch.good.len(), 2);
         let text = String::from_utf8(copy_rows(&batch.good)).unwrap();
         let rows: Vec<Vec<&str>> = text

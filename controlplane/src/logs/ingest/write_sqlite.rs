@@ -15,11 +15,13 @@ use sqlx::{Any, AnyConnection, AnyPool, Row};
 
 use super::chunks::{self, Inserter};
 use super::record::{
-    i64_of, log_values, Batch, Blocks, Prepared, Rejected, Resent, Value, ATTEMPT_COLUMNS,
-    DETAIL_COLUMNS, LOG_COLUMNS, MAX_ROWS_PER_INSERT, QUARANTINE_COLUMNS,
+    i64_of, log_values, piece_rows, Batch, Blocks, Prepared, Rejected, Resent, Value,
+    ATTEMPT_COLUMNS, DETAIL_COLUMNS, LOG_COLUMNS, MAX_ROWS_PER_INSERT, PIECE_COLUMNS,
+    QUARANTINE_COLUMNS,
 };
 use crate::logs::account;
 use crate::logs::deltas;
+use crate::logs::pieces::Key;
 use crate::logs::rollup;
 use crate::logs::row::id_text;
 use crate::store::multirow::{insert_text, insert_texts, statement_parts, values_sql, InsertParts};
@@ -41,15 +43,18 @@ pub(super) fn records_per_insert() -> usize {
 
 /// Writes a prepared batch in one transaction: its records (those the
 /// database refuses on their own to the quarantine with `rejected`), their
-/// rollup deltas, spend and keys' last use. Returns the ids inserted now.
+/// body pieces, rollup deltas, spend and keys' last use. Returns the ids
+/// inserted now and the pieces their bodies refer to.
 pub(super) async fn write(
     pool: &AnyPool,
     batch: &Batch<'_>,
     rejected: &mut Vec<Rejected>,
-) -> Result<HashSet<String>, StoreError> {
+) -> Result<(HashSet<String>, Vec<Key>), StoreError> {
     let good = batch.good;
     let mut tx = pool.begin().await?;
     let inserted = chunks::insert_all(&mut tx, batch, rejected).await?;
+    let (pieces, keys) = piece_rows(batch, &inserted);
+    insert_pieces(&mut tx, &pieces).await?;
     quarantine(&mut tx, batch.node, rejected, batch.now).await?;
     let fresh = || {
         good.iter()
@@ -67,7 +72,30 @@ pub(super) async fn write(
     account::spend_of(fresh()).write(&mut tx).await?;
     account::touch_keys(&mut tx, fresh()).await?;
     tx.commit().await?;
-    Ok(inserted)
+    Ok((inserted, keys))
+}
+
+/// Stores body pieces (`pieces.rs`) that are not stored yet (another
+/// control plane on the same file may have stored one).
+async fn insert_pieces(
+    conn: &mut AnyConnection,
+    rows: &[(&Key, &[u8])],
+) -> Result<(), sqlx::Error> {
+    /// Pieces per statement: a few hundred kilobytes of data.
+    const PER_STATEMENT: usize = 64;
+    for part in rows.chunks(PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO request_log_pieces ({}) VALUES {} ON CONFLICT DO NOTHING",
+            PIECE_COLUMNS.join(", "),
+            values_sql(Backend::Sqlite, part.len(), PIECE_COLUMNS.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for ((day, hash), data) in part {
+            q = q.bind(*day).bind(hash.as_slice()).bind(*data);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// A chunk's records, attempts and details (`chunks.rs` puts each in a

@@ -1,0 +1,338 @@
+//! Large request bodies stored once by content (#18): the parts that
+//! agents and applications send again on every request (a system prompt,
+//! the tool definitions, the earlier turns of a conversation) are kept in
+//! `request_log_pieces` once per UTC day, and a details block
+//! (`details.rs`) holds their hashes in place of the bytes.
+//!
+//! **Pieces.** A request body ([`PIECED`]: the client's and the upstream
+//! one) of at least [`MIN_FIELD`] bytes is cut into pieces where its
+//! content says (content-defined chunking, FastCDC: [`MIN_PIECE`] to
+//! [`MAX_PIECE`] bytes, [`AVG_PIECE`] on average), so a turn that adds
+//! to a conversation, or moves a marker in it, changes the pieces around
+//! the change only; fixed offsets would shift every piece after an
+//! insertion. Each piece is named by the first [`HASH_BYTES`] bytes of its
+//! SHA-256, and stored as `0x01` and a zstd frame of its bytes, without a
+//! dictionary: pieces are large enough to compress on their own, and
+//! their rows outlive no dictionary question.
+//!
+//! **Once a day.** A piece's row is keyed by its record's UTC day and its
+//! hash, so body retention drops a day's pieces with that day's blocks
+//! (PostgreSQL: the day partitions of both; SQLite: a day's pieces once
+//! its last block is gone), and no piece is shared across days. Ingest
+//! writes a batch's new pieces in the batch's transaction with `ON
+//! CONFLICT DO NOTHING` (in key order, so concurrent batches cannot
+//! deadlock), and remembers ([`Known`]) the pieces of committed batches so
+//! it neither compresses nor sends them again.
+//!
+//! Bodies below [`MIN_FIELD`] stay in their block, where the dictionary
+//! and the block's other records compress them (docs/benchmarks.md,
+//! "Bodies stored by content").
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+use sqlx::AnyPool;
+
+use crate::store::StoreError;
+
+/// The detail fields (`details::FIELDS` order) that are cut into pieces:
+/// the request bodies, which repeat; responses rarely do.
+pub const PIECED: [usize; 2] = [2, 4];
+/// A body shorter than this stays whole in its block.
+pub const MIN_FIELD: usize = 16 * 1024;
+/// FastCDC's bounds on a piece's size.
+const MIN_PIECE: u32 = 1024;
+const AVG_PIECE: u32 = 4 * 1024;
+const MAX_PIECE: u32 = 16 * 1024;
+/// The bytes of SHA-256 that name a piece: 128 bits, which no body's
+/// pieces collide in by chance (2^64 pieces would be needed), at half
+/// the cost of the whole digest in every block that refers to them.
+pub const HASH_BYTES: usize = 16;
+/// A piece's name.
+pub type Hash = [u8; HASH_BYTES];
+/// A piece's row: its record's UTC day (ms) and its hash.
+pub type Key = (i64, Hash);
+/// The first byte of a stored piece: a zstd frame follows.
+const ZSTD: u8 = 1;
+/// A piece decompresses to at most this: a damaged row cannot make a read
+/// allocate without bound.
+const MAX_PLAIN: u64 = MAX_PIECE as u64;
+/// Pieces read per statement.
+const READ_PER_STATEMENT: usize = 256;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// The UTC day (its first millisecond) of a time.
+pub fn day_of(time_ms: i64) -> i64 {
+    time_ms.div_euclid(DAY_MS) * DAY_MS
+}
+
+/// The pieces of a body, in order: each piece's hash and its place in the
+/// body. Empty for a body shorter than [`MIN_FIELD`].
+pub fn split(body: &[u8]) -> Vec<(Hash, std::ops::Range<usize>)> {
+    if body.len() < MIN_FIELD {
+        return Vec::new();
+    }
+    fastcdc::v2020::FastCDC::new(body, MIN_PIECE, AVG_PIECE, MAX_PIECE)
+        .map(|c| {
+            let range = c.offset..c.offset + c.length;
+            (hash(&body[range.clone()]), range)
+        })
+        .collect()
+}
+
+fn hash(bytes: &[u8]) -> Hash {
+    let digest = Sha256::digest(bytes);
+    let mut h = [0u8; HASH_BYTES];
+    h.copy_from_slice(&digest[..HASH_BYTES]);
+    h
+}
+
+fn bad(why: &str) -> StoreError {
+    StoreError::Invalid(format!("a log's body pieces: {why}"))
+}
+
+/// The stored form of a piece: `0x01` and a zstd frame.
+pub fn pack(cctx: &mut zstd::bulk::Compressor<'_>, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let frame = cctx
+        .compress(plain)
+        .map_err(|e| StoreError::Invalid(format!("cannot compress a log body's piece: {e}")))?;
+    let mut out = Vec::with_capacity(frame.len() + 1);
+    out.push(ZSTD);
+    out.extend_from_slice(&frame);
+    Ok(out)
+}
+
+/// A compression context for pieces: zstd's default level, no checksum
+/// (the database keeps its own), the size in the frame's header.
+pub fn compressor() -> Result<zstd::bulk::Compressor<'static>, StoreError> {
+    let failed = |e: std::io::Error| StoreError::Invalid(format!("cannot compress: {e}"));
+    let mut cctx = zstd::bulk::Compressor::new(3).map_err(failed)?;
+    use zstd::zstd_safe::CParameter;
+    for p in [
+        CParameter::ChecksumFlag(false),
+        CParameter::ContentSizeFlag(true),
+    ] {
+        cctx.set_parameter(p).map_err(failed)?;
+    }
+    Ok(cctx)
+}
+
+/// A stored piece's bytes.
+fn unpack(data: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let Some((&ZSTD, frame)) = data.split_first() else {
+        return Err(bad("an unknown format"));
+    };
+    let mut plain = Vec::new();
+    zstd::stream::Decoder::new(frame)
+        .and_then(|d| d.take(MAX_PLAIN).read_to_end(&mut plain))
+        .map_err(|_| bad("not a zstd frame"))?;
+    Ok(plain)
+}
+
+/// A body put together again from its pieces' hashes (`refs`, as a block
+/// holds them) and the pieces read.
+pub fn assemble(refs: &[u8], pieces: &HashMap<Hash, Vec<u8>>) -> Result<Vec<u8>, StoreError> {
+    if !refs.len().is_multiple_of(HASH_BYTES) {
+        return Err(bad("a cut hash"));
+    }
+    let mut body = Vec::new();
+    for h in refs.chunks_exact(HASH_BYTES) {
+        let piece = h
+            .try_into()
+            .ok()
+            .and_then(|h: Hash| pieces.get(&h))
+            .ok_or_else(|| bad("a piece is gone"))?;
+        body.extend_from_slice(piece);
+    }
+    Ok(body)
+}
+
+/// The pieces of `hashes` stored for `day_ms`, uncompressed; those not
+/// found are left out.
+pub async fn read(
+    pool: &AnyPool,
+    day_ms: i64,
+    hashes: &[Hash],
+) -> Result<HashMap<Hash, Vec<u8>>, StoreError> {
+    let mut wanted: Vec<&Hash> = hashes.iter().collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut found = HashMap::with_capacity(wanted.len());
+    for part in wanted.chunks(READ_PER_STATEMENT) {
+        let marks: Vec<String> = (2..part.len() + 2).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT hash, data FROM request_log_pieces WHERE day_ms = $1 AND hash IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, (Vec<u8>, Vec<u8>)>(&sql).bind(day_ms);
+        for h in part {
+            q = q.bind(h.as_slice());
+        }
+        for (h, data) in q.fetch_all(pool).await? {
+            let h: Hash = h.as_slice().try_into().map_err(|_| bad("a stored hash"))?;
+            found.insert(h, unpack(&data)?);
+        }
+    }
+    Ok(found)
+}
+
+/// Pieces most [`Known`] remembers; past it, it starts again (16 MiB at
+/// most, and a day's traffic repeats far fewer).
+const MAX_KNOWN: usize = 256 * 1024;
+
+/// The pieces this control plane stored in committed batches, so that
+/// ingest neither compresses nor sends them again. A remembered piece is
+/// stored: its day's rows go only when body retention drops the day, and
+/// ingest stores no details (so no piece) for a day that close to its
+/// cutoff (`details::keeps`).
+#[derive(Default)]
+pub struct Known {
+    keys: Mutex<HashSet<Key>>,
+}
+
+impl Known {
+    /// Whether the piece is stored.
+    pub fn contains(&self, key: &Key) -> bool {
+        self.keys.lock().is_ok_and(|k| k.contains(key))
+    }
+
+    /// Remembers the pieces of a committed batch.
+    pub fn add(&self, keys: impl IntoIterator<Item = Key>) {
+        if let Ok(mut known) = self.keys.lock() {
+            for k in keys {
+                if known.len() >= MAX_KNOWN {
+                    known.clear();
+                }
+                known.insert(k);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A conversation's request as an agent sends it: the same system
+    /// prompt and tools, then the turns so far.
+    fn request(turns: usize) -> String {
+        let tools: Vec<String> = (0..40)
+            .map(|i| {
+                format!(
+                    "{{\"name\":\"tool_{i}\",\"description\":\"Tool {i} reads the files under a \
+                     path and reports what it found, line by line ({i}).\",\"input_schema\":\
+                     {{\"type\":\"object\",\"properties\":{{\"path\":{{\"type\":\"string\"}}}}}}}}"
+                )
+            })
+            .collect();
+        let turns: Vec<String> = (0..turns)
+            .map(|t| {
+                format!(
+                    "{{\"role\":\"user\",\"content\":\"Turn {t}: {}\"}}",
+                    words(t as u64 + 1, 1000 + 300 * (t % 7))
+                )
+            })
+            .collect();
+        format!(
+            "{{\"model\":\"m\",\"system\":\"{}\",\"tools\":[{}],\"messages\":[{}]}}",
+            words(0x2545_F491_4F6C_DD1D, 100_000),
+            tools.join(","),
+            turns.join(",")
+        )
+    }
+
+    /// `len` bytes of words in no order (text that repeats a short
+    /// phrase has no content to cut at: its rolling hash repeats too).
+    fn words(mut x: u64, len: usize) -> String {
+        const WORDS: [&str; 8] = [
+            "read", "file", "write", "test", "agent", "diff", "run", "plan",
+        ];
+        let mut text = String::new();
+        while text.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            text.push_str(WORDS[(x % 8) as usize]);
+            text.push(' ');
+        }
+        text
+    }
+
+    #[test]
+    fn pieces_cover_the_body_and_repeat_across_turns() {
+        let small = "x".repeat(MIN_FIELD - 1);
+        assert!(split(small.as_bytes()).is_empty());
+
+        let one = request(10);
+        let two = request(11);
+        let a = split(one.as_bytes());
+        let b = split(two.as_bytes());
+        // In order and whole.
+        let mut at = 0;
+        for (_, r) in &a {
+            assert_eq!(r.start, at);
+            assert!(r.len() <= MAX_PIECE as usize);
+            at = r.end;
+        }
+        assert_eq!(at, one.len());
+        // The next turn shares every piece but those at its end.
+        let theirs: HashSet<Hash> = b.iter().map(|(h, _)| *h).collect();
+        let shared = a.iter().filter(|(h, _)| theirs.contains(h)).count();
+        let sizes: Vec<usize> = a.iter().map(|(_, r)| r.len()).collect();
+        assert!(
+            a.len() >= 4,
+            "{} pieces: {sizes:?} of {}",
+            a.len(),
+            one.len()
+        );
+        assert!(sizes.iter().all(|s| *s <= MAX_PIECE as usize));
+        assert!(shared + 2 >= a.len(), "{shared} of {} shared", a.len());
+        // The same bytes, the same pieces.
+        assert_eq!(a, split(one.as_bytes()));
+    }
+
+    #[test]
+    fn pieces_are_put_together_byte_for_byte() {
+        let body = format!("{}é\u{0}\\\"{}", request(3), "z".repeat(70_000));
+        let mut cctx = compressor().unwrap();
+        let mut stored = HashMap::new();
+        let mut refs = Vec::new();
+        for (h, r) in split(body.as_bytes()) {
+            refs.extend_from_slice(&h);
+            let data = pack(&mut cctx, &body.as_bytes()[r]).unwrap();
+            stored.insert(h, unpack(&data).unwrap());
+        }
+        assert_eq!(assemble(&refs, &stored).unwrap(), body.as_bytes());
+        // A missing piece, a cut hash, a damaged row: errors, not bodies.
+        let first: Hash = refs[..HASH_BYTES].try_into().unwrap();
+        let mut without = stored.clone();
+        without.remove(&first);
+        assert!(assemble(&refs, &without).is_err());
+        assert!(assemble(&refs[..refs.len() - 1], &stored).is_err());
+        assert!(unpack(b"\x01not zstd").is_err());
+        assert!(unpack(b"\x09").is_err());
+        assert!(unpack(b"").is_err());
+    }
+
+    #[test]
+    fn known_pieces_are_bounded() {
+        let known = Known::default();
+        let key = |i: usize| (0i64, hash(&i.to_le_bytes()));
+        known.add((0..10).map(key));
+        assert!(known.contains(&key(3)));
+        assert!(!known.contains(&key(10)));
+        known.add((10..MAX_KNOWN + 5).map(key));
+        assert!(known.keys.lock().unwrap().len() <= MAX_KNOWN);
+        assert!(known.contains(&key(MAX_KNOWN + 4)));
+    }
+
+    #[test]
+    fn days_are_utc() {
+        assert_eq!(day_of(0), 0);
+        assert_eq!(day_of(DAY_MS - 1), 0);
+        assert_eq!(day_of(DAY_MS), DAY_MS);
+        assert_eq!(day_of(-1), -DAY_MS);
+    }
+}
