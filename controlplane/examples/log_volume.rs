@@ -100,6 +100,91 @@ struct Opts {
     /// Write the results as JSON to this file too.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Percent of the records that are a coding agent's turns: one of
+    /// four agents' system prompt and tools (about 30 kB), then the
+    /// conversation so far (its own turns of 1 to 3 kB), logged up to the
+    /// data plane's default body cap (64 KiB), with an answer of about
+    /// 1 kB. 0: the chat corpus alone.
+    #[arg(long, default_value_t = 0)]
+    agent_percent: u64,
+}
+
+/// `--agent-percent`, for [`record`].
+static AGENT_PERCENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The data plane's default cap on a logged body.
+const BODY_CAP: usize = 64 * 1024;
+
+/// `len` bytes of words in no order from `seed`: text that compresses as
+/// prose does (a repeated phrase would compress to nothing).
+fn words(seed: u64, len: usize) -> String {
+    const WORDS: [&str; 32] = [
+        "read", "the", "file", "before", "you", "write", "run", "tests", "and", "check", "every",
+        "change", "a", "small", "diff", "is", "better", "ask", "when", "path", "error", "plan",
+        "agent", "tool", "call", "result", "line", "code", "fix", "review", "commit", "branch",
+    ];
+    let mut x = seed | 1;
+    let mut text = String::with_capacity(len + 8);
+    while text.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        text.push_str(WORDS[(x % 32) as usize]);
+        text.push(if x.is_multiple_of(13) { '.' } else { ' ' });
+    }
+    text
+}
+
+/// A coding agent's request and answer for record `n` (`h` its hash): the
+/// agent's prompt and tools, the turns of its conversation so far, cut at
+/// [`BODY_CAP`] as the data plane logs it.
+fn agent_turn(n: u64, h: u64, model: &str) -> (String, String) {
+    static PREFIXES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        (0..4u64)
+            .map(|a| {
+                let tools: Vec<String> = (0..40u64)
+                    .map(|t| {
+                        format!(
+                            r#"{{"name":"tool_{t}","description":"{}","input_schema":{{"type":"object","properties":{{"path":{{"type":"string"}}}}}}}}"#,
+                            words(a * 1000 + t + 7, 300)
+                        )
+                    })
+                    .collect();
+                format!(
+                    r#""system":"{}","tools":[{}],"messages":["#,
+                    words(a + 1, 12_000),
+                    tools.join(",")
+                )
+            })
+            .collect()
+    });
+    // Conversations of 24 turns; the records of one are consecutive, so
+    // they are in the same batch or the next ones.
+    let conv = n / 24;
+    let turn = n % 24;
+    let agent = usize::try_from(conv % 4).unwrap_or(0);
+    let mut body = format!(r#"{{"model":"{model}",{}"#, PREFIXES[agent]);
+    for t in 0..=turn {
+        if body.len() >= BODY_CAP {
+            break;
+        }
+        let len = 1000 + usize::try_from((conv * 31 + t * 17) % 2000).unwrap_or(0);
+        body.push_str(&format!(
+            r#"{{"role":"user","content":"{}"}},"#,
+            words(conv * 1000 + t + 99, len)
+        ));
+    }
+    body.push_str("]}");
+    let mut cut = BODY_CAP.min(body.len());
+    while !body.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    body.truncate(cut);
+    let answer = format!(
+        r#"{{"id":"msg_{n}","content":[{{"type":"text","text":"{}"}}]}}"#,
+        words(h, 1000)
+    );
+    (body, answer)
 }
 
 /// One dashboard on the overview (`dashboard/src/pages/overview.tsx`,
@@ -204,6 +289,19 @@ fn record(node: &str, n: u64, total: u64, start: i64, end: i64) -> pb::RequestLo
     } else {
         0
     };
+    let agent = (h >> 40) % 100 < AGENT_PERCENT.load(std::sync::atomic::Ordering::Relaxed);
+    let (request_body, response_body) = if agent {
+        agent_turn(n, h, model)
+    } else {
+        (
+            format!(
+                r#"{{"model":"{model}","messages":[{{"role":"user","content":"Summarise ticket {n} in two sentences, please."}}],"max_tokens":256}}"#
+            ),
+            format!(
+                r#"{{"id":"chatcmpl-{n}","object":"chat.completion","choices":[{{"index":0,"message":{{"role":"assistant","content":"The customer reports an issue; support replied with a fix."}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":{input},"completion_tokens":{output}}}}}"#
+            ),
+        )
+    };
     // UUIDv7, as the data plane makes them: time first, so ids arrive in
     // about the order of the primary key.
     let time_ms = start + offset;
@@ -253,12 +351,8 @@ fn record(node: &str, n: u64, total: u64, start: i64, end: i64) -> pb::RequestLo
         ]
         .into(),
         response_headers: [("content-type".to_string(), "application/json".to_string())].into(),
-        request_body: format!(
-            r#"{{"model":"{model}","messages":[{{"role":"user","content":"Summarise ticket {n} in two sentences, please."}}],"max_tokens":256}}"#
-        ),
-        response_body: format!(
-            r#"{{"id":"chatcmpl-{n}","object":"chat.completion","choices":[{{"index":0,"message":{{"role":"assistant","content":"The customer reports an issue; support replied with a fix."}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":{input},"completion_tokens":{output}}}}}"#
-        ),
+        request_body,
+        response_body,
         attempts: vec![pb::Attempt {
             provider: provider.into(),
             upstream_model: format!("{model}-2025"),
@@ -400,6 +494,10 @@ const BENCH_MASTER_KEY: &str = "bGxtZ3ctbG9nLXZvbHVtZS1iZW5jaC1tYXN0ZXIta2U=";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let opts = Opts::parse();
+    AGENT_PERCENT.store(
+        opts.agent_percent.min(100),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let dir = tempfile::tempdir()?;
     let args = Args::try_parse_from([
         "llmgw-controlplane",

@@ -2441,7 +2441,9 @@ async fn postgres_overlapping_batches_from_two_control_planes_are_stored_once() 
                     .into_inner();
                 assert!(!got.bodies_expired, "{}", r.id);
                 assert_eq!(got.request_body, r.request_body);
-                for (h, _) in llmgw_controlplane::logs::pieces::split(r.request_body.as_bytes()) {
+                let stored =
+                    llmgw_controlplane::logs::pieces::stored_form(r.request_body.as_bytes());
+                for (h, _) in stored.map(|s| s.1).unwrap_or_default() {
                     pieces.insert((llmgw_controlplane::logs::pieces::day_of(r.time_ms), h));
                 }
             }
@@ -3147,7 +3149,7 @@ both! {
         for r in &records {
             for body in [&r.request_body, &r.upstream_request_body] {
                 body_bytes += body.len();
-                for (h, _) in pieces::split(body.as_bytes()) {
+                for (h, _) in pieces::stored_form(body.as_bytes()).map(|s| s.1).unwrap_or_default() {
                     unique.insert((pieces::day_of(r.time_ms), h));
                 }
             }
@@ -3213,7 +3215,7 @@ both! {
         let mut more = unique.clone();
         for r in [agent(50, 1, 8, 0), agent(51, 2, 8, 0)] {
             for body in [&r.request_body, &r.upstream_request_body] {
-                for (h, _) in pieces::split(body.as_bytes()) {
+                for (h, _) in pieces::stored_form(body.as_bytes()).map(|s| s.1).unwrap_or_default() {
                     more.insert((pieces::day_of(now - 40_000), h));
                 }
             }

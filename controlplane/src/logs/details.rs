@@ -339,13 +339,12 @@ impl Details {
             return Ok(None);
         };
         if pieced != 0 {
-            let hashes: Vec<pieces::Hash> = raw
-                .iter()
-                .enumerate()
-                .filter(|(f, _)| pieced & (1 << f) != 0)
-                .flat_map(|(_, refs)| refs.chunks_exact(pieces::HASH_BYTES))
-                .filter_map(|h| h.try_into().ok())
-                .collect();
+            let mut hashes: Vec<pieces::Hash> = Vec::new();
+            for (f, field) in raw.iter().enumerate() {
+                if pieced & (1 << f) != 0 {
+                    hashes.extend(pieces::parts(field)?.0);
+                }
+            }
             let found = pieces::read(pool, day_ms, &hashes).await?;
             for (f, field) in raw.iter_mut().enumerate() {
                 if pieced & (1 << f) != 0 {
@@ -1002,9 +1001,8 @@ mod tests {
         let records: Vec<(Vec<u8>, Vec<u8>, u8)> = (0..3u8)
             .map(|n| {
                 let body = bodies[usize::from(n)].as_bytes();
-                let mut refs = Vec::new();
-                for (h, r) in pieces::split(body) {
-                    refs.extend_from_slice(&h);
+                let (refs, cuts) = pieces::stored_form(body).unwrap();
+                for (h, r) in cuts {
                     stored.insert(h, pieces::pack(&mut cctx, &body[r]).unwrap());
                 }
                 let (request, upstream, mask) = match n {

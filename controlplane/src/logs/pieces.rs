@@ -30,6 +30,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use std::ops::Range;
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
@@ -52,6 +53,8 @@ const MAX_PIECE: u32 = 16 * 1024;
 pub const HASH_BYTES: usize = 16;
 /// A piece's name.
 pub type Hash = [u8; HASH_BYTES];
+/// A piece of a body: its hash and where it is in the body.
+pub type Cut = (Hash, Range<usize>);
 /// A piece's row: its record's UTC day (ms) and its hash.
 pub type Key = (i64, Hash);
 /// The first byte of a stored piece: a zstd frame follows.
@@ -70,7 +73,7 @@ pub fn day_of(time_ms: i64) -> i64 {
 
 /// The pieces of a body, in order: each piece's hash and its place in the
 /// body. Empty for a body shorter than [`MIN_FIELD`].
-pub fn split(body: &[u8]) -> Vec<(Hash, std::ops::Range<usize>)> {
+pub fn split(body: &[u8]) -> Vec<Cut> {
     if body.len() < MIN_FIELD {
         return Vec::new();
     }
@@ -131,21 +134,75 @@ fn unpack(data: &[u8]) -> Result<Vec<u8>, StoreError> {
     Ok(plain)
 }
 
-/// A body put together again from its pieces' hashes (`refs`, as a block
-/// holds them) and the pieces read.
-pub fn assemble(refs: &[u8], pieces: &HashMap<Hash, Vec<u8>>) -> Result<Vec<u8>, StoreError> {
-    if !refs.len().is_multiple_of(HASH_BYTES) {
-        return Err(bad("a cut hash"));
+/// A long body as its block holds it: the body's pieces but the last,
+/// stored by content, and the last piece's bytes. Returns `None` for a
+/// body of one piece (or none: shorter than [`MIN_FIELD`]), which stays
+/// whole in its block; else the stored form (the number of hashes as a
+/// LEB128, the hashes, the last piece) and the pieces by content.
+///
+/// Why the last piece stays: a conversation grows at its end, so the
+/// last piece is nearly always new, and the next turn cuts it again; in
+/// the block, zstd compresses it against the turns before it, where a
+/// piece alone would be stored whole each time (docs/benchmarks.md,
+/// "Bodies stored by content").
+pub fn stored_form(body: &[u8]) -> Option<(Vec<u8>, Vec<Cut>)> {
+    let mut cuts = split(body);
+    let (_, last) = cuts.pop()?;
+    if cuts.is_empty() {
+        return None;
     }
+    let mut out = Vec::with_capacity(10 + cuts.len() * HASH_BYTES + last.len());
+    let mut n = cuts.len() as u64;
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    for (h, _) in &cuts {
+        out.extend_from_slice(h);
+    }
+    out.extend_from_slice(&body[last]);
+    Some((out, cuts))
+}
+
+/// The hashes and the last piece of a body's [`stored_form`].
+pub fn parts(stored: &[u8]) -> Result<(Vec<Hash>, &[u8]), StoreError> {
+    let mut n = 0u64;
+    let mut at = 0;
+    loop {
+        let b = *stored.get(at).ok_or_else(|| bad("a cut count"))?;
+        n |= u64::from(b & 0x7f) << (7 * at);
+        at += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        if at >= 9 {
+            return Err(bad("a count too large"));
+        }
+    }
+    let n = usize::try_from(n).map_err(|_| bad("a count too large"))?;
+    let end = n
+        .checked_mul(HASH_BYTES)
+        .and_then(|b| b.checked_add(at))
+        .filter(|e| *e <= stored.len())
+        .ok_or_else(|| bad("a cut hash"))?;
+    let hashes = stored[at..end]
+        .chunks_exact(HASH_BYTES)
+        .filter_map(|h| h.try_into().ok())
+        .collect();
+    Ok((hashes, &stored[end..]))
+}
+
+/// A body put together again from its [`stored_form`] and the pieces
+/// read.
+pub fn assemble(stored: &[u8], pieces: &HashMap<Hash, Vec<u8>>) -> Result<Vec<u8>, StoreError> {
+    let (hashes, last) = parts(stored)?;
     let mut body = Vec::new();
-    for h in refs.chunks_exact(HASH_BYTES) {
-        let piece = h
-            .try_into()
-            .ok()
-            .and_then(|h: Hash| pieces.get(&h))
-            .ok_or_else(|| bad("a piece is gone"))?;
+    for h in &hashes {
+        let piece = pieces.get(h).ok_or_else(|| bad("a piece is gone"))?;
         body.extend_from_slice(piece);
     }
+    body.extend_from_slice(last);
     Ok(body)
 }
 
@@ -298,19 +355,28 @@ mod tests {
         let body = format!("{}é\u{0}\\\"{}", request(3), "z".repeat(70_000));
         let mut cctx = compressor().unwrap();
         let mut stored = HashMap::new();
-        let mut refs = Vec::new();
-        for (h, r) in split(body.as_bytes()) {
-            refs.extend_from_slice(&h);
-            let data = pack(&mut cctx, &body.as_bytes()[r]).unwrap();
-            stored.insert(h, unpack(&data).unwrap());
+        let (form, cuts) = stored_form(body.as_bytes()).unwrap();
+        for (h, r) in &cuts {
+            let data = pack(&mut cctx, &body.as_bytes()[r.clone()]).unwrap();
+            stored.insert(*h, unpack(&data).unwrap());
         }
-        assert_eq!(assemble(&refs, &stored).unwrap(), body.as_bytes());
+        assert_eq!(assemble(&form, &stored).unwrap(), body.as_bytes());
+        // All but the last piece by content; the last as bytes.
+        let all = split(body.as_bytes());
+        assert_eq!(cuts.len() + 1, all.len());
+        let (hashes, last) = parts(&form).unwrap();
+        assert_eq!(hashes.len(), cuts.len());
+        assert_eq!(last, &body.as_bytes()[all[all.len() - 1].1.clone()]);
+        // A short body stays whole.
+        assert!(stored_form(&body.as_bytes()[..MIN_FIELD - 1]).is_none());
+        assert!(stored_form(b"short").is_none());
         // A missing piece, a cut hash, a damaged row: errors, not bodies.
-        let first: Hash = refs[..HASH_BYTES].try_into().unwrap();
         let mut without = stored.clone();
-        without.remove(&first);
-        assert!(assemble(&refs, &without).is_err());
-        assert!(assemble(&refs[..refs.len() - 1], &stored).is_err());
+        without.remove(&cuts[0].0);
+        assert!(assemble(&form, &without).is_err());
+        assert!(assemble(&form[..1 + HASH_BYTES * cuts.len() - 1], &stored).is_err());
+        assert!(assemble(&[0xff; 12], &stored).is_err());
+        assert!(assemble(&[], &stored).is_err());
         assert!(unpack(b"\x01not zstd").is_err());
         assert!(unpack(b"\x09").is_err());
         assert!(unpack(b"").is_err());

@@ -671,16 +671,11 @@ fn prepare(r: pb::RequestLog, batch_node: &str, now: i64) -> Result<Prepared, Bo
                 rec.upstream_request_body.as_bytes().into(),
             ];
             for f in pieces::PIECED {
-                let split = pieces::split(&fields[f]);
-                if split.is_empty() {
+                let Some((stored, split)) = pieces::stored_form(&fields[f]) else {
                     continue;
-                }
+                };
                 pieced |= 1 << f;
-                fields[f] = split
-                    .iter()
-                    .flat_map(|(h, _)| *h)
-                    .collect::<Vec<u8>>()
-                    .into();
+                fields[f] = stored.into();
                 cuts.extend(split.into_iter().map(|(h, r)| (f, h, r)));
             }
             let plain = details::plain_bytes(fields.each_ref().map(|f| &**f));
@@ -922,6 +917,80 @@ mod tests {
             .unwrap_err();
         assert!(!is_duplicate(&bad), "{bad}");
         assert!(record_level(Backend::Sqlite, &bad));
+    }
+
+    #[test]
+    fn long_bodies_are_cut_into_pieces_each_compressed_once() {
+        let now = 1_714_564_900_000;
+        // 40 kB of text with content to cut at, and two bodies that begin
+        // with it.
+        let mut x = 7u64;
+        let mut prompt = String::new();
+        while prompt.len() < 40_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            prompt.push_str(["read ", "file ", "test ", "diff "][(x % 4) as usize]);
+        }
+        let record = |n: u32, time_ms: i64, body: String| pb::RequestLog {
+            id: format!("0190a2b4-0000-7000-8000-{n:012x}"),
+            time_ms,
+            request_body: body,
+            ..good()
+        };
+        let records = vec![
+            record(1, now, format!("{prompt} turn 1")),
+            record(2, now, format!("{prompt} turn 2")),
+            record(3, now, "{}".into()),
+            // Past its body cutoff: stored without details, so no pieces.
+            record(4, now - 8 * 24 * 3600 * 1000, format!("{prompt} old")),
+        ];
+        let known = pieces::Known::default();
+        let batch = prepare_all(records.clone(), "n", now, None, 7, 1000, &known).unwrap();
+        let [one, two, short, old] = &batch.good[..] else {
+            panic!("four records");
+        };
+        assert_eq!((one.pieced, two.pieced, short.pieced), (0b100, 0b100, 0));
+        assert!(old.block.is_none() && one.block.is_some());
+        // The bodies share all but their last pieces, compressed once.
+        let keys = |p: &Prepared| -> Vec<Key> {
+            p.cuts
+                .iter()
+                .map(|(_, h, _)| (pieces::day_of(p.rec.time_ms), *h))
+                .collect()
+        };
+        let mut all: Vec<Key> = keys(one).into_iter().chain(keys(two)).collect();
+        all.sort_unstable();
+        all.dedup();
+        assert!(all.len() < keys(one).len() + 3, "{} pieces", all.len());
+        assert_eq!(batch.pieces.keys().copied().collect::<Vec<_>>(), all);
+        // The plain form holds the hashes and the last piece only.
+        assert!(one.plain.len() < 20_000);
+        let blocks = Blocks {
+            list: batch.blocks,
+            dict: None,
+        };
+        let b = Batch {
+            node: "n",
+            good: &batch.good,
+            blocks: &blocks,
+            pieces: &batch.pieces,
+            per_insert: 1000,
+            now,
+        };
+        // Only the pieces of records stored now are written, in key order.
+        let fresh: HashSet<String> = [one.rec.id.clone()].into();
+        let (rows, referred) = piece_rows(&b, &fresh);
+        let mut of_one = keys(one);
+        of_one.sort_unstable();
+        of_one.dedup();
+        assert_eq!(rows.iter().map(|(k, _)| **k).collect::<Vec<_>>(), of_one);
+        assert_eq!(referred, of_one);
+        // Pieces this control plane stored before are not compressed again.
+        known.add(of_one.iter().copied());
+        let again = prepare_all(records, "n", now, None, 7, 1000, &known).unwrap();
+        assert_eq!(again.pieces.len(), all.len() - of_one.len());
+        assert!(again.pieces.keys().all(|k| !of_one.contains(k)));
     }
 
     #[test]
