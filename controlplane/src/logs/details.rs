@@ -19,7 +19,11 @@
 //! block's time its record came (`request_logs.details_offset_ms`), and
 //! `logs get` reads the rows at that time and finds the record's id in
 //! one. A block's `data` is `0x03`, a dictionary id (LEB128; 0 for none)
-//! and a zstd frame of its records laid out by column ([`plain_block`]).
+//! and a zstd frame of its records laid out by column ([`plain_block`]);
+//! `0x04` when some of its records' long request bodies are stored by
+//! content (`pieces.rs`, since migration 0039): the block holds their
+//! pieces' hashes and their last piece, and a read takes the rest from
+//! `request_log_pieces`.
 //! A record whose block is gone (body retention) reads as expired, as
 //! one without a row of its own does.
 //!
@@ -167,6 +171,7 @@ impl Details {
     pub fn known_pieces(&self) -> Arc<pieces::Known> {
         self.pieces.clone()
     }
+
     /// The dictionary to compress with now, if one was trained; looks for
     /// a newer one in the database at most every [`REFRESH_MS`].
     pub async fn current(&self, pool: &AnyPool) -> Result<Option<Arc<Current>>, StoreError> {
@@ -419,8 +424,9 @@ pub fn keeps(days: u32, time_ms: i64, now: i64) -> bool {
 }
 
 /// A record as a block takes it: its 16-byte id, its [`plain`] fields,
-/// and which of them hold the hashes of pieces (`pieces.rs`) rather than
-/// bytes: bit `f` for field `f`.
+/// and which of them are in their stored form by content
+/// (`pieces::stored_form`: pieces' hashes, then the last piece) rather
+/// than as they came: bit `f` for field `f`.
 pub type BlockRecord<'a> = (&'a [u8], &'a [u8], u8);
 
 /// The uncompressed form of a block ([`BLOCK`]) of records, laid out by
@@ -577,8 +583,8 @@ fn read_block(block: &[u8], pieced: bool) -> Result<ReadBlock<'_>, StoreError> {
     })
 }
 
-/// A record's fields as its block stores them, and which of them are
-/// pieces' hashes (bit `f` for field `f`).
+/// A record's fields as its block stores them, and which of them are in
+/// their stored form by content (bit `f` for field `f`).
 type StoredFields = ([Vec<u8>; 5], u8);
 
 /// The stored bytes of record `id`'s fields in an uncompressed block.

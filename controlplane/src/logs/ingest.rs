@@ -99,6 +99,12 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
 
     if backend == Backend::Postgres {
         ensure_days(store, good.iter().map(|p| p.rec.time_ms)).await?;
+        // The days of the body pieces to store (a known piece's day has
+        // its partition).
+        let piece_days: std::collections::BTreeSet<i64> = pieces.keys().map(|(d, _)| *d).collect();
+        for day in piece_days {
+            super::retention::ensure_pieces_day(store, day).await?;
+        }
     }
     let batch = Batch {
         node: &batch_node,
@@ -125,7 +131,8 @@ pub async fn store_batch(store: &Store, batch: pb::LogBatch) -> Result<Stored, S
     }
     if dicts.wants_samples() {
         // Not a record whose plain form holds pieces' hashes: a dictionary
-        // learns nothing from them (and such bodies are long anyway).
+        // learns nothing from them (and such bodies are long anyway, past
+        // what a sample may be).
         let samples = good
             .iter_mut()
             .filter(|p| p.pieced == 0 && inserted.contains(&p.rec.id))

@@ -2,7 +2,8 @@
 //! agents and applications send again on every request (a system prompt,
 //! the tool definitions, the earlier turns of a conversation) are kept in
 //! `request_log_pieces` once per UTC day, and a details block
-//! (`details.rs`) holds their hashes in place of the bytes.
+//! (`details.rs`) holds their hashes in place of the bytes, and the
+//! body's last piece as it is ([`stored_form`]).
 //!
 //! **Pieces.** A request body ([`PIECED`]: the client's and the upstream
 //! one) of at least [`MIN_FIELD`] bytes is cut into pieces where its
@@ -13,7 +14,7 @@
 //! insertion. Each piece is named by the first [`HASH_BYTES`] bytes of its
 //! SHA-256, and stored as `0x01` and a zstd frame of its bytes, without a
 //! dictionary: pieces are large enough to compress on their own, and
-//! their rows outlive no dictionary question.
+//! no dictionary need be kept for them.
 //!
 //! **Once a day.** A piece's row is keyed by its record's UTC day and its
 //! hash, so body retention drops a day's pieces with that day's blocks
@@ -60,8 +61,9 @@ pub type Key = (i64, Hash);
 /// The first byte of a stored piece: a zstd frame follows.
 const ZSTD: u8 = 1;
 /// A piece decompresses to at most this: a damaged row cannot make a read
-/// allocate without bound.
-const MAX_PLAIN: u64 = MAX_PIECE as u64;
+/// allocate without bound. Well above [`MAX_PIECE`], so pieces stored
+/// before a change of the bounds still read.
+const MAX_PLAIN: u64 = 1024 * 1024;
 /// Pieces read per statement.
 const READ_PER_STATEMENT: usize = 256;
 const DAY_MS: i64 = 24 * 3600 * 1000;

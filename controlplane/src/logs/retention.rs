@@ -269,13 +269,21 @@ async fn run_pass(
 /// the error goes to the caller (ingest: the batch fails and the data
 /// plane resends it).
 pub async fn ensure_day(store: &Store, t_ms: i64) -> Result<(), StoreError> {
+    ensure_partition(store, "SELECT llmgw_ensure_log_day($1)", t_ms).await
+}
+
+/// PostgreSQL: the day partition of `request_log_pieces` for the day
+/// holding `t_ms`, made when ingest first stores a body piece of that day
+/// (`llmgw_ensure_pieces_day`, migration 0039: the same steps as
+/// [`ensure_day`], for that one parent).
+pub async fn ensure_pieces_day(store: &Store, t_ms: i64) -> Result<(), StoreError> {
+    ensure_partition(store, "SELECT llmgw_ensure_pieces_day($1)", t_ms).await
+}
+
+async fn ensure_partition(store: &Store, sql: &str, t_ms: i64) -> Result<(), StoreError> {
     let mut tries = 0;
     loop {
-        match sqlx::query("SELECT llmgw_ensure_log_day($1)")
-            .bind(t_ms)
-            .execute(store.pool())
-            .await
-        {
+        match sqlx::query(sql).bind(t_ms).execute(store.pool()).await {
             Ok(_) => return Ok(()),
             Err(e) if lock_timeout(&e) && tries + 1 < ENSURE_TRIES => {
                 tries += 1;

@@ -144,13 +144,14 @@ pub(super) struct Prepared {
     /// (`row::stored_id`).
     pub(super) id_bytes: Vec<u8>,
     /// The headers and bodies uncompressed (`details::plain`): what its
-    /// block holds, and a sample for the next dictionary. A body cut into
-    /// pieces (`pieces.rs`) is there as their hashes.
+    /// block holds, and a sample for the next dictionary. A long request
+    /// body is there in its stored form by content (`pieces::stored_form`:
+    /// its pieces' hashes, then its last piece).
     pub(super) plain: Vec<u8>,
-    /// Which fields of `plain` are pieces' hashes (bit `f` for field `f`).
+    /// Which fields of `plain` are in that form (bit `f` for field `f`).
     pub(super) pieced: u8,
-    /// The pieces of its bodies: the field, the piece's hash, and where it
-    /// is in the field.
+    /// The pieces of its bodies stored by content: the field, the piece's
+    /// hash, and where it is in the field.
     pub(super) cuts: Vec<(usize, pieces::Hash, std::ops::Range<usize>)>,
     /// The record's details block (an index into [`Blocks`]) and how long
     /// after the block's time the record came
