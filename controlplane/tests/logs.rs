@@ -3117,6 +3117,8 @@ both! {
         }
         records.push(agent(30, 3, 0, now - 10 * DAY));
         records.push(agent(31, 3, 1, now - 10 * DAY + 5));
+        // And one of the day after that.
+        records.push(agent(32, 4, 0, now - 9 * DAY));
         // A short body stays in its block.
         let mut short = rec(40, now - 1000);
         short.request_body = "{\"model\":\"m-a\"}".into();
@@ -3150,12 +3152,12 @@ both! {
         )
         .await;
         // The prompt is in every body, and each batch's block would hold
-        // it at least once (compressed), 18 times in all; by content it
-        // is stored once for each of the two days, beside what is new in
+        // it at least once (compressed), 19 times in all; by content it
+        // is stored once for each of the three days, beside what is new in
         // each body (its last pieces).
         let prompt = zstd::bulk::compress(agent_prompt().as_bytes(), 3).unwrap().len() as i64;
         assert!(
-            bytes < 8 * prompt,
+            bytes < 10 * prompt,
             "{bytes} bytes stored for {body_bytes} bytes of bodies ({prompt}: the prompt once)"
         );
 
@@ -3194,11 +3196,21 @@ both! {
         )
         .await;
         let cp = Cp { running, channel };
+        // With a record stored before in the batch: the block is packed
+        // again for the two new ones, their bodies in stored form.
         ship(
             &mut cp.logs(),
-            vec![batch(50, vec![agent(50, 1, 8, now - 40_000), agent(51, 2, 8, now - 40_000)])],
+            vec![batch(
+                50,
+                vec![
+                    agent(50, 1, 8, now - 40_000),
+                    records[0].clone(),
+                    agent(51, 2, 8, now - 40_000),
+                ],
+            )],
         )
         .await;
+        assert_eq!(details_stored(&cp).await, records.len() as i64 + 2);
         let mut more = unique.clone();
         for r in [agent(50, 1, 8, 0), agent(51, 2, 8, 0)] {
             for body in [&r.request_body, &r.upstream_request_body] {
@@ -3215,34 +3227,61 @@ both! {
             .unwrap()
             .into_inner();
         assert_eq!(got.request_body, agent(51, 2, 8, 0).request_body);
+        assert_eq!(got.upstream_request_body, agent(51, 2, 8, 0).upstream_request_body);
+        check(&cp).await;
 
-        // Body retention takes the old day's pieces with its blocks (on
-        // PostgreSQL its partition, made when its first piece came).
+        // Body retention takes a day's pieces with its blocks (on
+        // PostgreSQL its partition, made when its first piece came), once
+        // the whole day is before the cutoff: a cutoff at the start of the
+        // next day takes it, and not that next day's.
         let store = cp.running.store();
-        let old_name = format!("request_log_pieces_p{}", day_name(now - 10 * DAY));
+        let old_day = pieces::day_of(now - 10 * DAY);
+        let next_day = old_day + DAY;
+        let (old_name, next_name) = (
+            format!("request_log_pieces_p{}", day_name(old_day)),
+            format!("request_log_pieces_p{}", day_name(next_day)),
+        );
         let postgres = store.backend() == llmgw_controlplane::store::Backend::Postgres;
         if postgres {
             let days = partitions(store, "request_log_pieces").await;
-            assert!(days.contains(&old_name), "{days:?}");
+            assert!(days.contains(&old_name) && days.contains(&next_name), "{days:?}");
             assert!(days.contains(&format!("request_log_pieces_p{}", day_name(now - 40_000))));
         }
-        retention::purge_details_older_than(store, now - 7 * DAY, 1000, None)
+        let left = |gone: &[i64]| more.iter().filter(|(d, _)| !gone.contains(d)).count() as i64;
+        retention::purge_details_older_than(store, next_day, 1000, None)
             .await
             .unwrap();
-        let old_day = pieces::day_of(now - 10 * DAY);
+        assert_eq!(count(&cp, PIECES).await, left(&[old_day]));
         if postgres {
-            assert!(!partitions(store, "request_log_pieces").await.contains(&old_name));
+            let days = partitions(store, "request_log_pieces").await;
+            assert!(!days.contains(&old_name) && days.contains(&next_name), "{days:?}");
         }
-        assert_eq!(
-            count(&cp, PIECES).await,
-            more.iter().filter(|(d, _)| *d != old_day).count() as i64
-        );
         let mut admin = cp.admin();
         let old = admin.get_log(pb::GetLogRequest { id: id(30) }).await.unwrap().into_inner();
         assert!(old.bodies_expired && old.request_body.is_empty());
+        let next = admin.get_log(pb::GetLogRequest { id: id(32) }).await.unwrap().into_inner();
+        assert_eq!(next.request_body, records[records.len() - 2].request_body);
         let kept = admin.get_log(pb::GetLogRequest { id: id(13) }).await.unwrap().into_inner();
         assert_eq!(kept.request_body, records[6].request_body);
         assert_eq!(kept.id, id(13));
+        // A control plane from before pieces drops a day's details alone;
+        // the next pass drops the pieces it left.
+        if postgres {
+            sqlx::query(&format!(
+                "DROP TABLE \"request_log_details_p{}\"",
+                day_name(next_day)
+            ))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+        retention::purge_details_older_than(store, next_day + DAY, 1000, None)
+            .await
+            .unwrap();
+        assert_eq!(count(&cp, PIECES).await, left(&[old_day, next_day]));
+        if postgres {
+            assert!(!partitions(store, "request_log_pieces").await.contains(&next_name));
+        }
         // Log retention takes everything.
         retention::purge_older_than(store, now + DAY, 1000, None).await.unwrap();
         assert_eq!(count(&cp, PIECES).await, 0);

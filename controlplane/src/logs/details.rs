@@ -73,6 +73,10 @@ pub const FIELDS: [&str; 5] = [
     "response_body",
     "upstream_request_body",
 ];
+/// The client's request body's place in [`FIELDS`].
+pub const REQUEST_BODY: usize = 2;
+/// The place of the body sent upstream (when translated) in [`FIELDS`].
+pub const UPSTREAM_REQUEST_BODY: usize = 4;
 
 /// The first byte of a zstd-compressed row.
 const ZSTD: u8 = 1;
@@ -327,11 +331,13 @@ impl Details {
 
     /// The fields of the record `id` (its 16 stored bytes) in a stored
     /// block of the UTC day `day_ms`, its bodies stored by content read
-    /// from that day's pieces; `None` when the row is not a block or holds
-    /// no such record (another batch's block of the same millisecond).
+    /// from that day's pieces on `conn`; `None` when the row is not a block
+    /// or holds no such record (another batch's block of the same
+    /// millisecond).
     pub async fn find_in_block(
         &self,
         pool: &AnyPool,
+        conn: &mut sqlx::AnyConnection,
         data: &[u8],
         id: &[u8],
         day_ms: i64,
@@ -350,7 +356,7 @@ impl Details {
                     hashes.extend(pieces::parts(field)?.0);
                 }
             }
-            let found = pieces::read(pool, day_ms, &hashes).await?;
+            let found = pieces::read(conn, day_ms, &hashes).await?;
             for (f, field) in raw.iter_mut().enumerate() {
                 if pieced & (1 << f) != 0 {
                     *field = pieces::assemble(field, &found)?;
@@ -437,8 +443,10 @@ pub type BlockRecord<'a> = (&'a [u8], &'a [u8], u8);
 /// beside headers and bodies beside bodies compress better than record
 /// after record (11% on the log_volume corpus, 5% on varied traffic:
 /// docs/benchmarks.md, "Details in blocks"), and nearby ids' times repeat
-/// their high bytes. When a record has pieced fields, a [`BLOCK_PIECES`]
-/// block: a byte a record after the ids says which (the second value).
+/// their high bytes. When a record has fields stored by content, a
+/// [`BLOCK_PIECES`] block: after the ids, a byte a record says which (the
+/// third value of its [`BlockRecord`]); the function's second value says
+/// whether the block is one.
 pub fn plain_block<'a>(
     records: impl ExactSizeIterator<Item = BlockRecord<'a>> + Clone,
 ) -> Result<(Vec<u8>, bool), StoreError> {
@@ -603,8 +611,8 @@ fn find_in_plain_block(
         *field = bytes[start..start + lens[at]].to_vec();
     }
     let mask = read.masks.map_or(0, |m| m[at]);
-    if mask >> FIELDS.len() != 0 {
-        return Err(bad("a pieced field that is not one"));
+    if mask & !pieces::PIECED_BITS != 0 {
+        return Err(bad("a field stored by content that cannot be"));
     }
     Ok(Some((fields, mask)))
 }
@@ -898,6 +906,7 @@ mod tests {
     async fn blocks_find_each_record_by_id() {
         sqlx::any::install_default_drivers();
         let pool = AnyPool::connect("sqlite::memory:").await.unwrap();
+        let mut conn = pool.acquire().await.unwrap();
         let samples: Vec<Vec<u8>> = (0..500).map(|n| payload(1, n)).collect();
         let dict = zstd::dict::from_samples(&samples, DICT_BYTES).unwrap();
         let dicts = Details::default();
@@ -918,14 +927,14 @@ mod tests {
             assert!(stored.len() < alone, "{} against {alone}", stored.len());
             for (id, p) in ids.iter().zip(&plains) {
                 let found = dicts
-                    .find_in_block(&pool, &stored, id, 0)
+                    .find_in_block(&pool, &mut conn, &stored, id, 0)
                     .await
                     .unwrap()
                     .unwrap();
                 assert_eq!(found, fields_of(p).unwrap());
             }
             assert!(dicts
-                .find_in_block(&pool, &stored, &[99; ID_BYTES], 0)
+                .find_in_block(&pool, &mut conn, &stored, &[99; ID_BYTES], 0)
                 .await
                 .unwrap()
                 .is_none());
@@ -933,12 +942,15 @@ mod tests {
             // Damaged: an error, not a record's details.
             let mut cut = stored.clone();
             cut.truncate(cut.len() - 3);
-            assert!(dicts.find_in_block(&pool, &cut, &ids[0], 0).await.is_err());
+            assert!(dicts
+                .find_in_block(&pool, &mut conn, &cut, &ids[0], 0)
+                .await
+                .is_err());
         }
         // A row of one record is not a block.
         let row = encode(&plains[0], None).unwrap();
         assert!(dicts
-            .find_in_block(&pool, &row, &ids[0], 0)
+            .find_in_block(&pool, &mut conn, &row, &ids[0], 0)
             .await
             .unwrap()
             .is_none());
@@ -996,18 +1008,29 @@ mod tests {
         .unwrap();
         let dicts = Details::default();
         let day = 20_000 * DAY_MS;
-        let system = "You are a careful agent; read the files first. ".repeat(2_000);
+        // 100 kB of words in no order (a repeated phrase has nothing to
+        // cut at), then what differs.
+        let mut x = 11u64;
+        let mut system = String::new();
+        while system.len() < 100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            system.push_str(["read ", "the ", "file ", "first "][(x % 4) as usize]);
+        }
         let bodies: Vec<String> = (0..3)
             .map(|n| format!("{{\"system\":\"{system}\",\"turn\":{n}}}"))
             .collect();
         let mut cctx = pieces::compressor().unwrap();
         let mut stored = std::collections::BTreeMap::new();
+        let mut cut = 0;
         // Records: 0 and 2 with their request bodies by pieces (and 2 its
         // upstream body too), 1 with a small body as bytes.
         let records: Vec<(Vec<u8>, Vec<u8>, u8)> = (0..3u8)
             .map(|n| {
                 let body = bodies[usize::from(n)].as_bytes();
                 let (refs, cuts) = pieces::stored_form(body).unwrap();
+                cut += cuts.len();
                 for (h, r) in cuts {
                     stored.insert(h, pieces::pack(&mut cctx, &body[r]).unwrap());
                 }
@@ -1024,8 +1047,10 @@ mod tests {
                 (vec![n + 1; ID_BYTES], p, mask)
             })
             .collect();
-        // Every piece once, though three bodies hold them.
-        assert!(stored.len() < 3 * bodies[0].len() / (16 * 1024));
+        // The bodies share their pieces (all but the last, kept in the
+        // block): stored once.
+        assert!(stored.len() > 4, "{} pieces", stored.len());
+        assert_eq!(cut, 3 * stored.len());
         for (h, data) in &stored {
             sqlx::query("INSERT INTO request_log_pieces VALUES ($1, $2, $3)")
                 .bind(day)
@@ -1044,13 +1069,12 @@ mod tests {
             )
             .unwrap();
         assert_eq!(block[..2], [BLOCK_PIECES, 0]);
-        let get = |n: u8, day| {
-            let (dicts, pool, block) = (&dicts, &pool, &block);
-            async move {
-                dicts
-                    .find_in_block(pool, block, &[n + 1; ID_BYTES], day)
-                    .await
-            }
+        // Read on the caller's connection, the pool's only one.
+        let mut conn = pool.acquire().await.unwrap();
+        let mut get = async |n: u8, day| {
+            dicts
+                .find_in_block(&pool, &mut conn, &block, &[n + 1; ID_BYTES], day)
+                .await
         };
         let first = get(0, day).await.unwrap().unwrap();
         assert_eq!(first[2], bodies[0]);
@@ -1068,14 +1092,24 @@ mod tests {
         );
         // Another day's pieces are not this block's: an error, not a body.
         assert!(get(0, day + DAY_MS).await.is_err());
-        // A mask naming a field that does not exist is damage.
+        drop(conn);
+        // A mask naming a field that is never stored by content (the
+        // response body's, one past the fields) is damage.
+        for bad in [0b1000, 0x80] {
+            let (plain, _) = plain_block(
+                records
+                    .iter()
+                    .map(|(i, p, m)| (i.as_slice(), p.as_slice(), *m | bad)),
+            )
+            .unwrap();
+            assert!(find_in_plain_block(&plain, &[1; ID_BYTES], true).is_err());
+        }
         let (plain, _) = plain_block(
             records
                 .iter()
-                .map(|(i, p, m)| (i.as_slice(), p.as_slice(), *m | 0x80)),
+                .map(|(i, p, m)| (i.as_slice(), p.as_slice(), *m)),
         )
         .unwrap();
-        assert!(find_in_plain_block(&plain, &[1; ID_BYTES], true).is_err());
         // The column of masks cut off: an error. It starts after the count
         // and the ids (each a difference of its time, then 10 bytes).
         let mut ids_end = vec![records.len() as u8];

@@ -21,6 +21,7 @@
 //! (`deltas.rs`, #18), and charges their cost to the spend and moves their
 //! keys' last use (`account.rs`), for the records inserted now only.
 
+mod by_content;
 mod chunks;
 mod record;
 mod write_postgres;

@@ -35,13 +35,17 @@ use std::ops::Range;
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
-use sqlx::AnyPool;
+use sqlx::AnyConnection;
 
+use super::details;
 use crate::store::StoreError;
 
-/// The detail fields (`details::FIELDS` order) that are cut into pieces:
-/// the request bodies, which repeat; responses rarely do.
-pub const PIECED: [usize; 2] = [2, 4];
+/// The detail fields that are cut into pieces (their places in
+/// `details::FIELDS`): the request bodies, which repeat; responses rarely
+/// do.
+pub const PIECED: [usize; 2] = [details::REQUEST_BODY, details::UPSTREAM_REQUEST_BODY];
+/// [`PIECED`] as the bits of a block's column of pieced fields.
+pub const PIECED_BITS: u8 = (1 << details::REQUEST_BODY) | (1 << details::UPSTREAM_REQUEST_BODY);
 /// A body shorter than this stays whole in its block.
 pub const MIN_FIELD: usize = 16 * 1024;
 /// FastCDC's bounds on a piece's size.
@@ -64,6 +68,10 @@ const ZSTD: u8 = 1;
 /// allocate without bound. Well above [`MAX_PIECE`], so pieces stored
 /// before a change of the bounds still read.
 const MAX_PLAIN: u64 = 1024 * 1024;
+/// A body put together from pieces is at most this long (as a block's
+/// records are, `details::MAX_DECODED`): a damaged block that names one
+/// piece many times cannot make a read allocate without bound.
+const MAX_BODY: usize = 512 * 1024 * 1024;
 /// Pieces read per statement.
 const READ_PER_STATEMENT: usize = 256;
 const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -124,15 +132,21 @@ pub fn compressor() -> Result<zstd::bulk::Compressor<'static>, StoreError> {
     Ok(cctx)
 }
 
-/// A stored piece's bytes.
-fn unpack(data: &[u8]) -> Result<Vec<u8>, StoreError> {
+/// A stored piece's bytes, checked against its hash.
+fn unpack(hash: &Hash, data: &[u8]) -> Result<Vec<u8>, StoreError> {
     let Some((&ZSTD, frame)) = data.split_first() else {
         return Err(bad("an unknown format"));
     };
     let mut plain = Vec::new();
     zstd::stream::Decoder::new(frame)
-        .and_then(|d| d.take(MAX_PLAIN).read_to_end(&mut plain))
+        .and_then(|d| d.take(MAX_PLAIN + 1).read_to_end(&mut plain))
         .map_err(|_| bad("not a zstd frame"))?;
+    if plain.len() as u64 > MAX_PLAIN {
+        return Err(bad("a piece too long"));
+    }
+    if self::hash(&plain) != *hash {
+        return Err(bad("a piece that does not match its hash"));
+    }
     Ok(plain)
 }
 
@@ -198,20 +212,33 @@ pub fn parts(stored: &[u8]) -> Result<(Vec<Hash>, &[u8]), StoreError> {
 /// A body put together again from its [`stored_form`] and the pieces
 /// read.
 pub fn assemble(stored: &[u8], pieces: &HashMap<Hash, Vec<u8>>) -> Result<Vec<u8>, StoreError> {
+    assemble_within(stored, pieces, MAX_BODY)
+}
+
+fn assemble_within(
+    stored: &[u8],
+    pieces: &HashMap<Hash, Vec<u8>>,
+    max: usize,
+) -> Result<Vec<u8>, StoreError> {
     let (hashes, last) = parts(stored)?;
     let mut body = Vec::new();
     for h in &hashes {
         let piece = pieces.get(h).ok_or_else(|| bad("a piece is gone"))?;
+        if body.len() + piece.len() > max {
+            return Err(bad("a body too long"));
+        }
         body.extend_from_slice(piece);
     }
     body.extend_from_slice(last);
     Ok(body)
 }
 
-/// The pieces of `hashes` stored for `day_ms`, uncompressed; those not
-/// found are left out.
+/// The pieces of `hashes` stored for `day_ms`, uncompressed and checked
+/// against their hashes; those not found are left out. On the caller's
+/// connection: a read that held one connection and waited for a second
+/// could starve the pool under concurrent reads.
 pub async fn read(
-    pool: &AnyPool,
+    conn: &mut AnyConnection,
     day_ms: i64,
     hashes: &[Hash],
 ) -> Result<HashMap<Hash, Vec<u8>>, StoreError> {
@@ -229,12 +256,26 @@ pub async fn read(
         for h in part {
             q = q.bind(h.as_slice());
         }
-        for (h, data) in q.fetch_all(pool).await? {
+        for (h, data) in q.fetch_all(&mut *conn).await? {
             let h: Hash = h.as_slice().try_into().map_err(|_| bad("a stored hash"))?;
-            found.insert(h, unpack(&data)?);
+            let plain = unpack(&h, &data)?;
+            found.insert(h, plain);
         }
     }
     Ok(found)
+}
+
+/// Whether ingest may take [`Known`]'s word for a piece of `day_ms`, under
+/// a body retention of `body_days` (0: kept as long as the logs) at `now`:
+/// when the day starts at least two days after the body cutoff. Pieces of
+/// older days are compressed and sent again (`ON CONFLICT DO NOTHING`
+/// skips those stored).
+pub fn trusted(body_days: u32, day_ms: i64, now: i64) -> bool {
+    body_days == 0
+        || day_ms
+            >= now
+                .saturating_sub(i64::from(body_days).saturating_mul(DAY_MS))
+                .saturating_add(2 * DAY_MS)
 }
 
 /// Pieces most [`Known`] remembers; past it, it starts again (16 MiB at
@@ -245,7 +286,10 @@ const MAX_KNOWN: usize = 256 * 1024;
 /// ingest neither compresses nor sends them again. A remembered piece is
 /// stored: its day's rows go only when body retention drops the day, and
 /// ingest stores no details (so no piece) for a day that close to its
-/// cutoff (`details::keeps`).
+/// cutoff (`details::keeps`). Ingest trusts it only for days at least two
+/// days after its own body cutoff ([`trusted`]): another control plane on
+/// the database, with a clock ahead or a shorter retention, may drop a
+/// day earlier than this one would.
 #[derive(Default)]
 pub struct Known {
     keys: Mutex<HashSet<Key>>,
@@ -360,7 +404,7 @@ mod tests {
         let (form, cuts) = stored_form(body.as_bytes()).unwrap();
         for (h, r) in &cuts {
             let data = pack(&mut cctx, &body.as_bytes()[r.clone()]).unwrap();
-            stored.insert(*h, unpack(&data).unwrap());
+            stored.insert(*h, unpack(h, &data).unwrap());
         }
         assert_eq!(assemble(&form, &stored).unwrap(), body.as_bytes());
         // All but the last piece by content; the last as bytes.
@@ -379,9 +423,31 @@ mod tests {
         assert!(assemble(&form[..1 + HASH_BYTES * cuts.len() - 1], &stored).is_err());
         assert!(assemble(&[0xff; 12], &stored).is_err());
         assert!(assemble(&[], &stored).is_err());
-        assert!(unpack(b"\x01not zstd").is_err());
-        assert!(unpack(b"\x09").is_err());
-        assert!(unpack(b"").is_err());
+        let h = cuts[0].0;
+        assert!(unpack(&h, b"\x01not zstd").is_err());
+        assert!(unpack(&h, b"\x09").is_err());
+        assert!(unpack(&h, b"").is_err());
+        // Another piece's bytes under this hash: an error.
+        let other = pack(&mut cctx, &body.as_bytes()[cuts[1].1.clone()]).unwrap();
+        assert!(unpack(&h, &other).is_err());
+        // A piece past the bound: an error, not a cut piece.
+        let long = vec![b'a'; MAX_PLAIN as usize + 1];
+        assert!(unpack(&self::hash(&long), &pack(&mut cctx, &long).unwrap()).is_err());
+        let at_bound = vec![b'a'; MAX_PLAIN as usize];
+        let packed = pack(&mut cctx, &at_bound).unwrap();
+        assert_eq!(unpack(&self::hash(&at_bound), &packed).unwrap(), at_bound);
+        // A block naming one piece again and again, past the bound on a
+        // body: an error.
+        let mut many = vec![200, 1];
+        for _ in 0..200 {
+            many.extend_from_slice(&h);
+        }
+        let one = HashMap::from([(h, vec![b'x'; 1000])]);
+        assert_eq!(
+            assemble_within(&many, &one, 200_000).unwrap().len(),
+            200_000
+        );
+        assert!(assemble_within(&many, &one, 199_999).is_err());
     }
 
     #[test]
@@ -394,6 +460,17 @@ mod tests {
         known.add((10..MAX_KNOWN + 5).map(key));
         assert!(known.keys.lock().unwrap().len() <= MAX_KNOWN);
         assert!(known.contains(&key(MAX_KNOWN + 4)));
+    }
+
+    #[test]
+    fn known_pieces_are_trusted_away_from_the_body_cutoff() {
+        let now = 100 * DAY_MS + 5;
+        assert!(trusted(0, 0, now));
+        // Kept 7 days: the cutoff is day 93 (and 5 ms); days from 95 and 5
+        // ms on are trusted, so day 96 is, day 95 is not.
+        assert!(trusted(7, 96 * DAY_MS, now));
+        assert!(!trusted(7, 95 * DAY_MS, now));
+        assert!(!trusted(1, day_of(now), now));
     }
 
     #[test]

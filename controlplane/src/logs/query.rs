@@ -342,7 +342,7 @@ async fn details_of(
     for data in blocks {
         match store
             .details()
-            .find_in_block(store.pool(), &data, id, day_ms)
+            .find_in_block(store.pool(), &mut *conn, &data, id, day_ms)
             .await
         {
             Ok(Some(fields)) => return Ok(Some(fields)),

@@ -4,7 +4,8 @@
 //!
 //! - SQLite deletes a few thousand rows per transaction, pausing between
 //!   them, so that ingest is never held up for long.
-//! - Headers and bodies (`request_log_details`) go earlier, after
+//! - Headers and bodies (`request_log_details`, and the pieces of long
+//!   bodies in `request_log_pieces`) go earlier, after
 //!   `--body-retention-days` (7 by default, at most the logs' days), the
 //!   same way: whole day partitions on PostgreSQL, batches on SQLite. The
 //!   records stay, and say that their bodies expired.
@@ -313,6 +314,7 @@ pub async fn purge_older_than(
     let mut deleted = 0u64;
     if store.backend() == Backend::Postgres {
         deleted += drop_days_older_than(store, cutoff_ms, Parent::Logs, &stopping).await?;
+        drop_days_older_than(store, cutoff_ms, Parent::Pieces, &stopping).await?;
     }
     while store.backend() == Backend::Sqlite {
         if stopping() {
@@ -404,7 +406,11 @@ pub async fn purge_details_older_than(
 ) -> Result<u64, StoreError> {
     let stopping = || shutdown.as_ref().is_some_and(|s| *s.borrow());
     if store.backend() == Backend::Postgres {
-        return drop_days_older_than(store, cutoff_ms, Parent::Details, &stopping).await;
+        let deleted = drop_days_older_than(store, cutoff_ms, Parent::Details, &stopping).await?;
+        // Days of pieces whose details partition was dropped without them
+        // (by a control plane from before migration 0039).
+        drop_days_older_than(store, cutoff_ms, Parent::Pieces, &stopping).await?;
+        return Ok(deleted);
     }
     let batch = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
     let mut deleted = 0u64;
@@ -430,8 +436,7 @@ pub async fn purge_details_older_than(
     }
     // A day's pieces, once every block of that day is gone: a block's time
     // is within its records' day, so all of them are once the day ended
-    // before the cutoff. Pieces are kilobytes: fewer a statement.
-    let pieces_batch = (batch / 16).max(1);
+    // before the cutoff.
     loop {
         if stopping() {
             return Ok(deleted);
@@ -441,15 +446,18 @@ pub async fn purge_details_older_than(
              (SELECT rowid FROM request_log_pieces WHERE day_ms <= $1 LIMIT $2)",
         )
         .bind(cutoff_ms.saturating_sub(DAY_MS))
-        .bind(pieces_batch)
+        .bind(PIECES_BATCH)
         .execute(store.pool())
         .await?;
-        if done.rows_affected() < pieces_batch.unsigned_abs() {
+        if done.rows_affected() < PIECES_BATCH.unsigned_abs() {
             return Ok(deleted);
         }
         tokio::time::sleep(PAUSE).await;
     }
 }
+
+/// SQLite: body pieces deleted per statement (each a few kilobytes).
+const PIECES_BATCH: i64 = 256;
 
 /// The partitioned table whose day partitions a retention pass drops.
 #[derive(Clone, Copy)]
@@ -458,6 +466,8 @@ enum Parent {
     Logs,
     /// A day of details and pieces only (body retention).
     Details,
+    /// A day of pieces left without its details.
+    Pieces,
 }
 
 impl Parent {
@@ -465,6 +475,7 @@ impl Parent {
         match self {
             Parent::Logs => "request_logs",
             Parent::Details => "request_log_details",
+            Parent::Pieces => "request_log_pieces",
         }
     }
 }
@@ -558,14 +569,16 @@ async fn drop_day(store: &Store, parent: Parent, suffix: &str) -> Result<Option<
     let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{counted}\""))
         .fetch_one(&mut *tx)
         .await?;
-    // Parents in the order `llmgw_ensure_log_day` locks them (migration
-    // 0039): attempts, details, pieces, logs.
+    // Details before pieces, as ingest writes them; a day of pieces is
+    // made on demand (`llmgw_ensure_pieces_day`, which locks its parent
+    // alone), hence IF EXISTS.
     let details = format!("\"request_log_details_p{suffix}\", \"request_log_pieces_p{suffix}\"");
     let drop = match parent {
         Parent::Logs => {
             format!("DROP TABLE IF EXISTS \"request_attempts_p{suffix}\", {details}, \"{counted}\"")
         }
         Parent::Details => format!("DROP TABLE IF EXISTS {details}"),
+        Parent::Pieces => format!("DROP TABLE IF EXISTS \"{counted}\""),
     };
     sqlx::query(&drop).execute(&mut *tx).await?;
     tx.commit().await?;
@@ -579,6 +592,11 @@ async fn drop_day(store: &Store, parent: Parent, suffix: &str) -> Result<Option<
             partition = counted,
             rows,
             "body retention: dropped a day of headers and bodies"
+        ),
+        Parent::Pieces => tracing::info!(
+            partition = counted,
+            rows,
+            "body retention: dropped a day of body pieces"
         ),
     }
     Ok(Some(rows.unsigned_abs()))

@@ -1,6 +1,7 @@
 //! A log batch's records checked and made ready to store, whatever the
 //! database: validation and normalization, the stored columns and their
-//! values ([`log_values`]), the details blocks, and how a failed insert is
+//! values ([`log_values`]), the details blocks (with long request bodies in
+//! their stored form by content, `by_content.rs`), and how a failed insert is
 //! told apart (a record stored before, a record the database refuses, or
 //! the database itself). The writers (`write_sqlite.rs`,
 //! `write_postgres.rs`) bind what this module prepares.
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use llmgw_proto::v1 as pb;
 
+use super::by_content;
 use crate::logs::blocks;
 use crate::logs::details;
 use crate::logs::pieces::{self, Key};
@@ -574,72 +576,13 @@ pub(super) fn prepare_all(
             });
         }
     }
-    let pieces = new_pieces(&good, known)?;
+    let pieces = by_content::new_pieces(&good, known, body_days, now)?;
     Ok(PreparedBatch {
         good,
         rejected,
         blocks: list,
         pieces,
     })
-}
-
-/// The pieces of the bodies of records stored with details that `known`
-/// does not hold, each compressed once.
-fn new_pieces(
-    good: &[Prepared],
-    known: &pieces::Known,
-) -> Result<BTreeMap<Key, Vec<u8>>, StoreError> {
-    let mut new = BTreeMap::new();
-    let mut cctx = None;
-    for p in good.iter().filter(|p| p.block.is_some()) {
-        let day = pieces::day_of(p.rec.time_ms);
-        for (field, hash, range) in &p.cuts {
-            let key = (day, *hash);
-            if new.contains_key(&key) || known.contains(&key) {
-                continue;
-            }
-            let cctx = match &mut cctx {
-                Some(c) => c,
-                None => cctx.insert(pieces::compressor()?),
-            };
-            let body = body_field(&p.rec, *field).as_bytes();
-            new.insert(key, pieces::pack(cctx, &body[range.clone()])?);
-        }
-    }
-    Ok(new)
-}
-
-/// The body of a record that a details field ([`pieces::PIECED`]) holds.
-fn body_field(rec: &pb::RequestLog, field: usize) -> &str {
-    match field {
-        2 => &rec.request_body,
-        3 => &rec.response_body,
-        _ => &rec.upstream_request_body,
-    }
-}
-
-/// The pieces of the records of `fresh` (stored now, with details): the
-/// rows to write (those `pieces` holds, in key order, so concurrent
-/// batches take their locks in one order), and every key they refer to
-/// (known to be stored once the batch commits).
-pub(super) fn piece_rows<'a>(
-    batch: &Batch<'a>,
-    fresh: &HashSet<String>,
-) -> (Vec<(&'a Key, &'a [u8])>, Vec<Key>) {
-    let mut keys = std::collections::BTreeSet::new();
-    for p in batch.good {
-        if p.block.is_some() && fresh.contains(&p.rec.id) {
-            let day = pieces::day_of(p.rec.time_ms);
-            keys.extend(p.cuts.iter().map(|(_, h, _)| (day, *h)));
-        }
-    }
-    let rows = batch
-        .pieces
-        .iter()
-        .filter(|(k, _)| keys.contains(*k))
-        .map(|(k, d)| (k, d.as_slice()))
-        .collect();
-    (rows, keys.into_iter().collect())
 }
 
 /// A batch checked: the records to store, those refused, the planned
@@ -918,80 +861,6 @@ mod tests {
             .unwrap_err();
         assert!(!is_duplicate(&bad), "{bad}");
         assert!(record_level(Backend::Sqlite, &bad));
-    }
-
-    #[test]
-    fn long_bodies_are_cut_into_pieces_each_compressed_once() {
-        let now = 1_714_564_900_000;
-        // 40 kB of text with content to cut at, and two bodies that begin
-        // with it.
-        let mut x = 7u64;
-        let mut prompt = String::new();
-        while prompt.len() < 40_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            prompt.push_str(["read ", "file ", "test ", "diff "][(x % 4) as usize]);
-        }
-        let record = |n: u32, time_ms: i64, body: String| pb::RequestLog {
-            id: format!("0190a2b4-0000-7000-8000-{n:012x}"),
-            time_ms,
-            request_body: body,
-            ..good()
-        };
-        let records = vec![
-            record(1, now, format!("{prompt} turn 1")),
-            record(2, now, format!("{prompt} turn 2")),
-            record(3, now, "{}".into()),
-            // Past its body cutoff: stored without details, so no pieces.
-            record(4, now - 8 * 24 * 3600 * 1000, format!("{prompt} old")),
-        ];
-        let known = pieces::Known::default();
-        let batch = prepare_all(records.clone(), "n", now, None, 7, 1000, &known).unwrap();
-        let [one, two, short, old] = &batch.good[..] else {
-            panic!("four records");
-        };
-        assert_eq!((one.pieced, two.pieced, short.pieced), (0b100, 0b100, 0));
-        assert!(old.block.is_none() && one.block.is_some());
-        // The bodies share all but their last pieces, compressed once.
-        let keys = |p: &Prepared| -> Vec<Key> {
-            p.cuts
-                .iter()
-                .map(|(_, h, _)| (pieces::day_of(p.rec.time_ms), *h))
-                .collect()
-        };
-        let mut all: Vec<Key> = keys(one).into_iter().chain(keys(two)).collect();
-        all.sort_unstable();
-        all.dedup();
-        assert!(all.len() < keys(one).len() + 3, "{} pieces", all.len());
-        assert_eq!(batch.pieces.keys().copied().collect::<Vec<_>>(), all);
-        // The plain form holds the hashes and the last piece only.
-        assert!(one.plain.len() < 20_000);
-        let blocks = Blocks {
-            list: batch.blocks,
-            dict: None,
-        };
-        let b = Batch {
-            node: "n",
-            good: &batch.good,
-            blocks: &blocks,
-            pieces: &batch.pieces,
-            per_insert: 1000,
-            now,
-        };
-        // Only the pieces of records stored now are written, in key order.
-        let fresh: HashSet<String> = [one.rec.id.clone()].into();
-        let (rows, referred) = piece_rows(&b, &fresh);
-        let mut of_one = keys(one);
-        of_one.sort_unstable();
-        of_one.dedup();
-        assert_eq!(rows.iter().map(|(k, _)| **k).collect::<Vec<_>>(), of_one);
-        assert_eq!(referred, of_one);
-        // Pieces this control plane stored before are not compressed again.
-        known.add(of_one.iter().copied());
-        let again = prepare_all(records, "n", now, None, 7, 1000, &known).unwrap();
-        assert_eq!(again.pieces.len(), all.len() - of_one.len());
-        assert!(again.pieces.keys().all(|k| !of_one.contains(k)));
     }
 
     #[test]

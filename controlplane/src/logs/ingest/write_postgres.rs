@@ -7,8 +7,8 @@
 //!   STDIN` (`logs/copy.rs`); only a chunk that holds a record stored
 //!   before (a unique violation, `chunks.rs`) goes in again with
 //!   `INSERT ... SELECT * FROM UNNEST(...) ON CONFLICT DO NOTHING`.
-//! - The smaller tables (attempts, details, the spend, the keys) take one
-//!   statement of an array per column.
+//! - The smaller tables (attempts, details, body pieces, the spend, the
+//!   keys) take one statement of an array per column.
 
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -18,10 +18,11 @@ use sqlx::postgres::{PgArguments, PgConnection, PgPool};
 use sqlx::query::Query;
 use sqlx::{Postgres, Row};
 
+use super::by_content::piece_rows;
 use super::chunks::{self, Inserter};
 use super::record::{
-    i64_of, log_values, piece_rows, Batch, Blocks, Prepared, Rejected, Resent, Value,
-    ATTEMPT_COLUMNS, DETAIL_COLUMNS, LOG_COLUMNS, PIECE_COLUMNS, QUARANTINE_COLUMNS,
+    i64_of, log_values, Batch, Blocks, Prepared, Rejected, Resent, Value, ATTEMPT_COLUMNS,
+    DETAIL_COLUMNS, LOG_COLUMNS, PIECE_COLUMNS, QUARANTINE_COLUMNS,
 };
 use crate::logs::account;
 use crate::logs::copy::CopyText;

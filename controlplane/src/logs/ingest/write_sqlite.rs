@@ -13,11 +13,11 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, AnyPool, Row};
 
+use super::by_content::piece_rows;
 use super::chunks::{self, Inserter};
 use super::record::{
-    i64_of, log_values, piece_rows, Batch, Blocks, Prepared, Rejected, Resent, Value,
-    ATTEMPT_COLUMNS, DETAIL_COLUMNS, LOG_COLUMNS, MAX_ROWS_PER_INSERT, PIECE_COLUMNS,
-    QUARANTINE_COLUMNS,
+    i64_of, log_values, Batch, Blocks, Prepared, Rejected, Resent, Value, ATTEMPT_COLUMNS,
+    DETAIL_COLUMNS, LOG_COLUMNS, MAX_ROWS_PER_INSERT, PIECE_COLUMNS, QUARANTINE_COLUMNS,
 };
 use crate::logs::account;
 use crate::logs::deltas;
