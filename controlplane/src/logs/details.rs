@@ -1008,16 +1008,8 @@ mod tests {
         .unwrap();
         let dicts = Details::default();
         let day = 20_000 * DAY_MS;
-        // 100 kB of words in no order (a repeated phrase has nothing to
-        // cut at), then what differs.
-        let mut x = 11u64;
-        let mut system = String::new();
-        while system.len() < 100_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            system.push_str(["read ", "the ", "file ", "first "][(x % 4) as usize]);
-        }
+        // 100 kB of words in no order, then what differs.
+        let system = pieces::words(11, 100_000);
         let bodies: Vec<String> = (0..3)
             .map(|n| format!("{{\"system\":\"{system}\",\"turn\":{n}}}"))
             .collect();

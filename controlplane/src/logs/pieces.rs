@@ -314,6 +314,25 @@ impl Known {
     }
 }
 
+/// For tests: `len` bytes of words in no order from `seed` (text that
+/// repeats a short phrase has no content to cut at: its rolling hash
+/// repeats too).
+#[cfg(test)]
+pub(crate) fn words(mut x: u64, len: usize) -> String {
+    const WORDS: [&str; 8] = [
+        "read", "file", "write", "test", "agent", "diff", "run", "plan",
+    ];
+    let mut text = String::new();
+    while text.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        text.push_str(WORDS[(x % 8) as usize]);
+        text.push(' ');
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,23 +363,6 @@ mod tests {
             tools.join(","),
             turns.join(",")
         )
-    }
-
-    /// `len` bytes of words in no order (text that repeats a short
-    /// phrase has no content to cut at: its rolling hash repeats too).
-    fn words(mut x: u64, len: usize) -> String {
-        const WORDS: [&str; 8] = [
-            "read", "file", "write", "test", "agent", "diff", "run", "plan",
-        ];
-        let mut text = String::new();
-        while text.len() < len {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            text.push_str(WORDS[(x % 8) as usize]);
-            text.push(' ');
-        }
-        text
     }
 
     #[test]

@@ -83,31 +83,16 @@ pub(super) fn piece_rows<'a>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::record::tests::good;
     use super::super::record::{prepare_all, Blocks};
     use super::*;
-
-    fn good() -> pb::RequestLog {
-        pb::RequestLog {
-            id: "0190A2B4-0000-7000-8000-000000000001".into(),
-            time_ms: 1_714_564_800_000,
-            status: 200,
-            ..Default::default()
-        }
-    }
 
     #[test]
     fn long_bodies_are_cut_into_pieces_each_compressed_once() {
         let now = 1_714_564_900_000;
         // 40 kB of text with content to cut at, and two bodies that begin
         // with it.
-        let mut x = 7u64;
-        let mut prompt = String::new();
-        while prompt.len() < 40_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            prompt.push_str(["read ", "file ", "test ", "diff "][(x % 4) as usize]);
-        }
+        let prompt = pieces::words(7, 40_000);
         let record = |n: u32, time_ms: i64, body: String| pb::RequestLog {
             id: format!("0190a2b4-0000-7000-8000-{n:012x}"),
             time_ms,

@@ -825,11 +825,12 @@ fn normalize(mut rec: pb::RequestLog, id: String, batch_node: &str) -> pb::Reque
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use sqlx::AnyConnection;
 
-    fn good() -> pb::RequestLog {
+    /// A valid record, for tests.
+    pub(in crate::logs::ingest) fn good() -> pb::RequestLog {
         pb::RequestLog {
             id: "0190A2B4-0000-7000-8000-000000000001".into(),
             time_ms: 1_714_564_800_000,
