@@ -81,6 +81,20 @@ async fn start_cp(db: &Db, data_dir: &Path, retention_days: u32) -> Cp {
     Cp { running, channel }
 }
 
+/// A control plane that keeps logs for ever and bodies for `body_days`.
+async fn start_cp_keeping_bodies(db: &Db, data_dir: &Path, body_days: u32) -> Cp {
+    let days = body_days.to_string();
+    let (running, channel) = start_control_plane(
+        db,
+        data_dir,
+        ADMIN_TOKEN,
+        DP_TOKEN,
+        &["--log-retention-days", "0", "--body-retention-days", &days],
+    )
+    .await;
+    Cp { running, channel }
+}
+
 impl Cp {
     fn logs(&self) -> Logs {
         self.logs_with(DP_TOKEN)
@@ -2944,15 +2958,7 @@ both! {
         const DAY: i64 = 24 * 3600 * 1000;
         let dir = tempfile::tempdir().unwrap();
         // Logs forever, bodies for 30 days; purged below as 7 days would.
-        let (running, channel) = start_control_plane(
-            &db,
-            dir.path(),
-            ADMIN_TOKEN,
-            DP_TOKEN,
-            &["--log-retention-days", "0", "--body-retention-days", "30"],
-        )
-        .await;
-        let cp = Cp { running, channel };
+        let cp = start_cp_keeping_bodies(&db, dir.path(), 30).await;
         let now = now_ms();
         let with_bodies = |n: u32, t: i64| {
             let mut r = rec(n, t);
@@ -3087,15 +3093,7 @@ both! {
         use llmgw_controlplane::logs::pieces;
         const DAY: i64 = 24 * 3600 * 1000;
         let dir = tempfile::tempdir().unwrap();
-        let (running, channel) = start_control_plane(
-            &db,
-            dir.path(),
-            ADMIN_TOKEN,
-            DP_TOKEN,
-            &["--log-retention-days", "0", "--body-retention-days", "30"],
-        )
-        .await;
-        let cp = Cp { running, channel };
+        let cp = start_cp_keeping_bodies(&db, dir.path(), 30).await;
         let now = now_ms();
         // Two conversations of eight turns today, one of two turns ten days
         // ago; the upstream body of a translation (the same prompt in
@@ -3187,15 +3185,7 @@ both! {
 
         // A control plane that remembers no piece (a restart, another one
         // on the same database) stores new records beside them, once.
-        let (running, channel) = start_control_plane(
-            &db,
-            dir.path(),
-            ADMIN_TOKEN,
-            DP_TOKEN,
-            &["--log-retention-days", "0", "--body-retention-days", "30"],
-        )
-        .await;
-        let cp = Cp { running, channel };
+        let cp = start_cp_keeping_bodies(&db, dir.path(), 30).await;
         // With a record stored before in the batch: the block is packed
         // again for the two new ones, their bodies in stored form.
         ship(
