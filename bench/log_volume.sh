@@ -4,8 +4,14 @@
 # 24 h, 7 and 30 days by model, provider and key) at 1 and 10 million rows
 # (controlplane/examples/log_volume.rs).
 #
-# Usage: bench/log_volume.sh [--days N] [ROWS...]
+# Usage: bench/log_volume.sh [--days N] [--agent-percent P] [ROWS...]
 #        (default: 7 days; 1000000 10000000 rows)
+#
+# --agent-percent makes P% of the records a coding agent's turns, with
+# request bodies of up to 64 KiB that repeat their prompt, tools and
+# earlier turns (docs/benchmarks.md, "Bodies stored by content"). After
+# each run the bytes per record of each log table are printed
+# (bench/log_sizes.sql).
 #
 # --days spreads the records over the last N days (30 for the 30-day
 # stats to cover a full month). Each size gets a fresh database on the
@@ -21,6 +27,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 DAYS=7
+AGENT=0
 SIZES=()
 while (($#)); do
     case "$1" in
@@ -30,6 +37,14 @@ while (($#)); do
         ;;
     --days=*)
         DAYS="${1#--days=}"
+        shift
+        ;;
+    --agent-percent)
+        AGENT="$2"
+        shift 2
+        ;;
+    --agent-percent=*)
+        AGENT="${1#--agent-percent=}"
         shift
         ;;
     *)
@@ -52,9 +67,10 @@ for rows in "${SIZES[@]}"; do
     url="${LLMGW_TEST_POSTGRES_URL%/*}/$db"
     echo "== $rows rows over $DAYS days (database $db)"
     set +e
-    "$BIN" --database-url "$url" --rows "$rows" --days "$DAYS" \
+    "$BIN" --database-url "$url" --rows "$rows" --days "$DAYS" --agent-percent "$AGENT" \
         --json "bench/results/log-volume-$stamp-$rows-${DAYS}d.json"
     rc=$?
+    ((rc == 0)) && psql "$url" -v rows="$rows" -f bench/log_sizes.sql
     set -e
     # Plain DROP: it stops the database's autovacuum workers itself, where
     # WITH (FORCE) would need the right to signal them (a superuser's).
