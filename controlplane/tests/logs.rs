@@ -70,28 +70,18 @@ struct Cp {
 
 async fn start_cp(db: &Db, data_dir: &Path, retention_days: u32) -> Cp {
     let days = retention_days.to_string();
-    let (running, channel) = start_control_plane(
-        db,
-        data_dir,
-        ADMIN_TOKEN,
-        DP_TOKEN,
-        &["--log-retention-days", &days],
-    )
-    .await;
-    Cp { running, channel }
+    start_cp_with(db, data_dir, &["--log-retention-days", &days]).await
 }
 
 /// A control plane that keeps logs for ever and bodies for `body_days`.
 async fn start_cp_keeping_bodies(db: &Db, data_dir: &Path, body_days: u32) -> Cp {
     let days = body_days.to_string();
-    let (running, channel) = start_control_plane(
-        db,
-        data_dir,
-        ADMIN_TOKEN,
-        DP_TOKEN,
-        &["--log-retention-days", "0", "--body-retention-days", &days],
-    )
-    .await;
+    let args = ["--log-retention-days", "0", "--body-retention-days", &days];
+    start_cp_with(db, data_dir, &args).await
+}
+
+async fn start_cp_with(db: &Db, data_dir: &Path, args: &[&str]) -> Cp {
+    let (running, channel) = start_control_plane(db, data_dir, ADMIN_TOKEN, DP_TOKEN, args).await;
     Cp { running, channel }
 }
 
