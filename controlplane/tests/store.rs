@@ -1059,14 +1059,12 @@ both! {
             table.providers.keys().cloned().collect::<BTreeSet<_>>(),
             ["p-bare".to_string(), "p-on".to_string()].into()
         );
+        let (name, value) = table.providers["p-on"].credential.clone().unwrap();
         assert_eq!(
-            table.providers["p-on"]
-                .api_key
-                .as_ref()
-                .map(|k| k.expose_secret().to_string())
-                .as_deref(),
-            Some("sk-p-on-0123456789abcdef")
+            (name.as_str(), value.to_str().unwrap()),
+            ("authorization", "Bearer sk-p-on-0123456789abcdef")
         );
+        assert!(table.providers["p-bare"].credential.is_none());
         assert_eq!(table.models.len(), 1);
         assert_eq!(table.models["m-live"].targets.len(), 2);
         assert_eq!(table.key_count(), 2);

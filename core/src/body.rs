@@ -212,6 +212,152 @@ pub fn top_levels<'b, const N: usize>(
     Some(out)
 }
 
+/// What [`top_levels`] finds, read from the end of the body backwards and
+/// stopping as soon as every name is found. A reply's counts sit at its
+/// end (OpenAI's `usage` after `choices`, Anthropic's after `content`), so
+/// the answer's text before them is not read at all: for a short chat
+/// reply that is most of the scan.
+///
+/// For a well-formed object the result is `top_levels`' (the last member of
+/// a name is the first met from the end). The members before the last one
+/// found are not read: a body whose tail is well-formed gives what it
+/// holds even if what comes before is not JSON, which a reader of usage can
+/// accept (the upstream did count those tokens). `None` when the tail is
+/// not the end of an object, or when, with a name not found, the body is
+/// not an object from its first byte.
+pub fn top_levels_from_end<'b, const N: usize>(
+    body: &'b [u8],
+    names: [&str; N],
+) -> Option<[Option<&'b [u8]>; N]> {
+    let mut out = [None; N];
+    let mut found = 0;
+    let mut s = Back {
+        b: body,
+        i: body.len(),
+    };
+    s.ws();
+    s.eat(b'}')?;
+    s.ws();
+    if s.last()? != b'{' {
+        loop {
+            s.ws();
+            let end = s.i;
+            s.value()?;
+            let value = &body[s.i..end];
+            s.ws();
+            s.eat(b':')?;
+            s.ws();
+            let key_end = s.i;
+            s.string()?;
+            let key = Key::of(&body[s.i..key_end]);
+            for (slot, name) in out.iter_mut().zip(names) {
+                if slot.is_none() && key.is(name) {
+                    *slot = Some(value);
+                    found += 1;
+                }
+            }
+            if found == N {
+                return Some(out);
+            }
+            s.ws();
+            match s.last()? {
+                b',' => s.i -= 1,
+                b'{' => break,
+                _ => return None,
+            }
+        }
+    }
+    // At the opening brace with a name missing: the whole body was read,
+    // so it must be an object from its first byte, as `top_levels` asks.
+    s.i -= 1;
+    s.ws();
+    (s.i == 0).then_some(out)
+}
+
+/// A scanner that moves from the end of the body towards its start; `i` is
+/// the end (exclusive) of what is left to read.
+struct Back<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Back<'_> {
+    fn ws(&mut self) {
+        while self.i > 0 && matches!(self.b[self.i - 1], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i -= 1;
+        }
+    }
+
+    fn last(&self) -> Option<u8> {
+        self.b.get(self.i.checked_sub(1)?).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.last()? == c).then(|| self.i -= 1)
+    }
+
+    /// Skips a string backwards, from its closing quote to its opening one:
+    /// the nearest quote before that is not escaped (an even number of
+    /// backslashes before it). Each backslash is counted for one quote at
+    /// most, so the scan stays linear.
+    fn string(&mut self) -> Option<()> {
+        self.eat(b'"')?;
+        loop {
+            let q = memchr::memrchr(b'"', &self.b[..self.i])?;
+            self.i = q;
+            let backslashes = self.b[..q]
+                .iter()
+                .rev()
+                .take_while(|&&c| c == b'\\')
+                .count();
+            if backslashes.is_multiple_of(2) {
+                return Some(());
+            }
+        }
+    }
+
+    /// Skips any JSON value backwards, leaving `i` at its first byte.
+    fn value(&mut self) -> Option<()> {
+        match self.last()? {
+            b'"' => self.string(),
+            b'}' | b']' => {
+                let mut depth = 0usize;
+                while let Some(c) = self.last() {
+                    match c {
+                        b'"' => {
+                            self.string()?;
+                            continue;
+                        }
+                        b'}' | b']' => depth += 1,
+                        b'{' | b'[' => {
+                            depth = depth.checked_sub(1)?;
+                            if depth == 0 {
+                                self.i -= 1;
+                                return Some(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.i -= 1;
+                }
+                None
+            }
+            _ => {
+                let end = self.i;
+                while self.i > 0
+                    && !matches!(
+                        self.b[self.i - 1],
+                        b',' | b':' | b'{' | b'[' | b' ' | b'\t' | b'\n' | b'\r'
+                    )
+                {
+                    self.i -= 1;
+                }
+                (self.i != end).then_some(())
+            }
+        }
+    }
+}
+
 /// Replaces the value of every top-level `model` member with `model`.
 /// Returns `None` when the body is not a JSON object with a `model`.
 ///
@@ -495,6 +641,54 @@ mod tests {
     }
 
     #[test]
+    fn members_are_found_from_the_end_without_reading_the_text_before() {
+        // OpenAI's order: the counts after the answer's text.
+        let body = br#"{"id":"x","choices":[{"message":{"content":"a \"usage\": {} \\"}}],"usage" : {"prompt_tokens":3,"d":{"e":[1,"}"]}} ,"service_tier":"default"}
+"#;
+        assert_eq!(
+            top_levels_from_end(body, ["usage"]).unwrap(),
+            [Some(&br#"{"prompt_tokens":3,"d":{"e":[1,"}"]}}"#[..])]
+        );
+        // The last of a name; an escaped key; a name that is not there
+        // reads the whole body and finds nothing.
+        assert_eq!(
+            top_levels_from_end(br#"{"usage":1,"usage":2}"#, ["usage"]).unwrap(),
+            [Some(&b"2"[..])]
+        );
+        assert_eq!(
+            top_levels_from_end(br#"{"us\u0061ge":null}"#, ["usage"]).unwrap(),
+            [Some(&b"null"[..])]
+        );
+        assert_eq!(top_levels_from_end(body, ["status"]).unwrap(), [None]);
+        assert_eq!(top_levels_from_end(b" { } ", ["usage"]).unwrap(), [None]);
+        // The stop: what comes before the last name found is not read, so
+        // a broken front is seen only when the scan reaches it.
+        let broken_front = br#"{"id":"x" "choices":[],"usage":{"prompt_tokens":1}}"#;
+        assert_eq!(
+            top_levels_from_end(broken_front, ["usage"]).unwrap(),
+            [Some(&br#"{"prompt_tokens":1}"#[..])]
+        );
+        assert!(top_levels_from_end(broken_front, ["usage", "status"]).is_none());
+        assert!(top_levels(broken_front, ["usage"]).is_none());
+        // Not the end of an object, or not an object from its first byte.
+        for bad in [
+            &br#"[{"usage":1}]"#[..],
+            br#"{"usage":1"#,
+            br#"x{"usage":1}"#,
+            br#"{"usage":}"#,
+            br#"{:1}"#,
+            br#"}"#,
+            b"",
+        ] {
+            assert!(
+                top_levels_from_end(bad, ["usage", "status"]).is_none(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
     fn model_names_are_escaped() {
         let out = replace(br#"{"model":"a"}"#, "we\"ird").unwrap();
         assert_eq!(&out[..], br#"{"model":"we\"ird"}"#);
@@ -759,10 +953,12 @@ mod props {
         let found = top_level(body, "model");
         let replaced = replace_model(&Bytes::copy_from_slice(body), new_model);
         let usage = request_stream_usage(body);
+        let from_end = top_levels_from_end(body, ["model", "usage"]);
         let members = match verdict(body) {
             Verdict::Object(m) => m,
             Verdict::NotAnObject => {
                 prop_assert!(found.is_none() && replaced.is_none() && usage.is_none());
+                prop_assert!(from_end.is_none());
                 return Ok(());
             }
             // Never reaches the scanner (Head::parse refuses it first).
@@ -784,6 +980,18 @@ mod props {
             prop_assert_eq!(Some(got), last(&members, k));
         }
         prop_assert_eq!(found.is_some(), last(&members, "model").is_some());
+
+        // Read from the end, any names give what the forward pass gives,
+        // whether they are all found (an early stop) or not.
+        prop_assert_eq!(from_end, top_levels(body, ["model", "usage"]));
+        for (k, _) in &members.0 {
+            let k = k.as_str();
+            prop_assert_eq!(top_levels_from_end(body, [k]), top_levels(body, [k]));
+            prop_assert_eq!(
+                top_levels_from_end(body, [k, "usage", "status"]),
+                top_levels(body, [k, "usage", "status"])
+            );
+        }
 
         // The splice changes the value of every top-level `model` and
         // nothing else: other members keep their bytes.

@@ -372,7 +372,7 @@ mod tests {
             protocol,
             base_url: "http://x".into(),
             server: None,
-            api_key: None,
+            credential: None,
             headers: vec![],
             timeout: Duration::from_secs(1),
             stream_usage: true,

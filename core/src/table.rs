@@ -73,7 +73,10 @@ pub struct Provider {
     /// The base URL's host and port (for traces' `server.address` and
     /// `server.port`), read once when the snapshot is taken in.
     pub server: Option<(String, u16)>,
-    pub api_key: Option<SecretString>,
+    /// The credential header for the provider's API key
+    /// ([`crate::upstream::credential`]), built once when the snapshot is
+    /// taken in; its value is marked sensitive so it never prints.
+    pub credential: Option<(http::HeaderName, http::HeaderValue)>,
     /// Extra headers; values are marked sensitive so they never print.
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Idle timeout between upstream bytes for this provider.
@@ -94,7 +97,10 @@ impl fmt::Debug for Provider {
             .field("name", &self.name)
             .field("protocol", &self.protocol)
             .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "credential",
+                &self.credential.as_ref().map(|(n, _)| (n, "<redacted>")),
+            )
             .field(
                 "headers",
                 &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
@@ -517,19 +523,21 @@ fn provider(p: pb::SnapshotProvider, settings: &Settings) -> Result<Provider, Sn
         value.set_sensitive(true);
         headers.push((name, value));
     }
-    let api_key = if p.api_key.is_empty() {
+    let credential = if p.api_key.is_empty() {
         None
     } else {
-        http::HeaderValue::from_str(&p.api_key)
-            .map_err(|_| bad("API key contains characters not allowed in a header"))?;
-        Some(SecretString::from(p.api_key))
+        let credential = crate::upstream::credential(protocol, &p.api_key)
+            .ok_or_else(|| bad("API key contains characters not allowed in a header"))?;
+        // The snapshot's copy of the key is wiped once it is in the header.
+        drop(SecretString::from(p.api_key));
+        Some(credential)
     };
     Ok(Provider {
         name: p.name,
         protocol,
         server: server_of(&base_url).map(|(h, p)| (h.to_string(), p)),
         base_url,
-        api_key,
+        credential,
         headers,
         timeout: if p.timeout_s == 0 {
             settings.http_timeout

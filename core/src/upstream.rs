@@ -15,22 +15,41 @@ pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 /// The header that carries a Gemini key.
 pub const GEMINI_KEY_HEADER: &str = "x-goog-api-key";
 
-/// Adds `protocol`'s credential for `api_key` to `headers`, marked
-/// sensitive (OpenAI `Authorization: Bearer`, Anthropic `x-api-key`,
-/// Gemini `x-goog-api-key`), replacing one the headers already have; and
-/// for Anthropic an `anthropic-version` unless one is set. A key that
-/// cannot be a header value is left out.
-pub fn insert_auth(headers: &mut HeaderMap, protocol: Protocol, api_key: Option<&str>) {
-    if let Some(k) = api_key {
-        let (name, value) = match protocol {
-            Protocol::OpenAi | Protocol::OpenAiChat => (AUTHORIZATION, format!("Bearer {k}")),
-            Protocol::Anthropic => (HeaderName::from_static("x-api-key"), k.to_string()),
-            Protocol::Gemini => (HeaderName::from_static(GEMINI_KEY_HEADER), k.to_string()),
-        };
-        if let Ok(mut v) = HeaderValue::from_str(&value) {
-            v.set_sensitive(true);
-            headers.insert(name, v);
-        }
+/// A provider's credential header: `protocol`'s header for `api_key`
+/// (OpenAI `Authorization: Bearer`, Anthropic `x-api-key`, Gemini
+/// `x-goog-api-key`), marked sensitive so it never prints. `None` for a key
+/// that cannot be a header value. The data plane builds it once, when a
+/// snapshot is taken in, not for every request.
+pub fn credential(protocol: Protocol, api_key: &str) -> Option<(HeaderName, HeaderValue)> {
+    let (name, value) = match protocol {
+        Protocol::OpenAi | Protocol::OpenAiChat => (
+            AUTHORIZATION,
+            HeaderValue::try_from(format!("Bearer {api_key}")),
+        ),
+        Protocol::Anthropic => (
+            HeaderName::from_static("x-api-key"),
+            HeaderValue::from_str(api_key),
+        ),
+        Protocol::Gemini => (
+            HeaderName::from_static(GEMINI_KEY_HEADER),
+            HeaderValue::from_str(api_key),
+        ),
+    };
+    let mut value = value.ok()?;
+    value.set_sensitive(true);
+    Some((name, value))
+}
+
+/// Adds a credential from [`credential`] to `headers`, replacing one the
+/// headers already have; and for Anthropic an `anthropic-version` unless
+/// one is set.
+pub fn insert_credential(
+    headers: &mut HeaderMap,
+    protocol: Protocol,
+    credential: Option<&(HeaderName, HeaderValue)>,
+) {
+    if let Some((name, value)) = credential {
+        headers.insert(name.clone(), value.clone());
     }
     if protocol == Protocol::Anthropic && !headers.contains_key("anthropic-version") {
         headers.insert(
@@ -38,6 +57,13 @@ pub fn insert_auth(headers: &mut HeaderMap, protocol: Protocol, api_key: Option<
             HeaderValue::from_static(ANTHROPIC_VERSION),
         );
     }
+}
+
+/// [`insert_credential`] for a key given as text (the control plane's own
+/// calls). A key that cannot be a header value is left out.
+pub fn insert_auth(headers: &mut HeaderMap, protocol: Protocol, api_key: Option<&str>) {
+    let credential = api_key.and_then(|k| credential(protocol, k));
+    insert_credential(headers, protocol, credential.as_ref());
 }
 
 /// The smallest request that shows a target answers: its path under the
@@ -181,6 +207,14 @@ mod tests {
         let mut h = HeaderMap::new();
         insert_auth(&mut h, Protocol::OpenAi, Some("bad\nkey"));
         assert!(h.is_empty());
+        assert!(credential(Protocol::Anthropic, "bad\nkey").is_none());
+        // Built once, it prints nothing of the key.
+        let (name, value) = credential(Protocol::OpenAi, "sk-secret").unwrap();
+        assert_eq!(
+            (name.as_str(), value.to_str().unwrap()),
+            ("authorization", "Bearer sk-secret")
+        );
+        assert!(!format!("{value:?}").contains("sk-secret"));
     }
 
     #[test]

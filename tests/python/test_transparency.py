@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import socket
 import threading
+import urllib.parse
 
 import httpx
 
@@ -79,6 +80,10 @@ def test_upstream_gets_the_provider_credential_not_the_client_key(gw: Gateway) -
     assert rec["headers"]["authorization"] == f"Bearer {gw.openai_provider_key}"
     assert key not in all_header_values(rec)
     assert "x-api-key" not in rec["headers"]
+    # One Host, the upstream's own authority: the client's named the gateway.
+    hosts = [v for n, v in rec["header_list"] if n.lower() == "host"]
+    assert hosts == [urllib.parse.urlsplit(gw.mock.base_url).netloc]
+    assert hosts != [urllib.parse.urlsplit(gw.url).netloc]
 
 
 def test_anthropic_upstream_gets_the_provider_x_api_key(gw: Gateway) -> None:

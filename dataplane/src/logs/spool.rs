@@ -524,9 +524,14 @@ impl Spool {
         let mut records: Vec<LogRecord> = records.into_iter().map(Into::into).collect();
         let mut inner = self.lock();
 
-        // An oversized record is dropped without using up a sequence.
+        // An oversized record is dropped without using up a sequence. The
+        // lengths measured here (each record once, with its sequence) size
+        // the buffer and the reserve check.
         let before = records.len();
-        records.retain(|record| {
+        let mut lens = Vec::with_capacity(records.len());
+        let mut seq = inner.next_seq;
+        records.retain_mut(|record| {
+            record.fields.sequence = seq;
             let len = record.encoded_len();
             if len > MAX_RECORD_BYTES {
                 debug!(
@@ -535,19 +540,16 @@ impl Spool {
                     max = MAX_RECORD_BYTES,
                     "request log too large for the spool"
                 );
+                return false;
             }
-            len <= MAX_RECORD_BYTES
+            lens.push(len);
+            seq += 1;
+            true
         });
         self.losses
             .add(LossReason::Oversized, (before - records.len()) as u64);
         if records.is_empty() {
             return Ok(None);
-        }
-        // The lengths measured here size the buffer and the reserve check.
-        let mut lens = Vec::with_capacity(records.len());
-        for (record, seq) in records.iter_mut().zip(inner.next_seq..) {
-            record.fields.sequence = seq;
-            lens.push(record.encoded_len());
         }
         let total: usize = lens.iter().map(|n| n + FRAME_HEADER_BYTES).sum();
         // Each segment this write may start costs its header too.

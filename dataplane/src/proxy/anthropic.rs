@@ -2,7 +2,7 @@
 //! bodies, named stream events ending in `message_stop`, and usage in
 //! `message_start` and `message_delta`, cache tokens included.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
 
 use super::dialect::{u, Dialect, Endpoint, StreamSeen, Usage};
@@ -47,9 +47,13 @@ impl Dialect for Anthropic {
         format!("event: error\ndata: {body}\n\n").into_bytes()
     }
 
-    fn upstream_auth(&self, headers: &mut HeaderMap, api_key: Option<&str>) {
+    fn upstream_auth(
+        &self,
+        headers: &mut HeaderMap,
+        credential: Option<&(HeaderName, HeaderValue)>,
+    ) {
         // The one rule the control plane's own calls follow too.
-        llmgw_core::upstream::insert_auth(headers, Protocol::Anthropic, api_key);
+        llmgw_core::upstream::insert_credential(headers, Protocol::Anthropic, credential);
     }
 
     fn usage_of_body(&self, _endpoint: Endpoint, body: &Value) -> Option<Usage> {
@@ -162,11 +166,13 @@ mod tests {
     #[test]
     fn version_defaults_only_when_absent() {
         let mut h = HeaderMap::new();
-        Anthropic.upstream_auth(&mut h, Some("k"));
+        let credential = llmgw_core::upstream::credential(Protocol::Anthropic, "k");
+        Anthropic.upstream_auth(&mut h, credential.as_ref());
         assert_eq!(
             h["anthropic-version"],
             llmgw_core::upstream::ANTHROPIC_VERSION
         );
+        assert_eq!(h["x-api-key"], "k");
         let mut h = HeaderMap::new();
         h.insert("anthropic-version", HeaderValue::from_static("2024-01-01"));
         Anthropic.upstream_auth(&mut h, None);

@@ -397,7 +397,7 @@ impl Proxy {
     ) -> Result<Response<Incoming>, AttemptError> {
         let settings = &call.table.settings;
         let provider = &target.provider;
-        let (client, uri) = self.upstreams.get(
+        let (client, uri, host) = self.upstreams.get(
             &provider.name,
             &provider.base_url,
             &prepared.path,
@@ -416,7 +416,8 @@ impl Proxy {
             .map(|_| Arc::new(tokio::sync::watch::channel(upload::Sending::default()).0));
         // Made where it is awaited (a closure, not one future moved into
         // either arm): an attempt's future holds one exchange.
-        let (client, uri, sending_ref, traceparent) = (&client, &uri, &sending, &traceparent);
+        let (client, uri, host, sending_ref, traceparent) =
+            (&client, &uri, &host, &sending, &traceparent);
         let exchange = move || async move {
             // An HTTP/2 refusal (GOAWAY, REFUSED_STREAM) means the request
             // was not processed: it is sent again at once on another
@@ -437,6 +438,11 @@ impl Proxy {
                 *request.uri_mut() = uri.clone();
                 *request.headers_mut() =
                     upstream_headers(call.headers, target, prepared.wires.is_some());
+                if let Some(host) = host {
+                    request
+                        .headers_mut()
+                        .insert(http::header::HOST, host.clone());
+                }
                 if let Some((v, client_state)) = traceparent {
                     // The attempt's span is the upstream's parent; a
                     // client's `tracestate` goes on only with its trace.
@@ -636,8 +642,7 @@ pub(super) fn upstream_headers(client: &HeaderMap, target: &Target, translated: 
     for (name, value) in &target.provider.headers {
         out.insert(name.clone(), value.clone());
     }
-    let key = target.provider.api_key.as_ref().map(|k| k.expose_secret());
-    dialect(target.provider.protocol).upstream_auth(&mut out, key);
+    dialect(target.provider.protocol).upstream_auth(&mut out, target.provider.credential.as_ref());
     out.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),

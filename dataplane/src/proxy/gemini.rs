@@ -5,7 +5,7 @@
 //! and usage in `usageMetadata`, whose prompt count includes cached tokens
 //! and whose candidates count excludes thoughts.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
 
 use super::dialect::{u, Dialect, Endpoint, StreamSeen, Usage};
@@ -95,9 +95,13 @@ impl Dialect for Gemini {
         format!("data: {body}\n\n").into_bytes()
     }
 
-    fn upstream_auth(&self, headers: &mut HeaderMap, api_key: Option<&str>) {
+    fn upstream_auth(
+        &self,
+        headers: &mut HeaderMap,
+        credential: Option<&(HeaderName, HeaderValue)>,
+    ) {
         // The one rule the control plane's own calls follow too.
-        llmgw_core::upstream::insert_auth(headers, Protocol::Gemini, api_key);
+        llmgw_core::upstream::insert_credential(headers, Protocol::Gemini, credential);
     }
 
     fn usage_of_body(&self, _endpoint: Endpoint, body: &Value) -> Option<Usage> {

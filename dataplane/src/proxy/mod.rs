@@ -46,7 +46,6 @@ use llmgw_core::rules::Facts;
 use llmgw_core::table::{KeyRejection, Model, RoutingTable, Target};
 use llmgw_core::Protocol;
 use llmgw_proto::v1 as pb;
-use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use self::authenticate::authenticate;

@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use llmgw_protocols::Wire;
 use serde_json::Value;
 
+use super::body::top_levels_from_end;
 use super::dialect::{Dialect, Endpoint, StreamSeen, Usage};
 use super::openai::is_usage_chunk;
 use super::sse::{self, Splitter};
@@ -232,18 +233,23 @@ impl Observer {
                     self.seen.finished = true;
                     return None;
                 }
-                // One pass over the members for usage and the stop reason.
-                let [usage, stop, details, status] = super::body::top_levels(
-                    &self.whole,
-                    ["usage", "stop_reason", "incomplete_details", "status"],
-                )
+                // One pass over the members for usage and the stop reason,
+                // from the end, where they are: the answer's text before
+                // them is not read once they are found. Chat and Gemini
+                // keep their stop reason inside a choice: usage alone.
+                let wire = super::instream::pass_through_wire(protocol, endpoint);
+                let [usage, stop, details, status] = match wire {
+                    Wire::Chat | Wire::Gemini => top_levels_from_end(&self.whole, ["usage"])
+                        .map(|[usage]| [usage, None, None, None]),
+                    Wire::Anthropic => top_levels_from_end(&self.whole, ["usage", "stop_reason"])
+                        .map(|[usage, stop]| [usage, stop, None, None]),
+                    Wire::Responses => {
+                        top_levels_from_end(&self.whole, ["usage", "incomplete_details", "status"])
+                            .map(|[usage, details, status]| [usage, None, details, status])
+                    }
+                }
                 .unwrap_or_default();
-                self.stop_reason = stop_in_body(
-                    super::instream::pass_through_wire(protocol, endpoint),
-                    stop,
-                    details,
-                    status,
-                );
+                self.stop_reason = stop_in_body(wire, stop, details, status);
                 self.seen.usage = usage.and_then(|raw| {
                     super::usage::from_raw(protocol, endpoint, raw).or_else(|| {
                         let u = serde_json::from_slice::<Value>(raw).ok()?;

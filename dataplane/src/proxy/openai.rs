@@ -2,7 +2,7 @@
 //! chunks ending in `[DONE]`, and usage in `usage` (chat, completions,
 //! embeddings) or `response.usage` (responses).
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
 
 use super::dialect::{u, Dialect, Endpoint, StreamSeen, Usage};
@@ -67,9 +67,13 @@ impl Dialect for OpenAi {
         format!("data: {body}\n\n").into_bytes()
     }
 
-    fn upstream_auth(&self, headers: &mut HeaderMap, api_key: Option<&str>) {
+    fn upstream_auth(
+        &self,
+        headers: &mut HeaderMap,
+        credential: Option<&(HeaderName, HeaderValue)>,
+    ) {
         // The one rule the control plane's own calls follow too.
-        llmgw_core::upstream::insert_auth(headers, Protocol::OpenAi, api_key);
+        llmgw_core::upstream::insert_credential(headers, Protocol::OpenAi, credential);
     }
 
     fn usage_of_body(&self, endpoint: Endpoint, body: &Value) -> Option<Usage> {

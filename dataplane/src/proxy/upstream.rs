@@ -1,5 +1,6 @@
 //! Per-provider upstream HTTP clients, each with its own connection pool,
-//! and the upstream URIs parsed once per provider and endpoint.
+//! and the upstream URIs parsed once per provider and endpoint, each with
+//! the `Host` header HTTP/1 sends for it.
 //!
 //! The client is hyper-util's pooled client over a rustls connector, used
 //! directly: reqwest on top of it re-parsed the URL of every request and
@@ -22,7 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Uri;
+use http::{HeaderValue, Uri};
 use http_body_util::Full;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -137,8 +138,8 @@ struct Entry {
     /// it drops them.
     base_url: String,
     /// Parsed URIs by path (a few per provider: its endpoints, and for
-    /// Gemini one per model and method).
-    uris: Vec<(String, Uri)>,
+    /// Gemini one per model and method), with their [`host_header`].
+    uris: Vec<(String, Uri, Option<HeaderValue>)>,
 }
 
 #[derive(Default)]
@@ -156,7 +157,8 @@ impl std::fmt::Debug for Upstreams {
 
 impl Upstreams {
     /// The provider's client (a new one, with a new pool, when the connect
-    /// timeout or the proxy changed) and the URI of `path` under `base_url`.
+    /// timeout or the proxy changed), the URI of `path` under `base_url`,
+    /// and its `Host` header when it can be given ([`host_header`]).
     pub fn get(
         &self,
         provider: &str,
@@ -164,7 +166,7 @@ impl Upstreams {
         path: &str,
         connect_timeout: Duration,
         proxy: Option<&ProxyUrl>,
-    ) -> Result<(UpstreamClient, Uri), AttemptError> {
+    ) -> Result<(UpstreamClient, Uri, Option<HeaderValue>), AttemptError> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         // One lookup in the usual case (a known provider, same settings).
         let entry = match entries.get_mut(provider) {
@@ -191,12 +193,15 @@ impl Upstreams {
             entry.base_url = base_url.to_string();
             entry.uris.clear();
         }
-        if let Some((_, uri)) = entry.uris.iter().find(|(p, _)| p == path) {
-            return Ok((entry.client.clone(), uri.clone()));
+        if let Some((_, uri, host)) = entry.uris.iter().find(|(p, _, _)| p == path) {
+            return Ok((entry.client.clone(), uri.clone(), host.clone()));
         }
         let uri = upstream_uri(base_url, path)?;
-        entry.uris.push((path.to_string(), uri.clone()));
-        Ok((entry.client.clone(), uri))
+        let host = host_header(&uri);
+        entry
+            .uris
+            .push((path.to_string(), uri.clone(), host.clone()));
+        Ok((entry.client.clone(), uri, host))
     }
 
     /// The shared TLS settings; a copy shares the root store.
@@ -210,6 +215,31 @@ impl Upstreams {
         *tls = Some(config.clone());
         Ok(config)
     }
+}
+
+/// The `Host` header hyper-util's client writes for `uri` on an HTTP/1
+/// connection (the host, and the port unless it is the scheme's default),
+/// made once here instead of formatted for every request; the same bytes
+/// go out. Only for `http://`: a plain connection is always HTTP/1 here
+/// (HTTP/2 comes only from ALPN inside TLS), while an `https://` one may be
+/// HTTP/2, where no `Host` is sent; hyper-util goes on writing it there for
+/// HTTP/1. `None` too when the header would not be the URI's authority byte
+/// for byte (user info, a default port written out).
+fn host_header(uri: &Uri) -> Option<HeaderValue> {
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let authority = uri.authority()?.as_str();
+    let host = uri.host()?;
+    // hyper-util's rule: the port unless it is the scheme's default.
+    let written = match uri.port() {
+        Some(port) if port.as_u16() != 80 => format!("{host}:{}", port.as_str()),
+        _ => host.to_string(),
+    };
+    if written != authority {
+        return None;
+    }
+    HeaderValue::from_str(authority).ok()
 }
 
 /// `base_url` + `path` as an absolute http(s) URI with a host.
@@ -290,7 +320,7 @@ mod tests {
         });
         let u = Upstreams::default();
         let limit = Duration::from_millis(300);
-        let (client, uri) = u
+        let (client, uri, _) = u
             .get(
                 "tls",
                 &format!("https://{addr}/v1"),
@@ -339,20 +369,50 @@ mod tests {
     }
 
     #[test]
+    fn host_headers_are_hyper_utils_for_plain_http_only() {
+        let host =
+            |u: &str| host_header(&u.parse().unwrap()).map(|h| h.to_str().unwrap().to_owned());
+        assert_eq!(
+            host("http://127.0.0.1:8080/v1").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(
+            host("http://vllm.internal/v1").as_deref(),
+            Some("vllm.internal")
+        );
+        assert_eq!(host("http://[::1]:9000/v1").as_deref(), Some("[::1]:9000"));
+        assert_eq!(host("http://a:443/v1").as_deref(), Some("a:443"));
+        // TLS may bring HTTP/2, where no Host goes: left to hyper-util; so
+        // are a default port written out and user info, which hyper-util
+        // would leave out of the header.
+        assert_eq!(host("https://api.openai.com/v1"), None);
+        assert_eq!(host("https://api.example.com:8443/v1"), None);
+        assert_eq!(host("http://a:80/v1"), None);
+        assert_eq!(host("http://u:p@a:1/v1"), None);
+        assert_eq!(host("http://a:01/v1").as_deref(), Some("a:01"));
+        let u = Upstreams::default();
+        let t = Duration::from_secs(5);
+        let (_, _, h) = u.get("p", "http://a:1/v1", "/x", t, None).unwrap();
+        assert_eq!(h.unwrap(), "a:1");
+        let (_, _, h) = u.get("p", "http://a:1/v1", "/x", t, None).unwrap();
+        assert_eq!(h.unwrap(), "a:1");
+    }
+
+    #[test]
     fn uris_follow_the_base_url_and_clients_the_timeout() {
         let u = Upstreams::default();
         let t = Duration::from_secs(5);
-        let (_, a) = u
+        let (_, a, _) = u
             .get("p", "http://a:1/v1", "/chat/completions", t, None)
             .unwrap();
         assert_eq!(a, "http://a:1/v1/chat/completions");
-        let (_, b) = u.get("p", "http://a:1/v1", "/embeddings", t, None).unwrap();
+        let (_, b, _) = u.get("p", "http://a:1/v1", "/embeddings", t, None).unwrap();
         assert_eq!(b, "http://a:1/v1/embeddings");
-        let (_, c) = u
+        let (_, c, _) = u
             .get("p", "http://b:2/v2", "/chat/completions", t, None)
             .unwrap();
         assert_eq!(c, "http://b:2/v2/chat/completions");
-        let (_, d) = u
+        let (_, d, _) = u
             .get(
                 "p",
                 "http://b:2/v2",
@@ -362,7 +422,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(d, c);
-        let (_, e) = u
+        let (_, e, _) = u
             .get("s", "https://api.example.com/v1", "/messages", t, None)
             .unwrap();
         assert_eq!(e, "https://api.example.com/v1/messages");
