@@ -528,7 +528,8 @@ fn provider(p: pb::SnapshotProvider, settings: &Settings) -> Result<Provider, Sn
     } else {
         let credential = crate::upstream::credential(protocol, &p.api_key)
             .ok_or_else(|| bad("API key contains characters not allowed in a header"))?;
-        // The snapshot's copy of the key is wiped once it is in the header.
+        // The snapshot's copy of the key goes as a `SecretString`, whose
+        // drop zeroes it.
         drop(SecretString::from(p.api_key));
         Some(credential)
     };
