@@ -7,6 +7,10 @@
 //! The documented exception, off unless configured: a provider's or
 //! target's default parameters are appended as top-level members when the
 //! body lacks them ([`fill_missing`]); every byte already there stays.
+//!
+//! The same scanning reads a response body's top-level members without
+//! parsing the rest: [`top_levels`] from the start, [`top_levels_from_end`]
+//! from the end, where a reply's counts sit.
 
 use bytes::Bytes;
 
@@ -222,16 +226,20 @@ pub fn top_levels<'b, const N: usize>(
 /// a name is the first met from the end). The members before the last one
 /// found are not read: a body whose tail is well-formed gives what it
 /// holds even if what comes before is not JSON, which a reader of usage can
-/// accept (the upstream did count those tokens). `None` when the tail is
+/// accept (the upstream did count those tokens). So, unlike `top_levels`,
+/// two objects one after the other give the second's members, and a reply
+/// framed as server-sent events gives its last event's; anything but
+/// whitespace after the closing brace gives `None`. `None` when the tail is
 /// not the end of an object, or when, with a name not found, the body is
-/// not an object from its first byte.
+/// not an object from its first byte. Strings are not checked for escapes
+/// or UTF-8 here: the caller parses the spans it keeps.
 pub fn top_levels_from_end<'b, const N: usize>(
     body: &'b [u8],
     names: [&str; N],
 ) -> Option<[Option<&'b [u8]>; N]> {
     let mut out = [None; N];
     let mut found = 0;
-    let mut s = Back {
+    let mut s = BackScanner {
         b: body,
         i: body.len(),
     };
@@ -276,12 +284,12 @@ pub fn top_levels_from_end<'b, const N: usize>(
 
 /// A scanner that moves from the end of the body towards its start; `i` is
 /// the end (exclusive) of what is left to read.
-struct Back<'a> {
+struct BackScanner<'a> {
     b: &'a [u8],
     i: usize,
 }
 
-impl Back<'_> {
+impl BackScanner<'_> {
     fn ws(&mut self) {
         while self.i > 0 && matches!(self.b[self.i - 1], b' ' | b'\t' | b'\n' | b'\r') {
             self.i -= 1;
@@ -344,10 +352,21 @@ impl Back<'_> {
             }
             _ => {
                 let end = self.i;
+                // Up to what may stand before a scalar, or what cannot be
+                // in one (the end of a string, an object or an array).
                 while self.i > 0
                     && !matches!(
                         self.b[self.i - 1],
-                        b',' | b':' | b'{' | b'[' | b' ' | b'\t' | b'\n' | b'\r'
+                        b',' | b':'
+                            | b'{'
+                            | b'['
+                            | b' '
+                            | b'\t'
+                            | b'\n'
+                            | b'\r'
+                            | b'"'
+                            | b'}'
+                            | b']'
                     )
                 {
                     self.i -= 1;
@@ -670,6 +689,20 @@ mod tests {
         );
         assert!(top_levels_from_end(broken_front, ["usage", "status"]).is_none());
         assert!(top_levels(broken_front, ["usage"]).is_none());
+        // Objects one after the other, or events: the last one's; anything
+        // after the closing brace: nothing.
+        assert_eq!(
+            top_levels_from_end(b"{\"usage\":1}\n{\"usage\":2}", ["usage"]).unwrap(),
+            [Some(&b"2"[..])]
+        );
+        assert_eq!(
+            top_levels_from_end(b"data: {\"usage\":3}\n\n", ["usage"]).unwrap(),
+            [Some(&b"3"[..])]
+        );
+        assert!(top_levels_from_end(b"{\"usage\":1} x", ["usage"]).is_none());
+        // A scalar ends where a string, an object or an array does.
+        assert!(top_levels_from_end(br#"{"a":"x"1}"#, ["usage"]).is_none());
+        assert!(top_levels_from_end(br#"{"usage":{},"b":"x"1}"#, ["usage"]).is_none());
         // Not the end of an object, or not an object from its first byte.
         for bad in [
             &br#"[{"usage":1}]"#[..],

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use llmgw_proto::v1 as pb;
-use secrecy::SecretString;
 
 use crate::keys;
 use crate::limits::Limits;
@@ -526,12 +525,12 @@ fn provider(p: pb::SnapshotProvider, settings: &Settings) -> Result<Provider, Sn
     let credential = if p.api_key.is_empty() {
         None
     } else {
-        let credential = crate::upstream::credential(protocol, &p.api_key)
-            .ok_or_else(|| bad("API key contains characters not allowed in a header"))?;
-        // The snapshot's copy of the key goes as a `SecretString`, whose
-        // drop zeroes it.
-        drop(SecretString::from(p.api_key));
-        Some(credential)
+        // The key is kept only in the header's value, marked sensitive so
+        // that it never prints.
+        Some(
+            crate::upstream::credential(protocol, &p.api_key)
+                .ok_or_else(|| bad("API key contains characters not allowed in a header"))?,
+        )
     };
     Ok(Provider {
         name: p.name,

@@ -438,11 +438,6 @@ impl Proxy {
                 *request.uri_mut() = uri.clone();
                 *request.headers_mut() =
                     upstream_headers(call.headers, target, prepared.wires.is_some());
-                if let Some(host) = host {
-                    request
-                        .headers_mut()
-                        .insert(http::header::HOST, host.clone());
-                }
                 if let Some((v, client_state)) = traceparent {
                     // The attempt's span is the upstream's parent; a
                     // client's `tracestate` goes on only with its trace.
@@ -451,6 +446,12 @@ impl Proxy {
                     if !client_state {
                         h.remove(&super::trace::TRACESTATE);
                     }
+                }
+                // Last, where hyper-util put the one it wrote itself.
+                if let Some(host) = host {
+                    request
+                        .headers_mut()
+                        .insert(http::header::HOST, host.clone());
                 }
                 match client.request(request).await {
                     Err(e) if resends < 2 && upstream::is_safe_to_resend(&e) => resends += 1,

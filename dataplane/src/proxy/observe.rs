@@ -234,12 +234,15 @@ impl Observer {
                     return None;
                 }
                 // One pass over the members for usage and the stop reason,
-                // from the end, where they are: the answer's text before
-                // them is not read once they are found. Chat and Gemini
-                // keep their stop reason inside a choice: usage alone.
+                // from the end, where they are: a Chat or Anthropic
+                // answer's text before them is not read once they are
+                // found (Responses keeps `status` before its output, so
+                // its whole body is read). Chat keeps its stop reason
+                // inside a choice: usage alone. Gemini's counts are
+                // `usageMetadata`, read from the tree below.
                 let wire = super::instream::pass_through_wire(protocol, endpoint);
                 let [usage, stop, details, status] = match wire {
-                    Wire::Chat | Wire::Gemini => top_levels_from_end(&self.whole, ["usage"])
+                    Wire::Chat => top_levels_from_end(&self.whole, ["usage"])
                         .map(|[usage]| [usage, None, None, None]),
                     Wire::Anthropic => top_levels_from_end(&self.whole, ["usage", "stop_reason"])
                         .map(|[usage, stop]| [usage, stop, None, None]),
@@ -247,6 +250,7 @@ impl Observer {
                         top_levels_from_end(&self.whole, ["usage", "incomplete_details", "status"])
                             .map(|[usage, details, status]| [usage, None, details, status])
                     }
+                    Wire::Gemini => None,
                 }
                 .unwrap_or_default();
                 self.stop_reason = stop_in_body(wire, stop, details, status);
