@@ -58,8 +58,10 @@ pub mod field {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct LogRecord {
     /// Everything but what `encoded` holds; metrics read these, and the
-    /// spool sets `sequence` and the writer `node_id`.
-    pub fields: pb::RequestLog,
+    /// spool sets `sequence` and the writer `node_id`. Boxed: the record
+    /// moves through the queue, the writer's batch and the spool's I/O
+    /// thread, and a `RequestLog` is about 900 bytes to copy each time.
+    pub fields: Box<pb::RequestLog>,
     /// Further fields of the same `RequestLog`, protobuf-encoded.
     pub encoded: Bytes,
 }
@@ -67,7 +69,7 @@ pub struct LogRecord {
 impl From<pb::RequestLog> for LogRecord {
     fn from(fields: pb::RequestLog) -> Self {
         LogRecord {
-            fields,
+            fields: Box::new(fields),
             encoded: Bytes::new(),
         }
     }
@@ -406,7 +408,7 @@ mod tests {
         let mut fields = record("a", 7);
         fields.request_headers.clear();
         let rec = LogRecord {
-            fields: fields.clone(),
+            fields: Box::new(fields.clone()),
             encoded: w.finish(),
         };
         let want = pb::RequestLog {

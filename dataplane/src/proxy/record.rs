@@ -125,7 +125,7 @@ impl Emitter {
         if self.mode.records() {
             self.logs.send_with(
                 LogRecord {
-                    fields: record,
+                    fields: Box::new(record),
                     encoded: encoded.finish(),
                 },
                 spooled,
@@ -567,7 +567,7 @@ mod tests {
 
     fn decoded(w: FieldWriter) -> pb::RequestLog {
         LogRecord {
-            fields: pb::RequestLog::default(),
+            fields: Box::default(),
             encoded: w.finish(),
         }
         .decode()
