@@ -218,6 +218,19 @@ mod tests {
     }
 
     #[test]
+    fn version_defaults_only_when_absent() {
+        let mut h = HeaderMap::new();
+        let c = credential(Protocol::Anthropic, "k");
+        insert_credential(&mut h, Protocol::Anthropic, c.as_ref());
+        assert_eq!(h["anthropic-version"], ANTHROPIC_VERSION);
+        assert_eq!(h["x-api-key"], "k");
+        let mut h = HeaderMap::new();
+        h.insert("anthropic-version", HeaderValue::from_static("2024-01-01"));
+        insert_credential(&mut h, Protocol::Anthropic, None);
+        assert_eq!(h["anthropic-version"], "2024-01-01");
+    }
+
+    #[test]
     fn tiny_requests_are_each_apis_smallest() {
         let r = tiny_request(Protocol::OpenAi, ModelType::Chat, "gpt").unwrap();
         assert_eq!(r.path, "/responses");

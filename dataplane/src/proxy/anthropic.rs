@@ -2,7 +2,7 @@
 //! bodies, named stream events ending in `message_stop`, and usage in
 //! `message_start` and `message_delta`, cache tokens included.
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 use serde_json::{json, Value};
 
 use super::dialect::{u, Dialect, Endpoint, StreamSeen, Usage};
@@ -45,15 +45,6 @@ impl Dialect for Anthropic {
     fn stream_error_event(&self, message: &str) -> Vec<u8> {
         let body = json!({"type": "error", "error": {"type": "api_error", "message": message}});
         format!("event: error\ndata: {body}\n\n").into_bytes()
-    }
-
-    fn upstream_auth(
-        &self,
-        headers: &mut HeaderMap,
-        credential: Option<&(HeaderName, HeaderValue)>,
-    ) {
-        // The one rule the control plane's own calls follow too.
-        llmgw_core::upstream::insert_credential(headers, Protocol::Anthropic, credential);
     }
 
     fn usage_of_body(&self, _endpoint: Endpoint, body: &Value) -> Option<Usage> {
@@ -161,21 +152,5 @@ mod tests {
         );
         assert_eq!(seen.text.kept(), "hey");
         assert!(seen.finished);
-    }
-
-    #[test]
-    fn version_defaults_only_when_absent() {
-        let mut h = HeaderMap::new();
-        let credential = llmgw_core::upstream::credential(Protocol::Anthropic, "k");
-        Anthropic.upstream_auth(&mut h, credential.as_ref());
-        assert_eq!(
-            h["anthropic-version"],
-            llmgw_core::upstream::ANTHROPIC_VERSION
-        );
-        assert_eq!(h["x-api-key"], "k");
-        let mut h = HeaderMap::new();
-        h.insert("anthropic-version", HeaderValue::from_static("2024-01-01"));
-        Anthropic.upstream_auth(&mut h, None);
-        assert_eq!(h["anthropic-version"], "2024-01-01");
     }
 }

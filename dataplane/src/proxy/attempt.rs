@@ -643,7 +643,12 @@ pub(super) fn upstream_headers(client: &HeaderMap, target: &Target, translated: 
     for (name, value) in &target.provider.headers {
         out.insert(name.clone(), value.clone());
     }
-    dialect(target.provider.protocol).upstream_auth(&mut out, target.provider.credential.as_ref());
+    // The one rule the control plane's own calls follow too.
+    llmgw_core::upstream::insert_credential(
+        &mut out,
+        target.provider.protocol,
+        target.provider.credential.as_ref(),
+    );
     out.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),

@@ -4,7 +4,7 @@
 //! [`Dialect`].
 
 use super::generated::Generated;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 use serde_json::Value;
 
 use super::error::ErrorKind;
@@ -25,12 +25,6 @@ pub trait Dialect: Send + Sync {
     fn error_body(&self, kind: ErrorKind, message: &str) -> Vec<u8>;
     /// The terminal event a broken stream ends with.
     fn stream_error_event(&self, message: &str) -> Vec<u8>;
-    /// Sets the provider's credential and protocol headers upstream.
-    fn upstream_auth(
-        &self,
-        headers: &mut HeaderMap,
-        credential: Option<&(HeaderName, HeaderValue)>,
-    );
     /// Usage in a whole (non-streaming) response body.
     fn usage_of_body(&self, endpoint: Endpoint, body: &Value) -> Option<Usage>;
     /// Generated text in a whole response body.

@@ -5,7 +5,7 @@
 //! and usage in `usageMetadata`, whose prompt count includes cached tokens
 //! and whose candidates count excludes thoughts.
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 use serde_json::{json, Value};
 
 use super::dialect::{u, Dialect, Endpoint, StreamSeen, Usage};
@@ -93,15 +93,6 @@ impl Dialect for Gemini {
     fn stream_error_event(&self, message: &str) -> Vec<u8> {
         let body = json!({"error": {"code": 500, "message": message, "status": "INTERNAL"}});
         format!("data: {body}\n\n").into_bytes()
-    }
-
-    fn upstream_auth(
-        &self,
-        headers: &mut HeaderMap,
-        credential: Option<&(HeaderName, HeaderValue)>,
-    ) {
-        // The one rule the control plane's own calls follow too.
-        llmgw_core::upstream::insert_credential(headers, Protocol::Gemini, credential);
     }
 
     fn usage_of_body(&self, _endpoint: Endpoint, body: &Value) -> Option<Usage> {

@@ -2,7 +2,7 @@
 //! chunks ending in `[DONE]`, and usage in `usage` (chat, completions,
 //! embeddings) or `response.usage` (responses).
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 use serde_json::{json, Value};
 
 use super::dialect::{u, Dialect, Endpoint, StreamSeen, Usage};
@@ -65,15 +65,6 @@ impl Dialect for OpenAi {
     fn stream_error_event(&self, message: &str) -> Vec<u8> {
         let body = json!({"error": {"message": message, "type": "server_error", "code": "stream_interrupted"}});
         format!("data: {body}\n\n").into_bytes()
-    }
-
-    fn upstream_auth(
-        &self,
-        headers: &mut HeaderMap,
-        credential: Option<&(HeaderName, HeaderValue)>,
-    ) {
-        // The one rule the control plane's own calls follow too.
-        llmgw_core::upstream::insert_credential(headers, Protocol::OpenAi, credential);
     }
 
     fn usage_of_body(&self, endpoint: Endpoint, body: &Value) -> Option<Usage> {
