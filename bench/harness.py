@@ -220,11 +220,53 @@ def stop_all():
             log(f"stopping {p.name}: {e}")
 
 
+def parse_stat(text):
+    """(name, utime, stime) from the text of a /proc stat file. The name
+    sits between the first "(" and the last ")", and may hold either."""
+    name = text[text.index("(") + 1:text.rindex(")")]
+    fields = text[text.rindex(")") + 1:].split()
+    return name, int(fields[11]), int(fields[12])
+
+
 def cpu_ticks(pid):
     """utime + stime of a whole process (all its threads, dead ones too)."""
+    _, user, system = cpu_times(pid)
+    return user + system
+
+
+def cpu_times(pid):
+    """(name, utime, stime) of a whole process, dead threads included."""
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+        return parse_stat(f.read())
+
+
+def thread_ticks(pid, name):
+    """utime + stime of the live threads of `pid` called `name` (a thread
+    that has exited is counted only in its process's total)."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                n, user, system = parse_stat(f.read())
+        except OSError:
+            continue
+        if n == name:
+            total += user + system
+    return total
+
+
+def cpu_split_us(d_user, d_system, d_spool, requests):
+    """Microseconds per request from tick deltas: user, system, and the
+    spool thread's part of both (None when the process has none)."""
+    if not requests:
+        return None
+    per = 1e6 / CLK_TCK / requests
+    return {"user": d_user * per, "system": d_system * per,
+            "spool": d_spool * per if d_spool is not None else None}
 
 
 def rss_kib(pid):
@@ -747,18 +789,50 @@ def run_sse(target, streams, waves, chunks, delay_ms, sample_pid=None, paralleli
 # ---------------------------------------------------------------------------
 
 
+# The data plane's request-log spool thread (its I/O: encode, CRC, write).
+SPOOL_THREAD = "llmgw-spool"
+
+
 class Cpu:
     def __init__(self, pid):
         self.pid = pid
-        self.t0 = cpu_ticks(pid) if pid else None
+        self.t0 = cpu_times(pid) if pid else None
+        self.spool0 = thread_ticks(pid, SPOOL_THREAD) if pid else None
 
     def seconds(self):
-        return (cpu_ticks(self.pid) - self.t0) / CLK_TCK if self.pid else None
+        return (cpu_ticks(self.pid) - sum(self.t0[1:])) / CLK_TCK if self.pid else None
+
+    def split_us(self, requests):
+        """Per request since the start: user and system time, and the
+        spool thread's (None for a process without one)."""
+        if not self.pid:
+            return None
+        _, user, system = cpu_times(self.pid)
+        spool = thread_ticks(self.pid, SPOOL_THREAD)
+        d_spool = spool - self.spool0 if (spool or self.spool0) else None
+        return cpu_split_us(user - self.t0[1], system - self.t0[2], d_spool, requests)
 
 
 def rotated(names, r):
     k = r % len(names)
     return names[k:] + names[:k]
+
+
+def split_summary(splits):
+    """The rounds' CPU splits as a median and range per part."""
+    splits = [x for x in splits if x]
+    if not splits:
+        return None
+    return {k: med_range([x[k] for x in splits]) for k in ("user", "system", "spool")}
+
+
+def split_cell(split):
+    """"user / system (spool)" in µs per request, medians."""
+    if not split:
+        return "—"
+    med = {k: (v["median"] if v else None) for k, v in split.items()}
+    cell = f"{med['user']:.1f} / {med['system']:.1f}"
+    return cell + (f" ({med['spool']:.1f})" if med["spool"] is not None else "")
 
 
 def med_range(values):
@@ -910,6 +984,9 @@ class Bench:
         elif target.get("logs_port"):
             settle = self.s.wait_logs_shipped(port=target["logs_port"])
         total_cpu = cpu.seconds()
+        # Where the time goes: user against system time, and the spool
+        # thread's share, beside the bare proxy's and nginx's.
+        res["cpu_split_us_per_req"] = cpu.split_us(res["requests"])
         res["sut_busy"] = run_cpu / res["seconds"] if pid else None
         res["cpu_us_per_req"] = total_cpu / res["requests"] * 1e6 if pid else None
         res["cpu_us_per_req_during_run"] = run_cpu / res["requests"] * 1e6 if pid else None
@@ -1411,6 +1488,8 @@ def summarize(raw, names):
                 "cpu_us_per_req": med_range(cpu),
                 "sut_busy": med_range(per_round("S3", name, "sut_busy")),
                 "errors": sum(per_round("S3", name, "errors")),
+                "cpu_split_us_per_req": split_summary(
+                    [r.get("cpu_split_us_per_req") for r in raw["S3"].get(name, [])]),
                 "rps_vs_nginx": med_range([x / y for x, y in zip(rps, nginx_rps)]),
                 "cpu_vs_nginx": med_range([x / y for x, y in zip(cpu, nginx_cpu)
                                            if x is not None and y]),
@@ -1699,12 +1778,16 @@ def table(S, names):
         row("S3", "SUT CPU µs/req", lambda c: mr(s[c]["cpu_us_per_req"], 1))
         row("S3", "CPU ratio to nginx", lambda c: mr(s[c]["cpu_vs_nginx"], 2))
         row("S3", "SUT core busy", lambda c: mr(s[c]["sut_busy"], 2))
+        row("S3", "SUT CPU user / system µs/req (spool thread)",
+            lambda c: split_cell(s[c].get("cpu_split_us_per_req")))
         row("S3", "errors", lambda c: str(s[c]["errors"]))
         if FLOOR in s:
             f = s[FLOOR]
             row("S3", "bare hyper proxy (diagnostic): req/s, CPU µs/req, CPU ratio to nginx",
                 lambda c: (f"{mr(f['rps'], 0)}, {mr(f['cpu_us_per_req'], 1)}, "
                            f"{mr(f['cpu_vs_nginx'], 2)}") if c == "llmgw" else "—")
+            row("S3", "bare hyper proxy (diagnostic): CPU user / system µs/req",
+                lambda c: split_cell(f.get("cpu_split_us_per_req")) if c == "llmgw" else "—")
     for n in (1, 100, 500):
         k = f"S4@{n}"
         if k in S:

@@ -93,3 +93,32 @@ def test_s7_config_holds_n_models_and_keys_in_all():
     assert len(export["models"]) == 2
     # A configuration already at n still gets the model S7 changes.
     assert "bench-s7-0" in [m["name"] for m in harness.make_big_config(export, 2)["models"]]
+
+
+def test_a_stat_line_is_read_around_a_name_with_parentheses_and_spaces():
+    line = "4242 (tokio (rt) w) S 1 2 3 4 5 6 7 8 9 10 111 222 13 14 20 0\n"
+    assert harness.parse_stat(line) == ("tokio (rt) w", 111, 222)
+
+
+def test_the_cpu_split_is_per_request_in_microseconds():
+    hz = harness.CLK_TCK
+    # One second of user time and half a second of system time over
+    # 100,000 requests: 10 and 5 µs each; a fifth of a second in the spool.
+    split = harness.cpu_split_us(hz, hz // 2, hz // 5, 100_000)
+    assert split == {"user": 10.0, "system": 5.0, "spool": 2.0}
+    assert harness.cpu_split_us(hz, 0, None, 100_000)["spool"] is None
+    assert harness.cpu_split_us(1, 1, 1, 0) is None
+
+
+def test_the_split_summary_takes_each_part_s_median_over_rounds():
+    rounds = [{"user": 30.0, "system": 10.0, "spool": 4.0},
+              {"user": 34.0, "system": 12.0, "spool": 5.0},
+              None,
+              {"user": 32.0, "system": 11.0, "spool": 6.0}]
+    s = harness.split_summary(rounds)
+    assert s["user"] == {"median": 32.0, "min": 30.0, "max": 34.0, "n": 3}
+    assert s["spool"]["median"] == 5.0
+    assert harness.split_cell(s) == "32.0 / 11.0 (5.0)"
+    floor = harness.split_summary([{"user": 15.0, "system": 15.0, "spool": None}])
+    assert harness.split_cell(floor) == "15.0 / 15.0"
+    assert harness.split_cell(None) == "—"

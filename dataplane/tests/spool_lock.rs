@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A control-plane URL nothing answers on: a data plane keeps retrying it
 /// in the background and still starts.
@@ -59,25 +59,23 @@ fn a_second_data_plane_on_the_same_spool_refuses_to_start() {
     // Keep draining its log so it never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
 
+    // The second one's exit is awaited, not polled: a thread reads its log
+    // to the end (so it never blocks on a full pipe) and reaps it. The
+    // bound is generous since CI runs this beside the end-to-end suites.
     let mut second = data_plane(&spool, "dp-b", &cp);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = second.kill();
-            panic!("the second data plane did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let pid = second.id().to_string();
+    let mut out = second.stdout.take().unwrap();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut err = String::new();
+        let read = out.read_to_string(&mut err);
+        let _ = done_tx.send((read.map(|_| err), second.wait()));
+    });
+    let Ok((err, status)) = done.recv_timeout(Duration::from_secs(60)) else {
+        let _ = Command::new("kill").args(["-9", &pid]).status();
+        panic!("the second data plane did not exit within 60 s");
     };
-    let mut err = String::new();
-    second
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (err, status) = (err.unwrap(), status.unwrap());
     assert!(!status.success(), "{err}");
     assert!(err.contains("in use by another data plane"), "{err}");
     assert!(err.contains(&spool.display().to_string()), "{err}");

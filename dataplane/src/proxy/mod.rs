@@ -174,7 +174,8 @@ impl RequestFacts<'_> {
 /// starts (the client went away), its record is logged as cancelled.
 struct Pending {
     sink: Arc<Emitter>,
-    record: Option<pb::RequestLog>,
+    /// Boxed: see [`Finish::record`].
+    record: Option<Box<pb::RequestLog>>,
     /// The record's headers, bodies and request strings, written as
     /// protobuf as they are seen.
     encoded: FieldWriter,
@@ -204,7 +205,7 @@ impl Pending {
         self.record.get_or_insert_with(Default::default)
     }
 
-    fn take(&mut self) -> (pb::RequestLog, FieldWriter) {
+    fn take(&mut self) -> (Box<pb::RequestLog>, FieldWriter) {
         (
             self.record.take().unwrap_or_default(),
             std::mem::take(&mut self.encoded),
@@ -401,7 +402,7 @@ impl Proxy {
         };
         let mut pending = Pending {
             sink: Arc::clone(&self.out),
-            record: Some(pb::RequestLog {
+            record: Some(Box::new(pb::RequestLog {
                 id: id.clone(),
                 node_id: self.node_id.clone(),
                 time_ms: now_ms(),
@@ -409,7 +410,7 @@ impl Proxy {
                     .map(llmgw_telemetry::trace_id_hex)
                     .unwrap_or_default(),
                 ..Default::default()
-            }),
+            })),
             encoded,
             started,
             admission: None,
@@ -964,5 +965,28 @@ fn set_request_id(resp: &mut Response<ResponseBody>, id: &str) {
     if let Ok(v) = HeaderValue::from_str(id) {
         resp.headers_mut()
             .insert(HeaderName::from_static(REQUEST_ID), v);
+    }
+}
+#[cfg(test)]
+mod sizes {
+    //! The request's state is moved several times per request (into the
+    //! response body, into its box, out to the spool), and a move copies
+    //! the whole of it: what few requests have, and the record itself,
+    //! live behind a box (docs/benchmarks.md, "A request's state crossing
+    //! 2 KiB" and "The record boxed from the start").
+
+    use std::mem::size_of;
+
+    #[test]
+    fn the_request_state_that_moves_stays_small() {
+        assert!(
+            size_of::<super::Pending>() <= 256,
+            "{}",
+            size_of::<super::Pending>()
+        );
+        let finish = size_of::<super::record::Finish>();
+        assert!(finish <= 320, "{finish}");
+        let body = size_of::<super::stream::ProxyBody>();
+        assert!(body <= 1024, "{body}");
     }
 }

@@ -69,7 +69,7 @@ impl Emitter {
     /// [`Emitter::emit_traced`], with a wait that the response's end holds on.
     pub fn emit_held(
         self: &Arc<Self>,
-        record: pb::RequestLog,
+        record: Box<pb::RequestLog>,
         encoded: FieldWriter,
         trace: Option<Box<RequestTrace>>,
     ) -> Hold {
@@ -99,7 +99,7 @@ impl Emitter {
     /// own strings; see [`log_headers`] and [`log_body`]).
     pub fn emit_traced(
         &self,
-        record: pb::RequestLog,
+        record: Box<pb::RequestLog>,
         encoded: FieldWriter,
         trace: Option<Box<RequestTrace>>,
     ) {
@@ -110,7 +110,7 @@ impl Emitter {
     /// spool (or given up), and ending the request's spans.
     pub fn emit_with(
         &self,
-        mut record: pb::RequestLog,
+        mut record: Box<pb::RequestLog>,
         encoded: FieldWriter,
         spooled: Option<oneshot::Sender<()>>,
         trace: Option<Box<RequestTrace>>,
@@ -125,7 +125,7 @@ impl Emitter {
         if self.mode.records() {
             self.logs.send_with(
                 LogRecord {
-                    fields: Box::new(record),
+                    fields: record,
                     encoded: encoded.finish(),
                 },
                 spooled,
@@ -326,7 +326,9 @@ pub fn log_translation(
 
 /// What is needed to finish a record once the response is over.
 pub struct Finish {
-    pub record: pb::RequestLog,
+    /// Boxed from the request's start to the spool, so that every move of
+    /// the request's state moves a pointer, not about 900 bytes.
+    pub record: Box<pb::RequestLog>,
     /// The record's fields written as protobuf so far.
     pub encoded: FieldWriter,
     pub usage: Option<Usage>,
@@ -485,9 +487,8 @@ impl Finish {
     }
 
     /// The finished record: usage (reported, else estimated) and cost.
-    fn complete(self) -> (pb::RequestLog, FieldWriter) {
+    fn complete(self) -> (Box<pb::RequestLog>, FieldWriter) {
         let mut f = self;
-        let mut r = std::mem::take(&mut f.record);
         // An answered audio or image request's quantities: billed whether
         // or not the upstream reported tokens.
         let mut media = None;
@@ -495,12 +496,12 @@ impl Finish {
             // Audio and images: their quantities, and tokens only as the
             // upstream reported them.
             m.log_form(&mut f.encoded);
-            m.mark_stream(&mut r);
+            m.mark_stream(&mut f.record);
             if f.counted {
                 let q = f.quantities.take().map(|q| *q).unwrap_or_else(|| {
                     super::media::quantities(m.endpoint, &m.request(), f.media_response.as_deref())
                 });
-                q.record(&mut r);
+                q.record(&mut f.record);
                 f.usage = q.tokens;
                 media = Some(q);
             } else {
@@ -511,11 +512,11 @@ impl Finish {
         }
         let usage = match f.reported() {
             Some(u) => {
-                r.usage_source = "reported".into();
+                f.record.usage_source = "reported".into();
                 Some(u)
             }
             None if f.counted => {
-                r.usage_source = "estimated".into();
+                f.record.usage_source = "estimated".into();
                 let input = f.request.as_deref().map_or(f.input_seen, |raw| {
                     let tree = super::head::tree(raw);
                     llmgw_core::tokens::estimate_input(&f.tokenizer_model, &tree)
@@ -528,10 +529,12 @@ impl Finish {
                 })
             }
             None => {
-                r.usage_source = "none".into();
+                f.record.usage_source = "none".into();
                 None
             }
         };
+        // Moved out, not copied: the box goes on to the spool.
+        let mut r = f.record;
         if let Some(u) = usage {
             r.input_tokens = u.input;
             r.output_tokens = u.output;
@@ -644,7 +647,7 @@ mod tests {
 
     fn finish(usage: Option<Usage>, text: &str) -> Finish {
         Finish {
-            record: pb::RequestLog::default(),
+            record: Box::default(),
             encoded: FieldWriter::default(),
             usage,
             request: Some(bytes::Bytes::from_static(
