@@ -35,21 +35,7 @@ pub trait RouteState {
     fn random_below(&self, n: u64) -> u64;
 }
 
-/// Identity of a target for runtime state: provider plus upstream model.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TargetKey {
-    pub provider: String,
-    pub upstream_model: String,
-}
-
-impl TargetKey {
-    pub fn of(t: &Target) -> Self {
-        TargetKey {
-            provider: t.provider.name.clone(),
-            upstream_model: t.upstream_model.clone(),
-        }
-    }
-}
+pub use crate::table::TargetKey;
 
 /// Why a target is not a candidate, or where it went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +156,7 @@ pub fn plan(model: &Model, api: ClientApi, facts: &dyn Facts, state: &dyn RouteS
     let mut healthy = Vec::with_capacity(order.len());
     let mut ejected = Vec::new();
     for i in order.drain(..) {
-        if ejected.len() < cap && state.is_ejected(&TargetKey::of(&model.targets[i])) {
+        if ejected.len() < cap && state.is_ejected(&model.targets[i].key) {
             ejected.push(i);
         } else {
             healthy.push(i);
@@ -314,11 +300,7 @@ fn priority_order(model: &Model, candidates: &[usize], state: &dyn RouteState) -
 /// Power of two choices over the smoothed time to first byte; a target with
 /// no measurement yet counts as fastest so that it gets measured.
 fn least_latency_order(model: &Model, candidates: &[usize], state: &dyn RouteState) -> Vec<usize> {
-    let latency = |i: usize| {
-        state
-            .ttfb_ewma_ms(&TargetKey::of(&model.targets[i]))
-            .unwrap_or(0.0)
-    };
+    let latency = |i: usize| state.ttfb_ewma_ms(&model.targets[i].key).unwrap_or(0.0);
     if candidates.len() < 2 {
         return candidates.to_vec();
     }
@@ -390,6 +372,7 @@ mod tests {
         rule: Option<&str>,
     ) -> Target {
         Target {
+            key: TargetKey::of(&p.name, m),
             provider: Arc::clone(p),
             upstream_model: m.into(),
             priority,

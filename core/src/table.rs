@@ -271,6 +271,10 @@ impl Model {
 
 #[derive(Debug)]
 pub struct Target {
+    /// The target's identity for runtime state (health, latency), made
+    /// once with the snapshot: routing and every attempt look a target up
+    /// by it, and building it per request cost two strings each time.
+    pub key: TargetKey,
     pub provider: Arc<Provider>,
     pub upstream_model: String,
     pub priority: i32,
@@ -286,6 +290,22 @@ pub struct Target {
     /// (`llmgw_core::defaults::merged`); empty means the body is sent as
     /// it is.
     pub defaults: Vec<(String, bytes::Bytes)>,
+}
+
+/// Identity of a target for runtime state: provider plus upstream model.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TargetKey {
+    pub provider: String,
+    pub upstream_model: String,
+}
+
+impl TargetKey {
+    pub fn of(provider: &str, upstream_model: &str) -> Self {
+        TargetKey {
+            provider: provider.to_string(),
+            upstream_model: upstream_model.to_string(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -614,6 +634,7 @@ fn model(
         let own_params = crate::defaults::params(t.default_params)
             .map_err(|e| bad(format!("target {}: default_params: {e}", i + 1)))?;
         targets.push(Target {
+            key: TargetKey::of(&provider.name, &t.upstream_model),
             defaults: crate::defaults::merged(&provider.default_params, &own_params),
             provider: Arc::clone(provider),
             upstream_model: t.upstream_model,

@@ -45,7 +45,7 @@ impl Proxy {
         'targets: for (pos, &ti) in call.order.iter().enumerate() {
             let target = &call.model.targets[ti];
             let others_left = pos + 1 < call.order.len();
-            let key = TargetKey::of(target);
+            let key = &target.key;
             let prepared = match serving(call.endpoint.api(), target.provider.protocol) {
                 Serving::PassThrough if call.upload.is_some() => Prepared {
                     // Sent from the upload's tee by `send`.
@@ -191,7 +191,7 @@ impl Proxy {
                         let retry = retryable_status(status.as_u16())
                             || status == StatusCode::TOO_MANY_REQUESTS;
                         self.state
-                            .record(&key, !retry, ok.then(|| attempt_started.elapsed()));
+                            .record(key, !retry, ok.then(|| attempt_started.elapsed()));
                         if !retry {
                             // Success, or an error the client must see as it is.
                             pending.record().attempts.push(attempt);
@@ -251,7 +251,7 @@ impl Proxy {
                     Err(e) => {
                         // A failed upload is the client's doing.
                         if !matches!(e, AttemptError::Upload(..)) {
-                            self.state.record(&key, false, None);
+                            self.state.record(key, false, None);
                         }
                         attempt.error = e.describe();
                         pending.record().attempts.push(attempt);

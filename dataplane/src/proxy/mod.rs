@@ -41,7 +41,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use llmgw_core::routing::{self, TargetKey};
+use llmgw_core::routing;
 use llmgw_core::rules::Facts;
 use llmgw_core::table::{KeyRejection, Model, RoutingTable, Target};
 use llmgw_core::Protocol;

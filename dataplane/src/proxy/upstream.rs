@@ -78,9 +78,14 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The TLS connector with one limit on all of connecting: DNS, TCP and the
 /// TLS handshake (hyper-util's own connect timeout covers only TCP). A
 /// timeout is a connect error, so the attempt fails over like any other.
+///
+/// The connectors are shared behind an `Arc`: hyper-util clones its client,
+/// and so this connector, several times for every request, while only a
+/// new connection uses them. Each connection gets its own copy, made ready
+/// inside the limit.
 #[derive(Clone)]
 pub struct TimeoutConnector {
-    inner: HttpsConnector<ProxyConnector>,
+    inner: std::sync::Arc<HttpsConnector<ProxyConnector>>,
     timeout: Duration,
 }
 
@@ -89,14 +94,19 @@ impl tower::Service<Uri> for TimeoutConnector {
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
+    /// Always ready: the copy that connects is made ready in [`Self::call`].
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = self.inner.call(uri);
+        let mut connector = HttpsConnector::clone(&self.inner);
         let limit = self.timeout;
         Box::pin(async move {
+            let connecting = async move {
+                use tower::ServiceExt;
+                connector.ready().await?.call(uri).await
+            };
             match tokio::time::timeout(limit, connecting).await {
                 Ok(done) => done,
                 Err(_) => Err(std::io::Error::new(
@@ -283,7 +293,7 @@ fn build_client(
         .enable_http2()
         .wrap_connector(transport);
     let connector = TimeoutConnector {
-        inner: https,
+        inner: std::sync::Arc::new(https),
         timeout: connect_timeout,
     };
     Ok(Client::builder(TokioExecutor::new())
