@@ -241,13 +241,14 @@ def cpu_times(pid):
 
 
 def thread_ticks(pid, name):
-    """utime + stime of the live threads of `pid` called `name` (a thread
-    that has exited is counted only in its process's total)."""
-    total = 0
+    """utime + stime of the live threads of `pid` called `name`, or None
+    when it has no such thread (a thread that has exited is counted only
+    in its process's total)."""
+    total = None
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return 0
+        return None
     for tid in tids:
         try:
             with open(f"/proc/{pid}/task/{tid}/stat") as f:
@@ -255,7 +256,7 @@ def thread_ticks(pid, name):
         except OSError:
             continue
         if n == name:
-            total += user + system
+            total = (total or 0) + user + system
     return total
 
 
@@ -809,7 +810,7 @@ class Cpu:
             return None
         _, user, system = cpu_times(self.pid)
         spool = thread_ticks(self.pid, SPOOL_THREAD)
-        d_spool = spool - self.spool0 if (spool or self.spool0) else None
+        d_spool = spool - self.spool0 if spool is not None and self.spool0 is not None else None
         return cpu_split_us(user - self.t0[1], system - self.t0[2], d_spool, requests)
 
 

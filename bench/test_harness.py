@@ -122,3 +122,24 @@ def test_the_split_summary_takes_each_part_s_median_over_rounds():
     floor = harness.split_summary([{"user": 15.0, "system": 15.0, "spool": None}])
     assert harness.split_cell(floor) == "15.0 / 15.0"
     assert harness.split_cell(None) == "—"
+
+
+def test_a_spool_thread_is_told_apart_from_none(tmp_path, monkeypatch):
+    # A process's threads as /proc shows them: one spool thread that has
+    # used no time yet still counts as a spool thread (0, not None).
+    task = tmp_path / "42" / "task"
+    for tid, name, user, system in ((42, "box-dp", 7, 3), (43, "llmgw-spool", 0, 0)):
+        (task / str(tid)).mkdir(parents=True)
+        (task / str(tid) / "stat").write_text(
+            f"{tid} ({name}) S 1 2 3 4 5 6 7 8 9 10 {user} {system} 13 14\n")
+    real_listdir, real_open = os.listdir, open
+
+    def fake(path):
+        return str(path).replace("/proc", str(tmp_path), 1)
+
+    monkeypatch.setattr(harness.os, "listdir", lambda p: real_listdir(fake(p)))
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: real_open(fake(p), *a, **k))
+    assert harness.thread_ticks(42, "llmgw-spool") == 0
+    assert harness.thread_ticks(42, "box-dp") == 10
+    assert harness.thread_ticks(42, "nginx") is None
+    assert harness.thread_ticks(7, "llmgw-spool") is None

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use llmgw_core::keys;
-use llmgw_core::table::RoutingTable;
+use llmgw_core::table::{RoutingTable, TargetKey};
 use llmgw_core::validate;
 use llmgw_proto::v1 as pb;
 use proptest::prelude::*;
@@ -368,6 +368,9 @@ fn check(input: &pb::Snapshot, t: &RoutingTable) -> Result<(), TestCaseError> {
             prop_assert!(known.is_some_and(|p| Arc::ptr_eq(p, &tg.provider)));
             prop_assert!(!tg.upstream_model.is_empty());
             prop_assert!(validate::weight(tg.weight).is_ok());
+            // The key runtime state goes by is the target's own identity.
+            let key = TargetKey::of(&tg.provider.name, &tg.upstream_model);
+            prop_assert_eq!(&tg.key, &key);
         }
     }
 

@@ -60,22 +60,23 @@ fn a_second_data_plane_on_the_same_spool_refuses_to_start() {
     std::thread::spawn(move || lines.for_each(drop));
 
     // The second one's exit is awaited, not polled: a thread reads its log
-    // to the end (so it never blocks on a full pipe) and reaps it. The
-    // bound is generous since CI runs this beside the end-to-end suites.
+    // to the end, which comes when the process exits (so it never blocks
+    // on a full pipe). The bound is generous since CI runs this beside the
+    // end-to-end suites.
     let mut second = data_plane(&spool, "dp-b", &cp);
-    let pid = second.id().to_string();
     let mut out = second.stdout.take().unwrap();
     let (done_tx, done) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut err = String::new();
-        let read = out.read_to_string(&mut err);
-        let _ = done_tx.send((read.map(|_| err), second.wait()));
+        let _ = done_tx.send(out.read_to_string(&mut err).map(|_| err));
     });
-    let Ok((err, status)) = done.recv_timeout(Duration::from_secs(60)) else {
-        let _ = Command::new("kill").args(["-9", &pid]).status();
+    let Ok(err) = done.recv_timeout(Duration::from_secs(60)) else {
+        let _ = second.kill();
+        let _ = second.wait();
         panic!("the second data plane did not exit within 60 s");
     };
-    let (err, status) = (err.unwrap(), status.unwrap());
+    let err = err.unwrap();
+    let status = second.wait().unwrap();
     assert!(!status.success(), "{err}");
     assert!(err.contains("in use by another data plane"), "{err}");
     assert!(err.contains(&spool.display().to_string()), "{err}");
