@@ -5,6 +5,11 @@
 //!
 //! Routing and `llmgw route explain` both read this, so an explanation
 //! says exactly what a request would do.
+//!
+//! The type of model each client API needs ([`ModelType`]) lives here too:
+//! this module imports only `validate`, so the routing table and the
+//! upstream rules (`upstream.rs`, which the table calls) can both name it
+//! without importing each other.
 
 use std::fmt;
 
@@ -204,6 +209,86 @@ pub fn serving(api: ClientApi, p: Protocol) -> Serving {
             from: api.wire().unwrap_or(WireFormat::Chat),
             to: provider_wire(p),
         },
+    }
+}
+
+/// Which endpoints a model serves. A request to an endpoint of another
+/// type is refused before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ModelType {
+    /// Text generation: Chat Completions, Responses, Messages, Gemini
+    /// `generateContent`, legacy completions, and token counts.
+    #[default]
+    Chat,
+    /// `/v1/embeddings`.
+    Embedding,
+    /// Text to speech (`/v1/audio/speech`).
+    Speech,
+    /// Speech to text (`/v1/audio/transcriptions` and `translations`).
+    Transcription,
+    /// Image generation (`/v1/images/*`).
+    Image,
+}
+
+impl ModelType {
+    pub const ALL: [ModelType; 5] = [
+        ModelType::Chat,
+        ModelType::Embedding,
+        ModelType::Speech,
+        ModelType::Transcription,
+        ModelType::Image,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelType::Chat => "chat",
+            ModelType::Embedding => "embedding",
+            ModelType::Speech => "speech",
+            ModelType::Transcription => "transcription",
+            ModelType::Image => "image",
+        }
+    }
+
+    /// The type of model a client API needs.
+    pub fn of_api(api: ClientApi) -> ModelType {
+        match api {
+            ClientApi::Embeddings => ModelType::Embedding,
+            ClientApi::Speech => ModelType::Speech,
+            ClientApi::Transcription => ModelType::Transcription,
+            ClientApi::Image => ModelType::Image,
+            ClientApi::Chat
+            | ClientApi::Completions
+            | ClientApi::Responses
+            | ClientApi::Messages
+            | ClientApi::CountTokens
+            | ClientApi::GeminiGenerate
+            | ClientApi::GeminiCountTokens => ModelType::Chat,
+        }
+    }
+}
+
+impl std::str::FromStr for ModelType {
+    type Err = crate::validate::ValidationError;
+    /// An empty string is the default, `chat`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Ok(ModelType::Chat);
+        }
+        ModelType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                crate::validate::ValidationError(format!(
+                    "model type '{s}' is not supported; use chat, embedding, speech, \
+                     transcription or image"
+                ))
+            })
+    }
+}
+
+impl std::fmt::Display for ModelType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

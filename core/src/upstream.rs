@@ -7,7 +7,7 @@ use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use http::HeaderMap;
 use serde_json::{json, Value};
 
-use crate::table::ModelType;
+use crate::serving::ModelType;
 use crate::validate::Protocol;
 
 /// The `anthropic-version` sent when the provider's headers set none.
