@@ -22,12 +22,18 @@ use crate::validate::{self, Protocol, Strategy};
 #[error("{0}")]
 pub struct SnapshotError(pub String);
 
+/// A map by a name the snapshot gives (a model's, a provider's), looked up
+/// on every request. foldhash, seeded per process, in place of SipHash
+/// (about 150 instructions a short name): the names come from the admin's
+/// configuration, not from clients, so there is nothing to flood.
+pub type NameMap<V> = foldhash::HashMap<String, V>;
+
 /// A validated routing table.
 #[derive(Debug)]
 pub struct RoutingTable {
     pub version: u64,
-    pub providers: HashMap<String, Arc<Provider>>,
-    pub models: HashMap<String, Arc<Model>>,
+    pub providers: NameMap<Arc<Provider>>,
+    pub models: NameMap<Arc<Model>>,
     keys: HashMap<[u8; 32], Arc<ClientKey>, DigestHash>,
     pub settings: Settings,
 }
@@ -313,9 +319,18 @@ impl RoutingTable {
     /// Finds the key for a presented secret. The lookup is by SHA-256 and
     /// the final comparison is constant-time.
     pub fn authenticate(&self, secret: &str, now_ms: i64) -> Result<&Arc<ClientKey>, KeyRejection> {
-        let h = keys::hash(secret);
-        let (stored, key) = self.keys.get_key_value(&h).ok_or(KeyRejection::Unknown)?;
-        if !keys::ct_eq(stored, &h) {
+        self.authenticate_digest(&keys::hash(secret), now_ms)
+    }
+
+    /// [`Self::authenticate`] for a secret already hashed ([`keys::hash`]):
+    /// for a caller that keeps the digest of a secret it sees again.
+    pub fn authenticate_digest(
+        &self,
+        h: &[u8; 32],
+        now_ms: i64,
+    ) -> Result<&Arc<ClientKey>, KeyRejection> {
+        let (stored, key) = self.keys.get_key_value(h).ok_or(KeyRejection::Unknown)?;
+        if !keys::ct_eq(stored, h) {
             return Err(KeyRejection::Unknown);
         }
         if key.expires_at_ms.is_some_and(|t| t <= now_ms) {
@@ -383,7 +398,8 @@ impl TryFrom<pb::Snapshot> for RoutingTable {
                 .unwrap_or(DEFAULT_QUOTA_SLACK_PERCENT),
         };
 
-        let mut providers = HashMap::with_capacity(s.providers.len());
+        let mut providers =
+            NameMap::with_capacity_and_hasher(s.providers.len(), Default::default());
         for p in s.providers {
             let name = p.name.clone();
             let provider =
@@ -393,7 +409,7 @@ impl TryFrom<pb::Snapshot> for RoutingTable {
             }
         }
 
-        let mut models = HashMap::with_capacity(s.models.len());
+        let mut models = NameMap::with_capacity_and_hasher(s.models.len(), Default::default());
         for m in s.models {
             let name = m.name.clone();
             let model =
@@ -500,7 +516,7 @@ fn provider(p: pb::SnapshotProvider, settings: &Settings) -> Result<Provider, Sn
 
 fn model(
     m: pb::SnapshotModel,
-    providers: &HashMap<String, Arc<Provider>>,
+    providers: &NameMap<Arc<Provider>>,
     settings: &Settings,
 ) -> Result<Model, SnapshotError> {
     validate::name("model", &m.name).map_err(|e| bad(e.0))?;

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod live;
 pub mod logs;
 pub mod metrics;
+pub mod peer;
 pub mod proxy;
 mod server;
 pub mod table;

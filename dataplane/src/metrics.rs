@@ -7,7 +7,7 @@
 //! looking series up in the families by label set cost an allocation per
 //! label and a hash of the set, seven times per request.
 
-use std::collections::HashMap;
+use llmgw_core::table::NameMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock, RwLock};
 
@@ -160,14 +160,17 @@ const OUTCOMES: [&str; 6] = [
     "server_error",
 ];
 
-/// model -> provider -> series.
-type SeriesCache = HashMap<String, HashMap<String, Arc<Series>>>;
+/// model -> provider -> series. The hasher is foldhash's, as for the
+/// table's names ([`llmgw_core::table::NameMap`]): these are the snapshot's
+/// names (a model the table does not have is counted under ""), looked up
+/// for every request.
+type SeriesCache = NameMap<NameMap<Arc<Series>>>;
 
 pub struct Metrics {
     registry: Registry,
     series: RwLock<SeriesCache>,
     /// provider -> attempt counters by outcome (as in `OUTCOMES`).
-    attempt_series: RwLock<HashMap<String, Arc<[OnceLock<Counter>; 6]>>>,
+    attempt_series: RwLock<NameMap<Arc<[OnceLock<Counter>; 6]>>>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram>,
     ttfb: Family<ModelLabels, Histogram>,

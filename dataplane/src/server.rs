@@ -44,6 +44,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::peer::Peer;
 use crate::table::TableHandle;
 
 /// A client request's body: read under the body timeout and minimum rate,
@@ -129,12 +130,13 @@ pub(crate) async fn serve(
                         debug!(%peer, error = %e, "cannot set TCP_NODELAY");
                     }
                     let state = Arc::clone(&state);
-                    // Formatted once per connection rather than per request.
-                    let client_ip: Arc<str> = Arc::from(peer.ip().to_string());
+                    // The address is formatted once per connection rather
+                    // than per request.
+                    let client = Arc::new(Peer::new(peer.ip().to_string()));
                     let io = GuardedIo::new(stream, conn.clone());
                     let service = service_fn(move |mut req: Request<hyper::body::Incoming>| {
                         let state = Arc::clone(&state);
-                        let client_ip = Arc::clone(&client_ip);
+                        let client = Arc::clone(&client);
                         // Counted busy until the response is sent, so the
                         // idle timeout never cuts a long answer.
                         let guard = conn.request();
@@ -148,7 +150,7 @@ pub(crate) async fn serve(
                         });
                         async move {
                             let resp =
-                                answer(&state, role, req, &client_ip, &limits, unauthenticated).await;
+                                answer(&state, role, req, &client, &limits, unauthenticated).await;
                             Ok::<_, Infallible>(
                                 resp.map(|b| TrackedBody::new(b, guard)),
                             )
@@ -219,7 +221,7 @@ async fn answer(
     state: &State,
     role: Role,
     req: Request<hyper::body::Incoming>,
-    client_ip: &str,
+    client: &Peer,
     limits: &llmgw_listener::Limits,
     unauthenticated: Option<llmgw_listener::Conn>,
 ) -> Response<ResponseBody> {
@@ -230,7 +232,7 @@ async fn answer(
     let (body, leftover) = Unread::new(TimedBody::new(body, limits));
     let req = Request::from_parts(parts, body);
     let mut resp = match role {
-        Role::Client => route(state, req, client_ip).await,
+        Role::Client => route(state, req, client).await,
         Role::Ops => {
             let resp = ops(state, &req);
             drop(req);
@@ -251,7 +253,7 @@ async fn answer(
 pub(crate) async fn route(
     state: &State,
     req: Request<RequestBody>,
-    client_ip: &str,
+    client: &Peer,
 ) -> Response<ResponseBody> {
     let http1 = req.version() <= http::Version::HTTP_11;
     let mut resp = if crate::proxy::Proxy::serves(req.uri().path()) {
@@ -262,7 +264,7 @@ pub(crate) async fn route(
         if !state.table.is_loaded() {
             state.table.wait_loaded(FIRST_SNAPSHOT_WAIT).await;
         }
-        state.proxy.handle(req, client_ip).await
+        state.proxy.handle(req, client).await
     } else {
         local(state, &req)
     };

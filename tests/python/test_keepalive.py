@@ -301,3 +301,44 @@ def test_a_connection_without_a_valid_key_is_closed_with_notice(make_gateway) ->
         assert c.connects >= 2
     finally:
         c.close()
+
+
+def test_each_request_on_a_connection_is_authenticated_as_its_own_key(gw: Gateway) -> None:
+    """The data plane keeps the digest of the last key a connection sent,
+    so that a keep-alive connection's key is hashed once. That saves only
+    the hashing: on one connection, another key is that key, a wrong key
+    after a good one is refused, and a key revoked since its last request
+    there is refused on the next."""
+    model = gw.add_model([f"mock:ka-keys-{uid()}"])
+    name_a, a = gw.add_key([model])
+    name_b, b = gw.add_key([model])
+    body = chat_body(model)
+    c = Client(gw.dp_addr)
+
+    def send(key: str) -> tuple[int, str]:
+        status, headers, _ = c.exchange(
+            "POST", "/v1/chat/completions",
+            {"Authorization": f"Bearer {key}", "content-type": "application/json"}, body)
+        return status, headers["x-llmgw-request-id"]
+
+    try:
+        ids = {}
+        status, ids["a"] = send(a)
+        assert status == 200
+        status, ids["b"] = send(b)
+        assert status == 200
+        # The kept key with one character more, and one less.
+        assert send(a + "x")[0] == 401
+        assert send(a[:-1])[0] == 401
+        status, ids["a again"] = send(a)
+        assert status == 200
+        gw.cli("key", "revoke", name_a)
+        gw.sync()
+        assert send(a)[0] == 401
+        status, ids["b again"] = send(b)
+        assert status == 200
+        assert c.connects == 1
+    finally:
+        c.close()
+    for which, want in [("a", name_a), ("b", name_b), ("a again", name_a), ("b again", name_b)]:
+        assert gw.log(ids[which])["key"] == want, which

@@ -1,5 +1,7 @@
 //! Authentication: the client's key from the header its protocol uses
-//! (or Gemini's `?key=`), checked against the snapshot's key hashes; and,
+//! (or Gemini's `?key=`), checked against the snapshot's key hashes (the
+//! key hashed once per connection while it stays the same,
+//! [`crate::peer::KeyMemo`]); and,
 //! only when that lookup misses, a replay's or playground's single-use
 //! grant (`crate::live::grants`), which authenticates as the key it names
 //! from the same snapshot (a revoked, deleted or expired key is refused as
@@ -33,6 +35,7 @@ pub(super) fn authenticate<'t>(
     headers: &HeaderMap,
     query: Option<&str>,
     extensions: &http::Extensions,
+    keys: &KeyMemo,
     grants: Option<&crate::live::grants::Grants>,
 ) -> Result<Authenticated<'t>, Refused> {
     let from_query = || {
@@ -54,7 +57,7 @@ pub(super) fn authenticate<'t>(
         )
     })?;
     let now = now_ms();
-    let (key, grant) = match table.authenticate(secret, now) {
+    let (key, grant) = match table.authenticate_digest(&keys.digest(secret), now) {
         Ok(key) => (key, None),
         Err(KeyRejection::Unknown) => {
             // A grant travels only as a bearer token: never in a query

@@ -61,6 +61,7 @@ use crate::config::RequestLogMode;
 use crate::logs::wire::field;
 use crate::logs::{FieldWriter, LogSink};
 use crate::metrics::Metrics;
+use crate::peer::{KeyMemo, Peer};
 use crate::server::{RequestBody, ResponseBody};
 use crate::table::TableHandle;
 use llmgw_core::serving::{serving, Serving};
@@ -333,7 +334,7 @@ impl Proxy {
         path == "/v1/models" || path == "/v1beta/models" || Endpoint::from_path(path).is_some()
     }
 
-    /// Serves one proxied request from a client at `client_ip`: the answer,
+    /// Serves one proxied request from a client connection: the answer,
     /// then its head kept back for its end when that is near
     /// ([`end::with_end`]). Chained, not awaited in turn in one `async fn`,
     /// so that the second step's state takes the first's room: the server
@@ -343,18 +344,18 @@ impl Proxy {
     pub fn handle<'a>(
         &'a self,
         req: Request<RequestBody>,
-        client_ip: &'a str,
+        client: &'a Peer,
     ) -> impl std::future::Future<Output = Response<ResponseBody>> + Send + 'a {
         use futures::FutureExt;
-        self.answer(req, client_ip).then(end::with_end)
+        self.answer(req, client).then(end::with_end)
     }
 
     /// The answer to one proxied request.
-    async fn answer(&self, req: Request<RequestBody>, client_ip: &str) -> Response<ResponseBody> {
+    async fn answer(&self, req: Request<RequestBody>, client: &Peer) -> Response<ResponseBody> {
         let id = uuid::Uuid::now_v7().to_string();
         let path = req.uri().path();
         if path == "/v1/models" || path == "/v1beta/models" {
-            let mut resp = self.models(&req);
+            let mut resp = self.models(&req, &client.keys);
             set_request_id(&mut resp, &id);
             return resp;
         }
@@ -380,7 +381,7 @@ impl Proxy {
             let headers = FieldWriter::headers_len(req.headers());
             encoded = FieldWriter::with_capacity(2 * headers + 64);
             // Fields no one reads before the log: written, not allocated.
-            encoded.string(field::CLIENT_IP, client_ip);
+            encoded.string(field::CLIENT_IP, &client.ip);
             let user_agent = req.headers().get(header::USER_AGENT);
             encoded.string(
                 field::USER_AGENT,
@@ -423,32 +424,33 @@ impl Proxy {
         // Boxed: the proxying future is several KiB (the attempt, the
         // upstream exchange, the response), and the server moves the
         // handler's future a few times before polling it; a box moves once.
-        let mut resp = match Box::pin(self.proxy(req, endpoint, d, &mut pending)).await {
-            Ok(resp) => resp,
-            Err((kind, message)) => {
-                if kind == ErrorKind::UploadCapacity {
-                    pending.limits.retry_after_s = Some(UPLOAD_CAPACITY_RETRY_AFTER_S);
+        let mut resp =
+            match Box::pin(self.proxy(req, endpoint, d, &client.keys, &mut pending)).await {
+                Ok(resp) => resp,
+                Err((kind, message)) => {
+                    if kind == ErrorKind::UploadCapacity {
+                        pending.limits.retry_after_s = Some(UPLOAD_CAPACITY_RETRY_AFTER_S);
+                    }
+                    let r = pending.record();
+                    r.status = u32::from(kind.status().as_u16());
+                    r.error.clone_from(&message);
+                    r.set_outcome(kind.outcome());
+                    let granted = !r.origin.is_empty();
+                    let hold = if let Some(reason) = kind.unauthenticated().filter(|_| !granted) {
+                        self.refused_unauthenticated(&mut pending, reason, &client.ip)
+                    } else {
+                        self.finish_plain(&mut pending)
+                    };
+                    // An admin's cancel: the log says who; the client is told
+                    // only that an administrator did.
+                    let shown = if kind == ErrorKind::CancelledByAdmin {
+                        crate::live::CLIENT_CANCEL_MESSAGE
+                    } else {
+                        message.as_str()
+                    };
+                    hold::held(self.error(d, kind, shown, &id), hold)
                 }
-                let r = pending.record();
-                r.status = u32::from(kind.status().as_u16());
-                r.error.clone_from(&message);
-                r.set_outcome(kind.outcome());
-                let granted = !r.origin.is_empty();
-                let hold = if let Some(reason) = kind.unauthenticated().filter(|_| !granted) {
-                    self.refused_unauthenticated(&mut pending, reason, client_ip)
-                } else {
-                    self.finish_plain(&mut pending)
-                };
-                // An admin's cancel: the log says who; the client is told
-                // only that an administrator did.
-                let shown = if kind == ErrorKind::CancelledByAdmin {
-                    crate::live::CLIENT_CANCEL_MESSAGE
-                } else {
-                    message.as_str()
-                };
-                hold::held(self.error(d, kind, shown, &id), hold)
-            }
-        };
+            };
         if let Some(p) = pending.pumping.take() {
             p.stop().await;
         }
@@ -528,7 +530,7 @@ impl Proxy {
 
     /// `GET /v1/models`: the models this key may use, in OpenAI's list
     /// shape, or Anthropic's when the client sends `anthropic-version`.
-    fn models(&self, req: &Request<RequestBody>) -> Response<ResponseBody> {
+    fn models(&self, req: &Request<RequestBody>, keys: &KeyMemo) -> Response<ResponseBody> {
         let gemini = req.uri().path() == "/v1beta/models";
         let anthropic = !gemini && req.headers().contains_key("anthropic-version");
         let d = dialect(if gemini {
@@ -558,6 +560,7 @@ impl Proxy {
             req.headers(),
             req.uri().query(),
             req.extensions(),
+            keys,
             None,
         ) {
             Ok((k, _)) => k,
@@ -609,6 +612,7 @@ impl Proxy {
         req: Request<RequestBody>,
         endpoint: Endpoint,
         d: &'static dyn Dialect,
+        keys: &KeyMemo,
         pending: &mut Pending,
     ) -> Result<Response<ResponseBody>, (ErrorKind, String)> {
         let table = self.table.load().ok_or((
@@ -622,6 +626,7 @@ impl Proxy {
             req.headers(),
             req.uri().query(),
             req.extensions(),
+            keys,
             Some(&self.live.grants),
         ) {
             Ok(a) => a,

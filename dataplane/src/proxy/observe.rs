@@ -16,6 +16,54 @@ use crate::logs::capture::Capture;
 /// Largest non-streaming body parsed for usage.
 const MAX_PARSED_BODY: usize = 8 << 20;
 
+/// A non-streamed answer's bytes: a body that comes in one chunk (most
+/// do) is kept as that chunk, without a copy; one in several is gathered
+/// into one buffer.
+#[derive(Default)]
+struct Whole {
+    one: Bytes,
+    more: BytesMut,
+}
+
+impl Whole {
+    fn push(&mut self, chunk: &Bytes) {
+        if self.more.is_empty() {
+            if self.one.is_empty() {
+                self.one = chunk.clone();
+                return;
+            }
+            self.more.reserve(self.one.len() + chunk.len());
+            self.more.extend_from_slice(&std::mem::take(&mut self.one));
+        }
+        self.more.extend_from_slice(chunk);
+    }
+
+    fn len(&self) -> usize {
+        self.one.len() + self.more.len()
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        if self.more.is_empty() {
+            &self.one
+        } else {
+            &self.more
+        }
+    }
+
+    /// The bytes, shared: a gathered body becomes one chunk for it.
+    fn shared(&mut self) -> Bytes {
+        if !self.more.is_empty() {
+            self.one = std::mem::take(&mut self.more).freeze();
+        }
+        self.one.clone()
+    }
+
+    fn into_bytes(mut self) -> Bytes {
+        self.shared();
+        self.one
+    }
+}
+
 pub struct Observer {
     dialect: &'static dyn Dialect,
     endpoint: Endpoint,
@@ -26,10 +74,13 @@ pub struct Observer {
     /// Why the upstream stopped, as it said it (the record's
     /// `stop_reason`); empty until an event or the body says.
     pub stop_reason: String,
-    /// The whole body of a non-streaming response, for usage.
-    whole: BytesMut,
+    /// The whole body of a non-streaming response, for usage, and for the
+    /// log while it is not over [`MAX_PARSED_BODY`].
+    whole: Whole,
     whole_overflow: bool,
-    /// What the request log keeps of the response.
+    /// What the request log keeps of a streamed response, or of one over
+    /// [`MAX_PARSED_BODY`]: a non-streaming answer's is cut from `whole`
+    /// ([`Self::take_logged`]), so it is kept once.
     pub logged: Capture,
     /// Read a whole answer's text even when usage is reported (a trace
     /// that captures content wants it).
@@ -58,7 +109,7 @@ impl Observer {
             splitter: Splitter::default(),
             seen: StreamSeen::default(),
             stop_reason: String::new(),
-            whole: BytesMut::new(),
+            whole: Whole::default(),
             whole_overflow: false,
             logged: if streaming {
                 Capture::streaming(log_cap)
@@ -96,11 +147,13 @@ impl Observer {
         if self.streaming || self.opaque.is_some() || self.whole_overflow {
             return super::media::usage_of_tail(&self.media_tail);
         }
-        Some(std::mem::take(&mut self.whole).freeze())
+        Some(std::mem::take(&mut self.whole).into_bytes())
     }
 
     /// What the log keeps of the response: an opaque answer's size and
-    /// content type (when bodies are logged), else the capped copy.
+    /// content type (when bodies are logged), else the capped copy: of a
+    /// whole answer, its first `cap` bytes, shared with `whole` (which
+    /// stays for [`Self::finish`] and [`Self::take_media_body`]).
     pub fn take_logged(&mut self) -> (Bytes, bool) {
         if let Some(ct) = &self.opaque {
             if self.logged.cap() == 0 {
@@ -108,6 +161,15 @@ impl Observer {
             }
             let note = format!("[{} bytes of {ct}, not logged]", self.opaque_bytes);
             return (Bytes::from(note), false);
+        }
+        if !self.streaming && !self.whole_overflow {
+            let whole = self.whole.shared();
+            let cap = self.logged.cap();
+            return if whole.len() > cap {
+                (whole.slice(..cap), true)
+            } else {
+                (whole, false)
+            };
         }
         (self.logged.take(), self.logged.truncated())
     }
@@ -135,10 +197,16 @@ impl Observer {
             return chunk;
         }
         if !self.streaming {
-            self.log(&chunk);
             if !self.whole_overflow && self.whole.len() + chunk.len() <= MAX_PARSED_BODY {
-                self.whole.extend_from_slice(&chunk);
+                self.whole.push(&chunk);
             } else {
+                if !self.whole_overflow {
+                    // From here the log keeps its own copy, starting with
+                    // what came before.
+                    let before = std::mem::take(&mut self.whole);
+                    self.log(before.as_slice());
+                }
+                self.log(&chunk);
                 self.whole_overflow = true;
                 if self.endpoint.api().media() {
                     // Images as base64 can pass the cap: their usage is
@@ -224,7 +292,7 @@ impl Observer {
                     } else {
                         "input_tokens"
                     };
-                    self.seen.usage = super::body::top_level(&self.whole, member)
+                    self.seen.usage = super::body::top_level(self.whole.as_slice(), member)
                         .and_then(|raw| serde_json::from_slice::<u64>(raw).ok())
                         .map(|n| Usage {
                             input: n,
@@ -242,14 +310,17 @@ impl Observer {
                 // `usageMetadata`, read from the tree below.
                 let wire = super::instream::pass_through_wire(protocol, endpoint);
                 let [usage, stop, details, status] = match wire {
-                    Wire::Chat => top_levels_from_end(&self.whole, ["usage"])
+                    Wire::Chat => top_levels_from_end(self.whole.as_slice(), ["usage"])
                         .map(|[usage]| [usage, None, None, None]),
-                    Wire::Anthropic => top_levels_from_end(&self.whole, ["usage", "stop_reason"])
-                        .map(|[usage, stop]| [usage, stop, None, None]),
-                    Wire::Responses => {
-                        top_levels_from_end(&self.whole, ["usage", "incomplete_details", "status"])
-                            .map(|[usage, details, status]| [usage, None, details, status])
+                    Wire::Anthropic => {
+                        top_levels_from_end(self.whole.as_slice(), ["usage", "stop_reason"])
+                            .map(|[usage, stop]| [usage, stop, None, None])
                     }
+                    Wire::Responses => top_levels_from_end(
+                        self.whole.as_slice(),
+                        ["usage", "incomplete_details", "status"],
+                    )
+                    .map(|[usage, details, status]| [usage, None, details, status]),
                     Wire::Gemini => None,
                 }
                 .unwrap_or_default();
@@ -265,7 +336,7 @@ impl Observer {
                 // Zero usage counts as none when there is an answer: the
                 // text is needed for the estimate.
                 if self.want_text || self.seen.usage.is_none_or(|u| super::record::is_zero(&u)) {
-                    if let Ok(v) = serde_json::from_slice::<Value>(&self.whole) {
+                    if let Ok(v) = serde_json::from_slice::<Value>(self.whole.as_slice()) {
                         if self.seen.usage.is_none() {
                             self.seen.usage = self.dialect.usage_of_body(self.endpoint, &v);
                         }
@@ -477,6 +548,56 @@ mod tests {
             o.take_logged(),
             (Bytes::from("[5000 bytes of audio/mpeg, not logged]"), false)
         );
+        assert_eq!(o.take_media_body(), None);
+    }
+
+    #[test]
+    fn a_whole_answer_is_logged_from_the_bytes_read_for_usage() {
+        let d = dialect(Protocol::OpenAi);
+        let body: &'static [u8] =
+            b"{\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}";
+        // One chunk: logged as that chunk, not a copy of it.
+        let mut o = Observer::new(d, Endpoint::ChatCompletions, false, false, 1 << 16);
+        let chunk = Bytes::from_static(body);
+        o.feed(chunk.clone());
+        o.finish();
+        assert_eq!(o.usage().map(|u| (u.input, u.output)), Some((3, 1)));
+        let (logged, cut) = o.take_logged();
+        assert_eq!(
+            (logged.as_ptr(), &logged[..], cut),
+            (chunk.as_ptr(), body, false)
+        );
+        // Several chunks, under a cap shorter than the body: its first
+        // bytes, and usage read from all of it.
+        let mut o = Observer::new(d, Endpoint::ChatCompletions, false, false, 20);
+        for part in body.chunks(7) {
+            o.feed(Bytes::copy_from_slice(part));
+        }
+        o.finish();
+        assert_eq!(o.usage().map(|u| (u.input, u.output)), Some((3, 1)));
+        assert_eq!(o.take_logged(), (Bytes::from_static(&body[..20]), true));
+        // Nothing logged: cut at nothing.
+        let mut o = Observer::new(d, Endpoint::ChatCompletions, false, false, 0);
+        o.feed(chunk.clone());
+        assert_eq!(o.take_logged(), (Bytes::new(), true));
+    }
+
+    #[test]
+    fn an_answer_past_the_size_read_whole_is_logged_from_its_start() {
+        let d = dialect(Protocol::OpenAi);
+        let mut o = Observer::new(d, Endpoint::ChatCompletions, false, false, 1 << 16);
+        let first = Bytes::from(vec![b'a'; MAX_PARSED_BODY - 10]);
+        let second = Bytes::from(vec![b'b'; 100]);
+        o.feed(Bytes::from_static(b"0123456789"));
+        o.feed(first);
+        // Past the size read whole: the log keeps its own copy from here,
+        // with what came before.
+        o.feed(second);
+        o.finish();
+        let (logged, cut) = o.take_logged();
+        assert!(cut);
+        assert_eq!(logged.len(), 1 << 16);
+        assert!(logged.starts_with(b"0123456789aaa"));
         assert_eq!(o.take_media_body(), None);
     }
 

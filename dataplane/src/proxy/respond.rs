@@ -15,7 +15,7 @@ impl Proxy {
         call: &Call<'_>,
         target: &Target,
         prepared: &Prepared,
-        resp: Response<Incoming>,
+        mut resp: Response<Incoming>,
         pending: &mut Pending,
         deadline: Instant,
     ) -> Response<ResponseBody> {
@@ -39,19 +39,20 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         let strip = is_sse && status.is_success() && wants_usage_chunk(call, target);
+        let (mut r, mut encoded) = pending.take();
+        // Logged as they came, then made the client's.
+        self.log_headers(&mut encoded, field::RESPONSE_HEADERS, resp.headers());
         let mut out = Response::new(full(Bytes::new()));
         *out.status_mut() = status;
-        copy_response_headers(resp.headers(), out.headers_mut(), strip);
+        *out.headers_mut() = client_headers(std::mem::take(resp.headers_mut()), strip);
         if is_sse {
             out.headers_mut()
                 .insert("x-accel-buffering", HeaderValue::from_static("no"));
         }
-        let (mut r, mut encoded) = pending.take();
         r.status = u32::from(status.as_u16());
         r.provider.clone_from(&target.provider.name);
         r.upstream_model.clone_from(&target.upstream_model);
         r.retries = (r.attempts.len() as u32).saturating_sub(1);
-        self.log_headers(&mut encoded, field::RESPONSE_HEADERS, resp.headers());
         if self.out.mode.records() {
             encoded.string(field::UPSTREAM_PROTOCOL, target.provider.protocol.as_str());
         }
@@ -70,13 +71,14 @@ impl Proxy {
         if call.streaming && !is_sse {
             // A stream that is not SSE (Gemini's JSON array without
             // `alt=sse`) is read as one answer, but lasts as long as a
-            // stream: its capture is compressed like one.
+            // stream: past the size read whole, its capture is compressed
+            // like one.
             observer.logged = Capture::streaming(log_cap);
         }
         // Speech: audio bytes pass as they come, and the log keeps their
         // size and content type, never the bytes.
         if call.endpoint == Endpoint::AudioSpeech && status.is_success() {
-            let content_type = resp
+            let content_type = out
                 .headers()
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
@@ -442,6 +444,26 @@ pub(super) fn translated_error(
 /// `x-should-retry` and the dropped fields.
 const GATEWAY_HEADERS: usize = 11;
 
+/// An upstream answer's headers as the client's answer's: the map itself
+/// when it holds no hop-by-hop header (nor, when the body changes,
+/// `content-length`), with room made for the gateway's own; otherwise the
+/// end-to-end ones copied ([`copy_response_headers`]). Reusing the map
+/// saves making a new one and inserting every name again (about a
+/// thousand instructions a request).
+pub(super) fn client_headers(mut headers: HeaderMap, body_changes: bool) -> HeaderMap {
+    let clean = !headers.keys().any(|name| {
+        llmgw_core::validate::is_hop_by_hop(name.as_str())
+            || (body_changes && name == header::CONTENT_LENGTH)
+    });
+    if clean {
+        headers.reserve(GATEWAY_HEADERS);
+        return headers;
+    }
+    let mut to = HeaderMap::new();
+    copy_response_headers(&headers, &mut to, body_changes);
+    to
+}
+
 /// Copies an upstream answer's end-to-end headers to the client's answer
 /// (less `content-length` when the body changes), with room made once for
 /// the gateway's own: a map that grows rehashes every name it holds.
@@ -453,5 +475,51 @@ pub(super) fn copy_response_headers(from: &HeaderMap, to: &mut HeaderMap, body_c
             continue;
         }
         to.append(name.clone(), value.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn listed(h: &HeaderMap) -> Vec<(String, String)> {
+        h.iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn an_answers_headers_become_the_clients_less_hop_by_hop_ones() {
+        let end_to_end = [
+            ("content-type", "application/json"),
+            ("x-request-id", "req_1"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("content-length", "42"),
+        ];
+        // Nothing to take out: the same headers, in the same order.
+        let h = client_headers(map(&end_to_end), false);
+        assert_eq!(listed(&h), listed(&map(&end_to_end)));
+        assert!(h.capacity() >= h.len() + GATEWAY_HEADERS);
+        // A changed body has no upstream length.
+        let h = client_headers(map(&end_to_end), true);
+        assert_eq!(listed(&h), listed(&map(&end_to_end[..4])));
+        // Hop-by-hop headers stay on the upstream connection.
+        let mut with_hops = end_to_end.to_vec();
+        with_hops.insert(1, ("connection", "keep-alive"));
+        with_hops.push(("transfer-encoding", "chunked"));
+        with_hops.push(("keep-alive", "timeout=5"));
+        let h = client_headers(map(&with_hops), false);
+        assert_eq!(listed(&h), listed(&map(&end_to_end)));
+        let h = client_headers(map(&with_hops), true);
+        assert_eq!(listed(&h), listed(&map(&end_to_end[..4])));
     }
 }

@@ -3,7 +3,6 @@
 //! the retry budget. It outlives snapshots, so a config push does not reset
 //! what the gateway has learnt about its upstreams.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -20,10 +19,12 @@ struct TargetStats {
     health: Health,
 }
 
+/// The maps are foldhash's, as the table's ([`llmgw_core::table::NameMap`]):
+/// their keys are the snapshot's models and targets, never a client's.
 #[derive(Debug, Default)]
 pub struct RouterState {
-    turns: RwLock<HashMap<String, Arc<AtomicU64>>>,
-    targets: Mutex<HashMap<TargetKey, TargetStats>>,
+    turns: RwLock<foldhash::HashMap<String, Arc<AtomicU64>>>,
+    targets: Mutex<foldhash::HashMap<TargetKey, TargetStats>>,
     policy: Policy,
 }
 

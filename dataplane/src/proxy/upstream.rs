@@ -15,7 +15,6 @@
 //! the upstream inside the tunnel); a pool is kept per (provider, proxy),
 //! so a snapshot that changes the proxy starts a new pool.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -30,6 +29,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use llmgw_core::proxy::ProxyUrl;
+use llmgw_core::table::NameMap;
 use llmgw_outbound::ProxyConnector;
 
 use super::error::AttemptError;
@@ -154,7 +154,8 @@ struct Entry {
 
 #[derive(Default)]
 pub struct Upstreams {
-    entries: Mutex<HashMap<String, Entry>>,
+    /// By provider name (foldhash, as the table's names).
+    entries: Mutex<NameMap<Entry>>,
     /// Built once: loading the root store is the costly part of a client.
     tls: Mutex<Option<rustls::ClientConfig>>,
 }
