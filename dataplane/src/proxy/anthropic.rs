@@ -66,45 +66,63 @@ impl Dialect for Anthropic {
 
     fn observe_event(&self, _endpoint: Endpoint, name: &str, data: &Value, seen: &mut StreamSeen) {
         let kind = data.get("type").and_then(Value::as_str).unwrap_or(name);
-        match kind {
-            "message_start" => {
-                if let Some(us) = data.get("message").and_then(|m| m.get("usage")) {
-                    seen.usage = Some(usage_of(us));
-                }
+        observe(
+            kind,
+            data.get("message"),
+            data.get("usage"),
+            data.get("delta")
+                .and_then(|d| d.get("text"))
+                .and_then(Value::as_str),
+            seen,
+        );
+    }
+}
+
+/// What a stream event of kind `kind` shows: its `message` (whose usage
+/// `message_start` carries), its `usage` (`message_delta`'s), and its
+/// `delta.text` (`content_block_delta`'s). From the event's tree, or from
+/// its reading without one (`events::AnthropicEvent`).
+pub(super) fn observe(
+    kind: &str,
+    message: Option<&Value>,
+    usage: Option<&Value>,
+    text: Option<&str>,
+    seen: &mut StreamSeen,
+) {
+    match kind {
+        "message_start" => {
+            if let Some(us) = message.and_then(|m| m.get("usage")) {
+                seen.usage = Some(usage_of(us));
             }
-            "message_delta" => {
-                if let Some(us) = data.get("usage") {
-                    let mut cur = seen.usage.unwrap_or_default();
-                    let delta = usage_of(us);
-                    // message_delta counts are cumulative.
-                    cur.output = delta.output.max(cur.output);
-                    if delta.input > 0 {
-                        cur.input = delta.input;
-                    }
-                    if delta.cache_read > 0 {
-                        cur.cache_read = delta.cache_read;
-                    }
-                    if delta.cache_write > 0 {
-                        cur.cache_write = delta.cache_write;
-                    }
-                    seen.usage = Some(cur);
-                }
-            }
-            "content_block_delta" => {
-                if let Some(t) = data
-                    .get("delta")
-                    .and_then(|d| d.get("text"))
-                    .and_then(Value::as_str)
-                {
-                    seen.text.push(t);
-                }
-            }
-            "message_stop" => {
-                seen.finished = true;
-                seen.marked_end = true;
-            }
-            _ => {}
         }
+        "message_delta" => {
+            if let Some(us) = usage {
+                let mut cur = seen.usage.unwrap_or_default();
+                let delta = usage_of(us);
+                // message_delta counts are cumulative.
+                cur.output = delta.output.max(cur.output);
+                if delta.input > 0 {
+                    cur.input = delta.input;
+                }
+                if delta.cache_read > 0 {
+                    cur.cache_read = delta.cache_read;
+                }
+                if delta.cache_write > 0 {
+                    cur.cache_write = delta.cache_write;
+                }
+                seen.usage = Some(cur);
+            }
+        }
+        "content_block_delta" => {
+            if let Some(t) = text {
+                seen.text.push(t);
+            }
+        }
+        "message_stop" => {
+            seen.finished = true;
+            seen.marked_end = true;
+        }
+        _ => {}
     }
 }
 

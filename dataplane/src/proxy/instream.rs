@@ -31,12 +31,7 @@ pub fn error_event(wire: Wire, name: &str, data: &Value) -> Option<(u16, String)
     let kind = data.get("type").and_then(Value::as_str).unwrap_or(name);
     let (error, status) = match wire {
         Wire::Anthropic => {
-            if kind != "error" {
-                return None;
-            }
-            let e = data.get("error");
-            let t = e.and_then(|e| e.get("type")).and_then(Value::as_str);
-            (e, anthropic_status(t.unwrap_or_default()))
+            return (kind == "error").then(|| anthropic_error(data.get("error")));
         }
         Wire::Responses => {
             let e = match kind {
@@ -46,10 +41,7 @@ pub fn error_event(wire: Wire, name: &str, data: &Value) -> Option<(u16, String)
             };
             (e, openai_status(e))
         }
-        Wire::Chat => {
-            let e = data.get("error").filter(|e| !e.is_null())?;
-            (Some(e), openai_status(Some(e)))
-        }
+        Wire::Chat => return data.get("error").filter(|e| !e.is_null()).map(chat_error),
         Wire::Gemini => {
             let e = data.get("error").filter(|e| !e.is_null())?;
             let code = e
@@ -60,12 +52,30 @@ pub fn error_event(wire: Wire, name: &str, data: &Value) -> Option<(u16, String)
             (Some(e), code.unwrap_or(UNKNOWN_STATUS))
         }
     };
+    Some(reported(error, status))
+}
+
+/// The status and message of an Anthropic `error` event, from its
+/// `error` member.
+pub fn anthropic_error(e: Option<&Value>) -> (u16, String) {
+    let t = e.and_then(|e| e.get("type")).and_then(Value::as_str);
+    reported(e, anthropic_status(t.unwrap_or_default()))
+}
+
+/// The status and message of a Chat stream event's `error` member (not
+/// null).
+pub fn chat_error(e: &Value) -> (u16, String) {
+    reported(Some(e), openai_status(Some(e)))
+}
+
+/// An upstream's error in a stream, as the record and the client are told.
+fn reported(error: Option<&Value>, status: u16) -> (u16, String) {
     let message = error
         .and_then(|e| e.get("message"))
         .and_then(Value::as_str)
         .filter(|m| !m.is_empty())
         .unwrap_or("the upstream reported an error in the stream");
-    Some((status, format!("upstream error in the stream: {message}")))
+    (status, format!("upstream error in the stream: {message}"))
 }
 
 /// The HTTP status Anthropic documents for an error type.

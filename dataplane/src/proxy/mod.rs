@@ -7,6 +7,7 @@ mod admit;
 mod anthropic;
 mod attempt;
 mod authenticate;
+mod events;
 pub use llmgw_core::body;
 mod dialect;
 mod duration;

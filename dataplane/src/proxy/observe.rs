@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::body::top_levels_from_end;
 use super::dialect::{Dialect, Endpoint, StreamSeen, Usage};
+use super::events::{AnthropicEvent, ChatEvent};
 use super::openai::is_usage_chunk;
 use super::sse::{self, Splitter};
 use crate::logs::capture::Capture;
@@ -251,12 +252,27 @@ impl Observer {
             self.seen.marked_end = true;
             return true;
         }
+        let wire = super::instream::pass_through_wire(self.dialect.protocol(), self.endpoint);
+        match wire {
+            Wire::Chat => {
+                if let Some(chat) = ChatEvent::read(&ev.data) {
+                    return self.observe_chat(&chat);
+                }
+            }
+            // The extra usage chunk is Chat's only.
+            Wire::Anthropic if !self.strip_usage_chunk => {
+                if let Some(a) = AnthropicEvent::read(&ev.data) {
+                    self.observe_anthropic(&a, ev.name);
+                    return true;
+                }
+            }
+            _ => {}
+        }
         let Ok(data) = serde_json::from_str::<Value>(&ev.data) else {
             return true;
         };
         self.dialect
             .observe_event(self.endpoint, ev.name, &data, &mut self.seen);
-        let wire = super::instream::pass_through_wire(self.dialect.protocol(), self.endpoint);
         if let Some(reason) = stop_in_event(wire, &data) {
             reason.clone_into(&mut self.stop_reason);
         }
@@ -264,6 +280,50 @@ impl Observer {
             self.seen.error = super::instream::error_event(wire, ev.name, &data).map(Box::new);
         }
         !(self.strip_usage_chunk && is_usage_chunk(&data))
+    }
+
+    /// [`Self::observe`] for a Chat event read without a tree: what
+    /// `OpenAi::observe_event`, `stop_in_event`, `instream::error_event`
+    /// and `is_usage_chunk` read from the tree, in the same order.
+    fn observe_chat(&mut self, ev: &ChatEvent<'_>) -> bool {
+        if let Some(us) = &ev.usage {
+            self.seen.usage = super::openai::usage_of(us, self.endpoint).or(self.seen.usage);
+        }
+        for t in ev.texts() {
+            self.seen.text.push(t);
+        }
+        if let Some(reason) = ev.stop() {
+            reason.clone_into(&mut self.stop_reason);
+        }
+        if self.seen.error.is_none() {
+            self.seen.error = ev
+                .error
+                .as_ref()
+                .map(|e| Box::new(super::instream::chat_error(e)));
+        }
+        !(self.strip_usage_chunk && ev.is_usage_chunk())
+    }
+
+    /// [`Self::observe`] for an Anthropic event read without a tree: what
+    /// `Anthropic::observe_event`, `stop_in_event` and
+    /// `instream::error_event` read from the tree, in the same order.
+    fn observe_anthropic(&mut self, ev: &AnthropicEvent<'_>, name: &str) {
+        let kind = ev.kind(name);
+        super::anthropic::observe(
+            kind,
+            ev.message.as_ref(),
+            ev.usage.as_ref(),
+            ev.text.as_deref(),
+            &mut self.seen,
+        );
+        if let Some(reason) = &ev.stop {
+            reason.as_ref().clone_into(&mut self.stop_reason);
+        }
+        if self.seen.error.is_none() && kind == "error" {
+            self.seen.error = Some(Box::new(super::instream::anthropic_error(
+                ev.error.as_ref(),
+            )));
+        }
     }
 
     /// Called at the normal end of the body: whatever is still held back.
@@ -549,6 +609,230 @@ mod tests {
             (Bytes::from("[5000 bytes of audio/mpeg, not logged]"), false)
         );
         assert_eq!(o.take_media_body(), None);
+    }
+
+    /// What the observer reads from a Chat event: (usage, text, stop
+    /// reason, error, is the extra usage chunk).
+    type Read = (
+        Option<Usage>,
+        String,
+        Option<String>,
+        Option<(u16, String)>,
+        bool,
+    );
+
+    fn read_by_tree(data: &str) -> Option<Read> {
+        let v: Value = serde_json::from_str(data).ok()?;
+        let mut seen = StreamSeen::default();
+        dialect(Protocol::OpenAi).observe_event(Endpoint::ChatCompletions, "", &v, &mut seen);
+        Some((
+            seen.usage,
+            seen.text.kept().to_string(),
+            stop_in_event(Wire::Chat, &v).map(str::to_string),
+            super::super::instream::error_event(Wire::Chat, "", &v),
+            is_usage_chunk(&v),
+        ))
+    }
+
+    fn read_without_tree(data: &str) -> Option<Read> {
+        let ev = ChatEvent::read(data)?;
+        let mut text = crate::proxy::generated::Generated::default();
+        for t in ev.texts() {
+            text.push(t);
+        }
+        Some((
+            ev.usage
+                .as_ref()
+                .and_then(|u| super::super::openai::usage_of(u, Endpoint::ChatCompletions)),
+            text.kept().to_string(),
+            ev.stop().map(str::to_string),
+            ev.error.as_ref().map(super::super::instream::chat_error),
+            ev.is_usage_chunk(),
+        ))
+    }
+
+    #[test]
+    fn a_chat_event_read_without_a_tree_reads_as_the_tree() {
+        // Read without a tree, and the same as the tree.
+        let read = [
+            r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":null,"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"logprobs":null,"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"line\nwith \"quotes\" and \u00e9"},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":3}}}"#,
+            r#"{"choices":[{"delta":{"content":"a"}},{"delta":{"content":"b"},"finish_reason":"length"}]}"#,
+            r#"{"choices":[{"text":"legacy","finish_reason":"stop"}]}"#,
+            r#"{"choices":[{"delta":null,"text":"from text"}]}"#,
+            r#"{"choices":[{"delta":{"content":null},"text":"not read"}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\":1}"}}]}}]}"#,
+            r#"{"choices":null,"usage":{"prompt_tokens":1}}"#,
+            r#"{"error":{"message":"overloaded","type":"server_overloaded"}}"#,
+            r#"{"error":null,"choices":[{"delta":{"content":"ok"}}]}"#,
+            r#"{"choi\u0063es":[{"delta":{"content":"escaped key"}}]}"#,
+            r#"{"x":[[[{"deep":[1,2,{"y":null}]}]]],"choices":[{"delta":{"content":"after"}}]}"#,
+            r#"{}"#,
+        ];
+        for data in read {
+            let fast = read_without_tree(data);
+            assert!(fast.is_some(), "not read without a tree: {data}");
+            assert_eq!(fast, read_by_tree(data), "{data}");
+        }
+        // Left to the tree (the observer reads these as before).
+        for data in [
+            r#"{"choices":[{"delta":"text"}]}"#,
+            r#"{"choices":[{"delta":{"content":["part"]}}]}"#,
+            r#"{"choices":[{"delta":{"content":"a"},"finish_reason":1}]}"#,
+            r#"{"choices":{"0":{"delta":{"content":"a"}}}}"#,
+            r#"{"choices":[1]}"#,
+            r#"{"choices":[],"choices":[{"delta":{"content":"last"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"a","content":"b"}}]}"#,
+            r#"[{"choices":[]}]"#,
+            r#"{"choices":[{"delta":{"content":"cut"#,
+            "",
+        ] {
+            assert_eq!(read_without_tree(data), None, "{data}");
+        }
+    }
+
+    /// What the observer reads from an Anthropic event named `name`, after
+    /// `before` (the usage seen so far): (usage, text, stop reason, error,
+    /// finished).
+    type ReadA = (
+        Option<Usage>,
+        String,
+        Option<String>,
+        Option<(u16, String)>,
+        bool,
+    );
+
+    fn anthropic_seen(before: Option<Usage>) -> StreamSeen {
+        StreamSeen {
+            usage: before,
+            ..StreamSeen::default()
+        }
+    }
+
+    fn read_anthropic_by_tree(name: &str, data: &str, before: Option<Usage>) -> Option<ReadA> {
+        let v: Value = serde_json::from_str(data).ok()?;
+        let mut seen = anthropic_seen(before);
+        dialect(Protocol::Anthropic).observe_event(Endpoint::Messages, name, &v, &mut seen);
+        Some((
+            seen.usage,
+            seen.text.kept().to_string(),
+            stop_in_event(Wire::Anthropic, &v).map(str::to_string),
+            super::super::instream::error_event(Wire::Anthropic, name, &v),
+            seen.finished,
+        ))
+    }
+
+    fn read_anthropic_without_tree(name: &str, data: &str, before: Option<Usage>) -> Option<ReadA> {
+        let d = dialect(Protocol::Anthropic);
+        let mut o = Observer::new(d, Endpoint::Messages, true, false, 0);
+        o.seen = anthropic_seen(before);
+        let ev = AnthropicEvent::read(data)?;
+        o.observe_anthropic(&ev, name);
+        Some((
+            o.seen.usage,
+            o.seen.text.kept().to_string(),
+            (!o.stop_reason.is_empty()).then(|| o.stop_reason.clone()),
+            o.seen.error.map(|e| *e),
+            o.seen.finished,
+        ))
+    }
+
+    #[test]
+    fn an_anthropic_event_read_without_a_tree_reads_as_the_tree() {
+        let before = Some(Usage {
+            input: 10,
+            output: 1,
+            ..Usage::default()
+        });
+        let read = [
+            (
+                "message_start",
+                r#"{"type":"message_start","message":{"id":"m","type":"message","role":"assistant","content":[],"model":"c","stop_reason":null,"usage":{"input_tokens":12,"cache_read_input_tokens":3,"output_tokens":1}}}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi \"there\"\n"}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"a\":"}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#,
+            ),
+            (
+                "message_delta",
+                r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":15}}"#,
+            ),
+            (
+                "message_delta",
+                r#"{"type":"message_delta","delta":null,"usage":null}"#,
+            ),
+            ("message_stop", r#"{"type":"message_stop"}"#),
+            ("ping", r#"{"type": "ping"}"#),
+            (
+                "error",
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            ),
+            ("error", r#"{"type":"error","error":null}"#),
+            // The kind from the event's name when `type` is absent or null.
+            ("content_block_delta", r#"{"delta":{"text":"named"}}"#),
+            ("message_stop", r#"{"type":null}"#),
+            ("x", r#"{}"#),
+        ];
+        for (name, data) in read {
+            for prior in [None, before] {
+                let fast = read_anthropic_without_tree(name, data, prior);
+                assert!(fast.is_some(), "not read without a tree: {data}");
+                assert_eq!(
+                    fast,
+                    read_anthropic_by_tree(name, data, prior),
+                    "{name} {data}"
+                );
+            }
+        }
+        // Left to the tree.
+        for data in [
+            r#"{"type":1}"#,
+            r#"{"type":"content_block_delta","delta":"text"}"#,
+            r#"{"type":"content_block_delta","delta":{"text":["a"]}}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":3}}"#,
+            r#"{"type":"a","type":"b"}"#,
+            r#"{"type":"content_block_delta","delta":{"text":"a","text":"b"}}"#,
+            r#"["message_stop"]"#,
+            r#"{"type":"message_st"#,
+        ] {
+            assert_eq!(AnthropicEvent::read(data), None, "{data}");
+        }
+    }
+
+    #[test]
+    fn a_chat_stream_is_observed_without_trees_as_with_them() {
+        let d = dialect(Protocol::OpenAi);
+        let mut o = Observer::new(d, Endpoint::ChatCompletions, true, true, 1 << 16);
+        let events = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n",
+            // Left to the tree: a delta that is a string.
+            "data: {\"choices\":[{\"delta\":\"odd\",\"text\":\"lo\"}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":2}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let out = o.feed(Bytes::from_static(events.as_bytes()));
+        // The usage chunk the gateway asked for is taken out.
+        assert!(!out.windows(12).any(|w| w == b"prompt_token"));
+        assert!(out.ends_with(b"data: [DONE]\n\n"));
+        assert_eq!(o.seen.text.kept(), "Hello");
+        assert_eq!(o.stop_reason, "stop");
+        assert_eq!(o.usage().map(|u| (u.input, u.output)), Some((4, 2)));
+        assert!(o.seen.finished);
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-fn usage_of(u_: &Value, endpoint: Endpoint) -> Option<Usage> {
+pub(super) fn usage_of(u_: &Value, endpoint: Endpoint) -> Option<Usage> {
     if !u_.is_object() {
         return None;
     }

@@ -3,11 +3,12 @@
 
 use bytes::{Bytes, BytesMut};
 
-/// One parsed event: its `event:` name (empty if none) and joined `data:`.
+/// One parsed event: its `event:` name (empty if none) and joined `data:`
+/// (borrowed from the event when it is one line, as nearly all are).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Event<'a> {
     pub name: &'a str,
-    pub data: String,
+    pub data: std::borrow::Cow<'a, str>,
 }
 
 #[derive(Debug, Default)]
@@ -95,10 +96,14 @@ pub fn parse(raw: &[u8]) -> Event<'_> {
     let mut first = true;
     for line in lines(text) {
         if let Some(v) = line.strip_prefix("data:") {
-            if !first {
-                ev.data.push('\n');
+            let v = v.strip_prefix(' ').unwrap_or(v);
+            if first {
+                ev.data = std::borrow::Cow::Borrowed(v);
+            } else {
+                let data = ev.data.to_mut();
+                data.push('\n');
+                data.push_str(v);
             }
-            ev.data.push_str(v.strip_prefix(' ').unwrap_or(v));
             first = false;
         } else if let Some(v) = line.strip_prefix("event:") {
             ev.name = v.strip_prefix(' ').unwrap_or(v);
@@ -122,7 +127,7 @@ mod tests {
         let out = s.push(&Bytes::from_static(b"data: y\r\n\r\n"));
         assert_eq!(out.len(), 1);
         let ev = parse(&out[0]);
-        assert_eq!((ev.name, ev.data.as_str()), ("x", "y"));
+        assert_eq!((ev.name, ev.data.as_ref()), ("x", "y"));
         assert!(s.take_rest().is_none());
     }
 
@@ -245,7 +250,7 @@ mod props {
         raw.iter()
             .map(|r| parse(r))
             .filter(|e| !e.data.is_empty())
-            .map(|e| (e.name.to_string(), e.data))
+            .map(|e| (e.name.to_string(), e.data.into_owned()))
             .collect()
     }
 
