@@ -1,14 +1,16 @@
 //! The client connection a request came on, as the proxy sees it: the
 //! peer's address, formatted once per connection, and the digest of the
-//! last key the connection presented.
+//! last key the connection authenticated with.
 //!
 //! A client sends the same key on every request of a keep-alive
 //! connection, and the snapshot knows keys only by their SHA-256. So the
-//! connection keeps the last key it presented with that key's digest
-//! ([`KeyMemo`]); a request presenting the same key (compared in constant
-//! time) reuses the digest instead of hashing again. Only the hashing is
-//! saved: the digest is looked up in the current snapshot on every request,
-//! so a key revoked or expired since the last request is refused as usual.
+//! connection keeps the last key it authenticated with, and that key's
+//! digest ([`KeyMemo`]); a request presenting the same key (compared in
+//! constant time) reuses the digest instead of hashing again. Only the
+//! hashing is saved: the digest is looked up in the current snapshot on
+//! every request, so a key revoked or expired since the last request is
+//! refused as usual. A key that does not authenticate (a wrong one, an
+//! expired one, a replay's single-use grant) is never kept.
 //! On a CPU without SHA instructions (and under valgrind, which is how
 //! bench/ counts instructions) SHA-256 is the largest single step of
 //! authenticating; with them it is a few hundred instructions.
@@ -22,7 +24,7 @@ use secrecy::{ExposeSecret, SecretSlice};
 pub struct Peer {
     /// The peer's IP address, as logged.
     pub ip: String,
-    /// The last key presented on this connection, with its digest.
+    /// The last key this connection authenticated with, and its digest.
     pub keys: KeyMemo,
 }
 
@@ -35,9 +37,10 @@ impl Peer {
     }
 }
 
-/// The last key a connection presented and its SHA-256. The key is kept
-/// only to be compared with the next one, as a [`SecretSlice`]: zeroed when
-/// replaced and when the connection ends, and never shown by `Debug`.
+/// The last key a connection authenticated with, and its SHA-256. The key
+/// is kept only to be compared with the next one, as a [`SecretSlice`]:
+/// zeroed when replaced and when the connection ends, and never shown by
+/// `Debug`.
 #[derive(Default)]
 pub struct KeyMemo {
     last: Mutex<Option<Memo>>,
@@ -55,28 +58,39 @@ impl std::fmt::Debug for KeyMemo {
 }
 
 impl KeyMemo {
-    /// The SHA-256 of `secret` ([`keys::hash`]): the one kept when it is the
-    /// key this connection presented last, otherwise computed and kept.
-    /// Requests of one HTTP/2 connection may run at once; one that finds
-    /// the memo in use hashes for itself rather than wait.
-    pub fn digest(&self, secret: &str) -> [u8; 32] {
-        let mut last = match self.last.try_lock() {
+    /// The SHA-256 of `secret` ([`keys::hash`]), and whether it is the key
+    /// kept: the kept digest when `secret` is the key this connection last
+    /// authenticated with, otherwise computed (and not kept: see
+    /// [`Self::keep`]). Requests of one HTTP/2 connection may run at once;
+    /// one that finds the memo in use hashes for itself rather than wait.
+    pub fn digest(&self, secret: &str) -> ([u8; 32], bool) {
+        let last = match self.last.try_lock() {
             Ok(last) => last,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => return keys::hash(secret),
+            Err(TryLockError::WouldBlock) => return (keys::hash(secret), false),
         };
         if let Some(m) = last.as_ref() {
             if keys::ct_eq(m.secret.expose_secret(), secret.as_bytes()) {
-                return m.digest;
+                return (m.digest, true);
             }
         }
-        let digest = keys::hash(secret);
-        // The key kept before, if any, is zeroed as it is dropped.
+        drop(last);
+        (keys::hash(secret), false)
+    }
+
+    /// Keeps `secret` and its digest, once it has authenticated: a wrong,
+    /// expired or single-use secret (a replay's grant) is never kept. The
+    /// key kept before, if any, is zeroed as it is dropped.
+    pub fn keep(&self, secret: &str, digest: [u8; 32]) {
+        let mut last = match self.last.try_lock() {
+            Ok(last) => last,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
         *last = Some(Memo {
             secret: secret.as_bytes().to_vec().into(),
             digest,
         });
-        digest
     }
 }
 
@@ -85,48 +99,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_digest_is_the_keys_whichever_key_came_before() {
+    fn the_digest_is_the_keys_whichever_key_was_kept() {
         let memo = KeyMemo::default();
+        assert_eq!(memo.digest("sk-llmgw-a"), (keys::hash("sk-llmgw-a"), false));
+        memo.keep("sk-llmgw-a", keys::hash("sk-llmgw-a"));
         for secret in [
-            "sk-llmgw-a",
-            "sk-llmgw-a",
             "sk-llmgw-b",
-            "sk-llmgw-a",
             // A prefix and an extension of the key kept.
             "sk-llmgw-",
             "sk-llmgw-aa",
             "",
-            "sk-llmgw-aa",
         ] {
-            assert_eq!(memo.digest(secret), keys::hash(secret), "{secret:?}");
+            assert_eq!(
+                memo.digest(secret),
+                (keys::hash(secret), false),
+                "{secret:?}"
+            );
         }
+        // Only a key that was kept is found; looking others up keeps nothing.
+        assert_eq!(memo.digest("sk-llmgw-a"), (keys::hash("sk-llmgw-a"), true));
+        memo.keep("sk-llmgw-b", keys::hash("sk-llmgw-b"));
+        assert_eq!(memo.digest("sk-llmgw-b"), (keys::hash("sk-llmgw-b"), true));
+        assert_eq!(memo.digest("sk-llmgw-a"), (keys::hash("sk-llmgw-a"), false));
     }
 
     #[test]
     fn a_memo_in_use_does_not_block() {
         let memo = KeyMemo::default();
-        memo.digest("sk-llmgw-a");
+        memo.keep("sk-llmgw-a", keys::hash("sk-llmgw-a"));
         let held = memo.last.lock().unwrap();
-        assert_eq!(memo.digest("sk-llmgw-b"), keys::hash("sk-llmgw-b"));
-        assert_eq!(memo.digest("sk-llmgw-a"), keys::hash("sk-llmgw-a"));
+        assert_eq!(memo.digest("sk-llmgw-a"), (keys::hash("sk-llmgw-a"), false));
+        memo.keep("sk-llmgw-b", keys::hash("sk-llmgw-b"));
         drop(held);
-        // Still the first key's: the blocked calls kept nothing.
-        assert_eq!(
-            memo.last
-                .lock()
-                .unwrap()
-                .as_ref()
-                .unwrap()
-                .secret
-                .expose_secret(),
-            b"sk-llmgw-a"
-        );
+        // Still the first key: the blocked calls kept nothing.
+        assert_eq!(memo.digest("sk-llmgw-a"), (keys::hash("sk-llmgw-a"), true));
     }
 
     #[test]
     fn debug_shows_no_key() {
         let memo = KeyMemo::default();
-        memo.digest("sk-llmgw-secret");
+        memo.keep("sk-llmgw-secret", keys::hash("sk-llmgw-secret"));
         let shown = format!("{memo:?}");
         assert!(!shown.contains("secret"), "{shown}");
     }

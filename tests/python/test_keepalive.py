@@ -304,11 +304,11 @@ def test_a_connection_without_a_valid_key_is_closed_with_notice(make_gateway) ->
 
 
 def test_each_request_on_a_connection_is_authenticated_as_its_own_key(gw: Gateway) -> None:
-    """The data plane keeps the digest of the last key a connection sent,
-    so that a keep-alive connection's key is hashed once. That saves only
-    the hashing: on one connection, another key is that key, a wrong key
-    after a good one is refused, and a key revoked since its last request
-    there is refused on the next."""
+    """The data plane keeps the digest of the last key a connection
+    authenticated with, so that a keep-alive connection's key is hashed
+    once. That saves only the hashing: on one connection, another key is
+    that key, a wrong key after a good one is refused, and a key revoked
+    since its last request there is refused on the next."""
     model = gw.add_model([f"mock:ka-keys-{uid()}"])
     name_a, a = gw.add_key([model])
     name_b, b = gw.add_key([model])

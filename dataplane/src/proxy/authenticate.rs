@@ -57,8 +57,14 @@ pub(super) fn authenticate<'t>(
         )
     })?;
     let now = now_ms();
-    let (key, grant) = match table.authenticate_digest(&keys.digest(secret), now) {
-        Ok(key) => (key, None),
+    let (digest, kept) = keys.digest(secret);
+    let (key, grant) = match table.authenticate_digest(&digest, now) {
+        Ok(key) => {
+            if !kept {
+                keys.keep(secret, digest);
+            }
+            (key, None)
+        }
         Err(KeyRejection::Unknown) => {
             // A grant travels only as a bearer token: never in a query
             // string, where a proxy's access log would keep it.

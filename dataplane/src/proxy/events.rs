@@ -11,15 +11,17 @@
 //!   trees: `usage`, `message` and `error`.
 //!
 //! Every other member is skipped. The reading is strict: a member of a type
-//! the tree's reading would not use the same way (a `delta` that is not an
-//! object, a text that is neither a string nor null, a `choices` that is not
-//! an array, a repeated member, a top level that is not an object, invalid
-//! JSON) fails it, and the caller reads the event as a tree as before; so
-//! whatever this reads is what the tree gives. The one difference: a member
-//! this skips is only checked for syntax, so an event whose skipped parts
-//! nest deeper than serde_json's tree allows (128) or hold a number out of
-//! `f64`'s range is read here, where the tree's reading would have skipped
-//! the whole event.
+//! the tree's reading would not use the same way (a `delta` that is neither
+//! an object nor null, a text that is neither a string nor null, a
+//! `choices` that is neither an array nor null, a repeated member, a top
+//! level that is not an object, invalid JSON) fails it, and the caller
+//! reads the event as a tree as before; a null member reads as the tree
+//! reads it. So whatever this reads is what the tree gives, with one
+//! difference: a member this skips is only checked for syntax, so an event
+//! whose skipped parts nest deeper than serde_json's tree allows (128),
+//! hold a number out of `f64`'s range or a string with a lone surrogate
+//! escape (`\ud800`) is read here, where the tree's reading would have
+//! skipped the whole event (and, for Chat, kept its extra usage chunk).
 
 use std::borrow::Cow;
 use std::fmt;

@@ -611,8 +611,9 @@ mod tests {
         assert_eq!(o.take_media_body(), None);
     }
 
-    /// What the observer reads from a Chat event: (usage, text, stop
-    /// reason, error, is the extra usage chunk).
+    /// What the observer reads from a Chat event, after `before` (the usage
+    /// seen so far): (usage, text, stop reason, error, is the extra usage
+    /// chunk).
     type Read = (
         Option<Usage>,
         String,
@@ -621,9 +622,12 @@ mod tests {
         bool,
     );
 
-    fn read_by_tree(data: &str) -> Option<Read> {
+    fn read_by_tree(data: &str, before: Option<Usage>) -> Option<Read> {
         let v: Value = serde_json::from_str(data).ok()?;
-        let mut seen = StreamSeen::default();
+        let mut seen = StreamSeen {
+            usage: before,
+            ..StreamSeen::default()
+        };
         dialect(Protocol::OpenAi).observe_event(Endpoint::ChatCompletions, "", &v, &mut seen);
         Some((
             seen.usage,
@@ -634,20 +638,20 @@ mod tests {
         ))
     }
 
-    fn read_without_tree(data: &str) -> Option<Read> {
+    /// The same through the observer's own reading without a tree (which
+    /// strips the extra usage chunk).
+    fn read_without_tree(data: &str, before: Option<Usage>) -> Option<Read> {
+        let d = dialect(Protocol::OpenAi);
+        let mut o = Observer::new(d, Endpoint::ChatCompletions, true, true, 0);
+        o.seen.usage = before;
         let ev = ChatEvent::read(data)?;
-        let mut text = crate::proxy::generated::Generated::default();
-        for t in ev.texts() {
-            text.push(t);
-        }
+        let passed = o.observe_chat(&ev);
         Some((
-            ev.usage
-                .as_ref()
-                .and_then(|u| super::super::openai::usage_of(u, Endpoint::ChatCompletions)),
-            text.kept().to_string(),
-            ev.stop().map(str::to_string),
-            ev.error.as_ref().map(super::super::instream::chat_error),
-            ev.is_usage_chunk(),
+            o.seen.usage,
+            o.seen.text.kept().to_string(),
+            (!o.stop_reason.is_empty()).then(|| o.stop_reason.clone()),
+            o.seen.error.map(|e| *e),
+            !passed,
         ))
     }
 
@@ -671,10 +675,17 @@ mod tests {
             r#"{"x":[[[{"deep":[1,2,{"y":null}]}]]],"choices":[{"delta":{"content":"after"}}]}"#,
             r#"{}"#,
         ];
+        let before = Some(Usage {
+            input: 7,
+            output: 1,
+            ..Usage::default()
+        });
         for data in read {
-            let fast = read_without_tree(data);
-            assert!(fast.is_some(), "not read without a tree: {data}");
-            assert_eq!(fast, read_by_tree(data), "{data}");
+            for prior in [None, before] {
+                let fast = read_without_tree(data, prior);
+                assert!(fast.is_some(), "not read without a tree: {data}");
+                assert_eq!(fast, read_by_tree(data, prior), "{data}");
+            }
         }
         // Left to the tree (the observer reads these as before).
         for data in [
@@ -689,7 +700,7 @@ mod tests {
             r#"{"choices":[{"delta":{"content":"cut"#,
             "",
         ] {
-            assert_eq!(read_without_tree(data), None, "{data}");
+            assert_eq!(read_without_tree(data, None), None, "{data}");
         }
     }
 
