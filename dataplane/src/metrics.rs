@@ -7,10 +7,10 @@
 //! looking series up in the families by label set cost an allocation per
 //! label and a hash of the set, seven times per request.
 
-use llmgw_core::table::NameMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock, RwLock};
 
+use llmgw_core::table::NameMap;
 use llmgw_proto::v1 as pb;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
