@@ -397,7 +397,7 @@ impl Proxy {
     ) -> Result<Response<Incoming>, AttemptError> {
         let settings = &call.table.settings;
         let provider = &target.provider;
-        let (client, uri, host) = self.upstreams.get(
+        let (pool, dest) = self.upstreams.get(
             &provider.name,
             &provider.base_url,
             &prepared.path,
@@ -416,8 +416,7 @@ impl Proxy {
             .map(|_| Arc::new(tokio::sync::watch::channel(upload::Sending::default()).0));
         // Made where it is awaited (a closure, not one future moved into
         // either arm): an attempt's future holds one exchange.
-        let (client, uri, host, sending_ref, traceparent) =
-            (&client, &uri, &host, &sending, &traceparent);
+        let (pool, dest, sending_ref, traceparent) = (&pool, &*dest, &sending, &traceparent);
         let exchange = move || async move {
             // An HTTP/2 refusal (GOAWAY, REFUSED_STREAM) means the request
             // was not processed: it is sent again at once on another
@@ -434,8 +433,8 @@ impl Proxy {
                     )),
                     None => UpstreamBody::Full(Full::new(body.clone())),
                 });
+                // The URI (and HTTP/1's `Host`) is the pool's to set.
                 *request.method_mut() = Method::POST;
-                *request.uri_mut() = uri.clone();
                 *request.headers_mut() =
                     upstream_headers(call.headers, target, prepared.wires.is_some());
                 if let Some((v, client_state)) = traceparent {
@@ -447,13 +446,7 @@ impl Proxy {
                         h.remove(&super::trace::TRACESTATE);
                     }
                 }
-                // Last, where hyper-util put the one it wrote itself.
-                if let Some(host) = host {
-                    request
-                        .headers_mut()
-                        .insert(http::header::HOST, host.clone());
-                }
-                match client.request(request).await {
+                match pool.send(dest, request).await {
                     Err(e) if resends < 2 && upstream::is_safe_to_resend(&e) => resends += 1,
                     done => return done,
                 }

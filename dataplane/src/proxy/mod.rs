@@ -23,6 +23,7 @@ mod media;
 mod multipart;
 mod observe;
 mod openai;
+mod pool;
 mod record;
 mod respond;
 mod sse;
