@@ -12,7 +12,10 @@
 //!
 //! What it keeps of hyper-util's client:
 //! - **HTTP/2 when TLS's ALPN picks it**: one connection shared by every
-//!   request, replaced once it closes;
+//!   request, replaced once it closes. It is made once for a burst: requests
+//!   that find none wait for the one being made rather than each opening
+//!   their own (a connection already opened by one of them is closed once
+//!   ALPN says HTTP/2 and another has been made);
 //! - **HTTP/1 connections reused**, the most recently used first. One goes
 //!   back once hyper says it can take the next request: at once when the
 //!   answer has already been read, otherwise a small task waits for its
@@ -40,6 +43,7 @@ use hyper::client::conn::{http1, http2};
 use hyper::rt::{Read, Write};
 use hyper_util::client::legacy::connect::Connection;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -65,8 +69,11 @@ pub struct Destination {
 }
 
 impl Destination {
-    /// `uri` must be absolute (a scheme and a host).
+    /// `uri` must be absolute (a scheme and a host). User info in it is
+    /// left out: it is sent neither as HTTP/2's `:authority` (RFC 9113,
+    /// 8.3.1) nor in `Host`.
     pub fn new(uri: Uri) -> Result<Destination, String> {
+        let uri = without_user_info(uri)?;
         let host = uri.host().filter(|h| !h.is_empty()).ok_or("no host")?;
         let default_port = match uri.scheme_str() {
             Some("http") => 80,
@@ -88,6 +95,20 @@ impl Destination {
         };
         Ok(Destination { uri, origin, host })
     }
+}
+
+/// `uri` with its authority's user info (`user:password@`) left out.
+fn without_user_info(uri: Uri) -> Result<Uri, String> {
+    let Some(hostport) = uri
+        .authority()
+        .and_then(|a| a.as_str().rsplit_once('@'))
+        .map(|(_, hostport)| hostport.to_owned())
+    else {
+        return Ok(uri);
+    };
+    let mut parts = uri.into_parts();
+    parts.authority = Some(hostport.parse().map_err(|e| format!("{e}"))?);
+    Uri::from_parts(parts).map_err(|e| e.to_string())
 }
 
 /// Why a request got no answer.
@@ -159,11 +180,68 @@ struct Idle<B> {
     h1: VecDeque<(http1::SendRequest<B>, Instant)>,
     /// With when a request last took it.
     h2: Option<(http2::SendRequest<B>, Instant)>,
+    /// While the HTTP/2 connection is being made: which making it is, and
+    /// a receiver that wakes when it ends (made, failed or given up).
+    h2_connecting: Option<(u64, watch::Receiver<()>)>,
+    /// How many times an HTTP/2 connection has been made (numbers the
+    /// above).
+    h2_connects: u64,
+    /// Whether the last connection made here was HTTP/2: the next one is
+    /// then expected to be, and is made once for every request waiting.
+    h2_expected: bool,
     /// Whether a sweep task is running.
     sweeping: bool,
 }
 
 impl<B> Idle<B> {
+    fn new() -> Self {
+        Idle {
+            h1: VecDeque::new(),
+            h2: None,
+            h2_connecting: None,
+            h2_connects: 0,
+            h2_expected: false,
+            sweeping: false,
+        }
+    }
+
+    /// A connection that can take a request at `now`: the shared HTTP/2
+    /// one, or the most recently used HTTP/1 one. Once one has expired, so
+    /// has every older one; one that closed while idle is dropped here.
+    fn take(&mut self, now: Instant, timeout: Duration) -> Option<Lease<B>> {
+        if let Some((tx, since)) = &mut self.h2 {
+            if !tx.is_closed() {
+                *since = now;
+                return Some(Lease::H2(tx.clone()));
+            }
+            self.h2 = None;
+        }
+        while let Some((tx, since)) = self.h1.pop_back() {
+            if now.saturating_duration_since(since) >= timeout {
+                self.h1.clear();
+                return None;
+            }
+            if tx.is_ready() {
+                return Some(Lease::H1(tx));
+            }
+        }
+        None
+    }
+
+    /// `tx` idle from `now`, after dropping what has expired by then and,
+    /// past the cap, the oldest.
+    fn push(&mut self, tx: http1::SendRequest<B>, now: Instant, limits: Limits) {
+        while let Some((_, since)) = self.h1.front() {
+            if now.saturating_duration_since(*since) < limits.idle_timeout
+                && self.h1.len() < limits.max_idle
+            {
+                break;
+            }
+            self.h1.pop_front();
+        }
+        self.h1.push_back((tx, now));
+    }
+
     /// Drops what has idled `timeout` by `now`, and HTTP/1 connections
     /// that closed.
     fn expire(&mut self, now: Instant, timeout: Duration) {
@@ -192,6 +270,38 @@ enum Lease<B> {
     H2(http2::SendRequest<B>),
 }
 
+/// What a request does when it needs a connection.
+enum Next<C, B> {
+    Lease(Lease<B>),
+    /// Waits for the HTTP/2 connection being made, then looks again.
+    Wait(watch::Receiver<()>),
+    /// Opens one; with the lead when it is expected to be HTTP/2.
+    Connect(Option<Lead<C, B>>),
+}
+
+/// The making of the pool's HTTP/2 connection. While it lives, requests
+/// that find no connection wait for it; when it ends (made, failed, or its
+/// request gone), they wake and look again.
+struct Lead<C, B> {
+    shared: Arc<Shared<C, B>>,
+    number: u64,
+    _done: watch::Sender<()>,
+}
+
+impl<C, B> Drop for Lead<C, B> {
+    fn drop(&mut self) {
+        let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle
+            .h2_connecting
+            .as_ref()
+            .is_some_and(|(n, _)| *n == self.number)
+        {
+            idle.h2_connecting = None;
+        }
+        // Then `_done` drops, which wakes the waiting requests.
+    }
+}
+
 impl<C, B> Pool<C, B>
 where
     C: Connector,
@@ -208,11 +318,7 @@ where
                 h1: http1::Builder::new(),
                 h2,
                 limits,
-                idle: Mutex::new(Idle {
-                    h1: VecDeque::new(),
-                    h2: None,
-                    sweeping: false,
-                }),
+                idle: Mutex::new(Idle::new()),
             }),
         }
     }
@@ -226,12 +332,17 @@ where
     ) -> Result<Response<Incoming>, SendError> {
         loop {
             let (lease, reused) = match self.checkout() {
-                Some(lease) => (lease, true),
+                Next::Lease(lease) => (lease, true),
+                Next::Wait(mut made) => {
+                    // Ends when the making does, whichever way.
+                    let _ = made.changed().await;
+                    continue;
+                }
                 // Boxed: connecting (DNS, TLS, a proxy, HTTP/2's
                 // handshake) is a large future, and rare; inline, it would
                 // make every request's future larger, and every move of it
                 // a longer copy.
-                None => (Box::pin(self.connect(dest)).await?, false),
+                Next::Connect(lead) => Box::pin(self.connect(dest, lead)).await?,
             };
             let unsent = match lease {
                 Lease::H1(mut tx) => {
@@ -271,29 +382,33 @@ where
         self.shared.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An idle connection that can take a request now, newest first.
-    fn checkout(&self) -> Option<Lease<B>> {
+    /// An idle connection; else, when an HTTP/2 one is expected, the
+    /// making of it (led by this request, or waited for); else a
+    /// connection of this request's own.
+    fn checkout(&self) -> Next<C, B> {
         let mut idle = self.lock();
-        if let Some((tx, since)) = &mut idle.h2 {
-            if !tx.is_closed() {
-                *since = Instant::now();
-                return Some(Lease::H2(tx.clone()));
-            }
-            idle.h2 = None;
+        if let Some(lease) = idle.take(Instant::now(), self.shared.limits.idle_timeout) {
+            return Next::Lease(lease);
         }
-        // Newest first. Once one has expired, so has every older one; one
-        // that closed while idle is dropped here.
-        let now = Instant::now();
-        while let Some((tx, since)) = idle.h1.pop_back() {
-            if now.saturating_duration_since(since) >= self.shared.limits.idle_timeout {
-                idle.h1.clear();
-                return None;
-            }
-            if tx.is_ready() {
-                return Some(Lease::H1(tx));
-            }
+        if !idle.h2_expected {
+            return Next::Connect(None);
         }
-        None
+        if let Some((_, made)) = &idle.h2_connecting {
+            return Next::Wait(made.clone());
+        }
+        Next::Connect(Some(self.lead(&mut idle)))
+    }
+
+    /// This request makes the HTTP/2 connection; others wait for it.
+    fn lead(&self, idle: &mut Idle<B>) -> Lead<C, B> {
+        idle.h2_connects += 1;
+        let (done, made) = watch::channel(());
+        idle.h2_connecting = Some((idle.h2_connects, made));
+        Lead {
+            shared: Arc::clone(&self.shared),
+            number: idle.h2_connects,
+            _done: done,
+        }
     }
 
     /// An HTTP/1 connection back to the pool once it can take the next
@@ -315,17 +430,8 @@ where
 
     fn put(&self, tx: http1::SendRequest<B>) {
         let now = Instant::now();
-        let limits = self.shared.limits;
         let mut idle = self.lock();
-        while let Some((_, since)) = idle.h1.front() {
-            if now.saturating_duration_since(*since) < limits.idle_timeout
-                && idle.h1.len() < limits.max_idle
-            {
-                break;
-            }
-            idle.h1.pop_front();
-        }
-        idle.h1.push_back((tx, now));
+        idle.push(tx, now, self.shared.limits);
         self.sweep_while_idle(&mut idle);
     }
 
@@ -338,30 +444,26 @@ where
         }
     }
 
-    /// A new connection, HTTP/2 when ALPN chose it. An HTTP/2 one becomes
-    /// the pool's shared connection unless another open one already is.
-    async fn connect(&self, dest: &Destination) -> Result<Lease<B>, SendError> {
+    /// A new connection, HTTP/2 when ALPN chose it, and whether it was
+    /// already in use. An HTTP/2 connection is made once: when another
+    /// request has made it meanwhile (or is making it), this one's is
+    /// dropped and that one is shared.
+    async fn connect(
+        &self,
+        dest: &Destination,
+        mut lead: Option<Lead<C, B>>,
+    ) -> Result<(Lease<B>, bool), SendError> {
         let io = self
             .shared
             .connector
             .connect(dest.uri.clone())
             .await
             .map_err(SendError::Connect)?;
-        if io.connected().is_negotiated_h2() {
-            let (tx, conn) = self
-                .shared
-                .h2
-                .handshake(io)
-                .await
-                .map_err(|e| SendError::Connect(e.into()))?;
-            drive(conn, "HTTP/2");
-            let mut idle = self.lock();
-            if idle.h2.as_ref().is_none_or(|(t, _)| t.is_closed()) {
-                idle.h2 = Some((tx.clone(), Instant::now()));
-                self.sweep_while_idle(&mut idle);
-            }
-            Ok(Lease::H2(tx))
-        } else {
+        if !io.connected().is_negotiated_h2() {
+            // Not the HTTP/2 connection that was expected: whoever waits
+            // for it opens their own.
+            drop(lead);
+            self.lock().h2_expected = false;
             let (tx, conn) = self
                 .shared
                 .h1
@@ -369,8 +471,48 @@ where
                 .await
                 .map_err(|e| SendError::Connect(e.into()))?;
             drive(conn, "HTTP/1");
-            Ok(Lease::H1(tx))
+            return Ok((Lease::H1(tx), false));
         }
+        loop {
+            let waiting = {
+                let mut idle = self.lock();
+                idle.h2_expected = true;
+                if let Some((tx, _)) = &idle.h2 {
+                    if !tx.is_closed() {
+                        return Ok((Lease::H2(tx.clone()), true));
+                    }
+                }
+                match (&lead, &idle.h2_connecting) {
+                    (None, Some((_, made))) => Some(made.clone()),
+                    (None, None) => {
+                        lead = Some(self.lead(&mut idle));
+                        None
+                    }
+                    (Some(_), _) => None,
+                }
+            };
+            match waiting {
+                Some(mut made) => {
+                    let _ = made.changed().await;
+                }
+                None => break,
+            }
+        }
+        let (tx, conn) = self
+            .shared
+            .h2
+            .handshake(io)
+            .await
+            .map_err(|e| SendError::Connect(e.into()))?;
+        drive(conn, "HTTP/2");
+        {
+            let mut idle = self.lock();
+            idle.h2 = Some((tx.clone(), Instant::now()));
+            self.sweep_while_idle(&mut idle);
+        }
+        // Wakes the waiting requests, which find it.
+        drop(lead);
+        Ok((Lease::H2(tx), false))
     }
 }
 
@@ -523,11 +665,12 @@ mod tests {
         tls: Option<tokio_rustls::TlsAcceptor>,
         goaway_after: Option<usize>,
         release: Arc<tokio::sync::Notify>,
-    ) -> (u16, Seen) {
+    ) -> (u16, Seen, Arc<AtomicUsize>) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         let seen: Seen = Arc::default();
         let conns = Arc::new(AtomicUsize::new(0));
+        let accepted = conns.clone();
         let seen2 = seen.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = l.accept().await {
@@ -580,7 +723,7 @@ mod tests {
                 });
             }
         });
-        (port, seen)
+        (port, seen, accepted)
     }
 
     /// An HTTP/1 server that answers one request per connection and closes
@@ -701,6 +844,9 @@ mod tests {
         assert_eq!(d("http://a:443/v1").host, "a:443");
         assert_eq!(d("http://[::1]:9000/v1").host, "[::1]:9000");
         assert_eq!(d("http://u:p@a:1/v1").host, "a:1");
+        // User info goes nowhere: not in HTTP/2's `:authority` either.
+        assert_eq!(d("https://u:p@a/v1?k=1").uri, "https://a/v1?k=1");
+        assert_eq!(d("http://u@[::1]:01/v1").uri, "http://[::1]:01/v1");
         assert_eq!(d("http://a:01/v1").host, "a:1");
         assert_eq!(d("https://api.openai.com").origin, "/");
         assert_eq!(d("https://api.openai.com/").origin, "/");
@@ -711,7 +857,7 @@ mod tests {
 
     #[tokio::test]
     async fn http1_connections_are_reused_in_origin_form_with_host() {
-        let (port, seen) = server(None, None, Arc::default()).await;
+        let (port, seen, _) = server(None, None, Arc::default()).await;
         let pool = TestPool::new(TestConnector { tls: None }, limits());
         let dest =
             Destination::new(format!("http://127.0.0.1:{port}/v1/x").parse().unwrap()).unwrap();
@@ -738,7 +884,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_goes_back_only_once_its_streamed_body_has_ended() {
         let release = Arc::new(tokio::sync::Notify::new());
-        let (port, seen) = server(None, None, release.clone()).await;
+        let (port, seen, _) = server(None, None, release.clone()).await;
         let pool = TestPool::new(TestConnector { tls: None }, limits());
         let stream =
             Destination::new(format!("http://127.0.0.1:{port}/stream").parse().unwrap()).unwrap();
@@ -784,15 +930,19 @@ mod tests {
             assert_eq!(conns.load(Ordering::SeqCst), round);
         }
         // The closed one is dropped when taken, not sent on.
+        let timeout = limits().idle_timeout;
+        let taken = pool.lock().take(Instant::now(), timeout);
+        assert!(taken.is_none());
+        assert_eq!(pool.idle_counts(), (0, false));
         let res = pool.send(&dest, request()).await.unwrap();
         assert_eq!(read(res).await, "ok");
         assert_eq!(conns.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]
-    async fn alpn_h2_shares_one_connection_and_replaces_it_once_closed() {
+    async fn alpn_h2_is_one_shared_connection_made_once_per_burst() {
         let (acceptor, connector) = tls_pair();
-        let (port, seen) = server(Some(acceptor), Some(8), Arc::default()).await;
+        let (port, seen, accepted) = server(Some(acceptor), Some(8), Arc::default()).await;
         let pool = TestPool::new(
             TestConnector {
                 tls: Some(connector),
@@ -801,31 +951,45 @@ mod tests {
         );
         let dest =
             Destination::new(format!("https://localhost:{port}/v1/x").parse().unwrap()).unwrap();
-        // The first opens the connection; the next seven share it.
-        let res = pool.send(&dest, request()).await.unwrap();
-        assert_eq!(res.version(), http::Version::HTTP_2);
-        assert_eq!(read(res).await, "ok");
-        assert_eq!(pool.idle_counts(), (0, true));
-        let sends = (0..7).map(|_| pool.send(&dest, request()));
+        // A cold burst: each request opens a connection (nothing says yet
+        // that it will be HTTP/2), but all eight are served on one.
+        let sends = (0..8).map(|_| pool.send(&dest, request()));
         for res in futures::future::join_all(sends).await {
-            assert_eq!(read(res.unwrap()).await, "ok");
+            let res = res.unwrap();
+            assert_eq!(res.version(), http::Version::HTTP_2);
+            assert_eq!(read(res).await, "ok");
         }
-        // The server closed it after eight: the ninth opens another.
+        let first: Vec<usize> = seen.lock().unwrap().iter().map(|s| s.0).collect();
+        assert_eq!(first.len(), 8);
+        assert!(first.iter().all(|c| *c == first[0]), "{first:?}");
+        assert_eq!(pool.idle_counts(), (0, true));
+        // The server sent GOAWAY after eight. Once the pool has seen the
+        // connection close, a burst opens exactly one more connection.
         tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                let res = pool.send(&dest, request()).await;
-                if let Ok(res) = res {
-                    assert_eq!(read(res).await, "ok");
-                    if seen.lock().unwrap().iter().any(|s| s.0 == 1) {
-                        break;
-                    }
-                }
+            while pool
+                .lock()
+                .h2
+                .as_ref()
+                .is_some_and(|(tx, _)| !tx.is_closed())
+            {
+                tokio::task::yield_now().await;
             }
         })
         .await
         .unwrap();
+        let before = accepted.load(Ordering::SeqCst);
+        let sends = (0..8).map(|_| pool.send(&dest, request()));
+        for res in futures::future::join_all(sends).await {
+            assert_eq!(read(res.unwrap()).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), before + 1);
         let seen = seen.lock().unwrap().clone();
-        assert!(seen.iter().take(8).all(|s| s.0 == 0), "{seen:?}");
+        let second: Vec<usize> = seen[8..].iter().map(|s| s.0).collect();
+        assert_eq!(second.len(), 8);
+        assert!(
+            second.iter().all(|c| *c == second[0] && *c != first[0]),
+            "{second:?}"
+        );
         for (_, version, target, host) in &seen {
             assert_eq!(*version, http::Version::HTTP_2);
             // HTTP/2 carries the absolute URI, and no Host.
@@ -847,37 +1011,55 @@ mod tests {
         assert_eq!(pool.idle_counts(), (0, false));
     }
 
+    /// A ready HTTP/1 sender on a connection of its own.
+    async fn sender(port: u16) -> http1::SendRequest<Full<Bytes>> {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let (mut tx, conn) = http1::handshake(TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn);
+        tx.ready().await.unwrap();
+        tx
+    }
+
     #[tokio::test]
-    async fn idle_connections_expire_and_are_capped() {
-        let (port, _) = server(None, None, Arc::default()).await;
-        let pool = TestPool::new(
-            TestConnector { tls: None },
-            Limits {
-                idle_timeout: Duration::from_secs(90),
-                max_idle: 2,
-            },
-        );
-        let dest =
-            Destination::new(format!("http://127.0.0.1:{port}/v1").parse().unwrap()).unwrap();
-        let sends = (0..3).map(|_| pool.send(&dest, request()));
-        for res in futures::future::join_all(sends).await {
-            assert_eq!(read(res.unwrap()).await, "ok");
+    async fn idle_connections_go_newest_first_expire_and_are_capped() {
+        let (port, _, _) = server(None, None, Arc::default()).await;
+        let limits = Limits {
+            idle_timeout: Duration::from_secs(90),
+            max_idle: 2,
+        };
+        let secs = Duration::from_secs;
+        let t0 = Instant::now();
+        let mut idle = Idle::new();
+        let since = |idle: &Idle<Full<Bytes>>| -> Vec<Duration> {
+            idle.h1.iter().map(|(_, t)| *t - t0).collect()
+        };
+        // The cap drops the oldest.
+        for at in [0, 1, 2] {
+            idle.push(sender(port).await, t0 + secs(at), limits);
         }
-        // Three went back; the cap keeps the newest two.
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while pool.idle_counts().0 != 2 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .unwrap();
-        let mut idle = pool.shared.idle.lock().unwrap();
-        let oldest = idle.h1.front().unwrap().1;
-        // Expiry by the idle timeout, from when each went idle.
-        idle.expire(oldest + Duration::from_secs(89), Duration::from_secs(90));
-        assert_eq!(idle.h1.len(), 2);
-        let newest = idle.h1.back().unwrap().1;
-        idle.expire(newest + Duration::from_secs(90), Duration::from_secs(90));
+        assert_eq!(since(&idle), [secs(1), secs(2)]);
+        // Taken newest first.
+        assert!(matches!(
+            idle.take(t0 + secs(3), limits.idle_timeout),
+            Some(Lease::H1(_))
+        ));
+        assert_eq!(since(&idle), [secs(1)]);
+        // Given back, it is the newest; a push drops what has expired.
+        idle.push(sender(port).await, t0 + secs(91), limits);
+        assert_eq!(since(&idle), [secs(91)]);
+        idle.push(sender(port).await, t0 + secs(100), limits);
+        assert_eq!(since(&idle), [secs(91), secs(100)]);
+        // A take finds the newest expired: every one has.
+        assert!(idle.take(t0 + secs(190), limits.idle_timeout).is_none());
+        assert!(idle.is_empty());
+        // The sweep's expiry, from when each went idle.
+        idle.push(sender(port).await, t0, limits);
+        idle.push(sender(port).await, t0 + secs(10), limits);
+        idle.expire(t0 + secs(89), limits.idle_timeout);
+        assert_eq!(since(&idle), [secs(0), secs(10)]);
+        idle.expire(t0 + secs(90), limits.idle_timeout);
+        assert_eq!(since(&idle), [secs(10)]);
+        idle.expire(t0 + secs(100), limits.idle_timeout);
         assert!(idle.is_empty());
     }
 }

@@ -13,8 +13,9 @@
 //!
 //! A provider with an outbound proxy gets its connections through it
 //! (`llmgw_outbound::ProxyConnector`: HTTP CONNECT or SOCKS5, with TLS to
-//! the upstream inside the tunnel); a pool is kept per (provider, proxy),
-//! so a snapshot that changes the proxy starts a new pool.
+//! the upstream inside the tunnel). A pool is kept per provider, proxy and
+//! base URL: a snapshot that changes the proxy or the base URL (another
+//! host) starts a new pool, and the old one's connections close.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -137,6 +138,19 @@ struct Entry {
     /// Destinations by path (a few per provider: its endpoints, and for
     /// Gemini one per model and method).
     destinations: Vec<(String, Arc<Destination>)>,
+    /// The settings and pool before the last change. While a snapshot
+    /// change is taken in, requests of the old table (a retry, a request
+    /// read before it) and of the new one alternate; each finds its pool
+    /// here instead of replacing the other's.
+    previous: Option<Box<Entry>>,
+}
+
+impl Entry {
+    fn is_for(&self, base_url: &str, connect_timeout: Duration, proxy: Option<&ProxyUrl>) -> bool {
+        self.connect_timeout == connect_timeout
+            && self.proxy.as_ref() == proxy
+            && self.base_url == base_url
+    }
 }
 
 #[derive(Default)]
@@ -168,28 +182,38 @@ impl Upstreams {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         // One lookup in the usual case (a known provider, same settings).
         let entry = match entries.get_mut(provider) {
+            Some(e) if e.is_for(base_url, connect_timeout, proxy) => e,
             Some(e)
-                if e.connect_timeout == connect_timeout
-                    && e.proxy.as_ref() == proxy
-                    && e.base_url == base_url =>
+                if e.previous
+                    .as_ref()
+                    .is_some_and(|p| p.is_for(base_url, connect_timeout, proxy)) =>
             {
+                // Back to the settings before: they swap places.
+                if let Some(mut previous) = e.previous.take() {
+                    std::mem::swap(e, &mut previous);
+                    e.previous = Some(previous);
+                }
                 e
             }
-            _ => {
+            found => {
                 let pool = build_pool(self.tls_config()?, connect_timeout, proxy)?;
-                let entry = Entry {
+                let mut entry = Entry {
                     connect_timeout,
                     proxy: proxy.cloned(),
                     pool,
                     base_url: base_url.to_string(),
                     destinations: Vec::new(),
+                    previous: None,
                 };
-                match entries.entry(provider.to_string()) {
-                    std::collections::hash_map::Entry::Occupied(mut o) => {
-                        o.insert(entry);
-                        o.into_mut()
+                match found {
+                    Some(e) => {
+                        // The one before the last is dropped, with its pool.
+                        std::mem::swap(e, &mut entry);
+                        entry.previous = None;
+                        e.previous = Some(Box::new(entry));
+                        e
                     }
-                    std::collections::hash_map::Entry::Vacant(v) => v.insert(entry),
+                    None => entries.entry(provider.to_string()).or_insert(entry),
                 }
             }
         };
@@ -345,6 +369,18 @@ mod tests {
         let (p3, _) = u.get("p", "http://a:1/v1", "/x", t, Some(&a2)).unwrap();
         let (p4, _) = u.get("p", "http://b:1/v1", "/x", t, Some(&a2)).unwrap();
         assert!(!same(&p3, &p4));
+        // While a change is taken in, requests of both tables alternate:
+        // each keeps its pool.
+        for _ in 0..3 {
+            let (old, _) = u.get("p", "http://a:1/v1", "/x", t, Some(&a2)).unwrap();
+            assert!(same(&old, &p3));
+            let (new, _) = u.get("p", "http://b:1/v1", "/x", t, Some(&a2)).unwrap();
+            assert!(same(&new, &p4));
+        }
+        // A third setting drops the oldest.
+        u.get("p", "http://c:1/v1", "/x", t, Some(&a2)).unwrap();
+        let (again, _) = u.get("p", "http://a:1/v1", "/x", t, Some(&a2)).unwrap();
+        assert!(!same(&again, &p3));
     }
 
     #[test]
