@@ -473,7 +473,15 @@ impl Proxy {
                         // the attempt at once, whatever the upstream does
                         // with the cut body.
                         f = upload.failed() => Err(AttemptError::Upload(f.kind, f.message)),
-                        r = exchange() => Ok(r),
+                        // The exchange fails of the upload's failure too (its
+                        // body ends in the error), and on another thread
+                        // that can land between the two polls above: an
+                        // exchange that fails once the upload has is the
+                        // upload's failure.
+                        r = exchange() => match (&r, upload.failure()) {
+                            (Err(_), Some(f)) => Err(AttemptError::Upload(f.kind, f.message)),
+                            _ => Ok(r),
+                        },
                         () = tokio::time::sleep(left) => Err(AttemptError::Deadline),
                         e = first_byte => Err(e),
                     }

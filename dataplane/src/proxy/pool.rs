@@ -282,9 +282,16 @@ enum Next<C, B> {
 /// The making of the pool's HTTP/2 connection. While it lives, requests
 /// that find no connection wait for it; when it ends (made, failed, or its
 /// request gone), they wake and look again.
+///
+/// One that ends without a connection also stops expecting HTTP/2, so the
+/// requests woken connect each on their own, at once, as they would have
+/// without waiting: an upstream that is down fails them together, not one
+/// connect timeout after another.
 struct Lead<C, B> {
     shared: Arc<Shared<C, B>>,
     number: u64,
+    /// Whether the shared connection was made (or found).
+    made: bool,
     _done: watch::Sender<()>,
 }
 
@@ -297,6 +304,9 @@ impl<C, B> Drop for Lead<C, B> {
             .is_some_and(|(n, _)| *n == self.number)
         {
             idle.h2_connecting = None;
+        }
+        if !self.made {
+            idle.h2_expected = false;
         }
         // Then `_done` drops, which wakes the waiting requests.
     }
@@ -407,6 +417,7 @@ where
         Lead {
             shared: Arc::clone(&self.shared),
             number: idle.h2_connects,
+            made: false,
             _done: done,
         }
     }
@@ -479,6 +490,9 @@ where
                 idle.h2_expected = true;
                 if let Some((tx, _)) = &idle.h2 {
                     if !tx.is_closed() {
+                        if let Some(lead) = &mut lead {
+                            lead.made = true;
+                        }
                         return Ok((Lease::H2(tx.clone()), true));
                     }
                 }
@@ -511,7 +525,9 @@ where
             self.sweep_while_idle(&mut idle);
         }
         // Wakes the waiting requests, which find it.
-        drop(lead);
+        if let Some(mut lead) = lead {
+            lead.made = true;
+        }
         Ok((Lease::H2(tx), false))
     }
 }
@@ -962,6 +978,7 @@ mod tests {
         let first: Vec<usize> = seen.lock().unwrap().iter().map(|s| s.0).collect();
         assert_eq!(first.len(), 8);
         assert!(first.iter().all(|c| *c == first[0]), "{first:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 8, "eight opened, one kept");
         assert_eq!(pool.idle_counts(), (0, true));
         // The server sent GOAWAY after eight. Once the pool has seen the
         // connection close, a burst opens exactly one more connection.
@@ -1009,6 +1026,62 @@ mod tests {
         let err = pool.send(&dest, request()).await.unwrap_err();
         assert!(err.is_connect(), "{err:?}");
         assert_eq!(pool.idle_counts(), (0, false));
+    }
+
+    /// A connector whose every attempt waits for a permit, then fails.
+    struct GateConnector {
+        attempts: AtomicUsize,
+        gate: tokio::sync::Semaphore,
+    }
+
+    impl Connector for GateConnector {
+        type Io = Io;
+        async fn connect(&self, _: Uri) -> Result<Io, BoxError> {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            self.gate.acquire().await?.forget();
+            Err("connection refused".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn when_the_http2_connection_cannot_be_made_the_waiting_requests_connect_at_once() {
+        let pool = Pool::<GateConnector, Full<Bytes>>::new(
+            GateConnector {
+                attempts: AtomicUsize::new(0),
+                gate: tokio::sync::Semaphore::new(0),
+            },
+            limits(),
+        );
+        let attempts = || pool.shared.connector.attempts.load(Ordering::SeqCst);
+        // The last connection here was HTTP/2: one request makes the next,
+        // the other three wait for it.
+        pool.lock().h2_expected = true;
+        let dest = Destination::new("https://localhost:1/v1".parse().unwrap()).unwrap();
+        let sends = futures::future::join_all((0..4).map(|_| pool.send(&dest, request())));
+        let drive = async {
+            let waited = |n: usize| {
+                tokio::time::timeout(Duration::from_secs(10), async move {
+                    while attempts() != n {
+                        tokio::task::yield_now().await;
+                    }
+                })
+            };
+            waited(1).await.expect("one request leads");
+            // It fails: the three waiting connect each on their own, at
+            // once (not one after another's failure).
+            pool.shared.connector.gate.add_permits(1);
+            waited(4)
+                .await
+                .expect("the waiting requests connect together");
+            pool.shared.connector.gate.add_permits(3);
+        };
+        let (results, ()) = tokio::join!(sends, drive);
+        for r in results {
+            assert!(r.unwrap_err().is_connect());
+        }
+        assert_eq!(attempts(), 4);
+        assert!(!pool.lock().h2_expected);
+        assert!(pool.lock().h2_connecting.is_none());
     }
 
     /// A ready HTTP/1 sender on a connection of its own.

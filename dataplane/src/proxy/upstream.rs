@@ -15,7 +15,9 @@
 //! (`llmgw_outbound::ProxyConnector`: HTTP CONNECT or SOCKS5, with TLS to
 //! the upstream inside the tunnel). A pool is kept per provider, proxy and
 //! base URL: a snapshot that changes the proxy or the base URL (another
-//! host) starts a new pool, and the old one's connections close.
+//! host) starts a new pool. The one before is kept beside it until the next
+//! change (its idle connections expire as usual), so requests of the old
+//! and the new table do not replace each other's pool.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -131,8 +133,8 @@ struct Entry {
     /// The proxy the pool's connections go through.
     proxy: Option<ProxyUrl>,
     pool: UpstreamPool,
-    /// The base URL the destinations were made from; a snapshot that
-    /// changes it drops them, and the pool (its connections go to the old
+    /// The base URL the destinations were made from. Another base URL is
+    /// another entry, with its own pool (these connections go to this
     /// host).
     base_url: String,
     /// Destinations by path (a few per provider: its endpoints, and for
