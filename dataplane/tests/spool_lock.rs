@@ -48,14 +48,16 @@ fn a_second_data_plane_on_the_same_spool_refuses_to_start() {
     let cp = unreachable_control_plane();
 
     let mut first = Killed(data_plane(&spool, "dp-a", &cp));
-    // Started once it listens; the spool is opened (and locked) before that.
+    // Its spool is open (and locked) once it turns to the control plane.
+    // Not once it listens: it binds its ports first, and a second data
+    // plane started on that line could take the lock before it.
     let out = first.0.stdout.take().unwrap();
     let mut lines = BufReader::new(out).lines();
-    let listening = lines
+    let locked = lines
         .by_ref()
         .map_while(Result::ok)
-        .any(|l| l.contains("HTTP server listening"));
-    assert!(listening, "the first data plane did not start");
+        .any(|l| l.contains("connecting to the control plane"));
+    assert!(locked, "the first data plane did not start");
     // Keep draining its log so it never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
 
