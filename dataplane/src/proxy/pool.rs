@@ -231,26 +231,26 @@ impl<B> Idle<B> {
     /// `tx` idle from `now`, after dropping what has expired by then and,
     /// past the cap, the oldest.
     fn push(&mut self, tx: http1::SendRequest<B>, now: Instant, limits: Limits) {
-        while let Some((_, since)) = self.h1.front() {
-            if now.saturating_duration_since(*since) < limits.idle_timeout
-                && self.h1.len() < limits.max_idle
-            {
-                break;
-            }
-            self.h1.pop_front();
-        }
+        self.expire_oldest(now, limits.idle_timeout);
+        while self.h1.len() >= limits.max_idle && self.h1.pop_front().is_some() {}
         self.h1.push_back((tx, now));
     }
 
-    /// Drops what has idled `timeout` by `now`, and HTTP/1 connections
-    /// that closed.
-    fn expire(&mut self, now: Instant, timeout: Duration) {
+    /// Drops the HTTP/1 connections, oldest first, that have idled
+    /// `timeout` by `now`.
+    fn expire_oldest(&mut self, now: Instant, timeout: Duration) {
         while let Some((_, since)) = self.h1.front() {
             if now.saturating_duration_since(*since) < timeout {
                 break;
             }
             self.h1.pop_front();
         }
+    }
+
+    /// Drops what has idled `timeout` by `now`, and HTTP/1 connections
+    /// that closed.
+    fn expire(&mut self, now: Instant, timeout: Duration) {
+        self.expire_oldest(now, timeout);
         self.h1.retain(|(tx, _)| !tx.is_closed());
         if let Some((tx, since)) = &self.h2 {
             if tx.is_closed() || now.saturating_duration_since(*since) >= timeout {

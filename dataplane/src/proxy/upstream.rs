@@ -34,7 +34,7 @@ use llmgw_core::table::NameMap;
 use llmgw_outbound::ProxyConnector;
 
 use super::error::AttemptError;
-use super::pool::{self, Destination, Pool};
+use super::pool::{self, BoxError, Destination, Pool};
 
 /// One provider's pool. A clone shares it.
 pub type UpstreamPool = Pool<TimeoutConnector, UpstreamBody>;
@@ -74,8 +74,6 @@ impl http_body::Body for UpstreamBody {
         }
     }
 }
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The TLS connector with one limit on all of connecting: DNS, TCP and the
 /// TLS handshake (hyper-util's own connect timeout covers only TCP). A
