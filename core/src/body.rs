@@ -991,7 +991,11 @@ mod props {
             Verdict::Object(m) => m,
             Verdict::NotAnObject => {
                 prop_assert!(found.is_none() && replaced.is_none() && usage.is_none());
-                prop_assert!(from_end.is_none());
+                // The scan from the end reads no further back than its
+                // last name (its contract): a body that is no object only
+                // before that point (`[` for its first `{`) gives what
+                // its tail holds, and only when every name was found.
+                prop_assert!(from_end.is_none_or(|f| f.iter().all(Option::is_some)));
                 return Ok(());
             }
             // Never reaches the scanner (Head::parse refuses it first).
