@@ -3272,7 +3272,10 @@ both! {
 both! {
     async fn migration_0024_moves_headers_and_bodies_into_details(db: Db) {
         let old = migrate_up_to(&db, 24).await;
-        let t = now_ms() - 3_600_000;
+        // An hour ago, but within today: the old migrations made only
+        // today's day partition (in the first hour of a day, an hour ago
+        // has none).
+        let t = (now_ms() - 3_600_000).max(now_ms() / 86_400_000 * 86_400_000);
         let body = "{ \"model\": \"m\", \"messages\": [\"\u{e9}\\n\"] }";
         sqlx::query(
             "INSERT INTO request_logs (id, time_ms, node_id, sequence, status, request_headers, \
@@ -3329,7 +3332,10 @@ both! {
             Kind::Postgres => 35,
         };
         let old = migrate_up_to(&db, before).await;
-        let t = now_ms() - 3_600_000;
+        // An hour ago, but within today: the old migrations made only
+        // today's day partition (in the first hour of a day, an hour ago
+        // has none).
+        let t = (now_ms() - 3_600_000).max(now_ms() / 86_400_000 * 86_400_000);
         // A canonical id, one in capitals, and one that is not a UUID at
         // all (ingest never stored one; the migration must not fail on it).
         let upper = id(2).to_uppercase();
