@@ -436,12 +436,15 @@ class Stack:
         if "litellm" in a.peers:
             self.start_litellm()
 
-    def start_dataplane(self, name, port, node_id, extra=()):
-        """A data plane on core 0 with its own spool folder, ready."""
+    def start_dataplane(self, name, port, node_id, extra=(), callgrind_out=None):
+        """A data plane on core 0 with its own spool folder, ready; under
+        callgrind when the run counts instructions (into `callgrind_out`, by
+        default the run's own dump file)."""
         exe = [self.args.dataplane_bin or os.path.join(BIN, "llmgw-dataplane")]
-        if getattr(self.args, "callgrind_out", None):
+        callgrind_out = callgrind_out or getattr(self.args, "callgrind_out", None)
+        if callgrind_out:
             exe = ["valgrind", "--tool=callgrind", "--dump-instr=no",
-                   f"--callgrind-out-file={self.args.callgrind_out}"] + exe
+                   f"--callgrind-out-file={callgrind_out}"] + exe
         p = Proc(
             name,
             exe + ["--listen", f"127.0.0.1:{port}",
@@ -1201,6 +1204,8 @@ def callgrind(a, stack):
     out["llmgw"] = count_instructions(t, n, a.callgrind_out, stack.wait_logs_shipped)
     if not a.no_routes:
         out["routes"] = callgrind_routes(a, stack, t)
+    if a.callgrind_logging:
+        out["logging"] = callgrind_logging(a, stack, t, n)
     if a.callgrind_floors:
         vg = ["valgrind", "--tool=callgrind", "--dump-instr=no"]
         stem, ext = os.path.splitext(a.callgrind_out)
@@ -1214,6 +1219,13 @@ def callgrind(a, stack):
         for k in ("llmgw", FLOOR, "nginx"):
             v = out[k]["instructions_per_request"]
             out[k]["ratio_to_nginx"] = v / base if v and base else None
+    if "logging" in out:
+        base = out["nginx"]["instructions_per_request"] if "nginx" in out else None
+        for k, v in out["logging"].items():
+            v["ratio_to_nginx"] = (v["instructions_per_request"] / base
+                                   if v["instructions_per_request"] and base else None)
+        for k, line in logging_lines(out).items():
+            log(f"callgrind llmgw, {k}: {line}")
     for k in ("nginx", FLOOR, "llmgw"):
         if k in out:
             v, r = out[k]["instructions_per_request"], out[k].get("ratio_to_nginx")
@@ -1221,6 +1233,45 @@ def callgrind(a, stack):
                 + (f"{v:.0f} instructions per request" if v else "no count in the dump")
                 + (f" ({r:.2f}x nginx)" if r else ""))
     return out
+
+
+def callgrind_logging(a, stack, llmgw, n):
+    """llmgw's logging modes counted in the same run as its full logging:
+    metadata-only records (the key that logs no bodies) in the same data
+    plane, then a second data plane started with `--request-log off` under
+    callgrind with a dump file of its own, stopped after its count. What the
+    log costs a request is the difference, each figure from this run."""
+    out = {"no_bodies": count_instructions(dict(llmgw, key=stack.keys["bench-nobodies"]), n,
+                                           a.callgrind_out, stack.wait_logs_shipped)}
+    stem, ext = os.path.splitext(a.callgrind_out)
+    off_out = f"{stem}-off{ext}"
+    port = free_port()
+    extra = [*shlex.split(a.dataplane_args or ""), "--request-log", "off"]
+    p = stack.start_dataplane("dataplane-off", port, "bench-off", extra=extra,
+                              callgrind_out=off_out)
+    try:
+        t = dict(llmgw, addr=f"127.0.0.1:{port}", pid=p.pid)
+        out["off"] = count_instructions(t, n, off_out)
+    finally:
+        p.stop()
+    return out
+
+
+def logging_lines(out):
+    """Each logging mode's count, and what full logging adds over it."""
+    full = out["llmgw"]["instructions_per_request"]
+    lines = {}
+    for k, label in (("no_bodies", "records without bodies"), ("off", "request log off")):
+        v = out["logging"][k]["instructions_per_request"]
+        if not v:
+            lines[label] = "no count in the dump"
+            continue
+        r = out["logging"][k].get("ratio_to_nginx")
+        lines[label] = (f"{v:.0f} instructions per request"
+                        + (f" ({r:.2f}x nginx)" if r else "")
+                        + (f"; full logging adds {full - v:.0f} ({(full / v - 1) * 100:.1f}%)"
+                           if full else ""))
+    return lines
 
 
 def route_targets(llmgw, keys):
@@ -1983,6 +2034,9 @@ def main():
                          "request over N requests with valgrind's callgrind")
     ap.add_argument("--callgrind-floors", action="store_true",
                     help="with --callgrind: count nginx's and the bare hyper proxy's too")
+    ap.add_argument("--callgrind-logging", action="store_true",
+                    help="with --callgrind: count llmgw's records without bodies and a second "
+                         "data plane with --request-log off too")
     ap.add_argument("--callgrind-streams", type=int, default=200, metavar="N",
                     help="with --callgrind: streams (of --callgrind-chunks chunks) counted per "
                          "route (default 200)")
@@ -2019,6 +2073,8 @@ def main():
     log(f"binaries from {BIN}")
     if a.callgrind_floors and not a.callgrind:
         ap.error("--callgrind-floors goes with --callgrind N")
+    if a.callgrind_logging and not a.callgrind:
+        ap.error("--callgrind-logging goes with --callgrind N")
     a.peers = [p for p in a.peers.split(",") if p]
     a.rounds = a.rounds or (1 if a.quick else 3)
     scen = set(a.scenarios.upper().split(","))

@@ -4,8 +4,8 @@
 # Usage: bench/run.sh [--quick] [--rounds N] [--peers litellm] [--scenarios S1,S3,...]
 #                     [--s7-objects N] [--keep] [--dataplane-bin PATH] [--no-routes]
 #                     [--bin-dir DIR] [--no-build] [--s8-seconds S] [--s8-sizes B,B]
-#        bench/run.sh --callgrind N [--callgrind-floors] [--callgrind-streams N]
-#                     [--dataplane-args ARGS]
+#        bench/run.sh --callgrind N [--callgrind-floors] [--callgrind-logging]
+#                     [--callgrind-streams N] [--dataplane-args ARGS]
 #        bench/run.sh --scenarios S8 --callgrind N   # S8's instructions per request
 #
 #   1. builds release binaries (cargo build --release --bins, which includes

@@ -143,3 +143,16 @@ def test_a_spool_thread_is_told_apart_from_none(tmp_path, monkeypatch):
     assert harness.thread_ticks(42, "box-dp") == 10
     assert harness.thread_ticks(42, "nginx") is None
     assert harness.thread_ticks(7, "llmgw-spool") is None
+
+
+def test_logging_lines_give_what_full_logging_adds_over_each_mode():
+    out = {"llmgw": {"instructions_per_request": 88_000.0},
+           "logging": {"no_bodies": {"instructions_per_request": 80_000.0, "ratio_to_nginx": 3.64},
+                       "off": {"instructions_per_request": 70_400.0, "ratio_to_nginx": None}}}
+    lines = harness.logging_lines(out)
+    assert lines["records without bodies"] == (
+        "80000 instructions per request (3.64x nginx); full logging adds 8000 (10.0%)")
+    assert lines["request log off"] == (
+        "70400 instructions per request; full logging adds 17600 (25.0%)")
+    out["logging"]["off"]["instructions_per_request"] = None
+    assert harness.logging_lines(out)["request log off"] == "no count in the dump"
