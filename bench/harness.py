@@ -1193,8 +1193,10 @@ def callgrind(a, stack):
     """Instructions executed per request, counted by valgrind's callgrind
     (reproducible where CPU time is not, e.g. on a busy machine), for the
     data plane (full logging with bodies unless --dataplane-args says
-    otherwise), and with --callgrind-floors for nginx's worker and the bare
-    hyper proxy as well, each under the same load: after a warm-up the
+    otherwise), with --callgrind-logging also for records without bodies and
+    a data plane with its log off (`callgrind_logging`), and with
+    --callgrind-floors for nginx's worker and the bare hyper proxy as well,
+    each under the same load: after a warm-up the
     counters are zeroed, N requests are sent (8 connections), the run waits
     until every log record is shipped, and the counters are dumped. Kernel
     work is not counted."""
@@ -1224,14 +1226,15 @@ def callgrind(a, stack):
         for k, v in out["logging"].items():
             v["ratio_to_nginx"] = (v["instructions_per_request"] / base
                                    if v["instructions_per_request"] and base else None)
-        for k, line in logging_lines(out).items():
-            log(f"callgrind llmgw, {k}: {line}")
     for k in ("nginx", FLOOR, "llmgw"):
         if k in out:
             v, r = out[k]["instructions_per_request"], out[k].get("ratio_to_nginx")
             log(f"callgrind {k}: "
                 + (f"{v:.0f} instructions per request" if v else "no count in the dump")
                 + (f" ({r:.2f}x nginx)" if r else ""))
+    if "logging" in out:
+        for k, line in logging_lines(out).items():
+            log(f"callgrind llmgw, {k}: {line}")
     return out
 
 
@@ -1243,18 +1246,34 @@ def callgrind_logging(a, stack, llmgw, n):
     log costs a request is the difference, each figure from this run."""
     out = {"no_bodies": count_instructions(dict(llmgw, key=stack.keys["bench-nobodies"]), n,
                                            a.callgrind_out, stack.wait_logs_shipped)}
-    stem, ext = os.path.splitext(a.callgrind_out)
-    off_out = f"{stem}-off{ext}"
+    off_out = logging_off_dump(a.callgrind_out)
     port = free_port()
-    extra = [*shlex.split(a.dataplane_args or ""), "--request-log", "off"]
-    p = stack.start_dataplane("dataplane-off", port, "bench-off", extra=extra,
-                              callgrind_out=off_out)
+    p = stack.start_dataplane("dataplane-off", port, "bench-off",
+                              extra=logging_off_args(a.dataplane_args), callgrind_out=off_out)
     try:
         t = dict(llmgw, addr=f"127.0.0.1:{port}", pid=p.pid)
         out["off"] = count_instructions(t, n, off_out)
     finally:
         p.stop()
     return out
+
+
+def logging_off_dump(out_file):
+    """The log-off data plane's dump file beside the run's own: `dumps_of`
+    the run's file never picks up its numbered dumps."""
+    stem, ext = os.path.splitext(out_file)
+    return f"{stem}-off{ext}"
+
+
+def logging_off_args(dataplane_args):
+    """The measured data plane's flags with its request log switched off.
+    Flags that set the log's mode themselves would make the comparison
+    meaningless (and the data plane refuses a flag given twice)."""
+    extra = shlex.split(dataplane_args or "")
+    if any(f == "--request-log" or f.startswith("--request-log=") for f in extra):
+        raise ValueError("--callgrind-logging sets --request-log itself; "
+                         "leave it out of --dataplane-args")
+    return [*extra, "--request-log", "off"]
 
 
 def logging_lines(out):
@@ -2075,6 +2094,11 @@ def main():
         ap.error("--callgrind-floors goes with --callgrind N")
     if a.callgrind_logging and not a.callgrind:
         ap.error("--callgrind-logging goes with --callgrind N")
+    if a.callgrind_logging:
+        try:
+            logging_off_args(a.dataplane_args)
+        except ValueError as e:
+            ap.error(str(e))
     a.peers = [p for p in a.peers.split(",") if p]
     a.rounds = a.rounds or (1 if a.quick else 3)
     scen = set(a.scenarios.upper().split(","))

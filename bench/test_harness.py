@@ -156,3 +156,23 @@ def test_logging_lines_give_what_full_logging_adds_over_each_mode():
         "70400 instructions per request; full logging adds 17600 (25.0%)")
     out["logging"]["off"]["instructions_per_request"] = None
     assert harness.logging_lines(out)["request log off"] == "no count in the dump"
+
+
+def test_the_log_off_plane_gets_the_run_flags_and_its_own_dump_file(tmp_path):
+    assert harness.logging_off_args(None) == ["--request-log", "off"]
+    assert harness.logging_off_args("--spool-wait-ms 0") == [
+        "--spool-wait-ms", "0", "--request-log", "off"]
+    for given in ("--request-log metadata", "--request-log=off"):
+        try:
+            harness.logging_off_args(given)
+        except ValueError:
+            continue
+        raise AssertionError(f"{given!r} was let through")
+    main = str(tmp_path / "callgrind-X.out")
+    off = harness.logging_off_dump(main)
+    assert off == str(tmp_path / "callgrind-X-off.out")
+    for name in ("callgrind-X.out.1", "callgrind-X-off.out.1", "callgrind-X-off.out.2"):
+        (tmp_path / name).write_text("")
+    assert harness.dumps_of(main) == [str(tmp_path / "callgrind-X.out.1")]
+    assert sorted(harness.dumps_of(off)) == [str(tmp_path / "callgrind-X-off.out.1"),
+                                             str(tmp_path / "callgrind-X-off.out.2")]
