@@ -142,6 +142,14 @@ fn now_ms() -> i64 {
     llmgw_controlplane::store::now_ms()
 }
 
+/// An hour ago, but within today (UTC), from one reading of the clock. The
+/// old migrations made only today's day partition, and in the first hour
+/// of a day an hour ago has none.
+fn an_hour_ago_today() -> i64 {
+    let now = now_ms();
+    (now - 3_600_000).max(now / 86_400_000 * 86_400_000)
+}
+
 /// Record `n`, retried once: a first attempt on another provider failed
 /// with a 503, so both attempts go to `request_attempts`.
 fn retried(n: u32, t: i64) -> pb::RequestLog {
@@ -3272,10 +3280,7 @@ both! {
 both! {
     async fn migration_0024_moves_headers_and_bodies_into_details(db: Db) {
         let old = migrate_up_to(&db, 24).await;
-        // An hour ago, but within today: the old migrations made only
-        // today's day partition (in the first hour of a day, an hour ago
-        // has none).
-        let t = (now_ms() - 3_600_000).max(now_ms() / 86_400_000 * 86_400_000);
+        let t = an_hour_ago_today();
         let body = "{ \"model\": \"m\", \"messages\": [\"\u{e9}\\n\"] }";
         sqlx::query(
             "INSERT INTO request_logs (id, time_ms, node_id, sequence, status, request_headers, \
@@ -3332,10 +3337,7 @@ both! {
             Kind::Postgres => 35,
         };
         let old = migrate_up_to(&db, before).await;
-        // An hour ago, but within today: the old migrations made only
-        // today's day partition (in the first hour of a day, an hour ago
-        // has none).
-        let t = (now_ms() - 3_600_000).max(now_ms() / 86_400_000 * 86_400_000);
+        let t = an_hour_ago_today();
         // A canonical id, one in capitals, and one that is not a UUID at
         // all (ingest never stored one; the migration must not fail on it).
         let upper = id(2).to_uppercase();
