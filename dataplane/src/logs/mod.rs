@@ -23,6 +23,7 @@
 
 pub mod capture;
 pub mod loss;
+mod recent;
 pub mod shipper;
 pub mod spool;
 pub mod wire;

@@ -111,6 +111,7 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use super::loss::{LossReason, Losses};
+use super::recent::{self, Recent};
 use super::wire::LogRecord;
 
 /// First bytes of every segment file; the digit is the format version.
@@ -300,23 +301,10 @@ struct Inner {
     ack_persisted: u64,
     ack_persisted_at: Option<std::time::Instant>,
     total_bytes: u64,
-    /// The frames of the last write, kept in memory: the shipper usually
-    /// asks for exactly these next, and reading them back from the file
-    /// (and checking what was just written) was a tenth of the log
-    /// pipeline's work.
-    tail: Option<Tail>,
     /// Sequences of damaged frames already counted as lost, so a frame read
     /// again (after a reconnect) is not counted twice. Pruned as
     /// acknowledgements pass them.
     corrupt_seen: BTreeSet<u64>,
-}
-
-/// Frames as written, in one buffer.
-#[derive(Debug)]
-struct Tail {
-    data: Bytes,
-    /// (sequence, start, end) of each frame in `data`, consecutive.
-    frames: Vec<(u64, usize, usize)>,
 }
 
 impl Inner {
@@ -343,6 +331,9 @@ pub struct Spool {
     _lock: File,
     opts: SpoolOptions,
     inner: Mutex<Inner>,
+    /// The latest writes' frames, for the shipper ([`super::recent`]).
+    /// Taken after `inner` when both are held; readers take it alone.
+    recent: Mutex<Recent>,
     counters: Counters,
     losses: Arc<Losses>,
     written: watch::Sender<u64>,
@@ -449,9 +440,9 @@ impl Spool {
                 ack_persisted: acked,
                 ack_persisted_at: None,
                 total_bytes,
-                tail: None,
                 corrupt_seen: BTreeSet::new(),
             }),
+            recent: Mutex::new(Recent::new(recent::RECENT_MAX_BYTES)),
             counters,
             losses,
             written: watch::Sender::new(next_seq - 1),
@@ -501,6 +492,17 @@ impl Spool {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn recent(&self) -> MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps only the newest `n` writes in memory (tests: so that frames
+    /// damaged in the file are read from it).
+    #[cfg(test)]
+    fn keep_newest_writes(&self, n: usize) {
+        self.recent().keep_newest(n);
     }
 
     /// The lock if it is free now: for the runtime's threads, which must
@@ -592,17 +594,16 @@ impl Spool {
             }
             // Records of later groups are lost too if this write fails.
             let later = pending.len() as u64;
-            last = match self.write_frames(&mut inner, &buf, &frames, last, later) {
+            // Kept as written for the shipper; the next group gets a
+            // buffer of its own.
+            let data = Bytes::from(std::mem::take(&mut buf));
+            last = match self.write_frames(&mut inner, &data, &frames, last, later) {
                 Ok(l) => l.or(last),
                 Err(e) => {
-                    inner.tail = None;
+                    self.recent().clear();
                     return Err(e);
                 }
             };
-            inner.tail = (!frames.is_empty()).then(|| Tail {
-                data: Bytes::from(std::mem::take(&mut buf)),
-                frames: std::mem::take(&mut frames),
-            });
         }
         self.enforce_bound(&mut inner);
         drop(inner);
@@ -613,13 +614,14 @@ impl Spool {
     }
 
     /// Writes encoded frames to the active segment(s), rolling segments
-    /// as they fill; returns the last sequence written. On an error the
-    /// frames not written, and `later` records not yet encoded, are counted
-    /// as lost, and readers learn of what was written (`last` included).
+    /// as they fill, and keeps what was written in [`Spool::recent`];
+    /// returns the last sequence written. On an error the frames not
+    /// written, and `later` records not yet encoded, are counted as lost,
+    /// and readers learn of what was written (`last` included).
     fn write_frames(
         &self,
         inner: &mut Inner,
-        buf: &[u8],
+        buf: &Bytes,
         frames: &[(u64, usize, usize)],
         mut last: Option<u64>,
         later: u64,
@@ -663,6 +665,11 @@ impl Spool {
                 for &(_, start, _) in &frames[i..j] {
                     seg.offsets.push(seg_len + (start - frames[i].1) as u64);
                 }
+                self.recent().push(recent::Write {
+                    data: buf.clone(),
+                    frames: frames[i..j].to_vec(),
+                    segment: seg.first_seq,
+                });
                 seg.len += chunk.len() as u64;
                 if seg.len >= self.opts.segment_bytes {
                     // Roll: the next frame starts a new segment.
@@ -761,7 +768,7 @@ impl Spool {
         max_records: usize,
         max_bytes: usize,
     ) -> io::Result<RawReadBatch> {
-        if let Some(batch) = Self::read_tail(&self.lock(), from, max_records, max_bytes) {
+        if let Some(batch) = self.recent().read(from, max_records, max_bytes) {
             return Ok(batch);
         }
         Ok(match self.read_frames(from, max_records, max_bytes)? {
@@ -778,55 +785,19 @@ impl Spool {
         })
     }
 
-    /// [`Spool::read_raw_from`] if it needs no I/O and waits for no lock:
-    /// served from the frames of the last write, kept in memory, when they
-    /// hold `from` and the lock is free. `None`: call `read_raw_from` (on
-    /// a blocking thread). For the shipper, which reads what was just
-    /// written, so that a read costs no trip to the blocking pool.
+    /// [`Spool::read_raw_from`] if it needs no I/O: served from the
+    /// frames of the latest writes kept in memory ([`super::recent`]),
+    /// under their own lock, never the one a `write` holds. `None`: call
+    /// `read_raw_from` (on a blocking thread). For the shipper, which
+    /// reads what was just written, so that a read costs no trip to the
+    /// blocking pool.
     pub fn read_raw_in_memory(
         &self,
         from: u64,
         max_records: usize,
         max_bytes: usize,
     ) -> Option<RawReadBatch> {
-        let inner = self.try_lock()?;
-        Self::read_tail(&inner, from, max_records, max_bytes)
-    }
-
-    /// A read served from the frames of the last write, if they hold
-    /// `from` and the spool still does.
-    fn read_tail(
-        inner: &Inner,
-        from: u64,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Option<RawReadBatch> {
-        let tail = inner.tail.as_ref()?;
-        let first = tail.frames.first()?.0;
-        let i = usize::try_from(from.checked_sub(first)?).ok()?;
-        let start = tail.frames.get(i)?.1;
-        // Still in the spool (not acknowledged and deleted, nor dropped by
-        // the size bound), and like a read from the file, within the one
-        // segment that holds `from`.
-        let segment_end = inner
-            .segments
-            .iter()
-            .find(|s| !s.offsets.is_empty() && s.first_seq <= from && from <= s.last_seq())?
-            .last_seq();
-        let mut records = Vec::new();
-        for &(seq, s, e) in &tail.frames[i..] {
-            if seq > segment_end
-                || (!records.is_empty() && (records.len() >= max_records || e - start > max_bytes))
-            {
-                break;
-            }
-            records.push(RawRecord {
-                sequence: seq,
-                payload: tail.data.slice(s + FRAME_HEADER_BYTES..e),
-            });
-        }
-        let next_seq = records.last().map_or(from, |r| r.sequence + 1);
-        Some(RawReadBatch { records, next_seq })
+        self.recent().read(from, max_records, max_bytes)
     }
 
     /// The frames of one read, in one buffer.
@@ -938,7 +909,7 @@ impl Spool {
         let seq = seq.min(inner.last_written());
         let advanced = seq > inner.acked;
         if advanced {
-            Self::advance_ack(&mut inner, seq);
+            self.advance_ack(&mut inner, seq);
         }
         let acked = inner.acked;
         let done = Self::segments_done(&inner, acked);
@@ -979,14 +950,15 @@ impl Spool {
             return false;
         }
         if seq > inner.acked {
-            Self::advance_ack(&mut inner, seq);
+            self.advance_ack(&mut inner, seq);
             self.acked.send_replace(seq);
         }
         true
     }
 
-    fn advance_ack(inner: &mut Inner, seq: u64) {
+    fn advance_ack(&self, inner: &mut Inner, seq: u64) {
         inner.acked = seq;
+        self.recent().forget_through(seq);
         inner.corrupt_seen = inner.corrupt_seen.split_off(&seq.saturating_add(1));
     }
 
@@ -1194,6 +1166,7 @@ impl Spool {
             reason = reason.label(),
             "spool segment dropped unshipped"
         );
+        self.recent().forget_through(seg.last_seq());
         self.remove_segment(inner, &seg);
     }
 
@@ -1784,10 +1757,11 @@ mod tests {
             out
         };
         let from_memory = reads(&spool);
-        assert!(spool.lock().tail.is_some());
+        // Both writes, each in parts, one per segment.
+        assert!(spool.recent().len() > 2);
         drop(spool);
         let reopened = Spool::open(dir.path(), opts(1 << 20, 1 << 12)).unwrap();
-        assert!(reopened.lock().tail.is_none());
+        assert_eq!(reopened.recent().len(), 0);
         let from_file = reads(&reopened);
         let seqs = |r: &[(Vec<(u64, Bytes)>, u64)]| -> Vec<(Vec<u64>, u64)> {
             r.iter()
@@ -1796,7 +1770,7 @@ mod tests {
         };
         assert_eq!(seqs(&from_memory), seqs(&from_file));
         assert!(from_memory == from_file, "same sequences, different bytes");
-        // Acknowledged segments go; the tail never serves what is gone.
+        // Acknowledged segments go; memory never serves what is gone.
         reopened.ack(58).unwrap();
         reopened.append(vec![rec("60")]).unwrap();
         let mut got = Vec::new();
@@ -1810,36 +1784,73 @@ mod tests {
             next = b.next_seq;
         }
         assert_eq!(got, [59, 60, 61]);
+        assert_eq!(reopened.recent().len(), 1);
         reopened.ack(61).unwrap();
-        assert!(reopened.lock().tail.is_some());
+        assert_eq!(reopened.recent().len(), 0);
         let b = reopened.read_raw_from(61, 10, 1 << 20).unwrap();
         assert!(b.records.is_empty());
         assert_eq!(b.next_seq, 62);
     }
 
     #[test]
-    fn in_memory_reads_serve_only_the_last_write_and_never_wait_for_the_lock() {
+    fn in_memory_reads_serve_recent_writes_until_acknowledged_and_never_wait_for_a_write() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 20)).unwrap();
         append_ids(&spool, 0..3);
         append_ids(&spool, 3..6);
         let seqs = |b: &RawReadBatch| b.records.iter().map(|r| r.sequence).collect::<Vec<_>>();
-        // The last write (4..=6) is served, as the file would serve it.
-        let mem = spool.read_raw_in_memory(4, 10, 1 << 20).unwrap();
-        let file = spool.read_raw_from(4, 10, 1 << 20).unwrap();
-        assert_eq!((seqs(&mem), mem.next_seq), (vec![4, 5, 6], 7));
+        // Both writes are served, across them, as the file would serve them.
+        let mem = spool.read_raw_in_memory(2, 10, 1 << 20).unwrap();
+        // The file's read, without memory.
+        let file = match spool.read_frames(2, 10, 1 << 20).unwrap() {
+            Frames::Some {
+                path,
+                seq0,
+                data,
+                expected,
+            } => spool.raw_frames(&path, seq0, Bytes::from(data), expected),
+            Frames::None { .. } => panic!("nothing in the file"),
+        };
+        assert_eq!((seqs(&mem), mem.next_seq), (vec![2, 3, 4, 5, 6], 7));
+        assert_eq!((seqs(&file), file.next_seq), (vec![2, 3, 4, 5, 6], 7));
         assert!(mem
             .records
             .iter()
             .zip(&file.records)
             .all(|(m, f)| m.payload == f.payload));
-        // An earlier write needs the file.
-        assert!(spool.read_raw_in_memory(2, 10, 1 << 20).is_none());
-        // A held lock (the I/O thread inside a write) is not waited for.
+        // The lock a write holds (the I/O thread inside `write`) is not the
+        // one an in-memory read takes.
         let held = spool.lock();
-        assert!(spool.read_raw_in_memory(4, 10, 1 << 20).is_none());
-        assert!(!spool.ack_in_memory(4));
+        assert!(spool.read_raw_in_memory(4, 10, 1 << 20).is_some());
         drop(held);
+        // What the control plane acknowledged leaves memory with its write.
+        spool.ack(3).unwrap();
+        assert!(spool.read_raw_in_memory(3, 10, 1 << 20).is_none());
+        assert_eq!(
+            seqs(&spool.read_raw_in_memory(4, 10, 1 << 20).unwrap()),
+            [4, 5, 6]
+        );
+    }
+
+    #[test]
+    fn records_of_a_segment_dropped_by_the_bound_are_not_served_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        // Segments of 1 KiB, at most 4 of them.
+        let spool = Spool::open(dir.path(), opts(4 << 10, 1 << 10)).unwrap();
+        append_ids(&spool, 0..10);
+        let first_seg_last = spool.lock().segments[0].last_seq();
+        assert!(spool.read_raw_in_memory(1, 100, 1 << 20).is_some());
+        // Enough more to push the first segments out.
+        for i in 0..8 {
+            append_ids(&spool, 10 + i * 10..20 + i * 10);
+        }
+        assert!(spool.stats().dropped_full > 0);
+        let first_left = spool.lock().segments[0].first_seq;
+        assert!(first_left > first_seg_last);
+        // Lost and counted: neither memory nor the file serves them.
+        assert!(spool.read_raw_in_memory(1, 100, 1 << 20).is_none());
+        let b = spool.read_raw_from(1, 100, 1 << 20).unwrap();
+        assert_eq!(b.records.first().map(|r| r.sequence), Some(first_left));
     }
 
     #[test]
@@ -1886,9 +1897,10 @@ mod tests {
         let n = data.len();
         data[n - 10] ^= 0x40;
         fs::write(&seg, &data).unwrap();
-        // A later write, so the damaged frames are read from the file and
-        // not from the frames of the last write kept in memory.
+        // A later write, and only it kept in memory, so the damaged frames
+        // are read from the file.
         spool.append(vec![rec("3")]).unwrap();
+        spool.keep_newest_writes(1);
         let raw = spool.read_raw_from(1, 10, 1 << 20).unwrap();
         let seqs: Vec<u64> = raw.records.iter().map(|r| r.sequence).collect();
         assert_eq!(seqs, [1, 2]);
@@ -2094,6 +2106,7 @@ mod tests {
         data[n - 10] ^= 0x40;
         fs::write(&seg, &data).unwrap();
         spool.append(vec![rec("3")]).unwrap();
+        spool.keep_newest_writes(1);
         for _ in 0..3 {
             let raw = spool.read_raw_from(1, 10, 1 << 20).unwrap();
             assert_eq!(raw.records.len(), 2);
@@ -2110,6 +2123,7 @@ mod tests {
             .append((0..6).map(|i| rec(&i.to_string())).collect())
             .unwrap();
         spool.append(vec![rec("6")]).unwrap();
+        spool.keep_newest_writes(1);
         let seg = segment_files(dir.path()).pop().unwrap();
         let len = fs::metadata(&seg).unwrap().len();
         // Cut in the middle: frames 4 to 7 are gone from the file.
@@ -2381,9 +2395,10 @@ mod proptests {
             max_records in 1usize..20,
             max_bytes in 1usize..4096,
         ) {
-            // Two writes, so most frames are read from the files rather
-            // than from the last write's frames kept in memory.
+            // Two writes, and only the last one's frames kept in memory, so
+            // most frames are read from the files.
             let w = write(&bodies, 2, segment_bytes);
+            w.spool.keep_newest_writes(1);
             damage_segments(w.dir.path(), &damages);
             let first = read_all(&w.spool, &w.payloads, max_records, max_bytes)?;
             let lost = w.spool.stats().lost_corrupt;
