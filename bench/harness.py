@@ -1210,8 +1210,8 @@ def callgrind(a, stack):
         out["logging"] = callgrind_logging(a, stack, t, n)
     if a.callgrind_floors:
         vg = ["valgrind", "--tool=callgrind", "--dump-instr=no"]
-        stem, ext = os.path.splitext(a.callgrind_out)
-        nginx_out, floor_out = f"{stem}-nginx{ext}", f"{stem}-floor{ext}"
+        nginx_out = beside_dump(a.callgrind_out, "nginx")
+        floor_out = beside_dump(a.callgrind_out, "floor")
         stack.start_nginx(vg + [f"--callgrind-out-file={nginx_out}"])
         out["nginx"] = count_instructions(stack.targets()["nginx"], n, nginx_out)
         stack.nginx.stop()
@@ -1219,13 +1219,11 @@ def callgrind(a, stack):
         out[FLOOR] = count_instructions(stack.floor_target(), n, floor_out)
         base = out["nginx"]["instructions_per_request"]
         for k in ("llmgw", FLOOR, "nginx"):
-            v = out[k]["instructions_per_request"]
-            out[k]["ratio_to_nginx"] = v / base if v and base else None
+            out[k]["ratio_to_nginx"] = ratio_to(out[k]["instructions_per_request"], base)
     if "logging" in out:
         base = out["nginx"]["instructions_per_request"] if "nginx" in out else None
-        for k, v in out["logging"].items():
-            v["ratio_to_nginx"] = (v["instructions_per_request"] / base
-                                   if v["instructions_per_request"] and base else None)
+        for v in out["logging"].values():
+            v["ratio_to_nginx"] = ratio_to(v["instructions_per_request"], base)
     for k in ("nginx", FLOOR, "llmgw"):
         if k in out:
             v, r = out[k]["instructions_per_request"], out[k].get("ratio_to_nginx")
@@ -1258,11 +1256,21 @@ def callgrind_logging(a, stack, llmgw, n):
     return out
 
 
-def logging_off_dump(out_file):
-    """The log-off data plane's dump file beside the run's own: `dumps_of`
+def beside_dump(out_file, tag):
+    """A dump file beside the run's own, `<stem>-<tag><ext>`: `dumps_of`
     the run's file never picks up its numbered dumps."""
     stem, ext = os.path.splitext(out_file)
-    return f"{stem}-off{ext}"
+    return f"{stem}-{tag}{ext}"
+
+
+def logging_off_dump(out_file):
+    """The log-off data plane's dump file beside the run's own."""
+    return beside_dump(out_file, "off")
+
+
+def ratio_to(v, base):
+    """`v / base`, or None when either count is missing or zero."""
+    return v / base if v and base else None
 
 
 def logging_off_args(dataplane_args):

@@ -176,3 +176,17 @@ def test_the_log_off_plane_gets_the_run_flags_and_its_own_dump_file(tmp_path):
     assert harness.dumps_of(main) == [str(tmp_path / "callgrind-X.out.1")]
     assert sorted(harness.dumps_of(off)) == [str(tmp_path / "callgrind-X-off.out.1"),
                                              str(tmp_path / "callgrind-X-off.out.2")]
+
+
+def test_floor_dumps_sit_beside_the_runs_own_and_ratios_need_both_counts(tmp_path):
+    main = str(tmp_path / "callgrind-Y.out")
+    names = {t: harness.beside_dump(main, t) for t in ("nginx", "floor")}
+    assert names == {"nginx": str(tmp_path / "callgrind-Y-nginx.out"),
+                     "floor": str(tmp_path / "callgrind-Y-floor.out")}
+    for name in ("callgrind-Y.out.1", "callgrind-Y-nginx.out.1", "callgrind-Y-floor.out.1"):
+        (tmp_path / name).write_text("")
+    assert harness.dumps_of(main) == [str(tmp_path / "callgrind-Y.out.1")]
+    assert harness.dumps_of(names["floor"]) == [str(tmp_path / "callgrind-Y-floor.out.1")]
+    assert harness.ratio_to(44_000.0, 22_000.0) == 2.0
+    for v, base in ((None, 22_000.0), (44_000.0, None), (0.0, 22_000.0), (44_000.0, 0.0)):
+        assert harness.ratio_to(v, base) is None

@@ -25,14 +25,19 @@ use bytes::Bytes;
 
 use super::spool::{RawReadBatch, RawRecord, FRAME_HEADER_BYTES};
 
-/// How many bytes of frames the spool keeps in memory: far more than the
-/// shipper's window holds unacknowledged at the rates we measure, and a
-/// fixed cost beside the data plane's memory per open stream.
+/// How many bytes of frames the spool keeps in memory, at most. The oldest
+/// go first, and those are the ones already sent: what matters is that the
+/// writes not yet sent fit, which under S3's load (a few hundred records of
+/// about 2 KiB between two acknowledgements) they do many times over. It is
+/// a ceiling, not a cost: once everything is acknowledged the store is
+/// empty. Counted in frame bytes; the buffers that hold them may be up to
+/// about twice that (a `Vec`'s spare capacity, a part of a write kept for
+/// its sibling in another segment).
 pub(crate) const RECENT_MAX_BYTES: usize = 4 << 20;
 
-/// The frames of one write that went to one segment.
+/// The frames of one write that went to one segment, kept.
 #[derive(Debug)]
-pub(crate) struct Write {
+pub(crate) struct KeptWrite {
     /// The write's buffer; shared by the parts of a write that spans
     /// segments.
     pub data: Bytes,
@@ -43,7 +48,7 @@ pub(crate) struct Write {
     pub segment: u64,
 }
 
-impl Write {
+impl KeptWrite {
     fn first_seq(&self) -> u64 {
         self.frames.first().map_or(0, |f| f.0)
     }
@@ -64,7 +69,7 @@ impl Write {
 /// The recent writes, oldest first, with consecutive sequences.
 #[derive(Debug)]
 pub(crate) struct Recent {
-    writes: VecDeque<Write>,
+    writes: VecDeque<KeptWrite>,
     bytes: usize,
     max_bytes: usize,
 }
@@ -82,7 +87,7 @@ impl Recent {
     /// (sequences lost to a failed write in between) starts afresh. The
     /// oldest writes go while the total is over the bound; the newest
     /// always stays.
-    pub fn push(&mut self, write: Write) {
+    pub fn push(&mut self, write: KeptWrite) {
         if write.frames.is_empty() {
             return;
         }
@@ -161,8 +166,9 @@ impl Recent {
         self.writes.len()
     }
 
-    /// Keeps only the newest `n` writes (tests: so that frames damaged in
-    /// the file are read from it).
+    /// Keeps only the newest `n` kept writes, each one write's part in one
+    /// segment (tests: so that frames damaged in the file are read from
+    /// it).
     #[cfg(test)]
     pub fn keep_newest(&mut self, n: usize) {
         while self.writes.len() > n {
@@ -178,7 +184,7 @@ mod tests {
     /// A write of `n` frames of `size` bytes each (header included) from
     /// sequence `first`, in `segment`; each payload is its sequence's
     /// digits, padded.
-    fn write(first: u64, n: usize, size: usize, segment: u64) -> Write {
+    fn write(first: u64, n: usize, size: usize, segment: u64) -> KeptWrite {
         let mut data = Vec::new();
         let mut frames = Vec::new();
         for i in 0..n {
@@ -190,7 +196,7 @@ mod tests {
             data.extend_from_slice(&payload);
             frames.push((seq, start, data.len()));
         }
-        Write {
+        KeptWrite {
             data: Bytes::from(data),
             frames,
             segment,
@@ -212,6 +218,10 @@ mod tests {
         assert_eq!((seqs(&b), b.next_seq), (vec![2, 3, 4, 5, 6], 7));
         assert_eq!(&b.records[0].payload[..2], b"2.");
         assert_eq!(seqs(&r.read(2, 2, 1 << 20).unwrap()), [2, 3]);
+        // Both limits hold across a write's end too.
+        assert_eq!(seqs(&r.read(3, 2, 1 << 20).unwrap()), [3, 4]);
+        assert_eq!(seqs(&r.read(3, 100, 40).unwrap()), [3, 4]);
+        assert_eq!(seqs(&r.read(3, 100, 60).unwrap()), [3, 4, 5]);
         // Bytes: two frames fit in 40, not in 39; the first always goes.
         assert_eq!(seqs(&r.read(2, 100, 40).unwrap()), [2, 3]);
         assert_eq!(seqs(&r.read(2, 100, 39).unwrap()), [2]);
@@ -244,13 +254,13 @@ mod tests {
         let mut r = Recent::new(1 << 20);
         r.push(write(1, 3, 20, 1));
         r.push(write(4, 3, 20, 1));
-        // 5 leaves the write holding it, 4 included.
+        // Acknowledging 5 keeps the write that holds it (4 to 6).
         r.forget_through(5);
         assert_eq!(seqs(&r.read(4, 100, 1 << 20).unwrap()), [4, 5, 6]);
         assert!(r.read(3, 100, 1 << 20).is_none());
         r.forget_through(6);
         assert_eq!(r.len(), 0);
-        // Sequences 7 to 9 were lost to a failed write: what came before
+        // Sequences 8 and 9 were lost to a failed write: what came before
         // is not joined to what comes after.
         r.push(write(7, 1, 20, 7));
         r.push(write(10, 1, 20, 7));

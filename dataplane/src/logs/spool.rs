@@ -498,10 +498,11 @@ impl Spool {
         self.recent.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Keeps only the newest `n` writes in memory (tests: so that frames
-    /// damaged in the file are read from it).
+    /// Keeps only the newest `n` kept writes in memory, each one write's
+    /// part in one segment (tests: so that frames damaged in the file are
+    /// read from it).
     #[cfg(test)]
-    fn keep_newest_writes(&self, n: usize) {
+    pub(crate) fn keep_newest_writes(&self, n: usize) {
         self.recent().keep_newest(n);
     }
 
@@ -665,7 +666,7 @@ impl Spool {
                 for &(_, start, _) in &frames[i..j] {
                     seg.offsets.push(seg_len + (start - frames[i].1) as u64);
                 }
-                self.recent().push(recent::Write {
+                self.recent().push(recent::KeptWrite {
                     data: buf.clone(),
                     frames: frames[i..j].to_vec(),
                     segment: seg.first_seq,
@@ -1153,6 +1154,9 @@ impl Spool {
     /// Deletes a segment taken out of `inner.segments` by a bound, counting
     /// its unacknowledged records as lost for `reason`.
     fn drop_segment(&self, inner: &mut Inner, seg: Segment, reason: LossReason) {
+        // Out of memory first: from the moment they count as lost, no read
+        // serves them.
+        self.recent().forget_through(seg.last_seq());
         let lost = seg.unacked(inner.acked);
         self.losses.add(reason, lost);
         self.counters
@@ -1166,7 +1170,6 @@ impl Spool {
             reason = reason.label(),
             "spool segment dropped unshipped"
         );
-        self.recent().forget_through(seg.last_seq());
         self.remove_segment(inner, &seg);
     }
 
@@ -1728,7 +1731,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_of_the_last_write_from_memory_equal_reads_from_the_file() {
+    fn reads_from_memory_equal_reads_from_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 12)).unwrap();
         spool
@@ -1820,8 +1823,10 @@ mod tests {
             .all(|(m, f)| m.payload == f.payload));
         // The lock a write holds (the I/O thread inside `write`) is not the
         // one an in-memory read takes.
+        // Nor does an in-memory acknowledgement wait for it.
         let held = spool.lock();
         assert!(spool.read_raw_in_memory(4, 10, 1 << 20).is_some());
+        assert!(!spool.ack_in_memory(4));
         drop(held);
         // What the control plane acknowledged leaves memory with its write.
         spool.ack(3).unwrap();
@@ -1851,6 +1856,30 @@ mod tests {
         assert!(spool.read_raw_in_memory(1, 100, 1 << 20).is_none());
         let b = spool.read_raw_from(1, 100, 1 << 20).unwrap();
         assert_eq!(b.records.first().map(|r| r.sequence), Some(first_left));
+    }
+
+    #[test]
+    fn a_failed_write_empties_memory_and_the_file_still_serves_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), opts(1 << 20, 1 << 20)).unwrap();
+        append_ids(&spool, 0..3);
+        assert!(spool.read_raw_in_memory(1, 10, 1 << 20).is_some());
+        // The active segment, reopened read-only: the next write fails.
+        let seg = segment_files(dir.path()).pop().unwrap();
+        spool.lock().active = Some(File::open(&seg).unwrap());
+        let failed = spool.append((3..5).map(|i| rec(&i.to_string())).collect());
+        assert!(failed.is_err());
+        assert_eq!(spool.stats().write_failed, 2);
+        assert!(spool.read_raw_in_memory(1, 10, 1 << 20).is_none());
+        let b = spool.read_raw_from(1, 10, 1 << 20).unwrap();
+        let seqs: Vec<u64> = b.records.iter().map(|r| r.sequence).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        // The next write goes to a new segment, and is served from memory.
+        append_ids(&spool, 5..6);
+        let last = spool.last_written();
+        let mem = spool.read_raw_in_memory(last, 10, 1 << 20).unwrap();
+        assert_eq!(mem.records.len(), 1);
+        assert!(spool.read_raw_in_memory(1, 10, 1 << 20).is_none());
     }
 
     #[test]
@@ -2395,8 +2424,8 @@ mod proptests {
             max_records in 1usize..20,
             max_bytes in 1usize..4096,
         ) {
-            // Two writes, and only the last one's frames kept in memory, so
-            // most frames are read from the files.
+            // Two writes, and only the last one's part in its last segment
+            // kept in memory, so most frames are read from the files.
             let w = write(&bodies, 2, segment_bytes);
             w.spool.keep_newest_writes(1);
             damage_segments(w.dir.path(), &damages);

@@ -32,8 +32,8 @@ use super::spool::Spool;
 use super::{LogRecord, Queued, WriteClock};
 
 /// The spool's I/O thread: appends and syncs, one job at a time, in the
-/// order they are given. It ends when this handle is dropped (after the
-/// job under way, if any).
+/// order they are given. It ends when this handle is dropped, once the jobs
+/// already queued are done.
 pub(crate) struct SpoolIo {
     jobs: mpsc::UnboundedSender<Job>,
 }
@@ -374,9 +374,10 @@ mod tests {
             })
             .collect();
         tokio::time::timeout(BOUND, first).await.unwrap();
-        // Released only after a write that held all 32: the last write's
-        // frames (kept in memory) start at the first sequence.
+        // Released only after a write that held all 32: with only the
+        // last write kept in memory, it starts at the first sequence.
         assert_eq!(*written.borrow(), 32);
+        w.spool.keep_newest_writes(1);
         let last_write = w.spool.read_raw_in_memory(1, 100, 1 << 20).unwrap();
         assert_eq!(last_write.records.len(), 32);
         for t in others {
@@ -424,6 +425,26 @@ mod tests {
                 ("c", "writer-node", 3)
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn the_io_thread_does_the_queued_jobs_and_ends_with_its_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Spool::open(dir.path(), SpoolOptions::default()).unwrap());
+        let io = SpoolIo::start(Arc::clone(&spool)).unwrap();
+        let written = io.append(vec![record("a", "n").record]).await.unwrap();
+        assert_eq!(written, Some(1));
+        io.sync().await.unwrap();
+        assert_eq!(*spool.subscribe_synced().borrow(), 1);
+        drop(io);
+        // The thread lets go of its spool when it ends.
+        tokio::time::timeout(BOUND, async {
+            while Arc::strong_count(&spool) > 1 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
     }
 
     #[tokio::test]

@@ -587,7 +587,7 @@ mod tests {
     use hyper_util::client::legacy::connect::Connected;
     use hyper_util::rt::TokioIo;
     use std::convert::Infallible;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use tokio::net::{TcpListener, TcpStream};
 
     /// Plain TCP, or TLS with ALPN (h2, http/1.1) against one certificate.
@@ -836,7 +836,7 @@ mod tests {
     }
 
     /// Waits (bounded) until the pool holds `n` idle HTTP/1 connections.
-    async fn idle_becomes(pool: &TestPool, n: usize) {
+    async fn idle_becomes<C: Connector>(pool: &Pool<C, Full<Bytes>>, n: usize) {
         tokio::time::timeout(Duration::from_secs(10), async {
             while pool.idle_counts().0 != n {
                 tokio::task::yield_now().await;
@@ -1025,6 +1025,132 @@ mod tests {
             Destination::new(format!("http://127.0.0.1:{port}/v1").parse().unwrap()).unwrap();
         let err = pool.send(&dest, request()).await.unwrap_err();
         assert!(err.is_connect(), "{err:?}");
+        assert_eq!(pool.idle_counts(), (0, false));
+    }
+
+    /// A TCP connection whose reads end (EOF) once `cut` is set, without
+    /// waking anyone: the server's end gone, and the pool's driver of the
+    /// connection not yet told. A write after the cut is an error, and
+    /// counted.
+    struct Severable {
+        tcp: TcpStream,
+        cut: Arc<AtomicBool>,
+        writes_after_cut: Arc<AtomicUsize>,
+    }
+
+    impl tokio::io::AsyncRead for Severable {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if self.cut.load(Ordering::SeqCst) {
+                return std::task::Poll::Ready(Ok(()));
+            }
+            std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Severable {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            if self.cut.load(Ordering::SeqCst) {
+                self.writes_after_cut.fetch_add(1, Ordering::SeqCst);
+                return std::task::Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+            }
+            std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+        }
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+        }
+    }
+
+    /// Plain TCP through [`Severable`]: each connection's cut, in the order
+    /// they were made; with `cut_at_once`, every connection starts cut.
+    #[derive(Default)]
+    struct SeveringConnector {
+        cuts: Mutex<Vec<Arc<AtomicBool>>>,
+        writes_after_cut: Arc<AtomicUsize>,
+        cut_at_once: bool,
+    }
+
+    impl SeveringConnector {
+        fn cut(&self, conn: usize) {
+            self.cuts.lock().unwrap()[conn].store(true, Ordering::SeqCst);
+        }
+    }
+
+    impl Connector for SeveringConnector {
+        type Io = Io;
+        async fn connect(&self, uri: Uri) -> Result<Io, BoxError> {
+            let addr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap());
+            let tcp = TcpStream::connect(addr).await?;
+            let cut = Arc::new(AtomicBool::new(self.cut_at_once));
+            self.cuts.lock().unwrap().push(cut.clone());
+            let io = Severable {
+                tcp,
+                cut,
+                writes_after_cut: self.writes_after_cut.clone(),
+            };
+            Ok(Io(TokioIo::new(Box::new(io)), false))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_a_closed_pooled_connection_never_took_goes_on_a_new_one() {
+        let (port, seen, conns) = server(None, None, Arc::default()).await;
+        let pool = Pool::<SeveringConnector, Full<Bytes>>::new(Default::default(), limits());
+        let dest =
+            Destination::new(format!("http://127.0.0.1:{port}/v1").parse().unwrap()).unwrap();
+        let res = pool.send(&dest, request()).await.unwrap();
+        assert_eq!(read(res).await, "ok");
+        idle_becomes(&pool, 1).await;
+        // The pooled connection ends unseen: the pool still takes it, and
+        // its driver finds the end only when the request wakes it, before
+        // writing a byte. The request goes again, on a new connection.
+        pool.shared.connector.cut(0);
+        let res = pool.send(&dest, request()).await.unwrap();
+        assert_eq!(read(res).await, "ok");
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
+        let on: Vec<usize> = seen.lock().unwrap().iter().map(|s| s.0).collect();
+        assert_eq!(on, [0, 1]);
+        let writes_after_cut = &pool.shared.connector.writes_after_cut;
+        assert_eq!(writes_after_cut.load(Ordering::SeqCst), 0);
+        idle_becomes(&pool, 1).await;
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_that_ends_before_the_request_is_an_error_not_a_loop() {
+        let (port, seen, conns) = server(None, None, Arc::default()).await;
+        let connector = SeveringConnector {
+            cut_at_once: true,
+            ..Default::default()
+        };
+        let pool = Pool::<SeveringConnector, Full<Bytes>>::new(connector, limits());
+        let dest =
+            Destination::new(format!("http://127.0.0.1:{port}/v1").parse().unwrap()).unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(10), pool.send(&dest, request()))
+            .await
+            .expect("one try, not a loop")
+            .unwrap_err();
+        // Not a connect error: the connection was made, the exchange
+        // failed, and nothing else was tried.
+        assert!(!err.is_connect(), "{err:?}");
+        assert_eq!(pool.shared.connector.cuts.lock().unwrap().len(), 1);
+        assert!(seen.lock().unwrap().is_empty());
+        assert!(conns.load(Ordering::SeqCst) <= 1);
         assert_eq!(pool.idle_counts(), (0, false));
     }
 
