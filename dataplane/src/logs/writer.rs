@@ -436,7 +436,14 @@ mod tests {
         assert_eq!(written, Some(1));
         io.sync().await.unwrap();
         assert_eq!(*spool.subscribe_synced().borrow(), 1);
+        // A job queued just before the handle goes is still done.
+        let (done, reply) = oneshot::channel();
+        io.jobs
+            .send(Job::Append(vec![record("b", "n").record], done))
+            .unwrap();
         drop(io);
+        let written = tokio::time::timeout(BOUND, reply).await.unwrap().unwrap();
+        assert_eq!(written.unwrap(), Some(2));
         // The thread lets go of its spool when it ends.
         tokio::time::timeout(BOUND, async {
             while Arc::strong_count(&spool) > 1 {
