@@ -1177,6 +1177,10 @@ describe("dashboard in Chromium", { concurrency: 1 }, () => {
       // A slow stream: five chunks 150 ms apart.
       await mockScript("mock-ok", [{ chunks: 5, chunk_delay_ms: 150 }]);
       await page.evaluate(() => (window.__answers = []));
+      // The picks still hold once the page has settled (a default set late
+      // once put e2e-model back over the pick, and the request went there).
+      assert.equal(await page.locator("#pg-model").inputValue(), "e2e-other");
+      assert.equal(await page.locator("#pg-key").inputValue(), "e2e-play-key");
       await page.getByRole("button", { name: "Send" }).click();
       await output.getByTestId("answer-text").filter({ hasText: "tok0" }).waitFor();
       await page.locator('[data-testid="run-output"][data-phase="done"]').waitFor();

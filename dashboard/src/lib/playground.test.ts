@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ANTHROPIC_DEFAULT_MAX_TOKENS, buildPlaygroundRequest, type PlaygroundInput, parseParams, turnsProblem } from "./playground";
+import { ANTHROPIC_DEFAULT_MAX_TOKENS, buildPlaygroundRequest, type PlaygroundInput, parseParams, playgroundChoice, turnsProblem } from "./playground";
 
 const base: PlaygroundInput = {
   protocol: "openai-chat",
@@ -138,5 +138,42 @@ describe("turnsProblem", () => {
     expect(turnsProblem([{ role: "user", text: " " }])).toMatch(/empty/);
     expect(turnsProblem([{ role: "user", text: "a" }, { role: "assistant", text: "b" }])).toMatch(/user's/);
     expect(turnsProblem([{ role: "user", text: "a" }])).toBe("");
+  });
+});
+
+describe("playgroundChoice", () => {
+  const models = ["m-first", "m-other"];
+  const keys = ["k-first-only", "k-both"];
+  // k-first-only may use m-first only; k-both may use both.
+  const allows = (k: string, m: string) => k === "k-both" || m === "m-first";
+  const none = { model: "", key: "" };
+
+  it("is empty until the lists are in", () => {
+    expect(playgroundChoice(none, [], [], allows)).toEqual({ model: "", key: "" });
+    expect(playgroundChoice({ model: "m-other", key: "k-both" }, [], [], allows)).toEqual({ model: "", key: "" });
+  });
+
+  it("defaults to the first model and the first key that may use it", () => {
+    expect(playgroundChoice(none, models, keys, allows)).toEqual({ model: "m-first", key: "k-first-only" });
+  });
+
+  it("keeps a model picked while the lists are still loading, once they arrive", () => {
+    // The pick came before the lists: it is not replaced by the first model.
+    expect(playgroundChoice({ model: "m-other", key: "" }, models, keys, allows)).toEqual({ model: "m-other", key: "k-both" });
+  });
+
+  it("makes the key follow the model until a key is picked", () => {
+    expect(playgroundChoice({ model: "m-other", key: "" }, models, keys, allows).key).toBe("k-both");
+    expect(playgroundChoice({ model: "m-first", key: "" }, models, keys, allows).key).toBe("k-first-only");
+    // Picked by hand: it stays, even when it may not use the model (the form says so).
+    expect(playgroundChoice({ model: "m-other", key: "k-first-only" }, models, keys, allows)).toEqual({ model: "m-other", key: "k-first-only" });
+  });
+
+  it("falls back to the defaults when a pick leaves its list", () => {
+    expect(playgroundChoice({ model: "m-deleted", key: "k-revoked" }, models, keys, allows)).toEqual({ model: "m-first", key: "k-first-only" });
+  });
+
+  it("takes the first key when none may use the model", () => {
+    expect(playgroundChoice(none, ["m-x"], ["k-a", "k-b"], () => false)).toEqual({ model: "m-x", key: "k-a" });
   });
 });

@@ -178,3 +178,22 @@ export function turnsProblem(turns: Turn[]): string {
   if (turns[turns.length - 1]?.role !== "user") return "The last message must be the user's.";
   return "";
 }
+
+/**
+ * The model and key a playground request goes as: what was picked by hand
+ * ("" for nothing yet) while its list still holds it; else the first model,
+ * and the first key that may use the model (so the key follows the model
+ * until one is picked). Computed on every render rather than set by an
+ * effect once the lists arrive: such an effect, run just after a pick,
+ * would put the default back over it.
+ */
+export function playgroundChoice(
+  picked: { model: string; key: string },
+  modelNames: readonly string[],
+  keyNames: readonly string[],
+  allows: (key: string, model: string) => boolean,
+): { model: string; key: string } {
+  const model = modelNames.includes(picked.model) ? picked.model : (modelNames[0] ?? "");
+  const key = keyNames.includes(picked.key) ? picked.key : (keyNames.find((k) => allows(k, model)) ?? keyNames[0] ?? "");
+  return { model, key };
+}

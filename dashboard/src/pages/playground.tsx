@@ -4,7 +4,7 @@
 // tokens and cost.
 
 import { MessageSquarePlus, Send, Square } from "lucide-react";
-import { useEffect, useMemo, useState } from "react";
+import { useMemo, useState } from "react";
 import { RunLog } from "@/components/playground/run-log";
 import { TurnsEditor } from "@/components/playground/turns-editor";
 import { RunOutput, RunRoute } from "@/components/run-output";
@@ -23,6 +23,7 @@ import {
   type PlaygroundProtocol,
   type PlaygroundRequestParts,
   parseParams,
+  playgroundChoice,
   type Turn,
   turnsProblem,
 } from "@/lib/playground";
@@ -33,9 +34,10 @@ export function PlaygroundPage() {
   useTitle("Playground");
   const models = useQuery((signal) => api().listModels({}, { signal }), []);
   const keys = useQuery((signal) => api().listApiKeys({}, { signal }), []);
-  const [model, setModel] = useState("");
+  // What was picked by hand ("" until then).
+  const [pickedModel, setPickedModel] = useState("");
   const [protocol, setProtocol] = useState<PlaygroundProtocol>("openai-chat");
-  const [key, setKey] = useState("");
+  const [pickedKey, setPickedKey] = useState("");
   const [system, setSystem] = useState("");
   const [turns, setTurns] = useState<Turn[]>([{ role: "user", text: "" }]);
   const [temperature, setTemperature] = useState("");
@@ -53,17 +55,7 @@ export function PlaygroundPage() {
   const keyNames = useMemo(() => activeKeyNames(keys.data?.apiKeys ?? []), [keys.data]);
   const keyOf = (name: string) => keys.data?.apiKeys.find((k) => k.name === name);
 
-  // Defaults once the lists are in: the first model, and a key that may use it.
-  useEffect(() => {
-    if (!model && modelNames[0]) setModel(modelNames[0]);
-  }, [model, modelNames]);
-  // Until a key is picked by hand, it follows the model.
-  const [keyPicked, setKeyPicked] = useState(false);
-  useEffect(() => {
-    if (keyPicked || !model || keyNames.length === 0) return;
-    setKey(keyNames.find((k) => keyAllows(keyOf(k), model)) ?? keyNames[0] ?? "");
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [keyPicked, keyNames, model]);
+  const { model, key } = playgroundChoice({ model: pickedModel, key: pickedKey }, modelNames, keyNames, (k, m) => keyAllows(keyOf(k), m));
 
   const keyRefusesModel = !!key && !!model && !keyAllows(keyOf(key), model);
   const running = run.phase === "running";
@@ -110,7 +102,7 @@ export function PlaygroundPage() {
             >
               <div className="grid gap-4 sm:grid-cols-2 xl:grid-cols-1">
                 <Field label="Model" htmlFor="pg-model" hint={models.loading && !models.data ? "Loading…" : modelNames.length === 0 ? "No chat model yet: add one on the Models page." : undefined}>
-                  <Select id="pg-model" value={model} onChange={(e) => setModel(e.target.value)} disabled={running}>
+                  <Select id="pg-model" value={model} onChange={(e) => setPickedModel(e.target.value)} disabled={running}>
                     {!model ? <option value="">Choose a model</option> : null}
                     {modelNames.map((m) => (
                       <option key={m} value={m}>
@@ -137,10 +129,7 @@ export function PlaygroundPage() {
                   <Select
                     id="pg-key"
                     value={key}
-                    onChange={(e) => {
-                      setKeyPicked(true);
-                      setKey(e.target.value);
-                    }}
+                    onChange={(e) => setPickedKey(e.target.value)}
                     disabled={running}
                   >
                     {!key ? <option value="">Choose a key</option> : null}
