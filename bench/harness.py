@@ -568,6 +568,13 @@ class Stack:
                 return float(line.rsplit(" ", 1)[1])
         return None
 
+    def shipped_counts(self, port=None):
+        """(records, batches) the control plane has acknowledged, from the
+        data plane's metrics; None from a build without them."""
+        records = self.dp_metric("llmgw_log_records_shipped", port)
+        batches = self.dp_metric("llmgw_log_batches_shipped", port)
+        return None if records is None or batches is None else (records, batches)
+
     def wait_logs_shipped(self, timeout=300, port=None):
         """Until the data plane's spool is empty: every record stored and ACKed."""
         t0 = time.monotonic()
@@ -817,6 +824,35 @@ class Cpu:
         return cpu_split_us(user - self.t0[1], system - self.t0[2], d_spool, requests)
 
 
+class LogCost:
+    """What a run's request records cost beyond the data plane, from just
+    before the run until they are all shipped: the control plane's CPU
+    (its ingest) per request, and the records per batch the data plane
+    shipped."""
+
+    def __init__(self, system, port=None):
+        self.s, self.port = system, port
+        # Earlier runs' records would be counted against this one.
+        system.wait_logs_shipped(port=port)
+        self.cpu = Cpu(system.cp.pid)
+        self.shipped0 = system.shipped_counts(port)
+
+    def fill(self, res, requests):
+        """Waits for the run's records to be shipped, then adds the figures to `res`."""
+        self.s.wait_logs_shipped(port=self.port)
+        res["control_plane_cpu_us_per_req"] = self.cpu.seconds() / requests * 1e6 if requests else None
+        res["records_per_batch"] = records_per_batch(self.shipped0, self.s.shipped_counts(self.port))
+
+
+def records_per_batch(before, after):
+    """Records per acknowledged log batch between two (records, batches)
+    counts; None when either is unknown or no batch went."""
+    if before is None or after is None:
+        return None
+    batches = after[1] - before[1]
+    return (after[0] - before[0]) / batches if batches > 0 else None
+
+
 def rotated(names, r):
     k = r % len(names)
     return names[k:] + names[:k]
@@ -946,7 +982,10 @@ class Bench:
 
     def s1(self, r):
         for name in rotated(self.names + list(self.rt), r):
+            cost = LogCost(self.s) if name == "llmgw" else None
             res = run_oha(self.all_t[name], self.d_latency, 1)
+            if cost:
+                cost.fill(res, res["ok"] + res["errors"])
             self.put("S1", name, res)
             log(f"S1 {name}: p50 {res['p50_ms']:.3f} ms p99 {res['p99_ms']:.3f} ms")
         # A diagnostic, not a column: llmgw again with the control plane
@@ -966,8 +1005,11 @@ class Bench:
     def s2(self, r):
         for rate in (500, 1000, 2000):
             for name in rotated(self.names, r):
+                cost = LogCost(self.s) if name == "llmgw" else None
                 res = run_oha(self.t[name], self.d_latency, 256, rate=rate,
                               headers=["x-mock-latency-ms: 50"], profile="latency-50")
+                if cost:
+                    cost.fill(res, res["ok"] + res["errors"])
                 self.put(f"S2@{rate}", name, res)
                 log(f"S2 {rate}/s {name}: p50 {res['p50_ms']:.2f} ms p99 {res['p99_ms']:.2f} ms "
                     f"errors {res['errors']}")
@@ -980,6 +1022,12 @@ class Bench:
         # shipped would be counted against this run: let them go first.
         self.s.wait_logs_shipped()
         cpu = Cpu(pid)
+        # The control plane's share: ingesting this run's records (it
+        # serves every llmgw data plane; nginx's runs leave it idle).
+        logged = target["addr"] == self.t["llmgw"]["addr"] or bool(target.get("logs_port"))
+        cp_cpu = Cpu(self.s.cp.pid if logged else None)
+        log_port = None if target["addr"] == self.t["llmgw"]["addr"] else target.get("logs_port")
+        shipped0 = self.s.shipped_counts(log_port) if logged else None
         res = run_wrk(self.s, target, self.d_capacity, 64, key=key)
         run_cpu = cpu.seconds()
         settle = None
@@ -994,6 +1042,9 @@ class Bench:
         res["sut_busy"] = run_cpu / res["seconds"] if pid else None
         res["cpu_us_per_req"] = total_cpu / res["requests"] * 1e6 if pid else None
         res["cpu_us_per_req_during_run"] = run_cpu / res["requests"] * 1e6 if pid else None
+        res["control_plane_cpu_us_per_req"] = cp_cpu.seconds() / res["requests"] * 1e6 if logged else None
+        res["records_per_batch"] = (records_per_batch(shipped0, self.s.shipped_counts(log_port))
+                                    if logged else None)
         res["log_settle_s"] = settle
         return res
 
@@ -1547,6 +1598,9 @@ def summarize(raw, names):
                 "errors": sum(per_round(scen, name, "errors")),
                 "added_p50_ms": med_range(added(scen, name, "p50_ms")) if name != "direct" else None,
                 "added_p99_ms": med_range(added(scen, name, "p99_ms")) if name != "direct" else None,
+                "control_plane_cpu_us_per_req": med_range(
+                    [r.get("control_plane_cpu_us_per_req") for r in raw[scen].get(name, [])]),
+                "records_per_batch": med_range([r.get("records_per_batch") for r in raw[scen].get(name, [])]),
             }
     if "S1-cp-paused" in raw and "S1" in S:
         d = per_round("S1", "direct", "p99_ms")
@@ -1569,6 +1623,10 @@ def summarize(raw, names):
                 "errors": sum(per_round("S3", name, "errors")),
                 "cpu_split_us_per_req": split_summary(
                     [r.get("cpu_split_us_per_req") for r in raw["S3"].get(name, [])]),
+                "control_plane_cpu_us_per_req": med_range(
+                    [r.get("control_plane_cpu_us_per_req") for r in raw["S3"].get(name, [])]),
+                "records_per_batch": med_range(
+                    [r.get("records_per_batch") for r in raw["S3"].get(name, [])]),
                 "rps_vs_nginx": med_range([x / y for x, y in zip(rps, nginx_rps)]),
                 "cpu_vs_nginx": med_range([x / y for x, y in zip(cpu, nginx_cpu)
                                            if x is not None and y]),
@@ -1840,6 +1898,9 @@ def table(S, names):
         row("S1", "control plane paused: p50 / p99 / added p99 ms",
             lambda c: " / ".join(mr(s[c]["cp_paused"][k], 3)
                                  for k in ("p50_ms", "p99_ms", "added_p99_ms")))
+        row("S1", "control plane CPU µs/req, log records per batch shipped",
+            lambda c: (f"{mr(s[c]['control_plane_cpu_us_per_req'], 1)}, "
+                       f"{mr(s[c]['records_per_batch'], 1)}") if c == "llmgw" else "—")
     for q in (500, 1000, 2000):
         k = f"S2@{q}"
         if k in S:
@@ -1850,6 +1911,9 @@ def table(S, names):
                 lambda c: ("—" if c == "direct" else
                            f"{mr(s[c]['added_p50_ms'])} / {mr(s[c]['added_p99_ms'])}")
                 + f", {s[c]['errors']}")
+            row(f"S2 {q}/s", "control plane CPU µs/req, log records per batch shipped",
+                lambda c: (f"{mr(s[c]['control_plane_cpu_us_per_req'], 1)}, "
+                           f"{mr(s[c]['records_per_batch'], 1)}") if c == "llmgw" else "—")
     if "S3" in S:
         s = S["S3"]
         row("S3 64 conns", "req/s", lambda c: mr(s[c]["rps"], 0))
@@ -1859,6 +1923,10 @@ def table(S, names):
         row("S3", "SUT core busy", lambda c: mr(s[c]["sut_busy"], 2))
         row("S3", "SUT CPU user / system µs/req (spool thread)",
             lambda c: split_cell(s[c].get("cpu_split_us_per_req")))
+        row("S3", "control plane CPU µs/req (its ingest of the records)",
+            lambda c: mr(s[c].get("control_plane_cpu_us_per_req"), 1))
+        row("S3", "log records per batch shipped",
+            lambda c: mr(s[c].get("records_per_batch"), 1))
         row("S3", "errors", lambda c: str(s[c]["errors"]))
         if FLOOR in s:
             f = s[FLOOR]

@@ -190,3 +190,11 @@ def test_floor_dumps_sit_beside_the_runs_own_and_ratios_need_both_counts(tmp_pat
     assert harness.ratio_to(44_000.0, 22_000.0) == 2.0
     for v, base in ((None, 22_000.0), (44_000.0, None), (0.0, 22_000.0), (44_000.0, 0.0)):
         assert harness.ratio_to(v, base) is None
+
+
+def test_records_per_batch_is_the_ratio_of_what_was_acknowledged_between_two_counts():
+    assert harness.records_per_batch((100.0, 10.0), (400.0, 30.0)) == 15.0
+    # A build without the counters, or no batch acknowledged in between.
+    assert harness.records_per_batch(None, (400.0, 30.0)) is None
+    assert harness.records_per_batch((100.0, 10.0), None) is None
+    assert harness.records_per_batch((100.0, 10.0), (100.0, 10.0)) is None

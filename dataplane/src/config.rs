@@ -186,6 +186,19 @@ pub struct Cli {
     )]
     pub spool_wait_ms: u64,
 
+    /// Longest time, in milliseconds, that request records too few to fill
+    /// a batch (500 records or 1 MiB) wait for more before they are shipped
+    /// to the control plane anyway. The control plane stores each batch in
+    /// one transaction, so fuller batches cost it far less per record. 0
+    /// ships every write of the spool as it comes.
+    #[arg(
+        long,
+        env = "LLMGW_LOG_SHIP_LINGER_MS",
+        value_name = "MS",
+        default_value_t = crate::logs::DEFAULT_SHIP_LINGER.as_millis() as u64
+    )]
+    pub log_ship_linger_ms: u64,
+
     /// What is recorded of each request for the control plane's request log
     /// (`llmgw logs`, `llmgw stats`): everything, with bodies as the control
     /// plane's body settings allow; metadata and headers without bodies; or
@@ -314,6 +327,13 @@ impl Cli {
                 crate::logs::MAX_SPOOL_WAIT.as_millis()
             ));
         }
+        config.log_ship_linger = Duration::from_millis(self.log_ship_linger_ms);
+        if config.log_ship_linger > crate::logs::MAX_SHIP_LINGER {
+            return Err(anyhow!(
+                "--log-ship-linger-ms is at most {} ms",
+                crate::logs::MAX_SHIP_LINGER.as_millis()
+            ));
+        }
         config.request_log = self.request_log;
         config.unauthenticated_log_per_minute = self.unauthenticated_log_per_minute;
         config.max_upload_bytes = self.max_upload_bytes;
@@ -363,6 +383,9 @@ pub struct Config {
     pub spool_sync_interval: Duration,
     /// Longest wait of a response's end for its record (`--spool-wait-ms`).
     pub spool_wait: Duration,
+    /// Longest wait of records too few to fill a batch
+    /// (`--log-ship-linger-ms`).
+    pub log_ship_linger: Duration,
     /// What is recorded of each request (`--request-log`).
     pub request_log: RequestLogMode,
     /// `--unauthenticated-log-per-minute`.
@@ -401,6 +424,7 @@ impl Config {
             spool_min_free_bytes: crate::logs::DEFAULT_SPOOL_MIN_FREE_BYTES,
             spool_sync_interval: crate::logs::DEFAULT_SYNC_INTERVAL,
             spool_wait: crate::logs::DEFAULT_SPOOL_WAIT,
+            log_ship_linger: crate::logs::DEFAULT_SHIP_LINGER,
             request_log: RequestLogMode::Full,
             unauthenticated_log_per_minute: crate::proxy::UNAUTHENTICATED_LOG_PER_MINUTE,
             max_upload_bytes: crate::proxy::DEFAULT_MAX_UPLOAD_BYTES,
@@ -432,6 +456,7 @@ impl fmt::Debug for Config {
             .field("spool_min_free_bytes", &self.spool_min_free_bytes)
             .field("spool_sync_interval", &self.spool_sync_interval)
             .field("spool_wait", &self.spool_wait)
+            .field("log_ship_linger", &self.log_ship_linger)
             .field("request_log", &self.request_log)
             .field("ops_listen", &self.ops_listen)
             .field("limits", &self.limits)
@@ -528,6 +553,20 @@ mod tests {
         assert_eq!(
             parse(&["--dataplane-token", "t"]).unwrap().advertise_url,
             None
+        );
+    }
+
+    #[test]
+    fn the_log_ship_linger_has_a_default_and_a_bound() {
+        let c = parse(&["--dataplane-token", "t"]).unwrap();
+        assert_eq!(c.log_ship_linger, crate::logs::DEFAULT_SHIP_LINGER);
+        let c = parse(&["--dataplane-token", "t", "--log-ship-linger-ms", "0"]).unwrap();
+        assert_eq!(c.log_ship_linger, Duration::ZERO);
+        let e = parse(&["--dataplane-token", "t", "--log-ship-linger-ms", "10001"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--log-ship-linger-ms is at most 10000 ms"),
+            "{e}"
         );
     }
 

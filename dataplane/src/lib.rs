@@ -112,6 +112,7 @@ pub async fn start(config: Config) -> Result<Running> {
         .unwrap_or_else(|| logs::default_spool_dir(&config.node_id));
     logs_config.max_bytes = config.spool_max_bytes;
     logs_config.sync_interval = config.spool_sync_interval;
+    logs_config.ship_linger = config.log_ship_linger;
     let logs = logs::spawn(logs_config, log_records)
         .await
         .context("cannot open the request-log spool")?;

@@ -182,6 +182,10 @@ pub struct Metrics {
     pub spool_depth: Gauge,
     pub log_records_dropped: Gauge,
     pub log_records_quarantined: Gauge,
+    /// Records and batches the control plane acknowledged since start: how
+    /// well the shipper batches (records per batch) under the load it has.
+    pub log_records_shipped: Gauge,
+    pub log_batches_shipped: Gauge,
     /// Requests refused before authentication, by reason.
     pub unauthenticated: Family<ReasonLabels, Counter>,
     /// Of those, the ones not written to the request log (rate-limited).
@@ -284,6 +288,8 @@ impl Metrics {
         let spool_depth = Gauge::default();
         let log_records_dropped = Gauge::default();
         let log_records_quarantined = Gauge::default();
+        let log_records_shipped = Gauge::default();
+        let log_batches_shipped = Gauge::default();
         registry.register("requests", "Client requests", requests.clone());
         registry.register(
             "request_duration_seconds",
@@ -329,6 +335,16 @@ impl Metrics {
             "log_records_quarantined",
             "Request records the control plane could not store and quarantined",
             log_records_quarantined.clone(),
+        );
+        registry.register(
+            "log_records_shipped",
+            "Request records the control plane acknowledged (quarantined ones included)",
+            log_records_shipped.clone(),
+        );
+        registry.register(
+            "log_batches_shipped",
+            "Batches of request records the control plane acknowledged",
+            log_batches_shipped.clone(),
         );
         let unauthenticated = Family::<ReasonLabels, Counter>::default();
         let unauthenticated_rows_suppressed = Counter::default();
@@ -390,6 +406,8 @@ impl Metrics {
             spool_depth,
             log_records_dropped,
             log_records_quarantined,
+            log_records_shipped,
+            log_batches_shipped,
             unauthenticated,
             unauthenticated_rows_suppressed,
             spool_waits_given_up,

@@ -385,13 +385,15 @@ fn metrics(state: &State) -> Response<ResponseBody> {
     let m = state.proxy.metrics();
     let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     m.snapshot_version.set(gauge(state.table.version()));
-    let (depth, dropped_full, quarantined) = state.logs.as_ref().map_or((0, 0, 0), |l| {
-        (l.spool_depth(), l.dropped_full(), l.quarantined())
-    });
+    if let Some(l) = &state.logs {
+        m.spool_depth.set(gauge(l.spool_depth()));
+        m.log_records_quarantined.set(gauge(l.quarantined()));
+        m.log_records_shipped.set(gauge(l.shipped()));
+        m.log_batches_shipped.set(gauge(l.batches()));
+    }
+    let dropped_full = state.logs.as_ref().map_or(0, |l| l.dropped_full());
     m.log_records_dropped
         .set(gauge(state.proxy.logs().dropped() + dropped_full));
-    m.spool_depth.set(gauge(depth));
-    m.log_records_quarantined.set(gauge(quarantined));
     if let Some(gate) = &state.connections {
         m.observe_connections(gate);
     }

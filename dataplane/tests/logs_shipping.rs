@@ -195,6 +195,19 @@ impl Mock {
         }
     }
 
+    /// The next batch received: (records, last sequence).
+    async fn next_batch(&mut self) -> (usize, u64) {
+        loop {
+            if let Event::Batch {
+                records,
+                last_sequence,
+            } = self.next_event().await
+            {
+                return (records, last_sequence);
+            }
+        }
+    }
+
     async fn wait_closed(&mut self) {
         while !matches!(self.next_event().await, Event::Closed) {}
     }
@@ -342,11 +355,89 @@ mod logs {
         let (sink, handle) = start(config(dir.path(), mock.addr.port())).await;
         for i in 1..=5 {
             sink.send(rec(i));
-            // No waiting for more records: each one goes as soon as written.
+            // No waiting for more records than come: each one goes within
+            // the linger.
             mock.wait_received(i as usize).await;
             wait_acked(&handle, i).await;
         }
         assert_eq!(mock.received_ids(), ids(1..=5));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_too_few_for_a_batch_wait_and_a_full_batch_goes_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut mock = Mock::start().await;
+        let mut cfg = config(dir.path(), mock.addr.port());
+        cfg.batch_max_records = 10;
+        // Far longer than the test: only a full batch can go.
+        cfg.ship_linger = Duration::from_secs(3600);
+        let (sink, handle) = start(cfg).await;
+
+        // Written one by one: held, not sent a write at a time.
+        for i in 1..=9 {
+            sink.send(rec(i));
+            wait_written(&handle, i).await;
+        }
+        sink.send(rec(10));
+        assert_eq!(mock.next_batch().await, (10, 10));
+        wait_acked(&handle, 10).await;
+        assert_eq!(mock.received_ids(), ids(1..=10));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_that_fill_a_batch_by_bytes_go_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut mock = Mock::start().await;
+        let mut cfg = config(dir.path(), mock.addr.port());
+        cfg.segment_bytes = 1 << 20;
+        cfg.ship_linger = Duration::from_secs(3600);
+        // A record's frame is about 100 bytes: three do not fill 400, four do.
+        cfg.batch_max_bytes = 400;
+        let (sink, handle) = start(cfg).await;
+
+        for i in 1..=3 {
+            sink.send(rec(i));
+            wait_written(&handle, i).await;
+        }
+        sink.send(rec(4));
+        // The first batch that went is of whole records within the bound.
+        let (records, last) = mock.next_batch().await;
+        assert_eq!(last, records as u64);
+        assert!((3..=4).contains(&records), "{records} records");
+        wait_acked(&handle, last).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_too_few_for_a_batch_go_after_the_linger() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut mock = Mock::start().await;
+        let (sink, handle) = start(config(dir.path(), mock.addr.port())).await;
+
+        mock.set_acking(false);
+        for i in 1..=5 {
+            sink.send(rec(i));
+        }
+        // Never a full batch, and never acknowledged: sent all the same.
+        mock.wait_received(5).await;
+        assert_eq!(mock.received_ids(), ids(1..=5));
+        assert_eq!(handle.acked(), 0);
+        mock.set_acking(true);
+        wait_acked(&handle, 5).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_a_linger_each_write_goes_as_it_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut mock = Mock::start().await;
+        let mut cfg = config(dir.path(), mock.addr.port());
+        cfg.ship_linger = Duration::ZERO;
+        let (sink, handle) = start(cfg).await;
+
+        for i in 1..=3 {
+            sink.send(rec(i));
+            assert_eq!(mock.next_batch().await, (1, i));
+        }
+        wait_acked(&handle, 3).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -491,6 +491,15 @@ mod full_disk {
         })
         .await;
 
+        // The shipper's own counts agree: each record that was not lost was
+        // acknowledged once, in batches of one or more.
+        let text = metrics_until(&dp, "every stored record acknowledged", |t| {
+            value(t, "llmgw_log_records_shipped") == sent as u64 - dropped
+        })
+        .await;
+        let batches = value(&text, "llmgw_log_batches_shipped");
+        assert!((1..=sent as u64 - dropped).contains(&batches), "{text}");
+
         // Every record stored once or counted lost, by reason.
         let text = scrape(&dp).await;
         let ids = cp.received_ids();

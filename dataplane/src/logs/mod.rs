@@ -233,6 +233,12 @@ pub const DEFAULT_SPOOL_MIN_FREE_BYTES: u64 = 64 << 20;
 pub const DEFAULT_SEGMENT_BYTES: u64 = 8 << 20;
 /// Default time the writer gathers records before writing a batch.
 pub const DEFAULT_WRITE_LINGER: Duration = Duration::from_millis(5);
+/// Default time records too few to fill a batch wait for more before the
+/// shipper sends them anyway (`--log-ship-linger-ms`).
+pub const DEFAULT_SHIP_LINGER: Duration = Duration::from_millis(20);
+/// Largest `--log-ship-linger-ms`: records held longer than this would
+/// only make the control plane's view of the traffic late.
+pub const MAX_SHIP_LINGER: Duration = Duration::from_secs(10);
 /// Default longest wait of a response's end for its record to reach the
 /// spool (`--spool-wait-ms`).
 pub const DEFAULT_SPOOL_WAIT: Duration = Duration::from_millis(500);
@@ -301,6 +307,9 @@ pub struct LogsConfig {
     pub batch_max_bytes: usize,
     /// Most batches sent and not yet acknowledged.
     pub window: usize,
+    /// How long records too few to fill a batch wait for more before they
+    /// go anyway (0: each write of the spool goes as it comes).
+    pub ship_linger: Duration,
     /// A stream with batches in flight and no acknowledgement for this
     /// long is dropped and re-opened.
     pub ack_timeout: Duration,
@@ -339,6 +348,7 @@ impl LogsConfig {
             batch_max_records: 500,
             batch_max_bytes: 1 << 20,
             window: 8,
+            ship_linger: DEFAULT_SHIP_LINGER,
             ack_timeout: Duration::from_secs(60),
             write_max_records: 4096,
             write_linger: DEFAULT_WRITE_LINGER,
@@ -381,6 +391,7 @@ impl fmt::Debug for LogsConfig {
             .field("batch_max_records", &self.batch_max_records)
             .field("batch_max_bytes", &self.batch_max_bytes)
             .field("window", &self.window)
+            .field("ship_linger", &self.ship_linger)
             .field("ack_timeout", &self.ack_timeout)
             .finish_non_exhaustive()
     }
@@ -452,6 +463,7 @@ pub async fn spawn(config: LogsConfig, rx: LogReceiver) -> Result<LogsHandle> {
             batch_max_records: config.batch_max_records.max(1),
             batch_max_bytes: config.batch_max_bytes.max(1),
             window: config.window.max(1),
+            linger: config.ship_linger,
             ack_timeout: config.ack_timeout,
             ack_failures: 0,
         }
@@ -550,6 +562,16 @@ impl LogsStatsReader {
 
     pub fn quarantined(&self) -> u64 {
         self.counters.quarantined.load(Ordering::Relaxed)
+    }
+
+    /// Records acknowledged by the control plane since start.
+    pub fn shipped(&self) -> u64 {
+        self.counters.shipped.load(Ordering::Relaxed)
+    }
+
+    /// Batches acknowledged by the control plane since start.
+    pub fn batches(&self) -> u64 {
+        self.counters.batches.load(Ordering::Relaxed)
     }
 }
 

@@ -160,6 +160,25 @@ impl Recent {
         Some(RawReadBatch { records, next_seq })
     }
 
+    /// Bytes of frames kept from sequence `from` on, across segments;
+    /// `None` if `from` is not here.
+    pub fn bytes_from(&self, from: u64) -> Option<usize> {
+        let at = self.writes.partition_point(|w| w.last_seq() < from);
+        let first = self.writes.get(at)?;
+        let skip = usize::try_from(from.checked_sub(first.first_seq())?).ok()?;
+        let head = match (first.frames.get(skip), first.frames.last()) {
+            (Some(start), Some(last)) => last.2 - start.1,
+            _ => return None,
+        };
+        Some(
+            head + self
+                .writes
+                .range(at + 1..)
+                .map(KeptWrite::bytes)
+                .sum::<usize>(),
+        )
+    }
+
     /// Writes kept (tests).
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -230,6 +249,23 @@ mod tests {
         // Not here: before the first or after the last.
         assert!(r.read(0, 100, 1 << 20).is_none());
         assert!(r.read(9, 100, 1 << 20).is_none());
+    }
+
+    #[test]
+    fn the_bytes_kept_from_a_sequence_on_cross_writes_and_segments() {
+        let mut r = Recent::new(1 << 20);
+        r.push(write(1, 3, 20, 1));
+        r.push(write(4, 3, 20, 1));
+        r.push(write(7, 2, 30, 7));
+        assert_eq!(r.bytes_from(1), Some(180));
+        assert_eq!(r.bytes_from(2), Some(160));
+        assert_eq!(r.bytes_from(6), Some(80));
+        assert_eq!(r.bytes_from(8), Some(30));
+        assert_eq!(r.bytes_from(0), None);
+        assert_eq!(r.bytes_from(9), None);
+        r.forget_through(3);
+        assert_eq!(r.bytes_from(2), None);
+        assert_eq!(r.bytes_from(4), Some(120));
     }
 
     #[test]

@@ -1,9 +1,16 @@
 //! The log shipper: streams the spool to the control plane's `Logs.Ship`
 //! and trims the spool behind its acknowledgements.
 //!
-//! Records go out as soon as the writer reports them (a `watch`, no
-//! polling), in batches of up to `batch_max_records` / `batch_max_bytes`,
-//! with at most `window` unacknowledged batches in flight. Each
+//! The writer reports what it wrote through a `watch` (no polling).
+//! Records go in batches of up to `batch_max_records` / `batch_max_bytes`,
+//! with at most `window` unacknowledged batches in flight. A full batch
+//! goes at once; records too few to fill one wait up to `linger` from when
+//! the shipper first saw them (as Kafka's `linger.ms`), then go together.
+//! The control plane stores each batch in one transaction, whose fixed
+//! cost is many records' worth (docs/benchmarks.md, "Batches gathered for
+//! the linger"): without the wait a moderate load went almost a record per
+//! batch, since each acknowledgement came back before the next record.
+//! Each
 //! acknowledgement covers every record up to its sequence; the spool is
 //! trimmed to it. After any failure the stream is re-opened (next URL,
 //! jittered backoff, forever) and everything after the last acknowledgement
@@ -68,6 +75,8 @@ pub(crate) struct Shipper {
     pub batch_max_records: usize,
     pub batch_max_bytes: usize,
     pub window: usize,
+    /// How long records too few to fill a batch wait for more.
+    pub linger: Duration,
     pub ack_timeout: Duration,
     /// Acknowledgements that could not be recorded on disk, counted so
     /// that a lasting failure logs a line per power of two, not per batch.
@@ -154,6 +163,8 @@ impl Shipper {
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         // When the oldest unacknowledged batch stops being waited for.
         let mut ack_deadline = Instant::now();
+        // When records held back for a fuller batch go anyway.
+        let mut held_until: Option<Instant> = None;
 
         info!(
             control_plane = %uri,
@@ -169,6 +180,21 @@ impl Shipper {
                 if next > last_written {
                     break;
                 }
+                // Too few for a full batch: held for more records, until
+                // the linger has passed. Records no longer in memory are
+                // old enough to go.
+                if !self.linger.is_zero()
+                    && held_until.is_none_or(|t| Instant::now() < t)
+                    && last_written - next + 1 < self.batch_max_records as u64
+                    && self
+                        .spool
+                        .bytes_in_memory_from(next)
+                        .is_some_and(|b| b < self.batch_max_bytes)
+                {
+                    held_until.get_or_insert_with(|| Instant::now() + self.linger);
+                    break;
+                }
+                held_until = None;
                 let (max_records, max_bytes) = (self.batch_max_records, self.batch_max_bytes);
                 // What was just written is read from memory; the rest
                 // from the file, on a blocking thread.
@@ -219,6 +245,7 @@ impl Shipper {
                 }
                 // Only once the sender is gone, which the spool outlives.
                 _ = written.changed(), if in_flight.len() < window => {}
+                _ = sleep_until_held(held_until), if held_until.is_some() => {}
                 _ = tokio::time::sleep_until(ack_deadline), if !in_flight.is_empty() => {
                     return Err(anyhow!(
                         "no acknowledgement for {:?} with {} batches in flight",
@@ -323,5 +350,14 @@ impl Shipper {
             },
         )
         .await
+    }
+}
+
+/// Sleeps until `until`; forever when there is none (the branch that awaits
+/// it is disabled then).
+async fn sleep_until_held(until: Option<Instant>) {
+    match until {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }

@@ -801,6 +801,12 @@ impl Spool {
         self.recent().read(from, max_records, max_bytes)
     }
 
+    /// Bytes of frames from sequence `from` on that the spool still holds
+    /// in memory; `None` if `from` is no longer (or not yet) there.
+    pub fn bytes_in_memory_from(&self, from: u64) -> Option<usize> {
+        self.recent().bytes_from(from)
+    }
+
     /// The frames of one read, in one buffer.
     fn read_frames(&self, from: u64, max_records: usize, max_bytes: usize) -> io::Result<Frames> {
         let max_records = max_records.max(1);
