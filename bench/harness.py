@@ -844,6 +844,14 @@ class LogCost:
         res["records_per_batch"] = records_per_batch(self.shipped0, self.s.shipped_counts(self.port))
 
 
+def control_plane_pinning(a):
+    """Where the control plane ran, as the run's flags put it."""
+    if getattr(a, "control_plane_beside", False):
+        idle = " (SCHED_IDLE)" if getattr(a, "control_plane_idle", False) else ""
+        return f"{SUT_CORE}, beside the data plane{idle}"
+    return f"{LOAD_CORE} (SCHED_IDLE)"
+
+
 def records_per_batch(before, after):
     """Records per acknowledged log batch between two (records, batches)
     counts; None when either is unknown or no batch went."""
@@ -1923,7 +1931,7 @@ def table(S, names):
         row("S3", "SUT core busy", lambda c: mr(s[c]["sut_busy"], 2))
         row("S3", "SUT CPU user / system µs/req (spool thread)",
             lambda c: split_cell(s[c].get("cpu_split_us_per_req")))
-        row("S3", "control plane CPU µs/req (its ingest of the records)",
+        row("S3", "control plane CPU µs/req (until the run's records were shipped)",
             lambda c: mr(s[c].get("control_plane_cpu_us_per_req"), 1))
         row("S3", "log records per batch shipped",
             lambda c: mr(s[c].get("records_per_batch"), 1))
@@ -2105,7 +2113,9 @@ def versions():
         except (OSError, IndexError, RuntimeError):
             v[name] = None
     try:
-        v["llmgw"] = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+        # "-dirty" when the tree has uncommitted changes: the binaries
+        # measured may then be of code no commit holds.
+        v["llmgw"] = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty", "--abbrev=7"],
                                     capture_output=True, text=True).stdout.strip()
     except OSError:
         pass
@@ -2255,7 +2265,7 @@ def main():
         "versions": versions(),
         "load_average": {"start": load0, "end": loads},
         "pinning": {"sut": SUT_CORE, "mock_and_load": LOAD_CORE,
-                    "controlplane": f"{LOAD_CORE} (SCHED_IDLE)"},
+                    "controlplane": control_plane_pinning(a)},
         "summary": S,
         "bar": checks,
         "routes": RS,

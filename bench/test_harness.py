@@ -198,3 +198,15 @@ def test_records_per_batch_is_the_ratio_of_what_was_acknowledged_between_two_cou
     assert harness.records_per_batch(None, (400.0, 30.0)) is None
     assert harness.records_per_batch((100.0, 10.0), None) is None
     assert harness.records_per_batch((100.0, 10.0), (100.0, 10.0)) is None
+
+
+def test_the_control_plane_s_core_is_recorded_as_the_flags_put_it():
+    class A:
+        pass
+
+    a = A()
+    assert harness.control_plane_pinning(a) == f"{harness.LOAD_CORE} (SCHED_IDLE)"
+    a.control_plane_beside = True
+    assert harness.control_plane_pinning(a) == f"{harness.SUT_CORE}, beside the data plane"
+    a.control_plane_idle = True
+    assert harness.control_plane_pinning(a) == f"{harness.SUT_CORE}, beside the data plane (SCHED_IDLE)"

@@ -391,8 +391,14 @@ mod logs {
         let mut cfg = config(dir.path(), mock.addr.port());
         cfg.segment_bytes = 1 << 20;
         cfg.ship_linger = Duration::from_secs(3600);
-        // A record's frame is about 100 bytes: three do not fill 400, four do.
-        cfg.batch_max_bytes = 400;
+        // A frame: its 8-byte header and the record, as the spool holds it
+        // (with its sequence). Three fit in the bound, four do not.
+        let frame = {
+            let mut r = rec(1);
+            r.sequence = 1;
+            8 + prost::Message::encoded_len(&r)
+        };
+        cfg.batch_max_bytes = 3 * frame + frame / 2;
         let (sink, handle) = start(cfg).await;
 
         for i in 1..=3 {
@@ -400,11 +406,9 @@ mod logs {
             wait_written(&handle, i).await;
         }
         sink.send(rec(4));
-        // The first batch that went is of whole records within the bound.
-        let (records, last) = mock.next_batch().await;
-        assert_eq!(last, records as u64);
-        assert!((3..=4).contains(&records), "{records} records");
-        wait_acked(&handle, last).await;
+        // Four fill the bound: a batch goes at once, of the three that fit.
+        assert_eq!(mock.next_batch().await, (3, 3));
+        wait_acked(&handle, 3).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,6 +427,53 @@ mod logs {
         assert_eq!(handle.acked(), 0);
         mock.set_acking(true);
         wait_acked(&handle, 5).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_steady_trickle_does_not_put_the_linger_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut mock = Mock::start().await;
+        let mut cfg = config(dir.path(), mock.addr.port());
+        cfg.segment_bytes = 1 << 20;
+        cfg.batch_max_records = 100_000;
+        cfg.ship_linger = Duration::from_millis(300);
+        let (sink, _handle) = start(cfg).await;
+
+        // A record every 20 ms, far more often than the linger: were it
+        // restarted by each record, nothing would go until the last one.
+        let mut sent = 0u64;
+        let first = loop {
+            sent += 1;
+            assert!(
+                sent <= 500,
+                "no batch after {sent} records 20 ms apart: the linger never ended"
+            );
+            sink.send(rec(sent));
+            match timeout(Duration::from_millis(20), mock.events.recv()).await {
+                Ok(Some(Event::Batch { records, .. })) => break records,
+                Ok(Some(_)) | Err(_) => {}
+                Ok(None) => panic!("the mock ended"),
+            }
+        };
+        assert!((first as u64) < sent, "{first} of {sent}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flush_sends_held_records_without_sitting_out_the_linger() {
+        let dir = tempfile::tempdir().unwrap();
+        let mock = Mock::start().await;
+        let mut cfg = config(dir.path(), mock.addr.port());
+        // Longer than the flush's bound: only the shutdown's signal sends them.
+        cfg.ship_linger = Duration::from_secs(3600);
+        let (sink, handle) = start(cfg).await;
+        for i in 1..=3 {
+            sink.send(rec(i));
+        }
+        wait_written(&handle, 3).await;
+        let report = handle.flush(WAIT).await;
+        assert!(!report.timed_out, "{report:?}");
+        assert_eq!((report.written, report.acked, report.unacked), (3, 3, 0));
+        assert_eq!(mock.received_ids(), ids(1..=3));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,7 +39,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use http::Uri;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Certificate;
@@ -320,8 +320,7 @@ pub struct LogsConfig {
     /// in batches rather than one by one. The writer skips it for a record
     /// someone waits for ([`LogSink::send_spooled`]): such a batch waits
     /// only for the runtime's round of ready tasks (a group commit), and
-    /// the shipper's window (batches in flight) makes batches grow under
-    /// load.
+    /// the shipper gathers writes into larger batches (`ship_linger`).
     pub write_linger: Duration,
 }
 
@@ -435,6 +434,7 @@ pub async fn spawn(config: LogsConfig, rx: LogReceiver) -> Result<LogsHandle> {
     let io = writer::SpoolIo::start(Arc::clone(&spool))
         .context("cannot start the request-log spool's I/O thread")?;
     let (stop, stop_rx) = oneshot::channel();
+    let (draining, draining_rx) = watch::channel(false);
     let writer = tokio::spawn(
         writer::Writer {
             io,
@@ -464,6 +464,7 @@ pub async fn spawn(config: LogsConfig, rx: LogReceiver) -> Result<LogsHandle> {
             batch_max_bytes: config.batch_max_bytes.max(1),
             window: config.window.max(1),
             linger: config.ship_linger,
+            draining: draining_rx,
             ack_timeout: config.ack_timeout,
             ack_failures: 0,
         }
@@ -475,6 +476,7 @@ pub async fn spawn(config: LogsConfig, rx: LogReceiver) -> Result<LogsHandle> {
         counters,
         losses,
         stop: Some(stop),
+        draining,
         writer: Some(writer),
         shipper: Some(shipper),
         reporter: Some(reporter),
@@ -529,6 +531,8 @@ pub struct LogsHandle {
     counters: Arc<ShipCounters>,
     losses: Arc<Losses>,
     stop: Option<oneshot::Sender<()>>,
+    /// Tells the shipper that a graceful shutdown has begun.
+    draining: watch::Sender<bool>,
     writer: Option<JoinHandle<()>>,
     shipper: Option<JoinHandle<()>>,
     reporter: Option<JoinHandle<()>>,
@@ -688,6 +692,9 @@ impl LogsHandle {
     /// is unacknowledged stays in the spool for the next start.
     pub async fn flush(mut self, timeout: Duration) -> FlushReport {
         let deadline = tokio::time::Instant::now() + timeout;
+        // From now on the shipper sends what it has without waiting for
+        // more: the last records must not sit out a linger.
+        self.draining.send_replace(true);
         if let Some(stop) = self.stop.take() {
             // An error only means the writer has already stopped.
             let _ = stop.send(());

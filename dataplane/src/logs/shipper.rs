@@ -4,14 +4,15 @@
 //! The writer reports what it wrote through a `watch` (no polling).
 //! Records go in batches of up to `batch_max_records` / `batch_max_bytes`,
 //! with at most `window` unacknowledged batches in flight. A full batch
-//! goes at once; records too few to fill one wait up to `linger` from when
-//! the shipper first saw them (as Kafka's `linger.ms`), then go together.
+//! goes at once; records too few to fill one wait for more, up to about
+//! `linger` from when the shipper first held them (as Kafka's `linger.ms`),
+//! then go together.
 //! The control plane stores each batch in one transaction, whose fixed
 //! cost is many records' worth (docs/benchmarks.md, "Batches gathered for
 //! the linger"): without the wait a moderate load went almost a record per
 //! batch, since each acknowledgement came back before the next record.
-//! Each
-//! acknowledgement covers every record up to its sequence; the spool is
+//! A graceful shutdown ([`super::LogsHandle::flush`]) ends the holding.
+//! Each acknowledgement covers every record up to its sequence; the spool is
 //! trimmed to it. After any failure the stream is re-opened (next URL,
 //! jittered backoff, forever) and everything after the last acknowledgement
 //! is sent again: at-least-once delivery, which the control plane's
@@ -77,6 +78,9 @@ pub(crate) struct Shipper {
     pub window: usize,
     /// How long records too few to fill a batch wait for more.
     pub linger: Duration,
+    /// Set by a graceful shutdown ([`super::LogsHandle::flush`]): records
+    /// are no longer held for the linger.
+    pub draining: tokio::sync::watch::Receiver<bool>,
     pub ack_timeout: Duration,
     /// Acknowledgements that could not be recorded on disk, counted so
     /// that a lasting failure logs a line per power of two, not per batch.
@@ -163,8 +167,14 @@ impl Shipper {
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         // When the oldest unacknowledged batch stops being waited for.
         let mut ack_deadline = Instant::now();
-        // When records held back for a fuller batch go anyway.
+        // When records held back for a fuller batch go anyway: set when
+        // records are first held, cleared once none is left waiting, so
+        // what a batch's limits or a segment's end leave behind goes at
+        // once if the linger has passed.
         let mut held_until: Option<Instant> = None;
+        // A graceful shutdown waits for every record: nothing is held then.
+        let mut draining = self.draining.clone();
+        let mut drain = *draining.borrow_and_update();
 
         info!(
             control_plane = %uri,
@@ -178,12 +188,14 @@ impl Shipper {
             while in_flight.len() < window {
                 let last_written = *written.borrow_and_update();
                 if next > last_written {
+                    held_until = None;
                     break;
                 }
                 // Too few for a full batch: held for more records, until
                 // the linger has passed. Records no longer in memory are
                 // old enough to go.
-                if !self.linger.is_zero()
+                if !drain
+                    && !self.linger.is_zero()
                     && held_until.is_none_or(|t| Instant::now() < t)
                     && last_written - next + 1 < self.batch_max_records as u64
                     && self
@@ -194,7 +206,6 @@ impl Shipper {
                     held_until.get_or_insert_with(|| Instant::now() + self.linger);
                     break;
                 }
-                held_until = None;
                 let (max_records, max_bytes) = (self.batch_max_records, self.batch_max_bytes);
                 // What was just written is read from memory; the rest
                 // from the file, on a blocking thread.
@@ -245,7 +256,13 @@ impl Shipper {
                 }
                 // Only once the sender is gone, which the spool outlives.
                 _ = written.changed(), if in_flight.len() < window => {}
-                _ = sleep_until_held(held_until), if held_until.is_some() => {}
+                // Only with room in the window: a hold that has passed
+                // stays set while records wait, and would wake at once.
+                _ = sleep_until_held(held_until), if held_until.is_some() && in_flight.len() < window => {}
+                changed = draining.changed(), if held_until.is_some() && !drain => {
+                    // The handle gone counts as a shutdown too.
+                    drain = changed.is_err() || *draining.borrow_and_update();
+                }
                 _ = tokio::time::sleep_until(ack_deadline), if !in_flight.is_empty() => {
                     return Err(anyhow!(
                         "no acknowledgement for {:?} with {} batches in flight",
