@@ -442,7 +442,7 @@ mod logs {
         // A record every 20 ms, far more often than the linger: were it
         // restarted by each record, nothing would go until the last one.
         let mut sent = 0u64;
-        let first = loop {
+        loop {
             sent += 1;
             assert!(
                 sent <= 500,
@@ -450,12 +450,12 @@ mod logs {
             );
             sink.send(rec(sent));
             match timeout(Duration::from_millis(20), mock.events.recv()).await {
-                Ok(Some(Event::Batch { records, .. })) => break records,
+                // The first batch: the linger ended while records came.
+                Ok(Some(Event::Batch { .. })) => break,
                 Ok(Some(_)) | Err(_) => {}
                 Ok(None) => panic!("the mock ended"),
             }
-        };
-        assert!((first as u64) < sent, "{first} of {sent}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
