@@ -1030,16 +1030,15 @@ class Bench:
         # shipped would be counted against this run: let them go first.
         self.s.wait_logs_shipped()
         cpu = Cpu(pid)
-        # The control plane's share: ingesting this run's records (it
-        # serves every llmgw data plane; nginx's runs leave it idle).
-        logged = target["addr"] == self.t["llmgw"]["addr"] or bool(target.get("logs_port"))
-        cp_cpu = Cpu(self.s.cp.pid if logged else None)
-        log_port = None if target["addr"] == self.t["llmgw"]["addr"] else target.get("logs_port")
-        shipped0 = self.s.shipped_counts(log_port) if logged else None
+        # The control plane's share, for a data plane that logs to it
+        # (llmgw and its routes, S6's planes with a log port).
+        llmgw = target["addr"] == self.t["llmgw"]["addr"]
+        cost = LogCost(self.s, None if llmgw else target["logs_port"]) \
+            if llmgw or target.get("logs_port") else None
         res = run_wrk(self.s, target, self.d_capacity, 64, key=key)
         run_cpu = cpu.seconds()
         settle = None
-        if target["addr"] == self.t["llmgw"]["addr"]:  # llmgw, any of its routes
+        if llmgw:  # llmgw, any of its routes
             settle = self.s.wait_logs_shipped()
         elif target.get("logs_port"):
             settle = self.s.wait_logs_shipped(port=target["logs_port"])
@@ -1050,9 +1049,8 @@ class Bench:
         res["sut_busy"] = run_cpu / res["seconds"] if pid else None
         res["cpu_us_per_req"] = total_cpu / res["requests"] * 1e6 if pid else None
         res["cpu_us_per_req_during_run"] = run_cpu / res["requests"] * 1e6 if pid else None
-        res["control_plane_cpu_us_per_req"] = cp_cpu.seconds() / res["requests"] * 1e6 if logged else None
-        res["records_per_batch"] = (records_per_batch(shipped0, self.s.shipped_counts(log_port))
-                                    if logged else None)
+        if cost:
+            cost.fill(res, res["requests"])
         res["log_settle_s"] = settle
         return res
 
