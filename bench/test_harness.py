@@ -210,3 +210,11 @@ def test_the_control_plane_s_core_is_recorded_as_the_flags_put_it():
     assert harness.control_plane_pinning(a) == f"{harness.SUT_CORE}, beside the data plane"
     a.control_plane_idle = True
     assert harness.control_plane_pinning(a) == f"{harness.SUT_CORE}, beside the data plane (SCHED_IDLE)"
+
+
+def test_the_scrape_handler_s_inclusive_cost_is_counted_from_its_callers_lines():
+    # The dump's lines say what each case is; s8.rs's test reads the same.
+    with open(os.path.join(os.path.dirname(__file__), "testdata", "scrape-dump.txt")) as f:
+        dump = f.read()
+    assert harness.scrape_instructions(dump) == 3500
+    assert harness.scrape_instructions(dump, "no::such::handler") == 0

@@ -1359,6 +1359,53 @@ fn dump_total(text: &str) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// The data plane's /metrics handler, which `wait_logs_shipped` polls
+/// while a count runs (bench/harness.py's `SCRAPE_HANDLER`).
+const SCRAPE_HANDLER: &str = "llmgw_dataplane::server::metrics";
+
+/// Instructions a callgrind dump spent inside `handler`, inclusive: the sum
+/// of the costs its callers' `calls=` lines give it (harness.py's
+/// `scrape_instructions`). Names are compressed (`(id) name` the first
+/// time, `(id)` after); the line after `calls=` is `<position> <cost>`.
+fn handler_instructions(text: &str, handler: &str) -> u64 {
+    let mut names: std::collections::HashMap<&str, &str> = Default::default();
+    let (mut caller, mut callee, mut pending, mut total) = (None, None, false, 0);
+    for line in text.lines() {
+        let named = line
+            .strip_prefix("fn=(")
+            .map(|r| (true, r))
+            .or_else(|| line.strip_prefix("cfn=(").map(|r| (false, r)));
+        if let Some((is_fn, rest)) = named {
+            let Some((id, name)) = rest.split_once(')') else {
+                continue;
+            };
+            let name = name.trim();
+            if !name.is_empty() {
+                names.insert(id, name);
+            }
+            let name = names.get(id).copied();
+            if is_fn {
+                caller = name;
+            } else {
+                callee = name;
+            }
+            continue;
+        }
+        if line.starts_with("calls=") {
+            pending = true;
+            continue;
+        }
+        if std::mem::take(&mut pending) && callee == Some(handler) && caller != Some(handler) {
+            let cost = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse::<u64>().ok());
+            total += cost.unwrap_or(0);
+        }
+    }
+    total
+}
+
 fn callgrind(a: &S8Args, sizes: &[usize], n: u64, stamp: &str, load0: Vec<f64>) -> Result<()> {
     let out = std::fs::canonicalize(&a.results)?.join(format!("s8-callgrind-{stamp}.out"));
     let mut stack = Stack::new(a)?;
@@ -1404,7 +1451,11 @@ fn callgrind(a: &S8Args, sizes: &[usize], n: u64, stamp: &str, load0: Vec<f64>) 
                 })
             })?;
             std::thread::sleep(Duration::from_secs(1));
-            let total = dump_total(&std::fs::read_to_string(&file)?);
+            let text = std::fs::read_to_string(&file)?;
+            let counted = dump_total(&text);
+            // The wait's polls of /metrics are the harness's, not the requests'.
+            let scrapes = handler_instructions(&text, SCRAPE_HANDLER);
+            let total = counted.map(|c| c.saturating_sub(scrapes));
             let per_req = total.map(|t| t as f64 / n as f64);
             let name = cell_name(size, stream);
             log(&format!(
@@ -1420,6 +1471,7 @@ fn callgrind(a: &S8Args, sizes: &[usize], n: u64, stamp: &str, load0: Vec<f64>) 
             rows.push(json!({
                 "cell": name, "bytes": size, "stream": stream, "requests": n,
                 "ok": res.ok, "errors": res.errors, "instructions": total,
+                "counted": counted, "scrapes": scrapes,
                 "instructions_per_request": per_req,
                 "instructions_per_body_byte": per_req.map(|p| p / size as f64),
                 "dump": file.to_string_lossy(),
@@ -1530,6 +1582,15 @@ mod tests {
         assert_eq!(dump_total("events: Ir\nsummary: 12345\n"), Some(12345));
         assert_eq!(dump_total("totals: 77\n"), Some(77));
         assert_eq!(dump_total("nothing"), None);
+    }
+
+    #[test]
+    fn the_scrape_handler_s_inclusive_cost_is_counted_from_its_callers_lines() {
+        // The dump's lines say what each case is; harness.py's test reads
+        // the same file.
+        let dump = include_str!("../testdata/scrape-dump.txt");
+        assert_eq!(handler_instructions(dump, SCRAPE_HANDLER), 3500);
+        assert_eq!(handler_instructions(dump, "no::such::handler"), 0);
     }
 
     #[test]
