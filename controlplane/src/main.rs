@@ -11,6 +11,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // First: the flag holds for the whole process, and for memory touched
+    // from then on.
+    let huge_pages = no_huge_pages();
     let args = Args::parse();
     let telemetry = match llmgw_controlplane::init_tracing(args.log_format, &args.otel) {
         Ok(t) => t,
@@ -23,6 +26,9 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Err(e) = huge_pages {
+        tracing::warn!(error = %e, "cannot turn transparent huge pages off; log ingest costs more CPU");
+    }
     if let Some(s) = &telemetry {
         tracing::info!(export = ?s, "exporting traces over OTLP");
     }
@@ -50,6 +56,19 @@ async fn main() -> std::process::ExitCode {
         t.flush(std::time::Duration::from_secs(5)).await;
     }
     code
+}
+
+/// Turns transparent huge pages off for this process, as the data plane
+/// does. mimalloc asks the kernel for them on its arenas
+/// (`madvise(MADV_HUGEPAGE)`) and gives freed memory back, so log ingest,
+/// which allocates and frees a batch's buffers and a zstd context's tables
+/// per batch, kept faulting in fresh 2 MiB pages: zeroing them was 18% of
+/// the control plane's CPU samples during S2 (docs/benchmarks.md, "Huge
+/// pages in the control plane").
+fn no_huge_pages() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    rustix::thread::disable_transparent_huge_pages(true)?;
+    Ok(())
 }
 
 async fn wait_for_signal() {
