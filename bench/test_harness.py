@@ -218,3 +218,6 @@ def test_the_scrape_handler_s_inclusive_cost_is_counted_from_its_callers_lines()
         dump = f.read()
     assert harness.scrape_instructions(dump) == 3500
     assert harness.scrape_instructions(dump, "no::such::handler") == 0
+    # Two positions and two events: the cost is the third column.
+    wide = "positions: instr line\nevents: Dr Ir\nfn=(1) a\ncfn=(2) h\ncalls=1 0\n0x20 7 300 1000\n"
+    assert harness.scrape_instructions(wide, "h") == 1000

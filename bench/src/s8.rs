@@ -1366,11 +1366,23 @@ const SCRAPE_HANDLER: &str = "llmgw_dataplane::server::metrics";
 /// Instructions a callgrind dump spent inside `handler`, inclusive: the sum
 /// of the costs its callers' `calls=` lines give it (harness.py's
 /// `scrape_instructions`). Names are compressed (`(id) name` the first
-/// time, `(id)` after); the line after `calls=` is `<position> <cost>`.
+/// time, `(id)` after); the line after `calls=` holds the call's positions
+/// (`positions:`, `line` by default) and then its inclusive cost per event
+/// (`events:`), of which `Ir` is taken. A call of the handler from itself is
+/// not counted again.
 fn handler_instructions(text: &str, handler: &str) -> u64 {
     let mut names: std::collections::HashMap<&str, &str> = Default::default();
     let (mut caller, mut callee, mut pending, mut total) = (None, None, false, 0);
+    let (mut positions, mut ir) = (1, 0);
     for line in text.lines() {
+        if let Some(p) = line.strip_prefix("positions:") {
+            positions = p.split_whitespace().count();
+            continue;
+        }
+        if let Some(e) = line.strip_prefix("events:") {
+            ir = e.split_whitespace().position(|e| e == "Ir").unwrap_or(0);
+            continue;
+        }
         let named = line
             .strip_prefix("fn=(")
             .map(|r| (true, r))
@@ -1398,7 +1410,7 @@ fn handler_instructions(text: &str, handler: &str) -> u64 {
         if std::mem::take(&mut pending) && callee == Some(handler) && caller != Some(handler) {
             let cost = line
                 .split_whitespace()
-                .nth(1)
+                .nth(positions + ir)
                 .and_then(|c| c.parse::<u64>().ok());
             total += cost.unwrap_or(0);
         }
@@ -1455,17 +1467,29 @@ fn callgrind(a: &S8Args, sizes: &[usize], n: u64, stamp: &str, load0: Vec<f64>) 
             let counted = dump_total(&text);
             // The wait's polls of /metrics are the harness's, not the requests'.
             let scrapes = handler_instructions(&text, SCRAPE_HANDLER);
+            if scrapes == 0 {
+                // The wait polled /metrics, so the handler must be in the
+                // dump: renamed, inlined or moved, it would count as the
+                // requests' work.
+                log(&format!(
+                    "WARNING: no calls of {SCRAPE_HANDLER} in {}: the count includes the \
+                     harness's own polls of /metrics",
+                    file.display()
+                ));
+            }
             let total = counted.map(|c| c.saturating_sub(scrapes));
             let per_req = total.map(|t| t as f64 / n as f64);
             let name = cell_name(size, stream);
             log(&format!(
-                "callgrind S8 {name}: {} instructions per request ({} ok, {} errors{}), {}",
+                "callgrind S8 {name}: {} instructions per request ({} ok, {} errors{}; \
+                 the harness's polls of /metrics, {} per request, not counted), {}",
                 per_req.map_or("-".into(), |p| format!("{p:.0}")),
                 res.ok,
                 res.errors + warm.errors,
                 res.first_error
                     .as_deref()
                     .map_or(String::new(), |e| format!(", first: {e}")),
+                scrapes / n.max(1),
                 file.display()
             ));
             rows.push(json!({
@@ -1591,6 +1615,9 @@ mod tests {
         let dump = include_str!("../testdata/scrape-dump.txt");
         assert_eq!(handler_instructions(dump, SCRAPE_HANDLER), 3500);
         assert_eq!(handler_instructions(dump, "no::such::handler"), 0);
+        // Two positions and two events: the cost is the third column.
+        let wide = "positions: instr line\nevents: Dr Ir\nfn=(1) a\ncfn=(2) h\ncalls=1 0\n0x20 7 300 1000\n";
+        assert_eq!(handler_instructions(wide, "h"), 1000);
     }
 
     #[test]
