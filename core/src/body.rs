@@ -385,26 +385,39 @@ impl BackScanner<'_> {
 /// default), the body is returned as it is, a new handle on the same
 /// buffer: a long-context body is not copied to change nothing.
 pub fn replace_model(body: &Bytes, model: &str) -> Option<Bytes> {
-    let mut spans: Vec<Span> = Vec::new();
+    let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
     for_each_member(body, |(k, s)| {
         if key_is(k, "model") {
-            spans.push(s);
+            spans.push(s.start..s.end);
         }
     })?;
+    replace_model_at(body, &spans, model)
+}
+
+/// [`replace_model`] where the body's first pass already found the
+/// top-level `model` values (`spans`, in order, as byte ranges of
+/// `body`): the body is not scanned again. `None` when there are none or
+/// a span is not within the body.
+pub fn replace_model_at(
+    body: &Bytes,
+    spans: &[std::ops::Range<usize>],
+    model: &str,
+) -> Option<Bytes> {
     if spans.is_empty() {
         return None;
     }
     let value = serde_json::to_string(model).ok()?;
-    if spans
-        .iter()
-        .all(|s| &body[s.start..s.end] == value.as_bytes())
-    {
+    let mut same = true;
+    for s in spans {
+        same &= body.get(s.clone())? == value.as_bytes();
+    }
+    if same {
         return Some(body.clone());
     }
     let mut out = Vec::with_capacity(body.len() + value.len());
     let mut at = 0;
     for span in spans {
-        out.extend_from_slice(&body[at..span.start]);
+        out.extend_from_slice(body.get(at..span.start)?);
         out.extend_from_slice(value.as_bytes());
         at = span.end;
     }
@@ -630,6 +643,24 @@ mod tests {
         let out = replace_model(&two, "bench").unwrap();
         assert_eq!(&out[..], br#"{"model":"bench","model":"bench"}"#);
         assert_ne!(out.as_ptr(), two.as_ptr());
+    }
+
+    #[test]
+    // One span, and a backwards one, are what is tested.
+    #[allow(clippy::single_range_in_vec_init, clippy::reversed_empty_ranges)]
+    fn the_model_is_replaced_where_it_was_found() {
+        let body = Bytes::from_static(br#"{"model":"a","x":1,"model":"b"}"#);
+        let out = replace_model_at(&body, &[9..12, 27..30], "q\"").unwrap();
+        assert_eq!(&out[..], br#"{"model":"q\"","x":1,"model":"q\""}"#);
+        // Unchanged: the same buffer.
+        let same = replace_model_at(&body, &[9..12], "a").unwrap();
+        assert_eq!(same.as_ptr(), body.as_ptr());
+        // None found, a span past the end, or spans out of order: nothing
+        // is spliced (and nothing panics).
+        assert!(replace_model_at(&body, &[], "a").is_none());
+        assert!(replace_model_at(&body, &[25..40], "z").is_none());
+        assert!(replace_model_at(&body, &[27..30, 9..12], "z").is_none());
+        assert!(replace_model_at(&body, &[12..9], "z").is_none());
     }
 
     #[test]

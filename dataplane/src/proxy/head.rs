@@ -12,8 +12,9 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use llmgw_core::Protocol;
@@ -24,6 +25,13 @@ use llmgw_core::Protocol;
 #[derive(Debug, Default, PartialEq)]
 pub struct Head {
     pub model: Option<String>,
+    /// Where each top-level `model` value is in the body, in order (a
+    /// member named twice has two), whatever its type: the attempt
+    /// replaces them there without scanning the body again.
+    pub model_spans: Vec<std::ops::Range<usize>>,
+    /// A `model` value a tree parse refuses: the body is refused with the
+    /// tree parse's own error.
+    model_refused: bool,
     pub stream: bool,
     /// `stream_options.include_usage` is `true`.
     pub include_usage: bool,
@@ -125,10 +133,31 @@ pub enum HeadError {
 
 impl Head {
     pub fn parse(raw: &[u8]) -> Result<Head, HeadError> {
-        serde_json::from_slice::<Head>(raw).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => HeadError::NotAnObject,
-            _ => HeadError::Syntax(e.to_string()),
-        })
+        let mut de = serde_json::Deserializer::from_slice(raw);
+        let parsed = HeadSeed {
+            base: raw.as_ptr() as usize,
+            len: raw.len(),
+        }
+        .deserialize(&mut de)
+        .and_then(|head| de.end().map(|()| head));
+        match parsed {
+            Ok(head) if head.model_refused => Err(HeadError::Syntax(
+                serde_json::from_slice::<Value>(raw)
+                    .err()
+                    .map_or_else(|| "invalid 'model'".to_string(), |e| e.to_string()),
+            )),
+            Ok(head) => Ok(head),
+            Err(e) => Err(match e.classify() {
+                serde_json::error::Category::Data => HeadError::NotAnObject,
+                // In the tree parse's words: skipping a value (as `model`
+                // is, for its place) may place an error a byte apart.
+                _ => HeadError::Syntax(
+                    serde_json::from_slice::<Value>(raw)
+                        .err()
+                        .map_or_else(|| e.to_string(), |t| t.to_string()),
+                ),
+            }),
+        }
     }
 }
 
@@ -168,9 +197,18 @@ enum Field {
     Other,
 }
 
-impl<'de> Deserialize<'de> for Head {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
+/// Reads a [`Head`] from the body at `base` (its address) of `len` bytes,
+/// which the `model` values' spans are measured from.
+struct HeadSeed {
+    base: usize,
+    len: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for HeadSeed {
+    type Value = Head;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Head, D::Error> {
+        struct V(HeadSeed);
         impl<'de> Visitor<'de> for V {
             type Value = Head;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -187,10 +225,19 @@ impl<'de> Deserialize<'de> for Head {
                         // These few are small: read as trees, they are
                         // judged exactly as the whole body's tree would be.
                         Field::Model => {
-                            head.model = match map.next_value::<Value>()? {
-                                Value::String(s) => Some(s),
-                                _ => None,
+                            let raw = map.next_value::<&'de RawValue>()?.get();
+                            // Where it is, if it is within the body read.
+                            let start = (raw.as_ptr() as usize).wrapping_sub(self.0.base);
+                            if start <= self.0.len && raw.len() <= self.0.len - start {
+                                head.model_spans.push(start..start + raw.len());
                             }
+                            head.model = match model(raw) {
+                                Some(m) => m,
+                                None => {
+                                    head.model_refused = true;
+                                    None
+                                }
+                            };
                         }
                         Field::Stream => {
                             head.stream = map.next_value::<Value>()?.as_bool().unwrap_or(false)
@@ -260,8 +307,32 @@ impl<'de> Deserialize<'de> for Head {
                 Ok(head)
             }
         }
-        d.deserialize_map(V)
+        d.deserialize_map(V(self))
     }
+}
+
+/// The `model` a tree parse reads from a `model` value's raw text (which
+/// serde_json has checked as a value, as far as its skipping checks): a
+/// string is the model, anything else counts as absent. `None` when a tree
+/// parse would refuse the value (a lone surrogate in an escape, a number
+/// out of range, nesting past the limit).
+fn model(raw: &str) -> Option<Option<String>> {
+    let b = raw.as_bytes();
+    if b.first() == Some(&b'"') {
+        if !b.contains(&b'\\') {
+            // Without an escape, the text between the quotes is the string
+            // (control bytes and broken UTF-8 were refused while skipping).
+            return Some(raw.get(1..raw.len() - 1).map(str::to_string));
+        }
+        return match serde_json::from_str::<Value>(raw).ok()? {
+            Value::String(s) => Some(Some(s)),
+            _ => Some(None),
+        };
+    }
+    // In a list, nested one level deeper, as it is in the body: the depth
+    // limit counts from the body's object.
+    serde_json::from_str::<Value>(&format!("[{raw}]")).ok()?;
+    Some(None)
 }
 
 /// Any JSON value, read through `deserialize_any` so that serde_json
@@ -728,6 +799,8 @@ impl<'de> Deserialize<'de> for JsonLen {
 
 #[cfg(test)]
 mod tests {
+    // A body with one `model` has one span: `vec![9..14]` means that.
+    #![allow(clippy::single_range_in_vec_init)]
     use super::*;
 
     fn head(s: &str) -> Result<Head, HeadError> {
@@ -777,6 +850,7 @@ mod tests {
             h,
             Head {
                 model: Some("gpt".into()),
+                model_spans: vec![63..68],
                 stream: true,
                 include_usage: true,
                 input: h.input,
@@ -799,9 +873,13 @@ mod tests {
     fn wrong_types_count_as_absent() {
         let h = head(r#"{"model":5,"stream":"yes","stream_options":{"include_usage":"true"}}"#)
             .unwrap();
-        assert_eq!(h, Head::default());
+        let spans = |s: Vec<std::ops::Range<usize>>| Head {
+            model_spans: s,
+            ..Head::default()
+        };
+        assert_eq!(h, spans(vec![9..10]));
         let h = head(r#"{"model":["a"],"stream":{"a":1},"stream_options":[true]}"#).unwrap();
-        assert_eq!(h, Head::default());
+        assert_eq!(h, spans(vec![9..14]));
     }
 
     #[test]
@@ -997,6 +1075,78 @@ mod tests {
             proptest::prop_assert_eq!(h.temperature, tree_param(&t, "temperature", "temperature"));
             proptest::prop_assert_eq!(h.top_p, tree_param(&t, "top_p", "topP"));
         }
+    }
+
+    #[test]
+    fn finds_where_model_is_as_the_splice_would() {
+        let cases: [(&str, Vec<std::ops::Range<usize>>); 6] = [
+            (r#"{"model":"gpt"}"#, vec![9..14]),
+            (" {\n \"model\" :\t\"gpt\" , \"x\":1}", vec![14..19]),
+            (
+                r#"{"mod\u0065l":"a","y":{"model":"no"},"model":7}"#,
+                vec![14..17, 45..46],
+            ),
+            (
+                r#"{"model":"caf\u00e9","messages":[{"model":"no"}]}"#,
+                vec![9..20],
+            ),
+            (r#"{"model":{"a":[1,"b"]}}"#, vec![9..22]),
+            (r#"{"messages":[]}"#, vec![]),
+        ];
+        for (body, spans) in cases {
+            let h = head(body).unwrap();
+            assert_eq!(h.model_spans, spans, "{body}");
+            // The splice at those places is the one that scans for them.
+            let bytes = bytes::Bytes::copy_from_slice(body.as_bytes());
+            for to in ["gpt", "other", "q\"uote"] {
+                assert_eq!(
+                    llmgw_core::body::replace_model_at(&bytes, &h.model_spans, to),
+                    llmgw_core::body::replace_model(&bytes, to),
+                    "{body} -> {to}"
+                );
+            }
+        }
+        assert_eq!(
+            head(r#"{"model":"caf\u00e9"}"#).unwrap().model.as_deref(),
+            Some("café")
+        );
+    }
+
+    #[test]
+    fn a_model_a_tree_refuses_is_refused_with_the_trees_error() {
+        let deep = |depth: usize| {
+            format!(
+                "{{\"model\":{}{},\"x\":1}}",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        for bad in [
+            r#"{"model":"\ud800"}"#.to_string(),
+            r#"{"model":"a\ud800b","x":1}"#.to_string(),
+            r#"{"model":1e400}"#.to_string(),
+            r#"{"model":[1,-1e999]}"#.to_string(),
+            "{\"model\":\"a\u{1}\"}".to_string(),
+            deep(1000),
+        ] {
+            let tree = serde_json::from_str::<Value>(&bad).unwrap_err().to_string();
+            assert_eq!(head(&bad), Err(HeadError::Syntax(tree)), "{bad}");
+        }
+        // At the depth limit: what the tree takes, the head takes; one
+        // level more, both refuse (a `model` value is a level below the
+        // body's object).
+        let limit = (1..1000)
+            .take_while(|&d| serde_json::from_str::<Value>(&deep(d)).is_ok())
+            .last()
+            .unwrap();
+        assert!(limit > 100, "{limit}");
+        assert_eq!(head(&deep(limit)).unwrap().model, None);
+        let tree = serde_json::from_str::<Value>(&deep(limit + 1))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(head(&deep(limit + 1)), Err(HeadError::Syntax(tree)));
+        let bad_utf8 = b"{\"model\":\"\xff\"}";
+        assert!(matches!(Head::parse(bad_utf8), Err(HeadError::Syntax(_))));
     }
 
     #[test]

@@ -829,6 +829,7 @@ impl Proxy {
                 dialect: d,
                 headers: &parts.headers,
                 raw: &raw,
+                model_spans: &head.model_spans,
                 path_model: path_model.as_deref(),
                 include_usage: head.include_usage,
                 streaming,
@@ -885,6 +886,8 @@ struct Call<'a> {
     dialect: &'static dyn Dialect,
     headers: &'a HeaderMap,
     raw: &'a Bytes,
+    /// Where the body's top-level `model` values are ([`head::Head`]).
+    model_spans: &'a [std::ops::Range<usize>],
     /// The client asked for a usage chunk (`stream_options.include_usage`).
     include_usage: bool,
     streaming: bool,
