@@ -406,14 +406,21 @@ pub fn replace_model_at(
     if spans.is_empty() {
         return None;
     }
-    let value = serde_json::to_string(model).ok()?;
-    let mut same = true;
+    // A name that JSON writes as it is (no quote, backslash or control
+    // character) is compared in place; only a change is written out.
+    let plain = !model.bytes().any(|c| c == b'"' || c == b'\\' || c < 0x20);
+    let mut same = plain;
     for s in spans {
-        same &= body.get(s.clone())? == value.as_bytes();
+        let held = body.get(s.clone())?;
+        same &= held.len() == model.len() + 2
+            && held.first() == Some(&b'"')
+            && held.last() == Some(&b'"')
+            && &held[1..held.len() - 1] == model.as_bytes();
     }
     if same {
         return Some(body.clone());
     }
+    let value = serde_json::to_string(model).ok()?;
     let mut out = Vec::with_capacity(body.len() + value.len());
     let mut at = 0;
     for span in spans {

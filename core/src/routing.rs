@@ -152,19 +152,19 @@ pub fn plan(model: &Model, api: ClientApi, facts: &dyn Facts, state: &dyn RouteS
     };
 
     // Outliers go to the back, keeping their relative order, up to the cap.
+    // In place: the healthy stay, in order; the ejected (rarely any, so
+    // rarely an allocation) follow.
     let cap = max_ejected(order.len());
-    let mut healthy = Vec::with_capacity(order.len());
     let mut ejected = Vec::new();
-    for i in order.drain(..) {
-        if ejected.len() < cap && state.is_ejected(&model.targets[i].key) {
+    order.retain(|&i| {
+        let eject = ejected.len() < cap && state.is_ejected(&model.targets[i].key);
+        if eject {
             ejected.push(i);
-        } else {
-            healthy.push(i);
         }
-    }
-    let n_healthy = healthy.len();
-    healthy.extend(ejected);
-    let order = healthy;
+        !eject
+    });
+    let n_healthy = order.len();
+    order.extend(ejected);
     for (pos, &i) in order.iter().enumerate() {
         decisions.push(Decision {
             target: i,

@@ -126,7 +126,7 @@ impl FieldWriter {
             return;
         }
         self.reserve(2 + encoded_len_varint(value.len() as u64) + value.len());
-        encode_key(field, WireType::LengthDelimited, &mut self.buf);
+        put_key(&mut self.buf, field, WireType::LengthDelimited);
         put_len(&mut self.buf, value.len());
         self.buf.extend_from_slice(value.as_bytes());
     }
@@ -154,7 +154,7 @@ impl FieldWriter {
 
     pub fn bool(&mut self, field: u32, value: bool) {
         if value {
-            encode_key(field, WireType::Varint, &mut self.buf);
+            put_key(&mut self.buf, field, WireType::Varint);
             self.buf.put_u8(1);
         }
     }
@@ -170,7 +170,7 @@ impl FieldWriter {
         };
         let len = part(key) + part(value);
         self.buf.reserve(2 + encoded_len_varint(len as u64) + len);
-        encode_key(field, WireType::LengthDelimited, &mut self.buf);
+        put_key(&mut self.buf, field, WireType::LengthDelimited);
         put_len(&mut self.buf, len);
         for (tag, s) in [(MAP_KEY, key), (MAP_VALUE, value)] {
             if !s.is_empty() {
@@ -197,6 +197,20 @@ const TAIL: usize = 1024;
 /// Tags of a map entry's key (field 1) and value (field 2), both strings.
 const MAP_KEY: u8 = 1 << 3 | WireType::LengthDelimited as u8;
 const MAP_VALUE: u8 = 2 << 3 | WireType::LengthDelimited as u8;
+
+/// A field's key; the one- and two-byte cases (fields 1 to 2047) inline,
+/// where prost's `encode_key` is a call for every field written.
+#[inline]
+fn put_key(buf: &mut BytesMut, field: u32, wire_type: WireType) {
+    let key = field << 3 | wire_type as u32;
+    if key < 0x80 {
+        buf.put_u8(key as u8);
+    } else if key < 0x4000 {
+        buf.put_slice(&[key as u8 | 0x80, (key >> 7) as u8]);
+    } else {
+        encode_key(field, wire_type, buf);
+    }
+}
 
 /// A length as a varint; the one-byte case (most header parts) inline.
 #[inline]
@@ -344,6 +358,18 @@ mod tests {
             }],
             cost: 0.5,
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn keys_are_written_as_prost_writes_them() {
+        for field in (1..4100).chain([prost::encoding::MAX_TAG - 1, prost::encoding::MAX_TAG]) {
+            for wire_type in [WireType::Varint, WireType::LengthDelimited] {
+                let (mut ours, mut prosts) = (BytesMut::new(), BytesMut::new());
+                put_key(&mut ours, field, wire_type);
+                encode_key(field, wire_type, &mut prosts);
+                assert_eq!(ours, prosts, "{field} {wire_type:?}");
+            }
         }
     }
 

@@ -28,7 +28,7 @@ pub struct Head {
     /// Where each top-level `model` value is in the body, in order (a
     /// member named twice has two), whatever its type: the attempt
     /// replaces them there without scanning the body again.
-    pub model_spans: Vec<std::ops::Range<usize>>,
+    pub model_spans: ModelSpans,
     /// A `model` value a tree parse refuses: the body is refused with the
     /// tree parse's own error.
     model_refused: bool,
@@ -48,6 +48,33 @@ pub struct Head {
     pub temperature: Option<f64>,
     /// `top_p` (Gemini: `generationConfig.topP`), for traces.
     pub top_p: Option<f64>,
+}
+
+/// Byte ranges of a body's top-level `model` values: nearly always one,
+/// which is kept without an allocation.
+#[derive(Debug, Default, PartialEq, Clone)]
+pub struct ModelSpans {
+    one: Option<std::ops::Range<usize>>,
+    /// All of them, when there is more than one.
+    all: Vec<std::ops::Range<usize>>,
+}
+
+impl ModelSpans {
+    fn push(&mut self, span: std::ops::Range<usize>) {
+        if self.one.is_none() && self.all.is_empty() {
+            self.one = Some(span);
+            return;
+        }
+        self.all.extend(self.one.take());
+        self.all.push(span);
+    }
+
+    pub fn as_slice(&self) -> &[std::ops::Range<usize>] {
+        match &self.one {
+            Some(one) => std::slice::from_ref(one),
+            None => &self.all,
+        }
+    }
 }
 
 /// The bytes of text that `llmgw_core::tokens::approximate_input` would
@@ -850,13 +877,14 @@ mod tests {
             h,
             Head {
                 model: Some("gpt".into()),
-                model_spans: vec![63..68],
+                model_spans: h.model_spans.clone(),
                 stream: true,
                 include_usage: true,
                 input: h.input,
                 ..Head::default()
             }
         );
+        assert_eq!(h.model_spans.as_slice(), [63..68]);
     }
 
     #[test]
@@ -873,13 +901,15 @@ mod tests {
     fn wrong_types_count_as_absent() {
         let h = head(r#"{"model":5,"stream":"yes","stream_options":{"include_usage":"true"}}"#)
             .unwrap();
-        let spans = |s: Vec<std::ops::Range<usize>>| Head {
-            model_spans: s,
+        let spans = |h: &Head| Head {
+            model_spans: h.model_spans.clone(),
             ..Head::default()
         };
-        assert_eq!(h, spans(vec![9..10]));
+        assert_eq!(h, spans(&h));
+        assert_eq!(h.model_spans.as_slice(), [9..10]);
         let h = head(r#"{"model":["a"],"stream":{"a":1},"stream_options":[true]}"#).unwrap();
-        assert_eq!(h, spans(vec![9..14]));
+        assert_eq!(h, spans(&h));
+        assert_eq!(h.model_spans.as_slice(), [9..14]);
     }
 
     #[test]
@@ -1079,7 +1109,7 @@ mod tests {
 
     #[test]
     fn finds_where_model_is_as_the_splice_would() {
-        let cases: [(&str, Vec<std::ops::Range<usize>>); 6] = [
+        let cases: [(&str, Vec<std::ops::Range<usize>>); 7] = [
             (r#"{"model":"gpt"}"#, vec![9..14]),
             (" {\n \"model\" :\t\"gpt\" , \"x\":1}", vec![14..19]),
             (
@@ -1092,15 +1122,19 @@ mod tests {
             ),
             (r#"{"model":{"a":[1,"b"]}}"#, vec![9..22]),
             (r#"{"messages":[]}"#, vec![]),
+            (
+                r#"{"model":1,"model":2,"model":"c"}"#,
+                vec![9..10, 19..20, 29..32],
+            ),
         ];
         for (body, spans) in cases {
             let h = head(body).unwrap();
-            assert_eq!(h.model_spans, spans, "{body}");
+            assert_eq!(h.model_spans.as_slice(), spans, "{body}");
             // The splice at those places is the one that scans for them.
             let bytes = bytes::Bytes::copy_from_slice(body.as_bytes());
             for to in ["gpt", "other", "q\"uote"] {
                 assert_eq!(
-                    llmgw_core::body::replace_model_at(&bytes, &h.model_spans, to),
+                    llmgw_core::body::replace_model_at(&bytes, h.model_spans.as_slice(), to),
                     llmgw_core::body::replace_model(&bytes, to),
                     "{body} -> {to}"
                 );

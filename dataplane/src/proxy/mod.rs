@@ -829,7 +829,7 @@ impl Proxy {
                 dialect: d,
                 headers: &parts.headers,
                 raw: &raw,
-                model_spans: &head.model_spans,
+                model_spans: head.model_spans.as_slice(),
                 path_model: path_model.as_deref(),
                 include_usage: head.include_usage,
                 streaming,
