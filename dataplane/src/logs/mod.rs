@@ -26,6 +26,7 @@ pub mod loss;
 mod recent;
 pub mod shipper;
 pub mod spool;
+mod wake;
 pub mod wire;
 mod writer;
 

@@ -1,7 +1,8 @@
 //! The log shipper: streams the spool to the control plane's `Logs.Ship`
 //! and trims the spool behind its acknowledgements.
 //!
-//! The writer reports what it wrote through a `watch` (no polling).
+//! The spool's writes wake the shipper (no polling), while it holds
+//! records for a fuller batch only when a write fills one ([`super::wake`]).
 //! Records go in batches of up to `batch_max_records` / `batch_max_bytes`,
 //! with at most `window` unacknowledged batches in flight. A full batch
 //! goes at once; records too few to fill one wait for more, up to about
@@ -37,6 +38,7 @@ use tonic::transport::{Certificate, Channel};
 use tracing::{debug, error, info, warn};
 
 use super::spool::{RawReadBatch, Spool};
+use super::wake::Held;
 use super::wire::{RawBatch, ShipCodec};
 use crate::backoff::Backoff;
 
@@ -160,7 +162,9 @@ impl Shipper {
         self.counters.connected.store(true, Ordering::Relaxed);
         self.counters.connects.fetch_add(1, Ordering::Relaxed);
 
-        let mut written = self.spool.subscribe_written();
+        let written = self.spool.subscribe_written();
+        let spool = Arc::clone(&self.spool);
+        let wake = spool.ship_wake();
         let mut acked = self.spool.acked();
         // Everything after the last acknowledgement goes (again).
         let mut next = acked + 1;
@@ -186,7 +190,10 @@ impl Shipper {
         loop {
             // Fill the window with what the spool holds.
             while in_flight.len() < window {
-                let last_written = *written.borrow_and_update();
+                // Any write wakes, until a hold is decided from what is
+                // read next: none is missed between the two.
+                wake.hold(None);
+                let last_written = *written.borrow();
                 if next > last_written {
                     held_until = None;
                     break;
@@ -204,6 +211,11 @@ impl Shipper {
                         .is_some_and(|b| b < self.batch_max_bytes)
                 {
                     held_until.get_or_insert_with(|| Instant::now() + self.linger);
+                    wake.hold(Some(Held {
+                        from: next,
+                        max_records: self.batch_max_records as u64,
+                        max_bytes: self.batch_max_bytes,
+                    }));
                     break;
                 }
                 let (max_records, max_bytes) = (self.batch_max_records, self.batch_max_bytes);
@@ -254,8 +266,8 @@ impl Shipper {
                         ack_deadline = Instant::now() + self.ack_timeout;
                     }
                 }
-                // Only once the sender is gone, which the spool outlives.
-                _ = written.changed(), if in_flight.len() < window => {}
+                // A write that concerns the shipper ([`super::wake`]).
+                _ = wake.notified(), if in_flight.len() < window => {}
                 // Only with room in the window: a hold that has passed
                 // stays set while records wait, and would wake at once.
                 _ = sleep_until_held(held_until), if held_until.is_some() && in_flight.len() < window => {}

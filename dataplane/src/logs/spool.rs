@@ -112,6 +112,7 @@ use tracing::{debug, error, info, warn};
 
 use super::loss::{LossReason, Losses};
 use super::recent::{self, Recent};
+use super::wake::ShipWake;
 use super::wire::LogRecord;
 
 /// First bytes of every segment file; the digit is the format version.
@@ -337,6 +338,8 @@ pub struct Spool {
     counters: Counters,
     losses: Arc<Losses>,
     written: watch::Sender<u64>,
+    /// Which writes wake the shipper ([`super::wake`]).
+    ship_wake: ShipWake,
     acked: watch::Sender<u64>,
     /// Completed syncs, counted.
     synced: watch::Sender<u64>,
@@ -446,6 +449,7 @@ impl Spool {
             counters,
             losses,
             written: watch::Sender::new(next_seq - 1),
+            ship_wake: ShipWake::default(),
             acked: watch::Sender::new(acked),
             synced: watch::Sender::new(0),
         };
@@ -609,7 +613,7 @@ impl Spool {
         self.enforce_bound(&mut inner);
         drop(inner);
         if let Some(l) = last {
-            self.written.send_replace(l);
+            self.publish_written(l);
         }
         Ok(last)
     }
@@ -634,7 +638,7 @@ impl Spool {
                 self.losses
                     .add(LossReason::WriteError, (frames.len() - i) as u64 + later);
                 if let Some(l) = last {
-                    self.written.send_replace(l);
+                    self.publish_written(l);
                 }
                 return Err(e);
             }
@@ -658,7 +662,7 @@ impl Spool {
                 self.losses
                     .add(LossReason::WriteError, (frames.len() - i) as u64 + later);
                 if let Some(l) = last {
-                    self.written.send_replace(l);
+                    self.publish_written(l);
                 }
                 return Err(e);
             }
@@ -1068,6 +1072,18 @@ impl Spool {
     /// Changes whenever records are written; holds the last sequence.
     pub fn subscribe_written(&self) -> watch::Receiver<u64> {
         self.written.subscribe()
+    }
+
+    /// The writes' wake-ups of the shipper.
+    pub fn ship_wake(&self) -> &ShipWake {
+        &self.ship_wake
+    }
+
+    /// Tells readers that records up to `last` are written.
+    fn publish_written(&self, last: u64) {
+        self.written.send_replace(last);
+        self.ship_wake
+            .written(last, |from| self.recent().bytes_from(from));
     }
 
     /// Changes whenever an acknowledgement advances; holds its sequence.
