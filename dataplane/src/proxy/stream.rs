@@ -184,7 +184,12 @@ pub struct ProxyBody {
     upstream: Option<Upstream>,
     observer: Relay,
     idle_timeout: Duration,
+    /// Fires at the idle timeout, or earlier: it is moved on lazily
+    /// ([`ProxyBody::idle_passed`]), not at every frame.
     idle: Pin<Box<Sleep>>,
+    /// When the upstream last sent data (or the body began, or a wait for
+    /// the record ended): its silence counts from then.
+    last_data: tokio::time::Instant,
     /// The last thing to send: a terminal error event, or an error that
     /// aborts a non-streaming response (a cut JSON body must not look whole).
     tail: Option<Result<Bytes, BoxError>>,
@@ -197,7 +202,7 @@ pub struct ProxyBody {
     sent: u64,
     finish: Option<(Finish, Arc<Emitter>)>,
     /// Once the record is emitted: what the end waits on (on the `idle`
-    /// timer, reset for the upstream again once the wait is over).
+    /// timer, which watches the upstream again once the wait is over).
     hold: Hold,
     /// The frame that carries a stream's end marker, sent once the record
     /// is spooled; the body goes on after it (whatever the upstream still
@@ -222,11 +227,13 @@ impl ProxyBody {
         sink: Arc<Emitter>,
         expected_len: Option<u64>,
     ) -> Self {
+        let now = tokio::time::Instant::now();
         ProxyBody {
             upstream: Some(upstream),
             observer,
             idle_timeout,
-            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle: Box::pin(tokio::time::sleep_until(now + idle_timeout)),
+            last_data: now,
             tail: None,
             done: false,
             started,
@@ -378,6 +385,25 @@ impl Drop for ProxyBody {
     }
 }
 
+impl ProxyBody {
+    /// Whether the upstream has been silent for the idle timeout. Data
+    /// only notes its time (resetting a timer at every frame cost two
+    /// timer-wheel updates a frame); a timer that fires before the silence
+    /// is long enough is set again for when it would be.
+    fn idle_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.idle.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let due = self.last_data + self.idle_timeout;
+            if due <= tokio::time::Instant::now() {
+                return true;
+            }
+            self.idle.as_mut().reset(due);
+        }
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -393,9 +419,10 @@ impl Body for ProxyBody {
                 if this.hold.poll_with(cx, this.idle.as_mut()).is_pending() {
                     return Poll::Pending;
                 }
-                // The wait had the timer: it watches the upstream again.
-                let deadline = tokio::time::Instant::now() + this.idle_timeout;
-                this.idle.as_mut().reset(deadline);
+                // The wait had the timer: the upstream's silence counts
+                // from now (the timer, set for the wait, moves on when it
+                // fires).
+                this.last_data = tokio::time::Instant::now();
             }
             if let Some(frame) = this.held.take() {
                 return Poll::Ready(Some(Ok(Frame::data(frame))));
@@ -425,8 +452,7 @@ impl Body for ProxyBody {
                         continue;
                     };
                     this.first_byte.get_or_insert_with(Instant::now);
-                    let deadline = tokio::time::Instant::now() + this.idle_timeout;
-                    this.idle.as_mut().reset(deadline);
+                    this.last_data = tokio::time::Instant::now();
                     this.sent += chunk.len() as u64;
                     let mut out = this.observer.feed(chunk);
                     if let Some((f, _)) = this.finish.as_mut() {
@@ -474,7 +500,7 @@ impl Body for ProxyBody {
                     }
                 }
                 Poll::Pending => {
-                    if this.idle.as_mut().poll(cx).is_ready() {
+                    if this.idle_passed(cx) {
                         let secs = this.idle_timeout.as_secs();
                         this.fail(Failure {
                             status: 504,
