@@ -61,7 +61,10 @@ impl<T> GuardedIo<T> {
             let timer = self
                 .timer
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-            if timer.deadline() != deadline {
+            // Moved only when it would fire too late, or has fired: every
+            // request's end moves the deadline later, and a timer that
+            // fires early is set again below, once, not at every request.
+            if timer.deadline() > deadline || (timer.is_elapsed() && timer.deadline() < deadline) {
                 timer.as_mut().reset(deadline);
             }
             if timer.as_mut().poll(cx).is_pending() {
