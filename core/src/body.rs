@@ -383,7 +383,9 @@ impl BackScanner<'_> {
 /// When every `model` already holds exactly the bytes the new value would
 /// be written as (a model whose upstream model is its own name, the
 /// default), the body is returned as it is, a new handle on the same
-/// buffer: a long-context body is not copied to change nothing.
+/// buffer: a long-context body is not copied to change nothing. (A name
+/// that JSON must escape is written again even then: the same bytes, in a
+/// copy.)
 pub fn replace_model(body: &Bytes, model: &str) -> Option<Bytes> {
     let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
     for_each_member(body, |(k, s)| {
@@ -396,8 +398,9 @@ pub fn replace_model(body: &Bytes, model: &str) -> Option<Bytes> {
 
 /// [`replace_model`] where the body's first pass already found the
 /// top-level `model` values (`spans`, in order, as byte ranges of
-/// `body`): the body is not scanned again. `None` when there are none or
-/// a span is not within the body.
+/// `body`): the body is not scanned again. `None` when there are none, or
+/// when a span is not within the body or the spans overlap or are out of
+/// order.
 pub fn replace_model_at(
     body: &Bytes,
     spans: &[std::ops::Range<usize>],

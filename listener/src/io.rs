@@ -63,7 +63,8 @@ impl<T> GuardedIo<T> {
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
             // Moved only when it would fire too late, or has fired: every
             // request's end moves the deadline later, and a timer that
-            // fires early is set again below, once, not at every request.
+            // fires early is set again on the loop's next pass (or the
+            // next read), once, not at every request.
             if timer.deadline() > deadline || (timer.is_elapsed() && timer.deadline() < deadline) {
                 timer.as_mut().reset(deadline);
             }

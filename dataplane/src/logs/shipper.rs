@@ -1,8 +1,9 @@
 //! The log shipper: streams the spool to the control plane's `Logs.Ship`
 //! and trims the spool behind its acknowledgements.
 //!
-//! The spool's writes wake the shipper (no polling), while it holds
-//! records for a fuller batch only when a write fills one ([`super::wake`]).
+//! The spool's writes wake the shipper (no polling); while it holds
+//! records for a fuller batch, only a write that fills one, or after which
+//! the held records are no longer in memory ([`super::wake`]).
 //! Records go in batches of up to `batch_max_records` / `batch_max_bytes`,
 //! with at most `window` unacknowledged batches in flight. A full batch
 //! goes at once; records too few to fill one wait for more, up to about

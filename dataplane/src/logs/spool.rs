@@ -606,6 +606,9 @@ impl Spool {
                 Ok(l) => l.or(last),
                 Err(e) => {
                     self.recent().clear();
+                    // Whatever the shipper holds is no longer in memory:
+                    // it reads it from the file now, not at its linger's end.
+                    self.ship_wake.wake();
                     return Err(e);
                 }
             };
@@ -1079,7 +1082,10 @@ impl Spool {
         &self.ship_wake
     }
 
-    /// Tells readers that records up to `last` are written.
+    /// Tells readers that records up to `last` are written. In this
+    /// order (the value first, then the question whether to wake the
+    /// shipper), which is what keeps a wake from being lost
+    /// ([`super::wake`]).
     fn publish_written(&self, last: u64) {
         self.written.send_replace(last);
         self.ship_wake
@@ -1889,8 +1895,31 @@ mod tests {
         // The active segment, reopened read-only: the next write fails.
         let seg = segment_files(dir.path()).pop().unwrap();
         spool.lock().active = Some(File::open(&seg).unwrap());
+        // A shipper holding 1 to 3 for a fuller batch is woken: they are
+        // to be read from the file now.
+        spool.ship_wake().hold(Some(super::super::wake::Held {
+            from: 1,
+            max_records: 100,
+            max_bytes: 1 << 20,
+        }));
+        let waker = std::task::Waker::noop();
+        {
+            // The permit the writes before stored is taken first.
+            let mut before = std::pin::pin!(spool.ship_wake().notified());
+            assert!(std::future::Future::poll(
+                before.as_mut(),
+                &mut std::task::Context::from_waker(waker)
+            )
+            .is_ready());
+        }
+        let mut woken = std::pin::pin!(spool.ship_wake().notified());
         let failed = spool.append((3..5).map(|i| rec(&i.to_string())).collect());
         assert!(failed.is_err());
+        assert!(std::future::Future::poll(
+            woken.as_mut(),
+            &mut std::task::Context::from_waker(waker)
+        )
+        .is_ready());
         assert_eq!(spool.stats().write_failed, 2);
         assert!(spool.read_raw_in_memory(1, 10, 1 << 20).is_none());
         let b = spool.read_raw_from(1, 10, 1 << 20).unwrap();

@@ -9,8 +9,12 @@
 //! instructions per request of S3 (docs/benchmarks.md).
 //!
 //! No wake is lost: a write stores a permit (`Notify::notify_one`) when
-//! the shipper is not waiting, and the shipper says what it holds before
-//! it looks at the last sequence written and waits.
+//! the shipper is not waiting; the shipper says what it holds (nothing,
+//! at first) before it reads the last sequence written; and the spool
+//! publishes that sequence before it asks whether to wake
+//! (`Spool::publish_written`). So a write that the shipper's read missed
+//! meets either no hold, and wakes it, or the hold it set after that read,
+//! whose linger timer runs: the write's records are then part of the hold.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -39,6 +43,11 @@ impl ShipWake {
     /// Says what the shipper holds from now on (`None`: nothing).
     pub fn hold(&self, held: Option<Held>) {
         *self.held.lock().unwrap_or_else(PoisonError::into_inner) = held;
+    }
+
+    /// Wakes the shipper whatever it holds (its records left memory).
+    pub fn wake(&self) {
+        self.notify.notify_one();
     }
 
     /// Resolves at the next wake, or at once for one that came while the
@@ -104,6 +113,8 @@ mod tests {
         assert!(woken(&w), "100 bytes");
         w.written(12, |_| None);
         assert!(woken(&w), "the held records left memory");
+        w.wake();
+        assert!(woken(&w), "told so by a failed write");
         // Held no more: any write wakes again.
         w.hold(None);
         w.written(16, |_| unreachable!());

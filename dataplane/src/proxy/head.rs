@@ -4,7 +4,8 @@
 //! the text an input estimate counts, and the `max_tokens` asked for; see
 //! [`Head::approximate_input`]), read in one validating pass without
 //! building a JSON tree of the body (only those few small members are
-//! read as trees). Every other member is checked exactly as a tree
+//! read as trees, and `model` from its raw text, whose place in the body
+//! the attempt's splice uses). Every other member is checked exactly as a tree
 //! parse would check it (syntax, UTF-8, escapes, number range, nesting
 //! depth) and then dropped; the tree is only built when a rule or a token
 //! estimate asks for it. Building it for every request cost about a
@@ -159,6 +160,9 @@ pub enum HeadError {
 }
 
 impl Head {
+    /// The head of a body, or why a tree parse would refuse it. A refused
+    /// body is parsed a second time, as a tree, for the tree parse's own
+    /// words: the cost of bad input only.
     pub fn parse(raw: &[u8]) -> Result<Head, HeadError> {
         let mut de = serde_json::Deserializer::from_slice(raw);
         let parsed = HeadSeed {
@@ -249,8 +253,9 @@ impl<'de> DeserializeSeed<'de> for HeadSeed {
                 let mut gemini_sampling = (None, None);
                 while let Some(field) = map.next_key::<Field>()? {
                     match field {
-                        // These few are small: read as trees, they are
-                        // judged exactly as the whole body's tree would be.
+                        // `model` from its raw text, and the few below
+                        // read as trees: each is judged exactly as the
+                        // whole body's tree would be.
                         Field::Model => {
                             let raw = map.next_value::<&'de RawValue>()?.get();
                             // Where it is, if it is within the body read.
@@ -339,16 +344,18 @@ impl<'de> DeserializeSeed<'de> for HeadSeed {
 }
 
 /// The `model` a tree parse reads from a `model` value's raw text (which
-/// serde_json has checked as a value, as far as its skipping checks): a
-/// string is the model, anything else counts as absent. `None` when a tree
-/// parse would refuse the value (a lone surrogate in an escape, a number
-/// out of range, nesting past the limit).
+/// serde_json has checked as far as skipping a value checks it: syntax,
+/// escapes' form, no control byte in a string; and the raw text as UTF-8):
+/// a string is the model, anything else counts as absent. `None` when a
+/// tree parse would refuse the value (a lone surrogate in an escape, a
+/// number out of range, nesting past the limit).
 fn model(raw: &str) -> Option<Option<String>> {
     let b = raw.as_bytes();
     if b.first() == Some(&b'"') {
         if !b.contains(&b'\\') {
             // Without an escape, the text between the quotes is the string
-            // (control bytes and broken UTF-8 were refused while skipping).
+            // (control bytes were refused while skipping, broken UTF-8 when
+            // the raw text was taken).
             return Some(raw.get(1..raw.len() - 1).map(str::to_string));
         }
         return match serde_json::from_str::<Value>(raw).ok()? {

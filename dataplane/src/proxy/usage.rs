@@ -200,8 +200,8 @@ impl Plain<'_> {
     }
 
     /// An object's members, each value read by `member` (given the key's
-    /// bytes); keys must be ASCII without a control character or a
-    /// backslash ([`key_len`]).
+    /// bytes); keys must be ASCII from 0x20 on, without a backslash
+    /// ([`key_len`]).
     fn object(&mut self, mut member: impl FnMut(&mut Self, &[u8]) -> Option<()>) -> Option<()> {
         self.eat(b'{')?;
         if self.eat(b'}').is_some() {
