@@ -377,11 +377,9 @@ impl Proxy {
             // Gemini: the model is in the path, the body passes unchanged.
             call.raw.clone()
         } else {
-            // Where the first pass found `model`; scanned for only if it
-            // found none there.
+            // Where the body's first pass found `model`.
             let mut out =
-                body::replace_model_at(call.raw, call.model_spans, &target.upstream_model)
-                    .or_else(|| body::replace_model(call.raw, &target.upstream_model))?;
+                body::replace_model_at(call.raw, call.model_spans, &target.upstream_model)?;
             if wants_usage_chunk(call, target) {
                 out = body::request_stream_usage(&out)?;
             }

@@ -171,23 +171,22 @@ impl Head {
         }
         .deserialize(&mut de)
         .and_then(|head| de.end().map(|()| head));
-        match parsed {
-            Ok(head) if head.model_refused => Err(HeadError::Syntax(
+        // In the tree parse's words: skipping a value (as `model` is, for
+        // its place) may place an error a byte apart.
+        let refused = |ours: String| {
+            HeadError::Syntax(
                 serde_json::from_slice::<Value>(raw)
                     .err()
-                    .map_or_else(|| "invalid 'model'".to_string(), |e| e.to_string()),
-            )),
-            Ok(head) => Ok(head),
-            Err(e) => Err(match e.classify() {
-                serde_json::error::Category::Data => HeadError::NotAnObject,
-                // In the tree parse's words: skipping a value (as `model`
-                // is, for its place) may place an error a byte apart.
-                _ => HeadError::Syntax(
-                    serde_json::from_slice::<Value>(raw)
-                        .err()
-                        .map_or_else(|| e.to_string(), |t| t.to_string()),
-                ),
-            }),
+                    .map_or(ours, |tree| tree.to_string()),
+            )
+        };
+        match parsed {
+            Ok(head) if !head.model_refused => Ok(head),
+            Ok(_) => Err(refused("invalid 'model'".to_string())),
+            Err(e) if e.classify() == serde_json::error::Category::Data => {
+                Err(HeadError::NotAnObject)
+            }
+            Err(e) => Err(refused(e.to_string())),
         }
     }
 }
